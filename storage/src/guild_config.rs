@@ -1,0 +1,53 @@
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::StorageError;
+
+/// The live configuration of one guild, as stored.
+///
+/// Every field has a default so that documents written by an older version still load, and
+/// a guild that never configured anything needs no row at all.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GuildConfig {
+    /// Prefix of text commands (`!ping`).
+    pub prefix: String,
+    /// Locale of the bot's replies, a BCP 47 tag such as `en-US`.
+    pub locale: String,
+    /// Channel that receives moderation and audit notices, if any.
+    pub log_channel: Option<u64>,
+}
+
+impl Default for GuildConfig {
+    fn default() -> Self {
+        Self {
+            prefix: "!".to_owned(),
+            locale: "en-US".to_owned(),
+            log_channel: None,
+        }
+    }
+}
+
+/// A configuration together with the version it was saved as (1 for the first save).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionedConfig {
+    pub version: u64,
+    pub config: GuildConfig,
+}
+
+/// Guild configuration, one versioned document per guild.
+#[async_trait]
+pub trait GuildConfigRepo: Send + Sync + 'static {
+    /// The guild's stored configuration, or `None` if it never saved one.
+    async fn load(&self, guild_id: u64) -> Result<Option<VersionedConfig>, StorageError>;
+
+    /// Saves `config` as version `expected + 1` if the stored version is still `expected`
+    /// (0 when nothing is stored). Returns the new version once the write is durable; a lost
+    /// race is [`StorageError::Conflict`] and changes nothing.
+    async fn save(
+        &self,
+        guild_id: u64,
+        expected: u64,
+        config: &GuildConfig,
+    ) -> Result<u64, StorageError>;
+}
