@@ -1,0 +1,6 @@
+/// Errors of the actor runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum ActorsError {
+    #[error("guild router: {0}")]
+    Spawn(String),
+}

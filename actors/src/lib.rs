@@ -1,0 +1,57 @@
+//! The bot itself: guild actors behind a router, fed by the shards, replying over REST.
+//!
+//! ```text
+//! ShardRunner ─deliver─► EventIngress ─► node cache (twilight-cache-inmemory)
+//!                                     └─► GuildRouter ─► GuildActor (one per guild)
+//!                                                          ├─► Replies (Discord REST)
+//!                                                          └─► storage (guild config)
+//! ```
+//!
+//! Invariants:
+//! - Nothing on the shard's path awaits a guild: ingress updates the cache and enqueues.
+//! - Events of one guild are handled by one actor in gateway order.
+//! - A config change is durable in storage before the actor applies or acknowledges it.
+//! - This crate reads no environment variables and speaks no gRPC: `cluster` assembles it.
+
+mod commands;
+mod error;
+mod guild;
+mod ingress;
+pub mod metrics;
+mod observer;
+mod replies;
+mod router;
+
+pub use error::ActorsError;
+pub use guild::{GuildActor, GuildMsg};
+pub use ingress::EventIngress;
+pub use observer::{EventObserver, HandledEvent};
+pub use replies::Replies;
+pub use router::{GuildRouter, RouterMsg, RouterStats, Services};
+
+use protonn_shard::{EventTypeFlags, Intents};
+use twilight_cache_inmemory::ResourceType;
+
+/// Gateway intents the handlers need. MESSAGE_CONTENT is privileged: it must be enabled for
+/// the bot in Discord's developer portal, or Discord closes the shard with 4014.
+pub fn intents() -> Intents {
+    Intents::GUILDS | Intents::GUILD_MESSAGES | Intents::MESSAGE_CONTENT
+}
+
+/// Event types the handlers and the cache use; twilight skips deserialising the rest.
+pub fn event_types() -> EventTypeFlags {
+    EventTypeFlags::GUILD_CREATE
+        | EventTypeFlags::GUILD_UPDATE
+        | EventTypeFlags::GUILD_DELETE
+        | EventTypeFlags::ROLE_CREATE
+        | EventTypeFlags::ROLE_UPDATE
+        | EventTypeFlags::ROLE_DELETE
+        | EventTypeFlags::MESSAGE_CREATE
+        | EventTypeFlags::INTERACTION_CREATE
+}
+
+/// What the node cache keeps: the guild (for its owner) and roles (for permission checks).
+/// Channels and members are the expensive parts and no handler needs them yet.
+pub fn cached_resources() -> ResourceType {
+    ResourceType::GUILD | ResourceType::ROLE
+}

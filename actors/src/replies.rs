@@ -1,0 +1,100 @@
+//! Discord REST out: every reply the bot sends goes through here.
+
+use std::future::IntoFuture;
+use std::sync::Arc;
+
+use metrics::counter;
+use twilight_http::error::ErrorType;
+use twilight_model::channel::message::{AllowedMentions, MessageFlags};
+use twilight_model::http::interaction::{
+    InteractionResponse, InteractionResponseData, InteractionResponseType,
+};
+use twilight_model::id::Id;
+use twilight_model::id::marker::{ApplicationMarker, ChannelMarker, InteractionMarker};
+
+use crate::metrics::REST_REQUESTS;
+
+/// Values of the `route` label of `protonn_rest_requests_total`.
+pub(crate) const REST_ROUTE_LABELS: [&str; 2] = ["create_message", "interaction_callback"];
+/// Values of the `outcome` label of `protonn_rest_requests_total`.
+pub(crate) const REST_OUTCOME_LABELS: [&str; 5] = [
+    "ok",
+    "rate_limited",
+    "client_error",
+    "server_error",
+    "transport_error",
+];
+
+/// Sends replies without making the caller wait: each request runs on its own task, so a
+/// slow REST round trip never holds up the guild actor that asked for it.
+#[derive(Clone)]
+pub struct Replies {
+    http: Arc<twilight_http::Client>,
+}
+
+impl Replies {
+    /// `http` should be built with the bot token (its `Debug` redacts it) and, against the
+    /// simulator, with the simulator as proxy.
+    pub fn new(http: Arc<twilight_http::Client>) -> Self {
+        Self { http }
+    }
+
+    /// Posts `content` to a channel. Replies never ping anyone: they may echo user input.
+    pub fn message(&self, channel_id: Id<ChannelMarker>, content: String) {
+        let http = Arc::clone(&self.http);
+        tokio::spawn(async move {
+            let no_pings = AllowedMentions::default();
+            let request = http
+                .create_message(channel_id)
+                .content(&content)
+                .allowed_mentions(Some(&no_pings));
+            record("create_message", request.into_future().await.map(drop));
+        });
+    }
+
+    /// Answers an interaction with a message (within Discord's 3 s deadline: this is sent at
+    /// once). `private` replies are shown only to the user who asked.
+    pub fn interaction(
+        &self,
+        application_id: Id<ApplicationMarker>,
+        interaction_id: Id<InteractionMarker>,
+        token: String,
+        content: String,
+        private: bool,
+    ) {
+        let http = Arc::clone(&self.http);
+        tokio::spawn(async move {
+            let response = InteractionResponse {
+                kind: InteractionResponseType::ChannelMessageWithSource,
+                data: Some(InteractionResponseData {
+                    content: Some(content),
+                    allowed_mentions: Some(AllowedMentions::default()),
+                    flags: private.then_some(MessageFlags::EPHEMERAL),
+                    ..InteractionResponseData::default()
+                }),
+            };
+            let result = http
+                .interaction(application_id)
+                .create_response(interaction_id, &token, &response)
+                .into_future()
+                .await;
+            record("interaction_callback", result.map(drop));
+        });
+    }
+}
+
+fn record(route: &'static str, result: Result<(), twilight_http::Error>) {
+    let outcome = match &result {
+        Ok(()) => "ok",
+        Err(err) => match err.kind() {
+            ErrorType::Response { status, .. } if status.get() == 429 => "rate_limited",
+            ErrorType::Response { status, .. } if status.is_server_error() => "server_error",
+            ErrorType::Response { .. } | ErrorType::Unauthorized => "client_error",
+            _ => "transport_error",
+        },
+    };
+    if let Err(err) = &result {
+        tracing::warn!(route, outcome, error = %err, "discord request failed");
+    }
+    counter!(REST_REQUESTS, "route" => route, "outcome" => outcome).increment(1);
+}
