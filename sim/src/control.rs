@@ -1,0 +1,255 @@
+//! The simulator's own HTTP API under `/sim`: stats, the world, the ledger
+//! (pageable), and commands that make things happen (messages, interactions,
+//! closing a shard, resetting the token).
+//!
+//! Every failure is a 4xx with `{"message": ...}`, never a panic or a plain
+//! text rejection.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{get, post};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+use serde_json::{Value, json};
+
+use crate::rest::{JsonReply, json_response};
+use crate::state::AppState;
+use crate::world::GuildInfo;
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/sim/stats", get(stats))
+        .route("/sim/guilds", get(guilds))
+        .route("/sim/ledger", get(ledger))
+        .route("/sim/messages", post(send_message))
+        .route("/sim/interactions", post(send_interaction))
+        .route("/sim/shards/{shard}/close", post(close_shard))
+        .route("/sim/token", post(set_token))
+}
+
+/// Handlers' result: every error is a JSON `{"message": ...}`.
+type Reply = Result<Response, JsonReply>;
+
+fn error(status: StatusCode, message: impl Into<String>) -> JsonReply {
+    JsonReply {
+        status,
+        body: json!({"message": message.into()}),
+    }
+}
+
+fn ok(body: &impl serde::Serialize) -> Reply {
+    let value = serde_json::to_value(body)
+        .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(json_response(StatusCode::OK, &value))
+}
+
+fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, JsonReply> {
+    serde_json::from_slice(body).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("malformed request body: {e}"),
+        )
+    })
+}
+
+fn parse_query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, JsonReply> {
+    query
+        .map(|Query(q)| q)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("malformed query: {e}")))
+}
+
+/// Ids as JSON numbers or as strings (Discord's own style, safe in JS).
+fn id<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Id {
+        Number(u64),
+        Text(String),
+    }
+    match Id::deserialize(deserializer)? {
+        Id::Number(n) => Ok(n),
+        Id::Text(s) => s.parse().map_err(serde::de::Error::custom),
+    }
+}
+
+async fn stats(State(shared): State<AppState>) -> Reply {
+    ok(&shared.stats())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GuildsQuery {
+    limit: Option<usize>,
+}
+
+async fn guilds(
+    State(shared): State<AppState>,
+    query: Result<Query<GuildsQuery>, QueryRejection>,
+) -> Reply {
+    let limit = parse_query(query)?.limit.unwrap_or(usize::MAX);
+    let guilds: Vec<GuildInfo> = shared
+        .world
+        .guilds()
+        .iter()
+        .take(limit)
+        .map(|g| g.info())
+        .collect();
+    ok(&guilds)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct LedgerQuery {
+    after_dispatch: usize,
+    after_gateway: usize,
+    after_rest: usize,
+}
+
+async fn ledger(
+    State(shared): State<AppState>,
+    query: Result<Query<LedgerQuery>, QueryRejection>,
+) -> Reply {
+    let q = parse_query(query)?;
+    ok(&shared
+        .ledger
+        .snapshot(q.after_dispatch, q.after_gateway, q.after_rest))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessageRequest {
+    #[serde(deserialize_with = "id")]
+    guild_id: u64,
+    #[serde(deserialize_with = "id")]
+    channel_id: u64,
+    #[serde(deserialize_with = "id")]
+    author_id: u64,
+    content: String,
+}
+
+async fn send_message(State(shared): State<AppState>, body: Bytes) -> Reply {
+    let request: MessageRequest = parse_body(&body)?;
+    check_target(&shared, request.guild_id, request.channel_id)?;
+    let id = shared
+        .send_message(
+            request.guild_id,
+            request.channel_id,
+            request.author_id,
+            &request.content,
+        )
+        .ok_or_else(|| no_session(&shared, request.guild_id))?;
+    ok(&json!({"id": id}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InteractionRequest {
+    #[serde(deserialize_with = "id")]
+    guild_id: u64,
+    #[serde(deserialize_with = "id")]
+    channel_id: u64,
+    #[serde(deserialize_with = "id")]
+    user_id: u64,
+    command: String,
+    /// `[[name, value], ...]`, string options.
+    #[serde(default)]
+    options: Vec<(String, String)>,
+}
+
+async fn send_interaction(State(shared): State<AppState>, body: Bytes) -> Reply {
+    let request: InteractionRequest = parse_body(&body)?;
+    check_target(&shared, request.guild_id, request.channel_id)?;
+    let options: Vec<(&str, &str)> = request
+        .options
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let id = shared
+        .send_command_interaction(
+            request.guild_id,
+            request.channel_id,
+            request.user_id,
+            &request.command,
+            &options,
+        )
+        .ok_or_else(|| no_session(&shared, request.guild_id))?;
+    ok(&json!({"id": id}))
+}
+
+/// 404 naming whichever of guild and channel is unknown.
+fn check_target(shared: &AppState, guild_id: u64, channel_id: u64) -> Result<(), JsonReply> {
+    let guild = shared
+        .world
+        .guild(guild_id)
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("unknown guild {guild_id}")))?;
+    if !guild.has_channel(channel_id) {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            format!("unknown channel {channel_id} in guild {guild_id}"),
+        ));
+    }
+    Ok(())
+}
+
+/// 404, as for unknown ids: from the caller's side the target is not there.
+fn no_session(shared: &AppState, guild_id: u64) -> JsonReply {
+    let shard = shared.world.guild(guild_id).map_or(0, |g| g.shard);
+    error(
+        StatusCode::NOT_FOUND,
+        format!(
+            "nothing was sent: shard {shard} of guild {guild_id} has no session \
+             (or its intents exclude the event)"
+        ),
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CloseRequest {
+    code: u16,
+}
+
+async fn close_shard(
+    State(shared): State<AppState>,
+    Path(shard): Path<String>,
+    body: Bytes,
+) -> Reply {
+    let shard = shard
+        .parse::<u32>()
+        .ok()
+        .filter(|&s| s < shared.config.shards)
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("unknown shard {shard}")))?;
+    let request: CloseRequest = parse_body(&body)?;
+    if !(1000..=4999).contains(&request.code) {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("close code {} is outside 1000..=4999", request.code),
+        ));
+    }
+    if !shared.sessions.close(shard, request.code) {
+        return Err(error(
+            StatusCode::CONFLICT,
+            format!("shard {shard} has no live connection"),
+        ));
+    }
+    ok(&json!({"closed": true}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenRequest {
+    token: String,
+}
+
+async fn set_token(State(shared): State<AppState>, body: Bytes) -> Reply {
+    let request: TokenRequest = parse_body(&body)?;
+    if request.token.is_empty() {
+        return Err(error(StatusCode::BAD_REQUEST, "token must not be empty"));
+    }
+    shared.set_token(&request.token);
+    ok(&Value::Object(serde_json::Map::new()))
+}

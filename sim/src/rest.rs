@@ -1,0 +1,398 @@
+//! REST API v10 under `/api/v10`: the routes a bot built on twilight-http
+//! uses, with Discord's status codes and error bodies.
+//!
+//! Routing is by hand over path segments rather than by axum routes, so every
+//! request — matched or not, authorized or not — passes one place that
+//! records it in the ledger with its status.
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::interactions::Answer;
+use crate::ledger::RestRecord;
+use crate::payloads::{self, Author, MessageSpec};
+use crate::state::{AppState, Shared};
+
+/// Path prefix twilight-http uses with a proxy.
+pub(crate) const PREFIX: &str = "/api/v10";
+
+/// Discord's message content limit.
+const MAX_CONTENT_CHARS: usize = 2000;
+/// Discord's embed count limit.
+const MAX_EMBEDS: usize = 10;
+
+/// A JSON response with `content-type: application/json` exactly (twilight
+/// checks it) and no `content-encoding` (twilight would try to decode).
+pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
+    let mut response = Response::new(Body::from(body.to_string()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// Discord's error body: `{"message": ..., "code": ...}`.
+pub(crate) fn json_error(status: StatusCode, message: &str, code: u32) -> Response {
+    json_response(status, &json!({"message": message, "code": code}))
+}
+
+/// A JSON reply not yet turned into a [`Response`]: small enough to be the
+/// error side of a `Result`, and a response itself.
+#[derive(Debug)]
+pub(crate) struct JsonReply {
+    pub(crate) status: StatusCode,
+    pub(crate) body: Value,
+}
+
+impl IntoResponse for JsonReply {
+    fn into_response(self) -> Response {
+        json_response(self.status, &self.body)
+    }
+}
+
+fn empty(status: StatusCode) -> Response {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = status;
+    response
+}
+
+/// A handled request: the response and what the ledger needs to know.
+struct Outcome {
+    route: &'static str,
+    response: Response,
+    /// A successful bot reply (counted in `SimStats::replies`).
+    reply: bool,
+}
+
+impl Outcome {
+    fn new(route: &'static str, response: Response) -> Self {
+        Self {
+            route,
+            response,
+            reply: false,
+        }
+    }
+}
+
+/// The request body: absent, JSON, or something that failed to parse.
+enum RequestBody {
+    Empty,
+    Json(Value),
+    Malformed,
+}
+
+pub(crate) async fn handle(
+    State(shared): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().strip_prefix(PREFIX).unwrap_or(uri.path());
+    let body = if body.is_empty() {
+        RequestBody::Empty
+    } else {
+        serde_json::from_slice(&body).map_or(RequestBody::Malformed, RequestBody::Json)
+    };
+    let authorized = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| shared.token_matches(v));
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let outcome = route(&shared, &method, &segments, uri.query(), authorized, &body);
+    shared.ledger.record_rest(
+        RestRecord {
+            method: method.to_string(),
+            path: path.to_owned(),
+            route: outcome.route.to_owned(),
+            status: outcome.response.status().as_u16(),
+            body: match body {
+                RequestBody::Json(value) => Some(value),
+                RequestBody::Empty | RequestBody::Malformed => None,
+            },
+        },
+        outcome.reply,
+    );
+    outcome.response
+}
+
+fn unauthorized() -> Response {
+    json_error(StatusCode::UNAUTHORIZED, "401: Unauthorized", 0)
+}
+
+/// A route that needs the bot token.
+type Handler = fn(&Shared, &[&str], &RequestBody) -> Outcome;
+
+fn route(
+    shared: &Shared,
+    method: &Method,
+    segments: &[&str],
+    query: Option<&str>,
+    authorized: bool,
+    body: &RequestBody,
+) -> Outcome {
+    // Routes that authenticate by the interaction token in the path, as
+    // Discord's webhook routes do, take no Authorization header.
+    match (method.as_str(), segments) {
+        ("POST", ["interactions", id, token, "callback"]) => {
+            return interaction_callback(shared, id, token, query);
+        }
+        ("PATCH", ["webhooks", app, token, "messages", "@original"]) => {
+            let route = "PATCH /webhooks/{application_id}/{interaction_token}/messages/@original";
+            return webhook_message(shared, route, app, token, body);
+        }
+        ("POST", ["webhooks", app, token]) => {
+            let route = "POST /webhooks/{application_id}/{interaction_token}";
+            return webhook_message(shared, route, app, token, body);
+        }
+        ("GET", ["gateway"]) => {
+            return Outcome::new(
+                "GET /gateway",
+                json_response(StatusCode::OK, &json!({"url": shared.gateway_url()})),
+            );
+        }
+        _ => {}
+    }
+    let (route, handler): (&'static str, Handler) = match (method.as_str(), segments) {
+        ("GET", ["gateway", "bot"]) => ("GET /gateway/bot", gateway_bot),
+        ("GET", ["users", "@me"]) => ("GET /users/@me", current_user),
+        ("GET", ["applications", "@me"]) => ("GET /applications/@me", current_application),
+        ("POST", ["channels", _, "messages"]) => {
+            ("POST /channels/{channel_id}/messages", create_message)
+        }
+        _ => {
+            return Outcome::new(
+                "unknown",
+                json_error(StatusCode::NOT_FOUND, "404: Not Found", 0),
+            );
+        }
+    };
+    if !authorized {
+        return Outcome::new(route, unauthorized());
+    }
+    let mut outcome = handler(shared, segments, body);
+    outcome.route = route;
+    outcome
+}
+
+fn gateway_bot(shared: &Shared, _: &[&str], _: &RequestBody) -> Outcome {
+    let config = &shared.config;
+    let body = payloads::gateway_bot(
+        &shared.gateway_url(),
+        config.shards,
+        config.session_start_total,
+        shared.session_starts_remaining(),
+        shared.session_window_reset_after(),
+        config.max_concurrency,
+    );
+    Outcome::new("", json_response(StatusCode::OK, &body))
+}
+
+fn current_user(shared: &Shared, _: &[&str], _: &RequestBody) -> Outcome {
+    let body = payloads::current_user(&shared.world.bot);
+    Outcome::new("", json_response(StatusCode::OK, &body))
+}
+
+fn current_application(shared: &Shared, _: &[&str], _: &RequestBody) -> Outcome {
+    let body = payloads::application(&shared.world.bot);
+    Outcome::new("", json_response(StatusCode::OK, &body))
+}
+
+fn invalid_form_body(field: &str, code: &str, message: &str) -> JsonReply {
+    JsonReply {
+        status: StatusCode::BAD_REQUEST,
+        body: json!({
+            "message": "Invalid Form Body",
+            "code": 50035,
+            "errors": {field: {"_errors": [{"code": code, "message": message}]}},
+        }),
+    }
+}
+
+/// Checks a message body as Discord does: content of at most 2000 chars,
+/// at most 10 embeds, and (unless `edit`: an edit may clear fields) not empty
+/// overall. The content and embeds to echo.
+fn check_message_body(body: &RequestBody, edit: bool) -> Result<(String, Value), JsonReply> {
+    let RequestBody::Json(Value::Object(map)) = body else {
+        return Err(invalid_form_body(
+            "_root",
+            "DICT_TYPE_CONVERT",
+            "Only dictionaries may be used in a DictType",
+        ));
+    };
+    let content = match map.get("content") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => {
+            return Err(invalid_form_body(
+                "content",
+                "BASE_TYPE_STRING",
+                "Must be a string.",
+            ));
+        }
+    };
+    if content.chars().count() > MAX_CONTENT_CHARS {
+        return Err(invalid_form_body(
+            "content",
+            "BASE_TYPE_MAX_LENGTH",
+            "Must be 2000 or fewer in length.",
+        ));
+    }
+    let embeds = match map.get("embeds") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(embeds)) if embeds.len() <= MAX_EMBEDS => embeds.clone(),
+        Some(_) => {
+            return Err(invalid_form_body(
+                "embeds",
+                "BASE_TYPE_MAX_LENGTH",
+                "Must be 10 or fewer in length.",
+            ));
+        }
+    };
+    let has_other = ["components", "sticker_ids", "attachments", "poll"]
+        .iter()
+        .any(|k| map.get(*k).is_some_and(|v| !v.is_null()));
+    if !edit && content.trim().is_empty() && embeds.is_empty() && !has_other {
+        // Discord's own answer to an empty message.
+        return Err(JsonReply {
+            status: StatusCode::BAD_REQUEST,
+            body: json!({"message": "Cannot send an empty message", "code": 50006}),
+        });
+    }
+    Ok((content, Value::Array(embeds)))
+}
+
+fn create_message(shared: &Shared, segments: &[&str], body: &RequestBody) -> Outcome {
+    let guild = segments
+        .get(1)
+        .and_then(|id| id.parse::<u64>().ok())
+        .and_then(|id| shared.world.guild_of_channel(id).map(|g| (id, g)));
+    let Some((channel_id, guild)) = guild else {
+        return Outcome::new(
+            "",
+            json_error(StatusCode::NOT_FOUND, "Unknown Channel", 10003),
+        );
+    };
+    let (content, embeds) = match check_message_body(body, false) {
+        Ok(checked) => checked,
+        Err(reply) => return Outcome::new("", reply.into_response()),
+    };
+    let bot = &shared.world.bot;
+    let message = payloads::message(&MessageSpec {
+        message_id: shared.new_message_id(),
+        channel_id,
+        // REST message objects carry no guild_id; only the gateway adds it.
+        guild_id: None,
+        author: Author {
+            id: bot.user_id,
+            username: &bot.username,
+            joined_ms: guild.bot_joined_ms,
+            bot: true,
+        },
+        member_roles: None,
+        content: &content,
+        embeds,
+        webhook_id: None,
+        application_id: None,
+    });
+    Outcome {
+        route: "",
+        response: json_response(StatusCode::OK, &message),
+        reply: true,
+    }
+}
+
+fn interaction_callback(shared: &Shared, id: &str, token: &str, query: Option<&str>) -> Outcome {
+    let route = "POST /interactions/{interaction_id}/{interaction_token}/callback";
+    let answer = id
+        .parse::<u64>()
+        .map_or(Answer::Unknown, |id| shared.interactions.answer(id, token));
+    let response = match answer {
+        Answer::Accepted => {
+            let with_response = query.is_some_and(|q| {
+                q.split('&')
+                    .any(|pair| pair == "with_response=true" || pair == "with_response=1")
+            });
+            if with_response {
+                // The interaction callback response object; enough to say
+                // which interaction was answered.
+                let body = json!({
+                    "interaction": {
+                        "id": id,
+                        "type": 2,
+                        "activity_instance_id": null,
+                        "response_message_id": null,
+                        "response_message_loading": false,
+                        "response_message_ephemeral": false,
+                    },
+                    "resource": null,
+                });
+                json_response(StatusCode::OK, &body)
+            } else {
+                empty(StatusCode::NO_CONTENT)
+            }
+        }
+        Answer::AlreadyAnswered => json_error(
+            StatusCode::BAD_REQUEST,
+            "Interaction has already been acknowledged.",
+            40060,
+        ),
+        Answer::Unknown => json_error(StatusCode::NOT_FOUND, "Unknown interaction", 10062),
+    };
+    Outcome {
+        route,
+        reply: answer == Answer::Accepted,
+        response,
+    }
+}
+
+/// Follow-ups and edits of the original response: a message by the
+/// application's webhook in the interaction's channel.
+fn webhook_message(
+    shared: &Shared,
+    route: &'static str,
+    app: &str,
+    token: &str,
+    body: &RequestBody,
+) -> Outcome {
+    let bot = &shared.world.bot;
+    let origin = shared.interactions.origin(token);
+    let Some(origin) = origin.filter(|_| app.parse::<u64>().ok() == Some(bot.application_id))
+    else {
+        return Outcome::new(
+            route,
+            json_error(StatusCode::NOT_FOUND, "Unknown Webhook", 10015),
+        );
+    };
+    let edit = route.starts_with("PATCH");
+    let (content, embeds) = match check_message_body(body, edit) {
+        Ok(checked) => checked,
+        Err(reply) => return Outcome::new(route, reply.into_response()),
+    };
+    let joined_ms = shared
+        .world
+        .guild(origin.guild_id)
+        .map_or(0, |g| g.bot_joined_ms);
+    let message = payloads::message(&MessageSpec {
+        message_id: shared.new_message_id(),
+        channel_id: origin.channel_id,
+        guild_id: None,
+        author: Author {
+            id: bot.user_id,
+            username: &bot.username,
+            joined_ms,
+            bot: true,
+        },
+        member_roles: None,
+        content: &content,
+        embeds,
+        webhook_id: Some(bot.application_id),
+        application_id: Some(bot.application_id),
+    });
+    Outcome::new(route, json_response(StatusCode::OK, &message))
+}

@@ -1,0 +1,231 @@
+//! Starting and stopping a simulator, and the handle tests drive it with.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::any;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::SimConfig;
+use crate::error::SimError;
+use crate::ledger::{LedgerSnapshot, SimStats};
+use crate::state::Shared;
+use crate::world::{self, GuildInfo};
+use crate::{control, gateway, rest, traffic};
+
+/// Bound on waiting for connections and tasks to end at shutdown; a client
+/// that never answers our close frame must not hang a test.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Entry point: `Simulator::start(config, listener)`.
+#[derive(Debug)]
+pub struct Simulator;
+
+impl Simulator {
+    /// Serves the gateway, REST and `/sim` on `listener` until
+    /// [`SimHandle::shutdown`] is called or the last handle is dropped.
+    pub async fn start(config: SimConfig, listener: TcpListener) -> Result<SimHandle, SimError> {
+        config.validate()?;
+        let addr = listener.local_addr()?;
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (conn_tx, conn_rx) = mpsc::channel(1);
+        let shared = Arc::new(Shared::new(config, addr, shutdown_rx, conn_tx));
+
+        let app = Router::new()
+            .merge(control::router())
+            .route(rest::PREFIX, any(rest::handle))
+            .route(&format!("{}/{{*rest}}", rest::PREFIX), any(rest::handle))
+            .fallback(gateway::upgrade)
+            .with_state(Arc::clone(&shared));
+        let mut signal = shared.shutdown_signal();
+        let server = tokio::spawn(async move {
+            let result = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    // Either a `true` or a dropped sender means stop.
+                    let _ = signal.wait_for(|stop| *stop).await;
+                })
+                .await;
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "simulator listener failed");
+            }
+        });
+        let traffic = tokio::spawn(traffic::run(Arc::clone(&shared)));
+        tracing::info!(%addr, config = ?shared.config, "simulator started");
+        Ok(SimHandle {
+            shared,
+            inner: Arc::new(HandleInner {
+                shutdown: shutdown_tx,
+                tasks: Mutex::new(Some(Tasks {
+                    server,
+                    traffic,
+                    connections_done: conn_rx,
+                })),
+            }),
+        })
+    }
+}
+
+struct Tasks {
+    server: JoinHandle<()>,
+    traffic: JoinHandle<()>,
+    /// Yields `None` once every connection task has ended.
+    connections_done: mpsc::Receiver<()>,
+}
+
+struct HandleInner {
+    shutdown: watch::Sender<bool>,
+    tasks: Mutex<Option<Tasks>>,
+}
+
+impl Drop for HandleInner {
+    // The last handle gone: stop serving, without waiting.
+    fn drop(&mut self) {
+        self.shutdown.send_replace(true);
+    }
+}
+
+/// A running simulator. Clones share it; it stops at [`shutdown`] or when
+/// the last clone is dropped.
+///
+/// [`shutdown`]: SimHandle::shutdown
+#[derive(Clone)]
+pub struct SimHandle {
+    shared: Arc<Shared>,
+    inner: Arc<HandleInner>,
+}
+
+impl std::fmt::Debug for SimHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimHandle")
+            .field("addr", &self.shared.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SimHandle {
+    pub fn addr(&self) -> SocketAddr {
+        self.shared.addr
+    }
+
+    /// `ws://IP:PORT`, for twilight's `proxy_url`.
+    pub fn gateway_url(&self) -> String {
+        self.shared.gateway_url()
+    }
+
+    /// `IP:PORT`, for twilight-http's `proxy(.., true)`.
+    pub fn rest_proxy(&self) -> String {
+        self.shared.addr.to_string()
+    }
+
+    /// The config it started with (a later [`set_token`](Self::set_token)
+    /// is not reflected here).
+    pub fn config(&self) -> &SimConfig {
+        &self.shared.config
+    }
+
+    /// Every generated guild, in id order.
+    pub fn guilds(&self) -> Vec<GuildInfo> {
+        self.shared
+            .world
+            .guilds()
+            .iter()
+            .map(|g| g.info())
+            .collect()
+    }
+
+    pub fn guild(&self, id: u64) -> Option<GuildInfo> {
+        self.shared.world.guild(id).map(|g| g.info())
+    }
+
+    /// `(guild_id >> 22) % shards`, Discord's formula.
+    pub fn shard_of(&self, guild_id: u64) -> u32 {
+        world::shard_of(guild_id, self.shared.config.shards)
+    }
+
+    /// Dispatches a MESSAGE_CREATE in that guild from that user; the message
+    /// id, or `None` if the guild or channel is unknown, the guild's shard
+    /// has no session, or the session lacks the GUILD_MESSAGES intent
+    /// (without MESSAGE_CONTENT the content arrives empty). A session that is
+    /// disconnected but resumable gets the event sequenced and buffered for
+    /// replay, as Discord does. Authors the world does not know get a
+    /// made-up username.
+    pub fn send_message(
+        &self,
+        guild_id: u64,
+        channel_id: u64,
+        author_id: u64,
+        content: &str,
+    ) -> Option<u64> {
+        self.shared
+            .send_message(guild_id, channel_id, author_id, content)
+    }
+
+    /// Dispatches an INTERACTION_CREATE for a slash command with string
+    /// options; the interaction id (its token is kept so the callback can be
+    /// checked), or `None` as for [`send_message`](Self::send_message).
+    pub fn send_command_interaction(
+        &self,
+        guild_id: u64,
+        channel_id: u64,
+        user_id: u64,
+        command: &str,
+        options: &[(&str, &str)],
+    ) -> Option<u64> {
+        self.shared
+            .send_command_interaction(guild_id, channel_id, user_id, command, options)
+    }
+
+    /// Closes the shard's live connection with `code`. The session stays
+    /// resumable (events meanwhile are buffered for the replay) unless the
+    /// code ends it as on Discord: 4004, 4007, 4009, 4010..=4014. `false` if
+    /// the shard has no live connection.
+    pub fn close_shard(&self, shard: u32, code: u16) -> bool {
+        self.shared.sessions.close(shard, code)
+    }
+
+    /// Replaces the accepted token: later IDENTIFY/RESUME with the old one
+    /// are closed with 4004, REST calls get 401. Live sessions go on.
+    pub fn set_token(&self, token: &str) {
+        self.shared.set_token(token);
+    }
+
+    /// Everything recorded so far.
+    pub fn ledger(&self) -> LedgerSnapshot {
+        self.shared.ledger.snapshot(0, 0, 0)
+    }
+
+    pub fn stats(&self) -> SimStats {
+        self.shared.stats()
+    }
+
+    /// Stops accepting, closes every connection (1001) and waits for the
+    /// listener, the traffic generator and the connections to end.
+    pub async fn shutdown(self) {
+        self.inner.shutdown.send_replace(true);
+        self.shared.drop_conn_guard();
+        let tasks = self
+            .inner
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let Some(mut tasks) = tasks else {
+            return;
+        };
+        let wait = async {
+            let _ = (&mut tasks.traffic).await;
+            // `None` once the last connection dropped its guard.
+            while tasks.connections_done.recv().await.is_some() {}
+            let _ = (&mut tasks.server).await;
+        };
+        if tokio::time::timeout(SHUTDOWN_GRACE, wait).await.is_err() {
+            tracing::warn!("simulator shutdown timed out; aborting its tasks");
+            tasks.traffic.abort();
+            tasks.server.abort();
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! State shared by the listener's handlers, the connections and the traffic
+//! generator of one running simulator.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Instant;
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::{mpsc, watch};
+use twilight_model::gateway::Intents;
+
+use crate::config::SimConfig;
+use crate::interactions::Interactions;
+use crate::ledger::{Ledger, SimStats};
+use crate::payloads::{self, Author, InteractionSpec, MessageSpec};
+use crate::session::{Event, Sessions};
+use crate::snowflake::{IdGenerator, snowflake};
+use crate::world::World;
+
+/// Snowflake workers for ids made at run time (world ids use 0..=2).
+const WORKER_MESSAGE: u64 = 8;
+const WORKER_INTERACTION: u64 = 9;
+
+/// Discord's session start window.
+const SESSION_WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
+
+// No `Debug`: it would print the token.
+pub(crate) struct Shared {
+    pub(crate) config: SimConfig,
+    pub(crate) world: World,
+    pub(crate) addr: SocketAddr,
+    pub(crate) sessions: Sessions,
+    pub(crate) ledger: Ledger,
+    pub(crate) interactions: Interactions,
+    /// The accepted token; replaceable at run time (an operator resetting it).
+    token: RwLock<String>,
+    message_ids: IdGenerator,
+    interaction_ids: IdGenerator,
+    /// Session ids and interaction tokens; seeded, so runs are repeatable.
+    rng: Mutex<SmallRng>,
+    next_conn_id: AtomicU64,
+    started: Instant,
+    shutdown: watch::Receiver<bool>,
+    /// Every live connection holds a clone; shutdown drops this one and
+    /// waits until the receiver sees all of them gone.
+    conn_guard: Mutex<Option<mpsc::Sender<()>>>,
+}
+
+/// Held by a connection task for its lifetime.
+#[derive(Debug)]
+pub(crate) struct ConnGuard {
+    _tx: mpsc::Sender<()>,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        config: SimConfig,
+        addr: SocketAddr,
+        shutdown: watch::Receiver<bool>,
+        conn_guard: mpsc::Sender<()>,
+    ) -> Self {
+        let world = World::generate(&config);
+        Self {
+            sessions: Sessions::new(config.shards),
+            ledger: Ledger::new(config.ledger_capacity),
+            interactions: Interactions::default(),
+            token: RwLock::new(config.token.clone()),
+            message_ids: IdGenerator::new(WORKER_MESSAGE),
+            interaction_ids: IdGenerator::new(WORKER_INTERACTION),
+            rng: Mutex::new(SmallRng::seed_from_u64(config.seed ^ 0x5eed_5e55_1015)),
+            next_conn_id: AtomicU64::new(1),
+            started: Instant::now(),
+            shutdown,
+            conn_guard: Mutex::new(Some(conn_guard)),
+            world,
+            addr,
+            config,
+        }
+    }
+
+    pub(crate) fn gateway_url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    /// Whether `presented` is the current token, with or without `Bot `.
+    pub(crate) fn token_matches(&self, presented: &str) -> bool {
+        let presented = presented.strip_prefix("Bot ").unwrap_or(presented);
+        *self.token.read().unwrap_or_else(PoisonError::into_inner) == presented
+    }
+
+    pub(crate) fn set_token(&self, token: &str) {
+        *self.token.write().unwrap_or_else(PoisonError::into_inner) = token.to_owned();
+    }
+
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.clone()
+    }
+
+    /// `None` once shutdown began: no new connection may start.
+    pub(crate) fn conn_guard(&self) -> Option<ConnGuard> {
+        let guard = self
+            .conn_guard
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        guard.as_ref().map(|tx| ConnGuard { _tx: tx.clone() })
+    }
+
+    pub(crate) fn drop_conn_guard(&self) {
+        self.conn_guard
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+    }
+
+    pub(crate) fn next_conn_id(&self) -> u64 {
+        self.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Random lowercase hex, like Discord's session ids (32 chars) and a
+    /// stand-in for interaction tokens.
+    pub(crate) fn random_hex(&self, bytes: usize) -> String {
+        let mut rng = self.rng.lock().unwrap_or_else(PoisonError::into_inner);
+        (0..bytes)
+            .map(|_| format!("{:02x}", rng.random::<u8>()))
+            .collect()
+    }
+
+    pub(crate) fn stats(&self) -> SimStats {
+        SimStats {
+            ready_shards: self.sessions.ready_shards(),
+            ..self.ledger.stats()
+        }
+    }
+
+    /// `session_start_limit.remaining`: what is left of the daily budget.
+    pub(crate) fn session_starts_remaining(&self) -> u32 {
+        let used = u32::try_from(self.ledger.identifies()).unwrap_or(u32::MAX);
+        self.config.session_start_total.saturating_sub(used)
+    }
+
+    /// Milliseconds until the current 24 h session start window ends.
+    pub(crate) fn session_window_reset_after(&self) -> u64 {
+        let elapsed = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        SESSION_WINDOW_MS - elapsed % SESSION_WINDOW_MS
+    }
+
+    /// See [`SimHandle::send_message`](crate::SimHandle::send_message).
+    pub(crate) fn send_message(
+        &self,
+        guild_id: u64,
+        channel_id: u64,
+        author_id: u64,
+        content: &str,
+    ) -> Option<u64> {
+        let guild = self.world.guild(guild_id)?;
+        if !guild.has_channel(channel_id) {
+            return None;
+        }
+        // Discord sends guild messages only with GUILD_MESSAGES, and blanks
+        // their content without MESSAGE_CONTENT; a bot that forgot an intent
+        // must see that here, not first in production.
+        let intents = Intents::from_bits_truncate(self.sessions.intents(guild.shard)?);
+        if !intents.contains(Intents::GUILD_MESSAGES) {
+            return None;
+        }
+        let content = if intents.contains(Intents::MESSAGE_CONTENT) {
+            content
+        } else {
+            ""
+        };
+        let fallback_name = format!("user{author_id}");
+        let author = Author::in_guild(guild, author_id, &fallback_name);
+        let roles: Vec<u64> = if author_id == guild.owner.id {
+            vec![guild.moderator_role_id]
+        } else {
+            Vec::new()
+        };
+        let message_id = self.message_ids.next();
+        let d = payloads::message(&MessageSpec {
+            message_id,
+            channel_id,
+            guild_id: Some(guild_id),
+            author,
+            member_roles: Some(&roles),
+            content,
+            embeds: serde_json::Value::Array(Vec::new()),
+            webhook_id: None,
+            application_id: None,
+        });
+        let event = Event {
+            name: "MESSAGE_CREATE",
+            guild_id: Some(guild_id),
+            entity_id: Some(message_id),
+            d: d.to_string(),
+        };
+        self.sessions.dispatch(guild.shard, event)?;
+        Some(message_id)
+    }
+
+    /// See [`SimHandle::send_command_interaction`](crate::SimHandle::send_command_interaction).
+    pub(crate) fn send_command_interaction(
+        &self,
+        guild_id: u64,
+        channel_id: u64,
+        user_id: u64,
+        command: &str,
+        options: &[(&str, &str)],
+    ) -> Option<u64> {
+        let guild = self.world.guild(guild_id)?;
+        if !guild.has_channel(channel_id) || !self.sessions.has_session(guild.shard) {
+            return None;
+        }
+        let fallback_name = format!("user{user_id}");
+        let user = Author::in_guild(guild, user_id, &fallback_name);
+        let interaction_id = self.interaction_ids.next();
+        // Real tokens are long opaque strings; 64 hex chars is plenty unique.
+        let token = format!("aW50ZXJhY3Rpb24{}", self.random_hex(32));
+        let d = payloads::interaction_create(&InteractionSpec {
+            interaction_id,
+            token: &token,
+            application_id: self.world.bot.application_id,
+            guild,
+            channel_id,
+            user,
+            command_id: command_id(self.world.bot.application_id, command),
+            command,
+            options,
+        });
+        // Issued before it can be delivered, so a fast bot's callback finds it.
+        self.interactions
+            .issue(interaction_id, &token, guild_id, channel_id);
+        let event = Event {
+            name: "INTERACTION_CREATE",
+            guild_id: Some(guild_id),
+            entity_id: Some(interaction_id),
+            d: d.to_string(),
+        };
+        self.sessions.dispatch(guild.shard, event)?;
+        Some(interaction_id)
+    }
+
+    pub(crate) fn new_message_id(&self) -> u64 {
+        self.message_ids.next()
+    }
+}
+
+/// A stable id per command name, as if each were registered once, created
+/// a day after the application.
+fn command_id(application_id: u64, name: &str) -> u64 {
+    // FNV-1a: stable across runs and Rust versions, unlike `DefaultHasher`.
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let created = crate::snowflake::unix_ms_of(application_id) + 86_400_000;
+    snowflake(created, 3, hash & 0xFFF)
+}
+
+/// Shared state as handlers receive it.
+pub(crate) type AppState = Arc<Shared>;
