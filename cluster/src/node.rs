@@ -1,0 +1,211 @@
+//! A node: shards, guild actors, storage and the ops endpoint, wired together.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use protonn_actors::{
+    EventIngress, EventObserver, GuildRouter, Replies, RouterMsg, RouterStats, Services,
+};
+use protonn_shard::{
+    BotToken, GatewaySettings, IdentifyLimits, ShardStatus, ShardSupervisor, SupervisorMsg,
+};
+use protonn_storage::EmbeddedStore;
+use ractor::ActorRef;
+use tokio::sync::oneshot;
+use twilight_cache_inmemory::DefaultInMemoryCache;
+use twilight_http::error::ErrorType;
+
+use crate::{NodeError, ops, telemetry};
+
+/// Bound on every in-process query to an actor; they answer in microseconds unless wedged.
+const QUERY_TIMEOUT_MS: u64 = 5_000;
+/// Time for shards to close cleanly before the node stops anyway.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on a REST request to Discord.
+const REST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Which Discord the node talks to.
+#[derive(Clone, Debug)]
+pub enum DiscordEndpoint {
+    Discord,
+    /// A simulator at `host:port`: plain `ws://` gateway and `http://` REST.
+    Simulator(String),
+}
+
+pub struct NodeOptions {
+    pub discord: DiscordEndpoint,
+    pub token: BotToken,
+    /// Total shard count; Discord's recommendation when `None`.
+    pub shards: Option<u32>,
+    /// Shards this node runs; all when `None`.
+    pub shard_ids: Option<Vec<u32>>,
+    pub data_dir: PathBuf,
+    /// Where to serve `/metrics`, `/healthz` and `/readyz`; port 0 picks a free one.
+    pub ops_listen: SocketAddr,
+    /// Sees every event a guild actor handled (tests compare it with the simulator's ledger).
+    pub observer: Option<Arc<dyn EventObserver>>,
+}
+
+/// A running node. Stop it with [`Node::shutdown`].
+pub struct Node {
+    supervisor: ActorRef<SupervisorMsg>,
+    router: ActorRef<RouterMsg>,
+    ops_addr: SocketAddr,
+    ops_stop: oneshot::Sender<()>,
+    ops_task: tokio::task::JoinHandle<()>,
+}
+
+impl Node {
+    /// Asks Discord for the gateway settings, opens storage, starts the guild actors, then
+    /// the shards. Fails fast on a rejected token, before any IDENTIFY is spent.
+    pub async fn start(options: NodeOptions) -> Result<Self, NodeError> {
+        telemetry::install_tls_provider();
+        let prometheus = telemetry::prometheus();
+
+        let mut http = twilight_http::Client::builder()
+            .token(options.token.expose().to_owned())
+            .timeout(REST_TIMEOUT);
+        if let DiscordEndpoint::Simulator(addr) = &options.discord {
+            http = http.proxy(addr.clone(), true);
+        }
+        let http = Arc::new(http.build());
+        let info = gateway_info(&http).await?;
+        let limit = info.session_start_limit;
+        let shard_count = options.shards.unwrap_or(info.shards).max(1);
+        let settings = GatewaySettings {
+            token: options.token,
+            intents: protonn_actors::intents(),
+            event_types: protonn_actors::event_types(),
+            gateway_url: match options.discord {
+                DiscordEndpoint::Discord => None,
+                DiscordEndpoint::Simulator(_) => Some(info.url),
+            },
+            shard_ids: options
+                .shard_ids
+                .unwrap_or_else(|| (0..shard_count).collect()),
+            shard_count,
+            identify: IdentifyLimits {
+                max_concurrency: limit.max_concurrency,
+                remaining: limit.remaining.min(limit.total),
+                reset_after: Duration::from_millis(limit.reset_after),
+                total: limit.total,
+            },
+        };
+
+        let store = EmbeddedStore::open(&options.data_dir)?;
+        let cache = Arc::new(
+            DefaultInMemoryCache::builder()
+                .resource_types(protonn_actors::cached_resources())
+                .build(),
+        );
+        let router = GuildRouter::start(Services {
+            store: Arc::new(store),
+            replies: Replies::new(http),
+            cache: Arc::clone(&cache),
+            observer: options.observer,
+        })
+        .await?;
+
+        let listener = tokio::net::TcpListener::bind(options.ops_listen)
+            .await
+            .map_err(|source| NodeError::OpsBind {
+                addr: options.ops_listen,
+                source,
+            })?;
+        let ops_addr = listener.local_addr().map_err(|source| NodeError::OpsBind {
+            addr: options.ops_listen,
+            source,
+        })?;
+
+        let ingress = Arc::new(EventIngress::new(cache, router.clone()));
+        let supervisor = match ShardSupervisor::start(settings, ingress).await {
+            Ok(supervisor) => supervisor,
+            Err(err) => {
+                router.stop(None);
+                return Err(err.into());
+            }
+        };
+
+        let (ops_stop, stopped) = oneshot::channel();
+        let ops_state = ops::OpsState {
+            prometheus,
+            supervisor: supervisor.clone(),
+        };
+        let ops_task = tokio::spawn(ops::serve(listener, ops_state, async {
+            let _ = stopped.await;
+        }));
+        tracing::info!(%ops_addr, shards = shard_count, "node started");
+        Ok(Self {
+            supervisor,
+            router,
+            ops_addr,
+            ops_stop,
+            ops_task,
+        })
+    }
+
+    /// Address of `/metrics`, `/healthz` and `/readyz`.
+    pub fn ops_addr(&self) -> SocketAddr {
+        self.ops_addr
+    }
+
+    /// The state of every shard of this node.
+    pub async fn shard_statuses(&self) -> Vec<ShardStatus> {
+        ractor::call_t!(self.supervisor, SupervisorMsg::Statuses, QUERY_TIMEOUT_MS)
+            .unwrap_or_default()
+    }
+
+    pub async fn router_stats(&self) -> RouterStats {
+        ractor::call_t!(self.router, RouterMsg::Stats, QUERY_TIMEOUT_MS).unwrap_or_default()
+    }
+
+    /// Closes the shards, then stops the guild actors and releases storage.
+    pub async fn shutdown(self) {
+        let closed = ractor::call_t!(
+            self.supervisor,
+            SupervisorMsg::Shutdown,
+            SHUTDOWN_TIMEOUT.as_millis() as u64
+        );
+        if closed.is_err() {
+            tracing::warn!("shards did not close in time; stopping anyway");
+        }
+        self.supervisor
+            .stop_children_and_wait(None, Some(SHUTDOWN_TIMEOUT))
+            .await;
+        let _ = self
+            .supervisor
+            .stop_and_wait(None, Some(SHUTDOWN_TIMEOUT))
+            .await;
+        // Guild actors hold the store: all of them must be gone before it can be reopened.
+        self.router
+            .stop_children_and_wait(None, Some(SHUTDOWN_TIMEOUT))
+            .await;
+        let _ = self
+            .router
+            .stop_and_wait(None, Some(SHUTDOWN_TIMEOUT))
+            .await;
+        let _ = self.ops_stop.send(());
+        let _ = self.ops_task.await;
+    }
+}
+
+async fn gateway_info(
+    http: &twilight_http::Client,
+) -> Result<twilight_model::gateway::connection_info::BotConnectionInfo, NodeError> {
+    let response = match http.gateway().authed().await {
+        Ok(response) => response,
+        Err(err) => {
+            return Err(match err.kind() {
+                ErrorType::Unauthorized => NodeError::BadToken,
+                ErrorType::Response { status, .. } if status.get() == 401 => NodeError::BadToken,
+                _ => NodeError::GatewayInfo(err.to_string()),
+            });
+        }
+    };
+    response
+        .model()
+        .await
+        .map_err(|err| NodeError::GatewayInfo(err.to_string()))
+}

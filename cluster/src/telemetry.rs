@@ -1,0 +1,41 @@
+//! Process-wide telemetry: logging, the Prometheus recorder, and the TLS provider.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+
+static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The process's Prometheus recorder, installed (with every metric described and
+/// pre-registered) on first use. One per process: several nodes in one test process share it.
+pub(crate) fn prometheus() -> PrometheusHandle {
+    PROMETHEUS
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .install_recorder()
+                .expect("no other metrics recorder is installed in this process");
+            protonn_shard::metrics::describe();
+            protonn_actors::metrics::describe();
+            handle
+        })
+        .clone()
+}
+
+/// Logs to stderr; `RUST_LOG` overrides `default_filter`.
+pub(crate) fn init_logging(default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    // A second call (tests) keeps the first subscriber.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// TLS for the real gateway and REST uses rustls with ring; twilight needs the process-wide
+/// provider chosen before it builds a connection.
+pub(crate) fn install_tls_provider() {
+    // Err means a provider is already installed, which is just as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
