@@ -1,0 +1,195 @@
+//! Harness for end-to-end tests: a simulator and nodes in one process, each test with its
+//! own ports (bound to 0), data directory and simulated world.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use protonn_actors::{EventObserver, HandledEvent};
+use protonn_cluster::{DiscordEndpoint, Node, NodeError, NodeOptions};
+use protonn_shard::{BotToken, ShardPhase};
+use protonn_sim::{GatewayEventKind, GuildInfo, SimConfig, SimHandle, Simulator};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Long enough for a loaded 2-core CI machine; conditions usually hold within milliseconds.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A small world that identifies all shards at once and sends no background traffic, so
+/// that every dispatch in the ledger comes from the test.
+pub fn small_world(shards: u32, guilds: u32) -> SimConfig {
+    SimConfig {
+        shards,
+        max_concurrency: shards,
+        guilds,
+        messages_per_sec: 0.0,
+        ..SimConfig::default()
+    }
+}
+
+pub async fn start_sim(config: SimConfig) -> SimHandle {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    Simulator::start(config, listener).await.unwrap()
+}
+
+/// Starts a node against `sim` with the simulator's token.
+pub async fn start_node(sim: &SimHandle, data_dir: &Path, recorder: &Arc<Recorder>) -> Node {
+    let token = sim.config().token.clone();
+    try_start_node(sim, data_dir, recorder, &token)
+        .await
+        .unwrap()
+}
+
+pub async fn try_start_node(
+    sim: &SimHandle,
+    data_dir: &Path,
+    recorder: &Arc<Recorder>,
+    token: &str,
+) -> Result<Node, NodeError> {
+    Node::start(NodeOptions {
+        discord: DiscordEndpoint::Simulator(sim.rest_proxy()),
+        token: BotToken::new(token),
+        shards: None,
+        shard_ids: None,
+        data_dir: data_dir.to_owned(),
+        ops_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        observer: Some(Arc::clone(recorder) as Arc<dyn EventObserver>),
+    })
+    .await
+}
+
+/// Polls `condition` every 20 ms until it holds; panics naming `what` after [`DEADLINE`].
+pub async fn wait_until<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {DEADLINE:?} waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub async fn wait_all_ready(node: &Node) {
+    wait_until("every shard is ready", || async {
+        let statuses = node.shard_statuses().await;
+        !statuses.is_empty() && statuses.iter().all(|s| s.phase == ShardPhase::Ready)
+    })
+    .await;
+}
+
+/// Records every event the guild actors handled, with how often.
+#[derive(Default)]
+pub struct Recorder {
+    seen: Mutex<HashMap<(u64, HandledEvent), u32>>,
+}
+
+impl EventObserver for Recorder {
+    fn handled(&self, guild_id: u64, event: HandledEvent) {
+        *self
+            .seen
+            .lock()
+            .unwrap()
+            .entry((guild_id, event))
+            .or_default() += 1;
+    }
+}
+
+impl Recorder {
+    /// How often each event was handled, keyed by (guild, event).
+    pub fn counts(&self) -> HashMap<(u64, HandledEvent), u32> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn guilds_created(&self) -> HashSet<u64> {
+        self.counts()
+            .keys()
+            .filter(|(_, event)| *event == HandledEvent::GuildCreate)
+            .map(|(guild, _)| *guild)
+            .collect()
+    }
+
+    /// Message id → times handled.
+    pub fn messages(&self) -> HashMap<u64, u32> {
+        self.counts()
+            .into_iter()
+            .filter_map(|((_, event), count)| match event {
+                HandledEvent::Message(id) => Some((id, count)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Times shard `shard` resumed a session, by the simulator's ledger.
+pub fn resumes(sim: &SimHandle, shard: u32) -> usize {
+    sim.ledger()
+        .gateway
+        .iter()
+        .filter(|r| r.shard == Some(shard) && matches!(r.kind, GatewayEventKind::Resumed { .. }))
+        .count()
+}
+
+/// Replies the simulator received for a channel: the `content` of each POST.
+pub fn channel_replies(sim: &SimHandle, channel_id: u64) -> Vec<String> {
+    let path = format!("/channels/{channel_id}/messages");
+    sim.ledger()
+        .rest
+        .iter()
+        .filter(|r| r.method == "POST" && r.path == path && r.status == 200)
+        .filter_map(|r| r.body.as_ref()?.get("content")?.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Interaction callbacks the simulator accepted for an interaction: the reply content of each.
+pub fn interaction_replies(sim: &SimHandle, interaction_id: u64) -> Vec<String> {
+    let prefix = format!("/interactions/{interaction_id}/");
+    sim.ledger()
+        .rest
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.starts_with(&prefix) && r.status == 204)
+        .filter_map(|r| {
+            let data = r.body.as_ref()?.get("data")?;
+            data.get("content")?.as_str().map(str::to_owned)
+        })
+        .collect()
+}
+
+/// Waits for the reply to a command and returns it.
+pub async fn reply_in(sim: &SimHandle, channel_id: u64, after: usize) -> String {
+    wait_until("a reply arrives in the channel", || async {
+        channel_replies(sim, channel_id).len() > after
+    })
+    .await;
+    channel_replies(sim, channel_id).swap_remove(after)
+}
+
+/// A guild of the simulated world with a channel to talk in.
+pub fn some_guild(sim: &SimHandle, index: usize) -> GuildInfo {
+    sim.guilds().swap_remove(index)
+}
+
+/// A plain HTTP/1.1 GET on loopback: status and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("an HTTP status line");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
