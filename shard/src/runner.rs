@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use twilight_gateway::queue::InMemoryQueue;
 use twilight_gateway::{
-    CloseFrame, ConfigBuilder, Event, Shard, ShardId, ShardState, StreamExt as _,
+    CloseFrame, ConfigBuilder, Event, EventTypeFlags, Shard, ShardId, ShardState, StreamExt as _,
 };
 
 use crate::metrics::{DISCONNECTS, EVENTS_RECEIVED, FATAL_CLOSES};
@@ -82,7 +82,8 @@ impl Actor for ShardRunner {
         let (control, control_rx) = mpsc::channel(1);
         let poller = Poller {
             shard,
-            event_types: settings.event_types,
+            // The runner itself needs READY and RESUMED to know when the shard is ready.
+            event_types: settings.event_types | EventTypeFlags::READY | EventTypeFlags::RESUMED,
             sink: args.sink,
             supervisor: args.supervisor,
             phase: ShardPhase::Connecting,
@@ -136,7 +137,7 @@ impl Actor for ShardRunner {
 /// The polling loop of one shard.
 struct Poller {
     shard: Shard,
-    event_types: twilight_gateway::EventTypeFlags,
+    event_types: EventTypeFlags,
     sink: Arc<dyn EventSink>,
     supervisor: ActorRef<SupervisorMsg>,
     phase: ShardPhase,
