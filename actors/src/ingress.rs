@@ -1,15 +1,19 @@
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
-use protonn_shard::{EventSink, ShardEvent};
+use protonn_shard::EventSink;
 use ractor::ActorRef;
 use twilight_cache_inmemory::DefaultInMemoryCache;
+use twilight_model::gateway::event::Event;
 
 use crate::RouterMsg;
 
-/// The shards' way in: updates the node cache, then enqueues for the router.
+/// The shards' way in: updates the node cache, then hands the batch to the router.
 ///
-/// Runs on the shard's task, so it never waits: the cache update is a few map writes and
-/// the router's mailbox accepts without blocking.
+/// Called by each shard's forwarder task, never by the task reading the socket: waiting
+/// here for the router is what lets a shard's bounded buffer fill (and shed) when routing
+/// falls behind.
 pub struct EventIngress {
     cache: Arc<DefaultInMemoryCache>,
     router: ActorRef<RouterMsg>,
@@ -22,15 +26,19 @@ impl EventIngress {
 }
 
 impl EventSink for EventIngress {
-    fn deliver(&self, event: ShardEvent) {
-        self.cache.update(&event.event);
-        if self
-            .router
-            .cast(RouterMsg::Event(Box::new(event.event)))
-            .is_err()
-        {
-            // Only during shutdown: the router stops after the shards.
-            tracing::debug!("guild router stopped; event dropped");
-        }
+    fn deliver(
+        &self,
+        _shard_id: u32,
+        events: Vec<Event>,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            for event in &events {
+                self.cache.update(event);
+            }
+            if ractor::call!(self.router, RouterMsg::Route, events).is_err() {
+                // Only during shutdown: the router stops after the shards.
+                tracing::debug!("guild router stopped; events dropped");
+            }
+        })
     }
 }

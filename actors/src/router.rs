@@ -29,9 +29,10 @@ pub struct Services {
 pub struct GuildRouter;
 
 pub enum RouterMsg {
-    /// An event from a shard, boxed once here and passed on as is; events without a guild
-    /// (READY, DMs) are not routed.
-    Event(Box<Event>),
+    /// A batch of one shard's events in gateway order; answered once every event is in its
+    /// guild actor's mailbox, which is what paces the shard's forwarder. Events without a
+    /// guild (READY, DMs) are not routed.
+    Route(Vec<Event>, RpcReplyPort<()>),
     Stats(RpcReplyPort<RouterStats>),
 }
 
@@ -76,6 +77,28 @@ impl RouterState {
         Ok(actor)
     }
 
+    async fn route(
+        &mut self,
+        myself: &ActorRef<RouterMsg>,
+        event: Event,
+    ) -> Result<(), ActorProcessingErr> {
+        let Some(guild_id) = event.guild_id() else {
+            return Ok(());
+        };
+        let actor = match self.guilds.get(&guild_id) {
+            Some(actor) => actor.clone(),
+            None => self.spawn_guild(myself, guild_id).await?,
+        };
+        // An actor that stopped on its own (removed from the guild) may not have been
+        // forgotten yet: give the event to a fresh one rather than lose it.
+        if let Err(MessagingErr::SendErr(message)) = actor.cast(GuildMsg::Event(Box::new(event))) {
+            self.forget(&actor.get_id());
+            let fresh = self.spawn_guild(myself, guild_id).await?;
+            fresh.cast(message)?;
+        }
+        Ok(())
+    }
+
     fn forget(&mut self, actor: &ActorId) {
         if let Some(guild_id) = self.by_actor.remove(actor) {
             self.guilds.remove(&guild_id);
@@ -109,21 +132,11 @@ impl Actor for GuildRouter {
         state: &mut RouterState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            RouterMsg::Event(event) => {
-                let Some(guild_id) = event.guild_id() else {
-                    return Ok(());
-                };
-                let actor = match state.guilds.get(&guild_id) {
-                    Some(actor) => actor.clone(),
-                    None => state.spawn_guild(&myself, guild_id).await?,
-                };
-                // An actor that stopped on its own (removed from the guild) may not have been
-                // forgotten yet: give the event to a fresh one rather than lose it.
-                if let Err(MessagingErr::SendErr(message)) = actor.cast(GuildMsg::Event(event)) {
-                    state.forget(&actor.get_id());
-                    let fresh = state.spawn_guild(&myself, guild_id).await?;
-                    fresh.cast(message)?;
+            RouterMsg::Route(events, done) => {
+                for event in events {
+                    state.route(&myself, event).await?;
                 }
+                let _ = done.send(());
             }
             RouterMsg::Stats(reply) => {
                 let _ = reply.send(RouterStats {

@@ -9,7 +9,8 @@ use protonn_actors::{
     EventIngress, EventObserver, GuildRouter, Replies, RouterMsg, RouterStats, Services,
 };
 use protonn_shard::{
-    BotToken, GatewaySettings, IdentifyLimits, ShardStatus, ShardSupervisor, SupervisorMsg,
+    BotToken, GatewaySettings, IdentifyConfig, LocalScheduler, ShardStatus, ShardSupervisor,
+    SupervisorArgs, SupervisorMsg,
 };
 use protonn_storage::EmbeddedStore;
 use ractor::ActorRef;
@@ -25,6 +26,9 @@ const QUERY_TIMEOUT_MS: u64 = 5_000;
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on a REST request to Discord.
 const REST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Events each shard may buffer ahead of the guild router (about a second of a busy
+/// shard's traffic) before it sheds typing and presence events.
+const SHARD_BUFFER: usize = 4_096;
 
 /// Which Discord the node talks to.
 #[derive(Clone, Debug)]
@@ -73,6 +77,12 @@ impl Node {
         let http = Arc::new(http.build());
         let info = gateway_info(&http).await?;
         let limit = info.session_start_limit;
+        let identify = IdentifyConfig::discord(
+            limit.max_concurrency,
+            limit.remaining,
+            limit.total,
+            Duration::from_millis(limit.reset_after),
+        );
         let shard_count = options.shards.unwrap_or(info.shards).max(1);
         let settings = GatewaySettings {
             token: options.token,
@@ -86,12 +96,8 @@ impl Node {
                 .shard_ids
                 .unwrap_or_else(|| (0..shard_count).collect()),
             shard_count,
-            identify: IdentifyLimits {
-                max_concurrency: limit.max_concurrency,
-                remaining: limit.remaining.min(limit.total),
-                reset_after: Duration::from_millis(limit.reset_after),
-                total: limit.total,
-            },
+            identify_window: identify.window,
+            buffer_capacity: SHARD_BUFFER,
         };
 
         let store = EmbeddedStore::open(&options.data_dir)?;
@@ -120,7 +126,12 @@ impl Node {
         })?;
 
         let ingress = Arc::new(EventIngress::new(cache, router.clone()));
-        let supervisor = match ShardSupervisor::start(settings, ingress).await {
+        let supervisor = ShardSupervisor::start(SupervisorArgs {
+            settings,
+            scheduler: Arc::new(LocalScheduler::start(identify)),
+            sink: ingress,
+        });
+        let supervisor = match supervisor.await {
             Ok(supervisor) => supervisor,
             Err(err) => {
                 router.stop(None);

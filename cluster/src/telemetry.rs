@@ -2,7 +2,7 @@
 
 use std::sync::OnceLock;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -13,6 +13,11 @@ pub(crate) fn prometheus() -> PrometheusHandle {
     PROMETHEUS
         .get_or_init(|| {
             let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(protonn_shard::metrics::IDENTIFY_WAIT.to_owned()),
+                    &protonn_shard::metrics::IDENTIFY_WAIT_BUCKETS,
+                )
+                .expect("bucket lists are not empty")
                 .install_recorder()
                 .expect("no other metrics recorder is installed in this process");
             protonn_shard::metrics::describe();

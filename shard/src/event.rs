@@ -1,17 +1,19 @@
+use std::future::Future;
+use std::pin::Pin;
+
 use twilight_model::gateway::event::Event;
 
-/// One gateway event and the shard it arrived on.
-#[derive(Debug)]
-pub struct ShardEvent {
-    pub shard_id: u32,
-    pub event: Event,
-}
-
-/// Where a shard runner hands every event it receives.
+/// Where a shard's events go: the rest of the bot, as the process assembles it.
 ///
-/// `deliver` is called on the shard's own task, in gateway order, and must return without
-/// waiting on anything downstream (enqueue and return): a sink that blocks stalls every guild
-/// of the shard.
+/// Each shard has a forwarder task that takes batches from the shard's bounded buffer and
+/// calls `deliver`; the shard's own polling task never calls it. `deliver` resolves when the
+/// consumer has taken the batch: while it has not, the buffer fills, droppable events are
+/// shed, and at last the shard pauses reading (see [`crate::GatewaySettings::buffer_capacity`]).
 pub trait EventSink: Send + Sync + 'static {
-    fn deliver(&self, event: ShardEvent);
+    /// `events` are one shard's, in gateway order.
+    fn deliver(
+        &self,
+        shard_id: u32,
+        events: Vec<Event>,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
 }

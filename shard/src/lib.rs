@@ -4,23 +4,36 @@
 //! the guild actors: every event goes to an [`EventSink`] that the process assembly provides.
 //!
 //! Invariants:
-//! - The runner never awaits downstream work: [`EventSink::deliver`] is synchronous and must
-//!   not block, so one slow guild cannot stall a shard.
-//! - IDENTIFY goes through one queue shared by all shards of the process, built from
-//!   Discord's `max_concurrency` (see [`IdentifyLimits`]); reconnects RESUME whenever twilight
-//!   can (it only re-identifies after an invalid session).
+//! - The polling task never awaits the rest of the bot. Events go into a bounded buffer that
+//!   a forwarder task drains into the sink; when it is full, typing and presence events are
+//!   shed (counted) and anything else pauses reading until there is room — never dropped.
+//! - IDENTIFY goes through one [`IdentifyScheduler`]; reconnects RESUME whenever twilight
+//!   can, and after an invalid session a shard pauses 1–5 s before identifying again.
 //! - A fatal close (bad token, invalid shard, bad intents) stops that shard for good: its
 //!   runner ends and is not restarted, so a misconfiguration never becomes a reconnect storm.
+//! - A drained shard stops polling at its close event and exports its session only after
+//!   every event it read has reached the sink: the new owner resumes from exactly there.
 
+mod buffer;
 mod error;
 mod event;
+mod identify;
 pub mod metrics;
 mod runner;
+mod session;
 mod settings;
 mod supervisor;
 
 pub use error::ShardError;
-pub use event::{EventSink, ShardEvent};
-pub use settings::{BotToken, GatewaySettings, IdentifyLimits};
+pub use event::EventSink;
+pub use identify::{IdentifyConfig, IdentifyReason, IdentifyScheduler, LocalScheduler};
+pub use session::ExportedSession;
+pub use settings::{BotToken, GatewaySettings};
 pub use supervisor::{ShardPhase, ShardStatus, ShardSupervisor, SupervisorArgs, SupervisorMsg};
 pub use twilight_gateway::{EventTypeFlags, Intents};
+
+/// Encodes a gateway command (presence update, request guild members, …) for
+/// [`SupervisorMsg::Send`].
+pub fn encode_command(command: &impl twilight_gateway::Command) -> String {
+    serde_json::to_string(command).expect("gateway commands serialise to JSON")
+}

@@ -1,52 +1,77 @@
 //! `ShardRunner`: a linked child of the supervisor that owns one twilight `Shard`.
 //!
-//! The actor is the supervision handle; the shard itself is polled by a task the actor
-//! spawns, because a gateway connection must be polled continuously while the actor's
-//! mailbox only carries control messages.
+//! The actor is the supervision handle. The shard is polled by a task the actor spawns
+//! (a connection must be polled continuously; the mailbox only carries control), and a
+//! second task forwards the shard's buffered events to the sink, so the polling task never
+//! waits on the rest of the bot.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use metrics::counter;
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use metrics::{counter, gauge};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use twilight_gateway::queue::InMemoryQueue;
 use twilight_gateway::{
-    CloseFrame, ConfigBuilder, Event, EventTypeFlags, Shard, ShardId, ShardState, StreamExt as _,
+    CloseFrame, ConfigBuilder, Event, EventTypeFlags, MessageSender, Session, Shard, ShardId,
+    ShardState, StreamExt as _,
 };
 
-use crate::metrics::{DISCONNECTS, EVENTS_RECEIVED, FATAL_CLOSES};
-use crate::{EventSink, GatewaySettings, ShardEvent, ShardPhase, SupervisorMsg};
+use crate::buffer::{BufferTx, event_buffer};
+use crate::identify::ShardQueue;
+use crate::metrics::{
+    EVENTS_RECEIVED, FATAL_CLOSES, HEARTBEAT_LATENCY, RECONNECTS, RESUMES, SHARD_EVENTS,
+    reconnect_reason,
+};
+use crate::{
+    EventSink, ExportedSession, GatewaySettings, IdentifyScheduler, ShardError, ShardPhase,
+    SupervisorMsg,
+};
 
 /// Stop reason of a runner whose shard was closed fatally: the supervisor must not restart it.
 /// (Supervision events can overtake the phase report, so the reason itself carries this.)
 pub(crate) const FATAL_STOP: &str = "fatal gateway close";
+/// Stop reason of a runner that was closed on purpose (drained or shut down).
+pub(crate) const CLOSED_STOP: &str = "closed on request";
 
 /// How long a closing shard waits for Discord's answering close frame before it gives up.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most events handed to the sink at once.
+const FORWARD_BATCH: usize = 256;
 
 pub(crate) struct ShardRunner;
 
 pub(crate) struct RunnerArgs {
     pub(crate) shard_id: u32,
     pub(crate) settings: Arc<GatewaySettings>,
-    pub(crate) queue: InMemoryQueue,
+    pub(crate) scheduler: Arc<dyn IdentifyScheduler>,
     pub(crate) sink: Arc<dyn EventSink>,
     pub(crate) supervisor: ActorRef<SupervisorMsg>,
+    /// A session to RESUME instead of identifying.
+    pub(crate) session: Option<ExportedSession>,
+}
+
+/// How to close a shard.
+pub(crate) enum CloseKind {
+    /// End the session (1000): shutdown.
+    End,
+    /// Keep the session resumable (4000) and export it once every event read has reached
+    /// the sink.
+    Drain(RpcReplyPort<Result<ExportedSession, ShardError>>),
 }
 
 pub(crate) enum RunnerMsg {
-    /// Close the connection with this frame and stop.
-    Close(CloseFrame<'static>),
+    Close(CloseKind),
+    /// A gateway command (JSON payload) to send through the shard's rate-limited sender.
+    Send(String),
     /// The polling task ended.
     Ended(Outcome),
 }
 
 pub(crate) enum Outcome {
-    /// Closed on request, or the connection ended for good.
+    /// Closed on request.
     Closed,
     /// Discord closed with a code that forbids reconnecting.
     Fatal,
@@ -55,7 +80,8 @@ pub(crate) enum Outcome {
 }
 
 pub(crate) struct RunnerState {
-    control: mpsc::Sender<CloseFrame<'static>>,
+    control: mpsc::Sender<CloseKind>,
+    sender: MessageSender,
     task: JoinHandle<()>,
 }
 
@@ -70,37 +96,68 @@ impl Actor for ShardRunner {
         args: RunnerArgs,
     ) -> Result<RunnerState, ActorProcessingErr> {
         let settings = &args.settings;
-        let mut config = ConfigBuilder::new(settings.token.expose().to_owned(), settings.intents)
-            .queue(args.queue.clone());
+        let queue = ShardQueue::new(
+            args.scheduler,
+            settings.identify_window,
+            args.session.is_some(),
+        );
+        let mut config =
+            ConfigBuilder::new(settings.token.expose().to_owned(), settings.intents).queue(queue);
         if let Some(url) = &settings.gateway_url {
             config = config.proxy_url(url.clone());
+        }
+        if let Some(exported) = args.session {
+            config = config.session(Session::new(exported.sequence, exported.session_id));
+            if let Some(url) = exported.resume_url {
+                config = config.resume_url(url);
+            }
         }
         let shard = Shard::with_config(
             ShardId::new(args.shard_id, settings.shard_count),
             config.build(),
         );
+        let sender = shard.sender();
+        let (buffer, buffered) = event_buffer(settings.buffer_capacity);
+        let forwarder = tokio::spawn(forward(args.shard_id, buffered, args.sink));
         let (control, control_rx) = mpsc::channel(1);
         let poller = Poller {
             shard,
-            // The runner itself needs READY and RESUMED to know when the shard is ready.
-            event_types: settings.event_types | EventTypeFlags::READY | EventTypeFlags::RESUMED,
-            sink: args.sink,
+            // The runner itself needs READY/RESUMED (readiness), invalid sessions and
+            // heartbeat ACKs (latency), whatever the handlers want.
+            event_types: settings.event_types
+                | EventTypeFlags::READY
+                | EventTypeFlags::RESUMED
+                | EventTypeFlags::GATEWAY_INVALIDATE_SESSION
+                | EventTypeFlags::GATEWAY_RECONNECT
+                | EventTypeFlags::GATEWAY_HEARTBEAT_ACK,
+            buffer,
             supervisor: args.supervisor,
             phase: ShardPhase::Connecting,
             shard_label: args.shard_id.to_string(),
+            reconnect_reason: None,
         };
         let task = tokio::spawn(async move {
-            let outcome = match AssertUnwindSafe(poller.run(control_rx))
+            let (outcome, drained) = match AssertUnwindSafe(poller.run(control_rx))
                 .catch_unwind()
                 .await
             {
-                Ok(outcome) => outcome,
-                Err(panic) => Outcome::Panicked(panic_message(&panic)),
+                Ok(result) => result,
+                Err(panic) => (Outcome::Panicked(panic_message(&panic)), None),
             };
+            // The poller is gone, so the buffer is closed: the forwarder ends once every
+            // event read from the socket has reached the sink.
+            let _ = forwarder.await;
+            if let Some((session, reply)) = drained {
+                let _ = reply.send(session);
+            }
             // The runner may already be stopping; then nobody needs the outcome.
             let _ = myself.cast(RunnerMsg::Ended(outcome));
         });
-        Ok(RunnerState { control, task })
+        Ok(RunnerState {
+            control,
+            sender,
+            task,
+        })
     }
 
     async fn handle(
@@ -110,11 +167,21 @@ impl Actor for ShardRunner {
         state: &mut RunnerState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            RunnerMsg::Close(frame) => {
-                // A full channel means a close is already under way.
-                let _ = state.control.try_send(frame);
+            RunnerMsg::Close(kind) => {
+                if let Err(mpsc::error::TrySendError::Full(CloseKind::Drain(reply))) =
+                    state.control.try_send(kind)
+                {
+                    let _ = reply.send(Err(ShardError::Busy("a close is already under way")));
+                }
             }
-            RunnerMsg::Ended(Outcome::Closed) => myself.stop(None),
+            RunnerMsg::Send(json) => {
+                // twilight's sender applies Discord's 120 sends per 60 s, keeping room for
+                // heartbeats; a closed sender means the connection is being replaced.
+                if state.sender.send(json).is_err() {
+                    tracing::warn!("gateway command dropped: the shard is not connected");
+                }
+            }
+            RunnerMsg::Ended(Outcome::Closed) => myself.stop(Some(CLOSED_STOP.to_owned())),
             RunnerMsg::Ended(Outcome::Fatal) => myself.stop(Some(FATAL_STOP.to_owned())),
             RunnerMsg::Ended(Outcome::Panicked(message)) => {
                 return Err(format!("shard polling task panicked: {message}").into());
@@ -134,41 +201,64 @@ impl Actor for ShardRunner {
     }
 }
 
+/// Hands the shard's buffered events to the sink in batches, in order.
+async fn forward(shard_id: u32, mut buffered: mpsc::Receiver<Event>, sink: Arc<dyn EventSink>) {
+    let mut batch = Vec::with_capacity(FORWARD_BATCH);
+    while buffered.recv_many(&mut batch, FORWARD_BATCH).await > 0 {
+        sink.deliver(shard_id, std::mem::take(&mut batch)).await;
+        batch.reserve(FORWARD_BATCH);
+    }
+}
+
+type Drained = (
+    Result<ExportedSession, ShardError>,
+    RpcReplyPort<Result<ExportedSession, ShardError>>,
+);
+
 /// The polling loop of one shard.
 struct Poller {
-    shard: Shard,
+    shard: Shard<ShardQueue>,
     event_types: EventTypeFlags,
-    sink: Arc<dyn EventSink>,
+    buffer: BufferTx,
     supervisor: ActorRef<SupervisorMsg>,
     phase: ShardPhase,
     shard_label: String,
+    /// Why the connection was lost, counted once the shard is back.
+    reconnect_reason: Option<&'static str>,
 }
 
 impl Poller {
-    async fn run(mut self, mut control: mpsc::Receiver<CloseFrame<'static>>) -> Outcome {
+    async fn run(mut self, mut control: mpsc::Receiver<CloseKind>) -> (Outcome, Option<Drained>) {
         let shard_id = self.shard.id().number();
-        let mut close_deadline = None;
+        let mut closing: Option<(tokio::time::Instant, CloseKind)> = None;
         loop {
             let item = tokio::select! {
-                Some(frame) = control.recv(), if close_deadline.is_none() => {
+                Some(kind) = control.recv(), if closing.is_none() => {
+                    let frame = match kind {
+                        CloseKind::End => CloseFrame::NORMAL,
+                        CloseKind::Drain(_) => CloseFrame::RESUME,
+                    };
                     self.shard.close(frame);
-                    close_deadline = Some(tokio::time::Instant::now() + CLOSE_TIMEOUT);
+                    closing = Some((tokio::time::Instant::now() + CLOSE_TIMEOUT, kind));
                     continue;
                 }
-                () = sleep_until(close_deadline) => {
+                () = sleep_until(closing.as_ref().map(|(deadline, _)| *deadline)) => {
                     tracing::warn!(shard_id, "gateway did not answer our close; dropping the connection");
-                    return Outcome::Closed;
+                    let drained = closing.take().and_then(|(_, kind)| self.export(kind));
+                    self.report(ShardPhase::Stopped);
+                    return (Outcome::Closed, drained);
                 }
                 item = self.shard.next_event(self.event_types) => item,
             };
             match item {
                 // The stream ends only after a fatal close, reported below.
-                None => return Outcome::Fatal,
+                None => return (Outcome::Fatal, None),
                 Some(Ok(Event::GatewayClose(frame))) => {
                     // Polling on would reconnect: after our own close we stop here.
-                    if close_deadline.is_some() {
+                    if let Some((_, kind)) = closing.take() {
+                        let drained = self.export(kind);
                         self.report(ShardPhase::Stopped);
-                        return Outcome::Closed;
+                        return (Outcome::Closed, drained);
                     }
                     let code = frame.as_ref().map(|frame| frame.code);
                     if self.shard.state() == ShardState::FatallyClosed {
@@ -184,19 +274,23 @@ impl Poller {
                             code,
                             reason: reason.to_owned(),
                         });
-                        return Outcome::Fatal;
+                        return (Outcome::Fatal, None);
                     }
                     tracing::info!(shard_id, ?code, "gateway connection closed; reconnecting");
-                    counter!(DISCONNECTS, "shard" => self.shard_label.clone()).increment(1);
+                    self.reconnect_reason.get_or_insert(reconnect_reason(code));
                     self.report(ShardPhase::Reconnecting);
                 }
                 Some(Ok(event)) => {
-                    if matches!(event, Event::Ready(_) | Event::Resumed) {
-                        self.report(ShardPhase::Ready);
+                    if !self.observe(&event) {
+                        continue;
                     }
                     let name = event.kind().name().unwrap_or("GATEWAY");
                     counter!(EVENTS_RECEIVED, "event" => name).increment(1);
-                    self.sink.deliver(ShardEvent { shard_id, event });
+                    counter!(SHARD_EVENTS, "shard" => self.shard_label.clone()).increment(1);
+                    if !self.buffer.push(event, &self.shard_label).await {
+                        // Only if the forwarder died, which it does not by itself.
+                        return (Outcome::Panicked("event forwarder stopped".into()), None);
+                    }
                 }
                 Some(Err(err)) => {
                     // An event we cannot parse is skipped; twilight has already advanced the
@@ -205,6 +299,74 @@ impl Poller {
                 }
             }
         }
+    }
+
+    /// Updates the shard's phase and metrics from a gateway event; `false` for the events
+    /// only the runner needs (READY and RESUMED go on: the cache wants them).
+    fn observe(&mut self, event: &Event) -> bool {
+        match event {
+            Event::Ready(_) => {
+                self.back_online(false);
+                true
+            }
+            Event::Resumed => {
+                self.back_online(true);
+                true
+            }
+            Event::GatewayInvalidateSession(resumable) => {
+                tracing::info!(shard = %self.shard_label, resumable, "gateway invalidated the session");
+                self.reconnect_reason.get_or_insert(if *resumable {
+                    "resumable_close"
+                } else {
+                    "session_close"
+                });
+                self.report(ShardPhase::Reconnecting);
+                false
+            }
+            Event::GatewayReconnect => {
+                self.reconnect_reason.get_or_insert("reconnect_requested");
+                self.report(ShardPhase::Reconnecting);
+                false
+            }
+            Event::GatewayHeartbeatAck => {
+                if let Some(latency) = self.shard.latency().recent().first() {
+                    gauge!(HEARTBEAT_LATENCY, "shard" => self.shard_label.clone())
+                        .set(latency.as_secs_f64());
+                }
+                false
+            }
+            _ => true,
+        }
+    }
+
+    fn back_online(&mut self, resumed: bool) {
+        if let Some(reason) = self.reconnect_reason.take() {
+            counter!(RECONNECTS, "shard" => self.shard_label.clone(), "reason" => reason)
+                .increment(1);
+        }
+        if resumed {
+            counter!(RESUMES, "shard" => self.shard_label.clone()).increment(1);
+        }
+        self.report(ShardPhase::Ready);
+    }
+
+    /// The session to hand over, answering a drain; `None` for a plain close.
+    fn export(&self, kind: CloseKind) -> Option<Drained> {
+        let CloseKind::Drain(reply) = kind else {
+            return None;
+        };
+        let shard_id = self.shard.id().number();
+        let session = self
+            .shard
+            .session()
+            .map(|session| ExportedSession {
+                shard_id,
+                session_id: session.id().to_owned(),
+                sequence: session.sequence(),
+                resume_url: self.shard.resume_url().map(str::to_owned),
+            })
+            .ok_or(ShardError::NoSession(shard_id));
+        Some((session, reply))
     }
 
     fn report(&mut self, phase: ShardPhase) {

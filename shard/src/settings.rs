@@ -26,20 +26,6 @@ impl fmt::Debug for BotToken {
     }
 }
 
-/// Discord's identify limits, as `GET /gateway/bot` reports them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct IdentifyLimits {
-    /// Shards that may identify in the same 5 s window (one per bucket
-    /// `shard_id % max_concurrency`).
-    pub max_concurrency: u16,
-    /// IDENTIFYs left in the current daily window.
-    pub remaining: u32,
-    /// Time until the daily window resets.
-    pub reset_after: Duration,
-    /// IDENTIFYs per daily window.
-    pub total: u32,
-}
-
 /// Everything a node needs to run its shards.
 #[derive(Clone, Debug)]
 pub struct GatewaySettings {
@@ -52,9 +38,13 @@ pub struct GatewaySettings {
     pub gateway_url: Option<String>,
     /// Total number of shards of the bot.
     pub shard_count: u32,
-    /// The shards this node runs, each `< shard_count`.
+    /// The shards this node starts with, each `< shard_count`.
     pub shard_ids: Vec<u32>,
-    pub identify: IdentifyLimits,
+    /// Discord's identify window (5 s); scales the 1–5 s pause after an invalid session.
+    pub identify_window: Duration,
+    /// Events a shard may hold for its forwarder. Past it, typing and presence events are
+    /// shed and anything else pauses the shard's reading until there is room.
+    pub buffer_capacity: usize,
 }
 
 impl GatewaySettings {
@@ -70,14 +60,9 @@ impl GatewaySettings {
                 self.shard_count
             )));
         }
-        if self.identify.max_concurrency == 0 {
+        if self.buffer_capacity == 0 {
             return Err(ShardError::Settings(
-                "max_concurrency must be at least 1".into(),
-            ));
-        }
-        if self.identify.remaining > self.identify.total {
-            return Err(ShardError::Settings(
-                "identify budget: remaining exceeds total".into(),
+                "buffer_capacity must be at least 1".into(),
             ));
         }
         Ok(())
@@ -97,12 +82,8 @@ mod tests {
             gateway_url: None,
             shard_count: 1,
             shard_ids: vec![0],
-            identify: IdentifyLimits {
-                max_concurrency: 1,
-                remaining: 1000,
-                reset_after: Duration::ZERO,
-                total: 1000,
-            },
+            identify_window: Duration::from_secs(5),
+            buffer_capacity: 1,
         };
         let debug = format!("{settings:?}");
         assert!(!debug.contains("super-secret-token"), "{debug}");

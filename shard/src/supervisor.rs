@@ -1,4 +1,4 @@
-//! `ShardSupervisor`: owns the identify queue and one linked `ShardRunner` per shard.
+//! `ShardSupervisor`: one linked `ShardRunner` per shard of this node.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -6,12 +6,10 @@ use std::time::Duration;
 
 use metrics::gauge;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use twilight_gateway::CloseFrame;
-use twilight_gateway::queue::InMemoryQueue;
 
-use crate::metrics::SHARDS_BY_STATE;
-use crate::runner::{FATAL_STOP, RunnerArgs, RunnerMsg, ShardRunner};
-use crate::{EventSink, GatewaySettings, ShardError};
+use crate::metrics::{SHARDS_BY_STATE, register_shard};
+use crate::runner::{CLOSED_STOP, CloseKind, FATAL_STOP, RunnerArgs, RunnerMsg, ShardRunner};
+use crate::{EventSink, ExportedSession, GatewaySettings, IdentifyScheduler, ShardError};
 
 /// First restart delay of a failed runner; it doubles per consecutive failure.
 const RESTART_BACKOFF_START: Duration = Duration::from_secs(1);
@@ -21,6 +19,8 @@ pub struct ShardSupervisor;
 
 pub struct SupervisorArgs {
     pub settings: GatewaySettings,
+    /// Grants IDENTIFY permits: in-process for one node, the coordinator's for a cluster.
+    pub scheduler: Arc<dyn IdentifyScheduler>,
     pub sink: Arc<dyn EventSink>,
 }
 
@@ -31,7 +31,23 @@ pub enum SupervisorMsg {
     Restart { shard_id: u32 },
     /// The status of every shard of this node, by shard id.
     Statuses(RpcReplyPort<Vec<ShardStatus>>),
-    /// Close every shard and answer once all runners have stopped.
+    /// Stop running a shard without ending its session: close with 4000, stop polling at
+    /// the close, let every event read reach the sink, then answer with the session.
+    Drain {
+        shard_id: u32,
+        reply: RpcReplyPort<Result<ExportedSession, ShardError>>,
+    },
+    /// Start running a shard, resuming `session` when given (a handoff) instead of
+    /// identifying.
+    Adopt {
+        shard_id: u32,
+        session: Option<ExportedSession>,
+        reply: RpcReplyPort<Result<(), ShardError>>,
+    },
+    /// Send a gateway command (JSON, see [`crate::encode_command`]) on a shard, within
+    /// Discord's 120 sends per 60 s.
+    Send { shard_id: u32, payload: String },
+    /// Close every shard (ending the sessions) and answer once all runners have stopped.
     Shutdown(RpcReplyPort<()>),
 }
 
@@ -46,7 +62,7 @@ pub enum ShardPhase {
     Reconnecting,
     /// Discord closed the shard with a fatal code; it stays stopped until an operator acts.
     Fatal { code: u16, reason: String },
-    /// Closed on purpose (shutdown).
+    /// Closed on purpose (drain or shutdown).
     Stopped,
 }
 
@@ -78,9 +94,8 @@ pub struct ShardStatus {
 
 pub struct SupervisorState {
     settings: Arc<GatewaySettings>,
+    scheduler: Arc<dyn IdentifyScheduler>,
     sink: Arc<dyn EventSink>,
-    /// One queue for all shards of the process: IDENTIFY is paced per bucket across them.
-    queue: InMemoryQueue,
     shards: BTreeMap<u32, Slot>,
     runners: HashMap<ActorId, u32>,
     shutdown: Option<RpcReplyPort<()>>,
@@ -90,20 +105,29 @@ struct Slot {
     runner: Option<ActorRef<RunnerMsg>>,
     phase: ShardPhase,
     restarts: u32,
+    /// Being drained: when its runner stops, the shard leaves this node.
+    draining: bool,
+}
+
+impl Slot {
+    fn new() -> Self {
+        Self {
+            runner: None,
+            phase: ShardPhase::Connecting,
+            restarts: 0,
+            draining: false,
+        }
+    }
 }
 
 impl ShardSupervisor {
-    /// Spawns the supervisor and its runners; shards start identifying at once, paced by
-    /// the identify queue.
-    pub async fn start(
-        settings: GatewaySettings,
-        sink: Arc<dyn EventSink>,
-    ) -> Result<ActorRef<SupervisorMsg>, ShardError> {
-        settings.validate()?;
-        let (supervisor, _) =
-            Actor::spawn(None, ShardSupervisor, SupervisorArgs { settings, sink })
-                .await
-                .map_err(|err| ShardError::Actor(err.to_string()))?;
+    /// Spawns the supervisor and the runners of `settings.shard_ids`; shards start
+    /// identifying at once, paced by the scheduler.
+    pub async fn start(args: SupervisorArgs) -> Result<ActorRef<SupervisorMsg>, ShardError> {
+        args.settings.validate()?;
+        let (supervisor, _) = Actor::spawn(None, ShardSupervisor, args)
+            .await
+            .map_err(|err| ShardError::Actor(err.to_string()))?;
         Ok(supervisor)
     }
 }
@@ -113,20 +137,19 @@ impl SupervisorState {
         &mut self,
         myself: &ActorRef<SupervisorMsg>,
         shard_id: u32,
+        session: Option<ExportedSession>,
     ) -> Result<(), ActorProcessingErr> {
         let args = RunnerArgs {
             shard_id,
             settings: Arc::clone(&self.settings),
-            queue: self.queue.clone(),
+            scheduler: Arc::clone(&self.scheduler),
             sink: Arc::clone(&self.sink),
             supervisor: myself.clone(),
+            session,
         };
         let (runner, _) = Actor::spawn_linked(None, ShardRunner, args, myself.get_cell()).await?;
         self.runners.insert(runner.get_id(), shard_id);
-        let slot = self
-            .shards
-            .get_mut(&shard_id)
-            .expect("slot exists for every shard");
+        let slot = self.shards.entry(shard_id).or_insert_with(Slot::new);
         slot.runner = Some(runner);
         slot.phase = ShardPhase::Connecting;
         self.publish_states();
@@ -151,6 +174,18 @@ impl SupervisorState {
             let _ = reply.send(());
         }
     }
+
+    fn statuses(&self) -> Vec<ShardStatus> {
+        self.shards
+            .iter()
+            .map(|(&shard_id, slot)| ShardStatus {
+                shard_id,
+                phase: slot.phase.clone(),
+                restarts: slot.restarts,
+                running: slot.runner.is_some(),
+            })
+            .collect()
+    }
 }
 
 impl Actor for ShardSupervisor {
@@ -163,37 +198,18 @@ impl Actor for ShardSupervisor {
         myself: ActorRef<SupervisorMsg>,
         args: SupervisorArgs,
     ) -> Result<SupervisorState, ActorProcessingErr> {
-        let limits = args.settings.identify;
-        let queue = InMemoryQueue::new(
-            limits.max_concurrency,
-            limits.remaining,
-            limits.reset_after,
-            limits.total,
-        );
-        let shards = args
-            .settings
-            .shard_ids
-            .iter()
-            .map(|&id| {
-                let slot = Slot {
-                    runner: None,
-                    phase: ShardPhase::Connecting,
-                    restarts: 0,
-                };
-                (id, slot)
-            })
-            .collect();
+        let shard_ids = args.settings.shard_ids.clone();
         let mut state = SupervisorState {
             settings: Arc::new(args.settings),
+            scheduler: args.scheduler,
             sink: args.sink,
-            queue,
-            shards,
+            shards: BTreeMap::new(),
             runners: HashMap::new(),
             shutdown: None,
         };
-        let ids: Vec<u32> = state.shards.keys().copied().collect();
-        for shard_id in ids {
-            state.spawn_runner(&myself, shard_id).await?;
+        for shard_id in shard_ids {
+            register_shard(&shard_id.to_string());
+            state.spawn_runner(&myself, shard_id, None).await?;
         }
         Ok(state)
     }
@@ -215,29 +231,65 @@ impl Actor for ShardSupervisor {
                 let idle = state
                     .shards
                     .get(&shard_id)
-                    .is_some_and(|s| s.runner.is_none());
+                    .is_some_and(|slot| slot.runner.is_none() && !slot.draining);
                 if idle && state.shutdown.is_none() {
-                    state.spawn_runner(&myself, shard_id).await?;
+                    state.spawn_runner(&myself, shard_id, None).await?;
                 }
             }
             SupervisorMsg::Statuses(reply) => {
-                let statuses = state
+                let _ = reply.send(state.statuses());
+            }
+            SupervisorMsg::Drain { shard_id, reply } => match state.shards.get_mut(&shard_id) {
+                Some(Slot {
+                    runner: Some(runner),
+                    draining,
+                    ..
+                }) if !*draining => {
+                    *draining = true;
+                    runner.cast(RunnerMsg::Close(CloseKind::Drain(reply)))?;
+                }
+                Some(_) => {
+                    let _ = reply.send(Err(ShardError::Busy(
+                        "the shard is not connected or already draining",
+                    )));
+                }
+                None => {
+                    let _ = reply.send(Err(ShardError::UnknownShard(shard_id)));
+                }
+            },
+            SupervisorMsg::Adopt {
+                shard_id,
+                session,
+                reply,
+            } => {
+                let result = if shard_id >= state.settings.shard_count {
+                    Err(ShardError::UnknownShard(shard_id))
+                } else if state.shards.contains_key(&shard_id) {
+                    Err(ShardError::AlreadyRunning(shard_id))
+                } else {
+                    register_shard(&shard_id.to_string());
+                    state.spawn_runner(&myself, shard_id, session).await?;
+                    Ok(())
+                };
+                let _ = reply.send(result);
+            }
+            SupervisorMsg::Send { shard_id, payload } => {
+                match state
                     .shards
-                    .iter()
-                    .map(|(&shard_id, slot)| ShardStatus {
-                        shard_id,
-                        phase: slot.phase.clone(),
-                        restarts: slot.restarts,
-                        running: slot.runner.is_some(),
-                    })
-                    .collect();
-                let _ = reply.send(statuses);
+                    .get(&shard_id)
+                    .and_then(|slot| slot.runner.as_ref())
+                {
+                    Some(runner) => runner.cast(RunnerMsg::Send(payload))?,
+                    None => {
+                        tracing::warn!(shard_id, "gateway command for a shard not running here")
+                    }
+                }
             }
             SupervisorMsg::Shutdown(reply) => {
                 state.shutdown = Some(reply);
                 for slot in state.shards.values() {
                     if let Some(runner) = &slot.runner {
-                        let _ = runner.cast(RunnerMsg::Close(CloseFrame::NORMAL));
+                        let _ = runner.cast(RunnerMsg::Close(CloseKind::End));
                     }
                 }
                 state.answer_shutdown_when_done();
@@ -252,12 +304,9 @@ impl Actor for ShardSupervisor {
         event: SupervisionEvent,
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, failure, fatal) = match event {
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                let fatal = reason.as_deref() == Some(FATAL_STOP);
-                (cell, None, fatal)
-            }
-            SupervisionEvent::ActorFailed(cell, err) => (cell, Some(err.to_string()), false),
+        let (cell, reason) = match event {
+            SupervisionEvent::ActorTerminated(cell, _, reason) => (cell, reason),
+            SupervisionEvent::ActorFailed(cell, err) => (cell, Some(err.to_string())),
             _ => return Ok(()),
         };
         let Some(shard_id) = state.runners.remove(&cell.get_id()) else {
@@ -266,22 +315,28 @@ impl Actor for ShardSupervisor {
         let slot = state
             .shards
             .get_mut(&shard_id)
-            .expect("slot exists for every shard");
+            .expect("slot exists for every runner");
         slot.runner = None;
-        if state.shutdown.is_some() {
-            slot.phase = ShardPhase::Stopped;
-        } else if !fatal {
-            // Anything but a fatal close or a shutdown is a fault: restart with back-off.
-            let delay = backoff(slot.restarts);
-            slot.restarts += 1;
-            slot.phase = ShardPhase::Reconnecting;
-            tracing::warn!(
-                shard_id,
-                failure = failure.as_deref().unwrap_or("runner stopped unexpectedly"),
-                ?delay,
-                "restarting shard runner"
-            );
-            myself.send_after(delay, move || SupervisorMsg::Restart { shard_id });
+        match reason.as_deref() {
+            _ if slot.draining => {
+                state.shards.remove(&shard_id);
+            }
+            _ if state.shutdown.is_some() => slot.phase = ShardPhase::Stopped,
+            Some(FATAL_STOP) => {}
+            Some(CLOSED_STOP) => slot.phase = ShardPhase::Stopped,
+            failure => {
+                // Anything else is a fault: restart with back-off.
+                let delay = backoff(slot.restarts);
+                slot.restarts += 1;
+                slot.phase = ShardPhase::Reconnecting;
+                tracing::warn!(
+                    shard_id,
+                    failure = failure.unwrap_or("runner stopped unexpectedly"),
+                    ?delay,
+                    "restarting shard runner"
+                );
+                myself.send_after(delay, move || SupervisorMsg::Restart { shard_id });
+            }
         }
         state.publish_states();
         state.answer_shutdown_when_done();

@@ -48,7 +48,15 @@ async fn every_shard_gets_ready_and_every_guild_reaches_its_actor() {
         "protonn_shard_state_shards",
         "protonn_shard_events_received_total",
         "protonn_shard_fatal_closes_total",
-        "protonn_shard_disconnects_total",
+        "protonn_shard_dispatches_total",
+        "protonn_shard_reconnects_total",
+        "protonn_shard_resumes_total",
+        "protonn_shard_identifies_total",
+        "protonn_shard_identify_wait_seconds",
+        "protonn_shard_identify_budget_remaining",
+        "protonn_shard_identify_blocked_requests",
+        "protonn_shard_events_shed_total",
+        "protonn_shard_buffer_stalls_total",
         "protonn_actors_guilds_active",
         "protonn_actors_commands_handled_total",
         "protonn_actors_guild_failures_total",
@@ -60,6 +68,10 @@ async fn every_shard_gets_ready_and_every_guild_reaches_its_actor() {
         );
     }
     assert!(metrics.contains("protonn_shard_events_received_total{event=\"GUILD_CREATE\"}"));
+    assert!(
+        metrics.contains("protonn_shard_identify_wait_seconds_bucket{le=\"5\"}"),
+        "a histogram with buckets"
+    );
 
     node.shutdown().await;
     sim.shutdown().await;
