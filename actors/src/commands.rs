@@ -8,7 +8,8 @@ use protonn_storage::GuildConfig;
 pub(crate) const COMMAND_LABELS: [&str; 5] =
     ["ping", "help", "config_get", "config_set", "invalid"];
 /// Values of the `outcome` label of `protonn_actors_commands_handled_total`.
-pub(crate) const OUTCOME_LABELS: [&str; 5] = ["ok", "invalid", "denied", "conflict", "error"];
+pub(crate) const OUTCOME_LABELS: [&str; 6] =
+    ["ok", "invalid", "denied", "conflict", "error", "cooldown"];
 
 const PREFIX_MAX_CHARS: usize = 5;
 

@@ -1,11 +1,17 @@
 //! `GuildActor`: one per guild, holding its live configuration and handling its events in
 //! gateway order.
 
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
+use futures_util::FutureExt;
 use metrics::counter;
 use protonn_storage::{StorageError, VersionedConfig};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::time::Instant;
 use twilight_model::application::interaction::application_command::{
     CommandData, CommandOptionValue,
 };
@@ -15,12 +21,17 @@ use twilight_model::gateway::event::Event;
 use twilight_model::guild::Permissions;
 use twilight_model::id::Id;
 use twilight_model::id::marker::{
-    ApplicationMarker, ChannelMarker, GuildMarker, InteractionMarker,
+    ApplicationMarker, ChannelMarker, GuildMarker, InteractionMarker, UserMarker,
 };
 
 use crate::commands::{self, Command, Parsed};
-use crate::metrics::COMMANDS_HANDLED;
-use crate::{HandledEvent, Services};
+use crate::metrics::{COMMANDS_HANDLED, EVENT_PANICS};
+use crate::{DeadLetter, HandledEvent, Services};
+
+/// Stop reason of an actor whose bot was removed from the guild.
+pub(crate) const REMOVED: &str = "removed from guild";
+/// Past this many users on cooldown, expired entries are pruned.
+const COOLDOWN_PRUNE_AT: usize = 256;
 
 /// Permissions that allow changing a guild's bot configuration.
 const MANAGE: Permissions = Permissions::ADMINISTRATOR.union(Permissions::MANAGE_GUILD);
@@ -30,6 +41,8 @@ pub struct GuildActor;
 pub struct GuildArgs {
     pub(crate) guild_id: Id<GuildMarker>,
     pub(crate) services: Arc<Services>,
+    /// The router's count of events queued for this actor; it goes down as each is handled.
+    pub(crate) pending: Arc<AtomicU32>,
 }
 
 pub enum GuildMsg {
@@ -42,6 +55,15 @@ pub struct GuildState {
     services: Arc<Services>,
     /// Loaded from storage on first need, so that spawning for a READY burst costs no I/O.
     config: Option<VersionedConfig>,
+    pending: Arc<AtomicU32>,
+    cooldowns: Cooldowns,
+}
+
+/// Per-user and per-guild command rate limits.
+struct Cooldowns {
+    last_by_user: HashMap<Id<UserMarker>, Instant>,
+    window_start: Instant,
+    in_window: u32,
 }
 
 /// Where the answer to a command goes.
@@ -83,6 +105,12 @@ impl Actor for GuildActor {
             guild_id: args.guild_id,
             services: args.services,
             config: None,
+            pending: args.pending,
+            cooldowns: Cooldowns {
+                last_by_user: HashMap::new(),
+                window_start: Instant::now(),
+                in_window: 0,
+            },
         })
     }
 
@@ -93,28 +121,95 @@ impl Actor for GuildActor {
         state: &mut GuildState,
     ) -> Result<(), ActorProcessingErr> {
         let GuildMsg::Event(event) = message;
-        match *event {
-            Event::GuildCreate(_) => state.observe(HandledEvent::GuildCreate),
-            // Without `unavailable` the bot was removed from the guild (an outage sets it).
-            Event::GuildDelete(delete) if delete.unavailable != Some(true) => {
-                tracing::info!(guild_id = %state.guild_id, "removed from guild");
-                myself.stop(Some("removed from guild".to_owned()));
-            }
-            Event::MessageCreate(message) => {
-                state.observe(HandledEvent::Message(message.id.get()));
-                state.on_message(&message).await;
-            }
-            Event::InteractionCreate(interaction) => {
-                state.observe(HandledEvent::Interaction(interaction.id.get()));
-                state.on_interaction(&interaction.0).await;
-            }
-            _ => {}
+        let removed =
+            matches!(&*event, Event::GuildDelete(delete) if delete.unavailable != Some(true));
+        state.handle_with_retries(&event).await;
+        state.pending.fetch_sub(1, Ordering::AcqRel);
+        // Without `unavailable` the bot was removed from the guild (an outage sets it).
+        if removed {
+            tracing::info!(guild_id = %state.guild_id, "removed from guild");
+            myself.stop(Some(REMOVED.to_owned()));
         }
         Ok(())
     }
 }
 
 impl GuildState {
+    /// Handles an event; a panic reloads the guild's state and retries after a back-off,
+    /// and an event that panics on every try is dead-lettered instead of looping.
+    async fn handle_with_retries(&mut self, event: &Event) {
+        let runtime = &self.services.runtime;
+        let (max_attempts, backoff) = (runtime.max_attempts.max(1), runtime.retry_backoff);
+        for attempt in 1..=max_attempts {
+            let panic = match AssertUnwindSafe(self.handle_event(event))
+                .catch_unwind()
+                .await
+            {
+                Ok(()) => return,
+                Err(panic) => panic_message(panic.as_ref()),
+            };
+            counter!(EVENT_PANICS).increment(1);
+            tracing::warn!(guild_id = %self.guild_id, attempt, %panic, "event handler panicked");
+            // Whatever the handler left half-done is dropped: reload from storage.
+            self.config = None;
+            if attempt == max_attempts {
+                self.services.dead_letters.record(DeadLetter {
+                    guild_id: self.guild_id.get(),
+                    event: event.kind().name().unwrap_or("unknown"),
+                    entity_id: entity_id(event),
+                    attempts: attempt,
+                    panic,
+                });
+                return;
+            }
+            tokio::time::sleep(backoff.saturating_mul(1 << (attempt - 1).min(16))).await;
+        }
+    }
+
+    async fn handle_event(&mut self, event: &Event) {
+        match event {
+            Event::GuildCreate(_) => self.observe(HandledEvent::GuildCreate),
+            Event::MessageCreate(message) => {
+                self.observe(HandledEvent::Message(message.id.get()));
+                self.on_message(message).await;
+            }
+            Event::InteractionCreate(interaction) => {
+                self.observe(HandledEvent::Interaction(interaction.id.get()));
+                self.on_interaction(interaction).await;
+            }
+            _ => {}
+        }
+    }
+
+    /// How long `user` must still wait before their next command, or `None` to go ahead
+    /// (and the command is counted).
+    fn cooldown(&mut self, user: Id<UserMarker>) -> Option<Duration> {
+        let runtime = &self.services.runtime;
+        let now = Instant::now();
+        let cooldowns = &mut self.cooldowns;
+        if let Some(last) = cooldowns.last_by_user.get(&user) {
+            let ready_at = *last + runtime.user_cooldown;
+            if now < ready_at {
+                return Some(ready_at - now);
+            }
+        }
+        if now.duration_since(cooldowns.window_start) >= runtime.guild_window {
+            cooldowns.window_start = now;
+            cooldowns.in_window = 0;
+        }
+        if cooldowns.in_window >= runtime.guild_commands {
+            return Some(cooldowns.window_start + runtime.guild_window - now);
+        }
+        cooldowns.in_window += 1;
+        if cooldowns.last_by_user.len() >= COOLDOWN_PRUNE_AT {
+            cooldowns
+                .last_by_user
+                .retain(|_, last| now.duration_since(*last) < runtime.user_cooldown);
+        }
+        cooldowns.last_by_user.insert(user, now);
+        None
+    }
+
     fn observe(&self, event: HandledEvent) {
         if let Some(observer) = &self.services.observer {
             observer.handled(self.guild_id.get(), event);
@@ -148,6 +243,12 @@ impl GuildState {
         if parsed == Parsed::NotACommand {
             return;
         }
+        if self.cooldown(message.author.id).is_some() {
+            // Answering a flood would be a flood: text commands on cooldown get no reply.
+            counter!(COMMANDS_HANDLED, "command" => label(&parsed), "outcome" => "cooldown")
+                .increment(1);
+            return;
+        }
         // Only a config change needs the permission lookup.
         let may_manage = matches!(parsed, Parsed::Command(Command::ConfigSet { .. }))
             && self.member_may_manage(message);
@@ -162,6 +263,29 @@ impl GuildState {
         let options = string_options(data);
         let options: Vec<(&str, &str)> = options.iter().map(|(n, v)| (*n, v.as_str())).collect();
         let parsed = commands::parse_slash(&data.name, &options);
+        let user = interaction.author_id();
+        let reply = ReplyTo::Interaction {
+            application_id: interaction.application_id,
+            id: interaction.id,
+            token: interaction.token.clone(),
+        };
+        // Interactions must be answered, so one on cooldown is told how long to wait.
+        if let Some(wait) = user.and_then(|user| self.cooldown(user)) {
+            counter!(COMMANDS_HANDLED, "command" => label(&parsed), "outcome" => "cooldown")
+                .increment(1);
+            let text = format!(
+                "Slow down: try again in {:.0} s.",
+                wait.as_secs_f64().ceil()
+            );
+            self.send(
+                reply,
+                Answer {
+                    text,
+                    outcome: "cooldown",
+                },
+            );
+            return;
+        }
         // Discord computes the member's permissions in the channel for us.
         let may_manage = interaction
             .member
@@ -169,11 +293,6 @@ impl GuildState {
             .and_then(|member| member.permissions)
             .is_some_and(|permissions| permissions.intersects(MANAGE));
         let answer = self.run(parsed, may_manage).await;
-        let reply = ReplyTo::Interaction {
-            application_id: interaction.application_id,
-            id: interaction.id,
-            token: interaction.token.clone(),
-        };
         self.send(reply, answer);
     }
 
@@ -293,6 +412,30 @@ impl GuildState {
             .filter_map(|role_id| cache.role(role_id).map(|role| role.resource().permissions))
             .any(|permissions| permissions.intersects(MANAGE))
     }
+}
+
+/// The `command` label of a parsed message.
+fn label(parsed: &Parsed) -> &'static str {
+    match parsed {
+        Parsed::Command(command) => command.label(),
+        Parsed::Invalid(_) | Parsed::NotACommand => "invalid",
+    }
+}
+
+fn entity_id(event: &Event) -> Option<u64> {
+    match event {
+        Event::MessageCreate(message) => Some(message.id.get()),
+        Event::InteractionCreate(interaction) => Some(interaction.id.get()),
+        _ => None,
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned())
 }
 
 fn unavailable() -> Answer {

@@ -14,6 +14,7 @@
 //! - This crate reads no environment variables and speaks no gRPC: `cluster` assembles it.
 
 mod commands;
+mod dead_letters;
 mod error;
 mod guild;
 mod ingress;
@@ -21,13 +22,16 @@ pub mod metrics;
 mod observer;
 mod replies;
 mod router;
+mod runtime;
 
+pub use dead_letters::{DeadLetter, DeadLetters};
 pub use error::ActorsError;
 pub use guild::{GuildActor, GuildMsg};
 pub use ingress::EventIngress;
 pub use observer::{EventObserver, HandledEvent};
 pub use replies::Replies;
 pub use router::{GuildRouter, RouterMsg, RouterStats, Services};
+pub use runtime::RuntimeConfig;
 
 use protonn_shard::{EventTypeFlags, Intents};
 use twilight_cache_inmemory::ResourceType;

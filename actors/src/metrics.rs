@@ -13,6 +13,20 @@ pub const COMMANDS_HANDLED: &str = "protonn_actors_commands_handled_total";
 pub const GUILD_FAILURES: &str = "protonn_actors_guild_failures_total";
 /// Discord REST requests sent, by `route` and `outcome`.
 pub const REST_REQUESTS: &str = "protonn_rest_requests_total";
+/// Guild actors started (first event, or rehydration after passivation).
+pub const GUILD_SPAWNS: &str = "protonn_actors_guild_spawns_total";
+/// Guild actors stopped by the runtime, by `reason` (one of [`PASSIVATION_REASONS`]).
+pub const PASSIVATIONS: &str = "protonn_actors_passivations_total";
+/// Values of the `reason` label of [`PASSIVATIONS`].
+pub const PASSIVATION_REASONS: [&str; 3] = ["idle", "evicted", "removed"];
+/// Events not delivered to a full guild mailbox, by `event` and `action` (`shed` or `busy`).
+pub const EVENTS_SHED: &str = "protonn_actors_events_shed_total";
+/// Events queued to a guild mailbox already at its limit (never dropped), by `event`.
+pub const MAILBOX_OVERFLOW: &str = "protonn_actors_mailbox_overflow_total";
+/// Panics while handling an event (each is retried after reloading the guild's state).
+pub const EVENT_PANICS: &str = "protonn_actors_event_panics_total";
+/// Events set aside after panicking on every try.
+pub const DEAD_LETTERS: &str = "protonn_actors_dead_letters_total";
 
 pub fn describe() {
     describe_gauge!(
@@ -35,8 +49,51 @@ pub fn describe() {
         Unit::Count,
         "Discord REST requests sent, by route and outcome."
     );
+    describe_counter!(
+        GUILD_SPAWNS,
+        Unit::Count,
+        "Guild actors started: first event or rehydration."
+    );
+    describe_counter!(
+        PASSIVATIONS,
+        Unit::Count,
+        "Guild actors stopped by the runtime, by reason (idle, evicted over the resident cap, removed from the guild)."
+    );
+    describe_counter!(
+        EVENTS_SHED,
+        Unit::Count,
+        "Events not delivered because the guild's mailbox was full, by event type and action (shed, busy reply)."
+    );
+    describe_counter!(
+        MAILBOX_OVERFLOW,
+        Unit::Count,
+        "Events queued past a guild's mailbox limit because they are never dropped, by event type."
+    );
+    describe_counter!(
+        EVENT_PANICS,
+        Unit::Count,
+        "Panics while a guild actor handled an event; the event is retried with the state reloaded."
+    );
+    describe_counter!(
+        DEAD_LETTERS,
+        Unit::Count,
+        "Events set aside after panicking on every try."
+    );
     gauge!(GUILDS_ACTIVE).set(0.0);
     counter!(GUILD_FAILURES).absolute(0);
+    counter!(GUILD_SPAWNS).absolute(0);
+    counter!(EVENT_PANICS).absolute(0);
+    counter!(DEAD_LETTERS).absolute(0);
+    for reason in PASSIVATION_REASONS {
+        counter!(PASSIVATIONS, "reason" => reason).absolute(0);
+    }
+    for (event, action) in [
+        ("TYPING_START", "shed"),
+        ("PRESENCE_UPDATE", "shed"),
+        ("INTERACTION_CREATE", "busy"),
+    ] {
+        counter!(EVENTS_SHED, "event" => event, "action" => action).absolute(0);
+    }
     for command in COMMAND_LABELS {
         for outcome in OUTCOME_LABELS {
             counter!(COMMANDS_HANDLED, "command" => command, "outcome" => outcome).absolute(0);

@@ -1,21 +1,30 @@
-//! `GuildRouter`: guild id → `GuildActor`, spawning on first event, supervising the actors.
+//! `GuildRouter`: guild id → `GuildActor`. Spawns on first event, bounds each mailbox by
+//! accounting, passivates idle actors and evicts past the resident cap.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use metrics::{counter, gauge};
 use protonn_storage::GuildConfigRepo;
 use ractor::{
     Actor, ActorId, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort, SupervisionEvent,
 };
+use tokio::time::Instant;
 use twilight_cache_inmemory::DefaultInMemoryCache;
+use twilight_model::application::interaction::Interaction;
 use twilight_model::gateway::event::Event;
 use twilight_model::id::Id;
 use twilight_model::id::marker::GuildMarker;
 
 use crate::guild::GuildArgs;
-use crate::metrics::{GUILD_FAILURES, GUILDS_ACTIVE};
-use crate::{ActorsError, EventObserver, GuildActor, GuildMsg, Replies};
+use crate::metrics::{
+    EVENTS_SHED, GUILD_FAILURES, GUILD_SPAWNS, GUILDS_ACTIVE, MAILBOX_OVERFLOW, PASSIVATIONS,
+};
+use crate::runtime::{Admission, admit};
+use crate::{
+    ActorsError, DeadLetters, EventObserver, GuildActor, GuildMsg, Replies, RuntimeConfig,
+};
 
 /// What every guild actor of a node shares.
 pub struct Services {
@@ -23,6 +32,8 @@ pub struct Services {
     pub replies: Replies,
     /// The node cache, updated by the ingress before events reach the actors.
     pub cache: Arc<DefaultInMemoryCache>,
+    pub runtime: RuntimeConfig,
+    pub dead_letters: Arc<DeadLetters>,
     pub observer: Option<Arc<dyn EventObserver>>,
 }
 
@@ -33,6 +44,8 @@ pub enum RouterMsg {
     /// guild actor's mailbox, which is what paces the shard's forwarder. Events without a
     /// guild (READY, DMs) are not routed.
     Route(Vec<Event>, RpcReplyPort<()>),
+    /// Passivate idle actors and evict past the resident cap (on a timer).
+    Sweep,
     Stats(RpcReplyPort<RouterStats>),
 }
 
@@ -42,13 +55,24 @@ pub struct RouterStats {
     pub active_guilds: usize,
     /// Guild actors that failed since start.
     pub failures: u64,
+    /// Guild actors stopped for being idle or evicted, since start.
+    pub passivated: u64,
 }
 
 pub struct RouterState {
     services: Arc<Services>,
-    guilds: HashMap<Id<GuildMarker>, ActorRef<GuildMsg>>,
+    guilds: HashMap<Id<GuildMarker>, Resident>,
     by_actor: HashMap<ActorId, Id<GuildMarker>>,
     failures: u64,
+    passivated: u64,
+}
+
+/// A guild actor the router knows, with its mailbox accounting.
+struct Resident {
+    actor: ActorRef<GuildMsg>,
+    /// Events cast and not yet handled: the router adds, the actor subtracts.
+    pending: Arc<AtomicU32>,
+    last_active: Instant,
 }
 
 impl GuildRouter {
@@ -65,16 +89,24 @@ impl RouterState {
         &mut self,
         myself: &ActorRef<RouterMsg>,
         guild_id: Id<GuildMarker>,
-    ) -> Result<ActorRef<GuildMsg>, ActorProcessingErr> {
+    ) -> Result<&mut Resident, ActorProcessingErr> {
+        let pending = Arc::new(AtomicU32::new(0));
         let args = GuildArgs {
             guild_id,
             services: Arc::clone(&self.services),
+            pending: Arc::clone(&pending),
         };
         let (actor, _) = Actor::spawn_linked(None, GuildActor, args, myself.get_cell()).await?;
-        self.guilds.insert(guild_id, actor.clone());
+        counter!(GUILD_SPAWNS).increment(1);
         self.by_actor.insert(actor.get_id(), guild_id);
+        let resident = Resident {
+            actor,
+            pending,
+            last_active: Instant::now(),
+        };
+        self.guilds.insert(guild_id, resident);
         gauge!(GUILDS_ACTIVE).set(self.guilds.len() as f64);
-        Ok(actor)
+        Ok(self.guilds.get_mut(&guild_id).expect("inserted above"))
     }
 
     async fn route(
@@ -85,18 +117,89 @@ impl RouterState {
         let Some(guild_id) = event.guild_id() else {
             return Ok(());
         };
-        let actor = match self.guilds.get(&guild_id) {
-            Some(actor) => actor.clone(),
+        let limit = self.services.runtime.mailbox_limit;
+        let resident = match self.guilds.get_mut(&guild_id) {
+            Some(resident) => resident,
             None => self.spawn_guild(myself, guild_id).await?,
         };
+        let pending = resident.pending.load(Ordering::Acquire);
+        let name = event.kind().name().unwrap_or("unknown");
+        match admit(&event, pending, limit) {
+            Admission::Deliver if pending >= limit => {
+                counter!(MAILBOX_OVERFLOW, "event" => name).increment(1);
+            }
+            Admission::Deliver => {}
+            Admission::Shed => {
+                counter!(EVENTS_SHED, "event" => name, "action" => "shed").increment(1);
+                return Ok(());
+            }
+            Admission::Busy => {
+                counter!(EVENTS_SHED, "event" => name, "action" => "busy").increment(1);
+                if let Event::InteractionCreate(interaction) = &event {
+                    self.reply_busy(interaction);
+                }
+                return Ok(());
+            }
+        }
+        resident.last_active = Instant::now();
+        resident.pending.fetch_add(1, Ordering::AcqRel);
+        let actor = resident.actor.clone();
         // An actor that stopped on its own (removed from the guild) may not have been
         // forgotten yet: give the event to a fresh one rather than lose it.
         if let Err(MessagingErr::SendErr(message)) = actor.cast(GuildMsg::Event(Box::new(event))) {
             self.forget(&actor.get_id());
             let fresh = self.spawn_guild(myself, guild_id).await?;
-            fresh.cast(message)?;
+            fresh.pending.fetch_add(1, Ordering::AcqRel);
+            fresh.actor.cast(message)?;
         }
         Ok(())
+    }
+
+    fn reply_busy(&self, interaction: &Interaction) {
+        self.services.replies.interaction(
+            interaction.application_id,
+            interaction.id,
+            interaction.token.clone(),
+            "I am busy with this server's earlier requests; please try again in a moment."
+                .to_owned(),
+            true,
+        );
+    }
+
+    /// Stops idle actors, then the least recently active idle ones past the resident cap.
+    /// An actor with queued events is never stopped: its mailbox would be lost.
+    fn sweep(&mut self) {
+        let runtime = &self.services.runtime;
+        let now = Instant::now();
+        let mut idle: Vec<(Instant, Id<GuildMarker>)> = self
+            .guilds
+            .iter()
+            .filter(|(_, resident)| resident.pending.load(Ordering::Acquire) == 0)
+            .map(|(&guild_id, resident)| (resident.last_active, guild_id))
+            .collect();
+        idle.sort_unstable();
+        let expired = idle
+            .iter()
+            .take_while(|(last_active, _)| now.duration_since(*last_active) >= runtime.idle_after)
+            .count();
+        let over_cap = self.guilds.len().saturating_sub(runtime.max_resident);
+        let evicted = over_cap.saturating_sub(expired).min(idle.len() - expired);
+        for (index, (_, guild_id)) in idle.iter().take(expired + evicted).enumerate() {
+            let reason = if index < expired { "idle" } else { "evicted" };
+            self.passivate(*guild_id, reason);
+        }
+    }
+
+    /// Forgets the actor before stopping it, so the guild's next event spawns a fresh one
+    /// instead of landing in a mailbox that is about to be dropped.
+    fn passivate(&mut self, guild_id: Id<GuildMarker>, reason: &'static str) {
+        if let Some(resident) = self.guilds.remove(&guild_id) {
+            self.by_actor.remove(&resident.actor.get_id());
+            resident.actor.stop(Some(format!("passivated: {reason}")));
+            counter!(PASSIVATIONS, "reason" => reason).increment(1);
+            self.passivated += 1;
+            gauge!(GUILDS_ACTIVE).set(self.guilds.len() as f64);
+        }
     }
 
     fn forget(&mut self, actor: &ActorId) {
@@ -114,14 +217,16 @@ impl Actor for GuildRouter {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<RouterMsg>,
+        myself: ActorRef<RouterMsg>,
         services: Arc<Services>,
     ) -> Result<RouterState, ActorProcessingErr> {
+        myself.send_interval(services.runtime.sweep_every, || RouterMsg::Sweep);
         Ok(RouterState {
             services,
             guilds: HashMap::new(),
             by_actor: HashMap::new(),
             failures: 0,
+            passivated: 0,
         })
     }
 
@@ -138,10 +243,12 @@ impl Actor for GuildRouter {
                 }
                 let _ = done.send(());
             }
+            RouterMsg::Sweep => state.sweep(),
             RouterMsg::Stats(reply) => {
                 let _ = reply.send(RouterStats {
                     active_guilds: state.guilds.len(),
                     failures: state.failures,
+                    passivated: state.passivated,
                 });
             }
         }
@@ -155,8 +262,14 @@ impl Actor for GuildRouter {
         state: &mut RouterState,
     ) -> Result<(), ActorProcessingErr> {
         match event {
-            SupervisionEvent::ActorTerminated(cell, _, _) => state.forget(&cell.get_id()),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                if reason.as_deref() == Some(crate::guild::REMOVED) {
+                    counter!(PASSIVATIONS, "reason" => "removed").increment(1);
+                }
+                state.forget(&cell.get_id());
+            }
             SupervisionEvent::ActorFailed(cell, err) => {
+                // Handlers catch their own panics; this is a failure outside them (start-up).
                 // The next event of the guild spawns a fresh actor that reloads from storage.
                 tracing::error!(error = %err, "guild actor failed");
                 state.failures += 1;

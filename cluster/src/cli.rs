@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use protonn_actors::RuntimeConfig;
 use protonn_shard::BotToken;
 
 use crate::config::TOKEN_ENV;
@@ -89,6 +90,7 @@ async fn run_node(config: Config) -> anyhow::Result<()> {
         shard_ids: config.discord.shard_ids,
         data_dir: config.storage.data_dir,
         ops_listen: config.ops.listen,
+        runtime: RuntimeConfig::default(),
         observer: None,
     })
     .await

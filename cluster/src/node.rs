@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use protonn_actors::{
-    EventIngress, EventObserver, GuildRouter, Replies, RouterMsg, RouterStats, Services,
+    DeadLetter, DeadLetters, EventIngress, EventObserver, GuildRouter, Replies, RouterMsg,
+    RouterStats, RuntimeConfig, Services,
 };
 use protonn_shard::{
     BotToken, GatewaySettings, IdentifyConfig, LocalScheduler, ShardStatus, ShardSupervisor,
@@ -48,6 +49,8 @@ pub struct NodeOptions {
     pub data_dir: PathBuf,
     /// Where to serve `/metrics`, `/healthz` and `/readyz`; port 0 picks a free one.
     pub ops_listen: SocketAddr,
+    /// How guild actors live: mailbox bounds, passivation, retries, cooldowns.
+    pub runtime: RuntimeConfig,
     /// Sees every event a guild actor handled (tests compare it with the simulator's ledger).
     pub observer: Option<Arc<dyn EventObserver>>,
 }
@@ -56,6 +59,7 @@ pub struct NodeOptions {
 pub struct Node {
     supervisor: ActorRef<SupervisorMsg>,
     router: ActorRef<RouterMsg>,
+    dead_letters: Arc<DeadLetters>,
     ops_addr: SocketAddr,
     ops_stop: oneshot::Sender<()>,
     ops_task: tokio::task::JoinHandle<()>,
@@ -106,10 +110,13 @@ impl Node {
                 .resource_types(protonn_actors::cached_resources())
                 .build(),
         );
+        let dead_letters = Arc::new(DeadLetters::default());
         let router = GuildRouter::start(Services {
             store: Arc::new(store),
             replies: Replies::new(http),
             cache: Arc::clone(&cache),
+            runtime: options.runtime,
+            dead_letters: Arc::clone(&dead_letters),
             observer: options.observer,
         })
         .await?;
@@ -151,6 +158,7 @@ impl Node {
         Ok(Self {
             supervisor,
             router,
+            dead_letters,
             ops_addr,
             ops_stop,
             ops_task,
@@ -166,6 +174,11 @@ impl Node {
     pub async fn shard_statuses(&self) -> Vec<ShardStatus> {
         ractor::call_t!(self.supervisor, SupervisorMsg::Statuses, QUERY_TIMEOUT_MS)
             .unwrap_or_default()
+    }
+
+    /// Events set aside after panicking on every try, most recent last.
+    pub fn dead_letters(&self) -> Vec<DeadLetter> {
+        self.dead_letters.latest()
     }
 
     pub async fn router_stats(&self) -> RouterStats {

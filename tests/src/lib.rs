@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use protonn_actors::{EventObserver, HandledEvent};
+use protonn_actors::{EventObserver, HandledEvent, RuntimeConfig};
 use protonn_cluster::{DiscordEndpoint, Node, NodeError, NodeOptions};
 use protonn_shard::{BotToken, ShardPhase};
 use protonn_sim::{GatewayEventKind, GuildInfo, SimConfig, SimHandle, Simulator};
@@ -48,6 +48,27 @@ pub async fn try_start_node(
     recorder: &Arc<Recorder>,
     token: &str,
 ) -> Result<Node, NodeError> {
+    let observer = Arc::clone(recorder) as Arc<dyn EventObserver>;
+    start_node_with(sim, data_dir, observer, token, test_runtime()).await
+}
+
+/// The runtime the tests use: the defaults, without cooldowns (tests send commands back to
+/// back from the same users).
+pub fn test_runtime() -> RuntimeConfig {
+    RuntimeConfig {
+        user_cooldown: Duration::ZERO,
+        guild_commands: u32::MAX,
+        ..RuntimeConfig::default()
+    }
+}
+
+pub async fn start_node_with(
+    sim: &SimHandle,
+    data_dir: &Path,
+    observer: Arc<dyn EventObserver>,
+    token: &str,
+    runtime: RuntimeConfig,
+) -> Result<Node, NodeError> {
     Node::start(NodeOptions {
         discord: DiscordEndpoint::Simulator(sim.rest_proxy()),
         token: BotToken::new(token),
@@ -55,7 +76,8 @@ pub async fn try_start_node(
         shard_ids: None,
         data_dir: data_dir.to_owned(),
         ops_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        observer: Some(Arc::clone(recorder) as Arc<dyn EventObserver>),
+        runtime,
+        observer: Some(observer),
     })
     .await
 }

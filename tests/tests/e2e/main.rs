@@ -10,6 +10,8 @@ use protonn_shard::ShardPhase;
 use protonn_sim::GatewayEventKind;
 use protonn_tests::*;
 
+mod actors;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_shard_gets_ready_and_every_guild_reaches_its_actor() {
     let sim = start_sim(small_world(3, 150)).await;

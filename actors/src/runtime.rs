@@ -1,0 +1,84 @@
+//! How guild actors live: mailbox bounds, passivation, crash retries, cooldowns.
+
+use std::time::Duration;
+
+use twilight_model::gateway::event::{Event, EventType};
+
+/// Knobs of the guild actor runtime; the defaults suit a node of a large bot.
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// Events queued for one guild before its mailbox counts as full. Past it, typing and
+    /// presence are shed and interactions answered "busy"; nothing else is dropped.
+    pub mailbox_limit: u32,
+    /// A guild actor idle this long is stopped; its next event rehydrates it from storage.
+    pub idle_after: Duration,
+    /// Guild actors resident at most; past it the least recently active idle ones go first.
+    pub max_resident: usize,
+    /// How often the router passivates and evicts.
+    pub sweep_every: Duration,
+    /// Tries of an event whose handling panics, each after reloading the guild's state;
+    /// after the last it goes to the dead letters.
+    pub max_attempts: u32,
+    /// Pause before the first retry of a panicked event; doubles per try.
+    pub retry_backoff: Duration,
+    /// Time one user must wait between two commands in a guild.
+    pub user_cooldown: Duration,
+    /// Commands one guild may run per `guild_window` before further ones are refused.
+    pub guild_commands: u32,
+    pub guild_window: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            mailbox_limit: 1_000,
+            idle_after: Duration::from_secs(600),
+            max_resident: 250_000,
+            sweep_every: Duration::from_secs(5),
+            max_attempts: 3,
+            retry_backoff: Duration::from_millis(50),
+            user_cooldown: Duration::from_secs(2),
+            guild_commands: 30,
+            guild_window: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What the router does with an event for a guild whose mailbox holds `pending` events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Admission {
+    Deliver,
+    /// Dropped and counted: nothing a handler relies on.
+    Shed,
+    /// Not delivered; the user is told the bot is busy.
+    Busy,
+}
+
+pub(crate) fn admit(event: &Event, pending: u32, limit: u32) -> Admission {
+    if pending < limit {
+        return Admission::Deliver;
+    }
+    match event.kind() {
+        EventType::TypingStart | EventType::PresenceUpdate => Admission::Shed,
+        EventType::InteractionCreate => Admission::Busy,
+        // Messages, guild and role updates, …: handlers and the cache's consumers need
+        // every one, in order, so they are queued past the limit (and counted).
+        _ => Admission::Deliver,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_mailbox_sheds_only_what_may_be_lost() {
+        let typing = serde_json::from_str(r#"{"channel_id":"2","timestamp":1,"user_id":"3"}"#)
+            .map(|t| Event::TypingStart(Box::new(t)))
+            .unwrap();
+        assert_eq!(admit(&typing, 0, 10), Admission::Deliver);
+        assert_eq!(admit(&typing, 10, 10), Admission::Shed);
+        assert_eq!(admit(&Event::Resumed, 10, 10), Admission::Deliver);
+        assert_eq!(admit(&Event::GatewayReconnect, 99, 10), Admission::Deliver);
+    }
+}

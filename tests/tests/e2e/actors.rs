@@ -1,0 +1,240 @@
+//! The guild actor runtime: passivation, eviction, crash retries, dead letters, cooldowns.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use protonn_actors::{EventObserver, HandledEvent, RuntimeConfig};
+use protonn_tests::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_guilds_passivate_and_rehydrate_with_their_config() {
+    let sim = start_sim(small_world(1, 8)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let runtime = RuntimeConfig {
+        idle_after: Duration::from_millis(200),
+        sweep_every: Duration::from_millis(50),
+        ..test_runtime()
+    };
+    let token = sim.config().token.clone();
+    let observer = Arc::clone(&recorder) as Arc<dyn EventObserver>;
+    let node = start_node_with(&sim, dir.path(), observer, &token, runtime)
+        .await
+        .unwrap();
+    wait_all_ready(&node).await;
+    let guild = some_guild(&sim, 2);
+    let channel = guild.channel_ids[0];
+    sim.send_message(guild.id, channel, guild.owner_id, "!config set prefix >")
+        .unwrap();
+    assert_eq!(reply_in(&sim, channel, 0).await, "`prefix` is now `>`.");
+
+    wait_until("every guild actor is passivated", || async {
+        node.router_stats().await.active_guilds == 0
+    })
+    .await;
+    assert!(node.router_stats().await.passivated >= 8);
+
+    // The next event rehydrates the actor, which finds its config in storage.
+    sim.send_message(guild.id, channel, guild.member_ids[0], ">config get prefix")
+        .unwrap();
+    assert_eq!(reply_in(&sim, channel, 1).await, "`prefix` is `>`.");
+    assert_eq!(node.router_stats().await.active_guilds, 1);
+
+    node.shutdown().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_resident_cap_evicts_the_least_recently_active() {
+    let sim = start_sim(small_world(1, 30)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let runtime = RuntimeConfig {
+        max_resident: 10,
+        sweep_every: Duration::from_millis(50),
+        ..test_runtime()
+    };
+    let token = sim.config().token.clone();
+    let observer = Arc::clone(&recorder) as Arc<dyn EventObserver>;
+    let node = start_node_with(&sim, dir.path(), observer, &token, runtime)
+        .await
+        .unwrap();
+    wait_all_ready(&node).await;
+    wait_until("every guild was created", || async {
+        recorder.guilds_created().len() == 30
+    })
+    .await;
+    wait_until("the cap holds", || async {
+        node.router_stats().await.active_guilds <= 10
+    })
+    .await;
+
+    // A guild that just spoke is resident; it survives the next sweeps while idle ones go.
+    let guild = some_guild(&sim, 0);
+    sim.send_message(guild.id, guild.channel_ids[0], guild.owner_id, "!ping")
+        .unwrap();
+    assert_eq!(reply_in(&sim, guild.channel_ids[0], 0).await, "pong");
+    assert!(node.router_stats().await.active_guilds <= 11);
+    let (_, metrics) = http_get(node.ops_addr(), "/metrics").await;
+    assert!(metrics.contains("protonn_actors_passivations_total{reason=\"evicted\"}"));
+
+    node.shutdown().await;
+    sim.shutdown().await;
+}
+
+/// Panics while handling the n-th distinct message of the test, a chosen number of times.
+/// (Message ids are made by the simulator at send time, so they are chosen by order: one
+/// guild's events are handled in gateway order.)
+struct Poison {
+    panics_by_ordinal: Vec<u32>,
+    seen: Mutex<Vec<u64>>,
+    handled: Mutex<HashMap<u64, u32>>,
+}
+
+impl EventObserver for Poison {
+    fn handled(&self, _guild_id: u64, event: HandledEvent) {
+        let HandledEvent::Message(id) = event else {
+            return;
+        };
+        let tries = {
+            let mut handled = self.handled.lock().unwrap();
+            let tries = handled.entry(id).or_default();
+            *tries += 1;
+            *tries
+        };
+        let ordinal = {
+            let mut seen = self.seen.lock().unwrap();
+            if !seen.contains(&id) {
+                seen.push(id);
+            }
+            seen.iter().position(|seen| *seen == id).unwrap()
+        };
+        if tries <= self.panics_by_ordinal.get(ordinal).copied().unwrap_or(0) {
+            panic!("poisoned message {id}, try {tries}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_event_is_retried_then_dead_lettered_and_nothing_else_is_lost() {
+    let sim = start_sim(small_world(1, 4)).await;
+    let dir = tempfile::tempdir().unwrap();
+    // The first message panics once, the second on every try, the third never.
+    let poison = Arc::new(Poison {
+        panics_by_ordinal: vec![1, u32::MAX, 0],
+        seen: Mutex::default(),
+        handled: Mutex::default(),
+    });
+    let token = sim.config().token.clone();
+    let runtime = RuntimeConfig {
+        max_attempts: 3,
+        retry_backoff: Duration::from_millis(10),
+        ..test_runtime()
+    };
+    let observer = Arc::clone(&poison) as Arc<dyn EventObserver>;
+    let node = start_node_with(&sim, dir.path(), observer, &token, runtime)
+        .await
+        .unwrap();
+    wait_all_ready(&node).await;
+    let guild = some_guild(&sim, 1);
+    let channel = guild.channel_ids[0];
+    let author = guild.member_ids[0];
+
+    let recovers = sim
+        .send_message(guild.id, channel, author, "!help")
+        .unwrap();
+    let doomed = sim
+        .send_message(guild.id, channel, author, "!ping")
+        .unwrap();
+    let healthy = sim
+        .send_message(guild.id, channel, author, "!config get prefix")
+        .unwrap();
+
+    wait_until("both surviving commands are answered", || async {
+        channel_replies(&sim, channel).len() >= 2
+    })
+    .await;
+    let replies = channel_replies(&sim, channel);
+    assert!(
+        replies.iter().any(|r| r.starts_with("Commands:")),
+        "{replies:?}"
+    );
+    assert!(
+        replies.contains(&"`prefix` is `!`.".to_owned()),
+        "{replies:?}"
+    );
+    assert!(
+        !replies.contains(&"pong".to_owned()),
+        "the poisoned command never completed"
+    );
+
+    let letters = node.dead_letters();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].entity_id, Some(doomed));
+    assert_eq!(letters[0].attempts, 3);
+    assert_eq!(letters[0].event, "MESSAGE_CREATE");
+    let handled = poison.handled.lock().unwrap().clone();
+    assert_eq!(handled[&recovers], 2, "retried once");
+    assert_eq!(handled[&doomed], 3, "tried three times, then set aside");
+    assert_eq!(handled[&healthy], 1);
+    assert_eq!(
+        node.router_stats().await.failures,
+        0,
+        "the actor itself never died"
+    );
+
+    node.shutdown().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cooldowns_keep_one_user_from_flooding_replies() {
+    let sim = start_sim(small_world(1, 4)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let runtime = RuntimeConfig {
+        user_cooldown: Duration::from_secs(60),
+        ..RuntimeConfig::default()
+    };
+    let token = sim.config().token.clone();
+    let observer = Arc::clone(&recorder) as Arc<dyn EventObserver>;
+    let node = start_node_with(&sim, dir.path(), observer, &token, runtime)
+        .await
+        .unwrap();
+    wait_all_ready(&node).await;
+    let guild = some_guild(&sim, 0);
+    let channel = guild.channel_ids[0];
+    let (spammer, other) = (guild.member_ids[0], guild.member_ids[1]);
+
+    for _ in 0..3 {
+        sim.send_message(guild.id, channel, spammer, "!ping")
+            .unwrap();
+    }
+    // Another user's command is a barrier: the spammer's were handled before it.
+    sim.send_message(guild.id, channel, other, "!config get prefix")
+        .unwrap();
+    wait_until("the barrier is answered", || async {
+        channel_replies(&sim, channel).contains(&"`prefix` is `!`.".to_owned())
+    })
+    .await;
+    let pongs = channel_replies(&sim, channel)
+        .iter()
+        .filter(|r| *r == "pong")
+        .count();
+    assert_eq!(pongs, 1, "text commands on cooldown are not answered");
+
+    // An interaction must be answered: it is told to wait.
+    let interaction = sim
+        .send_command_interaction(guild.id, channel, spammer, "ping", &[])
+        .unwrap();
+    wait_until("the interaction is answered", || async {
+        !interaction_replies(&sim, interaction).is_empty()
+    })
+    .await;
+    let reply = &interaction_replies(&sim, interaction)[0];
+    assert!(reply.starts_with("Slow down: try again in"), "{reply}");
+
+    node.shutdown().await;
+    sim.shutdown().await;
+}
