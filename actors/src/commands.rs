@@ -68,7 +68,7 @@ impl ConfigKey {
         }
     }
 
-    fn parse(name: &str) -> Result<Self, String> {
+    pub(crate) fn parse(name: &str) -> Result<Self, String> {
         Self::ALL
             .into_iter()
             .find(|key| key.name().eq_ignore_ascii_case(name))

@@ -4,3 +4,16 @@ pub enum ActorsError {
     #[error("guild router: {0}")]
     Spawn(String),
 }
+
+/// Why a configuration change was refused; nothing was saved.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigChangeError {
+    /// Unknown key or bad value; the text tells a user what is allowed.
+    #[error("{0}")]
+    Invalid(String),
+    /// Someone saved another version first.
+    #[error("the configuration was changed meanwhile; version {current} is current")]
+    Conflict { current: u64 },
+    #[error("the configuration store is unavailable: {0}")]
+    Unavailable(String),
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use metrics::counter;
 use protonn_storage::{StorageError, VersionedConfig};
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::time::Instant;
 use twilight_model::application::interaction::application_command::{
     CommandData, CommandOptionValue,
@@ -24,9 +24,9 @@ use twilight_model::id::marker::{
     ApplicationMarker, ChannelMarker, GuildMarker, InteractionMarker, UserMarker,
 };
 
-use crate::commands::{self, Command, Parsed};
+use crate::commands::{self, Command, ConfigKey, Parsed};
 use crate::metrics::{COMMANDS_HANDLED, EVENT_PANICS};
-use crate::{DeadLetter, HandledEvent, Services};
+use crate::{ConfigChangeError, DeadLetter, HandledEvent, Services};
 
 /// Stop reason of an actor whose bot was removed from the guild.
 pub(crate) const REMOVED: &str = "removed from guild";
@@ -48,6 +48,13 @@ pub struct GuildArgs {
 pub enum GuildMsg {
     /// A gateway event of this guild, in gateway order. Boxed: events are large.
     Event(Box<Event>),
+    /// Change one config key from outside Discord (the dashboard, another node).
+    Configure {
+        key: String,
+        value: String,
+        expected_version: Option<u64>,
+        reply: RpcReplyPort<Result<VersionedConfig, ConfigChangeError>>,
+    },
 }
 
 pub struct GuildState {
@@ -120,7 +127,23 @@ impl Actor for GuildActor {
         message: GuildMsg,
         state: &mut GuildState,
     ) -> Result<(), ActorProcessingErr> {
-        let GuildMsg::Event(event) = message;
+        let event = match message {
+            GuildMsg::Event(event) => event,
+            GuildMsg::Configure {
+                key,
+                value,
+                expected_version,
+                reply,
+            } => {
+                let result = match ConfigKey::parse(&key) {
+                    Ok(key) => state.change_config(key, &value, expected_version).await,
+                    Err(text) => Err(ConfigChangeError::Invalid(text)),
+                };
+                let _ = reply.send(result);
+                state.pending.fetch_sub(1, Ordering::AcqRel);
+                return Ok(());
+            }
+        };
         let removed =
             matches!(&*event, Event::GuildDelete(delete) if delete.unavailable != Some(true));
         state.handle_with_retries(&event).await;
@@ -352,43 +375,74 @@ impl GuildState {
                         outcome: "denied",
                     };
                 }
-                let mut next = current.config.clone();
-                if let Err(text) = key.apply(&mut next, &value) {
-                    return Answer {
+                match self.change_config(key, &value, None).await {
+                    Ok(stored) => Answer::ok(format!(
+                        "`{}` is now `{}`.",
+                        key.name(),
+                        key.show(&stored.config)
+                    )),
+                    Err(ConfigChangeError::Invalid(text)) => Answer {
                         text,
                         outcome: "invalid",
-                    };
+                    },
+                    Err(ConfigChangeError::Conflict { .. }) => Answer {
+                        text: "The configuration was changed elsewhere at the same time; \
+                               nothing was saved. Please try again."
+                            .to_owned(),
+                        outcome: "conflict",
+                    },
+                    Err(ConfigChangeError::Unavailable(_)) => unavailable(),
                 }
-                // Durable first, then live: an acknowledged change is never lost.
-                let saved = self
-                    .services
-                    .store
-                    .save(self.guild_id.get(), current.version, &next)
-                    .await;
-                match saved {
-                    Ok(version) => {
-                        let shown = key.show(&next);
-                        self.config = Some(VersionedConfig {
-                            version,
-                            config: next,
-                        });
-                        Answer::ok(format!("`{}` is now `{shown}`.", key.name()))
-                    }
-                    Err(StorageError::Conflict { .. }) => {
-                        // Someone else changed it meanwhile: reload before the next command.
-                        self.config = None;
-                        Answer {
-                            text: "The configuration was changed elsewhere at the same time; \
-                                   nothing was saved. Please try again."
-                                .to_owned(),
-                            outcome: "conflict",
-                        }
-                    }
-                    Err(err) => {
-                        tracing::error!(guild_id = %self.guild_id, error = %err, "cannot save guild config");
-                        unavailable()
-                    }
-                }
+            }
+        }
+    }
+
+    /// Validates and saves a change, then applies it: durable first, then live, so an
+    /// acknowledged change is never lost. With `expected`, the change applies only to that
+    /// version (an editor that saw an older one gets a conflict).
+    async fn change_config(
+        &mut self,
+        key: ConfigKey,
+        value: &str,
+        expected: Option<u64>,
+    ) -> Result<VersionedConfig, ConfigChangeError> {
+        let current = match self.config().await {
+            Ok(current) => current.clone(),
+            Err(err) => {
+                tracing::error!(guild_id = %self.guild_id, error = %err, "cannot load guild config");
+                return Err(ConfigChangeError::Unavailable(err.to_string()));
+            }
+        };
+        if expected.is_some_and(|expected| expected != current.version) {
+            return Err(ConfigChangeError::Conflict {
+                current: current.version,
+            });
+        }
+        let mut next = current.config.clone();
+        key.apply(&mut next, value)
+            .map_err(ConfigChangeError::Invalid)?;
+        let saved = self
+            .services
+            .store
+            .save(self.guild_id.get(), current.version, &next)
+            .await;
+        match saved {
+            Ok(version) => {
+                let stored = VersionedConfig {
+                    version,
+                    config: next,
+                };
+                self.config = Some(stored.clone());
+                Ok(stored)
+            }
+            Err(StorageError::Conflict { current, .. }) => {
+                // Saved elsewhere meanwhile (another node, the dashboard): reload next time.
+                self.config = None;
+                Err(ConfigChangeError::Conflict { current })
+            }
+            Err(err) => {
+                tracing::error!(guild_id = %self.guild_id, error = %err, "cannot save guild config");
+                Err(ConfigChangeError::Unavailable(err.to_string()))
             }
         }
     }

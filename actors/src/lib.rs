@@ -25,7 +25,7 @@ mod router;
 mod runtime;
 
 pub use dead_letters::{DeadLetter, DeadLetters};
-pub use error::ActorsError;
+pub use error::{ActorsError, ConfigChangeError};
 pub use guild::{GuildActor, GuildMsg};
 pub use ingress::EventIngress;
 pub use observer::{EventObserver, HandledEvent};

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use metrics::{counter, gauge};
-use protonn_storage::GuildConfigRepo;
+use protonn_storage::{GuildConfigRepo, VersionedConfig};
 use ractor::{
     Actor, ActorId, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort, SupervisionEvent,
 };
@@ -23,7 +23,8 @@ use crate::metrics::{
 };
 use crate::runtime::{Admission, admit};
 use crate::{
-    ActorsError, DeadLetters, EventObserver, GuildActor, GuildMsg, Replies, RuntimeConfig,
+    ActorsError, ConfigChangeError, DeadLetters, EventObserver, GuildActor, GuildMsg, Replies,
+    RuntimeConfig,
 };
 
 /// What every guild actor of a node shares.
@@ -44,6 +45,15 @@ pub enum RouterMsg {
     /// guild actor's mailbox, which is what paces the shard's forwarder. Events without a
     /// guild (READY, DMs) are not routed.
     Route(Vec<Event>, RpcReplyPort<()>),
+    /// Change one config key of a guild from outside Discord; answered once it is durable
+    /// and live, or refused.
+    Configure {
+        guild_id: u64,
+        key: String,
+        value: String,
+        expected_version: Option<u64>,
+        reply: RpcReplyPort<Result<VersionedConfig, ConfigChangeError>>,
+    },
     /// Passivate idle actors and evict past the resident cap (on a timer).
     Sweep,
     Stats(RpcReplyPort<RouterStats>),
@@ -242,6 +252,30 @@ impl Actor for GuildRouter {
                     state.route(&myself, event).await?;
                 }
                 let _ = done.send(());
+            }
+            RouterMsg::Configure {
+                guild_id,
+                key,
+                value,
+                expected_version,
+                reply,
+            } => {
+                let Some(guild_id) = Id::new_checked(guild_id) else {
+                    let _ = reply.send(Err(ConfigChangeError::Invalid("guild id 0".into())));
+                    return Ok(());
+                };
+                let resident = match state.guilds.get_mut(&guild_id) {
+                    Some(resident) => resident,
+                    None => state.spawn_guild(&myself, guild_id).await?,
+                };
+                resident.last_active = Instant::now();
+                resident.pending.fetch_add(1, Ordering::AcqRel);
+                resident.actor.cast(GuildMsg::Configure {
+                    key,
+                    value,
+                    expected_version,
+                    reply,
+                })?;
             }
             RouterMsg::Sweep => state.sweep(),
             RouterMsg::Stats(reply) => {

@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use protonn_actors::{
-    DeadLetter, DeadLetters, EventIngress, EventObserver, GuildRouter, Replies, RouterMsg,
-    RouterStats, RuntimeConfig, Services,
+    ConfigChangeError, DeadLetter, DeadLetters, EventIngress, EventObserver, GuildRouter, Replies,
+    RouterMsg, RouterStats, RuntimeConfig, Services,
 };
 use protonn_shard::{
     BotToken, GatewaySettings, IdentifyConfig, LocalScheduler, ShardStatus, ShardSupervisor,
     SupervisorArgs, SupervisorMsg,
 };
-use protonn_storage::EmbeddedStore;
+use protonn_storage::{EmbeddedStore, VersionedConfig};
 use ractor::ActorRef;
 use tokio::sync::oneshot;
 use twilight_cache_inmemory::DefaultInMemoryCache;
@@ -179,6 +179,29 @@ impl Node {
     /// Events set aside after panicking on every try, most recent last.
     pub fn dead_letters(&self) -> Vec<DeadLetter> {
         self.dead_letters.latest()
+    }
+
+    /// Changes one config key of a guild (the dashboard's path); returns the stored
+    /// version once it is durable and live in the guild's actor.
+    pub async fn configure(
+        &self,
+        guild_id: u64,
+        key: &str,
+        value: &str,
+        expected_version: Option<u64>,
+    ) -> Result<VersionedConfig, ConfigChangeError> {
+        let asked = ractor::call_t!(
+            self.router,
+            |reply| RouterMsg::Configure {
+                guild_id,
+                key: key.to_owned(),
+                value: value.to_owned(),
+                expected_version,
+                reply,
+            },
+            QUERY_TIMEOUT_MS
+        );
+        asked.unwrap_or_else(|err| Err(ConfigChangeError::Unavailable(err.to_string())))
     }
 
     pub async fn router_stats(&self) -> RouterStats {

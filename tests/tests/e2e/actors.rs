@@ -238,3 +238,52 @@ async fn cooldowns_keep_one_user_from_flooding_replies() {
     node.shutdown().await;
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_change_from_outside_discord_is_live_at_once_and_versioned() {
+    use protonn_actors::ConfigChangeError;
+
+    let sim = start_sim(small_world(1, 4)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Arc::new(Recorder::default());
+    let node = start_node(&sim, dir.path(), &recorder).await;
+    wait_all_ready(&node).await;
+    let guild = some_guild(&sim, 3);
+    let channel = guild.channel_ids[0];
+
+    let stored = node.configure(guild.id, "prefix", "$", None).await.unwrap();
+    assert_eq!((stored.version, stored.config.prefix.as_str()), (1, "$"));
+    sim.send_message(guild.id, channel, guild.member_ids[0], "$ping")
+        .unwrap();
+    assert_eq!(reply_in(&sim, channel, 0).await, "pong", "live at once");
+
+    // An editor that saw version 0 loses to the one that saved version 1.
+    let stale = node.configure(guild.id, "prefix", "%", Some(0)).await;
+    assert_eq!(
+        stale.unwrap_err(),
+        ConfigChangeError::Conflict { current: 1 }
+    );
+    let bad = node
+        .configure(guild.id, "prefix", "much too long", Some(1))
+        .await;
+    assert!(matches!(bad, Err(ConfigChangeError::Invalid(_))), "{bad:?}");
+    let unknown = node.configure(guild.id, "colour", "red", None).await;
+    assert!(
+        matches!(unknown, Err(ConfigChangeError::Invalid(_))),
+        "{unknown:?}"
+    );
+
+    // The command path sees the same document and version.
+    let stored = node
+        .configure(guild.id, "locale", "de", Some(1))
+        .await
+        .unwrap();
+    assert_eq!(stored.version, 2);
+    assert_eq!(stored.config.prefix, "$", "other keys are kept");
+    sim.send_message(guild.id, channel, guild.member_ids[0], "$config get locale")
+        .unwrap();
+    assert_eq!(reply_in(&sim, channel, 1).await, "`locale` is `de`.");
+
+    node.shutdown().await;
+    sim.shutdown().await;
+}
