@@ -2,9 +2,11 @@
 
 use std::fmt;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use twilight_model::gateway::Intents;
 
 use crate::error::SimError;
+use crate::faults::{Fault, RandomFaults};
 
 /// Simulator settings. Every field has a default, so a config file names only
 /// what it changes; unknown fields are rejected so typos do not pass silently.
@@ -34,9 +36,62 @@ pub struct SimConfig {
     pub seed: u64,
     /// Records kept per ledger list; counters stay exact past it.
     pub ledger_capacity: usize,
-    /// `session_start_limit.total` reported by `GET /gateway/bot`.
+    /// `session_start_limit.total`: IDENTIFYs allowed per 24 h (scaled).
     pub session_start_total: u32,
+    /// Multiplies every Discord time window (identify 5 s, session starts
+    /// 24 h, gateway sends 60 s, session expiry): 0.01 makes the identify
+    /// window 50 ms. 1.0 is real time. Heartbeat intervals are not scaled.
+    pub time_scale: f64,
+    /// Real (unscaled) milliseconds an IDENTIFY may arrive before its
+    /// bucket's window ends and still pass, for the jitter between a
+    /// client's queue and the simulator; capped at a tenth of the window.
+    pub identify_grace_ms: u64,
+    /// What an IDENTIFY gets once `session_start_total` is spent.
+    pub session_limit_action: SessionLimitAction,
+    /// A shard with more guilds than this is refused with 4011 (sharding
+    /// required), as Discord does past 2,500.
+    pub max_guilds_per_shard: u32,
+    /// Privileged intents enabled for the application (`GUILD_MEMBERS`,
+    /// `GUILD_PRESENCES`, `MESSAGE_CONTENT`); an IDENTIFY asking for another
+    /// one is closed with 4014.
+    pub privileged_intents: Vec<String>,
+    /// How long (Discord time, scaled) a session stays resumable without a
+    /// connection; Discord says "a few minutes".
+    pub session_ttl_ms: u64,
+    /// Replay buffer bound in events per session; the age bound is
+    /// `session_ttl_ms`.
+    pub replay_events: usize,
+    /// Faults at random.
+    pub random_faults: RandomFaults,
 }
+
+/// What happens to an IDENTIFY once the daily session start budget is spent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionLimitAction {
+    /// What Discord documents: "all active sessions for the app will be
+    /// terminated, the bot token will be reset". Every live connection is
+    /// closed with 4004 and the token replaced, so every later IDENTIFY,
+    /// RESUME and REST call fails until [`SimHandle::set_token`](crate::SimHandle::set_token).
+    #[default]
+    ResetToken,
+    /// A gentler stand-in: op 9 `false` to the IDENTIFY, nothing else.
+    InvalidSession,
+}
+
+/// The privileged intents by name.
+pub(crate) fn privileged_intent(name: &str) -> Option<Intents> {
+    match name {
+        "GUILD_MEMBERS" => Some(Intents::GUILD_MEMBERS),
+        "GUILD_PRESENCES" => Some(Intents::GUILD_PRESENCES),
+        "MESSAGE_CONTENT" => Some(Intents::MESSAGE_CONTENT),
+        _ => None,
+    }
+}
+
+pub(crate) const PRIVILEGED_INTENTS: Intents = Intents::GUILD_MEMBERS
+    .union(Intents::GUILD_PRESENCES)
+    .union(Intents::MESSAGE_CONTENT);
 
 impl Default for SimConfig {
     fn default() -> Self {
@@ -53,6 +108,14 @@ impl Default for SimConfig {
             seed: 42,
             ledger_capacity: 1_000_000,
             session_start_total: 1000,
+            time_scale: 1.0,
+            identify_grace_ms: 250,
+            session_limit_action: SessionLimitAction::default(),
+            max_guilds_per_shard: 2500,
+            privileged_intents: vec!["MESSAGE_CONTENT".to_owned()],
+            session_ttl_ms: 180_000,
+            replay_events: 10_000,
+            random_faults: RandomFaults::default(),
         }
     }
 }
@@ -109,7 +172,48 @@ impl SimConfig {
         if self.ledger_capacity == 0 {
             return invalid("ledger_capacity", "must be at least 1");
         }
+        if !self.time_scale.is_finite() || self.time_scale <= 0.0 || self.time_scale > 1000.0 {
+            return invalid("time_scale", "must be a number in (0, 1000]");
+        }
+        if self.max_guilds_per_shard == 0 {
+            return invalid("max_guilds_per_shard", "must be at least 1");
+        }
+        if let Some(name) = self
+            .privileged_intents
+            .iter()
+            .find(|name| privileged_intent(name).is_none())
+        {
+            return invalid(
+                "privileged_intents",
+                &format!("`{name}` is not one of GUILD_MEMBERS, GUILD_PRESENCES, MESSAGE_CONTENT"),
+            );
+        }
+        if self.session_ttl_ms == 0 {
+            return invalid("session_ttl_ms", "must be at least 1");
+        }
+        if self.replay_events == 0 {
+            return invalid("replay_events", "must be at least 1");
+        }
+        let faults = &self.random_faults;
+        if !faults.per_minute.is_finite() || faults.per_minute < 0.0 {
+            return invalid("random_faults.per_minute", "must be a finite number >= 0");
+        }
+        if faults
+            .faults
+            .iter()
+            .any(|f| matches!(f, Fault::Close { code } if !(1000..=4999).contains(code)))
+        {
+            return invalid("random_faults.faults", "close codes must be in 1000..=4999");
+        }
         Ok(())
+    }
+
+    /// The privileged intents the application may use.
+    pub(crate) fn enabled_privileged(&self) -> Intents {
+        self.privileged_intents
+            .iter()
+            .filter_map(|name| privileged_intent(name))
+            .fold(Intents::empty(), |all, one| all | one)
     }
 }
 
@@ -129,6 +233,14 @@ impl fmt::Debug for SimConfig {
             .field("seed", &self.seed)
             .field("ledger_capacity", &self.ledger_capacity)
             .field("session_start_total", &self.session_start_total)
+            .field("time_scale", &self.time_scale)
+            .field("identify_grace_ms", &self.identify_grace_ms)
+            .field("session_limit_action", &self.session_limit_action)
+            .field("max_guilds_per_shard", &self.max_guilds_per_shard)
+            .field("privileged_intents", &self.privileged_intents)
+            .field("session_ttl_ms", &self.session_ttl_ms)
+            .field("replay_events", &self.replay_events)
+            .field("random_faults", &self.random_faults)
             .finish()
     }
 }
@@ -209,6 +321,30 @@ mod tests {
                 },
                 "command_share",
             ),
+            (
+                SimConfig {
+                    time_scale: 0.0,
+                    ..base.clone()
+                },
+                "time_scale",
+            ),
+            (
+                SimConfig {
+                    privileged_intents: vec!["GUILDS".into()],
+                    ..base.clone()
+                },
+                "privileged_intents",
+            ),
+            (
+                SimConfig {
+                    random_faults: RandomFaults {
+                        per_minute: -1.0,
+                        ..RandomFaults::default()
+                    },
+                    ..base.clone()
+                },
+                "random_faults.per_minute",
+            ),
         ];
         for (config, field) in cases {
             assert_eq!(field_of(&config), field);
@@ -234,5 +370,16 @@ mod tests {
         assert_eq!(config.shards, 2);
         assert_eq!(config.guilds, 2000);
         assert!(serde_json::from_str::<SimConfig>(r#"{"shardz": 2}"#).is_err());
+        let config: SimConfig = serde_json::from_str(
+            r#"{"time_scale": 0.01, "session_limit_action": "invalid_session",
+                "random_faults": {"per_minute": 6, "faults": [{"kind": "reconnect"}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            config.session_limit_action,
+            SessionLimitAction::InvalidSession
+        );
+        assert_eq!(config.random_faults.faults, [Fault::Reconnect]);
+        assert_eq!(config.enabled_privileged(), Intents::MESSAGE_CONTENT);
     }
 }

@@ -16,6 +16,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 
+use crate::faults::Fault;
+use crate::ledger::LedgerPage;
 use crate::rest::{JsonReply, json_response};
 use crate::state::AppState;
 use crate::world::GuildInfo;
@@ -28,6 +30,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/sim/messages", post(send_message))
         .route("/sim/interactions", post(send_interaction))
         .route("/sim/shards/{shard}/close", post(close_shard))
+        .route("/sim/shards/{shard}/faults", post(inject_fault))
         .route("/sim/token", post(set_token))
 }
 
@@ -107,6 +110,7 @@ struct LedgerQuery {
     after_dispatch: usize,
     after_gateway: usize,
     after_rest: usize,
+    after_identify: usize,
 }
 
 async fn ledger(
@@ -114,9 +118,12 @@ async fn ledger(
     query: Result<Query<LedgerQuery>, QueryRejection>,
 ) -> Reply {
     let q = parse_query(query)?;
-    ok(&shared
-        .ledger
-        .snapshot(q.after_dispatch, q.after_gateway, q.after_rest))
+    ok(&shared.ledger.snapshot(&LedgerPage {
+        dispatch: q.after_dispatch,
+        gateway: q.after_gateway,
+        rest: q.after_rest,
+        identify: q.after_identify,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -213,30 +220,55 @@ struct CloseRequest {
     code: u16,
 }
 
-async fn close_shard(
-    State(shared): State<AppState>,
-    Path(shard): Path<String>,
-    body: Bytes,
-) -> Reply {
-    let shard = shard
+fn parse_shard(shared: &AppState, shard: &str) -> Result<u32, JsonReply> {
+    shard
         .parse::<u32>()
         .ok()
         .filter(|&s| s < shared.config.shards)
-        .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("unknown shard {shard}")))?;
-    let request: CloseRequest = parse_body(&body)?;
-    if !(1000..=4999).contains(&request.code) {
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("unknown shard {shard}")))
+}
+
+/// 400 for a close code no websocket may carry, 409 when the fault needs a
+/// live connection and there is none.
+fn inject(shared: &AppState, shard: u32, fault: Fault) -> Result<(), JsonReply> {
+    if let Fault::Close { code } = fault
+        && !(1000..=4999).contains(&code)
+    {
         return Err(error(
             StatusCode::BAD_REQUEST,
-            format!("close code {} is outside 1000..=4999", request.code),
+            format!("close code {code} is outside 1000..=4999"),
         ));
     }
-    if !shared.sessions.close(shard, request.code) {
+    if !shared.inject(shard, fault) {
         return Err(error(
             StatusCode::CONFLICT,
             format!("shard {shard} has no live connection"),
         ));
     }
+    Ok(())
+}
+
+async fn close_shard(
+    State(shared): State<AppState>,
+    Path(shard): Path<String>,
+    body: Bytes,
+) -> Reply {
+    let shard = parse_shard(&shared, &shard)?;
+    let request: CloseRequest = parse_body(&body)?;
+    inject(&shared, shard, Fault::Close { code: request.code })?;
     ok(&json!({"closed": true}))
+}
+
+/// `POST /sim/shards/{shard}/faults` with a [`Fault`] as JSON.
+async fn inject_fault(
+    State(shared): State<AppState>,
+    Path(shard): Path<String>,
+    body: Bytes,
+) -> Reply {
+    let shard = parse_shard(&shared, &shard)?;
+    let fault: Fault = parse_body(&body)?;
+    inject(&shared, shard, fault.clone())?;
+    ok(&json!({"injected": fault}))
 }
 
 #[derive(Deserialize)]

@@ -6,6 +6,7 @@
 //! them. A dispatch is recorded in the ledger only after its frame was
 //! written.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,11 +18,18 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until};
+use twilight_model::gateway::Intents;
 
-use crate::ledger::{DispatchRecord, GatewayEventKind, GatewayRecord};
+use crate::clock::SEND_WINDOW;
+use crate::config::{PRIVILEGED_INTENTS, SessionLimitAction};
+use crate::identify::Verdict;
+use crate::ledger::{
+    DispatchRecord, GatewayEventKind, GatewayRecord, IdentifyOutcome, IdentifyRecord,
+};
 use crate::payloads;
 use crate::rest::json_error;
-use crate::session::{ConnLink, Delivery, Event, Outbound};
+use crate::session::{ConnLink, Delivery, Event, Outbound, ends_session};
 use crate::state::{AppState, Shared};
 
 /// Close codes, as Discord documents them.
@@ -31,7 +39,12 @@ pub(crate) mod close_code {
     pub(crate) const NOT_AUTHENTICATED: u16 = 4003;
     pub(crate) const AUTHENTICATION_FAILED: u16 = 4004;
     pub(crate) const ALREADY_AUTHENTICATED: u16 = 4005;
+    pub(crate) const RATE_LIMITED: u16 = 4008;
+    pub(crate) const SESSION_TIMED_OUT: u16 = 4009;
     pub(crate) const INVALID_SHARD: u16 = 4010;
+    pub(crate) const SHARDING_REQUIRED: u16 = 4011;
+    pub(crate) const INVALID_INTENTS: u16 = 4013;
+    pub(crate) const DISALLOWED_INTENTS: u16 = 4014;
     /// Not Discord's: the simulator is going away.
     pub(crate) const GOING_AWAY: u16 = 1001;
 }
@@ -40,8 +53,17 @@ pub(crate) mod close_code {
 /// reads our close code before the TCP connection goes.
 const CLOSE_HANDSHAKE: Duration = Duration::from_secs(2);
 
-/// Discord's limit on a client payload.
+/// Discord's limit on a client payload; larger ones are closed with 4002.
 const MAX_CLIENT_PAYLOAD: usize = 4096;
+
+/// Discord's limit on client payloads per connection per (scaled) 60 s;
+/// one more is closed with 4008.
+const MAX_CLIENT_SENDS: u32 = 120;
+
+/// A connection that sent no heartbeat for this many intervals is closed
+/// with 4009 (session timed out). The first heartbeat may come up to one
+/// interval after HELLO (jitter), so 1.5 leaves room for a late one.
+const HEARTBEAT_GRACE: f64 = 1.5;
 
 /// The fallback route: a websocket upgrade on any path is a gateway
 /// connection (twilight appends `/?v=10&encoding=json` to whatever URL it
@@ -52,8 +74,8 @@ pub(crate) async fn upgrade(
 ) -> Response {
     match ws {
         Ok(ws) => ws
-            // Room above Discord's 4096 B limit: the limit itself is a later
-            // fidelity feature (close 4002), not a reason to fail the read.
+            // Room above Discord's 4096 B limit, so an oversized payload is
+            // read and closed with 4002 as Discord does, not a read error.
             .max_message_size(MAX_CLIENT_PAYLOAD * 16)
             .on_upgrade(move |socket| serve(shared, socket)),
         Err(_) => json_error(StatusCode::NOT_FOUND, "404: Not Found", 0),
@@ -97,11 +119,32 @@ enum Next {
     Close(u16),
 }
 
+/// A frame on its way out, held back while the shard has added latency.
+enum Frame {
+    Dispatch(Delivery),
+    Text(String),
+}
+
+/// Client payloads counted in the current (scaled) 60 s window.
+struct SendWindow {
+    start: Instant,
+    count: u32,
+}
+
 struct Connection {
     shared: Arc<Shared>,
     socket: WebSocket,
     link: ConnLink,
     attached: Option<Attached>,
+    /// Frames waiting for their due time ([`Fault::Latency`](crate::Fault)).
+    delayed: VecDeque<(Instant, Frame)>,
+    /// [`Fault::HalfOpen`](crate::Fault): write nothing, never close.
+    half_open: bool,
+    /// When the client last sent a heartbeat (HELLO at first).
+    last_heartbeat: Instant,
+    sends: SendWindow,
+    /// The code this connection was closed with by the simulator, if any.
+    closed_with: Option<u16>,
 }
 
 async fn serve(shared: Arc<Shared>, socket: WebSocket) {
@@ -114,11 +157,20 @@ async fn serve(shared: Arc<Shared>, socket: WebSocket) {
         id: shared.next_conn_id(),
         tx,
     };
+    let now = shared.clock.now();
     let mut conn = Connection {
         shared,
         socket,
         link,
         attached: None,
+        delayed: VecDeque::new(),
+        half_open: false,
+        last_heartbeat: now,
+        sends: SendWindow {
+            start: now,
+            count: 0,
+        },
+        closed_with: None,
     };
     conn.record(GatewayEventKind::Connected);
     let hello = payloads::hello(conn.shared.config.heartbeat_interval_ms);
@@ -126,7 +178,12 @@ async fn serve(shared: Arc<Shared>, socket: WebSocket) {
         conn.run(&mut rx).await;
     }
     if let Some(attached) = &conn.attached {
-        conn.shared.sessions.detach(attached.shard, conn.link.id);
+        let sessions = &conn.shared.sessions;
+        if conn.closed_with.is_some_and(ends_session) {
+            sessions.end(attached.shard, conn.link.id);
+        } else {
+            sessions.detach(attached.shard, conn.link.id);
+        }
     }
     conn.record(GatewayEventKind::Disconnected);
 }
@@ -138,25 +195,39 @@ impl Connection {
             self.close_without_linger(close_code::GOING_AWAY).await;
             return;
         }
+        let heartbeat_timeout = Duration::from_millis(self.shared.config.heartbeat_interval_ms)
+            .mul_f64(HEARTBEAT_GRACE);
         loop {
+            let due = self.delayed.front().map(|(due, _)| *due);
+            let heartbeat_deadline = self.last_heartbeat + heartbeat_timeout;
             // Unbiased on purpose: under heavy traffic the client's
             // heartbeats must still be read and acknowledged.
             tokio::select! {
-                out = rx.recv() => match out {
-                    Some(Outbound::Dispatch(delivery)) => {
-                        if !self.write_dispatch(delivery).await {
-                            return;
-                        }
-                    }
-                    Some(Outbound::Close(code)) => {
-                        // The session already detached this connection.
-                        self.close(code).await;
+                out = rx.recv() => {
+                    let Some(out) = out else {
+                        // Unreachable while `self.link` holds a sender.
+                        return;
+                    };
+                    if !self.outbound(out).await {
                         return;
                     }
-                    // Unreachable while `self.link` holds a sender.
-                    None => return,
-                },
+                }
+                () = sleep_until(due.unwrap_or(heartbeat_deadline)), if due.is_some() => {
+                    if let Some((_, frame)) = self.delayed.pop_front()
+                        && !self.write(frame).await
+                    {
+                        return;
+                    }
+                }
+                () = sleep_until(heartbeat_deadline), if !self.half_open => {
+                    // Discord drops a connection that stopped heartbeating;
+                    // the session goes with it.
+                    self.close(close_code::SESSION_TIMED_OUT).await;
+                    return;
+                }
                 incoming = self.socket.recv() => match incoming {
+                    // A silent connection reads only to notice the end.
+                    Some(Ok(Message::Text(_) | Message::Binary(_))) if self.half_open => {}
                     Some(Ok(Message::Text(text))) => {
                         if let Next::Close(code) = self.handle(text.as_str()).await {
                             self.close(code).await;
@@ -171,34 +242,122 @@ impl Connection {
                     // tungstenite answers pings itself.
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                     Some(Ok(Message::Close(_))) => {
-                        // Reading on is what flushes tungstenite's queued
-                        // close reply; without it the client sees a reset.
-                        self.drain().await;
+                        if !self.half_open {
+                            // Reading on is what flushes tungstenite's queued
+                            // close reply; without it the client sees a reset.
+                            self.drain().await;
+                        }
                         return;
                     }
                     Some(Err(_)) | None => return,
                 },
                 _ = shutdown.changed() => {
-                    self.close_without_linger(close_code::GOING_AWAY).await;
+                    if !self.half_open {
+                        self.close_without_linger(close_code::GOING_AWAY).await;
+                    }
                     return;
                 }
             }
         }
     }
 
+    /// Acts on work from the session side; `false` ends the connection.
+    async fn outbound(&mut self, out: Outbound) -> bool {
+        match out {
+            // A silent connection drops what it would write; the session
+            // keeps it buffered for the RESUME.
+            Outbound::Dispatch(_)
+            | Outbound::Reconnect
+            | Outbound::InvalidSession(_)
+            | Outbound::HalfOpen
+                if self.half_open =>
+            {
+                true
+            }
+            Outbound::Dispatch(delivery) => self.queue(Frame::Dispatch(delivery)).await,
+            Outbound::Close(_) | Outbound::Drop if self.half_open => false,
+            Outbound::Close(code) => {
+                // The session already detached this connection.
+                self.close(code).await;
+                false
+            }
+            Outbound::Reconnect => {
+                self.attached = None;
+                self.queue(Frame::Text(payloads::reconnect())).await
+            }
+            Outbound::InvalidSession(resumable) => {
+                self.record(GatewayEventKind::InvalidSession { resumable });
+                // The session let go of this connection; the client may
+                // IDENTIFY or RESUME on it again.
+                self.attached = None;
+                self.queue(Frame::Text(payloads::invalid_session(resumable)))
+                    .await
+            }
+            Outbound::HalfOpen => {
+                self.half_open = true;
+                self.delayed.clear();
+                true
+            }
+            // Dropping the socket ends TCP without a websocket close frame.
+            Outbound::Drop => false,
+        }
+    }
+
+    /// Writes `frame` now, or after the shard's added latency.
+    async fn queue(&mut self, frame: Frame) -> bool {
+        let latency = self
+            .attached
+            .as_ref()
+            .map_or(Duration::ZERO, |a| self.shared.sessions.latency(a.shard));
+        if latency.is_zero() && self.delayed.is_empty() {
+            return self.write(frame).await;
+        }
+        self.delayed
+            .push_back((self.shared.clock.now() + latency, frame));
+        true
+    }
+
+    async fn write(&mut self, frame: Frame) -> bool {
+        match frame {
+            Frame::Dispatch(delivery) => self.write_dispatch(delivery).await,
+            Frame::Text(text) => self.send_text(text).await,
+        }
+    }
+
+    /// Counts a client payload; `false` once it is over Discord's limit.
+    fn count_send(&mut self) -> bool {
+        let now = self.shared.clock.now();
+        let window = self.shared.clock.scaled(SEND_WINDOW);
+        if now >= self.sends.start + window {
+            self.sends = SendWindow {
+                start: now,
+                count: 0,
+            };
+        }
+        self.sends.count += 1;
+        self.sends.count <= MAX_CLIENT_SENDS
+    }
+
     async fn handle(&mut self, text: &str) -> Next {
+        if text.len() > MAX_CLIENT_PAYLOAD {
+            return Next::Close(close_code::DECODE_ERROR);
+        }
+        if !self.count_send() {
+            return Next::Close(close_code::RATE_LIMITED);
+        }
         let Ok(payload) = serde_json::from_str::<Payload>(text) else {
             return Next::Close(close_code::DECODE_ERROR);
         };
         match payload.op {
             1 => {
-                if self.send_text(payloads::heartbeat_ack()).await {
+                self.last_heartbeat = self.shared.clock.now();
+                if self.queue(Frame::Text(payloads::heartbeat_ack())).await {
                     Next::Continue
                 } else {
                     Next::Close(close_code::GOING_AWAY)
                 }
             }
-            2 => self.identify(payload.d),
+            2 => self.identify(payload.d).await,
             6 => self.resume(payload.d).await,
             // Presence, voice state, request guild members, request
             // soundboard sounds: accepted once authenticated, not acted on.
@@ -208,21 +367,76 @@ impl Connection {
         }
     }
 
-    fn identify(&mut self, d: Value) -> Next {
+    /// Discord's validation of an IDENTIFY, in its close codes.
+    fn validate_identify(&self, identify: &Identify) -> Result<u32, u16> {
+        let shared = &self.shared;
+        if !shared.token_matches(&identify.token) {
+            return Err(close_code::AUTHENTICATION_FAILED);
+        }
+        let [shard, total] = identify.shard.unwrap_or([0, 1]);
+        if total != shared.config.shards || shard >= total {
+            return Err(close_code::INVALID_SHARD);
+        }
+        let guilds = shared.world.shard_guild_count(shard);
+        if guilds > shared.config.max_guilds_per_shard as usize {
+            return Err(close_code::SHARDING_REQUIRED);
+        }
+        let Some(intents) = Intents::from_bits(identify.intents) else {
+            return Err(close_code::INVALID_INTENTS);
+        };
+        let privileged = intents & PRIVILEGED_INTENTS;
+        if !shared.config.enabled_privileged().contains(privileged) {
+            return Err(close_code::DISALLOWED_INTENTS);
+        }
+        Ok(shard)
+    }
+
+    async fn identify(&mut self, d: Value) -> Next {
         if self.attached.is_some() {
             return Next::Close(close_code::ALREADY_AUTHENTICATED);
         }
         let Ok(identify) = serde_json::from_value::<Identify>(d) else {
             return Next::Close(close_code::DECODE_ERROR);
         };
+        let shard = match self.validate_identify(&identify) {
+            Ok(shard) => shard,
+            Err(code) => return Next::Close(code),
+        };
         let shared = Arc::clone(&self.shared);
-        if !shared.token_matches(&identify.token) {
-            return Next::Close(close_code::AUTHENTICATION_FAILED);
+        let now = shared.clock.now();
+        let verdict = shared.identify_limits.check(shard, now);
+        let (bucket, outcome) = match verdict {
+            Verdict::Accepted { bucket } => (bucket, IdentifyOutcome::Accepted),
+            Verdict::RateLimited { bucket } => (bucket, IdentifyOutcome::RateLimited),
+            Verdict::Exhausted { bucket } => (bucket, IdentifyOutcome::SessionLimit),
+        };
+        shared.ledger.record_identify(IdentifyRecord {
+            shard,
+            bucket,
+            at_ms: shared.clock.ms_at(now),
+            outcome,
+        });
+        match outcome {
+            IdentifyOutcome::Accepted => {}
+            IdentifyOutcome::SessionLimit
+                if shared.config.session_limit_action == SessionLimitAction::ResetToken =>
+            {
+                shared.reset_token();
+                return Next::Close(close_code::AUTHENTICATION_FAILED);
+            }
+            IdentifyOutcome::RateLimited | IdentifyOutcome::SessionLimit => {
+                self.record(GatewayEventKind::InvalidSession { resumable: false });
+                return if self
+                    .queue(Frame::Text(payloads::invalid_session(false)))
+                    .await
+                {
+                    Next::Continue
+                } else {
+                    Next::Close(close_code::GOING_AWAY)
+                };
+            }
         }
-        let [shard, total] = identify.shard.unwrap_or([0, 1]);
-        if total != shared.config.shards || shard >= total {
-            return Next::Close(close_code::INVALID_SHARD);
-        }
+        let total = shared.config.shards;
         let session: Arc<str> = shared.random_hex(16).into();
         let world = &shared.world;
         let ready = payloads::ready(world, shard, total, &session, &shared.gateway_url());
@@ -285,7 +499,10 @@ impl Connection {
             None => {
                 // The client closes and identifies anew.
                 self.record(GatewayEventKind::InvalidSession { resumable: false });
-                if self.send_text(payloads::invalid_session(false)).await {
+                if self
+                    .queue(Frame::Text(payloads::invalid_session(false)))
+                    .await
+                {
                     Next::Continue
                 } else {
                     Next::Close(close_code::GOING_AWAY)
@@ -328,6 +545,7 @@ impl Connection {
     }
 
     async fn send_close(&mut self, code: u16) -> bool {
+        self.closed_with = Some(code);
         self.record(GatewayEventKind::ClosedByServer { code });
         let frame = CloseFrame {
             code,
@@ -357,6 +575,7 @@ impl Connection {
             shard,
             session,
             kind,
+            at_ms: self.shared.clock.now_ms(),
         });
     }
 }
@@ -370,13 +589,13 @@ fn close_reason(code: u16) -> &'static str {
         close_code::AUTHENTICATION_FAILED => "Authentication failed.",
         close_code::ALREADY_AUTHENTICATED => "Already authenticated.",
         4007 => "Invalid seq.",
-        4008 => "Rate limited.",
-        4009 => "Session timed out.",
+        close_code::RATE_LIMITED => "Rate limited.",
+        close_code::SESSION_TIMED_OUT => "Session timed out.",
         close_code::INVALID_SHARD => "Invalid shard.",
-        4011 => "Sharding required.",
+        close_code::SHARDING_REQUIRED => "Sharding required.",
         4012 => "Invalid API version.",
-        4013 => "Invalid intent(s).",
-        4014 => "Disallowed intent(s).",
+        close_code::INVALID_INTENTS => "Invalid intent(s).",
+        close_code::DISALLOWED_INTENTS => "Disallowed intent(s).",
         _ => "",
     }
 }

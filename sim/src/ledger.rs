@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
+use crate::faults::Fault;
+
 /// A dispatch as it was written to a client.
 #[derive(Clone, Debug, Serialize)]
 pub struct DispatchRecord {
@@ -34,6 +36,8 @@ pub struct GatewayRecord {
     pub shard: Option<u32>,
     pub session: Option<String>,
     pub kind: GatewayEventKind,
+    /// Milliseconds since the simulator started (unscaled).
+    pub at_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -51,6 +55,32 @@ pub enum GatewayEventKind {
     ClosedByServer { code: u16 },
     /// The websocket is gone, whoever closed it.
     Disconnected,
+    /// A fault was committed on purpose (scripted or random).
+    FaultInjected { fault: Fault },
+}
+
+/// An IDENTIFY as the identify rules judged it.
+#[derive(Clone, Debug, Serialize)]
+pub struct IdentifyRecord {
+    pub shard: u32,
+    /// `shard % max_concurrency`.
+    pub bucket: u32,
+    /// Milliseconds since the simulator started (unscaled), when the
+    /// IDENTIFY was received.
+    pub at_ms: u64,
+    pub outcome: IdentifyOutcome,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentifyOutcome {
+    /// A session started.
+    Accepted,
+    /// The bucket already identified within the window: op 9 `false`.
+    RateLimited,
+    /// The session start budget was spent (op 9 `false`, or the token reset
+    /// per [`SessionLimitAction`](crate::SessionLimitAction)).
+    SessionLimit,
 }
 
 /// A REST request and the status it got.
@@ -67,13 +97,15 @@ pub struct RestRecord {
     pub body: Option<serde_json::Value>,
 }
 
-/// Everything recorded, or a page of it (`GET /sim/ledger?after_dispatch=N&after_gateway=M&after_rest=K`
+/// Everything recorded, or a page of it (`GET /sim/ledger?after_dispatch=N&after_gateway=M&after_rest=K&after_identify=L`
 /// returns the lists from those indices on).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct LedgerSnapshot {
     pub dispatches: Vec<DispatchRecord>,
     pub gateway: Vec<GatewayRecord>,
     pub rest: Vec<RestRecord>,
+    /// Every IDENTIFY that passed validation, accepted or not.
+    pub identifies: Vec<IdentifyRecord>,
     /// Some list reached `ledger_capacity` and dropped later records.
     pub truncated: bool,
 }
@@ -98,6 +130,12 @@ pub struct SimStats {
     pub rest_requests: u64,
     /// Successful `POST /channels/{id}/messages` and interaction callbacks.
     pub replies: u64,
+    /// IDENTIFYs refused by the identify rules (rate or budget).
+    pub identifies_rejected: u64,
+    /// Op 9 frames sent, for any reason.
+    pub invalid_sessions: u64,
+    /// Faults committed on purpose.
+    pub faults: u64,
 }
 
 #[derive(Debug, Default)]
@@ -109,6 +147,18 @@ struct Counters {
     messages: AtomicU64,
     rest_requests: AtomicU64,
     replies: AtomicU64,
+    identifies_rejected: AtomicU64,
+    invalid_sessions: AtomicU64,
+    faults: AtomicU64,
+}
+
+/// Where a page of the ledger starts, per list.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct LedgerPage {
+    pub(crate) dispatch: usize,
+    pub(crate) gateway: usize,
+    pub(crate) rest: usize,
+    pub(crate) identify: usize,
 }
 
 #[derive(Debug)]
@@ -160,6 +210,8 @@ impl Ledger {
             GatewayEventKind::Connected => Some(&self.counters.connections),
             GatewayEventKind::Identified => Some(&self.counters.identifies),
             GatewayEventKind::Resumed { .. } => Some(&self.counters.resumes),
+            GatewayEventKind::InvalidSession { .. } => Some(&self.counters.invalid_sessions),
+            GatewayEventKind::FaultInjected { .. } => Some(&self.counters.faults),
             _ => None,
         };
         if let Some(counter) = counter {
@@ -186,23 +238,33 @@ impl Ledger {
         push_bounded(&mut lists.rest, record, self.capacity, &mut lists.truncated);
     }
 
-    pub(crate) fn identifies(&self) -> u64 {
-        self.counters.identifies.load(Ordering::Relaxed)
+    pub(crate) fn record_identify(&self, record: IdentifyRecord) {
+        if record.outcome != IdentifyOutcome::Accepted {
+            self.counters
+                .identifies_rejected
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        let mut lists = self.lists();
+        let lists = &mut *lists;
+        push_bounded(
+            &mut lists.identifies,
+            record,
+            self.capacity,
+            &mut lists.truncated,
+        );
     }
 
     /// Records from the given indices on, so a client can page through.
-    pub(crate) fn snapshot(
-        &self,
-        after_dispatch: usize,
-        after_gateway: usize,
-        after_rest: usize,
-    ) -> LedgerSnapshot {
+    pub(crate) fn snapshot(&self, after: &LedgerPage) -> LedgerSnapshot {
         let lists = self.lists();
-        let tail = |len: usize, from: usize| from.min(len);
+        fn tail<T: Clone>(list: &[T], from: usize) -> Vec<T> {
+            list[from.min(list.len())..].to_vec()
+        }
         LedgerSnapshot {
-            dispatches: lists.dispatches[tail(lists.dispatches.len(), after_dispatch)..].to_vec(),
-            gateway: lists.gateway[tail(lists.gateway.len(), after_gateway)..].to_vec(),
-            rest: lists.rest[tail(lists.rest.len(), after_rest)..].to_vec(),
+            dispatches: tail(&lists.dispatches, after.dispatch),
+            gateway: tail(&lists.gateway, after.gateway),
+            rest: tail(&lists.rest, after.rest),
+            identifies: tail(&lists.identifies, after.identify),
             truncated: lists.truncated,
         }
     }
@@ -220,6 +282,9 @@ impl Ledger {
             messages: c.messages.load(Ordering::Relaxed),
             rest_requests: c.rest_requests.load(Ordering::Relaxed),
             replies: c.replies.load(Ordering::Relaxed),
+            identifies_rejected: c.identifies_rejected.load(Ordering::Relaxed),
+            invalid_sessions: c.invalid_sessions.load(Ordering::Relaxed),
+            faults: c.faults.load(Ordering::Relaxed),
         }
     }
 }
@@ -246,7 +311,7 @@ mod tests {
         for seq in 1..=5 {
             ledger.record_dispatch(message(seq));
         }
-        let snapshot = ledger.snapshot(0, 0, 0);
+        let snapshot = ledger.snapshot(&LedgerPage::default());
         assert_eq!(snapshot.dispatches.len(), 3);
         assert!(snapshot.truncated);
         let stats = ledger.stats();
@@ -260,11 +325,24 @@ mod tests {
         for seq in 1..=5 {
             ledger.record_dispatch(message(seq));
         }
-        let page = ledger.snapshot(3, 0, 0);
+        let page = ledger.snapshot(&LedgerPage {
+            dispatch: 3,
+            ..LedgerPage::default()
+        });
         let seqs: Vec<u64> = page.dispatches.iter().map(|d| d.seq).collect();
         assert_eq!(seqs, [4, 5]);
         assert!(!page.truncated);
-        assert!(ledger.snapshot(99, 99, 99).dispatches.is_empty());
+        assert!(
+            ledger
+                .snapshot(&LedgerPage {
+                    dispatch: 99,
+                    gateway: 99,
+                    rest: 99,
+                    identify: 99
+                })
+                .dispatches
+                .is_empty()
+        );
     }
 
     #[test]
@@ -273,6 +351,7 @@ mod tests {
             shard: Some(1),
             session: None,
             kind: GatewayEventKind::Resumed { replayed: 4 },
+            at_ms: 3,
         };
         let json = serde_json::to_value(&record).unwrap();
         assert_eq!(
@@ -285,6 +364,7 @@ mod tests {
             shard: None,
             session: None,
             kind: GatewayEventKind::Connected,
+            at_ms: 4,
         });
         let stats = ledger.stats();
         assert_eq!((stats.connections, stats.resumes), (1, 1));

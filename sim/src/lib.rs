@@ -6,7 +6,8 @@
 //!   `proxy("IP:PORT", true)`.
 //! - `/sim/...`: the simulator's own API: stats, guilds, the ledger
 //!   (pageable), injecting messages and interactions, closing shards,
-//!   resetting the token.
+//!   committing faults (`POST /sim/shards/{shard}/faults`), resetting the
+//!   token.
 //! - any other path: a websocket upgrade is a gateway connection, as twilight
 //!   connects to `proxy_url` + `/?v=10&encoding=json` and resumes there too.
 //!
@@ -15,11 +16,14 @@
 //! | module | owns |
 //! |---|---|
 //! | `config` | [`SimConfig`] and its validation |
+//! | `clock` | tokio time and the time scale applied to Discord's windows |
+//! | `identify` | the identify rules: buckets, 5 s window, session start budget |
+//! | `faults` | [`Fault`], scripted or at random ([`RandomFaults`]) |
 //! | `world` | the generated bot, guilds, channels, roles, users ([`GuildInfo`]) |
 //! | `snowflake` | real snowflake ids and Discord timestamps |
 //! | `payloads` | JSON of every frame, dispatch body and REST object |
 //! | `session` | sessions per shard: sequence, replay buffer, attached connection |
-//! | `gateway` | websocket connections: HELLO, heartbeat, IDENTIFY, RESUME, writes |
+//! | `gateway` | websocket connections: HELLO, heartbeat, IDENTIFY and its validation, RESUME, send limits, latency, writes |
 //! | `rest` | `/api/v10` routes, auth, Discord error bodies |
 //! | `interactions` | issued interactions, one answer each |
 //! | `control` | the `/sim` HTTP API |
@@ -45,6 +49,17 @@
 //!   GUILD_MESSAGES intent and carries content only with MESSAGE_CONTENT;
 //!   close codes 4004, 4007, 4009 and 4010..=4014 end the session, others
 //!   leave it resumable with its events buffered.
+//! - **Identify rules.** An IDENTIFY is judged only after it validated
+//!   (token, shard, intents): one per bucket (`shard % max_concurrency`)
+//!   per scaled 5 s window, within `session_start_total` per scaled 24 h.
+//!   A refused one gets op 9 `false` and spends nothing. Every judged
+//!   IDENTIFY is in the ledger's `identifies` with its bucket and time.
+//! - **Faults are resumable unless Discord's would not be.** Op 7, op 9
+//!   `true`, a drop, a half-open connection and non-fatal close codes leave
+//!   the session and its buffer intact; the connection gets nothing more,
+//!   so a RESUME replays what it missed.
+//! - **Time.** Every Discord window goes through the clock's time scale;
+//!   ledger timestamps are unscaled milliseconds since start.
 //! - **Isolation.** This crate imports no other project crate.
 //!
 //! # Example
@@ -60,10 +75,13 @@
 //! # }
 //! ```
 
+mod clock;
 mod config;
 mod control;
 mod error;
+mod faults;
 mod gateway;
+mod identify;
 mod interactions;
 mod ledger;
 mod payloads;
@@ -75,10 +93,12 @@ mod state;
 mod traffic;
 mod world;
 
-pub use config::SimConfig;
+pub use config::{SessionLimitAction, SimConfig};
 pub use error::SimError;
+pub use faults::{Fault, RandomFaults};
 pub use ledger::{
-    DispatchRecord, GatewayEventKind, GatewayRecord, LedgerSnapshot, RestRecord, SimStats,
+    DispatchRecord, GatewayEventKind, GatewayRecord, IdentifyOutcome, IdentifyRecord,
+    LedgerSnapshot, RestRecord, SimStats,
 };
 pub use server::{SimHandle, Simulator};
 pub use world::GuildInfo;

@@ -72,6 +72,10 @@ pub(crate) fn heartbeat_ack() -> String {
     r#"{"t":null,"s":null,"op":11,"d":null}"#.to_owned()
 }
 
+pub(crate) fn reconnect() -> String {
+    r#"{"t":null,"s":null,"op":7,"d":null}"#.to_owned()
+}
+
 pub(crate) fn invalid_session(resumable: bool) -> String {
     format!(r#"{{"t":null,"s":null,"op":9,"d":{resumable}}}"#)
 }

@@ -12,7 +12,8 @@ use tokio::task::JoinHandle;
 
 use crate::config::SimConfig;
 use crate::error::SimError;
-use crate::ledger::{LedgerSnapshot, SimStats};
+use crate::faults::{self, Fault};
+use crate::ledger::{LedgerPage, LedgerSnapshot, SimStats};
 use crate::state::Shared;
 use crate::world::{self, GuildInfo};
 use crate::{control, gateway, rest, traffic};
@@ -54,6 +55,7 @@ impl Simulator {
             }
         });
         let traffic = tokio::spawn(traffic::run(Arc::clone(&shared)));
+        let faults = tokio::spawn(faults::run_random(Arc::clone(&shared)));
         tracing::info!(%addr, config = ?shared.config, "simulator started");
         Ok(SimHandle {
             shared,
@@ -62,6 +64,7 @@ impl Simulator {
                 tasks: Mutex::new(Some(Tasks {
                     server,
                     traffic,
+                    faults,
                     connections_done: conn_rx,
                 })),
             }),
@@ -72,6 +75,7 @@ impl Simulator {
 struct Tasks {
     server: JoinHandle<()>,
     traffic: JoinHandle<()>,
+    faults: JoinHandle<()>,
     /// Yields `None` once every connection task has ended.
     connections_done: mpsc::Receiver<()>,
 }
@@ -184,7 +188,15 @@ impl SimHandle {
     /// code ends it as on Discord: 4004, 4007, 4009, 4010..=4014. `false` if
     /// the shard has no live connection.
     pub fn close_shard(&self, shard: u32, code: u16) -> bool {
-        self.shared.sessions.close(shard, code)
+        self.shared.inject(shard, Fault::Close { code })
+    }
+
+    /// Commits `fault` on the shard's live connection (recorded in the
+    /// ledger as [`GatewayEventKind::FaultInjected`](crate::GatewayEventKind));
+    /// `false` if it needs a live connection and the shard has none.
+    /// [`Fault::Latency`] needs none: it applies to the shard from now on.
+    pub fn inject(&self, shard: u32, fault: Fault) -> bool {
+        self.shared.inject(shard, fault)
     }
 
     /// Replaces the accepted token: later IDENTIFY/RESUME with the old one
@@ -195,7 +207,7 @@ impl SimHandle {
 
     /// Everything recorded so far.
     pub fn ledger(&self) -> LedgerSnapshot {
-        self.shared.ledger.snapshot(0, 0, 0)
+        self.shared.ledger.snapshot(&LedgerPage::default())
     }
 
     pub fn stats(&self) -> SimStats {
@@ -218,6 +230,7 @@ impl SimHandle {
         };
         let wait = async {
             let _ = (&mut tasks.traffic).await;
+            let _ = (&mut tasks.faults).await;
             // `None` once the last connection dropped its guard.
             while tasks.connections_done.recv().await.is_some() {}
             let _ = (&mut tasks.server).await;
@@ -225,6 +238,7 @@ impl SimHandle {
         if tokio::time::timeout(SHUTDOWN_GRACE, wait).await.is_err() {
             tracing::warn!("simulator shutdown timed out; aborting its tasks");
             tasks.traffic.abort();
+            tasks.faults.abort();
             tasks.server.abort();
         }
     }

@@ -4,27 +4,27 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::Instant;
+use std::time::Duration;
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, watch};
 use twilight_model::gateway::Intents;
 
+use crate::clock::Clock;
 use crate::config::SimConfig;
+use crate::faults::Fault;
+use crate::identify::IdentifyLimits;
 use crate::interactions::Interactions;
-use crate::ledger::{Ledger, SimStats};
+use crate::ledger::{GatewayEventKind, GatewayRecord, Ledger, SimStats};
 use crate::payloads::{self, Author, InteractionSpec, MessageSpec};
-use crate::session::{Event, Sessions};
+use crate::session::{Event, SessionRules, Sessions};
 use crate::snowflake::{IdGenerator, snowflake};
 use crate::world::World;
 
 /// Snowflake workers for ids made at run time (world ids use 0..=2).
 const WORKER_MESSAGE: u64 = 8;
 const WORKER_INTERACTION: u64 = 9;
-
-/// Discord's session start window.
-const SESSION_WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
 
 // No `Debug`: it would print the token.
 pub(crate) struct Shared {
@@ -34,6 +34,8 @@ pub(crate) struct Shared {
     pub(crate) sessions: Sessions,
     pub(crate) ledger: Ledger,
     pub(crate) interactions: Interactions,
+    pub(crate) clock: Clock,
+    pub(crate) identify_limits: IdentifyLimits,
     /// The accepted token; replaceable at run time (an operator resetting it).
     token: RwLock<String>,
     message_ids: IdGenerator,
@@ -41,7 +43,6 @@ pub(crate) struct Shared {
     /// Session ids and interaction tokens; seeded, so runs are repeatable.
     rng: Mutex<SmallRng>,
     next_conn_id: AtomicU64,
-    started: Instant,
     shutdown: watch::Receiver<bool>,
     /// Every live connection holds a clone; shutdown drops this one and
     /// waits until the receiver sees all of them gone.
@@ -62,8 +63,22 @@ impl Shared {
         conn_guard: mpsc::Sender<()>,
     ) -> Self {
         let world = World::generate(&config);
+        let clock = Clock::new(config.time_scale);
+        let ttl = clock.scaled(Duration::from_millis(config.session_ttl_ms));
+        let rules = SessionRules {
+            replay_events: config.replay_events,
+            replay_age: ttl,
+            ttl,
+        };
         Self {
-            sessions: Sessions::new(config.shards),
+            sessions: Sessions::new(config.shards, clock, rules),
+            identify_limits: IdentifyLimits::new(
+                clock,
+                config.max_concurrency,
+                config.session_start_total,
+                Duration::from_millis(config.identify_grace_ms),
+            ),
+            clock,
             ledger: Ledger::new(config.ledger_capacity),
             interactions: Interactions::default(),
             token: RwLock::new(config.token.clone()),
@@ -71,7 +86,6 @@ impl Shared {
             interaction_ids: IdGenerator::new(WORKER_INTERACTION),
             rng: Mutex::new(SmallRng::seed_from_u64(config.seed ^ 0x5eed_5e55_1015)),
             next_conn_id: AtomicU64::new(1),
-            started: Instant::now(),
             shutdown,
             conn_guard: Mutex::new(Some(conn_guard)),
             world,
@@ -136,14 +150,36 @@ impl Shared {
 
     /// `session_start_limit.remaining`: what is left of the daily budget.
     pub(crate) fn session_starts_remaining(&self) -> u32 {
-        let used = u32::try_from(self.ledger.identifies()).unwrap_or(u32::MAX);
-        self.config.session_start_total.saturating_sub(used)
+        self.identify_limits.remaining(self.clock.now())
     }
 
-    /// Milliseconds until the current 24 h session start window ends.
+    /// Milliseconds until the current (scaled) 24 h session start window
+    /// ends.
     pub(crate) fn session_window_reset_after(&self) -> u64 {
-        let elapsed = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        SESSION_WINDOW_MS - elapsed % SESSION_WINDOW_MS
+        crate::clock::millis(self.identify_limits.reset_after(self.clock.now()))
+    }
+
+    /// See [`SimHandle::inject`](crate::SimHandle::inject).
+    pub(crate) fn inject(&self, shard: u32, fault: Fault) -> bool {
+        if !self.sessions.inject(shard, &fault) {
+            return false;
+        }
+        self.ledger.record_gateway(GatewayRecord {
+            shard: Some(shard),
+            session: None,
+            kind: GatewayEventKind::FaultInjected { fault },
+            at_ms: self.clock.now_ms(),
+        });
+        true
+    }
+
+    /// Discord's answer to a spent session start budget: every session
+    /// ends and the token is replaced with one nobody knows.
+    pub(crate) fn reset_token(&self) {
+        let fresh = self.random_hex(24);
+        self.set_token(&fresh);
+        self.sessions
+            .close_all(crate::gateway::close_code::AUTHENTICATION_FAILED);
     }
 
     /// See [`SimHandle::send_message`](crate::SimHandle::send_message).

@@ -285,6 +285,44 @@ async fn control_api() {
     .await;
     assert_eq!(close.status, 409);
 
+    // Faults: the shard must exist, the body must be a fault, and all but
+    // latency need a live connection.
+    let fault = |shard: u32, body: &'static str| {
+        let path = format!("/sim/shards/{shard}/faults");
+        let sim = &sim;
+        async move { request(sim, "POST", &path, None, Some(body)).await }
+    };
+    assert_eq!(fault(9, r#"{"kind":"reconnect"}"#).await.status, 404);
+    let bad = fault(0, r#"{"kind":"explode"}"#).await;
+    assert_eq!(bad.status, 400);
+    assert!(
+        bad.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("malformed")
+    );
+    assert_eq!(fault(0, r#"{"kind":"close","code":99}"#).await.status, 400);
+    assert_eq!(fault(0, r#"{"kind":"half_open"}"#).await.status, 409);
+    let latency = fault(1, r#"{"kind":"latency","ms":25}"#).await;
+    assert_eq!(latency.status, 200);
+    assert_eq!(
+        latency.json(),
+        json!({"injected": {"kind": "latency", "ms": 25}})
+    );
+    let ledger = request(&sim, "GET", "/sim/ledger", None, None).await.json();
+    let last = ledger["gateway"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["shard"], json!(1));
+    assert_eq!(
+        last["kind"],
+        json!({"kind": "fault_injected", "fault": {"kind": "latency", "ms": 25}})
+    );
+    assert!(ledger["identifies"].as_array().unwrap().is_empty());
+
     // Paging: only REST records after the first one.
     request(&sim, "GET", "/api/v10/users/@me", AUTH, None).await;
     request(&sim, "GET", "/api/v10/applications/@me", AUTH, None).await;

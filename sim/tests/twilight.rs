@@ -28,10 +28,12 @@ async fn start(config: SimConfig) -> SimHandle {
     Simulator::start(config, listener).await.unwrap()
 }
 
+/// Two shards in two identify buckets, so both may identify at once.
 fn small() -> SimConfig {
     SimConfig {
         guilds: 12,
         shards: 2,
+        max_concurrency: 2,
         ..SimConfig::default()
     }
 }
