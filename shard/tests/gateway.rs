@@ -1,128 +1,13 @@
 //! The shard layer against the simulator: real twilight shards, a recording sink.
 
-use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+mod common;
+
+use std::sync::Arc;
 use std::time::Duration;
 
-use protonn_shard::{
-    BotToken, EventSink, EventTypeFlags, GatewaySettings, IdentifyConfig, Intents, LocalScheduler,
-    ShardPhase, ShardSupervisor, SupervisorArgs, SupervisorMsg,
-};
-use protonn_sim::{GatewayEventKind, SimConfig, SimHandle, Simulator};
-use ractor::ActorRef;
-use twilight_model::gateway::event::Event;
-
-const DEADLINE: Duration = Duration::from_secs(30);
-
-/// Message ids the sink received, with how often.
-#[derive(Default)]
-struct Recorder {
-    messages: Mutex<HashMap<u64, u32>>,
-}
-
-impl EventSink for Recorder {
-    fn deliver(
-        &self,
-        _shard: u32,
-        events: Vec<Event>,
-    ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        let mut messages = self.messages.lock().unwrap();
-        for event in events {
-            if let Event::MessageCreate(message) = event {
-                *messages.entry(message.id.get()).or_default() += 1;
-            }
-        }
-        Box::pin(std::future::ready(()))
-    }
-}
-
-impl Recorder {
-    fn counts(&self) -> HashMap<u64, u32> {
-        self.messages.lock().unwrap().clone()
-    }
-}
-
-async fn start_sim(shards: u32) -> SimHandle {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let config = SimConfig {
-        shards,
-        max_concurrency: shards,
-        guilds: 10 * shards,
-        ..SimConfig::default()
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    Simulator::start(config, listener).await.unwrap()
-}
-
-async fn start_supervisor(
-    sim: &SimHandle,
-    shard_ids: Vec<u32>,
-    sink: Arc<Recorder>,
-) -> ActorRef<SupervisorMsg> {
-    let shards = sim.config().shards;
-    let identify =
-        IdentifyConfig::discord(shards as u16, 1_000, 1_000, Duration::from_secs(86_400));
-    ShardSupervisor::start(SupervisorArgs {
-        settings: GatewaySettings {
-            token: BotToken::new(sim.config().token.clone()),
-            intents: Intents::GUILDS | Intents::GUILD_MESSAGES | Intents::MESSAGE_CONTENT,
-            event_types: EventTypeFlags::MESSAGE_CREATE,
-            gateway_url: Some(sim.gateway_url()),
-            shard_count: shards,
-            shard_ids,
-            identify_window: identify.window,
-            buffer_capacity: 64,
-        },
-        scheduler: Arc::new(LocalScheduler::start(identify)),
-        sink,
-    })
-    .await
-    .unwrap()
-}
-
-async fn wait_until<F: FnMut() -> Fut, Fut: Future<Output = bool>>(what: &str, mut condition: F) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !condition().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn phase(supervisor: &ActorRef<SupervisorMsg>, shard_id: u32) -> Option<ShardPhase> {
-    let statuses = ractor::call_t!(supervisor, SupervisorMsg::Statuses, 5_000).unwrap();
-    statuses
-        .into_iter()
-        .find(|s| s.shard_id == shard_id)
-        .map(|s| s.phase)
-}
-
-/// Sends `count` messages to the guilds of `shard`, returning their ids.
-fn chat(sim: &SimHandle, shard: u32, count: usize) -> Vec<u64> {
-    let guilds: Vec<_> = sim
-        .guilds()
-        .into_iter()
-        .filter(|g| g.shard == shard)
-        .collect();
-    (0..count)
-        .filter_map(|i| {
-            let guild = &guilds[i % guilds.len()];
-            sim.send_message(guild.id, guild.channel_ids[0], guild.member_ids[0], "hello")
-        })
-        .collect()
-}
-
-fn gateway_count(sim: &SimHandle, shard: u32, kind: fn(&GatewayEventKind) -> bool) -> usize {
-    sim.ledger()
-        .gateway
-        .iter()
-        .filter(|r| r.shard == Some(shard) && kind(&r.kind))
-        .count()
-}
+use common::*;
+use protonn_shard::{ShardPhase, SupervisorMsg};
+use protonn_sim::{Fault, GatewayEventKind, IdentifyOutcome, SimConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drained_session_resumed_elsewhere_loses_and_identifies_nothing() {
@@ -145,11 +30,10 @@ async fn a_drained_session_resumed_elsewhere_loses_and_identifies_nothing() {
     .unwrap()
     .expect("a ready shard exports its session");
     assert_eq!(session.shard_id, 0);
-    assert_eq!(
-        phase(&old, 0).await,
-        None,
-        "the old owner let go of the shard"
-    );
+    wait_until("the old owner let go of the shard", || async {
+        phase(&old, 0).await.is_none()
+    })
+    .await;
     // Nobody owns shard 0 now: Discord keeps these for the resume.
     sent.extend(chat(&sim, 0, 50));
 
@@ -238,6 +122,126 @@ async fn adopting_a_shard_twice_or_draining_an_unknown_one_is_refused() {
             .contains("not run by this node")
     );
 
+    supervisor.stop(None);
+    sim.shutdown().await;
+}
+
+/// Faults that leave the session resumable, and op 9 false, which does not.
+const STORM: [Fault; 6] = [
+    Fault::Close { code: 4000 },
+    Fault::Reconnect,
+    Fault::InvalidSession { resumable: true },
+    Fault::InvalidSession { resumable: false },
+    Fault::HalfOpen,
+    Fault::Drop,
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fault_storm_loses_nothing_and_identifies_only_when_it_must() {
+    const SHARDS: u32 = 4;
+    let sim = start_sim_with(SimConfig {
+        shards: SHARDS,
+        max_concurrency: SHARDS,
+        guilds: 40,
+        time_scale: 0.02,
+        // Short heartbeats so that a half-open connection is noticed within a second; long
+        // session life so that only op 9 false can make a resume impossible.
+        heartbeat_interval_ms: 300,
+        session_ttl_ms: 3_000_000,
+        ..SimConfig::default()
+    })
+    .await;
+    let sink = Arc::new(Recorder::default());
+    let supervisor = start_supervisor(&sim, (0..SHARDS).collect(), Arc::clone(&sink)).await;
+    wait_until("all shards are ready", || all_ready(&supervisor)).await;
+
+    // Three seconds of chat at ~150 messages/s while ~10 faults/s hit random shards.
+    let guilds = sim.guilds();
+    let mut sent = Vec::new();
+    let mut invalidated = [0usize; SHARDS as usize];
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let storm_end = tokio::time::Instant::now() + Duration::from_secs(3);
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    while tokio::time::Instant::now() < storm_end {
+        tick.tick().await;
+        for _ in 0..3 {
+            let guild = &guilds[next() as usize % guilds.len()];
+            let author = guild.member_ids[0];
+            sent.extend(sim.send_message(guild.id, guild.channel_ids[0], author, "storm"));
+        }
+        if next() % 5 == 0 {
+            let shard = (next() % u64::from(SHARDS)) as u32;
+            let fault = STORM[next() as usize % STORM.len()].clone();
+            let invalidates = fault == Fault::InvalidSession { resumable: false };
+            if sim.inject(shard, fault) && invalidates {
+                invalidated[shard as usize] += 1;
+            }
+        }
+    }
+    assert!(
+        sent.len() > 300,
+        "the storm carried traffic: {}",
+        sent.len()
+    );
+    wait_until("every shard is back", || all_ready(&supervisor)).await;
+
+    // Everything Discord delivered was handled, exactly once.
+    let delivered = || -> std::collections::HashSet<u64> {
+        sim.ledger()
+            .dispatches
+            .iter()
+            .filter(|d| d.event == "MESSAGE_CREATE")
+            .filter_map(|d| d.entity_id)
+            .collect()
+    };
+    wait_until("every delivered message reached the sink", || async {
+        let seen = sink.counts();
+        delivered().iter().all(|id| seen.contains_key(id))
+    })
+    .await;
+    let seen = sink.counts();
+    assert!(
+        seen.values().all(|&n| n == 1),
+        "a message was handled twice"
+    );
+    assert_eq!(seen.len(), delivered().len());
+
+    // A shard identified once at start and once per invalidated session, never to replace
+    // a session it could have resumed.
+    let ledger = sim.ledger();
+    assert!(
+        ledger
+            .identifies
+            .iter()
+            .all(|i| i.outcome == IdentifyOutcome::Accepted)
+    );
+    for shard in 0..SHARDS {
+        let identifies = ledger
+            .identifies
+            .iter()
+            .filter(|i| i.shard == shard)
+            .count();
+        assert_eq!(identifies, 1 + invalidated[shard as usize], "shard {shard}");
+    }
+    let resumes = ledger
+        .gateway
+        .iter()
+        .filter(|r| matches!(r.kind, GatewayEventKind::Resumed { .. }))
+        .count();
+    println!(
+        "storm: {} messages sent, {} delivered, {} resumes, {} re-identifies",
+        sent.len(),
+        seen.len(),
+        resumes,
+        invalidated.iter().sum::<usize>()
+    );
+    assert!(resumes > 0);
     supervisor.stop(None);
     sim.shutdown().await;
 }
