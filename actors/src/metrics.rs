@@ -87,6 +87,8 @@ pub fn describe() {
     for reason in PASSIVATION_REASONS {
         counter!(PASSIVATIONS, "reason" => reason).absolute(0);
     }
+    // Messages are what a flooded guild queues past its limit; other types appear when they do.
+    counter!(MAILBOX_OVERFLOW, "event" => "MESSAGE_CREATE").absolute(0);
     for (event, action) in [
         ("TYPING_START", "shed"),
         ("PRESENCE_UPDATE", "shed"),

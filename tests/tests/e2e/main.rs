@@ -12,6 +12,8 @@ use protonn_tests::*;
 
 mod actors;
 
+mod ops;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_shard_gets_ready_and_every_guild_reaches_its_actor() {
     let sim = start_sim(small_world(3, 150)).await;
