@@ -58,7 +58,7 @@ pub(crate) enum ConfigKey {
 }
 
 impl ConfigKey {
-    const ALL: [Self; 3] = [Self::Prefix, Self::Locale, Self::LogChannel];
+    pub(crate) const ALL: [Self; 3] = [Self::Prefix, Self::Locale, Self::LogChannel];
 
     pub(crate) fn name(self) -> &'static str {
         match self {

@@ -23,6 +23,7 @@ mod observer;
 mod replies;
 mod router;
 mod runtime;
+mod slash;
 
 pub use dead_letters::{DeadLetter, DeadLetters};
 pub use error::{ActorsError, ConfigChangeError};
@@ -32,6 +33,7 @@ pub use observer::{EventObserver, HandledEvent};
 pub use replies::Replies;
 pub use router::{GuildRouter, RouterMsg, RouterStats, Services};
 pub use runtime::RuntimeConfig;
+pub use slash::slash_commands;
 
 use protonn_shard::{EventTypeFlags, Intents};
 use twilight_cache_inmemory::ResourceType;

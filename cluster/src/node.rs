@@ -80,6 +80,7 @@ impl Node {
         }
         let http = Arc::new(http.build());
         let info = gateway_info(&http).await?;
+        register_commands(&http).await;
         let limit = info.session_start_limit;
         let identify = IdentifyConfig::discord(
             limit.max_concurrency,
@@ -235,6 +236,23 @@ impl Node {
             .await;
         let _ = self.ops_stop.send(());
         let _ = self.ops_task.await;
+    }
+}
+
+/// Replaces the bot's global slash commands with ours (a bulk overwrite is idempotent, so
+/// every start may do it). A failure is logged, not fatal: text commands still work.
+async fn register_commands(http: &twilight_http::Client) {
+    let registered = async {
+        let application = http.current_user_application().await?.model().await?;
+        let commands = protonn_actors::slash_commands();
+        http.interaction(application.id)
+            .set_global_commands(&commands)
+            .await?;
+        Ok::<_, anyhow::Error>(commands.len())
+    };
+    match registered.await {
+        Ok(count) => tracing::info!(count, "slash commands registered"),
+        Err(err) => tracing::warn!(error = %err, "slash commands not registered"),
     }
 }
 

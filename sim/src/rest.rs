@@ -24,6 +24,8 @@ pub(crate) const PREFIX: &str = "/api/v10";
 const MAX_CONTENT_CHARS: usize = 2000;
 /// Discord's embed count limit.
 const MAX_EMBEDS: usize = 10;
+/// Commands one bulk overwrite may carry.
+const MAX_COMMANDS: usize = 100;
 
 /// A JSON response with `content-type: application/json` exactly (twilight
 /// checks it) and no `content-encoding` (twilight would try to decode).
@@ -165,6 +167,14 @@ fn route(
         ("POST", ["channels", _, "messages"]) => {
             ("POST /channels/{channel_id}/messages", create_message)
         }
+        ("PUT", ["applications", _, "commands"]) => (
+            "PUT /applications/{application_id}/commands",
+            overwrite_commands,
+        ),
+        ("PUT", ["applications", _, "guilds", _, "commands"]) => (
+            "PUT /applications/{application_id}/guilds/{guild_id}/commands",
+            overwrite_commands,
+        ),
         _ => {
             return Outcome::new(
                 "unknown",
@@ -201,6 +211,92 @@ fn current_user(shared: &Shared, _: &[&str], _: &RequestBody) -> Outcome {
 fn current_application(shared: &Shared, _: &[&str], _: &RequestBody) -> Outcome {
     let body = payloads::application(&shared.world.bot);
     Outcome::new("", json_response(StatusCode::OK, &body))
+}
+
+/// Bulk overwrite of the application's global or guild commands: validated as Discord
+/// does, answered with the stored commands (ids, version, application).
+fn overwrite_commands(shared: &Shared, segments: &[&str], body: &RequestBody) -> Outcome {
+    let bot = &shared.world.bot;
+    if segments[1].parse::<u64>().ok() != Some(bot.application_id) {
+        return Outcome::new(
+            "",
+            json_error(StatusCode::FORBIDDEN, "Missing Access", 50001),
+        );
+    }
+    let guild_id = match segments.get(3).map(|id| id.parse::<u64>()) {
+        None => None,
+        Some(Ok(id)) if shared.world.guild(id).is_some() => Some(id),
+        Some(_) => {
+            return Outcome::new(
+                "",
+                json_error(StatusCode::NOT_FOUND, "Unknown Guild", 10004),
+            );
+        }
+    };
+    let RequestBody::Json(Value::Array(commands)) = body else {
+        return Outcome::new(
+            "",
+            invalid_form_body(
+                "_root",
+                "LIST_TYPE_CONVERT",
+                "Only iterables may be used in a ListType",
+            )
+            .into_response(),
+        );
+    };
+    if commands.len() > MAX_COMMANDS {
+        return Outcome::new(
+            "",
+            invalid_form_body(
+                "_root",
+                "BASE_TYPE_MAX_LENGTH",
+                "Must be 100 or fewer in length.",
+            )
+            .into_response(),
+        );
+    }
+    let mut stored = Vec::with_capacity(commands.len());
+    for (index, command) in commands.iter().enumerate() {
+        let name = command
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let description = command
+            .get("description")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let name_ok = (1..=32).contains(&name.chars().count())
+            && name
+                .chars()
+                .all(|c| c == '-' || c == '_' || c.is_lowercase() || c.is_numeric());
+        if !name_ok {
+            let field = format!("{index}.name");
+            let reply = invalid_form_body(
+                &field,
+                "APPLICATION_COMMAND_INVALID_NAME",
+                "Command name is invalid",
+            );
+            return Outcome::new("", reply.into_response());
+        }
+        if !(1..=100).contains(&description.chars().count()) {
+            let field = format!("{index}.description");
+            let reply = invalid_form_body(
+                &field,
+                "BASE_TYPE_BAD_LENGTH",
+                "Must be between 1 and 100 in length.",
+            );
+            return Outcome::new("", reply.into_response());
+        }
+        let mut command = command.clone();
+        let id = crate::state::command_id(bot.application_id, name);
+        command["id"] = json!(id.to_string());
+        command["application_id"] = json!(bot.application_id.to_string());
+        command["version"] = json!(id.to_string());
+        command["guild_id"] = guild_id.map_or(Value::Null, |id| json!(id.to_string()));
+        command["type"] = command.get("type").cloned().unwrap_or(json!(1));
+        stored.push(command);
+    }
+    Outcome::new("", json_response(StatusCode::OK, &Value::Array(stored)))
 }
 
 fn invalid_form_body(field: &str, code: &str, message: &str) -> JsonReply {

@@ -284,7 +284,7 @@ impl Shared {
 
 /// A stable id per command name, as if each were registered once, created
 /// a day after the application.
-fn command_id(application_id: u64, name: &str) -> u64 {
+pub(crate) fn command_id(application_id: u64, name: &str) -> u64 {
     // FNV-1a: stable across runs and Rust versions, unlike `DefaultHasher`.
     let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)

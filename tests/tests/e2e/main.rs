@@ -42,6 +42,26 @@ async fn every_shard_gets_ready_and_every_guild_reaches_its_actor() {
     assert!(twice.is_empty(), "handled more than once: {twice:?}");
     assert_eq!(node.router_stats().await.active_guilds, 150);
 
+    // The slash commands were registered once, by bulk overwrite, and Discord accepted them.
+    let ledger = sim.ledger();
+    let registrations: Vec<_> = ledger
+        .rest
+        .iter()
+        .filter(|r| r.route == "PUT /applications/{application_id}/commands")
+        .collect();
+    assert_eq!(registrations.len(), 1);
+    assert_eq!(registrations[0].status, 200);
+    let names: Vec<&str> = registrations[0]
+        .body
+        .as_ref()
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|command| command["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["ping", "help", "config"]);
+
     let ops = node.ops_addr();
     assert_eq!(http_get(ops, "/healthz").await.0, 200);
     let (status, body) = http_get(ops, "/readyz").await;
