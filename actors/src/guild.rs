@@ -315,8 +315,36 @@ impl GuildState {
             .as_ref()
             .and_then(|member| member.permissions)
             .is_some_and(|permissions| permissions.intersects(MANAGE));
-        let answer = self.run(parsed, may_manage).await;
-        self.send(reply, answer);
+        // Discord wants a first response within 3 s: work that outlasts `defer_after` is
+        // acknowledged first ("thinking…") and its answer sent as an edit of that response.
+        let defer_after = self.services.runtime.defer_after;
+        let replies = self.services.replies.clone();
+        let (answer, deferred) = {
+            let run = self.run(parsed, may_manage);
+            tokio::pin!(run);
+            let in_time = async {
+                if defer_after.is_zero() {
+                    None
+                } else {
+                    tokio::time::timeout(defer_after, &mut run).await.ok()
+                }
+            };
+            match in_time.await {
+                Some(answer) => (answer, None),
+                None => {
+                    let deferred = replies.defer(
+                        interaction.application_id,
+                        interaction.id,
+                        interaction.token.clone(),
+                    );
+                    (run.await, Some(deferred))
+                }
+            }
+        };
+        match deferred {
+            Some(deferred) => deferred.finish(answer.text),
+            None => self.send(reply, answer),
+        }
     }
 
     fn send(&self, to: ReplyTo, answer: Answer) {

@@ -15,7 +15,8 @@ use twilight_model::id::marker::{ApplicationMarker, ChannelMarker, InteractionMa
 use crate::metrics::REST_REQUESTS;
 
 /// Values of the `route` label of `protonn_rest_requests_total`.
-pub(crate) const REST_ROUTE_LABELS: [&str; 2] = ["create_message", "interaction_callback"];
+pub(crate) const REST_ROUTE_LABELS: [&str; 3] =
+    ["create_message", "interaction_callback", "interaction_edit"];
 /// Values of the `outcome` label of `protonn_rest_requests_total`.
 pub(crate) const REST_OUTCOME_LABELS: [&str; 5] = [
     "ok",
@@ -79,6 +80,70 @@ impl Replies {
                 .into_future()
                 .await;
             record("interaction_callback", result.map(drop));
+        });
+    }
+}
+
+/// An interaction acknowledged with "thinking…", whose answer follows as an edit.
+pub struct Deferred {
+    http: Arc<twilight_http::Client>,
+    application_id: Id<ApplicationMarker>,
+    token: String,
+    acknowledged: tokio::task::JoinHandle<bool>,
+}
+
+impl Replies {
+    /// Acknowledges an interaction now (Discord's 3 s deadline), to be answered later with
+    /// [`Deferred::finish`] (within the token's 15 minutes).
+    pub fn defer(
+        &self,
+        application_id: Id<ApplicationMarker>,
+        interaction_id: Id<InteractionMarker>,
+        token: String,
+    ) -> Deferred {
+        let http = Arc::clone(&self.http);
+        let ack_token = token.clone();
+        let acknowledged = tokio::spawn(async move {
+            let response = InteractionResponse {
+                kind: InteractionResponseType::DeferredChannelMessageWithSource,
+                data: None,
+            };
+            let result = http
+                .interaction(application_id)
+                .create_response(interaction_id, &ack_token, &response)
+                .into_future()
+                .await;
+            let ok = result.is_ok();
+            record("interaction_callback", result.map(drop));
+            ok
+        });
+        Deferred {
+            http: Arc::clone(&self.http),
+            application_id,
+            token,
+            acknowledged,
+        }
+    }
+}
+
+impl Deferred {
+    /// Replaces the "thinking…" response with `content`, once the acknowledgement is in.
+    pub fn finish(self, content: String) {
+        tokio::spawn(async move {
+            if !self.acknowledged.await.unwrap_or(false) {
+                // Without the acknowledgement there is no response to edit.
+                return;
+            }
+            let no_pings = AllowedMentions::default();
+            let result = self
+                .http
+                .interaction(self.application_id)
+                .update_response(&self.token)
+                .content(Some(&content))
+                .allowed_mentions(Some(&no_pings))
+                .into_future()
+                .await;
+            record("interaction_edit", result.map(drop));
         });
     }
 }

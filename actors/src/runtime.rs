@@ -21,6 +21,9 @@ pub struct RuntimeConfig {
     pub max_attempts: u32,
     /// Pause before the first retry of a panicked event; doubles per try.
     pub retry_backoff: Duration,
+    /// An interaction whose answer takes longer is acknowledged first and answered by an
+    /// edit (Discord allows 3 s for the first response); zero defers every interaction.
+    pub defer_after: Duration,
     /// Time one user must wait between two commands in a guild.
     pub user_cooldown: Duration,
     /// Commands one guild may run per `guild_window` before further ones are refused.
@@ -37,6 +40,7 @@ impl Default for RuntimeConfig {
             sweep_every: Duration::from_secs(5),
             max_attempts: 3,
             retry_backoff: Duration::from_millis(50),
+            defer_after: Duration::from_millis(1_500),
             user_cooldown: Duration::from_secs(2),
             guild_commands: 30,
             guild_window: Duration::from_secs(10),

@@ -287,3 +287,64 @@ async fn a_config_change_from_outside_discord_is_live_at_once_and_versioned() {
     node.shutdown().await;
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_interactions_are_deferred_then_answered_by_an_edit() {
+    let sim = start_sim(small_world(1, 4)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Arc::new(Recorder::default());
+    // Zero defers every interaction: the path a slow command takes, made deterministic.
+    let runtime = RuntimeConfig {
+        defer_after: Duration::ZERO,
+        ..test_runtime()
+    };
+    let token = sim.config().token.clone();
+    let observer = Arc::clone(&recorder) as Arc<dyn EventObserver>;
+    let node = start_node_with(&sim, dir.path(), observer, &token, runtime)
+        .await
+        .unwrap();
+    wait_all_ready(&node).await;
+    let guild = some_guild(&sim, 0);
+    let interaction = sim
+        .send_command_interaction(
+            guild.id,
+            guild.channel_ids[0],
+            guild.member_ids[0],
+            "ping",
+            &[],
+        )
+        .unwrap();
+
+    let edits = || {
+        sim.ledger()
+            .rest
+            .into_iter()
+            .filter(|r| {
+                r.route == "PATCH /webhooks/{application_id}/{interaction_token}/messages/@original"
+            })
+            .collect::<Vec<_>>()
+    };
+    wait_until("the deferred answer is edited in", || async {
+        !edits().is_empty()
+    })
+    .await;
+    let ledger = sim.ledger();
+    let callbacks: Vec<_> = ledger
+        .rest
+        .iter()
+        .filter(|r| r.path.starts_with(&format!("/interactions/{interaction}/")))
+        .collect();
+    assert_eq!(callbacks.len(), 1, "one first response");
+    assert_eq!(callbacks[0].status, 204);
+    assert_eq!(
+        callbacks[0].body.as_ref().unwrap()["type"],
+        5,
+        "deferred: thinking…"
+    );
+    let edit = &edits()[0];
+    assert_eq!(edit.status, 200);
+    assert_eq!(edit.body.as_ref().unwrap()["content"], "pong");
+
+    node.shutdown().await;
+    sim.shutdown().await;
+}
