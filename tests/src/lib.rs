@@ -82,6 +82,64 @@ pub async fn start_node_with(
     .await
 }
 
+/// A simulator and one node on it, ready: what most tests start from.
+pub struct Bot {
+    pub sim: SimHandle,
+    pub node: Node,
+    pub recorder: Arc<Recorder>,
+    _data: tempfile::TempDir,
+}
+
+impl Bot {
+    /// `world` with a node on the tests' runtime, every shard ready.
+    pub async fn start(world: SimConfig) -> Self {
+        Self::with_runtime(world, test_runtime()).await
+    }
+
+    pub async fn with_runtime(world: SimConfig, runtime: RuntimeConfig) -> Self {
+        let recorder = Arc::new(Recorder::default());
+        let observer = Arc::clone(&recorder) as Arc<dyn EventObserver>;
+        let mut bot = Self::with_observer(world, runtime, observer).await;
+        bot.recorder = recorder;
+        bot
+    }
+
+    /// With an observer of the test's own (then `recorder` stays empty).
+    pub async fn with_observer(
+        world: SimConfig,
+        runtime: RuntimeConfig,
+        observer: Arc<dyn EventObserver>,
+    ) -> Self {
+        let sim = start_sim(world).await;
+        let data = tempfile::tempdir().unwrap();
+        let token = sim.config().token.clone();
+        let node = start_node_with(&sim, data.path(), observer, &token, runtime)
+            .await
+            .unwrap();
+        wait_all_ready(&node).await;
+        Self {
+            sim,
+            node,
+            recorder: Arc::default(),
+            _data: data,
+        }
+    }
+
+    pub async fn stop(self) {
+        self.node.shutdown().await;
+        self.sim.shutdown().await;
+    }
+}
+
+/// Waits for the answer to an interaction and returns every answer it got.
+pub async fn answers_to(sim: &SimHandle, interaction_id: u64) -> Vec<String> {
+    wait_until("the interaction is answered", || async {
+        !interaction_replies(sim, interaction_id).is_empty()
+    })
+    .await;
+    interaction_replies(sim, interaction_id)
+}
+
 /// Polls `condition` every 20 ms until it holds; panics naming `what` after [`DEADLINE`].
 pub async fn wait_until<F, Fut>(what: &str, mut condition: F)
 where

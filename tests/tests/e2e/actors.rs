@@ -1,33 +1,26 @@
-//! The guild actor runtime: passivation, eviction, crash retries, dead letters, cooldowns.
+//! The guild actor runtime: passivation, eviction, crash retries, dead letters, cooldowns,
+//! config from outside Discord, deferred interactions.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use protonn_actors::{EventObserver, HandledEvent, RuntimeConfig};
+use protonn_actors::{ConfigChangeError, EventObserver, HandledEvent, RuntimeConfig};
 use protonn_tests::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_guilds_passivate_and_rehydrate_with_their_config() {
-    let sim = start_sim(small_world(1, 8)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let recorder = Arc::new(Recorder::default());
     let runtime = RuntimeConfig {
         idle_after: Duration::from_millis(200),
         sweep_every: Duration::from_millis(50),
         ..test_runtime()
     };
-    let token = sim.config().token.clone();
-    let observer = Arc::clone(&recorder) as Arc<dyn EventObserver>;
-    let node = start_node_with(&sim, dir.path(), observer, &token, runtime)
-        .await
-        .unwrap();
-    wait_all_ready(&node).await;
-    let guild = some_guild(&sim, 2);
+    let Bot { sim, node, .. } = &Bot::with_runtime(small_world(1, 8), runtime).await;
+    let guild = some_guild(sim, 2);
     let channel = guild.channel_ids[0];
     sim.send_message(guild.id, channel, guild.owner_id, "!config set prefix >")
         .unwrap();
-    assert_eq!(reply_in(&sim, channel, 0).await, "`prefix` is now `>`.");
+    assert_eq!(reply_in(sim, channel, 0).await, "`prefix` is now `>`.");
 
     wait_until("every guild actor is passivated", || async {
         node.router_stats().await.active_guilds == 0
@@ -38,29 +31,23 @@ async fn idle_guilds_passivate_and_rehydrate_with_their_config() {
     // The next event rehydrates the actor, which finds its config in storage.
     sim.send_message(guild.id, channel, guild.member_ids[0], ">config get prefix")
         .unwrap();
-    assert_eq!(reply_in(&sim, channel, 1).await, "`prefix` is `>`.");
+    assert_eq!(reply_in(sim, channel, 1).await, "`prefix` is `>`.");
     assert_eq!(node.router_stats().await.active_guilds, 1);
-
-    node.shutdown().await;
-    sim.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_resident_cap_evicts_the_least_recently_active() {
-    let sim = start_sim(small_world(1, 30)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let recorder = Arc::new(Recorder::default());
     let runtime = RuntimeConfig {
         max_resident: 10,
         sweep_every: Duration::from_millis(50),
         ..test_runtime()
     };
-    let token = sim.config().token.clone();
-    let observer = Arc::clone(&recorder) as Arc<dyn EventObserver>;
-    let node = start_node_with(&sim, dir.path(), observer, &token, runtime)
-        .await
-        .unwrap();
-    wait_all_ready(&node).await;
+    let Bot {
+        sim,
+        node,
+        recorder,
+        ..
+    } = &Bot::with_runtime(small_world(1, 30), runtime).await;
     wait_until("every guild was created", || async {
         recorder.guilds_created().len() == 30
     })
@@ -71,16 +58,13 @@ async fn the_resident_cap_evicts_the_least_recently_active() {
     .await;
 
     // A guild that just spoke is resident; it survives the next sweeps while idle ones go.
-    let guild = some_guild(&sim, 0);
+    let guild = some_guild(sim, 0);
     sim.send_message(guild.id, guild.channel_ids[0], guild.owner_id, "!ping")
         .unwrap();
-    assert_eq!(reply_in(&sim, guild.channel_ids[0], 0).await, "pong");
+    assert_eq!(reply_in(sim, guild.channel_ids[0], 0).await, "pong");
     assert!(node.router_stats().await.active_guilds <= 11);
     let (_, metrics) = http_get(node.ops_addr(), "/metrics").await;
     assert!(metrics.contains("protonn_actors_passivations_total{reason=\"evicted\"}"));
-
-    node.shutdown().await;
-    sim.shutdown().await;
 }
 
 /// Panics while handling the n-th distinct message of the test, a chosen number of times.
@@ -118,26 +102,20 @@ impl EventObserver for Poison {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_event_is_retried_then_dead_lettered_and_nothing_else_is_lost() {
-    let sim = start_sim(small_world(1, 4)).await;
-    let dir = tempfile::tempdir().unwrap();
     // The first message panics once, the second on every try, the third never.
     let poison = Arc::new(Poison {
         panics_by_ordinal: vec![1, u32::MAX, 0],
         seen: Mutex::default(),
         handled: Mutex::default(),
     });
-    let token = sim.config().token.clone();
     let runtime = RuntimeConfig {
         max_attempts: 3,
         retry_backoff: Duration::from_millis(10),
         ..test_runtime()
     };
     let observer = Arc::clone(&poison) as Arc<dyn EventObserver>;
-    let node = start_node_with(&sim, dir.path(), observer, &token, runtime)
-        .await
-        .unwrap();
-    wait_all_ready(&node).await;
-    let guild = some_guild(&sim, 1);
+    let Bot { sim, node, .. } = &Bot::with_observer(small_world(1, 4), runtime, observer).await;
+    let guild = some_guild(sim, 1);
     let channel = guild.channel_ids[0];
     let author = guild.member_ids[0];
 
@@ -152,10 +130,10 @@ async fn a_panicking_event_is_retried_then_dead_lettered_and_nothing_else_is_los
         .unwrap();
 
     wait_until("both surviving commands are answered", || async {
-        channel_replies(&sim, channel).len() >= 2
+        channel_replies(sim, channel).len() >= 2
     })
     .await;
-    let replies = channel_replies(&sim, channel);
+    let replies = channel_replies(sim, channel);
     assert!(
         replies.iter().any(|r| r.starts_with("Commands:")),
         "{replies:?}"
@@ -183,27 +161,16 @@ async fn a_panicking_event_is_retried_then_dead_lettered_and_nothing_else_is_los
         0,
         "the actor itself never died"
     );
-
-    node.shutdown().await;
-    sim.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cooldowns_keep_one_user_from_flooding_replies() {
-    let sim = start_sim(small_world(1, 4)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let recorder = Arc::new(Recorder::default());
     let runtime = RuntimeConfig {
         user_cooldown: Duration::from_secs(60),
         ..RuntimeConfig::default()
     };
-    let token = sim.config().token.clone();
-    let observer = Arc::clone(&recorder) as Arc<dyn EventObserver>;
-    let node = start_node_with(&sim, dir.path(), observer, &token, runtime)
-        .await
-        .unwrap();
-    wait_all_ready(&node).await;
-    let guild = some_guild(&sim, 0);
+    let Bot { sim, .. } = &Bot::with_runtime(small_world(1, 4), runtime).await;
+    let guild = some_guild(sim, 0);
     let channel = guild.channel_ids[0];
     let (spammer, other) = (guild.member_ids[0], guild.member_ids[1]);
 
@@ -215,10 +182,10 @@ async fn cooldowns_keep_one_user_from_flooding_replies() {
     sim.send_message(guild.id, channel, other, "!config get prefix")
         .unwrap();
     wait_until("the barrier is answered", || async {
-        channel_replies(&sim, channel).contains(&"`prefix` is `!`.".to_owned())
+        channel_replies(sim, channel).contains(&"`prefix` is `!`.".to_owned())
     })
     .await;
-    let pongs = channel_replies(&sim, channel)
+    let pongs = channel_replies(sim, channel)
         .iter()
         .filter(|r| *r == "pong")
         .count();
@@ -228,34 +195,24 @@ async fn cooldowns_keep_one_user_from_flooding_replies() {
     let interaction = sim
         .send_command_interaction(guild.id, channel, spammer, "ping", &[])
         .unwrap();
-    wait_until("the interaction is answered", || async {
-        !interaction_replies(&sim, interaction).is_empty()
-    })
-    .await;
-    let reply = &interaction_replies(&sim, interaction)[0];
-    assert!(reply.starts_with("Slow down: try again in"), "{reply}");
-
-    node.shutdown().await;
-    sim.shutdown().await;
+    let answers = answers_to(sim, interaction).await;
+    assert!(
+        answers[0].starts_with("Slow down: try again in"),
+        "{answers:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_config_change_from_outside_discord_is_live_at_once_and_versioned() {
-    use protonn_actors::ConfigChangeError;
-
-    let sim = start_sim(small_world(1, 4)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let recorder = Arc::new(Recorder::default());
-    let node = start_node(&sim, dir.path(), &recorder).await;
-    wait_all_ready(&node).await;
-    let guild = some_guild(&sim, 3);
+    let Bot { sim, node, .. } = &Bot::start(small_world(1, 4)).await;
+    let guild = some_guild(sim, 3);
     let channel = guild.channel_ids[0];
 
     let stored = node.configure(guild.id, "prefix", "$", None).await.unwrap();
     assert_eq!((stored.version, stored.config.prefix.as_str()), (1, "$"));
     sim.send_message(guild.id, channel, guild.member_ids[0], "$ping")
         .unwrap();
-    assert_eq!(reply_in(&sim, channel, 0).await, "pong", "live at once");
+    assert_eq!(reply_in(sim, channel, 0).await, "pong", "live at once");
 
     // An editor that saw version 0 loses to the one that saved version 1.
     let stale = node.configure(guild.id, "prefix", "%", Some(0)).await;
@@ -282,29 +239,18 @@ async fn a_config_change_from_outside_discord_is_live_at_once_and_versioned() {
     assert_eq!(stored.config.prefix, "$", "other keys are kept");
     sim.send_message(guild.id, channel, guild.member_ids[0], "$config get locale")
         .unwrap();
-    assert_eq!(reply_in(&sim, channel, 1).await, "`locale` is `de`.");
-
-    node.shutdown().await;
-    sim.shutdown().await;
+    assert_eq!(reply_in(sim, channel, 1).await, "`locale` is `de`.");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_interactions_are_deferred_then_answered_by_an_edit() {
-    let sim = start_sim(small_world(1, 4)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let recorder = Arc::new(Recorder::default());
     // Zero defers every interaction: the path a slow command takes, made deterministic.
     let runtime = RuntimeConfig {
         defer_after: Duration::ZERO,
         ..test_runtime()
     };
-    let token = sim.config().token.clone();
-    let observer = Arc::clone(&recorder) as Arc<dyn EventObserver>;
-    let node = start_node_with(&sim, dir.path(), observer, &token, runtime)
-        .await
-        .unwrap();
-    wait_all_ready(&node).await;
-    let guild = some_guild(&sim, 0);
+    let Bot { sim, .. } = &Bot::with_runtime(small_world(1, 4), runtime).await;
+    let guild = some_guild(sim, 0);
     let interaction = sim
         .send_command_interaction(
             guild.id,
@@ -344,7 +290,4 @@ async fn slow_interactions_are_deferred_then_answered_by_an_edit() {
     let edit = &edits()[0];
     assert_eq!(edit.status, 200);
     assert_eq!(edit.body.as_ref().unwrap()["content"], "pong");
-
-    node.shutdown().await;
-    sim.shutdown().await;
 }

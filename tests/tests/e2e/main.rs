@@ -16,12 +16,12 @@ mod ops;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_shard_gets_ready_and_every_guild_reaches_its_actor() {
-    let sim = start_sim(small_world(3, 150)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let recorder = Arc::new(Recorder::default());
-    let node = start_node(&sim, dir.path(), &recorder).await;
-
-    wait_all_ready(&node).await;
+    let Bot {
+        sim,
+        node,
+        recorder,
+        ..
+    } = &Bot::start(small_world(3, 150)).await;
     let expected: HashSet<u64> = sim.guilds().iter().map(|g| g.id).collect();
     assert_eq!(expected.len(), 150);
     let shards_used: HashSet<u32> = sim.guilds().iter().map(|g| g.shard).collect();
@@ -96,19 +96,12 @@ async fn every_shard_gets_ready_and_every_guild_reaches_its_actor() {
         metrics.contains("protonn_shard_identify_wait_seconds_bucket{le=\"5\"}"),
         "a histogram with buckets"
     );
-
-    node.shutdown().await;
-    sim.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ping_and_slash_ping_each_get_exactly_one_reply() {
-    let sim = start_sim(small_world(2, 20)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let recorder = Arc::new(Recorder::default());
-    let node = start_node(&sim, dir.path(), &recorder).await;
-    wait_all_ready(&node).await;
-    let guild = some_guild(&sim, 3);
+    let Bot { sim, recorder, .. } = &Bot::start(small_world(2, 20)).await;
+    let guild = some_guild(sim, 3);
     let channel = guild.channel_ids[0];
     let member = guild.member_ids[0];
     wait_until("the guild is known to its actor", || async {
@@ -119,33 +112,26 @@ async fn ping_and_slash_ping_each_get_exactly_one_reply() {
     let ping = sim
         .send_message(guild.id, channel, member, "!ping")
         .unwrap();
-    assert_eq!(reply_in(&sim, channel, 0).await, "pong");
+    assert_eq!(reply_in(sim, channel, 0).await, "pong");
 
     let interaction = sim
         .send_command_interaction(guild.id, channel, member, "ping", &[])
         .unwrap();
-    wait_until("the interaction is answered", || async {
-        !interaction_replies(&sim, interaction).is_empty()
-    })
-    .await;
-    assert_eq!(interaction_replies(&sim, interaction), ["pong"]);
+    assert_eq!(answers_to(sim, interaction).await, ["pong"]);
 
     // A later command's reply is a barrier: by then a duplicate of the first would show.
     sim.send_message(guild.id, channel, member, "!help")
         .unwrap();
-    assert!(reply_in(&sim, channel, 1).await.contains("!ping"));
+    assert!(reply_in(sim, channel, 1).await.contains("!ping"));
     assert_eq!(
-        channel_replies(&sim, channel)
+        channel_replies(sim, channel)
             .iter()
             .filter(|c| *c == "pong")
             .count(),
         1
     );
-    assert_eq!(interaction_replies(&sim, interaction).len(), 1);
+    assert_eq!(interaction_replies(sim, interaction).len(), 1);
     assert_eq!(recorder.messages()[&ping], 1);
-
-    node.shutdown().await;
-    sim.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,11 +176,7 @@ async fn config_set_takes_effect_at_once_and_survives_a_restart() {
             &[("key", "prefix")],
         )
         .unwrap();
-    wait_until("the interaction is answered", || async {
-        !interaction_replies(&sim, interaction).is_empty()
-    })
-    .await;
-    assert_eq!(interaction_replies(&sim, interaction), ["`prefix` is `?`."]);
+    assert_eq!(answers_to(&sim, interaction).await, ["`prefix` is `?`."]);
 
     node.shutdown().await;
     sim.shutdown().await;
@@ -202,12 +184,8 @@ async fn config_set_takes_effect_at_once_and_survives_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_commands_get_help_and_change_nothing() {
-    let sim = start_sim(small_world(1, 5)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let recorder = Arc::new(Recorder::default());
-    let node = start_node(&sim, dir.path(), &recorder).await;
-    wait_all_ready(&node).await;
-    let guild = some_guild(&sim, 1);
+    let Bot { sim, recorder, .. } = &Bot::start(small_world(1, 5)).await;
+    let guild = some_guild(sim, 1);
     let channel = guild.channel_ids[0];
     let (owner, member) = (guild.owner_id, guild.member_ids[0]);
     wait_until("the guild is cached", || async {
@@ -242,7 +220,7 @@ async fn bad_commands_get_help_and_change_nothing() {
         sim.send_message(guild.id, channel, author, content)
             .unwrap();
         assert_eq!(
-            reply_in(&sim, channel, index).await,
+            reply_in(sim, channel, index).await,
             expected,
             "for {content:?}"
         );
@@ -258,26 +236,20 @@ async fn bad_commands_get_help_and_change_nothing() {
             &[("key", "prefix"), ("value", "?")],
         )
         .unwrap();
-    wait_until("the interaction is answered", || async {
-        !interaction_replies(&sim, interaction).is_empty()
-    })
-    .await;
     assert_eq!(
-        interaction_replies(&sim, interaction),
+        answers_to(sim, interaction).await,
         ["Changing the configuration needs the Manage Server permission."]
     );
-
-    node.shutdown().await;
-    sim.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resumed_shard_loses_and_duplicates_no_message() {
-    let sim = start_sim(small_world(2, 40)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let recorder = Arc::new(Recorder::default());
-    let node = start_node(&sim, dir.path(), &recorder).await;
-    wait_all_ready(&node).await;
+    let Bot {
+        sim,
+        node,
+        recorder,
+        ..
+    } = &Bot::start(small_world(2, 40)).await;
     let guilds = sim.guilds();
     wait_until("every guild is known", || async {
         recorder.guilds_created().len() == guilds.len()
@@ -295,13 +267,13 @@ async fn a_resumed_shard_loses_and_duplicates_no_message() {
             sent.extend(sim.send_message(guild.id, guild.channel_ids[0], author, &content));
         }
     };
-    chat(&sim, 0, 100);
+    chat(sim, 0, 100);
     for drop in 1..=2 {
         assert!(sim.close_shard(0, 4000), "shard 0 has a live connection");
-        chat(&sim, drop * 100, drop * 100 + 100);
-        wait_until("shard 0 resumed", || async { resumes(&sim, 0) == drop }).await;
+        chat(sim, drop * 100, drop * 100 + 100);
+        wait_until("shard 0 resumed", || async { resumes(sim, 0) == drop }).await;
     }
-    chat(&sim, 300, 400);
+    chat(sim, 300, 400);
     assert_eq!(sent.len(), 400, "every message was sequenced for a session");
 
     wait_until("every message sent was delivered and handled", || async {
@@ -309,7 +281,7 @@ async fn a_resumed_shard_loses_and_duplicates_no_message() {
         sent.iter().all(|id| handled.contains_key(id))
     })
     .await;
-    wait_all_ready(&node).await;
+    wait_all_ready(node).await;
 
     // The ledger is Discord's side of the story: every MESSAGE_CREATE it delivered (first
     // deliveries and replays alike) was handled exactly once.
@@ -341,9 +313,6 @@ async fn a_resumed_shard_loses_and_duplicates_no_message() {
             "shard {shard} re-identified instead of resuming"
         );
     }
-
-    node.shutdown().await;
-    sim.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
