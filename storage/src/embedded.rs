@@ -1,27 +1,79 @@
 //! The embedded backend: one redb file under the data directory, the default for one machine.
+//!
+//! Layout: one table per logical table, JSON values (every field defaulted or required, see
+//! each type), tuple keys ordered for the range reads the repositories need. Two index tables
+//! make data rights and retention cheap without scans:
+//! - `user_refs` (user id, row ref) → () names every row that mentions a user;
+//! - `expiry` (expires at, row ref) → () lists rows by the instant retention removes them,
+//!   which the sweeper walks from the start (redb has no TTL).
+//!
+//! Both indexes change in the same write transaction as their rows, so a crash never leaves
+//! one without the other.
+
+mod records;
+mod rights;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use serde::{Serialize, de::DeserializeOwned};
 
-use crate::{GuildConfig, GuildConfigRepo, StorageError, VersionedConfig};
+use crate::row_ref::RowRef;
+use crate::{
+    AuditEntry, AuditRepo, CONFIG_HISTORY_LEN, GuildConfig, GuildConfigRepo, Retention,
+    StorageError, Timestamp, UsageCount, UsageRepo, VersionedConfig,
+};
 
-/// guild id → JSON of [`VersionedConfig`]. JSON keeps the document readable and lets fields
-/// be added without a migration.
+/// guild id → [`VersionedConfig`].
 const GUILD_CONFIG: TableDefinition<u64, &[u8]> = TableDefinition::new("guild_config");
+/// (guild id, version) → [`GuildConfig`], the last [`CONFIG_HISTORY_LEN`] versions.
+const CONFIG_HISTORY: TableDefinition<(u64, u64), &[u8]> =
+    TableDefinition::new("guild_config_history");
+/// (guild id, at ms, entry id) → [`AuditEntry`].
+const AUDIT: TableDefinition<(u64, u64, u64), &[u8]> = TableDefinition::new("audit_log");
+/// (guild id, day, command) → count.
+const USAGE: TableDefinition<(u64, u32, &str), u64> = TableDefinition::new("command_usage");
+/// user id → [`Account`](crate::Account).
+const ACCOUNTS: TableDefinition<u64, &[u8]> = TableDefinition::new("accounts");
+/// (guild id, ticket id) → [`Ticket`](crate::Ticket).
+const TICKETS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("tickets");
+/// (guild id, ticket id, message id) → [`TranscriptMessage`](crate::TranscriptMessage).
+const TRANSCRIPTS: TableDefinition<(u64, u64, u64), &[u8]> = TableDefinition::new("transcripts");
+/// (guild id, workflow id) → [`Workflow`](crate::Workflow).
+const WORKFLOWS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("workflows");
+/// subscription id → [`Subscription`](crate::Subscription).
+const SUBSCRIPTIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("subscriptions");
+/// code → `StoredPromo`.
+const PROMOS: TableDefinition<&str, &[u8]> = TableDefinition::new("promo_codes");
+/// (code, user id) → [`Redemption`](crate::Redemption).
+const REDEMPTIONS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("promo_redemptions");
+/// node id → [`NodeRecord`](crate::NodeRecord).
+const NODES: TableDefinition<u64, &[u8]> = TableDefinition::new("nodes");
+/// shard id → [`ShardAssignment`](crate::ShardAssignment).
+const ASSIGNMENTS: TableDefinition<u32, &[u8]> = TableDefinition::new("shard_assignments");
+/// shard id → [`SessionCheckpoint`](crate::SessionCheckpoint).
+const CHECKPOINTS: TableDefinition<u32, &[u8]> = TableDefinition::new("session_checkpoints");
+/// lease name → [`Lease`](crate::Lease).
+const LEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("leases");
+/// (user id, JSON of [`RowRef`]) → ().
+const USER_REFS: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("user_refs");
+/// (expires at ms, JSON of [`RowRef`]) → ().
+const EXPIRY: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("expiry");
 
 const FILE_NAME: &str = "protonn.redb";
 
 /// A handle on the embedded store; clones share one database.
 ///
 /// redb calls block on disk I/O and fsync, so every call runs on tokio's blocking pool and
-/// never on an actor's or a shard's task.
+/// never on an actor's or a shard's task. Every write is one transaction committed with an
+/// fsync: batch writes of the high-volume tables (see [`AuditWriter`](crate::AuditWriter)).
 #[derive(Clone)]
 pub struct EmbeddedStore {
     db: Arc<Database>,
     path: PathBuf,
+    retention: Retention,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -33,9 +85,14 @@ impl std::fmt::Debug for EmbeddedStore {
 }
 
 impl EmbeddedStore {
-    /// Opens (creating if needed) the store in `data_dir`. Fails with
-    /// [`StorageError::Locked`] while another process has it open.
+    /// Opens (creating if needed) the store in `data_dir` with the policy's retention. Fails
+    /// with [`StorageError::Locked`] while another process has it open. After a crash redb
+    /// repairs the file here, and every committed transaction is present.
     pub fn open(data_dir: &Path) -> Result<Self, StorageError> {
+        Self::open_with(data_dir, Retention::POLICY)
+    }
+
+    pub fn open_with(data_dir: &Path, retention: Retention) -> Result<Self, StorageError> {
         std::fs::create_dir_all(data_dir).map_err(|source| StorageError::Io {
             path: data_dir.to_owned(),
             source,
@@ -50,12 +107,30 @@ impl EmbeddedStore {
         };
         // Create the tables up front so that readers never meet a missing table.
         let txn = db.begin_write().map_err(StorageError::embedded)?;
-        txn.open_table(GUILD_CONFIG)
-            .map_err(StorageError::embedded)?;
+        {
+            open(&txn, GUILD_CONFIG)?;
+            open(&txn, CONFIG_HISTORY)?;
+            open(&txn, AUDIT)?;
+            open(&txn, USAGE)?;
+            open(&txn, ACCOUNTS)?;
+            open(&txn, TICKETS)?;
+            open(&txn, TRANSCRIPTS)?;
+            open(&txn, WORKFLOWS)?;
+            open(&txn, SUBSCRIPTIONS)?;
+            open(&txn, PROMOS)?;
+            open(&txn, REDEMPTIONS)?;
+            open(&txn, NODES)?;
+            open(&txn, ASSIGNMENTS)?;
+            open(&txn, CHECKPOINTS)?;
+            open(&txn, LEASES)?;
+            open(&txn, USER_REFS)?;
+            open(&txn, EXPIRY)?;
+        }
         txn.commit().map_err(StorageError::embedded)?;
         Ok(Self {
             db: Arc::new(db),
             path,
+            retention,
         })
     }
 
@@ -64,36 +139,181 @@ impl EmbeddedStore {
         &self.path
     }
 
+    pub fn retention(&self) -> Retention {
+        self.retention
+    }
+
     async fn blocking<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&Database) -> Result<T, StorageError> + Send + 'static,
+        work: impl FnOnce(&Database, &Retention) -> Result<T, StorageError> + Send + 'static,
     ) -> Result<T, StorageError> {
         let db = Arc::clone(&self.db);
-        tokio::task::spawn_blocking(move || work(&db))
+        let retention = self.retention;
+        tokio::task::spawn_blocking(move || work(&db, &retention))
             .await
             .map_err(|err| StorageError::Worker(err.to_string()))?
     }
+
+    /// Runs `work` in one write transaction and commits it (durably) if it returns `Ok`.
+    async fn write<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&WriteTransaction, &Retention) -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        self.blocking(move |db, retention| {
+            let txn = db.begin_write().map_err(StorageError::embedded)?;
+            let out = work(&txn, retention)?;
+            txn.commit().map_err(StorageError::embedded)?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&redb::ReadTransaction, &Retention) -> Result<T, StorageError>
+        + Send
+        + 'static,
+    ) -> Result<T, StorageError> {
+        self.blocking(move |db, retention| {
+            let txn = db.begin_read().map_err(StorageError::embedded)?;
+            work(&txn, retention)
+        })
+        .await
+    }
 }
 
-fn decode(guild_id: u64, bytes: &[u8]) -> Result<VersionedConfig, StorageError> {
-    serde_json::from_slice(bytes).map_err(|source| StorageError::Corrupt {
-        key: guild_id,
-        source,
-    })
+fn open<'t, K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &'t WriteTransaction,
+    table: TableDefinition<K, V>,
+) -> Result<redb::Table<'t, K, V>, StorageError> {
+    txn.open_table(table).map_err(StorageError::embedded)
+}
+
+fn open_read<K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &redb::ReadTransaction,
+    table: TableDefinition<K, V>,
+) -> Result<redb::ReadOnlyTable<K, V>, StorageError> {
+    txn.open_table(table).map_err(StorageError::embedded)
+}
+
+fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("stored types serialise to JSON")
+}
+
+fn from_json<T: DeserializeOwned>(
+    key: impl std::fmt::Display,
+    bytes: &[u8],
+) -> Result<T, StorageError> {
+    serde_json::from_slice(bytes).map_err(|err| StorageError::corrupt(key, err))
+}
+
+fn e(err: impl Into<redb::Error>) -> StorageError {
+    StorageError::embedded(err)
+}
+
+/// The two index tables, opened once per transaction for writers that touch many rows.
+struct Indexes<'t> {
+    refs: redb::Table<'t, (u64, &'static [u8]), ()>,
+    expiry: redb::Table<'t, (u64, &'static [u8]), ()>,
+}
+
+impl<'t> Indexes<'t> {
+    fn open(txn: &'t WriteTransaction) -> Result<Self, StorageError> {
+        Ok(Self {
+            refs: open(txn, USER_REFS)?,
+            expiry: open(txn, EXPIRY)?,
+        })
+    }
+
+    /// Adds the index entries of a row: one per user it mentions, one for its expiry.
+    fn add(
+        &mut self,
+        row: &RowRef,
+        users: &[u64],
+        expires: Option<Timestamp>,
+    ) -> Result<(), StorageError> {
+        let bytes = row.bytes();
+        for &user in users {
+            self.refs.insert((user, bytes.as_slice()), ()).map_err(e)?;
+        }
+        if let Some(at) = expires {
+            self.expiry
+                .insert((at.0, bytes.as_slice()), ())
+                .map_err(e)?;
+        }
+        Ok(())
+    }
+
+    /// Removes what [`add`](Self::add) added.
+    fn remove(
+        &mut self,
+        row: &RowRef,
+        users: &[u64],
+        expires: Option<Timestamp>,
+    ) -> Result<(), StorageError> {
+        let bytes = row.bytes();
+        for &user in users {
+            self.refs.remove((user, bytes.as_slice())).map_err(e)?;
+        }
+        if let Some(at) = expires {
+            self.expiry.remove((at.0, bytes.as_slice())).map_err(e)?;
+        }
+        Ok(())
+    }
+}
+
+/// Adds the index entries of one row.
+fn index(
+    txn: &WriteTransaction,
+    row: &RowRef,
+    users: &[u64],
+    expires: Option<Timestamp>,
+) -> Result<(), StorageError> {
+    Indexes::open(txn)?.add(row, users, expires)
+}
+
+/// Removes the index entries of one row.
+fn unindex(
+    txn: &WriteTransaction,
+    row: &RowRef,
+    users: &[u64],
+    expires: Option<Timestamp>,
+) -> Result<(), StorageError> {
+    Indexes::open(txn)?.remove(row, users, expires)
+}
+
+fn audit_users(entry: &AuditEntry) -> Vec<u64> {
+    let mut users = vec![entry.actor_id];
+    users.extend(entry.target_id.filter(|&t| t != entry.actor_id));
+    users
+}
+
+fn audit_ref(entry: &AuditEntry) -> RowRef {
+    RowRef::Audit {
+        guild: entry.guild_id,
+        at: entry.at.0,
+        id: entry.id,
+    }
+}
+
+fn load_config(
+    table: &impl ReadableTable<u64, &'static [u8]>,
+    guild_id: u64,
+) -> Result<Option<VersionedConfig>, StorageError> {
+    let row = table.get(guild_id).map_err(e)?;
+    row.map(|bytes| decode_config(guild_id, bytes.value()))
+        .transpose()
+}
+
+fn decode_config(guild_id: u64, bytes: &[u8]) -> Result<VersionedConfig, StorageError> {
+    from_json(format_args!("guild_config/{guild_id}"), bytes)
 }
 
 #[async_trait]
 impl GuildConfigRepo for EmbeddedStore {
     async fn load(&self, guild_id: u64) -> Result<Option<VersionedConfig>, StorageError> {
-        self.blocking(move |db| {
-            let txn = db.begin_read().map_err(StorageError::embedded)?;
-            let table = txn
-                .open_table(GUILD_CONFIG)
-                .map_err(StorageError::embedded)?;
-            let row = table.get(guild_id).map_err(StorageError::embedded)?;
-            row.map(|bytes| decode(guild_id, bytes.value())).transpose()
-        })
-        .await
+        self.read(move |txn, _| load_config(&open_read(txn, GUILD_CONFIG)?, guild_id))
+            .await
     }
 
     async fn save(
@@ -103,106 +323,190 @@ impl GuildConfigRepo for EmbeddedStore {
         config: &GuildConfig,
     ) -> Result<u64, StorageError> {
         let config = config.clone();
-        self.blocking(move |db| {
-            // redb serialises write transactions, so the read-compare-write below is atomic.
-            let txn = db.begin_write().map_err(StorageError::embedded)?;
-            let version = {
-                let mut table = txn
-                    .open_table(GUILD_CONFIG)
-                    .map_err(StorageError::embedded)?;
-                let current = match table.get(guild_id).map_err(StorageError::embedded)? {
-                    Some(bytes) => decode(guild_id, bytes.value())?.version,
-                    None => 0,
-                };
-                if current != expected {
-                    return Err(StorageError::Conflict { expected, current });
-                }
-                let stored = VersionedConfig {
-                    version: current + 1,
-                    config,
-                };
-                let bytes = serde_json::to_vec(&stored).expect("config serialises to JSON");
-                table
-                    .insert(guild_id, bytes.as_slice())
-                    .map_err(StorageError::embedded)?;
-                stored.version
+        // redb serialises write transactions, so the read-compare-write below is atomic.
+        self.write(move |txn, _| {
+            let mut table = open(txn, GUILD_CONFIG)?;
+            let current = load_config(&table, guild_id)?.map_or(0, |stored| stored.version);
+            if current != expected {
+                return Err(StorageError::Conflict { expected, current });
+            }
+            let stored = VersionedConfig {
+                version: current + 1,
+                config,
             };
-            txn.commit().map_err(StorageError::embedded)?;
-            Ok(version)
+            table
+                .insert(guild_id, to_json(&stored).as_slice())
+                .map_err(e)?;
+            let mut history = open(txn, CONFIG_HISTORY)?;
+            history
+                .insert(
+                    (guild_id, stored.version),
+                    to_json(&stored.config).as_slice(),
+                )
+                .map_err(e)?;
+            if let Some(oldest_kept) = stored.version.checked_sub(CONFIG_HISTORY_LEN - 1) {
+                history
+                    .retain_in((guild_id, 0)..(guild_id, oldest_kept), |_, _| false)
+                    .map_err(e)?;
+            }
+            Ok(stored.version)
+        })
+        .await
+    }
+
+    async fn history(&self, guild_id: u64) -> Result<Vec<VersionedConfig>, StorageError> {
+        self.read(move |txn, _| {
+            let table = open_read(txn, CONFIG_HISTORY)?;
+            let mut out = Vec::new();
+            for row in table
+                .range((guild_id, 0)..=(guild_id, u64::MAX))
+                .map_err(e)?
+                .rev()
+            {
+                let (key, value) = row.map_err(e)?;
+                let (_, version) = key.value();
+                out.push(VersionedConfig {
+                    version,
+                    config: from_json(
+                        format_args!("guild_config_history/{guild_id}/{version}"),
+                        value.value(),
+                    )?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl AuditRepo for EmbeddedStore {
+    async fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StorageError> {
+        let mut entries = entries.to_vec();
+        let now = Timestamp::now();
+        self.write(move |txn, retention| {
+            // Inserting in key order keeps each B-tree page hot while it is filled: batches
+            // span many guilds, and random order halves the rows/s once the table is large.
+            entries.sort_by_key(|entry| (entry.guild_id, entry.at, entry.id));
+            let mut refs_added = Vec::with_capacity(entries.len() * 2);
+            let mut expiry_added = Vec::with_capacity(entries.len());
+            {
+                let mut table = open(txn, AUDIT)?;
+                let mut indexes = Indexes::open(txn)?;
+                for entry in &entries {
+                    let expires = entry.at.saturating_add(retention.audit);
+                    if expires <= now {
+                        continue;
+                    }
+                    let key = (entry.guild_id, entry.at.0, entry.id);
+                    let previous = table
+                        .insert(key, to_json(entry).as_slice())
+                        .map_err(e)?
+                        .map(|old| old.value().to_vec());
+                    let row = audit_ref(entry);
+                    if let Some(old) = previous {
+                        let old: AuditEntry = from_json("audit_log", &old)?;
+                        indexes.remove(&row, &audit_users(&old), Some(expires))?;
+                    }
+                    let bytes = row.bytes();
+                    for user in audit_users(entry) {
+                        refs_added.push((user, bytes.clone()));
+                    }
+                    expiry_added.push((expires.0, bytes));
+                }
+            }
+            refs_added.sort_unstable();
+            expiry_added.sort_unstable();
+            let mut indexes = Indexes::open(txn)?;
+            for (user, row) in &refs_added {
+                indexes
+                    .refs
+                    .insert((*user, row.as_slice()), ())
+                    .map_err(e)?;
+            }
+            for (at, row) in &expiry_added {
+                indexes
+                    .expiry
+                    .insert((*at, row.as_slice()), ())
+                    .map_err(e)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_audit(
+        &self,
+        guild_id: u64,
+        from: Timestamp,
+        to: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StorageError> {
+        self.read(move |txn, _| {
+            let table = open_read(txn, AUDIT)?;
+            let mut out = Vec::new();
+            if from >= to {
+                return Ok(out);
+            }
+            for row in table
+                .range((guild_id, from.0, 0)..(guild_id, to.0, 0))
+                .map_err(e)?
+                .take(limit)
+            {
+                let (_, value) = row.map_err(e)?;
+                out.push(from_json("audit_log", value.value())?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl UsageRepo for EmbeddedStore {
+    async fn add_usage(&self, deltas: &[UsageCount]) -> Result<(), StorageError> {
+        let deltas = deltas.to_vec();
+        self.write(move |txn, _| {
+            let mut table = open(txn, USAGE)?;
+            for delta in &deltas {
+                let key = (delta.guild_id, delta.day, delta.command.as_str());
+                let current = table.get(key).map_err(e)?.map_or(0, |v| v.value());
+                table
+                    .insert(key, current.saturating_add(delta.count))
+                    .map_err(e)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn usage(
+        &self,
+        guild_id: u64,
+        from_day: u32,
+        to_day: u32,
+    ) -> Result<Vec<UsageCount>, StorageError> {
+        self.read(move |txn, _| {
+            let table = open_read(txn, USAGE)?;
+            let mut out = Vec::new();
+            for row in table.range((guild_id, from_day, "")..).map_err(e)? {
+                let (key, value) = row.map_err(e)?;
+                let (guild, day, command) = key.value();
+                if guild != guild_id || day > to_day {
+                    break;
+                }
+                out.push(UsageCount {
+                    guild_id,
+                    day,
+                    command: command.to_owned(),
+                    count: value.value(),
+                });
+            }
+            Ok(out)
         })
         .await
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn custom(prefix: &str) -> GuildConfig {
-        GuildConfig {
-            prefix: prefix.to_owned(),
-            ..GuildConfig::default()
-        }
-    }
-
-    #[tokio::test]
-    async fn save_then_load_round_trips_and_bumps_the_version() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open(dir.path()).unwrap();
-        assert_eq!(store.load(7).await.unwrap(), None);
-
-        assert_eq!(store.save(7, 0, &custom("?")).await.unwrap(), 1);
-        assert_eq!(store.save(7, 1, &custom("$")).await.unwrap(), 2);
-        let loaded = store.load(7).await.unwrap().unwrap();
-        assert_eq!(loaded.version, 2);
-        assert_eq!(loaded.config.prefix, "$");
-        assert_eq!(
-            store.load(8).await.unwrap(),
-            None,
-            "guilds do not share rows"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_stale_version_conflicts_and_changes_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open(dir.path()).unwrap();
-        store.save(1, 0, &custom("?")).await.unwrap();
-
-        let err = store.save(1, 0, &custom("$")).await.unwrap_err();
-        assert!(
-            matches!(
-                err,
-                StorageError::Conflict {
-                    expected: 0,
-                    current: 1
-                }
-            ),
-            "{err}"
-        );
-        assert_eq!(store.load(1).await.unwrap().unwrap().config.prefix, "?");
-    }
-
-    #[tokio::test]
-    async fn writes_survive_reopening_and_the_file_is_exclusive() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open(dir.path()).unwrap();
-        store.save(3, 0, &custom("%")).await.unwrap();
-
-        let second = EmbeddedStore::open(dir.path()).unwrap_err();
-        assert!(matches!(second, StorageError::Locked(_)), "{second}");
-
-        drop(store);
-        let reopened = EmbeddedStore::open(dir.path()).unwrap();
-        assert_eq!(reopened.load(3).await.unwrap().unwrap().config.prefix, "%");
-    }
-
-    #[test]
-    fn documents_missing_new_fields_still_load() {
-        let old = br#"{"version":4,"config":{"prefix":"?"}}"#;
-        let loaded = decode(9, old).unwrap();
-        assert_eq!(loaded.version, 4);
-        assert_eq!(loaded.config.prefix, "?");
-        assert_eq!(loaded.config.locale, "en-US");
-    }
-}
+mod tests;

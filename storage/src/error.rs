@@ -9,10 +9,29 @@ pub enum StorageError {
     /// A versioned write lost a race: someone else saved `current` first.
     #[error("version conflict: expected version {expected}, current is {current}")]
     Conflict { expected: u64, current: u64 },
+    /// The record a call refers to does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A lease is held by another holder until it lapses.
+    #[error("lease {name} is held by {holder} (epoch {epoch})")]
+    LeaseHeld {
+        name: String,
+        holder: u64,
+        epoch: u64,
+    },
+    /// A write carried a fencing epoch older than the stored one: its writer was superseded.
+    #[error("fenced: epoch {presented} is older than the current epoch {current}")]
+    Fenced { presented: u64, current: u64 },
+    /// A promo code cannot be redeemed (exhausted, expired, or already used by this user).
+    #[error("promo code {code} cannot be redeemed: {reason}")]
+    PromoRejected { code: String, reason: &'static str },
+    /// The caller passed a value the store refuses (empty name, oversized document, ...).
+    #[error("invalid input: {0}")]
+    Invalid(String),
     /// A stored document could not be decoded: a bug or a corrupt file, never bad user input.
-    #[error("stored document for key {key} is unreadable: {source}")]
+    #[error("stored document {key} is unreadable: {source}")]
     Corrupt {
-        key: u64,
+        key: String,
         #[source]
         source: serde_json::Error,
     },
@@ -27,10 +46,42 @@ pub enum StorageError {
     /// The blocking worker running the call died (a panic in the driver).
     #[error("storage worker failed: {0}")]
     Worker(String),
+    /// A write-behind queue is full; the caller sheds the write and counts it.
+    #[error("storage write queue is full")]
+    QueueFull,
+    /// A background writer (audit batcher, usage flusher) has stopped.
+    #[error("storage writer has shut down")]
+    WriterClosed,
+    /// The database cluster is overloaded, unavailable or timed out; retrying later may work.
+    /// `attempts` counts the tries made before giving up.
+    #[error("database temporarily unavailable ({kind}) after {attempts} attempt(s): {message}")]
+    Unavailable {
+        kind: &'static str,
+        attempts: u32,
+        message: String,
+    },
+    /// Any other database failure (bad query, schema mismatch, protocol error).
+    #[error("database error: {0}")]
+    Database(String),
+    /// Connecting or configuring the database client failed.
+    #[error("database connection: {0}")]
+    Connection(String),
 }
 
 impl StorageError {
     pub(crate) fn embedded(err: impl Into<redb::Error>) -> Self {
         Self::Embedded(err.into())
+    }
+
+    pub(crate) fn corrupt(key: impl std::fmt::Display, source: serde_json::Error) -> Self {
+        Self::Corrupt {
+            key: key.to_string(),
+            source,
+        }
+    }
+
+    /// True for errors worth retrying later (a busy or partitioned cluster).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
     }
 }

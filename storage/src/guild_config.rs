@@ -35,7 +35,11 @@ pub struct VersionedConfig {
     pub config: GuildConfig,
 }
 
-/// Guild configuration, one versioned document per guild.
+/// How many past versions of a guild's config are kept for rollback. Older ones are pruned
+/// on save, so a guild that edits its config all day keeps a bounded history.
+pub const CONFIG_HISTORY_LEN: u64 = 50;
+
+/// Guild configuration, one versioned document per guild plus its recent history.
 #[async_trait]
 pub trait GuildConfigRepo: Send + Sync + 'static {
     /// The guild's stored configuration, or `None` if it never saved one.
@@ -43,11 +47,35 @@ pub trait GuildConfigRepo: Send + Sync + 'static {
 
     /// Saves `config` as version `expected + 1` if the stored version is still `expected`
     /// (0 when nothing is stored). Returns the new version once the write is durable; a lost
-    /// race is [`StorageError::Conflict`] and changes nothing.
+    /// race is [`StorageError::Conflict`] and changes nothing. The saved version also enters
+    /// the history.
     async fn save(
         &self,
         guild_id: u64,
         expected: u64,
         config: &GuildConfig,
     ) -> Result<u64, StorageError>;
+
+    /// Up to [`CONFIG_HISTORY_LEN`] past versions, newest first (the current one included).
+    async fn history(&self, guild_id: u64) -> Result<Vec<VersionedConfig>, StorageError>;
+
+    /// Restores the config saved as `to_version` by saving it again as `expected + 1`
+    /// (compare-and-set like [`save`](Self::save)); history is never rewritten.
+    /// [`StorageError::NotFound`] when that version is no longer in the history.
+    async fn rollback(
+        &self,
+        guild_id: u64,
+        expected: u64,
+        to_version: u64,
+    ) -> Result<u64, StorageError> {
+        let target = self
+            .history(guild_id)
+            .await?
+            .into_iter()
+            .find(|entry| entry.version == to_version)
+            .ok_or_else(|| {
+                StorageError::NotFound(format!("version {to_version} of guild {guild_id} config"))
+            })?;
+        self.save(guild_id, expected, &target.config).await
+    }
 }

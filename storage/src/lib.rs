@@ -1,18 +1,80 @@
 //! Persistence for Pro-tonn, behind repository traits.
 //!
 //! This crate owns every byte we keep. It is the only crate that imports a database driver
-//! (`redb` now, `scylla` later) and it knows nothing of actors, the gateway or gRPC: callers see
-//! repository traits and plain data types keyed by raw Discord ids (`u64`).
+//! (`redb` and `scylla`) and it knows nothing of actors, the gateway or gRPC: callers see
+//! repository traits and plain data types keyed by raw Discord ids (`u64`), with time as a
+//! [`Timestamp`] the caller passes (so retention is testable).
+//!
+//! - [`EmbeddedStore`] (redb) is the default: one file, nothing to install.
+//! - [`ScyllaStore`] is the production store; `schema/*.cql` holds its schema.
+//! - Both implement every trait below and pass one conformance suite (`tests/conformance.rs`).
 //!
 //! Invariants:
 //! - A write that returned `Ok` is durable: it survives a crash of the process.
-//! - Versioned documents change only through compare-and-set on their version, so two
-//!   concurrent editors never silently overwrite each other.
+//! - Versioned documents, shard assignments and leases change only through compare-and-set
+//!   (a write transaction on redb, an LWT on ScyllaDB).
+//! - Retention is enforced by the store: TTLs on ScyllaDB, an expiry index and
+//!   [`spawn_sweeper`] on redb.
+//! - Every row that names a user can be found from the user id, so export and erasure never
+//!   scan ([`DataRights`]).
 
+mod accounts;
+mod audit;
+mod billing;
+mod cluster;
 mod embedded;
 mod error;
 mod guild_config;
+mod lease;
+mod rights;
+mod row_ref;
+mod scylla;
 
+mod tickets;
+mod time;
+mod usage;
+mod workflows;
+mod writer;
+
+pub use accounts::{Account, AccountRepo};
+pub use audit::{AuditEntry, AuditRepo};
+pub use billing::{BillingRepo, PromoCode, Redemption, Subscription, SubscriptionStatus};
+pub use cluster::{ClusterRepo, Lease, NodeRecord, SessionCheckpoint, ShardAssignment};
 pub use embedded::EmbeddedStore;
 pub use error::StorageError;
-pub use guild_config::{GuildConfig, GuildConfigRepo, VersionedConfig};
+pub use guild_config::{CONFIG_HISTORY_LEN, GuildConfig, GuildConfigRepo, VersionedConfig};
+pub use rights::{DataRights, StoredRow, UserExport};
+pub use scylla::{Replication, ScyllaConfig, ScyllaStore, TlsConfig};
+
+pub use tickets::{Ticket, TicketRepo, TranscriptMessage};
+pub use time::{Retention, Timestamp};
+pub use usage::{UsageCount, UsageRepo};
+pub use workflows::{Workflow, WorkflowRepo};
+pub use writer::{Ack, AuditWriter, UsageAggregator, WriterConfig, spawn_sweeper};
+
+/// Every repository at once: what a backend implements and the conformance suite checks.
+pub trait Store:
+    GuildConfigRepo
+    + AuditRepo
+    + UsageRepo
+    + AccountRepo
+    + TicketRepo
+    + WorkflowRepo
+    + BillingRepo
+    + ClusterRepo
+    + DataRights
+{
+}
+
+impl<T> Store for T where
+    T: GuildConfigRepo
+        + AuditRepo
+        + UsageRepo
+        + AccountRepo
+        + TicketRepo
+        + WorkflowRepo
+        + BillingRepo
+        + ClusterRepo
+        + DataRights
+{
+}

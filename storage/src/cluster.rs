@@ -1,0 +1,109 @@
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::{StorageError, Timestamp};
+
+/// A node of the cluster as the coordinator last heard of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub node_id: u64,
+    /// Where its node agent listens (host:port).
+    pub address: String,
+    pub last_heartbeat: Timestamp,
+    /// Set while the node hands its shards away before stopping.
+    pub draining: bool,
+}
+
+/// Which node owns a shard. `epoch` grows by one with every change of owner; a node acts on
+/// a shard only with the epoch it was given, so a stale owner is fenced out.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardAssignment {
+    pub shard_id: u32,
+    pub node_id: u64,
+    pub epoch: u64,
+}
+
+/// Where a shard's gateway session stands, for RESUME after a handoff or a crash.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionCheckpoint {
+    pub shard_id: u32,
+    /// The ownership epoch of the writer.
+    pub epoch: u64,
+    pub session_id: String,
+    pub sequence: u64,
+    pub resume_url: String,
+    pub at: Timestamp,
+}
+
+/// A named lease (coordinator leadership, say). `epoch` is the fencing token: it grows with
+/// every new holder, and writes guarded by the lease carry it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub name: String,
+    pub holder: u64,
+    pub epoch: u64,
+    pub expires_at: Timestamp,
+}
+
+/// The cluster tables. Every compare-and-set here is an LWT on ScyllaDB and a write
+/// transaction on the embedded store.
+#[async_trait]
+pub trait ClusterRepo: Send + Sync + 'static {
+    /// Creates or replaces the node's record (registration and heartbeats).
+    async fn put_node(&self, node: &NodeRecord) -> Result<(), StorageError>;
+
+    /// All nodes ordered by id.
+    async fn nodes(&self) -> Result<Vec<NodeRecord>, StorageError>;
+
+    async fn remove_node(&self, node_id: u64) -> Result<(), StorageError>;
+
+    /// Gives `shard_id` to `node_id` if its epoch is still `expected_epoch` (0 for a shard never
+    /// assigned). Returns the new assignment with epoch `expected_epoch + 1`;
+    /// [`StorageError::Conflict`] if someone else moved it first.
+    async fn assign_shard(
+        &self,
+        shard_id: u32,
+        node_id: u64,
+        expected_epoch: u64,
+    ) -> Result<ShardAssignment, StorageError>;
+
+    /// All assignments ordered by shard.
+    async fn assignments(&self) -> Result<Vec<ShardAssignment>, StorageError>;
+
+    /// Stores the checkpoint unless one with a newer epoch is stored
+    /// ([`StorageError::Fenced`]): a superseded owner cannot overwrite its successor's.
+    async fn save_checkpoint(&self, checkpoint: &SessionCheckpoint) -> Result<(), StorageError>;
+
+    async fn checkpoint(&self, shard_id: u32) -> Result<Option<SessionCheckpoint>, StorageError>;
+
+    /// Takes the lease for `holder` until `now + ttl` if it is free, lapsed, or already
+    /// `holder`'s. A new holder gets the previous epoch + 1; the same holder keeps its epoch.
+    /// [`StorageError::LeaseHeld`] while another holder's lease runs.
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: u64,
+        now: Timestamp,
+        ttl: Duration,
+    ) -> Result<Lease, StorageError>;
+
+    /// Extends the lease if `holder` still holds it with `epoch` and it has not lapsed;
+    /// [`StorageError::Fenced`] otherwise (the holder must stop acting as leader).
+    async fn renew_lease(
+        &self,
+        name: &str,
+        holder: u64,
+        epoch: u64,
+        now: Timestamp,
+        ttl: Duration,
+    ) -> Result<Lease, StorageError>;
+
+    /// Lets the lease lapse at once if `holder` holds it with `epoch` (the epoch is kept, so
+    /// the next holder still gets a larger one). Releasing a lease one no longer holds is a
+    /// no-op.
+    async fn release_lease(&self, name: &str, holder: u64, epoch: u64) -> Result<(), StorageError>;
+
+    async fn lease(&self, name: &str) -> Result<Option<Lease>, StorageError>;
+}

@@ -1,0 +1,55 @@
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    Account, AuditEntry, Redemption, StorageError, Subscription, Ticket, Timestamp,
+    TranscriptMessage, Workflow,
+};
+
+/// Everything stored about one user, for the privacy centre's access and export requests.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserExport {
+    pub user_id: u64,
+    pub account: Option<Account>,
+    /// Entries where the user acted or was acted upon.
+    pub audit: Vec<AuditEntry>,
+    /// Tickets the user opened.
+    pub tickets: Vec<Ticket>,
+    /// Transcript messages the user wrote, in any ticket.
+    pub transcript_messages: Vec<TranscriptMessage>,
+    /// Workflows the user authored.
+    pub workflows: Vec<Workflow>,
+    pub subscriptions: Vec<Subscription>,
+    pub redemptions: Vec<Redemption>,
+}
+
+/// One stored row rendered as text, with its table: what the data-rights tests scan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredRow {
+    pub table: String,
+    pub text: String,
+}
+
+/// Data-subject rights and retention, over every table.
+#[async_trait]
+pub trait DataRights: Send + Sync + 'static {
+    /// Everything stored about `user_id`.
+    async fn export_user(&self, user_id: u64) -> Result<UserExport, StorageError>;
+
+    /// Erases `user_id` everywhere: the account, audit entries naming them, tickets they
+    /// opened (with transcripts), messages they wrote, subscriptions and redemptions. Workflows
+    /// they wrote stay with their guild with the author cleared. Returns the rows touched.
+    async fn delete_user(&self, user_id: u64) -> Result<u64, StorageError>;
+
+    /// Erases everything kept for `guild_id` (the bot left it): config and history, audit,
+    /// usage, tickets, transcripts, workflows, and subscriptions applying to it.
+    async fn delete_guild(&self, guild_id: u64) -> Result<u64, StorageError>;
+
+    /// Removes everything past retention at `now`; returns the rows removed. On ScyllaDB the
+    /// database expires rows by TTL and this removes nothing.
+    async fn sweep_expired(&self, now: Timestamp) -> Result<u64, StorageError>;
+
+    /// Every row of every table, rendered as text. For tests and audits of the store; it reads
+    /// everything, so never on a hot path.
+    async fn dump_rows(&self) -> Result<Vec<StoredRow>, StorageError>;
+}

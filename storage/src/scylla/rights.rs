@@ -1,0 +1,418 @@
+//! Data rights on ScyllaDB: every row naming a user is found through `user_refs`, every row
+//! of a guild through its partition keys; retention is TTL, so the sweep has nothing to do.
+
+use async_trait::async_trait;
+
+use super::records::{AUDIT_BUCKET_MS, audit_users};
+use super::{ScyllaStore, db_id};
+use crate::row_ref::RowRef;
+use crate::{
+    AccountRepo, AuditEntry, BillingRepo, DataRights, Redemption, StorageError, StoredRow, Ticket,
+    TicketRepo, Timestamp, TranscriptMessage, UserExport, Workflow, WorkflowRepo,
+};
+
+/// Every table, for [`DataRights::dump_rows`].
+const TABLES: &[&str] = &[
+    "guild_config",
+    "guild_config_history",
+    "audit_log",
+    "command_usage",
+    "accounts",
+    "tickets",
+    "transcripts",
+    "workflows",
+    "subscriptions",
+    "subscriptions_by_guild",
+    "promo_codes",
+    "promo_redemptions",
+    "user_refs",
+    "nodes",
+    "shard_assignments",
+    "session_checkpoints",
+    "leases",
+];
+
+impl ScyllaStore {
+    async fn audit_entry(
+        &self,
+        guild: u64,
+        at: u64,
+        id: u64,
+    ) -> Result<Option<AuditEntry>, StorageError> {
+        let bucket = i32::try_from(at / AUDIT_BUCKET_MS).unwrap_or(i32::MAX);
+        self.one_doc(
+            "SELECT doc FROM {ks}.audit_log WHERE guild_id = ? AND bucket = ? AND at = ? AND id = ?",
+            "audit_log",
+            (db_id(guild), bucket, db_id(at), db_id(id)),
+        )
+        .await
+    }
+
+    async fn transcript_message(
+        &self,
+        guild: u64,
+        ticket: u64,
+        message: u64,
+    ) -> Result<Option<TranscriptMessage>, StorageError> {
+        self.one_doc(
+            "SELECT doc FROM {ks}.transcripts WHERE guild_id = ? AND ticket_id = ? \
+             AND message_id = ?",
+            "transcripts",
+            (db_id(guild), db_id(ticket), db_id(message)),
+        )
+        .await
+    }
+
+    async fn redemption(&self, code: &str, user: u64) -> Result<Option<Redemption>, StorageError> {
+        self.one_doc(
+            "SELECT doc FROM {ks}.promo_redemptions WHERE code = ? AND user_id = ?",
+            "promo_redemptions",
+            (code, db_id(user)),
+        )
+        .await
+    }
+
+    /// Deletes one row and every user ref pointing at it; returns the rows removed.
+    async fn remove_row(&self, row: &RowRef) -> Result<u64, StorageError> {
+        match row {
+            RowRef::Audit { guild, at, id } => {
+                let Some(entry) = self.audit_entry(*guild, *at, *id).await? else {
+                    return Ok(0);
+                };
+                let bucket = i32::try_from(at / AUDIT_BUCKET_MS).unwrap_or(i32::MAX);
+                self.execute(
+                    "DELETE FROM {ks}.audit_log WHERE guild_id = ? AND bucket = ? AND at = ? \
+                     AND id = ?",
+                    true,
+                    (db_id(*guild), bucket, db_id(*at), db_id(*id)),
+                )
+                .await?;
+                for user in audit_users(&entry) {
+                    self.drop_ref(user, row).await?;
+                }
+                Ok(1)
+            }
+            RowRef::Ticket { guild, ticket } => {
+                let Some(old) = self.ticket(*guild, *ticket).await? else {
+                    return Ok(0);
+                };
+                let messages = self.transcript(*guild, *ticket).await?;
+                for message in &messages {
+                    let row = RowRef::Transcript {
+                        guild: *guild,
+                        ticket: *ticket,
+                        message: message.message_id,
+                    };
+                    self.drop_ref(message.author_id, &row).await?;
+                }
+                self.execute(
+                    "DELETE FROM {ks}.transcripts WHERE guild_id = ? AND ticket_id = ?",
+                    true,
+                    (db_id(*guild), db_id(*ticket)),
+                )
+                .await?;
+                self.execute(
+                    "DELETE FROM {ks}.tickets WHERE guild_id = ? AND ticket_id = ?",
+                    true,
+                    (db_id(*guild), db_id(*ticket)),
+                )
+                .await?;
+                self.drop_ref(old.opener_id, row).await?;
+                Ok(1 + messages.len() as u64)
+            }
+            RowRef::Transcript {
+                guild,
+                ticket,
+                message,
+            } => {
+                let Some(old) = self.transcript_message(*guild, *ticket, *message).await? else {
+                    return Ok(0);
+                };
+                self.execute(
+                    "DELETE FROM {ks}.transcripts WHERE guild_id = ? AND ticket_id = ? \
+                     AND message_id = ?",
+                    true,
+                    (db_id(*guild), db_id(*ticket), db_id(*message)),
+                )
+                .await?;
+                self.drop_ref(old.author_id, row).await?;
+                Ok(1)
+            }
+            RowRef::Workflow { guild, workflow } => {
+                Ok(u64::from(self.delete_workflow(*guild, *workflow).await?))
+            }
+            RowRef::Subscription { id } => {
+                let Some(old) = self.subscription(*id).await? else {
+                    return Ok(0);
+                };
+                self.execute(
+                    "DELETE FROM {ks}.subscriptions WHERE subscription_id = ?",
+                    true,
+                    (db_id(*id),),
+                )
+                .await?;
+                if let Some(guild) = old.guild_id {
+                    self.execute(
+                        "DELETE FROM {ks}.subscriptions_by_guild \
+                         WHERE guild_id = ? AND subscription_id = ?",
+                        true,
+                        (db_id(guild), db_id(*id)),
+                    )
+                    .await?;
+                }
+                self.drop_ref(old.user_id, row).await?;
+                Ok(1)
+            }
+            RowRef::Redemption { code, user } => {
+                // The table is written with LWT, so it is deleted with LWT too.
+                let outcome = self
+                    .lwt(
+                        "DELETE FROM {ks}.promo_redemptions WHERE code = ? AND user_id = ? \
+                         IF EXISTS",
+                        (code.as_str(), db_id(*user)),
+                    )
+                    .await?;
+                self.drop_ref(*user, row).await?;
+                Ok(u64::from(outcome.applied))
+            }
+            RowRef::Account { user } => {
+                let existed = self.account(*user).await?.is_some();
+                self.execute(
+                    "DELETE FROM {ks}.accounts WHERE user_id = ?",
+                    true,
+                    (db_id(*user),),
+                )
+                .await?;
+                Ok(u64::from(existed))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl DataRights for ScyllaStore {
+    async fn export_user(&self, user_id: u64) -> Result<UserExport, StorageError> {
+        let mut export = UserExport {
+            user_id,
+            account: self.account(user_id).await?,
+            ..UserExport::default()
+        };
+        for row in self.refs_of(user_id).await? {
+            match row {
+                RowRef::Audit { guild, at, id } => {
+                    export.audit.extend(self.audit_entry(guild, at, id).await?);
+                }
+                RowRef::Ticket { guild, ticket } => {
+                    export.tickets.extend(self.ticket(guild, ticket).await?);
+                }
+                RowRef::Transcript {
+                    guild,
+                    ticket,
+                    message,
+                } => export
+                    .transcript_messages
+                    .extend(self.transcript_message(guild, ticket, message).await?),
+                RowRef::Workflow { guild, workflow } => {
+                    export
+                        .workflows
+                        .extend(self.workflow(guild, workflow).await?);
+                }
+                RowRef::Subscription { id } => {
+                    export.subscriptions.extend(self.subscription(id).await?);
+                }
+                RowRef::Redemption { code, user } => {
+                    export
+                        .redemptions
+                        .extend(self.redemption(&code, user).await?);
+                }
+                RowRef::Account { .. } => {}
+            }
+        }
+        Ok(export)
+    }
+
+    async fn delete_user(&self, user_id: u64) -> Result<u64, StorageError> {
+        let mut touched = self.remove_row(&RowRef::Account { user: user_id }).await?;
+        for row in self.refs_of(user_id).await? {
+            touched += match &row {
+                RowRef::Workflow { guild, workflow } => {
+                    match self.workflow(*guild, *workflow).await? {
+                        Some(workflow) => {
+                            self.write_workflow(&Workflow {
+                                created_by: None,
+                                ..workflow
+                            })
+                            .await?;
+                            1
+                        }
+                        None => 0,
+                    }
+                }
+                other => self.remove_row(other).await?,
+            };
+            self.drop_ref(user_id, &row).await?;
+        }
+        Ok(touched)
+    }
+
+    async fn delete_guild(&self, guild_id: u64) -> Result<u64, StorageError> {
+        let mut touched = 0;
+        let config = self
+            .lwt(
+                "DELETE FROM {ks}.guild_config WHERE guild_id = ? IF EXISTS",
+                (db_id(guild_id),),
+            )
+            .await?;
+        touched += u64::from(config.applied);
+        self.execute(
+            "DELETE FROM {ks}.guild_config_history WHERE guild_id = ?",
+            true,
+            (db_id(guild_id),),
+        )
+        .await?;
+        self.execute(
+            "DELETE FROM {ks}.command_usage WHERE guild_id = ?",
+            false,
+            (db_id(guild_id),),
+        )
+        .await?;
+        // Audit partitions exist only for buckets inside the retention window (TTL), plus
+        // one ahead for clocks running early.
+        let now = Timestamp::now();
+        let first = now.saturating_sub(self.retention().audit).as_millis() / AUDIT_BUCKET_MS;
+        let last = now.as_millis() / AUDIT_BUCKET_MS + 1;
+        for bucket in first..=last {
+            let bucket = i32::try_from(bucket).unwrap_or(i32::MAX);
+            let entries: Vec<AuditEntry> = self
+                .docs(
+                    "SELECT doc FROM {ks}.audit_log WHERE guild_id = ? AND bucket = ?",
+                    "audit_log",
+                    (db_id(guild_id), bucket),
+                )
+                .await?;
+            for entry in &entries {
+                let row = RowRef::Audit {
+                    guild: guild_id,
+                    at: entry.at.0,
+                    id: entry.id,
+                };
+                for user in audit_users(entry) {
+                    self.drop_ref(user, &row).await?;
+                }
+            }
+            self.execute(
+                "DELETE FROM {ks}.audit_log WHERE guild_id = ? AND bucket = ?",
+                true,
+                (db_id(guild_id), bucket),
+            )
+            .await?;
+            touched += entries.len() as u64;
+        }
+        let tickets: Vec<Ticket> = self.tickets(guild_id).await?;
+        for ticket in &tickets {
+            touched += self
+                .remove_row(&RowRef::Ticket {
+                    guild: guild_id,
+                    ticket: ticket.ticket_id,
+                })
+                .await?;
+        }
+        let workflows: Vec<Workflow> = self.workflows(guild_id).await?;
+        for workflow in &workflows {
+            touched += self
+                .remove_row(&RowRef::Workflow {
+                    guild: guild_id,
+                    workflow: workflow.workflow_id,
+                })
+                .await?;
+        }
+        let subscriptions: Vec<(i64,)> = self
+            .select(
+                "SELECT subscription_id FROM {ks}.subscriptions_by_guild WHERE guild_id = ?",
+                (db_id(guild_id),),
+            )
+            .await?;
+        for (id,) in subscriptions {
+            let id = super::rust_id(id);
+            if let Some(subscription) = self.subscription(id).await?
+                && subscription.guild_id == Some(guild_id)
+            {
+                touched += self.remove_row(&RowRef::Subscription { id }).await?;
+            }
+        }
+        self.execute(
+            "DELETE FROM {ks}.subscriptions_by_guild WHERE guild_id = ?",
+            true,
+            (db_id(guild_id),),
+        )
+        .await?;
+        Ok(touched)
+    }
+
+    async fn sweep_expired(&self, _now: Timestamp) -> Result<u64, StorageError> {
+        // TTLs expire rows in the database itself.
+        Ok(0)
+    }
+
+    async fn dump_rows(&self) -> Result<Vec<StoredRow>, StorageError> {
+        let mut out = Vec::new();
+        for table in TABLES {
+            // Statements are cached by template, so each table needs its own literal.
+            let rows: Vec<(String,)> = match *table {
+                "guild_config" => {
+                    self.select("SELECT JSON * FROM {ks}.guild_config", ())
+                        .await?
+                }
+                "guild_config_history" => {
+                    self.select("SELECT JSON * FROM {ks}.guild_config_history", ())
+                        .await?
+                }
+                "audit_log" => self.select("SELECT JSON * FROM {ks}.audit_log", ()).await?,
+                "command_usage" => {
+                    self.select("SELECT JSON * FROM {ks}.command_usage", ())
+                        .await?
+                }
+                "accounts" => self.select("SELECT JSON * FROM {ks}.accounts", ()).await?,
+                "tickets" => self.select("SELECT JSON * FROM {ks}.tickets", ()).await?,
+                "transcripts" => {
+                    self.select("SELECT JSON * FROM {ks}.transcripts", ())
+                        .await?
+                }
+                "workflows" => self.select("SELECT JSON * FROM {ks}.workflows", ()).await?,
+                "subscriptions" => {
+                    self.select("SELECT JSON * FROM {ks}.subscriptions", ())
+                        .await?
+                }
+                "subscriptions_by_guild" => {
+                    self.select("SELECT JSON * FROM {ks}.subscriptions_by_guild", ())
+                        .await?
+                }
+                "promo_codes" => {
+                    self.select("SELECT JSON * FROM {ks}.promo_codes", ())
+                        .await?
+                }
+                "promo_redemptions" => {
+                    self.select("SELECT JSON * FROM {ks}.promo_redemptions", ())
+                        .await?
+                }
+                "user_refs" => self.select("SELECT JSON * FROM {ks}.user_refs", ()).await?,
+                "nodes" => self.select("SELECT JSON * FROM {ks}.nodes", ()).await?,
+                "shard_assignments" => {
+                    self.select("SELECT JSON * FROM {ks}.shard_assignments", ())
+                        .await?
+                }
+                "session_checkpoints" => {
+                    self.select("SELECT JSON * FROM {ks}.session_checkpoints", ())
+                        .await?
+                }
+                "leases" => self.select("SELECT JSON * FROM {ks}.leases", ()).await?,
+                other => unreachable!("table {other} listed without a statement"),
+            };
+            out.extend(rows.into_iter().map(|(text,)| StoredRow {
+                table: (*table).to_owned(),
+                text,
+            }));
+        }
+        Ok(out)
+    }
+}

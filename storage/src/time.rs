@@ -1,0 +1,102 @@
+//! Time as the storage layer sees it: a caller-supplied instant, so retention is testable.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds since the Unix epoch (UTC). Writes carry the time of the event they record and
+/// sweeps take "now" from the caller, so tests move time by passing a later value.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Timestamp(pub u64);
+
+const DAY_MS: u64 = 86_400_000;
+
+impl Timestamp {
+    /// The wall clock now.
+    pub fn now() -> Self {
+        let since = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Self(u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub fn from_days(days: u32) -> Self {
+        Self(u64::from(days) * DAY_MS)
+    }
+
+    pub fn as_millis(self) -> u64 {
+        self.0
+    }
+
+    /// Whole days since the epoch: the bucket of the usage counters.
+    pub fn day(self) -> u32 {
+        u32::try_from(self.0 / DAY_MS).unwrap_or(u32::MAX)
+    }
+
+    pub fn saturating_add(self, by: Duration) -> Self {
+        Self(
+            self.0
+                .saturating_add(u64::try_from(by.as_millis()).unwrap_or(u64::MAX)),
+        )
+    }
+
+    pub fn saturating_sub(self, by: Duration) -> Self {
+        Self(
+            self.0
+                .saturating_sub(u64::try_from(by.as_millis()).unwrap_or(u64::MAX)),
+        )
+    }
+
+    /// Time left from `self` until `later`, zero if `later` has passed.
+    pub fn until(self, later: Timestamp) -> Duration {
+        Duration::from_millis(later.0.saturating_sub(self.0))
+    }
+}
+
+const fn days(n: u64) -> Duration {
+    Duration::from_secs(n * 86_400)
+}
+
+/// How long each kind of record is kept (the privacy policy's numbers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// Audit log entries, counted from the action they record.
+    pub audit: Duration,
+    /// Support tickets and their transcripts, counted from the opening of the ticket.
+    pub tickets: Duration,
+    /// Accounts, counted from their last activity.
+    pub inactive_accounts: Duration,
+}
+
+impl Retention {
+    pub const POLICY: Retention = Retention {
+        audit: days(365),
+        tickets: days(3 * 365),
+        inactive_accounts: days(2 * 365),
+    };
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self::POLICY
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_and_arithmetic() {
+        let t = Timestamp::from_days(20_000);
+        assert_eq!(t.day(), 20_000);
+        assert_eq!(t.saturating_add(days(1)).day(), 20_001);
+        assert_eq!(t.saturating_sub(days(1)).day(), 19_999);
+        assert_eq!(t.until(t.saturating_add(days(2))), days(2));
+        assert_eq!(t.until(Timestamp(0)), Duration::ZERO);
+        assert!(Timestamp::now() > Timestamp::from_days(19_000));
+    }
+}

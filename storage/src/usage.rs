@@ -1,0 +1,32 @@
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::StorageError;
+
+/// How many times a command ran in a guild on one day (UTC days since the epoch).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct UsageCount {
+    pub guild_id: u64,
+    pub day: u32,
+    pub command: String,
+    pub count: u64,
+}
+
+/// Command usage counters. Callers increment in process ([`UsageAggregator`]) and flush sums
+/// here in batches; a counter row is never written per invocation.
+///
+/// [`UsageAggregator`]: crate::UsageAggregator
+#[async_trait]
+pub trait UsageRepo: Send + Sync + 'static {
+    /// Adds each delta's `count` to its counter. Not idempotent: a retried flush counts twice
+    /// (Scylla counters cannot be made idempotent), so callers do not retry blindly.
+    async fn add_usage(&self, deltas: &[UsageCount]) -> Result<(), StorageError>;
+
+    /// All counters of `guild_id` for days `from_day..=to_day`, ordered by day then command.
+    async fn usage(
+        &self,
+        guild_id: u64,
+        from_day: u32,
+        to_day: u32,
+    ) -> Result<Vec<UsageCount>, StorageError>;
+}

@@ -1,0 +1,336 @@
+//! Write-behind for the high-volume tables: the audit batcher, the usage aggregator and the
+//! retention sweeper. All three work on the repository traits, so both backends get them.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::{AuditEntry, AuditRepo, DataRights, StorageError, Timestamp, UsageCount, UsageRepo};
+
+/// Settings of an [`AuditWriter`].
+#[derive(Clone, Copy, Debug)]
+pub struct WriterConfig {
+    /// Entries per commit at most. One fsync costs about as much as thousands of small rows,
+    /// so large batches are what make ≥ 50k rows/s possible.
+    pub max_batch: usize,
+    /// How long the first entry of a batch may wait for company before the commit.
+    pub max_delay: Duration,
+    /// Entries queued at most; [`AuditWriter::try_log`] fails beyond this.
+    pub queue: usize,
+    /// Tries per batch on transient errors (appends are idempotent, so retrying is safe).
+    pub attempts: u32,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: 4_096,
+            max_delay: Duration::from_millis(20),
+            queue: 65_536,
+            attempts: 3,
+        }
+    }
+}
+
+type AckSender = oneshot::Sender<Result<(), String>>;
+
+enum Command {
+    Entry(AuditEntry, Option<AckSender>),
+    Flush(AckSender),
+}
+
+/// Resolves when the entry it was handed out for is durable.
+#[derive(Debug)]
+pub struct Ack(oneshot::Receiver<Result<(), String>>);
+
+impl Ack {
+    pub async fn durable(self) -> Result<(), StorageError> {
+        match self.0.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(StorageError::Database(message)),
+            Err(_) => Err(StorageError::WriterClosed),
+        }
+    }
+}
+
+/// Batches audit entries from many tasks into few commits.
+///
+/// Cloneable handle in front of one writer task. Dropping every handle drains the queue,
+/// writes what is left and ends the task.
+#[derive(Clone, Debug)]
+pub struct AuditWriter {
+    tx: mpsc::Sender<Command>,
+}
+
+impl AuditWriter {
+    pub fn spawn(repo: Arc<dyn AuditRepo>, config: WriterConfig) -> (Self, JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(config.queue.max(1));
+        let task = tokio::spawn(run_audit_writer(repo, config, rx));
+        (Self { tx }, task)
+    }
+
+    /// Queues `entry`, waiting for room in the queue; the [`Ack`] resolves once it is durable.
+    pub async fn log(&self, entry: AuditEntry) -> Result<Ack, StorageError> {
+        let (ack, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Entry(entry, Some(ack)))
+            .await
+            .map_err(|_| StorageError::WriterClosed)?;
+        Ok(Ack(rx))
+    }
+
+    /// Queues `entry` without waiting: for callers that must never block (a guild actor
+    /// logging an action). Fails when the queue is full; the caller counts the drop.
+    pub fn try_log(&self, entry: AuditEntry) -> Result<(), StorageError> {
+        self.tx
+            .try_send(Command::Entry(entry, None))
+            .map_err(|err| match err {
+                mpsc::error::TrySendError::Full(_) => StorageError::QueueFull,
+                mpsc::error::TrySendError::Closed(_) => StorageError::WriterClosed,
+            })
+    }
+
+    /// Returns once everything queued before the call is durable.
+    pub async fn flush(&self) -> Result<(), StorageError> {
+        let (ack, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Flush(ack))
+            .await
+            .map_err(|_| StorageError::WriterClosed)?;
+        Ack(rx).durable().await
+    }
+}
+
+async fn run_audit_writer(
+    repo: Arc<dyn AuditRepo>,
+    config: WriterConfig,
+    mut rx: mpsc::Receiver<Command>,
+) {
+    let mut batch = Vec::with_capacity(config.max_batch);
+    let mut acks = Vec::new();
+    while let Some(first) = rx.recv().await {
+        // Returns true for a flush request, which ends the batch at once.
+        let take = |command, batch: &mut Vec<AuditEntry>, acks: &mut Vec<AckSender>| match command {
+            Command::Entry(entry, ack) => {
+                batch.push(entry);
+                acks.extend(ack);
+                false
+            }
+            Command::Flush(ack) => {
+                acks.push(ack);
+                true
+            }
+        };
+        let mut flush_now = take(first, &mut batch, &mut acks);
+        let deadline = tokio::time::Instant::now() + config.max_delay;
+        while batch.len() < config.max_batch && !flush_now {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(command)) => flush_now = take(command, &mut batch, &mut acks),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let mut result = Err(String::new());
+        for attempt in 1..=config.attempts.max(1) {
+            match repo.append_audit(&batch).await {
+                Ok(()) => {
+                    result = Ok(());
+                    break;
+                }
+                Err(err) if err.is_transient() && attempt < config.attempts => {
+                    tracing::warn!(%err, attempt, "audit batch failed, retrying");
+                    tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+                }
+                Err(err) => {
+                    tracing::error!(%err, entries = batch.len(), "audit batch lost");
+                    result = Err(err.to_string());
+                    break;
+                }
+            }
+        }
+        batch.clear();
+        for ack in acks.drain(..) {
+            let _ = ack.send(result.clone());
+        }
+    }
+}
+
+/// Command usage counters, summed in process and flushed in one write.
+///
+/// `record` is synchronous and cheap (a short mutex, never held across an await), so the
+/// hot path pays no I/O. Counts not yet flushed are lost in a crash: usage analytics trade
+/// that for not writing per command.
+pub struct UsageAggregator {
+    repo: Arc<dyn UsageRepo>,
+    pending: Mutex<HashMap<(u64, u32, String), u64>>,
+}
+
+impl std::fmt::Debug for UsageAggregator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UsageAggregator").finish_non_exhaustive()
+    }
+}
+
+impl UsageAggregator {
+    pub fn new(repo: Arc<dyn UsageRepo>) -> Arc<Self> {
+        Arc::new(Self {
+            repo,
+            pending: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Counts one run of `command` in `guild_id` at `at`.
+    pub fn record(&self, guild_id: u64, command: &str, at: Timestamp) {
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (guild_id, at.day(), command.to_owned());
+        *pending.entry(key).or_default() += 1;
+    }
+
+    /// Counters waiting for the next flush.
+    pub fn pending(&self) -> usize {
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Writes the sums gathered so far in one call; returns how many counters it wrote. On
+    /// failure the sums go back into the pending map for the next flush.
+    pub async fn flush(&self) -> Result<usize, StorageError> {
+        let taken =
+            std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
+        if taken.is_empty() {
+            return Ok(0);
+        }
+        let mut deltas: Vec<UsageCount> = taken
+            .iter()
+            .map(|((guild_id, day, command), count)| UsageCount {
+                guild_id: *guild_id,
+                day: *day,
+                command: command.clone(),
+                count: *count,
+            })
+            .collect();
+        deltas.sort();
+        match self.repo.add_usage(&deltas).await {
+            Ok(()) => Ok(deltas.len()),
+            Err(err) => {
+                let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+                for (key, count) in taken {
+                    *pending.entry(key).or_default() += count;
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Flushes every `every` until `shutdown` resolves, then a last time.
+    pub fn spawn_flusher(
+        self: &Arc<Self>,
+        every: Duration,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> JoinHandle<()> {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tokio::pin!(shutdown);
+            loop {
+                tokio::select! {
+                    _ = ticks.tick() => {}
+                    () = &mut shutdown => break,
+                }
+                if let Err(err) = this.flush().await {
+                    tracing::warn!(%err, "usage flush failed; counts kept for the next one");
+                }
+            }
+            if let Err(err) = this.flush().await {
+                tracing::error!(%err, "last usage flush failed; counts lost");
+            }
+        })
+    }
+}
+
+/// Runs [`DataRights::sweep_expired`] every `every` with the time `clock` gives, until
+/// `shutdown` resolves.
+pub fn spawn_sweeper(
+    store: Arc<dyn DataRights>,
+    every: Duration,
+    clock: impl Fn() -> Timestamp + Send + 'static,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                () = &mut shutdown => return,
+            }
+            match store.sweep_expired(clock()).await {
+                Ok(0) => {}
+                Ok(removed) => tracing::info!(removed, "retention sweep"),
+                Err(err) => tracing::warn!(%err, "retention sweep failed"),
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records what it is asked to write; fails while `fail` is set.
+    #[derive(Default)]
+    struct Recorder {
+        writes: Mutex<Vec<Vec<UsageCount>>>,
+        fail: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl UsageRepo for Recorder {
+        async fn add_usage(&self, deltas: &[UsageCount]) -> Result<(), StorageError> {
+            if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(StorageError::Database("down".into()));
+            }
+            self.writes.lock().unwrap().push(deltas.to_vec());
+            Ok(())
+        }
+
+        async fn usage(&self, _: u64, _: u32, _: u32) -> Result<Vec<UsageCount>, StorageError> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_flusher_writes_sums_per_tick_and_keeps_them_on_failure() {
+        let repo = Arc::new(Recorder::default());
+        let usage = UsageAggregator::new(repo.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let flusher = usage.spawn_flusher(Duration::from_secs(10), async {
+            let _ = stopped.await;
+        });
+        let day = Timestamp::from_days(100);
+        usage.record(1, "ping", day);
+        usage.record(1, "ping", day);
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        assert_eq!(repo.writes.lock().unwrap().len(), 1);
+        assert_eq!(repo.writes.lock().unwrap()[0][0].count, 2);
+
+        repo.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+        usage.record(1, "ping", day);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(usage.pending(), 1, "a failed flush keeps its counts");
+        repo.fail.store(false, std::sync::atomic::Ordering::SeqCst);
+        usage.record(1, "ping", day);
+        stop.send(()).unwrap();
+        flusher.await.unwrap();
+        let writes = repo.writes.lock().unwrap();
+        assert_eq!(writes.len(), 2, "the last flush on shutdown");
+        assert_eq!(writes[1][0].count, 2);
+    }
+}

@@ -1,0 +1,815 @@
+//! One behaviour, two backends: every case runs against the embedded store, and against a
+//! real ScyllaDB cluster when `SCYLLA_URI` is set (`cargo test -p protonn-storage -- --ignored`),
+//! each Scylla case in a keyspace of its own.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use protonn_storage::{
+    Account, AuditEntry, AuditWriter, GuildConfig, NodeRecord, PromoCode, SessionCheckpoint,
+    StorageError, Store, Subscription, SubscriptionStatus, Ticket, Timestamp, TranscriptMessage,
+    UsageAggregator, Workflow, WriterConfig,
+};
+
+/// Distinctive ids, so a scan for their digits finds nothing by accident.
+const USER: u64 = 731_918_266_405_175_297;
+const OTHER_USER: u64 = 613_004_512_977_338_369;
+const GUILD: u64 = 882_207_451_335_696_417;
+const OTHER_GUILD: u64 = 550_102_774_213_889_025;
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+fn prefix(p: &str) -> GuildConfig {
+    GuildConfig {
+        prefix: p.to_owned(),
+        ..GuildConfig::default()
+    }
+}
+
+fn audit(guild_id: u64, at: Timestamp, id: u64, actor_id: u64, target: Option<u64>) -> AuditEntry {
+    AuditEntry {
+        guild_id,
+        at,
+        id,
+        actor_id,
+        target_id: target,
+        action: "member.ban".into(),
+        details: format!("entry {id}"),
+    }
+}
+
+fn ticket(guild_id: u64, ticket_id: u64, opener_id: u64, opened_at: Timestamp) -> Ticket {
+    Ticket {
+        guild_id,
+        ticket_id,
+        opener_id,
+        channel_id: 4242,
+        subject: "help".into(),
+        opened_at,
+        closed_at: None,
+    }
+}
+
+fn message(guild_id: u64, ticket_id: u64, message_id: u64, author_id: u64) -> TranscriptMessage {
+    TranscriptMessage {
+        guild_id,
+        ticket_id,
+        message_id,
+        author_id,
+        at: Timestamp::now(),
+        content: format!("message {message_id}"),
+    }
+}
+
+fn workflow(guild_id: u64, workflow_id: u64, created_by: u64) -> Workflow {
+    Workflow {
+        guild_id,
+        workflow_id,
+        name: "greet".into(),
+        created_by: Some(created_by),
+        enabled: true,
+        definition: r#"{"trigger":"member.join"}"#.into(),
+        updated_at: Timestamp::now(),
+    }
+}
+
+fn subscription(id: u64, user_id: u64, guild_id: u64) -> Subscription {
+    Subscription {
+        subscription_id: id,
+        user_id,
+        guild_id: Some(guild_id),
+        plan: "premium".into(),
+        status: SubscriptionStatus::Active,
+        current_period_end: Timestamp::now().saturating_add(30 * DAY),
+        updated_at: Timestamp::now(),
+    }
+}
+
+async fn config_versions_history_and_rollback<S: Store + Clone>(store: S) {
+    assert_eq!(store.load(GUILD).await.unwrap(), None);
+    assert!(store.history(GUILD).await.unwrap().is_empty());
+    assert_eq!(store.save(GUILD, 0, &prefix("?")).await.unwrap(), 1);
+    assert_eq!(store.save(GUILD, 1, &prefix("$")).await.unwrap(), 2);
+    let err = store.save(GUILD, 1, &prefix("%")).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StorageError::Conflict {
+                expected: 1,
+                current: 2
+            }
+        ),
+        "{err}"
+    );
+    let loaded = store.load(GUILD).await.unwrap().unwrap();
+    assert_eq!((loaded.version, loaded.config.prefix.as_str()), (2, "$"));
+    assert_eq!(store.load(OTHER_GUILD).await.unwrap(), None);
+
+    let versions: Vec<u64> = store
+        .history(GUILD)
+        .await
+        .unwrap()
+        .iter()
+        .map(|v| v.version)
+        .collect();
+    assert_eq!(versions, [2, 1]);
+
+    assert_eq!(store.rollback(GUILD, 2, 1).await.unwrap(), 3);
+    let current = store.load(GUILD).await.unwrap().unwrap();
+    assert_eq!((current.version, current.config.prefix.as_str()), (3, "?"));
+    assert!(matches!(
+        store.rollback(GUILD, 2, 1).await,
+        Err(StorageError::Conflict { .. })
+    ));
+    assert!(matches!(
+        store.rollback(GUILD, 3, 99).await,
+        Err(StorageError::NotFound(_))
+    ));
+}
+
+async fn concurrent_saves_have_one_winner<S: Store + Clone>(store: S) {
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.save(GUILD, 0, &prefix(&i.to_string())).await
+        }));
+    }
+    let mut won = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(version) => {
+                assert_eq!(version, 1);
+                won += 1;
+            }
+            Err(StorageError::Conflict {
+                expected: 0,
+                current: 1,
+            }) => {}
+            Err(other) => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(won, 1);
+}
+
+async fn audit_lists_by_guild_and_time<S: Store + Clone>(store: S) {
+    let t0 = Timestamp::now().saturating_sub(10 * DAY);
+    let entries: Vec<AuditEntry> = (0..50)
+        .map(|i| {
+            audit(
+                GUILD,
+                t0.saturating_add(i * DAY / 10),
+                i.into(),
+                USER,
+                Some(OTHER_USER),
+            )
+        })
+        .collect();
+    store.append_audit(&entries).await.unwrap();
+    // Re-appending is idempotent.
+    store.append_audit(&entries[..10]).await.unwrap();
+    store
+        .append_audit(&[audit(OTHER_GUILD, t0, 1, USER, None)])
+        .await
+        .unwrap();
+
+    let all = store
+        .list_audit(GUILD, t0, Timestamp::now(), 1_000)
+        .await
+        .unwrap();
+    assert_eq!(all, entries);
+    let window = store
+        .list_audit(GUILD, entries[10].at, entries[20].at, 1_000)
+        .await
+        .unwrap();
+    assert_eq!(window, entries[10..20]);
+    assert_eq!(
+        store
+            .list_audit(GUILD, t0, Timestamp::now(), 5)
+            .await
+            .unwrap(),
+        entries[..5]
+    );
+}
+
+async fn audit_writer_batches_and_acknowledges<S: Store + Clone>(store: S) {
+    let (writer, task) = AuditWriter::spawn(
+        Arc::new(store.clone()),
+        WriterConfig {
+            max_batch: 64,
+            ..WriterConfig::default()
+        },
+    );
+    let t0 = Timestamp::now().saturating_sub(DAY);
+    let mut acks = Vec::new();
+    for i in 0..300 {
+        acks.push(
+            writer
+                .log(audit(
+                    GUILD,
+                    t0.saturating_add(Duration::from_millis(i)),
+                    i,
+                    USER,
+                    None,
+                ))
+                .await
+                .unwrap(),
+        );
+    }
+    for ack in acks {
+        ack.durable().await.unwrap();
+    }
+    writer.try_log(audit(GUILD, t0, 1_000, USER, None)).unwrap();
+    writer.flush().await.unwrap();
+    drop(writer);
+    task.await.unwrap();
+    let listed = store
+        .list_audit(GUILD, t0, Timestamp::now(), 10_000)
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 301);
+}
+
+async fn usage_is_aggregated_then_flushed<S: Store + Clone>(store: S) {
+    let usage = UsageAggregator::new(Arc::new(store.clone()));
+    let day = Timestamp::from_days(20_000);
+    for _ in 0..5 {
+        usage.record(GUILD, "ping", day);
+    }
+    usage.record(GUILD, "help", day);
+    usage.record(GUILD, "ping", day.saturating_add(DAY));
+    usage.record(OTHER_GUILD, "ping", day);
+    assert_eq!(usage.pending(), 4);
+    assert_eq!(usage.flush().await.unwrap(), 4);
+    assert_eq!(usage.flush().await.unwrap(), 0);
+    usage.record(GUILD, "ping", day);
+    usage.flush().await.unwrap();
+
+    let counts: Vec<(u32, String, u64)> = store
+        .usage(GUILD, 20_000, 20_001)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.day, c.command, c.count))
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            (20_000, "help".to_owned(), 1),
+            (20_000, "ping".to_owned(), 6),
+            (20_001, "ping".to_owned(), 1)
+        ]
+    );
+    assert_eq!(store.usage(GUILD, 20_001, 20_001).await.unwrap().len(), 1);
+    assert!(store.usage(GUILD, 19_000, 19_999).await.unwrap().is_empty());
+}
+
+async fn accounts_track_last_activity<S: Store + Clone>(store: S) {
+    let t0 = Timestamp::now().saturating_sub(10 * DAY);
+    store.touch_account(USER, t0).await.unwrap();
+    let created = store.account(USER).await.unwrap().unwrap();
+    assert_eq!((created.created_at, created.last_active), (t0, t0));
+    store
+        .touch_account(USER, t0.saturating_add(DAY))
+        .await
+        .unwrap();
+    store.touch_account(USER, t0).await.unwrap();
+    let touched = store.account(USER).await.unwrap().unwrap();
+    assert_eq!(
+        touched.last_active,
+        t0.saturating_add(DAY),
+        "never backwards"
+    );
+    assert_eq!(touched.created_at, t0);
+
+    let replaced = Account {
+        locale: Some("fr".into()),
+        announcements_consent: true,
+        ..touched
+    };
+    store.put_account(&replaced).await.unwrap();
+    assert_eq!(store.account(USER).await.unwrap(), Some(replaced));
+    assert_eq!(store.account(OTHER_USER).await.unwrap(), None);
+}
+
+async fn tickets_keep_transcripts<S: Store + Clone>(store: S) {
+    let now = Timestamp::now();
+    let err = store
+        .append_transcript(&[message(GUILD, 1, 10, USER)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::NotFound(_)), "{err}");
+
+    store
+        .put_ticket(&ticket(GUILD, 2, USER, now))
+        .await
+        .unwrap();
+    store
+        .put_ticket(&ticket(GUILD, 1, USER, now))
+        .await
+        .unwrap();
+    let transcript = vec![
+        message(GUILD, 1, 11, OTHER_USER),
+        message(GUILD, 1, 10, USER),
+    ];
+    store.append_transcript(&transcript).await.unwrap();
+    store.append_transcript(&transcript[..1]).await.unwrap();
+    let read = store.transcript(GUILD, 1).await.unwrap();
+    assert_eq!(read, [transcript[1].clone(), transcript[0].clone()]);
+    assert!(store.transcript(GUILD, 2).await.unwrap().is_empty());
+
+    let mut closed = ticket(GUILD, 1, USER, now);
+    closed.closed_at = Some(now.saturating_add(DAY));
+    store.put_ticket(&closed).await.unwrap();
+    assert_eq!(store.ticket(GUILD, 1).await.unwrap(), Some(closed));
+    let ids: Vec<u64> = store
+        .tickets(GUILD)
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.ticket_id)
+        .collect();
+    assert_eq!(ids, [1, 2]);
+    assert!(store.tickets(OTHER_GUILD).await.unwrap().is_empty());
+}
+
+async fn workflows_crud<S: Store + Clone>(store: S) {
+    store.put_workflow(&workflow(GUILD, 2, USER)).await.unwrap();
+    store.put_workflow(&workflow(GUILD, 1, USER)).await.unwrap();
+    let mut edited = workflow(GUILD, 1, OTHER_USER);
+    edited.enabled = false;
+    store.put_workflow(&edited).await.unwrap();
+    assert_eq!(store.workflow(GUILD, 1).await.unwrap(), Some(edited));
+    let ids: Vec<u64> = store
+        .workflows(GUILD)
+        .await
+        .unwrap()
+        .iter()
+        .map(|w| w.workflow_id)
+        .collect();
+    assert_eq!(ids, [1, 2]);
+    assert!(store.delete_workflow(GUILD, 2).await.unwrap());
+    assert!(!store.delete_workflow(GUILD, 2).await.unwrap());
+    assert_eq!(store.workflows(GUILD).await.unwrap().len(), 1);
+}
+
+async fn subscriptions_and_promo_codes<S: Store + Clone>(store: S) {
+    store
+        .put_subscription(&subscription(7, USER, GUILD))
+        .await
+        .unwrap();
+    store
+        .put_subscription(&subscription(5, USER, OTHER_GUILD))
+        .await
+        .unwrap();
+    let mut cancelled = subscription(7, USER, GUILD);
+    cancelled.status = SubscriptionStatus::Cancelled;
+    store.put_subscription(&cancelled).await.unwrap();
+    assert_eq!(store.subscription(7).await.unwrap(), Some(cancelled));
+    let ids: Vec<u64> = store
+        .subscriptions_of_user(USER)
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.subscription_id)
+        .collect();
+    assert_eq!(ids, [5, 7]);
+
+    let now = Timestamp::now();
+    let promo = PromoCode {
+        code: "LAUNCH".into(),
+        percent_off: 20,
+        max_redemptions: 2,
+        expires_at: now.saturating_add(DAY),
+    };
+    store.create_promo(&promo).await.unwrap();
+    assert!(matches!(
+        store.create_promo(&promo).await,
+        Err(StorageError::Invalid(_))
+    ));
+    assert_eq!(store.redeem_promo("LAUNCH", USER, now).await.unwrap(), 1);
+    assert!(matches!(
+        store.redeem_promo("LAUNCH", USER, now).await,
+        Err(StorageError::PromoRejected { .. })
+    ));
+    assert_eq!(
+        store.redeem_promo("LAUNCH", OTHER_USER, now).await.unwrap(),
+        2
+    );
+    assert!(matches!(
+        store.redeem_promo("LAUNCH", 3, now).await,
+        Err(StorageError::PromoRejected {
+            reason: "exhausted",
+            ..
+        })
+    ));
+    assert!(matches!(
+        store.redeem_promo("NOPE", 3, now).await,
+        Err(StorageError::PromoRejected { .. })
+    ));
+    let late = PromoCode {
+        code: "OLD".into(),
+        expires_at: now,
+        ..promo
+    };
+    store.create_promo(&late).await.unwrap();
+    assert!(matches!(
+        store.redeem_promo("OLD", USER, now).await,
+        Err(StorageError::PromoRejected {
+            reason: "expired",
+            ..
+        })
+    ));
+    assert_eq!(store.promo("LAUNCH").await.unwrap().unwrap().1, 2);
+    let redemptions = store.redemptions_of_user(USER).await.unwrap();
+    assert_eq!(redemptions.len(), 1);
+    assert_eq!(redemptions[0].code, "LAUNCH");
+}
+
+async fn cluster_tables_fence_by_epoch<S: Store + Clone>(store: S) {
+    let now = Timestamp::now();
+    for id in [2, 1] {
+        store
+            .put_node(&NodeRecord {
+                node_id: id,
+                address: format!("10.0.0.{id}:7000"),
+                last_heartbeat: now,
+                draining: false,
+            })
+            .await
+            .unwrap();
+    }
+    let ids: Vec<u64> = store
+        .nodes()
+        .await
+        .unwrap()
+        .iter()
+        .map(|n| n.node_id)
+        .collect();
+    assert_eq!(ids, [1, 2]);
+    store.remove_node(2).await.unwrap();
+    assert_eq!(store.nodes().await.unwrap().len(), 1);
+
+    let first = store.assign_shard(3, 1, 0).await.unwrap();
+    assert_eq!(first.epoch, 1);
+    assert!(matches!(
+        store.assign_shard(3, 2, 0).await,
+        Err(StorageError::Conflict {
+            expected: 0,
+            current: 1
+        })
+    ));
+    let moved = store.assign_shard(3, 2, 1).await.unwrap();
+    assert_eq!((moved.node_id, moved.epoch), (2, 2));
+    store.assign_shard(0, 1, 0).await.unwrap();
+    let shards: Vec<(u32, u64)> = store
+        .assignments()
+        .await
+        .unwrap()
+        .iter()
+        .map(|a| (a.shard_id, a.epoch))
+        .collect();
+    assert_eq!(shards, [(0, 1), (3, 2)]);
+
+    let checkpoint = |epoch, sequence| SessionCheckpoint {
+        shard_id: 3,
+        epoch,
+        session_id: format!("s{epoch}"),
+        sequence,
+        resume_url: "wss://resume".into(),
+        at: now,
+    };
+    store.save_checkpoint(&checkpoint(2, 10)).await.unwrap();
+    store.save_checkpoint(&checkpoint(2, 11)).await.unwrap();
+    assert!(matches!(
+        store.save_checkpoint(&checkpoint(1, 99)).await,
+        Err(StorageError::Fenced {
+            presented: 1,
+            current: 2
+        })
+    ));
+    assert_eq!(store.checkpoint(3).await.unwrap(), Some(checkpoint(2, 11)));
+    assert_eq!(store.checkpoint(4).await.unwrap(), None);
+}
+
+async fn leases_fence_stale_holders<S: Store + Clone>(store: S) {
+    let ttl = Duration::from_secs(10);
+    let t0 = Timestamp::now();
+    let a = store
+        .acquire_lease("coordinator", 1, t0, ttl)
+        .await
+        .unwrap();
+    assert_eq!(a.epoch, 1);
+    assert!(matches!(
+        store.acquire_lease("coordinator", 2, t0, ttl).await,
+        Err(StorageError::LeaseHeld { holder: 1, .. })
+    ));
+    let renewed = store
+        .renew_lease("coordinator", 1, 1, t0.saturating_add(ttl / 2), ttl)
+        .await
+        .unwrap();
+    assert!(renewed.expires_at > a.expires_at);
+    let lapsed = renewed.expires_at;
+    let b = store
+        .acquire_lease("coordinator", 2, lapsed, ttl)
+        .await
+        .unwrap();
+    assert_eq!((b.holder, b.epoch), (2, 2));
+    assert!(matches!(
+        store.renew_lease("coordinator", 1, 1, lapsed, ttl).await,
+        Err(StorageError::Fenced { .. })
+    ));
+    store.release_lease("coordinator", 1, 1).await.unwrap();
+    assert_eq!(store.lease("coordinator").await.unwrap(), Some(b.clone()));
+    store.release_lease("coordinator", 2, 2).await.unwrap();
+    let c = store
+        .acquire_lease("coordinator", 1, lapsed, ttl)
+        .await
+        .unwrap();
+    assert_eq!(c.epoch, 3);
+    assert_eq!(store.lease("other").await.unwrap(), None);
+}
+
+/// Rows past retention are gone after a sweep at "now"; fresh ones stay.
+async fn retention_removes_expired_rows<S: Store + Clone>(store: S) {
+    let now = Timestamp::now();
+    let old_audit = now.saturating_sub(366 * DAY);
+    let old_ticket = now.saturating_sub(3 * 366 * DAY);
+    store
+        .append_audit(&[
+            audit(GUILD, old_audit, 1, USER, None),
+            audit(GUILD, now.saturating_sub(DAY), 2, USER, None),
+        ])
+        .await
+        .unwrap();
+    store
+        .put_ticket(&ticket(GUILD, 1, USER, old_ticket))
+        .await
+        .unwrap();
+    store
+        .put_ticket(&ticket(GUILD, 2, USER, now))
+        .await
+        .unwrap();
+    store
+        .touch_account(USER, now.saturating_sub(2 * 366 * DAY))
+        .await
+        .unwrap();
+    store.touch_account(OTHER_USER, now).await.unwrap();
+    store.sweep_expired(now).await.unwrap();
+
+    let ids: Vec<u64> = store
+        .list_audit(GUILD, Timestamp(0), now, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(ids, [2]);
+    assert_eq!(store.ticket(GUILD, 1).await.unwrap(), None);
+    assert!(store.ticket(GUILD, 2).await.unwrap().is_some());
+    assert_eq!(store.account(USER).await.unwrap(), None);
+    assert!(store.account(OTHER_USER).await.unwrap().is_some());
+}
+
+/// Fills every table with rows about USER and GUILD, and rows about others that must survive.
+async fn populate<S: Store + Clone>(store: &S) {
+    let now = Timestamp::now();
+    store.save(GUILD, 0, &prefix("?")).await.unwrap();
+    store.save(GUILD, 1, &prefix("$")).await.unwrap();
+    store.save(OTHER_GUILD, 0, &prefix("?")).await.unwrap();
+    store
+        .append_audit(&[
+            audit(GUILD, now, 1, USER, Some(OTHER_USER)),
+            audit(GUILD, now, 2, OTHER_USER, Some(USER)),
+            audit(OTHER_GUILD, now, 3, USER, None),
+            audit(OTHER_GUILD, now, 4, OTHER_USER, None),
+        ])
+        .await
+        .unwrap();
+    let usage = UsageAggregator::new(Arc::new(store.clone()));
+    usage.record(GUILD, "ping", now);
+    usage.record(OTHER_GUILD, "ping", now);
+    usage.flush().await.unwrap();
+    store.touch_account(USER, now).await.unwrap();
+    store.touch_account(OTHER_USER, now).await.unwrap();
+    store
+        .put_ticket(&ticket(GUILD, 1, USER, now))
+        .await
+        .unwrap();
+    store
+        .put_ticket(&ticket(OTHER_GUILD, 2, OTHER_USER, now))
+        .await
+        .unwrap();
+    store
+        .append_transcript(&[
+            message(GUILD, 1, 10, USER),
+            message(GUILD, 1, 11, OTHER_USER),
+            message(OTHER_GUILD, 2, 12, USER),
+            message(OTHER_GUILD, 2, 13, OTHER_USER),
+        ])
+        .await
+        .unwrap();
+    store.put_workflow(&workflow(GUILD, 1, USER)).await.unwrap();
+    store
+        .put_workflow(&workflow(OTHER_GUILD, 2, USER))
+        .await
+        .unwrap();
+    store
+        .put_workflow(&workflow(OTHER_GUILD, 3, OTHER_USER))
+        .await
+        .unwrap();
+    store
+        .put_subscription(&subscription(1, USER, OTHER_GUILD))
+        .await
+        .unwrap();
+    store
+        .put_subscription(&subscription(2, OTHER_USER, GUILD))
+        .await
+        .unwrap();
+    store
+        .put_subscription(&subscription(3, OTHER_USER, OTHER_GUILD))
+        .await
+        .unwrap();
+    store
+        .create_promo(&PromoCode {
+            code: "WELCOME".into(),
+            percent_off: 10,
+            max_redemptions: 10,
+            expires_at: now.saturating_add(DAY),
+        })
+        .await
+        .unwrap();
+    store.redeem_promo("WELCOME", USER, now).await.unwrap();
+    store
+        .redeem_promo("WELCOME", OTHER_USER, now)
+        .await
+        .unwrap();
+}
+
+async fn rows_mentioning<S: Store>(store: &S, id: u64) -> Vec<String> {
+    let needle = id.to_string();
+    store
+        .dump_rows()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|row| row.text.contains(&needle))
+        .map(|row| format!("{}: {}", row.table, row.text))
+        .collect()
+}
+
+async fn tables_with_rows<S: Store>(store: &S) -> BTreeSet<String> {
+    store
+        .dump_rows()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| row.table)
+        .collect()
+}
+
+async fn export_covers_every_table<S: Store + Clone>(store: S) {
+    populate(&store).await;
+    let export = store.export_user(USER).await.unwrap();
+    assert_eq!(export.user_id, USER);
+    assert_eq!(export.account.as_ref().map(|a| a.user_id), Some(USER));
+    let mut audit_ids: Vec<u64> = export.audit.iter().map(|e| e.id).collect();
+    audit_ids.sort_unstable();
+    assert_eq!(audit_ids, [1, 2, 3]);
+    assert_eq!(export.tickets.len(), 1);
+    let mut messages: Vec<u64> = export
+        .transcript_messages
+        .iter()
+        .map(|m| m.message_id)
+        .collect();
+    messages.sort_unstable();
+    assert_eq!(messages, [10, 12]);
+    assert_eq!(export.workflows.len(), 2);
+    assert_eq!(export.subscriptions.len(), 1);
+    assert_eq!(export.redemptions.len(), 1);
+    // Nothing about someone else leaks into the export, except as the other party of an
+    // audit entry or in the transcript of the user's own ticket.
+    assert!(export.subscriptions.iter().all(|s| s.user_id == USER));
+    assert!(
+        serde_json::to_string(&export)
+            .unwrap()
+            .contains(&USER.to_string())
+    );
+}
+
+async fn deleting_a_user_leaves_nothing<S: Store + Clone>(store: S) {
+    populate(&store).await;
+    let before = tables_with_rows(&store).await;
+    assert!(!rows_mentioning(&store, USER).await.is_empty());
+    assert!(store.delete_user(USER).await.unwrap() > 0);
+    assert_eq!(rows_mentioning(&store, USER).await, Vec::<String>::new());
+    assert_eq!(store.export_user(USER).await.unwrap().account, None);
+    // What belongs to others stays: their account, audit entry 4, ticket 2 with message 13,
+    // workflows (author cleared), their subscriptions and redemption.
+    assert!(store.account(OTHER_USER).await.unwrap().is_some());
+    let other = store.export_user(OTHER_USER).await.unwrap();
+    assert_eq!(other.audit.iter().map(|e| e.id).collect::<Vec<_>>(), [4]);
+    assert_eq!(other.transcript_messages.len(), 1);
+    assert_eq!(other.subscriptions.len(), 2);
+    assert_eq!(store.workflows(OTHER_GUILD).await.unwrap().len(), 2);
+    assert_eq!(
+        store.workflow(GUILD, 1).await.unwrap().unwrap().created_by,
+        None
+    );
+    assert_eq!(store.promo("WELCOME").await.unwrap().unwrap().1, 2);
+    // The scan above covered every table that had rows.
+    assert!(before.len() >= 10, "{before:?}");
+}
+
+async fn deleting_a_guild_leaves_nothing<S: Store + Clone>(store: S) {
+    populate(&store).await;
+    assert!(!rows_mentioning(&store, GUILD).await.is_empty());
+    assert!(store.delete_guild(GUILD).await.unwrap() > 0);
+    assert_eq!(rows_mentioning(&store, GUILD).await, Vec::<String>::new());
+    assert_eq!(store.load(GUILD).await.unwrap(), None);
+    assert!(store.history(GUILD).await.unwrap().is_empty());
+    // The other guild is untouched.
+    assert_eq!(store.load(OTHER_GUILD).await.unwrap().unwrap().version, 1);
+    assert_eq!(
+        store
+            .list_audit(OTHER_GUILD, Timestamp(0), Timestamp(u64::MAX / 2), 10)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(store.transcript(OTHER_GUILD, 2).await.unwrap().len(), 2);
+    assert_eq!(store.workflows(OTHER_GUILD).await.unwrap().len(), 2);
+    assert!(store.subscription(3).await.unwrap().is_some());
+    assert_eq!(store.export_user(USER).await.unwrap().tickets.len(), 0);
+}
+
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let store = protonn_storage::EmbeddedStore::open(dir.path()).unwrap();
+                    super::$case(store.clone()).await;
+                    assert_eq!(store.check_consistency().await.unwrap(), Vec::<String>::new());
+                }
+            )*
+        }
+
+        mod scylla {
+            $(
+                #[tokio::test]
+                #[ignore = "needs SCYLLA_URI"]
+                async fn $case() {
+                    let (store, keyspace) = super::scylla_store(stringify!($case)).await;
+                    super::$case(store.clone()).await;
+                    store.drop_keyspace(&keyspace).await.unwrap();
+                }
+            )*
+        }
+    };
+}
+
+/// A store in a fresh keyspace on the cluster at `SCYLLA_URI`.
+async fn scylla_store(case: &str) -> (protonn_storage::ScyllaStore, String) {
+    let uri = std::env::var("SCYLLA_URI").expect("SCYLLA_URI is set for the Scylla suite");
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let keyspace = format!(
+        "t_{}_{}",
+        &case[..case.len().min(20)],
+        nanos % 1_000_000_000_000
+    );
+    let config = protonn_storage::ScyllaConfig::new(
+        uri.split(',').map(str::to_owned).collect(),
+        keyspace.clone(),
+    );
+    let store = protonn_storage::ScyllaStore::connect(&config)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    (store, keyspace)
+}
+
+conformance!(
+    config_versions_history_and_rollback,
+    concurrent_saves_have_one_winner,
+    audit_lists_by_guild_and_time,
+    audit_writer_batches_and_acknowledges,
+    usage_is_aggregated_then_flushed,
+    accounts_track_last_activity,
+    tickets_keep_transcripts,
+    workflows_crud,
+    subscriptions_and_promo_codes,
+    cluster_tables_fence_by_epoch,
+    leases_fence_stale_holders,
+    retention_removes_expired_rows,
+    export_covers_every_table,
+    deleting_a_user_leaves_nothing,
+    deleting_a_guild_leaves_nothing,
+);
