@@ -248,7 +248,7 @@ async fn register_commands(http: &twilight_http::Client) {
         http.interaction(application.id)
             .set_global_commands(&commands)
             .await?;
-        Ok::<_, anyhow::Error>(commands.len())
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(commands.len())
     };
     match registered.await {
         Ok(count) => tracing::info!(count, "slash commands registered"),

@@ -7,6 +7,8 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
@@ -261,31 +263,29 @@ async fn sleep_until(deadline: Option<Instant>) {
 /// stops waiting.
 #[derive(Clone)]
 pub(crate) struct ShardQueue {
-    scheduler: std::sync::Arc<dyn IdentifyScheduler>,
+    scheduler: Arc<dyn IdentifyScheduler>,
     /// Identify window, for the pause Discord asks for after an invalid session.
     window: Duration,
     /// Whether this runner already had a session: then an IDENTIFY means it lost it.
-    had_session: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    had_session: Arc<AtomicBool>,
 }
 
 impl ShardQueue {
     pub(crate) fn new(
-        scheduler: std::sync::Arc<dyn IdentifyScheduler>,
+        scheduler: Arc<dyn IdentifyScheduler>,
         window: Duration,
         had_session: bool,
     ) -> Self {
         Self {
             scheduler,
             window,
-            had_session: std::sync::Arc::new(had_session.into()),
+            had_session: Arc::new(had_session.into()),
         }
     }
 }
 
 impl twilight_gateway::queue::Queue for ShardQueue {
     fn enqueue(&self, shard_id: u32) -> oneshot::Receiver<()> {
-        use std::sync::atomic::Ordering;
-
         let (tx, rx) = oneshot::channel();
         let reason = if self.had_session.swap(true, Ordering::Relaxed) {
             IdentifyReason::InvalidSession
@@ -298,7 +298,7 @@ impl twilight_gateway::queue::Queue for ShardQueue {
             IdentifyReason::Startup => Duration::ZERO,
             IdentifyReason::InvalidSession => self.window.mul_f64(rand::random_range(0.2..=1.0)),
         };
-        let scheduler = std::sync::Arc::clone(&self.scheduler);
+        let scheduler = Arc::clone(&self.scheduler);
         let asked_at = Instant::now();
         tokio::spawn(async move {
             let mut tx = tx;
@@ -323,8 +323,6 @@ impl twilight_gateway::queue::Queue for ShardQueue {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
 
     fn config(max_concurrency: u16, remaining: u32, reserve: u32) -> IdentifyConfig {
