@@ -7,6 +7,7 @@ use twilight_model::gateway::Intents;
 
 use crate::error::SimError;
 use crate::faults::{Fault, RandomFaults};
+use crate::ratelimit::RestLimits;
 
 /// Simulator settings. Every field has a default, so a config file names only
 /// what it changes; unknown fields are rejected so typos do not pass silently.
@@ -63,6 +64,9 @@ pub struct SimConfig {
     pub replay_events: usize,
     /// Faults at random.
     pub random_faults: RandomFaults,
+    /// REST rate limits (windows scaled by `time_scale`); Discord's by
+    /// default.
+    pub rest_limits: RestLimits,
 }
 
 /// What happens to an IDENTIFY once the daily session start budget is spent.
@@ -116,6 +120,7 @@ impl Default for SimConfig {
             session_ttl_ms: 180_000,
             replay_events: 10_000,
             random_faults: RandomFaults::default(),
+            rest_limits: RestLimits::default(),
         }
     }
 }
@@ -205,6 +210,9 @@ impl SimConfig {
         {
             return invalid("random_faults.faults", "close codes must be in 1000..=4999");
         }
+        if let Some(field) = self.rest_limits.invalid() {
+            return invalid(field, "limit must be in 1..=65535 and per_ms at least 1");
+        }
         Ok(())
     }
 
@@ -241,6 +249,7 @@ impl fmt::Debug for SimConfig {
             .field("session_ttl_ms", &self.session_ttl_ms)
             .field("replay_events", &self.replay_events)
             .field("random_faults", &self.random_faults)
+            .field("rest_limits", &self.rest_limits)
             .finish()
     }
 }

@@ -1,6 +1,6 @@
 //! The simulator's own HTTP API under `/sim`: stats, the world, the ledger
 //! (pageable), and commands that make things happen (messages, interactions,
-//! closing a shard, resetting the token).
+//! closing a shard, gateway and REST faults, resetting the token).
 //!
 //! Every failure is a 4xx with `{"message": ...}`, never a panic or a plain
 //! text rejection.
@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 
 use crate::faults::Fault;
 use crate::ledger::LedgerPage;
+use crate::ratelimit::RestFault;
 use crate::rest::{JsonReply, json_response};
 use crate::state::AppState;
 use crate::world::GuildInfo;
@@ -31,6 +32,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/sim/interactions", post(send_interaction))
         .route("/sim/shards/{shard}/close", post(close_shard))
         .route("/sim/shards/{shard}/faults", post(inject_fault))
+        .route("/sim/rest/faults", post(inject_rest_fault))
         .route("/sim/token", post(set_token))
 }
 
@@ -111,6 +113,7 @@ struct LedgerQuery {
     after_gateway: usize,
     after_rest: usize,
     after_identify: usize,
+    after_interaction: usize,
 }
 
 async fn ledger(
@@ -118,11 +121,12 @@ async fn ledger(
     query: Result<Query<LedgerQuery>, QueryRejection>,
 ) -> Reply {
     let q = parse_query(query)?;
-    ok(&shared.ledger.snapshot(&LedgerPage {
+    ok(&shared.ledger_snapshot(&LedgerPage {
         dispatch: q.after_dispatch,
         gateway: q.after_gateway,
         rest: q.after_rest,
         identify: q.after_identify,
+        interaction: q.after_interaction,
     }))
 }
 
@@ -268,6 +272,16 @@ async fn inject_fault(
     let shard = parse_shard(&shared, &shard)?;
     let fault: Fault = parse_body(&body)?;
     inject(&shared, shard, fault.clone())?;
+    ok(&json!({"injected": fault}))
+}
+
+/// `POST /sim/rest/faults` with a [`RestFault`] as JSON.
+async fn inject_rest_fault(State(shared): State<AppState>, body: Bytes) -> Reply {
+    let fault: RestFault = parse_body(&body)?;
+    if let Some(reason) = fault.invalid() {
+        return Err(error(StatusCode::BAD_REQUEST, reason));
+    }
+    shared.rest_faults.push(fault.clone());
     ok(&json!({"injected": fault}))
 }
 

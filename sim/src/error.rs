@@ -14,6 +14,9 @@ pub enum SimError {
         /// What the field must satisfy.
         reason: String,
     },
+    /// A [`RestFault`](crate::RestFault) Discord could not commit.
+    #[error("invalid rest fault: {0}")]
+    InvalidRestFault(String),
     /// The listener could not report its local address.
     #[error("listener i/o error: {0}")]
     Io(#[from] std::io::Error),

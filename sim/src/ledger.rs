@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Serialize;
 
 use crate::faults::Fault;
+use crate::interactions::InteractionRecord;
+use crate::ratelimit::RateLimitScope;
 
 /// A dispatch as it was written to a client.
 #[derive(Clone, Debug, Serialize)]
@@ -95,6 +97,14 @@ pub struct RestRecord {
     pub status: u16,
     /// The request's JSON body, if it had one.
     pub body: Option<serde_json::Value>,
+    /// Milliseconds since the simulator started (unscaled), on arrival.
+    pub at_ms: u64,
+    /// `x-ratelimit-bucket` of the response, for routes with a bucket.
+    pub bucket: Option<String>,
+    /// `x-ratelimit-scope` of a 429; `None` on every other status.
+    pub rate_limit_scope: Option<RateLimitScope>,
+    /// The response was a scripted [`RestFault`](crate::RestFault).
+    pub injected: bool,
 }
 
 /// Everything recorded, or a page of it (`GET /sim/ledger?after_dispatch=N&after_gateway=M&after_rest=K&after_identify=L`
@@ -106,6 +116,9 @@ pub struct LedgerSnapshot {
     pub rest: Vec<RestRecord>,
     /// Every IDENTIFY that passed validation, accepted or not.
     pub identifies: Vec<IdentifyRecord>,
+    /// Every interaction issued, with whether it was answered in time
+    /// (page with `after_interaction`).
+    pub interactions: Vec<InteractionRecord>,
     /// Some list reached `ledger_capacity` and dropped later records.
     pub truncated: bool,
 }
@@ -136,6 +149,22 @@ pub struct SimStats {
     pub invalid_sessions: u64,
     /// Faults committed on purpose.
     pub faults: u64,
+    /// 429s for the global limit (scripted ones included).
+    pub rate_limited_global: u64,
+    /// 429s for a route bucket, scope `user` (scripted ones included).
+    pub rate_limited_route: u64,
+    /// 429s with scope `shared` (only scripted).
+    pub rate_limited_shared: u64,
+    /// REST responses that were scripted faults (429 or 5xx).
+    pub rest_faults: u64,
+    /// Interactions issued.
+    pub interactions: u64,
+    /// Interactions whose callback came within the deadline.
+    pub interactions_in_time: u64,
+    /// Interactions whose first callback came after the deadline (10062).
+    pub interactions_late: u64,
+    /// Interactions past the deadline without any callback.
+    pub interactions_unanswered: u64,
 }
 
 #[derive(Debug, Default)]
@@ -150,6 +179,10 @@ struct Counters {
     identifies_rejected: AtomicU64,
     invalid_sessions: AtomicU64,
     faults: AtomicU64,
+    rate_limited_global: AtomicU64,
+    rate_limited_route: AtomicU64,
+    rate_limited_shared: AtomicU64,
+    rest_faults: AtomicU64,
 }
 
 /// Where a page of the ledger starts, per list.
@@ -159,6 +192,7 @@ pub(crate) struct LedgerPage {
     pub(crate) gateway: usize,
     pub(crate) rest: usize,
     pub(crate) identify: usize,
+    pub(crate) interaction: usize,
 }
 
 #[derive(Debug)]
@@ -233,6 +267,18 @@ impl Ledger {
         if reply {
             self.counters.replies.fetch_add(1, Ordering::Relaxed);
         }
+        if record.injected {
+            self.counters.rest_faults.fetch_add(1, Ordering::Relaxed);
+        }
+        let limited = match record.rate_limit_scope {
+            Some(RateLimitScope::Global) => Some(&self.counters.rate_limited_global),
+            Some(RateLimitScope::User) => Some(&self.counters.rate_limited_route),
+            Some(RateLimitScope::Shared) => Some(&self.counters.rate_limited_shared),
+            None => None,
+        };
+        if let Some(counter) = limited {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
         let mut lists = self.lists();
         let lists = &mut *lists;
         push_bounded(&mut lists.rest, record, self.capacity, &mut lists.truncated);
@@ -265,12 +311,13 @@ impl Ledger {
             gateway: tail(&lists.gateway, after.gateway),
             rest: tail(&lists.rest, after.rest),
             identifies: tail(&lists.identifies, after.identify),
+            interactions: Vec::new(),
             truncated: lists.truncated,
         }
     }
 
-    /// Counters; `ready_shards` is filled in by the caller, who knows the
-    /// sessions.
+    /// Counters; `ready_shards` and the interaction counts are filled in by
+    /// the caller, who knows the sessions and the interactions.
     pub(crate) fn stats(&self) -> SimStats {
         let c = &self.counters;
         SimStats {
@@ -285,6 +332,14 @@ impl Ledger {
             identifies_rejected: c.identifies_rejected.load(Ordering::Relaxed),
             invalid_sessions: c.invalid_sessions.load(Ordering::Relaxed),
             faults: c.faults.load(Ordering::Relaxed),
+            rate_limited_global: c.rate_limited_global.load(Ordering::Relaxed),
+            rate_limited_route: c.rate_limited_route.load(Ordering::Relaxed),
+            rate_limited_shared: c.rate_limited_shared.load(Ordering::Relaxed),
+            rest_faults: c.rest_faults.load(Ordering::Relaxed),
+            interactions: 0,
+            interactions_in_time: 0,
+            interactions_late: 0,
+            interactions_unanswered: 0,
         }
     }
 }
@@ -338,7 +393,8 @@ mod tests {
                     dispatch: 99,
                     gateway: 99,
                     rest: 99,
-                    identify: 99
+                    identify: 99,
+                    interaction: 99,
                 })
                 .dispatches
                 .is_empty()

@@ -6,8 +6,8 @@
 //!   `proxy("IP:PORT", true)`.
 //! - `/sim/...`: the simulator's own API: stats, guilds, the ledger
 //!   (pageable), injecting messages and interactions, closing shards,
-//!   committing faults (`POST /sim/shards/{shard}/faults`), resetting the
-//!   token.
+//!   committing faults (`POST /sim/shards/{shard}/faults`,
+//!   `POST /sim/rest/faults`), resetting the token.
 //! - any other path: a websocket upgrade is a gateway connection, as twilight
 //!   connects to `proxy_url` + `/?v=10&encoding=json` and resumes there too.
 //!
@@ -25,7 +25,8 @@
 //! | `session` | sessions per shard: sequence, replay buffer, attached connection |
 //! | `gateway` | websocket connections: HELLO, heartbeat, IDENTIFY and its validation, RESUME, send limits, latency, writes |
 //! | `rest` | `/api/v10` routes, auth, Discord error bodies |
-//! | `interactions` | issued interactions, one answer each |
+//! | `ratelimit` | per-route buckets, the global limit, `x-ratelimit-*` headers, 429s, scripted REST faults ([`RestFault`]) |
+//! | `interactions` | issued interactions: one answer each, the 3 s deadline, the 15 min token |
 //! | `control` | the `/sim` HTTP API |
 //! | `ledger` | what was delivered and received ([`LedgerSnapshot`], [`SimStats`]) |
 //! | `traffic` | background MESSAGE_CREATE load |
@@ -58,6 +59,11 @@
 //!   `true`, a drop, a half-open connection and non-fatal close codes leave
 //!   the session and its buffer intact; the connection gets nothing more,
 //!   so a RESUME replays what it missed.
+//! - **REST limits.** Every request to a known, authorized route spends its
+//!   route bucket (per major parameter) and, unless it is an interaction
+//!   route, the global limit; a refused one spends nothing and gets
+//!   Discord's 429. Every such response carries the `x-ratelimit-*`
+//!   headers. Every 429 is in the ledger with its scope and bucket.
 //! - **Time.** Every Discord window goes through the clock's time scale;
 //!   ledger timestamps are unscaled milliseconds since start.
 //! - **Isolation.** This crate imports no other project crate.
@@ -85,6 +91,7 @@ mod identify;
 mod interactions;
 mod ledger;
 mod payloads;
+mod ratelimit;
 mod rest;
 mod server;
 mod session;
@@ -96,9 +103,11 @@ mod world;
 pub use config::{SessionLimitAction, SimConfig};
 pub use error::SimError;
 pub use faults::{Fault, RandomFaults};
+pub use interactions::{InteractionOutcome, InteractionRecord};
 pub use ledger::{
     DispatchRecord, GatewayEventKind, GatewayRecord, IdentifyOutcome, IdentifyRecord,
     LedgerSnapshot, RestRecord, SimStats,
 };
+pub use ratelimit::{RateLimit, RateLimitScope, RestFault, RestFaultResponse, RestLimits};
 pub use server::{SimHandle, Simulator};
 pub use world::GuildInfo;

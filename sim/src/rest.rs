@@ -3,7 +3,8 @@
 //!
 //! Routing is by hand over path segments rather than by axum routes, so every
 //! request — matched or not, authorized or not — passes one place that
-//! records it in the ledger with its status.
+//! records it in the ledger with its status. Known routes pass the rate
+//! limiter and scripted faults (`ratelimit`) first.
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -12,9 +13,14 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use std::time::Duration;
+
+use tokio::time::Instant;
+
 use crate::interactions::Answer;
 use crate::ledger::RestRecord;
 use crate::payloads::{self, Author, MessageSpec};
+use crate::ratelimit::{self, LimitClass, Limited, RestFaultResponse, RouteKey};
 use crate::state::{AppState, Shared};
 
 /// Path prefix twilight-http uses with a proxy.
@@ -95,6 +101,7 @@ pub(crate) async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let now = shared.clock.now();
     let path = uri.path().strip_prefix(PREFIX).unwrap_or(uri.path());
     let body = if body.is_empty() {
         RequestBody::Empty
@@ -106,22 +113,124 @@ pub(crate) async fn handle(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| shared.token_matches(v));
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let outcome = route(&shared, &method, &segments, uri.query(), authorized, &body);
-    shared.ledger.record_rest(
-        RestRecord {
-            method: method.to_string(),
-            path: path.to_owned(),
-            route: outcome.route.to_owned(),
-            status: outcome.response.status().as_u16(),
-            body: match body {
-                RequestBody::Json(value) => Some(value),
-                RequestBody::Empty | RequestBody::Malformed => None,
-            },
-        },
-        outcome.reply,
-    );
+    let mut record = RestRecord {
+        method: method.to_string(),
+        path: path.to_owned(),
+        route: String::new(),
+        status: 0,
+        body: None,
+        at_ms: shared.clock.ms_at(now),
+        bucket: None,
+        rate_limit_scope: None,
+        injected: false,
+    };
+    let outcome = match limited_route(&method, &segments) {
+        // Unknown routes and 401s carry no rate limit headers.
+        Some((key, needs_auth)) if authorized || !needs_auth => {
+            limited(&shared, &key, now, &mut record, || {
+                route(&shared, &method, &segments, uri.query(), authorized, &body)
+            })
+        }
+        _ => route(&shared, &method, &segments, uri.query(), authorized, &body),
+    };
+    record.route = outcome.route.to_owned();
+    record.status = outcome.response.status().as_u16();
+    record.body = match body {
+        RequestBody::Json(value) => Some(value),
+        RequestBody::Empty | RequestBody::Malformed => None,
+    };
+    shared.ledger.record_rest(record, outcome.reply);
     outcome.response
 }
+
+/// Serves a rate-limited route: a scripted fault if one is due, else a 429
+/// if a limit refuses it, else `serve` with the bucket's headers added.
+fn limited(
+    shared: &Shared,
+    key: &RouteKey,
+    now: Instant,
+    record: &mut RestRecord,
+    serve: impl FnOnce() -> Outcome,
+) -> Outcome {
+    let refused = |record: &mut RestRecord, limited: &Limited| {
+        record.rate_limit_scope = Some(limited.scope);
+        record.bucket = limited.bucket.as_ref().map(|b| b.bucket.clone());
+        Outcome::new(key.route, ratelimit::too_many_requests(limited))
+    };
+    if let Some(fault) = shared.rest_faults.take(key.route) {
+        record.injected = true;
+        return match fault {
+            RestFaultResponse::RateLimited {
+                scope,
+                retry_after_ms,
+            } => {
+                let retry_after = Duration::from_millis(retry_after_ms);
+                let limited = shared.rate_limiter.scripted(key, scope, retry_after);
+                refused(record, &limited)
+            }
+            RestFaultResponse::ServerError { status } => {
+                Outcome::new(key.route, ratelimit::server_error(status))
+            }
+        };
+    }
+    match shared.rate_limiter.check(key, now) {
+        Ok(state) => {
+            let mut outcome = serve();
+            ratelimit::apply_headers(outcome.response.headers_mut(), &state, None);
+            record.bucket = Some(state.bucket);
+            outcome
+        }
+        Err(limited) => refused(record, &limited),
+    }
+}
+
+/// The bucket of a known route and whether it needs the bot token; `None`
+/// for unknown routes.
+fn limited_route(method: &Method, segments: &[&str]) -> Option<(RouteKey, bool)> {
+    let key = |route, class, major: &str| RouteKey {
+        route,
+        class,
+        major: major.to_owned(),
+    };
+    let found = match (method.as_str(), segments) {
+        ("POST", ["interactions", id, _, "callback"]) => {
+            (key(CALLBACK_ROUTE, LimitClass::Interactions, id), false)
+        }
+        ("PATCH", ["webhooks", _, token, "messages", "@original"]) => (
+            key(EDIT_ORIGINAL_ROUTE, LimitClass::Interactions, token),
+            false,
+        ),
+        ("POST", ["webhooks", _, token]) => {
+            (key(FOLLOWUP_ROUTE, LimitClass::Interactions, token), false)
+        }
+        ("GET", ["gateway"]) => (key("GET /gateway", LimitClass::Other, ""), false),
+        ("POST", ["channels", channel, "messages"]) => (
+            key(CREATE_MESSAGE_ROUTE, LimitClass::ChannelMessages, channel),
+            true,
+        ),
+        ("GET", ["gateway", "bot"]) => (key("GET /gateway/bot", LimitClass::Other, ""), true),
+        ("GET", ["users", "@me"]) => (key("GET /users/@me", LimitClass::Other, ""), true),
+        ("GET", ["applications", "@me"]) => {
+            (key("GET /applications/@me", LimitClass::Other, ""), true)
+        }
+        ("PUT", ["applications", _, "commands"]) => {
+            (key(GLOBAL_COMMANDS_ROUTE, LimitClass::Other, ""), true)
+        }
+        ("PUT", ["applications", _, "guilds", guild, "commands"]) => {
+            (key(GUILD_COMMANDS_ROUTE, LimitClass::Other, guild), true)
+        }
+        _ => return None,
+    };
+    Some(found)
+}
+
+const CALLBACK_ROUTE: &str = "POST /interactions/{interaction_id}/{interaction_token}/callback";
+const EDIT_ORIGINAL_ROUTE: &str =
+    "PATCH /webhooks/{application_id}/{interaction_token}/messages/@original";
+const FOLLOWUP_ROUTE: &str = "POST /webhooks/{application_id}/{interaction_token}";
+const CREATE_MESSAGE_ROUTE: &str = "POST /channels/{channel_id}/messages";
+const GLOBAL_COMMANDS_ROUTE: &str = "PUT /applications/{application_id}/commands";
+const GUILD_COMMANDS_ROUTE: &str = "PUT /applications/{application_id}/guilds/{guild_id}/commands";
 
 fn unauthorized() -> Response {
     json_error(StatusCode::UNAUTHORIZED, "401: Unauthorized", 0)
@@ -145,12 +254,10 @@ fn route(
             return interaction_callback(shared, id, token, query);
         }
         ("PATCH", ["webhooks", app, token, "messages", "@original"]) => {
-            let route = "PATCH /webhooks/{application_id}/{interaction_token}/messages/@original";
-            return webhook_message(shared, route, app, token, body);
+            return webhook_message(shared, EDIT_ORIGINAL_ROUTE, app, token, body);
         }
         ("POST", ["webhooks", app, token]) => {
-            let route = "POST /webhooks/{application_id}/{interaction_token}";
-            return webhook_message(shared, route, app, token, body);
+            return webhook_message(shared, FOLLOWUP_ROUTE, app, token, body);
         }
         ("GET", ["gateway"]) => {
             return Outcome::new(
@@ -164,17 +271,11 @@ fn route(
         ("GET", ["gateway", "bot"]) => ("GET /gateway/bot", gateway_bot),
         ("GET", ["users", "@me"]) => ("GET /users/@me", current_user),
         ("GET", ["applications", "@me"]) => ("GET /applications/@me", current_application),
-        ("POST", ["channels", _, "messages"]) => {
-            ("POST /channels/{channel_id}/messages", create_message)
+        ("POST", ["channels", _, "messages"]) => (CREATE_MESSAGE_ROUTE, create_message),
+        ("PUT", ["applications", _, "commands"]) => (GLOBAL_COMMANDS_ROUTE, overwrite_commands),
+        ("PUT", ["applications", _, "guilds", _, "commands"]) => {
+            (GUILD_COMMANDS_ROUTE, overwrite_commands)
         }
-        ("PUT", ["applications", _, "commands"]) => (
-            "PUT /applications/{application_id}/commands",
-            overwrite_commands,
-        ),
-        ("PUT", ["applications", _, "guilds", _, "commands"]) => (
-            "PUT /applications/{application_id}/guilds/{guild_id}/commands",
-            overwrite_commands,
-        ),
         _ => {
             return Outcome::new(
                 "unknown",
@@ -404,7 +505,7 @@ fn create_message(shared: &Shared, segments: &[&str], body: &RequestBody) -> Out
 }
 
 fn interaction_callback(shared: &Shared, id: &str, token: &str, query: Option<&str>) -> Outcome {
-    let route = "POST /interactions/{interaction_id}/{interaction_token}/callback";
+    let route = CALLBACK_ROUTE;
     let answer = id
         .parse::<u64>()
         .map_or(Answer::Unknown, |id| shared.interactions.answer(id, token));

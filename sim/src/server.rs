@@ -14,6 +14,7 @@ use crate::config::SimConfig;
 use crate::error::SimError;
 use crate::faults::{self, Fault};
 use crate::ledger::{LedgerPage, LedgerSnapshot, SimStats};
+use crate::ratelimit::RestFault;
 use crate::state::Shared;
 use crate::world::{self, GuildInfo};
 use crate::{control, gateway, rest, traffic};
@@ -199,6 +200,18 @@ impl SimHandle {
         self.shared.inject(shard, fault)
     }
 
+    /// Scripts REST failures: the next `fault.count` requests (to
+    /// `fault.route`, or to any known route) get a 429 with Discord's
+    /// headers and body, or a 5xx. Recorded with `injected` in the ledger.
+    /// Also `POST /sim/rest/faults`.
+    pub fn inject_rest(&self, fault: RestFault) -> Result<(), SimError> {
+        if let Some(reason) = fault.invalid() {
+            return Err(SimError::InvalidRestFault(reason));
+        }
+        self.shared.rest_faults.push(fault);
+        Ok(())
+    }
+
     /// Replaces the accepted token: later IDENTIFY/RESUME with the old one
     /// are closed with 4004, REST calls get 401. Live sessions go on.
     pub fn set_token(&self, token: &str) {
@@ -207,7 +220,7 @@ impl SimHandle {
 
     /// Everything recorded so far.
     pub fn ledger(&self) -> LedgerSnapshot {
-        self.shared.ledger.snapshot(&LedgerPage::default())
+        self.shared.ledger_snapshot(&LedgerPage::default())
     }
 
     pub fn stats(&self) -> SimStats {

@@ -16,8 +16,11 @@ use crate::config::SimConfig;
 use crate::faults::Fault;
 use crate::identify::IdentifyLimits;
 use crate::interactions::Interactions;
-use crate::ledger::{GatewayEventKind, GatewayRecord, Ledger, SimStats};
+use crate::ledger::{
+    GatewayEventKind, GatewayRecord, Ledger, LedgerPage, LedgerSnapshot, SimStats,
+};
 use crate::payloads::{self, Author, InteractionSpec, MessageSpec};
+use crate::ratelimit::{RateLimiter, RestFaults};
 use crate::session::{Event, SessionRules, Sessions};
 use crate::snowflake::{IdGenerator, snowflake};
 use crate::world::World;
@@ -36,6 +39,8 @@ pub(crate) struct Shared {
     pub(crate) interactions: Interactions,
     pub(crate) clock: Clock,
     pub(crate) identify_limits: IdentifyLimits,
+    pub(crate) rate_limiter: RateLimiter,
+    pub(crate) rest_faults: RestFaults,
     /// The accepted token; replaceable at run time (an operator resetting it).
     token: RwLock<String>,
     message_ids: IdGenerator,
@@ -78,9 +83,11 @@ impl Shared {
                 config.session_start_total,
                 Duration::from_millis(config.identify_grace_ms),
             ),
+            rate_limiter: RateLimiter::new(clock, config.rest_limits),
+            rest_faults: RestFaults::default(),
+            interactions: Interactions::new(clock, config.ledger_capacity),
             clock,
             ledger: Ledger::new(config.ledger_capacity),
-            interactions: Interactions::default(),
             token: RwLock::new(config.token.clone()),
             message_ids: IdGenerator::new(WORKER_MESSAGE),
             interaction_ids: IdGenerator::new(WORKER_INTERACTION),
@@ -142,10 +149,24 @@ impl Shared {
     }
 
     pub(crate) fn stats(&self) -> SimStats {
+        let interactions = self.interactions.counts();
         SimStats {
             ready_shards: self.sessions.ready_shards(),
+            interactions: interactions.issued,
+            interactions_in_time: interactions.in_time,
+            interactions_late: interactions.late,
+            interactions_unanswered: interactions.never,
             ..self.ledger.stats()
         }
+    }
+
+    /// The ledger's lists from `after` on, interactions included.
+    pub(crate) fn ledger_snapshot(&self, after: &LedgerPage) -> LedgerSnapshot {
+        let mut snapshot = self.ledger.snapshot(after);
+        let (interactions, truncated) = self.interactions.records(after.interaction);
+        snapshot.interactions = interactions;
+        snapshot.truncated |= truncated;
+        snapshot
     }
 
     /// `session_start_limit.remaining`: what is left of the daily budget.

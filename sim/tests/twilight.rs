@@ -384,7 +384,12 @@ async fn slash_command_round_trip() {
         .await
         .unwrap();
     assert_eq!(edited.content, "edited");
-    assert_eq!(sim.stats().replies, 1);
+    let stats = sim.stats();
+    assert_eq!(stats.replies, 1);
+    assert_eq!((stats.interactions, stats.interactions_in_time), (1, 1));
+    let record = &sim.ledger().interactions[0];
+    assert_eq!(record.id, id);
+    assert_eq!(record.outcome, protonn_sim::InteractionOutcome::InTime);
     sim.shutdown().await;
 }
 
