@@ -12,6 +12,8 @@ pub(crate) const OUTCOME_LABELS: [&str; 6] =
     ["ok", "invalid", "denied", "conflict", "error", "cooldown"];
 
 const PREFIX_MAX_CHARS: usize = 5;
+/// Staff roles a guild may name (Discord allows 250 roles; a staff list is a handful).
+const STAFF_ROLES_MAX: usize = 25;
 
 /// Discord's locales (the values its `locale` fields take).
 const LOCALES: [&str; 32] = [
@@ -55,16 +57,23 @@ pub(crate) enum ConfigKey {
     Prefix,
     Locale,
     LogChannel,
+    StaffRoles,
 }
 
 impl ConfigKey {
-    pub(crate) const ALL: [Self; 3] = [Self::Prefix, Self::Locale, Self::LogChannel];
+    pub(crate) const ALL: [Self; 4] = [
+        Self::Prefix,
+        Self::Locale,
+        Self::LogChannel,
+        Self::StaffRoles,
+    ];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Prefix => "prefix",
             Self::Locale => "locale",
             Self::LogChannel => "log_channel",
+            Self::StaffRoles => "staff_roles",
         }
     }
 
@@ -83,6 +92,13 @@ impl ConfigKey {
             Self::LogChannel => config
                 .log_channel
                 .map_or_else(|| "none".to_owned(), |id| format!("<#{id}>")),
+            Self::StaffRoles if config.staff_roles.is_empty() => "none".to_owned(),
+            Self::StaffRoles => config
+                .staff_roles
+                .iter()
+                .map(|id| format!("<@&{id}>"))
+                .collect::<Vec<_>>()
+                .join(" "),
         }
     }
 
@@ -120,6 +136,9 @@ impl ConfigKey {
                     })?)
                 };
             }
+            Self::StaffRoles => {
+                config.staff_roles = parse_roles(value)?;
+            }
         }
         Ok(())
     }
@@ -129,6 +148,34 @@ fn key_list() -> String {
     ConfigKey::ALL
         .map(|key| format!("`{}`", key.name()))
         .join(", ")
+}
+
+/// Role mentions (`<@&123>`) or ids, separated by spaces or commas; `none` for no roles.
+fn parse_roles(value: &str) -> Result<Vec<u64>, String> {
+    if value.trim().eq_ignore_ascii_case("none") {
+        return Ok(Vec::new());
+    }
+    let mut roles = Vec::new();
+    for word in value.split([' ', ',']).filter(|word| !word.is_empty()) {
+        let id = word
+            .strip_prefix("<@&")
+            .and_then(|rest| rest.strip_suffix('>'))
+            .unwrap_or(word);
+        let Some(id) = id.parse::<u64>().ok().filter(|&id| id != 0) else {
+            return Err(format!(
+                "`{word}` is not a role. Give role mentions such as @Moderators, role ids, or `none`."
+            ));
+        };
+        if !roles.contains(&id) {
+            roles.push(id);
+        }
+    }
+    if roles.is_empty() || roles.len() > STAFF_ROLES_MAX {
+        return Err(format!(
+            "Name 1 to {STAFF_ROLES_MAX} staff roles, or `none`."
+        ));
+    }
+    Ok(roles)
 }
 
 /// A channel mention (`<#123>`) or a bare id.
@@ -306,5 +353,19 @@ mod tests {
         assert_eq!(ConfigKey::LogChannel.show(&config), "<#123>");
         ConfigKey::LogChannel.apply(&mut config, "none").unwrap();
         assert_eq!(config.log_channel, None);
+
+        for bad in ["", "moderators", "<@&0>", "<#12>"] {
+            assert!(
+                ConfigKey::StaffRoles.apply(&mut config, bad).is_err(),
+                "{bad:?}"
+            );
+        }
+        ConfigKey::StaffRoles
+            .apply(&mut config, "<@&12> 34,<@&12>")
+            .unwrap();
+        assert_eq!(config.staff_roles, [12, 34], "mentions or ids, each once");
+        assert_eq!(ConfigKey::StaffRoles.show(&config), "<@&12> <@&34>");
+        ConfigKey::StaffRoles.apply(&mut config, "none").unwrap();
+        assert!(config.staff_roles.is_empty());
     }
 }

@@ -21,7 +21,7 @@ use twilight_model::gateway::event::Event;
 use twilight_model::guild::Permissions;
 use twilight_model::id::Id;
 use twilight_model::id::marker::{
-    ApplicationMarker, ChannelMarker, GuildMarker, InteractionMarker, UserMarker,
+    ApplicationMarker, ChannelMarker, GuildMarker, InteractionMarker, RoleMarker, UserMarker,
 };
 
 use crate::commands::{self, Command, ConfigKey, Parsed};
@@ -309,12 +309,14 @@ impl GuildState {
             );
             return;
         }
-        // Discord computes the member's permissions in the channel for us.
-        let may_manage = interaction
-            .member
-            .as_ref()
+        // Discord computes the member's permissions in the channel for us; staff roles are
+        // ours, so the config must be loaded (a failed load leaves permissions alone).
+        let _ = self.config().await;
+        let member = interaction.member.as_ref();
+        let may_manage = member
             .and_then(|member| member.permissions)
-            .is_some_and(|permissions| permissions.intersects(MANAGE));
+            .is_some_and(|permissions| permissions.intersects(MANAGE))
+            || member.is_some_and(|member| self.has_staff_role(&member.roles));
         // Discord wants a first response within 3 s: work that outlasts `defer_after` is
         // acknowledged first ("thinking…") and its answer sent as an edit of that response.
         let defer_after = self.services.runtime.defer_after;
@@ -475,8 +477,9 @@ impl GuildState {
         }
     }
 
-    /// Whether the author of a guild message may change the configuration: the owner, or a
-    /// member whose roles (with @everyone) grant Administrator or Manage Server.
+    /// Whether the author of a guild message may change the configuration: the owner, a
+    /// member whose roles (with @everyone) grant Administrator or Manage Server, or a member
+    /// of a staff role.
     fn member_may_manage(&self, message: &Message) -> bool {
         let cache = &self.services.cache;
         let Some(guild) = cache.guild(self.guild_id) else {
@@ -485,14 +488,24 @@ impl GuildState {
         if guild.owner_id() == message.author.id {
             return true;
         }
-        let member_roles = message
+        let roles = message
             .member
-            .iter()
-            .flat_map(|member| member.roles.iter().copied());
-        std::iter::once(self.guild_id.cast())
-            .chain(member_roles)
-            .filter_map(|role_id| cache.role(role_id).map(|role| role.resource().permissions))
-            .any(|permissions| permissions.intersects(MANAGE))
+            .as_ref()
+            .map_or(&[][..], |member| &member.roles);
+        let everyone = self.guild_id.cast();
+        let permissions = std::iter::once(&everyone)
+            .chain(roles)
+            .filter_map(|&role| cache.role(role).map(|role| role.resource().permissions))
+            .fold(Permissions::empty(), |all, permissions| all | permissions);
+        permissions.intersects(MANAGE) || self.has_staff_role(roles)
+    }
+
+    fn has_staff_role(&self, roles: &[Id<RoleMarker>]) -> bool {
+        let staff = self
+            .config
+            .as_ref()
+            .map_or(&[][..], |c| &c.config.staff_roles);
+        roles.iter().any(|role| staff.contains(&role.get()))
     }
 }
 

@@ -16,6 +16,9 @@ pub struct GuildConfig {
     pub locale: String,
     /// Channel that receives moderation and audit notices, if any.
     pub log_channel: Option<u64>,
+    /// Roles whose members may change the configuration, besides owners and members with
+    /// Administrator or Manage Server.
+    pub staff_roles: Vec<u64>,
 }
 
 impl Default for GuildConfig {
@@ -24,6 +27,7 @@ impl Default for GuildConfig {
             prefix: "!".to_owned(),
             locale: "en-US".to_owned(),
             log_channel: None,
+            staff_roles: Vec::new(),
         }
     }
 }

@@ -230,12 +230,23 @@ async fn a_config_change_from_outside_discord_is_live_at_once_and_versioned() {
         "{unknown:?}"
     );
 
-    // The command path sees the same document and version.
-    let stored = node
-        .configure(guild.id, "locale", "de", Some(1))
+    let staff = node
+        .configure(guild.id, "staff_roles", "<@&123> 456", Some(1))
         .await
         .unwrap();
-    assert_eq!(stored.version, 2);
+    assert_eq!(staff.config.staff_roles, [123, 456]);
+    let stored = node
+        .configure(guild.id, "staff_roles", "none", Some(2))
+        .await
+        .unwrap();
+    assert!(stored.config.staff_roles.is_empty());
+
+    // The command path sees the same document and version.
+    let stored = node
+        .configure(guild.id, "locale", "de", Some(3))
+        .await
+        .unwrap();
+    assert_eq!(stored.version, 4);
     assert_eq!(stored.config.prefix, "$", "other keys are kept");
     sim.send_message(guild.id, channel, guild.member_ids[0], "$config get locale")
         .unwrap();

@@ -212,7 +212,7 @@ async fn bad_commands_get_help_and_change_nothing() {
         (
             owner,
             "!config set colour red",
-            "Unknown config key `colour`. Keys: `prefix`, `locale`, `log_channel`.",
+            "Unknown config key `colour`. Keys: `prefix`, `locale`, `log_channel`, `staff_roles`.",
         ),
         (owner, "!config get prefix", "`prefix` is `!`."),
     ];
