@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use metrics::counter;
-use protonn_storage::{StorageError, VersionedConfig};
+use protonn_storage::{StorageError, Timestamp, VersionedConfig};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::time::Instant;
 use twilight_model::application::interaction::application_command::{
@@ -151,6 +151,7 @@ impl Actor for GuildActor {
         // Without `unavailable` the bot was removed from the guild (an outage sets it).
         if removed {
             tracing::info!(guild_id = %state.guild_id, "removed from guild");
+            state.schedule_data_deletion().await;
             myself.stop(Some(REMOVED.to_owned()));
         }
         Ok(())
@@ -191,7 +192,10 @@ impl GuildState {
 
     async fn handle_event(&mut self, event: &Event) {
         match event {
-            Event::GuildCreate(_) => self.observe(HandledEvent::GuildCreate),
+            Event::GuildCreate(_) => {
+                self.observe(HandledEvent::GuildCreate);
+                self.keep_data_if_returned().await;
+            }
             Event::MessageCreate(message) => {
                 self.observe(HandledEvent::Message(message.id.get()));
                 self.on_message(message).await;
@@ -201,6 +205,34 @@ impl GuildState {
                 self.on_interaction(interaction).await;
             }
             _ => {}
+        }
+    }
+
+    /// The bot was removed: the guild's data goes after the grace period, unless it returns.
+    async fn schedule_data_deletion(&self) {
+        let services = &self.services;
+        let grace = services.runtime.removed_guild_grace.as_millis() as u64;
+        let at = Timestamp(Timestamp::now().0.saturating_add(grace));
+        let guild_id = self.guild_id.get();
+        match services.store.schedule_guild_deletion(guild_id, at).await {
+            Ok(()) => services.departures.left(guild_id),
+            Err(err) => {
+                // The data stays: a later removal or an operator can schedule it again.
+                tracing::error!(%guild_id, error = %err, "cannot schedule the removed guild's data for deletion");
+            }
+        }
+    }
+
+    /// A guild the bot had left is back: its scheduled deletion is cancelled.
+    async fn keep_data_if_returned(&self) {
+        let guild_id = self.guild_id.get();
+        if !self.services.departures.returned(guild_id) {
+            return;
+        }
+        if let Err(err) = self.services.store.cancel_guild_deletion(guild_id).await {
+            // Put it back so that the next GUILD_CREATE tries again.
+            self.services.departures.left(guild_id);
+            tracing::error!(%guild_id, error = %err, "cannot cancel the returned guild's data deletion");
         }
     }
 

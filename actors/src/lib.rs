@@ -15,6 +15,7 @@
 
 mod commands;
 mod dead_letters;
+mod departures;
 mod error;
 mod guild;
 mod ingress;
@@ -26,6 +27,7 @@ mod runtime;
 mod slash;
 
 pub use dead_letters::{DeadLetter, DeadLetters};
+pub use departures::Departures;
 pub use error::{ActorsError, ConfigChangeError};
 pub use guild::{GuildActor, GuildMsg};
 pub use ingress::EventIngress;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use metrics::{counter, gauge};
-use protonn_storage::{GuildConfigRepo, VersionedConfig};
+use protonn_storage::{Store, VersionedConfig};
 use ractor::{
     Actor, ActorId, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort, SupervisionEvent,
 };
@@ -23,13 +23,15 @@ use crate::metrics::{
 };
 use crate::runtime::{Admission, admit};
 use crate::{
-    ActorsError, ConfigChangeError, DeadLetters, EventObserver, GuildActor, GuildMsg, Replies,
-    RuntimeConfig,
+    ActorsError, ConfigChangeError, DeadLetters, Departures, EventObserver, GuildActor, GuildMsg,
+    Replies, RuntimeConfig,
 };
 
 /// What every guild actor of a node shares.
 pub struct Services {
-    pub store: Arc<dyn GuildConfigRepo>,
+    pub store: Arc<dyn Store>,
+    /// Guilds the bot left whose data is scheduled for deletion.
+    pub departures: Departures,
     pub replies: Replies,
     /// The node cache, updated by the ingress before events reach the actors.
     pub cache: Arc<DefaultInMemoryCache>,

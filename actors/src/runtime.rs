@@ -24,6 +24,9 @@ pub struct RuntimeConfig {
     /// An interaction whose answer takes longer is acknowledged first and answered by an
     /// edit (Discord allows 3 s for the first response); zero defers every interaction.
     pub defer_after: Duration,
+    /// How long a guild's data is kept after the bot was removed from it, in case it is
+    /// added back; then it is erased.
+    pub removed_guild_grace: Duration,
     /// Time one user must wait between two commands in a guild.
     pub user_cooldown: Duration,
     /// Commands one guild may run per `guild_window` before further ones are refused.
@@ -41,6 +44,7 @@ impl Default for RuntimeConfig {
             max_attempts: 3,
             retry_backoff: Duration::from_millis(50),
             defer_after: Duration::from_millis(1_500),
+            removed_guild_grace: Duration::from_secs(30 * 86_400),
             user_cooldown: Duration::from_secs(2),
             guild_commands: 30,
             guild_window: Duration::from_secs(10),

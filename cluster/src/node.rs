@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use protonn_actors::{
-    ConfigChangeError, DeadLetter, DeadLetters, EventIngress, EventObserver, GuildRouter, Replies,
-    RouterMsg, RouterStats, RuntimeConfig, Services,
+    ConfigChangeError, DeadLetter, DeadLetters, Departures, EventIngress, EventObserver,
+    GuildRouter, Replies, RouterMsg, RouterStats, RuntimeConfig, Services,
 };
 use protonn_shard::{
     BotToken, GatewaySettings, IdentifyConfig, LocalScheduler, ShardStatus, ShardSupervisor,
     SupervisorArgs, SupervisorMsg,
 };
-use protonn_storage::{EmbeddedStore, VersionedConfig};
+use protonn_storage::{DataRights, EmbeddedStore, Store, Timestamp, VersionedConfig};
 use ractor::ActorRef;
 use tokio::sync::oneshot;
 use twilight_cache_inmemory::DefaultInMemoryCache;
@@ -25,6 +25,8 @@ use crate::{NodeError, ops, telemetry};
 const QUERY_TIMEOUT_MS: u64 = 5_000;
 /// Time for shards to close cleanly before the node stops anyway.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often expired rows and departed guilds' data are erased.
+const RETENTION_SWEEP_EVERY: Duration = Duration::from_secs(600);
 /// Bound on a REST request to Discord.
 const REST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Events each shard may buffer ahead of the guild router (about a second of a busy
@@ -63,6 +65,9 @@ pub struct Node {
     ops_addr: SocketAddr,
     ops_stop: oneshot::Sender<()>,
     ops_task: tokio::task::JoinHandle<()>,
+    /// The retention sweeper holds the store: stopped before the store must be released.
+    sweeper_stop: oneshot::Sender<()>,
+    sweeper: tokio::task::JoinHandle<()>,
 }
 
 impl Node {
@@ -105,23 +110,7 @@ impl Node {
             buffer_capacity: SHARD_BUFFER,
         };
 
-        let store = EmbeddedStore::open(&options.data_dir)?;
-        let cache = Arc::new(
-            DefaultInMemoryCache::builder()
-                .resource_types(protonn_actors::cached_resources())
-                .build(),
-        );
-        let dead_letters = Arc::new(DeadLetters::default());
-        let router = GuildRouter::start(Services {
-            store: Arc::new(store),
-            replies: Replies::new(http),
-            cache: Arc::clone(&cache),
-            runtime: options.runtime,
-            dead_letters: Arc::clone(&dead_letters),
-            observer: options.observer,
-        })
-        .await?;
-
+        // Everything that can fail cheaply comes before anything that must be stopped.
         let listener = tokio::net::TcpListener::bind(options.ops_listen)
             .await
             .map_err(|source| NodeError::OpsBind {
@@ -132,6 +121,33 @@ impl Node {
             addr: options.ops_listen,
             source,
         })?;
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&options.data_dir)?);
+        let departures = Departures::load(store.as_ref()).await?;
+        let (sweeper_stop, sweeper_stopped) = oneshot::channel::<()>();
+        let sweeper = protonn_storage::spawn_sweeper(
+            Arc::clone(&store) as Arc<dyn DataRights>,
+            RETENTION_SWEEP_EVERY,
+            Timestamp::now,
+            async {
+                let _ = sweeper_stopped.await;
+            },
+        );
+        let cache = Arc::new(
+            DefaultInMemoryCache::builder()
+                .resource_types(protonn_actors::cached_resources())
+                .build(),
+        );
+        let dead_letters = Arc::new(DeadLetters::default());
+        let router = GuildRouter::start(Services {
+            store,
+            departures,
+            replies: Replies::new(http),
+            cache: Arc::clone(&cache),
+            runtime: options.runtime,
+            dead_letters: Arc::clone(&dead_letters),
+            observer: options.observer,
+        })
+        .await?;
 
         let ingress = Arc::new(EventIngress::new(cache, router.clone()));
         let supervisor = ShardSupervisor::start(SupervisorArgs {
@@ -148,6 +164,7 @@ impl Node {
         };
 
         let (ops_stop, stopped) = oneshot::channel();
+        // From here on the node is up: shutdown() stops what follows.
         let ops_state = ops::OpsState {
             prometheus,
             supervisor: supervisor.clone(),
@@ -163,6 +180,8 @@ impl Node {
             ops_addr,
             ops_stop,
             ops_task,
+            sweeper_stop,
+            sweeper,
         })
     }
 
@@ -226,7 +245,10 @@ impl Node {
             .supervisor
             .stop_and_wait(None, Some(SHUTDOWN_TIMEOUT))
             .await;
-        // Guild actors hold the store: all of them must be gone before it can be reopened.
+        // The sweeper and the guild actors hold the store: all must be gone before it can be
+        // reopened.
+        let _ = self.sweeper_stop.send(());
+        let _ = self.sweeper.await;
         self.router
             .stop_children_and_wait(None, Some(SHUTDOWN_TIMEOUT))
             .await;

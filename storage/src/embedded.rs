@@ -57,6 +57,8 @@ const ASSIGNMENTS: TableDefinition<u32, &[u8]> = TableDefinition::new("shard_ass
 const CHECKPOINTS: TableDefinition<u32, &[u8]> = TableDefinition::new("session_checkpoints");
 /// lease name → [`Lease`](crate::Lease).
 const LEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("leases");
+/// guild id → when its data is to be erased (ms), for guilds the bot left.
+const GUILD_DEPARTURES: TableDefinition<u64, u64> = TableDefinition::new("guild_departures");
 /// (user id, JSON of [`RowRef`]) → ().
 const USER_REFS: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("user_refs");
 /// (expires at ms, JSON of [`RowRef`]) → ().
@@ -123,6 +125,7 @@ impl EmbeddedStore {
             open(&txn, ASSIGNMENTS)?;
             open(&txn, CHECKPOINTS)?;
             open(&txn, LEASES)?;
+            open(&txn, GUILD_DEPARTURES)?;
             open(&txn, USER_REFS)?;
             open(&txn, EXPIRY)?;
         }

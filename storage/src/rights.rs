@@ -45,7 +45,23 @@ pub trait DataRights: Send + Sync + 'static {
     /// usage, tickets, transcripts, workflows, and subscriptions applying to it.
     async fn delete_guild(&self, guild_id: u64) -> Result<u64, StorageError>;
 
-    /// Removes everything past retention at `now`; returns the rows removed. On ScyllaDB the
+    /// The bot left `guild_id`: erase its data at `at` (in `sweep_expired`) unless
+    /// [`cancel_guild_deletion`](Self::cancel_guild_deletion) comes first. Scheduling again
+    /// moves the date.
+    async fn schedule_guild_deletion(
+        &self,
+        guild_id: u64,
+        at: Timestamp,
+    ) -> Result<(), StorageError>;
+
+    /// The bot is back in `guild_id`: keep its data. Returns whether a deletion was pending.
+    async fn cancel_guild_deletion(&self, guild_id: u64) -> Result<bool, StorageError>;
+
+    /// Guilds whose data is scheduled for deletion, and when.
+    async fn scheduled_guild_deletions(&self) -> Result<Vec<(u64, Timestamp)>, StorageError>;
+
+    /// Removes everything past retention at `now`, and the data of guilds whose scheduled
+    /// deletion is due; returns the rows removed. On ScyllaDB the
     /// database expires rows by TTL and this removes nothing.
     async fn sweep_expired(&self, now: Timestamp) -> Result<u64, StorageError>;
 

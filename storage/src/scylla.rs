@@ -39,11 +39,18 @@ use crate::{Retention, StorageError, Timestamp};
 pub(crate) const PAGE_SIZE: i32 = 1_000;
 
 /// The schema files, in the order they are applied. Appending a file is a migration.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "001_tables.cql",
-    include_str!("../schema/001_tables.cql"),
-)];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "001_tables.cql",
+        include_str!("../schema/001_tables.cql"),
+    ),
+    (
+        2,
+        "002_guild_departures.cql",
+        include_str!("../schema/002_guild_departures.cql"),
+    ),
+];
 
 /// How the keyspace is replicated (applied when the migration runner creates it).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -745,6 +745,52 @@ async fn deleting_a_guild_leaves_nothing<S: Store + Clone>(store: S) {
     assert_eq!(store.export_user(USER).await.unwrap().tickets.len(), 0);
 }
 
+async fn a_departed_guild_is_erased_when_due_unless_the_bot_returns<S: Store + Clone>(store: S) {
+    populate(&store).await;
+    let day = 86_400_000;
+    let left = Timestamp(1_000 * day);
+    store
+        .schedule_guild_deletion(GUILD, Timestamp(left.0 + 30 * day))
+        .await
+        .unwrap();
+    store
+        .schedule_guild_deletion(OTHER_GUILD, Timestamp(left.0 + 30 * day))
+        .await
+        .unwrap();
+    let mut scheduled = store.scheduled_guild_deletions().await.unwrap();
+    scheduled.sort();
+    let mut expected = vec![
+        (GUILD, Timestamp(left.0 + 30 * day)),
+        (OTHER_GUILD, Timestamp(left.0 + 30 * day)),
+    ];
+    expected.sort();
+    assert_eq!(scheduled, expected);
+
+    // The bot came back to the other guild: its data stays.
+    assert!(store.cancel_guild_deletion(OTHER_GUILD).await.unwrap());
+    assert!(
+        !store.cancel_guild_deletion(OTHER_GUILD).await.unwrap(),
+        "nothing left to cancel"
+    );
+
+    // Before the date nothing of the guild goes; after it, everything does.
+    store
+        .sweep_expired(Timestamp(left.0 + 29 * day))
+        .await
+        .unwrap();
+    assert!(store.load(GUILD).await.unwrap().is_some());
+    assert!(
+        store
+            .sweep_expired(Timestamp(left.0 + 31 * day))
+            .await
+            .unwrap()
+            > 0
+    );
+    assert_eq!(rows_mentioning(&store, GUILD).await, Vec::<String>::new());
+    assert!(store.scheduled_guild_deletions().await.unwrap().is_empty());
+    assert_eq!(store.load(OTHER_GUILD).await.unwrap().unwrap().version, 1);
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod embedded {
@@ -812,4 +858,5 @@ conformance!(
     export_covers_every_table,
     deleting_a_user_leaves_nothing,
     deleting_a_guild_leaves_nothing,
+    a_departed_guild_is_erased_when_due_unless_the_bot_returns,
 );

@@ -6,8 +6,9 @@ use redb::{ReadableTable, TableHandle, WriteTransaction};
 use super::records::{StoredPromo, account_expiry, ticket_expiry, user_refs, write_workflow};
 use super::{
     ACCOUNTS, ASSIGNMENTS, AUDIT, CHECKPOINTS, CONFIG_HISTORY, EXPIRY, EmbeddedStore, GUILD_CONFIG,
-    LEASES, NODES, PROMOS, REDEMPTIONS, RowRef, SUBSCRIPTIONS, TICKETS, TRANSCRIPTS, USAGE,
-    USER_REFS, WORKFLOWS, audit_ref, audit_users, e, from_json, open, open_read, unindex,
+    GUILD_DEPARTURES, LEASES, NODES, PROMOS, REDEMPTIONS, RowRef, SUBSCRIPTIONS, TICKETS,
+    TRANSCRIPTS, USAGE, USER_REFS, WORKFLOWS, audit_ref, audit_users, e, from_json, open,
+    open_read, unindex,
 };
 use crate::{
     Account, AuditEntry, DataRights, Redemption, Retention, StorageError, StoredRow, Subscription,
@@ -245,6 +246,13 @@ impl DataRights for EmbeddedStore {
     async fn delete_guild(&self, guild_id: u64) -> Result<u64, StorageError> {
         self.write(move |txn, retention| {
             let mut touched = 0;
+            if open(txn, GUILD_DEPARTURES)?
+                .remove(guild_id)
+                .map_err(e)?
+                .is_some()
+            {
+                touched += 1;
+            }
             if open(txn, GUILD_CONFIG)?
                 .remove(guild_id)
                 .map_err(e)?
@@ -333,8 +341,59 @@ impl DataRights for EmbeddedStore {
         .await
     }
 
+    async fn schedule_guild_deletion(
+        &self,
+        guild_id: u64,
+        at: Timestamp,
+    ) -> Result<(), StorageError> {
+        self.write(move |txn, _| {
+            open(txn, GUILD_DEPARTURES)?
+                .insert(guild_id, at.0)
+                .map_err(e)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn cancel_guild_deletion(&self, guild_id: u64) -> Result<bool, StorageError> {
+        // Read first: a rejoin is common and a pending deletion rare, and a read costs no fsync.
+        let pending = self
+            .read(move |txn, _| {
+                let table = open_read(txn, GUILD_DEPARTURES)?;
+                Ok(table.get(guild_id).map_err(e)?.is_some())
+            })
+            .await?;
+        if !pending {
+            return Ok(false);
+        }
+        self.write(move |txn, _| {
+            let mut table = open(txn, GUILD_DEPARTURES)?;
+            let removed = table.remove(guild_id).map_err(e)?.is_some();
+            Ok(removed)
+        })
+        .await
+    }
+
+    async fn scheduled_guild_deletions(&self) -> Result<Vec<(u64, Timestamp)>, StorageError> {
+        self.read(|txn, _| {
+            let mut out = Vec::new();
+            for item in open_read(txn, GUILD_DEPARTURES)?.iter().map_err(e)? {
+                let (guild, at) = item.map_err(e)?;
+                out.push((guild.value(), Timestamp(at.value())));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn sweep_expired(&self, now: Timestamp) -> Result<u64, StorageError> {
         let mut total = 0;
+        for (guild_id, at) in self.scheduled_guild_deletions().await? {
+            if at <= now {
+                // One transaction: the guild's rows and its departure go together.
+                total += self.delete_guild(guild_id).await?;
+            }
+        }
         loop {
             let (removed, more) = self
                 .write(move |txn, retention| {
@@ -408,6 +467,11 @@ impl DataRights for EmbeddedStore {
             for item in open_read(txn, USAGE)?.iter().map_err(e)? {
                 let (key, value) = item.map_err(e)?;
                 push(USAGE.name(), format!("{:?} {}", key.value(), value.value()));
+            }
+            for item in open_read(txn, GUILD_DEPARTURES)?.iter().map_err(e)? {
+                let (guild, at) = item.map_err(e)?;
+                let text = format!("{} {}", guild.value(), at.value());
+                push(GUILD_DEPARTURES.name(), text);
             }
             for def in [USER_REFS, EXPIRY] {
                 for item in open_read(txn, def)?.iter().map_err(e)? {

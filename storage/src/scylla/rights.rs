@@ -30,6 +30,7 @@ const TABLES: &[&str] = &[
     "shard_assignments",
     "session_checkpoints",
     "leases",
+    "guild_departures",
 ];
 
 impl ScyllaStore {
@@ -346,12 +347,69 @@ impl DataRights for ScyllaStore {
             (db_id(guild_id),),
         )
         .await?;
+        // Last: while it exists, a sweep finishes an interrupted erasure.
+        self.execute(
+            "DELETE FROM {ks}.guild_departures WHERE guild_id = ?",
+            true,
+            (db_id(guild_id),),
+        )
+        .await?;
         Ok(touched)
     }
 
-    async fn sweep_expired(&self, _now: Timestamp) -> Result<u64, StorageError> {
-        // TTLs expire rows in the database itself.
-        Ok(0)
+    async fn schedule_guild_deletion(
+        &self,
+        guild_id: u64,
+        at: Timestamp,
+    ) -> Result<(), StorageError> {
+        self.execute(
+            "INSERT INTO {ks}.guild_departures (guild_id, delete_at) VALUES (?, ?)",
+            true,
+            (db_id(guild_id), at.0 as i64),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn cancel_guild_deletion(&self, guild_id: u64) -> Result<bool, StorageError> {
+        let pending: Vec<(i64,)> = self
+            .select(
+                "SELECT delete_at FROM {ks}.guild_departures WHERE guild_id = ?",
+                (db_id(guild_id),),
+            )
+            .await?;
+        if pending.is_empty() {
+            return Ok(false);
+        }
+        self.execute(
+            "DELETE FROM {ks}.guild_departures WHERE guild_id = ?",
+            true,
+            (db_id(guild_id),),
+        )
+        .await?;
+        Ok(true)
+    }
+
+    async fn scheduled_guild_deletions(&self) -> Result<Vec<(u64, Timestamp)>, StorageError> {
+        let rows: Vec<(i64, i64)> = self
+            .select("SELECT guild_id, delete_at FROM {ks}.guild_departures", ())
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(guild, at)| (super::rust_id(guild), Timestamp(at as u64)))
+            .collect())
+    }
+
+    async fn sweep_expired(&self, now: Timestamp) -> Result<u64, StorageError> {
+        // TTLs expire rows in the database itself; only departed guilds need a sweep, as
+        // their rows span tables. The departure row goes last, so a crash mid-way retries.
+        let mut total = 0;
+        for (guild_id, at) in self.scheduled_guild_deletions().await? {
+            if at <= now {
+                total += self.delete_guild(guild_id).await?;
+            }
+        }
+        Ok(total)
     }
 
     async fn dump_rows(&self) -> Result<Vec<StoredRow>, StorageError> {
@@ -406,6 +464,10 @@ impl DataRights for ScyllaStore {
                         .await?
                 }
                 "leases" => self.select("SELECT JSON * FROM {ks}.leases", ()).await?,
+                "guild_departures" => {
+                    self.select("SELECT JSON * FROM {ks}.guild_departures", ())
+                        .await?
+                }
                 other => unreachable!("table {other} listed without a statement"),
             };
             out.extend(rows.into_iter().map(|(text,)| StoredRow {
