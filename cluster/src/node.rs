@@ -62,6 +62,7 @@ pub struct Node {
     supervisor: ActorRef<SupervisorMsg>,
     router: ActorRef<RouterMsg>,
     dead_letters: Arc<DeadLetters>,
+    store: Arc<dyn Store>,
     ops_addr: SocketAddr,
     ops_stop: oneshot::Sender<()>,
     ops_task: tokio::task::JoinHandle<()>,
@@ -139,7 +140,7 @@ impl Node {
         );
         let dead_letters = Arc::new(DeadLetters::default());
         let router = GuildRouter::start(Services {
-            store,
+            store: Arc::clone(&store),
             departures,
             replies: Replies::new(http),
             cache: Arc::clone(&cache),
@@ -177,6 +178,7 @@ impl Node {
             supervisor,
             router,
             dead_letters,
+            store,
             ops_addr,
             ops_stop,
             ops_task,
@@ -193,6 +195,14 @@ impl Node {
     /// The state of every shard of this node.
     pub async fn shard_statuses(&self) -> Vec<ShardStatus> {
         ractor::call_t!(self.supervisor, SupervisorMsg::Statuses, QUERY_TIMEOUT_MS)
+            .unwrap_or_default()
+    }
+
+    /// Guilds whose data is scheduled for deletion (the bot was removed), and when.
+    pub async fn scheduled_guild_deletions(&self) -> Vec<(u64, Timestamp)> {
+        self.store
+            .scheduled_guild_deletions()
+            .await
             .unwrap_or_default()
     }
 

@@ -67,6 +67,171 @@ pub struct SimConfig {
     /// REST rate limits (windows scaled by `time_scale`); Discord's by
     /// default.
     pub rest_limits: RestLimits,
+    /// Roles, emojis and large guilds, beyond `channels_per_guild` and
+    /// `members_per_guild`.
+    pub shape: GuildShape,
+    /// A weighted mix of gateway events at a set rate; off by default
+    /// (`messages_per_sec` is the older, messages-only traffic).
+    pub mix: EventMix,
+}
+
+/// What each guild holds besides its channels and stored members.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GuildShape {
+    /// Roles per guild, @everyone, Moderator and the bot's role included
+    /// (at least 3).
+    pub roles: u32,
+    /// Custom emojis per guild.
+    pub emojis: u32,
+    /// Share of guilds (0..=1, chosen from the seed) that are large: their
+    /// GUILD_CREATE says `large: true` and a `member_count` of
+    /// `large_members`, but carries only the stored members; op 8 answers
+    /// with every member in GUILD_MEMBERS_CHUNKs.
+    pub large_share: f64,
+    /// `member_count` of a large guild; above `large_threshold`, at most
+    /// 100,000 (member ids come from the guild's millisecond).
+    pub large_members: u32,
+    /// Discord's `large_threshold` (default 250): a guild with more members
+    /// is large.
+    pub large_threshold: u32,
+}
+
+impl Default for GuildShape {
+    fn default() -> Self {
+        Self {
+            roles: 3,
+            emojis: 0,
+            large_share: 0.0,
+            large_members: 5000,
+            large_threshold: 250,
+        }
+    }
+}
+
+/// Background events: `events_per_sec` in total plus `per_shard_per_sec`
+/// for every configured shard, each event's kind drawn from `weights`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventMix {
+    /// Events per second over all shards.
+    pub events_per_sec: f64,
+    /// Events per second per configured shard, added to `events_per_sec`.
+    pub per_shard_per_sec: f64,
+    /// Content length of a generated MESSAGE_CREATE/UPDATE in bytes
+    /// (BENCHMARKS.md uses ~1 KB messages); 0 keeps short chat lines.
+    pub content_bytes: u32,
+    /// Fraction of generated MESSAGE_CREATEs that are bot commands.
+    pub command_share: f64,
+    /// Relative weight of each event kind.
+    pub weights: EventWeights,
+}
+
+impl Default for EventMix {
+    fn default() -> Self {
+        Self {
+            events_per_sec: 0.0,
+            per_shard_per_sec: 0.0,
+            content_bytes: 0,
+            command_share: 0.05,
+            weights: EventWeights::default(),
+        }
+    }
+}
+
+impl EventMix {
+    /// Events per second in total for `shards` shards.
+    pub(crate) fn rate(&self, shards: u32) -> f64 {
+        self.events_per_sec + self.per_shard_per_sec * f64::from(shards)
+    }
+}
+
+/// Relative weights of the mix's event kinds; messages only by default.
+/// An event whose intent the shard's session lacks is not sent (Discord
+/// would not send it either), so its share is skipped, not redistributed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventWeights {
+    /// MESSAGE_CREATE (GUILD_MESSAGES), `mix.command_share` of them `!ping`.
+    pub message_create: f64,
+    /// MESSAGE_UPDATE, a whole edited message (GUILD_MESSAGES).
+    pub message_update: f64,
+    /// MESSAGE_DELETE (GUILD_MESSAGES).
+    pub message_delete: f64,
+    /// GUILD_MEMBER_ADD of a new user (GUILD_MEMBERS, privileged).
+    pub guild_member_add: f64,
+    /// GUILD_MEMBER_REMOVE of a stored member (GUILD_MEMBERS); the world's
+    /// member lists stay as generated.
+    pub guild_member_remove: f64,
+    /// MESSAGE_REACTION_ADD, a guild emoji or a unicode one
+    /// (GUILD_MESSAGE_REACTIONS).
+    pub message_reaction_add: f64,
+    /// TYPING_START (GUILD_MESSAGE_TYPING).
+    pub typing_start: f64,
+    /// PRESENCE_UPDATE (GUILD_PRESENCES, privileged).
+    pub presence_update: f64,
+    /// GUILD_UPDATE with the guild object (GUILDS).
+    pub guild_update: f64,
+    /// INTERACTION_CREATE of `/ping`, issued like
+    /// [`SimHandle::send_command_interaction`](crate::SimHandle::send_command_interaction).
+    pub interaction_create: f64,
+    /// The bot removed from a guild: GUILD_DELETE, then nothing more from
+    /// that guild (nor in later READYs).
+    pub guild_delete: f64,
+}
+
+impl Default for EventWeights {
+    fn default() -> Self {
+        Self {
+            message_create: 1.0,
+            message_update: 0.0,
+            message_delete: 0.0,
+            guild_member_add: 0.0,
+            guild_member_remove: 0.0,
+            message_reaction_add: 0.0,
+            typing_start: 0.0,
+            presence_update: 0.0,
+            guild_update: 0.0,
+            interaction_create: 0.0,
+            guild_delete: 0.0,
+        }
+    }
+}
+
+impl EventWeights {
+    /// BENCHMARKS.md's B1 mix: 70 % MESSAGE_CREATE, 20 % small events
+    /// (typing, reactions, deletes, presences), 10 % updates and the rest.
+    pub fn benchmark() -> Self {
+        Self {
+            message_create: 70.0,
+            message_update: 5.0,
+            message_delete: 4.0,
+            guild_member_add: 1.0,
+            guild_member_remove: 1.0,
+            message_reaction_add: 6.0,
+            typing_start: 6.0,
+            presence_update: 4.0,
+            guild_update: 1.0,
+            interaction_create: 2.0,
+            guild_delete: 0.0,
+        }
+    }
+
+    pub(crate) fn as_array(&self) -> [f64; 11] {
+        [
+            self.message_create,
+            self.message_update,
+            self.message_delete,
+            self.guild_member_add,
+            self.guild_member_remove,
+            self.message_reaction_add,
+            self.typing_start,
+            self.presence_update,
+            self.guild_update,
+            self.interaction_create,
+            self.guild_delete,
+        ]
+    }
 }
 
 /// What happens to an IDENTIFY once the daily session start budget is spent.
@@ -121,6 +286,8 @@ impl Default for SimConfig {
             replay_events: 10_000,
             random_faults: RandomFaults::default(),
             rest_limits: RestLimits::default(),
+            shape: GuildShape::default(),
+            mix: EventMix::default(),
         }
     }
 }
@@ -132,6 +299,14 @@ const MAX_CHANNELS_PER_GUILD: u32 = 500;
 /// GUILD_CREATE carries every member, and the world keeps every user: more
 /// than this per guild is a memory problem, not a test.
 const MAX_MEMBERS_PER_GUILD: u32 = 1000;
+
+/// Discord's most for a guild at the highest boost level is 250 of each
+/// kind; 4000 leaves room and keeps emoji ids unique (12-bit increment).
+const MAX_EMOJIS: u32 = 4000;
+
+/// Virtual members of a large guild take ids from 28 snowflake workers of
+/// the guild's millisecond: 28 × 4096 ids.
+const MAX_LARGE_MEMBERS: u32 = 100_000;
 
 /// Guild ids are consecutive milliseconds; a year of them is far more than
 /// any test needs and keeps ids inside realistic dates.
@@ -210,6 +385,44 @@ impl SimConfig {
         {
             return invalid("random_faults.faults", "close codes must be in 1000..=4999");
         }
+        let shape = &self.shape;
+        if !(3..=250).contains(&shape.roles) {
+            return invalid("shape.roles", "must be between 3 and 250");
+        }
+        if shape.emojis > MAX_EMOJIS {
+            return invalid("shape.emojis", "must be at most 4000");
+        }
+        if !(0.0..=1.0).contains(&shape.large_share) {
+            return invalid("shape.large_share", "must be between 0 and 1");
+        }
+        if shape.large_members <= shape.large_threshold || shape.large_members > MAX_LARGE_MEMBERS {
+            return invalid(
+                "shape.large_members",
+                "must be above large_threshold and at most 100000",
+            );
+        }
+        if !(50..=250).contains(&shape.large_threshold) {
+            return invalid("shape.large_threshold", "must be between 50 and 250");
+        }
+        let mix = &self.mix;
+        if !mix.events_per_sec.is_finite() || mix.events_per_sec < 0.0 {
+            return invalid("mix.events_per_sec", "must be a finite number >= 0");
+        }
+        if !mix.per_shard_per_sec.is_finite() || mix.per_shard_per_sec < 0.0 {
+            return invalid("mix.per_shard_per_sec", "must be a finite number >= 0");
+        }
+        if mix.content_bytes > 2000 {
+            return invalid("mix.content_bytes", "must be at most 2000");
+        }
+        if !(0.0..=1.0).contains(&mix.command_share) {
+            return invalid("mix.command_share", "must be between 0 and 1");
+        }
+        let weights = mix.weights.as_array();
+        if weights.iter().any(|w| !w.is_finite() || *w < 0.0)
+            || (mix.rate(self.shards) > 0.0 && weights.iter().sum::<f64>() <= 0.0)
+        {
+            return invalid("mix.weights", "must be finite, >= 0, and not all 0");
+        }
         if let Some(field) = self.rest_limits.invalid() {
             return invalid(field, "limit must be in 1..=65535 and per_ms at least 1");
         }
@@ -250,6 +463,8 @@ impl fmt::Debug for SimConfig {
             .field("replay_events", &self.replay_events)
             .field("random_faults", &self.random_faults)
             .field("rest_limits", &self.rest_limits)
+            .field("shape", &self.shape)
+            .field("mix", &self.mix)
             .finish()
     }
 }
@@ -390,5 +605,31 @@ mod tests {
         );
         assert_eq!(config.random_faults.faults, [Fault::Reconnect]);
         assert_eq!(config.enabled_privileged(), Intents::MESSAGE_CONTENT);
+        assert_eq!(config.shape, GuildShape::default());
+        assert_eq!(config.mix, EventMix::default());
+        let config: SimConfig = serde_json::from_str(
+            r#"{"shape": {"roles": 15, "emojis": 10, "large_share": 0.1},
+                "mix": {"per_shard_per_sec": 5, "content_bytes": 1024,
+                        "weights": {"typing_start": 2}}}"#,
+        )
+        .unwrap();
+        assert_eq!((config.shape.roles, config.shape.emojis), (15, 10));
+        assert_eq!(config.mix.weights.message_create, 1.0);
+        assert_eq!(config.mix.rate(4), 20.0);
+        config.validate().unwrap();
+        assert!(serde_json::from_str::<SimConfig>(r#"{"shape": {"rolez": 2}}"#).is_err());
+        let bad = SimConfig {
+            shape: GuildShape {
+                roles: 2,
+                ..GuildShape::default()
+            },
+            ..SimConfig::default()
+        };
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("shape.roles")
+        );
     }
 }

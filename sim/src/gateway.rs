@@ -98,6 +98,57 @@ struct Identify {
     shard: Option<[u32; 2]>,
 }
 
+/// Op 8 REQUEST_GUILD_MEMBERS.
+#[derive(Debug, Deserialize)]
+pub(crate) struct MemberRequest {
+    pub(crate) guild_id: OneOrMany,
+    #[serde(default)]
+    pub(crate) query: Option<String>,
+    #[serde(default)]
+    pub(crate) limit: u32,
+    #[serde(default)]
+    pub(crate) user_ids: Option<OneOrMany>,
+    #[serde(default)]
+    pub(crate) nonce: Option<String>,
+}
+
+/// A snowflake or a list of them, as op 8 allows for `guild_id` and
+/// `user_ids`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum OneOrMany {
+    One(Snowflake),
+    Many(Vec<Snowflake>),
+}
+
+impl OneOrMany {
+    pub(crate) fn ids(&self) -> Vec<u64> {
+        match self {
+            Self::One(id) => vec![id.0],
+            Self::Many(ids) => ids.iter().map(|id| id.0).collect(),
+        }
+    }
+}
+
+/// A snowflake as a string (or, leniently, a number).
+#[derive(Debug)]
+pub(crate) struct Snowflake(u64);
+
+impl<'de> Deserialize<'de> for Snowflake {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Number(u64),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Number(n) => Ok(Self(n)),
+            Raw::Text(text) => text.parse().map(Self).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 struct Resume {
     token: String,
@@ -359,10 +410,20 @@ impl Connection {
             }
             2 => self.identify(payload.d).await,
             6 => self.resume(payload.d).await,
-            // Presence, voice state, request guild members, request
-            // soundboard sounds: accepted once authenticated, not acted on.
-            3 | 4 | 8 | 31 if self.attached.is_some() => Next::Continue,
-            3 | 4 | 8 | 31 => Next::Close(close_code::NOT_AUTHENTICATED),
+            8 => match &self.attached {
+                Some(attached) => {
+                    let Ok(request) = serde_json::from_value::<MemberRequest>(payload.d) else {
+                        return Next::Close(close_code::DECODE_ERROR);
+                    };
+                    self.shared.request_guild_members(attached.shard, &request);
+                    Next::Continue
+                }
+                None => Next::Close(close_code::NOT_AUTHENTICATED),
+            },
+            // Presence, voice state, request soundboard sounds: accepted
+            // once authenticated, not acted on.
+            3 | 4 | 31 if self.attached.is_some() => Next::Continue,
+            3 | 4 | 31 => Next::Close(close_code::NOT_AUTHENTICATED),
             _ => Next::Close(close_code::UNKNOWN_OPCODE),
         }
     }

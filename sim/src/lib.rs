@@ -29,7 +29,7 @@
 //! | `interactions` | issued interactions: one answer each, the 3 s deadline, the 15 min token |
 //! | `control` | the `/sim` HTTP API |
 //! | `ledger` | what was delivered and received ([`LedgerSnapshot`], [`SimStats`]) |
-//! | `traffic` | background MESSAGE_CREATE load |
+//! | `traffic` | background load: MESSAGE_CREATE at `messages_per_sec`, the weighted event mix (`mix`) |
 //! | `state` | state shared by all of the above for one running simulator |
 //! | `server` | [`Simulator::start`], [`SimHandle`], shutdown |
 //! | `error` | [`SimError`] |
@@ -100,7 +100,7 @@ mod state;
 mod traffic;
 mod world;
 
-pub use config::{SessionLimitAction, SimConfig};
+pub use config::{EventMix, EventWeights, GuildShape, SessionLimitAction, SimConfig};
 pub use error::SimError;
 pub use faults::{Fault, RandomFaults};
 pub use interactions::{InteractionOutcome, InteractionRecord};

@@ -247,29 +247,26 @@ fn text_channel(guild_id: u64, channel_id: u64, name: &str, position: usize) -> 
 
 /// Discord's default `large_threshold`: above it GUILD_CREATE would omit
 /// offline members.
-const LARGE_THRESHOLD: usize = 250;
+const LARGE_THRESHOLD: u32 = 250;
+
+fn emoji(emoji_id: u64, name: &str) -> Value {
+    json!({
+        "id": id(emoji_id),
+        "name": name,
+        "roles": [],
+        "user": null,
+        "require_colons": true,
+        "managed": false,
+        "animated": false,
+        "available": true,
+    })
+}
 
 pub(crate) fn guild_create(world: &World, guild: &Guild) -> Value {
     let bot = &world.bot;
-    let roles = vec![
-        role(guild.id, "@everyone", everyone_permissions(), 0, false),
-        role(
-            guild.moderator_role_id,
-            "Moderator",
-            moderator_permissions(),
-            1,
-            false,
-        ),
-        role(guild.bot_role_id, &bot.username, bot_permissions(), 2, true),
-    ];
-    // The bot's own role carries tags naming it, as Discord does.
-    let mut roles = roles;
-    if let Some(Value::Object(bot_role)) = roles.get_mut(2) {
-        bot_role.insert("tags".into(), json!({"bot_id": id(bot.user_id)}));
-    }
+    let mut guild_object = guild_object(world, guild);
     let channels: Vec<Value> = guild
-        .channels
-        .iter()
+        .channels()
         .enumerate()
         .map(|(position, c)| text_channel(guild.id, c.id, &c.name, position))
         .collect();
@@ -290,8 +287,55 @@ pub(crate) fn guild_create(world: &World, guild: &Guild) -> Value {
         &[guild.bot_role_id],
         guild.bot_joined_ms,
     ));
-    let member_count = members.len();
-    let mut guild_object = json!({
+    let member_count = guild.member_count();
+    // The fields GUILD_CREATE adds to the REST guild object.
+    let gateway_extra = json!({
+        "joined_at": rfc3339(guild.bot_joined_ms),
+        "large": guild.large_members.is_some() || member_count > LARGE_THRESHOLD,
+        "unavailable": false,
+        "member_count": member_count,
+        "voice_states": [],
+        "members": members,
+        "channels": channels,
+        "threads": [],
+        "presences": [],
+        "stage_instances": [],
+        "guild_scheduled_events": [],
+        "soundboard_sounds": [],
+        "embedded_activities": [],
+        "lazy": true,
+    });
+    merge(&mut guild_object, gateway_extra);
+    guild_object
+}
+
+/// The REST guild object (GUILD_UPDATE's `d`, GUILD_CREATE's base).
+pub(crate) fn guild_object(world: &World, guild: &Guild) -> Value {
+    let bot = &world.bot;
+    let roles = vec![
+        role(guild.id, "@everyone", everyone_permissions(), 0, false),
+        role(
+            guild.moderator_role_id,
+            "Moderator",
+            moderator_permissions(),
+            1,
+            false,
+        ),
+        role(guild.bot_role_id, &bot.username, bot_permissions(), 2, true),
+    ];
+    // The bot's own role carries tags naming it, as Discord does.
+    let mut roles = roles;
+    if let Some(Value::Object(bot_role)) = roles.get_mut(2) {
+        bot_role.insert("tags".into(), json!({"bot_id": id(bot.user_id)}));
+    }
+    roles.extend(
+        guild
+            .extra_roles()
+            .zip(3..)
+            .map(|(r, position)| role(r.id, &r.name, everyone_permissions(), position, false)),
+    );
+    let emojis: Vec<Value> = guild.emojis().map(|e| emoji(e.id, &e.name)).collect();
+    let guild_object = json!({
         "id": id(guild.id),
         "name": guild.name,
         "icon": null,
@@ -307,11 +351,11 @@ pub(crate) fn guild_create(world: &World, guild: &Guild) -> Value {
         "default_message_notifications": 1,
         "explicit_content_filter": 2,
         "roles": roles,
-        "emojis": [],
+        "emojis": emojis,
         "features": [],
         "mfa_level": 0,
         "application_id": null,
-        "system_channel_id": guild.channels.first().map(|c| id(c.id)),
+        "system_channel_id": id(guild.channel_id(0)),
         "system_channel_flags": 0,
         "rules_channel_id": null,
         "max_presences": null,
@@ -332,24 +376,6 @@ pub(crate) fn guild_create(world: &World, guild: &Guild) -> Value {
         "safety_alerts_channel_id": null,
         "incidents_data": null,
     });
-    // The fields GUILD_CREATE adds to the REST guild object.
-    let gateway_extra = json!({
-        "joined_at": rfc3339(guild.bot_joined_ms),
-        "large": member_count > LARGE_THRESHOLD,
-        "unavailable": false,
-        "member_count": member_count,
-        "voice_states": [],
-        "members": members,
-        "channels": channels,
-        "threads": [],
-        "presences": [],
-        "stage_instances": [],
-        "guild_scheduled_events": [],
-        "soundboard_sounds": [],
-        "embedded_activities": [],
-        "lazy": true,
-    });
-    merge(&mut guild_object, gateway_extra);
     guild_object
 }
 
@@ -467,10 +493,8 @@ pub(crate) fn interaction_create(spec: &InteractionSpec<'_>) -> Value {
     );
     merge(&mut member, json!({"permissions": permissions.to_string()}));
     let channel_name = guild
-        .channels
-        .iter()
-        .find(|c| c.id == spec.channel_id)
-        .map_or("unknown", |c| c.name.as_str());
+        .channel_name(spec.channel_id)
+        .unwrap_or(std::borrow::Cow::Borrowed("unknown"));
     let options: Vec<Value> = spec
         .options
         .iter()
@@ -530,6 +554,125 @@ pub(crate) fn gateway_bot(
             "max_concurrency": max_concurrency,
         },
     })
+}
+
+// The event mix's dispatch bodies.
+
+/// MESSAGE_UPDATE: Discord sends the whole edited message.
+pub(crate) fn message_update(spec: &MessageSpec<'_>, edited_ms: u64) -> Value {
+    let mut message = message(spec);
+    merge(
+        &mut message,
+        json!({"edited_timestamp": rfc3339(edited_ms)}),
+    );
+    message
+}
+
+pub(crate) fn message_delete(message_id: u64, channel_id: u64, guild_id: u64) -> Value {
+    json!({"id": id(message_id), "channel_id": id(channel_id), "guild_id": id(guild_id)})
+}
+
+pub(crate) fn guild_member_add(
+    guild_id: u64,
+    user_id: u64,
+    username: &str,
+    joined_ms: u64,
+) -> Value {
+    let mut member = member(user(user_id, username, false), &[], joined_ms);
+    merge(&mut member, json!({"guild_id": id(guild_id)}));
+    member
+}
+
+pub(crate) fn guild_member_remove(guild_id: u64, user_id: u64, username: &str) -> Value {
+    json!({"guild_id": id(guild_id), "user": user(user_id, username, false)})
+}
+
+/// A reaction with one of the guild's emojis, or a unicode one.
+pub(crate) struct ReactionSpec<'a> {
+    pub(crate) guild_id: u64,
+    pub(crate) channel_id: u64,
+    pub(crate) message_id: u64,
+    pub(crate) user: Author<'a>,
+    /// `(id, name)` of a custom emoji; `None` for a unicode one.
+    pub(crate) emoji: Option<(u64, &'a str)>,
+}
+
+pub(crate) fn message_reaction_add(spec: &ReactionSpec<'_>) -> Value {
+    let emoji = match spec.emoji {
+        Some((emoji_id, name)) => json!({"id": id(emoji_id), "name": name, "animated": false}),
+        None => json!({"id": null, "name": "\u{1f44d}"}),
+    };
+    json!({
+        "user_id": id(spec.user.id),
+        "channel_id": id(spec.channel_id),
+        "message_id": id(spec.message_id),
+        "guild_id": id(spec.guild_id),
+        "member": member(user(spec.user.id, spec.user.username, spec.user.bot), &[], spec.user.joined_ms),
+        "message_author_id": null,
+        "emoji": emoji,
+        "burst": false,
+        "burst_colors": [],
+        "type": 0,
+    })
+}
+
+pub(crate) fn typing_start(guild_id: u64, channel_id: u64, user: Author<'_>, unix_s: u64) -> Value {
+    json!({
+        "channel_id": id(channel_id),
+        "guild_id": id(guild_id),
+        "user_id": id(user.id),
+        "timestamp": unix_s,
+        "member": member(user_object(user), &[], user.joined_ms),
+    })
+}
+
+fn user_object(author: Author<'_>) -> Value {
+    user(author.id, author.username, author.bot)
+}
+
+pub(crate) fn presence_update(guild_id: u64, user_id: u64, status: &str) -> Value {
+    json!({
+        "user": {"id": id(user_id)},
+        "guild_id": id(guild_id),
+        "status": status,
+        "activities": [],
+        "client_status": {"desktop": status},
+    })
+}
+
+/// GUILD_DELETE for a guild the bot was removed from (no `unavailable`:
+/// Discord omits it then; `true` means an outage).
+pub(crate) fn guild_delete(guild_id: u64) -> Value {
+    json!({"id": id(guild_id)})
+}
+
+/// One GUILD_MEMBERS_CHUNK; `members` are `(user, roles)` of the guild.
+pub(crate) struct ChunkSpec<'a> {
+    pub(crate) guild_id: u64,
+    pub(crate) members: &'a [(crate::world::User, Vec<u64>, bool)],
+    pub(crate) chunk_index: u32,
+    pub(crate) chunk_count: u32,
+    pub(crate) not_found: &'a [u64],
+    pub(crate) nonce: Option<&'a str>,
+}
+
+pub(crate) fn guild_members_chunk(spec: &ChunkSpec<'_>) -> Value {
+    let members: Vec<Value> = spec
+        .members
+        .iter()
+        .map(|(u, roles, bot)| member(user(u.id, &u.username, *bot), roles, u.joined_ms))
+        .collect();
+    let mut chunk = json!({
+        "guild_id": id(spec.guild_id),
+        "members": members,
+        "chunk_index": spec.chunk_index,
+        "chunk_count": spec.chunk_count,
+        "not_found": spec.not_found.iter().map(|&u| id(u)).collect::<Vec<_>>(),
+    });
+    if let Some(nonce) = spec.nonce {
+        merge(&mut chunk, json!({"nonce": nonce}));
+    }
+    chunk
 }
 
 /// Adds `extra`'s fields to the object `base`.

@@ -169,6 +169,26 @@ impl SimHandle {
             .send_message(guild_id, channel_id, author_id, content)
     }
 
+    /// Removes the bot from a guild (GUILD_DELETE without `unavailable`); false for an
+    /// unknown guild or one already removed.
+    pub fn remove_guild(&self, guild_id: u64) -> bool {
+        let shared = &self.shared;
+        shared
+            .world
+            .guild(guild_id)
+            .is_some_and(|guild| crate::traffic::remove_guild(shared, guild))
+    }
+
+    /// Adds the bot back to a removed guild (a GUILD_CREATE); false for an unknown guild or
+    /// one not removed.
+    pub fn restore_guild(&self, guild_id: u64) -> bool {
+        let shared = &self.shared;
+        shared
+            .world
+            .guild(guild_id)
+            .is_some_and(|guild| crate::traffic::restore_guild(shared, guild))
+    }
+
     /// Dispatches an INTERACTION_CREATE for a slash command with string
     /// options; the interaction id (its token is kept so the callback can be
     /// checked), or `None` as for [`send_message`](Self::send_message).

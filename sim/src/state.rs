@@ -14,6 +14,7 @@ use twilight_model::gateway::Intents;
 use crate::clock::Clock;
 use crate::config::SimConfig;
 use crate::faults::Fault;
+use crate::gateway::{MemberRequest, OneOrMany};
 use crate::identify::IdentifyLimits;
 use crate::interactions::Interactions;
 use crate::ledger::{
@@ -28,6 +29,12 @@ use crate::world::World;
 /// Snowflake workers for ids made at run time (world ids use 0..=2).
 const WORKER_MESSAGE: u64 = 8;
 const WORKER_INTERACTION: u64 = 9;
+
+/// Discord's size of a GUILD_MEMBERS_CHUNK.
+const MEMBERS_PER_CHUNK: usize = 1000;
+/// Op 8 limits: `user_ids` up to 100, a `query` answers up to 100.
+const MAX_REQUESTED_USER_IDS: usize = 100;
+const MAX_QUERY_LIMIT: usize = 100;
 
 // No `Debug`: it would print the token.
 pub(crate) struct Shared {
@@ -296,6 +303,111 @@ impl Shared {
         };
         self.sessions.dispatch(guild.shard, event)?;
         Some(interaction_id)
+    }
+
+    /// Op 8: GUILD_MEMBERS_CHUNKs of at most 1,000 members for each
+    /// requested guild on `shard`, `nonce` echoed. The whole list (`query`
+    /// empty, `limit` 0) and `user_ids` need GUILD_MEMBERS; without it
+    /// nothing is sent. Returns the chunks sent.
+    pub(crate) fn request_guild_members(&self, shard: u32, request: &MemberRequest) -> usize {
+        let Some(intents) = self.sessions.intents(shard) else {
+            return 0;
+        };
+        let has_members = Intents::from_bits_truncate(intents).contains(Intents::GUILD_MEMBERS);
+        let query = request.query.as_deref().unwrap_or("");
+        let user_ids = request.user_ids.as_ref().map(OneOrMany::ids);
+        if !has_members && (user_ids.is_some() || query.is_empty()) {
+            return 0;
+        }
+        // Discord ignores a nonce over 32 bytes.
+        let nonce = request.nonce.as_deref().filter(|n| n.len() <= 32);
+        let mut sent = 0;
+        for guild_id in request.guild_id.ids() {
+            let Some(guild) = self.world.guild(guild_id) else {
+                continue;
+            };
+            if guild.shard != shard || self.world.is_removed(guild) {
+                continue;
+            }
+            let bot = &self.world.bot;
+            let roles_of = |user_id: u64| {
+                if user_id == guild.owner.id {
+                    vec![guild.moderator_role_id]
+                } else {
+                    Vec::new()
+                }
+            };
+            let bot_member = crate::world::User {
+                id: bot.user_id,
+                username: bot.username.clone(),
+                joined_ms: guild.bot_joined_ms,
+            };
+            let mut not_found = Vec::new();
+            let members: Vec<(crate::world::User, Vec<u64>, bool)> = match &user_ids {
+                Some(ids) => ids
+                    .iter()
+                    .take(MAX_REQUESTED_USER_IDS)
+                    .filter_map(|&id| {
+                        if id == bot.user_id {
+                            return Some((bot_member.clone(), vec![guild.bot_role_id], true));
+                        }
+                        let found = guild.find_member(id);
+                        if found.is_none() {
+                            not_found.push(id);
+                        }
+                        found.map(|u| (u, roles_of(id), false))
+                    })
+                    .collect(),
+                None => {
+                    let limit = match request.limit {
+                        0 if query.is_empty() => usize::MAX,
+                        0 => MAX_QUERY_LIMIT,
+                        n => (n as usize).min(if query.is_empty() {
+                            usize::MAX
+                        } else {
+                            MAX_QUERY_LIMIT
+                        }),
+                    };
+                    let query = query.to_lowercase();
+                    guild
+                        .all_members()
+                        .map(|u| {
+                            let roles = roles_of(u.id);
+                            (u, roles, false)
+                        })
+                        .chain(std::iter::once((
+                            bot_member.clone(),
+                            vec![guild.bot_role_id],
+                            true,
+                        )))
+                        .filter(|(u, _, _)| u.username.to_lowercase().starts_with(&query))
+                        .take(limit)
+                        .collect()
+                }
+            };
+            let chunks: Vec<_> = members.chunks(MEMBERS_PER_CHUNK).collect();
+            let chunk_count = chunks.len().max(1) as u32;
+            for index in 0..chunk_count {
+                let d = payloads::guild_members_chunk(&payloads::ChunkSpec {
+                    guild_id,
+                    members: chunks.get(index as usize).copied().unwrap_or(&[]),
+                    chunk_index: index,
+                    chunk_count,
+                    not_found: if index == 0 { &not_found } else { &[] },
+                    nonce,
+                });
+                let event = Event {
+                    name: "GUILD_MEMBERS_CHUNK",
+                    guild_id: Some(guild_id),
+                    entity_id: Some(guild_id),
+                    d: d.to_string(),
+                };
+                if self.sessions.dispatch(shard, event).is_some() {
+                    sent += 1;
+                }
+            }
+        }
+        sent
     }
 
     pub(crate) fn new_message_id(&self) -> u64 {

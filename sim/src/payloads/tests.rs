@@ -10,8 +10,10 @@ use twilight_model::channel::Message;
 use twilight_model::gateway::connection_info::BotConnectionInfo;
 use twilight_model::gateway::event::{DispatchEvent, GatewayEvent, GatewayEventDeserializer};
 use twilight_model::gateway::payload::incoming::{
-    GuildCreate, InteractionCreate, MessageCreate, Ready,
+    GuildCreate, GuildDelete, GuildUpdate, InteractionCreate, MemberAdd, MemberChunk, MemberRemove,
+    MessageCreate, MessageDelete, MessageUpdate, PresenceUpdate, ReactionAdd, Ready, TypingStart,
 };
+use twilight_model::gateway::presence::Status;
 use twilight_model::guild::Permissions;
 use twilight_model::oauth::Application;
 use twilight_model::user::CurrentUser;
@@ -83,7 +85,7 @@ fn guild_create_deserializes_as_an_available_guild() {
     };
     assert_eq!(parsed.id.get(), guild.id);
     assert_eq!(parsed.owner_id.get(), guild.owner.id);
-    assert_eq!(parsed.channels.len(), guild.channels.len());
+    assert_eq!(parsed.channels.len(), guild.channel_count as usize);
     assert!(
         parsed
             .channels
@@ -123,7 +125,7 @@ fn message_create_deserializes() {
     let author = Author::in_guild(guild, guild.members[0].id, "unused");
     let d = message(&MessageSpec {
         message_id: 1_234_567_890_123_456_789,
-        channel_id: guild.channels[0].id,
+        channel_id: guild.channel_id(0),
         guild_id: Some(guild.id),
         author,
         member_roles: Some(&[]),
@@ -163,7 +165,7 @@ fn interaction_create_deserializes() {
         token: "tok",
         application_id: world.bot.application_id,
         guild,
-        channel_id: guild.channels[0].id,
+        channel_id: guild.channel_id(0),
         user,
         command_id: 99_999_999_999,
         command: "config",
@@ -203,7 +205,7 @@ fn members_get_everyone_permissions_in_interactions() {
         token: "t",
         application_id: world.bot.application_id,
         guild,
-        channel_id: guild.channels[0].id,
+        channel_id: guild.channel_id(0),
         user,
         command_id: 2,
         command: "ping",
@@ -242,7 +244,7 @@ fn rest_objects_deserialize() {
     let guild = &world.guilds()[0];
     let reply = message(&MessageSpec {
         message_id: 1_234_567_890_123_456_789,
-        channel_id: guild.channels[0].id,
+        channel_id: guild.channel_id(0),
         guild_id: Some(guild.id),
         author: Author {
             id: world.bot.user_id,
@@ -260,4 +262,217 @@ fn rest_objects_deserialize() {
     assert!(parsed.author.bot);
     assert!(parsed.member.is_none());
     assert_eq!(parsed.embeds.len(), 1);
+}
+
+fn shaped_world() -> World {
+    World::generate(&SimConfig {
+        guilds: 8,
+        shards: 2,
+        channels_per_guild: 20,
+        shape: crate::config::GuildShape {
+            roles: 15,
+            emojis: 10,
+            large_share: 0.5,
+            large_members: 2500,
+            ..crate::config::GuildShape::default()
+        },
+        ..SimConfig::default()
+    })
+}
+
+#[test]
+fn shaped_and_large_guild_create_deserializes() {
+    let world = shaped_world();
+    let large = world
+        .guilds()
+        .iter()
+        .find(|g| g.large_members.is_some())
+        .expect("a large guild");
+    let small = world
+        .guilds()
+        .iter()
+        .find(|g| g.large_members.is_none())
+        .expect("a small guild");
+    for guild in [large, small] {
+        let d = guild_create(&world, guild);
+        let GuildCreate::Available(parsed) = serde_json::from_value(d.clone()).unwrap() else {
+            panic!("guild parsed as unavailable");
+        };
+        assert_eq!(parsed.channels.len(), 20);
+        assert_eq!(parsed.roles.len(), 15);
+        assert_eq!(parsed.emojis.len(), 10);
+        // Only the stored members travel, whatever the count says.
+        assert_eq!(parsed.members.len(), guild.members.len() + 2);
+        assert!(matches!(
+            dispatch_of("GUILD_CREATE", &d),
+            DispatchEvent::GuildCreate(_)
+        ));
+        let mut ids: Vec<u64> = parsed.roles.iter().map(|r| r.id.get()).collect();
+        ids.extend(parsed.emojis.iter().map(|e| e.id.get()));
+        ids.extend(parsed.channels.iter().map(|c| c.id.get()));
+        let count = ids.len();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), count, "ids are unique");
+    }
+    let parse = |g| match serde_json::from_value(guild_create(&world, g)).unwrap() {
+        GuildCreate::Available(g) => g,
+        GuildCreate::Unavailable(_) => panic!("unavailable"),
+    };
+    assert!(parse(large).large);
+    assert_eq!(parse(large).member_count, Some(2500));
+    assert!(!parse(small).large);
+}
+
+#[test]
+fn guild_update_and_delete_deserialize() {
+    let world = shaped_world();
+    let guild = &world.guilds()[1];
+    let d = guild_object(&world, guild);
+    let parsed: GuildUpdate = serde_json::from_value(d.clone()).unwrap();
+    assert_eq!(parsed.id.get(), guild.id);
+    assert_eq!(parsed.roles.len(), 15);
+    assert!(matches!(
+        dispatch_of("GUILD_UPDATE", &d),
+        DispatchEvent::GuildUpdate(_)
+    ));
+    let d = guild_delete(guild.id);
+    let parsed: GuildDelete = serde_json::from_value(d.clone()).unwrap();
+    assert_eq!(parsed.id.get(), guild.id);
+    assert_eq!(parsed.unavailable, None, "a removal, not an outage");
+    assert!(matches!(
+        dispatch_of("GUILD_DELETE", &d),
+        DispatchEvent::GuildDelete(_)
+    ));
+}
+
+#[test]
+fn message_update_and_delete_deserialize() {
+    let world = world();
+    let guild = &world.guilds()[0];
+    let author = Author::in_guild(guild, guild.members[0].id, "unused");
+    let content = "x".repeat(1024);
+    let d = message_update(
+        &MessageSpec {
+            message_id: 1_234_567_890_123_456_789,
+            channel_id: guild.channel_id(0),
+            guild_id: Some(guild.id),
+            author,
+            member_roles: Some(&[]),
+            content: &content,
+            embeds: Value::Array(Vec::new()),
+            webhook_id: None,
+            application_id: None,
+        },
+        1_700_000_000_000,
+    );
+    let parsed: MessageUpdate = serde_json::from_value(d.clone()).unwrap();
+    assert_eq!(parsed.content.len(), 1024);
+    assert!(parsed.edited_timestamp.is_some());
+    assert!(matches!(
+        dispatch_of("MESSAGE_UPDATE", &d),
+        DispatchEvent::MessageUpdate(_)
+    ));
+    let d = message_delete(1_234_567_890_123_456_789, guild.channel_id(0), guild.id);
+    let parsed: MessageDelete = serde_json::from_value(d.clone()).unwrap();
+    assert_eq!(parsed.guild_id.map(|g| g.get()), Some(guild.id));
+    assert!(matches!(
+        dispatch_of("MESSAGE_DELETE", &d),
+        DispatchEvent::MessageDelete(_)
+    ));
+}
+
+#[test]
+fn member_add_and_remove_deserialize() {
+    let world = world();
+    let guild = &world.guilds()[0];
+    let d = guild_member_add(
+        guild.id,
+        1_234_567_890_123_456_789,
+        "newcomer",
+        1_700_000_000_000,
+    );
+    let parsed: MemberAdd = serde_json::from_value(d.clone()).unwrap();
+    assert_eq!(parsed.guild_id.get(), guild.id);
+    assert_eq!(parsed.user.name, "newcomer");
+    assert!(matches!(
+        dispatch_of("GUILD_MEMBER_ADD", &d),
+        DispatchEvent::MemberAdd(_)
+    ));
+    let d = guild_member_remove(guild.id, guild.members[0].id, &guild.members[0].username);
+    let parsed: MemberRemove = serde_json::from_value(d.clone()).unwrap();
+    assert_eq!(parsed.user.id.get(), guild.members[0].id);
+    assert!(matches!(
+        dispatch_of("GUILD_MEMBER_REMOVE", &d),
+        DispatchEvent::MemberRemove(_)
+    ));
+}
+
+#[test]
+fn reaction_typing_and_presence_deserialize() {
+    let world = shaped_world();
+    let guild = &world.guilds()[0];
+    let author = Author::in_guild(guild, guild.members[0].id, "unused");
+    let emoji = guild.emojis().next().unwrap();
+    for custom in [Some((emoji.id, &*emoji.name)), None] {
+        let d = message_reaction_add(&ReactionSpec {
+            guild_id: guild.id,
+            channel_id: guild.channel_id(1),
+            message_id: 1_234_567_890_123_456_789,
+            user: author,
+            emoji: custom,
+        });
+        let parsed: ReactionAdd = serde_json::from_value(d.clone()).unwrap();
+        assert_eq!(parsed.user_id.get(), author.id);
+        assert!(matches!(
+            dispatch_of("MESSAGE_REACTION_ADD", &d),
+            DispatchEvent::ReactionAdd(_)
+        ));
+    }
+    let d = typing_start(guild.id, guild.channel_id(0), author, 1_700_000_000);
+    let parsed: TypingStart = serde_json::from_value(d.clone()).unwrap();
+    assert_eq!(parsed.user_id.get(), author.id);
+    assert!(matches!(
+        dispatch_of("TYPING_START", &d),
+        DispatchEvent::TypingStart(_)
+    ));
+    let d = presence_update(guild.id, author.id, "dnd");
+    let parsed: PresenceUpdate = serde_json::from_value(d.clone()).unwrap();
+    assert_eq!(parsed.status, Status::DoNotDisturb);
+    assert!(matches!(
+        dispatch_of("PRESENCE_UPDATE", &d),
+        DispatchEvent::PresenceUpdate(_)
+    ));
+}
+
+#[test]
+fn member_chunk_deserializes_with_its_nonce() {
+    let world = shaped_world();
+    let guild = world
+        .guilds()
+        .iter()
+        .find(|g| g.large_members.is_some())
+        .unwrap();
+    let members: Vec<_> = guild
+        .all_members()
+        .take(3)
+        .map(|u| (u, Vec::new(), false))
+        .collect();
+    let d = guild_members_chunk(&ChunkSpec {
+        guild_id: guild.id,
+        members: &members,
+        chunk_index: 1,
+        chunk_count: 3,
+        not_found: &[42],
+        nonce: Some("abc"),
+    });
+    let parsed: MemberChunk = serde_json::from_value(d.clone()).unwrap();
+    assert_eq!((parsed.chunk_index, parsed.chunk_count), (1, 3));
+    assert_eq!(parsed.nonce.as_deref(), Some("abc"));
+    assert_eq!(parsed.members.len(), 3);
+    assert_eq!(parsed.not_found[0].get(), 42);
+    assert!(matches!(
+        dispatch_of("GUILD_MEMBERS_CHUNK", &d),
+        DispatchEvent::MemberChunk(_)
+    ));
 }

@@ -302,3 +302,55 @@ async fn slow_interactions_are_deferred_then_answered_by_an_edit() {
     assert_eq!(edit.status, 200);
     assert_eq!(edit.body.as_ref().unwrap()["content"], "pong");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_guild_keeps_its_data_through_the_grace_and_a_return_cancels_the_erasure() {
+    let Bot {
+        sim,
+        node,
+        recorder,
+        ..
+    } = &Bot::start(small_world(1, 4)).await;
+    let (kept, erased) = (some_guild(sim, 0), some_guild(sim, 1));
+    for guild in [&kept, &erased] {
+        node.configure(guild.id, "prefix", "?", None).await.unwrap();
+    }
+
+    // Both are removed; one comes back.
+    assert!(sim.remove_guild(kept.id) && sim.remove_guild(erased.id));
+    let scheduled = || async {
+        let mut guilds: Vec<u64> = node
+            .scheduled_guild_deletions()
+            .await
+            .into_iter()
+            .map(|(g, _)| g)
+            .collect();
+        guilds.sort();
+        guilds
+    };
+    let mut both = vec![kept.id, erased.id];
+    both.sort();
+    wait_until("both removals are scheduled", || async {
+        scheduled().await == both
+    })
+    .await;
+    let (_, at) = node.scheduled_guild_deletions().await[0];
+    let grace = at.0 - protonn_storage::Timestamp::now().0;
+    assert!(
+        grace > 29 * 86_400_000,
+        "a month of grace by default, got {grace} ms"
+    );
+
+    assert!(sim.restore_guild(kept.id));
+    wait_until("the returning guild's erasure is cancelled", || async {
+        scheduled().await == [erased.id]
+    })
+    .await;
+    assert_eq!(recorder.counts()[&(kept.id, HandledEvent::GuildCreate)], 2);
+
+    // Its data was kept all along: the prefix still works.
+    let channel = kept.channel_ids[0];
+    sim.send_message(kept.id, channel, kept.member_ids[0], "?ping")
+        .unwrap();
+    assert_eq!(reply_in(sim, channel, 0).await, "pong");
+}
