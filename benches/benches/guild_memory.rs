@@ -1,0 +1,294 @@
+//! B2: resident bytes per idle guild (guild actor or passivated record, plus the node
+//! cache) at N guilds, counted exactly by a counting global allocator.
+//!
+//! One process holds the simulator and the node. The simulator starts first and generates
+//! its world; the figure is the growth of live heap bytes across starting a node and
+//! absorbing every GUILD_CREATE (router `active_guilds == N`), after the process settles.
+//! Then again with a node that passivates every actor (`idle_after` 1 ms), and then, as the
+//! breakdown and the peer, a bare shard supervisor whose sink feeds two twilight caches:
+//! ours (GUILD | ROLE) and twilight's default (every resource), each measured by the bytes
+//! freed when it is dropped.
+//!
+//! `cargo bench -p protonn-benches --bench guild_memory -- [guilds]` (default 10000).
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use protonn_actors::RuntimeConfig;
+use protonn_cluster::{DiscordEndpoint, Node, NodeOptions};
+use protonn_shard::{
+    BotToken, EventSink, GatewaySettings, IdentifyConfig, LocalScheduler, ShardPhase,
+    ShardSupervisor, SupervisorArgs, SupervisorMsg,
+};
+use protonn_sim::SimHandle;
+use twilight_cache_inmemory::{DefaultInMemoryCache, ResourceType};
+use twilight_model::gateway::event::Event;
+
+use support::{allocated, kib, rss};
+
+const SETTLE: Duration = Duration::from_secs(2);
+const DEADLINE: Duration = Duration::from_secs(600);
+
+struct Measured {
+    bytes: isize,
+    rss: isize,
+    absorbed_in: Duration,
+}
+
+async fn run_node(sim: &SimHandle, guilds: usize, runtime: RuntimeConfig) -> Measured {
+    let passivating = runtime.idle_after < Duration::from_secs(1);
+    let data = tempfile::tempdir().unwrap();
+    let (before, rss_before) = (allocated(), rss());
+    let started = Instant::now();
+    let node = Node::start(NodeOptions {
+        discord: DiscordEndpoint::Simulator(sim.rest_proxy()),
+        token: BotToken::new(sim.config().token.clone()),
+        shards: None,
+        shard_ids: None,
+        data_dir: data.path().to_owned(),
+        ops_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        runtime,
+        observer: None,
+    })
+    .await
+    .unwrap();
+    loop {
+        let stats = node.router_stats().await;
+        let done = if passivating {
+            stats.active_guilds == 0 && stats.passivated as usize >= guilds
+        } else {
+            stats.active_guilds >= guilds
+        };
+        if done {
+            break;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "node never absorbed: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let absorbed_in = started.elapsed();
+    tokio::time::sleep(SETTLE).await;
+    let stats = node.router_stats().await;
+    let measured = Measured {
+        bytes: allocated() as isize - before as isize,
+        rss: rss() as isize - rss_before as isize,
+        absorbed_in,
+    };
+    println!(
+        "  router {stats:?}; node heap {} B, RSS growth {} B, absorbed in {:.2} s",
+        measured.bytes,
+        measured.rss,
+        absorbed_in.as_secs_f64()
+    );
+    node.shutdown().await;
+    drop(data);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    measured
+}
+
+/// Feeds every event into our cache and twilight's default one, counting GUILD_CREATEs.
+struct CacheSink {
+    ours: Arc<DefaultInMemoryCache>,
+    full: Arc<DefaultInMemoryCache>,
+    guilds: AtomicUsize,
+}
+
+impl EventSink for CacheSink {
+    fn deliver(&self, _: u32, events: Vec<Event>) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        for event in &events {
+            self.ours.update(event);
+            self.full.update(event);
+            if matches!(event, Event::GuildCreate(_)) {
+                self.guilds.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Box::pin(std::future::ready(()))
+    }
+}
+
+struct Caches {
+    ours: isize,
+    full: isize,
+    shards_and_sim: isize,
+}
+
+async fn run_caches(sim: &SimHandle, guilds: usize) -> Caches {
+    let before = allocated();
+    let sink = Arc::new(CacheSink {
+        ours: Arc::new(
+            DefaultInMemoryCache::builder()
+                .resource_types(protonn_actors::cached_resources())
+                .build(),
+        ),
+        full: Arc::new(
+            DefaultInMemoryCache::builder()
+                .resource_types(ResourceType::all())
+                .build(),
+        ),
+        guilds: AtomicUsize::new(0),
+    });
+    let shards = sim.config().shards;
+    let identify = IdentifyConfig::discord(
+        sim.config().max_concurrency as u16,
+        1_000,
+        1_000,
+        Duration::from_secs(86_400),
+    );
+    let supervisor = ShardSupervisor::start(SupervisorArgs {
+        settings: GatewaySettings {
+            token: BotToken::new(sim.config().token.clone()),
+            intents: protonn_actors::intents(),
+            event_types: protonn_actors::event_types(),
+            gateway_url: Some(sim.gateway_url()),
+            shard_count: shards,
+            shard_ids: (0..shards).collect(),
+            identify_window: Duration::from_millis(50),
+            buffer_capacity: 4_096,
+        },
+        scheduler: Arc::new(LocalScheduler::start(IdentifyConfig {
+            window: Duration::from_millis(50),
+            ..identify
+        })),
+        sink: Arc::clone(&sink) as Arc<dyn EventSink>,
+    })
+    .await
+    .unwrap();
+    let started = Instant::now();
+    while sink.guilds.load(Ordering::Relaxed) < guilds {
+        assert!(started.elapsed() < DEADLINE, "caches never filled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(SETTLE).await;
+    let statuses = ractor::call_t!(supervisor, SupervisorMsg::Statuses, 5_000).unwrap();
+    assert!(statuses.iter().all(|s| s.phase == ShardPhase::Ready));
+    let stats = sink.ours.stats();
+    println!(
+        "  our cache: {} guilds, {} roles, {} channels",
+        stats.guilds(),
+        stats.roles(),
+        stats.channels()
+    );
+    let stats = sink.full.stats();
+    println!(
+        "  twilight default cache: {} guilds, {} roles, {} channels, {} members, {} users",
+        stats.guilds(),
+        stats.roles(),
+        stats.channels(),
+        stats.members(),
+        stats.users()
+    );
+    // The supervisor's shards hold the sink: stop them before dropping the caches.
+    supervisor
+        .stop_children_and_wait(None, Some(Duration::from_secs(10)))
+        .await;
+    let _ = supervisor
+        .stop_and_wait(None, Some(Duration::from_secs(10)))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let full = Arc::clone(&sink.full);
+    let ours = Arc::clone(&sink.ours);
+    drop(sink);
+    let at = allocated();
+    drop(full);
+    let without_full = allocated();
+    drop(ours);
+    let without_caches = allocated();
+    Caches {
+        full: at as isize - without_full as isize,
+        ours: without_full as isize - without_caches as isize,
+        shards_and_sim: without_caches as isize - before as isize,
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let guilds = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse::<u32>().ok())
+        .unwrap_or(10_000);
+    let n = guilds as f64;
+    let config = support::world(guilds);
+    println!(
+        "B2 guild memory: {guilds} guilds on {} shards, {} channels per guild",
+        config.shards, config.channels_per_guild
+    );
+    let (heap0, rss0) = (allocated(), rss());
+    let sim = support::start_sim(config).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    println!(
+        "simulator with its world: heap {} B, RSS {} B (process before it: heap {heap0} B, RSS {rss0} B)",
+        allocated() - heap0,
+        rss() as isize - rss0 as isize
+    );
+
+    println!("node, actors resident (idle_after 1 h):");
+    let resident = run_node(
+        &sim,
+        guilds as usize,
+        RuntimeConfig {
+            idle_after: Duration::from_secs(3_600),
+            ..RuntimeConfig::default()
+        },
+    )
+    .await;
+    println!("node, every actor passivated (idle_after 1 ms, sweep every 200 ms):");
+    let passivated = run_node(
+        &sim,
+        guilds as usize,
+        RuntimeConfig {
+            idle_after: Duration::from_millis(1),
+            sweep_every: Duration::from_millis(200),
+            ..RuntimeConfig::default()
+        },
+    )
+    .await;
+    println!("bare shards feeding our cache and twilight's default cache:");
+    let caches = run_caches(&sim, guilds as usize).await;
+    sim.shutdown().await;
+
+    let per = |bytes: isize| bytes as f64 / n;
+    println!("--- B2 at {guilds} guilds (bytes per guild; target <= 16 KiB) ---");
+    println!(
+        "resident actors:  node heap {}/guild (ratio to 16 KiB {:.3}), RSS {}/guild",
+        kib(per(resident.bytes)),
+        per(resident.bytes) / 16_384.0,
+        kib(per(resident.rss))
+    );
+    println!(
+        "passivated:       node heap {}/guild (ratio to 16 KiB {:.3}) (RSS not meaningful after the first node)",
+        kib(per(passivated.bytes)),
+        per(passivated.bytes) / 16_384.0
+    );
+    println!(
+        "one resident actor (resident - passivated): {}",
+        kib(per(resident.bytes - passivated.bytes))
+    );
+    println!("our cache (GUILD | ROLE):  {}", kib(per(caches.ours)));
+    println!(
+        "rest of the passivated node (per-guild share of shards, router, storage, ...): {}",
+        kib(per(passivated.bytes - caches.ours))
+    );
+    println!(
+        "peer: twilight default cache (all resources): {}",
+        kib(per(caches.full))
+    );
+    println!(
+        "simulator growth after serving the bare shards (sessions kept for resume): {}",
+        kib(per(caches.shards_and_sim))
+    );
+    println!(
+        "absorbed: resident in {:.2} s, passivating in {:.2} s",
+        resident.absorbed_in.as_secs_f64(),
+        passivated.absorbed_in.as_secs_f64()
+    );
+}

@@ -1,0 +1,361 @@
+//! B3: guild actor spawn and rehydrate cost, and the time to absorb one shard's
+//! 2,500-guild READY burst.
+//!
+//! - spawn: a `GuildRouter` (real `Services`: embedded store, empty cache) gets one batch of
+//!   2,500 events for 2,500 guilds it has no actor for, as a shard's burst does; time of the
+//!   batch ÷ 2,500, and live heap growth ÷ 2,500 once they are idle. Beside it, in the same
+//!   run: a bare ractor actor (unit state, no handler) spawned 2,500 times in a loop.
+//! - rehydrate: a MESSAGE_CREATE to a guild whose actor was passivated: time from handing
+//!   the event to the router until the new actor has handled it (config loaded from the
+//!   embedded store, prefix checked). Beside it: the same to a resident actor.
+//! - READY burst: a simulator with one shard of 2,500 guilds (20 channels each) and a node,
+//!   in one process; from the shard turning READY until the 2,500th GUILD_CREATE is handled by
+//!   its guild actor. CPU time of the whole process (simulator included) over that span too.
+//!
+//! `cargo bench -p protonn-benches --bench guild_spawn -- [runs]` (default 5).
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use protonn_actors::{
+    DeadLetters, Departures, EventObserver, GuildRouter, HandledEvent, Replies, RouterMsg,
+    RuntimeConfig, Services,
+};
+use protonn_cluster::{DiscordEndpoint, Node, NodeOptions};
+use protonn_shard::{BotToken, ShardPhase};
+use protonn_storage::{EmbeddedStore, GuildConfig, GuildConfigRepo};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::mpsc;
+use twilight_cache_inmemory::DefaultInMemoryCache;
+use twilight_model::channel::Message;
+use twilight_model::gateway::event::Event;
+use twilight_model::gateway::payload::incoming::{MessageCreate, RoleDelete};
+use twilight_model::id::Id;
+
+use support::{allocated, cpu_time, median, percentile};
+
+const BURST: usize = 2_500;
+/// First guild id of the synthetic guilds (a 2020 snowflake).
+const GUILD_BASE: u64 = 661_000_000_000_000_000;
+
+struct Bare;
+
+impl Actor for Bare {
+    type Msg = ();
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(&self, _: ActorRef<()>, _: ()) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+}
+
+/// Sends each handled message id, with when it was handled.
+struct Timestamps(mpsc::UnboundedSender<(u64, Instant)>);
+
+impl EventObserver for Timestamps {
+    fn handled(&self, _: u64, event: HandledEvent) {
+        if let HandledEvent::Message(id) = event {
+            let _ = self.0.send((id, Instant::now()));
+        }
+    }
+}
+
+fn router_services(
+    store: Arc<EmbeddedStore>,
+    runtime: RuntimeConfig,
+    observer: Option<Arc<dyn EventObserver>>,
+) -> Services {
+    Services {
+        store,
+        departures: Departures::default(),
+        replies: Replies::new(Arc::new(twilight_http::Client::new(String::new()))),
+        cache: Arc::new(DefaultInMemoryCache::new()),
+        runtime,
+        dead_letters: Arc::new(DeadLetters::default()),
+        observer,
+    }
+}
+
+fn role_delete(guild: u64) -> Event {
+    Event::RoleDelete(RoleDelete {
+        guild_id: Id::new(guild),
+        role_id: Id::new(guild + 1),
+    })
+}
+
+fn message(guild: u64, id: u64) -> Event {
+    let json = format!(
+        r#"{{"id":"{id}","channel_id":"{channel}","guild_id":"{guild}",
+        "author":{{"id":"{author}","username":"user","discriminator":"0","avatar":null,
+        "global_name":null,"bot":false}},
+        "content":"hello there, nothing to see","timestamp":"2024-01-01T00:00:00.000000+00:00",
+        "edited_timestamp":null,"tts":false,"mention_everyone":false,"mentions":[],
+        "mention_roles":[],"attachments":[],"embeds":[],"pinned":false,"type":0}}"#,
+        channel = guild + 2,
+        author = guild + 3,
+    );
+    let message: Message = serde_json::from_str(&json).expect("a valid MESSAGE_CREATE");
+    Event::MessageCreate(Box::new(MessageCreate {
+        channel_type: None,
+        message,
+    }))
+}
+
+async fn route(router: &ActorRef<RouterMsg>, events: Vec<Event>) {
+    ractor::call_t!(router, |reply| RouterMsg::Route(events, reply), 120_000).unwrap();
+}
+
+async fn active(router: &ActorRef<RouterMsg>) -> usize {
+    ractor::call_t!(router, RouterMsg::Stats, 5_000)
+        .unwrap()
+        .active_guilds
+}
+
+/// (µs per spawn, bytes per live actor) of a bare ractor actor.
+async fn bare_round() -> (f64, f64) {
+    let before = allocated();
+    let started = Instant::now();
+    let mut actors = Vec::with_capacity(BURST);
+    for _ in 0..BURST {
+        actors.push(Actor::spawn(None, Bare, ()).await.unwrap().0);
+    }
+    let elapsed = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The Vec of refs is the bench's, not the actors': 8 bytes each.
+    let bytes = (allocated() - before - actors.capacity() * size_of::<ActorRef<()>>()) as f64;
+    for actor in &actors {
+        actor.stop(None);
+    }
+    drop(actors);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    (
+        elapsed.as_secs_f64() * 1e6 / BURST as f64,
+        bytes / BURST as f64,
+    )
+}
+
+/// (µs per spawn, bytes per live guild actor) through the router.
+async fn router_round(router: &ActorRef<RouterMsg>, round: u64) -> (f64, f64) {
+    let first = GUILD_BASE + round * 1_000_000;
+    let events: Vec<Event> = (0..BURST as u64)
+        .map(|i| role_delete(first + i * 8))
+        .collect();
+    let resident = active(router).await;
+    let before = allocated();
+    let started = Instant::now();
+    route(router, events).await;
+    let elapsed = started.elapsed();
+    while active(router).await < resident + BURST {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let bytes = allocated() as f64 - before as f64;
+    (
+        elapsed.as_secs_f64() * 1e6 / BURST as f64,
+        bytes / BURST as f64,
+    )
+}
+
+async fn spawn_costs(runs: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+    let runtime = RuntimeConfig {
+        idle_after: Duration::from_secs(3_600),
+        ..RuntimeConfig::default()
+    };
+    let router = GuildRouter::start(router_services(Arc::clone(&store), runtime, None))
+        .await
+        .unwrap();
+    // Warm-up: the first spawns pay for lazily built statics (metrics, tokio internals).
+    let _ = bare_round().await;
+    let _ = router_round(&router, 0).await;
+    let (mut bare_us, mut bare_bytes, mut guild_us, mut guild_bytes) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for run in 1..=runs {
+        let (us, bytes) = bare_round().await;
+        bare_us.push(us);
+        bare_bytes.push(bytes);
+        let (us, bytes) = router_round(&router, run as u64).await;
+        guild_us.push(us);
+        guild_bytes.push(bytes);
+        println!(
+            "run {run}: bare ractor {:.2} µs {:.0} B; guild actor via router {us:.2} µs {bytes:.0} B",
+            bare_us[run - 1],
+            bare_bytes[run - 1]
+        );
+    }
+    println!(
+        "spawn, median of {runs} rounds of {BURST}: guild actor {:.2} µs/spawn (ratio to 2 µs {:.2}), {:.0} B/actor; bare ractor {:.2} µs, {:.0} B",
+        median(&mut guild_us),
+        median(&mut guild_us) / 2.0,
+        median(&mut guild_bytes),
+        median(&mut bare_us),
+        median(&mut bare_bytes)
+    );
+    router.stop_children_and_wait(None, None).await;
+    let _ = router.stop_and_wait(None, None).await;
+}
+
+async fn rehydrate_costs(guilds: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+    let ids: Vec<u64> = (0..guilds as u64).map(|i| GUILD_BASE + i * 8).collect();
+    for &guild in &ids {
+        store.save(guild, 0, &GuildConfig::default()).await.unwrap();
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let runtime = RuntimeConfig {
+        idle_after: Duration::from_millis(50),
+        sweep_every: Duration::from_millis(50),
+        ..RuntimeConfig::default()
+    };
+    let observer = Arc::new(Timestamps(tx)) as Arc<dyn EventObserver>;
+    let router = GuildRouter::start(router_services(store, runtime, Some(observer)))
+        .await
+        .unwrap();
+    let mut next_id = 1_000u64;
+    // Spawn each once and let every one passivate.
+    route(
+        &router,
+        ids.iter()
+            .map(|&g| {
+                next_id += 1;
+                message(g, next_id)
+            })
+            .collect(),
+    )
+    .await;
+    for _ in 0..guilds {
+        rx.recv().await.unwrap();
+    }
+    while active(&router).await > 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (mut cold, mut warm) = (Vec::new(), Vec::new());
+    for &guild in &ids {
+        for sample in [&mut cold, &mut warm] {
+            next_id += 1;
+            let event = message(guild, next_id);
+            let sent = Instant::now();
+            route(&router, vec![event]).await;
+            let handled = loop {
+                let (id, at) = rx.recv().await.unwrap();
+                if id == next_id {
+                    break at;
+                }
+            };
+            sample.push((handled - sent).as_secs_f64() * 1e6);
+        }
+    }
+    println!(
+        "rehydrate (event to a passivated guild until handled, config read from redb), {guilds} guilds: p50 {:.1} µs, p90 {:.1} µs, p99 {:.1} µs",
+        percentile(&mut cold, 0.5),
+        percentile(&mut cold, 0.9),
+        percentile(&mut cold, 0.99)
+    );
+    println!(
+        "same event to the resident actor right after: p50 {:.1} µs, p90 {:.1} µs, p99 {:.1} µs",
+        percentile(&mut warm, 0.5),
+        percentile(&mut warm, 0.9),
+        percentile(&mut warm, 0.99)
+    );
+    router.stop_children_and_wait(None, None).await;
+    let _ = router.stop_and_wait(None, None).await;
+}
+
+/// Counts GUILD_CREATEs handled and notes when the last expected one was.
+struct Burst {
+    handled: AtomicUsize,
+    last: Mutex<Option<Instant>>,
+}
+
+impl EventObserver for Burst {
+    fn handled(&self, _: u64, event: HandledEvent) {
+        if event == HandledEvent::GuildCreate
+            && self.handled.fetch_add(1, Ordering::AcqRel) + 1 == BURST
+        {
+            *self.last.lock().unwrap() = Some(Instant::now());
+        }
+    }
+}
+
+/// (seconds from READY until the 2,500th GUILD_CREATE handled, CPU seconds of the process).
+async fn burst_run() -> (f64, f64) {
+    let sim = support::start_sim(support::world(BURST as u32)).await;
+    let data = tempfile::tempdir().unwrap();
+    let burst = Arc::new(Burst {
+        handled: AtomicUsize::new(0),
+        last: Mutex::new(None),
+    });
+    let node = Node::start(NodeOptions {
+        discord: DiscordEndpoint::Simulator(sim.rest_proxy()),
+        token: BotToken::new(sim.config().token.clone()),
+        shards: None,
+        shard_ids: None,
+        data_dir: data.path().to_owned(),
+        ops_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        runtime: RuntimeConfig::default(),
+        observer: Some(Arc::clone(&burst) as Arc<dyn EventObserver>),
+    })
+    .await
+    .unwrap();
+    let (ready, cpu_ready) = loop {
+        let statuses = node.shard_statuses().await;
+        if !statuses.is_empty() && statuses.iter().all(|s| s.phase == ShardPhase::Ready) {
+            break (Instant::now(), cpu_time());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    let at_ready = burst.handled.load(Ordering::Acquire);
+    let last = loop {
+        if let Some(last) = *burst.last.lock().unwrap() {
+            break last;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    let cpu = cpu_time() - cpu_ready;
+    let stats = node.router_stats().await;
+    assert!(stats.active_guilds >= BURST, "{stats:?}");
+    if at_ready > 0 {
+        println!("  ({at_ready} GUILD_CREATEs were handled before READY was seen)");
+    }
+    node.shutdown().await;
+    sim.shutdown().await;
+    (
+        last.saturating_duration_since(ready).as_secs_f64(),
+        cpu.as_secs_f64(),
+    )
+}
+
+#[tokio::main]
+async fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runs = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse::<usize>().ok())
+        .unwrap_or(5);
+    println!("B3 guild spawn / rehydrate / READY burst, {runs} runs");
+    spawn_costs(runs).await;
+    rehydrate_costs(1_000).await;
+    let (mut wall, mut cpu) = (Vec::new(), Vec::new());
+    for run in 1..=runs {
+        let (w, c) = burst_run().await;
+        println!(
+            "burst run {run}: READY → {BURST} guild actors handled GUILD_CREATE in {w:.3} s, process CPU {c:.2} s"
+        );
+        wall.push(w);
+        cpu.push(c);
+    }
+    println!(
+        "READY burst, median of {runs}: {:.3} s wall on 2 cores (ratio to 0.5 s {:.2}), {:.2} CPU-s for the whole process (simulator included)",
+        median(&mut wall),
+        median(&mut wall) / 0.5,
+        median(&mut cpu)
+    );
+}
