@@ -2,24 +2,18 @@
 //! connection, and that twilight recovers as it should (resume without
 //! loss, re-identify, or stop for good).
 
+mod common;
+
+use common::*;
+
 use std::time::Duration;
 
-use protonn_sim::{Fault, GatewayEventKind, GuildInfo, SimConfig, SimHandle, Simulator};
-use tokio::net::TcpListener;
+use protonn_sim::{Fault, GatewayEventKind, GuildInfo, SimConfig, SimHandle};
 use tokio::time::{Instant, timeout_at};
 use twilight_gateway::queue::InMemoryQueue;
 use twilight_gateway::{
     ConfigBuilder, Event, EventTypeFlags, Intents, Shard, ShardId, StreamExt as _,
 };
-
-const TOKEN: &str = "sim-token";
-const WAIT: Duration = Duration::from_secs(15);
-
-async fn start(config: SimConfig) -> SimHandle {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    Simulator::start(config, listener).await.unwrap()
-}
 
 /// One shard, a fast clock (identify window 50 ms) so re-identifying costs
 /// no real wait, and a short heartbeat so a silent connection is noticed
@@ -61,16 +55,6 @@ async fn next(shard: &mut Shard, deadline: Instant) -> Option<Event> {
         Ok(Some(Err(e))) => panic!("gateway error: {e}"),
         Ok(None) => None,
         Err(_) => panic!("no event before the deadline"),
-    }
-}
-
-async fn until<T>(shard: &mut Shard, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let event = next(shard, deadline).await.expect("shard stream ended");
-        if let Some(found) = pick(&event) {
-            return found;
-        }
     }
 }
 

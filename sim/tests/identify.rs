@@ -1,26 +1,19 @@
 //! Identify rules against the real twilight 0.18 clients: buckets, the 5 s
 //! window (scaled) and the session start budget.
 
+mod common;
+
+use common::*;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use protonn_sim::{
-    GatewayEventKind, IdentifyOutcome, SessionLimitAction, SimConfig, SimHandle, Simulator,
-};
-use tokio::net::TcpListener;
+use protonn_sim::{GatewayEventKind, IdentifyOutcome, SessionLimitAction, SimConfig, SimHandle};
 use tokio::time::{Instant, timeout_at};
 use twilight_gateway::queue::InMemoryQueue;
 use twilight_gateway::{
     ConfigBuilder, Event, EventTypeFlags, Intents, Shard, ShardId, StreamExt as _,
 };
-
-const TOKEN: &str = "sim-token";
-
-async fn start(config: SimConfig) -> SimHandle {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    Simulator::start(config, listener).await.unwrap()
-}
 
 fn shard_with_queue(sim: &SimHandle, id: u32, queue: InMemoryQueue) -> Shard {
     let config = ConfigBuilder::new(TOKEN.to_owned(), Intents::GUILDS)

@@ -2,34 +2,28 @@
 //! the real twilight-http client (its limiter on and off) and by hand where
 //! the exact bytes of a 429 matter.
 
+mod common;
+
+use common::*;
+
 use std::time::Duration;
 
 use futures_util::future::join_all;
 use protonn_sim::{
     GatewayEventKind, InteractionOutcome, RateLimit, RateLimitScope, RestFault, RestFaultResponse,
-    RestLimits, SimConfig, SimHandle, Simulator,
+    RestLimits, SimConfig, SimHandle,
 };
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
-use twilight_gateway::{
-    ConfigBuilder, Event, EventTypeFlags, Intents, Shard, ShardId, StreamExt as _,
-};
+use twilight_gateway::{ConfigBuilder, Event, Intents, Shard, ShardId};
 use twilight_http::Client;
 use twilight_http::error::ErrorType;
 use twilight_model::http::interaction::{InteractionResponse, InteractionResponseType};
 use twilight_model::id::Id;
 
-const TOKEN: &str = "sim-token";
 const MESSAGES: &str = "POST /channels/{channel_id}/messages";
-const WAIT: Duration = Duration::from_secs(20);
-
-async fn start(config: SimConfig) -> SimHandle {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    Simulator::start(config, listener).await.unwrap()
-}
 
 fn config(time_scale: f64) -> SimConfig {
     SimConfig {
@@ -313,13 +307,6 @@ async fn late_interaction_gets_10062_and_is_recorded_late() {
             .all(|g| g.kind != GatewayEventKind::ClosedByServer { code: 4004 })
     );
     sim.shutdown().await;
-}
-
-async fn next(shard: &mut Shard, deadline: Instant) -> Event {
-    match timeout_at(deadline, shard.next_event(EventTypeFlags::all())).await {
-        Ok(Some(Ok(event))) => event,
-        other => panic!("no event: {other:?}"),
-    }
 }
 
 struct Reply {

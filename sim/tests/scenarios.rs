@@ -2,28 +2,18 @@
 //! large guilds answered to op 8, the weighted event mix and its intents.
 //! The 100,000-guild measurement is `#[ignore]`d (see `sim/README.md`).
 
+mod common;
+
+use common::*;
+
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use protonn_sim::{EventMix, EventWeights, GuildShape, SimConfig, SimHandle, Simulator};
-use tokio::net::TcpListener;
-use tokio::time::{Instant, timeout_at};
-use twilight_gateway::{
-    ConfigBuilder, Event, EventType, EventTypeFlags, Intents, Message, Shard, ShardId,
-    StreamExt as _,
-};
+use protonn_sim::{EventMix, EventWeights, GuildShape, SimConfig, SimHandle};
+use tokio::time::Instant;
+use twilight_gateway::{ConfigBuilder, Event, EventType, Intents, Message, Shard, ShardId};
 use twilight_model::gateway::payload::outgoing::RequestGuildMembers;
 use twilight_model::id::Id;
-
-const TOKEN: &str = "sim-token";
-const WAIT: Duration = Duration::from_secs(15);
-
-async fn start(config: SimConfig) -> SimHandle {
-    // twilight builds a TLS connector even for ws:// and needs a provider.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    Simulator::start(config, listener).await.unwrap()
-}
 
 fn all_privileged() -> Vec<String> {
     ["GUILD_MEMBERS", "GUILD_PRESENCES", "MESSAGE_CONTENT"]
@@ -46,15 +36,6 @@ fn shard(sim: &SimHandle, id: u32, intents: Intents) -> Shard {
         .proxy_url(sim.gateway_url())
         .build();
     Shard::with_config(ShardId::new(id, sim.config().shards), config)
-}
-
-async fn next(shard: &mut Shard, deadline: Instant) -> Event {
-    match timeout_at(deadline, shard.next_event(EventTypeFlags::all())).await {
-        Ok(Some(Ok(event))) => event,
-        Ok(Some(Err(e))) => panic!("gateway error: {e}"),
-        Ok(None) => panic!("shard stream ended"),
-        Err(_) => panic!("no event before the deadline"),
-    }
 }
 
 /// Large guilds (2,500 members, 5 in GUILD_CREATE) answer op 8 with three

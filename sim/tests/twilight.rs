@@ -1,10 +1,13 @@
 //! End to end with the real clients the bot uses: twilight-gateway shards
 //! and twilight-http against a simulator on a loopback port.
 
+mod common;
+
+use common::*;
+
 use std::time::Duration;
 
-use protonn_sim::{GatewayEventKind, SimConfig, SimHandle, Simulator};
-use tokio::net::TcpListener;
+use protonn_sim::{GatewayEventKind, SimConfig, SimHandle};
 use tokio::time::{Instant, timeout_at};
 use twilight_gateway::{
     CloseFrame, ConfigBuilder, Event, EventTypeFlags, Intents, Shard, ShardId, StreamExt as _,
@@ -17,16 +20,6 @@ use twilight_model::http::interaction::{
     InteractionResponse, InteractionResponseData, InteractionResponseType,
 };
 use twilight_model::id::Id;
-
-const TOKEN: &str = "sim-token";
-const WAIT: Duration = Duration::from_secs(15);
-
-async fn start(config: SimConfig) -> SimHandle {
-    // twilight builds a TLS connector even for ws:// and needs a provider.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    Simulator::start(config, listener).await.unwrap()
-}
 
 /// Two shards in two identify buckets, so both may identify at once.
 fn small() -> SimConfig {
@@ -51,35 +44,6 @@ fn http(sim: &SimHandle, token: &str) -> Client {
         .token(token.to_owned())
         .proxy(sim.rest_proxy(), true)
         .build()
-}
-
-/// The next event, failing the test at the deadline or on stream end.
-async fn next(shard: &mut Shard, deadline: Instant) -> Event {
-    match timeout_at(deadline, shard.next_event(EventTypeFlags::all())).await {
-        Ok(Some(Ok(event))) => event,
-        Ok(Some(Err(e))) => panic!("gateway error: {e}"),
-        Ok(None) => panic!("shard stream ended"),
-        Err(_) => panic!("no event before the deadline"),
-    }
-}
-
-/// Skips events until `pick` returns something.
-async fn until<T>(shard: &mut Shard, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let event = next(shard, deadline).await;
-        if let Some(found) = pick(&event) {
-            return found;
-        }
-    }
-}
-
-async fn poll_until(mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !done() {
-        assert!(Instant::now() < deadline, "condition not met in time");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test]

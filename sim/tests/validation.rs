@@ -1,24 +1,18 @@
 //! Discord's validation of what a client sends, in its close codes, against
 //! the real twilight 0.18 shard: what twilight does after each.
 
+mod common;
+
+use common::*;
+
 use std::time::Duration;
 
-use protonn_sim::{GatewayEventKind, SimConfig, SimHandle, Simulator};
-use tokio::net::TcpListener;
+use protonn_sim::{GatewayEventKind, SimConfig, SimHandle};
 use tokio::time::{Instant, timeout_at};
 use twilight_gateway::queue::InMemoryQueue;
 use twilight_gateway::{
     ConfigBuilder, Event, EventTypeFlags, Intents, Shard, ShardId, StreamExt as _,
 };
-
-const TOKEN: &str = "sim-token";
-const WAIT: Duration = Duration::from_secs(15);
-
-async fn start(config: SimConfig) -> SimHandle {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    Simulator::start(config, listener).await.unwrap()
-}
 
 fn base() -> SimConfig {
     SimConfig {
@@ -42,22 +36,6 @@ fn builder(sim: &SimHandle, intents: Intents) -> ConfigBuilder {
 
 fn shard(sim: &SimHandle, builder: ConfigBuilder) -> Shard {
     Shard::with_config(ShardId::new(0, sim.config().shards), builder.build())
-}
-
-async fn until<T>(shard: &mut Shard, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match timeout_at(deadline, shard.next_event(EventTypeFlags::all())).await {
-            Ok(Some(Ok(event))) => {
-                if let Some(found) = pick(&event) {
-                    return found;
-                }
-            }
-            Ok(Some(Err(e))) => panic!("gateway error: {e}"),
-            Ok(None) => panic!("shard stream ended"),
-            Err(_) => panic!("no event before the deadline"),
-        }
-    }
 }
 
 async fn close_code(shard: &mut Shard) -> Option<u16> {
