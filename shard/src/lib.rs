@@ -13,6 +13,9 @@
 //!   runner ends and is not restarted, so a misconfiguration never becomes a reconnect storm.
 //! - A drained shard stops polling at its close event and exports its session only after
 //!   every event it read has reached the sink: the new owner resumes from exactly there.
+//! - A shard's checkpoint ([`ShardStatus::checkpoint`]) moves only after the sink has taken
+//!   a batch, so a resume from it after a crash loses nothing; what it replays twice up to
+//!   the adoption's `seen_up_to` is counted.
 
 mod buffer;
 mod error;

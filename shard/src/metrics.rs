@@ -38,6 +38,10 @@ pub const EVENTS_SHED: &str = "protonn_shard_events_shed_total";
 /// Times a shard stopped reading its socket because its buffer was full of events that
 /// must not be dropped, by `shard`.
 pub const BUFFER_STALLS: &str = "protonn_shard_buffer_stalls_total";
+/// Events an adopted shard received that its crashed previous owner may already have handed
+/// to its sink (sequence at most the adoption's `seen_up_to`), by `shard`. They are delivered
+/// again: this counts the at-least-once cost of a crash.
+pub const REPLAYED_DUPLICATES: &str = "protonn_shard_replayed_duplicates_total";
 
 /// Values of the `reason` label of [`RECONNECTS`].
 pub const RECONNECT_REASONS: [&str; 5] = [
@@ -116,6 +120,11 @@ pub fn describe() {
         Unit::Count,
         "Times a shard paused reading because its buffer was full of events that are never dropped."
     );
+    describe_counter!(
+        REPLAYED_DUPLICATES,
+        Unit::Count,
+        "Events delivered again after a crash resume because the previous owner may already have delivered them, by shard."
+    );
     for state in ShardPhase::LABELS {
         gauge!(SHARDS_BY_STATE, "state" => state).set(0.0);
     }
@@ -144,6 +153,7 @@ pub(crate) fn register_shard(shard: &str) {
     counter!(RESUMES, "shard" => shard.to_owned()).absolute(0);
     counter!(SHARD_EVENTS, "shard" => shard.to_owned()).absolute(0);
     counter!(BUFFER_STALLS, "shard" => shard.to_owned()).absolute(0);
+    counter!(REPLAYED_DUPLICATES, "shard" => shard.to_owned()).absolute(0);
 }
 
 /// The `reason` label of a reconnect after the gateway closed with `code` (`None`: the

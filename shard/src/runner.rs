@@ -6,7 +6,7 @@
 //! waits on the rest of the bot.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -19,11 +19,11 @@ use twilight_gateway::{
     ShardState, StreamExt as _,
 };
 
-use crate::buffer::{BufferTx, event_buffer};
+use crate::buffer::{BufferTx, Sequenced, event_buffer};
 use crate::identify::ShardQueue;
 use crate::metrics::{
-    EVENTS_RECEIVED, FATAL_CLOSES, HEARTBEAT_LATENCY, RECONNECTS, RESUMES, SHARD_EVENTS,
-    reconnect_reason,
+    EVENTS_RECEIVED, FATAL_CLOSES, HEARTBEAT_LATENCY, RECONNECTS, REPLAYED_DUPLICATES, RESUMES,
+    SHARD_EVENTS, reconnect_reason,
 };
 use crate::{
     EventSink, ExportedSession, GatewaySettings, IdentifyScheduler, ShardError, ShardPhase,
@@ -43,6 +43,10 @@ const FORWARD_BATCH: usize = 256;
 
 pub(crate) struct ShardRunner;
 
+/// The session as far as the sink has taken it (see [`crate::ShardStatus::checkpoint`]):
+/// written by the forwarder once per batch, read by the supervisor.
+pub(crate) type Checkpoint = Arc<Mutex<Option<ExportedSession>>>;
+
 pub(crate) struct RunnerArgs {
     pub(crate) shard_id: u32,
     pub(crate) settings: Arc<GatewaySettings>,
@@ -51,6 +55,9 @@ pub(crate) struct RunnerArgs {
     pub(crate) supervisor: ActorRef<SupervisorMsg>,
     /// A session to RESUME instead of identifying.
     pub(crate) session: Option<ExportedSession>,
+    /// In `session`, the highest sequence a crashed previous owner may have delivered.
+    pub(crate) seen_up_to: Option<u64>,
+    pub(crate) checkpoint: Checkpoint,
 }
 
 /// How to close a shard.
@@ -101,6 +108,13 @@ impl Actor for ShardRunner {
             settings.identify_window,
             args.session.is_some(),
         );
+        let forwarder = Forwarder {
+            shard_id: args.shard_id,
+            sink: args.sink,
+            checkpoint: args.checkpoint,
+            session: args.session.clone(),
+            seen_up_to: args.seen_up_to,
+        };
         let mut config =
             ConfigBuilder::new(settings.token.expose().to_owned(), settings.intents).queue(queue);
         if let Some(url) = &settings.gateway_url {
@@ -118,7 +132,7 @@ impl Actor for ShardRunner {
         );
         let sender = shard.sender();
         let (buffer, buffered) = event_buffer(settings.buffer_capacity);
-        let forwarder = tokio::spawn(forward(args.shard_id, buffered, args.sink));
+        let forwarder = tokio::spawn(forwarder.run(buffered));
         let (control, control_rx) = mpsc::channel(1);
         let poller = Poller {
             shard,
@@ -201,12 +215,75 @@ impl Actor for ShardRunner {
     }
 }
 
-/// Hands the shard's buffered events to the sink in batches, in order.
-async fn forward(shard_id: u32, mut buffered: mpsc::Receiver<Event>, sink: Arc<dyn EventSink>) {
-    let mut batch = Vec::with_capacity(FORWARD_BATCH);
-    while buffered.recv_many(&mut batch, FORWARD_BATCH).await > 0 {
-        sink.deliver(shard_id, std::mem::take(&mut batch)).await;
-        batch.reserve(FORWARD_BATCH);
+/// Hands the shard's buffered events to the sink in batches, in order, and moves the
+/// checkpoint past each batch once the sink has taken it.
+struct Forwarder {
+    shard_id: u32,
+    sink: Arc<dyn EventSink>,
+    checkpoint: Checkpoint,
+    /// The session of the events seen so far, with the sequence of the last dispatch.
+    session: Option<ExportedSession>,
+    /// Dispatches of the adopted session up to this sequence may already have reached a
+    /// crashed owner's sink; cleared when READY starts a new session.
+    seen_up_to: Option<u64>,
+}
+
+impl Forwarder {
+    async fn run(mut self, mut buffered: mpsc::Receiver<Sequenced>) {
+        let shard_label = self.shard_id.to_string();
+        let mut batch = Vec::with_capacity(FORWARD_BATCH);
+        let mut events = Vec::with_capacity(FORWARD_BATCH);
+        while buffered.recv_many(&mut batch, FORWARD_BATCH).await > 0 {
+            let mut duplicates = 0;
+            for Sequenced { seq, event } in batch.drain(..) {
+                if self.track(seq, &event) && self.seen_up_to.is_some_and(|seen| seq <= seen) {
+                    duplicates += 1;
+                }
+                events.push(event);
+            }
+            if duplicates > 0 {
+                counter!(REPLAYED_DUPLICATES, "shard" => shard_label.clone()).increment(duplicates);
+            }
+            self.sink
+                .deliver(self.shard_id, std::mem::take(&mut events))
+                .await;
+            events.reserve(FORWARD_BATCH);
+            self.publish();
+        }
+    }
+
+    /// Follows the session through `event`; `true` for a dispatch, the only events with a
+    /// sequence of their own (the others carry the current one and move nothing).
+    fn track(&mut self, seq: u64, event: &Event) -> bool {
+        if let Event::Ready(ready) = event {
+            self.session = Some(ExportedSession {
+                shard_id: self.shard_id,
+                session_id: ready.session_id.clone(),
+                sequence: seq,
+                resume_url: Some(ready.resume_gateway_url.clone()),
+            });
+            self.seen_up_to = None;
+        }
+        let dispatch = event.kind().name().is_some();
+        if dispatch && let Some(session) = &mut self.session {
+            session.sequence = seq;
+        }
+        dispatch
+    }
+
+    /// Writes the checkpoint, allocating only when the session changed.
+    fn publish(&self) {
+        let Some(session) = &self.session else {
+            return;
+        };
+        let mut checkpoint = self
+            .checkpoint
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match &mut *checkpoint {
+            Some(old) if old.session_id == session.session_id => old.sequence = session.sequence,
+            other => *other = Some(session.clone()),
+        }
     }
 }
 
@@ -287,7 +364,9 @@ impl Poller {
                     let name = event.kind().name().unwrap_or("GATEWAY");
                     counter!(EVENTS_RECEIVED, "event" => name).increment(1);
                     counter!(SHARD_EVENTS, "shard" => self.shard_label.clone()).increment(1);
-                    if !self.buffer.push(event, &self.shard_label).await {
+                    // twilight has just set the session's sequence to this dispatch's.
+                    let seq = self.shard.session().map_or(0, Session::sequence);
+                    if !self.buffer.push(seq, event, &self.shard_label).await {
                         // Only if the forwarder died, which it does not by itself.
                         return (Outcome::Panicked("event forwarder stopped".into()), None);
                     }

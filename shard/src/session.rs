@@ -1,7 +1,8 @@
 use serde::{Deserialize, Serialize};
 
-/// A shard's gateway session, taken from a drained shard so that another shard (on this
-/// node or another) can RESUME it: no IDENTIFY spent, the missed events replayed.
+/// A shard's gateway session, taken from a drained shard (or a running shard's checkpoint)
+/// so that another shard (on this node or another) can RESUME it: no IDENTIFY spent, the
+/// missed events replayed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExportedSession {
     pub shard_id: u32,

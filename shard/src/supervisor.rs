@@ -1,14 +1,16 @@
 //! `ShardSupervisor`: one linked `ShardRunner` per shard of this node.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use metrics::gauge;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
 use crate::metrics::{SHARDS_BY_STATE, register_shard};
-use crate::runner::{CLOSED_STOP, CloseKind, FATAL_STOP, RunnerArgs, RunnerMsg, ShardRunner};
+use crate::runner::{
+    CLOSED_STOP, Checkpoint, CloseKind, FATAL_STOP, RunnerArgs, RunnerMsg, ShardRunner,
+};
 use crate::{EventSink, ExportedSession, GatewaySettings, IdentifyScheduler, ShardError};
 
 /// First restart delay of a failed runner; it doubles per consecutive failure.
@@ -37,11 +39,15 @@ pub enum SupervisorMsg {
         shard_id: u32,
         reply: RpcReplyPort<Result<ExportedSession, ShardError>>,
     },
-    /// Start running a shard, resuming `session` when given (a handoff) instead of
-    /// identifying.
+    /// Start running a shard, resuming `session` when given (a handoff, or a crashed
+    /// owner's checkpoint) instead of identifying.
     Adopt {
         shard_id: u32,
         session: Option<ExportedSession>,
+        /// The highest sequence of `session` a crashed previous owner is known to have
+        /// delivered: events up to it are delivered again and counted as possible duplicates
+        /// (`protonn_shard_replayed_duplicates_total`). `None` after a clean drain.
+        seen_up_to: Option<u64>,
         reply: RpcReplyPort<Result<(), ShardError>>,
     },
     /// Send a gateway command (JSON, see [`crate::encode_command`]) on a shard, within
@@ -90,6 +96,11 @@ pub struct ShardStatus {
     pub restarts: u32,
     /// Whether a runner (and so a connection) exists for the shard right now.
     pub running: bool,
+    /// Where to resume the shard if this node dies: every event of `session_id` up to
+    /// `sequence` has been handed to the sink (shed typing and presence events aside).
+    /// Moves once per delivered batch. `None` until READY, or the adopted session at first;
+    /// a restarted runner identifies anew and starts over.
+    pub checkpoint: Option<ExportedSession>,
 }
 
 pub struct SupervisorState {
@@ -103,6 +114,8 @@ pub struct SupervisorState {
 
 struct Slot {
     runner: Option<ActorRef<RunnerMsg>>,
+    /// The current runner's; each runner starts its own.
+    checkpoint: Checkpoint,
     phase: ShardPhase,
     restarts: u32,
     /// Being drained: when its runner stops, the shard leaves this node.
@@ -113,6 +126,7 @@ impl Slot {
     fn new() -> Self {
         Self {
             runner: None,
+            checkpoint: Checkpoint::default(),
             phase: ShardPhase::Connecting,
             restarts: 0,
             draining: false,
@@ -138,7 +152,9 @@ impl SupervisorState {
         myself: &ActorRef<SupervisorMsg>,
         shard_id: u32,
         session: Option<ExportedSession>,
+        seen_up_to: Option<u64>,
     ) -> Result<(), ActorProcessingErr> {
+        let checkpoint = Arc::new(Mutex::new(session.clone()));
         let args = RunnerArgs {
             shard_id,
             settings: Arc::clone(&self.settings),
@@ -146,11 +162,14 @@ impl SupervisorState {
             sink: Arc::clone(&self.sink),
             supervisor: myself.clone(),
             session,
+            seen_up_to,
+            checkpoint: Arc::clone(&checkpoint),
         };
         let (runner, _) = Actor::spawn_linked(None, ShardRunner, args, myself.get_cell()).await?;
         self.runners.insert(runner.get_id(), shard_id);
         let slot = self.shards.entry(shard_id).or_insert_with(Slot::new);
         slot.runner = Some(runner);
+        slot.checkpoint = checkpoint;
         slot.phase = ShardPhase::Connecting;
         self.publish_states();
         Ok(())
@@ -183,6 +202,11 @@ impl SupervisorState {
                 phase: slot.phase.clone(),
                 restarts: slot.restarts,
                 running: slot.runner.is_some(),
+                checkpoint: slot
+                    .checkpoint
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone(),
             })
             .collect()
     }
@@ -209,7 +233,7 @@ impl Actor for ShardSupervisor {
         };
         for shard_id in shard_ids {
             register_shard(&shard_id.to_string());
-            state.spawn_runner(&myself, shard_id, None).await?;
+            state.spawn_runner(&myself, shard_id, None, None).await?;
         }
         Ok(state)
     }
@@ -233,7 +257,7 @@ impl Actor for ShardSupervisor {
                     .get(&shard_id)
                     .is_some_and(|slot| slot.runner.is_none() && !slot.draining);
                 if idle && state.shutdown.is_none() {
-                    state.spawn_runner(&myself, shard_id, None).await?;
+                    state.spawn_runner(&myself, shard_id, None, None).await?;
                 }
             }
             SupervisorMsg::Statuses(reply) => {
@@ -260,6 +284,7 @@ impl Actor for ShardSupervisor {
             SupervisorMsg::Adopt {
                 shard_id,
                 session,
+                seen_up_to,
                 reply,
             } => {
                 let result = if shard_id >= state.settings.shard_count {
@@ -268,7 +293,9 @@ impl Actor for ShardSupervisor {
                     Err(ShardError::AlreadyRunning(shard_id))
                 } else {
                     register_shard(&shard_id.to_string());
-                    state.spawn_runner(&myself, shard_id, session).await?;
+                    state
+                        .spawn_runner(&myself, shard_id, session, seen_up_to)
+                        .await?;
                     Ok(())
                 };
                 let _ = reply.send(result);

@@ -2,12 +2,16 @@
 
 mod common;
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use common::*;
-use protonn_shard::{ShardPhase, SupervisorMsg};
-use protonn_sim::{Fault, GatewayEventKind, IdentifyOutcome, SimConfig};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use protonn_shard::metrics::REPLAYED_DUPLICATES;
+use protonn_shard::{ExportedSession, ShardPhase, SupervisorMsg};
+use protonn_sim::{Fault, GatewayEventKind, IdentifyOutcome, SimConfig, SimHandle};
+use ractor::ActorRef;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drained_session_resumed_elsewhere_loses_and_identifies_nothing() {
@@ -42,6 +46,7 @@ async fn a_drained_session_resumed_elsewhere_loses_and_identifies_nothing() {
         |reply| SupervisorMsg::Adopt {
             shard_id: 0,
             session: Some(session),
+            seen_up_to: None,
             reply
         },
         10_000
@@ -92,6 +97,7 @@ async fn adopting_a_shard_twice_or_draining_an_unknown_one_is_refused() {
         |reply| SupervisorMsg::Adopt {
             shard_id: 0,
             session: None,
+            seen_up_to: None,
             reply
         },
         5_000
@@ -103,6 +109,7 @@ async fn adopting_a_shard_twice_or_draining_an_unknown_one_is_refused() {
         |reply| SupervisorMsg::Adopt {
             shard_id: 7,
             session: None,
+            seen_up_to: None,
             reply
         },
         5_000
@@ -244,4 +251,203 @@ async fn a_fault_storm_loses_nothing_and_identifies_only_when_it_must() {
     assert!(resumes > 0);
     supervisor.stop(None);
     sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checkpoint_follows_delivery_and_never_runs_ahead_of_the_gateway() {
+    let sim = start_sim(1).await;
+    let sink = Arc::new(Recorder::default());
+    let supervisor = start_supervisor(&sim, vec![0], Arc::clone(&sink)).await;
+    wait_until("shard 0 is ready", || async {
+        phase(&supervisor, 0).await == Some(ShardPhase::Ready)
+    })
+    .await;
+
+    let mut samples = Vec::new();
+    let mut rounds = Vec::new();
+    for _ in 0..5 {
+        let sent = chat(&sim, 0, 40);
+        // Sampled while the messages flow to the sink.
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            samples.push(
+                checkpoint(&supervisor, 0)
+                    .await
+                    .expect("READY was delivered"),
+            );
+            let seen = sink.counts();
+            if sent.iter().all(|id| seen.contains_key(id)) {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "messages lost");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let done = caught_up(&sim, &supervisor, &sent).await;
+        samples.push(done.clone());
+        rounds.push(done);
+    }
+
+    let session = &samples[0].session_id;
+    assert!(samples.iter().all(|cp| &cp.session_id == session));
+    assert!(
+        samples.is_sorted_by_key(|cp| cp.sequence),
+        "the checkpoint went back"
+    );
+    assert!(
+        rounds.is_sorted_by(|a, b| a.sequence < b.sequence),
+        "each round of traffic moved the checkpoint"
+    );
+    // Each checkpoint is a dispatch the gateway sent in that session (the simulator
+    // records a dispatch just after writing it, hence the wait).
+    wait_until("the ledger shows every checkpoint's dispatch", || async {
+        let sent: HashSet<u64> = sim
+            .ledger()
+            .dispatches
+            .iter()
+            .filter(|d| d.shard == 0 && &d.session == session)
+            .map(|d| d.seq)
+            .collect();
+        samples.iter().all(|cp| sent.contains(&cp.sequence))
+    })
+    .await;
+    supervisor.stop(None);
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_from_an_older_checkpoint_counts_the_replayed_duplicates() {
+    let prometheus = prometheus();
+    let sim = start_sim(1).await;
+    // The crashing node runs on a runtime of its own: dropping it drops its connection
+    // without a close frame, as a crash does, and leaves no task behind.
+    let node = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let crashing = node
+        .spawn({
+            let sim = sim.clone();
+            async move { start_supervisor(&sim, vec![0], Arc::default()).await }
+        })
+        .await
+        .unwrap();
+    wait_until("shard 0 is ready on the crashing node", || async {
+        phase(&crashing, 0).await == Some(ShardPhase::Ready)
+    })
+    .await;
+
+    // The coordinator resumes from an older checkpoint but heard of a later one.
+    let older = caught_up(&sim, &crashing, &chat(&sim, 0, 30)).await;
+    let between = chat(&sim, 0, 30);
+    let seen = caught_up(&sim, &crashing, &between).await;
+    assert_eq!(older.session_id, seen.session_id);
+    let in_flight = chat(&sim, 0, 20);
+    node.shutdown_background();
+    wait_until("the gateway saw the connection go", || async {
+        sim.ledger().gateway.iter().any(|r| {
+            r.session.as_ref() == Some(&older.session_id)
+                && r.kind == GatewayEventKind::Disconnected
+        })
+    })
+    .await;
+    let missed = chat(&sim, 0, 20);
+
+    let sink = Arc::new(Recorder::default());
+    let adopter = start_supervisor(&sim, vec![], Arc::clone(&sink)).await;
+    ractor::call_t!(
+        adopter,
+        |reply| SupervisorMsg::Adopt {
+            shard_id: 0,
+            session: Some(older.clone()),
+            seen_up_to: Some(seen.sequence),
+            reply
+        },
+        10_000
+    )
+    .unwrap()
+    .unwrap();
+    let expected: Vec<u64> = [between, in_flight, missed].concat();
+    wait_until(
+        "every message after the older checkpoint reached the adopter",
+        || async {
+            let seen = sink.counts();
+            expected.iter().all(|id| seen.contains_key(id))
+        },
+    )
+    .await;
+
+    let ledger = sim.ledger();
+    let replayed_up_to_seen = ledger
+        .dispatches
+        .iter()
+        .filter(|d| d.shard == 0 && d.session == older.session_id && d.replayed)
+        .filter(|d| d.seq <= seen.sequence && d.event == "MESSAGE_CREATE")
+        .count();
+    assert_eq!(
+        replayed_up_to_seen, 30,
+        "the messages between both checkpoints"
+    );
+    // Counted before each batch is delivered, so complete by now.
+    assert_eq!(
+        duplicates_counted(&prometheus, 0),
+        replayed_up_to_seen as u64
+    );
+    let resumes = gateway_count(&sim, 0, |k| matches!(k, GatewayEventKind::Resumed { .. }));
+    assert_eq!(resumes, 1, "the adopter resumed the crashed session");
+    let cp = checkpoint(&adopter, 0).await.unwrap();
+    assert_eq!(cp.session_id, older.session_id);
+    assert!(cp.sequence > seen.sequence);
+    adopter.stop(None);
+    sim.shutdown().await;
+}
+
+/// Waits until the gateway has sent every message of `sent` on shard 0 and the checkpoint
+/// covers them; returns that checkpoint.
+async fn caught_up(
+    sim: &SimHandle,
+    supervisor: &ActorRef<SupervisorMsg>,
+    sent: &[u64],
+) -> ExportedSession {
+    let last_sent = || {
+        let ledger = sim.ledger();
+        let messages: Vec<_> = ledger
+            .dispatches
+            .iter()
+            .filter(|d| d.shard == 0 && d.entity_id.is_some_and(|id| sent.contains(&id)))
+            .map(|d| (d.seq, d.session.clone()))
+            .collect();
+        (messages.len() >= sent.len())
+            .then(|| messages.into_iter().max())
+            .flatten()
+    };
+    wait_until("the gateway sent every message", || async {
+        last_sent().is_some()
+    })
+    .await;
+    let (seq, session) = last_sent().unwrap();
+    wait_until("the checkpoint covers every message", || async {
+        checkpoint(supervisor, 0)
+            .await
+            .is_some_and(|cp| cp.session_id == session && cp.sequence >= seq)
+    })
+    .await;
+    checkpoint(supervisor, 0).await.unwrap()
+}
+
+/// The test binary's metrics, installed once.
+fn prometheus() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| PrometheusBuilder::new().install_recorder().unwrap())
+        .clone()
+}
+
+fn duplicates_counted(prometheus: &PrometheusHandle, shard: u32) -> u64 {
+    let series = format!("{REPLAYED_DUPLICATES}{{shard=\"{shard}\"}} ");
+    prometheus
+        .render()
+        .lines()
+        .find_map(|line| line.strip_prefix(&series))
+        .map_or(0, |value| value.parse().unwrap())
 }

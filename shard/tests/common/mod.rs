@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use protonn_shard::{
-    BotToken, EventSink, EventTypeFlags, GatewaySettings, IdentifyConfig, Intents, LocalScheduler,
-    ShardPhase, ShardSupervisor, SupervisorArgs, SupervisorMsg,
+    BotToken, EventSink, EventTypeFlags, ExportedSession, GatewaySettings, IdentifyConfig, Intents,
+    LocalScheduler, ShardPhase, ShardSupervisor, SupervisorArgs, SupervisorMsg,
 };
 use protonn_sim::{GatewayEventKind, SimConfig, SimHandle, Simulator};
 use ractor::ActorRef;
@@ -121,6 +121,17 @@ pub(crate) async fn phase(
         .into_iter()
         .find(|s| s.shard_id == shard_id)
         .map(|s| s.phase)
+}
+
+pub(crate) async fn checkpoint(
+    supervisor: &ActorRef<SupervisorMsg>,
+    shard_id: u32,
+) -> Option<ExportedSession> {
+    let statuses = ractor::call_t!(supervisor, SupervisorMsg::Statuses, 5_000).unwrap();
+    statuses
+        .into_iter()
+        .find(|s| s.shard_id == shard_id)
+        .and_then(|s| s.checkpoint)
 }
 
 /// Sends `count` messages to the guilds of `shard`, returning their ids.
