@@ -56,6 +56,7 @@ async fn run_node(sim: &SimHandle, guilds: usize, runtime: RuntimeConfig) -> Mea
         ops_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         runtime,
         observer: None,
+        cluster: None,
     })
     .await
     .unwrap();

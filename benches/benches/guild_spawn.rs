@@ -302,6 +302,7 @@ async fn burst_run() -> (f64, f64) {
         ops_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         runtime: RuntimeConfig::default(),
         observer: Some(Arc::clone(&burst) as Arc<dyn EventObserver>),
+        cluster: None,
     })
     .await
     .unwrap();

@@ -3,14 +3,18 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use protonn_actors::RuntimeConfig;
 use protonn_shard::BotToken;
 
-use crate::config::TOKEN_ENV;
-use crate::{Config, ConfigError, DiscordEndpoint, Node, NodeOptions, demo, telemetry};
+use crate::config::{CLUSTER_TOKEN_ENV, NODE_NAME_ENV, TOKEN_ENV};
+use crate::{
+    ClusterClient, ClusterMembership, ClusterToken, Config, ConfigError, Coordinator,
+    CoordinatorOptions, DiscordEndpoint, Node, NodeOptions, demo, telemetry,
+};
 
 /// Pro-tonn: a sharded, actor-based Discord bot cluster.
 #[derive(Debug, Parser)]
@@ -29,6 +33,33 @@ enum Command {
     Demo,
     /// One node against Discord (DISCORD_TOKEN), or against `discord.simulator` from the config.
     Run,
+    /// The cluster coordinator (PROTONN_CLUSTER_TOKEN, DISCORD_TOKEN); a second one on the
+    /// same data directory stands by and takes over when the leader dies.
+    Coordinator {
+        /// Where to serve gRPC; `cluster.listen` from the config when omitted.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// A node that joins the cluster's coordinators and runs the shards they assign
+    /// (PROTONN_CLUSTER_TOKEN, DISCORD_TOKEN; its name from PROTONN_NODE_NAME or the config).
+    Node {
+        /// Coordinator address (`http://host:port`), repeatable; `cluster.coordinators`
+        /// from the config when omitted.
+        #[arg(long = "coordinator")]
+        coordinators: Vec<String>,
+    },
+    /// Hands every shard of a node to the others by lossless handoff (Kubernetes preStop).
+    Drain {
+        /// The node to drain; this node (PROTONN_NODE_NAME or `cluster.name`) when omitted.
+        #[arg(long)]
+        node: Option<String>,
+        /// Coordinator address, repeatable; `cluster.coordinators` when omitted.
+        #[arg(long = "coordinator")]
+        coordinators: Vec<String>,
+        /// Give up after this long, such as `60s` or `2m`.
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
     /// The Discord simulator on its own.
     Sim {
         /// Address to serve the simulated gateway and REST API on.
@@ -70,6 +101,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             telemetry::init_logging("info,twilight_gateway=warn");
             run_node(config).await
         }
+        Command::Coordinator { listen } => {
+            telemetry::init_logging("info");
+            run_coordinator(config, listen).await
+        }
+        Command::Node { coordinators } => {
+            telemetry::init_logging("info,twilight_gateway=warn");
+            run_cluster_node(config, coordinators).await
+        }
+        Command::Drain {
+            node,
+            coordinators,
+            timeout,
+        } => {
+            telemetry::init_logging("warn");
+            drain(config, node, coordinators, timeout).await
+        }
         Command::Sim { listen } => {
             telemetry::init_logging("info");
             demo::sim_only(config.sim, listen).await
@@ -77,25 +124,125 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn run_node(config: Config) -> anyhow::Result<()> {
-    let token = std::env::var(TOKEN_ENV).map_err(|_| ConfigError::MissingToken(TOKEN_ENV))?;
-    let discord = match config.discord.simulator {
-        Some(addr) => DiscordEndpoint::Simulator(addr),
+fn secret(name: &'static str) -> Result<String, ConfigError> {
+    std::env::var(name).map_err(|_| ConfigError::MissingToken(name))
+}
+
+fn discord_endpoint(config: &Config) -> DiscordEndpoint {
+    match &config.discord.simulator {
+        Some(addr) => DiscordEndpoint::Simulator(addr.clone()),
         None => DiscordEndpoint::Discord,
+    }
+}
+
+fn cluster_token() -> Result<ClusterToken, ConfigError> {
+    ClusterToken::new(secret(CLUSTER_TOKEN_ENV)?).ok_or(ConfigError::Invalid {
+        field: CLUSTER_TOKEN_ENV,
+        message: "must not be empty".to_owned(),
+    })
+}
+
+async fn run_coordinator(config: Config, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+    let cluster = &config.cluster;
+    let coordinator = Coordinator::start(CoordinatorOptions {
+        discord: discord_endpoint(&config),
+        token: BotToken::new(secret(TOKEN_ENV)?),
+        cluster_token: cluster_token()?,
+        listen: listen.unwrap_or(cluster.listen),
+        data_dir: config.storage.data_dir.clone(),
+        shards: config.discord.shards,
+        heartbeat_interval: Duration::from_millis(cluster.heartbeat_ms),
+        failure_timeout: Duration::from_millis(cluster.failure_timeout_ms),
+        min_nodes: cluster.min_nodes,
+        formation_grace: Duration::from_millis(cluster.formation_grace_ms),
+        max_moves: cluster.max_moves,
+        lease_ttl: Duration::from_millis(cluster.lease_ttl_ms),
+    })
+    .await?;
+    // One line on stdout for scripts and tests that start it on port 0.
+    println!("coordinator grpc {}", coordinator.addr());
+    tokio::select! {
+        stopped = coordinator.wait() => stopped.context("coordinator stopped"),
+        () = shutdown_signal() => Ok(()),
+    }
+}
+
+fn node_name(config: &Config) -> Result<String, ConfigError> {
+    match &config.cluster.name {
+        Some(name) => Ok(name.clone()),
+        None => secret(NODE_NAME_ENV),
+    }
+}
+
+/// The coordinators named on the command line, else those of the config.
+fn coordinators_or(config: &Config, given: Vec<String>) -> Vec<String> {
+    if given.is_empty() {
+        config.cluster.coordinators.clone()
+    } else {
+        given
+    }
+}
+
+async fn run_cluster_node(config: Config, coordinators: Vec<String>) -> anyhow::Result<()> {
+    let membership = ClusterMembership {
+        coordinators: coordinators_or(&config, coordinators),
+        token: cluster_token()?,
+        name: node_name(&config)?,
     };
+    serve_node(config, Some(membership)).await
+}
+
+async fn drain(
+    config: Config,
+    node: Option<String>,
+    coordinators: Vec<String>,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let node = match node {
+        Some(node) => node,
+        None => node_name(&config)?,
+    };
+    let client = ClusterClient::new(coordinators_or(&config, coordinators), cluster_token()?);
+    let moved = tokio::time::timeout(timeout, client.drain(&node))
+        .await
+        .map_err(|_| anyhow::anyhow!("drain of {node} not done within {timeout:?}"))?
+        .with_context(|| format!("draining {node}"))?;
+    println!("{node}: {moved} shards handed to other nodes");
+    Ok(())
+}
+
+/// `90s`, `2m` or a plain number of seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = match text.strip_suffix('m') {
+        Some(minutes) => (minutes, 60),
+        None => (text.strip_suffix('s').unwrap_or(text), 1),
+    };
+    number
+        .parse::<u64>()
+        .map(|n| Duration::from_secs(n * unit))
+        .map_err(|_| format!("expected a duration such as 60s or 2m, got {text:?}"))
+}
+
+async fn run_node(config: Config) -> anyhow::Result<()> {
+    serve_node(config, None).await
+}
+
+async fn serve_node(config: Config, cluster: Option<ClusterMembership>) -> anyhow::Result<()> {
     let node = Node::start(NodeOptions {
-        discord,
-        token: BotToken::new(token),
+        discord: discord_endpoint(&config),
+        token: BotToken::new(secret(TOKEN_ENV)?),
         shards: config.discord.shards,
         shard_ids: config.discord.shard_ids,
         data_dir: config.storage.data_dir,
         ops_listen: config.ops.listen,
         runtime: RuntimeConfig::default(),
         observer: None,
+        cluster,
     })
     .await
     .context("starting the node")?;
     tracing::info!(ops = %node.ops_addr(), "running; SIGTERM or Ctrl-C stops");
+    println!("node ops {}", node.ops_addr());
     shutdown_signal().await;
     node.shutdown().await;
     Ok(())

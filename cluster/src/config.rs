@@ -11,6 +11,10 @@ use crate::ConfigError;
 
 /// Environment variable holding the bot token.
 pub(crate) const TOKEN_ENV: &str = "DISCORD_TOKEN";
+/// Environment variable holding the cluster's shared gRPC token.
+pub(crate) const CLUSTER_TOKEN_ENV: &str = "PROTONN_CLUSTER_TOKEN";
+/// Environment variable naming this node when `cluster.name` is unset (the pod name).
+pub(crate) const NODE_NAME_ENV: &str = "PROTONN_NODE_NAME";
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -18,6 +22,7 @@ pub struct Config {
     pub discord: DiscordConfig,
     pub storage: StorageConfig,
     pub ops: OpsConfig,
+    pub cluster: ClusterConfig,
     /// The embedded simulator of `protonn demo` and `protonn sim`.
     pub sim: SimConfig,
 }
@@ -28,6 +33,7 @@ impl Default for Config {
             discord: DiscordConfig::default(),
             storage: StorageConfig::default(),
             ops: OpsConfig::default(),
+            cluster: ClusterConfig::default(),
             sim: demo_simulator(),
         }
     }
@@ -70,6 +76,45 @@ impl Default for OpsConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
+    }
+}
+
+/// `protonn coordinator` and `protonn node`. Durations in milliseconds.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Coordinator addresses a node tries, leader first found (`http://host:port`).
+    pub coordinators: Vec<String>,
+    /// This node's stable name; `PROTONN_NODE_NAME` (the chart sets the pod name) when unset.
+    pub name: Option<String>,
+    /// Where a coordinator serves gRPC.
+    pub listen: SocketAddr,
+    pub heartbeat_ms: u64,
+    /// A node silent this long is lost and its shards resume elsewhere.
+    pub failure_timeout_ms: u64,
+    /// Nodes a cold cluster waits for before placing shards (at most `formation_grace_ms`).
+    pub min_nodes: usize,
+    pub formation_grace_ms: u64,
+    /// Shard handoffs under way at once.
+    pub max_moves: usize,
+    /// Leadership lease time-to-live; a standby takes over at most this long after the
+    /// leader dies. At most half of `failure_timeout_ms`.
+    pub lease_ttl_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            coordinators: vec!["http://127.0.0.1:7900".to_owned()],
+            name: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 7900)),
+            heartbeat_ms: 1_000,
+            failure_timeout_ms: 10_000,
+            min_nodes: 1,
+            formation_grace_ms: 10_000,
+            max_moves: 4,
+            lease_ttl_ms: 4_000,
         }
     }
 }
@@ -142,6 +187,43 @@ impl Config {
         if self.discord.shard_ids.as_ref().is_some_and(Vec::is_empty) {
             return Err(invalid("discord.shard_ids", "must name at least one shard"));
         }
+        let cluster = &self.cluster;
+        if cluster.heartbeat_ms == 0 || cluster.heartbeat_ms > 60_000 {
+            return Err(invalid("cluster.heartbeat_ms", "must be 1 to 60000"));
+        }
+        if cluster.failure_timeout_ms < 3 * cluster.heartbeat_ms {
+            return Err(invalid(
+                "cluster.failure_timeout_ms",
+                "must be at least three heartbeats",
+            ));
+        }
+        if cluster.lease_ttl_ms < 3 * cluster.heartbeat_ms.min(1_000) {
+            return Err(invalid(
+                "cluster.lease_ttl_ms",
+                "is too short to be renewed in time",
+            ));
+        }
+        // A node cut off from every coordinator stops its shards after two thirds of the
+        // failure timeout; a standby must lead well before that.
+        if cluster.failure_timeout_ms < 2 * cluster.lease_ttl_ms {
+            return Err(invalid(
+                "cluster.failure_timeout_ms",
+                "must be at least twice cluster.lease_ttl_ms, or a coordinator failover stops every shard",
+            ));
+        }
+        if cluster.max_moves == 0 {
+            return Err(invalid("cluster.max_moves", "must be at least 1"));
+        }
+        if cluster
+            .coordinators
+            .iter()
+            .any(|addr| !(addr.starts_with("http://") || addr.starts_with("https://")))
+        {
+            return Err(invalid(
+                "cluster.coordinators",
+                "expected http://host:port addresses",
+            ));
+        }
         if self.storage.data_dir.as_os_str().is_empty() {
             return Err(invalid("storage.data_dir", "must not be empty"));
         }
@@ -187,6 +269,19 @@ mod tests {
             ("[discord]\nsimulator = \"ws://x\"\n", "discord.simulator"),
             ("[ops]\nlisten = \"nowhere\"\n", "listen"),
             ("[discord]\nshards = \"four\"\n", "shards"),
+            (
+                "[cluster]\nheartbeat_ms = 1000\nfailure_timeout_ms = 1500\n",
+                "cluster.failure_timeout_ms",
+            ),
+            (
+                "[cluster]\nlease_ttl_ms = 6000\n",
+                "cluster.failure_timeout_ms",
+            ),
+            (
+                "[cluster]\ncoordinators = [\"10.0.0.1:7900\"]\n",
+                "cluster.coordinators",
+            ),
+            ("[cluster]\nmax_moves = 0\n", "cluster.max_moves"),
         ];
         for (text, field) in cases {
             let err = Config::parse(text).unwrap_err().to_string();

@@ -32,6 +32,7 @@ pub(crate) async fn demo(config: Config) -> anyhow::Result<()> {
         ops_listen: config.ops.listen,
         runtime: RuntimeConfig::default(),
         observer: None,
+        cluster: None,
     })
     .await
     .context("starting the node")?;

@@ -33,6 +33,8 @@ pub enum NodeError {
     Shard(#[from] protonn_shard::ShardError),
     #[error("guild actors: {0}")]
     Actors(#[from] protonn_actors::ActorsError),
+    #[error("cluster: {0}")]
+    Join(#[from] crate::agent::JoinError),
     #[error("ops endpoint on {addr}: {source}")]
     OpsBind {
         addr: std::net::SocketAddr,

@@ -2,16 +2,25 @@
 //! wires shards to guild actors and storage, and the ops HTTP endpoints.
 //!
 //! This is the only crate that reads environment variables, installs the Prometheus
-//! exporter, handles signals (and, later, speaks gRPC). `main.rs` only calls [`cli::main`].
+//! exporter, handles signals and speaks gRPC (the coordinator and the node agent). `main.rs` only calls [`cli::main`].
 
+mod agent;
 pub mod cli;
+mod client;
 mod config;
+mod coordinator;
 mod demo;
 mod error;
+mod grpc;
+mod metrics;
 mod node;
 mod ops;
 mod telemetry;
 
-pub use config::{Config, DiscordConfig, OpsConfig, StorageConfig};
+pub use agent::{ClusterMembership, JoinError};
+pub use client::{ClusterClient, ClusterStatus, NodeStatus, ShardAssignment};
+pub use config::{ClusterConfig, Config, DiscordConfig, OpsConfig, StorageConfig};
+pub use coordinator::{Coordinator, CoordinatorError, CoordinatorOptions};
 pub use error::{ConfigError, NodeError};
+pub use grpc::ClusterToken;
 pub use node::{DiscordEndpoint, Node, NodeOptions};

@@ -10,8 +10,8 @@ use protonn_actors::{
     GuildRouter, Replies, RouterMsg, RouterStats, RuntimeConfig, Services,
 };
 use protonn_shard::{
-    BotToken, GatewaySettings, IdentifyConfig, LocalScheduler, ShardStatus, ShardSupervisor,
-    SupervisorArgs, SupervisorMsg,
+    BotToken, GatewaySettings, IdentifyConfig, IdentifyScheduler, LocalScheduler, ShardStatus,
+    ShardSupervisor, SupervisorArgs, SupervisorMsg,
 };
 use protonn_storage::{DataRights, EmbeddedStore, Store, Timestamp, VersionedConfig};
 use ractor::ActorRef;
@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 use twilight_cache_inmemory::DefaultInMemoryCache;
 use twilight_http::error::ErrorType;
 
+use crate::agent::{Agent, ClusterMembership, Link, RemoteIdentify};
 use crate::{NodeError, ops, telemetry};
 
 /// Bound on every in-process query to an actor; they answer in microseconds unless wedged.
@@ -32,6 +33,8 @@ const REST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Events each shard may buffer ahead of the guild router (about a second of a busy
 /// shard's traffic) before it sheds typing and presence events.
 const SHARD_BUFFER: usize = 4_096;
+/// Time a leaving cluster node gives the coordinator to hand its shards to other nodes.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Which Discord the node talks to.
 #[derive(Clone, Debug)]
@@ -55,6 +58,9 @@ pub struct NodeOptions {
     pub runtime: RuntimeConfig,
     /// Sees every event a guild actor handled (tests compare it with the simulator's ledger).
     pub observer: Option<Arc<dyn EventObserver>>,
+    /// Join a cluster: the coordinator assigns the shards (`shards` and `shard_ids` are
+    /// then ignored) and grants the IDENTIFYs.
+    pub cluster: Option<ClusterMembership>,
 }
 
 /// A running node. Stop it with [`Node::shutdown`].
@@ -69,6 +75,7 @@ pub struct Node {
     /// The retention sweeper holds the store: stopped before the store must be released.
     sweeper_stop: oneshot::Sender<()>,
     sweeper: tokio::task::JoinHandle<()>,
+    cluster: Option<(Arc<Link>, tokio::task::JoinHandle<()>)>,
 }
 
 impl Node {
@@ -78,13 +85,7 @@ impl Node {
         telemetry::install_tls_provider();
         let prometheus = telemetry::prometheus();
 
-        let mut http = twilight_http::Client::builder()
-            .token(options.token.expose().to_owned())
-            .timeout(REST_TIMEOUT);
-        if let DiscordEndpoint::Simulator(addr) = &options.discord {
-            http = http.proxy(addr.clone(), true);
-        }
-        let http = Arc::new(http.build());
+        let http = discord_client(&options.discord, &options.token);
         let info = gateway_info(&http).await?;
         register_commands(&http).await;
         let limit = info.session_start_limit;
@@ -94,23 +95,6 @@ impl Node {
             limit.total,
             Duration::from_millis(limit.reset_after),
         );
-        let shard_count = options.shards.unwrap_or(info.shards).max(1);
-        let settings = GatewaySettings {
-            token: options.token,
-            intents: protonn_actors::intents(),
-            event_types: protonn_actors::event_types(),
-            gateway_url: match options.discord {
-                DiscordEndpoint::Discord => None,
-                DiscordEndpoint::Simulator(_) => Some(info.url),
-            },
-            shard_ids: options
-                .shard_ids
-                .unwrap_or_else(|| (0..shard_count).collect()),
-            shard_count,
-            identify_window: identify.window,
-            buffer_capacity: SHARD_BUFFER,
-        };
-
         // Everything that can fail cheaply comes before anything that must be stopped.
         let listener = tokio::net::TcpListener::bind(options.ops_listen)
             .await
@@ -122,6 +106,45 @@ impl Node {
             addr: options.ops_listen,
             source,
         })?;
+        let (shard_count, shard_ids, scheduler, cluster) = match options.cluster {
+            None => {
+                let shard_count = options.shards.unwrap_or(info.shards).max(1);
+                let shard_ids = options
+                    .shard_ids
+                    .unwrap_or_else(|| (0..shard_count).collect());
+                let scheduler: Arc<dyn IdentifyScheduler> =
+                    Arc::new(LocalScheduler::start(identify.clone()));
+                (shard_count, shard_ids, scheduler, None)
+            }
+            Some(membership) => {
+                let link = Link::new(membership);
+                let joined = link.register(ops_addr).await?;
+                tracing::info!(node_id = joined.node_id, "joined the cluster");
+                let scheduler: Arc<dyn IdentifyScheduler> = Arc::new(RemoteIdentify {
+                    link: Arc::clone(&link),
+                });
+                (
+                    joined.shard_count.max(1),
+                    Vec::new(),
+                    scheduler,
+                    Some((link, joined)),
+                )
+            }
+        };
+        let settings = GatewaySettings {
+            token: options.token,
+            intents: protonn_actors::intents(),
+            event_types: protonn_actors::event_types(),
+            gateway_url: match options.discord {
+                DiscordEndpoint::Discord => None,
+                DiscordEndpoint::Simulator(_) => Some(info.url),
+            },
+            shard_ids,
+            shard_count,
+            identify_window: identify.window,
+            buffer_capacity: SHARD_BUFFER,
+        };
+
         let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&options.data_dir)?);
         let departures = Departures::load(store.as_ref()).await?;
         let (sweeper_stop, sweeper_stopped) = oneshot::channel::<()>();
@@ -153,7 +176,7 @@ impl Node {
         let ingress = Arc::new(EventIngress::new(cache, router.clone()));
         let supervisor = ShardSupervisor::start(SupervisorArgs {
             settings,
-            scheduler: Arc::new(LocalScheduler::start(identify)),
+            scheduler,
             sink: ingress,
         });
         let supervisor = match supervisor.await {
@@ -173,6 +196,15 @@ impl Node {
         let ops_task = tokio::spawn(ops::serve(listener, ops_state, async {
             let _ = stopped.await;
         }));
+        let cluster = cluster.map(|(link, joined)| {
+            let agent = Agent {
+                link: Arc::clone(&link),
+                supervisor: supervisor.clone(),
+                ops_addr,
+                joined,
+            };
+            (link, tokio::spawn(agent.run()))
+        });
         tracing::info!(%ops_addr, shards = shard_count, "node started");
         Ok(Self {
             supervisor,
@@ -184,6 +216,7 @@ impl Node {
             ops_task,
             sweeper_stop,
             sweeper,
+            cluster,
         })
     }
 
@@ -238,8 +271,17 @@ impl Node {
         ractor::call_t!(self.router, RouterMsg::Stats, QUERY_TIMEOUT_MS).unwrap_or_default()
     }
 
-    /// Closes the shards, then stops the guild actors and releases storage.
+    /// Closes the shards, then stops the guild actors and releases storage. A cluster node
+    /// first has the coordinator hand its shards to other nodes, so that they resume there.
     pub async fn shutdown(self) {
+        if let Some((link, agent)) = self.cluster {
+            match tokio::time::timeout(DRAIN_TIMEOUT, link.drain()).await {
+                Ok(Ok(moved)) => tracing::info!(moved, "shards handed to other nodes"),
+                Ok(Err(err)) => tracing::warn!(error = %err, "drain failed; closing the shards"),
+                Err(_) => tracing::warn!("drain timed out; closing the shards"),
+            }
+            agent.abort();
+        }
         let closed = ractor::call_t!(
             self.supervisor,
             SupervisorMsg::Shutdown,
@@ -288,7 +330,21 @@ async fn register_commands(http: &twilight_http::Client) {
     }
 }
 
-async fn gateway_info(
+/// Discord's REST client with the bot token (the simulator as proxy when there is one).
+pub(crate) fn discord_client(
+    discord: &DiscordEndpoint,
+    token: &BotToken,
+) -> Arc<twilight_http::Client> {
+    let mut http = twilight_http::Client::builder()
+        .token(token.expose().to_owned())
+        .timeout(REST_TIMEOUT);
+    if let DiscordEndpoint::Simulator(addr) = discord {
+        http = http.proxy(addr.clone(), true);
+    }
+    Arc::new(http.build())
+}
+
+pub(crate) async fn gateway_info(
     http: &twilight_http::Client,
 ) -> Result<twilight_model::gateway::connection_info::BotConnectionInfo, NodeError> {
     let response = match http.gateway().authed().await {

@@ -18,10 +18,16 @@ pub(crate) fn prometheus() -> PrometheusHandle {
                     &protonn_shard::metrics::IDENTIFY_WAIT_BUCKETS,
                 )
                 .expect("bucket lists are not empty")
+                .set_buckets_for_metric(
+                    Matcher::Full(crate::metrics::HANDOFF_SECONDS.to_owned()),
+                    &crate::metrics::HANDOFF_BUCKETS,
+                )
+                .expect("bucket lists are not empty")
                 .install_recorder()
                 .expect("no other metrics recorder is installed in this process");
             protonn_shard::metrics::describe();
             protonn_actors::metrics::describe();
+            crate::metrics::describe();
             handle
         })
         .clone()
@@ -34,6 +40,8 @@ pub(crate) fn init_logging(default_filter: &str) {
     // A second call (tests) keeps the first subscriber.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colours only for a person at a terminal, not in log files and collectors.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
 }

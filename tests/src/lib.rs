@@ -78,6 +78,7 @@ pub async fn start_node_with(
         ops_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         runtime,
         observer: Some(observer),
+        cluster: None,
     })
     .await
 }

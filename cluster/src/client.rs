@@ -1,0 +1,68 @@
+//! A client of the cluster for operators, tests and (later) the dashboard: status and drain.
+
+use crate::grpc::{self, ClusterToken, pb};
+
+pub use pb::{ClusterStatus, NodeStatus, ShardAssignment};
+
+/// Talks to whichever of `coordinators` leads.
+pub struct ClusterClient {
+    coordinators: Vec<String>,
+    token: ClusterToken,
+}
+
+impl ClusterClient {
+    pub fn new(coordinators: Vec<String>, token: ClusterToken) -> Self {
+        Self {
+            coordinators,
+            token,
+        }
+    }
+
+    /// Nodes and shard owners as the leader sees them.
+    pub async fn status(&self) -> Result<ClusterStatus, tonic::Status> {
+        self.ask(|mut client| async move {
+            client
+                .status(pb::StatusRequest {})
+                .await
+                .map(tonic::Response::into_inner)
+        })
+        .await
+    }
+
+    /// Moves every shard off the node `name`; answers with how many moved.
+    pub async fn drain(&self, name: &str) -> Result<u32, tonic::Status> {
+        self.ask(|mut client| async move {
+            let request = pb::DrainRequest {
+                name: name.to_owned(),
+            };
+            client
+                .drain_node(request)
+                .await
+                .map(|reply| reply.into_inner().shards_moved)
+        })
+        .await
+    }
+
+    /// Tries each coordinator in turn; a standby's `Unavailable` sends it to the next.
+    async fn ask<T, F, Fut>(&self, call: F) -> Result<T, tonic::Status>
+    where
+        F: Fn(grpc::Client) -> Fut,
+        Fut: Future<Output = Result<T, tonic::Status>>,
+    {
+        let mut last = tonic::Status::unavailable("no coordinator address configured");
+        for skip in 0..self.coordinators.len() {
+            let client = match grpc::connect(&self.coordinators, skip, &self.token).await {
+                Ok((_, client)) => client,
+                Err(err) => {
+                    last = tonic::Status::unavailable(err);
+                    continue;
+                }
+            };
+            match call(client).await {
+                Err(status) if status.code() == tonic::Code::Unavailable => last = status,
+                answer => return answer,
+            }
+        }
+        Err(last)
+    }
+}

@@ -1,0 +1,220 @@
+//! `protonn coordinator`: membership, shard assignment, lossless handoff and the
+//! cluster-wide identify scheduler, served over gRPC.
+//!
+//! Leadership: the embedded store's file lock is the lease's first half: a standby
+//! process waits to open the data directory, which the OS frees when the leader dies. The
+//! second half is the `coordinator` lease in the store, whose epoch grows with every new
+//! leader; every instruction carries it, and nodes refuse instructions from an older one.
+//! Until it leads, a coordinator answers every call with `Unavailable`, so nodes move on to
+//! the next address.
+
+mod balance;
+mod control;
+mod service;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics::gauge;
+use protonn_shard::{BotToken, IdentifyConfig, LocalScheduler};
+use protonn_storage::{ClusterRepo, EmbeddedStore, StorageError, Timestamp};
+use tokio::sync::{OnceCell, mpsc};
+
+use control::{Control, ControlSettings};
+use service::{CoordinatorService, Leading};
+
+use crate::grpc::{ClusterToken, RequireToken, pb};
+use crate::metrics::{FENCING_EPOCH, LEADER};
+use crate::node::{DiscordEndpoint, discord_client, gateway_info};
+use crate::{NodeError, telemetry};
+
+/// Name of the leadership lease in the store.
+const LEASE: &str = "coordinator";
+/// How often a standby tries to open the data directory.
+const STANDBY_POLL: Duration = Duration::from_millis(200);
+
+pub struct CoordinatorOptions {
+    pub discord: DiscordEndpoint,
+    /// For `GET /gateway/bot`: the shard count and the identify limits the scheduler keeps.
+    pub token: BotToken,
+    pub cluster_token: ClusterToken,
+    /// Where gRPC is served; port 0 picks a free one.
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// Total shard count; Discord's recommendation when `None`.
+    pub shards: Option<u32>,
+    pub heartbeat_interval: Duration,
+    /// A node that misses heartbeats this long is lost.
+    pub failure_timeout: Duration,
+    /// Nodes to wait for before placing shards on a cold cluster (or `formation_grace`).
+    pub min_nodes: usize,
+    pub formation_grace: Duration,
+    /// Handoffs under way at once.
+    pub max_moves: usize,
+    /// Time-to-live of the leadership lease; renewed every third of it.
+    pub lease_ttl: Duration,
+}
+
+/// A running coordinator, leading or standing by.
+pub struct Coordinator {
+    addr: SocketAddr,
+    serving: tokio::task::JoinHandle<Result<(), CoordinatorError>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    #[error("gRPC listener on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("gRPC server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("discord: {0}")]
+    Discord(#[from] NodeError),
+    #[error("lost the leadership: {0}")]
+    Superseded(String),
+}
+
+impl Coordinator {
+    /// Binds the gRPC listener and serves at once; leadership is taken in the background
+    /// (see the module docs). Fails only if the address cannot be bound.
+    pub async fn start(options: CoordinatorOptions) -> Result<Self, CoordinatorError> {
+        telemetry::install_tls_provider();
+        telemetry::prometheus();
+        let listener = tokio::net::TcpListener::bind(options.listen)
+            .await
+            .map_err(|source| CoordinatorError::Bind {
+                addr: options.listen,
+                source,
+            })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| CoordinatorError::Bind {
+                addr: options.listen,
+                source,
+            })?;
+        let leading = Arc::new(OnceCell::new());
+        let service = pb::coordinator_server::CoordinatorServer::with_interceptor(
+            CoordinatorService::new(Arc::clone(&leading)),
+            RequireToken::new(&options.cluster_token),
+        );
+        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        let serving = tokio::spawn(async move {
+            let server = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(incoming);
+            // A superseded leader stops serving at once: it must not answer another call.
+            tokio::select! {
+                served = server => served.map_err(Into::into),
+                led = lead(options, leading) => led,
+            }
+        });
+        tracing::info!(%addr, "coordinator listening");
+        Ok(Self { addr, serving })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Resolves when the coordinator stops: only when it lost its leadership or its store.
+    pub async fn wait(self) -> Result<(), CoordinatorError> {
+        match self.serving.await {
+            Ok(result) => result,
+            Err(err) => Err(CoordinatorError::Superseded(err.to_string())),
+        }
+    }
+}
+
+/// Waits to lead, then leads until superseded.
+async fn lead(
+    options: CoordinatorOptions,
+    leading: Arc<OnceCell<Leading>>,
+) -> Result<(), CoordinatorError> {
+    gauge!(LEADER).set(0.0);
+    let store = open_when_free(&options.data_dir).await?;
+    let holder = rand::random::<u64>();
+    let lease = loop {
+        match store
+            .acquire_lease(LEASE, holder, Timestamp::now(), options.lease_ttl)
+            .await
+        {
+            Ok(lease) => break lease,
+            // The previous leader's lease runs out within its ttl: it cannot renew it, as
+            // it no longer holds the store.
+            Err(StorageError::LeaseHeld { .. }) => tokio::time::sleep(STANDBY_POLL).await,
+            Err(err) => return Err(err.into()),
+        }
+    };
+    let epoch = lease.epoch;
+    tracing::info!(epoch, "leading the cluster");
+    gauge!(LEADER).set(1.0);
+    gauge!(FENCING_EPOCH).set(epoch as f64);
+
+    let http = discord_client(&options.discord, &options.token);
+    let info = gateway_info(&http).await?;
+    let limit = info.session_start_limit;
+    let scheduler = LocalScheduler::start(IdentifyConfig::discord(
+        limit.max_concurrency,
+        limit.remaining,
+        limit.total,
+        Duration::from_millis(limit.reset_after),
+    ));
+    let settings = ControlSettings {
+        shard_count: options.shards.unwrap_or(info.shards).max(1),
+        heartbeat_interval: options.heartbeat_interval,
+        failure_timeout: options.failure_timeout,
+        min_nodes: options.min_nodes,
+        formation_grace: options.formation_grace,
+        max_moves: options.max_moves.max(1),
+    };
+    let repo: Arc<dyn ClusterRepo> = store.clone();
+    let control = Control::load(Arc::clone(&repo), settings, epoch).await?;
+    let (inbox_tx, inbox) = mpsc::channel(1_024);
+    let _ = leading.set(Leading {
+        control: inbox_tx,
+        scheduler: Arc::new(scheduler),
+    });
+
+    let renew_every = options.lease_ttl / 3;
+    let renew = async {
+        loop {
+            tokio::time::sleep(renew_every).await;
+            repo.renew_lease(LEASE, holder, epoch, Timestamp::now(), options.lease_ttl)
+                .await?;
+        }
+    };
+    let result = tokio::select! {
+        ran = control.run(inbox) => ran,
+        renewed = renew => renewed,
+    };
+    gauge!(LEADER).set(0.0);
+    Err(CoordinatorError::Superseded(match result {
+        Ok(()) => "the control loop ended".to_owned(),
+        Err(err) => err.to_string(),
+    }))
+}
+
+/// Opens the store, waiting while another coordinator holds it (standing by).
+async fn open_when_free(dir: &std::path::Path) -> Result<Arc<EmbeddedStore>, StorageError> {
+    let mut logged = false;
+    loop {
+        match EmbeddedStore::open(dir) {
+            Ok(store) => return Ok(Arc::new(store)),
+            Err(StorageError::Locked(_)) => {
+                if !logged {
+                    tracing::info!(dir = %dir.display(), "another coordinator leads; standing by");
+                    logged = true;
+                }
+                tokio::time::sleep(STANDBY_POLL).await;
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}

@@ -1,0 +1,648 @@
+//! The coordinator's state machine: one task owns membership and shard ownership, so every
+//! decision is made against one consistent view. gRPC handlers only send it messages.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use protonn_storage::{ClusterRepo, NodeRecord, SessionCheckpoint, StorageError, Timestamp};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tonic::Status;
+
+use super::balance::{self, ShardLoad, Step};
+use crate::grpc::pb;
+use crate::metrics::{HANDOFF_SECONDS, HANDOFFS, MOVES, NODES, SHARDS};
+
+/// How the coordinator paces the cluster.
+#[derive(Clone, Debug)]
+pub(crate) struct ControlSettings {
+    pub(crate) shard_count: u32,
+    pub(crate) heartbeat_interval: Duration,
+    /// A node silent this long is lost: its shards resume elsewhere.
+    pub(crate) failure_timeout: Duration,
+    /// Shards are not placed until this many nodes are attached (or the formation grace
+    /// ends), so a cold cluster does not pile every shard on the first node to arrive.
+    pub(crate) min_nodes: usize,
+    pub(crate) formation_grace: Duration,
+    /// Handoffs under way at once.
+    pub(crate) max_moves: usize,
+}
+
+pub(crate) type InstructionTx = mpsc::Sender<Result<pb::Instruction, Status>>;
+
+pub(crate) enum ControlMsg {
+    Register {
+        name: String,
+        ops_address: String,
+        reply: oneshot::Sender<pb::RegisterReply>,
+    },
+    Attach {
+        node_id: u64,
+        link: InstructionTx,
+        reply: oneshot::Sender<Result<(), Status>>,
+    },
+    Report {
+        node_id: u64,
+        report: pb::node_report::Report,
+    },
+    Drain {
+        name: String,
+        reply: oneshot::Sender<Result<u32, Status>>,
+    },
+    Status(oneshot::Sender<pb::ClusterStatus>),
+}
+
+struct NodeEntry {
+    name: String,
+    link: Option<InstructionTx>,
+    last_seen: Instant,
+    draining: bool,
+    events_per_sec: f64,
+    rss_bytes: u64,
+}
+
+#[derive(Default)]
+struct ShardEntry {
+    owner: Option<u64>,
+    epoch: u64,
+    ready: bool,
+    events_per_sec: f64,
+    /// Where a crashed owner's successor resumes: the second newest checkpoint the owner
+    /// reported, at least one heartbeat old, so its events have left the guild mailboxes.
+    resume_from: Option<pb::Session>,
+    /// The newest checkpoint: replayed events up to it are possible duplicates.
+    latest: Option<pb::Session>,
+    moving: Option<Moving>,
+    /// When the current owner was given the shard; it has until a few heartbeats later to
+    /// report it running.
+    assigned_at: Option<Instant>,
+}
+
+/// A drain call waiting for its node to hold no shard.
+struct Drain {
+    node_id: u64,
+    /// Shards the node held when the drain began.
+    moving: u32,
+    reply: oneshot::Sender<Result<u32, Status>>,
+}
+
+struct Moving {
+    from: u64,
+    to: u64,
+    since: Instant,
+}
+
+pub(crate) struct Control {
+    store: Arc<dyn ClusterRepo>,
+    settings: ControlSettings,
+    leader_epoch: u64,
+    nodes: BTreeMap<u64, NodeEntry>,
+    shards: Vec<ShardEntry>,
+    drains: Vec<Drain>,
+    formed: bool,
+    started: Instant,
+    handoffs: u64,
+}
+
+/// The id a node name always maps to (FNV-1a): a restarted pod keeps its identity without
+/// a lookup.
+pub(crate) fn node_id(name: &str) -> u64 {
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    });
+    hash.max(1)
+}
+
+impl Control {
+    /// Loads the assignment table. Owners from the table count as alive until they miss
+    /// the failure timeout, so a new leader does not move shards whose nodes are fine.
+    pub(crate) async fn load(
+        store: Arc<dyn ClusterRepo>,
+        settings: ControlSettings,
+        leader_epoch: u64,
+    ) -> Result<Self, StorageError> {
+        let now = Instant::now();
+        let mut shards: Vec<ShardEntry> = (0..settings.shard_count)
+            .map(|_| ShardEntry::default())
+            .collect();
+        let mut nodes = BTreeMap::new();
+        for record in store.nodes().await? {
+            nodes.insert(
+                record.node_id,
+                NodeEntry {
+                    name: record.address.clone(),
+                    link: None,
+                    last_seen: now,
+                    draining: record.draining,
+                    events_per_sec: 0.0,
+                    rss_bytes: 0,
+                },
+            );
+        }
+        for assignment in store.assignments().await? {
+            let Some(shard) = shards.get_mut(assignment.shard_id as usize) else {
+                continue;
+            };
+            shard.epoch = assignment.epoch;
+            shard.owner = nodes
+                .contains_key(&assignment.node_id)
+                .then_some(assignment.node_id);
+            shard.assigned_at = Some(now);
+            if let Some(checkpoint) = store.checkpoint(assignment.shard_id).await? {
+                shard.resume_from = Some(pb::Session {
+                    session_id: checkpoint.session_id,
+                    sequence: checkpoint.sequence,
+                    resume_url: checkpoint.resume_url,
+                });
+            }
+        }
+        let formed = shards.iter().any(|s| s.owner.is_some());
+        Ok(Self {
+            store,
+            settings,
+            leader_epoch,
+            nodes,
+            shards,
+            drains: Vec::new(),
+            formed,
+            started: now,
+            handoffs: 0,
+        })
+    }
+
+    /// Runs until every sender is gone; an error means this coordinator was superseded
+    /// (a write was fenced) or storage failed, and it must stop leading.
+    pub(crate) async fn run(
+        mut self,
+        mut inbox: mpsc::Receiver<ControlMsg>,
+    ) -> Result<(), StorageError> {
+        let mut tick = tokio::time::interval(self.settings.heartbeat_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                message = inbox.recv() => match message {
+                    Some(message) => self.handle(message).await?,
+                    None => return Ok(()),
+                },
+                _ = tick.tick() => self.tick().await?,
+            }
+        }
+    }
+
+    async fn handle(&mut self, message: ControlMsg) -> Result<(), StorageError> {
+        match message {
+            ControlMsg::Register {
+                name,
+                ops_address,
+                reply,
+            } => {
+                let node_id = node_id(&name);
+                self.store
+                    .put_node(&NodeRecord {
+                        node_id,
+                        address: name.clone(),
+                        last_heartbeat: Timestamp::now(),
+                        draining: false,
+                    })
+                    .await?;
+                let entry = self.nodes.entry(node_id).or_insert_with(|| NodeEntry {
+                    name: name.clone(),
+                    link: None,
+                    last_seen: Instant::now(),
+                    draining: false,
+                    events_per_sec: 0.0,
+                    rss_bytes: 0,
+                });
+                entry.last_seen = Instant::now();
+                entry.draining = false;
+                tracing::info!(node_id, %name, %ops_address, "node registered");
+                let _ = reply.send(pb::RegisterReply {
+                    node_id,
+                    leader_epoch: self.leader_epoch,
+                    shard_count: self.settings.shard_count,
+                    heartbeat_interval_ms: self.settings.heartbeat_interval.as_millis() as u32,
+                    failure_timeout_ms: self.settings.failure_timeout.as_millis() as u32,
+                });
+            }
+            ControlMsg::Attach {
+                node_id,
+                link,
+                reply,
+            } => {
+                let result = match self.nodes.get_mut(&node_id) {
+                    Some(node) => {
+                        node.link = Some(link);
+                        node.last_seen = Instant::now();
+                        Ok(())
+                    }
+                    None => Err(Status::failed_precondition(
+                        "unknown node: register with this coordinator first",
+                    )),
+                };
+                let _ = reply.send(result);
+                self.publish();
+            }
+            ControlMsg::Report { node_id, report } => self.report(node_id, report).await?,
+            ControlMsg::Drain { name, reply } => {
+                let node_id = node_id(&name);
+                match self.nodes.get_mut(&node_id) {
+                    Some(node) => {
+                        node.draining = true;
+                        self.store
+                            .put_node(&NodeRecord {
+                                node_id,
+                                address: name,
+                                last_heartbeat: Timestamp::now(),
+                                draining: true,
+                            })
+                            .await?;
+                        let owned = self.owned_by(node_id) as u32;
+                        self.drains.push(Drain {
+                            node_id,
+                            moving: owned,
+                            reply,
+                        });
+                        self.rebalance().await?;
+                    }
+                    None => {
+                        let _ = reply.send(Err(Status::not_found(format!("no node named {name}"))));
+                    }
+                }
+            }
+            ControlMsg::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+        }
+        Ok(())
+    }
+
+    async fn report(
+        &mut self,
+        node_id: u64,
+        report: pb::node_report::Report,
+    ) -> Result<(), StorageError> {
+        let Some(node) = self.nodes.get_mut(&node_id) else {
+            return Ok(());
+        };
+        node.last_seen = Instant::now();
+        match report {
+            pb::node_report::Report::Hello(_) => {}
+            pb::node_report::Report::Heartbeat(heartbeat) => {
+                node.events_per_sec = heartbeat.events_per_sec;
+                node.rss_bytes = heartbeat.rss_bytes;
+                self.heartbeat(node_id, heartbeat.shards).await?;
+            }
+            pb::node_report::Report::Released(released) => {
+                self.released(node_id, released).await?;
+            }
+            pb::node_report::Report::ReleaseFailed(failed) => {
+                let shard = &mut self.shards[failed.shard_id as usize];
+                if shard.moving.as_ref().is_some_and(|m| m.from == node_id) {
+                    tracing::warn!(shard_id = failed.shard_id, reason = %failed.reason, "handoff refused; retrying later");
+                    counter!(HANDOFFS, "outcome" => "refused").increment(1);
+                    shard.moving = None;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn heartbeat(
+        &mut self,
+        node_id: u64,
+        reports: Vec<pb::ShardReport>,
+    ) -> Result<(), StorageError> {
+        let mut running = BTreeSet::new();
+        for report in reports {
+            let Some(shard) = self.shards.get_mut(report.shard_id as usize) else {
+                continue;
+            };
+            running.insert(report.shard_id);
+            if shard.owner == Some(node_id) && report.epoch == shard.epoch {
+                shard.ready = report.phase == "ready";
+                shard.events_per_sec = report.events_per_sec;
+                if let Some(checkpoint) = report.checkpoint {
+                    // Keep the previous checkpoint of the same session as the resume point.
+                    let previous = shard.latest.replace(checkpoint.clone());
+                    let resume_from = previous
+                        .filter(|p| p.session_id == checkpoint.session_id)
+                        .unwrap_or(checkpoint);
+                    self.store
+                        .save_checkpoint(&SessionCheckpoint {
+                            shard_id: report.shard_id,
+                            epoch: shard.epoch,
+                            session_id: resume_from.session_id.clone(),
+                            sequence: resume_from.sequence,
+                            resume_url: resume_from.resume_url.clone(),
+                            at: Timestamp::now(),
+                        })
+                        .await?;
+                    shard.resume_from = Some(resume_from);
+                }
+            } else if shard.moving.as_ref().is_none_or(|m| m.from != node_id) {
+                // The node runs a shard that is no longer its own (it was declared lost, or
+                // a stale leader gave it): fence it. Its session is not used.
+                tracing::warn!(
+                    node_id,
+                    shard_id = report.shard_id,
+                    epoch = report.epoch,
+                    "node runs a shard it does not own; releasing it"
+                );
+                self.send(
+                    node_id,
+                    pb::instruction::Instruction::Release(pb::ReleaseShard {
+                        shard_id: report.shard_id,
+                        epoch: report.epoch,
+                    }),
+                );
+            }
+        }
+        // Shards given to this node that it does not run, a few heartbeats on, run nowhere.
+        let grace = self.settings.heartbeat_interval * 4;
+        for (shard_id, shard) in self.shards.iter_mut().enumerate() {
+            let missing = shard.owner == Some(node_id)
+                && shard.moving.is_none()
+                && !running.contains(&(shard_id as u32))
+                && shard.assigned_at.is_some_and(|at| at.elapsed() > grace);
+            if missing {
+                tracing::warn!(
+                    node_id,
+                    shard_id,
+                    "node does not run a shard it owns; placing it again"
+                );
+                shard.owner = None;
+                shard.ready = false;
+            }
+        }
+        Ok(())
+    }
+
+    async fn released(&mut self, node_id: u64, released: pb::Released) -> Result<(), StorageError> {
+        let shard_id = released.shard_id;
+        let Some(shard) = self.shards.get_mut(shard_id as usize) else {
+            return Ok(());
+        };
+        let expected = shard.moving.as_ref().is_some_and(|m| m.from == node_id)
+            && released.epoch == shard.epoch;
+        if !expected {
+            return Ok(()); // A fenced shard stopping: nothing to hand over.
+        }
+        let moving = shard.moving.take().expect("checked above");
+        shard.owner = None;
+        shard.ready = false;
+        shard.resume_from = released.session;
+        // A drained shard handed over every event it read: nothing is a duplicate.
+        shard.latest = None;
+        let to = if self.accepting().contains(&moving.to) {
+            Some(moving.to)
+        } else {
+            // The target left meanwhile: the next round places the shard.
+            None
+        };
+        if let Some(to) = to {
+            self.start(shard_id, to, None).await?;
+            self.handoffs += 1;
+            counter!(HANDOFFS, "outcome" => "handed_over").increment(1);
+            histogram!(HANDOFF_SECONDS).record(moving.since.elapsed().as_secs_f64());
+        }
+        Ok(())
+    }
+
+    /// Gives `shard_id` to `to` under a new epoch and tells it to run it.
+    async fn start(
+        &mut self,
+        shard_id: u32,
+        to: u64,
+        seen_up_to: Option<u64>,
+    ) -> Result<(), StorageError> {
+        let shard = &mut self.shards[shard_id as usize];
+        let assignment = self.store.assign_shard(shard_id, to, shard.epoch).await?;
+        shard.epoch = assignment.epoch;
+        shard.owner = Some(to);
+        shard.ready = false;
+        shard.assigned_at = Some(Instant::now());
+        let start = pb::StartShard {
+            shard_id,
+            epoch: assignment.epoch,
+            resume: shard.resume_from.clone(),
+            seen_up_to,
+        };
+        self.send(to, pb::instruction::Instruction::Start(start));
+        Ok(())
+    }
+
+    fn send(&mut self, node_id: u64, instruction: pb::instruction::Instruction) {
+        let Some(link) = self
+            .nodes
+            .get_mut(&node_id)
+            .and_then(|node| node.link.as_ref())
+        else {
+            return;
+        };
+        let message = pb::Instruction {
+            leader_epoch: self.leader_epoch,
+            instruction: Some(instruction),
+        };
+        // A full or closed link means the node is not keeping up or gone: it will miss its
+        // heartbeats and be handled as lost.
+        if link.try_send(Ok(message)).is_err() {
+            tracing::warn!(node_id, "instruction not delivered");
+        }
+    }
+
+    async fn tick(&mut self) -> Result<(), StorageError> {
+        self.detect_lost().await?;
+        if !self.formed {
+            let attached = self.nodes.values().filter(|n| n.link.is_some()).count();
+            self.formed = attached >= self.settings.min_nodes
+                || (attached > 0 && self.started.elapsed() >= self.settings.formation_grace);
+        }
+        if self.formed {
+            self.rebalance().await?;
+        }
+        self.answer_drains();
+        self.publish();
+        Ok(())
+    }
+
+    async fn detect_lost(&mut self) -> Result<(), StorageError> {
+        let timeout = self.settings.failure_timeout;
+        let lost: Vec<u64> = self
+            .nodes
+            .iter()
+            .filter(|(_, node)| node.last_seen.elapsed() > timeout)
+            .map(|(&id, _)| id)
+            .collect();
+        for node_id in lost {
+            let node = self.nodes.remove(&node_id).expect("listed above");
+            self.store.remove_node(node_id).await?;
+            let mut orphans = 0;
+            for shard in &mut self.shards {
+                if shard
+                    .moving
+                    .as_ref()
+                    .is_some_and(|m| m.from == node_id || m.to == node_id)
+                {
+                    shard.moving = None;
+                }
+                if shard.owner == Some(node_id) {
+                    shard.owner = None;
+                    shard.ready = false;
+                    orphans += 1;
+                }
+            }
+            tracing::warn!(node_id, name = %node.name, orphans, "node lost; its shards resume elsewhere");
+        }
+        Ok(())
+    }
+
+    fn accepting(&self) -> BTreeSet<u64> {
+        self.nodes
+            .iter()
+            .filter(|(_, node)| node.link.is_some() && !node.draining)
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
+    async fn rebalance(&mut self) -> Result<(), StorageError> {
+        let in_flight = self.shards.iter().filter(|s| s.moving.is_some()).count();
+        let budget = self.settings.max_moves.saturating_sub(in_flight);
+        let loads: Vec<ShardLoad> = self
+            .shards
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.moving.is_none())
+            .map(|(id, s)| ShardLoad {
+                shard_id: id as u32,
+                node_id: s.owner,
+                events_per_sec: s.events_per_sec,
+                movable: s.ready,
+            })
+            .collect();
+        for step in balance::plan(&self.accepting(), &loads, budget) {
+            match step {
+                Step::Start { shard_id, to } => {
+                    // After a crash, what the lost owner last reported may be replayed.
+                    let shard = &mut self.shards[shard_id as usize];
+                    let seen_up_to = shard
+                        .latest
+                        .take()
+                        .filter(|latest| {
+                            shard
+                                .resume_from
+                                .as_ref()
+                                .is_some_and(|r| r.session_id == latest.session_id)
+                        })
+                        .map(|latest| latest.sequence);
+                    let trigger = if shard.resume_from.is_some() {
+                        "loss"
+                    } else {
+                        "start"
+                    };
+                    counter!(MOVES, "trigger" => trigger).increment(1);
+                    self.start(shard_id, to, seen_up_to).await?;
+                }
+                Step::Move { shard_id, from, to } => {
+                    let draining = self.nodes.get(&from).is_some_and(|n| n.draining);
+                    let trigger = if draining { "drain" } else { "balance" };
+                    counter!(MOVES, "trigger" => trigger).increment(1);
+                    let shard = &mut self.shards[shard_id as usize];
+                    shard.moving = Some(Moving {
+                        from,
+                        to,
+                        since: Instant::now(),
+                    });
+                    let epoch = shard.epoch;
+                    self.send(
+                        from,
+                        pb::instruction::Instruction::Release(pb::ReleaseShard { shard_id, epoch }),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn owned_by(&self, node_id: u64) -> usize {
+        self.shards
+            .iter()
+            .filter(|s| {
+                s.owner == Some(node_id) || s.moving.as_ref().is_some_and(|m| m.from == node_id)
+            })
+            .count()
+    }
+
+    /// Answers drain calls whose node holds no shard any more (or is gone).
+    fn answer_drains(&mut self) {
+        for drain in std::mem::take(&mut self.drains) {
+            if self.nodes.contains_key(&drain.node_id) && self.owned_by(drain.node_id) > 0 {
+                self.drains.push(drain);
+            } else {
+                let _ = drain.reply.send(Ok(drain.moving));
+            }
+        }
+    }
+
+    fn status(&self) -> pb::ClusterStatus {
+        let mut per_node: BTreeMap<u64, u32> = BTreeMap::new();
+        for shard in &self.shards {
+            if let Some(owner) = shard.owner {
+                *per_node.entry(owner).or_default() += 1;
+            }
+        }
+        pb::ClusterStatus {
+            leader_epoch: self.leader_epoch,
+            nodes: self
+                .nodes
+                .iter()
+                .map(|(&node_id, node)| pb::NodeStatus {
+                    node_id,
+                    name: node.name.clone(),
+                    draining: node.draining,
+                    shards: per_node.get(&node_id).copied().unwrap_or(0),
+                    events_per_sec: node.events_per_sec,
+                    rss_bytes: node.rss_bytes,
+                })
+                .collect(),
+            shards: self
+                .shards
+                .iter()
+                .enumerate()
+                .map(|(id, s)| pb::ShardAssignment {
+                    shard_id: id as u32,
+                    node_id: s.owner.unwrap_or(0),
+                    epoch: s.epoch,
+                    moving: s.moving.is_some(),
+                })
+                .collect(),
+            handoffs: self.handoffs,
+        }
+    }
+
+    fn publish(&self) {
+        let mut nodes = [0usize; 3];
+        for node in self.nodes.values() {
+            nodes[match (node.draining, node.link.is_some()) {
+                (true, _) => 2,
+                (false, true) => 0,
+                (false, false) => 1,
+            }] += 1;
+        }
+        for (state, count) in ["alive", "suspect", "draining"].into_iter().zip(nodes) {
+            gauge!(NODES, "state" => state).set(count as f64);
+        }
+        let mut shards = [0usize; 3];
+        for shard in &self.shards {
+            shards[match (shard.moving.is_some(), shard.owner.is_some()) {
+                (true, _) => 1,
+                (false, true) => 0,
+                (false, false) => 2,
+            }] += 1;
+        }
+        for (state, count) in ["assigned", "moving", "unassigned"].into_iter().zip(shards) {
+            gauge!(SHARDS, "state" => state).set(count as f64);
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! The gRPC face of the coordinator: checks each call, then hands it to the control loop or
+//! the identify scheduler.
+
+use std::sync::Arc;
+
+use protonn_shard::{IdentifyReason, IdentifyScheduler, LocalScheduler};
+use tokio::sync::{OnceCell, mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::control::ControlMsg;
+use crate::grpc::pb;
+
+/// Instructions queued for one node before it is considered not keeping up.
+const LINK_CAPACITY: usize = 256;
+
+/// What a leading coordinator serves with.
+pub(super) struct Leading {
+    pub(super) control: mpsc::Sender<ControlMsg>,
+    pub(super) scheduler: Arc<LocalScheduler>,
+}
+
+pub(super) struct CoordinatorService {
+    leading: Arc<OnceCell<Leading>>,
+}
+
+impl CoordinatorService {
+    pub(super) fn new(leading: Arc<OnceCell<Leading>>) -> Self {
+        Self { leading }
+    }
+
+    fn leading(&self) -> Result<&Leading, Status> {
+        self.leading
+            .get()
+            .ok_or_else(|| Status::unavailable("standby coordinator: not leading"))
+    }
+
+    /// Sends `message` to the control loop and waits for its answer.
+    async fn ask<T>(
+        &self,
+        message: impl FnOnce(oneshot::Sender<T>) -> ControlMsg,
+    ) -> Result<T, Status> {
+        let (reply, answer) = oneshot::channel();
+        self.leading()?
+            .control
+            .send(message(reply))
+            .await
+            .map_err(|_| Status::unavailable("the coordinator is stopping"))?;
+        answer
+            .await
+            .map_err(|_| Status::unavailable("the coordinator is stopping"))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::coordinator_server::Coordinator for CoordinatorService {
+    async fn register(
+        &self,
+        request: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterReply>, Status> {
+        let request = request.into_inner();
+        if request.name.is_empty() || request.name.len() > 253 {
+            return Err(Status::invalid_argument("a node name is 1 to 253 bytes"));
+        }
+        let reply = self
+            .ask(|reply| ControlMsg::Register {
+                name: request.name,
+                ops_address: request.ops_address,
+                reply,
+            })
+            .await?;
+        Ok(Response::new(reply))
+    }
+
+    type AttachStream = ReceiverStream<Result<pb::Instruction, Status>>;
+
+    async fn attach(
+        &self,
+        request: Request<Streaming<pb::NodeReport>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        let control = self.leading()?.control.clone();
+        let mut reports = request.into_inner();
+        let Some(pb::NodeReport {
+            report: Some(pb::node_report::Report::Hello(hello)),
+        }) = reports.message().await?
+        else {
+            return Err(Status::invalid_argument("the first report must be a Hello"));
+        };
+        let node_id = hello.node_id;
+        let (link, instructions) = mpsc::channel(LINK_CAPACITY);
+        let attached = self
+            .ask(|reply| ControlMsg::Attach {
+                node_id,
+                link,
+                reply,
+            })
+            .await?;
+        attached?;
+        tokio::spawn(async move {
+            // Ends with the node's stream; the node then misses heartbeats and is handled
+            // as lost unless it reattaches.
+            while let Ok(Some(report)) = reports.message().await {
+                let Some(report) = report.report else {
+                    continue;
+                };
+                if control
+                    .send(ControlMsg::Report { node_id, report })
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(instructions)))
+    }
+
+    async fn acquire_identify(
+        &self,
+        request: Request<pb::IdentifyRequest>,
+    ) -> Result<Response<pb::IdentifyGrant>, Status> {
+        let scheduler = Arc::clone(&self.leading()?.scheduler);
+        let request = request.into_inner();
+        let reason = match pb::IdentifyReason::try_from(request.reason) {
+            Ok(pb::IdentifyReason::InvalidSession) => IdentifyReason::InvalidSession,
+            _ => IdentifyReason::Startup,
+        };
+        // A cancelled call drops this future, which withdraws the request.
+        scheduler.acquire(request.shard_id, reason).await;
+        Ok(Response::new(pb::IdentifyGrant {}))
+    }
+
+    async fn drain_node(
+        &self,
+        request: Request<pb::DrainRequest>,
+    ) -> Result<Response<pb::DrainReply>, Status> {
+        let name = request.into_inner().name;
+        let shards_moved = self
+            .ask(|reply| ControlMsg::Drain { name, reply })
+            .await??;
+        Ok(Response::new(pb::DrainReply { shards_moved }))
+    }
+
+    async fn status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::ClusterStatus>, Status> {
+        Ok(Response::new(self.ask(ControlMsg::Status).await?))
+    }
+}

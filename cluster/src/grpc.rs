@@ -1,0 +1,169 @@
+//! The cluster's gRPC plumbing: generated types, the shared cluster token, and the client
+//! that finds the leading coordinator.
+
+use std::fmt;
+use std::time::Duration;
+
+use tonic::metadata::MetadataValue;
+use tonic::service::Interceptor;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+
+#[allow(unreachable_pub, clippy::all, clippy::pedantic)]
+pub(crate) mod pb {
+    tonic::include_proto!("protonn.cluster.v1");
+}
+
+pub(crate) use pb::coordinator_client::CoordinatorClient;
+
+/// Time to open a connection to a coordinator; a standby that is not leading does not
+/// listen, so a refusal comes at once and the next address is tried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The shared secret every gRPC call carries. Its `Debug` and `Display` never show it.
+#[derive(Clone)]
+pub struct ClusterToken(String);
+
+impl ClusterToken {
+    /// An empty token is refused: it would let anyone in.
+    pub fn new(token: impl Into<String>) -> Option<Self> {
+        let token = token.into();
+        (!token.trim().is_empty()).then_some(Self(token))
+    }
+
+    fn bearer(&self) -> String {
+        format!("Bearer {}", self.0)
+    }
+}
+
+impl fmt::Debug for ClusterToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClusterToken(<redacted>)")
+    }
+}
+
+/// Server side: rejects a call without the token, or with another one, as `Unauthenticated`.
+#[derive(Clone)]
+pub(crate) struct RequireToken {
+    expected: Vec<u8>,
+}
+
+impl RequireToken {
+    pub(crate) fn new(token: &ClusterToken) -> Self {
+        Self {
+            expected: token.bearer().into_bytes(),
+        }
+    }
+}
+
+impl Interceptor for RequireToken {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let presented = request
+            .metadata()
+            .get("authorization")
+            .map(|value| value.as_bytes())
+            .unwrap_or_default();
+        if constant_time_eq(presented, &self.expected) {
+            Ok(request)
+        } else {
+            Err(Status::unauthenticated("missing or wrong cluster token"))
+        }
+    }
+}
+
+/// Compares without leaking, through timing, how much of the token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+/// Client side: adds the token to every call.
+#[derive(Clone)]
+pub(crate) struct WithToken {
+    header: MetadataValue<tonic::metadata::Ascii>,
+}
+
+impl Interceptor for WithToken {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.header.clone());
+        Ok(request)
+    }
+}
+
+pub(crate) type Client =
+    CoordinatorClient<tonic::service::interceptor::InterceptedService<Channel, WithToken>>;
+
+/// Connects to the first coordinator of `addresses` (`http://host:port`) that accepts a
+/// connection, starting after `skip` of them (so that retries go round the list).
+pub(crate) async fn connect(
+    addresses: &[String],
+    skip: usize,
+    token: &ClusterToken,
+) -> Result<(usize, Client), String> {
+    let header: MetadataValue<tonic::metadata::Ascii> = token
+        .bearer()
+        .parse()
+        .map_err(|_| "the cluster token must be printable ASCII".to_owned())?;
+    let mut last_error = String::from("no coordinator address configured");
+    for offset in 0..addresses.len() {
+        let index = (skip + offset) % addresses.len();
+        let endpoint = match Endpoint::from_shared(addresses[index].clone()) {
+            Ok(endpoint) => endpoint.connect_timeout(CONNECT_TIMEOUT),
+            Err(err) => {
+                last_error = format!("{}: {err}", addresses[index]);
+                continue;
+            }
+        };
+        match endpoint.connect().await {
+            Ok(channel) => {
+                let interceptor = WithToken {
+                    header: header.clone(),
+                };
+                return Ok((
+                    index,
+                    CoordinatorClient::with_interceptor(channel, interceptor),
+                ));
+            }
+            Err(err) => last_error = format!("{}: {err}", addresses[index]),
+        }
+    }
+    Err(last_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_never_shows() {
+        let token = ClusterToken::new("s3cret").unwrap();
+        assert!(!format!("{token:?}").contains("s3cret"));
+        assert!(ClusterToken::new("  ").is_none());
+    }
+
+    #[test]
+    fn only_the_exact_token_passes() {
+        let token = ClusterToken::new("s3cret").unwrap();
+        let mut check = RequireToken::new(&token);
+        let with = |value: Option<&str>| {
+            let mut request = Request::new(());
+            if let Some(value) = value {
+                request
+                    .metadata_mut()
+                    .insert("authorization", value.parse().unwrap());
+            }
+            request
+        };
+        assert!(check.call(with(Some("Bearer s3cret"))).is_ok());
+        for bad in [
+            None,
+            Some("Bearer s3cre"),
+            Some("Bearer s3cretx"),
+            Some("s3cret"),
+        ] {
+            let status = check.call(with(bad)).unwrap_err();
+            assert_eq!(status.code(), tonic::Code::Unauthenticated, "{bad:?}");
+        }
+    }
+}

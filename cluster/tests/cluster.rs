@@ -1,0 +1,497 @@
+//! Multi-process cluster tests: the simulator runs in this process; coordinators and nodes
+//! are `protonn` processes on loopback, each with its own data directory and ports bound
+//! to 0. Losses and duplicates are read from the simulator's ledger: every `!ping` the
+//! test sends must be answered in its channel exactly once (at least once after a crash).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use protonn_cluster::{ClusterClient, ClusterStatus, ClusterToken};
+use protonn_sim::{SimConfig, SimHandle, Simulator};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+const CLUSTER_TOKEN: &str = "cluster-test-token";
+const SHARDS: u32 = 32;
+/// Well under Discord's global 50 requests/s even when a resumed shard's replay adds a
+/// burst: each node's REST limiter knows only its own traffic until the cluster-wide limiter
+/// (issue #10) lands, and a reply refused with a global 429 is lost.
+const PINGS_PER_SEC: u32 = 12;
+/// Pings each phase sends at least, however fast its moves are done.
+const MIN_PINGS: u32 = 36;
+/// Generous for a loaded 2-core machine; conditions usually hold within a second or two.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn world() -> SimConfig {
+    SimConfig {
+        shards: SHARDS,
+        max_concurrency: SHARDS,
+        guilds: 320,
+        messages_per_sec: 0.0,
+        ..SimConfig::default()
+    }
+}
+
+/// A `protonn` process, killed when dropped.
+struct Process {
+    child: Child,
+}
+
+impl Process {
+    /// Starts `protonn <args>` with `config` and returns it with the address it prints after
+    /// `announce` on stdout.
+    async fn start(
+        dir: &Path,
+        name: &str,
+        config: &str,
+        args: &[&str],
+        announce: &str,
+        sim: &SimHandle,
+        token: Option<&str>,
+    ) -> (Self, String) {
+        let config_path = dir.join(format!("{name}.toml"));
+        std::fs::write(&config_path, config).unwrap();
+        let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_protonn"));
+        command
+            .arg("--config")
+            .arg(&config_path)
+            .args(args)
+            .env("DISCORD_TOKEN", &sim.config().token)
+            .env_remove("PROTONN_CLUSTER_TOKEN")
+            .env("RUST_LOG", "info,twilight_gateway=warn")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .kill_on_drop(true);
+        if let Some(token) = token {
+            command.env("PROTONN_CLUSTER_TOKEN", token);
+        }
+        let mut child = command.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(DEADLINE, lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("{name} printed nothing in time; see {name}.log"))
+            .unwrap()
+            .unwrap_or_else(|| panic!("{name} exited before announcing itself; see {name}.log"));
+        let addr = line
+            .strip_prefix(announce)
+            .unwrap_or_else(|| panic!("{name}: unexpected first line {line:?}"))
+            .trim()
+            .to_owned();
+        // Keep draining stdout so the process never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        (Self { child }, addr)
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("the process runs").to_string();
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    async fn exited(&mut self) -> std::process::ExitStatus {
+        tokio::time::timeout(DEADLINE, self.child.wait())
+            .await
+            .expect("the process exits in time")
+            .unwrap()
+    }
+}
+
+struct Cluster {
+    sim: SimHandle,
+    dir: tempfile::TempDir,
+    coordinators: Vec<Process>,
+    addresses: Vec<String>,
+    nodes: BTreeMap<String, Process>,
+    client: ClusterClient,
+}
+
+impl Cluster {
+    async fn start(coordinators: usize, min_nodes: usize) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sim = Simulator::start(world(), listener).await.unwrap();
+        // PROTONN_KEEP_TEST_DIR=1 keeps every process's config and log for a post-mortem.
+        let keep = std::env::var_os("PROTONN_KEEP_TEST_DIR").is_some();
+        let dir = tempfile::Builder::new()
+            .disable_cleanup(keep)
+            .tempdir()
+            .unwrap();
+        if keep {
+            println!("test directory: {}", dir.path().display());
+        }
+        let mut processes = Vec::new();
+        let mut addresses = Vec::new();
+        for index in 0..coordinators {
+            let config = Self::config(&sim, &dir.path().join("coordinator"), &[], None, min_nodes);
+            let (process, addr) = Process::start(
+                dir.path(),
+                &format!("coordinator-{index}"),
+                &config,
+                &["coordinator", "--listen", "127.0.0.1:0"],
+                "coordinator grpc ",
+                &sim,
+                Some(CLUSTER_TOKEN),
+            )
+            .await;
+            processes.push(process);
+            addresses.push(format!("http://{addr}"));
+        }
+        let client =
+            ClusterClient::new(addresses.clone(), ClusterToken::new(CLUSTER_TOKEN).unwrap());
+        Self {
+            sim,
+            dir,
+            coordinators: processes,
+            addresses,
+            nodes: BTreeMap::new(),
+            client,
+        }
+    }
+
+    fn config(
+        sim: &SimHandle,
+        data_dir: &Path,
+        coordinators: &[String],
+        name: Option<&str>,
+        min_nodes: usize,
+    ) -> String {
+        let coordinators: Vec<String> = coordinators.iter().map(|a| format!("{a:?}")).collect();
+        let name = name.map(|n| format!("name = {n:?}\n")).unwrap_or_default();
+        format!(
+            "[discord]\nsimulator = \"{}\"\n\n[storage]\ndata_dir = {:?}\n\n[ops]\nlisten = \"127.0.0.1:0\"\n\n\
+             [cluster]\n{name}coordinators = [{}]\nheartbeat_ms = 200\nfailure_timeout_ms = 3000\n\
+             min_nodes = {min_nodes}\nformation_grace_ms = 10000\nmax_moves = 4\nlease_ttl_ms = 1000\n",
+            sim.rest_proxy(),
+            data_dir,
+            coordinators.join(", "),
+        )
+    }
+
+    async fn start_node(&mut self, name: &str, token: Option<&str>) {
+        let data_dir: PathBuf = self.dir.path().join(name);
+        let config = Self::config(&self.sim, &data_dir, &self.addresses, Some(name), 1);
+        let (process, _ops) = Process::start(
+            self.dir.path(),
+            name,
+            &config,
+            &["node"],
+            "node ops ",
+            &self.sim,
+            token,
+        )
+        .await;
+        self.nodes.insert(name.to_owned(), process);
+    }
+
+    async fn status(&self) -> Option<ClusterStatus> {
+        self.client.status().await.ok()
+    }
+
+    /// Waits until every shard is owned by a live node, none is moving, the simulator sees
+    /// every shard connected, and `shape` holds for the shards per node.
+    async fn settled(
+        &self,
+        what: &str,
+        shape: impl Fn(&BTreeMap<String, u32>) -> bool,
+    ) -> ClusterStatus {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.status().await {
+                let per_node: BTreeMap<String, u32> = status
+                    .nodes
+                    .iter()
+                    .map(|n| (n.name.clone(), n.shards))
+                    .collect();
+                let placed = status.shards.iter().all(|s| s.node_id != 0 && !s.moving);
+                if placed && self.sim.stats().ready_shards == SHARDS && shape(&per_node) {
+                    return status;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "timed out waiting until {what}: {per_node:?}, ready {}",
+                    self.sim.stats().ready_shards
+                );
+            } else {
+                assert!(
+                    Instant::now() < deadline,
+                    "timed out waiting until {what}: no leader answers"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
+    }
+}
+
+/// Steady `!ping` traffic, round robin over every channel of the world, counted per channel.
+/// Each ping comes from a new user, so that no per-user cooldown swallows it.
+struct Traffic {
+    /// Answers per channel before this traffic began.
+    before: HashMap<u64, u32>,
+    sent: Arc<Mutex<HashMap<u64, u32>>>,
+    running: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Traffic {
+    fn start(sim: &SimHandle, per_sec: u32) -> Self {
+        let before = answers_per_channel(sim);
+        let sent = Arc::new(Mutex::new(HashMap::new()));
+        let running = Arc::new(AtomicBool::new(true));
+        let targets: Vec<(u64, u64)> = sim
+            .guilds()
+            .iter()
+            .flat_map(|g| g.channel_ids.iter().map(move |&c| (g.id, c)))
+            .collect();
+        let task = {
+            let (sim, sent, running) = (sim.clone(), Arc::clone(&sent), Arc::clone(&running));
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1) / per_sec);
+                for (author, (guild, channel)) in (1_000_000..).zip(targets.iter().cycle()) {
+                    tick.tick().await;
+                    if !running.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    if sim
+                        .send_message(*guild, *channel, author, "!ping")
+                        .is_some()
+                    {
+                        *sent.lock().await.entry(*channel).or_default() += 1;
+                    }
+                }
+            })
+        };
+        Self {
+            before,
+            sent,
+            running,
+            task,
+        }
+    }
+
+    /// Stops sending (once at least [`MIN_PINGS`] went out), waits until every ping is
+    /// answered, and returns the duplicates (answers beyond one per ping). Panics naming
+    /// the channels that lost a ping.
+    async fn stop_and_count(self, sim: &SimHandle) -> u32 {
+        let deadline = Instant::now() + DEADLINE;
+        while self.sent.lock().await.values().sum::<u32>() < MIN_PINGS {
+            assert!(Instant::now() < deadline, "the traffic does not run");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.running.store(false, Ordering::Relaxed);
+        let _ = self.task.await;
+        let sent = self.sent.lock().await.clone();
+        let total: u32 = sent.values().sum();
+        loop {
+            let mut answered = answers_per_channel(sim);
+            for (channel, earlier) in &self.before {
+                *answered.get_mut(channel).expect("answers only grow") -= earlier;
+            }
+            let missing: Vec<(u64, u32, u32)> = sent
+                .iter()
+                .filter(|(channel, n)| answered.get(channel).copied().unwrap_or(0) < **n)
+                .map(|(&channel, &n)| (channel, n, answered.get(&channel).copied().unwrap_or(0)))
+                .collect();
+            if missing.is_empty() {
+                return sent.iter().map(|(channel, n)| answered[channel] - n).sum();
+            }
+            if Instant::now() >= deadline {
+                let ledger = sim.ledger();
+                for (channel, _, _) in &missing {
+                    let guild = sim
+                        .guilds()
+                        .into_iter()
+                        .find(|g| g.channel_ids.contains(channel))
+                        .unwrap();
+                    let dispatches: Vec<String> = ledger
+                        .dispatches
+                        .iter()
+                        .filter(|d| d.guild_id == Some(guild.id) && d.event == "MESSAGE_CREATE")
+                        .map(|d| {
+                            format!(
+                                "{}#{}{}",
+                                &d.session[..6],
+                                d.seq,
+                                if d.replayed { "r" } else { "" }
+                            )
+                        })
+                        .collect();
+                    println!(
+                        "lost: channel {channel} shard {} dispatched as {dispatches:?}",
+                        guild.shard
+                    );
+                }
+                panic!(
+                    "{} pings of {total} lost (channel, sent, answered): {:?}",
+                    missing.len(),
+                    &missing[..missing.len().min(10)]
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Successful `POST /channels/{id}/messages` per channel.
+fn answers_per_channel(sim: &SimHandle) -> HashMap<u64, u32> {
+    let mut answered = HashMap::new();
+    for record in sim.ledger().rest {
+        let channel = record
+            .path
+            .strip_prefix("/channels/")
+            .and_then(|rest| rest.strip_suffix("/messages"));
+        if let Some(channel) = channel
+            && record.method == "POST"
+            && record.status == 200
+        {
+            *answered.entry(channel.parse().unwrap()).or_default() += 1;
+        }
+    }
+    answered
+}
+
+fn evenly(count: usize) -> impl Fn(&BTreeMap<String, u32>) -> bool {
+    move |per_node| {
+        let low = SHARDS / count as u32;
+        per_node.len() == count
+            && per_node
+                .values()
+                .all(|&n| n >= low.saturating_sub(1) && n <= low + 2)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_spread_move_and_survive_node_and_leader_loss_without_losing_events() {
+    let mut cluster = Cluster::start(2, 3).await;
+    for name in ["node-a", "node-b", "node-c"] {
+        cluster.start_node(name, Some(CLUSTER_TOKEN)).await;
+    }
+
+    // 1. Three nodes: the 32 shards spread evenly, one IDENTIFY each.
+    cluster
+        .settled("32 shards spread over 3 nodes", evenly(3))
+        .await;
+    assert_eq!(cluster.sim.stats().identifies, u64::from(SHARDS));
+
+    // 2 and 3. A fourth node joins, then one is drained by SIGTERM (what Kubernetes sends
+    // after preStop): shards move by handoff, nothing lost or duplicated, no IDENTIFY.
+    let traffic = Traffic::start(&cluster.sim, PINGS_PER_SEC);
+    cluster.start_node("node-d", Some(CLUSTER_TOKEN)).await;
+    let joined = cluster
+        .settled("the fourth node takes its share", evenly(4))
+        .await;
+    assert!(
+        joined.handoffs >= 6,
+        "shards moved to the new node: {}",
+        joined.handoffs
+    );
+    cluster.nodes["node-b"].signal("-TERM");
+    let status = cluster.nodes.get_mut("node-b").unwrap().exited().await;
+    assert!(status.success(), "a drained node exits cleanly: {status}");
+    cluster
+        .settled("node-b's shards live elsewhere", |per_node| {
+            per_node.get("node-b").is_none_or(|&n| n == 0)
+        })
+        .await;
+    let duplicates = traffic.stop_and_count(&cluster.sim).await;
+    assert_eq!(duplicates, 0, "a handoff replays nothing twice");
+    assert_eq!(
+        cluster.sim.stats().identifies,
+        u64::from(SHARDS),
+        "handoffs spend no IDENTIFY"
+    );
+
+    // 4. A node is killed: its shards resume elsewhere from their checkpoints.
+    let traffic = Traffic::start(&cluster.sim, PINGS_PER_SEC);
+    cluster.nodes["node-c"].signal("-KILL");
+    let killed_at = Instant::now();
+    cluster
+        .settled("node-c's shards resumed elsewhere", |per_node| {
+            !per_node.contains_key("node-c")
+        })
+        .await;
+    println!(
+        "node loss: shards resumed {:?} after the kill",
+        killed_at.elapsed()
+    );
+
+    // 5. The leading coordinator is killed: the standby takes over, no shard is identified
+    // again (so none ever had two sessions).
+    let before = cluster.status().await.unwrap().leader_epoch;
+    cluster.coordinators[0].signal("-KILL");
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(status) = cluster.status().await
+            && status.leader_epoch > before
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the standby did not take over");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster
+        .settled("every shard runs under the new leader", |per_node| {
+            per_node.values().sum::<u32>() == SHARDS
+        })
+        .await;
+    let duplicates = traffic.stop_and_count(&cluster.sim).await;
+    println!(
+        "after the node and leader loss: {duplicates} pings answered twice (replayed from checkpoints)"
+    );
+    assert_eq!(
+        cluster.sim.stats().identifies,
+        u64::from(SHARDS),
+        "sessions resumed, never re-identified:\n{}",
+        cluster.log("coordinator-1")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_the_cluster_token_is_rejected() {
+    let cluster = Cluster::start(1, 1).await;
+    for (name, token) in [("no-token", None), ("wrong-token", Some("not-the-token"))] {
+        let data_dir = cluster.dir.path().join(name);
+        let config = Cluster::config(&cluster.sim, &data_dir, &cluster.addresses, Some(name), 1);
+        let config_path = cluster.dir.path().join(format!("{name}.toml"));
+        std::fs::write(&config_path, config).unwrap();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_protonn"));
+        command
+            .arg("--config")
+            .arg(&config_path)
+            .arg("node")
+            .env("DISCORD_TOKEN", &cluster.sim.config().token)
+            .env_remove("PROTONN_CLUSTER_TOKEN");
+        if let Some(token) = token {
+            command.env("PROTONN_CLUSTER_TOKEN", token);
+        }
+        let output = tokio::task::spawn_blocking(move || command.output())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!output.status.success(), "{name}: the node must not start");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let expected = if token.is_some() {
+            "Unauthenticated"
+        } else {
+            "PROTONN_CLUSTER_TOKEN"
+        };
+        assert!(stderr.contains(expected), "{name}: {stderr}");
+    }
+    let status = cluster.status().await.unwrap();
+    assert!(status.nodes.is_empty(), "no node joined: {status:?}");
+    assert_eq!(cluster.sim.stats().identifies, 0);
+}
