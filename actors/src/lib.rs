@@ -25,6 +25,7 @@ mod replies;
 mod router;
 mod runtime;
 mod slash;
+mod snapshot;
 
 pub use dead_letters::{DeadLetter, DeadLetters};
 pub use departures::Departures;
@@ -36,6 +37,7 @@ pub use replies::{Deferred, Replies};
 pub use router::{GuildRouter, RouterMsg, RouterStats, Services};
 pub use runtime::RuntimeConfig;
 pub use slash::slash_commands;
+pub use snapshot::{cached_guild, load_shard_cache, take_shard_cache};
 
 use protonn_shard::{EventTypeFlags, Intents};
 use twilight_cache_inmemory::ResourceType;

@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
+use twilight_cache_inmemory::DefaultInMemoryCache;
 
 use crate::grpc::{self, Client, ClusterToken, pb};
 
@@ -186,6 +187,8 @@ impl IdentifyScheduler for RemoteIdentify {
 pub(crate) struct Agent {
     pub(crate) link: Arc<Link>,
     pub(crate) supervisor: ActorRef<SupervisorMsg>,
+    /// The node cache: a shard's guilds leave with it and arrive with it.
+    pub(crate) cache: Arc<DefaultInMemoryCache>,
     pub(crate) ops_addr: SocketAddr,
     /// The first registration, made before the shards' supervisor started.
     pub(crate) joined: pb::RegisterReply,
@@ -355,6 +358,11 @@ impl Agent {
             }
             epochs.insert(shard_id, start.epoch);
         }
+        match protonn_actors::load_shard_cache(&self.cache, &start.cache) {
+            Ok(guilds) => tracing::debug!(shard_id, guilds, "cached guilds taken over"),
+            // The guilds fill in again as they change; permission checks fail until then.
+            Err(err) => tracing::warn!(shard_id, error = %err, "previous owner's cache unreadable"),
+        }
         let session = start.resume.map(|session| ExportedSession {
             shard_id,
             session_id: session.session_id,
@@ -401,6 +409,8 @@ impl Agent {
             return;
         }
         let supervisor = self.supervisor.clone();
+        let cache = Arc::clone(&self.cache);
+        let shard_count = self.joined.shard_count;
         let epochs = Arc::clone(epochs);
         let reports = reports.clone();
         tokio::spawn(async move {
@@ -417,6 +427,7 @@ impl Agent {
                         shard_id,
                         epoch,
                         session: Some(session_to_pb(session)),
+                        cache: protonn_actors::take_shard_cache(&cache, shard_id, shard_count),
                     })
                 }
                 Ok(Err(err)) => refused(&err.to_string()),

@@ -25,7 +25,7 @@ use tokio::sync::{OnceCell, mpsc};
 use control::{Control, ControlSettings};
 use service::{CoordinatorService, Leading};
 
-use crate::grpc::{ClusterToken, RequireToken, pb};
+use crate::grpc::{ClusterToken, MAX_MESSAGE, RequireToken, pb};
 use crate::metrics::{FENCING_EPOCH, LEADER};
 use crate::node::{DiscordEndpoint, discord_client, gateway_info};
 use crate::{NodeError, telemetry};
@@ -100,8 +100,13 @@ impl Coordinator {
                 source,
             })?;
         let leading = Arc::new(OnceCell::new());
-        let service = pb::coordinator_server::CoordinatorServer::with_interceptor(
-            CoordinatorService::new(Arc::clone(&leading)),
+        let service = pb::coordinator_server::CoordinatorServer::new(CoordinatorService::new(
+            Arc::clone(&leading),
+        ))
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+        let service = tonic::service::interceptor::InterceptedService::new(
+            service,
             RequireToken::new(&options.cluster_token),
         );
         let incoming = tonic::transport::server::TcpIncoming::from(listener);

@@ -16,6 +16,10 @@ pub(crate) mod pb {
 
 pub(crate) use pb::coordinator_client::CoordinatorClient;
 
+/// Largest message either side accepts: a shard's cached guilds travel in one (about a
+/// kilobyte per guild, 2,500 guilds per shard at Discord's usual sharding).
+pub(crate) const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+
 /// Time to open a connection to a coordinator; a standby that is not leading does not
 /// listen, so a refusal comes at once and the next address is tried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -120,10 +124,10 @@ pub(crate) async fn connect(
                 let interceptor = WithToken {
                     header: header.clone(),
                 };
-                return Ok((
-                    index,
-                    CoordinatorClient::with_interceptor(channel, interceptor),
-                ));
+                let client = CoordinatorClient::with_interceptor(channel, interceptor)
+                    .max_decoding_message_size(MAX_MESSAGE)
+                    .max_encoding_message_size(MAX_MESSAGE);
+                return Ok((index, client));
             }
             Err(err) => last_error = format!("{}: {err}", addresses[index]),
         }

@@ -68,6 +68,7 @@ pub struct Node {
     supervisor: ActorRef<SupervisorMsg>,
     router: ActorRef<RouterMsg>,
     dead_letters: Arc<DeadLetters>,
+    cache: Arc<DefaultInMemoryCache>,
     store: Arc<dyn Store>,
     ops_addr: SocketAddr,
     ops_stop: oneshot::Sender<()>,
@@ -173,7 +174,7 @@ impl Node {
         })
         .await?;
 
-        let ingress = Arc::new(EventIngress::new(cache, router.clone()));
+        let ingress = Arc::new(EventIngress::new(Arc::clone(&cache), router.clone()));
         let supervisor = ShardSupervisor::start(SupervisorArgs {
             settings,
             scheduler,
@@ -200,6 +201,7 @@ impl Node {
             let agent = Agent {
                 link: Arc::clone(&link),
                 supervisor: supervisor.clone(),
+                cache: Arc::clone(&cache),
                 ops_addr,
                 joined,
             };
@@ -210,6 +212,7 @@ impl Node {
             supervisor,
             router,
             dead_letters,
+            cache,
             store,
             ops_addr,
             ops_stop,
@@ -237,6 +240,12 @@ impl Node {
             .scheduled_guild_deletions()
             .await
             .unwrap_or_default()
+    }
+
+    /// This node's cached view of a guild (the guild and its roles, as JSON), to compare
+    /// nodes; `None` when the guild is not cached here.
+    pub fn cached_guild(&self, guild_id: u64) -> Option<serde_json::Value> {
+        protonn_actors::cached_guild(&self.cache, guild_id)
     }
 
     /// Events set aside after panicking on every try, most recent last.

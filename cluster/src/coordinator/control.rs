@@ -75,6 +75,8 @@ struct ShardEntry {
     /// The newest checkpoint: replayed events up to it are possible duplicates.
     latest: Option<pb::Session>,
     moving: Option<Moving>,
+    /// The released shard's cached guilds, for its next owner.
+    cache: Vec<u8>,
     /// When the current owner was given the shard; it has until a few heartbeats later to
     /// report it running.
     assigned_at: Option<Instant>,
@@ -247,7 +249,14 @@ impl Control {
             ControlMsg::Report { node_id, report } => self.report(node_id, report).await?,
             ControlMsg::Drain { name, reply } => {
                 let node_id = node_id(&name);
+                let stranded = self.owned_by(node_id) > 0
+                    && !self.accepting().iter().any(|&other| other != node_id);
                 match self.nodes.get_mut(&node_id) {
+                    Some(_) if stranded => {
+                        let _ = reply.send(Err(Status::failed_precondition(
+                            "no other node can take the shards",
+                        )));
+                    }
                     Some(node) => {
                         node.draining = true;
                         self.store
@@ -395,6 +404,7 @@ impl Control {
         shard.resume_from = released.session;
         // A drained shard handed over every event it read: nothing is a duplicate.
         shard.latest = None;
+        shard.cache = released.cache;
         let to = if self.accepting().contains(&moving.to) {
             Some(moving.to)
         } else {
@@ -428,6 +438,7 @@ impl Control {
             epoch: assignment.epoch,
             resume: shard.resume_from.clone(),
             seen_up_to,
+            cache: std::mem::take(&mut shard.cache),
         };
         self.send(to, pb::instruction::Instruction::Start(start));
         Ok(())

@@ -11,6 +11,7 @@ use protonn_sim::GatewayEventKind;
 use protonn_tests::*;
 
 mod actors;
+mod cluster;
 
 mod ops;
 

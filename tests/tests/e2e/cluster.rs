@@ -1,0 +1,135 @@
+//! A cluster in one process: the coordinator and two nodes as library objects, so that the
+//! test can look inside each node's cache. (`cluster/tests/cluster.rs` runs separate
+//! processes for node and coordinator loss.)
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use protonn_cluster::{
+    ClusterClient, ClusterMembership, ClusterToken, Coordinator, CoordinatorOptions,
+    DiscordEndpoint, Node, NodeOptions,
+};
+use protonn_shard::BotToken;
+use protonn_tests::*;
+
+const TOKEN: &str = "in-process-cluster";
+
+fn membership(coordinator: &Coordinator, name: &str) -> ClusterMembership {
+    ClusterMembership {
+        coordinators: vec![format!("http://{}", coordinator.addr())],
+        token: ClusterToken::new(TOKEN).unwrap(),
+        name: name.to_owned(),
+    }
+}
+
+async fn start_node(
+    sim: &protonn_sim::SimHandle,
+    dir: &std::path::Path,
+    cluster: ClusterMembership,
+) -> Node {
+    Node::start(NodeOptions {
+        discord: DiscordEndpoint::Simulator(sim.rest_proxy()),
+        token: BotToken::new(sim.config().token.clone()),
+        shards: None,
+        shard_ids: None,
+        data_dir: dir.join(&cluster.name),
+        ops_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        runtime: test_runtime(),
+        observer: Some(Arc::new(Recorder::default())),
+        cluster: Some(cluster),
+    })
+    .await
+    .unwrap()
+}
+
+async fn running(node: &Node) -> Vec<u32> {
+    node.shard_statuses()
+        .await
+        .iter()
+        .filter(|s| s.phase == protonn_shard::ShardPhase::Ready)
+        .map(|s| s.shard_id)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_shard_takes_its_cached_guilds_to_the_new_owner() {
+    let sim = start_sim(small_world(4, 40)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = Coordinator::start(CoordinatorOptions {
+        discord: DiscordEndpoint::Simulator(sim.rest_proxy()),
+        token: BotToken::new(sim.config().token.clone()),
+        cluster_token: ClusterToken::new(TOKEN).unwrap(),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        data_dir: dir.path().join("coordinator"),
+        shards: None,
+        heartbeat_interval: Duration::from_millis(100),
+        failure_timeout: Duration::from_secs(3),
+        min_nodes: 1,
+        formation_grace: Duration::ZERO,
+        max_moves: 4,
+        lease_ttl: Duration::from_secs(1),
+    })
+    .await
+    .unwrap();
+    let client = ClusterClient::new(
+        vec![format!("http://{}", coordinator.addr())],
+        ClusterToken::new(TOKEN).unwrap(),
+    );
+
+    let a = start_node(&sim, dir.path(), membership(&coordinator, "node-a")).await;
+    let guilds = sim.guilds();
+    wait_until(
+        "node-a runs every shard with every guild cached",
+        || async {
+            running(&a).await.len() == 4 && guilds.iter().all(|g| a.cached_guild(g.id).is_some())
+        },
+    )
+    .await;
+    let before: Vec<_> = guilds
+        .iter()
+        .map(|g| a.cached_guild(g.id).unwrap())
+        .collect();
+    assert!(
+        before
+            .iter()
+            .all(|g| g["roles"].as_array().is_some_and(|r| r.len() >= 3)),
+        "the cache holds the roles the permission checks read"
+    );
+
+    let b = start_node(&sim, dir.path(), membership(&coordinator, "node-b")).await;
+    wait_until("two shards moved to node-b", || async {
+        let settled = client.status().await.is_ok_and(|s| {
+            s.shards
+                .iter()
+                .all(|shard| shard.node_id != 0 && !shard.moving)
+        });
+        settled && running(&b).await.len() == 2 && running(&a).await.len() == 2
+    })
+    .await;
+
+    let on_b = running(&b).await;
+    for (guild, cached_on_a) in guilds.iter().zip(&before) {
+        if on_b.contains(&guild.shard) {
+            assert_eq!(
+                b.cached_guild(guild.id).as_ref(),
+                Some(cached_on_a),
+                "guild {} on node-b",
+                guild.id
+            );
+            assert!(
+                a.cached_guild(guild.id).is_none(),
+                "node-a let go of guild {}",
+                guild.id
+            );
+        } else {
+            assert_eq!(a.cached_guild(guild.id).as_ref(), Some(cached_on_a));
+            assert!(b.cached_guild(guild.id).is_none());
+        }
+    }
+    assert_eq!(sim.stats().identifies, 4, "the moved shards resumed");
+
+    b.shutdown().await;
+    a.shutdown().await;
+    sim.shutdown().await;
+}
