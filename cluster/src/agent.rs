@@ -45,6 +45,8 @@ pub(crate) struct Link {
     preferred: AtomicUsize,
     /// The largest leader epoch seen: anything older is a superseded leader.
     leader_epoch: AtomicU64,
+    /// The connection to the coordinator that answered last, shared by every call.
+    connection: Mutex<Option<grpc::Connection>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,20 +65,34 @@ impl Link {
             membership,
             preferred: AtomicUsize::new(0),
             leader_epoch: AtomicU64::new(0),
+            connection: Mutex::new(None),
         })
     }
 
-    /// A client of the first coordinator that accepts a connection.
-    async fn client(&self) -> Result<Client, String> {
+    /// The shared connection, or a new one to the first coordinator that accepts.
+    async fn connection(&self) -> Result<grpc::Connection, String> {
+        if let Some(connection) = self.connection.lock().expect("connection poisoned").clone() {
+            return Ok(connection);
+        }
         let skip = self.preferred.load(Ordering::Relaxed);
-        let (index, client) =
+        let (index, connection) =
             grpc::connect(&self.membership.coordinators, skip, &self.membership.token).await?;
         self.preferred.store(index, Ordering::Relaxed);
-        Ok(client)
+        *self.connection.lock().expect("connection poisoned") = Some(connection.clone());
+        Ok(connection)
+    }
+
+    async fn client(&self) -> Result<Client, String> {
+        Ok(self.connection().await?.coordinator())
+    }
+
+    pub(crate) async fn storage_client(&self) -> Result<grpc::Storage, String> {
+        Ok(self.connection().await?.storage())
     }
 
     /// After an answer from a coordinator that does not lead (or is gone): try the next.
-    fn next_coordinator(&self) {
+    pub(crate) fn next_coordinator(&self) {
+        *self.connection.lock().expect("connection poisoned") = None;
         self.preferred.fetch_add(1, Ordering::Relaxed);
     }
 

@@ -52,7 +52,7 @@ impl ClusterClient {
         let mut last = tonic::Status::unavailable("no coordinator address configured");
         for skip in 0..self.coordinators.len() {
             let client = match grpc::connect(&self.coordinators, skip, &self.token).await {
-                Ok((_, client)) => client,
+                Ok((_, connection)) => connection.coordinator(),
                 Err(err) => {
                     last = tonic::Status::unavailable(err);
                     continue;

@@ -23,11 +23,11 @@ use protonn_storage::{ClusterRepo, EmbeddedStore, StorageError, Timestamp};
 use tokio::sync::{OnceCell, mpsc};
 
 use control::{Control, ControlSettings};
-use service::{CoordinatorService, Leading};
+use service::{CoordinatorService, Leading, StorageService};
 
 use crate::grpc::{ClusterToken, MAX_MESSAGE, RequireToken, pb};
 use crate::metrics::{FENCING_EPOCH, LEADER};
-use crate::node::{DiscordEndpoint, discord_client, gateway_info};
+use crate::node::{DiscordEndpoint, Sweeper, discord_client, gateway_info};
 use crate::{NodeError, telemetry};
 
 /// Name of the leadership lease in the store.
@@ -109,10 +109,19 @@ impl Coordinator {
             service,
             RequireToken::new(&options.cluster_token),
         );
+        let storage =
+            pb::storage_server::StorageServer::new(StorageService::new(Arc::clone(&leading)))
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE);
+        let storage = tonic::service::interceptor::InterceptedService::new(
+            storage,
+            RequireToken::new(&options.cluster_token),
+        );
         let incoming = tonic::transport::server::TcpIncoming::from(listener);
         let serving = tokio::spawn(async move {
             let server = tonic::transport::Server::builder()
                 .add_service(service)
+                .add_service(storage)
                 .serve_with_incoming(incoming);
             // A superseded leader stops serving at once: it must not answer another call.
             tokio::select! {
@@ -185,7 +194,10 @@ async fn lead(
     let _ = leading.set(Leading {
         control: inbox_tx,
         scheduler: Arc::new(scheduler),
+        store: store.clone(),
     });
+    // The leader sweeps the store it serves; nodes of the cluster do not.
+    let sweeper = Sweeper::start(store.clone());
 
     let renew_every = options.lease_ttl / 3;
     let renew = async {
@@ -200,6 +212,7 @@ async fn lead(
         renewed = renew => renewed,
     };
     gauge!(LEADER).set(0.0);
+    sweeper.stop().await;
     Err(CoordinatorError::Superseded(match result {
         Ok(()) => "the control loop ended".to_owned(),
         Err(err) => err.to_string(),

@@ -15,6 +15,7 @@ pub(crate) mod pb {
 }
 
 pub(crate) use pb::coordinator_client::CoordinatorClient;
+pub(crate) use pb::storage_client::StorageClient;
 
 /// Largest message either side accepts: a shard's cached guilds travel in one (about a
 /// kilobyte per guild, 2,500 guilds per shard at Discord's usual sharding).
@@ -95,8 +96,30 @@ impl Interceptor for WithToken {
     }
 }
 
-pub(crate) type Client =
-    CoordinatorClient<tonic::service::interceptor::InterceptedService<Channel, WithToken>>;
+type Authed = tonic::service::interceptor::InterceptedService<Channel, WithToken>;
+pub(crate) type Client = CoordinatorClient<Authed>;
+pub(crate) type Storage = StorageClient<Authed>;
+
+/// A coordinator connection whose calls carry the token.
+#[derive(Clone)]
+pub(crate) struct Connection {
+    channel: Channel,
+    token: WithToken,
+}
+
+impl Connection {
+    pub(crate) fn coordinator(&self) -> Client {
+        CoordinatorClient::with_interceptor(self.channel.clone(), self.token.clone())
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE)
+    }
+
+    pub(crate) fn storage(&self) -> Storage {
+        StorageClient::with_interceptor(self.channel.clone(), self.token.clone())
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE)
+    }
+}
 
 /// Connects to the first coordinator of `addresses` (`http://host:port`) that accepts a
 /// connection, starting after `skip` of them (so that retries go round the list).
@@ -104,7 +127,7 @@ pub(crate) async fn connect(
     addresses: &[String],
     skip: usize,
     token: &ClusterToken,
-) -> Result<(usize, Client), String> {
+) -> Result<(usize, Connection), String> {
     let header: MetadataValue<tonic::metadata::Ascii> = token
         .bearer()
         .parse()
@@ -121,13 +144,10 @@ pub(crate) async fn connect(
         };
         match endpoint.connect().await {
             Ok(channel) => {
-                let interceptor = WithToken {
+                let token = WithToken {
                     header: header.clone(),
                 };
-                let client = CoordinatorClient::with_interceptor(channel, interceptor)
-                    .max_decoding_message_size(MAX_MESSAGE)
-                    .max_encoding_message_size(MAX_MESSAGE);
-                return Ok((index, client));
+                return Ok((index, Connection { channel, token }));
             }
             Err(err) => last_error = format!("{}: {err}", addresses[index]),
         }

@@ -15,6 +15,7 @@ mod grpc;
 mod metrics;
 mod node;
 mod ops;
+mod remote_store;
 mod telemetry;
 
 pub use agent::{ClusterMembership, JoinError};
@@ -24,3 +25,4 @@ pub use coordinator::{Coordinator, CoordinatorError, CoordinatorOptions};
 pub use error::{ConfigError, NodeError};
 pub use grpc::ClusterToken;
 pub use node::{DiscordEndpoint, Node, NodeOptions};
+pub use remote_store::RemoteStore;

@@ -20,6 +20,7 @@ use twilight_cache_inmemory::DefaultInMemoryCache;
 use twilight_http::error::ErrorType;
 
 use crate::agent::{Agent, ClusterMembership, Link, RemoteIdentify};
+use crate::remote_store::RemoteStore;
 use crate::{NodeError, ops, telemetry};
 
 /// Bound on every in-process query to an actor; they answer in microseconds unless wedged.
@@ -74,8 +75,8 @@ pub struct Node {
     ops_stop: oneshot::Sender<()>,
     ops_task: tokio::task::JoinHandle<()>,
     /// The retention sweeper holds the store: stopped before the store must be released.
-    sweeper_stop: oneshot::Sender<()>,
-    sweeper: tokio::task::JoinHandle<()>,
+    /// A cluster node has none: the coordinator sweeps the store it serves.
+    sweeper: Option<Sweeper>,
     cluster: Option<(Arc<Link>, tokio::task::JoinHandle<()>)>,
 }
 
@@ -146,17 +147,16 @@ impl Node {
             buffer_capacity: SHARD_BUFFER,
         };
 
-        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&options.data_dir)?);
+        // A cluster node uses the coordinator's store, so a moved guild's data follows it.
+        let (store, sweeper): (Arc<dyn Store>, _) = match &cluster {
+            Some((link, _)) => (Arc::new(RemoteStore::new(Arc::clone(link))), None),
+            None => {
+                let store = Arc::new(EmbeddedStore::open(&options.data_dir)?);
+                let sweeper = Sweeper::start(Arc::clone(&store) as Arc<dyn DataRights>);
+                (store, Some(sweeper))
+            }
+        };
         let departures = Departures::load(store.as_ref()).await?;
-        let (sweeper_stop, sweeper_stopped) = oneshot::channel::<()>();
-        let sweeper = protonn_storage::spawn_sweeper(
-            Arc::clone(&store) as Arc<dyn DataRights>,
-            RETENTION_SWEEP_EVERY,
-            Timestamp::now,
-            async {
-                let _ = sweeper_stopped.await;
-            },
-        );
         let cache = Arc::new(
             DefaultInMemoryCache::builder()
                 .resource_types(protonn_actors::cached_resources())
@@ -217,7 +217,6 @@ impl Node {
             ops_addr,
             ops_stop,
             ops_task,
-            sweeper_stop,
             sweeper,
             cluster,
         })
@@ -308,8 +307,9 @@ impl Node {
             .await;
         // The sweeper and the guild actors hold the store: all must be gone before it can be
         // reopened.
-        let _ = self.sweeper_stop.send(());
-        let _ = self.sweeper.await;
+        if let Some(sweeper) = self.sweeper {
+            sweeper.stop().await;
+        }
         self.router
             .stop_children_and_wait(None, Some(SHUTDOWN_TIMEOUT))
             .await;
@@ -319,6 +319,28 @@ impl Node {
             .await;
         let _ = self.ops_stop.send(());
         let _ = self.ops_task.await;
+    }
+}
+
+/// The retention sweeper over a store this process opened.
+pub(crate) struct Sweeper {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Sweeper {
+    pub(crate) fn start(store: Arc<dyn DataRights>) -> Self {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task =
+            protonn_storage::spawn_sweeper(store, RETENTION_SWEEP_EVERY, Timestamp::now, async {
+                let _ = stopped.await;
+            });
+        Self { stop, task }
+    }
+
+    pub(crate) async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
     }
 }
 

@@ -491,7 +491,16 @@ async fn a_node_without_the_cluster_token_is_rejected() {
         };
         assert!(stderr.contains(expected), "{name}: {stderr}");
     }
-    let status = cluster.status().await.unwrap();
+    // The token is checked before anything else, so the refusals may come before the
+    // coordinator leads: wait for it to answer.
+    let deadline = Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = cluster.status().await {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the coordinator does not lead");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(status.nodes.is_empty(), "no node joined: {status:?}");
     assert_eq!(cluster.sim.stats().identifies, 0);
 }

@@ -33,6 +33,7 @@ mod scylla;
 mod tickets;
 mod time;
 mod usage;
+mod wire;
 mod workflows;
 mod writer;
 
@@ -49,6 +50,7 @@ pub use scylla::{Replication, ScyllaConfig, ScyllaStore, TlsConfig};
 pub use tickets::{Ticket, TicketRepo, TranscriptMessage};
 pub use time::{Retention, Timestamp};
 pub use usage::{UsageCount, UsageRepo};
+pub use wire::WireError;
 pub use workflows::{Workflow, WorkflowRepo};
 pub use writer::{Ack, AuditWriter, UsageAggregator, WriterConfig, spawn_sweeper};
 

@@ -24,7 +24,7 @@ pub struct UserExport {
 }
 
 /// One stored row rendered as text, with its table: what the data-rights tests scan.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredRow {
     pub table: String,
     pub text: String,

@@ -8,8 +8,11 @@ use tokio::sync::{OnceCell, mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use protonn_storage::Store;
+
 use super::control::ControlMsg;
 use crate::grpc::pb;
+use crate::remote_store::{self, StoreCall};
 
 /// Instructions queued for one node before it is considered not keeping up.
 const LINK_CAPACITY: usize = 256;
@@ -18,6 +21,8 @@ const LINK_CAPACITY: usize = 256;
 pub(super) struct Leading {
     pub(super) control: mpsc::Sender<ControlMsg>,
     pub(super) scheduler: Arc<LocalScheduler>,
+    /// The store this coordinator opened, served to the nodes.
+    pub(super) store: Arc<dyn Store>,
 }
 
 pub(super) struct CoordinatorService {
@@ -146,5 +151,35 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
         _request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::ClusterStatus>, Status> {
         Ok(Response::new(self.ask(ControlMsg::Status).await?))
+    }
+}
+
+/// The coordinator's store, served to nodes while it leads.
+pub(super) struct StorageService {
+    leading: Arc<OnceCell<Leading>>,
+}
+
+impl StorageService {
+    pub(super) fn new(leading: Arc<OnceCell<Leading>>) -> Self {
+        Self { leading }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::storage_server::Storage for StorageService {
+    async fn call(
+        &self,
+        request: Request<pb::StoreCall>,
+    ) -> Result<Response<pb::StoreAnswer>, Status> {
+        let store = match self.leading.get() {
+            Some(leading) => Arc::clone(&leading.store),
+            None => return Err(Status::unavailable("standby coordinator: not leading")),
+        };
+        let call: StoreCall = serde_json::from_slice(&request.into_inner().call)
+            .map_err(|err| Status::invalid_argument(format!("unreadable store call: {err}")))?;
+        let answer = remote_store::serve(store.as_ref(), call).await;
+        Ok(Response::new(pb::StoreAnswer {
+            answer: serde_json::to_vec(&answer).expect("store answers serialise to JSON"),
+        }))
     }
 }

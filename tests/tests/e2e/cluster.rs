@@ -53,7 +53,7 @@ async fn running(node: &Node) -> Vec<u32> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_moved_shard_takes_its_cached_guilds_to_the_new_owner() {
+async fn a_moved_shard_takes_its_cached_guilds_and_finds_their_config_on_the_new_owner() {
     let sim = start_sim(small_world(4, 40)).await;
     let dir = tempfile::tempdir().unwrap();
     let coordinator = Coordinator::start(CoordinatorOptions {
@@ -97,6 +97,12 @@ async fn a_moved_shard_takes_its_cached_guilds_to_the_new_owner() {
         "the cache holds the roles the permission checks read"
     );
 
+    // Every guild's config is written through node-a, into the coordinator's store.
+    for guild in &guilds {
+        let saved = a.configure(guild.id, "prefix", "?", None).await.unwrap();
+        assert_eq!(saved.version, 1);
+    }
+
     let b = start_node(&sim, dir.path(), membership(&coordinator, "node-b")).await;
     wait_until("two shards moved to node-b", || async {
         let settled = client.status().await.is_ok_and(|s| {
@@ -122,6 +128,12 @@ async fn a_moved_shard_takes_its_cached_guilds_to_the_new_owner() {
                 "node-a let go of guild {}",
                 guild.id
             );
+            // The config followed the guild: node-b continues from version 1.
+            let saved = b
+                .configure(guild.id, "locale", "de", Some(1))
+                .await
+                .unwrap();
+            assert_eq!((saved.version, saved.config.prefix.as_str()), (2, "?"));
         } else {
             assert_eq!(a.cached_guild(guild.id).as_ref(), Some(cached_on_a));
             assert!(b.cached_guild(guild.id).is_none());

@@ -1,6 +1,6 @@
-//! One behaviour, two backends: every case runs against the embedded store, and against a
-//! real ScyllaDB cluster when `SCYLLA_URI` is set (`cargo test -p protonn-storage -- --ignored`),
-//! each Scylla case in a keyspace of its own.
+//! The conformance cases: one behaviour for every backend. `main.rs` runs them against the
+//! embedded store and ScyllaDB; the cluster crate runs them against the coordinator's store
+//! over gRPC (`cluster/tests/remote_store.rs`) by including this file.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -86,7 +86,7 @@ fn subscription(id: u64, user_id: u64, guild_id: u64) -> Subscription {
     }
 }
 
-async fn config_versions_history_and_rollback<S: Store + Clone>(store: S) {
+pub(crate) async fn config_versions_history_and_rollback<S: Store + Clone>(store: S) {
     assert_eq!(store.load(GUILD).await.unwrap(), None);
     assert!(store.history(GUILD).await.unwrap().is_empty());
     assert_eq!(store.save(GUILD, 0, &prefix("?")).await.unwrap(), 1);
@@ -128,7 +128,7 @@ async fn config_versions_history_and_rollback<S: Store + Clone>(store: S) {
     ));
 }
 
-async fn concurrent_saves_have_one_winner<S: Store + Clone>(store: S) {
+pub(crate) async fn concurrent_saves_have_one_winner<S: Store + Clone>(store: S) {
     let mut tasks = Vec::new();
     for i in 0..8 {
         let store = store.clone();
@@ -153,7 +153,7 @@ async fn concurrent_saves_have_one_winner<S: Store + Clone>(store: S) {
     assert_eq!(won, 1);
 }
 
-async fn audit_lists_by_guild_and_time<S: Store + Clone>(store: S) {
+pub(crate) async fn audit_lists_by_guild_and_time<S: Store + Clone>(store: S) {
     let t0 = Timestamp::now().saturating_sub(10 * DAY);
     let entries: Vec<AuditEntry> = (0..50)
         .map(|i| {
@@ -193,7 +193,7 @@ async fn audit_lists_by_guild_and_time<S: Store + Clone>(store: S) {
     );
 }
 
-async fn audit_writer_batches_and_acknowledges<S: Store + Clone>(store: S) {
+pub(crate) async fn audit_writer_batches_and_acknowledges<S: Store + Clone>(store: S) {
     let (writer, task) = AuditWriter::spawn(
         Arc::new(store.clone()),
         WriterConfig {
@@ -231,7 +231,7 @@ async fn audit_writer_batches_and_acknowledges<S: Store + Clone>(store: S) {
     assert_eq!(listed.len(), 301);
 }
 
-async fn usage_is_aggregated_then_flushed<S: Store + Clone>(store: S) {
+pub(crate) async fn usage_is_aggregated_then_flushed<S: Store + Clone>(store: S) {
     let usage = UsageAggregator::new(Arc::new(store.clone()));
     let day = Timestamp::from_days(20_000);
     for _ in 0..5 {
@@ -265,7 +265,7 @@ async fn usage_is_aggregated_then_flushed<S: Store + Clone>(store: S) {
     assert!(store.usage(GUILD, 19_000, 19_999).await.unwrap().is_empty());
 }
 
-async fn accounts_track_last_activity<S: Store + Clone>(store: S) {
+pub(crate) async fn accounts_track_last_activity<S: Store + Clone>(store: S) {
     let t0 = Timestamp::now().saturating_sub(10 * DAY);
     store.touch_account(USER, t0).await.unwrap();
     let created = store.account(USER).await.unwrap().unwrap();
@@ -293,7 +293,7 @@ async fn accounts_track_last_activity<S: Store + Clone>(store: S) {
     assert_eq!(store.account(OTHER_USER).await.unwrap(), None);
 }
 
-async fn tickets_keep_transcripts<S: Store + Clone>(store: S) {
+pub(crate) async fn tickets_keep_transcripts<S: Store + Clone>(store: S) {
     let now = Timestamp::now();
     let err = store
         .append_transcript(&[message(GUILD, 1, 10, USER)])
@@ -334,7 +334,7 @@ async fn tickets_keep_transcripts<S: Store + Clone>(store: S) {
     assert!(store.tickets(OTHER_GUILD).await.unwrap().is_empty());
 }
 
-async fn workflows_crud<S: Store + Clone>(store: S) {
+pub(crate) async fn workflows_crud<S: Store + Clone>(store: S) {
     store.put_workflow(&workflow(GUILD, 2, USER)).await.unwrap();
     store.put_workflow(&workflow(GUILD, 1, USER)).await.unwrap();
     let mut edited = workflow(GUILD, 1, OTHER_USER);
@@ -354,7 +354,7 @@ async fn workflows_crud<S: Store + Clone>(store: S) {
     assert_eq!(store.workflows(GUILD).await.unwrap().len(), 1);
 }
 
-async fn subscriptions_and_promo_codes<S: Store + Clone>(store: S) {
+pub(crate) async fn subscriptions_and_promo_codes<S: Store + Clone>(store: S) {
     store
         .put_subscription(&subscription(7, USER, GUILD))
         .await
@@ -427,7 +427,7 @@ async fn subscriptions_and_promo_codes<S: Store + Clone>(store: S) {
     assert_eq!(redemptions[0].code, "LAUNCH");
 }
 
-async fn cluster_tables_fence_by_epoch<S: Store + Clone>(store: S) {
+pub(crate) async fn cluster_tables_fence_by_epoch<S: Store + Clone>(store: S) {
     let now = Timestamp::now();
     for id in [2, 1] {
         store
@@ -493,38 +493,49 @@ async fn cluster_tables_fence_by_epoch<S: Store + Clone>(store: S) {
     assert_eq!(store.checkpoint(4).await.unwrap(), None);
 }
 
-async fn leases_fence_stale_holders<S: Store + Clone>(store: S) {
+pub(crate) async fn leases_fence_stale_holders<S: Store + Clone>(store: S) {
     let ttl = Duration::from_secs(10);
     let t0 = Timestamp::now();
     let a = store
-        .acquire_lease("coordinator", 1, t0, ttl)
+        .acquire_lease("conformance-leader", 1, t0, ttl)
         .await
         .unwrap();
     assert_eq!(a.epoch, 1);
     assert!(matches!(
-        store.acquire_lease("coordinator", 2, t0, ttl).await,
+        store.acquire_lease("conformance-leader", 2, t0, ttl).await,
         Err(StorageError::LeaseHeld { holder: 1, .. })
     ));
     let renewed = store
-        .renew_lease("coordinator", 1, 1, t0.saturating_add(ttl / 2), ttl)
+        .renew_lease("conformance-leader", 1, 1, t0.saturating_add(ttl / 2), ttl)
         .await
         .unwrap();
     assert!(renewed.expires_at > a.expires_at);
     let lapsed = renewed.expires_at;
     let b = store
-        .acquire_lease("coordinator", 2, lapsed, ttl)
+        .acquire_lease("conformance-leader", 2, lapsed, ttl)
         .await
         .unwrap();
     assert_eq!((b.holder, b.epoch), (2, 2));
     assert!(matches!(
-        store.renew_lease("coordinator", 1, 1, lapsed, ttl).await,
+        store
+            .renew_lease("conformance-leader", 1, 1, lapsed, ttl)
+            .await,
         Err(StorageError::Fenced { .. })
     ));
-    store.release_lease("coordinator", 1, 1).await.unwrap();
-    assert_eq!(store.lease("coordinator").await.unwrap(), Some(b.clone()));
-    store.release_lease("coordinator", 2, 2).await.unwrap();
+    store
+        .release_lease("conformance-leader", 1, 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.lease("conformance-leader").await.unwrap(),
+        Some(b.clone())
+    );
+    store
+        .release_lease("conformance-leader", 2, 2)
+        .await
+        .unwrap();
     let c = store
-        .acquire_lease("coordinator", 1, lapsed, ttl)
+        .acquire_lease("conformance-leader", 1, lapsed, ttl)
         .await
         .unwrap();
     assert_eq!(c.epoch, 3);
@@ -532,7 +543,7 @@ async fn leases_fence_stale_holders<S: Store + Clone>(store: S) {
 }
 
 /// Rows past retention are gone after a sweep at "now"; fresh ones stay.
-async fn retention_removes_expired_rows<S: Store + Clone>(store: S) {
+pub(crate) async fn retention_removes_expired_rows<S: Store + Clone>(store: S) {
     let now = Timestamp::now();
     let old_audit = now.saturating_sub(366 * DAY);
     let old_ticket = now.saturating_sub(3 * 366 * DAY);
@@ -669,7 +680,7 @@ async fn tables_with_rows<S: Store>(store: &S) -> BTreeSet<String> {
         .collect()
 }
 
-async fn export_covers_every_table<S: Store + Clone>(store: S) {
+pub(crate) async fn export_covers_every_table<S: Store + Clone>(store: S) {
     populate(&store).await;
     let export = store.export_user(USER).await.unwrap();
     assert_eq!(export.user_id, USER);
@@ -698,7 +709,7 @@ async fn export_covers_every_table<S: Store + Clone>(store: S) {
     );
 }
 
-async fn deleting_a_user_leaves_nothing<S: Store + Clone>(store: S) {
+pub(crate) async fn deleting_a_user_leaves_nothing<S: Store + Clone>(store: S) {
     populate(&store).await;
     let before = tables_with_rows(&store).await;
     assert!(!rows_mentioning(&store, USER).await.is_empty());
@@ -722,7 +733,7 @@ async fn deleting_a_user_leaves_nothing<S: Store + Clone>(store: S) {
     assert!(before.len() >= 10, "{before:?}");
 }
 
-async fn deleting_a_guild_leaves_nothing<S: Store + Clone>(store: S) {
+pub(crate) async fn deleting_a_guild_leaves_nothing<S: Store + Clone>(store: S) {
     populate(&store).await;
     assert!(!rows_mentioning(&store, GUILD).await.is_empty());
     assert!(store.delete_guild(GUILD).await.unwrap() > 0);
@@ -745,7 +756,9 @@ async fn deleting_a_guild_leaves_nothing<S: Store + Clone>(store: S) {
     assert_eq!(store.export_user(USER).await.unwrap().tickets.len(), 0);
 }
 
-async fn a_departed_guild_is_erased_when_due_unless_the_bot_returns<S: Store + Clone>(store: S) {
+pub(crate) async fn a_departed_guild_is_erased_when_due_unless_the_bot_returns<S: Store + Clone>(
+    store: S,
+) {
     populate(&store).await;
     let day = 86_400_000;
     let left = Timestamp(1_000 * day);
@@ -791,72 +804,26 @@ async fn a_departed_guild_is_erased_when_due_unless_the_bot_returns<S: Store + C
     assert_eq!(store.load(OTHER_GUILD).await.unwrap().unwrap().version, 1);
 }
 
-macro_rules! conformance {
-    ($($case:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    let dir = tempfile::tempdir().unwrap();
-                    let store = protonn_storage::EmbeddedStore::open(dir.path()).unwrap();
-                    super::$case(store.clone()).await;
-                    assert_eq!(store.check_consistency().await.unwrap(), Vec::<String>::new());
-                }
-            )*
-        }
-
-        mod scylla {
-            $(
-                #[tokio::test]
-                #[ignore = "needs SCYLLA_URI"]
-                async fn $case() {
-                    let (store, keyspace) = super::scylla_store(stringify!($case)).await;
-                    super::$case(store.clone()).await;
-                    store.drop_keyspace(&keyspace).await.unwrap();
-                }
-            )*
-        }
+/// Calls `$run!` with every case name.
+macro_rules! conformance_cases {
+    ($run:ident) => {
+        $run!(
+            config_versions_history_and_rollback,
+            concurrent_saves_have_one_winner,
+            audit_lists_by_guild_and_time,
+            audit_writer_batches_and_acknowledges,
+            usage_is_aggregated_then_flushed,
+            accounts_track_last_activity,
+            tickets_keep_transcripts,
+            workflows_crud,
+            subscriptions_and_promo_codes,
+            cluster_tables_fence_by_epoch,
+            leases_fence_stale_holders,
+            retention_removes_expired_rows,
+            export_covers_every_table,
+            deleting_a_user_leaves_nothing,
+            deleting_a_guild_leaves_nothing,
+            a_departed_guild_is_erased_when_due_unless_the_bot_returns,
+        );
     };
 }
-
-/// A store in a fresh keyspace on the cluster at `SCYLLA_URI`.
-async fn scylla_store(case: &str) -> (protonn_storage::ScyllaStore, String) {
-    let uri = std::env::var("SCYLLA_URI").expect("SCYLLA_URI is set for the Scylla suite");
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let keyspace = format!(
-        "t_{}_{}",
-        &case[..case.len().min(20)],
-        nanos % 1_000_000_000_000
-    );
-    let config = protonn_storage::ScyllaConfig::new(
-        uri.split(',').map(str::to_owned).collect(),
-        keyspace.clone(),
-    );
-    let store = protonn_storage::ScyllaStore::connect(&config)
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
-    (store, keyspace)
-}
-
-conformance!(
-    config_versions_history_and_rollback,
-    concurrent_saves_have_one_winner,
-    audit_lists_by_guild_and_time,
-    audit_writer_batches_and_acknowledges,
-    usage_is_aggregated_then_flushed,
-    accounts_track_last_activity,
-    tickets_keep_transcripts,
-    workflows_crud,
-    subscriptions_and_promo_codes,
-    cluster_tables_fence_by_epoch,
-    leases_fence_stale_holders,
-    retention_removes_expired_rows,
-    export_covers_every_table,
-    deleting_a_user_leaves_nothing,
-    deleting_a_guild_leaves_nothing,
-    a_departed_guild_is_erased_when_due_unless_the_bot_returns,
-);

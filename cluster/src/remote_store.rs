@@ -1,0 +1,689 @@
+//! The coordinator's store, used by the nodes of a cluster that has no ScyllaDB: every
+//! repository call travels as JSON in one gRPC method, so a shard that moves finds its
+//! guilds' data on whichever node it lands. Errors keep their meaning across the trip
+//! ([`WireError`]): a node sees the same `Conflict` or `Fenced` a local caller would.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use protonn_storage::{
+    Account, AccountRepo, AuditEntry, AuditRepo, BillingRepo, ClusterRepo, DataRights, GuildConfig,
+    GuildConfigRepo, Lease, NodeRecord, PromoCode, Redemption, SessionCheckpoint, ShardAssignment,
+    StorageError, Store, StoredRow, Subscription, Ticket, TicketRepo, Timestamp, TranscriptMessage,
+    UsageCount, UsageRepo, UserExport, VersionedConfig, WireError, Workflow, WorkflowRepo,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::agent::{ClusterMembership, Link};
+use crate::grpc::{ClusterToken, pb};
+
+/// Tries of a call answered `Unavailable` (a standby, or no coordinator reachable): a leader
+/// change takes about a lease time-to-live, so 40 × 250 ms covers one.
+const STANDBY_RETRIES: u32 = 40;
+const STANDBY_PAUSE: Duration = Duration::from_millis(250);
+
+/// One repository call. `rollback` is not here: the trait's default builds it from
+/// `history` and `save`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "call", rename_all = "snake_case")]
+pub(crate) enum StoreCall {
+    LoadConfig {
+        guild_id: u64,
+    },
+    SaveConfig {
+        guild_id: u64,
+        expected: u64,
+        config: GuildConfig,
+    },
+    ConfigHistory {
+        guild_id: u64,
+    },
+    AppendAudit {
+        entries: Vec<AuditEntry>,
+    },
+    ListAudit {
+        guild_id: u64,
+        from: Timestamp,
+        to: Timestamp,
+        limit: usize,
+    },
+    AddUsage {
+        deltas: Vec<UsageCount>,
+    },
+    Usage {
+        guild_id: u64,
+        from_day: u32,
+        to_day: u32,
+    },
+    PutAccount {
+        account: Account,
+    },
+    Account {
+        user_id: u64,
+    },
+    TouchAccount {
+        user_id: u64,
+        at: Timestamp,
+    },
+    PutTicket {
+        ticket: Ticket,
+    },
+    Ticket {
+        guild_id: u64,
+        ticket_id: u64,
+    },
+    Tickets {
+        guild_id: u64,
+    },
+    AppendTranscript {
+        messages: Vec<TranscriptMessage>,
+    },
+    Transcript {
+        guild_id: u64,
+        ticket_id: u64,
+    },
+    PutWorkflow {
+        workflow: Workflow,
+    },
+    Workflow {
+        guild_id: u64,
+        workflow_id: u64,
+    },
+    Workflows {
+        guild_id: u64,
+    },
+    DeleteWorkflow {
+        guild_id: u64,
+        workflow_id: u64,
+    },
+    PutSubscription {
+        subscription: Subscription,
+    },
+    Subscription {
+        subscription_id: u64,
+    },
+    SubscriptionsOfUser {
+        user_id: u64,
+    },
+    CreatePromo {
+        promo: PromoCode,
+    },
+    Promo {
+        code: String,
+    },
+    RedeemPromo {
+        code: String,
+        user_id: u64,
+        at: Timestamp,
+    },
+    RedemptionsOfUser {
+        user_id: u64,
+    },
+    PutNode {
+        node: NodeRecord,
+    },
+    Nodes,
+    RemoveNode {
+        node_id: u64,
+    },
+    AssignShard {
+        shard_id: u32,
+        node_id: u64,
+        expected_epoch: u64,
+    },
+    Assignments,
+    SaveCheckpoint {
+        checkpoint: SessionCheckpoint,
+    },
+    Checkpoint {
+        shard_id: u32,
+    },
+    AcquireLease {
+        name: String,
+        holder: u64,
+        now: Timestamp,
+        ttl_ms: u64,
+    },
+    RenewLease {
+        name: String,
+        holder: u64,
+        epoch: u64,
+        now: Timestamp,
+        ttl_ms: u64,
+    },
+    ReleaseLease {
+        name: String,
+        holder: u64,
+        epoch: u64,
+    },
+    Lease {
+        name: String,
+    },
+    ExportUser {
+        user_id: u64,
+    },
+    DeleteUser {
+        user_id: u64,
+    },
+    DeleteGuild {
+        guild_id: u64,
+    },
+    ScheduleGuildDeletion {
+        guild_id: u64,
+        at: Timestamp,
+    },
+    CancelGuildDeletion {
+        guild_id: u64,
+    },
+    ScheduledGuildDeletions,
+    SweepExpired {
+        now: Timestamp,
+    },
+    DumpRows,
+}
+
+/// Runs `call` on the coordinator's `store`; the answer is the method's result as JSON.
+pub(crate) async fn serve(
+    store: &dyn Store,
+    call: StoreCall,
+) -> Result<serde_json::Value, WireError> {
+    use StoreCall as C;
+    let ms = Duration::from_millis;
+    let answer = async {
+        Ok::<_, StorageError>(match call {
+            C::LoadConfig { guild_id } => json(store.load(guild_id).await?),
+            C::SaveConfig {
+                guild_id,
+                expected,
+                config,
+            } => json(store.save(guild_id, expected, &config).await?),
+            C::ConfigHistory { guild_id } => json(store.history(guild_id).await?),
+            C::AppendAudit { entries } => json(store.append_audit(&entries).await?),
+            C::ListAudit {
+                guild_id,
+                from,
+                to,
+                limit,
+            } => json(store.list_audit(guild_id, from, to, limit).await?),
+            C::AddUsage { deltas } => json(store.add_usage(&deltas).await?),
+            C::Usage {
+                guild_id,
+                from_day,
+                to_day,
+            } => json(store.usage(guild_id, from_day, to_day).await?),
+            C::PutAccount { account } => json(store.put_account(&account).await?),
+            C::Account { user_id } => json(store.account(user_id).await?),
+            C::TouchAccount { user_id, at } => json(store.touch_account(user_id, at).await?),
+            C::PutTicket { ticket } => json(store.put_ticket(&ticket).await?),
+            C::Ticket {
+                guild_id,
+                ticket_id,
+            } => json(store.ticket(guild_id, ticket_id).await?),
+            C::Tickets { guild_id } => json(store.tickets(guild_id).await?),
+            C::AppendTranscript { messages } => json(store.append_transcript(&messages).await?),
+            C::Transcript {
+                guild_id,
+                ticket_id,
+            } => json(store.transcript(guild_id, ticket_id).await?),
+            C::PutWorkflow { workflow } => json(store.put_workflow(&workflow).await?),
+            C::Workflow {
+                guild_id,
+                workflow_id,
+            } => json(store.workflow(guild_id, workflow_id).await?),
+            C::Workflows { guild_id } => json(store.workflows(guild_id).await?),
+            C::DeleteWorkflow {
+                guild_id,
+                workflow_id,
+            } => json(store.delete_workflow(guild_id, workflow_id).await?),
+            C::PutSubscription { subscription } => {
+                json(store.put_subscription(&subscription).await?)
+            }
+            C::Subscription { subscription_id } => json(store.subscription(subscription_id).await?),
+            C::SubscriptionsOfUser { user_id } => json(store.subscriptions_of_user(user_id).await?),
+            C::CreatePromo { promo } => json(store.create_promo(&promo).await?),
+            C::Promo { code } => json(store.promo(&code).await?),
+            C::RedeemPromo { code, user_id, at } => {
+                json(store.redeem_promo(&code, user_id, at).await?)
+            }
+            C::RedemptionsOfUser { user_id } => json(store.redemptions_of_user(user_id).await?),
+            C::PutNode { node } => json(store.put_node(&node).await?),
+            C::Nodes => json(store.nodes().await?),
+            C::RemoveNode { node_id } => json(store.remove_node(node_id).await?),
+            C::AssignShard {
+                shard_id,
+                node_id,
+                expected_epoch,
+            } => json(
+                store
+                    .assign_shard(shard_id, node_id, expected_epoch)
+                    .await?,
+            ),
+            C::Assignments => json(store.assignments().await?),
+            C::SaveCheckpoint { checkpoint } => json(store.save_checkpoint(&checkpoint).await?),
+            C::Checkpoint { shard_id } => json(store.checkpoint(shard_id).await?),
+            C::AcquireLease {
+                name,
+                holder,
+                now,
+                ttl_ms,
+            } => json(store.acquire_lease(&name, holder, now, ms(ttl_ms)).await?),
+            C::RenewLease {
+                name,
+                holder,
+                epoch,
+                now,
+                ttl_ms,
+            } => json(
+                store
+                    .renew_lease(&name, holder, epoch, now, ms(ttl_ms))
+                    .await?,
+            ),
+            C::ReleaseLease {
+                name,
+                holder,
+                epoch,
+            } => json(store.release_lease(&name, holder, epoch).await?),
+            C::Lease { name } => json(store.lease(&name).await?),
+            C::ExportUser { user_id } => json(store.export_user(user_id).await?),
+            C::DeleteUser { user_id } => json(store.delete_user(user_id).await?),
+            C::DeleteGuild { guild_id } => json(store.delete_guild(guild_id).await?),
+            C::ScheduleGuildDeletion { guild_id, at } => {
+                json(store.schedule_guild_deletion(guild_id, at).await?)
+            }
+            C::CancelGuildDeletion { guild_id } => {
+                json(store.cancel_guild_deletion(guild_id).await?)
+            }
+            C::ScheduledGuildDeletions => json(store.scheduled_guild_deletions().await?),
+            C::SweepExpired { now } => json(store.sweep_expired(now).await?),
+            C::DumpRows => json(store.dump_rows().await?),
+        })
+    };
+    answer.await.map_err(|err| WireError::from(&err))
+}
+
+fn json(value: impl Serialize) -> serde_json::Value {
+    serde_json::to_value(value).expect("repository results serialise to JSON")
+}
+
+/// The repositories of the leading coordinator, for a node or any other client of the
+/// cluster (the dashboard, tests).
+#[derive(Clone)]
+pub struct RemoteStore {
+    link: Arc<Link>,
+}
+
+impl RemoteStore {
+    pub(crate) fn new(link: Arc<Link>) -> Self {
+        Self { link }
+    }
+
+    /// Uses whichever of `coordinators` leads.
+    pub fn connect(coordinators: Vec<String>, token: ClusterToken) -> Self {
+        Self::new(Link::new(ClusterMembership {
+            coordinators,
+            token,
+            name: String::new(),
+        }))
+    }
+
+    async fn call<T: DeserializeOwned>(&self, call: StoreCall) -> Result<T, StorageError> {
+        let request = pb::StoreCall {
+            call: serde_json::to_vec(&call).expect("store calls serialise to JSON"),
+        };
+        let unavailable = |message: String| StorageError::Unavailable {
+            kind: "remote",
+            attempts: 1,
+            message,
+        };
+        let mut tries = 0;
+        let answer = loop {
+            tries += 1;
+            let mut client = self.link.storage_client().await.map_err(unavailable)?;
+            match client.call(request.clone()).await {
+                Ok(answer) => break answer.into_inner().answer,
+                // A standby refused it, or no leader was reachable: try the next coordinator.
+                // (A connection lost mid-call also reads as Unavailable; the retry may then
+                // repeat a write, which versioned and compare-and-set writes detect.)
+                Err(status)
+                    if status.code() == tonic::Code::Unavailable && tries < STANDBY_RETRIES =>
+                {
+                    self.link.next_coordinator();
+                    tokio::time::sleep(STANDBY_PAUSE).await;
+                }
+                // Anything else may or may not have been applied: the caller decides.
+                Err(status) => {
+                    self.link.next_coordinator();
+                    return Err(unavailable(status.to_string()));
+                }
+            }
+        };
+        let answer: Result<serde_json::Value, WireError> = serde_json::from_slice(&answer)
+            .map_err(|err| unavailable(format!("unreadable answer: {err}")))?;
+        let value = answer.map_err(StorageError::from)?;
+        serde_json::from_value(value)
+            .map_err(|err| unavailable(format!("unexpected answer: {err}")))
+    }
+}
+
+#[async_trait]
+impl GuildConfigRepo for RemoteStore {
+    async fn load(&self, guild_id: u64) -> Result<Option<VersionedConfig>, StorageError> {
+        self.call(StoreCall::LoadConfig { guild_id }).await
+    }
+    async fn save(
+        &self,
+        guild_id: u64,
+        expected: u64,
+        config: &GuildConfig,
+    ) -> Result<u64, StorageError> {
+        self.call(StoreCall::SaveConfig {
+            guild_id,
+            expected,
+            config: config.clone(),
+        })
+        .await
+    }
+    async fn history(&self, guild_id: u64) -> Result<Vec<VersionedConfig>, StorageError> {
+        self.call(StoreCall::ConfigHistory { guild_id }).await
+    }
+}
+
+#[async_trait]
+impl AuditRepo for RemoteStore {
+    async fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), StorageError> {
+        self.call(StoreCall::AppendAudit {
+            entries: entries.to_vec(),
+        })
+        .await
+    }
+    async fn list_audit(
+        &self,
+        guild_id: u64,
+        from: Timestamp,
+        to: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StorageError> {
+        self.call(StoreCall::ListAudit {
+            guild_id,
+            from,
+            to,
+            limit,
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl UsageRepo for RemoteStore {
+    async fn add_usage(&self, deltas: &[UsageCount]) -> Result<(), StorageError> {
+        self.call(StoreCall::AddUsage {
+            deltas: deltas.to_vec(),
+        })
+        .await
+    }
+    async fn usage(
+        &self,
+        guild_id: u64,
+        from_day: u32,
+        to_day: u32,
+    ) -> Result<Vec<UsageCount>, StorageError> {
+        self.call(StoreCall::Usage {
+            guild_id,
+            from_day,
+            to_day,
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl AccountRepo for RemoteStore {
+    async fn put_account(&self, account: &Account) -> Result<(), StorageError> {
+        self.call(StoreCall::PutAccount {
+            account: account.clone(),
+        })
+        .await
+    }
+    async fn account(&self, user_id: u64) -> Result<Option<Account>, StorageError> {
+        self.call(StoreCall::Account { user_id }).await
+    }
+    async fn touch_account(&self, user_id: u64, at: Timestamp) -> Result<(), StorageError> {
+        self.call(StoreCall::TouchAccount { user_id, at }).await
+    }
+}
+
+#[async_trait]
+impl TicketRepo for RemoteStore {
+    async fn put_ticket(&self, ticket: &Ticket) -> Result<(), StorageError> {
+        self.call(StoreCall::PutTicket {
+            ticket: ticket.clone(),
+        })
+        .await
+    }
+    async fn ticket(&self, guild_id: u64, ticket_id: u64) -> Result<Option<Ticket>, StorageError> {
+        self.call(StoreCall::Ticket {
+            guild_id,
+            ticket_id,
+        })
+        .await
+    }
+    async fn tickets(&self, guild_id: u64) -> Result<Vec<Ticket>, StorageError> {
+        self.call(StoreCall::Tickets { guild_id }).await
+    }
+    async fn append_transcript(&self, messages: &[TranscriptMessage]) -> Result<(), StorageError> {
+        self.call(StoreCall::AppendTranscript {
+            messages: messages.to_vec(),
+        })
+        .await
+    }
+    async fn transcript(
+        &self,
+        guild_id: u64,
+        ticket_id: u64,
+    ) -> Result<Vec<TranscriptMessage>, StorageError> {
+        self.call(StoreCall::Transcript {
+            guild_id,
+            ticket_id,
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl WorkflowRepo for RemoteStore {
+    async fn put_workflow(&self, workflow: &Workflow) -> Result<(), StorageError> {
+        self.call(StoreCall::PutWorkflow {
+            workflow: workflow.clone(),
+        })
+        .await
+    }
+    async fn workflow(
+        &self,
+        guild_id: u64,
+        workflow_id: u64,
+    ) -> Result<Option<Workflow>, StorageError> {
+        self.call(StoreCall::Workflow {
+            guild_id,
+            workflow_id,
+        })
+        .await
+    }
+    async fn workflows(&self, guild_id: u64) -> Result<Vec<Workflow>, StorageError> {
+        self.call(StoreCall::Workflows { guild_id }).await
+    }
+    async fn delete_workflow(&self, guild_id: u64, workflow_id: u64) -> Result<bool, StorageError> {
+        self.call(StoreCall::DeleteWorkflow {
+            guild_id,
+            workflow_id,
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl BillingRepo for RemoteStore {
+    async fn put_subscription(&self, subscription: &Subscription) -> Result<(), StorageError> {
+        self.call(StoreCall::PutSubscription {
+            subscription: subscription.clone(),
+        })
+        .await
+    }
+    async fn subscription(
+        &self,
+        subscription_id: u64,
+    ) -> Result<Option<Subscription>, StorageError> {
+        self.call(StoreCall::Subscription { subscription_id }).await
+    }
+    async fn subscriptions_of_user(&self, user_id: u64) -> Result<Vec<Subscription>, StorageError> {
+        self.call(StoreCall::SubscriptionsOfUser { user_id }).await
+    }
+    async fn create_promo(&self, promo: &PromoCode) -> Result<(), StorageError> {
+        self.call(StoreCall::CreatePromo {
+            promo: promo.clone(),
+        })
+        .await
+    }
+    async fn promo(&self, code: &str) -> Result<Option<(PromoCode, u32)>, StorageError> {
+        self.call(StoreCall::Promo {
+            code: code.to_owned(),
+        })
+        .await
+    }
+    async fn redeem_promo(
+        &self,
+        code: &str,
+        user_id: u64,
+        at: Timestamp,
+    ) -> Result<u32, StorageError> {
+        self.call(StoreCall::RedeemPromo {
+            code: code.to_owned(),
+            user_id,
+            at,
+        })
+        .await
+    }
+    async fn redemptions_of_user(&self, user_id: u64) -> Result<Vec<Redemption>, StorageError> {
+        self.call(StoreCall::RedemptionsOfUser { user_id }).await
+    }
+}
+
+#[async_trait]
+impl ClusterRepo for RemoteStore {
+    async fn put_node(&self, node: &NodeRecord) -> Result<(), StorageError> {
+        self.call(StoreCall::PutNode { node: node.clone() }).await
+    }
+    async fn nodes(&self) -> Result<Vec<NodeRecord>, StorageError> {
+        self.call(StoreCall::Nodes).await
+    }
+    async fn remove_node(&self, node_id: u64) -> Result<(), StorageError> {
+        self.call(StoreCall::RemoveNode { node_id }).await
+    }
+    async fn assign_shard(
+        &self,
+        shard_id: u32,
+        node_id: u64,
+        expected_epoch: u64,
+    ) -> Result<ShardAssignment, StorageError> {
+        self.call(StoreCall::AssignShard {
+            shard_id,
+            node_id,
+            expected_epoch,
+        })
+        .await
+    }
+    async fn assignments(&self) -> Result<Vec<ShardAssignment>, StorageError> {
+        self.call(StoreCall::Assignments).await
+    }
+    async fn save_checkpoint(&self, checkpoint: &SessionCheckpoint) -> Result<(), StorageError> {
+        self.call(StoreCall::SaveCheckpoint {
+            checkpoint: checkpoint.clone(),
+        })
+        .await
+    }
+    async fn checkpoint(&self, shard_id: u32) -> Result<Option<SessionCheckpoint>, StorageError> {
+        self.call(StoreCall::Checkpoint { shard_id }).await
+    }
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: u64,
+        now: Timestamp,
+        ttl: Duration,
+    ) -> Result<Lease, StorageError> {
+        let ttl_ms = ttl.as_millis() as u64;
+        self.call(StoreCall::AcquireLease {
+            name: name.to_owned(),
+            holder,
+            now,
+            ttl_ms,
+        })
+        .await
+    }
+    async fn renew_lease(
+        &self,
+        name: &str,
+        holder: u64,
+        epoch: u64,
+        now: Timestamp,
+        ttl: Duration,
+    ) -> Result<Lease, StorageError> {
+        let ttl_ms = ttl.as_millis() as u64;
+        self.call(StoreCall::RenewLease {
+            name: name.to_owned(),
+            holder,
+            epoch,
+            now,
+            ttl_ms,
+        })
+        .await
+    }
+    async fn release_lease(&self, name: &str, holder: u64, epoch: u64) -> Result<(), StorageError> {
+        self.call(StoreCall::ReleaseLease {
+            name: name.to_owned(),
+            holder,
+            epoch,
+        })
+        .await
+    }
+    async fn lease(&self, name: &str) -> Result<Option<Lease>, StorageError> {
+        self.call(StoreCall::Lease {
+            name: name.to_owned(),
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl DataRights for RemoteStore {
+    async fn export_user(&self, user_id: u64) -> Result<UserExport, StorageError> {
+        self.call(StoreCall::ExportUser { user_id }).await
+    }
+    async fn delete_user(&self, user_id: u64) -> Result<u64, StorageError> {
+        self.call(StoreCall::DeleteUser { user_id }).await
+    }
+    async fn delete_guild(&self, guild_id: u64) -> Result<u64, StorageError> {
+        self.call(StoreCall::DeleteGuild { guild_id }).await
+    }
+    async fn schedule_guild_deletion(
+        &self,
+        guild_id: u64,
+        at: Timestamp,
+    ) -> Result<(), StorageError> {
+        self.call(StoreCall::ScheduleGuildDeletion { guild_id, at })
+            .await
+    }
+    async fn cancel_guild_deletion(&self, guild_id: u64) -> Result<bool, StorageError> {
+        self.call(StoreCall::CancelGuildDeletion { guild_id }).await
+    }
+    async fn scheduled_guild_deletions(&self) -> Result<Vec<(u64, Timestamp)>, StorageError> {
+        self.call(StoreCall::ScheduledGuildDeletions).await
+    }
+    async fn sweep_expired(&self, now: Timestamp) -> Result<u64, StorageError> {
+        self.call(StoreCall::SweepExpired { now }).await
+    }
+    async fn dump_rows(&self) -> Result<Vec<StoredRow>, StorageError> {
+        self.call(StoreCall::DumpRows).await
+    }
+}

@@ -1,0 +1,83 @@
+//! The storage conformance suite against the coordinator's store as a cluster node uses it:
+//! every repository call over gRPC, answered by a leading coordinator's embedded store.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use protonn_cluster::{
+    ClusterClient, ClusterToken, Coordinator, CoordinatorOptions, DiscordEndpoint, RemoteStore,
+};
+use protonn_shard::BotToken;
+use protonn_sim::{SimConfig, SimHandle, Simulator};
+
+#[macro_use]
+#[path = "../../storage/tests/conformance/cases.rs"]
+mod cases;
+
+const TOKEN: &str = "remote-store-test";
+
+/// What must outlive the store: the simulator the coordinator asked for gateway settings,
+/// the coordinator and its data directory.
+struct Leader {
+    _sim: SimHandle,
+    _coordinator: Coordinator,
+    _dir: tempfile::TempDir,
+}
+
+async fn remote_store() -> (RemoteStore, Leader) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim = Simulator::start(SimConfig::default(), listener)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let coordinator = Coordinator::start(CoordinatorOptions {
+        discord: DiscordEndpoint::Simulator(sim.rest_proxy()),
+        token: BotToken::new(sim.config().token.clone()),
+        cluster_token: ClusterToken::new(TOKEN).unwrap(),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        data_dir: dir.path().to_owned(),
+        shards: None,
+        heartbeat_interval: Duration::from_millis(100),
+        failure_timeout: Duration::from_secs(3),
+        min_nodes: 1,
+        formation_grace: Duration::ZERO,
+        max_moves: 4,
+        lease_ttl: Duration::from_secs(1),
+    })
+    .await
+    .unwrap();
+    let coordinators = vec![format!("http://{}", coordinator.addr())];
+    let token = ClusterToken::new(TOKEN).unwrap();
+    // Calls to a coordinator that does not lead yet are retried, but waiting here keeps
+    // each case's own timing clean.
+    let client = ClusterClient::new(coordinators.clone(), token.clone());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while client.status().await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the coordinator does not lead"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let leader = Leader {
+        _sim: sim,
+        _coordinator: coordinator,
+        _dir: dir,
+    };
+    (RemoteStore::connect(coordinators, token), leader)
+}
+
+macro_rules! over_grpc {
+    ($($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let (store, _leader) = remote_store().await;
+                cases::$case(store).await;
+            }
+        )*
+    };
+}
+
+conformance_cases!(over_grpc);

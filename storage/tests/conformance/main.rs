@@ -1,0 +1,59 @@
+//! One behaviour, two backends: every case runs against the embedded store, and against a
+//! real ScyllaDB cluster when `SCYLLA_URI` is set (`cargo test -p protonn-storage -- --ignored`),
+//! each Scylla case in a keyspace of its own.
+
+#[macro_use]
+mod cases;
+
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let store = protonn_storage::EmbeddedStore::open(dir.path()).unwrap();
+                    super::cases::$case(store.clone()).await;
+                    assert_eq!(store.check_consistency().await.unwrap(), Vec::<String>::new());
+                }
+            )*
+        }
+
+        mod scylla {
+            $(
+                #[tokio::test]
+                #[ignore = "needs SCYLLA_URI"]
+                async fn $case() {
+                    let (store, keyspace) = super::scylla_store(stringify!($case)).await;
+                    super::cases::$case(store.clone()).await;
+                    store.drop_keyspace(&keyspace).await.unwrap();
+                }
+            )*
+        }
+    };
+}
+
+/// A store in a fresh keyspace on the cluster at `SCYLLA_URI`.
+async fn scylla_store(case: &str) -> (protonn_storage::ScyllaStore, String) {
+    let uri = std::env::var("SCYLLA_URI").expect("SCYLLA_URI is set for the Scylla suite");
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let keyspace = format!(
+        "t_{}_{}",
+        &case[..case.len().min(20)],
+        nanos % 1_000_000_000_000
+    );
+    let config = protonn_storage::ScyllaConfig::new(
+        uri.split(',').map(str::to_owned).collect(),
+        keyspace.clone(),
+    );
+    let store = protonn_storage::ScyllaStore::connect(&config)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    (store, keyspace)
+}
+
+conformance_cases!(conformance);
