@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use protonn_actors::{ConfigChangeError, RouterMsg};
 use protonn_shard::{
     ExportedSession, IdentifyReason, IdentifyScheduler, ShardStatus, SupervisorMsg,
 };
@@ -205,6 +206,8 @@ pub(crate) struct Agent {
     pub(crate) supervisor: ActorRef<SupervisorMsg>,
     /// The node cache: a shard's guilds leave with it and arrive with it.
     pub(crate) cache: Arc<DefaultInMemoryCache>,
+    /// The guild actors, for calls routed to this node.
+    pub(crate) router: ActorRef<RouterMsg>,
     pub(crate) ops_addr: SocketAddr,
     /// The first registration, made before the shards' supervisor started.
     pub(crate) joined: pb::RegisterReply,
@@ -350,6 +353,7 @@ impl Agent {
         }
         match instruction.instruction {
             Some(pb::instruction::Instruction::Start(start)) => self.start(start, epochs).await,
+            Some(pb::instruction::Instruction::Call(call)) => self.answer(call, reports),
             Some(pb::instruction::Instruction::Release(release)) => {
                 self.release(release, epochs, reports)
             }
@@ -400,6 +404,45 @@ impl Agent {
             Ok(Err(err)) => tracing::warn!(shard_id, error = %err, "shard not started"),
             Err(err) => tracing::warn!(shard_id, error = %err, "shard supervisor did not answer"),
         }
+    }
+
+    /// Answers a guild call on its own task (a config change waits for its write).
+    fn answer(&self, call: pb::GuildCall, reports: &mpsc::Sender<pb::NodeReport>) {
+        let Some(request) = call.configure else {
+            return;
+        };
+        let router = self.router.clone();
+        let reports = reports.clone();
+        tokio::spawn(async move {
+            use pb::guild_answer::Outcome;
+            let changed = crate::node::configure(
+                &router,
+                request.guild_id,
+                &request.key,
+                &request.value,
+                request.expected_version,
+            )
+            .await;
+            let outcome = match changed {
+                Ok(stored) => Outcome::Configured(pb::ConfigureReply {
+                    version: stored.version,
+                    config_json: serde_json::to_string(&stored.config)
+                        .expect("configs serialise to JSON"),
+                }),
+                Err(ConfigChangeError::Invalid(message)) => Outcome::Invalid(message),
+                Err(ConfigChangeError::Conflict { current }) => Outcome::ConflictCurrent(current),
+                Err(ConfigChangeError::Unavailable(message)) => Outcome::Unavailable(message),
+            };
+            let answer = pb::GuildAnswer {
+                call_id: call.call_id,
+                outcome: Some(outcome),
+            };
+            let _ = reports
+                .send(pb::NodeReport {
+                    report: Some(pb::node_report::Report::Answer(answer)),
+                })
+                .await;
+        });
     }
 
     /// Drains the shard on its own task (a drain waits for Discord's close and for every

@@ -1,6 +1,10 @@
 //! A client of the cluster for operators, tests and (later) the dashboard: status and drain.
 
+use protonn_actors::ConfigChangeError;
+use protonn_storage::VersionedConfig;
+
 use crate::grpc::{self, ClusterToken, pb};
+use pb::guild_answer::Outcome;
 
 pub use pb::{ClusterStatus, NodeStatus, ShardAssignment};
 
@@ -41,6 +45,48 @@ impl ClusterClient {
                 .map(|reply| reply.into_inner().shards_moved)
         })
         .await
+    }
+
+    /// Changes one config key of a guild on the node running its shard: durable and live in
+    /// the guild's actor when this answers, with the same errors as `Node::configure`
+    /// (`Unavailable` also while the shard moves or no coordinator leads: retry).
+    pub async fn configure(
+        &self,
+        guild_id: u64,
+        key: &str,
+        value: &str,
+        expected_version: Option<u64>,
+    ) -> Result<VersionedConfig, ConfigChangeError> {
+        let answer = self
+            .ask(|mut client| async move {
+                let request = pb::ConfigureRequest {
+                    guild_id,
+                    key: key.to_owned(),
+                    value: value.to_owned(),
+                    expected_version,
+                };
+                client
+                    .configure(request)
+                    .await
+                    .map(tonic::Response::into_inner)
+            })
+            .await
+            .map_err(|status| ConfigChangeError::Unavailable(status.to_string()))?;
+        match answer.outcome {
+            Some(Outcome::Configured(reply)) => {
+                let config = serde_json::from_str(&reply.config_json).map_err(|err| {
+                    ConfigChangeError::Unavailable(format!("unreadable config: {err}"))
+                })?;
+                Ok(VersionedConfig {
+                    version: reply.version,
+                    config,
+                })
+            }
+            Some(Outcome::Invalid(message)) => Err(ConfigChangeError::Invalid(message)),
+            Some(Outcome::ConflictCurrent(current)) => Err(ConfigChangeError::Conflict { current }),
+            Some(Outcome::Unavailable(message)) => Err(ConfigChangeError::Unavailable(message)),
+            None => Err(ConfigChangeError::Unavailable("empty answer".to_owned())),
+        }
     }
 
     /// Tries each coordinator in turn; a standby's `Unavailable` sends it to the next.

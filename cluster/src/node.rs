@@ -202,6 +202,7 @@ impl Node {
                 link: Arc::clone(&link),
                 supervisor: supervisor.clone(),
                 cache: Arc::clone(&cache),
+                router: router.clone(),
                 ops_addr,
                 joined,
             };
@@ -261,18 +262,7 @@ impl Node {
         value: &str,
         expected_version: Option<u64>,
     ) -> Result<VersionedConfig, ConfigChangeError> {
-        let asked = ractor::call_t!(
-            self.router,
-            |reply| RouterMsg::Configure {
-                guild_id,
-                key: key.to_owned(),
-                value: value.to_owned(),
-                expected_version,
-                reply,
-            },
-            QUERY_TIMEOUT_MS
-        );
-        asked.unwrap_or_else(|err| Err(ConfigChangeError::Unavailable(err.to_string())))
+        configure(&self.router, guild_id, key, value, expected_version).await
     }
 
     pub async fn router_stats(&self) -> RouterStats {
@@ -320,6 +310,28 @@ impl Node {
         let _ = self.ops_stop.send(());
         let _ = self.ops_task.await;
     }
+}
+
+/// Has the guild's actor change one config key: durable and live once this answers.
+pub(crate) async fn configure(
+    router: &ActorRef<RouterMsg>,
+    guild_id: u64,
+    key: &str,
+    value: &str,
+    expected_version: Option<u64>,
+) -> Result<VersionedConfig, ConfigChangeError> {
+    let asked = ractor::call_t!(
+        router,
+        |reply| RouterMsg::Configure {
+            guild_id,
+            key: key.to_owned(),
+            value: value.to_owned(),
+            expected_version,
+            reply,
+        },
+        QUERY_TIMEOUT_MS
+    );
+    asked.unwrap_or_else(|err| Err(ConfigChangeError::Unavailable(err.to_string())))
 }
 
 /// The retention sweeper over a store this process opened.

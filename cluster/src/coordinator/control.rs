@@ -1,7 +1,7 @@
 //! The coordinator's state machine: one task owns membership and shard ownership, so every
 //! decision is made against one consistent view. gRPC handlers only send it messages.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,6 +52,17 @@ pub(crate) enum ControlMsg {
         reply: oneshot::Sender<Result<u32, Status>>,
     },
     Status(oneshot::Sender<pb::ClusterStatus>),
+    /// Forward a guild's config change to the node running its shard.
+    Configure {
+        request: pb::ConfigureRequest,
+        reply: oneshot::Sender<Result<pb::GuildAnswer, Status>>,
+    },
+}
+
+/// A guild call forwarded to a node, waiting for its answer.
+struct PendingCall {
+    node_id: u64,
+    reply: oneshot::Sender<Result<pb::GuildAnswer, Status>>,
 }
 
 struct NodeEntry {
@@ -106,6 +117,8 @@ pub(crate) struct Control {
     formed: bool,
     started: Instant,
     handoffs: u64,
+    calls: HashMap<u64, PendingCall>,
+    next_call: u64,
 }
 
 /// The id a node name always maps to (FNV-1a): a restarted pod keeps its identity without
@@ -171,6 +184,8 @@ impl Control {
             formed,
             started: now,
             handoffs: 0,
+            calls: HashMap::new(),
+            next_call: 0,
         })
     }
 
@@ -283,6 +298,7 @@ impl Control {
             ControlMsg::Status(reply) => {
                 let _ = reply.send(self.status());
             }
+            ControlMsg::Configure { request, reply } => self.route(request, reply),
         }
         Ok(())
     }
@@ -305,6 +321,13 @@ impl Control {
             }
             pb::node_report::Report::Released(released) => {
                 self.released(node_id, released).await?;
+            }
+            pb::node_report::Report::Answer(answer) => {
+                if let Some(call) = self.calls.remove(&answer.call_id)
+                    && call.node_id == node_id
+                {
+                    let _ = call.reply.send(Ok(answer));
+                }
             }
             pb::node_report::Report::ReleaseFailed(failed) => {
                 let shard = &mut self.shards[failed.shard_id as usize];
@@ -444,6 +467,36 @@ impl Control {
         Ok(())
     }
 
+    /// Sends a guild call to the node that runs the guild's shard. While the shard moves or
+    /// runs nowhere the caller is told to retry.
+    fn route(
+        &mut self,
+        request: pb::ConfigureRequest,
+        reply: oneshot::Sender<Result<pb::GuildAnswer, Status>>,
+    ) {
+        let shard_id = (request.guild_id >> 22) % u64::from(self.settings.shard_count);
+        let shard = &self.shards[shard_id as usize];
+        let owner = shard
+            .owner
+            .filter(|_| shard.moving.is_none() && shard.ready);
+        let Some(node_id) = owner else {
+            let _ = reply.send(Err(Status::unavailable(format!(
+                "shard {shard_id} of the guild is moving or starting; retry"
+            ))));
+            return;
+        };
+        self.next_call += 1;
+        let call_id = self.next_call;
+        self.calls.insert(call_id, PendingCall { node_id, reply });
+        self.send(
+            node_id,
+            pb::instruction::Instruction::Call(pb::GuildCall {
+                call_id,
+                configure: Some(request),
+            }),
+        );
+    }
+
     fn send(&mut self, node_id: u64, instruction: pb::instruction::Instruction) {
         let Some(link) = self
             .nodes
@@ -505,6 +558,18 @@ impl Control {
                 }
             }
             tracing::warn!(node_id, name = %node.name, orphans, "node lost; its shards resume elsewhere");
+            let unanswered: Vec<u64> = self
+                .calls
+                .iter()
+                .filter(|(_, call)| call.node_id == node_id)
+                .map(|(&id, _)| id)
+                .collect();
+            for call_id in unanswered {
+                let call = self.calls.remove(&call_id).expect("listed above");
+                let _ = call
+                    .reply
+                    .send(Err(Status::unavailable("the guild's node was lost; retry")));
+            }
         }
         Ok(())
     }

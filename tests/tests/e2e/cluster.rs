@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use protonn_actors::ConfigChangeError;
 use protonn_cluster::{
     ClusterClient, ClusterMembership, ClusterToken, Coordinator, CoordinatorOptions,
     DiscordEndpoint, Node, NodeOptions,
@@ -140,6 +141,39 @@ async fn a_moved_shard_takes_its_cached_guilds_and_finds_their_config_on_the_new
         }
     }
     assert_eq!(sim.stats().identifies, 4, "the moved shards resumed");
+
+    // The dashboard's path: a change through the cluster reaches the guild's node and is
+    // live there at once, whichever node that is.
+    for guild in [
+        guilds.iter().find(|g| on_b.contains(&g.shard)),
+        guilds.iter().find(|g| !on_b.contains(&g.shard)),
+    ] {
+        let guild = guild.expect("both nodes run shards with guilds");
+        let current = client
+            .configure(guild.id, "prefix", "%", None)
+            .await
+            .unwrap();
+        let stale = client
+            .configure(guild.id, "prefix", "&", Some(current.version - 1))
+            .await;
+        assert!(
+            matches!(stale, Err(ConfigChangeError::Conflict { current: c }) if c == current.version),
+            "{stale:?}"
+        );
+        let bad = client.configure(guild.id, "no_such_key", "x", None).await;
+        assert!(matches!(bad, Err(ConfigChangeError::Invalid(_))), "{bad:?}");
+        sim.send_message(guild.id, guild.channel_ids[0], 7, "%ping")
+            .unwrap();
+        wait_until("the new prefix is live on the guild's node", || async {
+            sim.ledger().rest.iter().any(|r| {
+                r.path == format!("/channels/{}/messages", guild.channel_ids[0])
+                    && r.body
+                        .as_ref()
+                        .is_some_and(|b| b.to_string().contains("pong"))
+            })
+        })
+        .await;
+    }
 
     b.shutdown().await;
     a.shutdown().await;
