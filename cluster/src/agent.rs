@@ -21,7 +21,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 use twilight_cache_inmemory::DefaultInMemoryCache;
 
-use crate::grpc::{self, Client, ClusterToken, pb};
+use crate::grpc::{self, Client, ClusterTls, ClusterToken, pb};
 
 /// First pause before trying the coordinators again; doubles up to [`RETRY_MAX`].
 const RETRY_START: Duration = Duration::from_millis(100);
@@ -35,6 +35,8 @@ pub struct ClusterMembership {
     /// Coordinator addresses (`http://host:port`); the leader is found among them.
     pub coordinators: Vec<String>,
     pub token: ClusterToken,
+    /// Mutual TLS (addresses are then `https://`); plain HTTP/2 when `None`.
+    pub tls: Option<ClusterTls>,
     /// Stable node name (the StatefulSet pod name).
     pub name: String,
 }
@@ -76,8 +78,13 @@ impl Link {
             return Ok(connection);
         }
         let skip = self.preferred.load(Ordering::Relaxed);
-        let (index, connection) =
-            grpc::connect(&self.membership.coordinators, skip, &self.membership.token).await?;
+        let (index, connection) = grpc::connect(
+            &self.membership.coordinators,
+            skip,
+            &self.membership.token,
+            self.membership.tls.as_ref(),
+        )
+        .await?;
         self.preferred.store(index, Ordering::Relaxed);
         *self.connection.lock().expect("connection poisoned") = Some(connection.clone());
         Ok(connection)

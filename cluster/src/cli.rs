@@ -12,7 +12,7 @@ use protonn_shard::BotToken;
 
 use crate::config::{CLUSTER_TOKEN_ENV, NODE_NAME_ENV, TOKEN_ENV};
 use crate::{
-    ClusterClient, ClusterMembership, ClusterToken, Config, ConfigError, Coordinator,
+    ClusterClient, ClusterMembership, ClusterTls, ClusterToken, Config, ConfigError, Coordinator,
     CoordinatorOptions, DiscordEndpoint, Node, NodeOptions, demo, telemetry,
 };
 
@@ -135,6 +135,24 @@ fn discord_endpoint(config: &Config) -> DiscordEndpoint {
     }
 }
 
+/// The cluster's mutual TLS files, read once at start.
+fn cluster_tls(config: &Config) -> Result<Option<ClusterTls>, ConfigError> {
+    let Some(files) = &config.cluster.tls else {
+        return Ok(None);
+    };
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    Ok(Some(ClusterTls {
+        ca: read(&files.ca)?,
+        cert: read(&files.cert)?,
+        key: read(&files.key)?,
+    }))
+}
+
 fn cluster_token() -> Result<ClusterToken, ConfigError> {
     ClusterToken::new(secret(CLUSTER_TOKEN_ENV)?).ok_or(ConfigError::Invalid {
         field: CLUSTER_TOKEN_ENV,
@@ -148,6 +166,7 @@ async fn run_coordinator(config: Config, listen: Option<SocketAddr>) -> anyhow::
         discord: discord_endpoint(&config),
         token: BotToken::new(secret(TOKEN_ENV)?),
         cluster_token: cluster_token()?,
+        tls: cluster_tls(&config)?,
         listen: listen.unwrap_or(cluster.listen),
         data_dir: config.storage.data_dir.clone(),
         shards: config.discord.shards,
@@ -187,6 +206,7 @@ async fn run_cluster_node(config: Config, coordinators: Vec<String>) -> anyhow::
     let membership = ClusterMembership {
         coordinators: coordinators_or(&config, coordinators),
         token: cluster_token()?,
+        tls: cluster_tls(&config)?,
         name: node_name(&config)?,
     };
     serve_node(config, Some(membership)).await
@@ -202,7 +222,10 @@ async fn drain(
         Some(node) => node,
         None => node_name(&config)?,
     };
-    let client = ClusterClient::new(coordinators_or(&config, coordinators), cluster_token()?);
+    let mut client = ClusterClient::new(coordinators_or(&config, coordinators), cluster_token()?);
+    if let Some(tls) = cluster_tls(&config)? {
+        client = client.with_tls(tls);
+    }
     let moved = tokio::time::timeout(timeout, client.drain(&node))
         .await
         .map_err(|_| anyhow::anyhow!("drain of {node} not done within {timeout:?}"))?

@@ -3,7 +3,7 @@
 use protonn_actors::ConfigChangeError;
 use protonn_storage::VersionedConfig;
 
-use crate::grpc::{self, ClusterToken, pb};
+use crate::grpc::{self, ClusterTls, ClusterToken, pb};
 use pb::guild_answer::Outcome;
 
 pub use pb::{ClusterStatus, NodeStatus, ShardAssignment};
@@ -12,6 +12,7 @@ pub use pb::{ClusterStatus, NodeStatus, ShardAssignment};
 pub struct ClusterClient {
     coordinators: Vec<String>,
     token: ClusterToken,
+    tls: Option<ClusterTls>,
 }
 
 impl ClusterClient {
@@ -19,7 +20,14 @@ impl ClusterClient {
         Self {
             coordinators,
             token,
+            tls: None,
         }
+    }
+
+    /// Over mutual TLS (`https://` addresses).
+    pub fn with_tls(mut self, tls: ClusterTls) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Nodes and shard owners as the leader sees them.
@@ -97,7 +105,8 @@ impl ClusterClient {
     {
         let mut last = tonic::Status::unavailable("no coordinator address configured");
         for skip in 0..self.coordinators.len() {
-            let client = match grpc::connect(&self.coordinators, skip, &self.token).await {
+            let connected = grpc::connect(&self.coordinators, skip, &self.token, self.tls.as_ref());
+            let client = match connected.await {
                 Ok((_, connection)) => connection.coordinator(),
                 Err(err) => {
                     last = tonic::Status::unavailable(err);

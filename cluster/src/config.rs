@@ -101,6 +101,17 @@ pub struct ClusterConfig {
     /// Leadership lease time-to-live; a standby takes over at most this long after the
     /// leader dies. At most half of `failure_timeout_ms`.
     pub lease_ttl_ms: u64,
+    /// Mutual TLS between coordinators and nodes (then every address is `https://`).
+    pub tls: Option<ClusterTlsConfig>,
+}
+
+/// PEM files: the cluster's CA, and this process's certificate and key (signed by it).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterTlsConfig {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 impl Default for ClusterConfig {
@@ -115,6 +126,7 @@ impl Default for ClusterConfig {
             formation_grace_ms: 10_000,
             max_moves: 4,
             lease_ttl_ms: 4_000,
+            tls: None,
         }
     }
 }
@@ -214,14 +226,19 @@ impl Config {
         if cluster.max_moves == 0 {
             return Err(invalid("cluster.max_moves", "must be at least 1"));
         }
+        let scheme = if cluster.tls.is_some() {
+            "https://"
+        } else {
+            "http://"
+        };
         if cluster
             .coordinators
             .iter()
-            .any(|addr| !(addr.starts_with("http://") || addr.starts_with("https://")))
+            .any(|addr| !addr.starts_with(scheme))
         {
             return Err(invalid(
                 "cluster.coordinators",
-                "expected http://host:port addresses",
+                "expected http://host:port addresses (https:// with cluster.tls)",
             ));
         }
         if self.storage.data_dir.as_os_str().is_empty() {
@@ -282,6 +299,11 @@ mod tests {
                 "cluster.coordinators",
             ),
             ("[cluster]\nmax_moves = 0\n", "cluster.max_moves"),
+            (
+                "[cluster]\ntls = { ca = \"ca.pem\", cert = \"c.pem\", key = \"k.pem\" }\n",
+                "cluster.coordinators",
+            ),
+            ("[cluster.tls]\nca = \"ca.pem\"\n", "cert"),
         ];
         for (text, field) in cases {
             let err = Config::parse(text).unwrap_err().to_string();

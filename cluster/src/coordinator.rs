@@ -25,7 +25,7 @@ use tokio::sync::{OnceCell, mpsc};
 use control::{Control, ControlSettings};
 use service::{CoordinatorService, Leading, StorageService};
 
-use crate::grpc::{ClusterToken, MAX_MESSAGE, RequireToken, pb};
+use crate::grpc::{ClusterTls, ClusterToken, MAX_MESSAGE, RequireToken, pb};
 use crate::metrics::{FENCING_EPOCH, LEADER};
 use crate::node::{DiscordEndpoint, Sweeper, discord_client, gateway_info};
 use crate::{NodeError, telemetry};
@@ -40,6 +40,8 @@ pub struct CoordinatorOptions {
     /// For `GET /gateway/bot`: the shard count and the identify limits the scheduler keeps.
     pub token: BotToken,
     pub cluster_token: ClusterToken,
+    /// Mutual TLS: nodes must present a certificate of the cluster's CA.
+    pub tls: Option<ClusterTls>,
     /// Where gRPC is served; port 0 picks a free one.
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
@@ -118,8 +120,13 @@ impl Coordinator {
             RequireToken::new(&options.cluster_token),
         );
         let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        let tls = options.tls.clone();
         let serving = tokio::spawn(async move {
-            let server = tonic::transport::Server::builder()
+            let mut builder = tonic::transport::Server::builder();
+            if let Some(tls) = &tls {
+                builder = builder.tls_config(tls.server())?;
+            }
+            let server = builder
                 .add_service(service)
                 .add_service(storage)
                 .serve_with_incoming(incoming);

@@ -47,6 +47,46 @@ impl fmt::Debug for ClusterToken {
     }
 }
 
+/// Mutual TLS for the cluster's gRPC: every coordinator and node presents a certificate
+/// signed by the cluster's CA and accepts only peers that do. PEM; the key never shows in
+/// `Debug`.
+#[derive(Clone)]
+pub struct ClusterTls {
+    pub ca: Vec<u8>,
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+}
+
+impl fmt::Debug for ClusterTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClusterTls { key: <redacted>, .. }")
+    }
+}
+
+impl ClusterTls {
+    fn identity(&self) -> tonic::transport::Identity {
+        tonic::transport::Identity::from_pem(&self.cert, &self.key)
+    }
+
+    fn ca(&self) -> tonic::transport::Certificate {
+        tonic::transport::Certificate::from_pem(&self.ca)
+    }
+
+    /// A coordinator's side: its identity, and client certificates required.
+    pub(crate) fn server(&self) -> tonic::transport::ServerTlsConfig {
+        tonic::transport::ServerTlsConfig::new()
+            .identity(self.identity())
+            .client_ca_root(self.ca())
+    }
+
+    /// A node's (or client's) side: the cluster's CA, and its own identity.
+    fn client(&self) -> tonic::transport::ClientTlsConfig {
+        tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(self.ca())
+            .identity(self.identity())
+    }
+}
+
 /// Server side: rejects a call without the token, or with another one, as `Unauthenticated`.
 #[derive(Clone)]
 pub(crate) struct RequireToken {
@@ -127,6 +167,7 @@ pub(crate) async fn connect(
     addresses: &[String],
     skip: usize,
     token: &ClusterToken,
+    tls: Option<&ClusterTls>,
 ) -> Result<(usize, Connection), String> {
     let header: MetadataValue<tonic::metadata::Ascii> = token
         .bearer()
@@ -135,8 +176,15 @@ pub(crate) async fn connect(
     let mut last_error = String::from("no coordinator address configured");
     for offset in 0..addresses.len() {
         let index = (skip + offset) % addresses.len();
-        let endpoint = match Endpoint::from_shared(addresses[index].clone()) {
-            Ok(endpoint) => endpoint.connect_timeout(CONNECT_TIMEOUT),
+        let endpoint = Endpoint::from_shared(addresses[index].clone()).and_then(|endpoint| {
+            let endpoint = endpoint.connect_timeout(CONNECT_TIMEOUT);
+            match tls {
+                Some(tls) => endpoint.tls_config(tls.client()),
+                None => Ok(endpoint),
+            }
+        });
+        let endpoint = match endpoint {
+            Ok(endpoint) => endpoint,
             Err(err) => {
                 last_error = format!("{}: {err}", addresses[index]);
                 continue;

@@ -20,9 +20,11 @@ mod telemetry;
 
 pub use agent::{ClusterMembership, JoinError};
 pub use client::{ClusterClient, ClusterStatus, NodeStatus, ShardAssignment};
-pub use config::{ClusterConfig, Config, DiscordConfig, OpsConfig, StorageConfig};
+pub use config::{
+    ClusterConfig, ClusterTlsConfig, Config, DiscordConfig, OpsConfig, StorageConfig,
+};
 pub use coordinator::{Coordinator, CoordinatorError, CoordinatorOptions};
 pub use error::{ConfigError, NodeError};
-pub use grpc::ClusterToken;
+pub use grpc::{ClusterTls, ClusterToken};
 pub use node::{DiscordEndpoint, Node, NodeOptions};
 pub use remote_store::RemoteStore;

@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::{ClusterMembership, Link};
-use crate::grpc::{ClusterToken, pb};
+use crate::grpc::{ClusterTls, ClusterToken, pb};
 
 /// Tries of a call answered `Unavailable` (a standby, or no coordinator reachable): a leader
 /// change takes about a lease time-to-live, so 40 × 250 ms covers one.
@@ -320,10 +320,15 @@ impl RemoteStore {
     }
 
     /// Uses whichever of `coordinators` leads.
-    pub fn connect(coordinators: Vec<String>, token: ClusterToken) -> Self {
+    pub fn connect(
+        coordinators: Vec<String>,
+        token: ClusterToken,
+        tls: Option<ClusterTls>,
+    ) -> Self {
         Self::new(Link::new(ClusterMembership {
             coordinators,
             token,
+            tls,
             name: String::new(),
         }))
     }

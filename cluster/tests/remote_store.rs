@@ -35,6 +35,7 @@ async fn remote_store() -> (RemoteStore, Leader) {
         discord: DiscordEndpoint::Simulator(sim.rest_proxy()),
         token: BotToken::new(sim.config().token.clone()),
         cluster_token: ClusterToken::new(TOKEN).unwrap(),
+        tls: None,
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         data_dir: dir.path().to_owned(),
         shards: None,
@@ -65,7 +66,7 @@ async fn remote_store() -> (RemoteStore, Leader) {
         _coordinator: coordinator,
         _dir: dir,
     };
-    (RemoteStore::connect(coordinators, token), leader)
+    (RemoteStore::connect(coordinators, token, None), leader)
 }
 
 macro_rules! over_grpc {

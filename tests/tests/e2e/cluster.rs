@@ -20,6 +20,7 @@ fn membership(coordinator: &Coordinator, name: &str) -> ClusterMembership {
     ClusterMembership {
         coordinators: vec![format!("http://{}", coordinator.addr())],
         token: ClusterToken::new(TOKEN).unwrap(),
+        tls: None,
         name: name.to_owned(),
     }
 }
@@ -61,6 +62,7 @@ async fn a_moved_shard_takes_its_cached_guilds_and_finds_their_config_on_the_new
         discord: DiscordEndpoint::Simulator(sim.rest_proxy()),
         token: BotToken::new(sim.config().token.clone()),
         cluster_token: ClusterToken::new(TOKEN).unwrap(),
+        tls: None,
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         data_dir: dir.path().join("coordinator"),
         shards: None,
