@@ -39,6 +39,10 @@ enum Command {
         /// Where to serve gRPC; `cluster.listen` from the config when omitted.
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// Where to serve `/metrics`, `/healthz` and `/readyz`; `ops.listen` from the config
+        /// when omitted (a second process on the same host needs another port).
+        #[arg(long)]
+        ops_listen: Option<SocketAddr>,
     },
     /// A node that joins the cluster's coordinators and runs the shards they assign
     /// (PROTONN_CLUSTER_TOKEN, DISCORD_TOKEN; its name from PROTONN_NODE_NAME or the config).
@@ -101,9 +105,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             telemetry::init_logging("info,twilight_gateway=warn");
             run_node(config).await
         }
-        Command::Coordinator { listen } => {
+        Command::Coordinator { listen, ops_listen } => {
             telemetry::init_logging("info");
-            run_coordinator(config, listen).await
+            run_coordinator(config, listen, ops_listen).await
         }
         Command::Node { coordinators } => {
             telemetry::init_logging("info,twilight_gateway=warn");
@@ -160,7 +164,11 @@ fn cluster_token() -> Result<ClusterToken, ConfigError> {
     })
 }
 
-async fn run_coordinator(config: Config, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+async fn run_coordinator(
+    config: Config,
+    listen: Option<SocketAddr>,
+    ops_listen: Option<SocketAddr>,
+) -> anyhow::Result<()> {
     let cluster = &config.cluster;
     let coordinator = Coordinator::start(CoordinatorOptions {
         discord: discord_endpoint(&config),
@@ -168,6 +176,7 @@ async fn run_coordinator(config: Config, listen: Option<SocketAddr>) -> anyhow::
         cluster_token: cluster_token()?,
         tls: cluster_tls(&config)?,
         listen: listen.unwrap_or(cluster.listen),
+        ops_listen: ops_listen.unwrap_or(config.ops.listen),
         data_dir: config.storage.data_dir.clone(),
         shards: config.discord.shards,
         heartbeat_interval: Duration::from_millis(cluster.heartbeat_ms),
@@ -178,8 +187,9 @@ async fn run_coordinator(config: Config, listen: Option<SocketAddr>) -> anyhow::
         lease_ttl: Duration::from_millis(cluster.lease_ttl_ms),
     })
     .await?;
-    // One line on stdout for scripts and tests that start it on port 0.
+    // Lines on stdout for scripts and tests that start it on port 0: gRPC first.
     println!("coordinator grpc {}", coordinator.addr());
+    println!("coordinator ops {}", coordinator.ops_addr());
     tokio::select! {
         stopped = coordinator.wait() => stopped.context("coordinator stopped"),
         () = shutdown_signal() => Ok(()),

@@ -6,7 +6,7 @@
 //! second half is the `coordinator` lease in the store, whose epoch grows with every new
 //! leader; every instruction carries it, and nodes refuse instructions from an older one.
 //! Until it leads, a coordinator answers every call with `Unavailable`, so nodes move on to
-//! the next address.
+//! the next address, and its `/readyz` answers 503.
 
 mod balance;
 mod control;
@@ -15,12 +15,13 @@ mod service;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use metrics::gauge;
 use protonn_shard::{BotToken, IdentifyConfig, LocalScheduler};
 use protonn_storage::{ClusterRepo, EmbeddedStore, StorageError, Timestamp};
-use tokio::sync::{OnceCell, mpsc};
+use tokio::sync::{OnceCell, mpsc, oneshot};
 
 use control::{Control, ControlSettings};
 use service::{CoordinatorService, Leading, StorageService};
@@ -28,7 +29,7 @@ use service::{CoordinatorService, Leading, StorageService};
 use crate::grpc::{ClusterTls, ClusterToken, MAX_MESSAGE, RequireToken, pb};
 use crate::metrics::{FENCING_EPOCH, LEADER};
 use crate::node::{DiscordEndpoint, Sweeper, discord_client, gateway_info};
-use crate::{NodeError, telemetry};
+use crate::{NodeError, ops, telemetry};
 
 /// Name of the leadership lease in the store.
 const LEASE: &str = "coordinator";
@@ -44,6 +45,8 @@ pub struct CoordinatorOptions {
     pub tls: Option<ClusterTls>,
     /// Where gRPC is served; port 0 picks a free one.
     pub listen: SocketAddr,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served; port 0 picks a free one.
+    pub ops_listen: SocketAddr,
     pub data_dir: PathBuf,
     /// Total shard count; Discord's recommendation when `None`.
     pub shards: Option<u32>,
@@ -62,13 +65,22 @@ pub struct CoordinatorOptions {
 /// A running coordinator, leading or standing by.
 pub struct Coordinator {
     addr: SocketAddr,
+    ops_addr: SocketAddr,
     serving: tokio::task::JoinHandle<Result<(), CoordinatorError>>,
+    /// Dropped with the coordinator, which stops the ops server.
+    _ops_stop: oneshot::Sender<()>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum CoordinatorError {
     #[error("gRPC listener on {addr}: {source}")]
     Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("ops listener on {addr}: {source}")]
+    OpsBind {
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
@@ -84,11 +96,12 @@ pub enum CoordinatorError {
 }
 
 impl Coordinator {
-    /// Binds the gRPC listener and serves at once; leadership is taken in the background
-    /// (see the module docs). Fails only if the address cannot be bound.
+    /// Binds the gRPC and ops listeners and serves at once; leadership is taken in the
+    /// background (see the module docs). Fails only if an address cannot be bound.
     pub async fn start(options: CoordinatorOptions) -> Result<Self, CoordinatorError> {
         telemetry::install_tls_provider();
-        telemetry::prometheus();
+        let prometheus = telemetry::prometheus();
+        crate::metrics::register();
         let listener = tokio::net::TcpListener::bind(options.listen)
             .await
             .map_err(|source| CoordinatorError::Bind {
@@ -101,6 +114,24 @@ impl Coordinator {
                 addr: options.listen,
                 source,
             })?;
+        let ops_bind = |source| CoordinatorError::OpsBind {
+            addr: options.ops_listen,
+            source,
+        };
+        let ops_listener = tokio::net::TcpListener::bind(options.ops_listen)
+            .await
+            .map_err(ops_bind)?;
+        let ops_addr = ops_listener.local_addr().map_err(ops_bind)?;
+        let leads = Arc::new(AtomicBool::new(false));
+        let (ops_stop, ops_stopped) = oneshot::channel::<()>();
+        let ops_state = ops::OpsState {
+            prometheus,
+            readiness: ops::Readiness::Leading(Arc::clone(&leads)),
+        };
+        tokio::spawn(ops::serve(ops_listener, ops_state, async {
+            let _ = ops_stopped.await;
+        }));
+
         let leading = Arc::new(OnceCell::new());
         let service = pb::coordinator_server::CoordinatorServer::new(CoordinatorService::new(
             Arc::clone(&leading),
@@ -133,15 +164,25 @@ impl Coordinator {
             // A superseded leader stops serving at once: it must not answer another call.
             tokio::select! {
                 served = server => served.map_err(Into::into),
-                led = lead(options, leading) => led,
+                led = lead(options, leading, leads) => led,
             }
         });
-        tracing::info!(%addr, "coordinator listening");
-        Ok(Self { addr, serving })
+        tracing::info!(%addr, %ops_addr, "coordinator listening");
+        Ok(Self {
+            addr,
+            ops_addr,
+            serving,
+            _ops_stop: ops_stop,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Address of `/metrics`, `/healthz` and `/readyz`.
+    pub fn ops_addr(&self) -> SocketAddr {
+        self.ops_addr
     }
 
     /// Resolves when the coordinator stops: only when it lost its leadership or its store.
@@ -157,8 +198,8 @@ impl Coordinator {
 async fn lead(
     options: CoordinatorOptions,
     leading: Arc<OnceCell<Leading>>,
+    leads: Arc<AtomicBool>,
 ) -> Result<(), CoordinatorError> {
-    gauge!(LEADER).set(0.0);
     let store = open_when_free(&options.data_dir).await?;
     let holder = rand::random::<u64>();
     let lease = loop {
@@ -175,7 +216,6 @@ async fn lead(
     };
     let epoch = lease.epoch;
     tracing::info!(epoch, "leading the cluster");
-    gauge!(LEADER).set(1.0);
     gauge!(FENCING_EPOCH).set(epoch as f64);
 
     let http = discord_client(&options.discord, &options.token);
@@ -198,6 +238,7 @@ async fn lead(
     let repo: Arc<dyn ClusterRepo> = store.clone();
     let control = Control::load(Arc::clone(&repo), settings, epoch).await?;
     let (inbox_tx, inbox) = mpsc::channel(1_024);
+    let _leader = Leadership::begin(leads);
     let _ = leading.set(Leading {
         control: inbox_tx,
         scheduler: Arc::new(scheduler),
@@ -218,12 +259,30 @@ async fn lead(
         ran = control.run(inbox) => ran,
         renewed = renew => renewed,
     };
-    gauge!(LEADER).set(0.0);
     sweeper.stop().await;
     Err(CoordinatorError::Superseded(match result {
         Ok(()) => "the control loop ended".to_owned(),
         Err(err) => err.to_string(),
     }))
+}
+
+/// Says this coordinator leads (the gauge and `/readyz`) from when it answers nodes until
+/// it is dropped: when `lead` returns, or is cancelled because the gRPC server stopped.
+struct Leadership(Arc<AtomicBool>);
+
+impl Leadership {
+    fn begin(leads: Arc<AtomicBool>) -> Self {
+        leads.store(true, Ordering::Release);
+        gauge!(LEADER).set(1.0);
+        Self(leads)
+    }
+}
+
+impl Drop for Leadership {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+        gauge!(LEADER).set(0.0);
+    }
 }
 
 /// Opens the store, waiting while another coordinator holds it (standing by).

@@ -1,33 +1,41 @@
-//! Metric names of the coordinator (see `docs/metrics.md`), described by [`describe`].
+//! Metric names of the coordinator (see `docs/metrics.md`), described by [`describe`] in
+//! every process and created by [`register`] only in a coordinator, so that a node never
+//! exports them.
 
-use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
 
-/// 1 on the coordinator holding the leadership lease, 0 on a standby.
+/// 1 on the leading coordinator (it holds the lease and answers nodes), 0 on a standby.
 pub(crate) const LEADER: &str = "protonn_coordinator_leader";
-/// The fencing epoch of the lease this coordinator holds.
+/// The fencing epoch of the lease this coordinator holds; 0 on a standby.
 pub(crate) const FENCING_EPOCH: &str = "protonn_coordinator_fencing_epoch";
-/// Nodes attached to the leader, by `state` (`alive`, `suspect`, `draining`).
+/// Nodes attached to the leader, by `state` (one of [`NODE_STATES`]).
 pub(crate) const NODES: &str = "protonn_coordinator_nodes";
-/// Shards by `state` (`assigned`, `moving`, `unassigned`).
+pub(crate) const NODE_STATES: [&str; 3] = ["alive", "suspect", "draining"];
+/// Shards by `state` (one of [`SHARD_STATES`]).
 pub(crate) const SHARDS: &str = "protonn_coordinator_shards";
-/// Shards placed or moved, by `trigger` (`start`, `loss`, `drain`, `balance`).
+pub(crate) const SHARD_STATES: [&str; 3] = ["assigned", "moving", "unassigned"];
+/// Shards placed or moved, by `trigger` (one of [`MOVE_TRIGGERS`]).
 pub(crate) const MOVES: &str = "protonn_coordinator_rebalance_moves_total";
+pub(crate) const MOVE_TRIGGERS: [&str; 4] = ["start", "loss", "drain", "balance"];
 /// Time from ordering a shard's release to handing its session to the new owner.
 pub(crate) const HANDOFF_SECONDS: &str = "protonn_cluster_handoff_duration_seconds";
 pub(crate) const HANDOFF_BUCKETS: [f64; 9] = [0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0];
-/// Handoffs by `outcome` (`handed_over`, `refused`).
+/// Handoffs by `outcome` (one of [`HANDOFF_OUTCOMES`]).
 pub(crate) const HANDOFFS: &str = "protonn_cluster_handoffs_total";
+pub(crate) const HANDOFF_OUTCOMES: [&str; 2] = ["handed_over", "refused"];
 
 pub(crate) fn describe() {
     describe_gauge!(
         LEADER,
         Unit::Count,
-        "1 on the coordinator holding the leadership lease, 0 on a standby."
+        "1 on the leading coordinator (it holds the leadership lease), 0 on a standby."
     );
     describe_gauge!(
         FENCING_EPOCH,
         Unit::Count,
-        "Fencing epoch of the leadership lease this coordinator holds."
+        "Fencing epoch of the leadership lease this coordinator holds; 0 on a standby."
     );
     describe_gauge!(NODES, Unit::Count, "Nodes known to the leader, by state.");
     describe_gauge!(
@@ -46,4 +54,25 @@ pub(crate) fn describe() {
         "Time from ordering a shard's release to handing its session to the new owner."
     );
     describe_counter!(HANDOFFS, Unit::Count, "Shard handoffs, by outcome.");
+}
+
+/// Creates every coordinator series at zero (a standby's too: its `LEADER` 0 is what tells
+/// it from a missing coordinator), so that dashboards and alerts see them from the start.
+pub(crate) fn register() {
+    gauge!(LEADER).set(0.0);
+    gauge!(FENCING_EPOCH).set(0.0);
+    for state in NODE_STATES {
+        gauge!(NODES, "state" => state).set(0.0);
+    }
+    for state in SHARD_STATES {
+        gauge!(SHARDS, "state" => state).set(0.0);
+    }
+    for trigger in MOVE_TRIGGERS {
+        counter!(MOVES, "trigger" => trigger).absolute(0);
+    }
+    for outcome in HANDOFF_OUTCOMES {
+        counter!(HANDOFFS, "outcome" => outcome).absolute(0);
+    }
+    // Registering the histogram exports its buckets, empty until the first handoff.
+    let _ = histogram!(HANDOFF_SECONDS);
 }

@@ -192,7 +192,7 @@ impl Node {
         // From here on the node is up: shutdown() stops what follows.
         let ops_state = ops::OpsState {
             prometheus,
-            supervisor: supervisor.clone(),
+            readiness: ops::Readiness::Shards(supervisor.clone()),
         };
         let ops_task = tokio::spawn(ops::serve(listener, ops_state, async {
             let _ = stopped.await;

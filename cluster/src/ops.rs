@@ -1,7 +1,9 @@
-//! Ops HTTP: `/metrics` (Prometheus text), `/healthz` (the process answers), `/readyz`
-//! (every shard of the node is ready).
+//! Ops HTTP of a node or a coordinator: `/metrics` (Prometheus text), `/healthz` (the
+//! process answers), `/readyz` (see [`Readiness`]).
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
@@ -16,7 +18,17 @@ use ractor::ActorRef;
 #[derive(Clone)]
 pub(crate) struct OpsState {
     pub(crate) prometheus: PrometheusHandle,
-    pub(crate) supervisor: ActorRef<SupervisorMsg>,
+    pub(crate) readiness: Readiness,
+}
+
+/// What `/readyz` answers for.
+#[derive(Clone)]
+pub(crate) enum Readiness {
+    /// A node: ready when every shard has a live session.
+    Shards(ActorRef<SupervisorMsg>),
+    /// A coordinator: ready only while it leads, so that a Service routes to the leader
+    /// alone; a standby answers 503.
+    Leading(Arc<AtomicBool>),
 }
 
 pub(crate) async fn serve(
@@ -45,10 +57,20 @@ async fn metrics(State(state): State<OpsState>) -> impl IntoResponse {
     )
 }
 
-/// Ready when every shard has a live session. The body lists shards that are not, so an
-/// operator sees at once which one is stuck and why.
-async fn readyz(State(state): State<OpsState>) -> impl IntoResponse {
-    let statuses = match ractor::call_t!(state.supervisor, SupervisorMsg::Statuses, 2_000) {
+async fn readyz(State(state): State<OpsState>) -> (StatusCode, String) {
+    match &state.readiness {
+        Readiness::Shards(supervisor) => shards_ready(supervisor).await,
+        Readiness::Leading(leading) if leading.load(Ordering::Acquire) => {
+            (StatusCode::OK, "ready: leading\n".to_owned())
+        }
+        Readiness::Leading(_) => (StatusCode::SERVICE_UNAVAILABLE, "standby\n".to_owned()),
+    }
+}
+
+/// The body lists the shards that are not ready, so an operator sees at once which one is
+/// stuck and why.
+async fn shards_ready(supervisor: &ActorRef<SupervisorMsg>) -> (StatusCode, String) {
+    let statuses = match ractor::call_t!(supervisor, SupervisorMsg::Statuses, 2_000) {
         Ok(statuses) => statuses,
         Err(err) => {
             return (

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use protonn_cluster::{ClusterClient, ClusterStatus, ClusterToken};
 use protonn_sim::{SimConfig, SimHandle, Simulator};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -44,17 +44,17 @@ struct Process {
 }
 
 impl Process {
-    /// Starts `protonn <args>` with `config` and returns it with the address it prints after
-    /// `announce` on stdout.
+    /// Starts `protonn <args>` with `config` and returns it with the addresses it prints on
+    /// its first lines of stdout, one after each prefix of `announce`.
     async fn start(
         dir: &Path,
         name: &str,
         config: &str,
         args: &[&str],
-        announce: &str,
+        announce: &[&str],
         sim: &SimHandle,
         token: Option<&str>,
-    ) -> (Self, String) {
+    ) -> (Self, Vec<String>) {
         let config_path = dir.join(format!("{name}.toml"));
         std::fs::write(&config_path, config).unwrap();
         let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
@@ -75,19 +75,25 @@ impl Process {
         let mut child = command.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(DEADLINE, lines.next_line())
-            .await
-            .unwrap_or_else(|_| panic!("{name} printed nothing in time; see {name}.log"))
-            .unwrap()
-            .unwrap_or_else(|| panic!("{name} exited before announcing itself; see {name}.log"));
-        let addr = line
-            .strip_prefix(announce)
-            .unwrap_or_else(|| panic!("{name}: unexpected first line {line:?}"))
-            .trim()
-            .to_owned();
+        let mut addresses = Vec::new();
+        for prefix in announce {
+            let line = tokio::time::timeout(DEADLINE, lines.next_line())
+                .await
+                .unwrap_or_else(|_| panic!("{name} printed nothing in time; see {name}.log"))
+                .unwrap()
+                .unwrap_or_else(|| {
+                    panic!("{name} exited before announcing itself; see {name}.log")
+                });
+            let addr = line
+                .strip_prefix(prefix)
+                .unwrap_or_else(|| panic!("{name}: unexpected line {line:?}"))
+                .trim()
+                .to_owned();
+            addresses.push(addr);
+        }
         // Keep draining stdout so the process never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        (Self { child }, addr)
+        (Self { child }, addresses)
     }
 
     fn signal(&self, signal: &str) {
@@ -112,7 +118,10 @@ struct Cluster {
     dir: tempfile::TempDir,
     coordinators: Vec<Process>,
     addresses: Vec<String>,
+    /// Ops address (`host:port`) of each coordinator, in the order of `coordinators`.
+    coordinator_ops: Vec<String>,
     nodes: BTreeMap<String, Process>,
+    node_ops: BTreeMap<String, String>,
     client: ClusterClient,
 }
 
@@ -132,20 +141,22 @@ impl Cluster {
         }
         let mut processes = Vec::new();
         let mut addresses = Vec::new();
+        let mut coordinator_ops = Vec::new();
         for index in 0..coordinators {
             let config = Self::config(&sim, &dir.path().join("coordinator"), &[], None, min_nodes);
-            let (process, addr) = Process::start(
+            let (process, announced) = Process::start(
                 dir.path(),
                 &format!("coordinator-{index}"),
                 &config,
                 &["coordinator", "--listen", "127.0.0.1:0"],
-                "coordinator grpc ",
+                &["coordinator grpc ", "coordinator ops "],
                 &sim,
                 Some(CLUSTER_TOKEN),
             )
             .await;
             processes.push(process);
-            addresses.push(format!("http://{addr}"));
+            addresses.push(format!("http://{}", announced[0]));
+            coordinator_ops.push(announced[1].clone());
         }
         let client =
             ClusterClient::new(addresses.clone(), ClusterToken::new(CLUSTER_TOKEN).unwrap());
@@ -154,7 +165,9 @@ impl Cluster {
             dir,
             coordinators: processes,
             addresses,
+            coordinator_ops,
             nodes: BTreeMap::new(),
+            node_ops: BTreeMap::new(),
             client,
         }
     }
@@ -181,17 +194,45 @@ impl Cluster {
     async fn start_node(&mut self, name: &str, token: Option<&str>) {
         let data_dir: PathBuf = self.dir.path().join(name);
         let config = Self::config(&self.sim, &data_dir, &self.addresses, Some(name), 1);
-        let (process, _ops) = Process::start(
+        let (process, announced) = Process::start(
             self.dir.path(),
             name,
             &config,
             &["node"],
-            "node ops ",
+            &["node ops "],
             &self.sim,
             token,
         )
         .await;
         self.nodes.insert(name.to_owned(), process);
+        self.node_ops.insert(name.to_owned(), announced[0].clone());
+    }
+
+    /// Coordinator `leader` is ready and exports `protonn_coordinator_leader 1`; every other
+    /// one of `alive` is a standby, not ready, exporting 0. All are live.
+    async fn assert_leader(&self, leader: usize, alive: &[usize]) {
+        for &index in alive {
+            let ops = &self.coordinator_ops[index];
+            assert_eq!(
+                http_get(ops, "/healthz").await.0,
+                200,
+                "coordinator-{index}"
+            );
+            let (status, body) = http_get(ops, "/readyz").await;
+            let (_, metrics) = http_get(ops, "/metrics").await;
+            let flag = if index == leader {
+                assert_eq!(status, 200, "coordinator-{index} leads: {body}");
+                1
+            } else {
+                assert_eq!(status, 503, "coordinator-{index} stands by: {body}");
+                assert!(body.contains("standby"), "{body}");
+                0
+            };
+            assert!(
+                metrics.contains(&format!("\nprotonn_coordinator_leader {flag}\n")),
+                "coordinator-{index}:\n{metrics}"
+            );
+        }
     }
 
     async fn status(&self) -> Option<ClusterStatus> {
@@ -346,6 +387,25 @@ impl Traffic {
     }
 }
 
+/// Status and body of `GET http://{addr}{path}`.
+async fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("an HTTP status line");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
 /// Successful `POST /channels/{id}/messages` per channel.
 fn answers_per_channel(sim: &SimHandle) -> HashMap<u64, u32> {
     let mut answered = HashMap::new();
@@ -386,6 +446,28 @@ async fn shards_spread_move_and_survive_node_and_leader_loss_without_losing_even
         .settled("32 shards spread over 3 nodes", evenly(3))
         .await;
     assert_eq!(cluster.sim.stats().identifies, u64::from(SHARDS));
+
+    // Ops: only the leader is ready, and its gauge says so; a node exports no coordinator
+    // metric.
+    cluster.assert_leader(0, &[0, 1]).await;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let (_, metrics) = http_get(&cluster.coordinator_ops[0], "/metrics").await;
+        let placed = format!("protonn_coordinator_shards{{state=\"assigned\"}} {SHARDS}\n");
+        if metrics.contains(&placed)
+            && metrics.contains("protonn_coordinator_nodes{state=\"alive\"} 3\n")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the leader's gauges:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, metrics) = http_get(&cluster.node_ops["node-a"], "/metrics").await;
+    assert!(metrics.contains("protonn_shard_state_shards"), "{metrics}");
+    assert!(
+        !metrics.contains("protonn_coordinator_") && !metrics.contains("protonn_cluster_"),
+        "a node exports coordinator metrics:\n{metrics}"
+    );
 
     // 2 and 3. A fourth node joins, then one is drained by SIGTERM (what Kubernetes sends
     // after preStop): shards move by handoff, nothing lost or duplicated, no IDENTIFY.
@@ -448,6 +530,7 @@ async fn shards_spread_move_and_survive_node_and_leader_loss_without_losing_even
             per_node.values().sum::<u32>() == SHARDS
         })
         .await;
+    cluster.assert_leader(1, &[1]).await;
     let duplicates = traffic.stop_and_count(&cluster.sim).await;
     println!(
         "after the node and leader loss: {duplicates} pings answered twice (replayed from checkpoints)"

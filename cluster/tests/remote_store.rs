@@ -37,6 +37,7 @@ async fn remote_store() -> (RemoteStore, Leader) {
         cluster_token: ClusterToken::new(TOKEN).unwrap(),
         tls: None,
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ops_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         data_dir: dir.path().to_owned(),
         shards: None,
         heartbeat_interval: Duration::from_millis(100),

@@ -58,6 +58,7 @@ async fn only_peers_with_a_certificate_of_the_cluster_ca_get_in() {
         cluster_token: ClusterToken::new(TOKEN).unwrap(),
         tls: Some(cluster_ca.issue()),
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ops_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         data_dir: dir.path().to_owned(),
         shards: None,
         heartbeat_interval: Duration::from_millis(100),

@@ -13,7 +13,7 @@ use tonic::Status;
 
 use super::balance::{self, ShardLoad, Step};
 use crate::grpc::pb;
-use crate::metrics::{HANDOFF_SECONDS, HANDOFFS, MOVES, NODES, SHARDS};
+use crate::metrics::{HANDOFF_SECONDS, HANDOFFS, MOVES, NODE_STATES, NODES, SHARD_STATES, SHARDS};
 
 /// How the coordinator paces the cluster.
 #[derive(Clone, Debug)]
@@ -706,7 +706,7 @@ impl Control {
                 (false, false) => 1,
             }] += 1;
         }
-        for (state, count) in ["alive", "suspect", "draining"].into_iter().zip(nodes) {
+        for (state, count) in NODE_STATES.into_iter().zip(nodes) {
             gauge!(NODES, "state" => state).set(count as f64);
         }
         let mut shards = [0usize; 3];
@@ -717,7 +717,7 @@ impl Control {
                 (false, false) => 2,
             }] += 1;
         }
-        for (state, count) in ["assigned", "moving", "unassigned"].into_iter().zip(shards) {
+        for (state, count) in SHARD_STATES.into_iter().zip(shards) {
             gauge!(SHARDS, "state" => state).set(count as f64);
         }
     }

@@ -64,6 +64,7 @@ async fn a_moved_shard_takes_its_cached_guilds_and_finds_their_config_on_the_new
         cluster_token: ClusterToken::new(TOKEN).unwrap(),
         tls: None,
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ops_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         data_dir: dir.path().join("coordinator"),
         shards: None,
         heartbeat_interval: Duration::from_millis(100),

@@ -1,6 +1,11 @@
 //! Operations: the metrics catalog (`docs/metrics.md`), the Grafana dashboards and the alert
 //! rules of `dashboards/`, checked with promtool and against a real Prometheus scraping a
-//! running node.
+//! running node and a running coordinator.
+//!
+//! Both run in this process and so share its Prometheus recorder: each target exports the
+//! other's series too. What is checked is that every catalogued metric is served, as the
+//! catalog describes it; that a node process alone exports no coordinator metric is checked
+//! by `cluster/tests/cluster.rs`, whose processes are separate.
 //!
 //! Prometheus and promtool come from Debian (`scripts/install-ops-tools`). Without them the
 //! test fails under CI (`CI` set) and is skipped with a notice elsewhere.
@@ -13,6 +18,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use protonn_cluster::{ClusterToken, Coordinator, CoordinatorOptions, DiscordEndpoint};
+use protonn_shard::BotToken;
 use protonn_sim::SimConfig;
 use protonn_tests::*;
 use serde_json::Value;
@@ -88,39 +95,87 @@ async fn dashboards_alerts_and_catalog_hold_against_a_real_prometheus() {
     })
     .await;
 
-    // The exposition: promtool's lint, then the catalog, both ways.
-    let (status, exposition) = http_get(node.ops_addr(), "/metrics").await;
-    assert_eq!(status, 200);
-    let mut lint = Command::new(&tools.promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    lint.stdin
-        .take()
-        .unwrap()
-        .write_all(exposition.as_bytes())
-        .unwrap();
-    let lint = lint.wait_with_output().unwrap();
-    if !lint.status.success() {
-        problems.push(format!(
-            "promtool check metrics on /metrics: {}{}",
-            String::from_utf8_lossy(&lint.stdout),
-            String::from_utf8_lossy(&lint.stderr)
-        ));
-    }
-    problems.extend(catalog.compare(&Exposition::parse(&exposition)));
-
-    // Prometheus on loopback, scraping the node every second and evaluating the rules.
-    let prom = Prometheus::start(&tools, node.ops_addr(), &dashboards.join("alerts.yml"));
-    wait_until("Prometheus has scraped the node several times", || async {
-        let found = prom
-            .query("count_over_time(up{job=\"protonn\"}[1m]) >= 5 and up{job=\"protonn\"} == 1")
-            .await;
-        found.is_ok_and(|result| !result.is_empty())
+    // A coordinator on the same simulator, leading alone; no node joins it.
+    let coordinator_dir = tempfile::tempdir().unwrap();
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let coordinator = Coordinator::start(CoordinatorOptions {
+        discord: DiscordEndpoint::Simulator(sim.rest_proxy()),
+        token: BotToken::new(sim.config().token.clone()),
+        cluster_token: ClusterToken::new("ops-test-token").unwrap(),
+        tls: None,
+        listen: loopback,
+        ops_listen: loopback,
+        data_dir: coordinator_dir.path().to_owned(),
+        shards: None,
+        heartbeat_interval: Duration::from_millis(500),
+        failure_timeout: Duration::from_secs(5),
+        min_nodes: 1,
+        formation_grace: Duration::from_secs(10),
+        max_moves: 4,
+        lease_ttl: Duration::from_secs(2),
     })
+    .await
+    .unwrap();
+    assert_eq!(http_get(coordinator.ops_addr(), "/healthz").await.0, 200);
+    wait_until("the coordinator leads", || async {
+        http_get(coordinator.ops_addr(), "/readyz").await.0 == 200
+    })
+    .await;
+
+    // Each exposition: promtool's lint; then the catalog, both ways, over both.
+    let targets = [
+        ("node", node.ops_addr(), "protonn-node-0"),
+        (
+            "coordinator",
+            coordinator.ops_addr(),
+            "protonn-coordinator-0",
+        ),
+    ];
+    let mut expositions = Vec::new();
+    for (target, addr, _) in targets {
+        let (status, exposition) = http_get(addr, "/metrics").await;
+        assert_eq!(status, 200, "{target} /metrics");
+        let mut lint = Command::new(&tools.promtool)
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        lint.stdin
+            .take()
+            .unwrap()
+            .write_all(exposition.as_bytes())
+            .unwrap();
+        let lint = lint.wait_with_output().unwrap();
+        if !lint.status.success() {
+            problems.push(format!(
+                "promtool check metrics on the {target}'s /metrics: {}{}",
+                String::from_utf8_lossy(&lint.stdout),
+                String::from_utf8_lossy(&lint.stderr)
+            ));
+        }
+        expositions.push((target, Exposition::parse(&exposition)));
+        if target == "coordinator" && !exposition.contains("\nprotonn_coordinator_leader 1\n") {
+            problems.push("the leading coordinator's protonn_coordinator_leader is not 1".into());
+        }
+    }
+    problems.extend(catalog.compare(&expositions));
+
+    // Prometheus on loopback, scraping both every second and evaluating the rules.
+    let prom = Prometheus::start(&tools, &targets, &dashboards.join("alerts.yml"));
+    wait_until(
+        "Prometheus has scraped both targets several times",
+        || async {
+            let found = prom
+                .query(
+                    "count(count_over_time(up{job=\"protonn\"}[1m]) >= 5 \
+                 and up{job=\"protonn\"} == 1) == 2",
+                )
+                .await;
+            found.is_ok_and(|result| !result.is_empty())
+        },
+    )
     .await;
 
     let mut report = Vec::new();
@@ -140,6 +195,7 @@ async fn dashboards_alerts_and_catalog_hold_against_a_real_prometheus() {
 
     println!("ops check:\n  {}", report.join("\n  "));
     prom.stop();
+    drop(coordinator);
     node.shutdown().await;
     sim.shutdown().await;
     assert!(
@@ -500,52 +556,61 @@ impl Catalog {
         Ok(planned)
     }
 
-    /// What differs between the catalog and what a node exports.
-    fn compare(&self, exported: &Exposition) -> Vec<String> {
+    /// What differs between the catalog and what the targets export: each exported metric
+    /// must be catalogued as it is exported; each one marked `exists`, exported by a target.
+    fn compare(&self, targets: &[(&str, Exposition)]) -> Vec<String> {
         let mut problems = Vec::new();
-        for (name, family) in &exported.families {
-            let Some(entry) = self.entries.get(name) else {
-                problems.push(format!(
-                    "/metrics exports {name}, which is not in docs/metrics.md"
-                ));
-                continue;
-            };
-            if entry.planned {
-                problems.push(format!(
-                    "{name} is exported but marked planned in docs/metrics.md: mark it exists"
-                ));
-            }
-            if family.help.is_empty() {
-                problems.push(format!("{name} has no description (# HELP)"));
-            }
-            if family.kind != entry.kind {
-                problems.push(format!(
-                    "{name} is a {} on /metrics, a {} in the catalog",
-                    family.kind, entry.kind
-                ));
-            }
-            for labels in &family.label_sets {
-                if *labels != entry.labels {
+        for (target, exported) in targets {
+            for (name, family) in &exported.families {
+                let Some(entry) = self.entries.get(name) else {
                     problems.push(format!(
-                        "{name} has labels {labels:?} on /metrics, {:?} in the catalog",
-                        entry.labels
+                        "the {target}'s /metrics exports {name}, which is not in docs/metrics.md"
                     ));
-                    break;
+                    continue;
+                };
+                if entry.planned {
+                    problems.push(format!(
+                        "{name} is exported by the {target} but marked planned in docs/metrics.md: \
+                         mark it exists"
+                    ));
                 }
-            }
-            if let Some(buckets) = &entry.buckets
-                && family.buckets != *buckets
-            {
-                problems.push(format!(
-                    "{name} has buckets {:?} on /metrics, {buckets:?} in the catalog",
-                    family.buckets
-                ));
+                if family.help.is_empty() {
+                    problems.push(format!("{name} has no description (# HELP)"));
+                }
+                if family.kind != entry.kind {
+                    problems.push(format!(
+                        "{name} is a {} on the {target}'s /metrics, a {} in the catalog",
+                        family.kind, entry.kind
+                    ));
+                }
+                for labels in &family.label_sets {
+                    if *labels != entry.labels {
+                        problems.push(format!(
+                            "{name} has labels {labels:?} on the {target}'s /metrics, {:?} in \
+                             the catalog",
+                            entry.labels
+                        ));
+                        break;
+                    }
+                }
+                if let Some(buckets) = &entry.buckets
+                    && family.buckets != *buckets
+                {
+                    problems.push(format!(
+                        "{name} has buckets {:?} on the {target}'s /metrics, {buckets:?} in the \
+                         catalog",
+                        family.buckets
+                    ));
+                }
             }
         }
         for (name, entry) in &self.entries {
-            if !entry.planned && !exported.families.contains_key(name) {
+            let served = targets
+                .iter()
+                .any(|(_, exported)| exported.families.contains_key(name));
+            if !entry.planned && !served {
                 problems.push(format!(
-                    "{name} is marked exists in docs/metrics.md but not on /metrics"
+                    "{name} is marked exists in docs/metrics.md but on no target's /metrics"
                 ));
             }
         }
@@ -711,17 +776,22 @@ struct Prometheus {
 }
 
 impl Prometheus {
-    fn start(tools: &Tools, target: SocketAddr, rules: &Path) -> Self {
+    /// Scrapes each `(_, address, pod)` of `targets`.
+    fn start(tools: &Tools, targets: &[(&str, SocketAddr, &str)], rules: &Path) -> Self {
         let dir = tempfile::tempdir().unwrap();
         // The static labels stand in for what a Kubernetes ServiceMonitor adds.
-        let config = format!(
+        let mut config = format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
              rule_files:\n  - {rules}\n\
-             scrape_configs:\n  - job_name: protonn\n    static_configs:\n\
-             \x20     - targets: ['{target}']\n\
-             \x20       labels: {{namespace: protonn-e2e, pod: protonn-node-0}}\n",
+             scrape_configs:\n  - job_name: protonn\n    static_configs:\n",
             rules = rules.display()
         );
+        for (_, target, pod) in targets {
+            config.push_str(&format!(
+                "      - targets: ['{target}']\n\
+                 \x20       labels: {{namespace: protonn-e2e, pod: {pod}}}\n"
+            ));
+        }
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config).unwrap();
         let addr = {
