@@ -253,7 +253,10 @@ impl Agent {
                     return;
                 }
             };
-            match self.attached(&reply, &epochs, &mut rates).await {
+            match self
+                .attached(&reply, &epochs, &mut rates, &mut cut_off_since)
+                .await
+            {
                 Ok(()) => pause = RETRY_START,
                 Err(status) => {
                     tracing::warn!(error = %status, "coordinator link lost; reattaching")
@@ -272,6 +275,7 @@ impl Agent {
         reply: &pb::RegisterReply,
         epochs: &Epochs,
         rates: &mut Rates,
+        cut_off_since: &mut Option<Instant>,
     ) -> Result<(), tonic::Status> {
         let (reports, outbound) = mpsc::channel(64);
         let hello = pb::node_report::Report::Hello(pb::Hello {
@@ -294,6 +298,7 @@ impl Agent {
             epoch = reply.leader_epoch,
             "attached to the coordinator"
         );
+        *cut_off_since = None;
         let mut heartbeat = tokio::time::interval(Duration::from_millis(u64::from(
             reply.heartbeat_interval_ms.max(10),
         )));

@@ -24,7 +24,7 @@ pub(crate) const HANDOFF_SECONDS: &str = "protonn_cluster_handoff_duration_secon
 pub(crate) const HANDOFF_BUCKETS: [f64; 9] = [0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0];
 /// Handoffs by `outcome` (one of [`HANDOFF_OUTCOMES`]).
 pub(crate) const HANDOFFS: &str = "protonn_cluster_handoffs_total";
-pub(crate) const HANDOFF_OUTCOMES: [&str; 2] = ["handed_over", "refused"];
+pub(crate) const HANDOFF_OUTCOMES: [&str; 3] = ["handed_over", "refused", "timed_out"];
 
 pub(crate) fn describe() {
     describe_gauge!(

@@ -97,7 +97,7 @@ struct ShardEntry {
 struct Drain {
     node_id: u64,
     /// Shards the node held when the drain began.
-    moving: u32,
+    held: u32,
     reply: oneshot::Sender<Result<u32, Status>>,
 }
 
@@ -285,7 +285,7 @@ impl Control {
                         let owned = self.owned_by(node_id) as u32;
                         self.drains.push(Drain {
                             node_id,
-                            moving: owned,
+                            held: owned,
                             reply,
                         });
                         self.rebalance().await?;
@@ -518,6 +518,9 @@ impl Control {
 
     async fn tick(&mut self) -> Result<(), StorageError> {
         self.detect_lost().await?;
+        self.expire_moves();
+        // Callers that gave up (their deadline passed) need no answer.
+        self.calls.retain(|_, call| !call.reply.is_closed());
         if !self.formed {
             let attached = self.nodes.values().filter(|n| n.link.is_some()).count();
             self.formed = attached >= self.settings.min_nodes
@@ -529,6 +532,25 @@ impl Control {
         self.answer_drains();
         self.publish();
         Ok(())
+    }
+
+    /// A handoff whose release was never answered (the report was lost with a broken link)
+    /// is given up: the shard stays with its owner, and if the owner no longer runs it, the
+    /// next heartbeats place it again from its checkpoint.
+    fn expire_moves(&mut self) {
+        let timeout = self.settings.failure_timeout * 3;
+        for (shard_id, shard) in self.shards.iter_mut().enumerate() {
+            if shard
+                .moving
+                .as_ref()
+                .is_some_and(|m| m.since.elapsed() > timeout)
+            {
+                tracing::warn!(shard_id, "handoff not answered in time; given up");
+                counter!(HANDOFFS, "outcome" => "timed_out").increment(1);
+                shard.moving = None;
+                shard.assigned_at = Some(Instant::now());
+            }
+        }
     }
 
     async fn detect_lost(&mut self) -> Result<(), StorageError> {
@@ -656,7 +678,7 @@ impl Control {
             if self.nodes.contains_key(&drain.node_id) && self.owned_by(drain.node_id) > 0 {
                 self.drains.push(drain);
             } else {
-                let _ = drain.reply.send(Ok(drain.moving));
+                let _ = drain.reply.send(Ok(drain.held));
             }
         }
     }
