@@ -184,6 +184,36 @@ pub(crate) enum StoreCall {
     DumpRows,
 }
 
+impl StoreCall {
+    /// Calls that change nothing, safe to repeat after a connection broke mid-call.
+    fn is_read(&self) -> bool {
+        matches!(
+            self,
+            Self::LoadConfig { .. }
+                | Self::ConfigHistory { .. }
+                | Self::ListAudit { .. }
+                | Self::Usage { .. }
+                | Self::Account { .. }
+                | Self::Ticket { .. }
+                | Self::Tickets { .. }
+                | Self::Transcript { .. }
+                | Self::Workflow { .. }
+                | Self::Workflows { .. }
+                | Self::Subscription { .. }
+                | Self::SubscriptionsOfUser { .. }
+                | Self::Promo { .. }
+                | Self::RedemptionsOfUser { .. }
+                | Self::Nodes
+                | Self::Assignments
+                | Self::Checkpoint { .. }
+                | Self::Lease { .. }
+                | Self::ExportUser { .. }
+                | Self::ScheduledGuildDeletions
+                | Self::DumpRows
+        )
+    }
+}
+
 /// Runs `call` on the coordinator's `store`; the answer is the method's result as JSON.
 pub(crate) async fn serve(
     store: &dyn Store,
@@ -342,27 +372,31 @@ impl RemoteStore {
             attempts: 1,
             message,
         };
+        let read = call.is_read();
         let mut tries = 0;
         let answer = loop {
             tries += 1;
-            let mut client = self.link.storage_client().await.map_err(unavailable)?;
-            match client.call(request.clone()).await {
+            let answered = match self.link.storage_client().await {
+                Ok(mut client) => client.call(request.clone()).await,
+                Err(err) => Err(tonic::Status::unavailable(err)),
+            };
+            let status = match answered {
                 Ok(answer) => break answer.into_inner().answer,
-                // A standby refused it, or no leader was reachable: try the next coordinator.
-                // (A connection lost mid-call also reads as Unavailable; the retry may then
-                // repeat a write, which versioned and compare-and-set writes detect.)
-                Err(status)
-                    if status.code() == tonic::Code::Unavailable && tries < STANDBY_RETRIES =>
-                {
-                    self.link.next_coordinator();
-                    tokio::time::sleep(STANDBY_PAUSE).await;
-                }
-                // Anything else may or may not have been applied: the caller decides.
-                Err(status) => {
-                    self.link.next_coordinator();
-                    return Err(unavailable(status.to_string()));
-                }
+                Err(status) => status,
+            };
+            self.link.next_coordinator();
+            // Unavailable: a standby refused it or no leader was reachable, so it was not
+            // applied. Unknown: the connection broke mid-call, so a write may have been
+            // applied; only a read is safe to repeat.
+            let retry = match status.code() {
+                tonic::Code::Unavailable => true,
+                tonic::Code::Unknown => read,
+                _ => false,
+            };
+            if !retry || tries >= STANDBY_RETRIES {
+                return Err(unavailable(status.to_string()));
             }
+            tokio::time::sleep(STANDBY_PAUSE).await;
         };
         let answer: Result<serde_json::Value, WireError> = serde_json::from_slice(&answer)
             .map_err(|err| unavailable(format!("unreadable answer: {err}")))?;

@@ -391,8 +391,10 @@ impl Control {
                 );
             }
         }
-        // Shards given to this node that it does not run, a few heartbeats on, run nowhere.
-        let grace = self.settings.heartbeat_interval * 4;
+        // Shards given to this node that it still does not run a failure timeout later run
+        // nowhere (a start that never arrived, or a node that stopped them when cut off).
+        // Sooner would race a slow start, and place the shard twice.
+        let grace = self.settings.failure_timeout;
         for (shard_id, shard) in self.shards.iter_mut().enumerate() {
             let missing = shard.owner == Some(node_id)
                 && shard.moving.is_none()
