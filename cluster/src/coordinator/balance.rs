@@ -9,6 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// Smallest narrowing of the heaviest–lightest gap worth a handoff.
 const MIN_GAIN: f64 = 1.0;
+/// Below this mean rate (events/s per shard) traffic is noise, such as the tail of a
+/// smoothed startup burst, and shard counts alone decide.
+const MIN_MEAN_RATE: f64 = 1.0;
 /// A busy shard counts as at most this many average shards: one hot shard must not pin a
 /// node as "full".
 const MAX_TRAFFIC_SHARE: f64 = 4.0;
@@ -48,7 +51,7 @@ pub(crate) fn plan(
         total / shards.len().max(1) as f64
     };
     let cost = |shard: &ShardLoad| {
-        if mean_rate > 0.0 {
+        if mean_rate >= MIN_MEAN_RATE {
             1.0 + (shard.events_per_sec.max(0.0) / mean_rate).min(MAX_TRAFFIC_SHARE)
         } else {
             1.0
@@ -258,6 +261,11 @@ mod tests {
         }
         let steps = plan(&nodes(&[1, 2]), &shards, 8);
         assert!(!steps.is_empty(), "skewed load moves shards");
+        // The same skew at a trickle is noise: equal counts stay.
+        for shard in &mut shards[..4] {
+            shard.events_per_sec = 0.001;
+        }
+        assert_eq!(plan(&nodes(&[1, 2]), &shards, 8), []);
         // Balanced counts with a little noise in the rates: nothing moves.
         let mut calm = idle(
             &(0..8)

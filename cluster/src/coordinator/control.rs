@@ -30,6 +30,9 @@ pub(crate) struct ControlSettings {
     pub(crate) max_moves: usize,
 }
 
+/// Weight of a new events/s reading in a shard's smoothed rate (per heartbeat).
+const RATE_SMOOTHING: f64 = 0.2;
+
 pub(crate) type InstructionTx = mpsc::Sender<Result<pb::Instruction, Status>>;
 
 pub(crate) enum ControlMsg {
@@ -353,8 +356,15 @@ impl Control {
             };
             running.insert(report.shard_id);
             if shard.owner == Some(node_id) && report.epoch == shard.epoch {
+                let was_ready = shard.ready;
                 shard.ready = report.phase == "ready";
-                shard.events_per_sec = report.events_per_sec;
+                // Smoothed, and only from a shard that was already running: a shard's first
+                // report after a move reads 0 events/s, which would make it look idle and
+                // move shards back and forth.
+                if was_ready && shard.ready {
+                    shard.events_per_sec +=
+                        RATE_SMOOTHING * (report.events_per_sec - shard.events_per_sec);
+                }
                 if let Some(checkpoint) = report.checkpoint {
                     // Keep the previous checkpoint of the same session as the resume point.
                     let previous = shard.latest.replace(checkpoint.clone());
