@@ -1,14 +1,15 @@
 //! The `protonn` command line.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use protonn_actors::RuntimeConfig;
 use protonn_shard::BotToken;
+use protonn_sim::SimConfig;
 
 use crate::config::{CLUSTER_TOKEN_ENV, NODE_NAME_ENV, TOKEN_ENV};
 use crate::{
@@ -64,12 +65,76 @@ enum Command {
         #[arg(long, default_value = "60s", value_parser = parse_duration)]
         timeout: Duration,
     },
-    /// The Discord simulator on its own.
+    /// The Discord simulator on its own: `[sim]` from the config, or a scenario file, with
+    /// the flags below over either.
     Sim {
         /// Address to serve the simulated gateway and REST API on.
         #[arg(long, default_value = "127.0.0.1:7878")]
         listen: SocketAddr,
+        /// TOML file holding a simulator config (the fields of `[sim]`, at its top level),
+        /// used instead of `[sim]`; fields it omits take the simulator's defaults.
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+        #[command(flatten)]
+        overrides: SimOverrides,
     },
+}
+
+/// `protonn sim` flags that override single fields of the simulator config.
+#[derive(Debug, Default, Args)]
+struct SimOverrides {
+    /// Shard count Discord recommends and requires (`shards`).
+    #[arg(long)]
+    shards: Option<u32>,
+    /// `session_start_limit.max_concurrency` (`max_concurrency`).
+    #[arg(long)]
+    max_concurrency: Option<u32>,
+    /// Generated guilds (`guilds`).
+    #[arg(long)]
+    guilds: Option<u32>,
+    /// Background MESSAGE_CREATEs per second over all guilds (`messages_per_sec`).
+    #[arg(long)]
+    messages_per_sec: Option<f64>,
+    /// Seed of the world, the traffic and the random faults (`seed`).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Multiplier of every Discord time window, 0.01 for fast tests (`time_scale`).
+    #[arg(long)]
+    time_scale: Option<f64>,
+}
+
+/// The config `protonn sim` runs: the scenario file if given, else `[sim]`, with the flags
+/// over it, validated before anything starts.
+fn sim_config(
+    sim: SimConfig,
+    scenario: Option<&Path>,
+    overrides: &SimOverrides,
+) -> anyhow::Result<SimConfig> {
+    let mut config = match scenario {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the scenario {}", path.display()))?;
+            toml::from_str(&text)
+                .with_context(|| format!("parsing the scenario {}", path.display()))?
+        }
+        None => sim,
+    };
+    let SimOverrides {
+        shards,
+        max_concurrency,
+        guilds,
+        messages_per_sec,
+        seed,
+        time_scale,
+    } = *overrides;
+    config.shards = shards.unwrap_or(config.shards);
+    config.max_concurrency = max_concurrency.unwrap_or(config.max_concurrency);
+    config.guilds = guilds.unwrap_or(config.guilds);
+    config.messages_per_sec = messages_per_sec.unwrap_or(config.messages_per_sec);
+    config.seed = seed.unwrap_or(config.seed);
+    config.time_scale = time_scale.unwrap_or(config.time_scale);
+    config.validate().context("the simulator config")?;
+    Ok(config)
 }
 
 pub fn main() -> ExitCode {
@@ -121,9 +186,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             telemetry::init_logging("warn");
             drain(config, node, coordinators, timeout).await
         }
-        Command::Sim { listen } => {
+        Command::Sim {
+            listen,
+            scenario,
+            overrides,
+        } => {
+            let sim = sim_config(config.sim, scenario.as_deref(), &overrides)?;
             telemetry::init_logging("info");
-            demo::sim_only(config.sim, listen).await
+            demo::sim_only(sim, listen).await
         }
     }
 }
@@ -294,5 +364,127 @@ pub(crate) async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         () = terminate => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `sim` subcommand's scenario and overrides, as parsed from `args`.
+    fn sim_args(args: &[&str]) -> (Option<PathBuf>, SimOverrides) {
+        let cli = Cli::try_parse_from(["protonn", "sim"].iter().chain(args)).unwrap();
+        match cli.command {
+            Some(Command::Sim {
+                scenario,
+                overrides,
+                ..
+            }) => (scenario, overrides),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    fn error(result: anyhow::Result<SimConfig>) -> String {
+        format!("{:#}", result.unwrap_err())
+    }
+
+    #[test]
+    fn flags_override_the_sim_section() {
+        let (scenario, overrides) = sim_args(&[
+            "--shards",
+            "8",
+            "--max-concurrency",
+            "4",
+            "--guilds",
+            "100",
+            "--messages-per-sec",
+            "2.5",
+            "--seed",
+            "9",
+            "--time-scale",
+            "0.01",
+        ]);
+        let base = Config::default().sim;
+        let config = sim_config(base.clone(), scenario.as_deref(), &overrides).unwrap();
+        assert_eq!(
+            (
+                config.shards,
+                config.max_concurrency,
+                config.guilds,
+                config.seed
+            ),
+            (8, 4, 100, 9)
+        );
+        assert_eq!((config.messages_per_sec, config.time_scale), (2.5, 0.01));
+        assert_eq!(config.command_share, base.command_share);
+        // No flags: `[sim]` as it is.
+        let (scenario, overrides) = sim_args(&[]);
+        let config = sim_config(base.clone(), scenario.as_deref(), &overrides).unwrap();
+        assert_eq!(
+            (config.shards, config.guilds, config.messages_per_sec),
+            (base.shards, base.guilds, base.messages_per_sec)
+        );
+    }
+
+    #[test]
+    fn a_scenario_replaces_the_sim_section_and_flags_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("scenario.toml");
+        std::fs::write(
+            &path,
+            "shards = 2\nguilds = 50\n[rest_limits.invalid_requests]\nlimit = 10\nper_ms = 1000\n\
+             [random_rest_faults]\nshare = 0.1\n",
+        )
+        .unwrap();
+        let path_arg = path.to_str().unwrap();
+        let (scenario, overrides) = sim_args(&["--scenario", path_arg, "--guilds", "60"]);
+        let config = sim_config(Config::default().sim, scenario.as_deref(), &overrides).unwrap();
+        assert_eq!((config.shards, config.guilds), (2, 60));
+        assert_eq!(config.rest_limits.invalid_requests.limit, 10);
+        assert_eq!(config.random_rest_faults.share, 0.1);
+        // Fields the scenario omits are the simulator's defaults, not `[sim]`'s.
+        assert_eq!(
+            config.messages_per_sec,
+            SimConfig::default().messages_per_sec
+        );
+    }
+
+    #[test]
+    fn bad_scenarios_and_flags_are_refused_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let typo = dir.path().join("typo.toml");
+        std::fs::write(&typo, "shardz = 2\n").unwrap();
+        let message = error(sim_config(
+            SimConfig::default(),
+            Some(&typo),
+            &SimOverrides::default(),
+        ));
+        assert!(message.contains("parsing the scenario"), "{message}");
+        assert!(message.contains("shardz"), "{message}");
+
+        let missing = dir.path().join("missing.toml");
+        let message = error(sim_config(
+            SimConfig::default(),
+            Some(&missing),
+            &SimOverrides::default(),
+        ));
+        assert!(message.contains("reading the scenario"), "{message}");
+
+        for (flag, value, field) in [
+            ("--shards", "0", "shards"),
+            ("--time-scale", "0", "time_scale"),
+            ("--messages-per-sec", "-1", "messages_per_sec"),
+            ("--max-concurrency", "0", "max_concurrency"),
+        ] {
+            // `=` so that clap takes `-1` as a value, not a flag.
+            let (scenario, overrides) = sim_args(&[&format!("{flag}={value}")]);
+            let message = error(sim_config(
+                SimConfig::default(),
+                scenario.as_deref(),
+                &overrides,
+            ));
+            assert!(message.contains(&format!("`{field}`")), "{message}");
+        }
+        assert!(Cli::try_parse_from(["protonn", "sim", "--shards", "many"]).is_err());
     }
 }

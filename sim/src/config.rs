@@ -7,7 +7,7 @@ use twilight_model::gateway::Intents;
 
 use crate::error::SimError;
 use crate::faults::{Fault, RandomFaults};
-use crate::ratelimit::RestLimits;
+use crate::ratelimit::{RandomRestFaults, RestLimits};
 
 /// Simulator settings. Every field has a default, so a config file names only
 /// what it changes; unknown fields are rejected so typos do not pass silently.
@@ -64,9 +64,11 @@ pub struct SimConfig {
     pub replay_events: usize,
     /// Faults at random.
     pub random_faults: RandomFaults,
-    /// REST rate limits (windows scaled by `time_scale`); Discord's by
-    /// default.
+    /// REST rate limits and the invalid-request ban (windows scaled by
+    /// `time_scale`); Discord's by default.
     pub rest_limits: RestLimits,
+    /// REST faults (429s, 5xx) at random; off by default.
+    pub random_rest_faults: RandomRestFaults,
     /// Roles, emojis and large guilds, beyond `channels_per_guild` and
     /// `members_per_guild`.
     pub shape: GuildShape,
@@ -286,6 +288,7 @@ impl Default for SimConfig {
             replay_events: 10_000,
             random_faults: RandomFaults::default(),
             rest_limits: RestLimits::default(),
+            random_rest_faults: RandomRestFaults::default(),
             shape: GuildShape::default(),
             mix: EventMix::default(),
         }
@@ -423,8 +426,11 @@ impl SimConfig {
         {
             return invalid("mix.weights", "must be finite, >= 0, and not all 0");
         }
-        if let Some(field) = self.rest_limits.invalid() {
-            return invalid(field, "limit must be in 1..=65535 and per_ms at least 1");
+        if let Some((field, reason)) = self.rest_limits.invalid() {
+            return invalid(field, reason);
+        }
+        if let Some((field, reason)) = self.random_rest_faults.invalid() {
+            return invalid(field, &reason);
         }
         Ok(())
     }
@@ -463,6 +469,7 @@ impl fmt::Debug for SimConfig {
             .field("replay_events", &self.replay_events)
             .field("random_faults", &self.random_faults)
             .field("rest_limits", &self.rest_limits)
+            .field("random_rest_faults", &self.random_rest_faults)
             .field("shape", &self.shape)
             .field("mix", &self.mix)
             .finish()
@@ -568,6 +575,26 @@ mod tests {
                     ..base.clone()
                 },
                 "random_faults.per_minute",
+            ),
+            (
+                SimConfig {
+                    rest_limits: RestLimits {
+                        ban_ms: 0,
+                        ..RestLimits::default()
+                    },
+                    ..base.clone()
+                },
+                "rest_limits.ban_ms",
+            ),
+            (
+                SimConfig {
+                    random_rest_faults: RandomRestFaults {
+                        share: f64::NAN,
+                        ..RandomRestFaults::default()
+                    },
+                    ..base.clone()
+                },
+                "random_rest_faults.share",
             ),
         ];
         for (config, field) in cases {

@@ -103,8 +103,15 @@ pub struct RestRecord {
     pub bucket: Option<String>,
     /// `x-ratelimit-scope` of a 429; `None` on every other status.
     pub rate_limit_scope: Option<RateLimitScope>,
-    /// The response was a scripted [`RestFault`](crate::RestFault).
+    /// The response was a [`RestFault`](crate::RestFault), scripted or
+    /// drawn at random ([`RandomRestFaults`](crate::RandomRestFaults)).
     pub injected: bool,
+    /// Counted towards the invalid-request limit: a 401, a 403, or a 429
+    /// not of scope `shared`.
+    pub invalid: bool,
+    /// Refused by the invalid-request ban (a 429 without rate limit
+    /// headers); not counted as invalid itself.
+    pub banned: bool,
 }
 
 /// Everything recorded, or a page of it (`GET /sim/ledger?after_dispatch=N&after_gateway=M&after_rest=K&after_identify=L`
@@ -155,8 +162,16 @@ pub struct SimStats {
     pub rate_limited_route: u64,
     /// 429s with scope `shared` (only scripted).
     pub rate_limited_shared: u64,
-    /// REST responses that were scripted faults (429 or 5xx).
+    /// REST responses that were injected faults, scripted or random (429
+    /// or 5xx).
     pub rest_faults: u64,
+    /// Responses counted towards the invalid-request limit (401, 403, 429
+    /// not of scope `shared`); the ban's own 429s are not.
+    pub invalid_requests: u64,
+    /// Requests refused by the invalid-request ban.
+    pub banned_requests: u64,
+    /// The invalid-request ban is on now.
+    pub rest_banned: bool,
     /// Interactions issued.
     pub interactions: u64,
     /// Interactions whose callback came within the deadline.
@@ -183,6 +198,8 @@ struct Counters {
     rate_limited_route: AtomicU64,
     rate_limited_shared: AtomicU64,
     rest_faults: AtomicU64,
+    invalid_requests: AtomicU64,
+    banned_requests: AtomicU64,
 }
 
 /// Where a page of the ledger starts, per list.
@@ -267,8 +284,14 @@ impl Ledger {
         if reply {
             self.counters.replies.fetch_add(1, Ordering::Relaxed);
         }
-        if record.injected {
-            self.counters.rest_faults.fetch_add(1, Ordering::Relaxed);
+        for (set, counter) in [
+            (record.injected, &self.counters.rest_faults),
+            (record.invalid, &self.counters.invalid_requests),
+            (record.banned, &self.counters.banned_requests),
+        ] {
+            if set {
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
         }
         let limited = match record.rate_limit_scope {
             Some(RateLimitScope::Global) => Some(&self.counters.rate_limited_global),
@@ -316,8 +339,9 @@ impl Ledger {
         }
     }
 
-    /// Counters; `ready_shards` and the interaction counts are filled in by
-    /// the caller, who knows the sessions and the interactions.
+    /// Counters; `ready_shards`, `rest_banned` and the interaction counts
+    /// are filled in by the caller, who knows the sessions, the ban and the
+    /// interactions.
     pub(crate) fn stats(&self) -> SimStats {
         let c = &self.counters;
         SimStats {
@@ -336,6 +360,9 @@ impl Ledger {
             rate_limited_route: c.rate_limited_route.load(Ordering::Relaxed),
             rate_limited_shared: c.rate_limited_shared.load(Ordering::Relaxed),
             rest_faults: c.rest_faults.load(Ordering::Relaxed),
+            invalid_requests: c.invalid_requests.load(Ordering::Relaxed),
+            banned_requests: c.banned_requests.load(Ordering::Relaxed),
+            rest_banned: false,
             interactions: 0,
             interactions_in_time: 0,
             interactions_late: 0,

@@ -25,7 +25,8 @@
 //! | `session` | sessions per shard: sequence, replay buffer, attached connection |
 //! | `gateway` | websocket connections: HELLO, heartbeat, IDENTIFY and its validation, RESUME, send limits, latency, writes |
 //! | `rest` | `/api/v10` routes, auth, Discord error bodies |
-//! | `ratelimit` | per-route buckets, the global limit, `x-ratelimit-*` headers, 429s, scripted REST faults ([`RestFault`]) |
+//! | `ratelimit` | per-route buckets, the global limit, `x-ratelimit-*` headers, 429s, REST faults scripted ([`RestFault`]) or at random ([`RandomRestFaults`]) |
+//! | `ban` | the invalid-request limit (401/403/429 per 10 min) and the REST ban it earns |
 //! | `interactions` | issued interactions: one answer each, the 3 s deadline, the 15 min token |
 //! | `control` | the `/sim` HTTP API |
 //! | `ledger` | what was delivered and received ([`LedgerSnapshot`], [`SimStats`]) |
@@ -64,6 +65,11 @@
 //!   route, the global limit; a refused one spends nothing and gets
 //!   Discord's 429. Every such response carries the `x-ratelimit-*`
 //!   headers. Every 429 is in the ledger with its scope and bucket.
+//! - **Invalid-request ban.** Every REST response with 401, 403 or a 429
+//!   not of scope `shared` counts; `rest_limits.invalid_requests` of them
+//!   within its window ban every REST request (any route, any token) for
+//!   `rest_limits.ban_ms`. Banned requests reach no route, limiter or
+//!   fault, and do not count themselves.
 //! - **Time.** Every Discord window goes through the clock's time scale;
 //!   ledger timestamps are unscaled milliseconds since start.
 //! - **Isolation.** This crate imports no other project crate.
@@ -81,6 +87,7 @@
 //! # }
 //! ```
 
+mod ban;
 mod clock;
 mod config;
 mod control;
@@ -108,6 +115,8 @@ pub use ledger::{
     DispatchRecord, GatewayEventKind, GatewayRecord, IdentifyOutcome, IdentifyRecord,
     LedgerSnapshot, RestRecord, SimStats,
 };
-pub use ratelimit::{RateLimit, RateLimitScope, RestFault, RestFaultResponse, RestLimits};
+pub use ratelimit::{
+    RandomRestFaults, RateLimit, RateLimitScope, RestFault, RestFaultResponse, RestLimits,
+};
 pub use server::{SimHandle, Simulator};
 pub use world::GuildInfo;

@@ -16,6 +16,8 @@ use axum::body::Body;
 use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::time::Instant;
@@ -45,6 +47,13 @@ pub struct RestLimits {
     /// Every other route, per route. Discord does not document these; the
     /// default equals the global limit so it never binds first.
     pub other_routes: RateLimit,
+    /// Discord's invalid-request limit: this many 401, 403 and 429
+    /// responses (429s of scope `shared` excepted) within `per_ms` ban the
+    /// client from REST; 10,000 per 10 min.
+    pub invalid_requests: RateLimit,
+    /// How long such a ban lasts (scaled). Discord does not say; an hour is
+    /// what bot authors report.
+    pub ban_ms: u64,
 }
 
 impl Default for RestLimits {
@@ -66,23 +75,30 @@ impl Default for RestLimits {
                 limit: 50,
                 per_ms: 1000,
             },
+            invalid_requests: RateLimit {
+                limit: 10_000,
+                per_ms: 600_000,
+            },
+            ban_ms: 3_600_000,
         }
     }
 }
 
 impl RestLimits {
-    /// The first invalid limit: twilight reads limits as `u16`, and a zero
-    /// limit or window would refuse everything.
-    pub(crate) fn invalid(&self) -> Option<&'static str> {
-        [
+    /// The first invalid field and why: twilight reads limits as `u16`, and
+    /// a zero limit or window would refuse everything.
+    pub(crate) fn invalid(&self) -> Option<(&'static str, &'static str)> {
+        let limit = [
             ("rest_limits.global", self.global),
             ("rest_limits.channel_messages", self.channel_messages),
             ("rest_limits.interactions", self.interactions),
             ("rest_limits.other_routes", self.other_routes),
+            ("rest_limits.invalid_requests", self.invalid_requests),
         ]
         .into_iter()
         .find(|(_, l)| l.limit == 0 || l.limit > u32::from(u16::MAX) || l.per_ms == 0)
-        .map(|(name, _)| name)
+        .map(|(name, _)| (name, "limit must be in 1..=65535 and per_ms at least 1"));
+        limit.or_else(|| (self.ban_ms == 0).then_some(("rest_limits.ban_ms", "must be at least 1")))
     }
 }
 
@@ -414,16 +430,24 @@ pub enum RestFaultResponse {
     ServerError { status: u16 },
 }
 
+impl RestFaultResponse {
+    /// Why Discord could not send this, if it could not.
+    pub(crate) fn invalid(&self) -> Option<String> {
+        match *self {
+            Self::ServerError { status } if ![500, 502, 503].contains(&status) => {
+                Some(format!("status {status} is not one of 500, 502, 503"))
+            }
+            _ => None,
+        }
+    }
+}
+
 impl RestFault {
     /// Why Discord could not send this, if it could not.
     pub(crate) fn invalid(&self) -> Option<String> {
-        match self.response {
-            RestFaultResponse::ServerError { status } if ![500, 502, 503].contains(&status) => {
-                Some(format!("status {status} is not one of 500, 502, 503"))
-            }
-            _ if self.count == 0 => Some("count must be at least 1".to_owned()),
-            _ => None,
-        }
+        self.response
+            .invalid()
+            .or_else(|| (self.count == 0).then(|| "count must be at least 1".to_owned()))
     }
 }
 
@@ -468,6 +492,92 @@ impl RestFaults {
             queue.remove(index);
         }
         Some(response)
+    }
+}
+
+/// REST faults at random: each request to a known route that no scripted
+/// fault took gets one of `faults` (uniformly) with probability `share`,
+/// drawn from the simulator's `seed`, so the same requests in the same order
+/// get the same faults. Like scripted ones they spend no rate limit and are
+/// recorded with `injected`; `retry_after_ms` is not scaled.
+///
+/// As TOML: `random_rest_faults = { share = 0.02, faults = [{ kind =
+/// "server_error", status = 503 }] }`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RandomRestFaults {
+    /// Fraction of requests (0..=1) that get a fault; 0 disables them.
+    pub share: f64,
+    /// What to draw from. The default: a 1 s 429 of each scope, and 500,
+    /// 502, 503.
+    pub faults: Vec<RestFaultResponse>,
+}
+
+impl Default for RandomRestFaults {
+    fn default() -> Self {
+        let limited = |scope| RestFaultResponse::RateLimited {
+            scope,
+            retry_after_ms: 1000,
+        };
+        Self {
+            share: 0.0,
+            faults: vec![
+                limited(RateLimitScope::User),
+                limited(RateLimitScope::Global),
+                limited(RateLimitScope::Shared),
+                RestFaultResponse::ServerError { status: 500 },
+                RestFaultResponse::ServerError { status: 502 },
+                RestFaultResponse::ServerError { status: 503 },
+            ],
+        }
+    }
+}
+
+impl RandomRestFaults {
+    /// The first reason the plan cannot run, if any.
+    pub(crate) fn invalid(&self) -> Option<(&'static str, String)> {
+        if !(0.0..=1.0).contains(&self.share) {
+            return Some(("random_rest_faults.share", "must be between 0 and 1".into()));
+        }
+        if self.share > 0.0 && self.faults.is_empty() {
+            return Some((
+                "random_rest_faults.faults",
+                "must not be empty when share is above 0".into(),
+            ));
+        }
+        self.faults
+            .iter()
+            .find_map(RestFaultResponse::invalid)
+            .map(|reason| ("random_rest_faults.faults", reason))
+    }
+}
+
+/// The seeded draws of [`RandomRestFaults`], one per eligible request.
+#[derive(Debug)]
+pub(crate) struct RandomRestFaultSource {
+    plan: RandomRestFaults,
+    rng: Mutex<SmallRng>,
+}
+
+impl RandomRestFaultSource {
+    pub(crate) fn new(plan: RandomRestFaults, seed: u64) -> Self {
+        Self {
+            plan,
+            rng: Mutex::new(SmallRng::seed_from_u64(seed ^ 0x4e57_fa17)),
+        }
+    }
+
+    /// The fault for the next request, if it gets one.
+    pub(crate) fn draw(&self) -> Option<RestFaultResponse> {
+        let faults = &self.plan.faults;
+        if self.plan.share <= 0.0 || faults.is_empty() {
+            return None;
+        }
+        let mut rng = self.rng.lock().unwrap_or_else(PoisonError::into_inner);
+        if rng.random::<f64>() >= self.plan.share {
+            return None;
+        }
+        Some(faults[rng.random_range(0..faults.len())].clone())
     }
 }
 
@@ -522,6 +632,42 @@ mod tests {
         // The window ends GLOBAL_GRACE early.
         let later = now + Duration::from_millis(950);
         limiter.check(&key("99"), later).unwrap();
+    }
+
+    #[test]
+    fn random_faults_follow_the_seed() {
+        let plan = RandomRestFaults {
+            share: 0.2,
+            ..RandomRestFaults::default()
+        };
+        assert!(plan.invalid().is_none());
+        let draws = |seed| {
+            let source = RandomRestFaultSource::new(plan.clone(), seed);
+            (0..2000).map(|_| source.draw()).collect::<Vec<_>>()
+        };
+        let first = draws(7);
+        assert_eq!(first, draws(7));
+        assert_ne!(first, draws(8));
+        let faults = first.iter().flatten().count();
+        assert!((300..500).contains(&faults), "{faults} of 2000");
+        for kind in &plan.faults {
+            assert!(
+                first.iter().flatten().any(|f| f == kind),
+                "{kind:?} never drawn"
+            );
+        }
+        let off = RandomRestFaultSource::new(RandomRestFaults::default(), 7);
+        assert!((0..100).all(|_| off.draw().is_none()));
+        let bad = RandomRestFaults {
+            share: 0.1,
+            faults: vec![RestFaultResponse::ServerError { status: 504 }],
+        };
+        assert_eq!(bad.invalid().unwrap().0, "random_rest_faults.faults");
+        let bad = RandomRestFaults {
+            share: 1.5,
+            ..RandomRestFaults::default()
+        };
+        assert_eq!(bad.invalid().unwrap().0, "random_rest_faults.share");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::ban;
 use crate::interactions::Answer;
 use crate::ledger::RestRecord;
 use crate::payloads::{self, Author, MessageSpec};
@@ -123,18 +124,34 @@ pub(crate) async fn handle(
         bucket: None,
         rate_limit_scope: None,
         injected: false,
+        invalid: false,
+        banned: false,
     };
-    let outcome = match limited_route(&method, &segments) {
-        // Unknown routes and 401s carry no rate limit headers.
-        Some((key, needs_auth)) if authorized || !needs_auth => {
-            limited(&shared, &key, now, &mut record, || {
-                route(&shared, &method, &segments, uri.query(), authorized, &body)
-            })
+    let known = limited_route(&method, &segments);
+    let outcome = if let Some(left) = shared.invalid_requests.banned(now) {
+        // The ban stands in front of everything, as Cloudflare does.
+        record.banned = true;
+        let route = known.as_ref().map_or("unknown", |(key, _)| key.route);
+        Outcome::new(route, ban::banned_response(left))
+    } else {
+        match known {
+            // Unknown routes and 401s carry no rate limit headers.
+            Some((key, needs_auth)) if authorized || !needs_auth => {
+                limited(&shared, &key, now, &mut record, || {
+                    route(&shared, &method, &segments, uri.query(), authorized, &body)
+                })
+            }
+            _ => route(&shared, &method, &segments, uri.query(), authorized, &body),
         }
-        _ => route(&shared, &method, &segments, uri.query(), authorized, &body),
     };
     record.route = outcome.route.to_owned();
     record.status = outcome.response.status().as_u16();
+    if !record.banned && ban::counts_as_invalid(record.status, record.rate_limit_scope) {
+        record.invalid = true;
+        if shared.invalid_requests.record(now) {
+            tracing::warn!("invalid-request limit reached: REST is banned");
+        }
+    }
     record.body = match body {
         RequestBody::Json(value) => Some(value),
         RequestBody::Empty | RequestBody::Malformed => None,
@@ -143,8 +160,9 @@ pub(crate) async fn handle(
     outcome.response
 }
 
-/// Serves a rate-limited route: a scripted fault if one is due, else a 429
-/// if a limit refuses it, else `serve` with the bucket's headers added.
+/// Serves a rate-limited route: a scripted fault if one is due, else a
+/// random one if drawn, else a 429 if a limit refuses it, else `serve` with
+/// the bucket's headers added.
 fn limited(
     shared: &Shared,
     key: &RouteKey,
@@ -157,7 +175,11 @@ fn limited(
         record.bucket = limited.bucket.as_ref().map(|b| b.bucket.clone());
         Outcome::new(key.route, ratelimit::too_many_requests(limited))
     };
-    if let Some(fault) = shared.rest_faults.take(key.route) {
+    let fault = shared
+        .rest_faults
+        .take(key.route)
+        .or_else(|| shared.random_rest_faults.draw());
+    if let Some(fault) = fault {
         record.injected = true;
         return match fault {
             RestFaultResponse::RateLimited {

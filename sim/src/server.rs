@@ -243,6 +243,15 @@ impl SimHandle {
         self.shared.ledger_snapshot(&LedgerPage::default())
     }
 
+    /// Whether the invalid-request ban is on: every REST request gets a 429
+    /// until it ends (also `rest_banned` in [`SimStats`]).
+    pub fn rest_banned(&self) -> bool {
+        self.shared
+            .invalid_requests
+            .banned(self.shared.clock.now())
+            .is_some()
+    }
+
     pub fn stats(&self) -> SimStats {
         self.shared.stats()
     }

@@ -11,6 +11,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, watch};
 use twilight_model::gateway::Intents;
 
+use crate::ban::InvalidRequests;
 use crate::clock::Clock;
 use crate::config::SimConfig;
 use crate::faults::Fault;
@@ -21,7 +22,7 @@ use crate::ledger::{
     GatewayEventKind, GatewayRecord, Ledger, LedgerPage, LedgerSnapshot, SimStats,
 };
 use crate::payloads::{self, Author, InteractionSpec, MessageSpec};
-use crate::ratelimit::{RateLimiter, RestFaults};
+use crate::ratelimit::{RandomRestFaultSource, RateLimiter, RestFaults};
 use crate::session::{Event, SessionRules, Sessions};
 use crate::snowflake::{IdGenerator, snowflake};
 use crate::world::World;
@@ -48,6 +49,9 @@ pub(crate) struct Shared {
     pub(crate) identify_limits: IdentifyLimits,
     pub(crate) rate_limiter: RateLimiter,
     pub(crate) rest_faults: RestFaults,
+    pub(crate) random_rest_faults: RandomRestFaultSource,
+    /// The invalid-request count and the ban it earns.
+    pub(crate) invalid_requests: InvalidRequests,
     /// The accepted token; replaceable at run time (an operator resetting it).
     token: RwLock<String>,
     message_ids: IdGenerator,
@@ -92,6 +96,11 @@ impl Shared {
             ),
             rate_limiter: RateLimiter::new(clock, config.rest_limits),
             rest_faults: RestFaults::default(),
+            random_rest_faults: RandomRestFaultSource::new(
+                config.random_rest_faults.clone(),
+                config.seed,
+            ),
+            invalid_requests: InvalidRequests::new(clock, &config.rest_limits),
             interactions: Interactions::new(clock, config.ledger_capacity),
             clock,
             ledger: Ledger::new(config.ledger_capacity),
@@ -159,6 +168,7 @@ impl Shared {
         let interactions = self.interactions.counts();
         SimStats {
             ready_shards: self.sessions.ready_shards(),
+            rest_banned: self.invalid_requests.banned(self.clock.now()).is_some(),
             interactions: interactions.issued,
             interactions_in_time: interactions.in_time,
             interactions_late: interactions.late,
