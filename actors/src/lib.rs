@@ -33,7 +33,7 @@ pub use error::{ActorsError, ConfigChangeError};
 pub use guild::{GuildActor, GuildMsg};
 pub use ingress::EventIngress;
 pub use observer::{EventObserver, HandledEvent};
-pub use replies::{Deferred, Replies};
+pub use replies::{Deferred, GlobalRateLimit, Replies};
 pub use router::{GuildRouter, RouterMsg, RouterStats, Services};
 pub use runtime::RuntimeConfig;
 pub use slash::slash_commands;

@@ -1,6 +1,6 @@
 //! Metric names of the actor runtime, described and pre-registered by [`describe`].
 
-use metrics::{Unit, counter, describe_counter, describe_gauge, gauge};
+use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
 
 use crate::commands::{COMMAND_LABELS, OUTCOME_LABELS};
 use crate::replies::{REST_OUTCOME_LABELS, REST_ROUTE_LABELS};
@@ -13,6 +13,12 @@ pub const COMMANDS_HANDLED: &str = "protonn_actors_commands_handled_total";
 pub const GUILD_FAILURES: &str = "protonn_actors_guild_failures_total";
 /// Discord REST requests sent, by `route` and `outcome`.
 pub const REST_REQUESTS: &str = "protonn_rest_requests_total";
+/// Time a REST request waited for a permit of the global rate limit (the node's share).
+pub const REST_PERMIT_WAIT: &str = "protonn_rest_permit_wait_seconds";
+/// Buckets of [`REST_PERMIT_WAIT`].
+pub const REST_PERMIT_WAIT_BUCKETS: [f64; 11] = [
+    0.001, 0.005, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 /// Guild actors started (first event, or rehydration after passivation).
 pub const GUILD_SPAWNS: &str = "protonn_actors_guild_spawns_total";
 /// Guild actors stopped by the runtime, by `reason` (one of [`PASSIVATION_REASONS`]).
@@ -48,6 +54,11 @@ pub fn describe() {
         REST_REQUESTS,
         Unit::Count,
         "Discord REST requests sent, by route and outcome."
+    );
+    describe_histogram!(
+        REST_PERMIT_WAIT,
+        Unit::Seconds,
+        "Time a REST request waited for a permit of the bot's global rate limit (this node's share)."
     );
     describe_counter!(
         GUILD_SPAWNS,

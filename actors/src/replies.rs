@@ -3,7 +3,10 @@
 use std::future::IntoFuture;
 use std::sync::Arc;
 
-use metrics::counter;
+use std::future::Future;
+use std::pin::Pin;
+
+use metrics::{counter, histogram};
 use twilight_http::error::ErrorType;
 use twilight_model::channel::message::{AllowedMentions, MessageFlags};
 use twilight_model::http::interaction::{
@@ -12,7 +15,7 @@ use twilight_model::http::interaction::{
 use twilight_model::id::Id;
 use twilight_model::id::marker::{ApplicationMarker, ChannelMarker, InteractionMarker};
 
-use crate::metrics::REST_REQUESTS;
+use crate::metrics::{REST_PERMIT_WAIT, REST_REQUESTS};
 
 /// Values of the `route` label of `protonn_rest_requests_total`.
 pub(crate) const REST_ROUTE_LABELS: [&str; 3] =
@@ -26,24 +29,37 @@ pub(crate) const REST_OUTCOME_LABELS: [&str; 5] = [
     "transport_error",
 ];
 
+/// Permits for REST requests under Discord's global limit (50 per second per bot, whatever
+/// the process): in a cluster every node holds a share. Interaction responses are exempt
+/// and do not ask.
+pub trait GlobalRateLimit: Send + Sync + 'static {
+    /// Resolves when one request may be sent.
+    fn permit(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+}
+
 /// Sends replies without making the caller wait: each request runs on its own task, so a
 /// slow REST round trip never holds up the guild actor that asked for it.
 #[derive(Clone)]
 pub struct Replies {
     http: Arc<twilight_http::Client>,
+    global: Arc<dyn GlobalRateLimit>,
 }
 
 impl Replies {
     /// `http` should be built with the bot token (its `Debug` redacts it) and, against the
-    /// simulator, with the simulator as proxy.
-    pub fn new(http: Arc<twilight_http::Client>) -> Self {
-        Self { http }
+    /// simulator, with the simulator as proxy. Messages wait for a `global` permit.
+    pub fn new(http: Arc<twilight_http::Client>, global: Arc<dyn GlobalRateLimit>) -> Self {
+        Self { http, global }
     }
 
     /// Posts `content` to a channel. Replies never ping anyone: they may echo user input.
     pub fn message(&self, channel_id: Id<ChannelMarker>, content: String) {
         let http = Arc::clone(&self.http);
+        let global = Arc::clone(&self.global);
         tokio::spawn(async move {
+            let asked = std::time::Instant::now();
+            global.permit().await;
+            histogram!(REST_PERMIT_WAIT).record(asked.elapsed().as_secs_f64());
             let no_pings = AllowedMentions::default();
             let request = http
                 .create_message(channel_id)

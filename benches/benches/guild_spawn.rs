@@ -23,8 +23,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use protonn_actors::{
-    DeadLetters, Departures, EventObserver, GuildRouter, HandledEvent, Replies, RouterMsg,
-    RuntimeConfig, Services,
+    DeadLetters, Departures, EventObserver, GlobalRateLimit, GuildRouter, HandledEvent, Replies,
+    RouterMsg, RuntimeConfig, Services,
 };
 use protonn_cluster::{DiscordEndpoint, Node, NodeOptions};
 use protonn_shard::{BotToken, ShardPhase};
@@ -66,6 +66,15 @@ impl EventObserver for Timestamps {
     }
 }
 
+/// The router benchmarks send no REST request: nothing to limit.
+struct Unlimited;
+
+impl GlobalRateLimit for Unlimited {
+    fn permit(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(std::future::ready(()))
+    }
+}
+
 fn router_services(
     store: Arc<EmbeddedStore>,
     runtime: RuntimeConfig,
@@ -74,7 +83,10 @@ fn router_services(
     Services {
         store,
         departures: Departures::default(),
-        replies: Replies::new(Arc::new(twilight_http::Client::new(String::new()))),
+        replies: Replies::new(
+            Arc::new(twilight_http::Client::new(String::new())),
+            Arc::new(Unlimited),
+        ),
         cache: Arc::new(DefaultInMemoryCache::new()),
         runtime,
         dead_letters: Arc::new(DeadLetters::default()),

@@ -22,6 +22,7 @@ use tonic::Code;
 use twilight_cache_inmemory::DefaultInMemoryCache;
 
 use crate::grpc::{self, Client, ClusterTls, ClusterToken, pb};
+use crate::rest_budget::GlobalShare;
 
 /// First pause before trying the coordinators again; doubles up to [`RETRY_MAX`].
 const RETRY_START: Duration = Duration::from_millis(100);
@@ -215,6 +216,8 @@ pub(crate) struct Agent {
     pub(crate) cache: Arc<DefaultInMemoryCache>,
     /// The guild actors, for calls routed to this node.
     pub(crate) router: ActorRef<RouterMsg>,
+    /// This node's share of the bot's global REST rate, set by the coordinator.
+    pub(crate) rest_share: Arc<GlobalShare>,
     pub(crate) ops_addr: SocketAddr,
     /// The first registration, made before the shards' supervisor started.
     pub(crate) joined: pb::RegisterReply,
@@ -342,6 +345,7 @@ impl Agent {
             cpu_seconds,
             rss_bytes,
             shards,
+            rest_demand_per_sec: rates.rest_demand(self.rest_share.take_demand()),
         })
     }
 
@@ -366,6 +370,9 @@ impl Agent {
         match instruction.instruction {
             Some(pb::instruction::Instruction::Start(start)) => self.start(start, epochs).await,
             Some(pb::instruction::Instruction::Call(call)) => self.answer(call, reports),
+            Some(pb::instruction::Instruction::RestShare(share)) => {
+                self.rest_share.set_rate(share.per_sec);
+            }
             Some(pb::instruction::Instruction::Release(release)) => {
                 self.release(release, epochs, reports)
             }
@@ -550,13 +557,23 @@ fn session_to_pb(session: ExportedSession) -> pb::Session {
     }
 }
 
-/// Events per second per shard, from how far each shard's checkpoint moved.
+/// Events per second per shard, from how far each shard's checkpoint moved, and the REST
+/// permits asked for per second.
 #[derive(Default)]
 struct Rates {
     last: HashMap<u32, (String, u64, Instant)>,
+    rest_since: Option<Instant>,
 }
 
 impl Rates {
+    fn rest_demand(&mut self, asked: u64) -> f64 {
+        let now = Instant::now();
+        match self.rest_since.replace(now) {
+            Some(since) if now > since => asked as f64 / (now - since).as_secs_f64(),
+            _ => 0.0,
+        }
+    }
+
     fn observe(&mut self, shard_id: u32, checkpoint: Option<&ExportedSession>) -> f64 {
         let Some(checkpoint) = checkpoint else {
             return 0.0;

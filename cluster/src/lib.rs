@@ -16,6 +16,7 @@ mod metrics;
 mod node;
 mod ops;
 mod remote_store;
+mod rest_budget;
 mod telemetry;
 
 pub use agent::{ClusterMembership, JoinError};

@@ -22,11 +22,18 @@ pub(crate) const MOVE_TRIGGERS: [&str; 4] = ["start", "loss", "drain", "balance"
 /// Time from ordering a shard's release to handing its session to the new owner.
 pub(crate) const HANDOFF_SECONDS: &str = "protonn_cluster_handoff_duration_seconds";
 pub(crate) const HANDOFF_BUCKETS: [f64; 9] = [0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0];
+/// REST requests per second the nodes ask for under the global limit, as a share of it.
+pub(crate) const REST_BUDGET_USED: &str = "protonn_rest_global_budget_used_ratio";
 /// Handoffs by `outcome` (one of [`HANDOFF_OUTCOMES`]).
 pub(crate) const HANDOFFS: &str = "protonn_cluster_handoffs_total";
 pub(crate) const HANDOFF_OUTCOMES: [&str; 3] = ["handed_over", "refused", "timed_out"];
 
 pub(crate) fn describe() {
+    describe_gauge!(
+        REST_BUDGET_USED,
+        Unit::Count,
+        "REST requests per second the nodes ask for under Discord's global limit, as a share of its 50 per second."
+    );
     describe_gauge!(
         LEADER,
         Unit::Count,
@@ -60,6 +67,7 @@ pub(crate) fn describe() {
 /// it from a missing coordinator), so that dashboards and alerts see them from the start.
 pub(crate) fn register() {
     gauge!(LEADER).set(0.0);
+    gauge!(REST_BUDGET_USED).set(0.0);
     gauge!(FENCING_EPOCH).set(0.0);
     for state in NODE_STATES {
         gauge!(NODES, "state" => state).set(0.0);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use protonn_actors::{
     ConfigChangeError, DeadLetter, DeadLetters, Departures, EventIngress, EventObserver,
-    GuildRouter, Replies, RouterMsg, RouterStats, RuntimeConfig, Services,
+    GlobalRateLimit, GuildRouter, Replies, RouterMsg, RouterStats, RuntimeConfig, Services,
 };
 use protonn_shard::{
     BotToken, GatewaySettings, IdentifyConfig, IdentifyScheduler, LocalScheduler, ShardStatus,
@@ -21,6 +21,7 @@ use twilight_http::error::ErrorType;
 
 use crate::agent::{Agent, ClusterMembership, Link, RemoteIdentify};
 use crate::remote_store::RemoteStore;
+use crate::rest_budget::{self, GlobalShare};
 use crate::{NodeError, ops, telemetry};
 
 /// Bound on every in-process query to an actor; they answer in microseconds unless wedged.
@@ -157,6 +158,12 @@ impl Node {
             }
         };
         let departures = Departures::load(store.as_ref()).await?;
+        // Alone, the node may use the whole budget; in a cluster it starts with the least
+        // share until the coordinator grants it one.
+        let rest_share = Arc::new(GlobalShare::new(match cluster {
+            None => rest_budget::CLUSTER_BUDGET,
+            Some(_) => rest_budget::MIN_SHARE,
+        }));
         let cache = Arc::new(
             DefaultInMemoryCache::builder()
                 .resource_types(protonn_actors::cached_resources())
@@ -166,7 +173,7 @@ impl Node {
         let router = GuildRouter::start(Services {
             store: Arc::clone(&store),
             departures,
-            replies: Replies::new(http),
+            replies: Replies::new(http, Arc::clone(&rest_share) as Arc<dyn GlobalRateLimit>),
             cache: Arc::clone(&cache),
             runtime: options.runtime,
             dead_letters: Arc::clone(&dead_letters),
@@ -203,6 +210,7 @@ impl Node {
                 supervisor: supervisor.clone(),
                 cache: Arc::clone(&cache),
                 router: router.clone(),
+                rest_share: Arc::clone(&rest_share),
                 ops_addr,
                 joined,
             };

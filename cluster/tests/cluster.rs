@@ -19,9 +19,8 @@ use tokio::time::Instant;
 
 const CLUSTER_TOKEN: &str = "cluster-test-token";
 const SHARDS: u32 = 32;
-/// Well under Discord's global 50 requests/s even when a resumed shard's replay adds a
-/// burst: each node's REST limiter knows only its own traffic until the cluster-wide limiter
-/// (issue #10) lands, and a reply refused with a global 429 is lost.
+/// Steady, and well under Discord's global 50 requests/s: the phases here are about shards
+/// moving (`three_nodes_together_stay_under_the_global_rest_limit` overloads on purpose).
 const PINGS_PER_SEC: u32 = 12;
 /// Pings each phase sends at least, however fast its moves are done.
 const MIN_PINGS: u32 = 36;
@@ -586,4 +585,54 @@ async fn a_node_without_the_cluster_token_is_rejected() {
     };
     assert!(status.nodes.is_empty(), "no node joined: {status:?}");
     assert_eq!(cluster.sim.stats().identifies, 0);
+}
+
+/// Messages the bot posted in each window of `window_ms` (by arrival at the simulator).
+fn most_messages_in_any_window(sim: &SimHandle, window_ms: u64) -> usize {
+    let arrivals: Vec<u64> = sim
+        .ledger()
+        .rest
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/messages"))
+        .map(|r| r.at_ms)
+        .collect();
+    let mut most = 0;
+    let mut start = 0;
+    for (end, &at) in arrivals.iter().enumerate() {
+        while arrivals[start] + window_ms <= at {
+            start += 1;
+        }
+        most = most.max(end - start + 1);
+    }
+    most
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_together_stay_under_the_global_rest_limit() {
+    let mut cluster = Cluster::start(1, 3).await;
+    for name in ["node-a", "node-b", "node-c"] {
+        cluster.start_node(name, Some(CLUSTER_TOKEN)).await;
+    }
+    cluster
+        .settled("32 shards spread over 3 nodes", evenly(3))
+        .await;
+
+    // Twice Discord's global limit in commands, each answered with a message.
+    let traffic = Traffic::start(&cluster.sim, 100);
+    let deadline = Instant::now() + DEADLINE;
+    while traffic.sent.lock().await.values().sum::<u32>() < 400 {
+        assert!(Instant::now() < deadline, "the traffic does not run");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let duplicates = traffic.stop_and_count(&cluster.sim).await;
+
+    let stats = cluster.sim.stats();
+    assert_eq!(
+        stats.rate_limited_global, 0,
+        "no global 429 at twice the limit"
+    );
+    let most = most_messages_in_any_window(&cluster.sim, 1_000);
+    assert!(most <= 50, "{most} messages in one second");
+    assert_eq!(duplicates, 0);
+    println!("at twice the global limit: at most {most} messages in any second, no global 429");
 }

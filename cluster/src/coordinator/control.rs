@@ -13,7 +13,10 @@ use tonic::Status;
 
 use super::balance::{self, ShardLoad, Step};
 use crate::grpc::pb;
-use crate::metrics::{HANDOFF_SECONDS, HANDOFFS, MOVES, NODE_STATES, NODES, SHARD_STATES, SHARDS};
+use crate::metrics::{
+    HANDOFF_SECONDS, HANDOFFS, MOVES, NODE_STATES, NODES, REST_BUDGET_USED, SHARD_STATES, SHARDS,
+};
+use crate::rest_budget::{self, DISCORD_GLOBAL_LIMIT};
 
 /// How the coordinator paces the cluster.
 #[derive(Clone, Debug)]
@@ -75,6 +78,7 @@ struct NodeEntry {
     draining: bool,
     events_per_sec: f64,
     rss_bytes: u64,
+    rest_demand: f64,
 }
 
 #[derive(Default)]
@@ -156,6 +160,7 @@ impl Control {
                     draining: record.draining,
                     events_per_sec: 0.0,
                     rss_bytes: 0,
+                    rest_demand: 0.0,
                 },
             );
         }
@@ -234,6 +239,7 @@ impl Control {
                     draining: false,
                     events_per_sec: 0.0,
                     rss_bytes: 0,
+                    rest_demand: 0.0,
                 });
                 entry.last_seen = Instant::now();
                 entry.draining = false;
@@ -319,6 +325,7 @@ impl Control {
             pb::node_report::Report::Hello(_) => {}
             pb::node_report::Report::Heartbeat(heartbeat) => {
                 node.events_per_sec = heartbeat.events_per_sec;
+                node.rest_demand = heartbeat.rest_demand_per_sec;
                 node.rss_bytes = heartbeat.rss_bytes;
                 self.heartbeat(node_id, heartbeat.shards).await?;
             }
@@ -542,8 +549,27 @@ impl Control {
             self.rebalance().await?;
         }
         self.answer_drains();
+        self.share_rest_budget();
         self.publish();
         Ok(())
+    }
+
+    /// Gives every attached node its share of the global REST rate for the next interval.
+    fn share_rest_budget(&mut self) {
+        let demands: Vec<(u64, f64)> = self
+            .nodes
+            .iter()
+            .filter(|(_, node)| node.link.is_some())
+            .map(|(&id, node)| (id, node.rest_demand))
+            .collect();
+        let used: f64 = demands.iter().map(|d| d.1).sum();
+        gauge!(REST_BUDGET_USED).set(used / DISCORD_GLOBAL_LIMIT);
+        for (node_id, per_sec) in rest_budget::allot(rest_budget::CLUSTER_BUDGET, &demands) {
+            self.send(
+                node_id,
+                pb::instruction::Instruction::RestShare(pb::RestShare { per_sec }),
+            );
+        }
     }
 
     /// A handoff whose release was never answered (the report was lost with a broken link)

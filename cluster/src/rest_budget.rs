@@ -1,0 +1,175 @@
+//! Discord's global REST limit (50 requests per second per bot) shared across the cluster.
+//! The coordinator splits a budget below it between nodes by their demand (max-min fair);
+//! each node spends its share through a [`GlobalShare`]. A node cut off from the
+//! coordinator keeps its last share, so the cluster only ever gets slower, never over.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use protonn_actors::GlobalRateLimit;
+use tokio::time::{Duration, Instant};
+
+/// Discord's global limit: requests per second per bot.
+pub(crate) const DISCORD_GLOBAL_LIMIT: f64 = 50.0;
+/// What the coordinator hands out per second. Discord allows 50; the rest covers what goes
+/// around the shares (start-up calls) and each node's one-permit burst.
+pub(crate) const CLUSTER_BUDGET: f64 = 45.0;
+/// The least a node is given, and what a node uses before its first grant.
+pub(crate) const MIN_SHARE: f64 = 1.0;
+
+/// One node's share: a token bucket holding at most one permit, so that in any second it
+/// sends at most its rate plus one.
+pub(crate) struct GlobalShare {
+    bucket: Mutex<Bucket>,
+    /// Permits asked for since the last [`GlobalShare::take_demand`].
+    asked: AtomicU64,
+}
+
+struct Bucket {
+    per_sec: f64,
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl GlobalShare {
+    pub(crate) fn new(per_sec: f64) -> Self {
+        Self {
+            bucket: Mutex::new(Bucket {
+                per_sec,
+                tokens: 1.0,
+                refilled: Instant::now(),
+            }),
+            asked: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn set_rate(&self, per_sec: f64) {
+        let mut bucket = self.bucket.lock().expect("bucket poisoned");
+        bucket.refill();
+        bucket.per_sec = per_sec.max(MIN_SHARE);
+    }
+
+    /// Permits asked for since the last call: the node's demand, for the coordinator.
+    pub(crate) fn take_demand(&self) -> u64 {
+        self.asked.swap(0, Ordering::Relaxed)
+    }
+
+    /// Takes a permit, or says how long until one is due.
+    fn try_take(&self) -> Result<(), Duration> {
+        let mut bucket = self.bucket.lock().expect("bucket poisoned");
+        bucket.refill();
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64(
+                (1.0 - bucket.tokens) / bucket.per_sec,
+            ))
+        }
+    }
+}
+
+impl Bucket {
+    fn refill(&mut self) {
+        let now = Instant::now();
+        let earned = (now - self.refilled).as_secs_f64() * self.per_sec;
+        self.tokens = (self.tokens + earned).min(1.0);
+        self.refilled = now;
+    }
+}
+
+impl GlobalRateLimit for GlobalShare {
+    fn permit(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        self.asked.fetch_add(1, Ordering::Relaxed);
+        Box::pin(async move {
+            while let Err(wait) = self.try_take() {
+                tokio::time::sleep(wait).await;
+            }
+        })
+    }
+}
+
+/// Splits `budget` per second between nodes by their demand, max-min fair: nobody gets
+/// more than it asks while another is short, every node gets at least [`MIN_SHARE`], and
+/// what nobody asks for is spread evenly (demand grows faster than it is reported).
+pub(crate) fn allot(budget: f64, demands: &[(u64, f64)]) -> Vec<(u64, f64)> {
+    if demands.is_empty() {
+        return Vec::new();
+    }
+    let floor = MIN_SHARE.min(budget / demands.len() as f64);
+    let mut shares: Vec<(u64, f64)> = demands.iter().map(|&(node, _)| (node, floor)).collect();
+    let mut left = budget - floor * demands.len() as f64;
+    // Water-filling over what each still wants beyond its floor, smallest first.
+    let mut wants: Vec<(usize, f64)> = demands
+        .iter()
+        .enumerate()
+        .map(|(i, &(_, demand))| (i, (demand - floor).max(0.0)))
+        .collect();
+    wants.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let mut waiting = wants.len();
+    for (i, want) in wants {
+        let fair = left / waiting as f64;
+        let given = want.min(fair);
+        shares[i].1 += given;
+        left -= given;
+        waiting -= 1;
+    }
+    let spread = left / shares.len() as f64;
+    for share in &mut shares {
+        share.1 += spread;
+    }
+    shares
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn total(shares: &[(u64, f64)]) -> f64 {
+        shares.iter().map(|s| s.1).sum()
+    }
+
+    #[test]
+    fn shares_follow_demand_fairly_and_never_exceed_the_budget() {
+        // Everyone wants more than the budget: equal shares.
+        let shares = allot(45.0, &[(1, 100.0), (2, 100.0), (3, 100.0)]);
+        assert!(
+            shares.iter().all(|s| (s.1 - 15.0).abs() < 1e-9),
+            "{shares:?}"
+        );
+        // A quiet node keeps its floor plus the spread; the busy ones split the rest.
+        let shares = allot(45.0, &[(1, 0.0), (2, 100.0), (3, 100.0)]);
+        assert!((total(&shares) - 45.0).abs() < 1e-9);
+        assert!(
+            (shares[0].1 - 1.0).abs() < 1e-9 && (shares[1].1 - 22.0).abs() < 1e-9,
+            "{shares:?}"
+        );
+        // Little demand: everyone gets what it asks, and the rest is spread evenly.
+        let shares = allot(45.0, &[(1, 5.0), (2, 10.0)]);
+        assert!(shares[0].1 >= 5.0 && shares[1].1 >= 10.0 && (total(&shares) - 45.0).abs() < 1e-9);
+        assert!(allot(45.0, &[]).is_empty());
+        // More nodes than the budget allows floors for: still within it.
+        let many: Vec<(u64, f64)> = (0..90).map(|n| (n, 10.0)).collect();
+        assert!(total(&allot(45.0, &many)) <= 45.0 + 1e-9);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_share_is_spent_at_its_rate() {
+        let share = GlobalShare::new(10.0);
+        let start = Instant::now();
+        for _ in 0..21 {
+            share.permit().await;
+        }
+        // One permit at once, then one every 100 ms.
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
+        assert_eq!(share.take_demand(), 21);
+        share.set_rate(100.0);
+        let start = Instant::now();
+        for _ in 0..10 {
+            share.permit().await;
+        }
+        assert!(start.elapsed() <= Duration::from_millis(100));
+    }
+}
