@@ -2,12 +2,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use metrics::counter;
 use protonn_shard::EventSink;
 use ractor::ActorRef;
 use twilight_cache_inmemory::DefaultInMemoryCache;
 use twilight_model::gateway::event::Event;
 
 use crate::RouterMsg;
+use crate::metrics::REPLAYED_COMMANDS_SKIPPED;
 
 /// The shards' way in: updates the node cache, then hands the batch to the router.
 ///
@@ -35,10 +37,39 @@ impl EventSink for EventIngress {
             for event in &events {
                 self.cache.update(event);
             }
-            if ractor::call!(self.router, RouterMsg::Route, events).is_err() {
-                // Only during shutdown: the router stops after the shards.
-                tracing::debug!("guild router stopped; events dropped");
+            self.route(events).await;
+        })
+    }
+
+    /// Replays of events a crashed node may have handled: the cache takes them all (state
+    /// is idempotent), but messages and interactions, whose commands answer and change
+    /// things, are counted and not handled a second time.
+    fn deliver_replayed(
+        &self,
+        _shard_id: u32,
+        mut events: Vec<Event>,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            for event in &events {
+                self.cache.update(event);
+            }
+            let before = events.len();
+            events.retain(|event| {
+                !matches!(event, Event::MessageCreate(_) | Event::InteractionCreate(_))
+            });
+            counter!(REPLAYED_COMMANDS_SKIPPED).increment((before - events.len()) as u64);
+            if !events.is_empty() {
+                self.route(events).await;
             }
         })
+    }
+}
+
+impl EventIngress {
+    async fn route(&self, events: Vec<Event>) {
+        if ractor::call!(self.router, RouterMsg::Route, events).is_err() {
+            // Only during shutdown: the router stops after the shards.
+            tracing::debug!("guild router stopped; events dropped");
+        }
     }
 }

@@ -31,6 +31,9 @@ pub const EVENTS_SHED: &str = "protonn_actors_events_shed_total";
 pub const MAILBOX_OVERFLOW: &str = "protonn_actors_mailbox_overflow_total";
 /// Panics while handling an event (each is retried after reloading the guild's state).
 pub const EVENT_PANICS: &str = "protonn_actors_event_panics_total";
+/// Messages and interactions replayed after a node crash that the crashed node had already
+/// taken, not handled again.
+pub const REPLAYED_COMMANDS_SKIPPED: &str = "protonn_actors_replayed_commands_skipped_total";
 /// Events set aside after panicking on every try.
 pub const DEAD_LETTERS: &str = "protonn_actors_dead_letters_total";
 
@@ -59,6 +62,11 @@ pub fn describe() {
         REST_PERMIT_WAIT,
         Unit::Seconds,
         "Time a REST request waited for a permit of the bot's global rate limit (this node's share)."
+    );
+    describe_counter!(
+        REPLAYED_COMMANDS_SKIPPED,
+        Unit::Count,
+        "Messages and interactions replayed after a node crash that the crashed node had already taken; not handled again."
     );
     describe_counter!(
         GUILD_SPAWNS,
@@ -95,6 +103,7 @@ pub fn describe() {
     counter!(GUILD_SPAWNS).absolute(0);
     counter!(EVENT_PANICS).absolute(0);
     counter!(DEAD_LETTERS).absolute(0);
+    counter!(REPLAYED_COMMANDS_SKIPPED).absolute(0);
     for reason in PASSIVATION_REASONS {
         counter!(PASSIVATIONS, "reason" => reason).absolute(0);
     }

@@ -16,4 +16,15 @@ pub trait EventSink: Send + Sync + 'static {
         shard_id: u32,
         events: Vec<Event>,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+
+    /// Events replayed after a crash that the shard's previous owner had already handed to
+    /// its sink: state may be applied again, actions must not be repeated. They come before
+    /// the events that follow them. By default, delivered like any others.
+    fn deliver_replayed(
+        &self,
+        shard_id: u32,
+        events: Vec<Event>,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        self.deliver(shard_id, events)
+    }
 }

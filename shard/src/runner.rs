@@ -233,21 +233,30 @@ impl Forwarder {
         let shard_label = self.shard_id.to_string();
         let mut batch = Vec::with_capacity(FORWARD_BATCH);
         let mut events = Vec::with_capacity(FORWARD_BATCH);
+        // Replays come first in a resumed session, so the possible duplicates of a batch
+        // are a prefix of it: handing them over first keeps gateway order.
+        let mut replayed = Vec::new();
         while buffered.recv_many(&mut batch, FORWARD_BATCH).await > 0 {
-            let mut duplicates = 0;
             for Sequenced { seq, event } in batch.drain(..) {
                 if self.track(seq, &event) && self.seen_up_to.is_some_and(|seen| seq <= seen) {
-                    duplicates += 1;
+                    replayed.push(event);
+                } else {
+                    events.push(event);
                 }
-                events.push(event);
             }
-            if duplicates > 0 {
-                counter!(REPLAYED_DUPLICATES, "shard" => shard_label.clone()).increment(duplicates);
+            if !replayed.is_empty() {
+                counter!(REPLAYED_DUPLICATES, "shard" => shard_label.clone())
+                    .increment(replayed.len() as u64);
+                self.sink
+                    .deliver_replayed(self.shard_id, std::mem::take(&mut replayed))
+                    .await;
             }
-            self.sink
-                .deliver(self.shard_id, std::mem::take(&mut events))
-                .await;
-            events.reserve(FORWARD_BATCH);
+            if !events.is_empty() {
+                self.sink
+                    .deliver(self.shard_id, std::mem::take(&mut events))
+                    .await;
+                events.reserve(FORWARD_BATCH);
+            }
             self.publish();
         }
     }
