@@ -1,5 +1,6 @@
-//! Shared by the B2/B3 benches: a counting global allocator, RSS and CPU time of the
-//! process, medians, and the simulated world they run against.
+//! Shared by the B2/B3 benches (and B6, for medians and `start_sim`): a counting global
+//! allocator, RSS and CPU time of the process, medians, and the simulated world they run
+//! against.
 #![allow(dead_code, unreachable_pub)]
 
 use std::alloc::System;
