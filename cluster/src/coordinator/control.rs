@@ -331,6 +331,12 @@ impl Control {
             }
             pb::node_report::Report::Released(released) => {
                 self.released(node_id, released).await?;
+                // The next moves start now, not at the next tick: a drain of many shards is
+                // paced by the handoffs themselves.
+                if self.formed {
+                    self.rebalance().await?;
+                }
+                self.answer_drains();
             }
             pb::node_report::Report::Answer(answer) => {
                 if let Some(call) = self.calls.remove(&answer.call_id)
