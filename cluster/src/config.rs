@@ -120,12 +120,14 @@ impl Default for ClusterConfig {
             coordinators: vec!["http://127.0.0.1:7900".to_owned()],
             name: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 7900)),
-            heartbeat_ms: 1_000,
-            failure_timeout_ms: 10_000,
+            // A crashed node's shards resume within 5 s (B6); a standby leads within 2 s,
+            // before nodes cut off for 3 s stop their shards.
+            heartbeat_ms: 500,
+            failure_timeout_ms: 4_500,
             min_nodes: 1,
             formation_grace_ms: 10_000,
             max_moves: 4,
-            lease_ttl_ms: 4_000,
+            lease_ttl_ms: 2_000,
             tls: None,
         }
     }
