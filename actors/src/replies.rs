@@ -33,8 +33,9 @@ pub(crate) const REST_OUTCOME_LABELS: [&str; 5] = [
 /// the process): in a cluster every node holds a share. Interaction responses are exempt
 /// and do not ask.
 pub trait GlobalRateLimit: Send + Sync + 'static {
-    /// Resolves when one request may be sent.
-    fn permit(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+    /// Takes a place in line now (so that requests go out in the order they were asked
+    /// for); the future resolves when that request may be sent.
+    fn permit(&self) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 }
 
 /// Sends replies without making the caller wait: each request runs on its own task, so a
@@ -55,10 +56,10 @@ impl Replies {
     /// Posts `content` to a channel. Replies never ping anyone: they may echo user input.
     pub fn message(&self, channel_id: Id<ChannelMarker>, content: String) {
         let http = Arc::clone(&self.http);
-        let global = Arc::clone(&self.global);
+        let permit = self.global.permit();
         tokio::spawn(async move {
             let asked = std::time::Instant::now();
-            global.permit().await;
+            permit.await;
             histogram!(REST_PERMIT_WAIT).record(asked.elapsed().as_secs_f64());
             let no_pings = AllowedMentions::default();
             let request = http

@@ -70,7 +70,7 @@ impl EventObserver for Timestamps {
 struct Unlimited;
 
 impl GlobalRateLimit for Unlimited {
-    fn permit(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+    fn permit(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>> {
         Box::pin(std::future::ready(()))
     }
 }

@@ -19,75 +19,56 @@ pub(crate) const CLUSTER_BUDGET: f64 = 45.0;
 /// The least a node is given, and what a node uses before its first grant.
 pub(crate) const MIN_SHARE: f64 = 1.0;
 
-/// One node's share: a token bucket holding at most one permit, so that in any second it
-/// sends at most its rate plus one.
+/// One node's share, spent in order: each permit is scheduled when it is asked for, one
+/// interval after the previous one (or at once if the line is empty), so a node sends at
+/// most its rate plus one in any second, and replies leave in the order they were made.
 pub(crate) struct GlobalShare {
-    bucket: Mutex<Bucket>,
+    line: Mutex<Line>,
     /// Permits asked for since the last [`GlobalShare::take_demand`].
     asked: AtomicU64,
 }
 
-struct Bucket {
+struct Line {
     per_sec: f64,
-    tokens: f64,
-    refilled: Instant,
+    /// When the next permit may be used.
+    next: Instant,
 }
 
 impl GlobalShare {
     pub(crate) fn new(per_sec: f64) -> Self {
         Self {
-            bucket: Mutex::new(Bucket {
+            line: Mutex::new(Line {
                 per_sec,
-                tokens: 1.0,
-                refilled: Instant::now(),
+                next: Instant::now(),
             }),
             asked: AtomicU64::new(0),
         }
     }
 
     pub(crate) fn set_rate(&self, per_sec: f64) {
-        let mut bucket = self.bucket.lock().expect("bucket poisoned");
-        bucket.refill();
-        bucket.per_sec = per_sec.max(MIN_SHARE);
+        let mut line = self.line.lock().expect("line poisoned");
+        line.per_sec = per_sec.max(MIN_SHARE);
+        // A faster rate applies to the waiting line at once.
+        let sooner = Instant::now() + Duration::from_secs_f64(1.0 / line.per_sec);
+        line.next = line.next.min(sooner);
     }
 
     /// Permits asked for since the last call: the node's demand, for the coordinator.
     pub(crate) fn take_demand(&self) -> u64 {
         self.asked.swap(0, Ordering::Relaxed)
     }
-
-    /// Takes a permit, or says how long until one is due.
-    fn try_take(&self) -> Result<(), Duration> {
-        let mut bucket = self.bucket.lock().expect("bucket poisoned");
-        bucket.refill();
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64(
-                (1.0 - bucket.tokens) / bucket.per_sec,
-            ))
-        }
-    }
-}
-
-impl Bucket {
-    fn refill(&mut self) {
-        let now = Instant::now();
-        let earned = (now - self.refilled).as_secs_f64() * self.per_sec;
-        self.tokens = (self.tokens + earned).min(1.0);
-        self.refilled = now;
-    }
 }
 
 impl GlobalRateLimit for GlobalShare {
-    fn permit(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+    fn permit(&self) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
         self.asked.fetch_add(1, Ordering::Relaxed);
-        Box::pin(async move {
-            while let Err(wait) = self.try_take() {
-                tokio::time::sleep(wait).await;
-            }
-        })
+        let at = {
+            let mut line = self.line.lock().expect("line poisoned");
+            let at = line.next.max(Instant::now());
+            line.next = at + Duration::from_secs_f64(1.0 / line.per_sec);
+            at
+        };
+        Box::pin(tokio::time::sleep_until(at))
     }
 }
 
