@@ -47,10 +47,9 @@ impl GlobalShare {
 
     pub(crate) fn set_rate(&self, per_sec: f64) {
         let mut line = self.line.lock().expect("line poisoned");
+        // Permits already in line keep their times (moving them would let the line and the
+        // new permits overlap); the new rate spaces the ones asked for from now on.
         line.per_sec = per_sec.max(MIN_SHARE);
-        // A faster rate applies to the waiting line at once.
-        let sooner = Instant::now() + Duration::from_secs_f64(1.0 / line.per_sec);
-        line.next = line.next.min(sooner);
     }
 
     /// Permits asked for since the last call: the node's demand, for the coordinator.
@@ -146,11 +145,13 @@ mod tests {
         // One permit at once, then one every 100 ms.
         assert_eq!(start.elapsed(), Duration::from_secs(2));
         assert_eq!(share.take_demand(), 21);
+        // The next permit keeps the slot it would have had at 10/s; the ones after it are
+        // spaced at the new rate.
         share.set_rate(100.0);
         let start = Instant::now();
-        for _ in 0..10 {
+        for _ in 0..11 {
             share.permit().await;
         }
-        assert!(start.elapsed() <= Duration::from_millis(100));
+        assert_eq!(start.elapsed(), Duration::from_millis(200));
     }
 }
