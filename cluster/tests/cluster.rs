@@ -238,6 +238,24 @@ impl Cluster {
         self.client.status().await.ok()
     }
 
+    /// The leader's status once it satisfies `wanted`; panics naming `what` after [`DEADLINE`].
+    async fn leader_status(
+        &self,
+        what: &str,
+        wanted: impl Fn(&ClusterStatus) -> bool,
+    ) -> ClusterStatus {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.status().await
+                && wanted(&status)
+            {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits until every shard is owned by a live node, none is moving, the simulator sees
     /// every shard connected, and `shape` holds for the shards per node.
     async fn settled(
@@ -323,12 +341,12 @@ impl Traffic {
         }
     }
 
-    /// Stops sending (once at least [`MIN_PINGS`] went out), waits until every ping is
+    /// Stops sending (once at least `at_least` went out), waits until every ping is
     /// answered, and returns the duplicates (answers beyond one per ping). Panics naming
     /// the channels that lost a ping.
-    async fn stop_and_count(self, sim: &SimHandle) -> u32 {
+    async fn stop_and_count(self, sim: &SimHandle, at_least: u32) -> u32 {
         let deadline = Instant::now() + DEADLINE;
-        while self.sent.lock().await.values().sum::<u32>() < MIN_PINGS {
+        while self.sent.lock().await.values().sum::<u32>() < at_least {
             assert!(Instant::now() < deadline, "the traffic does not run");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -488,7 +506,7 @@ async fn shards_spread_move_and_survive_node_and_leader_loss_without_losing_even
             per_node.get("node-b").is_none_or(|&n| n == 0)
         })
         .await;
-    let duplicates = traffic.stop_and_count(&cluster.sim).await;
+    let duplicates = traffic.stop_and_count(&cluster.sim, MIN_PINGS).await;
     assert_eq!(duplicates, 0, "a handoff replays nothing twice");
     assert_eq!(
         cluster.sim.stats().identifies,
@@ -514,23 +532,18 @@ async fn shards_spread_move_and_survive_node_and_leader_loss_without_losing_even
     // again (so none ever had two sessions).
     let before = cluster.status().await.unwrap().leader_epoch;
     cluster.coordinators[0].signal("-KILL");
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(status) = cluster.status().await
-            && status.leader_epoch > before
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the standby did not take over");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    cluster
+        .leader_status("the standby takes over", |status| {
+            status.leader_epoch > before
+        })
+        .await;
     cluster
         .settled("every shard runs under the new leader", |per_node| {
             per_node.values().sum::<u32>() == SHARDS
         })
         .await;
     cluster.assert_leader(1, &[1]).await;
-    let duplicates = traffic.stop_and_count(&cluster.sim).await;
+    let duplicates = traffic.stop_and_count(&cluster.sim, MIN_PINGS).await;
     println!(
         "after the node and leader loss: {duplicates} pings answered twice (replayed from checkpoints)"
     );
@@ -575,14 +588,9 @@ async fn a_node_without_the_cluster_token_is_rejected() {
     }
     // The token is checked before anything else, so the refusals may come before the
     // coordinator leads: wait for it to answer.
-    let deadline = Instant::now() + DEADLINE;
-    let status = loop {
-        if let Some(status) = cluster.status().await {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the coordinator does not lead");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = cluster
+        .leader_status("the coordinator leads", |_| true)
+        .await;
     assert!(status.nodes.is_empty(), "no node joined: {status:?}");
     assert_eq!(cluster.sim.stats().identifies, 0);
 }
@@ -619,12 +627,7 @@ async fn three_nodes_together_stay_under_the_global_rest_limit() {
 
     // Twice Discord's global limit in commands, each answered with a message.
     let traffic = Traffic::start(&cluster.sim, 100);
-    let deadline = Instant::now() + DEADLINE;
-    while traffic.sent.lock().await.values().sum::<u32>() < 400 {
-        assert!(Instant::now() < deadline, "the traffic does not run");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let duplicates = traffic.stop_and_count(&cluster.sim).await;
+    let duplicates = traffic.stop_and_count(&cluster.sim, 400).await;
 
     let stats = cluster.sim.stats();
     assert_eq!(
