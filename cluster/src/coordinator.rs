@@ -102,26 +102,20 @@ impl Coordinator {
         telemetry::install_tls_provider();
         let prometheus = telemetry::prometheus();
         crate::metrics::register();
-        let listener = tokio::net::TcpListener::bind(options.listen)
-            .await
-            .map_err(|source| CoordinatorError::Bind {
-                addr: options.listen,
-                source,
-            })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|source| CoordinatorError::Bind {
-                addr: options.listen,
-                source,
-            })?;
-        let ops_bind = |source| CoordinatorError::OpsBind {
-            addr: options.ops_listen,
-            source,
-        };
-        let ops_listener = tokio::net::TcpListener::bind(options.ops_listen)
-            .await
-            .map_err(ops_bind)?;
-        let ops_addr = ops_listener.local_addr().map_err(ops_bind)?;
+        let (listener, addr) =
+            ops::bind(options.listen)
+                .await
+                .map_err(|source| CoordinatorError::Bind {
+                    addr: options.listen,
+                    source,
+                })?;
+        let (ops_listener, ops_addr) =
+            ops::bind(options.ops_listen)
+                .await
+                .map_err(|source| CoordinatorError::OpsBind {
+                    addr: options.ops_listen,
+                    source,
+                })?;
         let leads = Arc::new(AtomicBool::new(false));
         let (ops_stop, ops_stopped) = oneshot::channel::<()>();
         let ops_state = ops::OpsState {

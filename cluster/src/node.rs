@@ -99,16 +99,13 @@ impl Node {
             Duration::from_millis(limit.reset_after),
         );
         // Everything that can fail cheaply comes before anything that must be stopped.
-        let listener = tokio::net::TcpListener::bind(options.ops_listen)
-            .await
-            .map_err(|source| NodeError::OpsBind {
-                addr: options.ops_listen,
-                source,
-            })?;
-        let ops_addr = listener.local_addr().map_err(|source| NodeError::OpsBind {
-            addr: options.ops_listen,
-            source,
-        })?;
+        let (listener, ops_addr) =
+            ops::bind(options.ops_listen)
+                .await
+                .map_err(|source| NodeError::OpsBind {
+                    addr: options.ops_listen,
+                    source,
+                })?;
         let (shard_count, shard_ids, scheduler, cluster) = match options.cluster {
             None => {
                 let shard_count = options.shards.unwrap_or(info.shards).max(1);

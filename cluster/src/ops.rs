@@ -31,6 +31,15 @@ pub(crate) enum Readiness {
     Leading(Arc<AtomicBool>),
 }
 
+/// Binds `addr` (port 0 picks a free one) and says which address it got.
+pub(crate) async fn bind(
+    addr: std::net::SocketAddr,
+) -> std::io::Result<(tokio::net::TcpListener, std::net::SocketAddr)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    Ok((listener, bound))
+}
+
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     state: OpsState,
