@@ -274,17 +274,22 @@ def rest():
         (f'sum(rate(protonn_rest_requests_total{{{SEL}, outcome="ok"}}[$__rate_interval])) / '
          f"sum(rate(protonn_rest_requests_total{{{SEL}}}[$__rate_interval]))", "ok")],
         description="Empty while no request was sent.")
-    b.row_start("Cluster-wide limiter (issue #10)", collapsed=True)
+    b.row_start("Cluster-wide limiter", collapsed=True)
     b.panel("Global budget in use", "percentunit", [
         (f"max(protonn_rest_global_budget_used_ratio{{{NS}}})", "used")])
     b.panel("429s/s by scope", "reqps", [
         (rate("protonn_rest_rate_limited_total", SEL, "scope"), "{{scope}}")])
     b.panel("Permit wait p99", "s", [
         (quantile(0.99, "protonn_rest_permit_wait_seconds"), "p99")])
+    b.panel("Requests waiting", "short", [
+        (f"sum by (pod) (protonn_rest_queued_requests{{{SEL}}})", "{{pod}}")],
+        description="Waiting for a bucket or a place in the global line; over 10,000 on a "
+                    "node, new requests are refused (outcome queue_full).")
     b.panel("Invalid requests in the last 10 minutes", "short", [
         (f"max(protonn_rest_invalid_requests{{{NS}}})", "invalid"),
         (f"max(protonn_rest_halted{{{NS}}}) * 10000", "halted (10,000 = stopped)")],
-        description="Discord bans at 10,000; the alert fires at 5,000.")
+        description="Discord bans at 10,000. From 2,500 only interaction responses are sent, "
+                    "from 5,000 nothing (the alerts fire at both); a 401 halts everything.")
     return b
 
 

@@ -3,7 +3,7 @@
 //! ```text
 //! ShardRunner ─deliver─► EventIngress ─► node cache (twilight-cache-inmemory)
 //!                                     └─► GuildRouter ─► GuildActor (one per guild)
-//!                                                          ├─► Replies (Discord REST)
+//!                                                          ├─► Replies ─► Rest (Discord REST)
 //!                                                          └─► storage (guild config)
 //! ```
 //!
@@ -22,6 +22,7 @@ mod ingress;
 pub mod metrics;
 mod observer;
 mod replies;
+pub mod rest;
 mod router;
 mod runtime;
 mod slash;
@@ -33,7 +34,8 @@ pub use error::{ActorsError, ConfigChangeError};
 pub use guild::{GuildActor, GuildMsg};
 pub use ingress::EventIngress;
 pub use observer::{EventObserver, HandledEvent};
-pub use replies::{Deferred, GlobalRateLimit, Replies};
+pub use replies::{Deferred, Replies};
+pub use rest::{GlobalRateLimit, Rest};
 pub use router::{GuildRouter, RouterMsg, RouterStats, Services};
 pub use runtime::RuntimeConfig;
 pub use slash::slash_commands;

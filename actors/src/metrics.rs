@@ -3,7 +3,8 @@
 use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
 
 use crate::commands::{COMMAND_LABELS, OUTCOME_LABELS};
-use crate::replies::{REST_OUTCOME_LABELS, REST_ROUTE_LABELS};
+use crate::replies::REST_ROUTE_LABELS;
+use crate::rest::{OUTCOME_LABELS as REST_OUTCOME_LABELS, Scope};
 
 /// Guild actors resident on this node.
 pub const GUILDS_ACTIVE: &str = "protonn_actors_guilds_active";
@@ -19,6 +20,15 @@ pub const REST_PERMIT_WAIT: &str = "protonn_rest_permit_wait_seconds";
 pub const REST_PERMIT_WAIT_BUCKETS: [f64; 11] = [
     0.001, 0.005, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+/// 429 responses from Discord, by `scope` (`user`, `global`, `shared`).
+pub const REST_RATE_LIMITED: &str = "protonn_rest_rate_limited_total";
+/// REST requests waiting on this node (in their lanes, for buckets and permits).
+pub const REST_QUEUED: &str = "protonn_rest_queued_requests";
+/// Invalid responses (401, 403, 429 but shared) in the last 10 minutes: the most of this
+/// node's count and the whole bot's as the coordinator last reported it.
+pub const REST_INVALID_REQUESTS: &str = "protonn_rest_invalid_requests";
+/// 1 while a 401 from Discord has stopped all REST use, until an operator acts.
+pub const REST_HALTED: &str = "protonn_rest_halted";
 /// Guild actors started (first event, or rehydration after passivation).
 pub const GUILD_SPAWNS: &str = "protonn_actors_guild_spawns_total";
 /// Guild actors stopped by the runtime, by `reason` (one of [`PASSIVATION_REASONS`]).
@@ -62,6 +72,25 @@ pub fn describe() {
         REST_PERMIT_WAIT,
         Unit::Seconds,
         "Time a REST request waited for a permit of the bot's global rate limit (this node's share)."
+    );
+    describe_counter!(
+        REST_RATE_LIMITED,
+        Unit::Count,
+        "429 responses from Discord, by scope (user: a route bucket, global: the bot's 50/s, shared: a shared resource)."
+    );
+    describe_gauge!(
+        REST_QUEUED,
+        Unit::Count,
+        "REST requests waiting on this node for their bucket or a permit."
+    );
+    describe_gauge!(
+        REST_INVALID_REQUESTS,
+        Unit::Count,
+        "Invalid responses (401, 403, non-shared 429) in the last 10 minutes, this node's or the whole bot's, whichever is more; Discord bans at 10,000."
+    );
+    describe_gauge!(
+        REST_HALTED,
+        "1 while a 401 from Discord has stopped all REST use, until an operator acts."
     );
     describe_counter!(
         REPLAYED_COMMANDS_SKIPPED,
@@ -120,6 +149,10 @@ pub fn describe() {
         for outcome in OUTCOME_LABELS {
             counter!(COMMANDS_HANDLED, "command" => command, "outcome" => outcome).absolute(0);
         }
+    }
+    gauge!(REST_QUEUED).set(0.0);
+    for scope in Scope::LABELS {
+        counter!(REST_RATE_LIMITED, "scope" => scope).absolute(0);
     }
     for route in REST_ROUTE_LABELS {
         for outcome in REST_OUTCOME_LABELS {

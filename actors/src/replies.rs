@@ -1,13 +1,9 @@
 //! Discord REST out: every reply the bot sends goes through here.
 
-use std::future::IntoFuture;
 use std::sync::Arc;
 
-use std::future::Future;
-use std::pin::Pin;
-
-use metrics::{counter, histogram};
-use twilight_http::error::ErrorType;
+use metrics::counter;
+use twilight_http::request::TryIntoRequest;
 use twilight_model::channel::message::{AllowedMentions, MessageFlags};
 use twilight_model::http::interaction::{
     InteractionResponse, InteractionResponseData, InteractionResponseType,
@@ -15,59 +11,65 @@ use twilight_model::http::interaction::{
 use twilight_model::id::Id;
 use twilight_model::id::marker::{ApplicationMarker, ChannelMarker, InteractionMarker};
 
-use crate::metrics::{REST_PERMIT_WAIT, REST_REQUESTS};
+use crate::metrics::REST_REQUESTS;
+use crate::rest::{Rest, RestError};
 
-/// Values of the `route` label of `protonn_rest_requests_total`.
-pub(crate) const REST_ROUTE_LABELS: [&str; 3] =
-    ["create_message", "interaction_callback", "interaction_edit"];
-/// Values of the `outcome` label of `protonn_rest_requests_total`.
-pub(crate) const REST_OUTCOME_LABELS: [&str; 5] = [
-    "ok",
-    "rate_limited",
-    "client_error",
-    "server_error",
-    "transport_error",
+/// Values of the `route` label of `protonn_rest_requests_total`: every request the bot makes.
+pub(crate) const REST_ROUTE_LABELS: [&str; 5] = [
+    "create_message",
+    "interaction_callback",
+    "interaction_edit",
+    "current_application",
+    "set_global_commands",
 ];
-
-/// Permits for REST requests under Discord's global limit (50 per second per bot, whatever
-/// the process): in a cluster every node holds a share. Interaction responses are exempt
-/// and do not ask.
-pub trait GlobalRateLimit: Send + Sync + 'static {
-    /// Takes a place in line now (so that requests go out in the order they were asked
-    /// for); the future resolves when that request may be sent.
-    fn permit(&self) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
-}
 
 /// Sends replies without making the caller wait: each request runs on its own task, so a
 /// slow REST round trip never holds up the guild actor that asked for it.
+/// The requests are built by twilight-http (which validates them) and sent through [`Rest`].
 #[derive(Clone)]
 pub struct Replies {
     http: Arc<twilight_http::Client>,
-    global: Arc<dyn GlobalRateLimit>,
+    rest: Rest,
 }
 
 impl Replies {
-    /// `http` should be built with the bot token (its `Debug` redacts it) and, against the
-    /// simulator, with the simulator as proxy. Messages wait for a `global` permit.
-    pub fn new(http: Arc<twilight_http::Client>, global: Arc<dyn GlobalRateLimit>) -> Self {
-        Self { http, global }
+    /// `http` only builds requests (it needs no token); `rest` sends them.
+    pub fn new(rest: Rest) -> Self {
+        Self {
+            http: Arc::new(twilight_http::Client::builder().build()),
+            rest,
+        }
+    }
+
+    /// Builds a request with twilight-http and sends it through the node's [`Rest`]; the
+    /// outcome is in the metrics, so a reply's caller does not wait for it.
+    fn spawn_send(
+        &self,
+        route: &'static str,
+        builder: impl TryIntoRequest,
+    ) -> Option<tokio::task::JoinHandle<bool>> {
+        let request = match builder.try_into_request() {
+            Ok(request) => request,
+            Err(err) => {
+                // twilight's validation: a reply the handlers should never build.
+                tracing::error!(route, error = %err, "invalid discord request not sent");
+                counter!(REST_REQUESTS, "route" => route, "outcome" => "client_error").increment(1);
+                return None;
+            }
+        };
+        let sent = self.rest.send(route, request);
+        Some(tokio::spawn(async move { report(route, sent.await) }))
     }
 
     /// Posts `content` to a channel. Replies never ping anyone: they may echo user input.
     pub fn message(&self, channel_id: Id<ChannelMarker>, content: String) {
-        let http = Arc::clone(&self.http);
-        let permit = self.global.permit();
-        tokio::spawn(async move {
-            let asked = std::time::Instant::now();
-            permit.await;
-            histogram!(REST_PERMIT_WAIT).record(asked.elapsed().as_secs_f64());
-            let no_pings = AllowedMentions::default();
-            let request = http
-                .create_message(channel_id)
-                .content(&content)
-                .allowed_mentions(Some(&no_pings));
-            record("create_message", request.into_future().await.map(drop));
-        });
+        let no_pings = AllowedMentions::default();
+        let request = self
+            .http
+            .create_message(channel_id)
+            .content(&content)
+            .allowed_mentions(Some(&no_pings));
+        self.spawn_send("create_message", request);
     }
 
     /// Answers an interaction with a message (within Discord's 3 s deadline: this is sent at
@@ -80,36 +82,20 @@ impl Replies {
         content: String,
         private: bool,
     ) {
-        let http = Arc::clone(&self.http);
-        tokio::spawn(async move {
-            let response = InteractionResponse {
-                kind: InteractionResponseType::ChannelMessageWithSource,
-                data: Some(InteractionResponseData {
-                    content: Some(content),
-                    allowed_mentions: Some(AllowedMentions::default()),
-                    flags: private.then_some(MessageFlags::EPHEMERAL),
-                    ..InteractionResponseData::default()
-                }),
-            };
-            let result = http
-                .interaction(application_id)
-                .create_response(interaction_id, &token, &response)
-                .into_future()
-                .await;
-            record("interaction_callback", result.map(drop));
-        });
+        let response = InteractionResponse {
+            kind: InteractionResponseType::ChannelMessageWithSource,
+            data: Some(InteractionResponseData {
+                content: Some(content),
+                allowed_mentions: Some(AllowedMentions::default()),
+                flags: private.then_some(MessageFlags::EPHEMERAL),
+                ..InteractionResponseData::default()
+            }),
+        };
+        let interaction = self.http.interaction(application_id);
+        let request = interaction.create_response(interaction_id, &token, &response);
+        self.spawn_send("interaction_callback", request);
     }
-}
 
-/// An interaction acknowledged with "thinking…", whose answer follows as an edit.
-pub struct Deferred {
-    http: Arc<twilight_http::Client>,
-    application_id: Id<ApplicationMarker>,
-    token: String,
-    acknowledged: tokio::task::JoinHandle<bool>,
-}
-
-impl Replies {
     /// Acknowledges an interaction now (Discord's 3 s deadline), to be answered later with
     /// [`Deferred::finish`] (within the token's 15 minutes).
     pub fn defer(
@@ -118,24 +104,15 @@ impl Replies {
         interaction_id: Id<InteractionMarker>,
         token: String,
     ) -> Deferred {
-        let http = Arc::clone(&self.http);
-        let ack_token = token.clone();
-        let acknowledged = tokio::spawn(async move {
-            let response = InteractionResponse {
-                kind: InteractionResponseType::DeferredChannelMessageWithSource,
-                data: None,
-            };
-            let result = http
-                .interaction(application_id)
-                .create_response(interaction_id, &ack_token, &response)
-                .into_future()
-                .await;
-            let ok = result.is_ok();
-            record("interaction_callback", result.map(drop));
-            ok
-        });
+        let response = InteractionResponse {
+            kind: InteractionResponseType::DeferredChannelMessageWithSource,
+            data: None,
+        };
+        let interaction = self.http.interaction(application_id);
+        let request = interaction.create_response(interaction_id, &token, &response);
+        let acknowledged = self.spawn_send("interaction_callback", request);
         Deferred {
-            http: Arc::clone(&self.http),
+            replies: self.clone(),
             application_id,
             token,
             acknowledged,
@@ -143,40 +120,43 @@ impl Replies {
     }
 }
 
+/// An interaction acknowledged with "thinking…", whose answer follows as an edit.
+pub struct Deferred {
+    replies: Replies,
+    application_id: Id<ApplicationMarker>,
+    token: String,
+    acknowledged: Option<tokio::task::JoinHandle<bool>>,
+}
+
 impl Deferred {
     /// Replaces the "thinking…" response with `content`, once the acknowledgement is in.
     pub fn finish(self, content: String) {
         tokio::spawn(async move {
-            if !self.acknowledged.await.unwrap_or(false) {
+            let Some(acknowledged) = self.acknowledged else {
+                return;
+            };
+            if !acknowledged.await.unwrap_or(false) {
                 // Without the acknowledgement there is no response to edit.
                 return;
             }
             let no_pings = AllowedMentions::default();
-            let result = self
-                .http
-                .interaction(self.application_id)
+            let interaction = self.replies.http.interaction(self.application_id);
+            let request = interaction
                 .update_response(&self.token)
                 .content(Some(&content))
-                .allowed_mentions(Some(&no_pings))
-                .into_future()
-                .await;
-            record("interaction_edit", result.map(drop));
+                .allowed_mentions(Some(&no_pings));
+            self.replies.spawn_send("interaction_edit", request);
         });
     }
 }
 
-fn record(route: &'static str, result: Result<(), twilight_http::Error>) {
-    let outcome = match &result {
-        Ok(()) => "ok",
-        Err(err) => match err.kind() {
-            ErrorType::Response { status, .. } if status.get() == 429 => "rate_limited",
-            ErrorType::Response { status, .. } if status.is_server_error() => "server_error",
-            ErrorType::Response { .. } | ErrorType::Unauthorized => "client_error",
-            _ => "transport_error",
-        },
-    };
-    if let Err(err) = &result {
-        tracing::warn!(route, outcome, error = %err, "discord request failed");
+/// Logs a failure (the metrics were counted by [`Rest`]); whether it went through.
+fn report(route: &'static str, outcome: Result<crate::rest::Reply, RestError>) -> bool {
+    match outcome {
+        Ok(_) => true,
+        Err(err) => {
+            tracing::debug!(route, error = %err, "reply not sent");
+            false
+        }
     }
-    counter!(REST_REQUESTS, "route" => route, "outcome" => outcome).increment(1);
 }

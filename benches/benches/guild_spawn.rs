@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use protonn_actors::rest::{GuardLimits, InvalidRequestGuard, Rest, Transport};
 use protonn_actors::{
     DeadLetters, Departures, EventObserver, GlobalRateLimit, GuildRouter, HandledEvent, Replies,
     RouterMsg, RuntimeConfig, Services,
@@ -70,8 +71,8 @@ impl EventObserver for Timestamps {
 struct Unlimited;
 
 impl GlobalRateLimit for Unlimited {
-    fn permit(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>> {
-        Box::pin(std::future::ready(()))
+    fn reserve(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now()
     }
 }
 
@@ -83,10 +84,15 @@ fn router_services(
     Services {
         store,
         departures: Departures::default(),
-        replies: Replies::new(
-            Arc::new(twilight_http::Client::new(String::new())),
+        replies: Replies::new(Rest::new(
+            Arc::new(Transport::new(
+                &BotToken::new(""),
+                None,
+                Duration::from_secs(10),
+            )),
             Arc::new(Unlimited),
-        ),
+            Arc::new(InvalidRequestGuard::new(GuardLimits::default())),
+        )),
         cache: Arc::new(DefaultInMemoryCache::new()),
         runtime,
         dead_letters: Arc::new(DeadLetters::default()),

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use protonn_actors::rest::InvalidRequestGuard;
 use protonn_actors::{ConfigChangeError, RouterMsg};
 use protonn_shard::{
     ExportedSession, IdentifyReason, IdentifyScheduler, ShardStatus, SupervisorMsg,
@@ -218,6 +219,8 @@ pub(crate) struct Agent {
     pub(crate) router: ActorRef<RouterMsg>,
     /// This node's share of the bot's global REST rate, set by the coordinator.
     pub(crate) rest_share: Arc<GlobalShare>,
+    /// The node's invalid-request guard: its counts go up, the bot's come back.
+    pub(crate) rest_guard: Arc<InvalidRequestGuard>,
     pub(crate) ops_addr: SocketAddr,
     /// The first registration, made before the shards' supervisor started.
     pub(crate) joined: pb::RegisterReply,
@@ -340,7 +343,10 @@ impl Agent {
             })
             .collect();
         let (cpu_seconds, rss_bytes) = process_usage();
+        let invalid = self.rest_guard.take_report();
         pb::node_report::Report::Heartbeat(pb::Heartbeat {
+            rest_invalid: invalid.invalid,
+            rest_unauthorized: invalid.unauthorized,
             events_per_sec: shards.iter().map(|s| s.events_per_sec).sum(),
             cpu_seconds,
             rss_bytes,
@@ -372,6 +378,8 @@ impl Agent {
             Some(pb::instruction::Instruction::Call(call)) => self.answer(call, reports),
             Some(pb::instruction::Instruction::RestShare(share)) => {
                 self.rest_share.set_rate(share.per_sec);
+                self.rest_guard
+                    .apply_cluster(share.invalid_in_window, share.halted, share.resumes);
             }
             Some(pb::instruction::Instruction::Release(release)) => {
                 self.release(release, epochs, reports)

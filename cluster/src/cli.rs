@@ -65,6 +65,13 @@ enum Command {
         #[arg(long, default_value = "60s", value_parser = parse_duration)]
         timeout: Duration,
     },
+    /// Lets every node send REST requests again after a 401 from Discord halted them all
+    /// (fix the token first: a node that gets another 401 halts the cluster again).
+    RestResume {
+        /// Coordinator address, repeatable; `cluster.coordinators` when omitted.
+        #[arg(long = "coordinator")]
+        coordinators: Vec<String>,
+    },
     /// The Discord simulator on its own: `[sim]` from the config, or a scenario file, with
     /// the flags below over either.
     Sim {
@@ -186,6 +193,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             telemetry::init_logging("warn");
             drain(config, node, coordinators, timeout).await
         }
+        Command::RestResume { coordinators } => {
+            telemetry::init_logging("warn");
+            let client = cluster_client(&config, coordinators)?;
+            let rest = client.resume_rest().await.context("resuming REST")?;
+            println!(
+                "REST resumed ({} resumes so far); invalid responses in the last 10 min: {}",
+                rest.resumes, rest.invalid_in_window
+            );
+            Ok(())
+        }
         Command::Sim {
             listen,
             scenario,
@@ -302,16 +319,22 @@ async fn drain(
         Some(node) => node,
         None => node_name(&config)?,
     };
-    let mut client = ClusterClient::new(coordinators_or(&config, coordinators), cluster_token()?);
-    if let Some(tls) = cluster_tls(&config)? {
-        client = client.with_tls(tls);
-    }
+    let client = cluster_client(&config, coordinators)?;
     let moved = tokio::time::timeout(timeout, client.drain(&node))
         .await
         .map_err(|_| anyhow::anyhow!("drain of {node} not done within {timeout:?}"))?
         .with_context(|| format!("draining {node}"))?;
     println!("{node}: {moved} shards handed to other nodes");
     Ok(())
+}
+
+/// A client of the coordinators named on the command line (or in the config).
+fn cluster_client(config: &Config, coordinators: Vec<String>) -> anyhow::Result<ClusterClient> {
+    let client = ClusterClient::new(coordinators_or(config, coordinators), cluster_token()?);
+    Ok(match cluster_tls(config)? {
+        Some(tls) => client.with_tls(tls),
+        None => client,
+    })
 }
 
 /// `90s`, `2m` or a plain number of seconds.

@@ -55,6 +55,18 @@ impl ClusterClient {
         .await
     }
 
+    /// Lifts the REST halt that a 401 from Discord put on every node (after the token was
+    /// fixed); answers with the bot's REST standing.
+    pub async fn resume_rest(&self) -> Result<pb::RestStatus, tonic::Status> {
+        self.ask(|mut client| async move {
+            client
+                .resume_rest(pb::ResumeRestRequest {})
+                .await
+                .map(tonic::Response::into_inner)
+        })
+        .await
+    }
+
     /// Changes one config key of a guild on the node running its shard: durable and live in
     /// the guild's actor when this answers, with the same errors as `Node::configure`
     /// (`Unavailable` also while the shard moves or no coordinator leads: retry).

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use metrics::gauge;
+use protonn_actors::rest::{GuardLimits, InvalidRequestGuard};
 use protonn_shard::{BotToken, IdentifyConfig, LocalScheduler};
 use protonn_storage::{ClusterRepo, EmbeddedStore, StorageError, Timestamp};
 use tokio::sync::{OnceCell, mpsc, oneshot};
@@ -28,7 +29,7 @@ use service::{CoordinatorService, Leading, StorageService};
 
 use crate::grpc::{ClusterTls, ClusterToken, MAX_MESSAGE, RequireToken, pb};
 use crate::metrics::{FENCING_EPOCH, LEADER};
-use crate::node::{DiscordEndpoint, Sweeper, discord_client, gateway_info};
+use crate::node::{DiscordEndpoint, Sweeper, discord_transport, gateway_info, startup_rest};
 use crate::{NodeError, ops, telemetry};
 
 /// Name of the leadership lease in the store.
@@ -215,8 +216,9 @@ async fn lead(
     tracing::info!(epoch, "leading the cluster");
     gauge!(FENCING_EPOCH).set(epoch as f64);
 
-    let http = discord_client(&options.discord, &options.token);
-    let info = gateway_info(&http).await?;
+    let guard = Arc::new(InvalidRequestGuard::new(GuardLimits::default()));
+    let rest = startup_rest(discord_transport(&options.discord, &options.token), guard);
+    let info = gateway_info(&rest).await?;
     let limit = info.session_start_limit;
     let scheduler = LocalScheduler::start(IdentifyConfig::discord(
         limit.max_concurrency,

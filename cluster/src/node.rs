@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use protonn_actors::rest::{GuardLimits, InvalidRequestGuard, Rest, RestError, Transport};
 use protonn_actors::{
     ConfigChangeError, DeadLetter, DeadLetters, Departures, EventIngress, EventObserver,
     GlobalRateLimit, GuildRouter, Replies, RouterMsg, RouterStats, RuntimeConfig, Services,
@@ -17,7 +18,9 @@ use protonn_storage::{DataRights, EmbeddedStore, Store, Timestamp, VersionedConf
 use ractor::ActorRef;
 use tokio::sync::oneshot;
 use twilight_cache_inmemory::DefaultInMemoryCache;
-use twilight_http::error::ErrorType;
+use twilight_http::request::TryIntoRequest;
+use twilight_model::gateway::connection_info::BotConnectionInfo;
+use twilight_model::oauth::Application;
 
 use crate::agent::{Agent, ClusterMembership, Link, RemoteIdentify};
 use crate::remote_store::RemoteStore;
@@ -88,9 +91,11 @@ impl Node {
         telemetry::install_tls_provider();
         let prometheus = telemetry::prometheus();
 
-        let http = discord_client(&options.discord, &options.token);
-        let info = gateway_info(&http).await?;
-        register_commands(&http).await;
+        let transport = discord_transport(&options.discord, &options.token);
+        let guard = Arc::new(InvalidRequestGuard::new(GuardLimits::default()));
+        let startup = startup_rest(Arc::clone(&transport), Arc::clone(&guard));
+        let info = gateway_info(&startup).await?;
+        register_commands(&startup).await;
         let limit = info.session_start_limit;
         let identify = IdentifyConfig::discord(
             limit.max_concurrency,
@@ -170,7 +175,11 @@ impl Node {
         let router = GuildRouter::start(Services {
             store: Arc::clone(&store),
             departures,
-            replies: Replies::new(http, Arc::clone(&rest_share) as Arc<dyn GlobalRateLimit>),
+            replies: Replies::new(Rest::new(
+                transport,
+                Arc::clone(&rest_share) as Arc<dyn GlobalRateLimit>,
+                Arc::clone(&guard),
+            )),
             cache: Arc::clone(&cache),
             runtime: options.runtime,
             dead_letters: Arc::clone(&dead_letters),
@@ -208,6 +217,7 @@ impl Node {
                 cache: Arc::clone(&cache),
                 router: router.clone(),
                 rest_share: Arc::clone(&rest_share),
+                rest_guard: guard,
                 ops_addr,
                 joined,
             };
@@ -363,13 +373,22 @@ impl Sweeper {
 
 /// Replaces the bot's global slash commands with ours (a bulk overwrite is idempotent, so
 /// every start may do it). A failure is logged, not fatal: text commands still work.
-async fn register_commands(http: &twilight_http::Client) {
+async fn register_commands(rest: &Rest) {
+    let http = twilight_http::Client::builder().build();
     let registered = async {
-        let application = http.current_user_application().await?.model().await?;
+        let application: Application = rest
+            .send(
+                "current_application",
+                http.current_user_application().try_into_request()?,
+            )
+            .await?
+            .model()?;
         let commands = protonn_actors::slash_commands();
-        http.interaction(application.id)
+        let overwrite = http
+            .interaction(application.id)
             .set_global_commands(&commands)
-            .await?;
+            .try_into_request()?;
+        rest.send("set_global_commands", overwrite).await?;
         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(commands.len())
     };
     match registered.await {
@@ -378,35 +397,35 @@ async fn register_commands(http: &twilight_http::Client) {
     }
 }
 
-/// Discord's REST client with the bot token (the simulator as proxy when there is one).
-pub(crate) fn discord_client(
-    discord: &DiscordEndpoint,
-    token: &BotToken,
-) -> Arc<twilight_http::Client> {
-    let mut http = twilight_http::Client::builder()
-        .token(token.expose().to_owned())
-        .timeout(REST_TIMEOUT);
-    if let DiscordEndpoint::Simulator(addr) = discord {
-        http = http.proxy(addr.clone(), true);
-    }
-    Arc::new(http.build())
+/// Where Discord's REST API is (the simulator when there is one), with the bot token.
+pub(crate) fn discord_transport(discord: &DiscordEndpoint, token: &BotToken) -> Arc<Transport> {
+    let simulator = match discord {
+        DiscordEndpoint::Discord => None,
+        DiscordEndpoint::Simulator(addr) => Some(addr.as_str()),
+    };
+    Arc::new(Transport::new(token, simulator, REST_TIMEOUT))
 }
 
-pub(crate) async fn gateway_info(
-    http: &twilight_http::Client,
-) -> Result<twilight_model::gateway::connection_info::BotConnectionInfo, NodeError> {
-    let response = match http.gateway().authed().await {
-        Ok(response) => response,
-        Err(err) => {
-            return Err(match err.kind() {
-                ErrorType::Unauthorized => NodeError::BadToken,
-                ErrorType::Response { status, .. } if status.get() == 401 => NodeError::BadToken,
-                _ => NodeError::GatewayInfo(err.to_string()),
-            });
-        }
-    };
-    response
-        .model()
-        .await
-        .map_err(|err| NodeError::GatewayInfo(err.to_string()))
+/// REST for a process's few start-up calls (gateway settings, slash commands): paced by a
+/// line of their own within what the coordinator keeps spare of Discord's global limit.
+pub(crate) fn startup_rest(transport: Arc<Transport>, guard: Arc<InvalidRequestGuard>) -> Rest {
+    let spare = rest_budget::DISCORD_GLOBAL_LIMIT - rest_budget::CLUSTER_BUDGET;
+    Rest::new(transport, Arc::new(GlobalShare::new(spare)), guard)
+}
+
+/// `GET /gateway/bot`: the shard count and identify limits; a 401 means a bad token.
+pub(crate) async fn gateway_info(rest: &Rest) -> Result<BotConnectionInfo, NodeError> {
+    let request = twilight_http::Client::builder()
+        .build()
+        .gateway()
+        .authed()
+        .try_into_request()
+        .map_err(|err| NodeError::GatewayInfo(err.to_string()))?;
+    match rest.send("gateway_bot", request).await {
+        Ok(reply) => reply
+            .model()
+            .map_err(|err| NodeError::GatewayInfo(err.to_string())),
+        Err(RestError::Status { status: 401, .. }) => Err(NodeError::BadToken),
+        Err(err) => Err(NodeError::GatewayInfo(err.to_string())),
+    }
 }

@@ -3,8 +3,6 @@
 //! each node spends its share through a [`GlobalShare`]. A node cut off from the
 //! coordinator keeps its last share, so the cluster only ever gets slower, never over.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -59,15 +57,12 @@ impl GlobalShare {
 }
 
 impl GlobalRateLimit for GlobalShare {
-    fn permit(&self) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+    fn reserve(&self) -> Instant {
         self.asked.fetch_add(1, Ordering::Relaxed);
-        let at = {
-            let mut line = self.line.lock().expect("line poisoned");
-            let at = line.next.max(Instant::now());
-            line.next = at + Duration::from_secs_f64(1.0 / line.per_sec);
-            at
-        };
-        Box::pin(tokio::time::sleep_until(at))
+        let mut line = self.line.lock().expect("line poisoned");
+        let at = line.next.max(Instant::now());
+        line.next = at + Duration::from_secs_f64(1.0 / line.per_sec);
+        at
     }
 }
 
@@ -140,7 +135,7 @@ mod tests {
         let share = GlobalShare::new(10.0);
         let start = Instant::now();
         for _ in 0..21 {
-            share.permit().await;
+            tokio::time::sleep_until(share.reserve()).await;
         }
         // One permit at once, then one every 100 ms.
         assert_eq!(start.elapsed(), Duration::from_secs(2));
@@ -150,7 +145,7 @@ mod tests {
         share.set_rate(100.0);
         let start = Instant::now();
         for _ in 0..11 {
-            share.permit().await;
+            tokio::time::sleep_until(share.reserve()).await;
         }
         assert_eq!(start.elapsed(), Duration::from_millis(200));
     }

@@ -17,6 +17,7 @@ use crate::metrics::{
     HANDOFF_SECONDS, HANDOFFS, MOVES, NODE_STATES, NODES, REST_BUDGET_USED, SHARD_STATES, SHARDS,
 };
 use crate::rest_budget::{self, DISCORD_GLOBAL_LIMIT};
+use protonn_actors::rest::SlidingCount;
 
 /// How the coordinator paces the cluster.
 #[derive(Clone, Debug)]
@@ -58,6 +59,7 @@ pub(crate) enum ControlMsg {
         reply: oneshot::Sender<Result<u32, Status>>,
     },
     Status(oneshot::Sender<pb::ClusterStatus>),
+    ResumeRest(oneshot::Sender<pb::RestStatus>),
     /// Forward a guild's config change to the node running its shard.
     Configure {
         request: pb::ConfigureRequest,
@@ -79,6 +81,7 @@ struct NodeEntry {
     events_per_sec: f64,
     rss_bytes: u64,
     rest_demand: f64,
+    rest_share: f64,
 }
 
 #[derive(Default)]
@@ -126,6 +129,26 @@ pub(crate) struct Control {
     handoffs: u64,
     calls: HashMap<u64, PendingCall>,
     next_call: u64,
+    rest: RestStanding,
+}
+
+/// The bot's invalid REST responses across nodes, and the halt after a 401. Held by the
+/// leader only: a new leader starts with an empty count (each node still counts its own).
+#[derive(Default)]
+struct RestStanding {
+    invalid: SlidingCount,
+    halted: bool,
+    resumes: u64,
+}
+
+impl RestStanding {
+    fn status(&mut self) -> pb::RestStatus {
+        pb::RestStatus {
+            invalid_in_window: self.invalid.total(),
+            halted: self.halted,
+            resumes: self.resumes,
+        }
+    }
 }
 
 /// The id a node name always maps to (FNV-1a): a restarted pod keeps its identity without
@@ -161,6 +184,7 @@ impl Control {
                     events_per_sec: 0.0,
                     rss_bytes: 0,
                     rest_demand: 0.0,
+                    rest_share: 0.0,
                 },
             );
         }
@@ -194,6 +218,7 @@ impl Control {
             handoffs: 0,
             calls: HashMap::new(),
             next_call: 0,
+            rest: RestStanding::default(),
         })
     }
 
@@ -240,6 +265,7 @@ impl Control {
                     events_per_sec: 0.0,
                     rss_bytes: 0,
                     rest_demand: 0.0,
+                    rest_share: 0.0,
                 });
                 entry.last_seen = Instant::now();
                 entry.draining = false;
@@ -307,6 +333,15 @@ impl Control {
             ControlMsg::Status(reply) => {
                 let _ = reply.send(self.status());
             }
+            ControlMsg::ResumeRest(reply) => {
+                if self.rest.halted {
+                    tracing::warn!("REST resumed by an operator");
+                }
+                self.rest.halted = false;
+                self.rest.resumes += 1;
+                self.share_rest_budget();
+                let _ = reply.send(self.rest.status());
+            }
             ControlMsg::Configure { request, reply } => self.route(request, reply),
         }
         Ok(())
@@ -326,6 +361,14 @@ impl Control {
             pb::node_report::Report::Heartbeat(heartbeat) => {
                 node.events_per_sec = heartbeat.events_per_sec;
                 node.rest_demand = heartbeat.rest_demand_per_sec;
+                self.rest.invalid.add(heartbeat.rest_invalid);
+                if heartbeat.rest_unauthorized > 0 && !self.rest.halted {
+                    tracing::error!(
+                        node = node.name,
+                        "a node got 401 from Discord: REST halted on every node until `protonn rest-resume`"
+                    );
+                    self.rest.halted = true;
+                }
                 node.rss_bytes = heartbeat.rss_bytes;
                 self.heartbeat(node_id, heartbeat.shards).await?;
             }
@@ -570,11 +613,18 @@ impl Control {
             .collect();
         let used: f64 = demands.iter().map(|d| d.1).sum();
         gauge!(REST_BUDGET_USED).set(used / DISCORD_GLOBAL_LIMIT);
+        let standing = self.rest.status();
         for (node_id, per_sec) in rest_budget::allot(rest_budget::CLUSTER_BUDGET, &demands) {
-            self.send(
-                node_id,
-                pb::instruction::Instruction::RestShare(pb::RestShare { per_sec }),
-            );
+            if let Some(node) = self.nodes.get_mut(&node_id) {
+                node.rest_share = per_sec;
+            }
+            let share = pb::RestShare {
+                per_sec,
+                invalid_in_window: standing.invalid_in_window,
+                halted: standing.halted,
+                resumes: standing.resumes,
+            };
+            self.send(node_id, pb::instruction::Instruction::RestShare(share));
         }
     }
 
@@ -727,14 +777,22 @@ impl Control {
         }
     }
 
-    fn status(&self) -> pb::ClusterStatus {
+    fn status(&mut self) -> pb::ClusterStatus {
         let mut per_node: BTreeMap<u64, u32> = BTreeMap::new();
         for shard in &self.shards {
             if let Some(owner) = shard.owner {
                 *per_node.entry(owner).or_default() += 1;
             }
         }
+        let rest_shares = self
+            .nodes
+            .iter()
+            .filter(|(_, node)| node.link.is_some())
+            .map(|(&id, node)| (id, node.rest_share))
+            .collect();
         pb::ClusterStatus {
+            rest: Some(self.rest.status()),
+            rest_shares,
             leader_epoch: self.leader_epoch,
             nodes: self
                 .nodes

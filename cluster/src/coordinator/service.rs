@@ -168,6 +168,13 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
     ) -> Result<Response<pb::ClusterStatus>, Status> {
         Ok(Response::new(self.ask(ControlMsg::Status).await?))
     }
+
+    async fn resume_rest(
+        &self,
+        _request: Request<pb::ResumeRestRequest>,
+    ) -> Result<Response<pb::RestStatus>, Status> {
+        Ok(Response::new(self.ask(ControlMsg::ResumeRest).await?))
+    }
 }
 
 /// The coordinator's store, served to nodes while it leads.

@@ -14,6 +14,7 @@ mod actors;
 mod cluster;
 
 mod ops;
+mod rest;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_shard_gets_ready_and_every_guild_reaches_its_actor() {
