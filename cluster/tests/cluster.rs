@@ -769,3 +769,89 @@ async fn three_nodes_together_stay_under_discords_rest_limits() {
         answered.len()
     );
 }
+
+/// Whether a node's `/metrics` says its REST is halted.
+async fn rest_halted(ops: &str) -> bool {
+    let (_, metrics) = http_get(ops, "/metrics").await;
+    metrics.contains("protonn_rest_halted 1\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_401_on_one_node_halts_rest_on_every_node_until_an_operator_resumes() {
+    let mut cluster = Cluster::start(1, 2).await;
+    for name in ["node-a", "node-b"] {
+        cluster.start_node(name, Some(CLUSTER_TOKEN)).await;
+    }
+    let status = cluster.settled("shards on both nodes", evenly(2)).await;
+    let sim = &cluster.sim;
+    let token = sim.config().token.clone();
+    // The token is revoked: one ping in a guild of node-a's gets a 401.
+    sim.set_token("revoked");
+    let node_a = status
+        .nodes
+        .iter()
+        .find(|n| n.name == "node-a")
+        .unwrap()
+        .node_id;
+    let guild = sim
+        .guilds()
+        .into_iter()
+        .find(|g| status.shards[g.shard as usize].node_id == node_a)
+        .unwrap();
+    let before = sim.ledger().rest.len();
+    sim.send_message(guild.id, guild.channel_ids[0], 3_000_000, "!ping")
+        .unwrap();
+    // The leader hears of it and halts every node, node-b included.
+    let halted = cluster
+        .leader_status("REST halted", |s| s.rest.as_ref().is_some_and(|r| r.halted))
+        .await;
+    assert_eq!(halted.rest.unwrap().resumes, 0);
+    let deadline = Instant::now() + DEADLINE;
+    for name in ["node-a", "node-b"] {
+        while !rest_halted(&cluster.node_ops[name]).await {
+            assert!(Instant::now() < deadline, "{name} did not halt");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // Halted, nothing more reaches Discord: one 401 and no retry.
+    let others = sim
+        .guilds()
+        .into_iter()
+        .filter(|g| status.shards[g.shard as usize].node_id != node_a)
+        .take(3);
+    for (user, other) in (3_000_001..).zip(others) {
+        sim.send_message(other.id, other.channel_ids[0], user, "!ping")
+            .unwrap();
+    }
+    let held = "protonn_rest_requests_total{route=\"create_message\",outcome=\"held_back\"} 3\n";
+    loop {
+        let (_, metrics) = http_get(&cluster.node_ops["node-b"], "/metrics").await;
+        if metrics.contains(held) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node-b held nothing back:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let statuses: Vec<u16> = sim.ledger().rest[before..]
+        .iter()
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(statuses, [401]);
+
+    // The operator fixes the token and resumes: replies flow again.
+    sim.set_token(&token);
+    let resumed = cluster.client.resume_rest().await.unwrap();
+    assert!(!resumed.halted && resumed.resumes == 1);
+    for name in ["node-a", "node-b"] {
+        while rest_halted(&cluster.node_ops[name]).await {
+            assert!(Instant::now() < deadline, "{name} did not resume");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let mut traffic = Traffic::start(sim, PINGS_PER_SEC);
+    traffic.stop_after(PINGS_PER_SEC).await;
+    assert_eq!(traffic.count(sim).await, 0);
+}
