@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use metrics::{counter, gauge};
 use protonn_storage::{Store, VersionedConfig};
 use ractor::{
-    Actor, ActorId, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort, SupervisionEvent,
+    Actor, ActorId, ActorProcessingErr, ActorRef, ActorRuntime, MessagingErr, RpcReplyPort,
+    SupervisionEvent,
 };
 use tokio::time::Instant;
 use twilight_cache_inmemory::DefaultInMemoryCache;
@@ -97,7 +98,7 @@ impl GuildRouter {
 }
 
 impl RouterState {
-    async fn spawn_guild(
+    fn spawn_guild(
         &mut self,
         myself: &ActorRef<RouterMsg>,
         guild_id: Id<GuildMarker>,
@@ -108,7 +109,10 @@ impl RouterState {
             services: Arc::clone(&self.services),
             pending: Arc::clone(&pending),
         };
-        let (actor, _) = Actor::spawn_linked(None, GuildActor, args, myself.get_cell()).await?;
+        // Not waiting for the actor's start: its `pre_start` cannot fail, and it is linked to
+        // the router before it handles anything, so events may be queued to it at once.
+        let (actor, _) =
+            ActorRuntime::spawn_linked_instant(None, GuildActor, args, myself.get_cell())?;
         counter!(GUILD_SPAWNS).increment(1);
         self.by_actor.insert(actor.get_id(), guild_id);
         let resident = Resident {
@@ -132,7 +136,7 @@ impl RouterState {
         let limit = self.services.runtime.mailbox_limit;
         let resident = match self.guilds.get_mut(&guild_id) {
             Some(resident) => resident,
-            None => self.spawn_guild(myself, guild_id).await?,
+            None => self.spawn_guild(myself, guild_id)?,
         };
         let pending = resident.pending.load(Ordering::Acquire);
         let name = event.kind().name().unwrap_or("unknown");
@@ -160,7 +164,7 @@ impl RouterState {
         // forgotten yet: give the event to a fresh one rather than lose it.
         if let Err(MessagingErr::SendErr(message)) = actor.cast(GuildMsg::Event(Box::new(event))) {
             self.forget(&actor.get_id());
-            let fresh = self.spawn_guild(myself, guild_id).await?;
+            let fresh = self.spawn_guild(myself, guild_id)?;
             fresh.pending.fetch_add(1, Ordering::AcqRel);
             fresh.actor.cast(message)?;
         }
@@ -268,7 +272,7 @@ impl Actor for GuildRouter {
                 };
                 let resident = match state.guilds.get_mut(&guild_id) {
                     Some(resident) => resident,
-                    None => state.spawn_guild(&myself, guild_id).await?,
+                    None => state.spawn_guild(&myself, guild_id)?,
                 };
                 resident.last_active = Instant::now();
                 resident.pending.fetch_add(1, Ordering::AcqRel);
