@@ -1,5 +1,7 @@
 //! Guilds the bot left, whose data waits for deletion: kept in memory so that a GUILD_CREATE
 //! (thousands per READY) costs no storage round trip unless the guild really is one of them.
+//! Read at start, and again whenever a shard arrives from another node (which may have seen
+//! its guilds leave).
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -14,15 +16,18 @@ pub struct Departures {
 impl Departures {
     /// The departures already scheduled in storage, read at node start.
     pub async fn load(store: &dyn Store) -> Result<Self, StorageError> {
-        let pending = store
-            .scheduled_guild_deletions()
-            .await?
-            .into_iter()
-            .map(|(guild, _)| guild)
-            .collect();
-        Ok(Self {
-            pending: Mutex::new(pending),
-        })
+        let departures = Self::default();
+        departures.refresh(store).await?;
+        Ok(departures)
+    }
+
+    /// Adds the departures scheduled in storage since: another node's, for a shard it
+    /// hands to this one.
+    pub async fn refresh(&self, store: &dyn Store) -> Result<(), StorageError> {
+        let scheduled = store.scheduled_guild_deletions().await?;
+        let mut pending = self.pending.lock().expect("departures lock");
+        pending.extend(scheduled.into_iter().map(|(guild, _)| guild));
+        Ok(())
     }
 
     pub(crate) fn left(&self, guild_id: u64) {

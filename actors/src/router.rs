@@ -32,7 +32,7 @@ use crate::{
 pub struct Services {
     pub store: Arc<dyn Store>,
     /// Guilds the bot left whose data is scheduled for deletion.
-    pub departures: Departures,
+    pub departures: Arc<Departures>,
     pub replies: Replies,
     /// The node cache, updated by the ingress before events reach the actors.
     pub cache: Arc<DefaultInMemoryCache>,

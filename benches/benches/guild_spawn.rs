@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use protonn_actors::rest::{GuardLimits, InvalidRequestGuard, Rest, Transport};
 use protonn_actors::{
-    DeadLetters, Departures, EventObserver, GlobalRateLimit, GuildRouter, HandledEvent, Replies,
-    RouterMsg, RuntimeConfig, Services,
+    DeadLetters, EventObserver, GlobalRateLimit, GuildRouter, HandledEvent, Replies, RouterMsg,
+    RuntimeConfig, Services,
 };
 use protonn_cluster::{DiscordEndpoint, Node, NodeOptions};
 use protonn_shard::{BotToken, ShardPhase};
@@ -83,7 +83,7 @@ fn router_services(
 ) -> Services {
     Services {
         store,
-        departures: Departures::default(),
+        departures: Default::default(),
         replies: Replies::new(Rest::new(
             Arc::new(Transport::new(
                 &BotToken::new(""),

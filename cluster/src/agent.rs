@@ -11,10 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use protonn_actors::rest::InvalidRequestGuard;
-use protonn_actors::{ConfigChangeError, RouterMsg};
+use protonn_actors::{ConfigChangeError, Departures, RouterMsg};
 use protonn_shard::{
     ExportedSession, IdentifyReason, IdentifyScheduler, ShardStatus, SupervisorMsg,
 };
+use protonn_storage::Store;
 use ractor::ActorRef;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -221,6 +222,10 @@ pub(crate) struct Agent {
     pub(crate) rest_share: Arc<GlobalShare>,
     /// The node's invalid-request guard: its counts go up, the bot's come back.
     pub(crate) rest_guard: Arc<InvalidRequestGuard>,
+    /// The leader's store and this node's view of departed guilds, refreshed from it when a
+    /// shard arrives (its last owner may have seen guilds leave).
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) departures: Arc<Departures>,
     pub(crate) ops_addr: SocketAddr,
     /// The first registration, made before the shards' supervisor started.
     pub(crate) joined: pb::RegisterReply,
@@ -404,6 +409,11 @@ impl Agent {
                 return;
             }
             epochs.insert(shard_id, start.epoch);
+        }
+        if let Err(err) = self.departures.refresh(self.store.as_ref()).await {
+            // A guild that left elsewhere and returns here keeps its deletion scheduled
+            // until the next refresh; its data is kept for the grace period meanwhile.
+            tracing::warn!(shard_id, error = %err, "departed guilds not refreshed");
         }
         match protonn_actors::load_shard_cache(&self.cache, &start.cache) {
             Ok(guilds) => tracing::debug!(shard_id, guilds, "cached guilds taken over"),

@@ -159,7 +159,7 @@ impl Node {
                 (store, Some(sweeper))
             }
         };
-        let departures = Departures::load(store.as_ref()).await?;
+        let departures = Arc::new(Departures::load(store.as_ref()).await?);
         // Alone, the node may use the whole budget; in a cluster it starts with the least
         // share until the coordinator grants it one.
         let rest_share = Arc::new(GlobalShare::new(match cluster {
@@ -174,7 +174,7 @@ impl Node {
         let dead_letters = Arc::new(DeadLetters::default());
         let router = GuildRouter::start(Services {
             store: Arc::clone(&store),
-            departures,
+            departures: Arc::clone(&departures),
             replies: Replies::new(Rest::new(
                 transport,
                 Arc::clone(&rest_share) as Arc<dyn GlobalRateLimit>,
@@ -218,6 +218,8 @@ impl Node {
                 router: router.clone(),
                 rest_share: Arc::clone(&rest_share),
                 rest_guard: guard,
+                store: Arc::clone(&store),
+                departures,
                 ops_addr,
                 joined,
             };

@@ -154,7 +154,11 @@ impl InvalidRequestGuard {
     fn publish(&self, counts: &mut Counts) {
         let (state, seen) = self.state_of(counts);
         gauge!(REST_INVALID_REQUESTS).set(seen as f64);
-        gauge!(REST_HALTED).set(if state == GuardState::Halted { 1.0 } else { 0.0 });
+        gauge!(REST_HALTED).set(if state == GuardState::Halted {
+            1.0
+        } else {
+            0.0
+        });
     }
 
     /// A 401, 403 or non-shared 429 from Discord.

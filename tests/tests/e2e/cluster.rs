@@ -45,19 +45,10 @@ async fn start_node(
     .unwrap()
 }
 
-async fn running(node: &Node) -> Vec<u32> {
-    node.shard_statuses()
-        .await
-        .iter()
-        .filter(|s| s.phase == protonn_shard::ShardPhase::Ready)
-        .map(|s| s.shard_id)
-        .collect()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_moved_shard_takes_its_cached_guilds_and_finds_their_config_on_the_new_owner() {
-    let sim = start_sim(small_world(4, 40)).await;
-    let dir = tempfile::tempdir().unwrap();
+async fn start_coordinator(
+    sim: &protonn_sim::SimHandle,
+    dir: &std::path::Path,
+) -> (Coordinator, ClusterClient) {
     let coordinator = Coordinator::start(CoordinatorOptions {
         discord: DiscordEndpoint::Simulator(sim.rest_proxy()),
         token: BotToken::new(sim.config().token.clone()),
@@ -65,7 +56,7 @@ async fn a_moved_shard_takes_its_cached_guilds_and_finds_their_config_on_the_new
         tls: None,
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         ops_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        data_dir: dir.path().join("coordinator"),
+        data_dir: dir.join("coordinator"),
         shards: None,
         heartbeat_interval: Duration::from_millis(100),
         failure_timeout: Duration::from_secs(3),
@@ -80,6 +71,23 @@ async fn a_moved_shard_takes_its_cached_guilds_and_finds_their_config_on_the_new
         vec![format!("http://{}", coordinator.addr())],
         ClusterToken::new(TOKEN).unwrap(),
     );
+    (coordinator, client)
+}
+
+async fn running(node: &Node) -> Vec<u32> {
+    node.shard_statuses()
+        .await
+        .iter()
+        .filter(|s| s.phase == protonn_shard::ShardPhase::Ready)
+        .map(|s| s.shard_id)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_shard_takes_its_cached_guilds_and_finds_their_config_on_the_new_owner() {
+    let sim = start_sim(small_world(4, 40)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (coordinator, client) = start_coordinator(&sim, dir.path()).await;
 
     let a = start_node(&sim, dir.path(), membership(&coordinator, "node-a")).await;
     let guilds = sim.guilds();
@@ -177,6 +185,54 @@ async fn a_moved_shard_takes_its_cached_guilds_and_finds_their_config_on_the_new
         })
         .await;
     }
+
+    b.shutdown().await;
+    a.shutdown().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guild_that_left_on_one_node_and_returns_on_another_keeps_its_data() {
+    let sim = start_sim(small_world(4, 40)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (coordinator, client) = start_coordinator(&sim, dir.path()).await;
+    let a = start_node(&sim, dir.path(), membership(&coordinator, "node-a")).await;
+    let b = start_node(&sim, dir.path(), membership(&coordinator, "node-b")).await;
+    wait_until("two shards on each node", || async {
+        running(&a).await.len() == 2 && running(&b).await.len() == 2
+    })
+    .await;
+    // Guilds of node-a's shards leave: node-a schedules their data for deletion; node-b,
+    // running since before, does not see them leave.
+    let on_a = running(&a).await;
+    let leaving: Vec<u64> = sim
+        .guilds()
+        .into_iter()
+        .filter(|g| on_a.contains(&g.shard))
+        .take(3)
+        .map(|g| g.id)
+        .collect();
+    for &guild in &leaving {
+        assert!(sim.remove_guild(guild));
+    }
+    wait_until("their deletions are scheduled", || async {
+        a.scheduled_guild_deletions().await.len() == leaving.len()
+    })
+    .await;
+
+    // node-a's shards move to node-b, and the guilds come back there.
+    assert_eq!(client.drain("node-a").await.unwrap(), 2);
+    wait_until("node-b runs every shard", || async {
+        running(&b).await.len() == 4
+    })
+    .await;
+    for &guild in &leaving {
+        assert!(sim.restore_guild(guild));
+    }
+    wait_until("every returned guild's deletion is cancelled", || async {
+        b.scheduled_guild_deletions().await.is_empty()
+    })
+    .await;
 
     b.shutdown().await;
     a.shutdown().await;
