@@ -47,7 +47,7 @@ pub trait GlobalRateLimit: Send + Sync + 'static {
 }
 
 /// How late a request may still use its place in the global line.
-pub const LATE_SEND: Duration = Duration::from_millis(20);
+pub const LATE_SEND: Duration = Duration::from_millis(5);
 
 /// Values of the `outcome` label of `protonn_rest_requests_total`.
 pub(crate) const OUTCOME_LABELS: [&str; 7] = [
