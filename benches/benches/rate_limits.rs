@@ -4,13 +4,14 @@
 //! - **REST**: a node answers `!ping`s arriving at twice Discord's global limit (100/s, each
 //!   answered with a message) for `rest_secs`; from the simulator's ledger: the most
 //!   messages in any 1 s, global and route 429s, and pings lost.
-//! - **Gateway**: each shard is asked to send 240 commands in 60 s (op 8, one guild each,
-//!   twice Discord's 120 per 60 s) through `SupervisorMsg::Send`; the simulator answers each
+//! - **Gateway**: each shard is asked to send 4 commands a second (op 8, one guild each,
+//!   twice Discord's 120 per 60 s; 240 by default) through `SupervisorMsg::Send`; the simulator answers each
 //!   at once with a GUILD_MEMBERS_CHUNK, timed where it arrives (1 ms of loopback later):
 //!   the most commands in any 60 s, 4008 closes from the ledger, and commands lost.
 //!
-//! `cargo bench -p protonn-benches --bench rate_limits -- [rest_secs] [runs]` (defaults 20 1;
-//! each run takes about `rest_secs` + 150 s).
+//! `cargo bench -p protonn-benches --bench rate_limits -- [rest_secs] [runs] [commands]`
+//! (defaults 20 1 240: `commands` per shard; a run takes about `rest_secs` + 150 s at the
+//! defaults).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -207,13 +208,12 @@ struct GatewayRun {
     spread_secs: f64,
 }
 
-async fn gateway_run() -> GatewayRun {
+async fn gateway_run(per_shard_asked: usize) -> GatewayRun {
     const SHARDS: u32 = 2;
-    const PER_SHARD: usize = 2 * GATEWAY_PER_MINUTE;
     let sim = start_sim(SimConfig {
         shards: SHARDS,
         max_concurrency: SHARDS,
-        guilds: 2 * PER_SHARD as u32,
+        guilds: 2 * per_shard_asked as u32,
         messages_per_sec: 0.0,
         ..SimConfig::default()
     })
@@ -250,14 +250,14 @@ async fn gateway_run() -> GatewayRun {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    // 240 commands per shard, evenly over 60 s: one guild of that shard each.
+    // Twice the limit: 4 commands a second per shard, one guild of that shard each.
     let mut per_shard: HashMap<u32, Vec<u64>> = HashMap::new();
     for guild in sim.guilds() {
         per_shard.entry(guild.shard).or_default().push(guild.id);
     }
-    let mut tick = tokio::time::interval(Duration::from_secs(60) / PER_SHARD as u32);
+    let mut tick = tokio::time::interval(Duration::from_secs(60) / (2 * GATEWAY_PER_MINUTE as u32));
     let started = Instant::now();
-    for n in 0..PER_SHARD {
+    for n in 0..per_shard_asked {
         tick.tick().await;
         for shard_id in 0..SHARDS {
             let guild = per_shard[&shard_id][n % per_shard[&shard_id].len()];
@@ -272,7 +272,7 @@ async fn gateway_run() -> GatewayRun {
     }
     // twilight paces them at its limit: the second half arrives over the next minute.
     wait_for("every command to arrive", Duration::from_secs(150), || {
-        chunks.0.lock().unwrap().len() >= PER_SHARD * SHARDS as usize
+        chunks.0.lock().unwrap().len() >= per_shard_asked * SHARDS as usize
     })
     .await;
     let received: Vec<(u32, u64)> = chunks
@@ -301,7 +301,7 @@ async fn gateway_run() -> GatewayRun {
         .collect();
     sim.shutdown().await;
     GatewayRun {
-        asked: PER_SHARD,
+        asked: per_shard_asked,
         per_shard,
         closes_4008,
         spread_secs: last_ms as f64 / 1000.0,
@@ -316,6 +316,10 @@ async fn main() {
         .collect();
     let rest_secs = args.first().copied().unwrap_or(20);
     let runs = args.get(1).copied().unwrap_or(1);
+    let commands = args
+        .get(2)
+        .copied()
+        .unwrap_or(2 * GATEWAY_PER_MINUTE as u64) as usize;
     for run in 1..=runs {
         let rest = rest_run(rest_secs).await;
         println!(
@@ -329,10 +333,10 @@ async fn main() {
             rest.route_429s,
             rest.lost
         );
-        let gateway = gateway_run().await;
+        let gateway = gateway_run(commands).await;
         for (shard, (most, received)) in gateway.per_shard.iter().enumerate() {
             println!(
-                "B8 run {run} gateway shard {shard}: {} commands asked in 60 s, {received} \
+                "B8 run {run} gateway shard {shard}: {} commands asked at 4/s, {received} \
                  arrived over {:.1} s, at most {most} in any 60 s (limit {GATEWAY_PER_MINUTE}, \
                  heartbeats included there)",
                 gateway.asked, gateway.spread_secs
