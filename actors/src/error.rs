@@ -17,3 +17,16 @@ pub enum ConfigChangeError {
     #[error("the configuration store is unavailable: {0}")]
     Unavailable(String),
 }
+
+/// Why a list of cache resource types was refused (see [`crate::cache_resources`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CacheResourcesError {
+    #[error("unknown cache resource `{name}`; known: {known}")]
+    Unknown { name: String, known: String },
+    #[error("`{0}` must be cached: the permission checks read the guild's owner and roles")]
+    Required(&'static str),
+    #[error(
+        "`{name}` cannot be cached: its updates need the {intents} intent, which the bot does not request, so it would go stale"
+    )]
+    NeedsIntent { name: &'static str, intents: String },
+}

@@ -13,6 +13,7 @@
 //! - A config change is durable in storage before the actor applies or acknowledges it.
 //! - This crate reads no environment variables and speaks no gRPC: `cluster` assembles it.
 
+mod cache;
 mod commands;
 mod dead_letters;
 mod departures;
@@ -28,9 +29,10 @@ mod runtime;
 mod slash;
 mod snapshot;
 
+pub use cache::{REQUIRED_RESOURCES, cache_resources, event_types_for};
 pub use dead_letters::{DeadLetter, DeadLetters};
 pub use departures::Departures;
-pub use error::{ActorsError, ConfigChangeError};
+pub use error::{ActorsError, CacheResourcesError, ConfigChangeError};
 pub use guild::{GuildActor, GuildMsg};
 pub use ingress::EventIngress;
 pub use observer::{EventObserver, HandledEvent};
@@ -62,8 +64,9 @@ pub fn event_types() -> EventTypeFlags {
         | EventTypeFlags::INTERACTION_CREATE
 }
 
-/// What the node cache keeps: the guild (for its owner) and roles (for permission checks).
-/// Channels and members are the expensive parts and no handler needs them yet.
+/// What the node cache keeps by default: the guild (for its owner) and roles (for
+/// permission checks), the [`REQUIRED_RESOURCES`]. Channels and members are the expensive
+/// parts and no handler needs them yet; a node may keep more ([`cache_resources`]).
 pub fn cached_resources() -> ResourceType {
-    ResourceType::GUILD | ResourceType::ROLE
+    REQUIRED_RESOURCES
 }

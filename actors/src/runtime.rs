@@ -1,7 +1,9 @@
-//! How guild actors live: mailbox bounds, passivation, crash retries, cooldowns.
+//! How guild actors live: mailbox bounds, passivation, crash retries, cooldowns, and what
+//! the node cache they read keeps.
 
 use std::time::Duration;
 
+use twilight_cache_inmemory::ResourceType;
 use twilight_model::gateway::event::{Event, EventType};
 
 /// Knobs of the guild actor runtime; the defaults suit a node of a large bot.
@@ -32,6 +34,10 @@ pub struct RuntimeConfig {
     /// Commands one guild may run per `guild_window` before further ones are refused.
     pub guild_commands: u32,
     pub guild_window: Duration,
+    /// What the node cache keeps; [`crate::REQUIRED_RESOURCES`] always, whatever this says.
+    /// Check a configured set with [`crate::cache_resources`], and have the shards
+    /// deserialise [`crate::event_types_for`] it, or the extra resources go stale.
+    pub cache_resources: ResourceType,
 }
 
 impl Default for RuntimeConfig {
@@ -48,6 +54,7 @@ impl Default for RuntimeConfig {
             user_cooldown: Duration::from_secs(2),
             guild_commands: 30,
             guild_window: Duration::from_secs(10),
+            cache_resources: crate::cached_resources(),
         }
     }
 }

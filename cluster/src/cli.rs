@@ -361,7 +361,10 @@ async fn serve_node(config: Config, cluster: Option<ClusterMembership>) -> anyho
         shard_ids: config.discord.shard_ids,
         data_dir: config.storage.data_dir,
         ops_listen: config.ops.listen,
-        runtime: RuntimeConfig::default(),
+        runtime: RuntimeConfig {
+            cache_resources: config.cache.resource_types(),
+            ..RuntimeConfig::default()
+        },
         observer: None,
         cluster,
     })

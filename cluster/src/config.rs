@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use protonn_sim::SimConfig;
 use serde::Deserialize;
+use twilight_cache_inmemory::ResourceType;
 
 use crate::ConfigError;
 
@@ -22,6 +23,7 @@ pub struct Config {
     pub discord: DiscordConfig,
     pub storage: StorageConfig,
     pub ops: OpsConfig,
+    pub cache: CacheConfig,
     pub cluster: ClusterConfig,
     /// The embedded simulator of `protonn demo` and `protonn sim`.
     pub sim: SimConfig,
@@ -33,6 +35,7 @@ impl Default for Config {
             discord: DiscordConfig::default(),
             storage: StorageConfig::default(),
             ops: OpsConfig::default(),
+            cache: CacheConfig::default(),
             cluster: ClusterConfig::default(),
             sim: demo_simulator(),
         }
@@ -77,6 +80,33 @@ impl Default for OpsConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
         }
+    }
+}
+
+/// The node cache (twilight-cache-inmemory).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Resource types kept, by twilight's names in lower case (`guild`, `role`, `channel`,
+    /// `message`, …). `guild` and `role` must be listed (the permission checks read them);
+    /// a resource whose updates need an intent the bot does not request is refused.
+    pub resources: Vec<String>,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            resources: vec!["guild".to_owned(), "role".to_owned()],
+        }
+    }
+}
+
+impl CacheConfig {
+    /// The resource types to cache; the handlers' minimum if the list is invalid, which
+    /// [`Config::parse`] has refused already.
+    pub fn resource_types(&self) -> ResourceType {
+        protonn_actors::cache_resources(&self.resources)
+            .unwrap_or_else(|_| protonn_actors::cached_resources())
     }
 }
 
@@ -246,6 +276,9 @@ impl Config {
         if self.storage.data_dir.as_os_str().is_empty() {
             return Err(invalid("storage.data_dir", "must not be empty"));
         }
+        if let Err(err) = protonn_actors::cache_resources(&self.cache.resources) {
+            return Err(invalid("cache.resources", &err.to_string()));
+        }
         self.sim.validate().map_err(|err| ConfigError::Invalid {
             field: "sim",
             message: err.to_string(),
@@ -310,6 +343,35 @@ mod tests {
         for (text, field) in cases {
             let err = Config::parse(text).unwrap_err().to_string();
             assert!(err.contains(field), "{text:?} gave {err}");
+        }
+    }
+
+    #[test]
+    fn cache_resources_are_checked_by_name() {
+        let defaults = Config::parse("").unwrap().cache.resource_types();
+        assert_eq!(defaults, protonn_actors::cached_resources());
+        let config =
+            Config::parse("[cache]\nresources = [\"guild\", \"role\", \"channel\"]\n").unwrap();
+        assert_eq!(
+            config.cache.resource_types(),
+            ResourceType::GUILD | ResourceType::ROLE | ResourceType::CHANNEL
+        );
+        for (list, says) in [
+            (
+                "[\"guild\", \"role\", \"chanels\"]",
+                "unknown cache resource `chanels`",
+            ),
+            ("[\"guild\", \"channel\"]", "`role` must be cached"),
+            ("[]", "`guild` must be cached"),
+            ("[\"guild\", \"role\", \"presence\"]", "GUILD_PRESENCES"),
+        ] {
+            let err = Config::parse(&format!("[cache]\nresources = {list}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("cache.resources") && err.contains(says),
+                "{list}: {err}"
+            );
         }
     }
 

@@ -30,7 +30,10 @@ pub(crate) async fn demo(config: Config) -> anyhow::Result<()> {
         shard_ids: None,
         data_dir: config.storage.data_dir.clone(),
         ops_listen: config.ops.listen,
-        runtime: RuntimeConfig::default(),
+        runtime: RuntimeConfig {
+            cache_resources: config.cache.resource_types(),
+            ..RuntimeConfig::default()
+        },
         observer: None,
         cluster: None,
     })

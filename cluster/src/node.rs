@@ -136,10 +136,11 @@ impl Node {
                 )
             }
         };
+        let cached = options.runtime.cache_resources | protonn_actors::REQUIRED_RESOURCES;
         let settings = GatewaySettings {
             token: options.token,
             intents: protonn_actors::intents(),
-            event_types: protonn_actors::event_types(),
+            event_types: protonn_actors::event_types_for(cached),
             gateway_url: match options.discord {
                 DiscordEndpoint::Discord => None,
                 DiscordEndpoint::Simulator(_) => Some(info.url),
@@ -168,7 +169,7 @@ impl Node {
         }));
         let cache = Arc::new(
             DefaultInMemoryCache::builder()
-                .resource_types(protonn_actors::cached_resources())
+                .resource_types(cached)
                 .build(),
         );
         let dead_letters = Arc::new(DeadLetters::default());

@@ -1,0 +1,543 @@
+//! B1: dispatched events per CPU-second of the bot process, socket → twilight → route →
+//! guild actor, against the bare twilight parse loop on the same simulator in the same run.
+//!
+//! The simulator cannot saturate the bot on this machine (it writes ~30k dispatches/s at
+//! most), so the figure is not a maximum rate: it is the bot's CPU cost per event, measured
+//! from the OS while the simulator sends a steady rate it can hold.
+//!
+//! - The simulator is a `protonn sim` process of the same build (`support::scenario`: 8
+//!   shards, 10,000 guilds of 20 channels / 15 roles / 10 emojis, the mix at the rate asked:
+//!   70 % MESSAGE_CREATE of 1 KB, 20 % MESSAGE_DELETE, 9 % MESSAGE_UPDATE, 1 % GUILD_UPDATE,
+//!   no commands), so the bot's CPU is its own.
+//! - The bot is a node in this process (`Node::start`, as `protonn run` does, default
+//!   runtime). Once every guild's GUILD_CREATE was handled and a warm-up passed (each guild's
+//!   config read once), the window: events per CPU-second = dispatches the simulator wrote
+//!   to the node in the window ÷ user + system CPU time of this process in the window
+//!   (`/proc/self/stat`). The bench itself sleeps meanwhile.
+//! - No drops: every MESSAGE_CREATE the simulator wrote by the end of the window must be
+//!   handled by its guild actor (the `EventObserver`) within a few seconds, and the shed and
+//!   overflow counters of the node's `/metrics` must not move.
+//! - Peers, the same simulator right after: this bench's own executable, started again as a
+//!   child process (`PROTONN_B1_PEER`), runs one twilight `Shard` per shard with the bot's
+//!   intents (so it is sent the same events) and loops on `next_event`, counting, nothing
+//!   else; its events per CPU-second are measured the same way, over its own process. Two
+//!   peers: every event type deserialised (the parse ceiling B1 names), and only the types
+//!   the bot deserialises (like for like: twilight skips the rest unparsed).
+//!
+//! ```sh
+//! cargo build --release -p protonn-cluster
+//! cargo bench -p protonn-benches --bench throughput -- [runs] [events_per_sec]
+//! ```
+//!
+//! Defaults: 3 runs at 20,000 events/s.
+
+#[path = "support/common.rs"]
+mod support;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use protonn_actors::{EventObserver, HandledEvent, RuntimeConfig};
+use protonn_cluster::Node;
+use protonn_shard::EventTypeFlags;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+use twilight_gateway::queue::InMemoryQueue;
+use twilight_gateway::{CloseFrame, ConfigBuilder, Event, Shard, ShardId, StreamExt};
+
+use support::{SimProcess, cpu_time, median, metric_series, metric_sum, run_queue_wait, scrape};
+
+const SHARDS: u32 = 8;
+const GUILDS: u32 = 10_000;
+/// After the GUILD_CREATEs: every guild's first message reads its config from storage.
+const WARM_UP: Duration = Duration::from_secs(5);
+const WINDOW: Duration = Duration::from_secs(20);
+/// Time for the last events of the window to reach their guild actors.
+const CATCH_UP: Duration = Duration::from_secs(10);
+/// Set in a peer child process: what it runs (see [`PeerSpec`]).
+const PEER_ENV: &str = "PROTONN_B1_PEER";
+
+/// Counts what the guild actors handled.
+#[derive(Default)]
+struct Handled {
+    messages: AtomicU64,
+    guild_creates: AtomicU64,
+}
+
+impl EventObserver for Handled {
+    fn handled(&self, _guild_id: u64, event: HandledEvent) {
+        let counter = match event {
+            HandledEvent::Message(_) => &self.messages,
+            HandledEvent::GuildCreate => &self.guild_creates,
+            HandledEvent::Interaction(_) => return,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One process's figures over its window.
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    /// Dispatches the simulator wrote to the process.
+    dispatches: u64,
+    cpu: Duration,
+    wall: Duration,
+    /// CPU time of the simulator process over the same window.
+    sim_cpu: Duration,
+    /// Time the process's threads waited for a CPU (other processes' doing).
+    run_queue: Duration,
+}
+
+impl Window {
+    fn per_cpu_second(&self) -> f64 {
+        self.dispatches as f64 / self.cpu.as_secs_f64()
+    }
+
+    fn rate(&self) -> f64 {
+        self.dispatches as f64 / self.wall.as_secs_f64()
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} dispatches in {:.2} s ({:.0}/s), {:.2} CPU-s ({:.0} % of a core, waited for \
+             a CPU {:.0} ms/s), simulator {:.0} % of a core: {:.0} events per CPU-second",
+            self.dispatches,
+            self.wall.as_secs_f64(),
+            self.rate(),
+            self.cpu.as_secs_f64(),
+            100.0 * self.cpu.as_secs_f64() / self.wall.as_secs_f64(),
+            1_000.0 * self.run_queue.as_secs_f64() / self.wall.as_secs_f64(),
+            100.0 * self.sim_cpu.as_secs_f64() / self.wall.as_secs_f64(),
+            self.per_cpu_second(),
+        )
+    }
+}
+
+/// The node's counters that must not move (drops, sheds) and the ones that say what it
+/// routed.
+#[derive(Clone, Copy, Debug, Default)]
+struct NodeCounters {
+    shard_shed: f64,
+    actor_shed: f64,
+    mailbox_overflow: f64,
+    buffer_stalls: f64,
+    reconnects: f64,
+    /// Dispatches twilight deserialised and the shard handed on, every type.
+    received: f64,
+    received_messages: f64,
+    received_guild_updates: f64,
+}
+
+impl NodeCounters {
+    async fn of(node: &Node) -> Self {
+        let text = scrape(node).await;
+        let received_of = |event: &str| {
+            metric_series(&text, "protonn_shard_events_received_total")
+                .filter(|(labels, _)| labels.contains(&format!("event=\"{event}\"")))
+                .map(|(_, value)| value)
+                .sum()
+        };
+        Self {
+            shard_shed: metric_sum(&text, "protonn_shard_events_shed_total"),
+            actor_shed: metric_sum(&text, "protonn_actors_events_shed_total"),
+            mailbox_overflow: metric_sum(&text, "protonn_actors_mailbox_overflow_total"),
+            buffer_stalls: metric_sum(&text, "protonn_shard_buffer_stalls_total"),
+            reconnects: metric_sum(&text, "protonn_shard_reconnects_total"),
+            received: metric_sum(&text, "protonn_shard_events_received_total"),
+            received_messages: received_of("MESSAGE_CREATE"),
+            received_guild_updates: received_of("GUILD_UPDATE"),
+        }
+    }
+
+    fn minus(self, earlier: Self) -> Self {
+        Self {
+            shard_shed: self.shard_shed - earlier.shard_shed,
+            actor_shed: self.actor_shed - earlier.actor_shed,
+            mailbox_overflow: self.mailbox_overflow - earlier.mailbox_overflow,
+            buffer_stalls: self.buffer_stalls - earlier.buffer_stalls,
+            reconnects: self.reconnects - earlier.reconnects,
+            received: self.received - earlier.received,
+            received_messages: self.received_messages - earlier.received_messages,
+            received_guild_updates: self.received_guild_updates - earlier.received_guild_updates,
+        }
+    }
+
+    fn drops(&self) -> f64 {
+        self.shard_shed + self.actor_shed
+    }
+}
+
+struct BotRun {
+    window: Window,
+    /// Of the window's dispatches, those routed to guild actors (MESSAGE_CREATE,
+    /// GUILD_UPDATE); twilight skips MESSAGE_UPDATE/DELETE unparsed (not in the bot's types).
+    routed: f64,
+    /// Over the whole phase, GUILD_CREATE burst included.
+    counters: NodeCounters,
+    /// Over the window only.
+    in_window: NodeCounters,
+    /// MESSAGE_CREATEs written by the end of the window, not handled by the end of the
+    /// catch-up.
+    missing_messages: u64,
+    absorbed_in: Duration,
+}
+
+async fn measure_bot(sim: &SimProcess, before_phase: &mut NodeCounters) -> BotRun {
+    let data = tempfile::tempdir().unwrap();
+    let handled = Arc::new(Handled::default());
+    let started = Instant::now();
+    let node = support::start_node(
+        sim,
+        data.path(),
+        RuntimeConfig::default(),
+        Some(Arc::clone(&handled) as Arc<dyn EventObserver>),
+    )
+    .await;
+    let absorbed_in = support::wait_absorbed(&node, GUILDS as usize).await;
+    let absorbed_in = absorbed_in.max(started.elapsed());
+    tokio::time::sleep(WARM_UP).await;
+
+    let counters_before = NodeCounters::of(&node).await;
+    let (sim_before, sim_cpu_before) = (sim.stats().await, sim.cpu_time());
+    let (cpu_before, waited_before, at_before) =
+        (cpu_time(), run_queue_wait("self"), Instant::now());
+    tokio::time::sleep(WINDOW).await;
+    let (cpu_after, waited_after, at_after) = (cpu_time(), run_queue_wait("self"), Instant::now());
+    let (sim_after, sim_cpu_after) = (sim.stats().await, sim.cpu_time());
+    let counters_after = NodeCounters::of(&node).await;
+
+    let written = |stats: &Value, name: &str| stats[name].as_u64().unwrap_or(0);
+    let messages_written = written(&sim_after, "messages");
+    let deadline = Instant::now() + CATCH_UP;
+    while handled.messages.load(Ordering::Relaxed) < messages_written && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Messages keep coming meanwhile: more handled than written by then is none missing.
+    let missing_messages =
+        messages_written.saturating_sub(handled.messages.load(Ordering::Relaxed));
+    let at_end = NodeCounters::of(&node).await;
+    node.shutdown().await;
+
+    let in_window = counters_after.minus(counters_before);
+    let counters = at_end.minus(*before_phase);
+    *before_phase = at_end;
+    BotRun {
+        window: Window {
+            dispatches: written(&sim_after, "dispatches") - written(&sim_before, "dispatches"),
+            cpu: cpu_after - cpu_before,
+            wall: at_after - at_before,
+            sim_cpu: sim_cpu_after - sim_cpu_before,
+            run_queue: waited_after - waited_before,
+        },
+        routed: in_window.received_messages + in_window.received_guild_updates,
+        counters,
+        in_window,
+        missing_messages,
+        absorbed_in,
+    }
+}
+
+/// What a peer child runs, passed as `PROTONN_B1_PEER`:
+/// `<gateway_url> <sim_addr> <sim_pid> <all|bot>`.
+struct PeerSpec {
+    gateway_url: String,
+    sim_addr: String,
+    sim_pid: u32,
+    all_types: bool,
+}
+
+impl PeerSpec {
+    fn encode(&self) -> String {
+        let types = if self.all_types { "all" } else { "bot" };
+        format!(
+            "{} {} {} {types}",
+            self.gateway_url, self.sim_addr, self.sim_pid
+        )
+    }
+
+    fn decode(text: &str) -> Self {
+        let mut words = text.split_whitespace();
+        let mut next = || {
+            words
+                .next()
+                .expect("PROTONN_B1_PEER has four words")
+                .to_owned()
+        };
+        let (gateway_url, sim_addr, sim_pid, types) = (next(), next(), next(), next());
+        Self {
+            gateway_url,
+            sim_addr,
+            sim_pid: sim_pid.parse().expect("a process id"),
+            all_types: types == "all",
+        }
+    }
+}
+
+/// Runs a peer child process on `sim` and returns its window.
+async fn measure_peer(sim: &SimProcess, all_types: bool) -> Window {
+    let spec = PeerSpec {
+        gateway_url: sim.gateway_url.clone(),
+        sim_addr: sim.addr.clone(),
+        sim_pid: sim.pid(),
+        all_types,
+    };
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .env(PEER_ENV, spec.encode())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let result = loop {
+        let line = tokio::time::timeout(Duration::from_secs(300), lines.next_line())
+            .await
+            .expect("the peer reports within 5 minutes")
+            .unwrap()
+            .expect("the peer exited without reporting");
+        if let Some(json) = line.strip_prefix("PEER ") {
+            break serde_json::from_str::<Value>(json).unwrap();
+        }
+        println!("    peer: {line}");
+    };
+    let _ = child.wait().await;
+    let field = |name: &str| result[name].as_u64().unwrap_or(0);
+    Window {
+        dispatches: field("dispatches"),
+        cpu: Duration::from_millis(field("cpu_ms")),
+        wall: Duration::from_micros(field("wall_us")),
+        sim_cpu: Duration::from_millis(field("sim_cpu_ms")),
+        run_queue: Duration::from_millis(field("run_queue_ms")),
+    }
+}
+
+/// The peer child: twilight shards against the simulator, `next_event` in a loop, counting.
+async fn peer(spec: PeerSpec) {
+    let sim = support::SimClient {
+        addr: spec.sim_addr.clone(),
+    };
+    let sim_cpu = || support::process_cpu_time(spec.sim_pid);
+    let types = if spec.all_types {
+        EventTypeFlags::all()
+    } else {
+        // What the bot's shard runner asks twilight for.
+        protonn_actors::event_types()
+            | EventTypeFlags::READY
+            | EventTypeFlags::RESUMED
+            | EventTypeFlags::GATEWAY_INVALIDATE_SESSION
+            | EventTypeFlags::GATEWAY_RECONNECT
+            | EventTypeFlags::GATEWAY_HEARTBEAT_ACK
+    };
+    // Every shard identifies at once, as the simulator's max_concurrency allows.
+    let queue = InMemoryQueue::new(SHARDS as u16, 1_000, Duration::from_secs(86_400), 1_000);
+    let config = ConfigBuilder::new(support::SIM_TOKEN.to_owned(), protonn_actors::intents())
+        .proxy_url(spec.gateway_url.clone())
+        .queue(queue)
+        .build();
+    let events = Arc::new(AtomicU64::new(0));
+    let guild_creates = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut senders = Vec::new();
+    for id in 0..SHARDS {
+        let mut shard = Shard::with_config(ShardId::new(id, SHARDS), config.clone());
+        senders.push(shard.sender());
+        let (events, guild_creates, errors) = (
+            Arc::clone(&events),
+            Arc::clone(&guild_creates),
+            Arc::clone(&errors),
+        );
+        tokio::spawn(async move {
+            while let Some(item) = shard.next_event(types).await {
+                match item {
+                    Ok(Event::GatewayClose(_)) => break,
+                    Ok(Event::GuildCreate(_)) => {
+                        guild_creates.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(event) => drop(std::hint::black_box(event)),
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                events.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+    let started = Instant::now();
+    while guild_creates.load(Ordering::Relaxed) < u64::from(GUILDS) {
+        assert!(
+            started.elapsed() < Duration::from_secs(240),
+            "peer: GUILD_CREATEs never all arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "absorbed {GUILDS} GUILD_CREATEs in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    tokio::time::sleep(WARM_UP).await;
+    let (sim_before, sim_cpu_before) = (sim.stat("dispatches").await, sim_cpu());
+    let (events_before, cpu_before, waited_before, at_before) = (
+        events.load(Ordering::Relaxed),
+        cpu_time(),
+        run_queue_wait("self"),
+        Instant::now(),
+    );
+    tokio::time::sleep(WINDOW).await;
+    let (events_after, cpu_after, waited_after, at_after) = (
+        events.load(Ordering::Relaxed),
+        cpu_time(),
+        run_queue_wait("self"),
+        Instant::now(),
+    );
+    let (sim_after, sim_cpu_after) = (sim.stat("dispatches").await, sim_cpu());
+    for sender in &senders {
+        let _ = sender.close(CloseFrame::NORMAL);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let report = json!({
+        "dispatches": sim_after - sim_before,
+        "events_seen": events_after - events_before,
+        "parse_errors": errors.load(Ordering::Relaxed),
+        "cpu_ms": (cpu_after - cpu_before).as_millis() as u64,
+        "wall_us": (at_after - at_before).as_micros() as u64,
+        "sim_cpu_ms": (sim_cpu_after - sim_cpu_before).as_millis() as u64,
+        "run_queue_ms": (waited_after - waited_before).as_millis() as u64,
+    });
+    println!(
+        "seen {} events in the window, {} parse errors",
+        report["events_seen"], report["parse_errors"]
+    );
+    println!("PEER {report}");
+}
+
+struct Run {
+    bot: BotRun,
+    all_types: Window,
+    bot_types: Window,
+}
+
+async fn one_run(binary: &Path, rate: f64, counters: &mut NodeCounters) -> Run {
+    let sim = SimProcess::start(binary, &support::scenario(SHARDS, GUILDS, rate, 1_000)).await;
+    let bot = measure_bot(&sim, counters).await;
+    println!("  bot:  {}", bot.window.describe());
+    println!(
+        "        routed to guild actors {:.0} ({:.0} per CPU-second); GUILD_CREATEs absorbed in {:.2} s",
+        bot.routed,
+        bot.routed / bot.window.cpu.as_secs_f64(),
+        bot.absorbed_in.as_secs_f64()
+    );
+    println!(
+        "        whole phase: shard shed {}, actor shed {}, mailbox overflow {}; buffer stalls {} \
+         ({} in the window), reconnects {}; MESSAGE_CREATEs written and not handled: {}",
+        bot.counters.shard_shed,
+        bot.counters.actor_shed,
+        bot.counters.mailbox_overflow,
+        bot.counters.buffer_stalls,
+        bot.in_window.buffer_stalls,
+        bot.counters.reconnects,
+        bot.missing_messages
+    );
+    // Let the simulator notice the node's sessions ended before the peer identifies.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let all_types = measure_peer(&sim, true).await;
+    println!("  peer, every type deserialised: {}", all_types.describe());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let bot_types = measure_peer(&sim, false).await;
+    println!("  peer, the bot's types only:    {}", bot_types.describe());
+    let resumes = sim.stat("resumes").await;
+    if resumes > 0 {
+        println!("  note: the simulator saw {resumes} RESUMEs (replays count as dispatches)");
+    }
+    drop(sim);
+    Run {
+        bot,
+        all_types,
+        bot_types,
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    if let Ok(spec) = std::env::var(PEER_ENV) {
+        peer(PeerSpec::decode(&spec)).await;
+        return;
+    }
+    let mut numbers = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse::<f64>().ok());
+    let runs = numbers.next().map_or(3, |n| n as usize).max(1);
+    let rate = numbers.next().unwrap_or(20_000.0);
+    let binary = support::protonn_binary("B1");
+    println!(
+        "B1 throughput: {runs} runs, {rate:.0} events/s asked, {SHARDS} shards, {GUILDS} guilds"
+    );
+    println!("machine: {}", support::machine());
+
+    let mut counters = NodeCounters::default();
+    let mut results = Vec::new();
+    for run in 1..=runs {
+        println!("run {run} (load average {}):", support::load_average());
+        results.push(one_run(&binary, rate, &mut counters).await);
+    }
+
+    let column = |f: &dyn Fn(&Run) -> f64| -> (Vec<f64>, f64) {
+        let mut values: Vec<f64> = results.iter().map(f).collect();
+        let listed = values.clone();
+        (listed, median(&mut values))
+    };
+    let show = |values: &[f64]| {
+        values
+            .iter()
+            .map(|v| format!("{v:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!("--- B1 (median of {runs}; target >= 100k events per CPU-second, ratio >= 0.5) ---");
+    let (bot, bot_median) = column(&|r| r.bot.window.per_cpu_second());
+    println!(
+        "bot events per CPU-second:   {} -> median {bot_median:.0}",
+        show(&bot)
+    );
+    let (peer, peer_median) = column(&|r| r.all_types.per_cpu_second());
+    println!(
+        "peer, every type:            {} -> median {peer_median:.0}",
+        show(&peer)
+    );
+    let (same, same_median) = column(&|r| r.bot_types.per_cpu_second());
+    println!(
+        "peer, the bot's types:       {} -> median {same_median:.0}",
+        show(&same)
+    );
+    let (ratio, ratio_median) =
+        column(&|r| r.bot.window.per_cpu_second() / r.all_types.per_cpu_second());
+    println!(
+        "ratio bot / peer (every type): {} -> median {ratio_median:.3}",
+        ratio
+            .iter()
+            .map(|v| format!("{v:.3}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let (ratio_same, ratio_same_median) =
+        column(&|r| r.bot.window.per_cpu_second() / r.bot_types.per_cpu_second());
+    println!(
+        "ratio bot / peer (bot's types): {} -> median {ratio_same_median:.3}",
+        ratio_same
+            .iter()
+            .map(|v| format!("{v:.3}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let (rates, rate_median) = column(&|r| r.bot.window.rate());
+    println!(
+        "rate the simulator held for the bot: {} -> median {rate_median:.0}/s",
+        show(&rates)
+    );
+    let drops: f64 = results.iter().map(|r| r.bot.counters.drops()).sum();
+    let missing: u64 = results.iter().map(|r| r.bot.missing_messages).sum();
+    println!("drops over all runs: {drops} shed, {missing} MESSAGE_CREATEs not handled");
+}
