@@ -37,7 +37,7 @@ pub use guild::{GuildActor, GuildMsg};
 pub use ingress::EventIngress;
 pub use observer::{EventObserver, HandledEvent};
 pub use replies::{Deferred, Replies};
-pub use rest::{GlobalRateLimit, Rest};
+pub use rest::Rest;
 pub use router::{GuildRouter, RouterMsg, RouterStats, Services};
 pub use runtime::RuntimeConfig;
 pub use slash::slash_commands;

@@ -22,10 +22,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use protonn_actors::rest::{GuardLimits, InvalidRequestGuard, Rest, Transport};
+use protonn_actors::rest::{GlobalLine, GuardLimits, InvalidRequestGuard, Rest, Transport};
 use protonn_actors::{
-    DeadLetters, EventObserver, GlobalRateLimit, GuildRouter, HandledEvent, Replies, RouterMsg,
-    RuntimeConfig, Services,
+    DeadLetters, EventObserver, GuildRouter, HandledEvent, Replies, RouterMsg, RuntimeConfig,
+    Services,
 };
 use protonn_cluster::{DiscordEndpoint, Node, NodeOptions};
 use protonn_shard::{BotToken, ShardPhase};
@@ -67,15 +67,6 @@ impl EventObserver for Timestamps {
     }
 }
 
-/// The router benchmarks send no REST request: nothing to limit.
-struct Unlimited;
-
-impl GlobalRateLimit for Unlimited {
-    fn reserve(&self) -> tokio::time::Instant {
-        tokio::time::Instant::now()
-    }
-}
-
 fn router_services(
     store: Arc<EmbeddedStore>,
     runtime: RuntimeConfig,
@@ -90,7 +81,7 @@ fn router_services(
                 None,
                 Duration::from_secs(10),
             )),
-            Arc::new(Unlimited),
+            Arc::new(GlobalLine::unlimited()),
             Arc::new(InvalidRequestGuard::new(GuardLimits::default())),
         )),
         cache: Arc::new(DefaultInMemoryCache::new()),

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use protonn_actors::rest::InvalidRequestGuard;
+use protonn_actors::rest::{Demand, GlobalLine, InvalidRequestGuard};
 use protonn_actors::{ConfigChangeError, Departures, RouterMsg};
 use protonn_shard::{
     ExportedSession, IdentifyReason, IdentifyScheduler, ShardStatus, SupervisorMsg,
@@ -24,7 +24,7 @@ use tonic::Code;
 use twilight_cache_inmemory::DefaultInMemoryCache;
 
 use crate::grpc::{self, Client, ClusterTls, ClusterToken, pb};
-use crate::rest_budget::GlobalShare;
+use crate::rest_budget;
 
 /// First pause before trying the coordinators again; doubles up to [`RETRY_MAX`].
 const RETRY_START: Duration = Duration::from_millis(100);
@@ -219,7 +219,7 @@ pub(crate) struct Agent {
     /// The guild actors, for calls routed to this node.
     pub(crate) router: ActorRef<RouterMsg>,
     /// This node's share of the bot's global REST rate, set by the coordinator.
-    pub(crate) rest_share: Arc<GlobalShare>,
+    pub(crate) rest_line: Arc<GlobalLine>,
     /// The node's invalid-request guard: its counts go up, the bot's come back.
     pub(crate) rest_guard: Arc<InvalidRequestGuard>,
     /// The leader's store and this node's view of departed guilds, refreshed from it when a
@@ -356,7 +356,7 @@ impl Agent {
             cpu_seconds,
             rss_bytes,
             shards,
-            rest_demand_per_sec: rates.rest_demand(self.rest_share.take_demand()),
+            rest_demand_per_sec: rates.rest_demand(self.rest_line.take_demand()),
         })
     }
 
@@ -382,7 +382,8 @@ impl Agent {
             Some(pb::instruction::Instruction::Start(start)) => self.start(start, epochs).await,
             Some(pb::instruction::Instruction::Call(call)) => self.answer(call, reports),
             Some(pb::instruction::Instruction::RestShare(share)) => {
-                self.rest_share.set_rate(share.per_sec);
+                self.rest_line
+                    .set_rate(share.per_sec.max(rest_budget::MIN_SHARE));
                 self.rest_guard
                     .apply_cluster(share.invalid_in_window, share.halted, share.resumes);
             }
@@ -584,12 +585,16 @@ struct Rates {
 }
 
 impl Rates {
-    fn rest_demand(&mut self, asked: u64) -> f64 {
+    /// Requests per second the node wants to send: the rate they arrived at since the last
+    /// report, plus those waiting for a place now (a backlog wants to leave within the
+    /// second, even once nothing new arrives).
+    fn rest_demand(&mut self, demand: Demand) -> f64 {
         let now = Instant::now();
-        match self.rest_since.replace(now) {
-            Some(since) if now > since => asked as f64 / (now - since).as_secs_f64(),
+        let arriving = match self.rest_since.replace(now) {
+            Some(since) if now > since => demand.arrived as f64 / (now - since).as_secs_f64(),
             _ => 0.0,
-        }
+        };
+        arriving + demand.waiting as f64
     }
 
     fn observe(&mut self, shard_id: u32, checkpoint: Option<&ExportedSession>) -> f64 {

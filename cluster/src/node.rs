@@ -5,10 +5,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use protonn_actors::rest::{GuardLimits, InvalidRequestGuard, Rest, RestError, Transport};
+use protonn_actors::rest::{
+    GlobalLine, GuardLimits, InvalidRequestGuard, Rest, RestError, Transport,
+};
 use protonn_actors::{
     ConfigChangeError, DeadLetter, DeadLetters, Departures, EventIngress, EventObserver,
-    GlobalRateLimit, GuildRouter, Replies, RouterMsg, RouterStats, RuntimeConfig, Services,
+    GuildRouter, Replies, RouterMsg, RouterStats, RuntimeConfig, Services,
 };
 use protonn_shard::{
     BotToken, GatewaySettings, IdentifyConfig, IdentifyScheduler, LocalScheduler, ShardStatus,
@@ -24,7 +26,7 @@ use twilight_model::oauth::Application;
 
 use crate::agent::{Agent, ClusterMembership, Link, RemoteIdentify};
 use crate::remote_store::RemoteStore;
-use crate::rest_budget::{self, GlobalShare};
+use crate::rest_budget;
 use crate::{NodeError, ops, telemetry};
 
 /// Bound on every in-process query to an actor; they answer in microseconds unless wedged.
@@ -163,7 +165,7 @@ impl Node {
         let departures = Arc::new(Departures::load(store.as_ref()).await?);
         // Alone, the node may use the whole budget; in a cluster it starts with the least
         // share until the coordinator grants it one.
-        let rest_share = Arc::new(GlobalShare::new(match cluster {
+        let rest_line = Arc::new(GlobalLine::new(match cluster {
             None => rest_budget::CLUSTER_BUDGET,
             Some(_) => rest_budget::MIN_SHARE,
         }));
@@ -178,7 +180,7 @@ impl Node {
             departures: Arc::clone(&departures),
             replies: Replies::new(Rest::new(
                 transport,
-                Arc::clone(&rest_share) as Arc<dyn GlobalRateLimit>,
+                Arc::clone(&rest_line),
                 Arc::clone(&guard),
             )),
             cache: Arc::clone(&cache),
@@ -217,7 +219,7 @@ impl Node {
                 supervisor: supervisor.clone(),
                 cache: Arc::clone(&cache),
                 router: router.clone(),
-                rest_share: Arc::clone(&rest_share),
+                rest_line: Arc::clone(&rest_line),
                 rest_guard: guard,
                 store: Arc::clone(&store),
                 departures,
@@ -413,7 +415,7 @@ pub(crate) fn discord_transport(discord: &DiscordEndpoint, token: &BotToken) -> 
 /// line of their own within what the coordinator keeps spare of Discord's global limit.
 pub(crate) fn startup_rest(transport: Arc<Transport>, guard: Arc<InvalidRequestGuard>) -> Rest {
     let spare = rest_budget::DISCORD_GLOBAL_LIMIT - rest_budget::CLUSTER_BUDGET;
-    Rest::new(transport, Arc::new(GlobalShare::new(spare)), guard)
+    Rest::new(transport, Arc::new(GlobalLine::new(spare)), guard)
 }
 
 /// `GET /gateway/bot`: the shard count and identify limits; a 401 means a bad token.

@@ -1,13 +1,10 @@
 //! Discord's global REST limit (50 requests per second per bot) shared across the cluster.
 //! The coordinator splits a budget below it between nodes by their demand (max-min fair);
-//! each node spends its share through a [`GlobalShare`]. A node cut off from the
-//! coordinator keeps its last share, so the cluster only ever gets slower, never over.
-
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use protonn_actors::GlobalRateLimit;
-use tokio::time::{Duration, Instant};
+//! each node spends its share through its REST client's [`GlobalLine`]. A node cut off
+//! from the coordinator keeps its last share, so the cluster only ever gets slower, never
+//! over.
+//!
+//! [`GlobalLine`]: protonn_actors::rest::GlobalLine
 
 /// Discord's global limit: requests per second per bot.
 pub(crate) const DISCORD_GLOBAL_LIMIT: f64 = 50.0;
@@ -16,55 +13,6 @@ pub(crate) const DISCORD_GLOBAL_LIMIT: f64 = 50.0;
 pub(crate) const CLUSTER_BUDGET: f64 = 45.0;
 /// The least a node is given, and what a node uses before its first grant.
 pub(crate) const MIN_SHARE: f64 = 1.0;
-
-/// One node's share, spent in order: each permit is scheduled when it is asked for, one
-/// interval after the previous one (or at once if the line is empty), so a node sends at
-/// most its rate plus one in any second, and replies leave in the order they were made.
-pub(crate) struct GlobalShare {
-    line: Mutex<Line>,
-    /// Permits asked for since the last [`GlobalShare::take_demand`].
-    asked: AtomicU64,
-}
-
-struct Line {
-    per_sec: f64,
-    /// When the next permit may be used.
-    next: Instant,
-}
-
-impl GlobalShare {
-    pub(crate) fn new(per_sec: f64) -> Self {
-        Self {
-            line: Mutex::new(Line {
-                per_sec,
-                next: Instant::now(),
-            }),
-            asked: AtomicU64::new(0),
-        }
-    }
-
-    pub(crate) fn set_rate(&self, per_sec: f64) {
-        let mut line = self.line.lock().expect("line poisoned");
-        // Permits already in line keep their times (moving them would let the line and the
-        // new permits overlap); the new rate spaces the ones asked for from now on.
-        line.per_sec = per_sec.max(MIN_SHARE);
-    }
-
-    /// Permits asked for since the last call: the node's demand, for the coordinator.
-    pub(crate) fn take_demand(&self) -> u64 {
-        self.asked.swap(0, Ordering::Relaxed)
-    }
-}
-
-impl GlobalRateLimit for GlobalShare {
-    fn reserve(&self) -> Instant {
-        self.asked.fetch_add(1, Ordering::Relaxed);
-        let mut line = self.line.lock().expect("line poisoned");
-        let at = line.next.max(Instant::now());
-        line.next = at + Duration::from_secs_f64(1.0 / line.per_sec);
-        at
-    }
-}
 
 /// Splits `budget` per second between nodes by their demand, max-min fair: nobody gets
 /// more than it asks while another is short, every node gets at least [`MIN_SHARE`], and
@@ -128,25 +76,5 @@ mod tests {
         // More nodes than the budget allows floors for: still within it.
         let many: Vec<(u64, f64)> = (0..90).map(|n| (n, 10.0)).collect();
         assert!(total(&allot(45.0, &many)) <= 45.0 + 1e-9);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_share_is_spent_at_its_rate() {
-        let share = GlobalShare::new(10.0);
-        let start = Instant::now();
-        for _ in 0..21 {
-            tokio::time::sleep_until(share.reserve()).await;
-        }
-        // One permit at once, then one every 100 ms.
-        assert_eq!(start.elapsed(), Duration::from_secs(2));
-        assert_eq!(share.take_demand(), 21);
-        // The next permit keeps the slot it would have had at 10/s; the ones after it are
-        // spaced at the new rate.
-        share.set_rate(100.0);
-        let start = Instant::now();
-        for _ in 0..11 {
-            tokio::time::sleep_until(share.reserve()).await;
-        }
-        assert_eq!(start.elapsed(), Duration::from_millis(200));
     }
 }

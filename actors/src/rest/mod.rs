@@ -11,6 +11,7 @@
 //! the invalid-request guard may refuse it at any point before it is sent.
 
 mod bucket;
+mod global;
 mod guard;
 mod transport;
 
@@ -31,23 +32,12 @@ use crate::metrics::{REST_PERMIT_WAIT, REST_QUEUED, REST_RATE_LIMITED, REST_REQU
 use bucket::{Buckets, TooManyRequests};
 
 pub use bucket::Scope;
+pub use global::{Demand, GlobalLine};
 pub use guard::{
     DISCORD_INVALID_LIMIT, GuardLimits, GuardReport, GuardState, INVALID_WINDOW,
     InvalidRequestGuard, SlidingCount,
 };
 pub use transport::Transport;
-
-/// Places in line for REST requests under Discord's global limit (50 per second per bot,
-/// whatever the process): in a cluster every node holds a share. Interaction responses are
-/// exempt and do not ask.
-pub trait GlobalRateLimit: Send + Sync + 'static {
-    /// Takes the next place in line: when one request may be sent. A place not used by
-    /// then (plus [`LATE_SEND`]) is lost: sending late could bunch requests over the rate.
-    fn reserve(&self) -> Instant;
-}
-
-/// How late a request may still use its place in the global line.
-pub const LATE_SEND: Duration = Duration::from_millis(5);
 
 /// Values of the `outcome` label of `protonn_rest_requests_total`.
 pub(crate) const OUTCOME_LABELS: [&str; 7] = [
@@ -105,9 +95,6 @@ type Outcome = Result<Reply, RestError>;
 struct Job {
     route: &'static str,
     request: Request,
-    /// The place in the global line, taken when the request was made (none for
-    /// interaction routes), so requests leave in the order they were made across lanes.
-    place: Option<Instant>,
     made: Instant,
     done: oneshot::Sender<Outcome>,
     /// For a GET: the path its identical followers wait on.
@@ -122,7 +109,7 @@ pub struct Rest {
 
 struct Inner {
     transport: Arc<Transport>,
-    global: Arc<dyn GlobalRateLimit>,
+    global: Arc<GlobalLine>,
     guard: Arc<InvalidRequestGuard>,
     buckets: Buckets,
     lanes: Mutex<HashMap<(&'static str, String), mpsc::UnboundedSender<Job>>>,
@@ -137,7 +124,7 @@ impl Rest {
     /// Clients may share a transport (its connections) and a guard (the count is the bot's).
     pub fn new(
         transport: Arc<Transport>,
-        global: Arc<dyn GlobalRateLimit>,
+        global: Arc<GlobalLine>,
         guard: Arc<InvalidRequestGuard>,
     ) -> Self {
         Self {
@@ -199,7 +186,6 @@ impl Rest {
             inner.finish(
                 Job {
                     route,
-                    place: None,
                     made: Instant::now(),
                     request,
                     done,
@@ -210,10 +196,12 @@ impl Rest {
             return;
         }
         gauge!(REST_QUEUED).increment(1.0);
+        if !exempt {
+            inner.global.arrive();
+        }
         let key = (route, bucket::major(request.path()).to_owned());
         let mut job = Job {
             route,
-            place: (!exempt).then(|| inner.global.reserve()),
             made: Instant::now(),
             request,
             done,
@@ -281,7 +269,6 @@ impl Inner {
     async fn attempt(&self, major: &str, job: &Job) -> Outcome {
         let (route, request) = (job.route, &job.request);
         let exempt = bucket::is_interaction(request.path());
-        let mut place = job.place;
         let mut tries = 0;
         loop {
             while let Err(reset_at) = self.buckets.take(route, major) {
@@ -289,12 +276,7 @@ impl Inner {
             }
             if !exempt {
                 self.wait_global_block().await;
-                // A place that passed while the bucket was waited for is lost: a new one.
-                let at = place
-                    .take()
-                    .filter(|at| Instant::now() <= *at + LATE_SEND)
-                    .unwrap_or_else(|| self.global.reserve());
-                tokio::time::sleep_until(at).await;
+                self.global.acquire().await;
                 histogram!(REST_PERMIT_WAIT).record(job.made.elapsed().as_secs_f64());
             }
             // The guard may have closed while this request waited.

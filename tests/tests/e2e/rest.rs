@@ -5,9 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use protonn_actors::GlobalRateLimit;
 use protonn_actors::rest::{
-    GuardLimits, GuardState, InvalidRequestGuard, Rest, RestError, Transport,
+    GlobalLine, GuardLimits, GuardState, InvalidRequestGuard, Rest, RestError, Transport,
 };
 use protonn_shard::BotToken;
 use protonn_sim::{RateLimitScope, RestFault, RestFaultResponse, SimConfig, SimHandle};
@@ -17,15 +16,6 @@ use twilight_model::id::Id;
 
 const MESSAGES: &str = "POST /channels/{channel_id}/messages";
 
-/// The global limit is the simulator's to enforce here: no share.
-struct Unlimited;
-
-impl GlobalRateLimit for Unlimited {
-    fn reserve(&self) -> tokio::time::Instant {
-        tokio::time::Instant::now()
-    }
-}
-
 fn rest_to(sim: &SimHandle, token: &str, limits: GuardLimits) -> Rest {
     let transport = Transport::new(
         &BotToken::new(token),
@@ -34,7 +24,7 @@ fn rest_to(sim: &SimHandle, token: &str, limits: GuardLimits) -> Rest {
     );
     Rest::new(
         Arc::new(transport),
-        Arc::new(Unlimited),
+        Arc::new(GlobalLine::unlimited()),
         Arc::new(InvalidRequestGuard::new(limits)),
     )
 }
