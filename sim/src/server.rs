@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::any;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -45,6 +46,13 @@ impl Simulator {
             .with_state(Arc::clone(&shared));
         let mut signal = shared.shutdown_signal();
         let server = tokio::spawn(async move {
+            // Discord's gateway writes each frame as it comes: without TCP_NODELAY a small
+            // frame waits for the ACK of the previous one (up to 40 ms of delayed ACK).
+            let listener = listener.tap_io(|tcp| {
+                if let Err(err) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %err, "TCP_NODELAY not set");
+                }
+            });
             let result = axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
                     // Either a `true` or a dropped sender means stop.
