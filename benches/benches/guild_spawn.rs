@@ -14,6 +14,8 @@
 //!
 //! `cargo bench -p protonn-benches --bench guild_spawn -- [runs]` (default 5).
 
+#[path = "support/router.rs"]
+mod router;
 #[path = "support/mod.rs"]
 mod support;
 
@@ -22,27 +24,20 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use protonn_actors::rest::{GlobalLine, GuardLimits, InvalidRequestGuard, Rest, Transport};
-use protonn_actors::{
-    DeadLetters, EventObserver, GuildRouter, HandledEvent, Replies, RouterMsg, RuntimeConfig,
-    Services,
-};
+use protonn_actors::{EventObserver, GuildRouter, HandledEvent, RouterMsg, RuntimeConfig};
 use protonn_cluster::{DiscordEndpoint, Node, NodeOptions};
 use protonn_shard::{BotToken, ShardPhase};
 use protonn_storage::{EmbeddedStore, GuildConfig, GuildConfigRepo};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::mpsc;
-use twilight_cache_inmemory::DefaultInMemoryCache;
-use twilight_model::channel::Message;
 use twilight_model::gateway::event::Event;
-use twilight_model::gateway::payload::incoming::{MessageCreate, RoleDelete};
+use twilight_model::gateway::payload::incoming::RoleDelete;
 use twilight_model::id::Id;
 
+use router::{GUILD_BASE, active, message, route, router_services};
 use support::{allocated, cpu_time, median, percentile};
 
 const BURST: usize = 2_500;
-/// First guild id of the synthetic guilds (a 2020 snowflake).
-const GUILD_BASE: u64 = 661_000_000_000_000_000;
 
 struct Bare;
 
@@ -67,63 +62,11 @@ impl EventObserver for Timestamps {
     }
 }
 
-fn router_services(
-    store: Arc<EmbeddedStore>,
-    runtime: RuntimeConfig,
-    observer: Option<Arc<dyn EventObserver>>,
-) -> Services {
-    Services {
-        store,
-        departures: Default::default(),
-        replies: Replies::new(Rest::new(
-            Arc::new(Transport::new(
-                &BotToken::new(""),
-                None,
-                Duration::from_secs(10),
-            )),
-            Arc::new(GlobalLine::unlimited()),
-            Arc::new(InvalidRequestGuard::new(GuardLimits::default())),
-        )),
-        cache: Arc::new(DefaultInMemoryCache::new()),
-        runtime,
-        dead_letters: Arc::new(DeadLetters::default()),
-        observer,
-    }
-}
-
 fn role_delete(guild: u64) -> Event {
     Event::RoleDelete(RoleDelete {
         guild_id: Id::new(guild),
         role_id: Id::new(guild + 1),
     })
-}
-
-fn message(guild: u64, id: u64) -> Event {
-    let json = format!(
-        r#"{{"id":"{id}","channel_id":"{channel}","guild_id":"{guild}",
-        "author":{{"id":"{author}","username":"user","discriminator":"0","avatar":null,
-        "global_name":null,"bot":false}},
-        "content":"hello there, nothing to see","timestamp":"2024-01-01T00:00:00.000000+00:00",
-        "edited_timestamp":null,"tts":false,"mention_everyone":false,"mentions":[],
-        "mention_roles":[],"attachments":[],"embeds":[],"pinned":false,"type":0}}"#,
-        channel = guild + 2,
-        author = guild + 3,
-    );
-    let message: Message = serde_json::from_str(&json).expect("a valid MESSAGE_CREATE");
-    Event::MessageCreate(Box::new(MessageCreate {
-        channel_type: None,
-        message,
-    }))
-}
-
-async fn route(router: &ActorRef<RouterMsg>, events: Vec<Event>) {
-    ractor::call_t!(router, |reply| RouterMsg::Route(events, reply), 120_000).unwrap();
-}
-
-async fn active(router: &ActorRef<RouterMsg>) -> usize {
-    ractor::call_t!(router, RouterMsg::Stats, 5_000)
-        .unwrap()
-        .active_guilds
 }
 
 /// (µs per spawn, bytes per live actor) of a bare ractor actor.

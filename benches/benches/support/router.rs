@@ -1,0 +1,81 @@
+//! A `GuildRouter` with real services and nothing to reach (B3 and the hot-path benches):
+//! synthetic guild events and a way to route them and wait.
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use protonn_actors::rest::{GlobalLine, GuardLimits, InvalidRequestGuard, Rest, Transport};
+use protonn_actors::{DeadLetters, EventObserver, Replies, RouterMsg, RuntimeConfig, Services};
+use protonn_shard::BotToken;
+use protonn_storage::EmbeddedStore;
+use ractor::ActorRef;
+use twilight_cache_inmemory::DefaultInMemoryCache;
+use twilight_model::channel::Message;
+use twilight_model::gateway::event::Event;
+use twilight_model::gateway::payload::incoming::MessageCreate;
+
+/// First guild id of the synthetic guilds (a 2020 snowflake).
+pub const GUILD_BASE: u64 = 661_000_000_000_000_000;
+
+/// Services for a router: an empty cache and a REST client that is never used (the
+/// synthetic messages are not commands).
+pub fn router_services(
+    store: Arc<EmbeddedStore>,
+    runtime: RuntimeConfig,
+    observer: Option<Arc<dyn EventObserver>>,
+) -> Services {
+    Services {
+        store,
+        departures: Default::default(),
+        replies: Replies::new(Rest::new(
+            Arc::new(Transport::new(
+                &BotToken::new(""),
+                None,
+                Duration::from_secs(10),
+            )),
+            Arc::new(GlobalLine::unlimited()),
+            Arc::new(InvalidRequestGuard::new(GuardLimits::default())),
+        )),
+        cache: Arc::new(DefaultInMemoryCache::new()),
+        runtime,
+        dead_letters: Arc::new(DeadLetters::default()),
+        observer,
+    }
+}
+
+/// A guild MESSAGE_CREATE's `d` as Discord sends it.
+pub fn message_json(guild: u64, id: u64, content: &str) -> String {
+    format!(
+        r#"{{"id":"{id}","channel_id":"{channel}","guild_id":"{guild}",
+        "author":{{"id":"{author}","username":"user","discriminator":"0","avatar":null,
+        "global_name":null,"bot":false}},
+        "content":"{content}","timestamp":"2024-01-01T00:00:00.000000+00:00",
+        "edited_timestamp":null,"tts":false,"mention_everyone":false,"mentions":[],
+        "mention_roles":[],"attachments":[],"embeds":[],"pinned":false,"type":0}}"#,
+        channel = guild + 2,
+        author = guild + 3,
+    )
+}
+
+/// A MESSAGE_CREATE that is not a command.
+pub fn message(guild: u64, id: u64) -> Event {
+    let json = message_json(guild, id, "hello there, nothing to see");
+    let message: Message = serde_json::from_str(&json).expect("a valid MESSAGE_CREATE");
+    Event::MessageCreate(Box::new(MessageCreate {
+        channel_type: None,
+        message,
+    }))
+}
+
+/// Hands `events` to the router as a shard's forwarder does; returns once they are routed
+/// (queued with their guild actors, not handled).
+pub async fn route(router: &ActorRef<RouterMsg>, events: Vec<Event>) {
+    ractor::call_t!(router, |reply| RouterMsg::Route(events, reply), 120_000).unwrap();
+}
+
+pub async fn active(router: &ActorRef<RouterMsg>) -> usize {
+    ractor::call_t!(router, RouterMsg::Stats, 5_000)
+        .unwrap()
+        .active_guilds
+}
