@@ -87,7 +87,7 @@ impl GlobalLine {
     /// Waits for the next place: one interval after the previous place, or at once if the
     /// line was idle that long, so the node sends at most its rate plus one in any second.
     pub(super) async fn acquire(&self) {
-        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let _waiting = Waiting::new(&self.waiting);
         let mut last = self.last.lock().await;
         loop {
             // Listening before the rate is read: a change in between is not missed.
@@ -106,7 +106,22 @@ impl GlobalLine {
             }
         }
         *last = Some(Instant::now());
-        self.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Counts one waiter for as long as it waits, also if its request is dropped meanwhile.
+struct Waiting<'a>(&'a AtomicU64);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicU64) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
