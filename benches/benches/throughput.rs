@@ -20,9 +20,11 @@
 //! - Peers, the same simulator right after: this bench's own executable, started again as a
 //!   child process (`PROTONN_B1_PEER`), runs one twilight `Shard` per shard with the bot's
 //!   intents (so it is sent the same events) and loops on `next_event`, counting, nothing
-//!   else; its events per CPU-second are measured the same way, over its own process. Two
-//!   peers: every event type deserialised (the parse ceiling B1 names), and only the types
-//!   the bot deserialises (like for like: twilight skips the rest unparsed).
+//!   else; its events per CPU-second are measured the same way, over its own process. Three
+//!   peers: every event type deserialised (the parse ceiling B1 names), only the types the
+//!   bot deserialises (like for like: twilight skips the rest unparsed), and a bot written
+//!   with serenity (another library doing the same job, its cache on, REST through its
+//!   proxy setting), whose resident memory per guild is reported too (B2's peer).
 //!
 //! ```sh
 //! cargo build --release -p protonn-cluster
@@ -185,11 +187,16 @@ struct BotRun {
     /// catch-up.
     missing_messages: u64,
     absorbed_in: Duration,
+    /// RSS growth of this process from before the node started to after the warm-up, per
+    /// guild: the node's own in the first run only (later runs reuse memory freed by earlier
+    /// ones).
+    rss_per_guild: f64,
 }
 
 async fn measure_bot(sim: &SimProcess, guilds: u32, before_phase: &mut NodeCounters) -> BotRun {
     let data = tempfile::tempdir().unwrap();
     let handled = Arc::new(Handled::default());
+    let rss_before = support::rss();
     let started = Instant::now();
     let node = support::start_node(
         sim,
@@ -201,6 +208,7 @@ async fn measure_bot(sim: &SimProcess, guilds: u32, before_phase: &mut NodeCount
     let absorbed_in = support::wait_absorbed(&node, guilds as usize).await;
     let absorbed_in = absorbed_in.max(started.elapsed());
     tokio::time::sleep(WARM_UP).await;
+    let rss_growth = support::rss().saturating_sub(rss_before);
 
     let counters_before = NodeCounters::of(&node).await;
     let (sim_before, sim_cpu_before) = (sim.stats().await, sim.cpu_time());
@@ -239,25 +247,61 @@ async fn measure_bot(sim: &SimProcess, guilds: u32, before_phase: &mut NodeCount
         in_window,
         missing_messages,
         absorbed_in,
+        rss_per_guild: rss_growth as f64 / f64::from(guilds),
+    }
+}
+
+/// What a peer child runs.
+#[derive(Clone, Copy, PartialEq)]
+enum PeerKind {
+    /// Bare twilight shards deserialising every event type: the parse ceiling.
+    TwilightAll,
+    /// Bare twilight shards deserialising the bot's types only: like for like.
+    TwilightBot,
+    /// A bot written with serenity (default features, its cache included), pointed at the
+    /// simulator through its HTTP proxy setting: another library doing the same job.
+    Serenity,
+}
+
+impl PeerKind {
+    const ALL: [(Self, &'static str); 3] = [
+        (Self::TwilightAll, "all"),
+        (Self::TwilightBot, "bot"),
+        (Self::Serenity, "serenity"),
+    ];
+
+    fn word(self) -> &'static str {
+        Self::ALL.iter().find(|(kind, _)| *kind == self).unwrap().1
+    }
+
+    fn from_word(word: &str) -> Self {
+        Self::ALL
+            .iter()
+            .find(|(_, w)| *w == word)
+            .expect("a peer kind")
+            .0
     }
 }
 
 /// What a peer child runs, passed as `PROTONN_B1_PEER`:
-/// `<gateway_url> <sim_addr> <sim_pid> <guilds> <all|bot>`.
+/// `<gateway_url> <sim_addr> <sim_pid> <guilds> <all|bot|serenity>`.
 struct PeerSpec {
     gateway_url: String,
     sim_addr: String,
     sim_pid: u32,
     guilds: u32,
-    all_types: bool,
+    kind: PeerKind,
 }
 
 impl PeerSpec {
     fn encode(&self) -> String {
-        let types = if self.all_types { "all" } else { "bot" };
         format!(
-            "{} {} {} {} {types}",
-            self.gateway_url, self.sim_addr, self.sim_pid, self.guilds
+            "{} {} {} {} {}",
+            self.gateway_url,
+            self.sim_addr,
+            self.sim_pid,
+            self.guilds,
+            self.kind.word()
         )
     }
 
@@ -269,26 +313,34 @@ impl PeerSpec {
                 .expect("PROTONN_B1_PEER has five words")
                 .to_owned()
         };
-        let (gateway_url, sim_addr, sim_pid, guilds, types) =
+        let (gateway_url, sim_addr, sim_pid, guilds, kind) =
             (next(), next(), next(), next(), next());
         Self {
             gateway_url,
             sim_addr,
             sim_pid: sim_pid.parse().expect("a process id"),
             guilds: guilds.parse().expect("a guild count"),
-            all_types: types == "all",
+            kind: PeerKind::from_word(&kind),
         }
     }
 }
 
+/// A peer's window, and its resident memory once the GUILD_CREATEs were absorbed.
+#[derive(Clone, Copy)]
+struct PeerRun {
+    window: Window,
+    /// RSS growth from before connecting to after the warm-up, per guild.
+    rss_per_guild: f64,
+}
+
 /// Runs a peer child process on `sim` and returns its window.
-async fn measure_peer(sim: &SimProcess, guilds: u32, all_types: bool) -> Window {
+async fn measure_peer(sim: &SimProcess, guilds: u32, kind: PeerKind) -> PeerRun {
     let spec = PeerSpec {
         gateway_url: sim.gateway_url.clone(),
         sim_addr: sim.addr.clone(),
         sim_pid: sim.pid(),
         guilds,
-        all_types,
+        kind,
     };
     let mut child = Command::new(std::env::current_exe().unwrap())
         .env(PEER_ENV, spec.encode())
@@ -310,68 +362,51 @@ async fn measure_peer(sim: &SimProcess, guilds: u32, all_types: bool) -> Window 
     };
     let _ = child.wait().await;
     let field = |name: &str| result[name].as_u64().unwrap_or(0);
-    Window {
-        dispatches: field("dispatches"),
-        cpu: Duration::from_millis(field("cpu_ms")),
-        wall: Duration::from_micros(field("wall_us")),
-        sim_cpu: Duration::from_millis(field("sim_cpu_ms")),
-        run_queue: Duration::from_millis(field("run_queue_ms")),
+    PeerRun {
+        window: Window {
+            dispatches: field("dispatches"),
+            cpu: Duration::from_millis(field("cpu_ms")),
+            wall: Duration::from_micros(field("wall_us")),
+            sim_cpu: Duration::from_millis(field("sim_cpu_ms")),
+            run_queue: Duration::from_millis(field("run_queue_ms")),
+        },
+        rss_per_guild: field("rss_growth") as f64 / f64::from(guilds),
     }
 }
 
-/// The peer child: twilight shards against the simulator, `next_event` in a loop, counting.
+/// What a peer counts as it goes.
+#[derive(Default)]
+struct PeerCounts {
+    events: AtomicU64,
+    guild_creates: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// The peer child: connects its shards, waits for every GUILD_CREATE and a warm-up, then
+/// measures its window like the bot's and prints it as a `PEER` line.
 async fn peer(spec: PeerSpec) {
     let sim = support::SimClient {
         addr: spec.sim_addr.clone(),
     };
     let sim_cpu = || support::process_cpu_time(spec.sim_pid);
-    let types = if spec.all_types {
-        EventTypeFlags::all()
-    } else {
-        // What the bot's shard runner asks twilight for.
-        protonn_actors::event_types()
-            | EventTypeFlags::READY
-            | EventTypeFlags::RESUMED
-            | EventTypeFlags::GATEWAY_INVALIDATE_SESSION
-            | EventTypeFlags::GATEWAY_RECONNECT
-            | EventTypeFlags::GATEWAY_HEARTBEAT_ACK
+    let counts = Arc::new(PeerCounts::default());
+    let rss_before = support::rss();
+    let stop: Box<dyn FnOnce()> = match spec.kind {
+        PeerKind::TwilightAll => start_twilight_peer(&spec, EventTypeFlags::all(), &counts),
+        PeerKind::TwilightBot => {
+            // What the bot's shard runner asks twilight for.
+            let types = protonn_actors::event_types()
+                | EventTypeFlags::READY
+                | EventTypeFlags::RESUMED
+                | EventTypeFlags::GATEWAY_INVALIDATE_SESSION
+                | EventTypeFlags::GATEWAY_RECONNECT
+                | EventTypeFlags::GATEWAY_HEARTBEAT_ACK;
+            start_twilight_peer(&spec, types, &counts)
+        }
+        PeerKind::Serenity => start_serenity_peer(&spec, &counts),
     };
-    // Every shard identifies at once, as the simulator's max_concurrency allows.
-    let queue = InMemoryQueue::new(SHARDS as u16, 1_000, Duration::from_secs(86_400), 1_000);
-    let config = ConfigBuilder::new(support::SIM_TOKEN.to_owned(), protonn_actors::intents())
-        .proxy_url(spec.gateway_url.clone())
-        .queue(queue)
-        .build();
-    let events = Arc::new(AtomicU64::new(0));
-    let guild_creates = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
-    let mut senders = Vec::new();
-    for id in 0..SHARDS {
-        let mut shard = Shard::with_config(ShardId::new(id, SHARDS), config.clone());
-        senders.push(shard.sender());
-        let (events, guild_creates, errors) = (
-            Arc::clone(&events),
-            Arc::clone(&guild_creates),
-            Arc::clone(&errors),
-        );
-        tokio::spawn(async move {
-            while let Some(item) = shard.next_event(types).await {
-                match item {
-                    Ok(Event::GatewayClose(_)) => break,
-                    Ok(Event::GuildCreate(_)) => {
-                        guild_creates.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(event) => drop(std::hint::black_box(event)),
-                    Err(_) => {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                events.fetch_add(1, Ordering::Relaxed);
-            }
-        });
-    }
     let started = Instant::now();
-    while guild_creates.load(Ordering::Relaxed) < u64::from(spec.guilds) {
+    while counts.guild_creates.load(Ordering::Relaxed) < u64::from(spec.guilds) {
         assert!(
             started.elapsed() < Duration::from_secs(240),
             "peer: GUILD_CREATEs never all arrived"
@@ -384,33 +419,32 @@ async fn peer(spec: PeerSpec) {
         started.elapsed().as_secs_f64()
     );
     tokio::time::sleep(WARM_UP).await;
+    let rss_growth = support::rss().saturating_sub(rss_before);
     let (sim_before, sim_cpu_before) = (sim.stat("dispatches").await, sim_cpu());
     let (events_before, cpu_before, waited_before, at_before) = (
-        events.load(Ordering::Relaxed),
+        counts.events.load(Ordering::Relaxed),
         cpu_time(),
         run_queue_wait("self"),
         Instant::now(),
     );
     tokio::time::sleep(WINDOW).await;
     let (events_after, cpu_after, waited_after, at_after) = (
-        events.load(Ordering::Relaxed),
+        counts.events.load(Ordering::Relaxed),
         cpu_time(),
         run_queue_wait("self"),
         Instant::now(),
     );
     let (sim_after, sim_cpu_after) = (sim.stat("dispatches").await, sim_cpu());
-    for sender in &senders {
-        let _ = sender.close(CloseFrame::NORMAL);
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop();
     let report = json!({
         "dispatches": sim_after - sim_before,
         "events_seen": events_after - events_before,
-        "parse_errors": errors.load(Ordering::Relaxed),
+        "parse_errors": counts.errors.load(Ordering::Relaxed),
         "cpu_ms": (cpu_after - cpu_before).as_millis() as u64,
         "wall_us": (at_after - at_before).as_micros() as u64,
         "sim_cpu_ms": (sim_cpu_after - sim_cpu_before).as_millis() as u64,
         "run_queue_ms": (waited_after - waited_before).as_millis() as u64,
+        "rss_growth": rss_growth,
     });
     println!(
         "seen {} events in the window, {} parse errors",
@@ -419,10 +453,103 @@ async fn peer(spec: PeerSpec) {
     println!("PEER {report}");
 }
 
+/// Twilight shards with `next_event` in a loop, counting, nothing else. Returns what closes
+/// them.
+fn start_twilight_peer(
+    spec: &PeerSpec,
+    types: EventTypeFlags,
+    counts: &Arc<PeerCounts>,
+) -> Box<dyn FnOnce()> {
+    // Every shard identifies at once, as the simulator's max_concurrency allows.
+    let queue = InMemoryQueue::new(SHARDS as u16, 1_000, Duration::from_secs(86_400), 1_000);
+    let config = ConfigBuilder::new(support::SIM_TOKEN.to_owned(), protonn_actors::intents())
+        .proxy_url(spec.gateway_url.clone())
+        .queue(queue)
+        .build();
+    let mut senders = Vec::new();
+    for id in 0..SHARDS {
+        let mut shard = Shard::with_config(ShardId::new(id, SHARDS), config.clone());
+        senders.push(shard.sender());
+        let counts = Arc::clone(counts);
+        tokio::spawn(async move {
+            while let Some(item) = shard.next_event(types).await {
+                match item {
+                    Ok(Event::GatewayClose(_)) => break,
+                    Ok(Event::GuildCreate(_)) => {
+                        counts.guild_creates.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(event) => drop(std::hint::black_box(event)),
+                    Err(_) => {
+                        counts.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                counts.events.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+    Box::new(move || {
+        for sender in &senders {
+            let _ = sender.close(CloseFrame::NORMAL);
+        }
+    })
+}
+
+/// The serenity peer's handler: counts, and does what the bot does with a message: looks
+/// for a command (B1 sends none, so nothing is answered).
+struct SerenityHandler(Arc<PeerCounts>);
+
+#[serenity::async_trait]
+impl serenity::prelude::EventHandler for SerenityHandler {
+    async fn guild_create(
+        &self,
+        _: serenity::prelude::Context,
+        _: serenity::model::guild::Guild,
+        _: Option<bool>,
+    ) {
+        self.0.guild_creates.fetch_add(1, Ordering::Relaxed);
+    }
+
+    async fn message(
+        &self,
+        ctx: serenity::prelude::Context,
+        message: serenity::model::channel::Message,
+    ) {
+        self.0.events.fetch_add(1, Ordering::Relaxed);
+        if message.content == "!ping" {
+            let _ = message.channel_id.say(&ctx.http, "pong").await;
+        }
+    }
+}
+
+/// A serenity bot with the bot's intents on `SHARDS` shards. Returns what stops it.
+fn start_serenity_peer(spec: &PeerSpec, counts: &Arc<PeerCounts>) -> Box<dyn FnOnce()> {
+    // Serenity sends to its proxy only with its own limiter off (the proxy is expected to
+    // limit); the simulator enforces Discord's limits, and B1 sends nothing anyway.
+    let http = serenity::http::HttpBuilder::new(support::SIM_TOKEN)
+        .proxy(format!("http://{}", spec.sim_addr))
+        .ratelimiter_disabled(true)
+        .build();
+    let intents = serenity::model::gateway::GatewayIntents::from_bits_truncate(
+        protonn_actors::intents().bits(),
+    );
+    let handler = SerenityHandler(Arc::clone(counts));
+    let client = tokio::spawn(async move {
+        let mut client = serenity::client::ClientBuilder::new_with_http(http, intents)
+            .event_handler(handler)
+            .await
+            .expect("a serenity client");
+        if let Err(err) = client.start_shards(SHARDS).await {
+            println!("serenity stopped: {err}");
+        }
+    });
+    Box::new(move || client.abort())
+}
+
 struct Run {
     bot: BotRun,
-    all_types: Window,
-    bot_types: Window,
+    all_types: PeerRun,
+    bot_types: PeerRun,
+    serenity: PeerRun,
 }
 
 async fn one_run(binary: &Path, rate: f64, guilds: u32, counters: &mut NodeCounters) -> Run {
@@ -430,10 +557,12 @@ async fn one_run(binary: &Path, rate: f64, guilds: u32, counters: &mut NodeCount
     let bot = measure_bot(&sim, guilds, counters).await;
     println!("  bot:  {}", bot.window.describe());
     println!(
-        "        routed to guild actors {:.0} ({:.0} per CPU-second); GUILD_CREATEs absorbed in {:.2} s",
+        "        routed to guild actors {:.0} ({:.0} per CPU-second); GUILD_CREATEs absorbed in {:.2} s; \
+         RSS growth {} per guild",
         bot.routed,
         bot.routed / bot.window.cpu.as_secs_f64(),
-        bot.absorbed_in.as_secs_f64()
+        bot.absorbed_in.as_secs_f64(),
+        support::kib(bot.rss_per_guild)
     );
     println!(
         "        whole phase: shard shed {}, actor shed {}, mailbox overflow {}; buffer stalls {} \
@@ -450,11 +579,27 @@ async fn one_run(binary: &Path, rate: f64, guilds: u32, counters: &mut NodeCount
     );
     // Let the simulator notice the node's sessions ended before the peer identifies.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let all_types = measure_peer(&sim, guilds, true).await;
-    println!("  peer, every type deserialised: {}", all_types.describe());
+    let all_types = measure_peer(&sim, guilds, PeerKind::TwilightAll).await;
+    println!(
+        "  peer, every type deserialised: {}",
+        all_types.window.describe()
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let bot_types = measure_peer(&sim, guilds, false).await;
-    println!("  peer, the bot's types only:    {}", bot_types.describe());
+    let bot_types = measure_peer(&sim, guilds, PeerKind::TwilightBot).await;
+    println!(
+        "  peer, the bot's types only:    {}",
+        bot_types.window.describe()
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let serenity = measure_peer(&sim, guilds, PeerKind::Serenity).await;
+    println!(
+        "  peer, a serenity bot:          {}",
+        serenity.window.describe()
+    );
+    println!(
+        "        serenity's RSS growth once every guild was absorbed: {} per guild",
+        support::kib(serenity.rss_per_guild)
+    );
     let resumes = sim.stat("resumes").await;
     if resumes > 0 {
         println!("  note: the simulator saw {resumes} RESUMEs (replays count as dispatches)");
@@ -464,6 +609,7 @@ async fn one_run(binary: &Path, rate: f64, guilds: u32, counters: &mut NodeCount
         bot,
         all_types,
         bot_types,
+        serenity,
     }
 }
 
@@ -511,18 +657,18 @@ async fn main() {
         "bot events per CPU-second:   {} -> median {bot_median:.0}",
         show(&bot)
     );
-    let (peer, peer_median) = column(&|r| r.all_types.per_cpu_second());
+    let (peer, peer_median) = column(&|r| r.all_types.window.per_cpu_second());
     println!(
         "peer, every type:            {} -> median {peer_median:.0}",
         show(&peer)
     );
-    let (same, same_median) = column(&|r| r.bot_types.per_cpu_second());
+    let (same, same_median) = column(&|r| r.bot_types.window.per_cpu_second());
     println!(
         "peer, the bot's types:       {} -> median {same_median:.0}",
         show(&same)
     );
     let (ratio, ratio_median) =
-        column(&|r| r.bot.window.per_cpu_second() / r.all_types.per_cpu_second());
+        column(&|r| r.bot.window.per_cpu_second() / r.all_types.window.per_cpu_second());
     println!(
         "ratio bot / peer (every type): {} -> median {ratio_median:.3}",
         ratio
@@ -532,7 +678,7 @@ async fn main() {
             .join(", ")
     );
     let (ratio_same, ratio_same_median) =
-        column(&|r| r.bot.window.per_cpu_second() / r.bot_types.per_cpu_second());
+        column(&|r| r.bot.window.per_cpu_second() / r.bot_types.window.per_cpu_second());
     println!(
         "ratio bot / peer (bot's types): {} -> median {ratio_same_median:.3}",
         ratio_same
@@ -540,6 +686,30 @@ async fn main() {
             .map(|v| format!("{v:.3}"))
             .collect::<Vec<_>>()
             .join(", ")
+    );
+    let (serenity, serenity_median) = column(&|r| r.serenity.window.per_cpu_second());
+    println!(
+        "peer, a serenity bot:        {} -> median {serenity_median:.0}",
+        show(&serenity)
+    );
+    let (ratio_serenity, ratio_serenity_median) =
+        column(&|r| r.bot.window.per_cpu_second() / r.serenity.window.per_cpu_second());
+    println!(
+        "ratio bot / serenity:          {} -> median {ratio_serenity_median:.3}",
+        ratio_serenity
+            .iter()
+            .map(|v| format!("{v:.3}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    // B2's comparison in B1's world (15 roles and 10 emojis per guild, messages flowing).
+    let (_, serenity_rss) = column(&|r| r.serenity.rss_per_guild);
+    let bot_rss = results[0].bot.rss_per_guild;
+    println!(
+        "RSS growth per guild once absorbed: bot (first run) {}, serenity median {}: ratio {:.2}",
+        support::kib(bot_rss),
+        support::kib(serenity_rss),
+        bot_rss / serenity_rss
     );
     let (rates, rate_median) = column(&|r| r.bot.window.rate());
     println!(
