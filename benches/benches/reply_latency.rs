@@ -20,25 +20,35 @@
 //!   Timing from the write of the request (not its answer) counts the simulator's handling
 //!   of the control call against the bot: the figure is an upper bound by that much (the
 //!   control call's round trip is printed).
+//! - The peer, in each run right after the bot on a simulator of its own: a bot written with
+//!   serenity (`support/serenity_bot.rs`) in this process, answering the same pings the same
+//!   way, measured the same way.
 //!
 //! ```sh
 //! cargo build --release -p protonn-cluster
 //! cargo bench -p protonn-benches --bench reply_latency -- [runs] [seconds] [background_per_sec]
 //! ```
 //!
-//! Defaults: 3 runs of 90 s of pings at a 10,000 events/s background.
+//! Defaults: 3 runs (bot and serenity each) of 90 s of pings at a 10,000 events/s background.
 
+#[path = "support/serenity_bot.rs"]
+mod serenity_bot;
 #[path = "support/common.rs"]
 mod support;
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use protonn_actors::{EventObserver, HandledEvent, RuntimeConfig};
+use protonn_cluster::Node;
 use serde_json::{Value, json};
+use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
+
+use serenity_bot::Counts;
 
 use support::{
     SimProcess, cpu_time, http, median, metric_series, percentile, run_queue_wait, scrape,
@@ -151,6 +161,106 @@ impl EventObserver for Handled {
     }
 }
 
+/// Who answers the pings: our node, or a bot written with serenity (the peer).
+#[derive(Clone, Copy, PartialEq)]
+enum Subject {
+    Bot,
+    Serenity,
+}
+
+impl Subject {
+    const ALL: [Self; 2] = [Self::Bot, Self::Serenity];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Bot => "bot",
+            Self::Serenity => "serenity",
+        }
+    }
+}
+
+/// A subject connected to the simulator, every GUILD_CREATE absorbed.
+enum Running {
+    Bot {
+        node: Node,
+        handled: Arc<Handled>,
+        _data: tempfile::TempDir,
+    },
+    Serenity {
+        bot: JoinHandle<()>,
+        counts: Arc<Counts>,
+    },
+}
+
+impl Running {
+    /// Starts `subject` on `sim` and waits until it has every guild; returns how long that
+    /// took too.
+    async fn start(subject: Subject, sim: &SimProcess) -> (Self, Duration) {
+        let started = Instant::now();
+        let running = match subject {
+            Subject::Bot => {
+                let data = tempfile::tempdir().unwrap();
+                let handled = Arc::new(Handled::default());
+                let node = support::start_node(
+                    sim,
+                    data.path(),
+                    RuntimeConfig::default(),
+                    Some(Arc::clone(&handled) as Arc<dyn EventObserver>),
+                )
+                .await;
+                support::wait_absorbed(&node, GUILDS as usize).await;
+                Self::Bot {
+                    node,
+                    handled,
+                    _data: data,
+                }
+            }
+            Subject::Serenity => {
+                let counts = Arc::new(Counts::default());
+                let bot =
+                    serenity_bot::start(&sim.addr, support::SIM_TOKEN, SHARDS, Arc::clone(&counts));
+                while counts.guild_creates.load(Ordering::Relaxed) < u64::from(GUILDS) {
+                    assert!(
+                        started.elapsed() < Duration::from_secs(240),
+                        "serenity: GUILD_CREATEs never all arrived"
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Self::Serenity { bot, counts }
+            }
+        };
+        (running, started.elapsed())
+    }
+
+    /// The node's metrics (serenity has none).
+    async fn metrics(&self) -> Option<String> {
+        match self {
+            Self::Bot { node, .. } => Some(scrape(node).await),
+            Self::Serenity { .. } => None,
+        }
+    }
+
+    /// Stops it; returns when its guild actors began handling each message (the node only).
+    async fn stop(self) -> HashMap<u64, Instant> {
+        match self {
+            Self::Bot { node, handled, .. } => {
+                node.shutdown().await;
+                let handled = handled.messages.lock().unwrap_or_else(|e| e.into_inner());
+                handled.iter().copied().collect()
+            }
+            Self::Serenity { bot, counts } => {
+                bot.abort();
+                println!(
+                    "  serenity: {} messages handed to its handler, {} replies failed",
+                    counts.events.load(Ordering::Relaxed),
+                    counts.errors.load(Ordering::Relaxed)
+                );
+                HashMap::new()
+            }
+        }
+    }
+}
+
 /// A guild as the pings use it.
 struct Target {
     guild: u64,
@@ -198,16 +308,17 @@ struct RunResult {
     /// Round trips of the control requests that wrote the pings, ms.
     control: Vec<f64>,
     background: f64,
-    bot_cpu_share: f64,
+    cpu_share: f64,
     sim_cpu_share: f64,
     /// Time the bot's and the simulator's threads waited for a CPU, per second of the run.
-    bot_run_queue: Duration,
+    run_queue: Duration,
     sim_run_queue: Duration,
     offset_width: f64,
     offset_drift: f64,
     rate_limited: u64,
-    /// Replies that waited for a permit of the node's global share longer than 1 ms.
-    permit_waits: (f64, f64),
+    /// Replies that waited for a permit of the node's global share longer than 1 ms, and
+    /// all replies (the node only).
+    permit_waits: Option<(f64, f64)>,
 }
 
 /// The `protonn_rest_permit_wait_seconds` buckets, cumulative: `le` → requests.
@@ -232,24 +343,21 @@ fn permit_waits(metrics: &str) -> (f64, f64) {
     (all - bucket("0.001"), all)
 }
 
-async fn one_run(binary: &Path, seconds: u64, background: f64, epoch: Instant) -> RunResult {
+async fn one_run(
+    binary: &Path,
+    subject: Subject,
+    seconds: u64,
+    background: f64,
+    epoch: Instant,
+) -> RunResult {
     let scenario = support::scenario(SHARDS, GUILDS, background, LEDGER_CAPACITY);
     let sim = SimProcess::start(binary, &scenario).await;
     let offset = calibrate(&sim, epoch).await;
     let targets = targets(&sim).await;
 
-    let data = tempfile::tempdir().unwrap();
-    let handled = Arc::new(Handled::default());
-    let node = support::start_node(
-        &sim,
-        data.path(),
-        RuntimeConfig::default(),
-        Some(Arc::clone(&handled) as Arc<dyn EventObserver>),
-    )
-    .await;
-    let absorbed_in = support::wait_absorbed(&node, GUILDS as usize).await;
+    let (running, absorbed_in) = Running::start(subject, &sim).await;
     tokio::time::sleep(WARM_UP).await;
-    let waits_before = permit_waits(&scrape(&node).await);
+    let waits_before = running.metrics().await.map(|m| permit_waits(&m));
 
     let mark = rest_records(&sim, 0).await.len();
     let limited = |stats: &Value| {
@@ -301,17 +409,21 @@ async fn one_run(binary: &Path, seconds: u64, background: f64, epoch: Instant) -
     let (stats_after, sim_cpu_after) = (sim.stats().await, sim.cpu_time());
     tokio::time::sleep(SETTLE).await;
     let records = rest_records(&sim, mark).await;
-    let metrics = scrape(&node).await;
-    let waits_after = permit_waits(&metrics);
-    println!(
-        "  permit waits since the node started (cumulative, le seconds: requests): {}",
-        permit_histogram(&metrics)
-            .iter()
-            .map(|(le, n)| format!("{le}: {n}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    node.shutdown().await;
+    let metrics = running.metrics().await;
+    if let Some(metrics) = &metrics {
+        println!(
+            "  permit waits since the node started (cumulative, le seconds: requests): {}",
+            permit_histogram(metrics)
+                .iter()
+                .map(|(le, n)| format!("{le}: {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let permit_waits = waits_before
+        .zip(metrics.map(|m| permit_waits(&m)))
+        .map(|(before, after)| (after.0 - before.0, after.1 - before.1));
+    let handled_at = running.stop().await;
     let offset_after = calibrate(&sim, epoch).await;
 
     let mut answers: HashMap<u64, Vec<f64>> = HashMap::new();
@@ -330,8 +442,6 @@ async fn one_run(binary: &Path, seconds: u64, background: f64, epoch: Instant) -
             answers.entry(channel).or_default().push(at);
         }
     }
-    let handled_at: HashMap<u64, Instant> =
-        handled.messages.lock().unwrap().iter().copied().collect();
     let way_in: Vec<f64> = pings
         .iter()
         .filter_map(|p| Some(ms(epoch, *handled_at.get(&p.message)?) - p.sent_ms))
@@ -365,17 +475,14 @@ async fn one_run(binary: &Path, seconds: u64, background: f64, epoch: Instant) -
         answered_twice,
         control: pings.iter().map(|p| p.answered_ms - p.sent_ms).collect(),
         background: (dispatches(&stats_after) - dispatches(&stats_before)) as f64 / wall,
-        bot_cpu_share: (cpu_after - cpu_before).as_secs_f64() / wall,
+        cpu_share: (cpu_after - cpu_before).as_secs_f64() / wall,
         sim_cpu_share: (sim_cpu_after - sim_cpu_before).as_secs_f64() / wall,
-        bot_run_queue: (waited_after.0 - waited_before.0).div_f64(wall),
+        run_queue: (waited_after.0 - waited_before.0).div_f64(wall),
         sim_run_queue: (waited_after.1 - waited_before.1).div_f64(wall),
         offset_width: offset.high - offset.low,
         offset_drift: offset_after.mid() - mid,
         rate_limited: limited(&stats_after) - limited(&stats_before),
-        permit_waits: (
-            waits_after.0 - waits_before.0,
-            waits_after.1 - waits_before.1,
-        ),
+        permit_waits,
         latencies,
     }
 }
@@ -412,66 +519,87 @@ async fn main() {
          {SHARDS} shards, {GUILDS} guilds"
     );
     println!("machine: {}", support::machine());
-    let mut results = Vec::new();
+    let mut results: Vec<(Subject, RunResult)> = Vec::new();
     for run in 1..=runs {
-        println!("run {run} (load average {}):", support::load_average());
-        let result = one_run(&binary, seconds, background, epoch).await;
-        println!("  latency: {}", summary(&result.latencies));
+        for subject in Subject::ALL {
+            println!(
+                "run {run}, {} (load average {}):",
+                subject.name(),
+                support::load_average()
+            );
+            let result = one_run(&binary, subject, seconds, background, epoch).await;
+            report(&result);
+            results.push((subject, result));
+        }
+    }
+    println!("--- B4 (target p99 <= 5 ms, p99.9 <= 20 ms) ---");
+    let mut p99 = Vec::new();
+    for subject in Subject::ALL {
+        let of_subject: Vec<&RunResult> = results
+            .iter()
+            .filter(|(s, _)| *s == subject)
+            .map(|(_, r)| r)
+            .collect();
+        println!("{}:", subject.name());
+        let per_run = |p: f64| -> (Vec<f64>, f64) {
+            let mut values: Vec<f64> = of_subject
+                .iter()
+                .map(|r| percentile(&mut r.latencies.clone(), p))
+                .collect();
+            let listed = values.clone();
+            (listed, median(&mut values))
+        };
+        for (name, p) in [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999), ("max", 1.0)] {
+            let (values, median) = per_run(p);
+            println!(
+                "  {name:>5} per run: {} ms -> median {median:.2} ms",
+                values
+                    .iter()
+                    .map(|v| format!("{v:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        p99.push(per_run(0.99).1);
+        let pooled: Vec<f64> = of_subject
+            .iter()
+            .flat_map(|r| r.latencies.clone())
+            .collect();
+        println!("  pooled: {}", summary(&pooled));
+        let unanswered: usize = of_subject.iter().map(|r| r.unanswered).sum();
+        let twice: usize = of_subject.iter().map(|r| r.answered_twice).sum();
+        println!("  unanswered {unanswered}, answered twice {twice}");
+    }
+    println!("median p99, serenity / bot: {:.2}", p99[1] / p99[0]);
+}
+
+/// Prints one run's figures.
+fn report(result: &RunResult) {
+    println!("  latency: {}", summary(&result.latencies));
+    if !result.way_in.is_empty() {
         println!(
             "  of which write -> its guild actor handles it: {}",
             summary(&result.way_in)
         );
-        println!(
-            "  pings {}, unanswered {}, answered twice {}; 429s {}; replies that waited > 1 ms \
-             for a global permit: {} of {}",
-            result.pings,
-            result.unanswered,
-            result.answered_twice,
-            result.rate_limited,
-            result.permit_waits.0,
-            result.permit_waits.1
-        );
-        println!(
-            "  background {:.0} events/s; bot process {:.0} % of a core, simulator {:.0} %; \
-             waiting for a CPU: bot threads {:.0} ms/s, simulator {:.0} ms/s; \
-             control call round trip {}; clock offset ± {:.3} ms, drift {:.3} ms",
-            result.background,
-            100.0 * result.bot_cpu_share,
-            100.0 * result.sim_cpu_share,
-            result.bot_run_queue.as_secs_f64() * 1_000.0,
-            result.sim_run_queue.as_secs_f64() * 1_000.0,
-            summary(&result.control),
-            result.offset_width / 2.0,
-            result.offset_drift
-        );
-        results.push(result);
     }
-    let per_run = |p: f64| -> (Vec<f64>, f64) {
-        let mut values: Vec<f64> = results
-            .iter()
-            .map(|r| percentile(&mut r.latencies.clone(), p))
-            .collect();
-        let listed = values.clone();
-        (listed, median(&mut values))
-    };
-    let list = |values: &[f64]| {
-        values
-            .iter()
-            .map(|v| format!("{v:.2}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    println!("--- B4 (target p99 <= 5 ms, p99.9 <= 20 ms) ---");
-    for (name, p) in [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999), ("max", 1.0)] {
-        let (values, median) = per_run(p);
-        println!(
-            "{name:>5} per run: {} ms -> median {median:.2} ms",
-            list(&values)
-        );
+    if let Some((waited, all)) = result.permit_waits {
+        println!("  replies that waited > 1 ms for a global permit: {waited} of {all}");
     }
-    let pooled: Vec<f64> = results.iter().flat_map(|r| r.latencies.clone()).collect();
-    println!("pooled: {}", summary(&pooled));
-    let unanswered: usize = results.iter().map(|r| r.unanswered).sum();
-    let twice: usize = results.iter().map(|r| r.answered_twice).sum();
-    println!("unanswered {unanswered}, answered twice {twice}");
+    println!(
+        "  pings {}, unanswered {}, answered twice {}; 429s {}",
+        result.pings, result.unanswered, result.answered_twice, result.rate_limited,
+    );
+    println!(
+        "  background {:.0} events/s; this process {:.0} % of a core, simulator {:.0} %; \
+         waiting for a CPU: this process's threads {:.0} ms/s, simulator {:.0} ms/s; \
+         control call round trip {}; clock offset ± {:.3} ms, drift {:.3} ms",
+        result.background,
+        100.0 * result.cpu_share,
+        100.0 * result.sim_cpu_share,
+        result.run_queue.as_secs_f64() * 1_000.0,
+        result.sim_run_queue.as_secs_f64() * 1_000.0,
+        summary(&result.control),
+        result.offset_width / 2.0,
+        result.offset_drift
+    );
 }

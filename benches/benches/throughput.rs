@@ -33,6 +33,8 @@
 //!
 //! Defaults: 3 runs at 20,000 events/s, 10,000 guilds.
 
+#[path = "support/serenity_bot.rs"]
+mod serenity_bot;
 #[path = "support/common.rs"]
 mod support;
 
@@ -51,6 +53,7 @@ use tokio::process::Command;
 use twilight_gateway::queue::InMemoryQueue;
 use twilight_gateway::{CloseFrame, ConfigBuilder, Event, Shard, ShardId, StreamExt};
 
+use serenity_bot::Counts;
 use support::{SimProcess, cpu_time, median, metric_series, metric_sum, run_queue_wait, scrape};
 
 const SHARDS: u32 = 8;
@@ -374,14 +377,6 @@ async fn measure_peer(sim: &SimProcess, guilds: u32, kind: PeerKind) -> PeerRun 
     }
 }
 
-/// What a peer counts as it goes.
-#[derive(Default)]
-struct PeerCounts {
-    events: AtomicU64,
-    guild_creates: AtomicU64,
-    errors: AtomicU64,
-}
-
 /// The peer child: connects its shards, waits for every GUILD_CREATE and a warm-up, then
 /// measures its window like the bot's and prints it as a `PEER` line.
 async fn peer(spec: PeerSpec) {
@@ -389,7 +384,7 @@ async fn peer(spec: PeerSpec) {
         addr: spec.sim_addr.clone(),
     };
     let sim_cpu = || support::process_cpu_time(spec.sim_pid);
-    let counts = Arc::new(PeerCounts::default());
+    let counts = Arc::new(Counts::default());
     let rss_before = support::rss();
     let stop: Box<dyn FnOnce()> = match spec.kind {
         PeerKind::TwilightAll => start_twilight_peer(&spec, EventTypeFlags::all(), &counts),
@@ -403,7 +398,15 @@ async fn peer(spec: PeerSpec) {
                 | EventTypeFlags::GATEWAY_HEARTBEAT_ACK;
             start_twilight_peer(&spec, types, &counts)
         }
-        PeerKind::Serenity => start_serenity_peer(&spec, &counts),
+        PeerKind::Serenity => {
+            let bot = serenity_bot::start(
+                &spec.sim_addr,
+                support::SIM_TOKEN,
+                SHARDS,
+                Arc::clone(&counts),
+            );
+            Box::new(move || bot.abort())
+        }
     };
     let started = Instant::now();
     while counts.guild_creates.load(Ordering::Relaxed) < u64::from(spec.guilds) {
@@ -439,7 +442,7 @@ async fn peer(spec: PeerSpec) {
     let report = json!({
         "dispatches": sim_after - sim_before,
         "events_seen": events_after - events_before,
-        "parse_errors": counts.errors.load(Ordering::Relaxed),
+        "errors": counts.errors.load(Ordering::Relaxed),
         "cpu_ms": (cpu_after - cpu_before).as_millis() as u64,
         "wall_us": (at_after - at_before).as_micros() as u64,
         "sim_cpu_ms": (sim_cpu_after - sim_cpu_before).as_millis() as u64,
@@ -447,8 +450,8 @@ async fn peer(spec: PeerSpec) {
         "rss_growth": rss_growth,
     });
     println!(
-        "seen {} events in the window, {} parse errors",
-        report["events_seen"], report["parse_errors"]
+        "seen {} events in the window, {} errors (parse errors, failed replies)",
+        report["events_seen"], report["errors"]
     );
     println!("PEER {report}");
 }
@@ -458,7 +461,7 @@ async fn peer(spec: PeerSpec) {
 fn start_twilight_peer(
     spec: &PeerSpec,
     types: EventTypeFlags,
-    counts: &Arc<PeerCounts>,
+    counts: &Arc<Counts>,
 ) -> Box<dyn FnOnce()> {
     // Every shard identifies at once, as the simulator's max_concurrency allows.
     let queue = InMemoryQueue::new(SHARDS as u16, 1_000, Duration::from_secs(86_400), 1_000);
@@ -492,57 +495,6 @@ fn start_twilight_peer(
             let _ = sender.close(CloseFrame::NORMAL);
         }
     })
-}
-
-/// The serenity peer's handler: counts, and does what the bot does with a message: looks
-/// for a command (B1 sends none, so nothing is answered).
-struct SerenityHandler(Arc<PeerCounts>);
-
-#[serenity::async_trait]
-impl serenity::prelude::EventHandler for SerenityHandler {
-    async fn guild_create(
-        &self,
-        _: serenity::prelude::Context,
-        _: serenity::model::guild::Guild,
-        _: Option<bool>,
-    ) {
-        self.0.guild_creates.fetch_add(1, Ordering::Relaxed);
-    }
-
-    async fn message(
-        &self,
-        ctx: serenity::prelude::Context,
-        message: serenity::model::channel::Message,
-    ) {
-        self.0.events.fetch_add(1, Ordering::Relaxed);
-        if message.content == "!ping" {
-            let _ = message.channel_id.say(&ctx.http, "pong").await;
-        }
-    }
-}
-
-/// A serenity bot with the bot's intents on `SHARDS` shards. Returns what stops it.
-fn start_serenity_peer(spec: &PeerSpec, counts: &Arc<PeerCounts>) -> Box<dyn FnOnce()> {
-    // Serenity sends to its proxy only with its own limiter off (the proxy is expected to
-    // limit); the simulator enforces Discord's limits, and B1 sends nothing anyway.
-    let http = serenity::http::HttpBuilder::new(support::SIM_TOKEN)
-        .proxy(format!("http://{}", spec.sim_addr))
-        .ratelimiter_disabled(true)
-        .build();
-    let intents = serenity::model::gateway::GatewayIntents::from_bits_truncate(
-        protonn_actors::intents().bits(),
-    );
-    let handler = SerenityHandler(Arc::clone(counts));
-    let client = tokio::spawn(async move {
-        let mut client = serenity::client::ClientBuilder::new_with_http(http, intents)
-            .event_handler(handler)
-            .await
-            .expect("a serenity client");
-        if let Err(err) = client.start_shards(SHARDS).await {
-            println!("serenity stopped: {err}");
-        }
-    });
-    Box::new(move || client.abort())
 }
 
 struct Run {
