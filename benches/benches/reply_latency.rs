@@ -310,7 +310,8 @@ struct RunResult {
     background: f64,
     cpu_share: f64,
     sim_cpu_share: f64,
-    /// Time the bot's and the simulator's threads waited for a CPU, per second of the run.
+    /// Time this process's and the simulator's threads waited for a CPU, per second of the
+    /// run.
     run_queue: Duration,
     sim_run_queue: Duration,
     offset_width: f64,
