@@ -98,27 +98,6 @@ fn world() -> SimConfig {
     }
 }
 
-/// `target/<profile>/protonn`, beside the directory of this bench's executable
-/// (`target/<profile>/deps/handoff-<hash>`).
-fn protonn_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("the bench knows its own path");
-    let binary = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|profile| profile.join("protonn"));
-    match binary {
-        Some(binary) if binary.is_file() => binary,
-        _ => {
-            eprintln!(
-                "B6 needs the protonn binary of this build; build it first, with the same \
-                 CARGO_TARGET_DIR:\n  cargo build --release -p protonn-cluster\n(looked beside {})",
-                exe.display()
-            );
-            std::process::exit(2);
-        }
-    }
-}
-
 /// Milliseconds on the simulator's clock at `at`.
 fn sim_ms(sim_start: Instant, at: Instant) -> i64 {
     at.saturating_duration_since(sim_start).as_millis() as i64
@@ -933,7 +912,7 @@ async fn main() {
         heartbeat_ms: args.get(1).copied().unwrap_or(200),
         failure_timeout_ms: args.get(2).copied().unwrap_or(3_000),
     };
-    let binary = protonn_binary();
+    let binary = support::protonn_binary("B6");
     println!(
         "B6 handoff: {SHARDS} shards, {runs} runs, {PINGS_PER_SEC} pings/s; heartbeat {} ms, \
          failure timeout {} ms, max_moves {MAX_MOVES}; {}",
