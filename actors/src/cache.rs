@@ -25,6 +25,12 @@ struct Resource {
     events: EventTypeFlags,
 }
 
+/// What updates members, and users too: they leave the cache only with their last member.
+const MEMBER_EVENTS: EventTypeFlags = EventTypeFlags::MEMBER_ADD
+    .union(EventTypeFlags::MEMBER_UPDATE)
+    .union(EventTypeFlags::MEMBER_REMOVE)
+    .union(EventTypeFlags::MEMBER_CHUNK);
+
 const RESOURCES: [Resource; 15] = [
     Resource {
         name: "guild",
@@ -94,20 +100,13 @@ const RESOURCES: [Resource; 15] = [
         name: "member",
         flag: ResourceType::MEMBER,
         needs: Intents::GUILD_MEMBERS,
-        events: EventTypeFlags::MEMBER_ADD
-            .union(EventTypeFlags::MEMBER_UPDATE)
-            .union(EventTypeFlags::MEMBER_REMOVE)
-            .union(EventTypeFlags::MEMBER_CHUNK),
+        events: MEMBER_EVENTS,
     },
-    // Users leave the cache only with their last member, so they need member events too.
     Resource {
         name: "user",
         flag: ResourceType::USER,
         needs: Intents::GUILD_MEMBERS,
-        events: EventTypeFlags::MEMBER_ADD
-            .union(EventTypeFlags::MEMBER_UPDATE)
-            .union(EventTypeFlags::MEMBER_REMOVE)
-            .union(EventTypeFlags::MEMBER_CHUNK),
+        events: MEMBER_EVENTS,
     },
     Resource {
         name: "presence",
