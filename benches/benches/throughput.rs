@@ -208,8 +208,8 @@ async fn measure_bot(sim: &SimProcess, guilds: u32, before_phase: &mut NodeCount
         Some(Arc::clone(&handled) as Arc<dyn EventObserver>),
     )
     .await;
-    let absorbed_in = support::wait_absorbed(&node, guilds as usize).await;
-    let absorbed_in = absorbed_in.max(started.elapsed());
+    support::wait_absorbed(&node, guilds as usize).await;
+    let absorbed_in = started.elapsed();
     tokio::time::sleep(WARM_UP).await;
     let rss_growth = support::rss().saturating_sub(rss_before);
 
@@ -591,82 +591,51 @@ async fn main() {
         results.push(one_run(&binary, rate, guilds, &mut counters).await);
     }
 
-    let column = |f: &dyn Fn(&Run) -> f64| -> (Vec<f64>, f64) {
+    // One line per figure: its value in every run, then the median, which it returns.
+    let row = |label: &str, decimals: usize, f: &dyn Fn(&Run) -> f64| -> f64 {
         let mut values: Vec<f64> = results.iter().map(f).collect();
-        let listed = values.clone();
-        (listed, median(&mut values))
-    };
-    let show = |values: &[f64]| {
-        values
+        let listed = values
             .iter()
-            .map(|v| format!("{v:.0}"))
+            .map(|v| format!("{v:.decimals$}"))
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", ");
+        let median = median(&mut values);
+        println!("{label:<32} {listed} -> median {median:.decimals$}");
+        median
     };
     println!("--- B1 (median of {runs}; target >= 100k events per CPU-second, ratio >= 0.5) ---");
-    let (bot, bot_median) = column(&|r| r.bot.window.per_cpu_second());
-    println!(
-        "bot events per CPU-second:   {} -> median {bot_median:.0}",
-        show(&bot)
-    );
-    let (peer, peer_median) = column(&|r| r.all_types.window.per_cpu_second());
-    println!(
-        "peer, every type:            {} -> median {peer_median:.0}",
-        show(&peer)
-    );
-    let (same, same_median) = column(&|r| r.bot_types.window.per_cpu_second());
-    println!(
-        "peer, the bot's types:       {} -> median {same_median:.0}",
-        show(&same)
-    );
-    let (ratio, ratio_median) =
-        column(&|r| r.bot.window.per_cpu_second() / r.all_types.window.per_cpu_second());
-    println!(
-        "ratio bot / peer (every type): {} -> median {ratio_median:.3}",
-        ratio
-            .iter()
-            .map(|v| format!("{v:.3}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    let (ratio_same, ratio_same_median) =
-        column(&|r| r.bot.window.per_cpu_second() / r.bot_types.window.per_cpu_second());
-    println!(
-        "ratio bot / peer (bot's types): {} -> median {ratio_same_median:.3}",
-        ratio_same
-            .iter()
-            .map(|v| format!("{v:.3}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    let (serenity, serenity_median) = column(&|r| r.serenity.window.per_cpu_second());
-    println!(
-        "peer, a serenity bot:        {} -> median {serenity_median:.0}",
-        show(&serenity)
-    );
-    let (ratio_serenity, ratio_serenity_median) =
-        column(&|r| r.bot.window.per_cpu_second() / r.serenity.window.per_cpu_second());
-    println!(
-        "ratio bot / serenity:          {} -> median {ratio_serenity_median:.3}",
-        ratio_serenity
-            .iter()
-            .map(|v| format!("{v:.3}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    row("bot events per CPU-second:", 0, &|r| {
+        r.bot.window.per_cpu_second()
+    });
+    row("peer, every type:", 0, &|r| {
+        r.all_types.window.per_cpu_second()
+    });
+    row("peer, the bot's types:", 0, &|r| {
+        r.bot_types.window.per_cpu_second()
+    });
+    row("peer, a serenity bot:", 0, &|r| {
+        r.serenity.window.per_cpu_second()
+    });
+    row("ratio bot / peer (every type):", 3, &|r| {
+        r.bot.window.per_cpu_second() / r.all_types.window.per_cpu_second()
+    });
+    row("ratio bot / peer (bot's types):", 3, &|r| {
+        r.bot.window.per_cpu_second() / r.bot_types.window.per_cpu_second()
+    });
+    row("ratio bot / serenity:", 3, &|r| {
+        r.bot.window.per_cpu_second() / r.serenity.window.per_cpu_second()
+    });
+    row("rate held for the bot (/s):", 0, &|r| r.bot.window.rate());
     // B2's comparison in B1's world (15 roles and 10 emojis per guild, messages flowing).
-    let (_, serenity_rss) = column(&|r| r.serenity.rss_per_guild);
+    let serenity_rss = row("serenity RSS per guild (bytes):", 0, &|r| {
+        r.serenity.rss_per_guild
+    });
     let bot_rss = results[0].bot.rss_per_guild;
     println!(
         "RSS growth per guild once absorbed: bot (first run) {}, serenity median {}: ratio {:.2}",
         support::kib(bot_rss),
         support::kib(serenity_rss),
         bot_rss / serenity_rss
-    );
-    let (rates, rate_median) = column(&|r| r.bot.window.rate());
-    println!(
-        "rate the simulator held for the bot: {} -> median {rate_median:.0}/s",
-        show(&rates)
     );
     let drops: f64 = results.iter().map(|r| r.bot.counters.drops()).sum();
     let missing: u64 = results.iter().map(|r| r.bot.missing_messages).sum();
