@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use protonn_actors::RuntimeConfig;
 use protonn_shard::BotToken;
 use protonn_sim::SimConfig;
 
@@ -354,6 +353,7 @@ async fn run_node(config: Config) -> anyhow::Result<()> {
 }
 
 async fn serve_node(config: Config, cluster: Option<ClusterMembership>) -> anyhow::Result<()> {
+    let runtime = config.runtime();
     let node = Node::start(NodeOptions {
         discord: discord_endpoint(&config),
         token: BotToken::new(secret(TOKEN_ENV)?),
@@ -361,10 +361,7 @@ async fn serve_node(config: Config, cluster: Option<ClusterMembership>) -> anyho
         shard_ids: config.discord.shard_ids,
         data_dir: config.storage.data_dir,
         ops_listen: config.ops.listen,
-        runtime: RuntimeConfig {
-            cache_resources: config.cache.resource_types(),
-            ..RuntimeConfig::default()
-        },
+        runtime,
         observer: None,
         cluster,
     })

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use protonn_actors::RuntimeConfig;
 use protonn_sim::SimConfig;
 use serde::Deserialize;
 use twilight_cache_inmemory::ResourceType;
@@ -97,6 +98,16 @@ impl Default for CacheConfig {
     fn default() -> Self {
         Self {
             resources: vec!["guild".to_owned(), "role".to_owned()],
+        }
+    }
+}
+
+impl Config {
+    /// The guild actor runtime a node of this configuration runs.
+    pub fn runtime(&self) -> RuntimeConfig {
+        RuntimeConfig {
+            cache_resources: self.cache.resource_types(),
+            ..RuntimeConfig::default()
         }
     }
 }

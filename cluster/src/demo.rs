@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use protonn_actors::RuntimeConfig;
 use protonn_shard::{BotToken, ShardPhase};
 use protonn_sim::{SimConfig, SimHandle, Simulator};
 
@@ -30,10 +29,7 @@ pub(crate) async fn demo(config: Config) -> anyhow::Result<()> {
         shard_ids: None,
         data_dir: config.storage.data_dir.clone(),
         ops_listen: config.ops.listen,
-        runtime: RuntimeConfig {
-            cache_resources: config.cache.resource_types(),
-            ..RuntimeConfig::default()
-        },
+        runtime: config.runtime(),
         observer: None,
         cluster: None,
     })
