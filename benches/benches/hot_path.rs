@@ -134,7 +134,6 @@ fn route_and_handle(c: &mut Criterion) {
     route_and_wait(&runtime, &router, &mut handled, first);
 
     let mut group = c.benchmark_group("route and handle");
-    group.throughput(Throughput::Elements(1));
     for (name, guilds) in [
         ("one message to a resident guild actor", &guilds[..1]),
         (

@@ -5,9 +5,10 @@
 //!   answered with a message) for `rest_secs`; from the simulator's ledger: the most
 //!   messages in any 1 s, global and route 429s, and pings lost.
 //! - **Gateway**: each shard is asked to send 4 commands a second (op 8, one guild each,
-//!   twice Discord's 120 per 60 s; 240 by default) through `SupervisorMsg::Send`; the simulator answers each
-//!   at once with a GUILD_MEMBERS_CHUNK, timed where it arrives (1 ms of loopback later):
-//!   the most commands in any 60 s, 4008 closes from the ledger, and commands lost.
+//!   twice Discord's 120 per 60 s; 240 by default) through `SupervisorMsg::Send`; the
+//!   simulator answers each at once with a GUILD_MEMBERS_CHUNK, timed where it arrives (1 ms
+//!   of loopback later): the most commands in any 60 s, 4008 closes from the ledger, and
+//!   commands lost.
 //!
 //! `cargo bench -p protonn-benches --bench rate_limits -- [rest_secs] [runs] [commands]`
 //! (defaults 20 1 240: `commands` per shard; a run takes about `rest_secs` + 150 s at the

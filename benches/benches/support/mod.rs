@@ -1,6 +1,6 @@
-//! Shared by the B2/B3 benches (and B6, for medians and `start_sim`): a counting global
-//! allocator on top of [`common`]. Benches that time CPU (B1, B4) include `common.rs` alone,
-//! so that their allocations cost what they cost in the `protonn` binary.
+//! Shared by the B2/B3 benches (and B6, for medians, `start_sim` and the protonn binary): a
+//! counting global allocator on top of [`common`]. Benches that time CPU (B1, B4) include
+//! `common.rs` alone, so that their allocations cost what they cost in the `protonn` binary.
 #![allow(dead_code, unreachable_pub)]
 
 use std::alloc::System;
