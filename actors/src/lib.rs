@@ -14,6 +14,7 @@
 //! - This crate reads no environment variables and speaks no gRPC: `cluster` assembles it.
 
 mod cache;
+mod calls;
 mod commands;
 mod dead_letters;
 mod departures;
@@ -30,6 +31,10 @@ mod slash;
 mod snapshot;
 
 pub use cache::{REQUIRED_RESOURCES, cache_resources, event_types_for};
+pub use calls::{
+    CallSource, Caller, ChannelSummary, GuildCall, GuildCallError, GuildCalls, GuildRequest,
+    GuildResponse, GuildSummary, MemberAccess, RoleSummary,
+};
 pub use dead_letters::{DeadLetter, DeadLetters};
 pub use departures::Departures;
 pub use error::{ActorsError, CacheResourcesError, ConfigChangeError};

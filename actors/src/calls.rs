@@ -1,0 +1,170 @@
+//! Guild calls: the one way anything outside a guild actor talks to a guild.
+//!
+//! A call is a typed request addressed by guild id and answered by that guild's actor,
+//! wherever it runs. The dashboard, other nodes and the CLI see guilds only through
+//! [`GuildCalls`]; `cluster` implements it in process (one node) and over gRPC (a cluster:
+//! guild → shard → owning node, from the map the leader publishes). Every type here is
+//! serde-serialisable so a transport can carry it as it is.
+//!
+//! Contract of every implementation:
+//! - the call is answered by the guild's actor, in order with the guild's events;
+//! - `deadline` bounds the whole call, retries included ([`GuildCallError::TimedOut`]);
+//! - a call with an `idempotency_key` that was already applied is answered with the first
+//!   answer and applied once, also when retried on another node after a shard move;
+//! - [`GuildCallError::Moving`] is retried by the caller's transport until the deadline, so a
+//!   caller sees it only when the deadline runs out mid-move.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use protonn_storage::{GuildConfig, VersionedConfig};
+use serde::{Deserialize, Serialize};
+
+/// A request to one guild's actor.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuildCall {
+    pub guild_id: u64,
+    /// Who asks; changes are audited under this user and source.
+    pub caller: Caller,
+    /// Set by callers that may retry a state-changing call (the dashboard sets one per form
+    /// submission): the guild applies a key once and answers repeats with the first answer.
+    pub idempotency_key: Option<String>,
+    /// The whole call's budget, transport retries included.
+    pub deadline: Duration,
+    pub request: GuildRequest,
+}
+
+/// Who made a call, for authorization and the audit log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Caller {
+    /// The Discord user on whose behalf the call is made; `None` for the operator's CLI and
+    /// for the bot's own nodes.
+    pub user_id: Option<u64>,
+    pub source: CallSource,
+}
+
+/// Where a call came from, recorded with every change it makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallSource {
+    Dashboard,
+    Cli,
+    Node,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum GuildRequest {
+    /// The guild's live configuration (the defaults at version 0 if it never saved one).
+    ReadConfig,
+    /// Replace the configuration if its version is still `expected_version`; answered once
+    /// durable and live ([`GuildResponse::Config`]), or [`GuildCallError::Conflict`].
+    ChangeConfig {
+        config: GuildConfig,
+        expected_version: u64,
+    },
+    /// The stored past versions, newest first.
+    ConfigHistory,
+    /// Make the content of `to_version` current again, as a new version.
+    RollbackConfig {
+        to_version: u64,
+        expected_version: u64,
+    },
+    /// What the node's cache knows of the guild now.
+    Summary,
+    /// The user's permissions in the guild, from the node's cache.
+    MemberPermissions { user_id: u64 },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum GuildResponse {
+    Config(VersionedConfig),
+    History { versions: Vec<VersionedConfig> },
+    Summary(GuildSummary),
+    Permissions(MemberAccess),
+}
+
+/// A guild as the node that runs its shard sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuildSummary {
+    pub guild_id: u64,
+    pub name: String,
+    /// Discord's icon hash, if the guild has an icon.
+    pub icon: Option<String>,
+    pub owner_id: u64,
+    pub member_count: Option<u64>,
+    /// Sorted by position, then id.
+    pub channels: Vec<ChannelSummary>,
+    /// Sorted by position (highest first), then id.
+    pub roles: Vec<RoleSummary>,
+    pub shard_id: u32,
+    /// The node name running the shard.
+    pub node: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelSummary {
+    pub id: u64,
+    pub name: String,
+    /// Discord's channel type number (0 text, 2 voice, 4 category, 5 announcement, …).
+    pub kind: u8,
+    pub position: i32,
+    pub parent_id: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleSummary {
+    pub id: u64,
+    pub name: String,
+    pub color: u32,
+    pub position: i64,
+}
+
+/// What a user may do in a guild, computed from the node's cache.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberAccess {
+    /// Discord's permission bits in the guild (all bits for the owner).
+    pub permissions: u64,
+    pub is_owner: bool,
+    /// Holds a role of the config's `staff_roles`.
+    pub is_staff: bool,
+    /// May use the dashboard for this guild: owner, Administrator, Manage Server, or staff.
+    pub can_manage: bool,
+}
+
+/// Why a guild call failed. Nothing was changed, except for `TimedOut`, after which the
+/// call may or may not have been applied (retry it with the same idempotency key).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum GuildCallError {
+    /// No shard of this bot can hold the id (not a guild id).
+    #[error("unknown guild")]
+    UnknownGuild,
+    /// The guild's shard runs, but the bot is not in the guild.
+    #[error("the bot is not in this guild")]
+    BotNotInGuild,
+    /// The guild's shard is between owners; retried by the transport until the deadline.
+    #[error("the guild is moving to another node")]
+    Moving,
+    #[error("the guild did not answer in time")]
+    TimedOut,
+    /// Someone saved another version first.
+    #[error("the configuration was changed meanwhile; version {current} is current")]
+    Conflict { current: u64 },
+    /// Bad request (unknown version, invalid value); the text tells a user what is allowed.
+    #[error("{message}")]
+    Invalid { message: String },
+    /// The call's caller may not do this.
+    #[error("not allowed: {message}")]
+    Forbidden { message: String },
+    /// Storage or the cluster could not serve the call now.
+    #[error("unavailable: {message}")]
+    Unavailable { message: String },
+}
+
+/// Talks to guilds; the only door the dashboard and the CLI have to them.
+#[async_trait]
+pub trait GuildCalls: Send + Sync + 'static {
+    async fn call(&self, call: GuildCall) -> Result<GuildResponse, GuildCallError>;
+}
