@@ -39,6 +39,9 @@ pub enum Fault {
     /// The TCP connection ends without a websocket close frame; the session
     /// stays resumable.
     Drop,
+    /// Op 1 from the server: Discord may ask for a heartbeat at any time
+    /// and the client must send one at once.
+    RequestHeartbeat,
 }
 
 /// Faults at random: a Poisson process of `per_minute` faults across the
@@ -64,6 +67,7 @@ impl Default for RandomFaults {
                 Fault::InvalidSession { resumable: true },
                 Fault::HalfOpen,
                 Fault::Drop,
+                Fault::RequestHeartbeat,
             ],
         }
     }
@@ -116,6 +120,7 @@ mod tests {
             (r#"{"kind":"half_open"}"#, Fault::HalfOpen),
             (r#"{"kind":"latency","ms":20}"#, Fault::Latency { ms: 20 }),
             (r#"{"kind":"drop"}"#, Fault::Drop),
+            (r#"{"kind":"request_heartbeat"}"#, Fault::RequestHeartbeat),
         ];
         for (json, fault) in cases {
             assert_eq!(serde_json::from_str::<Fault>(json).unwrap(), fault);

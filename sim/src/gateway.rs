@@ -10,9 +10,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
@@ -29,18 +29,21 @@ use crate::ledger::{
 };
 use crate::payloads;
 use crate::rest::json_error;
-use crate::session::{ConnLink, Delivery, Event, Outbound, ends_session};
+use crate::session::{
+    ConnLink, Delivery, Event, Layout, Outbound, Wants, client_close_ends_session, ends_session,
+};
 use crate::state::{AppState, Shared};
+use crate::transport::{Transport, zlib_payload};
 
 /// Close codes, as Discord documents them.
 pub(crate) mod close_code {
     pub(crate) const UNKNOWN_OPCODE: u16 = 4001;
+    pub(crate) const UNKNOWN_ERROR: u16 = 4000;
     pub(crate) const DECODE_ERROR: u16 = 4002;
     pub(crate) const NOT_AUTHENTICATED: u16 = 4003;
     pub(crate) const AUTHENTICATION_FAILED: u16 = 4004;
     pub(crate) const ALREADY_AUTHENTICATED: u16 = 4005;
     pub(crate) const RATE_LIMITED: u16 = 4008;
-    pub(crate) const SESSION_TIMED_OUT: u16 = 4009;
     pub(crate) const INVALID_SHARD: u16 = 4010;
     pub(crate) const SHARDING_REQUIRED: u16 = 4011;
     pub(crate) const INVALID_INTENTS: u16 = 4013;
@@ -61,8 +64,10 @@ const MAX_CLIENT_PAYLOAD: usize = 4096;
 const MAX_CLIENT_SENDS: u32 = 120;
 
 /// A connection that sent no heartbeat for this many intervals is closed
-/// with 4009 (session timed out). The first heartbeat may come up to one
-/// interval after HELLO (jitter), so 1.5 leaves room for a late one.
+/// with 4000, which Discord documents as one to reconnect and resume from:
+/// the session stays resumable, as a zombied connection is not the
+/// session's fault. The first heartbeat may come up to one interval after
+/// HELLO (jitter), so 1.5 leaves room for a late one.
 const HEARTBEAT_GRACE: f64 = 1.5;
 
 /// The fallback route: a websocket upgrade on any path is a gateway
@@ -70,6 +75,7 @@ const HEARTBEAT_GRACE: f64 = 1.5;
 /// was given); anything else is a JSON 404.
 pub(crate) async fn upgrade(
     State(shared): State<AppState>,
+    RawQuery(query): RawQuery,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     match ws {
@@ -77,7 +83,9 @@ pub(crate) async fn upgrade(
             // Room above Discord's 4096 B limit, so an oversized payload is
             // read and closed with 4002 as Discord does, not a read error.
             .max_message_size(MAX_CLIENT_PAYLOAD * 16)
-            .on_upgrade(move |socket| serve(shared, socket)),
+            .on_upgrade(move |socket| {
+                serve(shared, socket, Transport::from_query(query.as_deref()))
+            }),
         Err(_) => json_error(StatusCode::NOT_FOUND, "404: Not Found", 0),
     }
 }
@@ -89,19 +97,47 @@ struct Payload {
     d: Value,
 }
 
-#[derive(Debug, Deserialize)]
+/// No `Debug`: it holds the token.
+#[derive(Deserialize)]
 struct Identify {
     token: String,
     /// Required by Discord since v8.
     intents: u64,
     /// Discord defaults a missing shard to `[0, 1]`.
     shard: Option<[u32; 2]>,
+    /// Required by Discord; its content is the client's to choose.
+    #[serde(rename = "properties")]
+    _properties: Properties,
+    /// Payload compression: every dispatch a zlib stream of its own.
+    #[serde(default)]
+    compress: bool,
+    #[serde(default = "default_large_threshold")]
+    large_threshold: u32,
 }
+
+fn default_large_threshold() -> u32 {
+    payloads::DEFAULT_LARGE_THRESHOLD
+}
+
+/// IDENTIFY's `properties`: Discord documents the three as required.
+#[derive(Deserialize)]
+struct Properties {
+    #[serde(rename = "os")]
+    _os: String,
+    #[serde(rename = "browser")]
+    _browser: String,
+    #[serde(rename = "device")]
+    _device: String,
+}
+
+/// Discord's bounds on IDENTIFY's `large_threshold`.
+const LARGE_THRESHOLD: std::ops::RangeInclusive<u32> = 50..=250;
 
 /// Op 8 REQUEST_GUILD_MEMBERS.
 #[derive(Debug, Deserialize)]
 pub(crate) struct MemberRequest {
-    pub(crate) guild_id: OneOrMany,
+    /// One guild per request: Discord no longer accepts a list.
+    pub(crate) guild_id: Snowflake,
     #[serde(default)]
     pub(crate) query: Option<String>,
     #[serde(default)]
@@ -132,7 +168,7 @@ impl OneOrMany {
 
 /// A snowflake as a string (or, leniently, a number).
 #[derive(Debug)]
-pub(crate) struct Snowflake(u64);
+pub(crate) struct Snowflake(pub(crate) u64);
 
 impl<'de> Deserialize<'de> for Snowflake {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -149,7 +185,8 @@ impl<'de> Deserialize<'de> for Snowflake {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// No `Debug`: it holds the token.
+#[derive(Deserialize)]
 struct Resume {
     token: String,
     session_id: String,
@@ -160,7 +197,8 @@ struct Resume {
 /// What the connection is serving.
 #[derive(Debug)]
 struct Attached {
-    shard: u32,
+    layout: Layout,
+    wants: Wants,
     session: Arc<str>,
 }
 
@@ -196,9 +234,16 @@ struct Connection {
     sends: SendWindow,
     /// The code this connection was closed with by the simulator, if any.
     closed_with: Option<u16>,
+    /// The client closed first, with this code (`Some(None)`: no code).
+    client_closed: Option<Option<u16>>,
+    transport: Transport,
+    /// IDENTIFY's `compress`: dispatches go as zlib streams of their own.
+    payload_compress: bool,
+    /// Op 1 was sent and no heartbeat came since.
+    heartbeat_requested: bool,
 }
 
-async fn serve(shared: Arc<Shared>, socket: WebSocket) {
+async fn serve(shared: Arc<Shared>, socket: WebSocket, transport: Result<Transport, u16>) {
     let Some(_guard) = shared.conn_guard() else {
         // Shutting down: dropping the socket ends it.
         return;
@@ -209,6 +254,7 @@ async fn serve(shared: Arc<Shared>, socket: WebSocket) {
         tx,
     };
     let now = shared.clock.now();
+    let refused = transport.as_ref().err().copied();
     let mut conn = Connection {
         shared,
         socket,
@@ -222,18 +268,33 @@ async fn serve(shared: Arc<Shared>, socket: WebSocket) {
             count: 0,
         },
         closed_with: None,
+        client_closed: None,
+        transport: transport.unwrap_or(Transport::Plain),
+        payload_compress: false,
+        heartbeat_requested: false,
     };
     conn.record(GatewayEventKind::Connected);
-    let hello = payloads::hello(conn.shared.config.heartbeat_interval_ms);
-    if conn.send_text(hello).await {
-        conn.run(&mut rx).await;
+    if let Some(code) = refused {
+        // Discord refuses a bad `v` (4012) or an encoding or compression it
+        // does not speak before it says anything in it.
+        conn.close(code).await;
+    } else {
+        let hello = payloads::hello(conn.shared.config.heartbeat_interval_ms);
+        if conn.send_text(hello).await {
+            conn.run(&mut rx).await;
+        }
     }
     if let Some(attached) = &conn.attached {
         let sessions = &conn.shared.sessions;
-        if conn.closed_with.is_some_and(ends_session) {
-            sessions.end(attached.shard, conn.link.id);
+        let ends = conn.closed_with.is_some_and(ends_session)
+            || conn
+                .client_closed
+                .flatten()
+                .is_some_and(client_close_ends_session);
+        if ends {
+            sessions.end(attached.layout, conn.link.id);
         } else {
-            sessions.detach(attached.shard, conn.link.id);
+            sessions.detach(attached.layout, conn.link.id);
         }
     }
     conn.record(GatewayEventKind::Disconnected);
@@ -272,8 +333,8 @@ impl Connection {
                 }
                 () = sleep_until(heartbeat_deadline), if !self.half_open => {
                     // Discord drops a connection that stopped heartbeating;
-                    // the session goes with it.
-                    self.close(close_code::SESSION_TIMED_OUT).await;
+                    // the session stays for the client's RESUME.
+                    self.close(close_code::UNKNOWN_ERROR).await;
                     return;
                 }
                 incoming = self.socket.recv() => match incoming {
@@ -292,7 +353,10 @@ impl Connection {
                     }
                     // tungstenite answers pings itself.
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                    Some(Ok(Message::Close(_))) => {
+                    Some(Ok(Message::Close(frame))) => {
+                        let code = frame.map(|f| f.code);
+                        self.client_closed = Some(code);
+                        self.record(GatewayEventKind::ClosedByClient { code });
                         if !self.half_open {
                             // Reading on is what flushes tungstenite's queued
                             // close reply; without it the client sees a reset.
@@ -321,6 +385,7 @@ impl Connection {
             | Outbound::Reconnect
             | Outbound::InvalidSession(_)
             | Outbound::HalfOpen
+            | Outbound::RequestHeartbeat
                 if self.half_open =>
             {
                 true
@@ -349,6 +414,11 @@ impl Connection {
                 self.delayed.clear();
                 true
             }
+            Outbound::RequestHeartbeat => {
+                self.heartbeat_requested = true;
+                self.record(GatewayEventKind::HeartbeatRequested);
+                self.queue(Frame::Text(payloads::heartbeat_request())).await
+            }
             // Dropping the socket ends TCP without a websocket close frame.
             Outbound::Drop => false,
         }
@@ -359,7 +429,7 @@ impl Connection {
         let latency = self
             .attached
             .as_ref()
-            .map_or(Duration::ZERO, |a| self.shared.sessions.latency(a.shard));
+            .map_or(Duration::ZERO, |a| self.shared.sessions.latency(a.layout));
         if latency.is_zero() && self.delayed.is_empty() {
             return self.write(frame).await;
         }
@@ -402,6 +472,9 @@ impl Connection {
         match payload.op {
             1 => {
                 self.last_heartbeat = self.shared.clock.now();
+                if std::mem::take(&mut self.heartbeat_requested) {
+                    self.record(GatewayEventKind::HeartbeatAnswered);
+                }
                 if self.queue(Frame::Text(payloads::heartbeat_ack())).await {
                     Next::Continue
                 } else {
@@ -415,7 +488,10 @@ impl Connection {
                     let Ok(request) = serde_json::from_value::<MemberRequest>(payload.d) else {
                         return Next::Close(close_code::DECODE_ERROR);
                     };
-                    self.shared.request_guild_members(attached.shard, &request);
+                    let (layout, wants) = (attached.layout, attached.wants);
+                    let session = Arc::clone(&attached.session);
+                    self.shared
+                        .request_guild_members(layout, &session, wants, &request);
                     Next::Continue
                 }
                 None => Next::Close(close_code::NOT_AUTHENTICATED),
@@ -428,17 +504,24 @@ impl Connection {
         }
     }
 
-    /// Discord's validation of an IDENTIFY, in its close codes.
-    fn validate_identify(&self, identify: &Identify) -> Result<u32, u16> {
+    /// Discord's validation of an IDENTIFY, in its close codes. Any shard
+    /// count is accepted (also one other than `/gateway/bot`'s, and several
+    /// at once: how a bot reshards) as long as the pair is valid (else 4010)
+    /// and no shard of that count would hold more than
+    /// `max_guilds_per_shard` guilds (else 4011).
+    fn validate_identify(&self, identify: &Identify) -> Result<Layout, u16> {
         let shared = &self.shared;
+        if !LARGE_THRESHOLD.contains(&identify.large_threshold) {
+            return Err(close_code::DECODE_ERROR);
+        }
         if !shared.token_matches(&identify.token) {
             return Err(close_code::AUTHENTICATION_FAILED);
         }
         let [shard, total] = identify.shard.unwrap_or([0, 1]);
-        if total != shared.config.shards || shard >= total {
+        if total == 0 || shard >= total {
             return Err(close_code::INVALID_SHARD);
         }
-        let guilds = shared.world.shard_guild_count(shard);
+        let guilds = shared.world.layout_guild_count(shard, total);
         if guilds > shared.config.max_guilds_per_shard as usize {
             return Err(close_code::SHARDING_REQUIRED);
         }
@@ -449,7 +532,7 @@ impl Connection {
         if !shared.config.enabled_privileged().contains(privileged) {
             return Err(close_code::DISALLOWED_INTENTS);
         }
-        Ok(shard)
+        Ok(Layout { shard, total })
     }
 
     async fn identify(&mut self, d: Value) -> Next {
@@ -459,10 +542,11 @@ impl Connection {
         let Ok(identify) = serde_json::from_value::<Identify>(d) else {
             return Next::Close(close_code::DECODE_ERROR);
         };
-        let shard = match self.validate_identify(&identify) {
-            Ok(shard) => shard,
+        let layout = match self.validate_identify(&identify) {
+            Ok(layout) => layout,
             Err(code) => return Next::Close(code),
         };
+        let shard = layout.shard;
         let shared = Arc::clone(&self.shared);
         let now = shared.clock.now();
         let verdict = shared.identify_limits.check(shard, now);
@@ -497,31 +581,41 @@ impl Connection {
                 };
             }
         }
-        let total = shared.config.shards;
         let session: Arc<str> = shared.random_hex(16).into();
         let world = &shared.world;
-        let ready = payloads::ready(world, shard, total, &session, &shared.gateway_url());
+        let wants = Wants {
+            intents: Intents::from_bits_truncate(identify.intents),
+            large_threshold: identify.large_threshold,
+        };
+        let ready = payloads::ready(world, shard, layout.total, &session, &shared.gateway_url());
         let mut events = vec![Event {
             name: "READY",
             guild_id: None,
             entity_id: None,
             d: ready.to_string(),
         }];
-        events.extend(world.guilds_of_shard(shard).map(|guild| Event {
-            name: "GUILD_CREATE",
-            guild_id: Some(guild.id),
-            entity_id: Some(guild.id),
-            d: payloads::guild_create(world, guild).to_string(),
-        }));
+        events.extend(
+            world
+                .guilds_of_layout(shard, layout.total)
+                .into_iter()
+                .map(|guild| Event {
+                    name: "GUILD_CREATE",
+                    guild_id: Some(guild.id),
+                    entity_id: Some(guild.id),
+                    d: payloads::guild_create(world, guild, wants).to_string(),
+                }),
+        );
         self.attached = Some(Attached {
-            shard,
+            layout,
+            wants,
             session: Arc::clone(&session),
         });
+        self.payload_compress = identify.compress;
         // Recorded before READY is queued, so the ledger reads in order.
         self.record(GatewayEventKind::Identified);
         shared
             .sessions
-            .identify(shard, session, identify.intents, self.link.clone(), events);
+            .identify(layout, session, wants, self.link.clone(), events);
         Next::Continue
     }
 
@@ -549,7 +643,8 @@ impl Connection {
         match outcome {
             Some(resumed) => {
                 self.attached = Some(Attached {
-                    shard: resumed.shard,
+                    layout: resumed.layout,
+                    wants: resumed.wants,
                     session: resumed.session,
                 });
                 self.record(GatewayEventKind::Resumed {
@@ -573,7 +668,16 @@ impl Connection {
     }
 
     async fn write_dispatch(&mut self, delivery: Delivery) -> bool {
-        if !self.send_text(delivery.frame.to_string()).await {
+        let sent = if self.payload_compress && matches!(self.transport, Transport::Plain) {
+            let bytes = zlib_payload(&delivery.frame);
+            self.socket
+                .send(Message::Binary(bytes.into()))
+                .await
+                .is_ok()
+        } else {
+            self.send_text(delivery.frame.to_string()).await
+        };
+        if !sent {
             return false;
         }
         self.shared.ledger.record_dispatch(DispatchRecord {
@@ -589,7 +693,11 @@ impl Connection {
     }
 
     async fn send_text(&mut self, text: String) -> bool {
-        self.socket.send(Message::Text(text.into())).await.is_ok()
+        let message = match self.transport.encode(&text) {
+            Some(bytes) => Message::Binary(bytes.into()),
+            None => Message::Text(text.into()),
+        };
+        self.socket.send(message).await.is_ok()
     }
 
     /// Sends a close frame, then waits briefly for the client's answer.
@@ -629,7 +737,7 @@ impl Connection {
 
     fn record(&self, kind: GatewayEventKind) {
         let (shard, session) = match &self.attached {
-            Some(a) => (Some(a.shard), Some(a.session.to_string())),
+            Some(a) => (Some(a.layout.shard), Some(a.session.to_string())),
             None => (None, None),
         };
         self.shared.ledger.record_gateway(GatewayRecord {
@@ -643,7 +751,7 @@ impl Connection {
 
 fn close_reason(code: u16) -> &'static str {
     match code {
-        4000 => "Unknown error.",
+        close_code::UNKNOWN_ERROR => "Unknown error.",
         close_code::UNKNOWN_OPCODE => "Unknown opcode.",
         close_code::DECODE_ERROR => "Decode error.",
         close_code::NOT_AUTHENTICATED => "Not authenticated.",
@@ -651,7 +759,7 @@ fn close_reason(code: u16) -> &'static str {
         close_code::ALREADY_AUTHENTICATED => "Already authenticated.",
         4007 => "Invalid seq.",
         close_code::RATE_LIMITED => "Rate limited.",
-        close_code::SESSION_TIMED_OUT => "Session timed out.",
+        4009 => "Session timed out.",
         close_code::INVALID_SHARD => "Invalid shard.",
         close_code::SHARDING_REQUIRED => "Sharding required.",
         4012 => "Invalid API version.",

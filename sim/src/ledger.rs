@@ -55,8 +55,15 @@ pub enum GatewayEventKind {
     InvalidSession { resumable: bool },
     /// The simulator closed the websocket with `code`.
     ClosedByServer { code: u16 },
+    /// The client closed the websocket with `code` (`None`: a close frame
+    /// without one).
+    ClosedByClient { code: Option<u16> },
     /// The websocket is gone, whoever closed it.
     Disconnected,
+    /// Op 1 sent: the simulator asked the client for a heartbeat.
+    HeartbeatRequested,
+    /// The client's first heartbeat after [`HeartbeatRequested`](Self::HeartbeatRequested).
+    HeartbeatAnswered,
     /// A fault was committed on purpose (scripted or random).
     FaultInjected { fault: Fault },
 }

@@ -24,6 +24,7 @@
 //! | `payloads` | JSON of every frame, dispatch body and REST object |
 //! | `session` | sessions per shard: sequence, replay buffer, attached connection |
 //! | `gateway` | websocket connections: HELLO, heartbeat, IDENTIFY and its validation, RESUME, send limits, latency, writes |
+//! | `transport` | the gateway query (`v`, `encoding`, `compress`) and zlib compression, per stream or per payload |
 //! | `rest` | `/api/v10` routes, auth, Discord error bodies |
 //! | `ratelimit` | per-route buckets, the global limit, `x-ratelimit-*` headers, 429s, REST faults scripted ([`RestFault`]) or at random ([`RandomRestFaults`]) |
 //! | `ban` | the invalid-request limit (401/403/429 per 10 min) and the REST ban it earns |
@@ -105,6 +106,7 @@ mod session;
 mod snowflake;
 mod state;
 mod traffic;
+mod transport;
 mod world;
 
 pub use config::{EventMix, EventWeights, GuildShape, SessionLimitAction, SimConfig};

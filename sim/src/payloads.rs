@@ -6,8 +6,10 @@
 //! must not hide a client's reliance on a field Discord always sends.
 
 use serde_json::{Value, json};
+use twilight_model::gateway::Intents;
 use twilight_model::guild::Permissions;
 
+use crate::session::Wants;
 use crate::snowflake::{rfc3339, unix_ms_of};
 use crate::world::{Bot, Guild, World};
 
@@ -70,6 +72,20 @@ pub(crate) fn hello(heartbeat_interval_ms: u64) -> String {
 
 pub(crate) fn heartbeat_ack() -> String {
     r#"{"t":null,"s":null,"op":11,"d":null}"#.to_owned()
+}
+
+/// Op 1 from the server: Discord asks for a heartbeat now.
+pub(crate) fn heartbeat_request() -> String {
+    r#"{"t":null,"s":null,"op":1,"d":null}"#.to_owned()
+}
+
+/// RATE_LIMITED's `d`: an op 8 refused by its rate limit.
+pub(crate) fn rate_limited(retry_after_s: f64, guild_id: u64, nonce: Option<&str>) -> Value {
+    let mut meta = json!({"guild_id": id(guild_id)});
+    if let Some(nonce) = nonce {
+        meta["nonce"] = json!(nonce);
+    }
+    json!({"opcode": 8, "retry_after": retry_after_s, "meta": meta})
 }
 
 pub(crate) fn reconnect() -> String {
@@ -163,7 +179,8 @@ pub(crate) fn ready(
     resume_gateway_url: &str,
 ) -> Value {
     let guilds: Vec<Value> = world
-        .guilds_of_shard(shard)
+        .guilds_of_layout(shard, shards)
+        .into_iter()
         .map(|g| json!({"id": id(g.id), "unavailable": true}))
         .collect();
     json!({
@@ -245,9 +262,8 @@ fn text_channel(guild_id: u64, channel_id: u64, name: &str, position: usize) -> 
     })
 }
 
-/// Discord's default `large_threshold`: above it GUILD_CREATE would omit
-/// offline members.
-const LARGE_THRESHOLD: u32 = 250;
+/// Discord's default `large_threshold` (IDENTIFY accepts 50..=250).
+pub(crate) const DEFAULT_LARGE_THRESHOLD: u32 = 50;
 
 fn emoji(emoji_id: u64, name: &str) -> Value {
     json!({
@@ -262,7 +278,14 @@ fn emoji(emoji_id: u64, name: &str) -> Value {
     })
 }
 
-pub(crate) fn guild_create(world: &World, guild: &Guild) -> Value {
+/// GUILD_CREATE as the session that asked for `wants` gets it. Discord
+/// sends `members` as: without GUILD_PRESENCES only the bot (and members in
+/// voice, of whom the simulator has none); with it, every member of a guild
+/// of at most `large_threshold` members, or only the online ones of a larger
+/// (`large`) guild, with their `presences`. The simulator's online members
+/// are the stored ones (owner, `members_per_guild`, the bot); the virtual
+/// members of a large guild are offline.
+pub(crate) fn guild_create(world: &World, guild: &Guild, wants: Wants) -> Value {
     let bot = &world.bot;
     let mut guild_object = guild_object(world, guild);
     let channels: Vec<Value> = guild
@@ -270,35 +293,56 @@ pub(crate) fn guild_create(world: &World, guild: &Guild) -> Value {
         .enumerate()
         .map(|(position, c)| text_channel(guild.id, c.id, &c.name, position))
         .collect();
-    let mut members = Vec::with_capacity(guild.members.len() + 2);
-    members.push(member(
-        user(guild.owner.id, &guild.owner.username, false),
-        &[guild.moderator_role_id],
-        guild.owner.joined_ms,
-    ));
-    members.extend(
-        guild
-            .members
-            .iter()
-            .map(|u| member(user(u.id, &u.username, false), &[], u.joined_ms)),
-    );
+    let member_count = guild.member_count();
+    let large = member_count > wants.large_threshold;
+    let roles_of = |user_id: u64| {
+        if user_id == guild.owner.id {
+            vec![guild.moderator_role_id]
+        } else {
+            Vec::new()
+        }
+    };
+    let mut members = Vec::new();
+    let mut presences = Vec::new();
+    if wants.intents.contains(Intents::GUILD_PRESENCES) {
+        let online = std::iter::once(&guild.owner).chain(&guild.members);
+        let listed: Vec<crate::world::User> = if large {
+            online.cloned().collect()
+        } else {
+            guild.all_members().collect()
+        };
+        let online_ids: Vec<u64> = std::iter::once(&guild.owner)
+            .chain(&guild.members)
+            .map(|u| u.id)
+            .chain(std::iter::once(bot.user_id))
+            .collect();
+        members.extend(
+            listed
+                .iter()
+                .map(|u| member(user(u.id, &u.username, false), &roles_of(u.id), u.joined_ms)),
+        );
+        presences.extend(
+            online_ids
+                .iter()
+                .map(|&user_id| presence(user_id, "online")),
+        );
+    }
     members.push(member(
         user(bot.user_id, &bot.username, true),
         &[guild.bot_role_id],
         guild.bot_joined_ms,
     ));
-    let member_count = guild.member_count();
     // The fields GUILD_CREATE adds to the REST guild object.
     let gateway_extra = json!({
         "joined_at": rfc3339(guild.bot_joined_ms),
-        "large": guild.large_members.is_some() || member_count > LARGE_THRESHOLD,
+        "large": large,
         "unavailable": false,
         "member_count": member_count,
         "voice_states": [],
         "members": members,
         "channels": channels,
         "threads": [],
-        "presences": [],
+        "presences": presences,
         "stage_instances": [],
         "guild_scheduled_events": [],
         "soundboard_sounds": [],
@@ -307,6 +351,16 @@ pub(crate) fn guild_create(world: &World, guild: &Guild) -> Value {
     });
     merge(&mut guild_object, gateway_extra);
     guild_object
+}
+
+/// A presence as GUILD_CREATE lists it (no `guild_id`: the guild holds it).
+fn presence(user_id: u64, status: &str) -> Value {
+    json!({
+        "user": {"id": id(user_id)},
+        "status": status,
+        "activities": [],
+        "client_status": {"desktop": status},
+    })
 }
 
 /// The REST guild object (GUILD_UPDATE's `d`, GUILD_CREATE's base).

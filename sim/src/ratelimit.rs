@@ -178,20 +178,17 @@ impl Window {
 
 #[derive(Debug)]
 struct State {
+    /// The bot token's global limit.
     global: Window,
+    /// Requests without a bot token, limited per IP as Discord does; every
+    /// client of the simulator is on loopback, so one window.
+    unauthenticated: Window,
     buckets: HashMap<(&'static str, String), Window>,
 }
 
 /// Windows are dropped once this many exist and they have reset, so a long
 /// run over many channels stays bounded.
 const PRUNE_AT: usize = 10_000;
-
-/// twilight-http's global limiter runs its own 1 s window from its first
-/// request, independent of ours; a batch it releases exactly at its window's
-/// end can arrive a few ms before ours ends. The global window ends this
-/// much early (at most a tenth of it) so a client that keeps the limit is
-/// not refused for loopback jitter.
-const GLOBAL_GRACE: Duration = Duration::from_millis(50);
 
 #[derive(Debug)]
 pub(crate) struct RateLimiter {
@@ -207,6 +204,10 @@ impl RateLimiter {
             limits,
             state: Mutex::new(State {
                 global: Window {
+                    reset_at: clock.now(),
+                    remaining: 0,
+                },
+                unauthenticated: Window {
                     reset_at: clock.now(),
                     remaining: 0,
                 },
@@ -229,8 +230,14 @@ impl RateLimiter {
 
     /// Spends one request of the route's bucket and (unless the route is an
     /// interaction route) of the global limit, or says which limit refused
-    /// it; a refused request spends nothing.
-    pub(crate) fn check(&self, key: &RouteKey, now: Instant) -> Result<BucketState, Limited> {
+    /// it; a refused request spends nothing. The global limit is the bot
+    /// token's when `authenticated`, else the IP's (same size).
+    pub(crate) fn check(
+        &self,
+        key: &RouteKey,
+        now: Instant,
+        authenticated: bool,
+    ) -> Result<BucketState, Limited> {
         let (limit, period) = self.limit_of(key.class);
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if state.buckets.len() >= PRUNE_AT {
@@ -262,18 +269,20 @@ impl RateLimiter {
             let global_period = self
                 .clock
                 .scaled(Duration::from_millis(self.limits.global.per_ms));
-            let grace = GLOBAL_GRACE.min(global_period / 10);
-            state
-                .global
-                .roll(now, self.limits.global.limit, global_period - grace);
-            if state.global.remaining == 0 {
+            let global = if authenticated {
+                &mut state.global
+            } else {
+                &mut state.unauthenticated
+            };
+            global.roll(now, self.limits.global.limit, global_period);
+            if global.remaining == 0 {
                 return Err(Limited {
                     scope: RateLimitScope::Global,
-                    retry_after: state.global.reset_at.saturating_duration_since(now),
+                    retry_after: global.reset_at.saturating_duration_since(now),
                     bucket: None,
                 });
             }
-            state.global.remaining -= 1;
+            global.remaining -= 1;
         }
         window.remaining -= 1;
         Ok(bucket_state(window.remaining, window.reset_at))
@@ -328,9 +337,9 @@ fn insert(headers: &mut HeaderMap, name: &'static str, value: String) {
 }
 
 /// `x-ratelimit-limit`, `-remaining`, `-reset` (epoch seconds), `-reset-after`
-/// and `-bucket`; `scope` as Discord sends it with a 429, and `user` on
-/// other responses, since twilight-http learns a bucket only from a response
-/// that names its scope.
+/// and `-bucket`; `x-ratelimit-scope` only on a 429, as Discord documents
+/// (so twilight-http, which learns a bucket only from a response naming
+/// its scope, learns it from the 429).
 pub(crate) fn apply_headers(
     headers: &mut HeaderMap,
     state: &BucketState,
@@ -357,25 +366,28 @@ pub(crate) fn apply_headers(
         "x-ratelimit-reset-after",
         format!("{:.3}", seconds(state.reset_after)),
     );
-    insert(
-        headers,
-        "x-ratelimit-scope",
-        scope.unwrap_or(RateLimitScope::User).as_str().to_owned(),
-    );
+    if let Some(scope) = scope {
+        insert(headers, "x-ratelimit-scope", scope.as_str().to_owned());
+    }
 }
 
-/// Discord's 429: `{"message", "retry_after", "global", "code"}` with
-/// `retry-after` (whole seconds, rounded up: twilight parses an integer),
+/// Discord's 429, as its rate limit documentation shows each scope:
+/// `{"message", "retry_after", "global"}` and no `code` (the message is
+/// "The resource is being rate limited." for `shared`), with `retry-after`
+/// (whole seconds, rounded up: twilight parses an integer),
 /// `x-ratelimit-scope`, `x-ratelimit-global: true` on a global one, and the
-/// bucket's headers on a per-route one. Code 20028 marks a route limit
-/// (Discord's "write rate limit"), 0 the global one.
+/// bucket's headers on a per-route one.
 pub(crate) fn too_many_requests(limited: &Limited) -> Response {
     let global = limited.scope == RateLimitScope::Global;
+    let message = if limited.scope == RateLimitScope::Shared {
+        "The resource is being rate limited."
+    } else {
+        "You are being rate limited."
+    };
     let body = json!({
-        "message": "You are being rate limited.",
+        "message": message,
         "retry_after": seconds(limited.retry_after),
         "global": global,
-        "code": if global { 0 } else { 20028 },
     });
     let mut response = Response::new(Body::from(body.to_string()));
     *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
@@ -598,19 +610,19 @@ mod tests {
         let limiter = RateLimiter::new(Clock::new(1.0), RestLimits::default());
         let now = Instant::now();
         for left in (0..5).rev() {
-            let state = limiter.check(&key("1"), now).unwrap();
+            let state = limiter.check(&key("1"), now, true).unwrap();
             assert_eq!((state.limit, state.remaining), (5, left));
             assert_eq!(state.reset_after, Duration::from_secs(5));
         }
-        let limited = limiter.check(&key("1"), now).unwrap_err();
+        let limited = limiter.check(&key("1"), now, true).unwrap_err();
         assert_eq!(limited.scope, RateLimitScope::User);
         assert_eq!(limited.retry_after, Duration::from_secs(5));
         // Another channel has its own bucket, same id.
-        let other = limiter.check(&key("2"), now).unwrap();
+        let other = limiter.check(&key("2"), now, true).unwrap();
         assert_eq!(other.remaining, 4);
         assert_eq!(other.bucket, bucket_hash(key("1").route));
         let later = now + Duration::from_secs(5);
-        assert_eq!(limiter.check(&key("1"), later).unwrap().remaining, 4);
+        assert_eq!(limiter.check(&key("1"), later, true).unwrap().remaining, 4);
     }
 
     #[tokio::test(start_paused = true)]
@@ -618,9 +630,11 @@ mod tests {
         let limiter = RateLimiter::new(Clock::new(1.0), RestLimits::default());
         let now = Instant::now();
         for channel in 0..50 {
-            limiter.check(&key(&channel.to_string()), now).unwrap();
+            limiter
+                .check(&key(&channel.to_string()), now, true)
+                .unwrap();
         }
-        let limited = limiter.check(&key("99"), now).unwrap_err();
+        let limited = limiter.check(&key("99"), now, true).unwrap_err();
         assert_eq!(limited.scope, RateLimitScope::Global);
         assert!(limited.bucket.is_none());
         let callback = RouteKey {
@@ -628,10 +642,36 @@ mod tests {
             class: LimitClass::Interactions,
             major: "7".to_owned(),
         };
-        limiter.check(&callback, now).unwrap();
-        // The window ends GLOBAL_GRACE early.
-        let later = now + Duration::from_millis(950);
-        limiter.check(&key("99"), later).unwrap();
+        limiter.check(&callback, now, false).unwrap();
+        // Exactly one second: not a millisecond early.
+        let almost = now + Duration::from_millis(999);
+        assert!(limiter.check(&key("99"), almost, true).is_err());
+        limiter
+            .check(&key("99"), now + Duration::from_secs(1), true)
+            .unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unauthenticated_requests_are_limited_apart_from_the_bot_token() {
+        let limiter = RateLimiter::new(Clock::new(1.0), RestLimits::default());
+        let now = Instant::now();
+        let gateway = |n: u32| RouteKey {
+            route: "GET /gateway",
+            class: LimitClass::Other,
+            major: n.to_string(),
+        };
+        for n in 0..50 {
+            limiter.check(&gateway(n), now, false).unwrap();
+        }
+        let limited = limiter.check(&gateway(50), now, false).unwrap_err();
+        assert_eq!(limited.scope, RateLimitScope::Global);
+        // The bot token's 50 are untouched.
+        for channel in 0..50 {
+            limiter
+                .check(&key(&channel.to_string()), now, true)
+                .unwrap();
+        }
+        assert!(limiter.check(&key("99"), now, true).is_err());
     }
 
     #[test]

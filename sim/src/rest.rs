@@ -137,7 +137,7 @@ pub(crate) async fn handle(
         match known {
             // Unknown routes and 401s carry no rate limit headers.
             Some((key, needs_auth)) if authorized || !needs_auth => {
-                limited(&shared, &key, now, &mut record, || {
+                limited(&shared, &key, now, authorized, &mut record, || {
                     route(&shared, &method, &segments, uri.query(), authorized, &body)
                 })
             }
@@ -167,6 +167,7 @@ fn limited(
     shared: &Shared,
     key: &RouteKey,
     now: Instant,
+    authorized: bool,
     record: &mut RestRecord,
     serve: impl FnOnce() -> Outcome,
 ) -> Outcome {
@@ -195,7 +196,7 @@ fn limited(
             }
         };
     }
-    match shared.rate_limiter.check(key, now) {
+    match shared.rate_limiter.check(key, now, authorized) {
         Ok(state) => {
             let mut outcome = serve();
             ratelimit::apply_headers(outcome.response.headers_mut(), &state, None);

@@ -1,11 +1,17 @@
-//! Gateway sessions: at most one per shard, each with its sequence counter,
-//! its replay buffer and the connection it is attached to, if any.
+//! Gateway sessions: each with its `[shard, num_shards]`, its sequence
+//! counter, its replay buffer and the connection it is attached to, if any.
+//!
+//! Discord lets a bot hold several sessions for one shard (a second IDENTIFY
+//! does not end the first: both get the shard's events) and sessions of
+//! different shard counts at once (how a bot reshards with no downtime).
+//! Sessions of the world's shard count live in one slot per shard, so the
+//! hot path locks only its shard; the rare others share one list.
 //!
 //! Invariant: a session's dispatches reach its connection in `s` order.
 //! Sequencing, buffering and handing to the connection's writer happen under
-//! the shard's one lock, and each connection has one writer draining a FIFO.
-//! Dispatches made while no connection is attached are still sequenced and
-//! buffered, as Discord queues them for a RESUME.
+//! the lock holding the session, and each connection has one writer draining
+//! a FIFO. Dispatches made while no connection is attached are still
+//! sequenced and buffered, as Discord queues them for a RESUME.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,10 +20,12 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use twilight_model::gateway::Intents;
 
 use crate::clock::Clock;
 use crate::faults::Fault;
 use crate::payloads;
+use crate::world::shard_of;
 
 /// Replay buffer bound in bytes, so a thousand idle sessions of a load run
 /// cannot hold gigabytes.
@@ -35,10 +43,10 @@ pub(crate) struct SessionRules {
     pub(crate) ttl: Duration,
 }
 
-/// Close code sent to a connection whose session was taken over by a new
-/// IDENTIFY or by a RESUME on another connection: "session timed out". It is
-/// not fatal, so a client that is still alive tries to resume and learns from
-/// op 9 that its session is gone.
+/// Close code sent to a connection whose session was taken over by a RESUME
+/// on another connection: "session timed out". Discord documents nothing
+/// for this case; it is not fatal, so a client that is still alive tries to
+/// resume and learns where the session went.
 pub(crate) const REPLACED_CLOSE_CODE: u16 = 4009;
 
 /// Close codes after which Discord will not let the session resume: the
@@ -47,6 +55,37 @@ pub(crate) const REPLACED_CLOSE_CODE: u16 = 4009;
 /// to resume and must then get op 9 `false`).
 pub(crate) fn ends_session(code: u16) -> bool {
     matches!(code, 4004 | 4007 | 4009 | 4010..=4014)
+}
+
+/// Client close codes that end the session: Discord documents that closing
+/// with 1000 or 1001 invalidates it, any other code leaves it resumable.
+pub(crate) fn client_close_ends_session(code: u16) -> bool {
+    matches!(code, 1000 | 1001)
+}
+
+/// The `[shard_id, num_shards]` a session identified with: it gets the
+/// events of the guilds with `(guild_id >> 22) % num_shards == shard_id`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Layout {
+    pub(crate) shard: u32,
+    pub(crate) total: u32,
+}
+
+impl Layout {
+    /// Events with no guild (DMs) go to shard 0.
+    pub(crate) fn covers(self, guild_id: Option<u64>) -> bool {
+        guild_id.map_or(0, |id| shard_of(id, self.total)) == self.shard
+    }
+}
+
+/// What an IDENTIFY asked for that decides which events and fields its
+/// session gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Wants {
+    pub(crate) intents: Intents,
+    /// Members above which a guild is `large` and its GUILD_CREATE leaves
+    /// offline members out (50..=250).
+    pub(crate) large_threshold: u32,
 }
 
 /// Work for a connection's writer.
@@ -65,6 +104,8 @@ pub(crate) enum Outbound {
     /// End the TCP connection without a close frame; the session already
     /// let go of the connection.
     Drop,
+    /// Send op 1: Discord asks the client for a heartbeat now.
+    RequestHeartbeat,
 }
 
 /// A sequenced dispatch on its way to a websocket; it becomes a ledger
@@ -89,7 +130,7 @@ pub(crate) struct ConnLink {
 }
 
 /// A dispatch to sequence; `d` is serialized JSON.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Event {
     pub(crate) name: &'static str,
     pub(crate) guild_id: Option<u64>,
@@ -110,9 +151,8 @@ struct Buffered {
 #[derive(Debug)]
 struct Session {
     id: Arc<str>,
-    shard: u32,
-    /// From IDENTIFY; decides which events and fields the session gets.
-    intents: u64,
+    layout: Layout,
+    wants: Wants,
     /// Last sequence number handed out.
     seq: u64,
     buffer: VecDeque<Buffered>,
@@ -123,11 +163,11 @@ struct Session {
 }
 
 impl Session {
-    fn new(id: Arc<str>, shard: u32, intents: u64) -> Self {
+    fn new(id: Arc<str>, layout: Layout, wants: Wants) -> Self {
         Self {
             id,
-            shard,
-            intents,
+            layout,
+            wants,
             seq: 0,
             buffer: VecDeque::new(),
             buffer_bytes: 0,
@@ -183,7 +223,7 @@ impl Session {
 
     fn delivery(&self, buffered: &Buffered, replayed: bool) -> Delivery {
         Delivery {
-            shard: self.shard,
+            shard: self.layout.shard,
             session: Arc::clone(&self.id),
             seq: buffered.seq,
             event: buffered.event,
@@ -208,24 +248,79 @@ impl Session {
             let _ = old.tx.send(Outbound::Close(code));
         }
     }
+
+    /// Commits `fault` on the attached connection; `false` when the fault
+    /// ends the session.
+    fn commit(&mut self, fault: &Fault, now: Instant) -> bool {
+        match *fault {
+            Fault::Close { code } => {
+                self.kick(code, now);
+                !ends_session(code)
+            }
+            // Discord writes nothing more on a connection it told to
+            // reconnect: later events wait in the buffer for the RESUME.
+            Fault::Reconnect => {
+                if let Some(conn) = self.detach(now) {
+                    let _ = conn.tx.send(Outbound::Reconnect);
+                }
+                true
+            }
+            Fault::HalfOpen | Fault::RequestHeartbeat => {
+                if let Some(conn) = &self.conn {
+                    let work = if *fault == Fault::HalfOpen {
+                        Outbound::HalfOpen
+                    } else {
+                        Outbound::RequestHeartbeat
+                    };
+                    let _ = conn.tx.send(work);
+                }
+                true
+            }
+            Fault::InvalidSession { resumable } => {
+                if let Some(conn) = self.detach(now) {
+                    let _ = conn.tx.send(Outbound::InvalidSession(resumable));
+                }
+                resumable
+            }
+            Fault::Drop => {
+                if let Some(conn) = self.detach(now) {
+                    let _ = conn.tx.send(Outbound::Drop);
+                }
+                true
+            }
+            Fault::Latency { .. } => true,
+        }
+    }
 }
 
 /// A RESUME that was accepted.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Resumed {
-    pub(crate) shard: u32,
+    pub(crate) layout: Layout,
+    pub(crate) wants: Wants,
     pub(crate) session: Arc<str>,
     pub(crate) replayed: u64,
 }
 
-/// All sessions, one slot per shard.
+type Group = Vec<Session>;
+
+/// All sessions: those of the world's shard count by shard, the others in
+/// one list.
 #[derive(Debug)]
 pub(crate) struct Sessions {
     clock: Clock,
     rules: SessionRules,
-    slots: Vec<Mutex<Option<Session>>>,
+    /// The world's shard count.
+    shards: u32,
+    slots: Vec<Mutex<Group>>,
+    /// Sessions identified with another shard count (resharding).
+    other_layouts: Mutex<Group>,
     /// Per shard: the added latency of [`Fault::Latency`], in ms.
     latency_ms: Vec<AtomicU64>,
+}
+
+fn lock(group: &Mutex<Group>) -> MutexGuard<'_, Group> {
+    group.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Sessions {
@@ -233,54 +328,65 @@ impl Sessions {
         Self {
             clock,
             rules,
-            slots: (0..shards).map(|_| Mutex::new(None)).collect(),
+            shards,
+            slots: (0..shards).map(|_| Mutex::new(Vec::new())).collect(),
+            other_layouts: Mutex::new(Vec::new()),
             latency_ms: (0..shards).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
-    /// The latency added to every frame written to the shard.
-    pub(crate) fn latency(&self, shard: u32) -> Duration {
+    /// The latency added to every frame written to the shard (of the
+    /// world's shard count).
+    pub(crate) fn latency(&self, layout: Layout) -> Duration {
+        if layout.total != self.shards {
+            return Duration::ZERO;
+        }
         self.latency_ms
-            .get(shard as usize)
+            .get(layout.shard as usize)
             .map_or(Duration::ZERO, |ms| {
                 Duration::from_millis(ms.load(Ordering::Relaxed))
             })
     }
 
-    fn slot(&self, shard: u32) -> Option<MutexGuard<'_, Option<Session>>> {
-        let slot = self.slots.get(shard as usize)?;
-        Some(slot.lock().unwrap_or_else(PoisonError::into_inner))
+    /// The group holding sessions of `layout`.
+    fn group(&self, layout: Layout) -> Option<MutexGuard<'_, Group>> {
+        if layout.total == self.shards {
+            self.slots.get(layout.shard as usize).map(lock)
+        } else {
+            Some(lock(&self.other_layouts))
+        }
     }
 
-    /// Starts a new session for `shard` on `conn`, replacing (and closing)
-    /// the previous one, and sequences `events` (READY, GUILD_CREATEs) as
-    /// its first dispatches.
+    /// Starts a new session for `layout` on `conn` and sequences `events`
+    /// (READY, GUILD_CREATEs) as its first dispatches. Other sessions of the
+    /// same shard carry on, as on Discord.
     pub(crate) fn identify(
         &self,
-        shard: u32,
+        layout: Layout,
         session_id: Arc<str>,
-        intents: u64,
+        wants: Wants,
         conn: ConnLink,
         events: Vec<Event>,
     ) {
-        let Some(mut slot) = self.slot(shard) else {
+        let Some(mut group) = self.group(layout) else {
             return;
         };
         let now = self.clock.now();
-        if let Some(old) = slot.as_mut() {
-            old.kick(REPLACED_CLOSE_CODE, now);
-        }
-        let session = slot.insert(Session::new(session_id, shard, intents));
+        group.retain(|s| !s.expired(&self.rules, now));
+        let mut session = Session::new(session_id, layout, wants);
         session.conn = Some(conn);
         for event in events {
             session.sequence(event, &self.rules, now);
         }
+        group.push(session);
     }
 
     /// Attaches `conn` to the session `session_id`, queues every buffered
-    /// dispatch after `seq` as a replay, then sequences `resumed`. `None`
-    /// when the session is unknown, replaced, expired, or older events than
-    /// the buffer holds are needed: the client must identify (op 9 `false`).
+    /// dispatch after `seq` as a replay, then sequences `resumed`. A
+    /// connection still attached to the session is closed with
+    /// [`REPLACED_CLOSE_CODE`]. `None` when the session is unknown, ended,
+    /// expired, or older events than the buffer holds are needed: the client
+    /// must identify (op 9 `false`).
     pub(crate) fn resume(
         &self,
         session_id: &str,
@@ -289,15 +395,20 @@ impl Sessions {
         resumed: Event,
     ) -> Option<Resumed> {
         let now = self.clock.now();
-        for slot in &self.slots {
-            let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
-            let Some(session) = slot.as_mut().filter(|s| &*s.id == session_id) else {
+        for group in self
+            .slots
+            .iter()
+            .chain(std::iter::once(&self.other_layouts))
+        {
+            let mut group = lock(group);
+            let Some(index) = group.iter().position(|s| &*s.id == session_id) else {
                 continue;
             };
-            if session.expired(&self.rules, now) {
-                *slot = None;
+            if group[index].expired(&self.rules, now) {
+                group.swap_remove(index);
                 return None;
             }
+            let session = &mut group[index];
             // Age eviction happens on the next dispatch; apply it here too.
             let oldest = session
                 .buffer
@@ -324,7 +435,8 @@ impl Sessions {
             }
             session.sequence(resumed, &self.rules, now);
             return Some(Resumed {
-                shard: session.shard,
+                layout: session.layout,
+                wants: session.wants,
                 session: Arc::clone(&session.id),
                 replayed,
             });
@@ -332,53 +444,94 @@ impl Sessions {
         None
     }
 
-    /// Sequences `event` in the shard's session; its `s`, or `None` when the
-    /// shard has no session (then nothing is sent, as Discord has no one to
-    /// send it to).
-    /// An expired session is dropped here, as Discord forgets it.
+    /// Sequences `event` in every session that gets its guild (on `shard` of
+    /// the world's shard count, or of another count); the `s` it got in one
+    /// of them, or `None` when no session got it (then nothing is sent, as
+    /// Discord has no one to send it to).
     pub(crate) fn dispatch(&self, shard: u32, event: Event) -> Option<u64> {
-        let mut slot = self.slot(shard)?;
+        let guild_id = event.guild_id;
+        self.dispatch_with(shard, guild_id, |_| Some(event.clone()))
+    }
+
+    /// As [`dispatch`](Self::dispatch), with the event made for each
+    /// session from what it asked for (`None`: not for that session).
+    /// Expired sessions are dropped here, as Discord forgets them.
+    pub(crate) fn dispatch_with(
+        &self,
+        shard: u32,
+        guild_id: Option<u64>,
+        mut make: impl FnMut(Wants) -> Option<Event>,
+    ) -> Option<u64> {
         let now = self.clock.now();
-        if slot.as_ref()?.expired(&self.rules, now) {
-            *slot = None;
-            return None;
+        let mut last = None;
+        let mut deliver = |group: &mut Group, only_covering: bool| {
+            group.retain(|s| !s.expired(&self.rules, now));
+            for session in group.iter_mut() {
+                if only_covering && !session.layout.covers(guild_id) {
+                    continue;
+                }
+                if let Some(event) = make(session.wants) {
+                    last = Some(session.sequence(event, &self.rules, now));
+                }
+            }
+        };
+        if let Some(slot) = self.slots.get(shard as usize) {
+            deliver(&mut lock(slot), false);
         }
-        Some(slot.as_mut()?.sequence(event, &self.rules, now))
+        let mut others = lock(&self.other_layouts);
+        if !others.is_empty() {
+            deliver(&mut others, true);
+        }
+        last
+    }
+
+    /// Sequences `event` in the one session `session_id` of `layout` (an
+    /// answer to that session's request); its `s`, if the session lives.
+    pub(crate) fn dispatch_to(
+        &self,
+        layout: Layout,
+        session_id: &str,
+        event: Event,
+    ) -> Option<u64> {
+        let now = self.clock.now();
+        let mut group = self.group(layout)?;
+        let session = group
+            .iter_mut()
+            .find(|s| &*s.id == session_id && !s.expired(&self.rules, now))?;
+        Some(session.sequence(event, &self.rules, now))
     }
 
     /// The connection `conn_id` went away: its session, if still attached to
     /// it, stays resumable.
-    pub(crate) fn detach(&self, shard: u32, conn_id: u64) {
-        if let Some(mut slot) = self.slot(shard)
-            && let Some(session) = slot.as_mut()
-            && session.conn.as_ref().is_some_and(|c| c.id == conn_id)
+    pub(crate) fn detach(&self, layout: Layout, conn_id: u64) {
+        let now = self.clock.now();
+        if let Some(mut group) = self.group(layout)
+            && let Some(session) = group
+                .iter_mut()
+                .find(|s| s.conn.as_ref().is_some_and(|c| c.id == conn_id))
         {
-            session.detach(self.clock.now());
+            session.detach(now);
         }
     }
 
-    /// The connection `conn_id` was closed with a code that ends its
-    /// session: the session, if still attached to it, is dropped.
-    pub(crate) fn end(&self, shard: u32, conn_id: u64) {
-        if let Some(mut slot) = self.slot(shard)
-            && slot
-                .as_ref()
-                .and_then(|s| s.conn.as_ref())
-                .is_some_and(|c| c.id == conn_id)
-        {
-            *slot = None;
+    /// The connection `conn_id` was closed in a way that ends its session:
+    /// the session, if still attached to it, is dropped.
+    pub(crate) fn end(&self, layout: Layout, conn_id: u64) {
+        if let Some(mut group) = self.group(layout) {
+            group.retain(|s| s.conn.as_ref().is_none_or(|c| c.id != conn_id));
         }
     }
 
-    /// Closes the shard's live connection with `code`. Codes that
+    /// Closes the shard's live connections with `code`. Codes that
     /// [end the session](ends_session) drop it; others leave it resumable.
     /// `false` if nothing was connected.
+    #[cfg(test)]
     pub(crate) fn close(&self, shard: u32, code: u16) -> bool {
         self.inject(shard, &Fault::Close { code })
     }
 
-    /// Commits `fault` on the shard's live connection; `false` if it needs
-    /// one and there is none.
+    /// Commits `fault` on every live connection of the shard (of the
+    /// world's shard count); `false` if it needs one and there is none.
     pub(crate) fn inject(&self, shard: u32, fault: &Fault) -> bool {
         if let Fault::Latency { ms } = fault {
             return self.latency_ms.get(shard as usize).is_some_and(|slot| {
@@ -386,98 +539,89 @@ impl Sessions {
                 true
             });
         }
-        let Some(mut slot) = self.slot(shard) else {
+        let Some(slot) = self.slots.get(shard as usize) else {
             return false;
         };
-        let Some(session) = slot.as_mut().filter(|s| s.conn.is_some()) else {
-            return false;
-        };
-        let now = self.clock.now();
-        match *fault {
-            Fault::Close { code } => {
-                session.kick(code, now);
-                if ends_session(code) {
-                    *slot = None;
-                }
-            }
-            // Discord writes nothing more on a connection it told to
-            // reconnect: later events wait in the buffer for the RESUME.
-            Fault::Reconnect => {
-                if let Some(conn) = session.detach(now) {
-                    let _ = conn.tx.send(Outbound::Reconnect);
-                }
-            }
-            Fault::HalfOpen => {
-                if let Some(conn) = &session.conn {
-                    let _ = conn.tx.send(Outbound::HalfOpen);
-                }
-            }
-            Fault::InvalidSession { resumable } => {
-                if let Some(conn) = session.detach(now) {
-                    let _ = conn.tx.send(Outbound::InvalidSession(resumable));
-                }
-                if !resumable {
-                    *slot = None;
-                }
-            }
-            Fault::Drop => {
-                if let Some(conn) = session.detach(now) {
-                    let _ = conn.tx.send(Outbound::Drop);
-                }
-            }
-            Fault::Latency { .. } => {}
-        }
-        true
+        Self::commit_all(&mut lock(slot), fault, self.clock.now())
     }
 
-    /// Closes every live connection with `code` (dropping the sessions if
-    /// the code ends them): the token was reset.
-    pub(crate) fn close_all(&self, code: u16) {
-        for shard in 0..self.slots.len() {
-            if let Ok(shard) = u32::try_from(shard) {
-                self.close(shard, code);
+    fn commit_all(group: &mut Group, fault: &Fault, now: Instant) -> bool {
+        let mut any = false;
+        group.retain_mut(|session| {
+            if session.conn.is_none() {
+                return true;
             }
-        }
-    }
-
-    /// The intents of the shard's session, if it has one.
-    pub(crate) fn intents(&self, shard: u32) -> Option<u64> {
-        self.slot(shard)?.as_ref().map(|s| s.intents)
-    }
-
-    pub(crate) fn has_session(&self, shard: u32) -> bool {
-        self.slot(shard).is_some_and(|slot| slot.is_some())
-    }
-
-    /// Shards whose session has a live connection.
-    pub(crate) fn ready_shards(&self) -> u32 {
-        let live = self.slots.iter().filter(|slot| {
-            slot.lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .as_ref()
-                .is_some_and(|s| s.conn.is_some())
+            any = true;
+            session.commit(fault, now)
         });
-        u32::try_from(live.count()).unwrap_or(u32::MAX)
+        any
     }
 
-    /// Shards whose session has a live connection.
+    /// Closes every live connection, of any shard count, with `code`
+    /// (dropping the sessions if the code ends them): the token was reset.
+    pub(crate) fn close_all(&self, code: u16) {
+        let fault = Fault::Close { code };
+        let now = self.clock.now();
+        for group in self
+            .slots
+            .iter()
+            .chain(std::iter::once(&self.other_layouts))
+        {
+            Self::commit_all(&mut lock(group), &fault, now);
+        }
+    }
+
+    /// Whether any session gets the events of `guild_id` on `shard` (of the
+    /// world's shard count).
+    pub(crate) fn has_session_for(&self, shard: u32, guild_id: u64) -> bool {
+        self.slots
+            .get(shard as usize)
+            .is_some_and(|slot| !lock(slot).is_empty())
+            || lock(&self.other_layouts)
+                .iter()
+                .any(|s| s.layout.covers(Some(guild_id)))
+    }
+
+    /// Whether any session that gets the shard's guilds has all of
+    /// `intents`.
+    pub(crate) fn anyone_wants(&self, shard: u32, intents: Intents) -> bool {
+        let wants = |s: &Session| s.wants.intents.contains(intents);
+        self.slots
+            .get(shard as usize)
+            .is_some_and(|slot| lock(slot).iter().any(wants))
+            || lock(&self.other_layouts).iter().any(wants)
+    }
+
+    #[cfg(test)]
+    fn has_session(&self, shard: u32) -> bool {
+        self.slots
+            .get(shard as usize)
+            .is_some_and(|slot| !lock(slot).is_empty())
+    }
+
+    /// Shards (of the world's shard count) with a live connection.
+    pub(crate) fn ready_shards(&self) -> u32 {
+        u32::try_from(self.live_shards().len()).unwrap_or(u32::MAX)
+    }
+
+    /// Shards (of the world's shard count) with a live connection.
     pub(crate) fn live_shards(&self) -> Vec<u32> {
-        (0..self.slots.len())
-            .filter_map(|i| {
-                let shard = u32::try_from(i).ok()?;
-                let live = self.slot(shard)?.as_ref().is_some_and(|s| s.conn.is_some());
-                live.then_some(shard)
+        (0..self.shards)
+            .filter(|&shard| {
+                lock(&self.slots[shard as usize])
+                    .iter()
+                    .any(|s| s.conn.is_some())
             })
             .collect()
     }
 
-    /// Shards that have a session, connected or not (those receive events).
+    /// Shards (of the world's shard count) whose guilds some session gets,
+    /// connected or not: every shard while a session of another shard
+    /// count lives.
     pub(crate) fn shards_with_session(&self) -> Vec<u32> {
-        (0..self.slots.len())
-            .filter_map(|i| {
-                let shard = u32::try_from(i).ok()?;
-                self.has_session(shard).then_some(shard)
-            })
+        let resharding = !lock(&self.other_layouts).is_empty();
+        (0..self.shards)
+            .filter(|&shard| resharding || !lock(&self.slots[shard as usize]).is_empty())
             .collect()
     }
 }
@@ -486,7 +630,14 @@ impl Sessions {
 mod tests {
     use super::*;
 
-    const ALL: u64 = u64::MAX;
+    const ALL: Wants = Wants {
+        intents: Intents::all(),
+        large_threshold: 50,
+    };
+
+    fn on(shard: u32, total: u32) -> Layout {
+        Layout { shard, total }
+    }
     const REPLAY_EVENTS: usize = 1000;
 
     fn rules() -> SessionRules {
@@ -532,13 +683,13 @@ mod tests {
     async fn sessions_expire_and_replay_ages_out() {
         let sessions = sessions(1);
         let (link, _rx) = conn(1);
-        sessions.identify(0, "a".into(), ALL, link, vec![event("READY", 0)]);
-        sessions.detach(0, 1);
+        sessions.identify(on(0, 1), "a".into(), ALL, link, vec![event("READY", 0)]);
+        sessions.detach(on(0, 1), 1);
         // Within the TTL: resumable.
         tokio::time::advance(Duration::from_secs(119)).await;
         let (link, _rx2) = conn(2);
         assert!(sessions.resume("a", 1, link, event("RESUMED", 0)).is_some());
-        sessions.detach(0, 2);
+        sessions.detach(on(0, 1), 2);
         // READY is now older than the replay age: a RESUME from seq 0
         // needs it and is refused; one from seq 2 (after RESUMED) is fine.
         tokio::time::advance(Duration::from_secs(61)).await;
@@ -549,7 +700,7 @@ mod tests {
                 .is_none()
         );
         assert!(sessions.resume("a", 2, link, event("RESUMED", 0)).is_some());
-        sessions.detach(0, 3);
+        sessions.detach(on(0, 1), 3);
         tokio::time::advance(Duration::from_secs(120)).await;
         assert_eq!(sessions.dispatch(0, event("MESSAGE_CREATE", 1)), None);
         assert!(!sessions.has_session(0), "expired sessions are forgotten");
@@ -559,7 +710,7 @@ mod tests {
     fn faults_reach_the_connection_and_keep_or_drop_the_session() {
         let sessions = sessions(1);
         let (link, mut rx) = conn(1);
-        sessions.identify(0, "a".into(), ALL, link, vec![event("READY", 0)]);
+        sessions.identify(on(0, 1), "a".into(), ALL, link, vec![event("READY", 0)]);
         drop(drain(&mut rx));
         assert!(sessions.inject(0, &Fault::Reconnect));
         assert!(matches!(drain(&mut rx)[..], [Outbound::Reconnect]));
@@ -597,7 +748,7 @@ mod tests {
         assert!(!sessions.has_session(0), "op 9 false ends the session");
 
         assert!(sessions.inject(0, &Fault::Latency { ms: 30 }));
-        assert_eq!(sessions.latency(0), Duration::from_millis(30));
+        assert_eq!(sessions.latency(on(0, 1)), Duration::from_millis(30));
         assert!(!sessions.inject(5, &Fault::Latency { ms: 30 }));
     }
 
@@ -606,7 +757,7 @@ mod tests {
         let sessions = sessions(2);
         let (link, mut rx) = conn(1);
         sessions.identify(
-            1,
+            on(1, 2),
             "a".into(),
             ALL,
             link,
@@ -626,11 +777,11 @@ mod tests {
     fn resume_replays_exactly_the_events_after_seq_in_order() {
         let sessions = sessions(1);
         let (link, mut rx) = conn(1);
-        sessions.identify(0, "a".into(), ALL, link, vec![event("READY", 0)]);
+        sessions.identify(on(0, 1), "a".into(), ALL, link, vec![event("READY", 0)]);
         for m in 0..5 {
             sessions.dispatch(0, event("MESSAGE_CREATE", m));
         }
-        sessions.detach(0, 1);
+        sessions.detach(on(0, 1), 1);
         assert_eq!(sessions.ready_shards(), 0);
         // Sequenced and buffered while disconnected.
         assert_eq!(sessions.dispatch(0, event("MESSAGE_CREATE", 9)), Some(7));
@@ -639,7 +790,7 @@ mod tests {
         let (link, mut rx) = conn(2);
         let resumed = sessions.resume("a", 3, link, event("RESUMED", 0)).unwrap();
         assert_eq!(resumed.replayed, 4);
-        assert_eq!(resumed.shard, 0);
+        assert_eq!(resumed.layout, on(0, 1));
         let out = drain(&mut rx);
         assert_eq!(
             seqs(&out),
@@ -657,7 +808,13 @@ mod tests {
                 .resume("nope", 0, link.clone(), event("RESUMED", 0))
                 .is_none()
         );
-        sessions.identify(0, "a".into(), ALL, link.clone(), vec![event("READY", 0)]);
+        sessions.identify(
+            on(0, 1),
+            "a".into(),
+            ALL,
+            link.clone(),
+            vec![event("READY", 0)],
+        );
         assert!(sessions.resume("a", 5, link, event("RESUMED", 0)).is_none());
     }
 
@@ -665,7 +822,7 @@ mod tests {
     fn resume_needing_evicted_events_is_refused() {
         let sessions = sessions(1);
         let (link, _rx) = conn(1);
-        sessions.identify(0, "a".into(), ALL, link, vec![event("READY", 0)]);
+        sessions.identify(on(0, 1), "a".into(), ALL, link, vec![event("READY", 0)]);
         for m in 0..REPLAY_EVENTS as u64 + 10 {
             sessions.dispatch(0, event("MESSAGE_CREATE", m));
         }
@@ -683,25 +840,57 @@ mod tests {
     }
 
     #[test]
-    fn new_identify_replaces_and_closes_the_old_session() {
+    fn a_second_identify_keeps_the_first_session_and_both_get_the_events() {
         let sessions = sessions(1);
         let (old, mut old_rx) = conn(1);
-        sessions.identify(0, "a".into(), ALL, old, vec![event("READY", 0)]);
-        let (new, _new_rx) = conn(2);
-        sessions.identify(0, "b".into(), ALL, new.clone(), vec![event("READY", 0)]);
-        let out = drain(&mut old_rx);
+        sessions.identify(on(0, 1), "a".into(), ALL, old, vec![event("READY", 0)]);
+        let (new, mut new_rx) = conn(2);
+        sessions.identify(on(0, 1), "b".into(), ALL, new, vec![event("READY", 0)]);
+        sessions.dispatch(0, event("MESSAGE_CREATE", 1));
+        assert_eq!(seqs(&drain(&mut old_rx)), [(1, false), (2, false)]);
+        assert_eq!(seqs(&drain(&mut new_rx)), [(1, false), (2, false)]);
+
+        // A RESUME of "a" elsewhere takes it from its open connection.
+        let (third, mut third_rx) = conn(3);
+        sessions.resume("a", 2, third, event("RESUMED", 0)).unwrap();
         assert!(matches!(
-            out.last(),
-            Some(Outbound::Close(REPLACED_CLOSE_CODE))
+            drain(&mut old_rx)[..],
+            [Outbound::Close(REPLACED_CLOSE_CODE)]
         ));
-        assert!(sessions.resume("a", 1, new, event("RESUMED", 0)).is_none());
+        assert_eq!(seqs(&drain(&mut third_rx)), [(3, false)]);
+    }
+
+    #[test]
+    fn sessions_of_another_shard_count_get_their_guilds_only() {
+        let sessions = sessions(1);
+        let (one, mut one_rx) = conn(1);
+        sessions.identify(on(0, 1), "a".into(), ALL, one, Vec::new());
+        let (two, mut two_rx) = conn(2);
+        sessions.identify(on(1, 2), "b".into(), ALL, two, Vec::new());
+        // Guild ids whose shard of 2 is 0, then 1.
+        let even = Event {
+            guild_id: Some(2 << 22),
+            ..event("MESSAGE_CREATE", 1)
+        };
+        let odd = Event {
+            guild_id: Some(3 << 22),
+            ..event("MESSAGE_CREATE", 2)
+        };
+        sessions.dispatch(0, even);
+        sessions.dispatch(0, odd);
+        assert_eq!(seqs(&drain(&mut one_rx)), [(1, false), (2, false)]);
+        let two_out = drain(&mut two_rx);
+        assert_eq!(seqs(&two_out), [(1, false)]);
+        assert!(matches!(&two_out[0], Outbound::Dispatch(d) if d.entity_id == Some(2)));
+        assert_eq!(sessions.shards_with_session(), [0]);
+        assert!(sessions.has_session_for(0, 3 << 22));
     }
 
     #[test]
     fn close_keeps_resumable_unless_fatal() {
         let sessions = sessions(1);
         let (link, mut rx) = conn(1);
-        sessions.identify(0, "a".into(), ALL, link, vec![event("READY", 0)]);
+        sessions.identify(on(0, 1), "a".into(), ALL, link, vec![event("READY", 0)]);
         assert!(sessions.close(0, 4000));
         assert!(matches!(drain(&mut rx).last(), Some(Outbound::Close(4000))));
         assert!(!sessions.close(0, 4000), "no live connection left");
@@ -714,7 +903,13 @@ mod tests {
         assert_eq!(sessions.dispatch(0, event("MESSAGE_CREATE", 1)), None);
 
         let (link, _rx) = conn(3);
-        sessions.identify(0, "b".into(), ALL, link.clone(), vec![event("READY", 0)]);
+        sessions.identify(
+            on(0, 1),
+            "b".into(),
+            ALL,
+            link.clone(),
+            vec![event("READY", 0)],
+        );
         assert!(sessions.close(0, 4009), "session timed out");
         assert!(sessions.resume("b", 1, link, event("RESUMED", 0)).is_none());
     }

@@ -23,7 +23,7 @@ use crate::ledger::{
 };
 use crate::payloads::{self, Author, InteractionSpec, MessageSpec};
 use crate::ratelimit::{RandomRestFaultSource, RateLimiter, RestFaults};
-use crate::session::{Event, SessionRules, Sessions};
+use crate::session::{Event, Layout, SessionRules, Sessions, Wants};
 use crate::snowflake::{IdGenerator, snowflake};
 use crate::world::World;
 
@@ -52,6 +52,8 @@ pub(crate) struct Shared {
     pub(crate) random_rest_faults: RandomRestFaultSource,
     /// The invalid-request count and the ban it earns.
     pub(crate) invalid_requests: InvalidRequests,
+    /// Op 8's rate limit, per guild.
+    member_requests: MemberRequests,
     /// The accepted token; replaceable at run time (an operator resetting it).
     token: RwLock<String>,
     message_ids: IdGenerator,
@@ -101,6 +103,7 @@ impl Shared {
                 config.seed,
             ),
             invalid_requests: InvalidRequests::new(clock, &config.rest_limits),
+            member_requests: MemberRequests::new(clock.scaled(MEMBER_REQUEST_WINDOW)),
             interactions: Interactions::new(clock, config.ledger_capacity),
             clock,
             ledger: Ledger::new(config.ledger_capacity),
@@ -235,15 +238,6 @@ impl Shared {
         // Discord sends guild messages only with GUILD_MESSAGES, and blanks
         // their content without MESSAGE_CONTENT; a bot that forgot an intent
         // must see that here, not first in production.
-        let intents = Intents::from_bits_truncate(self.sessions.intents(guild.shard)?);
-        if !intents.contains(Intents::GUILD_MESSAGES) {
-            return None;
-        }
-        let content = if intents.contains(Intents::MESSAGE_CONTENT) {
-            content
-        } else {
-            ""
-        };
         let fallback_name = format!("user{author_id}");
         let author = Author::in_guild(guild, author_id, &fallback_name);
         let roles: Vec<u64> = if author_id == guild.owner.id {
@@ -252,24 +246,36 @@ impl Shared {
             Vec::new()
         };
         let message_id = self.message_ids.next();
-        let d = payloads::message(&MessageSpec {
-            message_id,
-            channel_id,
-            guild_id: Some(guild_id),
-            author,
-            member_roles: Some(&roles),
-            content,
-            embeds: serde_json::Value::Array(Vec::new()),
-            webhook_id: None,
-            application_id: None,
-        });
-        let event = Event {
-            name: "MESSAGE_CREATE",
-            guild_id: Some(guild_id),
-            entity_id: Some(message_id),
-            d: d.to_string(),
-        };
-        self.sessions.dispatch(guild.shard, event)?;
+        // Each session gets it only with GUILD_MESSAGES, and its content
+        // only with MESSAGE_CONTENT.
+        self.sessions
+            .dispatch_with(guild.shard, Some(guild_id), |wants| {
+                if !wants.intents.contains(Intents::GUILD_MESSAGES) {
+                    return None;
+                }
+                let content = if wants.intents.contains(Intents::MESSAGE_CONTENT) {
+                    content
+                } else {
+                    ""
+                };
+                let d = payloads::message(&MessageSpec {
+                    message_id,
+                    channel_id,
+                    guild_id: Some(guild_id),
+                    author,
+                    member_roles: Some(&roles),
+                    content,
+                    embeds: serde_json::Value::Array(Vec::new()),
+                    webhook_id: None,
+                    application_id: None,
+                });
+                Some(Event {
+                    name: "MESSAGE_CREATE",
+                    guild_id: Some(guild_id),
+                    entity_id: Some(message_id),
+                    d: d.to_string(),
+                })
+            })?;
         Some(message_id)
     }
 
@@ -283,7 +289,7 @@ impl Shared {
         options: &[(&str, &str)],
     ) -> Option<u64> {
         let guild = self.world.guild(guild_id)?;
-        if !guild.has_channel(channel_id) || !self.sessions.has_session(guild.shard) {
+        if !guild.has_channel(channel_id) || !self.sessions.has_session_for(guild.shard, guild_id) {
             return None;
         }
         let fallback_name = format!("user{user_id}");
@@ -315,15 +321,20 @@ impl Shared {
         Some(interaction_id)
     }
 
-    /// Op 8: GUILD_MEMBERS_CHUNKs of at most 1,000 members for each
-    /// requested guild on `shard`, `nonce` echoed. The whole list (`query`
-    /// empty, `limit` 0) and `user_ids` need GUILD_MEMBERS; without it
-    /// nothing is sent. Returns the chunks sent.
-    pub(crate) fn request_guild_members(&self, shard: u32, request: &MemberRequest) -> usize {
-        let Some(intents) = self.sessions.intents(shard) else {
-            return 0;
-        };
-        let has_members = Intents::from_bits_truncate(intents).contains(Intents::GUILD_MEMBERS);
+    /// Op 8 from `session`: GUILD_MEMBERS_CHUNKs of at most 1,000 members
+    /// for the requested guild if `layout` gets it, `nonce` echoed, sent to
+    /// that session only. The whole list (`query` empty, `limit` 0) and
+    /// `user_ids` need GUILD_MEMBERS; without it nothing is sent. Over the
+    /// op 8 rate limit the session gets a RATE_LIMITED dispatch instead.
+    /// Returns the chunks sent.
+    pub(crate) fn request_guild_members(
+        &self,
+        layout: Layout,
+        session: &str,
+        wants: Wants,
+        request: &MemberRequest,
+    ) -> usize {
+        let has_members = wants.intents.contains(Intents::GUILD_MEMBERS);
         let query = request.query.as_deref().unwrap_or("");
         let user_ids = request.user_ids.as_ref().map(OneOrMany::ids);
         if !has_members && (user_ids.is_some() || query.is_empty()) {
@@ -332,12 +343,24 @@ impl Shared {
         // Discord ignores a nonce over 32 bytes.
         let nonce = request.nonce.as_deref().filter(|n| n.len() <= 32);
         let mut sent = 0;
-        for guild_id in request.guild_id.ids() {
+        let guild_id = request.guild_id.0;
+        {
             let Some(guild) = self.world.guild(guild_id) else {
-                continue;
+                return 0;
             };
-            if guild.shard != shard || self.world.is_removed(guild) {
-                continue;
+            if !layout.covers(Some(guild_id)) || self.world.is_removed(guild) {
+                return 0;
+            }
+            if let Err(retry_after) = self.member_requests.check(guild_id, self.clock.now()) {
+                let d = payloads::rate_limited(retry_after.as_secs_f64(), guild_id, nonce);
+                let event = Event {
+                    name: "RATE_LIMITED",
+                    guild_id: Some(guild_id),
+                    entity_id: Some(guild_id),
+                    d: d.to_string(),
+                };
+                self.sessions.dispatch_to(layout, session, event);
+                return 0;
             }
             let bot = &self.world.bot;
             let roles_of = |user_id: u64| {
@@ -412,7 +435,7 @@ impl Shared {
                     entity_id: Some(guild_id),
                     d: d.to_string(),
                 };
-                if self.sessions.dispatch(shard, event).is_some() {
+                if self.sessions.dispatch_to(layout, session, event).is_some() {
                     sent += 1;
                 }
             }
@@ -422,6 +445,44 @@ impl Shared {
 
     pub(crate) fn new_message_id(&self) -> u64 {
         self.message_ids.next()
+    }
+}
+
+/// Op 8's rate limit: one REQUEST_GUILD_MEMBERS per guild per this window
+/// (scaled), as Discord's gateway documentation gives it since 2025; more
+/// get a RATE_LIMITED dispatch with the `retry_after`.
+const MEMBER_REQUEST_WINDOW: Duration = Duration::from_secs(30);
+
+/// When each guild's op 8 window ends.
+#[derive(Debug)]
+struct MemberRequests {
+    window: Duration,
+    until: Mutex<std::collections::HashMap<u64, tokio::time::Instant>>,
+}
+
+impl MemberRequests {
+    fn new(window: Duration) -> Self {
+        Self {
+            window,
+            until: Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// Takes the guild's one request of the window, or says how long until
+    /// the next one is allowed.
+    fn check(&self, guild_id: u64, now: tokio::time::Instant) -> Result<(), Duration> {
+        let mut until = self.until.lock().unwrap_or_else(PoisonError::into_inner);
+        // Bounded by the guilds asked about in the last window.
+        if until.len() > 4096 {
+            until.retain(|_, end| *end > now);
+        }
+        match until.get(&guild_id) {
+            Some(end) if *end > now => Err(*end - now),
+            _ => {
+                until.insert(guild_id, now + self.window);
+                Ok(())
+            }
+        }
     }
 }
 

@@ -252,11 +252,7 @@ impl Mix {
     fn send(&mut self, shared: &Shared, shards: &[u32]) {
         let kind = self.picker.pick(&mut self.rng);
         let shard = shards[self.rng.random_range(0..shards.len())];
-        let Some(intents) = shared.sessions.intents(shard) else {
-            return;
-        };
-        let intents = Intents::from_bits_truncate(intents);
-        if !intents.contains(kind.intent()) {
+        if !shared.sessions.anyone_wants(shard, kind.intent()) {
             return;
         }
         let count = shared.world.shard_guild_count(shard);
@@ -273,10 +269,10 @@ impl Mix {
         else {
             return;
         };
-        self.send_kind(shared, kind, guild, intents);
+        self.send_kind(shared, kind, guild);
     }
 
-    fn send_kind(&mut self, shared: &Shared, kind: MixKind, guild: &Guild, intents: Intents) {
+    fn send_kind(&mut self, shared: &Shared, kind: MixKind, guild: &Guild) {
         let rng = &mut self.rng;
         let channel_id = guild.channel_id(rng.random_range(0..guild.channel_count));
         let author = if guild.members.is_empty() {
@@ -310,41 +306,76 @@ impl Mix {
             }
             MixKind::MessageUpdate => {
                 let message_id = shared.new_message_id();
-                let text = if intents.contains(Intents::MESSAGE_CONTENT) {
-                    content()
-                } else {
-                    ""
-                };
-                let d = payloads::message_update(
-                    &MessageSpec {
-                        message_id,
-                        channel_id,
-                        guild_id: Some(guild.id),
-                        author,
-                        member_roles: Some(&[]),
-                        content: text,
-                        embeds: Value::Array(Vec::new()),
-                        webhook_id: None,
-                        application_id: None,
-                    },
-                    now_unix_ms(),
-                );
-                dispatch(shared, guild, "MESSAGE_UPDATE", message_id, &d);
+                let edited_ms = now_unix_ms();
+                let content = content();
+                shared
+                    .sessions
+                    .dispatch_with(guild.shard, Some(guild.id), |wants| {
+                        if !wants.intents.contains(Intents::GUILD_MESSAGES) {
+                            return None;
+                        }
+                        let text = if wants.intents.contains(Intents::MESSAGE_CONTENT) {
+                            content
+                        } else {
+                            ""
+                        };
+                        let d = payloads::message_update(
+                            &MessageSpec {
+                                message_id,
+                                channel_id,
+                                guild_id: Some(guild.id),
+                                author,
+                                member_roles: Some(&[]),
+                                content: text,
+                                embeds: Value::Array(Vec::new()),
+                                webhook_id: None,
+                                application_id: None,
+                            },
+                            edited_ms,
+                        );
+                        Some(Event {
+                            name: "MESSAGE_UPDATE",
+                            guild_id: Some(guild.id),
+                            entity_id: Some(message_id),
+                            d: d.to_string(),
+                        })
+                    });
             }
             MixKind::MessageDelete => {
                 let message_id = shared.new_message_id();
                 let d = payloads::message_delete(message_id, channel_id, guild.id);
-                dispatch(shared, guild, "MESSAGE_DELETE", message_id, &d);
+                dispatch(
+                    shared,
+                    guild,
+                    kind.intent(),
+                    "MESSAGE_DELETE",
+                    message_id,
+                    &d,
+                );
             }
             MixKind::GuildMemberAdd => {
                 let user_id = shared.new_message_id();
                 let name = format!("newcomer{}", user_id % 100_000);
                 let d = payloads::guild_member_add(guild.id, user_id, &name, now_unix_ms());
-                dispatch(shared, guild, "GUILD_MEMBER_ADD", user_id, &d);
+                dispatch(
+                    shared,
+                    guild,
+                    kind.intent(),
+                    "GUILD_MEMBER_ADD",
+                    user_id,
+                    &d,
+                );
             }
             MixKind::GuildMemberRemove => {
                 let d = payloads::guild_member_remove(guild.id, author.id, author.username);
-                dispatch(shared, guild, "GUILD_MEMBER_REMOVE", author.id, &d);
+                dispatch(
+                    shared,
+                    guild,
+                    kind.intent(),
+                    "GUILD_MEMBER_REMOVE",
+                    author.id,
+                    &d,
+                );
             }
             MixKind::MessageReactionAdd => {
                 let emoji = (guild.emojis > 0 && rng.random_bool(0.5))
@@ -362,20 +393,34 @@ impl Mix {
                     user: author,
                     emoji: emoji.as_ref().map(|e| (e.id, &*e.name)),
                 });
-                dispatch(shared, guild, "MESSAGE_REACTION_ADD", message_id, &d);
+                dispatch(
+                    shared,
+                    guild,
+                    kind.intent(),
+                    "MESSAGE_REACTION_ADD",
+                    message_id,
+                    &d,
+                );
             }
             MixKind::TypingStart => {
                 let d = payloads::typing_start(guild.id, channel_id, author, now_unix_ms() / 1000);
-                dispatch(shared, guild, "TYPING_START", author.id, &d);
+                dispatch(shared, guild, kind.intent(), "TYPING_START", author.id, &d);
             }
             MixKind::PresenceUpdate => {
                 let status = STATUSES[rng.random_range(0..STATUSES.len())];
                 let d = payloads::presence_update(guild.id, author.id, status);
-                dispatch(shared, guild, "PRESENCE_UPDATE", author.id, &d);
+                dispatch(
+                    shared,
+                    guild,
+                    kind.intent(),
+                    "PRESENCE_UPDATE",
+                    author.id,
+                    &d,
+                );
             }
             MixKind::GuildUpdate => {
                 let d = payloads::guild_object(&shared.world, guild);
-                dispatch(shared, guild, "GUILD_UPDATE", guild.id, &d);
+                dispatch(shared, guild, kind.intent(), "GUILD_UPDATE", guild.id, &d);
             }
             MixKind::InteractionCreate => {
                 shared.send_command_interaction(guild.id, channel_id, author.id, "ping", &[]);
@@ -394,7 +439,7 @@ pub(crate) fn remove_guild(shared: &Shared, guild: &Guild) -> bool {
         return false;
     }
     let d = payloads::guild_delete(guild.id);
-    dispatch(shared, guild, "GUILD_DELETE", guild.id, &d);
+    dispatch(shared, guild, Intents::GUILDS, "GUILD_DELETE", guild.id, &d);
     true
 }
 
@@ -403,21 +448,40 @@ pub(crate) fn restore_guild(shared: &Shared, guild: &Guild) -> bool {
     if !shared.world.restore(guild) {
         return false;
     }
-    let d = payloads::guild_create(&shared.world, guild);
-    dispatch(shared, guild, "GUILD_CREATE", guild.id, &d);
+    shared
+        .sessions
+        .dispatch_with(guild.shard, Some(guild.id), |wants| {
+            Some(Event {
+                name: "GUILD_CREATE",
+                guild_id: Some(guild.id),
+                entity_id: Some(guild.id),
+                d: payloads::guild_create(&shared.world, guild, wants).to_string(),
+            })
+        });
     true
 }
 
-fn dispatch(shared: &Shared, guild: &Guild, name: &'static str, entity_id: u64, d: &Value) {
-    shared.sessions.dispatch(
-        guild.shard,
-        Event {
-            name,
-            guild_id: Some(guild.id),
-            entity_id: Some(entity_id),
-            d: d.to_string(),
-        },
-    );
+/// Sends the event to every session of the guild's shard that has the
+/// intent it `needs`.
+fn dispatch(
+    shared: &Shared,
+    guild: &Guild,
+    needs: Intents,
+    name: &'static str,
+    entity_id: u64,
+    d: &Value,
+) {
+    let d = d.to_string();
+    shared
+        .sessions
+        .dispatch_with(guild.shard, Some(guild.id), |wants| {
+            wants.intents.contains(needs).then(|| Event {
+                name,
+                guild_id: Some(guild.id),
+                entity_id: Some(entity_id),
+                d: d.clone(),
+            })
+        });
 }
 
 #[cfg(test)]

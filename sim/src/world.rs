@@ -440,6 +440,30 @@ impl World {
             .filter(|g| !self.is_removed(g))
     }
 
+    /// The guilds a session identified with `[shard, total]` gets, the bot
+    /// still in them; any shard count, not only the world's.
+    pub(crate) fn guilds_of_layout(&self, shard: u32, total: u32) -> Vec<&Guild> {
+        if total as usize == self.by_shard.len() {
+            return self.guilds_of_shard(shard).collect();
+        }
+        self.guilds
+            .iter()
+            .filter(|g| shard_of(g.id, total) == shard && !self.is_removed(g))
+            .collect()
+    }
+
+    /// How many guilds `[shard, total]` would hold (removed ones included,
+    /// as the 2,500 limit is judged on the bot's guilds at IDENTIFY).
+    pub(crate) fn layout_guild_count(&self, shard: u32, total: u32) -> usize {
+        if total as usize == self.by_shard.len() {
+            return self.shard_guild_count(shard);
+        }
+        self.guilds
+            .iter()
+            .filter(|g| shard_of(g.id, total) == shard)
+            .count()
+    }
+
     pub(crate) fn shard_guild_count(&self, shard: u32) -> usize {
         self.by_shard.get(shard as usize).map_or(0, Vec::len)
     }

@@ -38,8 +38,10 @@ fn shard(sim: &SimHandle, id: u32, intents: Intents) -> Shard {
     Shard::with_config(ShardId::new(id, sim.config().shards), config)
 }
 
-/// Large guilds (2,500 members, 5 in GUILD_CREATE) answer op 8 with three
-/// GUILD_MEMBERS_CHUNKs carrying every member and the nonce.
+/// Large guilds (2,500 members; without GUILD_PRESENCES only the bot in
+/// GUILD_CREATE) answer op 8 with three GUILD_MEMBERS_CHUNKs carrying every
+/// member and the nonce. One request per guild: op 8 is rate limited per
+/// guild (`gateway.rs` tests the RATE_LIMITED answer).
 #[tokio::test]
 async fn op_8_is_answered_with_member_chunks_and_the_nonce() {
     let sim = start(SimConfig {
@@ -59,7 +61,8 @@ async fn op_8_is_answered_with_member_chunks_and_the_nonce() {
     .await;
     let mut shard = shard(&sim, 0, Intents::GUILDS | Intents::GUILD_MEMBERS);
     let deadline = Instant::now() + WAIT;
-    let guild_id = loop {
+    let mut guild_ids = Vec::new();
+    while guild_ids.len() < 2 {
         if let Event::GuildCreate(guild) = next(&mut shard, deadline).await {
             let twilight_model::gateway::payload::incoming::GuildCreate::Available(guild) = *guild
             else {
@@ -67,13 +70,14 @@ async fn op_8_is_answered_with_member_chunks_and_the_nonce() {
             };
             assert!(guild.large);
             assert_eq!(guild.member_count, Some(2500));
-            assert_eq!(guild.members.len(), 7);
+            assert_eq!(guild.members.len(), 1, "the bot alone");
             assert_eq!(guild.roles.len(), 15);
             assert_eq!(guild.emojis.len(), 10);
             assert_eq!(guild.channels.len(), 20);
-            break guild.id;
+            guild_ids.push((guild.id, [guild.owner_id, guild.members[0].user.id]));
         }
-    };
+    }
+    let guild_id = guild_ids[0].0;
     let request = RequestGuildMembers::builder(guild_id)
         .nonce("chunk-test")
         .query("", None);
@@ -92,10 +96,10 @@ async fn op_8_is_answered_with_member_chunks_and_the_nonce() {
     indices.sort_unstable();
     assert_eq!(indices, [0, 1, 2]);
     assert_eq!(members.len(), 2500, "every member once");
-    // By id: two known, one unknown.
-    let known: Vec<_> = members.iter().take(2).copied().collect();
+    // By id, in another guild: two known (its owner, the bot), one unknown.
+    let (other_guild, known) = guild_ids[1];
     let unknown = Id::new(12_345);
-    let request = RequestGuildMembers::builder(guild_id)
+    let request = RequestGuildMembers::builder(other_guild)
         .nonce("by-id")
         .user_ids(vec![known[0], known[1], unknown])
         .unwrap();

@@ -21,6 +21,12 @@ use twilight_model::user::CurrentUser;
 use super::*;
 use crate::config::SimConfig;
 
+/// A session with every intent and the largest `large_threshold`.
+const EVERYTHING: Wants = Wants {
+    intents: Intents::all(),
+    large_threshold: 250,
+};
+
 fn world() -> World {
     World::generate(&SimConfig {
         guilds: 8,
@@ -79,7 +85,7 @@ fn ready_deserializes() {
 fn guild_create_deserializes_as_an_available_guild() {
     let world = world();
     let guild = &world.guilds()[3];
-    let d = guild_create(&world, guild);
+    let d = guild_create(&world, guild, EVERYTHING);
     let GuildCreate::Available(parsed) = serde_json::from_value(d.clone()).unwrap() else {
         panic!("guild parsed as unavailable");
     };
@@ -294,7 +300,7 @@ fn shaped_and_large_guild_create_deserializes() {
         .find(|g| g.large_members.is_none())
         .expect("a small guild");
     for guild in [large, small] {
-        let d = guild_create(&world, guild);
+        let d = guild_create(&world, guild, EVERYTHING);
         let GuildCreate::Available(parsed) = serde_json::from_value(d.clone()).unwrap() else {
             panic!("guild parsed as unavailable");
         };
@@ -315,13 +321,60 @@ fn shaped_and_large_guild_create_deserializes() {
         ids.dedup();
         assert_eq!(ids.len(), count, "ids are unique");
     }
-    let parse = |g| match serde_json::from_value(guild_create(&world, g)).unwrap() {
+    let parse = |g| match serde_json::from_value(guild_create(&world, g, EVERYTHING)).unwrap() {
         GuildCreate::Available(g) => g,
         GuildCreate::Unavailable(_) => panic!("unavailable"),
     };
     assert!(parse(large).large);
     assert_eq!(parse(large).member_count, Some(2500));
     assert!(!parse(small).large);
+}
+
+#[test]
+fn guild_create_members_follow_presences_and_large_threshold() {
+    let world = shaped_world();
+    let large = world
+        .guilds()
+        .iter()
+        .find(|g| g.large_members.is_some())
+        .expect("a large guild");
+    let small = world
+        .guilds()
+        .iter()
+        .find(|g| g.large_members.is_none())
+        .expect("a small guild");
+    let parse = |g, wants| match serde_json::from_value(guild_create(&world, g, wants)).unwrap() {
+        GuildCreate::Available(g) => g,
+        GuildCreate::Unavailable(_) => panic!("unavailable"),
+    };
+    // Without GUILD_PRESENCES: the bot alone (no one is in voice).
+    let plain = Wants {
+        intents: Intents::GUILDS,
+        large_threshold: 50,
+    };
+    for guild in [large, small] {
+        let parsed = parse(guild, plain);
+        assert_eq!(parsed.members.len(), 1);
+        assert_eq!(parsed.members[0].user.id.get(), world.bot.user_id);
+        assert!(parsed.presences.is_empty());
+    }
+    // With it: a large guild sends its online members only, with presences.
+    let presences = Wants {
+        intents: Intents::GUILDS | Intents::GUILD_PRESENCES,
+        large_threshold: 50,
+    };
+    let parsed = parse(large, presences);
+    assert!(parsed.large);
+    assert_eq!(parsed.members.len(), large.members.len() + 2);
+    assert_eq!(parsed.presences.len(), large.members.len() + 2);
+    // `large_threshold` decides `large`: 7 members are large above 5, not at 50.
+    let members = small.member_count();
+    assert!(!parse(small, presences).large);
+    let low = Wants {
+        large_threshold: members - 1,
+        ..presences
+    };
+    assert!(parse(small, low).large);
 }
 
 #[test]
