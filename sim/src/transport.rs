@@ -1,10 +1,12 @@
 //! The gateway URL's query (`v`, `encoding`, `compress`) and the
 //! compression Discord applies to what it writes.
 //!
-//! Transport compression (`compress=zlib-stream`) runs one zlib context for
-//! the whole connection: every frame is a binary message ending with a
-//! sync flush (`00 00 ff ff`), and a client can only inflate it with the
-//! context built from all earlier frames. Payload compression (IDENTIFY's
+//! Transport compression runs one context for the whole connection: every
+//! frame is a binary message flushed so the client can read it at once,
+//! and only with the context built from all earlier frames.
+//! `compress=zlib-stream` ends each frame with a sync flush (`00 00 ff ff`);
+//! `compress=zstd-stream` with a zstd flush (one zstd frame for the whole
+//! connection, never ended). Payload compression (IDENTIFY's
 //! `compress: true`) makes each dispatch a complete zlib stream of its own.
 
 use std::io::Write;
@@ -19,10 +21,11 @@ const INVALID_API_VERSION: u16 = 4012;
 const DECODE_ERROR: u16 = 4002;
 
 /// What the query asked of the connection.
-#[derive(Debug)]
 pub(crate) enum Transport {
     Plain,
     ZlibStream(Box<Compress>),
+    /// The encoder writes into its `Vec`, drained after each frame's flush.
+    ZstdStream(Box<zstd::stream::write::Encoder<'static, Vec<u8>>>),
 }
 
 impl Transport {
@@ -43,6 +46,11 @@ impl Transport {
                         transport =
                             Self::ZlibStream(Box::new(Compress::new(Compression::default(), true)));
                     }
+                    "zstd-stream" => {
+                        let encoder = zstd::stream::write::Encoder::new(Vec::new(), ZSTD_LEVEL)
+                            .map_err(|_| DECODE_ERROR)?;
+                        transport = Self::ZstdStream(Box::new(encoder));
+                    }
                     _ => return Err(DECODE_ERROR),
                 },
                 _ => {}
@@ -57,9 +65,29 @@ impl Transport {
         match self {
             Self::Plain => None,
             Self::ZlibStream(context) => Some(sync_flush(context, text.as_bytes())),
+            Self::ZstdStream(encoder) => {
+                // Writing to a Vec cannot fail; a failing encoder sends an
+                // empty frame the client cannot read, as a broken stream would.
+                let _ = encoder.write_all(text.as_bytes());
+                let _ = encoder.flush();
+                Some(std::mem::take(encoder.get_mut()))
+            }
         }
     }
 }
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Plain => "Plain",
+            Self::ZlibStream(_) => "ZlibStream",
+            Self::ZstdStream(_) => "ZstdStream",
+        })
+    }
+}
+
+/// zstd's default level: what a server trading CPU for bandwidth would pick.
+const ZSTD_LEVEL: i32 = 3;
 
 /// Compresses `input` on the connection's context and flushes it so the
 /// client can inflate this frame with what it already has.
@@ -118,6 +146,33 @@ mod tests {
             Transport::from_query(Some("v=10&compress=gzip")).unwrap_err(),
             4002
         );
+        assert!(matches!(
+            Transport::from_query(Some("compress=zstd-stream")),
+            Ok(Transport::ZstdStream(_))
+        ));
+    }
+
+    #[test]
+    fn zstd_stream_frames_decode_in_order_on_one_context() {
+        use zstd::stream::raw::{Decoder, InBuffer, Operation, OutBuffer};
+        let mut transport = Transport::from_query(Some("compress=zstd-stream")).unwrap();
+        let frames = [
+            "first frame",
+            "second frame, longer than the first",
+            "third",
+        ];
+        let mut decoder = Decoder::new().unwrap();
+        for frame in frames {
+            let bytes = transport.encode(frame).unwrap();
+            let mut out = vec![0; 4096];
+            let mut input = InBuffer::around(&bytes);
+            let mut output = OutBuffer::around(&mut out[..]);
+            while input.pos() < bytes.len() {
+                decoder.run(&mut input, &mut output).unwrap();
+            }
+            let written = output.pos();
+            assert_eq!(&out[..written], frame.as_bytes());
+        }
     }
 
     #[test]

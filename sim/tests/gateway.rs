@@ -416,6 +416,36 @@ async fn inflated(ws: &mut Ws, inflate: &mut Decompress) -> Value {
     serde_json::from_slice(&out).unwrap()
 }
 
+/// `compress=zstd-stream`: every frame is binary, a flushed piece of one
+/// zstd stream that only one decoder fed every frame in order reads.
+#[tokio::test]
+async fn zstd_stream_compresses_the_whole_stream() {
+    use zstd::stream::raw::{Decoder, InBuffer, Operation, OutBuffer};
+    let sim = start(base()).await;
+    let mut ws = connect(&sim, "v=10&encoding=json&compress=zstd-stream").await;
+    let mut decoder = Decoder::new().unwrap();
+    let mut read = async |ws: &mut Ws| -> Value {
+        let Message::Binary(bytes) = frame(ws).await else {
+            panic!("expected a binary frame");
+        };
+        let mut out = vec![0; 1 << 20];
+        let mut input = InBuffer::around(&bytes);
+        let mut output = OutBuffer::around(&mut out[..]);
+        while input.pos() < bytes.len() {
+            decoder.run(&mut input, &mut output).unwrap();
+        }
+        let written = output.pos();
+        serde_json::from_slice(&out[..written]).unwrap()
+    };
+    assert_eq!(read(&mut ws).await["op"], 10);
+    send(&mut ws, &identify([0, 1], GUILDS)).await;
+    assert_eq!(read(&mut ws).await["t"], "READY");
+    for _ in 0..12 {
+        assert_eq!(read(&mut ws).await["t"], "GUILD_CREATE");
+    }
+    sim.shutdown().await;
+}
+
 /// IDENTIFY's `compress: true`: dispatches arrive as binary frames, each a
 /// whole zlib stream of its own.
 #[tokio::test]
