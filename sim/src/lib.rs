@@ -50,8 +50,13 @@
 //!   `content-encoding`, objects are complete with nullable fields as `null`.
 //! - **Discord's rules, not the client's.** MESSAGE_CREATE needs the
 //!   GUILD_MESSAGES intent and carries content only with MESSAGE_CONTENT;
-//!   close codes 4004, 4007, 4009 and 4010..=4014 end the session, others
-//!   leave it resumable with its events buffered.
+//!   close codes 4004, 4007, 4009 and 4010..=4014 from the server, and 1000
+//!   or 1001 from the client, end the session; others (and a missed
+//!   heartbeat, closed with 4000) leave it resumable with its events
+//!   buffered.
+//! - **Sessions as Discord keeps them.** Any number of sessions per
+//!   `[shard, num_shards]`, and of any shard count at once: each gets the
+//!   events of its guilds, `(guild_id >> 22) % num_shards == shard`.
 //! - **Identify rules.** An IDENTIFY is judged only after it validated
 //!   (token, shard, intents): one per bucket (`shard % max_concurrency`)
 //!   per scaled 5 s window, within `session_start_total` per scaled 24 h.
@@ -63,9 +68,10 @@
 //!   so a RESUME replays what it missed.
 //! - **REST limits.** Every request to a known, authorized route spends its
 //!   route bucket (per major parameter) and, unless it is an interaction
-//!   route, the global limit; a refused one spends nothing and gets
-//!   Discord's 429. Every such response carries the `x-ratelimit-*`
-//!   headers. Every 429 is in the ledger with its scope and bucket.
+//!   route, the global limit (the bot token's, or the IP's without one); a
+//!   refused one spends nothing and gets Discord's 429. Every such response
+//!   carries the `x-ratelimit-*` headers, `x-ratelimit-scope` only on a 429.
+//!   Every 429 is in the ledger with its scope and bucket.
 //! - **Invalid-request ban.** Every REST response with 401, 403 or a 429
 //!   not of scope `shared` counts; `rest_limits.invalid_requests` of them
 //!   within its window ban every REST request (any route, any token) for

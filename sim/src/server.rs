@@ -159,10 +159,10 @@ impl SimHandle {
         world::shard_of(guild_id, self.shared.config.shards)
     }
 
-    /// Dispatches a MESSAGE_CREATE in that guild from that user; the message
-    /// id, or `None` if the guild or channel is unknown, the guild's shard
-    /// has no session, or the session lacks the GUILD_MESSAGES intent
-    /// (without MESSAGE_CONTENT the content arrives empty). A session that is
+    /// Dispatches a MESSAGE_CREATE in that guild from that user to every
+    /// session that gets the guild; the message id, or `None` if the guild
+    /// or channel is unknown or no session with the GUILD_MESSAGES intent
+    /// gets the guild (without MESSAGE_CONTENT the content arrives empty). A session that is
     /// disconnected but resumable gets the event sequenced and buffered for
     /// replay, as Discord does. Authors the world does not know get a
     /// made-up username.
