@@ -14,7 +14,7 @@
 //! sequenced and buffered, as Discord queues them for a RESUME.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -190,7 +190,7 @@ impl Session {
 
     /// Gives `event` the next `s`, buffers it and hands it to the attached
     /// connection, if any.
-    fn sequence(&mut self, event: Event, rules: &SessionRules, now: Instant) -> u64 {
+    fn sequence(&mut self, event: &Event, rules: &SessionRules, now: Instant) -> u64 {
         self.seq += 1;
         let frame: Arc<str> = payloads::dispatch(event.name, self.seq, &event.d).into();
         self.buffer_bytes += frame.len();
@@ -315,6 +315,9 @@ pub(crate) struct Sessions {
     slots: Vec<Mutex<Group>>,
     /// Sessions identified with another shard count (resharding).
     other_layouts: Mutex<Group>,
+    /// Whether `other_layouts` may hold a session, so the hot path takes
+    /// no shared lock while no bot reshards. Set under that lock.
+    resharding: AtomicBool,
     /// Per shard: the added latency of [`Fault::Latency`], in ms.
     latency_ms: Vec<AtomicU64>,
 }
@@ -331,6 +334,7 @@ impl Sessions {
             shards,
             slots: (0..shards).map(|_| Mutex::new(Vec::new())).collect(),
             other_layouts: Mutex::new(Vec::new()),
+            resharding: AtomicBool::new(false),
             latency_ms: (0..shards).map(|_| AtomicU64::new(0)).collect(),
         }
     }
@@ -375,10 +379,26 @@ impl Sessions {
         group.retain(|s| !s.expired(&self.rules, now));
         let mut session = Session::new(session_id, layout, wants);
         session.conn = Some(conn);
-        for event in events {
+        for event in &events {
             session.sequence(event, &self.rules, now);
         }
         group.push(session);
+        if layout.total != self.shards {
+            self.resharding.store(true, Ordering::Release);
+        }
+    }
+
+    /// The sessions of other shard counts, unless there are none.
+    fn others(&self) -> Option<MutexGuard<'_, Group>> {
+        if !self.resharding.load(Ordering::Acquire) {
+            return None;
+        }
+        let group = lock(&self.other_layouts);
+        if group.is_empty() {
+            self.resharding.store(false, Ordering::Release);
+            return None;
+        }
+        Some(group)
     }
 
     /// Attaches `conn` to the session `session_id`, queues every buffered
@@ -433,7 +453,7 @@ impl Sessions {
             for delivery in replay {
                 session.send(delivery);
             }
-            session.sequence(resumed, &self.rules, now);
+            session.sequence(&resumed, &self.rules, now);
             return Some(Resumed {
                 layout: session.layout,
                 wants: session.wants,
@@ -449,40 +469,54 @@ impl Sessions {
     /// of them, or `None` when no session got it (then nothing is sent, as
     /// Discord has no one to send it to).
     pub(crate) fn dispatch(&self, shard: u32, event: Event) -> Option<u64> {
-        let guild_id = event.guild_id;
-        self.dispatch_with(shard, guild_id, |_| Some(event.clone()))
+        let mut last = None;
+        self.each_session(shard, event.guild_id, |session, now| {
+            last = Some(session.sequence(&event, &self.rules, now));
+        });
+        last
     }
 
     /// As [`dispatch`](Self::dispatch), with the event made for each
     /// session from what it asked for (`None`: not for that session).
-    /// Expired sessions are dropped here, as Discord forgets them.
     pub(crate) fn dispatch_with(
         &self,
         shard: u32,
         guild_id: Option<u64>,
         mut make: impl FnMut(Wants) -> Option<Event>,
     ) -> Option<u64> {
-        let now = self.clock.now();
         let mut last = None;
-        let mut deliver = |group: &mut Group, only_covering: bool| {
+        self.each_session(shard, guild_id, |session, now| {
+            if let Some(event) = make(session.wants) {
+                last = Some(session.sequence(&event, &self.rules, now));
+            }
+        });
+        last
+    }
+
+    /// Runs `f` on every live session that gets the guild's events, under
+    /// the lock holding it. Expired sessions are dropped here, as Discord
+    /// forgets them.
+    fn each_session(
+        &self,
+        shard: u32,
+        guild_id: Option<u64>,
+        mut f: impl FnMut(&mut Session, Instant),
+    ) {
+        let now = self.clock.now();
+        let mut visit = |group: &mut Group, only_covering: bool| {
             group.retain(|s| !s.expired(&self.rules, now));
             for session in group.iter_mut() {
-                if only_covering && !session.layout.covers(guild_id) {
-                    continue;
-                }
-                if let Some(event) = make(session.wants) {
-                    last = Some(session.sequence(event, &self.rules, now));
+                if !only_covering || session.layout.covers(guild_id) {
+                    f(session, now);
                 }
             }
         };
         if let Some(slot) = self.slots.get(shard as usize) {
-            deliver(&mut lock(slot), false);
+            visit(&mut lock(slot), false);
         }
-        let mut others = lock(&self.other_layouts);
-        if !others.is_empty() {
-            deliver(&mut others, true);
+        if let Some(mut others) = self.others() {
+            visit(&mut others, true);
         }
-        last
     }
 
     /// Sequences `event` in the one session `session_id` of `layout` (an
@@ -498,7 +532,7 @@ impl Sessions {
         let session = group
             .iter_mut()
             .find(|s| &*s.id == session_id && !s.expired(&self.rules, now))?;
-        Some(session.sequence(event, &self.rules, now))
+        Some(session.sequence(&event, &self.rules, now))
     }
 
     /// The connection `conn_id` went away: its session, if still attached to
@@ -577,9 +611,9 @@ impl Sessions {
         self.slots
             .get(shard as usize)
             .is_some_and(|slot| !lock(slot).is_empty())
-            || lock(&self.other_layouts)
-                .iter()
-                .any(|s| s.layout.covers(Some(guild_id)))
+            || self
+                .others()
+                .is_some_and(|others| others.iter().any(|s| s.layout.covers(Some(guild_id))))
     }
 
     /// Whether any session that gets the shard's guilds has all of
@@ -589,7 +623,7 @@ impl Sessions {
         self.slots
             .get(shard as usize)
             .is_some_and(|slot| lock(slot).iter().any(wants))
-            || lock(&self.other_layouts).iter().any(wants)
+            || self.others().is_some_and(|others| others.iter().any(wants))
     }
 
     #[cfg(test)]
@@ -619,7 +653,7 @@ impl Sessions {
     /// connected or not: every shard while a session of another shard
     /// count lives.
     pub(crate) fn shards_with_session(&self) -> Vec<u32> {
-        let resharding = !lock(&self.other_layouts).is_empty();
+        let resharding = self.others().is_some();
         (0..self.shards)
             .filter(|&shard| resharding || !lock(&self.slots[shard as usize]).is_empty())
             .collect()

@@ -253,12 +253,6 @@ async fn invalid_pairs_get_4010_and_crowded_shards_4011() {
 #[tokio::test]
 async fn client_closes_1000_and_1001_end_the_session_others_do_not() {
     let sim = start(base()).await;
-    let disconnects = |sim: &SimHandle| {
-        let ledger = sim.ledger();
-        let gone = ledger.gateway.iter();
-        gone.filter(|g| g.kind == GatewayEventKind::Disconnected)
-            .count()
-    };
     for (code, resumable) in [(4000, true), (3000, true), (1000, false), (1001, false)] {
         let (mut ws, session) = ready(&sim, [0, 1], GUILDS).await;
         let before = disconnects(&sim);
@@ -277,6 +271,60 @@ async fn client_closes_1000_and_1001_end_the_session_others_do_not() {
         })
         .collect();
     assert_eq!(closes, [4000, 3000, 1000, 1001]);
+    sim.shutdown().await;
+}
+
+/// Connections the server has let go of.
+fn disconnects(sim: &SimHandle) -> usize {
+    let ledger = sim.ledger();
+    let gone = ledger.gateway.iter();
+    gone.filter(|g| g.kind == GatewayEventKind::Disconnected)
+        .count()
+}
+
+/// The handoff of `shared/DISCORD.md` with real twilight: closing with
+/// `CloseFrame::RESUME` (4000) lets the next owner resume; closing with
+/// `CloseFrame::NORMAL` (1000) ends the session, so the next owner's RESUME
+/// gets op 9 `false` and twilight identifies anew.
+#[tokio::test]
+async fn a_twilight_handoff_resumes_after_4000_and_reidentifies_after_1000() {
+    let sim = start(base()).await;
+    for (frame, resumes) in [
+        (twilight_gateway::CloseFrame::RESUME, true),
+        (twilight_gateway::CloseFrame::NORMAL, false),
+    ] {
+        let mut old = twilight(&sim, 0, 1);
+        twilight_ready(&mut old).await;
+        let session = old.session().cloned().unwrap();
+        let resume_url = old.resume_url().unwrap().to_owned();
+        let before = disconnects(&sim);
+        let code = frame.code;
+        old.close(frame);
+        // Stop polling at the close, or the old shard reconnects by itself.
+        until(&mut old, |e| {
+            matches!(e, Event::GatewayClose(_)).then_some(())
+        })
+        .await;
+        drop(old);
+        // The server has let go of the connection (and judged the close).
+        poll_until(|| disconnects(&sim) > before).await;
+        let before = sim.stats();
+        let config = ConfigBuilder::new(TOKEN.to_owned(), Intents::GUILDS)
+            .proxy_url(sim.gateway_url())
+            .session(session)
+            .resume_url(resume_url)
+            .build();
+        let mut new = Shard::with_config(ShardId::new(0, 1), config);
+        let resumed = until(&mut new, |e| match e {
+            Event::Resumed => Some(true),
+            Event::Ready(_) => Some(false),
+            _ => None,
+        })
+        .await;
+        assert_eq!(resumed, resumes, "{code}");
+        let after = sim.stats();
+        assert_eq!(after.identifies - before.identifies, u64::from(!resumes));
+    }
     sim.shutdown().await;
 }
 
