@@ -55,6 +55,9 @@ pub enum GuildMsg {
         expected_version: Option<u64>,
         reply: RpcReplyPort<Result<VersionedConfig, ConfigChangeError>>,
     },
+    /// Forget the loaded config and load it again before its next use: the guild's shard
+    /// came back from another node, where the config may have changed.
+    Reload,
 }
 
 pub struct GuildState {
@@ -141,6 +144,10 @@ impl Actor for GuildActor {
                 };
                 let _ = reply.send(result);
                 state.pending.fetch_sub(1, Ordering::AcqRel);
+                return Ok(());
+            }
+            GuildMsg::Reload => {
+                state.config = None;
                 return Ok(());
             }
         };

@@ -67,9 +67,11 @@ impl EventSink for EventIngress {
 
 impl EventIngress {
     async fn route(&self, events: Vec<Event>) {
-        if ractor::call!(self.router, RouterMsg::Route, events).is_err() {
-            // Only during shutdown: the router stops after the shards.
-            tracing::debug!("guild router stopped; events dropped");
+        let count = events.len();
+        if let Err(err) = ractor::call!(self.router, RouterMsg::Route, events) {
+            // The router stops only after the shards, so this is a router that died: the
+            // process watching it turns unready and stops (see `cluster`'s node).
+            tracing::error!(count, error = %err, "guild router unreachable; events dropped");
         }
     }
 }
