@@ -26,7 +26,7 @@ use crate::metrics::{
 use crate::runtime::{Admission, admit};
 use crate::{
     ActorsError, ConfigChangeError, DeadLetters, Departures, EventObserver, GuildActor, GuildMsg,
-    Replies, RuntimeConfig,
+    OwnRoles, Replies, RuntimeConfig,
 };
 
 /// What every guild actor of a node shares.
@@ -37,6 +37,8 @@ pub struct Services {
     pub replies: Replies,
     /// The node cache, updated by the ingress before events reach the actors.
     pub cache: Arc<DefaultInMemoryCache>,
+    /// The bot's own roles in each guild, also kept by the ingress, for permission checks.
+    pub own_roles: Arc<OwnRoles>,
     pub runtime: RuntimeConfig,
     pub dead_letters: Arc<DeadLetters>,
     pub observer: Option<Arc<dyn EventObserver>>,
@@ -478,6 +480,7 @@ mod tests {
             departures: Arc::default(),
             replies: Replies::new(rest),
             cache: Arc::new(DefaultInMemoryCache::new()),
+            own_roles: Arc::default(),
             runtime: RuntimeConfig::default(),
             dead_letters: Arc::default(),
             observer: None,

@@ -11,7 +11,7 @@ use protonn_actors::rest::{
 };
 use protonn_actors::{
     ConfigChangeError, DeadLetter, DeadLetters, Departures, EventIngress, EventObserver,
-    GuildRouter, Replies, RouterMsg, RouterStats, RuntimeConfig, Services,
+    GuildRouter, OwnRoles, Replies, RouterMsg, RouterStats, RuntimeConfig, Services,
 };
 use protonn_shard::{
     BotToken, GatewaySettings, IdentifyConfig, IdentifyScheduler, LocalScheduler, ShardStatus,
@@ -185,19 +185,25 @@ impl Node {
                 .build(),
         );
         let dead_letters = Arc::new(DeadLetters::default());
+        let own_roles = Arc::new(OwnRoles::default());
         let rest = Rest::new(transport, Arc::clone(&rest_line), Arc::clone(&guard));
         let router = GuildRouter::start(Services {
             store: Arc::clone(&store),
             departures: Arc::clone(&departures),
             replies: Replies::new(rest.clone()),
             cache: Arc::clone(&cache),
+            own_roles: Arc::clone(&own_roles),
             runtime: options.runtime,
             dead_letters: Arc::clone(&dead_letters),
             observer: options.observer,
         })
         .await?;
 
-        let ingress = Arc::new(EventIngress::new(Arc::clone(&cache), router.clone()));
+        let ingress = Arc::new(EventIngress::new(
+            Arc::clone(&cache),
+            own_roles,
+            router.clone(),
+        ));
         let supervisor = ShardSupervisor::start(SupervisorArgs {
             settings,
             scheduler,

@@ -459,3 +459,28 @@ async fn a_dead_guild_router_makes_the_node_unready_and_failed() {
     node.shutdown().await;
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_channels_cached_replies_are_checked_against_the_bots_permissions_and_sent() {
+    // The simulator's bot may post everywhere: the check, fed by READY (the bot's id),
+    // GUILD_CREATE (its roles) and the cached channels, must find so and send.
+    let runtime = RuntimeConfig {
+        cache_resources: protonn_actors::cache_resources(&["guild", "role", "channel"]).unwrap(),
+        ..test_runtime()
+    };
+    let Bot { sim, node, .. } = &Bot::with_runtime(small_world(1, 3), runtime).await;
+    let guild = some_guild(sim, 2);
+    let channel = guild.channel_ids[0];
+    wait_until("the guild's channel is cached", || async {
+        node.cached_guild(guild.id).is_some()
+    })
+    .await;
+    sim.send_message(guild.id, channel, guild.member_ids[0], "!ping")
+        .unwrap();
+    assert_eq!(reply_in(sim, channel, 0).await, "pong");
+    let (_, metrics) = http_get(node.ops_addr(), "/metrics").await;
+    assert!(
+        metrics.contains("protonn_rest_sends_skipped_total 0"),
+        "described, registered and nothing skipped"
+    );
+}
