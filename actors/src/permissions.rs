@@ -29,6 +29,9 @@ pub(crate) const SEND_TEXT: Permissions =
 /// read when a reply is about to be sent.
 #[derive(Debug, Default)]
 pub struct OwnRoles {
+    /// Whether the node caches what the check needs; if not, nothing is kept (a map entry
+    /// per guild for a check that never runs would be memory for nothing).
+    enabled: bool,
     /// 0 until READY.
     bot: AtomicU64,
     roles: RwLock<RolesByGuild>,
@@ -37,8 +40,20 @@ pub struct OwnRoles {
 type RolesByGuild = HashMap<Id<GuildMarker>, Box<[Id<RoleMarker>]>>;
 
 impl OwnRoles {
+    /// Kept only if the node cache keeps `resources`, which must include [`NEEDED`] for
+    /// the check to run.
+    pub fn new(resources: ResourceType) -> Self {
+        Self {
+            enabled: resources.contains(NEEDED),
+            ..Self::default()
+        }
+    }
+
     /// Takes what it keeps from one gateway event (the ingress calls it for each).
     pub(crate) fn update(&self, event: &Event) {
+        if !self.enabled {
+            return;
+        }
         match event {
             Event::Ready(ready) => self.bot.store(ready.user.id.get(), Ordering::Release),
             Event::GuildCreate(create) => {
@@ -226,7 +241,7 @@ mod tests {
             .build();
         cache.update(&role(GUILD, everyone));
         cache.update(&role(BOT_ROLE, bot_role));
-        let own = OwnRoles::default();
+        let own = OwnRoles::new(NEEDED);
         own.bot.store(BOT, Ordering::Release);
         own.update(&member_update(BOT, &[BOT_ROLE]));
         (cache, own)
@@ -284,6 +299,14 @@ mod tests {
         assert_eq!(check(&cache, &own), MaySend::Yes);
         own.update(&member_update(BOT, &[]));
         assert_eq!(check(&cache, &own), MaySend::No(Permissions::SEND_MESSAGES));
+    }
+
+    #[test]
+    fn nothing_is_kept_when_the_cache_cannot_serve_the_check() {
+        let own = OwnRoles::new(ResourceType::GUILD | ResourceType::ROLE);
+        own.bot.store(BOT, Ordering::Release);
+        own.update(&member_update(BOT, &[BOT_ROLE]));
+        assert!(own.roles.read().unwrap().is_empty());
     }
 
     #[test]

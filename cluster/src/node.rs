@@ -185,7 +185,7 @@ impl Node {
                 .build(),
         );
         let dead_letters = Arc::new(DeadLetters::default());
-        let own_roles = Arc::new(OwnRoles::default());
+        let own_roles = Arc::new(OwnRoles::new(cached));
         let rest = Rest::new(transport, Arc::clone(&rest_line), Arc::clone(&guard));
         let router = GuildRouter::start(Services {
             store: Arc::clone(&store),
