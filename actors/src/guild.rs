@@ -25,7 +25,8 @@ use twilight_model::id::marker::{
 };
 
 use crate::commands::{self, Command, ConfigKey, Parsed};
-use crate::metrics::{COMMANDS_HANDLED, EVENT_PANICS};
+use crate::metrics::{COMMANDS_HANDLED, EVENT_PANICS, SENDS_SKIPPED};
+use crate::permissions::{self, MaySend};
 use crate::{ConfigChangeError, DeadLetter, HandledEvent, Services};
 
 /// Stop reason of an actor whose bot was removed from the guild.
@@ -55,6 +56,9 @@ pub enum GuildMsg {
         expected_version: Option<u64>,
         reply: RpcReplyPort<Result<VersionedConfig, ConfigChangeError>>,
     },
+    /// Forget the loaded config and load it again before its next use: the guild's shard
+    /// came back from another node, where the config may have changed.
+    Reload,
 }
 
 pub struct GuildState {
@@ -141,6 +145,10 @@ impl Actor for GuildActor {
                 };
                 let _ = reply.send(result);
                 state.pending.fetch_sub(1, Ordering::AcqRel);
+                return Ok(());
+            }
+            GuildMsg::Reload => {
+                state.config = None;
                 return Ok(());
             }
         };
@@ -384,7 +392,12 @@ impl GuildState {
     fn send(&self, to: ReplyTo, answer: Answer) {
         let replies = &self.services.replies;
         match to {
-            ReplyTo::Channel(channel_id) => replies.message(channel_id, answer.text),
+            ReplyTo::Channel(channel_id) => {
+                if self.may_not_send(channel_id) {
+                    return;
+                }
+                replies.message(channel_id, answer.text);
+            }
             ReplyTo::Interaction {
                 application_id,
                 id,
@@ -394,6 +407,33 @@ impl GuildState {
                 replies.interaction(application_id, id, token, answer.text, private);
             }
         }
+    }
+
+    /// Whether the node cache shows the bot cannot post in the channel (a 403 to be, which
+    /// would count towards Discord's invalid-request ban); checked only when the cache keeps
+    /// what it takes, so it costs nothing otherwise.
+    fn may_not_send(&self, channel_id: Id<ChannelMarker>) -> bool {
+        let services = &self.services;
+        if !services
+            .runtime
+            .cache_resources
+            .contains(permissions::NEEDED)
+        {
+            return false;
+        }
+        let may = permissions::may_send(
+            &services.cache,
+            &services.own_roles,
+            self.guild_id,
+            channel_id,
+            permissions::SEND_TEXT,
+        );
+        let MaySend::No(missing) = may else {
+            return false;
+        };
+        counter!(SENDS_SKIPPED).increment(1);
+        tracing::debug!(guild_id = %self.guild_id, %channel_id, ?missing, "reply not sent: missing permissions");
+        true
     }
 
     /// Runs a parsed command and counts it.

@@ -8,8 +8,8 @@ use ractor::ActorRef;
 use twilight_cache_inmemory::DefaultInMemoryCache;
 use twilight_model::gateway::event::Event;
 
-use crate::RouterMsg;
 use crate::metrics::REPLAYED_COMMANDS_SKIPPED;
+use crate::{OwnRoles, RouterMsg};
 
 /// The shards' way in: updates the node cache, then hands the batch to the router.
 ///
@@ -18,12 +18,28 @@ use crate::metrics::REPLAYED_COMMANDS_SKIPPED;
 /// falls behind.
 pub struct EventIngress {
     cache: Arc<DefaultInMemoryCache>,
+    own_roles: Arc<OwnRoles>,
     router: ActorRef<RouterMsg>,
 }
 
 impl EventIngress {
-    pub fn new(cache: Arc<DefaultInMemoryCache>, router: ActorRef<RouterMsg>) -> Self {
-        Self { cache, router }
+    pub fn new(
+        cache: Arc<DefaultInMemoryCache>,
+        own_roles: Arc<OwnRoles>,
+        router: ActorRef<RouterMsg>,
+    ) -> Self {
+        Self {
+            cache,
+            own_roles,
+            router,
+        }
+    }
+
+    fn update(&self, events: &[Event]) {
+        for event in events {
+            self.cache.update(event);
+            self.own_roles.update(event);
+        }
     }
 }
 
@@ -34,9 +50,7 @@ impl EventSink for EventIngress {
         events: Vec<Event>,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(async move {
-            for event in &events {
-                self.cache.update(event);
-            }
+            self.update(&events);
             self.route(events).await;
         })
     }
@@ -50,9 +64,7 @@ impl EventSink for EventIngress {
         mut events: Vec<Event>,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(async move {
-            for event in &events {
-                self.cache.update(event);
-            }
+            self.update(&events);
             let before = events.len();
             events.retain(|event| {
                 !matches!(event, Event::MessageCreate(_) | Event::InteractionCreate(_))
@@ -67,9 +79,11 @@ impl EventSink for EventIngress {
 
 impl EventIngress {
     async fn route(&self, events: Vec<Event>) {
-        if ractor::call!(self.router, RouterMsg::Route, events).is_err() {
-            // Only during shutdown: the router stops after the shards.
-            tracing::debug!("guild router stopped; events dropped");
+        let count = events.len();
+        if let Err(err) = ractor::call!(self.router, RouterMsg::Route, events) {
+            // The router stops only after the shards, so this is a router that died: the
+            // process watching it turns unready and stops (see `cluster`'s node).
+            tracing::error!(count, error = %err, "guild router unreachable; events dropped");
         }
     }
 }

@@ -11,6 +11,8 @@
 //! - Nothing on the shard's path awaits a guild: ingress updates the cache and enqueues.
 //! - Events of one guild are handled by one actor in gateway order.
 //! - A config change is durable in storage before the actor applies or acknowledges it.
+//! - Stopping drains: every guild actor handles what its mailbox holds before it stops.
+//! - Nothing on the event path can stop the router (no `?` on a cast to a guild actor).
 //! - This crate reads no environment variables and speaks no gRPC: `cluster` assembles it.
 
 mod cache;
@@ -23,6 +25,7 @@ mod guild;
 mod ingress;
 pub mod metrics;
 mod observer;
+mod permissions;
 mod replies;
 pub mod rest;
 mod router;
@@ -41,6 +44,7 @@ pub use error::{ActorsError, CacheResourcesError, ConfigChangeError};
 pub use guild::{GuildActor, GuildMsg};
 pub use ingress::EventIngress;
 pub use observer::{EventObserver, HandledEvent};
+pub use permissions::OwnRoles;
 pub use replies::{Deferred, Replies};
 pub use rest::Rest;
 pub use router::{GuildRouter, RouterMsg, RouterStats, Services};
@@ -67,6 +71,8 @@ pub fn event_types() -> EventTypeFlags {
         | EventTypeFlags::ROLE_DELETE
         | EventTypeFlags::MESSAGE_CREATE
         | EventTypeFlags::INTERACTION_CREATE
+        // Without GUILD_MEMBERS, only the bot's own: its roles, for permission checks.
+        | EventTypeFlags::MEMBER_UPDATE
 }
 
 /// What the node cache keeps by default: the guild (for its owner) and roles (for

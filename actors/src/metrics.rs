@@ -29,6 +29,9 @@ pub const REST_QUEUED: &str = "protonn_rest_queued_requests";
 pub const REST_INVALID_REQUESTS: &str = "protonn_rest_invalid_requests";
 /// 1 while a 401 from Discord has stopped all REST use, until an operator acts.
 pub const REST_HALTED: &str = "protonn_rest_halted";
+/// Replies not sent because the node cache shows the bot lacks the permissions they need in
+/// the channel: Discord would answer 403, an invalid request.
+pub const SENDS_SKIPPED: &str = "protonn_rest_sends_skipped_total";
 /// Guild actors started (first event, or rehydration after passivation).
 pub const GUILD_SPAWNS: &str = "protonn_actors_guild_spawns_total";
 /// Guild actors stopped by the runtime, by `reason` (one of [`PASSIVATION_REASONS`]).
@@ -93,6 +96,11 @@ pub fn describe() {
         "1 while a 401 from Discord has stopped all REST use, until an operator acts."
     );
     describe_counter!(
+        SENDS_SKIPPED,
+        Unit::Count,
+        "Replies not sent because the node cache shows the bot lacks the permissions in the channel (Discord would answer 403, an invalid request)."
+    );
+    describe_counter!(
         REPLAYED_COMMANDS_SKIPPED,
         Unit::Count,
         "Messages and interactions replayed after a node crash that the crashed node had already taken; not handled again."
@@ -133,6 +141,7 @@ pub fn describe() {
     counter!(EVENT_PANICS).absolute(0);
     counter!(DEAD_LETTERS).absolute(0);
     counter!(REPLAYED_COMMANDS_SKIPPED).absolute(0);
+    counter!(SENDS_SKIPPED).absolute(0);
     for reason in PASSIVATION_REASONS {
         counter!(PASSIVATIONS, "reason" => reason).absolute(0);
     }

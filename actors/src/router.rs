@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use metrics::{counter, gauge};
 use protonn_storage::{Store, VersionedConfig};
@@ -25,7 +26,7 @@ use crate::metrics::{
 use crate::runtime::{Admission, admit};
 use crate::{
     ActorsError, ConfigChangeError, DeadLetters, Departures, EventObserver, GuildActor, GuildMsg,
-    Replies, RuntimeConfig,
+    OwnRoles, Replies, RuntimeConfig,
 };
 
 /// What every guild actor of a node shares.
@@ -36,6 +37,8 @@ pub struct Services {
     pub replies: Replies,
     /// The node cache, updated by the ingress before events reach the actors.
     pub cache: Arc<DefaultInMemoryCache>,
+    /// The bot's own roles in each guild, also kept by the ingress, for permission checks.
+    pub own_roles: Arc<OwnRoles>,
     pub runtime: RuntimeConfig,
     pub dead_letters: Arc<DeadLetters>,
     pub observer: Option<Arc<dyn EventObserver>>,
@@ -57,6 +60,13 @@ pub enum RouterMsg {
         expected_version: Option<u64>,
         reply: RpcReplyPort<Result<VersionedConfig, ConfigChangeError>>,
     },
+    /// This node took shard `shard_id` (of `shard_count`) over from another: its guilds'
+    /// configs may have changed there, so each resident actor of those guilds reloads its
+    /// config before it next uses it.
+    ShardAdopted {
+        shard_id: u32,
+        shard_count: u32,
+    },
     /// Passivate idle actors and evict past the resident cap (on a timer).
     Sweep,
     Stats(RpcReplyPort<RouterStats>),
@@ -70,6 +80,8 @@ pub struct RouterStats {
     pub failures: u64,
     /// Guild actors stopped for being idle or evicted, since start.
     pub passivated: u64,
+    /// Events and config changes queued in guild mailboxes now, not yet handled.
+    pub queued: u64,
 }
 
 pub struct RouterState {
@@ -88,12 +100,41 @@ struct Resident {
     last_active: Instant,
 }
 
+impl Resident {
+    /// Counts one more message for the actor and returns it, to cast to.
+    fn take(&mut self) -> ActorRef<GuildMsg> {
+        self.last_active = Instant::now();
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        self.actor.clone()
+    }
+}
+
 impl GuildRouter {
     pub async fn start(services: Services) -> Result<ActorRef<RouterMsg>, ActorsError> {
         let (router, _) = Actor::spawn(None, GuildRouter, Arc::new(services))
             .await
             .map_err(|err| ActorsError::Spawn(err.to_string()))?;
         Ok(router)
+    }
+
+    /// Stops the guild actors once each has handled what its mailbox holds, then the
+    /// router; whether every mailbox drained within `within` (those that did not are
+    /// stopped anyway). ractor's stop overtakes queued messages, so stopping outright would
+    /// drop events the shards had already acknowledged. Call it once no events arrive any
+    /// more (the shards are closed): a draining actor refuses new ones.
+    pub async fn drain_and_stop(router: &ActorRef<RouterMsg>, within: Duration) -> bool {
+        let drained = tokio::time::timeout(within, router.drain_children_and_wait(None))
+            .await
+            .is_ok();
+        if !drained {
+            tracing::warn!(
+                ?within,
+                "guild mailboxes not drained in time; stopping anyway"
+            );
+            router.stop_children_and_wait(None, Some(within)).await;
+        }
+        let _ = router.stop_and_wait(None, Some(within)).await;
+        drained
     }
 }
 
@@ -125,18 +166,95 @@ impl RouterState {
         Ok(self.guilds.get_mut(&guild_id).expect("inserted above"))
     }
 
-    async fn route(
+    /// The resident actor of `guild_id`, spawned if there is none.
+    fn resident(
         &mut self,
         myself: &ActorRef<RouterMsg>,
-        event: Event,
-    ) -> Result<(), ActorProcessingErr> {
+        guild_id: Id<GuildMarker>,
+    ) -> Result<&mut Resident, ActorProcessingErr> {
+        // Not `match get_mut`: the borrow checker cannot end that borrow in the None arm.
+        if self.guilds.contains_key(&guild_id) {
+            return Ok(self.guilds.get_mut(&guild_id).expect("checked above"));
+        }
+        self.spawn_guild(myself, guild_id)
+    }
+
+    /// Hands `message` to the guild's actor, counted as pending; gives it back if no actor
+    /// could take it. Never an error for the router: a failure here must not stop it, or
+    /// every guild of the node would go silent.
+    fn deliver(
+        &mut self,
+        myself: &ActorRef<RouterMsg>,
+        guild_id: Id<GuildMarker>,
+        message: GuildMsg,
+    ) -> Result<(), GuildMsg> {
+        let actor = match self.resident(myself, guild_id) {
+            Ok(resident) => resident.take(),
+            Err(err) => {
+                self.undeliverable(guild_id, &err.to_string());
+                return Err(message);
+            }
+        };
+        self.cast(myself, guild_id, &actor, message)
+    }
+
+    /// Casts to an actor already counted as taking `message`. One that stopped on its own
+    /// (removed from the guild) may not have been forgotten yet: the message goes to a
+    /// fresh one rather than being lost.
+    fn cast(
+        &mut self,
+        myself: &ActorRef<RouterMsg>,
+        guild_id: Id<GuildMarker>,
+        actor: &ActorRef<GuildMsg>,
+        message: GuildMsg,
+    ) -> Result<(), GuildMsg> {
+        let message = match actor.cast(message) {
+            Ok(()) => return Ok(()),
+            Err(MessagingErr::SendErr(message)) => message,
+            Err(err) => {
+                self.undeliverable(guild_id, &err.to_string());
+                return Ok(());
+            }
+        };
+        self.forget(&actor.get_id());
+        let fresh = match self.spawn_guild(myself, guild_id) {
+            Ok(fresh) => fresh.take(),
+            Err(err) => {
+                self.undeliverable(guild_id, &err.to_string());
+                return Err(message);
+            }
+        };
+        match fresh.cast(message) {
+            Ok(()) => Ok(()),
+            Err(MessagingErr::SendErr(message)) => {
+                self.undeliverable(guild_id, "a fresh guild actor refused a message");
+                Err(message)
+            }
+            Err(err) => {
+                self.undeliverable(guild_id, &err.to_string());
+                Ok(())
+            }
+        }
+    }
+
+    /// A guild actor could neither be reached nor started: the message is lost, loudly.
+    fn undeliverable(&mut self, guild_id: Id<GuildMarker>, error: &str) {
+        tracing::error!(%guild_id, error, "guild actor unreachable; message dropped");
+        self.failures += 1;
+        counter!(GUILD_FAILURES).increment(1);
+    }
+
+    fn route(&mut self, myself: &ActorRef<RouterMsg>, event: Event) {
         let Some(guild_id) = event.guild_id() else {
-            return Ok(());
+            return;
         };
         let limit = self.services.runtime.mailbox_limit;
         let resident = match self.guilds.get_mut(&guild_id) {
             Some(resident) => resident,
-            None => self.spawn_guild(myself, guild_id)?,
+            None => match self.spawn_guild(myself, guild_id) {
+                Ok(resident) => resident,
+                Err(err) => return self.undeliverable(guild_id, &err.to_string()),
+            },
         };
         let pending = resident.pending.load(Ordering::Acquire);
         let name = event.kind().name().unwrap_or("unknown");
@@ -147,28 +265,31 @@ impl RouterState {
             Admission::Deliver => {}
             Admission::Shed => {
                 counter!(EVENTS_SHED, "event" => name, "action" => "shed").increment(1);
-                return Ok(());
+                return;
             }
             Admission::Busy => {
                 counter!(EVENTS_SHED, "event" => name, "action" => "busy").increment(1);
                 if let Event::InteractionCreate(interaction) = &event {
                     self.reply_busy(interaction);
                 }
-                return Ok(());
+                return;
             }
         }
-        resident.last_active = Instant::now();
-        resident.pending.fetch_add(1, Ordering::AcqRel);
-        let actor = resident.actor.clone();
-        // An actor that stopped on its own (removed from the guild) may not have been
-        // forgotten yet: give the event to a fresh one rather than lose it.
-        if let Err(MessagingErr::SendErr(message)) = actor.cast(GuildMsg::Event(Box::new(event))) {
-            self.forget(&actor.get_id());
-            let fresh = self.spawn_guild(myself, guild_id)?;
-            fresh.pending.fetch_add(1, Ordering::AcqRel);
-            fresh.actor.cast(message)?;
+        let actor = resident.take();
+        let _ = self.cast(myself, guild_id, &actor, GuildMsg::Event(Box::new(event)));
+    }
+
+    /// Resident actors of the guilds of one shard reload their configs before next use.
+    fn shard_adopted(&self, shard_id: u32, shard_count: u32) {
+        let shard_count = u64::from(shard_count.max(1));
+        for (guild_id, resident) in &self.guilds {
+            if (guild_id.get() >> 22) % shard_count == u64::from(shard_id) {
+                // Queued behind the events it already holds (from before the move), which
+                // were this node's to handle with the config it had. A stopped actor needs
+                // nothing: its successor loads afresh.
+                let _ = resident.actor.cast(GuildMsg::Reload);
+            }
         }
-        Ok(())
     }
 
     fn reply_busy(&self, interaction: &Interaction) {
@@ -255,7 +376,7 @@ impl Actor for GuildRouter {
         match message {
             RouterMsg::Route(events, done) => {
                 for event in events {
-                    state.route(&myself, event).await?;
+                    state.route(&myself, event);
                 }
                 let _ = done.send(());
             }
@@ -270,25 +391,34 @@ impl Actor for GuildRouter {
                     let _ = reply.send(Err(ConfigChangeError::Invalid("guild id 0".into())));
                     return Ok(());
                 };
-                let resident = match state.guilds.get_mut(&guild_id) {
-                    Some(resident) => resident,
-                    None => state.spawn_guild(&myself, guild_id)?,
-                };
-                resident.last_active = Instant::now();
-                resident.pending.fetch_add(1, Ordering::AcqRel);
-                resident.actor.cast(GuildMsg::Configure {
+                let configure = GuildMsg::Configure {
                     key,
                     value,
                     expected_version,
                     reply,
-                })?;
+                };
+                if let Err(GuildMsg::Configure { reply, .. }) =
+                    state.deliver(&myself, guild_id, configure)
+                {
+                    let refused = ConfigChangeError::Unavailable("guild actor unavailable".into());
+                    let _ = reply.send(Err(refused));
+                }
             }
+            RouterMsg::ShardAdopted {
+                shard_id,
+                shard_count,
+            } => state.shard_adopted(shard_id, shard_count),
             RouterMsg::Sweep => state.sweep(),
             RouterMsg::Stats(reply) => {
                 let _ = reply.send(RouterStats {
                     active_guilds: state.guilds.len(),
                     failures: state.failures,
                     passivated: state.passivated,
+                    queued: state
+                        .guilds
+                        .values()
+                        .map(|resident| u64::from(resident.pending.load(Ordering::Acquire)))
+                        .sum(),
                 });
             }
         }
@@ -319,5 +449,144 @@ impl Actor for GuildRouter {
             _ => {}
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use protonn_shard::BotToken;
+    use protonn_storage::{EmbeddedStore, GuildConfigRepo};
+
+    use super::*;
+    use crate::rest::{GlobalLine, GuardLimits, InvalidRequestGuard, Rest, Transport};
+
+    /// A router over a store of its own; its REST goes nowhere (these tests send none).
+    async fn router(data: &std::path::Path) -> (ActorRef<RouterMsg>, Arc<EmbeddedStore>) {
+        let store = Arc::new(EmbeddedStore::open(data).unwrap());
+        let transport = Transport::new(
+            &BotToken::new("test"),
+            Some("127.0.0.1:9"),
+            Duration::from_secs(1),
+        );
+        let rest = Rest::new(
+            Arc::new(transport),
+            Arc::new(GlobalLine::unlimited()),
+            Arc::new(InvalidRequestGuard::new(GuardLimits::default())),
+        );
+        let router = GuildRouter::start(Services {
+            store: Arc::clone(&store) as Arc<dyn Store>,
+            departures: Arc::default(),
+            replies: Replies::new(rest),
+            cache: Arc::new(DefaultInMemoryCache::new()),
+            own_roles: Arc::default(),
+            runtime: RuntimeConfig::default(),
+            dead_letters: Arc::default(),
+            observer: None,
+        })
+        .await
+        .unwrap();
+        (router, store)
+    }
+
+    async fn set_prefix(
+        router: &ActorRef<RouterMsg>,
+        guild_id: u64,
+        expected_version: Option<u64>,
+    ) -> Result<VersionedConfig, ConfigChangeError> {
+        ractor::call_t!(
+            router,
+            |reply| RouterMsg::Configure {
+                guild_id,
+                key: "prefix".to_owned(),
+                value: "?".to_owned(),
+                expected_version,
+                reply,
+            },
+            5_000
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_adopted_shard_reloads_its_guilds_configs_before_their_next_use() {
+        let data = tempfile::tempdir().unwrap();
+        let (router, store) = router(data.path()).await;
+        // Shard 1 of 2.
+        let guild_id = (3 << 22) | 7;
+        assert_eq!(
+            set_prefix(&router, guild_id, None).await.unwrap().version,
+            1
+        );
+
+        // Meanwhile the shard ran on another node, which changed the config there.
+        let mut elsewhere = store.load(guild_id).await.unwrap().unwrap().config;
+        elsewhere.prefix = "%".to_owned();
+        assert_eq!(store.save(guild_id, 1, &elsewhere).await.unwrap(), 2);
+
+        // Without a reload the resident actor still holds version 1, and would act on it.
+        let stale = set_prefix(&router, guild_id, Some(2)).await;
+        assert_eq!(stale, Err(ConfigChangeError::Conflict { current: 1 }));
+        // Another shard coming back changes nothing for this guild.
+        router
+            .cast(RouterMsg::ShardAdopted {
+                shard_id: 0,
+                shard_count: 2,
+            })
+            .unwrap();
+        let stale = set_prefix(&router, guild_id, Some(2)).await;
+        assert_eq!(stale, Err(ConfigChangeError::Conflict { current: 1 }));
+
+        // Its own shard coming back makes it reload: version 2 is what it now builds on.
+        router
+            .cast(RouterMsg::ShardAdopted {
+                shard_id: 1,
+                shard_count: 2,
+            })
+            .unwrap();
+        let saved = set_prefix(&router, guild_id, Some(2)).await.unwrap();
+        assert_eq!(saved.version, 3);
+        assert_eq!(saved.config.prefix, "?");
+        GuildRouter::drain_and_stop(&router, Duration::from_secs(5)).await;
+    }
+
+    #[tokio::test]
+    async fn draining_handles_every_queued_message_before_the_actors_stop() {
+        let data = tempfile::tempdir().unwrap();
+        let (router, _store) = router(data.path()).await;
+        let guild_id = 5 << 22;
+        // Config changes queue behind one another in the guild's mailbox; each is answered
+        // only once handled, so an answer for every one proves none was dropped by the stop.
+        let answers: Vec<_> = (0..50)
+            .map(|_| {
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                router
+                    .cast(RouterMsg::Configure {
+                        guild_id,
+                        key: "prefix".to_owned(),
+                        value: "?".to_owned(),
+                        expected_version: None,
+                        reply: reply.into(),
+                    })
+                    .unwrap();
+                answer
+            })
+            .collect();
+        // Stats queue behind the casts: every change is in the guild's mailbox by then.
+        let stats = ractor::call_t!(router, RouterMsg::Stats, 5_000).unwrap();
+        assert!(stats.queued > 0, "{stats:?}");
+        assert!(GuildRouter::drain_and_stop(&router, Duration::from_secs(10)).await);
+        let mut versions = Vec::new();
+        for answer in answers {
+            versions.push(
+                answer
+                    .await
+                    .expect("answered before the stop")
+                    .unwrap()
+                    .version,
+            );
+        }
+        assert_eq!(versions, (1..=50).collect::<Vec<u64>>());
     }
 }

@@ -421,6 +421,14 @@ impl Agent {
             // The guilds fill in again as they change; permission checks fail until then.
             Err(err) => tracing::warn!(shard_id, error = %err, "previous owner's cache unreadable"),
         }
+        // Cast before the shard starts, so the router has it ahead of the shard's events.
+        let reload = RouterMsg::ShardAdopted {
+            shard_id,
+            shard_count: self.joined.shard_count,
+        };
+        if let Err(err) = self.router.cast(reload) {
+            tracing::error!(shard_id, error = %err, "guild router unreachable");
+        }
         let session = start.resume.map(|session| ExportedSession {
             shard_id,
             session_id: session.session_id,

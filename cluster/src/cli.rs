@@ -369,9 +369,16 @@ async fn serve_node(config: Config, cluster: Option<ClusterMembership>) -> anyho
     .context("starting the node")?;
     tracing::info!(ops = %node.ops_addr(), "running; SIGTERM or Ctrl-C stops");
     println!("node ops {}", node.ops_addr());
-    shutdown_signal().await;
+    let failed = tokio::select! {
+        () = shutdown_signal() => None,
+        failed = node.failed() => Some(failed),
+    };
     node.shutdown().await;
-    Ok(())
+    match failed {
+        // Exiting with an error gets the process restarted (Kubernetes, systemd).
+        Some(failed) => Err(failed).context("the node failed"),
+        None => Ok(()),
+    }
 }
 
 /// Ctrl-C, or SIGTERM (what Kubernetes sends).

@@ -35,6 +35,8 @@ pub enum NodeError {
     Actors(#[from] protonn_actors::ActorsError),
     #[error("cluster: {0}")]
     Join(#[from] crate::agent::JoinError),
+    #[error("the {0} stopped: the node can no longer handle events")]
+    ActorStopped(&'static str),
     #[error("ops endpoint on {addr}: {source}")]
     OpsBind {
         addr: std::net::SocketAddr,

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use protonn_actors::rest::{
@@ -10,7 +11,7 @@ use protonn_actors::rest::{
 };
 use protonn_actors::{
     ConfigChangeError, DeadLetter, DeadLetters, Departures, EventIngress, EventObserver,
-    GuildRouter, Replies, RouterMsg, RouterStats, RuntimeConfig, Services,
+    GuildRouter, OwnRoles, Replies, RouterMsg, RouterStats, RuntimeConfig, Services,
 };
 use protonn_shard::{
     BotToken, GatewaySettings, IdentifyConfig, IdentifyScheduler, LocalScheduler, ShardStatus,
@@ -18,7 +19,7 @@ use protonn_shard::{
 };
 use protonn_storage::{DataRights, EmbeddedStore, Store, Timestamp, VersionedConfig};
 use ractor::ActorRef;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use twilight_cache_inmemory::DefaultInMemoryCache;
 use twilight_http::request::TryIntoRequest;
 use twilight_model::gateway::connection_info::BotConnectionInfo;
@@ -42,6 +43,10 @@ const REST_TIMEOUT: Duration = Duration::from_secs(10);
 const SHARD_BUFFER: usize = 4_096;
 /// Time a leaving cluster node gives the coordinator to hand its shards to other nodes.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time a stopping node gives its guild actors to handle what their mailboxes hold, and
+/// then again its REST client to send the replies they made.
+const MAILBOX_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+const REST_FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Which Discord the node talks to.
 #[derive(Clone, Debug)]
@@ -74,6 +79,11 @@ pub struct NodeOptions {
 pub struct Node {
     supervisor: ActorRef<SupervisorMsg>,
     router: ActorRef<RouterMsg>,
+    rest: Rest,
+    /// Set by the watch on the top-level actors when one ended outside a shutdown.
+    failure: watch::Receiver<Option<&'static str>>,
+    /// Tells that watch the actors are being stopped on purpose.
+    stopping: Arc<AtomicBool>,
     dead_letters: Arc<DeadLetters>,
     cache: Arc<DefaultInMemoryCache>,
     store: Arc<dyn Store>,
@@ -175,22 +185,25 @@ impl Node {
                 .build(),
         );
         let dead_letters = Arc::new(DeadLetters::default());
+        let own_roles = Arc::new(OwnRoles::new(cached));
+        let rest = Rest::new(transport, Arc::clone(&rest_line), Arc::clone(&guard));
         let router = GuildRouter::start(Services {
             store: Arc::clone(&store),
             departures: Arc::clone(&departures),
-            replies: Replies::new(Rest::new(
-                transport,
-                Arc::clone(&rest_line),
-                Arc::clone(&guard),
-            )),
+            replies: Replies::new(rest.clone()),
             cache: Arc::clone(&cache),
+            own_roles: Arc::clone(&own_roles),
             runtime: options.runtime,
             dead_letters: Arc::clone(&dead_letters),
             observer: options.observer,
         })
         .await?;
 
-        let ingress = Arc::new(EventIngress::new(Arc::clone(&cache), router.clone()));
+        let ingress = Arc::new(EventIngress::new(
+            Arc::clone(&cache),
+            own_roles,
+            router.clone(),
+        ));
         let supervisor = ShardSupervisor::start(SupervisorArgs {
             settings,
             scheduler,
@@ -204,11 +217,13 @@ impl Node {
             }
         };
 
+        let stopping = Arc::new(AtomicBool::new(false));
+        let failure = watch_vital_actors(&router, &supervisor, Arc::clone(&stopping));
         let (ops_stop, stopped) = oneshot::channel();
         // From here on the node is up: shutdown() stops what follows.
         let ops_state = ops::OpsState {
             prometheus,
-            readiness: ops::Readiness::Shards(supervisor.clone()),
+            readiness: ops::Readiness::Shards(supervisor.clone(), failure.clone()),
         };
         let ops_task = tokio::spawn(ops::serve(listener, ops_state, async {
             let _ = stopped.await;
@@ -232,6 +247,9 @@ impl Node {
         Ok(Self {
             supervisor,
             router,
+            rest,
+            failure,
+            stopping,
             dead_letters,
             cache,
             store,
@@ -285,13 +303,33 @@ impl Node {
         configure(&self.router, guild_id, key, value, expected_version).await
     }
 
+    /// The node's guild router, for embedding the node and for tests.
+    pub fn guild_router(&self) -> &ActorRef<RouterMsg> {
+        &self.router
+    }
+
+    /// Resolves if the node can no longer work: its guild router or its shard supervisor
+    /// stopped on its own. The process should then stop with this error, so that it is
+    /// restarted, rather than run on as a node that takes events and answers none.
+    pub async fn failed(&self) -> NodeError {
+        let mut failure = self.failure.clone();
+        match failure.wait_for(Option::is_some).await {
+            Ok(failed) => NodeError::ActorStopped(failed.expect("waited for Some")),
+            // The watch ended without a failure: only when the node is being shut down.
+            Err(_) => std::future::pending().await,
+        }
+    }
+
     pub async fn router_stats(&self) -> RouterStats {
         ractor::call_t!(self.router, RouterMsg::Stats, QUERY_TIMEOUT_MS).unwrap_or_default()
     }
 
-    /// Closes the shards, then stops the guild actors and releases storage. A cluster node
-    /// first has the coordinator hand its shards to other nodes, so that they resume there.
+    /// Closes the shards, lets the guild actors handle what their mailboxes hold and the REST
+    /// client send the replies they made (each within a deadline), then stops the actors and
+    /// releases storage. A cluster node first has the coordinator hand its shards to other
+    /// nodes, so that they resume there.
     pub async fn shutdown(self) {
+        self.stopping.store(true, Ordering::Release);
         if let Some((link, agent)) = self.cluster {
             match tokio::time::timeout(DRAIN_TIMEOUT, link.drain()).await {
                 Ok(Ok(moved)) => tracing::info!(moved, "shards handed to other nodes"),
@@ -320,16 +358,45 @@ impl Node {
         if let Some(sweeper) = self.sweeper {
             sweeper.stop().await;
         }
-        self.router
-            .stop_children_and_wait(None, Some(SHUTDOWN_TIMEOUT))
-            .await;
-        let _ = self
-            .router
-            .stop_and_wait(None, Some(SHUTDOWN_TIMEOUT))
-            .await;
+        // No event arrives any more: what the guild actors hold is all there is to do.
+        GuildRouter::drain_and_stop(&self.router, MAILBOX_DRAIN_TIMEOUT).await;
+        if !self.rest.flush(REST_FLUSH_TIMEOUT).await {
+            let (queued, interactions) = self.rest.queued();
+            tracing::warn!(
+                queued,
+                interactions,
+                "REST requests still waiting at shutdown; dropped"
+            );
+        }
         let _ = self.ops_stop.send(());
         let _ = self.ops_task.await;
     }
+}
+
+/// Watches the node's top-level actors: if one ends while the node is not stopping, nothing
+/// restarts it (the ingress and the agent hold its address), so the node reports the
+/// failure: `/readyz` answers 503 and [`Node::failed`] resolves.
+fn watch_vital_actors(
+    router: &ActorRef<RouterMsg>,
+    supervisor: &ActorRef<SupervisorMsg>,
+    stopping: Arc<AtomicBool>,
+) -> watch::Receiver<Option<&'static str>> {
+    let (failed, failure) = watch::channel(None);
+    let (router, supervisor) = (router.get_cell(), supervisor.get_cell());
+    tokio::spawn(async move {
+        let stopped = tokio::select! {
+            _ = router.wait(None) => "guild router",
+            _ = supervisor.wait(None) => "shard supervisor",
+        };
+        if !stopping.load(Ordering::Acquire) {
+            tracing::error!(
+                actor = stopped,
+                "a top-level actor stopped; the node cannot go on"
+            );
+            let _ = failed.send(Some(stopped));
+        }
+    });
+    failure
 }
 
 /// Has the guild's actor change one config key: durable and live once this answers.

@@ -24,8 +24,12 @@ pub(crate) struct OpsState {
 /// What `/readyz` answers for.
 #[derive(Clone)]
 pub(crate) enum Readiness {
-    /// A node: ready when every shard has a live session.
-    Shards(ActorRef<SupervisorMsg>),
+    /// A node: ready when every shard has a live session, and never again once a
+    /// top-level actor (named by the watch) stopped on its own.
+    Shards(
+        ActorRef<SupervisorMsg>,
+        tokio::sync::watch::Receiver<Option<&'static str>>,
+    ),
     /// A coordinator: ready only while it leads, so that a Service routes to the leader
     /// alone; a standby answers 503.
     Leading(Arc<AtomicBool>),
@@ -68,7 +72,14 @@ async fn metrics(State(state): State<OpsState>) -> impl IntoResponse {
 
 async fn readyz(State(state): State<OpsState>) -> (StatusCode, String) {
     match &state.readiness {
-        Readiness::Shards(supervisor) => shards_ready(supervisor).await,
+        Readiness::Shards(_, failure) if failure.borrow().is_some() => {
+            let stopped = failure.borrow().unwrap_or_default();
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{stopped} stopped: the node can no longer handle events\n"),
+            )
+        }
+        Readiness::Shards(supervisor, _) => shards_ready(supervisor).await,
         Readiness::Leading(leading) if leading.load(Ordering::Acquire) => {
             (StatusCode::OK, "ready: leading\n".to_owned())
         }

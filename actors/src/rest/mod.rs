@@ -24,7 +24,7 @@ use bytes::Bytes;
 use hyper::StatusCode;
 use metrics::{counter, gauge, histogram};
 use serde::de::DeserializeOwned;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::{Duration, Instant};
 use twilight_http::request::{Method, Request};
 
@@ -50,11 +50,22 @@ pub(crate) const OUTCOME_LABELS: [&str; 7] = [
     "queue_full",
 ];
 
-/// A request is tried this many times at most when Discord answers 429.
+/// A request is tried this many times at most when Discord answers 429, or (idempotent
+/// requests only) 5xx.
 const MAX_TRIES: u32 = 3;
-/// Requests waiting on a node at most; more are refused (a reply minutes late is useless,
-/// and an unbounded line is how an overloaded node runs out of memory).
+/// Requests waiting on a node at most, interaction responses aside; more are refused (a
+/// reply minutes late is useless, and an unbounded line is how an overloaded node runs out
+/// of memory).
 pub const MAX_QUEUED: usize = 10_000;
+/// Interaction responses waiting at most, counted apart from [`MAX_QUEUED`] so that a
+/// backlog of messages never refuses a slash command's answer. Each interaction has its
+/// own lane and is exempt from the global limit, so these only wait for their own bucket:
+/// the bound guards memory, not latency.
+pub const MAX_QUEUED_INTERACTIONS: usize = 1_000;
+/// First pause before retrying an idempotent request Discord answered with 5xx; doubles
+/// per try, and each pause is drawn from its upper half so that retries of many requests
+/// do not arrive together.
+const SERVER_ERROR_BACKOFF: Duration = Duration::from_millis(200);
 /// A lane with nothing to do ends after this long.
 const LANE_IDLE: Duration = Duration::from_secs(30);
 
@@ -67,7 +78,7 @@ pub enum RestError {
     RateLimited { scope: Scope },
     #[error("held back by the invalid-request guard ({0:?})")]
     HeldBack(GuardState),
-    #[error("more than {MAX_QUEUED} REST requests waiting")]
+    #[error("too many REST requests waiting")]
     QueueFull,
     #[error("request timed out")]
     Timeout,
@@ -95,6 +106,8 @@ type Outcome = Result<Reply, RestError>;
 struct Job {
     route: &'static str,
     request: Request,
+    /// An interaction response: exempt from the global limit, and counted in its own queue.
+    exempt: bool,
     made: Instant,
     done: oneshot::Sender<Outcome>,
     /// For a GET: the path its identical followers wait on.
@@ -117,7 +130,12 @@ struct Inner {
     gets: Mutex<HashMap<String, Vec<oneshot::Sender<Outcome>>>>,
     /// Until when a global 429 stops everything but interaction routes.
     global_block: Mutex<Option<Instant>>,
+    /// Requests waiting, interaction responses aside (at most [`MAX_QUEUED`]).
     queued: AtomicUsize,
+    /// Interaction responses waiting (at most [`MAX_QUEUED_INTERACTIONS`]).
+    queued_interactions: AtomicUsize,
+    /// Woken when the last waiting request is done, for [`Rest::flush`].
+    idle: Notify,
 }
 
 impl Rest {
@@ -137,12 +155,42 @@ impl Rest {
                 gets: Mutex::default(),
                 global_block: Mutex::default(),
                 queued: AtomicUsize::new(0),
+                queued_interactions: AtomicUsize::new(0),
+                idle: Notify::new(),
             }),
         }
     }
 
     pub fn guard(&self) -> &Arc<InvalidRequestGuard> {
         &self.inner.guard
+    }
+
+    /// Requests waiting now: (messages and other routes, interaction responses).
+    pub fn queued(&self) -> (usize, usize) {
+        let inner = &self.inner;
+        (
+            inner.queued.load(Ordering::Acquire),
+            inner.queued_interactions.load(Ordering::Acquire),
+        )
+    }
+
+    /// Waits until every request made so far is answered, or `within` has passed; whether
+    /// the queue emptied. A stopping node calls it after its guild actors have drained, so
+    /// the replies they made leave before the process does.
+    pub async fn flush(&self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            // Registered before looking, so a wake-up between the two is not missed.
+            let idle = self.inner.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.queued() == (0, 0) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                return self.queued() == (0, 0);
+            }
+        }
     }
 
     /// Queues `request` now (requests of one lane leave in the order they were made) and
@@ -180,14 +228,16 @@ impl Rest {
                 }
             }
         }
-        if inner.queued.fetch_add(1, Ordering::Relaxed) >= MAX_QUEUED {
-            inner.queued.fetch_sub(1, Ordering::Relaxed);
+        let (queued, bound) = inner.line(exempt);
+        if queued.fetch_add(1, Ordering::AcqRel) >= bound {
+            inner.done_waiting(exempt);
             record(route, "queue_full");
             inner.finish(
                 Job {
                     route,
                     made: Instant::now(),
                     request,
+                    exempt,
                     done,
                     coalesced,
                 },
@@ -204,6 +254,7 @@ impl Rest {
             route,
             made: Instant::now(),
             request,
+            exempt,
             done,
             coalesced,
         };
@@ -223,6 +274,23 @@ impl Rest {
 }
 
 impl Inner {
+    /// The count and bound of the queue a request waits in.
+    fn line(&self, exempt: bool) -> (&AtomicUsize, usize) {
+        if exempt {
+            (&self.queued_interactions, MAX_QUEUED_INTERACTIONS)
+        } else {
+            (&self.queued, MAX_QUEUED)
+        }
+    }
+
+    /// A request left its queue; the last one out wakes [`Rest::flush`].
+    fn done_waiting(&self, exempt: bool) {
+        let (queued, _) = self.line(exempt);
+        if queued.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+
     async fn run_lane(
         self: Arc<Self>,
         key: (&'static str, String),
@@ -244,9 +312,11 @@ impl Inner {
                 }
             };
             let outcome = self.attempt(&key.1, &job).await;
-            self.queued.fetch_sub(1, Ordering::Relaxed);
             gauge!(REST_QUEUED).decrement(1.0);
+            // Answered before it stops counting, so a flush that sees zero saw it done.
+            let exempt = job.exempt;
             self.finish(job, outcome);
+            self.done_waiting(exempt);
         }
     }
 
@@ -265,10 +335,10 @@ impl Inner {
         let _ = job.done.send(outcome);
     }
 
-    /// Sends one request, waiting for its bucket, the global limit and retrying 429s.
+    /// Sends one request, waiting for its bucket, the global limit and retrying 429s (and
+    /// 5xx of idempotent requests).
     async fn attempt(&self, major: &str, job: &Job) -> Outcome {
-        let (route, request) = (job.route, &job.request);
-        let exempt = bucket::is_interaction(request.path());
+        let (route, request, exempt) = (job.route, &job.request, job.exempt);
         let mut tries = 0;
         loop {
             while let Err(reset_at) = self.buckets.take(route, major) {
@@ -338,6 +408,20 @@ impl Inner {
                 "client_error"
             };
             record(route, outcome);
+            // Discord's 5xx often pass within a second; repeating a request is safe only if
+            // it means the same the second time (a repeated POST could post twice).
+            if status.is_server_error() && idempotent(request.method()) && tries + 1 < MAX_TRIES {
+                tries += 1;
+                let pause = server_error_pause(tries);
+                tracing::debug!(
+                    route,
+                    status = status.as_u16(),
+                    ?pause,
+                    "retrying after a server error"
+                );
+                tokio::time::sleep(pause).await;
+                continue;
+            }
             tracing::warn!(route, status = status.as_u16(), "discord refused a request");
             return Err(RestError::Status {
                 status: status.as_u16(),
@@ -367,6 +451,17 @@ impl Inner {
             }
         }
     }
+}
+
+/// Whether sending `method` twice means the same as sending it once.
+fn idempotent(method: Method) -> bool {
+    matches!(method, Method::Get | Method::Put | Method::Delete)
+}
+
+/// The pause before the `retry`-th retry after a 5xx: in the upper half of a doubling step.
+fn server_error_pause(retry: u32) -> Duration {
+    let step = SERVER_ERROR_BACKOFF.saturating_mul(1 << (retry - 1).min(8));
+    step.mul_f64(rand::random_range(0.5..=1.0))
 }
 
 fn record(route: &'static str, outcome: &'static str) {

@@ -38,6 +38,7 @@ pub fn router_services(
             Arc::new(InvalidRequestGuard::new(GuardLimits::default())),
         )),
         cache: Arc::new(DefaultInMemoryCache::new()),
+        own_roles: Default::default(),
         runtime,
         dead_letters: Arc::new(DeadLetters::default()),
         observer,

@@ -2,10 +2,13 @@
 //! config from outside Discord, deferred interactions.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use protonn_actors::{ConfigChangeError, EventObserver, HandledEvent, RuntimeConfig};
+use protonn_cluster::NodeError;
+use protonn_sim::GatewayEventKind;
 use protonn_tests::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -353,4 +356,131 @@ async fn a_removed_guild_keeps_its_data_through_the_grace_and_a_return_cancels_t
     sim.send_message(kept.id, channel, kept.member_ids[0], "?ping")
         .unwrap();
     assert_eq!(reply_in(sim, channel, 0).await, "pong");
+}
+
+/// Holds the first message of one guild in its handler until opened, so that the guild's
+/// later events wait in its mailbox. (It blocks a runtime thread: the tests using it run on
+/// two.)
+#[derive(Default)]
+struct Gate {
+    guild: std::sync::atomic::AtomicU64,
+    open: Mutex<bool>,
+    opened: Condvar,
+    held: AtomicBool,
+}
+
+impl Gate {
+    fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.opened.notify_all();
+    }
+}
+
+impl EventObserver for Gate {
+    fn handled(&self, guild_id: u64, event: HandledEvent) {
+        if guild_id != self.guild.load(Ordering::Acquire)
+            || !matches!(event, HandledEvent::Message(_))
+        {
+            return;
+        }
+        self.held.store(true, Ordering::Release);
+        let open = self.open.lock().unwrap();
+        let _ = self
+            .opened
+            .wait_timeout_while(open, DEADLINE, |open| !*open)
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_a_node_answers_every_message_its_guild_mailboxes_hold() {
+    let gate = Arc::new(Gate::default());
+    let mut world = small_world(1, 3);
+    // Replies leave as fast as the node's global share lets them.
+    world.rest_limits.channel_messages.limit = 1_000;
+    let observer = Arc::clone(&gate) as Arc<dyn EventObserver>;
+    let Bot { sim, node, .. } = Bot::with_observer(world, test_runtime(), observer).await;
+    let guild = some_guild(&sim, 1);
+    let channel = guild.channel_ids[0];
+    gate.guild.store(guild.id, Ordering::Release);
+
+    const QUEUED: usize = 40;
+    for _ in 0..QUEUED {
+        sim.send_message(guild.id, channel, guild.member_ids[0], "!ping")
+            .unwrap();
+    }
+    // The first is held in its handler, the others wait in the guild's mailbox.
+    wait_until("every message is in the guild's mailbox", || async {
+        gate.held.load(Ordering::Acquire) && node.router_stats().await.queued == QUEUED as u64
+    })
+    .await;
+    assert!(channel_replies(&sim, channel).is_empty());
+
+    let stopping = tokio::spawn(node.shutdown());
+    // The shards are closed (no event can arrive any more) while the mailbox still holds
+    // all but one message: only now may the guild go on.
+    wait_until("the node closed its shard", || async {
+        sim.ledger()
+            .gateway
+            .iter()
+            .any(|r| matches!(r.kind, GatewayEventKind::Disconnected))
+    })
+    .await;
+    gate.open();
+    tokio::time::timeout(DEADLINE, stopping)
+        .await
+        .expect("the node stops within the deadline")
+        .unwrap();
+
+    // Every reply reached Discord before the node was done stopping.
+    let replies = channel_replies(&sim, channel);
+    assert_eq!(replies.len(), QUEUED, "{replies:?}");
+    assert!(replies.iter().all(|reply| reply == "pong"));
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_guild_router_makes_the_node_unready_and_failed() {
+    let Bot { sim, node, .. } = Bot::start(small_world(1, 2)).await;
+    let ops = node.ops_addr();
+    assert_eq!(http_get(ops, "/readyz").await.0, 200);
+
+    node.guild_router().kill();
+    let failed = tokio::time::timeout(DEADLINE, node.failed())
+        .await
+        .expect("the node reports its failure");
+    assert!(
+        matches!(failed, NodeError::ActorStopped("guild router")),
+        "{failed}"
+    );
+    let (status, body) = http_get(ops, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("guild router stopped"), "{body}");
+    node.shutdown().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_channels_cached_replies_are_checked_against_the_bots_permissions_and_sent() {
+    // The simulator's bot may post everywhere: the check, fed by READY (the bot's id),
+    // GUILD_CREATE (its roles) and the cached channels, must find so and send.
+    let runtime = RuntimeConfig {
+        cache_resources: protonn_actors::cache_resources(&["guild", "role", "channel"]).unwrap(),
+        ..test_runtime()
+    };
+    let Bot { sim, node, .. } = &Bot::with_runtime(small_world(1, 3), runtime).await;
+    let guild = some_guild(sim, 2);
+    let channel = guild.channel_ids[0];
+    wait_until("the guild's channel is cached", || async {
+        node.cached_guild(guild.id).is_some()
+    })
+    .await;
+    sim.send_message(guild.id, channel, guild.member_ids[0], "!ping")
+        .unwrap();
+    assert_eq!(reply_in(sim, channel, 0).await, "pong");
+    let (_, metrics) = http_get(node.ops_addr(), "/metrics").await;
+    assert!(
+        metrics.contains("protonn_rest_sends_skipped_total 0"),
+        "described, registered and nothing skipped"
+    );
 }

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use protonn_actors::rest::{
-    GlobalLine, GuardLimits, GuardState, InvalidRequestGuard, Rest, RestError, Transport,
+    GlobalLine, GuardLimits, GuardState, InvalidRequestGuard, MAX_QUEUED, Rest, RestError,
+    Transport,
 };
 use protonn_shard::BotToken;
 use protonn_sim::{RateLimitScope, RestFault, RestFaultResponse, SimConfig, SimHandle};
@@ -209,5 +210,116 @@ async fn a_401_stops_every_request() {
         .await;
     assert!(matches!(held, Err(RestError::HeldBack(GuardState::Halted))));
     assert_eq!(sim.ledger().rest.len(), 1);
+    sim.shutdown().await;
+}
+
+fn current_application() -> twilight_http::request::Request {
+    builder()
+        .current_user_application()
+        .try_into_request()
+        .unwrap()
+}
+
+fn server_errors(count: u32, route: &str) -> RestFault {
+    RestFault {
+        response: RestFaultResponse::ServerError { status: 503 },
+        count,
+        route: Some(route.to_owned()),
+    }
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_for_idempotent_requests_only_and_a_bounded_number_of_times() {
+    let sim = start_sim(small_world(1, 1)).await;
+    let rest = rest_to(&sim, &sim.config().token.clone(), GuardLimits::default());
+    const APPLICATION: &str = "GET /applications/@me";
+
+    // A GET means the same twice: two 503s, then the answer.
+    sim.inject_rest(server_errors(2, APPLICATION)).unwrap();
+    rest.send("current_application", current_application())
+        .await
+        .unwrap();
+    let tries: Vec<u16> = statuses(&sim, APPLICATION).iter().map(|s| s.0).collect();
+    assert_eq!(tries, [503, 503, 200]);
+
+    // Three tries at most: the third 503 is the answer.
+    sim.inject_rest(server_errors(5, APPLICATION)).unwrap();
+    let answer = rest
+        .send("current_application", current_application())
+        .await;
+    assert!(
+        matches!(answer, Err(RestError::Status { status: 503, .. })),
+        "{answer:?}"
+    );
+    assert_eq!(statuses(&sim, APPLICATION).len(), 3 + 3);
+
+    // A POST is never repeated: it could post twice.
+    sim.inject_rest(server_errors(1, MESSAGES)).unwrap();
+    let answer = rest
+        .send("create_message", message(first_channel(&sim), "once"))
+        .await;
+    assert!(
+        matches!(answer, Err(RestError::Status { status: 503, .. })),
+        "{answer:?}"
+    );
+    assert_eq!(statuses(&sim, MESSAGES).len(), 1);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_full_message_backlog_never_refuses_or_delays_an_interaction_response() {
+    // A channel bucket of 5 per minute: the backlog does not move during the test.
+    let mut world = small_world(1, 1);
+    world.rest_limits.channel_messages.per_ms = 60_000;
+    let sim = start_sim(world).await;
+    let rest = rest_to(&sim, &sim.config().token.clone(), GuardLimits::default());
+    let channel = first_channel(&sim);
+    let backlog: Vec<_> = (0..MAX_QUEUED)
+        .map(|n| rest.send("create_message", message(channel, &format!("{n}"))))
+        .collect();
+    let refused = rest
+        .send("create_message", message(channel, "one too many"))
+        .await;
+    assert!(matches!(refused, Err(RestError::QueueFull)), "{refused:?}");
+
+    // An interaction made after the backlog is answered while it still waits. (The
+    // interaction is unknown to the simulator, which answers 404 10062: Discord's answer,
+    // so the request left.)
+    let callback = builder()
+        .interaction(Id::new(1))
+        .create_response(
+            Id::new(2),
+            "token",
+            &twilight_model::http::interaction::InteractionResponse {
+                kind: twilight_model::http::interaction::InteractionResponseType::Pong,
+                data: None,
+            },
+        )
+        .try_into_request()
+        .unwrap();
+    let answer = rest.send("interaction_callback", callback).await;
+    assert!(
+        matches!(answer, Err(RestError::Status { status: 404, .. })),
+        "{answer:?}"
+    );
+    let (messages_waiting, interactions_waiting) = rest.queued();
+    assert!(
+        messages_waiting >= MAX_QUEUED - 5,
+        "the backlog still waits: {messages_waiting}"
+    );
+    assert_eq!(interactions_waiting, 0);
+    assert!(
+        statuses(&sim, MESSAGES).len() <= 5,
+        "one window's worth at most"
+    );
+    assert_eq!(
+        statuses(
+            &sim,
+            "POST /interactions/{interaction_id}/{interaction_token}/callback"
+        )
+        .len(),
+        1
+    );
+    drop(backlog);
     sim.shutdown().await;
 }
