@@ -1,3 +1,4 @@
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -76,6 +77,39 @@ pub trait ClusterRepo: Send + Sync + 'static {
     /// ([`StorageError::Fenced`]): a superseded owner cannot overwrite its successor's.
     async fn save_checkpoint(&self, checkpoint: &SessionCheckpoint) -> Result<(), StorageError>;
 
+    /// Stores many checkpoints at once (what a node sends per heartbeat), skipping each whose
+    /// epoch is older than its shard's assignment epoch or than the checkpoint stored: its
+    /// writer no longer owns the shard. Returns the shards skipped. Not all-or-nothing: an
+    /// error may leave some stored, and a retry stores them again (writes are idempotent).
+    async fn save_checkpoints(
+        &self,
+        checkpoints: &[SessionCheckpoint],
+    ) -> Result<Vec<u32>, StorageError> {
+        let current: HashMap<u32, u64> = self
+            .assignments()
+            .await?
+            .into_iter()
+            .map(|a| (a.shard_id, a.epoch))
+            .collect();
+        let mut stale = Vec::new();
+        for checkpoint in checkpoints {
+            if current
+                .get(&checkpoint.shard_id)
+                .is_some_and(|&epoch| checkpoint.epoch < epoch)
+            {
+                stale.push(checkpoint.shard_id);
+                continue;
+            }
+            match self.save_checkpoint(checkpoint).await {
+                Ok(()) => {}
+                Err(StorageError::Fenced { .. }) => stale.push(checkpoint.shard_id),
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(stale)
+    }
+
+    /// The newest stored checkpoint of the shard.
     async fn checkpoint(&self, shard_id: u32) -> Result<Option<SessionCheckpoint>, StorageError>;
 
     /// Takes the lease for `holder` until `now + ttl` if it is free, lapsed, or already

@@ -63,6 +63,30 @@ pub enum StorageError {
     /// Any other database failure (bad query, schema mismatch, protocol error).
     #[error("database error: {0}")]
     Database(String),
+    /// A compare-and-set write timed out and the read that should have told whether it applied
+    /// failed too: it may or may not have applied. Not transient: a blind retry could apply it
+    /// twice or report its own success as a conflict.
+    #[error("outcome of a conditional write unknown: {write}; resolving read failed: {read}")]
+    OutcomeUnknown { write: String, read: String },
+    /// The database lacks migrations this build needs (`protonn migrate` applies them).
+    #[error("database schema is older than this build: missing migration(s) {}; run `protonn migrate`", missing.join(", "))]
+    SchemaBehind { missing: Vec<String> },
+    /// A migration already applied has a different text now: the schema cannot be trusted.
+    #[error(
+        "migration {name} changed after it was applied (applied: {applied}, file checksum: {file})"
+    )]
+    MigrationChanged {
+        name: String,
+        applied: String,
+        file: String,
+    },
+    /// Another migrator holds the migration lock.
+    #[error("another migration is running (lock held by {holder:?}); retry when it is done")]
+    MigrationLocked { holder: String },
+    /// The migration lock expired or was taken by another migrator mid-way: this migrator
+    /// stopped before its next file.
+    #[error("migration lock of {holder:?} was lost; stopped before the next migration")]
+    MigrationLockLost { holder: String },
     /// Connecting or configuring the database client failed.
     #[error("database connection: {0}")]
     Connection(String),

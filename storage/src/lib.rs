@@ -45,7 +45,9 @@ pub use embedded::EmbeddedStore;
 pub use error::StorageError;
 pub use guild_config::{CONFIG_HISTORY_LEN, GuildConfig, GuildConfigRepo, VersionedConfig};
 pub use rights::{DataRights, StoredRow, UserExport};
-pub use scylla::{Replication, ScyllaConfig, ScyllaStore, TlsConfig};
+pub use scylla::{
+    ClientCert, MigrationReport, MigrationStep, Replication, ScyllaConfig, ScyllaStore, TlsConfig,
+};
 
 pub use tickets::{Ticket, TicketRepo, TranscriptMessage};
 pub use time::{Retention, Timestamp};

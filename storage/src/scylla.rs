@@ -11,46 +11,43 @@
 //! - Retention is TTL in the database (`USING TTL ?`, an `i32` of seconds).
 //! - Reads of unbounded size page ([`PAGE_SIZE`] rows per page).
 
+mod migrate;
 mod records;
 mod rights;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use scylla::client::execution_profile::ExecutionProfile;
-use scylla::client::session::Session;
+use futures_util::{Stream, StreamExt, TryStreamExt};
+use scylla::client::caching_session::CachingSession;
+use scylla::client::execution_profile::{ExecutionProfile, ExecutionProfileHandle};
+use scylla::client::pager::NextRowError;
 use scylla::client::session_builder::SessionBuilder;
-use scylla::errors::{ExecutionError, RequestAttemptError};
+use scylla::deserialize::row::DeserializeRow;
+use scylla::errors::{ExecutionError, PagerExecutionError, RequestAttemptError, RequestError};
 use scylla::policies::load_balancing::DefaultPolicy;
 use scylla::policies::retry::{RequestInfo, RetryDecision, RetryPolicy, RetrySession};
+use scylla::policies::speculative_execution::SimpleSpeculativeExecutionPolicy;
 use scylla::response::query_result::QueryResult;
-use scylla::response::{PagingState, PagingStateResponse};
+use scylla::serialize::batch::BatchValues;
 use scylla::serialize::row::SerializeRow;
-use scylla::statement::prepared::PreparedStatement;
+use scylla::statement::batch::{Batch, BatchType};
+use scylla::statement::unprepared::Statement;
 use scylla::statement::{Consistency, SerialConsistency};
 use scylla::value::{CqlValue, Row};
-use tokio::sync::RwLock;
+
+pub use migrate::{MigrationReport, MigrationStep};
 
 use crate::{Retention, StorageError, Timestamp};
 
 /// Rows per page of a paged read.
 pub(crate) const PAGE_SIZE: i32 = 1_000;
-
-/// The schema files, in the order they are applied. Appending a file is a migration.
-const MIGRATIONS: &[(i32, &str, &str)] = &[
-    (
-        1,
-        "001_tables.cql",
-        include_str!("../schema/001_tables.cql"),
-    ),
-    (
-        2,
-        "002_guild_departures.cql",
-        include_str!("../schema/002_guild_departures.cql"),
-    ),
-];
+/// Prepared statements kept by the session's cache: every statement text the backend uses
+/// (about a hundred) with room to spare, so none is ever re-prepared.
+const STATEMENT_CACHE: usize = 512;
 
 /// How the keyspace is replicated (applied when the migration runner creates it).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,6 +62,15 @@ pub enum Replication {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsConfig {
     pub ca_file: PathBuf,
+    /// For clusters that require client certificates (`require_client_auth`).
+    pub client_cert: Option<ClientCert>,
+}
+
+/// A client certificate chain and its private key, both PEM files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientCert {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 /// How to reach the cluster.
@@ -86,6 +92,9 @@ pub struct ScyllaConfig {
     pub request_timeout: Duration,
     /// Attempts per idempotent request on overload, timeouts and unavailability.
     pub max_attempts: u32,
+    /// An idempotent read not answered after this long is also sent to another replica (the
+    /// first answer wins); `None` turns speculation off.
+    pub speculative_delay: Option<Duration>,
     pub retention: Retention,
 }
 
@@ -101,6 +110,7 @@ impl ScyllaConfig {
             connection_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
             max_attempts: 3,
+            speculative_delay: Some(Duration::from_millis(200)),
             retention: Retention::POLICY,
         }
     }
@@ -123,6 +133,7 @@ impl std::fmt::Debug for ScyllaConfig {
             .field("tls", &self.tls)
             .field("request_timeout", &self.request_timeout)
             .field("max_attempts", &self.max_attempts)
+            .field("speculative_delay", &self.speculative_delay)
             .finish_non_exhaustive()
     }
 }
@@ -180,30 +191,69 @@ fn transient(error: &RequestAttemptError) -> bool {
     }
 }
 
-/// Maps a driver error to ours; `attempts` is what the retry policy allowed.
-pub(crate) fn classify(error: ExecutionError, attempts: u32) -> StorageError {
+fn attempt_kind(error: &RequestAttemptError) -> Option<&'static str> {
     use scylla::errors::DbError;
-    let kind = match &error {
-        ExecutionError::LastAttemptError(RequestAttemptError::DbError(db, _)) => match db {
+    match error {
+        RequestAttemptError::DbError(db, _) => match db {
             DbError::Overloaded | DbError::RateLimitReached { .. } => Some("overloaded"),
             DbError::Unavailable { .. } | DbError::IsBootstrapping => Some("unavailable"),
             DbError::ReadTimeout { .. } | DbError::WriteTimeout { .. } => Some("timeout"),
             _ => None,
         },
-        ExecutionError::LastAttemptError(RequestAttemptError::BrokenConnectionError(_))
-        | ExecutionError::ConnectionPoolError(_)
-        | ExecutionError::EmptyPlan => Some("unavailable"),
-        ExecutionError::RequestTimeout(_) => Some("timeout"),
+        RequestAttemptError::BrokenConnectionError(_) => Some("unavailable"),
         _ => None,
-    };
+    }
+}
+
+fn request_kind(error: &RequestError) -> Option<&'static str> {
+    match error {
+        RequestError::LastAttemptError(attempt) => attempt_kind(attempt),
+        RequestError::ConnectionPoolError(_) | RequestError::EmptyPlan => Some("unavailable"),
+        RequestError::RequestTimeout(_) => Some("timeout"),
+        _ => None,
+    }
+}
+
+fn storage_error(kind: Option<&'static str>, attempts: u32, message: String) -> StorageError {
     match kind {
         Some(kind) => StorageError::Unavailable {
             kind,
             attempts,
-            message: error.to_string(),
+            message,
         },
-        None => StorageError::Database(error.to_string()),
+        None => StorageError::Database(message),
     }
+}
+
+/// Maps a driver error to ours; `attempts` is what the retry policy allowed.
+pub(crate) fn classify(error: ExecutionError, attempts: u32) -> StorageError {
+    let kind = match &error {
+        ExecutionError::LastAttemptError(attempt) => attempt_kind(attempt),
+        ExecutionError::ConnectionPoolError(_) | ExecutionError::EmptyPlan => Some("unavailable"),
+        ExecutionError::RequestTimeout(_) => Some("timeout"),
+        _ => None,
+    };
+    storage_error(kind, attempts, error.to_string())
+}
+
+fn classify_pager(error: PagerExecutionError, attempts: u32) -> StorageError {
+    let kind = match &error {
+        PagerExecutionError::NextPageError(
+            scylla::client::pager::NextPageError::RequestFailure(request),
+        ) => request_kind(request),
+        _ => None,
+    };
+    storage_error(kind, attempts, error.to_string())
+}
+
+fn classify_row(error: NextRowError, attempts: u32) -> StorageError {
+    let kind = match &error {
+        NextRowError::NextPageError(scylla::client::pager::NextPageError::RequestFailure(
+            request,
+        )) => request_kind(request),
+        _ => None,
+    };
+    storage_error(kind, attempts, error.to_string())
 }
 
 /// The outcome of an LWT: whether it applied, and the columns the database sent back by
@@ -218,6 +268,13 @@ impl Lwt {
     pub(crate) fn bigint(&self, name: &str) -> Option<i64> {
         match self.columns.get(name) {
             Some(CqlValue::BigInt(v)) => Some(*v),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn text(&self, name: &str) -> Option<&str> {
+        match self.columns.get(name) {
+            Some(CqlValue::Text(v)) => Some(v),
             _ => None,
         }
     }
@@ -260,10 +317,18 @@ pub(crate) fn lwt_from_row(names: &[String], row: Row) -> Result<Lwt, StorageErr
     Ok(Lwt { applied, columns })
 }
 
+/// ScyllaDB refuses a TTL above 20 years (`max_ttl`: 630,720,000 s), so a longer retention is
+/// stored as 20 years rather than failing the write.
+pub(crate) const MAX_TTL_SECS: u64 = 20 * 365 * 86_400;
+
 /// Seconds to live for a row that expires at `expires`, or `None` if it already has (such a
 /// row is not written at all). `USING TTL ?` binds an `i32`.
 pub(crate) fn ttl(expires: Timestamp) -> Option<i32> {
-    let secs = Timestamp::now().until(expires).as_secs();
+    ttl_from(Timestamp::now(), expires)
+}
+
+pub(crate) fn ttl_from(now: Timestamp, expires: Timestamp) -> Option<i32> {
+    let secs = now.until(expires).as_secs().min(MAX_TTL_SECS);
     (secs > 0).then(|| i32::try_from(secs).unwrap_or(i32::MAX))
 }
 
@@ -276,14 +341,15 @@ pub(crate) fn rust_id(id: i64) -> u64 {
     id as u64
 }
 
-/// A connected store; clones share one session and statement cache.
+/// A connected store; clones share one session and its prepared-statement cache.
 #[derive(Clone)]
 pub struct ScyllaStore {
-    session: Arc<Session>,
+    session: Arc<CachingSession>,
     keyspace: String,
-    statements: Arc<RwLock<HashMap<&'static str, PreparedStatement>>>,
     max_attempts: u32,
     retention: Retention,
+    /// Idempotent reads run under this profile: the default one plus speculative execution.
+    reads: ExecutionProfileHandle,
 }
 
 impl std::fmt::Debug for ScyllaStore {
@@ -303,29 +369,71 @@ fn valid_keyspace(name: &str) -> bool {
         && name.starts_with(|c: char| c.is_ascii_lowercase())
 }
 
+fn read_pem_error(path: &std::path::Path, err: impl std::fmt::Display) -> StorageError {
+    StorageError::Connection(format!("reading {}: {err}", path.display()))
+}
+
 fn tls_context(tls: &TlsConfig) -> Result<Arc<rustls::ClientConfig>, StorageError> {
-    use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let mut roots = rustls::RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(&tls.ca_file).map_err(|err| {
-        StorageError::Connection(format!("reading {}: {err}", tls.ca_file.display()))
-    })?;
+    let certs =
+        CertificateDer::pem_file_iter(&tls.ca_file).map_err(|e| read_pem_error(&tls.ca_file, e))?;
     for cert in certs {
-        let cert = cert.map_err(|err| {
-            StorageError::Connection(format!("reading {}: {err}", tls.ca_file.display()))
-        })?;
+        let cert = cert.map_err(|e| read_pem_error(&tls.ca_file, e))?;
         roots
             .add(cert)
             .map_err(|err| StorageError::Connection(format!("ca certificate: {err}")))?;
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .map_err(|err| StorageError::Connection(format!("tls: {err}")))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    .with_root_certificates(roots);
+    let config = match &tls.client_cert {
+        None => builder.with_no_client_auth(),
+        Some(client) => {
+            let chain = CertificateDer::pem_file_iter(&client.cert_file)
+                .map_err(|e| read_pem_error(&client.cert_file, e))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| read_pem_error(&client.cert_file, e))?;
+            let key = PrivateKeyDer::from_pem_file(&client.key_file)
+                .map_err(|e| read_pem_error(&client.key_file, e))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|err| StorageError::Connection(format!("client certificate: {err}")))?
+        }
+    };
     Ok(Arc::new(config))
+}
+
+/// A logged batch being assembled: a row and its `user_refs` entries, applied all or none, so
+/// export and erasure can never miss a personal row.
+pub(crate) struct Writes {
+    batch: Batch,
+    values: Vec<Vec<CqlValue>>,
+}
+
+impl Writes {
+    pub(crate) fn new() -> Self {
+        let mut batch = Batch::new(BatchType::Logged);
+        // Every statement put in is an idempotent plain write; so is the batch.
+        batch.set_is_idempotent(true);
+        Self {
+            batch,
+            values: Vec::new(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, store: &ScyllaStore, template: &str, values: Vec<CqlValue>) {
+        self.batch.append_statement(store.cql(template).as_str());
+        self.values.push(values);
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
 }
 
 impl ScyllaStore {
@@ -341,25 +449,41 @@ impl ScyllaStore {
         if config.contact_points.is_empty() {
             return Err(StorageError::Invalid("no contact points".into()));
         }
+        // Token-aware routing sends each prepared statement to a replica of its partition,
+        // and the driver then picks the owning shard's connection (shard-aware port).
         let mut policy = DefaultPolicy::builder().token_aware(true);
         if let Some(dc) = &config.local_datacenter {
             policy = policy
                 .prefer_datacenter(dc.clone())
                 .permit_dc_failover(false);
         }
-        let profile = ExecutionProfile::builder()
+        let policy = policy.build();
+        let base = ExecutionProfile::builder()
             .consistency(Consistency::LocalQuorum)
             .serial_consistency(Some(SerialConsistency::LocalSerial))
             .request_timeout(Some(config.request_timeout))
             .retry_policy(Arc::new(BoundedRetry {
                 max_attempts: config.max_attempts.max(1),
             }))
-            .load_balancing_policy(policy.build())
-            .build();
+            .load_balancing_policy(policy);
+        // The driver only speculates on statements marked idempotent; reads are given this
+        // profile explicitly so that writes never race themselves.
+        let speculation = config.speculative_delay.map(|delay| {
+            Arc::new(SimpleSpeculativeExecutionPolicy {
+                max_retry_count: 1,
+                retry_interval: delay,
+            })
+                as Arc<dyn scylla::policies::speculative_execution::SpeculativeExecutionPolicy>
+        });
+        let reads = base
+            .clone()
+            .speculative_execution_policy(speculation)
+            .build()
+            .into_handle();
         let mut builder = SessionBuilder::new()
             .known_nodes(&config.contact_points)
             .connection_timeout(config.connection_timeout)
-            .default_execution_profile_handle(profile.into_handle());
+            .default_execution_profile_handle(base.build().into_handle());
         if let Some((user, password)) = &config.credentials {
             builder = builder.user(user, password);
         }
@@ -371,70 +495,16 @@ impl ScyllaStore {
             .await
             .map_err(|err| StorageError::Connection(err.to_string()))?;
         Ok(Self {
-            session: Arc::new(session),
+            session: Arc::new(CachingSession::from(session, STATEMENT_CACHE)),
             keyspace: config.keyspace.clone(),
-            statements: Arc::default(),
             max_attempts: config.max_attempts.max(1),
             retention: config.retention,
+            reads,
         })
     }
 
     pub fn keyspace(&self) -> &str {
         &self.keyspace
-    }
-
-    /// Creates the keyspace if needed and applies every schema file not yet recorded in
-    /// `schema_migrations`, in order. Safe to run from several processes at once: every
-    /// statement is `IF NOT EXISTS`. Returns how many files it applied.
-    pub async fn migrate_with(&self, replication: &Replication) -> Result<u32, StorageError> {
-        let replication = match replication {
-            Replication::Simple(rf) => {
-                format!("{{'class': 'SimpleStrategy', 'replication_factor': {rf}}}")
-            }
-            Replication::NetworkTopology(dcs) => {
-                let dcs: Vec<String> = dcs
-                    .iter()
-                    .map(|(dc, rf)| format!("'{}': {rf}", dc.replace('\'', "")))
-                    .collect();
-                format!("{{'class': 'NetworkTopologyStrategy', {}}}", dcs.join(", "))
-            }
-        };
-        let ks = &self.keyspace;
-        self.ddl(&format!(
-            "CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {replication}"
-        ))
-        .await?;
-        self.ddl(&format!(
-            "CREATE TABLE IF NOT EXISTS {ks}.schema_migrations \
-             (version int PRIMARY KEY, name text, applied_at bigint)"
-        ))
-        .await?;
-        let applied: Vec<(i32,)> = self
-            .select("SELECT version FROM {ks}.schema_migrations", ())
-            .await?;
-        let mut count = 0;
-        for (version, name, text) in MIGRATIONS {
-            if applied.iter().any(|(v,)| v == version) {
-                continue;
-            }
-            for statement in cql_statements(text) {
-                self.ddl(&statement.replace("{ks}", ks)).await?;
-            }
-            self.execute(
-                "INSERT INTO {ks}.schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-                true,
-                (*version, *name, db_id(Timestamp::now().as_millis())),
-            )
-            .await?;
-            tracing::info!(version, name, keyspace = %ks, "schema migration applied");
-            count += 1;
-        }
-        Ok(count)
-    }
-
-    /// [`migrate_with`](Self::migrate_with) a single replica: for tests and development.
-    pub async fn migrate(&self) -> Result<u32, StorageError> {
-        self.migrate_with(&Replication::Simple(1)).await
     }
 
     /// Drops a keyspace (tests clean up with it).
@@ -448,34 +518,23 @@ impl ScyllaStore {
 
     async fn ddl(&self, statement: &str) -> Result<(), StorageError> {
         self.session
+            .get_session()
             .query_unpaged(statement, ())
             .await
             .map_err(|err| classify(err, 1))?;
         Ok(())
     }
 
-    /// The prepared form of `template` (`{ks}` stands for the keyspace), prepared on first use.
-    async fn prepared(
-        &self,
-        template: &'static str,
-        idempotent: bool,
-    ) -> Result<PreparedStatement, StorageError> {
-        if let Some(prepared) = self.statements.read().await.get(template) {
-            return Ok(prepared.clone());
-        }
-        let text = template.replace("{ks}", &self.keyspace);
-        let mut prepared = self
-            .session
-            .prepare(text)
-            .await
-            .map_err(|err| classify(ExecutionError::PrepareError(err), 1))?;
-        prepared.set_is_idempotent(idempotent);
-        prepared.set_page_size(PAGE_SIZE);
-        self.statements
-            .write()
-            .await
-            .insert(template, prepared.clone());
-        Ok(prepared)
+    /// `template` with `{ks}` replaced by the keyspace: the text the statement cache keys on.
+    fn cql(&self, template: &str) -> String {
+        template.replace("{ks}", &self.keyspace)
+    }
+
+    fn statement(&self, template: &str, idempotent: bool) -> Statement {
+        let mut statement = Statement::new(self.cql(template));
+        statement.set_is_idempotent(idempotent);
+        statement.set_page_size(PAGE_SIZE);
+        statement
     }
 
     pub(crate) async fn execute(
@@ -484,35 +543,140 @@ impl ScyllaStore {
         idempotent: bool,
         values: impl SerializeRow,
     ) -> Result<QueryResult, StorageError> {
-        let prepared = self.prepared(template, idempotent).await?;
         let attempts = if idempotent { self.max_attempts } else { 1 };
         self.session
-            .execute_unpaged(&prepared, values)
+            .execute_unpaged(self.statement(template, idempotent), values)
             .await
             .map_err(|err| classify(err, attempts))
     }
 
-    /// Runs an LWT (never retried: a retry could report "not applied" for its own write).
-    pub(crate) async fn lwt(
+    /// Applies a logged batch (rows with their index entries).
+    pub(crate) async fn apply(&self, writes: Writes) -> Result<(), StorageError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        self.session
+            .batch(&writes.batch, &writes.values)
+            .await
+            .map_err(|err| classify(err, self.max_attempts))?;
+        Ok(())
+    }
+
+    /// Runs an LWT once (a blind retry could report "not applied" for its own write). An LWT
+    /// whose outcome is unknown (a timeout, a broken connection) is not an answer: `resolve`
+    /// reads the row at SERIAL, which completes or supersedes any Paxos round in flight, and
+    /// says whether the write is there. Only when that read fails too is the outcome unknown.
+    pub(crate) async fn lwt_resolved<F, Fut>(
         &self,
         template: &'static str,
         values: impl SerializeRow,
-    ) -> Result<Lwt, StorageError> {
-        parse_lwt(self.execute(template, false, values).await?)
+        resolve: F,
+    ) -> Result<Lwt, StorageError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<bool, StorageError>>,
+    {
+        match self.execute(template, false, values).await {
+            Ok(result) => parse_lwt(result),
+            Err(err) if err.is_transient() => self.resolve_lwt(err, resolve).await,
+            Err(err) => Err(err),
+        }
     }
 
-    /// All rows of an idempotent SELECT, page by page.
+    pub(crate) async fn resolve_lwt<F, Fut>(
+        &self,
+        err: StorageError,
+        resolve: F,
+    ) -> Result<Lwt, StorageError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<bool, StorageError>>,
+    {
+        tracing::warn!(%err, "lwt outcome unknown; resolving with a serial read");
+        match resolve().await {
+            Ok(applied) => Ok(Lwt {
+                applied,
+                columns: HashMap::new(),
+            }),
+            Err(read) => Err(StorageError::OutcomeUnknown {
+                write: err.to_string(),
+                read: read.to_string(),
+            }),
+        }
+    }
+
+    /// A conditional batch (all its statements in one partition): applied all or none.
+    pub(crate) async fn lwt_batch<F, Fut>(
+        &self,
+        statements: &[&'static str],
+        values: impl BatchValues,
+        resolve: F,
+    ) -> Result<Lwt, StorageError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<bool, StorageError>>,
+    {
+        let mut batch = Batch::new(BatchType::Logged);
+        for template in statements {
+            batch.append_statement(self.cql(template).as_str());
+        }
+        batch.set_is_idempotent(false);
+        match self.session.batch(&batch, values).await {
+            Ok(result) => parse_lwt(result),
+            Err(err) => match classify(err, 1) {
+                err if err.is_transient() => self.resolve_lwt(err, resolve).await,
+                err => Err(err),
+            },
+        }
+    }
+
+    /// The rows of an idempotent SELECT as a stream: pages are fetched as the stream is read,
+    /// so a caller that stops early fetches no more and none holds every page at once.
+    pub(crate) async fn rows<R, V>(
+        &self,
+        template: &'static str,
+        values: V,
+        serial: bool,
+    ) -> Result<impl Stream<Item = Result<R, StorageError>> + use<R, V>, StorageError>
+    where
+        R: for<'f, 'm> DeserializeRow<'f, 'm> + 'static,
+        V: SerializeRow,
+    {
+        let mut statement = self.statement(template, true);
+        if serial {
+            // A SERIAL read sees every LWT that completed and finishes any in flight.
+            statement.set_consistency(Consistency::LocalSerial);
+        } else {
+            statement.set_execution_profile_handle(Some(self.reads.clone()));
+        }
+        let attempts = self.max_attempts;
+        let pager = self
+            .session
+            .execute_iter(statement, values)
+            .await
+            .map_err(|err| classify_pager(err, attempts))?;
+        let rows = pager
+            .rows_stream::<R>()
+            .map_err(|err| StorageError::Database(err.to_string()))?;
+        Ok(rows.map(move |row| row.map_err(|err| classify_row(err, attempts))))
+    }
+
+    /// All rows of an idempotent SELECT.
     pub(crate) async fn select<R>(
         &self,
         template: &'static str,
         values: impl SerializeRow,
     ) -> Result<Vec<R>, StorageError>
     where
-        R: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm>,
+        R: for<'f, 'm> DeserializeRow<'f, 'm> + 'static,
     {
-        self.select_limit(template, values, usize::MAX).await
+        self.rows(template, values, false)
+            .await?
+            .try_collect()
+            .await
     }
 
+    /// At most `limit` rows: pages past the limit are never fetched.
     pub(crate) async fn select_limit<R>(
         &self,
         template: &'static str,
@@ -520,54 +684,32 @@ impl ScyllaStore {
         limit: usize,
     ) -> Result<Vec<R>, StorageError>
     where
-        R: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm>,
+        R: for<'f, 'm> DeserializeRow<'f, 'm> + 'static,
     {
-        let prepared = self.prepared(template, true).await?;
-        let mut out = Vec::new();
-        let mut paging = PagingState::start();
-        loop {
-            let (result, next) = self
-                .session
-                .execute_single_page(&prepared, &values, paging)
-                .await
-                .map_err(|err| classify(err, self.max_attempts))?;
-            let rows = result
-                .into_rows_result()
-                .map_err(|err| StorageError::Database(err.to_string()))?;
-            for row in rows
-                .rows::<R>()
-                .map_err(|err| StorageError::Database(err.to_string()))?
-            {
-                if out.len() == limit {
-                    return Ok(out);
-                }
-                out.push(row.map_err(|err| StorageError::Database(err.to_string()))?);
-            }
-            match next {
-                PagingStateResponse::HasMorePages { state } => paging = state,
-                PagingStateResponse::NoMorePages => return Ok(out),
-            }
-        }
+        self.rows(template, values, false)
+            .await?
+            .take(limit)
+            .try_collect()
+            .await
+    }
+
+    /// The first row of a SERIAL read: what compare-and-set loops and LWT resolution read.
+    pub(crate) async fn serial_one<R>(
+        &self,
+        template: &'static str,
+        values: impl SerializeRow,
+    ) -> Result<Option<R>, StorageError>
+    where
+        R: for<'f, 'm> DeserializeRow<'f, 'm> + 'static,
+    {
+        let rows = self.rows(template, values, true).await?;
+        futures_util::pin_mut!(rows);
+        rows.next().await.transpose()
     }
 
     pub(crate) fn retention(&self) -> &Retention {
         &self.retention
     }
-}
-
-/// Splits a schema file into statements: `--` comments dropped, `;` separated.
-fn cql_statements(text: &str) -> Vec<String> {
-    let without_comments: String = text
-        .lines()
-        .map(|line| line.split("--").next().unwrap_or(""))
-        .collect::<Vec<_>>()
-        .join("\n");
-    without_comments
-        .split(';')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
 }
 
 #[cfg(test)]

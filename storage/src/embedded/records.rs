@@ -597,6 +597,39 @@ impl ClusterRepo for EmbeddedStore {
         .await
     }
 
+    async fn save_checkpoints(
+        &self,
+        checkpoints: &[SessionCheckpoint],
+    ) -> Result<Vec<u32>, StorageError> {
+        let checkpoints = checkpoints.to_vec();
+        // One commit for the whole batch: a node's checkpoints cost one fsync per heartbeat.
+        self.write(move |txn, _| {
+            let assignments = open(txn, ASSIGNMENTS)?;
+            let mut table = open(txn, CHECKPOINTS)?;
+            let mut stale = Vec::new();
+            for checkpoint in &checkpoints {
+                let assigned: Option<ShardAssignment> =
+                    read_json(&assignments, "shard_assignments", checkpoint.shard_id)?;
+                let stored: Option<SessionCheckpoint> =
+                    read_json(&table, "session_checkpoints", checkpoint.shard_id)?;
+                let newest = assigned
+                    .map(|a| a.epoch)
+                    .into_iter()
+                    .chain(stored.map(|c| c.epoch))
+                    .max();
+                if newest.is_some_and(|epoch| checkpoint.epoch < epoch) {
+                    stale.push(checkpoint.shard_id);
+                    continue;
+                }
+                table
+                    .insert(checkpoint.shard_id, to_json(checkpoint).as_slice())
+                    .map_err(e)?;
+            }
+            Ok(stale)
+        })
+        .await
+    }
+
     async fn checkpoint(&self, shard_id: u32) -> Result<Option<SessionCheckpoint>, StorageError> {
         self.read(move |txn, _| {
             read_json(

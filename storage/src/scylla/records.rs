@@ -1,13 +1,14 @@
 //! The repository traits on ScyllaDB.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::{StreamExt, TryStreamExt, stream};
-use scylla::value::Counter;
+use scylla::value::{Counter, CqlValue};
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::{ScyllaStore, db_id, rust_id, ttl};
+use super::{ScyllaStore, Writes, db_id, rust_id, ttl};
 use crate::row_ref::RowRef;
 use crate::{
     Account, AccountRepo, AuditEntry, AuditRepo, BillingRepo, CONFIG_HISTORY_LEN, ClusterRepo,
@@ -39,60 +40,139 @@ fn bucket(at: Timestamp) -> i32 {
     i32::try_from(at.as_millis() / AUDIT_BUCKET_MS).unwrap_or(i32::MAX)
 }
 
+/// The audit partitions a `[from, to)` listing reads: only those inside the retention window
+/// around `now` (entries are dated at most a retention ahead: their TTL could not be longer),
+/// so any `to`, even `u64::MAX`, reads a bounded number of partitions. Empty when `first >
+/// last`.
+pub(super) fn audit_buckets(
+    now: Timestamp,
+    retention: Duration,
+    from: Timestamp,
+    to: Timestamp,
+) -> (i32, i32) {
+    let from = from.max(now.saturating_sub(retention));
+    let to = to.min(now.saturating_add(retention));
+    if from >= to {
+        return (1, 0);
+    }
+    (bucket(from), bucket(Timestamp(to.0 - 1)))
+}
+
 pub(super) fn audit_users(entry: &AuditEntry) -> Vec<u64> {
     let mut users = vec![entry.actor_id];
     users.extend(entry.target_id.filter(|&t| t != entry.actor_id));
     users
 }
 
+/// Splits a batch of checkpoints into those to write and the shards whose checkpoint is
+/// older than the shard's assignment epoch (its writer no longer owns it).
+pub(crate) fn split_stale<'a>(
+    checkpoints: &'a [SessionCheckpoint],
+    current: &HashMap<u32, u64>,
+) -> (Vec<&'a SessionCheckpoint>, Vec<u32>) {
+    let mut fresh = Vec::with_capacity(checkpoints.len());
+    let mut stale = Vec::new();
+    for checkpoint in checkpoints {
+        match current.get(&checkpoint.shard_id) {
+            Some(&epoch) if checkpoint.epoch < epoch => stale.push(checkpoint.shard_id),
+            _ => fresh.push(checkpoint),
+        }
+    }
+    (fresh, stale)
+}
+
 impl ScyllaStore {
+    /// Writes a checkpoint under its epoch and drops those of older epochs: plain idempotent
+    /// writes, no LWT, so a node can send thousands per heartbeat.
+    async fn write_checkpoint(&self, checkpoint: &SessionCheckpoint) -> Result<(), StorageError> {
+        let shard = i32::try_from(checkpoint.shard_id)
+            .map_err(|_| StorageError::Invalid(format!("shard id {}", checkpoint.shard_id)))?;
+        self.execute(
+            "INSERT INTO {ks}.shard_checkpoints (shard_id, epoch, doc) VALUES (?, ?, ?)",
+            true,
+            (shard, db_id(checkpoint.epoch), doc(checkpoint)),
+        )
+        .await?;
+        self.execute(
+            "DELETE FROM {ks}.shard_checkpoints WHERE shard_id = ? AND epoch < ?",
+            true,
+            (shard, db_id(checkpoint.epoch)),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn assignment_serial(&self, shard: i32) -> Result<Option<AssignmentRow>, StorageError> {
+        self.serial_one(
+            "SELECT shard_id, node_id, epoch FROM {ks}.shard_assignments \
+             WHERE part = 0 AND shard_id = ?",
+            (shard,),
+        )
+        .await
+    }
+
+    /// Adds the index entry of `row` to a batch; it carries the row's TTL so both expire
+    /// together.
+    pub(super) fn push_ref(
+        &self,
+        writes: &mut Writes,
+        user: u64,
+        row: &RowRef,
+        ttl_secs: Option<i32>,
+    ) {
+        let key = vec![CqlValue::BigInt(db_id(user)), CqlValue::Text(ref_text(row))];
+        match ttl_secs {
+            Some(secs) => writes.push(
+                self,
+                "INSERT INTO {ks}.user_refs (user_id, ref) VALUES (?, ?) USING TTL ?",
+                [key, vec![CqlValue::Int(secs)]].concat(),
+            ),
+            None => writes.push(
+                self,
+                "INSERT INTO {ks}.user_refs (user_id, ref) VALUES (?, ?)",
+                key,
+            ),
+        }
+    }
+
+    pub(super) fn push_drop_ref(&self, writes: &mut Writes, user: u64, row: &RowRef) {
+        writes.push(
+            self,
+            "DELETE FROM {ks}.user_refs WHERE user_id = ? AND ref = ?",
+            vec![CqlValue::BigInt(db_id(user)), CqlValue::Text(ref_text(row))],
+        );
+    }
+
+    /// Adds an index entry on its own: for rows written by LWT, which cannot share a batch
+    /// with another partition, the entry is written first (a dangling entry is skipped by
+    /// export and removed by erasure; a missing one would hide a row from both).
     pub(super) async fn add_ref(
         &self,
         user: u64,
         row: &RowRef,
         ttl_secs: Option<i32>,
     ) -> Result<(), StorageError> {
-        match ttl_secs {
-            Some(secs) => {
-                self.execute(
-                    "INSERT INTO {ks}.user_refs (user_id, ref) VALUES (?, ?) USING TTL ?",
-                    true,
-                    (db_id(user), ref_text(row), secs),
-                )
-                .await?
-            }
-            None => {
-                self.execute(
-                    "INSERT INTO {ks}.user_refs (user_id, ref) VALUES (?, ?)",
-                    true,
-                    (db_id(user), ref_text(row)),
-                )
-                .await?
-            }
-        };
-        Ok(())
+        let mut writes = Writes::new();
+        self.push_ref(&mut writes, user, row, ttl_secs);
+        self.apply(writes).await
     }
 
     pub(super) async fn drop_ref(&self, user: u64, row: &RowRef) -> Result<(), StorageError> {
-        self.execute(
-            "DELETE FROM {ks}.user_refs WHERE user_id = ? AND ref = ?",
-            true,
-            (db_id(user), ref_text(row)),
-        )
-        .await?;
-        Ok(())
+        let mut writes = Writes::new();
+        self.push_drop_ref(&mut writes, user, row);
+        self.apply(writes).await
     }
 
     pub(super) async fn refs_of(&self, user: u64) -> Result<Vec<RowRef>, StorageError> {
-        let rows: Vec<(String,)> = self
-            .select(
-                "SELECT ref FROM {ks}.user_refs WHERE user_id = ?",
-                (db_id(user),),
-            )
-            .await?;
-        rows.iter()
-            .map(|(text,)| RowRef::parse_json(text))
-            .collect()
+        self.rows::<(String,), _>(
+            "SELECT ref FROM {ks}.user_refs WHERE user_id = ?",
+            (db_id(user),),
+            false,
+        )
+        .await?
+        .and_then(|(text,)| async move { RowRef::parse_json(&text) })
+        .try_collect()
+        .await
     }
 
     pub(super) async fn one_doc<T: DeserializeOwned>(
@@ -105,14 +185,29 @@ impl ScyllaStore {
         rows.first().map(|(text,)| parse(what, text)).transpose()
     }
 
+    /// Parses each row as it arrives, page by page.
+    pub(super) async fn docs_limit<T: DeserializeOwned>(
+        &self,
+        template: &'static str,
+        what: &str,
+        values: impl scylla::serialize::row::SerializeRow,
+        limit: usize,
+    ) -> Result<Vec<T>, StorageError> {
+        self.rows::<(String,), _>(template, values, false)
+            .await?
+            .take(limit)
+            .and_then(|(text,)| std::future::ready(parse(what, &text)))
+            .try_collect()
+            .await
+    }
+
     pub(super) async fn docs<T: DeserializeOwned>(
         &self,
         template: &'static str,
         what: &str,
         values: impl scylla::serialize::row::SerializeRow,
     ) -> Result<Vec<T>, StorageError> {
-        let rows: Vec<(String,)> = self.select(template, values).await?;
-        rows.iter().map(|(text,)| parse(what, text)).collect()
+        self.docs_limit(template, what, values, usize::MAX).await
     }
 
     pub(super) async fn get_ticket(
@@ -146,55 +241,52 @@ impl ScyllaStore {
             guild: workflow.guild_id,
             workflow: workflow.workflow_id,
         };
+        let mut writes = Writes::new();
         if let Some(old) = self
             .get_workflow(workflow.guild_id, workflow.workflow_id)
             .await?
             && let Some(author) = old.created_by
             && old.created_by != workflow.created_by
         {
-            self.drop_ref(author, &row).await?;
+            self.push_drop_ref(&mut writes, author, &row);
         }
-        self.execute(
+        writes.push(
+            self,
             "INSERT INTO {ks}.workflows (guild_id, workflow_id, doc) VALUES (?, ?, ?)",
-            true,
-            (
-                db_id(workflow.guild_id),
-                db_id(workflow.workflow_id),
-                doc(workflow),
-            ),
-        )
-        .await?;
+            vec![
+                CqlValue::BigInt(db_id(workflow.guild_id)),
+                CqlValue::BigInt(db_id(workflow.workflow_id)),
+                CqlValue::Text(doc(workflow)),
+            ],
+        );
         if let Some(author) = workflow.created_by {
-            self.add_ref(author, &row, None).await?;
+            self.push_ref(&mut writes, author, &row, None);
         }
-        Ok(())
+        self.apply(writes).await
     }
 
+    /// The lease as the last completed LWT left it (a SERIAL read).
     async fn read_lease(&self, name: &str) -> Result<Option<Lease>, StorageError> {
-        let rows: Vec<(i64, i64, i64)> = self
-            .select_limit(
+        let row: Option<LeaseRow> = self
+            .serial_one(
                 "SELECT holder, epoch, expires_at FROM {ks}.leases WHERE name = ?",
                 (name,),
-                1,
             )
             .await?;
-        Ok(rows.first().map(|&(holder, epoch, expires_at)| Lease {
-            name: name.to_owned(),
-            holder: rust_id(holder),
-            epoch: rust_id(epoch),
-            expires_at: Timestamp(rust_id(expires_at)),
-        }))
+        Ok(row.map(|row| row.lease(name)))
     }
 
-    /// Replaces the lease `current` with `next` if nobody changed it in between.
+    /// Replaces the lease `current` with `next` if nobody changed it in between. On a lost
+    /// race, returns the lease that won when the database sent it back.
     async fn swap_lease(
         &self,
         current: Option<&Lease>,
         next: &Lease,
-    ) -> Result<bool, StorageError> {
+    ) -> Result<(bool, Option<Lease>), StorageError> {
+        let resolve = || async { Ok(self.read_lease(&next.name).await?.as_ref() == Some(next)) };
         let outcome = match current {
             None => {
-                self.lwt(
+                self.lwt_resolved(
                     "INSERT INTO {ks}.leases (name, holder, epoch, expires_at) \
                      VALUES (?, ?, ?, ?) IF NOT EXISTS",
                     (
@@ -203,11 +295,12 @@ impl ScyllaStore {
                         db_id(next.epoch),
                         db_id(next.expires_at.0),
                     ),
+                    resolve,
                 )
                 .await?
             }
             Some(current) => {
-                self.lwt(
+                self.lwt_resolved(
                     "UPDATE {ks}.leases SET holder = ?, epoch = ?, expires_at = ? WHERE name = ? \
                      IF holder = ? AND epoch = ? AND expires_at = ?",
                     (
@@ -219,37 +312,144 @@ impl ScyllaStore {
                         db_id(current.epoch),
                         db_id(current.expires_at.0),
                     ),
+                    resolve,
                 )
                 .await?
             }
         };
-        Ok(outcome.applied)
+        let returned = match (
+            outcome.bigint("holder"),
+            outcome.bigint("epoch"),
+            outcome.bigint("expires_at"),
+        ) {
+            (Some(holder), Some(epoch), Some(expires_at)) => Some(
+                LeaseRow {
+                    holder,
+                    epoch,
+                    expires_at,
+                }
+                .lease(&next.name),
+            ),
+            _ => None,
+        };
+        Ok((outcome.applied, returned))
     }
 
+    /// Compare-and-set on a lease: reads at SERIAL, then after each lost race decides again
+    /// on the row the LWT returned (ScyllaDB returns it; otherwise another SERIAL read).
     async fn cas_lease(
         &self,
         name: &str,
         decide: impl Fn(Option<&Lease>) -> Result<Option<Lease>, StorageError>,
     ) -> Result<Option<Lease>, StorageError> {
+        let mut current = self.read_lease(name).await?;
         for _ in 0..CAS_TRIES {
-            let current = self.read_lease(name).await?;
             let Some(next) = decide(current.as_ref())? else {
                 return Ok(None);
             };
-            if self.swap_lease(current.as_ref(), &next).await? {
+            let (applied, returned) = self.swap_lease(current.as_ref(), &next).await?;
+            if applied {
                 return Ok(Some(next));
             }
+            current = match returned {
+                Some(lease) => Some(lease),
+                None => self.read_lease(name).await?,
+            };
         }
         Err(StorageError::Database(format!(
             "lease {name}: too much contention"
         )))
     }
+
+    /// A SERIAL read of a guild's config version and document.
+    async fn config_serial(&self, guild_id: u64) -> Result<Option<ConfigRow>, StorageError> {
+        self.serial_one(
+            "SELECT version, doc FROM {ks}.guild_config WHERE guild_id = ?",
+            (db_id(guild_id),),
+        )
+        .await
+    }
+
+    /// The promo partition's static row and whether `user_id` has redeemed, at SERIAL.
+    async fn promo_state(
+        &self,
+        code: &str,
+        user_id: u64,
+    ) -> Result<Option<(PromoCode, u32, bool)>, StorageError> {
+        let Some(row): Option<PromoRow> = self
+            .serial_one(
+                "SELECT promo, redeemed FROM {ks}.promos WHERE code = ? LIMIT 1",
+                (code,),
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let Some(text) = row.promo else {
+            return Ok(None);
+        };
+        let claimed: Option<(i64,)> = self
+            .serial_one(
+                "SELECT user_id FROM {ks}.promos WHERE code = ? AND user_id = ?",
+                (code, db_id(user_id)),
+            )
+            .await?;
+        Ok(Some((
+            parse("promos", &text)?,
+            u32::try_from(row.redeemed.unwrap_or(0)).unwrap_or(0),
+            claimed.is_some(),
+        )))
+    }
+}
+
+#[derive(scylla::DeserializeRow)]
+struct LeaseRow {
+    holder: i64,
+    epoch: i64,
+    expires_at: i64,
+}
+
+impl LeaseRow {
+    fn lease(self, name: &str) -> Lease {
+        Lease {
+            name: name.to_owned(),
+            holder: rust_id(self.holder),
+            epoch: rust_id(self.epoch),
+            expires_at: Timestamp(rust_id(self.expires_at)),
+        }
+    }
+}
+
+#[derive(scylla::DeserializeRow)]
+struct ConfigRow {
+    version: i64,
+    doc: String,
+}
+
+#[derive(scylla::DeserializeRow)]
+struct PromoRow {
+    promo: Option<String>,
+    redeemed: Option<i32>,
+}
+
+#[derive(scylla::DeserializeRow)]
+struct AssignmentRow {
+    shard_id: i32,
+    node_id: i64,
+    epoch: i64,
+}
+
+#[derive(scylla::DeserializeRow)]
+struct UsageRow {
+    day: i32,
+    command: String,
+    count: Counter,
 }
 
 #[async_trait]
 impl GuildConfigRepo for ScyllaStore {
     async fn load(&self, guild_id: u64) -> Result<Option<VersionedConfig>, StorageError> {
-        let rows: Vec<(i64, String)> = self
+        let rows: Vec<ConfigRow> = self
             .select_limit(
                 "SELECT version, doc FROM {ks}.guild_config WHERE guild_id = ?",
                 (db_id(guild_id),),
@@ -257,10 +457,10 @@ impl GuildConfigRepo for ScyllaStore {
             )
             .await?;
         rows.first()
-            .map(|(version, text)| {
+            .map(|row| {
                 Ok(VersionedConfig {
-                    version: rust_id(*version),
-                    config: parse("guild_config", text)?,
+                    version: rust_id(row.version),
+                    config: parse("guild_config", &row.doc)?,
                 })
             })
             .transpose()
@@ -274,15 +474,23 @@ impl GuildConfigRepo for ScyllaStore {
     ) -> Result<u64, StorageError> {
         let version = expected + 1;
         let text = doc(config);
+        // Our write is in place if the row holds our version with our document.
+        let resolve = || async {
+            Ok(self
+                .config_serial(guild_id)
+                .await?
+                .is_some_and(|row| rust_id(row.version) == version && row.doc == text))
+        };
         let outcome = if expected == 0 {
-            self.lwt(
+            self.lwt_resolved(
                 "INSERT INTO {ks}.guild_config (guild_id, version, doc) VALUES (?, ?, ?) \
                  IF NOT EXISTS",
                 (db_id(guild_id), db_id(version), text.as_str()),
+                resolve,
             )
             .await?
         } else {
-            self.lwt(
+            self.lwt_resolved(
                 "UPDATE {ks}.guild_config SET version = ?, doc = ? WHERE guild_id = ? \
                  IF version = ?",
                 (
@@ -291,13 +499,17 @@ impl GuildConfigRepo for ScyllaStore {
                     db_id(guild_id),
                     db_id(expected),
                 ),
+                resolve,
             )
             .await?
         };
         if !outcome.applied {
             let current = match outcome.bigint("version") {
                 Some(v) => rust_id(v),
-                None => self.load(guild_id).await?.map_or(0, |c| c.version),
+                None => self
+                    .config_serial(guild_id)
+                    .await?
+                    .map_or(0, |row| rust_id(row.version)),
             };
             return Err(StorageError::Conflict { expected, current });
         }
@@ -325,7 +537,7 @@ impl GuildConfigRepo for ScyllaStore {
         let Some(current) = self.load(guild_id).await? else {
             return Ok(Vec::new());
         };
-        let rows: Vec<(i64, String)> = self
+        let rows: Vec<ConfigRow> = self
             .select_limit(
                 "SELECT version, doc FROM {ks}.guild_config_history WHERE guild_id = ? \
                  AND version < ?",
@@ -334,10 +546,10 @@ impl GuildConfigRepo for ScyllaStore {
             )
             .await?;
         let mut out = vec![current];
-        for (version, text) in &rows {
+        for row in &rows {
             out.push(VersionedConfig {
-                version: rust_id(*version),
-                config: parse("guild_config_history", text)?,
+                version: rust_id(row.version),
+                config: parse("guild_config_history", &row.doc)?,
             });
         }
         Ok(out)
@@ -353,29 +565,29 @@ impl AuditRepo for ScyllaStore {
                 let Some(secs) = ttl(entry.at.saturating_add(retention.audit)) else {
                     return Ok(());
                 };
-                self.execute(
+                let mut writes = Writes::new();
+                writes.push(
+                    self,
                     "INSERT INTO {ks}.audit_log (guild_id, bucket, at, id, doc) \
                      VALUES (?, ?, ?, ?, ?) USING TTL ?",
-                    true,
-                    (
-                        db_id(entry.guild_id),
-                        bucket(entry.at),
-                        db_id(entry.at.0),
-                        db_id(entry.id),
-                        doc(&entry),
-                        secs,
-                    ),
-                )
-                .await?;
+                    vec![
+                        CqlValue::BigInt(db_id(entry.guild_id)),
+                        CqlValue::Int(bucket(entry.at)),
+                        CqlValue::BigInt(db_id(entry.at.0)),
+                        CqlValue::BigInt(db_id(entry.id)),
+                        CqlValue::Text(doc(&entry)),
+                        CqlValue::Int(secs),
+                    ],
+                );
                 let row = RowRef::Audit {
                     guild: entry.guild_id,
                     at: entry.at.0,
                     id: entry.id,
                 };
                 for user in audit_users(&entry) {
-                    self.add_ref(user, &row, Some(secs)).await?;
+                    self.push_ref(&mut writes, user, &row, Some(secs));
                 }
-                Ok::<_, StorageError>(())
+                self.apply(writes).await
             })
             .buffer_unordered(IN_FLIGHT)
             .try_collect::<()>()
@@ -390,29 +602,22 @@ impl AuditRepo for ScyllaStore {
         limit: usize,
     ) -> Result<Vec<AuditEntry>, StorageError> {
         let mut out = Vec::new();
-        if from >= to {
-            return Ok(out);
-        }
-        // Buckets before the retention window hold nothing (TTL); skip them.
-        let oldest = Timestamp::now().saturating_sub(self.retention().audit);
-        let first = bucket(from.max(oldest));
-        let last = bucket(Timestamp(to.0 - 1));
+        let (first, last) = audit_buckets(Timestamp::now(), self.retention().audit, from, to);
         for b in first..=last {
             let left = limit - out.len();
             if left == 0 {
                 break;
             }
-            let rows: Vec<(String,)> = self
-                .select_limit(
+            out.extend(
+                self.docs_limit::<AuditEntry>(
                     "SELECT doc FROM {ks}.audit_log WHERE guild_id = ? AND bucket = ? \
                      AND at >= ? AND at < ?",
+                    "audit_log",
                     (db_id(guild_id), b, db_id(from.0), db_id(to.0)),
                     left,
                 )
-                .await?;
-            for (text,) in &rows {
-                out.push(parse("audit_log", text)?);
-            }
+                .await?,
+            );
         }
         Ok(out)
     }
@@ -450,7 +655,7 @@ impl UsageRepo for ScyllaStore {
         to_day: u32,
     ) -> Result<Vec<UsageCount>, StorageError> {
         let day = |d: u32| i32::try_from(d).unwrap_or(i32::MAX);
-        let rows: Vec<(i32, String, Counter)> = self
+        let rows: Vec<UsageRow> = self
             .select(
                 "SELECT day, command, count FROM {ks}.command_usage \
                  WHERE guild_id = ? AND day >= ? AND day <= ?",
@@ -459,11 +664,11 @@ impl UsageRepo for ScyllaStore {
             .await?;
         Ok(rows
             .into_iter()
-            .map(|(day, command, Counter(count))| UsageCount {
+            .map(|row| UsageCount {
                 guild_id,
-                day: u32::try_from(day).unwrap_or(0),
-                command,
-                count: u64::try_from(count).unwrap_or(0),
+                day: u32::try_from(row.day).unwrap_or(0),
+                command: row.command,
+                count: u64::try_from(row.count.0).unwrap_or(0),
             })
             .collect())
     }
@@ -539,28 +744,29 @@ impl TicketRepo for ScyllaStore {
             guild: ticket.guild_id,
             ticket: ticket.ticket_id,
         };
-        if let Some(old) = self.get_ticket(ticket.guild_id, ticket.ticket_id).await?
-            && old.opener_id != ticket.opener_id
-        {
-            self.drop_ref(old.opener_id, &row).await?;
-        }
         let Some(secs) = ttl(ticket.opened_at.saturating_add(self.retention().tickets)) else {
             return Ok(());
         };
-        self.execute(
+        let mut writes = Writes::new();
+        if let Some(old) = self.get_ticket(ticket.guild_id, ticket.ticket_id).await?
+            && old.opener_id != ticket.opener_id
+        {
+            self.push_drop_ref(&mut writes, old.opener_id, &row);
+        }
+        writes.push(
+            self,
             "INSERT INTO {ks}.tickets (guild_id, ticket_id, opened_at, doc) VALUES (?, ?, ?, ?) \
              USING TTL ?",
-            true,
-            (
-                db_id(ticket.guild_id),
-                db_id(ticket.ticket_id),
-                db_id(ticket.opened_at.0),
-                doc(ticket),
-                secs,
-            ),
-        )
-        .await?;
-        self.add_ref(ticket.opener_id, &row, Some(secs)).await
+            vec![
+                CqlValue::BigInt(db_id(ticket.guild_id)),
+                CqlValue::BigInt(db_id(ticket.ticket_id)),
+                CqlValue::BigInt(db_id(ticket.opened_at.0)),
+                CqlValue::Text(doc(ticket)),
+                CqlValue::Int(secs),
+            ],
+        );
+        self.push_ref(&mut writes, ticket.opener_id, &row, Some(secs));
+        self.apply(writes).await
     }
 
     async fn ticket(&self, guild_id: u64, ticket_id: u64) -> Result<Option<Ticket>, StorageError> {
@@ -587,25 +793,26 @@ impl TicketRepo for ScyllaStore {
             let Some(secs) = ttl(ticket.opened_at.saturating_add(self.retention().tickets)) else {
                 continue;
             };
-            self.execute(
+            let mut writes = Writes::new();
+            writes.push(
+                self,
                 "INSERT INTO {ks}.transcripts (guild_id, ticket_id, message_id, doc) \
                  VALUES (?, ?, ?, ?) USING TTL ?",
-                true,
-                (
-                    db_id(message.guild_id),
-                    db_id(message.ticket_id),
-                    db_id(message.message_id),
-                    doc(message),
-                    secs,
-                ),
-            )
-            .await?;
+                vec![
+                    CqlValue::BigInt(db_id(message.guild_id)),
+                    CqlValue::BigInt(db_id(message.ticket_id)),
+                    CqlValue::BigInt(db_id(message.message_id)),
+                    CqlValue::Text(doc(message)),
+                    CqlValue::Int(secs),
+                ],
+            );
             let row = RowRef::Transcript {
                 guild: message.guild_id,
                 ticket: message.ticket_id,
                 message: message.message_id,
             };
-            self.add_ref(message.author_id, &row, Some(secs)).await?;
+            self.push_ref(&mut writes, message.author_id, &row, Some(secs));
+            self.apply(writes).await?;
         }
         Ok(())
     }
@@ -674,37 +881,37 @@ impl BillingRepo for ScyllaStore {
         let row = RowRef::Subscription {
             id: subscription.subscription_id,
         };
+        let id = CqlValue::BigInt(db_id(subscription.subscription_id));
+        let mut writes = Writes::new();
         if let Some(old) = self.subscription(subscription.subscription_id).await? {
             if old.user_id != subscription.user_id {
-                self.drop_ref(old.user_id, &row).await?;
+                self.push_drop_ref(&mut writes, old.user_id, &row);
             }
             if let Some(guild) = old.guild_id
                 && old.guild_id != subscription.guild_id
             {
-                self.execute(
+                writes.push(
+                    self,
                     "DELETE FROM {ks}.subscriptions_by_guild \
                      WHERE guild_id = ? AND subscription_id = ?",
-                    true,
-                    (db_id(guild), db_id(subscription.subscription_id)),
-                )
-                .await?;
+                    vec![CqlValue::BigInt(db_id(guild)), id.clone()],
+                );
             }
         }
-        self.execute(
+        writes.push(
+            self,
             "INSERT INTO {ks}.subscriptions (subscription_id, doc) VALUES (?, ?)",
-            true,
-            (db_id(subscription.subscription_id), doc(subscription)),
-        )
-        .await?;
+            vec![id.clone(), CqlValue::Text(doc(subscription))],
+        );
         if let Some(guild) = subscription.guild_id {
-            self.execute(
+            writes.push(
+                self,
                 "INSERT INTO {ks}.subscriptions_by_guild (guild_id, subscription_id) VALUES (?, ?)",
-                true,
-                (db_id(guild), db_id(subscription.subscription_id)),
-            )
-            .await?;
+                vec![CqlValue::BigInt(db_id(guild)), id],
+            );
         }
-        self.add_ref(subscription.user_id, &row, None).await
+        self.push_ref(&mut writes, subscription.user_id, &row, None);
+        self.apply(writes).await
     }
 
     async fn subscription(
@@ -734,10 +941,17 @@ impl BillingRepo for ScyllaStore {
         if promo.code.is_empty() {
             return Err(StorageError::Invalid("empty promo code".into()));
         }
+        let text = doc(promo);
         let outcome = self
-            .lwt(
-                "INSERT INTO {ks}.promo_codes (code, doc, redeemed) VALUES (?, ?, 0) IF NOT EXISTS",
-                (promo.code.as_str(), doc(promo)),
+            .lwt_resolved(
+                "INSERT INTO {ks}.promos (code, promo, redeemed) VALUES (?, ?, 0) IF NOT EXISTS",
+                (promo.code.as_str(), text.as_str()),
+                || async {
+                    Ok(self
+                        .promo_state(&promo.code, 0)
+                        .await?
+                        .is_some_and(|(stored, _, _)| &stored == promo))
+                },
             )
             .await?;
         if !outcome.applied {
@@ -750,23 +964,30 @@ impl BillingRepo for ScyllaStore {
     }
 
     async fn promo(&self, code: &str) -> Result<Option<(PromoCode, u32)>, StorageError> {
-        let rows: Vec<(String, i32)> = self
+        let rows: Vec<PromoRow> = self
             .select_limit(
-                "SELECT doc, redeemed FROM {ks}.promo_codes WHERE code = ?",
+                "SELECT promo, redeemed FROM {ks}.promos WHERE code = ? LIMIT 1",
                 (code,),
                 1,
             )
             .await?;
-        rows.first()
-            .map(|(text, redeemed)| {
-                Ok((
-                    parse("promo_codes", text)?,
-                    u32::try_from(*redeemed).unwrap_or(0),
-                ))
-            })
-            .transpose()
+        let Some(PromoRow {
+            promo: Some(text),
+            redeemed,
+        }) = rows.into_iter().next()
+        else {
+            return Ok(None);
+        };
+        Ok(Some((
+            parse("promos", &text)?,
+            u32::try_from(redeemed.unwrap_or(0)).unwrap_or(0),
+        )))
     }
 
+    /// One conditional batch on the code's partition decides: it moves the count from `n` to
+    /// `n + 1` and records the user's redemption, both or neither. A lost race means another
+    /// redemption was counted, so the loop ends within `max_redemptions + 1` rounds; an outcome
+    /// lost to a timeout is read back at SERIAL (the user's row is there or not).
     async fn redeem_promo(
         &self,
         code: &str,
@@ -777,76 +998,77 @@ impl BillingRepo for ScyllaStore {
             code: code.to_owned(),
             reason,
         };
-        let Some((promo, _)) = self.promo(code).await? else {
-            return Err(reject("unknown code"));
-        };
-        if promo.expires_at <= at {
-            return Err(reject("expired"));
-        }
         let redemption = Redemption {
             code: code.to_owned(),
             user_id,
             at,
         };
-        let claimed = self
-            .lwt(
-                "INSERT INTO {ks}.promo_redemptions (code, user_id, doc) VALUES (?, ?, ?) \
-                 IF NOT EXISTS",
-                (code, db_id(user_id), doc(&redemption)),
-            )
-            .await?;
-        if !claimed.applied {
-            return Err(reject("already redeemed by this user"));
-        }
-        for _ in 0..CAS_TRIES {
-            let Some((promo, redeemed)) = self.promo(code).await? else {
-                return Err(reject("unknown code"));
+        let row = RowRef::Redemption {
+            code: code.to_owned(),
+            user: user_id,
+        };
+        let mut indexed = false;
+        let mut rounds = 0_u64;
+        let outcome = loop {
+            let Some((promo, redeemed, claimed)) = self.promo_state(code, user_id).await? else {
+                break Err(reject("unknown code"));
             };
+            if claimed {
+                break Err(reject("already redeemed by this user"));
+            }
+            if promo.expires_at <= at {
+                break Err(reject("expired"));
+            }
             if redeemed >= promo.max_redemptions {
-                self.lwt(
-                    "DELETE FROM {ks}.promo_redemptions WHERE code = ? AND user_id = ? IF EXISTS",
-                    (code, db_id(user_id)),
-                )
-                .await?;
-                return Err(reject("exhausted"));
+                break Err(reject("exhausted"));
+            }
+            rounds += 1;
+            if rounds > u64::from(promo.max_redemptions) + 2 {
+                break Err(StorageError::Database(format!(
+                    "promo {code}: the count moved without redemptions being recorded"
+                )));
+            }
+            if !indexed {
+                self.add_ref(user_id, &row, None).await?;
+                indexed = true;
             }
             let next = redeemed + 1;
-            let counted = self
-                .lwt(
-                    "UPDATE {ks}.promo_codes SET redeemed = ? WHERE code = ? IF redeemed = ?",
+            let as_int = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
+            let decided = self
+                .lwt_batch(
+                    &[
+                        "UPDATE {ks}.promos SET redeemed = ? WHERE code = ? IF redeemed = ?",
+                        "INSERT INTO {ks}.promos (code, user_id, doc) VALUES (?, ?, ?) \
+                         IF NOT EXISTS",
+                    ],
                     (
-                        i32::try_from(next).unwrap_or(i32::MAX),
-                        code,
-                        i32::try_from(redeemed).unwrap_or(i32::MAX),
+                        (as_int(next), code, as_int(redeemed)),
+                        (code, db_id(user_id), doc(&redemption)),
                     ),
+                    || async {
+                        Ok(self
+                            .promo_state(code, user_id)
+                            .await?
+                            .is_some_and(|(_, _, claimed)| claimed))
+                    },
                 )
                 .await?;
-            if counted.applied {
-                let row = RowRef::Redemption {
-                    code: code.to_owned(),
-                    user: user_id,
-                };
-                self.add_ref(user_id, &row, None).await?;
-                return Ok(next);
+            if decided.applied {
+                break Ok(next);
             }
+        };
+        if outcome.is_err() && indexed {
+            // The entry written ahead of a redemption that did not happen.
+            self.drop_ref(user_id, &row).await?;
         }
-        Err(StorageError::Database(format!(
-            "promo {code}: too much contention"
-        )))
+        outcome
     }
 
     async fn redemptions_of_user(&self, user_id: u64) -> Result<Vec<Redemption>, StorageError> {
         let mut out = Vec::new();
         for row in self.refs_of(user_id).await? {
             if let RowRef::Redemption { code, user } = row {
-                out.extend(
-                    self.one_doc::<Redemption>(
-                        "SELECT doc FROM {ks}.promo_redemptions WHERE code = ? AND user_id = ?",
-                        "promo_redemptions",
-                        (code.as_str(), db_id(user)),
-                    )
-                    .await?,
-                );
+                out.extend(self.redemption(&code, user).await?);
             }
         }
         Ok(out)
@@ -889,18 +1111,26 @@ impl ClusterRepo for ScyllaStore {
         let shard = i32::try_from(shard_id)
             .map_err(|_| StorageError::Invalid(format!("shard id {shard_id}")))?;
         let epoch = expected_epoch + 1;
+        let resolve = || async {
+            Ok(self
+                .assignment_serial(shard)
+                .await?
+                .is_some_and(|row| rust_id(row.epoch) == epoch && rust_id(row.node_id) == node_id))
+        };
         let outcome = if expected_epoch == 0 {
-            self.lwt(
+            self.lwt_resolved(
                 "INSERT INTO {ks}.shard_assignments (part, shard_id, node_id, epoch) \
                  VALUES (0, ?, ?, ?) IF NOT EXISTS",
                 (shard, db_id(node_id), db_id(epoch)),
+                resolve,
             )
             .await?
         } else {
-            self.lwt(
+            self.lwt_resolved(
                 "UPDATE {ks}.shard_assignments SET node_id = ?, epoch = ? \
                  WHERE part = 0 AND shard_id = ? IF epoch = ?",
                 (db_id(node_id), db_id(epoch), shard, db_id(expected_epoch)),
+                resolve,
             )
             .await?
         };
@@ -908,11 +1138,9 @@ impl ClusterRepo for ScyllaStore {
             let current = match outcome.bigint("epoch") {
                 Some(epoch) => rust_id(epoch),
                 None => self
-                    .assignments()
+                    .assignment_serial(shard)
                     .await?
-                    .iter()
-                    .find(|a| a.shard_id == shard_id)
-                    .map_or(0, |a| a.epoch),
+                    .map_or(0, |row| rust_id(row.epoch)),
             };
             return Err(StorageError::Conflict {
                 expected: expected_epoch,
@@ -927,7 +1155,7 @@ impl ClusterRepo for ScyllaStore {
     }
 
     async fn assignments(&self) -> Result<Vec<ShardAssignment>, StorageError> {
-        let rows: Vec<(i32, i64, i64)> = self
+        let rows: Vec<AssignmentRow> = self
             .select(
                 "SELECT shard_id, node_id, epoch FROM {ks}.shard_assignments WHERE part = 0",
                 (),
@@ -935,63 +1163,53 @@ impl ClusterRepo for ScyllaStore {
             .await?;
         Ok(rows
             .into_iter()
-            .map(|(shard, node, epoch)| ShardAssignment {
-                shard_id: u32::try_from(shard).unwrap_or(0),
-                node_id: rust_id(node),
-                epoch: rust_id(epoch),
+            .map(|row| ShardAssignment {
+                shard_id: u32::try_from(row.shard_id).unwrap_or(0),
+                node_id: rust_id(row.node_id),
+                epoch: rust_id(row.epoch),
             })
             .collect())
     }
 
     async fn save_checkpoint(&self, checkpoint: &SessionCheckpoint) -> Result<(), StorageError> {
-        let shard = i32::try_from(checkpoint.shard_id)
-            .map_err(|_| StorageError::Invalid(format!("shard id {}", checkpoint.shard_id)))?;
-        for _ in 0..CAS_TRIES {
-            let current = self.checkpoint(checkpoint.shard_id).await?;
-            let outcome = match &current {
-                Some(current) if current.epoch > checkpoint.epoch => {
-                    return Err(StorageError::Fenced {
-                        presented: checkpoint.epoch,
-                        current: current.epoch,
-                    });
-                }
-                Some(current) => {
-                    self.lwt(
-                        "UPDATE {ks}.session_checkpoints SET epoch = ?, doc = ? \
-                         WHERE shard_id = ? IF epoch = ?",
-                        (
-                            db_id(checkpoint.epoch),
-                            doc(checkpoint),
-                            shard,
-                            db_id(current.epoch),
-                        ),
-                    )
-                    .await?
-                }
-                None => {
-                    self.lwt(
-                        "INSERT INTO {ks}.session_checkpoints (shard_id, epoch, doc) \
-                         VALUES (?, ?, ?) IF NOT EXISTS",
-                        (shard, db_id(checkpoint.epoch), doc(checkpoint)),
-                    )
-                    .await?
-                }
-            };
-            if outcome.applied {
-                return Ok(());
-            }
+        if let Some(current) = self.checkpoint(checkpoint.shard_id).await?
+            && current.epoch > checkpoint.epoch
+        {
+            return Err(StorageError::Fenced {
+                presented: checkpoint.epoch,
+                current: current.epoch,
+            });
         }
-        Err(StorageError::Database(
-            "checkpoint: too much contention".into(),
-        ))
+        // A race with a newer owner is harmless: rows are keyed by epoch, and readers take
+        // the newest.
+        self.write_checkpoint(checkpoint).await
+    }
+
+    async fn save_checkpoints(
+        &self,
+        checkpoints: &[SessionCheckpoint],
+    ) -> Result<Vec<u32>, StorageError> {
+        let current: HashMap<u32, u64> = self
+            .assignments()
+            .await?
+            .into_iter()
+            .map(|a| (a.shard_id, a.epoch))
+            .collect();
+        let (fresh, stale) = split_stale(checkpoints, &current);
+        stream::iter(fresh.into_iter().cloned())
+            .map(|checkpoint| async move { self.write_checkpoint(&checkpoint).await })
+            .buffer_unordered(IN_FLIGHT)
+            .try_collect::<()>()
+            .await?;
+        Ok(stale)
     }
 
     async fn checkpoint(&self, shard_id: u32) -> Result<Option<SessionCheckpoint>, StorageError> {
         let shard = i32::try_from(shard_id)
             .map_err(|_| StorageError::Invalid(format!("shard id {shard_id}")))?;
         self.one_doc(
-            "SELECT doc FROM {ks}.session_checkpoints WHERE shard_id = ?",
-            "session_checkpoints",
+            "SELECT doc FROM {ks}.shard_checkpoints WHERE shard_id = ? LIMIT 1",
+            "shard_checkpoints",
             (shard,),
         )
         .await

@@ -23,12 +23,11 @@ const TABLES: &[&str] = &[
     "workflows",
     "subscriptions",
     "subscriptions_by_guild",
-    "promo_codes",
-    "promo_redemptions",
+    "promos",
     "user_refs",
     "nodes",
     "shard_assignments",
-    "session_checkpoints",
+    "shard_checkpoints",
     "leases",
     "guild_departures",
 ];
@@ -64,10 +63,14 @@ impl ScyllaStore {
         .await
     }
 
-    async fn redemption(&self, code: &str, user: u64) -> Result<Option<Redemption>, StorageError> {
+    pub(super) async fn redemption(
+        &self,
+        code: &str,
+        user: u64,
+    ) -> Result<Option<Redemption>, StorageError> {
         self.one_doc(
-            "SELECT doc FROM {ks}.promo_redemptions WHERE code = ? AND user_id = ?",
-            "promo_redemptions",
+            "SELECT doc FROM {ks}.promos WHERE code = ? AND user_id = ?",
+            "promos",
             (code, db_id(user)),
         )
         .await
@@ -167,10 +170,10 @@ impl ScyllaStore {
             RowRef::Redemption { code, user } => {
                 // The table is written with LWT, so it is deleted with LWT too.
                 let outcome = self
-                    .lwt(
-                        "DELETE FROM {ks}.promo_redemptions WHERE code = ? AND user_id = ? \
-                         IF EXISTS",
+                    .lwt_resolved(
+                        "DELETE FROM {ks}.promos WHERE code = ? AND user_id = ? IF EXISTS",
                         (code.as_str(), db_id(*user)),
+                        || async { Ok(self.redemption(code, *user).await?.is_none()) },
                     )
                     .await?;
                 self.drop_ref(*user, row).await?;
@@ -259,9 +262,18 @@ impl DataRights for ScyllaStore {
     async fn delete_guild(&self, guild_id: u64) -> Result<u64, StorageError> {
         let mut touched = 0;
         let config = self
-            .lwt(
+            .lwt_resolved(
                 "DELETE FROM {ks}.guild_config WHERE guild_id = ? IF EXISTS",
                 (db_id(guild_id),),
+                || async {
+                    let row: Option<(i64,)> = self
+                        .serial_one(
+                            "SELECT version FROM {ks}.guild_config WHERE guild_id = ?",
+                            (db_id(guild_id),),
+                        )
+                        .await?;
+                    Ok(row.is_none())
+                },
             )
             .await?;
         touched += u64::from(config.applied);
@@ -445,22 +457,15 @@ impl DataRights for ScyllaStore {
                     self.select("SELECT JSON * FROM {ks}.subscriptions_by_guild", ())
                         .await?
                 }
-                "promo_codes" => {
-                    self.select("SELECT JSON * FROM {ks}.promo_codes", ())
-                        .await?
-                }
-                "promo_redemptions" => {
-                    self.select("SELECT JSON * FROM {ks}.promo_redemptions", ())
-                        .await?
-                }
+                "promos" => self.select("SELECT JSON * FROM {ks}.promos", ()).await?,
                 "user_refs" => self.select("SELECT JSON * FROM {ks}.user_refs", ()).await?,
                 "nodes" => self.select("SELECT JSON * FROM {ks}.nodes", ()).await?,
                 "shard_assignments" => {
                     self.select("SELECT JSON * FROM {ks}.shard_assignments", ())
                         .await?
                 }
-                "session_checkpoints" => {
-                    self.select("SELECT JSON * FROM {ks}.session_checkpoints", ())
+                "shard_checkpoints" => {
+                    self.select("SELECT JSON * FROM {ks}.shard_checkpoints", ())
                         .await?
                 }
                 "leases" => self.select("SELECT JSON * FROM {ks}.leases", ()).await?,

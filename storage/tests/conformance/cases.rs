@@ -804,6 +804,266 @@ pub(crate) async fn a_departed_guild_is_erased_when_due_unless_the_bot_returns<S
     assert_eq!(store.load(OTHER_GUILD).await.unwrap().unwrap().version, 1);
 }
 
+/// More rows than one page (the Scylla backend reads 1,000 rows per page): a listing returns
+/// them all, in order, a limit stops inside a page, and the user's index pages too.
+pub(crate) async fn listings_span_several_pages<S: Store + Clone>(store: S) {
+    const ROWS: u64 = 2_500;
+    let base = Timestamp::now().saturating_sub(DAY);
+    let entries: Vec<AuditEntry> = (0..ROWS)
+        .map(|i| audit(GUILD, Timestamp(base.0 + i), i, USER, None))
+        .collect();
+    store.append_audit(&entries).await.unwrap();
+    let until = Timestamp::now().saturating_add(DAY);
+    let all = store.list_audit(GUILD, base, until, 10_000).await.unwrap();
+    assert_eq!(all.len() as u64, ROWS);
+    assert!(all.windows(2).all(|w| w[0].at < w[1].at), "ordered by time");
+    let some = store.list_audit(GUILD, base, until, 1_500).await.unwrap();
+    assert_eq!(
+        some.iter().map(|e| e.id).collect::<Vec<_>>(),
+        (0..1_500).collect::<Vec<_>>()
+    );
+    let export = store.export_user(USER).await.unwrap();
+    assert_eq!(export.audit.len() as u64, ROWS, "the user index pages too");
+    // An unbounded `to` is answered, and the same.
+    let unbounded = store
+        .list_audit(GUILD, Timestamp(0), Timestamp(u64::MAX), 10_000)
+        .await
+        .unwrap();
+    assert_eq!(unbounded.len() as u64, ROWS);
+}
+
+/// Retention with a real clock: an account whose two-year inactivity ends two seconds from
+/// now is gone within a deadline (ScyllaDB by TTL; the embedded store by its sweep, which the
+/// loop runs as `spawn_sweeper` would), while one with time left stays.
+pub(crate) async fn short_lived_rows_expire_in_real_time<S: Store + Clone>(store: S) {
+    let inactivity = protonn_storage::Retention::POLICY.inactive_accounts;
+    let now = Timestamp::now();
+    let lapsing = now
+        .saturating_sub(inactivity)
+        .saturating_add(Duration::from_secs(2));
+    store.touch_account(USER, lapsing).await.unwrap();
+    store.touch_account(OTHER_USER, now).await.unwrap();
+    assert!(
+        store.account(USER).await.unwrap().is_some(),
+        "not expired yet"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        store.sweep_expired(Timestamp::now()).await.unwrap();
+        if store.account(USER).await.unwrap().is_none() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the account outlived its retention by 28 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(store.account(OTHER_USER).await.unwrap().is_some());
+}
+
+/// A code of limit N redeemed by many users at once is redeemed exactly N times, each count
+/// given once, and every user either has a redemption or was refused: none counted without
+/// being recorded, none locked out without being counted.
+pub(crate) async fn a_promo_race_redeems_exactly_its_limit<S: Store + Clone>(store: S) {
+    const LIMIT: u32 = 5;
+    const RACERS: u64 = 24;
+    let now = Timestamp::now();
+    store
+        .create_promo(&PromoCode {
+            code: "RACE".into(),
+            percent_off: 50,
+            max_redemptions: LIMIT,
+            expires_at: now.saturating_add(DAY),
+        })
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..RACERS)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { (i, store.redeem_promo("RACE", 1_000 + i, now).await) })
+        })
+        .collect();
+    let mut counts = Vec::new();
+    let mut winners = BTreeSet::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            (i, Ok(count)) => {
+                counts.push(count);
+                winners.insert(1_000 + i);
+            }
+            (_, Err(StorageError::PromoRejected { reason, .. })) => {
+                assert_eq!(reason, "exhausted");
+            }
+            (_, Err(other)) => panic!("unexpected {other}"),
+        }
+    }
+    counts.sort_unstable();
+    assert_eq!(counts, (1..=LIMIT).collect::<Vec<_>>());
+    assert_eq!(store.promo("RACE").await.unwrap().unwrap().1, LIMIT);
+    for user in 1_000..1_000 + RACERS {
+        let redeemed = store.redemptions_of_user(user).await.unwrap();
+        assert_eq!(
+            redeemed.len(),
+            usize::from(winners.contains(&user)),
+            "user {user}"
+        );
+    }
+
+    // One user racing themself redeems once.
+    store
+        .create_promo(&PromoCode {
+            code: "SELF".into(),
+            percent_off: 5,
+            max_redemptions: 100,
+            expires_at: now.saturating_add(DAY),
+        })
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.redeem_promo("SELF", USER, now).await })
+        })
+        .collect();
+    let mut won = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(count) => {
+                assert_eq!(count, 1);
+                won += 1;
+            }
+            Err(StorageError::PromoRejected { reason, .. }) => {
+                assert_eq!(reason, "already redeemed by this user");
+            }
+            Err(other) => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(won, 1);
+    assert_eq!(store.promo("SELF").await.unwrap().unwrap().1, 1);
+}
+
+/// Each write that names a user is found through the user at once, and a rewrite that changes
+/// who it names moves the index entry with it (row and index written together).
+pub(crate) async fn personal_rows_are_indexed_with_their_writes<S: Store + Clone>(store: S) {
+    let now = Timestamp::now();
+    store
+        .put_ticket(&ticket(GUILD, 1, USER, now))
+        .await
+        .unwrap();
+    store
+        .append_transcript(&[message(GUILD, 1, 10, USER)])
+        .await
+        .unwrap();
+    store.put_workflow(&workflow(GUILD, 1, USER)).await.unwrap();
+    store
+        .put_subscription(&subscription(1, USER, GUILD))
+        .await
+        .unwrap();
+    store
+        .append_audit(&[audit(GUILD, now, 1, USER, Some(OTHER_USER))])
+        .await
+        .unwrap();
+    let export = store.export_user(USER).await.unwrap();
+    assert_eq!(
+        (
+            export.tickets.len(),
+            export.transcript_messages.len(),
+            export.workflows.len(),
+            export.subscriptions.len(),
+            export.audit.len()
+        ),
+        (1, 1, 1, 1, 1)
+    );
+    assert_eq!(store.export_user(OTHER_USER).await.unwrap().audit.len(), 1);
+
+    // The same rows rewritten naming OTHER_USER: the index follows.
+    store
+        .put_ticket(&ticket(GUILD, 1, OTHER_USER, now))
+        .await
+        .unwrap();
+    store
+        .put_workflow(&workflow(GUILD, 1, OTHER_USER))
+        .await
+        .unwrap();
+    store
+        .put_subscription(&subscription(1, OTHER_USER, GUILD))
+        .await
+        .unwrap();
+    let mine = store.export_user(USER).await.unwrap();
+    assert_eq!(
+        (
+            mine.tickets.len(),
+            mine.workflows.len(),
+            mine.subscriptions.len()
+        ),
+        (0, 0, 0)
+    );
+    let theirs = store.export_user(OTHER_USER).await.unwrap();
+    assert_eq!(
+        (
+            theirs.tickets.len(),
+            theirs.workflows.len(),
+            theirs.subscriptions.len()
+        ),
+        (1, 1, 1)
+    );
+    assert!(store.delete_user(OTHER_USER).await.unwrap() > 0);
+    assert_eq!(
+        rows_mentioning(&store, OTHER_USER).await,
+        Vec::<String>::new()
+    );
+}
+
+fn checkpoint(shard_id: u32, epoch: u64, sequence: u64) -> SessionCheckpoint {
+    SessionCheckpoint {
+        shard_id,
+        epoch,
+        session_id: format!("session-{shard_id}-{epoch}"),
+        sequence,
+        resume_url: "wss://gateway.example".into(),
+        at: Timestamp::now(),
+    }
+}
+
+/// A node's checkpoints written in one call: those of shards it no longer owns (an epoch
+/// older than the assignment) are skipped and reported, the rest stored.
+pub(crate) async fn checkpoints_are_saved_in_batches_and_stale_epochs_ignored<S: Store + Clone>(
+    store: S,
+) {
+    store.assign_shard(1, 7, 0).await.unwrap();
+    store.assign_shard(2, 7, 0).await.unwrap();
+    store.assign_shard(2, 8, 1).await.unwrap(); // shard 2 moved to node 8: epoch 2
+    let skipped = store
+        .save_checkpoints(&[
+            checkpoint(1, 1, 10),
+            checkpoint(2, 1, 20),
+            checkpoint(3, 1, 30),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(skipped, [2]);
+    assert_eq!(store.checkpoint(1).await.unwrap().unwrap().sequence, 10);
+    assert_eq!(store.checkpoint(2).await.unwrap(), None);
+    assert_eq!(store.checkpoint(3).await.unwrap().unwrap().sequence, 30);
+
+    let skipped = store
+        .save_checkpoints(&[checkpoint(1, 1, 11), checkpoint(2, 2, 21)])
+        .await
+        .unwrap();
+    assert!(skipped.is_empty(), "{skipped:?}");
+    assert_eq!(store.checkpoint(2).await.unwrap().unwrap().sequence, 21);
+    // The old owner's late batch changes nothing.
+    let skipped = store
+        .save_checkpoints(&[checkpoint(2, 1, 99)])
+        .await
+        .unwrap();
+    assert_eq!(skipped, [2]);
+    let stored = store.checkpoint(2).await.unwrap().unwrap();
+    assert_eq!((stored.epoch, stored.sequence), (2, 21));
+    assert!(store.save_checkpoints(&[]).await.unwrap().is_empty());
+}
+
 /// Calls `$run!` with every case name.
 macro_rules! conformance_cases {
     ($run:ident) => {
@@ -824,6 +1084,11 @@ macro_rules! conformance_cases {
             deleting_a_user_leaves_nothing,
             deleting_a_guild_leaves_nothing,
             a_departed_guild_is_erased_when_due_unless_the_bot_returns,
+            listings_span_several_pages,
+            short_lived_rows_expire_in_real_time,
+            a_promo_race_redeems_exactly_its_limit,
+            personal_rows_are_indexed_with_their_writes,
+            checkpoints_are_saved_in_batches_and_stale_epochs_ignored,
         );
     };
 }
