@@ -13,10 +13,15 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DS = {"type": "prometheus", "uid": "${datasource}"}
+# `cluster` (the label a multi-cluster Prometheus, Thanos or Mimir adds) and `job` (the scrape
+# job: the chart's ServiceMonitor names it after the Service). With All (`.*`) they also match
+# series without the label, so a single-cluster Prometheus needs nothing more.
+NS = 'cluster=~"$cluster", job=~"$job", namespace=~"$namespace"'
 # Node pods: what `namespace` and `node` select. Coordinator pods get their own filter.
-SEL = 'namespace=~"$namespace", pod=~"$node"'
+SEL = NS + ', pod=~"$node"'
 SHARD_SEL = SEL + ', shard=~"$shard"'
-NS = 'namespace=~"$namespace"'
+# Per-shard panels show the busiest shards only: a 2,500-shard bot would draw 2,500 lines.
+TOPK = 10
 
 
 def variables(*names):
@@ -27,14 +32,16 @@ def variables(*names):
         "query": "prometheus", "current": {}, "hide": 0,
     }]
     queries = {
-        "namespace": "label_values(protonn_shard_state_shards, namespace)",
-        "node": 'label_values(protonn_shard_state_shards{namespace=~"$namespace"}, pod)',
+        "cluster": "label_values(protonn_build_info, cluster)",
+        "job": 'label_values(protonn_build_info{cluster=~"$cluster"}, job)',
+        "namespace": 'label_values(protonn_build_info{cluster=~"$cluster", job=~"$job"}, namespace)',
+        "node": f"label_values(protonn_shard_state_shards{{{NS}}}, pod)",
         "shard": f"label_values(protonn_shard_dispatches_total{{{SEL}}}, shard)",
-        "coordinator": 'label_values(protonn_coordinator_leader{namespace=~"$namespace"}, pod)',
+        "coordinator": f"label_values(protonn_coordinator_leader{{{NS}}}, pod)",
     }
-    labels = {"namespace": "Namespace", "node": "Node", "shard": "Shard",
-              "coordinator": "Coordinator"}
-    for name in names:
+    labels = {"cluster": "Cluster", "job": "Job", "namespace": "Namespace", "node": "Node",
+              "shard": "Shard", "coordinator": "Coordinator"}
+    for name in ("cluster", "job") + names:
         out.append({
             "name": name, "label": labels[name], "type": "query", "datasource": DS,
             "query": {"query": queries[name], "refId": f"{name}-values"},
@@ -75,17 +82,24 @@ class Board:
             self.y += 8
 
     def panel(self, title, unit, targets, kind="timeseries", width=12, description="",
-              stack=False, decimals=None):
-        """`targets`: (expr, legend) pairs. `unit`: a Grafana unit id."""
+              stack=False, decimals=None, thresholds=None):
+        """`targets`: (expr, legend) pairs. `unit`: a Grafana unit id. `thresholds`: colour
+        steps `[(value, colour), ...]` from the lowest, the first value None (the base);
+        without them every value is green (Grafana's default turns everything above 80 red).
+        A time series draws its thresholds as dashed lines when there is more than the base."""
         if self.x + width > 24:
             self._newline()
-        defaults = {"unit": unit}
+        steps = thresholds or [(None, "green")]
+        defaults = {"unit": unit, "color": {"mode": "thresholds" if kind == "stat" else "palette-classic"},
+                    "thresholds": {"mode": "absolute",
+                                   "steps": [{"value": v, "color": c} for v, c in steps]}}
         if decimals is not None:
             defaults["decimals"] = decimals
         if kind == "timeseries":
             defaults["custom"] = {"drawStyle": "line", "fillOpacity": 10 if not stack else 40,
                                   "lineWidth": 1, "showPoints": "never",
-                                  "stacking": {"mode": "normal" if stack else "none"}}
+                                  "stacking": {"mode": "normal" if stack else "none"},
+                                  "thresholdsStyle": {"mode": "dashed" if len(steps) > 1 else "off"}}
             options = {"legend": {"displayMode": "table", "placement": "bottom",
                                   "calcs": ["lastNotNull", "max"]},
                        "tooltip": {"mode": "multi", "sort": "desc"}}
@@ -127,6 +141,10 @@ def rate(metric, sel=SEL, by=None, window="$__rate_interval"):
     return f"sum by ({by}) ({inner})" if by else f"sum({inner})"
 
 
+def topk(expr):
+    return f"topk({TOPK}, {expr})"
+
+
 def quantile(q, metric, sel=SEL, by="le"):
     return (f"histogram_quantile({q}, sum by ({by}) "
             f"(rate({metric}_bucket{{{sel}}}[$__rate_interval])))")
@@ -138,15 +156,20 @@ def overview():
               variables("namespace", "node", "shard"))
     b.panel("Shards ready", "short", [
         (f'sum(protonn_shard_state_shards{{{SEL}, state="ready"}})', "ready")],
-        kind="stat", width=6)
+        kind="stat", width=6, thresholds=[(None, "blue")])
     b.panel("Shards not ready", "short", [
         (f'sum(protonn_shard_state_shards{{{SEL}, state!="ready"}})', "not ready")],
-        kind="stat", width=6)
+        kind="stat", width=6, thresholds=[(None, "green"), (1, "orange")],
+        description="Orange while any shard is not ready: normal during a cold start, an "
+                    "outage when it lasts (ProtonnShardDown).")
     b.panel("Guild actors", "short", [
-        (f"sum(protonn_actors_guilds_active{{{SEL}}})", "actors")], kind="stat", width=6)
+        (f"sum(protonn_actors_guilds_active{{{SEL}}})", "actors")], kind="stat", width=6,
+        thresholds=[(None, "blue")])
     b.panel("Identify budget left", "short", [
-        (f"min(protonn_shard_identify_budget_remaining{{{SEL}}})", "session starts")],
-        kind="stat", width=6)
+        (f"min(protonn_shard_identify_budget_remaining{{{NS}}})", "session starts")],
+        kind="stat", width=6, thresholds=[(None, "red"), (100, "orange"), (1000, "green")],
+        description="Red near the reserve (restarts stall); below the bot's shard count "
+                    "ProtonnIdentifyBudgetLow fires: a full restart would not fit.")
     b.panel("Gateway events/s", "ops", [
         (rate("protonn_shard_dispatches_total", SHARD_SEL, "pod"), "{{pod}}")])
     b.panel("Commands/s by outcome", "ops", [
@@ -162,7 +185,29 @@ def overview():
         (rate("protonn_shard_identifies_total", SHARD_SEL), "identifies")])
     b.panel("Guild actor failures/s", "ops", [
         (rate("protonn_actors_guild_failures_total", SEL, "pod"), "{{pod}}")])
+    processes(b)
     return b
+
+
+def processes(b):
+    """CPU, memory and restarts of every Pro-tonn pod (nodes and coordinators)."""
+    b.row_start("Processes")
+    b.panel("CPU by pod", "percentunit", [
+        (f"sum by (pod) (rate(process_cpu_seconds_total{{{NS}}}[$__rate_interval]))", "{{pod}}")],
+        width=8, description="Cores in use (1 = one full core), from /proc.")
+    b.panel("Resident memory by pod", "bytes", [
+        (f"max by (pod) (process_resident_memory_bytes{{{NS}}})", "{{pod}}")], width=8)
+    b.panel("Restarts by pod (1h)", "short", [
+        (f"sum by (pod) (changes(process_start_time_seconds{{{NS}}}[1h]))", "{{pod}}")],
+        width=8, thresholds=[(None, "green"), (1, "orange"), (3, "red")],
+        description="Process restarts seen in the last hour (its start time changed). "
+                    "A node restart costs an IDENTIFY per shard unless it drained first.")
+    b.panel("Open file descriptors by pod", "short", [
+        (f"max by (pod) (process_open_fds{{{NS}}})", "{{pod}}"),
+        (f"min(process_max_fds{{{NS}}})", "limit")], width=8)
+    b.panel("Versions running", "short", [
+        (f"count by (version, commit) (protonn_build_info{{{NS}}})", "{{version}} {{commit}}")],
+        width=8, description="More than one line during a rollout.")
 
 
 def shards():
@@ -172,11 +217,12 @@ def shards():
     b.row_start("Shards")
     b.panel("Shards by state", "short", [
         (f"sum by (pod, state) (protonn_shard_state_shards{{{SEL}}})", "{{pod}} {{state}}")])
-    b.panel("Events/s by shard", "ops", [
-        (rate("protonn_shard_dispatches_total", SHARD_SEL, "shard"), "shard {{shard}}")])
-    b.panel("Heartbeat latency by shard", "s", [
-        (f"max by (shard) (protonn_shard_heartbeat_latency_seconds{{{SHARD_SEL}}})",
-         "shard {{shard}}")])
+    b.panel(f"Events/s, busiest {TOPK} shards", "ops", [
+        (topk(rate("protonn_shard_dispatches_total", SHARD_SEL, "shard")), "shard {{shard}}")])
+    b.panel(f"Heartbeat latency, slowest {TOPK} shards", "s", [
+        (topk(f"max by (shard) (protonn_shard_heartbeat_latency_seconds{{{SHARD_SEL}}})"),
+         "shard {{shard}}")], thresholds=[(None, "green"), (1, "orange"), (5, "red")],
+        description="Discord's own latency is ~0.1 s; seconds mean a loaded node or network.")
     b.panel("Events/s by type", "ops", [
         (rate("protonn_shard_events_received_total", SEL, "event"), "{{event}}")])
     b.panel("Reconnects/s by reason", "ops", [
@@ -185,18 +231,24 @@ def shards():
         (f"sum(increase(protonn_shard_resumes_total{{{SHARD_SEL}}}[30m])) / "
          f"sum(increase(protonn_shard_reconnects_total{{{SHARD_SEL}, "
          f'reason!="session_close"}}[30m]))', "resumed")],
-        description="Below 90 % the ProtonnResumeRateLow alert fires. Empty without reconnects.")
+        description="Below 90 % the ProtonnResumeRateLow alert fires. Empty without reconnects.",
+        thresholds=[(None, "red"), (0.9, "green")])
     b.panel("Fatal closes by code (1h)", "short", [
         (f"sum by (code) (increase(protonn_shard_fatal_closes_total{{{SEL}}}[1h]))",
-         "{{code}}")], kind="stat")
+         "{{code}}")], kind="stat", thresholds=[(None, "green"), (1, "red")])
     b.panel("Buffer: events shed/s and stalls/s", "ops", [
         (rate("protonn_shard_events_shed_total", SEL, "event"), "shed {{event}}"),
-        (rate("protonn_shard_buffer_stalls_total", SHARD_SEL, "shard"), "stalls shard {{shard}}")])
+        (topk(rate("protonn_shard_buffer_stalls_total", SHARD_SEL, "shard")),
+         "stalls shard {{shard}}")])
     b.row_start("Identify budget")
     b.panel("Daily budget remaining", "short", [
-        (f"min by (pod) (protonn_shard_identify_budget_remaining{{{SEL}}})", "{{pod}}")])
+        (f"min by (pod) (protonn_shard_identify_budget_remaining{{{NS}}})", "{{pod}}"),
+        (f"sum(protonn_shard_state_shards{{{NS}, state!=\"stopped\"}})", "shards (a full restart)")],
+        description="Below the shards line a full restart would not fit in the day "
+                    "(ProtonnIdentifyBudgetLow).")
     b.panel("Requests held back at the reserve", "short", [
-        (f"max by (pod) (protonn_shard_identify_blocked_requests{{{SEL}}})", "{{pod}}")])
+        (f"max by (pod) (protonn_shard_identify_blocked_requests{{{NS}}})", "{{pod}}")],
+        thresholds=[(None, "green"), (1, "red")])
     b.panel("Identifies/s by reason", "ops", [
         (rate("protonn_shard_identifies_total", SHARD_SEL, "reason"), "{{reason}}")])
     b.panel("Identify wait (p50, p99)", "s", [
@@ -244,7 +296,8 @@ def storage():
     b.panel("Error ratio", "percentunit", [
         (f"{rate('protonn_storage_errors_total', SEL, 'pod')} / "
          f"{rate('protonn_storage_operations_total', SEL, 'pod')}", "{{pod}}")],
-        description="Above 1 % for 5 minutes the ProtonnStorageErrors alert fires.")
+        description="Above 1 % for 5 minutes the ProtonnStorageErrors alert fires.",
+        thresholds=[(None, "green"), (0.01, "red")])
     b.panel("Errors/s by kind", "ops", [
         (rate("protonn_storage_errors_total", SEL, "repo, kind"), "{{repo}} {{kind}}")])
     b.panel("Call latency p99 by repository", "s", [
@@ -266,7 +319,8 @@ def rest():
     b.panel("429s/s", "reqps", [
         (f"sum by (route) (rate(protonn_rest_requests_total"
          f'{{{SEL}, outcome="rate_limited"}}[$__rate_interval]))', "{{route}}")],
-        description="Above 0.1/s for 5 minutes the ProtonnRest429s alert fires.")
+        description="Above 0.1/s for 5 minutes the ProtonnRest429s alert fires.",
+        thresholds=[(None, "green"), (0.1, "red")])
     b.panel("Errors/s by outcome", "reqps", [
         (f"sum by (outcome) (rate(protonn_rest_requests_total"
          f'{{{SEL}, outcome!="ok"}}[$__rate_interval]))', "{{outcome}}")])
@@ -276,7 +330,8 @@ def rest():
         description="Empty while no request was sent.")
     b.row_start("Cluster-wide limiter", collapsed=True)
     b.panel("Global budget in use", "percentunit", [
-        (f"max(protonn_rest_global_budget_used_ratio{{{NS}}})", "used")])
+        (f"max(protonn_rest_global_budget_used_ratio{{{NS}}})", "used")],
+        thresholds=[(None, "green"), (0.9, "orange")])
     b.panel("429s/s by scope", "reqps", [
         (rate("protonn_rest_rate_limited_total", SEL, "scope"), "{{scope}}")])
     b.panel("Permit wait p99", "s", [
@@ -289,7 +344,8 @@ def rest():
         (f"max(protonn_rest_invalid_requests{{{NS}}})", "invalid"),
         (f"max(protonn_rest_halted{{{NS}}}) * 10000", "halted (10,000 = stopped)")],
         description="Discord bans at 10,000. From 2,500 only interaction responses are sent, "
-                    "from 5,000 nothing (the alerts fire at both); a 401 halts everything.")
+                    "from 5,000 nothing (the alerts fire at both); a 401 halts everything.",
+        thresholds=[(None, "green"), (2500, "orange"), (5000, "red")])
     return b
 
 
@@ -298,13 +354,18 @@ def cluster():
               "Coordinator leadership, membership, shard assignment and handoffs "
               "(cluster issue #7).",
               variables("namespace", "node", "coordinator"))
-    csel = 'namespace=~"$namespace", pod=~"$coordinator"'
+    csel = NS + ', pod=~"$coordinator"'
     b.panel("Ready shards per node", "short", [
         (f'sum by (pod) (protonn_shard_state_shards{{{SEL}, state="ready"}})', "{{pod}}")],
         description="Even spread is the rebalancer's goal; a drained node goes to zero.")
+    b.panel("Coordinators leading", "short", [
+        (f"sum(protonn_coordinator_leader{{{NS}}})", "leaders")], kind="stat", width=6,
+        thresholds=[(None, "red"), (1, "green"), (2, "red")],
+        description="Exactly 1 is green: 0 fires ProtonnNoCoordinatorLeader, 2 ProtonnTwoLeaders; "
+                    "no value at all, ProtonnCoordinatorAbsent.")
     b.panel("Leader", "short", [
-        (f"max by (pod) (protonn_coordinator_leader{{{csel}}})", "{{pod}}")],
-        description="1 on the leader. No leader for 1 minute fires ProtonnNoCoordinatorLeader.")
+        (f"max by (pod) (protonn_coordinator_leader{{{csel}}})", "{{pod}}")], width=6,
+        description="1 on the leader, 0 on standbys.")
     b.panel("Fencing epoch", "short", [
         (f"max(protonn_coordinator_fencing_epoch{{{csel}}})", "epoch")], decimals=0)
     b.panel("Nodes by state", "short", [
@@ -316,7 +377,8 @@ def cluster():
     b.panel("Handoff duration (p50, p95)", "s", [
         (quantile(0.5, "protonn_cluster_handoff_duration_seconds", csel), "p50"),
         (quantile(0.95, "protonn_cluster_handoff_duration_seconds", csel), "p95")],
-        description="p95 above 5 s for 10 minutes fires ProtonnHandoffSlow.")
+        description="p95 above 5 s for 10 minutes fires ProtonnHandoffSlow.",
+        thresholds=[(None, "green"), (5, "red")])
     b.panel("Handoffs/s by outcome", "ops", [
         (rate("protonn_cluster_handoffs_total", csel, "outcome"), "{{outcome}}")])
     b.panel("gRPC calls/s by code", "reqps", [

@@ -166,22 +166,23 @@ pub fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref())?;
+    let log_format = telemetry::log_format()?;
     match cli.command.unwrap_or(Command::Demo) {
         Command::Demo => {
             // The demo prints its own progress; logs only for what goes wrong.
-            telemetry::init_logging("warn");
+            telemetry::init_logging("warn", log_format);
             demo::demo(config).await
         }
         Command::Run => {
-            telemetry::init_logging("info,twilight_gateway=warn");
+            telemetry::init_logging("info,twilight_gateway=warn", log_format);
             run_node(config).await
         }
         Command::Coordinator { listen, ops_listen } => {
-            telemetry::init_logging("info");
+            telemetry::init_logging("info", log_format);
             run_coordinator(config, listen, ops_listen).await
         }
         Command::Node { coordinators } => {
-            telemetry::init_logging("info,twilight_gateway=warn");
+            telemetry::init_logging("info,twilight_gateway=warn", log_format);
             run_cluster_node(config, coordinators).await
         }
         Command::Drain {
@@ -189,11 +190,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             coordinators,
             timeout,
         } => {
-            telemetry::init_logging("warn");
+            telemetry::init_logging("warn", log_format);
             drain(config, node, coordinators, timeout).await
         }
         Command::RestResume { coordinators } => {
-            telemetry::init_logging("warn");
+            telemetry::init_logging("warn", log_format);
             let client = cluster_client(&config, coordinators)?;
             let rest = client.resume_rest().await.context("resuming REST")?;
             println!(
@@ -208,7 +209,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             overrides,
         } => {
             let sim = sim_config(config.sim, scenario.as_deref(), &overrides)?;
-            telemetry::init_logging("info");
+            telemetry::init_logging("info", log_format);
             demo::sim_only(sim, listen).await
         }
     }

@@ -18,6 +18,8 @@ pub enum ConfigError {
     },
     #[error("environment variable {0} is not set: the bot token is read only from the environment")]
     MissingToken(&'static str),
+    #[error("environment variable {name}: {message}")]
+    Env { name: &'static str, message: String },
 }
 
 /// Why a node could not start.

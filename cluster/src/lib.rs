@@ -15,6 +15,7 @@ mod grpc;
 mod metrics;
 mod node;
 mod ops;
+mod process;
 mod remote_store;
 mod rest_budget;
 mod telemetry;

@@ -1,9 +1,20 @@
 //! Metric names of the coordinator (see `docs/metrics.md`), described by [`describe`] in
 //! every process and created by [`register`] only in a coordinator, so that a node never
-//! exports them.
+//! exports them; and `protonn_build_info`, which every process exports.
 
 use metrics::{
     Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
+
+/// Always 1, labelled with the `version` and `commit` this binary was built from; every
+/// process exports it, so its absence means the process is gone.
+pub(crate) const BUILD_INFO: &str = "protonn_build_info";
+/// The git commit of the build (from `build.rs`), or `unknown` when built outside git.
+/// `option_env!`, not `env!`: a build script output from an older `build.rs` (a shared
+/// target directory) must not break the build, only leave the commit unknown.
+const COMMIT: &str = match option_env!("PROTONN_COMMIT") {
+    Some(commit) => commit,
+    None => "unknown",
 };
 
 /// 1 on the leading coordinator (it holds the lease and answers nodes), 0 on a standby.
@@ -61,6 +72,16 @@ pub(crate) fn describe() {
         "Time from ordering a shard's release to handing its session to the new owner."
     );
     describe_counter!(HANDOFFS, Unit::Count, "Shard handoffs, by outcome.");
+    describe_gauge!(
+        BUILD_INFO,
+        Unit::Count,
+        "Always 1: the version and git commit this process was built from."
+    );
+}
+
+/// Exported by every process (nodes too), unlike the coordinator metrics below.
+pub(crate) fn register_build_info() {
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "commit" => COMMIT).set(1.0);
 }
 
 /// Creates every coordinator series at zero (a standby's too: its `LEADER` 0 is what tells

@@ -1,6 +1,7 @@
 //! Ops HTTP of a node or a coordinator: `/metrics` (Prometheus text), `/healthz` (the
 //! process answers), `/readyz` (see [`Readiness`]).
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -63,11 +64,46 @@ pub(crate) async fn serve(
 }
 
 async fn metrics(State(state): State<OpsState>) -> impl IntoResponse {
+    crate::process::update();
     state.prometheus.run_upkeep();
-    (
-        [(CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.prometheus.render(),
-    )
+    let mut text = state.prometheus.render();
+    // The recorder cannot forget a series, so a shard's series outlive its stay on this
+    // node; left in, a handed-over shard would show here (its last heartbeat latency, say)
+    // as well as on its new node. A node exports only the shards it runs now.
+    if let Readiness::Shards(supervisor) = &state.readiness
+        && let Ok(statuses) = ractor::call_t!(supervisor, SupervisorMsg::Statuses, 2_000)
+    {
+        let running: HashSet<String> = statuses
+            .iter()
+            .map(|status| status.shard_id.to_string())
+            .collect();
+        text = only_running_shards(&text, &running);
+    }
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+}
+
+/// `exposition` without the samples whose `shard` label names a shard not in `running`.
+fn only_running_shards(exposition: &str, running: &HashSet<String>) -> String {
+    let mut out = String::with_capacity(exposition.len());
+    for line in exposition.lines() {
+        if shard_label(line).is_none_or(|shard| running.contains(shard)) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The value of a sample line's `shard` label (shard ids need no escaping).
+fn shard_label(line: &str) -> Option<&str> {
+    if line.starts_with('#') {
+        return None;
+    }
+    let labels = &line[line.find('{')? + 1..line.find('}')?];
+    labels
+        .split(',')
+        .find_map(|pair| pair.strip_prefix("shard=\""))
+        .and_then(|value| value.strip_suffix('"'))
 }
 
 async fn readyz(State(state): State<OpsState>) -> (StatusCode, String) {
@@ -116,5 +152,32 @@ async fn shards_ready(supervisor: &ActorRef<SupervisorMsg>) -> (StatusCode, Stri
         )
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, not_ready.join("\n") + "\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_exports_only_the_shards_it_runs() {
+        let exposition = "# HELP protonn_shard_resumes_total Sessions resumed.\n\
+                          # TYPE protonn_shard_resumes_total counter\n\
+                          protonn_shard_resumes_total{shard=\"1\"} 2\n\
+                          protonn_shard_resumes_total{shard=\"12\"} 5\n\
+                          protonn_shard_reconnects_total{reason=\"x\",shard=\"2\"} 1\n\
+                          protonn_shard_state_shards{state=\"ready\"} 2\n\
+                          protonn_actors_guilds_active 40\n";
+        let running: HashSet<String> = ["1", "2"].map(str::to_owned).into();
+        assert_eq!(
+            only_running_shards(exposition, &running),
+            "# HELP protonn_shard_resumes_total Sessions resumed.\n\
+             # TYPE protonn_shard_resumes_total counter\n\
+             protonn_shard_resumes_total{shard=\"1\"} 2\n\
+             protonn_shard_reconnects_total{reason=\"x\",shard=\"2\"} 1\n\
+             protonn_shard_state_shards{state=\"ready\"} 2\n\
+             protonn_actors_guilds_active 40\n"
+        );
+        assert!(!only_running_shards(exposition, &HashSet::new()).contains("shard=\""));
     }
 }

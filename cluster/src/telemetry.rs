@@ -5,6 +5,8 @@ use std::sync::OnceLock;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
+use crate::ConfigError;
+
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// The process's Prometheus recorder, installed (with every metric described and
@@ -33,22 +35,51 @@ pub(crate) fn prometheus() -> PrometheusHandle {
             protonn_shard::metrics::describe();
             protonn_actors::metrics::describe();
             crate::metrics::describe();
+            crate::process::describe();
+            crate::metrics::register_build_info();
             handle
         })
         .clone()
 }
 
-/// Logs to stderr; `RUST_LOG` overrides `default_filter`.
-pub(crate) fn init_logging(default_filter: &str) {
+/// Where log lines go: people read `text`; collectors (Loki, Elasticsearch) parse `json`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `PROTONN_LOG_FORMAT` (`text`, the default, or `json`).
+pub(crate) fn log_format() -> Result<LogFormat, ConfigError> {
+    parse_log_format(std::env::var("PROTONN_LOG_FORMAT").ok().as_deref())
+}
+
+fn parse_log_format(value: Option<&str>) -> Result<LogFormat, ConfigError> {
+    match value.map(str::trim) {
+        None | Some("" | "text") => Ok(LogFormat::Text),
+        Some("json") => Ok(LogFormat::Json),
+        Some(other) => Err(ConfigError::Env {
+            name: "PROTONN_LOG_FORMAT",
+            message: format!("`{other}` is neither `text` nor `json`"),
+        }),
+    }
+}
+
+/// Logs to stderr in `format`; `RUST_LOG` overrides `default_filter`.
+pub(crate) fn init_logging(default_filter: &str, format: LogFormat) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    // A second call (tests) keeps the first subscriber.
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second call (tests) keeps the first subscriber.
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
         // Colours only for a person at a terminal, not in log files and collectors.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .try_init();
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+    };
 }
 
 /// TLS for the real gateway and REST uses rustls with ring; twilight needs the process-wide
@@ -56,4 +87,21 @@ pub(crate) fn init_logging(default_filter: &str) {
 pub(crate) fn install_tls_provider() {
     // Err means a provider is already installed, which is just as good.
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_format_is_text_json_or_a_clear_error() {
+        assert_eq!(parse_log_format(None).unwrap(), LogFormat::Text);
+        assert_eq!(parse_log_format(Some("text")).unwrap(), LogFormat::Text);
+        assert_eq!(parse_log_format(Some("json")).unwrap(), LogFormat::Json);
+        let err = parse_log_format(Some("xml")).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "environment variable PROTONN_LOG_FORMAT: `xml` is neither `text` nor `json`"
+        );
+    }
 }

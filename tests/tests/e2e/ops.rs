@@ -435,19 +435,16 @@ async fn check_rules(
     }
 }
 
-/// The `protonn_*` names a query mentions, as written (`_bucket` included).
+/// Our own metrics, and the standard `process_*` ones of the Prometheus client libraries.
+const METRIC_PREFIXES: [&str; 2] = ["protonn_", "process_"];
+
+/// The `protonn_*` and `process_*` names a query mentions, as written (`_bucket` included).
 fn metric_tokens(expr: &str) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    let mut rest = expr;
-    while let Some(start) = rest.find("protonn_") {
-        let tail = &rest[start..];
-        let end = tail
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(tail.len());
-        out.insert(tail[..end].to_owned());
-        rest = &tail[end..];
-    }
-    out
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    expr.split(|c: char| !is_name(c))
+        .filter(|word| METRIC_PREFIXES.iter().any(|p| word.starts_with(p)))
+        .map(str::to_owned)
+        .collect()
 }
 
 fn dashboard_files(dir: &Path) -> Vec<PathBuf> {
@@ -482,9 +479,12 @@ impl Catalog {
         let mut entries = BTreeMap::new();
         let mut problems = Vec::new();
         for line in text.lines() {
-            if let Some(row) = line.strip_prefix("| `protonn_") {
+            if let Some(row) = line
+                .strip_prefix("| `")
+                .filter(|row| METRIC_PREFIXES.iter().any(|p| row.starts_with(p)))
+            {
                 let cells: Vec<&str> = row.split('|').map(str::trim).collect();
-                let name = format!("protonn_{}", cells[0].trim_end_matches('`'));
+                let name = cells[0].trim_end_matches('`').to_owned();
                 if cells.len() < 6 {
                     problems.push(format!("catalog: row of {name} has too few columns"));
                     continue;
@@ -530,6 +530,9 @@ impl Catalog {
             }
         }
         assert!(entries.len() > 10, "the catalog table was not found");
+        for name in ["protonn_build_info", "process_cpu_seconds_total"] {
+            assert!(entries.contains_key(name), "{name} is not in the catalog");
+        }
         Self { entries, problems }
     }
 
@@ -779,7 +782,8 @@ impl Prometheus {
     /// Scrapes each `(_, address, pod)` of `targets`.
     fn start(tools: &Tools, targets: &[(&str, SocketAddr, &str)], rules: &Path) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        // The static labels stand in for what a Kubernetes ServiceMonitor adds.
+        // The static labels stand in for what a Kubernetes ServiceMonitor adds, and `cluster`
+        // for what a multi-cluster Prometheus (Thanos, Mimir) adds.
         let mut config = format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
              rule_files:\n  - {rules}\n\
@@ -789,7 +793,7 @@ impl Prometheus {
         for (_, target, pod) in targets {
             config.push_str(&format!(
                 "      - targets: ['{target}']\n\
-                 \x20       labels: {{namespace: protonn-e2e, pod: {pod}}}\n"
+                 \x20       labels: {{cluster: e2e, namespace: protonn-e2e, pod: {pod}}}\n"
             ));
         }
         let config_path = dir.path().join("prometheus.yml");
