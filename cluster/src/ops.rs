@@ -70,7 +70,7 @@ async fn metrics(State(state): State<OpsState>) -> impl IntoResponse {
     // The recorder cannot forget a series, so a shard's series outlive its stay on this
     // node; left in, a handed-over shard would show here (its last heartbeat latency, say)
     // as well as on its new node. A node exports only the shards it runs now.
-    if let Readiness::Shards(supervisor) = &state.readiness
+    if let Readiness::Shards(supervisor, _) = &state.readiness
         && let Ok(statuses) = ractor::call_t!(supervisor, SupervisorMsg::Statuses, 2_000)
     {
         let running: HashSet<String> = statuses
