@@ -238,3 +238,54 @@ async fn a_guild_that_left_on_one_node_and_returns_on_another_keeps_its_data() {
     a.shutdown().await;
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guild_that_moves_away_and_back_acts_on_the_config_it_got_elsewhere() {
+    let sim = start_sim(small_world(4, 40)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (coordinator, client) = start_coordinator(&sim, dir.path()).await;
+    let a = start_node(&sim, dir.path(), membership(&coordinator, "node-a")).await;
+    wait_until("node-a runs every shard", || async {
+        running(&a).await.len() == 4
+    })
+    .await;
+    // Every guild's actor on node-a holds its config (version 1).
+    let guilds = sim.guilds();
+    for guild in &guilds {
+        a.configure(guild.id, "prefix", "?", None).await.unwrap();
+    }
+
+    let b = start_node(&sim, dir.path(), membership(&coordinator, "node-b")).await;
+    wait_until("two shards moved to node-b", || async {
+        running(&b).await.len() == 2 && running(&a).await.len() == 2
+    })
+    .await;
+    let on_b = running(&b).await;
+    let guild = guilds
+        .iter()
+        .find(|g| on_b.contains(&g.shard))
+        .expect("a guild on a moved shard");
+    // Changed while node-b runs it; node-a's actor of the guild is still resident.
+    let changed = b.configure(guild.id, "prefix", "%", Some(1)).await.unwrap();
+    assert_eq!(changed.version, 2);
+
+    // The shard comes back to node-a.
+    assert_eq!(client.drain("node-b").await.unwrap(), 2);
+    wait_until("node-a runs every shard again", || async {
+        running(&a).await.len() == 4
+    })
+    .await;
+    sim.send_message(guild.id, guild.channel_ids[0], guild.member_ids[0], "%ping")
+        .unwrap();
+    assert_eq!(
+        reply_in(&sim, guild.channel_ids[0], 0).await,
+        "pong",
+        "the prefix set on node-b is live on node-a"
+    );
+    let next = a.configure(guild.id, "locale", "de", Some(2)).await;
+    assert_eq!(next.map(|c| c.version), Ok(3), "node-a builds on version 2");
+
+    b.shutdown().await;
+    a.shutdown().await;
+    sim.shutdown().await;
+}
