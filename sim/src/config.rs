@@ -86,18 +86,21 @@ pub struct GuildShape {
     pub roles: u32,
     /// Custom emojis per guild.
     pub emojis: u32,
-    /// Share of guilds (0..=1, chosen from the seed) that are large: their
-    /// GUILD_CREATE says `large: true` and a `member_count` of
-    /// `large_members`, but carries only the stored members; op 8 answers
-    /// with every member in GUILD_MEMBERS_CHUNKs.
+    /// Share of guilds (0..=1, chosen from the seed) that are large: a
+    /// `member_count` of `large_members`, above any session's IDENTIFY
+    /// `large_threshold`, so GUILD_CREATE says `large: true` and carries
+    /// only the online (stored) members; op 8 answers with every member in
+    /// GUILD_MEMBERS_CHUNKs.
     pub large_share: f64,
-    /// `member_count` of a large guild; above `large_threshold`, at most
-    /// 100,000 (member ids come from the guild's millisecond).
+    /// `member_count` of a large guild; above 250 (the largest
+    /// `large_threshold` a session may ask for), at most 100,000 (member ids
+    /// come from the guild's millisecond).
     pub large_members: u32,
-    /// Discord's `large_threshold` (default 250): a guild with more members
-    /// is large.
-    pub large_threshold: u32,
 }
+
+/// The largest `large_threshold` IDENTIFY accepts: a large guild must be
+/// large for every session.
+const MAX_LARGE_THRESHOLD: u32 = 250;
 
 impl Default for GuildShape {
     fn default() -> Self {
@@ -106,7 +109,6 @@ impl Default for GuildShape {
             emojis: 0,
             large_share: 0.0,
             large_members: 5000,
-            large_threshold: 250,
         }
     }
 }
@@ -398,14 +400,11 @@ impl SimConfig {
         if !(0.0..=1.0).contains(&shape.large_share) {
             return invalid("shape.large_share", "must be between 0 and 1");
         }
-        if shape.large_members <= shape.large_threshold || shape.large_members > MAX_LARGE_MEMBERS {
+        if shape.large_members <= MAX_LARGE_THRESHOLD || shape.large_members > MAX_LARGE_MEMBERS {
             return invalid(
                 "shape.large_members",
-                "must be above large_threshold and at most 100000",
+                "must be above 250 (the largest large_threshold) and at most 100000",
             );
-        }
-        if !(50..=250).contains(&shape.large_threshold) {
-            return invalid("shape.large_threshold", "must be between 50 and 250");
         }
         let mix = &self.mix;
         if !mix.events_per_sec.is_finite() || mix.events_per_sec < 0.0 {

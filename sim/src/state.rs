@@ -344,100 +344,98 @@ impl Shared {
         let nonce = request.nonce.as_deref().filter(|n| n.len() <= 32);
         let mut sent = 0;
         let guild_id = request.guild_id.0;
-        {
-            let Some(guild) = self.world.guild(guild_id) else {
-                return 0;
+        let Some(guild) = self.world.guild(guild_id) else {
+            return 0;
+        };
+        if !layout.covers(Some(guild_id)) || self.world.is_removed(guild) {
+            return 0;
+        }
+        if let Err(retry_after) = self.member_requests.check(guild_id, self.clock.now()) {
+            let d = payloads::rate_limited(retry_after.as_secs_f64(), guild_id, nonce);
+            let event = Event {
+                name: "RATE_LIMITED",
+                guild_id: Some(guild_id),
+                entity_id: Some(guild_id),
+                d: d.to_string(),
             };
-            if !layout.covers(Some(guild_id)) || self.world.is_removed(guild) {
-                return 0;
+            self.sessions.dispatch_to(layout, session, event);
+            return 0;
+        }
+        let bot = &self.world.bot;
+        let roles_of = |user_id: u64| {
+            if user_id == guild.owner.id {
+                vec![guild.moderator_role_id]
+            } else {
+                Vec::new()
             }
-            if let Err(retry_after) = self.member_requests.check(guild_id, self.clock.now()) {
-                let d = payloads::rate_limited(retry_after.as_secs_f64(), guild_id, nonce);
-                let event = Event {
-                    name: "RATE_LIMITED",
-                    guild_id: Some(guild_id),
-                    entity_id: Some(guild_id),
-                    d: d.to_string(),
+        };
+        let bot_member = crate::world::User {
+            id: bot.user_id,
+            username: bot.username.clone(),
+            joined_ms: guild.bot_joined_ms,
+        };
+        let mut not_found = Vec::new();
+        let members: Vec<(crate::world::User, Vec<u64>, bool)> = match &user_ids {
+            Some(ids) => ids
+                .iter()
+                .take(MAX_REQUESTED_USER_IDS)
+                .filter_map(|&id| {
+                    if id == bot.user_id {
+                        return Some((bot_member.clone(), vec![guild.bot_role_id], true));
+                    }
+                    let found = guild.find_member(id);
+                    if found.is_none() {
+                        not_found.push(id);
+                    }
+                    found.map(|u| (u, roles_of(id), false))
+                })
+                .collect(),
+            None => {
+                let limit = match request.limit {
+                    0 if query.is_empty() => usize::MAX,
+                    0 => MAX_QUERY_LIMIT,
+                    n => (n as usize).min(if query.is_empty() {
+                        usize::MAX
+                    } else {
+                        MAX_QUERY_LIMIT
+                    }),
                 };
-                self.sessions.dispatch_to(layout, session, event);
-                return 0;
-            }
-            let bot = &self.world.bot;
-            let roles_of = |user_id: u64| {
-                if user_id == guild.owner.id {
-                    vec![guild.moderator_role_id]
-                } else {
-                    Vec::new()
-                }
-            };
-            let bot_member = crate::world::User {
-                id: bot.user_id,
-                username: bot.username.clone(),
-                joined_ms: guild.bot_joined_ms,
-            };
-            let mut not_found = Vec::new();
-            let members: Vec<(crate::world::User, Vec<u64>, bool)> = match &user_ids {
-                Some(ids) => ids
-                    .iter()
-                    .take(MAX_REQUESTED_USER_IDS)
-                    .filter_map(|&id| {
-                        if id == bot.user_id {
-                            return Some((bot_member.clone(), vec![guild.bot_role_id], true));
-                        }
-                        let found = guild.find_member(id);
-                        if found.is_none() {
-                            not_found.push(id);
-                        }
-                        found.map(|u| (u, roles_of(id), false))
+                let query = query.to_lowercase();
+                guild
+                    .all_members()
+                    .map(|u| {
+                        let roles = roles_of(u.id);
+                        (u, roles, false)
                     })
-                    .collect(),
-                None => {
-                    let limit = match request.limit {
-                        0 if query.is_empty() => usize::MAX,
-                        0 => MAX_QUERY_LIMIT,
-                        n => (n as usize).min(if query.is_empty() {
-                            usize::MAX
-                        } else {
-                            MAX_QUERY_LIMIT
-                        }),
-                    };
-                    let query = query.to_lowercase();
-                    guild
-                        .all_members()
-                        .map(|u| {
-                            let roles = roles_of(u.id);
-                            (u, roles, false)
-                        })
-                        .chain(std::iter::once((
-                            bot_member.clone(),
-                            vec![guild.bot_role_id],
-                            true,
-                        )))
-                        .filter(|(u, _, _)| u.username.to_lowercase().starts_with(&query))
-                        .take(limit)
-                        .collect()
-                }
+                    .chain(std::iter::once((
+                        bot_member.clone(),
+                        vec![guild.bot_role_id],
+                        true,
+                    )))
+                    .filter(|(u, _, _)| u.username.to_lowercase().starts_with(&query))
+                    .take(limit)
+                    .collect()
+            }
+        };
+        let chunks: Vec<_> = members.chunks(MEMBERS_PER_CHUNK).collect();
+        let chunk_count = chunks.len().max(1) as u32;
+        for index in 0..chunk_count {
+            let d = payloads::guild_members_chunk(&payloads::ChunkSpec {
+                guild_id,
+                members: chunks.get(index as usize).copied().unwrap_or(&[]),
+                chunk_index: index,
+                chunk_count,
+                not_found: if index == 0 { &not_found } else { &[] },
+                nonce,
+            });
+            let event = Event {
+                name: "GUILD_MEMBERS_CHUNK",
+                guild_id: Some(guild_id),
+                entity_id: Some(guild_id),
+                d: d.to_string(),
             };
-            let chunks: Vec<_> = members.chunks(MEMBERS_PER_CHUNK).collect();
-            let chunk_count = chunks.len().max(1) as u32;
-            for index in 0..chunk_count {
-                let d = payloads::guild_members_chunk(&payloads::ChunkSpec {
-                    guild_id,
-                    members: chunks.get(index as usize).copied().unwrap_or(&[]),
-                    chunk_index: index,
-                    chunk_count,
-                    not_found: if index == 0 { &not_found } else { &[] },
-                    nonce,
-                });
-                let event = Event {
-                    name: "GUILD_MEMBERS_CHUNK",
-                    guild_id: Some(guild_id),
-                    entity_id: Some(guild_id),
-                    d: d.to_string(),
-                };
-                if self.sessions.dispatch_to(layout, session, event).is_some() {
-                    sent += 1;
-                }
+            if self.sessions.dispatch_to(layout, session, event).is_some() {
+                sent += 1;
             }
         }
         sent

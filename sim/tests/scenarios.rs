@@ -53,7 +53,6 @@ async fn op_8_is_answered_with_member_chunks_and_the_nonce() {
             emojis: 10,
             large_share: 1.0,
             large_members: 2500,
-            ..GuildShape::default()
         },
         channels_per_guild: 20,
         ..SimConfig::default()
@@ -112,6 +111,94 @@ async fn op_8_is_answered_with_member_chunks_and_the_nonce() {
             break;
         }
     }
+    sim.shutdown().await;
+}
+
+/// What a GUILD_CREATE said: `large`, `member_count`, and how many
+/// `members` and `presences` it carried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Sent {
+    large: bool,
+    member_count: u64,
+    members: usize,
+    presences: usize,
+}
+
+/// The GUILD_CREATEs a twilight shard with `intents` and `large_threshold`
+/// gets, by guild id.
+async fn guild_creates(
+    sim: &SimHandle,
+    intents: Intents,
+    large_threshold: u64,
+) -> HashMap<u64, Sent> {
+    let config = ConfigBuilder::new(TOKEN.to_owned(), intents)
+        .proxy_url(sim.gateway_url())
+        .large_threshold(large_threshold)
+        .build();
+    let mut shard = Shard::with_config(ShardId::new(0, 1), config);
+    let deadline = Instant::now() + WAIT;
+    let mut seen = HashMap::new();
+    while seen.len() < sim.guilds().len() {
+        if let Event::GuildCreate(guild) = next(&mut shard, deadline).await {
+            let twilight_model::gateway::payload::incoming::GuildCreate::Available(guild) = *guild
+            else {
+                panic!("unavailable guild");
+            };
+            let sent = Sent {
+                large: guild.large,
+                member_count: guild.member_count.unwrap(),
+                members: guild.members.len(),
+                presences: guild.presences.len(),
+            };
+            seen.insert(guild.id.get(), sent);
+        }
+    }
+    seen
+}
+
+/// IDENTIFY's `large_threshold` decides `large`, and GUILD_PRESENCES what
+/// `members` holds: the bot alone without it; with it every member of a
+/// guild up to the threshold, only the online ones of a larger one.
+#[tokio::test]
+async fn large_threshold_decides_large_and_the_members_sent() {
+    let sim = start(SimConfig {
+        guilds: 6,
+        shards: 1,
+        members_per_guild: 100,
+        // A 5 ms identify window: the sessions below follow each other.
+        time_scale: 0.001,
+        privileged_intents: all_privileged(),
+        shape: GuildShape {
+            large_share: 0.5,
+            large_members: 300,
+            ..GuildShape::default()
+        },
+        ..SimConfig::default()
+    })
+    .await;
+    let presences = Intents::GUILDS | Intents::GUILD_PRESENCES;
+    let at_50 = guild_creates(&sim, presences, 50).await;
+    let at_250 = guild_creates(&sim, presences, 250).await;
+    let plain = guild_creates(&sim, Intents::GUILDS, 250).await;
+    // Stored members: the owner, 100 and the bot, all online; a large
+    // guild's other 198 are offline.
+    let online = 102;
+    let mut counts = Vec::new();
+    for (id, sent) in &at_50 {
+        counts.push(sent.member_count);
+        assert!(sent.large, "more than 50 members: {sent:?}");
+        assert_eq!((sent.members, sent.presences), (online, online));
+        let at_250 = at_250[id];
+        assert_eq!(at_250.large, sent.member_count > 250, "{at_250:?}");
+        assert_eq!(
+            at_250.members, online,
+            "only online members of a large guild"
+        );
+        assert_eq!((plain[id].members, plain[id].presences), (1, 0));
+    }
+    counts.sort_unstable();
+    counts.dedup();
+    assert_eq!(counts, [102, 300], "both kinds of guild present");
     sim.shutdown().await;
 }
 

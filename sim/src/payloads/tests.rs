@@ -280,7 +280,6 @@ fn shaped_world() -> World {
             emojis: 10,
             large_share: 0.5,
             large_members: 2500,
-            ..crate::config::GuildShape::default()
         },
         ..SimConfig::default()
     })
