@@ -276,6 +276,16 @@ def actors():
     b.panel("Events not delivered to full mailboxes/s", "ops", [
         (rate("protonn_actors_events_shed_total", SEL, "event, action"), "{{action}} {{event}}")],
         description="Above 1/s for 5 minutes the ProtonnMailboxSaturation alert fires.")
+    b.panel("Events queued in guild mailboxes", "short", [
+        (f"sum by (pod) (protonn_actors_mailbox_queued_events{{{SEL}}})", "{{pod}} all"),
+        (f"max by (pod) (protonn_actors_mailbox_deepest_events{{{SEL}}})", "{{pod}} fullest")],
+        description="Queued events of every guild actor, and of the fullest mailbox. "
+                    "A mailbox past its limit sheds typing and presence.")
+    b.panel("Event handling time (p50, p99)", "s", [
+        (quantile(0.5, "protonn_actors_event_handling_duration_seconds"), "p50"),
+        (quantile(0.99, "protonn_actors_event_handling_duration_seconds"), "p99")],
+        thresholds=[(None, "green"), (1, "orange")],
+        description="Per event, retries included. Seconds mean slow storage or a panic loop.")
     b.panel("Event panics and dead letters/s", "ops", [
         (rate("protonn_actors_event_panics_total", SEL), "panics"),
         (rate("protonn_actors_dead_letters_total", SEL), "dead letters")])

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use metrics::counter;
+use metrics::{counter, histogram};
 use protonn_storage::{StorageError, Timestamp, VersionedConfig};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::time::Instant;
@@ -25,7 +25,7 @@ use twilight_model::id::marker::{
 };
 
 use crate::commands::{self, Command, ConfigKey, Parsed};
-use crate::metrics::{COMMANDS_HANDLED, EVENT_PANICS, SENDS_SKIPPED};
+use crate::metrics::{COMMANDS_HANDLED, EVENT_HANDLING, EVENT_PANICS, SENDS_SKIPPED};
 use crate::permissions::{self, MaySend};
 use crate::{ConfigChangeError, DeadLetter, HandledEvent, Services};
 
@@ -154,7 +154,9 @@ impl Actor for GuildActor {
         };
         let removed =
             matches!(&*event, Event::GuildDelete(delete) if delete.unavailable != Some(true));
+        let started = Instant::now();
         state.handle_with_retries(&event).await;
+        histogram!(EVENT_HANDLING).record(started.elapsed().as_secs_f64());
         state.pending.fetch_sub(1, Ordering::AcqRel);
         // Without `unavailable` the bot was removed from the guild (an outage sets it).
         if removed {

@@ -1,6 +1,8 @@
 //! Metric names of the actor runtime, described and pre-registered by [`describe`].
 
-use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
 
 use crate::commands::{COMMAND_LABELS, OUTCOME_LABELS};
 use crate::replies::REST_ROUTE_LABELS;
@@ -49,6 +51,19 @@ pub const EVENT_PANICS: &str = "protonn_actors_event_panics_total";
 pub const REPLAYED_COMMANDS_SKIPPED: &str = "protonn_actors_replayed_commands_skipped_total";
 /// Events set aside after panicking on every try.
 pub const DEAD_LETTERS: &str = "protonn_actors_dead_letters_total";
+/// Events queued in all guild mailboxes of this node (the router's accounting), set at each
+/// sweep.
+pub const MAILBOX_QUEUED: &str = "protonn_actors_mailbox_queued_events";
+/// Events queued in this node's fullest guild mailbox, set at each sweep: one flooded guild
+/// shows here when the total does not stand out.
+pub const MAILBOX_DEEPEST: &str = "protonn_actors_mailbox_deepest_events";
+/// Time a guild actor took to handle one event, retries after a panic included.
+pub const EVENT_HANDLING: &str = "protonn_actors_event_handling_duration_seconds";
+/// Buckets of [`EVENT_HANDLING`]: from a cached config (well under a millisecond) to a store
+/// call that waits out a failover (10 s).
+pub const EVENT_HANDLING_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 pub fn describe() {
     describe_gauge!(
@@ -135,6 +150,24 @@ pub fn describe() {
         Unit::Count,
         "Events set aside after panicking on every try."
     );
+    describe_gauge!(
+        MAILBOX_QUEUED,
+        Unit::Count,
+        "Events queued in all guild mailboxes of this node."
+    );
+    describe_gauge!(
+        MAILBOX_DEEPEST,
+        Unit::Count,
+        "Events queued in this node's fullest guild mailbox."
+    );
+    describe_histogram!(
+        EVENT_HANDLING,
+        Unit::Seconds,
+        "Time a guild actor took to handle one event, retries included."
+    );
+    gauge!(MAILBOX_QUEUED).set(0.0);
+    gauge!(MAILBOX_DEEPEST).set(0.0);
+    let _ = histogram!(EVENT_HANDLING);
     gauge!(GUILDS_ACTIVE).set(0.0);
     counter!(GUILD_FAILURES).absolute(0);
     counter!(GUILD_SPAWNS).absolute(0);

@@ -21,7 +21,8 @@ use twilight_model::id::marker::GuildMarker;
 
 use crate::guild::GuildArgs;
 use crate::metrics::{
-    EVENTS_SHED, GUILD_FAILURES, GUILD_SPAWNS, GUILDS_ACTIVE, MAILBOX_OVERFLOW, PASSIVATIONS,
+    EVENTS_SHED, GUILD_FAILURES, GUILD_SPAWNS, GUILDS_ACTIVE, MAILBOX_DEEPEST, MAILBOX_OVERFLOW,
+    MAILBOX_QUEUED, PASSIVATIONS,
 };
 use crate::runtime::{Admission, admit};
 use crate::{
@@ -306,6 +307,15 @@ impl RouterState {
     /// Stops idle actors, then the least recently active idle ones past the resident cap.
     /// An actor with queued events is never stopped: its mailbox would be lost.
     fn sweep(&mut self) {
+        let (queued, deepest) = self
+            .guilds
+            .values()
+            .map(|resident| resident.pending.load(Ordering::Acquire))
+            .fold((0u64, 0u32), |(sum, max), n| {
+                (sum + u64::from(n), max.max(n))
+            });
+        gauge!(MAILBOX_QUEUED).set(queued as f64);
+        gauge!(MAILBOX_DEEPEST).set(f64::from(deepest));
         let runtime = &self.services.runtime;
         let now = Instant::now();
         let mut idle: Vec<(Instant, Id<GuildMarker>)> = self

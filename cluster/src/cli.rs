@@ -84,6 +84,18 @@ enum Command {
         #[command(flatten)]
         overrides: SimOverrides,
     },
+    /// Writes a consistent copy of the embedded store (`storage.data_dir`) to FILE, which
+    /// must not exist; through the running process that holds the store, if one does.
+    Backup {
+        /// Where to write the copy.
+        file: PathBuf,
+    },
+    /// Replaces the embedded store (`storage.data_dir`) with the backup in FILE; refused
+    /// while a process has the store open (stop it first).
+    Restore {
+        /// A file written by `protonn backup`.
+        file: PathBuf,
+    },
 }
 
 /// `protonn sim` flags that override single fields of the simulator config.
@@ -211,6 +223,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let sim = sim_config(config.sim, scenario.as_deref(), &overrides)?;
             telemetry::init_logging("info", log_format);
             demo::sim_only(sim, listen).await
+        }
+        Command::Backup { file } => {
+            telemetry::init_logging("warn", log_format);
+            let rows = crate::backup(&config.storage.data_dir, &file).await?;
+            println!("backup written to {} ({rows} rows)", file.display());
+            Ok(())
+        }
+        Command::Restore { file } => {
+            telemetry::init_logging("warn", log_format);
+            let rows = crate::restore(&config.storage.data_dir, &file)?;
+            println!(
+                "{} restored from {} ({rows} rows)",
+                config.storage.data_dir.display(),
+                file.display()
+            );
+            Ok(())
         }
     }
 }

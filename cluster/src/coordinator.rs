@@ -199,6 +199,8 @@ async fn lead(
     leads: Arc<AtomicBool>,
 ) -> Result<(), CoordinatorError> {
     let store = open_when_free(&options.data_dir).await?;
+    // Dropped (the socket unserved, the store let go) when this leadership ends.
+    let _backup = crate::backup::BackupServer::start(Arc::clone(&store), &options.data_dir);
     let holder = rand::random::<u64>();
     let lease = loop {
         match store

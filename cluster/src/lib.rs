@@ -5,6 +5,7 @@
 //! exporter, handles signals and speaks gRPC (the coordinator and the node agent). `main.rs` only calls [`cli::main`].
 
 mod agent;
+mod backup;
 pub mod cli;
 mod client;
 mod config;
@@ -21,6 +22,7 @@ mod rest_budget;
 mod telemetry;
 
 pub use agent::{ClusterMembership, JoinError};
+pub use backup::{BackupError, backup, restore};
 pub use client::{ClusterClient, ClusterStatus, NodeStatus, ShardAssignment};
 pub use config::{
     ClusterConfig, ClusterTlsConfig, Config, DiscordConfig, OpsConfig, StorageConfig,

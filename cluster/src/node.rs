@@ -93,6 +93,8 @@ pub struct Node {
     /// The retention sweeper holds the store: stopped before the store must be released.
     /// A cluster node has none: the coordinator sweeps the store it serves.
     sweeper: Option<Sweeper>,
+    /// Serves `protonn backup` while this node holds the embedded store (run mode).
+    backup: Option<crate::backup::BackupServer>,
     cluster: Option<(Arc<Link>, tokio::task::JoinHandle<()>)>,
 }
 
@@ -164,12 +166,14 @@ impl Node {
         };
 
         // A cluster node uses the coordinator's store, so a moved guild's data follows it.
-        let (store, sweeper): (Arc<dyn Store>, _) = match &cluster {
-            Some((link, _)) => (Arc::new(RemoteStore::new(Arc::clone(link))), None),
+        let (store, sweeper, backup): (Arc<dyn Store>, _, _) = match &cluster {
+            Some((link, _)) => (Arc::new(RemoteStore::new(Arc::clone(link))), None, None),
             None => {
                 let store = Arc::new(EmbeddedStore::open(&options.data_dir)?);
                 let sweeper = Sweeper::start(Arc::clone(&store) as Arc<dyn DataRights>);
-                (store, Some(sweeper))
+                let backup =
+                    crate::backup::BackupServer::start(Arc::clone(&store), &options.data_dir);
+                (store, Some(sweeper), backup)
             }
         };
         let departures = Arc::new(Departures::load(store.as_ref()).await?);
@@ -257,6 +261,7 @@ impl Node {
             ops_stop,
             ops_task,
             sweeper,
+            backup,
             cluster,
         })
     }
@@ -357,6 +362,9 @@ impl Node {
         // reopened.
         if let Some(sweeper) = self.sweeper {
             sweeper.stop().await;
+        }
+        if let Some(backup) = self.backup {
+            backup.stop().await;
         }
         // No event arrives any more: what the guild actors hold is all there is to do.
         GuildRouter::drain_and_stop(&self.router, MAILBOX_DRAIN_TIMEOUT).await;

@@ -10,6 +10,7 @@
 //! Both indexes change in the same write transaction as their rows, so a crash never leaves
 //! one without the other.
 
+mod backup;
 mod records;
 mod rights;
 

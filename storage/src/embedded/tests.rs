@@ -110,3 +110,88 @@ async fn the_sweeper_purges_at_the_policy_deadlines() {
         Vec::<String>::new()
     );
 }
+
+#[tokio::test]
+async fn a_backup_taken_under_writes_is_consistent_and_restores_into_a_free_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    for guild in 1..=20 {
+        store
+            .save(guild, 0, &custom(&format!("g{guild}-")))
+            .await
+            .unwrap();
+    }
+    // A writer keeps committing (config, its history and indexes in one transaction each)
+    // while the backup reads.
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for version in 0..40 {
+                store
+                    .save(7, version + 1, &custom(&format!("v{version}")))
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let out = tempfile::tempdir().unwrap();
+    let backup = out.path().join("protonn.backup");
+    let rows = store.backup(&backup).await.unwrap();
+    writer.await.unwrap();
+    assert!(rows >= 40, "{rows} rows");
+
+    let again = store.backup(&backup).await.unwrap_err();
+    assert!(matches!(again, StorageError::Invalid(_)), "{again}");
+
+    // Restoring over the directory in use is refused, and changes nothing.
+    let refused = EmbeddedStore::restore(&backup, dir.path()).unwrap_err();
+    assert!(matches!(refused, StorageError::Locked(_)), "{refused}");
+    assert_eq!(store.load(7).await.unwrap().unwrap().version, 41);
+
+    let restored_dir = tempfile::tempdir().unwrap();
+    let fresh = EmbeddedStore::open(restored_dir.path()).unwrap();
+    fresh.save(99, 0, &custom("gone-")).await.unwrap();
+    drop(fresh);
+    assert_eq!(
+        EmbeddedStore::restore(&backup, restored_dir.path()).unwrap(),
+        rows
+    );
+    let restored = EmbeddedStore::open(restored_dir.path()).unwrap();
+    for guild in (1..=20).filter(|&g| g != 7) {
+        let config = restored.load(guild).await.unwrap().unwrap();
+        assert_eq!(config.config.prefix, format!("g{guild}-"));
+    }
+    // Guild 7 is as one commit left it: its config and history agree.
+    let seven = restored.load(7).await.unwrap().unwrap();
+    let history = restored.history(7).await.unwrap();
+    assert_eq!(
+        history.first().map(|h| h.version),
+        Some(seven.version),
+        "{history:?}"
+    );
+    assert_eq!(
+        restored.load(99).await.unwrap(),
+        None,
+        "the restore replaced the old store"
+    );
+    assert_eq!(
+        restored.check_consistency().await.unwrap(),
+        Vec::<String>::new()
+    );
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_a_backup_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    store.save(3, 0, &custom("%")).await.unwrap();
+    drop(store);
+    let junk = dir.path().join("junk.backup");
+    std::fs::write(&junk, b"not a database").unwrap();
+    let err = EmbeddedStore::restore(&junk, dir.path()).unwrap_err();
+    assert!(matches!(err, StorageError::Invalid(_)), "{err}");
+    let missing = EmbeddedStore::restore(&dir.path().join("none"), dir.path()).unwrap_err();
+    assert!(matches!(missing, StorageError::Invalid(_)), "{missing}");
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    assert_eq!(store.load(3).await.unwrap().unwrap().config.prefix, "%");
+}
