@@ -23,8 +23,8 @@ pub trait UsageRepo: Send + Sync + 'static {
     async fn add_usage(&self, deltas: &[UsageCount]) -> Result<(), StorageError>;
 
     /// [`add_usage`](Self::add_usage) as flush `flush_id`: writing the same flush again
-    /// (a retry after an error that may have left part of it applied) counts it once. A
-    /// backend whose write is all-or-nothing needs no id: the default ignores it.
+    /// (a retry after an error that may have left all or part of it applied) counts it once.
+    /// The default, for stores that cannot tell, is `add_usage`.
     async fn add_usage_flush(
         &self,
         flush_id: u64,
