@@ -3,17 +3,19 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use protonn_shard::BotToken;
 use protonn_sim::SimConfig;
+use protonn_storage::Store;
 
 use crate::config::{CLUSTER_TOKEN_ENV, NODE_NAME_ENV, TOKEN_ENV};
 use crate::{
     ClusterClient, ClusterMembership, ClusterTls, ClusterToken, Config, ConfigError, Coordinator,
-    CoordinatorOptions, DiscordEndpoint, Node, NodeOptions, demo, telemetry,
+    CoordinatorOptions, DiscordEndpoint, Node, NodeOptions, StorageBackend, demo, store, telemetry,
 };
 
 /// Pro-tonn: a sharded, actor-based Discord bot cluster.
@@ -51,6 +53,13 @@ enum Command {
         /// from the config when omitted.
         #[arg(long = "coordinator")]
         coordinators: Vec<String>,
+    },
+    /// Applies the ScyllaDB schema (`storage/schema/*.cql`) to `[storage.scylla]`, in order,
+    /// once each, one migrator at a time (PROTONN_SCYLLA_USERNAME/PASSWORD if needed).
+    Migrate {
+        /// Print what would be applied, statement by statement, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Hands every shard of a node to the others by lossless handoff (Kubernetes preStop).
     Drain {
@@ -196,6 +205,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Node { coordinators } => {
             telemetry::init_logging("info,twilight_gateway=warn", log_format);
             run_cluster_node(config, coordinators).await
+        }
+        Command::Migrate { dry_run } => {
+            telemetry::init_logging("warn");
+            store::migrate(&config, dry_run).await
         }
         Command::Drain {
             node,
@@ -383,17 +396,25 @@ async fn run_node(config: Config) -> anyhow::Result<()> {
 
 async fn serve_node(config: Config, cluster: Option<ClusterMembership>) -> anyhow::Result<()> {
     let runtime = config.runtime();
-    let node = Node::start(NodeOptions {
-        discord: discord_endpoint(&config),
-        token: BotToken::new(secret(TOKEN_ENV)?),
-        shards: config.discord.shards,
-        shard_ids: config.discord.shard_ids,
-        data_dir: config.storage.data_dir,
-        ops_listen: config.ops.listen,
-        runtime,
-        observer: None,
-        cluster,
-    })
+    // On ScyllaDB the node opens the database itself, in a cluster too.
+    let own_store: Option<Arc<dyn Store>> = match config.storage.backend {
+        StorageBackend::Embedded => None,
+        StorageBackend::Scylla => Some(Arc::new(store::open_scylla(&config).await?)),
+    };
+    let node = Node::start_with_store(
+        NodeOptions {
+            discord: discord_endpoint(&config),
+            token: BotToken::new(secret(TOKEN_ENV)?),
+            shards: config.discord.shards,
+            shard_ids: config.discord.shard_ids,
+            data_dir: config.storage.data_dir,
+            ops_listen: config.ops.listen,
+            runtime,
+            observer: None,
+            cluster,
+        },
+        own_store,
+    )
     .await
     .context("starting the node")?;
     tracing::info!(ops = %node.ops_addr(), "running; SIGTERM or Ctrl-C stops");

@@ -1,6 +1,7 @@
 //! The `protonn` configuration: one TOML file, every field defaulted, unknown fields rejected.
 //! Secrets never live here: the bot token comes from the `DISCORD_TOKEN` environment variable.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -17,6 +18,9 @@ pub(crate) const TOKEN_ENV: &str = "DISCORD_TOKEN";
 pub(crate) const CLUSTER_TOKEN_ENV: &str = "PROTONN_CLUSTER_TOKEN";
 /// Environment variable naming this node when `cluster.name` is unset (the pod name).
 pub(crate) const NODE_NAME_ENV: &str = "PROTONN_NODE_NAME";
+/// Environment variables holding the ScyllaDB credentials (or `username_file`/`password_file`).
+pub(crate) const SCYLLA_USERNAME_ENV: &str = "PROTONN_SCYLLA_USERNAME";
+pub(crate) const SCYLLA_PASSWORD_ENV: &str = "PROTONN_SCYLLA_PASSWORD";
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -59,14 +63,77 @@ pub struct DiscordConfig {
 pub struct StorageConfig {
     /// Directory of the embedded database.
     pub data_dir: PathBuf,
+    /// The store every process opens itself: `embedded` (redb in `data_dir`; a cluster's
+    /// nodes then use the coordinator's) or `scylla` (`[storage.scylla]`).
+    pub backend: StorageBackend,
+    pub scylla: ScyllaSection,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("data"),
+            backend: StorageBackend::Embedded,
+            scylla: ScyllaSection::default(),
         }
     }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    #[default]
+    Embedded,
+    Scylla,
+}
+
+/// How to reach ScyllaDB. Credentials are never here: they come from
+/// `PROTONN_SCYLLA_USERNAME`/`PROTONN_SCYLLA_PASSWORD` or the files named below.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScyllaSection {
+    /// `host:port` of a few nodes; the driver discovers the rest.
+    pub contact_points: Vec<String>,
+    pub keyspace: String,
+    /// The data centre this process talks to (LOCAL_QUORUM, LOCAL_SERIAL); requests never
+    /// leave it. Must be one of `replication`'s.
+    pub local_dc: Option<String>,
+    /// Replicas per data centre (NetworkTopologyStrategy), applied by `protonn migrate`.
+    pub replication: BTreeMap<String, u32>,
+    pub connection_timeout_ms: u64,
+    /// Client-side deadline of one request, retries included.
+    pub request_timeout_ms: u64,
+    pub tls: Option<ScyllaTlsSection>,
+    /// Files holding the user name and the password (a mounted Kubernetes Secret), used
+    /// when the environment variables are not set.
+    pub username_file: Option<PathBuf>,
+    pub password_file: Option<PathBuf>,
+}
+
+impl Default for ScyllaSection {
+    fn default() -> Self {
+        Self {
+            contact_points: Vec::new(),
+            keyspace: "protonn".to_owned(),
+            local_dc: None,
+            replication: BTreeMap::new(),
+            connection_timeout_ms: 5_000,
+            request_timeout_ms: 10_000,
+            tls: None,
+            username_file: None,
+            password_file: None,
+        }
+    }
+}
+
+/// PEM files: the CA that signed the cluster's certificates, and optionally a client
+/// certificate and key for clusters that require them.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScyllaTlsSection {
+    pub ca: PathBuf,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -187,6 +254,97 @@ fn demo_simulator() -> SimConfig {
     }
 }
 
+impl ScyllaSection {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, message: String| ConfigError::Invalid { field, message };
+        if self.contact_points.is_empty() {
+            return Err(invalid(
+                "storage.scylla.contact_points",
+                "must name at least one host:port".into(),
+            ));
+        }
+        for point in &self.contact_points {
+            let port = point
+                .rsplit_once(':')
+                .map(|(host, port)| (host, port.parse::<u16>()));
+            if !matches!(port, Some((host, Ok(p))) if !host.is_empty() && p != 0) {
+                return Err(invalid(
+                    "storage.scylla.contact_points",
+                    format!("{point:?} is not host:port"),
+                ));
+            }
+        }
+        let keyspace_ok = self.keyspace.len() <= 48
+            && self.keyspace.starts_with(|c: char| c.is_ascii_lowercase())
+            && self
+                .keyspace
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !keyspace_ok {
+            return Err(invalid(
+                "storage.scylla.keyspace",
+                format!(
+                    "{:?}: lower-case letters, digits and _, starting with a letter, at most 48",
+                    self.keyspace
+                ),
+            ));
+        }
+        if self.replication.is_empty() {
+            return Err(invalid(
+                "storage.scylla.replication",
+                "must give each data centre its replica count, e.g. { dc1 = 3 }".into(),
+            ));
+        }
+        for (dc, factor) in &self.replication {
+            let name_ok = !dc.is_empty()
+                && dc
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !name_ok || *factor == 0 {
+                return Err(invalid(
+                    "storage.scylla.replication",
+                    format!("{dc:?} = {factor}: a data centre name and at least 1 replica"),
+                ));
+            }
+        }
+        if let Some(dc) = &self.local_dc
+            && !self.replication.contains_key(dc)
+        {
+            return Err(invalid(
+                "storage.scylla.local_dc",
+                format!("{dc:?} is not one of the data centres in `replication`"),
+            ));
+        }
+        if self.connection_timeout_ms == 0 {
+            return Err(invalid(
+                "storage.scylla.connection_timeout_ms",
+                "must be positive".into(),
+            ));
+        }
+        if self.request_timeout_ms == 0 {
+            return Err(invalid(
+                "storage.scylla.request_timeout_ms",
+                "must be positive".into(),
+            ));
+        }
+        if let Some(tls) = &self.tls
+            && tls.cert.is_some() != tls.key.is_some()
+        {
+            return Err(invalid(
+                "storage.scylla.tls",
+                "a client certificate needs both `cert` and `key`".into(),
+            ));
+        }
+        if self.username_file.is_some() != self.password_file.is_some() {
+            return Err(invalid(
+                "storage.scylla.password_file",
+                "`username_file` and `password_file` go together".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Config {
     /// The embedded defaults, or the file at `path` over them.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
@@ -287,6 +445,9 @@ impl Config {
         if self.storage.data_dir.as_os_str().is_empty() {
             return Err(invalid("storage.data_dir", "must not be empty"));
         }
+        if self.storage.backend == StorageBackend::Scylla {
+            self.storage.scylla.validate()?;
+        }
         if let Err(err) = protonn_actors::cache_resources(&self.cache.resources) {
             return Err(invalid("cache.resources", &err.to_string()));
         }
@@ -384,6 +545,78 @@ mod tests {
                 "{list}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn the_scylla_backend_is_chosen_and_checked_field_by_field() {
+        let config = Config::parse("").unwrap();
+        assert_eq!(config.storage.backend, StorageBackend::Embedded);
+        let good = r#"
+            [storage]
+            backend = "scylla"
+            [storage.scylla]
+            contact_points = ["10.0.0.5:9042", "scylla-1.db:9042"]
+            keyspace = "protonn_prod"
+            local_dc = "eu-west"
+            replication = { eu-west = 3, us-east = 2 }
+            request_timeout_ms = 2000
+            [storage.scylla.tls]
+            ca = "/etc/scylla/ca.pem"
+        "#;
+        let config = Config::parse(good).unwrap();
+        assert_eq!(config.storage.backend, StorageBackend::Scylla);
+        assert_eq!(config.storage.scylla.replication.len(), 2);
+        assert_eq!(config.storage.scylla.request_timeout_ms, 2_000);
+        let with = |line: &str| format!("{good}\n{line}\n");
+        for (text, field) in [
+            (
+                good.replace("[\"10.0.0.5:9042\", \"scylla-1.db:9042\"]", "[]"),
+                "storage.scylla.contact_points",
+            ),
+            (
+                good.replace("10.0.0.5:9042", "10.0.0.5"),
+                "storage.scylla.contact_points",
+            ),
+            (
+                good.replace("protonn_prod", "Protonn-Prod"),
+                "storage.scylla.keyspace",
+            ),
+            (
+                good.replace("{ eu-west = 3, us-east = 2 }", "{}"),
+                "storage.scylla.replication",
+            ),
+            (
+                good.replace("us-east = 2", "us-east = 0"),
+                "storage.scylla.replication",
+            ),
+            (
+                good.replace("local_dc = \"eu-west\"", "local_dc = \"ap-south\""),
+                "storage.scylla.local_dc",
+            ),
+            (
+                good.replace("request_timeout_ms = 2000", "request_timeout_ms = 0"),
+                "storage.scylla.request_timeout_ms",
+            ),
+            (with("cert = \"/etc/client.pem\""), "storage.scylla.tls"),
+        ] {
+            match Config::parse(&text) {
+                Err(ConfigError::Invalid { field: got, .. }) => assert_eq!(got, field, "{text}"),
+                other => panic!("expected {field} refused, got {other:?}"),
+            }
+        }
+        // Credentials are never config fields; nor is an unknown backend.
+        for text in [
+            good.replace("keyspace = ", "password = \"x\"\nkeyspace = "),
+            good.replace("keyspace = ", "username = \"x\"\nkeyspace = "),
+            good.replace("backend = \"scylla\"", "backend = \"cassandra\""),
+        ] {
+            assert!(
+                matches!(Config::parse(&text), Err(ConfigError::Parse { .. })),
+                "{text}"
+            );
+        }
+        // The embedded backend ignores an incomplete scylla section.
+        assert!(Config::parse("[storage.scylla]\nkeyspace = \"x\"\n").is_ok());
     }
 
     #[test]

@@ -19,13 +19,15 @@ mod ops;
 mod process;
 mod remote_store;
 mod rest_budget;
+mod store;
 mod telemetry;
 
 pub use agent::{ClusterMembership, JoinError};
 pub use backup::{BackupError, backup, restore};
 pub use client::{ClusterClient, ClusterStatus, NodeStatus, ShardAssignment};
 pub use config::{
-    ClusterConfig, ClusterTlsConfig, Config, DiscordConfig, OpsConfig, StorageConfig,
+    ClusterConfig, ClusterTlsConfig, Config, DiscordConfig, OpsConfig, ScyllaSection,
+    ScyllaTlsSection, StorageBackend, StorageConfig,
 };
 pub use coordinator::{Coordinator, CoordinatorError, CoordinatorOptions};
 pub use error::{ConfigError, NodeError};

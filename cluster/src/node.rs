@@ -102,6 +102,15 @@ impl Node {
     /// Asks Discord for the gateway settings, opens storage, starts the guild actors, then
     /// the shards. Fails fast on a rejected token, before any IDENTIFY is spent.
     pub async fn start(options: NodeOptions) -> Result<Self, NodeError> {
+        Self::start_with_store(options, None).await
+    }
+
+    /// [`start`](Self::start) on a store the process opened itself (ScyllaDB): then neither
+    /// the embedded store nor, in a cluster, the coordinator's is used.
+    pub async fn start_with_store(
+        options: NodeOptions,
+        own_store: Option<Arc<dyn Store>>,
+    ) -> Result<Self, NodeError> {
         telemetry::install_tls_provider();
         let prometheus = telemetry::prometheus();
 
@@ -166,9 +175,15 @@ impl Node {
         };
 
         // A cluster node uses the coordinator's store, so a moved guild's data follows it.
-        let (store, sweeper, backup): (Arc<dyn Store>, _, _) = match &cluster {
-            Some((link, _)) => (Arc::new(RemoteStore::new(Arc::clone(link))), None, None),
-            None => {
+        let (store, sweeper, backup): (Arc<dyn Store>, _, _) = match (own_store, &cluster) {
+            // Every process on a shared database sweeps; sweeps are idempotent and read one
+            // small table.
+            (Some(store), _) => {
+                let sweeper = Sweeper::start(Arc::clone(&store) as Arc<dyn DataRights>);
+                (store, Some(sweeper), None)
+            }
+            (None, Some((link, _))) => (Arc::new(RemoteStore::new(Arc::clone(link))), None, None),
+            (None, None) => {
                 let store = Arc::new(EmbeddedStore::open(&options.data_dir)?);
                 let sweeper = Sweeper::start(Arc::clone(&store) as Arc<dyn DataRights>);
                 let backup =

@@ -52,6 +52,10 @@ pub(crate) enum StoreCall {
     AddUsage {
         deltas: Vec<UsageCount>,
     },
+    AddUsageFlush {
+        flush_id: u64,
+        deltas: Vec<UsageCount>,
+    },
     Usage {
         guild_id: u64,
         from_day: u32,
@@ -238,6 +242,9 @@ pub(crate) async fn serve(
                 limit,
             } => json(store.list_audit(guild_id, from, to, limit).await?),
             C::AddUsage { deltas } => json(store.add_usage(&deltas).await?),
+            C::AddUsageFlush { flush_id, deltas } => {
+                json(store.add_usage_flush(flush_id, &deltas).await?)
+            }
             C::Usage {
                 guild_id,
                 from_day,
@@ -458,6 +465,18 @@ impl AuditRepo for RemoteStore {
 impl UsageRepo for RemoteStore {
     async fn add_usage(&self, deltas: &[UsageCount]) -> Result<(), StorageError> {
         self.call(StoreCall::AddUsage {
+            deltas: deltas.to_vec(),
+        })
+        .await
+    }
+
+    async fn add_usage_flush(
+        &self,
+        flush_id: u64,
+        deltas: &[UsageCount],
+    ) -> Result<(), StorageError> {
+        self.call(StoreCall::AddUsageFlush {
+            flush_id,
             deltas: deltas.to_vec(),
         })
         .await

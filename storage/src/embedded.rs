@@ -36,6 +36,11 @@ const CONFIG_HISTORY: TableDefinition<(u64, u64), &[u8]> =
 const AUDIT: TableDefinition<(u64, u64, u64), &[u8]> = TableDefinition::new("audit_log");
 /// (guild id, day, command) → count.
 const USAGE: TableDefinition<(u64, u32, &str), u64> = TableDefinition::new("command_usage");
+/// usage flush id → when it was applied (ms): a flush written again is not counted again.
+const USAGE_FLUSHES: TableDefinition<u64, u64> = TableDefinition::new("usage_flushes");
+/// Flush ids are kept this long (a retry comes within minutes) once there are many of them.
+const USAGE_FLUSH_MEMORY_MS: u64 = 86_400_000;
+const USAGE_FLUSHES_KEPT: u64 = 100_000;
 /// user id → [`Account`](crate::Account).
 const ACCOUNTS: TableDefinition<u64, &[u8]> = TableDefinition::new("accounts");
 /// (guild id, ticket id) → [`Ticket`](crate::Ticket).
@@ -115,6 +120,7 @@ impl EmbeddedStore {
             open(&txn, CONFIG_HISTORY)?;
             open(&txn, AUDIT)?;
             open(&txn, USAGE)?;
+            open(&txn, USAGE_FLUSHES)?;
             open(&txn, ACCOUNTS)?;
             open(&txn, TICKETS)?;
             open(&txn, TRANSCRIPTS)?;
@@ -470,14 +476,26 @@ impl AuditRepo for EmbeddedStore {
 impl UsageRepo for EmbeddedStore {
     async fn add_usage(&self, deltas: &[UsageCount]) -> Result<(), StorageError> {
         let deltas = deltas.to_vec();
+        self.write(move |txn, _| add_deltas(txn, &deltas)).await
+    }
+
+    async fn add_usage_flush(
+        &self,
+        flush_id: u64,
+        deltas: &[UsageCount],
+    ) -> Result<(), StorageError> {
+        let deltas = deltas.to_vec();
+        let now = Timestamp::now().as_millis();
         self.write(move |txn, _| {
-            let mut table = open(txn, USAGE)?;
-            for delta in &deltas {
-                let key = (delta.guild_id, delta.day, delta.command.as_str());
-                let current = table.get(key).map_err(e)?.map_or(0, |v| v.value());
-                table
-                    .insert(key, current.saturating_add(delta.count))
-                    .map_err(e)?;
+            let mut flushes = open(txn, USAGE_FLUSHES)?;
+            if flushes.get(flush_id).map_err(e)?.is_some() {
+                return Ok(());
+            }
+            add_deltas(txn, &deltas)?;
+            flushes.insert(flush_id, now).map_err(e)?;
+            if redb::ReadableTableMetadata::len(&flushes).map_err(e)? > USAGE_FLUSHES_KEPT {
+                let cutoff = now.saturating_sub(USAGE_FLUSH_MEMORY_MS);
+                flushes.retain(|_, applied| applied >= cutoff).map_err(e)?;
             }
             Ok(())
         })
@@ -510,6 +528,18 @@ impl UsageRepo for EmbeddedStore {
         })
         .await
     }
+}
+
+fn add_deltas(txn: &WriteTransaction, deltas: &[UsageCount]) -> Result<(), StorageError> {
+    let mut table = open(txn, USAGE)?;
+    for delta in deltas {
+        let key = (delta.guild_id, delta.day, delta.command.as_str());
+        let current = table.get(key).map_err(e)?.map_or(0, |v| v.value());
+        table
+            .insert(key, current.saturating_add(delta.count))
+            .map_err(e)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

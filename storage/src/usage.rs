@@ -18,9 +18,21 @@ pub struct UsageCount {
 /// [`UsageAggregator`]: crate::UsageAggregator
 #[async_trait]
 pub trait UsageRepo: Send + Sync + 'static {
-    /// Adds each delta's `count` to its counter. Not idempotent: a retried flush counts twice
-    /// (Scylla counters cannot be made idempotent), so callers do not retry blindly.
+    /// Adds each delta's `count` to its counter. Not idempotent: a retried call counts twice;
+    /// [`add_usage_flush`](Self::add_usage_flush) is what retries use.
     async fn add_usage(&self, deltas: &[UsageCount]) -> Result<(), StorageError>;
+
+    /// [`add_usage`](Self::add_usage) as flush `flush_id`: writing the same flush again
+    /// (a retry after an error that may have left all or part of it applied) counts it once.
+    /// The default, for stores that cannot tell, is `add_usage`.
+    async fn add_usage_flush(
+        &self,
+        flush_id: u64,
+        deltas: &[UsageCount],
+    ) -> Result<(), StorageError> {
+        let _ = flush_id;
+        self.add_usage(deltas).await
+    }
 
     /// All counters of `guild_id` for days `from_day..=to_day`, ordered by day then command.
     async fn usage(

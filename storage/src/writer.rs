@@ -163,9 +163,17 @@ async fn run_audit_writer(
 /// `record` is synchronous and cheap (a short mutex, never held across an await), so the
 /// hot path pays no I/O. Counts not yet flushed are lost in a crash: usage analytics trade
 /// that for not writing per command.
+///
+/// Each flush carries an id; a flush that failed is retried as it was, with its id, before
+/// anything newer, so a store that applied part of it applies that part only once
+/// ([`UsageRepo::add_usage_flush`]).
 pub struct UsageAggregator {
     repo: Arc<dyn UsageRepo>,
     pending: Mutex<HashMap<(u64, u32, String), u64>>,
+    /// The failed flush waiting to be retried; the lock also keeps flushes one at a time.
+    unsent: tokio::sync::Mutex<Option<(u64, Vec<UsageCount>)>>,
+    unsent_len: std::sync::atomic::AtomicUsize,
+    next_flush: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for UsageAggregator {
@@ -176,9 +184,19 @@ impl std::fmt::Debug for UsageAggregator {
 
 impl UsageAggregator {
     pub fn new(repo: Arc<dyn UsageRepo>) -> Arc<Self> {
+        // Flush ids are unique across processes: a random start per aggregator, then a count.
+        let start = {
+            use std::hash::{BuildHasher, Hasher};
+            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+            hasher.write_u64(Timestamp::now().as_millis());
+            hasher.finish()
+        };
         Arc::new(Self {
             repo,
             pending: Mutex::new(HashMap::new()),
+            unsent: tokio::sync::Mutex::new(None),
+            unsent_len: std::sync::atomic::AtomicUsize::new(0),
+            next_flush: std::sync::atomic::AtomicU64::new(start),
         })
     }
 
@@ -189,39 +207,49 @@ impl UsageAggregator {
         *pending.entry(key).or_default() += 1;
     }
 
-    /// Counters waiting for the next flush.
+    /// Counters waiting for the next flush (a failed flush's included).
     pub fn pending(&self) -> usize {
         self.pending
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .len()
+            + self.unsent_len.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Writes the sums gathered so far in one call; returns how many counters it wrote. On
-    /// failure the sums go back into the pending map for the next flush.
+    /// Writes the sums gathered so far in one call, after retrying a flush that failed
+    /// before (unchanged, with its id); returns how many counters it wrote. A flush that
+    /// fails is kept for the next call.
     pub async fn flush(&self) -> Result<usize, StorageError> {
+        use std::sync::atomic::Ordering;
+        let mut unsent = self.unsent.lock().await;
+        let mut written = 0;
+        if let Some((id, deltas)) = unsent.as_ref() {
+            self.repo.add_usage_flush(*id, deltas).await?;
+            written += deltas.len();
+            *unsent = None;
+            self.unsent_len.store(0, Ordering::Relaxed);
+        }
         let taken =
             std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
         if taken.is_empty() {
-            return Ok(0);
+            return Ok(written);
         }
         let mut deltas: Vec<UsageCount> = taken
-            .iter()
+            .into_iter()
             .map(|((guild_id, day, command), count)| UsageCount {
-                guild_id: *guild_id,
-                day: *day,
-                command: command.clone(),
-                count: *count,
+                guild_id,
+                day,
+                command,
+                count,
             })
             .collect();
         deltas.sort();
-        match self.repo.add_usage(&deltas).await {
-            Ok(()) => Ok(deltas.len()),
+        let id = self.next_flush.fetch_add(1, Ordering::Relaxed);
+        match self.repo.add_usage_flush(id, &deltas).await {
+            Ok(()) => Ok(written + deltas.len()),
             Err(err) => {
-                let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-                for (key, count) in taken {
-                    *pending.entry(key).or_default() += count;
-                }
+                self.unsent_len.store(deltas.len(), Ordering::Relaxed);
+                *unsent = Some((id, deltas));
                 Err(err)
             }
         }
@@ -288,12 +316,23 @@ mod tests {
     #[derive(Default)]
     struct Recorder {
         writes: Mutex<Vec<Vec<UsageCount>>>,
+        /// The flush id of every attempt, failed ones included.
+        ids: Mutex<Vec<u64>>,
         fail: std::sync::atomic::AtomicBool,
     }
 
     #[async_trait::async_trait]
     impl UsageRepo for Recorder {
-        async fn add_usage(&self, deltas: &[UsageCount]) -> Result<(), StorageError> {
+        async fn add_usage(&self, _: &[UsageCount]) -> Result<(), StorageError> {
+            unreachable!("the aggregator writes flushes with their id")
+        }
+
+        async fn add_usage_flush(
+            &self,
+            id: u64,
+            deltas: &[UsageCount],
+        ) -> Result<(), StorageError> {
+            self.ids.lock().unwrap().push(id);
             if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
                 return Err(StorageError::Database("down".into()));
             }
@@ -325,12 +364,25 @@ mod tests {
         usage.record(1, "ping", day);
         tokio::time::sleep(Duration::from_secs(10)).await;
         assert_eq!(usage.pending(), 1, "a failed flush keeps its counts");
-        repo.fail.store(false, std::sync::atomic::Ordering::SeqCst);
         usage.record(1, "ping", day);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(
+            usage.pending(),
+            2,
+            "the failed flush stays apart from newer counts"
+        );
+        repo.fail.store(false, std::sync::atomic::Ordering::SeqCst);
         stop.send(()).unwrap();
         flusher.await.unwrap();
         let writes = repo.writes.lock().unwrap();
-        assert_eq!(writes.len(), 2, "the last flush on shutdown");
-        assert_eq!(writes[1][0].count, 2);
+        let ids = repo.ids.lock().unwrap();
+        // Attempts: the first flush; the failed one, retried as is on the next tick (failing
+        // again) and at shutdown; then the newer counts under a new id.
+        assert_eq!(ids.len(), 5, "{ids:?}");
+        assert_eq!((ids[1], ids[2], ids[3]), (ids[1], ids[1], ids[1]));
+        assert!(ids[4] != ids[1] && ids[1] != ids[0]);
+        assert_eq!(writes.len(), 3, "the last flushes on shutdown");
+        assert_eq!((writes[1][0].count, writes[2][0].count), (1, 1));
+        assert_eq!(usage.pending(), 0);
     }
 }

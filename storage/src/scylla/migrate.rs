@@ -32,6 +32,11 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         "003_one_decision_writes.cql",
         include_str!("../../schema/003_one_decision_writes.cql"),
     ),
+    (
+        4,
+        "004_idempotent_usage.cql",
+        include_str!("../../schema/004_idempotent_usage.cql"),
+    ),
 ];
 
 /// How long the migration lock lives without being re-taken. Long enough for the slowest
@@ -67,8 +72,9 @@ pub(crate) fn cql_statements(text: &str) -> Vec<String> {
 
 /// The replication clause of CREATE KEYSPACE. Tablets are disabled explicitly on
 /// NetworkTopologyStrategy keyspaces: the schema relies on LWT (config versions, shard
-/// epochs, leases, promo codes), which ScyllaDB 6.x/2025.x before the late-2025 releases do
-/// not support on tablet keyspaces, and such a keyspace cannot be switched later. SimpleStrategy
+/// epochs, leases, promo codes, the migration lock), which ScyllaDB 6.x/2025.x before the
+/// late-2025 releases do not support on tablet keyspaces (nor counters, which migration 001
+/// creates), and such a keyspace cannot be switched later. SimpleStrategy
 /// keyspaces never use tablets, and older servers do not know the option.
 pub(crate) fn keyspace_options(replication: &Replication) -> Result<String, StorageError> {
     match replication {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::{StreamExt, TryStreamExt, stream};
-use scylla::value::{Counter, CqlValue};
+use scylla::value::CqlValue;
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::{ScyllaStore, Writes, db_id, rust_id, ttl};
@@ -441,9 +441,8 @@ struct AssignmentRow {
 
 #[derive(scylla::DeserializeRow)]
 struct UsageRow {
-    day: i32,
     command: String,
-    count: Counter,
+    count: i64,
 }
 
 #[async_trait]
@@ -625,19 +624,50 @@ impl AuditRepo for ScyllaStore {
 
 #[async_trait]
 impl UsageRepo for ScyllaStore {
+    /// A write without an id of its own: a fresh flush id, so it adds to what is there.
     async fn add_usage(&self, deltas: &[UsageCount]) -> Result<(), StorageError> {
+        use std::hash::{BuildHasher, Hasher};
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(Timestamp::now().as_millis());
+        self.add_usage_flush(hasher.finish(), deltas).await
+    }
+
+    /// Plain rows keyed by the flush id: a retried flush overwrites itself. The day goes
+    /// into `usage_days` first, so a listed day may be empty but a row is never unlisted.
+    async fn add_usage_flush(
+        &self,
+        flush_id: u64,
+        deltas: &[UsageCount],
+    ) -> Result<(), StorageError> {
+        let day = |d: u32| i32::try_from(d).unwrap_or(i32::MAX);
+        let mut days: Vec<(u64, u32)> = deltas.iter().map(|d| (d.guild_id, d.day)).collect();
+        days.sort_unstable();
+        days.dedup();
+        stream::iter(days)
+            .map(|(guild_id, d)| async move {
+                self.execute(
+                    "INSERT INTO {ks}.usage_days (guild_id, day) VALUES (?, ?)",
+                    true,
+                    (db_id(guild_id), day(d)),
+                )
+                .await
+                .map(drop)
+            })
+            .buffer_unordered(IN_FLIGHT)
+            .try_collect::<()>()
+            .await?;
         stream::iter(deltas.to_vec())
             .map(|delta| async move {
-                let count = i64::try_from(delta.count).unwrap_or(i64::MAX);
                 self.execute(
-                    "UPDATE {ks}.command_usage SET count = count + ? \
-                     WHERE guild_id = ? AND day = ? AND command = ?",
-                    false,
+                    "INSERT INTO {ks}.usage_flushes (guild_id, day, command, flush_id, count) \
+                     VALUES (?, ?, ?, ?, ?)",
+                    true,
                     (
-                        Counter(count),
                         db_id(delta.guild_id),
-                        i32::try_from(delta.day).unwrap_or(i32::MAX),
+                        day(delta.day),
                         delta.command.as_str(),
+                        db_id(flush_id),
+                        i64::try_from(delta.count).unwrap_or(i64::MAX),
                     ),
                 )
                 .await
@@ -655,22 +685,36 @@ impl UsageRepo for ScyllaStore {
         to_day: u32,
     ) -> Result<Vec<UsageCount>, StorageError> {
         let day = |d: u32| i32::try_from(d).unwrap_or(i32::MAX);
-        let rows: Vec<UsageRow> = self
+        let days: Vec<(i32,)> = self
             .select(
-                "SELECT day, command, count FROM {ks}.command_usage \
-                 WHERE guild_id = ? AND day >= ? AND day <= ?",
+                "SELECT day FROM {ks}.usage_days WHERE guild_id = ? AND day >= ? AND day <= ?",
                 (db_id(guild_id), day(from_day), day(to_day)),
             )
             .await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| UsageCount {
+        let mut out = Vec::new();
+        for (d,) in days {
+            let mut sums: std::collections::BTreeMap<String, u64> =
+                std::collections::BTreeMap::new();
+            let rows = self
+                .rows::<UsageRow, _>(
+                    "SELECT command, count FROM {ks}.usage_flushes WHERE guild_id = ? AND day = ?",
+                    (db_id(guild_id), d),
+                    false,
+                )
+                .await?;
+            futures_util::pin_mut!(rows);
+            while let Some(row) = rows.next().await {
+                let row = row?;
+                *sums.entry(row.command).or_default() += u64::try_from(row.count).unwrap_or(0);
+            }
+            out.extend(sums.into_iter().map(|(command, count)| UsageCount {
                 guild_id,
-                day: u32::try_from(row.day).unwrap_or(0),
-                command: row.command,
-                count: u64::try_from(row.count.0).unwrap_or(0),
-            })
-            .collect())
+                day: u32::try_from(d).unwrap_or(0),
+                command,
+                count,
+            }));
+        }
+        Ok(out)
     }
 }
 

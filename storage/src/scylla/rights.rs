@@ -16,7 +16,8 @@ const TABLES: &[&str] = &[
     "guild_config",
     "guild_config_history",
     "audit_log",
-    "command_usage",
+    "usage_flushes",
+    "usage_days",
     "accounts",
     "tickets",
     "transcripts",
@@ -283,9 +284,24 @@ impl DataRights for ScyllaStore {
             (db_id(guild_id),),
         )
         .await?;
+        let days: Vec<(i32,)> = self
+            .select(
+                "SELECT day FROM {ks}.usage_days WHERE guild_id = ?",
+                (db_id(guild_id),),
+            )
+            .await?;
+        for (day,) in days {
+            self.execute(
+                "DELETE FROM {ks}.usage_flushes WHERE guild_id = ? AND day = ?",
+                true,
+                (db_id(guild_id), day),
+            )
+            .await?;
+        }
+        // The index goes last, so an interrupted erasure is finished by the next one.
         self.execute(
-            "DELETE FROM {ks}.command_usage WHERE guild_id = ?",
-            false,
+            "DELETE FROM {ks}.usage_days WHERE guild_id = ?",
+            true,
             (db_id(guild_id),),
         )
         .await?;
@@ -438,8 +454,12 @@ impl DataRights for ScyllaStore {
                         .await?
                 }
                 "audit_log" => self.select("SELECT JSON * FROM {ks}.audit_log", ()).await?,
-                "command_usage" => {
-                    self.select("SELECT JSON * FROM {ks}.command_usage", ())
+                "usage_flushes" => {
+                    self.select("SELECT JSON * FROM {ks}.usage_flushes", ())
+                        .await?
+                }
+                "usage_days" => {
+                    self.select("SELECT JSON * FROM {ks}.usage_days", ())
                         .await?
                 }
                 "accounts" => self.select("SELECT JSON * FROM {ks}.accounts", ()).await?,

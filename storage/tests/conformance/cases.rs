@@ -9,7 +9,7 @@ use std::time::Duration;
 use protonn_storage::{
     Account, AuditEntry, AuditWriter, GuildConfig, NodeRecord, PromoCode, SessionCheckpoint,
     StorageError, Store, Subscription, SubscriptionStatus, Ticket, Timestamp, TranscriptMessage,
-    UsageAggregator, Workflow, WriterConfig,
+    UsageAggregator, UsageCount, Workflow, WriterConfig,
 };
 
 /// Distinctive ids, so a scan for their digits finds nothing by accident.
@@ -1064,6 +1064,39 @@ pub(crate) async fn checkpoints_are_saved_in_batches_and_stale_epochs_ignored<S:
     assert!(store.save_checkpoints(&[]).await.unwrap().is_empty());
 }
 
+/// A usage flush written again (a retry after an error that hid whether it applied) counts
+/// once; another flush with the same counts adds to them.
+pub(crate) async fn a_usage_flush_written_twice_counts_once<S: Store + Clone>(store: S) {
+    let deltas = [
+        UsageCount {
+            guild_id: GUILD,
+            day: 20_100,
+            command: "ping".into(),
+            count: 3,
+        },
+        UsageCount {
+            guild_id: GUILD,
+            day: 20_100,
+            command: "help".into(),
+            count: 1,
+        },
+    ];
+    store.add_usage_flush(41, &deltas).await.unwrap();
+    store.add_usage_flush(41, &deltas).await.unwrap();
+    let counts = |usage: Vec<UsageCount>| -> Vec<(String, u64)> {
+        usage.into_iter().map(|c| (c.command, c.count)).collect()
+    };
+    assert_eq!(
+        counts(store.usage(GUILD, 20_100, 20_100).await.unwrap()),
+        [("help".to_owned(), 1), ("ping".to_owned(), 3)]
+    );
+    store.add_usage_flush(42, &deltas[..1]).await.unwrap();
+    assert_eq!(
+        counts(store.usage(GUILD, 20_000, 20_200).await.unwrap()),
+        [("help".to_owned(), 1), ("ping".to_owned(), 6)]
+    );
+}
+
 /// Calls `$run!` with every case name.
 macro_rules! conformance_cases {
     ($run:ident) => {
@@ -1089,6 +1122,7 @@ macro_rules! conformance_cases {
             a_promo_race_redeems_exactly_its_limit,
             personal_rows_are_indexed_with_their_writes,
             checkpoints_are_saved_in_batches_and_stale_epochs_ignored,
+            a_usage_flush_written_twice_counts_once,
         );
     };
 }
