@@ -267,6 +267,7 @@ async fn run_coordinator(
         shards: config.discord.shards,
         heartbeat_interval: Duration::from_millis(cluster.heartbeat_ms),
         failure_timeout: Duration::from_millis(cluster.failure_timeout_ms),
+        fence: Some(Duration::from_millis(cluster.fence_ms())),
         min_nodes: cluster.min_nodes,
         formation_grace: Duration::from_millis(cluster.formation_grace_ms),
         max_moves: cluster.max_moves,

@@ -134,6 +134,13 @@ pub struct ClusterConfig {
     pub heartbeat_ms: u64,
     /// A node silent this long is lost and its shards resume elsewhere.
     pub failure_timeout_ms: u64,
+    /// A node whose lease (the newest heartbeat the leader acknowledged, counted from when
+    /// it was sent) is this old is fenced: it hands no event to its guild actors, sends no
+    /// REST request and reports no checkpoint, and stops every shard at once. Two thirds of
+    /// `failure_timeout_ms` when unset. `fence_ms + shard_stop_ms < failure_timeout_ms`.
+    pub fence_ms: Option<u64>,
+    /// Time a fenced node is given to stop every shard (all at once, not one by one).
+    pub shard_stop_ms: u64,
     /// Nodes a cold cluster waits for before placing shards (at most `formation_grace_ms`).
     pub min_nodes: usize,
     pub formation_grace_ms: u64,
@@ -155,6 +162,13 @@ pub struct ClusterTlsConfig {
     pub key: PathBuf,
 }
 
+impl ClusterConfig {
+    /// The fence deadline in force: `fence_ms`, or two thirds of the failure timeout.
+    pub fn fence_ms(&self) -> u64 {
+        self.fence_ms.unwrap_or(self.failure_timeout_ms * 2 / 3)
+    }
+}
+
 impl Default for ClusterConfig {
     fn default() -> Self {
         Self {
@@ -165,6 +179,10 @@ impl Default for ClusterConfig {
             // before nodes cut off for 3 s stop their shards.
             heartbeat_ms: 500,
             failure_timeout_ms: 4_500,
+            fence_ms: None,
+            // The gate is checked on every batch and every REST request, so the data path
+            // stops at the fence deadline itself; this bounds the close frames going out.
+            shard_stop_ms: 500,
             min_nodes: 1,
             formation_grace_ms: 10_000,
             max_moves: 4,
@@ -266,6 +284,21 @@ impl Config {
                 "must be at least twice cluster.lease_ttl_ms, or a coordinator failover stops every shard",
             ));
         }
+        // Fence before reassign: a node stops handling, sending and reporting for its
+        // shards before the leader may give them to another node; and a failover (a
+        // standby leads within the lease TTL) must not fence anyone.
+        if cluster.fence_ms() + cluster.shard_stop_ms >= cluster.failure_timeout_ms {
+            return Err(invalid(
+                "cluster.fence_ms",
+                "plus cluster.shard_stop_ms must be less than cluster.failure_timeout_ms, or a cut-off node may still run its shards when the leader gives them to another",
+            ));
+        }
+        if cluster.fence_ms() <= cluster.lease_ttl_ms + cluster.heartbeat_ms {
+            return Err(invalid(
+                "cluster.fence_ms",
+                "must be more than cluster.lease_ttl_ms plus a heartbeat, or a coordinator failover fences every node",
+            ));
+        }
         if cluster.max_moves == 0 {
             return Err(invalid("cluster.max_moves", "must be at least 1"));
         }
@@ -345,6 +378,12 @@ mod tests {
                 "cluster.coordinators",
             ),
             ("[cluster]\nmax_moves = 0\n", "cluster.max_moves"),
+            ("[cluster]\nfence_ms = 4000\n", "cluster.fence_ms"),
+            (
+                "[cluster]\nfence_ms = 3500\nshard_stop_ms = 1000\n",
+                "cluster.fence_ms",
+            ),
+            ("[cluster]\nfence_ms = 2400\n", "cluster.fence_ms"),
             (
                 "[cluster]\ntls = { ca = \"ca.pem\", cert = \"c.pem\", key = \"k.pem\" }\n",
                 "cluster.coordinators",
@@ -355,6 +394,17 @@ mod tests {
             let err = Config::parse(text).unwrap_err().to_string();
             assert!(err.contains(field), "{text:?} gave {err}");
         }
+    }
+
+    #[test]
+    fn the_fence_comes_before_the_failure_timeout() {
+        let cluster = Config::parse("").unwrap().cluster;
+        assert_eq!(cluster.fence_ms(), 3_000);
+        assert!(cluster.fence_ms() + cluster.shard_stop_ms < cluster.failure_timeout_ms);
+        let cluster = Config::parse("[cluster]\nfence_ms = 2600\n")
+            .unwrap()
+            .cluster;
+        assert_eq!(cluster.fence_ms(), 2_600);
     }
 
     #[test]

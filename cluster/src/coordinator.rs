@@ -54,6 +54,10 @@ pub struct CoordinatorOptions {
     pub heartbeat_interval: Duration,
     /// A node that misses heartbeats this long is lost.
     pub failure_timeout: Duration,
+    /// A node whose newest acknowledged heartbeat is this old fences itself; two thirds of
+    /// `failure_timeout` when `None`. The config checks it ends, with the time to stop
+    /// every shard, before `failure_timeout`.
+    pub fence: Option<Duration>,
     /// Nodes to wait for before placing shards on a cold cluster (or `formation_grace`).
     pub min_nodes: usize,
     pub formation_grace: Duration,
@@ -151,7 +155,11 @@ impl Coordinator {
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let tls = options.tls.clone();
         let serving = tokio::spawn(async move {
-            let mut builder = tonic::transport::Server::builder();
+            // The server pings too: a frozen node's attach stream ends within seconds, so its
+            // instructions are not queued for nobody.
+            let mut builder = tonic::transport::Server::builder()
+                .http2_keepalive_interval(Some(crate::grpc::KEEPALIVE_INTERVAL))
+                .http2_keepalive_timeout(Some(crate::grpc::KEEPALIVE_TIMEOUT));
             if let Some(tls) = &tls {
                 builder = builder.tls_config(tls.server())?;
             }
@@ -230,6 +238,10 @@ async fn lead(
         shard_count: options.shards.unwrap_or(info.shards).max(1),
         heartbeat_interval: options.heartbeat_interval,
         failure_timeout: options.failure_timeout,
+        fence: options
+            .fence
+            .unwrap_or(options.failure_timeout * 2 / 3)
+            .min(options.failure_timeout),
         min_nodes: options.min_nodes,
         formation_grace: options.formation_grace,
         max_moves: options.max_moves.max(1),

@@ -42,6 +42,7 @@ async fn remote_store() -> (RemoteStore, Leader) {
         shards: None,
         heartbeat_interval: Duration::from_millis(100),
         failure_timeout: Duration::from_secs(3),
+        fence: None,
         min_nodes: 1,
         formation_grace: Duration::ZERO,
         max_moves: 4,

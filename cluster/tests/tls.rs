@@ -63,6 +63,7 @@ async fn only_peers_with_a_certificate_of_the_cluster_ca_get_in() {
         shards: None,
         heartbeat_interval: Duration::from_millis(100),
         failure_timeout: Duration::from_secs(3),
+        fence: None,
         min_nodes: 1,
         formation_grace: Duration::ZERO,
         max_moves: 4,
