@@ -661,6 +661,86 @@ async fn a_node_without_the_cluster_token_is_rejected() {
     assert_eq!(cluster.sim.stats().identifies, 0);
 }
 
+/// A rolling update stops the leader with SIGTERM: it releases its lease on the way out, so
+/// the standby leads as soon as it can open the store, not a lease TTL later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_stopped_by_sigterm_releases_its_lease_for_the_standby() {
+    let mut cluster = Cluster::start(2, 1).await;
+    cluster.start_node("node-a", Some(CLUSTER_TOKEN)).await;
+    cluster.settled("every shard runs", |_| true).await;
+    let before = cluster.status().await.unwrap().leader_epoch;
+    cluster.coordinators[0].signal("-TERM");
+    let stopped_at = Instant::now();
+    let status = cluster.coordinators[0].exited().await;
+    assert!(
+        status.success(),
+        "a leader stops cleanly on SIGTERM: {status}"
+    );
+    assert!(
+        cluster
+            .log("coordinator-0")
+            .contains("leadership lease released"),
+        "{}",
+        cluster.log("coordinator-0")
+    );
+    cluster
+        .leader_status("the standby takes over", |status| {
+            status.leader_epoch > before
+        })
+        .await;
+    println!(
+        "SIGTERM to the leader: the standby led {:?} later",
+        stopped_at.elapsed()
+    );
+    cluster
+        .settled("every shard still runs under the new leader", |per_node| {
+            per_node.get("node-a") == Some(&SHARDS)
+        })
+        .await;
+    assert_eq!(cluster.sim.stats().identifies, u64::from(SHARDS));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_token_that_cannot_be_one_is_refused_before_any_network_call() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim = Simulator::start(world(), listener).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("run.toml");
+    let config = format!(
+        "[discord]\nsimulator = \"{}\"\n\n[storage]\ndata_dir = {:?}\n\n[ops]\nlisten = \"127.0.0.1:0\"\n",
+        sim.rest_proxy(),
+        dir.path().join("data"),
+    );
+    std::fs::write(&config_path, config).unwrap();
+    for token in ["", "Bot sim-token", "sim-token\n"] {
+        let binary =
+            std::env::var_os("PROTONN_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_protonn").into());
+        let mut command = std::process::Command::new(binary);
+        command
+            .arg("--config")
+            .arg(&config_path)
+            .arg("run")
+            .env("DISCORD_TOKEN", token);
+        let output = tokio::task::spawn_blocking(move || command.output())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            !output.status.success(),
+            "{token:?}: the node must not start"
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("DISCORD_TOKEN"), "{token:?}: {stderr}");
+    }
+    let ledger = sim.ledger();
+    assert!(
+        ledger.rest.is_empty() && ledger.gateway.is_empty(),
+        "a refused token reached the network: {:?}",
+        ledger.rest.first()
+    );
+}
+
 /// Messages the bot posted in each window of `window_ms` (by arrival at the simulator).
 fn most_messages_in_any_window(sim: &SimHandle, window_ms: u64) -> usize {
     let arrivals: Vec<u64> = sim
