@@ -297,6 +297,7 @@ async fn run_coordinator(
         formation_grace: Duration::from_millis(cluster.formation_grace_ms),
         max_moves: cluster.max_moves,
         lease_ttl: Duration::from_millis(cluster.lease_ttl_ms),
+        rest_global_per_sec: config.discord.rest_global_per_sec,
     })
     .await?;
     // Lines on stdout for scripts and tests that start it on port 0: gRPC first.

@@ -43,7 +43,7 @@ impl Default for Config {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DiscordConfig {
     /// Address (`host:port`) of a simulator to use instead of Discord, for `protonn run`.
@@ -52,6 +52,21 @@ pub struct DiscordConfig {
     pub shards: Option<u32>,
     /// Shards this node runs; all of them when unset.
     pub shard_ids: Option<Vec<u32>>,
+    /// Discord's global REST limit for this bot, requests per second: 50 unless Discord
+    /// raised it. A cluster's leader splits 90 % of it between the nodes (the shares add up
+    /// to that), keeping the rest for start-up calls and each node's one-request burst.
+    pub rest_global_per_sec: f64,
+}
+
+impl Default for DiscordConfig {
+    fn default() -> Self {
+        Self {
+            simulator: None,
+            shards: None,
+            shard_ids: None,
+            rest_global_per_sec: 50.0,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -246,6 +261,13 @@ impl Config {
                 "expected host:port, such as 127.0.0.1:7878",
             ));
         }
+        let global = self.discord.rest_global_per_sec;
+        if !(10.0..=100_000.0).contains(&global) {
+            return Err(invalid(
+                "discord.rest_global_per_sec",
+                "must be 10 to 100000 (Discord's default is 50)",
+            ));
+        }
         if self.discord.shards == Some(0) {
             return Err(invalid("discord.shards", "must be at least 1"));
         }
@@ -378,6 +400,10 @@ mod tests {
                 "cluster.coordinators",
             ),
             ("[cluster]\nmax_moves = 0\n", "cluster.max_moves"),
+            (
+                "[discord]\nrest_global_per_sec = 0\n",
+                "discord.rest_global_per_sec",
+            ),
             ("[cluster]\nfence_ms = 4000\n", "cluster.fence_ms"),
             (
                 "[cluster]\nfence_ms = 3500\nshard_stop_ms = 1000\n",

@@ -65,6 +65,8 @@ pub struct CoordinatorOptions {
     pub max_moves: usize,
     /// Time-to-live of the leadership lease; renewed every third of it.
     pub lease_ttl: Duration,
+    /// Discord's global REST limit for the bot, requests per second (50 unless raised).
+    pub rest_global_per_sec: f64,
 }
 
 /// A running coordinator, leading or standing by.
@@ -284,6 +286,7 @@ async fn lead(
         min_nodes: options.min_nodes,
         formation_grace: options.formation_grace,
         max_moves: options.max_moves.max(1),
+        rest_global_per_sec: options.rest_global_per_sec,
     };
     let repo: Arc<dyn ClusterRepo> = store.clone();
     let control = Control::load(Arc::clone(&repo), settings, epoch).await?;

@@ -47,6 +47,7 @@ async fn remote_store() -> (RemoteStore, Leader) {
         formation_grace: Duration::ZERO,
         max_moves: 4,
         lease_ttl: Duration::from_secs(1),
+        rest_global_per_sec: 50.0,
     })
     .await
     .unwrap();

@@ -68,6 +68,7 @@ async fn only_peers_with_a_certificate_of_the_cluster_ca_get_in() {
         formation_grace: Duration::ZERO,
         max_moves: 4,
         lease_ttl: Duration::from_secs(1),
+        rest_global_per_sec: 50.0,
     })
     .await
     .unwrap();

@@ -16,7 +16,7 @@ use crate::grpc::pb;
 use crate::metrics::{
     HANDOFF_SECONDS, HANDOFFS, MOVES, NODE_STATES, NODES, REST_BUDGET_USED, SHARD_STATES, SHARDS,
 };
-use crate::rest_budget::{self, DISCORD_GLOBAL_LIMIT};
+use crate::rest_budget;
 use protonn_actors::rest::SlidingCount;
 
 /// How the coordinator paces the cluster.
@@ -34,6 +34,9 @@ pub(crate) struct ControlSettings {
     pub(crate) formation_grace: Duration,
     /// Handoffs under way at once.
     pub(crate) max_moves: usize,
+    /// Discord's global REST limit for the bot; the nodes' shares add up to
+    /// [`rest_budget::cluster_budget`] of it.
+    pub(crate) rest_global_per_sec: f64,
 }
 
 /// Weight of a new events/s reading in a shard's smoothed rate (per heartbeat).
@@ -639,9 +642,11 @@ impl Control {
             .map(|(&id, node)| (id, node.rest_demand))
             .collect();
         let used: f64 = demands.iter().map(|d| d.1).sum();
-        gauge!(REST_BUDGET_USED).set(used / DISCORD_GLOBAL_LIMIT);
+        let global = self.settings.rest_global_per_sec;
+        gauge!(REST_BUDGET_USED).set(used / global);
         let standing = self.rest.status();
-        for (node_id, per_sec) in rest_budget::allot(rest_budget::CLUSTER_BUDGET, &demands) {
+        for (node_id, per_sec) in rest_budget::allot(rest_budget::cluster_budget(global), &demands)
+        {
             if let Some(node) = self.nodes.get_mut(&node_id) {
                 node.rest_share = per_sec;
             }

@@ -114,6 +114,7 @@ async fn dashboards_alerts_and_catalog_hold_against_a_real_prometheus() {
         formation_grace: Duration::from_secs(10),
         max_moves: 4,
         lease_ttl: Duration::from_secs(2),
+        rest_global_per_sec: 50.0,
     })
     .await
     .unwrap();
