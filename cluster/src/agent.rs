@@ -2,7 +2,7 @@
 //! coordinator, heartbeats its load and session checkpoints, and runs or releases shards
 //! as instructed, refusing instructions from a superseded leader or for a stale epoch.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -13,16 +13,18 @@ use std::time::Duration;
 use protonn_actors::rest::{Demand, GlobalLine, InvalidRequestGuard};
 use protonn_actors::{ConfigChangeError, Departures, RouterMsg};
 use protonn_shard::{
-    ExportedSession, IdentifyReason, IdentifyScheduler, ShardStatus, SupervisorMsg,
+    ExportedSession, IdentifyReason, IdentifyScheduler, ShardError, ShardStatus, SupervisorMsg,
 };
 use protonn_storage::Store;
 use ractor::ActorRef;
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 use twilight_cache_inmemory::DefaultInMemoryCache;
 
+use crate::fence::Fence;
 use crate::grpc::{self, Client, ClusterTls, ClusterToken, pb};
 use crate::rest_budget;
 
@@ -53,6 +55,8 @@ pub(crate) struct Link {
     leader_epoch: AtomicU64,
     /// The connection to the coordinator that answered last, shared by every call.
     connection: Mutex<Option<grpc::Connection>>,
+    /// The node's lease on its shards, renewed by the leader's acknowledgements.
+    pub(crate) fence: Arc<Fence>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +76,7 @@ impl Link {
             preferred: AtomicUsize::new(0),
             leader_epoch: AtomicU64::new(0),
             connection: Mutex::new(None),
+            fence: Fence::new(),
         })
     }
 
@@ -115,6 +120,7 @@ impl Link {
     ) -> Result<pb::RegisterReply, JoinError> {
         let mut pause = RETRY_START;
         loop {
+            let sent = Instant::now();
             let attempt = async {
                 let mut client = self.client().await.map_err(tonic::Status::unavailable)?;
                 let request = pb::RegisterRequest {
@@ -122,7 +128,7 @@ impl Link {
                     ops_address: ops_addr.to_string(),
                 };
                 client
-                    .register(request)
+                    .register(grpc::with_deadline(request, grpc::CALL_DEADLINE))
                     .await
                     .map(tonic::Response::into_inner)
             };
@@ -130,6 +136,8 @@ impl Link {
                 Ok(reply) if reply.leader_epoch >= self.leader_epoch.load(Ordering::Relaxed) => {
                     self.leader_epoch
                         .fetch_max(reply.leader_epoch, Ordering::Relaxed);
+                    // The leader counts this node alive from when it handled the call.
+                    self.fence.registered(fence_deadline(&reply), sent);
                     return Ok(reply);
                 }
                 Ok(reply) => {
@@ -158,7 +166,10 @@ impl Link {
         let request = pb::DrainRequest {
             name: self.membership.name.clone(),
         };
-        match client.drain_node(request).await {
+        match client
+            .drain_node(grpc::with_deadline(request, grpc::DRAIN_DEADLINE))
+            .await
+        {
             Ok(reply) => Ok(reply.into_inner().shards_moved),
             Err(status) => {
                 self.next_coordinator();
@@ -188,13 +199,20 @@ impl IdentifyScheduler for RemoteIdentify {
             };
             let mut pause = RETRY_START;
             loop {
+                // A fenced shard may run elsewhere: it must not start a session of its own.
+                if !link.fence.may_run(shard_id) {
+                    tokio::time::sleep(RETRY_MAX).await;
+                    continue;
+                }
                 let granted = async {
                     let mut client = link.client().await.map_err(tonic::Status::unavailable)?;
                     let request = pb::IdentifyRequest {
                         shard_id,
                         reason: reason.into(),
                     };
-                    client.acquire_identify(request).await
+                    client
+                        .acquire_identify(grpc::with_deadline(request, grpc::IDENTIFY_DEADLINE))
+                        .await
                 };
                 match granted.await {
                     Ok(_) => return,
@@ -236,44 +254,49 @@ type Epochs = Arc<Mutex<HashMap<u32, u64>>>;
 
 impl Agent {
     /// Runs until the task is aborted: attach, follow instructions, reattach when the
-    /// stream breaks; stop every shard if cut off for too long.
+    /// stream breaks; and, apart, stop every shard whenever the lease runs out.
     pub(crate) async fn run(self) {
         let epochs: Epochs = Arc::default();
+        tokio::select! {
+            () = self.keep_fence(&epochs) => {}
+            () = self.follow_leaders(&epochs) => {}
+        }
+    }
+
+    /// Fences the node at each lapse of its lease, however the link is doing: a node whose
+    /// heartbeats stopped being acknowledged stops its shards even while it still hears the
+    /// leader (or believes it does).
+    async fn keep_fence(&self, epochs: &Epochs) {
+        loop {
+            self.link.fence.lapsed().await;
+            self.fence(epochs).await;
+            self.link.fence.renewed().await;
+        }
+    }
+
+    async fn follow_leaders(&self, epochs: &Epochs) {
         let mut rates = Rates::default();
         let mut joined = Some(self.joined);
-        let mut cut_off_since: Option<Instant> = None;
-        let fence_after = Duration::from_millis(u64::from(self.joined.failure_timeout_ms)) * 2 / 3;
         let mut pause = RETRY_START;
         loop {
             let reply = match joined.take() {
                 Some(reply) => Ok(reply),
-                None => tokio::select! {
-                    registered = self.link.register(self.ops_addr) => registered,
-                    () = fence_deadline(cut_off_since, fence_after) => {
-                        self.fence(&epochs).await;
-                        cut_off_since = None;
-                        continue;
-                    }
-                },
+                None => self.link.register(self.ops_addr).await,
             };
             let reply = match reply {
                 Ok(reply) => reply,
                 Err(err) => {
                     tracing::error!(error = %err, "cannot rejoin the cluster");
-                    self.fence(&epochs).await;
+                    self.fence(epochs).await;
                     return;
                 }
             };
-            match self
-                .attached(&reply, &epochs, &mut rates, &mut cut_off_since)
-                .await
-            {
+            match self.attached(&reply, epochs, &mut rates).await {
                 Ok(()) => pause = RETRY_START,
                 Err(status) => {
                     tracing::warn!(error = %status, "coordinator link lost; reattaching")
                 }
             }
-            cut_off_since.get_or_insert_with(Instant::now);
             self.link.next_coordinator();
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(RETRY_MAX);
@@ -286,7 +309,6 @@ impl Agent {
         reply: &pb::RegisterReply,
         epochs: &Epochs,
         rates: &mut Rates,
-        cut_off_since: &mut Option<Instant>,
     ) -> Result<(), tonic::Status> {
         let (reports, outbound) = mpsc::channel(64);
         let hello = pb::node_report::Report::Hello(pb::Hello {
@@ -300,19 +322,22 @@ impl Agent {
             .client()
             .await
             .map_err(tonic::Status::unavailable)?;
-        let mut instructions = client
-            .attach(ReceiverStream::new(outbound))
-            .await?
+        let attach = client.attach(ReceiverStream::new(outbound));
+        let mut instructions = tokio::time::timeout(grpc::CALL_DEADLINE, attach)
+            .await
+            .map_err(|_| tonic::Status::deadline_exceeded("attach not answered"))??
             .into_inner();
         tracing::info!(
             node_id = reply.node_id,
             epoch = reply.leader_epoch,
             "attached to the coordinator"
         );
-        *cut_off_since = None;
-        let mut heartbeat = tokio::time::interval(Duration::from_millis(u64::from(
-            reply.heartbeat_interval_ms.max(10),
-        )));
+        let interval = Duration::from_millis(u64::from(reply.heartbeat_interval_ms.max(10)));
+        let mut heartbeat = tokio::time::interval(interval);
+        // The leader acknowledges every heartbeat at once: a link this quiet is dead, even
+        // if HTTP/2 has not noticed yet, and another coordinator may lead.
+        let silence = (interval * 4).max(Duration::from_secs(1));
+        let mut heard = Instant::now();
         loop {
             tokio::select! {
                 _ = heartbeat.tick() => {
@@ -321,8 +346,14 @@ impl Agent {
                         return Ok(());
                     }
                 }
+                () = tokio::time::sleep_until(heard + silence) => {
+                    return Err(tonic::Status::unavailable("the coordinator went silent"));
+                }
                 instruction = instructions.message() => match instruction? {
-                    Some(instruction) => self.follow(instruction, epochs, &reports).await,
+                    Some(instruction) => {
+                        heard = Instant::now();
+                        self.follow(instruction, epochs, &reports).await;
+                    }
                     None => return Ok(()),
                 },
             }
@@ -337,6 +368,7 @@ impl Agent {
         )
         .unwrap_or_default();
         let epochs = epochs.lock().expect("epoch map poisoned").clone();
+        let fence = &self.link.fence;
         let shards: Vec<pb::ShardReport> = statuses
             .into_iter()
             .map(|status| pb::ShardReport {
@@ -344,7 +376,12 @@ impl Agent {
                 epoch: epochs.get(&status.shard_id).copied().unwrap_or(0),
                 phase: status.phase.label().to_owned(),
                 events_per_sec: rates.observe(status.shard_id, status.checkpoint.as_ref()),
-                checkpoint: status.checkpoint.map(session_to_pb),
+                // A fenced shard's checkpoint is not this node's to give: another node may
+                // already run the session further.
+                checkpoint: status
+                    .checkpoint
+                    .filter(|_| fence.may_run(status.shard_id))
+                    .map(session_to_pb),
             })
             .collect();
         let (cpu_seconds, rss_bytes) = process_usage();
@@ -357,6 +394,7 @@ impl Agent {
             rss_bytes,
             shards,
             rest_demand_per_sec: rates.rest_demand(self.rest_line.take_demand()),
+            seq: fence.heartbeat(),
         })
     }
 
@@ -390,6 +428,9 @@ impl Agent {
             Some(pb::instruction::Instruction::Release(release)) => {
                 self.release(release, epochs, reports)
             }
+            Some(pb::instruction::Instruction::Lease(ack)) => {
+                self.link.fence.acknowledged(ack.seq);
+            }
             None => {}
         }
     }
@@ -411,6 +452,7 @@ impl Agent {
             }
             epochs.insert(shard_id, start.epoch);
         }
+        self.link.fence.readmit(shard_id);
         if let Err(err) = self.departures.refresh(self.store.as_ref()).await {
             // A guild that left elsewhere and returns here keeps its deletion scheduled
             // until the next refresh; its data is kept for the grace period meanwhile.
@@ -507,9 +549,16 @@ impl Agent {
                 reason: reason.to_owned(),
             })
         };
-        if epochs.lock().expect("epoch map poisoned").get(&shard_id) != Some(&epoch) {
+        // A shard this node runs under no epoch (the leader never gave it, or a fence
+        // could not stop it) is stopped whatever epoch the leader names.
+        let current = epochs
+            .lock()
+            .expect("epoch map poisoned")
+            .get(&shard_id)
+            .copied();
+        if current.is_some_and(|current| current != epoch) {
             let _ = reports.try_send(pb::NodeReport {
-                report: Some(refused("not running under this epoch")),
+                report: Some(refused("running under another epoch")),
             });
             return;
         }
@@ -526,7 +575,7 @@ impl Agent {
             );
             let report = match drained {
                 Ok(Ok(session)) => {
-                    epochs.lock().expect("epoch map poisoned").remove(&shard_id);
+                    forget_epoch(&epochs, shard_id, epoch);
                     tracing::info!(shard_id, sequence = session.sequence, "shard released");
                     pb::node_report::Report::Released(pb::Released {
                         shard_id,
@@ -546,34 +595,74 @@ impl Agent {
         });
     }
 
-    /// Cut off from every coordinator: stop every shard, keeping the sessions resumable,
-    /// before the coordinator gives them to other nodes.
+    /// The lease ran out: stop every shard at once (sessions kept resumable), before the
+    /// leader may give them to other nodes. The data path is already shut by the lapse
+    /// itself (see `fence.rs`); this closes the connections. A shard keeps its epoch until
+    /// it has stopped, so one that would not stop can still be released by the leader.
     async fn fence(&self, epochs: &Epochs) {
-        let shards: Vec<u32> = epochs
-            .lock()
-            .expect("epoch map poisoned")
-            .drain()
-            .map(|(id, _)| id)
-            .collect();
+        let statuses: Vec<ShardStatus> = ractor::call_t!(
+            self.supervisor,
+            SupervisorMsg::Statuses,
+            SHARD_CALL_TIMEOUT_MS
+        )
+        .unwrap_or_default();
+        let known = epochs.lock().expect("epoch map poisoned").clone();
+        let mut shards: BTreeSet<u32> = statuses.iter().map(|status| status.shard_id).collect();
+        shards.extend(known.keys().copied());
+        self.link.fence.trip(shards.iter().copied());
         tracing::error!(
             shards = shards.len(),
-            "cut off from the coordinators; stopping every shard"
+            "lease lapsed (no heartbeat acknowledged in time); stopping every shard"
         );
+        let mut stopping = JoinSet::new();
         for shard_id in shards {
-            let _ = ractor::call_t!(
-                self.supervisor,
-                |reply| SupervisorMsg::Drain { shard_id, reply },
-                SHARD_CALL_TIMEOUT_MS
-            );
+            let supervisor = self.supervisor.clone();
+            stopping.spawn(async move {
+                let drained = ractor::call_t!(
+                    supervisor,
+                    |reply| SupervisorMsg::Drain { shard_id, reply },
+                    SHARD_CALL_TIMEOUT_MS
+                );
+                (shard_id, drained)
+            });
+        }
+        while let Some(joined) = stopping.join_next().await {
+            let Ok((shard_id, drained)) = joined else {
+                continue;
+            };
+            match drained {
+                Ok(Ok(_) | Err(ShardError::UnknownShard(_) | ShardError::NoSession(_))) => {
+                    if let Some(&epoch) = known.get(&shard_id) {
+                        forget_epoch(epochs, shard_id, epoch);
+                    }
+                }
+                Ok(Err(err)) => tracing::warn!(shard_id, error = %err, "fenced shard not stopped"),
+                Err(err) => tracing::warn!(shard_id, error = %err, "fenced shard not stopped"),
+            }
         }
     }
 }
 
-async fn fence_deadline(since: Option<Instant>, after: Duration) {
-    match since {
-        Some(since) => tokio::time::sleep_until(since + after).await,
-        None => std::future::pending().await,
+/// Forgets a released shard's epoch, unless the leader has given the shard back meanwhile.
+fn forget_epoch(epochs: &Epochs, shard_id: u32, epoch: u64) {
+    let mut epochs = epochs.lock().expect("epoch map poisoned");
+    if epochs
+        .get(&shard_id)
+        .is_none_or(|&current| current == epoch)
+    {
+        epochs.remove(&shard_id);
     }
+}
+
+/// The leader's fence deadline (two thirds of its failure timeout from a leader that does
+/// not say).
+fn fence_deadline(reply: &pb::RegisterReply) -> Duration {
+    let ms = if reply.fence_ms > 0 {
+        reply.fence_ms
+    } else {
+        reply.failure_timeout_ms * 2 / 3
+    };
+    Duration::from_millis(u64::from(ms))
 }
 
 fn session_to_pb(session: ExportedSession) -> pb::Session {

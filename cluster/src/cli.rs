@@ -260,6 +260,31 @@ fn secret(name: &'static str) -> Result<String, ConfigError> {
     std::env::var(name).map_err(|_| ConfigError::MissingToken(name))
 }
 
+/// The bot token from `DISCORD_TOKEN`, refused before any network call when it could not
+/// be a token: empty, with whitespace or control characters (often a pasted newline), not
+/// ASCII, or with the `Bot ` prefix (the client adds it).
+fn bot_token() -> Result<BotToken, ConfigError> {
+    let token = secret(TOKEN_ENV)?;
+    check_bot_token(&token).map_err(|message| ConfigError::Invalid {
+        field: TOKEN_ENV,
+        message: message.to_owned(),
+    })?;
+    Ok(BotToken::new(token))
+}
+
+fn check_bot_token(token: &str) -> Result<(), &'static str> {
+    if token.is_empty() {
+        return Err("must not be empty");
+    }
+    if token.starts_with("Bot ") || token.starts_with("Bearer ") {
+        return Err("must be the token alone, without the `Bot ` prefix");
+    }
+    if !token.bytes().all(|byte| byte.is_ascii_graphic()) {
+        return Err("must be printable ASCII without spaces or line breaks");
+    }
+    Ok(())
+}
+
 fn discord_endpoint(config: &Config) -> DiscordEndpoint {
     match &config.discord.simulator {
         Some(addr) => DiscordEndpoint::Simulator(addr.clone()),
@@ -300,7 +325,7 @@ async fn run_coordinator(
     let cluster = &config.cluster;
     let coordinator = Coordinator::start(CoordinatorOptions {
         discord: discord_endpoint(&config),
-        token: BotToken::new(secret(TOKEN_ENV)?),
+        token: bot_token()?,
         cluster_token: cluster_token()?,
         tls: cluster_tls(&config)?,
         listen: listen.unwrap_or(cluster.listen),
@@ -309,19 +334,21 @@ async fn run_coordinator(
         shards: config.discord.shards,
         heartbeat_interval: Duration::from_millis(cluster.heartbeat_ms),
         failure_timeout: Duration::from_millis(cluster.failure_timeout_ms),
+        fence: Some(Duration::from_millis(cluster.fence_ms())),
         min_nodes: cluster.min_nodes,
         formation_grace: Duration::from_millis(cluster.formation_grace_ms),
         max_moves: cluster.max_moves,
         lease_ttl: Duration::from_millis(cluster.lease_ttl_ms),
+        rest_global_per_sec: config.discord.rest_global_per_sec,
     })
     .await?;
     // Lines on stdout for scripts and tests that start it on port 0: gRPC first.
     println!("coordinator grpc {}", coordinator.addr());
     println!("coordinator ops {}", coordinator.ops_addr());
-    tokio::select! {
-        stopped = coordinator.wait() => stopped.context("coordinator stopped"),
-        () = shutdown_signal() => Ok(()),
-    }
+    coordinator
+        .run_until(shutdown_signal())
+        .await
+        .context("coordinator stopped")
 }
 
 fn node_name(config: &Config) -> Result<String, ConfigError> {
@@ -404,7 +431,7 @@ async fn serve_node(config: Config, cluster: Option<ClusterMembership>) -> anyho
     let node = Node::start_with_store(
         NodeOptions {
             discord: discord_endpoint(&config),
-            token: BotToken::new(secret(TOKEN_ENV)?),
+            token: bot_token()?,
             shards: config.discord.shards,
             shard_ids: config.discord.shard_ids,
             data_dir: config.storage.data_dir,
@@ -450,6 +477,23 @@ pub(crate) async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_that_cannot_be_one_is_refused_without_showing_it() {
+        assert!(check_bot_token("sim-token").is_ok());
+        assert!(check_bot_token("MTIz.NDU2.Nzg5-_abc").is_ok());
+        for bad in [
+            "",
+            "Bot abc.def.ghi",
+            "abc def",
+            "abc.def\n",
+            "jéton",
+            "a\tb",
+        ] {
+            let message = check_bot_token(bad).unwrap_err();
+            assert!(bad.is_empty() || !message.contains(bad), "{message}");
+        }
+    }
 
     /// The `sim` subcommand's scenario and overrides, as parsed from `args`.
     fn sim_args(args: &[&str]) -> (Option<PathBuf>, SimOverrides) {

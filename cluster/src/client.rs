@@ -34,7 +34,10 @@ impl ClusterClient {
     pub async fn status(&self) -> Result<ClusterStatus, tonic::Status> {
         self.ask(|mut client| async move {
             client
-                .status(pb::StatusRequest {})
+                .status(grpc::with_deadline(
+                    pb::StatusRequest {},
+                    grpc::CALL_DEADLINE,
+                ))
                 .await
                 .map(tonic::Response::into_inner)
         })
@@ -48,7 +51,7 @@ impl ClusterClient {
                 name: name.to_owned(),
             };
             client
-                .drain_node(request)
+                .drain_node(grpc::with_deadline(request, grpc::DRAIN_DEADLINE))
                 .await
                 .map(|reply| reply.into_inner().shards_moved)
         })
@@ -60,7 +63,10 @@ impl ClusterClient {
     pub async fn resume_rest(&self) -> Result<pb::RestStatus, tonic::Status> {
         self.ask(|mut client| async move {
             client
-                .resume_rest(pb::ResumeRestRequest {})
+                .resume_rest(grpc::with_deadline(
+                    pb::ResumeRestRequest {},
+                    grpc::CALL_DEADLINE,
+                ))
                 .await
                 .map(tonic::Response::into_inner)
         })
@@ -86,7 +92,7 @@ impl ClusterClient {
                     expected_version,
                 };
                 client
-                    .configure(request)
+                    .configure(grpc::with_deadline(request, grpc::CALL_DEADLINE))
                     .await
                     .map(tonic::Response::into_inner)
             })

@@ -47,7 +47,7 @@ impl Default for Config {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DiscordConfig {
     /// Address (`host:port`) of a simulator to use instead of Discord, for `protonn run`.
@@ -56,6 +56,21 @@ pub struct DiscordConfig {
     pub shards: Option<u32>,
     /// Shards this node runs; all of them when unset.
     pub shard_ids: Option<Vec<u32>>,
+    /// Discord's global REST limit for this bot, requests per second: 50 unless Discord
+    /// raised it. A cluster's leader splits 90 % of it between the nodes (the shares add up
+    /// to that), keeping the rest for start-up calls and each node's one-request burst.
+    pub rest_global_per_sec: f64,
+}
+
+impl Default for DiscordConfig {
+    fn default() -> Self {
+        Self {
+            simulator: None,
+            shards: None,
+            shard_ids: None,
+            rest_global_per_sec: 50.0,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -201,6 +216,13 @@ pub struct ClusterConfig {
     pub heartbeat_ms: u64,
     /// A node silent this long is lost and its shards resume elsewhere.
     pub failure_timeout_ms: u64,
+    /// A node whose lease (the newest heartbeat the leader acknowledged, counted from when
+    /// it was sent) is this old is fenced: it hands no event to its guild actors, sends no
+    /// REST request and reports no checkpoint, and stops every shard at once. Two thirds of
+    /// `failure_timeout_ms` when unset. `fence_ms + shard_stop_ms < failure_timeout_ms`.
+    pub fence_ms: Option<u64>,
+    /// Time a fenced node is given to stop every shard (all at once, not one by one).
+    pub shard_stop_ms: u64,
     /// Nodes a cold cluster waits for before placing shards (at most `formation_grace_ms`).
     pub min_nodes: usize,
     pub formation_grace_ms: u64,
@@ -222,6 +244,13 @@ pub struct ClusterTlsConfig {
     pub key: PathBuf,
 }
 
+impl ClusterConfig {
+    /// The fence deadline in force: `fence_ms`, or two thirds of the failure timeout.
+    pub fn fence_ms(&self) -> u64 {
+        self.fence_ms.unwrap_or(self.failure_timeout_ms * 2 / 3)
+    }
+}
+
 impl Default for ClusterConfig {
     fn default() -> Self {
         Self {
@@ -232,6 +261,10 @@ impl Default for ClusterConfig {
             // before nodes cut off for 3 s stop their shards.
             heartbeat_ms: 500,
             failure_timeout_ms: 4_500,
+            fence_ms: None,
+            // The gate is checked on every batch and every REST request, so the data path
+            // stops at the fence deadline itself; this bounds the close frames going out.
+            shard_stop_ms: 500,
             min_nodes: 1,
             formation_grace_ms: 10_000,
             max_moves: 4,
@@ -386,6 +419,13 @@ impl Config {
                 "expected host:port, such as 127.0.0.1:7878",
             ));
         }
+        let global = self.discord.rest_global_per_sec;
+        if !(10.0..=100_000.0).contains(&global) {
+            return Err(invalid(
+                "discord.rest_global_per_sec",
+                "must be 10 to 100000 (Discord's default is 50)",
+            ));
+        }
         if self.discord.shards == Some(0) {
             return Err(invalid("discord.shards", "must be at least 1"));
         }
@@ -422,6 +462,21 @@ impl Config {
             return Err(invalid(
                 "cluster.failure_timeout_ms",
                 "must be at least twice cluster.lease_ttl_ms, or a coordinator failover stops every shard",
+            ));
+        }
+        // Fence before reassign: a node stops handling, sending and reporting for its
+        // shards before the leader may give them to another node; and a failover (a
+        // standby leads within the lease TTL) must not fence anyone.
+        if cluster.fence_ms() + cluster.shard_stop_ms >= cluster.failure_timeout_ms {
+            return Err(invalid(
+                "cluster.fence_ms",
+                "plus cluster.shard_stop_ms must be less than cluster.failure_timeout_ms, or a cut-off node may still run its shards when the leader gives them to another",
+            ));
+        }
+        if cluster.fence_ms() <= cluster.lease_ttl_ms + cluster.heartbeat_ms {
+            return Err(invalid(
+                "cluster.fence_ms",
+                "must be more than cluster.lease_ttl_ms plus a heartbeat, or a coordinator failover fences every node",
             ));
         }
         if cluster.max_moves == 0 {
@@ -507,6 +562,16 @@ mod tests {
             ),
             ("[cluster]\nmax_moves = 0\n", "cluster.max_moves"),
             (
+                "[discord]\nrest_global_per_sec = 0\n",
+                "discord.rest_global_per_sec",
+            ),
+            ("[cluster]\nfence_ms = 4000\n", "cluster.fence_ms"),
+            (
+                "[cluster]\nfence_ms = 3500\nshard_stop_ms = 1000\n",
+                "cluster.fence_ms",
+            ),
+            ("[cluster]\nfence_ms = 2400\n", "cluster.fence_ms"),
+            (
                 "[cluster]\ntls = { ca = \"ca.pem\", cert = \"c.pem\", key = \"k.pem\" }\n",
                 "cluster.coordinators",
             ),
@@ -516,6 +581,17 @@ mod tests {
             let err = Config::parse(text).unwrap_err().to_string();
             assert!(err.contains(field), "{text:?} gave {err}");
         }
+    }
+
+    #[test]
+    fn the_fence_comes_before_the_failure_timeout() {
+        let cluster = Config::parse("").unwrap().cluster;
+        assert_eq!(cluster.fence_ms(), 3_000);
+        assert!(cluster.fence_ms() + cluster.shard_stop_ms < cluster.failure_timeout_ms);
+        let cluster = Config::parse("[cluster]\nfence_ms = 2600\n")
+            .unwrap()
+            .cluster;
+        assert_eq!(cluster.fence_ms(), 2_600);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use metrics::gauge;
 use protonn_actors::rest::{GuardLimits, InvalidRequestGuard};
 use protonn_shard::{BotToken, IdentifyConfig, LocalScheduler};
 use protonn_storage::{ClusterRepo, EmbeddedStore, StorageError, Timestamp};
-use tokio::sync::{OnceCell, mpsc, oneshot};
+use tokio::sync::{Notify, OnceCell, mpsc, oneshot};
 
 use control::{Control, ControlSettings};
 use service::{CoordinatorService, Leading, StorageService};
@@ -54,6 +54,10 @@ pub struct CoordinatorOptions {
     pub heartbeat_interval: Duration,
     /// A node that misses heartbeats this long is lost.
     pub failure_timeout: Duration,
+    /// A node whose newest acknowledged heartbeat is this old fences itself; two thirds of
+    /// `failure_timeout` when `None`. The config checks it ends, with the time to stop
+    /// every shard, before `failure_timeout`.
+    pub fence: Option<Duration>,
     /// Nodes to wait for before placing shards on a cold cluster (or `formation_grace`).
     pub min_nodes: usize,
     pub formation_grace: Duration,
@@ -61,6 +65,8 @@ pub struct CoordinatorOptions {
     pub max_moves: usize,
     /// Time-to-live of the leadership lease; renewed every third of it.
     pub lease_ttl: Duration,
+    /// Discord's global REST limit for the bot, requests per second (50 unless raised).
+    pub rest_global_per_sec: f64,
 }
 
 /// A running coordinator, leading or standing by.
@@ -68,6 +74,8 @@ pub struct Coordinator {
     addr: SocketAddr,
     ops_addr: SocketAddr,
     serving: tokio::task::JoinHandle<Result<(), CoordinatorError>>,
+    /// Asks `lead` to stop: a leader releases its lease first.
+    stop: Arc<Notify>,
     /// Dropped with the coordinator, which stops the ops server.
     _ops_stop: oneshot::Sender<()>,
 }
@@ -150,8 +158,14 @@ impl Coordinator {
         let incoming =
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let tls = options.tls.clone();
+        let stop = Arc::new(Notify::new());
+        let stopping = Arc::clone(&stop);
         let serving = tokio::spawn(async move {
-            let mut builder = tonic::transport::Server::builder();
+            // The server pings too: a frozen node's attach stream ends within seconds, so its
+            // instructions are not queued for nobody.
+            let mut builder = tonic::transport::Server::builder()
+                .http2_keepalive_interval(Some(crate::grpc::KEEPALIVE_INTERVAL))
+                .http2_keepalive_timeout(Some(crate::grpc::KEEPALIVE_TIMEOUT));
             if let Some(tls) = &tls {
                 builder = builder.tls_config(tls.server())?;
             }
@@ -162,7 +176,7 @@ impl Coordinator {
             // A superseded leader stops serving at once: it must not answer another call.
             tokio::select! {
                 served = server => served.map_err(Into::into),
-                led = lead(options, leading, leads) => led,
+                led = lead(options, leading, leads, stopping) => led,
             }
         });
         tracing::info!(%addr, %ops_addr, "coordinator listening");
@@ -170,6 +184,7 @@ impl Coordinator {
             addr,
             ops_addr,
             serving,
+            stop,
             _ops_stop: ops_stop,
         })
     }
@@ -190,30 +205,64 @@ impl Coordinator {
             Err(err) => Err(CoordinatorError::Superseded(err.to_string())),
         }
     }
+
+    /// Runs until it stops by itself (as [`Coordinator::wait`]) or `signal` resolves; then a
+    /// leader releases its lease, so that a standby leads at once instead of after the
+    /// lease's TTL (a rolling update's SIGTERM).
+    pub async fn run_until(
+        mut self,
+        signal: impl std::future::Future<Output = ()>,
+    ) -> Result<(), CoordinatorError> {
+        tokio::select! {
+            served = &mut self.serving => {
+                return served.unwrap_or_else(|err| Err(CoordinatorError::Superseded(err.to_string())));
+            }
+            () = signal => {}
+        }
+        self.stop.notify_one();
+        match tokio::time::timeout(STOP_TIMEOUT, &mut self.serving).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(err)) => Err(CoordinatorError::Superseded(err.to_string())),
+            Err(_) => {
+                tracing::warn!("the lease was not released in time; the standby waits out its TTL");
+                Ok(())
+            }
+        }
+    }
 }
+
+/// Time a stopping leader has to release its lease.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Waits to lead, then leads until superseded.
 async fn lead(
     options: CoordinatorOptions,
     leading: Arc<OnceCell<Leading>>,
     leads: Arc<AtomicBool>,
+    stop: Arc<Notify>,
 ) -> Result<(), CoordinatorError> {
-    let store = open_when_free(&options.data_dir).await?;
-    // Dropped (the socket unserved, the store let go) when this leadership ends.
-    let _backup = crate::backup::BackupServer::start(Arc::clone(&store), &options.data_dir);
     let holder = rand::random::<u64>();
-    let lease = loop {
-        match store
-            .acquire_lease(LEASE, holder, Timestamp::now(), options.lease_ttl)
-            .await
-        {
-            Ok(lease) => break lease,
-            // The previous leader's lease runs out within its ttl: it cannot renew it, as
-            // it no longer holds the store.
-            Err(StorageError::LeaseHeld { .. }) => tokio::time::sleep(STANDBY_POLL).await,
-            Err(err) => return Err(err.into()),
+    let standby = async {
+        let store = open_when_free(&options.data_dir).await?;
+        loop {
+            match store
+                .acquire_lease(LEASE, holder, Timestamp::now(), options.lease_ttl)
+                .await
+            {
+                Ok(lease) => return Ok::<_, CoordinatorError>((store, lease)),
+                // The previous leader's lease runs out within its ttl (unless it released
+                // it): it cannot renew it, as it no longer holds the store.
+                Err(StorageError::LeaseHeld { .. }) => tokio::time::sleep(STANDBY_POLL).await,
+                Err(err) => return Err(err.into()),
+            }
         }
     };
+    let (store, lease) = tokio::select! {
+        led = standby => led?,
+        () = stop.notified() => return Ok(()),
+    };
+    // Dropped (the socket unserved, the store let go) when this leadership ends.
+    let _backup = crate::backup::BackupServer::start(Arc::clone(&store), &options.data_dir);
     let epoch = lease.epoch;
     tracing::info!(epoch, "leading the cluster");
     gauge!(FENCING_EPOCH).set(epoch as f64);
@@ -232,9 +281,14 @@ async fn lead(
         shard_count: options.shards.unwrap_or(info.shards).max(1),
         heartbeat_interval: options.heartbeat_interval,
         failure_timeout: options.failure_timeout,
+        fence: options
+            .fence
+            .unwrap_or(options.failure_timeout * 2 / 3)
+            .min(options.failure_timeout),
         min_nodes: options.min_nodes,
         formation_grace: options.formation_grace,
         max_moves: options.max_moves.max(1),
+        rest_global_per_sec: options.rest_global_per_sec,
     };
     let repo: Arc<dyn ClusterRepo> = store.clone();
     let control = Control::load(Arc::clone(&repo), settings, epoch).await?;
@@ -259,6 +313,12 @@ async fn lead(
     let result = tokio::select! {
         ran = control.run(inbox) => ran,
         renewed = renew => renewed,
+        () = stop.notified() => {
+            sweeper.stop().await;
+            repo.release_lease(LEASE, holder, epoch).await?;
+            tracing::info!(epoch, "stopping: leadership lease released");
+            return Ok(());
+        }
     };
     sweeper.stop().await;
     Err(CoordinatorError::Superseded(match result {

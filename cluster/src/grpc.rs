@@ -24,6 +24,26 @@ pub(crate) const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 /// Time to open a connection to a coordinator; a standby that is not leading does not
 /// listen, so a refusal comes at once and the next address is tried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// HTTP/2 pings on every coordinator connection, idle or not, and how long an unanswered
+/// one may take before the connection is dropped: a peer frozen or cut off silently is
+/// noticed within 3 s, not after the kernel's TCP timeouts (minutes).
+pub(crate) const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Deadline of a unary call (registration, a drain asked by a node, a store call): a
+/// coordinator that does not answer in this long is treated as gone.
+pub(crate) const CALL_DEADLINE: Duration = Duration::from_secs(10);
+/// Deadline of an identify permit: the coordinator holds the call until the shard's bucket
+/// has a window, which at 2,500 shards and max_concurrency 16 is up to 157 windows of 5 s.
+/// Deadline of a drain: it answers once every shard of the node has been handed over.
+pub(crate) const DRAIN_DEADLINE: Duration = Duration::from_secs(10 * 60);
+pub(crate) const IDENTIFY_DEADLINE: Duration = Duration::from_secs(20 * 60);
+
+/// A request with a deadline: the client gives up after it, and the server is told.
+pub(crate) fn with_deadline<T>(message: T, deadline: Duration) -> Request<T> {
+    let mut request = Request::new(message);
+    request.set_timeout(deadline);
+    request
+}
 
 /// The shared secret every gRPC call carries. Its `Debug` and `Display` never show it.
 #[derive(Clone)]
@@ -177,7 +197,11 @@ pub(crate) async fn connect(
     for offset in 0..addresses.len() {
         let index = (skip + offset) % addresses.len();
         let endpoint = Endpoint::from_shared(addresses[index].clone()).and_then(|endpoint| {
-            let endpoint = endpoint.connect_timeout(CONNECT_TIMEOUT);
+            let endpoint = endpoint
+                .connect_timeout(CONNECT_TIMEOUT)
+                .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+                .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+                .keep_alive_while_idle(true);
             match tls {
                 Some(tls) => endpoint.tls_config(tls.client()),
                 None => Ok(endpoint),

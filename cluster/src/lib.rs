@@ -12,6 +12,7 @@ mod config;
 mod coordinator;
 mod demo;
 mod error;
+mod fence;
 mod grpc;
 mod metrics;
 mod node;

@@ -14,8 +14,8 @@ use protonn_actors::{
     GuildRouter, OwnRoles, Replies, RouterMsg, RouterStats, RuntimeConfig, Services,
 };
 use protonn_shard::{
-    BotToken, GatewaySettings, IdentifyConfig, IdentifyScheduler, LocalScheduler, ShardStatus,
-    ShardSupervisor, SupervisorArgs, SupervisorMsg,
+    BotToken, EventSink, GatewaySettings, IdentifyConfig, IdentifyScheduler, LocalScheduler,
+    ShardStatus, ShardSupervisor, SupervisorArgs, SupervisorMsg,
 };
 use protonn_storage::{DataRights, EmbeddedStore, Store, Timestamp, VersionedConfig};
 use ractor::ActorRef;
@@ -26,6 +26,7 @@ use twilight_model::gateway::connection_info::BotConnectionInfo;
 use twilight_model::oauth::Application;
 
 use crate::agent::{Agent, ClusterMembership, Link, RemoteIdentify};
+use crate::fence::FencedSink;
 use crate::remote_store::RemoteStore;
 use crate::rest_budget;
 use crate::{NodeError, ops, telemetry};
@@ -218,15 +219,28 @@ impl Node {
         })
         .await?;
 
-        let ingress = Arc::new(EventIngress::new(
+        let ingress: Arc<dyn EventSink> =
+            Arc::new(EventIngress::new(
             Arc::clone(&cache),
             own_roles,
             router.clone(),
         ));
+        // A cluster node acts only while it holds its lease (fence before reassign).
+        let sink: Arc<dyn EventSink> = match &cluster {
+            Some((link, _)) => {
+                let fence = Arc::clone(&link.fence);
+                guard.set_gate(move || fence.holds_lease());
+                Arc::new(FencedSink {
+                    inner: ingress,
+                    fence: Arc::clone(&link.fence),
+                })
+            }
+            None => ingress,
+        };
         let supervisor = ShardSupervisor::start(SupervisorArgs {
             settings,
             scheduler,
-            sink: ingress,
+            sink,
         });
         let supervisor = match supervisor.await {
             Ok(supervisor) => supervisor,

@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::{ClusterMembership, Link};
-use crate::grpc::{ClusterTls, ClusterToken, pb};
+use crate::grpc::{self, ClusterTls, ClusterToken, pb};
 
 /// Tries of a call answered `Unavailable` (a standby, or no coordinator reachable): a leader
 /// change takes about a lease time-to-live, so 40 × 250 ms covers one.
@@ -384,7 +384,11 @@ impl RemoteStore {
         let answer = loop {
             tries += 1;
             let answered = match self.link.storage_client().await {
-                Ok(mut client) => client.call(request.clone()).await,
+                Ok(mut client) => {
+                    client
+                        .call(grpc::with_deadline(request.clone(), grpc::CALL_DEADLINE))
+                        .await
+                }
                 Err(err) => Err(tonic::Status::unavailable(err)),
             };
             let status = match answered {

@@ -11,6 +11,12 @@ pub(crate) const DISCORD_GLOBAL_LIMIT: f64 = 50.0;
 /// What the coordinator hands out per second. Discord allows 50; the rest covers what goes
 /// around the shares (start-up calls) and each node's one-permit burst.
 pub(crate) const CLUSTER_BUDGET: f64 = 45.0;
+/// What the coordinator hands out per second under a global limit of `global` (Discord's
+/// 50, or the bot's raised limit): the same share of it as [`CLUSTER_BUDGET`] is of 50.
+pub(crate) fn cluster_budget(global: f64) -> f64 {
+    global * CLUSTER_BUDGET / DISCORD_GLOBAL_LIMIT
+}
+
 /// The least a node is given, and what a node uses before its first grant.
 pub(crate) const MIN_SHARE: f64 = 1.0;
 
@@ -52,6 +58,19 @@ mod tests {
 
     fn total(shares: &[(u64, f64)]) -> f64 {
         shares.iter().map(|s| s.1).sum()
+    }
+
+    #[test]
+    fn a_raised_limit_is_shared_whole_and_a_lost_nodes_share_returns() {
+        let budget = cluster_budget(500.0);
+        assert_eq!(budget, 450.0);
+        assert_eq!(cluster_budget(DISCORD_GLOBAL_LIMIT), CLUSTER_BUDGET);
+        let three = allot(budget, &[(1, 1_000.0), (2, 1_000.0), (3, 1_000.0)]);
+        assert!((total(&three) - budget).abs() < 1e-9, "{three:?}");
+        // Node 3 was lost: the next round splits the whole budget between the other two.
+        let two = allot(budget, &[(1, 1_000.0), (2, 1_000.0)]);
+        assert!((total(&two) - budget).abs() < 1e-9, "{two:?}");
+        assert!(two[0].1 > three[0].1);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use protonn_cluster::{ClusterClient, ClusterStatus, ClusterToken};
-use protonn_sim::{InteractionOutcome, SimConfig, SimHandle, Simulator};
+use protonn_sim::{GatewayEventKind, InteractionOutcome, SimConfig, SimHandle, Simulator};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
@@ -57,7 +57,11 @@ impl Process {
         let config_path = dir.join(format!("{name}.toml"));
         std::fs::write(&config_path, config).unwrap();
         let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_protonn"));
+        // PROTONN_BIN runs a copy of the binary (a target directory shared by several
+        // checkouts may hold another build by the time the test runs).
+        let binary =
+            std::env::var_os("PROTONN_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_protonn").into());
+        let mut command = Command::new(binary);
         command
             .arg("--config")
             .arg(&config_path)
@@ -114,6 +118,9 @@ impl Process {
 
 struct Cluster {
     sim: SimHandle,
+    /// Taken just after the simulator started: the ledger's `at_ms` count from a moment
+    /// before it, so times measured from here are never later than the ledger's.
+    sim_started: Instant,
     dir: tempfile::TempDir,
     coordinators: Vec<Process>,
     addresses: Vec<String>,
@@ -129,6 +136,7 @@ impl Cluster {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let sim = Simulator::start(world(), listener).await.unwrap();
+        let sim_started = Instant::now();
         // PROTONN_KEEP_TEST_DIR=1 keeps every process's config and log for a post-mortem.
         let keep = std::env::var_os("PROTONN_KEEP_TEST_DIR").is_some();
         let dir = tempfile::Builder::new()
@@ -161,6 +169,7 @@ impl Cluster {
             ClusterClient::new(addresses.clone(), ClusterToken::new(CLUSTER_TOKEN).unwrap());
         Self {
             sim,
+            sim_started,
             dir,
             coordinators: processes,
             addresses,
@@ -307,6 +316,11 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Milliseconds on the simulator's ledger clock at `at` (at most this late).
+    fn sim_ms(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.sim_started).as_millis() as u64
     }
 
     fn log(&self, name: &str) -> String {
@@ -647,6 +661,86 @@ async fn a_node_without_the_cluster_token_is_rejected() {
     assert_eq!(cluster.sim.stats().identifies, 0);
 }
 
+/// A rolling update stops the leader with SIGTERM: it releases its lease on the way out, so
+/// the standby leads as soon as it can open the store, not a lease TTL later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_stopped_by_sigterm_releases_its_lease_for_the_standby() {
+    let mut cluster = Cluster::start(2, 1).await;
+    cluster.start_node("node-a", Some(CLUSTER_TOKEN)).await;
+    cluster.settled("every shard runs", |_| true).await;
+    let before = cluster.status().await.unwrap().leader_epoch;
+    cluster.coordinators[0].signal("-TERM");
+    let stopped_at = Instant::now();
+    let status = cluster.coordinators[0].exited().await;
+    assert!(
+        status.success(),
+        "a leader stops cleanly on SIGTERM: {status}"
+    );
+    assert!(
+        cluster
+            .log("coordinator-0")
+            .contains("leadership lease released"),
+        "{}",
+        cluster.log("coordinator-0")
+    );
+    cluster
+        .leader_status("the standby takes over", |status| {
+            status.leader_epoch > before
+        })
+        .await;
+    println!(
+        "SIGTERM to the leader: the standby led {:?} later",
+        stopped_at.elapsed()
+    );
+    cluster
+        .settled("every shard still runs under the new leader", |per_node| {
+            per_node.get("node-a") == Some(&SHARDS)
+        })
+        .await;
+    assert_eq!(cluster.sim.stats().identifies, u64::from(SHARDS));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_token_that_cannot_be_one_is_refused_before_any_network_call() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim = Simulator::start(world(), listener).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("run.toml");
+    let config = format!(
+        "[discord]\nsimulator = \"{}\"\n\n[storage]\ndata_dir = {:?}\n\n[ops]\nlisten = \"127.0.0.1:0\"\n",
+        sim.rest_proxy(),
+        dir.path().join("data"),
+    );
+    std::fs::write(&config_path, config).unwrap();
+    for token in ["", "Bot sim-token", "sim-token\n"] {
+        let binary =
+            std::env::var_os("PROTONN_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_protonn").into());
+        let mut command = std::process::Command::new(binary);
+        command
+            .arg("--config")
+            .arg(&config_path)
+            .arg("run")
+            .env("DISCORD_TOKEN", token);
+        let output = tokio::task::spawn_blocking(move || command.output())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            !output.status.success(),
+            "{token:?}: the node must not start"
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("DISCORD_TOKEN"), "{token:?}: {stderr}");
+    }
+    let ledger = sim.ledger();
+    assert!(
+        ledger.rest.is_empty() && ledger.gateway.is_empty(),
+        "a refused token reached the network: {:?}",
+        ledger.rest.first()
+    );
+}
+
 /// Messages the bot posted in each window of `window_ms` (by arrival at the simulator).
 fn most_messages_in_any_window(sim: &SimHandle, window_ms: u64) -> usize {
     let arrivals: Vec<u64> = sim
@@ -866,4 +960,135 @@ async fn a_401_on_one_node_halts_rest_on_every_node_until_an_operator_resumes() 
     let mut traffic = Traffic::start(sim, PINGS_PER_SEC);
     traffic.stop_after(PINGS_PER_SEC).await;
     assert_eq!(traffic.count(sim).await, 0);
+}
+
+/// Answer times (ledger ms) of every channel answered at least once since `from_ms`.
+fn answer_times(sim: &SimHandle, from_ms: u64) -> HashMap<u64, Vec<u64>> {
+    let mut answered: HashMap<u64, Vec<u64>> = HashMap::new();
+    for record in sim.ledger().rest {
+        let channel = record
+            .path
+            .strip_prefix("/channels/")
+            .and_then(|rest| rest.strip_suffix("/messages"));
+        if let Some(channel) = channel
+            && record.method == "POST"
+            && record.status == 200
+            && record.at_ms >= from_ms
+        {
+            answered
+                .entry(channel.parse().unwrap())
+                .or_default()
+                .push(record.at_ms);
+        }
+    }
+    answered
+}
+
+/// Fence before reassign: a node frozen for 15 s (SIGSTOP: no crash, no closed socket,
+/// just silence) loses its shards to the other node after the failure timeout; when it
+/// wakes it has been fenced since its deadline, so it hands no event to its guild actors,
+/// sends no reply and resumes no session: no ping is answered by both nodes after the fence
+/// deadline, and no shard is fought over (at most 2 RESUMEs each: the takeover, and the
+/// rebalance back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silently_partitioned_node_is_fenced_before_its_shards_run_elsewhere() {
+    /// The cluster config's fence deadline: two thirds of its 3 s failure timeout.
+    const FENCE_MS: u64 = 2_000;
+    const FROZEN: Duration = Duration::from_secs(15);
+    let mut cluster = Cluster::start(1, 2).await;
+    for name in ["node-a", "node-b"] {
+        cluster.start_node(name, Some(CLUSTER_TOKEN)).await;
+    }
+    let status = cluster.settled("32 shards over 2 nodes", evenly(2)).await;
+    let node_a = status
+        .nodes
+        .iter()
+        .find(|n| n.name == "node-a")
+        .unwrap()
+        .node_id;
+    let moved: Vec<u32> = status
+        .shards
+        .iter()
+        .filter(|s| s.node_id == node_a)
+        .map(|s| s.shard_id)
+        .collect();
+    let channels = all_channels(&cluster.sim);
+    // One ping per channel at most, so that every answer in a channel is to the same ping.
+    let pings = u32::try_from(channels.len()).unwrap();
+    let from_ms = cluster.sim_ms(Instant::now());
+    let mut traffic = Traffic::on(&cluster.sim, PINGS_PER_SEC, channels);
+    let deadline = Instant::now() + DEADLINE;
+    while traffic.sent.lock().await.values().sum::<u32>() < MIN_PINGS / 2 {
+        assert!(Instant::now() < deadline, "the traffic does not run");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    cluster.nodes["node-a"].signal("-STOP");
+    let frozen_at = Instant::now();
+    let deadline_ms = cluster.sim_ms(frozen_at) + FENCE_MS;
+    cluster
+        .settled("node-b runs every shard", |per_node| {
+            per_node.get("node-b") == Some(&SHARDS)
+        })
+        .await;
+    println!(
+        "frozen node: its shards resumed on node-b {:?} after the freeze",
+        frozen_at.elapsed()
+    );
+    // The scenario is a 15 s freeze, whatever the cluster did meanwhile.
+    tokio::time::sleep_until(frozen_at + FROZEN).await;
+    cluster.nodes["node-a"].signal("-CONT");
+    cluster
+        .settled("node-a is back and takes its share again", evenly(2))
+        .await;
+    traffic.stop_after(MIN_PINGS * 2).await;
+    let sent: u32 = traffic.sent.lock().await.values().sum();
+    assert!(sent < pings, "{sent} pings reuse a channel");
+    let duplicates = traffic.count(&cluster.sim).await;
+
+    let answers = answer_times(&cluster.sim, from_ms);
+    let twice_after_deadline: Vec<(&u64, &Vec<u64>)> = answers
+        .iter()
+        .filter(|(_, times)| times.iter().filter(|&&t| t >= deadline_ms).count() > 1)
+        .collect();
+    let handled_twice = answers.values().filter(|times| times.len() > 1).count();
+    println!(
+        "silent partition: {sent} pings, {duplicates} answered twice (in {handled_twice} channels)"
+    );
+    assert!(
+        twice_after_deadline.is_empty(),
+        "pings answered by two nodes after the fence deadline ({deadline_ms} ms): {twice_after_deadline:?}"
+    );
+    let ledger = cluster.sim.ledger();
+    let mut resumes: BTreeMap<u32, u32> = BTreeMap::new();
+    for record in &ledger.gateway {
+        if let (Some(shard), GatewayEventKind::Resumed { .. }) = (record.shard, &record.kind)
+            && record.at_ms >= cluster.sim_ms(frozen_at)
+        {
+            *resumes.entry(shard).or_default() += 1;
+        }
+    }
+    let fought: Vec<(u32, u32)> = moved
+        .iter()
+        .map(|&shard| (shard, resumes.get(&shard).copied().unwrap_or(0)))
+        .filter(|&(_, n)| n > 2)
+        .collect();
+    println!(
+        "RESUMEs after the freeze: {} over {} moved shards",
+        resumes.values().sum::<u32>(),
+        moved.len()
+    );
+    assert!(
+        fought.is_empty(),
+        "shards resumed more than twice: {fought:?}"
+    );
+    assert_eq!(
+        cluster.sim.stats().identifies,
+        u64::from(SHARDS),
+        "a fenced node's shards start no session of their own"
+    );
+    assert!(
+        cluster.log("node-a").contains("lease lapsed"),
+        "node-a fenced itself"
+    );
 }

@@ -27,4 +27,13 @@ pub trait EventSink: Send + Sync + 'static {
     ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         self.deliver(shard_id, events)
     }
+
+    /// Whether the shard may connect again after its connection closed. A cluster node
+    /// that lost its lease says no, so a node waking from a freeze never resumes a session
+    /// another node now runs (which would take it over, and then be taken back). Read at
+    /// every close, before twilight reconnects; by default, always.
+    fn may_run(&self, shard_id: u32) -> bool {
+        let _ = shard_id;
+        true
+    }
 }

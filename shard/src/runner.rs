@@ -110,7 +110,7 @@ impl Actor for ShardRunner {
         );
         let forwarder = Forwarder {
             shard_id: args.shard_id,
-            sink: args.sink,
+            sink: Arc::clone(&args.sink),
             checkpoint: args.checkpoint,
             session: args.session.clone(),
             seen_up_to: args.seen_up_to,
@@ -149,6 +149,7 @@ impl Actor for ShardRunner {
             phase: ShardPhase::Connecting,
             shard_label: args.shard_id.to_string(),
             reconnect_reason: None,
+            sink: args.sink,
         };
         let task = tokio::spawn(async move {
             let (outcome, drained) = match AssertUnwindSafe(poller.run(control_rx))
@@ -311,6 +312,8 @@ struct Poller {
     shard_label: String,
     /// Why the connection was lost, counted once the shard is back.
     reconnect_reason: Option<&'static str>,
+    /// Asked at every close whether to connect again.
+    sink: Arc<dyn EventSink>,
 }
 
 impl Poller {
@@ -361,6 +364,16 @@ impl Poller {
                             reason: reason.to_owned(),
                         });
                         return (Outcome::Fatal, None);
+                    }
+                    // twilight reconnects on the next poll: a fenced shard stops here instead.
+                    if !self.sink.may_run(shard_id) {
+                        tracing::warn!(
+                            shard_id,
+                            ?code,
+                            "gateway connection closed; fenced, so not reconnecting"
+                        );
+                        self.report(ShardPhase::Stopped);
+                        return (Outcome::Closed, None);
                     }
                     tracing::info!(shard_id, ?code, "gateway connection closed; reconnecting");
                     self.reconnect_reason.get_or_insert(reconnect_reason(code));

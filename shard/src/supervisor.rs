@@ -272,10 +272,21 @@ impl Actor for ShardSupervisor {
                     *draining = true;
                     runner.cast(RunnerMsg::Close(CloseKind::Drain(reply)))?;
                 }
-                Some(_) => {
-                    let _ = reply.send(Err(ShardError::Busy(
-                        "the shard is not connected or already draining",
-                    )));
+                Some(slot) if slot.draining => {
+                    let _ = reply.send(Err(ShardError::Busy("the shard is already draining")));
+                }
+                Some(slot) => {
+                    // No runner: in restart back-off, stopped, or closed fatally. Nothing
+                    // is connected, so the shard leaves at once, with the checkpoint of its
+                    // last runner (every event of it delivered), and no restart follows.
+                    let checkpoint = slot
+                        .checkpoint
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .clone();
+                    state.shards.remove(&shard_id);
+                    state.publish_states();
+                    let _ = reply.send(checkpoint.ok_or(ShardError::NoSession(shard_id)));
                 }
                 None => {
                     let _ = reply.send(Err(ShardError::UnknownShard(shard_id)));
@@ -350,7 +361,12 @@ impl Actor for ShardSupervisor {
             }
             _ if state.shutdown.is_some() => slot.phase = ShardPhase::Stopped,
             Some(FATAL_STOP) => {}
-            Some(CLOSED_STOP) => slot.phase = ShardPhase::Stopped,
+            // Closed by itself, not drained: the sink said it may not run (a fenced cluster
+            // node). It leaves the node, so the node no longer reports it as its own and
+            // the leader places it again.
+            Some(CLOSED_STOP) => {
+                state.shards.remove(&shard_id);
+            }
             failure => {
                 // Anything else is a fault: restart with back-off.
                 let delay = backoff(slot.restarts);

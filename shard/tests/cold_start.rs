@@ -25,7 +25,8 @@ async fn cold_start(max_concurrency: u32, time_scale: f64) {
     })
     .await;
     let started = tokio::time::Instant::now();
-    let supervisor = start_supervisor(&sim, (0..SHARDS).collect(), Arc::default()).await;
+    let supervisor =
+        start_supervisor(&sim, (0..SHARDS).collect(), Arc::new(Recorder::default())).await;
     wait_until("all 64 shards are ready", || all_ready(&supervisor)).await;
     let elapsed = started.elapsed();
 

@@ -3,15 +3,18 @@
 mod common;
 
 use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use common::*;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use protonn_shard::metrics::REPLAYED_DUPLICATES;
-use protonn_shard::{ExportedSession, ShardPhase, SupervisorMsg};
+use protonn_shard::{EventSink, ExportedSession, ShardError, ShardPhase, SupervisorMsg};
 use protonn_sim::{Fault, GatewayEventKind, IdentifyOutcome, SimConfig, SimHandle};
 use ractor::ActorRef;
+use twilight_model::gateway::event::Event;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drained_session_resumed_elsewhere_loses_and_identifies_nothing() {
@@ -127,6 +130,61 @@ async fn adopting_a_shard_twice_or_draining_an_unknown_one_is_refused() {
             .unwrap_err()
             .to_string()
             .contains("not run by this node")
+    );
+
+    supervisor.stop(None);
+    sim.shutdown().await;
+}
+
+/// A sink that fails at once: its shard's runner fails, and waits in restart back-off.
+struct Failing;
+
+impl EventSink for Failing {
+    fn deliver(
+        &self,
+        _shard: u32,
+        _events: Vec<Event>,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        panic!("a sink that fails");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_in_restart_back_off_can_still_be_drained_and_stays_gone() {
+    let sim = start_sim(1).await;
+    let supervisor = start_supervisor(&sim, vec![0], Arc::new(Failing)).await;
+    let runs = |supervisor: ActorRef<SupervisorMsg>| async move {
+        ractor::call_t!(supervisor, SupervisorMsg::Statuses, 5_000)
+            .unwrap()
+            .into_iter()
+            .find(|s| s.shard_id == 0)
+            .map(|s| s.running)
+    };
+    // Events make the forwarder deliver, the sink panic, and the runner fail.
+    wait_until("the runner failed and waits to restart", || {
+        chat(&sim, 0, 1);
+        let supervisor = supervisor.clone();
+        async move { runs(supervisor).await == Some(false) }
+    })
+    .await;
+    let drained = ractor::call_t!(
+        supervisor,
+        |reply| SupervisorMsg::Drain { shard_id: 0, reply },
+        5_000
+    )
+    .unwrap();
+    // The failed runner never delivered a batch: no checkpoint to hand over.
+    assert!(
+        matches!(drained, Ok(_) | Err(ShardError::NoSession(0))),
+        "{drained:?}"
+    );
+    assert_eq!(runs(supervisor.clone()).await, None, "the shard left");
+    // Proving an absence takes time: past the first back-off (1 s), nothing restarted it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        runs(supervisor.clone()).await,
+        None,
+        "no restart after a drain"
     );
 
     supervisor.stop(None);
@@ -328,7 +386,7 @@ async fn a_resume_from_an_older_checkpoint_counts_the_replayed_duplicates() {
     let crashing = node
         .spawn({
             let sim = sim.clone();
-            async move { start_supervisor(&sim, vec![0], Arc::default()).await }
+            async move { start_supervisor(&sim, vec![0], Arc::new(Recorder::default())).await }
         })
         .await
         .unwrap();

@@ -6,7 +6,7 @@
 //! operator acts (restarts with a valid token; in a cluster, `protonn rest-resume`).
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use metrics::gauge;
 use tokio::time::{Duration, Instant};
@@ -80,6 +80,8 @@ pub enum GuardState {
     HoldingAll,
     /// A 401: nothing until an operator acts.
     Halted,
+    /// A cluster node without its lease: nothing, as its shards may run elsewhere.
+    Fenced,
 }
 
 /// What a node tells the coordinator each heartbeat.
@@ -91,10 +93,22 @@ pub struct GuardReport {
     pub unauthorized: u64,
 }
 
-#[derive(Debug)]
 pub struct InvalidRequestGuard {
     limits: GuardLimits,
     state: Mutex<Counts>,
+    /// Whether the node may send at all: in a cluster, only while it holds its lease (a
+    /// fenced node's shards may already run elsewhere). Read at every admission.
+    gate: OnceLock<Box<dyn Fn() -> bool + Send + Sync>>,
+}
+
+impl std::fmt::Debug for InvalidRequestGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InvalidRequestGuard")
+            .field("limits", &self.limits)
+            .field("state", &self.state)
+            .field("gated", &self.gate.get().is_some())
+            .finish()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -114,6 +128,7 @@ impl InvalidRequestGuard {
         let guard = Self {
             limits,
             state: Mutex::default(),
+            gate: OnceLock::new(),
         };
         guard.publish(&mut guard.lock());
         guard
@@ -123,16 +138,24 @@ impl InvalidRequestGuard {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Sends only while `open` says so (set once, by a cluster node: its lease).
+    pub fn set_gate(&self, open: impl Fn() -> bool + Send + Sync + 'static) {
+        let _ = self.gate.set(Box::new(open));
+    }
+
     /// Whether a request may go now; `exempt` for interaction responses.
     pub fn admits(&self, exempt: bool) -> bool {
         match self.state() {
             GuardState::Open => true,
             GuardState::HoldingMessages => exempt,
-            GuardState::HoldingAll | GuardState::Halted => false,
+            GuardState::HoldingAll | GuardState::Halted | GuardState::Fenced => false,
         }
     }
 
     pub fn state(&self) -> GuardState {
+        if self.gate.get().is_some_and(|open| !open()) {
+            return GuardState::Fenced;
+        }
         let mut counts = self.lock();
         self.state_of(&mut counts).0
     }
@@ -264,5 +287,21 @@ mod tests {
         guard.apply_cluster(0, false, 2);
         assert_eq!(guard.state(), GuardState::Open);
         assert_eq!(guard.take_report().unauthorized, 1);
+    }
+
+    #[test]
+    fn a_closed_gate_admits_nothing_not_even_interactions() {
+        let guard = InvalidRequestGuard::new(GuardLimits::default());
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        guard.set_gate({
+            let open = std::sync::Arc::clone(&open);
+            move || open.load(std::sync::atomic::Ordering::Relaxed)
+        });
+        assert!(guard.admits(false));
+        open.store(false, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(guard.state(), GuardState::Fenced);
+        assert!(!guard.admits(true) && !guard.admits(false));
+        open.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(guard.state(), GuardState::Open);
     }
 }

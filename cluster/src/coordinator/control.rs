@@ -16,7 +16,7 @@ use crate::grpc::pb;
 use crate::metrics::{
     HANDOFF_SECONDS, HANDOFFS, MOVES, NODE_STATES, NODES, REST_BUDGET_USED, SHARD_STATES, SHARDS,
 };
-use crate::rest_budget::{self, DISCORD_GLOBAL_LIMIT};
+use crate::rest_budget;
 use protonn_actors::rest::SlidingCount;
 
 /// How the coordinator paces the cluster.
@@ -26,12 +26,17 @@ pub(crate) struct ControlSettings {
     pub(crate) heartbeat_interval: Duration,
     /// A node silent this long is lost: its shards resume elsewhere.
     pub(crate) failure_timeout: Duration,
+    /// A node fences itself when its newest acknowledged heartbeat is this old.
+    pub(crate) fence: Duration,
     /// Shards are not placed until this many nodes are attached (or the formation grace
     /// ends), so a cold cluster does not pile every shard on the first node to arrive.
     pub(crate) min_nodes: usize,
     pub(crate) formation_grace: Duration,
     /// Handoffs under way at once.
     pub(crate) max_moves: usize,
+    /// Discord's global REST limit for the bot; the nodes' shares add up to
+    /// [`rest_budget::cluster_budget`] of it.
+    pub(crate) rest_global_per_sec: f64,
 }
 
 /// Weight of a new events/s reading in a shard's smoothed rate (per heartbeat).
@@ -276,6 +281,7 @@ impl Control {
                     shard_count: self.settings.shard_count,
                     heartbeat_interval_ms: self.settings.heartbeat_interval.as_millis() as u32,
                     failure_timeout_ms: self.settings.failure_timeout.as_millis() as u32,
+                    fence_ms: self.settings.fence.as_millis() as u32,
                 });
             }
             ControlMsg::Attach {
@@ -359,6 +365,16 @@ impl Control {
         match report {
             pb::node_report::Report::Hello(_) => {}
             pb::node_report::Report::Heartbeat(heartbeat) => {
+                // Renews the node's lease from when it sent this heartbeat, which is before
+                // `last_seen`: the node's fence deadline always ends before its failure
+                // timeout here.
+                self.send(
+                    node_id,
+                    pb::instruction::Instruction::Lease(pb::LeaseAck { seq: heartbeat.seq }),
+                );
+                let Some(node) = self.nodes.get_mut(&node_id) else {
+                    return Ok(());
+                };
                 node.events_per_sec = heartbeat.events_per_sec;
                 node.rest_demand = heartbeat.rest_demand_per_sec;
                 self.rest.invalid.add(heartbeat.rest_invalid);
@@ -408,6 +424,20 @@ impl Control {
         let mut running = BTreeSet::new();
         for report in reports {
             let Some(shard) = self.shards.get_mut(report.shard_id as usize) else {
+                // Not a shard of this cluster (a node started with another shard count):
+                // it must not run, so it is stopped like any shard the node does not own.
+                tracing::warn!(
+                    node_id,
+                    shard_id = report.shard_id,
+                    "node runs a shard this cluster does not have; releasing it"
+                );
+                self.send(
+                    node_id,
+                    pb::instruction::Instruction::Release(pb::ReleaseShard {
+                        shard_id: report.shard_id,
+                        epoch: report.epoch,
+                    }),
+                );
                 continue;
             };
             running.insert(report.shard_id);
@@ -612,9 +642,11 @@ impl Control {
             .map(|(&id, node)| (id, node.rest_demand))
             .collect();
         let used: f64 = demands.iter().map(|d| d.1).sum();
-        gauge!(REST_BUDGET_USED).set(used / DISCORD_GLOBAL_LIMIT);
+        let global = self.settings.rest_global_per_sec;
+        gauge!(REST_BUDGET_USED).set(used / global);
         let standing = self.rest.status();
-        for (node_id, per_sec) in rest_budget::allot(rest_budget::CLUSTER_BUDGET, &demands) {
+        for (node_id, per_sec) in rest_budget::allot(rest_budget::cluster_budget(global), &demands)
+        {
             if let Some(node) = self.nodes.get_mut(&node_id) {
                 node.rest_share = per_sec;
             }
@@ -701,16 +733,18 @@ impl Control {
     async fn rebalance(&mut self) -> Result<(), StorageError> {
         let in_flight = self.shards.iter().filter(|s| s.moving.is_some()).count();
         let budget = self.settings.max_moves.saturating_sub(in_flight);
+        // A shard under way counts on the node it goes to: left out, its old node would look
+        // lighter than it is, and the rounds that run while moves are in flight would send
+        // one shard too many, and then move it back (a RESUME more for nothing).
         let loads: Vec<ShardLoad> = self
             .shards
             .iter()
             .enumerate()
-            .filter(|(_, s)| s.moving.is_none())
             .map(|(id, s)| ShardLoad {
                 shard_id: id as u32,
-                node_id: s.owner,
+                node_id: s.moving.as_ref().map_or(s.owner, |m| Some(m.to)),
                 events_per_sec: s.events_per_sec,
-                movable: s.ready,
+                movable: s.ready && s.moving.is_none(),
             })
             .collect();
         for step in balance::plan(&self.accepting(), &loads, budget) {

@@ -66,10 +66,10 @@ pub(crate) fn window(sim: &SimHandle) -> Duration {
     Duration::from_secs(5).mul_f64(sim.config().time_scale)
 }
 
-pub(crate) async fn start_supervisor(
+pub(crate) async fn start_supervisor<S: EventSink>(
     sim: &SimHandle,
     shard_ids: Vec<u32>,
-    sink: Arc<Recorder>,
+    sink: Arc<S>,
 ) -> ActorRef<SupervisorMsg> {
     let config = sim.config();
     let shards = config.shards;

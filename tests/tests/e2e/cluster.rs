@@ -60,10 +60,12 @@ async fn start_coordinator(
         shards: None,
         heartbeat_interval: Duration::from_millis(100),
         failure_timeout: Duration::from_secs(3),
+        fence: None,
         min_nodes: 1,
         formation_grace: Duration::ZERO,
         max_moves: 4,
         lease_ttl: Duration::from_secs(1),
+        rest_global_per_sec: 50.0,
     })
     .await
     .unwrap();

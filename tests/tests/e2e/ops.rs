@@ -109,10 +109,12 @@ async fn dashboards_alerts_and_catalog_hold_against_a_real_prometheus() {
         shards: None,
         heartbeat_interval: Duration::from_millis(500),
         failure_timeout: Duration::from_secs(5),
+        fence: None,
         min_nodes: 1,
         formation_grace: Duration::from_secs(10),
         max_moves: 4,
         lease_ttl: Duration::from_secs(2),
+        rest_global_per_sec: 50.0,
     })
     .await
     .unwrap();
