@@ -26,6 +26,7 @@ use twilight_model::gateway::connection_info::BotConnectionInfo;
 use twilight_model::oauth::Application;
 
 use crate::agent::{Agent, ClusterMembership, Link, RemoteIdentify};
+use crate::guild_calls::{self, ClusterGuildCalls, GuildsService};
 use crate::remote_store::RemoteStore;
 use crate::rest_budget;
 use crate::{NodeError, ops, telemetry};
@@ -87,6 +88,16 @@ pub struct Node {
     /// A cluster node has none: the coordinator sweeps the store it serves.
     sweeper: Option<Sweeper>,
     cluster: Option<(Arc<Link>, tokio::task::JoinHandle<()>)>,
+    /// A cluster node's `Guilds` service and its routed client.
+    guild_service: Option<GuildService>,
+}
+
+struct GuildService {
+    stop: oneshot::Sender<()>,
+    serving: tokio::task::JoinHandle<()>,
+    advertising: tokio::task::JoinHandle<()>,
+    bound: SocketAddr,
+    calls: Arc<ClusterGuildCalls>,
 }
 
 impl Node {
@@ -116,6 +127,16 @@ impl Node {
                     addr: options.ops_listen,
                     source,
                 })?;
+        let guild_listener = match &options.cluster {
+            Some(membership) => {
+                let addr = membership.guild_listen;
+                let (listener, bound) = ops::bind(addr)
+                    .await
+                    .map_err(|source| NodeError::GuildBind { addr, source })?;
+                Some((listener, bound))
+            }
+            None => None,
+        };
         let (shard_count, shard_ids, scheduler, cluster) = match options.cluster {
             None => {
                 let shard_count = options.shards.unwrap_or(info.shards).max(1);
@@ -222,6 +243,40 @@ impl Node {
         let ops_task = tokio::spawn(ops::serve(listener, ops_state, async {
             let _ = stopped.await;
         }));
+        let guild_service = match (&cluster, guild_listener) {
+            (Some((link, _)), Some((listener, bound))) => {
+                let membership = link.membership();
+                let address = guild_calls::advertised(bound, membership.guild_advertise.as_deref());
+                let (stop, stopped) = oneshot::channel::<()>();
+                let serving = guild_calls::serve(
+                    listener,
+                    GuildsService {
+                        calls: LocalGuildCalls::new(router.clone()),
+                        supervisor: supervisor.clone(),
+                        shard_count,
+                    },
+                    &membership.token,
+                    membership.tls.clone(),
+                    async {
+                        let _ = stopped.await;
+                    },
+                );
+                let advertising = tokio::spawn(guild_calls::advertise(Arc::clone(link), address));
+                tracing::info!(guild_addr = %bound, "serving guild calls");
+                Some(GuildService {
+                    stop,
+                    serving,
+                    advertising,
+                    bound,
+                    calls: Arc::new(ClusterGuildCalls::new(
+                        membership.coordinators.clone(),
+                        membership.token.clone(),
+                        membership.tls.clone(),
+                    )),
+                })
+            }
+            _ => None,
+        };
         let cluster = cluster.map(|(link, joined)| {
             let agent = Agent {
                 link: Arc::clone(&link),
@@ -249,6 +304,7 @@ impl Node {
             ops_task,
             sweeper,
             cluster,
+            guild_service,
         })
     }
 
@@ -294,9 +350,18 @@ impl Node {
         configure(&self.router, guild_id, key, value, expected_version).await
     }
 
-    /// Guild calls to the guilds of this node's shards, answered by their actors.
+    /// Guild calls: alone, to the guilds of this node's shards; in a cluster, to any guild,
+    /// routed to the node running its shard.
     pub fn guild_calls(&self) -> Arc<dyn GuildCalls> {
-        Arc::new(LocalGuildCalls::new(self.router.clone()))
+        match &self.guild_service {
+            Some(service) => Arc::clone(&service.calls) as Arc<dyn GuildCalls>,
+            None => Arc::new(LocalGuildCalls::new(self.router.clone())),
+        }
+    }
+
+    /// Where a cluster node serves guild calls.
+    pub fn guild_addr(&self) -> Option<SocketAddr> {
+        self.guild_service.as_ref().map(|service| service.bound)
     }
 
     pub async fn router_stats(&self) -> RouterStats {
@@ -306,6 +371,12 @@ impl Node {
     /// Closes the shards, then stops the guild actors and releases storage. A cluster node
     /// first has the coordinator hand its shards to other nodes, so that they resume there.
     pub async fn shutdown(self) {
+        if let Some(service) = self.guild_service {
+            // Callers find the shards on their next owners; calls in flight are answered.
+            service.advertising.abort();
+            let _ = service.stop.send(());
+            let _ = service.serving.await;
+        }
         if let Some((link, agent)) = self.cluster {
             match tokio::time::timeout(DRAIN_TIMEOUT, link.drain()).await {
                 Ok(Ok(moved)) => tracing::info!(moved, "shards handed to other nodes"),
