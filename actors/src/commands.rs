@@ -150,6 +150,18 @@ fn key_list() -> String {
         .join(", ")
 }
 
+/// `config` with one key set from its text form, as `config set key value` would (the
+/// CLI's way to change a guild); the error tells a user what is allowed.
+pub fn apply_config_key(
+    config: &GuildConfig,
+    key: &str,
+    value: &str,
+) -> Result<GuildConfig, String> {
+    let mut next = config.clone();
+    ConfigKey::parse(key)?.apply(&mut next, value)?;
+    Ok(next)
+}
+
 /// A whole config from outside Discord (the dashboard), checked and normalised by the same
 /// rules as `config set`; the error tells a user what is allowed.
 pub(crate) fn validate(config: &GuildConfig) -> Result<GuildConfig, String> {
