@@ -88,8 +88,9 @@ pub struct Node {
     /// A cluster node has none: the coordinator sweeps the store it serves.
     sweeper: Option<Sweeper>,
     cluster: Option<(Arc<Link>, tokio::task::JoinHandle<()>)>,
-    /// A cluster node's `Guilds` service and its routed client.
-    guild_service: Option<GuildService>,
+    /// A cluster node's `Guilds` service and its routed client (boxed: most nodes in tests
+    /// and benches are standalone, and `Node` is moved around by value).
+    guild_service: Option<Box<GuildService>>,
 }
 
 struct GuildService {
@@ -263,7 +264,7 @@ impl Node {
                 );
                 let advertising = tokio::spawn(guild_calls::advertise(Arc::clone(link), address));
                 tracing::info!(guild_addr = %bound, "serving guild calls");
-                Some(GuildService {
+                Some(Box::new(GuildService {
                     stop,
                     serving,
                     advertising,
@@ -273,7 +274,7 @@ impl Node {
                         membership.token.clone(),
                         membership.tls.clone(),
                     )),
-                })
+                }))
             }
             _ => None,
         };
