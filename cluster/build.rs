@@ -10,7 +10,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     tonic_prost_build::configure().compile_with_config(
         config,
-        &["proto/protonn/cluster/v1/cluster.proto"],
+        &[
+            "proto/protonn/cluster/v1/cluster.proto",
+            "proto/protonn/cluster/v1/guilds.proto",
+        ],
         &["proto"],
     )?;
     println!("cargo:rustc-env=PROTONN_COMMIT={}", commit());

@@ -23,6 +23,8 @@ mod departures;
 mod error;
 mod guild;
 mod ingress;
+mod local_calls;
+mod member_access;
 pub mod metrics;
 mod observer;
 mod permissions;
@@ -35,14 +37,17 @@ mod snapshot;
 
 pub use cache::{REQUIRED_RESOURCES, cache_resources, event_types_for};
 pub use calls::{
-    CallSource, Caller, ChannelSummary, GuildCall, GuildCallError, GuildCalls, GuildRequest,
-    GuildResponse, GuildSummary, MemberAccess, RoleSummary,
+    AUDIT_CONFIG_CHANGE, AUDIT_CONFIG_ROLLBACK, CallSource, Caller, ChannelSummary,
+    ConfigAuditDetails, GuildCall, GuildCallError, GuildCalls, GuildRequest, GuildResponse,
+    GuildSummary, MemberAccess, RoleSummary,
 };
+pub use commands::apply_config_key;
 pub use dead_letters::{DeadLetter, DeadLetters};
 pub use departures::Departures;
 pub use error::{ActorsError, CacheResourcesError, ConfigChangeError};
 pub use guild::{GuildActor, GuildMsg};
 pub use ingress::EventIngress;
+pub use local_calls::LocalGuildCalls;
 pub use observer::{EventObserver, HandledEvent};
 pub use permissions::OwnRoles;
 pub use replies::{Deferred, Replies};

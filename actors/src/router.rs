@@ -19,15 +19,15 @@ use twilight_model::gateway::event::Event;
 use twilight_model::id::Id;
 use twilight_model::id::marker::GuildMarker;
 
-use crate::guild::GuildArgs;
+use crate::guild::{CallReply, GuildArgs, MAX_KEY_LEN};
 use crate::metrics::{
     EVENTS_SHED, GUILD_FAILURES, GUILD_SPAWNS, GUILDS_ACTIVE, MAILBOX_DEEPEST, MAILBOX_OVERFLOW,
     MAILBOX_QUEUED, PASSIVATIONS,
 };
 use crate::runtime::{Admission, admit};
 use crate::{
-    ActorsError, ConfigChangeError, DeadLetters, Departures, EventObserver, GuildActor, GuildMsg,
-    OwnRoles, Replies, RuntimeConfig,
+    ActorsError, ConfigChangeError, DeadLetters, Departures, EventObserver, GuildActor, GuildCall,
+    GuildCallError, GuildMsg, OwnRoles, Replies, RuntimeConfig,
 };
 
 /// What every guild actor of a node shares.
@@ -43,6 +43,10 @@ pub struct Services {
     pub runtime: RuntimeConfig,
     pub dead_letters: Arc<DeadLetters>,
     pub observer: Option<Arc<dyn EventObserver>>,
+    /// This node's name, as guild summaries report it.
+    pub node_name: String,
+    /// The bot's shard count, to name a guild's shard in its summary.
+    pub shard_count: u32,
 }
 
 pub struct GuildRouter;
@@ -68,6 +72,9 @@ pub enum RouterMsg {
         shard_id: u32,
         shard_count: u32,
     },
+    /// A guild call, answered by the guild's actor: refused at once for an id that is not a
+    /// guild's or a guild the bot is not in (no actor is spawned for those).
+    Call(Box<GuildCall>, CallReply),
     /// Passivate idle actors and evict past the resident cap (on a timer).
     Sweep,
     Stats(RpcReplyPort<RouterStats>),
@@ -418,6 +425,37 @@ impl Actor for GuildRouter {
                 shard_id,
                 shard_count,
             } => state.shard_adopted(shard_id, shard_count),
+            RouterMsg::Call(call, reply) => {
+                let refused = match Id::<GuildMarker>::new_checked(call.guild_id) {
+                    None => Some(GuildCallError::UnknownGuild),
+                    Some(guild_id) if state.services.cache.guild(guild_id).is_none() => {
+                        Some(GuildCallError::BotNotInGuild)
+                    }
+                    Some(_)
+                        if call
+                            .idempotency_key
+                            .as_ref()
+                            .is_some_and(|key| key.is_empty() || key.len() > MAX_KEY_LEN) =>
+                    {
+                        Some(GuildCallError::Invalid {
+                            message: format!("an idempotency key has 1 to {MAX_KEY_LEN} bytes"),
+                        })
+                    }
+                    Some(_) => None,
+                };
+                if let Some(refused) = refused {
+                    let _ = reply.send(Err(refused));
+                    return Ok(());
+                }
+                let guild_id = Id::new(call.guild_id);
+                if let Err(GuildMsg::Call(_, reply)) =
+                    state.deliver(&myself, guild_id, GuildMsg::Call(call, reply))
+                {
+                    let _ = reply.send(Err(GuildCallError::Unavailable {
+                        message: "guild actor unavailable".into(),
+                    }));
+                }
+            }
             RouterMsg::Sweep => state.sweep(),
             RouterMsg::Stats(reply) => {
                 let _ = reply.send(RouterStats {

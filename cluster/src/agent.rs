@@ -44,6 +44,11 @@ pub struct ClusterMembership {
     pub tls: Option<ClusterTls>,
     /// Stable node name (the StatefulSet pod name).
     pub name: String,
+    /// Where this node serves guild calls (gRPC); port 0 picks a free one.
+    pub guild_listen: SocketAddr,
+    /// `host:port` other processes reach `guild_listen` at (the pod's address); the bound
+    /// address when `None`, which suits only a specific, reachable listen address.
+    pub guild_advertise: Option<String>,
 }
 
 /// The node's connection to whichever coordinator leads.
@@ -102,8 +107,21 @@ impl Link {
         Ok(self.connection().await?.coordinator())
     }
 
+    pub(crate) async fn directory_client(&self) -> Result<grpc::Directory, String> {
+        Ok(self.connection().await?.directory())
+    }
+
     pub(crate) async fn storage_client(&self) -> Result<grpc::Storage, String> {
         Ok(self.connection().await?.storage())
+    }
+
+    pub(crate) fn membership(&self) -> &ClusterMembership {
+        &self.membership
+    }
+
+    /// This node's name in the cluster.
+    pub(crate) fn node_name(&self) -> &str {
+        &self.membership.name
     }
 
     /// After an answer from a coordinator that does not lead (or is gone): try the next.

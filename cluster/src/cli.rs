@@ -373,6 +373,8 @@ async fn run_cluster_node(config: Config, coordinators: Vec<String>) -> anyhow::
         token: cluster_token()?,
         tls: cluster_tls(&config)?,
         name: node_name(&config)?,
+        guild_listen: config.cluster.guild_listen,
+        guild_advertise: config.cluster.guild_advertise.clone(),
     };
     serve_node(config, Some(membership)).await
 }

@@ -1,10 +1,20 @@
-//! A client of the cluster for operators, tests and (later) the dashboard: status and drain.
+//! A client of the cluster for operators, tests and the dashboard: status, drain and guild
+//! calls.
 
-use protonn_actors::ConfigChangeError;
+use std::sync::Arc;
+use std::time::Duration;
+
+use protonn_actors::{
+    CallSource, Caller, ConfigChangeError, GuildCall, GuildCallError, GuildCalls, GuildRequest,
+    GuildResponse,
+};
 use protonn_storage::VersionedConfig;
 
 use crate::grpc::{self, ClusterTls, ClusterToken, pb};
-use pb::guild_answer::Outcome;
+use crate::guild_calls::ClusterGuildCalls;
+
+/// Budget of one [`ClusterClient::configure`], retries across a shard move included.
+const CONFIGURE_DEADLINE: Duration = Duration::from_secs(10);
 
 pub use pb::{ClusterStatus, NodeStatus, ShardAssignment};
 
@@ -13,21 +23,39 @@ pub struct ClusterClient {
     coordinators: Vec<String>,
     token: ClusterToken,
     tls: Option<ClusterTls>,
+    /// Routed guild calls, keeping their shard map between calls.
+    guilds: Arc<ClusterGuildCalls>,
 }
 
 impl ClusterClient {
     pub fn new(coordinators: Vec<String>, token: ClusterToken) -> Self {
+        let guilds = Arc::new(ClusterGuildCalls::new(
+            coordinators.clone(),
+            token.clone(),
+            None,
+        ));
         Self {
             coordinators,
             token,
             tls: None,
+            guilds,
         }
     }
 
     /// Over mutual TLS (`https://` addresses).
     pub fn with_tls(mut self, tls: ClusterTls) -> Self {
+        self.guilds = Arc::new(ClusterGuildCalls::new(
+            self.coordinators.clone(),
+            self.token.clone(),
+            Some(tls.clone()),
+        ));
         self.tls = Some(tls);
         self
+    }
+
+    /// Guild calls to any guild of the cluster, routed to the node running its shard.
+    pub fn guild_calls(&self) -> Arc<dyn GuildCalls> {
+        Arc::clone(&self.guilds) as Arc<dyn GuildCalls>
     }
 
     /// Nodes and shard owners as the leader sees them.
@@ -73,9 +101,10 @@ impl ClusterClient {
         .await
     }
 
-    /// Changes one config key of a guild on the node running its shard: durable and live in
-    /// the guild's actor when this answers, with the same errors as `Node::configure`
-    /// (`Unavailable` also while the shard moves or no coordinator leads: retry).
+    /// Changes one config key of a guild (the operator's CLI): a guild call routed to the
+    /// node running its shard, durable and live in the guild's actor when this answers,
+    /// with the same errors as `Node::configure`. Without `expected_version` the change
+    /// applies to the version current when it is read.
     pub async fn configure(
         &self,
         guild_id: u64,
@@ -83,35 +112,31 @@ impl ClusterClient {
         value: &str,
         expected_version: Option<u64>,
     ) -> Result<VersionedConfig, ConfigChangeError> {
-        let answer = self
-            .ask(|mut client| async move {
-                let request = pb::ConfigureRequest {
-                    guild_id,
-                    key: key.to_owned(),
-                    value: value.to_owned(),
-                    expected_version,
-                };
-                client
-                    .configure(grpc::with_deadline(request, grpc::CALL_DEADLINE))
-                    .await
-                    .map(tonic::Response::into_inner)
-            })
-            .await
-            .map_err(|status| ConfigChangeError::Unavailable(status.to_string()))?;
-        match answer.outcome {
-            Some(Outcome::Configured(reply)) => {
-                let config = serde_json::from_str(&reply.config_json).map_err(|err| {
-                    ConfigChangeError::Unavailable(format!("unreadable config: {err}"))
-                })?;
-                Ok(VersionedConfig {
-                    version: reply.version,
-                    config,
-                })
-            }
-            Some(Outcome::Invalid(message)) => Err(ConfigChangeError::Invalid(message)),
-            Some(Outcome::ConflictCurrent(current)) => Err(ConfigChangeError::Conflict { current }),
-            Some(Outcome::Unavailable(message)) => Err(ConfigChangeError::Unavailable(message)),
-            None => Err(ConfigChangeError::Unavailable("empty answer".to_owned())),
+        let call = |request| GuildCall {
+            guild_id,
+            caller: Caller {
+                user_id: None,
+                source: CallSource::Cli,
+            },
+            idempotency_key: None,
+            deadline: CONFIGURE_DEADLINE,
+            request,
+        };
+        let current = match self.guilds.call(call(GuildRequest::ReadConfig)).await {
+            Ok(GuildResponse::Config(current)) => current,
+            Ok(other) => return Err(unexpected(&other)),
+            Err(err) => return Err(config_error(err)),
+        };
+        let config = protonn_actors::apply_config_key(&current.config, key, value)
+            .map_err(ConfigChangeError::Invalid)?;
+        let change = GuildRequest::ChangeConfig {
+            config,
+            expected_version: expected_version.unwrap_or(current.version),
+        };
+        match self.guilds.call(call(change)).await {
+            Ok(GuildResponse::Config(saved)) => Ok(saved),
+            Ok(other) => Err(unexpected(&other)),
+            Err(err) => Err(config_error(err)),
         }
     }
 
@@ -138,4 +163,16 @@ impl ClusterClient {
         }
         Err(last)
     }
+}
+
+fn config_error(err: GuildCallError) -> ConfigChangeError {
+    match err {
+        GuildCallError::Conflict { current } => ConfigChangeError::Conflict { current },
+        GuildCallError::Invalid { message } => ConfigChangeError::Invalid(message),
+        other => ConfigChangeError::Unavailable(other.to_string()),
+    }
+}
+
+fn unexpected(answer: &GuildResponse) -> ConfigChangeError {
+    ConfigChangeError::Unavailable(format!("unexpected answer: {answer:?}"))
 }

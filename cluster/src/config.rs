@@ -233,6 +233,12 @@ pub struct ClusterConfig {
     pub lease_ttl_ms: u64,
     /// Mutual TLS between coordinators and nodes (then every address is `https://`).
     pub tls: Option<ClusterTlsConfig>,
+    /// Where a node serves guild calls (gRPC, cluster token) for the shards it runs;
+    /// port 0 picks a free one.
+    pub guild_listen: SocketAddr,
+    /// `host:port` other processes reach a node's guild calls at (the pod's address);
+    /// `guild_listen` as bound when unset, which suits only a specific address.
+    pub guild_advertise: Option<String>,
 }
 
 /// PEM files: the cluster's CA, and this process's certificate and key (signed by it).
@@ -270,6 +276,10 @@ impl Default for ClusterConfig {
             max_moves: 4,
             lease_ttl_ms: 2_000,
             tls: None,
+            // Any free port, advertised as bound: several nodes on one machine just work.
+            // A deployment sets a fixed port and `guild_advertise`.
+            guild_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            guild_advertise: None,
         }
     }
 }
@@ -479,6 +489,28 @@ impl Config {
                 "must be more than cluster.lease_ttl_ms plus a heartbeat, or a coordinator failover fences every node",
             ));
         }
+        match cluster.guild_advertise.as_deref() {
+            None if cluster.guild_listen.ip().is_unspecified() => {
+                return Err(invalid(
+                    "cluster.guild_advertise",
+                    "must be set when cluster.guild_listen is a wildcard address: others cannot reach that",
+                ));
+            }
+            Some(address)
+                if address.is_empty()
+                    || address.len() > 300
+                    || address.contains(['/', ' '])
+                    || !address.rsplit_once(':').is_some_and(|(host, port)| {
+                        !host.is_empty() && port.parse::<u16>().is_ok_and(|port| port != 0)
+                    }) =>
+            {
+                return Err(invalid(
+                    "cluster.guild_advertise",
+                    "must be host:port (the address other processes reach this node's guild calls at)",
+                ));
+            }
+            _ => {}
+        }
         if cluster.max_moves == 0 {
             return Err(invalid("cluster.max_moves", "must be at least 1"));
         }
@@ -571,6 +603,18 @@ mod tests {
                 "cluster.fence_ms",
             ),
             ("[cluster]\nfence_ms = 2400\n", "cluster.fence_ms"),
+            (
+                "[cluster]\nguild_listen = \"0.0.0.0:7910\"\n",
+                "cluster.guild_advertise",
+            ),
+            (
+                "[cluster]\nguild_advertise = \"http://node-0:7910\"\n",
+                "cluster.guild_advertise",
+            ),
+            (
+                "[cluster]\nguild_advertise = \"node-0\"\n",
+                "cluster.guild_advertise",
+            ),
             (
                 "[cluster]\ntls = { ca = \"ca.pem\", cert = \"c.pem\", key = \"k.pem\" }\n",
                 "cluster.coordinators",

@@ -10,6 +10,7 @@
 
 mod balance;
 mod control;
+mod directory;
 mod service;
 
 use std::net::SocketAddr;
@@ -153,6 +154,12 @@ impl Coordinator {
             storage,
             RequireToken::new(&options.cluster_token),
         );
+        let directory = tonic::service::interceptor::InterceptedService::new(
+            pb::guild_directory_server::GuildDirectoryServer::new(
+                directory::DirectoryService::new(Arc::clone(&leading)),
+            ),
+            RequireToken::new(&options.cluster_token),
+        );
         // Small messages (heartbeats, instructions) must not wait for Nagle's algorithm: it
         // added about 40 ms to half the handoffs (B6).
         let incoming =
@@ -172,6 +179,7 @@ impl Coordinator {
             let server = builder
                 .add_service(service)
                 .add_service(storage)
+                .add_service(directory)
                 .serve_with_incoming(incoming);
             // A superseded leader stops serving at once: it must not answer another call.
             tokio::select! {

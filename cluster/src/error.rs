@@ -45,4 +45,10 @@ pub enum NodeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("guild calls endpoint on {addr}: {source}")]
+    GuildBind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }

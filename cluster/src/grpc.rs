@@ -15,6 +15,7 @@ pub(crate) mod pb {
 }
 
 pub(crate) use pb::coordinator_client::CoordinatorClient;
+pub(crate) use pb::guild_directory_client::GuildDirectoryClient;
 pub(crate) use pb::storage_client::StorageClient;
 
 /// Largest message either side accepts: a shard's cached guilds travel in one (about a
@@ -100,7 +101,7 @@ impl ClusterTls {
     }
 
     /// A node's (or client's) side: the cluster's CA, and its own identity.
-    fn client(&self) -> tonic::transport::ClientTlsConfig {
+    pub(crate) fn client(&self) -> tonic::transport::ClientTlsConfig {
         tonic::transport::ClientTlsConfig::new()
             .ca_certificate(self.ca())
             .identity(self.identity())
@@ -147,6 +148,16 @@ pub(crate) struct WithToken {
     header: MetadataValue<tonic::metadata::Ascii>,
 }
 
+impl WithToken {
+    pub(crate) fn new(token: &ClusterToken) -> Result<Self, String> {
+        let header = token
+            .bearer()
+            .parse()
+            .map_err(|_| "the cluster token must be printable ASCII".to_owned())?;
+        Ok(Self { header })
+    }
+}
+
 impl Interceptor for WithToken {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         request
@@ -159,6 +170,7 @@ impl Interceptor for WithToken {
 type Authed = tonic::service::interceptor::InterceptedService<Channel, WithToken>;
 pub(crate) type Client = CoordinatorClient<Authed>;
 pub(crate) type Storage = StorageClient<Authed>;
+pub(crate) type Directory = GuildDirectoryClient<Authed>;
 
 /// A coordinator connection whose calls carry the token.
 #[derive(Clone)]
@@ -172,6 +184,10 @@ impl Connection {
         CoordinatorClient::with_interceptor(self.channel.clone(), self.token.clone())
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE)
+    }
+
+    pub(crate) fn directory(&self) -> Directory {
+        GuildDirectoryClient::with_interceptor(self.channel.clone(), self.token.clone())
     }
 
     pub(crate) fn storage(&self) -> Storage {

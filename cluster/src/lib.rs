@@ -14,6 +14,7 @@ mod demo;
 mod error;
 mod fence;
 mod grpc;
+mod guild_calls;
 mod metrics;
 mod node;
 mod ops;
@@ -33,5 +34,6 @@ pub use config::{
 pub use coordinator::{Coordinator, CoordinatorError, CoordinatorOptions};
 pub use error::{ConfigError, NodeError};
 pub use grpc::{ClusterTls, ClusterToken};
+pub use guild_calls::ClusterGuildCalls;
 pub use node::{DiscordEndpoint, Node, NodeOptions};
 pub use remote_store::RemoteStore;

@@ -11,7 +11,8 @@ use protonn_actors::rest::{
 };
 use protonn_actors::{
     ConfigChangeError, DeadLetter, DeadLetters, Departures, EventIngress, EventObserver,
-    GuildRouter, OwnRoles, Replies, RouterMsg, RouterStats, RuntimeConfig, Services,
+    GuildCalls, GuildRouter, LocalGuildCalls, OwnRoles, Replies, RouterMsg, RouterStats,
+    RuntimeConfig, Services,
 };
 use protonn_shard::{
     BotToken, EventSink, GatewaySettings, IdentifyConfig, IdentifyScheduler, LocalScheduler,
@@ -27,6 +28,7 @@ use twilight_model::oauth::Application;
 
 use crate::agent::{Agent, ClusterMembership, Link, RemoteIdentify};
 use crate::fence::FencedSink;
+use crate::guild_calls::{self, ClusterGuildCalls, GuildsService};
 use crate::remote_store::RemoteStore;
 use crate::rest_budget;
 use crate::{NodeError, ops, telemetry};
@@ -42,6 +44,8 @@ const REST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Events each shard may buffer ahead of the guild router (about a second of a busy
 /// shard's traffic) before it sheds typing and presence events.
 const SHARD_BUFFER: usize = 4_096;
+/// The node name guild summaries report for a node outside a cluster.
+const STANDALONE_NODE: &str = "local";
 /// Time a leaving cluster node gives the coordinator to hand its shards to other nodes.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Time a stopping node gives its guild actors to handle what their mailboxes hold, and
@@ -97,6 +101,17 @@ pub struct Node {
     /// Serves `protonn backup` while this node holds the embedded store (run mode).
     backup: Option<crate::backup::BackupServer>,
     cluster: Option<(Arc<Link>, tokio::task::JoinHandle<()>)>,
+    /// A cluster node's `Guilds` service and its routed client (boxed: most nodes in tests
+    /// and benches are standalone, and `Node` is moved around by value).
+    guild_service: Option<Box<GuildService>>,
+}
+
+struct GuildService {
+    stop: oneshot::Sender<()>,
+    serving: tokio::task::JoinHandle<()>,
+    advertising: tokio::task::JoinHandle<()>,
+    bound: SocketAddr,
+    calls: Arc<ClusterGuildCalls>,
 }
 
 impl Node {
@@ -135,6 +150,16 @@ impl Node {
                     addr: options.ops_listen,
                     source,
                 })?;
+        let guild_listener = match &options.cluster {
+            Some(membership) => {
+                let addr = membership.guild_listen;
+                let (listener, bound) = ops::bind(addr)
+                    .await
+                    .map_err(|source| NodeError::GuildBind { addr, source })?;
+                Some((listener, bound))
+            }
+            None => None,
+        };
         let (shard_count, shard_ids, scheduler, cluster) = match options.cluster {
             None => {
                 let shard_count = options.shards.unwrap_or(info.shards).max(1);
@@ -207,6 +232,10 @@ impl Node {
         let dead_letters = Arc::new(DeadLetters::default());
         let own_roles = Arc::new(OwnRoles::new(cached));
         let rest = Rest::new(transport, Arc::clone(&rest_line), Arc::clone(&guard));
+        let node_name = match &cluster {
+            Some((link, _)) => link.node_name().to_owned(),
+            None => STANDALONE_NODE.to_owned(),
+        };
         let router = GuildRouter::start(Services {
             store: Arc::clone(&store),
             departures: Arc::clone(&departures),
@@ -216,6 +245,8 @@ impl Node {
             runtime: options.runtime,
             dead_letters: Arc::clone(&dead_letters),
             observer: options.observer,
+            node_name,
+            shard_count,
         })
         .await?;
 
@@ -261,6 +292,40 @@ impl Node {
         let ops_task = tokio::spawn(ops::serve(listener, ops_state, async {
             let _ = stopped.await;
         }));
+        let guild_service = match (&cluster, guild_listener) {
+            (Some((link, _)), Some((listener, bound))) => {
+                let membership = link.membership();
+                let address = guild_calls::advertised(bound, membership.guild_advertise.as_deref());
+                let (stop, stopped) = oneshot::channel::<()>();
+                let serving = guild_calls::serve(
+                    listener,
+                    GuildsService {
+                        calls: LocalGuildCalls::new(router.clone()),
+                        supervisor: supervisor.clone(),
+                        shard_count,
+                    },
+                    &membership.token,
+                    membership.tls.clone(),
+                    async {
+                        let _ = stopped.await;
+                    },
+                );
+                let advertising = tokio::spawn(guild_calls::advertise(Arc::clone(link), address));
+                tracing::info!(guild_addr = %bound, "serving guild calls");
+                Some(Box::new(GuildService {
+                    stop,
+                    serving,
+                    advertising,
+                    bound,
+                    calls: Arc::new(ClusterGuildCalls::new(
+                        membership.coordinators.clone(),
+                        membership.token.clone(),
+                        membership.tls.clone(),
+                    )),
+                }))
+            }
+            _ => None,
+        };
         let cluster = cluster.map(|(link, joined)| {
             let agent = Agent {
                 link: Arc::clone(&link),
@@ -292,6 +357,7 @@ impl Node {
             sweeper,
             backup,
             cluster,
+            guild_service,
         })
     }
 
@@ -354,6 +420,20 @@ impl Node {
         }
     }
 
+    /// Guild calls: alone, to the guilds of this node's shards; in a cluster, to any guild,
+    /// routed to the node running its shard.
+    pub fn guild_calls(&self) -> Arc<dyn GuildCalls> {
+        match &self.guild_service {
+            Some(service) => Arc::clone(&service.calls) as Arc<dyn GuildCalls>,
+            None => Arc::new(LocalGuildCalls::new(self.router.clone())),
+        }
+    }
+
+    /// Where a cluster node serves guild calls.
+    pub fn guild_addr(&self) -> Option<SocketAddr> {
+        self.guild_service.as_ref().map(|service| service.bound)
+    }
+
     pub async fn router_stats(&self) -> RouterStats {
         ractor::call_t!(self.router, RouterMsg::Stats, QUERY_TIMEOUT_MS).unwrap_or_default()
     }
@@ -364,6 +444,12 @@ impl Node {
     /// nodes, so that they resume there.
     pub async fn shutdown(self) {
         self.stopping.store(true, Ordering::Release);
+        if let Some(service) = self.guild_service {
+            // Callers find the shards on their next owners; calls in flight are answered.
+            service.advertising.abort();
+            let _ = service.stop.send(());
+            let _ = service.serving.await;
+        }
         if let Some((link, agent)) = self.cluster {
             match tokio::time::timeout(DRAIN_TIMEOUT, link.drain()).await {
                 Ok(Ok(moved)) => tracing::info!(moved, "shards handed to other nodes"),

@@ -367,6 +367,9 @@ impl RemoteStore {
             token,
             tls,
             name: String::new(),
+            // A store client serves no guild calls.
+            guild_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            guild_advertise: None,
         }))
     }
 

@@ -14,18 +14,20 @@ use protonn_cluster::{
 use protonn_shard::BotToken;
 use protonn_tests::*;
 
-const TOKEN: &str = "in-process-cluster";
+pub(crate) const TOKEN: &str = "in-process-cluster";
 
-fn membership(coordinator: &Coordinator, name: &str) -> ClusterMembership {
+pub(crate) fn membership(coordinator: &Coordinator, name: &str) -> ClusterMembership {
     ClusterMembership {
         coordinators: vec![format!("http://{}", coordinator.addr())],
         token: ClusterToken::new(TOKEN).unwrap(),
         tls: None,
         name: name.to_owned(),
+        guild_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        guild_advertise: None,
     }
 }
 
-async fn start_node(
+pub(crate) async fn start_node(
     sim: &protonn_sim::SimHandle,
     dir: &std::path::Path,
     cluster: ClusterMembership,
@@ -45,7 +47,7 @@ async fn start_node(
     .unwrap()
 }
 
-async fn start_coordinator(
+pub(crate) async fn start_coordinator(
     sim: &protonn_sim::SimHandle,
     dir: &std::path::Path,
 ) -> (Coordinator, ClusterClient) {
@@ -76,7 +78,7 @@ async fn start_coordinator(
     (coordinator, client)
 }
 
-async fn running(node: &Node) -> Vec<u32> {
+pub(crate) async fn running(node: &Node) -> Vec<u32> {
     node.shard_statuses()
         .await
         .iter()

@@ -12,6 +12,8 @@ use protonn_tests::*;
 
 mod actors;
 mod cluster;
+mod cluster_guild_calls;
+mod guild_calls;
 
 mod ops;
 mod rest;
