@@ -25,8 +25,8 @@ use twilight_model::id::marker::{
 };
 
 use crate::commands::{self, Command, ConfigKey, Parsed};
-use crate::metrics::{COMMANDS_HANDLED, EVENT_HANDLING, EVENT_PANICS, SENDS_SKIPPED};
 use crate::member_access::MANAGE;
+use crate::metrics::{COMMANDS_HANDLED, EVENT_HANDLING, EVENT_PANICS, SENDS_SKIPPED};
 use crate::permissions::{self, MaySend};
 use crate::{
     AUDIT_CONFIG_CHANGE, CallSource, ConfigChangeError, DeadLetter, GuildCall, GuildCallError,

@@ -532,6 +532,8 @@ mod tests {
             runtime: RuntimeConfig::default(),
             dead_letters: Arc::default(),
             observer: None,
+            node_name: "test".to_owned(),
+            shard_count: 1,
         })
         .await
         .unwrap();

@@ -104,6 +104,7 @@ async fn setup() -> Setup {
             Arc::new(InvalidRequestGuard::new(GuardLimits::default())),
         )),
         cache,
+        own_roles: Default::default(),
         runtime: RuntimeConfig {
             cache_resources: resources,
             ..RuntimeConfig::default()

@@ -54,6 +54,8 @@ async fn start_cluster(sim: &SimHandle, dir: &std::path::Path) -> (Coordinator, 
         formation_grace: Duration::from_secs(5),
         max_moves: 4,
         lease_ttl: Duration::from_secs(1),
+        fence: None,
+        rest_global_per_sec: 50.0,
     })
     .await
     .expect("the coordinator starts");

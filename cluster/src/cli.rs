@@ -207,7 +207,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             run_cluster_node(config, coordinators).await
         }
         Command::Migrate { dry_run } => {
-            telemetry::init_logging("warn");
+            telemetry::init_logging("warn", log_format);
             store::migrate(&config, dry_run).await
         }
         Command::Drain {

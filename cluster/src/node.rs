@@ -250,8 +250,7 @@ impl Node {
         })
         .await?;
 
-        let ingress: Arc<dyn EventSink> =
-            Arc::new(EventIngress::new(
+        let ingress: Arc<dyn EventSink> = Arc::new(EventIngress::new(
             Arc::clone(&cache),
             own_roles,
             router.clone(),

@@ -15,8 +15,8 @@ use twilight_model::guild::Member;
 use twilight_model::id::Id;
 
 use super::GuildState;
-use crate::metrics::AUDIT_FAILURES;
 use crate::member_access::{member_access, no_access};
+use crate::metrics::AUDIT_FAILURES;
 use crate::rest::RestError;
 use crate::{
     AUDIT_CONFIG_CHANGE, AUDIT_CONFIG_ROLLBACK, CallSource, ChannelSummary, ConfigAuditDetails,
