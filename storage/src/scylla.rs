@@ -13,6 +13,7 @@
 
 mod records;
 mod rights;
+mod web_sessions;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -49,6 +50,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         2,
         "002_guild_departures.cql",
         include_str!("../schema/002_guild_departures.cql"),
+    ),
+    (
+        3,
+        "003_web_sessions.cql",
+        include_str!("../schema/003_web_sessions.cql"),
     ),
 ];
 
