@@ -52,6 +52,8 @@ pub(crate) struct Shared {
     pub(crate) random_rest_faults: RandomRestFaultSource,
     /// The invalid-request count and the ban it earns.
     pub(crate) invalid_requests: InvalidRequests,
+    /// Grants of the OAuth2 provider.
+    pub(crate) oauth: crate::oauth::OAuth,
     /// The accepted token; replaceable at run time (an operator resetting it).
     token: RwLock<String>,
     message_ids: IdGenerator,
@@ -101,6 +103,7 @@ impl Shared {
                 config.seed,
             ),
             invalid_requests: InvalidRequests::new(clock, &config.rest_limits),
+            oauth: crate::oauth::OAuth::default(),
             interactions: Interactions::new(clock, config.ledger_capacity),
             clock,
             ledger: Ledger::new(config.ledger_capacity),
