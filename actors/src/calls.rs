@@ -50,6 +50,19 @@ pub enum CallSource {
     Dashboard,
     Cli,
     Node,
+    /// A command typed in Discord (only in audit entries: Discord's path is not a call).
+    Discord,
+}
+
+impl CallSource {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Dashboard => "dashboard",
+            Self::Cli => "cli",
+            Self::Node => "node",
+            Self::Discord => "discord",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,6 +87,38 @@ pub enum GuildRequest {
     Summary,
     /// The user's permissions in the guild, from the node's cache.
     MemberPermissions { user_id: u64 },
+}
+
+impl GuildRequest {
+    /// Values of the `request` metric label.
+    pub const LABELS: [&'static str; 6] = [
+        "read_config",
+        "change_config",
+        "config_history",
+        "rollback_config",
+        "summary",
+        "member_permissions",
+    ];
+
+    /// The `request` label of the guild-call metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::ReadConfig => "read_config",
+            Self::ChangeConfig { .. } => "change_config",
+            Self::ConfigHistory => "config_history",
+            Self::RollbackConfig { .. } => "rollback_config",
+            Self::Summary => "summary",
+            Self::MemberPermissions { .. } => "member_permissions",
+        }
+    }
+
+    /// Whether the request changes the guild (and so is applied once per idempotency key).
+    pub fn changes(&self) -> bool {
+        matches!(
+            self,
+            Self::ChangeConfig { .. } | Self::RollbackConfig { .. }
+        )
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,6 +207,60 @@ pub enum GuildCallError {
     #[error("unavailable: {message}")]
     Unavailable { message: String },
 }
+
+impl GuildCallError {
+    /// Values of the `outcome` metric label besides `ok`.
+    pub const LABELS: [&'static str; 8] = [
+        "unknown_guild",
+        "bot_not_in_guild",
+        "moving",
+        "timed_out",
+        "conflict",
+        "invalid",
+        "forbidden",
+        "unavailable",
+    ];
+
+    /// The `outcome` label of the guild-call metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::UnknownGuild => "unknown_guild",
+            Self::BotNotInGuild => "bot_not_in_guild",
+            Self::Moving => "moving",
+            Self::TimedOut => "timed_out",
+            Self::Conflict { .. } => "conflict",
+            Self::Invalid { .. } => "invalid",
+            Self::Forbidden { .. } => "forbidden",
+            Self::Unavailable { .. } => "unavailable",
+        }
+    }
+
+    /// Whether the same call may be answered differently later (and so is not remembered
+    /// under its idempotency key).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Moving | Self::TimedOut | Self::Unavailable { .. }
+        )
+    }
+}
+
+/// The `details` of the audit entry a config change writes (JSON), actions
+/// [`AUDIT_CONFIG_CHANGE`] and [`AUDIT_CONFIG_ROLLBACK`]. The entry's `actor_id` is the
+/// caller's user id, 0 for the CLI and nodes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigAuditDetails {
+    pub source: CallSource,
+    /// The call's idempotency key: how a retry on another node finds that it was applied.
+    pub idempotency_key: Option<String>,
+    pub before: VersionedConfig,
+    pub after: VersionedConfig,
+}
+
+/// Audit action of a config change ([`GuildRequest::ChangeConfig`] or a command).
+pub const AUDIT_CONFIG_CHANGE: &str = "config.change";
+/// Audit action of a [`GuildRequest::RollbackConfig`].
+pub const AUDIT_CONFIG_ROLLBACK: &str = "config.rollback";
 
 /// Talks to guilds; the only door the dashboard and the CLI have to them.
 #[async_trait]

@@ -150,6 +150,26 @@ fn key_list() -> String {
         .join(", ")
 }
 
+/// A whole config from outside Discord (the dashboard), checked and normalised by the same
+/// rules as `config set`; the error tells a user what is allowed.
+pub(crate) fn validate(config: &GuildConfig) -> Result<GuildConfig, String> {
+    let mut valid = GuildConfig::default();
+    ConfigKey::Prefix.apply(&mut valid, &config.prefix)?;
+    ConfigKey::Locale.apply(&mut valid, &config.locale)?;
+    if config.log_channel == Some(0) {
+        return Err("A log channel is a channel id, or none.".to_owned());
+    }
+    valid.log_channel = config.log_channel;
+    let roles: Vec<String> = config.staff_roles.iter().map(u64::to_string).collect();
+    let roles = if roles.is_empty() {
+        "none".to_owned()
+    } else {
+        roles.join(" ")
+    };
+    ConfigKey::StaffRoles.apply(&mut valid, &roles)?;
+    Ok(valid)
+}
+
 /// Role mentions (`<@&123>`) or ids, separated by spaces or commas; `none` for no roles.
 fn parse_roles(value: &str) -> Result<Vec<u64>, String> {
     if value.trim().eq_ignore_ascii_case("none") {

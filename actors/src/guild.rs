@@ -26,15 +26,20 @@ use twilight_model::id::marker::{
 
 use crate::commands::{self, Command, ConfigKey, Parsed};
 use crate::metrics::{COMMANDS_HANDLED, EVENT_PANICS};
-use crate::{ConfigChangeError, DeadLetter, HandledEvent, Services};
+use crate::permissions::MANAGE;
+use crate::{
+    AUDIT_CONFIG_CHANGE, CallSource, ConfigChangeError, DeadLetter, GuildCall, GuildCallError,
+    HandledEvent, Services,
+};
+
+mod requests;
+
+pub(crate) use requests::{CallReply, MAX_KEY_LEN};
 
 /// Stop reason of an actor whose bot was removed from the guild.
 pub(crate) const REMOVED: &str = "removed from guild";
 /// Past this many users on cooldown, expired entries are pruned.
 const COOLDOWN_PRUNE_AT: usize = 256;
-
-/// Permissions that allow changing a guild's bot configuration.
-const MANAGE: Permissions = Permissions::ADMINISTRATOR.union(Permissions::MANAGE_GUILD);
 
 pub struct GuildActor;
 
@@ -55,6 +60,8 @@ pub enum GuildMsg {
         expected_version: Option<u64>,
         reply: RpcReplyPort<Result<VersionedConfig, ConfigChangeError>>,
     },
+    /// A guild call, answered in order with the guild's events. Boxed: a config is large.
+    Call(Box<GuildCall>, CallReply),
 }
 
 pub struct GuildState {
@@ -64,6 +71,8 @@ pub struct GuildState {
     config: Option<VersionedConfig>,
     pending: Arc<AtomicU32>,
     cooldowns: Cooldowns,
+    /// Answers to state-changing calls by idempotency key, so a retry is applied once.
+    answered: requests::Answered,
 }
 
 /// Per-user and per-guild command rate limits.
@@ -118,6 +127,7 @@ impl Actor for GuildActor {
                 window_start: Instant::now(),
                 in_window: 0,
             },
+            answered: Default::default(),
         })
     }
 
@@ -135,11 +145,25 @@ impl Actor for GuildActor {
                 expected_version,
                 reply,
             } => {
+                let changer = requests::Changer {
+                    user_id: None,
+                    source: CallSource::Node,
+                    idempotency_key: None,
+                };
                 let result = match ConfigKey::parse(&key) {
-                    Ok(key) => state.change_config(key, &value, expected_version).await,
+                    Ok(key) => {
+                        state
+                            .change_config(key, &value, expected_version, changer)
+                            .await
+                    }
                     Err(text) => Err(ConfigChangeError::Invalid(text)),
                 };
                 let _ = reply.send(result);
+                state.pending.fetch_sub(1, Ordering::AcqRel);
+                return Ok(());
+            }
+            GuildMsg::Call(call, reply) => {
+                state.answer(*call, reply).await;
                 state.pending.fetch_sub(1, Ordering::AcqRel);
                 return Ok(());
             }
@@ -307,7 +331,7 @@ impl GuildState {
         // Only a config change needs the permission lookup.
         let may_manage = matches!(parsed, Parsed::Command(Command::ConfigSet { .. }))
             && self.member_may_manage(message);
-        let answer = self.run(parsed, may_manage).await;
+        let answer = self.run(parsed, may_manage, Some(message.author.id)).await;
         self.send(ReplyTo::Channel(message.channel_id), answer);
     }
 
@@ -354,7 +378,7 @@ impl GuildState {
         let defer_after = self.services.runtime.defer_after;
         let replies = self.services.replies.clone();
         let (answer, deferred) = {
-            let run = self.run(parsed, may_manage);
+            let run = self.run(parsed, may_manage, user);
             tokio::pin!(run);
             let in_time = async {
                 if defer_after.is_zero() {
@@ -397,7 +421,12 @@ impl GuildState {
     }
 
     /// Runs a parsed command and counts it.
-    async fn run(&mut self, parsed: Parsed, may_manage: bool) -> Answer {
+    async fn run(
+        &mut self,
+        parsed: Parsed,
+        may_manage: bool,
+        author: Option<Id<UserMarker>>,
+    ) -> Answer {
         let (label, answer) = match parsed {
             Parsed::NotACommand => unreachable!("callers answer only commands"),
             Parsed::Invalid(text) => (
@@ -407,13 +436,21 @@ impl GuildState {
                     outcome: "invalid",
                 },
             ),
-            Parsed::Command(command) => (command.label(), self.execute(command, may_manage).await),
+            Parsed::Command(command) => (
+                command.label(),
+                self.execute(command, may_manage, author).await,
+            ),
         };
         counter!(COMMANDS_HANDLED, "command" => label, "outcome" => answer.outcome).increment(1);
         answer
     }
 
-    async fn execute(&mut self, command: Command, may_manage: bool) -> Answer {
+    async fn execute(
+        &mut self,
+        command: Command,
+        may_manage: bool,
+        author: Option<Id<UserMarker>>,
+    ) -> Answer {
         let current = match self.config().await {
             Ok(current) => current.clone(),
             Err(err) => {
@@ -437,7 +474,12 @@ impl GuildState {
                         outcome: "denied",
                     };
                 }
-                match self.change_config(key, &value, None).await {
+                let changer = requests::Changer {
+                    user_id: author.map(Id::get),
+                    source: CallSource::Discord,
+                    idempotency_key: None,
+                };
+                match self.change_config(key, &value, None, changer).await {
                     Ok(stored) => Answer::ok(format!(
                         "`{}` is now `{}`.",
                         key.name(),
@@ -467,6 +509,7 @@ impl GuildState {
         key: ConfigKey,
         value: &str,
         expected: Option<u64>,
+        changer: requests::Changer,
     ) -> Result<VersionedConfig, ConfigChangeError> {
         let current = match self.config().await {
             Ok(current) => current.clone(),
@@ -475,38 +518,17 @@ impl GuildState {
                 return Err(ConfigChangeError::Unavailable(err.to_string()));
             }
         };
-        if expected.is_some_and(|expected| expected != current.version) {
-            return Err(ConfigChangeError::Conflict {
-                current: current.version,
-            });
-        }
         let mut next = current.config.clone();
         key.apply(&mut next, value)
             .map_err(ConfigChangeError::Invalid)?;
-        let saved = self
-            .services
-            .store
-            .save(self.guild_id.get(), current.version, &next)
-            .await;
-        match saved {
-            Ok(version) => {
-                let stored = VersionedConfig {
-                    version,
-                    config: next,
-                };
-                self.config = Some(stored.clone());
-                Ok(stored)
-            }
-            Err(StorageError::Conflict { current, .. }) => {
-                // Saved elsewhere meanwhile (another node, the dashboard): reload next time.
-                self.config = None;
-                Err(ConfigChangeError::Conflict { current })
-            }
-            Err(err) => {
-                tracing::error!(guild_id = %self.guild_id, error = %err, "cannot save guild config");
-                Err(ConfigChangeError::Unavailable(err.to_string()))
-            }
-        }
+        let expected = expected.unwrap_or(current.version);
+        self.save_config(next, expected, changer, AUDIT_CONFIG_CHANGE)
+            .await
+            .map_err(|err| match err {
+                GuildCallError::Conflict { current } => ConfigChangeError::Conflict { current },
+                GuildCallError::Invalid { message } => ConfigChangeError::Invalid(message),
+                other => ConfigChangeError::Unavailable(other.to_string()),
+            })
     }
 
     /// Whether the author of a guild message may change the configuration: the owner, a

@@ -21,8 +21,10 @@ mod departures;
 mod error;
 mod guild;
 mod ingress;
+mod local_calls;
 pub mod metrics;
 mod observer;
+mod permissions;
 mod replies;
 pub mod rest;
 mod router;
@@ -32,14 +34,16 @@ mod snapshot;
 
 pub use cache::{REQUIRED_RESOURCES, cache_resources, event_types_for};
 pub use calls::{
-    CallSource, Caller, ChannelSummary, GuildCall, GuildCallError, GuildCalls, GuildRequest,
-    GuildResponse, GuildSummary, MemberAccess, RoleSummary,
+    AUDIT_CONFIG_CHANGE, AUDIT_CONFIG_ROLLBACK, CallSource, Caller, ChannelSummary,
+    ConfigAuditDetails, GuildCall, GuildCallError, GuildCalls, GuildRequest, GuildResponse,
+    GuildSummary, MemberAccess, RoleSummary,
 };
 pub use dead_letters::{DeadLetter, DeadLetters};
 pub use departures::Departures;
 pub use error::{ActorsError, CacheResourcesError, ConfigChangeError};
 pub use guild::{GuildActor, GuildMsg};
 pub use ingress::EventIngress;
+pub use local_calls::LocalGuildCalls;
 pub use observer::{EventObserver, HandledEvent};
 pub use replies::{Deferred, Replies};
 pub use rest::Rest;

@@ -1,10 +1,13 @@
 //! Metric names of the actor runtime, described and pre-registered by [`describe`].
 
-use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
 
 use crate::commands::{COMMAND_LABELS, OUTCOME_LABELS};
 use crate::replies::REST_ROUTE_LABELS;
 use crate::rest::{OUTCOME_LABELS as REST_OUTCOME_LABELS, Scope};
+use crate::{GuildCallError, GuildRequest};
 
 /// Guild actors resident on this node.
 pub const GUILDS_ACTIVE: &str = "protonn_actors_guilds_active";
@@ -46,6 +49,28 @@ pub const EVENT_PANICS: &str = "protonn_actors_event_panics_total";
 pub const REPLAYED_COMMANDS_SKIPPED: &str = "protonn_actors_replayed_commands_skipped_total";
 /// Events set aside after panicking on every try.
 pub const DEAD_LETTERS: &str = "protonn_actors_dead_letters_total";
+/// Guild calls made by this process, by `request` and `outcome` (`ok` or the error's kind).
+pub const GUILD_CALLS: &str = "protonn_guild_calls_total";
+/// Time a guild call took for its caller, transport retries included, by `request`.
+pub const GUILD_CALL_DURATION: &str = "protonn_guild_call_duration_seconds";
+/// Buckets of [`GUILD_CALL_DURATION`]: an in-process call takes microseconds, a routed one
+/// a few milliseconds, one across a shard move up to its deadline (seconds).
+pub const GUILD_CALL_DURATION_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 10.0,
+];
+/// Config changes saved whose audit entry could not be written.
+pub const AUDIT_FAILURES: &str = "protonn_actors_audit_failures_total";
+
+/// Counts one guild call and its duration, by its request's and outcome's bounded labels.
+pub fn record_guild_call(
+    request: &'static str,
+    outcome: Result<(), &GuildCallError>,
+    elapsed: std::time::Duration,
+) {
+    let outcome = outcome.map_or_else(GuildCallError::label, |()| "ok");
+    counter!(GUILD_CALLS, "request" => request, "outcome" => outcome).increment(1);
+    histogram!(GUILD_CALL_DURATION, "request" => request).record(elapsed.as_secs_f64());
+}
 
 pub fn describe() {
     describe_gauge!(
@@ -127,6 +152,29 @@ pub fn describe() {
         Unit::Count,
         "Events set aside after panicking on every try."
     );
+    describe_counter!(
+        GUILD_CALLS,
+        Unit::Count,
+        "Guild calls made by this process, by request and outcome (ok or the error's kind)."
+    );
+    describe_histogram!(
+        GUILD_CALL_DURATION,
+        Unit::Seconds,
+        "Time a guild call took for its caller, transport retries included, by request."
+    );
+    describe_counter!(
+        AUDIT_FAILURES,
+        Unit::Count,
+        "Config changes saved whose audit entry could not be written."
+    );
+    counter!(AUDIT_FAILURES).absolute(0);
+    for request in GuildRequest::LABELS {
+        for outcome in std::iter::once("ok").chain(GuildCallError::LABELS) {
+            counter!(GUILD_CALLS, "request" => request, "outcome" => outcome).absolute(0);
+        }
+        // Registers the series with no sample yet.
+        let _ = histogram!(GUILD_CALL_DURATION, "request" => request);
+    }
     gauge!(GUILDS_ACTIVE).set(0.0);
     counter!(GUILD_FAILURES).absolute(0);
     counter!(GUILD_SPAWNS).absolute(0);

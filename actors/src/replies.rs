@@ -15,12 +15,14 @@ use crate::metrics::REST_REQUESTS;
 use crate::rest::{Rest, RestError};
 
 /// Values of the `route` label of `protonn_rest_requests_total`: every request the bot makes.
-pub(crate) const REST_ROUTE_LABELS: [&str; 5] = [
+pub(crate) const REST_ROUTE_LABELS: [&str; 7] = [
     "create_message",
     "interaction_callback",
     "interaction_edit",
     "current_application",
     "set_global_commands",
+    "guild_member",
+    "guild_channels",
 ];
 
 /// Sends replies without making the caller wait: each request runs on its own task, so a
@@ -39,6 +41,15 @@ impl Replies {
             http: Arc::new(twilight_http::Client::builder().build()),
             rest,
         }
+    }
+
+    /// Builds requests (validated by twilight-http), for lookups that wait for their answer.
+    pub(crate) fn http(&self) -> &twilight_http::Client {
+        &self.http
+    }
+
+    pub(crate) fn rest(&self) -> &Rest {
+        &self.rest
     }
 
     /// Builds a request with twilight-http and sends it through the node's [`Rest`]; the

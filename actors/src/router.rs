@@ -18,14 +18,14 @@ use twilight_model::gateway::event::Event;
 use twilight_model::id::Id;
 use twilight_model::id::marker::GuildMarker;
 
-use crate::guild::GuildArgs;
+use crate::guild::{CallReply, GuildArgs, MAX_KEY_LEN};
 use crate::metrics::{
     EVENTS_SHED, GUILD_FAILURES, GUILD_SPAWNS, GUILDS_ACTIVE, MAILBOX_OVERFLOW, PASSIVATIONS,
 };
 use crate::runtime::{Admission, admit};
 use crate::{
-    ActorsError, ConfigChangeError, DeadLetters, Departures, EventObserver, GuildActor, GuildMsg,
-    Replies, RuntimeConfig,
+    ActorsError, ConfigChangeError, DeadLetters, Departures, EventObserver, GuildActor, GuildCall,
+    GuildCallError, GuildMsg, Replies, RuntimeConfig,
 };
 
 /// What every guild actor of a node shares.
@@ -39,6 +39,10 @@ pub struct Services {
     pub runtime: RuntimeConfig,
     pub dead_letters: Arc<DeadLetters>,
     pub observer: Option<Arc<dyn EventObserver>>,
+    /// This node's name, as guild summaries report it.
+    pub node_name: String,
+    /// The bot's shard count, to name a guild's shard in its summary.
+    pub shard_count: u32,
 }
 
 pub struct GuildRouter;
@@ -57,6 +61,9 @@ pub enum RouterMsg {
         expected_version: Option<u64>,
         reply: RpcReplyPort<Result<VersionedConfig, ConfigChangeError>>,
     },
+    /// A guild call, answered by the guild's actor: refused at once for an id that is not a
+    /// guild's or a guild the bot is not in (no actor is spawned for those).
+    Call(Box<GuildCall>, CallReply),
     /// Passivate idle actors and evict past the resident cap (on a timer).
     Sweep,
     Stats(RpcReplyPort<RouterStats>),
@@ -282,6 +289,46 @@ impl Actor for GuildRouter {
                     expected_version,
                     reply,
                 })?;
+            }
+            RouterMsg::Call(call, reply) => {
+                let refused = match Id::<GuildMarker>::new_checked(call.guild_id) {
+                    None => Some(GuildCallError::UnknownGuild),
+                    Some(guild_id) if state.services.cache.guild(guild_id).is_none() => {
+                        Some(GuildCallError::BotNotInGuild)
+                    }
+                    Some(_)
+                        if call
+                            .idempotency_key
+                            .as_ref()
+                            .is_some_and(|key| key.is_empty() || key.len() > MAX_KEY_LEN) =>
+                    {
+                        Some(GuildCallError::Invalid {
+                            message: format!("an idempotency key has 1 to {MAX_KEY_LEN} bytes"),
+                        })
+                    }
+                    Some(_) => None,
+                };
+                if let Some(refused) = refused {
+                    let _ = reply.send(Err(refused));
+                    return Ok(());
+                }
+                let guild_id = Id::new(call.guild_id);
+                let resident = match state.guilds.get_mut(&guild_id) {
+                    Some(resident) => resident,
+                    None => state.spawn_guild(&myself, guild_id)?,
+                };
+                resident.last_active = Instant::now();
+                resident.pending.fetch_add(1, Ordering::AcqRel);
+                let actor = resident.actor.clone();
+                // An actor that stopped on its own may not have been forgotten yet: the call
+                // goes to a fresh one, as an event would.
+                if let Err(MessagingErr::SendErr(message)) = actor.cast(GuildMsg::Call(call, reply))
+                {
+                    state.forget(&actor.get_id());
+                    let fresh = state.spawn_guild(&myself, guild_id)?;
+                    fresh.pending.fetch_add(1, Ordering::AcqRel);
+                    fresh.actor.cast(message)?;
+                }
             }
             RouterMsg::Sweep => state.sweep(),
             RouterMsg::Stats(reply) => {

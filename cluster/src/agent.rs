@@ -101,6 +101,11 @@ impl Link {
         Ok(self.connection().await?.storage())
     }
 
+    /// This node's name in the cluster.
+    pub(crate) fn node_name(&self) -> &str {
+        &self.membership.name
+    }
+
     /// After an answer from a coordinator that does not lead (or is gone): try the next.
     pub(crate) fn next_coordinator(&self) {
         *self.connection.lock().expect("connection poisoned") = None;

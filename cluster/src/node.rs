@@ -10,7 +10,8 @@ use protonn_actors::rest::{
 };
 use protonn_actors::{
     ConfigChangeError, DeadLetter, DeadLetters, Departures, EventIngress, EventObserver,
-    GuildRouter, Replies, RouterMsg, RouterStats, RuntimeConfig, Services,
+    GuildCalls, GuildRouter, LocalGuildCalls, Replies, RouterMsg, RouterStats, RuntimeConfig,
+    Services,
 };
 use protonn_shard::{
     BotToken, GatewaySettings, IdentifyConfig, IdentifyScheduler, LocalScheduler, ShardStatus,
@@ -40,6 +41,8 @@ const REST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Events each shard may buffer ahead of the guild router (about a second of a busy
 /// shard's traffic) before it sheds typing and presence events.
 const SHARD_BUFFER: usize = 4_096;
+/// The node name guild summaries report for a node outside a cluster.
+const STANDALONE_NODE: &str = "local";
 /// Time a leaving cluster node gives the coordinator to hand its shards to other nodes.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -175,6 +178,10 @@ impl Node {
                 .build(),
         );
         let dead_letters = Arc::new(DeadLetters::default());
+        let node_name = match &cluster {
+            Some((link, _)) => link.node_name().to_owned(),
+            None => STANDALONE_NODE.to_owned(),
+        };
         let router = GuildRouter::start(Services {
             store: Arc::clone(&store),
             departures: Arc::clone(&departures),
@@ -187,6 +194,8 @@ impl Node {
             runtime: options.runtime,
             dead_letters: Arc::clone(&dead_letters),
             observer: options.observer,
+            node_name,
+            shard_count,
         })
         .await?;
 
@@ -283,6 +292,11 @@ impl Node {
         expected_version: Option<u64>,
     ) -> Result<VersionedConfig, ConfigChangeError> {
         configure(&self.router, guild_id, key, value, expected_version).await
+    }
+
+    /// Guild calls to the guilds of this node's shards, answered by their actors.
+    pub fn guild_calls(&self) -> Arc<dyn GuildCalls> {
+        Arc::new(LocalGuildCalls::new(self.router.clone()))
     }
 
     pub async fn router_stats(&self) -> RouterStats {

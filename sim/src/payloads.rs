@@ -309,6 +309,40 @@ pub(crate) fn guild_create(world: &World, guild: &Guild) -> Value {
     guild_object
 }
 
+/// `GET /guilds/{guild}/members/{user}`: the member as GUILD_CREATE lists it (the owner
+/// holds the Moderator role, the bot its managed role), or `None` for a non-member.
+pub(crate) fn guild_member(world: &World, guild: &Guild, user_id: u64) -> Option<Value> {
+    let bot = &world.bot;
+    if user_id == bot.user_id {
+        return Some(member(
+            user(bot.user_id, &bot.username, true),
+            &[guild.bot_role_id],
+            guild.bot_joined_ms,
+        ));
+    }
+    let found = guild.find_member(user_id)?;
+    let roles: &[u64] = if user_id == guild.owner.id {
+        &[guild.moderator_role_id]
+    } else {
+        &[]
+    };
+    Some(member(
+        user(found.id, &found.username, false),
+        roles,
+        found.joined_ms,
+    ))
+}
+
+/// `GET /guilds/{guild}/channels`: the channels GUILD_CREATE lists.
+pub(crate) fn guild_channels(guild: &Guild) -> Value {
+    let channels: Vec<Value> = guild
+        .channels()
+        .enumerate()
+        .map(|(position, c)| text_channel(guild.id, c.id, &c.name, position))
+        .collect();
+    Value::Array(channels)
+}
+
 /// The REST guild object (GUILD_UPDATE's `d`, GUILD_CREATE's base).
 pub(crate) fn guild_object(world: &World, guild: &Guild) -> Value {
     let bot = &world.bot;

@@ -23,6 +23,7 @@ use crate::ledger::RestRecord;
 use crate::payloads::{self, Author, MessageSpec};
 use crate::ratelimit::{self, LimitClass, Limited, RestFaultResponse, RouteKey};
 use crate::state::{AppState, Shared};
+use crate::world::Guild;
 
 /// Path prefix twilight-http uses with a proxy.
 pub(crate) const PREFIX: &str = "/api/v10";
@@ -241,6 +242,12 @@ fn limited_route(method: &Method, segments: &[&str]) -> Option<(RouteKey, bool)>
         ("PUT", ["applications", _, "guilds", guild, "commands"]) => {
             (key(GUILD_COMMANDS_ROUTE, LimitClass::Other, guild), true)
         }
+        ("GET", ["guilds", guild, "members", _]) => {
+            (key(GUILD_MEMBER_ROUTE, LimitClass::Other, guild), true)
+        }
+        ("GET", ["guilds", guild, "channels"]) => {
+            (key(GUILD_CHANNELS_ROUTE, LimitClass::Other, guild), true)
+        }
         _ => return None,
     };
     Some(found)
@@ -253,6 +260,8 @@ const FOLLOWUP_ROUTE: &str = "POST /webhooks/{application_id}/{interaction_token
 const CREATE_MESSAGE_ROUTE: &str = "POST /channels/{channel_id}/messages";
 const GLOBAL_COMMANDS_ROUTE: &str = "PUT /applications/{application_id}/commands";
 const GUILD_COMMANDS_ROUTE: &str = "PUT /applications/{application_id}/guilds/{guild_id}/commands";
+const GUILD_MEMBER_ROUTE: &str = "GET /guilds/{guild_id}/members/{user_id}";
+const GUILD_CHANNELS_ROUTE: &str = "GET /guilds/{guild_id}/channels";
 
 fn unauthorized() -> Response {
     json_error(StatusCode::UNAUTHORIZED, "401: Unauthorized", 0)
@@ -298,6 +307,8 @@ fn route(
         ("PUT", ["applications", _, "guilds", _, "commands"]) => {
             (GUILD_COMMANDS_ROUTE, overwrite_commands)
         }
+        ("GET", ["guilds", _, "members", _]) => (GUILD_MEMBER_ROUTE, guild_member),
+        ("GET", ["guilds", _, "channels"]) => (GUILD_CHANNELS_ROUTE, guild_channels),
         _ => {
             return Outcome::new(
                 "unknown",
@@ -329,6 +340,49 @@ fn gateway_bot(shared: &Shared, _: &[&str], _: &RequestBody) -> Outcome {
 fn current_user(shared: &Shared, _: &[&str], _: &RequestBody) -> Outcome {
     let body = payloads::current_user(&shared.world.bot);
     Outcome::new("", json_response(StatusCode::OK, &body))
+}
+
+/// The guild of a `/guilds/{guild_id}/…` path, while the bot is in it.
+fn bot_guild<'a>(shared: &'a Shared, segments: &[&str]) -> Option<&'a Guild> {
+    segments
+        .get(1)
+        .and_then(|id| id.parse::<u64>().ok())
+        .and_then(|id| shared.world.guild(id))
+        .filter(|guild| !shared.world.is_removed(guild))
+}
+
+fn unknown_guild() -> Outcome {
+    Outcome::new(
+        "",
+        json_error(StatusCode::NOT_FOUND, "Unknown Guild", 10004),
+    )
+}
+
+fn guild_member(shared: &Shared, segments: &[&str], _: &RequestBody) -> Outcome {
+    let Some(guild) = bot_guild(shared, segments) else {
+        return unknown_guild();
+    };
+    let member = segments
+        .get(3)
+        .and_then(|id| id.parse::<u64>().ok())
+        .and_then(|id| payloads::guild_member(&shared.world, guild, id));
+    match member {
+        Some(member) => Outcome::new("", json_response(StatusCode::OK, &member)),
+        None => Outcome::new(
+            "",
+            json_error(StatusCode::NOT_FOUND, "Unknown Member", 10007),
+        ),
+    }
+}
+
+fn guild_channels(shared: &Shared, segments: &[&str], _: &RequestBody) -> Outcome {
+    match bot_guild(shared, segments) {
+        Some(guild) => Outcome::new(
+            "",
+            json_response(StatusCode::OK, &payloads::guild_channels(guild)),
+        ),
+        None => unknown_guild(),
+    }
 }
 
 fn current_application(shared: &Shared, _: &[&str], _: &RequestBody) -> Outcome {

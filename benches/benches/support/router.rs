@@ -41,6 +41,8 @@ pub fn router_services(
         runtime,
         dead_letters: Arc::new(DeadLetters::default()),
         observer,
+        node_name: "bench".to_owned(),
+        shard_count: 1,
     }
 }
 

@@ -1,0 +1,447 @@
+//! Guild calls answered by guild actors, against a real embedded store and a node cache
+//! filled as a GUILD_CREATE would (no Discord: nothing here needs REST).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use protonn_actors::rest::{GlobalLine, GuardLimits, InvalidRequestGuard, Rest, Transport};
+use protonn_actors::{
+    AUDIT_CONFIG_CHANGE, AUDIT_CONFIG_ROLLBACK, CallSource, Caller, ConfigAuditDetails,
+    DeadLetters, GuildCall, GuildCallError, GuildCalls, GuildRequest, GuildResponse, GuildRouter,
+    LocalGuildCalls, Replies, RouterMsg, RuntimeConfig, Services,
+};
+use protonn_shard::BotToken;
+use protonn_storage::{AuditRepo, EmbeddedStore, GuildConfig, Timestamp, VersionedConfig};
+use ractor::ActorRef;
+use twilight_cache_inmemory::{DefaultInMemoryCache, ResourceType};
+use twilight_model::gateway::event::Event;
+use twilight_model::gateway::payload::incoming::GuildCreate;
+use twilight_model::guild::Guild;
+
+/// A guild id of shard 1 of 4: (id >> 22) % 4 == 1.
+const GUILD: u64 = (1_000_001 << 22) | 5;
+const OWNER: u64 = 42;
+const MEMBER: u64 = 43;
+const MANAGER: u64 = 44;
+const MOD_ROLE: u64 = GUILD + 1;
+const STAFF_ROLE: u64 = GUILD + 2;
+const TEXT: u64 = GUILD + 10;
+const VOICE: u64 = GUILD + 11;
+
+struct Setup {
+    calls: LocalGuildCalls,
+    router: ActorRef<RouterMsg>,
+    store: Arc<EmbeddedStore>,
+    _dir: tempfile::TempDir,
+}
+
+fn guild_json() -> serde_json::Value {
+    let role = |id: u64, name: &str, permissions: u64, position: i64, color: u32| {
+        serde_json::json!({
+            "id": id.to_string(), "name": name, "color": color,
+            "colors": {"primary_color": color}, "hoist": false, "managed": false,
+            "mentionable": false, "permissions": permissions.to_string(),
+            "position": position, "flags": 0
+        })
+    };
+    let member = |id: u64, roles: &[u64]| {
+        serde_json::json!({
+            "user": {"id": id.to_string(), "username": format!("user{id}"), "discriminator": "0",
+                     "avatar": null, "global_name": null},
+            "roles": roles.iter().map(u64::to_string).collect::<Vec<_>>(),
+            "joined_at": "2024-01-01T00:00:00.000000+00:00", "deaf": false, "mute": false,
+            "flags": 0
+        })
+    };
+    let channel = |id: u64, name: &str, kind: u8, position: i32| {
+        serde_json::json!({
+            "id": id.to_string(), "type": kind, "guild_id": GUILD.to_string(), "name": name,
+            "position": position, "permission_overwrites": []
+        })
+    };
+    serde_json::json!({
+        "id": GUILD.to_string(), "name": "Test Guild", "icon": "a1b2c3d4e5f60718293a4b5c6d7e8f90",
+        "owner_id": OWNER.to_string(), "member_count": 3,
+        "afk_timeout": 60, "default_message_notifications": 0, "explicit_content_filter": 0,
+        "features": [], "mfa_level": 0, "nsfw_level": 0, "preferred_locale": "en-US",
+        "premium_progress_bar_enabled": false, "premium_tier": 0, "system_channel_flags": 0,
+        "verification_level": 0, "emojis": [], "stickers": [],
+        "roles": [
+            // @everyone: view channels and send messages.
+            role(GUILD, "@everyone", 1024 | 2048, 0, 0),
+            // Manage Server (32).
+            role(MOD_ROLE, "Moderator", 32, 2, 0x3498db),
+            role(STAFF_ROLE, "Helpers", 0, 1, 0x2ecc71),
+        ],
+        "members": [member(OWNER, &[]), member(MEMBER, &[STAFF_ROLE]), member(MANAGER, &[MOD_ROLE])],
+        "channels": [channel(VOICE, "voice", 2, 1), channel(TEXT, "general", 0, 0)],
+    })
+}
+
+async fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+    let resources =
+        ResourceType::GUILD | ResourceType::ROLE | ResourceType::CHANNEL | ResourceType::MEMBER;
+    let cache = Arc::new(
+        DefaultInMemoryCache::builder()
+            .resource_types(resources)
+            .build(),
+    );
+    let guild: Guild = serde_json::from_value(guild_json()).unwrap();
+    cache.update(&Event::GuildCreate(Box::new(GuildCreate::Available(guild))));
+    let services = Services {
+        store: Arc::clone(&store) as _,
+        departures: Default::default(),
+        // Never used: the cache holds the channels and members these tests ask about.
+        replies: Replies::new(Rest::new(
+            Arc::new(Transport::new(
+                &BotToken::new(""),
+                Some("127.0.0.1:9"),
+                Duration::from_secs(1),
+            )),
+            Arc::new(GlobalLine::unlimited()),
+            Arc::new(InvalidRequestGuard::new(GuardLimits::default())),
+        )),
+        cache,
+        runtime: RuntimeConfig {
+            cache_resources: resources,
+            ..RuntimeConfig::default()
+        },
+        dead_letters: Arc::new(DeadLetters::default()),
+        observer: None,
+        node_name: "node-a".to_owned(),
+        shard_count: 4,
+    };
+    let router = GuildRouter::start(services).await.unwrap();
+    Setup {
+        calls: LocalGuildCalls::new(router.clone()),
+        router,
+        store,
+        _dir: dir,
+    }
+}
+
+fn call(guild_id: u64, request: GuildRequest) -> GuildCall {
+    GuildCall {
+        guild_id,
+        caller: Caller {
+            user_id: Some(OWNER),
+            source: CallSource::Dashboard,
+        },
+        idempotency_key: None,
+        deadline: Duration::from_secs(5),
+        request,
+    }
+}
+
+fn change(prefix: &str, expected_version: u64) -> GuildRequest {
+    GuildRequest::ChangeConfig {
+        config: GuildConfig {
+            prefix: prefix.to_owned(),
+            ..GuildConfig::default()
+        },
+        expected_version,
+    }
+}
+
+fn config_of(response: GuildResponse) -> VersionedConfig {
+    match response {
+        GuildResponse::Config(config) => config,
+        other => panic!("not a config: {other:?}"),
+    }
+}
+
+async fn audit(store: &EmbeddedStore) -> Vec<protonn_storage::AuditEntry> {
+    store
+        .list_audit(GUILD, Timestamp(0), Timestamp(u64::MAX), 100)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_config_change_is_versioned_durable_audited_and_conflicts_say_so() {
+    let Setup { calls, store, .. } = &setup().await;
+
+    let first = config_of(
+        calls
+            .call(call(GUILD, GuildRequest::ReadConfig))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(first.version, 0, "defaults before any save");
+    assert_eq!(first.config, GuildConfig::default());
+
+    let saved = config_of(calls.call(call(GUILD, change("$", 0))).await.unwrap());
+    assert_eq!((saved.version, saved.config.prefix.as_str()), (1, "$"));
+    let read = config_of(
+        calls
+            .call(call(GUILD, GuildRequest::ReadConfig))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(read, saved, "live at once");
+    assert_eq!(
+        protonn_storage::GuildConfigRepo::load(store.as_ref(), GUILD)
+            .await
+            .unwrap(),
+        Some(saved.clone()),
+        "durable"
+    );
+
+    let stale = calls.call(call(GUILD, change("%", 0))).await;
+    assert_eq!(stale, Err(GuildCallError::Conflict { current: 1 }));
+
+    let entries = audit(store).await;
+    assert_eq!(
+        entries.len(),
+        1,
+        "one entry per applied change: {entries:?}"
+    );
+    assert_eq!(entries[0].action, AUDIT_CONFIG_CHANGE);
+    assert_eq!(entries[0].actor_id, OWNER);
+    let details: ConfigAuditDetails = serde_json::from_str(&entries[0].details).unwrap();
+    assert_eq!(details.source, CallSource::Dashboard);
+    assert_eq!(details.before.version, 0);
+    assert_eq!(details.before.config.prefix, "!");
+    assert_eq!(details.after, saved);
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_error_and_changes_nothing() {
+    let Setup { calls, store, .. } = &setup().await;
+    for (config, needle) in [
+        (
+            GuildConfig {
+                prefix: "much too long".to_owned(),
+                ..GuildConfig::default()
+            },
+            "prefix",
+        ),
+        (
+            GuildConfig {
+                locale: "klingon".to_owned(),
+                ..GuildConfig::default()
+            },
+            "locale",
+        ),
+        (
+            GuildConfig {
+                staff_roles: vec![0],
+                ..GuildConfig::default()
+            },
+            "role",
+        ),
+    ] {
+        let refused = calls
+            .call(call(
+                GUILD,
+                GuildRequest::ChangeConfig {
+                    config,
+                    expected_version: 0,
+                },
+            ))
+            .await;
+        match refused {
+            Err(GuildCallError::Invalid { message }) => {
+                assert!(message.to_lowercase().contains(needle), "{message}")
+            }
+            other => panic!("not refused as invalid: {other:?}"),
+        }
+    }
+    let rollback = calls
+        .call(call(
+            GUILD,
+            GuildRequest::RollbackConfig {
+                to_version: 7,
+                expected_version: 0,
+            },
+        ))
+        .await;
+    assert!(
+        matches!(&rollback, Err(GuildCallError::Invalid { message }) if message.contains("version 7")),
+        "{rollback:?}"
+    );
+    let mut long_key = call(GUILD, change("$", 0));
+    long_key.idempotency_key = Some("k".repeat(129));
+    assert!(matches!(
+        calls.call(long_key).await,
+        Err(GuildCallError::Invalid { .. })
+    ));
+    let read = config_of(
+        calls
+            .call(call(GUILD, GuildRequest::ReadConfig))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(read.version, 0, "nothing was saved");
+    assert!(audit(store).await.is_empty());
+
+    assert_eq!(
+        calls.call(call(0, GuildRequest::ReadConfig)).await,
+        Err(GuildCallError::UnknownGuild)
+    );
+    assert_eq!(
+        calls.call(call(GUILD + 100, GuildRequest::Summary)).await,
+        Err(GuildCallError::BotNotInGuild)
+    );
+}
+
+#[tokio::test]
+async fn a_retried_change_with_its_idempotency_key_is_applied_once() {
+    let setup = setup().await;
+    let Setup { calls, store, .. } = &setup;
+    let mut first = call(GUILD, change("$", 0));
+    first.idempotency_key = Some("form-1".to_owned());
+    let answer = calls.call(first.clone()).await.unwrap();
+    let again = calls.call(first.clone()).await.unwrap();
+    assert_eq!(again, answer, "the first answer, not a conflict");
+    assert_eq!(audit(store).await.len(), 1, "applied once");
+
+    // A fresh actor (as after a passivation or a shard move) finds the key in the audit log.
+    setup
+        .router
+        .stop_children_and_wait(None, Some(Duration::from_secs(5)))
+        .await;
+    let after_restart = calls.call(first.clone()).await.unwrap();
+    assert_eq!(config_of(after_restart).version, 1);
+    assert_eq!(audit(store).await.len(), 1, "still applied once");
+
+    // Another key is another change: it conflicts, as a stale form should.
+    let mut other = first;
+    other.idempotency_key = Some("form-2".to_owned());
+    assert_eq!(
+        calls.call(other).await,
+        Err(GuildCallError::Conflict { current: 1 })
+    );
+}
+
+#[tokio::test]
+async fn history_lists_versions_and_rollback_saves_an_old_one_as_new() {
+    let Setup { calls, store, .. } = &setup().await;
+    for (prefix, expected) in [("$", 0), ("%", 1), ("&", 2)] {
+        calls
+            .call(call(GUILD, change(prefix, expected)))
+            .await
+            .unwrap();
+    }
+    let GuildResponse::History { versions } = calls
+        .call(call(GUILD, GuildRequest::ConfigHistory))
+        .await
+        .unwrap()
+    else {
+        panic!("not a history")
+    };
+    let listed: Vec<(u64, &str)> = versions
+        .iter()
+        .map(|v| (v.version, v.config.prefix.as_str()))
+        .collect();
+    assert_eq!(listed, [(3, "&"), (2, "%"), (1, "$")], "newest first");
+
+    let stale = GuildRequest::RollbackConfig {
+        to_version: 1,
+        expected_version: 2,
+    };
+    assert_eq!(
+        calls.call(call(GUILD, stale)).await,
+        Err(GuildCallError::Conflict { current: 3 })
+    );
+    let rolled = GuildRequest::RollbackConfig {
+        to_version: 1,
+        expected_version: 3,
+    };
+    let rolled = config_of(calls.call(call(GUILD, rolled)).await.unwrap());
+    assert_eq!((rolled.version, rolled.config.prefix.as_str()), (4, "$"));
+    let entries = audit(store).await;
+    let last = entries.last().unwrap();
+    assert_eq!(last.action, AUDIT_CONFIG_ROLLBACK);
+    let details: ConfigAuditDetails = serde_json::from_str(&last.details).unwrap();
+    assert_eq!(details.before.config.prefix, "&");
+    assert_eq!(details.after, rolled);
+}
+
+#[tokio::test]
+async fn the_summary_is_the_cached_guild_sorted_with_its_shard_and_node() {
+    let Setup { calls, .. } = &setup().await;
+    let GuildResponse::Summary(summary) = calls
+        .call(call(GUILD, GuildRequest::Summary))
+        .await
+        .unwrap()
+    else {
+        panic!("not a summary")
+    };
+    assert_eq!(summary.name, "Test Guild");
+    assert_eq!(
+        summary.icon.as_deref(),
+        Some("a1b2c3d4e5f60718293a4b5c6d7e8f90")
+    );
+    assert_eq!(summary.owner_id, OWNER);
+    assert_eq!(summary.member_count, Some(3));
+    let channels: Vec<(u64, u8, i32)> = summary
+        .channels
+        .iter()
+        .map(|c| (c.id, c.kind, c.position))
+        .collect();
+    assert_eq!(channels, [(TEXT, 0, 0), (VOICE, 2, 1)]);
+    let roles: Vec<(u64, u32, i64)> = summary
+        .roles
+        .iter()
+        .map(|r| (r.id, r.color, r.position))
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            (MOD_ROLE, 0x3498db, 2),
+            (STAFF_ROLE, 0x2ecc71, 1),
+            (GUILD, 0, 0)
+        ],
+        "highest first"
+    );
+    assert_eq!((summary.shard_id, summary.node.as_str()), (1, "node-a"));
+}
+
+#[tokio::test]
+async fn member_permissions_follow_discord_and_the_staff_roles() {
+    let Setup { calls, .. } = &setup().await;
+    let access = |user_id| {
+        let calls = calls.clone();
+        async move {
+            match calls
+                .call(call(GUILD, GuildRequest::MemberPermissions { user_id }))
+                .await
+                .unwrap()
+            {
+                GuildResponse::Permissions(access) => access,
+                other => panic!("not permissions: {other:?}"),
+            }
+        }
+    };
+    let owner = access(OWNER).await;
+    assert!(owner.is_owner && owner.can_manage);
+    let manager = access(MANAGER).await;
+    assert!(manager.can_manage && !manager.is_owner);
+    assert_eq!(manager.permissions, 32 | 1024 | 2048);
+    let member = access(MEMBER).await;
+    assert!(!member.can_manage && !member.is_staff, "{member:?}");
+
+    // Granting the Helpers role dashboard access makes its members staff.
+    let staff = GuildRequest::ChangeConfig {
+        config: GuildConfig {
+            staff_roles: vec![STAFF_ROLE],
+            ..GuildConfig::default()
+        },
+        expected_version: 0,
+    };
+    calls.call(call(GUILD, staff)).await.unwrap();
+    let member = access(MEMBER).await;
+    assert!(member.is_staff && member.can_manage, "{member:?}");
+    assert_eq!(member.permissions, 1024 | 2048);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_that_outlives_its_deadline_times_out() {
+    let Setup { calls, .. } = &setup().await;
+    let mut zero = call(GUILD, GuildRequest::ReadConfig);
+    zero.deadline = Duration::ZERO;
+    assert_eq!(calls.call(zero).await, Err(GuildCallError::TimedOut));
+}
