@@ -9,6 +9,7 @@ pub mod cli;
 mod client;
 mod config;
 mod coordinator;
+mod dashboard;
 mod demo;
 mod error;
 mod grpc;
@@ -25,6 +26,7 @@ pub use config::{
     ClusterConfig, ClusterTlsConfig, Config, DiscordConfig, OpsConfig, StorageConfig,
 };
 pub use coordinator::{Coordinator, CoordinatorError, CoordinatorOptions};
+pub use dashboard::Dashboard;
 pub use error::{ConfigError, NodeError};
 pub use grpc::{ClusterTls, ClusterToken};
 pub use node::{DiscordEndpoint, Node, NodeOptions};

@@ -29,6 +29,16 @@ pub(crate) fn prometheus() -> PrometheusHandle {
                 )
                 .expect("bucket lists are not empty")
                 .set_buckets_for_metric(
+                    Matcher::Full(protonn_web::metrics::REQUEST_DURATION.to_owned()),
+                    &protonn_web::metrics::REQUEST_BUCKETS,
+                )
+                .expect("bucket lists are not empty")
+                .set_buckets_for_metric(
+                    Matcher::Full(protonn_web::metrics::GUILD_CALL_DURATION.to_owned()),
+                    &protonn_web::metrics::GUILD_CALL_BUCKETS,
+                )
+                .expect("bucket lists are not empty")
+                .set_buckets_for_metric(
                     Matcher::Full(crate::metrics::HANDOFF_SECONDS.to_owned()),
                     &crate::metrics::HANDOFF_BUCKETS,
                 )
@@ -38,6 +48,8 @@ pub(crate) fn prometheus() -> PrometheusHandle {
             protonn_shard::metrics::describe();
             protonn_actors::metrics::describe();
             crate::metrics::describe();
+            // Every process is the one binary and may serve the dashboard (`protonn demo`).
+            protonn_web::metrics::describe();
             handle
         })
         .clone()

@@ -121,6 +121,12 @@ impl std::fmt::Debug for SimHandle {
 }
 
 impl SimHandle {
+    /// The bot's application id: the OAuth2 `client_id` of the simulated Discord (with
+    /// [`OAUTH_CLIENT_SECRET`](crate::OAUTH_CLIENT_SECRET)).
+    pub fn application_id(&self) -> u64 {
+        self.shared.world.bot.application_id
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.shared.addr
     }

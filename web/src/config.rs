@@ -18,6 +18,18 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// A fresh 256-bit key in the form `token_key` takes: for a demo, whose sessions need
+    /// not outlive the process.
+    pub fn random_key() -> Self {
+        use base64::Engine as _;
+        use ring::rand::SecureRandom as _;
+        let mut key = [0u8; 32];
+        ring::rand::SystemRandom::new()
+            .fill(&mut key)
+            .expect("the system's random source works");
+        Self(base64::engine::general_purpose::STANDARD.encode(key))
+    }
 }
 
 impl fmt::Debug for Secret {

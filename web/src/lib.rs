@@ -44,7 +44,7 @@ use protonn_storage::Timestamp;
 
 pub use config::{Secret, WebConfig};
 pub use error::WebError;
-pub use state::{AppState, WebStore};
+pub use state::AppState;
 
 /// Largest request body: the biggest form (settings with staff roles) is well below.
 const BODY_LIMIT: usize = 16 * 1024;
@@ -86,7 +86,7 @@ async fn not_found() -> WebError {
 /// Removes expired sessions where the store has no TTL (redb), every `every`, until the
 /// returned task is aborted.
 pub fn spawn_session_sweeper(
-    store: std::sync::Arc<dyn WebStore>,
+    store: std::sync::Arc<dyn protonn_storage::WebSessionRepo>,
     every: std::time::Duration,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {

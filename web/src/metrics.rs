@@ -12,9 +12,6 @@ pub const REJECTED: &str = "protonn_web_rejected_total";
 pub const GUILD_CALL_DURATION: &str = "protonn_web_guild_call_duration_seconds";
 pub const GUILD_CALL_ERRORS: &str = "protonn_web_guild_call_errors_total";
 
-/// Histogram names, for the exporter's bucket settings.
-pub const HISTOGRAMS: [&str; 2] = [REQUEST_DURATION, GUILD_CALL_DURATION];
-
 pub(crate) const LOGIN_OUTCOMES: [&str; 5] =
     ["ok", "denied", "bad_state", "discord_error", "logout"];
 const REJECT_REASONS: [&str; 10] = [
@@ -72,7 +69,22 @@ pub fn describe() {
     for kind in CALL_KINDS {
         let _ = histogram!(GUILD_CALL_DURATION, "request" => kind);
     }
+    // Series of the route-labelled metrics exist once a route is used; the picker's are
+    // created now so the metrics are present (at zero) from the start.
+    counter!(REQUESTS, "route" => "/guilds", "status" => "200").absolute(0);
+    let _ = histogram!(REQUEST_DURATION, "route" => "/guilds");
+    counter!(GUILD_CALL_ERRORS, "request" => "change_config", "error" => "conflict").absolute(0);
 }
+
+/// Buckets of [`REQUEST_DURATION`]: a page is a few guild calls, each under the 5 s deadline.
+pub const REQUEST_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Buckets of [`GUILD_CALL_DURATION`]: in-process calls take microseconds, routed ones
+/// milliseconds, the deadline is 5 s.
+pub const GUILD_CALL_BUCKETS: [f64; 11] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0,
+];
 
 pub(crate) fn request(route: String, status: u16, took: Duration) {
     histogram!(REQUEST_DURATION, "route" => route.clone()).record(took.as_secs_f64());

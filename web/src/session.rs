@@ -146,14 +146,14 @@ impl FromRequestParts<AppState> for Authed {
         let cookie = read_cookie(&parts.headers, cookie_name(&state.config))
             .ok_or_else(|| WebError::NotLoggedIn { next: next.clone() })?;
         let expired = || WebError::SessionExpired { next: next.clone() };
-        let Some(session) = state.store.web_session(&digest(&cookie), now).await? else {
+        let Some(session) = state.sessions.web_session(&digest(&cookie), now).await? else {
             return Err(expired());
         };
         let Some(user_id) = session.user_id else {
             return Err(WebError::NotLoggedIn { next });
         };
         if session.last_seen.saturating_add(state.config.session_idle) <= now {
-            state.store.delete_web_session(&session.id).await?;
+            state.sessions.delete_web_session(&session.id).await?;
             return Err(expired());
         }
         let context = user_id.to_string();
@@ -164,7 +164,7 @@ impl FromRequestParts<AppState> for Authed {
             .and_then(|plain| serde_json::from_slice::<Sealed>(&plain).ok())
         else {
             // Sealed with a key we no longer have: the session cannot act for the user.
-            state.store.delete_web_session(&session.id).await?;
+            state.sessions.delete_web_session(&session.id).await?;
             return Err(expired());
         };
         let same_origin = parts
@@ -187,7 +187,7 @@ impl FromRequestParts<AppState> for Authed {
                 ..authed.session.clone()
             };
             if state
-                .store
+                .sessions
                 .replace_web_session(&authed.session, &touched)
                 .await?
             {
@@ -217,7 +217,7 @@ async fn refresh(state: &AppState, authed: &mut Authed, now: Timestamp) -> Resul
                 ..authed.session.clone()
             };
             if state
-                .store
+                .sessions
                 .replace_web_session(&authed.session, &updated)
                 .await?
             {
@@ -227,14 +227,17 @@ async fn refresh(state: &AppState, authed: &mut Authed, now: Timestamp) -> Resul
             Ok(())
         }
         Err(DiscordError::Revoked) => {
-            let current = state.store.web_session(&authed.session.id, now).await?;
+            let current = state.sessions.web_session(&authed.session.id, now).await?;
             if let Some(current) = current
                 && current.sealed_tokens != authed.session.sealed_tokens
             {
                 // Someone else refreshed first; theirs are good.
                 return Ok(());
             }
-            state.store.delete_web_session(&authed.session.id).await?;
+            state
+                .sessions
+                .delete_web_session(&authed.session.id)
+                .await?;
             Err(WebError::DiscordRevoked)
         }
         Err(err) if Timestamp(authed.sealed.tokens.expires_at) > now => {

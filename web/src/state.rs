@@ -10,16 +10,14 @@ use crate::crypto::Sealer;
 use crate::discord::Discord;
 use crate::{WebConfig, WebError, metrics};
 
-/// What the dashboard's storage must offer: its sessions, and the audit log it shows.
-pub trait WebStore: WebSessionRepo + AuditRepo {}
-
-impl<T: WebSessionRepo + AuditRepo> WebStore for T {}
-
 /// Everything a handler needs, shared by all requests.
 #[derive(Clone)]
 pub struct AppState {
     pub(crate) config: Arc<WebConfig>,
-    pub(crate) store: Arc<dyn WebStore>,
+    /// Dashboard sessions: the web's own table (ScyllaDB, or a redb file of its own).
+    pub(crate) sessions: Arc<dyn WebSessionRepo>,
+    /// The guilds' audit log, read-only: written by the guild actors.
+    pub(crate) audit: Arc<dyn AuditRepo>,
     pub(crate) guilds: Arc<dyn GuildCalls>,
     pub(crate) discord: Discord,
     pub(crate) sealer: Arc<Sealer>,
@@ -28,7 +26,8 @@ pub struct AppState {
 impl AppState {
     pub fn new(
         config: WebConfig,
-        store: Arc<dyn WebStore>,
+        sessions: Arc<dyn WebSessionRepo>,
+        audit: Arc<dyn AuditRepo>,
         guilds: Arc<dyn GuildCalls>,
     ) -> Result<Self, WebError> {
         config.validate()?;
@@ -36,7 +35,8 @@ impl AppState {
         Ok(Self {
             discord: Discord::new(&config),
             config: Arc::new(config),
-            store,
+            sessions,
+            audit,
             guilds,
             sealer: Arc::new(sealer),
         })

@@ -223,7 +223,13 @@ async fn start_with(adjust: impl FnOnce(&mut WebConfig)) -> Harness {
         guilds: sim.guilds(),
         ..FakeGuilds::default()
     });
-    let state = AppState::new(config, Arc::new(store.clone()), guilds.clone()).unwrap();
+    let state = AppState::new(
+        config,
+        Arc::new(store.clone()),
+        Arc::new(store.clone()),
+        guilds.clone(),
+    )
+    .unwrap();
     tokio::spawn(async move {
         axum::serve(listener, protonn_web::router(state))
             .await

@@ -12,6 +12,7 @@ use protonn_tests::*;
 
 mod actors;
 mod cluster;
+mod dashboard;
 mod guild_calls;
 
 mod ops;

@@ -18,7 +18,7 @@ pub(crate) async fn account(
     authed: Authed,
 ) -> Result<Response, WebError> {
     let sessions = state
-        .store
+        .sessions
         .web_sessions_of(authed.user_id, Timestamp::now())
         .await?;
     let nav = Nav {
@@ -78,7 +78,7 @@ pub(crate) async fn logout_everywhere(
     let form = Form::parse(body)?;
     authed.check_csrf(form.csrf())?;
     for other in state
-        .store
+        .sessions
         .web_sessions_of(authed.user_id, Timestamp::now())
         .await?
     {
@@ -86,7 +86,10 @@ pub(crate) async fn logout_everywhere(
             revoke(&state, &sealed).await;
         }
     }
-    state.store.delete_web_sessions_of(authed.user_id).await?;
+    state
+        .sessions
+        .delete_web_sessions_of(authed.user_id)
+        .await?;
     metrics::login("logout");
     Ok(logged_out(&state))
 }

@@ -27,7 +27,7 @@ pub(crate) async fn audit(
     let summary = summary(&state, &authed, guild_id).await?;
     let now = Timestamp::now();
     let mut entries = state
-        .store
+        .audit
         .list_audit(
             guild_id,
             now.saturating_sub(YEAR),

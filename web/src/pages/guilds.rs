@@ -42,7 +42,10 @@ pub(crate) async fn guilds(
     {
         Ok(guilds) => guilds,
         Err(DiscordError::Revoked) => {
-            state.store.delete_web_session(&authed.session.id).await?;
+            state
+                .sessions
+                .delete_web_session(&authed.session.id)
+                .await?;
             return Err(WebError::DiscordRevoked);
         }
         Err(err) => return Err(WebError::Discord(err.to_string())),

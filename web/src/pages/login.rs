@@ -65,7 +65,7 @@ pub(crate) async fn start_login(
 ) -> Result<Response, WebError> {
     let now = Timestamp::now();
     if let Some(old) = session::read_cookie(&headers, session::cookie_name(&state.config)) {
-        state.store.delete_web_session(&digest(&old)).await?;
+        state.sessions.delete_web_session(&digest(&old)).await?;
     }
     let secret = random_token();
     let oauth_state = random_token();
@@ -81,7 +81,7 @@ pub(crate) async fn start_login(
         sealed_tokens: None,
         label: session::label(&headers),
     };
-    state.store.put_web_session(&pending).await?;
+    state.sessions.put_web_session(&pending).await?;
     let mut response = see_other(&state.discord.authorize_url(&state.config, &oauth_state));
     let (name, value) = session::set_cookie(&state.config, &secret, LOGIN_WINDOW);
     response.headers_mut().append(name, value);
@@ -121,7 +121,7 @@ async fn complete_login(
     let cookie = session::read_cookie(headers, session::cookie_name(&state.config))
         .ok_or(WebError::BadState)?;
     let pending = state
-        .store
+        .sessions
         .web_session(&digest(&cookie), now)
         .await?
         .filter(|s| s.user_id.is_none())
@@ -135,11 +135,11 @@ async fn complete_login(
         login_state: None,
         ..pending.clone()
     };
-    if !state.store.replace_web_session(&pending, &spent).await? {
+    if !state.sessions.replace_web_session(&pending, &spent).await? {
         return Err(WebError::BadState);
     }
     if q.error.is_some() {
-        state.store.delete_web_session(&spent.id).await?;
+        state.sessions.delete_web_session(&spent.id).await?;
         return Err(WebError::LoginDenied);
     }
     let code = q.code.as_deref().ok_or(WebError::BadState)?;
@@ -176,8 +176,8 @@ async fn complete_login(
         sealed_tokens: Some(session::seal(state, user.id, &sealed)),
         label: spent.label.clone(),
     };
-    state.store.put_web_session(&session).await?;
-    state.store.delete_web_session(&spent.id).await?;
+    state.sessions.put_web_session(&session).await?;
+    state.sessions.delete_web_session(&spent.id).await?;
     let next = session::safe_next(spent.return_to.as_deref());
     let mut response = see_other(&next);
     let (name, value) = session::set_cookie(&state.config, &secret, state.config.session_max_age);
@@ -196,7 +196,10 @@ pub(crate) async fn logout(
     let form = Form::parse(body)?;
     authed.check_csrf(form.csrf())?;
     revoke(&state, &authed.sealed).await;
-    state.store.delete_web_session(&authed.session.id).await?;
+    state
+        .sessions
+        .delete_web_session(&authed.session.id)
+        .await?;
     metrics::login("logout");
     Ok(logged_out(&state))
 }
