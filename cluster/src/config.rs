@@ -384,6 +384,15 @@ mod tests {
                 "discord.shard_ids",
             ),
             ("[discord]\nsimulator = \"ws://x\"\n", "discord.simulator"),
+            ("[web]\nsession_idle_secs = 0\n", "web.session_idle_secs"),
+            (
+                "[web]\nsession_max_age_secs = 99999999\n",
+                "web.session_max_age_secs",
+            ),
+            (
+                "[web]\npublic_url = \"http://dash.example.com\"\n",
+                "web.public_url",
+            ),
             ("[ops]\nlisten = \"nowhere\"\n", "listen"),
             ("[discord]\nshards = \"four\"\n", "shards"),
             (
