@@ -32,6 +32,8 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// The embedded simulator of `protonn demo` and `protonn sim`.
     pub sim: SimConfig,
+    /// The dashboard.
+    pub web: WebSection,
 }
 
 impl Default for Config {
@@ -43,6 +45,7 @@ impl Default for Config {
             cache: CacheConfig::default(),
             cluster: ClusterConfig::default(),
             sim: demo_simulator(),
+            web: WebSection::default(),
         }
     }
 }
@@ -162,6 +165,32 @@ impl Default for OpsConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
+    }
+}
+
+/// The dashboard (`protonn demo` serves it next to the node). Durations in seconds.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebSection {
+    /// Where the dashboard is served.
+    pub listen: SocketAddr,
+    /// The origin browsers use (`https://dash.example.com`); `http://` + the bound address
+    /// when unset, which is right for a demo on 127.0.0.1.
+    pub public_url: Option<String>,
+    /// A session unused this long ends.
+    pub session_idle_secs: u64,
+    /// A session ends this long after login.
+    pub session_max_age_secs: u64,
+}
+
+impl Default for WebSection {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: None,
+            session_idle_secs: 2 * 3_600,
+            session_max_age_secs: 7 * 86_400,
         }
     }
 }
@@ -422,6 +451,31 @@ impl Config {
             field,
             message: message.to_owned(),
         };
+        let web = &self.web;
+        if web.session_idle_secs == 0 || web.session_max_age_secs < web.session_idle_secs {
+            return Err(invalid(
+                "web.session_idle_secs",
+                "must be at least 1 and at most web.session_max_age_secs",
+            ));
+        }
+        if u128::from(web.session_max_age_secs) * 1000
+            > u128::from(protonn_storage::WEB_SESSION_MAX_AGE_MS)
+        {
+            return Err(invalid(
+                "web.session_max_age_secs",
+                "at most 90 days (7776000): sessions are not kept longer",
+            ));
+        }
+        if web
+            .public_url
+            .as_deref()
+            .is_some_and(|url| !url.starts_with("https://") && !url.starts_with("http://127.0.0.1"))
+        {
+            return Err(invalid(
+                "web.public_url",
+                "expected https://host, or http://127.0.0.1:PORT for a local demo",
+            ));
+        }
         let simulator = self.discord.simulator.as_deref();
         if simulator.is_some_and(|addr| addr.contains("://") || !addr.contains(':')) {
             return Err(invalid(
@@ -578,6 +632,15 @@ mod tests {
                 "discord.shard_ids",
             ),
             ("[discord]\nsimulator = \"ws://x\"\n", "discord.simulator"),
+            ("[web]\nsession_idle_secs = 0\n", "web.session_idle_secs"),
+            (
+                "[web]\nsession_max_age_secs = 99999999\n",
+                "web.session_max_age_secs",
+            ),
+            (
+                "[web]\npublic_url = \"http://dash.example.com\"\n",
+                "web.public_url",
+            ),
             ("[ops]\nlisten = \"nowhere\"\n", "listen"),
             ("[discord]\nshards = \"four\"\n", "shards"),
             (

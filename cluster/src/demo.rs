@@ -1,4 +1,5 @@
-//! `protonn demo` and `protonn sim`: the embedded simulator, with or without a node.
+//! `protonn demo` and `protonn sim`: the embedded simulator, with or without a node (and
+//! the dashboard).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -7,7 +8,9 @@ use anyhow::Context;
 use protonn_shard::{BotToken, ShardPhase};
 use protonn_sim::{SimConfig, SimHandle, Simulator};
 
-use crate::{Config, DiscordEndpoint, Node, NodeOptions};
+use protonn_web::Secret;
+
+use crate::{Config, Dashboard, DiscordEndpoint, Node, NodeOptions};
 
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
@@ -37,6 +40,19 @@ pub(crate) async fn demo(config: Config) -> anyhow::Result<()> {
     .context("starting the node")?;
     let ops = node.ops_addr();
     println!("ops: http://{ops}/metrics  http://{ops}/healthz  http://{ops}/readyz");
+    let dashboard = Dashboard::start(
+        &config,
+        &node,
+        format!("http://{}", sim.addr()),
+        sim.application_id(),
+        Secret::new(protonn_sim::OAUTH_CLIENT_SECRET),
+    )
+    .await
+    .context("starting the dashboard")?;
+    println!(
+        "dashboard: {}  (log in as any simulated user: the simulator plays Discord's login page)",
+        dashboard.url()
+    );
     println!("Ctrl-C stops the demo.");
 
     tokio::select! {
@@ -44,6 +60,7 @@ pub(crate) async fn demo(config: Config) -> anyhow::Result<()> {
         () = crate::cli::shutdown_signal() => {}
     }
     println!("stopping…");
+    dashboard.shutdown().await;
     node.shutdown().await;
     sim.shutdown().await;
     Ok(())

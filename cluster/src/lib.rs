@@ -10,6 +10,7 @@ pub mod cli;
 mod client;
 mod config;
 mod coordinator;
+mod dashboard;
 mod demo;
 mod error;
 mod fence;
@@ -32,6 +33,7 @@ pub use config::{
     ScyllaTlsSection, StorageBackend, StorageConfig,
 };
 pub use coordinator::{Coordinator, CoordinatorError, CoordinatorOptions};
+pub use dashboard::Dashboard;
 pub use error::{ConfigError, NodeError};
 pub use grpc::{ClusterTls, ClusterToken};
 pub use guild_calls::ClusterGuildCalls;

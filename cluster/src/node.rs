@@ -433,6 +433,11 @@ impl Node {
         self.guild_service.as_ref().map(|service| service.bound)
     }
 
+    /// The guilds' audit log, for the dashboard to read (the guild actors write it).
+    pub fn audit_log(&self) -> Arc<dyn protonn_storage::AuditRepo> {
+        Arc::clone(&self.store) as Arc<dyn protonn_storage::AuditRepo>
+    }
+
     pub async fn router_stats(&self) -> RouterStats {
         ractor::call_t!(self.router, RouterMsg::Stats, QUERY_TIMEOUT_MS).unwrap_or_default()
     }

@@ -36,6 +36,16 @@ pub(crate) fn prometheus() -> PrometheusHandle {
                 )
                 .expect("bucket lists are not empty")
                 .set_buckets_for_metric(
+                    Matcher::Full(protonn_web::metrics::REQUEST_DURATION.to_owned()),
+                    &protonn_web::metrics::REQUEST_BUCKETS,
+                )
+                .expect("bucket lists are not empty")
+                .set_buckets_for_metric(
+                    Matcher::Full(protonn_web::metrics::GUILD_CALL_DURATION.to_owned()),
+                    &protonn_web::metrics::GUILD_CALL_BUCKETS,
+                )
+                .expect("bucket lists are not empty")
+                .set_buckets_for_metric(
                     Matcher::Full(crate::metrics::HANDOFF_SECONDS.to_owned()),
                     &crate::metrics::HANDOFF_BUCKETS,
                 )
@@ -47,6 +57,8 @@ pub(crate) fn prometheus() -> PrometheusHandle {
             crate::metrics::describe();
             crate::process::describe();
             crate::metrics::register_build_info();
+            // Every process is the one binary and may serve the dashboard (`protonn demo`).
+            protonn_web::metrics::describe();
             handle
         })
         .clone()

@@ -30,6 +30,7 @@
 //! | `ban` | the invalid-request limit (401/403/429 per 10 min) and the REST ban it earns |
 //! | `interactions` | issued interactions: one answer each, the 3 s deadline, the 15 min token |
 //! | `control` | the `/sim` HTTP API |
+//! | `oauth` | Discord's OAuth2 provider: consent page, token grants and revocation, `Bearer` users and guilds |
 //! | `ledger` | what was delivered and received ([`LedgerSnapshot`], [`SimStats`]) |
 //! | `traffic` | background load: MESSAGE_CREATE at `messages_per_sec`, the weighted event mix (`mix`) |
 //! | `state` | state shared by all of the above for one running simulator |
@@ -104,6 +105,7 @@ mod gateway;
 mod identify;
 mod interactions;
 mod ledger;
+mod oauth;
 mod payloads;
 mod ratelimit;
 mod rest;
@@ -123,6 +125,7 @@ pub use ledger::{
     DispatchRecord, GatewayEventKind, GatewayRecord, IdentifyOutcome, IdentifyRecord,
     LedgerSnapshot, RestRecord, SimStats,
 };
+pub use oauth::OAUTH_CLIENT_SECRET;
 pub use ratelimit::{
     RandomRestFaults, RateLimit, RateLimitScope, RestFault, RestFaultResponse, RestLimits,
 };

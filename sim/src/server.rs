@@ -18,7 +18,7 @@ use crate::ledger::{LedgerPage, LedgerSnapshot, SimStats};
 use crate::ratelimit::RestFault;
 use crate::state::Shared;
 use crate::world::{self, GuildInfo};
-use crate::{control, gateway, rest, traffic};
+use crate::{control, gateway, oauth, rest, traffic};
 
 /// Bound on waiting for connections and tasks to end at shutdown; a client
 /// that never answers our close frame must not hang a test.
@@ -40,6 +40,7 @@ impl Simulator {
 
         let app = Router::new()
             .merge(control::router())
+            .merge(oauth::router())
             .route(rest::PREFIX, any(rest::handle))
             .route(&format!("{}/{{*rest}}", rest::PREFIX), any(rest::handle))
             .fallback(gateway::upgrade)
@@ -120,6 +121,12 @@ impl std::fmt::Debug for SimHandle {
 }
 
 impl SimHandle {
+    /// The bot's application id: the OAuth2 `client_id` of the simulated Discord (with
+    /// [`OAUTH_CLIENT_SECRET`](crate::OAUTH_CLIENT_SECRET)).
+    pub fn application_id(&self) -> u64 {
+        self.shared.world.bot.application_id
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.shared.addr
     }

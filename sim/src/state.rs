@@ -54,6 +54,8 @@ pub(crate) struct Shared {
     pub(crate) invalid_requests: InvalidRequests,
     /// Op 8's rate limit, per guild.
     member_requests: MemberRequests,
+    /// Grants of the OAuth2 provider.
+    pub(crate) oauth: crate::oauth::OAuth,
     /// The accepted token; replaceable at run time (an operator resetting it).
     token: RwLock<String>,
     message_ids: IdGenerator,
@@ -104,6 +106,7 @@ impl Shared {
             ),
             invalid_requests: InvalidRequests::new(clock, &config.rest_limits),
             member_requests: MemberRequests::new(clock.scaled(MEMBER_REQUEST_WINDOW)),
+            oauth: crate::oauth::OAuth::default(),
             interactions: Interactions::new(clock, config.ledger_capacity),
             clock,
             ledger: Ledger::new(config.ledger_capacity),

@@ -13,6 +13,7 @@
 mod backup;
 mod records;
 mod rights;
+mod web_sessions;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -135,6 +136,8 @@ impl EmbeddedStore {
             open(&txn, GUILD_DEPARTURES)?;
             open(&txn, USER_REFS)?;
             open(&txn, EXPIRY)?;
+            open(&txn, web_sessions::WEB_SESSIONS)?;
+            open(&txn, web_sessions::WEB_SESSIONS_BY_USER)?;
         }
         txn.commit().map_err(StorageError::embedded)?;
         Ok(Self {

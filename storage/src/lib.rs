@@ -33,6 +33,7 @@ mod scylla;
 mod tickets;
 mod time;
 mod usage;
+mod web_sessions;
 mod wire;
 mod workflows;
 mod writer;
@@ -52,6 +53,7 @@ pub use scylla::{
 pub use tickets::{Ticket, TicketRepo, TranscriptMessage};
 pub use time::{Retention, Timestamp};
 pub use usage::{UsageCount, UsageRepo};
+pub use web_sessions::{WEB_SESSION_MAX_AGE_MS, WebSession, WebSessionRepo};
 pub use wire::WireError;
 pub use workflows::{Workflow, WorkflowRepo};
 pub use writer::{Ack, AuditWriter, UsageAggregator, WriterConfig, spawn_sweeper};

@@ -14,6 +14,7 @@
 mod migrate;
 mod records;
 mod rights;
+mod web_sessions;
 
 use std::collections::HashMap;
 use std::future::Future;

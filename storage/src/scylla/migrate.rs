@@ -37,6 +37,11 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         "004_idempotent_usage.cql",
         include_str!("../../schema/004_idempotent_usage.cql"),
     ),
+    (
+        5,
+        "005_web_sessions.cql",
+        include_str!("../../schema/005_web_sessions.cql"),
+    ),
 ];
 
 /// How long the migration lock lives without being re-taken. Long enough for the slowest

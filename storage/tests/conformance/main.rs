@@ -4,6 +4,8 @@
 
 #[macro_use]
 mod cases;
+#[macro_use]
+mod web_sessions;
 
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
@@ -57,3 +59,33 @@ async fn scylla_store(case: &str) -> (protonn_storage::ScyllaStore, String) {
 }
 
 conformance_cases!(conformance);
+
+macro_rules! web_conformance {
+    ($($case:ident),* $(,)?) => {
+        mod web_embedded {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let store = protonn_storage::EmbeddedStore::open(dir.path()).unwrap();
+                    super::web_sessions::$case(store.clone()).await;
+                    assert_eq!(store.check_consistency().await.unwrap(), Vec::<String>::new());
+                }
+            )*
+        }
+
+        mod web_scylla {
+            $(
+                #[tokio::test]
+                #[ignore = "needs SCYLLA_URI"]
+                async fn $case() {
+                    let (store, keyspace) = super::scylla_store(stringify!($case)).await;
+                    super::web_sessions::$case(store.clone()).await;
+                    store.drop_keyspace(&keyspace).await.unwrap();
+                }
+            )*
+        }
+    };
+}
+
+web_session_cases!(web_conformance);

@@ -13,6 +13,7 @@ use protonn_tests::*;
 mod actors;
 mod cluster;
 mod cluster_guild_calls;
+mod dashboard;
 mod guild_calls;
 
 mod ops;

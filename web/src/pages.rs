@@ -1,0 +1,89 @@
+//! The dashboard's pages: each file holds the handlers of one page and the template they
+//! render, with no business logic in templates.
+
+mod account;
+mod audit;
+mod guild;
+mod guilds;
+mod history;
+pub(crate) mod layout;
+mod login;
+mod settings;
+
+pub(crate) use account::{account, logout_everywhere};
+pub(crate) use audit::audit;
+pub(crate) use guild::overview;
+pub(crate) use guilds::{guilds, home};
+pub(crate) use history::{history, rollback};
+pub(crate) use login::{callback, login, logout, start_login};
+pub(crate) use settings::{save_settings, settings};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+
+use crate::WebError;
+
+/// Form fields; a field given twice, an undecodable or oversized body is refused.
+pub(crate) struct Form(Vec<(String, String)>);
+
+/// Longest value of one form field: ids, a prefix, a locale, tokens.
+const FIELD_MAX: usize = 200;
+/// Most fields in one form (staff roles are one field each).
+const FIELDS_MAX: usize = 64;
+
+impl Form {
+    pub(crate) fn parse(body: Result<Bytes, BytesRejection>) -> Result<Self, WebError> {
+        let body = body.map_err(|_| WebError::TooLarge)?;
+        let text = std::str::from_utf8(&body)
+            .map_err(|_| WebError::BadForm("the form is not UTF-8".into()))?;
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(text.as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        if pairs.len() > FIELDS_MAX {
+            return Err(WebError::BadForm("the form has too many fields".into()));
+        }
+        if let Some((name, _)) = pairs.iter().find(|(_, v)| v.len() > FIELD_MAX) {
+            return Err(WebError::BadForm(format!("the field `{name}` is too long")));
+        }
+        Ok(Self(pairs))
+    }
+
+    /// The one value of a field that may appear once.
+    pub(crate) fn one(&self, name: &str) -> Result<Option<&str>, WebError> {
+        let mut values = self.0.iter().filter(|(k, _)| k == name);
+        let first = values.next().map(|(_, v)| v.as_str());
+        if values.next().is_some() {
+            return Err(WebError::BadForm(format!(
+                "the field `{name}` is given twice"
+            )));
+        }
+        Ok(first)
+    }
+
+    pub(crate) fn required(&self, name: &str) -> Result<&str, WebError> {
+        self.one(name)?
+            .ok_or_else(|| WebError::BadForm(format!("the field `{name}` is missing")))
+    }
+
+    pub(crate) fn all(&self, name: &str) -> impl Iterator<Item = &str> {
+        self.0
+            .iter()
+            .filter(move |(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub(crate) fn csrf(&self) -> Option<&str> {
+        self.one("csrf").ok().flatten()
+    }
+}
+
+/// A guild id from a URL: anything but a number is no guild.
+pub(crate) fn guild_id(raw: &str) -> Result<u64, WebError> {
+    raw.parse().map_err(|_| WebError::GuildNotFound)
+}
+
+pub(crate) fn number(form: &Form, name: &str) -> Result<u64, WebError> {
+    form.required(name)?
+        .parse()
+        .map_err(|_| WebError::BadForm(format!("the field `{name}` is not a number")))
+}

@@ -1,0 +1,226 @@
+//! Live settings: prefix, locale, log channel, staff roles. A save is a guild call with the
+//! version the form showed, so a concurrent change is a clear conflict, not a lost update.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::http::header::LOCATION;
+use axum::response::{IntoResponse, Response};
+use maud::html;
+use protonn_actors::{GuildRequest, GuildResponse, GuildSummary};
+use protonn_storage::{GuildConfig, VersionedConfig};
+use serde::Deserialize;
+
+use super::guild::{authorize, config, summary, tabs, unexpected};
+use super::layout::{self, Audience, Nav};
+use super::{Form, guild_id, number};
+use crate::crypto::random_token;
+use crate::session::Authed;
+use crate::{AppState, WebError, metrics};
+
+/// Discord's locales, as the bot accepts them.
+const LOCALES: [&str; 32] = [
+    "id", "da", "de", "en-GB", "en-US", "es-ES", "es-419", "fr", "hr", "it", "lt", "hu", "nl",
+    "no", "pl", "pt-BR", "ro", "fi", "sv-SE", "vi", "tr", "cs", "el", "bg", "ru", "uk", "hi", "th",
+    "zh-CN", "ja", "zh-TW", "ko",
+];
+/// The bot's own limits, checked here too so a bad form never reaches the guild.
+const PREFIX_MAX_CHARS: usize = 5;
+const STAFF_ROLES_MAX: usize = 25;
+/// Channel types a log channel may be: text and announcement.
+const LOG_CHANNEL_KINDS: [u8; 2] = [0, 5];
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct SettingsQuery {
+    saved: Option<u64>,
+}
+
+pub(crate) async fn settings(
+    State(state): State<AppState>,
+    authed: Authed,
+    Path(raw): Path<String>,
+    Query(q): Query<SettingsQuery>,
+) -> Result<Response, WebError> {
+    let guild_id = guild_id(&raw)?;
+    authorize(&state, &authed, guild_id).await?;
+    let summary = summary(&state, &authed, guild_id).await?;
+    let current = config(&state, &authed, guild_id).await?;
+    let notice = q
+        .saved
+        .map(|v| format!("Saved as version {v}. The bot uses it from now on."));
+    Ok(render(&authed, &summary, &current, notice, None).into_response())
+}
+
+fn render(
+    authed: &Authed,
+    summary: &GuildSummary,
+    current: &VersionedConfig,
+    notice: Option<String>,
+    error: Option<String>,
+) -> Response {
+    let config = &current.config;
+    let nav = Nav {
+        username: &authed.sealed.username,
+        csrf: authed.csrf(),
+    };
+    layout::user_page(layout::page(
+        "Settings",
+        Some(nav),
+        Audience::User,
+        html! {
+            (tabs(summary.guild_id, &summary.name, "Settings"))
+            h1 { "Settings" }
+            @if let Some(notice) = &notice { p.notice role="status" id="notice" { (notice) } }
+            @if let Some(error) = &error { p.error role="alert" id="error" { (error) } }
+            form.card method="post" action={ "/guilds/" (summary.guild_id) "/settings" } {
+                input type="hidden" name="csrf" value=(authed.csrf());
+                input type="hidden" name="expected_version" value=(current.version);
+                input type="hidden" name="idempotency_key" value=(random_token());
+                label for="prefix" { "Command prefix" }
+                input type="text" id="prefix" name="prefix" value=(config.prefix) required maxlength="5" autocomplete="off";
+                p.muted { "1 to 5 characters, no spaces, backticks or @." }
+                label for="locale" { "Language of the bot's replies" }
+                select id="locale" name="locale" {
+                    @for locale in LOCALES {
+                        option value=(locale) selected[locale == config.locale] { (locale) }
+                    }
+                }
+                label for="log_channel" { "Log channel" }
+                select id="log_channel" name="log_channel" {
+                    option value="" selected[config.log_channel.is_none()] { "None" }
+                    @for c in summary.channels.iter().filter(|c| LOG_CHANNEL_KINDS.contains(&c.kind)) {
+                        option value=(c.id) selected[config.log_channel == Some(c.id)] { "#" (c.name) }
+                    }
+                }
+                fieldset {
+                    legend { "Staff roles (may use this dashboard and the config commands)" }
+                    @for r in &summary.roles {
+                        label {
+                            input type="checkbox" name="staff_roles" value=(r.id) checked[config.staff_roles.contains(&r.id)];
+                            " " (r.name)
+                        }
+                    }
+                }
+                p { button type="submit" id="save" { "Save" } " " span.muted { "Version " (current.version) } }
+            }
+        },
+    ))
+}
+
+/// The config the form asks for, checked against the guild as the bot sees it.
+fn parse(form: &Form, summary: &GuildSummary) -> Result<GuildConfig, WebError> {
+    let prefix = form.required("prefix")?.to_owned();
+    let chars = prefix.chars().count();
+    if chars == 0 || chars > PREFIX_MAX_CHARS {
+        return Err(WebError::BadForm(format!(
+            "a prefix has 1 to {PREFIX_MAX_CHARS} characters"
+        )));
+    }
+    if prefix
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '`' || c == '@')
+    {
+        return Err(WebError::BadForm(
+            "a prefix cannot contain spaces, backticks or @".into(),
+        ));
+    }
+    let locale = form.required("locale")?;
+    let locale = LOCALES
+        .iter()
+        .find(|l| **l == locale)
+        .ok_or_else(|| WebError::BadForm(format!("unknown locale `{locale}`")))?;
+    let log_channel = match form.one("log_channel")? {
+        None | Some("") => None,
+        Some(raw) => {
+            let id: u64 = raw
+                .parse()
+                .map_err(|_| WebError::BadForm("the log channel is not a channel id".into()))?;
+            summary
+                .channels
+                .iter()
+                .find(|c| c.id == id && LOG_CHANNEL_KINDS.contains(&c.kind))
+                .ok_or_else(|| {
+                    WebError::BadForm("the log channel is not a text channel of this server".into())
+                })?;
+            Some(id)
+        }
+    };
+    let mut staff_roles = Vec::new();
+    for raw in form.all("staff_roles") {
+        let id: u64 = raw
+            .parse()
+            .map_err(|_| WebError::BadForm("a staff role is not a role id".into()))?;
+        if !summary.roles.iter().any(|r| r.id == id) {
+            return Err(WebError::BadForm(
+                "a staff role is not a role of this server".into(),
+            ));
+        }
+        if !staff_roles.contains(&id) {
+            staff_roles.push(id);
+        }
+    }
+    if staff_roles.len() > STAFF_ROLES_MAX {
+        return Err(WebError::BadForm(format!(
+            "at most {STAFF_ROLES_MAX} staff roles"
+        )));
+    }
+    Ok(GuildConfig {
+        prefix,
+        locale: (*locale).to_owned(),
+        log_channel,
+        staff_roles,
+    })
+}
+
+pub(crate) async fn save_settings(
+    State(state): State<AppState>,
+    authed: Authed,
+    Path(raw): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, WebError> {
+    let form = Form::parse(body)?;
+    authed.check_csrf(form.csrf())?;
+    let guild_id = guild_id(&raw)?;
+    authorize(&state, &authed, guild_id).await?;
+    let summary = summary(&state, &authed, guild_id).await?;
+    let expected_version = number(&form, "expected_version")?;
+    let config = parse(&form, &summary)?;
+    let key = form
+        .one("idempotency_key")?
+        .filter(|k| k.len() >= 16)
+        .map(str::to_owned);
+    let answer = state
+        .call(
+            authed.user_id,
+            guild_id,
+            GuildRequest::ChangeConfig {
+                config,
+                expected_version,
+            },
+            key,
+        )
+        .await;
+    match answer {
+        Ok(GuildResponse::Config(saved)) => Ok((
+            StatusCode::SEE_OTHER,
+            [(
+                LOCATION,
+                format!("/guilds/{guild_id}/settings?saved={}", saved.version),
+            )],
+        )
+            .into_response()),
+        Ok(_) => Err(unexpected()),
+        Err(WebError::Conflict { current }) => {
+            metrics::rejected("conflict");
+            let now = super::guild::config(&state, &authed, guild_id).await?;
+            let message = format!(
+                "Someone else saved these settings meanwhile (version {current} is current). Your change was not saved: the form now shows the current settings; apply your change again."
+            );
+            let mut response = render(&authed, &summary, &now, None, Some(message));
+            *response.status_mut() = StatusCode::CONFLICT;
+            Ok(response)
+        }
+        Err(err) => Err(err),
+    }
+}
