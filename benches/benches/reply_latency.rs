@@ -182,7 +182,7 @@ impl Subject {
 /// A subject connected to the simulator, every GUILD_CREATE absorbed.
 enum Running {
     Bot {
-        node: Node,
+        node: Box<Node>,
         handled: Arc<Handled>,
         _data: tempfile::TempDir,
     },
@@ -210,7 +210,7 @@ impl Running {
                 .await;
                 support::wait_absorbed(&node, GUILDS as usize).await;
                 Self::Bot {
-                    node,
+                    node: Box::new(node),
                     handled,
                     _data: data,
                 }
