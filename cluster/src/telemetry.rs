@@ -41,11 +41,6 @@ pub(crate) fn prometheus() -> PrometheusHandle {
                 )
                 .expect("bucket lists are not empty")
                 .set_buckets_for_metric(
-                    Matcher::Full(protonn_web::metrics::GUILD_CALL_DURATION.to_owned()),
-                    &protonn_web::metrics::GUILD_CALL_BUCKETS,
-                )
-                .expect("bucket lists are not empty")
-                .set_buckets_for_metric(
                     Matcher::Full(crate::metrics::HANDOFF_SECONDS.to_owned()),
                     &crate::metrics::HANDOFF_BUCKETS,
                 )

@@ -1,4 +1,5 @@
-//! The dashboard's metrics: names, descriptions, and pre-registration so dashboards never
+//! The dashboard's metrics (its guild calls are counted by the `GuildCalls` implementation,
+//! `protonn_guild_calls_total`): names, descriptions, and pre-registration so dashboards never
 //! meet a missing series. Labels are bounded: route templates, status codes, fixed reasons.
 
 use std::time::Duration;
@@ -9,8 +10,6 @@ pub const REQUESTS: &str = "protonn_web_requests_total";
 pub const REQUEST_DURATION: &str = "protonn_web_request_duration_seconds";
 pub const LOGINS: &str = "protonn_web_logins_total";
 pub const REJECTED: &str = "protonn_web_rejected_total";
-pub const GUILD_CALL_DURATION: &str = "protonn_web_guild_call_duration_seconds";
-pub const GUILD_CALL_ERRORS: &str = "protonn_web_guild_call_errors_total";
 
 pub(crate) const LOGIN_OUTCOMES: [&str; 5] =
     ["ok", "denied", "bad_state", "discord_error", "logout"];
@@ -25,14 +24,6 @@ const REJECT_REASONS: [&str; 10] = [
     "too_large",
     "conflict",
     "guild_not_found",
-];
-const CALL_KINDS: [&str; 6] = [
-    "read_config",
-    "change_config",
-    "config_history",
-    "rollback_config",
-    "summary",
-    "member_permissions",
 ];
 
 /// Describes every metric and creates the series a dashboard plots from the start.
@@ -51,39 +42,21 @@ pub fn describe() {
         REJECTED,
         "Dashboard requests refused, by reason (bad state, missing CSRF, forbidden guild, …)."
     );
-    describe_histogram!(
-        GUILD_CALL_DURATION,
-        Unit::Seconds,
-        "Guild calls made by the dashboard, by request kind."
-    );
-    describe_counter!(
-        GUILD_CALL_ERRORS,
-        "Guild calls of the dashboard that failed, by request kind and error."
-    );
     for outcome in LOGIN_OUTCOMES {
         counter!(LOGINS, "outcome" => outcome).absolute(0);
     }
     for reason in REJECT_REASONS {
         counter!(REJECTED, "reason" => reason).absolute(0);
     }
-    for kind in CALL_KINDS {
-        let _ = histogram!(GUILD_CALL_DURATION, "request" => kind);
-    }
     // Series of the route-labelled metrics exist once a route is used; the picker's are
     // created now so the metrics are present (at zero) from the start.
     counter!(REQUESTS, "route" => "/guilds", "status" => "200").absolute(0);
     let _ = histogram!(REQUEST_DURATION, "route" => "/guilds");
-    counter!(GUILD_CALL_ERRORS, "request" => "change_config", "error" => "conflict").absolute(0);
 }
 
 /// Buckets of [`REQUEST_DURATION`]: a page is a few guild calls, each under the 5 s deadline.
 pub const REQUEST_BUCKETS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-/// Buckets of [`GUILD_CALL_DURATION`]: in-process calls take microseconds, routed ones
-/// milliseconds, the deadline is 5 s.
-pub const GUILD_CALL_BUCKETS: [f64; 11] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0,
 ];
 
 pub(crate) fn request(route: String, status: u16, took: Duration) {
@@ -97,11 +70,4 @@ pub(crate) fn login(outcome: &'static str) {
 
 pub(crate) fn rejected(reason: &'static str) {
     counter!(REJECTED, "reason" => reason).increment(1);
-}
-
-pub(crate) fn guild_call(kind: &'static str, took: Duration, error: Option<&'static str>) {
-    histogram!(GUILD_CALL_DURATION, "request" => kind).record(took.as_secs_f64());
-    if let Some(error) = error {
-        counter!(GUILD_CALL_ERRORS, "request" => kind, "error" => error).increment(1);
-    }
 }

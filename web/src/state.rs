@@ -1,14 +1,11 @@
 use std::sync::Arc;
-use std::time::Instant;
 
-use protonn_actors::{
-    CallSource, Caller, GuildCall, GuildCallError, GuildCalls, GuildRequest, GuildResponse,
-};
+use protonn_actors::{CallSource, Caller, GuildCall, GuildCalls, GuildRequest, GuildResponse};
 use protonn_storage::{AuditRepo, WebSessionRepo};
 
 use crate::crypto::Sealer;
 use crate::discord::Discord;
-use crate::{WebConfig, WebError, metrics};
+use crate::{WebConfig, WebError};
 
 /// Everything a handler needs, shared by all requests.
 #[derive(Clone)]
@@ -42,7 +39,7 @@ impl AppState {
         })
     }
 
-    /// A guild call on behalf of `user_id`, measured.
+    /// A guild call on behalf of `user_id` (counted by the `GuildCalls` implementation).
     pub(crate) async fn call(
         &self,
         user_id: u64,
@@ -50,10 +47,7 @@ impl AppState {
         request: GuildRequest,
         idempotency_key: Option<String>,
     ) -> Result<GuildResponse, WebError> {
-        let kind = kind(&request);
-        let started = Instant::now();
-        let result = self
-            .guilds
+        self.guilds
             .call(GuildCall {
                 guild_id,
                 caller: Caller {
@@ -64,36 +58,7 @@ impl AppState {
                 deadline: self.config.guild_call_deadline,
                 request,
             })
-            .await;
-        metrics::guild_call(
-            kind,
-            started.elapsed(),
-            result.as_ref().err().map(error_kind),
-        );
-        result.map_err(WebError::from)
-    }
-}
-
-fn kind(request: &GuildRequest) -> &'static str {
-    match request {
-        GuildRequest::ReadConfig => "read_config",
-        GuildRequest::ChangeConfig { .. } => "change_config",
-        GuildRequest::ConfigHistory => "config_history",
-        GuildRequest::RollbackConfig { .. } => "rollback_config",
-        GuildRequest::Summary => "summary",
-        GuildRequest::MemberPermissions { .. } => "member_permissions",
-    }
-}
-
-fn error_kind(error: &GuildCallError) -> &'static str {
-    match error {
-        GuildCallError::UnknownGuild => "unknown_guild",
-        GuildCallError::BotNotInGuild => "bot_not_in_guild",
-        GuildCallError::Moving => "moving",
-        GuildCallError::TimedOut => "timed_out",
-        GuildCallError::Conflict { .. } => "conflict",
-        GuildCallError::Invalid { .. } => "invalid",
-        GuildCallError::Forbidden { .. } => "forbidden",
-        GuildCallError::Unavailable { .. } => "unavailable",
+            .await
+            .map_err(WebError::from)
     }
 }
