@@ -17,12 +17,13 @@
 //! RFC 6749 §4.1.2 advises. The client is the bot's application with [`OAUTH_CLIENT_SECRET`].
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, LOCATION};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -564,6 +565,7 @@ fn bearer(shared: &AppState, headers: &HeaderMap, scope: &str) -> Result<u64, Re
 
 async fn current_user(
     state: State<AppState>,
+    peer: ConnectInfo<SocketAddr>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -574,7 +576,7 @@ async fn current_user(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("Bearer "));
     if !is_bearer {
-        return rest::handle(state, method, uri, headers, body).await;
+        return rest::handle(state, peer, method, uri, headers, body).await;
     }
     let shared = state.0;
     let user_id = match bearer(&shared, &headers, "identify") {

@@ -9,6 +9,7 @@
 //! waits for.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -176,13 +177,21 @@ impl Window {
     }
 }
 
+/// Whose global limit a request spends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Caller {
+    /// The bot token's.
+    Bot,
+    /// A request without the bot token: its IP's.
+    Ip(IpAddr),
+}
+
 #[derive(Debug)]
 struct State {
     /// The bot token's global limit.
     global: Window,
-    /// Requests without a bot token, limited per IP as Discord does; every
-    /// client of the simulator is on loopback, so one window.
-    unauthenticated: Window,
+    /// Requests without a bot token, limited per IP as Discord does.
+    unauthenticated: HashMap<IpAddr, Window>,
     buckets: HashMap<(&'static str, String), Window>,
 }
 
@@ -207,10 +216,7 @@ impl RateLimiter {
                     reset_at: clock.now(),
                     remaining: 0,
                 },
-                unauthenticated: Window {
-                    reset_at: clock.now(),
-                    remaining: 0,
-                },
+                unauthenticated: HashMap::new(),
                 buckets: HashMap::new(),
             }),
         }
@@ -231,17 +237,20 @@ impl RateLimiter {
     /// Spends one request of the route's bucket and (unless the route is an
     /// interaction route) of the global limit, or says which limit refused
     /// it; a refused request spends nothing. The global limit is the bot
-    /// token's when `authenticated`, else the IP's (same size).
+    /// token's, or the caller's IP's (same size) for a request without it.
     pub(crate) fn check(
         &self,
         key: &RouteKey,
         now: Instant,
-        authenticated: bool,
+        caller: Caller,
     ) -> Result<BucketState, Limited> {
         let (limit, period) = self.limit_of(key.class);
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if state.buckets.len() >= PRUNE_AT {
             state.buckets.retain(|_, w| w.reset_at > now);
+        }
+        if state.unauthenticated.len() >= PRUNE_AT {
+            state.unauthenticated.retain(|_, w| w.reset_at > now);
         }
         let state = &mut *state;
         let window = state
@@ -269,10 +278,12 @@ impl RateLimiter {
             let global_period = self
                 .clock
                 .scaled(Duration::from_millis(self.limits.global.per_ms));
-            let global = if authenticated {
-                &mut state.global
-            } else {
-                &mut state.unauthenticated
+            let global = match caller {
+                Caller::Bot => &mut state.global,
+                Caller::Ip(ip) => state.unauthenticated.entry(ip).or_insert(Window {
+                    reset_at: now,
+                    remaining: 0,
+                }),
             };
             global.roll(now, self.limits.global.limit, global_period);
             if global.remaining == 0 {
@@ -597,6 +608,9 @@ impl RandomRestFaultSource {
 mod tests {
     use super::*;
 
+    /// The address of a caller without the bot token.
+    const HOME: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
     fn key(major: &str) -> RouteKey {
         RouteKey {
             route: "POST /channels/{channel_id}/messages",
@@ -610,19 +624,25 @@ mod tests {
         let limiter = RateLimiter::new(Clock::new(1.0), RestLimits::default());
         let now = Instant::now();
         for left in (0..5).rev() {
-            let state = limiter.check(&key("1"), now, true).unwrap();
+            let state = limiter.check(&key("1"), now, Caller::Bot).unwrap();
             assert_eq!((state.limit, state.remaining), (5, left));
             assert_eq!(state.reset_after, Duration::from_secs(5));
         }
-        let limited = limiter.check(&key("1"), now, true).unwrap_err();
+        let limited = limiter.check(&key("1"), now, Caller::Bot).unwrap_err();
         assert_eq!(limited.scope, RateLimitScope::User);
         assert_eq!(limited.retry_after, Duration::from_secs(5));
         // Another channel has its own bucket, same id.
-        let other = limiter.check(&key("2"), now, true).unwrap();
+        let other = limiter.check(&key("2"), now, Caller::Bot).unwrap();
         assert_eq!(other.remaining, 4);
         assert_eq!(other.bucket, bucket_hash(key("1").route));
         let later = now + Duration::from_secs(5);
-        assert_eq!(limiter.check(&key("1"), later, true).unwrap().remaining, 4);
+        assert_eq!(
+            limiter
+                .check(&key("1"), later, Caller::Bot)
+                .unwrap()
+                .remaining,
+            4
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -631,10 +651,10 @@ mod tests {
         let now = Instant::now();
         for channel in 0..50 {
             limiter
-                .check(&key(&channel.to_string()), now, true)
+                .check(&key(&channel.to_string()), now, Caller::Bot)
                 .unwrap();
         }
-        let limited = limiter.check(&key("99"), now, true).unwrap_err();
+        let limited = limiter.check(&key("99"), now, Caller::Bot).unwrap_err();
         assert_eq!(limited.scope, RateLimitScope::Global);
         assert!(limited.bucket.is_none());
         let callback = RouteKey {
@@ -642,12 +662,12 @@ mod tests {
             class: LimitClass::Interactions,
             major: "7".to_owned(),
         };
-        limiter.check(&callback, now, false).unwrap();
+        limiter.check(&callback, now, Caller::Ip(HOME)).unwrap();
         // Exactly one second: not a millisecond early.
         let almost = now + Duration::from_millis(999);
-        assert!(limiter.check(&key("99"), almost, true).is_err());
+        assert!(limiter.check(&key("99"), almost, Caller::Bot).is_err());
         limiter
-            .check(&key("99"), now + Duration::from_secs(1), true)
+            .check(&key("99"), now + Duration::from_secs(1), Caller::Bot)
             .unwrap();
     }
 
@@ -661,17 +681,22 @@ mod tests {
             major: n.to_string(),
         };
         for n in 0..50 {
-            limiter.check(&gateway(n), now, false).unwrap();
+            limiter.check(&gateway(n), now, Caller::Ip(HOME)).unwrap();
         }
-        let limited = limiter.check(&gateway(50), now, false).unwrap_err();
+        let limited = limiter
+            .check(&gateway(50), now, Caller::Ip(HOME))
+            .unwrap_err();
         assert_eq!(limited.scope, RateLimitScope::Global);
+        // Another address has a window of its own.
+        let elsewhere = Caller::Ip(IpAddr::from([127, 0, 0, 2]));
+        limiter.check(&gateway(51), now, elsewhere).unwrap();
         // The bot token's 50 are untouched.
         for channel in 0..50 {
             limiter
-                .check(&key(&channel.to_string()), now, true)
+                .check(&key(&channel.to_string()), now, Caller::Bot)
                 .unwrap();
         }
-        assert!(limiter.check(&key("99"), now, true).is_err());
+        assert!(limiter.check(&key("99"), now, Caller::Bot).is_err());
     }
 
     #[test]

@@ -7,12 +7,13 @@
 //! limiter and scripted faults (`ratelimit`) first.
 
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -21,7 +22,7 @@ use crate::ban;
 use crate::interactions::Answer;
 use crate::ledger::RestRecord;
 use crate::payloads::{self, Author, MessageSpec};
-use crate::ratelimit::{self, LimitClass, Limited, RestFaultResponse, RouteKey};
+use crate::ratelimit::{self, Caller, LimitClass, Limited, RestFaultResponse, RouteKey};
 use crate::state::{AppState, Shared};
 use crate::world::Guild;
 
@@ -98,6 +99,7 @@ enum RequestBody {
 
 pub(crate) async fn handle(
     State(shared): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -138,7 +140,12 @@ pub(crate) async fn handle(
         match known {
             // Unknown routes and 401s carry no rate limit headers.
             Some((key, needs_auth)) if authorized || !needs_auth => {
-                limited(&shared, &key, now, authorized, &mut record, || {
+                let caller = if authorized {
+                    Caller::Bot
+                } else {
+                    Caller::Ip(peer.ip())
+                };
+                limited(&shared, &key, now, caller, &mut record, || {
                     route(&shared, &method, &segments, uri.query(), authorized, &body)
                 })
             }
@@ -168,7 +175,7 @@ fn limited(
     shared: &Shared,
     key: &RouteKey,
     now: Instant,
-    authorized: bool,
+    caller: Caller,
     record: &mut RestRecord,
     serve: impl FnOnce() -> Outcome,
 ) -> Outcome {
@@ -197,7 +204,7 @@ fn limited(
             }
         };
     }
-    match shared.rate_limiter.check(key, now, authorized) {
+    match shared.rate_limiter.check(key, now, caller) {
         Ok(state) => {
             let mut outcome = serve();
             ratelimit::apply_headers(outcome.response.headers_mut(), &state, None);

@@ -54,6 +54,8 @@ impl Simulator {
                     tracing::debug!(error = %err, "TCP_NODELAY not set");
                 }
             });
+            // The peer address keys the per-IP limit of unauthenticated REST requests.
+            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
             let result = axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
                     // Either a `true` or a dropped sender means stop.
