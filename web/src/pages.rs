@@ -75,6 +75,15 @@ impl Form {
     pub(crate) fn csrf(&self) -> Option<&str> {
         self.one("csrf").ok().flatten()
     }
+
+    /// The form's idempotency key (one per rendered form, so a resubmission applies once); a
+    /// key too short to be one of ours is ignored.
+    pub(crate) fn idempotency_key(&self) -> Result<Option<String>, WebError> {
+        Ok(self
+            .one("idempotency_key")?
+            .filter(|key| key.len() >= 16)
+            .map(str::to_owned))
+    }
 }
 
 /// A guild id from a URL: anything but a number is no guild.

@@ -129,10 +129,7 @@ pub(crate) async fn rollback(
     authorize(&state, &authed, guild_id).await?;
     let to_version = number(&form, "to_version")?;
     let expected_version = number(&form, "expected_version")?;
-    let key = form
-        .one("idempotency_key")?
-        .filter(|k| k.len() >= 16)
-        .map(str::to_owned);
+    let key = form.idempotency_key()?;
     match state
         .call(
             authed.user_id,

@@ -186,10 +186,7 @@ pub(crate) async fn save_settings(
     let summary = summary(&state, &authed, guild_id).await?;
     let expected_version = number(&form, "expected_version")?;
     let config = parse(&form, &summary)?;
-    let key = form
-        .one("idempotency_key")?
-        .filter(|k| k.len() >= 16)
-        .map(str::to_owned);
+    let key = form.idempotency_key()?;
     let answer = state
         .call(
             authed.user_id,
