@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use protonn_actors::rest::{Demand, GlobalLine, InvalidRequestGuard};
-use protonn_actors::{ConfigChangeError, Departures, RouterMsg};
+use protonn_actors::{Departures, RouterMsg};
 use protonn_shard::{
     ExportedSession, IdentifyReason, IdentifyScheduler, ShardError, ShardStatus, SupervisorMsg,
 };
@@ -436,7 +436,6 @@ impl Agent {
         }
         match instruction.instruction {
             Some(pb::instruction::Instruction::Start(start)) => self.start(start, epochs).await,
-            Some(pb::instruction::Instruction::Call(call)) => self.answer(call, reports),
             Some(pb::instruction::Instruction::RestShare(share)) => {
                 self.rest_line
                     .set_rate(share.per_sec.max(rest_budget::MIN_SHARE));
@@ -510,45 +509,6 @@ impl Agent {
             Ok(Err(err)) => tracing::warn!(shard_id, error = %err, "shard not started"),
             Err(err) => tracing::warn!(shard_id, error = %err, "shard supervisor did not answer"),
         }
-    }
-
-    /// Answers a guild call on its own task (a config change waits for its write).
-    fn answer(&self, call: pb::GuildCall, reports: &mpsc::Sender<pb::NodeReport>) {
-        let Some(request) = call.configure else {
-            return;
-        };
-        let router = self.router.clone();
-        let reports = reports.clone();
-        tokio::spawn(async move {
-            use pb::guild_answer::Outcome;
-            let changed = crate::node::configure(
-                &router,
-                request.guild_id,
-                &request.key,
-                &request.value,
-                request.expected_version,
-            )
-            .await;
-            let outcome = match changed {
-                Ok(stored) => Outcome::Configured(pb::ConfigureReply {
-                    version: stored.version,
-                    config_json: serde_json::to_string(&stored.config)
-                        .expect("configs serialise to JSON"),
-                }),
-                Err(ConfigChangeError::Invalid(message)) => Outcome::Invalid(message),
-                Err(ConfigChangeError::Conflict { current }) => Outcome::ConflictCurrent(current),
-                Err(ConfigChangeError::Unavailable(message)) => Outcome::Unavailable(message),
-            };
-            let answer = pb::GuildAnswer {
-                call_id: call.call_id,
-                outcome: Some(outcome),
-            };
-            let _ = reports
-                .send(pb::NodeReport {
-                    report: Some(pb::node_report::Report::Answer(answer)),
-                })
-                .await;
-        });
     }
 
     /// Drains the shard on its own task (a drain waits for Discord's close and for every

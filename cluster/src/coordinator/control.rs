@@ -1,7 +1,7 @@
 //! The coordinator's state machine: one task owns membership and shard ownership, so every
 //! decision is made against one consistent view. gRPC handlers only send it messages.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,17 +65,6 @@ pub(crate) enum ControlMsg {
     },
     Status(oneshot::Sender<pb::ClusterStatus>),
     ResumeRest(oneshot::Sender<pb::RestStatus>),
-    /// Forward a guild's config change to the node running its shard.
-    Configure {
-        request: pb::ConfigureRequest,
-        reply: oneshot::Sender<Result<pb::GuildAnswer, Status>>,
-    },
-}
-
-/// A guild call forwarded to a node, waiting for its answer.
-struct PendingCall {
-    node_id: u64,
-    reply: oneshot::Sender<Result<pb::GuildAnswer, Status>>,
 }
 
 struct NodeEntry {
@@ -132,8 +121,6 @@ pub(crate) struct Control {
     formed: bool,
     started: Instant,
     handoffs: u64,
-    calls: HashMap<u64, PendingCall>,
-    next_call: u64,
     rest: RestStanding,
 }
 
@@ -221,8 +208,6 @@ impl Control {
             formed,
             started: now,
             handoffs: 0,
-            calls: HashMap::new(),
-            next_call: 0,
             rest: RestStanding::default(),
         })
     }
@@ -348,7 +333,6 @@ impl Control {
                 self.share_rest_budget();
                 let _ = reply.send(self.rest.status());
             }
-            ControlMsg::Configure { request, reply } => self.route(request, reply),
         }
         Ok(())
     }
@@ -396,13 +380,6 @@ impl Control {
                     self.rebalance().await?;
                 }
                 self.answer_drains();
-            }
-            pb::node_report::Report::Answer(answer) => {
-                if let Some(call) = self.calls.remove(&answer.call_id)
-                    && call.node_id == node_id
-                {
-                    let _ = call.reply.send(Ok(answer));
-                }
             }
             pb::node_report::Report::ReleaseFailed(failed) => {
                 let shard = &mut self.shards[failed.shard_id as usize];
@@ -565,36 +542,6 @@ impl Control {
         Ok(())
     }
 
-    /// Sends a guild call to the node that runs the guild's shard. While the shard moves or
-    /// runs nowhere the caller is told to retry.
-    fn route(
-        &mut self,
-        request: pb::ConfigureRequest,
-        reply: oneshot::Sender<Result<pb::GuildAnswer, Status>>,
-    ) {
-        let shard_id = (request.guild_id >> 22) % u64::from(self.settings.shard_count);
-        let shard = &self.shards[shard_id as usize];
-        let owner = shard
-            .owner
-            .filter(|_| shard.moving.is_none() && shard.ready);
-        let Some(node_id) = owner else {
-            let _ = reply.send(Err(Status::unavailable(format!(
-                "shard {shard_id} of the guild is moving or starting; retry"
-            ))));
-            return;
-        };
-        self.next_call += 1;
-        let call_id = self.next_call;
-        self.calls.insert(call_id, PendingCall { node_id, reply });
-        self.send(
-            node_id,
-            pb::instruction::Instruction::Call(pb::GuildCall {
-                call_id,
-                configure: Some(request),
-            }),
-        );
-    }
-
     fn send(&mut self, node_id: u64, instruction: pb::instruction::Instruction) {
         let Some(link) = self
             .nodes
@@ -617,8 +564,6 @@ impl Control {
     async fn tick(&mut self) -> Result<(), StorageError> {
         self.detect_lost().await?;
         self.expire_moves();
-        // Callers that gave up (their deadline passed) need no answer.
-        self.calls.retain(|_, call| !call.reply.is_closed());
         if !self.formed {
             let attached = self.nodes.values().filter(|n| n.link.is_some()).count();
             self.formed = attached >= self.settings.min_nodes
@@ -706,18 +651,6 @@ impl Control {
                 }
             }
             tracing::warn!(node_id, name = %node.name, orphans, "node lost; its shards resume elsewhere");
-            let unanswered: Vec<u64> = self
-                .calls
-                .iter()
-                .filter(|(_, call)| call.node_id == node_id)
-                .map(|(&id, _)| id)
-                .collect();
-            for call_id in unanswered {
-                let call = self.calls.remove(&call_id).expect("listed above");
-                let _ = call
-                    .reply
-                    .send(Err(Status::unavailable("the guild's node was lost; retry")));
-            }
         }
         Ok(())
     }

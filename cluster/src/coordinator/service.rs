@@ -14,8 +14,6 @@ use super::control::ControlMsg;
 use crate::grpc::pb;
 use crate::remote_store::{self, StoreCall};
 
-/// Bound on a call forwarded to a guild's node.
-const GUILD_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Instructions queued for one node before it is considered not keeping up.
 const LINK_CAPACITY: usize = 256;
 
@@ -146,20 +144,6 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
             .ask(|reply| ControlMsg::Drain { name, reply })
             .await??;
         Ok(Response::new(pb::DrainReply { shards_moved }))
-    }
-
-    async fn configure(
-        &self,
-        request: Request<pb::ConfigureRequest>,
-    ) -> Result<Response<pb::GuildAnswer>, Status> {
-        let request = request.into_inner();
-        let asked = self.ask(|reply| ControlMsg::Configure { request, reply });
-        let answer = tokio::time::timeout(GUILD_CALL_TIMEOUT, asked)
-            .await
-            .map_err(|_| {
-                Status::deadline_exceeded("the guild's node did not answer in time")
-            })???;
-        Ok(Response::new(answer))
     }
 
     async fn status(
