@@ -2,38 +2,18 @@
 //! see exactly the bytes a client gets: status, headers, body.
 
 use protonn_sim::{SimConfig, SimHandle, Simulator};
-use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
+mod common;
 
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
+use common::raw_http::{self, Reply};
+use common::start;
 
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
-    }
-
-    /// Discord's JSON conventions: exact content type, no content encoding.
-    fn assert_discord_json(&self) {
-        assert_eq!(self.header("content-type"), Some("application/json"));
-        assert_eq!(self.header("content-encoding"), None);
-    }
-}
-
-async fn start(config: SimConfig) -> SimHandle {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    Simulator::start(config, listener).await.unwrap()
+/// Discord's JSON conventions: exact content type, no content encoding.
+fn assert_discord_json(reply: &Reply) {
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    assert_eq!(reply.header("content-encoding"), None);
 }
 
 fn small() -> SimConfig {
@@ -51,42 +31,15 @@ async fn request(
     auth: Option<&str>,
     body: Option<&str>,
 ) -> Reply {
-    let mut stream = TcpStream::connect(sim.addr()).await.unwrap();
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\n",
-        sim.addr()
-    );
+    let mut headers = String::new();
     if let Some(auth) = auth {
-        head.push_str(&format!("authorization: {auth}\r\n"));
+        headers.push_str(&format!("authorization: {auth}\r\n"));
     }
     let body = body.unwrap_or("");
     if !body.is_empty() {
-        head.push_str("content-type: application/json\r\n");
+        headers.push_str("content-type: application/json\r\n");
     }
-    head.push_str(&format!("content-length: {}\r\n\r\n{body}", body.len()));
-    stream.write_all(head.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-    let raw = String::from_utf8(raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    Reply {
-        status,
-        headers,
-        body: body.to_owned(),
-    }
+    raw_http::send(sim.addr(), method, path, &headers, body).await
 }
 
 const AUTH: Option<&str> = Some("Bot sim-token");
@@ -98,7 +51,7 @@ async fn rest_auth_and_gateway_bot_shape() {
     for auth in [None, Some("Bot wrong")] {
         let reply = request(&sim, "GET", "/api/v10/gateway/bot", auth, None).await;
         assert_eq!(reply.status, 401);
-        reply.assert_discord_json();
+        assert_discord_json(&reply);
         assert_eq!(
             reply.json(),
             json!({"message": "401: Unauthorized", "code": 0})
@@ -107,7 +60,7 @@ async fn rest_auth_and_gateway_bot_shape() {
 
     let reply = request(&sim, "GET", "/api/v10/gateway/bot", AUTH, None).await;
     assert_eq!(reply.status, 200);
-    reply.assert_discord_json();
+    assert_discord_json(&reply);
     let body = reply.json();
     assert_eq!(body["url"], json!(sim.gateway_url()));
     assert_eq!(body["shards"], json!(2));
@@ -141,7 +94,7 @@ async fn create_message_validation() {
 
     let ok = request(&sim, "POST", &path, AUTH, Some(r#"{"content":"hi"}"#)).await;
     assert_eq!(ok.status, 200);
-    ok.assert_discord_json();
+    assert_discord_json(&ok);
     assert_eq!(ok.json()["content"], json!("hi"));
     assert_eq!(ok.json()["channel_id"], json!(channel.to_string()));
 
@@ -155,7 +108,7 @@ async fn create_message_validation() {
     for (body, status, code) in cases {
         let reply = request(&sim, "POST", &path, AUTH, body).await;
         assert_eq!(reply.status, status, "{body:?}");
-        reply.assert_discord_json();
+        assert_discord_json(&reply);
         assert_eq!(reply.json()["code"], json!(code), "{body:?}");
     }
 
@@ -175,7 +128,7 @@ async fn create_message_validation() {
 
     let route = request(&sim, "GET", "/api/v10/nope", AUTH, None).await;
     assert_eq!(route.status, 404);
-    route.assert_discord_json();
+    assert_discord_json(&route);
 
     let callback = request(
         &sim,
@@ -373,7 +326,7 @@ async fn control_api() {
     // Not an upgrade, not a known route: JSON 404.
     let other = request(&sim, "GET", "/anything", None, None).await;
     assert_eq!(other.status, 404);
-    other.assert_discord_json();
+    assert_discord_json(&other);
 
     let addr = sim.addr();
     sim.shutdown().await;

@@ -1,38 +1,20 @@
 //! The simulator's Discord OAuth2 provider over plain HTTP/1.1: consent, code and refresh
 //! grants with Discord's error bodies, revocation, and the Bearer user endpoints.
 
-use protonn_sim::{OAUTH_CLIENT_SECRET, SimConfig, SimHandle, Simulator};
-use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use protonn_sim::{OAUTH_CLIENT_SECRET, SimConfig, SimHandle};
+use serde_json::json;
 
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
+mod common;
 
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
-    }
-}
+use common::raw_http::{self, Reply};
 
 async fn start() -> SimHandle {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let config = SimConfig {
+    common::start(SimConfig {
         guilds: 5,
         shards: 1,
         ..SimConfig::default()
-    };
-    Simulator::start(config, listener).await.unwrap()
+    })
+    .await
 }
 
 async fn request(
@@ -42,42 +24,14 @@ async fn request(
     auth: Option<&str>,
     form: Option<&str>,
 ) -> Reply {
-    let mut stream = TcpStream::connect(sim.addr()).await.unwrap();
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\n",
-        sim.addr()
-    );
+    let mut headers = String::new();
     if let Some(auth) = auth {
-        head.push_str(&format!("authorization: {auth}\r\n"));
+        headers.push_str(&format!("authorization: {auth}\r\n"));
     }
-    let body = form.unwrap_or("");
     if form.is_some() {
-        head.push_str("content-type: application/x-www-form-urlencoded\r\n");
+        headers.push_str("content-type: application/x-www-form-urlencoded\r\n");
     }
-    head.push_str(&format!("content-length: {}\r\n\r\n{body}", body.len()));
-    stream.write_all(head.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-    let raw = String::from_utf8(raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    Reply {
-        status,
-        headers,
-        body: body.to_owned(),
-    }
+    raw_http::send(sim.addr(), method, path, &headers, form.unwrap_or("")).await
 }
 
 const REDIRECT: &str = "http://127.0.0.1:9/auth/callback";

@@ -15,8 +15,6 @@ use protonn_sim::{
     RestFaultResponse, RestLimits, SimConfig, SimHandle,
 };
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
 use twilight_gateway::{ConfigBuilder, Event, Intents, Shard, ShardId};
 use twilight_http::Client;
@@ -319,6 +317,7 @@ async fn late_interaction_gets_10062_and_is_recorded_late() {
     sim.shutdown().await;
 }
 
+/// A reply with its body read as JSON (`Null` when it is not).
 struct Reply {
     status: u16,
     headers: Vec<(String, String)>,
@@ -344,40 +343,17 @@ async fn raw(sim: &SimHandle, method: &str, path: &str, body: &str) -> Reply {
 
 /// A request with the bot token, or without any authorization.
 async fn raw_as(sim: &SimHandle, method: &str, path: &str, body: &str, bot: bool) -> Reply {
-    let mut stream = TcpStream::connect(sim.addr()).await.unwrap();
     let auth = if bot {
         format!("authorization: Bot {TOKEN}\r\n")
     } else {
         String::new()
     };
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\n{auth}\
-         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        sim.addr(),
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-    let raw = String::from_utf8(raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_lowercase(), v.trim().to_owned()))
-        .collect();
+    let headers = format!("{auth}content-type: application/json\r\n");
+    let reply = common::raw_http::send(sim.addr(), method, path, &headers, body).await;
     Reply {
-        status,
-        headers,
-        body: serde_json::from_str(body).unwrap_or(Value::Null),
+        body: serde_json::from_str(&reply.body).unwrap_or(Value::Null),
+        status: reply.status,
+        headers: reply.headers,
     }
 }
 

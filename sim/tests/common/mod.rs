@@ -2,6 +2,8 @@
 //! with deadlines.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub(crate) mod raw_http;
+
 use std::time::Duration;
 
 use protonn_sim::{SimConfig, SimHandle, Simulator};
