@@ -57,29 +57,9 @@ async fn fake_node(
     markers: &'static [(&'static str, u16)],
     failure: RequestReaction,
 ) -> (RunningProxy, SocketAddr, Feedback) {
-    // Port 0 cannot be handed to the proxy (it does not report the port it bound), so take
-    // a free port from the OS and release it just before the proxy binds it.
-    let addr = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
-    let rules = vec![
-        RequestRule(
-            Condition::RequestOpcode(RequestOpcode::Options),
-            RequestReaction::forge_response(Arc::new(|frame: RequestFrame| {
-                ResponseFrame::forged_supported(frame.params, &HashMap::new()).unwrap()
-            })),
-        ),
-        RequestRule(
-            Condition::or(
-                Condition::RequestOpcode(RequestOpcode::Startup),
-                Condition::RequestOpcode(RequestOpcode::Register),
-            ),
-            RequestReaction::forge_response(Arc::new(|frame: RequestFrame| {
-                ResponseFrame::forged_ready(frame.params)
-            })),
-        ),
+    let mut rules = handshake();
+    rules.extend([
         RequestRule(
             Condition::RequestOpcode(RequestOpcode::Prepare),
             RequestReaction::forge_response(Arc::new(move |frame: RequestFrame| {
@@ -99,18 +79,8 @@ async fn fake_node(
             Condition::RequestOpcode(RequestOpcode::Query),
             RequestReaction::forge().server_error(),
         ),
-    ];
-    let proxy = Proxy::builder()
-        .with_node(
-            Node::builder()
-                .proxy_address(addr)
-                .request_rules(rules)
-                .build_dry_mode(),
-        )
-        .build()
-        .run()
-        .await
-        .unwrap();
+    ]);
+    let (proxy, addr) = run_node(rules).await;
     (proxy, addr, rx)
 }
 
@@ -360,28 +330,8 @@ async fn scripted_node(
     statements: &'static [Stmt],
     rules: Vec<(Condition, RequestReaction)>,
 ) -> (RunningProxy, SocketAddr, Feedback) {
-    let addr = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
-    let mut all = vec![
-        RequestRule(
-            Condition::RequestOpcode(RequestOpcode::Options),
-            RequestReaction::forge_response(Arc::new(|frame: RequestFrame| {
-                ResponseFrame::forged_supported(frame.params, &HashMap::new()).unwrap()
-            })),
-        ),
-        RequestRule(
-            Condition::or(
-                Condition::RequestOpcode(RequestOpcode::Startup),
-                Condition::RequestOpcode(RequestOpcode::Register),
-            ),
-            RequestReaction::forge_response(Arc::new(|frame: RequestFrame| {
-                ResponseFrame::forged_ready(frame.params)
-            })),
-        ),
-    ];
+    let mut all = handshake();
     for stmt in statements {
         let body = prepared_with_id(stmt.id, stmt.markers);
         all.push(RequestRule(
@@ -424,18 +374,51 @@ async fn scripted_node(
             .unwrap()
         })),
     ));
+    let (proxy, addr) = run_node(all).await;
+    (proxy, addr, rx)
+}
+
+/// What every dry-mode node answers first: OPTIONS, then STARTUP and REGISTER.
+fn handshake() -> Vec<RequestRule> {
+    vec![
+        RequestRule(
+            Condition::RequestOpcode(RequestOpcode::Options),
+            RequestReaction::forge_response(Arc::new(|frame: RequestFrame| {
+                ResponseFrame::forged_supported(frame.params, &HashMap::new()).unwrap()
+            })),
+        ),
+        RequestRule(
+            Condition::or(
+                Condition::RequestOpcode(RequestOpcode::Startup),
+                Condition::RequestOpcode(RequestOpcode::Register),
+            ),
+            RequestReaction::forge_response(Arc::new(|frame: RequestFrame| {
+                ResponseFrame::forged_ready(frame.params)
+            })),
+        ),
+    ]
+}
+
+/// Starts a dry-mode node with `rules` on a free loopback port.
+async fn run_node(rules: Vec<RequestRule>) -> (RunningProxy, SocketAddr) {
+    // Port 0 cannot be handed to the proxy (it does not report the port it bound), so take
+    // a free port from the OS and release it just before the proxy binds it.
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let proxy = Proxy::builder()
         .with_node(
             Node::builder()
                 .proxy_address(addr)
-                .request_rules(all)
+                .request_rules(rules)
                 .build_dry_mode(),
         )
         .build()
         .run()
         .await
         .unwrap();
-    (proxy, addr, rx)
+    (proxy, addr)
 }
 
 /// The frames a scripted node reacted to: (opcode, body).
