@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use protonn_shard::BotToken;
 use protonn_sim::SimConfig;
-use protonn_storage::Store;
+use protonn_storage::{Metered, Store};
 
 use crate::config::{CLUSTER_TOKEN_ENV, NODE_NAME_ENV, TOKEN_ENV};
 use crate::{
@@ -428,7 +428,9 @@ async fn serve_node(config: Config, cluster: Option<ClusterMembership>) -> anyho
     // On ScyllaDB the node opens the database itself, in a cluster too.
     let own_store: Option<Arc<dyn Store>> = match config.storage.backend {
         StorageBackend::Embedded => None,
-        StorageBackend::Scylla => Some(Arc::new(store::open_scylla(&config).await?)),
+        StorageBackend::Scylla => Some(Arc::new(Metered::new(Arc::new(
+            store::open_scylla(&config).await?,
+        )))),
     };
     let node = Node::start_with_store(
         NodeOptions {

@@ -22,7 +22,7 @@ use std::time::Duration;
 use metrics::gauge;
 use protonn_actors::rest::{GuardLimits, InvalidRequestGuard};
 use protonn_shard::{BotToken, IdentifyConfig, LocalScheduler};
-use protonn_storage::{ClusterRepo, EmbeddedStore, StorageError, Timestamp};
+use protonn_storage::{ClusterRepo, EmbeddedStore, Metered, StorageError, Timestamp};
 use tokio::sync::{Notify, OnceCell, mpsc, oneshot};
 
 use control::{Control, ControlSettings};
@@ -271,6 +271,7 @@ async fn lead(
     };
     // Dropped (the socket unserved, the store let go) when this leadership ends.
     let _backup = crate::backup::BackupServer::start(Arc::clone(&store), &options.data_dir);
+    let store = Arc::new(Metered::new(store));
     let epoch = lease.epoch;
     tracing::info!(epoch, "leading the cluster");
     gauge!(FENCING_EPOCH).set(epoch as f64);

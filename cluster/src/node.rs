@@ -18,7 +18,7 @@ use protonn_shard::{
     BotToken, EventSink, GatewaySettings, IdentifyConfig, IdentifyScheduler, LocalScheduler,
     ShardStatus, ShardSupervisor, SupervisorArgs, SupervisorMsg,
 };
-use protonn_storage::{DataRights, EmbeddedStore, Store, Timestamp, VersionedConfig};
+use protonn_storage::{DataRights, EmbeddedStore, Metered, Store, Timestamp, VersionedConfig};
 use ractor::ActorRef;
 use tokio::sync::{oneshot, watch};
 use twilight_cache_inmemory::DefaultInMemoryCache;
@@ -210,10 +210,11 @@ impl Node {
             }
             (None, Some((link, _))) => (Arc::new(RemoteStore::new(Arc::clone(link))), None, None),
             (None, None) => {
-                let store = Arc::new(EmbeddedStore::open(&options.data_dir)?);
-                let sweeper = Sweeper::start(Arc::clone(&store) as Arc<dyn DataRights>);
+                let embedded = Arc::new(EmbeddedStore::open(&options.data_dir)?);
                 let backup =
-                    crate::backup::BackupServer::start(Arc::clone(&store), &options.data_dir);
+                    crate::backup::BackupServer::start(Arc::clone(&embedded), &options.data_dir);
+                let store = Arc::new(Metered::new(embedded));
+                let sweeper = Sweeper::start(Arc::clone(&store) as Arc<dyn DataRights>);
                 (store, Some(sweeper), backup)
             }
         };

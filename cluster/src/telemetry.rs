@@ -41,6 +41,11 @@ pub(crate) fn prometheus() -> PrometheusHandle {
                 )
                 .expect("bucket lists are not empty")
                 .set_buckets_for_metric(
+                    Matcher::Full(protonn_storage::metrics::OPERATION_DURATION.to_owned()),
+                    &protonn_storage::metrics::OPERATION_DURATION_BUCKETS,
+                )
+                .expect("bucket lists are not empty")
+                .set_buckets_for_metric(
                     Matcher::Full(crate::metrics::HANDOFF_SECONDS.to_owned()),
                     &crate::metrics::HANDOFF_BUCKETS,
                 )
@@ -49,6 +54,7 @@ pub(crate) fn prometheus() -> PrometheusHandle {
                 .expect("no other metrics recorder is installed in this process");
             protonn_shard::metrics::describe();
             protonn_actors::metrics::describe();
+            protonn_storage::metrics::describe();
             crate::metrics::describe();
             crate::process::describe();
             crate::metrics::register_build_info();

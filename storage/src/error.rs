@@ -104,6 +104,32 @@ impl StorageError {
         }
     }
 
+    /// What failed, as the `kind` of the errors metric ([`crate::metrics::ERROR_KINDS`]);
+    /// `None` for answers rather than failures: a lost compare-and-set, a held lease, a
+    /// missing record, input the store refuses.
+    pub fn fault_kind(&self) -> Option<&'static str> {
+        match self {
+            Self::Conflict { .. }
+            | Self::NotFound(_)
+            | Self::LeaseHeld { .. }
+            | Self::Fenced { .. }
+            | Self::PromoRejected { .. }
+            | Self::Invalid(_) => None,
+            Self::Unavailable { kind, .. } => Some(kind),
+            Self::Connection(_) => Some("unavailable"),
+            Self::OutcomeUnknown { .. } => Some("outcome_unknown"),
+            Self::Database(_)
+            | Self::Embedded(_)
+            | Self::SchemaBehind { .. }
+            | Self::MigrationChanged { .. }
+            | Self::MigrationLocked { .. }
+            | Self::MigrationLockLost { .. } => Some("database"),
+            Self::Io { .. } | Self::Locked(_) => Some("io"),
+            Self::Corrupt { .. } => Some("corrupt"),
+            Self::Worker(_) | Self::QueueFull | Self::WriterClosed => Some("internal"),
+        }
+    }
+
     /// True for errors worth retrying later (a busy or partitioned cluster).
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Unavailable { .. })

@@ -26,6 +26,8 @@ mod embedded;
 mod error;
 mod guild_config;
 mod lease;
+mod metered;
+pub mod metrics;
 mod rights;
 mod row_ref;
 mod scylla;
@@ -45,6 +47,7 @@ pub use cluster::{ClusterRepo, Lease, NodeRecord, SessionCheckpoint, ShardAssign
 pub use embedded::EmbeddedStore;
 pub use error::StorageError;
 pub use guild_config::{CONFIG_HISTORY_LEN, GuildConfig, GuildConfigRepo, VersionedConfig};
+pub use metered::{Backend, Metered};
 pub use rights::{DataRights, StoredRow, UserExport};
 pub use scylla::{
     ClientCert, MigrationReport, MigrationStep, Replication, ScyllaConfig, ScyllaStore, TlsConfig,

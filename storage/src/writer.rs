@@ -301,7 +301,10 @@ pub fn spawn_sweeper(
             }
             match store.sweep_expired(clock()).await {
                 Ok(0) => {}
-                Ok(removed) => tracing::info!(removed, "retention sweep"),
+                Ok(removed) => {
+                    metrics::counter!(crate::metrics::EXPIRED_DELETED).increment(removed);
+                    tracing::info!(removed, "retention sweep");
+                }
                 Err(err) => tracing::warn!(%err, "retention sweep failed"),
             }
         }

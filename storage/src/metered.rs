@@ -1,0 +1,324 @@
+//! [`Metered`]: a store that counts and times every repository call of the store it wraps.
+//!
+//! One decorator for both backends, so a call is measured the same way on redb and on
+//! ScyllaDB, retries inside the backend included. Labels stay bounded: the backend, the
+//! repository, the method, and an error kind from a fixed list.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use metrics::{counter, histogram};
+
+use crate::metrics::{ERROR_KINDS, ERRORS, OPERATION_DURATION, OPERATIONS};
+use crate::{
+    Account, AccountRepo, AuditEntry, AuditRepo, BillingRepo, ClusterRepo, DataRights,
+    EmbeddedStore, GuildConfig, GuildConfigRepo, Lease, NodeRecord, PromoCode, Redemption,
+    ScyllaStore, SessionCheckpoint, ShardAssignment, StorageError, StoredRow, Subscription, Ticket,
+    TicketRepo, Timestamp, TranscriptMessage, UsageCount, UsageRepo, UserExport, VersionedConfig,
+    WebSession, WebSessionRepo, Workflow, WorkflowRepo,
+};
+
+/// A backend, as the `backend` label names it.
+pub trait Backend {
+    const NAME: &'static str;
+}
+
+impl Backend for EmbeddedStore {
+    const NAME: &'static str = "embedded";
+}
+
+impl Backend for ScyllaStore {
+    const NAME: &'static str = "scylla";
+}
+
+/// `inner`, with every call it answers counted and timed.
+pub struct Metered<S: ?Sized> {
+    inner: Arc<S>,
+    backend: &'static str,
+}
+
+impl<S: Backend> Metered<S> {
+    /// Wraps `inner`; its error series start at zero, so a dashboard shows "no errors"
+    /// rather than "no data" on a healthy store.
+    pub fn new(inner: Arc<S>) -> Self {
+        for kind in ERROR_KINDS {
+            counter!(ERRORS, "backend" => S::NAME, "kind" => kind).absolute(0);
+        }
+        Self {
+            inner,
+            backend: S::NAME,
+        }
+    }
+}
+
+impl<S: ?Sized> Metered<S> {
+    async fn observe<T>(
+        &self,
+        repo: &'static str,
+        op: &'static str,
+        call: impl Future<Output = Result<T, StorageError>>,
+    ) -> Result<T, StorageError> {
+        let started = Instant::now();
+        let result = call.await;
+        self.record(repo, op, started.elapsed(), result.as_ref().err());
+        result
+    }
+
+    fn record(
+        &self,
+        repo: &'static str,
+        op: &'static str,
+        took: Duration,
+        error: Option<&StorageError>,
+    ) {
+        let backend = self.backend;
+        histogram!(OPERATION_DURATION, "backend" => backend, "repo" => repo, "op" => op)
+            .record(took.as_secs_f64());
+        let outcome = match error.map(StorageError::fault_kind) {
+            None => "ok",
+            Some(None) => "refused",
+            Some(Some(kind)) => {
+                counter!(ERRORS, "backend" => backend, "kind" => kind).increment(1);
+                "failed"
+            }
+        };
+        counter!(
+            OPERATIONS,
+            "backend" => backend, "repo" => repo, "op" => op, "outcome" => outcome
+        )
+        .increment(1);
+    }
+}
+
+/// Implements `$trait` for [`Metered`] by forwarding each listed method, measured under
+/// `$repo`. Every method is listed, defaulted ones included, so a backend's own override
+/// (a batched `save_checkpoints`, say) is the one that runs.
+macro_rules! metered {
+    ($repo:literal, $trait:ident {
+        $(fn $op:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty;)*
+    }) => {
+        #[async_trait]
+        impl<S: $trait + ?Sized> $trait for Metered<S> {
+            $(
+                async fn $op(&self $(, $arg: $ty)*) -> Result<$ret, StorageError> {
+                    self.observe($repo, stringify!($op), self.inner.$op($($arg),*)).await
+                }
+            )*
+        }
+    };
+}
+
+metered!("guild_config", GuildConfigRepo {
+    fn load(&self, guild_id: u64) -> Option<VersionedConfig>;
+    fn save(&self, guild_id: u64, expected: u64, config: &GuildConfig) -> u64;
+    fn history(&self, guild_id: u64) -> Vec<VersionedConfig>;
+    fn rollback(&self, guild_id: u64, expected: u64, to_version: u64) -> u64;
+});
+
+metered!("audit", AuditRepo {
+    fn append_audit(&self, entries: &[AuditEntry]) -> ();
+    fn list_audit(&self, guild_id: u64, from: Timestamp, to: Timestamp, limit: usize)
+        -> Vec<AuditEntry>;
+});
+
+metered!("usage", UsageRepo {
+    fn add_usage(&self, deltas: &[UsageCount]) -> ();
+    fn add_usage_flush(&self, flush_id: u64, deltas: &[UsageCount]) -> ();
+    fn usage(&self, guild_id: u64, from_day: u32, to_day: u32) -> Vec<UsageCount>;
+});
+
+metered!("accounts", AccountRepo {
+    fn put_account(&self, account: &Account) -> ();
+    fn account(&self, user_id: u64) -> Option<Account>;
+    fn touch_account(&self, user_id: u64, at: Timestamp) -> ();
+});
+
+metered!("tickets", TicketRepo {
+    fn put_ticket(&self, ticket: &Ticket) -> ();
+    fn ticket(&self, guild_id: u64, ticket_id: u64) -> Option<Ticket>;
+    fn tickets(&self, guild_id: u64) -> Vec<Ticket>;
+    fn append_transcript(&self, messages: &[TranscriptMessage]) -> ();
+    fn transcript(&self, guild_id: u64, ticket_id: u64) -> Vec<TranscriptMessage>;
+});
+
+metered!("workflows", WorkflowRepo {
+    fn put_workflow(&self, workflow: &Workflow) -> ();
+    fn workflow(&self, guild_id: u64, workflow_id: u64) -> Option<Workflow>;
+    fn workflows(&self, guild_id: u64) -> Vec<Workflow>;
+    fn delete_workflow(&self, guild_id: u64, workflow_id: u64) -> bool;
+});
+
+metered!("billing", BillingRepo {
+    fn put_subscription(&self, subscription: &Subscription) -> ();
+    fn subscription(&self, subscription_id: u64) -> Option<Subscription>;
+    fn subscriptions_of_user(&self, user_id: u64) -> Vec<Subscription>;
+    fn create_promo(&self, promo: &PromoCode) -> ();
+    fn promo(&self, code: &str) -> Option<(PromoCode, u32)>;
+    fn redeem_promo(&self, code: &str, user_id: u64, at: Timestamp) -> u32;
+    fn redemptions_of_user(&self, user_id: u64) -> Vec<Redemption>;
+});
+
+metered!("cluster", ClusterRepo {
+    fn put_node(&self, node: &NodeRecord) -> ();
+    fn nodes(&self) -> Vec<NodeRecord>;
+    fn remove_node(&self, node_id: u64) -> ();
+    fn assign_shard(&self, shard_id: u32, node_id: u64, expected_epoch: u64) -> ShardAssignment;
+    fn assignments(&self) -> Vec<ShardAssignment>;
+    fn save_checkpoint(&self, checkpoint: &SessionCheckpoint) -> ();
+    fn save_checkpoints(&self, checkpoints: &[SessionCheckpoint]) -> Vec<u32>;
+    fn checkpoint(&self, shard_id: u32) -> Option<SessionCheckpoint>;
+    fn acquire_lease(&self, name: &str, holder: u64, now: Timestamp, ttl: Duration) -> Lease;
+    fn renew_lease(&self, name: &str, holder: u64, epoch: u64, now: Timestamp, ttl: Duration)
+        -> Lease;
+    fn release_lease(&self, name: &str, holder: u64, epoch: u64) -> ();
+    fn lease(&self, name: &str) -> Option<Lease>;
+});
+
+metered!("rights", DataRights {
+    fn export_user(&self, user_id: u64) -> UserExport;
+    fn delete_user(&self, user_id: u64) -> u64;
+    fn delete_guild(&self, guild_id: u64) -> u64;
+    fn schedule_guild_deletion(&self, guild_id: u64, at: Timestamp) -> ();
+    fn cancel_guild_deletion(&self, guild_id: u64) -> bool;
+    fn scheduled_guild_deletions(&self) -> Vec<(u64, Timestamp)>;
+    fn sweep_expired(&self, now: Timestamp) -> u64;
+    fn dump_rows(&self) -> Vec<StoredRow>;
+});
+
+metered!("web_sessions", WebSessionRepo {
+    fn put_web_session(&self, session: &WebSession) -> ();
+    fn web_session(&self, id: &str, now: Timestamp) -> Option<WebSession>;
+    fn replace_web_session(&self, old: &WebSession, new: &WebSession) -> bool;
+    fn delete_web_session(&self, id: &str) -> ();
+    fn web_sessions_of(&self, user_id: u64, now: Timestamp) -> Vec<WebSession>;
+    fn delete_web_sessions_of(&self, user_id: u64) -> u64;
+    fn sweep_web_sessions(&self, now: Timestamp) -> u64;
+});
+
+#[cfg(test)]
+mod tests {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    use super::*;
+
+    /// A backend whose every load fails as a timed-out ScyllaDB would.
+    struct TimingOut;
+
+    impl Backend for TimingOut {
+        const NAME: &'static str = "scylla";
+    }
+
+    #[async_trait]
+    impl GuildConfigRepo for TimingOut {
+        async fn load(&self, _: u64) -> Result<Option<VersionedConfig>, StorageError> {
+            Err(StorageError::Unavailable {
+                kind: "timeout",
+                attempts: 3,
+                message: "read timeout".into(),
+            })
+        }
+        async fn save(&self, _: u64, _: u64, _: &GuildConfig) -> Result<u64, StorageError> {
+            unreachable!()
+        }
+        async fn history(&self, _: u64) -> Result<Vec<VersionedConfig>, StorageError> {
+            unreachable!()
+        }
+    }
+
+    /// (name, labels) → counter value or histogram sample count.
+    fn read(recorder: &DebuggingRecorder) -> Vec<(String, Vec<String>, u64)> {
+        let mut out: Vec<_> = recorder
+            .snapshotter()
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .map(|(key, _, _, value)| {
+                let key = key.key();
+                let labels = key
+                    .labels()
+                    .map(|l| format!("{}={}", l.key(), l.value()))
+                    .collect();
+                let value = match value {
+                    DebugValue::Counter(n) => n,
+                    DebugValue::Histogram(samples) => samples.len() as u64,
+                    DebugValue::Gauge(_) => unreachable!("no gauges here"),
+                };
+                (key.name().to_owned(), labels, value)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn value(seen: &[(String, Vec<String>, u64)], name: &str, labels: &[&str]) -> u64 {
+        seen.iter()
+            .find(|(n, l, _)| n == name && l == labels)
+            .map_or(0, |(_, _, v)| *v)
+    }
+
+    #[test]
+    fn calls_are_counted_by_outcome_and_failures_by_kind() {
+        let recorder = DebuggingRecorder::new();
+        let dir = tempfile::tempdir().unwrap();
+        metrics::with_local_recorder(&recorder, || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let store = Metered::new(Arc::new(EmbeddedStore::open(dir.path()).unwrap()));
+                let config = GuildConfig::default();
+                assert_eq!(store.save(7, 0, &config).await.unwrap(), 1);
+                assert!(store.load(7).await.unwrap().is_some());
+                // A lost compare-and-set is an answer, not a storage failure.
+                assert!(matches!(
+                    store.save(7, 0, &config).await,
+                    Err(StorageError::Conflict { .. })
+                ));
+                let failing = Metered::new(Arc::new(TimingOut));
+                assert!(failing.load(7).await.is_err());
+            });
+        });
+
+        let seen = read(&recorder);
+        let ops = |backend: &str, op: &str, outcome: &str| {
+            value(
+                &seen,
+                OPERATIONS,
+                &[
+                    &format!("backend={backend}"),
+                    "repo=guild_config",
+                    &format!("op={op}"),
+                    &format!("outcome={outcome}"),
+                ],
+            )
+        };
+        assert_eq!(ops("embedded", "save", "ok"), 1);
+        assert_eq!(ops("embedded", "save", "refused"), 1);
+        assert_eq!(ops("embedded", "load", "ok"), 1);
+        assert_eq!(ops("scylla", "load", "failed"), 1);
+        let errors = |backend: &str, kind: &str| {
+            value(
+                &seen,
+                ERRORS,
+                &[&format!("backend={backend}"), &format!("kind={kind}")],
+            )
+        };
+        assert_eq!(errors("scylla", "timeout"), 1);
+        assert_eq!(errors("embedded", "timeout"), 0, "the conflict is no error");
+        // Every kind has a series from the start, at zero.
+        let embedded_kinds = seen
+            .iter()
+            .filter(|(n, l, _)| n == ERRORS && l[0] == "backend=embedded")
+            .count();
+        assert_eq!(embedded_kinds, ERROR_KINDS.len());
+        let timed = value(
+            &seen,
+            OPERATION_DURATION,
+            &["backend=embedded", "repo=guild_config", "op=save"],
+        );
+        assert_eq!(timed, 2, "every call is timed, refused ones included");
+    }
+}
