@@ -24,6 +24,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 use twilight_cache_inmemory::DefaultInMemoryCache;
 
+use crate::checkpoints::{PendingCheckpoints, ResumePoints};
 use crate::fence::Fence;
 use crate::grpc::{self, Client, ClusterTls, ClusterToken, pb};
 use crate::rest_budget;
@@ -275,9 +276,12 @@ impl Agent {
     /// stream breaks; and, apart, stop every shard whenever the lease runs out.
     pub(crate) async fn run(self) {
         let epochs: Epochs = Arc::default();
+        let checkpoints = Arc::new(PendingCheckpoints::default());
+        let mut resume = ResumePoints::new(Arc::clone(&checkpoints));
         tokio::select! {
             () = self.keep_fence(&epochs) => {}
-            () = self.follow_leaders(&epochs) => {}
+            () = self.follow_leaders(&epochs, &mut resume) => {}
+            () = checkpoints.write_to(self.store.as_ref()) => {}
         }
     }
 
@@ -292,7 +296,7 @@ impl Agent {
         }
     }
 
-    async fn follow_leaders(&self, epochs: &Epochs) {
+    async fn follow_leaders(&self, epochs: &Epochs, resume: &mut ResumePoints) {
         let mut rates = Rates::default();
         let mut joined = Some(self.joined);
         let mut pause = RETRY_START;
@@ -309,7 +313,7 @@ impl Agent {
                     return;
                 }
             };
-            match self.attached(&reply, epochs, &mut rates).await {
+            match self.attached(&reply, epochs, &mut rates, resume).await {
                 Ok(()) => pause = RETRY_START,
                 Err(status) => {
                     tracing::warn!(error = %status, "coordinator link lost; reattaching")
@@ -327,6 +331,7 @@ impl Agent {
         reply: &pb::RegisterReply,
         epochs: &Epochs,
         rates: &mut Rates,
+        resume: &mut ResumePoints,
     ) -> Result<(), tonic::Status> {
         let (reports, outbound) = mpsc::channel(64);
         let hello = pb::node_report::Report::Hello(pb::Hello {
@@ -359,7 +364,7 @@ impl Agent {
         loop {
             tokio::select! {
                 _ = heartbeat.tick() => {
-                    let report = self.heartbeat(epochs, rates).await;
+                    let report = self.heartbeat(epochs, rates, resume).await;
                     if reports.send(pb::NodeReport { report: Some(report) }).await.is_err() {
                         return Ok(());
                     }
@@ -378,7 +383,12 @@ impl Agent {
         }
     }
 
-    async fn heartbeat(&self, epochs: &Epochs, rates: &mut Rates) -> pb::node_report::Report {
+    async fn heartbeat(
+        &self,
+        epochs: &Epochs,
+        rates: &mut Rates,
+        resume: &mut ResumePoints,
+    ) -> pb::node_report::Report {
         let statuses: Vec<ShardStatus> = ractor::call_t!(
             self.supervisor,
             SupervisorMsg::Statuses,
@@ -387,6 +397,18 @@ impl Agent {
         .unwrap_or_default();
         let epochs = epochs.lock().expect("epoch map poisoned").clone();
         let fence = &self.link.fence;
+        // A fenced shard's checkpoint is not this node's to give or to store: another node
+        // may already run the session further.
+        resume.observe(
+            statuses
+                .iter()
+                .filter(|status| fence.may_run(status.shard_id))
+                .filter_map(|status| {
+                    let epoch = *epochs.get(&status.shard_id)?;
+                    Some((status.shard_id, epoch, status.checkpoint.clone()?))
+                })
+                .collect(),
+        );
         let shards: Vec<pb::ShardReport> = statuses
             .into_iter()
             .map(|status| pb::ShardReport {
@@ -394,8 +416,6 @@ impl Agent {
                 epoch: epochs.get(&status.shard_id).copied().unwrap_or(0),
                 phase: status.phase.label().to_owned(),
                 events_per_sec: rates.observe(status.shard_id, status.checkpoint.as_ref()),
-                // A fenced shard's checkpoint is not this node's to give: another node may
-                // already run the session further.
                 checkpoint: status
                     .checkpoint
                     .filter(|_| fence.may_run(status.shard_id))

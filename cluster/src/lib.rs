@@ -6,6 +6,7 @@
 
 mod agent;
 mod backup;
+mod checkpoints;
 pub mod cli;
 mod client;
 mod config;

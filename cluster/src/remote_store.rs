@@ -141,6 +141,9 @@ pub(crate) enum StoreCall {
     SaveCheckpoint {
         checkpoint: SessionCheckpoint,
     },
+    SaveCheckpoints {
+        checkpoints: Vec<SessionCheckpoint>,
+    },
     Checkpoint {
         shard_id: u32,
     },
@@ -299,6 +302,7 @@ pub(crate) async fn serve(
             ),
             C::Assignments => json(store.assignments().await?),
             C::SaveCheckpoint { checkpoint } => json(store.save_checkpoint(&checkpoint).await?),
+            C::SaveCheckpoints { checkpoints } => json(store.save_checkpoints(&checkpoints).await?),
             C::Checkpoint { shard_id } => json(store.checkpoint(shard_id).await?),
             C::AcquireLease {
                 name,
@@ -664,6 +668,16 @@ impl ClusterRepo for RemoteStore {
     async fn save_checkpoint(&self, checkpoint: &SessionCheckpoint) -> Result<(), StorageError> {
         self.call(StoreCall::SaveCheckpoint {
             checkpoint: checkpoint.clone(),
+        })
+        .await
+    }
+    /// One call for the batch, so a node's checkpoints cost one round trip and one commit.
+    async fn save_checkpoints(
+        &self,
+        checkpoints: &[SessionCheckpoint],
+    ) -> Result<Vec<u32>, StorageError> {
+        self.call(StoreCall::SaveCheckpoints {
+            checkpoints: checkpoints.to_vec(),
         })
         .await
     }

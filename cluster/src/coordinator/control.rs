@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
-use protonn_storage::{ClusterRepo, NodeRecord, SessionCheckpoint, StorageError, Timestamp};
+use protonn_storage::{ClusterRepo, NodeRecord, StorageError, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tonic::Status;
@@ -430,20 +430,12 @@ impl Control {
                 }
                 if let Some(checkpoint) = report.checkpoint {
                     // Keep the previous checkpoint of the same session as the resume point.
+                    // In memory only: the owner stores it (`checkpoints.rs`), so a heartbeat
+                    // costs the leader no storage I/O.
                     let previous = shard.latest.replace(checkpoint.clone());
                     let resume_from = previous
                         .filter(|p| p.session_id == checkpoint.session_id)
                         .unwrap_or(checkpoint);
-                    self.store
-                        .save_checkpoint(&SessionCheckpoint {
-                            shard_id: report.shard_id,
-                            epoch: shard.epoch,
-                            session_id: resume_from.session_id.clone(),
-                            sequence: resume_from.sequence,
-                            resume_url: resume_from.resume_url.clone(),
-                            at: Timestamp::now(),
-                        })
-                        .await?;
                     shard.resume_from = Some(resume_from);
                 }
             } else if shard.moving.as_ref().is_none_or(|m| m.from != node_id) {
