@@ -46,17 +46,14 @@ mod support;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use protonn_cluster::{ClusterClient, ClusterToken};
 use protonn_sim::{GatewayEventKind, LedgerSnapshot, SimConfig, SimHandle};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
-use support::{median, percentile, start_sim};
+use support::{Process, median, percentile, start_sim};
 
 const SHARDS: u32 = 32;
 const CLUSTER_TOKEN: &str = "bench-cluster-token";
@@ -104,63 +101,6 @@ fn sim_ms(sim_start: Instant, at: Instant) -> i64 {
 }
 
 /// A `protonn` process, killed when dropped.
-struct Process {
-    child: Child,
-}
-
-impl Process {
-    /// Starts `binary <args>` with `config` and returns it with the address it prints after
-    /// `announce` on stdout.
-    async fn start(
-        binary: &Path,
-        dir: &Path,
-        name: &str,
-        config: &str,
-        args: &[&str],
-        announce: &str,
-        sim: &SimHandle,
-    ) -> (Self, String) {
-        let config_path = dir.join(format!("{name}.toml"));
-        std::fs::write(&config_path, config).unwrap();
-        let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
-        let mut child = Command::new(binary)
-            .arg("--config")
-            .arg(&config_path)
-            .args(args)
-            .env("DISCORD_TOKEN", &sim.config().token)
-            .env("PROTONN_CLUSTER_TOKEN", CLUSTER_TOKEN)
-            .env("RUST_LOG", "info,twilight_gateway=warn")
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = tokio::time::timeout(DEADLINE, lines.next_line())
-            .await
-            .unwrap_or_else(|_| panic!("{name} printed nothing in time; see {name}.log"))
-            .unwrap()
-            .unwrap_or_else(|| panic!("{name} exited before announcing itself; see {name}.log"));
-        let addr = line
-            .strip_prefix(announce)
-            .unwrap_or_else(|| panic!("{name}: unexpected first line {line:?}"))
-            .trim()
-            .to_owned();
-        // Keep draining stdout so the process never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        (Self { child }, addr)
-    }
-
-    fn terminate(&self) {
-        let pid = self.child.id().expect("the process runs").to_string();
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-}
-
 struct Cluster {
     sim: SimHandle,
     pace: Pace,
@@ -198,17 +138,14 @@ impl Cluster {
             println!("directory: {}", dir.path().display());
         }
         let config = Self::config(&sim, pace, &dir.path().join("coordinator"), None, 2);
-        let (coordinator, address) = Process::start(
+        let (coordinator, address) = Process::coordinator(
             binary,
             dir.path(),
-            "coordinator",
             &config,
-            &["coordinator", "--listen", "127.0.0.1:0"],
-            "coordinator grpc ",
-            &sim,
+            &sim.config().token,
+            CLUSTER_TOKEN,
         )
         .await;
-        let address = format!("http://{address}");
         let client = ClusterClient::new(
             vec![address.clone()],
             ClusterToken::new(CLUSTER_TOKEN).unwrap(),
@@ -269,7 +206,8 @@ impl Cluster {
             &config,
             &["node"],
             "node ops ",
-            &self.sim,
+            &self.sim.config().token,
+            CLUSTER_TOKEN,
         )
         .await;
         self.nodes.insert(name.to_owned(), process);
@@ -754,7 +692,7 @@ async fn run(binary: &Path, pace: Pace) -> Run {
     let drain = Outcome::new(phase, &asked, cluster.ms(called));
     let mut node_a = cluster.nodes.remove("node-a").unwrap();
     node_a.terminate();
-    let exited = tokio::time::timeout(DEADLINE, node_a.child.wait()).await;
+    let exited = tokio::time::timeout(DEADLINE, node_a.wait()).await;
     assert!(
         exited.is_ok_and(|status| status.is_ok_and(|s| s.success())),
         "a drained node exits cleanly"
@@ -786,7 +724,7 @@ async fn run(binary: &Path, pace: Pace) -> Run {
     let killed = Instant::now();
     let killed_wall = SystemTime::now();
     let node_c = cluster.nodes.get_mut("node-c").unwrap();
-    node_c.child.start_kill().unwrap();
+    node_c.kill();
     cluster
         .settled("node-c's shards resumed on node-b", |n| {
             !n.contains_key("node-c")

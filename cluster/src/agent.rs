@@ -27,6 +27,7 @@ use twilight_cache_inmemory::DefaultInMemoryCache;
 use crate::checkpoints::{PendingCheckpoints, ResumePoints};
 use crate::fence::Fence;
 use crate::grpc::{self, Client, ClusterTls, ClusterToken, pb};
+use crate::remote_store::RemoteStore;
 use crate::rest_budget;
 
 /// First pause before trying the coordinators again; doubles up to [`RETRY_MAX`].
@@ -278,10 +279,13 @@ impl Agent {
         let epochs: Epochs = Arc::default();
         let checkpoints = Arc::new(PendingCheckpoints::default());
         let mut resume = ResumePoints::new(Arc::clone(&checkpoints));
+        // Resume points go through the leader's store service, as the leader reads them from
+        // its own store (a node on ScyllaDB still has a coordinator on the embedded store).
+        let leaders_store = RemoteStore::new(Arc::clone(&self.link));
         tokio::select! {
             () = self.keep_fence(&epochs) => {}
             () = self.follow_leaders(&epochs, &mut resume) => {}
-            () = checkpoints.write_to(self.store.as_ref()) => {}
+            () = checkpoints.write_to(&leaders_store) => {}
         }
     }
 

@@ -3,7 +3,8 @@
 //! The leader learns every checkpoint from heartbeats and keeps them in memory; storing them
 //! is the owners' work, so the leader's control loop does no storage I/O per heartbeat. Each
 //! heartbeat the node marks the resume points that moved; one writer task saves them in one
-//! batch (one commit, or one ScyllaDB batch), coalescing while the store is slow. A point is
+//! batch, through the leader's store service into the store the leader reads (one commit),
+//! coalescing while the store is slow. A point is
 //! stamped with the epoch the node runs the shard under: the store ignores it once the shard
 //! has a newer owner.
 
@@ -11,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use protonn_shard::ExportedSession;
-use protonn_storage::{SessionCheckpoint, Store, Timestamp};
+use protonn_storage::{ClusterRepo, SessionCheckpoint, Timestamp};
 use tokio::sync::Notify;
 
 /// Resume points waiting to be written, newest per shard.
@@ -44,7 +45,7 @@ impl PendingCheckpoints {
     }
 
     /// Writes what is pending whenever something is, until the task is dropped.
-    pub(crate) async fn write_to(&self, store: &dyn Store) {
+    pub(crate) async fn write_to(&self, store: &dyn ClusterRepo) {
         loop {
             self.changed.notified().await;
             let batch = self.take();
@@ -121,7 +122,7 @@ impl ResumePoints {
 
 #[cfg(test)]
 mod tests {
-    use protonn_storage::{ClusterRepo, EmbeddedStore};
+    use protonn_storage::EmbeddedStore;
 
     use super::*;
 

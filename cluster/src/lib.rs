@@ -17,6 +17,8 @@ mod error;
 mod fence;
 mod grpc;
 mod guild_calls;
+#[cfg(feature = "loadgen")]
+pub mod loadgen;
 mod metrics;
 mod node;
 mod ops;

@@ -325,22 +325,12 @@ impl SimProcess {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("scenario.toml");
         std::fs::write(&path, scenario).unwrap();
-        let log = std::fs::File::create(dir.path().join("sim.log")).unwrap();
-        let mut child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .args(["sim", "--listen", "127.0.0.1:0", "--scenario"])
             .arg(&path)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-            .await
-            .expect("the simulator announces itself within a minute")
-            .unwrap()
-            .expect("the simulator exited before announcing itself");
+            .env("RUST_LOG", "warn");
+        let (child, line) = spawn_announced(command, &dir.path().join("sim.log")).await;
         // "simulated Discord: gateway ws://HOST:PORT  REST proxy HOST:PORT  ledger http://…"
         let word_after = |label: &str| {
             line.split_once(label)
@@ -350,7 +340,6 @@ impl SimProcess {
         };
         let gateway_url = word_after("gateway ");
         let addr = word_after("REST proxy ");
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Self {
             child,
             api: SimClient { addr },
@@ -433,4 +422,110 @@ pub async fn wait_absorbed(node: &Node, guilds: usize) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A `protonn` process of a cluster scenario (B6, B9): its config and log files in a
+/// directory, killed when dropped.
+pub struct Process {
+    child: Child,
+}
+
+impl Process {
+    /// Starts `binary --config <dir>/<name>.toml <args>` with the bot and cluster tokens,
+    /// logging to `<dir>/<name>.log`, and returns it with the address it prints after
+    /// `announce` on stdout.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start(
+        binary: &Path,
+        dir: &Path,
+        name: &str,
+        config: &str,
+        args: &[&str],
+        announce: &str,
+        bot_token: &str,
+        cluster_token: &str,
+    ) -> (Self, String) {
+        let config_path = dir.join(format!("{name}.toml"));
+        std::fs::write(&config_path, config).unwrap();
+        let mut command = Command::new(binary);
+        command
+            .arg("--config")
+            .arg(&config_path)
+            .args(args)
+            .env("DISCORD_TOKEN", bot_token)
+            .env("PROTONN_CLUSTER_TOKEN", cluster_token)
+            .env("RUST_LOG", "info,twilight_gateway=warn");
+        let (child, line) = spawn_announced(command, &dir.join(format!("{name}.log"))).await;
+        let addr = line
+            .strip_prefix(announce)
+            .unwrap_or_else(|| panic!("{name}: unexpected first line {line:?}"))
+            .trim()
+            .to_owned();
+        (Self { child }, addr)
+    }
+
+    /// `protonn coordinator` on a free port: the process and its gRPC URL (`http://…`).
+    pub async fn coordinator(
+        binary: &Path,
+        dir: &Path,
+        config: &str,
+        bot_token: &str,
+        cluster_token: &str,
+    ) -> (Self, String) {
+        let (process, address) = Self::start(
+            binary,
+            dir,
+            "coordinator",
+            config,
+            &["coordinator", "--listen", "127.0.0.1:0"],
+            "coordinator grpc ",
+            bot_token,
+            cluster_token,
+        )
+        .await;
+        (process, format!("http://{address}"))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the process runs")
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Sends SIGKILL.
+    pub fn kill(&mut self) {
+        self.child.start_kill().unwrap();
+    }
+
+    pub async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.child.wait().await
+    }
+}
+
+/// Spawns `command` (stderr to `log`, killed when dropped) and returns it with the first
+/// line it prints on stdout, within a minute; the rest of stdout is drained, so the process
+/// never blocks on a full pipe.
+async fn spawn_announced(mut command: Command, log: &Path) -> (Child, String) {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let see = log.display();
+    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .unwrap_or_else(|_| panic!("nothing printed within a minute; see {see}"))
+        .unwrap()
+        .unwrap_or_else(|| panic!("exited before announcing itself; see {see}"));
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, line)
 }
