@@ -56,6 +56,8 @@ pub(crate) struct Link {
     membership: ClusterMembership,
     /// Index of the coordinator that answered last: tried first.
     preferred: AtomicUsize,
+    /// The leader a standby named ("not leader, try X"): tried before the list, once.
+    hint: Mutex<Option<String>>,
     /// The largest leader epoch seen: anything older is a superseded leader.
     leader_epoch: AtomicU64,
     /// The connection to the coordinator that answered last, shared by every call.
@@ -79,6 +81,7 @@ impl Link {
         Arc::new(Self {
             membership,
             preferred: AtomicUsize::new(0),
+            hint: Mutex::new(None),
             leader_epoch: AtomicU64::new(0),
             connection: Mutex::new(None),
             fence: Fence::new(),
@@ -89,6 +92,27 @@ impl Link {
     async fn connection(&self) -> Result<grpc::Connection, String> {
         if let Some(connection) = self.connection.lock().expect("connection poisoned").clone() {
             return Ok(connection);
+        }
+        let hint = self.hint.lock().expect("hint poisoned").take();
+        if let Some(address) = hint {
+            let tls = self.membership.tls.as_ref();
+            match grpc::connect(
+                std::slice::from_ref(&address),
+                0,
+                &self.membership.token,
+                tls,
+            )
+            .await
+            {
+                Ok((_, connection)) => {
+                    *self.connection.lock().expect("connection poisoned") =
+                        Some(connection.clone());
+                    return Ok(connection);
+                }
+                Err(err) => {
+                    tracing::debug!(%address, error = %err, "the named leader is unreachable")
+                }
+            }
         }
         let skip = self.preferred.load(Ordering::Relaxed);
         let (index, connection) = grpc::connect(
@@ -124,10 +148,26 @@ impl Link {
         &self.membership.name
     }
 
-    /// After an answer from a coordinator that does not lead (or is gone): try the next.
-    pub(crate) fn next_coordinator(&self) {
+    /// After an answer from a coordinator that does not lead (or is gone): the leader it
+    /// named next, when it named one (answers `true`: no need to pause), else the next
+    /// address of the list.
+    pub(crate) fn next_coordinator(&self, answer: Option<&tonic::Status>) -> bool {
         *self.connection.lock().expect("connection poisoned") = None;
+        if let Some(address) = answer.and_then(grpc::leader_hint) {
+            tracing::debug!(%address, "following the leader a standby named");
+            if let Some(index) = self
+                .membership
+                .coordinators
+                .iter()
+                .position(|a| *a == address)
+            {
+                self.preferred.store(index, Ordering::Relaxed);
+            }
+            *self.hint.lock().expect("hint poisoned") = Some(address);
+            return true;
+        }
         self.preferred.fetch_add(1, Ordering::Relaxed);
+        false
     }
 
     /// Registers with the leader, retrying while no coordinator leads. A wrong token or a
@@ -137,6 +177,9 @@ impl Link {
         ops_addr: SocketAddr,
     ) -> Result<pb::RegisterReply, JoinError> {
         let mut pause = RETRY_START;
+        // A standby's hint is followed at once, but not twice in a row (two stale hints
+        // must not make a busy loop).
+        let mut followed = false;
         loop {
             let sent = Instant::now();
             let attempt = async {
@@ -163,6 +206,7 @@ impl Link {
                         epoch = reply.leader_epoch,
                         "a superseded coordinator answered; trying the next"
                     );
+                    self.next_coordinator(None);
                 }
                 Err(status) if status.code() == Code::Unauthenticated => {
                     return Err(JoinError::Unauthenticated);
@@ -170,9 +214,15 @@ impl Link {
                 Err(status) if status.code() == Code::InvalidArgument => {
                     return Err(JoinError::Rejected(status.message().to_owned()));
                 }
-                Err(status) => tracing::debug!(error = %status, "no leading coordinator yet"),
+                Err(status) => {
+                    tracing::debug!(error = %status, "no leading coordinator yet");
+                    if self.next_coordinator(Some(&status)) && !followed {
+                        followed = true;
+                        continue;
+                    }
+                }
             }
-            self.next_coordinator();
+            followed = false;
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(RETRY_MAX);
         }
@@ -190,7 +240,7 @@ impl Link {
         {
             Ok(reply) => Ok(reply.into_inner().shards_moved),
             Err(status) => {
-                self.next_coordinator();
+                self.next_coordinator(Some(&status));
                 Err(status.to_string())
             }
         }
@@ -216,6 +266,7 @@ impl IdentifyScheduler for RemoteIdentify {
                 IdentifyReason::InvalidSession => pb::IdentifyReason::InvalidSession,
             };
             let mut pause = RETRY_START;
+            let mut followed = false;
             loop {
                 // A fenced shard may run elsewhere: it must not start a session of its own.
                 if !link.fence.may_run(shard_id) {
@@ -236,9 +287,13 @@ impl IdentifyScheduler for RemoteIdentify {
                     Ok(_) => return,
                     Err(status) => {
                         tracing::warn!(shard_id, error = %status, "identify permit not granted; retrying");
-                        link.next_coordinator();
+                        if link.next_coordinator(Some(&status)) && !followed {
+                            followed = true;
+                            continue;
+                        }
                     }
                 }
+                followed = false;
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(RETRY_MAX);
             }
@@ -310,12 +365,15 @@ impl Agent {
                 }
             };
             match self.attached(&reply, epochs, &mut rates).await {
-                Ok(()) => pause = RETRY_START,
+                Ok(()) => {
+                    pause = RETRY_START;
+                    self.link.next_coordinator(None);
+                }
                 Err(status) => {
-                    tracing::warn!(error = %status, "coordinator link lost; reattaching")
+                    tracing::warn!(error = %status, "coordinator link lost; reattaching");
+                    self.link.next_coordinator(Some(&status));
                 }
             }
-            self.link.next_coordinator();
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(RETRY_MAX);
         }

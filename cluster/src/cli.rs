@@ -45,6 +45,11 @@ enum Command {
         /// when omitted (a second process on the same host needs another port).
         #[arg(long)]
         ops_listen: Option<SocketAddr>,
+        /// Where other processes reach this coordinator's gRPC (`http://host:port`, the
+        /// pod's address): what a standby tells nodes to try. `cluster.advertise`, else the
+        /// listen address as bound.
+        #[arg(long)]
+        advertise: Option<String>,
     },
     /// A node that joins the cluster's coordinators and runs the shards they assign
     /// (PROTONN_CLUSTER_TOKEN, DISCORD_TOKEN; its name from PROTONN_NODE_NAME or the config).
@@ -198,9 +203,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             telemetry::init_logging("info,twilight_gateway=warn", log_format);
             run_node(config).await
         }
-        Command::Coordinator { listen, ops_listen } => {
+        Command::Coordinator {
+            listen,
+            ops_listen,
+            advertise,
+        } => {
             telemetry::init_logging("info", log_format);
-            run_coordinator(config, listen, ops_listen).await
+            run_coordinator(config, listen, ops_listen, advertise).await
         }
         Command::Node { coordinators } => {
             telemetry::init_logging("info,twilight_gateway=warn", log_format);
@@ -321,14 +330,19 @@ async fn run_coordinator(
     config: Config,
     listen: Option<SocketAddr>,
     ops_listen: Option<SocketAddr>,
+    advertise: Option<String>,
 ) -> anyhow::Result<()> {
     let cluster = &config.cluster;
+    // The pod name in the chart; any name that tells the coordinators apart otherwise.
+    let name = node_name(&config).unwrap_or_else(|_| format!("coordinator-{}", std::process::id()));
     let coordinator = Coordinator::start(CoordinatorOptions {
         discord: discord_endpoint(&config),
         token: bot_token()?,
         cluster_token: cluster_token()?,
         tls: cluster_tls(&config)?,
         listen: listen.unwrap_or(cluster.listen),
+        name,
+        advertise: advertise.or_else(|| cluster.advertise.clone()),
         ops_listen: ops_listen.unwrap_or(config.ops.listen),
         data_dir: config.storage.data_dir.clone(),
         shards: config.discord.shards,

@@ -140,7 +140,8 @@ impl ClusterClient {
         }
     }
 
-    /// Tries each coordinator in turn; a standby's `Unavailable` sends it to the next.
+    /// Tries each coordinator in turn; a standby's `Unavailable` sends it to the leader the
+    /// standby names, if it names one, else to the next address.
     async fn ask<T, F, Fut>(&self, call: F) -> Result<T, tonic::Status>
     where
         F: Fn(grpc::Client) -> Fut,
@@ -157,7 +158,22 @@ impl ClusterClient {
                 }
             };
             match call(client).await {
-                Err(status) if status.code() == tonic::Code::Unavailable => last = status,
+                Err(status) if status.code() == tonic::Code::Unavailable => {
+                    let Some(leader) = grpc::leader_hint(&status) else {
+                        last = status;
+                        continue;
+                    };
+                    let tls = self.tls.as_ref();
+                    match grpc::connect(std::slice::from_ref(&leader), 0, &self.token, tls).await {
+                        Ok((_, connection)) => match call(connection.coordinator()).await {
+                            Err(status) if status.code() == tonic::Code::Unavailable => {
+                                last = status;
+                            }
+                            answer => return answer,
+                        },
+                        Err(err) => last = tonic::Status::unavailable(err),
+                    }
+                }
                 answer => return answer,
             }
         }

@@ -242,6 +242,10 @@ pub struct ClusterConfig {
     pub name: Option<String>,
     /// Where a coordinator serves gRPC.
     pub listen: SocketAddr,
+    /// Where other processes reach this coordinator's gRPC (`http://host:port`): what a
+    /// standby tells nodes to try instead ("not leader, try X"). `listen` as bound when
+    /// unset; `protonn coordinator --advertise` overrides it (the chart passes the pod IP).
+    pub advertise: Option<String>,
     pub heartbeat_ms: u64,
     /// A node silent this long is lost and its shards resume elsewhere.
     pub failure_timeout_ms: u64,
@@ -292,6 +296,7 @@ impl Default for ClusterConfig {
             coordinators: vec!["http://127.0.0.1:7900".to_owned()],
             name: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 7900)),
+            advertise: None,
             // A crashed node's shards resume within 5 s (B6); a standby leads within 2 s,
             // before nodes cut off for 3 s stop their shards.
             heartbeat_ms: 500,
@@ -581,6 +586,16 @@ impl Config {
             return Err(invalid(
                 "cluster.coordinators",
                 "expected http://host:port addresses (https:// with cluster.tls)",
+            ));
+        }
+        if cluster
+            .advertise
+            .as_deref()
+            .is_some_and(|addr| !addr.starts_with(scheme) || addr.contains(' '))
+        {
+            return Err(invalid(
+                "cluster.advertise",
+                "expected http://host:port (https:// with cluster.tls)",
             ));
         }
         if self.storage.data_dir.as_os_str().is_empty() {

@@ -5,18 +5,19 @@
 //! process waits to open the data directory, which the OS frees when the leader dies. The
 //! second half is the `coordinator` lease in the store, whose epoch grows with every new
 //! leader; every instruction carries it, and nodes refuse instructions from an older one.
-//! Until it leads, a coordinator answers every call with `Unavailable`, so nodes move on to
-//! the next address, and its `/readyz` answers 503.
+//! Until it leads, a coordinator answers every call with `Unavailable` naming the leader
+//! when it knows it (`leader.rs`: "not leader, try X"), so nodes go there at once. Leader or
+//! standby, it is serving, and its `/readyz` says so; `/leader` says who leads.
 
 mod balance;
 mod control;
 mod directory;
+mod leader;
 mod service;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use metrics::gauge;
@@ -26,6 +27,7 @@ use protonn_storage::{ClusterRepo, EmbeddedStore, StorageError, Timestamp};
 use tokio::sync::{Notify, OnceCell, mpsc, oneshot};
 
 use control::{Control, ControlSettings};
+pub(crate) use leader::{Known, LeaderView};
 use service::{CoordinatorService, Leading, StorageService};
 
 use crate::grpc::{ClusterTls, ClusterToken, MAX_MESSAGE, RequireToken, pb};
@@ -47,6 +49,12 @@ pub struct CoordinatorOptions {
     pub tls: Option<ClusterTls>,
     /// Where gRPC is served; port 0 picks a free one.
     pub listen: SocketAddr,
+    /// This coordinator's name in `/leader` and in standbys' hints (the pod name).
+    pub name: String,
+    /// Where other processes reach this coordinator's gRPC (`http://host:port`, the pod's
+    /// address): what a standby tells nodes to try. `listen` as bound when `None`, which
+    /// suits only a specific, reachable listen address.
+    pub advertise: Option<String>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served; port 0 picks a free one.
     pub ops_listen: SocketAddr,
     pub data_dir: PathBuf,
@@ -126,11 +134,24 @@ impl Coordinator {
                     addr: options.ops_listen,
                     source,
                 })?;
-        let leads = Arc::new(AtomicBool::new(false));
+        let scheme = if options.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let advertise = options
+            .advertise
+            .clone()
+            .unwrap_or_else(|| format!("{scheme}://{addr}"));
+        let view = Arc::new(LeaderView::new(
+            options.name.clone(),
+            advertise,
+            &options.data_dir,
+        ));
         let (ops_stop, ops_stopped) = oneshot::channel::<()>();
         let ops_state = ops::OpsState {
             prometheus,
-            readiness: ops::Readiness::Leading(Arc::clone(&leads)),
+            readiness: ops::Readiness::Coordinator(Arc::clone(&view)),
         };
         tokio::spawn(ops::serve(ops_listener, ops_state, async {
             let _ = ops_stopped.await;
@@ -139,6 +160,7 @@ impl Coordinator {
         let leading = Arc::new(OnceCell::new());
         let service = pb::coordinator_server::CoordinatorServer::new(CoordinatorService::new(
             Arc::clone(&leading),
+            Arc::clone(&view),
         ))
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
@@ -146,17 +168,19 @@ impl Coordinator {
             service,
             RequireToken::new(&options.cluster_token),
         );
-        let storage =
-            pb::storage_server::StorageServer::new(StorageService::new(Arc::clone(&leading)))
-                .max_decoding_message_size(MAX_MESSAGE)
-                .max_encoding_message_size(MAX_MESSAGE);
+        let storage = pb::storage_server::StorageServer::new(StorageService::new(
+            Arc::clone(&leading),
+            Arc::clone(&view),
+        ))
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
         let storage = tonic::service::interceptor::InterceptedService::new(
             storage,
             RequireToken::new(&options.cluster_token),
         );
         let directory = tonic::service::interceptor::InterceptedService::new(
             pb::guild_directory_server::GuildDirectoryServer::new(
-                directory::DirectoryService::new(Arc::clone(&leading)),
+                directory::DirectoryService::new(Arc::clone(&leading), Arc::clone(&view)),
             ),
             RequireToken::new(&options.cluster_token),
         );
@@ -184,7 +208,7 @@ impl Coordinator {
             // A superseded leader stops serving at once: it must not answer another call.
             tokio::select! {
                 served = server => served.map_err(Into::into),
-                led = lead(options, leading, leads, stopping) => led,
+                led = lead(options, leading, view, stopping) => led,
             }
         });
         tracing::info!(%addr, %ops_addr, "coordinator listening");
@@ -246,12 +270,13 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 async fn lead(
     options: CoordinatorOptions,
     leading: Arc<OnceCell<Leading>>,
-    leads: Arc<AtomicBool>,
+    view: Arc<LeaderView>,
     stop: Arc<Notify>,
 ) -> Result<(), CoordinatorError> {
     let holder = rand::random::<u64>();
     let standby = async {
         let store = open_when_free(&options.data_dir).await?;
+        view.taking();
         loop {
             match store
                 .acquire_lease(LEASE, holder, Timestamp::now(), options.lease_ttl)
@@ -301,7 +326,7 @@ async fn lead(
     let repo: Arc<dyn ClusterRepo> = store.clone();
     let control = Control::load(Arc::clone(&repo), settings, epoch).await?;
     let (inbox_tx, inbox) = mpsc::channel(1_024);
-    let _leader = Leadership::begin(leads);
+    let leadership = Leadership::begin(view, epoch);
     let _ = leading.set(Leading {
         control: inbox_tx,
         scheduler: Arc::new(scheduler),
@@ -323,33 +348,37 @@ async fn lead(
         renewed = renew => renewed,
         () = stop.notified() => {
             sweeper.stop().await;
+            // Says it no longer leads before the lease lets a standby lead: never two.
+            drop(leadership);
             repo.release_lease(LEASE, holder, epoch).await?;
             tracing::info!(epoch, "stopping: leadership lease released");
             return Ok(());
         }
     };
     sweeper.stop().await;
+    drop(leadership);
     Err(CoordinatorError::Superseded(match result {
         Ok(()) => "the control loop ended".to_owned(),
         Err(err) => err.to_string(),
     }))
 }
 
-/// Says this coordinator leads (the gauge and `/readyz`) from when it answers nodes until
-/// it is dropped: when `lead` returns, or is cancelled because the gRPC server stopped.
-struct Leadership(Arc<AtomicBool>);
+/// Says this coordinator leads (the gauge, `/leader`, the standbys' hints) from when it
+/// answers nodes until it is dropped: when `lead` returns, or is cancelled because the gRPC
+/// server stopped.
+struct Leadership(Arc<LeaderView>);
 
 impl Leadership {
-    fn begin(leads: Arc<AtomicBool>) -> Self {
-        leads.store(true, Ordering::Release);
+    fn begin(view: Arc<LeaderView>, epoch: u64) -> Self {
+        view.leading(epoch);
         gauge!(LEADER).set(1.0);
-        Self(leads)
+        Self(view)
     }
 }
 
 impl Drop for Leadership {
     fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
+        self.0.stepped_down();
         gauge!(LEADER).set(0.0);
     }
 }

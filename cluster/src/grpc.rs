@@ -39,6 +39,19 @@ pub(crate) const CALL_DEADLINE: Duration = Duration::from_secs(10);
 pub(crate) const DRAIN_DEADLINE: Duration = Duration::from_secs(10 * 60);
 pub(crate) const IDENTIFY_DEADLINE: Duration = Duration::from_secs(20 * 60);
 
+/// Metadata key of a standby's `Unavailable`: the gRPC address of the coordinator that
+/// leads, for the caller to go to at once.
+pub(crate) const LEADER_HINT: &str = "protonn-leader";
+
+/// The leader a standby's answer names, if it names one.
+pub(crate) fn leader_hint(status: &Status) -> Option<String> {
+    if status.code() != tonic::Code::Unavailable {
+        return None;
+    }
+    let address = status.metadata().get(LEADER_HINT)?.to_str().ok()?;
+    (address.starts_with("http://") || address.starts_with("https://")).then(|| address.to_owned())
+}
+
 /// A request with a deadline: the client gives up after it, and the server is told.
 pub(crate) fn with_deadline<T>(message: T, deadline: Duration) -> Request<T> {
     let mut request = Request::new(message);

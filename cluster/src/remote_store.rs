@@ -398,7 +398,7 @@ impl RemoteStore {
                 Ok(answer) => break answer.into_inner().answer,
                 Err(status) => status,
             };
-            self.link.next_coordinator();
+            let followed = self.link.next_coordinator(Some(&status));
             // Unavailable: a standby refused it or no leader was reachable, so it was not
             // applied. Unknown: the connection broke mid-call, so a write may have been
             // applied; only a read is safe to repeat.
@@ -410,7 +410,9 @@ impl RemoteStore {
             if !retry || tries >= STANDBY_RETRIES {
                 return Err(unavailable(status.to_string()));
             }
-            tokio::time::sleep(STANDBY_PAUSE).await;
+            if !followed {
+                tokio::time::sleep(STANDBY_PAUSE).await;
+            }
         };
         let answer: Result<serde_json::Value, WireError> = serde_json::from_slice(&answer)
             .map_err(|err| unavailable(format!("unreadable answer: {err}")))?;

@@ -150,10 +150,17 @@ impl Cluster {
         let mut addresses = Vec::new();
         let mut coordinator_ops = Vec::new();
         for index in 0..coordinators {
-            let config = Self::config(&sim, &dir.path().join("coordinator"), &[], None, min_nodes);
+            let name = format!("coordinator-{index}");
+            let config = Self::config(
+                &sim,
+                &dir.path().join("coordinator"),
+                &[],
+                Some(&name),
+                min_nodes,
+            );
             let (process, announced) = Process::start(
                 dir.path(),
-                &format!("coordinator-{index}"),
+                &name,
                 &config,
                 &["coordinator", "--listen", "127.0.0.1:0"],
                 &["coordinator grpc ", "coordinator ops "],
@@ -200,8 +207,14 @@ impl Cluster {
     }
 
     async fn start_node(&mut self, name: &str, token: Option<&str>) {
+        let addresses = self.addresses.clone();
+        self.start_node_at(name, token, &addresses).await;
+    }
+
+    /// A node that knows only the coordinators at `addresses`.
+    async fn start_node_at(&mut self, name: &str, token: Option<&str>, addresses: &[String]) {
         let data_dir: PathBuf = self.dir.path().join(name);
-        let config = Self::config(&self.sim, &data_dir, &self.addresses, Some(name), 1);
+        let config = Self::config(&self.sim, &data_dir, addresses, Some(name), 1);
         let (process, announced) = Process::start(
             self.dir.path(),
             name,
@@ -216,9 +229,46 @@ impl Cluster {
         self.node_ops.insert(name.to_owned(), announced[0].clone());
     }
 
-    /// Coordinator `leader` is ready and exports `protonn_coordinator_leader 1`; every other
-    /// one of `alive` is a standby, not ready, exporting 0. All are live.
+    /// What coordinator `index` answers at `/leader`: the leader's id and whether it is
+    /// itself, or `None` (503) when it knows of no leader.
+    async fn leader_of(&self, index: usize) -> Option<(String, bool)> {
+        let (status, body) = http_get(&self.coordinator_ops[index], "/leader").await;
+        if status == 503 {
+            return None;
+        }
+        assert_eq!(status, 200, "coordinator-{index} /leader: {body}");
+        let leader: serde_json::Value = serde_json::from_str(&body).unwrap();
+        Some((
+            leader["id"].as_str().unwrap().to_owned(),
+            leader["this"].as_bool().unwrap(),
+        ))
+    }
+
+    /// Waits until every one of `alive` names coordinator `leader` at `/leader`.
+    async fn wait_leader(&self, leader: usize, alive: &[usize]) {
+        let expected = format!("coordinator-{leader}");
+        let deadline = Instant::now() + DEADLINE;
+        'poll: loop {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting until {alive:?} name {expected} as leader"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            for &index in alive {
+                match self.leader_of(index).await {
+                    Some((id, this)) if id == expected && this == (index == leader) => {}
+                    _ => continue 'poll,
+                }
+            }
+            return;
+        }
+    }
+
+    /// Coordinator `leader` leads, says so at `/leader` and exports
+    /// `protonn_coordinator_leader 1`; every other one of `alive` is a standby that names it
+    /// and exports 0. All are live and ready (serving).
     async fn assert_leader(&self, leader: usize, alive: &[usize]) {
+        self.wait_leader(leader, alive).await;
         for &index in alive {
             let ops = &self.coordinator_ops[index];
             assert_eq!(
@@ -228,12 +278,13 @@ impl Cluster {
             );
             let (status, body) = http_get(ops, "/readyz").await;
             let (_, metrics) = http_get(ops, "/metrics").await;
+            assert_eq!(status, 200, "coordinator-{index} serves: {body}");
             let flag = if index == leader {
-                assert_eq!(status, 200, "coordinator-{index} leads: {body}");
+                assert!(body.contains("leading"), "{body}");
                 1
             } else {
-                assert_eq!(status, 503, "coordinator-{index} stands by: {body}");
                 assert!(body.contains("standby"), "{body}");
+                assert!(body.contains(&format!("coordinator-{leader}")), "{body}");
                 0
             };
             assert!(
@@ -530,8 +581,8 @@ async fn shards_spread_move_and_survive_node_and_leader_loss_without_losing_even
         .await;
     assert_eq!(cluster.sim.stats().identifies, u64::from(SHARDS));
 
-    // Ops: only the leader is ready, and its gauge says so; a node exports no coordinator
-    // metric.
+    // Ops: both coordinators serve (ready), only the leader says it leads, and its gauge
+    // says so; a node exports no coordinator metric.
     cluster.assert_leader(0, &[0, 1]).await;
     let deadline = Instant::now() + DEADLINE;
     loop {
@@ -698,6 +749,38 @@ async fn a_leader_stopped_by_sigterm_releases_its_lease_for_the_standby() {
         })
         .await;
     assert_eq!(cluster.sim.stats().identifies, u64::from(SHARDS));
+}
+
+/// A standby answers "not leader, try X": a node and an operator's client that know only
+/// the standby's address reach the leader through it, and both coordinators say who leads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_sends_nodes_and_operators_to_the_leader() {
+    let mut cluster = Cluster::start(2, 1).await;
+    cluster.assert_leader(0, &[0, 1]).await;
+    let standby_only = vec![cluster.addresses[1].clone()];
+    cluster
+        .start_node_at("node-a", Some(CLUSTER_TOKEN), &standby_only)
+        .await;
+    cluster
+        .settled(
+            "the node that knows only the standby runs every shard",
+            |per_node| per_node.get("node-a") == Some(&SHARDS),
+        )
+        .await;
+    let operator = ClusterClient::new(standby_only, ClusterToken::new(CLUSTER_TOKEN).unwrap());
+    let status = operator
+        .status()
+        .await
+        .expect("the standby sends the client on");
+    assert_eq!(status.nodes.len(), 1, "{status:?}");
+    assert!(
+        cluster
+            .log("node-a")
+            .contains("attached to the coordinator"),
+        "{}",
+        cluster.log("node-a")
+    );
+    cluster.assert_leader(0, &[0, 1]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

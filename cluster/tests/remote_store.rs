@@ -37,6 +37,8 @@ async fn remote_store() -> (RemoteStore, Leader) {
         cluster_token: ClusterToken::new(TOKEN).unwrap(),
         tls: None,
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        name: "coordinator-0".to_owned(),
+        advertise: None,
         ops_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         data_dir: dir.path().to_owned(),
         shards: None,

@@ -58,6 +58,8 @@ async fn only_peers_with_a_certificate_of_the_cluster_ca_get_in() {
         cluster_token: ClusterToken::new(TOKEN).unwrap(),
         tls: Some(cluster_ca.issue()),
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        name: "coordinator-0".to_owned(),
+        advertise: None,
         ops_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         data_dir: dir.path().to_owned(),
         shards: None,

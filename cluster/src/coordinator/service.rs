@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status, Streaming};
 use protonn_storage::Store;
 
 use super::control::ControlMsg;
+use super::leader::{LeaderView, not_leader};
 use crate::grpc::pb;
 use crate::remote_store::{self, StoreCall};
 
@@ -25,19 +26,29 @@ pub(super) struct Leading {
     pub(super) store: Arc<dyn Store>,
 }
 
+/// What the services serve with while this coordinator leads, or the standby's answer.
+pub(super) fn serving<'a>(
+    leading: &'a OnceCell<Leading>,
+    view: &LeaderView,
+) -> Result<&'a Leading, Status> {
+    match leading.get() {
+        Some(leading) if view.leads() => Ok(leading),
+        _ => Err(not_leader(view)),
+    }
+}
+
 pub(super) struct CoordinatorService {
     leading: Arc<OnceCell<Leading>>,
+    view: Arc<LeaderView>,
 }
 
 impl CoordinatorService {
-    pub(super) fn new(leading: Arc<OnceCell<Leading>>) -> Self {
-        Self { leading }
+    pub(super) fn new(leading: Arc<OnceCell<Leading>>, view: Arc<LeaderView>) -> Self {
+        Self { leading, view }
     }
 
     fn leading(&self) -> Result<&Leading, Status> {
-        self.leading
-            .get()
-            .ok_or_else(|| Status::unavailable("standby coordinator: not leading"))
+        serving(&self.leading, &self.view)
     }
 
     /// Sends `message` to the control loop and waits for its answer.
@@ -164,11 +175,12 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
 /// The coordinator's store, served to nodes while it leads.
 pub(super) struct StorageService {
     leading: Arc<OnceCell<Leading>>,
+    view: Arc<LeaderView>,
 }
 
 impl StorageService {
-    pub(super) fn new(leading: Arc<OnceCell<Leading>>) -> Self {
-        Self { leading }
+    pub(super) fn new(leading: Arc<OnceCell<Leading>>, view: Arc<LeaderView>) -> Self {
+        Self { leading, view }
     }
 }
 
@@ -178,10 +190,7 @@ impl pb::storage_server::Storage for StorageService {
         &self,
         request: Request<pb::StoreCall>,
     ) -> Result<Response<pb::StoreAnswer>, Status> {
-        let store = match self.leading.get() {
-            Some(leading) => Arc::clone(&leading.store),
-            None => return Err(Status::unavailable("standby coordinator: not leading")),
-        };
+        let store = Arc::clone(&serving(&self.leading, &self.view)?.store);
         let call: StoreCall = serde_json::from_slice(&request.into_inner().call)
             .map_err(|err| Status::invalid_argument(format!("unreadable store call: {err}")))?;
         let answer = remote_store::serve(store.as_ref(), call).await;

@@ -57,6 +57,8 @@ pub(crate) async fn start_coordinator(
         cluster_token: ClusterToken::new(TOKEN).unwrap(),
         tls: None,
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        name: "coordinator-0".to_owned(),
+        advertise: None,
         ops_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         data_dir: dir.join("coordinator"),
         shards: None,
