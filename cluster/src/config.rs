@@ -55,7 +55,9 @@ impl Default for Config {
 pub struct DiscordConfig {
     /// Address (`host:port`) of a simulator to use instead of Discord, for `protonn run`.
     pub simulator: Option<String>,
-    /// Total shard count; Discord's recommendation when unset.
+    /// Total shard count; Discord's recommendation when unset. In a cluster it is fixed in
+    /// storage when the cluster forms: later leaders use the stored count, and refuse a
+    /// different one here (resharding is a separate operation).
     pub shards: Option<u32>,
     /// Shards this node runs; all of them when unset.
     pub shard_ids: Option<Vec<u32>>,

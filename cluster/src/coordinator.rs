@@ -58,7 +58,9 @@ pub struct CoordinatorOptions {
     /// Where `/metrics`, `/healthz` and `/readyz` are served; port 0 picks a free one.
     pub ops_listen: SocketAddr,
     pub data_dir: PathBuf,
-    /// Total shard count; Discord's recommendation when `None`.
+    /// Total shard count when the cluster forms; Discord's recommendation when `None`.
+    /// Once formed, the count stored then is the cluster's: a different one here is
+    /// refused (resharding is another operation), `None` takes the stored one.
     pub shards: Option<u32>,
     pub heartbeat_interval: Duration,
     /// A node that misses heartbeats this long is lost.
@@ -111,6 +113,11 @@ pub enum CoordinatorError {
     Discord(#[from] NodeError),
     #[error("lost the leadership: {0}")]
     Superseded(String),
+    #[error(
+        "discord.shards is {configured} but this cluster was formed with {stored} shards (stored); \
+         resharding is not supported: set discord.shards to {stored} or leave it unset"
+    )]
+    ShardCountChanged { configured: u32, stored: u32 },
 }
 
 impl Coordinator {
@@ -310,8 +317,9 @@ async fn lead(
         limit.total,
         Duration::from_millis(limit.reset_after),
     ));
+    let shard_count = fixed_shard_count(store.as_ref(), options.shards, info.shards).await?;
     let settings = ControlSettings {
-        shard_count: options.shards.unwrap_or(info.shards).max(1),
+        shard_count,
         heartbeat_interval: options.heartbeat_interval,
         failure_timeout: options.failure_timeout,
         fence: options
@@ -361,6 +369,34 @@ async fn lead(
         Ok(()) => "the control loop ended".to_owned(),
         Err(err) => err.to_string(),
     }))
+}
+
+/// The cluster's shard count: the one stored when it formed, never Discord's recommendation
+/// of the day, so that an election changes nothing under the nodes. A cluster forming now
+/// stores `configured`, else `recommended`; a configured count that differs from the stored
+/// one is refused.
+async fn fixed_shard_count(
+    store: &dyn ClusterRepo,
+    configured: Option<u32>,
+    recommended: u32,
+) -> Result<u32, CoordinatorError> {
+    let stored = match store.shard_count().await? {
+        Some(stored) => stored,
+        None => {
+            let count = configured.unwrap_or(recommended).max(1);
+            let stored = store.fix_shard_count(count).await?;
+            if stored == count {
+                tracing::info!(shards = count, "cluster formed: shard count fixed");
+            }
+            stored
+        }
+    };
+    match configured {
+        Some(configured) if configured != stored => {
+            Err(CoordinatorError::ShardCountChanged { configured, stored })
+        }
+        _ => Ok(stored),
+    }
 }
 
 /// Says this coordinator leads (the gauge, `/leader`, the standbys' hints) from when it

@@ -165,6 +165,10 @@ pub(crate) enum StoreCall {
     Lease {
         name: String,
     },
+    ShardCount,
+    FixShardCount {
+        count: u32,
+    },
     ExportUser {
         user_id: u64,
     },
@@ -211,6 +215,7 @@ impl StoreCall {
                 | Self::Assignments
                 | Self::Checkpoint { .. }
                 | Self::Lease { .. }
+                | Self::ShardCount
                 | Self::ExportUser { .. }
                 | Self::ScheduledGuildDeletions
                 | Self::DumpRows
@@ -323,6 +328,8 @@ pub(crate) async fn serve(
                 epoch,
             } => json(store.release_lease(&name, holder, epoch).await?),
             C::Lease { name } => json(store.lease(&name).await?),
+            C::ShardCount => json(store.shard_count().await?),
+            C::FixShardCount { count } => json(store.fix_shard_count(count).await?),
             C::ExportUser { user_id } => json(store.export_user(user_id).await?),
             C::DeleteUser { user_id } => json(store.delete_user(user_id).await?),
             C::DeleteGuild { guild_id } => json(store.delete_guild(guild_id).await?),
@@ -719,6 +726,12 @@ impl ClusterRepo for RemoteStore {
             name: name.to_owned(),
         })
         .await
+    }
+    async fn shard_count(&self) -> Result<Option<u32>, StorageError> {
+        self.call(StoreCall::ShardCount).await
+    }
+    async fn fix_shard_count(&self, count: u32) -> Result<u32, StorageError> {
+        self.call(StoreCall::FixShardCount { count }).await
     }
 }
 
