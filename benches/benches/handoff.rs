@@ -60,6 +60,8 @@ use support::{median, percentile, start_sim};
 
 const SHARDS: u32 = 32;
 const CLUSTER_TOKEN: &str = "bench-cluster-token";
+/// The operators' token: the bench drains a node as an operator does.
+const OPERATOR_TOKEN: &str = "bench-operator-token";
 const PINGS_PER_SEC: u32 = 12;
 /// Handoffs under way at once (the default).
 const MAX_MOVES: usize = 4;
@@ -123,7 +125,8 @@ impl Process {
         let config_path = dir.join(format!("{name}.toml"));
         std::fs::write(&config_path, config).unwrap();
         let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
-        let mut child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .arg("--config")
             .arg(&config_path)
             .args(args)
@@ -132,9 +135,12 @@ impl Process {
             .env("RUST_LOG", "info,twilight_gateway=warn")
             .stdout(Stdio::piped())
             .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
+            .kill_on_drop(true);
+        // Operator credentials go to coordinators only, never to nodes.
+        if args.first() == Some(&"coordinator") {
+            command.env("PROTONN_OPERATOR_TOKEN", OPERATOR_TOKEN);
+        }
+        let mut child = command.spawn().unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let line = tokio::time::timeout(DEADLINE, lines.next_line())
             .await
@@ -211,7 +217,7 @@ impl Cluster {
         let address = format!("http://{address}");
         let client = ClusterClient::new(
             vec![address.clone()],
-            ClusterToken::new(CLUSTER_TOKEN).unwrap(),
+            ClusterToken::new(OPERATOR_TOKEN).unwrap(),
         );
         Self {
             sim,

@@ -49,6 +49,9 @@ pub struct ClusterMembership {
     /// `host:port` other processes reach `guild_listen` at (the pod's address); the bound
     /// address when `None`, which suits only a specific, reachable listen address.
     pub guild_advertise: Option<String>,
+    /// Time a stopping node (SIGTERM) gives the leader to hand its shards to other nodes;
+    /// then it closes what is left. The node drains itself, with its own credentials.
+    pub drain_timeout: Duration,
 }
 
 /// The node's connection to whichever coordinator leads.
@@ -60,6 +63,8 @@ pub(crate) struct Link {
     hint: Mutex<Option<String>>,
     /// The largest leader epoch seen: anything older is a superseded leader.
     leader_epoch: AtomicU64,
+    /// The key of this node's newest registration, which its later calls carry.
+    session_key: Mutex<String>,
     /// The connection to the coordinator that answered last, shared by every call.
     connection: Mutex<Option<grpc::Connection>>,
     /// The node's lease on its shards, renewed by the leader's acknowledgements.
@@ -83,6 +88,7 @@ impl Link {
             preferred: AtomicUsize::new(0),
             hint: Mutex::new(None),
             leader_epoch: AtomicU64::new(0),
+            session_key: Mutex::new(String::new()),
             connection: Mutex::new(None),
             fence: Fence::new(),
         })
@@ -148,6 +154,11 @@ impl Link {
         &self.membership.name
     }
 
+    /// The key of this node's newest registration (empty before the first).
+    pub(crate) fn session_key(&self) -> String {
+        self.session_key.lock().expect("key poisoned").clone()
+    }
+
     /// After an answer from a coordinator that does not lead (or is gone): the leader it
     /// named next, when it named one (answers `true`: no need to pause), else the next
     /// address of the list.
@@ -199,6 +210,7 @@ impl Link {
                         .fetch_max(reply.leader_epoch, Ordering::Relaxed);
                     // The leader counts this node alive from when it handled the call.
                     self.fence.registered(fence_deadline(&reply), sent);
+                    *self.session_key.lock().expect("key poisoned") = reply.session_key.clone();
                     return Ok(reply);
                 }
                 Ok(reply) => {
@@ -233,6 +245,7 @@ impl Link {
         let mut client = self.client().await?;
         let request = pb::DrainRequest {
             name: self.membership.name.clone(),
+            session_key: self.session_key(),
         };
         match client
             .drain_node(grpc::with_deadline(request, grpc::DRAIN_DEADLINE))
@@ -349,7 +362,7 @@ impl Agent {
 
     async fn follow_leaders(&self, epochs: &Epochs) {
         let mut rates = Rates::default();
-        let mut joined = Some(self.joined);
+        let mut joined = Some(self.joined.clone());
         let mut pause = RETRY_START;
         loop {
             let reply = match joined.take() {
@@ -389,6 +402,7 @@ impl Agent {
         let (reports, outbound) = mpsc::channel(64);
         let hello = pb::node_report::Report::Hello(pb::Hello {
             node_id: reply.node_id,
+            session_key: reply.session_key.clone(),
         });
         let _ = reports.try_send(pb::NodeReport {
             report: Some(hello),

@@ -77,6 +77,7 @@ impl ClusterClient {
         self.ask(|mut client| async move {
             let request = pb::DrainRequest {
                 name: name.to_owned(),
+                session_key: String::new(),
             };
             client
                 .drain_node(grpc::with_deadline(request, grpc::DRAIN_DEADLINE))

@@ -14,8 +14,11 @@ use crate::ConfigError;
 
 /// Environment variable holding the bot token.
 pub(crate) const TOKEN_ENV: &str = "DISCORD_TOKEN";
-/// Environment variable holding the cluster's shared gRPC token.
+/// Environment variable holding the cluster's shared gRPC token: node credentials.
 pub(crate) const CLUSTER_TOKEN_ENV: &str = "PROTONN_CLUSTER_TOKEN";
+/// Environment variable holding the operators' gRPC token (coordinators, `protonn drain`,
+/// `protonn rest-resume`); never given to nodes.
+pub(crate) const OPERATOR_TOKEN_ENV: &str = "PROTONN_OPERATOR_TOKEN";
 /// Environment variable naming this node when `cluster.name` is unset (the pod name).
 pub(crate) const NODE_NAME_ENV: &str = "PROTONN_NODE_NAME";
 /// Environment variables holding the ScyllaDB credentials (or `username_file`/`password_file`).

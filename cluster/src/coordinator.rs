@@ -44,7 +44,11 @@ pub struct CoordinatorOptions {
     pub discord: DiscordEndpoint,
     /// For `GET /gateway/bot`: the shard count and the identify limits the scheduler keeps.
     pub token: BotToken,
+    /// Node credentials: what nodes join with.
     pub cluster_token: ClusterToken,
+    /// Operator credentials (`protonn drain`, `protonn rest-resume`): may drain any node and
+    /// resume REST, which node credentials may not. Must differ from `cluster_token`.
+    pub operator_token: ClusterToken,
     /// Mutual TLS: nodes must present a certificate of the cluster's CA.
     pub tls: Option<ClusterTls>,
     /// Where gRPC is served; port 0 picks a free one.
@@ -111,6 +115,8 @@ pub enum CoordinatorError {
     Storage(#[from] StorageError),
     #[error("discord: {0}")]
     Discord(#[from] NodeError),
+    #[error("the operator token must differ from the cluster (node) token")]
+    SameTokens,
     #[error("lost the leadership: {0}")]
     Superseded(String),
     #[error(
@@ -124,6 +130,9 @@ impl Coordinator {
     /// Binds the gRPC and ops listeners and serves at once; leadership is taken in the
     /// background (see the module docs). Fails only if an address cannot be bound.
     pub async fn start(options: CoordinatorOptions) -> Result<Self, CoordinatorError> {
+        if options.operator_token.same_as(&options.cluster_token) {
+            return Err(CoordinatorError::SameTokens);
+        }
         telemetry::install_tls_provider();
         let prometheus = telemetry::prometheus();
         crate::metrics::register();
@@ -173,7 +182,7 @@ impl Coordinator {
         .max_encoding_message_size(MAX_MESSAGE);
         let service = tonic::service::interceptor::InterceptedService::new(
             service,
-            RequireToken::new(&options.cluster_token),
+            RequireToken::new(&options.cluster_token).with_operator(&options.operator_token),
         );
         let storage = pb::storage_server::StorageServer::new(StorageService::new(
             Arc::clone(&leading),
@@ -183,13 +192,13 @@ impl Coordinator {
         .max_encoding_message_size(MAX_MESSAGE);
         let storage = tonic::service::interceptor::InterceptedService::new(
             storage,
-            RequireToken::new(&options.cluster_token),
+            RequireToken::new(&options.cluster_token).with_operator(&options.operator_token),
         );
         let directory = tonic::service::interceptor::InterceptedService::new(
             pb::guild_directory_server::GuildDirectoryServer::new(
                 directory::DirectoryService::new(Arc::clone(&leading), Arc::clone(&view)),
             ),
-            RequireToken::new(&options.cluster_token),
+            RequireToken::new(&options.cluster_token).with_operator(&options.operator_token),
         );
         // Small messages (heartbeats, instructions) must not wait for Nagle's algorithm: it
         // added about 40 ms to half the handoffs (B6).

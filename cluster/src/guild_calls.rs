@@ -122,6 +122,7 @@ pub(crate) async fn advertise(link: Arc<Link>, address: String) {
         let request = pb::AdvertiseRequest {
             node_name: link.node_name().to_owned(),
             guild_address: address.clone(),
+            session_key: link.session_key(),
         };
         let advertised = match link.directory_client().await {
             Ok(mut client) => client.advertise(request).await.map(|_| ()),

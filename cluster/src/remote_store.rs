@@ -193,6 +193,29 @@ pub(crate) enum StoreCall {
 }
 
 impl StoreCall {
+    /// Calls node credentials may not make: the leadership lease, the cluster tables only
+    /// the leader writes (membership, assignment, the shard count), and reading or erasing
+    /// the store in bulk. A node's guild actors need none of them.
+    pub(crate) fn operator_only(&self) -> bool {
+        matches!(
+            self,
+            Self::AcquireLease { .. }
+                | Self::RenewLease { .. }
+                | Self::ReleaseLease { .. }
+                | Self::Lease { .. }
+                | Self::PutNode { .. }
+                | Self::RemoveNode { .. }
+                | Self::AssignShard { .. }
+                | Self::SaveCheckpoint { .. }
+                | Self::FixShardCount { .. }
+                | Self::ExportUser { .. }
+                | Self::DeleteUser { .. }
+                | Self::DeleteGuild { .. }
+                | Self::SweepExpired { .. }
+                | Self::DumpRows
+        )
+    }
+
     /// Calls that change nothing, safe to repeat after a connection broke mid-call.
     fn is_read(&self) -> bool {
         matches!(
@@ -377,6 +400,8 @@ impl RemoteStore {
             // A store client serves no guild calls.
             guild_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             guild_advertise: None,
+            // A store client never drains.
+            drain_timeout: Duration::from_secs(60),
         }))
     }
 

@@ -10,14 +10,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use protonn_cluster::{ClusterClient, ClusterStatus, ClusterToken};
+use protonn_cluster::{ClusterClient, ClusterStatus, ClusterToken, RemoteStore};
 use protonn_sim::{GatewayEventKind, InteractionOutcome, SimConfig, SimHandle, Simulator};
+use protonn_storage::{ClusterRepo, DataRights, GuildConfigRepo, Timestamp};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 const CLUSTER_TOKEN: &str = "cluster-test-token";
+/// Operator credentials: given to the coordinators and the operator's client, never to nodes.
+const OPERATOR_TOKEN: &str = "cluster-test-operator";
 const SHARDS: u32 = 32;
 /// Steady, and well under Discord's global 50 requests/s: the phases here are about shards
 /// moving (`three_nodes_together_stay_under_the_global_rest_limit` overloads on purpose).
@@ -68,12 +71,16 @@ impl Process {
             .args(args)
             .env("DISCORD_TOKEN", &sim.config().token)
             .env_remove("PROTONN_CLUSTER_TOKEN")
+            .env_remove("PROTONN_OPERATOR_TOKEN")
             .env("RUST_LOG", "info,twilight_gateway=warn")
             .stdout(Stdio::piped())
             .stderr(log)
             .kill_on_drop(true);
         if let Some(token) = token {
             command.env("PROTONN_CLUSTER_TOKEN", token);
+        }
+        if args.first() == Some(&"coordinator") {
+            command.env("PROTONN_OPERATOR_TOKEN", OPERATOR_TOKEN);
         }
         let mut child = command.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
@@ -128,7 +135,10 @@ struct Cluster {
     coordinator_ops: Vec<String>,
     nodes: BTreeMap<String, Process>,
     node_ops: BTreeMap<String, String>,
+    /// With node credentials: what any member may ask (status).
     client: ClusterClient,
+    /// With operator credentials: drains, REST resumes.
+    operator: ClusterClient,
 }
 
 impl Cluster {
@@ -174,6 +184,10 @@ impl Cluster {
         }
         let client =
             ClusterClient::new(addresses.clone(), ClusterToken::new(CLUSTER_TOKEN).unwrap());
+        let operator = ClusterClient::new(
+            addresses.clone(),
+            ClusterToken::new(OPERATOR_TOKEN).unwrap(),
+        );
         Self {
             sim,
             sim_started,
@@ -184,6 +198,7 @@ impl Cluster {
             nodes: BTreeMap::new(),
             node_ops: BTreeMap::new(),
             client,
+            operator,
         }
     }
 
@@ -767,7 +782,7 @@ async fn a_standby_sends_nodes_and_operators_to_the_leader() {
             |per_node| per_node.get("node-a") == Some(&SHARDS),
         )
         .await;
-    let operator = ClusterClient::new(standby_only, ClusterToken::new(CLUSTER_TOKEN).unwrap());
+    let operator = ClusterClient::new(standby_only, ClusterToken::new(OPERATOR_TOKEN).unwrap());
     let status = operator
         .status()
         .await
@@ -781,6 +796,100 @@ async fn a_standby_sends_nodes_and_operators_to_the_leader() {
         cluster.log("node-a")
     );
     cluster.assert_leader(0, &[0, 1]).await;
+}
+
+/// Node credentials are not an operator's: a node token cannot drain a node, resume REST
+/// or touch the lease and the raw store; the operator token can. A node's own drain (its
+/// SIGTERM) goes through, bound to its registration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_token_is_refused_operator_methods_and_the_operator_token_works() {
+    let mut cluster = Cluster::start(1, 1).await;
+    cluster.start_node("node-a", Some(CLUSTER_TOKEN)).await;
+    cluster.start_node("node-b", Some(CLUSTER_TOKEN)).await;
+    cluster
+        .settled("two nodes share the shards", |per_node| per_node.len() == 2)
+        .await;
+
+    let denied = |result: Result<(), tonic::Status>, what: &str| match result {
+        Err(status) => assert_eq!(
+            status.code(),
+            tonic::Code::PermissionDenied,
+            "{what}: {status}"
+        ),
+        Ok(()) => panic!("{what}: a node token must be refused"),
+    };
+    denied(
+        cluster.client.drain("node-a").await.map(|_| ()),
+        "drain another node",
+    );
+    denied(
+        cluster.client.resume_rest().await.map(|_| ()),
+        "resume REST",
+    );
+    let node_store = RemoteStore::connect(
+        cluster.addresses.clone(),
+        ClusterToken::new(CLUSTER_TOKEN).unwrap(),
+        None,
+    );
+    let now = Timestamp::now();
+    let ttl = Duration::from_secs(1);
+    let refusals = [
+        (
+            "take the lease",
+            node_store
+                .acquire_lease("coordinator", 7, now, ttl)
+                .await
+                .err(),
+        ),
+        (
+            "read the lease",
+            node_store.lease("coordinator").await.err(),
+        ),
+        (
+            "fix the shard count",
+            node_store.fix_shard_count(7).await.err(),
+        ),
+        (
+            "assign a shard",
+            node_store.assign_shard(0, 7, 1).await.err(),
+        ),
+        ("read the raw store", node_store.dump_rows().await.err()),
+    ];
+    for (what, refused) in refusals {
+        let refused = refused.unwrap_or_else(|| panic!("{what}: a node token must be refused"));
+        assert!(
+            refused.to_string().contains("operator credentials"),
+            "{what}: {refused}"
+        );
+    }
+    // What a node needs still works with its token.
+    node_store.load(1).await.unwrap();
+
+    // The operator token does what the node token may not.
+    let status = cluster.operator.status().await.unwrap();
+    assert_eq!(status.nodes.len(), 2);
+    let rest = cluster.operator.resume_rest().await.unwrap();
+    assert_eq!(rest.resumes, 1);
+    assert!(cluster.operator.drain("node-a").await.unwrap() > 0);
+    cluster
+        .settled("node-a drained by the operator", |per_node| {
+            per_node.get("node-a").is_none_or(|&n| n == 0)
+        })
+        .await;
+
+    // A node drains itself with node credentials on SIGTERM: its own registration.
+    cluster.start_node("node-c", Some(CLUSTER_TOKEN)).await;
+    cluster
+        .settled("node-c takes a share", |per_node| {
+            per_node.get("node-c").is_some_and(|&n| n > 0)
+        })
+        .await;
+    cluster.nodes["node-b"].signal("-TERM");
+    let exited = cluster.nodes.get_mut("node-b").unwrap().exited().await;
+    assert!(exited.success(), "{exited}");
+    let log = cluster.log("node-b");
+    assert!(log.contains("shards handed to other nodes"), "{log}");
+    assert_eq!(cluster.sim.stats().identifies, u64::from(SHARDS));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1032,7 +1141,7 @@ async fn a_401_on_one_node_halts_rest_on_every_node_until_an_operator_resumes() 
 
     // The operator fixes the token and resumes: replies flow again.
     sim.set_token(&token);
-    let resumed = cluster.client.resume_rest().await.unwrap();
+    let resumed = cluster.operator.resume_rest().await.unwrap();
     assert!(!resumed.halted && resumed.resumes == 1);
     for name in ["node-a", "node-b"] {
         while rest_halted(&cluster.node_ops[name]).await {

@@ -13,12 +13,15 @@ use protonn_shard::BotToken;
 use protonn_sim::{SimConfig, SimHandle, Simulator};
 
 const TOKEN: &str = "formation-test";
+/// Operator credentials, apart from the nodes' token.
+const OPERATOR_TOKEN: &str = "operator-token";
 
 async fn coordinator(sim: &SimHandle, dir: &Path, shards: Option<u32>) -> Coordinator {
     Coordinator::start(CoordinatorOptions {
         discord: DiscordEndpoint::Simulator(sim.rest_proxy()),
         token: BotToken::new(sim.config().token.clone()),
         cluster_token: ClusterToken::new(TOKEN).unwrap(),
+        operator_token: ClusterToken::new(OPERATOR_TOKEN).unwrap(),
         tls: None,
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         name: "coordinator".to_owned(),

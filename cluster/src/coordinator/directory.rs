@@ -40,7 +40,7 @@ impl pb::guild_directory_server::GuildDirectory for DirectoryService {
         request: Request<pb::AdvertiseRequest>,
     ) -> Result<Response<pb::AdvertiseReply>, Status> {
         // Only the leader's directory is asked: a standby sends the node to it.
-        serving(&self.leading, &self.view)?;
+        let leading = serving(&self.leading, &self.view)?;
         let request = request.into_inner();
         let address = request.guild_address;
         if request.node_name.is_empty()
@@ -50,6 +50,22 @@ impl pb::guild_directory_server::GuildDirectory for DirectoryService {
         {
             return Err(Status::invalid_argument(
                 "a node name and a guild address host:port are required",
+            ));
+        }
+        // Only the node itself says where it serves: its registration's key proves it.
+        let (reply, answer) = oneshot::channel();
+        leading
+            .control
+            .send(ControlMsg::Verify {
+                name: request.node_name.clone(),
+                session_key: request.session_key,
+                reply,
+            })
+            .await
+            .map_err(|_| Status::unavailable("the coordinator is stopping"))?;
+        if !answer.await.unwrap_or(false) {
+            return Err(Status::permission_denied(
+                "not this node's registration: register again",
             ));
         }
         self.addresses

@@ -102,6 +102,7 @@ async fn dashboards_alerts_and_catalog_hold_against_a_real_prometheus() {
         discord: DiscordEndpoint::Simulator(sim.rest_proxy()),
         token: BotToken::new(sim.config().token.clone()),
         cluster_token: ClusterToken::new("ops-test-token").unwrap(),
+        operator_token: ClusterToken::new("ops-test-operator").unwrap(),
         tls: None,
         listen: loopback,
         name: "coordinator-0".to_owned(),
