@@ -160,27 +160,11 @@ impl Cluster {
         let mut addresses = Vec::new();
         let mut coordinator_ops = Vec::new();
         for index in 0..coordinators {
-            let name = format!("coordinator-{index}");
-            let config = Self::config(
-                &sim,
-                &dir.path().join("coordinator"),
-                &[],
-                Some(&name),
-                min_nodes,
-            );
-            let (process, announced) = Process::start(
-                dir.path(),
-                &name,
-                &config,
-                &["coordinator", "--listen", "127.0.0.1:0"],
-                &["coordinator grpc ", "coordinator ops "],
-                &sim,
-                Some(CLUSTER_TOKEN),
-            )
-            .await;
+            let (process, grpc, ops) =
+                Self::spawn_coordinator(&sim, dir.path(), index, min_nodes).await;
             processes.push(process);
-            addresses.push(format!("http://{}", announced[0]));
-            coordinator_ops.push(announced[1].clone());
+            addresses.push(grpc);
+            coordinator_ops.push(ops);
         }
         let client =
             ClusterClient::new(addresses.clone(), ClusterToken::new(CLUSTER_TOKEN).unwrap());
@@ -200,6 +184,44 @@ impl Cluster {
             client,
             operator,
         }
+    }
+
+    /// Starts `coordinator-{index}` on the coordinators' shared data directory; answers it
+    /// with its gRPC address (`http://…`) and its ops address.
+    async fn spawn_coordinator(
+        sim: &SimHandle,
+        dir: &Path,
+        index: usize,
+        min_nodes: usize,
+    ) -> (Process, String, String) {
+        let name = format!("coordinator-{index}");
+        let config = Self::config(sim, &dir.join("coordinator"), &[], Some(&name), min_nodes);
+        let (process, announced) = Process::start(
+            dir,
+            &name,
+            &config,
+            &["coordinator", "--listen", "127.0.0.1:0"],
+            &["coordinator grpc ", "coordinator ops "],
+            sim,
+            Some(CLUSTER_TOKEN),
+        )
+        .await;
+        (
+            process,
+            format!("http://{}", announced[0]),
+            announced[1].clone(),
+        )
+    }
+
+    /// Starts one more coordinator (as a rollout does) and answers its index.
+    async fn add_coordinator(&mut self) -> usize {
+        let index = self.coordinators.len();
+        let (process, grpc, ops) =
+            Self::spawn_coordinator(&self.sim, self.dir.path(), index, 1).await;
+        self.coordinators.push(process);
+        self.addresses.push(grpc);
+        self.coordinator_ops.push(ops);
+        index
     }
 
     fn config(
@@ -555,6 +577,80 @@ async fn http_get(addr: &str, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// Whether the coordinator at `ops` says at `/leader` that it leads; `false` when it does not
+/// answer (stopped) or knows another or no leader.
+async fn says_it_leads(ops: &str) -> bool {
+    let Ok(mut stream) = tokio::net::TcpStream::connect(ops).await else {
+        return false;
+    };
+    let request = format!("GET /leader HTTP/1.1\r\nHost: {ops}\r\nConnection: close\r\n\r\n");
+    let mut response = String::new();
+    if stream.write_all(request.as_bytes()).await.is_err()
+        || stream.read_to_string(&mut response).await.is_err()
+    {
+        return false;
+    }
+    response.starts_with("HTTP/1.1 200") && response.contains("\"this\":true")
+}
+
+/// A stand-in for the coordinators' Kubernetes Service: each new connection goes to one of
+/// the endpoints it lists now (the ready pods), in turn; connections already made stay.
+struct Service {
+    /// `http://host:port`, what the nodes are configured with.
+    address: String,
+    endpoints: Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Service {
+    /// `initial` are `http://host:port` coordinator addresses.
+    async fn start(initial: &[String]) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        let endpoints = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let listed = Arc::clone(&endpoints);
+        let task = tokio::spawn(async move {
+            let mut turn = 0usize;
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let target = {
+                    let listed = listed.lock().unwrap();
+                    if listed.is_empty() {
+                        continue;
+                    }
+                    turn += 1;
+                    listed[turn % listed.len()].clone()
+                };
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        let service = Self {
+            address,
+            endpoints,
+            task,
+        };
+        service.route_to(initial);
+        service
+    }
+
+    /// The endpoints new connections go to from now on.
+    fn route_to(&self, endpoints: &[String]) {
+        *self.endpoints.lock().unwrap() = endpoints
+            .iter()
+            .map(|address| address.trim_start_matches("http://").to_owned())
+            .collect();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Successful `POST /channels/{id}/messages` per channel.
 fn answers_per_channel(sim: &SimHandle) -> HashMap<u64, u32> {
     let mut answered = HashMap::new();
@@ -796,6 +892,146 @@ async fn a_standby_sends_nodes_and_operators_to_the_leader() {
         cluster.log("node-a")
     );
     cluster.assert_leader(0, &[0, 1]).await;
+}
+
+/// A coordinator rollout the way the chart does it (maxSurge 1, maxUnavailable 0): a new
+/// coordinator starts while the old one leads, is ready as a standby and joins the Service;
+/// then the old one leaves the Service and gets SIGTERM. Never two leaders at once (each
+/// coordinator's `/leader`, polled throughout); the nodes, which know only the Service,
+/// follow the new leader; no shard reconnects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_rollout_never_has_two_leaders_and_disturbs_no_shard() {
+    let mut cluster = Cluster::start(1, 1).await;
+    let service = Service::start(&cluster.addresses).await;
+    let via_service = vec![service.address.clone()];
+    for name in ["node-a", "node-b"] {
+        cluster
+            .start_node_at(name, Some(CLUSTER_TOKEN), &via_service)
+            .await;
+    }
+    cluster
+        .settled("two nodes run every shard", |per_node| {
+            per_node.len() == 2 && per_node.values().all(|&n| n > 0)
+        })
+        .await;
+    let before = cluster.sim.stats();
+
+    // Every coordinator's /leader, read one after another over and over. Each observation
+    // gets the next number; a coordinator's leadership is the span from its first "I lead"
+    // to its last, and it may lead only once (the old one stops, the new one stays). Two
+    // overlapping spans would be two leaders at once.
+    let watched = Arc::new(std::sync::Mutex::new(cluster.coordinator_ops.clone()));
+    let watching = Arc::new(AtomicBool::new(true));
+    let watcher = {
+        let watched = Arc::clone(&watched);
+        let watching = Arc::clone(&watching);
+        tokio::spawn(async move {
+            let mut seen = 0u64;
+            // Per coordinator: (first, last) observation saying it leads, and whether one
+            // said it no longer did after that.
+            let mut spans: Vec<(Option<(u64, u64)>, bool)> = Vec::new();
+            while watching.load(Ordering::Relaxed) {
+                let ops = watched.lock().unwrap().clone();
+                spans.resize(ops.len(), (None, false));
+                for (index, ops) in ops.iter().enumerate() {
+                    let leads = says_it_leads(ops).await;
+                    seen += 1;
+                    let (span, ended) = &mut spans[index];
+                    match (leads, span.as_mut()) {
+                        (true, Some((_, last))) => {
+                            assert!(!*ended, "coordinator-{index} led a second time");
+                            *last = seen;
+                        }
+                        (true, None) => *span = Some((seen, seen)),
+                        (false, Some(_)) => *ended = true,
+                        (false, None) => {}
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (
+                seen,
+                spans.into_iter().map(|(span, _)| span).collect::<Vec<_>>(),
+            )
+        })
+    };
+
+    // The rollout: a new coordinator, ready as a standby, joins the Service.
+    let new = cluster.add_coordinator().await;
+    watched
+        .lock()
+        .unwrap()
+        .push(cluster.coordinator_ops[new].clone());
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let (status, body) = http_get(&cluster.coordinator_ops[new], "/readyz").await;
+        if status == 200 && body.contains("coordinator-0") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new coordinator is not ready: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    service.route_to(&cluster.addresses);
+    // Let nodes and clients meet the standby through the Service for a while.
+    let client = ClusterClient::new(
+        via_service.clone(),
+        ClusterToken::new(CLUSTER_TOKEN).unwrap(),
+    );
+    for _ in 0..10 {
+        client
+            .status()
+            .await
+            .expect("a standby sends the client on to the leader");
+    }
+    // Then the old one leaves the Service and is stopped.
+    service.route_to(&cluster.addresses[new..]);
+    cluster.coordinators[0].signal("-TERM");
+    let exited = cluster.coordinators[0].exited().await;
+    assert!(exited.success(), "{exited}");
+
+    // The nodes follow the new leader, and every shard still runs where it ran.
+    cluster.wait_leader(new, &[new]).await;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let status = client.status().await.ok();
+        let followed = status.as_ref().is_some_and(|status| {
+            status.nodes.len() == 2
+                && status.nodes.iter().all(|node| node.shards > 0)
+                && status
+                    .shards
+                    .iter()
+                    .all(|shard| shard.node_id != 0 && !shard.moving)
+        });
+        if followed && cluster.sim.stats().ready_shards == SHARDS {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the nodes do not follow the new leader: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    watching.store(false, Ordering::Relaxed);
+    let (observations, spans) = watcher.await.unwrap();
+    println!(
+        "coordinator rollout: {observations} /leader observations, leadership spans {spans:?}"
+    );
+    let old = spans[0].expect("the old coordinator was seen leading");
+    let current = spans[new].expect("the new coordinator was seen leading");
+    assert!(
+        old.1 < current.0,
+        "two leaders at once: coordinator-0 led over {old:?}, coordinator-{new} over {current:?}"
+    );
+
+    let after = cluster.sim.stats();
+    assert_eq!(
+        (after.connections, after.identifies, after.resumes),
+        (before.connections, before.identifies, before.resumes),
+        "a coordinator rollout reconnects no shard"
+    );
 }
 
 /// Node credentials are not an operator's: a node token cannot drain a node, resume REST
