@@ -339,17 +339,24 @@ fn cluster_token() -> Result<ClusterToken, ConfigError> {
 /// The operators' token (`PROTONN_OPERATOR_TOKEN`): refused when empty, or when it is the
 /// nodes' token (a node could then act as an operator).
 fn operator_token() -> Result<ClusterToken, ConfigError> {
-    let token = ClusterToken::new(secret(OPERATOR_TOKEN_ENV)?).ok_or(ConfigError::Invalid {
-        field: OPERATOR_TOKEN_ENV,
-        message: "must not be empty".to_owned(),
-    })?;
-    if let Ok(cluster) = std::env::var(CLUSTER_TOKEN_ENV)
-        && ClusterToken::new(cluster).is_some_and(|cluster| cluster.same_as(&token))
-    {
-        return Err(ConfigError::Invalid {
+    let operator = secret(OPERATOR_TOKEN_ENV)?;
+    check_operator_token(operator, std::env::var(CLUSTER_TOKEN_ENV).ok()).map_err(|message| {
+        ConfigError::Invalid {
             field: OPERATOR_TOKEN_ENV,
-            message: format!("must differ from {CLUSTER_TOKEN_ENV} (node credentials)"),
-        });
+            message,
+        }
+    })
+}
+
+fn check_operator_token(operator: String, cluster: Option<String>) -> Result<ClusterToken, String> {
+    let token = ClusterToken::new(operator).ok_or("must not be empty")?;
+    if cluster
+        .and_then(ClusterToken::new)
+        .is_some_and(|cluster| cluster.same_as(&token))
+    {
+        return Err(format!(
+            "must differ from {CLUSTER_TOKEN_ENV} (node credentials)"
+        ));
     }
     Ok(token)
 }
@@ -544,6 +551,19 @@ mod tests {
             let message = check_bot_token(bad).unwrap_err();
             assert!(bad.is_empty() || !message.contains(bad), "{message}");
         }
+    }
+
+    #[test]
+    fn the_operator_token_is_refused_empty_or_equal_to_the_nodes() {
+        let ok = |operator: &str, cluster: Option<&str>| {
+            check_operator_token(operator.to_owned(), cluster.map(str::to_owned))
+        };
+        assert!(ok("operator-secret", Some("node-secret")).is_ok());
+        assert!(ok("operator-secret", None).is_ok());
+        assert!(ok("  ", Some("node-secret")).unwrap_err().contains("empty"));
+        let same = ok("shared-secret", Some("shared-secret")).unwrap_err();
+        assert!(same.contains("PROTONN_CLUSTER_TOKEN"), "{same}");
+        assert!(!same.contains("shared-secret"), "{same}");
     }
 
     /// The `sim` subcommand's scenario and overrides, as parsed from `args`.

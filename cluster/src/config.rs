@@ -699,6 +699,10 @@ mod tests {
                 "cluster.guild_advertise",
             ),
             (
+                "[cluster]\nadvertise = \"10.0.0.5:7900\"\n",
+                "cluster.advertise",
+            ),
+            (
                 "[cluster]\ntls = { ca = \"ca.pem\", cert = \"c.pem\", key = \"k.pem\" }\n",
                 "cluster.coordinators",
             ),

@@ -445,3 +445,37 @@ async fn open_when_free(dir: &std::path::Path) -> Result<Arc<EmbeddedStore>, Sto
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_coordinator_refuses_an_operator_token_equal_to_the_nodes() {
+        let dir = tempfile::tempdir().unwrap();
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let started = Coordinator::start(CoordinatorOptions {
+            discord: DiscordEndpoint::Simulator("127.0.0.1:9".to_owned()),
+            token: BotToken::new("unused".to_owned()),
+            cluster_token: ClusterToken::new("same-secret").unwrap(),
+            operator_token: ClusterToken::new("same-secret").unwrap(),
+            tls: None,
+            listen: loopback,
+            name: "coordinator-0".to_owned(),
+            advertise: None,
+            ops_listen: loopback,
+            data_dir: dir.path().to_owned(),
+            shards: None,
+            heartbeat_interval: Duration::from_millis(500),
+            failure_timeout: Duration::from_secs(5),
+            fence: None,
+            min_nodes: 1,
+            formation_grace: Duration::from_secs(1),
+            max_moves: 1,
+            lease_ttl: Duration::from_secs(2),
+            rest_global_per_sec: 50.0,
+        })
+        .await;
+        assert!(matches!(started, Err(CoordinatorError::SameTokens)));
+    }
+}
