@@ -866,3 +866,119 @@ impl Control {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protonn_storage::EmbeddedStore;
+
+    fn settings() -> ControlSettings {
+        ControlSettings {
+            shard_count: 2,
+            heartbeat_interval: Duration::from_millis(500),
+            failure_timeout: Duration::from_secs(5),
+            fence: Duration::from_secs(3),
+            min_nodes: 2,
+            formation_grace: Duration::from_secs(60),
+            max_moves: 1,
+            rest_global_per_sec: 50.0,
+        }
+    }
+
+    async fn register(control: &mut Control, name: &str) -> String {
+        let (reply, answer) = oneshot::channel();
+        control
+            .handle(ControlMsg::Register {
+                name: name.to_owned(),
+                ops_address: "127.0.0.1:1".to_owned(),
+                reply,
+            })
+            .await
+            .unwrap();
+        answer.await.unwrap().session_key
+    }
+
+    async fn attach(control: &mut Control, name: &str, key: &str) -> Result<(), Status> {
+        let (link, _instructions) = mpsc::channel(1);
+        let (reply, answer) = oneshot::channel();
+        control
+            .handle(ControlMsg::Attach {
+                node_id: node_id(name),
+                session_key: key.to_owned(),
+                link,
+                reply,
+            })
+            .await
+            .unwrap();
+        answer.await.unwrap()
+    }
+
+    async fn verify(control: &mut Control, name: &str, key: &str) -> bool {
+        let (reply, answer) = oneshot::channel();
+        control
+            .handle(ControlMsg::Verify {
+                name: name.to_owned(),
+                session_key: key.to_owned(),
+                reply,
+            })
+            .await
+            .unwrap();
+        answer.await.unwrap()
+    }
+
+    async fn drain(control: &mut Control, name: &str, key: Option<&str>) -> Result<u32, Status> {
+        let (reply, answer) = oneshot::channel();
+        control
+            .handle(ControlMsg::Drain {
+                name: name.to_owned(),
+                session_key: key.map(str::to_owned),
+                reply,
+            })
+            .await
+            .unwrap();
+        // A drain accepted is answered once the node holds no shard.
+        control.answer_drains();
+        tokio::time::timeout(Duration::from_secs(5), answer)
+            .await
+            .expect("the drain is answered")
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_nodes_calls_about_itself_are_bound_to_its_newest_registration() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ClusterRepo> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let mut control = Control::load(store, settings(), 1).await.unwrap();
+        let a = register(&mut control, "node-a").await;
+        let b = register(&mut control, "node-b").await;
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, b);
+
+        // Another node's key, or none, does not make a node.
+        for wrong in ["", b.as_str()] {
+            let refused = attach(&mut control, "node-a", wrong).await.unwrap_err();
+            assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+            assert!(!verify(&mut control, "node-a", wrong).await);
+            let refused = drain(&mut control, "node-a", Some(wrong))
+                .await
+                .unwrap_err();
+            assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+        }
+        attach(&mut control, "node-a", &a).await.unwrap();
+        assert!(verify(&mut control, "node-a", &a).await);
+
+        // A new registration of the name replaces the key: the old one no longer works.
+        let again = register(&mut control, "node-a").await;
+        assert_ne!(again, a);
+        assert!(!verify(&mut control, "node-a", &a).await);
+        assert!(verify(&mut control, "node-a", &again).await);
+
+        // A node drains itself with its key (it holds no shard yet: nothing moves); an
+        // operator (no key) drains any node.
+        assert_eq!(
+            drain(&mut control, "node-a", Some(&again)).await.unwrap(),
+            0
+        );
+        assert_eq!(drain(&mut control, "node-b", None).await.unwrap(), 0);
+    }
+}
