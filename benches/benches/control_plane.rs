@@ -36,6 +36,7 @@ use protonn_sim::SimConfig;
 use support::{Process, load_average, machine, percentile, process_cpu_time, start_sim};
 
 const CLUSTER_TOKEN: &str = "bench-cluster-token";
+const OPERATOR_TOKEN: &str = "bench-operator-token";
 const DEADLINE: Duration = Duration::from_secs(180);
 
 fn main() {
@@ -78,6 +79,7 @@ async fn run(binary: &std::path::Path, shards: u32, nodes: usize, window: Durati
         &config,
         &sim.config().token,
         CLUSTER_TOKEN,
+        OPERATOR_TOKEN,
     )
     .await;
     let mut agents = SyntheticNodes::new(address, ClusterToken::new(CLUSTER_TOKEN).unwrap());

@@ -34,6 +34,8 @@ use protonn_storage::GuildConfig;
 use support::{load_average, machine, median, percentile, start_sim};
 
 const TOKEN: &str = "bench-cluster";
+/// Operator credentials, apart from the nodes' token.
+const OPERATOR_TOKEN: &str = "operator-token";
 const SHARDS: u32 = 6;
 const GUILDS: u32 = 60;
 const WARM_UP: usize = 100;
@@ -43,8 +45,11 @@ async fn start_cluster(sim: &SimHandle, dir: &std::path::Path) -> (Coordinator, 
         discord: DiscordEndpoint::Simulator(sim.rest_proxy()),
         token: BotToken::new(sim.config().token.clone()),
         cluster_token: ClusterToken::new(TOKEN).unwrap(),
+        operator_token: ClusterToken::new(OPERATOR_TOKEN).unwrap(),
         tls: None,
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        name: "coordinator-0".to_owned(),
+        advertise: None,
         ops_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         data_dir: dir.join("coordinator"),
         shards: None,
@@ -77,6 +82,7 @@ async fn start_cluster(sim: &SimHandle, dir: &std::path::Path) -> (Coordinator, 
                 name: name.to_owned(),
                 guild_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
                 guild_advertise: None,
+                drain_timeout: Duration::from_secs(60),
             }),
         })
         .await

@@ -57,6 +57,8 @@ use support::{Process, median, percentile, start_sim};
 
 const SHARDS: u32 = 32;
 const CLUSTER_TOKEN: &str = "bench-cluster-token";
+/// The operators' token: the bench drains a node as an operator does.
+const OPERATOR_TOKEN: &str = "bench-operator-token";
 const PINGS_PER_SEC: u32 = 12;
 /// Handoffs under way at once (the default).
 const MAX_MOVES: usize = 4;
@@ -144,11 +146,12 @@ impl Cluster {
             &config,
             &sim.config().token,
             CLUSTER_TOKEN,
+            OPERATOR_TOKEN,
         )
         .await;
         let client = ClusterClient::new(
             vec![address.clone()],
-            ClusterToken::new(CLUSTER_TOKEN).unwrap(),
+            ClusterToken::new(OPERATOR_TOKEN).unwrap(),
         );
         Self {
             sim,
@@ -206,8 +209,10 @@ impl Cluster {
             &config,
             &["node"],
             "node ops ",
-            &self.sim.config().token,
-            CLUSTER_TOKEN,
+            &[
+                ("DISCORD_TOKEN", self.sim.config().token.as_str()),
+                ("PROTONN_CLUSTER_TOKEN", CLUSTER_TOKEN),
+            ],
         )
         .await;
         self.nodes.insert(name.to_owned(), process);

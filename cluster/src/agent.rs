@@ -51,6 +51,9 @@ pub struct ClusterMembership {
     /// `host:port` other processes reach `guild_listen` at (the pod's address); the bound
     /// address when `None`, which suits only a specific, reachable listen address.
     pub guild_advertise: Option<String>,
+    /// Time a stopping node (SIGTERM) gives the leader to hand its shards to other nodes;
+    /// then it closes what is left. The node drains itself, with its own credentials.
+    pub drain_timeout: Duration,
 }
 
 /// The node's connection to whichever coordinator leads.
@@ -58,8 +61,12 @@ pub(crate) struct Link {
     membership: ClusterMembership,
     /// Index of the coordinator that answered last: tried first.
     preferred: AtomicUsize,
+    /// The leader a standby named ("not leader, try X"): tried before the list, once.
+    hint: Mutex<Option<String>>,
     /// The largest leader epoch seen: anything older is a superseded leader.
     leader_epoch: AtomicU64,
+    /// The key of this node's newest registration, which its later calls carry.
+    session_key: Mutex<String>,
     /// The connection to the coordinator that answered last, shared by every call.
     connection: Mutex<Option<grpc::Connection>>,
     /// The node's lease on its shards, renewed by the leader's acknowledgements.
@@ -81,7 +88,9 @@ impl Link {
         Arc::new(Self {
             membership,
             preferred: AtomicUsize::new(0),
+            hint: Mutex::new(None),
             leader_epoch: AtomicU64::new(0),
+            session_key: Mutex::new(String::new()),
             connection: Mutex::new(None),
             fence: Fence::new(),
         })
@@ -91,6 +100,27 @@ impl Link {
     async fn connection(&self) -> Result<grpc::Connection, String> {
         if let Some(connection) = self.connection.lock().expect("connection poisoned").clone() {
             return Ok(connection);
+        }
+        let hint = self.hint.lock().expect("hint poisoned").take();
+        if let Some(address) = hint {
+            let tls = self.membership.tls.as_ref();
+            match grpc::connect(
+                std::slice::from_ref(&address),
+                0,
+                &self.membership.token,
+                tls,
+            )
+            .await
+            {
+                Ok((_, connection)) => {
+                    *self.connection.lock().expect("connection poisoned") =
+                        Some(connection.clone());
+                    return Ok(connection);
+                }
+                Err(err) => {
+                    tracing::debug!(%address, error = %err, "the named leader is unreachable")
+                }
+            }
         }
         let skip = self.preferred.load(Ordering::Relaxed);
         let (index, connection) = grpc::connect(
@@ -126,10 +156,31 @@ impl Link {
         &self.membership.name
     }
 
-    /// After an answer from a coordinator that does not lead (or is gone): try the next.
-    pub(crate) fn next_coordinator(&self) {
+    /// The key of this node's newest registration (empty before the first).
+    pub(crate) fn session_key(&self) -> String {
+        self.session_key.lock().expect("key poisoned").clone()
+    }
+
+    /// After an answer from a coordinator that does not lead (or is gone): the leader it
+    /// named next, when it named one (answers `true`: no need to pause), else the next
+    /// address of the list.
+    pub(crate) fn next_coordinator(&self, answer: Option<&tonic::Status>) -> bool {
         *self.connection.lock().expect("connection poisoned") = None;
+        if let Some(address) = answer.and_then(grpc::leader_hint) {
+            tracing::debug!(%address, "following the leader a standby named");
+            if let Some(index) = self
+                .membership
+                .coordinators
+                .iter()
+                .position(|a| *a == address)
+            {
+                self.preferred.store(index, Ordering::Relaxed);
+            }
+            *self.hint.lock().expect("hint poisoned") = Some(address);
+            return true;
+        }
         self.preferred.fetch_add(1, Ordering::Relaxed);
+        false
     }
 
     /// Registers with the leader, retrying while no coordinator leads. A wrong token or a
@@ -139,6 +190,9 @@ impl Link {
         ops_addr: SocketAddr,
     ) -> Result<pb::RegisterReply, JoinError> {
         let mut pause = RETRY_START;
+        // A standby's hint is followed at once, but not twice in a row (two stale hints
+        // must not make a busy loop).
+        let mut followed = false;
         loop {
             let sent = Instant::now();
             let attempt = async {
@@ -158,6 +212,7 @@ impl Link {
                         .fetch_max(reply.leader_epoch, Ordering::Relaxed);
                     // The leader counts this node alive from when it handled the call.
                     self.fence.registered(fence_deadline(&reply), sent);
+                    *self.session_key.lock().expect("key poisoned") = reply.session_key.clone();
                     return Ok(reply);
                 }
                 Ok(reply) => {
@@ -165,6 +220,7 @@ impl Link {
                         epoch = reply.leader_epoch,
                         "a superseded coordinator answered; trying the next"
                     );
+                    self.next_coordinator(None);
                 }
                 Err(status) if status.code() == Code::Unauthenticated => {
                     return Err(JoinError::Unauthenticated);
@@ -172,9 +228,15 @@ impl Link {
                 Err(status) if status.code() == Code::InvalidArgument => {
                     return Err(JoinError::Rejected(status.message().to_owned()));
                 }
-                Err(status) => tracing::debug!(error = %status, "no leading coordinator yet"),
+                Err(status) => {
+                    tracing::debug!(error = %status, "no leading coordinator yet");
+                    if self.next_coordinator(Some(&status)) && !followed {
+                        followed = true;
+                        continue;
+                    }
+                }
             }
-            self.next_coordinator();
+            followed = false;
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(RETRY_MAX);
         }
@@ -185,6 +247,7 @@ impl Link {
         let mut client = self.client().await?;
         let request = pb::DrainRequest {
             name: self.membership.name.clone(),
+            session_key: self.session_key(),
         };
         match client
             .drain_node(grpc::with_deadline(request, grpc::DRAIN_DEADLINE))
@@ -192,7 +255,7 @@ impl Link {
         {
             Ok(reply) => Ok(reply.into_inner().shards_moved),
             Err(status) => {
-                self.next_coordinator();
+                self.next_coordinator(Some(&status));
                 Err(status.to_string())
             }
         }
@@ -218,6 +281,7 @@ impl IdentifyScheduler for RemoteIdentify {
                 IdentifyReason::InvalidSession => pb::IdentifyReason::InvalidSession,
             };
             let mut pause = RETRY_START;
+            let mut followed = false;
             loop {
                 // A fenced shard may run elsewhere: it must not start a session of its own.
                 if !link.fence.may_run(shard_id) {
@@ -238,9 +302,13 @@ impl IdentifyScheduler for RemoteIdentify {
                     Ok(_) => return,
                     Err(status) => {
                         tracing::warn!(shard_id, error = %status, "identify permit not granted; retrying");
-                        link.next_coordinator();
+                        if link.next_coordinator(Some(&status)) && !followed {
+                            followed = true;
+                            continue;
+                        }
                     }
                 }
+                followed = false;
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(RETRY_MAX);
             }
@@ -302,7 +370,7 @@ impl Agent {
 
     async fn follow_leaders(&self, epochs: &Epochs, resume: &mut ResumePoints) {
         let mut rates = Rates::default();
-        let mut joined = Some(self.joined);
+        let mut joined = Some(self.joined.clone());
         let mut pause = RETRY_START;
         loop {
             let reply = match joined.take() {
@@ -318,12 +386,15 @@ impl Agent {
                 }
             };
             match self.attached(&reply, epochs, &mut rates, resume).await {
-                Ok(()) => pause = RETRY_START,
+                Ok(()) => {
+                    pause = RETRY_START;
+                    self.link.next_coordinator(None);
+                }
                 Err(status) => {
-                    tracing::warn!(error = %status, "coordinator link lost; reattaching")
+                    tracing::warn!(error = %status, "coordinator link lost; reattaching");
+                    self.link.next_coordinator(Some(&status));
                 }
             }
-            self.link.next_coordinator();
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(RETRY_MAX);
         }
@@ -340,6 +411,7 @@ impl Agent {
         let (reports, outbound) = mpsc::channel(64);
         let hello = pb::node_report::Report::Hello(pb::Hello {
             node_id: reply.node_id,
+            session_key: reply.session_key.clone(),
         });
         let _ = reports.try_send(pb::NodeReport {
             report: Some(hello),

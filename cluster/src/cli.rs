@@ -12,7 +12,7 @@ use protonn_shard::BotToken;
 use protonn_sim::SimConfig;
 use protonn_storage::{Metered, Store};
 
-use crate::config::{CLUSTER_TOKEN_ENV, NODE_NAME_ENV, TOKEN_ENV};
+use crate::config::{CLUSTER_TOKEN_ENV, NODE_NAME_ENV, OPERATOR_TOKEN_ENV, TOKEN_ENV};
 use crate::{
     ClusterClient, ClusterMembership, ClusterTls, ClusterToken, Config, ConfigError, Coordinator,
     CoordinatorOptions, DiscordEndpoint, Node, NodeOptions, StorageBackend, demo, store, telemetry,
@@ -35,7 +35,8 @@ enum Command {
     Demo,
     /// One node against Discord (DISCORD_TOKEN), or against `discord.simulator` from the config.
     Run,
-    /// The cluster coordinator (PROTONN_CLUSTER_TOKEN, DISCORD_TOKEN); a second one on the
+    /// The cluster coordinator (PROTONN_CLUSTER_TOKEN for nodes, PROTONN_OPERATOR_TOKEN for
+    /// operators, DISCORD_TOKEN); a second one on the
     /// same data directory stands by and takes over when the leader dies.
     Coordinator {
         /// Where to serve gRPC; `cluster.listen` from the config when omitted.
@@ -45,6 +46,11 @@ enum Command {
         /// when omitted (a second process on the same host needs another port).
         #[arg(long)]
         ops_listen: Option<SocketAddr>,
+        /// Where other processes reach this coordinator's gRPC (`http://host:port`, the
+        /// pod's address): what a standby tells nodes to try. `cluster.advertise`, else the
+        /// listen address as bound.
+        #[arg(long)]
+        advertise: Option<String>,
     },
     /// A node that joins the cluster's coordinators and runs the shards they assign
     /// (PROTONN_CLUSTER_TOKEN, DISCORD_TOKEN; its name from PROTONN_NODE_NAME or the config).
@@ -53,6 +59,10 @@ enum Command {
         /// from the config when omitted.
         #[arg(long = "coordinator")]
         coordinators: Vec<String>,
+        /// On SIGTERM, how long the node waits for the leader to hand its shards to other
+        /// nodes before it closes what is left, such as `60s` or `2m`.
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        drain_timeout: Duration,
     },
     /// Applies the ScyllaDB schema (`storage/schema/*.cql`) to `[storage.scylla]`, in order,
     /// once each, one migrator at a time (PROTONN_SCYLLA_USERNAME/PASSWORD if needed).
@@ -61,7 +71,8 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Hands every shard of a node to the others by lossless handoff (Kubernetes preStop).
+    /// Hands every shard of a node to the others by lossless handoff (an operator's command,
+    /// PROTONN_OPERATOR_TOKEN; a node stopped by SIGTERM drains itself).
     Drain {
         /// The node to drain; this node (PROTONN_NODE_NAME or `cluster.name`) when omitted.
         #[arg(long)]
@@ -75,6 +86,7 @@ enum Command {
     },
     /// Lets every node send REST requests again after a 401 from Discord halted them all
     /// (fix the token first: a node that gets another 401 halts the cluster again).
+    /// PROTONN_OPERATOR_TOKEN.
     RestResume {
         /// Coordinator address, repeatable; `cluster.coordinators` when omitted.
         #[arg(long = "coordinator")]
@@ -198,13 +210,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             telemetry::init_logging("info,twilight_gateway=warn", log_format);
             run_node(config).await
         }
-        Command::Coordinator { listen, ops_listen } => {
+        Command::Coordinator {
+            listen,
+            ops_listen,
+            advertise,
+        } => {
             telemetry::init_logging("info", log_format);
-            run_coordinator(config, listen, ops_listen).await
+            run_coordinator(config, listen, ops_listen, advertise).await
         }
-        Command::Node { coordinators } => {
+        Command::Node {
+            coordinators,
+            drain_timeout,
+        } => {
             telemetry::init_logging("info,twilight_gateway=warn", log_format);
-            run_cluster_node(config, coordinators).await
+            run_cluster_node(config, coordinators, drain_timeout).await
         }
         Command::Migrate { dry_run } => {
             telemetry::init_logging("warn", log_format);
@@ -317,18 +336,49 @@ fn cluster_token() -> Result<ClusterToken, ConfigError> {
     })
 }
 
+/// The operators' token (`PROTONN_OPERATOR_TOKEN`): refused when empty, or when it is the
+/// nodes' token (a node could then act as an operator).
+fn operator_token() -> Result<ClusterToken, ConfigError> {
+    let operator = secret(OPERATOR_TOKEN_ENV)?;
+    check_operator_token(operator, std::env::var(CLUSTER_TOKEN_ENV).ok()).map_err(|message| {
+        ConfigError::Invalid {
+            field: OPERATOR_TOKEN_ENV,
+            message,
+        }
+    })
+}
+
+fn check_operator_token(operator: String, cluster: Option<String>) -> Result<ClusterToken, String> {
+    let token = ClusterToken::new(operator).ok_or("must not be empty")?;
+    if cluster
+        .and_then(ClusterToken::new)
+        .is_some_and(|cluster| cluster.same_as(&token))
+    {
+        return Err(format!(
+            "must differ from {CLUSTER_TOKEN_ENV} (node credentials)"
+        ));
+    }
+    Ok(token)
+}
+
 async fn run_coordinator(
     config: Config,
     listen: Option<SocketAddr>,
     ops_listen: Option<SocketAddr>,
+    advertise: Option<String>,
 ) -> anyhow::Result<()> {
     let cluster = &config.cluster;
+    // The pod name in the chart; any name that tells the coordinators apart otherwise.
+    let name = node_name(&config).unwrap_or_else(|_| format!("coordinator-{}", std::process::id()));
     let coordinator = Coordinator::start(CoordinatorOptions {
         discord: discord_endpoint(&config),
         token: bot_token()?,
         cluster_token: cluster_token()?,
+        operator_token: operator_token()?,
         tls: cluster_tls(&config)?,
         listen: listen.unwrap_or(cluster.listen),
+        name,
+        advertise: advertise.or_else(|| cluster.advertise.clone()),
         ops_listen: ops_listen.unwrap_or(config.ops.listen),
         data_dir: config.storage.data_dir.clone(),
         shards: config.discord.shards,
@@ -367,7 +417,11 @@ fn coordinators_or(config: &Config, given: Vec<String>) -> Vec<String> {
     }
 }
 
-async fn run_cluster_node(config: Config, coordinators: Vec<String>) -> anyhow::Result<()> {
+async fn run_cluster_node(
+    config: Config,
+    coordinators: Vec<String>,
+    drain_timeout: Duration,
+) -> anyhow::Result<()> {
     let membership = ClusterMembership {
         coordinators: coordinators_or(&config, coordinators),
         token: cluster_token()?,
@@ -375,6 +429,7 @@ async fn run_cluster_node(config: Config, coordinators: Vec<String>) -> anyhow::
         name: node_name(&config)?,
         guild_listen: config.cluster.guild_listen,
         guild_advertise: config.cluster.guild_advertise.clone(),
+        drain_timeout,
     };
     serve_node(config, Some(membership)).await
 }
@@ -398,9 +453,10 @@ async fn drain(
     Ok(())
 }
 
-/// A client of the coordinators named on the command line (or in the config).
+/// An operator's client (`PROTONN_OPERATOR_TOKEN`) of the coordinators named on the command
+/// line (or in the config).
 fn cluster_client(config: &Config, coordinators: Vec<String>) -> anyhow::Result<ClusterClient> {
-    let client = ClusterClient::new(coordinators_or(config, coordinators), cluster_token()?);
+    let client = ClusterClient::new(coordinators_or(config, coordinators), operator_token()?);
     Ok(match cluster_tls(config)? {
         Some(tls) => client.with_tls(tls),
         None => client,
@@ -497,6 +553,19 @@ mod tests {
             let message = check_bot_token(bad).unwrap_err();
             assert!(bad.is_empty() || !message.contains(bad), "{message}");
         }
+    }
+
+    #[test]
+    fn the_operator_token_is_refused_empty_or_equal_to_the_nodes() {
+        let ok = |operator: &str, cluster: Option<&str>| {
+            check_operator_token(operator.to_owned(), cluster.map(str::to_owned))
+        };
+        assert!(ok("operator-secret", Some("node-secret")).is_ok());
+        assert!(ok("operator-secret", None).is_ok());
+        assert!(ok("  ", Some("node-secret")).unwrap_err().contains("empty"));
+        let same = ok("shared-secret", Some("shared-secret")).unwrap_err();
+        assert!(same.contains("PROTONN_CLUSTER_TOKEN"), "{same}");
+        assert!(!same.contains("shared-secret"), "{same}");
     }
 
     /// The `sim` subcommand's scenario and overrides, as parsed from `args`.

@@ -77,6 +77,7 @@ impl ClusterClient {
         self.ask(|mut client| async move {
             let request = pb::DrainRequest {
                 name: name.to_owned(),
+                session_key: String::new(),
             };
             client
                 .drain_node(grpc::with_deadline(request, grpc::DRAIN_DEADLINE))
@@ -140,7 +141,8 @@ impl ClusterClient {
         }
     }
 
-    /// Tries each coordinator in turn; a standby's `Unavailable` sends it to the next.
+    /// Tries each coordinator in turn; a standby's `Unavailable` sends it to the leader the
+    /// standby names, if it names one, else to the next address.
     async fn ask<T, F, Fut>(&self, call: F) -> Result<T, tonic::Status>
     where
         F: Fn(grpc::Client) -> Fut,
@@ -157,7 +159,22 @@ impl ClusterClient {
                 }
             };
             match call(client).await {
-                Err(status) if status.code() == tonic::Code::Unavailable => last = status,
+                Err(status) if status.code() == tonic::Code::Unavailable => {
+                    let Some(leader) = grpc::leader_hint(&status) else {
+                        last = status;
+                        continue;
+                    };
+                    let tls = self.tls.as_ref();
+                    match grpc::connect(std::slice::from_ref(&leader), 0, &self.token, tls).await {
+                        Ok((_, connection)) => match call(connection.coordinator()).await {
+                            Err(status) if status.code() == tonic::Code::Unavailable => {
+                                last = status;
+                            }
+                            answer => return answer,
+                        },
+                        Err(err) => last = tonic::Status::unavailable(err),
+                    }
+                }
                 answer => return answer,
             }
         }

@@ -14,8 +14,11 @@ use crate::ConfigError;
 
 /// Environment variable holding the bot token.
 pub(crate) const TOKEN_ENV: &str = "DISCORD_TOKEN";
-/// Environment variable holding the cluster's shared gRPC token.
+/// Environment variable holding the cluster's shared gRPC token: node credentials.
 pub(crate) const CLUSTER_TOKEN_ENV: &str = "PROTONN_CLUSTER_TOKEN";
+/// Environment variable holding the operators' gRPC token (coordinators, `protonn drain`,
+/// `protonn rest-resume`); never given to nodes.
+pub(crate) const OPERATOR_TOKEN_ENV: &str = "PROTONN_OPERATOR_TOKEN";
 /// Environment variable naming this node when `cluster.name` is unset (the pod name).
 pub(crate) const NODE_NAME_ENV: &str = "PROTONN_NODE_NAME";
 /// Environment variables holding the ScyllaDB credentials (or `username_file`/`password_file`).
@@ -55,7 +58,9 @@ impl Default for Config {
 pub struct DiscordConfig {
     /// Address (`host:port`) of a simulator to use instead of Discord, for `protonn run`.
     pub simulator: Option<String>,
-    /// Total shard count; Discord's recommendation when unset.
+    /// Total shard count; Discord's recommendation when unset. In a cluster it is fixed in
+    /// storage when the cluster forms: later leaders use the stored count, and refuse a
+    /// different one here (resharding is a separate operation).
     pub shards: Option<u32>,
     /// Shards this node runs; all of them when unset.
     pub shard_ids: Option<Vec<u32>>,
@@ -242,6 +247,10 @@ pub struct ClusterConfig {
     pub name: Option<String>,
     /// Where a coordinator serves gRPC.
     pub listen: SocketAddr,
+    /// Where other processes reach this coordinator's gRPC (`http://host:port`): what a
+    /// standby tells nodes to try instead ("not leader, try X"). `listen` as bound when
+    /// unset; `protonn coordinator --advertise` overrides it (the chart passes the pod IP).
+    pub advertise: Option<String>,
     pub heartbeat_ms: u64,
     /// A node silent this long is lost and its shards resume elsewhere.
     pub failure_timeout_ms: u64,
@@ -292,6 +301,7 @@ impl Default for ClusterConfig {
             coordinators: vec!["http://127.0.0.1:7900".to_owned()],
             name: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 7900)),
+            advertise: None,
             // A crashed node's shards resume within 5 s (B6); a standby leads within 2 s,
             // before nodes cut off for 3 s stop their shards.
             heartbeat_ms: 500,
@@ -583,6 +593,16 @@ impl Config {
                 "expected http://host:port addresses (https:// with cluster.tls)",
             ));
         }
+        if cluster
+            .advertise
+            .as_deref()
+            .is_some_and(|addr| !addr.starts_with(scheme) || addr.contains(' '))
+        {
+            return Err(invalid(
+                "cluster.advertise",
+                "expected http://host:port (https:// with cluster.tls)",
+            ));
+        }
         if self.storage.data_dir.as_os_str().is_empty() {
             return Err(invalid("storage.data_dir", "must not be empty"));
         }
@@ -677,6 +697,10 @@ mod tests {
             (
                 "[cluster]\nguild_advertise = \"node-0\"\n",
                 "cluster.guild_advertise",
+            ),
+            (
+                "[cluster]\nadvertise = \"10.0.0.5:7900\"\n",
+                "cluster.advertise",
             ),
             (
                 "[cluster]\ntls = { ca = \"ca.pem\", cert = \"c.pem\", key = \"k.pem\" }\n",

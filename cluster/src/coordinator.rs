@@ -5,18 +5,19 @@
 //! process waits to open the data directory, which the OS frees when the leader dies. The
 //! second half is the `coordinator` lease in the store, whose epoch grows with every new
 //! leader; every instruction carries it, and nodes refuse instructions from an older one.
-//! Until it leads, a coordinator answers every call with `Unavailable`, so nodes move on to
-//! the next address, and its `/readyz` answers 503.
+//! Until it leads, a coordinator answers every call with `Unavailable` naming the leader
+//! when it knows it (`leader.rs`: "not leader, try X"), so nodes go there at once. Leader or
+//! standby, it is serving, and its `/readyz` says so; `/leader` says who leads.
 
 mod balance;
 mod control;
 mod directory;
+mod leader;
 mod service;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use metrics::gauge;
@@ -26,6 +27,7 @@ use protonn_storage::{ClusterRepo, EmbeddedStore, Metered, StorageError, Timesta
 use tokio::sync::{Notify, OnceCell, mpsc, oneshot};
 
 use control::{Control, ControlSettings};
+pub(crate) use leader::{Known, LeaderView};
 use service::{CoordinatorService, Leading, StorageService};
 
 use crate::grpc::{ClusterTls, ClusterToken, MAX_MESSAGE, RequireToken, pb};
@@ -42,15 +44,27 @@ pub struct CoordinatorOptions {
     pub discord: DiscordEndpoint,
     /// For `GET /gateway/bot`: the shard count and the identify limits the scheduler keeps.
     pub token: BotToken,
+    /// Node credentials: what nodes join with.
     pub cluster_token: ClusterToken,
+    /// Operator credentials (`protonn drain`, `protonn rest-resume`): may drain any node and
+    /// resume REST, which node credentials may not. Must differ from `cluster_token`.
+    pub operator_token: ClusterToken,
     /// Mutual TLS: nodes must present a certificate of the cluster's CA.
     pub tls: Option<ClusterTls>,
     /// Where gRPC is served; port 0 picks a free one.
     pub listen: SocketAddr,
+    /// This coordinator's name in `/leader` and in standbys' hints (the pod name).
+    pub name: String,
+    /// Where other processes reach this coordinator's gRPC (`http://host:port`, the pod's
+    /// address): what a standby tells nodes to try. `listen` as bound when `None`, which
+    /// suits only a specific, reachable listen address.
+    pub advertise: Option<String>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served; port 0 picks a free one.
     pub ops_listen: SocketAddr,
     pub data_dir: PathBuf,
-    /// Total shard count; Discord's recommendation when `None`.
+    /// Total shard count when the cluster forms; Discord's recommendation when `None`.
+    /// Once formed, the count stored then is the cluster's: a different one here is
+    /// refused (resharding is another operation), `None` takes the stored one.
     pub shards: Option<u32>,
     pub heartbeat_interval: Duration,
     /// A node that misses heartbeats this long is lost.
@@ -101,14 +115,24 @@ pub enum CoordinatorError {
     Storage(#[from] StorageError),
     #[error("discord: {0}")]
     Discord(#[from] NodeError),
+    #[error("the operator token must differ from the cluster (node) token")]
+    SameTokens,
     #[error("lost the leadership: {0}")]
     Superseded(String),
+    #[error(
+        "discord.shards is {configured} but this cluster was formed with {stored} shards (stored); \
+         resharding is not supported: set discord.shards to {stored} or leave it unset"
+    )]
+    ShardCountChanged { configured: u32, stored: u32 },
 }
 
 impl Coordinator {
     /// Binds the gRPC and ops listeners and serves at once; leadership is taken in the
     /// background (see the module docs). Fails only if an address cannot be bound.
     pub async fn start(options: CoordinatorOptions) -> Result<Self, CoordinatorError> {
+        if options.operator_token.same_as(&options.cluster_token) {
+            return Err(CoordinatorError::SameTokens);
+        }
         telemetry::install_tls_provider();
         let prometheus = telemetry::prometheus();
         crate::metrics::register();
@@ -126,11 +150,24 @@ impl Coordinator {
                     addr: options.ops_listen,
                     source,
                 })?;
-        let leads = Arc::new(AtomicBool::new(false));
+        let scheme = if options.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let advertise = options
+            .advertise
+            .clone()
+            .unwrap_or_else(|| format!("{scheme}://{addr}"));
+        let view = Arc::new(LeaderView::new(
+            options.name.clone(),
+            advertise,
+            &options.data_dir,
+        ));
         let (ops_stop, ops_stopped) = oneshot::channel::<()>();
         let ops_state = ops::OpsState {
             prometheus,
-            readiness: ops::Readiness::Leading(Arc::clone(&leads)),
+            readiness: ops::Readiness::Coordinator(Arc::clone(&view)),
         };
         tokio::spawn(ops::serve(ops_listener, ops_state, async {
             let _ = ops_stopped.await;
@@ -139,26 +176,29 @@ impl Coordinator {
         let leading = Arc::new(OnceCell::new());
         let service = pb::coordinator_server::CoordinatorServer::new(CoordinatorService::new(
             Arc::clone(&leading),
+            Arc::clone(&view),
         ))
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
         let service = tonic::service::interceptor::InterceptedService::new(
             service,
-            RequireToken::new(&options.cluster_token),
+            RequireToken::new(&options.cluster_token).with_operator(&options.operator_token),
         );
-        let storage =
-            pb::storage_server::StorageServer::new(StorageService::new(Arc::clone(&leading)))
-                .max_decoding_message_size(MAX_MESSAGE)
-                .max_encoding_message_size(MAX_MESSAGE);
+        let storage = pb::storage_server::StorageServer::new(StorageService::new(
+            Arc::clone(&leading),
+            Arc::clone(&view),
+        ))
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
         let storage = tonic::service::interceptor::InterceptedService::new(
             storage,
-            RequireToken::new(&options.cluster_token),
+            RequireToken::new(&options.cluster_token).with_operator(&options.operator_token),
         );
         let directory = tonic::service::interceptor::InterceptedService::new(
             pb::guild_directory_server::GuildDirectoryServer::new(
-                directory::DirectoryService::new(Arc::clone(&leading)),
+                directory::DirectoryService::new(Arc::clone(&leading), Arc::clone(&view)),
             ),
-            RequireToken::new(&options.cluster_token),
+            RequireToken::new(&options.cluster_token).with_operator(&options.operator_token),
         );
         // Small messages (heartbeats, instructions) must not wait for Nagle's algorithm: it
         // added about 40 ms to half the handoffs (B6).
@@ -184,7 +224,7 @@ impl Coordinator {
             // A superseded leader stops serving at once: it must not answer another call.
             tokio::select! {
                 served = server => served.map_err(Into::into),
-                led = lead(options, leading, leads, stopping) => led,
+                led = lead(options, leading, view, stopping) => led,
             }
         });
         tracing::info!(%addr, %ops_addr, "coordinator listening");
@@ -246,12 +286,13 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 async fn lead(
     options: CoordinatorOptions,
     leading: Arc<OnceCell<Leading>>,
-    leads: Arc<AtomicBool>,
+    view: Arc<LeaderView>,
     stop: Arc<Notify>,
 ) -> Result<(), CoordinatorError> {
     let holder = rand::random::<u64>();
     let standby = async {
         let store = open_when_free(&options.data_dir).await?;
+        view.taking();
         loop {
             match store
                 .acquire_lease(LEASE, holder, Timestamp::now(), options.lease_ttl)
@@ -286,8 +327,9 @@ async fn lead(
         limit.total,
         Duration::from_millis(limit.reset_after),
     ));
+    let shard_count = fixed_shard_count(store.as_ref(), options.shards, info.shards).await?;
     let settings = ControlSettings {
-        shard_count: options.shards.unwrap_or(info.shards).max(1),
+        shard_count,
         heartbeat_interval: options.heartbeat_interval,
         failure_timeout: options.failure_timeout,
         fence: options
@@ -302,7 +344,7 @@ async fn lead(
     let repo: Arc<dyn ClusterRepo> = store.clone();
     let control = Control::load(Arc::clone(&repo), settings, epoch).await?;
     let (inbox_tx, inbox) = mpsc::channel(1_024);
-    let _leader = Leadership::begin(leads);
+    let leadership = Leadership::begin(view, epoch);
     let _ = leading.set(Leading {
         control: inbox_tx,
         scheduler: Arc::new(scheduler),
@@ -324,33 +366,65 @@ async fn lead(
         renewed = renew => renewed,
         () = stop.notified() => {
             sweeper.stop().await;
+            // Says it no longer leads before the lease lets a standby lead: never two.
+            drop(leadership);
             repo.release_lease(LEASE, holder, epoch).await?;
             tracing::info!(epoch, "stopping: leadership lease released");
             return Ok(());
         }
     };
     sweeper.stop().await;
+    drop(leadership);
     Err(CoordinatorError::Superseded(match result {
         Ok(()) => "the control loop ended".to_owned(),
         Err(err) => err.to_string(),
     }))
 }
 
-/// Says this coordinator leads (the gauge and `/readyz`) from when it answers nodes until
-/// it is dropped: when `lead` returns, or is cancelled because the gRPC server stopped.
-struct Leadership(Arc<AtomicBool>);
+/// The cluster's shard count: the one stored when it formed, never Discord's recommendation
+/// of the day, so that an election changes nothing under the nodes. A cluster forming now
+/// stores `configured`, else `recommended`; a configured count that differs from the stored
+/// one is refused.
+async fn fixed_shard_count(
+    store: &dyn ClusterRepo,
+    configured: Option<u32>,
+    recommended: u32,
+) -> Result<u32, CoordinatorError> {
+    let stored = match store.shard_count().await? {
+        Some(stored) => stored,
+        None => {
+            let count = configured.unwrap_or(recommended).max(1);
+            let stored = store.fix_shard_count(count).await?;
+            if stored == count {
+                tracing::info!(shards = count, "cluster formed: shard count fixed");
+            }
+            stored
+        }
+    };
+    match configured {
+        Some(configured) if configured != stored => {
+            Err(CoordinatorError::ShardCountChanged { configured, stored })
+        }
+        _ => Ok(stored),
+    }
+}
+
+/// Says this coordinator leads (the gauge, `/leader`, the standbys' hints) from when it
+/// answers nodes until it is dropped: when `lead` returns, or is cancelled because the gRPC
+/// server stopped.
+struct Leadership(Arc<LeaderView>);
 
 impl Leadership {
-    fn begin(leads: Arc<AtomicBool>) -> Self {
-        leads.store(true, Ordering::Release);
+    fn begin(view: Arc<LeaderView>, epoch: u64) -> Self {
+        view.leading(epoch);
         gauge!(LEADER).set(1.0);
-        Self(leads)
+        Self(view)
     }
 }
 
 impl Drop for Leadership {
     fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
+        self.0.stepped_down();
         gauge!(LEADER).set(0.0);
     }
 }
@@ -370,5 +444,39 @@ async fn open_when_free(dir: &std::path::Path) -> Result<Arc<EmbeddedStore>, Sto
             }
             Err(err) => return Err(err),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_coordinator_refuses_an_operator_token_equal_to_the_nodes() {
+        let dir = tempfile::tempdir().unwrap();
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let started = Coordinator::start(CoordinatorOptions {
+            discord: DiscordEndpoint::Simulator("127.0.0.1:9".to_owned()),
+            token: BotToken::new("unused".to_owned()),
+            cluster_token: ClusterToken::new("same-secret").unwrap(),
+            operator_token: ClusterToken::new("same-secret").unwrap(),
+            tls: None,
+            listen: loopback,
+            name: "coordinator-0".to_owned(),
+            advertise: None,
+            ops_listen: loopback,
+            data_dir: dir.path().to_owned(),
+            shards: None,
+            heartbeat_interval: Duration::from_millis(500),
+            failure_timeout: Duration::from_secs(5),
+            fence: None,
+            min_nodes: 1,
+            formation_grace: Duration::from_secs(1),
+            max_moves: 1,
+            lease_ttl: Duration::from_secs(2),
+            rest_global_per_sec: 50.0,
+        })
+        .await;
+        assert!(matches!(started, Err(CoordinatorError::SameTokens)));
     }
 }

@@ -39,6 +39,19 @@ pub(crate) const CALL_DEADLINE: Duration = Duration::from_secs(10);
 pub(crate) const DRAIN_DEADLINE: Duration = Duration::from_secs(10 * 60);
 pub(crate) const IDENTIFY_DEADLINE: Duration = Duration::from_secs(20 * 60);
 
+/// Metadata key of a standby's `Unavailable`: the gRPC address of the coordinator that
+/// leads, for the caller to go to at once.
+pub(crate) const LEADER_HINT: &str = "protonn-leader";
+
+/// The leader a standby's answer names, if it names one.
+pub(crate) fn leader_hint(status: &Status) -> Option<String> {
+    if status.code() != tonic::Code::Unavailable {
+        return None;
+    }
+    let address = status.metadata().get(LEADER_HINT)?.to_str().ok()?;
+    (address.starts_with("http://") || address.starts_with("https://")).then(|| address.to_owned())
+}
+
 /// A request with a deadline: the client gives up after it, and the server is told.
 pub(crate) fn with_deadline<T>(message: T, deadline: Duration) -> Request<T> {
     let mut request = Request::new(message);
@@ -59,6 +72,11 @@ impl ClusterToken {
 
     fn bearer(&self) -> String {
         format!("Bearer {}", self.0)
+    }
+
+    /// Whether both are the same secret (node and operator tokens must not be).
+    pub fn same_as(&self, other: &ClusterToken) -> bool {
+        constant_time_eq(self.0.as_bytes(), other.0.as_bytes())
     }
 }
 
@@ -108,37 +126,85 @@ impl ClusterTls {
     }
 }
 
-/// Server side: rejects a call without the token, or with another one, as `Unauthenticated`.
+/// Whose credentials a call carries: a node's (`PROTONN_CLUSTER_TOKEN`: join, heartbeat,
+/// identify, the store a node uses, drain itself) or an operator's (`PROTONN_OPERATOR_TOKEN`:
+/// anything, including draining any node and resuming REST).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Scope {
+    Node,
+    Operator,
+}
+
+impl Scope {
+    /// The scope the interceptor recorded; node (the lesser) when none was.
+    pub(crate) fn of<T>(request: &Request<T>) -> Self {
+        request
+            .extensions()
+            .get::<Scope>()
+            .copied()
+            .unwrap_or(Scope::Node)
+    }
+
+    /// Refuses `what` to anything but operator credentials, as `PermissionDenied`.
+    pub(crate) fn require_operator(self, what: &str) -> Result<(), Status> {
+        match self {
+            Scope::Operator => Ok(()),
+            Scope::Node => Err(Status::permission_denied(format!(
+                "{what} needs operator credentials (PROTONN_OPERATOR_TOKEN), not a node's"
+            ))),
+        }
+    }
+}
+
+/// Server side: rejects a call without a token, or with another one, as `Unauthenticated`,
+/// and records in the request's extensions which [`Scope`] the token it carries has.
 #[derive(Clone)]
 pub(crate) struct RequireToken {
-    expected: Vec<u8>,
+    node: Vec<u8>,
+    operator: Option<Vec<u8>>,
 }
 
 impl RequireToken {
+    /// Node credentials only (a node's guild-call service).
     pub(crate) fn new(token: &ClusterToken) -> Self {
         Self {
-            expected: token.bearer().into_bytes(),
+            node: token.bearer().into_bytes(),
+            operator: None,
         }
+    }
+
+    /// Node credentials, and operator credentials with [`Scope::Operator`] (a coordinator).
+    pub(crate) fn with_operator(mut self, operator: &ClusterToken) -> Self {
+        self.operator = Some(operator.bearer().into_bytes());
+        self
     }
 }
 
 impl Interceptor for RequireToken {
-    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         let presented = request
             .metadata()
             .get("authorization")
-            .map(|value| value.as_bytes())
+            .map(|value| value.as_bytes().to_vec())
             .unwrap_or_default();
-        if constant_time_eq(presented, &self.expected) {
-            Ok(request)
+        let scope = if constant_time_eq(&presented, &self.node) {
+            Scope::Node
+        } else if self
+            .operator
+            .as_deref()
+            .is_some_and(|operator| constant_time_eq(&presented, operator))
+        {
+            Scope::Operator
         } else {
-            Err(Status::unauthenticated("missing or wrong cluster token"))
-        }
+            return Err(Status::unauthenticated("missing or wrong cluster token"));
+        };
+        request.extensions_mut().insert(scope);
+        Ok(request)
     }
 }
 
 /// Compares without leaking, through timing, how much of the token was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
@@ -246,6 +312,39 @@ pub(crate) async fn connect(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_token_presented_sets_the_scope() {
+        let node = ClusterToken::new("node-secret").unwrap();
+        let operator = ClusterToken::new("operator-secret").unwrap();
+        assert!(!node.same_as(&operator) && node.same_as(&node.clone()));
+        let with = |value: &str| {
+            let mut request = Request::new(());
+            request
+                .metadata_mut()
+                .insert("authorization", value.parse().unwrap());
+            request
+        };
+        let mut coordinator = RequireToken::new(&node).with_operator(&operator);
+        let scope = |request: Result<Request<()>, Status>| Scope::of(&request.unwrap());
+        assert_eq!(
+            scope(coordinator.call(with("Bearer node-secret"))),
+            Scope::Node
+        );
+        assert_eq!(
+            scope(coordinator.call(with("Bearer operator-secret"))),
+            Scope::Operator
+        );
+        // A node's guild service knows no operator token.
+        let mut guilds = RequireToken::new(&node);
+        let refused = guilds.call(with("Bearer operator-secret")).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+        assert!(Scope::Operator.require_operator("x").is_ok());
+        let denied = Scope::Node.require_operator("resuming REST").unwrap_err();
+        assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+        // Without a recorded scope, the lesser one.
+        assert_eq!(Scope::of(&Request::new(())), Scope::Node);
+    }
 
     #[test]
     fn the_token_never_shows() {

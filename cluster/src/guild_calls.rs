@@ -122,6 +122,7 @@ pub(crate) async fn advertise(link: Arc<Link>, address: String) {
         let request = pb::AdvertiseRequest {
             node_name: link.node_name().to_owned(),
             guild_address: address.clone(),
+            session_key: link.session_key(),
         };
         let advertised = match link.directory_client().await {
             Ok(mut client) => client.advertise(request).await.map(|_| ()),
@@ -129,7 +130,7 @@ pub(crate) async fn advertise(link: Arc<Link>, address: String) {
         };
         if let Err(status) = advertised {
             tracing::debug!(error = %status, "guild address not advertised; trying again");
-            link.next_coordinator();
+            link.next_coordinator(Some(&status));
         }
     }
 }
@@ -220,11 +221,20 @@ impl ClusterGuildCalls {
                     continue;
                 }
             };
-            match connection
+            let mut asked = connection
                 .directory()
                 .shard_map(pb::ShardMapRequest {})
-                .await
-            {
+                .await;
+            // A standby names the leader: asked at once, not after the rest of the list.
+            if let Some(leader) = asked.as_ref().err().and_then(grpc::leader_hint) {
+                let tls = self.tls.as_ref();
+                if let Ok((_, leading)) =
+                    grpc::connect(std::slice::from_ref(&leader), 0, &self.token, tls).await
+                {
+                    asked = leading.directory().shard_map(pb::ShardMapRequest {}).await;
+                }
+            }
+            match asked {
                 Ok(reply) => {
                     *self.preferred.lock().expect("preferred poisoned") = index;
                     let map = ShardMap::from_reply(reply.into_inner());

@@ -113,6 +113,7 @@ impl Synthetic {
         let (reports, outbound) = mpsc::channel(256);
         let hello = pb::node_report::Report::Hello(pb::Hello {
             node_id: reply.node_id,
+            session_key: reply.session_key.clone(),
         });
         let _ = reports.try_send(pb::NodeReport {
             report: Some(hello),

@@ -46,8 +46,6 @@ const REST_TIMEOUT: Duration = Duration::from_secs(10);
 const SHARD_BUFFER: usize = 4_096;
 /// The node name guild summaries report for a node outside a cluster.
 const STANDALONE_NODE: &str = "local";
-/// Time a leaving cluster node gives the coordinator to hand its shards to other nodes.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Time a stopping node gives its guild actors to handle what their mailboxes hold, and
 /// then again its REST client to send the replies they made.
 const MAILBOX_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -456,7 +454,8 @@ impl Node {
             let _ = service.serving.await;
         }
         if let Some((link, agent)) = self.cluster {
-            match tokio::time::timeout(DRAIN_TIMEOUT, link.drain()).await {
+            let timeout = link.membership().drain_timeout;
+            match tokio::time::timeout(timeout, link.drain()).await {
                 Ok(Ok(moved)) => tracing::info!(moved, "shards handed to other nodes"),
                 Ok(Err(err)) => tracing::warn!(error = %err, "drain failed; closing the shards"),
                 Err(_) => tracing::warn!("drain timed out; closing the shards"),

@@ -1,10 +1,10 @@
 //! Ops HTTP of a node or a coordinator: `/metrics` (Prometheus text), `/healthz` (the
-//! process answers), `/readyz` (see [`Readiness`]).
+//! process answers), `/readyz` (see [`Readiness`]), and on a coordinator `/leader` (who
+//! leads: JSON `{id, address, epoch, this}`, or 503 when it knows of no leader).
 
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
@@ -15,6 +15,8 @@ use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use protonn_shard::{ShardPhase, SupervisorMsg};
 use ractor::ActorRef;
+
+use crate::coordinator::{Known, LeaderView};
 
 #[derive(Clone)]
 pub(crate) struct OpsState {
@@ -31,9 +33,9 @@ pub(crate) enum Readiness {
         ActorRef<SupervisorMsg>,
         tokio::sync::watch::Receiver<Option<&'static str>>,
     ),
-    /// A coordinator: ready only while it leads, so that a Service routes to the leader
-    /// alone; a standby answers 503.
-    Leading(Arc<AtomicBool>),
+    /// A coordinator: ready while it serves, leading or standing by (a standby answers
+    /// nodes "not leader, try X"), so a Deployment of two rolls out and reports available.
+    Coordinator(Arc<LeaderView>),
 }
 
 /// Binds `addr` (port 0 picks a free one) and says which address it got.
@@ -54,6 +56,7 @@ pub(crate) async fn serve(
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/leader", get(leader))
         .with_state(state);
     if let Err(err) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
@@ -116,11 +119,45 @@ async fn readyz(State(state): State<OpsState>) -> (StatusCode, String) {
             )
         }
         Readiness::Shards(supervisor, _) => shards_ready(supervisor).await,
-        Readiness::Leading(leading) if leading.load(Ordering::Acquire) => {
-            (StatusCode::OK, "ready: leading\n".to_owned())
-        }
-        Readiness::Leading(_) => (StatusCode::SERVICE_UNAVAILABLE, "standby\n".to_owned()),
+        Readiness::Coordinator(view) => match view.known() {
+            Known::Me(me) => (
+                StatusCode::OK,
+                format!("ready: leading (epoch {})\n", me.epoch),
+            ),
+            Known::Other(leader) => (
+                StatusCode::OK,
+                format!(
+                    "ready: standby; {} at {} leads\n",
+                    leader.id, leader.address
+                ),
+            ),
+            Known::Nobody => (
+                StatusCode::OK,
+                "ready: standby; no leader known\n".to_owned(),
+            ),
+        },
     }
+}
+
+/// Who leads, as this coordinator knows it; a node has no `/leader`.
+async fn leader(State(state): State<OpsState>) -> axum::response::Response {
+    let Readiness::Coordinator(view) = &state.readiness else {
+        return (StatusCode::NOT_FOUND, "not a coordinator\n").into_response();
+    };
+    let (leader, this) = match view.known() {
+        Known::Me(me) => (me, true),
+        Known::Other(leader) => (leader, false),
+        Known::Nobody => {
+            return (StatusCode::SERVICE_UNAVAILABLE, "no leader known\n").into_response();
+        }
+    };
+    let body = serde_json::json!({
+        "id": leader.id,
+        "address": leader.address,
+        "epoch": leader.epoch,
+        "this": this,
+    });
+    ([(CONTENT_TYPE, "application/json")], format!("{body}\n")).into_response()
 }
 
 /// The body lists the shards that are not ready, so an operator sees at once which one is

@@ -168,6 +168,10 @@ pub(crate) enum StoreCall {
     Lease {
         name: String,
     },
+    ShardCount,
+    FixShardCount {
+        count: u32,
+    },
     ExportUser {
         user_id: u64,
     },
@@ -192,6 +196,31 @@ pub(crate) enum StoreCall {
 }
 
 impl StoreCall {
+    /// Calls node credentials may not make: the leadership lease, the cluster tables only
+    /// the leader writes (membership, assignment, the shard count), and reading or erasing
+    /// the store in bulk. A node's guild actors need none of them. `SaveCheckpoints` is a
+    /// node's: owners store their shards' resume points, and the store ignores a point
+    /// whose epoch is older than the shard's assignment.
+    pub(crate) fn operator_only(&self) -> bool {
+        matches!(
+            self,
+            Self::AcquireLease { .. }
+                | Self::RenewLease { .. }
+                | Self::ReleaseLease { .. }
+                | Self::Lease { .. }
+                | Self::PutNode { .. }
+                | Self::RemoveNode { .. }
+                | Self::AssignShard { .. }
+                | Self::SaveCheckpoint { .. }
+                | Self::FixShardCount { .. }
+                | Self::ExportUser { .. }
+                | Self::DeleteUser { .. }
+                | Self::DeleteGuild { .. }
+                | Self::SweepExpired { .. }
+                | Self::DumpRows
+        )
+    }
+
     /// Calls that change nothing, safe to repeat after a connection broke mid-call.
     fn is_read(&self) -> bool {
         matches!(
@@ -214,6 +243,7 @@ impl StoreCall {
                 | Self::Assignments
                 | Self::Checkpoint { .. }
                 | Self::Lease { .. }
+                | Self::ShardCount
                 | Self::ExportUser { .. }
                 | Self::ScheduledGuildDeletions
                 | Self::DumpRows
@@ -327,6 +357,8 @@ pub(crate) async fn serve(
                 epoch,
             } => json(store.release_lease(&name, holder, epoch).await?),
             C::Lease { name } => json(store.lease(&name).await?),
+            C::ShardCount => json(store.shard_count().await?),
+            C::FixShardCount { count } => json(store.fix_shard_count(count).await?),
             C::ExportUser { user_id } => json(store.export_user(user_id).await?),
             C::DeleteUser { user_id } => json(store.delete_user(user_id).await?),
             C::DeleteGuild { guild_id } => json(store.delete_guild(guild_id).await?),
@@ -374,6 +406,8 @@ impl RemoteStore {
             // A store client serves no guild calls.
             guild_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             guild_advertise: None,
+            // A store client never drains.
+            drain_timeout: Duration::from_secs(60),
         }))
     }
 
@@ -402,7 +436,7 @@ impl RemoteStore {
                 Ok(answer) => break answer.into_inner().answer,
                 Err(status) => status,
             };
-            self.link.next_coordinator();
+            let followed = self.link.next_coordinator(Some(&status));
             // Unavailable: a standby refused it or no leader was reachable, so it was not
             // applied. Unknown: the connection broke mid-call, so a write may have been
             // applied; only a read is safe to repeat.
@@ -414,7 +448,9 @@ impl RemoteStore {
             if !retry || tries >= STANDBY_RETRIES {
                 return Err(unavailable(status.to_string()));
             }
-            tokio::time::sleep(STANDBY_PAUSE).await;
+            if !followed {
+                tokio::time::sleep(STANDBY_PAUSE).await;
+            }
         };
         let answer: Result<serde_json::Value, WireError> = serde_json::from_slice(&answer)
             .map_err(|err| unavailable(format!("unreadable answer: {err}")))?;
@@ -731,6 +767,12 @@ impl ClusterRepo for RemoteStore {
             name: name.to_owned(),
         })
         .await
+    }
+    async fn shard_count(&self) -> Result<Option<u32>, StorageError> {
+        self.call(StoreCall::ShardCount).await
+    }
+    async fn fix_shard_count(&self, count: u32) -> Result<u32, StorageError> {
+        self.call(StoreCall::FixShardCount { count }).await
     }
 }
 

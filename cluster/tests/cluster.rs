@@ -10,14 +10,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use protonn_cluster::{ClusterClient, ClusterStatus, ClusterToken};
+use protonn_cluster::{ClusterClient, ClusterStatus, ClusterToken, RemoteStore};
 use protonn_sim::{GatewayEventKind, InteractionOutcome, SimConfig, SimHandle, Simulator};
+use protonn_storage::{ClusterRepo, DataRights, GuildConfigRepo, Timestamp};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 const CLUSTER_TOKEN: &str = "cluster-test-token";
+/// Operator credentials: given to the coordinators and the operator's client, never to nodes.
+const OPERATOR_TOKEN: &str = "cluster-test-operator";
 const SHARDS: u32 = 32;
 /// Steady, and well under Discord's global 50 requests/s: the phases here are about shards
 /// moving (`three_nodes_together_stay_under_the_global_rest_limit` overloads on purpose).
@@ -68,12 +71,16 @@ impl Process {
             .args(args)
             .env("DISCORD_TOKEN", &sim.config().token)
             .env_remove("PROTONN_CLUSTER_TOKEN")
+            .env_remove("PROTONN_OPERATOR_TOKEN")
             .env("RUST_LOG", "info,twilight_gateway=warn")
             .stdout(Stdio::piped())
             .stderr(log)
             .kill_on_drop(true);
         if let Some(token) = token {
             command.env("PROTONN_CLUSTER_TOKEN", token);
+        }
+        if args.first() == Some(&"coordinator") {
+            command.env("PROTONN_OPERATOR_TOKEN", OPERATOR_TOKEN);
         }
         let mut child = command.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
@@ -128,7 +135,10 @@ struct Cluster {
     coordinator_ops: Vec<String>,
     nodes: BTreeMap<String, Process>,
     node_ops: BTreeMap<String, String>,
+    /// With node credentials: what any member may ask (status).
     client: ClusterClient,
+    /// With operator credentials: drains, REST resumes.
+    operator: ClusterClient,
 }
 
 impl Cluster {
@@ -150,23 +160,18 @@ impl Cluster {
         let mut addresses = Vec::new();
         let mut coordinator_ops = Vec::new();
         for index in 0..coordinators {
-            let config = Self::config(&sim, &dir.path().join("coordinator"), &[], None, min_nodes);
-            let (process, announced) = Process::start(
-                dir.path(),
-                &format!("coordinator-{index}"),
-                &config,
-                &["coordinator", "--listen", "127.0.0.1:0"],
-                &["coordinator grpc ", "coordinator ops "],
-                &sim,
-                Some(CLUSTER_TOKEN),
-            )
-            .await;
+            let (process, grpc, ops) =
+                Self::spawn_coordinator(&sim, dir.path(), index, min_nodes).await;
             processes.push(process);
-            addresses.push(format!("http://{}", announced[0]));
-            coordinator_ops.push(announced[1].clone());
+            addresses.push(grpc);
+            coordinator_ops.push(ops);
         }
         let client =
             ClusterClient::new(addresses.clone(), ClusterToken::new(CLUSTER_TOKEN).unwrap());
+        let operator = ClusterClient::new(
+            addresses.clone(),
+            ClusterToken::new(OPERATOR_TOKEN).unwrap(),
+        );
         Self {
             sim,
             sim_started,
@@ -177,7 +182,46 @@ impl Cluster {
             nodes: BTreeMap::new(),
             node_ops: BTreeMap::new(),
             client,
+            operator,
         }
+    }
+
+    /// Starts `coordinator-{index}` on the coordinators' shared data directory; answers it
+    /// with its gRPC address (`http://…`) and its ops address.
+    async fn spawn_coordinator(
+        sim: &SimHandle,
+        dir: &Path,
+        index: usize,
+        min_nodes: usize,
+    ) -> (Process, String, String) {
+        let name = format!("coordinator-{index}");
+        let config = Self::config(sim, &dir.join("coordinator"), &[], Some(&name), min_nodes);
+        let (process, announced) = Process::start(
+            dir,
+            &name,
+            &config,
+            &["coordinator", "--listen", "127.0.0.1:0"],
+            &["coordinator grpc ", "coordinator ops "],
+            sim,
+            Some(CLUSTER_TOKEN),
+        )
+        .await;
+        (
+            process,
+            format!("http://{}", announced[0]),
+            announced[1].clone(),
+        )
+    }
+
+    /// Starts one more coordinator (as a rollout does) and answers its index.
+    async fn add_coordinator(&mut self) -> usize {
+        let index = self.coordinators.len();
+        let (process, grpc, ops) =
+            Self::spawn_coordinator(&self.sim, self.dir.path(), index, 1).await;
+        self.coordinators.push(process);
+        self.addresses.push(grpc);
+        self.coordinator_ops.push(ops);
+        index
     }
 
     fn config(
@@ -200,8 +244,14 @@ impl Cluster {
     }
 
     async fn start_node(&mut self, name: &str, token: Option<&str>) {
+        let addresses = self.addresses.clone();
+        self.start_node_at(name, token, &addresses).await;
+    }
+
+    /// A node that knows only the coordinators at `addresses`.
+    async fn start_node_at(&mut self, name: &str, token: Option<&str>, addresses: &[String]) {
         let data_dir: PathBuf = self.dir.path().join(name);
-        let config = Self::config(&self.sim, &data_dir, &self.addresses, Some(name), 1);
+        let config = Self::config(&self.sim, &data_dir, addresses, Some(name), 1);
         let (process, announced) = Process::start(
             self.dir.path(),
             name,
@@ -216,9 +266,46 @@ impl Cluster {
         self.node_ops.insert(name.to_owned(), announced[0].clone());
     }
 
-    /// Coordinator `leader` is ready and exports `protonn_coordinator_leader 1`; every other
-    /// one of `alive` is a standby, not ready, exporting 0. All are live.
+    /// What coordinator `index` answers at `/leader`: the leader's id and whether it is
+    /// itself, or `None` (503) when it knows of no leader.
+    async fn leader_of(&self, index: usize) -> Option<(String, bool)> {
+        let (status, body) = http_get(&self.coordinator_ops[index], "/leader").await;
+        if status == 503 {
+            return None;
+        }
+        assert_eq!(status, 200, "coordinator-{index} /leader: {body}");
+        let leader: serde_json::Value = serde_json::from_str(&body).unwrap();
+        Some((
+            leader["id"].as_str().unwrap().to_owned(),
+            leader["this"].as_bool().unwrap(),
+        ))
+    }
+
+    /// Waits until every one of `alive` names coordinator `leader` at `/leader`.
+    async fn wait_leader(&self, leader: usize, alive: &[usize]) {
+        let expected = format!("coordinator-{leader}");
+        let deadline = Instant::now() + DEADLINE;
+        'poll: loop {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting until {alive:?} name {expected} as leader"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            for &index in alive {
+                match self.leader_of(index).await {
+                    Some((id, this)) if id == expected && this == (index == leader) => {}
+                    _ => continue 'poll,
+                }
+            }
+            return;
+        }
+    }
+
+    /// Coordinator `leader` leads, says so at `/leader` and exports
+    /// `protonn_coordinator_leader 1`; every other one of `alive` is a standby that names it
+    /// and exports 0. All are live and ready (serving).
     async fn assert_leader(&self, leader: usize, alive: &[usize]) {
+        self.wait_leader(leader, alive).await;
         for &index in alive {
             let ops = &self.coordinator_ops[index];
             assert_eq!(
@@ -228,12 +315,13 @@ impl Cluster {
             );
             let (status, body) = http_get(ops, "/readyz").await;
             let (_, metrics) = http_get(ops, "/metrics").await;
+            assert_eq!(status, 200, "coordinator-{index} serves: {body}");
             let flag = if index == leader {
-                assert_eq!(status, 200, "coordinator-{index} leads: {body}");
+                assert!(body.contains("leading"), "{body}");
                 1
             } else {
-                assert_eq!(status, 503, "coordinator-{index} stands by: {body}");
                 assert!(body.contains("standby"), "{body}");
+                assert!(body.contains(&format!("coordinator-{leader}")), "{body}");
                 0
             };
             assert!(
@@ -489,6 +577,80 @@ async fn http_get(addr: &str, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// Whether the coordinator at `ops` says at `/leader` that it leads; `false` when it does not
+/// answer (stopped) or knows another or no leader.
+async fn says_it_leads(ops: &str) -> bool {
+    let Ok(mut stream) = tokio::net::TcpStream::connect(ops).await else {
+        return false;
+    };
+    let request = format!("GET /leader HTTP/1.1\r\nHost: {ops}\r\nConnection: close\r\n\r\n");
+    let mut response = String::new();
+    if stream.write_all(request.as_bytes()).await.is_err()
+        || stream.read_to_string(&mut response).await.is_err()
+    {
+        return false;
+    }
+    response.starts_with("HTTP/1.1 200") && response.contains("\"this\":true")
+}
+
+/// A stand-in for the coordinators' Kubernetes Service: each new connection goes to one of
+/// the endpoints it lists now (the ready pods), in turn; connections already made stay.
+struct Service {
+    /// `http://host:port`, what the nodes are configured with.
+    address: String,
+    endpoints: Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Service {
+    /// `initial` are `http://host:port` coordinator addresses.
+    async fn start(initial: &[String]) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        let endpoints = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let listed = Arc::clone(&endpoints);
+        let task = tokio::spawn(async move {
+            let mut turn = 0usize;
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let target = {
+                    let listed = listed.lock().unwrap();
+                    if listed.is_empty() {
+                        continue;
+                    }
+                    turn += 1;
+                    listed[turn % listed.len()].clone()
+                };
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        let service = Self {
+            address,
+            endpoints,
+            task,
+        };
+        service.route_to(initial);
+        service
+    }
+
+    /// The endpoints new connections go to from now on.
+    fn route_to(&self, endpoints: &[String]) {
+        *self.endpoints.lock().unwrap() = endpoints
+            .iter()
+            .map(|address| address.trim_start_matches("http://").to_owned())
+            .collect();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Successful `POST /channels/{id}/messages` per channel.
 fn answers_per_channel(sim: &SimHandle) -> HashMap<u64, u32> {
     let mut answered = HashMap::new();
@@ -530,8 +692,8 @@ async fn shards_spread_move_and_survive_node_and_leader_loss_without_losing_even
         .await;
     assert_eq!(cluster.sim.stats().identifies, u64::from(SHARDS));
 
-    // Ops: only the leader is ready, and its gauge says so; a node exports no coordinator
-    // metric.
+    // Ops: both coordinators serve (ready), only the leader says it leads, and its gauge
+    // says so; a node exports no coordinator metric.
     cluster.assert_leader(0, &[0, 1]).await;
     let deadline = Instant::now() + DEADLINE;
     loop {
@@ -697,6 +859,272 @@ async fn a_leader_stopped_by_sigterm_releases_its_lease_for_the_standby() {
             per_node.get("node-a") == Some(&SHARDS)
         })
         .await;
+    assert_eq!(cluster.sim.stats().identifies, u64::from(SHARDS));
+}
+
+/// A standby answers "not leader, try X": a node and an operator's client that know only
+/// the standby's address reach the leader through it, and both coordinators say who leads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_sends_nodes_and_operators_to_the_leader() {
+    let mut cluster = Cluster::start(2, 1).await;
+    cluster.assert_leader(0, &[0, 1]).await;
+    let standby_only = vec![cluster.addresses[1].clone()];
+    cluster
+        .start_node_at("node-a", Some(CLUSTER_TOKEN), &standby_only)
+        .await;
+    cluster
+        .settled(
+            "the node that knows only the standby runs every shard",
+            |per_node| per_node.get("node-a") == Some(&SHARDS),
+        )
+        .await;
+    let operator = ClusterClient::new(standby_only, ClusterToken::new(OPERATOR_TOKEN).unwrap());
+    let status = operator
+        .status()
+        .await
+        .expect("the standby sends the client on");
+    assert_eq!(status.nodes.len(), 1, "{status:?}");
+    assert!(
+        cluster
+            .log("node-a")
+            .contains("attached to the coordinator"),
+        "{}",
+        cluster.log("node-a")
+    );
+    cluster.assert_leader(0, &[0, 1]).await;
+}
+
+/// A coordinator rollout the way the chart does it (maxSurge 1, maxUnavailable 0): a new
+/// coordinator starts while the old one leads, is ready as a standby and joins the Service;
+/// then the old one leaves the Service and gets SIGTERM. Never two leaders at once (each
+/// coordinator's `/leader`, polled throughout); the nodes, which know only the Service,
+/// follow the new leader; no shard reconnects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_rollout_never_has_two_leaders_and_disturbs_no_shard() {
+    let mut cluster = Cluster::start(1, 1).await;
+    let service = Service::start(&cluster.addresses).await;
+    let via_service = vec![service.address.clone()];
+    for name in ["node-a", "node-b"] {
+        cluster
+            .start_node_at(name, Some(CLUSTER_TOKEN), &via_service)
+            .await;
+    }
+    cluster
+        .settled("two nodes run every shard", |per_node| {
+            per_node.len() == 2 && per_node.values().all(|&n| n > 0)
+        })
+        .await;
+    let before = cluster.sim.stats();
+
+    // Every coordinator's /leader, read one after another over and over. Each observation
+    // gets the next number; a coordinator's leadership is the span from its first "I lead"
+    // to its last, and it may lead only once (the old one stops, the new one stays). Two
+    // overlapping spans would be two leaders at once.
+    let watched = Arc::new(std::sync::Mutex::new(cluster.coordinator_ops.clone()));
+    let watching = Arc::new(AtomicBool::new(true));
+    let watcher = {
+        let watched = Arc::clone(&watched);
+        let watching = Arc::clone(&watching);
+        tokio::spawn(async move {
+            let mut seen = 0u64;
+            // Per coordinator: (first, last) observation saying it leads, and whether one
+            // said it no longer did after that.
+            let mut spans: Vec<(Option<(u64, u64)>, bool)> = Vec::new();
+            while watching.load(Ordering::Relaxed) {
+                let ops = watched.lock().unwrap().clone();
+                spans.resize(ops.len(), (None, false));
+                for (index, ops) in ops.iter().enumerate() {
+                    let leads = says_it_leads(ops).await;
+                    seen += 1;
+                    let (span, ended) = &mut spans[index];
+                    match (leads, span.as_mut()) {
+                        (true, Some((_, last))) => {
+                            assert!(!*ended, "coordinator-{index} led a second time");
+                            *last = seen;
+                        }
+                        (true, None) => *span = Some((seen, seen)),
+                        (false, Some(_)) => *ended = true,
+                        (false, None) => {}
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (
+                seen,
+                spans.into_iter().map(|(span, _)| span).collect::<Vec<_>>(),
+            )
+        })
+    };
+
+    // The rollout: a new coordinator, ready as a standby, joins the Service.
+    let new = cluster.add_coordinator().await;
+    watched
+        .lock()
+        .unwrap()
+        .push(cluster.coordinator_ops[new].clone());
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let (status, body) = http_get(&cluster.coordinator_ops[new], "/readyz").await;
+        if status == 200 && body.contains("coordinator-0") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new coordinator is not ready: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    service.route_to(&cluster.addresses);
+    // Let nodes and clients meet the standby through the Service for a while.
+    let client = ClusterClient::new(
+        via_service.clone(),
+        ClusterToken::new(CLUSTER_TOKEN).unwrap(),
+    );
+    for _ in 0..10 {
+        client
+            .status()
+            .await
+            .expect("a standby sends the client on to the leader");
+    }
+    // Then the old one leaves the Service and is stopped.
+    service.route_to(&cluster.addresses[new..]);
+    cluster.coordinators[0].signal("-TERM");
+    let exited = cluster.coordinators[0].exited().await;
+    assert!(exited.success(), "{exited}");
+
+    // The nodes follow the new leader, and every shard still runs where it ran.
+    cluster.wait_leader(new, &[new]).await;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let status = client.status().await.ok();
+        let followed = status.as_ref().is_some_and(|status| {
+            status.nodes.len() == 2
+                && status.nodes.iter().all(|node| node.shards > 0)
+                && status
+                    .shards
+                    .iter()
+                    .all(|shard| shard.node_id != 0 && !shard.moving)
+        });
+        if followed && cluster.sim.stats().ready_shards == SHARDS {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the nodes do not follow the new leader: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    watching.store(false, Ordering::Relaxed);
+    let (observations, spans) = watcher.await.unwrap();
+    println!(
+        "coordinator rollout: {observations} /leader observations, leadership spans {spans:?}"
+    );
+    let old = spans[0].expect("the old coordinator was seen leading");
+    let current = spans[new].expect("the new coordinator was seen leading");
+    assert!(
+        old.1 < current.0,
+        "two leaders at once: coordinator-0 led over {old:?}, coordinator-{new} over {current:?}"
+    );
+
+    let after = cluster.sim.stats();
+    assert_eq!(
+        (after.connections, after.identifies, after.resumes),
+        (before.connections, before.identifies, before.resumes),
+        "a coordinator rollout reconnects no shard"
+    );
+}
+
+/// Node credentials are not an operator's: a node token cannot drain a node, resume REST
+/// or touch the lease and the raw store; the operator token can. A node's own drain (its
+/// SIGTERM) goes through, bound to its registration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_token_is_refused_operator_methods_and_the_operator_token_works() {
+    let mut cluster = Cluster::start(1, 1).await;
+    cluster.start_node("node-a", Some(CLUSTER_TOKEN)).await;
+    cluster.start_node("node-b", Some(CLUSTER_TOKEN)).await;
+    cluster
+        .settled("two nodes share the shards", |per_node| per_node.len() == 2)
+        .await;
+
+    let denied = |result: Result<(), tonic::Status>, what: &str| match result {
+        Err(status) => assert_eq!(
+            status.code(),
+            tonic::Code::PermissionDenied,
+            "{what}: {status}"
+        ),
+        Ok(()) => panic!("{what}: a node token must be refused"),
+    };
+    denied(
+        cluster.client.drain("node-a").await.map(|_| ()),
+        "drain another node",
+    );
+    denied(
+        cluster.client.resume_rest().await.map(|_| ()),
+        "resume REST",
+    );
+    let node_store = RemoteStore::connect(
+        cluster.addresses.clone(),
+        ClusterToken::new(CLUSTER_TOKEN).unwrap(),
+        None,
+    );
+    let now = Timestamp::now();
+    let ttl = Duration::from_secs(1);
+    let refusals = [
+        (
+            "take the lease",
+            node_store
+                .acquire_lease("coordinator", 7, now, ttl)
+                .await
+                .err(),
+        ),
+        (
+            "read the lease",
+            node_store.lease("coordinator").await.err(),
+        ),
+        (
+            "fix the shard count",
+            node_store.fix_shard_count(7).await.err(),
+        ),
+        (
+            "assign a shard",
+            node_store.assign_shard(0, 7, 1).await.err(),
+        ),
+        ("read the raw store", node_store.dump_rows().await.err()),
+    ];
+    for (what, refused) in refusals {
+        let refused = refused.unwrap_or_else(|| panic!("{what}: a node token must be refused"));
+        assert!(
+            refused.to_string().contains("operator credentials"),
+            "{what}: {refused}"
+        );
+    }
+    // What a node needs still works with its token.
+    node_store.load(1).await.unwrap();
+
+    // The operator token does what the node token may not.
+    let status = cluster.operator.status().await.unwrap();
+    assert_eq!(status.nodes.len(), 2);
+    let rest = cluster.operator.resume_rest().await.unwrap();
+    assert_eq!(rest.resumes, 1);
+    assert!(cluster.operator.drain("node-a").await.unwrap() > 0);
+    cluster
+        .settled("node-a drained by the operator", |per_node| {
+            per_node.get("node-a").is_none_or(|&n| n == 0)
+        })
+        .await;
+
+    // A node drains itself with node credentials on SIGTERM: its own registration.
+    cluster.start_node("node-c", Some(CLUSTER_TOKEN)).await;
+    cluster
+        .settled("node-c takes a share", |per_node| {
+            per_node.get("node-c").is_some_and(|&n| n > 0)
+        })
+        .await;
+    cluster.nodes["node-b"].signal("-TERM");
+    let exited = cluster.nodes.get_mut("node-b").unwrap().exited().await;
+    assert!(exited.success(), "{exited}");
+    let log = cluster.log("node-b");
+    assert!(log.contains("shards handed to other nodes"), "{log}");
     assert_eq!(cluster.sim.stats().identifies, u64::from(SHARDS));
 }
 
@@ -949,7 +1377,7 @@ async fn a_401_on_one_node_halts_rest_on_every_node_until_an_operator_resumes() 
 
     // The operator fixes the token and resumes: replies flow again.
     sim.set_token(&token);
-    let resumed = cluster.client.resume_rest().await.unwrap();
+    let resumed = cluster.operator.resume_rest().await.unwrap();
     assert!(!resumed.halted && resumed.resumes == 1);
     for name in ["node-a", "node-b"] {
         while rest_halted(&cluster.node_ops[name]).await {

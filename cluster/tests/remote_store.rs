@@ -15,6 +15,8 @@ use protonn_sim::{SimConfig, SimHandle, Simulator};
 mod cases;
 
 const TOKEN: &str = "remote-store-test";
+/// Operator credentials, apart from the nodes' token.
+const OPERATOR_TOKEN: &str = "operator-token";
 
 /// What must outlive the store: the simulator the coordinator asked for gateway settings,
 /// the coordinator and its data directory.
@@ -35,8 +37,11 @@ async fn remote_store() -> (RemoteStore, Leader) {
         discord: DiscordEndpoint::Simulator(sim.rest_proxy()),
         token: BotToken::new(sim.config().token.clone()),
         cluster_token: ClusterToken::new(TOKEN).unwrap(),
+        operator_token: ClusterToken::new(OPERATOR_TOKEN).unwrap(),
         tls: None,
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        name: "coordinator-0".to_owned(),
+        advertise: None,
         ops_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         data_dir: dir.path().to_owned(),
         shards: None,
@@ -52,7 +57,8 @@ async fn remote_store() -> (RemoteStore, Leader) {
     .await
     .unwrap();
     let coordinators = vec![format!("http://{}", coordinator.addr())];
-    let token = ClusterToken::new(TOKEN).unwrap();
+    // The conformance suite touches the lease and the cluster tables: operator credentials.
+    let token = ClusterToken::new(OPERATOR_TOKEN).unwrap();
     // Calls to a coordinator that does not lead yet are retried, but waiting here keeps
     // each case's own timing clean.
     let client = ClusterClient::new(coordinators.clone(), token.clone());

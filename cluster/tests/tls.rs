@@ -12,6 +12,8 @@ use protonn_sim::{SimConfig, Simulator};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 
 const TOKEN: &str = "tls-test";
+/// Operator credentials, apart from the nodes' token.
+const OPERATOR_TOKEN: &str = "operator-token";
 
 /// A CA and a function issuing certificates for loopback signed by it.
 struct Authority {
@@ -56,8 +58,11 @@ async fn only_peers_with_a_certificate_of_the_cluster_ca_get_in() {
         discord: DiscordEndpoint::Simulator(sim.rest_proxy()),
         token: BotToken::new(sim.config().token.clone()),
         cluster_token: ClusterToken::new(TOKEN).unwrap(),
+        operator_token: ClusterToken::new(OPERATOR_TOKEN).unwrap(),
         tls: Some(cluster_ca.issue()),
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        name: "coordinator-0".to_owned(),
+        advertise: None,
         ops_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         data_dir: dir.path().to_owned(),
         shards: None,

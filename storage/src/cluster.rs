@@ -140,4 +140,15 @@ pub trait ClusterRepo: Send + Sync + 'static {
     async fn release_lease(&self, name: &str, holder: u64, epoch: u64) -> Result<(), StorageError>;
 
     async fn lease(&self, name: &str) -> Result<Option<Lease>, StorageError>;
+
+    /// The cluster's shard count, fixed when it formed; `None` before.
+    async fn shard_count(&self) -> Result<Option<u32>, StorageError>;
+
+    /// Fixes the shard count at `count` unless one is fixed already (compare-and-set), and
+    /// answers the count in force: `count`, or the one stored first. Only an explicit
+    /// resharding may change it.
+    async fn fix_shard_count(&self, count: u32) -> Result<u32, StorageError>;
 }
+
+/// Name of the shard count's row in the cluster's fixed facts (`cluster_meta`).
+pub(crate) const SHARD_COUNT: &str = "shard_count";

@@ -174,6 +174,8 @@ metered!("cluster", ClusterRepo {
         -> Lease;
     fn release_lease(&self, name: &str, holder: u64, epoch: u64) -> ();
     fn lease(&self, name: &str) -> Option<Lease>;
+    fn shard_count(&self) -> Option<u32>;
+    fn fix_shard_count(&self, count: u32) -> u32;
 });
 
 metered!("rights", DataRights {

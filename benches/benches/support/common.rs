@@ -431,10 +431,9 @@ pub struct Process {
 }
 
 impl Process {
-    /// Starts `binary --config <dir>/<name>.toml <args>` with the bot and cluster tokens,
-    /// logging to `<dir>/<name>.log`, and returns it with the address it prints after
-    /// `announce` on stdout.
-    #[allow(clippy::too_many_arguments)]
+    /// Starts `binary --config <dir>/<name>.toml <args>` with `env` (the tokens), logging
+    /// to `<dir>/<name>.log`, and returns it with the address it prints after `announce` on
+    /// stdout.
     pub async fn start(
         binary: &Path,
         dir: &Path,
@@ -442,8 +441,7 @@ impl Process {
         config: &str,
         args: &[&str],
         announce: &str,
-        bot_token: &str,
-        cluster_token: &str,
+        env: &[(&str, &str)],
     ) -> (Self, String) {
         let config_path = dir.join(format!("{name}.toml"));
         std::fs::write(&config_path, config).unwrap();
@@ -452,8 +450,7 @@ impl Process {
             .arg("--config")
             .arg(&config_path)
             .args(args)
-            .env("DISCORD_TOKEN", bot_token)
-            .env("PROTONN_CLUSTER_TOKEN", cluster_token)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info,twilight_gateway=warn");
         let (child, line) = spawn_announced(command, &dir.join(format!("{name}.log"))).await;
         let addr = line
@@ -471,6 +468,7 @@ impl Process {
         config: &str,
         bot_token: &str,
         cluster_token: &str,
+        operator_token: &str,
     ) -> (Self, String) {
         let (process, address) = Self::start(
             binary,
@@ -479,8 +477,11 @@ impl Process {
             config,
             &["coordinator", "--listen", "127.0.0.1:0"],
             "coordinator grpc ",
-            bot_token,
-            cluster_token,
+            &[
+                ("DISCORD_TOKEN", bot_token),
+                ("PROTONN_CLUSTER_TOKEN", cluster_token),
+                ("PROTONN_OPERATOR_TOKEN", operator_token),
+            ],
         )
         .await;
         (process, format!("http://{address}"))

@@ -52,6 +52,7 @@ pub(crate) enum ControlMsg {
     },
     Attach {
         node_id: u64,
+        session_key: String,
         link: InstructionTx,
         reply: oneshot::Sender<Result<(), Status>>,
     },
@@ -61,7 +62,15 @@ pub(crate) enum ControlMsg {
     },
     Drain {
         name: String,
+        /// `None` from an operator; a node draining itself presents its registration's key.
+        session_key: Option<String>,
         reply: oneshot::Sender<Result<u32, Status>>,
+    },
+    /// Whether `session_key` is the key of node `name`'s current registration.
+    Verify {
+        name: String,
+        session_key: String,
+        reply: oneshot::Sender<bool>,
     },
     Status(oneshot::Sender<pb::ClusterStatus>),
     ResumeRest(oneshot::Sender<pb::RestStatus>),
@@ -69,6 +78,9 @@ pub(crate) enum ControlMsg {
 
 struct NodeEntry {
     name: String,
+    /// The key its newest registration got: its later calls carry it. Empty for a node
+    /// known only from storage (a new leader's), which must register again to attach.
+    session_key: String,
     link: Option<InstructionTx>,
     last_seen: Instant,
     draining: bool,
@@ -143,6 +155,12 @@ impl RestStanding {
     }
 }
 
+/// Whether `key` is the key of `node`'s newest registration (compared in constant time).
+fn holds_key(node: &NodeEntry, key: &str) -> bool {
+    !node.session_key.is_empty()
+        && crate::grpc::constant_time_eq(node.session_key.as_bytes(), key.as_bytes())
+}
+
 /// The id a node name always maps to (FNV-1a): a restarted pod keeps its identity without
 /// a lookup.
 pub(crate) fn node_id(name: &str) -> u64 {
@@ -170,6 +188,7 @@ impl Control {
                 record.node_id,
                 NodeEntry {
                     name: record.address.clone(),
+                    session_key: String::new(),
                     link: None,
                     last_seen: now,
                     draining: record.draining,
@@ -249,6 +268,7 @@ impl Control {
                     .await?;
                 let entry = self.nodes.entry(node_id).or_insert_with(|| NodeEntry {
                     name: name.clone(),
+                    session_key: String::new(),
                     link: None,
                     last_seen: Instant::now(),
                     draining: false,
@@ -259,6 +279,8 @@ impl Control {
                 });
                 entry.last_seen = Instant::now();
                 entry.draining = false;
+                entry.session_key = format!("{:032x}", rand::random::<u128>());
+                let session_key = entry.session_key.clone();
                 tracing::info!(node_id, %name, %ops_address, "node registered");
                 let _ = reply.send(pb::RegisterReply {
                     node_id,
@@ -267,14 +289,19 @@ impl Control {
                     heartbeat_interval_ms: self.settings.heartbeat_interval.as_millis() as u32,
                     failure_timeout_ms: self.settings.failure_timeout.as_millis() as u32,
                     fence_ms: self.settings.fence.as_millis() as u32,
+                    session_key,
                 });
             }
             ControlMsg::Attach {
                 node_id,
+                session_key,
                 link,
                 reply,
             } => {
                 let result = match self.nodes.get_mut(&node_id) {
+                    Some(node) if !holds_key(node, &session_key) => Err(Status::permission_denied(
+                        "not this node's registration: register again",
+                    )),
                     Some(node) => {
                         node.link = Some(link);
                         node.last_seen = Instant::now();
@@ -288,8 +315,34 @@ impl Control {
                 self.publish();
             }
             ControlMsg::Report { node_id, report } => self.report(node_id, report).await?,
-            ControlMsg::Drain { name, reply } => {
+            ControlMsg::Verify {
+                name,
+                session_key,
+                reply,
+            } => {
+                let held = self
+                    .nodes
+                    .get(&node_id(&name))
+                    .is_some_and(|node| holds_key(node, &session_key));
+                let _ = reply.send(held);
+            }
+            ControlMsg::Drain {
+                name,
+                session_key,
+                reply,
+            } => {
                 let node_id = node_id(&name);
+                if let Some(key) = session_key
+                    && !self
+                        .nodes
+                        .get(&node_id)
+                        .is_some_and(|node| holds_key(node, &key))
+                {
+                    let _ = reply.send(Err(Status::permission_denied(
+                        "node credentials drain only the node itself; operators drain others (PROTONN_OPERATOR_TOKEN)",
+                    )));
+                    return Ok(());
+                }
                 let stranded = self.owned_by(node_id) > 0
                     && !self.accepting().iter().any(|&other| other != node_id);
                 match self.nodes.get_mut(&node_id) {
@@ -803,5 +856,121 @@ impl Control {
         for (state, count) in SHARD_STATES.into_iter().zip(shards) {
             gauge!(SHARDS, "state" => state).set(count as f64);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protonn_storage::EmbeddedStore;
+
+    fn settings() -> ControlSettings {
+        ControlSettings {
+            shard_count: 2,
+            heartbeat_interval: Duration::from_millis(500),
+            failure_timeout: Duration::from_secs(5),
+            fence: Duration::from_secs(3),
+            min_nodes: 2,
+            formation_grace: Duration::from_secs(60),
+            max_moves: 1,
+            rest_global_per_sec: 50.0,
+        }
+    }
+
+    async fn register(control: &mut Control, name: &str) -> String {
+        let (reply, answer) = oneshot::channel();
+        control
+            .handle(ControlMsg::Register {
+                name: name.to_owned(),
+                ops_address: "127.0.0.1:1".to_owned(),
+                reply,
+            })
+            .await
+            .unwrap();
+        answer.await.unwrap().session_key
+    }
+
+    async fn attach(control: &mut Control, name: &str, key: &str) -> Result<(), Status> {
+        let (link, _instructions) = mpsc::channel(1);
+        let (reply, answer) = oneshot::channel();
+        control
+            .handle(ControlMsg::Attach {
+                node_id: node_id(name),
+                session_key: key.to_owned(),
+                link,
+                reply,
+            })
+            .await
+            .unwrap();
+        answer.await.unwrap()
+    }
+
+    async fn verify(control: &mut Control, name: &str, key: &str) -> bool {
+        let (reply, answer) = oneshot::channel();
+        control
+            .handle(ControlMsg::Verify {
+                name: name.to_owned(),
+                session_key: key.to_owned(),
+                reply,
+            })
+            .await
+            .unwrap();
+        answer.await.unwrap()
+    }
+
+    async fn drain(control: &mut Control, name: &str, key: Option<&str>) -> Result<u32, Status> {
+        let (reply, answer) = oneshot::channel();
+        control
+            .handle(ControlMsg::Drain {
+                name: name.to_owned(),
+                session_key: key.map(str::to_owned),
+                reply,
+            })
+            .await
+            .unwrap();
+        // A drain accepted is answered once the node holds no shard.
+        control.answer_drains();
+        tokio::time::timeout(Duration::from_secs(5), answer)
+            .await
+            .expect("the drain is answered")
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_nodes_calls_about_itself_are_bound_to_its_newest_registration() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ClusterRepo> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let mut control = Control::load(store, settings(), 1).await.unwrap();
+        let a = register(&mut control, "node-a").await;
+        let b = register(&mut control, "node-b").await;
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, b);
+
+        // Another node's key, or none, does not make a node.
+        for wrong in ["", b.as_str()] {
+            let refused = attach(&mut control, "node-a", wrong).await.unwrap_err();
+            assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+            assert!(!verify(&mut control, "node-a", wrong).await);
+            let refused = drain(&mut control, "node-a", Some(wrong))
+                .await
+                .unwrap_err();
+            assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+        }
+        attach(&mut control, "node-a", &a).await.unwrap();
+        assert!(verify(&mut control, "node-a", &a).await);
+
+        // A new registration of the name replaces the key: the old one no longer works.
+        let again = register(&mut control, "node-a").await;
+        assert_ne!(again, a);
+        assert!(!verify(&mut control, "node-a", &a).await);
+        assert!(verify(&mut control, "node-a", &again).await);
+
+        // A node drains itself with its key (it holds no shard yet: nothing moves); an
+        // operator (no key) drains any node.
+        assert_eq!(
+            drain(&mut control, "node-a", Some(&again)).await.unwrap(),
+            0
+        );
+        assert_eq!(drain(&mut control, "node-b", None).await.unwrap(), 0);
     }
 }

@@ -8,7 +8,8 @@ use tokio::sync::{OnceCell, oneshot};
 use tonic::{Request, Response, Status};
 
 use super::control::{ControlMsg, node_id};
-use super::service::Leading;
+use super::leader::LeaderView;
+use super::service::{Leading, serving};
 use crate::grpc::pb;
 
 /// Longest address a node may advertise (`host:port`; a DNS name is at most 253 bytes).
@@ -16,15 +17,17 @@ const MAX_ADDRESS: usize = 300;
 
 pub(super) struct DirectoryService {
     leading: Arc<OnceCell<Leading>>,
+    view: Arc<LeaderView>,
     /// Node id → where it serves guild calls. In memory: nodes repeat it every few seconds,
     /// so a new leader knows it as soon as they do.
     addresses: Mutex<HashMap<u64, String>>,
 }
 
 impl DirectoryService {
-    pub(super) fn new(leading: Arc<OnceCell<Leading>>) -> Self {
+    pub(super) fn new(leading: Arc<OnceCell<Leading>>, view: Arc<LeaderView>) -> Self {
         Self {
             leading,
+            view,
             addresses: Mutex::new(HashMap::new()),
         }
     }
@@ -36,6 +39,8 @@ impl pb::guild_directory_server::GuildDirectory for DirectoryService {
         &self,
         request: Request<pb::AdvertiseRequest>,
     ) -> Result<Response<pb::AdvertiseReply>, Status> {
+        // Only the leader's directory is asked: a standby sends the node to it.
+        let leading = serving(&self.leading, &self.view)?;
         let request = request.into_inner();
         let address = request.guild_address;
         if request.node_name.is_empty()
@@ -45,6 +50,22 @@ impl pb::guild_directory_server::GuildDirectory for DirectoryService {
         {
             return Err(Status::invalid_argument(
                 "a node name and a guild address host:port are required",
+            ));
+        }
+        // Only the node itself says where it serves: its registration's key proves it.
+        let (reply, answer) = oneshot::channel();
+        leading
+            .control
+            .send(ControlMsg::Verify {
+                name: request.node_name.clone(),
+                session_key: request.session_key,
+                reply,
+            })
+            .await
+            .map_err(|_| Status::unavailable("the coordinator is stopping"))?;
+        if !answer.await.unwrap_or(false) {
+            return Err(Status::permission_denied(
+                "not this node's registration: register again",
             ));
         }
         self.addresses
@@ -58,10 +79,7 @@ impl pb::guild_directory_server::GuildDirectory for DirectoryService {
         &self,
         _request: Request<pb::ShardMapRequest>,
     ) -> Result<Response<pb::ShardMapReply>, Status> {
-        let leading = self
-            .leading
-            .get()
-            .ok_or_else(|| Status::unavailable("standby coordinator: not leading"))?;
+        let leading = serving(&self.leading, &self.view)?;
         let (reply, answer) = oneshot::channel();
         leading
             .control

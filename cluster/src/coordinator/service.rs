@@ -11,7 +11,8 @@ use tonic::{Request, Response, Status, Streaming};
 use protonn_storage::Store;
 
 use super::control::ControlMsg;
-use crate::grpc::pb;
+use super::leader::{LeaderView, not_leader};
+use crate::grpc::{Scope, pb};
 use crate::remote_store::{self, StoreCall};
 
 /// Instructions queued for one node before it is considered not keeping up.
@@ -25,19 +26,29 @@ pub(super) struct Leading {
     pub(super) store: Arc<dyn Store>,
 }
 
+/// What the services serve with while this coordinator leads, or the standby's answer.
+pub(super) fn serving<'a>(
+    leading: &'a OnceCell<Leading>,
+    view: &LeaderView,
+) -> Result<&'a Leading, Status> {
+    match leading.get() {
+        Some(leading) if view.leads() => Ok(leading),
+        _ => Err(not_leader(view)),
+    }
+}
+
 pub(super) struct CoordinatorService {
     leading: Arc<OnceCell<Leading>>,
+    view: Arc<LeaderView>,
 }
 
 impl CoordinatorService {
-    pub(super) fn new(leading: Arc<OnceCell<Leading>>) -> Self {
-        Self { leading }
+    pub(super) fn new(leading: Arc<OnceCell<Leading>>, view: Arc<LeaderView>) -> Self {
+        Self { leading, view }
     }
 
     fn leading(&self) -> Result<&Leading, Status> {
-        self.leading
-            .get()
-            .ok_or_else(|| Status::unavailable("standby coordinator: not leading"))
+        serving(&self.leading, &self.view)
     }
 
     /// Sends `message` to the control loop and waits for its answer.
@@ -96,6 +107,7 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
         let attached = self
             .ask(|reply| ControlMsg::Attach {
                 node_id,
+                session_key: hello.session_key,
                 link,
                 reply,
             })
@@ -139,9 +151,18 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
         &self,
         request: Request<pb::DrainRequest>,
     ) -> Result<Response<pb::DrainReply>, Status> {
+        // An operator drains any node; a node only itself, proven by its registration's key.
+        let session_key = match Scope::of(&request) {
+            Scope::Operator => None,
+            Scope::Node => Some(request.get_ref().session_key.clone()),
+        };
         let name = request.into_inner().name;
         let shards_moved = self
-            .ask(|reply| ControlMsg::Drain { name, reply })
+            .ask(|reply| ControlMsg::Drain {
+                name,
+                session_key,
+                reply,
+            })
             .await??;
         Ok(Response::new(pb::DrainReply { shards_moved }))
     }
@@ -155,8 +176,9 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
 
     async fn resume_rest(
         &self,
-        _request: Request<pb::ResumeRestRequest>,
+        request: Request<pb::ResumeRestRequest>,
     ) -> Result<Response<pb::RestStatus>, Status> {
+        Scope::of(&request).require_operator("resuming REST")?;
         Ok(Response::new(self.ask(ControlMsg::ResumeRest).await?))
     }
 }
@@ -164,11 +186,12 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
 /// The coordinator's store, served to nodes while it leads.
 pub(super) struct StorageService {
     leading: Arc<OnceCell<Leading>>,
+    view: Arc<LeaderView>,
 }
 
 impl StorageService {
-    pub(super) fn new(leading: Arc<OnceCell<Leading>>) -> Self {
-        Self { leading }
+    pub(super) fn new(leading: Arc<OnceCell<Leading>>, view: Arc<LeaderView>) -> Self {
+        Self { leading, view }
     }
 }
 
@@ -178,12 +201,13 @@ impl pb::storage_server::Storage for StorageService {
         &self,
         request: Request<pb::StoreCall>,
     ) -> Result<Response<pb::StoreAnswer>, Status> {
-        let store = match self.leading.get() {
-            Some(leading) => Arc::clone(&leading.store),
-            None => return Err(Status::unavailable("standby coordinator: not leading")),
-        };
+        let store = Arc::clone(&serving(&self.leading, &self.view)?.store);
+        let scope = Scope::of(&request);
         let call: StoreCall = serde_json::from_slice(&request.into_inner().call)
             .map_err(|err| Status::invalid_argument(format!("unreadable store call: {err}")))?;
+        if call.operator_only() {
+            scope.require_operator("this store call (the lease, cluster tables, raw rows)")?;
+        }
         let answer = remote_store::serve(store.as_ref(), call).await;
         Ok(Response::new(pb::StoreAnswer {
             answer: serde_json::to_vec(&answer).expect("store answers serialise to JSON"),

@@ -113,6 +113,15 @@ capabilities:
   value: {{ .Values.logging.format | quote }}
 {{- end -}}
 
+{{/* Operator credentials, for coordinators only: nodes never hold them. */}}
+{{- define "protonn.operatorTokenEnv" -}}
+- name: PROTONN_OPERATOR_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.operatorToken.secret.name }}
+      key: {{ .Values.operatorToken.secret.key }}
+{{- end -}}
+
 {{/* Live on /healthz, ready on /readyz; timings from .Values.probes. */}}
 {{- define "protonn.probes" -}}
 startupProbe:

@@ -7,9 +7,9 @@ use redb::{ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ACCOUNTS, ASSIGNMENTS, CHECKPOINTS, EmbeddedStore, LEASES, NODES, PROMOS, REDEMPTIONS, RowRef,
-    SUBSCRIPTIONS, TICKETS, TRANSCRIPTS, USER_REFS, WORKFLOWS, e, from_json, index, open,
-    open_read, to_json, unindex,
+    ACCOUNTS, ASSIGNMENTS, CHECKPOINTS, CLUSTER_META, EmbeddedStore, LEASES, NODES, PROMOS,
+    REDEMPTIONS, RowRef, SUBSCRIPTIONS, TICKETS, TRANSCRIPTS, USER_REFS, WORKFLOWS, e, from_json,
+    index, open, open_read, to_json, unindex,
 };
 use crate::{
     Account, AccountRepo, BillingRepo, ClusterRepo, Lease, NodeRecord, PromoCode, Redemption,
@@ -701,5 +701,33 @@ impl ClusterRepo for EmbeddedStore {
         let name = name.to_owned();
         self.read(move |txn, _| read_json(&open_read(txn, LEASES)?, "leases", name.as_str()))
             .await
+    }
+
+    async fn shard_count(&self) -> Result<Option<u32>, StorageError> {
+        self.read(move |txn, _| {
+            let stored = open_read(txn, CLUSTER_META)?
+                .get(crate::cluster::SHARD_COUNT)
+                .map_err(e)?;
+            Ok(stored.map(|count| count.value() as u32))
+        })
+        .await
+    }
+
+    async fn fix_shard_count(&self, count: u32) -> Result<u32, StorageError> {
+        self.write(move |txn, _| {
+            let mut table = open(txn, CLUSTER_META)?;
+            let stored = table
+                .get(crate::cluster::SHARD_COUNT)
+                .map_err(e)?
+                .map(|count| count.value() as u32);
+            if let Some(stored) = stored {
+                return Ok(stored);
+            }
+            table
+                .insert(crate::cluster::SHARD_COUNT, u64::from(count))
+                .map_err(e)?;
+            Ok(count)
+        })
+        .await
     }
 }

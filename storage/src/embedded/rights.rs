@@ -5,9 +5,9 @@ use redb::{ReadableTable, TableHandle, WriteTransaction};
 
 use super::records::{StoredPromo, account_expiry, ticket_expiry, user_refs, write_workflow};
 use super::{
-    ACCOUNTS, ASSIGNMENTS, AUDIT, CHECKPOINTS, CONFIG_HISTORY, EXPIRY, EmbeddedStore, GUILD_CONFIG,
-    GUILD_DEPARTURES, LEASES, NODES, PROMOS, REDEMPTIONS, RowRef, SUBSCRIPTIONS, TICKETS,
-    TRANSCRIPTS, USAGE, USER_REFS, WORKFLOWS, audit_ref, audit_users, e, from_json, open,
+    ACCOUNTS, ASSIGNMENTS, AUDIT, CHECKPOINTS, CLUSTER_META, CONFIG_HISTORY, EXPIRY, EmbeddedStore,
+    GUILD_CONFIG, GUILD_DEPARTURES, LEASES, NODES, PROMOS, REDEMPTIONS, RowRef, SUBSCRIPTIONS,
+    TICKETS, TRANSCRIPTS, USAGE, USER_REFS, WORKFLOWS, audit_ref, audit_users, e, from_json, open,
     open_read, unindex,
 };
 use crate::{
@@ -472,6 +472,13 @@ impl DataRights for EmbeddedStore {
                 let (guild, at) = item.map_err(e)?;
                 let text = format!("{} {}", guild.value(), at.value());
                 push(GUILD_DEPARTURES.name(), text);
+            }
+            for item in open_read(txn, CLUSTER_META)?.iter().map_err(e)? {
+                let (name, value) = item.map_err(e)?;
+                push(
+                    CLUSTER_META.name(),
+                    format!("{} {}", name.value(), value.value()),
+                );
             }
             for def in [USER_REFS, EXPIRY] {
                 for item in open_read(txn, def)?.iter().map_err(e)? {

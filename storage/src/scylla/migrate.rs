@@ -42,6 +42,11 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         "005_web_sessions.cql",
         include_str!("../../schema/005_web_sessions.cql"),
     ),
+    (
+        6,
+        "006_cluster_meta.cql",
+        include_str!("../../schema/006_cluster_meta.cql"),
+    ),
 ];
 
 /// How long the migration lock lives without being re-taken. Long enough for the slowest

@@ -9,6 +9,7 @@ use scylla::value::CqlValue;
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::{ScyllaStore, Writes, db_id, rust_id, ttl};
+use crate::cluster::SHARD_COUNT;
 use crate::row_ref::RowRef;
 use crate::{
     Account, AccountRepo, AuditEntry, AuditRepo, BillingRepo, CONFIG_HISTORY_LEN, ClusterRepo,
@@ -1298,5 +1299,37 @@ impl ClusterRepo for ScyllaStore {
 
     async fn lease(&self, name: &str) -> Result<Option<Lease>, StorageError> {
         self.read_lease(name).await
+    }
+
+    async fn shard_count(&self) -> Result<Option<u32>, StorageError> {
+        let row: Option<(i64,)> = self
+            .serial_one(
+                "SELECT value FROM {ks}.cluster_meta WHERE name = ?",
+                (SHARD_COUNT,),
+            )
+            .await?;
+        Ok(row.map(|(count,)| u32::try_from(count).unwrap_or(0)))
+    }
+
+    async fn fix_shard_count(&self, count: u32) -> Result<u32, StorageError> {
+        let resolve = || async { Ok(self.shard_count().await? == Some(count)) };
+        let outcome = self
+            .lwt_resolved(
+                "INSERT INTO {ks}.cluster_meta (name, value) VALUES (?, ?) IF NOT EXISTS",
+                (SHARD_COUNT, i64::from(count)),
+                resolve,
+            )
+            .await?;
+        if outcome.applied {
+            return Ok(count);
+        }
+        match outcome.bigint("value") {
+            Some(stored) => Ok(u32::try_from(stored).unwrap_or(0)),
+            None => self.shard_count().await?.ok_or_else(|| {
+                StorageError::Database(
+                    "cluster_meta: the shard count was neither written nor found".to_owned(),
+                )
+            }),
+        }
     }
 }

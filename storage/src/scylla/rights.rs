@@ -30,6 +30,7 @@ const TABLES: &[&str] = &[
     "shard_assignments",
     "shard_checkpoints",
     "leases",
+    "cluster_meta",
     "guild_departures",
 ];
 
@@ -489,6 +490,10 @@ impl DataRights for ScyllaStore {
                         .await?
                 }
                 "leases" => self.select("SELECT JSON * FROM {ks}.leases", ()).await?,
+                "cluster_meta" => {
+                    self.select("SELECT JSON * FROM {ks}.cluster_meta", ())
+                        .await?
+                }
                 "guild_departures" => {
                     self.select("SELECT JSON * FROM {ks}.guild_departures", ())
                         .await?

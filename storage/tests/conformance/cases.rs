@@ -542,6 +542,23 @@ pub(crate) async fn leases_fence_stale_holders<S: Store + Clone>(store: S) {
     assert_eq!(store.lease("other").await.unwrap(), None);
 }
 
+/// The shard count is written once, when the cluster forms: whoever proposes another later
+/// (a second coordinator racing, a leader with another config) is answered the stored one.
+pub(crate) async fn the_shard_count_is_fixed_once<S: Store + Clone>(store: S) {
+    // Over a coordinator's remote store, the coordinator has formed the cluster already.
+    let formed = store.shard_count().await.unwrap();
+    let (a, b) = tokio::join!(store.fix_shard_count(16), store.fix_shard_count(24));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a, b, "two proposals at once: one count wins for both");
+    match formed {
+        Some(formed) => assert_eq!(a, formed),
+        None => assert!(a == 16 || a == 24, "{a}"),
+    }
+    assert_eq!(store.shard_count().await.unwrap(), Some(a));
+    assert_eq!(store.fix_shard_count(32).await.unwrap(), a);
+    assert_eq!(store.shard_count().await.unwrap(), Some(a));
+}
+
 /// Rows past retention are gone after a sweep at "now"; fresh ones stay.
 pub(crate) async fn retention_removes_expired_rows<S: Store + Clone>(store: S) {
     let now = Timestamp::now();
@@ -1112,6 +1129,7 @@ macro_rules! conformance_cases {
             subscriptions_and_promo_codes,
             cluster_tables_fence_by_epoch,
             leases_fence_stale_holders,
+            the_shard_count_is_fixed_once,
             retention_removes_expired_rows,
             export_covers_every_table,
             deleting_a_user_leaves_nothing,

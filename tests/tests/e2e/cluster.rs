@@ -15,6 +15,8 @@ use protonn_shard::BotToken;
 use protonn_tests::*;
 
 pub(crate) const TOKEN: &str = "in-process-cluster";
+/// Operator credentials (drains), apart from the nodes' token.
+pub(crate) const OPERATOR_TOKEN: &str = "in-process-operator";
 
 pub(crate) fn membership(coordinator: &Coordinator, name: &str) -> ClusterMembership {
     ClusterMembership {
@@ -24,6 +26,7 @@ pub(crate) fn membership(coordinator: &Coordinator, name: &str) -> ClusterMember
         name: name.to_owned(),
         guild_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         guild_advertise: None,
+        drain_timeout: Duration::from_secs(60),
     }
 }
 
@@ -55,8 +58,11 @@ pub(crate) async fn start_coordinator(
         discord: DiscordEndpoint::Simulator(sim.rest_proxy()),
         token: BotToken::new(sim.config().token.clone()),
         cluster_token: ClusterToken::new(TOKEN).unwrap(),
+        operator_token: ClusterToken::new(OPERATOR_TOKEN).unwrap(),
         tls: None,
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        name: "coordinator-0".to_owned(),
+        advertise: None,
         ops_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         data_dir: dir.join("coordinator"),
         shards: None,
@@ -76,6 +82,14 @@ pub(crate) async fn start_coordinator(
         ClusterToken::new(TOKEN).unwrap(),
     );
     (coordinator, client)
+}
+
+/// An operator's client (drains), with the operator token the nodes do not have.
+pub(crate) fn operator(coordinator: &Coordinator) -> ClusterClient {
+    ClusterClient::new(
+        vec![format!("http://{}", coordinator.addr())],
+        ClusterToken::new(OPERATOR_TOKEN).unwrap(),
+    )
 }
 
 pub(crate) async fn running(node: &Node) -> Vec<u32> {
@@ -199,7 +213,7 @@ async fn a_moved_shard_takes_its_cached_guilds_and_finds_their_config_on_the_new
 async fn a_guild_that_left_on_one_node_and_returns_on_another_keeps_its_data() {
     let sim = start_sim(small_world(4, 40)).await;
     let dir = tempfile::tempdir().unwrap();
-    let (coordinator, client) = start_coordinator(&sim, dir.path()).await;
+    let (coordinator, _client) = start_coordinator(&sim, dir.path()).await;
     let a = start_node(&sim, dir.path(), membership(&coordinator, "node-a")).await;
     let b = start_node(&sim, dir.path(), membership(&coordinator, "node-b")).await;
     wait_until("two shards on each node", || async {
@@ -225,7 +239,7 @@ async fn a_guild_that_left_on_one_node_and_returns_on_another_keeps_its_data() {
     .await;
 
     // node-a's shards move to node-b, and the guilds come back there.
-    assert_eq!(client.drain("node-a").await.unwrap(), 2);
+    assert_eq!(operator(&coordinator).drain("node-a").await.unwrap(), 2);
     wait_until("node-b runs every shard", || async {
         running(&b).await.len() == 4
     })
@@ -247,7 +261,7 @@ async fn a_guild_that_left_on_one_node_and_returns_on_another_keeps_its_data() {
 async fn a_guild_that_moves_away_and_back_acts_on_the_config_it_got_elsewhere() {
     let sim = start_sim(small_world(4, 40)).await;
     let dir = tempfile::tempdir().unwrap();
-    let (coordinator, client) = start_coordinator(&sim, dir.path()).await;
+    let (coordinator, _client) = start_coordinator(&sim, dir.path()).await;
     let a = start_node(&sim, dir.path(), membership(&coordinator, "node-a")).await;
     wait_until("node-a runs every shard", || async {
         running(&a).await.len() == 4
@@ -274,7 +288,7 @@ async fn a_guild_that_moves_away_and_back_acts_on_the_config_it_got_elsewhere() 
     assert_eq!(changed.version, 2);
 
     // The shard comes back to node-a.
-    assert_eq!(client.drain("node-b").await.unwrap(), 2);
+    assert_eq!(operator(&coordinator).drain("node-b").await.unwrap(), 2);
     wait_until("node-a runs every shard again", || async {
         running(&a).await.len() == 4
     })

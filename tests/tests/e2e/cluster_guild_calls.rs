@@ -11,7 +11,7 @@ use protonn_cluster::{ClusterGuildCalls, ClusterToken};
 use protonn_storage::GuildConfig;
 use protonn_tests::*;
 
-use crate::cluster::{TOKEN, membership, running, start_coordinator, start_node};
+use crate::cluster::{TOKEN, membership, operator, running, start_coordinator, start_node};
 
 fn change(guild_id: u64, prefix: &str, expected_version: u64, key: &str) -> GuildCall {
     GuildCall {
@@ -139,7 +139,7 @@ async fn a_config_change_reaches_the_guilds_node_also_right_after_its_shard_move
     // A change whose answer the caller did not see, then node-a's shards move away.
     let retried = change(guild.id, "+", 2, "retried-across-the-move");
     let first = calls.call(retried.clone()).await.unwrap();
-    assert_eq!(client.drain("node-a").await.unwrap(), 2);
+    assert_eq!(operator(&coordinator).drain("node-a").await.unwrap(), 2);
     // Right after the move: the retry reaches the new owner and is not applied again.
     let again = calls.call(retried).await;
     assert_eq!(again, Ok(first), "applied once, answered as the first time");

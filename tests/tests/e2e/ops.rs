@@ -102,8 +102,11 @@ async fn dashboards_alerts_and_catalog_hold_against_a_real_prometheus() {
         discord: DiscordEndpoint::Simulator(sim.rest_proxy()),
         token: BotToken::new(sim.config().token.clone()),
         cluster_token: ClusterToken::new("ops-test-token").unwrap(),
+        operator_token: ClusterToken::new("ops-test-operator").unwrap(),
         tls: None,
         listen: loopback,
+        name: "coordinator-0".to_owned(),
+        advertise: None,
         ops_listen: loopback,
         data_dir: coordinator_dir.path().to_owned(),
         shards: None,
@@ -120,7 +123,7 @@ async fn dashboards_alerts_and_catalog_hold_against_a_real_prometheus() {
     .unwrap();
     assert_eq!(http_get(coordinator.ops_addr(), "/healthz").await.0, 200);
     wait_until("the coordinator leads", || async {
-        http_get(coordinator.ops_addr(), "/readyz").await.0 == 200
+        http_get(coordinator.ops_addr(), "/leader").await.0 == 200
     })
     .await;
 
