@@ -784,6 +784,60 @@ async fn shards_spread_move_and_survive_node_and_leader_loss_without_losing_even
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_of_every_node_loses_nothing_and_identifies_nothing() {
+    let mut cluster = Cluster::start(1, 3).await;
+    let names = ["node-a", "node-b", "node-c"];
+    for name in names {
+        cluster.start_node(name, Some(CLUSTER_TOKEN)).await;
+    }
+    cluster
+        .settled("32 shards spread over 3 nodes", evenly(3))
+        .await;
+    let identifies = cluster.sim.stats().identifies;
+    let resumes_before = resumes(&cluster.sim);
+
+    // What a StatefulSet rollout does: one pod after another, SIGTERM (the node hands its
+    // shards over and exits), then the new pod with the same name, which takes its share
+    // back before the next one goes.
+    let traffic = Traffic::start(&cluster.sim, PINGS_PER_SEC);
+    for name in names {
+        cluster.nodes[name].signal("-TERM");
+        let status = cluster.nodes.get_mut(name).unwrap().exited().await;
+        assert!(status.success(), "{name} stops cleanly: {status}");
+        cluster
+            .settled(&format!("{name}'s shards live elsewhere"), |per_node| {
+                per_node.get(name).is_none_or(|&n| n == 0)
+            })
+            .await;
+        cluster.start_node(name, Some(CLUSTER_TOKEN)).await;
+        cluster
+            .settled(&format!("the restarted {name} takes its share"), evenly(3))
+            .await;
+    }
+    let duplicates = traffic.stop_and_count(&cluster.sim, MIN_PINGS).await;
+    assert_eq!(duplicates, 0, "handoffs replay nothing twice");
+    assert_eq!(
+        cluster.sim.stats().identifies,
+        identifies,
+        "every session moved by RESUME"
+    );
+    let handoffs = cluster.status().await.unwrap().handoffs;
+    println!(
+        "rolling restart: {} RESUMEs, {handoffs} handoffs in all",
+        resumes(&cluster.sim) - resumes_before
+    );
+}
+
+/// RESUMEs the simulator accepted so far.
+fn resumes(sim: &SimHandle) -> usize {
+    sim.ledger()
+        .gateway
+        .iter()
+        .filter(|event| matches!(event.kind, GatewayEventKind::Resumed { .. }))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_without_the_cluster_token_is_rejected() {
     let cluster = Cluster::start(1, 1).await;
     for (name, token) in [("no-token", None), ("wrong-token", Some("not-the-token"))] {
