@@ -20,6 +20,8 @@ use async_trait::async_trait;
 use protonn_storage::{GuildConfig, VersionedConfig};
 use serde::{Deserialize, Serialize};
 
+use crate::ConfigChangeError;
+
 /// A request to one guild's actor.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GuildCall {
@@ -266,4 +268,53 @@ pub const AUDIT_CONFIG_ROLLBACK: &str = "config.rollback";
 #[async_trait]
 pub trait GuildCalls: Send + Sync + 'static {
     async fn call(&self, call: GuildCall) -> Result<GuildResponse, GuildCallError>;
+}
+
+/// Changes one config key of a guild through guild calls: reads the config, applies `key`,
+/// and saves it on `expected_version` (the version read when `None`). Durable and live in
+/// the guild's actor when it answers. The key-by-key path of callers outside the actor: the
+/// operator's CLI, and a node's own API.
+pub async fn change_config_key(
+    calls: &dyn GuildCalls,
+    caller: Caller,
+    guild_id: u64,
+    (key, value): (&str, &str),
+    expected_version: Option<u64>,
+    deadline: Duration,
+) -> Result<VersionedConfig, ConfigChangeError> {
+    let call = |request| GuildCall {
+        guild_id,
+        caller: caller.clone(),
+        idempotency_key: None,
+        deadline,
+        request,
+    };
+    let current = match calls.call(call(GuildRequest::ReadConfig)).await {
+        Ok(GuildResponse::Config(current)) => current,
+        Ok(other) => return Err(unexpected(&other)),
+        Err(err) => return Err(config_error(err)),
+    };
+    let config =
+        crate::apply_config_key(&current.config, key, value).map_err(ConfigChangeError::Invalid)?;
+    let change = GuildRequest::ChangeConfig {
+        config,
+        expected_version: expected_version.unwrap_or(current.version),
+    };
+    match calls.call(call(change)).await {
+        Ok(GuildResponse::Config(saved)) => Ok(saved),
+        Ok(other) => Err(unexpected(&other)),
+        Err(err) => Err(config_error(err)),
+    }
+}
+
+fn config_error(err: GuildCallError) -> ConfigChangeError {
+    match err {
+        GuildCallError::Conflict { current } => ConfigChangeError::Conflict { current },
+        GuildCallError::Invalid { message } => ConfigChangeError::Invalid(message),
+        other => ConfigChangeError::Unavailable(other.to_string()),
+    }
+}
+
+fn unexpected(answer: &GuildResponse) -> ConfigChangeError {
+    ConfigChangeError::Unavailable(format!("unexpected answer: {answer:?}"))
 }

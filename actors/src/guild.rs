@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use metrics::{counter, histogram};
 use protonn_storage::{StorageError, Timestamp, VersionedConfig};
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::time::Instant;
 use twilight_model::application::interaction::application_command::{
     CommandData, CommandOptionValue,
@@ -54,13 +54,6 @@ pub struct GuildArgs {
 pub enum GuildMsg {
     /// A gateway event of this guild, in gateway order. Boxed: events are large.
     Event(Box<Event>),
-    /// Change one config key from outside Discord (the dashboard, another node).
-    Configure {
-        key: String,
-        value: String,
-        expected_version: Option<u64>,
-        reply: RpcReplyPort<Result<VersionedConfig, ConfigChangeError>>,
-    },
     /// Forget the loaded config and load it again before its next use: the guild's shard
     /// came back from another node, where the config may have changed.
     Reload,
@@ -143,29 +136,6 @@ impl Actor for GuildActor {
     ) -> Result<(), ActorProcessingErr> {
         let event = match message {
             GuildMsg::Event(event) => event,
-            GuildMsg::Configure {
-                key,
-                value,
-                expected_version,
-                reply,
-            } => {
-                let changer = requests::Changer {
-                    user_id: None,
-                    source: CallSource::Node,
-                    idempotency_key: None,
-                };
-                let result = match ConfigKey::parse(&key) {
-                    Ok(key) => {
-                        state
-                            .change_config(key, &value, expected_version, changer)
-                            .await
-                    }
-                    Err(text) => Err(ConfigChangeError::Invalid(text)),
-                };
-                let _ = reply.send(result);
-                state.pending.fetch_sub(1, Ordering::AcqRel);
-                return Ok(());
-            }
             GuildMsg::Reload => {
                 state.config = None;
                 return Ok(());

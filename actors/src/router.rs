@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use metrics::{counter, gauge};
-use protonn_storage::{Store, VersionedConfig};
+use protonn_storage::Store;
 use ractor::{
     Actor, ActorId, ActorProcessingErr, ActorRef, ActorRuntime, MessagingErr, RpcReplyPort,
     SupervisionEvent,
@@ -26,8 +26,8 @@ use crate::metrics::{
 };
 use crate::runtime::{Admission, admit};
 use crate::{
-    ActorsError, ConfigChangeError, DeadLetters, Departures, EventObserver, GuildActor, GuildCall,
-    GuildCallError, GuildMsg, OwnRoles, Replies, RuntimeConfig,
+    ActorsError, DeadLetters, Departures, EventObserver, GuildActor, GuildCall, GuildCallError,
+    GuildMsg, OwnRoles, Replies, RuntimeConfig,
 };
 
 /// What every guild actor of a node shares.
@@ -56,15 +56,6 @@ pub enum RouterMsg {
     /// guild actor's mailbox, which is what paces the shard's forwarder. Events without a
     /// guild (READY, DMs) are not routed.
     Route(Vec<Event>, RpcReplyPort<()>),
-    /// Change one config key of a guild from outside Discord; answered once it is durable
-    /// and live, or refused.
-    Configure {
-        guild_id: u64,
-        key: String,
-        value: String,
-        expected_version: Option<u64>,
-        reply: RpcReplyPort<Result<VersionedConfig, ConfigChangeError>>,
-    },
     /// This node took shard `shard_id` (of `shard_count`) over from another: its guilds'
     /// configs may have changed there, so each resident actor of those guilds reloads its
     /// config before it next uses it.
@@ -397,30 +388,6 @@ impl Actor for GuildRouter {
                 }
                 let _ = done.send(());
             }
-            RouterMsg::Configure {
-                guild_id,
-                key,
-                value,
-                expected_version,
-                reply,
-            } => {
-                let Some(guild_id) = Id::new_checked(guild_id) else {
-                    let _ = reply.send(Err(ConfigChangeError::Invalid("guild id 0".into())));
-                    return Ok(());
-                };
-                let configure = GuildMsg::Configure {
-                    key,
-                    value,
-                    expected_version,
-                    reply,
-                };
-                if let Err(GuildMsg::Configure { reply, .. }) =
-                    state.deliver(&myself, guild_id, configure)
-                {
-                    let refused = ConfigChangeError::Unavailable("guild actor unavailable".into());
-                    let _ = reply.send(Err(refused));
-                }
-            }
             RouterMsg::ShardAdopted {
                 shard_id,
                 shard_count,
@@ -505,13 +472,23 @@ mod tests {
     use std::time::Duration;
 
     use protonn_shard::BotToken;
-    use protonn_storage::{EmbeddedStore, GuildConfigRepo};
+    use protonn_storage::{EmbeddedStore, GuildConfig, GuildConfigRepo, VersionedConfig};
+    use twilight_model::gateway::payload::incoming::GuildCreate;
 
     use super::*;
     use crate::rest::{GlobalLine, GuardLimits, InvalidRequestGuard, Rest, Transport};
+    use crate::{CallSource, Caller, ConfigChangeError, GuildRequest, GuildResponse};
 
-    /// A router over a store of its own; its REST goes nowhere (these tests send none).
-    async fn router(data: &std::path::Path) -> (ActorRef<RouterMsg>, Arc<EmbeddedStore>) {
+    /// A router over a store of its own, in `guilds`; its REST goes nowhere (these tests
+    /// send none).
+    async fn router(
+        data: &std::path::Path,
+        guilds: &[u64],
+    ) -> (ActorRef<RouterMsg>, Arc<EmbeddedStore>) {
+        let cache = Arc::new(DefaultInMemoryCache::new());
+        for &guild_id in guilds {
+            join(&cache, guild_id);
+        }
         let store = Arc::new(EmbeddedStore::open(data).unwrap());
         let transport = Transport::new(
             &BotToken::new("test"),
@@ -527,7 +504,7 @@ mod tests {
             store: Arc::clone(&store) as Arc<dyn Store>,
             departures: Arc::default(),
             replies: Replies::new(rest),
-            cache: Arc::new(DefaultInMemoryCache::new()),
+            cache,
             own_roles: Arc::default(),
             runtime: RuntimeConfig::default(),
             dead_letters: Arc::default(),
@@ -540,31 +517,47 @@ mod tests {
         (router, store)
     }
 
+    /// Puts guild `guild_id` in the router's cache: guild calls are only for guilds the bot
+    /// is in.
+    fn join(cache: &DefaultInMemoryCache, guild_id: u64) {
+        let guild = serde_json::json!({
+            "id": guild_id.to_string(), "name": "g", "icon": null, "owner_id": "1",
+            "afk_timeout": 60, "default_message_notifications": 0, "explicit_content_filter": 0,
+            "features": [], "mfa_level": 0, "nsfw_level": 0, "preferred_locale": "en-US",
+            "premium_progress_bar_enabled": false, "premium_tier": 0, "system_channel_flags": 0,
+            "verification_level": 0, "emojis": [], "stickers": [], "roles": [], "members": [],
+            "channels": [],
+        });
+        let guild = serde_json::from_value(guild).unwrap();
+        cache.update(&Event::GuildCreate(Box::new(GuildCreate::Available(guild))));
+    }
+
     async fn set_prefix(
         router: &ActorRef<RouterMsg>,
         guild_id: u64,
         expected_version: Option<u64>,
     ) -> Result<VersionedConfig, ConfigChangeError> {
-        ractor::call_t!(
-            router,
-            |reply| RouterMsg::Configure {
-                guild_id,
-                key: "prefix".to_owned(),
-                value: "?".to_owned(),
-                expected_version,
-                reply,
-            },
-            5_000
+        let caller = Caller {
+            user_id: None,
+            source: CallSource::Node,
+        };
+        crate::change_config_key(
+            &crate::LocalGuildCalls::new(router.clone()),
+            caller,
+            guild_id,
+            ("prefix", "?"),
+            expected_version,
+            Duration::from_secs(5),
         )
-        .unwrap()
+        .await
     }
 
     #[tokio::test]
     async fn an_adopted_shard_reloads_its_guilds_configs_before_their_next_use() {
         let data = tempfile::tempdir().unwrap();
-        let (router, store) = router(data.path()).await;
         // Shard 1 of 2.
         let guild_id = (3 << 22) | 7;
+        let (router, store) = router(data.path(), &[guild_id]).await;
         assert_eq!(
             set_prefix(&router, guild_id, None).await.unwrap().version,
             1
@@ -604,21 +597,28 @@ mod tests {
     #[tokio::test]
     async fn draining_handles_every_queued_message_before_the_actors_stop() {
         let data = tempfile::tempdir().unwrap();
-        let (router, _store) = router(data.path()).await;
         let guild_id = 5 << 22;
+        let (router, _store) = router(data.path(), &[guild_id]).await;
         // Config changes queue behind one another in the guild's mailbox; each is answered
         // only once handled, so an answer for every one proves none was dropped by the stop.
         let answers: Vec<_> = (0..50)
-            .map(|_| {
+            .map(|expected_version| {
                 let (reply, answer) = tokio::sync::oneshot::channel();
+                let change = GuildCall {
+                    guild_id,
+                    caller: Caller {
+                        user_id: None,
+                        source: CallSource::Node,
+                    },
+                    idempotency_key: None,
+                    deadline: Duration::from_secs(10),
+                    request: GuildRequest::ChangeConfig {
+                        config: GuildConfig::default(),
+                        expected_version,
+                    },
+                };
                 router
-                    .cast(RouterMsg::Configure {
-                        guild_id,
-                        key: "prefix".to_owned(),
-                        value: "?".to_owned(),
-                        expected_version: None,
-                        reply: reply.into(),
-                    })
+                    .cast(RouterMsg::Call(Box::new(change), reply.into()))
                     .unwrap();
                 answer
             })
@@ -629,13 +629,10 @@ mod tests {
         assert!(GuildRouter::drain_and_stop(&router, Duration::from_secs(10)).await);
         let mut versions = Vec::new();
         for answer in answers {
-            versions.push(
-                answer
-                    .await
-                    .expect("answered before the stop")
-                    .unwrap()
-                    .version,
-            );
+            match answer.await.expect("answered before the stop") {
+                Ok(GuildResponse::Config(saved)) => versions.push(saved.version),
+                other => panic!("a change failed: {other:?}"),
+            }
         }
         assert_eq!(versions, (1..=50).collect::<Vec<u64>>());
     }

@@ -4,10 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use protonn_actors::{
-    CallSource, Caller, ConfigChangeError, GuildCall, GuildCallError, GuildCalls, GuildRequest,
-    GuildResponse,
-};
+use protonn_actors::{CallSource, Caller, ConfigChangeError, GuildCalls, change_config_key};
 use protonn_storage::VersionedConfig;
 
 use crate::grpc::{self, ClusterTls, ClusterToken, pb};
@@ -113,32 +110,20 @@ impl ClusterClient {
         value: &str,
         expected_version: Option<u64>,
     ) -> Result<VersionedConfig, ConfigChangeError> {
-        let call = |request| GuildCall {
+        let caller = Caller {
+            user_id: None,
+            source: CallSource::Cli,
+        };
+        let change = (key, value);
+        change_config_key(
+            self.guilds.as_ref(),
+            caller,
             guild_id,
-            caller: Caller {
-                user_id: None,
-                source: CallSource::Cli,
-            },
-            idempotency_key: None,
-            deadline: CONFIGURE_DEADLINE,
-            request,
-        };
-        let current = match self.guilds.call(call(GuildRequest::ReadConfig)).await {
-            Ok(GuildResponse::Config(current)) => current,
-            Ok(other) => return Err(unexpected(&other)),
-            Err(err) => return Err(config_error(err)),
-        };
-        let config = protonn_actors::apply_config_key(&current.config, key, value)
-            .map_err(ConfigChangeError::Invalid)?;
-        let change = GuildRequest::ChangeConfig {
-            config,
-            expected_version: expected_version.unwrap_or(current.version),
-        };
-        match self.guilds.call(call(change)).await {
-            Ok(GuildResponse::Config(saved)) => Ok(saved),
-            Ok(other) => Err(unexpected(&other)),
-            Err(err) => Err(config_error(err)),
-        }
+            change,
+            expected_version,
+            CONFIGURE_DEADLINE,
+        )
+        .await
     }
 
     /// Tries each coordinator in turn; a standby's `Unavailable` sends it to the leader the
@@ -180,16 +165,4 @@ impl ClusterClient {
         }
         Err(last)
     }
-}
-
-fn config_error(err: GuildCallError) -> ConfigChangeError {
-    match err {
-        GuildCallError::Conflict { current } => ConfigChangeError::Conflict { current },
-        GuildCallError::Invalid { message } => ConfigChangeError::Invalid(message),
-        other => ConfigChangeError::Unavailable(other.to_string()),
-    }
-}
-
-fn unexpected(answer: &GuildResponse) -> ConfigChangeError {
-    ConfigChangeError::Unavailable(format!("unexpected answer: {answer:?}"))
 }

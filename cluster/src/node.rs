@@ -10,9 +10,9 @@ use protonn_actors::rest::{
     GlobalLine, GuardLimits, InvalidRequestGuard, Rest, RestError, Transport,
 };
 use protonn_actors::{
-    ConfigChangeError, DeadLetter, DeadLetters, Departures, EventIngress, EventObserver,
-    GuildCalls, GuildRouter, LocalGuildCalls, OwnRoles, Replies, RouterMsg, RouterStats,
-    RuntimeConfig, Services,
+    CallSource, Caller, ConfigChangeError, DeadLetter, DeadLetters, Departures, EventIngress,
+    EventObserver, GuildCalls, GuildRouter, LocalGuildCalls, OwnRoles, Replies, RouterMsg,
+    RouterStats, RuntimeConfig, Services, change_config_key,
 };
 use protonn_shard::{
     BotToken, EventSink, GatewaySettings, IdentifyConfig, IdentifyScheduler, LocalScheduler,
@@ -398,7 +398,19 @@ impl Node {
         value: &str,
         expected_version: Option<u64>,
     ) -> Result<VersionedConfig, ConfigChangeError> {
-        configure(&self.router, guild_id, key, value, expected_version).await
+        let caller = Caller {
+            user_id: None,
+            source: CallSource::Node,
+        };
+        change_config_key(
+            &LocalGuildCalls::new(self.router.clone()),
+            caller,
+            guild_id,
+            (key, value),
+            expected_version,
+            Duration::from_millis(QUERY_TIMEOUT_MS),
+        )
+        .await
     }
 
     /// The node's guild router, for embedding the node and for tests.
@@ -524,28 +536,6 @@ fn watch_vital_actors(
         }
     });
     failure
-}
-
-/// Has the guild's actor change one config key: durable and live once this answers.
-pub(crate) async fn configure(
-    router: &ActorRef<RouterMsg>,
-    guild_id: u64,
-    key: &str,
-    value: &str,
-    expected_version: Option<u64>,
-) -> Result<VersionedConfig, ConfigChangeError> {
-    let asked = ractor::call_t!(
-        router,
-        |reply| RouterMsg::Configure {
-            guild_id,
-            key: key.to_owned(),
-            value: value.to_owned(),
-            expected_version,
-            reply,
-        },
-        QUERY_TIMEOUT_MS
-    );
-    asked.unwrap_or_else(|err| Err(ConfigChangeError::Unavailable(err.to_string())))
 }
 
 /// The retention sweeper over a store this process opened.
