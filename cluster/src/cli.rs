@@ -54,6 +54,16 @@ enum Command {
         #[arg(long = "coordinator")]
         coordinators: Vec<String>,
     },
+    /// The dashboard as its own stateless process: guild calls routed through the cluster's
+    /// coordinators (PROTONN_CLUSTER_TOKEN), sessions in ScyllaDB or the leader's store, the
+    /// OAuth2 client secret and session key from PROTONN_WEB_CLIENT_SECRET and
+    /// PROTONN_WEB_SESSION_KEY (or the files `[web]` names).
+    Web {
+        /// Where to serve `/metrics`, `/healthz` and `/readyz`; `ops.listen` from the config
+        /// when omitted.
+        #[arg(long)]
+        ops_listen: Option<SocketAddr>,
+    },
     /// Applies the ScyllaDB schema (`storage/schema/*.cql`) to `[storage.scylla]`, in order,
     /// once each, one migrator at a time (PROTONN_SCYLLA_USERNAME/PASSWORD if needed).
     Migrate {
@@ -205,6 +215,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Node { coordinators } => {
             telemetry::init_logging("info,twilight_gateway=warn", log_format);
             run_cluster_node(config, coordinators).await
+        }
+        Command::Web { ops_listen } => {
+            telemetry::init_logging("info", log_format);
+            let token = cluster_token()?;
+            let tls = cluster_tls(&config)?;
+            let ops_listen = ops_listen.unwrap_or(config.ops.listen);
+            crate::dashboard::run(config, token, tls, ops_listen).await
         }
         Command::Migrate { dry_run } => {
             telemetry::init_logging("warn", log_format);

@@ -1,4 +1,4 @@
-//! Ops HTTP of a node or a coordinator: `/metrics` (Prometheus text), `/healthz` (the
+//! Ops HTTP of a node, a coordinator or `protonn web`: `/metrics` (Prometheus text), `/healthz` (the
 //! process answers), `/readyz` (see [`Readiness`]).
 
 use std::collections::HashSet;
@@ -34,6 +34,8 @@ pub(crate) enum Readiness {
     /// A coordinator: ready only while it leads, so that a Service routes to the leader
     /// alone; a standby answers 503.
     Leading(Arc<AtomicBool>),
+    /// `protonn web`: it keeps no state of its own, so it is ready once it serves.
+    Stateless,
 }
 
 /// Binds `addr` (port 0 picks a free one) and says which address it got.
@@ -120,6 +122,7 @@ async fn readyz(State(state): State<OpsState>) -> (StatusCode, String) {
             (StatusCode::OK, "ready: leading\n".to_owned())
         }
         Readiness::Leading(_) => (StatusCode::SERVICE_UNAVAILABLE, "standby\n".to_owned()),
+        Readiness::Stateless => (StatusCode::OK, "ready: serving\n".to_owned()),
     }
 }
 

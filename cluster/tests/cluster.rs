@@ -43,8 +43,9 @@ struct Process {
 }
 
 impl Process {
-    /// Starts `protonn <args>` with `config` and returns it with the addresses it prints on
-    /// its first lines of stdout, one after each prefix of `announce`.
+    /// Starts `protonn <args>` with `config` and `env` (besides `DISCORD_TOKEN`) and returns
+    /// it with the addresses it prints on its first lines of stdout, one after each prefix of
+    /// `announce`.
     async fn start(
         dir: &Path,
         name: &str,
@@ -52,7 +53,7 @@ impl Process {
         args: &[&str],
         announce: &[&str],
         sim: &SimHandle,
-        token: Option<&str>,
+        env: &[(&str, &str)],
     ) -> (Self, Vec<String>) {
         let config_path = dir.join(format!("{name}.toml"));
         std::fs::write(&config_path, config).unwrap();
@@ -72,9 +73,7 @@ impl Process {
             .stdout(Stdio::piped())
             .stderr(log)
             .kill_on_drop(true);
-        if let Some(token) = token {
-            command.env("PROTONN_CLUSTER_TOKEN", token);
-        }
+        command.envs(env.iter().copied());
         let mut child = command.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
@@ -158,7 +157,7 @@ impl Cluster {
                 &["coordinator", "--listen", "127.0.0.1:0"],
                 &["coordinator grpc ", "coordinator ops "],
                 &sim,
-                Some(CLUSTER_TOKEN),
+                &[("PROTONN_CLUSTER_TOKEN", CLUSTER_TOKEN)],
             )
             .await;
             processes.push(process);
@@ -209,7 +208,10 @@ impl Cluster {
             &["node"],
             &["node ops "],
             &self.sim,
-            token,
+            &token
+                .map(|token| ("PROTONN_CLUSTER_TOKEN", token))
+                .into_iter()
+                .collect::<Vec<_>>(),
         )
         .await;
         self.nodes.insert(name.to_owned(), process);
@@ -1091,4 +1093,327 @@ async fn a_silently_partitioned_node_is_fenced_before_its_shards_run_elsewhere()
         cluster.log("node-a").contains("lease lapsed"),
         "node-a fenced itself"
     );
+}
+
+/// An HTTP answer: status, headers (names in lower case) and body.
+struct HttpAnswer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl HttpAnswer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// `method url` (an absolute `http://host:port/path`) with an optional cookie and form body,
+/// over a fresh connection.
+async fn http_request(
+    method: &str,
+    url: &str,
+    cookie: Option<&str>,
+    form: Option<&str>,
+) -> HttpAnswer {
+    let rest = url.strip_prefix("http://").expect("an http:// URL");
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let path = if path.is_empty() { "/" } else { path };
+    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    if let Some(cookie) = cookie {
+        request.push_str(&format!("Cookie: {cookie}\r\n"));
+    }
+    let body = form.unwrap_or_default();
+    if form.is_some() {
+        request.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(DEADLINE, stream.read_to_string(&mut response))
+        .await
+        .expect("answered in time")
+        .unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|code| code.parse().ok())
+        .expect("an HTTP status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked {
+        unchunk(body)
+    } else {
+        body.to_owned()
+    };
+    HttpAnswer {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn unchunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// A browser of the dashboard: the session cookie it was given last.
+struct WebBrowser {
+    web: String,
+    cookie: Option<String>,
+}
+
+impl WebBrowser {
+    async fn send(&mut self, method: &str, url: &str, form: Option<&str>) -> HttpAnswer {
+        let url = if url.starts_with("http") {
+            url.to_owned()
+        } else {
+            format!("{}{url}", self.web)
+        };
+        let ours = url.starts_with(&self.web);
+        let cookie = self.cookie.clone().filter(|_| ours);
+        let answer = http_request(method, &url, cookie.as_deref(), form).await;
+        if ours {
+            for (name, value) in &answer.headers {
+                if name == "set-cookie" {
+                    let pair = value.split(';').next().unwrap();
+                    let secret = pair.split_once('=').map_or("", |(_, v)| v);
+                    self.cookie = (!secret.is_empty()).then(|| pair.to_owned());
+                }
+            }
+        }
+        answer
+    }
+
+    /// Logs in as `user_id` through the simulator's consent page.
+    async fn login(&mut self, sim: &SimHandle, user_id: u64) {
+        let start = self.send("GET", "/auth/login?next=%2Fguilds", None).await;
+        assert_eq!(start.status, 303, "{}", start.body);
+        let authorize = start.header("location").unwrap().to_owned();
+        let query = authorize.split_once('?').unwrap().1;
+        let form = format!("{query}&user_id={user_id}");
+        let granted = self
+            .send(
+                "POST",
+                &format!("http://{}/oauth2/authorize", sim.addr()),
+                Some(&form),
+            )
+            .await;
+        assert_eq!(granted.status, 302, "{}", granted.body);
+        let callback = granted.header("location").unwrap().to_owned();
+        let done = self.send("GET", &callback, None).await;
+        assert_eq!(done.status, 303, "{}", done.body);
+        assert_eq!(done.header("location"), Some("/guilds"));
+    }
+}
+
+/// A form body (`application/x-www-form-urlencoded`).
+fn url_encoded(pairs: &[(&str, &str)]) -> String {
+    let encode = |text: &str| {
+        text.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    char::from(b).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    pairs
+        .iter()
+        .map(|(name, value)| format!("{}={}", encode(name), encode(value)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// The value of `name="field" value="…"` in a page.
+fn form_field(page: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let at = page
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no field {name} in {page}"));
+    let rest = &page[at + marker.len()..];
+    rest[..rest.find('"').unwrap()].to_owned()
+}
+
+const WEB_CLIENT_SECRET: &str = protonn_sim::OAUTH_CLIENT_SECRET;
+/// 32 bytes of 0x2a, base64.
+const WEB_SESSION_KEY: &str = "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protonn_web_logs_in_and_changes_a_guilds_prefix_on_the_node_that_runs_it() {
+    let mut cluster = Cluster::start(1, 1).await;
+    cluster.start_node("node-a", Some(CLUSTER_TOKEN)).await;
+    cluster.settled("every shard runs", |_| true).await;
+
+    let dir = cluster.dir.path().to_owned();
+    let base = Cluster::config(&cluster.sim, &dir.join("web"), &cluster.addresses, None, 1);
+    // Bad config is refused naming the field, before anything is served.
+    let (mut refused, _) = Process::start(
+        &dir,
+        "web-no-client-id",
+        &format!("{base}\n[web]\nlisten = \"127.0.0.1:0\"\n"),
+        &["web"],
+        &[],
+        &cluster.sim,
+        &[
+            ("PROTONN_CLUSTER_TOKEN", CLUSTER_TOKEN),
+            ("PROTONN_WEB_CLIENT_SECRET", WEB_CLIENT_SECRET),
+            ("PROTONN_WEB_SESSION_KEY", WEB_SESSION_KEY),
+        ],
+    )
+    .await;
+    assert!(!refused.exited().await.success());
+    let log = cluster.log("web-no-client-id");
+    assert!(log.contains("web.client_id"), "{log}");
+
+    let config = format!(
+        "{base}\n[web]\nlisten = \"127.0.0.1:0\"\nclient_id = {}\n",
+        cluster.sim.application_id()
+    );
+    let (mut no_key, _) = Process::start(
+        &dir,
+        "web-no-key",
+        &config,
+        &["web"],
+        &[],
+        &cluster.sim,
+        &[
+            ("PROTONN_CLUSTER_TOKEN", CLUSTER_TOKEN),
+            ("PROTONN_WEB_CLIENT_SECRET", WEB_CLIENT_SECRET),
+        ],
+    )
+    .await;
+    assert!(!no_key.exited().await.success());
+    let log = cluster.log("web-no-key");
+    assert!(log.contains("PROTONN_WEB_SESSION_KEY"), "{log}");
+    assert!(!log.contains(WEB_CLIENT_SECRET), "{log}");
+
+    let (_web, announced) = Process::start(
+        &dir,
+        "web",
+        &config,
+        &["web"],
+        &["web ", "web ops "],
+        &cluster.sim,
+        &[
+            ("PROTONN_CLUSTER_TOKEN", CLUSTER_TOKEN),
+            ("PROTONN_WEB_CLIENT_SECRET", WEB_CLIENT_SECRET),
+            ("PROTONN_WEB_SESSION_KEY", WEB_SESSION_KEY),
+        ],
+    )
+    .await;
+    let (web, ops) = (announced[0].clone(), announced[1].clone());
+    assert_eq!(http_get(&ops, "/healthz").await.0, 200);
+    assert_eq!(http_get(&ops, "/readyz").await.0, 200);
+
+    let guild = cluster.sim.guilds()[0].clone();
+    let mut browser = WebBrowser {
+        web: web.clone(),
+        cookie: None,
+    };
+    browser.login(&cluster.sim, guild.owner_id).await;
+    let picker = browser.send("GET", "/guilds", None).await;
+    assert_eq!(picker.status, 200, "{}", picker.body);
+    assert!(
+        picker
+            .body
+            .contains(&format!("href=\"/guilds/{}\"", guild.id)),
+        "{}",
+        picker.body
+    );
+    // Its node answers for the guild once its GUILD_CREATE is in the node's cache.
+    let settings_path = format!("/guilds/{}/settings", guild.id);
+    let deadline = Instant::now() + DEADLINE;
+    let form = loop {
+        let page = browser.send("GET", &settings_path, None).await;
+        if page.status == 200 {
+            break page.body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "settings never shown: {} {}",
+            page.status,
+            page.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let csrf = form_field(&form, "csrf");
+    let key = form_field(&form, "idempotency_key");
+    let fields = url_encoded(&[
+        ("csrf", csrf.as_str()),
+        ("expected_version", "0"),
+        ("idempotency_key", key.as_str()),
+        ("prefix", "%"),
+        ("locale", "en-US"),
+    ]);
+    let saved = browser.send("POST", &settings_path, Some(&fields)).await;
+    assert_eq!(saved.status, 303, "{}", saved.body);
+    assert_eq!(
+        saved.header("location"),
+        Some(format!("{settings_path}?saved=1").as_str())
+    );
+
+    // The next command in Discord sees the new prefix.
+    let channel = guild.channel_ids[0];
+    let before = answers_per_channel(&cluster.sim)
+        .get(&channel)
+        .copied()
+        .unwrap_or(0);
+    cluster
+        .sim
+        .send_message(guild.id, channel, guild.member_ids[0], "%ping")
+        .unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    while answers_per_channel(&cluster.sim)
+        .get(&channel)
+        .copied()
+        .unwrap_or(0)
+        <= before
+    {
+        assert!(Instant::now() < deadline, "%ping was never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The audit log (in the leader's store) names the dashboard user.
+    let audit = browser
+        .send("GET", &format!("/guilds/{}/audit", guild.id), None)
+        .await;
+    assert_eq!(audit.status, 200, "{}", audit.body);
+    assert!(
+        audit.body.contains("config.change")
+            && audit.body.contains(&format!("<td>{}</td>", guild.owner_id)),
+        "{}",
+        audit.body
+    );
+
+    let (_, metrics) = http_get(&ops, "/metrics").await;
+    assert!(
+        metrics.contains("protonn_web_logins_total{outcome=\"ok\"} 1"),
+        "{metrics}"
+    );
+    let log = cluster.log("web");
+    for secret in [WEB_CLIENT_SECRET, WEB_SESSION_KEY, CLUSTER_TOKEN] {
+        assert!(!log.contains(secret), "a secret in the log: {log}");
+    }
 }
