@@ -1260,6 +1260,54 @@ const WEB_CLIENT_SECRET: &str = protonn_sim::OAUTH_CLIENT_SECRET;
 /// 32 bytes of 0x2a, base64.
 const WEB_SESSION_KEY: &str = "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=";
 
+/// `protonn web` against `cluster`'s coordinators (a config of its own), with a browser of it
+/// not yet logged in; returns the process, its ops address and the browser.
+async fn start_web(cluster: &Cluster) -> (Process, String, WebBrowser) {
+    let dir = cluster.dir.path();
+    let config = format!(
+        "{}\n[web]\nlisten = \"127.0.0.1:0\"\nclient_id = {}\n",
+        Cluster::config(&cluster.sim, &dir.join("web"), &cluster.addresses, None, 1),
+        cluster.sim.application_id()
+    );
+    let (web, announced) = Process::start(
+        dir,
+        "web",
+        &config,
+        &["web"],
+        &["web ", "web ops "],
+        &cluster.sim,
+        &[
+            ("PROTONN_CLUSTER_TOKEN", CLUSTER_TOKEN),
+            ("PROTONN_WEB_CLIENT_SECRET", WEB_CLIENT_SECRET),
+            ("PROTONN_WEB_SESSION_KEY", WEB_SESSION_KEY),
+        ],
+    )
+    .await;
+    let browser = WebBrowser {
+        web: announced[0].clone(),
+        cookie: None,
+    };
+    (web, announced[1].clone(), browser)
+}
+
+/// The settings page of a guild, once its node has it cached (its GUILD_CREATE arrived).
+async fn settings_form(browser: &mut WebBrowser, path: &str) -> String {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let page = browser.send("GET", path, None).await;
+        if page.status == 200 {
+            return page.body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "settings never shown: {} {}",
+            page.status,
+            page.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protonn_web_logs_in_and_changes_a_guilds_prefix_on_the_node_that_runs_it() {
     let mut cluster = Cluster::start(1, 1).await;
@@ -1309,29 +1357,11 @@ async fn protonn_web_logs_in_and_changes_a_guilds_prefix_on_the_node_that_runs_i
     assert!(log.contains("PROTONN_WEB_SESSION_KEY"), "{log}");
     assert!(!log.contains(WEB_CLIENT_SECRET), "{log}");
 
-    let (_web, announced) = Process::start(
-        &dir,
-        "web",
-        &config,
-        &["web"],
-        &["web ", "web ops "],
-        &cluster.sim,
-        &[
-            ("PROTONN_CLUSTER_TOKEN", CLUSTER_TOKEN),
-            ("PROTONN_WEB_CLIENT_SECRET", WEB_CLIENT_SECRET),
-            ("PROTONN_WEB_SESSION_KEY", WEB_SESSION_KEY),
-        ],
-    )
-    .await;
-    let (web, ops) = (announced[0].clone(), announced[1].clone());
+    let (_web, ops, mut browser) = start_web(&cluster).await;
     assert_eq!(http_get(&ops, "/healthz").await.0, 200);
     assert_eq!(http_get(&ops, "/readyz").await.0, 200);
 
     let guild = cluster.sim.guilds()[0].clone();
-    let mut browser = WebBrowser {
-        web: web.clone(),
-        cookie: None,
-    };
     browser.login(&cluster.sim, guild.owner_id).await;
     let picker = browser.send("GET", "/guilds", None).await;
     assert_eq!(picker.status, 200, "{}", picker.body);
@@ -1342,22 +1372,8 @@ async fn protonn_web_logs_in_and_changes_a_guilds_prefix_on_the_node_that_runs_i
         "{}",
         picker.body
     );
-    // Its node answers for the guild once its GUILD_CREATE is in the node's cache.
     let settings_path = format!("/guilds/{}/settings", guild.id);
-    let deadline = Instant::now() + DEADLINE;
-    let form = loop {
-        let page = browser.send("GET", &settings_path, None).await;
-        if page.status == 200 {
-            break page.body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "settings never shown: {} {}",
-            page.status,
-            page.body
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let form = settings_form(&mut browser, &settings_path).await;
     let csrf = form_field(&form, "csrf");
     let key = form_field(&form, "idempotency_key");
     let fields = url_encoded(&[
@@ -1416,4 +1432,64 @@ async fn protonn_web_logs_in_and_changes_a_guilds_prefix_on_the_node_that_runs_i
     for secret in [WEB_CLIENT_SECRET, WEB_SESSION_KEY, CLUSTER_TOKEN] {
         assert!(!log.contains(secret), "a secret in the log: {log}");
     }
+}
+
+/// `protonn_web_rejected_total{reason}` in a `/metrics` text.
+fn rejected(metrics: &str, reason: &str) -> u64 {
+    let prefix = format!("protonn_web_rejected_total{{reason=\"{reason}\"}} ");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix}in\n{metrics}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protonn_web_counts_each_rejection_under_its_reason() {
+    let mut cluster = Cluster::start(1, 1).await;
+    cluster.start_node("node-a", Some(CLUSTER_TOKEN)).await;
+    cluster.settled("every shard runs", |_| true).await;
+    let (_web, ops, mut browser) = start_web(&cluster).await;
+    let guilds = cluster.sim.guilds();
+    let guild = guilds[0].clone();
+    browser.login(&cluster.sim, guild.owner_id).await;
+    let path = format!("/guilds/{}/settings", guild.id);
+    let csrf = form_field(&settings_form(&mut browser, &path).await, "csrf");
+    // Someone else's guild, where the user is not even a member.
+    let foreign = guilds
+        .iter()
+        .find(|g| g.owner_id != guild.owner_id && !g.member_ids.contains(&guild.owner_id))
+        .expect("a guild the user has nothing to do with");
+    let foreign_path = format!("/guilds/{}/settings", foreign.id);
+    let huge = "y".repeat(20_000);
+    let fields = |csrf: &str, padding: Option<&str>| {
+        let mut pairs = vec![
+            ("csrf", csrf),
+            ("expected_version", "0"),
+            ("prefix", "?"),
+            ("locale", "de"),
+        ];
+        pairs.extend(padding.map(|padding| ("padding", padding)));
+        url_encoded(&pairs)
+    };
+    let cases = [
+        ("csrf", &path, fields("not-the-token", None), 403),
+        ("too_large", &path, fields(&csrf, Some(&huge)), 413),
+        ("forbidden", &foreign_path, fields(&csrf, None), 403),
+    ];
+    let reasons = ["csrf", "too_large", "forbidden", "bad_form", "conflict"];
+    for (reason, target, form, status) in cases {
+        let before = http_get(&ops, "/metrics").await.1;
+        let answer = browser.send("POST", target, Some(&form)).await;
+        assert_eq!(answer.status, status, "{reason}: {}", answer.body);
+        let after = http_get(&ops, "/metrics").await.1;
+        for other in reasons {
+            let rise = rejected(&after, other) - rejected(&before, other);
+            let expected = u64::from(other == reason);
+            assert_eq!(rise, expected, "{reason}: {other} rose by {rise}");
+        }
+    }
+    // None of them saved anything.
+    let form = settings_form(&mut browser, &path).await;
+    assert_eq!(form_field(&form, "expected_version"), "0");
 }
