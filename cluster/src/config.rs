@@ -464,6 +464,39 @@ impl Config {
         Ok(config)
     }
 
+    /// Where a node's guild calls are reached: a wildcard `guild_listen` needs
+    /// `guild_advertise`, which must be `host:port`. Checked at load, and again after
+    /// `protonn node`'s flags override them.
+    pub(crate) fn check_guild_address(&self) -> Result<(), ConfigError> {
+        let invalid = |field, message: &str| ConfigError::Invalid {
+            field,
+            message: message.to_owned(),
+        };
+        match self.cluster.guild_advertise.as_deref() {
+            None if self.cluster.guild_listen.ip().is_unspecified() => {
+                return Err(invalid(
+                    "cluster.guild_advertise",
+                    "must be set (or --guild-advertise) when the guild calls listen on a wildcard address: others cannot reach that",
+                ));
+            }
+            Some(address)
+                if address.is_empty()
+                    || address.len() > 300
+                    || address.contains(['/', ' '])
+                    || !address.rsplit_once(':').is_some_and(|(host, port)| {
+                        !host.is_empty() && port.parse::<u16>().is_ok_and(|port| port != 0)
+                    }) =>
+            {
+                return Err(invalid(
+                    "cluster.guild_advertise",
+                    "must be host:port (the address other processes reach this node's guild calls at)",
+                ));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |field, message: &str| ConfigError::Invalid {
             field,
@@ -567,28 +600,7 @@ impl Config {
                 "must be more than cluster.lease_ttl_ms plus a heartbeat, or a coordinator failover fences every node",
             ));
         }
-        match cluster.guild_advertise.as_deref() {
-            None if cluster.guild_listen.ip().is_unspecified() => {
-                return Err(invalid(
-                    "cluster.guild_advertise",
-                    "must be set when cluster.guild_listen is a wildcard address: others cannot reach that",
-                ));
-            }
-            Some(address)
-                if address.is_empty()
-                    || address.len() > 300
-                    || address.contains(['/', ' '])
-                    || !address.rsplit_once(':').is_some_and(|(host, port)| {
-                        !host.is_empty() && port.parse::<u16>().is_ok_and(|port| port != 0)
-                    }) =>
-            {
-                return Err(invalid(
-                    "cluster.guild_advertise",
-                    "must be host:port (the address other processes reach this node's guild calls at)",
-                ));
-            }
-            _ => {}
-        }
+        self.check_guild_address()?;
         if cluster.max_moves == 0 {
             return Err(invalid("cluster.max_moves", "must be at least 1"));
         }
