@@ -185,8 +185,37 @@ def overview():
         (rate("protonn_shard_identifies_total", SHARD_SEL), "identifies")])
     b.panel("Guild actor failures/s", "ops", [
         (rate("protonn_actors_guild_failures_total", SEL, "pod"), "{{pod}}")])
+    web(b)
     processes(b)
     return b
+
+
+def web(b):
+    """The dashboard (`protonn web` pods, and `protonn demo`): requests, answer time,
+    logins, refusals and the guild calls it makes. Every pod of the namespace, not only the
+    nodes: the web pods are not nodes."""
+    b.row_start("Dashboard (protonn web)")
+    b.panel("Dashboard requests/s by status", "reqps", [
+        (rate("protonn_web_requests_total", NS, "status"), "{{status}}")], width=8, stack=True)
+    b.panel("Dashboard answer time p95 by route", "s", [
+        (quantile(0.95, "protonn_web_request_duration_seconds", NS, "le, route"), "{{route}}")],
+        width=8, thresholds=[(None, "green"), (0.05, "orange")],
+        description="Server time of a page, guild calls included; B10's target is 50 ms at "
+                    "the 95th percentile. Empty routes were not asked for.")
+    b.panel("Logins/s by outcome", "ops", [
+        (rate("protonn_web_logins_total", NS, "outcome"), "{{outcome}}")], width=8)
+    b.panel("Refused requests/s by reason", "reqps", [
+        (rate("protonn_web_rejected_total", NS, "reason"), "{{reason}}")], width=8,
+        description="Forged or reused login states, missing CSRF tokens, other users' guilds, "
+                    "oversized forms, expired sessions: each refused and counted here.")
+    b.panel("Guild call time p99 by request", "s", [
+        (quantile(0.99, "protonn_guild_call_duration_seconds", NS, "le, request"),
+         "{{request}}")], width=8,
+        description="For every caller (the dashboard, nodes, the CLI): routing and retries "
+                    "across a shard move included.")
+    b.panel("Guild call errors/s", "ops", [
+        (f"sum by (request, outcome) (rate(protonn_guild_calls_total"
+         f'{{{NS}, outcome!="ok"}}[$__rate_interval]))', "{{request}} {{outcome}}")], width=8)
 
 
 def processes(b):

@@ -216,7 +216,7 @@ pub(crate) async fn run(
     })?;
     let secrets = web_secrets(&config.web, process_env)?;
     telemetry::install_tls_provider();
-    let prometheus = telemetry::prometheus();
+    let prometheus = telemetry::web_prometheus();
     let (ops_listener, ops_addr) = ops::bind(ops_listen)
         .await
         .with_context(|| format!("binding the ops endpoint to {ops_listen}"))?;

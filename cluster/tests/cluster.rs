@@ -1428,6 +1428,14 @@ async fn protonn_web_logs_in_and_changes_a_guilds_prefix_on_the_node_that_runs_i
         metrics.contains("protonn_web_logins_total{outcome=\"ok\"} 1"),
         "{metrics}"
     );
+    // Its own guild calls are counted; no node's series shows up in a web pod.
+    assert!(
+        metrics.contains("protonn_guild_calls_total{request=\"change_config\",outcome=\"ok\"} 1"),
+        "{metrics}"
+    );
+    for node_only in ["protonn_shard_", "protonn_actors_", "protonn_rest_"] {
+        assert!(!metrics.contains(node_only), "{node_only} in\n{metrics}");
+    }
     let log = cluster.log("web");
     for secret in [WEB_CLIENT_SECRET, WEB_SESSION_KEY, CLUSTER_TOKEN] {
         assert!(!log.contains(secret), "a secret in the log: {log}");
