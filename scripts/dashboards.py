@@ -185,8 +185,37 @@ def overview():
         (rate("protonn_shard_identifies_total", SHARD_SEL), "identifies")])
     b.panel("Guild actor failures/s", "ops", [
         (rate("protonn_actors_guild_failures_total", SEL, "pod"), "{{pod}}")])
+    web(b)
     processes(b)
     return b
+
+
+def web(b):
+    """The dashboard (`protonn web` pods, and `protonn demo`): requests, answer time,
+    logins, refusals and the guild calls it makes. Every pod of the namespace, not only the
+    nodes: the web pods are not nodes."""
+    b.row_start("Dashboard (protonn web)")
+    b.panel("Dashboard requests/s by status", "reqps", [
+        (rate("protonn_web_requests_total", NS, "status"), "{{status}}")], width=8, stack=True)
+    b.panel("Dashboard answer time p95 by route", "s", [
+        (quantile(0.95, "protonn_web_request_duration_seconds", NS, "le, route"), "{{route}}")],
+        width=8, thresholds=[(None, "green"), (0.05, "orange")],
+        description="Server time of a page, guild calls included; B10's target is 50 ms at "
+                    "the 95th percentile. Empty routes were not asked for.")
+    b.panel("Logins/s by outcome", "ops", [
+        (rate("protonn_web_logins_total", NS, "outcome"), "{{outcome}}")], width=8)
+    b.panel("Refused requests/s by reason", "reqps", [
+        (rate("protonn_web_rejected_total", NS, "reason"), "{{reason}}")], width=8,
+        description="Forged or reused login states, missing CSRF tokens, other users' guilds, "
+                    "oversized forms, expired sessions: each refused and counted here.")
+    b.panel("Guild call time p99 by request", "s", [
+        (quantile(0.99, "protonn_guild_call_duration_seconds", NS, "le, request"),
+         "{{request}}")], width=8,
+        description="For every caller (the dashboard, nodes, the CLI): routing and retries "
+                    "across a shard move included.")
+    b.panel("Guild call errors/s", "ops", [
+        (f"sum by (request, outcome) (rate(protonn_guild_calls_total"
+         f'{{{NS}, outcome!="ok"}}[$__rate_interval]))', "{{request}} {{outcome}}")], width=8)
 
 
 def processes(b):
@@ -298,8 +327,8 @@ def actors():
 
 def storage():
     b = Board("protonn-storage", "Pro-tonn / Storage",
-              "Repository calls, errors, latency, the batching writer and retention "
-              "(storage issue #6).",
+              "Repository calls by outcome, failures by kind, latency by repository and "
+              "method, and retention.",
               variables("namespace", "node"))
     b.panel("Calls/s by repository", "ops", [
         (rate("protonn_storage_operations_total", SEL, "backend, repo"), "{{backend}} {{repo}}")])
@@ -309,14 +338,17 @@ def storage():
         description="Above 1 % for 5 minutes the ProtonnStorageErrors alert fires.",
         thresholds=[(None, "green"), (0.01, "red")])
     b.panel("Errors/s by kind", "ops", [
-        (rate("protonn_storage_errors_total", SEL, "repo, kind"), "{{repo}} {{kind}}")])
+        (rate("protonn_storage_errors_total", SEL, "backend, kind"), "{{backend}} {{kind}}")])
     b.panel("Call latency p99 by repository", "s", [
         (quantile(0.99, "protonn_storage_operation_duration_seconds", SEL, "le, repo"),
          "{{repo}}")])
-    b.panel("Batching writer queue", "short", [
-        (f"sum by (table) (protonn_storage_writer_queue_items{{{SEL}}})", "{{table}}")])
+    b.panel("Slowest methods (p99)", "s", [
+        (topk(quantile(0.99, "protonn_storage_operation_duration_seconds", SEL, "le, repo, op")),
+         "{{repo}}.{{op}}")],
+        description="The repository methods with the highest p99 latency: which call a slow "
+                    "database hurts first.")
     b.panel("Rows expired/s", "ops", [
-        (rate("protonn_storage_expired_deleted_total", SEL, "table"), "{{table}}")])
+        (rate("protonn_storage_expired_deleted_total", SEL, "pod"), "{{pod}}")])
     return b
 
 

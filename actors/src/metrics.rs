@@ -88,6 +88,28 @@ pub fn record_guild_call(
     histogram!(GUILD_CALL_DURATION, "request" => request).record(elapsed.as_secs_f64());
 }
 
+/// The guild-call metrics alone: what a process that only calls guilds (`protonn web`)
+/// exports besides its own.
+pub fn describe_guild_calls() {
+    describe_counter!(
+        GUILD_CALLS,
+        Unit::Count,
+        "Guild calls made by this process, by request and outcome (ok or the error's kind)."
+    );
+    describe_histogram!(
+        GUILD_CALL_DURATION,
+        Unit::Seconds,
+        "Time a guild call took for its caller, transport retries included, by request."
+    );
+    for request in GuildRequest::LABELS {
+        for outcome in std::iter::once("ok").chain(GuildCallError::LABELS) {
+            counter!(GUILD_CALLS, "request" => request, "outcome" => outcome).absolute(0);
+        }
+        // Registers the series with no sample yet.
+        let _ = histogram!(GUILD_CALL_DURATION, "request" => request);
+    }
+}
+
 pub fn describe() {
     describe_gauge!(
         GUILDS_ACTIVE,
@@ -192,28 +214,12 @@ pub fn describe() {
     gauge!(MAILBOX_DEEPEST).set(0.0);
     let _ = histogram!(EVENT_HANDLING);
     describe_counter!(
-        GUILD_CALLS,
-        Unit::Count,
-        "Guild calls made by this process, by request and outcome (ok or the error's kind)."
-    );
-    describe_histogram!(
-        GUILD_CALL_DURATION,
-        Unit::Seconds,
-        "Time a guild call took for its caller, transport retries included, by request."
-    );
-    describe_counter!(
         AUDIT_FAILURES,
         Unit::Count,
         "Config changes saved whose audit entry could not be written."
     );
     counter!(AUDIT_FAILURES).absolute(0);
-    for request in GuildRequest::LABELS {
-        for outcome in std::iter::once("ok").chain(GuildCallError::LABELS) {
-            counter!(GUILD_CALLS, "request" => request, "outcome" => outcome).absolute(0);
-        }
-        // Registers the series with no sample yet.
-        let _ = histogram!(GUILD_CALL_DURATION, "request" => request);
-    }
+    describe_guild_calls();
     gauge!(GUILDS_ACTIVE).set(0.0);
     counter!(GUILD_FAILURES).absolute(0);
     counter!(GUILD_SPAWNS).absolute(0);

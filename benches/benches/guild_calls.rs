@@ -1,6 +1,7 @@
-//! B10 (routed part): a config change from a caller outside the cluster (as the dashboard
-//! is) to the guild actor on the node running the guild's shard, applied (saved durably in
-//! the coordinator's store, live, audited) and acknowledged, on a 3-node cluster.
+//! B10: a config change from a caller outside the cluster (as the dashboard is) to the guild
+//! actor on the node running the guild's shard, applied (saved durably in the coordinator's
+//! store, live, audited) and acknowledged, on a 3-node cluster; and the dashboard's page time
+//! with 1,000 sessions.
 //!
 //! One coordinator and three nodes in this process, on loopback, against the simulator
 //! (6 shards, 2 per node, 60 guilds, no traffic). `ClusterGuildCalls` routes each call by the
@@ -8,11 +9,23 @@
 //! three nodes), each a `ChangeConfig` on the version the previous one saved. Latency is the
 //! caller's: from the call to its answer.
 //!
+//! Pages: a `protonn web` process of the same build (sessions in the leader's store, guild
+//! calls routed like the above) after `sessions` logins through the simulator's OAuth2
+//! provider (each the owner of one of the 60 guilds, round robin). Then `pages` requests one
+//! after another, round robin over the sessions and over three pages: the guild's overview
+//! (its live summary), its settings (permissions, summary, config) and the guild picker
+//! (Discord's `/users/@me/guilds`, answered by the simulator). Each page's time is from
+//! writing the request to having read the whole answer on a fresh loopback connection: server
+//! time plus a loopback round trip, so an upper bound of the server time.
+//!
 //! ```sh
-//! cargo bench -p protonn-benches --bench guild_calls -- [calls] [runs]
+//! cargo build --release -p protonn-cluster   # the protonn binary the page half starts
+//! cargo bench -p protonn-benches --bench guild_calls -- [calls] [runs] [sessions] [pages]
 //! ```
 //!
-//! Defaults: 2,000 calls (after 100 warm-up calls), 3 runs.
+//! Defaults: 2,000 calls (after 100 warm-up calls), 3 runs, 1,000 sessions, 20,000 pages
+//! (after 300 warm-up pages; p95 then has 1,000 samples beyond it). `pages` 0 skips the page
+//! half.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -28,10 +41,10 @@ use protonn_cluster::{
     CoordinatorOptions, DiscordEndpoint, Node, NodeOptions,
 };
 use protonn_shard::{BotToken, ShardPhase};
-use protonn_sim::{SimConfig, SimHandle};
+use protonn_sim::{RateLimit, RestLimits, SimConfig, SimHandle};
 use protonn_storage::GuildConfig;
 
-use support::{load_average, machine, median, percentile, start_sim};
+use support::{http, load_average, machine, median, percentile, protonn_binary, start_sim};
 
 const TOKEN: &str = "bench-cluster";
 /// Operator credentials, apart from the nodes' token.
@@ -39,6 +52,131 @@ const OPERATOR_TOKEN: &str = "operator-token";
 const SHARDS: u32 = 6;
 const GUILDS: u32 = 60;
 const WARM_UP: usize = 100;
+const PAGE_WARM_UP: usize = 300;
+const WEB_SECRET: &str = protonn_sim::OAUTH_CLIENT_SECRET;
+/// 32 bytes of 0x2a, base64.
+const WEB_KEY: &str = "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=";
+
+/// A `protonn web` process, killed when dropped, and where it serves.
+struct Web {
+    _child: tokio::process::Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn start_web(sim: &SimHandle, coordinator: &Coordinator) -> Web {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("web.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[discord]\nsimulator = \"{}\"\n[ops]\nlisten = \"127.0.0.1:0\"\n\
+             [web]\nlisten = \"127.0.0.1:0\"\nclient_id = {}\n\
+             [cluster]\ncoordinators = [\"http://{}\"]\n",
+            sim.rest_proxy(),
+            sim.application_id(),
+            coordinator.addr()
+        ),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(protonn_binary("guild_calls"))
+        .arg("--config")
+        .arg(&config)
+        .arg("web")
+        .env("PROTONN_CLUSTER_TOKEN", TOKEN)
+        .env("PROTONN_WEB_CLIENT_SECRET", WEB_SECRET)
+        .env("PROTONN_WEB_SESSION_KEY", WEB_KEY)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("protonn web starts");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines
+        .next_line()
+        .await
+        .unwrap()
+        .expect("protonn web announces itself");
+    let addr = first
+        .strip_prefix("web http://")
+        .unwrap_or_else(|| panic!("unexpected line {first:?}"))
+        .to_owned();
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Web {
+        _child: child,
+        addr,
+        _dir: dir,
+    }
+}
+
+/// The `name=value` of the session cookie a reply sets, if any.
+fn session_cookie(reply: &support::HttpReply) -> Option<String> {
+    reply
+        .headers
+        .iter()
+        .filter(|(name, _)| name == "set-cookie")
+        .filter_map(|(_, value)| value.split(';').next())
+        .find(|pair| pair.split_once('=').is_some_and(|(_, v)| !v.is_empty()))
+        .map(str::to_owned)
+}
+
+/// Logs `user_id` in through the simulator's consent page; the session's cookie.
+async fn login(web: &str, sim: &SimHandle, user_id: u64) -> String {
+    let start = http(web, "GET", "/auth/login?next=%2Fguilds", &[], None).await;
+    assert_eq!(start.status, 303, "{}", start.body);
+    let pending = session_cookie(&start).expect("a pending session");
+    let authorize = start.header("location").expect("to Discord").to_owned();
+    let query = authorize.split_once('?').unwrap().1;
+    let form = format!("{query}&user_id={user_id}");
+    let granted = http(
+        &sim.rest_proxy(),
+        "POST",
+        "/oauth2/authorize",
+        &[("content-type", "application/x-www-form-urlencoded")],
+        Some(&form),
+    )
+    .await;
+    assert_eq!(granted.status, 302, "{}", granted.body);
+    let callback = granted.header("location").unwrap();
+    let path = &callback[callback.find("/auth/callback").unwrap()..];
+    let done = http(web, "GET", path, &[("cookie", &pending)], None).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    session_cookie(&done).expect("the logged-in session")
+}
+
+/// Page times in ms, after [`PAGE_WARM_UP`], by page: overview, settings, picker.
+async fn page_times(
+    sim: &SimHandle,
+    coordinator: &Coordinator,
+    sessions: usize,
+    pages: usize,
+) -> [Vec<f64>; 3] {
+    let web = start_web(sim, coordinator).await;
+    let guilds = sim.guilds();
+    let mut logged_in = Vec::with_capacity(sessions);
+    for n in 0..sessions {
+        let guild = &guilds[n % guilds.len()];
+        logged_in.push((login(&web.addr, sim, guild.owner_id).await, guild.id));
+    }
+    let mut times: [Vec<f64>; 3] = Default::default();
+    for n in 0..PAGE_WARM_UP + pages {
+        let (cookie, guild) = &logged_in[n % sessions];
+        let kind = n % 3;
+        let path = match kind {
+            0 => format!("/guilds/{guild}"),
+            1 => format!("/guilds/{guild}/settings"),
+            _ => "/guilds".to_owned(),
+        };
+        let reply = http(&web.addr, "GET", &path, &[("cookie", cookie)], None).await;
+        assert_eq!(reply.status, 200, "{path}: {}", reply.body);
+        if n >= PAGE_WARM_UP {
+            let took = reply.answered.duration_since(reply.sent);
+            times[kind].push(took.as_secs_f64() * 1e3);
+        }
+    }
+    times
+}
 
 async fn start_cluster(sim: &SimHandle, dir: &std::path::Path) -> (Coordinator, Vec<Node>) {
     let coordinator = Coordinator::start(CoordinatorOptions {
@@ -150,11 +288,17 @@ async fn main() {
         .collect();
     let calls: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(2_000);
     let runs: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(3);
+    let sessions: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(1_000);
+    let pages: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(20_000);
     println!("B10 routed config change: {calls} calls per run, {runs} runs");
+    if pages > 0 {
+        println!("B10 pages: {sessions} sessions, {pages} pages per run");
+    }
     println!("machine: {}; load {}", machine(), load_average());
 
     let mut p50s = Vec::new();
     let mut p99s = Vec::new();
+    let mut page_p95s = Vec::new();
     for run in 1..=runs {
         let sim = start_sim(SimConfig {
             shards: SHARDS,
@@ -162,6 +306,19 @@ async fn main() {
             guilds: GUILDS,
             messages_per_sec: 0.0,
             ledger_capacity: 1,
+            // Every login and guild picker asks the simulator as a user, from one loopback
+            // IP: Discord's per-IP limit (50/s) would time the limiter, not the pages.
+            rest_limits: RestLimits {
+                global: RateLimit {
+                    limit: 65_535,
+                    per_ms: 1,
+                },
+                other_routes: RateLimit {
+                    limit: 65_535,
+                    per_ms: 1,
+                },
+                ..RestLimits::default()
+            },
             ..SimConfig::default()
         })
         .await;
@@ -207,6 +364,27 @@ async fn main() {
         );
         p50s.push(p50);
         p99s.push(p99);
+        if pages > 0 {
+            let started = Instant::now();
+            let [mut overview, mut settings, mut picker] =
+                page_times(&sim, &coordinator, sessions, pages).await;
+            let mut all: Vec<f64> = [&overview, &settings, &picker]
+                .into_iter()
+                .flatten()
+                .copied()
+                .collect();
+            let p95 = percentile(&mut all, 0.95);
+            println!(
+                "run {run} pages ({sessions} sessions, {:.0} s with the logins): p50 {:.2} ms, p95 {p95:.2} ms, p99 {:.2} ms; p95 overview {:.2} ms, settings {:.2} ms, picker {:.2} ms",
+                started.elapsed().as_secs_f64(),
+                percentile(&mut all, 0.5),
+                percentile(&mut all, 0.99),
+                percentile(&mut overview, 0.95),
+                percentile(&mut settings, 0.95),
+                percentile(&mut picker, 0.95),
+            );
+            page_p95s.push(p95);
+        }
         for node in nodes {
             node.shutdown().await;
         }
@@ -218,4 +396,10 @@ async fn main() {
         median(&mut p50s),
         median(&mut p99s)
     );
+    if !page_p95s.is_empty() {
+        println!(
+            "B10 page time with {sessions} sessions, median of {runs} runs: p95 {:.2} ms (target ≤ 50 ms server time)",
+            median(&mut page_p95s)
+        );
+    }
 }

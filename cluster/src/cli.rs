@@ -63,6 +63,27 @@ enum Command {
         /// nodes before it closes what is left, such as `60s` or `2m`.
         #[arg(long, default_value = "60s", value_parser = parse_duration)]
         drain_timeout: Duration,
+        /// Where to serve guild calls; `cluster.guild_listen` when omitted.
+        #[arg(long)]
+        guild_listen: Option<SocketAddr>,
+        /// `host:port` other processes reach this node's guild calls at (the pod's address);
+        /// `cluster.guild_advertise` when omitted. Required with a wildcard `--guild-listen`.
+        #[arg(long)]
+        guild_advertise: Option<String>,
+    },
+    /// The dashboard as its own stateless process: guild calls routed through the cluster's
+    /// coordinators (PROTONN_CLUSTER_TOKEN), sessions in ScyllaDB or the leader's store, the
+    /// OAuth2 client secret and session key from PROTONN_WEB_CLIENT_SECRET and
+    /// PROTONN_WEB_SESSION_KEY (or the files `[web]` names).
+    Web {
+        /// Coordinator address (`http://host:port`), repeatable; `cluster.coordinators`
+        /// from the config when omitted.
+        #[arg(long = "coordinator")]
+        coordinators: Vec<String>,
+        /// Where to serve `/metrics`, `/healthz` and `/readyz`; `ops.listen` from the config
+        /// when omitted.
+        #[arg(long)]
+        ops_listen: Option<SocketAddr>,
     },
     /// Applies the ScyllaDB schema (`storage/schema/*.cql`) to `[storage.scylla]`, in order,
     /// once each, one migrator at a time (PROTONN_SCYLLA_USERNAME/PASSWORD if needed).
@@ -221,9 +242,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Node {
             coordinators,
             drain_timeout,
+            guild_listen,
+            guild_advertise,
         } => {
             telemetry::init_logging("info,twilight_gateway=warn", log_format);
+            let mut config = config;
+            if let Some(listen) = guild_listen {
+                config.cluster.guild_listen = listen;
+            }
+            if guild_advertise.is_some() {
+                config.cluster.guild_advertise = guild_advertise;
+            }
+            config.check_guild_address()?;
             run_cluster_node(config, coordinators, drain_timeout).await
+        }
+        Command::Web {
+            coordinators,
+            ops_listen,
+        } => {
+            telemetry::init_logging("info", log_format);
+            let mut config = config;
+            config.cluster.coordinators = coordinators_or(&config, coordinators);
+            let token = cluster_token()?;
+            let tls = cluster_tls(&config)?;
+            let ops_listen = ops_listen.unwrap_or(config.ops.listen);
+            crate::dashboard::run(config, token, tls, ops_listen).await
         }
         Command::Migrate { dry_run } => {
             telemetry::init_logging("warn", log_format);
@@ -583,6 +626,35 @@ mod tests {
 
     fn error(result: anyhow::Result<SimConfig>) -> String {
         format!("{:#}", result.unwrap_err())
+    }
+
+    #[test]
+    fn a_nodes_guild_address_flags_are_checked_like_the_config() {
+        let cli = Cli::try_parse_from([
+            "protonn",
+            "node",
+            "--guild-listen",
+            "0.0.0.0:7910",
+            "--guild-advertise",
+            "10.0.0.7:7910",
+        ])
+        .unwrap();
+        let Some(Command::Node {
+            guild_listen,
+            guild_advertise,
+            ..
+        }) = cli.command
+        else {
+            panic!("parsed as {:?}", cli.command);
+        };
+        let mut config = Config::default();
+        config.cluster.guild_listen = guild_listen.unwrap();
+        assert!(config.check_guild_address().is_err(), "a wildcard alone");
+        config.cluster.guild_advertise = guild_advertise;
+        config.check_guild_address().unwrap();
+        config.cluster.guild_advertise = Some("node-0".to_owned());
+        let err = config.check_guild_address().unwrap_err().to_string();
+        assert!(err.contains("cluster.guild_advertise"), "{err}");
     }
 
     #[test]

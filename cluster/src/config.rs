@@ -24,6 +24,10 @@ pub(crate) const NODE_NAME_ENV: &str = "PROTONN_NODE_NAME";
 /// Environment variables holding the ScyllaDB credentials (or `username_file`/`password_file`).
 pub(crate) const SCYLLA_USERNAME_ENV: &str = "PROTONN_SCYLLA_USERNAME";
 pub(crate) const SCYLLA_PASSWORD_ENV: &str = "PROTONN_SCYLLA_PASSWORD";
+/// Environment variables holding the dashboard's OAuth2 client secret and its session key
+/// (or `web.client_secret_file`/`web.session_key_file`).
+pub(crate) const WEB_CLIENT_SECRET_ENV: &str = "PROTONN_WEB_CLIENT_SECRET";
+pub(crate) const WEB_SESSION_KEY_ENV: &str = "PROTONN_WEB_SESSION_KEY";
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -174,7 +178,10 @@ impl Default for OpsConfig {
     }
 }
 
-/// The dashboard (`protonn demo` serves it next to the node). Durations in seconds.
+/// The dashboard (`protonn web`; `protonn demo` serves it next to its node). Durations in
+/// seconds. Its secrets are never here: the OAuth2 client secret comes from
+/// `PROTONN_WEB_CLIENT_SECRET` or `client_secret_file`, the session key (32 bytes, base64;
+/// it seals Discord tokens at rest) from `PROTONN_WEB_SESSION_KEY` or `session_key_file`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebSection {
@@ -187,6 +194,14 @@ pub struct WebSection {
     pub session_idle_secs: u64,
     /// A session ends this long after login.
     pub session_max_age_secs: u64,
+    /// The Discord application (its OAuth2 client id) users log in to; `protonn web` needs
+    /// it (the demo takes the simulator's).
+    pub client_id: Option<u64>,
+    /// A file holding the OAuth2 client secret (a mounted Secret), read when
+    /// `PROTONN_WEB_CLIENT_SECRET` is not set.
+    pub client_secret_file: Option<PathBuf>,
+    /// A file holding the session key, read when `PROTONN_WEB_SESSION_KEY` is not set.
+    pub session_key_file: Option<PathBuf>,
 }
 
 impl Default for WebSection {
@@ -196,6 +211,9 @@ impl Default for WebSection {
             public_url: None,
             session_idle_secs: 2 * 3_600,
             session_max_age_secs: 7 * 86_400,
+            client_id: None,
+            client_secret_file: None,
+            session_key_file: None,
         }
     }
 }
@@ -456,6 +474,39 @@ impl Config {
         Ok(config)
     }
 
+    /// Where a node's guild calls are reached: a wildcard `guild_listen` needs
+    /// `guild_advertise`, which must be `host:port`. Checked at load, and again after
+    /// `protonn node`'s flags override them.
+    pub(crate) fn check_guild_address(&self) -> Result<(), ConfigError> {
+        let invalid = |field, message: &str| ConfigError::Invalid {
+            field,
+            message: message.to_owned(),
+        };
+        match self.cluster.guild_advertise.as_deref() {
+            None if self.cluster.guild_listen.ip().is_unspecified() => {
+                return Err(invalid(
+                    "cluster.guild_advertise",
+                    "must be set (or --guild-advertise) when the guild calls listen on a wildcard address: others cannot reach that",
+                ));
+            }
+            Some(address)
+                if address.is_empty()
+                    || address.len() > 300
+                    || address.contains(['/', ' '])
+                    || !address.rsplit_once(':').is_some_and(|(host, port)| {
+                        !host.is_empty() && port.parse::<u16>().is_ok_and(|port| port != 0)
+                    }) =>
+            {
+                return Err(invalid(
+                    "cluster.guild_advertise",
+                    "must be host:port (the address other processes reach this node's guild calls at)",
+                ));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |field, message: &str| ConfigError::Invalid {
             field,
@@ -484,6 +535,12 @@ impl Config {
             return Err(invalid(
                 "web.public_url",
                 "expected https://host, or http://127.0.0.1:PORT for a local demo",
+            ));
+        }
+        if web.client_id == Some(0) {
+            return Err(invalid(
+                "web.client_id",
+                "must be the Discord application's id",
             ));
         }
         let simulator = self.discord.simulator.as_deref();
@@ -553,28 +610,7 @@ impl Config {
                 "must be more than cluster.lease_ttl_ms plus a heartbeat, or a coordinator failover fences every node",
             ));
         }
-        match cluster.guild_advertise.as_deref() {
-            None if cluster.guild_listen.ip().is_unspecified() => {
-                return Err(invalid(
-                    "cluster.guild_advertise",
-                    "must be set when cluster.guild_listen is a wildcard address: others cannot reach that",
-                ));
-            }
-            Some(address)
-                if address.is_empty()
-                    || address.len() > 300
-                    || address.contains(['/', ' '])
-                    || !address.rsplit_once(':').is_some_and(|(host, port)| {
-                        !host.is_empty() && port.parse::<u16>().is_ok_and(|port| port != 0)
-                    }) =>
-            {
-                return Err(invalid(
-                    "cluster.guild_advertise",
-                    "must be host:port (the address other processes reach this node's guild calls at)",
-                ));
-            }
-            _ => {}
-        }
+        self.check_guild_address()?;
         if cluster.max_moves == 0 {
             return Err(invalid("cluster.max_moves", "must be at least 1"));
         }
@@ -661,6 +697,8 @@ mod tests {
                 "[web]\npublic_url = \"http://dash.example.com\"\n",
                 "web.public_url",
             ),
+            ("[web]\nclient_id = 0\n", "web.client_id"),
+            ("[web]\nclient_secret = \"x\"\n", "client_secret"),
             ("[ops]\nlisten = \"nowhere\"\n", "listen"),
             ("[discord]\nshards = \"four\"\n", "shards"),
             (

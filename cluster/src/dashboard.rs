@@ -1,17 +1,26 @@
-//! The dashboard served next to a node in one process (`protonn demo`): guild calls go
-//! straight to the node's guild actors, sessions live in a redb file of their own.
+//! The dashboard, served two ways: next to a node in one process (`protonn demo`: guild
+//! calls go straight to the node's guild actors, sessions live in the node's store),
+//! and as its own stateless process (`protonn web`, [`run`]: guild calls routed across the
+//! cluster, sessions and the audit log in ScyllaDB or, without it, the leader's store).
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use protonn_storage::EmbeddedStore;
+use protonn_storage::{AuditRepo, Store, WebSessionRepo};
 use protonn_web::{AppState, Secret, WebConfig};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::{Config, Node};
+use crate::config::{WEB_CLIENT_SECRET_ENV, WEB_SESSION_KEY_ENV, WebSection};
+use crate::ops::{self, OpsState, Readiness};
+use crate::{
+    ClusterGuildCalls, ClusterTls, ClusterToken, Config, ConfigError, Node, RemoteStore,
+    StorageBackend, store, telemetry,
+};
 
 /// Expired sessions are swept this often (redb has no TTL).
 const SWEEP_EVERY: Duration = Duration::from_secs(600);
@@ -35,29 +44,44 @@ impl Dashboard {
         client_id: u64,
         client_secret: Secret,
     ) -> anyhow::Result<Self> {
-        let listener = tokio::net::TcpListener::bind(config.web.listen)
+        Self::serve(
+            &config.web,
+            Stores::of(node.store()),
+            node.guild_calls(),
+            |url| {
+                WebConfig::new(
+                    url,
+                    discord_url,
+                    client_id,
+                    client_secret,
+                    // A demo's sessions need not outlive the process.
+                    Secret::random_key(),
+                )
+            },
+        )
+        .await
+    }
+
+    /// Binds `[web] listen` and serves the dashboard with the [`WebConfig`] `web` makes for
+    /// the URL browsers use.
+    async fn serve(
+        section: &WebSection,
+        stores: Stores,
+        guilds: Arc<dyn protonn_actors::GuildCalls>,
+        web: impl FnOnce(String) -> WebConfig,
+    ) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(section.listen)
             .await
-            .with_context(|| format!("binding the dashboard to {}", config.web.listen))?;
+            .with_context(|| format!("binding the dashboard to {}", section.listen))?;
         let addr: SocketAddr = listener.local_addr()?;
-        let url = config
-            .web
+        let url = section
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{addr}"));
-        let mut web = WebConfig::new(
-            url.clone(),
-            discord_url,
-            client_id,
-            client_secret,
-            Secret::random_key(),
-        );
-        web.session_idle = Duration::from_secs(config.web.session_idle_secs);
-        web.session_max_age = Duration::from_secs(config.web.session_max_age_secs);
-        let sessions = Arc::new(
-            EmbeddedStore::open(&config.storage.data_dir.join("web-sessions"))
-                .context("opening the dashboard's session store")?,
-        );
-        let state = AppState::new(web, sessions.clone(), node.audit_log(), node.guild_calls())
+        let mut web = web(url.clone());
+        web.session_idle = Duration::from_secs(section.session_idle_secs);
+        web.session_max_age = Duration::from_secs(section.session_max_age_secs);
+        let state = AppState::new(web, stores.sessions.clone(), stores.audit, guilds)
             .context("configuring the dashboard")?;
         let (stop, mut stopped) = watch::channel(false);
         let app = protonn_web::router(state);
@@ -71,7 +95,7 @@ impl Dashboard {
                 tracing::warn!(error = %err, "the dashboard's listener failed");
             }
         });
-        let sweeper = protonn_web::spawn_session_sweeper(sessions, SWEEP_EVERY);
+        let sweeper = protonn_web::spawn_session_sweeper(stores.sessions, SWEEP_EVERY);
         Ok(Self {
             url,
             addr,
@@ -95,5 +119,205 @@ impl Dashboard {
         self.stop.send_replace(true);
         self.sweeper.abort();
         let _ = self.server.await;
+    }
+}
+
+/// Where the dashboard keeps its sessions and reads the audit log.
+struct Stores {
+    sessions: Arc<dyn WebSessionRepo>,
+    audit: Arc<dyn AuditRepo>,
+}
+
+impl Stores {
+    fn of(store: Arc<dyn Store>) -> Self {
+        Self {
+            sessions: Arc::clone(&store) as Arc<dyn WebSessionRepo>,
+            audit: store as Arc<dyn AuditRepo>,
+        }
+    }
+}
+
+/// The dashboard's secrets, read at start; never in the config file, logs or `Debug`.
+#[derive(Debug)]
+struct WebSecrets {
+    client_secret: Secret,
+    session_key: Secret,
+}
+
+/// `PROTONN_WEB_CLIENT_SECRET` and `PROTONN_WEB_SESSION_KEY`, or the files `[web]` names
+/// (a mounted Kubernetes Secret); a missing one is refused naming both ways to give it.
+fn web_secrets(
+    section: &WebSection,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<WebSecrets, ConfigError> {
+    let read = |name: &'static str, field: &'static str, file: Option<&Path>| {
+        if let Some(value) = env(name) {
+            return Ok(Secret::new(value));
+        }
+        let Some(path) = file else {
+            return Err(ConfigError::Invalid {
+                field,
+                message: format!("`protonn web` needs {name} or a file named here"),
+            });
+        };
+        let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Invalid {
+            field,
+            message: format!("cannot read {}: {err}", path.display()),
+        })?;
+        let value = text.trim_end_matches(['\r', '\n']);
+        if value.is_empty() {
+            return Err(ConfigError::Invalid {
+                field,
+                message: format!("{} is empty", path.display()),
+            });
+        }
+        Ok(Secret::new(value))
+    };
+    let client_secret = read(
+        WEB_CLIENT_SECRET_ENV,
+        "web.client_secret_file",
+        section.client_secret_file.as_deref(),
+    )?;
+    let session_key = read(
+        WEB_SESSION_KEY_ENV,
+        "web.session_key_file",
+        section.session_key_file.as_deref(),
+    )?;
+    session_key.check_key().map_err(|_| ConfigError::Invalid {
+        field: "web.session_key_file",
+        message: format!(
+            "the session key ({WEB_SESSION_KEY_ENV} or this file) must be 32 bytes in base64"
+        ),
+    })?;
+    Ok(WebSecrets {
+        client_secret,
+        session_key,
+    })
+}
+
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|value| !value.is_empty())
+}
+
+/// `protonn web`: the dashboard as its own stateless process (any number of replicas behind
+/// one Service). Sessions and the audit log are in ScyllaDB with `[storage] backend =
+/// "scylla"`, else in the leading coordinator's store (as nodes use it); guild calls are
+/// routed to the node running each guild's shard. `/metrics`, `/healthz` and `/readyz` are
+/// served on `ops_listen`.
+pub(crate) async fn run(
+    config: Config,
+    cluster_token: ClusterToken,
+    tls: Option<ClusterTls>,
+    ops_listen: SocketAddr,
+) -> anyhow::Result<()> {
+    let client_id = config.web.client_id.ok_or_else(|| ConfigError::Invalid {
+        field: "web.client_id",
+        message: "`protonn web` needs the Discord application's id".to_owned(),
+    })?;
+    let secrets = web_secrets(&config.web, process_env)?;
+    telemetry::install_tls_provider();
+    let prometheus = telemetry::web_prometheus();
+    let (ops_listener, ops_addr) = ops::bind(ops_listen)
+        .await
+        .with_context(|| format!("binding the ops endpoint to {ops_listen}"))?;
+    let coordinators = config.cluster.coordinators.clone();
+    let store: Arc<dyn Store> = match config.storage.backend {
+        StorageBackend::Scylla => Arc::new(store::open_scylla(&config).await?),
+        StorageBackend::Embedded => Arc::new(RemoteStore::connect(
+            coordinators.clone(),
+            cluster_token.clone(),
+            tls.clone(),
+        )),
+    };
+    let guilds = Arc::new(ClusterGuildCalls::new(coordinators, cluster_token, tls));
+    let discord_url = match &config.discord.simulator {
+        Some(addr) => format!("http://{addr}"),
+        None => "https://discord.com".to_owned(),
+    };
+    let WebSecrets {
+        client_secret,
+        session_key,
+    } = secrets;
+    let dashboard = Dashboard::serve(&config.web, Stores::of(store), guilds, |url| {
+        WebConfig::new(url, discord_url, client_id, client_secret, session_key)
+    })
+    .await?;
+    let (stop_ops, mut ops_stopped) = watch::channel(false);
+    let ops_server = tokio::spawn(ops::serve(
+        ops_listener,
+        OpsState {
+            prometheus,
+            readiness: Readiness::Stateless,
+        },
+        async move {
+            let _ = ops_stopped.wait_for(|stop| *stop).await;
+        },
+    ));
+    // Lines on stdout for scripts and tests that start it on port 0.
+    println!("web {}", dashboard.url());
+    println!("web ops {ops_addr}");
+    tracing::info!(url = dashboard.url(), ops = %ops_addr, "dashboard serving; SIGTERM or Ctrl-C stops");
+    crate::cli::shutdown_signal().await;
+    dashboard.shutdown().await;
+    stop_ops.send_replace(true);
+    let _ = ops_server.await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_come_from_the_environment_or_files_and_never_show() {
+        let dir = tempfile::tempdir().unwrap();
+        let section = WebSection::default();
+        // 32 bytes of 0x07, base64.
+        let key = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+        let env = |name: &str| match name {
+            WEB_CLIENT_SECRET_ENV => Some("client-secret-value".to_owned()),
+            WEB_SESSION_KEY_ENV => Some(key.to_owned()),
+            _ => None,
+        };
+        let secrets = web_secrets(&section, env).unwrap();
+        assert_eq!(secrets.client_secret.expose(), "client-secret-value");
+        assert_eq!(secrets.session_key.expose(), key);
+        let shown = format!("{secrets:?}");
+        assert!(!shown.contains("value") && !shown.contains(key), "{shown}");
+
+        // A key that cannot seal: refused naming where it comes from, without showing it.
+        let short = |name: &str| match name {
+            WEB_CLIENT_SECRET_ENV => Some("client-secret-value".to_owned()),
+            WEB_SESSION_KEY_ENV => Some("c2hvcnQta2V5".to_owned()),
+            _ => None,
+        };
+        let err = web_secrets(&section, short).unwrap_err().to_string();
+        assert!(err.contains(WEB_SESSION_KEY_ENV), "{err}");
+        assert!(!err.contains("c2hvcnQta2V5"), "{err}");
+
+        // Nothing given: refused naming the variable and the field.
+        let err = web_secrets(&section, |_| None).unwrap_err().to_string();
+        assert!(err.contains("web.client_secret_file"), "{err}");
+        assert!(err.contains(WEB_CLIENT_SECRET_ENV), "{err}");
+
+        // Files, as a mounted Secret gives them (with a trailing newline).
+        let secret_file = dir.path().join("client-secret");
+        let key_file = dir.path().join("session-key");
+        std::fs::write(&secret_file, "from-file\n").unwrap();
+        std::fs::write(&key_file, "").unwrap();
+        let section = WebSection {
+            client_secret_file: Some(secret_file),
+            session_key_file: Some(key_file.clone()),
+            ..WebSection::default()
+        };
+        let err = web_secrets(&section, |_| None).unwrap_err().to_string();
+        assert!(err.contains("web.session_key_file"), "{err}");
+        std::fs::write(&key_file, format!("{key}\n")).unwrap();
+        let secrets = web_secrets(&section, |_| None).unwrap();
+        assert_eq!(secrets.client_secret.expose(), "from-file");
+        assert_eq!(secrets.session_key.expose(), key);
+        std::fs::remove_file(&key_file).unwrap();
+        let err = web_secrets(&section, |_| None).unwrap_err().to_string();
+        assert!(err.contains("cannot read"), "{err}");
     }
 }

@@ -449,6 +449,12 @@ impl Node {
         Arc::clone(&self.store) as Arc<dyn protonn_storage::AuditRepo>
     }
 
+    /// The node's store (its own, or the coordinator's in a cluster): where the dashboard
+    /// served next to it keeps its sessions, so that a user's export and erasure find them.
+    pub(crate) fn store(&self) -> Arc<dyn Store> {
+        Arc::clone(&self.store)
+    }
+
     pub async fn router_stats(&self) -> RouterStats {
         ractor::call_t!(self.router, RouterMsg::Stats, QUERY_TIMEOUT_MS).unwrap_or_default()
     }

@@ -1,6 +1,7 @@
-//! Ops HTTP of a node or a coordinator: `/metrics` (Prometheus text), `/healthz` (the
-//! process answers), `/readyz` (see [`Readiness`]), and on a coordinator `/leader` (who
-//! leads: JSON `{id, address, epoch, this}`, or 503 when it knows of no leader).
+//! Ops HTTP of a node, a coordinator or `protonn web`: `/metrics` (Prometheus text),
+//! `/healthz` (the process answers), `/readyz` (see [`Readiness`]), and on a coordinator
+//! `/leader` (who leads: JSON `{id, address, epoch, this}`, or 503 when it knows of no
+//! leader).
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -36,6 +37,8 @@ pub(crate) enum Readiness {
     /// A coordinator: ready while it serves, leading or standing by (a standby answers
     /// nodes "not leader, try X"), so a Deployment of two rolls out and reports available.
     Coordinator(Arc<LeaderView>),
+    /// `protonn web`: it keeps no state of its own, so it is ready once it serves.
+    Stateless,
 }
 
 /// Binds `addr` (port 0 picks a free one) and says which address it got.
@@ -136,6 +139,7 @@ async fn readyz(State(state): State<OpsState>) -> (StatusCode, String) {
                 "ready: standby; no leader known\n".to_owned(),
             ),
         },
+        Readiness::Stateless => (StatusCode::OK, "ready: serving\n".to_owned()),
     }
 }
 

@@ -11,7 +11,8 @@ use protonn_storage::{
     Account, AccountRepo, AuditEntry, AuditRepo, BillingRepo, ClusterRepo, DataRights, GuildConfig,
     GuildConfigRepo, Lease, NodeRecord, PromoCode, Redemption, SessionCheckpoint, ShardAssignment,
     StorageError, Store, StoredRow, Subscription, Ticket, TicketRepo, Timestamp, TranscriptMessage,
-    UsageCount, UsageRepo, UserExport, VersionedConfig, WireError, Workflow, WorkflowRepo,
+    UsageCount, UsageRepo, UserExport, VersionedConfig, WebSession, WebSessionRepo, WireError,
+    Workflow, WorkflowRepo,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -193,6 +194,30 @@ pub(crate) enum StoreCall {
         now: Timestamp,
     },
     DumpRows,
+    PutWebSession {
+        session: WebSession,
+    },
+    WebSession {
+        id: String,
+        now: Timestamp,
+    },
+    ReplaceWebSession {
+        old: WebSession,
+        new: WebSession,
+    },
+    DeleteWebSession {
+        id: String,
+    },
+    WebSessionsOf {
+        user_id: u64,
+        now: Timestamp,
+    },
+    DeleteWebSessionsOf {
+        user_id: u64,
+    },
+    SweepWebSessions {
+        now: Timestamp,
+    },
 }
 
 impl StoreCall {
@@ -247,6 +272,8 @@ impl StoreCall {
                 | Self::ExportUser { .. }
                 | Self::ScheduledGuildDeletions
                 | Self::DumpRows
+                | Self::WebSession { .. }
+                | Self::WebSessionsOf { .. }
         )
     }
 }
@@ -371,6 +398,15 @@ pub(crate) async fn serve(
             C::ScheduledGuildDeletions => json(store.scheduled_guild_deletions().await?),
             C::SweepExpired { now } => json(store.sweep_expired(now).await?),
             C::DumpRows => json(store.dump_rows().await?),
+            C::PutWebSession { session } => json(store.put_web_session(&session).await?),
+            C::WebSession { id, now } => json(store.web_session(&id, now).await?),
+            C::ReplaceWebSession { old, new } => json(store.replace_web_session(&old, &new).await?),
+            C::DeleteWebSession { id } => json(store.delete_web_session(&id).await?),
+            C::WebSessionsOf { user_id, now } => json(store.web_sessions_of(user_id, now).await?),
+            C::DeleteWebSessionsOf { user_id } => {
+                json(store.delete_web_sessions_of(user_id).await?)
+            }
+            C::SweepWebSessions { now } => json(store.sweep_web_sessions(now).await?),
         })
     };
     answer.await.map_err(|err| WireError::from(&err))
@@ -806,5 +842,57 @@ impl DataRights for RemoteStore {
     }
     async fn dump_rows(&self) -> Result<Vec<StoredRow>, StorageError> {
         self.call(StoreCall::DumpRows).await
+    }
+}
+
+/// Dashboard sessions in the leader's store, for `protonn web` in a cluster without
+/// ScyllaDB. The login state's compare-and-set runs in the leader's store, so two web
+/// replicas cannot both spend one state.
+#[async_trait]
+impl WebSessionRepo for RemoteStore {
+    async fn put_web_session(&self, session: &WebSession) -> Result<(), StorageError> {
+        self.call(StoreCall::PutWebSession {
+            session: session.clone(),
+        })
+        .await
+    }
+    async fn web_session(
+        &self,
+        id: &str,
+        now: Timestamp,
+    ) -> Result<Option<WebSession>, StorageError> {
+        self.call(StoreCall::WebSession {
+            id: id.to_owned(),
+            now,
+        })
+        .await
+    }
+    async fn replace_web_session(
+        &self,
+        old: &WebSession,
+        new: &WebSession,
+    ) -> Result<bool, StorageError> {
+        self.call(StoreCall::ReplaceWebSession {
+            old: old.clone(),
+            new: new.clone(),
+        })
+        .await
+    }
+    async fn delete_web_session(&self, id: &str) -> Result<(), StorageError> {
+        self.call(StoreCall::DeleteWebSession { id: id.to_owned() })
+            .await
+    }
+    async fn web_sessions_of(
+        &self,
+        user_id: u64,
+        now: Timestamp,
+    ) -> Result<Vec<WebSession>, StorageError> {
+        self.call(StoreCall::WebSessionsOf { user_id, now }).await
+    }
+    async fn delete_web_sessions_of(&self, user_id: u64) -> Result<u64, StorageError> {
+        self.call(StoreCall::DeleteWebSessionsOf { user_id }).await
+    }
+    async fn sweep_web_sessions(&self, now: Timestamp) -> Result<u64, StorageError> {
+        self.call(StoreCall::SweepWebSessions { now }).await
     }
 }

@@ -9,9 +9,32 @@ use crate::ConfigError;
 
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 
-/// The process's Prometheus recorder, installed (with every metric described and
-/// pre-registered) on first use. One per process: several nodes in one test process share it.
+/// The process's Prometheus recorder, installed (with every metric of a node and a
+/// coordinator described and pre-registered) on first use. One per process: several nodes in
+/// one test process share it.
 pub(crate) fn prometheus() -> PrometheusHandle {
+    recorder(|| {
+        protonn_shard::metrics::describe();
+        protonn_actors::metrics::describe();
+        protonn_storage::metrics::describe();
+        crate::metrics::describe();
+        // Every process is the one binary and may serve the dashboard (`protonn demo`).
+        protonn_web::metrics::describe();
+    })
+}
+
+/// The recorder of `protonn web`: only the dashboard's metrics and its guild calls (with the
+/// process metrics and the build info), so that a web pod never shows among the nodes.
+pub(crate) fn web_prometheus() -> PrometheusHandle {
+    recorder(|| {
+        protonn_actors::metrics::describe_guild_calls();
+        protonn_web::metrics::describe();
+    })
+}
+
+/// Installs the recorder on first use, describing the process metrics, the build info and
+/// what `describe` registers; later calls return it as it is.
+fn recorder(describe: impl FnOnce()) -> PrometheusHandle {
     PROMETHEUS
         .get_or_init(|| {
             let handle = PrometheusBuilder::new()
@@ -52,14 +75,9 @@ pub(crate) fn prometheus() -> PrometheusHandle {
                 .expect("bucket lists are not empty")
                 .install_recorder()
                 .expect("no other metrics recorder is installed in this process");
-            protonn_shard::metrics::describe();
-            protonn_actors::metrics::describe();
-            protonn_storage::metrics::describe();
-            crate::metrics::describe();
             crate::process::describe();
             crate::metrics::register_build_info();
-            // Every process is the one binary and may serve the dashboard (`protonn demo`).
-            protonn_web::metrics::describe();
+            describe();
             handle
         })
         .clone()

@@ -46,8 +46,9 @@ struct Process {
 }
 
 impl Process {
-    /// Starts `protonn <args>` with `config` and returns it with the addresses it prints on
-    /// its first lines of stdout, one after each prefix of `announce`.
+    /// Starts `protonn <args>` with `config` and `env` (besides `DISCORD_TOKEN`) and returns
+    /// it with the addresses it prints on its first lines of stdout, one after each prefix of
+    /// `announce`.
     async fn start(
         dir: &Path,
         name: &str,
@@ -55,7 +56,7 @@ impl Process {
         args: &[&str],
         announce: &[&str],
         sim: &SimHandle,
-        token: Option<&str>,
+        env: &[(&str, &str)],
     ) -> (Self, Vec<String>) {
         let config_path = dir.join(format!("{name}.toml"));
         std::fs::write(&config_path, config).unwrap();
@@ -76,12 +77,7 @@ impl Process {
             .stdout(Stdio::piped())
             .stderr(log)
             .kill_on_drop(true);
-        if let Some(token) = token {
-            command.env("PROTONN_CLUSTER_TOKEN", token);
-        }
-        if args.first() == Some(&"coordinator") {
-            command.env("PROTONN_OPERATOR_TOKEN", OPERATOR_TOKEN);
-        }
+        command.envs(env.iter().copied());
         let mut child = command.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
@@ -203,7 +199,10 @@ impl Cluster {
             &["coordinator", "--listen", "127.0.0.1:0"],
             &["coordinator grpc ", "coordinator ops "],
             sim,
-            Some(CLUSTER_TOKEN),
+            &[
+                ("PROTONN_CLUSTER_TOKEN", CLUSTER_TOKEN),
+                ("PROTONN_OPERATOR_TOKEN", OPERATOR_TOKEN),
+            ],
         )
         .await;
         (
@@ -259,7 +258,10 @@ impl Cluster {
             &["node"],
             &["node ops "],
             &self.sim,
-            token,
+            &token
+                .map(|token| ("PROTONN_CLUSTER_TOKEN", token))
+                .into_iter()
+                .collect::<Vec<_>>(),
         )
         .await;
         self.nodes.insert(name.to_owned(), process);
@@ -1573,4 +1575,411 @@ async fn a_silently_partitioned_node_is_fenced_before_its_shards_run_elsewhere()
         cluster.log("node-a").contains("lease lapsed"),
         "node-a fenced itself"
     );
+}
+
+/// An HTTP answer: status, headers (names in lower case) and body.
+struct HttpAnswer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl HttpAnswer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// `method url` (an absolute `http://host:port/path`) with an optional cookie and form body,
+/// over a fresh connection.
+async fn http_request(
+    method: &str,
+    url: &str,
+    cookie: Option<&str>,
+    form: Option<&str>,
+) -> HttpAnswer {
+    let rest = url.strip_prefix("http://").expect("an http:// URL");
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let path = if path.is_empty() { "/" } else { path };
+    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    if let Some(cookie) = cookie {
+        request.push_str(&format!("Cookie: {cookie}\r\n"));
+    }
+    let body = form.unwrap_or_default();
+    if form.is_some() {
+        request.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(DEADLINE, stream.read_to_string(&mut response))
+        .await
+        .expect("answered in time")
+        .unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|code| code.parse().ok())
+        .expect("an HTTP status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked {
+        unchunk(body)
+    } else {
+        body.to_owned()
+    };
+    HttpAnswer {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn unchunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// A browser of the dashboard: the session cookie it was given last.
+struct WebBrowser {
+    web: String,
+    cookie: Option<String>,
+}
+
+impl WebBrowser {
+    async fn send(&mut self, method: &str, url: &str, form: Option<&str>) -> HttpAnswer {
+        let url = if url.starts_with("http") {
+            url.to_owned()
+        } else {
+            format!("{}{url}", self.web)
+        };
+        let ours = url.starts_with(&self.web);
+        let cookie = self.cookie.clone().filter(|_| ours);
+        let answer = http_request(method, &url, cookie.as_deref(), form).await;
+        if ours {
+            for (name, value) in &answer.headers {
+                if name == "set-cookie" {
+                    let pair = value.split(';').next().unwrap();
+                    let secret = pair.split_once('=').map_or("", |(_, v)| v);
+                    self.cookie = (!secret.is_empty()).then(|| pair.to_owned());
+                }
+            }
+        }
+        answer
+    }
+
+    /// Logs in as `user_id` through the simulator's consent page.
+    async fn login(&mut self, sim: &SimHandle, user_id: u64) {
+        let start = self.send("GET", "/auth/login?next=%2Fguilds", None).await;
+        assert_eq!(start.status, 303, "{}", start.body);
+        let authorize = start.header("location").unwrap().to_owned();
+        let query = authorize.split_once('?').unwrap().1;
+        let form = format!("{query}&user_id={user_id}");
+        let granted = self
+            .send(
+                "POST",
+                &format!("http://{}/oauth2/authorize", sim.addr()),
+                Some(&form),
+            )
+            .await;
+        assert_eq!(granted.status, 302, "{}", granted.body);
+        let callback = granted.header("location").unwrap().to_owned();
+        let done = self.send("GET", &callback, None).await;
+        assert_eq!(done.status, 303, "{}", done.body);
+        assert_eq!(done.header("location"), Some("/guilds"));
+    }
+}
+
+/// A form body (`application/x-www-form-urlencoded`).
+fn url_encoded(pairs: &[(&str, &str)]) -> String {
+    let encode = |text: &str| {
+        text.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    char::from(b).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    pairs
+        .iter()
+        .map(|(name, value)| format!("{}={}", encode(name), encode(value)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// The value of `name="field" value="…"` in a page.
+fn form_field(page: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let at = page
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no field {name} in {page}"));
+    let rest = &page[at + marker.len()..];
+    rest[..rest.find('"').unwrap()].to_owned()
+}
+
+const WEB_CLIENT_SECRET: &str = protonn_sim::OAUTH_CLIENT_SECRET;
+/// 32 bytes of 0x2a, base64.
+const WEB_SESSION_KEY: &str = "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=";
+
+/// `protonn web` against `cluster`'s coordinators (a config of its own), with a browser of it
+/// not yet logged in; returns the process, its ops address and the browser.
+async fn start_web(cluster: &Cluster) -> (Process, String, WebBrowser) {
+    let dir = cluster.dir.path();
+    let config = format!(
+        "{}\n[web]\nlisten = \"127.0.0.1:0\"\nclient_id = {}\n",
+        Cluster::config(&cluster.sim, &dir.join("web"), &cluster.addresses, None, 1),
+        cluster.sim.application_id()
+    );
+    let (web, announced) = Process::start(
+        dir,
+        "web",
+        &config,
+        &["web"],
+        &["web ", "web ops "],
+        &cluster.sim,
+        &[
+            ("PROTONN_CLUSTER_TOKEN", CLUSTER_TOKEN),
+            ("PROTONN_WEB_CLIENT_SECRET", WEB_CLIENT_SECRET),
+            ("PROTONN_WEB_SESSION_KEY", WEB_SESSION_KEY),
+        ],
+    )
+    .await;
+    let browser = WebBrowser {
+        web: announced[0].clone(),
+        cookie: None,
+    };
+    (web, announced[1].clone(), browser)
+}
+
+/// The settings page of a guild, once its node has it cached (its GUILD_CREATE arrived).
+async fn settings_form(browser: &mut WebBrowser, path: &str) -> String {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let page = browser.send("GET", path, None).await;
+        if page.status == 200 {
+            return page.body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "settings never shown: {} {}",
+            page.status,
+            page.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protonn_web_logs_in_and_changes_a_guilds_prefix_on_the_node_that_runs_it() {
+    let mut cluster = Cluster::start(1, 1).await;
+    cluster.start_node("node-a", Some(CLUSTER_TOKEN)).await;
+    cluster.settled("every shard runs", |_| true).await;
+
+    let dir = cluster.dir.path().to_owned();
+    let base = Cluster::config(&cluster.sim, &dir.join("web"), &cluster.addresses, None, 1);
+    // Bad config is refused naming the field, before anything is served.
+    let (mut refused, _) = Process::start(
+        &dir,
+        "web-no-client-id",
+        &format!("{base}\n[web]\nlisten = \"127.0.0.1:0\"\n"),
+        &["web"],
+        &[],
+        &cluster.sim,
+        &[
+            ("PROTONN_CLUSTER_TOKEN", CLUSTER_TOKEN),
+            ("PROTONN_WEB_CLIENT_SECRET", WEB_CLIENT_SECRET),
+            ("PROTONN_WEB_SESSION_KEY", WEB_SESSION_KEY),
+        ],
+    )
+    .await;
+    assert!(!refused.exited().await.success());
+    let log = cluster.log("web-no-client-id");
+    assert!(log.contains("web.client_id"), "{log}");
+
+    let config = format!(
+        "{base}\n[web]\nlisten = \"127.0.0.1:0\"\nclient_id = {}\n",
+        cluster.sim.application_id()
+    );
+    let (mut no_key, _) = Process::start(
+        &dir,
+        "web-no-key",
+        &config,
+        &["web"],
+        &[],
+        &cluster.sim,
+        &[
+            ("PROTONN_CLUSTER_TOKEN", CLUSTER_TOKEN),
+            ("PROTONN_WEB_CLIENT_SECRET", WEB_CLIENT_SECRET),
+        ],
+    )
+    .await;
+    assert!(!no_key.exited().await.success());
+    let log = cluster.log("web-no-key");
+    assert!(log.contains("PROTONN_WEB_SESSION_KEY"), "{log}");
+    assert!(!log.contains(WEB_CLIENT_SECRET), "{log}");
+
+    let (_web, ops, mut browser) = start_web(&cluster).await;
+    assert_eq!(http_get(&ops, "/healthz").await.0, 200);
+    assert_eq!(http_get(&ops, "/readyz").await.0, 200);
+
+    let guild = cluster.sim.guilds()[0].clone();
+    browser.login(&cluster.sim, guild.owner_id).await;
+    let picker = browser.send("GET", "/guilds", None).await;
+    assert_eq!(picker.status, 200, "{}", picker.body);
+    assert!(
+        picker
+            .body
+            .contains(&format!("href=\"/guilds/{}\"", guild.id)),
+        "{}",
+        picker.body
+    );
+    let settings_path = format!("/guilds/{}/settings", guild.id);
+    let form = settings_form(&mut browser, &settings_path).await;
+    let csrf = form_field(&form, "csrf");
+    let key = form_field(&form, "idempotency_key");
+    let fields = url_encoded(&[
+        ("csrf", csrf.as_str()),
+        ("expected_version", "0"),
+        ("idempotency_key", key.as_str()),
+        ("prefix", "%"),
+        ("locale", "en-US"),
+    ]);
+    let saved = browser.send("POST", &settings_path, Some(&fields)).await;
+    assert_eq!(saved.status, 303, "{}", saved.body);
+    assert_eq!(
+        saved.header("location"),
+        Some(format!("{settings_path}?saved=1").as_str())
+    );
+
+    // The next command in Discord sees the new prefix.
+    let channel = guild.channel_ids[0];
+    let before = answers_per_channel(&cluster.sim)
+        .get(&channel)
+        .copied()
+        .unwrap_or(0);
+    cluster
+        .sim
+        .send_message(guild.id, channel, guild.member_ids[0], "%ping")
+        .unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    while answers_per_channel(&cluster.sim)
+        .get(&channel)
+        .copied()
+        .unwrap_or(0)
+        <= before
+    {
+        assert!(Instant::now() < deadline, "%ping was never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The audit log (in the leader's store) names the dashboard user.
+    let audit = browser
+        .send("GET", &format!("/guilds/{}/audit", guild.id), None)
+        .await;
+    assert_eq!(audit.status, 200, "{}", audit.body);
+    assert!(
+        audit.body.contains("config.change")
+            && audit.body.contains(&format!("<td>{}</td>", guild.owner_id)),
+        "{}",
+        audit.body
+    );
+
+    let (_, metrics) = http_get(&ops, "/metrics").await;
+    assert!(
+        metrics.contains("protonn_web_logins_total{outcome=\"ok\"} 1"),
+        "{metrics}"
+    );
+    // Its own guild calls are counted; no node's series shows up in a web pod.
+    assert!(
+        metrics.contains("protonn_guild_calls_total{request=\"change_config\",outcome=\"ok\"} 1"),
+        "{metrics}"
+    );
+    for node_only in ["protonn_shard_", "protonn_actors_", "protonn_rest_"] {
+        assert!(!metrics.contains(node_only), "{node_only} in\n{metrics}");
+    }
+    let log = cluster.log("web");
+    for secret in [WEB_CLIENT_SECRET, WEB_SESSION_KEY, CLUSTER_TOKEN] {
+        assert!(!log.contains(secret), "a secret in the log: {log}");
+    }
+}
+
+/// `protonn_web_rejected_total{reason}` in a `/metrics` text.
+fn rejected(metrics: &str, reason: &str) -> u64 {
+    let prefix = format!("protonn_web_rejected_total{{reason=\"{reason}\"}} ");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix}in\n{metrics}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protonn_web_counts_each_rejection_under_its_reason() {
+    let mut cluster = Cluster::start(1, 1).await;
+    cluster.start_node("node-a", Some(CLUSTER_TOKEN)).await;
+    cluster.settled("every shard runs", |_| true).await;
+    let (_web, ops, mut browser) = start_web(&cluster).await;
+    let guilds = cluster.sim.guilds();
+    let guild = guilds[0].clone();
+    browser.login(&cluster.sim, guild.owner_id).await;
+    let path = format!("/guilds/{}/settings", guild.id);
+    let csrf = form_field(&settings_form(&mut browser, &path).await, "csrf");
+    // Someone else's guild, where the user is not even a member.
+    let foreign = guilds
+        .iter()
+        .find(|g| g.owner_id != guild.owner_id && !g.member_ids.contains(&guild.owner_id))
+        .expect("a guild the user has nothing to do with");
+    let foreign_path = format!("/guilds/{}/settings", foreign.id);
+    let huge = "y".repeat(20_000);
+    let fields = |csrf: &str, padding: Option<&str>| {
+        let mut pairs = vec![
+            ("csrf", csrf),
+            ("expected_version", "0"),
+            ("prefix", "?"),
+            ("locale", "de"),
+        ];
+        pairs.extend(padding.map(|padding| ("padding", padding)));
+        url_encoded(&pairs)
+    };
+    let cases = [
+        ("csrf", &path, fields("not-the-token", None), 403),
+        ("too_large", &path, fields(&csrf, Some(&huge)), 413),
+        ("forbidden", &foreign_path, fields(&csrf, None), 403),
+    ];
+    let reasons = ["csrf", "too_large", "forbidden", "bad_form", "conflict"];
+    for (reason, target, form, status) in cases {
+        let before = http_get(&ops, "/metrics").await.1;
+        let answer = browser.send("POST", target, Some(&form)).await;
+        assert_eq!(answer.status, status, "{reason}: {}", answer.body);
+        let after = http_get(&ops, "/metrics").await.1;
+        for other in reasons {
+            let rise = rejected(&after, other) - rejected(&before, other);
+            let expected = u64::from(other == reason);
+            assert_eq!(rise, expected, "{reason}: {other} rose by {rise}");
+        }
+    }
+    // None of them saved anything.
+    let form = settings_form(&mut browser, &path).await;
+    assert_eq!(form_field(&form, "expected_version"), "0");
 }

@@ -13,6 +13,9 @@ use protonn_sim::{SimConfig, SimHandle, Simulator};
 #[macro_use]
 #[path = "../../storage/tests/conformance/cases.rs"]
 mod cases;
+#[macro_use]
+#[path = "../../storage/tests/conformance/web_sessions.rs"]
+mod web_sessions;
 
 const TOKEN: &str = "remote-store-test";
 /// Operator credentials, apart from the nodes' token.
@@ -91,3 +94,21 @@ macro_rules! over_grpc {
 }
 
 conformance_cases!(over_grpc);
+
+/// The dashboard's sessions, which `protonn web` keeps in the leader's store when the
+/// cluster has no ScyllaDB.
+macro_rules! web_sessions_over_grpc {
+    ($($case:ident),* $(,)?) => {
+        mod web {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let (store, _leader) = super::remote_store().await;
+                    super::web_sessions::$case(store).await;
+                }
+            )*
+        }
+    };
+}
+
+web_session_cases!(web_sessions_over_grpc);

@@ -56,7 +56,7 @@ pub use scylla::{
 pub use tickets::{Ticket, TicketRepo, TranscriptMessage};
 pub use time::{Retention, Timestamp};
 pub use usage::{UsageCount, UsageRepo};
-pub use web_sessions::{WEB_SESSION_MAX_AGE_MS, WebSession, WebSessionRepo};
+pub use web_sessions::{WEB_SESSION_MAX_AGE_MS, WebSession, WebSessionExport, WebSessionRepo};
 pub use wire::WireError;
 pub use workflows::{Workflow, WorkflowRepo};
 pub use writer::{Ack, AuditWriter, UsageAggregator, WriterConfig, spawn_sweeper};
@@ -72,6 +72,7 @@ pub trait Store:
     + BillingRepo
     + ClusterRepo
     + DataRights
+    + WebSessionRepo
 {
 }
 
@@ -85,5 +86,6 @@ impl<T> Store for T where
         + BillingRepo
         + ClusterRepo
         + DataRights
+        + WebSessionRepo
 {
 }

@@ -3,7 +3,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     Account, AuditEntry, Redemption, StorageError, Subscription, Ticket, Timestamp,
-    TranscriptMessage, Workflow,
+    TranscriptMessage, WebSessionExport, Workflow,
 };
 
 /// Everything stored about one user, for the privacy centre's access and export requests.
@@ -21,6 +21,9 @@ pub struct UserExport {
     pub workflows: Vec<Workflow>,
     pub subscriptions: Vec<Subscription>,
     pub redemptions: Vec<Redemption>,
+    /// Dashboard sessions still stored, oldest first, without their secrets.
+    #[serde(default)]
+    pub web_sessions: Vec<WebSessionExport>,
 }
 
 /// One stored row rendered as text, with its table: what the data-rights tests scan.
@@ -37,7 +40,8 @@ pub trait DataRights: Send + Sync + 'static {
     async fn export_user(&self, user_id: u64) -> Result<UserExport, StorageError>;
 
     /// Erases `user_id` everywhere: the account, audit entries naming them, tickets they
-    /// opened (with transcripts), messages they wrote, subscriptions and redemptions. Workflows
+    /// opened (with transcripts), messages they wrote, subscriptions, redemptions and
+    /// dashboard sessions (which logs them out of the dashboard). Workflows
     /// they wrote stay with their guild with the author cleared. Returns the rows touched.
     async fn delete_user(&self, user_id: u64) -> Result<u64, StorageError>;
 

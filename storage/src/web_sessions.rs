@@ -34,6 +34,28 @@ pub struct WebSession {
     pub label: String,
 }
 
+/// A dashboard session as the user's data export shows it: when, and from what browser.
+/// Never its secrets: not the cookie's hash (the row key), the CSRF token, the login state
+/// or the sealed Discord tokens.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebSessionExport {
+    pub created_at: Timestamp,
+    pub last_seen: Timestamp,
+    pub expires_at: Timestamp,
+    pub label: String,
+}
+
+impl From<&WebSession> for WebSessionExport {
+    fn from(session: &WebSession) -> Self {
+        Self {
+            created_at: session.created_at,
+            last_seen: session.last_seen,
+            expires_at: web_session_end(session),
+            label: session.label.clone(),
+        }
+    }
+}
+
 /// Dashboard sessions.
 #[async_trait]
 pub trait WebSessionRepo: Send + Sync + 'static {

@@ -30,6 +30,11 @@ impl Secret {
             .expect("the system's random source works");
         Self(base64::engine::general_purpose::STANDARD.encode(key))
     }
+
+    /// Whether this can be a `token_key`: 32 bytes in standard base64.
+    pub fn check_key(&self) -> Result<(), WebError> {
+        crate::crypto::Sealer::new(self).map(|_| ())
+    }
 }
 
 impl fmt::Debug for Secret {

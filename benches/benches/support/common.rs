@@ -165,12 +165,22 @@ fn stat_cpu_time(stat: &str) -> Duration {
 /// answer had been read.
 pub struct HttpReply {
     pub status: u16,
+    /// Header names in lower case, in the order received.
+    pub headers: Vec<(String, String)>,
     pub body: String,
     pub sent: Instant,
     pub answered: Instant,
 }
 
 impl HttpReply {
+    /// The first value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body)
             .unwrap_or_else(|err| panic!("not JSON ({err}): {}", self.body))
@@ -195,7 +205,10 @@ pub async fn http(
         "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
         body.len()
     );
-    if !body.is_empty() {
+    let typed = headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("content-type"));
+    if !body.is_empty() && !typed {
         request.push_str("content-type: application/json\r\n");
     }
     for (name, value) in headers {
@@ -217,6 +230,12 @@ pub async fn http(
         .nth(1)
         .and_then(|code| code.parse().ok())
         .unwrap_or(0);
+    let headers: Vec<(String, String)> = head
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
     let chunked = head
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked");
@@ -227,6 +246,7 @@ pub async fn http(
     };
     HttpReply {
         status,
+        headers,
         body,
         sent,
         answered,

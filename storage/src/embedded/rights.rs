@@ -12,7 +12,7 @@ use super::{
 };
 use crate::{
     Account, AuditEntry, DataRights, Redemption, Retention, StorageError, StoredRow, Subscription,
-    Ticket, Timestamp, TranscriptMessage, UserExport, Workflow,
+    Ticket, Timestamp, TranscriptMessage, UserExport, WebSessionExport, Workflow,
 };
 
 /// How many expired rows one sweep transaction removes: bounds the time the writer lock is
@@ -199,6 +199,10 @@ impl DataRights for EmbeddedStore {
                     RowRef::Account { .. } => {}
                 }
             }
+            export.web_sessions = super::web_sessions::stored_of(txn, user_id)?
+                .iter()
+                .map(WebSessionExport::from)
+                .collect();
             Ok(export)
         })
         .await
@@ -208,6 +212,7 @@ impl DataRights for EmbeddedStore {
         self.write(move |txn, retention| {
             let refs = user_refs(&open(txn, USER_REFS)?, user_id)?;
             let mut touched = remove_row(txn, &RowRef::Account { user: user_id }, retention)?;
+            touched += super::web_sessions::remove_all_of(txn, user_id)?;
             for row in refs {
                 touched += match &row {
                     // The guild keeps its automation; only the author goes.
@@ -464,6 +469,13 @@ impl DataRights for EmbeddedStore {
             dump_json!(ASSIGNMENTS);
             dump_json!(CHECKPOINTS);
             dump_json!(LEASES);
+            dump_json!(super::web_sessions::WEB_SESSIONS);
+            let by_user = super::web_sessions::WEB_SESSIONS_BY_USER;
+            for item in open_read(txn, by_user)?.iter().map_err(e)? {
+                let (key, _) = item.map_err(e)?;
+                let (user, id) = key.value();
+                push(by_user.name(), format!("{user} {id}"));
+            }
             for item in open_read(txn, USAGE)?.iter().map_err(e)? {
                 let (key, value) = item.map_err(e)?;
                 push(USAGE.name(), format!("{:?} {}", key.value(), value.value()));

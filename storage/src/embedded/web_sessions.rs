@@ -50,6 +50,62 @@ fn remove(txn: &WriteTransaction, session: &WebSession) -> Result<(), StorageErr
     Ok(())
 }
 
+/// Every stored session of `user_id`, expired or not (the sweeper may not have run yet),
+/// oldest first: for the account page and the user's data export.
+pub(super) fn stored_of(
+    txn: &redb::ReadTransaction,
+    user_id: u64,
+) -> Result<Vec<WebSession>, StorageError> {
+    let index = open_read(txn, WEB_SESSIONS_BY_USER)?;
+    let table = open_read(txn, WEB_SESSIONS)?;
+    let mut out = Vec::new();
+    for entry in index
+        .range((user_id, "")..(user_id.saturating_add(1), ""))
+        .map_err(e)?
+    {
+        let (key, _) = entry.map_err(e)?;
+        let (_, id) = key.value();
+        if let Some(row) = table.get(id).map_err(e)? {
+            let session: WebSession = from_json(format_args!("web_sessions/{id}"), row.value())?;
+            if session.user_id == Some(user_id) {
+                out.push(session);
+            }
+        }
+    }
+    out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+    Ok(out)
+}
+
+/// Removes every session of `user_id` ("log out everywhere", erasure); returns how many.
+pub(super) fn remove_all_of(txn: &WriteTransaction, user_id: u64) -> Result<u64, StorageError> {
+    let ids: Vec<String> = {
+        let index = open(txn, WEB_SESSIONS_BY_USER)?;
+        let mut ids = Vec::new();
+        for entry in index
+            .range((user_id, "")..(user_id.saturating_add(1), ""))
+            .map_err(e)?
+        {
+            let (key, _) = entry.map_err(e)?;
+            ids.push(key.value().1.to_owned());
+        }
+        ids
+    };
+    let mut count = 0;
+    for id in ids {
+        open(txn, WEB_SESSIONS_BY_USER)?
+            .remove((user_id, id.as_str()))
+            .map_err(e)?;
+        if open(txn, WEB_SESSIONS)?
+            .remove(id.as_str())
+            .map_err(e)?
+            .is_some()
+        {
+            count += 1;
+        }
+    }
+    Ok(count)
+}
+
 #[async_trait]
 impl WebSessionRepo for EmbeddedStore {
     async fn put_web_session(&self, session: &WebSession) -> Result<(), StorageError> {
@@ -108,59 +164,15 @@ impl WebSessionRepo for EmbeddedStore {
         now: Timestamp,
     ) -> Result<Vec<WebSession>, StorageError> {
         self.read(move |txn, _| {
-            let index = open_read(txn, WEB_SESSIONS_BY_USER)?;
-            let table = open_read(txn, WEB_SESSIONS)?;
-            let mut out = Vec::new();
-            for entry in index
-                .range((user_id, "")..(user_id.saturating_add(1), ""))
-                .map_err(e)?
-            {
-                let (key, _) = entry.map_err(e)?;
-                let (_, id) = key.value();
-                if let Some(row) = table.get(id).map_err(e)? {
-                    let session: WebSession =
-                        from_json(format_args!("web_sessions/{id}"), row.value())?;
-                    if web_session_end(&session) > now && session.user_id == Some(user_id) {
-                        out.push(session);
-                    }
-                }
-            }
-            out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+            let mut out = stored_of(txn, user_id)?;
+            out.retain(|session| web_session_end(session) > now);
             Ok(out)
         })
         .await
     }
 
     async fn delete_web_sessions_of(&self, user_id: u64) -> Result<u64, StorageError> {
-        self.write(move |txn, _| {
-            let ids: Vec<String> = {
-                let index = open(txn, WEB_SESSIONS_BY_USER)?;
-                let mut ids = Vec::new();
-                for entry in index
-                    .range((user_id, "")..(user_id.saturating_add(1), ""))
-                    .map_err(e)?
-                {
-                    let (key, _) = entry.map_err(e)?;
-                    ids.push(key.value().1.to_owned());
-                }
-                ids
-            };
-            let mut count = 0;
-            for id in ids {
-                open(txn, WEB_SESSIONS_BY_USER)?
-                    .remove((user_id, id.as_str()))
-                    .map_err(e)?;
-                if open(txn, WEB_SESSIONS)?
-                    .remove(id.as_str())
-                    .map_err(e)?
-                    .is_some()
-                {
-                    count += 1;
-                }
-            }
-            Ok(count)
-        })
-        .await
+        self.write(move |txn, _| remove_all_of(txn, user_id)).await
     }
 
     async fn sweep_web_sessions(&self, now: Timestamp) -> Result<u64, StorageError> {

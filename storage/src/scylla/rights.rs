@@ -8,7 +8,8 @@ use super::{ScyllaStore, db_id};
 use crate::row_ref::RowRef;
 use crate::{
     AccountRepo, AuditEntry, BillingRepo, DataRights, Redemption, StorageError, StoredRow, Ticket,
-    TicketRepo, Timestamp, TranscriptMessage, UserExport, Workflow, WorkflowRepo,
+    TicketRepo, Timestamp, TranscriptMessage, UserExport, WebSessionExport, WebSessionRepo,
+    Workflow, WorkflowRepo,
 };
 
 /// Every table, for [`DataRights::dump_rows`].
@@ -32,6 +33,8 @@ const TABLES: &[&str] = &[
     "leases",
     "cluster_meta",
     "guild_departures",
+    "web_sessions",
+    "web_sessions_by_user",
 ];
 
 impl ScyllaStore {
@@ -234,11 +237,19 @@ impl DataRights for ScyllaStore {
                 RowRef::Account { .. } => {}
             }
         }
+        // Expired sessions are gone (TTL): every stored one is listed.
+        export.web_sessions = self
+            .web_sessions_of(user_id, Timestamp(0))
+            .await?
+            .iter()
+            .map(WebSessionExport::from)
+            .collect();
         Ok(export)
     }
 
     async fn delete_user(&self, user_id: u64) -> Result<u64, StorageError> {
         let mut touched = self.remove_row(&RowRef::Account { user: user_id }).await?;
+        touched += self.delete_web_sessions_of(user_id).await?;
         for row in self.refs_of(user_id).await? {
             touched += match &row {
                 RowRef::Workflow { guild, workflow } => {
@@ -496,6 +507,14 @@ impl DataRights for ScyllaStore {
                 }
                 "guild_departures" => {
                     self.select("SELECT JSON * FROM {ks}.guild_departures", ())
+                        .await?
+                }
+                "web_sessions" => {
+                    self.select("SELECT JSON * FROM {ks}.web_sessions", ())
+                        .await?
+                }
+                "web_sessions_by_user" => {
+                    self.select("SELECT JSON * FROM {ks}.web_sessions_by_user", ())
                         .await?
                 }
                 other => unreachable!("table {other} listed without a statement"),

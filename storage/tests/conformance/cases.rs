@@ -9,7 +9,7 @@ use std::time::Duration;
 use protonn_storage::{
     Account, AuditEntry, AuditWriter, GuildConfig, NodeRecord, PromoCode, SessionCheckpoint,
     StorageError, Store, Subscription, SubscriptionStatus, Ticket, Timestamp, TranscriptMessage,
-    UsageAggregator, UsageCount, Workflow, WriterConfig,
+    UsageAggregator, UsageCount, WebSession, Workflow, WriterConfig,
 };
 
 /// Distinctive ids, so a scan for their digits finds nothing by accident.
@@ -673,6 +673,28 @@ async fn populate<S: Store + Clone>(store: &S) {
         .redeem_promo("WELCOME", OTHER_USER, now)
         .await
         .unwrap();
+    for (name, user) in [("mine", USER), ("theirs", OTHER_USER)] {
+        store
+            .put_web_session(&dashboard_session(name, user, now))
+            .await
+            .unwrap();
+    }
+}
+
+/// A logged-in dashboard session whose secrets all contain `secret`.
+fn dashboard_session(name: &str, user: u64, now: Timestamp) -> WebSession {
+    WebSession {
+        id: format!("secret-hash-{name}"),
+        user_id: Some(user),
+        created_at: now,
+        last_seen: now,
+        expires_at: now.saturating_add(DAY),
+        csrf_token: format!("secret-csrf-{name}"),
+        login_state: None,
+        return_to: None,
+        sealed_tokens: Some(format!("secret-tokens-{name}")),
+        label: format!("Firefox ({name})"),
+    }
 }
 
 async fn rows_mentioning<S: Store>(store: &S, id: u64) -> Vec<String> {
@@ -716,6 +738,18 @@ pub(crate) async fn export_covers_every_table<S: Store + Clone>(store: S) {
     assert_eq!(export.workflows.len(), 2);
     assert_eq!(export.subscriptions.len(), 1);
     assert_eq!(export.redemptions.len(), 1);
+    // Dashboard sessions are listed without their secrets (cookie hash, CSRF, tokens).
+    let labels: Vec<&str> = export
+        .web_sessions
+        .iter()
+        .map(|s| s.label.as_str())
+        .collect();
+    assert_eq!(labels, ["Firefox (mine)"]);
+    assert!(
+        !serde_json::to_string(&export.web_sessions)
+            .unwrap()
+            .contains("secret")
+    );
     // Nothing about someone else leaks into the export, except as the other party of an
     // audit entry or in the transcript of the user's own ticket.
     assert!(export.subscriptions.iter().all(|s| s.user_id == USER));
@@ -746,6 +780,14 @@ pub(crate) async fn deleting_a_user_leaves_nothing<S: Store + Clone>(store: S) {
         None
     );
     assert_eq!(store.promo("WELCOME").await.unwrap().unwrap().1, 2);
+    // Erasure logs the user out of the dashboard; others stay logged in.
+    let now = Timestamp::now();
+    assert!(store.web_sessions_of(USER, now).await.unwrap().is_empty());
+    assert_eq!(
+        store.web_sessions_of(OTHER_USER, now).await.unwrap().len(),
+        1
+    );
+    assert!(before.contains("web_sessions"), "{before:?}");
     // The scan above covered every table that had rows.
     assert!(before.len() >= 10, "{before:?}");
 }

@@ -1,5 +1,5 @@
-//! Conformance cases of the dashboard's sessions, kept apart from `cases.rs` because the
-//! cluster's remote store (which runs those) serves no web sessions.
+//! Conformance cases of the dashboard's sessions, run against both backends and, by
+//! `cluster/tests/remote_store.rs`, against the leader's store over gRPC.
 
 use std::time::Duration;
 
