@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use protonn_storage::{AuditRepo, Store, WebSessionRepo};
 use protonn_web::{AppState, Secret, WebConfig};
 use tokio::net::TcpListener;
@@ -85,6 +86,13 @@ impl Dashboard {
             .context("configuring the dashboard")?;
         let (stop, mut stopped) = watch::channel(false);
         let app = protonn_web::router(state);
+        // A page larger than a segment goes out in several writes: without TCP_NODELAY the
+        // last waits for the ACK of the first, up to 40 ms of the browser's delayed ACK.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(err) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %err, "TCP_NODELAY not set");
+            }
+        });
         let server = tokio::spawn(async move {
             let result = axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
