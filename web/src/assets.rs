@@ -9,46 +9,68 @@ use axum::response::{IntoResponse, Response};
 
 use crate::pages::layout;
 
-const FILES: [(&str, &str, &str); 6] = [
+/// Name, content type, body. The PNG icons are the SVG ones drawn by Chromium at 192 and
+/// 512 px, for browsers that install an app only from bitmap icons.
+const FILES: [(&str, &str, &[u8]); 10] = [
     (
         "app.css",
         "text/css; charset=utf-8",
-        include_str!("../assets/app.css"),
+        include_bytes!("../assets/app.css"),
     ),
     (
         "app.js",
         "text/javascript; charset=utf-8",
-        include_str!("../assets/app.js"),
+        include_bytes!("../assets/app.js"),
     ),
     (
         "icon.svg",
         "image/svg+xml",
-        include_str!("../assets/icon.svg"),
+        include_bytes!("../assets/icon.svg"),
     ),
     (
         "icon-maskable.svg",
         "image/svg+xml",
-        include_str!("../assets/icon-maskable.svg"),
+        include_bytes!("../assets/icon-maskable.svg"),
+    ),
+    (
+        "icon-192.png",
+        "image/png",
+        include_bytes!("../assets/icon-192.png"),
+    ),
+    (
+        "icon-512.png",
+        "image/png",
+        include_bytes!("../assets/icon-512.png"),
+    ),
+    (
+        "icon-maskable-192.png",
+        "image/png",
+        include_bytes!("../assets/icon-maskable-192.png"),
+    ),
+    (
+        "icon-maskable-512.png",
+        "image/png",
+        include_bytes!("../assets/icon-maskable-512.png"),
     ),
     (
         "manifest.webmanifest",
         "application/manifest+json",
-        include_str!("../assets/manifest.webmanifest"),
+        include_bytes!("../assets/manifest.webmanifest"),
     ),
     (
         "sw.js",
         "text/javascript; charset=utf-8",
-        include_str!("../assets/sw.js"),
+        include_bytes!("../assets/sw.js"),
     ),
 ];
 
 /// The release and a hash of every asset: a release with any changed file gets new cache
 /// names and asset URLs.
 pub(crate) static VERSION: LazyLock<String> = LazyLock::new(|| {
-    let mut all = String::from(env!("CARGO_PKG_VERSION"));
+    let mut all = Vec::from(env!("CARGO_PKG_VERSION"));
     for (name, _, body) in FILES {
-        all.push_str(name);
-        all.push_str(body);
+        all.extend_from_slice(name.as_bytes());
+        all.extend_from_slice(body);
     }
     format!(
         "{}-{}",
@@ -57,7 +79,7 @@ pub(crate) static VERSION: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-fn file(name: &str) -> Option<(&'static str, &'static str)> {
+fn file(name: &str) -> Option<(&'static str, &'static [u8])> {
     FILES
         .iter()
         .find(|(n, _, _)| *n == name)
@@ -96,7 +118,9 @@ pub(crate) async fn service_worker() -> Response {
     let (kind, body) = file("sw.js").expect("the service worker is built in");
     (
         [(CONTENT_TYPE, kind), (CACHE_CONTROL, "no-cache")],
-        body.replace("__VERSION__", &VERSION),
+        std::str::from_utf8(body)
+            .expect("the service worker is UTF-8")
+            .replace("__VERSION__", &VERSION),
     )
         .into_response()
 }

@@ -18,9 +18,9 @@ pub(crate) fn random_token() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// Hex SHA-256: what is stored of a secret the browser holds.
-pub(crate) fn digest(secret: &str) -> String {
-    ring::digest::digest(&ring::digest::SHA256, secret.as_bytes())
+/// Hex SHA-256: what is stored of a secret the browser holds; the assets' version.
+pub(crate) fn digest(data: impl AsRef<[u8]>) -> String {
+    ring::digest::digest(&ring::digest::SHA256, data.as_ref())
         .as_ref()
         .iter()
         .map(|b| format!("{b:02x}"))

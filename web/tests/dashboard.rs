@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::header::{COOKIE, LOCATION, SET_COOKIE};
+use hyper::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -847,6 +847,41 @@ async fn every_page_carries_the_security_headers_and_a_strict_cookie() {
     assert!(!login.contains("<script>"), "no inline script");
     let sw = text(&browser.get("/sw.js").await);
     assert!(!sw.contains("__VERSION__"));
+}
+
+#[tokio::test]
+async fn the_manifest_names_installable_icons_and_each_is_served() {
+    let h = start().await;
+    let mut browser = Browser::new(&h);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&browser.get("/manifest.webmanifest").await.2).unwrap();
+    let icons = manifest["icons"].as_array().unwrap();
+    // Browsers that install only from bitmaps want a 192 and a 512 px PNG.
+    for size in ["192x192", "512x512"] {
+        assert!(
+            icons
+                .iter()
+                .any(|icon| icon["sizes"] == size && icon["type"] == "image/png"),
+            "no {size} PNG icon in {icons:?}"
+        );
+    }
+    for icon in icons {
+        let src = icon["src"].as_str().unwrap();
+        let answer = browser.get(src).await;
+        assert_eq!(answer.0, StatusCode::OK, "{src}");
+        assert_eq!(
+            answer.1[CONTENT_TYPE],
+            icon["type"].as_str().unwrap(),
+            "{src}"
+        );
+        if icon["type"] == "image/png" {
+            // The PNG signature, then IHDR's width and height.
+            assert_eq!(&answer.2[..8], b"\x89PNG\r\n\x1a\n", "{src}");
+            let width = u32::from_be_bytes(answer.2[16..20].try_into().unwrap());
+            let height = u32::from_be_bytes(answer.2[20..24].try_into().unwrap());
+            assert_eq!(format!("{width}x{height}"), icon["sizes"], "{src}");
+        }
+    }
 }
 
 #[tokio::test]
