@@ -207,6 +207,7 @@ async fn start_cluster(sim: &SimHandle, dir: &std::path::Path) -> (Coordinator, 
         let node = Node::start(NodeOptions {
             discord: DiscordEndpoint::Simulator(sim.rest_proxy()),
             token: BotToken::new(sim.config().token.clone()),
+            rest_global_per_sec: 50.0,
             shards: None,
             shard_ids: None,
             data_dir: dir.join(name),

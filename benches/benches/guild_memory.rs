@@ -50,6 +50,7 @@ async fn run_node(sim: &SimHandle, guilds: usize, runtime: RuntimeConfig) -> Mea
     let node = Node::start(NodeOptions {
         discord: DiscordEndpoint::Simulator(sim.rest_proxy()),
         token: BotToken::new(sim.config().token.clone()),
+        rest_global_per_sec: 50.0,
         shards: None,
         shard_ids: None,
         data_dir: data.path().to_owned(),

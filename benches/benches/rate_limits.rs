@@ -83,6 +83,7 @@ async fn rest_run(secs: u64) -> RestRun {
     let node = Node::start(NodeOptions {
         discord: DiscordEndpoint::Simulator(sim.rest_proxy()),
         token: BotToken::new(sim.config().token.clone()),
+        rest_global_per_sec: 50.0,
         shards: None,
         shard_ids: None,
         data_dir: data.path().to_owned(),

@@ -535,6 +535,7 @@ async fn serve_node(config: Config, cluster: Option<ClusterMembership>) -> anyho
         NodeOptions {
             discord: discord_endpoint(&config),
             token: bot_token()?,
+            rest_global_per_sec: config.discord.rest_global_per_sec,
             shards: config.discord.shards,
             shard_ids: config.discord.shard_ids,
             data_dir: config.storage.data_dir,

@@ -28,6 +28,7 @@ pub(crate) async fn demo(config: Config) -> anyhow::Result<()> {
     let node = Node::start(NodeOptions {
         discord: DiscordEndpoint::Simulator(sim.rest_proxy()),
         token: BotToken::new(sim_config.token.clone()),
+        rest_global_per_sec: 50.0,
         shards: None,
         shard_ids: None,
         data_dir: config.storage.data_dir.clone(),

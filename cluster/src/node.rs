@@ -62,6 +62,9 @@ pub enum DiscordEndpoint {
 pub struct NodeOptions {
     pub discord: DiscordEndpoint,
     pub token: BotToken,
+    /// The bot's global REST limit (Discord's 50/s, or a raised one): a standalone node
+    /// spends 90 % of it; in a cluster the leader grants the node a share instead.
+    pub rest_global_per_sec: f64,
     /// Total shard count; Discord's recommendation when `None`.
     pub shards: Option<u32>,
     /// Shards this node runs; all when `None`.
@@ -220,7 +223,7 @@ impl Node {
         // Alone, the node may use the whole budget; in a cluster it starts with the least
         // share until the coordinator grants it one.
         let rest_line = Arc::new(GlobalLine::new(match cluster {
-            None => rest_budget::CLUSTER_BUDGET,
+            None => rest_budget::cluster_budget(options.rest_global_per_sec),
             Some(_) => rest_budget::MIN_SHARE,
         }));
         let cache = Arc::new(

@@ -72,6 +72,7 @@ pub async fn start_node_with(
     Node::start(NodeOptions {
         discord: DiscordEndpoint::Simulator(sim.rest_proxy()),
         token: BotToken::new(token),
+        rest_global_per_sec: 50.0,
         shards: None,
         shard_ids: None,
         data_dir: data_dir.to_owned(),

@@ -413,6 +413,7 @@ pub async fn start_node(
     Node::start(NodeOptions {
         discord: DiscordEndpoint::Simulator(sim.addr.clone()),
         token: BotToken::new(SIM_TOKEN),
+        rest_global_per_sec: 50.0,
         shards: None,
         shard_ids: None,
         data_dir: data_dir.to_owned(),

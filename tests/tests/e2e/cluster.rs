@@ -38,6 +38,7 @@ pub(crate) async fn start_node(
     Node::start(NodeOptions {
         discord: DiscordEndpoint::Simulator(sim.rest_proxy()),
         token: BotToken::new(sim.config().token.clone()),
+        rest_global_per_sec: 50.0,
         shards: None,
         shard_ids: None,
         data_dir: dir.join(&cluster.name),

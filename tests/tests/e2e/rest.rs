@@ -323,3 +323,65 @@ async fn a_full_message_backlog_never_refuses_or_delays_an_interaction_response(
     drop(backlog);
     sim.shutdown().await;
 }
+
+/// A bot whose global limit is 10/s: a standalone node spends 90 % of it, not of Discord's
+/// default 50 (the simulator allows 50, so only the node's own pacing can hold it to 10).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standalone_node_keeps_to_the_configured_global_limit() {
+    let sim = start_sim(small_world(1, 30)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = protonn_cluster::Node::start(protonn_cluster::NodeOptions {
+        discord: protonn_cluster::DiscordEndpoint::Simulator(sim.rest_proxy()),
+        token: BotToken::new(sim.config().token.clone()),
+        rest_global_per_sec: 10.0,
+        shards: None,
+        shard_ids: None,
+        data_dir: dir.path().to_owned(),
+        ops_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        runtime: test_runtime(),
+        observer: None,
+        cluster: None,
+    })
+    .await
+    .unwrap();
+    wait_all_ready(&node).await;
+
+    // 40 pings at once, one per channel of 40 channels: no route bucket holds any back.
+    let channels: Vec<(u64, u64)> = sim
+        .guilds()
+        .iter()
+        .flat_map(|g| g.channel_ids.iter().map(move |&c| (g.id, c)))
+        .take(40)
+        .collect();
+    assert_eq!(channels.len(), 40);
+    for (i, &(guild, channel)) in channels.iter().enumerate() {
+        sim.send_message(guild, channel, 5_000 + i as u64, "!ping")
+            .unwrap();
+    }
+    let sent = || -> Vec<u64> {
+        sim.ledger()
+            .rest
+            .iter()
+            .filter(|r| r.route == MESSAGES && r.status == 200)
+            .map(|r| r.at_ms)
+            .collect()
+    };
+    wait_until("every ping is answered", || async { sent().len() >= 40 }).await;
+    let times = sent();
+    let most = times
+        .iter()
+        .map(|&start| {
+            times
+                .iter()
+                .filter(|&&t| t >= start && t < start + 1_000)
+                .count()
+        })
+        .max()
+        .unwrap();
+    // 9 a second, plus the line's burst of one.
+    assert!(
+        most <= 10,
+        "{most} messages in one second at a limit of 10/s"
+    );
+    node.shutdown().await;
+}
