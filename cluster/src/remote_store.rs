@@ -451,13 +451,16 @@ impl RemoteStore {
         let request = pb::StoreCall {
             call: serde_json::to_vec(&call).expect("store calls serialise to JSON"),
         };
-        let unavailable = |message: String| StorageError::Unavailable {
+        let unavailable = |attempts: u32, message: String| StorageError::Unavailable {
             kind: "remote",
-            attempts: 1,
+            attempts,
             message,
         };
         let read = call.is_read();
         let mut tries = 0;
+        // A standby's hint is followed at once, but not twice in a row: during a failover
+        // two stale hints (a dead leader's address) would otherwise spend every try at once.
+        let mut followed_last = false;
         let answer = loop {
             tries += 1;
             let answered = match self.link.storage_client().await {
@@ -482,17 +485,18 @@ impl RemoteStore {
                 _ => false,
             };
             if !retry || tries >= STANDBY_RETRIES {
-                return Err(unavailable(status.to_string()));
+                return Err(unavailable(tries, status.to_string()));
             }
-            if !followed {
+            if !followed || followed_last {
                 tokio::time::sleep(STANDBY_PAUSE).await;
             }
+            followed_last = followed;
         };
         let answer: Result<serde_json::Value, WireError> = serde_json::from_slice(&answer)
-            .map_err(|err| unavailable(format!("unreadable answer: {err}")))?;
+            .map_err(|err| unavailable(tries, format!("unreadable answer: {err}")))?;
         let value = answer.map_err(StorageError::from)?;
         serde_json::from_value(value)
-            .map_err(|err| unavailable(format!("unexpected answer: {err}")))
+            .map_err(|err| unavailable(tries, format!("unexpected answer: {err}")))
     }
 }
 
