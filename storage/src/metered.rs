@@ -40,11 +40,12 @@ pub struct Metered<S: ?Sized> {
 }
 
 impl<S: Backend> Metered<S> {
-    /// Wraps `inner`; its error series start at zero, so a dashboard shows "no errors"
-    /// rather than "no data" on a healthy store.
+    /// Wraps `inner`; its error series exist from the start (at zero, or where an earlier
+    /// wrapper of this process left them), so a dashboard shows "no errors" rather than
+    /// "no data" on a healthy store.
     pub fn new(inner: Arc<S>) -> Self {
         for kind in ERROR_KINDS {
-            counter!(ERRORS, "backend" => S::NAME, "kind" => kind).absolute(0);
+            counter!(ERRORS, "backend" => S::NAME, "kind" => kind).increment(0);
         }
         Self {
             inner,

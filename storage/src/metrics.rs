@@ -51,5 +51,5 @@ pub fn describe() {
         Unit::Count,
         "Rows the retention sweeper removed."
     );
-    counter!(EXPIRED_DELETED).absolute(0);
+    counter!(EXPIRED_DELETED).increment(0);
 }
