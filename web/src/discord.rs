@@ -9,7 +9,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, StatusCode};
-use hyper_rustls::ConfigBuilderExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -103,19 +102,7 @@ pub(crate) struct Discord {
 
 impl Discord {
     pub(crate) fn new(config: &WebConfig) -> Self {
-        let ring = Arc::new(rustls::crypto::ring::default_provider());
-        let mut connector = HttpConnector::new();
-        connector.enforce_http(false);
-        let tls = rustls::ClientConfig::builder_with_provider(ring)
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default protocol versions")
-            .with_webpki_roots()
-            .with_no_client_auth();
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(connector);
+        let connector = protonn_actors::rest::discord_connector();
         let credentials = base64::engine::general_purpose::STANDARD.encode(format!(
             "{}:{}",
             config.client_id,

@@ -37,7 +37,7 @@ pub use guard::{
     DISCORD_INVALID_LIMIT, GuardLimits, GuardReport, GuardState, INVALID_WINDOW,
     InvalidRequestGuard, SlidingCount,
 };
-pub use transport::Transport;
+pub use transport::{Transport, discord_connector};
 
 /// Values of the `outcome` label of `protonn_rest_requests_total`.
 pub(crate) const OUTCOME_LABELS: [&str; 7] = [

@@ -42,27 +42,36 @@ pub(super) struct RawResponse {
     pub(super) body: Bytes,
 }
 
+/// How every client of ours reaches Discord: HTTPS with ring and the webpki roots, or plain
+/// HTTP to the simulator, with TCP_NODELAY (a request written in two parts must not wait for
+/// a delayed ACK).
+pub fn discord_connector() -> hyper_rustls::HttpsConnector<HttpConnector> {
+    let ring = Arc::new(rustls::crypto::ring::default_provider());
+    let mut connector = HttpConnector::new();
+    connector.enforce_http(false);
+    connector.set_nodelay(true);
+    let tls = rustls::ClientConfig::builder_with_provider(ring)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_webpki_roots()
+        .with_no_client_auth();
+    hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(connector)
+}
+
 impl Transport {
     /// Discord itself over HTTPS, or with `simulator` (`host:port`) plain HTTP to it.
     /// Installs ring as the process's rustls provider if none is: twilight-http, which
     /// builds the requests, builds its own (unused) connector from the process default.
     pub fn new(token: &BotToken, simulator: Option<&str>, timeout: Duration) -> Self {
-        let ring = Arc::new(rustls::crypto::ring::default_provider());
         // Err means a provider is already installed, which is just as good.
-        let _ = rustls::crypto::CryptoProvider::install_default(ring.as_ref().clone());
-        let mut connector = HttpConnector::new();
-        connector.enforce_http(false);
-        connector.set_nodelay(true);
-        let tls = rustls::ClientConfig::builder_with_provider(ring)
-            .with_safe_default_protocol_versions()
-            .expect("ring supports the default protocol versions")
-            .with_webpki_roots()
-            .with_no_client_auth();
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(connector);
+        let _ = rustls::crypto::CryptoProvider::install_default(
+            rustls::crypto::ring::default_provider(),
+        );
+        let connector = discord_connector();
         let base = match simulator {
             Some(addr) => format!("http://{addr}/api/v10"),
             None => "https://discord.com/api/v10".to_owned(),
