@@ -133,10 +133,14 @@ pub(crate) enum StoreCall {
     RemoveNode {
         node_id: u64,
     },
+    ClaimAssignments {
+        leader_epoch: u64,
+    },
     AssignShard {
         shard_id: u32,
         node_id: u64,
         expected_epoch: u64,
+        leader_epoch: u64,
     },
     Assignments,
     SaveCheckpoint {
@@ -235,6 +239,7 @@ impl StoreCall {
                 | Self::Lease { .. }
                 | Self::PutNode { .. }
                 | Self::RemoveNode { .. }
+                | Self::ClaimAssignments { .. }
                 | Self::AssignShard { .. }
                 | Self::SaveCheckpoint { .. }
                 | Self::FixShardCount { .. }
@@ -348,13 +353,17 @@ pub(crate) async fn serve(
             C::PutNode { node } => json(store.put_node(&node).await?),
             C::Nodes => json(store.nodes().await?),
             C::RemoveNode { node_id } => json(store.remove_node(node_id).await?),
+            C::ClaimAssignments { leader_epoch } => {
+                json(store.claim_assignments(leader_epoch).await?)
+            }
             C::AssignShard {
                 shard_id,
                 node_id,
                 expected_epoch,
+                leader_epoch,
             } => json(
                 store
-                    .assign_shard(shard_id, node_id, expected_epoch)
+                    .assign_shard(shard_id, node_id, expected_epoch, leader_epoch)
                     .await?,
             ),
             C::Assignments => json(store.assignments().await?),
@@ -730,13 +739,19 @@ impl ClusterRepo for RemoteStore {
         shard_id: u32,
         node_id: u64,
         expected_epoch: u64,
+        leader_epoch: u64,
     ) -> Result<ShardAssignment, StorageError> {
         self.call(StoreCall::AssignShard {
             shard_id,
             node_id,
             expected_epoch,
+            leader_epoch,
         })
         .await
+    }
+    async fn claim_assignments(&self, leader_epoch: u64) -> Result<(), StorageError> {
+        self.call(StoreCall::ClaimAssignments { leader_epoch })
+            .await
     }
     async fn assignments(&self) -> Result<Vec<ShardAssignment>, StorageError> {
         self.call(StoreCall::Assignments).await

@@ -60,14 +60,23 @@ pub trait ClusterRepo: Send + Sync + 'static {
 
     async fn remove_node(&self, node_id: u64) -> Result<(), StorageError>;
 
+    /// Makes `leader_epoch` (the leadership lease's epoch) the only one assignments are
+    /// written under from now on; claiming again with the same epoch is a no-op.
+    /// [`StorageError::Fenced`] if a newer leader has claimed them.
+    async fn claim_assignments(&self, leader_epoch: u64) -> Result<(), StorageError>;
+
     /// Gives `shard_id` to `node_id` if its epoch is still `expected_epoch` (0 for a shard never
-    /// assigned). Returns the new assignment with epoch `expected_epoch + 1`;
-    /// [`StorageError::Conflict`] if someone else moved it first.
+    /// assigned) and `leader_epoch` is the one that claimed the assignments last. Returns the
+    /// new assignment with epoch `expected_epoch + 1`; [`StorageError::Conflict`] if someone
+    /// else moved it first, [`StorageError::Fenced`] if a newer leader claimed the assignments:
+    /// a leader that froze past its lease cannot give a shard a second owner when it wakes.
+    /// (The lease lives elsewhere; on ScyllaDB a check of it would not be atomic with this.)
     async fn assign_shard(
         &self,
         shard_id: u32,
         node_id: u64,
         expected_epoch: u64,
+        leader_epoch: u64,
     ) -> Result<ShardAssignment, StorageError>;
 
     /// All assignments ordered by shard.
@@ -152,3 +161,18 @@ pub trait ClusterRepo: Send + Sync + 'static {
 
 /// Name of the shard count's row in the cluster's fixed facts (`cluster_meta`).
 pub(crate) const SHARD_COUNT: &str = "shard_count";
+
+/// Name of the leader epoch that claimed the assignments, in the embedded store's
+/// `cluster_meta`; ScyllaDB keeps it in the assignments' own partition.
+pub(crate) const ASSIGNMENTS_CLAIM: &str = "assignments_leader_epoch";
+
+/// Assignments are written only under the leader epoch that claimed them last (0: none did).
+pub(crate) fn check_claim(claimed: u64, presented: u64) -> Result<(), StorageError> {
+    if claimed != presented {
+        return Err(StorageError::Fenced {
+            presented,
+            current: claimed,
+        });
+    }
+    Ok(())
+}

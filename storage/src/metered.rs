@@ -165,7 +165,9 @@ metered!("cluster", ClusterRepo {
     fn put_node(&self, node: &NodeRecord) -> ();
     fn nodes(&self) -> Vec<NodeRecord>;
     fn remove_node(&self, node_id: u64) -> ();
-    fn assign_shard(&self, shard_id: u32, node_id: u64, expected_epoch: u64) -> ShardAssignment;
+    fn claim_assignments(&self, leader_epoch: u64) -> ();
+    fn assign_shard(&self, shard_id: u32, node_id: u64, expected_epoch: u64, leader_epoch: u64)
+        -> ShardAssignment;
     fn assignments(&self) -> Vec<ShardAssignment>;
     fn save_checkpoint(&self, checkpoint: &SessionCheckpoint) -> ();
     fn save_checkpoints(&self, checkpoints: &[SessionCheckpoint]) -> Vec<u32>;

@@ -42,7 +42,9 @@ enum Role {
 pub(crate) struct LeaderView {
     id: String,
     address: String,
-    file: PathBuf,
+    /// `None` when the coordinators share no directory (a shared store): standbys then know
+    /// no leader to name.
+    file: Option<PathBuf>,
     role: Mutex<Role>,
 }
 
@@ -55,11 +57,11 @@ pub(crate) enum Known {
 }
 
 impl LeaderView {
-    pub(crate) fn new(id: String, address: String, data_dir: &Path) -> Self {
+    pub(crate) fn new(id: String, address: String, data_dir: Option<&Path>) -> Self {
         Self {
             id,
             address,
-            file: data_dir.join(FILE),
+            file: data_dir.map(|dir| dir.join(FILE)),
             role: Mutex::new(Role::Standby),
         }
     }
@@ -77,13 +79,14 @@ impl LeaderView {
     /// An announcement that cannot be written costs only the standbys' hints (logged).
     pub(crate) fn leading(&self, epoch: u64) {
         self.set(Role::Leading(epoch));
+        let Some(file) = &self.file else { return };
         let me = self.me(epoch);
         let text = serde_json::to_vec(&me).expect("leader info serialises");
-        let temporary = self.file.with_extension("json.tmp");
+        let temporary = file.with_extension("json.tmp");
         let written =
-            std::fs::write(&temporary, text).and_then(|()| std::fs::rename(&temporary, &self.file));
+            std::fs::write(&temporary, text).and_then(|()| std::fs::rename(&temporary, file));
         if let Err(err) = written {
-            tracing::warn!(error = %err, file = %self.file.display(), "leader not announced to standbys");
+            tracing::warn!(error = %err, file = %file.display(), "leader not announced to standbys");
         }
     }
 
@@ -91,9 +94,10 @@ impl LeaderView {
     pub(crate) fn stepped_down(&self) {
         let was = std::mem::replace(&mut *self.role.lock().expect("role poisoned"), Role::Taking);
         if let Role::Leading(epoch) = was
+            && let Some(file) = &self.file
             && self.announced().as_ref() == Some(&self.me(epoch))
         {
-            let _ = std::fs::remove_file(&self.file);
+            let _ = std::fs::remove_file(file);
         }
     }
 
@@ -106,7 +110,7 @@ impl LeaderView {
     }
 
     fn announced(&self) -> Option<LeaderInfo> {
-        let text = std::fs::read(&self.file).ok()?;
+        let text = std::fs::read(self.file.as_ref()?).ok()?;
         serde_json::from_slice(&text).ok()
     }
 
@@ -162,8 +166,16 @@ mod tests {
     #[test]
     fn a_standby_names_the_announced_leader_until_it_holds_the_store() {
         let dir = tempfile::tempdir().unwrap();
-        let leader = LeaderView::new("c-0".into(), "http://10.0.0.1:7900".into(), dir.path());
-        let standby = LeaderView::new("c-1".into(), "http://10.0.0.2:7900".into(), dir.path());
+        let leader = LeaderView::new(
+            "c-0".into(),
+            "http://10.0.0.1:7900".into(),
+            Some(dir.path()),
+        );
+        let standby = LeaderView::new(
+            "c-1".into(),
+            "http://10.0.0.2:7900".into(),
+            Some(dir.path()),
+        );
         assert_eq!(standby.known(), Known::Nobody);
 
         leader.taking();
@@ -192,7 +204,11 @@ mod tests {
         // A leader that steps down withdraws its announcement.
         leader.stepped_down();
         assert!(!leader.leads());
-        let other = LeaderView::new("c-2".into(), "http://10.0.0.3:7900".into(), dir.path());
+        let other = LeaderView::new(
+            "c-2".into(),
+            "http://10.0.0.3:7900".into(),
+            Some(dir.path()),
+        );
         assert_eq!(other.known(), Known::Nobody);
     }
 }

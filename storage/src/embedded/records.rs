@@ -11,6 +11,7 @@ use super::{
     REDEMPTIONS, RowRef, SUBSCRIPTIONS, TICKETS, TRANSCRIPTS, USER_REFS, WORKFLOWS, e, from_json,
     index, open, open_read, to_json, unindex,
 };
+use crate::cluster::{ASSIGNMENTS_CLAIM, SHARD_COUNT, check_claim};
 use crate::{
     Account, AccountRepo, BillingRepo, ClusterRepo, Lease, NodeRecord, PromoCode, Redemption,
     Retention, SessionCheckpoint, ShardAssignment, StorageError, Subscription, Ticket, TicketRepo,
@@ -538,8 +539,14 @@ impl ClusterRepo for EmbeddedStore {
         shard_id: u32,
         node_id: u64,
         expected_epoch: u64,
+        leader_epoch: u64,
     ) -> Result<ShardAssignment, StorageError> {
         self.write(move |txn, _| {
+            let claimed = open(txn, CLUSTER_META)?
+                .get(ASSIGNMENTS_CLAIM)
+                .map_err(e)?
+                .map_or(0, |epoch| epoch.value());
+            check_claim(claimed, leader_epoch)?;
             let mut table = open(txn, ASSIGNMENTS)?;
             let current: Option<ShardAssignment> =
                 read_json(&table, "shard_assignments", shard_id)?;
@@ -559,6 +566,25 @@ impl ClusterRepo for EmbeddedStore {
                 .insert(shard_id, to_json(&assignment).as_slice())
                 .map_err(e)?;
             Ok(assignment)
+        })
+        .await
+    }
+
+    async fn claim_assignments(&self, leader_epoch: u64) -> Result<(), StorageError> {
+        self.write(move |txn, _| {
+            let mut table = open(txn, CLUSTER_META)?;
+            let claimed = table
+                .get(ASSIGNMENTS_CLAIM)
+                .map_err(e)?
+                .map_or(0, |epoch| epoch.value());
+            if claimed > leader_epoch {
+                return Err(StorageError::Fenced {
+                    presented: leader_epoch,
+                    current: claimed,
+                });
+            }
+            table.insert(ASSIGNMENTS_CLAIM, leader_epoch).map_err(e)?;
+            Ok(())
         })
         .await
     }
@@ -705,9 +731,7 @@ impl ClusterRepo for EmbeddedStore {
 
     async fn shard_count(&self) -> Result<Option<u32>, StorageError> {
         self.read(move |txn, _| {
-            let stored = open_read(txn, CLUSTER_META)?
-                .get(crate::cluster::SHARD_COUNT)
-                .map_err(e)?;
+            let stored = open_read(txn, CLUSTER_META)?.get(SHARD_COUNT).map_err(e)?;
             Ok(stored.map(|count| count.value() as u32))
         })
         .await
@@ -717,15 +741,13 @@ impl ClusterRepo for EmbeddedStore {
         self.write(move |txn, _| {
             let mut table = open(txn, CLUSTER_META)?;
             let stored = table
-                .get(crate::cluster::SHARD_COUNT)
+                .get(SHARD_COUNT)
                 .map_err(e)?
                 .map(|count| count.value() as u32);
             if let Some(stored) = stored {
                 return Ok(stored);
             }
-            table
-                .insert(crate::cluster::SHARD_COUNT, u64::from(count))
-                .map_err(e)?;
+            table.insert(SHARD_COUNT, u64::from(count)).map_err(e)?;
             Ok(count)
         })
         .await
