@@ -18,7 +18,7 @@ use protonn_cluster::{
 };
 use protonn_shard::{BotToken, ShardPhase};
 use protonn_sim::SimHandle;
-use protonn_storage::{EmbeddedStore, Store};
+use protonn_storage::{EmbeddedStore, ScyllaConfig, ScyllaStore, Store};
 use protonn_tests::*;
 use tokio::sync::{Mutex, oneshot};
 
@@ -133,9 +133,34 @@ async fn owners(nodes: &[&Node]) -> HashMap<u32, usize> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_leader_is_replaced_and_on_waking_changes_nothing() {
-    let sim = start_sim(small_world(4, 40)).await;
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.path().join("shared")).unwrap());
+    let store = EmbeddedStore::open(&dir.path().join("shared")).unwrap();
+    frozen_leader_failover(Arc::new(store), dir.path()).await;
+}
+
+/// The same run with every process on a real ScyllaDB (`SCYLLA_URI`, comma-separated
+/// `host:port`s), in a keyspace of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs SCYLLA_URI"]
+async fn on_scylla_a_frozen_leader_is_replaced_and_on_waking_changes_nothing() {
+    let uri = std::env::var("SCYLLA_URI").expect("SCYLLA_URI is set for the ScyllaDB run");
+    let keyspace = format!("t_freeze_{}", std::process::id());
+    let config = ScyllaConfig::new(
+        uri.split(',').map(str::to_owned).collect(),
+        keyspace.clone(),
+    );
+    let store = ScyllaStore::connect(&config).await.unwrap();
+    store.migrate().await.unwrap();
+    let store = Arc::new(store);
+    let dir = tempfile::tempdir().unwrap();
+    frozen_leader_failover(Arc::clone(&store) as Arc<dyn Store>, dir.path()).await;
+    store.drop_keyspace(&keyspace).await.unwrap();
+}
+
+/// A leader and a standby on `store`, two nodes, pings throughout; the leader freezes for
+/// [`FREEZE`]. `dir` holds the nodes' (unused) data directories.
+async fn frozen_leader_failover(store: Arc<dyn Store>, dir: &std::path::Path) {
+    let sim = start_sim(small_world(4, 40)).await;
 
     let frozen = Isolated::start(options(&sim, "coordinator-a", &store)).await;
     wait_until("coordinator-a leads", || async {
@@ -153,8 +178,8 @@ async fn a_frozen_leader_is_replaced_and_on_waking_changes_nothing() {
         format!("http://{}", frozen.addr),
         format!("http://{}", standby.addr()),
     ];
-    let a = start_node(&sim, dir.path(), "node-a", coordinators.clone(), &store).await;
-    let b = start_node(&sim, dir.path(), "node-b", coordinators, &store).await;
+    let a = start_node(&sim, dir, "node-a", coordinators.clone(), &store).await;
+    let b = start_node(&sim, dir, "node-b", coordinators, &store).await;
     wait_until("every shard runs on one node, two each", || async {
         let owners = owners(&[&a, &b]).await;
         owners.len() == 4
