@@ -31,7 +31,7 @@ use protonn_storage::{ClusterRepo, EmbeddedStore, Metered, StorageError, Store, 
 use tokio::sync::{Notify, OnceCell, mpsc, oneshot};
 
 use control::{Control, ControlSettings};
-pub(crate) use leader::{Known, LeaderView};
+pub(crate) use leader::{Known, LeaderInfo, LeaderView};
 use service::{CoordinatorService, Leading, StorageService};
 
 use crate::grpc::{ClusterTls, ClusterToken, MAX_MESSAGE, RequireToken, pb};
@@ -351,6 +351,7 @@ async fn lead(
     stop: Arc<Notify>,
 ) -> Result<(), CoordinatorError> {
     let holder = rand::random::<u64>();
+    let shared = matches!(options.store, CoordinatorStore::Shared(_));
     let standby = async {
         let (store, backup) = open_store(&options.store).await?;
         view.taking();
@@ -362,8 +363,13 @@ async fn lead(
                 Ok(lease) => return Ok::<_, CoordinatorError>((store, backup, lease)),
                 // The previous leader's lease runs out within its ttl (unless it released
                 // it). On the embedded store it cannot renew it, as it no longer holds the
-                // store; on a shared one it renews it while alive.
-                Err(StorageError::LeaseHeld { .. }) => tokio::time::sleep(STANDBY_POLL).await,
+                // store; on a shared one it renews it while alive, and says there who it is.
+                Err(StorageError::LeaseHeld { epoch, .. }) => {
+                    if shared {
+                        view.led_by(announced(store.as_ref(), epoch).await);
+                    }
+                    tokio::time::sleep(STANDBY_POLL).await;
+                }
                 Err(err) => return Err(err.into()),
             }
         }
@@ -374,6 +380,8 @@ async fn lead(
         led = standby => led?,
         () = stop.notified() => return Ok(()),
     };
+    // Behind nobody any more: until this one leads, no leader is known.
+    view.taking();
     let epoch = lease.epoch;
     tracing::info!(epoch, "leading the cluster");
     gauge!(FENCING_EPOCH).set(epoch as f64);
@@ -405,7 +413,13 @@ async fn lead(
     let repo: Arc<dyn ClusterRepo> = store.clone();
     let control = Control::load(Arc::clone(&repo), settings, epoch).await?;
     let (inbox_tx, inbox) = mpsc::channel(1_024);
-    let leadership = Leadership::begin(view, epoch);
+    let leadership = Leadership::begin(Arc::clone(&view), epoch);
+    if shared {
+        // Standbys on a shared store name the leader from here ("not leader, try X").
+        if let Err(err) = store.announce_leader(&view.me(epoch)).await {
+            tracing::warn!(error = %err, "leader not announced to standbys");
+        }
+    }
     let _ = leading.set(Leading {
         control: inbox_tx,
         scheduler: Arc::new(scheduler),
@@ -488,6 +502,18 @@ impl Drop for Leadership {
     fn drop(&mut self) {
         self.0.stepped_down();
         gauge!(LEADER).set(0.0);
+    }
+}
+
+/// The leader the store names, if its announcement is of the lease's current `epoch` (an
+/// older one is a dead leader's).
+async fn announced(store: &dyn Store, epoch: u64) -> Option<LeaderInfo> {
+    match store.leader_announcement().await {
+        Ok(announced) => announced.filter(|leader| leader.epoch == epoch),
+        Err(err) => {
+            tracing::debug!(error = %err, "leader announcement unreadable");
+            None
+        }
     }
 }
 

@@ -9,10 +9,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use protonn_storage::{
     Account, AccountRepo, AuditEntry, AuditRepo, BillingRepo, ClusterRepo, DataRights, GuildConfig,
-    GuildConfigRepo, Lease, NodeRecord, PromoCode, Redemption, SessionCheckpoint, ShardAssignment,
-    StorageError, Store, StoredRow, Subscription, Ticket, TicketRepo, Timestamp, TranscriptMessage,
-    UsageCount, UsageRepo, UserExport, VersionedConfig, WebSession, WebSessionRepo, WireError,
-    Workflow, WorkflowRepo,
+    GuildConfigRepo, LeaderAnnouncement, Lease, NodeRecord, PromoCode, Redemption,
+    SessionCheckpoint, ShardAssignment, StorageError, Store, StoredRow, Subscription, Ticket,
+    TicketRepo, Timestamp, TranscriptMessage, UsageCount, UsageRepo, UserExport, VersionedConfig,
+    WebSession, WebSessionRepo, WireError, Workflow, WorkflowRepo,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -173,6 +173,10 @@ pub(crate) enum StoreCall {
     Lease {
         name: String,
     },
+    AnnounceLeader {
+        announcement: LeaderAnnouncement,
+    },
+    LeaderAnnouncement,
     ShardCount,
     FixShardCount {
         count: u32,
@@ -237,6 +241,8 @@ impl StoreCall {
                 | Self::RenewLease { .. }
                 | Self::ReleaseLease { .. }
                 | Self::Lease { .. }
+                | Self::AnnounceLeader { .. }
+                | Self::LeaderAnnouncement
                 | Self::PutNode { .. }
                 | Self::RemoveNode { .. }
                 | Self::ClaimAssignments { .. }
@@ -393,6 +399,8 @@ pub(crate) async fn serve(
                 epoch,
             } => json(store.release_lease(&name, holder, epoch).await?),
             C::Lease { name } => json(store.lease(&name).await?),
+            C::AnnounceLeader { announcement } => json(store.announce_leader(&announcement).await?),
+            C::LeaderAnnouncement => json(store.leader_announcement().await?),
             C::ShardCount => json(store.shard_count().await?),
             C::FixShardCount { count } => json(store.fix_shard_count(count).await?),
             C::ExportUser { user_id } => json(store.export_user(user_id).await?),
@@ -822,6 +830,15 @@ impl ClusterRepo for RemoteStore {
             name: name.to_owned(),
         })
         .await
+    }
+    async fn announce_leader(&self, announcement: &LeaderAnnouncement) -> Result<(), StorageError> {
+        self.call(StoreCall::AnnounceLeader {
+            announcement: announcement.clone(),
+        })
+        .await
+    }
+    async fn leader_announcement(&self) -> Result<Option<LeaderAnnouncement>, StorageError> {
+        self.call(StoreCall::LeaderAnnouncement).await
     }
     async fn shard_count(&self) -> Result<Option<u32>, StorageError> {
         self.call(StoreCall::ShardCount).await

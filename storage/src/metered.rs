@@ -14,10 +14,10 @@ use metrics::{counter, histogram};
 use crate::metrics::{ERROR_KINDS, ERRORS, OPERATION_DURATION, OPERATIONS};
 use crate::{
     Account, AccountRepo, AuditEntry, AuditRepo, BillingRepo, ClusterRepo, DataRights,
-    EmbeddedStore, GuildConfig, GuildConfigRepo, Lease, NodeRecord, PromoCode, Redemption,
-    ScyllaStore, SessionCheckpoint, ShardAssignment, StorageError, StoredRow, Subscription, Ticket,
-    TicketRepo, Timestamp, TranscriptMessage, UsageCount, UsageRepo, UserExport, VersionedConfig,
-    WebSession, WebSessionRepo, Workflow, WorkflowRepo,
+    EmbeddedStore, GuildConfig, GuildConfigRepo, LeaderAnnouncement, Lease, NodeRecord, PromoCode,
+    Redemption, ScyllaStore, SessionCheckpoint, ShardAssignment, StorageError, StoredRow,
+    Subscription, Ticket, TicketRepo, Timestamp, TranscriptMessage, UsageCount, UsageRepo,
+    UserExport, VersionedConfig, WebSession, WebSessionRepo, Workflow, WorkflowRepo,
 };
 
 /// A backend, as the `backend` label names it.
@@ -177,6 +177,8 @@ metered!("cluster", ClusterRepo {
         -> Lease;
     fn release_lease(&self, name: &str, holder: u64, epoch: u64) -> ();
     fn lease(&self, name: &str) -> Option<Lease>;
+    fn announce_leader(&self, announcement: &LeaderAnnouncement) -> ();
+    fn leader_announcement(&self) -> Option<LeaderAnnouncement>;
     fn shard_count(&self) -> Option<u32>;
     fn fix_shard_count(&self, count: u32) -> u32;
 });

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use protonn_storage::{
-    Account, AuditEntry, AuditWriter, GuildConfig, NodeRecord, PromoCode, SessionCheckpoint,
-    StorageError, Store, Subscription, SubscriptionStatus, Ticket, Timestamp, TranscriptMessage,
-    UsageAggregator, UsageCount, WebSession, Workflow, WriterConfig,
+    Account, AuditEntry, AuditWriter, GuildConfig, LeaderAnnouncement, NodeRecord, PromoCode,
+    SessionCheckpoint, StorageError, Store, Subscription, SubscriptionStatus, Ticket, Timestamp,
+    TranscriptMessage, UsageAggregator, UsageCount, WebSession, Workflow, WriterConfig,
 };
 
 /// Distinctive ids, so a scan for their digits finds nothing by accident.
@@ -543,6 +543,24 @@ pub(crate) async fn assignments_are_written_only_by_the_newest_leader<S: Store +
         .map(|a| a.shard_id)
         .collect();
     assert_eq!(shards, [0], "the claim is not an assignment");
+}
+
+/// The leader's announcement: the newest write is read back whole (over gRPC the serving
+/// coordinator does not announce itself: it is on the embedded store).
+pub(crate) async fn the_leader_announcement_is_the_newest_written<S: Store + Clone>(store: S) {
+    assert_eq!(store.leader_announcement().await.unwrap(), None);
+    for epoch in [3, 4] {
+        let announcement = LeaderAnnouncement {
+            epoch,
+            id: format!("coordinator-{epoch}"),
+            address: format!("http://10.0.0.{epoch}:7070"),
+        };
+        store.announce_leader(&announcement).await.unwrap();
+        assert_eq!(
+            store.leader_announcement().await.unwrap(),
+            Some(announcement)
+        );
+    }
 }
 
 pub(crate) async fn leases_fence_stale_holders<S: Store + Clone>(store: S) {
@@ -1224,6 +1242,7 @@ macro_rules! conformance_cases {
             subscriptions_and_promo_codes,
             cluster_tables_fence_by_epoch,
             assignments_are_written_only_by_the_newest_leader,
+            the_leader_announcement_is_the_newest_written,
             leases_fence_stale_holders,
             the_shard_count_is_fixed_once,
             retention_removes_expired_rows,

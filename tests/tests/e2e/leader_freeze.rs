@@ -174,6 +174,14 @@ async fn frozen_leader_failover(store: Arc<dyn Store>, dir: &std::path::Path) {
     let standby = Coordinator::start(options(&sim, "coordinator-b", &store))
         .await
         .unwrap();
+    // The standby names the leader it read from the store.
+    wait_until("coordinator-b names coordinator-a as the leader", || async {
+        http_get(standby.ops_addr(), "/leader")
+            .await
+            .1
+            .contains("coordinator-a")
+    })
+    .await;
     let coordinators = vec![
         format!("http://{}", frozen.addr),
         format!("http://{}", standby.addr()),
