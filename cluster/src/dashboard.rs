@@ -230,9 +230,9 @@ pub(crate) async fn run(
         .with_context(|| format!("binding the ops endpoint to {ops_listen}"))?;
     let coordinators = config.cluster.coordinators.clone();
     let store: Arc<dyn Store> = match config.storage.backend {
-        StorageBackend::Scylla => Arc::new(Metered::new(Arc::new(
-            store::open_scylla(&config).await?,
-        ))),
+        StorageBackend::Scylla => {
+            Arc::new(Metered::new(Arc::new(store::open_scylla(&config).await?)))
+        }
         StorageBackend::Embedded => Arc::new(RemoteStore::connect(
             coordinators.clone(),
             cluster_token.clone(),

@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use protonn_storage::LeaderAnnouncement;
 use tonic::Status;
 
-use crate::grpc::LEADER_HINT;
+use crate::grpc::{LEADER_HINT, STANDBY};
 
 /// Where the leader announces itself, in the coordinators' data directory.
 const FILE: &str = "leader.json";
@@ -149,7 +149,7 @@ impl LeaderView {
 /// A standby's answer to a call only the leader serves: `Unavailable`, naming the leader in
 /// the message and, for clients to follow at once, in the [`LEADER_HINT`] metadata.
 pub(crate) fn not_leader(view: &LeaderView) -> Status {
-    match view.hint() {
+    let mut status = match view.hint() {
         Some(leader) => {
             let mut status = Status::unavailable(format!(
                 "not leader, try {} at {}",
@@ -161,7 +161,11 @@ pub(crate) fn not_leader(view: &LeaderView) -> Status {
             status
         }
         None => Status::unavailable("standby coordinator: not leading, and no leader known"),
-    }
+    };
+    status
+        .metadata_mut()
+        .insert(STANDBY, tonic::metadata::MetadataValue::from_static("1"));
+    status
 }
 
 #[cfg(test)]
