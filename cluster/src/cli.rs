@@ -424,6 +424,7 @@ async fn run_coordinator(
         advertise: advertise.or_else(|| cluster.advertise.clone()),
         ops_listen: ops_listen.unwrap_or(config.ops.listen),
         data_dir: config.storage.data_dir.clone(),
+        retention: config.retention.retention(),
         shards: config.discord.shards,
         heartbeat_interval: Duration::from_millis(cluster.heartbeat_ms),
         failure_timeout: Duration::from_millis(cluster.failure_timeout_ms),

@@ -62,6 +62,8 @@ pub struct CoordinatorOptions {
     /// Where `/metrics`, `/healthz` and `/readyz` are served; port 0 picks a free one.
     pub ops_listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// Retention periods of the store it serves (the policy's: `Retention::POLICY`).
+    pub retention: protonn_storage::Retention,
     /// Total shard count when the cluster forms; Discord's recommendation when `None`.
     /// Once formed, the count stored then is the cluster's: a different one here is
     /// refused (resharding is another operation), `None` takes the stored one.
@@ -291,7 +293,7 @@ async fn lead(
 ) -> Result<(), CoordinatorError> {
     let holder = rand::random::<u64>();
     let standby = async {
-        let store = open_when_free(&options.data_dir).await?;
+        let store = open_when_free(&options.data_dir, options.retention).await?;
         view.taking();
         loop {
             match store
@@ -430,10 +432,13 @@ impl Drop for Leadership {
 }
 
 /// Opens the store, waiting while another coordinator holds it (standing by).
-async fn open_when_free(dir: &std::path::Path) -> Result<Arc<EmbeddedStore>, StorageError> {
+async fn open_when_free(
+    dir: &std::path::Path,
+    retention: protonn_storage::Retention,
+) -> Result<Arc<EmbeddedStore>, StorageError> {
     let mut logged = false;
     loop {
-        match EmbeddedStore::open(dir) {
+        match EmbeddedStore::open_with(dir, retention) {
             Ok(store) => return Ok(Arc::new(store)),
             Err(StorageError::Locked(_)) => {
                 if !logged {
@@ -466,6 +471,7 @@ mod tests {
             advertise: None,
             ops_listen: loopback,
             data_dir: dir.path().to_owned(),
+            retention: protonn_storage::Retention::POLICY,
             shards: None,
             heartbeat_interval: Duration::from_millis(500),
             failure_timeout: Duration::from_secs(5),

@@ -211,7 +211,10 @@ impl Node {
             }
             (None, Some((link, _))) => (Arc::new(RemoteStore::new(Arc::clone(link))), None, None),
             (None, None) => {
-                let embedded = Arc::new(EmbeddedStore::open(&options.data_dir)?);
+                let embedded = Arc::new(EmbeddedStore::open_with(
+                    &options.data_dir,
+                    options.runtime.retention,
+                )?);
                 let backup =
                     crate::backup::BackupServer::start(Arc::clone(&embedded), &options.data_dir);
                 let store = Arc::new(Metered::new(embedded));

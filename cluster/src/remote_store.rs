@@ -190,6 +190,10 @@ pub(crate) enum StoreCall {
         guild_id: u64,
     },
     ScheduledGuildDeletions,
+    StoredGuilds {
+        shard_id: u32,
+        shard_count: u32,
+    },
     SweepExpired {
         now: Timestamp,
     },
@@ -271,6 +275,7 @@ impl StoreCall {
                 | Self::ShardCount
                 | Self::ExportUser { .. }
                 | Self::ScheduledGuildDeletions
+                | Self::StoredGuilds { .. }
                 | Self::DumpRows
                 | Self::WebSession { .. }
                 | Self::WebSessionsOf { .. }
@@ -396,6 +401,10 @@ pub(crate) async fn serve(
                 json(store.cancel_guild_deletion(guild_id).await?)
             }
             C::ScheduledGuildDeletions => json(store.scheduled_guild_deletions().await?),
+            C::StoredGuilds {
+                shard_id,
+                shard_count,
+            } => json(store.stored_guilds(shard_id, shard_count).await?),
             C::SweepExpired { now } => json(store.sweep_expired(now).await?),
             C::DumpRows => json(store.dump_rows().await?),
             C::PutWebSession { session } => json(store.put_web_session(&session).await?),
@@ -840,6 +849,17 @@ impl DataRights for RemoteStore {
     }
     async fn scheduled_guild_deletions(&self) -> Result<Vec<(u64, Timestamp)>, StorageError> {
         self.call(StoreCall::ScheduledGuildDeletions).await
+    }
+    async fn stored_guilds(
+        &self,
+        shard_id: u32,
+        shard_count: u32,
+    ) -> Result<Vec<u64>, StorageError> {
+        self.call(StoreCall::StoredGuilds {
+            shard_id,
+            shard_count,
+        })
+        .await
     }
     async fn sweep_expired(&self, now: Timestamp) -> Result<u64, StorageError> {
         self.call(StoreCall::SweepExpired { now }).await

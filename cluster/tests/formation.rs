@@ -28,6 +28,7 @@ async fn coordinator(sim: &SimHandle, dir: &Path, shards: Option<u32>) -> Coordi
         advertise: None,
         ops_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         data_dir: dir.to_owned(),
+        retention: protonn_storage::Retention::POLICY,
         shards,
         heartbeat_interval: Duration::from_millis(100),
         failure_timeout: Duration::from_secs(3),

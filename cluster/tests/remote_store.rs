@@ -47,6 +47,7 @@ async fn remote_store() -> (RemoteStore, Leader) {
         advertise: None,
         ops_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         data_dir: dir.path().to_owned(),
+        retention: protonn_storage::Retention::POLICY,
         shards: None,
         heartbeat_interval: Duration::from_millis(100),
         failure_timeout: Duration::from_secs(3),

@@ -65,6 +65,7 @@ async fn only_peers_with_a_certificate_of_the_cluster_ca_get_in() {
         advertise: None,
         ops_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         data_dir: dir.path().to_owned(),
+        retention: protonn_storage::Retention::POLICY,
         shards: None,
         heartbeat_interval: Duration::from_millis(100),
         failure_timeout: Duration::from_secs(3),

@@ -48,7 +48,7 @@ pub use embedded::EmbeddedStore;
 pub use error::StorageError;
 pub use guild_config::{CONFIG_HISTORY_LEN, GuildConfig, GuildConfigRepo, VersionedConfig};
 pub use metered::{Backend, Metered};
-pub use rights::{DataRights, StoredRow, UserExport};
+pub use rights::{DataRights, StoredRow, UserExport, on_shard};
 pub use scylla::{
     ClientCert, MigrationReport, MigrationStep, Replication, ScyllaConfig, ScyllaStore, TlsConfig,
 };

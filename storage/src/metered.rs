@@ -185,6 +185,7 @@ metered!("rights", DataRights {
     fn delete_guild(&self, guild_id: u64) -> u64;
     fn schedule_guild_deletion(&self, guild_id: u64, at: Timestamp) -> ();
     fn cancel_guild_deletion(&self, guild_id: u64) -> bool;
+    fn stored_guilds(&self, shard_id: u32, shard_count: u32) -> Vec<u64>;
     fn scheduled_guild_deletions(&self) -> Vec<(u64, Timestamp)>;
     fn sweep_expired(&self, now: Timestamp) -> u64;
     fn dump_rows(&self) -> Vec<StoredRow>;

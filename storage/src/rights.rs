@@ -33,6 +33,11 @@ pub struct StoredRow {
     pub text: String,
 }
 
+/// Whether `guild_id` is on shard `shard_id` of `shard_count` (Discord's sharding formula).
+pub fn on_shard(guild_id: u64, shard_id: u32, shard_count: u32) -> bool {
+    (guild_id >> 22) % u64::from(shard_count.max(1)) == u64::from(shard_id)
+}
+
 /// Data-subject rights and retention, over every table.
 #[async_trait]
 pub trait DataRights: Send + Sync + 'static {
@@ -60,6 +65,15 @@ pub trait DataRights: Send + Sync + 'static {
 
     /// The bot is back in `guild_id`: keep its data. Returns whether a deletion was pending.
     async fn cancel_guild_deletion(&self, guild_id: u64) -> Result<bool, StorageError>;
+
+    /// Guilds of shard `shard_id` (of `shard_count`) whose configuration is stored: at
+    /// READY, those the bot no longer sees were removed while it was offline. Reads the
+    /// whole config table (once per READY, not per event).
+    async fn stored_guilds(
+        &self,
+        shard_id: u32,
+        shard_count: u32,
+    ) -> Result<Vec<u64>, StorageError>;
 
     /// Guilds whose data is scheduled for deletion, and when.
     async fn scheduled_guild_deletions(&self) -> Result<Vec<(u64, Timestamp)>, StorageError>;

@@ -379,6 +379,24 @@ impl DataRights for EmbeddedStore {
         .await
     }
 
+    async fn stored_guilds(
+        &self,
+        shard_id: u32,
+        shard_count: u32,
+    ) -> Result<Vec<u64>, StorageError> {
+        self.read(move |txn, _| {
+            let mut out = Vec::new();
+            for item in open_read(txn, GUILD_CONFIG)?.iter().map_err(e)? {
+                let guild = item.map_err(e)?.0.value();
+                if crate::on_shard(guild, shard_id, shard_count) {
+                    out.push(guild);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn scheduled_guild_deletions(&self) -> Result<Vec<(u64, Timestamp)>, StorageError> {
         self.read(|txn, _| {
             let mut out = Vec::new();

@@ -430,6 +430,25 @@ impl DataRights for ScyllaStore {
         Ok(true)
     }
 
+    async fn stored_guilds(
+        &self,
+        shard_id: u32,
+        shard_count: u32,
+    ) -> Result<Vec<u64>, StorageError> {
+        let mut out = Vec::new();
+        let rows = self
+            .rows::<(i64,), _>("SELECT guild_id FROM {ks}.guild_config", (), false)
+            .await?;
+        futures_util::pin_mut!(rows);
+        while let Some((guild,)) = futures_util::TryStreamExt::try_next(&mut rows).await? {
+            let guild = super::rust_id(guild);
+            if crate::on_shard(guild, shard_id, shard_count) {
+                out.push(guild);
+            }
+        }
+        Ok(out)
+    }
+
     async fn scheduled_guild_deletions(&self) -> Result<Vec<(u64, Timestamp)>, StorageError> {
         let rows: Vec<(i64, i64)> = self
             .select("SELECT guild_id, delete_at FROM {ks}.guild_departures", ())

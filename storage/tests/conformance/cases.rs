@@ -1157,6 +1157,20 @@ pub(crate) async fn a_usage_flush_written_twice_counts_once<S: Store + Clone>(st
 }
 
 /// Calls `$run!` with every case name.
+/// What READY compares with the guilds it lists: the configured guilds of one shard.
+pub(crate) async fn stored_guilds_are_listed_by_shard<S: Store>(store: S) {
+    // Shards of 2: (id >> 22) % 2.
+    let (even, odd) = (4 << 22, 7 << 22);
+    for guild in [even, odd] {
+        store.save(guild, 0, &GuildConfig::default()).await.unwrap();
+    }
+    assert_eq!(store.stored_guilds(0, 2).await.unwrap(), vec![even]);
+    assert_eq!(store.stored_guilds(1, 2).await.unwrap(), vec![odd]);
+    let mut all = store.stored_guilds(0, 1).await.unwrap();
+    all.sort();
+    assert_eq!(all, vec![even, odd]);
+}
+
 macro_rules! conformance_cases {
     ($run:ident) => {
         $run!(
@@ -1183,6 +1197,7 @@ macro_rules! conformance_cases {
             personal_rows_are_indexed_with_their_writes,
             checkpoints_are_saved_in_batches_and_stale_epochs_ignored,
             a_usage_flush_written_twice_counts_once,
+            stored_guilds_are_listed_by_shard,
         );
     };
 }

@@ -66,6 +66,7 @@ pub(crate) async fn start_coordinator(
         advertise: None,
         ops_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         data_dir: dir.join("coordinator"),
+        retention: protonn_storage::Retention::POLICY,
         shards: None,
         heartbeat_interval: Duration::from_millis(100),
         failure_timeout: Duration::from_secs(3),

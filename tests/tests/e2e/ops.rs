@@ -109,6 +109,7 @@ async fn dashboards_alerts_and_catalog_hold_against_a_real_prometheus() {
         advertise: None,
         ops_listen: loopback,
         data_dir: coordinator_dir.path().to_owned(),
+        retention: protonn_storage::Retention::POLICY,
         shards: None,
         heartbeat_interval: Duration::from_millis(500),
         failure_timeout: Duration::from_secs(5),
