@@ -76,6 +76,10 @@ pub struct RetentionSection {
     /// A server's data after the bot was removed from it (or found gone at READY), in case
     /// it is added back.
     pub removed_guild_grace_days: u32,
+    /// The log of data-subject requests, from the request.
+    pub privacy_requests_days: u32,
+    /// A prepared data export stays downloadable (once) this long.
+    pub export_hours: u32,
 }
 
 impl Default for RetentionSection {
@@ -87,6 +91,8 @@ impl Default for RetentionSection {
             tickets_days: days(policy.tickets),
             inactive_accounts_days: days(policy.inactive_accounts),
             removed_guild_grace_days: days(RuntimeConfig::default().removed_guild_grace),
+            privacy_requests_days: days(policy.privacy_requests),
+            export_hours: (policy.exports.as_secs() / 3_600) as u32,
         }
     }
 }
@@ -99,6 +105,8 @@ impl RetentionSection {
             audit: days(self.audit_days),
             tickets: days(self.tickets_days),
             inactive_accounts: days(self.inactive_accounts_days),
+            privacy_requests: days(self.privacy_requests_days),
+            exports: std::time::Duration::from_secs(u64::from(self.export_hours) * 3_600),
         }
     }
 
@@ -116,6 +124,10 @@ impl RetentionSection {
                 "retention.removed_guild_grace_days",
                 self.removed_guild_grace_days,
             ),
+            (
+                "retention.privacy_requests_days",
+                self.privacy_requests_days,
+            ),
         ] {
             if value == 0 || value > MAX_DAYS {
                 return Err(ConfigError::Invalid {
@@ -123,6 +135,15 @@ impl RetentionSection {
                     message: format!("{value}: must be 1 to {MAX_DAYS} days"),
                 });
             }
+        }
+        if self.export_hours == 0 || self.export_hours > 30 * 24 {
+            return Err(ConfigError::Invalid {
+                field: "retention.export_hours",
+                message: format!(
+                    "{}: must be 1 to 720 hours (an export is short-lived)",
+                    self.export_hours
+                ),
+            });
         }
         Ok(())
     }
@@ -768,6 +789,12 @@ mod tests {
         assert_eq!(retention.tickets, 400 * day);
         assert_eq!(retention.inactive_accounts, 100 * day);
         assert_eq!(config.runtime().removed_guild_grace, 7 * day);
+        let config =
+            Config::parse("[retention]\nprivacy_requests_days = 10\nexport_hours = 2\n").unwrap();
+        let retention = config.runtime().retention;
+        assert_eq!(retention.privacy_requests, 10 * day);
+        assert_eq!(retention.exports, std::time::Duration::from_secs(7_200));
+        assert!(Config::parse("[retention]\nexport_hours = 721\n").is_err());
         for bad in ["audit_days = 0", "tickets_days = 7301"] {
             let err = Config::parse(&format!("[retention]\n{bad}\n"))
                 .unwrap_err()

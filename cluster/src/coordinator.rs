@@ -353,7 +353,7 @@ async fn lead(
         store: store.clone(),
     });
     // The leader sweeps the store it serves; nodes of the cluster do not.
-    let sweeper = Sweeper::start(store.clone());
+    let sweeper = Sweeper::start(store.clone(), options.retention.exports);
 
     let renew_every = options.lease_ttl / 3;
     let renew = async {

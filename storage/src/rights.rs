@@ -2,8 +2,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Account, AuditEntry, Redemption, StorageError, Subscription, Ticket, Timestamp,
-    TranscriptMessage, WebSessionExport, Workflow,
+    Account, AuditEntry, PrivacyFlags, PrivacyRequest, Redemption, StorageError, Subscription,
+    Ticket, Timestamp, TranscriptMessage, WebSessionExport, Workflow,
 };
 
 /// Everything stored about one user, for the privacy centre's access and export requests.
@@ -24,6 +24,12 @@ pub struct UserExport {
     /// Dashboard sessions still stored, oldest first, without their secrets.
     #[serde(default)]
     pub web_sessions: Vec<WebSessionExport>,
+    /// The user's data-subject requests (privacy centre), oldest first.
+    #[serde(default)]
+    pub privacy_requests: Vec<PrivacyRequest>,
+    /// The user's restriction, objection and consent choices, if they made any.
+    #[serde(default)]
+    pub privacy_flags: Option<PrivacyFlags>,
 }
 
 /// One stored row rendered as text, with its table: what the data-rights tests scan.
@@ -46,8 +52,10 @@ pub trait DataRights: Send + Sync + 'static {
 
     /// Erases `user_id` everywhere: the account, audit entries naming them, tickets they
     /// opened (with transcripts), messages they wrote, subscriptions, redemptions and
-    /// dashboard sessions (which logs them out of the dashboard). Workflows
-    /// they wrote stay with their guild with the author cleared. Returns the rows touched.
+    /// dashboard sessions (which logs them out of the dashboard), privacy flags and a
+    /// prepared export. Workflows they wrote stay with their guild with the author cleared;
+    /// their data-subject requests stay in the log under [`ERASED_USER`]
+    /// (crate::privacy::ERASED_USER). Returns the rows touched.
     async fn delete_user(&self, user_id: u64) -> Result<u64, StorageError>;
 
     /// Erases everything kept for `guild_id` (the bot left it): config and history, audit,

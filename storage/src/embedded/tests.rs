@@ -121,6 +121,7 @@ async fn configured_retention_periods_are_what_the_sweeper_enforces() {
         audit: 10 * day,
         tickets: 20 * day,
         inactive_accounts: 30 * day,
+        ..Retention::POLICY
     };
     let store = EmbeddedStore::open_with(dir.path(), retention).unwrap();
     let t0 = Timestamp::now();

@@ -244,12 +244,15 @@ impl DataRights for ScyllaStore {
             .iter()
             .map(WebSessionExport::from)
             .collect();
+        (export.privacy_requests, export.privacy_flags) = self.privacy_export_of(user_id).await?;
+        export.privacy_requests.reverse();
         Ok(export)
     }
 
     async fn delete_user(&self, user_id: u64) -> Result<u64, StorageError> {
         let mut touched = self.remove_row(&RowRef::Account { user: user_id }).await?;
         touched += self.delete_web_sessions_of(user_id).await?;
+        touched += self.erase_privacy_of(user_id).await?;
         for row in self.refs_of(user_id).await? {
             touched += match &row {
                 RowRef::Workflow { guild, workflow } => {
@@ -543,6 +546,7 @@ impl DataRights for ScyllaStore {
                 text,
             }));
         }
+        self.dump_privacy(&mut out).await?;
         Ok(out)
     }
 }
