@@ -319,6 +319,39 @@ where
     }
 }
 
+/// The operators' erasure of a user reported under the minimum age: every browser that
+/// held one of their dashboard sessions is marked to clear all site data on its next visit,
+/// then everything about them is erased (the request `request_id`, a random id, logged,
+/// answered and anonymised). Returns the rows erased.
+pub async fn erase_child<S>(
+    store: &S,
+    user_id: u64,
+    request_id: u64,
+    now: Timestamp,
+) -> Result<u64, StorageError>
+where
+    S: crate::Store + ?Sized,
+{
+    // Every stored session, expired ones too: their browsers may still hold data.
+    let sessions: Vec<String> = store
+        .web_sessions_of(user_id, Timestamp(0))
+        .await?
+        .into_iter()
+        .map(|session| session.id)
+        .collect();
+    let marks_until = now.saturating_add(Duration::from_millis(crate::WEB_SESSION_MAX_AGE_MS));
+    store
+        .mark_browsers_for_clearing(&sessions, marks_until)
+        .await?;
+    let request = PrivacyRequest::new(user_id, request_id, RequestKind::Deletion, "operator", now)
+        .done(
+            now,
+            "erased: reported under the minimum age (children's data)",
+        );
+    store.put_privacy_request(&request).await?;
+    store.delete_user(user_id).await
+}
+
 /// Runs [`answer_pending_requests`] every `every` until `shutdown` resolves: the
 /// background half of the privacy centre, next to the retention sweeper.
 pub fn spawn_request_answerer(

@@ -10,7 +10,6 @@ use maud::html;
 use protonn_storage::{Timestamp, WebSession};
 use serde::Deserialize;
 
-use super::Form;
 use super::layout::{self, Audience};
 use crate::crypto::{digest, random_token, same};
 use crate::discord::DiscordError;
@@ -193,8 +192,7 @@ pub(crate) async fn logout(
     authed: Authed,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, WebError> {
-    let form = Form::parse(body)?;
-    authed.check_csrf(form.csrf())?;
+    super::user_form(&authed, body)?;
     revoke(&state, &authed.sealed).await;
     state
         .sessions
