@@ -465,8 +465,9 @@ impl Node {
     }
 
     /// The node's store (its own, or the coordinator's in a cluster): where the dashboard
-    /// served next to it keeps its sessions, so that a user's export and erasure find them.
-    pub(crate) fn store(&self) -> Arc<dyn Store> {
+    /// served next to it keeps its sessions, so that a user's export and erasure find them;
+    /// operators' procedures (the children's-data erasure) and tests use it too.
+    pub fn store(&self) -> Arc<dyn Store> {
         Arc::clone(&self.store)
     }
 
