@@ -138,6 +138,12 @@ enum Command {
         /// A file written by `protonn backup`.
         file: PathBuf,
     },
+    /// The operators' privacy procedures: the children's-data erasure, the users a breach
+    /// touched with draft notices, the request log (PROTONN_OPERATOR_TOKEN in a cluster).
+    Privacy {
+        #[command(subcommand)]
+        command: crate::privacy_ops::PrivacyCommand,
+    },
 }
 
 /// `protonn sim` flags that override single fields of the simulator config.
@@ -305,6 +311,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("backup written to {} ({rows} rows)", file.display());
             Ok(())
         }
+        Command::Privacy { command } => {
+            telemetry::init_logging("warn", log_format);
+            crate::privacy_ops::run(config, command).await
+        }
         Command::Restore { file } => {
             telemetry::init_logging("warn", log_format);
             let rows = crate::restore(&config.storage.data_dir, &file)?;
@@ -355,7 +365,7 @@ fn discord_endpoint(config: &Config) -> DiscordEndpoint {
 }
 
 /// The cluster's mutual TLS files, read once at start.
-fn cluster_tls(config: &Config) -> Result<Option<ClusterTls>, ConfigError> {
+pub(crate) fn cluster_tls(config: &Config) -> Result<Option<ClusterTls>, ConfigError> {
     let Some(files) = &config.cluster.tls else {
         return Ok(None);
     };
@@ -381,7 +391,7 @@ fn cluster_token() -> Result<ClusterToken, ConfigError> {
 
 /// The operators' token (`PROTONN_OPERATOR_TOKEN`): refused when empty, or when it is the
 /// nodes' token (a node could then act as an operator).
-fn operator_token() -> Result<ClusterToken, ConfigError> {
+pub(crate) fn operator_token() -> Result<ClusterToken, ConfigError> {
     let operator = secret(OPERATOR_TOKEN_ENV)?;
     check_operator_token(operator, std::env::var(CLUSTER_TOKEN_ENV).ok()).map_err(|message| {
         ConfigError::Invalid {

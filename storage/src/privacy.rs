@@ -352,6 +352,130 @@ where
     store.delete_user(user_id).await
 }
 
+/// Tables with rows about users a breach notice can name, with the fields of each row's
+/// document that hold user ids and the one that dates the row (its creation, or the latest
+/// change where that is all a row keeps).
+pub const BREACH_TABLES: &[(&str, &[&str], Option<&str>)] = &[
+    ("accounts", &["user_id"], Some("created_at")),
+    ("audit_log", &["actor_id", "target_id"], Some("at")),
+    ("tickets", &["opener_id"], Some("opened_at")),
+    ("transcripts", &["author_id"], Some("at")),
+    ("workflows", &["created_by"], Some("updated_at")),
+    ("subscriptions", &["user_id"], Some("updated_at")),
+    ("promo_redemptions", &["user_id"], Some("at")),
+    ("web_sessions", &["user_id"], Some("created_at")),
+    ("privacy_requests", &["user_id"], Some("requested_at")),
+    ("privacy_flags", &["user_id"], None),
+    ("privacy_exports", &["user_id"], Some("created_at")),
+];
+
+/// One user a breach touches, and which of the tables hold their data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Affected {
+    pub user_id: u64,
+    pub tables: std::collections::BTreeSet<String>,
+}
+
+/// The users whose rows in `tables` (names of [`BREACH_TABLES`]) existed during a breach
+/// that ended at `to`: every stored row dated at or before `to` (a row written later was
+/// not there to be taken). Rows erased since cannot be listed: the notice then goes to
+/// the users still known. Reads every row ([`DataRights::dump_rows`]): an operator's tool.
+pub async fn affected_users<S>(
+    store: &S,
+    to: Timestamp,
+    tables: &[String],
+) -> Result<Vec<Affected>, StorageError>
+where
+    S: DataRights + ?Sized,
+{
+    for table in tables {
+        if !BREACH_TABLES.iter().any(|(name, _, _)| name == table) {
+            return Err(StorageError::Invalid(format!(
+                "unknown table {table:?}; one of: {}",
+                BREACH_TABLES
+                    .iter()
+                    .map(|(name, _, _)| *name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+    let mut users = std::collections::BTreeMap::<u64, std::collections::BTreeSet<String>>::new();
+    for row in store.dump_rows().await? {
+        let Some((_, fields, dated_by)) = BREACH_TABLES
+            .iter()
+            .find(|(name, _, _)| *name == row.table && tables.contains(&row.table))
+        else {
+            continue;
+        };
+        let (outer, document) = row_documents(&row.text);
+        let at = dated_by.and_then(|field| document.get(field)?.as_u64());
+        if at.is_some_and(|at| at > to.0) {
+            continue;
+        }
+        for field in *fields {
+            let id = document
+                .get(*field)
+                .or_else(|| outer.get(*field))
+                .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
+                .or_else(|| {
+                    (*field == "user_id")
+                        .then(|| leading_number(&row.text))
+                        .flatten()
+                });
+            if let Some(id) = id.filter(|&id| id != ERASED_USER) {
+                users.entry(id).or_default().insert(row.table.clone());
+            }
+        }
+    }
+    Ok(users
+        .into_iter()
+        .map(|(user_id, tables)| Affected { user_id, tables })
+        .collect())
+}
+
+/// A dumped row's outer JSON (ScyllaDB's `SELECT JSON`, or what follows the key on redb)
+/// and its document (the `doc` column's JSON where there is one, else the outer JSON).
+fn row_documents(text: &str) -> (serde_json::Value, serde_json::Value) {
+    let outer: serde_json::Value = text
+        .find('{')
+        .and_then(|start| serde_json::from_str(&text[start..]).ok())
+        .unwrap_or_default();
+    let document = outer
+        .get("doc")
+        .and_then(|doc| serde_json::from_str(doc.as_str()?).ok())
+        .unwrap_or_else(|| outer.clone());
+    (outer, document)
+}
+
+/// The number a redb row's text starts with: its key, where the key is the user id.
+fn leading_number(text: &str) -> Option<u64> {
+    let digits: String = text.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// The notice for one affected user, for the operators to review and send (the runbook
+/// `docs/breach-response.md` says who and when).
+pub fn breach_notice(affected: &Affected, from: Timestamp, to: Timestamp) -> String {
+    let tables: Vec<&str> = affected.tables.iter().map(String::as_str).collect();
+    format!(
+        "To: Discord user {user}\n\
+         Subject: A security incident affected your Pro-tonn data\n\n\
+         Between {from} and {to} (milliseconds since 1970, UTC) an incident gave unauthorised \
+         access to part of the data Pro-tonn keeps. Data about you was in: {tables}.\n\n\
+         What happened: [operators: one paragraph, the cause as known now].\n\
+         What we did: the access was stopped and is being investigated; we reported the \
+         incident to the authorities where the law requires it.\n\
+         What you can do: log out of the dashboard everywhere (Account page) and log in \
+         again; you can also export or delete your data in the privacy centre.\n\
+         Questions: support@pro-tonn.dev or our support system.\n",
+        user = affected.user_id,
+        from = from.as_millis(),
+        to = to.as_millis(),
+        tables = tables.join(", "),
+    )
+}
+
 /// Runs [`answer_pending_requests`] every `every` until `shutdown` resolves: the
 /// background half of the privacy centre, next to the retention sweeper.
 pub fn spawn_request_answerer(

@@ -877,6 +877,37 @@ pub(crate) async fn old_privacy_records_expire<S: Store + Clone>(store: S) {
     assert!(!store.take_browser_clearing("gone").await.unwrap());
 }
 
+/// A breach over some tables touches the users with rows there by its end, not later ones.
+pub(crate) async fn a_breach_lists_the_users_of_the_tables_it_touched<S: Store + Clone>(store: S) {
+    populate(&store).await;
+    let now = Timestamp::now();
+    let end = now.saturating_add(Duration::from_secs(1));
+    let tables = ["audit_log".to_owned(), "web_sessions".to_owned()];
+    let affected = privacy::affected_users(&store, end, &tables).await.unwrap();
+    let users: Vec<u64> = affected.iter().map(|a| a.user_id).collect();
+    let mut expected = vec![USER, OTHER_USER];
+    expected.sort_unstable();
+    assert_eq!(users, expected);
+    for user in &affected {
+        assert_eq!(
+            user.tables.iter().collect::<Vec<_>>(),
+            ["audit_log", "web_sessions"]
+        );
+    }
+    let before = now.saturating_sub(DAY);
+    assert!(
+        privacy::affected_users(&store, before, &tables)
+            .await
+            .unwrap()
+            .is_empty(),
+        "rows written after the breach"
+    );
+    assert!(matches!(
+        privacy::affected_users(&store, end, &["secrets".to_owned()]).await,
+        Err(StorageError::Invalid(_))
+    ));
+}
+
 /// The background answer to export and deletion requests, over a store holding a bit of
 /// everything: the export is the documented JSON of everything about the user; after the
 /// deletion nothing names them and the log shows the request answered.
@@ -1457,6 +1488,7 @@ macro_rules! conformance_cases {
             a_browser_clearing_mark_is_spent_once,
             old_privacy_records_expire,
             export_and_deletion_requests_are_answered,
+            a_breach_lists_the_users_of_the_tables_it_touched,
         );
     };
 }
