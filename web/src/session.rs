@@ -195,6 +195,7 @@ impl FromRequestParts<AppState> for Authed {
                 .await?
             {
                 authed.session = touched;
+                state.store.touch_account(user_id, now).await?;
             }
         }
         Ok(authed)

@@ -1094,3 +1094,13 @@ async fn the_browser_of_an_erased_child_is_told_to_clear_everything_once() {
     assert_eq!(later.0, StatusCode::SEE_OTHER);
     assert!(later.1.get("clear-site-data").is_none());
 }
+
+#[tokio::test]
+async fn a_login_records_the_accounts_activity_for_its_retention() {
+    let h = start().await;
+    let before = Timestamp::now();
+    let (_browser, guild) = logged_in_owner(&h).await;
+    let account = h.store.account(guild.owner_id).await.unwrap().unwrap();
+    assert!(account.last_active >= before && account.created_at >= before);
+    assert!(!account.announcements_consent, "no consent unless given");
+}

@@ -177,6 +177,8 @@ async fn complete_login(
     };
     state.sessions.put_web_session(&session).await?;
     state.sessions.delete_web_session(&spent.id).await?;
+    // The account's last activity: inactive accounts are erased after their retention.
+    state.store.touch_account(user.id, now).await?;
     let next = session::safe_next(spent.return_to.as_deref());
     let mut response = see_other(&next);
     let (name, value) = session::set_cookie(&state.config, &secret, state.config.session_max_age);
