@@ -506,6 +506,80 @@ pub fn spawn_request_answerer(
 mod tests {
     use super::*;
 
+    /// `docs/privacy-export.md` is the export's schema: it names every field.
+    #[test]
+    fn the_documented_export_schema_names_every_field() {
+        let doc = include_str!("../../docs/privacy-export.md");
+        assert!(doc.contains(EXPORT_SCHEMA));
+        let document = ExportDocument {
+            schema: EXPORT_SCHEMA.to_owned(),
+            generated_at: Timestamp(0),
+            data: UserExport::default(),
+        };
+        let json = serde_json::to_value(&document).unwrap();
+        let mut fields: Vec<&String> = json.as_object().unwrap().keys().collect();
+        fields.extend(json["data"].as_object().unwrap().keys());
+        for field in fields {
+            assert!(
+                doc.contains(&format!("| `{field}` |")),
+                "{field} is not documented"
+            );
+        }
+        for kind in RequestKind::ALL {
+            assert!(doc.contains(&format!("`{}`", kind.as_str())), "{kind:?}");
+        }
+    }
+
+    /// Every `.rs` file under `dir`, skipping build output.
+    fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            if path.is_dir() && name != "target" && !name.to_string_lossy().starts_with('.') {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    /// `docs/privacy.md` names, for each promise, the test that proves it: each one named
+    /// there must exist, so the table cannot point at a test that was renamed or removed.
+    #[test]
+    fn every_test_named_in_the_promise_table_exists() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let table = std::fs::read_to_string(root.join("docs/privacy.md")).unwrap();
+        let mut files = Vec::new();
+        sources(&root, &mut files);
+        let code: String = files
+            .iter()
+            .map(|f| std::fs::read_to_string(f).unwrap())
+            .collect();
+        let mut named = 0;
+        for row in table
+            .lines()
+            .filter(|l| l.starts_with("| ") && !l.starts_with("| Promise"))
+        {
+            let columns: Vec<&str> = row.split(" | ").collect();
+            let Some(tests) = columns.get(2) else {
+                continue;
+            };
+            for name in tests.split('`').skip(1).step_by(2) {
+                assert!(
+                    name.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                    "{name:?} in the test column is not a test name"
+                );
+                assert!(
+                    code.contains(&format!("fn {name}(")) || code.contains(&format!("fn {name}<")),
+                    "{name} is named in docs/privacy.md but no such test exists"
+                );
+                named += 1;
+            }
+        }
+        assert!(named >= 30, "the table names {named} tests");
+    }
+
     #[test]
     fn kinds_round_trip_by_name() {
         for kind in RequestKind::ALL {
