@@ -66,6 +66,9 @@ pub struct CoordinatorOptions {
     /// Where `/metrics`, `/healthz` and `/readyz` are served; port 0 picks a free one.
     pub ops_listen: SocketAddr,
     pub store: CoordinatorStore,
+    /// Retention periods of the store it opens (the policy's: `Retention::POLICY`); a shared
+    /// store was opened with its own.
+    pub retention: protonn_storage::Retention,
     /// Total shard count when the cluster forms; Discord's recommendation when `None`.
     /// Once formed, the count stored then is the cluster's: a different one here is
     /// refused (resharding is another operation), `None` takes the stored one.
@@ -112,6 +115,7 @@ impl CoordinatorOptions {
             advertise: None,
             ops_listen: loopback,
             store,
+            retention: protonn_storage::Retention::POLICY,
             shards: None,
             heartbeat_interval: Duration::from_millis(defaults.heartbeat_ms),
             failure_timeout: Duration::from_millis(defaults.failure_timeout_ms),
@@ -353,7 +357,7 @@ async fn lead(
     let holder = rand::random::<u64>();
     let shared = matches!(options.store, CoordinatorStore::Shared(_));
     let standby = async {
-        let (store, backup) = open_store(&options.store).await?;
+        let (store, backup) = open_store(&options.store, options.retention).await?;
         view.taking();
         loop {
             match store
@@ -427,7 +431,7 @@ async fn lead(
         store: matches!(options.store, CoordinatorStore::Embedded(_)).then(|| store.clone()),
     });
     // The leader sweeps the store it serves; nodes of the cluster do not.
-    let sweeper = Sweeper::start(store.clone());
+    let sweeper = Sweeper::start(store.clone(), options.retention.exports);
 
     let renew_every = options.lease_ttl / 3;
     let renew = async {
@@ -521,10 +525,11 @@ async fn announced(store: &dyn Store, epoch: u64) -> Option<LeaderInfo> {
 /// store is waited for while another coordinator holds it (standing by).
 async fn open_store(
     store: &CoordinatorStore,
+    retention: protonn_storage::Retention,
 ) -> Result<(Arc<dyn Store>, Option<crate::backup::BackupServer>), StorageError> {
     match store {
         CoordinatorStore::Embedded(dir) => {
-            let embedded = open_when_free(dir).await?;
+            let embedded = open_when_free(dir, retention).await?;
             let backup = crate::backup::BackupServer::start(Arc::clone(&embedded), dir);
             Ok((Arc::new(Metered::new(embedded)), backup))
         }
@@ -533,10 +538,13 @@ async fn open_store(
 }
 
 /// Opens the store, waiting while another coordinator holds it (standing by).
-async fn open_when_free(dir: &Path) -> Result<Arc<EmbeddedStore>, StorageError> {
+async fn open_when_free(
+    dir: &Path,
+    retention: protonn_storage::Retention,
+) -> Result<Arc<EmbeddedStore>, StorageError> {
     let mut logged = false;
     loop {
-        match EmbeddedStore::open(dir) {
+        match EmbeddedStore::open_with(dir, retention) {
             Ok(store) => return Ok(Arc::new(store)),
             Err(StorageError::Locked(_)) => {
                 if !logged {

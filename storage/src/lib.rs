@@ -28,6 +28,7 @@ mod guild_config;
 mod lease;
 mod metered;
 pub mod metrics;
+pub mod privacy;
 mod rights;
 mod row_ref;
 mod scylla;
@@ -50,7 +51,10 @@ pub use embedded::EmbeddedStore;
 pub use error::StorageError;
 pub use guild_config::{CONFIG_HISTORY_LEN, GuildConfig, GuildConfigRepo, VersionedConfig};
 pub use metered::{Backend, Metered};
-pub use rights::{DataRights, StoredRow, UserExport};
+pub use privacy::{
+    ExportDocument, PreparedExport, PrivacyFlags, PrivacyRepo, PrivacyRequest, RequestKind,
+};
+pub use rights::{DataRights, StoredRow, UserExport, on_shard};
 pub use scylla::{
     ClientCert, MigrationReport, MigrationStep, Replication, ScyllaConfig, ScyllaStore, TlsConfig,
 };
@@ -75,6 +79,7 @@ pub trait Store:
     + ClusterRepo
     + DataRights
     + WebSessionRepo
+    + PrivacyRepo
 {
 }
 
@@ -89,5 +94,6 @@ impl<T> Store for T where
         + ClusterRepo
         + DataRights
         + WebSessionRepo
+        + PrivacyRepo
 {
 }

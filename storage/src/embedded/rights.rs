@@ -203,6 +203,8 @@ impl DataRights for EmbeddedStore {
                 .iter()
                 .map(WebSessionExport::from)
                 .collect();
+            (export.privacy_requests, export.privacy_flags) =
+                super::privacy::export_of(txn, user_id)?;
             Ok(export)
         })
         .await
@@ -213,6 +215,7 @@ impl DataRights for EmbeddedStore {
             let refs = user_refs(&open(txn, USER_REFS)?, user_id)?;
             let mut touched = remove_row(txn, &RowRef::Account { user: user_id }, retention)?;
             touched += super::web_sessions::remove_all_of(txn, user_id)?;
+            touched += super::privacy::erase_user(txn, user_id)?;
             for row in refs {
                 touched += match &row {
                     // The guild keeps its automation; only the author goes.
@@ -379,6 +382,24 @@ impl DataRights for EmbeddedStore {
         .await
     }
 
+    async fn stored_guilds(
+        &self,
+        shard_id: u32,
+        shard_count: u32,
+    ) -> Result<Vec<u64>, StorageError> {
+        self.read(move |txn, _| {
+            let mut out = Vec::new();
+            for item in open_read(txn, GUILD_CONFIG)?.iter().map_err(e)? {
+                let guild = item.map_err(e)?.0.value();
+                if crate::on_shard(guild, shard_id, shard_count) {
+                    out.push(guild);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn scheduled_guild_deletions(&self) -> Result<Vec<(u64, Timestamp)>, StorageError> {
         self.read(|txn, _| {
             let mut out = Vec::new();
@@ -399,6 +420,9 @@ impl DataRights for EmbeddedStore {
                 total += self.delete_guild(guild_id).await?;
             }
         }
+        total += self
+            .write(move |txn, retention| super::privacy::sweep(txn, now, retention))
+            .await?;
         loop {
             let (removed, more) = self
                 .write(move |txn, retention| {
@@ -501,6 +525,7 @@ impl DataRights for EmbeddedStore {
                     push(def.name(), format!("{n} {row}"));
                 }
             }
+            super::privacy::dump(txn, &mut out)?;
             Ok(out)
         })
         .await

@@ -52,6 +52,11 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         "007_leader_announcement.cql",
         include_str!("../../schema/007_leader_announcement.cql"),
     ),
+    (
+        8,
+        "008_privacy.cql",
+        include_str!("../../schema/008_privacy.cql"),
+    ),
 ];
 
 /// How long the migration lock lives without being re-taken. Long enough for the slowest

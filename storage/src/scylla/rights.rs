@@ -245,12 +245,15 @@ impl DataRights for ScyllaStore {
             .iter()
             .map(WebSessionExport::from)
             .collect();
+        (export.privacy_requests, export.privacy_flags) = self.privacy_export_of(user_id).await?;
+        export.privacy_requests.reverse();
         Ok(export)
     }
 
     async fn delete_user(&self, user_id: u64) -> Result<u64, StorageError> {
         let mut touched = self.remove_row(&RowRef::Account { user: user_id }).await?;
         touched += self.delete_web_sessions_of(user_id).await?;
+        touched += self.erase_privacy_of(user_id).await?;
         for row in self.refs_of(user_id).await? {
             touched += match &row {
                 RowRef::Workflow { guild, workflow } => {
@@ -431,6 +434,25 @@ impl DataRights for ScyllaStore {
         Ok(true)
     }
 
+    async fn stored_guilds(
+        &self,
+        shard_id: u32,
+        shard_count: u32,
+    ) -> Result<Vec<u64>, StorageError> {
+        let mut out = Vec::new();
+        let rows = self
+            .rows::<(i64,), _>("SELECT guild_id FROM {ks}.guild_config", (), false)
+            .await?;
+        futures_util::pin_mut!(rows);
+        while let Some((guild,)) = futures_util::TryStreamExt::try_next(&mut rows).await? {
+            let guild = super::rust_id(guild);
+            if crate::on_shard(guild, shard_id, shard_count) {
+                out.push(guild);
+            }
+        }
+        Ok(out)
+    }
+
     async fn scheduled_guild_deletions(&self) -> Result<Vec<(u64, Timestamp)>, StorageError> {
         let rows: Vec<(i64, i64)> = self
             .select("SELECT guild_id, delete_at FROM {ks}.guild_departures", ())
@@ -529,6 +551,7 @@ impl DataRights for ScyllaStore {
                 text,
             }));
         }
+        self.dump_privacy(&mut out).await?;
         Ok(out)
     }
 }
