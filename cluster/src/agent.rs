@@ -66,13 +66,8 @@ pub(crate) struct Link {
     leader_epoch: AtomicU64,
     /// The key of this node's newest registration, which its later calls carry.
     session_key: Mutex<String>,
-    /// The connection to the coordinator that answered last, shared by every call, with its
-    /// address.
-    connection: Mutex<Option<(String, grpc::Connection)>>,
-    /// A coordinator whose link went silent (frozen, cut off), avoided until the instant:
-    /// neither tried first nor followed when a standby names it, as a standby may name a
-    /// frozen leader until its lease runs out. Cleared by a registration elsewhere.
-    silent: Mutex<Option<(String, Instant)>>,
+    /// The connection to the coordinator that answered last, shared by every call.
+    connection: Mutex<Option<grpc::Connection>>,
     /// The node's lease on its shards, renewed by the leader's acknowledgements.
     pub(crate) fence: Arc<Fence>,
 }
@@ -96,15 +91,13 @@ impl Link {
             leader_epoch: AtomicU64::new(0),
             session_key: Mutex::new(String::new()),
             connection: Mutex::new(None),
-            silent: Mutex::new(None),
             fence: Fence::new(),
         })
     }
 
     /// The shared connection, or a new one to the first coordinator that accepts.
     async fn connection(&self) -> Result<grpc::Connection, String> {
-        if let Some((_, connection)) = self.connection.lock().expect("connection poisoned").clone()
-        {
+        if let Some(connection) = self.connection.lock().expect("connection poisoned").clone() {
             return Ok(connection);
         }
         let hint = self.hint.lock().expect("hint poisoned").take();
@@ -120,7 +113,7 @@ impl Link {
             {
                 Ok((_, connection)) => {
                     *self.connection.lock().expect("connection poisoned") =
-                        Some((address, connection.clone()));
+                        Some(connection.clone());
                     return Ok(connection);
                 }
                 Err(err) => {
@@ -128,39 +121,17 @@ impl Link {
                 }
             }
         }
-        let coordinators = &self.membership.coordinators;
-        let mut skip = self.preferred.load(Ordering::Relaxed);
-        if coordinators.len() > 1 && self.avoided(&coordinators[skip % coordinators.len()]) {
-            skip += 1;
-        }
+        let skip = self.preferred.load(Ordering::Relaxed);
         let (index, connection) = grpc::connect(
-            coordinators,
+            &self.membership.coordinators,
             skip,
             &self.membership.token,
             self.membership.tls.as_ref(),
         )
         .await?;
         self.preferred.store(index, Ordering::Relaxed);
-        *self.connection.lock().expect("connection poisoned") =
-            Some((coordinators[index].clone(), connection.clone()));
+        *self.connection.lock().expect("connection poisoned") = Some(connection.clone());
         Ok(connection)
-    }
-
-    /// The coordinator of the current connection went silent: avoid it for `for_how_long`.
-    fn went_silent(&self, for_how_long: Duration) {
-        let current = self.connection.lock().expect("connection poisoned").clone();
-        if let Some((address, _)) = current {
-            *self.silent.lock().expect("silent poisoned") =
-                Some((address, Instant::now() + for_how_long));
-        }
-    }
-
-    fn avoided(&self, address: &str) -> bool {
-        self.silent
-            .lock()
-            .expect("silent poisoned")
-            .as_ref()
-            .is_some_and(|(silent, until)| silent == address && Instant::now() < *until)
     }
 
     async fn client(&self) -> Result<Client, String> {
@@ -194,9 +165,7 @@ impl Link {
     /// address of the list.
     pub(crate) fn next_coordinator(&self, answer: Option<&tonic::Status>) -> bool {
         *self.connection.lock().expect("connection poisoned") = None;
-        if let Some(address) = answer.and_then(grpc::leader_hint)
-            && !self.avoided(&address)
-        {
+        if let Some(address) = answer.and_then(grpc::leader_hint) {
             tracing::debug!(%address, "following the leader a standby named");
             if let Some(index) = self
                 .membership
@@ -242,7 +211,6 @@ impl Link {
                         .fetch_max(reply.leader_epoch, Ordering::Relaxed);
                     // The leader counts this node alive from when it handled the call.
                     self.fence.registered(fence_deadline(&reply), sent);
-                    *self.silent.lock().expect("silent poisoned") = None;
                     *self.session_key.lock().expect("key poisoned") = reply.session_key.clone();
                     return Ok(reply);
                 }
@@ -484,8 +452,6 @@ impl Agent {
                     }
                 }
                 () = tokio::time::sleep_until(heard + silence) => {
-                    // A standby may name it as the leader until its lease runs out.
-                    self.link.went_silent(silence * 2);
                     return Err(tonic::Status::unavailable("the coordinator went silent"));
                 }
                 instruction = instructions.message() => match instruction? {

@@ -368,9 +368,9 @@ async fn lead(
                 // The previous leader's lease runs out within its ttl (unless it released
                 // it). On the embedded store it cannot renew it, as it no longer holds the
                 // store; on a shared one it renews it while alive, and says there who it is.
-                Err(StorageError::LeaseHeld { epoch, .. }) => {
+                Err(StorageError::LeaseHeld { .. }) => {
                     if shared {
-                        view.led_by(announced(store.as_ref(), epoch).await);
+                        view.led_by(live_leader(store.as_ref(), options.lease_ttl).await);
                     }
                     tokio::time::sleep(STANDBY_POLL).await;
                 }
@@ -509,16 +509,26 @@ impl Drop for Leadership {
     }
 }
 
-/// The leader the store names, if its announcement is of the lease's current `epoch` (an
-/// older one is a dead leader's).
-async fn announced(store: &dyn Store, epoch: u64) -> Option<LeaderInfo> {
-    match store.leader_announcement().await {
-        Ok(announced) => announced.filter(|leader| leader.epoch == epoch),
-        Err(err) => {
-            tracing::debug!(error = %err, "leader announcement unreadable");
-            None
+/// The leader a standby names on a shared store: the one announced with the lease's epoch
+/// (an older announcement is a dead leader's), and only while it renews the lease on time
+/// (every third of `ttl`): a leader that missed a renewal may be frozen, and nodes that
+/// left it must not be sent back to it while its lease runs out.
+async fn live_leader(store: &dyn Store, ttl: Duration) -> Option<LeaderInfo> {
+    let read = async {
+        let Some(lease) = store.lease(LEASE).await? else {
+            return Ok(None);
+        };
+        let renewed_at = lease.expires_at.saturating_sub(ttl);
+        if Timestamp::now() > renewed_at.saturating_add(ttl / 3 + 2 * STANDBY_POLL) {
+            return Ok(None);
         }
-    }
+        let announced = store.leader_announcement().await?;
+        Ok::<_, StorageError>(announced.filter(|leader| leader.epoch == lease.epoch))
+    };
+    read.await.unwrap_or_else(|err| {
+        tracing::debug!(error = %err, "the leader's lease or announcement is unreadable");
+        None
+    })
 }
 
 /// The store to lead with, metered, and the backup server of an embedded one. An embedded

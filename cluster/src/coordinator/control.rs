@@ -740,7 +740,15 @@ impl Control {
         let budget = self.settings.max_moves.saturating_sub(in_flight);
         // A shard under way counts on the node it goes to: left out, its old node would look
         // lighter than it is, and the rounds that run while moves are in flight would send
-        // one shard too many, and then move it back (a RESUME more for nothing).
+        // one shard too many, and then move it back (a RESUME more for nothing). A shard
+        // whose owner is not attached (reattaching to a new leader, say) stays: its release
+        // could not reach it, and it runs until the owner is declared lost.
+        let attached: BTreeSet<u64> = self
+            .nodes
+            .iter()
+            .filter(|(_, node)| node.link.is_some())
+            .map(|(&id, _)| id)
+            .collect();
         let loads: Vec<ShardLoad> = self
             .shards
             .iter()
@@ -749,7 +757,9 @@ impl Control {
                 shard_id: id as u32,
                 node_id: s.moving.as_ref().map_or(s.owner, |m| Some(m.to)),
                 events_per_sec: s.events_per_sec,
-                movable: s.ready && s.moving.is_none(),
+                movable: s.ready
+                    && s.moving.is_none()
+                    && s.owner.is_some_and(|owner| attached.contains(&owner)),
             })
             .collect();
         for step in balance::plan(&self.accepting(), &loads, budget) {

@@ -207,11 +207,17 @@ async fn a_moved_shard_takes_its_cached_guilds_and_finds_their_config_on_the_new
 async fn a_guild_that_left_on_one_node_and_returns_on_another_keeps_its_data() {
     let sim = start_sim(small_world(4, 40)).await;
     let dir = tempfile::tempdir().unwrap();
-    let (coordinator, _client) = start_coordinator(&sim, dir.path()).await;
+    let (coordinator, client) = start_coordinator(&sim, dir.path()).await;
     let a = start_node(&sim, dir.path(), membership(&coordinator, "node-a")).await;
     let b = start_node(&sim, dir.path(), membership(&coordinator, "node-b")).await;
-    wait_until("two shards on each node", || async {
-        running(&a).await.len() == 2 && running(&b).await.len() == 2
+    // Settled as the coordinator sees it too: no move under way, so the drain moves two.
+    wait_until("two shards on each node, placed for good", || async {
+        let settled = client.status().await.is_ok_and(|s| {
+            s.shards
+                .iter()
+                .all(|shard| shard.node_id != 0 && !shard.moving)
+        });
+        settled && running(&a).await.len() == 2 && running(&b).await.len() == 2
     })
     .await;
     // Guilds of node-a's shards leave: node-a schedules their data for deletion; node-b,

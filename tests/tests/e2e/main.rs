@@ -15,7 +15,6 @@ mod cluster;
 mod cluster_guild_calls;
 mod dashboard;
 mod guild_calls;
-mod leader_freeze;
 
 mod ops;
 mod rest;
