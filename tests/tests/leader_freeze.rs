@@ -36,19 +36,15 @@ const FREEZE: Duration = Duration::from_secs(5);
 fn options(sim: &SimHandle, name: &str, store: &Arc<dyn Store>) -> CoordinatorOptions {
     CoordinatorOptions {
         name: name.to_owned(),
-        // The defaults' proportions, faster: nodes fence after 3 s without an acknowledged
+        // The defaults' proportions: nodes fence after 3 s without an acknowledged
         // heartbeat, give up on a leader silent for 1 s, and a standby leads 1 s after the
         // leader's last renewal, so the nodes reach it before they would fence.
-        heartbeat_interval: Duration::from_millis(100),
         failure_timeout: Duration::from_millis(4_500),
-        formation_grace: Duration::ZERO,
-        lease_ttl: Duration::from_secs(1),
-        ..CoordinatorOptions::loopback(
-            DiscordEndpoint::Simulator(sim.rest_proxy()),
-            BotToken::new(sim.config().token.clone()),
-            ClusterToken::new(TOKEN).unwrap(),
-            ClusterToken::new(OPERATOR_TOKEN).unwrap(),
+        ..coordinator_options(
+            sim,
             CoordinatorStore::Shared(Arc::clone(store)),
+            TOKEN,
+            OPERATOR_TOKEN,
         )
     }
 }

@@ -57,16 +57,11 @@ pub(crate) async fn start_coordinator(
 ) -> (Coordinator, ClusterClient) {
     let coordinator = Coordinator::start(CoordinatorOptions {
         name: "coordinator-0".to_owned(),
-        heartbeat_interval: Duration::from_millis(100),
-        failure_timeout: Duration::from_secs(3),
-        formation_grace: Duration::ZERO,
-        lease_ttl: Duration::from_secs(1),
-        ..CoordinatorOptions::loopback(
-            DiscordEndpoint::Simulator(sim.rest_proxy()),
-            BotToken::new(sim.config().token.clone()),
-            ClusterToken::new(TOKEN).unwrap(),
-            ClusterToken::new(OPERATOR_TOKEN).unwrap(),
+        ..coordinator_options(
+            sim,
             CoordinatorStore::Embedded(dir.join("coordinator")),
+            TOKEN,
+            OPERATOR_TOKEN,
         )
     })
     .await
