@@ -24,6 +24,28 @@ pub const ANSWER_WITHIN: Duration = Duration::from_secs(30 * 86_400);
 /// and answered, not by whom.
 pub const ERASED_USER: u64 = 0;
 
+/// An audit entry kept for security after `user_id` was erased: the user is replaced by
+/// [`ERASED_USER`] as actor or target, and in the details.
+pub(crate) fn anonymised_audit(entry: crate::AuditEntry, user_id: u64) -> crate::AuditEntry {
+    let erase = |id: u64| if id == user_id { ERASED_USER } else { id };
+    crate::AuditEntry {
+        actor_id: erase(entry.actor_id),
+        target_id: entry.target_id.map(erase),
+        details: entry
+            .details
+            .replace(&user_id.to_string(), &ERASED_USER.to_string()),
+        ..entry
+    }
+}
+
+/// A billing record kept for tax and accounting after its user was erased.
+pub(crate) fn anonymised_subscription(subscription: crate::Subscription) -> crate::Subscription {
+    crate::Subscription {
+        user_id: ERASED_USER,
+        ..subscription
+    }
+}
+
 /// What a user asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
