@@ -602,6 +602,48 @@ mod tests {
         assert!(named >= 30, "the table names {named} tests");
     }
 
+    /// The background half: a request the dashboard could not answer is answered by the
+    /// task running beside the sweeper, and the task stops at shutdown.
+    #[tokio::test]
+    async fn the_answerer_prepares_pending_exports_in_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(crate::EmbeddedStore::open(dir.path()).unwrap());
+        let now = Timestamp::now();
+        store
+            .put_privacy_request(&PrivacyRequest::new(
+                9,
+                1,
+                RequestKind::Export,
+                "discord",
+                now,
+            ))
+            .await
+            .unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = spawn_request_answerer(
+            store.clone(),
+            Duration::from_millis(10),
+            Duration::from_secs(3_600),
+            async {
+                let _ = stopped.await;
+            },
+        );
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while store
+            .export_status(9, Timestamp::now())
+            .await
+            .unwrap()
+            .is_none()
+        {
+            assert!(tokio::time::Instant::now() < deadline, "never answered");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let log = store.privacy_requests_of(9).await.unwrap();
+        assert!(log[0].done_at.is_some());
+        stop.send(()).unwrap();
+        task.await.unwrap();
+    }
+
     #[test]
     fn kinds_round_trip_by_name() {
         for kind in RequestKind::ALL {
