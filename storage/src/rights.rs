@@ -77,7 +77,8 @@ pub trait DataRights: Send + Sync + 'static {
 
     /// Guilds of shard `shard_id` (of `shard_count`) whose configuration is stored: at
     /// READY, those the bot no longer sees were removed while it was offline. Reads the
-    /// whole config table (once per READY, not per event).
+    /// whole config table: a node reads it once for the READYs of several minutes
+    /// (`Departures` in actors).
     async fn stored_guilds(
         &self,
         shard_id: u32,
