@@ -629,17 +629,21 @@ mod tests {
             },
         );
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while store
-            .export_status(9, Timestamp::now())
-            .await
-            .unwrap()
+        // The export is stored first, then the request marked answered.
+        while store.privacy_requests_of(9).await.unwrap()[0]
+            .done_at
             .is_none()
         {
             assert!(tokio::time::Instant::now() < deadline, "never answered");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let log = store.privacy_requests_of(9).await.unwrap();
-        assert!(log[0].done_at.is_some());
+        assert!(
+            store
+                .export_status(9, Timestamp::now())
+                .await
+                .unwrap()
+                .is_some()
+        );
         stop.send(()).unwrap();
         task.await.unwrap();
     }
