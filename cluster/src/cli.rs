@@ -15,7 +15,8 @@ use protonn_storage::{Metered, Store};
 use crate::config::{CLUSTER_TOKEN_ENV, NODE_NAME_ENV, OPERATOR_TOKEN_ENV, TOKEN_ENV};
 use crate::{
     ClusterClient, ClusterMembership, ClusterTls, ClusterToken, Config, ConfigError, Coordinator,
-    CoordinatorOptions, DiscordEndpoint, Node, NodeOptions, StorageBackend, demo, store, telemetry,
+    CoordinatorOptions, CoordinatorStore, DiscordEndpoint, Node, NodeOptions, StorageBackend, demo,
+    store, telemetry,
 };
 
 /// Pro-tonn: a sharded, actor-based Discord bot cluster.
@@ -423,6 +424,12 @@ async fn run_coordinator(
     let cluster = &config.cluster;
     // The pod name in the chart; any name that tells the coordinators apart otherwise.
     let name = node_name(&config).unwrap_or_else(|_| format!("coordinator-{}", std::process::id()));
+    let store = match config.storage.backend {
+        StorageBackend::Embedded => CoordinatorStore::Embedded(config.storage.data_dir.clone()),
+        StorageBackend::Scylla => CoordinatorStore::Shared(Arc::new(Metered::new(Arc::new(
+            store::open_scylla(&config).await?,
+        )))),
+    };
     let coordinator = Coordinator::start(CoordinatorOptions {
         discord: discord_endpoint(&config),
         token: bot_token()?,
@@ -433,7 +440,7 @@ async fn run_coordinator(
         name,
         advertise: advertise.or_else(|| cluster.advertise.clone()),
         ops_listen: ops_listen.unwrap_or(config.ops.listen),
-        data_dir: config.storage.data_dir.clone(),
+        store,
         retention: config.retention.retention(),
         shards: config.discord.shards,
         heartbeat_interval: Duration::from_millis(cluster.heartbeat_ms),

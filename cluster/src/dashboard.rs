@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::serve::ListenerExt;
-use protonn_storage::{Store, WebSessionRepo};
+use protonn_storage::{Metered, Store, WebSessionRepo};
 use protonn_web::{AppState, Secret, WebConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -213,7 +213,9 @@ pub(crate) async fn run(
         .with_context(|| format!("binding the ops endpoint to {ops_listen}"))?;
     let coordinators = config.cluster.coordinators.clone();
     let store: Arc<dyn Store> = match config.storage.backend {
-        StorageBackend::Scylla => Arc::new(store::open_scylla(&config).await?),
+        StorageBackend::Scylla => {
+            Arc::new(Metered::new(Arc::new(store::open_scylla(&config).await?)))
+        }
         StorageBackend::Embedded => Arc::new(RemoteStore::connect(
             coordinators.clone(),
             cluster_token.clone(),

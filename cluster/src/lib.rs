@@ -36,7 +36,7 @@ pub use config::{
     ClusterConfig, ClusterTlsConfig, Config, DiscordConfig, OpsConfig, ScyllaSection,
     ScyllaTlsSection, StorageBackend, StorageConfig,
 };
-pub use coordinator::{Coordinator, CoordinatorError, CoordinatorOptions};
+pub use coordinator::{Coordinator, CoordinatorError, CoordinatorOptions, CoordinatorStore};
 pub use dashboard::Dashboard;
 pub use error::{ConfigError, NodeError};
 pub use grpc::{ClusterTls, ClusterToken};

@@ -9,10 +9,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use protonn_storage::{
     Account, AccountRepo, AuditEntry, AuditRepo, BillingRepo, ClusterRepo, DataRights, GuildConfig,
-    GuildConfigRepo, Lease, NodeRecord, PreparedExport, PrivacyFlags, PrivacyRepo, PrivacyRequest,
-    PromoCode, Redemption, SessionCheckpoint, ShardAssignment, StorageError, Store, StoredRow,
-    Subscription, Ticket, TicketRepo, Timestamp, TranscriptMessage, UsageCount, UsageRepo,
-    UserExport, VersionedConfig, WebSession, WebSessionRepo, WireError, Workflow, WorkflowRepo,
+    GuildConfigRepo, LeaderAnnouncement, Lease, NodeRecord, PreparedExport, PrivacyFlags,
+    PrivacyRepo, PrivacyRequest, PromoCode, Redemption, SessionCheckpoint, ShardAssignment,
+    StorageError, Store, StoredRow, Subscription, Ticket, TicketRepo, Timestamp, TranscriptMessage,
+    UsageCount, UsageRepo, UserExport, VersionedConfig, WebSession, WebSessionRepo, WireError,
+    Workflow, WorkflowRepo,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -133,10 +134,14 @@ pub(crate) enum StoreCall {
     RemoveNode {
         node_id: u64,
     },
+    ClaimAssignments {
+        leader_epoch: u64,
+    },
     AssignShard {
         shard_id: u32,
         node_id: u64,
         expected_epoch: u64,
+        leader_epoch: u64,
     },
     Assignments,
     SaveCheckpoint {
@@ -169,6 +174,10 @@ pub(crate) enum StoreCall {
     Lease {
         name: String,
     },
+    AnnounceLeader {
+        announcement: LeaderAnnouncement,
+    },
+    LeaderAnnouncement,
     ShardCount,
     FixShardCount {
         count: u32,
@@ -272,8 +281,11 @@ impl StoreCall {
                 | Self::RenewLease { .. }
                 | Self::ReleaseLease { .. }
                 | Self::Lease { .. }
+                | Self::AnnounceLeader { .. }
+                | Self::LeaderAnnouncement
                 | Self::PutNode { .. }
                 | Self::RemoveNode { .. }
+                | Self::ClaimAssignments { .. }
                 | Self::AssignShard { .. }
                 | Self::SaveCheckpoint { .. }
                 | Self::FixShardCount { .. }
@@ -395,13 +407,17 @@ pub(crate) async fn serve(
             C::PutNode { node } => json(store.put_node(&node).await?),
             C::Nodes => json(store.nodes().await?),
             C::RemoveNode { node_id } => json(store.remove_node(node_id).await?),
+            C::ClaimAssignments { leader_epoch } => {
+                json(store.claim_assignments(leader_epoch).await?)
+            }
             C::AssignShard {
                 shard_id,
                 node_id,
                 expected_epoch,
+                leader_epoch,
             } => json(
                 store
-                    .assign_shard(shard_id, node_id, expected_epoch)
+                    .assign_shard(shard_id, node_id, expected_epoch, leader_epoch)
                     .await?,
             ),
             C::Assignments => json(store.assignments().await?),
@@ -431,6 +447,8 @@ pub(crate) async fn serve(
                 epoch,
             } => json(store.release_lease(&name, holder, epoch).await?),
             C::Lease { name } => json(store.lease(&name).await?),
+            C::AnnounceLeader { announcement } => json(store.announce_leader(&announcement).await?),
+            C::LeaderAnnouncement => json(store.leader_announcement().await?),
             C::ShardCount => json(store.shard_count().await?),
             C::FixShardCount { count } => json(store.fix_shard_count(count).await?),
             C::ExportUser { user_id } => json(store.export_user(user_id).await?),
@@ -799,13 +817,19 @@ impl ClusterRepo for RemoteStore {
         shard_id: u32,
         node_id: u64,
         expected_epoch: u64,
+        leader_epoch: u64,
     ) -> Result<ShardAssignment, StorageError> {
         self.call(StoreCall::AssignShard {
             shard_id,
             node_id,
             expected_epoch,
+            leader_epoch,
         })
         .await
+    }
+    async fn claim_assignments(&self, leader_epoch: u64) -> Result<(), StorageError> {
+        self.call(StoreCall::ClaimAssignments { leader_epoch })
+            .await
     }
     async fn assignments(&self) -> Result<Vec<ShardAssignment>, StorageError> {
         self.call(StoreCall::Assignments).await
@@ -876,6 +900,15 @@ impl ClusterRepo for RemoteStore {
             name: name.to_owned(),
         })
         .await
+    }
+    async fn announce_leader(&self, announcement: &LeaderAnnouncement) -> Result<(), StorageError> {
+        self.call(StoreCall::AnnounceLeader {
+            announcement: announcement.clone(),
+        })
+        .await
+    }
+    async fn leader_announcement(&self) -> Result<Option<LeaderAnnouncement>, StorageError> {
+        self.call(StoreCall::LeaderAnnouncement).await
     }
     async fn shard_count(&self) -> Result<Option<u32>, StorageError> {
         self.call(StoreCall::ShardCount).await

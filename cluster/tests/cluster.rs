@@ -1143,7 +1143,7 @@ async fn a_node_token_is_refused_operator_methods_and_the_operator_token_works()
         ),
         (
             "assign a shard",
-            node_store.assign_shard(0, 7, 1).await.err(),
+            node_store.assign_shard(0, 7, 1, 1).await.err(),
         ),
         ("read the raw store", node_store.dump_rows().await.err()),
     ];

@@ -44,7 +44,9 @@ mod writer;
 pub use accounts::{Account, AccountRepo};
 pub use audit::{AuditEntry, AuditRepo};
 pub use billing::{BillingRepo, PromoCode, Redemption, Subscription, SubscriptionStatus};
-pub use cluster::{ClusterRepo, Lease, NodeRecord, SessionCheckpoint, ShardAssignment};
+pub use cluster::{
+    ClusterRepo, LeaderAnnouncement, Lease, NodeRecord, SessionCheckpoint, ShardAssignment,
+};
 pub use embedded::EmbeddedStore;
 pub use error::StorageError;
 pub use guild_config::{CONFIG_HISTORY_LEN, GuildConfig, GuildConfigRepo, VersionedConfig};

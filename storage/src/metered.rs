@@ -14,10 +14,10 @@ use metrics::{counter, histogram};
 use crate::metrics::{ERROR_KINDS, ERRORS, OPERATION_DURATION, OPERATIONS};
 use crate::{
     Account, AccountRepo, AuditEntry, AuditRepo, BillingRepo, ClusterRepo, DataRights,
-    EmbeddedStore, GuildConfig, GuildConfigRepo, Lease, NodeRecord, PreparedExport, PrivacyFlags,
-    PrivacyRepo, PrivacyRequest, PromoCode, Redemption, ScyllaStore, SessionCheckpoint,
-    ShardAssignment, StorageError, StoredRow, Subscription, Ticket, TicketRepo, Timestamp,
-    TranscriptMessage, UsageCount, UsageRepo, UserExport, VersionedConfig, WebSession,
+    EmbeddedStore, GuildConfig, GuildConfigRepo, LeaderAnnouncement, Lease, NodeRecord,
+    PreparedExport, PrivacyFlags, PrivacyRepo, PrivacyRequest, PromoCode, Redemption, ScyllaStore,
+    SessionCheckpoint, ShardAssignment, StorageError, StoredRow, Subscription, Ticket, TicketRepo,
+    Timestamp, TranscriptMessage, UsageCount, UsageRepo, UserExport, VersionedConfig, WebSession,
     WebSessionRepo, Workflow, WorkflowRepo,
 };
 
@@ -166,7 +166,9 @@ metered!("cluster", ClusterRepo {
     fn put_node(&self, node: &NodeRecord) -> ();
     fn nodes(&self) -> Vec<NodeRecord>;
     fn remove_node(&self, node_id: u64) -> ();
-    fn assign_shard(&self, shard_id: u32, node_id: u64, expected_epoch: u64) -> ShardAssignment;
+    fn claim_assignments(&self, leader_epoch: u64) -> ();
+    fn assign_shard(&self, shard_id: u32, node_id: u64, expected_epoch: u64, leader_epoch: u64)
+        -> ShardAssignment;
     fn assignments(&self) -> Vec<ShardAssignment>;
     fn save_checkpoint(&self, checkpoint: &SessionCheckpoint) -> ();
     fn save_checkpoints(&self, checkpoints: &[SessionCheckpoint]) -> Vec<u32>;
@@ -176,6 +178,8 @@ metered!("cluster", ClusterRepo {
         -> Lease;
     fn release_lease(&self, name: &str, holder: u64, epoch: u64) -> ();
     fn lease(&self, name: &str) -> Option<Lease>;
+    fn announce_leader(&self, announcement: &LeaderAnnouncement) -> ();
+    fn leader_announcement(&self) -> Option<LeaderAnnouncement>;
     fn shard_count(&self) -> Option<u32>;
     fn fix_shard_count(&self, count: u32) -> u32;
 });

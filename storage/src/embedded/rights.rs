@@ -8,9 +8,9 @@ use super::records::{
 };
 use super::{
     ACCOUNTS, ASSIGNMENTS, AUDIT, CHECKPOINTS, CLUSTER_META, CONFIG_HISTORY, EXPIRY, EmbeddedStore,
-    GUILD_CONFIG, GUILD_DEPARTURES, LEASES, NODES, PROMOS, REDEMPTIONS, RowRef, SUBSCRIPTIONS,
-    TICKETS, TRANSCRIPTS, USAGE, USER_REFS, WORKFLOWS, audit_ref, audit_users, e, from_json, index,
-    open, open_read, to_json, unindex,
+    GUILD_CONFIG, GUILD_DEPARTURES, LEADER_ANNOUNCEMENT, LEASES, NODES, PROMOS, REDEMPTIONS,
+    RowRef, SUBSCRIPTIONS, TICKETS, TRANSCRIPTS, USAGE, USER_REFS, WORKFLOWS, audit_ref,
+    audit_users, e, from_json, index, open, open_read, to_json, unindex,
 };
 use crate::{
     Account, AuditEntry, DataRights, Redemption, Retention, StorageError, StoredRow, Subscription,
@@ -548,6 +548,7 @@ impl DataRights for EmbeddedStore {
             dump_json!(ASSIGNMENTS);
             dump_json!(CHECKPOINTS);
             dump_json!(LEASES);
+            dump_json!(LEADER_ANNOUNCEMENT);
             dump_json!(super::web_sessions::WEB_SESSIONS);
             let by_user = super::web_sessions::WEB_SESSIONS_BY_USER;
             for item in open_read(txn, by_user)?.iter().map_err(e)? {

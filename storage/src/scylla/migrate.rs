@@ -49,8 +49,13 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
     ),
     (
         7,
-        "007_privacy.cql",
-        include_str!("../../schema/007_privacy.cql"),
+        "007_leader_announcement.cql",
+        include_str!("../../schema/007_leader_announcement.cql"),
+    ),
+    (
+        8,
+        "008_privacy.cql",
+        include_str!("../../schema/008_privacy.cql"),
     ),
 ];
 

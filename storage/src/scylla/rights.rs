@@ -31,6 +31,7 @@ const TABLES: &[&str] = &[
     "shard_assignments",
     "shard_checkpoints",
     "leases",
+    "leader_announcement",
     "cluster_meta",
     "guild_departures",
     "web_sessions",
@@ -551,6 +552,10 @@ impl DataRights for ScyllaStore {
                         .await?
                 }
                 "leases" => self.select("SELECT JSON * FROM {ks}.leases", ()).await?,
+                "leader_announcement" => {
+                    self.select("SELECT JSON * FROM {ks}.leader_announcement", ())
+                        .await?
+                }
                 "cluster_meta" => {
                     self.select("SELECT JSON * FROM {ks}.cluster_meta", ())
                         .await?

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use protonn_storage::{
-    Account, AuditEntry, AuditWriter, ExportDocument, GuildConfig, NodeRecord, PreparedExport,
-    PrivacyFlags, PrivacyRequest, PromoCode, RequestKind, SessionCheckpoint, StorageError, Store,
-    Subscription, SubscriptionStatus, Ticket, Timestamp, TranscriptMessage, UsageAggregator,
-    UsageCount, WebSession, Workflow, WriterConfig, privacy,
+    Account, AuditEntry, AuditWriter, ExportDocument, GuildConfig, LeaderAnnouncement, NodeRecord,
+    PreparedExport, PrivacyFlags, PrivacyRequest, PromoCode, RequestKind, SessionCheckpoint,
+    StorageError, Store, Subscription, SubscriptionStatus, Ticket, Timestamp, TranscriptMessage,
+    UsageAggregator, UsageCount, WebSession, Workflow, WriterConfig, privacy,
 };
 
 /// Distinctive ids, so a scan for their digits finds nothing by accident.
@@ -452,18 +452,19 @@ pub(crate) async fn cluster_tables_fence_by_epoch<S: Store + Clone>(store: S) {
     store.remove_node(2).await.unwrap();
     assert_eq!(store.nodes().await.unwrap().len(), 1);
 
-    let first = store.assign_shard(3, 1, 0).await.unwrap();
+    store.claim_assignments(1).await.unwrap();
+    let first = store.assign_shard(3, 1, 0, 1).await.unwrap();
     assert_eq!(first.epoch, 1);
     assert!(matches!(
-        store.assign_shard(3, 2, 0).await,
+        store.assign_shard(3, 2, 0, 1).await,
         Err(StorageError::Conflict {
             expected: 0,
             current: 1
         })
     ));
-    let moved = store.assign_shard(3, 2, 1).await.unwrap();
+    let moved = store.assign_shard(3, 2, 1, 1).await.unwrap();
     assert_eq!((moved.node_id, moved.epoch), (2, 2));
-    store.assign_shard(0, 1, 0).await.unwrap();
+    store.assign_shard(0, 1, 0, 1).await.unwrap();
     let shards: Vec<(u32, u64)> = store
         .assignments()
         .await
@@ -492,6 +493,75 @@ pub(crate) async fn cluster_tables_fence_by_epoch<S: Store + Clone>(store: S) {
     ));
     assert_eq!(store.checkpoint(3).await.unwrap(), Some(checkpoint(2, 11)));
     assert_eq!(store.checkpoint(4).await.unwrap(), None);
+}
+
+/// A leader that froze past its lease wakes with an old epoch: once a newer leader has
+/// claimed the assignments, it can neither assign (a new shard or a move) nor claim back.
+pub(crate) async fn assignments_are_written_only_by_the_newest_leader<S: Store + Clone>(store: S) {
+    // Epochs above any a running leader has (over gRPC, the serving coordinator claimed
+    // with its own). An epoch that did not claim may not assign.
+    assert!(matches!(
+        store.assign_shard(0, 1, 0, 10).await,
+        Err(StorageError::Fenced { .. })
+    ));
+    store.claim_assignments(10).await.unwrap();
+    store.claim_assignments(10).await.unwrap(); // again: a no-op
+    store.assign_shard(0, 1, 0, 10).await.unwrap();
+
+    store.claim_assignments(11).await.unwrap();
+    let before = store.assignments().await.unwrap();
+    for stale in [
+        store.assign_shard(0, 2, 1, 10).await,
+        store.assign_shard(1, 2, 0, 10).await,
+    ] {
+        assert!(
+            matches!(
+                stale,
+                Err(StorageError::Fenced {
+                    presented: 10,
+                    current: 11
+                })
+            ),
+            "{stale:?}"
+        );
+    }
+    assert!(matches!(
+        store.claim_assignments(10).await,
+        Err(StorageError::Fenced {
+            presented: 10,
+            current: 11
+        })
+    ));
+    assert_eq!(store.assignments().await.unwrap(), before);
+    // The new leader carries on from the stored epochs.
+    let moved = store.assign_shard(0, 2, 1, 11).await.unwrap();
+    assert_eq!((moved.node_id, moved.epoch), (2, 2));
+    let shards: Vec<u32> = store
+        .assignments()
+        .await
+        .unwrap()
+        .iter()
+        .map(|a| a.shard_id)
+        .collect();
+    assert_eq!(shards, [0], "the claim is not an assignment");
+}
+
+/// The leader's announcement: the newest write is read back whole (over gRPC the serving
+/// coordinator does not announce itself: it is on the embedded store).
+pub(crate) async fn the_leader_announcement_is_the_newest_written<S: Store + Clone>(store: S) {
+    assert_eq!(store.leader_announcement().await.unwrap(), None);
+    for epoch in [3, 4] {
+        let announcement = LeaderAnnouncement {
+            epoch,
+            id: format!("coordinator-{epoch}"),
+            address: format!("http://10.0.0.{epoch}:7070"),
+        };
+        store.announce_leader(&announcement).await.unwrap();
+        assert_eq!(
+            store.leader_announcement().await.unwrap(),
+            Some(announcement)
+        );
+    }
 }
 
 pub(crate) async fn leases_fence_stale_holders<S: Store + Clone>(store: S) {
@@ -1401,9 +1471,10 @@ fn checkpoint(shard_id: u32, epoch: u64, sequence: u64) -> SessionCheckpoint {
 pub(crate) async fn checkpoints_are_saved_in_batches_and_stale_epochs_ignored<S: Store + Clone>(
     store: S,
 ) {
-    store.assign_shard(1, 7, 0).await.unwrap();
-    store.assign_shard(2, 7, 0).await.unwrap();
-    store.assign_shard(2, 8, 1).await.unwrap(); // shard 2 moved to node 8: epoch 2
+    store.claim_assignments(1).await.unwrap();
+    store.assign_shard(1, 7, 0, 1).await.unwrap();
+    store.assign_shard(2, 7, 0, 1).await.unwrap();
+    store.assign_shard(2, 8, 1, 1).await.unwrap(); // shard 2 moved to node 8: epoch 2
     let skipped = store
         .save_checkpoints(&[
             checkpoint(1, 1, 10),
@@ -1495,6 +1566,8 @@ macro_rules! conformance_cases {
             workflows_crud,
             subscriptions_and_promo_codes,
             cluster_tables_fence_by_epoch,
+            assignments_are_written_only_by_the_newest_leader,
+            the_leader_announcement_is_the_newest_written,
             leases_fence_stale_holders,
             the_shard_count_is_fixed_once,
             retention_removes_expired_rows,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use protonn_actors::ConfigChangeError;
 use protonn_cluster::{
     ClusterClient, ClusterMembership, ClusterToken, Coordinator, CoordinatorOptions,
-    DiscordEndpoint, Node, NodeOptions,
+    CoordinatorStore, DiscordEndpoint, Node, NodeOptions,
 };
 use protonn_shard::BotToken;
 use protonn_tests::*;
@@ -56,26 +56,18 @@ pub(crate) async fn start_coordinator(
     dir: &std::path::Path,
 ) -> (Coordinator, ClusterClient) {
     let coordinator = Coordinator::start(CoordinatorOptions {
-        discord: DiscordEndpoint::Simulator(sim.rest_proxy()),
-        token: BotToken::new(sim.config().token.clone()),
-        cluster_token: ClusterToken::new(TOKEN).unwrap(),
-        operator_token: ClusterToken::new(OPERATOR_TOKEN).unwrap(),
-        tls: None,
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         name: "coordinator-0".to_owned(),
-        advertise: None,
-        ops_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        data_dir: dir.join("coordinator"),
-        retention: protonn_storage::Retention::POLICY,
-        shards: None,
         heartbeat_interval: Duration::from_millis(100),
         failure_timeout: Duration::from_secs(3),
-        fence: None,
-        min_nodes: 1,
         formation_grace: Duration::ZERO,
-        max_moves: 4,
         lease_ttl: Duration::from_secs(1),
-        rest_global_per_sec: 50.0,
+        ..CoordinatorOptions::loopback(
+            DiscordEndpoint::Simulator(sim.rest_proxy()),
+            BotToken::new(sim.config().token.clone()),
+            ClusterToken::new(TOKEN).unwrap(),
+            ClusterToken::new(OPERATOR_TOKEN).unwrap(),
+            CoordinatorStore::Embedded(dir.join("coordinator")),
+        )
     })
     .await
     .unwrap();
