@@ -9,9 +9,17 @@ use std::time::Duration;
 
 use protonn_storage::{StorageError, Store, Timestamp};
 
+/// How long one read of the stored guilds serves the READYs that follow: a cold start
+/// READYs every shard of a node within minutes, and one read of the config table (a full
+/// scan on ScyllaDB) then serves them all.
+const STORED_GUILDS_FRESH_FOR: Duration = Duration::from_secs(600);
+
 #[derive(Default)]
 pub struct Departures {
     pending: Mutex<HashSet<u64>>,
+    /// Every guild with stored config, and when it was read. An async lock: READYs that
+    /// arrive together wait for one read instead of each making its own.
+    stored: tokio::sync::Mutex<Option<(Timestamp, Vec<u64>)>>,
 }
 
 impl Departures {
@@ -60,7 +68,7 @@ impl Departures {
         now: Timestamp,
     ) -> Result<usize, StorageError> {
         let gone: Vec<u64> = {
-            let stored = store.stored_guilds(shard_id, shard_count).await?;
+            let stored = self.stored_on(store, shard_id, shard_count, now).await?;
             let pending = self.pending.lock().expect("departures lock");
             stored
                 .into_iter()
@@ -74,6 +82,36 @@ impl Departures {
             self.left(guild);
         }
         Ok(gone.len())
+    }
+}
+
+impl Departures {
+    /// The stored guilds of one shard, from a read at most [`STORED_GUILDS_FRESH_FOR`] old.
+    /// A guild configured after that read is in READY anyway (the bot is in it), so only
+    /// one configured and removed within the window waits for a later READY.
+    async fn stored_on(
+        &self,
+        store: &dyn Store,
+        shard_id: u32,
+        shard_count: u32,
+        now: Timestamp,
+    ) -> Result<Vec<u64>, StorageError> {
+        let mut stored = self.stored.lock().await;
+        let fresh = stored.as_ref().is_some_and(|(read_at, _)| {
+            *read_at <= now && read_at.until(now) < STORED_GUILDS_FRESH_FOR
+        });
+        if !fresh {
+            *stored = Some((now, store.stored_guilds(0, 1).await?));
+        }
+        Ok(stored
+            .as_ref()
+            .map(|(_, all)| {
+                all.iter()
+                    .copied()
+                    .filter(|&guild| protonn_storage::on_shard(guild, shard_id, shard_count))
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 }
 

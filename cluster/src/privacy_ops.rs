@@ -13,11 +13,32 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 use protonn_storage::privacy::{self, Affected, BREACH_TABLES};
 use protonn_storage::{EmbeddedStore, StorageError, Store, Timestamp};
+use protonn_storage::{PrivacyRequest, RequestKind};
 
 use crate::{Config, RemoteStore, StorageBackend, store};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum PrivacyCommand {
+    /// Answers an access or portability request received outside the dashboard (email,
+    /// support): writes the user's export (docs/privacy-export.md) to FILE, which must not
+    /// exist, and logs the request as answered.
+    Export {
+        #[arg(long)]
+        user: u64,
+        /// Where to write the JSON document.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long = "coordinator")]
+        coordinators: Vec<String>,
+    },
+    /// Answers a deletion request received outside the dashboard: erases the user (audit
+    /// and billing records kept anonymised) and logs the request as answered.
+    Erase {
+        #[arg(long)]
+        user: u64,
+        #[arg(long = "coordinator")]
+        coordinators: Vec<String>,
+    },
     /// Erases everything about a user reported under the minimum age, and has every browser
     /// that held one of their dashboard sessions clear its site data at its next visit.
     EraseChild {
@@ -67,6 +88,21 @@ pub(crate) async fn run(config: Config, command: PrivacyCommand) -> anyhow::Resu
         }
     };
     match command {
+        PrivacyCommand::Export {
+            user,
+            out,
+            coordinators: c,
+        } => {
+            let store = operator_store(&config, coordinators(c)).await?;
+            println!("{}", export_to(store.as_ref(), user, &out).await?);
+        }
+        PrivacyCommand::Erase {
+            user,
+            coordinators: c,
+        } => {
+            let store = operator_store(&config, coordinators(c)).await?;
+            println!("{}", erase(store.as_ref(), user).await?);
+        }
         PrivacyCommand::EraseChild {
             user,
             coordinators: c,
@@ -110,12 +146,13 @@ async fn operator_store(
         return Ok(Arc::new(store::open_scylla(config).await?));
     }
     let data_dir = &config.storage.data_dir;
-    let held = match EmbeddedStore::open_with(data_dir, config.retention.retention()) {
-        Ok(store) if store_exists(data_dir) => return Ok(Arc::new(store)),
-        Ok(_) => false,
-        Err(StorageError::Locked(_)) => true,
-        Err(err) => return Err(err.into()),
-    };
+    // Never create a store by looking for one.
+    let held = store_exists(data_dir)
+        && match EmbeddedStore::open_with(data_dir, config.retention.retention()) {
+            Ok(store) => return Ok(Arc::new(store)),
+            Err(StorageError::Locked(_)) => true,
+            Err(err) => return Err(err.into()),
+        };
     if coordinators.is_empty() {
         if held {
             bail!(
@@ -137,8 +174,48 @@ fn store_exists(data_dir: &Path) -> bool {
     std::fs::metadata(data_dir.join("protonn.redb")).is_ok_and(|m| m.len() > 0)
 }
 
+async fn export_to(store: &dyn Store, user: u64, out: &Path) -> anyhow::Result<String> {
+    let now = Timestamp::now();
+    let document = privacy::ExportDocument {
+        schema: privacy::EXPORT_SCHEMA.to_owned(),
+        generated_at: now,
+        data: store.export_user(user).await?,
+    };
+    let json = serde_json::to_string_pretty(&document)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(out)
+        .with_context(|| format!("creating {} (it must not exist)", out.display()))?;
+    std::io::Write::write_all(&mut file, json.as_bytes())?;
+    file.sync_all()?;
+    let request = PrivacyRequest::new(user, random_id(), RequestKind::Access, "operator", now)
+        .done(now, "export written by an operator for delivery");
+    store.put_privacy_request(&request).await?;
+    Ok(format!(
+        "export of user {user} written to {} ({} bytes); send it to the user and delete your copy",
+        out.display(),
+        json.len()
+    ))
+}
+
+async fn erase(store: &dyn Store, user: u64) -> anyhow::Result<String> {
+    let now = Timestamp::now();
+    let request = PrivacyRequest::new(user, random_id(), RequestKind::Deletion, "operator", now);
+    store.put_privacy_request(&request).await?;
+    privacy::answer_request(store, &request, now, std::time::Duration::ZERO).await?;
+    Ok(format!(
+        "user {user} erased; audit and billing records kept without them; the request is logged as answered"
+    ))
+}
+
+/// A request id: random, never 0.
+fn random_id() -> u64 {
+    rand::random::<u64>().max(1)
+}
+
 async fn erase_child(store: &dyn Store, user: u64) -> anyhow::Result<String> {
-    let rows = privacy::erase_child(store, user, rand::random::<u64>().max(1), Timestamp::now())
+    let rows = privacy::erase_child(store, user, random_id(), Timestamp::now())
         .await
         .context("erasing the user")?;
     Ok(format!(
@@ -384,5 +461,24 @@ mod tests {
         let log = requests(&store, 1, Timestamp::now()).await.unwrap();
         assert!(log.contains("(erased)\tdeletion\toperator"), "{log}");
         assert!(log.contains("answered"), "{log}");
+
+        // Requests received by email: an export written to a file, then an erasure.
+        let out = dir.path().join("export.json");
+        let said = export_to(&store, early, &out).await.unwrap();
+        assert!(said.contains("written to"), "{said}");
+        let document: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+        assert_eq!(document["schema"], privacy::EXPORT_SCHEMA);
+        assert_eq!(document["data"]["audit"][0]["actor_id"], early);
+        assert!(
+            export_to(&store, early, &out).await.is_err(),
+            "never overwrites"
+        );
+        erase(&store, early).await.unwrap();
+        let rows = store.dump_rows().await.unwrap();
+        assert!(rows.iter().all(|r| !r.text.contains(&early.to_string())));
+        let log = requests(&store, 1, Timestamp::now()).await.unwrap();
+        assert!(log.contains("(erased)\taccess\toperator"), "{log}");
+        assert_eq!(log.matches("\tdeletion\toperator").count(), 2, "{log}");
     }
 }

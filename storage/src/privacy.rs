@@ -24,6 +24,28 @@ pub const ANSWER_WITHIN: Duration = Duration::from_secs(30 * 86_400);
 /// and answered, not by whom.
 pub const ERASED_USER: u64 = 0;
 
+/// An audit entry kept for security after `user_id` was erased: the user is replaced by
+/// [`ERASED_USER`] as actor or target, and in the details.
+pub(crate) fn anonymised_audit(entry: crate::AuditEntry, user_id: u64) -> crate::AuditEntry {
+    let erase = |id: u64| if id == user_id { ERASED_USER } else { id };
+    crate::AuditEntry {
+        actor_id: erase(entry.actor_id),
+        target_id: entry.target_id.map(erase),
+        details: entry
+            .details
+            .replace(&user_id.to_string(), &ERASED_USER.to_string()),
+        ..entry
+    }
+}
+
+/// A billing record kept for tax and accounting after its user was erased.
+pub(crate) fn anonymised_subscription(subscription: crate::Subscription) -> crate::Subscription {
+    crate::Subscription {
+        user_id: ERASED_USER,
+        ..subscription
+    }
+}
+
 /// What a user asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -578,6 +600,52 @@ mod tests {
             }
         }
         assert!(named >= 30, "the table names {named} tests");
+    }
+
+    /// The background half: a request the dashboard could not answer is answered by the
+    /// task running beside the sweeper, and the task stops at shutdown.
+    #[tokio::test]
+    async fn the_answerer_prepares_pending_exports_in_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(crate::EmbeddedStore::open(dir.path()).unwrap());
+        let now = Timestamp::now();
+        store
+            .put_privacy_request(&PrivacyRequest::new(
+                9,
+                1,
+                RequestKind::Export,
+                "discord",
+                now,
+            ))
+            .await
+            .unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = spawn_request_answerer(
+            store.clone(),
+            Duration::from_millis(10),
+            Duration::from_secs(3_600),
+            async {
+                let _ = stopped.await;
+            },
+        );
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        // The export is stored first, then the request marked answered.
+        while store.privacy_requests_of(9).await.unwrap()[0]
+            .done_at
+            .is_none()
+        {
+            assert!(tokio::time::Instant::now() < deadline, "never answered");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            store
+                .export_status(9, Timestamp::now())
+                .await
+                .unwrap()
+                .is_some()
+        );
+        stop.send(()).unwrap();
+        task.await.unwrap();
     }
 
     #[test]

@@ -50,12 +50,13 @@ pub trait DataRights: Send + Sync + 'static {
     /// Everything stored about `user_id`.
     async fn export_user(&self, user_id: u64) -> Result<UserExport, StorageError>;
 
-    /// Erases `user_id` everywhere: the account, audit entries naming them, tickets they
-    /// opened (with transcripts), messages they wrote, subscriptions, redemptions and
-    /// dashboard sessions (which logs them out of the dashboard), privacy flags and a
-    /// prepared export. Workflows they wrote stay with their guild with the author cleared;
-    /// their data-subject requests stay in the log under [`ERASED_USER`]
-    /// (crate::privacy::ERASED_USER). Returns the rows touched.
+    /// Erases `user_id` everywhere: the account, tickets they opened (with transcripts),
+    /// messages they wrote, redemptions, dashboard sessions (which logs them out of the
+    /// dashboard), privacy flags and a prepared export. What others or the law need stays
+    /// without them: workflows they wrote keep their guild's automation with the author
+    /// cleared; audit entries (security) and subscriptions (billing) are kept with the user
+    /// replaced by [`ERASED_USER`](crate::privacy::ERASED_USER) (0), as are their
+    /// data-subject requests. Refuses user 0. Returns the rows touched.
     async fn delete_user(&self, user_id: u64) -> Result<u64, StorageError>;
 
     /// Erases everything kept for `guild_id` (the bot left it): config and history, audit,
@@ -76,7 +77,8 @@ pub trait DataRights: Send + Sync + 'static {
 
     /// Guilds of shard `shard_id` (of `shard_count`) whose configuration is stored: at
     /// READY, those the bot no longer sees were removed while it was offline. Reads the
-    /// whole config table (once per READY, not per event).
+    /// whole config table: a node reads it once for the READYs of several minutes
+    /// (`Departures` in actors).
     async fn stored_guilds(
         &self,
         shard_id: u32,

@@ -7,9 +7,9 @@ use super::records::{AUDIT_BUCKET_MS, audit_users};
 use super::{ScyllaStore, db_id};
 use crate::row_ref::RowRef;
 use crate::{
-    AccountRepo, AuditEntry, BillingRepo, DataRights, Redemption, StorageError, StoredRow, Ticket,
-    TicketRepo, Timestamp, TranscriptMessage, UserExport, WebSessionExport, WebSessionRepo,
-    Workflow, WorkflowRepo,
+    AccountRepo, AuditEntry, AuditRepo, BillingRepo, DataRights, Redemption, StorageError,
+    StoredRow, Ticket, TicketRepo, Timestamp, TranscriptMessage, UserExport, WebSessionExport,
+    WebSessionRepo, Workflow, WorkflowRepo,
 };
 
 /// Every table, for [`DataRights::dump_rows`].
@@ -251,6 +251,11 @@ impl DataRights for ScyllaStore {
     }
 
     async fn delete_user(&self, user_id: u64) -> Result<u64, StorageError> {
+        if user_id == crate::privacy::ERASED_USER {
+            return Err(StorageError::Invalid(
+                "user 0 holds the anonymised records of erased users".into(),
+            ));
+        }
         let mut touched = self.remove_row(&RowRef::Account { user: user_id }).await?;
         touched += self.delete_web_sessions_of(user_id).await?;
         touched += self.erase_privacy_of(user_id).await?;
@@ -269,6 +274,29 @@ impl DataRights for ScyllaStore {
                         None => 0,
                     }
                 }
+                // Security audit and billing records stay, without the user.
+                RowRef::Audit { guild, at, id } => {
+                    match self.audit_entry(*guild, *at, *id).await? {
+                        Some(entry) => {
+                            self.remove_row(&row).await?;
+                            self.append_audit(&[crate::privacy::anonymised_audit(entry, user_id)])
+                                .await?;
+                            1
+                        }
+                        None => 0,
+                    }
+                }
+                RowRef::Subscription { id } => match self.subscription(*id).await? {
+                    Some(subscription) => {
+                        self.remove_row(&row).await?;
+                        self.put_subscription(&crate::privacy::anonymised_subscription(
+                            subscription,
+                        ))
+                        .await?;
+                        1
+                    }
+                    None => 0,
+                },
                 other => self.remove_row(other).await?,
             };
             self.drop_ref(user_id, &row).await?;

@@ -1122,11 +1122,37 @@ pub(crate) async fn deleting_a_user_leaves_nothing<S: Store + Clone>(store: S) {
     assert!(store.delete_user(USER).await.unwrap() > 0);
     assert_eq!(rows_mentioning(&store, USER).await, Vec::<String>::new());
     assert_eq!(store.export_user(USER).await.unwrap().account, None);
-    // What belongs to others stays: their account, audit entry 4, ticket 2 with message 13,
-    // workflows (author cleared), their subscriptions and redemption.
+    // What belongs to others stays: their account, their audit entries (1 and 2 now with the
+    // user anonymised), ticket 2 with message 13, workflows (author cleared), their
+    // subscriptions and redemption.
     assert!(store.account(OTHER_USER).await.unwrap().is_some());
     let other = store.export_user(OTHER_USER).await.unwrap();
-    assert_eq!(other.audit.iter().map(|e| e.id).collect::<Vec<_>>(), [4]);
+    let mut audit_ids: Vec<u64> = other.audit.iter().map(|e| e.id).collect();
+    audit_ids.sort_unstable();
+    assert_eq!(audit_ids, [1, 2, 4]);
+    // Security audit and billing records are kept without the user (the policy keeps them).
+    let erased = store.export_user(privacy::ERASED_USER).await.unwrap();
+    let mut kept: Vec<u64> = erased.audit.iter().map(|e| e.id).collect();
+    kept.sort_unstable();
+    assert_eq!(kept, [1, 2, 3]);
+    assert!(
+        erased
+            .audit
+            .iter()
+            .all(|e| e.actor_id != USER && e.target_id != Some(USER))
+    );
+    assert_eq!(
+        erased
+            .subscriptions
+            .iter()
+            .map(|s| s.subscription_id)
+            .collect::<Vec<_>>(),
+        [1]
+    );
+    assert!(matches!(
+        store.delete_user(privacy::ERASED_USER).await,
+        Err(StorageError::Invalid(_))
+    ));
     assert_eq!(other.transcript_messages.len(), 1);
     assert_eq!(other.subscriptions.len(), 2);
     assert_eq!(store.workflows(OTHER_GUILD).await.unwrap().len(), 2);
