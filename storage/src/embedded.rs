@@ -11,8 +11,10 @@
 //! one without the other.
 
 mod backup;
+mod moderation;
 mod records;
 mod rights;
+mod timers;
 mod web_sessions;
 
 use std::path::{Path, PathBuf};
@@ -141,6 +143,11 @@ impl EmbeddedStore {
             open(&txn, EXPIRY)?;
             open(&txn, web_sessions::WEB_SESSIONS)?;
             open(&txn, web_sessions::WEB_SESSIONS_BY_USER)?;
+            open(&txn, moderation::CASES)?;
+            open(&txn, moderation::CASE_COUNTERS)?;
+            open(&txn, moderation::CASES_BY_TARGET)?;
+            open(&txn, timers::TIMERS)?;
+            open(&txn, timers::TIMERS_BY_GUILD)?;
         }
         txn.commit().map_err(StorageError::embedded)?;
         Ok(Self {

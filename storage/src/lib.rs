@@ -28,12 +28,14 @@ mod guild_config;
 mod lease;
 mod metered;
 pub mod metrics;
+mod moderation;
 mod rights;
 mod row_ref;
 mod scylla;
 
 mod tickets;
 mod time;
+mod timers;
 mod usage;
 mod web_sessions;
 mod wire;
@@ -48,6 +50,7 @@ pub use embedded::EmbeddedStore;
 pub use error::StorageError;
 pub use guild_config::{CONFIG_HISTORY_LEN, GuildConfig, GuildConfigRepo, VersionedConfig};
 pub use metered::{Backend, Metered};
+pub use moderation::{CASE_REASON_MAX_CHARS, Case, ModerationRepo};
 pub use rights::{DataRights, StoredRow, UserExport};
 pub use scylla::{
     ClientCert, MigrationReport, MigrationStep, Replication, ScyllaConfig, ScyllaStore, TlsConfig,
@@ -55,6 +58,7 @@ pub use scylla::{
 
 pub use tickets::{Ticket, TicketRepo, TranscriptMessage};
 pub use time::{Retention, Timestamp};
+pub use timers::{TIMER_ID_MAX_LEN, TIMER_PAYLOAD_MAX_LEN, Timer, TimerRepo};
 pub use usage::{UsageCount, UsageRepo};
 pub use web_sessions::{WEB_SESSION_MAX_AGE_MS, WebSession, WebSessionExport, WebSessionRepo};
 pub use wire::WireError;
@@ -73,6 +77,8 @@ pub trait Store:
     + ClusterRepo
     + DataRights
     + WebSessionRepo
+    + ModerationRepo
+    + TimerRepo
 {
 }
 
@@ -87,5 +93,7 @@ impl<T> Store for T where
         + ClusterRepo
         + DataRights
         + WebSessionRepo
+        + ModerationRepo
+        + TimerRepo
 {
 }

@@ -12,8 +12,10 @@
 //! - Reads of unbounded size page ([`PAGE_SIZE`] rows per page).
 
 mod migrate;
+mod moderation;
 mod records;
 mod rights;
+mod timers;
 mod web_sessions;
 
 use std::collections::HashMap;
