@@ -239,7 +239,10 @@ pub fn describe() {
     ] {
         counter!(EVENTS_SHED, "event" => event, "action" => action).absolute(0);
     }
-    for command in COMMAND_LABELS {
+    for command in COMMAND_LABELS
+        .into_iter()
+        .chain(crate::features::command_labels())
+    {
         for outcome in OUTCOME_LABELS {
             counter!(COMMANDS_HANDLED, "command" => command, "outcome" => outcome).absolute(0);
         }

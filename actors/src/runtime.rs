@@ -38,6 +38,12 @@ pub struct RuntimeConfig {
     /// Check a configured set with [`crate::cache_resources`], and have the shards
     /// deserialise [`crate::event_types_for`] it, or the extra resources go stale.
     pub cache_resources: ResourceType,
+    /// How often the router looks for durable timers fallen due in the guilds it holds.
+    pub timer_poll_every: Duration,
+    /// How long a node holds a due timer it claimed before another may take it: longer than
+    /// the action takes (a REST call or two), short enough that a crashed node's timers are
+    /// not late by much.
+    pub timer_lease: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -55,6 +61,8 @@ impl Default for RuntimeConfig {
             guild_commands: 30,
             guild_window: Duration::from_secs(10),
             cache_resources: crate::cached_resources(),
+            timer_poll_every: Duration::from_secs(5),
+            timer_lease: Duration::from_secs(60),
         }
     }
 }

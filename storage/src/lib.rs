@@ -50,7 +50,9 @@ pub use embedded::EmbeddedStore;
 pub use error::StorageError;
 pub use guild_config::{CONFIG_HISTORY_LEN, GuildConfig, GuildConfigRepo, VersionedConfig};
 pub use metered::{Backend, Metered};
-pub use moderation::{CASE_REASON_MAX_CHARS, Case, ModerationRepo};
+pub use moderation::{
+    CASE_REASON_MAX_CHARS, Case, EscalationStep, ModerationConfig, ModerationRepo,
+};
 pub use rights::{DataRights, StoredRow, UserExport};
 pub use scylla::{
     ClientCert, MigrationReport, MigrationStep, Replication, ScyllaConfig, ScyllaStore, TlsConfig,

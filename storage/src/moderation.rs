@@ -10,6 +10,29 @@ use crate::{StorageError, Timestamp};
 /// Longest reason a case keeps, in characters (Discord's audit-log reason limit).
 pub const CASE_REASON_MAX_CHARS: usize = 512;
 
+/// A guild's moderation settings, part of its [`GuildConfig`](crate::GuildConfig).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ModerationConfig {
+    /// Whether the member acted on gets a DM saying what was done and why.
+    pub dm_members: bool,
+    /// The escalation ladder: after a warning, the step whose `warns` equals the member's
+    /// warnings within its window is taken, by the bot.
+    pub escalation: Vec<EscalationStep>,
+}
+
+/// One rung of the escalation ladder ("3 warnings in 7 days: a 1 hour timeout").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EscalationStep {
+    pub warns: u32,
+    pub within_days: u32,
+    /// `timeout`, `kick` or `ban`.
+    pub action: String,
+    /// The timeout's length, or a temporary ban's; `None` for a kick or a permanent ban.
+    #[serde(default)]
+    pub duration_secs: Option<u64>,
+}
+
 /// One moderation action.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Case {
