@@ -15,6 +15,7 @@ mod cluster;
 mod cluster_guild_calls;
 mod dashboard;
 mod guild_calls;
+mod moderation;
 
 mod ops;
 mod rest;

@@ -1,0 +1,276 @@
+//! Moderation through the simulator: each command acts on simulated Discord and leaves a
+//! numbered case; refusals (permissions, hierarchy, bad input) change nothing; a temporary
+//! ban is lifted by its durable timer.
+
+use std::time::Duration;
+
+use protonn_actors::RuntimeConfig;
+use protonn_sim::SimHandle;
+use protonn_tests::*;
+
+/// REST calls of `route` the bot made, with their statuses.
+fn calls(sim: &SimHandle, route: &str) -> Vec<u16> {
+    sim.ledger()
+        .rest
+        .iter()
+        .filter(|r| r.route == route)
+        .map(|r| r.status)
+        .collect()
+}
+
+const BAN: &str = "PUT /guilds/{guild_id}/bans/{user_id}";
+const UNBAN: &str = "DELETE /guilds/{guild_id}/bans/{user_id}";
+
+/// Sends `text` as the owner and returns the bot's answer (the `n`th reply in the channel).
+async fn say(
+    sim: &SimHandle,
+    guild: &protonn_sim::GuildInfo,
+    from: u64,
+    text: &str,
+    n: usize,
+) -> String {
+    let channel = guild.channel_ids[0];
+    sim.send_message(guild.id, channel, from, text).unwrap();
+    reply_in(sim, channel, n).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_moderation_command_acts_on_discord_and_leaves_a_case() {
+    let Bot { sim, .. } = &Bot::start(small_world(1, 2)).await;
+    let guild = some_guild(sim, 0);
+    let owner = guild.owner_id;
+    let [m1, m2, m3, m4] = [0, 1, 2, 3].map(|i| guild.member_ids[i]);
+    let channel = guild.channel_ids[0];
+    let mut n = 0;
+    let mut next = || {
+        n += 1;
+        n - 1
+    };
+
+    let answer = say(sim, &guild, owner, &format!("!warn <@{m1}> spam"), next()).await;
+    assert_eq!(answer, format!("Case #1: <@{m1}> was warned. Reason: spam"));
+
+    let answer = say(
+        sim,
+        &guild,
+        owner,
+        &format!("!timeout <@{m1}> 10m calm down"),
+        next(),
+    )
+    .await;
+    assert!(
+        answer.starts_with(&format!("Case #2: <@{m1}> was timed out for 10m.")),
+        "{answer}"
+    );
+    assert!(sim.timeout_of(guild.id, m1).is_some());
+
+    let answer = say(sim, &guild, owner, &format!("!kick {m2}"), next()).await;
+    assert_eq!(answer, format!("Case #3: <@{m2}> was kicked."));
+    assert!(sim.departed(guild.id, m2));
+
+    let answer = say(
+        sim,
+        &guild,
+        owner,
+        &format!("!ban <@{m3}> delete=1d raids"),
+        next(),
+    )
+    .await;
+    assert_eq!(
+        answer,
+        format!("Case #4: <@{m3}> was banned. Reason: raids")
+    );
+    assert_eq!(sim.bans(guild.id), vec![m3]);
+
+    let answer = say(
+        sim,
+        &guild,
+        owner,
+        &format!("!unban {m3} appeal accepted"),
+        next(),
+    )
+    .await;
+    assert_eq!(
+        answer,
+        format!("Case #5: <@{m3}> was unbanned. Reason: appeal accepted")
+    );
+    assert!(sim.bans(guild.id).is_empty());
+
+    let answer = say(sim, &guild, owner, "!slowmode 30s", next()).await;
+    assert!(answer.starts_with("Case #6:"), "{answer}");
+    assert_eq!(sim.slowmode_of(channel), 30);
+
+    let answer = say(sim, &guild, owner, "!lock raid", next()).await;
+    assert!(answer.starts_with("Case #7:"), "{answer}");
+    let send = 1u64 << 11;
+    let denied = |sim: &SimHandle| {
+        sim.overwrites_of(channel).iter().any(|o| {
+            o["id"].as_str().and_then(|id| id.parse::<u64>().ok()) == Some(guild.id)
+                && o["deny"]
+                    .as_str()
+                    .and_then(|d| d.parse::<u64>().ok())
+                    .is_some_and(|d| d & send != 0)
+        })
+    };
+    assert!(denied(sim));
+    let answer = say(sim, &guild, owner, "!unlock", next()).await;
+    assert!(answer.starts_with("Case #8:"), "{answer}");
+    assert!(!denied(sim));
+
+    // Purge: the member's last two messages, not the command nor others' messages.
+    let mut theirs = Vec::new();
+    for text in ["one", "two", "three"] {
+        theirs.push(sim.send_message(guild.id, channel, m4, text).unwrap());
+    }
+    let answer = say(sim, &guild, owner, &format!("!purge 2 <@{m4}>"), next()).await;
+    assert!(
+        answer.starts_with("Case #9: deleted 2 messages"),
+        "{answer}"
+    );
+    assert!(sim.message_exists(channel, theirs[0]));
+    assert!(!sim.message_exists(channel, theirs[1]) && !sim.message_exists(channel, theirs[2]));
+
+    let answer = say(sim, &guild, owner, "!case 4", next()).await;
+    assert!(
+        answer.starts_with(&format!("Case #4: ban of <@{m3}> by <@{owner}>")),
+        "{answer}"
+    );
+    let answer = say(sim, &guild, owner, "!reason 4 raid on the 5th", next()).await;
+    assert_eq!(answer, "Case #4's reason is now: raid on the 5th");
+    let answer = say(sim, &guild, owner, "!case 4", next()).await;
+    assert!(answer.ends_with("Reason: raid on the 5th"), "{answer}");
+    let answer = say(sim, &guild, owner, &format!("!history <@{m1}>"), next()).await;
+    let lines: Vec<&str> = answer.lines().skip(1).collect();
+    assert!(
+        lines[0].starts_with("#2 timeout (10m)") && lines[1].starts_with("#1 warn"),
+        "{answer}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_and_bad_input_change_nothing() {
+    let Bot { sim, .. } = &Bot::start(small_world(1, 2)).await;
+    let guild = some_guild(sim, 0);
+    let owner = guild.owner_id;
+    let [m1, m2] = [0, 1].map(|i| guild.member_ids[i]);
+
+    // A member without Ban Members (and no staff role) is refused.
+    let answer = say(sim, &guild, m1, &format!("!ban <@{m2}>"), 0).await;
+    assert!(
+        answer.starts_with("You need the Ban Members permission"),
+        "{answer}"
+    );
+    let answer = say(sim, &guild, owner, &format!("!ban <@{owner}>"), 1).await;
+    assert_eq!(answer, "You cannot ban yourself.");
+    let answer = say(sim, &guild, owner, &format!("!timeout <@{m1}> 29d"), 2).await;
+    assert!(answer.contains("at most 28 days"), "{answer}");
+    let long = "x".repeat(513);
+    let answer = say(sim, &guild, owner, &format!("!warn <@{m1}> {long}"), 3).await;
+    assert!(answer.contains("at most 512 characters"), "{answer}");
+    let answer = say(sim, &guild, owner, "!purge 500", 4).await;
+    assert!(answer.contains("1 to 100"), "{answer}");
+    let answer = say(sim, &guild, owner, "!warn 123456789", 5).await;
+    assert!(answer.contains("not a member"), "{answer}");
+    let answer = say(sim, &guild, owner, "!case 1", 6).await;
+    assert_eq!(answer, "There is no case #1.", "nothing above made a case");
+
+    assert!(sim.bans(guild.id).is_empty());
+    assert!(
+        calls(sim, BAN).is_empty(),
+        "no refused action reached Discord"
+    );
+    assert_eq!(sim.timeout_of(guild.id, m1), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slash_command_moderates_and_a_member_without_the_permission_is_refused() {
+    let Bot { sim, .. } = &Bot::start(small_world(1, 2)).await;
+    let guild = some_guild(sim, 0);
+    let channel = guild.channel_ids[0];
+    let member = guild.member_ids[0];
+    let id = sim
+        .send_command_interaction(
+            guild.id,
+            channel,
+            guild.owner_id,
+            "warn",
+            &[("user", &member.to_string()), ("reason", "off topic")],
+        )
+        .unwrap();
+    let answers = answers_to(sim, id).await;
+    assert_eq!(
+        answers,
+        [format!(
+            "Case #1: <@{member}> was warned. Reason: off topic"
+        )]
+    );
+
+    let id = sim
+        .send_command_interaction(
+            guild.id,
+            channel,
+            member,
+            "kick",
+            &[("user", &guild.member_ids[1].to_string())],
+        )
+        .unwrap();
+    let answers = answers_to(sim, id).await;
+    assert!(
+        answers[0].starts_with("You need the Kick Members permission"),
+        "{answers:?}"
+    );
+    assert!(!sim.departed(guild.id, guild.member_ids[1]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_temporary_ban_is_lifted_once_when_it_falls_due() {
+    let runtime = RuntimeConfig {
+        timer_poll_every: Duration::from_millis(100),
+        ..test_runtime()
+    };
+    let Bot { sim, .. } = &Bot::with_runtime(small_world(1, 2), runtime).await;
+    let guild = some_guild(sim, 0);
+    let member = guild.member_ids[0];
+    let answer = say(
+        sim,
+        &guild,
+        guild.owner_id,
+        &format!("!ban <@{member}> 2s"),
+        0,
+    )
+    .await;
+    assert_eq!(answer, format!("Case #1: <@{member}> was banned for 2s."));
+    assert_eq!(sim.bans(guild.id), vec![member]);
+    wait_until("the temporary ban is lifted", || async {
+        sim.bans(guild.id).is_empty()
+    })
+    .await;
+    let answer = say(
+        sim,
+        &guild,
+        guild.owner_id,
+        &format!("!history {member}"),
+        1,
+    )
+    .await;
+    assert!(
+        answer.contains("#2 unban"),
+        "the lifting is a case: {answer}"
+    );
+    // Polls go on after the lift: by the time a second temporary ban is lifted, many have
+    // passed over the first timer's place, and none lifted it again.
+    let other = guild.member_ids[1];
+    say(
+        sim,
+        &guild,
+        guild.owner_id,
+        &format!("!ban <@{other}> 1s"),
+        2,
+    )
+    .await;
+    wait_until("the second temporary ban is lifted", || async {
+        calls(sim, UNBAN).len() >= 2 && sim.bans(guild.id).is_empty()
+    })
+    .await;
+    assert_eq!(calls(sim, UNBAN), [204, 204]);
+}
