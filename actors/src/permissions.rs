@@ -88,6 +88,12 @@ impl OwnRoles {
         Id::new_checked(self.bot.load(Ordering::Acquire))
     }
 
+    /// The bot's id learnt another way than READY (a node whose shards all came by
+    /// handoff resumed them and saw no READY).
+    pub(crate) fn set_bot(&self, bot: Id<UserMarker>) {
+        self.bot.store(bot.get(), Ordering::Release);
+    }
+
     /// The bot's roles in `guild_id`, if known.
     pub(crate) fn roles(&self, guild_id: Id<GuildMarker>) -> Option<Vec<Id<RoleMarker>>> {
         self.roles

@@ -15,7 +15,7 @@ use crate::metrics::REST_REQUESTS;
 use crate::rest::{Rest, RestError};
 
 /// Values of the `route` label of `protonn_rest_requests_total`: every request the bot makes.
-pub(crate) const REST_ROUTE_LABELS: [&str; 18] = [
+pub(crate) const REST_ROUTE_LABELS: [&str; 19] = [
     "create_message",
     "interaction_callback",
     "interaction_edit",
@@ -35,6 +35,7 @@ pub(crate) const REST_ROUTE_LABELS: [&str; 18] = [
     "update_channel",
     "update_permission",
     "create_dm",
+    "current_user",
 ];
 
 /// Sends replies without making the caller wait: each request runs on its own task, so a

@@ -13,6 +13,7 @@ use twilight_model::id::Id;
 use twilight_model::id::marker::{
     ApplicationMarker, ChannelMarker, GuildMarker, InteractionMarker, RoleMarker, UserMarker,
 };
+use twilight_model::user::CurrentUser;
 
 use crate::feature::{Answer, Effect, Task};
 use crate::metrics::{AUDIT_FAILURES, COMMANDS_HANDLED, SENDS_SKIPPED};
@@ -61,9 +62,25 @@ impl Io {
         self.services.replies.rest().send(route, request).await
     }
 
-    /// The bot's user id, once READY was seen.
-    pub(crate) fn bot_id(&self) -> Option<Id<UserMarker>> {
-        self.services.own_roles.bot()
+    /// The bot's user id: from READY, or asked of Discord once (a node whose shards all
+    /// came by handoff resumed them and saw no READY).
+    pub(crate) async fn bot_id(&self) -> Option<Id<UserMarker>> {
+        if let Some(bot) = self.services.own_roles.bot() {
+            return Some(bot);
+        }
+        let user: CurrentUser = match self
+            .send("current_user", self.http().current_user())
+            .await
+            .and_then(|reply| reply.model())
+        {
+            Ok(user) => user,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot learn the bot's own id");
+                return None;
+            }
+        };
+        self.services.own_roles.set_bot(user.id);
+        Some(user.id)
     }
 
     /// The bot's roles in this guild, if the node keeps them.

@@ -97,7 +97,7 @@ async fn acting<'a>(
             "I do not know this server's roles yet; please try again in a moment.",
         )
     })?;
-    let bot = io.bot_id().ok_or_else(|| {
+    let bot = io.bot_id().await.ok_or_else(|| {
         Answer::new(
             "error",
             "I am still connecting; please try again in a moment.",
@@ -765,7 +765,7 @@ pub(super) async fn expire(io: Io, config: GuildConfig, timer: Timer) -> Vec<Eff
         }
     };
     let mut effects = Vec::new();
-    if lifted && let Some(bot) = io.bot_id() {
+    if lifted && let Some(bot) = io.bot_id().await {
         let acting = Acting {
             io: &io,
             config: &config,

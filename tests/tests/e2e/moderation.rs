@@ -274,3 +274,109 @@ async fn a_temporary_ban_is_lifted_once_when_it_falls_due() {
     .await;
     assert_eq!(calls(sim, UNBAN), [204, 204]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_temporary_ban_whose_shard_moves_before_it_ends_is_lifted_once_by_the_new_owner() {
+    use crate::cluster::{membership, running, start_coordinator, start_node_with};
+
+    let runtime = RuntimeConfig {
+        timer_poll_every: Duration::from_millis(100),
+        ..test_runtime()
+    };
+    let sim = start_sim(small_world(4, 40)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (coordinator, client) = start_coordinator(&sim, dir.path()).await;
+    let a = start_node_with(
+        &sim,
+        dir.path(),
+        membership(&coordinator, "node-a"),
+        runtime.clone(),
+    )
+    .await;
+    wait_until("node-a runs every shard", || async {
+        running(&a).await.len() == 4
+    })
+    .await;
+    // One temporary ban in a guild of each shard, so whichever shards move, one moves
+    // with its ban still running.
+    let mut banned = Vec::new();
+    for shard in 0..4 {
+        let guild = sim
+            .guilds()
+            .into_iter()
+            .find(|g| g.shard == shard)
+            .expect("a guild on every shard");
+        let member = guild.member_ids[0];
+        let answer = say(
+            &sim,
+            &guild,
+            guild.owner_id,
+            &format!("!ban <@{member}> 15s"),
+            0,
+        )
+        .await;
+        assert_eq!(answer, format!("Case #1: <@{member}> was banned for 15s."));
+        banned.push((guild, member));
+    }
+
+    let b = start_node_with(
+        &sim,
+        dir.path(),
+        membership(&coordinator, "node-b"),
+        runtime,
+    )
+    .await;
+    wait_until("two shards moved to node-b", || async {
+        let settled = client.status().await.is_ok_and(|s| {
+            s.shards
+                .iter()
+                .all(|shard| shard.node_id != 0 && !shard.moving)
+        });
+        settled && running(&b).await.len() == 2 && running(&a).await.len() == 2
+    })
+    .await;
+    let on_b = running(&b).await;
+    let moved: Vec<_> = banned
+        .iter()
+        .filter(|(g, _)| on_b.contains(&g.shard))
+        .collect();
+    assert_eq!(moved.len(), 2);
+    assert!(
+        moved.iter().all(|(g, m)| sim.bans(g.id) == vec![*m]),
+        "the moved guilds' bans outlast the move (15 s)"
+    );
+
+    wait_until("every temporary ban is lifted", || async {
+        banned.iter().all(|(g, _)| sim.bans(g.id).is_empty())
+    })
+    .await;
+    // Each lifted once: one DELETE per guild, and one unban case, made on the guild's
+    // node of the time (node-b for the moved ones: node-a no longer holds them).
+    for (guild, member) in &banned {
+        let path = format!("/guilds/{}/bans/{member}", guild.id);
+        let lifts: Vec<u16> = sim
+            .ledger()
+            .rest
+            .iter()
+            .filter(|r| r.method == "DELETE" && r.path == path)
+            .map(|r| r.status)
+            .collect();
+        assert_eq!(lifts, [204], "guild {} on shard {}", guild.id, guild.shard);
+        let answer = say(
+            &sim,
+            guild,
+            guild.owner_id,
+            &format!("!history {member}"),
+            1,
+        )
+        .await;
+        assert!(
+            answer.contains("#2 unban") && !answer.contains("#3"),
+            "{answer}"
+        );
+    }
+
+    b.shutdown().await;
+    a.shutdown().await;
+    sim.shutdown().await;
+}
