@@ -13,6 +13,30 @@ use crate::{Case, ModerationRepo, ScyllaStore, StorageError};
 const COUNTER_TRIES: usize = 32;
 
 impl ScyllaStore {
+    /// Removes every case of `guild_id` (the bot left it); how many. The counter stays: a
+    /// guild that returns never reuses a number its mod-log showed.
+    pub(super) async fn delete_guild_cases(&self, guild_id: u64) -> Result<u64, StorageError> {
+        let cases = self.cases(guild_id, None, usize::MAX).await?;
+        let mut targets: Vec<u64> = cases.iter().filter_map(|case| case.target_id).collect();
+        targets.sort_unstable();
+        targets.dedup();
+        for target in targets {
+            self.execute(
+                "DELETE FROM {ks}.cases_by_target WHERE guild_id = ? AND target_id = ?",
+                true,
+                (db_id(guild_id), db_id(target)),
+            )
+            .await?;
+        }
+        self.execute(
+            "DELETE FROM {ks}.cases WHERE guild_id = ?",
+            true,
+            (db_id(guild_id),),
+        )
+        .await?;
+        Ok(cases.len() as u64)
+    }
+
     /// The guild's next case number, taken by compare-and-set on its counter.
     async fn next_case_number(&self, guild_id: u64) -> Result<u64, StorageError> {
         for _ in 0..COUNTER_TRIES {

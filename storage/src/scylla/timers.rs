@@ -21,6 +21,17 @@ fn timer_of(row: TimerRow) -> Result<Option<Timer>, StorageError> {
 }
 
 impl ScyllaStore {
+    /// Removes every timer of `guild_id` (the bot left it); how many.
+    pub(super) async fn delete_guild_timers(&self, guild_id: u64) -> Result<u64, StorageError> {
+        let timers = self.timers_of_guild(guild_id).await?;
+        for timer in &timers {
+            let shard = i32::try_from(timer.shard_id).unwrap_or(i32::MAX);
+            self.remove_timer(guild_id, &timer.id, (shard, db_id(timer.due.0)))
+                .await?;
+        }
+        Ok(timers.len() as u64)
+    }
+
     /// Where the guild's timer `id` is: (shard, due ms).
     async fn timer_place(
         &self,

@@ -225,9 +225,47 @@ pub(crate) async fn a_timer_put_again_is_moved_and_a_cancelled_one_is_gone(store
     ));
 }
 
+pub(crate) async fn a_guilds_cases_and_timers_go_with_it<S>(store: S)
+where
+    S: ModerationRepo + TimerRepo + protonn_storage::DataRights,
+{
+    let now = Timestamp::now();
+    store
+        .create_case(&case(GUILD, "warn", Some(USER)))
+        .await
+        .unwrap();
+    store
+        .create_case(&case(OTHER_GUILD, "warn", Some(USER)))
+        .await
+        .unwrap();
+    store
+        .put_timer(&timer(GUILD, "tempban:1", now))
+        .await
+        .unwrap();
+    store
+        .put_timer(&timer(OTHER_GUILD, "tempban:1", now))
+        .await
+        .unwrap();
+    store.delete_guild(GUILD).await.unwrap();
+    assert!(store.cases(GUILD, None, 10).await.unwrap().is_empty());
+    assert!(store.cases_about(GUILD, USER, 10).await.unwrap().is_empty());
+    assert!(store.timers_of_guild(GUILD).await.unwrap().is_empty());
+    assert_eq!(store.cases(OTHER_GUILD, None, 10).await.unwrap().len(), 1);
+    assert_eq!(store.timers_of_guild(OTHER_GUILD).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .create_case(&case(GUILD, "warn", Some(USER)))
+            .await
+            .unwrap(),
+        2,
+        "a returning guild never reuses a number"
+    );
+}
+
 macro_rules! moderation_cases {
     ($run:ident) => {
         $run!(
+            a_guilds_cases_and_timers_go_with_it,
             case_numbers_count_up_per_guild_and_never_repeat,
             a_case_reason_is_edited_and_checked,
             due_timers_are_claimed_once_and_completed_by_their_claimant,
