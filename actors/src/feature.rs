@@ -19,6 +19,7 @@ use twilight_model::id::Id;
 use twilight_model::id::marker::{ChannelMarker, MessageMarker, RoleMarker, UserMarker};
 
 use crate::guild::Io;
+use crate::{GuildCallError, GuildRequest, GuildResponse};
 
 /// A product feature inside the guild actor.
 pub(crate) trait Feature: Send + Sync + 'static {
@@ -42,6 +43,12 @@ pub(crate) trait Feature: Send + Sync + 'static {
 
     fn on_event(&self, _ctx: &mut Ctx<'_>, _event: &Event) -> Vec<Effect> {
         Vec::new()
+    }
+
+    /// Answers a guild call it handles (on a task: it may read storage or Discord); `None`
+    /// for calls that are not its.
+    fn on_call(&self, _ctx: &mut Ctx<'_>, _request: &GuildRequest) -> Option<CallTask> {
+        None
     }
 
     /// One of its durable timers fell due on the node that owns the guild. The timer is not
@@ -132,6 +139,10 @@ impl Answer {
         }
     }
 }
+
+/// The answer to a guild call, worked out on a task of its own.
+pub(crate) type CallTask =
+    Pin<Box<dyn Future<Output = Result<GuildResponse, GuildCallError>> + Send + 'static>>;
 
 /// Work that needs I/O before it knows its effects; it runs on its own task.
 pub(crate) type Task = Pin<Box<dyn Future<Output = Vec<Effect>> + Send + 'static>>;

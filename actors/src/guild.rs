@@ -200,7 +200,7 @@ impl GuildState {
         self.features_on_event(event).await;
     }
 
-    fn io(&self) -> Io {
+    pub(super) fn io(&self) -> Io {
         Io::new(Arc::clone(&self.services), self.guild_id)
     }
 

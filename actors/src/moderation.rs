@@ -19,9 +19,13 @@ mod slash;
 use protonn_storage::Timer;
 use twilight_model::application::command::Command as SlashCommand;
 
-use crate::feature::{Answer, Ctx, Effect, Feature, Invocation};
+use crate::feature::{Answer, CallTask, Ctx, Effect, Feature, Invocation};
+use crate::{GuildCallError, GuildRequest, GuildResponse};
 
 pub(crate) use parse::{parse_escalation, show_escalation};
+
+/// Cases one guild call returns at most (a page of the dashboard's list).
+const CASES_PER_CALL: u32 = 100;
 
 /// The feature's name: its timers' `feature`.
 pub(crate) const NAME: &str = "moderation";
@@ -57,6 +61,36 @@ impl Feature for Moderation {
             ))],
             Err(problem) => vec![Effect::Reply(Answer::new("invalid", problem))],
         }
+    }
+
+    fn on_call(&self, ctx: &mut Ctx<'_>, request: &GuildRequest) -> Option<CallTask> {
+        let GuildRequest::Cases {
+            target_id,
+            before,
+            limit,
+        } = *request
+        else {
+            return None;
+        };
+        let io = ctx.io.clone();
+        Some(Box::pin(async move {
+            if !(1..=CASES_PER_CALL).contains(&limit) {
+                return Err(GuildCallError::Invalid {
+                    message: format!("ask for 1 to {CASES_PER_CALL} cases"),
+                });
+            }
+            let guild_id = io.guild_id().get();
+            let store = io.store();
+            let cases = match target_id {
+                Some(target) => store.cases_about(guild_id, target, limit as usize).await,
+                None => store.cases(guild_id, before, limit as usize).await,
+            };
+            cases
+                .map(|cases| GuildResponse::Cases { cases })
+                .map_err(|err| GuildCallError::Unavailable {
+                    message: err.to_string(),
+                })
+        }))
     }
 
     fn on_timer(&self, ctx: &mut Ctx<'_>, timer: Timer) -> Vec<Effect> {

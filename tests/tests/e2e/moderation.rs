@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use protonn_actors::RuntimeConfig;
+use protonn_actors::{
+    CallSource, Caller, GuildCall, GuildCallError, GuildRequest, GuildResponse, RuntimeConfig,
+};
 use protonn_sim::SimHandle;
 use protonn_tests::*;
 
@@ -36,7 +38,7 @@ async fn say(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_moderation_command_acts_on_discord_and_leaves_a_case() {
-    let Bot { sim, .. } = &Bot::start(small_world(1, 2)).await;
+    let Bot { sim, node, .. } = &Bot::start(small_world(1, 2)).await;
     let guild = some_guild(sim, 0);
     let owner = guild.owner_id;
     let [m1, m2, m3, m4] = [0, 1, 2, 3].map(|i| guild.member_ids[i]);
@@ -145,6 +147,37 @@ async fn each_moderation_command_acts_on_discord_and_leaves_a_case() {
         lines[0].starts_with("#2 timeout (10m)") && lines[1].starts_with("#1 warn"),
         "{answer}"
     );
+
+    // The same cases through a guild call, as the dashboard will read them.
+    let cases = |target_id, before, limit| GuildCall {
+        guild_id: guild.id,
+        caller: Caller {
+            user_id: Some(owner),
+            source: CallSource::Dashboard,
+        },
+        idempotency_key: None,
+        deadline: Duration::from_secs(10),
+        request: GuildRequest::Cases {
+            target_id,
+            before,
+            limit,
+        },
+    };
+    let numbers = |answer: Result<GuildResponse, GuildCallError>| match answer {
+        Ok(GuildResponse::Cases { cases }) => cases.iter().map(|c| c.number).collect::<Vec<_>>(),
+        other => panic!("{other:?}"),
+    };
+    let calls = node.guild_calls();
+    assert_eq!(numbers(calls.call(cases(None, None, 3)).await), [9, 8, 7]);
+    assert_eq!(numbers(calls.call(cases(None, Some(3), 100)).await), [2, 1]);
+    assert_eq!(
+        numbers(calls.call(cases(Some(m1), None, 100)).await),
+        [2, 1]
+    );
+    assert!(matches!(
+        calls.call(cases(None, None, 0)).await,
+        Err(GuildCallError::Invalid { .. })
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
