@@ -413,3 +413,78 @@ async fn a_temporary_ban_whose_shard_moves_before_it_ends_is_lifted_once_by_the_
     a.shutdown().await;
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warnings_climb_the_escalation_ladder_with_a_dm_and_a_mod_log_embed_each() {
+    let Bot { sim, .. } = &Bot::start(small_world(1, 2)).await;
+    let guild = some_guild(sim, 0);
+    let owner = guild.owner_id;
+    let member = guild.member_ids[0];
+    let log = guild.channel_ids[1];
+    for (n, setting) in [
+        format!("!config set log_channel <#{log}>"),
+        "!config set dm_members on".to_owned(),
+        "!config set escalation 2/7d timeout 1h, 3/7d kick".to_owned(),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let answer = say(sim, &guild, owner, setting, n).await;
+        assert!(answer.contains("is now"), "{answer}");
+    }
+
+    let answer = say(sim, &guild, owner, &format!("!warn <@{member}> first"), 3).await;
+    assert_eq!(
+        answer,
+        format!("Case #1: <@{member}> was warned. Reason: first")
+    );
+    assert_eq!(sim.timeout_of(guild.id, member), None);
+    let answer = say(sim, &guild, owner, &format!("!warn <@{member}> second"), 4).await;
+    assert_eq!(
+        answer,
+        format!(
+            "Case #2: <@{member}> was warned. Reason: second Case #3: <@{member}> was timed \
+             out for 1h. Reason: Escalation: 2 warnings within 7 days."
+        )
+    );
+    assert!(sim.timeout_of(guild.id, member).is_some());
+
+    // One embed per case in the log channel, and one DM per action to the member.
+    wait_until("three embeds in the mod-log", || async {
+        let ledger = sim.ledger();
+        ledger
+            .rest
+            .iter()
+            .filter(|r| r.path == format!("/channels/{log}/messages") && r.status == 200)
+            .filter(|r| {
+                r.body
+                    .as_ref()
+                    .is_some_and(|b| b["embeds"][0]["title"].is_string())
+            })
+            .count()
+            == 3
+    })
+    .await;
+    wait_until("three DMs", || async {
+        let ledger = sim.ledger();
+        let dm_channels = ledger
+            .rest
+            .iter()
+            .filter(|r| r.route == "POST /users/@me/channels" && r.status == 200)
+            .count();
+        let dms = ledger
+            .rest
+            .iter()
+            .filter(|r| {
+                r.route == "POST /channels/{channel_id}/messages"
+                    && r.body.as_ref().is_some_and(|b| {
+                        b["content"]
+                            .as_str()
+                            .is_some_and(|c| c.starts_with("You were"))
+                    })
+            })
+            .count();
+        dm_channels == 3 && dms == 3
+    })
+    .await;
+}
