@@ -16,7 +16,7 @@ use twilight_model::id::marker::{
 use twilight_model::user::CurrentUser;
 
 use crate::feature::{Answer, Effect, Task};
-use crate::metrics::{AUDIT_FAILURES, COMMANDS_HANDLED, SENDS_SKIPPED};
+use crate::metrics::{AUDIT_FAILURES, COMMANDS_HANDLED, SENDS_SKIPPED, TIMERS_DUE};
 use crate::permissions::{self, MaySend};
 use crate::rest::{Reply, RestError};
 use crate::{Deferred, Services};
@@ -112,8 +112,13 @@ impl Io {
             .claim_timer(timer, &self.claimant(), now, until)
             .await
         {
-            Ok(claimed) => claimed,
+            Ok(claimed) => {
+                let outcome = if claimed { "claimed" } else { "taken" };
+                counter!(TIMERS_DUE, "outcome" => outcome).increment(1);
+                claimed
+            }
             Err(err) => {
+                counter!(TIMERS_DUE, "outcome" => "error").increment(1);
                 tracing::warn!(guild_id = %self.guild_id, timer = %timer.id, error = %err, "cannot claim a due timer");
                 false
             }
