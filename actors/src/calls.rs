@@ -17,7 +17,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use protonn_storage::{GuildConfig, VersionedConfig};
+use protonn_storage::{Case, GuildConfig, VersionedConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::ConfigChangeError;
@@ -89,17 +89,25 @@ pub enum GuildRequest {
     Summary,
     /// The user's permissions in the guild, from the node's cache.
     MemberPermissions { user_id: u64 },
+    /// Moderation cases, newest first: about `target_id` if given, else those numbered
+    /// below `before` (all if `None`); 1 to 100 of them ([`GuildResponse::Cases`]).
+    Cases {
+        target_id: Option<u64>,
+        before: Option<u64>,
+        limit: u32,
+    },
 }
 
 impl GuildRequest {
     /// Values of the `request` metric label.
-    pub const LABELS: [&'static str; 6] = [
+    pub const LABELS: [&'static str; 7] = [
         "read_config",
         "change_config",
         "config_history",
         "rollback_config",
         "summary",
         "member_permissions",
+        "cases",
     ];
 
     /// The `request` label of the guild-call metrics.
@@ -111,6 +119,7 @@ impl GuildRequest {
             Self::RollbackConfig { .. } => "rollback_config",
             Self::Summary => "summary",
             Self::MemberPermissions { .. } => "member_permissions",
+            Self::Cases { .. } => "cases",
         }
     }
 
@@ -130,6 +139,7 @@ pub enum GuildResponse {
     History { versions: Vec<VersionedConfig> },
     Summary(GuildSummary),
     Permissions(MemberAccess),
+    Cases { cases: Vec<Case> },
 }
 
 /// A guild as the node that runs its shard sees it.

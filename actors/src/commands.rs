@@ -58,14 +58,18 @@ pub(crate) enum ConfigKey {
     Locale,
     LogChannel,
     StaffRoles,
+    DmMembers,
+    Escalation,
 }
 
 impl ConfigKey {
-    pub(crate) const ALL: [Self; 4] = [
+    pub(crate) const ALL: [Self; 6] = [
         Self::Prefix,
         Self::Locale,
         Self::LogChannel,
         Self::StaffRoles,
+        Self::DmMembers,
+        Self::Escalation,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -74,6 +78,8 @@ impl ConfigKey {
             Self::Locale => "locale",
             Self::LogChannel => "log_channel",
             Self::StaffRoles => "staff_roles",
+            Self::DmMembers => "dm_members",
+            Self::Escalation => "escalation",
         }
     }
 
@@ -99,6 +105,9 @@ impl ConfigKey {
                 .map(|id| format!("<@&{id}>"))
                 .collect::<Vec<_>>()
                 .join(" "),
+            Self::DmMembers if config.moderation.dm_members => "on".to_owned(),
+            Self::DmMembers => "off".to_owned(),
+            Self::Escalation => crate::moderation::show_escalation(&config.moderation.escalation),
         }
     }
 
@@ -138,6 +147,16 @@ impl ConfigKey {
             }
             Self::StaffRoles => {
                 config.staff_roles = parse_roles(value)?;
+            }
+            Self::DmMembers => {
+                config.moderation.dm_members = match value.to_ascii_lowercase().as_str() {
+                    "on" | "yes" | "true" => true,
+                    "off" | "no" | "false" => false,
+                    _ => return Err("Give `on` or `off`.".to_owned()),
+                };
+            }
+            Self::Escalation => {
+                config.moderation.escalation = crate::moderation::parse_escalation(value)?;
             }
         }
         Ok(())
@@ -179,6 +198,9 @@ pub(crate) fn validate(config: &GuildConfig) -> Result<GuildConfig, String> {
         roles.join(" ")
     };
     ConfigKey::StaffRoles.apply(&mut valid, &roles)?;
+    valid.moderation.dm_members = config.moderation.dm_members;
+    let escalation = crate::moderation::show_escalation(&config.moderation.escalation);
+    ConfigKey::Escalation.apply(&mut valid, &escalation)?;
     Ok(valid)
 }
 
@@ -223,9 +245,19 @@ fn parse_channel(value: &str) -> Option<u64> {
 pub(crate) fn help(prefix: &str) -> String {
     format!(
         "Commands: `{prefix}ping`, `{prefix}config get <key>`, `{prefix}config set <key> <value>`, \
-         `{prefix}help` (also as slash commands `/ping` and `/config`). Config keys: {}.",
-        key_list()
+         `{prefix}help` (also as slash commands `/ping` and `/config`). Config keys: {}. \
+         Moderation: {}.",
+        key_list(),
+        crate::moderation::help(prefix)
     )
+}
+
+/// A text message under the guild's prefix as its command's name (lowercase) and the words
+/// after it; `None` for chat.
+pub(crate) fn split_text(prefix: &str, content: &str) -> Option<(String, Vec<String>)> {
+    let mut words = content.strip_prefix(prefix)?.split_whitespace();
+    let name = words.next()?.to_ascii_lowercase();
+    Some((name, words.map(str::to_owned).collect()))
 }
 
 /// Parses a text message under the guild's prefix.

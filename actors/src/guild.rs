@@ -1,6 +1,7 @@
 //! `GuildActor`: one per guild, holding its live configuration and handling its events in
 //! gateway order.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use metrics::{counter, histogram};
-use protonn_storage::{StorageError, Timestamp, VersionedConfig};
+use protonn_storage::{GuildConfig, StorageError, Timer, Timestamp, VersionedConfig};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::time::Instant;
 use twilight_model::application::interaction::application_command::{
@@ -20,21 +21,22 @@ use twilight_model::channel::Message;
 use twilight_model::gateway::event::Event;
 use twilight_model::guild::Permissions;
 use twilight_model::id::Id;
-use twilight_model::id::marker::{
-    ApplicationMarker, ChannelMarker, GuildMarker, InteractionMarker, RoleMarker, UserMarker,
-};
+use twilight_model::id::marker::{GuildMarker, RoleMarker, UserMarker};
 
 use crate::commands::{self, Command, ConfigKey, Parsed};
+use crate::feature::{Answer, Args, Ctx, Invocation};
 use crate::member_access::MANAGE;
-use crate::metrics::{COMMANDS_HANDLED, EVENT_HANDLING, EVENT_PANICS, SENDS_SKIPPED};
-use crate::permissions::{self, MaySend};
+use crate::metrics::{COMMANDS_HANDLED, EVENT_HANDLING, EVENT_PANICS};
 use crate::{
     AUDIT_CONFIG_CHANGE, CallSource, ConfigChangeError, DeadLetter, GuildCall, GuildCallError,
     HandledEvent, Services,
 };
 
+mod effects;
 mod requests;
 
+pub(crate) use effects::{Io, direct_message};
+use effects::{Replier, ReplyTo, carry_out};
 pub(crate) use requests::{CallReply, MAX_KEY_LEN};
 
 /// Stop reason of an actor whose bot was removed from the guild.
@@ -59,6 +61,8 @@ pub enum GuildMsg {
     Reload,
     /// A guild call, answered in order with the guild's events. Boxed: a config is large.
     Call(Box<GuildCall>, CallReply),
+    /// A durable timer of this guild fell due (found by the router's poll); not yet claimed.
+    Timer(Box<Timer>),
 }
 
 pub struct GuildState {
@@ -70,6 +74,8 @@ pub struct GuildState {
     cooldowns: Cooldowns,
     /// Answers to state-changing calls by idempotency key, so a retry is applied once.
     answered: requests::Answered,
+    /// Each feature's state in this guild, by its index in the registry, made on first use.
+    feature_states: Vec<Option<Box<dyn Any + Send + Sync>>>,
 }
 
 /// Per-user and per-guild command rate limits.
@@ -77,31 +83,6 @@ struct Cooldowns {
     last_by_user: HashMap<Id<UserMarker>, Instant>,
     window_start: Instant,
     in_window: u32,
-}
-
-/// Where the answer to a command goes.
-enum ReplyTo {
-    Channel(Id<ChannelMarker>),
-    Interaction {
-        application_id: Id<ApplicationMarker>,
-        id: Id<InteractionMarker>,
-        token: String,
-    },
-}
-
-/// A command's answer, and how it went (the metric's `outcome`).
-struct Answer {
-    text: String,
-    outcome: &'static str,
-}
-
-impl Answer {
-    fn ok(text: String) -> Self {
-        Self {
-            text,
-            outcome: "ok",
-        }
-    }
 }
 
 impl Actor for GuildActor {
@@ -125,6 +106,7 @@ impl Actor for GuildActor {
                 in_window: 0,
             },
             answered: Default::default(),
+            feature_states: crate::features::all().iter().map(|_| None).collect(),
         })
     }
 
@@ -142,6 +124,11 @@ impl Actor for GuildActor {
             }
             GuildMsg::Call(call, reply) => {
                 state.answer(*call, reply).await;
+                state.pending.fetch_sub(1, Ordering::AcqRel);
+                return Ok(());
+            }
+            GuildMsg::Timer(timer) => {
+                state.on_timer(*timer).await;
                 state.pending.fetch_sub(1, Ordering::AcqRel);
                 return Ok(());
             }
@@ -210,6 +197,83 @@ impl GuildState {
             }
             _ => {}
         }
+        self.features_on_event(event).await;
+    }
+
+    pub(super) fn io(&self) -> Io {
+        Io::new(Arc::clone(&self.services), self.guild_id)
+    }
+
+    /// Hands an event to the features that want it, in registry order.
+    async fn features_on_event(&mut self, event: &Event) {
+        let features = crate::features::all();
+        if !features.iter().any(|feature| feature.wants(event)) {
+            return;
+        }
+        let Some(config) = self.loaded_config().await else {
+            return;
+        };
+        let io = self.io();
+        for (index, feature) in features.iter().enumerate() {
+            if !feature.wants(event) {
+                continue;
+            }
+            let mut ctx = Ctx::new(&config, io.clone(), &mut self.feature_states[index]);
+            let effects = feature.on_event(&mut ctx, event);
+            carry_out(&io, None, effects);
+        }
+    }
+
+    /// A due timer goes to the feature that set it; one of a feature this build does not
+    /// have stays stored (a newer node may know it).
+    async fn on_timer(&mut self, timer: Timer) {
+        let Some((index, feature)) = crate::features::by_name(&timer.feature) else {
+            tracing::warn!(guild_id = %self.guild_id, feature = %timer.feature, "timer of an unknown feature");
+            return;
+        };
+        let Some(config) = self.loaded_config().await else {
+            return;
+        };
+        let io = self.io();
+        let mut ctx = Ctx::new(&config, io.clone(), &mut self.feature_states[index]);
+        let effects = feature.on_timer(&mut ctx, timer);
+        carry_out(&io, None, effects);
+    }
+
+    /// The config, or `None` (logged) when storage cannot give it.
+    async fn loaded_config(&mut self) -> Option<GuildConfig> {
+        match self.config().await {
+            Ok(current) => Some(current.config.clone()),
+            Err(err) => {
+                tracing::error!(guild_id = %self.guild_id, error = %err, "cannot load guild config");
+                None
+            }
+        }
+    }
+
+    /// Hands a command to the feature that answers it.
+    async fn feature_command(
+        &mut self,
+        index: usize,
+        feature: &'static dyn crate::feature::Feature,
+        invocation: Invocation,
+        reply: ReplyTo,
+    ) {
+        let label = feature
+            .commands()
+            .iter()
+            .copied()
+            .find(|name| *name == invocation.name)
+            .unwrap_or("invalid");
+        let replier = Replier::new(reply, label);
+        let io = self.io();
+        let Some(config) = self.loaded_config().await else {
+            replier.send(&io, unavailable());
+            return;
+        };
+        let mut ctx = Ctx::new(&config, io.clone(), &mut self.feature_states[index]);
+        let effects = feature.on_command(&mut ctx, invocation);
+        carry_out(&io, Some(replier), effects);
     }
 
     /// The bot was removed: the guild's data goes after the grace period, unless it returns.
@@ -298,6 +362,32 @@ impl GuildState {
                 return;
             }
         };
+        if let Some((name, words)) = commands::split_text(&prefix, &message.content)
+            && let Some((index, feature)) = crate::features::by_command(&name)
+        {
+            if self.cooldown(message.author.id).is_some() {
+                return;
+            }
+            let invocation = Invocation {
+                name,
+                args: Args::Text(words),
+                author: message.author.id,
+                author_roles: message
+                    .member
+                    .as_ref()
+                    .map(|member| member.roles.clone())
+                    .unwrap_or_default(),
+                author_permissions: None,
+                bot_permissions: None,
+                channel_id: message.channel_id,
+                message_id: Some(message.id),
+                prefix,
+            };
+            let reply = ReplyTo::Channel(message.channel_id);
+            self.feature_command(index, feature, invocation, reply)
+                .await;
+            return;
+        }
         let parsed = commands::parse_text(&prefix, &message.content);
         if parsed == Parsed::NotACommand {
             return;
@@ -319,6 +409,11 @@ impl GuildState {
         let Some(InteractionData::ApplicationCommand(data)) = &interaction.data else {
             return;
         };
+        if let Some((index, feature)) = crate::features::by_command(&data.name) {
+            return self
+                .feature_interaction(index, feature, interaction, data)
+                .await;
+        }
         let options = string_options(data);
         let options: Vec<(&str, &str)> = options.iter().map(|(n, v)| (*n, v.as_str())).collect();
         let parsed = commands::parse_slash(&data.name, &options);
@@ -385,14 +480,69 @@ impl GuildState {
         }
     }
 
+    /// A slash command of a feature: its options as text, and what Discord says the member
+    /// and the bot may do in the channel.
+    async fn feature_interaction(
+        &mut self,
+        index: usize,
+        feature: &'static dyn crate::feature::Feature,
+        interaction: &Interaction,
+        data: &CommandData,
+    ) {
+        let reply = ReplyTo::Interaction {
+            application_id: interaction.application_id,
+            id: interaction.id,
+            token: interaction.token.clone(),
+        };
+        let (Some(user), Some(channel_id)) = (
+            interaction.author_id(),
+            interaction.channel.as_ref().map(|c| c.id),
+        ) else {
+            return;
+        };
+        if let Some(wait) = self.cooldown(user) {
+            let text = format!(
+                "Slow down: try again in {:.0} s.",
+                wait.as_secs_f64().ceil()
+            );
+            let label = feature
+                .commands()
+                .iter()
+                .copied()
+                .find(|n| *n == data.name)
+                .unwrap_or("invalid");
+            Replier::new(reply, label).send(&self.io(), Answer::new("cooldown", text));
+            return;
+        }
+        let member = interaction.member.as_ref();
+        let prefix = match self.config().await {
+            Ok(current) => current.config.prefix.clone(),
+            Err(_) => String::new(),
+        };
+        let invocation = Invocation {
+            name: data.name.clone(),
+            args: Args::Slash(option_texts(data)),
+            author: user,
+            author_roles: member.map(|m| m.roles.clone()).unwrap_or_default(),
+            author_permissions: member.and_then(|m| m.permissions),
+            bot_permissions: interaction.app_permissions,
+            channel_id,
+            message_id: None,
+            prefix,
+        };
+        self.feature_command(index, feature, invocation, reply)
+            .await;
+    }
+
     fn send(&self, to: ReplyTo, answer: Answer) {
+        // The built-in commands count themselves in `run`.
+        let io = self.io();
         let replies = &self.services.replies;
         match to {
             ReplyTo::Channel(channel_id) => {
-                if self.may_not_send(channel_id) {
-                    return;
+                if !io.may_not_send(channel_id) {
+                    replies.message(channel_id, answer.text);
                 }
-                replies.message(channel_id, answer.text);
             }
             ReplyTo::Interaction {
                 application_id,
@@ -403,33 +553,6 @@ impl GuildState {
                 replies.interaction(application_id, id, token, answer.text, private);
             }
         }
-    }
-
-    /// Whether the node cache shows the bot cannot post in the channel (a 403 to be, which
-    /// would count towards Discord's invalid-request ban); checked only when the cache keeps
-    /// what it takes, so it costs nothing otherwise.
-    fn may_not_send(&self, channel_id: Id<ChannelMarker>) -> bool {
-        let services = &self.services;
-        if !services
-            .runtime
-            .cache_resources
-            .contains(permissions::NEEDED)
-        {
-            return false;
-        }
-        let may = permissions::may_send(
-            &services.cache,
-            &services.own_roles,
-            self.guild_id,
-            channel_id,
-            permissions::SEND_TEXT,
-        );
-        let MaySend::No(missing) = may else {
-            return false;
-        };
-        counter!(SENDS_SKIPPED).increment(1);
-        tracing::debug!(guild_id = %self.guild_id, %channel_id, ?missing, "reply not sent: missing permissions");
-        true
     }
 
     /// Runs a parsed command and counts it.
@@ -605,6 +728,27 @@ fn unavailable() -> Answer {
             .to_owned(),
         outcome: "error",
     }
+}
+
+/// Every option of a slash command as text: a user, channel or role is its id.
+fn option_texts(data: &CommandData) -> Vec<(String, String)> {
+    data.options
+        .iter()
+        .filter_map(|option| {
+            let value = match &option.value {
+                CommandOptionValue::String(value) => value.clone(),
+                CommandOptionValue::Integer(value) => value.to_string(),
+                CommandOptionValue::Number(value) => value.to_string(),
+                CommandOptionValue::Boolean(value) => value.to_string(),
+                CommandOptionValue::User(id) => id.to_string(),
+                CommandOptionValue::Channel(id) => id.to_string(),
+                CommandOptionValue::Role(id) => id.to_string(),
+                CommandOptionValue::Mentionable(id) => id.to_string(),
+                _ => return None,
+            };
+            Some((option.name.clone(), value))
+        })
+        .collect()
 }
 
 fn string_options(data: &CommandData) -> Vec<(&str, String)> {

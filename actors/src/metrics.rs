@@ -76,6 +76,12 @@ pub const GUILD_CALL_DURATION_BUCKETS: [f64; 12] = [
 ];
 /// Config changes saved whose audit entry could not be written.
 pub const AUDIT_FAILURES: &str = "protonn_actors_audit_failures_total";
+/// Durable timers found due by this node's polls and handed to their guild, by `outcome`
+/// of the claim (one of [`TIMER_OUTCOMES`]).
+pub const TIMERS_DUE: &str = "protonn_actors_timers_due_total";
+/// `claimed` (this node acts on it), `taken` (claimed elsewhere, or gone meanwhile),
+/// `error` (the store did not answer; the next poll tries again).
+pub const TIMER_OUTCOMES: [&str; 3] = ["claimed", "taken", "error"];
 
 /// Counts one guild call and its duration, by its request's and outcome's bounded labels.
 pub fn record_guild_call(
@@ -219,6 +225,14 @@ pub fn describe() {
         "Config changes saved whose audit entry could not be written."
     );
     counter!(AUDIT_FAILURES).absolute(0);
+    describe_counter!(
+        TIMERS_DUE,
+        Unit::Count,
+        "Durable timers found due and handed to their guild, by the outcome of the claim."
+    );
+    for outcome in TIMER_OUTCOMES {
+        counter!(TIMERS_DUE, "outcome" => outcome).absolute(0);
+    }
     describe_guild_calls();
     gauge!(GUILDS_ACTIVE).set(0.0);
     counter!(GUILD_FAILURES).absolute(0);
@@ -239,7 +253,10 @@ pub fn describe() {
     ] {
         counter!(EVENTS_SHED, "event" => event, "action" => action).absolute(0);
     }
-    for command in COMMAND_LABELS {
+    for command in COMMAND_LABELS
+        .into_iter()
+        .chain(crate::features::command_labels())
+    {
         for outcome in OUTCOME_LABELS {
             counter!(COMMANDS_HANDLED, "command" => command, "outcome" => outcome).absolute(0);
         }

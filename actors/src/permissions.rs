@@ -26,11 +26,11 @@ pub(crate) const SEND_TEXT: Permissions =
 /// The bot's own id and its roles in each guild: the one member a permission check needs.
 /// GUILD_CREATE lists the bot among its members, and Discord sends the bot's own
 /// GUILD_MEMBER_UPDATE without the GUILD_MEMBERS intent. Written on those rare events only;
-/// read when a reply is about to be sent.
+/// read when a reply is about to be sent and when moderation checks the bot's rank.
 #[derive(Debug, Default)]
 pub struct OwnRoles {
-    /// Whether the node caches what the check needs; if not, nothing is kept (a map entry
-    /// per guild for a check that never runs would be memory for nothing).
+    /// Whether the node caches roles (it always does, [`crate::REQUIRED_RESOURCES`]): the
+    /// bot's role ids are of no use without the roles they name.
     enabled: bool,
     /// 0 until READY.
     bot: AtomicU64,
@@ -40,11 +40,11 @@ pub struct OwnRoles {
 type RolesByGuild = HashMap<Id<GuildMarker>, Box<[Id<RoleMarker>]>>;
 
 impl OwnRoles {
-    /// Kept only if the node cache keeps `resources`, which must include [`NEEDED`] for
-    /// the check to run.
+    /// Kept if the node cache keeps roles among `resources`; a reply's channel check also
+    /// needs channels ([`NEEDED`]), moderation's rank check only roles.
     pub fn new(resources: ResourceType) -> Self {
         Self {
-            enabled: resources.contains(NEEDED),
+            enabled: resources.contains(ResourceType::ROLE),
             ..Self::default()
         }
     }
@@ -84,8 +84,23 @@ impl OwnRoles {
             .insert(guild_id, roles.into());
     }
 
-    fn bot(&self) -> Option<Id<UserMarker>> {
+    pub(crate) fn bot(&self) -> Option<Id<UserMarker>> {
         Id::new_checked(self.bot.load(Ordering::Acquire))
+    }
+
+    /// The bot's id learnt another way than READY (a node whose shards all came by
+    /// handoff resumed them and saw no READY).
+    pub(crate) fn set_bot(&self, bot: Id<UserMarker>) {
+        self.bot.store(bot.get(), Ordering::Release);
+    }
+
+    /// The bot's roles in `guild_id`, if known.
+    pub(crate) fn roles(&self, guild_id: Id<GuildMarker>) -> Option<Vec<Id<RoleMarker>>> {
+        self.roles
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&guild_id)
+            .map(|roles| roles.to_vec())
     }
 }
 
@@ -303,7 +318,7 @@ mod tests {
 
     #[test]
     fn nothing_is_kept_when_the_cache_cannot_serve_the_check() {
-        let own = OwnRoles::new(ResourceType::GUILD | ResourceType::ROLE);
+        let own = OwnRoles::new(ResourceType::GUILD | ResourceType::CHANNEL);
         own.bot.store(BOT, Ordering::Release);
         own.update(&member_update(BOT, &[BOT_ROLE]));
         assert!(own.roles.read().unwrap().is_empty());

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use metrics::counter;
 use twilight_http::request::TryIntoRequest;
-use twilight_model::channel::message::{AllowedMentions, MessageFlags};
+use twilight_model::channel::message::{AllowedMentions, Embed, MessageFlags};
 use twilight_model::http::interaction::{
     InteractionResponse, InteractionResponseData, InteractionResponseType,
 };
@@ -15,7 +15,7 @@ use crate::metrics::REST_REQUESTS;
 use crate::rest::{Rest, RestError};
 
 /// Values of the `route` label of `protonn_rest_requests_total`: every request the bot makes.
-pub(crate) const REST_ROUTE_LABELS: [&str; 7] = [
+pub(crate) const REST_ROUTE_LABELS: [&str; 19] = [
     "create_message",
     "interaction_callback",
     "interaction_edit",
@@ -23,6 +23,19 @@ pub(crate) const REST_ROUTE_LABELS: [&str; 7] = [
     "set_global_commands",
     "guild_member",
     "guild_channels",
+    // Moderation.
+    "create_ban",
+    "delete_ban",
+    "update_member",
+    "remove_member",
+    "channel_messages",
+    "delete_message",
+    "delete_messages",
+    "get_channel",
+    "update_channel",
+    "update_permission",
+    "create_dm",
+    "current_user",
 ];
 
 /// Sends replies without making the caller wait: each request runs on its own task, so a
@@ -80,6 +93,26 @@ impl Replies {
             .create_message(channel_id)
             .content(&content)
             .allowed_mentions(Some(&no_pings));
+        self.spawn_send("create_message", request);
+    }
+
+    /// Posts `content` and an optional embed to a channel, pinging nobody.
+    pub(crate) fn message_with(
+        &self,
+        channel_id: Id<ChannelMarker>,
+        content: String,
+        embed: Option<Embed>,
+    ) {
+        let no_pings = AllowedMentions::default();
+        let embeds: Vec<Embed> = embed.into_iter().collect();
+        let mut request = self
+            .http
+            .create_message(channel_id)
+            .allowed_mentions(Some(&no_pings))
+            .embeds(&embeds);
+        if !content.is_empty() {
+            request = request.content(&content);
+        }
         self.spawn_send("create_message", request);
     }
 

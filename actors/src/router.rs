@@ -1,13 +1,14 @@
 //! `GuildRouter`: guild id → `GuildActor`. Spawns on first event, bounds each mailbox by
 //! accounting, passivates idle actors and evicts past the resident cap.
 
+use std::collections::BTreeSet;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use metrics::{counter, gauge};
-use protonn_storage::Store;
+use protonn_storage::{Store, Timer, Timestamp};
 use ractor::{
     Actor, ActorId, ActorProcessingErr, ActorRef, ActorRuntime, MessagingErr, RpcReplyPort,
     SupervisionEvent,
@@ -51,6 +52,9 @@ pub struct Services {
 
 pub struct GuildRouter;
 
+/// Due timers one poll reads per shard at most; the rest come at the next poll.
+const TIMERS_PER_POLL: usize = 500;
+
 pub enum RouterMsg {
     /// A batch of one shard's events in gateway order; answered once every event is in its
     /// guild actor's mailbox, which is what paces the shard's forwarder. Events without a
@@ -68,6 +72,11 @@ pub enum RouterMsg {
     Call(Box<GuildCall>, CallReply),
     /// Passivate idle actors and evict past the resident cap (on a timer).
     Sweep,
+    /// Look for durable timers fallen due in the shards whose guilds this node holds (on a
+    /// timer; the reading happens on a task of its own).
+    PollTimers,
+    /// A durable timer fell due: to its guild's actor, if this node holds the guild.
+    Timer(Box<Timer>),
     Stats(RpcReplyPort<RouterStats>),
 }
 
@@ -85,6 +94,8 @@ pub struct RouterStats {
 
 pub struct RouterState {
     services: Arc<Services>,
+    /// Set while a timer poll runs, so polls never pile up behind a slow store.
+    polling: Arc<AtomicBool>,
     guilds: HashMap<Id<GuildMarker>, Resident>,
     by_actor: HashMap<ActorId, Id<GuildMarker>>,
     failures: u64,
@@ -315,6 +326,40 @@ impl RouterState {
         });
     }
 
+    /// Reads the due timers of every shard with a guild in the node cache (the shards this
+    /// node runs), on a task, and sends each back as [`RouterMsg::Timer`].
+    fn poll_timers(&self, myself: &ActorRef<RouterMsg>) {
+        if self.polling.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let services = Arc::clone(&self.services);
+        let polling = Arc::clone(&self.polling);
+        let router = myself.clone();
+        tokio::spawn(async move {
+            let count = u64::from(services.shard_count.max(1));
+            let shards: BTreeSet<u32> = services
+                .cache
+                .iter()
+                .guilds()
+                .map(|guild| ((guild.id().get() >> 22) % count) as u32)
+                .collect();
+            let now = Timestamp::now();
+            for shard in shards {
+                match services.store.due_timers(shard, now, TIMERS_PER_POLL).await {
+                    Ok(due) => {
+                        for timer in due {
+                            let _ = router.cast(RouterMsg::Timer(Box::new(timer)));
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(shard, error = %err, "cannot read due timers");
+                    }
+                }
+            }
+            polling.store(false, Ordering::Release);
+        });
+    }
+
     /// Resident actors of the guilds of one shard reload their configs before next use.
     fn shard_adopted(&self, shard_id: u32, shard_count: u32) {
         let shard_count = u64::from(shard_count.max(1));
@@ -403,8 +448,10 @@ impl Actor for GuildRouter {
         services: Arc<Services>,
     ) -> Result<RouterState, ActorProcessingErr> {
         myself.send_interval(services.runtime.sweep_every, || RouterMsg::Sweep);
+        myself.send_interval(services.runtime.timer_poll_every, || RouterMsg::PollTimers);
         Ok(RouterState {
             services,
+            polling: Arc::default(),
             guilds: HashMap::new(),
             by_actor: HashMap::new(),
             failures: 0,
@@ -461,6 +508,16 @@ impl Actor for GuildRouter {
                 }
             }
             RouterMsg::Sweep => state.sweep(),
+            RouterMsg::PollTimers => state.poll_timers(&myself),
+            RouterMsg::Timer(timer) => {
+                // Only a guild this node holds: its shard may have moved since the poll.
+                match Id::<GuildMarker>::new_checked(timer.guild_id) {
+                    Some(guild_id) if state.services.cache.guild(guild_id).is_some() => {
+                        let _ = state.deliver(&myself, guild_id, GuildMsg::Timer(timer));
+                    }
+                    _ => {}
+                }
+            }
             RouterMsg::Stats(reply) => {
                 let _ = reply.send(RouterStats {
                     active_guilds: state.guilds.len(),

@@ -40,6 +40,12 @@ pub struct RuntimeConfig {
     pub cache_resources: ResourceType,
     /// Retention periods of the store this node opens itself (the policy's by default).
     pub retention: protonn_storage::Retention,
+    /// How often the router looks for durable timers fallen due in the guilds it holds.
+    pub timer_poll_every: Duration,
+    /// How long a node holds a due timer it claimed before another may take it: longer than
+    /// the action takes (a REST call or two), short enough that a crashed node's timers are
+    /// not late by much.
+    pub timer_lease: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -58,6 +64,8 @@ impl Default for RuntimeConfig {
             guild_window: Duration::from_secs(10),
             cache_resources: crate::cached_resources(),
             retention: protonn_storage::Retention::POLICY,
+            timer_poll_every: Duration::from_secs(5),
+            timer_lease: Duration::from_secs(60),
         }
     }
 }

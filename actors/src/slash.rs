@@ -8,7 +8,8 @@ use twilight_model::id::Id;
 
 use crate::commands::ConfigKey;
 
-/// `/ping`, `/help` and `/config key:<key> [value:<value>]`, as parsed by `commands.rs`.
+/// `/ping`, `/help` and `/config key:<key> [value:<value>]`, as parsed by `commands.rs`, and
+/// the features' commands.
 pub fn slash_commands() -> Vec<Command> {
     let keys = ConfigKey::ALL
         .iter()
@@ -18,7 +19,7 @@ pub fn slash_commands() -> Vec<Command> {
             value: CommandOptionChoiceValue::String(key.name().to_owned()),
         })
         .collect();
-    vec![
+    let mut commands = vec![
         chat_command("ping", "Check that the bot answers", Vec::new()),
         chat_command("help", "What the bot can do", Vec::new()),
         chat_command(
@@ -34,11 +35,16 @@ pub fn slash_commands() -> Vec<Command> {
                 ),
             ],
         ),
-    ]
+    ];
+    // Each feature's own, as its folder defines them.
+    for feature in crate::features::all() {
+        commands.extend(feature.slash_commands());
+    }
+    commands
 }
 
 #[allow(deprecated)] // `dm_permission` must still be spelled out in a struct literal
-fn chat_command(name: &str, description: &str, options: Vec<CommandOption>) -> Command {
+pub(crate) fn chat_command(name: &str, description: &str, options: Vec<CommandOption>) -> Command {
     Command {
         application_id: None,
         contexts: None,
@@ -92,6 +98,10 @@ mod tests {
     fn every_registered_command_is_one_the_bot_parses() {
         for command in slash_commands() {
             assert!(command.name.len() <= 32 && command.description.len() <= 100);
+            // A feature parses its own (and tests it in its folder).
+            if crate::features::by_command(&command.name).is_some() {
+                continue;
+            }
             let options: Vec<(&str, &str)> = command
                 .options
                 .iter()

@@ -15,6 +15,7 @@ use protonn_storage::{
     UsageCount, UsageRepo, UserExport, VersionedConfig, WebSession, WebSessionRepo, WireError,
     Workflow, WorkflowRepo,
 };
+use protonn_storage::{Case, ModerationRepo, Timer, TimerRepo};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -266,6 +267,54 @@ pub(crate) enum StoreCall {
     TakeBrowserClearing {
         session_id: String,
     },
+    CreateCase {
+        case: Case,
+    },
+    Case {
+        guild_id: u64,
+        number: u64,
+    },
+    CasesAbout {
+        guild_id: u64,
+        target_id: u64,
+        limit: usize,
+    },
+    Cases {
+        guild_id: u64,
+        before: Option<u64>,
+        limit: usize,
+    },
+    SetCaseReason {
+        guild_id: u64,
+        number: u64,
+        reason: String,
+    },
+    PutTimer {
+        timer: Timer,
+    },
+    CancelTimer {
+        guild_id: u64,
+        id: String,
+    },
+    TimersOfGuild {
+        guild_id: u64,
+    },
+    DueTimers {
+        shard_id: u32,
+        now: Timestamp,
+        limit: usize,
+    },
+    ClaimTimer {
+        timer: Timer,
+        claimant: String,
+        now: Timestamp,
+        until: Timestamp,
+    },
+    CompleteTimer {
+        guild_id: u64,
+        id: String,
+        claimant: String,
+    },
 }
 
 impl StoreCall {
@@ -333,6 +382,11 @@ impl StoreCall {
                 | Self::PrivacyRequests { .. }
                 | Self::PrivacyFlags { .. }
                 | Self::ExportStatus { .. }
+                | Self::Case { .. }
+                | Self::CasesAbout { .. }
+                | Self::Cases { .. }
+                | Self::TimersOfGuild { .. }
+                | Self::DueTimers { .. }
         )
     }
 }
@@ -494,6 +548,42 @@ pub(crate) async fn serve(
             C::TakeBrowserClearing { session_id } => {
                 json(store.take_browser_clearing(&session_id).await?)
             }
+            C::CreateCase { case } => json(store.create_case(&case).await?),
+            C::Case { guild_id, number } => json(store.case(guild_id, number).await?),
+            C::CasesAbout {
+                guild_id,
+                target_id,
+                limit,
+            } => json(store.cases_about(guild_id, target_id, limit).await?),
+            C::Cases {
+                guild_id,
+                before,
+                limit,
+            } => json(store.cases(guild_id, before, limit).await?),
+            C::SetCaseReason {
+                guild_id,
+                number,
+                reason,
+            } => json(store.set_case_reason(guild_id, number, &reason).await?),
+            C::PutTimer { timer } => json(store.put_timer(&timer).await?),
+            C::CancelTimer { guild_id, id } => json(store.cancel_timer(guild_id, &id).await?),
+            C::TimersOfGuild { guild_id } => json(store.timers_of_guild(guild_id).await?),
+            C::DueTimers {
+                shard_id,
+                now,
+                limit,
+            } => json(store.due_timers(shard_id, now, limit).await?),
+            C::ClaimTimer {
+                timer,
+                claimant,
+                now,
+                until,
+            } => json(store.claim_timer(&timer, &claimant, now, until).await?),
+            C::CompleteTimer {
+                guild_id,
+                id,
+                claimant,
+            } => json(store.complete_timer(guild_id, &id, &claimant).await?),
         })
     };
     answer.await.map_err(|err| WireError::from(&err))
@@ -1082,6 +1172,121 @@ impl PrivacyRepo for RemoteStore {
     async fn take_browser_clearing(&self, session_id: &str) -> Result<bool, StorageError> {
         self.call(StoreCall::TakeBrowserClearing {
             session_id: session_id.to_owned(),
+        })
+        .await
+    }
+}
+
+/// Moderation cases in the leader's store: the case counter's compare-and-set runs there,
+/// so two nodes never give one number twice.
+#[async_trait]
+impl ModerationRepo for RemoteStore {
+    async fn create_case(&self, case: &Case) -> Result<u64, StorageError> {
+        self.call(StoreCall::CreateCase { case: case.clone() })
+            .await
+    }
+    async fn case(&self, guild_id: u64, number: u64) -> Result<Option<Case>, StorageError> {
+        self.call(StoreCall::Case { guild_id, number }).await
+    }
+    async fn cases_about(
+        &self,
+        guild_id: u64,
+        target_id: u64,
+        limit: usize,
+    ) -> Result<Vec<Case>, StorageError> {
+        self.call(StoreCall::CasesAbout {
+            guild_id,
+            target_id,
+            limit,
+        })
+        .await
+    }
+    async fn cases(
+        &self,
+        guild_id: u64,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Case>, StorageError> {
+        self.call(StoreCall::Cases {
+            guild_id,
+            before,
+            limit,
+        })
+        .await
+    }
+    async fn set_case_reason(
+        &self,
+        guild_id: u64,
+        number: u64,
+        reason: &str,
+    ) -> Result<bool, StorageError> {
+        self.call(StoreCall::SetCaseReason {
+            guild_id,
+            number,
+            reason: reason.to_owned(),
+        })
+        .await
+    }
+}
+
+/// Durable timers in the leader's store: claims are compare-and-set there, so the node
+/// that gave a shard up and the one that took it never both act on a timer.
+#[async_trait]
+impl TimerRepo for RemoteStore {
+    async fn put_timer(&self, timer: &Timer) -> Result<(), StorageError> {
+        self.call(StoreCall::PutTimer {
+            timer: timer.clone(),
+        })
+        .await
+    }
+    async fn cancel_timer(&self, guild_id: u64, id: &str) -> Result<bool, StorageError> {
+        self.call(StoreCall::CancelTimer {
+            guild_id,
+            id: id.to_owned(),
+        })
+        .await
+    }
+    async fn timers_of_guild(&self, guild_id: u64) -> Result<Vec<Timer>, StorageError> {
+        self.call(StoreCall::TimersOfGuild { guild_id }).await
+    }
+    async fn due_timers(
+        &self,
+        shard_id: u32,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Timer>, StorageError> {
+        self.call(StoreCall::DueTimers {
+            shard_id,
+            now,
+            limit,
+        })
+        .await
+    }
+    async fn claim_timer(
+        &self,
+        timer: &Timer,
+        claimant: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<bool, StorageError> {
+        self.call(StoreCall::ClaimTimer {
+            timer: timer.clone(),
+            claimant: claimant.to_owned(),
+            now,
+            until,
+        })
+        .await
+    }
+    async fn complete_timer(
+        &self,
+        guild_id: u64,
+        id: &str,
+        claimant: &str,
+    ) -> Result<bool, StorageError> {
+        self.call(StoreCall::CompleteTimer {
+            guild_id,
+            id: id.to_owned(),
+            claimant: claimant.to_owned(),
         })
         .await
     }

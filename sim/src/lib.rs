@@ -105,6 +105,7 @@ mod gateway;
 mod identify;
 mod interactions;
 mod ledger;
+mod moderation;
 mod oauth;
 mod payloads;
 mod ratelimit;

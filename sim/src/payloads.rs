@@ -59,7 +59,8 @@ fn moderator_permissions() -> u64 {
 pub(crate) fn bot_permissions() -> u64 {
     everyone_permissions()
         | moderator_permissions()
-        | (Permissions::MANAGE_ROLES | Permissions::MANAGE_THREADS).bits()
+        | (Permissions::MANAGE_ROLES | Permissions::MANAGE_THREADS | Permissions::MANAGE_CHANNELS)
+            .bits()
 }
 
 // Gateway frames. The envelope is written by hand with `t`, `s` and `op`
@@ -244,7 +245,7 @@ fn member(user: Value, roles: &[u64], joined_ms: u64) -> Value {
     })
 }
 
-fn text_channel(guild_id: u64, channel_id: u64, name: &str, position: usize) -> Value {
+pub(crate) fn text_channel(guild_id: u64, channel_id: u64, name: &str, position: usize) -> Value {
     json!({
         "id": id(channel_id),
         "type": 0,

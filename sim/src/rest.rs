@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use crate::ban;
 use crate::interactions::Answer;
 use crate::ledger::RestRecord;
+use crate::moderation;
 use crate::payloads::{self, Author, MessageSpec};
 use crate::ratelimit::{self, Caller, LimitClass, Limited, RestFaultResponse, RouteKey};
 use crate::state::{AppState, Shared};
@@ -73,7 +74,7 @@ fn empty(status: StatusCode) -> Response {
 }
 
 /// A handled request: the response and what the ledger needs to know.
-struct Outcome {
+pub(crate) struct Outcome {
     route: &'static str,
     response: Response,
     /// A successful bot reply (counted in `SimStats::replies`).
@@ -81,7 +82,7 @@ struct Outcome {
 }
 
 impl Outcome {
-    fn new(route: &'static str, response: Response) -> Self {
+    pub(crate) fn new(route: &'static str, response: Response) -> Self {
         Self {
             route,
             response,
@@ -91,7 +92,7 @@ impl Outcome {
 }
 
 /// The request body: absent, JSON, or something that failed to parse.
-enum RequestBody {
+pub(crate) enum RequestBody {
     Empty,
     Json(Value),
     Malformed,
@@ -256,6 +257,42 @@ fn limited_route(method: &Method, segments: &[&str]) -> Option<(RouteKey, bool)>
         ("GET", ["guilds", guild, "channels"]) => {
             (key(GUILD_CHANNELS_ROUTE, LimitClass::Other, guild), true)
         }
+        ("PUT", ["guilds", guild, "bans", _]) => {
+            (key(BAN_PUT_ROUTE, LimitClass::Other, guild), true)
+        }
+        ("DELETE", ["guilds", guild, "bans", _]) => {
+            (key(BAN_DELETE_ROUTE, LimitClass::Other, guild), true)
+        }
+        ("GET", ["guilds", guild, "bans", _]) => {
+            (key(BAN_GET_ROUTE, LimitClass::Other, guild), true)
+        }
+        ("PATCH", ["guilds", guild, "members", _]) => {
+            (key(MEMBER_PATCH_ROUTE, LimitClass::Other, guild), true)
+        }
+        ("DELETE", ["guilds", guild, "members", _]) => {
+            (key(MEMBER_DELETE_ROUTE, LimitClass::Other, guild), true)
+        }
+        ("GET", ["channels", channel, "messages"]) => {
+            (key(MESSAGES_GET_ROUTE, LimitClass::Other, channel), true)
+        }
+        ("DELETE", ["channels", channel, "messages", _]) => {
+            (key(MESSAGE_DELETE_ROUTE, LimitClass::Other, channel), true)
+        }
+        ("POST", ["channels", channel, "messages", "bulk-delete"]) => {
+            (key(BULK_DELETE_ROUTE, LimitClass::Other, channel), true)
+        }
+        ("GET", ["channels", channel]) => {
+            (key(CHANNEL_GET_ROUTE, LimitClass::Other, channel), true)
+        }
+        ("PATCH", ["channels", channel]) => {
+            (key(CHANNEL_PATCH_ROUTE, LimitClass::Other, channel), true)
+        }
+        ("PUT", ["channels", channel, "permissions", _]) => {
+            (key(OVERWRITE_PUT_ROUTE, LimitClass::Other, channel), true)
+        }
+        ("POST", ["users", "@me", "channels"]) => {
+            (key(DM_CREATE_ROUTE, LimitClass::Other, ""), true)
+        }
         _ => return None,
     };
     Some(found)
@@ -270,6 +307,18 @@ const GLOBAL_COMMANDS_ROUTE: &str = "PUT /applications/{application_id}/commands
 const GUILD_COMMANDS_ROUTE: &str = "PUT /applications/{application_id}/guilds/{guild_id}/commands";
 const GUILD_MEMBER_ROUTE: &str = "GET /guilds/{guild_id}/members/{user_id}";
 const GUILD_CHANNELS_ROUTE: &str = "GET /guilds/{guild_id}/channels";
+const BAN_PUT_ROUTE: &str = "PUT /guilds/{guild_id}/bans/{user_id}";
+const BAN_DELETE_ROUTE: &str = "DELETE /guilds/{guild_id}/bans/{user_id}";
+const BAN_GET_ROUTE: &str = "GET /guilds/{guild_id}/bans/{user_id}";
+const MEMBER_PATCH_ROUTE: &str = "PATCH /guilds/{guild_id}/members/{user_id}";
+const MEMBER_DELETE_ROUTE: &str = "DELETE /guilds/{guild_id}/members/{user_id}";
+const MESSAGES_GET_ROUTE: &str = "GET /channels/{channel_id}/messages";
+const MESSAGE_DELETE_ROUTE: &str = "DELETE /channels/{channel_id}/messages/{message_id}";
+const BULK_DELETE_ROUTE: &str = "POST /channels/{channel_id}/messages/bulk-delete";
+const CHANNEL_GET_ROUTE: &str = "GET /channels/{channel_id}";
+const CHANNEL_PATCH_ROUTE: &str = "PATCH /channels/{channel_id}";
+const OVERWRITE_PUT_ROUTE: &str = "PUT /channels/{channel_id}/permissions/{overwrite_id}";
+const DM_CREATE_ROUTE: &str = "POST /users/@me/channels";
 
 fn unauthorized() -> Response {
     json_error(StatusCode::UNAUTHORIZED, "401: Unauthorized", 0)
@@ -317,6 +366,24 @@ fn route(
         }
         ("GET", ["guilds", _, "members", _]) => (GUILD_MEMBER_ROUTE, guild_member),
         ("GET", ["guilds", _, "channels"]) => (GUILD_CHANNELS_ROUTE, guild_channels),
+        ("PUT", ["guilds", _, "bans", _]) => (BAN_PUT_ROUTE, moderation::create_ban),
+        ("DELETE", ["guilds", _, "bans", _]) => (BAN_DELETE_ROUTE, moderation::delete_ban),
+        ("GET", ["guilds", _, "bans", _]) => (BAN_GET_ROUTE, moderation::get_ban),
+        ("PATCH", ["guilds", _, "members", _]) => (MEMBER_PATCH_ROUTE, moderation::update_member),
+        ("DELETE", ["guilds", _, "members", _]) => (MEMBER_DELETE_ROUTE, moderation::remove_member),
+        ("GET", ["channels", _, "messages"]) => (MESSAGES_GET_ROUTE, moderation::channel_messages),
+        ("DELETE", ["channels", _, "messages", _]) => {
+            (MESSAGE_DELETE_ROUTE, moderation::delete_message)
+        }
+        ("POST", ["channels", _, "messages", "bulk-delete"]) => {
+            (BULK_DELETE_ROUTE, moderation::bulk_delete)
+        }
+        ("GET", ["channels", _]) => (CHANNEL_GET_ROUTE, moderation::get_channel),
+        ("PATCH", ["channels", _]) => (CHANNEL_PATCH_ROUTE, moderation::update_channel),
+        ("PUT", ["channels", _, "permissions", _]) => {
+            (OVERWRITE_PUT_ROUTE, moderation::put_overwrite)
+        }
+        ("POST", ["users", "@me", "channels"]) => (DM_CREATE_ROUTE, moderation::create_dm),
         _ => {
             return Outcome::new(
                 "unknown",
@@ -373,6 +440,7 @@ fn guild_member(shared: &Shared, segments: &[&str], _: &RequestBody) -> Outcome 
     let member = segments
         .get(3)
         .and_then(|id| id.parse::<u64>().ok())
+        .filter(|&id| !shared.moderation.departed(guild.id, id))
         .and_then(|id| payloads::guild_member(&shared.world, guild, id));
     match member {
         Some(member) => Outcome::new("", json_response(StatusCode::OK, &member)),
@@ -549,32 +617,40 @@ fn check_message_body(body: &RequestBody, edit: bool) -> Result<(String, Value),
 }
 
 fn create_message(shared: &Shared, segments: &[&str], body: &RequestBody) -> Outcome {
-    let guild = segments
-        .get(1)
-        .and_then(|id| id.parse::<u64>().ok())
-        .and_then(|id| shared.world.guild_of_channel(id).map(|g| (id, g)));
-    let Some((channel_id, guild)) = guild else {
-        return Outcome::new(
-            "",
-            json_error(StatusCode::NOT_FOUND, "Unknown Channel", 10003),
-        );
+    let channel_id = segments.get(1).and_then(|id| id.parse::<u64>().ok());
+    let guild = channel_id.and_then(|id| shared.world.guild_of_channel(id).map(|g| (id, g)));
+    let (channel_id, joined_ms) = match (guild, channel_id) {
+        (Some((channel_id, guild)), _) => (channel_id, guild.bot_joined_ms),
+        // A DM the bot opened (`POST /users/@me/channels`).
+        (None, Some(channel_id)) if shared.moderation.is_dm_channel(channel_id) => (channel_id, 0),
+        _ => {
+            return Outcome::new(
+                "",
+                json_error(StatusCode::NOT_FOUND, "Unknown Channel", 10003),
+            );
+        }
     };
     let (content, embeds) = match check_message_body(body, false) {
         Ok(checked) => checked,
         Err(reply) => return Outcome::new("", reply.into_response()),
     };
     let bot = &shared.world.bot;
+    let author = Author {
+        id: bot.user_id,
+        username: &bot.username,
+        joined_ms,
+        bot: true,
+    };
+    let message_id = shared.new_message_id();
+    shared
+        .moderation
+        .posted(channel_id, message_id, author, &content);
     let message = payloads::message(&MessageSpec {
-        message_id: shared.new_message_id(),
+        message_id,
         channel_id,
         // REST message objects carry no guild_id; only the gateway adds it.
         guild_id: None,
-        author: Author {
-            id: bot.user_id,
-            username: &bot.username,
-            joined_ms: guild.bot_joined_ms,
-            bot: true,
-        },
+        author,
         member_roles: None,
         content: &content,
         embeds,

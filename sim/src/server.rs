@@ -255,6 +255,38 @@ impl SimHandle {
         self.shared.set_token(token);
     }
 
+    /// Users banned from the guild now, by id.
+    pub fn bans(&self, guild_id: u64) -> Vec<u64> {
+        self.shared.moderation.banned(guild_id)
+    }
+
+    /// A member's `communication_disabled_until`, if timed out.
+    pub fn timeout_of(&self, guild_id: u64, user_id: u64) -> Option<String> {
+        self.shared.moderation.timeout_of(guild_id, user_id)
+    }
+
+    /// Whether the user left the guild by a kick or a ban.
+    pub fn departed(&self, guild_id: u64, user_id: u64) -> bool {
+        self.shared.moderation.departed(guild_id, user_id)
+    }
+
+    /// A channel's slowmode (`rate_limit_per_user`, seconds).
+    pub fn slowmode_of(&self, channel_id: u64) -> u64 {
+        self.shared.moderation.slowmode_of(channel_id)
+    }
+
+    /// A channel's permission overwrites set at run time, as Discord's JSON.
+    pub fn overwrites_of(&self, channel_id: u64) -> Vec<serde_json::Value> {
+        self.shared.moderation.overwrites_of(channel_id)
+    }
+
+    /// Whether a message is still in its channel (not deleted).
+    pub fn message_exists(&self, channel_id: u64, message_id: u64) -> bool {
+        self.shared
+            .moderation
+            .message_exists(channel_id, message_id)
+    }
+
     /// Everything recorded so far.
     pub fn ledger(&self) -> LedgerSnapshot {
         self.shared.ledger_snapshot(&LedgerPage::default())

@@ -56,6 +56,8 @@ pub(crate) struct Shared {
     member_requests: MemberRequests,
     /// Grants of the OAuth2 provider.
     pub(crate) oauth: crate::oauth::OAuth,
+    /// What moderation changed: bans, timeouts, slowmode, overwrites, recent messages.
+    pub(crate) moderation: crate::moderation::ModerationState,
     /// The accepted token; replaceable at run time (an operator resetting it).
     token: RwLock<String>,
     message_ids: IdGenerator,
@@ -107,6 +109,7 @@ impl Shared {
             invalid_requests: InvalidRequests::new(clock, &config.rest_limits),
             member_requests: MemberRequests::new(clock.scaled(MEMBER_REQUEST_WINDOW)),
             oauth: crate::oauth::OAuth::default(),
+            moderation: Default::default(),
             interactions: Interactions::new(clock, config.ledger_capacity),
             clock,
             ledger: Ledger::new(config.ledger_capacity),
@@ -249,6 +252,8 @@ impl Shared {
             Vec::new()
         };
         let message_id = self.message_ids.next();
+        self.moderation
+            .posted(channel_id, message_id, author, content);
         // Each session gets it only with GUILD_MESSAGES, and its content
         // only with MESSAGE_CONTENT.
         self.sessions

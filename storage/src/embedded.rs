@@ -11,9 +11,11 @@
 //! one without the other.
 
 mod backup;
+mod moderation;
 mod privacy;
 mod records;
 mod rights;
+mod timers;
 mod web_sessions;
 
 use std::path::{Path, PathBuf};
@@ -147,6 +149,11 @@ impl EmbeddedStore {
             open(&txn, web_sessions::WEB_SESSIONS)?;
             open(&txn, web_sessions::WEB_SESSIONS_BY_USER)?;
             privacy::create_tables(&txn)?;
+            open(&txn, moderation::CASES)?;
+            open(&txn, moderation::CASE_COUNTERS)?;
+            open(&txn, moderation::CASES_BY_TARGET)?;
+            open(&txn, timers::TIMERS)?;
+            open(&txn, timers::TIMERS_BY_GUILD)?;
         }
         txn.commit().map_err(StorageError::embedded)?;
         Ok(Self {

@@ -1,7 +1,7 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::StorageError;
+use crate::{ModerationConfig, StorageError};
 
 /// The live configuration of one guild, as stored.
 ///
@@ -19,6 +19,8 @@ pub struct GuildConfig {
     /// Roles whose members may change the configuration, besides owners and members with
     /// Administrator or Manage Server.
     pub staff_roles: Vec<u64>,
+    /// Moderation settings (DMs, the escalation ladder); the mod-log is `log_channel`.
+    pub moderation: ModerationConfig,
 }
 
 impl Default for GuildConfig {
@@ -28,6 +30,7 @@ impl Default for GuildConfig {
             locale: "en-US".to_owned(),
             log_channel: None,
             staff_roles: Vec::new(),
+            moderation: ModerationConfig::default(),
         }
     }
 }

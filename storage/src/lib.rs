@@ -28,6 +28,7 @@ mod guild_config;
 mod lease;
 mod metered;
 pub mod metrics;
+mod moderation;
 pub mod privacy;
 mod rights;
 mod row_ref;
@@ -35,6 +36,7 @@ mod scylla;
 
 mod tickets;
 mod time;
+mod timers;
 mod usage;
 mod web_sessions;
 mod wire;
@@ -51,6 +53,9 @@ pub use embedded::EmbeddedStore;
 pub use error::StorageError;
 pub use guild_config::{CONFIG_HISTORY_LEN, GuildConfig, GuildConfigRepo, VersionedConfig};
 pub use metered::{Backend, Metered};
+pub use moderation::{
+    CASE_REASON_MAX_CHARS, Case, EscalationStep, ModerationConfig, ModerationRepo,
+};
 pub use privacy::{
     ExportDocument, PreparedExport, PrivacyFlags, PrivacyRepo, PrivacyRequest, RequestKind,
 };
@@ -61,6 +66,7 @@ pub use scylla::{
 
 pub use tickets::{Ticket, TicketRepo, TranscriptMessage};
 pub use time::{Retention, Timestamp};
+pub use timers::{TIMER_ID_MAX_LEN, TIMER_PAYLOAD_MAX_LEN, Timer, TimerRepo};
 pub use usage::{UsageCount, UsageRepo};
 pub use web_sessions::{WEB_SESSION_MAX_AGE_MS, WebSession, WebSessionExport, WebSessionRepo};
 pub use wire::WireError;
@@ -80,6 +86,8 @@ pub trait Store:
     + DataRights
     + WebSessionRepo
     + PrivacyRepo
+    + ModerationRepo
+    + TimerRepo
 {
 }
 
@@ -95,5 +103,7 @@ impl<T> Store for T where
         + DataRights
         + WebSessionRepo
         + PrivacyRepo
+        + ModerationRepo
+        + TimerRepo
 {
 }

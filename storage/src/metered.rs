@@ -20,6 +20,7 @@ use crate::{
     Timestamp, TranscriptMessage, UsageCount, UsageRepo, UserExport, VersionedConfig, WebSession,
     WebSessionRepo, Workflow, WorkflowRepo,
 };
+use crate::{Case, ModerationRepo, Timer, TimerRepo};
 
 /// A backend, as the `backend` label names it.
 pub trait Backend {
@@ -217,6 +218,23 @@ metered!("web_sessions", WebSessionRepo {
     fn web_sessions_of(&self, user_id: u64, now: Timestamp) -> Vec<WebSession>;
     fn delete_web_sessions_of(&self, user_id: u64) -> u64;
     fn sweep_web_sessions(&self, now: Timestamp) -> u64;
+});
+
+metered!("moderation", ModerationRepo {
+    fn create_case(&self, case: &Case) -> u64;
+    fn case(&self, guild_id: u64, number: u64) -> Option<Case>;
+    fn cases_about(&self, guild_id: u64, target_id: u64, limit: usize) -> Vec<Case>;
+    fn cases(&self, guild_id: u64, before: Option<u64>, limit: usize) -> Vec<Case>;
+    fn set_case_reason(&self, guild_id: u64, number: u64, reason: &str) -> bool;
+});
+
+metered!("timers", TimerRepo {
+    fn put_timer(&self, timer: &Timer) -> ();
+    fn cancel_timer(&self, guild_id: u64, id: &str) -> bool;
+    fn timers_of_guild(&self, guild_id: u64) -> Vec<Timer>;
+    fn due_timers(&self, shard_id: u32, now: Timestamp, limit: usize) -> Vec<Timer>;
+    fn claim_timer(&self, timer: &Timer, claimant: &str, now: Timestamp, until: Timestamp) -> bool;
+    fn complete_timer(&self, guild_id: u64, id: &str, claimant: &str) -> bool;
 });
 
 #[cfg(test)]

@@ -12,9 +12,11 @@
 //! - Reads of unbounded size page ([`PAGE_SIZE`] rows per page).
 
 mod migrate;
+mod moderation;
 mod privacy;
 mod records;
 mod rights;
+mod timers;
 mod web_sessions;
 
 use std::collections::HashMap;

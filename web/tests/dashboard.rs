@@ -155,6 +155,8 @@ impl GuildCalls for FakeGuilds {
                 shard_id: guild.shard,
                 node: "test-node".into(),
             })),
+            // The dashboard has no moderation pages yet.
+            GuildRequest::Cases { .. } => Ok(GuildResponse::Cases { cases: Vec::new() }),
             GuildRequest::MemberPermissions { user_id } => {
                 let owner =
                     user_id == guild.owner_id && !self.demoted.lock().unwrap().contains(&user_id);

@@ -15,6 +15,7 @@ use twilight_model::guild::Member;
 use twilight_model::id::Id;
 
 use super::GuildState;
+use crate::feature::{CallTask, Ctx};
 use crate::member_access::{member_access, no_access};
 use crate::metrics::AUDIT_FAILURES;
 use crate::rest::RestError;
@@ -85,6 +86,12 @@ impl GuildState {
             let _ = reply.send(first.clone());
             return;
         }
+        if let Some(task) = self.feature_call(&call.request).await {
+            tokio::spawn(async move {
+                let _ = reply.send(task.await);
+            });
+            return;
+        }
         let changer = Changer {
             user_id: call.caller.user_id,
             source: call.caller.source,
@@ -135,6 +142,10 @@ impl GuildState {
                 });
                 return;
             }
+            // A feature's call, answered above unless the config could not be loaded.
+            GuildRequest::Cases { .. } => Err(GuildCallError::Unavailable {
+                message: "the guild's configuration could not be loaded".to_owned(),
+            }),
         };
         if let Some(key) = key
             && !answer.as_ref().is_err_and(GuildCallError::is_transient)
@@ -142,6 +153,19 @@ impl GuildState {
             self.answered.remember(key, answer.clone());
         }
         let _ = reply.send(answer);
+    }
+
+    /// The answer of the feature that handles `request`, if one does.
+    async fn feature_call(&mut self, request: &GuildRequest) -> Option<CallTask> {
+        let config = self.read_config().await.ok()?.config;
+        let io = self.io();
+        for (index, feature) in crate::features::all().iter().enumerate() {
+            let mut ctx = Ctx::new(&config, io.clone(), &mut self.feature_states[index]);
+            if let Some(task) = feature.on_call(&mut ctx, request) {
+                return Some(task);
+            }
+        }
+        None
     }
 
     async fn read_config(&mut self) -> Result<VersionedConfig, GuildCallError> {

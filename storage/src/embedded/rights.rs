@@ -323,6 +323,8 @@ impl DataRights for EmbeddedStore {
             {
                 touched += 1;
             }
+            touched += super::moderation::delete_guild_cases(txn, guild_id)?;
+            touched += super::timers::delete_guild_timers(txn, guild_id)?;
             {
                 let mut table = open(txn, CONFIG_HISTORY)?;
                 let removed = table

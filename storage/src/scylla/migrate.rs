@@ -57,6 +57,11 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         "008_privacy.cql",
         include_str!("../../schema/008_privacy.cql"),
     ),
+    (
+        9,
+        "009_moderation_timers.cql",
+        include_str!("../../schema/009_moderation_timers.cql"),
+    ),
 ];
 
 /// How long the migration lock lives without being re-taken. Long enough for the slowest

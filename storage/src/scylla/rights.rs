@@ -322,6 +322,8 @@ impl DataRights for ScyllaStore {
             )
             .await?;
         touched += u64::from(config.applied);
+        touched += self.delete_guild_cases(guild_id).await?;
+        touched += self.delete_guild_timers(guild_id).await?;
         self.execute(
             "DELETE FROM {ks}.guild_config_history WHERE guild_id = ?",
             true,

@@ -5,6 +5,8 @@
 #[macro_use]
 mod cases;
 #[macro_use]
+mod moderation;
+#[macro_use]
 mod web_sessions;
 
 macro_rules! conformance {
@@ -89,3 +91,33 @@ macro_rules! web_conformance {
 }
 
 web_session_cases!(web_conformance);
+
+macro_rules! moderation_conformance {
+    ($($case:ident),* $(,)?) => {
+        mod moderation_embedded {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let store = protonn_storage::EmbeddedStore::open(dir.path()).unwrap();
+                    super::moderation::$case(store.clone()).await;
+                    assert_eq!(store.check_consistency().await.unwrap(), Vec::<String>::new());
+                }
+            )*
+        }
+
+        mod moderation_scylla {
+            $(
+                #[tokio::test]
+                #[ignore = "needs SCYLLA_URI"]
+                async fn $case() {
+                    let (store, keyspace) = super::scylla_store(stringify!($case)).await;
+                    super::moderation::$case(store.clone()).await;
+                    store.drop_keyspace(&keyspace).await.unwrap();
+                }
+            )*
+        }
+    };
+}
+
+moderation_cases!(moderation_conformance);

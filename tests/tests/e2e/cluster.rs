@@ -35,6 +35,15 @@ pub(crate) async fn start_node(
     dir: &std::path::Path,
     cluster: ClusterMembership,
 ) -> Node {
+    start_node_with(sim, dir, cluster, test_runtime()).await
+}
+
+pub(crate) async fn start_node_with(
+    sim: &protonn_sim::SimHandle,
+    dir: &std::path::Path,
+    cluster: ClusterMembership,
+    runtime: protonn_actors::RuntimeConfig,
+) -> Node {
     Node::start(NodeOptions {
         discord: DiscordEndpoint::Simulator(sim.rest_proxy()),
         token: BotToken::new(sim.config().token.clone()),
@@ -43,7 +52,7 @@ pub(crate) async fn start_node(
         shard_ids: None,
         data_dir: dir.join(&cluster.name),
         ops_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        runtime: test_runtime(),
+        runtime,
         observer: Some(Arc::new(Recorder::default())),
         cluster: Some(cluster),
     })

@@ -15,6 +15,7 @@ mod cluster;
 mod cluster_guild_calls;
 mod dashboard;
 mod guild_calls;
+mod moderation;
 
 mod ops;
 mod rest;
@@ -65,7 +66,13 @@ async fn every_shard_gets_ready_and_every_guild_reaches_its_actor() {
         .iter()
         .map(|command| command["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["ping", "help", "config"]);
+    assert_eq!(
+        names,
+        [
+            "ping", "help", "config", "warn", "timeout", "kick", "ban", "unban", "purge",
+            "slowmode", "lock", "unlock", "case", "reason", "history"
+        ]
+    );
 
     let ops = node.ops_addr();
     assert_eq!(http_get(ops, "/healthz").await.0, 200);
@@ -217,7 +224,7 @@ async fn bad_commands_get_help_and_change_nothing() {
         (
             owner,
             "!config set colour red",
-            "Unknown config key `colour`. Keys: `prefix`, `locale`, `log_channel`, `staff_roles`.",
+            "Unknown config key `colour`. Keys: `prefix`, `locale`, `log_channel`, `staff_roles`, `dm_members`, `escalation`.",
         ),
         (owner, "!config get prefix", "`prefix` is `!`."),
     ];

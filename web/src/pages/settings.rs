@@ -170,6 +170,8 @@ fn parse(form: &Form, summary: &GuildSummary) -> Result<GuildConfig, WebError> {
         locale: (*locale).to_owned(),
         log_channel,
         staff_roles,
+        // Not on this form: `save_settings` keeps the current ones.
+        moderation: Default::default(),
     })
 }
 
@@ -182,7 +184,13 @@ pub(crate) async fn save_settings(
     let (form, guild_id) = guild_form(&state, &authed, &raw, body).await?;
     let summary = summary(&state, &authed, guild_id).await?;
     let expected_version = number(&form, "expected_version")?;
-    let config = parse(&form, &summary)?;
+    let mut config = parse(&form, &summary)?;
+    // The form edits what it shows; the moderation settings stay as they are (a change
+    // saved meanwhile makes the save a conflict, by `expected_version`).
+    config.moderation = super::guild::config(&state, &authed, guild_id)
+        .await?
+        .config
+        .moderation;
     let key = form.idempotency_key()?;
     let answer = state
         .call(

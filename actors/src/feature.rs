@@ -1,0 +1,179 @@
+//! The shape every product feature of the guild actor has (moderation, and later automod,
+//! workflows, tickets): the commands and events it handles, the per-guild state it keeps,
+//! and the [`Effect`]s it asks for. The actor hands it what it declared interest in, in
+//! gateway order, and carries out the effects (`guild/effects.rs`) without waiting on them,
+//! so a feature never blocks its guild on I/O and never reaches another feature's state.
+//!
+//! Features are listed once, in `features.rs`; `guild.rs` knows none of them by name.
+
+use std::any::Any;
+use std::future::Future;
+use std::pin::Pin;
+
+use protonn_storage::{AuditEntry, GuildConfig, Timer};
+use twilight_model::application::command::Command as SlashCommand;
+use twilight_model::channel::message::Embed;
+use twilight_model::gateway::event::Event;
+use twilight_model::guild::Permissions;
+use twilight_model::id::Id;
+use twilight_model::id::marker::{ChannelMarker, MessageMarker, RoleMarker, UserMarker};
+
+use crate::guild::Io;
+use crate::{GuildCallError, GuildRequest, GuildResponse};
+
+/// A product feature inside the guild actor.
+pub(crate) trait Feature: Send + Sync + 'static {
+    /// Its name: the `feature` of its timers, and its metric label.
+    fn name(&self) -> &'static str;
+
+    /// Text and slash command names it answers (lowercase); also the `command` label values
+    /// of `protonn_actors_commands_handled_total`.
+    fn commands(&self) -> &'static [&'static str];
+
+    /// The slash commands it registers with Discord.
+    fn slash_commands(&self) -> Vec<SlashCommand>;
+
+    /// Handles one of its commands.
+    fn on_command(&self, ctx: &mut Ctx<'_>, invocation: Invocation) -> Vec<Effect>;
+
+    /// Whether it wants a gateway event of its guild (besides its commands).
+    fn wants(&self, _event: &Event) -> bool {
+        false
+    }
+
+    fn on_event(&self, _ctx: &mut Ctx<'_>, _event: &Event) -> Vec<Effect> {
+        Vec::new()
+    }
+
+    /// Answers a guild call it handles (on a task: it may read storage or Discord); `None`
+    /// for calls that are not its.
+    fn on_call(&self, _ctx: &mut Ctx<'_>, _request: &GuildRequest) -> Option<CallTask> {
+        None
+    }
+
+    /// One of its durable timers fell due on the node that owns the guild. The timer is not
+    /// claimed yet: the effects claim it ([`Io::claim_timer`]) before acting.
+    fn on_timer(&self, _ctx: &mut Ctx<'_>, _timer: Timer) -> Vec<Effect> {
+        Vec::new()
+    }
+}
+
+/// What a feature sees of its guild while it handles something.
+pub(crate) struct Ctx<'a> {
+    pub(crate) config: &'a GuildConfig,
+    /// For [`Effect::Task`]s: the node's store, REST and cache, bound to this guild.
+    pub(crate) io: Io,
+    state: &'a mut Option<Box<dyn Any + Send + Sync>>,
+}
+
+impl<'a> Ctx<'a> {
+    pub(crate) fn new(
+        config: &'a GuildConfig,
+        io: Io,
+        state: &'a mut Option<Box<dyn Any + Send + Sync>>,
+    ) -> Self {
+        Self { config, io, state }
+    }
+
+    /// The feature's state in this guild, made on first use; it lives as long as the guild's
+    /// actor (passivation drops it: keep in storage what must survive).
+    #[allow(dead_code)] // moderation keeps its state in storage; automod will use this
+    pub(crate) fn state<T: Default + Send + Sync + 'static>(&mut self) -> &mut T {
+        let slot = self.state.get_or_insert_with(|| Box::new(T::default()));
+        if !slot.is::<T>() {
+            *slot = Box::new(T::default());
+        }
+        slot.downcast_mut::<T>()
+            .expect("replaced above if of another type")
+    }
+}
+
+/// A command addressed to a feature, from a text message or a slash command.
+#[derive(Clone, Debug)]
+pub(crate) struct Invocation {
+    /// The command's name, lowercase.
+    pub(crate) name: String,
+    pub(crate) args: Args,
+    pub(crate) author: Id<UserMarker>,
+    /// The author's roles (without @everyone).
+    pub(crate) author_roles: Vec<Id<RoleMarker>>,
+    /// The author's permissions in the channel as Discord computed them (interactions only).
+    pub(crate) author_permissions: Option<Permissions>,
+    /// The bot's permissions in the channel as Discord computed them (interactions only).
+    pub(crate) bot_permissions: Option<Permissions>,
+    pub(crate) channel_id: Id<ChannelMarker>,
+    /// The message of a text command.
+    pub(crate) message_id: Option<Id<MessageMarker>>,
+    /// The guild's text prefix, for usage hints.
+    pub(crate) prefix: String,
+}
+
+/// A command's arguments.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Args {
+    /// The words after the command's name.
+    Text(Vec<String>),
+    /// Slash command options by name, values as text (a user or channel option is its id).
+    Slash(Vec<(String, String)>),
+}
+
+/// A command's answer, and how it went (the metric's `outcome`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Answer {
+    pub(crate) text: String,
+    pub(crate) outcome: &'static str,
+}
+
+impl Answer {
+    pub(crate) fn ok(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            outcome: "ok",
+        }
+    }
+
+    pub(crate) fn new(outcome: &'static str, text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            outcome,
+        }
+    }
+}
+
+/// The answer to a guild call, worked out on a task of its own.
+pub(crate) type CallTask =
+    Pin<Box<dyn Future<Output = Result<GuildResponse, GuildCallError>> + Send + 'static>>;
+
+/// Work that needs I/O before it knows its effects; it runs on its own task.
+pub(crate) type Task = Pin<Box<dyn Future<Output = Vec<Effect>> + Send + 'static>>;
+
+/// What a feature asks the actor to do. The actor never waits for any of them. A Discord
+/// request whose answer decides what comes next runs in a [`Task`] through [`Io::send`].
+pub(crate) enum Effect {
+    /// Answers the command being handled (counted in the command metrics).
+    Reply(Answer),
+    /// A message (text, an embed, or both) to a channel, pinging nobody.
+    Message {
+        channel_id: Id<ChannelMarker>,
+        content: String,
+        embed: Option<Box<Embed>>,
+    },
+    /// A direct message to a user (a DM channel is opened first).
+    DirectMessage {
+        user_id: Id<UserMarker>,
+        content: String,
+    },
+    Audit(AuditEntry),
+    /// Stores a durable timer (replacing one of the same id).
+    Timer(Timer),
+    CancelTimer {
+        id: String,
+    },
+    Task(Task),
+}
+
+impl Effect {
+    pub(crate) fn task(work: impl Future<Output = Vec<Effect>> + Send + 'static) -> Self {
+        Self::Task(Box::pin(work))
+    }
+}

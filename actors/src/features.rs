@@ -1,0 +1,59 @@
+//! The registry of the guild actor's features: a new feature is a folder under `src/` and
+//! one line here. The order is the order each event is handed to them.
+
+use crate::feature::Feature;
+
+static FEATURES: &[&dyn Feature] = &[&crate::moderation::Moderation];
+
+pub(crate) fn all() -> &'static [&'static dyn Feature] {
+    FEATURES
+}
+
+/// The feature answering command `name` (lowercase), and its index in [`all`].
+pub(crate) fn by_command(name: &str) -> Option<(usize, &'static dyn Feature)> {
+    FEATURES
+        .iter()
+        .enumerate()
+        .find(|(_, feature)| feature.commands().contains(&name))
+        .map(|(index, feature)| (index, *feature))
+}
+
+/// The feature called `name` (a timer's `feature`), and its index in [`all`].
+pub(crate) fn by_name(name: &str) -> Option<(usize, &'static dyn Feature)> {
+    FEATURES
+        .iter()
+        .enumerate()
+        .find(|(_, feature)| feature.name() == name)
+        .map(|(index, feature)| (index, *feature))
+}
+
+/// Every feature command's name: `command` label values of the command metrics.
+pub(crate) fn command_labels() -> impl Iterator<Item = &'static str> {
+    FEATURES
+        .iter()
+        .flat_map(|feature| feature.commands().iter().copied())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_two_features_claim_a_name_or_a_command_and_none_shadows_a_built_in() {
+        let mut names: Vec<&str> = all().iter().map(|f| f.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), all().len());
+        let mut commands: Vec<&str> = command_labels().collect();
+        let count = commands.len();
+        commands.sort_unstable();
+        commands.dedup();
+        assert_eq!(commands.len(), count, "a command answered by two features");
+        for built_in in ["ping", "help", "config"] {
+            assert!(
+                !commands.contains(&built_in),
+                "{built_in} is the actor's own"
+            );
+        }
+    }
+}

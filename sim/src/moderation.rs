@@ -1,0 +1,794 @@
+//! The moderation side of the REST API: bans, member edits (timeouts), kicks, message
+//! deletion (single and bulk), channel edits (slowmode), permission overwrites and DM
+//! channels, validated as Discord does and answering 403 `50013 Missing Permissions` when
+//! the bot lacks a permission, computed from the world's roles and the overwrites set at run
+//! time. Each change sends the gateway events Discord sends (to the sessions whose intents
+//! ask for them), so they are in the ledger with the REST calls.
+//!
+//! The world is generated and immutable; what moderation changes lives here.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Mutex, PoisonError};
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+use twilight_model::gateway::Intents;
+use twilight_model::guild::Permissions;
+
+use crate::payloads;
+use crate::rest::{JsonReply, Outcome, RequestBody, json_error, json_response};
+use crate::session::Event;
+use crate::snowflake::unix_ms_of;
+use crate::state::Shared;
+use crate::world::Guild;
+
+/// Messages kept per channel for `GET /channels/{id}/messages` (Discord returns at most 100).
+const KEPT_PER_CHANNEL: usize = 200;
+/// Discord's longest timeout, message-deletion window of a ban and slowmode.
+const TIMEOUT_MAX_MS: u64 = 28 * 86_400_000;
+const BAN_DELETE_MAX_SECS: u64 = 7 * 86_400;
+const SLOWMODE_MAX_SECS: u64 = 21_600;
+/// Bulk delete takes messages younger than this.
+const BULK_DELETE_MAX_AGE_MS: u64 = 14 * 86_400_000;
+
+/// What moderation changed in the world.
+#[derive(Default)]
+pub(crate) struct ModerationState {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// (guild, user) → the ban's reason.
+    bans: HashMap<(u64, u64), Option<String>>,
+    /// Members kicked or banned: no longer members.
+    departed: HashSet<(u64, u64)>,
+    /// (guild, user) → `communication_disabled_until`.
+    timeouts: HashMap<(u64, u64), String>,
+    /// channel → rate_limit_per_user.
+    slowmode: HashMap<u64, u64>,
+    /// channel → its permission overwrites (Discord's JSON objects).
+    overwrites: HashMap<u64, Vec<Value>>,
+    /// channel → its latest messages, oldest first.
+    messages: HashMap<u64, VecDeque<Stored>>,
+    /// user → their DM channel with the bot.
+    dm_channels: HashMap<u64, u64>,
+}
+
+#[derive(Clone)]
+struct Stored {
+    id: u64,
+    author_id: u64,
+    username: String,
+    bot: bool,
+    content: String,
+}
+
+impl ModerationState {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Remembers a message posted in a channel, for reads and deletes.
+    pub(crate) fn posted(
+        &self,
+        channel_id: u64,
+        message_id: u64,
+        author: payloads::Author<'_>,
+        content: &str,
+    ) {
+        let mut inner = self.lock();
+        let kept = inner.messages.entry(channel_id).or_default();
+        kept.push_back(Stored {
+            id: message_id,
+            author_id: author.id,
+            username: author.username.to_owned(),
+            bot: author.bot,
+            content: content.to_owned(),
+        });
+        while kept.len() > KEPT_PER_CHANNEL {
+            kept.pop_front();
+        }
+    }
+
+    /// Whether the user left the guild by a kick or a ban.
+    pub(crate) fn departed(&self, guild_id: u64, user_id: u64) -> bool {
+        self.lock().departed.contains(&(guild_id, user_id))
+    }
+
+    pub(crate) fn is_dm_channel(&self, channel_id: u64) -> bool {
+        self.lock().dm_channels.values().any(|&c| c == channel_id)
+    }
+
+    pub(crate) fn banned(&self, guild_id: u64) -> Vec<u64> {
+        let mut users: Vec<u64> = self
+            .lock()
+            .bans
+            .keys()
+            .filter(|(guild, _)| *guild == guild_id)
+            .map(|(_, user)| *user)
+            .collect();
+        users.sort_unstable();
+        users
+    }
+
+    pub(crate) fn timeout_of(&self, guild_id: u64, user_id: u64) -> Option<String> {
+        self.lock().timeouts.get(&(guild_id, user_id)).cloned()
+    }
+
+    pub(crate) fn slowmode_of(&self, channel_id: u64) -> u64 {
+        self.lock().slowmode.get(&channel_id).copied().unwrap_or(0)
+    }
+
+    pub(crate) fn overwrites_of(&self, channel_id: u64) -> Vec<Value> {
+        self.lock()
+            .overwrites
+            .get(&channel_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn message_exists(&self, channel_id: u64, message_id: u64) -> bool {
+        self.lock()
+            .messages
+            .get(&channel_id)
+            .is_some_and(|kept| kept.iter().any(|m| m.id == message_id))
+    }
+}
+
+/// The bot's permissions in the guild, or in one of its channels with the overwrites of
+/// @everyone, the bot's role and the bot applied in Discord's order.
+fn bot_permissions(shared: &Shared, guild: &Guild, channel_id: Option<u64>) -> Permissions {
+    let mut allowed = Permissions::from_bits_truncate(
+        payloads::everyone_permissions() | payloads::bot_permissions(),
+    );
+    if allowed.contains(Permissions::ADMINISTRATOR) {
+        return Permissions::all();
+    }
+    let Some(channel_id) = channel_id else {
+        return allowed;
+    };
+    let overwrites = shared.moderation.overwrites_of(channel_id);
+    let bits = |o: &Value, key: &str| {
+        Permissions::from_bits_truncate(
+            o.get(key)
+                .and_then(Value::as_str)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
+        )
+    };
+    let id_of = |o: &Value| {
+        o.get("id")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse::<u64>().ok())
+    };
+    let bot = shared.world.bot.user_id;
+    for (target, kind) in [(guild.id, 0), (guild.bot_role_id, 0), (bot, 1)] {
+        if let Some(o) = overwrites.iter().find(|o| {
+            id_of(o) == Some(target) && o.get("type").and_then(Value::as_u64) == Some(kind)
+        }) {
+            allowed = (allowed - bits(o, "deny")) | bits(o, "allow");
+        }
+    }
+    if !allowed.contains(Permissions::VIEW_CHANNEL) {
+        return Permissions::empty();
+    }
+    allowed
+}
+
+fn missing_permissions() -> Outcome {
+    Outcome::new(
+        "",
+        json_error(StatusCode::FORBIDDEN, "Missing Permissions", 50013),
+    )
+}
+
+fn invalid(field: &str, code: &str, message: &str) -> Outcome {
+    let reply = JsonReply {
+        status: StatusCode::BAD_REQUEST,
+        body: json!({
+            "message": "Invalid Form Body",
+            "code": 50035,
+            "errors": {field: {"_errors": [{"code": code, "message": message}]}},
+        }),
+    };
+    Outcome::new("", axum::response::IntoResponse::into_response(reply))
+}
+
+fn no_content() -> Outcome {
+    let mut response = axum::response::Response::new(axum::body::Body::empty());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    Outcome::new("", response)
+}
+
+fn not_found(message: &str, code: u32) -> Outcome {
+    Outcome::new("", json_error(StatusCode::NOT_FOUND, message, code))
+}
+
+/// The guild of a `/guilds/{id}/…` path while the bot is in it, and the user of its
+/// fourth segment.
+fn guild_and_user<'a>(
+    shared: &'a Shared,
+    segments: &[&str],
+) -> Result<(&'a Guild, u64), Box<Outcome>> {
+    let guild = segments
+        .get(1)
+        .and_then(|id| id.parse::<u64>().ok())
+        .and_then(|id| shared.world.guild(id))
+        .filter(|guild| !shared.world.is_removed(guild))
+        .ok_or_else(|| Box::new(not_found("Unknown Guild", 10004)))?;
+    let user = segments
+        .get(3)
+        .and_then(|id| id.parse::<u64>().ok())
+        .ok_or_else(|| Box::new(not_found("Unknown User", 10013)))?;
+    Ok((guild, user))
+}
+
+/// The guild channel of a `/channels/{id}/…` path.
+fn channel<'a>(shared: &'a Shared, segments: &[&str]) -> Result<(&'a Guild, u64), Box<Outcome>> {
+    segments
+        .get(1)
+        .and_then(|id| id.parse::<u64>().ok())
+        .and_then(|id| shared.world.guild_of_channel(id).map(|guild| (guild, id)))
+        .filter(|(guild, _)| !shared.world.is_removed(guild))
+        .ok_or_else(|| Box::new(not_found("Unknown Channel", 10003)))
+}
+
+/// Whether `user` is a member now (generated, not kicked or banned).
+fn is_member(shared: &Shared, guild: &Guild, user: u64) -> bool {
+    guild.find_member(user).is_some() && !shared.moderation.departed(guild.id, user)
+}
+
+/// Discord's hierarchy for the bot acting on a member: never the owner, and only below
+/// the bot's highest role (in the generated world only the owner holds a role above
+/// @everyone, and it ranks below the bot's).
+fn outranks(guild: &Guild, user: u64) -> bool {
+    user != guild.owner.id
+}
+
+/// Sends an event of `guild` to the sessions whose intents include `intent`.
+fn emit(
+    shared: &Shared,
+    guild: &Guild,
+    name: &'static str,
+    intent: Intents,
+    entity: Option<u64>,
+    d: &Value,
+) {
+    let d = d.to_string();
+    shared
+        .sessions
+        .dispatch_with(guild.shard, Some(guild.id), |wants| {
+            wants.intents.contains(intent).then(|| Event {
+                name,
+                guild_id: Some(guild.id),
+                entity_id: entity,
+                d: d.clone(),
+            })
+        });
+}
+
+fn body_object(body: &RequestBody) -> Option<&serde_json::Map<String, Value>> {
+    match body {
+        RequestBody::Json(Value::Object(map)) => Some(map),
+        _ => None,
+    }
+}
+
+fn user_json(guild: &Guild, user: u64) -> Value {
+    let name = guild
+        .find_member(user)
+        .map_or_else(|| format!("user{user}"), |u| u.username);
+    payloads::user(user, &name, false)
+}
+
+/// `PUT /guilds/{guild}/bans/{user}`: bans (a member leaves the guild), optionally deleting
+/// their messages of the last `delete_message_seconds` (at most 7 days).
+pub(crate) fn create_ban(shared: &Shared, segments: &[&str], body: &RequestBody) -> Outcome {
+    let (guild, user) = match guild_and_user(shared, segments) {
+        Ok(found) => found,
+        Err(outcome) => return *outcome,
+    };
+    if !bot_permissions(shared, guild, None).contains(Permissions::BAN_MEMBERS)
+        || !outranks(guild, user)
+    {
+        return missing_permissions();
+    }
+    let window = body_object(body)
+        .and_then(|map| map.get("delete_message_seconds"))
+        .map(|v| v.as_u64().filter(|&s| s <= BAN_DELETE_MAX_SECS));
+    if let Some(None) = window {
+        return invalid(
+            "delete_message_seconds",
+            "NUMBER_TYPE_MAX",
+            "int value should be less than or equal to 604800.",
+        );
+    }
+    let member = is_member(shared, guild, user);
+    {
+        let mut inner = shared.moderation.lock();
+        inner.bans.insert((guild.id, user), None);
+        inner.departed.insert((guild.id, user));
+    }
+    let data = json!({"guild_id": guild.id.to_string(), "user": user_json(guild, user)});
+    emit(
+        shared,
+        guild,
+        "GUILD_BAN_ADD",
+        Intents::GUILD_MODERATION,
+        Some(user),
+        &data,
+    );
+    if member {
+        emit(
+            shared,
+            guild,
+            "GUILD_MEMBER_REMOVE",
+            Intents::GUILD_MEMBERS,
+            Some(user),
+            &data,
+        );
+    }
+    no_content()
+}
+
+/// `DELETE /guilds/{guild}/bans/{user}`: lifts a ban; 404 `10026 Unknown Ban` if none.
+pub(crate) fn delete_ban(shared: &Shared, segments: &[&str], _: &RequestBody) -> Outcome {
+    let (guild, user) = match guild_and_user(shared, segments) {
+        Ok(found) => found,
+        Err(outcome) => return *outcome,
+    };
+    if !bot_permissions(shared, guild, None).contains(Permissions::BAN_MEMBERS) {
+        return missing_permissions();
+    }
+    if shared
+        .moderation
+        .lock()
+        .bans
+        .remove(&(guild.id, user))
+        .is_none()
+    {
+        return not_found("Unknown Ban", 10026);
+    }
+    let data = json!({"guild_id": guild.id.to_string(), "user": user_json(guild, user)});
+    emit(
+        shared,
+        guild,
+        "GUILD_BAN_REMOVE",
+        Intents::GUILD_MODERATION,
+        Some(user),
+        &data,
+    );
+    no_content()
+}
+
+/// `GET /guilds/{guild}/bans/{user}`.
+pub(crate) fn get_ban(shared: &Shared, segments: &[&str], _: &RequestBody) -> Outcome {
+    let (guild, user) = match guild_and_user(shared, segments) {
+        Ok(found) => found,
+        Err(outcome) => return *outcome,
+    };
+    if !bot_permissions(shared, guild, None).contains(Permissions::BAN_MEMBERS) {
+        return missing_permissions();
+    }
+    match shared.moderation.lock().bans.get(&(guild.id, user)) {
+        Some(reason) => Outcome::new(
+            "",
+            json_response(
+                StatusCode::OK,
+                &json!({"reason": reason, "user": user_json(guild, user)}),
+            ),
+        ),
+        None => not_found("Unknown Ban", 10026),
+    }
+}
+
+/// `PATCH /guilds/{guild}/members/{user}`: the timeout (`communication_disabled_until`, at
+/// most 28 days ahead, `null` to lift it); other fields are not simulated.
+pub(crate) fn update_member(shared: &Shared, segments: &[&str], body: &RequestBody) -> Outcome {
+    let (guild, user) = match guild_and_user(shared, segments) {
+        Ok(found) => found,
+        Err(outcome) => return *outcome,
+    };
+    if !is_member(shared, guild, user) {
+        return not_found("Unknown Member", 10007);
+    }
+    let Some(until) = body_object(body).and_then(|map| map.get("communication_disabled_until"))
+    else {
+        return invalid(
+            "_root",
+            "DICT_TYPE_CONVERT",
+            "communication_disabled_until is required here",
+        );
+    };
+    if !bot_permissions(shared, guild, None).contains(Permissions::MODERATE_MEMBERS)
+        || !outranks(guild, user)
+    {
+        return missing_permissions();
+    }
+    let until = match until {
+        Value::Null => None,
+        Value::String(text) => {
+            let Ok(at) = twilight_model::util::Timestamp::parse(text) else {
+                return invalid(
+                    "communication_disabled_until",
+                    "DATE_TIME_TYPE_PARSE",
+                    "Could not parse the date.",
+                );
+            };
+            let at_ms = u64::try_from(at.as_micros() / 1_000).unwrap_or(0);
+            let now_ms = crate::snowflake::now_unix_ms();
+            if at_ms > now_ms + TIMEOUT_MAX_MS {
+                return invalid(
+                    "communication_disabled_until",
+                    "COMMUNICATION_DISABLED_UNTIL_TOO_LONG",
+                    "Cannot time out a member for more than 28 days.",
+                );
+            }
+            Some(text.clone())
+        }
+        _ => {
+            return invalid(
+                "communication_disabled_until",
+                "DATE_TIME_TYPE_PARSE",
+                "Could not parse the date.",
+            );
+        }
+    };
+    {
+        let mut inner = shared.moderation.lock();
+        match &until {
+            Some(until) => inner.timeouts.insert((guild.id, user), until.clone()),
+            None => inner.timeouts.remove(&(guild.id, user)),
+        };
+    }
+    let mut member = payloads::guild_member(&shared.world, guild, user).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut member {
+        map.insert(
+            "communication_disabled_until".into(),
+            until.map_or(Value::Null, Value::String),
+        );
+        map.insert("guild_id".into(), json!(guild.id.to_string()));
+    }
+    emit(
+        shared,
+        guild,
+        "GUILD_MEMBER_UPDATE",
+        Intents::GUILD_MEMBERS,
+        Some(user),
+        &member,
+    );
+    Outcome::new("", json_response(StatusCode::OK, &member))
+}
+
+/// `DELETE /guilds/{guild}/members/{user}`: a kick.
+pub(crate) fn remove_member(shared: &Shared, segments: &[&str], _: &RequestBody) -> Outcome {
+    let (guild, user) = match guild_and_user(shared, segments) {
+        Ok(found) => found,
+        Err(outcome) => return *outcome,
+    };
+    if !is_member(shared, guild, user) {
+        return not_found("Unknown Member", 10007);
+    }
+    if !bot_permissions(shared, guild, None).contains(Permissions::KICK_MEMBERS)
+        || !outranks(guild, user)
+    {
+        return missing_permissions();
+    }
+    shared.moderation.lock().departed.insert((guild.id, user));
+    let data = json!({"guild_id": guild.id.to_string(), "user": user_json(guild, user)});
+    emit(
+        shared,
+        guild,
+        "GUILD_MEMBER_REMOVE",
+        Intents::GUILD_MEMBERS,
+        Some(user),
+        &data,
+    );
+    no_content()
+}
+
+/// `GET /channels/{channel}/messages`: the latest (at most 100), newest first.
+pub(crate) fn channel_messages(shared: &Shared, segments: &[&str], _: &RequestBody) -> Outcome {
+    let (guild, channel_id) = match channel(shared, segments) {
+        Ok(found) => found,
+        Err(outcome) => return *outcome,
+    };
+    let needs = Permissions::VIEW_CHANNEL | Permissions::READ_MESSAGE_HISTORY;
+    if !bot_permissions(shared, guild, Some(channel_id)).contains(needs) {
+        return missing_permissions();
+    }
+    let kept: Vec<Stored> = shared
+        .moderation
+        .lock()
+        .messages
+        .get(&channel_id)
+        .map(|kept| kept.iter().rev().take(100).cloned().collect())
+        .unwrap_or_default();
+    let messages: Vec<Value> = kept
+        .iter()
+        .map(|m| {
+            payloads::message(&payloads::MessageSpec {
+                message_id: m.id,
+                channel_id,
+                guild_id: None,
+                author: payloads::Author {
+                    id: m.author_id,
+                    username: &m.username,
+                    joined_ms: guild.bot_joined_ms,
+                    bot: m.bot,
+                },
+                member_roles: None,
+                content: &m.content,
+                embeds: Value::Array(Vec::new()),
+                webhook_id: None,
+                application_id: None,
+            })
+        })
+        .collect();
+    Outcome::new("", json_response(StatusCode::OK, &Value::Array(messages)))
+}
+
+/// `DELETE /channels/{channel}/messages/{message}`: another's message needs Manage Messages.
+pub(crate) fn delete_message(shared: &Shared, segments: &[&str], _: &RequestBody) -> Outcome {
+    let (guild, channel_id) = match channel(shared, segments) {
+        Ok(found) => found,
+        Err(outcome) => return *outcome,
+    };
+    let Some(message_id) = segments.get(3).and_then(|id| id.parse::<u64>().ok()) else {
+        return not_found("Unknown Message", 10008);
+    };
+    // Read before taking the lock: the permission check takes it to read the overwrites.
+    let may_manage =
+        bot_permissions(shared, guild, Some(channel_id)).contains(Permissions::MANAGE_MESSAGES);
+    let mut inner = shared.moderation.lock();
+    let Some(kept) = inner.messages.get_mut(&channel_id) else {
+        return not_found("Unknown Message", 10008);
+    };
+    let Some(index) = kept.iter().position(|m| m.id == message_id) else {
+        return not_found("Unknown Message", 10008);
+    };
+    let own = kept[index].author_id == shared.world.bot.user_id;
+    if !own && !may_manage {
+        return missing_permissions();
+    }
+    kept.remove(index);
+    drop(inner);
+    let data = json!({"id": message_id.to_string(), "channel_id": channel_id.to_string(), "guild_id": guild.id.to_string()});
+    emit(
+        shared,
+        guild,
+        "MESSAGE_DELETE",
+        Intents::GUILD_MESSAGES,
+        Some(message_id),
+        &data,
+    );
+    no_content()
+}
+
+/// `POST /channels/{channel}/messages/bulk-delete`: 2 to 100 ids, none older than 14 days.
+pub(crate) fn bulk_delete(shared: &Shared, segments: &[&str], body: &RequestBody) -> Outcome {
+    let (guild, channel_id) = match channel(shared, segments) {
+        Ok(found) => found,
+        Err(outcome) => return *outcome,
+    };
+    let ids: Option<Vec<u64>> = body_object(body)
+        .and_then(|map| map.get("messages"))
+        .and_then(Value::as_array)
+        .map(|ids| {
+            ids.iter()
+                .filter_map(|id| {
+                    id.as_str()
+                        .and_then(|s| s.parse().ok())
+                        .or_else(|| id.as_u64())
+                })
+                .collect()
+        });
+    let Some(ids) = ids.filter(|ids: &Vec<u64>| (2..=100).contains(&ids.len())) else {
+        return invalid(
+            "messages",
+            "BASE_TYPE_BAD_LENGTH",
+            "Must be between 2 and 100 in length.",
+        );
+    };
+    if !bot_permissions(shared, guild, Some(channel_id)).contains(Permissions::MANAGE_MESSAGES) {
+        return missing_permissions();
+    }
+    let now = crate::snowflake::now_unix_ms();
+    if ids
+        .iter()
+        .any(|&id| unix_ms_of(id) + BULK_DELETE_MAX_AGE_MS < now)
+    {
+        return Outcome::new(
+            "",
+            json_error(
+                StatusCode::BAD_REQUEST,
+                "You can only bulk delete messages that are under 14 days old.",
+                50034,
+            ),
+        );
+    }
+    if let Some(kept) = shared.moderation.lock().messages.get_mut(&channel_id) {
+        kept.retain(|m| !ids.contains(&m.id));
+    }
+    let data = json!({
+        "ids": ids.iter().map(u64::to_string).collect::<Vec<_>>(),
+        "channel_id": channel_id.to_string(),
+        "guild_id": guild.id.to_string(),
+    });
+    emit(
+        shared,
+        guild,
+        "MESSAGE_DELETE_BULK",
+        Intents::GUILD_MESSAGES,
+        None,
+        &data,
+    );
+    no_content()
+}
+
+fn channel_object(shared: &Shared, guild: &Guild, channel_id: u64) -> Value {
+    let position = guild
+        .channels()
+        .position(|c| c.id == channel_id)
+        .unwrap_or(0);
+    let name = guild.channel_name(channel_id).unwrap_or_default();
+    let mut channel = payloads::text_channel(guild.id, channel_id, &name, position);
+    if let Value::Object(map) = &mut channel {
+        map.insert(
+            "rate_limit_per_user".into(),
+            json!(shared.moderation.slowmode_of(channel_id)),
+        );
+        map.insert(
+            "permission_overwrites".into(),
+            Value::Array(shared.moderation.overwrites_of(channel_id)),
+        );
+    }
+    channel
+}
+
+/// `GET /channels/{channel}`.
+pub(crate) fn get_channel(shared: &Shared, segments: &[&str], _: &RequestBody) -> Outcome {
+    let (guild, channel_id) = match channel(shared, segments) {
+        Ok(found) => found,
+        Err(outcome) => return *outcome,
+    };
+    if !bot_permissions(shared, guild, Some(channel_id)).contains(Permissions::VIEW_CHANNEL) {
+        return missing_permissions();
+    }
+    Outcome::new(
+        "",
+        json_response(StatusCode::OK, &channel_object(shared, guild, channel_id)),
+    )
+}
+
+/// `PATCH /channels/{channel}`: `rate_limit_per_user` (0 to 21600 s); needs Manage Channels.
+pub(crate) fn update_channel(shared: &Shared, segments: &[&str], body: &RequestBody) -> Outcome {
+    let (guild, channel_id) = match channel(shared, segments) {
+        Ok(found) => found,
+        Err(outcome) => return *outcome,
+    };
+    if !bot_permissions(shared, guild, Some(channel_id)).contains(Permissions::MANAGE_CHANNELS) {
+        return missing_permissions();
+    }
+    let Some(map) = body_object(body) else {
+        return invalid(
+            "_root",
+            "DICT_TYPE_CONVERT",
+            "Only dictionaries may be used in a DictType",
+        );
+    };
+    if let Some(value) = map.get("rate_limit_per_user") {
+        let Some(secs) = value.as_u64().filter(|&s| s <= SLOWMODE_MAX_SECS) else {
+            return invalid(
+                "rate_limit_per_user",
+                "NUMBER_TYPE_MAX",
+                "int value should be less than or equal to 21600.",
+            );
+        };
+        shared.moderation.lock().slowmode.insert(channel_id, secs);
+    }
+    let channel = channel_object(shared, guild, channel_id);
+    emit(
+        shared,
+        guild,
+        "CHANNEL_UPDATE",
+        Intents::GUILDS,
+        Some(channel_id),
+        &channel,
+    );
+    Outcome::new("", json_response(StatusCode::OK, &channel))
+}
+
+/// `PUT /channels/{channel}/permissions/{overwrite}`: needs Manage Roles, and the bot may
+/// only allow or deny permissions it has itself.
+pub(crate) fn put_overwrite(shared: &Shared, segments: &[&str], body: &RequestBody) -> Outcome {
+    let (guild, channel_id) = match channel(shared, segments) {
+        Ok(found) => found,
+        Err(outcome) => return *outcome,
+    };
+    let Some(target) = segments.get(3).and_then(|id| id.parse::<u64>().ok()) else {
+        return not_found("Unknown Overwrite", 10009);
+    };
+    let Some(map) = body_object(body) else {
+        return invalid(
+            "_root",
+            "DICT_TYPE_CONVERT",
+            "Only dictionaries may be used in a DictType",
+        );
+    };
+    let bits = |key: &str| -> Option<u64> {
+        match map.get(key) {
+            None | Some(Value::Null) => Some(0),
+            Some(Value::String(s)) => s.parse().ok(),
+            Some(Value::Number(n)) => n.as_u64(),
+            _ => None,
+        }
+    };
+    let (Some(allow), Some(deny)) = (bits("allow"), bits("deny")) else {
+        return invalid(
+            "allow",
+            "BASE_TYPE_BAD_INT",
+            "Value is not a valid permission set.",
+        );
+    };
+    let Some(kind) = map.get("type").and_then(Value::as_u64).filter(|&k| k <= 1) else {
+        return invalid("type", "BASE_TYPE_CHOICES", "Value must be one of (0, 1).");
+    };
+    let has = bot_permissions(shared, guild, Some(channel_id));
+    let asked = Permissions::from_bits_truncate(allow | deny);
+    if !has.contains(Permissions::MANAGE_ROLES) || !has.contains(asked) {
+        return missing_permissions();
+    }
+    let overwrite = json!({"id": target.to_string(), "type": kind, "allow": allow.to_string(), "deny": deny.to_string()});
+    {
+        let mut inner = shared.moderation.lock();
+        let list = inner.overwrites.entry(channel_id).or_default();
+        list.retain(|o| o.get("id").and_then(Value::as_str) != Some(target.to_string().as_str()));
+        list.push(overwrite);
+    }
+    let channel = channel_object(shared, guild, channel_id);
+    emit(
+        shared,
+        guild,
+        "CHANNEL_UPDATE",
+        Intents::GUILDS,
+        Some(channel_id),
+        &channel,
+    );
+    no_content()
+}
+
+/// `POST /users/@me/channels`: the DM channel with `recipient_id` (made once per user).
+pub(crate) fn create_dm(shared: &Shared, _: &[&str], body: &RequestBody) -> Outcome {
+    let Some(recipient) = body_object(body)
+        .and_then(|map| map.get("recipient_id"))
+        .and_then(|v| {
+            v.as_str()
+                .and_then(|s| s.parse::<u64>().ok())
+                .or_else(|| v.as_u64())
+        })
+    else {
+        return invalid(
+            "recipient_id",
+            "BASE_TYPE_REQUIRED",
+            "This field is required",
+        );
+    };
+    // Made before taking the lock; kept only if the user has no DM channel yet.
+    let fresh = shared.new_message_id();
+    let channel_id = *shared
+        .moderation
+        .lock()
+        .dm_channels
+        .entry(recipient)
+        .or_insert(fresh);
+    let channel = json!({
+        "id": channel_id.to_string(),
+        "type": 1,
+        "last_message_id": null,
+        "flags": 0,
+        "recipients": [payloads::user(recipient, &format!("user{recipient}"), false)],
+    });
+    Outcome::new("", json_response(StatusCode::OK, &channel))
+}

@@ -1,0 +1,155 @@
+//! Moderation cases on redb: the counter and the case are written in one transaction, and
+//! redb runs one write transaction at a time, so a number is never given twice.
+
+use async_trait::async_trait;
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
+
+use super::{e, from_json, open, open_read, to_json};
+use crate::moderation::{check_case, check_reason};
+use crate::{Case, EmbeddedStore, ModerationRepo, StorageError};
+
+/// (guild id, number) → [`Case`].
+pub(super) const CASES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("cases");
+/// guild id → the last number given.
+pub(super) const CASE_COUNTERS: TableDefinition<u64, u64> = TableDefinition::new("case_counters");
+/// (guild id, target id, number) → ().
+pub(super) const CASES_BY_TARGET: TableDefinition<(u64, u64, u64), ()> =
+    TableDefinition::new("cases_by_target");
+
+fn read_case(
+    table: &impl ReadableTable<(u64, u64), &'static [u8]>,
+    guild_id: u64,
+    number: u64,
+) -> Result<Option<Case>, StorageError> {
+    let row = table.get((guild_id, number)).map_err(e)?;
+    row.map(|v| from_json(format_args!("cases/{guild_id}/{number}"), v.value()))
+        .transpose()
+}
+
+/// Removes every case of `guild_id` (the bot left it); how many.
+pub(super) fn delete_guild_cases(
+    txn: &WriteTransaction,
+    guild_id: u64,
+) -> Result<u64, StorageError> {
+    let mut removed = 0;
+    open(txn, CASES)?
+        .retain_in((guild_id, 0)..=(guild_id, u64::MAX), |_, _| {
+            removed += 1;
+            false
+        })
+        .map_err(e)?;
+    open(txn, CASES_BY_TARGET)?
+        .retain_in((guild_id, 0, 0)..=(guild_id, u64::MAX, u64::MAX), |_, _| {
+            false
+        })
+        .map_err(e)?;
+    // The counter stays: a guild that returns must not reuse numbers its mod-log showed.
+    Ok(removed)
+}
+
+#[async_trait]
+impl ModerationRepo for EmbeddedStore {
+    async fn create_case(&self, case: &Case) -> Result<u64, StorageError> {
+        check_case(case)?;
+        let mut case = case.clone();
+        self.write(move |txn, _| {
+            let mut counters = open(txn, CASE_COUNTERS)?;
+            let last = counters
+                .get(case.guild_id)
+                .map_err(e)?
+                .map_or(0, |v| v.value());
+            case.number = last + 1;
+            counters.insert(case.guild_id, case.number).map_err(e)?;
+            open(txn, CASES)?
+                .insert((case.guild_id, case.number), to_json(&case).as_slice())
+                .map_err(e)?;
+            if let Some(target) = case.target_id {
+                open(txn, CASES_BY_TARGET)?
+                    .insert((case.guild_id, target, case.number), ())
+                    .map_err(e)?;
+            }
+            Ok(case.number)
+        })
+        .await
+    }
+
+    async fn case(&self, guild_id: u64, number: u64) -> Result<Option<Case>, StorageError> {
+        self.read(move |txn, _| read_case(&open_read(txn, CASES)?, guild_id, number))
+            .await
+    }
+
+    async fn cases_about(
+        &self,
+        guild_id: u64,
+        target_id: u64,
+        limit: usize,
+    ) -> Result<Vec<Case>, StorageError> {
+        self.read(move |txn, _| {
+            let index = open_read(txn, CASES_BY_TARGET)?;
+            let table = open_read(txn, CASES)?;
+            let mut out = Vec::new();
+            for entry in index
+                .range((guild_id, target_id, 0)..=(guild_id, target_id, u64::MAX))
+                .map_err(e)?
+                .rev()
+                .take(limit)
+            {
+                let (key, _) = entry.map_err(e)?;
+                let (_, _, number) = key.value();
+                out.extend(read_case(&table, guild_id, number)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn cases(
+        &self,
+        guild_id: u64,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Case>, StorageError> {
+        self.read(move |txn, _| {
+            let table = open_read(txn, CASES)?;
+            let end = before.unwrap_or(u64::MAX);
+            let mut out = Vec::new();
+            for row in table
+                .range((guild_id, 0)..(guild_id, end))
+                .map_err(e)?
+                .rev()
+                .take(limit)
+            {
+                let (key, value) = row.map_err(e)?;
+                let (_, number) = key.value();
+                out.push(from_json(
+                    format_args!("cases/{guild_id}/{number}"),
+                    value.value(),
+                )?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn set_case_reason(
+        &self,
+        guild_id: u64,
+        number: u64,
+        reason: &str,
+    ) -> Result<bool, StorageError> {
+        check_reason(reason)?;
+        let reason = reason.to_owned();
+        self.write(move |txn, _| {
+            let mut table = open(txn, CASES)?;
+            let Some(mut case) = read_case(&table, guild_id, number)? else {
+                return Ok(false);
+            };
+            case.reason = reason;
+            table
+                .insert((guild_id, number), to_json(&case).as_slice())
+                .map_err(e)?;
+            Ok(true)
+        })
+        .await
+    }
+}

@@ -1,0 +1,197 @@
+//! Moderation cases on ScyllaDB: the number comes from an LWT on the guild's counter row,
+//! then the case (and its target index row) is written idempotently under it.
+
+use async_trait::async_trait;
+
+use super::records::{doc, parse};
+use crate::moderation::{check_case, check_reason};
+use crate::scylla::{db_id, rust_id};
+use crate::{Case, ModerationRepo, ScyllaStore, StorageError};
+
+/// Tries at the counter before giving up: each lost race means another case was numbered,
+/// so this many in a row only happen under a flood of actions in one guild.
+const COUNTER_TRIES: usize = 32;
+
+impl ScyllaStore {
+    /// Removes every case of `guild_id` (the bot left it); how many. The counter stays: a
+    /// guild that returns never reuses a number its mod-log showed.
+    pub(super) async fn delete_guild_cases(&self, guild_id: u64) -> Result<u64, StorageError> {
+        let cases = self.cases(guild_id, None, usize::MAX).await?;
+        let mut targets: Vec<u64> = cases.iter().filter_map(|case| case.target_id).collect();
+        targets.sort_unstable();
+        targets.dedup();
+        for target in targets {
+            self.execute(
+                "DELETE FROM {ks}.cases_by_target WHERE guild_id = ? AND target_id = ?",
+                true,
+                (db_id(guild_id), db_id(target)),
+            )
+            .await?;
+        }
+        self.execute(
+            "DELETE FROM {ks}.cases WHERE guild_id = ?",
+            true,
+            (db_id(guild_id),),
+        )
+        .await?;
+        Ok(cases.len() as u64)
+    }
+
+    /// The guild's next case number, taken by compare-and-set on its counter.
+    async fn next_case_number(&self, guild_id: u64) -> Result<u64, StorageError> {
+        for _ in 0..COUNTER_TRIES {
+            let row: Option<(Option<i64>,)> = self
+                .serial_one(
+                    "SELECT last FROM {ks}.case_counters WHERE guild_id = ?",
+                    (db_id(guild_id),),
+                )
+                .await?;
+            let last = row.and_then(|(last,)| last).map_or(0, rust_id);
+            let next = last + 1;
+            let holder = format!("{:016x}", random_token());
+            let resolve = || async {
+                let row: Option<(Option<i64>, Option<String>)> = self
+                    .serial_one(
+                        "SELECT last, holder FROM {ks}.case_counters WHERE guild_id = ?",
+                        (db_id(guild_id),),
+                    )
+                    .await?;
+                Ok(row.is_some_and(|(last, by)| {
+                    last == Some(db_id(next)) && by.as_deref() == Some(holder.as_str())
+                }))
+            };
+            let outcome = if last == 0 {
+                self.lwt_resolved(
+                    "INSERT INTO {ks}.case_counters (guild_id, last, holder) VALUES (?, ?, ?) \
+                     IF NOT EXISTS",
+                    (db_id(guild_id), db_id(next), holder.as_str()),
+                    resolve,
+                )
+                .await?
+            } else {
+                self.lwt_resolved(
+                    "UPDATE {ks}.case_counters SET last = ?, holder = ? WHERE guild_id = ? \
+                     IF last = ?",
+                    (db_id(next), holder.as_str(), db_id(guild_id), db_id(last)),
+                    resolve,
+                )
+                .await?
+            };
+            if outcome.applied {
+                return Ok(next);
+            }
+        }
+        Err(StorageError::Unavailable {
+            kind: "overloaded",
+            attempts: COUNTER_TRIES as u32,
+            message: format!("case counter of guild {guild_id} contended {COUNTER_TRIES} times"),
+        })
+    }
+}
+
+/// A value no other writer picks: std's per-instance random hash keys.
+fn random_token() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+}
+
+#[async_trait]
+impl ModerationRepo for ScyllaStore {
+    async fn create_case(&self, case: &Case) -> Result<u64, StorageError> {
+        check_case(case)?;
+        let mut case = case.clone();
+        case.number = self.next_case_number(case.guild_id).await?;
+        // Index first: an index row without its case is skipped on read.
+        if let Some(target) = case.target_id {
+            self.execute(
+                "INSERT INTO {ks}.cases_by_target (guild_id, target_id, number) VALUES (?, ?, ?)",
+                true,
+                (db_id(case.guild_id), db_id(target), db_id(case.number)),
+            )
+            .await?;
+        }
+        self.execute(
+            "INSERT INTO {ks}.cases (guild_id, number, doc) VALUES (?, ?, ?)",
+            true,
+            (db_id(case.guild_id), db_id(case.number), doc(&case)),
+        )
+        .await?;
+        Ok(case.number)
+    }
+
+    async fn case(&self, guild_id: u64, number: u64) -> Result<Option<Case>, StorageError> {
+        let rows: Vec<(Option<String>,)> = self
+            .select_limit(
+                "SELECT doc FROM {ks}.cases WHERE guild_id = ? AND number = ?",
+                (db_id(guild_id), db_id(number)),
+                1,
+            )
+            .await?;
+        match rows.into_iter().next() {
+            Some((Some(text),)) => Ok(Some(parse("cases", &text)?)),
+            _ => Ok(None),
+        }
+    }
+
+    async fn cases_about(
+        &self,
+        guild_id: u64,
+        target_id: u64,
+        limit: usize,
+    ) -> Result<Vec<Case>, StorageError> {
+        let numbers: Vec<(i64,)> = self
+            .select_limit(
+                "SELECT number FROM {ks}.cases_by_target WHERE guild_id = ? AND target_id = ?",
+                (db_id(guild_id), db_id(target_id)),
+                limit,
+            )
+            .await?;
+        let mut out = Vec::new();
+        for (number,) in numbers {
+            out.extend(self.case(guild_id, rust_id(number)).await?);
+        }
+        Ok(out)
+    }
+
+    async fn cases(
+        &self,
+        guild_id: u64,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Case>, StorageError> {
+        let before = before.map_or(i64::MAX, |b| db_id(b.min(i64::MAX as u64)));
+        let rows: Vec<(Option<String>,)> = self
+            .select_limit(
+                "SELECT doc FROM {ks}.cases WHERE guild_id = ? AND number < ?",
+                (db_id(guild_id), before),
+                limit,
+            )
+            .await?;
+        rows.into_iter()
+            .filter_map(|(text,)| text)
+            .map(|text| parse("cases", &text))
+            .collect()
+    }
+
+    async fn set_case_reason(
+        &self,
+        guild_id: u64,
+        number: u64,
+        reason: &str,
+    ) -> Result<bool, StorageError> {
+        check_reason(reason)?;
+        let Some(mut case) = self.case(guild_id, number).await? else {
+            return Ok(false);
+        };
+        case.reason = reason.to_owned();
+        self.execute(
+            "UPDATE {ks}.cases SET doc = ? WHERE guild_id = ? AND number = ?",
+            true,
+            (doc(&case), db_id(guild_id), db_id(number)),
+        )
+        .await?;
+        Ok(true)
+    }
+}

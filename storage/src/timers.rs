@@ -1,0 +1,95 @@
+//! Durable timers: what a guild's features want done later (lift a temporary ban, close a
+//! ticket, resume a workflow), kept until done so that a restart, a crash or a shard move
+//! does not lose them.
+//!
+//! A timer lives in its shard's partition, ordered by when it is due, so the node that owns
+//! a shard finds its due timers with one range read. Firing is claim, act, complete: a
+//! claim is a compare-and-set that holds the timer for a while (a lease), so two nodes that
+//! both think they own the guild (a handoff in flight) never act at once, and a node that
+//! dies mid-action leaves a claim that lapses and is taken by the next owner.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::{StorageError, Timestamp};
+
+/// Longest timer id, in bytes: a feature's name and a key or two.
+pub const TIMER_ID_MAX_LEN: usize = 128;
+/// Largest payload, in bytes: ids and a reason, not documents.
+pub const TIMER_PAYLOAD_MAX_LEN: usize = 4096;
+
+/// Something to do for a guild at `due`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timer {
+    pub guild_id: u64,
+    /// The guild's shard (`(guild_id >> 22) % shard_count`), the timer's partition.
+    pub shard_id: u32,
+    /// Unique within the guild, chosen by the feature (`tempban:<user>`): putting a timer
+    /// with the id of a stored one replaces it.
+    pub id: String,
+    pub due: Timestamp,
+    /// The feature that acts when it is due, and what it needs to (JSON).
+    pub feature: String,
+    pub payload: String,
+    /// Who holds the timer now (a node's claimant name), until `claimed_until`.
+    #[serde(default)]
+    pub claimed_by: Option<String>,
+    #[serde(default)]
+    pub claimed_until: Timestamp,
+}
+
+/// Durable timers of every guild.
+#[async_trait]
+pub trait TimerRepo: Send + Sync + 'static {
+    /// Stores `timer` unclaimed, replacing one of the same guild and id.
+    async fn put_timer(&self, timer: &Timer) -> Result<(), StorageError>;
+
+    /// Removes a timer whatever its claim (the action it stood for was undone); whether it
+    /// was there.
+    async fn cancel_timer(&self, guild_id: u64, id: &str) -> Result<bool, StorageError>;
+
+    /// The guild's timers, soonest first.
+    async fn timers_of_guild(&self, guild_id: u64) -> Result<Vec<Timer>, StorageError>;
+
+    /// Timers of `shard_id` due at `now` or before and not claimed at `now`, soonest first,
+    /// at most `limit`.
+    async fn due_timers(
+        &self,
+        shard_id: u32,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Timer>, StorageError>;
+
+    /// Claims the timer for `claimant` until `until` if it is still stored as `timer` says
+    /// (same due time) and nobody's claim holds at `now`; whether this call got it.
+    async fn claim_timer(
+        &self,
+        timer: &Timer,
+        claimant: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<bool, StorageError>;
+
+    /// Removes a timer that `claimant` claimed, once its action is done; `false` if the
+    /// claim was lost (it lapsed and another took it, or the timer was cancelled).
+    async fn complete_timer(
+        &self,
+        guild_id: u64,
+        id: &str,
+        claimant: &str,
+    ) -> Result<bool, StorageError>;
+}
+
+pub(crate) fn check_timer(timer: &Timer) -> Result<(), StorageError> {
+    if timer.id.is_empty() || timer.id.len() > TIMER_ID_MAX_LEN {
+        return Err(StorageError::Invalid(format!(
+            "a timer id has 1 to {TIMER_ID_MAX_LEN} bytes"
+        )));
+    }
+    if timer.payload.len() > TIMER_PAYLOAD_MAX_LEN || timer.feature.is_empty() {
+        return Err(StorageError::Invalid(format!(
+            "a timer names its feature and carries at most {TIMER_PAYLOAD_MAX_LEN} bytes"
+        )));
+    }
+    Ok(())
+}

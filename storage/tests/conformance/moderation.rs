@@ -1,0 +1,275 @@
+//! Conformance cases of moderation cases and durable timers, run against both backends and,
+//! by `cluster/tests/remote_store.rs`, against the leader's store over gRPC.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use protonn_storage::{Case, ModerationRepo, StorageError, Timer, TimerRepo, Timestamp};
+
+const GUILD: u64 = 881_027_316_262_879_232;
+const OTHER_GUILD: u64 = 881_027_316_262_879_233;
+const MOD: u64 = 731_918_266_405_175_297;
+const USER: u64 = 613_004_512_977_338_369;
+const MINUTE: Duration = Duration::from_secs(60);
+
+fn case(guild_id: u64, action: &str, target_id: Option<u64>) -> Case {
+    Case {
+        guild_id,
+        number: 0,
+        action: action.to_owned(),
+        moderator_id: MOD,
+        target_id,
+        channel_id: None,
+        reason: format!("{action} for testing"),
+        duration_ms: None,
+        at: Timestamp::now(),
+    }
+}
+
+fn timer(guild_id: u64, id: &str, due: Timestamp) -> Timer {
+    Timer {
+        guild_id,
+        shard_id: 3,
+        id: id.to_owned(),
+        due,
+        feature: "moderation".to_owned(),
+        payload: r#"{"unban":1}"#.to_owned(),
+        claimed_by: None,
+        claimed_until: Timestamp(0),
+    }
+}
+
+pub(crate) async fn case_numbers_count_up_per_guild_and_never_repeat<S>(store: S)
+where
+    S: ModerationRepo + Clone,
+{
+    let store = Arc::new(store);
+    // Concurrent writers (two nodes around a handoff) still get distinct numbers.
+    let writers: Vec<_> = (0..8)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.create_case(&case(GUILD, "warn", Some(USER))).await })
+        })
+        .collect();
+    let mut numbers = Vec::new();
+    for writer in writers {
+        numbers.push(writer.await.unwrap().unwrap());
+    }
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=8).collect::<Vec<u64>>());
+    assert_eq!(
+        store
+            .create_case(&case(OTHER_GUILD, "kick", Some(USER)))
+            .await
+            .unwrap(),
+        1,
+        "each guild counts on its own"
+    );
+    let channel_case = case(GUILD, "slowmode", None);
+    assert_eq!(store.create_case(&channel_case).await.unwrap(), 9);
+
+    let stored = store.case(GUILD, 9).await.unwrap().unwrap();
+    assert_eq!(stored.number, 9);
+    assert_eq!(stored.action, "slowmode");
+    assert_eq!(store.case(GUILD, 10).await.unwrap(), None);
+
+    let about = store.cases_about(GUILD, USER, 3).await.unwrap();
+    let numbers: Vec<u64> = about.iter().map(|c| c.number).collect();
+    assert_eq!(numbers, [8, 7, 6], "newest first, limited");
+    let page: Vec<u64> = store
+        .cases(GUILD, Some(5), 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.number)
+        .collect();
+    assert_eq!(page, [4, 3, 2, 1]);
+    assert_eq!(store.cases(GUILD, None, 1).await.unwrap()[0].number, 9);
+}
+
+pub(crate) async fn a_case_reason_is_edited_and_checked(store: impl ModerationRepo) {
+    let number = store
+        .create_case(&case(GUILD, "ban", Some(USER)))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .set_case_reason(GUILD, number, "spam links")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.case(GUILD, number).await.unwrap().unwrap().reason,
+        "spam links"
+    );
+    assert!(!store.set_case_reason(GUILD, number + 1, "x").await.unwrap());
+    let long = "x".repeat(513);
+    assert!(matches!(
+        store.set_case_reason(GUILD, number, &long).await,
+        Err(StorageError::Invalid(_))
+    ));
+    let mut too_long = case(GUILD, "warn", Some(USER));
+    too_long.reason = long;
+    assert!(matches!(
+        store.create_case(&too_long).await,
+        Err(StorageError::Invalid(_))
+    ));
+    assert_eq!(
+        store.case(GUILD, number).await.unwrap().unwrap().reason,
+        "spam links",
+        "refused writes change nothing"
+    );
+    assert_eq!(store.cases(GUILD, None, 10).await.unwrap().len(), 1);
+}
+
+pub(crate) async fn due_timers_are_claimed_once_and_completed_by_their_claimant(
+    store: impl TimerRepo,
+) {
+    let now = Timestamp::now();
+    let due = timer(GUILD, "tempban:1", now.saturating_sub(MINUTE));
+    let later = timer(GUILD, "tempban:2", now.saturating_add(60 * MINUTE));
+    let other_shard = Timer {
+        shard_id: 4,
+        ..timer(OTHER_GUILD, "tempban:1", now.saturating_sub(MINUTE))
+    };
+    for t in [&due, &later, &other_shard] {
+        store.put_timer(t).await.unwrap();
+    }
+    assert_eq!(
+        store.due_timers(3, now, 10).await.unwrap(),
+        vec![due.clone()]
+    );
+    assert_eq!(
+        store.timers_of_guild(GUILD).await.unwrap(),
+        vec![due.clone(), later.clone()]
+    );
+
+    let lease = now.saturating_add(MINUTE);
+    assert!(store.claim_timer(&due, "node-a", now, lease).await.unwrap());
+    assert!(
+        !store.claim_timer(&due, "node-b", now, lease).await.unwrap(),
+        "a held claim is not taken"
+    );
+    assert!(store.due_timers(3, now, 10).await.unwrap().is_empty());
+    // The claim lapses (node-a died mid-action): node-b takes it, and node-a's late
+    // completion no longer counts.
+    let after = lease.saturating_add(Duration::from_millis(1));
+    assert_eq!(store.due_timers(3, after, 10).await.unwrap().len(), 1);
+    assert!(
+        store
+            .claim_timer(&due, "node-b", after, after.saturating_add(MINUTE))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .complete_timer(GUILD, "tempban:1", "node-a")
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .complete_timer(GUILD, "tempban:1", "node-b")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .complete_timer(GUILD, "tempban:1", "node-b")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .claim_timer(&due, "node-c", after, lease)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.timers_of_guild(GUILD).await.unwrap(),
+        vec![later.clone()]
+    );
+}
+
+pub(crate) async fn a_timer_put_again_is_moved_and_a_cancelled_one_is_gone(store: impl TimerRepo) {
+    let now = Timestamp::now();
+    let first = timer(GUILD, "tempban:1", now.saturating_add(MINUTE));
+    store.put_timer(&first).await.unwrap();
+    let sooner = timer(GUILD, "tempban:1", now.saturating_sub(MINUTE));
+    store.put_timer(&sooner).await.unwrap();
+    assert_eq!(
+        store.timers_of_guild(GUILD).await.unwrap(),
+        vec![sooner.clone()]
+    );
+    assert_eq!(
+        store.due_timers(3, now, 10).await.unwrap(),
+        vec![sooner.clone()]
+    );
+    // A claim made on the old due time does not take the moved timer.
+    assert!(
+        !store
+            .claim_timer(&first, "node-a", now, now.saturating_add(MINUTE))
+            .await
+            .unwrap()
+    );
+
+    assert!(store.cancel_timer(GUILD, "tempban:1").await.unwrap());
+    assert!(!store.cancel_timer(GUILD, "tempban:1").await.unwrap());
+    assert!(store.due_timers(3, now, 10).await.unwrap().is_empty());
+    assert!(store.timers_of_guild(GUILD).await.unwrap().is_empty());
+
+    let bad = timer(GUILD, "", now);
+    assert!(matches!(
+        store.put_timer(&bad).await,
+        Err(StorageError::Invalid(_))
+    ));
+}
+
+pub(crate) async fn a_guilds_cases_and_timers_go_with_it<S>(store: S)
+where
+    S: ModerationRepo + TimerRepo + protonn_storage::DataRights,
+{
+    let now = Timestamp::now();
+    store
+        .create_case(&case(GUILD, "warn", Some(USER)))
+        .await
+        .unwrap();
+    store
+        .create_case(&case(OTHER_GUILD, "warn", Some(USER)))
+        .await
+        .unwrap();
+    store
+        .put_timer(&timer(GUILD, "tempban:1", now))
+        .await
+        .unwrap();
+    store
+        .put_timer(&timer(OTHER_GUILD, "tempban:1", now))
+        .await
+        .unwrap();
+    store.delete_guild(GUILD).await.unwrap();
+    assert!(store.cases(GUILD, None, 10).await.unwrap().is_empty());
+    assert!(store.cases_about(GUILD, USER, 10).await.unwrap().is_empty());
+    assert!(store.timers_of_guild(GUILD).await.unwrap().is_empty());
+    assert_eq!(store.cases(OTHER_GUILD, None, 10).await.unwrap().len(), 1);
+    assert_eq!(store.timers_of_guild(OTHER_GUILD).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .create_case(&case(GUILD, "warn", Some(USER)))
+            .await
+            .unwrap(),
+        2,
+        "a returning guild never reuses a number"
+    );
+}
+
+macro_rules! moderation_cases {
+    ($run:ident) => {
+        $run!(
+            a_guilds_cases_and_timers_go_with_it,
+            case_numbers_count_up_per_guild_and_never_repeat,
+            a_case_reason_is_edited_and_checked,
+            due_timers_are_claimed_once_and_completed_by_their_claimant,
+            a_timer_put_again_is_moved_and_a_cancelled_one_is_gone,
+        );
+    };
+}
