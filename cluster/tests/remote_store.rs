@@ -16,6 +16,9 @@ mod cases;
 #[macro_use]
 #[path = "../../storage/tests/conformance/web_sessions.rs"]
 mod web_sessions;
+#[macro_use]
+#[path = "../../storage/tests/conformance/premium.rs"]
+mod premium;
 
 const TOKEN: &str = "remote-store-test";
 /// Operator credentials, apart from the nodes' token.
@@ -105,3 +108,21 @@ macro_rules! web_sessions_over_grpc {
 }
 
 web_session_cases!(web_sessions_over_grpc);
+
+/// Premium's inbox and slots, which `protonn web` keeps in the leader's store when the
+/// cluster has no ScyllaDB.
+macro_rules! premium_over_grpc {
+    ($($case:ident),* $(,)?) => {
+        mod premium_cases {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let (store, _leader) = super::remote_store().await;
+                    super::premium::$case(store).await;
+                }
+            )*
+        }
+    };
+}
+
+premium_cases!(premium_over_grpc);

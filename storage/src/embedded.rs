@@ -11,6 +11,7 @@
 //! one without the other.
 
 mod backup;
+mod premium;
 mod records;
 mod rights;
 mod web_sessions;
@@ -141,6 +142,7 @@ impl EmbeddedStore {
             open(&txn, EXPIRY)?;
             open(&txn, web_sessions::WEB_SESSIONS)?;
             open(&txn, web_sessions::WEB_SESSIONS_BY_USER)?;
+            premium::create_tables(&txn)?;
         }
         txn.commit().map_err(StorageError::embedded)?;
         Ok(Self {

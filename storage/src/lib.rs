@@ -28,6 +28,8 @@ mod guild_config;
 mod lease;
 mod metered;
 pub mod metrics;
+mod plans;
+mod premium;
 mod rights;
 mod row_ref;
 mod scylla;
@@ -48,6 +50,12 @@ pub use embedded::EmbeddedStore;
 pub use error::StorageError;
 pub use guild_config::{CONFIG_HISTORY_LEN, GuildConfig, GuildConfigRepo, VersionedConfig};
 pub use metered::{Backend, Metered};
+pub use plans::{Plan, PlanLimits};
+pub use premium::{
+    AssignRefused, Entitlement, InboxEvent, MAX_SLOTS, PAST_DUE_GRACE, PremiumRepo, PremiumSlot,
+    RENEWAL_SLACK, assign_slot, entitlements, entitlements_of, guild_plan, plan_at, refresh_slots,
+    subscription_until,
+};
 pub use rights::{DataRights, StoredRow, UserExport};
 pub use scylla::{
     ClientCert, MigrationReport, MigrationStep, Replication, ScyllaConfig, ScyllaStore, TlsConfig,
@@ -70,6 +78,7 @@ pub trait Store:
     + TicketRepo
     + WorkflowRepo
     + BillingRepo
+    + PremiumRepo
     + ClusterRepo
     + DataRights
     + WebSessionRepo
@@ -84,6 +93,7 @@ impl<T> Store for T where
         + TicketRepo
         + WorkflowRepo
         + BillingRepo
+        + PremiumRepo
         + ClusterRepo
         + DataRights
         + WebSessionRepo

@@ -12,6 +12,7 @@
 //! - Reads of unbounded size page ([`PAGE_SIZE`] rows per page).
 
 mod migrate;
+mod premium;
 mod records;
 mod rights;
 mod web_sessions;

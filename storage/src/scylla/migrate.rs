@@ -47,6 +47,11 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         "006_cluster_meta.cql",
         include_str!("../../schema/006_cluster_meta.cql"),
     ),
+    (
+        7,
+        "007_premium.cql",
+        include_str!("../../schema/007_premium.cql"),
+    ),
 ];
 
 /// How long the migration lock lives without being re-taken. Long enough for the slowest
