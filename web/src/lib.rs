@@ -28,6 +28,7 @@ mod crypto;
 mod discord;
 mod error;
 pub mod metrics;
+mod paddle;
 mod pages;
 mod session;
 mod state;
@@ -44,6 +45,7 @@ use protonn_storage::Timestamp;
 
 pub use config::{Secret, WebConfig};
 pub use error::WebError;
+pub use paddle::{PaddleConfig, process_inbox, spawn_processor};
 pub use state::AppState;
 
 /// Largest request body: the biggest form (settings with staff roles) is well below.
@@ -68,6 +70,10 @@ pub fn router(state: AppState) -> Router {
         .route("/guilds/{guild}/audit", get(pages::audit))
         .route("/account", get(pages::account))
         .route("/account/logout-everywhere", post(pages::logout_everywhere))
+        .route(
+            "/webhooks/paddle",
+            post(paddle::webhook).layer(DefaultBodyLimit::max(paddle::BODY_LIMIT)),
+        )
         .route("/assets/{file}", get(assets::asset))
         .route("/manifest.webmanifest", get(assets::manifest))
         .route("/sw.js", get(assets::service_worker))
