@@ -23,6 +23,7 @@ mod metrics;
 mod node;
 mod ops;
 mod process;
+pub mod promo;
 mod remote_store;
 mod rest_budget;
 mod store;

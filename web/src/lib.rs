@@ -68,6 +68,11 @@ pub fn router(state: AppState) -> Router {
         .route("/guilds/{guild}/history", get(pages::history))
         .route("/guilds/{guild}/history/rollback", post(pages::rollback))
         .route("/guilds/{guild}/audit", get(pages::audit))
+        .route("/premium", get(pages::premium))
+        .route("/premium/assign", post(pages::assign_form))
+        .route("/premium/move", post(pages::move_form))
+        .route("/premium/remove", post(pages::remove_form))
+        .route("/premium/redeem", post(pages::redeem_form))
         .route("/account", get(pages::account))
         .route("/account/logout-everywhere", post(pages::logout_everywhere))
         .route(

@@ -8,6 +8,7 @@ mod guilds;
 mod history;
 pub(crate) mod layout;
 mod login;
+mod premium;
 mod settings;
 
 pub(crate) use account::{account, logout_everywhere};
@@ -16,6 +17,7 @@ pub(crate) use guild::overview;
 pub(crate) use guilds::{guilds, home};
 pub(crate) use history::{history, rollback};
 pub(crate) use login::{callback, login, logout, start_login};
+pub(crate) use premium::{assign_form, move_form, premium, redeem_form, remove_form};
 pub(crate) use settings::{save_settings, settings};
 
 use axum::body::Bytes;
