@@ -49,19 +49,33 @@ impl Dashboard {
         client_id: u64,
         client_secret: Secret,
     ) -> anyhow::Result<Self> {
+        Self::start_with_paddle(config, node, discord_url, client_id, client_secret, None).await
+    }
+
+    /// [`start`](Self::start), receiving Paddle webhooks with `paddle`'s secrets.
+    pub async fn start_with_paddle(
+        config: &Config,
+        node: &Node,
+        discord_url: String,
+        client_id: u64,
+        client_secret: Secret,
+        paddle: Option<PaddleConfig>,
+    ) -> anyhow::Result<Self> {
         Self::serve(
             &config.web,
             Stores::of(node.store()),
             node.guild_calls(),
             |url| {
-                WebConfig::new(
+                let mut web = WebConfig::new(
                     url,
                     discord_url,
                     client_id,
                     client_secret,
                     // A demo's sessions need not outlive the process.
                     Secret::random_key(),
-                )
+                );
+                web.paddle = paddle;
+                web
             },
         )
         .await

@@ -18,6 +18,7 @@ mod guild_calls;
 mod leader_freeze;
 
 mod ops;
+mod premium;
 mod rest;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
