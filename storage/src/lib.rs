@@ -52,9 +52,9 @@ pub use guild_config::{CONFIG_HISTORY_LEN, GuildConfig, GuildConfigRepo, Version
 pub use metered::{Backend, Metered};
 pub use plans::{Plan, PlanLimits};
 pub use premium::{
-    AssignRefused, Entitlement, InboxEvent, MAX_SLOTS, PAST_DUE_GRACE, PremiumRepo, PremiumSlot,
-    RENEWAL_SLACK, assign_slot, entitlements, entitlements_of, guild_plan, plan_at, refresh_slots,
-    subscription_until,
+    ANONYMISED_USER, AssignRefused, Entitlement, InboxEvent, MAX_SLOTS, PAST_DUE_GRACE,
+    PremiumRepo, PremiumSlot, RENEWAL_SLACK, assign_slot, entitlements, entitlements_of,
+    guild_plan, plan_at, refresh_slots, subscription_until,
 };
 pub use rights::{DataRights, StoredRow, UserExport};
 pub use scylla::{

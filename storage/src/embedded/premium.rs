@@ -6,15 +6,18 @@ use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 use super::records::write_subscription;
 use super::{SUBSCRIPTIONS, e, from_json, open, open_read, to_json};
-use crate::{EmbeddedStore, InboxEvent, PremiumRepo, PremiumSlot, StorageError, Subscription};
+use crate::{
+    ANONYMISED_USER, EmbeddedStore, InboxEvent, PremiumRepo, PremiumSlot, StorageError,
+    Subscription,
+};
 
 /// event id → [`InboxEvent`].
-const INBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("billing_inbox");
+pub(super) const INBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("billing_inbox");
 /// (received at ms, event id) → (): the events not processed yet.
 const INBOX_PENDING: TableDefinition<(u64, &str), ()> =
     TableDefinition::new("billing_inbox_pending");
 /// (user id, guild id) → [`PremiumSlot`].
-const SLOTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("premium_slots");
+pub(super) const SLOTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("premium_slots");
 /// guild id → the user whose slot holds it.
 const SLOT_GUILDS: TableDefinition<u64, u64> = TableDefinition::new("premium_slot_guilds");
 
@@ -34,6 +37,50 @@ fn slot(
     let row = table.get((user_id, guild_id)).map_err(e)?;
     row.map(|v| from_json("premium_slots", v.value()))
         .transpose()
+}
+
+/// Erasure: the subscription stays for accounting (refunds, chargebacks), its user replaced
+/// by [`ANONYMISED_USER`] and its guild forgotten; the provider's id still ties it to the
+/// payment. Returns the rows changed.
+pub(super) fn anonymise_subscription(txn: &WriteTransaction, id: u64) -> Result<u64, StorageError> {
+    let stored: Option<Subscription> = open(txn, SUBSCRIPTIONS)?
+        .get(id)
+        .map_err(e)?
+        .map(|v| from_json("subscriptions", v.value()))
+        .transpose()?;
+    let Some(subscription) = stored else {
+        return Ok(0);
+    };
+    write_subscription(
+        txn,
+        &Subscription {
+            user_id: ANONYMISED_USER,
+            guild_id: None,
+            ..subscription
+        },
+    )?;
+    Ok(1)
+}
+
+/// Erasure: the user's slots go (the guilds lose the premium they gave).
+pub(super) fn remove_slots_of(txn: &WriteTransaction, user_id: u64) -> Result<u64, StorageError> {
+    let guilds: Vec<u64> = {
+        let table = open(txn, SLOTS)?;
+        let mut guilds = Vec::new();
+        for row in table.range((user_id, 0)..=(user_id, u64::MAX)).map_err(e)? {
+            guilds.push(row.map_err(e)?.0.value().1);
+        }
+        guilds
+    };
+    let mut slot_guilds = open(txn, SLOT_GUILDS)?;
+    let mut slots = open(txn, SLOTS)?;
+    for &guild in &guilds {
+        slots.remove((user_id, guild)).map_err(e)?;
+        if slot_guilds.get(guild).map_err(e)?.map(|v| v.value()) == Some(user_id) {
+            slot_guilds.remove(guild).map_err(e)?;
+        }
+    }
+    Ok(guilds.len() as u64)
 }
 
 #[async_trait]

@@ -213,6 +213,7 @@ impl DataRights for EmbeddedStore {
             let refs = user_refs(&open(txn, USER_REFS)?, user_id)?;
             let mut touched = remove_row(txn, &RowRef::Account { user: user_id }, retention)?;
             touched += super::web_sessions::remove_all_of(txn, user_id)?;
+            touched += super::premium::remove_slots_of(txn, user_id)?;
             for row in refs {
                 touched += match &row {
                     // The guild keeps its automation; only the author goes.
@@ -235,6 +236,10 @@ impl DataRights for EmbeddedStore {
                             }
                             None => 0,
                         }
+                    }
+                    // Accounting keeps the row (refunds, chargebacks); the person goes.
+                    RowRef::Subscription { id } => {
+                        super::premium::anonymise_subscription(txn, *id)?
                     }
                     other => remove_row(txn, other, retention)?,
                 };
@@ -470,6 +475,8 @@ impl DataRights for EmbeddedStore {
             dump_json!(CHECKPOINTS);
             dump_json!(LEASES);
             dump_json!(super::web_sessions::WEB_SESSIONS);
+            dump_json!(super::premium::SLOTS);
+            dump_json!(super::premium::INBOX);
             let by_user = super::web_sessions::WEB_SESSIONS_BY_USER;
             for item in open_read(txn, by_user)?.iter().map_err(e)? {
                 let (key, _) = item.map_err(e)?;

@@ -7,9 +7,9 @@ use super::records::{AUDIT_BUCKET_MS, audit_users};
 use super::{ScyllaStore, db_id};
 use crate::row_ref::RowRef;
 use crate::{
-    AccountRepo, AuditEntry, BillingRepo, DataRights, Redemption, StorageError, StoredRow, Ticket,
-    TicketRepo, Timestamp, TranscriptMessage, UserExport, WebSessionExport, WebSessionRepo,
-    Workflow, WorkflowRepo,
+    AccountRepo, AuditEntry, BillingRepo, DataRights, PremiumRepo, Redemption, StorageError,
+    StoredRow, Subscription, Ticket, TicketRepo, Timestamp, TranscriptMessage, UserExport,
+    WebSessionExport, WebSessionRepo, Workflow, WorkflowRepo,
 };
 
 /// Every table, for [`DataRights::dump_rows`].
@@ -35,6 +35,8 @@ const TABLES: &[&str] = &[
     "guild_departures",
     "web_sessions",
     "web_sessions_by_user",
+    "premium_slots",
+    "billing_inbox",
 ];
 
 impl ScyllaStore {
@@ -250,6 +252,9 @@ impl DataRights for ScyllaStore {
     async fn delete_user(&self, user_id: u64) -> Result<u64, StorageError> {
         let mut touched = self.remove_row(&RowRef::Account { user: user_id }).await?;
         touched += self.delete_web_sessions_of(user_id).await?;
+        for slot in self.slots_of_user(user_id).await? {
+            touched += u64::from(self.remove_slot(user_id, slot.guild_id).await?);
+        }
         for row in self.refs_of(user_id).await? {
             touched += match &row {
                 RowRef::Workflow { guild, workflow } => {
@@ -265,6 +270,19 @@ impl DataRights for ScyllaStore {
                         None => 0,
                     }
                 }
+                // Accounting keeps the row (refunds, chargebacks); the person goes.
+                RowRef::Subscription { id } => match self.subscription(*id).await? {
+                    Some(subscription) => {
+                        self.put_subscription(&Subscription {
+                            user_id: crate::ANONYMISED_USER,
+                            guild_id: None,
+                            ..subscription
+                        })
+                        .await?;
+                        1
+                    }
+                    None => 0,
+                },
                 other => self.remove_row(other).await?,
             };
             self.drop_ref(user_id, &row).await?;
@@ -490,6 +508,14 @@ impl DataRights for ScyllaStore {
                         .await?
                 }
                 "promos" => self.select("SELECT JSON * FROM {ks}.promos", ()).await?,
+                "premium_slots" => {
+                    self.select("SELECT JSON * FROM {ks}.premium_slots", ())
+                        .await?
+                }
+                "billing_inbox" => {
+                    self.select("SELECT JSON * FROM {ks}.billing_inbox", ())
+                        .await?
+                }
                 "user_refs" => self.select("SELECT JSON * FROM {ks}.user_refs", ()).await?,
                 "nodes" => self.select("SELECT JSON * FROM {ks}.nodes", ()).await?,
                 "shard_assignments" => {

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use protonn_storage::{
-    AssignRefused, BillingRepo, InboxEvent, Plan, PremiumRepo, PremiumSlot, Subscription,
-    SubscriptionStatus, Timestamp, assign_slot, guild_plan, refresh_slots,
+    ANONYMISED_USER, AssignRefused, BillingRepo, InboxEvent, Plan, PremiumRepo, PremiumSlot, Store,
+    Subscription, SubscriptionStatus, Timestamp, assign_slot, guild_plan, refresh_slots,
 };
 
 const USER: u64 = 731_918_266_405_175_297;
@@ -176,9 +176,41 @@ pub(crate) async fn slots_follow_entitlements_and_one_user_holds_a_guild<
     assert!(store.slots_of_user(OTHER_USER).await.unwrap().is_empty());
 }
 
+pub(crate) async fn erasure_anonymises_billing_rows_and_frees_slots<S: Store>(store: S) {
+    let now = Timestamp::now();
+    let mine = subscription(11, SubscriptionStatus::Active, now, 1);
+    assert!(store.apply_subscription(&mine).await.unwrap());
+    assign_slot(&store, USER, GUILD, now)
+        .await
+        .unwrap()
+        .unwrap();
+    store.delete_user(USER).await.unwrap();
+
+    // The accounting row stays, without the person; their premium and index entries go.
+    let kept = store.subscription(11).await.unwrap().unwrap();
+    assert_eq!(kept.user_id, ANONYMISED_USER);
+    assert_eq!(kept.guild_id, None);
+    assert_eq!(kept.provider_ref, "sub_11");
+    assert_eq!((kept.status, kept.slots), (SubscriptionStatus::Active, 1));
+    assert!(store.subscriptions_of_user(USER).await.unwrap().is_empty());
+    assert!(store.slots_of_user(USER).await.unwrap().is_empty());
+    assert_eq!(guild_plan(&store, GUILD, now).await.unwrap(), Plan::Free);
+    let needle = USER.to_string();
+    let left: Vec<String> = store
+        .dump_rows()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|row| row.text.contains(&needle))
+        .map(|row| format!("{}: {}", row.table, row.text))
+        .collect();
+    assert_eq!(left, Vec::<String>::new());
+}
+
 macro_rules! premium_cases {
     ($run:ident) => {
         $run!(
+            erasure_anonymises_billing_rows_and_frees_slots,
             the_inbox_keeps_an_event_once_until_processed,
             an_older_subscription_state_never_overwrites_a_newer,
             slots_follow_entitlements_and_one_user_holds_a_guild,
