@@ -83,6 +83,25 @@ pub(super) fn remove_slots_of(txn: &WriteTransaction, user_id: u64) -> Result<u6
     Ok(guilds.len() as u64)
 }
 
+/// Erasure of a guild the bot left: the slot on it is freed (its user may assign it again).
+pub(super) fn remove_guild_slot(
+    txn: &WriteTransaction,
+    guild_id: u64,
+) -> Result<u64, StorageError> {
+    let Some(holder) = open(txn, SLOT_GUILDS)?
+        .remove(guild_id)
+        .map_err(e)?
+        .map(|v| v.value())
+    else {
+        return Ok(0);
+    };
+    let removed = open(txn, SLOTS)?
+        .remove((holder, guild_id))
+        .map_err(e)?
+        .is_some();
+    Ok(u64::from(removed))
+}
+
 #[async_trait]
 impl PremiumRepo for EmbeddedStore {
     async fn receive_event(&self, event: &InboxEvent) -> Result<bool, StorageError> {

@@ -346,6 +346,7 @@ impl DataRights for EmbeddedStore {
             for row in &rows {
                 touched += remove_row(txn, row, retention)?;
             }
+            touched += super::premium::remove_guild_slot(txn, guild_id)?;
             Ok(touched)
         })
         .await

@@ -405,6 +405,9 @@ impl DataRights for ScyllaStore {
             (db_id(guild_id),),
         )
         .await?;
+        if let Some(slot) = self.guild_slot(guild_id).await? {
+            touched += u64::from(self.remove_slot(slot.user_id, guild_id).await?);
+        }
         // Last: while it exists, a sweep finishes an interrupted erasure.
         self.execute(
             "DELETE FROM {ks}.guild_departures WHERE guild_id = ?",

@@ -207,9 +207,29 @@ pub(crate) async fn erasure_anonymises_billing_rows_and_frees_slots<S: Store>(st
     assert_eq!(left, Vec::<String>::new());
 }
 
+pub(crate) async fn erasing_a_guild_frees_its_slot<S: Store>(store: S) {
+    let now = Timestamp::now();
+    let mine = subscription(12, SubscriptionStatus::Active, now, 1);
+    assert!(store.apply_subscription(&mine).await.unwrap());
+    assign_slot(&store, USER, GUILD, now)
+        .await
+        .unwrap()
+        .unwrap();
+    store.delete_guild(GUILD).await.unwrap();
+    assert_eq!(store.guild_slot(GUILD).await.unwrap(), None);
+    assert!(store.slots_of_user(USER).await.unwrap().is_empty());
+    // The subscription is the user's, not the guild's: it stays, and the slot is free again.
+    assert_eq!(store.subscriptions_of_user(USER).await.unwrap(), [mine]);
+    assign_slot(&store, USER, OTHER_GUILD, now)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
 macro_rules! premium_cases {
     ($run:ident) => {
         $run!(
+            erasing_a_guild_frees_its_slot,
             erasure_anonymises_billing_rows_and_frees_slots,
             the_inbox_keeps_an_event_once_until_processed,
             an_older_subscription_state_never_overwrites_a_newer,
