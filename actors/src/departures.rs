@@ -5,8 +5,9 @@
 
 use std::collections::HashSet;
 use std::sync::Mutex;
+use std::time::Duration;
 
-use protonn_storage::{StorageError, Store};
+use protonn_storage::{StorageError, Store, Timestamp};
 
 #[derive(Default)]
 pub struct Departures {
@@ -43,5 +44,86 @@ impl Departures {
             .lock()
             .expect("departures lock")
             .remove(&guild_id)
+    }
+
+    /// At READY of shard `shard_id` (of `shard_count`): guilds whose config is stored but
+    /// that READY does not list were removed while the bot was offline, so no GUILD_DELETE
+    /// came; their grace period starts now. Guilds already pending keep their date.
+    /// Returns how many were scheduled.
+    pub async fn departed_while_offline(
+        &self,
+        store: &dyn Store,
+        shard_id: u32,
+        shard_count: u32,
+        present: &HashSet<u64>,
+        grace: Duration,
+        now: Timestamp,
+    ) -> Result<usize, StorageError> {
+        let gone: Vec<u64> = {
+            let stored = store.stored_guilds(shard_id, shard_count).await?;
+            let pending = self.pending.lock().expect("departures lock");
+            stored
+                .into_iter()
+                .filter(|guild| !present.contains(guild) && !pending.contains(guild))
+                .collect()
+        };
+        for &guild in &gone {
+            store
+                .schedule_guild_deletion(guild, now.saturating_add(grace))
+                .await?;
+            self.left(guild);
+        }
+        Ok(gone.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protonn_storage::{DataRights, EmbeddedStore, GuildConfig, GuildConfigRepo};
+
+    /// Guild ids on shard 0 of 1 and of 2.
+    const STILL_THERE: u64 = 2 << 22;
+    const REMOVED_OFFLINE: u64 = 4 << 22;
+    const ALREADY_LEAVING: u64 = 6 << 22;
+
+    #[tokio::test]
+    async fn guilds_missing_from_ready_start_their_grace_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        for guild in [STILL_THERE, REMOVED_OFFLINE, ALREADY_LEAVING] {
+            store.save(guild, 0, &GuildConfig::default()).await.unwrap();
+        }
+        let earlier = Timestamp::from_days(20_000);
+        store
+            .schedule_guild_deletion(ALREADY_LEAVING, earlier)
+            .await
+            .unwrap();
+        let departures = Departures::load(&store).await.unwrap();
+        let now = Timestamp::from_days(20_010);
+        let grace = Duration::from_secs(30 * 86_400);
+        let present = HashSet::from([STILL_THERE]);
+        let scheduled = departures
+            .departed_while_offline(&store, 0, 1, &present, grace, now)
+            .await
+            .unwrap();
+        assert_eq!(scheduled, 1);
+        let mut pending = store.scheduled_guild_deletions().await.unwrap();
+        pending.sort();
+        assert_eq!(
+            pending,
+            vec![
+                (REMOVED_OFFLINE, now.saturating_add(grace)),
+                (ALREADY_LEAVING, earlier),
+            ]
+        );
+        // Back in a later READY (added again): its GUILD_CREATE cancels as usual.
+        assert!(departures.returned(REMOVED_OFFLINE));
+        // Another shard's READY leaves these guilds alone.
+        let other = departures
+            .departed_while_offline(&store, 1, 2, &HashSet::new(), grace, now)
+            .await
+            .unwrap();
+        assert_eq!(other, 0);
     }
 }

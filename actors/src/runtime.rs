@@ -38,6 +38,8 @@ pub struct RuntimeConfig {
     /// Check a configured set with [`crate::cache_resources`], and have the shards
     /// deserialise [`crate::event_types_for`] it, or the extra resources go stale.
     pub cache_resources: ResourceType,
+    /// Retention periods of the store this node opens itself (the policy's by default).
+    pub retention: protonn_storage::Retention,
 }
 
 impl Default for RuntimeConfig {
@@ -55,6 +57,7 @@ impl Default for RuntimeConfig {
             guild_commands: 30,
             guild_window: Duration::from_secs(10),
             cache_resources: crate::cached_resources(),
+            retention: protonn_storage::Retention::POLICY,
         }
     }
 }

@@ -66,8 +66,13 @@ pub(crate) struct Link {
     leader_epoch: AtomicU64,
     /// The key of this node's newest registration, which its later calls carry.
     session_key: Mutex<String>,
-    /// The connection to the coordinator that answered last, shared by every call.
-    connection: Mutex<Option<grpc::Connection>>,
+    /// The connection to the coordinator that answered last, shared by every call, with its
+    /// address.
+    connection: Mutex<Option<(String, grpc::Connection)>>,
+    /// A coordinator whose link went silent (frozen, cut off), avoided until the instant:
+    /// neither tried first nor followed when a standby names it, as a standby may name a
+    /// frozen leader until its lease runs out. Cleared by a registration elsewhere.
+    silent: Mutex<Option<(String, Instant)>>,
     /// The node's lease on its shards, renewed by the leader's acknowledgements.
     pub(crate) fence: Arc<Fence>,
 }
@@ -91,13 +96,15 @@ impl Link {
             leader_epoch: AtomicU64::new(0),
             session_key: Mutex::new(String::new()),
             connection: Mutex::new(None),
+            silent: Mutex::new(None),
             fence: Fence::new(),
         })
     }
 
     /// The shared connection, or a new one to the first coordinator that accepts.
     async fn connection(&self) -> Result<grpc::Connection, String> {
-        if let Some(connection) = self.connection.lock().expect("connection poisoned").clone() {
+        if let Some((_, connection)) = self.connection.lock().expect("connection poisoned").clone()
+        {
             return Ok(connection);
         }
         let hint = self.hint.lock().expect("hint poisoned").take();
@@ -113,7 +120,7 @@ impl Link {
             {
                 Ok((_, connection)) => {
                     *self.connection.lock().expect("connection poisoned") =
-                        Some(connection.clone());
+                        Some((address, connection.clone()));
                     return Ok(connection);
                 }
                 Err(err) => {
@@ -121,17 +128,39 @@ impl Link {
                 }
             }
         }
-        let skip = self.preferred.load(Ordering::Relaxed);
+        let coordinators = &self.membership.coordinators;
+        let mut skip = self.preferred.load(Ordering::Relaxed);
+        if coordinators.len() > 1 && self.avoided(&coordinators[skip % coordinators.len()]) {
+            skip += 1;
+        }
         let (index, connection) = grpc::connect(
-            &self.membership.coordinators,
+            coordinators,
             skip,
             &self.membership.token,
             self.membership.tls.as_ref(),
         )
         .await?;
         self.preferred.store(index, Ordering::Relaxed);
-        *self.connection.lock().expect("connection poisoned") = Some(connection.clone());
+        *self.connection.lock().expect("connection poisoned") =
+            Some((coordinators[index].clone(), connection.clone()));
         Ok(connection)
+    }
+
+    /// The coordinator of the current connection went silent: avoid it for `for_how_long`.
+    fn went_silent(&self, for_how_long: Duration) {
+        let current = self.connection.lock().expect("connection poisoned").clone();
+        if let Some((address, _)) = current {
+            *self.silent.lock().expect("silent poisoned") =
+                Some((address, Instant::now() + for_how_long));
+        }
+    }
+
+    fn avoided(&self, address: &str) -> bool {
+        self.silent
+            .lock()
+            .expect("silent poisoned")
+            .as_ref()
+            .is_some_and(|(silent, until)| silent == address && Instant::now() < *until)
     }
 
     async fn client(&self) -> Result<Client, String> {
@@ -165,7 +194,9 @@ impl Link {
     /// address of the list.
     pub(crate) fn next_coordinator(&self, answer: Option<&tonic::Status>) -> bool {
         *self.connection.lock().expect("connection poisoned") = None;
-        if let Some(address) = answer.and_then(grpc::leader_hint) {
+        if let Some(address) = answer.and_then(grpc::leader_hint)
+            && !self.avoided(&address)
+        {
             tracing::debug!(%address, "following the leader a standby named");
             if let Some(index) = self
                 .membership
@@ -211,6 +242,7 @@ impl Link {
                         .fetch_max(reply.leader_epoch, Ordering::Relaxed);
                     // The leader counts this node alive from when it handled the call.
                     self.fence.registered(fence_deadline(&reply), sent);
+                    *self.silent.lock().expect("silent poisoned") = None;
                     *self.session_key.lock().expect("key poisoned") = reply.session_key.clone();
                     return Ok(reply);
                 }
@@ -231,6 +263,13 @@ impl Link {
                     tracing::debug!(error = %status, "no leading coordinator yet");
                     if self.next_coordinator(Some(&status)) && !followed {
                         followed = true;
+                        continue;
+                    }
+                    if grpc::from_standby(&status) {
+                        // A failover under way: a leader may serve any moment, and this
+                        // node's shards stop at its fence deadline.
+                        followed = false;
+                        tokio::time::sleep(RETRY_START).await;
                         continue;
                     }
                 }
@@ -445,6 +484,8 @@ impl Agent {
                     }
                 }
                 () = tokio::time::sleep_until(heard + silence) => {
+                    // A standby may name it as the leader until its lease runs out.
+                    self.link.went_silent(silence * 2);
                     return Err(tonic::Status::unavailable("the coordinator went silent"));
                 }
                 instruction = instructions.message() => match instruction? {

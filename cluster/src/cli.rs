@@ -163,6 +163,12 @@ enum Command {
         #[arg(long = "coordinator")]
         coordinators: Vec<String>,
     },
+    /// The operators' privacy procedures: the children's-data erasure, the users a breach
+    /// touched with draft notices, the request log (PROTONN_OPERATOR_TOKEN in a cluster).
+    Privacy {
+        #[command(subcommand)]
+        command: crate::privacy_ops::PrivacyCommand,
+    },
 }
 
 /// `protonn sim` flags that override single fields of the simulator config.
@@ -370,6 +376,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Privacy { command } => {
+            telemetry::init_logging("warn", log_format);
+            crate::privacy_ops::run(config, command).await
+        }
         Command::Restore { file } => {
             telemetry::init_logging("warn", log_format);
             let rows = crate::restore(&config.storage.data_dir, &file)?;
@@ -420,7 +430,7 @@ fn discord_endpoint(config: &Config) -> DiscordEndpoint {
 }
 
 /// The cluster's mutual TLS files, read once at start.
-fn cluster_tls(config: &Config) -> Result<Option<ClusterTls>, ConfigError> {
+pub(crate) fn cluster_tls(config: &Config) -> Result<Option<ClusterTls>, ConfigError> {
     let Some(files) = &config.cluster.tls else {
         return Ok(None);
     };
@@ -446,7 +456,7 @@ fn cluster_token() -> Result<ClusterToken, ConfigError> {
 
 /// The operators' token (`PROTONN_OPERATOR_TOKEN`): refused when empty, or when it is the
 /// nodes' token (a node could then act as an operator).
-fn operator_token() -> Result<ClusterToken, ConfigError> {
+pub(crate) fn operator_token() -> Result<ClusterToken, ConfigError> {
     let operator = secret(OPERATOR_TOKEN_ENV)?;
     check_operator_token(operator, std::env::var(CLUSTER_TOKEN_ENV).ok()).map_err(|message| {
         ConfigError::Invalid {
@@ -495,6 +505,7 @@ async fn run_coordinator(
         advertise: advertise.or_else(|| cluster.advertise.clone()),
         ops_listen: ops_listen.unwrap_or(config.ops.listen),
         store,
+        retention: config.retention.retention(),
         shards: config.discord.shards,
         heartbeat_interval: Duration::from_millis(cluster.heartbeat_ms),
         failure_timeout: Duration::from_millis(cluster.failure_timeout_ms),

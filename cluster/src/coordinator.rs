@@ -31,7 +31,7 @@ use protonn_storage::{ClusterRepo, EmbeddedStore, Metered, StorageError, Store, 
 use tokio::sync::{Notify, OnceCell, mpsc, oneshot};
 
 use control::{Control, ControlSettings};
-pub(crate) use leader::{Known, LeaderView};
+pub(crate) use leader::{Known, LeaderInfo, LeaderView};
 use service::{CoordinatorService, Leading, StorageService};
 
 use crate::grpc::{ClusterTls, ClusterToken, MAX_MESSAGE, RequireToken, pb};
@@ -66,6 +66,9 @@ pub struct CoordinatorOptions {
     /// Where `/metrics`, `/healthz` and `/readyz` are served; port 0 picks a free one.
     pub ops_listen: SocketAddr,
     pub store: CoordinatorStore,
+    /// Retention periods of the store it opens (the policy's: `Retention::POLICY`); a shared
+    /// store was opened with its own.
+    pub retention: protonn_storage::Retention,
     /// Total shard count when the cluster forms; Discord's recommendation when `None`.
     /// Once formed, the count stored then is the cluster's: a different one here is
     /// refused (resharding is another operation), `None` takes the stored one.
@@ -112,6 +115,7 @@ impl CoordinatorOptions {
             advertise: None,
             ops_listen: loopback,
             store,
+            retention: protonn_storage::Retention::POLICY,
             shards: None,
             heartbeat_interval: Duration::from_millis(defaults.heartbeat_ms),
             failure_timeout: Duration::from_millis(defaults.failure_timeout_ms),
@@ -351,8 +355,9 @@ async fn lead(
     stop: Arc<Notify>,
 ) -> Result<(), CoordinatorError> {
     let holder = rand::random::<u64>();
+    let shared = matches!(options.store, CoordinatorStore::Shared(_));
     let standby = async {
-        let (store, backup) = open_store(&options.store).await?;
+        let (store, backup) = open_store(&options.store, options.retention).await?;
         view.taking();
         loop {
             match store
@@ -362,8 +367,13 @@ async fn lead(
                 Ok(lease) => return Ok::<_, CoordinatorError>((store, backup, lease)),
                 // The previous leader's lease runs out within its ttl (unless it released
                 // it). On the embedded store it cannot renew it, as it no longer holds the
-                // store; on a shared one it renews it while alive.
-                Err(StorageError::LeaseHeld { .. }) => tokio::time::sleep(STANDBY_POLL).await,
+                // store; on a shared one it renews it while alive, and says there who it is.
+                Err(StorageError::LeaseHeld { epoch, .. }) => {
+                    if shared {
+                        view.led_by(announced(store.as_ref(), epoch).await);
+                    }
+                    tokio::time::sleep(STANDBY_POLL).await;
+                }
                 Err(err) => return Err(err.into()),
             }
         }
@@ -374,6 +384,8 @@ async fn lead(
         led = standby => led?,
         () = stop.notified() => return Ok(()),
     };
+    // Behind nobody any more: until this one leads, no leader is known.
+    view.taking();
     let epoch = lease.epoch;
     tracing::info!(epoch, "leading the cluster");
     gauge!(FENCING_EPOCH).set(epoch as f64);
@@ -405,7 +417,13 @@ async fn lead(
     let repo: Arc<dyn ClusterRepo> = store.clone();
     let control = Control::load(Arc::clone(&repo), settings, epoch).await?;
     let (inbox_tx, inbox) = mpsc::channel(1_024);
-    let leadership = Leadership::begin(view, epoch);
+    let leadership = Leadership::begin(Arc::clone(&view), epoch);
+    if shared {
+        // Standbys on a shared store name the leader from here ("not leader, try X").
+        if let Err(err) = store.announce_leader(&view.me(epoch)).await {
+            tracing::warn!(error = %err, "leader not announced to standbys");
+        }
+    }
     let _ = leading.set(Leading {
         control: inbox_tx,
         scheduler: Arc::new(scheduler),
@@ -413,7 +431,7 @@ async fn lead(
         store: matches!(options.store, CoordinatorStore::Embedded(_)).then(|| store.clone()),
     });
     // The leader sweeps the store it serves; nodes of the cluster do not.
-    let sweeper = Sweeper::start(store.clone());
+    let sweeper = Sweeper::start(store.clone(), options.retention.exports);
 
     let renew_every = options.lease_ttl / 3;
     let renew = async {
@@ -491,14 +509,27 @@ impl Drop for Leadership {
     }
 }
 
+/// The leader the store names, if its announcement is of the lease's current `epoch` (an
+/// older one is a dead leader's).
+async fn announced(store: &dyn Store, epoch: u64) -> Option<LeaderInfo> {
+    match store.leader_announcement().await {
+        Ok(announced) => announced.filter(|leader| leader.epoch == epoch),
+        Err(err) => {
+            tracing::debug!(error = %err, "leader announcement unreadable");
+            None
+        }
+    }
+}
+
 /// The store to lead with, metered, and the backup server of an embedded one. An embedded
 /// store is waited for while another coordinator holds it (standing by).
 async fn open_store(
     store: &CoordinatorStore,
+    retention: protonn_storage::Retention,
 ) -> Result<(Arc<dyn Store>, Option<crate::backup::BackupServer>), StorageError> {
     match store {
         CoordinatorStore::Embedded(dir) => {
-            let embedded = open_when_free(dir).await?;
+            let embedded = open_when_free(dir, retention).await?;
             let backup = crate::backup::BackupServer::start(Arc::clone(&embedded), dir);
             Ok((Arc::new(Metered::new(embedded)), backup))
         }
@@ -507,10 +538,13 @@ async fn open_store(
 }
 
 /// Opens the store, waiting while another coordinator holds it (standing by).
-async fn open_when_free(dir: &Path) -> Result<Arc<EmbeddedStore>, StorageError> {
+async fn open_when_free(
+    dir: &Path,
+    retention: protonn_storage::Retention,
+) -> Result<Arc<EmbeddedStore>, StorageError> {
     let mut logged = false;
     loop {
-        match EmbeddedStore::open(dir) {
+        match EmbeddedStore::open_with(dir, retention) {
             Ok(store) => return Ok(Arc::new(store)),
             Err(StorageError::Locked(_)) => {
                 if !logged {

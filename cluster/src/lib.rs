@@ -22,6 +22,7 @@ pub mod loadgen;
 mod metrics;
 mod node;
 mod ops;
+mod privacy_ops;
 mod process;
 pub mod promo;
 mod remote_store;

@@ -48,6 +48,17 @@ pub struct Lease {
     pub expires_at: Timestamp,
 }
 
+/// The leading coordinator as it announces itself to standbys on a shared store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderAnnouncement {
+    /// Its lease's epoch: the announcement is believed only while the lease has it.
+    pub epoch: u64,
+    /// The coordinator's name (its pod name).
+    pub id: String,
+    /// Where other processes reach its gRPC (`http://host:port`).
+    pub address: String,
+}
+
 /// The cluster tables. Every compare-and-set here is an LWT on ScyllaDB and a write
 /// transaction on the embedded store.
 #[async_trait]
@@ -149,6 +160,13 @@ pub trait ClusterRepo: Send + Sync + 'static {
     async fn release_lease(&self, name: &str, holder: u64, epoch: u64) -> Result<(), StorageError>;
 
     async fn lease(&self, name: &str) -> Result<Option<Lease>, StorageError>;
+
+    /// Replaces the leader's announcement. Written by a new leader once it holds the lease;
+    /// a stale leader's late write is harmless, as readers compare its epoch with the lease.
+    async fn announce_leader(&self, announcement: &LeaderAnnouncement) -> Result<(), StorageError>;
+
+    /// The newest announcement, if any leader made one.
+    async fn leader_announcement(&self) -> Result<Option<LeaderAnnouncement>, StorageError>;
 
     /// The cluster's shard count, fixed when it formed; `None` before.
     async fn shard_count(&self) -> Result<Option<u32>, StorageError>;

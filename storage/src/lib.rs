@@ -30,6 +30,7 @@ mod metered;
 pub mod metrics;
 mod plans;
 mod premium;
+pub mod privacy;
 mod rights;
 mod row_ref;
 mod scylla;
@@ -45,7 +46,9 @@ mod writer;
 pub use accounts::{Account, AccountRepo};
 pub use audit::{AuditEntry, AuditRepo};
 pub use billing::{BillingRepo, PromoCode, Redemption, Subscription, SubscriptionStatus};
-pub use cluster::{ClusterRepo, Lease, NodeRecord, SessionCheckpoint, ShardAssignment};
+pub use cluster::{
+    ClusterRepo, LeaderAnnouncement, Lease, NodeRecord, SessionCheckpoint, ShardAssignment,
+};
 pub use embedded::EmbeddedStore;
 pub use error::StorageError;
 pub use guild_config::{CONFIG_HISTORY_LEN, GuildConfig, GuildConfigRepo, VersionedConfig};
@@ -56,7 +59,10 @@ pub use premium::{
     PremiumRepo, PremiumSlot, RENEWAL_SLACK, assign_slot, entitlements, entitlements_of,
     guild_plan, plan_at, refresh_slots, subscription_until,
 };
-pub use rights::{DataRights, StoredRow, UserExport};
+pub use privacy::{
+    ExportDocument, PreparedExport, PrivacyFlags, PrivacyRepo, PrivacyRequest, RequestKind,
+};
+pub use rights::{DataRights, StoredRow, UserExport, on_shard};
 pub use scylla::{
     ClientCert, MigrationReport, MigrationStep, Replication, ScyllaConfig, ScyllaStore, TlsConfig,
 };
@@ -82,6 +88,7 @@ pub trait Store:
     + ClusterRepo
     + DataRights
     + WebSessionRepo
+    + PrivacyRepo
 {
 }
 
@@ -97,5 +104,6 @@ impl<T> Store for T where
         + ClusterRepo
         + DataRights
         + WebSessionRepo
+        + PrivacyRepo
 {
 }

@@ -13,6 +13,7 @@
 
 mod migrate;
 mod premium;
+mod privacy;
 mod records;
 mod rights;
 mod web_sessions;

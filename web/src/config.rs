@@ -68,6 +68,8 @@ pub struct WebConfig {
     pub bot_permissions: u64,
     /// Paddle Billing webhooks and checkout; `None`: premium is not sold here.
     pub paddle: Option<crate::PaddleConfig>,
+    /// A prepared data export stays downloadable (once) this long.
+    pub export_for: Duration,
 }
 
 impl WebConfig {
@@ -94,6 +96,7 @@ impl WebConfig {
             // moderate members: what the bot's commands and moderation use.
             bot_permissions: 0x0000_0100_0000_6C00 | 0x2000,
             paddle: None,
+            export_for: protonn_storage::Retention::POLICY.exports,
         }
     }
 

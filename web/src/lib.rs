@@ -79,6 +79,12 @@ pub fn router(state: AppState) -> Router {
             "/webhooks/paddle",
             post(paddle::webhook).layer(DefaultBodyLimit::max(paddle::BODY_LIMIT)),
         )
+        .route("/privacy", get(pages::privacy))
+        .route("/privacy/export", post(pages::request_export))
+        .route("/privacy/export/download", post(pages::download_export))
+        .route("/privacy/correct", post(pages::correct_profile))
+        .route("/privacy/choices", post(pages::save_choices))
+        .route("/privacy/delete", post(pages::delete_account))
         .route("/assets/{file}", get(assets::asset))
         .route("/manifest.webmanifest", get(assets::manifest))
         .route("/sw.js", get(assets::service_worker))

@@ -7,16 +7,19 @@ use redb::{ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ACCOUNTS, ASSIGNMENTS, CHECKPOINTS, CLUSTER_META, EmbeddedStore, LEASES, NODES, PROMOS,
-    REDEMPTIONS, RowRef, SUBSCRIPTIONS, TICKETS, TRANSCRIPTS, USER_REFS, WORKFLOWS, e, from_json,
-    index, open, open_read, to_json, unindex,
+    ACCOUNTS, ASSIGNMENTS, CHECKPOINTS, CLUSTER_META, EmbeddedStore, LEADER_ANNOUNCEMENT, LEASES,
+    NODES, PROMOS, REDEMPTIONS, RowRef, SUBSCRIPTIONS, TICKETS, TRANSCRIPTS, USER_REFS, WORKFLOWS,
+    e, from_json, index, open, open_read, to_json, unindex,
 };
 use crate::cluster::{ASSIGNMENTS_CLAIM, SHARD_COUNT, check_claim};
 use crate::{
-    Account, AccountRepo, BillingRepo, ClusterRepo, Lease, NodeRecord, PromoCode, Redemption,
-    Retention, SessionCheckpoint, ShardAssignment, StorageError, Subscription, Ticket, TicketRepo,
-    Timestamp, TranscriptMessage, Workflow, WorkflowRepo, lease,
+    Account, AccountRepo, BillingRepo, ClusterRepo, LeaderAnnouncement, Lease, NodeRecord,
+    PromoCode, Redemption, Retention, SessionCheckpoint, ShardAssignment, StorageError,
+    Subscription, Ticket, TicketRepo, Timestamp, TranscriptMessage, Workflow, WorkflowRepo, lease,
 };
+
+/// The key of the one row of `leader_announcement`.
+const LEADER: &str = "leader";
 
 /// A promo code with its redemption count, as stored.
 #[derive(Serialize, Deserialize)]
@@ -727,6 +730,28 @@ impl ClusterRepo for EmbeddedStore {
         let name = name.to_owned();
         self.read(move |txn, _| read_json(&open_read(txn, LEASES)?, "leases", name.as_str()))
             .await
+    }
+
+    async fn announce_leader(&self, announcement: &LeaderAnnouncement) -> Result<(), StorageError> {
+        let value = to_json(announcement);
+        self.write(move |txn, _| {
+            open(txn, LEADER_ANNOUNCEMENT)?
+                .insert(LEADER, value.as_slice())
+                .map_err(e)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn leader_announcement(&self) -> Result<Option<LeaderAnnouncement>, StorageError> {
+        self.read(move |txn, _| {
+            read_json(
+                &open_read(txn, LEADER_ANNOUNCEMENT)?,
+                "leader_announcement",
+                LEADER,
+            )
+        })
+        .await
     }
 
     async fn shard_count(&self) -> Result<Option<u32>, StorageError> {

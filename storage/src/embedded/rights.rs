@@ -6,9 +6,9 @@ use redb::{ReadableTable, TableHandle, WriteTransaction};
 use super::records::{StoredPromo, account_expiry, ticket_expiry, user_refs, write_workflow};
 use super::{
     ACCOUNTS, ASSIGNMENTS, AUDIT, CHECKPOINTS, CLUSTER_META, CONFIG_HISTORY, EXPIRY, EmbeddedStore,
-    GUILD_CONFIG, GUILD_DEPARTURES, LEASES, NODES, PROMOS, REDEMPTIONS, RowRef, SUBSCRIPTIONS,
-    TICKETS, TRANSCRIPTS, USAGE, USER_REFS, WORKFLOWS, audit_ref, audit_users, e, from_json, open,
-    open_read, unindex,
+    GUILD_CONFIG, GUILD_DEPARTURES, LEADER_ANNOUNCEMENT, LEASES, NODES, PROMOS, REDEMPTIONS,
+    RowRef, SUBSCRIPTIONS, TICKETS, TRANSCRIPTS, USAGE, USER_REFS, WORKFLOWS, audit_ref,
+    audit_users, e, from_json, open, open_read, unindex,
 };
 use crate::{
     Account, AuditEntry, DataRights, Redemption, Retention, StorageError, StoredRow, Subscription,
@@ -203,6 +203,8 @@ impl DataRights for EmbeddedStore {
                 .iter()
                 .map(WebSessionExport::from)
                 .collect();
+            (export.privacy_requests, export.privacy_flags) =
+                super::privacy::export_of(txn, user_id)?;
             Ok(export)
         })
         .await
@@ -214,6 +216,7 @@ impl DataRights for EmbeddedStore {
             let mut touched = remove_row(txn, &RowRef::Account { user: user_id }, retention)?;
             touched += super::web_sessions::remove_all_of(txn, user_id)?;
             touched += super::premium::remove_slots_of(txn, user_id)?;
+            touched += super::privacy::erase_user(txn, user_id)?;
             for row in refs {
                 touched += match &row {
                     // The guild keeps its automation; only the author goes.
@@ -385,6 +388,24 @@ impl DataRights for EmbeddedStore {
         .await
     }
 
+    async fn stored_guilds(
+        &self,
+        shard_id: u32,
+        shard_count: u32,
+    ) -> Result<Vec<u64>, StorageError> {
+        self.read(move |txn, _| {
+            let mut out = Vec::new();
+            for item in open_read(txn, GUILD_CONFIG)?.iter().map_err(e)? {
+                let guild = item.map_err(e)?.0.value();
+                if crate::on_shard(guild, shard_id, shard_count) {
+                    out.push(guild);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn scheduled_guild_deletions(&self) -> Result<Vec<(u64, Timestamp)>, StorageError> {
         self.read(|txn, _| {
             let mut out = Vec::new();
@@ -405,6 +426,9 @@ impl DataRights for EmbeddedStore {
                 total += self.delete_guild(guild_id).await?;
             }
         }
+        total += self
+            .write(move |txn, retention| super::privacy::sweep(txn, now, retention))
+            .await?;
         loop {
             let (removed, more) = self
                 .write(move |txn, retention| {
@@ -475,6 +499,7 @@ impl DataRights for EmbeddedStore {
             dump_json!(ASSIGNMENTS);
             dump_json!(CHECKPOINTS);
             dump_json!(LEASES);
+            dump_json!(LEADER_ANNOUNCEMENT);
             dump_json!(super::web_sessions::WEB_SESSIONS);
             dump_json!(super::premium::SLOTS);
             dump_json!(super::premium::INBOX);
@@ -508,6 +533,7 @@ impl DataRights for EmbeddedStore {
                     push(def.name(), format!("{n} {row}"));
                 }
             }
+            super::privacy::dump(txn, &mut out)?;
             Ok(out)
         })
         .await

@@ -20,9 +20,9 @@ const CLAIM_GUARD: &str = "UPDATE {ks}.shard_assignments SET epoch = ? \
 use crate::row_ref::RowRef;
 use crate::{
     Account, AccountRepo, AuditEntry, AuditRepo, BillingRepo, CONFIG_HISTORY_LEN, ClusterRepo,
-    GuildConfig, GuildConfigRepo, Lease, NodeRecord, PromoCode, Redemption, SessionCheckpoint,
-    ShardAssignment, StorageError, Subscription, Ticket, TicketRepo, Timestamp, TranscriptMessage,
-    UsageCount, UsageRepo, VersionedConfig, Workflow, WorkflowRepo, lease,
+    GuildConfig, GuildConfigRepo, LeaderAnnouncement, Lease, NodeRecord, PromoCode, Redemption,
+    SessionCheckpoint, ShardAssignment, StorageError, Subscription, Ticket, TicketRepo, Timestamp,
+    TranscriptMessage, UsageCount, UsageRepo, VersionedConfig, Workflow, WorkflowRepo, lease,
 };
 
 /// Concurrent requests one call keeps in flight (batches of audit rows, usage deltas).
@@ -1368,6 +1368,38 @@ impl ClusterRepo for ScyllaStore {
 
     async fn lease(&self, name: &str) -> Result<Option<Lease>, StorageError> {
         self.read_lease(name).await
+    }
+
+    async fn announce_leader(&self, announcement: &LeaderAnnouncement) -> Result<(), StorageError> {
+        self.execute(
+            "INSERT INTO {ks}.leader_announcement (part, epoch, id, address) VALUES (0, ?, ?, ?)",
+            true,
+            (
+                db_id(announcement.epoch),
+                announcement.id.as_str(),
+                announcement.address.as_str(),
+            ),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn leader_announcement(&self) -> Result<Option<LeaderAnnouncement>, StorageError> {
+        let rows: Vec<(i64, String, String)> = self
+            .select_limit(
+                "SELECT epoch, id, address FROM {ks}.leader_announcement WHERE part = 0",
+                (),
+                1,
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .next()
+            .map(|(epoch, id, address)| LeaderAnnouncement {
+                epoch: rust_id(epoch),
+                id,
+                address,
+            }))
     }
 
     async fn shard_count(&self) -> Result<Option<u32>, StorageError> {

@@ -31,6 +31,7 @@ const TABLES: &[&str] = &[
     "shard_assignments",
     "shard_checkpoints",
     "leases",
+    "leader_announcement",
     "cluster_meta",
     "guild_departures",
     "web_sessions",
@@ -246,6 +247,8 @@ impl DataRights for ScyllaStore {
             .iter()
             .map(WebSessionExport::from)
             .collect();
+        (export.privacy_requests, export.privacy_flags) = self.privacy_export_of(user_id).await?;
+        export.privacy_requests.reverse();
         Ok(export)
     }
 
@@ -255,6 +258,7 @@ impl DataRights for ScyllaStore {
         for slot in self.slots_of_user(user_id).await? {
             touched += u64::from(self.remove_slot(user_id, slot.guild_id).await?);
         }
+        touched += self.erase_privacy_of(user_id).await?;
         for row in self.refs_of(user_id).await? {
             touched += match &row {
                 RowRef::Workflow { guild, workflow } => {
@@ -451,6 +455,25 @@ impl DataRights for ScyllaStore {
         Ok(true)
     }
 
+    async fn stored_guilds(
+        &self,
+        shard_id: u32,
+        shard_count: u32,
+    ) -> Result<Vec<u64>, StorageError> {
+        let mut out = Vec::new();
+        let rows = self
+            .rows::<(i64,), _>("SELECT guild_id FROM {ks}.guild_config", (), false)
+            .await?;
+        futures_util::pin_mut!(rows);
+        while let Some((guild,)) = futures_util::TryStreamExt::try_next(&mut rows).await? {
+            let guild = super::rust_id(guild);
+            if crate::on_shard(guild, shard_id, shard_count) {
+                out.push(guild);
+            }
+        }
+        Ok(out)
+    }
+
     async fn scheduled_guild_deletions(&self) -> Result<Vec<(u64, Timestamp)>, StorageError> {
         let rows: Vec<(i64, i64)> = self
             .select("SELECT guild_id, delete_at FROM {ks}.guild_departures", ())
@@ -530,6 +553,10 @@ impl DataRights for ScyllaStore {
                         .await?
                 }
                 "leases" => self.select("SELECT JSON * FROM {ks}.leases", ()).await?,
+                "leader_announcement" => {
+                    self.select("SELECT JSON * FROM {ks}.leader_announcement", ())
+                        .await?
+                }
                 "cluster_meta" => {
                     self.select("SELECT JSON * FROM {ks}.cluster_meta", ())
                         .await?
@@ -553,6 +580,7 @@ impl DataRights for ScyllaStore {
                 text,
             }));
         }
+        self.dump_privacy(&mut out).await?;
         Ok(out)
     }
 }
