@@ -139,6 +139,30 @@ enum Command {
         /// A file written by `protonn backup`.
         file: PathBuf,
     },
+    /// Creates a promo code users redeem on the dashboard's premium page (an operator's
+    /// command: ScyllaDB, or the leader's store with PROTONN_OPERATOR_TOKEN).
+    PromoCreate {
+        /// The code users type (letters, digits, `-`, `_`; kept upper-case).
+        code: String,
+        /// Premium days a redemption grants.
+        #[arg(long)]
+        days: u32,
+        /// Premium slots a redemption grants.
+        #[arg(long, default_value_t = 1)]
+        slots: u32,
+        /// Redemptions in total (each user at most once).
+        #[arg(long)]
+        limit: u32,
+        /// How long the code can be redeemed, in days.
+        #[arg(long, default_value_t = 30)]
+        valid_days: u32,
+        /// Only users who never subscribed nor redeemed a code may use it.
+        #[arg(long)]
+        new_users_only: bool,
+        /// Coordinator address, repeatable; `cluster.coordinators` when omitted.
+        #[arg(long = "coordinator")]
+        coordinators: Vec<String>,
+    },
     /// The operators' privacy procedures: the children's-data erasure, the users a breach
     /// touched with draft notices, the request log (PROTONN_OPERATOR_TOKEN in a cluster).
     Privacy {
@@ -310,6 +334,46 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             telemetry::init_logging("warn", log_format);
             let rows = crate::backup(&config.storage.data_dir, &file).await?;
             println!("backup written to {} ({rows} rows)", file.display());
+            Ok(())
+        }
+        Command::PromoCreate {
+            code,
+            days,
+            slots,
+            limit,
+            valid_days,
+            new_users_only,
+            coordinators,
+        } => {
+            telemetry::init_logging("warn", log_format);
+            let store: std::sync::Arc<dyn protonn_storage::Store> = match config.storage.backend {
+                StorageBackend::Scylla => std::sync::Arc::new(store::open_scylla(&config).await?),
+                StorageBackend::Embedded => std::sync::Arc::new(crate::RemoteStore::connect(
+                    coordinators_or(&config, coordinators),
+                    operator_token()?,
+                    cluster_tls(&config)?,
+                )),
+            };
+            let new = crate::promo::NewPromo {
+                code,
+                days,
+                slots,
+                limit,
+                valid_for: Duration::from_secs(u64::from(valid_days) * 86_400),
+                new_users_only,
+            };
+            let promo =
+                crate::promo::create(store.as_ref(), &new, protonn_storage::Timestamp::now())
+                    .await
+                    .context("creating the promo code")?;
+            println!(
+                "promo {} created: {} slot(s) for {} days, {} redemptions, redeemable until {} ms",
+                promo.code,
+                promo.slots,
+                promo.premium_days,
+                promo.max_redemptions,
+                promo.expires_at.0
+            );
             Ok(())
         }
         Command::Privacy { command } => {

@@ -28,6 +28,9 @@ pub(crate) const SCYLLA_PASSWORD_ENV: &str = "PROTONN_SCYLLA_PASSWORD";
 /// (or `web.client_secret_file`/`web.session_key_file`).
 pub(crate) const WEB_CLIENT_SECRET_ENV: &str = "PROTONN_WEB_CLIENT_SECRET";
 pub(crate) const WEB_SESSION_KEY_ENV: &str = "PROTONN_WEB_SESSION_KEY";
+/// Environment variable holding the Paddle webhook secret(s), several separated by commas
+/// during a rotation (or `web.paddle_secret_file`); unset and no file: no webhooks.
+pub(crate) const PADDLE_SECRET_ENV: &str = "PROTONN_PADDLE_WEBHOOK_SECRET";
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -294,6 +297,13 @@ pub struct WebSection {
     pub client_secret_file: Option<PathBuf>,
     /// A file holding the session key, read when `PROTONN_WEB_SESSION_KEY` is not set.
     pub session_key_file: Option<PathBuf>,
+    /// A file holding the Paddle webhook secret(s), one per line, read when
+    /// `PROTONN_PADDLE_WEBHOOK_SECRET` is not set. Neither: `/webhooks/paddle` answers 404.
+    pub paddle_secret_file: Option<PathBuf>,
+    /// How far a webhook's signed timestamp may be from our clock before it is a replay.
+    pub paddle_tolerance_secs: u64,
+    /// Paddle's hosted checkout link the premium page offers.
+    pub paddle_checkout_url: Option<String>,
 }
 
 impl Default for WebSection {
@@ -306,6 +316,9 @@ impl Default for WebSection {
             client_id: None,
             client_secret_file: None,
             session_key_file: None,
+            paddle_secret_file: None,
+            paddle_tolerance_secs: 5,
+            paddle_checkout_url: None,
         }
     }
 }

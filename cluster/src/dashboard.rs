@@ -11,12 +11,12 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::serve::ListenerExt;
 use protonn_storage::{Metered, Store, WebSessionRepo};
-use protonn_web::{AppState, Secret, WebConfig};
+use protonn_web::{AppState, PaddleConfig, Secret, WebConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{WEB_CLIENT_SECRET_ENV, WEB_SESSION_KEY_ENV, WebSection};
+use crate::config::{PADDLE_SECRET_ENV, WEB_CLIENT_SECRET_ENV, WEB_SESSION_KEY_ENV, WebSection};
 use crate::ops::{self, OpsState, Readiness};
 use crate::{
     ClusterGuildCalls, ClusterTls, ClusterToken, Config, ConfigError, Node, RemoteStore,
@@ -25,6 +25,9 @@ use crate::{
 
 /// Expired sessions are swept this often (redb has no TTL).
 const SWEEP_EVERY: Duration = Duration::from_secs(600);
+/// The billing inbox is also read this often, besides at each stored webhook: events a
+/// failed round or a restart left, and slots whose entitlements lapsed.
+const BILLING_EVERY: Duration = Duration::from_secs(30);
 
 /// A running dashboard; stops when dropped or at [`Dashboard::shutdown`].
 pub struct Dashboard {
@@ -33,6 +36,7 @@ pub struct Dashboard {
     stop: watch::Sender<bool>,
     server: JoinHandle<()>,
     sweeper: JoinHandle<()>,
+    billing: JoinHandle<()>,
 }
 
 impl Dashboard {
@@ -45,15 +49,29 @@ impl Dashboard {
         client_id: u64,
         client_secret: Secret,
     ) -> anyhow::Result<Self> {
+        Self::start_with_paddle(config, node, discord_url, client_id, client_secret, None).await
+    }
+
+    /// [`start`](Self::start), receiving Paddle webhooks with `paddle`'s secrets.
+    pub async fn start_with_paddle(
+        config: &Config,
+        node: &Node,
+        discord_url: String,
+        client_id: u64,
+        client_secret: Secret,
+        paddle: Option<PaddleConfig>,
+    ) -> anyhow::Result<Self> {
         Self::serve(config, node.store(), node.guild_calls(), |url| {
-            WebConfig::new(
+            let mut web = WebConfig::new(
                 url,
                 discord_url,
                 client_id,
                 client_secret,
                 // A demo's sessions need not outlive the process.
                 Secret::random_key(),
-            )
+            );
+            web.paddle = paddle;
+            web
         })
         .await
     }
@@ -79,8 +97,11 @@ impl Dashboard {
         web.session_idle = Duration::from_secs(section.session_idle_secs);
         web.session_max_age = Duration::from_secs(section.session_max_age_secs);
         web.export_for = config.retention.retention().exports;
-        let state =
-            AppState::new(web, Arc::clone(&store), guilds).context("configuring the dashboard")?;
+        let state = AppState::new(web, Arc::clone(&store), guilds)
+            .context("configuring the dashboard")?
+            .with_premium(Arc::clone(&store));
+        let billing =
+            protonn_web::spawn_processor(Arc::clone(&store), state.billing_wakeup(), BILLING_EVERY);
         let (stop, mut stopped) = watch::channel(false);
         let app = protonn_web::router(state);
         // A page larger than a segment goes out in several writes: without TCP_NODELAY the
@@ -108,6 +129,7 @@ impl Dashboard {
             stop,
             server,
             sweeper,
+            billing,
         })
     }
 
@@ -124,6 +146,7 @@ impl Dashboard {
     pub async fn shutdown(self) {
         self.stop.send_replace(true);
         self.sweeper.abort();
+        self.billing.abort();
         let _ = self.server.await;
     }
 }
@@ -133,6 +156,8 @@ impl Dashboard {
 struct WebSecrets {
     client_secret: Secret,
     session_key: Secret,
+    /// Paddle's webhook secrets, if premium is sold.
+    paddle: Option<Vec<Secret>>,
 }
 
 /// `PROTONN_WEB_CLIENT_SECRET` and `PROTONN_WEB_SESSION_KEY`, or the files `[web]` names
@@ -180,9 +205,44 @@ fn web_secrets(
             "the session key ({WEB_SESSION_KEY_ENV} or this file) must be 32 bytes in base64"
         ),
     })?;
+    let paddle = match env(PADDLE_SECRET_ENV) {
+        Some(value) => Some(value),
+        None => match section.paddle_secret_file.as_deref() {
+            Some(path) => {
+                Some(
+                    std::fs::read_to_string(path).map_err(|err| ConfigError::Invalid {
+                        field: "web.paddle_secret_file",
+                        message: format!("cannot read {}: {err}", path.display()),
+                    })?,
+                )
+            }
+            None => None,
+        },
+    };
+    let paddle = match paddle {
+        Some(text) => {
+            let secrets: Vec<Secret> = text
+                .split([',', '\n', '\r'])
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(Secret::new)
+                .collect();
+            if secrets.is_empty() {
+                return Err(ConfigError::Invalid {
+                    field: "web.paddle_secret_file",
+                    message: format!(
+                        "the Paddle webhook secret ({PADDLE_SECRET_ENV} or this file) is empty"
+                    ),
+                });
+            }
+            Some(secrets)
+        }
+        None => None,
+    };
     Ok(WebSecrets {
         client_secret,
         session_key,
+        paddle,
     })
 }
 
@@ -230,9 +290,17 @@ pub(crate) async fn run(
     let WebSecrets {
         client_secret,
         session_key,
+        paddle,
     } = secrets;
+    let section = config.web.clone();
     let dashboard = Dashboard::serve(&config, store, guilds, |url| {
-        WebConfig::new(url, discord_url, client_id, client_secret, session_key)
+        let mut web = WebConfig::new(url, discord_url, client_id, client_secret, session_key);
+        web.paddle = paddle.map(|secrets| PaddleConfig {
+            tolerance: Duration::from_secs(section.paddle_tolerance_secs),
+            checkout_url: section.paddle_checkout_url.clone(),
+            ..PaddleConfig::new(secrets)
+        });
+        web
     })
     .await?;
     let (stop_ops, mut ops_stopped) = watch::channel(false);
@@ -312,5 +380,40 @@ mod tests {
         std::fs::remove_file(&key_file).unwrap();
         let err = web_secrets(&section, |_| None).unwrap_err().to_string();
         assert!(err.contains("cannot read"), "{err}");
+    }
+
+    #[test]
+    fn paddle_secrets_are_optional_several_and_never_show() {
+        let key = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+        let env = |paddle: Option<&'static str>| {
+            move |name: &str| match name {
+                WEB_CLIENT_SECRET_ENV => Some("client".to_owned()),
+                WEB_SESSION_KEY_ENV => Some(key.to_owned()),
+                PADDLE_SECRET_ENV => paddle.map(str::to_owned),
+                _ => None,
+            }
+        };
+        let section = WebSection::default();
+        assert!(web_secrets(&section, env(None)).unwrap().paddle.is_none());
+        let secrets = web_secrets(&section, env(Some("pdl_old, pdl_new"))).unwrap();
+        let paddle = secrets.paddle.as_ref().unwrap();
+        let exposed: Vec<&str> = paddle.iter().map(Secret::expose).collect();
+        assert_eq!(exposed, ["pdl_old", "pdl_new"]);
+        let shown = format!("{secrets:?}");
+        assert!(!shown.contains("pdl_"), "{shown}");
+        let err = web_secrets(&section, env(Some(" , ")))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(PADDLE_SECRET_ENV), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("paddle");
+        std::fs::write(&file, "pdl_a\npdl_b\n").unwrap();
+        let section = WebSection {
+            paddle_secret_file: Some(file),
+            ..WebSection::default()
+        };
+        let secrets = web_secrets(&section, env(None)).unwrap();
+        assert_eq!(secrets.paddle.unwrap().len(), 2);
     }
 }

@@ -24,6 +24,7 @@ mod node;
 mod ops;
 mod privacy_ops;
 mod process;
+pub mod promo;
 mod remote_store;
 mod rest_budget;
 mod store;

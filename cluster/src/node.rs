@@ -471,6 +471,12 @@ impl Node {
         Arc::clone(&self.store)
     }
 
+    /// The same store, for billing and premium (subscriptions, promo codes, slots): what
+    /// operator tools and tests read and seed; guild state is never changed through it.
+    pub fn billing_store(&self) -> Arc<dyn Store> {
+        Arc::clone(&self.store)
+    }
+
     pub async fn router_stats(&self) -> RouterStats {
         ractor::call_t!(self.router, RouterMsg::Stats, QUERY_TIMEOUT_MS).unwrap_or_default()
     }

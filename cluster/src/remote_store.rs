@@ -9,11 +9,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use protonn_storage::{
     Account, AccountRepo, AuditEntry, AuditRepo, BillingRepo, ClusterRepo, DataRights, GuildConfig,
-    GuildConfigRepo, LeaderAnnouncement, Lease, NodeRecord, PreparedExport, PrivacyFlags,
-    PrivacyRepo, PrivacyRequest, PromoCode, Redemption, SessionCheckpoint, ShardAssignment,
-    StorageError, Store, StoredRow, Subscription, Ticket, TicketRepo, Timestamp, TranscriptMessage,
-    UsageCount, UsageRepo, UserExport, VersionedConfig, WebSession, WebSessionRepo, WireError,
-    Workflow, WorkflowRepo,
+    GuildConfigRepo, InboxEvent, LeaderAnnouncement, Lease, NodeRecord, PremiumRepo, PremiumSlot,
+    PreparedExport, PrivacyFlags, PrivacyRepo, PrivacyRequest, PromoCode, Redemption,
+    SessionCheckpoint, ShardAssignment, StorageError, Store, StoredRow, Subscription, Ticket,
+    TicketRepo, Timestamp, TranscriptMessage, UsageCount, UsageRepo, UserExport, VersionedConfig,
+    WebSession, WebSessionRepo, WireError, Workflow, WorkflowRepo,
 };
 use protonn_storage::{Case, ModerationRepo, Timer, TimerRepo};
 use serde::de::DeserializeOwned;
@@ -127,6 +127,35 @@ pub(crate) enum StoreCall {
     },
     RedemptionsOfUser {
         user_id: u64,
+    },
+    ReceiveEvent {
+        event: InboxEvent,
+    },
+    PendingEvents {
+        limit: usize,
+    },
+    InboxEvent {
+        event_id: String,
+    },
+    FinishEvent {
+        event_id: String,
+        outcome: String,
+    },
+    ApplySubscription {
+        subscription: Subscription,
+    },
+    PutSlot {
+        slot: PremiumSlot,
+    },
+    RemoveSlot {
+        user_id: u64,
+        guild_id: u64,
+    },
+    SlotsOfUser {
+        user_id: u64,
+    },
+    GuildSlot {
+        guild_id: u64,
     },
     PutNode {
         node: NodeRecord,
@@ -367,6 +396,10 @@ impl StoreCall {
                 | Self::SubscriptionsOfUser { .. }
                 | Self::Promo { .. }
                 | Self::RedemptionsOfUser { .. }
+                | Self::PendingEvents { .. }
+                | Self::InboxEvent { .. }
+                | Self::SlotsOfUser { .. }
+                | Self::GuildSlot { .. }
                 | Self::Nodes
                 | Self::Assignments
                 | Self::Checkpoint { .. }
@@ -458,6 +491,21 @@ pub(crate) async fn serve(
                 json(store.redeem_promo(&code, user_id, at).await?)
             }
             C::RedemptionsOfUser { user_id } => json(store.redemptions_of_user(user_id).await?),
+            C::ReceiveEvent { event } => json(store.receive_event(&event).await?),
+            C::PendingEvents { limit } => json(store.pending_events(limit).await?),
+            C::InboxEvent { event_id } => json(store.inbox_event(&event_id).await?),
+            C::FinishEvent { event_id, outcome } => {
+                json(store.finish_event(&event_id, &outcome).await?)
+            }
+            C::ApplySubscription { subscription } => {
+                json(store.apply_subscription(&subscription).await?)
+            }
+            C::PutSlot { slot } => json(store.put_slot(&slot).await?),
+            C::RemoveSlot { user_id, guild_id } => {
+                json(store.remove_slot(user_id, guild_id).await?)
+            }
+            C::SlotsOfUser { user_id } => json(store.slots_of_user(user_id).await?),
+            C::GuildSlot { guild_id } => json(store.guild_slot(guild_id).await?),
             C::PutNode { node } => json(store.put_node(&node).await?),
             C::Nodes => json(store.nodes().await?),
             C::RemoveNode { node_id } => json(store.remove_node(node_id).await?),
@@ -888,6 +936,50 @@ impl BillingRepo for RemoteStore {
     }
     async fn redemptions_of_user(&self, user_id: u64) -> Result<Vec<Redemption>, StorageError> {
         self.call(StoreCall::RedemptionsOfUser { user_id }).await
+    }
+}
+
+#[async_trait]
+impl PremiumRepo for RemoteStore {
+    async fn receive_event(&self, event: &InboxEvent) -> Result<bool, StorageError> {
+        self.call(StoreCall::ReceiveEvent {
+            event: event.clone(),
+        })
+        .await
+    }
+    async fn pending_events(&self, limit: usize) -> Result<Vec<InboxEvent>, StorageError> {
+        self.call(StoreCall::PendingEvents { limit }).await
+    }
+    async fn inbox_event(&self, event_id: &str) -> Result<Option<InboxEvent>, StorageError> {
+        self.call(StoreCall::InboxEvent {
+            event_id: event_id.to_owned(),
+        })
+        .await
+    }
+    async fn finish_event(&self, event_id: &str, outcome: &str) -> Result<(), StorageError> {
+        self.call(StoreCall::FinishEvent {
+            event_id: event_id.to_owned(),
+            outcome: outcome.to_owned(),
+        })
+        .await
+    }
+    async fn apply_subscription(&self, subscription: &Subscription) -> Result<bool, StorageError> {
+        self.call(StoreCall::ApplySubscription {
+            subscription: subscription.clone(),
+        })
+        .await
+    }
+    async fn put_slot(&self, slot: &PremiumSlot) -> Result<(), StorageError> {
+        self.call(StoreCall::PutSlot { slot: slot.clone() }).await
+    }
+    async fn remove_slot(&self, user_id: u64, guild_id: u64) -> Result<bool, StorageError> {
+        self.call(StoreCall::RemoveSlot { user_id, guild_id }).await
+    }
+    async fn slots_of_user(&self, user_id: u64) -> Result<Vec<PremiumSlot>, StorageError> {
+        self.call(StoreCall::SlotsOfUser { user_id }).await
+    }
+    async fn guild_slot(&self, guild_id: u64) -> Result<Option<PremiumSlot>, StorageError> {
+        self.call(StoreCall::GuildSlot { guild_id }).await
     }
 }
 

@@ -1741,6 +1741,8 @@ fn form_field(page: &str, name: &str) -> String {
 const WEB_CLIENT_SECRET: &str = protonn_sim::OAUTH_CLIENT_SECRET;
 /// 32 bytes of 0x2a, base64.
 const WEB_SESSION_KEY: &str = "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=";
+/// Paddle webhook secrets as during a rotation (old, new).
+const PADDLE_SECRETS: &str = "pdl_ntfset_cluster_old,pdl_ntfset_cluster_new";
 
 /// `protonn web` against `cluster`'s coordinators (a config of its own), with a browser of it
 /// not yet logged in; returns the process, its ops address and the browser.
@@ -1762,6 +1764,7 @@ async fn start_web(cluster: &Cluster) -> (Process, String, WebBrowser) {
             ("PROTONN_CLUSTER_TOKEN", CLUSTER_TOKEN),
             ("PROTONN_WEB_CLIENT_SECRET", WEB_CLIENT_SECRET),
             ("PROTONN_WEB_SESSION_KEY", WEB_SESSION_KEY),
+            ("PROTONN_PADDLE_WEBHOOK_SECRET", PADDLE_SECRETS),
         ],
     )
     .await;
@@ -1958,8 +1961,20 @@ async fn protonn_web_logs_in_and_changes_a_guilds_prefix_on_the_node_that_runs_i
     for node_only in ["protonn_shard_", "protonn_actors_", "protonn_rest_"] {
         assert!(!metrics.contains(node_only), "{node_only} in\n{metrics}");
     }
+    // Paddle webhooks are on (the secrets came from the environment): an unsigned delivery
+    // is refused and counted, and neither secret is ever logged.
+    let unsigned = browser
+        .send("POST", "/webhooks/paddle", Some("{\"event_id\":\"evt_1\"}"))
+        .await;
+    assert_eq!(unsigned.status, 401, "{}", unsigned.body);
+    let (_, metrics) = http_get(&ops, "/metrics").await;
+    assert!(
+        metrics.contains("protonn_web_paddle_webhooks_total{outcome=\"bad_signature\"} 1"),
+        "{metrics}"
+    );
     let log = cluster.log("web");
-    for secret in [WEB_CLIENT_SECRET, WEB_SESSION_KEY, CLUSTER_TOKEN] {
+    let [old, new] = [0, 1].map(|i| PADDLE_SECRETS.split(',').nth(i).unwrap());
+    for secret in [WEB_CLIENT_SECRET, WEB_SESSION_KEY, CLUSTER_TOKEN, old, new] {
         assert!(!log.contains(secret), "a secret in the log: {log}");
     }
 }

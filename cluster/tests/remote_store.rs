@@ -19,6 +19,9 @@ mod web_sessions;
 #[macro_use]
 #[path = "../../storage/tests/conformance/moderation.rs"]
 mod moderation;
+#[macro_use]
+#[path = "../../storage/tests/conformance/premium.rs"]
+mod premium;
 
 const TOKEN: &str = "remote-store-test";
 /// Operator credentials, apart from the nodes' token.
@@ -126,3 +129,21 @@ macro_rules! moderation_over_grpc {
 }
 
 moderation_cases!(moderation_over_grpc);
+
+/// Premium's inbox and slots, which `protonn web` keeps in the leader's store when the
+/// cluster has no ScyllaDB.
+macro_rules! premium_over_grpc {
+    ($($case:ident),* $(,)?) => {
+        mod premium_cases {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let (store, _leader) = super::remote_store().await;
+                    super::premium::$case(store).await;
+                }
+            )*
+        }
+    };
+}
+
+premium_cases!(premium_over_grpc);

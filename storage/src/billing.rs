@@ -13,14 +13,32 @@ pub struct Subscription {
     pub plan: String,
     pub status: SubscriptionStatus,
     pub current_period_end: Timestamp,
+    /// When the provider's event that produced this state occurred: a state is replaced only
+    /// by a later one ([`PremiumRepo::apply_subscription`](crate::PremiumRepo)).
     pub updated_at: Timestamp,
+    /// Premium slots it pays for (the item's quantity).
+    #[serde(default = "one")]
+    pub slots: u32,
+    /// The provider's own id (`sub_…` for Paddle, an entitlement id for Discord).
+    #[serde(default)]
+    pub provider_ref: String,
+    /// Since when it has been in its status: a past-due subscription keeps its slots for
+    /// [`PAST_DUE_GRACE`](crate::PAST_DUE_GRACE) from here.
+    #[serde(default)]
+    pub status_since: Timestamp,
+}
+
+fn one() -> u32 {
+    1
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SubscriptionStatus {
+    Trialing,
     Active,
     PastDue,
+    Paused,
     Cancelled,
 }
 
@@ -31,6 +49,14 @@ pub struct PromoCode {
     pub percent_off: u8,
     pub max_redemptions: u32,
     pub expires_at: Timestamp,
+    /// Premium a redemption grants: `slots` slots for `premium_days` days from redeeming.
+    #[serde(default)]
+    pub premium_days: u32,
+    #[serde(default)]
+    pub slots: u32,
+    /// Only users who never had a subscription or a redemption may redeem it.
+    #[serde(default)]
+    pub new_users_only: bool,
 }
 
 /// A user's use of a promo code.

@@ -12,6 +12,7 @@
 
 mod backup;
 mod moderation;
+mod premium;
 mod privacy;
 mod records;
 mod rights;
@@ -148,6 +149,7 @@ impl EmbeddedStore {
             open(&txn, EXPIRY)?;
             open(&txn, web_sessions::WEB_SESSIONS)?;
             open(&txn, web_sessions::WEB_SESSIONS_BY_USER)?;
+            premium::create_tables(&txn)?;
             privacy::create_tables(&txn)?;
             open(&txn, moderation::CASES)?;
             open(&txn, moderation::CASE_COUNTERS)?;

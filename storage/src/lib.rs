@@ -29,6 +29,8 @@ mod lease;
 mod metered;
 pub mod metrics;
 mod moderation;
+mod plans;
+mod premium;
 pub mod privacy;
 mod rights;
 mod row_ref;
@@ -56,6 +58,12 @@ pub use metered::{Backend, Metered};
 pub use moderation::{
     CASE_REASON_MAX_CHARS, Case, EscalationStep, ModerationConfig, ModerationRepo,
 };
+pub use plans::{Plan, PlanLimits};
+pub use premium::{
+    ANONYMISED_USER, AssignRefused, Entitlement, InboxEvent, MAX_SLOTS, PAST_DUE_GRACE,
+    PremiumRepo, PremiumSlot, RENEWAL_SLACK, assign_slot, entitlements, entitlements_of,
+    guild_plan, plan_at, refresh_slots, subscription_until,
+};
 pub use privacy::{
     ExportDocument, PreparedExport, PrivacyFlags, PrivacyRepo, PrivacyRequest, RequestKind,
 };
@@ -82,6 +90,7 @@ pub trait Store:
     + TicketRepo
     + WorkflowRepo
     + BillingRepo
+    + PremiumRepo
     + ClusterRepo
     + DataRights
     + WebSessionRepo
@@ -99,6 +108,7 @@ impl<T> Store for T where
         + TicketRepo
         + WorkflowRepo
         + BillingRepo
+        + PremiumRepo
         + ClusterRepo
         + DataRights
         + WebSessionRepo

@@ -14,11 +14,11 @@ use metrics::{counter, histogram};
 use crate::metrics::{ERROR_KINDS, ERRORS, OPERATION_DURATION, OPERATIONS};
 use crate::{
     Account, AccountRepo, AuditEntry, AuditRepo, BillingRepo, ClusterRepo, DataRights,
-    EmbeddedStore, GuildConfig, GuildConfigRepo, LeaderAnnouncement, Lease, NodeRecord,
-    PreparedExport, PrivacyFlags, PrivacyRepo, PrivacyRequest, PromoCode, Redemption, ScyllaStore,
-    SessionCheckpoint, ShardAssignment, StorageError, StoredRow, Subscription, Ticket, TicketRepo,
-    Timestamp, TranscriptMessage, UsageCount, UsageRepo, UserExport, VersionedConfig, WebSession,
-    WebSessionRepo, Workflow, WorkflowRepo,
+    EmbeddedStore, GuildConfig, GuildConfigRepo, InboxEvent, LeaderAnnouncement, Lease, NodeRecord,
+    PremiumRepo, PremiumSlot, PreparedExport, PrivacyFlags, PrivacyRepo, PrivacyRequest, PromoCode,
+    Redemption, ScyllaStore, SessionCheckpoint, ShardAssignment, StorageError, StoredRow,
+    Subscription, Ticket, TicketRepo, Timestamp, TranscriptMessage, UsageCount, UsageRepo,
+    UserExport, VersionedConfig, WebSession, WebSessionRepo, Workflow, WorkflowRepo,
 };
 use crate::{Case, ModerationRepo, Timer, TimerRepo};
 
@@ -161,6 +161,18 @@ metered!("billing", BillingRepo {
     fn promo(&self, code: &str) -> Option<(PromoCode, u32)>;
     fn redeem_promo(&self, code: &str, user_id: u64, at: Timestamp) -> u32;
     fn redemptions_of_user(&self, user_id: u64) -> Vec<Redemption>;
+});
+
+metered!("premium", PremiumRepo {
+    fn receive_event(&self, event: &InboxEvent) -> bool;
+    fn pending_events(&self, limit: usize) -> Vec<InboxEvent>;
+    fn inbox_event(&self, event_id: &str) -> Option<InboxEvent>;
+    fn finish_event(&self, event_id: &str, outcome: &str) -> ();
+    fn apply_subscription(&self, subscription: &Subscription) -> bool;
+    fn put_slot(&self, slot: &PremiumSlot) -> ();
+    fn remove_slot(&self, user_id: u64, guild_id: u64) -> bool;
+    fn slots_of_user(&self, user_id: u64) -> Vec<PremiumSlot>;
+    fn guild_slot(&self, guild_id: u64) -> Option<PremiumSlot>;
 });
 
 metered!("cluster", ClusterRepo {

@@ -42,6 +42,8 @@ pub(crate) fn anonymised_audit(entry: crate::AuditEntry, user_id: u64) -> crate:
 pub(crate) fn anonymised_subscription(subscription: crate::Subscription) -> crate::Subscription {
     crate::Subscription {
         user_id: ERASED_USER,
+        // The server their premium went to says who they were to anyone who saw it.
+        guild_id: None,
         ..subscription
     }
 }

@@ -13,6 +13,7 @@
 
 mod migrate;
 mod moderation;
+mod premium;
 mod privacy;
 mod records;
 mod rights;

@@ -1,6 +1,8 @@
 //! Harness for end-to-end tests: a simulator and nodes in one process, each test with its
 //! own ports (bound to 0), data directory and simulated world.
 
+pub mod paddle;
+
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;

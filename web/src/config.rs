@@ -66,6 +66,8 @@ pub struct WebConfig {
     pub guild_call_deadline: Duration,
     /// Permission bits asked for in "add the bot" links.
     pub bot_permissions: u64,
+    /// Paddle Billing webhooks and checkout; `None`: premium is not sold here.
+    pub paddle: Option<crate::PaddleConfig>,
     /// A prepared data export stays downloadable (once) this long.
     pub export_for: Duration,
 }
@@ -93,6 +95,7 @@ impl WebConfig {
             // View channels, send messages, embed links, read history, manage messages,
             // moderate members: what the bot's commands and moderation use.
             bot_permissions: 0x0000_0100_0000_6C00 | 0x2000,
+            paddle: None,
             export_for: protonn_storage::Retention::POLICY.exports,
         }
     }
@@ -120,6 +123,11 @@ impl WebConfig {
         }
         if self.session_max_age.as_millis() > u128::from(protonn_storage::WEB_SESSION_MAX_AGE_MS) {
             return bad("web.session_max_age is above the 90 days sessions are kept");
+        }
+        if let Some(paddle) = &self.paddle
+            && (paddle.secrets.is_empty() || paddle.secrets.iter().any(|s| s.expose().is_empty()))
+        {
+            return bad("web.paddle needs at least one webhook secret, none empty");
         }
         crate::crypto::Sealer::new(&self.token_key).map(|_| ())
     }

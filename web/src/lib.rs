@@ -28,6 +28,7 @@ mod crypto;
 mod discord;
 mod error;
 pub mod metrics;
+mod paddle;
 mod pages;
 mod session;
 mod state;
@@ -44,6 +45,7 @@ use protonn_storage::Timestamp;
 
 pub use config::{Secret, WebConfig};
 pub use error::WebError;
+pub use paddle::{PaddleConfig, process_inbox, spawn_processor};
 pub use state::AppState;
 
 /// Largest request body: the biggest form (settings with staff roles) is well below.
@@ -66,8 +68,17 @@ pub fn router(state: AppState) -> Router {
         .route("/guilds/{guild}/history", get(pages::history))
         .route("/guilds/{guild}/history/rollback", post(pages::rollback))
         .route("/guilds/{guild}/audit", get(pages::audit))
+        .route("/premium", get(pages::premium))
+        .route("/premium/assign", post(pages::assign_form))
+        .route("/premium/move", post(pages::move_form))
+        .route("/premium/remove", post(pages::remove_form))
+        .route("/premium/redeem", post(pages::redeem_form))
         .route("/account", get(pages::account))
         .route("/account/logout-everywhere", post(pages::logout_everywhere))
+        .route(
+            "/webhooks/paddle",
+            post(paddle::webhook).layer(DefaultBodyLimit::max(paddle::BODY_LIMIT)),
+        )
         .route("/privacy", get(pages::privacy))
         .route("/privacy/export", post(pages::request_export))
         .route("/privacy/export/download", post(pages::download_export))

@@ -10,6 +10,10 @@ pub const REQUESTS: &str = "protonn_web_requests_total";
 pub const REQUEST_DURATION: &str = "protonn_web_request_duration_seconds";
 pub const LOGINS: &str = "protonn_web_logins_total";
 pub const REJECTED: &str = "protonn_web_rejected_total";
+pub const PADDLE_WEBHOOKS: &str = "protonn_web_paddle_webhooks_total";
+pub const PADDLE_EVENTS: &str = "protonn_web_paddle_events_total";
+
+const PADDLE_EVENT_OUTCOMES: [&str; 3] = ["applied", "stale", "invalid"];
 
 pub(crate) const LOGIN_OUTCOMES: [&str; 5] =
     ["ok", "denied", "bad_state", "discord_error", "logout"];
@@ -42,6 +46,23 @@ pub fn describe() {
         REJECTED,
         "Dashboard requests refused, by reason (bad state, missing CSRF, forbidden guild, …)."
     );
+    describe_counter!(
+        PADDLE_WEBHOOKS,
+        "Paddle webhook deliveries by outcome: received, duplicate, or why refused."
+    );
+    describe_counter!(
+        PADDLE_EVENTS,
+        "Paddle events taken from the inbox by outcome: applied, stale (older than the stored state), invalid."
+    );
+    for outcome in ["received", "duplicate"]
+        .into_iter()
+        .chain(crate::paddle::Refusal::ALL.map(|r| r.label()))
+    {
+        counter!(PADDLE_WEBHOOKS, "outcome" => outcome).absolute(0);
+    }
+    for outcome in PADDLE_EVENT_OUTCOMES {
+        counter!(PADDLE_EVENTS, "outcome" => outcome).absolute(0);
+    }
     for outcome in LOGIN_OUTCOMES {
         counter!(LOGINS, "outcome" => outcome).absolute(0);
     }
@@ -70,4 +91,12 @@ pub(crate) fn login(outcome: &'static str) {
 
 pub(crate) fn rejected(reason: &'static str) {
     counter!(REJECTED, "reason" => reason).increment(1);
+}
+
+pub(crate) fn paddle_webhook(outcome: &'static str) {
+    counter!(PADDLE_WEBHOOKS, "outcome" => outcome).increment(1);
+}
+
+pub(crate) fn paddle_event(outcome: &'static str) {
+    counter!(PADDLE_EVENTS, "outcome" => outcome).increment(1);
 }

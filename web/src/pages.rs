@@ -8,6 +8,7 @@ mod guilds;
 mod history;
 pub(crate) mod layout;
 mod login;
+mod premium;
 mod privacy;
 mod settings;
 
@@ -17,6 +18,7 @@ pub(crate) use guild::overview;
 pub(crate) use guilds::{guilds, home};
 pub(crate) use history::{history, rollback};
 pub(crate) use login::{callback, login, logout, start_login};
+pub(crate) use premium::{assign_form, move_form, premium, redeem_form, remove_form};
 pub(crate) use privacy::{
     correct_profile, delete_account, download_export, privacy, request_export, save_choices,
 };

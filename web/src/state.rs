@@ -2,6 +2,7 @@ use std::sync::Arc;
 
 use protonn_actors::{CallSource, Caller, GuildCall, GuildCalls, GuildRequest, GuildResponse};
 use protonn_storage::{AuditRepo, Store, WebSessionRepo};
+use tokio::sync::Notify;
 
 use crate::crypto::Sealer;
 use crate::discord::Discord;
@@ -21,6 +22,11 @@ pub struct AppState {
     pub(crate) guilds: Arc<dyn GuildCalls>,
     pub(crate) discord: Discord,
     pub(crate) sealer: Arc<Sealer>,
+    /// Billing and premium (the webhook inbox, subscriptions, promo codes, slots); `None`
+    /// where the dashboard does not sell premium.
+    pub(crate) premium: Option<Arc<dyn Store>>,
+    /// Wakes the inbox processor when the webhook stores an event.
+    pub(crate) billing_wakeup: Arc<Notify>,
 }
 
 impl AppState {
@@ -41,7 +47,20 @@ impl AppState {
             store,
             guilds,
             sealer: Arc::new(sealer),
+            premium: None,
+            billing_wakeup: Arc::new(Notify::new()),
         })
+    }
+
+    /// Turns premium on, with `store` holding billing; returns what wakes the processor
+    /// ([`spawn_processor`](crate::spawn_processor)) when a webhook stores an event.
+    pub fn with_premium(mut self, store: Arc<dyn Store>) -> Self {
+        self.premium = Some(store);
+        self
+    }
+
+    pub fn billing_wakeup(&self) -> Arc<Notify> {
+        Arc::clone(&self.billing_wakeup)
     }
 
     /// A guild call on behalf of `user_id` (counted by the `GuildCalls` implementation).

@@ -20,8 +20,8 @@ use protonn_actors::{
 };
 use protonn_sim::{GuildInfo, SimConfig, SimHandle, Simulator};
 use protonn_storage::{
-    AccountRepo, DataRights, EmbeddedStore, GuildConfig, PrivacyRepo, Timestamp, VersionedConfig,
-    WebSessionRepo,
+    AccountRepo, AuditRepo, BillingRepo, DataRights, EmbeddedStore, GuildConfig, Plan, PremiumRepo,
+    PrivacyRepo, PromoCode, Timestamp, VersionedConfig, WebSessionRepo, guild_plan,
 };
 use protonn_web::{AppState, Secret, WebConfig};
 use tokio::net::TcpListener;
@@ -41,6 +41,8 @@ struct FakeGuilds {
     demoted: Mutex<HashSet<u64>>,
     calls: Mutex<Vec<GuildCall>>,
     applied_keys: Mutex<HashMap<String, GuildResponse>>,
+    /// (guild, user) pairs that may manage a guild they do not own (Manage Server).
+    managers: Mutex<HashSet<(u64, u64)>>,
 }
 
 impl FakeGuilds {
@@ -158,8 +160,9 @@ impl GuildCalls for FakeGuilds {
             // The dashboard has no moderation pages yet.
             GuildRequest::Cases { .. } => Ok(GuildResponse::Cases { cases: Vec::new() }),
             GuildRequest::MemberPermissions { user_id } => {
-                let owner =
-                    user_id == guild.owner_id && !self.demoted.lock().unwrap().contains(&user_id);
+                let owner = (user_id == guild.owner_id
+                    || self.managers.lock().unwrap().contains(&(guild.id, user_id)))
+                    && !self.demoted.lock().unwrap().contains(&user_id);
                 Ok(GuildResponse::Permissions(MemberAccess {
                     permissions: if owner { u64::MAX } else { 0 },
                     is_owner: owner,
@@ -228,7 +231,9 @@ async fn start_with(adjust: impl FnOnce(&mut WebConfig)) -> Harness {
         guilds: sim.guilds(),
         ..FakeGuilds::default()
     });
-    let state = AppState::new(config, Arc::new(store.clone()), guilds.clone()).unwrap();
+    let state = AppState::new(config, Arc::new(store.clone()), guilds.clone())
+        .unwrap()
+        .with_premium(Arc::new(store.clone()));
     tokio::spawn(async move {
         axum::serve(listener, protonn_web::router(state))
             .await
@@ -901,6 +906,134 @@ async fn secure_cookies_are_required_off_loopback() {
         !format!("{config:?}").contains("AQEB"),
         "the key stays out of Debug"
     );
+}
+
+#[tokio::test]
+async fn premium_slots_go_only_to_managed_servers_and_move_between_them() {
+    let h = start().await;
+    let guilds = h.sim.guilds();
+    let (mut browser, guild) = logged_in_owner(&h).await;
+    let user = guild.owner_id;
+    let foreign = guilds.iter().find(|g| g.owner_id != user).unwrap().clone();
+    let now = Timestamp::now();
+    h.store
+        .create_promo(&PromoCode {
+            code: "TRY".into(),
+            percent_off: 0,
+            max_redemptions: 5,
+            expires_at: now.saturating_add(Duration::from_secs(3_600)),
+            premium_days: 30,
+            slots: 1,
+            new_users_only: false,
+        })
+        .await
+        .unwrap();
+    let page = text(&browser.get("/premium").await);
+    assert!(
+        page.contains("You have 0 premium slot(s), 0 free."),
+        "{page}"
+    );
+    let csrf = field(&page, "csrf");
+
+    // Without a slot, or without the CSRF token, or with an unknown code: refused.
+    let none = browser
+        .post(
+            "/premium/assign",
+            &[("csrf", &csrf), ("guild", &guild.id.to_string())],
+        )
+        .await;
+    assert_eq!(none.0, StatusCode::BAD_REQUEST);
+    assert!(text(&none).contains("no free premium slot"));
+    let forged = browser.post("/premium/redeem", &[("code", "TRY")]).await;
+    assert_eq!(forged.0, StatusCode::FORBIDDEN);
+    let unknown = browser
+        .post("/premium/redeem", &[("csrf", &csrf), ("code", "NOPE")])
+        .await;
+    assert_eq!(unknown.0, StatusCode::BAD_REQUEST);
+    assert!(
+        text(&unknown).contains("unknown code"),
+        "{}",
+        text(&unknown)
+    );
+    assert!(h.store.redemptions_of_user(user).await.unwrap().is_empty());
+
+    let redeemed = browser
+        .post("/premium/redeem", &[("csrf", &csrf), ("code", "TRY")])
+        .await;
+    assert_eq!(redeemed.0, StatusCode::SEE_OTHER, "{}", text(&redeemed));
+
+    // A server the user does not manage: refused, nothing assigned.
+    let refused = browser
+        .post(
+            "/premium/assign",
+            &[("csrf", &csrf), ("guild", &foreign.id.to_string())],
+        )
+        .await;
+    assert_eq!(refused.0, StatusCode::FORBIDDEN);
+    assert!(h.store.slots_of_user(user).await.unwrap().is_empty());
+
+    let assigned = browser
+        .post(
+            "/premium/assign",
+            &[("csrf", &csrf), ("guild", &guild.id.to_string())],
+        )
+        .await;
+    assert_eq!(assigned.0, StatusCode::SEE_OTHER, "{}", text(&assigned));
+    assert_eq!(
+        guild_plan(&h.store, guild.id, now).await.unwrap(),
+        Plan::Premium
+    );
+
+    // Moving to an unmanaged server fails and keeps the slot where it was.
+    let from = guild.id.to_string();
+    let to = foreign.id.to_string();
+    let moved = browser
+        .post(
+            "/premium/move",
+            &[("csrf", &csrf), ("from", &from), ("to", &to)],
+        )
+        .await;
+    assert_eq!(moved.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        guild_plan(&h.store, guild.id, now).await.unwrap(),
+        Plan::Premium
+    );
+
+    // Once the user may manage it (Manage Server there), the slot moves.
+    h.guilds.managers.lock().unwrap().insert((foreign.id, user));
+    let moved = browser
+        .post(
+            "/premium/move",
+            &[("csrf", &csrf), ("from", &from), ("to", &to)],
+        )
+        .await;
+    assert_eq!(moved.0, StatusCode::SEE_OTHER, "{}", text(&moved));
+    let now = Timestamp::now();
+    assert_eq!(
+        guild_plan(&h.store, guild.id, now).await.unwrap(),
+        Plan::Free
+    );
+    assert_eq!(
+        guild_plan(&h.store, foreign.id, now).await.unwrap(),
+        Plan::Premium
+    );
+    let audit = h
+        .store
+        .list_audit(foreign.id, Timestamp(0), Timestamp(u64::MAX), 10)
+        .await
+        .unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(
+        (audit[0].action.as_str(), audit[0].actor_id),
+        ("premium.assign", user)
+    );
+    let redemptions = h
+        .store
+        .list_audit(0, Timestamp(0), Timestamp(u64::MAX), 10)
+        .await
+        .unwrap();
+    assert_eq!(redemptions.len(), 1);
+    assert_eq!(redemptions[0].action, "promo.redeem");
 }
 
 /// Polls the privacy centre until it shows `text`.

@@ -239,6 +239,7 @@ impl DataRights for EmbeddedStore {
             let refs = user_refs(&open(txn, USER_REFS)?, user_id)?;
             let mut touched = remove_row(txn, &RowRef::Account { user: user_id }, retention)?;
             touched += super::web_sessions::remove_all_of(txn, user_id)?;
+            touched += super::premium::remove_slots_of(txn, user_id)?;
             touched += super::privacy::erase_user(txn, user_id)?;
             for row in refs {
                 touched += match &row {
@@ -401,6 +402,7 @@ impl DataRights for EmbeddedStore {
             for row in &rows {
                 touched += remove_row(txn, row, retention)?;
             }
+            touched += super::premium::remove_guild_slot(txn, guild_id)?;
             Ok(touched)
         })
         .await
@@ -552,6 +554,8 @@ impl DataRights for EmbeddedStore {
             dump_json!(LEASES);
             dump_json!(LEADER_ANNOUNCEMENT);
             dump_json!(super::web_sessions::WEB_SESSIONS);
+            dump_json!(super::premium::SLOTS);
+            dump_json!(super::premium::INBOX);
             let by_user = super::web_sessions::WEB_SESSIONS_BY_USER;
             for item in open_read(txn, by_user)?.iter().map_err(e)? {
                 let (key, _) = item.map_err(e)?;

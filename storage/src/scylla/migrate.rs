@@ -62,6 +62,11 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         "009_moderation_timers.cql",
         include_str!("../../schema/009_moderation_timers.cql"),
     ),
+    (
+        10,
+        "010_premium.cql",
+        include_str!("../../schema/010_premium.cql"),
+    ),
 ];
 
 /// How long the migration lock lives without being re-taken. Long enough for the slowest

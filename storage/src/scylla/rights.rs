@@ -7,9 +7,9 @@ use super::records::{AUDIT_BUCKET_MS, audit_users};
 use super::{ScyllaStore, db_id};
 use crate::row_ref::RowRef;
 use crate::{
-    AccountRepo, AuditEntry, AuditRepo, BillingRepo, DataRights, Redemption, StorageError,
-    StoredRow, Ticket, TicketRepo, Timestamp, TranscriptMessage, UserExport, WebSessionExport,
-    WebSessionRepo, Workflow, WorkflowRepo,
+    AccountRepo, AuditEntry, AuditRepo, BillingRepo, DataRights, PremiumRepo, Redemption,
+    StorageError, StoredRow, Ticket, TicketRepo, Timestamp, TranscriptMessage, UserExport,
+    WebSessionExport, WebSessionRepo, Workflow, WorkflowRepo,
 };
 
 /// Every table, for [`DataRights::dump_rows`].
@@ -36,6 +36,8 @@ const TABLES: &[&str] = &[
     "guild_departures",
     "web_sessions",
     "web_sessions_by_user",
+    "premium_slots",
+    "billing_inbox",
 ];
 
 impl ScyllaStore {
@@ -258,6 +260,9 @@ impl DataRights for ScyllaStore {
         }
         let mut touched = self.remove_row(&RowRef::Account { user: user_id }).await?;
         touched += self.delete_web_sessions_of(user_id).await?;
+        for slot in self.slots_of_user(user_id).await? {
+            touched += u64::from(self.remove_slot(user_id, slot.guild_id).await?);
+        }
         touched += self.erase_privacy_of(user_id).await?;
         for row in self.refs_of(user_id).await? {
             touched += match &row {
@@ -421,6 +426,9 @@ impl DataRights for ScyllaStore {
             (db_id(guild_id),),
         )
         .await?;
+        if let Some(slot) = self.guild_slot(guild_id).await? {
+            touched += u64::from(self.remove_slot(slot.user_id, guild_id).await?);
+        }
         // Last: while it exists, a sweep finishes an interrupted erasure.
         self.execute(
             "DELETE FROM {ks}.guild_departures WHERE guild_id = ?",
@@ -543,6 +551,14 @@ impl DataRights for ScyllaStore {
                         .await?
                 }
                 "promos" => self.select("SELECT JSON * FROM {ks}.promos", ()).await?,
+                "premium_slots" => {
+                    self.select("SELECT JSON * FROM {ks}.premium_slots", ())
+                        .await?
+                }
+                "billing_inbox" => {
+                    self.select("SELECT JSON * FROM {ks}.billing_inbox", ())
+                        .await?
+                }
                 "user_refs" => self.select("SELECT JSON * FROM {ks}.user_refs", ()).await?,
                 "nodes" => self.select("SELECT JSON * FROM {ks}.nodes", ()).await?,
                 "shard_assignments" => {

@@ -84,6 +84,9 @@ fn subscription(id: u64, user_id: u64, guild_id: u64) -> Subscription {
         status: SubscriptionStatus::Active,
         current_period_end: Timestamp::now().saturating_add(30 * DAY),
         updated_at: Timestamp::now(),
+        slots: 1,
+        provider_ref: format!("sub_{id}"),
+        status_since: Timestamp::now(),
     }
 }
 
@@ -383,6 +386,9 @@ pub(crate) async fn subscriptions_and_promo_codes<S: Store + Clone>(store: S) {
         percent_off: 20,
         max_redemptions: 2,
         expires_at: now.saturating_add(DAY),
+        premium_days: 0,
+        slots: 0,
+        new_users_only: false,
     };
     store.create_promo(&promo).await.unwrap();
     assert!(matches!(
@@ -736,6 +742,9 @@ async fn populate<S: Store + Clone>(store: &S) {
             percent_off: 10,
             max_redemptions: 10,
             expires_at: now.saturating_add(DAY),
+            premium_days: 0,
+            slots: 0,
+            new_users_only: false,
         })
         .await
         .unwrap();
@@ -1315,6 +1324,9 @@ pub(crate) async fn a_promo_race_redeems_exactly_its_limit<S: Store + Clone>(sto
             percent_off: 50,
             max_redemptions: LIMIT,
             expires_at: now.saturating_add(DAY),
+            premium_days: 0,
+            slots: 0,
+            new_users_only: false,
         })
         .await
         .unwrap();
@@ -1357,6 +1369,9 @@ pub(crate) async fn a_promo_race_redeems_exactly_its_limit<S: Store + Clone>(sto
             percent_off: 5,
             max_redemptions: 100,
             expires_at: now.saturating_add(DAY),
+            premium_days: 0,
+            slots: 0,
+            new_users_only: false,
         })
         .await
         .unwrap();

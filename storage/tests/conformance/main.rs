@@ -8,6 +8,8 @@ mod cases;
 mod moderation;
 #[macro_use]
 mod web_sessions;
+#[macro_use]
+mod premium;
 
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
@@ -121,3 +123,33 @@ macro_rules! moderation_conformance {
 }
 
 moderation_cases!(moderation_conformance);
+
+macro_rules! premium_conformance {
+    ($($case:ident),* $(,)?) => {
+        mod premium_embedded {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let store = protonn_storage::EmbeddedStore::open(dir.path()).unwrap();
+                    super::premium::$case(store.clone()).await;
+                    assert_eq!(store.check_consistency().await.unwrap(), Vec::<String>::new());
+                }
+            )*
+        }
+
+        mod premium_scylla {
+            $(
+                #[tokio::test]
+                #[ignore = "needs SCYLLA_URI"]
+                async fn $case() {
+                    let (store, keyspace) = super::scylla_store(stringify!($case)).await;
+                    super::premium::$case(store.clone()).await;
+                    store.drop_keyspace(&keyspace).await.unwrap();
+                }
+            )*
+        }
+    };
+}
+
+premium_cases!(premium_conformance);

@@ -29,7 +29,7 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
 /// Chromium and chromedriver, or `None` (skip) when absent outside CI.
-fn browser_installed() -> bool {
+pub(crate) fn browser_installed() -> bool {
     let present = Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists();
     if !present && std::env::var("CI").as_deref() == Ok("true") {
         panic!("Chromium is missing under CI=true: run scripts/install-ops-tools");
@@ -85,7 +85,7 @@ impl Network {
 }
 
 /// The few WebDriver commands the test needs, over plain HTTP/1.1 to chromedriver.
-struct WebDriver {
+pub(crate) struct WebDriver {
     addr: SocketAddr,
     session: String,
     _driver: Child,
@@ -139,7 +139,7 @@ async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) 
 }
 
 impl WebDriver {
-    async fn start(profile: &Path) -> Self {
+    pub(crate) async fn start(profile: &Path) -> Self {
         // chromedriver's stdout is block-buffered in a pipe, so its "started on port N" line
         // cannot be awaited: it gets a port that was free a moment ago, and the test waits
         // until it accepts connections there.
@@ -194,11 +194,11 @@ impl WebDriver {
         http(self.addr, method, &path, body.as_ref()).await
     }
 
-    async fn go(&self, url: &str) {
+    pub(crate) async fn go(&self, url: &str) {
         self.cmd("POST", "/url", Some(json!({"url": url}))).await;
     }
 
-    async fn url(&self) -> String {
+    pub(crate) async fn url(&self) -> String {
         self.cmd("GET", "/url", None)
             .await
             .as_str()
@@ -206,7 +206,7 @@ impl WebDriver {
             .to_owned()
     }
 
-    async fn source(&self) -> String {
+    pub(crate) async fn source(&self) -> String {
         self.cmd("GET", "/source", None)
             .await
             .as_str()
@@ -214,7 +214,7 @@ impl WebDriver {
             .to_owned()
     }
 
-    async fn find(&self, css: &str) -> String {
+    pub(crate) async fn find(&self, css: &str) -> String {
         let found = self
             .cmd(
                 "POST",
@@ -230,7 +230,7 @@ impl WebDriver {
             .to_owned()
     }
 
-    async fn click(&self, css: &str) {
+    pub(crate) async fn click(&self, css: &str) {
         let element = self.find(css).await;
         self.cmd(
             "POST",
@@ -240,7 +240,7 @@ impl WebDriver {
         .await;
     }
 
-    async fn fill(&self, css: &str, text: &str) {
+    pub(crate) async fn fill(&self, css: &str, text: &str) {
         let element = self.find(css).await;
         self.cmd(
             "POST",
@@ -256,7 +256,7 @@ impl WebDriver {
         .await;
     }
 
-    async fn script(&self, script: &str) -> Value {
+    pub(crate) async fn script(&self, script: &str) -> Value {
         self.cmd(
             "POST",
             "/execute/sync",
@@ -311,7 +311,7 @@ impl WebDriver {
     }
 
     /// Waits until the page source contains `text`.
-    async fn wait_for(&self, text: &str) {
+    pub(crate) async fn wait_for(&self, text: &str) {
         let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
             if self.source().await.contains(text) {
@@ -327,7 +327,7 @@ impl WebDriver {
         }
     }
 
-    async fn screenshot(&mut self, name: &str) {
+    pub(crate) async fn screenshot(&mut self, name: &str) {
         let png = self.cmd("GET", "/screenshot", None).await;
         let png = base64::engine::general_purpose::STANDARD
             .decode(png.as_str().unwrap())
@@ -336,7 +336,7 @@ impl WebDriver {
         std::fs::write(self.shots.join(format!("{:02}-{name}.png", self.shot)), png).unwrap();
     }
 
-    async fn quit(self) {
+    pub(crate) async fn quit(self) {
         let _ = http(
             self.addr,
             "DELETE",

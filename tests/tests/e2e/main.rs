@@ -18,6 +18,7 @@ mod guild_calls;
 mod moderation;
 
 mod ops;
+mod premium;
 mod rest;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -48,6 +48,7 @@ pub(crate) fn page(title: &str, nav: Option<Nav<'_>>, audience: Audience, body: 
                     @if let Some(nav) = nav {
                         nav aria-label="Account" {
                             a href="/guilds" { "Servers" }
+                            a href="/premium" { "Premium" }
                             a href="/account" { "Account (" (nav.username) ")" }
                             a href="/privacy" { "Privacy" }
                             form method="post" action="/logout" data-logout {
