@@ -349,6 +349,15 @@ def storage():
                     "database hurts first.")
     b.panel("Rows expired/s", "ops", [
         (rate("protonn_storage_expired_deleted_total", SEL, "pod"), "{{pod}}")])
+    b.panel("ScyllaDB driver: retries and failures/s", "ops", [
+        (rate("protonn_storage_driver_retries_total", SEL, "pod"), "retries {{pod}}"),
+        (rate("protonn_storage_driver_errors_total", SEL, "pod"), "failed {{pod}}"),
+        (rate("protonn_storage_driver_request_timeouts_total", SEL, "pod"), "timed out {{pod}}")],
+        description="The driver's own counts (0 without ScyllaDB): retries rising before "
+                    "failures is a cluster under strain.")
+    b.panel("ScyllaDB driver latency", "s", [
+        (f"max by (pod) (protonn_storage_driver_latency_p99_seconds{{{SEL}}})", "p99 {{pod}}"),
+        (f"max by (pod) (protonn_storage_driver_latency_p50_seconds{{{SEL}}})", "p50 {{pod}}")])
     return b
 
 

@@ -256,6 +256,9 @@ impl RouterState {
 
     fn route(&mut self, myself: &ActorRef<RouterMsg>, event: Event) {
         let Some(guild_id) = event.guild_id() else {
+            if let Event::Ready(ready) = &event {
+                self.ready(ready);
+            }
             return;
         };
         let limit = self.services.runtime.mailbox_limit;
@@ -320,6 +323,40 @@ impl RouterState {
                 }
             }
             polling.store(false, Ordering::Release);
+        });
+    }
+
+    /// Guilds removed while the bot was offline start their grace period: done off the
+    /// router's task, since the router never waits on storage.
+    fn ready(&self, ready: &twilight_model::gateway::payload::incoming::Ready) {
+        let Some(shard) = ready.shard else { return };
+        let present = ready.guilds.iter().map(|g| g.id.get()).collect();
+        let services = Arc::clone(&self.services);
+        tokio::spawn(async move {
+            let (shard_id, shard_count) = (shard.number(), shard.total());
+            let grace = services.runtime.removed_guild_grace;
+            match services
+                .departures
+                .departed_while_offline(
+                    services.store.as_ref(),
+                    shard_id,
+                    shard_count,
+                    &present,
+                    grace,
+                    protonn_storage::Timestamp::now(),
+                )
+                .await
+            {
+                Ok(0) => {}
+                Ok(gone) => tracing::info!(
+                    shard_id,
+                    gone,
+                    "guilds removed while offline: data scheduled for deletion"
+                ),
+                Err(err) => {
+                    tracing::warn!(shard_id, error = %err, "cannot check READY for guilds removed while offline")
+                }
+            }
         });
     }
 

@@ -44,6 +44,8 @@ pub struct RuntimeConfig {
     /// the action takes (a REST call or two), short enough that a crashed node's timers are
     /// not late by much.
     pub timer_lease: Duration,
+    /// Retention periods of the store this node opens itself (the policy's by default).
+    pub retention: protonn_storage::Retention,
 }
 
 impl Default for RuntimeConfig {
@@ -63,6 +65,7 @@ impl Default for RuntimeConfig {
             cache_resources: crate::cached_resources(),
             timer_poll_every: Duration::from_secs(5),
             timer_lease: Duration::from_secs(60),
+            retention: protonn_storage::Retention::POLICY,
         }
     }
 }

@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use protonn_actors::{CallSource, Caller, GuildCall, GuildCalls, GuildRequest, GuildResponse};
 use protonn_cluster::{
     ClusterClient, ClusterGuildCalls, ClusterMembership, ClusterToken, Coordinator,
-    CoordinatorOptions, DiscordEndpoint, Node, NodeOptions,
+    CoordinatorOptions, CoordinatorStore, DiscordEndpoint, Node, NodeOptions,
 };
 use protonn_shard::{BotToken, ShardPhase};
 use protonn_sim::{RateLimit, RestLimits, SimConfig, SimHandle};
@@ -180,25 +180,19 @@ async fn page_times(
 
 async fn start_cluster(sim: &SimHandle, dir: &std::path::Path) -> (Coordinator, Vec<Node>) {
     let coordinator = Coordinator::start(CoordinatorOptions {
-        discord: DiscordEndpoint::Simulator(sim.rest_proxy()),
-        token: BotToken::new(sim.config().token.clone()),
-        cluster_token: ClusterToken::new(TOKEN).unwrap(),
-        operator_token: ClusterToken::new(OPERATOR_TOKEN).unwrap(),
-        tls: None,
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         name: "coordinator-0".to_owned(),
-        advertise: None,
-        ops_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        data_dir: dir.join("coordinator"),
-        shards: None,
         heartbeat_interval: Duration::from_millis(200),
         failure_timeout: Duration::from_secs(3),
         min_nodes: 3,
         formation_grace: Duration::from_secs(5),
-        max_moves: 4,
         lease_ttl: Duration::from_secs(1),
-        fence: None,
-        rest_global_per_sec: 50.0,
+        ..CoordinatorOptions::loopback(
+            DiscordEndpoint::Simulator(sim.rest_proxy()),
+            BotToken::new(sim.config().token.clone()),
+            ClusterToken::new(TOKEN).unwrap(),
+            ClusterToken::new(OPERATOR_TOKEN).unwrap(),
+            CoordinatorStore::Embedded(dir.join("coordinator")),
+        )
     })
     .await
     .expect("the coordinator starts");

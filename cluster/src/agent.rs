@@ -27,7 +27,6 @@ use twilight_cache_inmemory::DefaultInMemoryCache;
 use crate::checkpoints::{PendingCheckpoints, ResumePoints};
 use crate::fence::Fence;
 use crate::grpc::{self, Client, ClusterTls, ClusterToken, pb};
-use crate::remote_store::RemoteStore;
 use crate::rest_budget;
 
 /// First pause before trying the coordinators again; doubles up to [`RETRY_MAX`].
@@ -234,6 +233,13 @@ impl Link {
                         followed = true;
                         continue;
                     }
+                    if grpc::from_standby(&status) {
+                        // A failover under way: a leader may serve any moment, and this
+                        // node's shards stop at its fence deadline.
+                        followed = false;
+                        tokio::time::sleep(RETRY_START).await;
+                        continue;
+                    }
                 }
             }
             followed = false;
@@ -328,8 +334,9 @@ pub(crate) struct Agent {
     pub(crate) rest_line: Arc<GlobalLine>,
     /// The node's invalid-request guard: its counts go up, the bot's come back.
     pub(crate) rest_guard: Arc<InvalidRequestGuard>,
-    /// The leader's store and this node's view of departed guilds, refreshed from it when a
-    /// shard arrives (its last owner may have seen guilds leave).
+    /// The cluster's store (the leader's on the embedded store, else ScyllaDB) and this node's
+    /// view of departed guilds, refreshed from it when a shard arrives (its last owner may
+    /// have seen guilds leave).
     pub(crate) store: Arc<dyn Store>,
     pub(crate) departures: Arc<Departures>,
     pub(crate) ops_addr: SocketAddr,
@@ -347,13 +354,12 @@ impl Agent {
         let epochs: Epochs = Arc::default();
         let checkpoints = Arc::new(PendingCheckpoints::default());
         let mut resume = ResumePoints::new(Arc::clone(&checkpoints));
-        // Resume points go through the leader's store service, as the leader reads them from
-        // its own store (a node on ScyllaDB still has a coordinator on the embedded store).
-        let leaders_store = RemoteStore::new(Arc::clone(&self.link));
+        // Resume points go where the leader reads them: the store this node uses, which is
+        // the leader's (through its store service) on the embedded store, or ScyllaDB.
         tokio::select! {
             () = self.keep_fence(&epochs) => {}
             () = self.follow_leaders(&epochs, &mut resume) => {}
-            () = checkpoints.write_to(&leaders_store) => {}
+            () = checkpoints.write_to(self.store.as_ref()) => {}
         }
     }
 

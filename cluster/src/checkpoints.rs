@@ -176,9 +176,10 @@ mod tests {
     async fn the_writer_saves_batches_and_the_store_ignores_a_superseded_owner() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-        let first = store.assign_shard(0, 1, 0).await.unwrap();
-        let second = store.assign_shard(0, 2, first.epoch).await.unwrap();
-        store.assign_shard(1, 1, 0).await.unwrap();
+        store.claim_assignments(1).await.unwrap();
+        let first = store.assign_shard(0, 1, 0, 1).await.unwrap();
+        let second = store.assign_shard(0, 2, first.epoch, 1).await.unwrap();
+        store.assign_shard(1, 1, 0, 1).await.unwrap();
 
         let pending = Arc::new(PendingCheckpoints::default());
         let writer = tokio::spawn({

@@ -15,7 +15,8 @@ use protonn_storage::{Metered, Store};
 use crate::config::{CLUSTER_TOKEN_ENV, NODE_NAME_ENV, OPERATOR_TOKEN_ENV, TOKEN_ENV};
 use crate::{
     ClusterClient, ClusterMembership, ClusterTls, ClusterToken, Config, ConfigError, Coordinator,
-    CoordinatorOptions, DiscordEndpoint, Node, NodeOptions, StorageBackend, demo, store, telemetry,
+    CoordinatorOptions, CoordinatorStore, DiscordEndpoint, Node, NodeOptions, StorageBackend, demo,
+    store, telemetry,
 };
 
 /// Pro-tonn: a sharded, actor-based Discord bot cluster.
@@ -137,6 +138,12 @@ enum Command {
     Restore {
         /// A file written by `protonn backup`.
         file: PathBuf,
+    },
+    /// The operators' privacy procedures: the children's-data erasure, the users a breach
+    /// touched with draft notices, the request log (PROTONN_OPERATOR_TOKEN in a cluster).
+    Privacy {
+        #[command(subcommand)]
+        command: crate::privacy_ops::PrivacyCommand,
     },
 }
 
@@ -305,6 +312,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("backup written to {} ({rows} rows)", file.display());
             Ok(())
         }
+        Command::Privacy { command } => {
+            telemetry::init_logging("warn", log_format);
+            crate::privacy_ops::run(config, command).await
+        }
         Command::Restore { file } => {
             telemetry::init_logging("warn", log_format);
             let rows = crate::restore(&config.storage.data_dir, &file)?;
@@ -355,7 +366,7 @@ fn discord_endpoint(config: &Config) -> DiscordEndpoint {
 }
 
 /// The cluster's mutual TLS files, read once at start.
-fn cluster_tls(config: &Config) -> Result<Option<ClusterTls>, ConfigError> {
+pub(crate) fn cluster_tls(config: &Config) -> Result<Option<ClusterTls>, ConfigError> {
     let Some(files) = &config.cluster.tls else {
         return Ok(None);
     };
@@ -381,7 +392,7 @@ fn cluster_token() -> Result<ClusterToken, ConfigError> {
 
 /// The operators' token (`PROTONN_OPERATOR_TOKEN`): refused when empty, or when it is the
 /// nodes' token (a node could then act as an operator).
-fn operator_token() -> Result<ClusterToken, ConfigError> {
+pub(crate) fn operator_token() -> Result<ClusterToken, ConfigError> {
     let operator = secret(OPERATOR_TOKEN_ENV)?;
     check_operator_token(operator, std::env::var(CLUSTER_TOKEN_ENV).ok()).map_err(|message| {
         ConfigError::Invalid {
@@ -413,6 +424,12 @@ async fn run_coordinator(
     let cluster = &config.cluster;
     // The pod name in the chart; any name that tells the coordinators apart otherwise.
     let name = node_name(&config).unwrap_or_else(|_| format!("coordinator-{}", std::process::id()));
+    let store = match config.storage.backend {
+        StorageBackend::Embedded => CoordinatorStore::Embedded(config.storage.data_dir.clone()),
+        StorageBackend::Scylla => CoordinatorStore::Shared(Arc::new(Metered::new(Arc::new(
+            store::open_scylla(&config).await?,
+        )))),
+    };
     let coordinator = Coordinator::start(CoordinatorOptions {
         discord: discord_endpoint(&config),
         token: bot_token()?,
@@ -423,7 +440,8 @@ async fn run_coordinator(
         name,
         advertise: advertise.or_else(|| cluster.advertise.clone()),
         ops_listen: ops_listen.unwrap_or(config.ops.listen),
-        data_dir: config.storage.data_dir.clone(),
+        store,
+        retention: config.retention.retention(),
         shards: config.discord.shards,
         heartbeat_interval: Duration::from_millis(cluster.heartbeat_ms),
         failure_timeout: Duration::from_millis(cluster.failure_timeout_ms),

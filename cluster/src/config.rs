@@ -41,6 +41,8 @@ pub struct Config {
     pub sim: SimConfig,
     /// The dashboard.
     pub web: WebSection,
+    /// How long each kind of record is kept (the privacy policy's periods by default).
+    pub retention: RetentionSection,
 }
 
 impl Default for Config {
@@ -53,7 +55,97 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             sim: demo_simulator(),
             web: WebSection::default(),
+            retention: RetentionSection::default(),
         }
+    }
+}
+
+/// The privacy policy's retention periods, in days (the defaults are the policy's). The
+/// store enforces them: TTLs on ScyllaDB, the sweeper on redb. Dashboard sessions end after
+/// `web.session_max_age_secs` (never more than 90 days); a prepared data export is
+/// downloadable for `export_hours`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionSection {
+    /// Audit log entries, from the action they record.
+    pub audit_days: u32,
+    /// Support tickets and their transcripts, from the opening of the ticket.
+    pub tickets_days: u32,
+    /// Accounts, from their last activity.
+    pub inactive_accounts_days: u32,
+    /// A server's data after the bot was removed from it (or found gone at READY), in case
+    /// it is added back.
+    pub removed_guild_grace_days: u32,
+    /// The log of data-subject requests, from the request.
+    pub privacy_requests_days: u32,
+    /// A prepared data export stays downloadable (once) this long.
+    pub export_hours: u32,
+}
+
+impl Default for RetentionSection {
+    fn default() -> Self {
+        let policy = protonn_storage::Retention::POLICY;
+        let days = |d: std::time::Duration| (d.as_secs() / 86_400) as u32;
+        Self {
+            audit_days: days(policy.audit),
+            tickets_days: days(policy.tickets),
+            inactive_accounts_days: days(policy.inactive_accounts),
+            removed_guild_grace_days: days(RuntimeConfig::default().removed_guild_grace),
+            privacy_requests_days: days(policy.privacy_requests),
+            export_hours: (policy.exports.as_secs() / 3_600) as u32,
+        }
+    }
+}
+
+impl RetentionSection {
+    /// What the store enforces.
+    pub fn retention(&self) -> protonn_storage::Retention {
+        let days = |d: u32| std::time::Duration::from_secs(u64::from(d) * 86_400);
+        protonn_storage::Retention {
+            audit: days(self.audit_days),
+            tickets: days(self.tickets_days),
+            inactive_accounts: days(self.inactive_accounts_days),
+            privacy_requests: days(self.privacy_requests_days),
+            exports: std::time::Duration::from_secs(u64::from(self.export_hours) * 3_600),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        // ScyllaDB refuses a TTL above 20 years; a zero period would erase on write.
+        const MAX_DAYS: u32 = 20 * 365;
+        for (field, value) in [
+            ("retention.audit_days", self.audit_days),
+            ("retention.tickets_days", self.tickets_days),
+            (
+                "retention.inactive_accounts_days",
+                self.inactive_accounts_days,
+            ),
+            (
+                "retention.removed_guild_grace_days",
+                self.removed_guild_grace_days,
+            ),
+            (
+                "retention.privacy_requests_days",
+                self.privacy_requests_days,
+            ),
+        ] {
+            if value == 0 || value > MAX_DAYS {
+                return Err(ConfigError::Invalid {
+                    field,
+                    message: format!("{value}: must be 1 to {MAX_DAYS} days"),
+                });
+            }
+        }
+        if self.export_hours == 0 || self.export_hours > 30 * 24 {
+            return Err(ConfigError::Invalid {
+                field: "retention.export_hours",
+                message: format!(
+                    "{}: must be 1 to 720 hours (an export is short-lived)",
+                    self.export_hours
+                ),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -241,6 +333,10 @@ impl Config {
     pub fn runtime(&self) -> RuntimeConfig {
         RuntimeConfig {
             cache_resources: self.cache.resource_types(),
+            removed_guild_grace: std::time::Duration::from_secs(
+                u64::from(self.retention.removed_guild_grace_days) * 86_400,
+            ),
+            retention: self.retention.retention(),
             ..RuntimeConfig::default()
         }
     }
@@ -639,6 +735,7 @@ impl Config {
                 "expected http://host:port (https:// with cluster.tls)",
             ));
         }
+        self.retention.validate()?;
         if self.storage.data_dir.as_os_str().is_empty() {
             return Err(invalid("storage.data_dir", "must not be empty"));
         }
@@ -665,6 +762,46 @@ mod tests {
         assert_eq!(config.storage.data_dir, PathBuf::from("data"));
         assert_eq!(config.ops.listen.port(), 9464);
         assert_eq!(config.sim.guilds, 2_000, "demo world by default");
+    }
+
+    #[test]
+    fn retention_defaults_to_the_policy_and_each_period_is_configurable() {
+        let config = Config::parse("").unwrap();
+        assert_eq!(
+            config.retention.retention(),
+            protonn_storage::Retention::POLICY
+        );
+        assert_eq!(
+            config.runtime().retention,
+            protonn_storage::Retention::POLICY
+        );
+        assert_eq!(
+            config.runtime().removed_guild_grace,
+            std::time::Duration::from_secs(30 * 86_400)
+        );
+        let config = Config::parse(
+            "[retention]\naudit_days = 90\ntickets_days = 400\ninactive_accounts_days = 100\nremoved_guild_grace_days = 7\n",
+        )
+        .unwrap();
+        let day = std::time::Duration::from_secs(86_400);
+        let retention = config.runtime().retention;
+        assert_eq!(retention.audit, 90 * day);
+        assert_eq!(retention.tickets, 400 * day);
+        assert_eq!(retention.inactive_accounts, 100 * day);
+        assert_eq!(config.runtime().removed_guild_grace, 7 * day);
+        let config =
+            Config::parse("[retention]\nprivacy_requests_days = 10\nexport_hours = 2\n").unwrap();
+        let retention = config.runtime().retention;
+        assert_eq!(retention.privacy_requests, 10 * day);
+        assert_eq!(retention.exports, std::time::Duration::from_secs(7_200));
+        assert!(Config::parse("[retention]\nexport_hours = 721\n").is_err());
+        for bad in ["audit_days = 0", "tickets_days = 7301"] {
+            let err = Config::parse(&format!("[retention]\n{bad}\n"))
+                .unwrap_err()
+                .to_string();
+            let field = bad.split(' ').next().unwrap();
+            assert!(err.contains(&format!("retention.{field}")), "{err}");
+        }
     }
 
     #[test]

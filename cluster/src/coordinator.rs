@@ -1,10 +1,14 @@
 //! `protonn coordinator`: membership, shard assignment, lossless handoff and the
 //! cluster-wide identify scheduler, served over gRPC.
 //!
-//! Leadership: the embedded store's file lock is the lease's first half: a standby
-//! process waits to open the data directory, which the OS frees when the leader dies. The
-//! second half is the `coordinator` lease in the store, whose epoch grows with every new
-//! leader; every instruction carries it, and nodes refuse instructions from an older one.
+//! Leadership is the `coordinator` lease in the store, whose epoch grows with every new
+//! leader; every instruction carries it, and nodes refuse instructions from an older one,
+//! and the store refuses assignments from an older one (`claim_assignments`). On the
+//! embedded store the file lock comes first: a standby process waits to open the data
+//! directory, which the OS frees when the leader dies, and the leader serves the store to
+//! the nodes. On a shared store (ScyllaDB) every process opens the store itself, and the
+//! lease alone elects: a leader that freezes loses it after its TTL, and on waking can
+//! neither renew it nor assign a shard.
 //! Until it leads, a coordinator answers every call with `Unavailable` naming the leader
 //! when it knows it (`leader.rs`: "not leader, try X"), so nodes go there at once. Leader or
 //! standby, it is serving, and its `/readyz` says so; `/leader` says who leads.
@@ -16,18 +20,18 @@ mod leader;
 mod service;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use metrics::gauge;
 use protonn_actors::rest::{GuardLimits, InvalidRequestGuard};
 use protonn_shard::{BotToken, IdentifyConfig, LocalScheduler};
-use protonn_storage::{ClusterRepo, EmbeddedStore, Metered, StorageError, Timestamp};
+use protonn_storage::{ClusterRepo, EmbeddedStore, Metered, StorageError, Store, Timestamp};
 use tokio::sync::{Notify, OnceCell, mpsc, oneshot};
 
 use control::{Control, ControlSettings};
-pub(crate) use leader::{Known, LeaderView};
+pub(crate) use leader::{Known, LeaderInfo, LeaderView};
 use service::{CoordinatorService, Leading, StorageService};
 
 use crate::grpc::{ClusterTls, ClusterToken, MAX_MESSAGE, RequireToken, pb};
@@ -61,7 +65,10 @@ pub struct CoordinatorOptions {
     pub advertise: Option<String>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served; port 0 picks a free one.
     pub ops_listen: SocketAddr,
-    pub data_dir: PathBuf,
+    pub store: CoordinatorStore,
+    /// Retention periods of the store it opens (the policy's: `Retention::POLICY`); a shared
+    /// store was opened with its own.
+    pub retention: protonn_storage::Retention,
     /// Total shard count when the cluster forms; Discord's recommendation when `None`.
     /// Once formed, the count stored then is the cluster's: a different one here is
     /// refused (resharding is another operation), `None` takes the stored one.
@@ -82,6 +89,64 @@ pub struct CoordinatorOptions {
     pub lease_ttl: Duration,
     /// Discord's global REST limit for the bot, requests per second (50 unless raised).
     pub rest_global_per_sec: f64,
+}
+
+impl CoordinatorOptions {
+    /// A coordinator named "coordinator" on loopback ports the OS picks, with the
+    /// configuration's default timings and no TLS: what tests and benchmarks start from,
+    /// setting only what they vary.
+    pub fn loopback(
+        discord: DiscordEndpoint,
+        token: BotToken,
+        cluster_token: ClusterToken,
+        operator_token: ClusterToken,
+        store: CoordinatorStore,
+    ) -> Self {
+        let defaults = crate::config::ClusterConfig::default();
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self {
+            discord,
+            token,
+            cluster_token,
+            operator_token,
+            tls: None,
+            listen: loopback,
+            name: "coordinator".to_owned(),
+            advertise: None,
+            ops_listen: loopback,
+            store,
+            retention: protonn_storage::Retention::POLICY,
+            shards: None,
+            heartbeat_interval: Duration::from_millis(defaults.heartbeat_ms),
+            failure_timeout: Duration::from_millis(defaults.failure_timeout_ms),
+            fence: None,
+            min_nodes: defaults.min_nodes,
+            formation_grace: Duration::from_millis(defaults.formation_grace_ms),
+            max_moves: defaults.max_moves,
+            lease_ttl: Duration::from_millis(defaults.lease_ttl_ms),
+            rest_global_per_sec: crate::config::DiscordConfig::default().rest_global_per_sec,
+        }
+    }
+}
+
+/// Where the cluster's state lives, which decides how coordinators elect.
+pub enum CoordinatorStore {
+    /// A redb data directory the coordinators share: its file lock lets one process in, which
+    /// then takes the lease, serves the store to the nodes over gRPC and backs it up.
+    Embedded(PathBuf),
+    /// A store every process opens itself (ScyllaDB): the lease alone elects, and no store
+    /// call goes through the coordinator.
+    Shared(Arc<dyn Store>),
+}
+
+impl CoordinatorStore {
+    /// The directory the coordinators share, where the leader announces itself.
+    fn data_dir(&self) -> Option<&Path> {
+        match self {
+            Self::Embedded(dir) => Some(dir),
+            Self::Shared(_) => None,
+        }
+    }
 }
 
 /// A running coordinator, leading or standing by.
@@ -162,7 +227,7 @@ impl Coordinator {
         let view = Arc::new(LeaderView::new(
             options.name.clone(),
             advertise,
-            &options.data_dir,
+            options.store.data_dir(),
         ));
         let (ops_stop, ops_stopped) = oneshot::channel::<()>();
         let ops_state = ops::OpsState {
@@ -290,29 +355,37 @@ async fn lead(
     stop: Arc<Notify>,
 ) -> Result<(), CoordinatorError> {
     let holder = rand::random::<u64>();
+    let shared = matches!(options.store, CoordinatorStore::Shared(_));
     let standby = async {
-        let store = open_when_free(&options.data_dir).await?;
+        let (store, backup) = open_store(&options.store, options.retention).await?;
         view.taking();
         loop {
             match store
                 .acquire_lease(LEASE, holder, Timestamp::now(), options.lease_ttl)
                 .await
             {
-                Ok(lease) => return Ok::<_, CoordinatorError>((store, lease)),
+                Ok(lease) => return Ok::<_, CoordinatorError>((store, backup, lease)),
                 // The previous leader's lease runs out within its ttl (unless it released
-                // it): it cannot renew it, as it no longer holds the store.
-                Err(StorageError::LeaseHeld { .. }) => tokio::time::sleep(STANDBY_POLL).await,
+                // it). On the embedded store it cannot renew it, as it no longer holds the
+                // store; on a shared one it renews it while alive, and says there who it is.
+                Err(StorageError::LeaseHeld { .. }) => {
+                    if shared {
+                        view.led_by(live_leader(store.as_ref(), options.lease_ttl).await);
+                    }
+                    tokio::time::sleep(STANDBY_POLL).await;
+                }
                 Err(err) => return Err(err.into()),
             }
         }
     };
-    let (store, lease) = tokio::select! {
+    // The backup server is dropped (the socket unserved, the store let go) when this
+    // leadership ends.
+    let (store, _backup, lease) = tokio::select! {
         led = standby => led?,
         () = stop.notified() => return Ok(()),
     };
-    // Dropped (the socket unserved, the store let go) when this leadership ends.
-    let _backup = crate::backup::BackupServer::start(Arc::clone(&store), &options.data_dir);
-    let store = Arc::new(Metered::new(store));
+    // Behind nobody any more: until this one leads, no leader is known.
+    view.taking();
     let epoch = lease.epoch;
     tracing::info!(epoch, "leading the cluster");
     gauge!(FENCING_EPOCH).set(epoch as f64);
@@ -344,14 +417,21 @@ async fn lead(
     let repo: Arc<dyn ClusterRepo> = store.clone();
     let control = Control::load(Arc::clone(&repo), settings, epoch).await?;
     let (inbox_tx, inbox) = mpsc::channel(1_024);
-    let leadership = Leadership::begin(view, epoch);
+    let leadership = Leadership::begin(Arc::clone(&view), epoch);
+    if shared {
+        // Standbys on a shared store name the leader from here ("not leader, try X").
+        if let Err(err) = store.announce_leader(&view.me(epoch)).await {
+            tracing::warn!(error = %err, "leader not announced to standbys");
+        }
+    }
     let _ = leading.set(Leading {
         control: inbox_tx,
         scheduler: Arc::new(scheduler),
-        store: store.clone(),
+        // Served to the nodes only when they cannot open it themselves.
+        store: matches!(options.store, CoordinatorStore::Embedded(_)).then(|| store.clone()),
     });
     // The leader sweeps the store it serves; nodes of the cluster do not.
-    let sweeper = Sweeper::start(store.clone());
+    let sweeper = Sweeper::start(store.clone(), options.retention.exports);
 
     let renew_every = options.lease_ttl / 3;
     let renew = async {
@@ -429,11 +509,52 @@ impl Drop for Leadership {
     }
 }
 
+/// The leader a standby names on a shared store: the one announced with the lease's epoch
+/// (an older announcement is a dead leader's), and only while it renews the lease on time
+/// (every third of `ttl`): a leader that missed a renewal may be frozen, and nodes that
+/// left it must not be sent back to it while its lease runs out.
+async fn live_leader(store: &dyn Store, ttl: Duration) -> Option<LeaderInfo> {
+    let read = async {
+        let Some(lease) = store.lease(LEASE).await? else {
+            return Ok(None);
+        };
+        let renewed_at = lease.expires_at.saturating_sub(ttl);
+        if Timestamp::now() > renewed_at.saturating_add(ttl / 3 + 2 * STANDBY_POLL) {
+            return Ok(None);
+        }
+        let announced = store.leader_announcement().await?;
+        Ok::<_, StorageError>(announced.filter(|leader| leader.epoch == lease.epoch))
+    };
+    read.await.unwrap_or_else(|err| {
+        tracing::debug!(error = %err, "the leader's lease or announcement is unreadable");
+        None
+    })
+}
+
+/// The store to lead with, metered, and the backup server of an embedded one. An embedded
+/// store is waited for while another coordinator holds it (standing by).
+async fn open_store(
+    store: &CoordinatorStore,
+    retention: protonn_storage::Retention,
+) -> Result<(Arc<dyn Store>, Option<crate::backup::BackupServer>), StorageError> {
+    match store {
+        CoordinatorStore::Embedded(dir) => {
+            let embedded = open_when_free(dir, retention).await?;
+            let backup = crate::backup::BackupServer::start(Arc::clone(&embedded), dir);
+            Ok((Arc::new(Metered::new(embedded)), backup))
+        }
+        CoordinatorStore::Shared(shared) => Ok((Arc::clone(shared), None)),
+    }
+}
+
 /// Opens the store, waiting while another coordinator holds it (standing by).
-async fn open_when_free(dir: &std::path::Path) -> Result<Arc<EmbeddedStore>, StorageError> {
+async fn open_when_free(
+    dir: &Path,
+    retention: protonn_storage::Retention,
+) -> Result<Arc<EmbeddedStore>, StorageError> {
     let mut logged = false;
     loop {
-        match EmbeddedStore::open(dir) {
+        match EmbeddedStore::open_with(dir, retention) {
             Ok(store) => return Ok(Arc::new(store)),
             Err(StorageError::Locked(_)) => {
                 if !logged {
@@ -454,28 +575,13 @@ mod tests {
     #[tokio::test]
     async fn a_coordinator_refuses_an_operator_token_equal_to_the_nodes() {
         let dir = tempfile::tempdir().unwrap();
-        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-        let started = Coordinator::start(CoordinatorOptions {
-            discord: DiscordEndpoint::Simulator("127.0.0.1:9".to_owned()),
-            token: BotToken::new("unused".to_owned()),
-            cluster_token: ClusterToken::new("same-secret").unwrap(),
-            operator_token: ClusterToken::new("same-secret").unwrap(),
-            tls: None,
-            listen: loopback,
-            name: "coordinator-0".to_owned(),
-            advertise: None,
-            ops_listen: loopback,
-            data_dir: dir.path().to_owned(),
-            shards: None,
-            heartbeat_interval: Duration::from_millis(500),
-            failure_timeout: Duration::from_secs(5),
-            fence: None,
-            min_nodes: 1,
-            formation_grace: Duration::from_secs(1),
-            max_moves: 1,
-            lease_ttl: Duration::from_secs(2),
-            rest_global_per_sec: 50.0,
-        })
+        let started = Coordinator::start(CoordinatorOptions::loopback(
+            DiscordEndpoint::Simulator("127.0.0.1:9".to_owned()),
+            BotToken::new("unused".to_owned()),
+            ClusterToken::new("same-secret").unwrap(),
+            ClusterToken::new("same-secret").unwrap(),
+            CoordinatorStore::Embedded(dir.path().to_owned()),
+        ))
         .await;
         assert!(matches!(started, Err(CoordinatorError::SameTokens)));
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::serve::ListenerExt;
-use protonn_storage::{AuditRepo, Store, WebSessionRepo};
+use protonn_storage::{Metered, Store, WebSessionRepo};
 use protonn_web::{AppState, Secret, WebConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -45,32 +45,28 @@ impl Dashboard {
         client_id: u64,
         client_secret: Secret,
     ) -> anyhow::Result<Self> {
-        Self::serve(
-            &config.web,
-            Stores::of(node.store()),
-            node.guild_calls(),
-            |url| {
-                WebConfig::new(
-                    url,
-                    discord_url,
-                    client_id,
-                    client_secret,
-                    // A demo's sessions need not outlive the process.
-                    Secret::random_key(),
-                )
-            },
-        )
+        Self::serve(config, node.store(), node.guild_calls(), |url| {
+            WebConfig::new(
+                url,
+                discord_url,
+                client_id,
+                client_secret,
+                // A demo's sessions need not outlive the process.
+                Secret::random_key(),
+            )
+        })
         .await
     }
 
     /// Binds `[web] listen` and serves the dashboard with the [`WebConfig`] `web` makes for
     /// the URL browsers use.
     async fn serve(
-        section: &WebSection,
-        stores: Stores,
+        config: &Config,
+        store: Arc<dyn Store>,
         guilds: Arc<dyn protonn_actors::GuildCalls>,
         web: impl FnOnce(String) -> WebConfig,
     ) -> anyhow::Result<Self> {
+        let section = &config.web;
         let listener = TcpListener::bind(section.listen)
             .await
             .with_context(|| format!("binding the dashboard to {}", section.listen))?;
@@ -82,8 +78,9 @@ impl Dashboard {
         let mut web = web(url.clone());
         web.session_idle = Duration::from_secs(section.session_idle_secs);
         web.session_max_age = Duration::from_secs(section.session_max_age_secs);
-        let state = AppState::new(web, stores.sessions.clone(), stores.audit, guilds)
-            .context("configuring the dashboard")?;
+        web.export_for = config.retention.retention().exports;
+        let state =
+            AppState::new(web, Arc::clone(&store), guilds).context("configuring the dashboard")?;
         let (stop, mut stopped) = watch::channel(false);
         let app = protonn_web::router(state);
         // A page larger than a segment goes out in several writes: without TCP_NODELAY the
@@ -103,7 +100,8 @@ impl Dashboard {
                 tracing::warn!(error = %err, "the dashboard's listener failed");
             }
         });
-        let sweeper = protonn_web::spawn_session_sweeper(stores.sessions, SWEEP_EVERY);
+        let sweeper =
+            protonn_web::spawn_session_sweeper(store as Arc<dyn WebSessionRepo>, SWEEP_EVERY);
         Ok(Self {
             url,
             addr,
@@ -127,21 +125,6 @@ impl Dashboard {
         self.stop.send_replace(true);
         self.sweeper.abort();
         let _ = self.server.await;
-    }
-}
-
-/// Where the dashboard keeps its sessions and reads the audit log.
-struct Stores {
-    sessions: Arc<dyn WebSessionRepo>,
-    audit: Arc<dyn AuditRepo>,
-}
-
-impl Stores {
-    fn of(store: Arc<dyn Store>) -> Self {
-        Self {
-            sessions: Arc::clone(&store) as Arc<dyn WebSessionRepo>,
-            audit: store as Arc<dyn AuditRepo>,
-        }
     }
 }
 
@@ -230,7 +213,9 @@ pub(crate) async fn run(
         .with_context(|| format!("binding the ops endpoint to {ops_listen}"))?;
     let coordinators = config.cluster.coordinators.clone();
     let store: Arc<dyn Store> = match config.storage.backend {
-        StorageBackend::Scylla => Arc::new(store::open_scylla(&config).await?),
+        StorageBackend::Scylla => {
+            Arc::new(Metered::new(Arc::new(store::open_scylla(&config).await?)))
+        }
         StorageBackend::Embedded => Arc::new(RemoteStore::connect(
             coordinators.clone(),
             cluster_token.clone(),
@@ -246,7 +231,7 @@ pub(crate) async fn run(
         client_secret,
         session_key,
     } = secrets;
-    let dashboard = Dashboard::serve(&config.web, Stores::of(store), guilds, |url| {
+    let dashboard = Dashboard::serve(&config, store, guilds, |url| {
         WebConfig::new(url, discord_url, client_id, client_secret, session_key)
     })
     .await?;

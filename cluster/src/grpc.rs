@@ -42,6 +42,14 @@ pub(crate) const IDENTIFY_DEADLINE: Duration = Duration::from_secs(20 * 60);
 /// Metadata key of a standby's `Unavailable`: the gRPC address of the coordinator that
 /// leads, for the caller to go to at once.
 pub(crate) const LEADER_HINT: &str = "protonn-leader";
+/// Metadata of every standby's answer: a coordinator is serving and a failover may be under
+/// way, so the caller retries soon rather than backing off as from an unreachable one.
+pub(crate) const STANDBY: &str = "protonn-standby";
+
+/// Whether a coordinator answered as a standby.
+pub(crate) fn from_standby(status: &Status) -> bool {
+    status.code() == tonic::Code::Unavailable && status.metadata().contains_key(STANDBY)
+}
 
 /// The leader a standby's answer names, if it names one.
 pub(crate) fn leader_hint(status: &Status) -> Option<String> {

@@ -22,6 +22,7 @@ pub mod loadgen;
 mod metrics;
 mod node;
 mod ops;
+mod privacy_ops;
 mod process;
 mod remote_store;
 mod rest_budget;
@@ -35,7 +36,7 @@ pub use config::{
     ClusterConfig, ClusterTlsConfig, Config, DiscordConfig, OpsConfig, ScyllaSection,
     ScyllaTlsSection, StorageBackend, StorageConfig,
 };
-pub use coordinator::{Coordinator, CoordinatorError, CoordinatorOptions};
+pub use coordinator::{Coordinator, CoordinatorError, CoordinatorOptions, CoordinatorStore};
 pub use dashboard::Dashboard;
 pub use error::{ConfigError, NodeError};
 pub use grpc::{ClusterTls, ClusterToken};

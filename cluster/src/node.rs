@@ -39,6 +39,9 @@ const QUERY_TIMEOUT_MS: u64 = 5_000;
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often expired rows and departed guilds' data are erased.
 const RETENTION_SWEEP_EVERY: Duration = Duration::from_secs(600);
+/// Export and deletion requests the dashboard could not answer itself (its store refuses
+/// them) are answered this often: well within a minute, far within the legal 30 days.
+const PRIVACY_ANSWER_EVERY: Duration = Duration::from_secs(30);
 /// Bound on a REST request to Discord.
 const REST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Events each shard may buffer ahead of the guild router (about a second of a busy
@@ -206,16 +209,25 @@ impl Node {
             // Every process on a shared database sweeps; sweeps are idempotent and read one
             // small table.
             (Some(store), _) => {
-                let sweeper = Sweeper::start(Arc::clone(&store) as Arc<dyn DataRights>);
+                let sweeper = Sweeper::start(
+                    Arc::clone(&store) as Arc<dyn Store>,
+                    options.runtime.retention.exports,
+                );
                 (store, Some(sweeper), None)
             }
             (None, Some((link, _))) => (Arc::new(RemoteStore::new(Arc::clone(link))), None, None),
             (None, None) => {
-                let embedded = Arc::new(EmbeddedStore::open(&options.data_dir)?);
+                let embedded = Arc::new(EmbeddedStore::open_with(
+                    &options.data_dir,
+                    options.runtime.retention,
+                )?);
                 let backup =
                     crate::backup::BackupServer::start(Arc::clone(&embedded), &options.data_dir);
                 let store = Arc::new(Metered::new(embedded));
-                let sweeper = Sweeper::start(Arc::clone(&store) as Arc<dyn DataRights>);
+                let sweeper = Sweeper::start(
+                    Arc::clone(&store) as Arc<dyn Store>,
+                    options.runtime.retention.exports,
+                );
                 (store, Some(sweeper), backup)
             }
         };
@@ -453,8 +465,9 @@ impl Node {
     }
 
     /// The node's store (its own, or the coordinator's in a cluster): where the dashboard
-    /// served next to it keeps its sessions, so that a user's export and erasure find them.
-    pub(crate) fn store(&self) -> Arc<dyn Store> {
+    /// served next to it keeps its sessions, so that a user's export and erasure find them;
+    /// operators' procedures (the children's-data erasure) and tests use it too.
+    pub fn store(&self) -> Arc<dyn Store> {
         Arc::clone(&self.store)
     }
 
@@ -547,25 +560,43 @@ fn watch_vital_actors(
     failure
 }
 
-/// The retention sweeper over a store this process opened.
+/// The retention sweeper over a store this process opened, and the privacy centre's
+/// background half (exports prepared, erasures done) beside it.
 pub(crate) struct Sweeper {
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
+    stop: watch::Sender<bool>,
+    tasks: [tokio::task::JoinHandle<()>; 2],
 }
 
 impl Sweeper {
-    pub(crate) fn start(store: Arc<dyn DataRights>) -> Self {
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task =
-            protonn_storage::spawn_sweeper(store, RETENTION_SWEEP_EVERY, Timestamp::now, async {
-                let _ = stopped.await;
-            });
-        Self { stop, task }
+    /// A prepared export is downloadable for `export_for`.
+    pub(crate) fn start(store: Arc<dyn Store>, export_for: Duration) -> Self {
+        let (stop, stopped) = watch::channel(false);
+        let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        let sweeper = protonn_storage::spawn_sweeper(
+            Arc::clone(&store) as Arc<dyn DataRights>,
+            RETENTION_SWEEP_EVERY,
+            Timestamp::now,
+            until_stopped(stopped.clone()),
+        );
+        let answerer = protonn_storage::privacy::spawn_request_answerer(
+            store,
+            PRIVACY_ANSWER_EVERY,
+            export_for,
+            until_stopped(stopped),
+        );
+        Self {
+            stop,
+            tasks: [sweeper, answerer],
+        }
     }
 
     pub(crate) async fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = self.task.await;
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
     }
 }
 

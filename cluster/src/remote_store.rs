@@ -9,7 +9,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use protonn_storage::{
     Account, AccountRepo, AuditEntry, AuditRepo, BillingRepo, ClusterRepo, DataRights, GuildConfig,
-    GuildConfigRepo, Lease, NodeRecord, PromoCode, Redemption, SessionCheckpoint, ShardAssignment,
+    GuildConfigRepo, LeaderAnnouncement, Lease, NodeRecord, PreparedExport, PrivacyFlags,
+    PrivacyRepo, PrivacyRequest, PromoCode, Redemption, SessionCheckpoint, ShardAssignment,
     StorageError, Store, StoredRow, Subscription, Ticket, TicketRepo, Timestamp, TranscriptMessage,
     UsageCount, UsageRepo, UserExport, VersionedConfig, WebSession, WebSessionRepo, WireError,
     Workflow, WorkflowRepo,
@@ -134,10 +135,14 @@ pub(crate) enum StoreCall {
     RemoveNode {
         node_id: u64,
     },
+    ClaimAssignments {
+        leader_epoch: u64,
+    },
     AssignShard {
         shard_id: u32,
         node_id: u64,
         expected_epoch: u64,
+        leader_epoch: u64,
     },
     Assignments,
     SaveCheckpoint {
@@ -170,6 +175,10 @@ pub(crate) enum StoreCall {
     Lease {
         name: String,
     },
+    AnnounceLeader {
+        announcement: LeaderAnnouncement,
+    },
+    LeaderAnnouncement,
     ShardCount,
     FixShardCount {
         count: u32,
@@ -191,6 +200,10 @@ pub(crate) enum StoreCall {
         guild_id: u64,
     },
     ScheduledGuildDeletions,
+    StoredGuilds {
+        shard_id: u32,
+        shard_count: u32,
+    },
     SweepExpired {
         now: Timestamp,
     },
@@ -218,6 +231,41 @@ pub(crate) enum StoreCall {
     },
     SweepWebSessions {
         now: Timestamp,
+    },
+    PutPrivacyRequest {
+        request: PrivacyRequest,
+    },
+    PrivacyRequestsOf {
+        user_id: u64,
+    },
+    PrivacyRequests {
+        from: Timestamp,
+        to: Timestamp,
+    },
+    PrivacyFlags {
+        user_id: u64,
+    },
+    SetPrivacyFlags {
+        user_id: u64,
+        flags: PrivacyFlags,
+    },
+    PutExport {
+        export: PreparedExport,
+    },
+    ExportStatus {
+        user_id: u64,
+        now: Timestamp,
+    },
+    TakeExport {
+        user_id: u64,
+        now: Timestamp,
+    },
+    MarkBrowsersForClearing {
+        session_ids: Vec<String>,
+        until: Timestamp,
+    },
+    TakeBrowserClearing {
+        session_id: String,
     },
     CreateCase {
         case: Case,
@@ -282,8 +330,11 @@ impl StoreCall {
                 | Self::RenewLease { .. }
                 | Self::ReleaseLease { .. }
                 | Self::Lease { .. }
+                | Self::AnnounceLeader { .. }
+                | Self::LeaderAnnouncement
                 | Self::PutNode { .. }
                 | Self::RemoveNode { .. }
+                | Self::ClaimAssignments { .. }
                 | Self::AssignShard { .. }
                 | Self::SaveCheckpoint { .. }
                 | Self::FixShardCount { .. }
@@ -292,6 +343,9 @@ impl StoreCall {
                 | Self::DeleteGuild { .. }
                 | Self::SweepExpired { .. }
                 | Self::DumpRows
+                | Self::PrivacyRequests { .. }
+                | Self::PutExport { .. }
+                | Self::MarkBrowsersForClearing { .. }
         )
     }
 
@@ -320,9 +374,14 @@ impl StoreCall {
                 | Self::ShardCount
                 | Self::ExportUser { .. }
                 | Self::ScheduledGuildDeletions
+                | Self::StoredGuilds { .. }
                 | Self::DumpRows
                 | Self::WebSession { .. }
                 | Self::WebSessionsOf { .. }
+                | Self::PrivacyRequestsOf { .. }
+                | Self::PrivacyRequests { .. }
+                | Self::PrivacyFlags { .. }
+                | Self::ExportStatus { .. }
                 | Self::Case { .. }
                 | Self::CasesAbout { .. }
                 | Self::Cases { .. }
@@ -402,13 +461,17 @@ pub(crate) async fn serve(
             C::PutNode { node } => json(store.put_node(&node).await?),
             C::Nodes => json(store.nodes().await?),
             C::RemoveNode { node_id } => json(store.remove_node(node_id).await?),
+            C::ClaimAssignments { leader_epoch } => {
+                json(store.claim_assignments(leader_epoch).await?)
+            }
             C::AssignShard {
                 shard_id,
                 node_id,
                 expected_epoch,
+                leader_epoch,
             } => json(
                 store
-                    .assign_shard(shard_id, node_id, expected_epoch)
+                    .assign_shard(shard_id, node_id, expected_epoch, leader_epoch)
                     .await?,
             ),
             C::Assignments => json(store.assignments().await?),
@@ -438,6 +501,8 @@ pub(crate) async fn serve(
                 epoch,
             } => json(store.release_lease(&name, holder, epoch).await?),
             C::Lease { name } => json(store.lease(&name).await?),
+            C::AnnounceLeader { announcement } => json(store.announce_leader(&announcement).await?),
+            C::LeaderAnnouncement => json(store.leader_announcement().await?),
             C::ShardCount => json(store.shard_count().await?),
             C::FixShardCount { count } => json(store.fix_shard_count(count).await?),
             C::ExportUser { user_id } => json(store.export_user(user_id).await?),
@@ -450,6 +515,10 @@ pub(crate) async fn serve(
                 json(store.cancel_guild_deletion(guild_id).await?)
             }
             C::ScheduledGuildDeletions => json(store.scheduled_guild_deletions().await?),
+            C::StoredGuilds {
+                shard_id,
+                shard_count,
+            } => json(store.stored_guilds(shard_id, shard_count).await?),
             C::SweepExpired { now } => json(store.sweep_expired(now).await?),
             C::DumpRows => json(store.dump_rows().await?),
             C::PutWebSession { session } => json(store.put_web_session(&session).await?),
@@ -461,6 +530,24 @@ pub(crate) async fn serve(
                 json(store.delete_web_sessions_of(user_id).await?)
             }
             C::SweepWebSessions { now } => json(store.sweep_web_sessions(now).await?),
+            C::PutPrivacyRequest { request } => json(store.put_privacy_request(&request).await?),
+            C::PrivacyRequestsOf { user_id } => json(store.privacy_requests_of(user_id).await?),
+            C::PrivacyRequests { from, to } => json(store.privacy_requests(from, to).await?),
+            C::PrivacyFlags { user_id } => json(store.privacy_flags(user_id).await?),
+            C::SetPrivacyFlags { user_id, flags } => {
+                json(store.set_privacy_flags(user_id, &flags).await?)
+            }
+            C::PutExport { export } => json(store.put_export(&export).await?),
+            C::ExportStatus { user_id, now } => json(store.export_status(user_id, now).await?),
+            C::TakeExport { user_id, now } => json(store.take_export(user_id, now).await?),
+            C::MarkBrowsersForClearing { session_ids, until } => json(
+                store
+                    .mark_browsers_for_clearing(&session_ids, until)
+                    .await?,
+            ),
+            C::TakeBrowserClearing { session_id } => {
+                json(store.take_browser_clearing(&session_id).await?)
+            }
             C::CreateCase { case } => json(store.create_case(&case).await?),
             C::Case { guild_id, number } => json(store.case(guild_id, number).await?),
             C::CasesAbout {
@@ -820,13 +907,19 @@ impl ClusterRepo for RemoteStore {
         shard_id: u32,
         node_id: u64,
         expected_epoch: u64,
+        leader_epoch: u64,
     ) -> Result<ShardAssignment, StorageError> {
         self.call(StoreCall::AssignShard {
             shard_id,
             node_id,
             expected_epoch,
+            leader_epoch,
         })
         .await
+    }
+    async fn claim_assignments(&self, leader_epoch: u64) -> Result<(), StorageError> {
+        self.call(StoreCall::ClaimAssignments { leader_epoch })
+            .await
     }
     async fn assignments(&self) -> Result<Vec<ShardAssignment>, StorageError> {
         self.call(StoreCall::Assignments).await
@@ -898,6 +991,15 @@ impl ClusterRepo for RemoteStore {
         })
         .await
     }
+    async fn announce_leader(&self, announcement: &LeaderAnnouncement) -> Result<(), StorageError> {
+        self.call(StoreCall::AnnounceLeader {
+            announcement: announcement.clone(),
+        })
+        .await
+    }
+    async fn leader_announcement(&self) -> Result<Option<LeaderAnnouncement>, StorageError> {
+        self.call(StoreCall::LeaderAnnouncement).await
+    }
     async fn shard_count(&self) -> Result<Option<u32>, StorageError> {
         self.call(StoreCall::ShardCount).await
     }
@@ -930,6 +1032,17 @@ impl DataRights for RemoteStore {
     }
     async fn scheduled_guild_deletions(&self) -> Result<Vec<(u64, Timestamp)>, StorageError> {
         self.call(StoreCall::ScheduledGuildDeletions).await
+    }
+    async fn stored_guilds(
+        &self,
+        shard_id: u32,
+        shard_count: u32,
+    ) -> Result<Vec<u64>, StorageError> {
+        self.call(StoreCall::StoredGuilds {
+            shard_id,
+            shard_count,
+        })
+        .await
     }
     async fn sweep_expired(&self, now: Timestamp) -> Result<u64, StorageError> {
         self.call(StoreCall::SweepExpired { now }).await
@@ -988,6 +1101,79 @@ impl WebSessionRepo for RemoteStore {
     }
     async fn sweep_web_sessions(&self, now: Timestamp) -> Result<u64, StorageError> {
         self.call(StoreCall::SweepWebSessions { now }).await
+    }
+}
+
+/// The privacy centre's tables in the leader's store. What only the store's own process
+/// does (preparing exports, listing every request, marking browsers) is operator-only.
+#[async_trait]
+impl PrivacyRepo for RemoteStore {
+    async fn put_privacy_request(&self, request: &PrivacyRequest) -> Result<(), StorageError> {
+        self.call(StoreCall::PutPrivacyRequest {
+            request: request.clone(),
+        })
+        .await
+    }
+    async fn privacy_requests_of(&self, user_id: u64) -> Result<Vec<PrivacyRequest>, StorageError> {
+        self.call(StoreCall::PrivacyRequestsOf { user_id }).await
+    }
+    async fn privacy_requests(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<PrivacyRequest>, StorageError> {
+        self.call(StoreCall::PrivacyRequests { from, to }).await
+    }
+    async fn privacy_flags(&self, user_id: u64) -> Result<PrivacyFlags, StorageError> {
+        self.call(StoreCall::PrivacyFlags { user_id }).await
+    }
+    async fn set_privacy_flags(
+        &self,
+        user_id: u64,
+        flags: &PrivacyFlags,
+    ) -> Result<(), StorageError> {
+        self.call(StoreCall::SetPrivacyFlags {
+            user_id,
+            flags: *flags,
+        })
+        .await
+    }
+    async fn put_export(&self, export: &PreparedExport) -> Result<(), StorageError> {
+        self.call(StoreCall::PutExport {
+            export: export.clone(),
+        })
+        .await
+    }
+    async fn export_status(
+        &self,
+        user_id: u64,
+        now: Timestamp,
+    ) -> Result<Option<(Timestamp, Timestamp)>, StorageError> {
+        self.call(StoreCall::ExportStatus { user_id, now }).await
+    }
+    async fn take_export(
+        &self,
+        user_id: u64,
+        now: Timestamp,
+    ) -> Result<Option<PreparedExport>, StorageError> {
+        self.call(StoreCall::TakeExport { user_id, now }).await
+    }
+    async fn mark_browsers_for_clearing(
+        &self,
+        session_ids: &[String],
+        until: Timestamp,
+    ) -> Result<(), StorageError> {
+        self.call(StoreCall::MarkBrowsersForClearing {
+            session_ids: session_ids.to_vec(),
+            until,
+        })
+        .await
+    }
+    async fn take_browser_clearing(&self, session_id: &str) -> Result<bool, StorageError> {
+        self.call(StoreCall::TakeBrowserClearing {
+            session_id: session_id.to_owned(),
+        })
+        .await
     }
 }
 

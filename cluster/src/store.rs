@@ -83,7 +83,8 @@ fn process_env(name: &str) -> Option<String> {
 
 /// Connects to the configured cluster and refuses a schema older than this build.
 pub(crate) async fn open_scylla(config: &Config) -> anyhow::Result<ScyllaStore> {
-    let settings = scylla_config(&config.storage.scylla, process_env)?;
+    let mut settings = scylla_config(&config.storage.scylla, process_env)?;
+    settings.retention = config.retention.retention();
     let store = ScyllaStore::connect(&settings).await?;
     store.check_schema().await?;
     tracing::info!(keyspace = store.keyspace(), "storage: scylla");

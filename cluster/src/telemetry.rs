@@ -29,6 +29,8 @@ pub(crate) fn web_prometheus() -> PrometheusHandle {
     recorder(|| {
         protonn_actors::metrics::describe_guild_calls();
         protonn_web::metrics::describe();
+        // Its sessions' store when it opens ScyllaDB itself.
+        protonn_storage::metrics::describe();
     })
 }
 

@@ -1143,7 +1143,7 @@ async fn a_node_token_is_refused_operator_methods_and_the_operator_token_works()
         ),
         (
             "assign a shard",
-            node_store.assign_shard(0, 7, 1).await.err(),
+            node_store.assign_shard(0, 7, 1, 1).await.err(),
         ),
         ("read the raw store", node_store.dump_rows().await.err()),
     ];
@@ -1904,6 +1904,46 @@ async fn protonn_web_logs_in_and_changes_a_guilds_prefix_on_the_node_that_runs_i
         "{}",
         audit.body
     );
+
+    // The privacy centre works with node credentials: the request log, the flags and the
+    // export's state are the web's to read and write; the export itself (reading every
+    // table) is the leader's, prepared by its background answerer.
+    let privacy = browser.send("GET", "/privacy", None).await;
+    assert_eq!(privacy.status, 200, "{}", privacy.body);
+    let csrf = form_field(&privacy.body, "csrf");
+    let choices = url_encoded(&[("csrf", csrf.as_str()), ("objects", "1")]);
+    let saved = browser
+        .send("POST", "/privacy/choices", Some(&choices))
+        .await;
+    assert_eq!(saved.status, 303, "{}", saved.body);
+    assert_eq!(saved.header("location"), Some("/privacy?notice=choices"));
+    let export = url_encoded(&[("csrf", csrf.as_str())]);
+    let asked = browser.send("POST", "/privacy/export", Some(&export)).await;
+    assert_eq!(asked.status, 303, "{}", asked.body);
+    let page = browser.send("GET", "/privacy", None).await;
+    assert!(
+        page.body.contains("data-request=\"objection\"")
+            && page.body.contains("data-request=\"export\""),
+        "{}",
+        page.body
+    );
+    // The leader answers within its 30 s round; the file is then downloaded once.
+    let deadline = Instant::now() + DEADLINE;
+    while !browser
+        .send("GET", "/privacy", None)
+        .await
+        .body
+        .contains("id=\"download-export\"")
+    {
+        assert!(Instant::now() < deadline, "the export was never prepared");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let file = browser
+        .send("POST", "/privacy/export/download", Some(&export))
+        .await;
+    assert_eq!(file.status, 200, "{}", file.body);
+    assert!(file.body.contains("protonn.user-export/1"), "{}", file.body);
+    assert!(file.body.contains(&guild.owner_id.to_string()));
 
     let (_, metrics) = http_get(&ops, "/metrics").await;
     assert!(

@@ -2,12 +2,12 @@
 //! stored count (not Discord's recommendation of the day), and a configured count that
 //! disagrees with it is refused.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use protonn_cluster::{
-    ClusterClient, ClusterToken, Coordinator, CoordinatorError, CoordinatorOptions, DiscordEndpoint,
+    ClusterClient, ClusterToken, Coordinator, CoordinatorError, CoordinatorOptions,
+    CoordinatorStore, DiscordEndpoint,
 };
 use protonn_shard::BotToken;
 use protonn_sim::{SimConfig, SimHandle, Simulator};
@@ -18,25 +18,18 @@ const OPERATOR_TOKEN: &str = "operator-token";
 
 async fn coordinator(sim: &SimHandle, dir: &Path, shards: Option<u32>) -> Coordinator {
     Coordinator::start(CoordinatorOptions {
-        discord: DiscordEndpoint::Simulator(sim.rest_proxy()),
-        token: BotToken::new(sim.config().token.clone()),
-        cluster_token: ClusterToken::new(TOKEN).unwrap(),
-        operator_token: ClusterToken::new(OPERATOR_TOKEN).unwrap(),
-        tls: None,
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        name: "coordinator".to_owned(),
-        advertise: None,
-        ops_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        data_dir: dir.to_owned(),
         shards,
         heartbeat_interval: Duration::from_millis(100),
         failure_timeout: Duration::from_secs(3),
-        fence: None,
-        min_nodes: 1,
         formation_grace: Duration::ZERO,
-        max_moves: 4,
         lease_ttl: Duration::from_secs(1),
-        rest_global_per_sec: 50.0,
+        ..CoordinatorOptions::loopback(
+            DiscordEndpoint::Simulator(sim.rest_proxy()),
+            BotToken::new(sim.config().token.clone()),
+            ClusterToken::new(TOKEN).unwrap(),
+            ClusterToken::new(OPERATOR_TOKEN).unwrap(),
+            CoordinatorStore::Embedded(dir.to_owned()),
+        )
     })
     .await
     .unwrap()

@@ -1,11 +1,11 @@
 //! The storage conformance suite against the coordinator's store as a cluster node uses it:
 //! every repository call over gRPC, answered by a leading coordinator's embedded store.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use protonn_cluster::{
-    ClusterClient, ClusterToken, Coordinator, CoordinatorOptions, DiscordEndpoint, RemoteStore,
+    ClusterClient, ClusterToken, Coordinator, CoordinatorOptions, CoordinatorStore,
+    DiscordEndpoint, RemoteStore,
 };
 use protonn_shard::BotToken;
 use protonn_sim::{SimConfig, SimHandle, Simulator};
@@ -40,25 +40,18 @@ async fn remote_store() -> (RemoteStore, Leader) {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let coordinator = Coordinator::start(CoordinatorOptions {
-        discord: DiscordEndpoint::Simulator(sim.rest_proxy()),
-        token: BotToken::new(sim.config().token.clone()),
-        cluster_token: ClusterToken::new(TOKEN).unwrap(),
-        operator_token: ClusterToken::new(OPERATOR_TOKEN).unwrap(),
-        tls: None,
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         name: "coordinator-0".to_owned(),
-        advertise: None,
-        ops_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        data_dir: dir.path().to_owned(),
-        shards: None,
         heartbeat_interval: Duration::from_millis(100),
         failure_timeout: Duration::from_secs(3),
-        fence: None,
-        min_nodes: 1,
         formation_grace: Duration::ZERO,
-        max_moves: 4,
         lease_ttl: Duration::from_secs(1),
-        rest_global_per_sec: 50.0,
+        ..CoordinatorOptions::loopback(
+            DiscordEndpoint::Simulator(sim.rest_proxy()),
+            BotToken::new(sim.config().token.clone()),
+            ClusterToken::new(TOKEN).unwrap(),
+            ClusterToken::new(OPERATOR_TOKEN).unwrap(),
+            CoordinatorStore::Embedded(dir.path().to_owned()),
+        )
     })
     .await
     .unwrap();

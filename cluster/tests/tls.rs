@@ -1,11 +1,11 @@
 //! Mutual TLS on the cluster's gRPC: only peers with a certificate of the cluster's CA get
 //! through, and the token is still required on top.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use protonn_cluster::{
-    ClusterClient, ClusterTls, ClusterToken, Coordinator, CoordinatorOptions, DiscordEndpoint,
+    ClusterClient, ClusterTls, ClusterToken, Coordinator, CoordinatorOptions, CoordinatorStore,
+    DiscordEndpoint,
 };
 use protonn_shard::BotToken;
 use protonn_sim::{SimConfig, Simulator};
@@ -55,25 +55,19 @@ async fn only_peers_with_a_certificate_of_the_cluster_ca_get_in() {
     let dir = tempfile::tempdir().unwrap();
     let cluster_ca = Authority::new();
     let coordinator = Coordinator::start(CoordinatorOptions {
-        discord: DiscordEndpoint::Simulator(sim.rest_proxy()),
-        token: BotToken::new(sim.config().token.clone()),
-        cluster_token: ClusterToken::new(TOKEN).unwrap(),
-        operator_token: ClusterToken::new(OPERATOR_TOKEN).unwrap(),
         tls: Some(cluster_ca.issue()),
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         name: "coordinator-0".to_owned(),
-        advertise: None,
-        ops_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        data_dir: dir.path().to_owned(),
-        shards: None,
         heartbeat_interval: Duration::from_millis(100),
         failure_timeout: Duration::from_secs(3),
-        fence: None,
-        min_nodes: 1,
         formation_grace: Duration::ZERO,
-        max_moves: 4,
         lease_ttl: Duration::from_secs(1),
-        rest_global_per_sec: 50.0,
+        ..CoordinatorOptions::loopback(
+            DiscordEndpoint::Simulator(sim.rest_proxy()),
+            BotToken::new(sim.config().token.clone()),
+            ClusterToken::new(TOKEN).unwrap(),
+            ClusterToken::new(OPERATOR_TOKEN).unwrap(),
+            CoordinatorStore::Embedded(dir.path().to_owned()),
+        )
     })
     .await
     .unwrap();

@@ -48,6 +48,17 @@ pub struct Lease {
     pub expires_at: Timestamp,
 }
 
+/// The leading coordinator as it announces itself to standbys on a shared store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderAnnouncement {
+    /// Its lease's epoch: the announcement is believed only while the lease has it.
+    pub epoch: u64,
+    /// The coordinator's name (its pod name).
+    pub id: String,
+    /// Where other processes reach its gRPC (`http://host:port`).
+    pub address: String,
+}
+
 /// The cluster tables. Every compare-and-set here is an LWT on ScyllaDB and a write
 /// transaction on the embedded store.
 #[async_trait]
@@ -60,14 +71,23 @@ pub trait ClusterRepo: Send + Sync + 'static {
 
     async fn remove_node(&self, node_id: u64) -> Result<(), StorageError>;
 
+    /// Makes `leader_epoch` (the leadership lease's epoch) the only one assignments are
+    /// written under from now on; claiming again with the same epoch is a no-op.
+    /// [`StorageError::Fenced`] if a newer leader has claimed them.
+    async fn claim_assignments(&self, leader_epoch: u64) -> Result<(), StorageError>;
+
     /// Gives `shard_id` to `node_id` if its epoch is still `expected_epoch` (0 for a shard never
-    /// assigned). Returns the new assignment with epoch `expected_epoch + 1`;
-    /// [`StorageError::Conflict`] if someone else moved it first.
+    /// assigned) and `leader_epoch` is the one that claimed the assignments last. Returns the
+    /// new assignment with epoch `expected_epoch + 1`; [`StorageError::Conflict`] if someone
+    /// else moved it first, [`StorageError::Fenced`] if a newer leader claimed the assignments:
+    /// a leader that froze past its lease cannot give a shard a second owner when it wakes.
+    /// (The lease lives elsewhere; on ScyllaDB a check of it would not be atomic with this.)
     async fn assign_shard(
         &self,
         shard_id: u32,
         node_id: u64,
         expected_epoch: u64,
+        leader_epoch: u64,
     ) -> Result<ShardAssignment, StorageError>;
 
     /// All assignments ordered by shard.
@@ -141,6 +161,13 @@ pub trait ClusterRepo: Send + Sync + 'static {
 
     async fn lease(&self, name: &str) -> Result<Option<Lease>, StorageError>;
 
+    /// Replaces the leader's announcement. Written by a new leader once it holds the lease;
+    /// a stale leader's late write is harmless, as readers compare its epoch with the lease.
+    async fn announce_leader(&self, announcement: &LeaderAnnouncement) -> Result<(), StorageError>;
+
+    /// The newest announcement, if any leader made one.
+    async fn leader_announcement(&self) -> Result<Option<LeaderAnnouncement>, StorageError>;
+
     /// The cluster's shard count, fixed when it formed; `None` before.
     async fn shard_count(&self) -> Result<Option<u32>, StorageError>;
 
@@ -152,3 +179,18 @@ pub trait ClusterRepo: Send + Sync + 'static {
 
 /// Name of the shard count's row in the cluster's fixed facts (`cluster_meta`).
 pub(crate) const SHARD_COUNT: &str = "shard_count";
+
+/// Name of the leader epoch that claimed the assignments, in the embedded store's
+/// `cluster_meta`; ScyllaDB keeps it in the assignments' own partition.
+pub(crate) const ASSIGNMENTS_CLAIM: &str = "assignments_leader_epoch";
+
+/// Assignments are written only under the leader epoch that claimed them last (0: none did).
+pub(crate) fn check_claim(claimed: u64, presented: u64) -> Result<(), StorageError> {
+    if claimed != presented {
+        return Err(StorageError::Fenced {
+            presented,
+            current: claimed,
+        });
+    }
+    Ok(())
+}

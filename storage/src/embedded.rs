@@ -12,6 +12,7 @@
 
 mod backup;
 mod moderation;
+mod privacy;
 mod records;
 mod rights;
 mod timers;
@@ -66,6 +67,9 @@ const ASSIGNMENTS: TableDefinition<u32, &[u8]> = TableDefinition::new("shard_ass
 const CHECKPOINTS: TableDefinition<u32, &[u8]> = TableDefinition::new("session_checkpoints");
 /// lease name → [`Lease`](crate::Lease).
 const LEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("leases");
+/// "leader" → [`LeaderAnnouncement`](crate::LeaderAnnouncement).
+const LEADER_ANNOUNCEMENT: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("leader_announcement");
 /// fact name → value: what is fixed when the cluster forms (the shard count).
 const CLUSTER_META: TableDefinition<&str, u64> = TableDefinition::new("cluster_meta");
 /// guild id → when its data is to be erased (ms), for guilds the bot left.
@@ -137,6 +141,7 @@ impl EmbeddedStore {
             open(&txn, ASSIGNMENTS)?;
             open(&txn, CHECKPOINTS)?;
             open(&txn, LEASES)?;
+            open(&txn, LEADER_ANNOUNCEMENT)?;
             open(&txn, CLUSTER_META)?;
             open(&txn, GUILD_DEPARTURES)?;
             open(&txn, USER_REFS)?;
@@ -148,6 +153,7 @@ impl EmbeddedStore {
             open(&txn, moderation::CASES_BY_TARGET)?;
             open(&txn, timers::TIMERS)?;
             open(&txn, timers::TIMERS_BY_GUILD)?;
+            privacy::create_tables(&txn)?;
         }
         txn.commit().map_err(StorageError::embedded)?;
         Ok(Self {

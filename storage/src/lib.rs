@@ -29,6 +29,7 @@ mod lease;
 mod metered;
 pub mod metrics;
 mod moderation;
+pub mod privacy;
 mod rights;
 mod row_ref;
 mod scylla;
@@ -45,7 +46,9 @@ mod writer;
 pub use accounts::{Account, AccountRepo};
 pub use audit::{AuditEntry, AuditRepo};
 pub use billing::{BillingRepo, PromoCode, Redemption, Subscription, SubscriptionStatus};
-pub use cluster::{ClusterRepo, Lease, NodeRecord, SessionCheckpoint, ShardAssignment};
+pub use cluster::{
+    ClusterRepo, LeaderAnnouncement, Lease, NodeRecord, SessionCheckpoint, ShardAssignment,
+};
 pub use embedded::EmbeddedStore;
 pub use error::StorageError;
 pub use guild_config::{CONFIG_HISTORY_LEN, GuildConfig, GuildConfigRepo, VersionedConfig};
@@ -53,7 +56,10 @@ pub use metered::{Backend, Metered};
 pub use moderation::{
     CASE_REASON_MAX_CHARS, Case, EscalationStep, ModerationConfig, ModerationRepo,
 };
-pub use rights::{DataRights, StoredRow, UserExport};
+pub use privacy::{
+    ExportDocument, PreparedExport, PrivacyFlags, PrivacyRepo, PrivacyRequest, RequestKind,
+};
+pub use rights::{DataRights, StoredRow, UserExport, on_shard};
 pub use scylla::{
     ClientCert, MigrationReport, MigrationStep, Replication, ScyllaConfig, ScyllaStore, TlsConfig,
 };
@@ -81,6 +87,7 @@ pub trait Store:
     + WebSessionRepo
     + ModerationRepo
     + TimerRepo
+    + PrivacyRepo
 {
 }
 
@@ -97,5 +104,6 @@ impl<T> Store for T where
         + WebSessionRepo
         + ModerationRepo
         + TimerRepo
+        + PrivacyRepo
 {
 }

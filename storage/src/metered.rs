@@ -14,10 +14,11 @@ use metrics::{counter, histogram};
 use crate::metrics::{ERROR_KINDS, ERRORS, OPERATION_DURATION, OPERATIONS};
 use crate::{
     Account, AccountRepo, AuditEntry, AuditRepo, BillingRepo, ClusterRepo, DataRights,
-    EmbeddedStore, GuildConfig, GuildConfigRepo, Lease, NodeRecord, PromoCode, Redemption,
-    ScyllaStore, SessionCheckpoint, ShardAssignment, StorageError, StoredRow, Subscription, Ticket,
-    TicketRepo, Timestamp, TranscriptMessage, UsageCount, UsageRepo, UserExport, VersionedConfig,
-    WebSession, WebSessionRepo, Workflow, WorkflowRepo,
+    EmbeddedStore, GuildConfig, GuildConfigRepo, LeaderAnnouncement, Lease, NodeRecord,
+    PreparedExport, PrivacyFlags, PrivacyRepo, PrivacyRequest, PromoCode, Redemption, ScyllaStore,
+    SessionCheckpoint, ShardAssignment, StorageError, StoredRow, Subscription, Ticket, TicketRepo,
+    Timestamp, TranscriptMessage, UsageCount, UsageRepo, UserExport, VersionedConfig, WebSession,
+    WebSessionRepo, Workflow, WorkflowRepo,
 };
 use crate::{Case, ModerationRepo, Timer, TimerRepo};
 
@@ -166,7 +167,9 @@ metered!("cluster", ClusterRepo {
     fn put_node(&self, node: &NodeRecord) -> ();
     fn nodes(&self) -> Vec<NodeRecord>;
     fn remove_node(&self, node_id: u64) -> ();
-    fn assign_shard(&self, shard_id: u32, node_id: u64, expected_epoch: u64) -> ShardAssignment;
+    fn claim_assignments(&self, leader_epoch: u64) -> ();
+    fn assign_shard(&self, shard_id: u32, node_id: u64, expected_epoch: u64, leader_epoch: u64)
+        -> ShardAssignment;
     fn assignments(&self) -> Vec<ShardAssignment>;
     fn save_checkpoint(&self, checkpoint: &SessionCheckpoint) -> ();
     fn save_checkpoints(&self, checkpoints: &[SessionCheckpoint]) -> Vec<u32>;
@@ -176,6 +179,8 @@ metered!("cluster", ClusterRepo {
         -> Lease;
     fn release_lease(&self, name: &str, holder: u64, epoch: u64) -> ();
     fn lease(&self, name: &str) -> Option<Lease>;
+    fn announce_leader(&self, announcement: &LeaderAnnouncement) -> ();
+    fn leader_announcement(&self) -> Option<LeaderAnnouncement>;
     fn shard_count(&self) -> Option<u32>;
     fn fix_shard_count(&self, count: u32) -> u32;
 });
@@ -186,9 +191,23 @@ metered!("rights", DataRights {
     fn delete_guild(&self, guild_id: u64) -> u64;
     fn schedule_guild_deletion(&self, guild_id: u64, at: Timestamp) -> ();
     fn cancel_guild_deletion(&self, guild_id: u64) -> bool;
+    fn stored_guilds(&self, shard_id: u32, shard_count: u32) -> Vec<u64>;
     fn scheduled_guild_deletions(&self) -> Vec<(u64, Timestamp)>;
     fn sweep_expired(&self, now: Timestamp) -> u64;
     fn dump_rows(&self) -> Vec<StoredRow>;
+});
+
+metered!("privacy", PrivacyRepo {
+    fn put_privacy_request(&self, request: &PrivacyRequest) -> ();
+    fn privacy_requests_of(&self, user_id: u64) -> Vec<PrivacyRequest>;
+    fn privacy_requests(&self, from: Timestamp, to: Timestamp) -> Vec<PrivacyRequest>;
+    fn privacy_flags(&self, user_id: u64) -> PrivacyFlags;
+    fn set_privacy_flags(&self, user_id: u64, flags: &PrivacyFlags) -> ();
+    fn put_export(&self, export: &PreparedExport) -> ();
+    fn export_status(&self, user_id: u64, now: Timestamp) -> Option<(Timestamp, Timestamp)>;
+    fn take_export(&self, user_id: u64, now: Timestamp) -> Option<PreparedExport>;
+    fn mark_browsers_for_clearing(&self, session_ids: &[String], until: Timestamp) -> ();
+    fn take_browser_clearing(&self, session_id: &str) -> bool;
 });
 
 metered!("web_sessions", WebSessionRepo {

@@ -1,7 +1,7 @@
 //! Metric names of the storage layer, described by [`describe`] (the process that installs
 //! the recorder calls it).
 
-use metrics::{Unit, counter, describe_counter, describe_histogram};
+use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
 
 /// Repository calls, by `backend`, `repo`, `op` and `outcome` (`ok`; `refused`, an answer
 /// such as a version conflict or a held lease; `failed`).
@@ -17,6 +17,20 @@ pub const OPERATION_DURATION_BUCKETS: [f64; 13] = [
 ];
 /// Rows the retention sweeper removed.
 pub const EXPIRED_DELETED: &str = "protonn_storage_expired_deleted_total";
+
+/// The ScyllaDB driver's own counts, copied from its metrics every [`DRIVER_EVERY`]: requests
+/// (paged ones once per page), failed requests, retries, request and connection timeouts,
+/// open connections, and its latency quantiles. 0 in a process without ScyllaDB.
+pub const DRIVER_REQUESTS: &str = "protonn_storage_driver_requests_total";
+pub const DRIVER_ERRORS: &str = "protonn_storage_driver_errors_total";
+pub const DRIVER_RETRIES: &str = "protonn_storage_driver_retries_total";
+pub const DRIVER_REQUEST_TIMEOUTS: &str = "protonn_storage_driver_request_timeouts_total";
+pub const DRIVER_CONNECTION_TIMEOUTS: &str = "protonn_storage_driver_connection_timeouts_total";
+pub const DRIVER_CONNECTIONS: &str = "protonn_storage_driver_connections";
+pub const DRIVER_LATENCY_P50: &str = "protonn_storage_driver_latency_p50_seconds";
+pub const DRIVER_LATENCY_P99: &str = "protonn_storage_driver_latency_p99_seconds";
+/// How often the driver's metrics are copied.
+const DRIVER_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Values of the `kind` label of [`ERRORS`]; see [`StorageError::fault_kind`](crate::StorageError::fault_kind).
 pub const ERROR_KINDS: [&str; 8] = [
@@ -52,4 +66,81 @@ pub fn describe() {
         "Rows the retention sweeper removed."
     );
     counter!(EXPIRED_DELETED).increment(0);
+    for (name, help) in [
+        (
+            DRIVER_REQUESTS,
+            "Requests the ScyllaDB driver sent (a paged read once per page).",
+        ),
+        (
+            DRIVER_ERRORS,
+            "Requests the ScyllaDB driver saw fail, after its retries.",
+        ),
+        (DRIVER_RETRIES, "Retries the ScyllaDB driver made."),
+        (
+            DRIVER_REQUEST_TIMEOUTS,
+            "ScyllaDB requests that timed out in the driver.",
+        ),
+        (
+            DRIVER_CONNECTION_TIMEOUTS,
+            "ScyllaDB connections that timed out being opened.",
+        ),
+    ] {
+        describe_counter!(name, Unit::Count, help);
+        counter!(name).increment(0);
+    }
+    describe_gauge!(
+        DRIVER_CONNECTIONS,
+        Unit::Count,
+        "Connections the ScyllaDB driver holds open."
+    );
+    describe_gauge!(
+        DRIVER_LATENCY_P50,
+        Unit::Seconds,
+        "Median ScyllaDB request latency, as the driver measures it."
+    );
+    describe_gauge!(
+        DRIVER_LATENCY_P99,
+        Unit::Seconds,
+        "99th percentile of ScyllaDB request latency, as the driver measures it."
+    );
+    for name in [DRIVER_CONNECTIONS, DRIVER_LATENCY_P50, DRIVER_LATENCY_P99] {
+        gauge!(name).set(0.0);
+    }
+}
+
+/// Copies the driver's metrics of `session` into ours until the session is dropped. Its
+/// counts are cumulative, so the counters are set, not added to (one ScyllaDB session per
+/// process).
+pub(crate) async fn publish_driver_metrics(
+    session: std::sync::Weak<scylla::client::caching_session::CachingSession>,
+) {
+    let mut every = tokio::time::interval(DRIVER_EVERY);
+    loop {
+        every.tick().await;
+        let Some(session) = session.upgrade() else {
+            return;
+        };
+        let driver = session.get_session().get_metrics();
+        counter!(DRIVER_REQUESTS).absolute(
+            driver.get_requests_unpaged_num()
+                + driver.get_requests_manually_paged_num()
+                + driver.get_requests_automatically_paged_num(),
+        );
+        counter!(DRIVER_ERRORS).absolute(
+            driver.get_errors_unpaged_num()
+                + driver.get_errors_manually_paged_num()
+                + driver.get_errors_automatically_paged_num(),
+        );
+        counter!(DRIVER_RETRIES).absolute(driver.get_retries_num());
+        counter!(DRIVER_REQUEST_TIMEOUTS).absolute(driver.get_request_timeouts());
+        counter!(DRIVER_CONNECTION_TIMEOUTS).absolute(driver.get_connection_timeouts());
+        gauge!(DRIVER_CONNECTIONS).set(driver.get_total_connections() as f64);
+        // Empty until the first request: the gauges keep their last value.
+        if let Ok(ms) = driver.get_latency_percentile_ms(50.0) {
+            gauge!(DRIVER_LATENCY_P50).set(ms as f64 / 1e3);
+        }
+        if let Ok(ms) = driver.get_latency_percentile_ms(99.0) {
+            gauge!(DRIVER_LATENCY_P99).set(ms as f64 / 1e3);
+        }
+    }
 }

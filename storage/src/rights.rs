@@ -2,8 +2,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Account, AuditEntry, Redemption, StorageError, Subscription, Ticket, Timestamp,
-    TranscriptMessage, WebSessionExport, Workflow,
+    Account, AuditEntry, PrivacyFlags, PrivacyRequest, Redemption, StorageError, Subscription,
+    Ticket, Timestamp, TranscriptMessage, WebSessionExport, Workflow,
 };
 
 /// Everything stored about one user, for the privacy centre's access and export requests.
@@ -24,6 +24,12 @@ pub struct UserExport {
     /// Dashboard sessions still stored, oldest first, without their secrets.
     #[serde(default)]
     pub web_sessions: Vec<WebSessionExport>,
+    /// The user's data-subject requests (privacy centre), oldest first.
+    #[serde(default)]
+    pub privacy_requests: Vec<PrivacyRequest>,
+    /// The user's restriction, objection and consent choices, if they made any.
+    #[serde(default)]
+    pub privacy_flags: Option<PrivacyFlags>,
 }
 
 /// One stored row rendered as text, with its table: what the data-rights tests scan.
@@ -33,16 +39,24 @@ pub struct StoredRow {
     pub text: String,
 }
 
+/// Whether `guild_id` is on shard `shard_id` of `shard_count` (Discord's sharding formula).
+pub fn on_shard(guild_id: u64, shard_id: u32, shard_count: u32) -> bool {
+    (guild_id >> 22) % u64::from(shard_count.max(1)) == u64::from(shard_id)
+}
+
 /// Data-subject rights and retention, over every table.
 #[async_trait]
 pub trait DataRights: Send + Sync + 'static {
     /// Everything stored about `user_id`.
     async fn export_user(&self, user_id: u64) -> Result<UserExport, StorageError>;
 
-    /// Erases `user_id` everywhere: the account, audit entries naming them, tickets they
-    /// opened (with transcripts), messages they wrote, subscriptions, redemptions and
-    /// dashboard sessions (which logs them out of the dashboard). Workflows
-    /// they wrote stay with their guild with the author cleared. Returns the rows touched.
+    /// Erases `user_id` everywhere: the account, tickets they opened (with transcripts),
+    /// messages they wrote, redemptions, dashboard sessions (which logs them out of the
+    /// dashboard), privacy flags and a prepared export. What others or the law need stays
+    /// without them: workflows they wrote keep their guild's automation with the author
+    /// cleared; audit entries (security) and subscriptions (billing) are kept with the user
+    /// replaced by [`ERASED_USER`](crate::privacy::ERASED_USER) (0), as are their
+    /// data-subject requests. Refuses user 0. Returns the rows touched.
     async fn delete_user(&self, user_id: u64) -> Result<u64, StorageError>;
 
     /// Erases everything kept for `guild_id` (the bot left it): config and history, audit,
@@ -60,6 +74,16 @@ pub trait DataRights: Send + Sync + 'static {
 
     /// The bot is back in `guild_id`: keep its data. Returns whether a deletion was pending.
     async fn cancel_guild_deletion(&self, guild_id: u64) -> Result<bool, StorageError>;
+
+    /// Guilds of shard `shard_id` (of `shard_count`) whose configuration is stored: at
+    /// READY, those the bot no longer sees were removed while it was offline. Reads the
+    /// whole config table: a node reads it once for the READYs of several minutes
+    /// (`Departures` in actors).
+    async fn stored_guilds(
+        &self,
+        shard_id: u32,
+        shard_count: u32,
+    ) -> Result<Vec<u64>, StorageError>;
 
     /// Guilds whose data is scheduled for deletion, and when.
     async fn scheduled_guild_deletions(&self) -> Result<Vec<(u64, Timestamp)>, StorageError>;

@@ -13,6 +13,7 @@
 
 mod migrate;
 mod moderation;
+mod privacy;
 mod records;
 mod rights;
 mod timers;
@@ -497,8 +498,12 @@ impl ScyllaStore {
             .build()
             .await
             .map_err(|err| StorageError::Connection(err.to_string()))?;
+        let session = Arc::new(CachingSession::from(session, STATEMENT_CACHE));
+        tokio::spawn(crate::metrics::publish_driver_metrics(Arc::downgrade(
+            &session,
+        )));
         Ok(Self {
-            session: Arc::new(CachingSession::from(session, STATEMENT_CACHE)),
+            session,
             keyspace: config.keyspace.clone(),
             max_attempts: config.max_attempts.max(1),
             retention: config.retention,

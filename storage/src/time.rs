@@ -69,6 +69,11 @@ pub struct Retention {
     pub tickets: Duration,
     /// Accounts, counted from their last activity.
     pub inactive_accounts: Duration,
+    /// The log of data-subject requests, counted from the request: long enough to show
+    /// each was answered.
+    pub privacy_requests: Duration,
+    /// A prepared data export, downloadable once until this long after it was prepared.
+    pub exports: Duration,
 }
 
 impl Retention {
@@ -76,6 +81,8 @@ impl Retention {
         audit: days(365),
         tickets: days(3 * 365),
         inactive_accounts: days(2 * 365),
+        privacy_requests: days(3 * 365),
+        exports: Duration::from_secs(48 * 3_600),
     };
 }
 

@@ -9,7 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use protonn_actors::{EventObserver, HandledEvent, RuntimeConfig};
-use protonn_cluster::{DiscordEndpoint, Node, NodeError, NodeOptions};
+use protonn_cluster::{
+    ClusterToken, CoordinatorOptions, CoordinatorStore, DiscordEndpoint, Node, NodeError,
+    NodeOptions,
+};
 use protonn_shard::{BotToken, ShardPhase};
 use protonn_sim::{GatewayEventKind, GuildInfo, SimConfig, SimHandle, Simulator};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -26,6 +29,29 @@ pub fn small_world(shards: u32, guilds: u32) -> SimConfig {
         guilds,
         messages_per_sec: 0.0,
         ..SimConfig::default()
+    }
+}
+
+/// A coordinator of `sim`'s bot on loopback with the tests' timings: heartbeats every 0.1 s,
+/// a node lost after 3 s of silence, no formation grace, a 1 s leadership lease.
+pub fn coordinator_options(
+    sim: &SimHandle,
+    store: CoordinatorStore,
+    cluster_token: &str,
+    operator_token: &str,
+) -> CoordinatorOptions {
+    CoordinatorOptions {
+        heartbeat_interval: Duration::from_millis(100),
+        failure_timeout: Duration::from_secs(3),
+        formation_grace: Duration::ZERO,
+        lease_ttl: Duration::from_secs(1),
+        ..CoordinatorOptions::loopback(
+            DiscordEndpoint::Simulator(sim.rest_proxy()),
+            BotToken::new(sim.config().token.clone()),
+            ClusterToken::new(cluster_token).unwrap(),
+            ClusterToken::new(operator_token).unwrap(),
+            store,
+        )
     }
 }
 

@@ -1,6 +1,6 @@
 // Pro-tonn dashboard service worker. Static assets are cached per release; pages the server
-// marks as readable offline are kept after viewing and forgotten at logout. Nothing else
-// (no form posts, no login, no JSON) is ever cached.
+// marks as readable offline are kept after viewing (without CSRF tokens) and forgotten at
+// logout. Nothing else (no form posts, no login, no JSON, no export) is ever cached.
 "use strict";
 var VERSION = "__VERSION__";
 var STATIC = "protonn-static-" + VERSION;
@@ -32,8 +32,13 @@ self.addEventListener("fetch", function (event) {
   if (request.mode !== "navigate") { return; }
   event.respondWith(fetch(request).then(function (response) {
     if (response.ok && response.headers.get("X-Protonn-Offline") === "page") {
+      // Kept without the session's CSRF token: session data stays on the server, and a
+      // page read offline cannot submit anything anyway.
       var copy = response.clone();
-      caches.open(PAGES).then(function (cache) { return cache.put(request, copy); });
+      copy.text().then(function (html) {
+        var kept = new Response(html.replace(/name="csrf" value="[^"]*"/g, 'name="csrf" value=""'), { status: copy.status, headers: copy.headers });
+        return caches.open(PAGES).then(function (cache) { return cache.put(request, kept); });
+      });
     } else if (response.headers.get("X-Protonn-Offline") === "forget") {
       caches.delete(PAGES);
     }

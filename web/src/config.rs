@@ -66,6 +66,8 @@ pub struct WebConfig {
     pub guild_call_deadline: Duration,
     /// Permission bits asked for in "add the bot" links.
     pub bot_permissions: u64,
+    /// A prepared data export stays downloadable (once) this long.
+    pub export_for: Duration,
 }
 
 impl WebConfig {
@@ -91,6 +93,7 @@ impl WebConfig {
             // View channels, send messages, embed links, read history, manage messages,
             // moderate members: what the bot's commands and moderation use.
             bot_permissions: 0x0000_0100_0000_6C00 | 0x2000,
+            export_for: protonn_storage::Retention::POLICY.exports,
         }
     }
 

@@ -18,6 +18,16 @@ pub(crate) fn random_token() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// A random id (privacy request ids: unique across users).
+pub(crate) fn random_id() -> u64 {
+    let mut bytes = [0u8; 8];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("the system's random source works");
+    // Never 0, the id no request has.
+    u64::from_le_bytes(bytes).max(1)
+}
+
 /// Hex SHA-256: what is stored of a secret the browser holds; the assets' version.
 pub(crate) fn digest(data: impl AsRef<[u8]>) -> String {
     ring::digest::digest(&ring::digest::SHA256, data.as_ref())

@@ -7,6 +7,10 @@ use protonn_storage::StorageError;
 use crate::metrics;
 use crate::pages::layout;
 
+/// `Clear-Site-Data` for a browser that must keep nothing of this site: cache, cookies,
+/// and storage (localStorage, IndexedDB, service workers and their caches).
+pub(crate) const CLEAR_EVERYTHING: &str = "\"cache\", \"cookies\", \"storage\"";
+
 /// Everything a dashboard request can fail with. Each renders as a page that says what
 /// happened and what to do, with a status to match, and is counted by reason.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +54,10 @@ pub enum WebError {
     Storage(#[from] StorageError),
     #[error("page not found")]
     NotFound,
+    /// The browser's session belonged to a user erased under the children's-data procedure:
+    /// the browser is told to clear everything it keeps for this site.
+    #[error("this browser's data for this site has been cleared")]
+    SiteDataCleared,
 }
 
 impl From<GuildCallError> for WebError {
@@ -86,6 +94,7 @@ impl WebError {
             Self::Discord(_) => "discord",
             Self::Storage(_) => "storage",
             Self::NotFound => "not_found",
+            Self::SiteDataCleared => "site_data_cleared",
         }
     }
 
@@ -101,6 +110,7 @@ impl WebError {
             Self::GuildCall(GuildCallError::TimedOut) => StatusCode::GATEWAY_TIMEOUT,
             Self::GuildCall(_) | Self::Discord(_) => StatusCode::BAD_GATEWAY,
             Self::Config(_) | Self::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::SiteDataCleared => StatusCode::OK,
         }
     }
 }
@@ -120,6 +130,14 @@ impl IntoResponse for WebError {
                     form_urlencoded::byte_serialize(next.as_bytes()).collect::<String>()
                 );
                 (StatusCode::SEE_OTHER, [(LOCATION, location)]).into_response()
+            }
+            Self::SiteDataCleared => {
+                let mut response = layout::public_page(layout::site_data_cleared_page());
+                response.headers_mut().insert(
+                    "clear-site-data",
+                    axum::http::HeaderValue::from_static(CLEAR_EVERYTHING),
+                );
+                response
             }
             Self::Storage(err) => {
                 tracing::warn!(error = %err, "dashboard storage failed");

@@ -8,6 +8,7 @@ mod guilds;
 mod history;
 pub(crate) mod layout;
 mod login;
+mod privacy;
 mod settings;
 
 pub(crate) use account::{account, logout_everywhere};
@@ -16,12 +17,41 @@ pub(crate) use guild::overview;
 pub(crate) use guilds::{guilds, home};
 pub(crate) use history::{history, rollback};
 pub(crate) use login::{callback, login, logout, start_login};
+pub(crate) use privacy::{
+    correct_profile, delete_account, download_export, privacy, request_export, save_choices,
+};
 pub(crate) use settings::{save_settings, settings};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 
-use crate::WebError;
+use crate::session::Authed;
+use crate::{AppState, WebError};
+
+/// The preamble of every state-changing request of a logged-in user: the form, parsed, and
+/// its CSRF token checked.
+pub(crate) fn user_form(
+    authed: &Authed,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Form, WebError> {
+    let form = Form::parse(body)?;
+    authed.check_csrf(form.csrf())?;
+    Ok(form)
+}
+
+/// The preamble of every state-changing request on a guild: [`user_form`], the guild id of
+/// the URL, and the user's right to manage that guild (asked of the bot each time).
+pub(crate) async fn guild_form(
+    state: &AppState,
+    authed: &Authed,
+    raw_guild: &str,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(Form, u64), WebError> {
+    let form = user_form(authed, body)?;
+    let guild_id = guild_id(raw_guild)?;
+    guild::authorize(state, authed, guild_id).await?;
+    Ok((form, guild_id))
+}
 
 /// Form fields; a field given twice, an undecodable or oversized body is refused.
 pub(crate) struct Form(Vec<(String, String)>);

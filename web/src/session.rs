@@ -147,6 +147,9 @@ impl FromRequestParts<AppState> for Authed {
             .ok_or_else(|| WebError::NotLoggedIn { next: next.clone() })?;
         let expired = || WebError::SessionExpired { next: next.clone() };
         let Some(session) = state.sessions.web_session(&digest(&cookie), now).await? else {
+            if state.store.take_browser_clearing(&digest(&cookie)).await? {
+                return Err(WebError::SiteDataCleared);
+            }
             return Err(expired());
         };
         let Some(user_id) = session.user_id else {
@@ -192,6 +195,7 @@ impl FromRequestParts<AppState> for Authed {
                 .await?
             {
                 authed.session = touched;
+                state.store.touch_account(user_id, now).await?;
             }
         }
         Ok(authed)

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use protonn_actors::{CallSource, Caller, GuildCall, GuildCalls, GuildRequest, GuildResponse};
-use protonn_storage::{AuditRepo, WebSessionRepo};
+use protonn_storage::{AuditRepo, Store, WebSessionRepo};
 
 use crate::crypto::Sealer;
 use crate::discord::Discord;
@@ -15,16 +15,20 @@ pub struct AppState {
     pub(crate) sessions: Arc<dyn WebSessionRepo>,
     /// The guilds' audit log, read-only: written by the guild actors.
     pub(crate) audit: Arc<dyn AuditRepo>,
+    /// The privacy centre's requests, flags and exports, and (where the store allows it:
+    /// not a cluster node's credentials) export and erasure themselves.
+    pub(crate) store: Arc<dyn Store>,
     pub(crate) guilds: Arc<dyn GuildCalls>,
     pub(crate) discord: Discord,
     pub(crate) sealer: Arc<Sealer>,
 }
 
 impl AppState {
+    /// `store` holds the dashboard's sessions (ScyllaDB, the leader's store, or the node's
+    /// own); the audit log is read from it.
     pub fn new(
         config: WebConfig,
-        sessions: Arc<dyn WebSessionRepo>,
-        audit: Arc<dyn AuditRepo>,
+        store: Arc<dyn Store>,
         guilds: Arc<dyn GuildCalls>,
     ) -> Result<Self, WebError> {
         config.validate()?;
@@ -32,8 +36,9 @@ impl AppState {
         Ok(Self {
             discord: Discord::new(&config),
             config: Arc::new(config),
-            sessions,
-            audit,
+            sessions: Arc::clone(&store) as Arc<dyn WebSessionRepo>,
+            audit: Arc::clone(&store) as Arc<dyn AuditRepo>,
+            store,
             guilds,
             sealer: Arc::new(sealer),
         })

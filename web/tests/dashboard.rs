@@ -19,7 +19,10 @@ use protonn_actors::{
     GuildSummary, MemberAccess, RoleSummary,
 };
 use protonn_sim::{GuildInfo, SimConfig, SimHandle, Simulator};
-use protonn_storage::{EmbeddedStore, GuildConfig, Timestamp, VersionedConfig, WebSessionRepo};
+use protonn_storage::{
+    AccountRepo, DataRights, EmbeddedStore, GuildConfig, PrivacyRepo, Timestamp, VersionedConfig,
+    WebSessionRepo,
+};
 use protonn_web::{AppState, Secret, WebConfig};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
@@ -225,13 +228,7 @@ async fn start_with(adjust: impl FnOnce(&mut WebConfig)) -> Harness {
         guilds: sim.guilds(),
         ..FakeGuilds::default()
     });
-    let state = AppState::new(
-        config,
-        Arc::new(store.clone()),
-        Arc::new(store.clone()),
-        guilds.clone(),
-    )
-    .unwrap();
+    let state = AppState::new(config, Arc::new(store.clone()), guilds.clone()).unwrap();
     tokio::spawn(async move {
         axum::serve(listener, protonn_web::router(state))
             .await
@@ -904,4 +901,208 @@ async fn secure_cookies_are_required_off_loopback() {
         !format!("{config:?}").contains("AQEB"),
         "the key stays out of Debug"
     );
+}
+
+/// Polls the privacy centre until it shows `text`.
+async fn privacy_page_showing(browser: &mut Browser, text_wanted: &str) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let page = text(&browser.get("/privacy").await);
+        if page.contains(text_wanted) {
+            return page;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never showed {text_wanted}: {page}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_privacy_centre_exports_once_corrects_and_records_choices() {
+    let h = start().await;
+    let (mut browser, guild) = logged_in_owner(&h).await;
+    let user = guild.owner_id;
+    h.store.touch_account(user, Timestamp::now()).await.unwrap();
+    let page = text(&browser.get("/privacy").await);
+    assert!(page.contains("Privacy centre"), "{page}");
+    let csrf = field(&page, "csrf");
+
+    // Without the CSRF token nothing is recorded.
+    let forged = browser.post("/privacy/export", &[]).await;
+    assert_eq!(forged.0, StatusCode::FORBIDDEN);
+    assert!(h.store.privacy_requests_of(user).await.unwrap().is_empty());
+
+    // Export: requested, prepared in the background, downloaded once.
+    let asked = browser.post("/privacy/export", &[("csrf", &csrf)]).await;
+    assert_eq!(location(&asked), "/privacy?notice=export");
+    privacy_page_showing(&mut browser, "id=\"download-export\"").await;
+    let file = browser
+        .post("/privacy/export/download", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(file.0, StatusCode::OK);
+    assert!(
+        file.1[CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    assert!(
+        file.1["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment")
+    );
+    let document: serde_json::Value = serde_json::from_slice(&file.2).unwrap();
+    assert_eq!(document["schema"], "protonn.user-export/1");
+    assert_eq!(document["data"]["user_id"], user);
+    assert_eq!(document["data"]["account"]["user_id"], user);
+    assert_eq!(
+        document["data"]["web_sessions"].as_array().unwrap().len(),
+        1
+    );
+    assert!(
+        !String::from_utf8_lossy(&file.2).contains(&csrf),
+        "no session secrets"
+    );
+    let again = browser
+        .post("/privacy/export/download", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(location(&again), "/privacy?notice=no_export");
+
+    // Choices: applied at once, each change logged as its request.
+    let bad = browser
+        .post(
+            "/privacy/choices",
+            &[("csrf", &csrf), ("restricted", "yes")],
+        )
+        .await;
+    assert_eq!(bad.0, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        h.store.privacy_flags(user).await.unwrap(),
+        Default::default()
+    );
+    let saved = browser
+        .post(
+            "/privacy/choices",
+            &[
+                ("csrf", &csrf),
+                ("restricted", "1"),
+                ("announcements_consent", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(location(&saved), "/privacy?notice=choices");
+    let flags = h.store.privacy_flags(user).await.unwrap();
+    assert!(flags.restricted && flags.announcements_consent && !flags.objects);
+    assert!(!flags.may_process() && !flags.may_announce());
+
+    // Correction: the profile is fetched again from Discord.
+    let corrected = browser.post("/privacy/correct", &[("csrf", &csrf)]).await;
+    assert_eq!(location(&corrected), "/privacy?notice=corrected");
+
+    let mut kinds: Vec<&str> = Vec::new();
+    let log = h.store.privacy_requests_of(user).await.unwrap();
+    for request in &log {
+        assert!(request.done_at.is_some(), "{request:?}");
+        kinds.push(request.kind.as_str());
+    }
+    kinds.sort_unstable();
+    assert_eq!(
+        kinds,
+        ["consent_withdrawal", "correction", "export", "restriction"]
+    );
+    let page = text(&browser.get("/privacy").await);
+    for shown in [
+        "data-request=\"export\"",
+        "data-request=\"correction\"",
+        "restriction on",
+    ] {
+        assert!(page.contains(shown), "{shown}: {page}");
+    }
+}
+
+#[tokio::test]
+async fn deleting_needs_the_typed_confirmation_then_erases_and_ends_every_session() {
+    let h = start().await;
+    let (mut browser, guild) = logged_in_owner(&h).await;
+    let user = guild.owner_id;
+    let mut second = Browser::new(&h);
+    second.login(&h, user, "/guilds").await;
+    h.store.touch_account(user, Timestamp::now()).await.unwrap();
+    let csrf = field(&text(&browser.get("/privacy").await), "csrf");
+
+    let unconfirmed = browser
+        .post("/privacy/delete", &[("csrf", &csrf), ("confirm", "yes")])
+        .await;
+    assert_eq!(unconfirmed.0, StatusCode::BAD_REQUEST);
+    assert!(h.store.account(user).await.unwrap().is_some());
+
+    let deleted = browser
+        .post(
+            "/privacy/delete",
+            &[("csrf", &csrf), ("confirm", "delete my data")],
+        )
+        .await;
+    assert_eq!(deleted.0, StatusCode::OK);
+    assert!(text(&deleted).contains("Everything we held about you is erased"));
+    let clear = deleted.1["clear-site-data"].to_str().unwrap();
+    assert!(
+        clear.contains("\"storage\"") && clear.contains("\"cache\""),
+        "{clear}"
+    );
+    // Every session ended, Discord's tokens revoked, nothing names the user.
+    assert_eq!(browser.get("/privacy").await.0, StatusCode::SEE_OTHER);
+    assert_eq!(second.get("/account").await.0, StatusCode::SEE_OTHER);
+    assert_eq!(sim_stats(&h).await["access_tokens"], 0);
+    let needle = user.to_string();
+    let left: Vec<_> = h
+        .store
+        .dump_rows()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|row| row.text.contains(&needle))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    let log = h
+        .store
+        .privacy_requests_of(protonn_storage::privacy::ERASED_USER)
+        .await
+        .unwrap();
+    assert!(
+        log.iter()
+            .any(|r| r.kind.as_str() == "deletion" && r.done_at.is_some())
+    );
+}
+
+#[tokio::test]
+async fn the_browser_of_an_erased_child_is_told_to_clear_everything_once() {
+    let h = start().await;
+    let (mut browser, guild) = logged_in_owner(&h).await;
+    protonn_storage::privacy::erase_child(&h.store, guild.owner_id, 77, Timestamp::now())
+        .await
+        .unwrap();
+    let visit = browser.get("/guilds").await;
+    assert_eq!(visit.0, StatusCode::OK, "{}", text(&visit));
+    assert_eq!(
+        visit.1["clear-site-data"].to_str().unwrap(),
+        "\"cache\", \"cookies\", \"storage\""
+    );
+    assert!(text(&visit).contains("site-data-cleared"));
+    // The mark is spent: the next visit is an ordinary stale cookie.
+    let later = browser.get("/guilds").await;
+    assert_eq!(later.0, StatusCode::SEE_OTHER);
+    assert!(later.1.get("clear-site-data").is_none());
+}
+
+#[tokio::test]
+async fn a_login_records_the_accounts_activity_for_its_retention() {
+    let h = start().await;
+    let before = Timestamp::now();
+    let (_browser, guild) = logged_in_owner(&h).await;
+    let account = h.store.account(guild.owner_id).await.unwrap().unwrap();
+    assert!(account.last_active >= before && account.created_at >= before);
+    assert!(!account.announcements_consent, "no consent unless given");
 }

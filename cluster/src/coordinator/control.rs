@@ -171,13 +171,15 @@ pub(crate) fn node_id(name: &str) -> u64 {
 }
 
 impl Control {
-    /// Loads the assignment table. Owners from the table count as alive until they miss
+    /// Claims the assignments for `leader_epoch` and loads them. Owners from the table count as alive until they miss
     /// the failure timeout, so a new leader does not move shards whose nodes are fine.
     pub(crate) async fn load(
         store: Arc<dyn ClusterRepo>,
         settings: ControlSettings,
         leader_epoch: u64,
     ) -> Result<Self, StorageError> {
+        // From here on a leader that froze past its lease can no longer assign.
+        store.claim_assignments(leader_epoch).await?;
         let now = Instant::now();
         let mut shards: Vec<ShardEntry> = (0..settings.shard_count)
             .map(|_| ShardEntry::default())
@@ -571,7 +573,10 @@ impl Control {
         seen_up_to: Option<u64>,
     ) -> Result<(), StorageError> {
         let shard = &mut self.shards[shard_id as usize];
-        let assignment = self.store.assign_shard(shard_id, to, shard.epoch).await?;
+        let assignment = self
+            .store
+            .assign_shard(shard_id, to, shard.epoch, self.leader_epoch)
+            .await?;
         shard.epoch = assignment.epoch;
         shard.owner = Some(to);
         shard.ready = false;
@@ -677,6 +682,12 @@ impl Control {
             .filter(|(_, node)| node.last_seen.elapsed() > timeout)
             .map(|(&id, _)| id)
             .collect();
+        if !lost.is_empty() {
+            // A leader that froze past its lease wakes to find every node lost: it must not
+            // erase their records from a store its successor uses (assignments are fenced
+            // in the store; node records are checked here).
+            self.check_still_leading().await?;
+        }
         for node_id in lost {
             let node = self.nodes.remove(&node_id).expect("listed above");
             self.store.remove_node(node_id).await?;
@@ -700,6 +711,22 @@ impl Control {
         Ok(())
     }
 
+    /// [`StorageError::Fenced`] unless the leadership lease is still this leader's and runs.
+    async fn check_still_leading(&self) -> Result<(), StorageError> {
+        let lease = self.store.lease(super::LEASE).await?;
+        match lease {
+            Some(lease)
+                if lease.epoch == self.leader_epoch && lease.expires_at > Timestamp::now() =>
+            {
+                Ok(())
+            }
+            other => Err(StorageError::Fenced {
+                presented: self.leader_epoch,
+                current: other.map_or(0, |lease| lease.epoch),
+            }),
+        }
+    }
+
     fn accepting(&self) -> BTreeSet<u64> {
         self.nodes
             .iter()
@@ -713,7 +740,15 @@ impl Control {
         let budget = self.settings.max_moves.saturating_sub(in_flight);
         // A shard under way counts on the node it goes to: left out, its old node would look
         // lighter than it is, and the rounds that run while moves are in flight would send
-        // one shard too many, and then move it back (a RESUME more for nothing).
+        // one shard too many, and then move it back (a RESUME more for nothing). A shard
+        // whose owner is not attached (reattaching to a new leader, say) stays: its release
+        // could not reach it, and it runs until the owner is declared lost.
+        let attached: BTreeSet<u64> = self
+            .nodes
+            .iter()
+            .filter(|(_, node)| node.link.is_some())
+            .map(|(&id, _)| id)
+            .collect();
         let loads: Vec<ShardLoad> = self
             .shards
             .iter()
@@ -722,7 +757,9 @@ impl Control {
                 shard_id: id as u32,
                 node_id: s.moving.as_ref().map_or(s.owner, |m| Some(m.to)),
                 events_per_sec: s.events_per_sec,
-                movable: s.ready && s.moving.is_none(),
+                movable: s.ready
+                    && s.moving.is_none()
+                    && s.owner.is_some_and(|owner| attached.contains(&owner)),
             })
             .collect();
         for step in balance::plan(&self.accepting(), &loads, budget) {
@@ -972,5 +1009,49 @@ mod tests {
             0
         );
         assert_eq!(drain(&mut control, "node-b", None).await.unwrap(), 0);
+    }
+
+    /// One tick of a leader of epoch 1 with one node attached, after a leader of
+    /// `newer_claim` (if any) claimed the assignments: its result and the shards placed.
+    async fn placed_in_one_tick(newer_claim: Option<u64>) -> (Result<(), StorageError>, usize) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ClusterRepo> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let settings = ControlSettings {
+            min_nodes: 1,
+            formation_grace: Duration::ZERO,
+            ..settings()
+        };
+        let mut control = Control::load(Arc::clone(&store), settings, 1)
+            .await
+            .unwrap();
+        if let Some(epoch) = newer_claim {
+            store.claim_assignments(epoch).await.unwrap();
+        }
+        let key = register(&mut control, "node-a").await;
+        attach(&mut control, "node-a", &key).await.unwrap();
+        let ticked = control.tick().await;
+        (ticked, store.assignments().await.unwrap().len())
+    }
+
+    /// A leader that froze past its lease may still believe it leads when it wakes; the
+    /// store refuses its placements once a newer leader has claimed the assignments.
+    #[tokio::test]
+    async fn a_superseded_leader_places_no_shard() {
+        let (ticked, placed) = placed_in_one_tick(None).await;
+        ticked.unwrap();
+        assert_eq!(placed, 2, "a leader places the shards");
+
+        let (ticked, placed) = placed_in_one_tick(Some(2)).await;
+        assert!(
+            matches!(
+                ticked,
+                Err(StorageError::Fenced {
+                    presented: 1,
+                    current: 2
+                })
+            ),
+            "{ticked:?}"
+        );
+        assert_eq!(placed, 0);
     }
 }

@@ -1,6 +1,7 @@
 //! Who leads, as this coordinator knows it: itself while it leads; otherwise the leader that
-//! announced itself in the data directory the coordinators share (`leader.json`), read by
-//! standbys for `/leader` and for the "not leader, try X" answer to nodes.
+//! announced itself in the data directory the coordinators share (`leader.json`), or, on a
+//! shared store, in the store (`announce_leader`), read by standbys for `/leader` and for
+//! the "not leader, try X" answer to nodes.
 //!
 //! The announcement is only believed while this coordinator cannot open the store (someone
 //! holds its lock, so the announced leader or its successor is alive). Once it has opened the
@@ -10,29 +11,24 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use serde::{Deserialize, Serialize};
+use protonn_storage::LeaderAnnouncement;
 use tonic::Status;
 
-use crate::grpc::LEADER_HINT;
+use crate::grpc::{LEADER_HINT, STANDBY};
 
 /// Where the leader announces itself, in the coordinators' data directory.
 const FILE: &str = "leader.json";
 
-/// A leader as nodes and operators reach it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct LeaderInfo {
-    /// The coordinator's name (its pod name in the chart).
-    pub(crate) id: String,
-    /// Where it serves gRPC (`http://host:port`), as other processes reach it.
-    pub(crate) address: String,
-    /// Its lease's fencing epoch.
-    pub(crate) epoch: u64,
-}
+/// A leader as nodes and operators reach it: the same record whether announced in the
+/// shared directory's file or in a shared store.
+pub(crate) type LeaderInfo = LeaderAnnouncement;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Role {
     /// Waiting for the store's lock: the announced leader holds it.
     Standby,
+    /// On a shared store, the lease is held by this leader, as it announced itself there.
+    Behind(LeaderInfo),
     /// Holds the store, waits for the lease (or lost it): nobody known leads.
     Taking,
     Leading(u64),
@@ -42,7 +38,9 @@ enum Role {
 pub(crate) struct LeaderView {
     id: String,
     address: String,
-    file: PathBuf,
+    /// `None` when the coordinators share no directory (a shared store): standbys then know
+    /// no leader to name.
+    file: Option<PathBuf>,
     role: Mutex<Role>,
 }
 
@@ -55,11 +53,11 @@ pub(crate) enum Known {
 }
 
 impl LeaderView {
-    pub(crate) fn new(id: String, address: String, data_dir: &Path) -> Self {
+    pub(crate) fn new(id: String, address: String, data_dir: Option<&Path>) -> Self {
         Self {
             id,
             address,
-            file: data_dir.join(FILE),
+            file: data_dir.map(|dir| dir.join(FILE)),
             role: Mutex::new(Role::Standby),
         }
     }
@@ -73,17 +71,23 @@ impl LeaderView {
         self.set(Role::Taking);
     }
 
+    /// On a shared store, who holds the lease, as read from the store (`None`: unknown).
+    pub(crate) fn led_by(&self, leader: Option<LeaderInfo>) {
+        self.set(leader.map_or(Role::Taking, Role::Behind));
+    }
+
     /// This coordinator leads with `epoch`: it says so, and announces it to the standbys.
     /// An announcement that cannot be written costs only the standbys' hints (logged).
     pub(crate) fn leading(&self, epoch: u64) {
         self.set(Role::Leading(epoch));
+        let Some(file) = &self.file else { return };
         let me = self.me(epoch);
         let text = serde_json::to_vec(&me).expect("leader info serialises");
-        let temporary = self.file.with_extension("json.tmp");
+        let temporary = file.with_extension("json.tmp");
         let written =
-            std::fs::write(&temporary, text).and_then(|()| std::fs::rename(&temporary, &self.file));
+            std::fs::write(&temporary, text).and_then(|()| std::fs::rename(&temporary, file));
         if let Err(err) = written {
-            tracing::warn!(error = %err, file = %self.file.display(), "leader not announced to standbys");
+            tracing::warn!(error = %err, file = %file.display(), "leader not announced to standbys");
         }
     }
 
@@ -91,13 +95,14 @@ impl LeaderView {
     pub(crate) fn stepped_down(&self) {
         let was = std::mem::replace(&mut *self.role.lock().expect("role poisoned"), Role::Taking);
         if let Role::Leading(epoch) = was
+            && let Some(file) = &self.file
             && self.announced().as_ref() == Some(&self.me(epoch))
         {
-            let _ = std::fs::remove_file(&self.file);
+            let _ = std::fs::remove_file(file);
         }
     }
 
-    fn me(&self, epoch: u64) -> LeaderInfo {
+    pub(crate) fn me(&self, epoch: u64) -> LeaderInfo {
         LeaderInfo {
             id: self.id.clone(),
             address: self.address.clone(),
@@ -106,7 +111,7 @@ impl LeaderView {
     }
 
     fn announced(&self) -> Option<LeaderInfo> {
-        let text = std::fs::read(&self.file).ok()?;
+        let text = std::fs::read(self.file.as_ref()?).ok()?;
         serde_json::from_slice(&text).ok()
     }
 
@@ -115,10 +120,14 @@ impl LeaderView {
     }
 
     pub(crate) fn known(&self) -> Known {
-        let role = *self.role.lock().expect("role poisoned");
+        let role = self.role.lock().expect("role poisoned").clone();
         match role {
             Role::Leading(epoch) => Known::Me(self.me(epoch)),
             Role::Taking => Known::Nobody,
+            Role::Behind(leader) if leader.id != self.id || leader.address != self.address => {
+                Known::Other(leader)
+            }
+            Role::Behind(_) => Known::Nobody,
             Role::Standby => match self.announced() {
                 Some(leader) if leader.id != self.id || leader.address != self.address => {
                     Known::Other(leader)
@@ -140,7 +149,7 @@ impl LeaderView {
 /// A standby's answer to a call only the leader serves: `Unavailable`, naming the leader in
 /// the message and, for clients to follow at once, in the [`LEADER_HINT`] metadata.
 pub(crate) fn not_leader(view: &LeaderView) -> Status {
-    match view.hint() {
+    let mut status = match view.hint() {
         Some(leader) => {
             let mut status = Status::unavailable(format!(
                 "not leader, try {} at {}",
@@ -152,7 +161,11 @@ pub(crate) fn not_leader(view: &LeaderView) -> Status {
             status
         }
         None => Status::unavailable("standby coordinator: not leading, and no leader known"),
-    }
+    };
+    status
+        .metadata_mut()
+        .insert(STANDBY, tonic::metadata::MetadataValue::from_static("1"));
+    status
 }
 
 #[cfg(test)]
@@ -162,8 +175,16 @@ mod tests {
     #[test]
     fn a_standby_names_the_announced_leader_until_it_holds_the_store() {
         let dir = tempfile::tempdir().unwrap();
-        let leader = LeaderView::new("c-0".into(), "http://10.0.0.1:7900".into(), dir.path());
-        let standby = LeaderView::new("c-1".into(), "http://10.0.0.2:7900".into(), dir.path());
+        let leader = LeaderView::new(
+            "c-0".into(),
+            "http://10.0.0.1:7900".into(),
+            Some(dir.path()),
+        );
+        let standby = LeaderView::new(
+            "c-1".into(),
+            "http://10.0.0.2:7900".into(),
+            Some(dir.path()),
+        );
         assert_eq!(standby.known(), Known::Nobody);
 
         leader.taking();
@@ -192,7 +213,11 @@ mod tests {
         // A leader that steps down withdraws its announcement.
         leader.stepped_down();
         assert!(!leader.leads());
-        let other = LeaderView::new("c-2".into(), "http://10.0.0.3:7900".into(), dir.path());
+        let other = LeaderView::new(
+            "c-2".into(),
+            "http://10.0.0.3:7900".into(),
+            Some(dir.path()),
+        );
         assert_eq!(other.known(), Known::Nobody);
     }
 }

@@ -22,8 +22,9 @@ const LINK_CAPACITY: usize = 256;
 pub(super) struct Leading {
     pub(super) control: mpsc::Sender<ControlMsg>,
     pub(super) scheduler: Arc<LocalScheduler>,
-    /// The store this coordinator opened, served to the nodes.
-    pub(super) store: Arc<dyn Store>,
+    /// The store this coordinator opened, served to the nodes; `None` when they open it
+    /// themselves (ScyllaDB).
+    pub(super) store: Option<Arc<dyn Store>>,
 }
 
 /// What the services serve with while this coordinator leads, or the standby's answer.
@@ -201,7 +202,14 @@ impl pb::storage_server::Storage for StorageService {
         &self,
         request: Request<pb::StoreCall>,
     ) -> Result<Response<pb::StoreAnswer>, Status> {
-        let store = Arc::clone(&serving(&self.leading, &self.view)?.store);
+        let store = serving(&self.leading, &self.view)?
+            .store
+            .clone()
+            .ok_or_else(|| {
+                Status::failed_precondition(
+                    "this cluster's store is shared (ScyllaDB): open it, not the coordinator",
+                )
+            })?;
         let scope = Scope::of(&request);
         let call: StoreCall = serde_json::from_slice(&request.into_inner().call)
             .map_err(|err| Status::invalid_argument(format!("unreadable store call: {err}")))?;

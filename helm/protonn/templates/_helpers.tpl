@@ -158,3 +158,148 @@ readinessProbe:
 {{- $unit := regexFind "[a-z]+$" . -}}
 {{- mul $n (get (dict "ms" 1 "s" 1000 "m" 60000 "h" 3600000) $unit) -}}
 {{- end -}}
+
+{{/* protonn.toml, rendered once for the ConfigMap of the pods and the migration Job's. */}}
+{{- define "protonn.config" -}}
+[discord]
+{{- with .Values.discord.shards }}
+shards = {{ int . }}
+{{- end }}
+{{- with .Values.discord.simulator }}
+simulator = {{ . | quote }}
+{{- end }}
+
+[storage]
+{{- if eq .Values.storage.backend "scylla" }}
+{{- $scylla := .Values.storage.scylla }}
+# Every process opens ScyllaDB itself; the credentials come from a Secret, as environment
+# variables, never from this file.
+backend = "scylla"
+
+[storage.scylla]
+contact_points = [{{ range $i, $point := $scylla.contactPoints }}{{ if $i }}, {{ end }}{{ $point | quote }}{{ end }}]
+keyspace = {{ $scylla.keyspace | quote }}
+{{- with $scylla.localDc }}
+local_dc = {{ . | quote }}
+{{- end }}
+replication = { {{ range $i, $dc := keys $scylla.replication | sortAlpha }}{{ if $i }}, {{ end }}{{ $dc | quote }} = {{ int (get $scylla.replication $dc) }}{{ end }} }
+connection_timeout_ms = {{ int64 $scylla.connectionTimeoutMs }}
+request_timeout_ms = {{ int64 $scylla.requestTimeoutMs }}
+{{- with $scylla.tls.ca }}
+
+[storage.scylla.tls]
+ca = {{ . | quote }}
+{{- with $scylla.tls.cert }}
+cert = {{ . | quote }}
+{{- end }}
+{{- with $scylla.tls.key }}
+key = {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- else }}
+data_dir = "/data"
+{{- end }}
+
+[ops]
+listen = "0.0.0.0:{{ int .Values.ports.ops }}"
+{{- if .Values.web.enabled }}
+
+# The dashboard (`protonn web`); its secrets come from Secrets, as environment variables.
+[web]
+listen = "0.0.0.0:{{ int .Values.ports.web }}"
+public_url = {{ .Values.web.publicUrl | quote }}
+client_id = {{ .Values.web.clientId }}
+session_idle_secs = {{ int .Values.web.sessionIdleSeconds }}
+session_max_age_secs = {{ int .Values.web.sessionMaxAgeSeconds }}
+{{- end }}
+{{- with .Values.extraConfig }}
+
+{{ . }}
+{{- end }}
+{{- end -}}
+
+{{/* What the schema cannot judge about the store: the binary would refuse it at start (or
+     the migration Job would fail), so the chart refuses it first, naming the value. */}}
+{{- define "protonn.validateStorage" -}}
+{{- if regexMatch "(?m)^[ \t]*\\[+[ \t]*\"?storage" .Values.extraConfig }}
+{{- fail "extraConfig must not set [storage]: use storage.backend and storage.scylla" }}
+{{- end }}
+{{- if eq .Values.storage.backend "scylla" }}
+{{- $scylla := .Values.storage.scylla }}
+{{- if not $scylla.contactPoints }}
+{{- fail "storage.backend scylla needs storage.scylla.contactPoints (host:port of a few ScyllaDB nodes)" }}
+{{- end }}
+{{- range $scylla.contactPoints }}
+{{- $port := regexFind "[0-9]+$" . | int }}
+{{- if or (lt $port 1) (gt $port 65535) }}
+{{- fail (printf "storage.scylla.contactPoints: %q is not host:port" .) }}
+{{- end }}
+{{- end }}
+{{- if not $scylla.replication }}
+{{- fail "storage.backend scylla needs storage.scylla.replication, the replicas per data centre (e.g. {dc1: 3})" }}
+{{- end }}
+{{- if and $scylla.localDc (not (hasKey $scylla.replication $scylla.localDc)) }}
+{{- fail (printf "storage.scylla.localDc %q is not one of storage.scylla.replication's data centres (%s)" $scylla.localDc (keys $scylla.replication | sortAlpha | join ", ")) }}
+{{- end }}
+{{- if ne (empty $scylla.tls.cert) (empty $scylla.tls.key) }}
+{{- fail "storage.scylla.tls: a client certificate needs both cert and key" }}
+{{- end }}
+{{- if and (not $scylla.tls.ca) $scylla.tls.cert }}
+{{- fail "storage.scylla.tls.cert needs storage.scylla.tls.ca, the CA of the ScyllaDB nodes" }}
+{{- end }}
+{{- range $field := list "ca" "cert" "key" }}
+{{- $path := get $scylla.tls $field }}
+{{- if $path }}
+{{- $mounted := hasPrefix "/etc/ssl/certs/" $path }}
+{{- range $.Values.extraVolumeMounts }}
+{{- if hasPrefix (printf "%s/" (trimSuffix "/" .mountPath)) $path }}
+{{- $mounted = true }}
+{{- end }}
+{{- end }}
+{{- if not $mounted }}
+{{- fail (printf "storage.scylla.tls.%s %q is in no extraVolumeMounts mountPath: the pods would not find it" $field $path) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if and (eq $.Values.mode "cluster") $.Values.coordinator.storage.existingClaim }}
+{{- fail "coordinator.storage.existingClaim is for the embedded store: on ScyllaDB the coordinators keep nothing on disk" }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The ScyllaDB credentials, from an existing Secret, for every process that opens the store. */}}
+{{- define "protonn.scyllaEnv" -}}
+{{- if eq .Values.storage.backend "scylla" }}
+{{- with .Values.storage.scylla.credentials }}
+{{- if .existingSecret }}
+- name: PROTONN_SCYLLA_USERNAME
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ .usernameKey }}
+- name: PROTONN_SCYLLA_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ .passwordKey }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* NetworkPolicy egress to ScyllaDB: the contact points' ports and the shard-aware port
+     the driver also connects to (19042, or 19142 with TLS). */}}
+{{- define "protonn.scyllaEgress" -}}
+{{- $ports := list (ternary 19142 19042 (ne .Values.storage.scylla.tls.ca "")) }}
+{{- range .Values.storage.scylla.contactPoints }}
+{{- $ports = append $ports (regexFind "[0-9]+$" . | int) }}
+{{- end }}
+- ports:
+    {{- range $ports | uniq | sortAlpha }}
+    - {protocol: TCP, port: {{ . }}}
+    {{- end }}
+  {{- with .Values.networkPolicy.scyllaTo }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end -}}

@@ -10,8 +10,8 @@ use redb::{
 
 use super::{
     ACCOUNTS, ASSIGNMENTS, AUDIT, CHECKPOINTS, CLUSTER_META, CONFIG_HISTORY, EXPIRY, EmbeddedStore,
-    FILE_NAME, GUILD_CONFIG, GUILD_DEPARTURES, LEASES, NODES, PROMOS, REDEMPTIONS, SUBSCRIPTIONS,
-    TICKETS, TRANSCRIPTS, USAGE, USER_REFS, WORKFLOWS, e,
+    FILE_NAME, GUILD_CONFIG, GUILD_DEPARTURES, LEADER_ANNOUNCEMENT, LEASES, NODES, PROMOS,
+    REDEMPTIONS, SUBSCRIPTIONS, TICKETS, TRANSCRIPTS, USAGE, USER_REFS, WORKFLOWS, e,
 };
 use crate::StorageError;
 
@@ -123,6 +123,7 @@ macro_rules! each_table {
         rows += $f($($arg,)* ASSIGNMENTS)?;
         rows += $f($($arg,)* CHECKPOINTS)?;
         rows += $f($($arg,)* LEASES)?;
+        rows += $f($($arg,)* LEADER_ANNOUNCEMENT)?;
         rows += $f($($arg,)* CLUSTER_META)?;
         rows += $f($($arg,)* GUILD_DEPARTURES)?;
         rows += $f($($arg,)* USER_REFS)?;

@@ -7,15 +7,19 @@ use redb::{ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ACCOUNTS, ASSIGNMENTS, CHECKPOINTS, CLUSTER_META, EmbeddedStore, LEASES, NODES, PROMOS,
-    REDEMPTIONS, RowRef, SUBSCRIPTIONS, TICKETS, TRANSCRIPTS, USER_REFS, WORKFLOWS, e, from_json,
-    index, open, open_read, to_json, unindex,
+    ACCOUNTS, ASSIGNMENTS, CHECKPOINTS, CLUSTER_META, EmbeddedStore, LEADER_ANNOUNCEMENT, LEASES,
+    NODES, PROMOS, REDEMPTIONS, RowRef, SUBSCRIPTIONS, TICKETS, TRANSCRIPTS, USER_REFS, WORKFLOWS,
+    e, from_json, index, open, open_read, to_json, unindex,
 };
+use crate::cluster::{ASSIGNMENTS_CLAIM, SHARD_COUNT, check_claim};
 use crate::{
-    Account, AccountRepo, BillingRepo, ClusterRepo, Lease, NodeRecord, PromoCode, Redemption,
-    Retention, SessionCheckpoint, ShardAssignment, StorageError, Subscription, Ticket, TicketRepo,
-    Timestamp, TranscriptMessage, Workflow, WorkflowRepo, lease,
+    Account, AccountRepo, BillingRepo, ClusterRepo, LeaderAnnouncement, Lease, NodeRecord,
+    PromoCode, Redemption, Retention, SessionCheckpoint, ShardAssignment, StorageError,
+    Subscription, Ticket, TicketRepo, Timestamp, TranscriptMessage, Workflow, WorkflowRepo, lease,
 };
+
+/// The key of the one row of `leader_announcement`.
+const LEADER: &str = "leader";
 
 /// A promo code with its redemption count, as stored.
 #[derive(Serialize, Deserialize)]
@@ -538,8 +542,14 @@ impl ClusterRepo for EmbeddedStore {
         shard_id: u32,
         node_id: u64,
         expected_epoch: u64,
+        leader_epoch: u64,
     ) -> Result<ShardAssignment, StorageError> {
         self.write(move |txn, _| {
+            let claimed = open(txn, CLUSTER_META)?
+                .get(ASSIGNMENTS_CLAIM)
+                .map_err(e)?
+                .map_or(0, |epoch| epoch.value());
+            check_claim(claimed, leader_epoch)?;
             let mut table = open(txn, ASSIGNMENTS)?;
             let current: Option<ShardAssignment> =
                 read_json(&table, "shard_assignments", shard_id)?;
@@ -559,6 +569,25 @@ impl ClusterRepo for EmbeddedStore {
                 .insert(shard_id, to_json(&assignment).as_slice())
                 .map_err(e)?;
             Ok(assignment)
+        })
+        .await
+    }
+
+    async fn claim_assignments(&self, leader_epoch: u64) -> Result<(), StorageError> {
+        self.write(move |txn, _| {
+            let mut table = open(txn, CLUSTER_META)?;
+            let claimed = table
+                .get(ASSIGNMENTS_CLAIM)
+                .map_err(e)?
+                .map_or(0, |epoch| epoch.value());
+            if claimed > leader_epoch {
+                return Err(StorageError::Fenced {
+                    presented: leader_epoch,
+                    current: claimed,
+                });
+            }
+            table.insert(ASSIGNMENTS_CLAIM, leader_epoch).map_err(e)?;
+            Ok(())
         })
         .await
     }
@@ -703,11 +732,31 @@ impl ClusterRepo for EmbeddedStore {
             .await
     }
 
+    async fn announce_leader(&self, announcement: &LeaderAnnouncement) -> Result<(), StorageError> {
+        let value = to_json(announcement);
+        self.write(move |txn, _| {
+            open(txn, LEADER_ANNOUNCEMENT)?
+                .insert(LEADER, value.as_slice())
+                .map_err(e)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn leader_announcement(&self) -> Result<Option<LeaderAnnouncement>, StorageError> {
+        self.read(move |txn, _| {
+            read_json(
+                &open_read(txn, LEADER_ANNOUNCEMENT)?,
+                "leader_announcement",
+                LEADER,
+            )
+        })
+        .await
+    }
+
     async fn shard_count(&self) -> Result<Option<u32>, StorageError> {
         self.read(move |txn, _| {
-            let stored = open_read(txn, CLUSTER_META)?
-                .get(crate::cluster::SHARD_COUNT)
-                .map_err(e)?;
+            let stored = open_read(txn, CLUSTER_META)?.get(SHARD_COUNT).map_err(e)?;
             Ok(stored.map(|count| count.value() as u32))
         })
         .await
@@ -717,15 +766,13 @@ impl ClusterRepo for EmbeddedStore {
         self.write(move |txn, _| {
             let mut table = open(txn, CLUSTER_META)?;
             let stored = table
-                .get(crate::cluster::SHARD_COUNT)
+                .get(SHARD_COUNT)
                 .map_err(e)?
                 .map(|count| count.value() as u32);
             if let Some(stored) = stored {
                 return Ok(stored);
             }
-            table
-                .insert(crate::cluster::SHARD_COUNT, u64::from(count))
-                .map_err(e)?;
+            table.insert(SHARD_COUNT, u64::from(count)).map_err(e)?;
             Ok(count)
         })
         .await

@@ -3,12 +3,14 @@
 use async_trait::async_trait;
 use redb::{ReadableTable, TableHandle, WriteTransaction};
 
-use super::records::{StoredPromo, account_expiry, ticket_expiry, user_refs, write_workflow};
+use super::records::{
+    StoredPromo, account_expiry, ticket_expiry, user_refs, write_subscription, write_workflow,
+};
 use super::{
     ACCOUNTS, ASSIGNMENTS, AUDIT, CHECKPOINTS, CLUSTER_META, CONFIG_HISTORY, EXPIRY, EmbeddedStore,
-    GUILD_CONFIG, GUILD_DEPARTURES, LEASES, NODES, PROMOS, REDEMPTIONS, RowRef, SUBSCRIPTIONS,
-    TICKETS, TRANSCRIPTS, USAGE, USER_REFS, WORKFLOWS, audit_ref, audit_users, e, from_json, open,
-    open_read, unindex,
+    GUILD_CONFIG, GUILD_DEPARTURES, LEADER_ANNOUNCEMENT, LEASES, NODES, PROMOS, REDEMPTIONS,
+    RowRef, SUBSCRIPTIONS, TICKETS, TRANSCRIPTS, USAGE, USER_REFS, WORKFLOWS, audit_ref,
+    audit_users, e, from_json, index, open, open_read, to_json, unindex,
 };
 use crate::{
     Account, AuditEntry, DataRights, Redemption, Retention, StorageError, StoredRow, Subscription,
@@ -141,6 +143,27 @@ fn remove_row(
     }
 }
 
+/// `user_id` 0 holds what erasures anonymised: erasing it would erase everyone's.
+fn refuse_erased_user(user_id: u64) -> Result<(), StorageError> {
+    if user_id == crate::privacy::ERASED_USER {
+        return Err(StorageError::Invalid(
+            "user 0 holds the anonymised records of erased users".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// One row, read inside a write transaction.
+fn read_in<T: serde::de::DeserializeOwned, K: redb::Key + 'static>(
+    txn: &WriteTransaction,
+    table: redb::TableDefinition<K, &'static [u8]>,
+    key: K::SelfType<'_>,
+) -> Result<Option<T>, StorageError> {
+    let table = open(txn, table)?;
+    let row = table.get(key).map_err(e)?;
+    row.map(|v| from_json(table.name(), v.value())).transpose()
+}
+
 fn read_row<T: serde::de::DeserializeOwned, K: redb::Key + 'static>(
     txn: &redb::ReadTransaction,
     table: redb::TableDefinition<K, &'static [u8]>,
@@ -203,16 +226,20 @@ impl DataRights for EmbeddedStore {
                 .iter()
                 .map(WebSessionExport::from)
                 .collect();
+            (export.privacy_requests, export.privacy_flags) =
+                super::privacy::export_of(txn, user_id)?;
             Ok(export)
         })
         .await
     }
 
     async fn delete_user(&self, user_id: u64) -> Result<u64, StorageError> {
+        refuse_erased_user(user_id)?;
         self.write(move |txn, retention| {
             let refs = user_refs(&open(txn, USER_REFS)?, user_id)?;
             let mut touched = remove_row(txn, &RowRef::Account { user: user_id }, retention)?;
             touched += super::web_sessions::remove_all_of(txn, user_id)?;
+            touched += super::privacy::erase_user(txn, user_id)?;
             for row in refs {
                 touched += match &row {
                     // The guild keeps its automation; only the author goes.
@@ -230,6 +257,37 @@ impl DataRights for EmbeddedStore {
                                         created_by: None,
                                         ..workflow
                                     },
+                                )?;
+                                1
+                            }
+                            None => 0,
+                        }
+                    }
+                    // Security audit and billing records stay, without the user.
+                    RowRef::Audit { guild, at, id } => {
+                        let current: Option<AuditEntry> = read_in(txn, AUDIT, (*guild, *at, *id))?;
+                        match current {
+                            Some(entry) => {
+                                remove_row(txn, &row, retention)?;
+                                let kept = crate::privacy::anonymised_audit(entry, user_id);
+                                open(txn, AUDIT)?
+                                    .insert((*guild, *at, *id), to_json(&kept).as_slice())
+                                    .map_err(e)?;
+                                let expires = kept.at.saturating_add(retention.audit);
+                                index(txn, &row, &audit_users(&kept), Some(expires))?;
+                                1
+                            }
+                            None => 0,
+                        }
+                    }
+                    RowRef::Subscription { id } => {
+                        let current: Option<Subscription> = read_in(txn, SUBSCRIPTIONS, *id)?;
+                        match current {
+                            Some(subscription) => {
+                                remove_row(txn, &row, retention)?;
+                                write_subscription(
+                                    txn,
+                                    &crate::privacy::anonymised_subscription(subscription),
                                 )?;
                                 1
                             }
@@ -381,6 +439,24 @@ impl DataRights for EmbeddedStore {
         .await
     }
 
+    async fn stored_guilds(
+        &self,
+        shard_id: u32,
+        shard_count: u32,
+    ) -> Result<Vec<u64>, StorageError> {
+        self.read(move |txn, _| {
+            let mut out = Vec::new();
+            for item in open_read(txn, GUILD_CONFIG)?.iter().map_err(e)? {
+                let guild = item.map_err(e)?.0.value();
+                if crate::on_shard(guild, shard_id, shard_count) {
+                    out.push(guild);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn scheduled_guild_deletions(&self) -> Result<Vec<(u64, Timestamp)>, StorageError> {
         self.read(|txn, _| {
             let mut out = Vec::new();
@@ -401,6 +477,9 @@ impl DataRights for EmbeddedStore {
                 total += self.delete_guild(guild_id).await?;
             }
         }
+        total += self
+            .write(move |txn, retention| super::privacy::sweep(txn, now, retention))
+            .await?;
         loop {
             let (removed, more) = self
                 .write(move |txn, retention| {
@@ -471,6 +550,7 @@ impl DataRights for EmbeddedStore {
             dump_json!(ASSIGNMENTS);
             dump_json!(CHECKPOINTS);
             dump_json!(LEASES);
+            dump_json!(LEADER_ANNOUNCEMENT);
             dump_json!(super::web_sessions::WEB_SESSIONS);
             let by_user = super::web_sessions::WEB_SESSIONS_BY_USER;
             for item in open_read(txn, by_user)?.iter().map_err(e)? {
@@ -502,6 +582,7 @@ impl DataRights for EmbeddedStore {
                     push(def.name(), format!("{n} {row}"));
                 }
             }
+            super::privacy::dump(txn, &mut out)?;
             Ok(out)
         })
         .await

@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::{AccountRepo, DataRights};
+use crate::{AccountRepo, DataRights, TicketRepo};
 
 fn custom(prefix: &str) -> GuildConfig {
     GuildConfig {
@@ -105,6 +105,72 @@ async fn the_sweeper_purges_at_the_policy_deadlines() {
     assert_eq!(store.sweep_expired(two_years).await.unwrap(), 1);
     assert!(store.account(1).await.unwrap().is_none());
     assert!(store.account(2).await.unwrap().is_some());
+    assert_eq!(
+        store.check_consistency().await.unwrap(),
+        Vec::<String>::new()
+    );
+}
+
+/// The periods come from configuration: a store opened with shorter ones purges each kind
+/// of record at its own configured deadline (time moved by the caller), not the policy's.
+#[tokio::test]
+async fn configured_retention_periods_are_what_the_sweeper_enforces() {
+    let dir = tempfile::tempdir().unwrap();
+    let day = Duration::from_secs(86_400);
+    let retention = Retention {
+        audit: 10 * day,
+        tickets: 20 * day,
+        inactive_accounts: 30 * day,
+        ..Retention::POLICY
+    };
+    let store = EmbeddedStore::open_with(dir.path(), retention).unwrap();
+    let t0 = Timestamp::now();
+    store.touch_account(1, t0).await.unwrap();
+    store
+        .append_audit(&[AuditEntry {
+            guild_id: 5,
+            at: t0,
+            id: 1,
+            actor_id: 1,
+            target_id: None,
+            action: "config.set".into(),
+            details: String::new(),
+        }])
+        .await
+        .unwrap();
+    store
+        .put_ticket(&crate::Ticket {
+            guild_id: 5,
+            ticket_id: 9,
+            opener_id: 1,
+            channel_id: 3,
+            subject: "help".into(),
+            opened_at: t0,
+            closed_at: None,
+        })
+        .await
+        .unwrap();
+    let at = |days: u32| t0.saturating_add(day * days);
+    assert_eq!(store.sweep_expired(at(9)).await.unwrap(), 0);
+    assert_eq!(
+        store.sweep_expired(at(10)).await.unwrap(),
+        1,
+        "audit at 10 days"
+    );
+    assert_eq!(store.sweep_expired(at(19)).await.unwrap(), 0);
+    assert_eq!(
+        store.sweep_expired(at(20)).await.unwrap(),
+        1,
+        "ticket at 20 days"
+    );
+    assert!(store.ticket(5, 9).await.unwrap().is_none());
+    assert!(store.account(1).await.unwrap().is_some());
+    assert_eq!(
+        store.sweep_expired(at(30)).await.unwrap(),
+        1,
+        "account at 30 days"
+    );
+    assert!(store.account(1).await.unwrap().is_none());
     assert_eq!(
         store.check_consistency().await.unwrap(),
         Vec::<String>::new()

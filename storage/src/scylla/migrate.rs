@@ -49,8 +49,18 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
     ),
     (
         7,
-        "007_moderation_timers.cql",
-        include_str!("../../schema/007_moderation_timers.cql"),
+        "007_leader_announcement.cql",
+        include_str!("../../schema/007_leader_announcement.cql"),
+    ),
+    (
+        8,
+        "008_privacy.cql",
+        include_str!("../../schema/008_privacy.cql"),
+    ),
+    (
+        9,
+        "009_moderation_timers.cql",
+        include_str!("../../schema/009_moderation_timers.cql"),
     ),
 ];
 

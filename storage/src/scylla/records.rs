@@ -9,13 +9,20 @@ use scylla::value::CqlValue;
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::{ScyllaStore, Writes, db_id, rust_id, ttl};
-use crate::cluster::SHARD_COUNT;
+use crate::cluster::{SHARD_COUNT, check_claim};
+
+/// The assignments' partition keeps, in this row, the leader epoch that claimed them
+/// (`epoch`), so that every assignment can be conditioned on it in one batch.
+const CLAIM_ROW: i32 = -1;
+/// The batch statement that applies only under the claiming leader (and writes nothing new).
+const CLAIM_GUARD: &str = "UPDATE {ks}.shard_assignments SET epoch = ? \
+                           WHERE part = 0 AND shard_id = ? IF epoch = ?";
 use crate::row_ref::RowRef;
 use crate::{
     Account, AccountRepo, AuditEntry, AuditRepo, BillingRepo, CONFIG_HISTORY_LEN, ClusterRepo,
-    GuildConfig, GuildConfigRepo, Lease, NodeRecord, PromoCode, Redemption, SessionCheckpoint,
-    ShardAssignment, StorageError, Subscription, Ticket, TicketRepo, Timestamp, TranscriptMessage,
-    UsageCount, UsageRepo, VersionedConfig, Workflow, WorkflowRepo, lease,
+    GuildConfig, GuildConfigRepo, LeaderAnnouncement, Lease, NodeRecord, PromoCode, Redemption,
+    SessionCheckpoint, ShardAssignment, StorageError, Subscription, Ticket, TicketRepo, Timestamp,
+    TranscriptMessage, UsageCount, UsageRepo, VersionedConfig, Workflow, WorkflowRepo, lease,
 };
 
 /// Concurrent requests one call keeps in flight (batches of audit rows, usage deltas).
@@ -1147,11 +1154,58 @@ impl ClusterRepo for ScyllaStore {
         Ok(())
     }
 
+    async fn claim_assignments(&self, leader_epoch: u64) -> Result<(), StorageError> {
+        let claim_is = |epoch: u64| async move {
+            Ok(self
+                .assignment_serial(CLAIM_ROW)
+                .await?
+                .is_some_and(|row| rust_id(row.epoch) == epoch))
+        };
+        loop {
+            let claimed = self
+                .assignment_serial(CLAIM_ROW)
+                .await?
+                .map(|row| rust_id(row.epoch));
+            let outcome = match claimed {
+                Some(claimed) if claimed > leader_epoch => {
+                    return Err(StorageError::Fenced {
+                        presented: leader_epoch,
+                        current: claimed,
+                    });
+                }
+                Some(claimed) if claimed == leader_epoch => return Ok(()),
+                None => {
+                    self.lwt_resolved(
+                        "INSERT INTO {ks}.shard_assignments (part, shard_id, node_id, epoch) \
+                         VALUES (0, ?, 0, ?) IF NOT EXISTS",
+                        (CLAIM_ROW, db_id(leader_epoch)),
+                        || claim_is(leader_epoch),
+                    )
+                    .await?
+                }
+                Some(claimed) => {
+                    self.lwt_resolved(
+                        "UPDATE {ks}.shard_assignments SET epoch = ? \
+                         WHERE part = 0 AND shard_id = ? IF epoch = ?",
+                        (db_id(leader_epoch), CLAIM_ROW, db_id(claimed)),
+                        || claim_is(leader_epoch),
+                    )
+                    .await?
+                }
+            };
+            if outcome.applied {
+                return Ok(());
+            }
+            // Another leader claimed in between: read who, and yield or take over.
+        }
+    }
+
     async fn assign_shard(
         &self,
         shard_id: u32,
         node_id: u64,
         expected_epoch: u64,
+        leader_epoch: u64,
     ) -> Result<ShardAssignment, StorageError> {
         let shard = i32::try_from(shard_id)
             .map_err(|_| StorageError::Invalid(format!("shard id {shard_id}")))?;
@@ -1162,31 +1216,45 @@ impl ClusterRepo for ScyllaStore {
                 .await?
                 .is_some_and(|row| rust_id(row.epoch) == epoch && rust_id(row.node_id) == node_id))
         };
+        // The claim row is in the same partition, so one conditional batch checks the
+        // leader and the shard's epoch together: a superseded leader changes nothing.
+        let claim = (db_id(leader_epoch), CLAIM_ROW, db_id(leader_epoch));
         let outcome = if expected_epoch == 0 {
-            self.lwt_resolved(
-                "INSERT INTO {ks}.shard_assignments (part, shard_id, node_id, epoch) \
-                 VALUES (0, ?, ?, ?) IF NOT EXISTS",
-                (shard, db_id(node_id), db_id(epoch)),
+            self.lwt_batch(
+                &[
+                    CLAIM_GUARD,
+                    "INSERT INTO {ks}.shard_assignments (part, shard_id, node_id, epoch) \
+                     VALUES (0, ?, ?, ?) IF NOT EXISTS",
+                ],
+                (claim, (shard, db_id(node_id), db_id(epoch))),
                 resolve,
             )
             .await?
         } else {
-            self.lwt_resolved(
-                "UPDATE {ks}.shard_assignments SET node_id = ?, epoch = ? \
-                 WHERE part = 0 AND shard_id = ? IF epoch = ?",
-                (db_id(node_id), db_id(epoch), shard, db_id(expected_epoch)),
+            self.lwt_batch(
+                &[
+                    CLAIM_GUARD,
+                    "UPDATE {ks}.shard_assignments SET node_id = ?, epoch = ? \
+                     WHERE part = 0 AND shard_id = ? IF epoch = ?",
+                ],
+                (
+                    claim,
+                    (db_id(node_id), db_id(epoch), shard, db_id(expected_epoch)),
+                ),
                 resolve,
             )
             .await?
         };
         if !outcome.applied {
-            let current = match outcome.bigint("epoch") {
-                Some(epoch) => rust_id(epoch),
-                None => self
-                    .assignment_serial(shard)
-                    .await?
-                    .map_or(0, |row| rust_id(row.epoch)),
-            };
+            let claimed = self
+                .assignment_serial(CLAIM_ROW)
+                .await?
+                .map_or(0, |row| rust_id(row.epoch));
+            check_claim(claimed, leader_epoch)?;
+            let current = self
+                .assignment_serial(shard)
+                .await?
+                .map_or(0, |row| rust_id(row.epoch));
             return Err(StorageError::Conflict {
                 expected: expected_epoch,
                 current,
@@ -1202,7 +1270,8 @@ impl ClusterRepo for ScyllaStore {
     async fn assignments(&self) -> Result<Vec<ShardAssignment>, StorageError> {
         let rows: Vec<AssignmentRow> = self
             .select(
-                "SELECT shard_id, node_id, epoch FROM {ks}.shard_assignments WHERE part = 0",
+                "SELECT shard_id, node_id, epoch FROM {ks}.shard_assignments \
+                 WHERE part = 0 AND shard_id >= 0",
                 (),
             )
             .await?;
@@ -1299,6 +1368,38 @@ impl ClusterRepo for ScyllaStore {
 
     async fn lease(&self, name: &str) -> Result<Option<Lease>, StorageError> {
         self.read_lease(name).await
+    }
+
+    async fn announce_leader(&self, announcement: &LeaderAnnouncement) -> Result<(), StorageError> {
+        self.execute(
+            "INSERT INTO {ks}.leader_announcement (part, epoch, id, address) VALUES (0, ?, ?, ?)",
+            true,
+            (
+                db_id(announcement.epoch),
+                announcement.id.as_str(),
+                announcement.address.as_str(),
+            ),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn leader_announcement(&self) -> Result<Option<LeaderAnnouncement>, StorageError> {
+        let rows: Vec<(i64, String, String)> = self
+            .select_limit(
+                "SELECT epoch, id, address FROM {ks}.leader_announcement WHERE part = 0",
+                (),
+                1,
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .next()
+            .map(|(epoch, id, address)| LeaderAnnouncement {
+                epoch: rust_id(epoch),
+                id,
+                address,
+            }))
     }
 
     async fn shard_count(&self) -> Result<Option<u32>, StorageError> {

@@ -7,9 +7,9 @@ use super::records::{AUDIT_BUCKET_MS, audit_users};
 use super::{ScyllaStore, db_id};
 use crate::row_ref::RowRef;
 use crate::{
-    AccountRepo, AuditEntry, BillingRepo, DataRights, Redemption, StorageError, StoredRow, Ticket,
-    TicketRepo, Timestamp, TranscriptMessage, UserExport, WebSessionExport, WebSessionRepo,
-    Workflow, WorkflowRepo,
+    AccountRepo, AuditEntry, AuditRepo, BillingRepo, DataRights, Redemption, StorageError,
+    StoredRow, Ticket, TicketRepo, Timestamp, TranscriptMessage, UserExport, WebSessionExport,
+    WebSessionRepo, Workflow, WorkflowRepo,
 };
 
 /// Every table, for [`DataRights::dump_rows`].
@@ -31,6 +31,7 @@ const TABLES: &[&str] = &[
     "shard_assignments",
     "shard_checkpoints",
     "leases",
+    "leader_announcement",
     "cluster_meta",
     "guild_departures",
     "web_sessions",
@@ -244,12 +245,20 @@ impl DataRights for ScyllaStore {
             .iter()
             .map(WebSessionExport::from)
             .collect();
+        (export.privacy_requests, export.privacy_flags) = self.privacy_export_of(user_id).await?;
+        export.privacy_requests.reverse();
         Ok(export)
     }
 
     async fn delete_user(&self, user_id: u64) -> Result<u64, StorageError> {
+        if user_id == crate::privacy::ERASED_USER {
+            return Err(StorageError::Invalid(
+                "user 0 holds the anonymised records of erased users".into(),
+            ));
+        }
         let mut touched = self.remove_row(&RowRef::Account { user: user_id }).await?;
         touched += self.delete_web_sessions_of(user_id).await?;
+        touched += self.erase_privacy_of(user_id).await?;
         for row in self.refs_of(user_id).await? {
             touched += match &row {
                 RowRef::Workflow { guild, workflow } => {
@@ -265,6 +274,29 @@ impl DataRights for ScyllaStore {
                         None => 0,
                     }
                 }
+                // Security audit and billing records stay, without the user.
+                RowRef::Audit { guild, at, id } => {
+                    match self.audit_entry(*guild, *at, *id).await? {
+                        Some(entry) => {
+                            self.remove_row(&row).await?;
+                            self.append_audit(&[crate::privacy::anonymised_audit(entry, user_id)])
+                                .await?;
+                            1
+                        }
+                        None => 0,
+                    }
+                }
+                RowRef::Subscription { id } => match self.subscription(*id).await? {
+                    Some(subscription) => {
+                        self.remove_row(&row).await?;
+                        self.put_subscription(&crate::privacy::anonymised_subscription(
+                            subscription,
+                        ))
+                        .await?;
+                        1
+                    }
+                    None => 0,
+                },
                 other => self.remove_row(other).await?,
             };
             self.drop_ref(user_id, &row).await?;
@@ -432,6 +464,25 @@ impl DataRights for ScyllaStore {
         Ok(true)
     }
 
+    async fn stored_guilds(
+        &self,
+        shard_id: u32,
+        shard_count: u32,
+    ) -> Result<Vec<u64>, StorageError> {
+        let mut out = Vec::new();
+        let rows = self
+            .rows::<(i64,), _>("SELECT guild_id FROM {ks}.guild_config", (), false)
+            .await?;
+        futures_util::pin_mut!(rows);
+        while let Some((guild,)) = futures_util::TryStreamExt::try_next(&mut rows).await? {
+            let guild = super::rust_id(guild);
+            if crate::on_shard(guild, shard_id, shard_count) {
+                out.push(guild);
+            }
+        }
+        Ok(out)
+    }
+
     async fn scheduled_guild_deletions(&self) -> Result<Vec<(u64, Timestamp)>, StorageError> {
         let rows: Vec<(i64, i64)> = self
             .select("SELECT guild_id, delete_at FROM {ks}.guild_departures", ())
@@ -503,6 +554,10 @@ impl DataRights for ScyllaStore {
                         .await?
                 }
                 "leases" => self.select("SELECT JSON * FROM {ks}.leases", ()).await?,
+                "leader_announcement" => {
+                    self.select("SELECT JSON * FROM {ks}.leader_announcement", ())
+                        .await?
+                }
                 "cluster_meta" => {
                     self.select("SELECT JSON * FROM {ks}.cluster_meta", ())
                         .await?
@@ -526,6 +581,7 @@ impl DataRights for ScyllaStore {
                 text,
             }));
         }
+        self.dump_privacy(&mut out).await?;
         Ok(out)
     }
 }

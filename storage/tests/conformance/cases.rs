@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use protonn_storage::{
-    Account, AuditEntry, AuditWriter, GuildConfig, NodeRecord, PromoCode, SessionCheckpoint,
+    Account, AuditEntry, AuditWriter, ExportDocument, GuildConfig, LeaderAnnouncement, NodeRecord,
+    PreparedExport, PrivacyFlags, PrivacyRequest, PromoCode, RequestKind, SessionCheckpoint,
     StorageError, Store, Subscription, SubscriptionStatus, Ticket, Timestamp, TranscriptMessage,
-    UsageAggregator, UsageCount, WebSession, Workflow, WriterConfig,
+    UsageAggregator, UsageCount, WebSession, Workflow, WriterConfig, privacy,
 };
 
 /// Distinctive ids, so a scan for their digits finds nothing by accident.
@@ -451,18 +452,19 @@ pub(crate) async fn cluster_tables_fence_by_epoch<S: Store + Clone>(store: S) {
     store.remove_node(2).await.unwrap();
     assert_eq!(store.nodes().await.unwrap().len(), 1);
 
-    let first = store.assign_shard(3, 1, 0).await.unwrap();
+    store.claim_assignments(1).await.unwrap();
+    let first = store.assign_shard(3, 1, 0, 1).await.unwrap();
     assert_eq!(first.epoch, 1);
     assert!(matches!(
-        store.assign_shard(3, 2, 0).await,
+        store.assign_shard(3, 2, 0, 1).await,
         Err(StorageError::Conflict {
             expected: 0,
             current: 1
         })
     ));
-    let moved = store.assign_shard(3, 2, 1).await.unwrap();
+    let moved = store.assign_shard(3, 2, 1, 1).await.unwrap();
     assert_eq!((moved.node_id, moved.epoch), (2, 2));
-    store.assign_shard(0, 1, 0).await.unwrap();
+    store.assign_shard(0, 1, 0, 1).await.unwrap();
     let shards: Vec<(u32, u64)> = store
         .assignments()
         .await
@@ -491,6 +493,75 @@ pub(crate) async fn cluster_tables_fence_by_epoch<S: Store + Clone>(store: S) {
     ));
     assert_eq!(store.checkpoint(3).await.unwrap(), Some(checkpoint(2, 11)));
     assert_eq!(store.checkpoint(4).await.unwrap(), None);
+}
+
+/// A leader that froze past its lease wakes with an old epoch: once a newer leader has
+/// claimed the assignments, it can neither assign (a new shard or a move) nor claim back.
+pub(crate) async fn assignments_are_written_only_by_the_newest_leader<S: Store + Clone>(store: S) {
+    // Epochs above any a running leader has (over gRPC, the serving coordinator claimed
+    // with its own). An epoch that did not claim may not assign.
+    assert!(matches!(
+        store.assign_shard(0, 1, 0, 10).await,
+        Err(StorageError::Fenced { .. })
+    ));
+    store.claim_assignments(10).await.unwrap();
+    store.claim_assignments(10).await.unwrap(); // again: a no-op
+    store.assign_shard(0, 1, 0, 10).await.unwrap();
+
+    store.claim_assignments(11).await.unwrap();
+    let before = store.assignments().await.unwrap();
+    for stale in [
+        store.assign_shard(0, 2, 1, 10).await,
+        store.assign_shard(1, 2, 0, 10).await,
+    ] {
+        assert!(
+            matches!(
+                stale,
+                Err(StorageError::Fenced {
+                    presented: 10,
+                    current: 11
+                })
+            ),
+            "{stale:?}"
+        );
+    }
+    assert!(matches!(
+        store.claim_assignments(10).await,
+        Err(StorageError::Fenced {
+            presented: 10,
+            current: 11
+        })
+    ));
+    assert_eq!(store.assignments().await.unwrap(), before);
+    // The new leader carries on from the stored epochs.
+    let moved = store.assign_shard(0, 2, 1, 11).await.unwrap();
+    assert_eq!((moved.node_id, moved.epoch), (2, 2));
+    let shards: Vec<u32> = store
+        .assignments()
+        .await
+        .unwrap()
+        .iter()
+        .map(|a| a.shard_id)
+        .collect();
+    assert_eq!(shards, [0], "the claim is not an assignment");
+}
+
+/// The leader's announcement: the newest write is read back whole (over gRPC the serving
+/// coordinator does not announce itself: it is on the embedded store).
+pub(crate) async fn the_leader_announcement_is_the_newest_written<S: Store + Clone>(store: S) {
+    assert_eq!(store.leader_announcement().await.unwrap(), None);
+    for epoch in [3, 4] {
+        let announcement = LeaderAnnouncement {
+            epoch,
+            id: format!("coordinator-{epoch}"),
+            address: format!("http://10.0.0.{epoch}:7070"),
+        };
+        store.announce_leader(&announcement).await.unwrap();
+        assert_eq!(
+            store.leader_announcement().await.unwrap(),
+            Some(announcement)
+        );
+    }
 }
 
 pub(crate) async fn leases_fence_stale_holders<S: Store + Clone>(store: S) {
@@ -679,6 +750,288 @@ async fn populate<S: Store + Clone>(store: &S) {
             .await
             .unwrap();
     }
+    for (request_id, user) in [(REQUEST, USER), (OTHER_REQUEST, OTHER_USER)] {
+        store
+            .put_privacy_request(&PrivacyRequest::new(
+                user,
+                request_id,
+                RequestKind::Objection,
+                "dashboard",
+                now,
+            ))
+            .await
+            .unwrap();
+        let flags = PrivacyFlags {
+            objects: true,
+            ..PrivacyFlags::default()
+        };
+        store.set_privacy_flags(user, &flags).await.unwrap();
+        store
+            .put_export(&PreparedExport {
+                user_id: user,
+                created_at: now,
+                expires_at: now.saturating_add(DAY),
+                json: format!("{{\"user\":{user}}}"),
+            })
+            .await
+            .unwrap();
+    }
+}
+
+/// Request ids whose digits appear nowhere else.
+const REQUEST: u64 = 404_551_239_870_112;
+const OTHER_REQUEST: u64 = 404_551_239_870_113;
+
+pub(crate) async fn privacy_requests_are_logged_and_anonymised_at_erasure<S: Store + Clone>(
+    store: S,
+) {
+    let t0 = Timestamp::now();
+    let later = t0.saturating_add(Duration::from_secs(60));
+    store
+        .put_privacy_request(&PrivacyRequest::new(
+            USER,
+            REQUEST,
+            RequestKind::Export,
+            "dashboard",
+            t0,
+        ))
+        .await
+        .unwrap();
+    let deletion =
+        PrivacyRequest::new(USER, REQUEST + 1, RequestKind::Deletion, "dashboard", later);
+    store.put_privacy_request(&deletion).await.unwrap();
+    store
+        .put_privacy_request(&PrivacyRequest::new(
+            OTHER_USER,
+            OTHER_REQUEST,
+            RequestKind::Access,
+            "operator",
+            t0,
+        ))
+        .await
+        .unwrap();
+    // Answering replaces the entry.
+    store
+        .put_privacy_request(
+            &PrivacyRequest::new(USER, REQUEST, RequestKind::Export, "dashboard", t0)
+                .done(later, "export prepared"),
+        )
+        .await
+        .unwrap();
+    let mine = store.privacy_requests_of(USER).await.unwrap();
+    let ids: Vec<u64> = mine.iter().map(|r| r.request_id).collect();
+    assert_eq!(ids, [REQUEST + 1, REQUEST], "newest first");
+    assert_eq!(mine[1].done_at, Some(later));
+    assert_eq!(mine[0].due_at, later.saturating_add(privacy::ANSWER_WITHIN));
+    let window = store
+        .privacy_requests(t0, t0.saturating_add(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    assert_eq!(window.len(), 2, "the operators' view of a time window");
+    // Flags: defaults until set, one read.
+    assert_eq!(
+        store.privacy_flags(USER).await.unwrap(),
+        PrivacyFlags::default()
+    );
+    let restricted = PrivacyFlags {
+        restricted: true,
+        email_consent: true,
+        ..PrivacyFlags::default()
+    };
+    store.set_privacy_flags(USER, &restricted).await.unwrap();
+    assert_eq!(store.privacy_flags(USER).await.unwrap(), restricted);
+    let export = store.export_user(USER).await.unwrap();
+    assert_eq!(export.privacy_requests.len(), 2);
+    assert_eq!(export.privacy_flags, Some(restricted));
+
+    store.delete_user(USER).await.unwrap();
+    assert!(store.privacy_requests_of(USER).await.unwrap().is_empty());
+    assert_eq!(
+        store.privacy_flags(USER).await.unwrap(),
+        PrivacyFlags::default()
+    );
+    assert_eq!(rows_mentioning(&store, USER).await, Vec::<String>::new());
+    // The log keeps that the requests were made, and when, without naming the user.
+    let mut kept: Vec<u64> = store
+        .privacy_requests_of(privacy::ERASED_USER)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.request_id)
+        .collect();
+    kept.sort_unstable();
+    assert_eq!(kept, [REQUEST, REQUEST + 1]);
+    assert_eq!(
+        store.privacy_requests_of(OTHER_USER).await.unwrap().len(),
+        1
+    );
+}
+
+pub(crate) async fn an_export_is_downloaded_once_until_it_expires<S: Store + Clone>(store: S) {
+    let now = Timestamp::now();
+    let export = PreparedExport {
+        user_id: USER,
+        created_at: now,
+        expires_at: now.saturating_add(DAY),
+        json: "{\"schema\":\"x\"}".into(),
+    };
+    assert_eq!(store.export_status(USER, now).await.unwrap(), None);
+    store.put_export(&export).await.unwrap();
+    assert_eq!(
+        store.export_status(USER, now).await.unwrap(),
+        Some((export.created_at, export.expires_at))
+    );
+    // Two downloads at once: one gets the file.
+    let (a, b) = tokio::join!(store.take_export(USER, now), store.take_export(USER, now));
+    let got: Vec<PreparedExport> = [a.unwrap(), b.unwrap()].into_iter().flatten().collect();
+    assert_eq!(got, vec![export.clone()]);
+    assert_eq!(store.take_export(USER, now).await.unwrap(), None);
+    assert_eq!(store.export_status(USER, now).await.unwrap(), None);
+    // Past its window it cannot be had, even before the sweep.
+    store.put_export(&export).await.unwrap();
+    let after = export.expires_at.saturating_add(Duration::from_secs(1));
+    assert_eq!(store.export_status(USER, after).await.unwrap(), None);
+    assert_eq!(store.take_export(USER, after).await.unwrap(), None);
+}
+
+pub(crate) async fn a_browser_clearing_mark_is_spent_once<S: Store + Clone>(store: S) {
+    let until = Timestamp::now().saturating_add(DAY);
+    store
+        .mark_browsers_for_clearing(&["hash-a".into(), "hash-b".into()], until)
+        .await
+        .unwrap();
+    assert!(store.take_browser_clearing("hash-a").await.unwrap());
+    assert!(!store.take_browser_clearing("hash-a").await.unwrap());
+    assert!(!store.take_browser_clearing("hash-c").await.unwrap());
+    assert!(store.take_browser_clearing("hash-b").await.unwrap());
+}
+
+pub(crate) async fn old_privacy_records_expire<S: Store + Clone>(store: S) {
+    let now = Timestamp::now();
+    let retention = protonn_storage::Retention::POLICY;
+    let old = now.saturating_sub(retention.privacy_requests + DAY);
+    store
+        .put_privacy_request(&PrivacyRequest::new(
+            USER,
+            REQUEST,
+            RequestKind::Access,
+            "dashboard",
+            old,
+        ))
+        .await
+        .unwrap();
+    store
+        .put_privacy_request(&PrivacyRequest::new(
+            USER,
+            REQUEST + 1,
+            RequestKind::Access,
+            "dashboard",
+            now,
+        ))
+        .await
+        .unwrap();
+    let yesterday = now.saturating_sub(DAY);
+    store
+        .mark_browsers_for_clearing(&["gone".into()], yesterday)
+        .await
+        .unwrap();
+    store.sweep_expired(now).await.unwrap();
+    let left: Vec<u64> = store
+        .privacy_requests_of(USER)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.request_id)
+        .collect();
+    assert_eq!(left, [REQUEST + 1], "requests go after the log's retention");
+    assert!(!store.take_browser_clearing("gone").await.unwrap());
+}
+
+/// A breach over some tables touches the users with rows there by its end, not later ones.
+pub(crate) async fn a_breach_lists_the_users_of_the_tables_it_touched<S: Store + Clone>(store: S) {
+    populate(&store).await;
+    let now = Timestamp::now();
+    let end = now.saturating_add(Duration::from_secs(1));
+    let tables = ["audit_log".to_owned(), "web_sessions".to_owned()];
+    let affected = privacy::affected_users(&store, end, &tables).await.unwrap();
+    let users: Vec<u64> = affected.iter().map(|a| a.user_id).collect();
+    let mut expected = vec![USER, OTHER_USER];
+    expected.sort_unstable();
+    assert_eq!(users, expected);
+    for user in &affected {
+        assert_eq!(
+            user.tables.iter().collect::<Vec<_>>(),
+            ["audit_log", "web_sessions"]
+        );
+    }
+    let before = now.saturating_sub(DAY);
+    assert!(
+        privacy::affected_users(&store, before, &tables)
+            .await
+            .unwrap()
+            .is_empty(),
+        "rows written after the breach"
+    );
+    assert!(matches!(
+        privacy::affected_users(&store, end, &["secrets".to_owned()]).await,
+        Err(StorageError::Invalid(_))
+    ));
+}
+
+/// The background answer to export and deletion requests, over a store holding a bit of
+/// everything: the export is the documented JSON of everything about the user; after the
+/// deletion nothing names them and the log shows the request answered.
+pub(crate) async fn export_and_deletion_requests_are_answered<S: Store + Clone>(store: S) {
+    populate(&store).await;
+    let now = Timestamp::now();
+    let export_for = protonn_storage::Retention::POLICY.exports;
+    store.take_export(USER, now).await.unwrap();
+    let request = PrivacyRequest::new(USER, REQUEST + 7, RequestKind::Export, "dashboard", now);
+    store.put_privacy_request(&request).await.unwrap();
+    assert_eq!(
+        privacy::answer_pending_requests(&store, now, export_for)
+            .await
+            .unwrap(),
+        1
+    );
+    let file = store.take_export(USER, now).await.unwrap().unwrap();
+    assert_eq!(file.expires_at, now.saturating_add(export_for));
+    let document: ExportDocument = serde_json::from_str(&file.json).unwrap();
+    assert_eq!(document.schema, privacy::EXPORT_SCHEMA);
+    assert_eq!(document.data.user_id, USER);
+    assert_eq!(document.data.audit.len(), 3);
+    assert_eq!(document.data.tickets.len(), 1);
+    assert_eq!(document.data.workflows.len(), 2);
+    assert_eq!(document.data.web_sessions.len(), 1);
+    assert!(document.data.account.is_some() && document.data.privacy_flags.is_some());
+    let answered = store.privacy_requests_of(USER).await.unwrap();
+    assert!(
+        answered
+            .iter()
+            .any(|r| r.request_id == REQUEST + 7 && r.done_at.is_some())
+    );
+    // Nothing more to answer: a second pass does nothing.
+    assert_eq!(
+        privacy::answer_pending_requests(&store, now, export_for)
+            .await
+            .unwrap(),
+        0
+    );
+
+    let erase = PrivacyRequest::new(USER, REQUEST + 8, RequestKind::Deletion, "dashboard", now);
+    store.put_privacy_request(&erase).await.unwrap();
+    privacy::answer_pending_requests(&store, now, export_for)
+        .await
+        .unwrap();
+    assert_eq!(rows_mentioning(&store, USER).await, Vec::<String>::new());
+    let log = store
+        .privacy_requests_of(privacy::ERASED_USER)
+        .await
+        .unwrap();
+    let done = log.iter().find(|r| r.request_id == REQUEST + 8).unwrap();
+    assert_eq!(done.kind, RequestKind::Deletion);
+    assert!(done.done_at.is_some());
+    assert!(store.account(OTHER_USER).await.unwrap().is_some());
 }
 
 /// A logged-in dashboard session whose secrets all contain `secret`.
@@ -745,6 +1098,8 @@ pub(crate) async fn export_covers_every_table<S: Store + Clone>(store: S) {
         .map(|s| s.label.as_str())
         .collect();
     assert_eq!(labels, ["Firefox (mine)"]);
+    assert_eq!(export.privacy_requests.len(), 1);
+    assert!(export.privacy_flags.is_some_and(|f| f.objects));
     assert!(
         !serde_json::to_string(&export.web_sessions)
             .unwrap()
@@ -767,11 +1122,37 @@ pub(crate) async fn deleting_a_user_leaves_nothing<S: Store + Clone>(store: S) {
     assert!(store.delete_user(USER).await.unwrap() > 0);
     assert_eq!(rows_mentioning(&store, USER).await, Vec::<String>::new());
     assert_eq!(store.export_user(USER).await.unwrap().account, None);
-    // What belongs to others stays: their account, audit entry 4, ticket 2 with message 13,
-    // workflows (author cleared), their subscriptions and redemption.
+    // What belongs to others stays: their account, their audit entries (1 and 2 now with the
+    // user anonymised), ticket 2 with message 13, workflows (author cleared), their
+    // subscriptions and redemption.
     assert!(store.account(OTHER_USER).await.unwrap().is_some());
     let other = store.export_user(OTHER_USER).await.unwrap();
-    assert_eq!(other.audit.iter().map(|e| e.id).collect::<Vec<_>>(), [4]);
+    let mut audit_ids: Vec<u64> = other.audit.iter().map(|e| e.id).collect();
+    audit_ids.sort_unstable();
+    assert_eq!(audit_ids, [1, 2, 4]);
+    // Security audit and billing records are kept without the user (the policy keeps them).
+    let erased = store.export_user(privacy::ERASED_USER).await.unwrap();
+    let mut kept: Vec<u64> = erased.audit.iter().map(|e| e.id).collect();
+    kept.sort_unstable();
+    assert_eq!(kept, [1, 2, 3]);
+    assert!(
+        erased
+            .audit
+            .iter()
+            .all(|e| e.actor_id != USER && e.target_id != Some(USER))
+    );
+    assert_eq!(
+        erased
+            .subscriptions
+            .iter()
+            .map(|s| s.subscription_id)
+            .collect::<Vec<_>>(),
+        [1]
+    );
+    assert!(matches!(
+        store.delete_user(privacy::ERASED_USER).await,
+        Err(StorageError::Invalid(_))
+    ));
     assert_eq!(other.transcript_messages.len(), 1);
     assert_eq!(other.subscriptions.len(), 2);
     assert_eq!(store.workflows(OTHER_GUILD).await.unwrap().len(), 2);
@@ -1090,9 +1471,10 @@ fn checkpoint(shard_id: u32, epoch: u64, sequence: u64) -> SessionCheckpoint {
 pub(crate) async fn checkpoints_are_saved_in_batches_and_stale_epochs_ignored<S: Store + Clone>(
     store: S,
 ) {
-    store.assign_shard(1, 7, 0).await.unwrap();
-    store.assign_shard(2, 7, 0).await.unwrap();
-    store.assign_shard(2, 8, 1).await.unwrap(); // shard 2 moved to node 8: epoch 2
+    store.claim_assignments(1).await.unwrap();
+    store.assign_shard(1, 7, 0, 1).await.unwrap();
+    store.assign_shard(2, 7, 0, 1).await.unwrap();
+    store.assign_shard(2, 8, 1, 1).await.unwrap(); // shard 2 moved to node 8: epoch 2
     let skipped = store
         .save_checkpoints(&[
             checkpoint(1, 1, 10),
@@ -1157,6 +1539,20 @@ pub(crate) async fn a_usage_flush_written_twice_counts_once<S: Store + Clone>(st
 }
 
 /// Calls `$run!` with every case name.
+/// What READY compares with the guilds it lists: the configured guilds of one shard.
+pub(crate) async fn stored_guilds_are_listed_by_shard<S: Store>(store: S) {
+    // Shards of 2: (id >> 22) % 2.
+    let (even, odd) = (4 << 22, 7 << 22);
+    for guild in [even, odd] {
+        store.save(guild, 0, &GuildConfig::default()).await.unwrap();
+    }
+    assert_eq!(store.stored_guilds(0, 2).await.unwrap(), vec![even]);
+    assert_eq!(store.stored_guilds(1, 2).await.unwrap(), vec![odd]);
+    let mut all = store.stored_guilds(0, 1).await.unwrap();
+    all.sort();
+    assert_eq!(all, vec![even, odd]);
+}
+
 macro_rules! conformance_cases {
     ($run:ident) => {
         $run!(
@@ -1170,6 +1566,8 @@ macro_rules! conformance_cases {
             workflows_crud,
             subscriptions_and_promo_codes,
             cluster_tables_fence_by_epoch,
+            assignments_are_written_only_by_the_newest_leader,
+            the_leader_announcement_is_the_newest_written,
             leases_fence_stale_holders,
             the_shard_count_is_fixed_once,
             retention_removes_expired_rows,
@@ -1183,6 +1581,13 @@ macro_rules! conformance_cases {
             personal_rows_are_indexed_with_their_writes,
             checkpoints_are_saved_in_batches_and_stale_epochs_ignored,
             a_usage_flush_written_twice_counts_once,
+            stored_guilds_are_listed_by_shard,
+            privacy_requests_are_logged_and_anonymised_at_erasure,
+            an_export_is_downloaded_once_until_it_expires,
+            a_browser_clearing_mark_is_spent_once,
+            old_privacy_records_expire,
+            export_and_deletion_requests_are_answered,
+            a_breach_lists_the_users_of_the_tables_it_touched,
         );
     };
 }

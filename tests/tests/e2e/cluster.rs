@@ -9,7 +9,7 @@ use std::time::Duration;
 use protonn_actors::ConfigChangeError;
 use protonn_cluster::{
     ClusterClient, ClusterMembership, ClusterToken, Coordinator, CoordinatorOptions,
-    DiscordEndpoint, Node, NodeOptions,
+    CoordinatorStore, DiscordEndpoint, Node, NodeOptions,
 };
 use protonn_shard::BotToken;
 use protonn_tests::*;
@@ -65,25 +65,13 @@ pub(crate) async fn start_coordinator(
     dir: &std::path::Path,
 ) -> (Coordinator, ClusterClient) {
     let coordinator = Coordinator::start(CoordinatorOptions {
-        discord: DiscordEndpoint::Simulator(sim.rest_proxy()),
-        token: BotToken::new(sim.config().token.clone()),
-        cluster_token: ClusterToken::new(TOKEN).unwrap(),
-        operator_token: ClusterToken::new(OPERATOR_TOKEN).unwrap(),
-        tls: None,
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         name: "coordinator-0".to_owned(),
-        advertise: None,
-        ops_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        data_dir: dir.join("coordinator"),
-        shards: None,
-        heartbeat_interval: Duration::from_millis(100),
-        failure_timeout: Duration::from_secs(3),
-        fence: None,
-        min_nodes: 1,
-        formation_grace: Duration::ZERO,
-        max_moves: 4,
-        lease_ttl: Duration::from_secs(1),
-        rest_global_per_sec: 50.0,
+        ..coordinator_options(
+            sim,
+            CoordinatorStore::Embedded(dir.join("coordinator")),
+            TOKEN,
+            OPERATOR_TOKEN,
+        )
     })
     .await
     .unwrap();
@@ -223,11 +211,17 @@ async fn a_moved_shard_takes_its_cached_guilds_and_finds_their_config_on_the_new
 async fn a_guild_that_left_on_one_node_and_returns_on_another_keeps_its_data() {
     let sim = start_sim(small_world(4, 40)).await;
     let dir = tempfile::tempdir().unwrap();
-    let (coordinator, _client) = start_coordinator(&sim, dir.path()).await;
+    let (coordinator, client) = start_coordinator(&sim, dir.path()).await;
     let a = start_node(&sim, dir.path(), membership(&coordinator, "node-a")).await;
     let b = start_node(&sim, dir.path(), membership(&coordinator, "node-b")).await;
-    wait_until("two shards on each node", || async {
-        running(&a).await.len() == 2 && running(&b).await.len() == 2
+    // Settled as the coordinator sees it too: no move under way, so the drain moves two.
+    wait_until("two shards on each node, placed for good", || async {
+        let settled = client.status().await.is_ok_and(|s| {
+            s.shards
+                .iter()
+                .all(|shard| shard.node_id != 0 && !shard.moving)
+        });
+        settled && running(&a).await.len() == 2 && running(&b).await.len() == 2
     })
     .await;
     // Guilds of node-a's shards leave: node-a schedules their data for deletion; node-b,

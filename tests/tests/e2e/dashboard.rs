@@ -265,6 +265,51 @@ impl WebDriver {
         .await
     }
 
+    /// Runs `script` (an async function body ending in `return value`) in the page.
+    async fn script_async(&self, script: &str) -> Value {
+        let wrapped = format!(
+            "var done = arguments[arguments.length - 1]; (async function () {{ {script} }})().then(done, function (e) {{ done({{error: String(e)}}); }});"
+        );
+        self.cmd(
+            "POST",
+            "/execute/async",
+            Some(json!({"script": wrapped, "args": []})),
+        )
+        .await
+    }
+
+    /// Everything the site keeps in this browser: localStorage and sessionStorage as
+    /// objects, IndexedDB database names, and every Cache Storage entry with its body.
+    async fn local_data(&self) -> Value {
+        self.script_async(
+            "var out = {local: {}, session: {}, idb: [], caches: {}};
+             for (var i = 0; i < localStorage.length; i++) { var k = localStorage.key(i); out.local[k] = localStorage.getItem(k); }
+             for (var j = 0; j < sessionStorage.length; j++) { var s = sessionStorage.key(j); out.session[s] = sessionStorage.getItem(s); }
+             if (indexedDB.databases) { out.idb = (await indexedDB.databases()).map(function (d) { return d.name; }); }
+             for (const name of await caches.keys()) {
+               const cache = await caches.open(name);
+               out.caches[name] = [];
+               for (const request of await cache.keys()) {
+                 const response = await cache.match(request);
+                 out.caches[name].push({url: request.url, body: await response.text()});
+               }
+             }
+             return out;",
+        )
+        .await
+    }
+
+    /// The value of this site's session cookie, if the browser holds one.
+    async fn session_cookie(&self) -> Option<String> {
+        let cookies = self.cmd("GET", "/cookie", None).await;
+        cookies
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "protonn_session")
+            .map(|c| c["value"].as_str().unwrap().to_owned())
+    }
+
     /// Waits until the page source contains `text`.
     async fn wait_for(&self, text: &str) {
         let deadline = tokio::time::Instant::now() + DEADLINE;
@@ -434,6 +479,231 @@ async fn a_server_admin_uses_the_dashboard_in_chromium() {
     assert!(!offline.contains("Served by shard"));
     browser.screenshot("logged-out-offline").await;
     network.set_online(true);
+
+    browser.quit().await;
+    dashboard.shutdown().await;
+}
+
+/// What the policy's "Local Data Storage" section allows in the browser: the theme (and
+/// form drafts, none of which the dashboard keeps today), cached pages and assets; never a
+/// token, the session, an email or payment data.
+fn assert_only_allowed_local_data(data: &Value, secrets: &[&str]) {
+    assert!(data.get("error").is_none(), "{data}");
+    for key in data["local"].as_object().unwrap().keys() {
+        assert!(
+            key == "protonn-theme" || key.starts_with("protonn-draft-"),
+            "localStorage holds {key}: {data}"
+        );
+    }
+    assert!(
+        data["session"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .all(|k| k.starts_with("protonn-draft-")),
+        "{data}"
+    );
+    assert_eq!(data["idb"], json!([]), "no IndexedDB database");
+    for name in data["caches"].as_object().unwrap().keys() {
+        assert!(
+            name.starts_with("protonn-static-") || name.starts_with("protonn-pages-"),
+            "cache {name}"
+        );
+    }
+    let everything = data.to_string();
+    for secret in secrets {
+        assert!(!everything.contains(secret), "the browser keeps {secret}");
+    }
+    for word in [
+        "access_token",
+        "refresh_token",
+        "Bearer ",
+        "card_number",
+        "@example",
+    ] {
+        assert!(!everything.contains(word), "the browser keeps {word}");
+    }
+}
+
+/// Logs `user` in through the simulator's consent page.
+async fn login_as(browser: &WebDriver, origin: &str, user: u64) {
+    browser.go(&format!("{origin}/login")).await;
+    browser.wait_for("Log in with Discord").await;
+    browser.click("#login").await;
+    browser.wait_for("Pick a simulated user").await;
+    browser
+        .click(&format!("button[data-user-id=\"{user}\"]"))
+        .await;
+    browser.wait_for("Servers you").await;
+}
+
+/// Only the release's static assets may remain: the page just shown registers the service
+/// worker again, which caches them anew.
+fn assert_no_kept_pages(data: &Value) {
+    for name in data["caches"].as_object().unwrap().keys() {
+        assert!(name.starts_with("protonn-static-"), "{name}: {data}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_browser_keeps_only_what_the_policy_lists_and_the_privacy_centre_works() {
+    if !browser_installed() {
+        return;
+    }
+    let Bot {
+        sim,
+        node,
+        recorder,
+        ..
+    } = &Bot::start(small_world(1, 3)).await;
+    let guild = some_guild(sim, 0);
+    wait_until("the guild is cached", || async {
+        recorder.guilds_created().contains(&guild.id)
+    })
+    .await;
+    let data = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.web.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.storage.data_dir = data.path().to_owned();
+    let dashboard = Dashboard::start(
+        &config,
+        node,
+        format!("http://{}", sim.addr()),
+        sim.application_id(),
+        Secret::new(protonn_sim::OAUTH_CLIENT_SECRET),
+    )
+    .await
+    .unwrap();
+    let origin = dashboard.url().to_owned();
+    let profile = tempfile::tempdir().unwrap();
+    let mut browser = WebDriver::start(profile.path()).await;
+
+    // A session: pages read, the theme chosen, the service worker in control.
+    login_as(&browser, &origin, guild.owner_id).await;
+    let overview = format!("{origin}/guilds/{}", guild.id);
+    wait_until("the service worker controls the page", || async {
+        browser.go(&overview).await;
+        browser
+            .script("return navigator.serviceWorker.controller !== null")
+            .await
+            == json!(true)
+    })
+    .await;
+    browser.go(&format!("{origin}/account")).await;
+    browser.wait_for("Log out everywhere").await;
+    browser
+        .script("var s = document.getElementById('theme'); s.value = 'dark'; s.dispatchEvent(new Event('change')); return true")
+        .await;
+    browser.go(&format!("{origin}/privacy")).await;
+    browser.wait_for("Privacy centre").await;
+    let source = browser.source().await;
+    let csrf_at = source.find("name=\"csrf\" value=\"").unwrap() + 20;
+    let csrf = source[csrf_at..csrf_at + source[csrf_at..].find('"').unwrap()].to_owned();
+    let cookie = browser.session_cookie().await.expect("logged in");
+    wait_until("the privacy page is kept for offline reading", || async {
+        let kept = browser.local_data().await;
+        kept["caches"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .any(|(name, entries)| {
+                name.starts_with("protonn-pages-")
+                    && entries
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|e| e["url"].as_str().unwrap().ends_with("/privacy"))
+            })
+    })
+    .await;
+    let during = browser.local_data().await;
+    assert_eq!(during["local"]["protonn-theme"], "dark");
+    assert_only_allowed_local_data(&during, &[&csrf, &cookie]);
+    browser.screenshot("privacy-centre").await;
+
+    // Logout: the kept pages go, the theme (a preference) stays, nothing else appears.
+    browser.click("form[action=\"/logout\"] button").await;
+    browser.wait_for("You are logged out").await;
+    let after = browser.local_data().await;
+    assert_only_allowed_local_data(&after, &[&csrf, &cookie]);
+    assert!(
+        after["caches"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .all(|n| !n.starts_with("protonn-pages-")),
+        "{after}"
+    );
+    assert_eq!(after["local"]["protonn-theme"], "dark");
+    assert_eq!(browser.session_cookie().await, None);
+
+    // The privacy centre, clicked through: export, choices, correction, history, deletion.
+    login_as(&browser, &origin, guild.owner_id).await;
+    browser.go(&format!("{origin}/privacy")).await;
+    browser.click("#request-export").await;
+    browser.wait_for("being prepared").await;
+    wait_until("the export is ready", || async {
+        browser.go(&format!("{origin}/privacy")).await;
+        browser.source().await.contains("id=\"download-export\"")
+    })
+    .await;
+    browser.screenshot("privacy-export-ready").await;
+    browser.click("#objects").await;
+    browser.click("#save-choices").await;
+    browser.wait_for("Your choices were saved").await;
+    assert!(
+        node.store()
+            .privacy_flags(guild.owner_id)
+            .await
+            .unwrap()
+            .objects
+    );
+    browser.click("#refresh-profile").await;
+    browser
+        .wait_for("Your profile was refreshed from Discord")
+        .await;
+    for row in [
+        "data-request=\"export\"",
+        "data-request=\"objection\"",
+        "data-request=\"correction\"",
+    ] {
+        browser.wait_for(row).await;
+    }
+    browser.screenshot("privacy-history").await;
+    browser.fill("#confirm-delete", "delete my data").await;
+    browser.click("#delete-account").await;
+    browser.wait_for("Your data is deleted").await;
+    browser.screenshot("privacy-deleted").await;
+    let erased = browser.local_data().await;
+    assert_eq!(erased["local"], json!({}), "{erased}");
+    assert_no_kept_pages(&erased);
+    assert_eq!(browser.session_cookie().await, None);
+    let needle = guild.owner_id.to_string();
+    let rows = node.store().dump_rows().await.unwrap();
+    assert!(rows.iter().all(|r| !r.text.contains(&needle)));
+
+    // A member reported under the minimum age: the operators' erasure reaches their
+    // browser at its next visit.
+    let member = guild.member_ids[0];
+    login_as(&browser, &origin, member).await;
+    browser
+        .script("localStorage.setItem('protonn-theme', 'light'); return true")
+        .await;
+    protonn_storage::privacy::erase_child(
+        node.store().as_ref(),
+        member,
+        4242,
+        protonn_storage::Timestamp::now(),
+    )
+    .await
+    .unwrap();
+    browser.go(&format!("{origin}/guilds")).await;
+    browser.wait_for("site-data-cleared").await;
+    let cleared = browser.local_data().await;
+    assert_eq!(cleared["local"], json!({}), "{cleared}");
+    assert_no_kept_pages(&cleared);
+    assert_eq!(browser.session_cookie().await, None);
+    browser.screenshot("child-data-cleared").await;
 
     browser.quit().await;
     dashboard.shutdown().await;

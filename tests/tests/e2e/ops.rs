@@ -18,7 +18,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use protonn_cluster::{ClusterToken, Coordinator, CoordinatorOptions, DiscordEndpoint};
+use protonn_cluster::{
+    ClusterToken, Coordinator, CoordinatorOptions, CoordinatorStore, DiscordEndpoint,
+};
 use protonn_shard::BotToken;
 use protonn_sim::SimConfig;
 use protonn_tests::*;
@@ -97,27 +99,16 @@ async fn dashboards_alerts_and_catalog_hold_against_a_real_prometheus() {
 
     // A coordinator on the same simulator, leading alone; no node joins it.
     let coordinator_dir = tempfile::tempdir().unwrap();
-    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
     let coordinator = Coordinator::start(CoordinatorOptions {
-        discord: DiscordEndpoint::Simulator(sim.rest_proxy()),
-        token: BotToken::new(sim.config().token.clone()),
-        cluster_token: ClusterToken::new("ops-test-token").unwrap(),
-        operator_token: ClusterToken::new("ops-test-operator").unwrap(),
-        tls: None,
-        listen: loopback,
         name: "coordinator-0".to_owned(),
-        advertise: None,
-        ops_listen: loopback,
-        data_dir: coordinator_dir.path().to_owned(),
-        shards: None,
-        heartbeat_interval: Duration::from_millis(500),
         failure_timeout: Duration::from_secs(5),
-        fence: None,
-        min_nodes: 1,
-        formation_grace: Duration::from_secs(10),
-        max_moves: 4,
-        lease_ttl: Duration::from_secs(2),
-        rest_global_per_sec: 50.0,
+        ..CoordinatorOptions::loopback(
+            DiscordEndpoint::Simulator(sim.rest_proxy()),
+            BotToken::new(sim.config().token.clone()),
+            ClusterToken::new("ops-test-token").unwrap(),
+            ClusterToken::new("ops-test-operator").unwrap(),
+            CoordinatorStore::Embedded(coordinator_dir.path().to_owned()),
+        )
     })
     .await
     .unwrap();

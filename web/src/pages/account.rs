@@ -7,9 +7,9 @@ use axum::response::Response;
 use maud::html;
 use protonn_storage::Timestamp;
 
-use super::Form;
 use super::layout::{self, Audience, Nav};
 use super::login::{logged_out, revoke};
+use super::user_form;
 use crate::session::{self, Authed};
 use crate::{AppState, WebError, metrics};
 
@@ -75,8 +75,7 @@ pub(crate) async fn logout_everywhere(
     authed: Authed,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, WebError> {
-    let form = Form::parse(body)?;
-    authed.check_csrf(form.csrf())?;
+    user_form(&authed, body)?;
     for other in state
         .sessions
         .web_sessions_of(authed.user_id, Timestamp::now())

@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::guild::{authorize, summary, tabs, unexpected};
 use super::layout::{self, Audience, Nav};
-use super::{Form, guild_id, number};
+use super::{guild_form, guild_id, number};
 use crate::crypto::random_token;
 use crate::session::Authed;
 use crate::{AppState, WebError};
@@ -123,10 +123,7 @@ pub(crate) async fn rollback(
     Path(raw): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, WebError> {
-    let form = Form::parse(body)?;
-    authed.check_csrf(form.csrf())?;
-    let guild_id = guild_id(&raw)?;
-    authorize(&state, &authed, guild_id).await?;
+    let (form, guild_id) = guild_form(&state, &authed, &raw, body).await?;
     let to_version = number(&form, "to_version")?;
     let expected_version = number(&form, "expected_version")?;
     let key = form.idempotency_key()?;

@@ -49,6 +49,7 @@ pub(crate) fn page(title: &str, nav: Option<Nav<'_>>, audience: Audience, body: 
                         nav aria-label="Account" {
                             a href="/guilds" { "Servers" }
                             a href="/account" { "Account (" (nav.username) ")" }
+                            a href="/privacy" { "Privacy" }
                             form method="post" action="/logout" data-logout {
                                 input type="hidden" name="csrf" value=(nav.csrf);
                                 button.link type="submit" { "Log out" }
@@ -90,6 +91,19 @@ pub(crate) fn error_page(message: &str) -> Markup {
             h1 { "Something went wrong" }
             p.error role="alert" { (message) }
             p { a href="/guilds" { "Back to your servers" } " · " a href="/login" { "Log in" } }
+        },
+    )
+}
+
+/// What a browser told to clear its site data shows (children's data).
+pub(crate) fn site_data_cleared_page() -> Markup {
+    page(
+        "Data cleared",
+        None,
+        Audience::Public,
+        html! {
+            h1 { "This browser's Pro-tonn data was cleared" }
+            p id="site-data-cleared" { "The account that used this browser was erased, and so is everything this site kept in the browser." }
         },
     )
 }

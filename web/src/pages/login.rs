@@ -10,7 +10,6 @@ use maud::html;
 use protonn_storage::{Timestamp, WebSession};
 use serde::Deserialize;
 
-use super::Form;
 use super::layout::{self, Audience};
 use crate::crypto::{digest, random_token, same};
 use crate::discord::DiscordError;
@@ -178,6 +177,8 @@ async fn complete_login(
     };
     state.sessions.put_web_session(&session).await?;
     state.sessions.delete_web_session(&spent.id).await?;
+    // The account's last activity: inactive accounts are erased after their retention.
+    state.store.touch_account(user.id, now).await?;
     let next = session::safe_next(spent.return_to.as_deref());
     let mut response = see_other(&next);
     let (name, value) = session::set_cookie(&state.config, &secret, state.config.session_max_age);
@@ -193,8 +194,7 @@ pub(crate) async fn logout(
     authed: Authed,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, WebError> {
-    let form = Form::parse(body)?;
-    authed.check_csrf(form.csrf())?;
+    super::user_form(&authed, body)?;
     revoke(&state, &authed.sealed).await;
     state
         .sessions

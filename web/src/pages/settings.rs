@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::guild::{authorize, config, summary, tabs, unexpected};
 use super::layout::{self, Audience, Nav};
-use super::{Form, guild_id, number};
+use super::{Form, guild_form, guild_id, number};
 use crate::crypto::random_token;
 use crate::session::Authed;
 use crate::{AppState, WebError, metrics};
@@ -181,10 +181,7 @@ pub(crate) async fn save_settings(
     Path(raw): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, WebError> {
-    let form = Form::parse(body)?;
-    authed.check_csrf(form.csrf())?;
-    let guild_id = guild_id(&raw)?;
-    authorize(&state, &authed, guild_id).await?;
+    let (form, guild_id) = guild_form(&state, &authed, &raw, body).await?;
     let summary = summary(&state, &authed, guild_id).await?;
     let expected_version = number(&form, "expected_version")?;
     let mut config = parse(&form, &summary)?;
