@@ -536,23 +536,7 @@ impl GuildState {
 
     fn send(&self, to: ReplyTo, answer: Answer) {
         // The built-in commands count themselves in `run`.
-        let io = self.io();
-        let replies = &self.services.replies;
-        match to {
-            ReplyTo::Channel(channel_id) => {
-                if !io.may_not_send(channel_id) {
-                    replies.message(channel_id, answer.text);
-                }
-            }
-            ReplyTo::Interaction {
-                application_id,
-                id,
-                token,
-            } => {
-                let private = answer.outcome != "ok";
-                replies.interaction(application_id, id, token, answer.text, private);
-            }
-        }
+        self.io().answer(to, answer);
     }
 
     /// Runs a parsed command and counts it.

@@ -125,6 +125,27 @@ impl Io {
         }
     }
 
+    /// Sends `answer` where it is due: to the channel, unless the bot may not send there, or
+    /// to the interaction, where refusals and errors are shown only to the user who asked.
+    pub(crate) fn answer(&self, to: ReplyTo, answer: Answer) {
+        let replies = &self.services.replies;
+        match to {
+            ReplyTo::Channel(channel_id) => {
+                if !self.may_not_send(channel_id) {
+                    replies.message(channel_id, answer.text);
+                }
+            }
+            ReplyTo::Interaction {
+                application_id,
+                id,
+                token,
+            } => {
+                let private = answer.outcome != "ok";
+                replies.interaction(application_id, id, token, answer.text, private);
+            }
+        }
+    }
+
     /// Whether the node cache shows the bot cannot post in the channel (a 403 to be, which
     /// would count towards Discord's invalid-request ban); checked only when the cache keeps
     /// what it takes, so it costs nothing otherwise.
@@ -211,23 +232,7 @@ impl Replier {
             deferred.finish(answer.text);
             return;
         }
-        let replies = &io.services.replies;
-        match self.to {
-            ReplyTo::Channel(channel_id) => {
-                if !io.may_not_send(channel_id) {
-                    replies.message(channel_id, answer.text);
-                }
-            }
-            ReplyTo::Interaction {
-                application_id,
-                id,
-                token,
-            } => {
-                // Refusals and errors are shown only to the user who asked.
-                let private = answer.outcome != "ok";
-                replies.interaction(application_id, id, token, answer.text, private);
-            }
-        }
+        io.answer(self.to, answer);
     }
 }
 

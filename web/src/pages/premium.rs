@@ -19,7 +19,7 @@ use protonn_storage::{
 };
 
 use super::layout::{self, Audience, Nav};
-use super::{Form, number};
+use super::{number, user_form};
 use crate::discord::{DiscordError, UserGuild};
 use crate::session::Authed;
 use crate::{AppState, WebError};
@@ -272,8 +272,7 @@ pub(crate) async fn assign_form(
     authed: Authed,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, WebError> {
-    let form = Form::parse(body)?;
-    authed.check_csrf(form.csrf())?;
+    let form = user_form(&authed, body)?;
     let guild_id = number(&form, "guild")?;
     assign(&state, &authed, guild_id, Timestamp::now()).await?;
     Ok(back())
@@ -284,8 +283,7 @@ pub(crate) async fn remove_form(
     authed: Authed,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, WebError> {
-    let form = Form::parse(body)?;
-    authed.check_csrf(form.csrf())?;
+    let form = user_form(&authed, body)?;
     remove(&state, &authed, number(&form, "guild")?).await?;
     Ok(back())
 }
@@ -296,8 +294,7 @@ pub(crate) async fn move_form(
     authed: Authed,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, WebError> {
-    let form = Form::parse(body)?;
-    authed.check_csrf(form.csrf())?;
+    let form = user_form(&authed, body)?;
     let (from, to) = (number(&form, "from")?, number(&form, "to")?);
     managed(&state, &authed, to).await?;
     let store = store(&state)?;
@@ -320,8 +317,7 @@ pub(crate) async fn redeem_form(
     authed: Authed,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, WebError> {
-    let form = Form::parse(body)?;
-    authed.check_csrf(form.csrf())?;
+    let form = user_form(&authed, body)?;
     let code = form.required("code")?.trim().to_owned();
     let store = store(&state)?;
     let now = Timestamp::now();
