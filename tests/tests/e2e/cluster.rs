@@ -90,6 +90,15 @@ pub(crate) fn operator(coordinator: &Coordinator) -> ClusterClient {
     )
 }
 
+/// Whether the coordinator has placed every shard and has no move under way.
+pub(crate) async fn placed_for_good(client: &ClusterClient) -> bool {
+    client.status().await.is_ok_and(|s| {
+        s.shards
+            .iter()
+            .all(|shard| shard.node_id != 0 && !shard.moving)
+    })
+}
+
 pub(crate) async fn running(node: &Node) -> Vec<u32> {
     node.shard_statuses()
         .await
@@ -133,11 +142,7 @@ async fn a_moved_shard_takes_its_cached_guilds_and_finds_their_config_on_the_new
 
     let b = start_node(&sim, dir.path(), membership(&coordinator, "node-b")).await;
     wait_until("two shards moved to node-b", || async {
-        let settled = client.status().await.is_ok_and(|s| {
-            s.shards
-                .iter()
-                .all(|shard| shard.node_id != 0 && !shard.moving)
-        });
+        let settled = placed_for_good(&client).await;
         settled && running(&b).await.len() == 2 && running(&a).await.len() == 2
     })
     .await;
@@ -216,11 +221,7 @@ async fn a_guild_that_left_on_one_node_and_returns_on_another_keeps_its_data() {
     let b = start_node(&sim, dir.path(), membership(&coordinator, "node-b")).await;
     // Settled as the coordinator sees it too: no move under way, so the drain moves two.
     wait_until("two shards on each node, placed for good", || async {
-        let settled = client.status().await.is_ok_and(|s| {
-            s.shards
-                .iter()
-                .all(|shard| shard.node_id != 0 && !shard.moving)
-        });
+        let settled = placed_for_good(&client).await;
         settled && running(&a).await.len() == 2 && running(&b).await.len() == 2
     })
     .await;

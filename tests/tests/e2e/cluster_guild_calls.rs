@@ -11,7 +11,9 @@ use protonn_cluster::{ClusterGuildCalls, ClusterToken};
 use protonn_storage::GuildConfig;
 use protonn_tests::*;
 
-use crate::cluster::{TOKEN, membership, operator, running, start_coordinator, start_node};
+use crate::cluster::{
+    TOKEN, membership, operator, placed_for_good, running, start_coordinator, start_node,
+};
 
 fn change(guild_id: u64, prefix: &str, expected_version: u64, key: &str) -> GuildCall {
     GuildCall {
@@ -80,11 +82,7 @@ async fn a_config_change_reaches_the_guilds_node_also_right_after_its_shard_move
     let c = start_node(&sim, dir.path(), membership(&coordinator, "node-c")).await;
     let nodes = [("node-a", &a), ("node-b", &b), ("node-c", &c)];
     wait_until("the six shards are spread over the three nodes", || async {
-        let settled = client.status().await.is_ok_and(|s| {
-            s.shards
-                .iter()
-                .all(|shard| shard.node_id != 0 && !shard.moving)
-        });
+        let settled = placed_for_good(&client).await;
         let mut counts = Vec::new();
         for (_, node) in &nodes {
             counts.push(running(node).await.len());

@@ -327,7 +327,9 @@ async fn a_temporary_ban_is_lifted_once_when_it_falls_due() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_temporary_ban_whose_shard_moves_before_it_ends_is_lifted_once_by_the_new_owner() {
-    use crate::cluster::{membership, running, start_coordinator, start_node_with};
+    use crate::cluster::{
+        membership, placed_for_good, running, start_coordinator, start_node_with,
+    };
 
     let runtime = RuntimeConfig {
         timer_poll_every: Duration::from_millis(100),
@@ -377,11 +379,7 @@ async fn a_temporary_ban_whose_shard_moves_before_it_ends_is_lifted_once_by_the_
     )
     .await;
     wait_until("two shards moved to node-b", || async {
-        let settled = client.status().await.is_ok_and(|s| {
-            s.shards
-                .iter()
-                .all(|shard| shard.node_id != 0 && !shard.moving)
-        });
+        let settled = placed_for_good(&client).await;
         settled && running(&b).await.len() == 2 && running(&a).await.len() == 2
     })
     .await;
