@@ -508,22 +508,16 @@ pub fn spawn_request_answerer(
     export_for: Duration,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(every);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                _ = ticks.tick() => {}
-                () = &mut shutdown => return,
-            }
+    tokio::spawn(crate::writer::every_until(every, shutdown, move || {
+        let store = std::sync::Arc::clone(&store);
+        async move {
             match answer_pending_requests(store.as_ref(), Timestamp::now(), export_for).await {
                 Ok(0) => {}
                 Ok(answered) => tracing::info!(answered, "privacy requests answered"),
                 Err(err) => tracing::warn!(%err, "answering privacy requests failed"),
             }
         }
-    })
+    }))
 }
 
 #[cfg(test)]

@@ -263,18 +263,12 @@ impl UsageAggregator {
     ) -> JoinHandle<()> {
         let this = Arc::clone(self);
         tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(every);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tokio::pin!(shutdown);
-            loop {
-                tokio::select! {
-                    _ = ticks.tick() => {}
-                    () = &mut shutdown => break,
-                }
+            every_until(every, shutdown, || async {
                 if let Err(err) = this.flush().await {
                     tracing::warn!(%err, "usage flush failed; counts kept for the next one");
                 }
-            }
+            })
+            .await;
             if let Err(err) = this.flush().await {
                 tracing::error!(%err, "last usage flush failed; counts lost");
             }
@@ -290,16 +284,11 @@ pub fn spawn_sweeper(
     clock: impl Fn() -> Timestamp + Send + 'static,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(every);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                _ = ticks.tick() => {}
-                () = &mut shutdown => return,
-            }
-            match store.sweep_expired(clock()).await {
+    tokio::spawn(every_until(every, shutdown, move || {
+        let store = Arc::clone(&store);
+        let now = clock();
+        async move {
+            match store.sweep_expired(now).await {
                 Ok(0) => {}
                 Ok(removed) => {
                     metrics::counter!(crate::metrics::EXPIRED_DELETED).increment(removed);
@@ -308,7 +297,28 @@ pub fn spawn_sweeper(
                 Err(err) => tracing::warn!(%err, "retention sweep failed"),
             }
         }
-    })
+    }))
+}
+
+/// Runs `round` every `every` until `shutdown` resolves; a round that runs late delays the
+/// next instead of bunching the missed ones. What the background tasks of the store share.
+pub(crate) async fn every_until<F, Fut>(
+    every: Duration,
+    shutdown: impl Future<Output = ()>,
+    mut round: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => round().await,
+            () = &mut shutdown => return,
+        }
+    }
 }
 
 #[cfg(test)]
