@@ -336,12 +336,11 @@ impl RouterState {
         let polling = Arc::clone(&self.polling);
         let router = myself.clone();
         tokio::spawn(async move {
-            let count = u64::from(services.shard_count.max(1));
             let shards: BTreeSet<u32> = services
                 .cache
                 .iter()
                 .guilds()
-                .map(|guild| ((guild.id().get() >> 22) % count) as u32)
+                .map(|guild| protonn_storage::shard_of(guild.id().get(), services.shard_count))
                 .collect();
             let now = Timestamp::now();
             for shard in shards {
@@ -362,9 +361,8 @@ impl RouterState {
 
     /// Resident actors of the guilds of one shard reload their configs before next use.
     fn shard_adopted(&self, shard_id: u32, shard_count: u32) {
-        let shard_count = u64::from(shard_count.max(1));
         for (guild_id, resident) in &self.guilds {
-            if (guild_id.get() >> 22) % shard_count == u64::from(shard_id) {
+            if protonn_storage::on_shard(guild_id.get(), shard_id, shard_count) {
                 // Queued behind the events it already holds (from before the move), which
                 // were this node's to handle with the config it had. A stopped actor needs
                 // nothing: its successor loads afresh.

@@ -25,7 +25,7 @@ pub fn take_shard_cache(cache: &DefaultInMemoryCache, shard_id: u32, shard_count
         .iter()
         .guilds()
         .map(|entry| *entry.key())
-        .filter(|id| (id.get() >> 22) % u64::from(shard_count.max(1)) == u64::from(shard_id))
+        .filter(|id| protonn_storage::on_shard(id.get(), shard_id, shard_count))
         .collect();
     let snapshots: Vec<CachedGuildSnapshot> = guild_ids
         .iter()

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use protonn_actors::metrics::record_guild_call;
 use protonn_actors::{GuildCall, GuildCallError, GuildCalls, GuildResponse, LocalGuildCalls};
 use protonn_shard::SupervisorMsg;
+use protonn_storage::shard_of;
 use ractor::ActorRef;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
@@ -133,10 +134,6 @@ pub(crate) async fn advertise(link: Arc<Link>, address: String) {
             link.next_coordinator(Some(&status));
         }
     }
-}
-
-pub(crate) fn shard_of(guild_id: u64, shard_count: u32) -> u32 {
-    ((guild_id >> 22) % u64::from(shard_count.max(1))) as u32
 }
 
 /// The shard map as a caller caches it.

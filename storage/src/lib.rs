@@ -60,14 +60,14 @@ pub use moderation::{
 };
 pub use plans::{Plan, PlanLimits};
 pub use premium::{
-    ANONYMISED_USER, AssignRefused, Entitlement, InboxEvent, MAX_SLOTS, PAST_DUE_GRACE,
-    PremiumRepo, PremiumSlot, RENEWAL_SLACK, assign_slot, entitlements, entitlements_of,
-    guild_plan, plan_at, refresh_slots, subscription_until,
+    AssignRefused, Entitlement, InboxEvent, MAX_SLOTS, PAST_DUE_GRACE, PremiumRepo, PremiumSlot,
+    RENEWAL_SLACK, assign_slot, entitlements, entitlements_of, guild_plan, plan_at, refresh_slots,
+    subscription_until,
 };
 pub use privacy::{
     ExportDocument, PreparedExport, PrivacyFlags, PrivacyRepo, PrivacyRequest, RequestKind,
 };
-pub use rights::{DataRights, StoredRow, UserExport, on_shard};
+pub use rights::{DataRights, StoredRow, UserExport, on_shard, shard_of};
 pub use scylla::{
     ClientCert, MigrationReport, MigrationStep, Replication, ScyllaConfig, ScyllaStore, TlsConfig,
 };

@@ -22,9 +22,6 @@ pub const PAST_DUE_GRACE: Duration = Duration::from_secs(7 * 86_400);
 /// arrive a little after the period ends, and premium should not flicker meanwhile.
 pub const RENEWAL_SLACK: Duration = Duration::from_secs(86_400);
 
-/// Who an erased user's subscriptions belong to: no Discord user has id 0.
-pub const ANONYMISED_USER: u64 = crate::privacy::ERASED_USER;
-
 /// A verified webhook delivery, kept until it is applied; `event_id` deduplicates.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InboxEvent {

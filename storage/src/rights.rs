@@ -39,9 +39,15 @@ pub struct StoredRow {
     pub text: String,
 }
 
-/// Whether `guild_id` is on shard `shard_id` of `shard_count` (Discord's sharding formula).
+/// The shard of `guild_id` among `shard_count` (Discord's sharding formula): what keys a
+/// guild's timers, and what a node asks of its cache.
+pub fn shard_of(guild_id: u64, shard_count: u32) -> u32 {
+    ((guild_id >> 22) % u64::from(shard_count.max(1))) as u32
+}
+
+/// Whether `guild_id` is on shard `shard_id` of `shard_count`.
 pub fn on_shard(guild_id: u64, shard_id: u32, shard_count: u32) -> bool {
-    (guild_id >> 22) % u64::from(shard_count.max(1)) == u64::from(shard_id)
+    shard_of(guild_id, shard_count) == shard_id
 }
 
 /// Data-subject rights and retention, over every table.

@@ -90,8 +90,7 @@ impl Io {
 
     /// The guild's shard: the partition of its timers.
     pub(crate) fn shard_id(&self) -> u32 {
-        let count = u64::from(self.services.shard_count.max(1));
-        ((self.guild_id.get() >> 22) % count) as u32
+        protonn_storage::shard_of(self.guild_id.get(), self.services.shard_count)
     }
 
     /// Who claims timers on behalf of this process: the node's name and a number drawn at

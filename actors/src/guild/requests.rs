@@ -386,7 +386,6 @@ async fn summary(services: &Services, guild_id: u64) -> Result<GuildResponse, Gu
         })
         .collect();
     channels.sort_by_key(|channel| (channel.position, channel.id));
-    let shard_count = u64::from(services.shard_count.max(1));
     Ok(GuildResponse::Summary(GuildSummary {
         guild_id,
         name,
@@ -395,7 +394,7 @@ async fn summary(services: &Services, guild_id: u64) -> Result<GuildResponse, Gu
         member_count,
         channels,
         roles,
-        shard_id: ((guild_id >> 22) % shard_count) as u32,
+        shard_id: protonn_storage::shard_of(guild_id, services.shard_count),
         node: services.node_name.clone(),
     }))
 }

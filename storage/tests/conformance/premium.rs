@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use protonn_storage::{
-    ANONYMISED_USER, AssignRefused, BillingRepo, InboxEvent, Plan, PremiumRepo, PremiumSlot, Store,
-    Subscription, SubscriptionStatus, Timestamp, assign_slot, guild_plan, refresh_slots,
+    AssignRefused, BillingRepo, InboxEvent, Plan, PremiumRepo, PremiumSlot, Store, Subscription,
+    SubscriptionStatus, Timestamp, assign_slot, guild_plan, refresh_slots,
 };
 
 const USER: u64 = 731_918_266_405_175_297;
@@ -188,7 +188,7 @@ pub(crate) async fn erasure_anonymises_billing_rows_and_frees_slots<S: Store>(st
 
     // The accounting row stays, without the person; their premium and index entries go.
     let kept = store.subscription(11).await.unwrap().unwrap();
-    assert_eq!(kept.user_id, ANONYMISED_USER);
+    assert_eq!(kept.user_id, protonn_storage::privacy::ERASED_USER);
     assert_eq!(kept.guild_id, None);
     assert_eq!(kept.provider_ref, "sub_11");
     assert_eq!((kept.status, kept.slots), (SubscriptionStatus::Active, 1));
