@@ -22,6 +22,7 @@ use twilight_model::application::command::Command as SlashCommand;
 use crate::feature::{Answer, CallTask, Ctx, Effect, Feature, Invocation};
 use crate::{GuildCallError, GuildRequest, GuildResponse};
 
+pub use parse::parse_duration;
 pub(crate) use parse::{parse_escalation, show_escalation};
 
 /// Cases one guild call returns at most (a page of the dashboard's list).

@@ -588,16 +588,12 @@ fn cluster_client(config: &Config, coordinators: Vec<String>) -> anyhow::Result<
     })
 }
 
-/// `90s`, `2m` or a plain number of seconds.
+/// A plain number of seconds, or what moderators type: `90s`, `2m`, `1h30m`.
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let (number, unit) = match text.strip_suffix('m') {
-        Some(minutes) => (minutes, 60),
-        None => (text.strip_suffix('s').unwrap_or(text), 1),
-    };
-    number
-        .parse::<u64>()
-        .map(|n| Duration::from_secs(n * unit))
-        .map_err(|_| format!("expected a duration such as 60s or 2m, got {text:?}"))
+    match text.parse::<u64>() {
+        Ok(seconds) => Ok(Duration::from_secs(seconds)),
+        Err(_) => protonn_actors::parse_duration(text),
+    }
 }
 
 async fn run_node(config: Config) -> anyhow::Result<()> {

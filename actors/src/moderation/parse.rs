@@ -304,7 +304,7 @@ fn reason(text: &str) -> Result<String, String> {
 }
 
 /// `30s`, `10m`, `1h30m`, `7d`, `2w`: one or more numbers, each with its unit.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let bad =
         || format!("`{text}` is not a duration: use forms such as 30s, 10m, 1h30m, 7d or 2w.");
     let mut total: u64 = 0;
