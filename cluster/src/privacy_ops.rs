@@ -304,40 +304,20 @@ async fn requests(store: &dyn Store, days: u32, now: Timestamp) -> anyhow::Resul
     Ok(out)
 }
 
-/// `2026-12-01T08:00:00Z`, `2026-12-01` (midnight UTC) or milliseconds since 1970.
+/// `2026-12-01T08:00:00Z` (seconds optional), `2026-12-01` (midnight UTC) or milliseconds
+/// since 1970.
 fn parse_instant(text: &str) -> Result<Timestamp, String> {
     if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
         return text.parse().map(Timestamp).map_err(|e| e.to_string());
     }
-    let bad = || format!("{text:?}: expected 2026-12-01T08:00:00Z, 2026-12-01 or milliseconds");
-    let (date, time) = match text.split_once('T') {
-        Some((date, time)) => (date, time.strip_suffix('Z').ok_or_else(bad)?),
-        None => (text, "00:00:00"),
+    let full = match text.split_once('T') {
+        None => format!("{text}T00:00:00Z"),
+        Some((_, time)) if time.matches(':').count() == 1 => text.replacen('Z', ":00Z", 1),
+        Some(_) => text.to_owned(),
     };
-    let number = |s: &str| s.parse::<u32>().map_err(|_| bad());
-    let parts: Vec<&str> = date.split('-').collect();
-    let clock: Vec<&str> = time.split(':').collect();
-    if parts.len() != 3 || !(2..=3).contains(&clock.len()) {
-        return Err(bad());
-    }
-    let (y, m, d) = (number(parts[0])?, number(parts[1])?, number(parts[2])?);
-    let (h, min) = (number(clock[0])?, number(clock[1])?);
-    let s = clock.get(2).map_or(Ok(0), |s| number(s))?;
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || h > 23 || min > 59 || s > 59 {
-        return Err(bad());
-    }
-    // Days since 1970-01-01 (Howard Hinnant's days_from_civil).
-    let y = i64::from(y) - i64::from(m <= 2);
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (i64::from(m) + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + i64::from(h) * 3_600 + i64::from(min) * 60 + i64::from(s);
-    u64::try_from(secs)
-        .map(|secs| Timestamp(secs * 1_000))
-        .map_err(|_| bad())
+    Timestamp::parse_rfc3339(&full).ok_or_else(|| {
+        format!("{text:?}: expected 2026-12-01T08:00:00Z, 2026-12-01 or milliseconds")
+    })
 }
 
 #[cfg(test)]

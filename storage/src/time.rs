@@ -15,6 +15,47 @@ pub struct Timestamp(pub u64);
 const DAY_MS: u64 = 86_400_000;
 
 impl Timestamp {
+    /// `2024-04-12T10:18:47.635628Z` (or `+00:00`) as a timestamp; other offsets are refused
+    /// (Paddle and operators give UTC).
+    pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
+        let text = text
+            .strip_suffix('Z')
+            .or_else(|| text.strip_suffix("+00:00"))?;
+        let (date, time) = text.split_once('T')?;
+        let mut date = date.split('-');
+        let year: i64 = date.next()?.parse().ok()?;
+        let month: i64 = date.next()?.parse().ok()?;
+        let day: i64 = date.next()?.parse().ok()?;
+        let (clock, fraction) = match time.split_once('.') {
+            Some((clock, fraction)) => (clock, fraction),
+            None => (time, ""),
+        };
+        let mut clock = clock.split(':');
+        let hour: i64 = clock.next()?.parse().ok()?;
+        let minute: i64 = clock.next()?.parse().ok()?;
+        let second: i64 = clock.next()?.parse().ok()?;
+        if !(1..=12).contains(&month)
+            || !(1..=31).contains(&day)
+            || hour > 23
+            || minute > 59
+            || second > 60
+            || !fraction.chars().all(|c| c.is_ascii_digit())
+        {
+            return None;
+        }
+        let millis: i64 = format!("{fraction:0<3}").get(..3)?.parse().ok()?;
+        // Days from the civil date (Howard Hinnant's algorithm).
+        let y = if month <= 2 { year - 1 } else { year };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let mp = (month + 9) % 12;
+        let doy = (153 * mp + 2) / 5 + day - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146_097 + doe - 719_468;
+        let ms = ((days * 24 + hour) * 60 + minute) * 60_000 + second * 1_000 + millis;
+        u64::try_from(ms).ok().map(Timestamp)
+    }
+
     /// The wall clock now.
     pub fn now() -> Self {
         let since = SystemTime::now()

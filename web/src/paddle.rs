@@ -228,7 +228,7 @@ struct Envelope {
 fn parse_event(body: &[u8]) -> Result<InboxEvent, Refusal> {
     let text = std::str::from_utf8(body).map_err(|_| Refusal::Malformed)?;
     let envelope: Envelope = serde_json::from_str(text).map_err(|_| Refusal::Malformed)?;
-    let occurred_at = rfc3339(&envelope.occurred_at).ok_or(Refusal::Malformed)?;
+    let occurred_at = Timestamp::parse_rfc3339(&envelope.occurred_at).ok_or(Refusal::Malformed)?;
     if envelope.event_id.is_empty() || envelope.event_id.len() > 100 {
         return Err(Refusal::Malformed);
     }
@@ -294,7 +294,7 @@ impl PaddleSubscription {
             .get("current_billing_period")
             .and_then(|p| p.get("ends_at"))
             .and_then(|t| t.as_str())
-            .and_then(rfc3339);
+            .and_then(Timestamp::parse_rfc3339);
         Some(Self {
             id,
             user_id,
@@ -313,47 +313,6 @@ fn subscription_key(provider_id: &str) -> u64 {
     let mut bytes = [0u8; 8];
     bytes.copy_from_slice(&digest.as_ref()[..8]);
     u64::from_be_bytes(bytes)
-}
-
-/// `2024-04-12T10:18:47.635628Z` (or `+00:00`) as a timestamp; other offsets are refused
-/// (Paddle sends UTC).
-pub(crate) fn rfc3339(text: &str) -> Option<Timestamp> {
-    let text = text
-        .strip_suffix('Z')
-        .or_else(|| text.strip_suffix("+00:00"))?;
-    let (date, time) = text.split_once('T')?;
-    let mut date = date.split('-');
-    let year: i64 = date.next()?.parse().ok()?;
-    let month: i64 = date.next()?.parse().ok()?;
-    let day: i64 = date.next()?.parse().ok()?;
-    let (clock, fraction) = match time.split_once('.') {
-        Some((clock, fraction)) => (clock, fraction),
-        None => (time, ""),
-    };
-    let mut clock = clock.split(':');
-    let hour: i64 = clock.next()?.parse().ok()?;
-    let minute: i64 = clock.next()?.parse().ok()?;
-    let second: i64 = clock.next()?.parse().ok()?;
-    if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-        || !fraction.chars().all(|c| c.is_ascii_digit())
-    {
-        return None;
-    }
-    let millis: i64 = format!("{fraction:0<3}").get(..3)?.parse().ok()?;
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let ms = ((days * 24 + hour) * 60 + minute) * 60_000 + second * 1_000 + millis;
-    u64::try_from(ms).ok().map(Timestamp)
 }
 
 /// Applies the inbox until the task is aborted: at once when the endpoint stores an event,
@@ -503,13 +462,16 @@ mod tests {
 
     #[test]
     fn timestamps_parse_as_paddle_writes_them() {
-        assert_eq!(rfc3339("1970-01-01T00:00:00Z"), Some(Timestamp(0)));
         assert_eq!(
-            rfc3339("2023-11-14T22:13:20.635628Z"),
+            Timestamp::parse_rfc3339("1970-01-01T00:00:00Z"),
+            Some(Timestamp(0))
+        );
+        assert_eq!(
+            Timestamp::parse_rfc3339("2023-11-14T22:13:20.635628Z"),
             Some(Timestamp(1_700_000_000_635))
         );
         assert_eq!(
-            rfc3339("2024-02-29T12:00:00+00:00"),
+            Timestamp::parse_rfc3339("2024-02-29T12:00:00+00:00"),
             Some(Timestamp(1_709_208_000_000))
         );
         for bad in [
@@ -518,7 +480,7 @@ mod tests {
             "2024-01-01T00:00:00+02:00",
             "x",
         ] {
-            assert_eq!(rfc3339(bad), None, "{bad}");
+            assert_eq!(Timestamp::parse_rfc3339(bad), None, "{bad}");
         }
     }
 
@@ -532,7 +494,10 @@ mod tests {
         let data = r#"{"id":"sub_1","status":"active","custom_data":{"user_id":"42"},"items":[{"quantity":2}],"current_billing_period":{"ends_at":"2024-02-01T00:00:00Z"}}"#;
         let parsed = parse_event(event("subscription.activated", data).as_bytes()).unwrap();
         assert_eq!(parsed.event_id, "evt_1");
-        assert_eq!(parsed.occurred_at, rfc3339("2024-01-01T00:00:00Z").unwrap());
+        assert_eq!(
+            parsed.occurred_at,
+            Timestamp::parse_rfc3339("2024-01-01T00:00:00Z").unwrap()
+        );
         assert_eq!(
             parse_event(event("transaction.completed", data).as_bytes()),
             Err(Refusal::UnknownType)
