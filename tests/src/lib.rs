@@ -292,6 +292,11 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();
+    status_and_body(&response)
+}
+
+/// The status and body of a whole HTTP/1.1 response.
+pub fn status_and_body(response: &str) -> (u16, String) {
     let status = response
         .split_whitespace()
         .nth(1)

@@ -150,17 +150,7 @@ impl PaddleSender {
         let _ = stream.write_all(body).await;
         let mut response = Vec::new();
         let _ = stream.read_to_end(&mut response).await;
-        let response = String::from_utf8_lossy(&response);
-        let status = response
-            .split_whitespace()
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .expect("an HTTP status line");
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, body)| body.to_owned())
-            .unwrap_or_default();
-        (status, body)
+        crate::status_and_body(&String::from_utf8_lossy(&response))
     }
 }
 
