@@ -210,15 +210,15 @@ impl GuildState {
         if !features.iter().any(|feature| feature.wants(event)) {
             return;
         }
-        let Some(config) = self.loaded_config().await else {
+        let io = self.io();
+        let Some((config, states)) = self.config_and_feature_states().await else {
             return;
         };
-        let io = self.io();
         for (index, feature) in features.iter().enumerate() {
             if !feature.wants(event) {
                 continue;
             }
-            let mut ctx = Ctx::new(&config, io.clone(), &mut self.feature_states[index]);
+            let mut ctx = Ctx::new(config, io.clone(), &mut states[index]);
             let effects = feature.on_event(&mut ctx, event);
             carry_out(&io, None, effects);
         }
@@ -231,24 +231,26 @@ impl GuildState {
             tracing::warn!(guild_id = %self.guild_id, feature = %timer.feature, "timer of an unknown feature");
             return;
         };
-        let Some(config) = self.loaded_config().await else {
+        let io = self.io();
+        let Some((config, states)) = self.config_and_feature_states().await else {
             return;
         };
-        let io = self.io();
-        let mut ctx = Ctx::new(&config, io.clone(), &mut self.feature_states[index]);
+        let mut ctx = Ctx::new(config, io.clone(), &mut states[index]);
         let effects = feature.on_timer(&mut ctx, timer);
         carry_out(&io, None, effects);
     }
 
-    /// The config, or `None` (logged) when storage cannot give it.
-    async fn loaded_config(&mut self) -> Option<GuildConfig> {
-        match self.config().await {
-            Ok(current) => Some(current.config.clone()),
-            Err(err) => {
-                tracing::error!(guild_id = %self.guild_id, error = %err, "cannot load guild config");
-                None
-            }
+    /// The config and the features' states, borrowed apart (an event's hot path clones
+    /// neither), or `None` (logged) when storage cannot give the config.
+    async fn config_and_feature_states(
+        &mut self,
+    ) -> Option<(&GuildConfig, &mut [Option<Box<dyn Any + Send + Sync>>])> {
+        if let Err(err) = self.config().await {
+            tracing::error!(guild_id = %self.guild_id, error = %err, "cannot load guild config");
+            return None;
         }
+        let config = &self.config.as_ref()?.config;
+        Some((config, &mut self.feature_states))
     }
 
     /// Hands a command to the feature that answers it.
@@ -267,11 +269,11 @@ impl GuildState {
             .unwrap_or("invalid");
         let replier = Replier::new(reply, label);
         let io = self.io();
-        let Some(config) = self.loaded_config().await else {
+        let Some((config, states)) = self.config_and_feature_states().await else {
             replier.send(&io, unavailable());
             return;
         };
-        let mut ctx = Ctx::new(&config, io.clone(), &mut self.feature_states[index]);
+        let mut ctx = Ctx::new(config, io.clone(), &mut states[index]);
         let effects = feature.on_command(&mut ctx, invocation);
         carry_out(&io, Some(replier), effects);
     }
