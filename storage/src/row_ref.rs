@@ -38,6 +38,11 @@ pub(crate) enum RowRef {
     Account {
         user: u64,
     },
+    /// A guild's usage counters of one day (expiry only: they name no user).
+    UsageDay {
+        guild: u64,
+        day: u32,
+    },
 }
 
 impl RowRef {
@@ -55,6 +60,7 @@ impl RowRef {
             Self::Subscription { id } => (5, &[*id], &[]),
             Self::Redemption { code, user } => (6, &[*user], code.as_bytes()),
             Self::Account { user } => (7, &[*user], &[]),
+            Self::UsageDay { guild, day } => (8, &[*guild, u64::from(*day)], &[]),
         };
         let mut out = Vec::with_capacity(1 + 8 * numbers.len() + tail.len());
         out.push(tag);
@@ -122,6 +128,13 @@ impl RowRef {
                 exact(1)?;
                 Self::Account { user: n(0)? }
             }
+            8 => {
+                exact(2)?;
+                Self::UsageDay {
+                    guild: n(0)?,
+                    day: u32::try_from(n(1)?).map_err(|_| bad())?,
+                }
+            }
             _ => return Err(bad()),
         })
     }
@@ -170,6 +183,10 @@ mod tests {
                 user: 5,
             },
             RowRef::Account { user: 7 },
+            RowRef::UsageDay {
+                guild: 1,
+                day: u32::MAX,
+            },
         ];
         for row in refs {
             assert_eq!(RowRef::parse(&row.bytes()).unwrap(), row);

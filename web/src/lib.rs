@@ -68,6 +68,8 @@ pub fn router(state: AppState) -> Router {
         .route("/guilds/{guild}/history", get(pages::history))
         .route("/guilds/{guild}/history/rollback", post(pages::rollback))
         .route("/guilds/{guild}/audit", get(pages::audit))
+        .route("/guilds/{guild}/analytics", get(pages::analytics))
+        .route("/guilds/{guild}/analytics.csv", get(pages::analytics_csv))
         .route("/premium", get(pages::premium))
         .route("/premium/assign", post(pages::assign_form))
         .route("/premium/move", post(pages::move_form))

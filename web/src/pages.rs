@@ -2,7 +2,9 @@
 //! render, with no business logic in templates.
 
 mod account;
+mod analytics;
 mod audit;
+mod charts;
 mod guild;
 mod guilds;
 mod history;
@@ -13,6 +15,7 @@ mod privacy;
 mod settings;
 
 pub(crate) use account::{account, logout_everywhere};
+pub(crate) use analytics::{analytics, analytics_csv};
 pub(crate) use audit::audit;
 pub(crate) use guild::overview;
 pub(crate) use guilds::{guilds, home};

@@ -10,7 +10,8 @@ use super::{
     ACCOUNTS, ASSIGNMENTS, AUDIT, CHECKPOINTS, CLUSTER_META, CONFIG_HISTORY, EXPIRY, EmbeddedStore,
     GUILD_CONFIG, GUILD_DEPARTURES, LEADER_ANNOUNCEMENT, LEASES, NODES, PROMOS, REDEMPTIONS,
     RowRef, SUBSCRIPTIONS, TICKETS, TRANSCRIPTS, USAGE, USER_REFS, WORKFLOWS, audit_ref,
-    audit_users, e, from_json, index, open, open_read, to_json, unindex,
+    audit_users, e, from_json, index, open, open_read, remove_usage_day, to_json, unindex,
+    usage_days, usage_expiry,
 };
 use crate::{
     Account, AuditEntry, DataRights, Redemption, Retention, StorageError, StoredRow, Subscription,
@@ -140,6 +141,11 @@ fn remove_row(
             unindex(txn, row, &[], Some(account_expiry(&old, retention)))?;
             Ok(1)
         }
+        RowRef::UsageDay { guild, day } => {
+            let removed = remove_usage_day(txn, *guild, *day)?;
+            unindex(txn, row, &[], Some(usage_expiry(*day, retention)))?;
+            Ok(removed)
+        }
     }
 }
 
@@ -219,7 +225,7 @@ impl DataRights for EmbeddedStore {
                             (code.as_str(), user),
                         )?);
                     }
-                    RowRef::Account { .. } => {}
+                    RowRef::Account { .. } | RowRef::UsageDay { .. } => {}
                 }
             }
             export.web_sessions = super::web_sessions::stored_of(txn, user_id)?
@@ -333,16 +339,16 @@ impl DataRights for EmbeddedStore {
                     .map_err(e)?;
                 touched += removed.count() as u64;
             }
-            {
-                let mut table = open(txn, USAGE)?;
-                let mut count = 0;
-                table
-                    .retain_in((guild_id, 0, "")..(guild_id + 1, 0, ""), |_, _| {
-                        count += 1;
-                        false
-                    })
-                    .map_err(e)?;
-                touched += count;
+            let days = usage_days(&open(txn, USAGE)?, guild_id)?;
+            for day in days {
+                touched += remove_row(
+                    txn,
+                    &RowRef::UsageDay {
+                        guild: guild_id,
+                        day,
+                    },
+                    retention,
+                )?;
             }
             let mut rows = Vec::new();
             for item in open(txn, AUDIT)?
@@ -706,6 +712,20 @@ impl EmbeddedStore {
                     Some(account_expiry(&a, retention)),
                 );
             }
+            let usage = open_read(txn, USAGE)?;
+            let mut guilds: Vec<u64> = Vec::new();
+            for item in usage.iter().map_err(e)? {
+                let guild = item.map_err(e)?.0.value().0;
+                if guilds.last() != Some(&guild) {
+                    guilds.push(guild);
+                }
+            }
+            for guild in guilds {
+                for day in usage_days(&usage, guild)? {
+                    let expires = usage_expiry(day, retention);
+                    expect(&RowRef::UsageDay { guild, day }, &[], Some(expires));
+                }
+            }
             for item in open_read(txn, PROMOS)?.iter().map_err(e)? {
                 let p: StoredPromo = from_json("promo_codes", item.map_err(e)?.1.value())?;
                 let counted = redeemed.get(&p.promo.code).copied().unwrap_or(0);
@@ -749,6 +769,9 @@ impl EmbeddedStore {
                         .is_some(),
                     RowRef::Account { user } => {
                         open_read(txn, ACCOUNTS)?.get(*user).map_err(e)?.is_some()
+                    }
+                    RowRef::UsageDay { guild, day } => {
+                        usage_days(&open_read(txn, USAGE)?, *guild)?.contains(day)
                     }
                 })
             };

@@ -67,6 +67,11 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         "010_premium.cql",
         include_str!("../../schema/010_premium.cql"),
     ),
+    (
+        11,
+        "011_hourly_usage.cql",
+        include_str!("../../schema/011_hourly_usage.cql"),
+    ),
 ];
 
 /// How long the migration lock lives without being re-taken. Long enough for the slowest
