@@ -266,7 +266,7 @@ impl WebDriver {
     }
 
     /// Runs `script` (an async function body ending in `return value`) in the page.
-    async fn script_async(&self, script: &str) -> Value {
+    pub(crate) async fn script_async(&self, script: &str) -> Value {
         let wrapped = format!(
             "var done = arguments[arguments.length - 1]; (async function () {{ {script} }})().then(done, function (e) {{ done({{error: String(e)}}); }});"
         );
@@ -526,7 +526,7 @@ fn assert_only_allowed_local_data(data: &Value, secrets: &[&str]) {
 }
 
 /// Logs `user` in through the simulator's consent page.
-async fn login_as(browser: &WebDriver, origin: &str, user: u64) {
+pub(crate) async fn login_as(browser: &WebDriver, origin: &str, user: u64) {
     browser.go(&format!("{origin}/login")).await;
     browser.wait_for("Log in with Discord").await;
     browser.click("#login").await;
