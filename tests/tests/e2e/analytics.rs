@@ -65,7 +65,10 @@ async fn usage_is_counted_without_objectors_and_charted_in_chromium() {
     counts.sort();
     assert_eq!(
         counts,
-        [("help".to_owned(), second, 1), ("ping".to_owned(), first, 2)],
+        [
+            ("help".to_owned(), second, 1),
+            ("ping".to_owned(), first, 2)
+        ],
         "the objector's four runs are not counted"
     );
 
@@ -135,7 +138,9 @@ async fn usage_is_counted_without_objectors_and_charted_in_chromium() {
     browser
         .go(&format!("{origin}/guilds/{}/analytics?days=8", guild.id))
         .await;
-    browser.wait_for("the period must be 7, 30, 90 or 365 days").await;
+    browser
+        .wait_for("the period must be 7, 30, 90 or 365 days")
+        .await;
 
     browser.quit().await;
     dashboard.shutdown().await;
