@@ -268,7 +268,7 @@ impl GuildState {
             .copied()
             .find(|name| *name == invocation.name)
             .unwrap_or("invalid");
-        let replier = Replier::new(reply, label);
+        let replier = Replier::new(reply, label, feature.answers_privately());
         self.count_usage(label, invocation.author, invocation.channel_id);
         let io = self.io();
         let Some((config, states)) = self.config_and_feature_states().await else {
@@ -441,6 +441,7 @@ impl GuildState {
                 Answer {
                     text,
                     outcome: "cooldown",
+                    private: false,
                 },
             );
             return;
@@ -475,6 +476,7 @@ impl GuildState {
                         interaction.application_id,
                         interaction.id,
                         interaction.token.clone(),
+                        false,
                     );
                     (run.await, Some(deferred))
                 }
@@ -517,7 +519,7 @@ impl GuildState {
                 .copied()
                 .find(|n| *n == data.name)
                 .unwrap_or("invalid");
-            Replier::new(reply, label).send(&self.io(), Answer::new("cooldown", text));
+            Replier::new(reply, label, false).send(&self.io(), Answer::new("cooldown", text));
             return;
         }
         let member = interaction.member.as_ref();
@@ -578,6 +580,7 @@ impl GuildState {
                 Answer {
                     text,
                     outcome: "invalid",
+                    private: false,
                 },
             ),
             Parsed::Command(command) => (
@@ -616,6 +619,7 @@ impl GuildState {
                         text: "Changing the configuration needs the Manage Server permission."
                             .to_owned(),
                         outcome: "denied",
+                        private: false,
                     };
                 }
                 let changer = requests::Changer {
@@ -632,12 +636,14 @@ impl GuildState {
                     Err(ConfigChangeError::Invalid(text)) => Answer {
                         text,
                         outcome: "invalid",
+                        private: false,
                     },
                     Err(ConfigChangeError::Conflict { .. }) => Answer {
                         text: "The configuration was changed elsewhere at the same time; \
                                nothing was saved. Please try again."
                             .to_owned(),
                         outcome: "conflict",
+                        private: false,
                     },
                     Err(ConfigChangeError::Unavailable(_)) => unavailable(),
                 }
@@ -736,6 +742,7 @@ fn unavailable() -> Answer {
         text: "The configuration store is unavailable right now; nothing was changed. Please try again shortly."
             .to_owned(),
         outcome: "error",
+        private: false,
     }
 }
 

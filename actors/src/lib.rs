@@ -31,6 +31,7 @@ pub mod metrics;
 mod moderation;
 mod observer;
 mod permissions;
+mod privacy;
 mod replies;
 pub mod rest;
 mod router;

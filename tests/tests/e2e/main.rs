@@ -20,6 +20,7 @@ mod moderation;
 
 mod ops;
 mod premium;
+mod privacy;
 mod rest;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
