@@ -450,6 +450,7 @@ pub const BREACH_TABLES: &[(&str, &[&str], Option<&str>)] = &[
     ("privacy_requests", &["user_id"], Some("requested_at")),
     ("privacy_flags", &["user_id"], None),
     ("privacy_exports", &["user_id"], Some("created_at")),
+    ("premium_slots", &["user_id"], Some("assigned_at")),
 ];
 
 /// One user a breach touches, and which of the tables hold their data.

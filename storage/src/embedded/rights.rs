@@ -234,6 +234,7 @@ impl DataRights for EmbeddedStore {
                 .collect();
             (export.privacy_requests, export.privacy_flags) =
                 super::privacy::export_of(txn, user_id)?;
+            export.premium_slots = super::premium::slots_of(txn, user_id)?;
             Ok(export)
         })
         .await

@@ -267,6 +267,7 @@ impl DataRights for ScyllaStore {
             .collect();
         (export.privacy_requests, export.privacy_flags) = self.privacy_export_of(user_id).await?;
         export.privacy_requests.reverse();
+        export.premium_slots = self.slots_of_user(user_id).await?;
         Ok(export)
     }
 

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use protonn_storage::{
     Account, AuditEntry, AuditWriter, ExportDocument, GuildConfig, LeaderAnnouncement, NodeRecord,
-    PreparedExport, PrivacyFlags, PrivacyRequest, PromoCode, RequestKind, Retention,
-    SessionCheckpoint, StorageError, Store, Subscription, SubscriptionStatus, Ticket, Timestamp,
-    TranscriptMessage, UsageAggregator, UsageCount, WebSession, Workflow, WriterConfig, privacy,
+    Plan, PremiumRepo, PremiumSlot, PreparedExport, PrivacyFlags, PrivacyRequest, PromoCode,
+    RequestKind, Retention, SessionCheckpoint, StorageError, Store, Subscription,
+    SubscriptionStatus, Ticket, Timestamp, TranscriptMessage, UsageAggregator, UsageCount,
+    WebSession, Workflow, WriterConfig, privacy,
 };
 
 /// Distinctive ids, so a scan for their digits finds nothing by accident.
@@ -818,6 +819,17 @@ async fn populate<S: Store + Clone>(store: &S) {
             .await
             .unwrap();
     }
+    // The user's premium slot on the other user's guild.
+    store
+        .put_slot(&PremiumSlot {
+            guild_id: OTHER_GUILD,
+            user_id: USER,
+            assigned_at: now,
+            plan: Plan::Premium,
+            until: now.saturating_add(DAY),
+        })
+        .await
+        .unwrap();
 }
 
 /// Request ids whose digits appear nowhere else.
@@ -1018,6 +1030,12 @@ pub(crate) async fn a_breach_lists_the_users_of_the_tables_it_touched<S: Store +
         privacy::affected_users(&store, end, &["secrets".to_owned()]).await,
         Err(StorageError::Invalid(_))
     ));
+    let slots = ["premium_slots".to_owned()];
+    let holders = privacy::affected_users(&store, end, &slots).await.unwrap();
+    assert_eq!(
+        holders.iter().map(|a| a.user_id).collect::<Vec<_>>(),
+        [USER]
+    );
 }
 
 /// The background answer to export and deletion requests, over a store holding a bit of
@@ -1142,6 +1160,8 @@ pub(crate) async fn export_covers_every_table<S: Store + Clone>(store: S) {
     assert_eq!(labels, ["Firefox (mine)"]);
     assert_eq!(export.privacy_requests.len(), 1);
     assert!(export.privacy_flags.is_some_and(|f| f.objects));
+    let slots: Vec<u64> = export.premium_slots.iter().map(|s| s.guild_id).collect();
+    assert_eq!(slots, [OTHER_GUILD]);
     assert!(
         !serde_json::to_string(&export.web_sessions)
             .unwrap()
