@@ -16,7 +16,7 @@ mod settings;
 
 pub(crate) use account::{account, logout_everywhere};
 pub(crate) use analytics::{analytics, analytics_csv};
-pub(crate) use audit::audit;
+pub(crate) use audit::{audit, audit_csv, audit_json};
 pub(crate) use guild::overview;
 pub(crate) use guilds::{guilds, home};
 pub(crate) use history::{history, rollback};

@@ -441,8 +441,35 @@ async fn a_server_admin_uses_the_dashboard_in_chromium() {
     browser
         .go(&format!("{origin}/guilds/{}/audit", guild.id))
         .await;
-    browser.wait_for("Audit log").await;
+    browser.wait_for("3 entries.").await;
     browser.screenshot("audit").await;
+    // Filter to the rollback, then download what the filter shows.
+    browser.fill("#action", "config.rollback").await;
+    browser.click("#filter").await;
+    browser.wait_for("1 entry.").await;
+    let csv = browser
+        .script_async(
+            "const r = await fetch(document.querySelector('#csv').href); return await r.text();",
+        )
+        .await;
+    let csv: Vec<&str> = csv.as_str().unwrap().lines().collect();
+    assert_eq!(csv[0], "at_utc,id,actor_id,action,target_id,details");
+    assert_eq!(csv.len(), 2, "{csv:?}");
+    assert!(
+        csv[1].contains(&format!(",{},config.rollback,", guild.owner_id)),
+        "{csv:?}"
+    );
+    let json = browser
+        .script_async(
+            "const r = await fetch(document.querySelector('#json').href); return await r.json();",
+        )
+        .await;
+    assert_eq!(json.as_array().unwrap().len(), 1, "{json}");
+    assert_eq!(json[0]["action"], "config.rollback");
+    browser
+        .go(&format!("{origin}/guilds/{}/audit?user=abc", guild.id))
+        .await;
+    browser.wait_for("is not a member id").await;
     browser.go(&format!("{origin}/account")).await;
     browser.wait_for("Log out everywhere").await;
     browser.screenshot("account").await;
