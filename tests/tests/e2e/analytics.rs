@@ -4,9 +4,10 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use protonn_cluster::{Config, Dashboard};
-use protonn_storage::{PrivacyFlags, Timestamp};
+use protonn_storage::{Plan, PremiumSlot, PrivacyFlags, Timestamp};
 use protonn_tests::*;
 use protonn_web::Secret;
 use serde_json::Value;
@@ -99,7 +100,8 @@ async fn usage_is_counted_without_objectors_and_charted_in_chromium() {
     browser
         .click(&format!("a[href=\"/guilds/{}/analytics\"]", guild.id))
         .await;
-    browser.wait_for("commands run in the last 30 days").await;
+    // A free server reads the last 7 days.
+    browser.wait_for("commands run in the last 7 days").await;
     browser.screenshot("analytics").await;
     let page = browser.source().await;
     assert!(page.contains("<strong>3</strong> commands run"), "{page}");
@@ -113,17 +115,34 @@ async fn usage_is_counted_without_objectors_and_charted_in_chromium() {
     }
     assert!(page.contains("<title>ping: 2</title>"), "{page}");
     assert!(page.contains("<title>help: 1</title>"), "{page}");
+    assert!(page.contains("Last 30 days (premium)"), "{page}");
     let bars = browser
         .script("return document.querySelectorAll('.chart rect.bar').length")
         .await;
-    // 30 days, 24 hours, 2 commands, 2 channels.
-    assert_eq!(bars, Value::from(30 + 24 + 2 + 2));
+    // 7 days, 24 hours, 2 commands, 2 channels.
+    assert_eq!(bars, Value::from(7 + 24 + 2 + 2));
 
-    browser.click("a[href=\"?days=7\"]").await;
-    browser.wait_for("commands run in the last 7 days").await;
+    // Premium reads further back.
+    let now = Timestamp::now();
+    store
+        .put_slot(&PremiumSlot {
+            guild_id: guild.id,
+            user_id: guild.owner_id,
+            assigned_at: now,
+            plan: Plan::Premium,
+            until: now.saturating_add(Duration::from_secs(86_400)),
+        })
+        .await
+        .unwrap();
+    browser
+        .go(&format!("{origin}/guilds/{}/analytics", guild.id))
+        .await;
+    browser.wait_for("commands run in the last 30 days").await;
+    browser.click("a[href=\"?days=365\"]").await;
+    browser.wait_for("commands run in the last 365 days").await;
     let csv = browser
         .script_async(&format!(
-            "const r = await fetch('/guilds/{}/analytics.csv?days=7'); return await r.text();",
+            "const r = await fetch('/guilds/{}/analytics.csv?days=90'); return await r.text();",
             guild.id
         ))
         .await;

@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use maud::html;
-use protonn_storage::{Timestamp, UsageCount};
+use protonn_storage::{Plan, Timestamp, UsageCount, guild_plan};
 use serde::Deserialize;
 
 use super::charts::{Bar, columns, ranking};
@@ -18,8 +18,10 @@ use super::layout::{self, Audience, Nav};
 use crate::session::Authed;
 use crate::{AppState, WebError};
 
-/// The periods offered, in days; the first is the default.
-const PERIODS: [u32; 4] = [30, 7, 90, 365];
+/// The periods offered, in days, as far back as the guild's plan reads
+/// (`PlanLimits::analytics_history_days`); the default is the longest of them up to 30.
+const PERIODS: [u32; 4] = [7, 30, 90, 365];
+const DEFAULT_PERIOD: u32 = 30;
 /// Commands and channels ranked at most.
 const RANKED: usize = 10;
 
@@ -30,16 +32,32 @@ pub(crate) struct PeriodQuery {
 }
 
 impl PeriodQuery {
-    /// The last `days` days, today included: `(first, last)`.
-    fn days(&self, today: u32) -> Result<(u32, u32), WebError> {
-        let days = self.days.unwrap_or(PERIODS[0]);
+    /// The last `days` days, today included: `(first, last)`, within what `plan` reads.
+    fn days(&self, today: u32, plan: Plan) -> Result<(u32, u32), WebError> {
+        let history = plan.limits().analytics_history_days;
+        let days = self
+            .days
+            .unwrap_or_else(|| DEFAULT_PERIOD.min(history).max(PERIODS[0]));
         if !PERIODS.contains(&days) {
             return Err(WebError::BadForm(format!(
                 "the period must be 7, 30, 90 or 365 days, not {days}"
             )));
         }
+        if days > history {
+            return Err(WebError::BadForm(format!(
+                "the {} plan shows the last {history} days of analytics; premium shows up to \
+                 {} days",
+                plan.name(),
+                Plan::Premium.limits().analytics_history_days
+            )));
+        }
         Ok((today.saturating_sub(days - 1), today))
     }
+}
+
+/// The guild's plan now, which bounds how far back its analytics go.
+async fn plan(state: &AppState, guild_id: u64) -> Result<Plan, WebError> {
+    Ok(guild_plan(state.store.as_ref(), guild_id, Timestamp::now()).await?)
 }
 
 /// What the charts show, summed from the hourly counters of a period.
@@ -102,8 +120,9 @@ pub(crate) async fn analytics(
     Query(period): Query<PeriodQuery>,
 ) -> Result<Response, WebError> {
     let guild_id = guild_id(&raw)?;
-    let days = period.days(Timestamp::now().day())?;
     authorize(&state, &authed, guild_id).await?;
+    let plan = plan(&state, guild_id).await?;
+    let days = period.days(Timestamp::now().day(), plan)?;
     let summary = summary(&state, &authed, guild_id).await?;
     let counts = state.store.usage(guild_id, days.0, days.1).await?;
     let report = Report::of(&counts, days);
@@ -160,8 +179,10 @@ pub(crate) async fn analytics(
                 @for days in PERIODS {
                     @if days == shown {
                         strong aria-current="true" { "Last " (days) " days" } " "
-                    } @else {
+                    } @else if days <= plan.limits().analytics_history_days {
                         a href={ "?days=" (days) } { "Last " (days) " days" } " "
+                    } @else {
+                        span.muted { "Last " (days) " days (premium)" } " "
                     }
                 }
             }
@@ -189,8 +210,8 @@ pub(crate) async fn analytics_csv(
     Query(period): Query<PeriodQuery>,
 ) -> Result<Response, WebError> {
     let guild_id = guild_id(&raw)?;
-    let days = period.days(Timestamp::now().day())?;
     authorize(&state, &authed, guild_id).await?;
+    let days = period.days(Timestamp::now().day(), plan(&state, guild_id).await?)?;
     let counts = state.store.usage(guild_id, days.0, days.1).await?;
     let mut csv = String::from("hour_utc,command,channel_id,count\n");
     for count in &counts {
@@ -257,11 +278,20 @@ mod tests {
     }
 
     #[test]
-    fn only_the_offered_periods_are_accepted() {
+    fn only_the_offered_periods_within_the_plan_are_accepted() {
         let period = |days| PeriodQuery { days };
-        assert_eq!(period(None).days(100).unwrap(), (71, 100));
-        assert_eq!(period(Some(7)).days(100).unwrap(), (94, 100));
-        let err = period(Some(8)).days(100).unwrap_err();
+        assert_eq!(period(None).days(100, Plan::Premium).unwrap(), (71, 100));
+        assert_eq!(period(None).days(100, Plan::Free).unwrap(), (94, 100));
+        assert_eq!(
+            period(Some(365)).days(400, Plan::Premium).unwrap(),
+            (36, 400)
+        );
+        let err = period(Some(8)).days(100, Plan::Premium).unwrap_err();
         assert!(err.to_string().contains("7, 30, 90 or 365"), "{err}");
+        let err = period(Some(30)).days(100, Plan::Free).unwrap_err();
+        assert!(
+            err.to_string().contains("free plan shows the last 7 days"),
+            "{err}"
+        );
     }
 }
