@@ -3,16 +3,13 @@
 //! and the owner reads the charts and the CSV in Chromium.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use protonn_cluster::{Config, Dashboard};
 use protonn_storage::{Plan, PremiumSlot, PrivacyFlags, Timestamp};
 use protonn_tests::*;
-use protonn_web::Secret;
 use serde_json::Value;
 
-use crate::dashboard::{WebDriver, browser_installed, login_as};
+use crate::dashboard::{WebDriver, browser_installed, login_as, start_dashboard};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_is_counted_without_objectors_and_charted_in_chromium() {
@@ -76,19 +73,7 @@ async fn usage_is_counted_without_objectors_and_charted_in_chromium() {
     if !browser_installed() {
         return;
     }
-    let data = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.web.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    config.storage.data_dir = data.path().to_owned();
-    let dashboard = Dashboard::start(
-        &config,
-        node,
-        format!("http://{}", sim.addr()),
-        sim.application_id(),
-        Secret::new(protonn_sim::OAUTH_CLIENT_SECRET),
-    )
-    .await
-    .unwrap();
+    let (dashboard, _data) = start_dashboard(sim, node).await;
     let origin = dashboard.url().to_owned();
     let profile = tempfile::tempdir().unwrap();
     let mut browser = WebDriver::start(profile.path()).await;

@@ -16,7 +16,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
-use protonn_cluster::{Config, Dashboard};
+use protonn_cluster::{Config, Dashboard, Node};
+use protonn_sim::SimHandle;
 use protonn_tests::*;
 use protonn_web::Secret;
 use serde_json::{Value, json};
@@ -552,6 +553,28 @@ fn assert_only_allowed_local_data(data: &Value, secrets: &[&str]) {
     }
 }
 
+/// The dashboard next to `node`, on loopback port 0, its sessions in a temporary directory
+/// (kept as long as the returned one).
+pub(crate) async fn start_dashboard(
+    sim: &SimHandle,
+    node: &Node,
+) -> (Dashboard, tempfile::TempDir) {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.web.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.storage.data_dir = data.path().to_owned();
+    let dashboard = Dashboard::start(
+        &config,
+        node,
+        format!("http://{}", sim.addr()),
+        sim.application_id(),
+        Secret::new(protonn_sim::OAUTH_CLIENT_SECRET),
+    )
+    .await
+    .unwrap();
+    (dashboard, data)
+}
+
 /// Logs `user` in through the simulator's consent page.
 pub(crate) async fn login_as(browser: &WebDriver, origin: &str, user: u64) {
     browser.go(&format!("{origin}/login")).await;
@@ -588,19 +611,7 @@ async fn the_browser_keeps_only_what_the_policy_lists_and_the_privacy_centre_wor
         recorder.guilds_created().contains(&guild.id)
     })
     .await;
-    let data = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.web.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    config.storage.data_dir = data.path().to_owned();
-    let dashboard = Dashboard::start(
-        &config,
-        node,
-        format!("http://{}", sim.addr()),
-        sim.application_id(),
-        Secret::new(protonn_sim::OAUTH_CLIENT_SECRET),
-    )
-    .await
-    .unwrap();
+    let (dashboard, _data) = start_dashboard(sim, node).await;
     let origin = dashboard.url().to_owned();
     let profile = tempfile::tempdir().unwrap();
     let mut browser = WebDriver::start(profile.path()).await;

@@ -55,9 +55,35 @@ impl PeriodQuery {
     }
 }
 
-/// The guild's plan now, which bounds how far back its analytics go.
-async fn plan(state: &AppState, guild_id: u64) -> Result<Plan, WebError> {
-    Ok(guild_plan(state.store.as_ref(), guild_id, Timestamp::now()).await?)
+/// The counters a page or a download shows: the guild's (if the user may manage it), of the
+/// period asked for, within what the guild's plan reads.
+struct Read {
+    guild_id: u64,
+    plan: Plan,
+    days: (u32, u32),
+    counts: Vec<UsageCount>,
+}
+
+impl Read {
+    async fn of(
+        state: &AppState,
+        authed: &Authed,
+        raw: &str,
+        period: &PeriodQuery,
+    ) -> Result<Self, WebError> {
+        let guild_id = guild_id(raw)?;
+        authorize(state, authed, guild_id).await?;
+        let now = Timestamp::now();
+        let plan = guild_plan(state.store.as_ref(), guild_id, now).await?;
+        let days = period.days(now.day(), plan)?;
+        let counts = state.store.usage(guild_id, days.0, days.1).await?;
+        Ok(Self {
+            guild_id,
+            plan,
+            days,
+            counts,
+        })
+    }
 }
 
 /// What the charts show, summed from the hourly counters of a period.
@@ -119,12 +145,13 @@ pub(crate) async fn analytics(
     Path(raw): Path<String>,
     Query(period): Query<PeriodQuery>,
 ) -> Result<Response, WebError> {
-    let guild_id = guild_id(&raw)?;
-    authorize(&state, &authed, guild_id).await?;
-    let plan = plan(&state, guild_id).await?;
-    let days = period.days(Timestamp::now().day(), plan)?;
+    let Read {
+        guild_id,
+        plan,
+        days,
+        counts,
+    } = Read::of(&state, &authed, &raw, &period).await?;
     let summary = summary(&state, &authed, guild_id).await?;
-    let counts = state.store.usage(guild_id, days.0, days.1).await?;
     let report = Report::of(&counts, days);
     let channel_name = |id: u64| {
         summary
@@ -209,10 +236,12 @@ pub(crate) async fn analytics_csv(
     Path(raw): Path<String>,
     Query(period): Query<PeriodQuery>,
 ) -> Result<Response, WebError> {
-    let guild_id = guild_id(&raw)?;
-    authorize(&state, &authed, guild_id).await?;
-    let days = period.days(Timestamp::now().day(), plan(&state, guild_id).await?)?;
-    let counts = state.store.usage(guild_id, days.0, days.1).await?;
+    let Read {
+        guild_id,
+        days,
+        counts,
+        ..
+    } = Read::of(&state, &authed, &raw, &period).await?;
     let mut csv = String::from("hour_utc,command,channel_id,count\n");
     for count in &counts {
         let hour = Timestamp::from_days(0).saturating_add(std::time::Duration::from_secs(
