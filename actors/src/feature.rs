@@ -19,7 +19,7 @@ use twilight_model::id::Id;
 use twilight_model::id::marker::{ChannelMarker, MessageMarker, RoleMarker, UserMarker};
 
 use crate::guild::Io;
-use crate::{GuildCallError, GuildRequest, GuildResponse};
+use crate::{GuildCall, GuildCallError, GuildResponse};
 
 /// A product feature inside the guild actor.
 pub(crate) trait Feature: Send + Sync + 'static {
@@ -46,8 +46,8 @@ pub(crate) trait Feature: Send + Sync + 'static {
     }
 
     /// Answers a guild call it handles (on a task: it may read storage or Discord); `None`
-    /// for calls that are not its.
-    fn on_call(&self, _ctx: &mut Ctx<'_>, _request: &GuildRequest) -> Option<CallTask> {
+    /// for calls that are not its. The call's caller is who a change is audited under.
+    fn on_call(&self, _ctx: &mut Ctx<'_>, _call: &GuildCall) -> Option<CallTask> {
         None
     }
 

@@ -56,8 +56,8 @@ pub struct GuildArgs {
 pub enum GuildMsg {
     /// A gateway event of this guild, in gateway order. Boxed: events are large.
     Event(Box<Event>),
-    /// Forget the loaded config and load it again before its next use: the guild's shard
-    /// came back from another node, where the config may have changed.
+    /// Forget the loaded config and the features' state and load them again on next use: the
+    /// guild's shard came back from another node, where either may have changed.
     Reload,
     /// A guild call, answered in order with the guild's events. Boxed: a config is large.
     Call(Box<GuildCall>, CallReply),
@@ -120,6 +120,8 @@ impl Actor for GuildActor {
             GuildMsg::Event(event) => event,
             GuildMsg::Reload => {
                 state.config = None;
+                // Features' state may be as stale as the config (workflows changed elsewhere).
+                state.feature_states = crate::features::all().iter().map(|_| None).collect();
                 return Ok(());
             }
             GuildMsg::Call(call, reply) => {

@@ -37,6 +37,7 @@ mod router;
 mod runtime;
 mod slash;
 mod snapshot;
+mod workflows;
 
 pub use cache::{REQUIRED_RESOURCES, cache_resources, event_types_for};
 pub use calls::{
@@ -60,6 +61,9 @@ pub use router::{GuildRouter, RouterMsg, RouterStats, Services};
 pub use runtime::RuntimeConfig;
 pub use slash::slash_commands;
 pub use snapshot::{cached_guild, load_shard_cache, take_shard_cache};
+pub use workflows::{
+    SampleEvent, SampleEventKind, SandboxLimit, WorkflowOutcome, WorkflowTrace, WorkflowTraceStep,
+};
 
 use protonn_shard::{EventTypeFlags, Intents};
 use twilight_cache_inmemory::ResourceType;
