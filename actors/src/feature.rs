@@ -36,6 +36,13 @@ pub(crate) trait Feature: Send + Sync + 'static {
     /// Handles one of its commands.
     fn on_command(&self, ctx: &mut Ctx<'_>, invocation: Invocation) -> Vec<Effect>;
 
+    /// Whether text command `name`, which no feature declared, is one this feature answers
+    /// in this guild (a workflow's command): the built-in parser then does not answer it as
+    /// unknown. Asked only for names that are not built-in.
+    fn claims_command(&self, _ctx: &mut Ctx<'_>, _name: &str) -> bool {
+        false
+    }
+
     /// Whether it wants a gateway event of its guild (besides its commands).
     fn wants(&self, _event: &Event) -> bool {
         false

@@ -255,6 +255,20 @@ impl GuildState {
         Some((config, &mut self.feature_states))
     }
 
+    /// Whether a feature answers text command `name` in this guild though none declared it.
+    async fn feature_claims(&mut self, name: &str) -> bool {
+        let io = self.io();
+        let Some((config, states)) = self.config_and_feature_states().await else {
+            return false;
+        };
+        crate::features::all()
+            .iter()
+            .enumerate()
+            .any(|(index, feature)| {
+                feature.claims_command(&mut Ctx::new(config, io.clone(), &mut states[index]), name)
+            })
+    }
+
     /// Hands a command to the feature that answers it.
     async fn feature_command(
         &mut self,
@@ -390,6 +404,12 @@ impl GuildState {
             let reply = ReplyTo::Channel(message.channel_id);
             self.feature_command(index, feature, invocation, reply)
                 .await;
+            return;
+        }
+        if let Some((name, _)) = commands::split_text(&prefix, &message.content)
+            && !commands::BUILT_IN.contains(&name.as_str())
+            && self.feature_claims(&name).await
+        {
             return;
         }
         let parsed = commands::parse_text(&prefix, &message.content);

@@ -36,9 +36,10 @@ use twilight_model::id::Id;
 use twilight_model::user::User;
 
 use crate::GuildCall;
+use crate::commands::{self, Parsed};
 use crate::feature::{CallTask, Ctx, Effect, Feature, Invocation};
 use crate::guild::Io;
-use crate::metrics::{WORKFLOW_ACTIVATIONS, WORKFLOW_LIMITS_HIT, WORKFLOW_RUNS};
+use crate::metrics::{COMMANDS_HANDLED, WORKFLOW_ACTIVATIONS, WORKFLOW_LIMITS_HIT, WORKFLOW_RUNS};
 use model::{CompiledTrigger, Definition};
 use run::{EventFacts, EventKind, Limit, Limits, Outcome, Start, Trace, Vars};
 
@@ -86,6 +87,19 @@ impl Feature for Workflows {
         Vec::new()
     }
 
+    /// A workflow's command, or any command while the guild's workflows are not loaded yet
+    /// (one may be a workflow's: staying silent is better than answering "unknown").
+    fn claims_command(&self, ctx: &mut Ctx<'_>, name: &str) -> bool {
+        let shared = Arc::clone(&ctx.state::<State>().shared);
+        let mut guard = lock(&shared);
+        let Phase::Ready(active) = &guard.phase else {
+            // Answered as unknown after the load if no workflow takes it.
+            guard.unknown_command = Some(name.to_owned());
+            return true;
+        };
+        has_command(active, name)
+    }
+
     fn wants(&self, event: &Event) -> bool {
         matches!(
             event,
@@ -103,26 +117,31 @@ impl Feature for Workflows {
         let io = ctx.io.clone();
         let shared = Arc::clone(&ctx.state::<State>().shared);
         let mut guard = lock(&shared);
+        let unknown_command = guard.unknown_command.take();
         let facts = facts_of(&io, &mut guard, event);
         if facts.is_empty() {
             return Vec::new();
         }
+        let queued = facts.into_iter().map(|facts| Queued {
+            unknown_command: unknown_command.clone(),
+            facts,
+        });
         match &mut guard.phase {
             Phase::Ready(_) => {
                 let mut effects = Vec::new();
-                for facts in facts {
-                    effects.extend(dispatch(&mut guard, &shared, &io, facts, &prefix));
+                for item in queued {
+                    effects.extend(dispatch(&mut guard, &shared, &io, item.facts, &prefix));
                 }
                 effects
             }
-            Phase::Loading(queued) => {
-                queue(queued, facts);
+            Phase::Loading(waiting) => {
+                queue(waiting, queued);
                 Vec::new()
             }
             Phase::Unloaded => {
-                let mut queued = Vec::new();
-                queue(&mut queued, facts);
-                guard.phase = Phase::Loading(queued);
+                let mut waiting = Vec::new();
+                queue(&mut waiting, queued);
+                guard.phase = Phase::Loading(waiting);
                 drop(guard);
                 vec![Effect::task(activate(io, shared, prefix))]
             }
@@ -156,14 +175,25 @@ struct Shared {
     bucket: RunBucket,
     traces: HashMap<u64, VecDeque<Trace>>,
     member_roles: HashMap<u64, Vec<u64>>,
+    /// A text command claimed before the workflows were loaded ([`Feature::claims_command`]),
+    /// taken by the message's event right after.
+    unknown_command: Option<String>,
+}
+
+/// An event that came while the workflows were loading.
+struct Queued {
+    facts: EventFacts,
+    /// The command name the built-in parser left to us, to answer as unknown if no workflow
+    /// takes it.
+    unknown_command: Option<String>,
 }
 
 #[derive(Default)]
 enum Phase {
     #[default]
     Unloaded,
-    /// Loading from storage; the events that came meanwhile, in order, with the guild's prefix.
-    Loading(Vec<EventFacts>),
+    /// Loading from storage; the events that came meanwhile, in order.
+    Loading(Vec<Queued>),
     Ready(Arc<Active>),
 }
 
@@ -212,14 +242,34 @@ fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn queue(queued: &mut Vec<EventFacts>, facts: Vec<EventFacts>) {
-    for facts in facts {
-        if queued.len() >= QUEUED_WHILE_LOADING {
+fn queue(waiting: &mut Vec<Queued>, queued: impl Iterator<Item = Queued>) {
+    for item in queued {
+        if waiting.len() >= QUEUED_WHILE_LOADING {
             counter!(WORKFLOW_ACTIVATIONS, "outcome" => "overflow").increment(1);
             continue;
         }
-        queued.push(facts);
+        waiting.push(item);
     }
+}
+
+fn has_command(active: &Active, name: &str) -> bool {
+    active
+        .workflows
+        .values()
+        .any(|w| matches!(&w.trigger, CompiledTrigger::Command(command) if command == name))
+}
+
+/// The built-in parser's answer to a command no workflow took, as it would have given it.
+fn unknown_command_answer(facts: &EventFacts, prefix: &str) -> Option<Effect> {
+    let Parsed::Invalid(text) = commands::parse_text(prefix, &facts.content) else {
+        return None;
+    };
+    counter!(COMMANDS_HANDLED, "command" => "invalid", "outcome" => "invalid").increment(1);
+    Some(Effect::Message {
+        channel_id: Id::new(facts.channel_id?),
+        content: text,
+        embed: None,
+    })
 }
 
 /// What the runner needs of a gateway event: nothing for bot-authored events, which never
@@ -477,11 +527,11 @@ fn follow_up(
 /// The timer a waiting run carries on from; a run too large to park fails instead.
 fn parked(io: &Io, facts: &EventFacts, args: &[String], result: &mut run::Run) -> Option<Timer> {
     let trace = &mut result.trace;
-    let Outcome::Waiting { minutes } = trace.outcome else {
+    let Outcome::Waiting { seconds } = trace.outcome else {
         return None;
     };
     let (step, vars) = result.resume.take()?;
-    match wait_timer(io, trace.workflow_id, minutes, step, vars, facts, args) {
+    match wait_timer(io, trace.workflow_id, seconds, step, vars, facts, args) {
         Ok(timer) => Some(timer),
         Err(reason) => {
             trace.outcome = Outcome::Failed(reason);
@@ -525,7 +575,7 @@ struct Waiting {
 fn wait_timer(
     io: &Io,
     workflow_id: u64,
-    minutes: u32,
+    seconds: u32,
     step: usize,
     vars: Vars,
     facts: &EventFacts,
@@ -545,7 +595,7 @@ fn wait_timer(
             protonn_storage::TIMER_PAYLOAD_MAX_LEN
         ));
     }
-    let due = Timestamp::now().saturating_add(Duration::from_secs(u64::from(minutes) * 60));
+    let due = Timestamp::now().saturating_add(Duration::from_secs(u64::from(seconds)));
     Ok(Timer {
         guild_id: io.guild_id().get(),
         shard_id: io.shard_id(),
@@ -593,13 +643,19 @@ async fn activate(io: Io, shared: Arc<Mutex<Shared>>, prefix: String) -> Vec<Eff
             }
         };
         counter!(WORKFLOW_ACTIVATIONS, "outcome" => "loaded").increment(1);
-        let queued = match std::mem::replace(&mut guard.phase, Phase::Ready(Arc::new(active))) {
+        let active = Arc::new(active);
+        let queued = match std::mem::replace(&mut guard.phase, Phase::Ready(Arc::clone(&active))) {
             Phase::Loading(queued) => queued,
             _ => Vec::new(),
         };
         let mut effects = Vec::new();
-        for facts in queued {
-            effects.extend(dispatch(&mut guard, &shared, &io, facts, &prefix));
+        for item in queued {
+            if let Some(name) = &item.unknown_command
+                && !has_command(&active, name)
+            {
+                effects.extend(unknown_command_answer(&item.facts, &prefix));
+            }
+            effects.extend(dispatch(&mut guard, &shared, &io, item.facts, &prefix));
         }
         return effects;
     }

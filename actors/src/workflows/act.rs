@@ -19,7 +19,7 @@ pub(super) async fn execute(io: &Io, calls: Vec<Call>, deadline: Instant, trace:
         if Instant::now() >= deadline {
             counter!(WORKFLOW_LIMITS_HIT, "limit" => Limit::Deadline.label()).increment(1);
             note(trace, "discord", "stopped: limit deadline reached".into());
-            trace.outcome = Outcome::Limit(Limit::Deadline);
+            overrule(trace, Outcome::Limit(Limit::Deadline));
             return;
         }
         let what = describe(&call);
@@ -27,10 +27,18 @@ pub(super) async fn execute(io: &Io, calls: Vec<Call>, deadline: Instant, trace:
             Ok(()) => note(trace, "discord", format!("{what}: done")),
             Err(reason) => {
                 note(trace, "discord", format!("{what}: {reason}"));
-                trace.outcome = Outcome::Failed(format!("{what}: {reason}"));
+                overrule(trace, Outcome::Failed(format!("{what}: {reason}")));
                 return;
             }
         }
+    }
+}
+
+/// A failure while sending becomes the run's outcome, unless the run had already stopped on
+/// a limit or a failure of its own (the first reason is the one an admin needs).
+fn overrule(trace: &mut Trace, outcome: Outcome) {
+    if !matches!(trace.outcome, Outcome::Limit(_) | Outcome::Failed(_)) {
+        trace.outcome = outcome;
     }
 }
 

@@ -165,9 +165,9 @@ pub(crate) enum Action {
         #[serde(default = "one")]
         by: i64,
     },
-    /// Carries on after a delay, from a durable timer.
+    /// Carries on after a delay, from a durable timer (as precise as the timer poll).
     Wait {
-        minutes: u32,
+        seconds: u32,
     },
     /// Runs another workflow of the guild (its trigger is not checked), then carries on.
     Call {
@@ -195,7 +195,9 @@ pub(crate) mod limits {
     /// linear-time engine this also bounds the time of a match.
     pub(crate) const REGEX_BYTES: usize = 64 * 1024;
     /// A wait's longest delay: 28 days.
-    pub(crate) const WAIT_MINUTES: u32 = 28 * 24 * 60;
+    pub(crate) const WAIT_SECONDS: u32 = 28 * 24 * 3600;
+    /// A schedule's longest interval: 28 days.
+    pub(crate) const SCHEDULE_MAX_MINUTES: u32 = 28 * 24 * 60;
     /// Discord's longest timeout: 28 days.
     pub(crate) const TIMEOUT_MINUTES: u32 = 28 * 24 * 60;
     /// How deep workflows may call each other (A calls B calls C).
@@ -360,7 +362,7 @@ impl Definition {
                     || name.len() > 32
                     || name.chars().any(char::is_whitespace)
                     || crate::features::by_command(&name).is_some()
-                    || ["ping", "help", "config"].contains(&name.as_str())
+                    || crate::commands::BUILT_IN.contains(&name.as_str())
                 {
                     return invalid(
                         "trigger.command.name: one word of 1 to 32 characters that is not a built-in command",
@@ -378,11 +380,13 @@ impl Definition {
                 every_minutes,
                 channel,
             } => {
-                if !(limits::SCHEDULE_MINUTES..=limits::WAIT_MINUTES).contains(every_minutes) {
+                if !(limits::SCHEDULE_MINUTES..=limits::SCHEDULE_MAX_MINUTES)
+                    .contains(every_minutes)
+                {
                     return invalid(format!(
                         "trigger.schedule.every_minutes: at least {} (and at most {}): more frequent is not allowed",
                         limits::SCHEDULE_MINUTES,
-                        limits::WAIT_MINUTES
+                        limits::SCHEDULE_MAX_MINUTES
                     ));
                 }
                 CompiledTrigger::Schedule {
@@ -622,14 +626,14 @@ fn compile_action(action: &Action, field: &str) -> Result<Step, DefinitionError>
             Step::SetVar(var_name(field, name)?, text("set_var.value", value)?)
         }
         Action::IncrementVar { name, by } => Step::IncrementVar(var_name(field, name)?, *by),
-        Action::Wait { minutes } => {
-            if !(1..=limits::WAIT_MINUTES).contains(minutes) {
+        Action::Wait { seconds } => {
+            if !(1..=limits::WAIT_SECONDS).contains(seconds) {
                 return invalid(format!(
-                    "{field}.wait.minutes: 1 to {} (28 days)",
-                    limits::WAIT_MINUTES
+                    "{field}.wait.seconds: 1 to {} (28 days)",
+                    limits::WAIT_SECONDS
                 ));
             }
-            Step::Wait(*minutes)
+            Step::Wait(*seconds)
         }
         Action::Call { workflow } => Step::Call(*workflow),
         Action::Stop {} => Step::Stop,
@@ -668,7 +672,7 @@ mod tests {
                     {"send": {"text": "hi {user.mention}"}},
                     {"react": {"emoji": "👋"}},
                     {"increment_var": {"name": "greetings"}},
-                    {"wait": {"minutes": 10}},
+                    {"wait": {"seconds": 600}},
                     {"stop": {}}
                 ]
             }"#,
@@ -740,7 +744,7 @@ mod tests {
     #[test]
     fn out_of_range_values_are_refused() {
         for (action, expected) in [
-            (r#"{"wait": {"minutes": 0}}"#, "wait.minutes"),
+            (r#"{"wait": {"seconds": 0}}"#, "wait.seconds"),
             (r#"{"timeout": {"minutes": 40321}}"#, "timeout.minutes"),
             (
                 r#"{"set_var": {"name": "a b", "value": "1"}}"#,
@@ -785,7 +789,7 @@ mod tests {
             .map(|&workflow| Action::Call { workflow })
             .collect();
         if waits {
-            actions.push(Action::Wait { minutes: 5 });
+            actions.push(Action::Wait { seconds: 5 });
         }
         actions.push(Action::Stop {});
         Definition {

@@ -187,7 +187,7 @@ pub enum Outcome {
     /// A `stop` action ended it.
     Stopped,
     /// A `wait` parked it; a durable timer carries on from the next action.
-    Waiting { minutes: u32 },
+    Waiting { seconds: u32 },
     /// A sandbox limit stopped it.
     Limit(Limit),
     /// An action could not be done (a template without a value, no message to reply to, …).
@@ -443,9 +443,9 @@ impl Runner<'_> {
             }
             match self.action(step, depth, &at) {
                 Ok(Flow::Next) => {}
-                Ok(Flow::End(Outcome::Waiting { minutes })) => {
+                Ok(Flow::End(Outcome::Waiting { seconds })) => {
                     self.resume = Some((i + 1, self.vars.clone()));
-                    return Flow::End(Outcome::Waiting { minutes });
+                    return Flow::End(Outcome::Waiting { seconds });
                 }
                 Ok(end @ Flow::End(_)) => return end,
                 Err(outcome) => return self.end(at, outcome),
@@ -690,9 +690,9 @@ impl Runner<'_> {
                 self.vars.insert(name.clone(), Value::Int(next));
                 (format!("var.{name} = {next}"), None)
             }
-            Step::Wait(minutes) => {
-                self.note(at.to_owned(), format!("wait {minutes} min"));
-                return Ok(Flow::End(Outcome::Waiting { minutes: *minutes }));
+            Step::Wait(seconds) => {
+                self.note(at.to_owned(), format!("wait {seconds} s"));
+                return Ok(Flow::End(Outcome::Waiting { seconds: *seconds }));
             }
             Step::Call(id) => {
                 if depth >= super::model::limits::CALL_DEPTH {
@@ -1014,7 +1014,7 @@ mod tests {
             r#"{"trigger": {"member_join": {}}, "actions": [
                 {"set_var": {"name": "greeting", "value": "hello"}},
                 {"call": {"workflow": 2}},
-                {"wait": {"minutes": 10}},
+                {"wait": {"seconds": 600}},
                 {"send": {"channel": 3, "text": "later {var.greeting}"}}
             ]}"#,
         );
@@ -1029,7 +1029,7 @@ mod tests {
             ..EventFacts::default()
         };
         let first = run(&all, &caller, &join, &[], Start::top(), &Limits::default());
-        assert_eq!(first.trace.outcome, Outcome::Waiting { minutes: 10 });
+        assert_eq!(first.trace.outcome, Outcome::Waiting { seconds: 600 });
         assert_eq!(
             first.calls,
             vec![Call::Send {
