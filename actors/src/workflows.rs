@@ -557,7 +557,7 @@ const SCHEDULE_PREFIX: &str = "schedule:";
 #[serde(rename_all = "snake_case")]
 enum TimerPayload {
     /// A parked run.
-    Wait(Waiting),
+    Wait(Box<Waiting>),
     /// A scheduled workflow's next run.
     Schedule { workflow_id: u64 },
 }
@@ -581,13 +581,13 @@ fn wait_timer(
     facts: &EventFacts,
     args: &[String],
 ) -> Result<Timer, String> {
-    let waiting = TimerPayload::Wait(Waiting {
+    let waiting = TimerPayload::Wait(Box::new(Waiting {
         workflow_id,
         step,
         vars,
         facts: facts.clone(),
         args: args.to_vec(),
-    });
+    }));
     let payload = serde_json::to_string(&waiting).map_err(|err| err.to_string())?;
     if payload.len() > protonn_storage::TIMER_PAYLOAD_MAX_LEN {
         return Err(format!(

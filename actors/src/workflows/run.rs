@@ -300,9 +300,7 @@ pub(crate) fn matches(
                 && regex.as_ref().is_none_or(|r| r.is_match(&facts.content))
         }
         (CompiledTrigger::Command(name), EventKind::Message) => {
-            let Some(rest) = facts.content.strip_prefix(prefix) else {
-                return None;
-            };
+            let rest = facts.content.strip_prefix(prefix)?;
             let mut words = rest.split_whitespace();
             if !words
                 .next()
