@@ -17,10 +17,10 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use protonn_storage::{Case, GuildConfig, VersionedConfig};
+use protonn_storage::{Case, GuildConfig, VersionedConfig, Workflow};
 use serde::{Deserialize, Serialize};
 
-use crate::ConfigChangeError;
+use crate::{ConfigChangeError, SampleEvent, WorkflowTrace};
 
 /// A request to one guild's actor.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,7 +88,9 @@ pub enum GuildRequest {
     /// What the node's cache knows of the guild now.
     Summary,
     /// The user's permissions in the guild, from the node's cache.
-    MemberPermissions { user_id: u64 },
+    MemberPermissions {
+        user_id: u64,
+    },
     /// Moderation cases, newest first: about `target_id` if given, else those numbered
     /// below `before` (all if `None`); 1 to 100 of them ([`GuildResponse::Cases`]).
     Cases {
@@ -96,11 +98,45 @@ pub enum GuildRequest {
         before: Option<u64>,
         limit: u32,
     },
+    /// The guild's workflows, definitions included (an export), by id
+    /// ([`GuildResponse::Workflows`]).
+    ListWorkflows,
+    /// Creates or replaces workflow `workflow_id` (an import is a save): the definition is
+    /// checked (JSON, fields, templates, regexes, schedule, calls between the guild's
+    /// workflows) and refused with [`GuildCallError::Invalid`] saying why, nothing saved;
+    /// else saved, live at once, audited ([`GuildResponse::Workflow`]).
+    SaveWorkflow {
+        workflow_id: u64,
+        name: String,
+        enabled: bool,
+        definition: String,
+    },
+    SetWorkflowEnabled {
+        workflow_id: u64,
+        enabled: bool,
+    },
+    /// Refused while another workflow calls it ([`GuildResponse::WorkflowDeleted`]).
+    DeleteWorkflow {
+        workflow_id: u64,
+    },
+    /// Runs a workflow (the saved one, or `definition` if given, unsaved) against a sample
+    /// event without any side effect: nothing is sent or stored
+    /// ([`GuildResponse::WorkflowTrace`]).
+    DryRunWorkflow {
+        workflow_id: u64,
+        definition: Option<String>,
+        sample: SampleEvent,
+    },
+    /// The last traces of a workflow's real runs on the node holding the guild, oldest first
+    /// ([`GuildResponse::WorkflowRuns`]).
+    WorkflowRuns {
+        workflow_id: u64,
+    },
 }
 
 impl GuildRequest {
     /// Values of the `request` metric label.
-    pub const LABELS: [&'static str; 7] = [
+    pub const LABELS: [&'static str; 13] = [
         "read_config",
         "change_config",
         "config_history",
@@ -108,6 +144,12 @@ impl GuildRequest {
         "summary",
         "member_permissions",
         "cases",
+        "list_workflows",
+        "save_workflow",
+        "set_workflow_enabled",
+        "delete_workflow",
+        "dry_run_workflow",
+        "workflow_runs",
     ];
 
     /// The `request` label of the guild-call metrics.
@@ -120,6 +162,12 @@ impl GuildRequest {
             Self::Summary => "summary",
             Self::MemberPermissions { .. } => "member_permissions",
             Self::Cases { .. } => "cases",
+            Self::ListWorkflows => "list_workflows",
+            Self::SaveWorkflow { .. } => "save_workflow",
+            Self::SetWorkflowEnabled { .. } => "set_workflow_enabled",
+            Self::DeleteWorkflow { .. } => "delete_workflow",
+            Self::DryRunWorkflow { .. } => "dry_run_workflow",
+            Self::WorkflowRuns { .. } => "workflow_runs",
         }
     }
 
@@ -127,7 +175,11 @@ impl GuildRequest {
     pub fn changes(&self) -> bool {
         matches!(
             self,
-            Self::ChangeConfig { .. } | Self::RollbackConfig { .. }
+            Self::ChangeConfig { .. }
+                | Self::RollbackConfig { .. }
+                | Self::SaveWorkflow { .. }
+                | Self::SetWorkflowEnabled { .. }
+                | Self::DeleteWorkflow { .. }
         )
     }
 }
@@ -140,6 +192,11 @@ pub enum GuildResponse {
     Summary(GuildSummary),
     Permissions(MemberAccess),
     Cases { cases: Vec<Case> },
+    Workflows { workflows: Vec<Workflow> },
+    Workflow(Workflow),
+    WorkflowDeleted { existed: bool },
+    WorkflowTrace(WorkflowTrace),
+    WorkflowRuns { traces: Vec<WorkflowTrace> },
 }
 
 /// A guild as the node that runs its shard sees it.

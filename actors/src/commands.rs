@@ -260,6 +260,9 @@ pub(crate) fn split_text(prefix: &str, content: &str) -> Option<(String, Vec<Str
     Some((name, words.map(str::to_owned).collect()))
 }
 
+/// The actor's own text commands.
+pub(crate) const BUILT_IN: [&str; 3] = ["ping", "help", "config"];
+
 /// Parses a text message under the guild's prefix.
 pub(crate) fn parse_text(prefix: &str, content: &str) -> Parsed {
     let Some(rest) = content.strip_prefix(prefix) else {

@@ -19,7 +19,7 @@ use twilight_model::id::Id;
 use twilight_model::id::marker::{ChannelMarker, MessageMarker, RoleMarker, UserMarker};
 
 use crate::guild::Io;
-use crate::{GuildCallError, GuildRequest, GuildResponse};
+use crate::{GuildCall, GuildCallError, GuildResponse};
 
 /// A product feature inside the guild actor.
 pub(crate) trait Feature: Send + Sync + 'static {
@@ -42,6 +42,13 @@ pub(crate) trait Feature: Send + Sync + 'static {
     /// Handles one of its commands.
     fn on_command(&self, ctx: &mut Ctx<'_>, invocation: Invocation) -> Vec<Effect>;
 
+    /// Whether text command `name`, which no feature declared, is one this feature answers
+    /// in this guild (a workflow's command): the built-in parser then does not answer it as
+    /// unknown. Asked only for names that are not built-in.
+    fn claims_command(&self, _ctx: &mut Ctx<'_>, _name: &str) -> bool {
+        false
+    }
+
     /// Whether it wants a gateway event of its guild (besides its commands).
     fn wants(&self, _event: &Event) -> bool {
         false
@@ -52,8 +59,8 @@ pub(crate) trait Feature: Send + Sync + 'static {
     }
 
     /// Answers a guild call it handles (on a task: it may read storage or Discord); `None`
-    /// for calls that are not its.
-    fn on_call(&self, _ctx: &mut Ctx<'_>, _request: &GuildRequest) -> Option<CallTask> {
+    /// for calls that are not its. The call's caller is who a change is audited under.
+    fn on_call(&self, _ctx: &mut Ctx<'_>, _call: &GuildCall) -> Option<CallTask> {
         None
     }
 

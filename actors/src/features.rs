@@ -3,7 +3,11 @@
 
 use crate::feature::Feature;
 
-static FEATURES: &[&dyn Feature] = &[&crate::moderation::Moderation, &crate::privacy::Privacy];
+static FEATURES: &[&dyn Feature] = &[
+    &crate::moderation::Moderation,
+    &crate::workflows::Workflows,
+    &crate::privacy::Privacy,
+];
 
 pub(crate) fn all() -> &'static [&'static dyn Feature] {
     FEATURES

@@ -57,8 +57,8 @@ pub struct GuildArgs {
 pub enum GuildMsg {
     /// A gateway event of this guild, in gateway order. Boxed: events are large.
     Event(Box<Event>),
-    /// Forget the loaded config and load it again before its next use: the guild's shard
-    /// came back from another node, where the config may have changed.
+    /// Forget the loaded config and the features' state and load them again on next use: the
+    /// guild's shard came back from another node, where either may have changed.
     Reload,
     /// A guild call, answered in order with the guild's events. Boxed: a config is large.
     Call(Box<GuildCall>, CallReply),
@@ -121,6 +121,8 @@ impl Actor for GuildActor {
             GuildMsg::Event(event) => event,
             GuildMsg::Reload => {
                 state.config = None;
+                // Features' state may be as stale as the config (workflows changed elsewhere).
+                state.feature_states = crate::features::all().iter().map(|_| None).collect();
                 return Ok(());
             }
             GuildMsg::Call(call, reply) => {
@@ -252,6 +254,20 @@ impl GuildState {
         }
         let config = &self.config.as_ref()?.config;
         Some((config, &mut self.feature_states))
+    }
+
+    /// Whether a feature answers text command `name` in this guild though none declared it.
+    async fn feature_claims(&mut self, name: &str) -> bool {
+        let io = self.io();
+        let Some((config, states)) = self.config_and_feature_states().await else {
+            return false;
+        };
+        crate::features::all()
+            .iter()
+            .enumerate()
+            .any(|(index, feature)| {
+                feature.claims_command(&mut Ctx::new(config, io.clone(), &mut states[index]), name)
+            })
     }
 
     /// Hands a command to the feature that answers it.
@@ -390,6 +406,12 @@ impl GuildState {
             let reply = ReplyTo::Channel(message.channel_id);
             self.feature_command(index, feature, invocation, reply)
                 .await;
+            return;
+        }
+        if let Some((name, _)) = commands::split_text(&prefix, &message.content)
+            && !commands::BUILT_IN.contains(&name.as_str())
+            && self.feature_claims(&name).await
+        {
             return;
         }
         let parsed = commands::parse_text(&prefix, &message.content);

@@ -39,6 +39,7 @@ mod runtime;
 mod slash;
 mod snapshot;
 mod usage;
+mod workflows;
 
 pub use cache::{REQUIRED_RESOURCES, cache_resources, event_types_for};
 pub use calls::{
@@ -63,6 +64,9 @@ pub use runtime::RuntimeConfig;
 pub use slash::slash_commands;
 pub use snapshot::{cached_guild, load_shard_cache, take_shard_cache};
 pub use usage::{CHOICE_KEPT, CommandUsage};
+pub use workflows::{
+    SampleEvent, SampleEventKind, SandboxLimit, WorkflowOutcome, WorkflowTrace, WorkflowTraceStep,
+};
 
 use protonn_shard::{EventTypeFlags, Intents};
 use twilight_cache_inmemory::ResourceType;
@@ -70,7 +74,11 @@ use twilight_cache_inmemory::ResourceType;
 /// Gateway intents the handlers need. MESSAGE_CONTENT is privileged: it must be enabled for
 /// the bot in Discord's developer portal, or Discord closes the shard with 4014.
 pub fn intents() -> Intents {
-    Intents::GUILDS | Intents::GUILD_MESSAGES | Intents::MESSAGE_CONTENT
+    // Reactions: workflow triggers.
+    Intents::GUILDS
+        | Intents::GUILD_MESSAGES
+        | Intents::MESSAGE_CONTENT
+        | Intents::GUILD_MESSAGE_REACTIONS
 }
 
 /// Event types the handlers and the cache use; twilight skips deserialising the rest.
@@ -85,6 +93,12 @@ pub fn event_types() -> EventTypeFlags {
         | EventTypeFlags::INTERACTION_CREATE
         // Without GUILD_MEMBERS, only the bot's own: its roles, for permission checks.
         | EventTypeFlags::MEMBER_UPDATE
+        // Workflow triggers; members' joins, leaves and role changes come only to a bot
+        // with the privileged GUILD_MEMBERS intent, which `intents` does not ask for.
+        | EventTypeFlags::MEMBER_ADD
+        | EventTypeFlags::MEMBER_REMOVE
+        | EventTypeFlags::REACTION_ADD
+        | EventTypeFlags::REACTION_REMOVE
 }
 
 /// What the node cache keeps by default: the guild (for its owner) and roles (for

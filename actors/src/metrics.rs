@@ -50,6 +50,13 @@ pub const EVENT_PANICS: &str = "protonn_actors_event_panics_total";
 /// Messages and interactions replayed after a node crash that the crashed node had already
 /// taken, not handled again.
 pub const REPLAYED_COMMANDS_SKIPPED: &str = "protonn_actors_replayed_commands_skipped_total";
+/// Workflow runs, by `outcome` (one of [`crate::workflows`]' run outcomes).
+pub const WORKFLOW_RUNS: &str = "protonn_workflows_runs_total";
+/// Workflow sandbox limits reached, by `limit` (fuel, deadline, api_calls, …).
+pub const WORKFLOW_LIMITS_HIT: &str = "protonn_workflows_limits_hit_total";
+/// Loads of a guild's workflows into its actor, by `outcome` (`loaded`, `error`, and
+/// `overflow` for each event not held while loading).
+pub const WORKFLOW_ACTIVATIONS: &str = "protonn_workflows_activations_total";
 /// Events set aside after panicking on every try.
 pub const DEAD_LETTERS: &str = "protonn_actors_dead_letters_total";
 /// Events queued in all guild mailboxes of this node (the router's accounting), set at each
@@ -113,6 +120,33 @@ pub fn describe_guild_calls() {
         }
         // Registers the series with no sample yet.
         let _ = histogram!(GUILD_CALL_DURATION, "request" => request);
+    }
+}
+
+fn describe_workflows() {
+    describe_counter!(
+        WORKFLOW_RUNS,
+        Unit::Count,
+        "Workflow runs, by outcome (completed, conditions_failed, stopped, waiting, limit, failed)."
+    );
+    describe_counter!(
+        WORKFLOW_LIMITS_HIT,
+        Unit::Count,
+        "Workflow runs stopped or skipped by a sandbox limit, by limit."
+    );
+    describe_counter!(
+        WORKFLOW_ACTIVATIONS,
+        Unit::Count,
+        "Loads of a guild's workflows into its actor, by outcome (loaded, error; overflow counts events not held while loading)."
+    );
+    for outcome in crate::workflows::RUN_OUTCOMES {
+        counter!(WORKFLOW_RUNS, "outcome" => outcome).absolute(0);
+    }
+    for limit in crate::workflows::LIMIT_LABELS {
+        counter!(WORKFLOW_LIMITS_HIT, "limit" => limit).absolute(0);
+    }
+    for outcome in ["loaded", "error", "overflow"] {
+        counter!(WORKFLOW_ACTIVATIONS, "outcome" => outcome).absolute(0);
     }
 }
 
@@ -233,6 +267,7 @@ pub fn describe() {
     for outcome in TIMER_OUTCOMES {
         counter!(TIMERS_DUE, "outcome" => outcome).absolute(0);
     }
+    describe_workflows();
     describe_guild_calls();
     gauge!(GUILDS_ACTIVE).set(0.0);
     counter!(GUILD_FAILURES).absolute(0);

@@ -20,7 +20,7 @@ use protonn_storage::Timer;
 use twilight_model::application::command::Command as SlashCommand;
 
 use crate::feature::{Answer, CallTask, Ctx, Effect, Feature, Invocation};
-use crate::{GuildCallError, GuildRequest, GuildResponse};
+use crate::{GuildCall, GuildCallError, GuildRequest, GuildResponse};
 
 pub use parse::parse_duration;
 pub(crate) use parse::{parse_escalation, show_escalation};
@@ -64,12 +64,12 @@ impl Feature for Moderation {
         }
     }
 
-    fn on_call(&self, ctx: &mut Ctx<'_>, request: &GuildRequest) -> Option<CallTask> {
+    fn on_call(&self, ctx: &mut Ctx<'_>, call: &GuildCall) -> Option<CallTask> {
         let GuildRequest::Cases {
             target_id,
             before,
             limit,
-        } = *request
+        } = call.request
         else {
             return None;
         };

@@ -159,6 +159,15 @@ impl GuildCalls for FakeGuilds {
             })),
             // The dashboard has no moderation pages yet.
             GuildRequest::Cases { .. } => Ok(GuildResponse::Cases { cases: Vec::new() }),
+            // Nor workflow pages.
+            GuildRequest::ListWorkflows
+            | GuildRequest::SaveWorkflow { .. }
+            | GuildRequest::SetWorkflowEnabled { .. }
+            | GuildRequest::DeleteWorkflow { .. }
+            | GuildRequest::DryRunWorkflow { .. }
+            | GuildRequest::WorkflowRuns { .. } => Err(GuildCallError::Invalid {
+                message: "no workflows in this fake".into(),
+            }),
             GuildRequest::MemberPermissions { user_id } => {
                 let owner = (user_id == guild.owner_id
                     || self.managers.lock().unwrap().contains(&(guild.id, user_id)))

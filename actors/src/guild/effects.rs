@@ -88,6 +88,11 @@ impl Io {
         Some(user.id)
     }
 
+    /// The bot's user id if the node knows it already (from READY or an earlier ask).
+    pub(crate) fn known_bot_id(&self) -> Option<Id<UserMarker>> {
+        self.services.own_roles.bot()
+    }
+
     /// The bot's roles in this guild, if the node keeps them.
     pub(crate) fn bot_roles(&self) -> Option<Vec<Id<RoleMarker>>> {
         self.services.own_roles.roles(self.guild_id)

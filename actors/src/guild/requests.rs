@@ -86,7 +86,7 @@ impl GuildState {
             let _ = reply.send(first.clone());
             return;
         }
-        if let Some(task) = self.feature_call(&call.request).await {
+        if let Some(task) = self.feature_call(&call).await {
             tokio::spawn(async move {
                 let _ = reply.send(task.await);
             });
@@ -143,7 +143,13 @@ impl GuildState {
                 return;
             }
             // A feature's call, answered above unless the config could not be loaded.
-            GuildRequest::Cases { .. } => Err(GuildCallError::Unavailable {
+            GuildRequest::Cases { .. }
+            | GuildRequest::ListWorkflows
+            | GuildRequest::SaveWorkflow { .. }
+            | GuildRequest::SetWorkflowEnabled { .. }
+            | GuildRequest::DeleteWorkflow { .. }
+            | GuildRequest::DryRunWorkflow { .. }
+            | GuildRequest::WorkflowRuns { .. } => Err(GuildCallError::Unavailable {
                 message: "the guild's configuration could not be loaded".to_owned(),
             }),
         };
@@ -155,13 +161,13 @@ impl GuildState {
         let _ = reply.send(answer);
     }
 
-    /// The answer of the feature that handles `request`, if one does.
-    async fn feature_call(&mut self, request: &GuildRequest) -> Option<CallTask> {
+    /// The answer of the feature that handles the call, if one does.
+    async fn feature_call(&mut self, call: &GuildCall) -> Option<CallTask> {
         let config = self.read_config().await.ok()?.config;
         let io = self.io();
         for (index, feature) in crate::features::all().iter().enumerate() {
             let mut ctx = Ctx::new(&config, io.clone(), &mut self.feature_states[index]);
-            if let Some(task) = feature.on_call(&mut ctx, request) {
+            if let Some(task) = feature.on_call(&mut ctx, call) {
                 return Some(task);
             }
         }

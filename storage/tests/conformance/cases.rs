@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use protonn_storage::{
     Account, AuditEntry, AuditWriter, ExportDocument, GuildConfig, LeaderAnnouncement, NodeRecord,
-    Plan, PremiumRepo, PremiumSlot, PreparedExport, PrivacyFlags, PrivacyRequest, PromoCode,
-    RequestKind, Retention, SessionCheckpoint, StorageError, Store, Subscription,
-    SubscriptionStatus, Ticket, Timestamp, TranscriptMessage, UsageAggregator, UsageCount,
-    WebSession, Workflow, WriterConfig, privacy,
+    Plan, PremiumSlot, PreparedExport, PrivacyFlags, PrivacyRequest, PromoCode, RequestKind,
+    Retention, SessionCheckpoint, StorageError, Store, Subscription, SubscriptionStatus, Ticket,
+    Timestamp, TranscriptMessage, UsageAggregator, UsageCount, WebSession, Workflow, WriterConfig,
+    privacy,
 };
 
 /// Distinctive ids, so a scan for their digits finds nothing by accident.

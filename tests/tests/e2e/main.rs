@@ -22,6 +22,7 @@ mod ops;
 mod premium;
 mod privacy;
 mod rest;
+mod workflows;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_shard_gets_ready_and_every_guild_reaches_its_actor() {

@@ -1,0 +1,785 @@
+//! Workflows: automations a guild's admins define (trigger → conditions → actions), run in
+//! the guild's actor, in event order, inside a sandbox.
+//!
+//! - A definition (`model.rs`) is JSON, checked and compiled once: templates parsed
+//!   (`template.rs`, a small language of its own), regexes built with size limits (linear
+//!   time), call chains checked for loops and depth.
+//! - The guild's enabled workflows are compiled into its state on the first event that could
+//!   trigger one (one storage read, on a task: events arriving meanwhile wait in order) and
+//!   kept; an event that matches no trigger costs no storage I/O.
+//! - A run (`run.rs`) is pure computation within [`Limits`]; it asks for Discord calls,
+//!   which `act.rs` sends in order on a task. A `wait` is a durable timer that carries on
+//!   from the next action on whichever node owns the guild then.
+//! - Bot-authored events never trigger a workflow; at most [`FANOUT`] workflows fire per
+//!   event and [`RUNS_PER_MINUTE`] per guild. Every limit hit is counted
+//!   (`protonn_workflows_limits_hit_total{limit}`) and is the outcome of the run's trace; the
+//!   last [`TRACES_KEPT`] traces of each workflow are kept with the guild's state.
+
+mod act;
+mod calls;
+mod model;
+mod run;
+mod template;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use metrics::counter;
+use protonn_storage::{Timer, Timestamp};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use twilight_model::application::command::Command as SlashCommand;
+use twilight_model::channel::message::EmojiReactionType;
+use twilight_model::gateway::event::Event;
+use twilight_model::id::Id;
+use twilight_model::user::User;
+
+use crate::GuildCall;
+use crate::commands::{self, Parsed};
+use crate::feature::{CallTask, Ctx, Effect, Feature, Invocation};
+use crate::guild::Io;
+use crate::metrics::{COMMANDS_HANDLED, WORKFLOW_ACTIVATIONS, WORKFLOW_LIMITS_HIT, WORKFLOW_RUNS};
+use model::{CompiledTrigger, Definition};
+use run::{EventFacts, EventKind, Limit, Limits, Outcome, Start, Trace, Vars};
+
+pub use run::{
+    EventFacts as SampleEvent, EventKind as SampleEventKind, Limit as SandboxLimit,
+    Outcome as WorkflowOutcome, Trace as WorkflowTrace, TraceStep as WorkflowTraceStep,
+};
+
+/// Values of the `outcome` label of `protonn_workflows_runs_total`.
+pub(crate) const RUN_OUTCOMES: [&str; 6] = Outcome::LABELS;
+/// Values of the `limit` label of `protonn_workflows_limits_hit_total`.
+pub(crate) const LIMIT_LABELS: [&str; 8] = Limit::LABELS;
+
+/// The feature's name: its timers' `feature`.
+pub(crate) const NAME: &str = "workflows";
+/// Workflows fired by one event at most; further matches are skipped (limit `fanout`).
+pub(crate) const FANOUT: usize = 3;
+/// Runs a guild may start per minute (a token bucket: up to this many at once, refilled
+/// evenly over the minute); beyond, runs are skipped (limit `rate`).
+pub(crate) const RUNS_PER_MINUTE: u32 = 30;
+/// Traces kept per workflow, newest last.
+pub(crate) const TRACES_KEPT: usize = 10;
+/// Events held, in order, while the guild's workflows are loaded; beyond, they are not run.
+const QUEUED_WHILE_LOADING: usize = 1_000;
+/// Members whose roles are remembered, to tell a role added from a role removed (the node
+/// cache holds the roles after the update only).
+const MEMBERS_REMEMBERED: usize = 1_000;
+
+pub(crate) struct Workflows;
+
+impl Feature for Workflows {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn commands(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    fn slash_commands(&self) -> Vec<SlashCommand> {
+        Vec::new()
+    }
+
+    fn on_command(&self, _ctx: &mut Ctx<'_>, _invocation: Invocation) -> Vec<Effect> {
+        Vec::new()
+    }
+
+    /// A workflow's command, or any command while the guild's workflows are not loaded yet
+    /// (one may be a workflow's: staying silent is better than answering "unknown").
+    fn claims_command(&self, ctx: &mut Ctx<'_>, name: &str) -> bool {
+        let shared = Arc::clone(&ctx.state::<State>().shared);
+        let mut guard = lock(&shared);
+        let Phase::Ready(active) = &guard.phase else {
+            // Answered as unknown after the load if no workflow takes it.
+            guard.unknown_command = Some(name.to_owned());
+            return true;
+        };
+        has_command(active, name)
+    }
+
+    fn wants(&self, event: &Event) -> bool {
+        matches!(
+            event,
+            Event::MessageCreate(_)
+                | Event::MemberAdd(_)
+                | Event::MemberRemove(_)
+                | Event::MemberUpdate(_)
+                | Event::ReactionAdd(_)
+                | Event::ReactionRemove(_)
+        )
+    }
+
+    fn on_event(&self, ctx: &mut Ctx<'_>, event: &Event) -> Vec<Effect> {
+        let prefix = ctx.config.prefix.clone();
+        let io = ctx.io.clone();
+        let shared = Arc::clone(&ctx.state::<State>().shared);
+        let mut guard = lock(&shared);
+        let unknown_command = guard.unknown_command.take();
+        let facts = facts_of(&io, &mut guard, event);
+        if facts.is_empty() {
+            return Vec::new();
+        }
+        let queued = facts.into_iter().map(|facts| Queued {
+            unknown_command: unknown_command.clone(),
+            facts,
+        });
+        match &mut guard.phase {
+            Phase::Ready(_) => {
+                let mut effects = Vec::new();
+                for item in queued {
+                    effects.extend(dispatch(&mut guard, &shared, &io, item.facts, &prefix));
+                }
+                effects
+            }
+            Phase::Loading(waiting) => {
+                queue(waiting, queued);
+                Vec::new()
+            }
+            Phase::Unloaded => {
+                let mut waiting = Vec::new();
+                queue(&mut waiting, queued);
+                guard.phase = Phase::Loading(waiting);
+                drop(guard);
+                vec![Effect::task(activate(io, shared, prefix))]
+            }
+        }
+    }
+
+    fn on_call(&self, ctx: &mut Ctx<'_>, call: &GuildCall) -> Option<CallTask> {
+        let shared = Arc::clone(&ctx.state::<State>().shared);
+        calls::answer(ctx, shared, call)
+    }
+
+    fn on_timer(&self, ctx: &mut Ctx<'_>, timer: Timer) -> Vec<Effect> {
+        let io = ctx.io.clone();
+        let shared = Arc::clone(&ctx.state::<State>().shared);
+        vec![Effect::task(resume(io, shared, timer))]
+    }
+}
+
+/// The feature's per-guild state: shared with its tasks (activation, runs, resumed waits),
+/// each holding the lock only for pure work.
+#[derive(Default)]
+struct State {
+    shared: Arc<Mutex<Shared>>,
+}
+
+#[derive(Default)]
+struct Shared {
+    phase: Phase,
+    /// Bumped by every change to the guild's workflows: a load begun before it is stale.
+    generation: u64,
+    bucket: RunBucket,
+    traces: HashMap<u64, VecDeque<Trace>>,
+    member_roles: HashMap<u64, Vec<u64>>,
+    /// A text command claimed before the workflows were loaded ([`Feature::claims_command`]),
+    /// taken by the message's event right after.
+    unknown_command: Option<String>,
+}
+
+/// An event that came while the workflows were loading.
+struct Queued {
+    facts: EventFacts,
+    /// The command name the built-in parser left to us, to answer as unknown if no workflow
+    /// takes it.
+    unknown_command: Option<String>,
+}
+
+#[derive(Default)]
+enum Phase {
+    #[default]
+    Unloaded,
+    /// Loading from storage; the events that came meanwhile, in order.
+    Loading(Vec<Queued>),
+    Ready(Arc<Active>),
+}
+
+/// The guild's enabled workflows, compiled.
+#[derive(Default)]
+struct Active {
+    workflows: run::Workflows,
+    /// Ids in order: the order in which triggers are tried.
+    order: Vec<u64>,
+}
+
+/// A token bucket of runs: [`RUNS_PER_MINUTE`] at most, refilled evenly.
+struct RunBucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Default for RunBucket {
+    fn default() -> Self {
+        Self {
+            tokens: f64::from(RUNS_PER_MINUTE),
+            at: Instant::now(),
+        }
+    }
+}
+
+impl RunBucket {
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let per_sec = f64::from(RUNS_PER_MINUTE) / 60.0;
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * per_sec)
+            .min(f64::from(RUNS_PER_MINUTE));
+        self.at = now;
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
+}
+
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    // A panic while holding it leaves pure data behind: carry on with it.
+    shared
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn queue(waiting: &mut Vec<Queued>, queued: impl Iterator<Item = Queued>) {
+    for item in queued {
+        if waiting.len() >= QUEUED_WHILE_LOADING {
+            counter!(WORKFLOW_ACTIVATIONS, "outcome" => "overflow").increment(1);
+            continue;
+        }
+        waiting.push(item);
+    }
+}
+
+fn has_command(active: &Active, name: &str) -> bool {
+    active
+        .workflows
+        .values()
+        .any(|w| matches!(&w.trigger, CompiledTrigger::Command(command) if command == name))
+}
+
+/// The built-in parser's answer to a command no workflow took, as it would have given it.
+fn unknown_command_answer(facts: &EventFacts, prefix: &str) -> Option<Effect> {
+    let Parsed::Invalid(text) = commands::parse_text(prefix, &facts.content) else {
+        return None;
+    };
+    counter!(COMMANDS_HANDLED, "command" => "invalid", "outcome" => "invalid").increment(1);
+    Some(Effect::Message {
+        channel_id: Id::new(facts.channel_id?),
+        content: text,
+        embed: None,
+    })
+}
+
+/// What the runner needs of a gateway event: nothing for bot-authored events, which never
+/// trigger a workflow (no loops between bots, or with ourselves).
+fn facts_of(io: &Io, shared: &mut Shared, event: &Event) -> Vec<EventFacts> {
+    let now = Timestamp::now().as_millis();
+    let bot = io.known_bot_id().map(Id::get);
+    let is_bot = |user: &User| user.bot || Some(user.id.get()) == bot;
+    let channel_name = |channel: u64| {
+        io.cache()
+            .channel(Id::new(channel))
+            .and_then(|channel| channel.name.clone())
+    };
+    match event {
+        Event::MessageCreate(message) => {
+            if is_bot(&message.author) || message.webhook_id.is_some() {
+                return Vec::new();
+            }
+            let roles: Vec<u64> = message
+                .member
+                .as_ref()
+                .map(|member| member.roles.iter().map(|role| role.get()).collect())
+                .unwrap_or_default();
+            remember_roles(shared, message.author.id.get(), &roles);
+            vec![EventFacts {
+                kind: EventKind::Message,
+                user_id: Some(message.author.id.get()),
+                user_name: message.author.name.clone(),
+                roles,
+                channel_id: Some(message.channel_id.get()),
+                channel_name: channel_name(message.channel_id.get()),
+                message_id: Some(message.id.get()),
+                content: message.content.clone(),
+                at_ms: (message.timestamp.as_micros() / 1_000).max(0) as u64,
+                ..EventFacts::default()
+            }]
+        }
+        Event::MemberAdd(added) => {
+            let user = &added.member.user;
+            if is_bot(user) {
+                return Vec::new();
+            }
+            let roles: Vec<u64> = added.member.roles.iter().map(|role| role.get()).collect();
+            remember_roles(shared, user.id.get(), &roles);
+            vec![member_facts(EventKind::MemberJoin, user, roles, now)]
+        }
+        Event::MemberRemove(removed) => {
+            shared.member_roles.remove(&removed.user.id.get());
+            if is_bot(&removed.user) {
+                return Vec::new();
+            }
+            vec![member_facts(
+                EventKind::MemberLeave,
+                &removed.user,
+                Vec::new(),
+                now,
+            )]
+        }
+        Event::MemberUpdate(update) => {
+            let roles: Vec<u64> = update.roles.iter().map(|role| role.get()).collect();
+            let before = shared.member_roles.get(&update.user.id.get()).cloned();
+            remember_roles(shared, update.user.id.get(), &roles);
+            // Without the roles before, a change cannot be told apart: nothing fires.
+            let Some(before) = before else {
+                return Vec::new();
+            };
+            if is_bot(&update.user) {
+                return Vec::new();
+            }
+            let added = roles.iter().filter(|role| !before.contains(role));
+            let removed = before.iter().filter(|role| !roles.contains(role));
+            added
+                .map(|&role| (EventKind::RoleAdd, role))
+                .chain(removed.map(|&role| (EventKind::RoleRemove, role)))
+                .map(|(kind, role)| EventFacts {
+                    role_id: Some(role),
+                    ..member_facts(kind, &update.user, roles.clone(), now)
+                })
+                .collect()
+        }
+        Event::ReactionAdd(reaction) => reaction_facts(EventKind::ReactionAdd, reaction, bot, now),
+        Event::ReactionRemove(reaction) => {
+            reaction_facts(EventKind::ReactionRemove, reaction, bot, now)
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn member_facts(kind: EventKind, user: &User, roles: Vec<u64>, now: u64) -> EventFacts {
+    EventFacts {
+        kind,
+        user_id: Some(user.id.get()),
+        user_name: user.name.clone(),
+        roles,
+        at_ms: now,
+        ..EventFacts::default()
+    }
+}
+
+fn reaction_facts(
+    kind: EventKind,
+    reaction: &twilight_model::gateway::GatewayReaction,
+    bot: Option<u64>,
+    now: u64,
+) -> Vec<EventFacts> {
+    let by_bot = reaction
+        .member
+        .as_ref()
+        .is_some_and(|member| member.user.bot)
+        || Some(reaction.user_id.get()) == bot;
+    if by_bot {
+        return Vec::new();
+    }
+    let emoji = match &reaction.emoji {
+        EmojiReactionType::Unicode { name } => Some(name.clone()),
+        EmojiReactionType::Custom { name, .. } => name.clone(),
+    };
+    vec![EventFacts {
+        kind,
+        user_id: Some(reaction.user_id.get()),
+        user_name: reaction
+            .member
+            .as_ref()
+            .map(|member| member.user.name.clone())
+            .unwrap_or_default(),
+        roles: reaction
+            .member
+            .as_ref()
+            .map(|member| member.roles.iter().map(|role| role.get()).collect())
+            .unwrap_or_default(),
+        channel_id: Some(reaction.channel_id.get()),
+        message_id: Some(reaction.message_id.get()),
+        emoji,
+        at_ms: now,
+        ..EventFacts::default()
+    }]
+}
+
+fn remember_roles(shared: &mut Shared, user: u64, roles: &[u64]) {
+    let remembered = &mut shared.member_roles;
+    if remembered.len() >= MEMBERS_REMEMBERED
+        && !remembered.contains_key(&user)
+        && let Some(&any) = remembered.keys().next()
+    {
+        remembered.remove(&any);
+    }
+    remembered.insert(user, roles.to_vec());
+}
+
+/// Runs the workflows the event triggers (at most [`FANOUT`], each within the guild's rate):
+/// effects that send their calls and store their waits.
+fn dispatch(
+    shared: &mut Shared,
+    handle: &Arc<Mutex<Shared>>,
+    io: &Io,
+    facts: EventFacts,
+    prefix: &str,
+) -> Vec<Effect> {
+    let Phase::Ready(active) = &shared.phase else {
+        return Vec::new();
+    };
+    let active = Arc::clone(active);
+    let mut fired = active.order.iter().filter_map(|id| {
+        let workflow = &active.workflows[id];
+        run::matches(&workflow.trigger, &facts, prefix).map(|args| (workflow, args))
+    });
+    let mut effects = Vec::new();
+    for (workflow, args) in fired.by_ref().take(FANOUT) {
+        if !shared.bucket.take() {
+            let trace = skipped(workflow.workflow_id, &facts, Limit::Rate);
+            finish(shared, trace);
+            continue;
+        }
+        let limits = Limits::default();
+        let result = run::run(
+            &active.workflows,
+            workflow,
+            &facts,
+            &args,
+            Start::top(),
+            &limits,
+        );
+        effects.extend(follow_up(
+            shared, handle, io, &facts, &args, result, &limits,
+        ));
+    }
+    if fired.next().is_some() {
+        counter!(WORKFLOW_LIMITS_HIT, "limit" => Limit::Fanout.label()).increment(1);
+        tracing::debug!(guild_id = %io.guild_id(), "more than {FANOUT} workflows matched one event");
+    }
+    effects
+}
+
+/// The trace of a run skipped before it started.
+fn skipped(workflow_id: u64, facts: &EventFacts, limit: Limit) -> Trace {
+    Trace {
+        workflow_id,
+        started_at_ms: facts.at_ms,
+        steps: vec![run::TraceStep {
+            at: "start".into(),
+            detail: format!("skipped: limit {} reached", limit.label()),
+        }],
+        fuel_used: 0,
+        api_calls: 0,
+        output_bytes: 0,
+        elapsed_micros: 0,
+        outcome: Outcome::Limit(limit),
+    }
+}
+
+/// Records a finished trace: counted, and kept as the workflow's latest.
+fn finish(shared: &mut Shared, trace: Trace) {
+    counter!(WORKFLOW_RUNS, "outcome" => trace.outcome.label()).increment(1);
+    if let Outcome::Limit(limit) = trace.outcome {
+        counter!(WORKFLOW_LIMITS_HIT, "limit" => limit.label()).increment(1);
+    }
+    let kept = shared.traces.entry(trace.workflow_id).or_default();
+    if kept.len() >= TRACES_KEPT {
+        kept.pop_front();
+    }
+    kept.push_back(trace);
+}
+
+/// What a run leaves to do: its wait stored, its calls sent on a task, then its trace kept.
+fn follow_up(
+    shared: &mut Shared,
+    handle: &Arc<Mutex<Shared>>,
+    io: &Io,
+    facts: &EventFacts,
+    args: &[String],
+    mut result: run::Run,
+    limits: &Limits,
+) -> Vec<Effect> {
+    let mut effects = Vec::new();
+    if let Some(timer) = parked(io, facts, args, &mut result) {
+        effects.push(Effect::Timer(timer));
+    }
+    let run::Run {
+        mut trace, calls, ..
+    } = result;
+    if calls.is_empty() {
+        finish(shared, trace);
+        return effects;
+    }
+    let deadline = deadline(&trace, limits);
+    let (io, handle) = (io.clone(), Arc::clone(handle));
+    effects.push(Effect::task(async move {
+        act::execute(&io, calls, deadline, &mut trace).await;
+        finish(&mut lock(&handle), trace);
+        Vec::new()
+    }));
+    effects
+}
+
+/// The timer a waiting run carries on from; a run too large to park fails instead.
+fn parked(io: &Io, facts: &EventFacts, args: &[String], result: &mut run::Run) -> Option<Timer> {
+    let trace = &mut result.trace;
+    let Outcome::Waiting { seconds } = trace.outcome else {
+        return None;
+    };
+    let (step, vars) = result.resume.take()?;
+    match wait_timer(io, trace.workflow_id, seconds, step, vars, facts, args) {
+        Ok(timer) => Some(timer),
+        Err(reason) => {
+            trace.outcome = Outcome::Failed(reason);
+            None
+        }
+    }
+}
+
+/// What is left of the run's deadline for its Discord calls.
+fn deadline(trace: &Trace, limits: &Limits) -> Instant {
+    Instant::now() + limits.deadline.saturating_sub(elapsed(trace))
+}
+
+fn elapsed(trace: &Trace) -> Duration {
+    Duration::from_micros(trace.elapsed_micros)
+}
+
+/// Timer ids of schedules: this and the workflow's id.
+const SCHEDULE_PREFIX: &str = "schedule:";
+
+/// What a workflow timer holds.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum TimerPayload {
+    /// A parked run.
+    Wait(Box<Waiting>),
+    /// A scheduled workflow's next run.
+    Schedule { workflow_id: u64 },
+}
+
+/// A parked run, stored in its wait's timer.
+#[derive(Serialize, Deserialize)]
+struct Waiting {
+    workflow_id: u64,
+    step: usize,
+    vars: Vars,
+    facts: EventFacts,
+    args: Vec<String>,
+}
+
+fn wait_timer(
+    io: &Io,
+    workflow_id: u64,
+    seconds: u32,
+    step: usize,
+    vars: Vars,
+    facts: &EventFacts,
+    args: &[String],
+) -> Result<Timer, String> {
+    let waiting = TimerPayload::Wait(Box::new(Waiting {
+        workflow_id,
+        step,
+        vars,
+        facts: facts.clone(),
+        args: args.to_vec(),
+    }));
+    let payload = serde_json::to_string(&waiting).map_err(|err| err.to_string())?;
+    if payload.len() > protonn_storage::TIMER_PAYLOAD_MAX_LEN {
+        return Err(format!(
+            "the run is too large to wait (its event and variables take over {} bytes)",
+            protonn_storage::TIMER_PAYLOAD_MAX_LEN
+        ));
+    }
+    let due = Timestamp::now().saturating_add(Duration::from_secs(u64::from(seconds)));
+    Ok(Timer {
+        guild_id: io.guild_id().get(),
+        shard_id: io.shard_id(),
+        id: format!("wait:{workflow_id}:{:016x}", rand::random::<u64>()),
+        due,
+        feature: NAME.to_owned(),
+        payload,
+        claimed_by: None,
+        claimed_until: Timestamp(0),
+    })
+}
+
+/// The timer of a scheduled workflow's next run, `every_minutes` from now.
+fn schedule_timer(io: &Io, workflow_id: u64, every_minutes: u32) -> Timer {
+    let payload = serde_json::to_string(&TimerPayload::Schedule { workflow_id })
+        .expect("a schedule payload serialises");
+    Timer {
+        guild_id: io.guild_id().get(),
+        shard_id: io.shard_id(),
+        id: format!("{SCHEDULE_PREFIX}{workflow_id}"),
+        due: Timestamp::now().saturating_add(Duration::from_secs(u64::from(every_minutes) * 60)),
+        feature: NAME.to_owned(),
+        payload,
+        claimed_by: None,
+        claimed_until: Timestamp(0),
+    }
+}
+
+/// Loads and compiles the guild's enabled workflows, then runs the events that waited.
+async fn activate(io: Io, shared: Arc<Mutex<Shared>>, prefix: String) -> Vec<Effect> {
+    loop {
+        let generation = lock(&shared).generation;
+        let loaded = load(&io).await;
+        let mut guard = lock(&shared);
+        if guard.generation != generation {
+            continue;
+        }
+        let active = match loaded {
+            Ok(active) => active,
+            Err(err) => {
+                counter!(WORKFLOW_ACTIVATIONS, "outcome" => "error").increment(1);
+                tracing::error!(guild_id = %io.guild_id(), error = %err, "workflows not loaded; the events that waited are not run");
+                guard.phase = Phase::Unloaded;
+                return Vec::new();
+            }
+        };
+        counter!(WORKFLOW_ACTIVATIONS, "outcome" => "loaded").increment(1);
+        let active = Arc::new(active);
+        let queued = match std::mem::replace(&mut guard.phase, Phase::Ready(Arc::clone(&active))) {
+            Phase::Loading(queued) => queued,
+            _ => Vec::new(),
+        };
+        let mut effects = Vec::new();
+        for item in queued {
+            if let Some(name) = &item.unknown_command
+                && !has_command(&active, name)
+            {
+                effects.extend(unknown_command_answer(&item.facts, &prefix));
+            }
+            effects.extend(dispatch(&mut guard, &shared, &io, item.facts, &prefix));
+        }
+        return effects;
+    }
+}
+
+async fn load(io: &Io) -> Result<Active, protonn_storage::StorageError> {
+    let stored = io.store().workflows(io.guild_id().get()).await?;
+    let mut active = Active::default();
+    for workflow in stored.into_iter().filter(|workflow| workflow.enabled) {
+        let compiled = Definition::from_json(&workflow.definition)
+            .and_then(|definition| definition.compile(workflow.workflow_id, &workflow.name));
+        match compiled {
+            Ok(compiled) => {
+                active.order.push(workflow.workflow_id);
+                active
+                    .workflows
+                    .insert(workflow.workflow_id, Arc::new(compiled));
+            }
+            // Saved by an older version with other rules: skipped, loudly.
+            Err(err) => {
+                tracing::warn!(guild_id = %io.guild_id(), workflow = workflow.workflow_id, error = %err, "stored workflow does not compile; skipped")
+            }
+        }
+    }
+    Ok(active)
+}
+
+/// A wait or a schedule fell due: claims it, runs, and completes it (a schedule's next
+/// timer replaces it instead).
+async fn resume(io: Io, shared: Arc<Mutex<Shared>>, timer: Timer) -> Vec<Effect> {
+    let Ok(payload) = serde_json::from_str::<TimerPayload>(&timer.payload) else {
+        tracing::error!(guild_id = timer.guild_id, timer = %timer.id, "unreadable workflow timer dropped");
+        let _ = io.store().cancel_timer(timer.guild_id, &timer.id).await;
+        return Vec::new();
+    };
+    if !io.claim_timer(&timer).await {
+        return Vec::new();
+    }
+    let active = match load(&io).await {
+        Ok(active) => active,
+        Err(err) => {
+            // The claim lapses and the next poll tries again.
+            tracing::warn!(guild_id = timer.guild_id, error = %err, "workflow timer not handled yet");
+            return Vec::new();
+        }
+    };
+    let limits = Limits::default();
+    let (workflow_id, facts, args, start) = match payload {
+        TimerPayload::Wait(waiting) => {
+            let start = Start {
+                step: waiting.step,
+                vars: waiting.vars,
+                check_conditions: false,
+            };
+            (waiting.workflow_id, waiting.facts, waiting.args, start)
+        }
+        TimerPayload::Schedule { workflow_id } => {
+            let channel = match active.workflows.get(&workflow_id).map(|w| &w.trigger) {
+                Some(CompiledTrigger::Schedule {
+                    every_minutes,
+                    channel,
+                }) => {
+                    // The next run replaces this timer (before this one runs: a crash
+                    // after it misses one run rather than repeating one).
+                    let next = schedule_timer(&io, workflow_id, *every_minutes);
+                    if let Err(err) = io.store().put_timer(&next).await {
+                        tracing::warn!(guild_id = timer.guild_id, error = %err, "next scheduled run not stored; retried when the claim lapses");
+                        return Vec::new();
+                    }
+                    *channel
+                }
+                // Deleted, disabled or no longer scheduled: the schedule ends.
+                _ => {
+                    complete(&io, &timer).await;
+                    return Vec::new();
+                }
+            };
+            if !lock(&shared).bucket.take() {
+                let now = Timestamp::now().as_millis();
+                let facts = EventFacts {
+                    at_ms: now,
+                    ..EventFacts::default()
+                };
+                finish(
+                    &mut lock(&shared),
+                    skipped(workflow_id, &facts, Limit::Rate),
+                );
+                return Vec::new();
+            }
+            let facts = EventFacts {
+                kind: EventKind::Schedule,
+                channel_id: Some(channel),
+                at_ms: Timestamp::now().as_millis(),
+                ..EventFacts::default()
+            };
+            (workflow_id, facts, Vec::new(), Start::top())
+        }
+    };
+    let is_wait = timer.id.starts_with("wait:");
+    // Deleted or disabled meanwhile: the rest of the run goes with it.
+    if let Some(workflow) = active.workflows.get(&workflow_id) {
+        let mut result = run::run(&active.workflows, workflow, &facts, &args, start, &limits);
+        // Done before this timer completes: a crash in between repeats the step at most.
+        if let Some(next) = parked(&io, &facts, &args, &mut result)
+            && let Err(err) = io.store().put_timer(&next).await
+        {
+            result.trace.outcome = Outcome::Failed(format!("the next wait was not stored: {err}"));
+        }
+        let deadline = deadline(&result.trace, &limits);
+        act::execute(&io, result.calls, deadline, &mut result.trace).await;
+        finish(&mut lock(&shared), result.trace);
+    }
+    if is_wait {
+        complete(&io, &timer).await;
+    }
+    Vec::new()
+}
+
+async fn complete(io: &Io, timer: &Timer) {
+    if let Err(err) = io
+        .store()
+        .complete_timer(timer.guild_id, &timer.id, &io.claimant())
+        .await
+    {
+        tracing::warn!(guild_id = timer.guild_id, error = %err, "workflow timer not completed; its claim will lapse");
+    }
+}

@@ -1,0 +1,840 @@
+//! The workflow definition (the JSON an admin writes or imports) and its compilation into
+//! what the runner uses: templates parsed, regexes built with size limits, every limit of
+//! the definition checked. A definition that does not compile is refused with a clear
+//! message and nothing is saved.
+
+use std::collections::{HashMap, HashSet};
+
+use regex::{Regex, RegexBuilder};
+use serde::{Deserialize, Serialize};
+
+use super::template::{ParseError, Template};
+
+/// A workflow's definition, as stored (`Workflow::definition`) and imported.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Definition {
+    pub(crate) trigger: Trigger,
+    /// All must hold for the actions to run; none means always.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) conditions: Vec<Condition>,
+    pub(crate) actions: Vec<Action>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub(crate) enum Trigger {
+    /// A member's message; every filter given must hold.
+    Message(MessageFilter),
+    /// `<prefix><name> args…`; the words after the name are `args.1`, `args.2`, …
+    Command {
+        name: String,
+    },
+    MemberJoin {},
+    MemberLeave {},
+    /// A reaction added to a message, of this emoji if given (unicode, or a custom emoji's name).
+    ReactionAdd {
+        #[serde(default)]
+        emoji: Option<String>,
+    },
+    ReactionRemove {
+        #[serde(default)]
+        emoji: Option<String>,
+    },
+    /// A member got this role.
+    RoleAdd {
+        role: u64,
+    },
+    /// A member lost this role.
+    RoleRemove {
+        role: u64,
+    },
+    /// Every `every_minutes` (at least 5), posting in `channel` by default.
+    Schedule {
+        every_minutes: u32,
+        channel: u64,
+    },
+    /// Only when another workflow calls it.
+    Called {},
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MessageFilter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) contains: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) starts_with: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) regex: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) channel: Option<u64>,
+    /// The author has this role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) role: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub(crate) enum Condition {
+    And(Vec<Condition>),
+    Or(Vec<Condition>),
+    Not(Box<Condition>),
+    /// The event's member has the role.
+    HasRole(u64),
+    /// The event happened in the channel.
+    InChannel(u64),
+    /// The member's account is at least this many days old.
+    AccountOlderThanDays(u32),
+    /// The message contains the text (case-insensitive).
+    ContentContains(String),
+    /// The message matches the regex.
+    ContentMatches(String),
+    /// Two templates compared: numbers as numbers, anything else as text. Variables, time
+    /// (`now.hour`, `now.weekday`) and the event's fields are read this way.
+    Compare {
+        left: String,
+        op: CompareOp,
+        right: String,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum CompareOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub(crate) enum Action {
+    /// A message to a channel (the event's if none is given).
+    Send {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel: Option<u64>,
+        text: String,
+    },
+    Embed {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel: Option<u64>,
+        title: String,
+        description: String,
+    },
+    /// A reply to the event's message.
+    Reply {
+        text: String,
+    },
+    /// A direct message to the event's member.
+    Dm {
+        text: String,
+    },
+    AddRole {
+        role: u64,
+    },
+    RemoveRole {
+        role: u64,
+    },
+    /// Times the event's member out.
+    Timeout {
+        minutes: u32,
+    },
+    /// Deletes the event's message.
+    DeleteMessage {},
+    /// Reacts to the event's message (a unicode emoji).
+    React {
+        emoji: String,
+    },
+    /// A line in a log channel.
+    Log {
+        channel: u64,
+        text: String,
+    },
+    /// Sets a variable of the run (`var.NAME`) to a template's value.
+    SetVar {
+        name: String,
+        value: String,
+    },
+    /// Adds to a variable of the run (0 if unset).
+    IncrementVar {
+        name: String,
+        #[serde(default = "one")]
+        by: i64,
+    },
+    /// Carries on after a delay, from a durable timer (as precise as the timer poll).
+    Wait {
+        seconds: u32,
+    },
+    /// Runs another workflow of the guild (its trigger is not checked), then carries on.
+    Call {
+        workflow: u64,
+    },
+    /// Ends the run here.
+    Stop {},
+}
+
+fn one() -> i64 {
+    1
+}
+
+/// Limits of a definition, checked when it is compiled.
+pub(crate) mod limits {
+    /// Actions per workflow.
+    pub(crate) const ACTIONS: usize = 50;
+    /// Conditions per workflow, counting nested ones.
+    pub(crate) const CONDITIONS: usize = 50;
+    /// Characters of a template's source.
+    pub(crate) const TEMPLATE_CHARS: usize = 4_000;
+    /// Characters of a regex's source.
+    pub(crate) const REGEX_CHARS: usize = 256;
+    /// Bytes the compiled regex may take (the `regex` crate's size limit): with its
+    /// linear-time engine this also bounds the time of a match.
+    pub(crate) const REGEX_BYTES: usize = 64 * 1024;
+    /// A wait's longest delay: 28 days.
+    pub(crate) const WAIT_SECONDS: u32 = 28 * 24 * 3600;
+    /// A schedule's longest interval: 28 days.
+    pub(crate) const SCHEDULE_MAX_MINUTES: u32 = 28 * 24 * 60;
+    /// Discord's longest timeout: 28 days.
+    pub(crate) const TIMEOUT_MINUTES: u32 = 28 * 24 * 60;
+    /// How deep workflows may call each other (A calls B calls C).
+    pub(crate) const CALL_DEPTH: usize = 2;
+    /// Characters of a variable's name.
+    pub(crate) const VAR_NAME_CHARS: usize = 32;
+    /// Workflows per guild.
+    pub(crate) const WORKFLOWS: usize = 50;
+    /// The most frequent schedule: every 5 minutes.
+    pub(crate) const SCHEDULE_MINUTES: u32 = 5;
+}
+
+/// A compiled workflow: what the runner holds for each enabled workflow of a guild.
+#[derive(Debug)]
+pub(crate) struct Compiled {
+    pub(crate) workflow_id: u64,
+    pub(crate) name: String,
+    pub(crate) trigger: CompiledTrigger,
+    pub(crate) conditions: Vec<Cond>,
+    pub(crate) actions: Vec<Step>,
+}
+
+#[derive(Debug)]
+pub(crate) enum CompiledTrigger {
+    Message {
+        /// Lowercased: matched case-insensitively.
+        contains: Option<String>,
+        starts_with: Option<String>,
+        regex: Option<Regex>,
+        channel: Option<u64>,
+        role: Option<u64>,
+    },
+    Command(String),
+    MemberJoin,
+    MemberLeave,
+    ReactionAdd(Option<String>),
+    ReactionRemove(Option<String>),
+    RoleAdd(u64),
+    RoleRemove(u64),
+    Schedule {
+        every_minutes: u32,
+        channel: u64,
+    },
+    Called,
+}
+
+#[derive(Debug)]
+pub(crate) enum Cond {
+    And(Vec<Cond>),
+    Or(Vec<Cond>),
+    Not(Box<Cond>),
+    HasRole(u64),
+    InChannel(u64),
+    AccountOlderThanDays(u32),
+    ContentContains(String),
+    ContentMatches(Regex),
+    Compare(Template, CompareOp, Template),
+}
+
+#[derive(Debug)]
+pub(crate) enum Step {
+    Send {
+        channel: Option<u64>,
+        text: Template,
+    },
+    Embed {
+        channel: Option<u64>,
+        title: Template,
+        description: Template,
+    },
+    Reply(Template),
+    Dm(Template),
+    AddRole(u64),
+    RemoveRole(u64),
+    Timeout(u32),
+    DeleteMessage,
+    React(String),
+    Log {
+        channel: u64,
+        text: Template,
+    },
+    SetVar(String, Template),
+    IncrementVar(String, i64),
+    Wait(u32),
+    Call(u64),
+    Stop,
+}
+
+/// Why a definition is refused. The message is shown to the admin as is.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum DefinitionError {
+    #[error("invalid definition: {0}")]
+    Json(String),
+    #[error("{field}: template error: {error}")]
+    Template { field: String, error: ParseError },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Definition {
+    /// Reads a definition from JSON: unknown fields and malformed JSON are refused with
+    /// serde's line and column.
+    pub(crate) fn from_json(json: &str) -> Result<Self, DefinitionError> {
+        serde_json::from_str(json).map_err(|err| DefinitionError::Json(err.to_string()))
+    }
+
+    /// Workflows this one calls.
+    pub(crate) fn calls(&self) -> impl Iterator<Item = u64> + '_ {
+        self.actions.iter().filter_map(|action| match action {
+            Action::Call { workflow } => Some(*workflow),
+            _ => None,
+        })
+    }
+
+    fn waits(&self) -> bool {
+        self.actions
+            .iter()
+            .any(|action| matches!(action, Action::Wait { .. }))
+    }
+
+    /// Checks and compiles the definition alone (calls are checked against the guild's
+    /// other workflows by [`check_calls`]).
+    pub(crate) fn compile(
+        &self,
+        workflow_id: u64,
+        name: &str,
+    ) -> Result<Compiled, DefinitionError> {
+        if self.actions.is_empty() {
+            return invalid("actions: a workflow needs at least one action");
+        }
+        if self.actions.len() > limits::ACTIONS {
+            return invalid(format!("actions: at most {} actions", limits::ACTIONS));
+        }
+        if count_conditions(&self.conditions) > limits::CONDITIONS {
+            return invalid(format!(
+                "conditions: at most {} conditions",
+                limits::CONDITIONS
+            ));
+        }
+        let trigger = match &self.trigger {
+            Trigger::Message(filter) => {
+                if filter == &MessageFilter::default() {
+                    return invalid(
+                        "trigger.message: give at least one of contains, starts_with, regex, channel, role",
+                    );
+                }
+                CompiledTrigger::Message {
+                    contains: filter.contains.as_deref().map(str::to_lowercase),
+                    starts_with: filter.starts_with.as_deref().map(str::to_lowercase),
+                    regex: filter
+                        .regex
+                        .as_deref()
+                        .map(|source| regex("trigger.message.regex", source))
+                        .transpose()?,
+                    channel: filter.channel,
+                    role: filter.role,
+                }
+            }
+            Trigger::Command { name } => {
+                let name = name.trim().to_lowercase();
+                if name.is_empty()
+                    || name.len() > 32
+                    || name.chars().any(char::is_whitespace)
+                    || crate::features::by_command(&name).is_some()
+                    || crate::commands::BUILT_IN.contains(&name.as_str())
+                {
+                    return invalid(
+                        "trigger.command.name: one word of 1 to 32 characters that is not a built-in command",
+                    );
+                }
+                CompiledTrigger::Command(name)
+            }
+            Trigger::MemberJoin {} => CompiledTrigger::MemberJoin,
+            Trigger::MemberLeave {} => CompiledTrigger::MemberLeave,
+            Trigger::ReactionAdd { emoji } => CompiledTrigger::ReactionAdd(emoji.clone()),
+            Trigger::ReactionRemove { emoji } => CompiledTrigger::ReactionRemove(emoji.clone()),
+            Trigger::RoleAdd { role } => CompiledTrigger::RoleAdd(*role),
+            Trigger::RoleRemove { role } => CompiledTrigger::RoleRemove(*role),
+            Trigger::Schedule {
+                every_minutes,
+                channel,
+            } => {
+                if !(limits::SCHEDULE_MINUTES..=limits::SCHEDULE_MAX_MINUTES)
+                    .contains(every_minutes)
+                {
+                    return invalid(format!(
+                        "trigger.schedule.every_minutes: at least {} (and at most {}): more frequent is not allowed",
+                        limits::SCHEDULE_MINUTES,
+                        limits::SCHEDULE_MAX_MINUTES
+                    ));
+                }
+                CompiledTrigger::Schedule {
+                    every_minutes: *every_minutes,
+                    channel: *channel,
+                }
+            }
+            Trigger::Called {} => CompiledTrigger::Called,
+        };
+        let conditions = self
+            .conditions
+            .iter()
+            .enumerate()
+            .map(|(i, condition)| compile_condition(condition, &format!("conditions[{i}]")))
+            .collect::<Result<_, _>>()?;
+        let actions = self
+            .actions
+            .iter()
+            .enumerate()
+            .map(|(i, action)| compile_action(action, &format!("actions[{i}]")))
+            .collect::<Result<_, _>>()?;
+        Ok(Compiled {
+            workflow_id,
+            name: name.to_owned(),
+            trigger,
+            conditions,
+            actions,
+        })
+    }
+}
+
+/// Checks the calls between a guild's workflows (`definitions` by id, the one being saved
+/// included): every callee exists, is not waiting (a wait ends the caller's run), no loop,
+/// and no chain deeper than [`limits::CALL_DEPTH`].
+pub(crate) fn check_calls(definitions: &HashMap<u64, &Definition>) -> Result<(), DefinitionError> {
+    fn depth(
+        id: u64,
+        definitions: &HashMap<u64, &Definition>,
+        path: &mut Vec<u64>,
+        done: &mut HashSet<u64>,
+    ) -> Result<usize, DefinitionError> {
+        if let Some(at) = path.iter().position(|&seen| seen == id) {
+            let cycle: Vec<String> = path[at..]
+                .iter()
+                .chain(std::iter::once(&id))
+                .map(u64::to_string)
+                .collect();
+            return invalid(format!(
+                "workflows call each other in a loop: {}",
+                cycle.join(" → ")
+            ));
+        }
+        let definition = definitions[&id];
+        path.push(id);
+        let mut deepest = 0;
+        for callee in definition.calls() {
+            let Some(called) = definitions.get(&callee) else {
+                return invalid(format!(
+                    "workflow {id} calls workflow {callee}, which does not exist"
+                ));
+            };
+            if called.waits() {
+                return invalid(format!(
+                    "workflow {id} calls workflow {callee}, which waits: only a workflow that is not called may wait"
+                ));
+            }
+            deepest = deepest.max(1 + depth(callee, definitions, path, done)?);
+        }
+        path.pop();
+        done.insert(id);
+        Ok(deepest)
+    }
+    let mut ids: Vec<u64> = definitions.keys().copied().collect();
+    ids.sort_unstable();
+    let mut done = HashSet::new();
+    for id in ids {
+        let deepest = depth(id, definitions, &mut Vec::new(), &mut done)?;
+        if deepest > limits::CALL_DEPTH {
+            return invalid(format!(
+                "workflow {id} starts a chain of calls {deepest} deep; at most {} (A calls B calls C)",
+                limits::CALL_DEPTH
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn invalid<T>(message: impl Into<String>) -> Result<T, DefinitionError> {
+    Err(DefinitionError::Invalid(message.into()))
+}
+
+fn count_conditions(conditions: &[Condition]) -> usize {
+    conditions
+        .iter()
+        .map(|condition| {
+            1 + match condition {
+                Condition::And(inner) | Condition::Or(inner) => count_conditions(inner),
+                Condition::Not(inner) => count_conditions(std::slice::from_ref(inner)),
+                _ => 0,
+            }
+        })
+        .sum()
+}
+
+/// A regex within the limits: short source, bounded compiled size, linear-time engine.
+pub(crate) fn regex(field: &str, source: &str) -> Result<Regex, DefinitionError> {
+    if source.chars().count() > limits::REGEX_CHARS {
+        return invalid(format!(
+            "{field}: a regex of at most {} characters",
+            limits::REGEX_CHARS
+        ));
+    }
+    RegexBuilder::new(source)
+        .size_limit(limits::REGEX_BYTES)
+        .dfa_size_limit(limits::REGEX_BYTES)
+        .nest_limit(32)
+        .build()
+        .map_err(|err| match err {
+            regex::Error::CompiledTooBig(_) => DefinitionError::Invalid(format!(
+                "{field}: the regex is too large once compiled (limit {} KiB)",
+                limits::REGEX_BYTES / 1024
+            )),
+            other => DefinitionError::Invalid(format!("{field}: invalid regex: {other}")),
+        })
+}
+
+fn template(field: &str, source: &str) -> Result<Template, DefinitionError> {
+    if source.chars().count() > limits::TEMPLATE_CHARS {
+        return invalid(format!(
+            "{field}: at most {} characters",
+            limits::TEMPLATE_CHARS
+        ));
+    }
+    let template = Template::parse(source).map_err(|error| DefinitionError::Template {
+        field: field.to_owned(),
+        error,
+    })?;
+    if let Some(unknown) = template.paths().into_iter().find(|path| !known_name(path)) {
+        return invalid(format!(
+            "{field}: unknown name `{}` (see docs/workflows.md for the names a template can use)",
+            unknown.join(".")
+        ));
+    }
+    Ok(template)
+}
+
+/// Names a template may read (the runner's `Scope::lookup` answers each).
+fn known_name(path: &[String]) -> bool {
+    let path: Vec<&str> = path.iter().map(String::as_str).collect();
+    match path.as_slice() {
+        ["user", "id" | "mention" | "name"]
+        | ["channel", "id" | "mention" | "name"]
+        | ["message", "content"]
+        | ["emoji", "name"]
+        | ["role", "id" | "mention"]
+        | ["args", "count" | "all"]
+        | ["now", "unix" | "hour" | "minute" | "weekday"] => true,
+        ["args", n] => n.parse::<usize>().is_ok_and(|n| n >= 1),
+        ["var", name] => name.len() <= limits::VAR_NAME_CHARS,
+        _ => false,
+    }
+}
+
+fn compile_condition(condition: &Condition, field: &str) -> Result<Cond, DefinitionError> {
+    let all = |inner: &[Condition], kind: &str| -> Result<Vec<Cond>, DefinitionError> {
+        if inner.is_empty() {
+            return invalid(format!("{field}.{kind}: give at least one condition"));
+        }
+        inner
+            .iter()
+            .enumerate()
+            .map(|(i, c)| compile_condition(c, &format!("{field}.{kind}[{i}]")))
+            .collect()
+    };
+    Ok(match condition {
+        Condition::And(inner) => Cond::And(all(inner, "and")?),
+        Condition::Or(inner) => Cond::Or(all(inner, "or")?),
+        Condition::Not(inner) => {
+            Cond::Not(Box::new(compile_condition(inner, &format!("{field}.not"))?))
+        }
+        Condition::HasRole(role) => Cond::HasRole(*role),
+        Condition::InChannel(channel) => Cond::InChannel(*channel),
+        Condition::AccountOlderThanDays(days) => Cond::AccountOlderThanDays(*days),
+        Condition::ContentContains(text) => Cond::ContentContains(text.to_lowercase()),
+        Condition::ContentMatches(source) => {
+            Cond::ContentMatches(regex(&format!("{field}.content_matches"), source)?)
+        }
+        Condition::Compare { left, op, right } => Cond::Compare(
+            template(&format!("{field}.compare.left"), left)?,
+            *op,
+            template(&format!("{field}.compare.right"), right)?,
+        ),
+    })
+}
+
+fn compile_action(action: &Action, field: &str) -> Result<Step, DefinitionError> {
+    let text = |name: &str, source: &str| template(&format!("{field}.{name}"), source);
+    Ok(match action {
+        Action::Send { channel, text: t } => Step::Send {
+            channel: *channel,
+            text: text("send.text", t)?,
+        },
+        Action::Embed {
+            channel,
+            title,
+            description,
+        } => Step::Embed {
+            channel: *channel,
+            title: text("embed.title", title)?,
+            description: text("embed.description", description)?,
+        },
+        Action::Reply { text: t } => Step::Reply(text("reply.text", t)?),
+        Action::Dm { text: t } => Step::Dm(text("dm.text", t)?),
+        Action::AddRole { role } => Step::AddRole(*role),
+        Action::RemoveRole { role } => Step::RemoveRole(*role),
+        Action::Timeout { minutes } => {
+            if !(1..=limits::TIMEOUT_MINUTES).contains(minutes) {
+                return invalid(format!(
+                    "{field}.timeout.minutes: 1 to {} (28 days)",
+                    limits::TIMEOUT_MINUTES
+                ));
+            }
+            Step::Timeout(*minutes)
+        }
+        Action::DeleteMessage {} => Step::DeleteMessage,
+        Action::React { emoji } => {
+            if emoji.is_empty() || emoji.chars().count() > 8 {
+                return invalid(format!("{field}.react.emoji: one unicode emoji"));
+            }
+            Step::React(emoji.clone())
+        }
+        Action::Log { channel, text: t } => Step::Log {
+            channel: *channel,
+            text: text("log.text", t)?,
+        },
+        Action::SetVar { name, value } => {
+            Step::SetVar(var_name(field, name)?, text("set_var.value", value)?)
+        }
+        Action::IncrementVar { name, by } => Step::IncrementVar(var_name(field, name)?, *by),
+        Action::Wait { seconds } => {
+            if !(1..=limits::WAIT_SECONDS).contains(seconds) {
+                return invalid(format!(
+                    "{field}.wait.seconds: 1 to {} (28 days)",
+                    limits::WAIT_SECONDS
+                ));
+            }
+            Step::Wait(*seconds)
+        }
+        Action::Call { workflow } => Step::Call(*workflow),
+        Action::Stop {} => Step::Stop,
+    })
+}
+
+fn var_name(field: &str, name: &str) -> Result<String, DefinitionError> {
+    let valid = !name.is_empty()
+        && name.len() <= limits::VAR_NAME_CHARS
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return invalid(format!(
+            "{field}: a variable name is 1 to {} letters, digits or _",
+            limits::VAR_NAME_CHARS
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compile(json: &str) -> Result<Compiled, DefinitionError> {
+        Definition::from_json(json)?.compile(1, "test")
+    }
+
+    #[test]
+    fn a_full_definition_compiles() {
+        let compiled = compile(
+            r#"{
+                "trigger": {"message": {"contains": "Hello", "channel": 5}},
+                "conditions": [{"or": [{"has_role": 7}, {"not": {"content_matches": "^!"}}]},
+                               {"compare": {"left": "{args.1}", "op": "gt", "right": "3"}}],
+                "actions": [
+                    {"send": {"text": "hi {user.mention}"}},
+                    {"react": {"emoji": "👋"}},
+                    {"increment_var": {"name": "greetings"}},
+                    {"wait": {"seconds": 600}},
+                    {"stop": {}}
+                ]
+            }"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            compiled.trigger,
+            CompiledTrigger::Message { contains: Some(ref c), channel: Some(5), .. } if c == "hello"
+        ));
+        assert_eq!(compiled.actions.len(), 5);
+        assert!(matches!(compiled.actions[2], Step::IncrementVar(_, 1)));
+    }
+
+    #[test]
+    fn malformed_json_and_unknown_fields_are_refused() {
+        let err = compile("{\"trigger\": ").unwrap_err();
+        assert!(err.to_string().starts_with("invalid definition: "), "{err}");
+        let err =
+            compile(r#"{"trigger": {"member_join": {}}, "actions": [{"stop": {}}], "colour": 1}"#)
+                .unwrap_err();
+        assert!(err.to_string().contains("unknown field `colour`"), "{err}");
+        let err = compile(
+            r#"{"trigger": {"member_join": {}}, "actions": [{"send": {"text": "x", "ping": true}}]}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown field `ping`"), "{err}");
+        let err = compile(r#"{"trigger": {"lunar_eclipse": {}}, "actions": [{"stop": {}}]}"#)
+            .unwrap_err();
+        assert!(err.to_string().contains("unknown variant"), "{err}");
+    }
+
+    #[test]
+    fn a_template_error_names_the_field_and_character() {
+        let err = compile(
+            r#"{"trigger": {"member_join": {}}, "actions": [{"stop": {}}, {"dm": {"text": "Hi {user.}"}}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "actions[1].dm.text: template error: expected a name after `.` at character 10"
+        );
+    }
+
+    #[test]
+    fn regexes_over_the_limits_are_refused() {
+        let long = "a".repeat(limits::REGEX_CHARS + 1);
+        let json = format!(
+            r#"{{"trigger": {{"message": {{"regex": "{long}"}}}}, "actions": [{{"stop": {{}}}}]}}"#
+        );
+        assert!(
+            compile(&json)
+                .unwrap_err()
+                .to_string()
+                .contains("at most 256")
+        );
+        // Short to write, huge to compile: counted repetitions of a Unicode class.
+        let json = r#"{"trigger": {"message": {"regex": "\\w{1000}\\w{1000}"}}, "actions": [{"stop": {}}]}"#;
+        let err = compile(json).unwrap_err().to_string();
+        assert!(err.contains("too large once compiled"), "{err}");
+        let json = r#"{"trigger": {"message": {"regex": "(unclosed"}}, "actions": [{"stop": {}}]}"#;
+        assert!(
+            compile(json)
+                .unwrap_err()
+                .to_string()
+                .contains("invalid regex")
+        );
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused() {
+        for (action, expected) in [
+            (r#"{"wait": {"seconds": 0}}"#, "wait.seconds"),
+            (r#"{"timeout": {"minutes": 40321}}"#, "timeout.minutes"),
+            (
+                r#"{"set_var": {"name": "a b", "value": "1"}}"#,
+                "variable name",
+            ),
+            (r#"{"react": {"emoji": ""}}"#, "react.emoji"),
+        ] {
+            let json = format!(r#"{{"trigger": {{"member_join": {{}}}}, "actions": [{action}]}}"#);
+            let err = compile(&json).unwrap_err().to_string();
+            assert!(err.contains(expected), "{action}: {err}");
+        }
+        let err = compile(r#"{"trigger": {"message": {}}, "actions": [{"stop": {}}]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at least one of"), "{err}");
+        let err =
+            compile(r#"{"trigger": {"command": {"name": "ban"}}, "actions": [{"stop": {}}]}"#)
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("built-in"), "{err}");
+        let err = compile(
+            r#"{"trigger": {"schedule": {"every_minutes": 4, "channel": 1}}, "actions": [{"stop": {}}]}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("at least 5"), "{err}");
+        let err = compile(
+            r#"{"trigger": {"member_join": {}}, "actions": [{"dm": {"text": "{user.password}"}}]}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("unknown name `user.password`"), "{err}");
+        let err = compile(r#"{"trigger": {"member_join": {}}, "actions": []}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at least one action"), "{err}");
+    }
+
+    fn calling(callees: &[u64], waits: bool) -> Definition {
+        let mut actions: Vec<Action> = callees
+            .iter()
+            .map(|&workflow| Action::Call { workflow })
+            .collect();
+        if waits {
+            actions.push(Action::Wait { seconds: 5 });
+        }
+        actions.push(Action::Stop {});
+        Definition {
+            trigger: Trigger::Called {},
+            conditions: Vec::new(),
+            actions,
+        }
+    }
+
+    #[test]
+    fn call_loops_chains_too_deep_and_missing_callees_are_refused() {
+        let (a, b, c, d) = (
+            calling(&[2], false),
+            calling(&[3], false),
+            calling(&[], false),
+            calling(&[1], false),
+        );
+        let ok = HashMap::from([(1, &a), (2, &b), (3, &c)]);
+        assert_eq!(check_calls(&ok), Ok(()));
+
+        let c_calls_d = calling(&[4], false);
+        let deep = HashMap::from([(1, &a), (2, &b), (3, &c_calls_d), (4, &c)]);
+        let err = check_calls(&deep).unwrap_err().to_string();
+        assert!(err.contains("3 deep"), "{err}");
+
+        let looped = calling(&[1], false);
+        let cycle = HashMap::from([(1, &a), (2, &looped)]);
+        let err = check_calls(&cycle).unwrap_err().to_string();
+        assert!(err.contains("loop: 1 → 2 → 1"), "{err}");
+
+        let missing = HashMap::from([(4, &d)]);
+        assert!(
+            check_calls(&missing)
+                .unwrap_err()
+                .to_string()
+                .contains("does not exist")
+        );
+
+        let waiting = calling(&[], true);
+        let calls_a_waiter = HashMap::from([(1, &a), (2, &waiting)]);
+        assert!(
+            check_calls(&calls_a_waiter)
+                .unwrap_err()
+                .to_string()
+                .contains("which waits")
+        );
+    }
+}

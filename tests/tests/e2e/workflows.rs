@@ -1,0 +1,420 @@
+//! Workflows through the simulator: saved by guild calls (bad definitions refused, nothing
+//! saved), triggered by members' messages and commands, acting on simulated Discord, each
+//! sandbox limit stopping a run with its reason in the trace, a dry-run with no request in
+//! the simulator's ledger, and a durable wait carrying a run on.
+
+use std::time::Duration;
+
+use protonn_actors::{
+    CallSource, Caller, GuildCall, GuildCallError, GuildCalls, GuildRequest, GuildResponse,
+    RuntimeConfig, SampleEvent, SampleEventKind, SandboxLimit, WorkflowOutcome, WorkflowTrace,
+};
+use protonn_sim::SimHandle;
+use protonn_tests::*;
+
+async fn call(
+    calls: &dyn GuildCalls,
+    guild_id: u64,
+    request: GuildRequest,
+) -> Result<GuildResponse, GuildCallError> {
+    calls
+        .call(GuildCall {
+            guild_id,
+            caller: Caller {
+                user_id: Some(1),
+                source: CallSource::Dashboard,
+            },
+            idempotency_key: None,
+            deadline: Duration::from_secs(10),
+            request,
+        })
+        .await
+}
+
+async fn save(
+    calls: &dyn GuildCalls,
+    guild_id: u64,
+    workflow_id: u64,
+    definition: &str,
+) -> Result<GuildResponse, GuildCallError> {
+    let request = GuildRequest::SaveWorkflow {
+        workflow_id,
+        name: format!("workflow {workflow_id}"),
+        enabled: true,
+        definition: definition.to_owned(),
+    };
+    call(calls, guild_id, request).await
+}
+
+async fn saved_ids(calls: &dyn GuildCalls, guild_id: u64) -> Vec<u64> {
+    match call(calls, guild_id, GuildRequest::ListWorkflows).await {
+        Ok(GuildResponse::Workflows { workflows }) => {
+            workflows.iter().map(|w| w.workflow_id).collect()
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn runs(calls: &dyn GuildCalls, guild_id: u64, workflow_id: u64) -> Vec<WorkflowTrace> {
+    match call(calls, guild_id, GuildRequest::WorkflowRuns { workflow_id }).await {
+        Ok(GuildResponse::WorkflowRuns { traces }) => traces,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Waits for `workflow_id`'s `n`th trace and returns it.
+async fn nth_run(
+    calls: &dyn GuildCalls,
+    guild_id: u64,
+    workflow_id: u64,
+    n: usize,
+) -> WorkflowTrace {
+    wait_until("the workflow's run is traced", || async {
+        runs(calls, guild_id, workflow_id).await.len() > n
+    })
+    .await;
+    runs(calls, guild_id, workflow_id).await.swap_remove(n)
+}
+
+/// REST requests the guild's workflows could have made: to its channels or its members.
+fn requests_for(sim: &SimHandle, guild: &protonn_sim::GuildInfo) -> usize {
+    let guild_path = format!("/guilds/{}/", guild.id);
+    sim.ledger()
+        .rest
+        .iter()
+        .filter(|r| {
+            r.path.starts_with(&guild_path)
+                || guild
+                    .channel_ids
+                    .iter()
+                    .any(|c| r.path.starts_with(&format!("/channels/{c}/")))
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_workflow_replies_and_a_command_workflow_reads_its_arguments() {
+    let Bot { sim, node, .. } = &Bot::start(small_world(1, 1)).await;
+    let guild = some_guild(sim, 0);
+    let calls = node.guild_calls();
+    let calls = calls.as_ref();
+    let channel = guild.channel_ids[0];
+    let member = guild.member_ids[0];
+    save(
+        calls,
+        guild.id,
+        1,
+        r#"{"trigger": {"message": {"contains": "hello"}},
+            "actions": [{"reply": {"text": "Hi {user.mention}, welcome to {channel.mention}!"}},
+                        {"delete_message": {}}]}"#,
+    )
+    .await
+    .unwrap();
+    save(
+        calls,
+        guild.id,
+        2,
+        r#"{"trigger": {"command": {"name": "sum"}},
+            "conditions": [{"compare": {"left": "{args.count}", "op": "eq", "right": "2"}}],
+            "actions": [{"send": {"text": "{args.1} + {args.2} = {args.1 + args.2}{if args.1 + args.2 > 10 then \" (big)\" else \"\"}"}}]}"#,
+    )
+    .await
+    .unwrap();
+
+    let message = sim
+        .send_message(guild.id, channel, member, "well HELLO there")
+        .unwrap();
+    assert_eq!(
+        reply_in(sim, channel, 0).await,
+        format!("Hi <@{member}>, welcome to <#{channel}>!")
+    );
+    let trace = nth_run(calls, guild.id, 1, 0).await;
+    assert_eq!(trace.outcome, WorkflowOutcome::Completed, "{trace:?}");
+    assert!(!sim.message_exists(channel, message));
+    let reply = sim
+        .ledger()
+        .rest
+        .into_iter()
+        .find(|r| r.route == "POST /channels/{channel_id}/messages")
+        .unwrap();
+    let body = reply.body.unwrap();
+    assert_eq!(body["message_reference"]["message_id"], message.to_string());
+    assert_eq!(body["allowed_mentions"]["parse"], serde_json::json!([]));
+
+    sim.send_message(guild.id, channel, member, "!sum 4 9")
+        .unwrap();
+    assert_eq!(reply_in(sim, channel, 1).await, "4 + 9 = 13 (big)");
+    sim.send_message(guild.id, channel, member, "!sum 4")
+        .unwrap();
+    let trace = nth_run(calls, guild.id, 2, 1).await;
+    assert_eq!(trace.outcome, WorkflowOutcome::ConditionsFailed);
+    assert_eq!(channel_replies(sim, channel).len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_definitions_are_refused_with_a_reason_and_nothing_is_saved() {
+    let Bot { sim, node, .. } = &Bot::start(small_world(1, 1)).await;
+    let guild = some_guild(sim, 0);
+    let calls = node.guild_calls();
+    let calls = calls.as_ref();
+    save(
+        calls,
+        guild.id,
+        1,
+        r#"{"trigger": {"called": {}}, "actions": [{"call": {"workflow": 2}}]}"#,
+    )
+    .await
+    .unwrap_err();
+    save(
+        calls,
+        guild.id,
+        2,
+        r#"{"trigger": {"called": {}}, "actions": [{"stop": {}}]}"#,
+    )
+    .await
+    .unwrap();
+    save(
+        calls,
+        guild.id,
+        1,
+        r#"{"trigger": {"command": {"name": "go"}}, "actions": [{"call": {"workflow": 2}}]}"#,
+    )
+    .await
+    .unwrap();
+    for (definition, expected) in [
+        ("{\"trigger\": ", "invalid definition: EOF while parsing"),
+        (
+            r#"{"trigger": {"member_join": {}}, "actions": [{"stop": {}}], "priority": 1}"#,
+            "unknown field `priority`",
+        ),
+        (
+            r#"{"trigger": {"member_join": {}}, "actions": [{"dm": {"text": "Hi {user.name"}}]}"#,
+            "actions[0].dm.text: template error: `{` is never closed (write `{{` for a brace) at character 4",
+        ),
+        (
+            r#"{"trigger": {"message": {"regex": "\\w{500}\\w{500}\\w{500}"}}, "actions": [{"stop": {}}]}"#,
+            "too large once compiled",
+        ),
+        (
+            r#"{"trigger": {"schedule": {"every_minutes": 1, "channel": 5}}, "actions": [{"stop": {}}]}"#,
+            "more frequent is not allowed",
+        ),
+        (
+            r#"{"trigger": {"called": {}}, "actions": [{"call": {"workflow": 1}}]}"#,
+            "workflows call each other in a loop: 1 → 2 → 1",
+        ),
+    ] {
+        let err = save(calls, guild.id, 2, definition).await.unwrap_err();
+        let GuildCallError::Invalid { message } = err else {
+            panic!("{err:?}");
+        };
+        assert!(message.contains(expected), "{message}");
+    }
+    assert_eq!(saved_ids(calls, guild.id).await, [1, 2]);
+    let err = call(
+        calls,
+        guild.id,
+        GuildRequest::DeleteWorkflow { workflow_id: 2 },
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("calls it"), "{err}");
+    assert_eq!(saved_ids(calls, guild.id).await, [1, 2]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_shows_each_step_and_sends_nothing() {
+    let Bot { sim, node, .. } = &Bot::start(small_world(1, 1)).await;
+    let guild = some_guild(sim, 0);
+    let calls = node.guild_calls();
+    let calls = calls.as_ref();
+    let channel = guild.channel_ids[0];
+    save(
+        calls,
+        guild.id,
+        1,
+        r#"{"trigger": {"message": {"starts_with": "report"}},
+            "conditions": [{"not": {"has_role": 99}}],
+            "actions": [{"send": {"text": "Thanks {user.name}"}},
+                        {"add_role": {"role": 98}},
+                        {"timeout": {"minutes": 5}},
+                        {"react": {"emoji": "✅"}}]}"#,
+    )
+    .await
+    .unwrap();
+    let before = requests_for(sim, &guild);
+    let sample = SampleEvent {
+        kind: SampleEventKind::Message,
+        user_id: Some(guild.member_ids[0]),
+        user_name: "ada".into(),
+        channel_id: Some(channel),
+        message_id: Some(123),
+        content: "report: spam".into(),
+        ..SampleEvent::default()
+    };
+    let request = GuildRequest::DryRunWorkflow {
+        workflow_id: 1,
+        definition: None,
+        sample,
+    };
+    let Ok(GuildResponse::WorkflowTrace(trace)) = call(calls, guild.id, request).await else {
+        panic!("no trace");
+    };
+    assert_eq!(trace.outcome, WorkflowOutcome::Completed);
+    let lines: Vec<String> = trace
+        .steps
+        .iter()
+        .map(|s| format!("{}: {}", s.at, s.detail))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "trigger: matches the sample event".to_owned(),
+            "conditions[0]: holds".to_owned(),
+            format!("actions[0]: send to <#{channel}>: Thanks ada"),
+            format!("actions[1]: add role <@&98> to <@{}>", guild.member_ids[0]),
+            format!("actions[2]: time out <@{}> for 5 min", guild.member_ids[0]),
+            "actions[3]: react ✅".to_owned(),
+        ]
+    );
+    assert_eq!(trace.api_calls, 4);
+    assert!(trace.fuel_used > 0);
+    assert_eq!(
+        requests_for(sim, &guild),
+        before,
+        "a dry-run made a request"
+    );
+    assert!(
+        runs(calls, guild.id, 1).await.is_empty(),
+        "a dry-run is no run"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_sandbox_limit_stops_a_run_with_its_reason() {
+    let Bot { sim, node, .. } = &Bot::start(small_world(1, 1)).await;
+    let guild = some_guild(sim, 0);
+    let calls = node.guild_calls();
+    let calls = calls.as_ref();
+    let channel = guild.channel_ids[0];
+    let member = guild.member_ids[0];
+    // Channels 1 and 2 take the sends (5 each: Discord's 5 per 5 s per channel); replies to
+    // the tests below go to channel 0.
+    let (one, two) = (guild.channel_ids[1], guild.channel_ids[2]);
+    let sends = |n: usize, text: &str| {
+        (0..n)
+            .map(|i| {
+                let to = if i % 2 == 0 { one } else { two };
+                format!(r#"{{"send": {{"channel": {to}, "text": "{text}"}}}}"#)
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let long = "x".repeat(2_001);
+    let holes = "{1}".repeat(1_100);
+    let big_var = format!(
+        r#"{{"set_var": {{"name": "v", "value": "{}"}}}}"#,
+        "y".repeat(4_000)
+    );
+    let limits = [
+        (1, "api", sends(11, "api"), SandboxLimit::ApiCalls),
+        (2, "long", sends(1, &long), SandboxLimit::MessageLength),
+        (3, "fuel", sends(1, &holes), SandboxLimit::Fuel),
+        (
+            4,
+            "bytes",
+            vec![big_var; 7].join(", "),
+            SandboxLimit::OutputBytes,
+        ),
+    ];
+    for (id, word, actions, _) in &limits {
+        let definition = format!(
+            r#"{{"trigger": {{"message": {{"starts_with": "{word}"}}}}, "actions": [{actions}]}}"#
+        );
+        save(calls, guild.id, *id, &definition).await.unwrap();
+    }
+    for (id, word, _, limit) in &limits {
+        sim.send_message(guild.id, channel, member, word).unwrap();
+        let trace = nth_run(calls, guild.id, *id, 0).await;
+        assert_eq!(trace.outcome, WorkflowOutcome::Limit(*limit), "{word}");
+        let reason = format!("stopped: limit {} reached", limit.label());
+        assert!(
+            trace.steps.iter().any(|step| step.detail == reason),
+            "{word}: {trace:?}"
+        );
+    }
+    let sent = || channel_replies(sim, one).len() + channel_replies(sim, two).len();
+    assert_eq!(sent(), 10, "the sends allowed, and no more");
+
+    // Four workflows match one message: three fire.
+    for id in 10..14 {
+        let definition = format!(
+            r#"{{"trigger": {{"message": {{"contains": "fan"}}}}, "actions": [{{"send": {{"text": "fan {id}"}}}}]}}"#
+        );
+        save(calls, guild.id, id, &definition).await.unwrap();
+    }
+    sim.send_message(guild.id, channel, member, "fan out")
+        .unwrap();
+    wait_until("three workflows answer", || async {
+        channel_replies(sim, channel).len() == 3
+    })
+    .await;
+    assert!(runs(calls, guild.id, 13).await.is_empty(), "a fourth fired");
+
+    // The guild's runs per minute: 30 at once, 7 used above; the rest go, then none.
+    save(
+        calls,
+        guild.id,
+        20,
+        r#"{"trigger": {"message": {"contains": "rate"}}, "actions": [{"increment_var": {"name": "n"}}]}"#,
+    )
+    .await
+    .unwrap();
+    for _ in 0..30 {
+        sim.send_message(guild.id, channel, member, "rate").unwrap();
+    }
+    wait_until("runs beyond the guild's rate are skipped", || async {
+        runs(calls, guild.id, 20)
+            .await
+            .iter()
+            .any(|t| t.outcome == WorkflowOutcome::Limit(SandboxLimit::Rate))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_carries_the_run_on_from_a_durable_timer() {
+    let runtime = RuntimeConfig {
+        timer_poll_every: Duration::from_millis(100),
+        ..test_runtime()
+    };
+    let Bot { sim, node, .. } = &Bot::with_runtime(small_world(1, 1), runtime).await;
+    let guild = some_guild(sim, 0);
+    let calls = node.guild_calls();
+    let calls = calls.as_ref();
+    let channel = guild.channel_ids[0];
+    save(
+        calls,
+        guild.id,
+        1,
+        r#"{"trigger": {"command": {"name": "remind"}},
+            "actions": [{"set_var": {"name": "what", "value": "{args.all}"}},
+                        {"send": {"text": "I will remind you."}},
+                        {"wait": {"seconds": 1}},
+                        {"send": {"text": "Reminder for {user.mention}: {var.what}"}}]}"#,
+    )
+    .await
+    .unwrap();
+    let member = guild.member_ids[0];
+    sim.send_message(guild.id, channel, member, "!remind tea time")
+        .unwrap();
+    assert_eq!(reply_in(sim, channel, 0).await, "I will remind you.");
+    let first = nth_run(calls, guild.id, 1, 0).await;
+    assert_eq!(first.outcome, WorkflowOutcome::Waiting { seconds: 1 });
+    assert_eq!(
+        reply_in(sim, channel, 1).await,
+        format!("Reminder for <@{member}>: tea time")
+    );
+    let second = nth_run(calls, guild.id, 1, 1).await;
+    assert_eq!(second.outcome, WorkflowOutcome::Completed);
+}
