@@ -67,6 +67,11 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         "010_premium.cql",
         include_str!("../../schema/010_premium.cql"),
     ),
+    (
+        13,
+        "013_tickets.cql",
+        include_str!("../../schema/013_tickets.cql"),
+    ),
 ];
 
 /// How long the migration lock lives without being re-taken. Long enough for the slowest
