@@ -559,6 +559,7 @@ pub(crate) fn message(spec: &MessageSpec<'_>) -> Value {
     message
 }
 
+#[cfg(test)]
 pub(crate) struct InteractionSpec<'a> {
     pub(crate) interaction_id: u64,
     pub(crate) token: &'a str,
@@ -571,19 +572,29 @@ pub(crate) struct InteractionSpec<'a> {
     pub(crate) options: &'a [(&'a str, &'a str)],
 }
 
-pub(crate) fn interaction_create(spec: &InteractionSpec<'_>) -> Value {
-    let options: Vec<Value> = spec
-        .options
+/// A slash command's interaction `data`, its options as strings.
+pub(crate) fn command_data(
+    command_id: u64,
+    command: &str,
+    options: &[(&str, &str)],
+    guild_id: u64,
+) -> Value {
+    let options: Vec<Value> = options
         .iter()
         .map(|(name, value)| json!({"name": name, "type": 3, "value": value}))
         .collect();
-    let data = json!({
-        "id": id(spec.command_id),
-        "name": spec.command,
+    json!({
+        "id": id(command_id),
+        "name": command,
         "type": 1,
         "options": options,
-        "guild_id": id(spec.guild.id),
-    });
+        "guild_id": id(guild_id),
+    })
+}
+
+#[cfg(test)]
+pub(crate) fn interaction_create(spec: &InteractionSpec<'_>) -> Value {
+    let data = command_data(spec.command_id, spec.command, spec.options, spec.guild.id);
     let base = InteractionBase {
         interaction_id: spec.interaction_id,
         token: spec.token,

@@ -22,7 +22,7 @@ use crate::interactions::{InteractionKind, Interactions, Issue};
 use crate::ledger::{
     GatewayEventKind, GatewayRecord, Ledger, LedgerPage, LedgerSnapshot, SimStats,
 };
-use crate::payloads::{self, Author, InteractionSpec, MessageSpec};
+use crate::payloads::{self, Author, MessageSpec};
 use crate::ratelimit::{RandomRestFaultSource, RateLimiter, RestFaults};
 use crate::session::{Event, Layout, SessionRules, Sessions, Wants};
 use crate::snowflake::{IdGenerator, snowflake};
@@ -411,6 +411,7 @@ impl Shared {
         let fallback_name = format!("user{}", issue.user_id);
         let user = Author::in_guild(guild, issue.user_id, &fallback_name);
         let interaction_id = self.interaction_ids.next();
+        // Real tokens are long opaque strings; 64 hex chars is plenty unique.
         let token = format!("aW50ZXJhY3Rpb24{}", self.random_hex(32));
         let thread = self.threads.get(issue.channel_id);
         let d = payloads::interaction_object(
@@ -431,6 +432,7 @@ impl Shared {
             data,
             message,
         );
+        // Issued before it can be delivered, so a fast bot's callback finds it.
         self.interactions.issue(interaction_id, &token, issue);
         let event = Event {
             name: "INTERACTION_CREATE",
@@ -550,45 +552,23 @@ impl Shared {
         options: &[(&str, &str)],
     ) -> Option<u64> {
         let guild = self.world.guild(guild_id)?;
-        if !guild.has_channel(channel_id) || !self.sessions.has_session_for(guild.shard, guild_id) {
+        if !self.has_channel(guild, channel_id) {
             return None;
         }
-        let fallback_name = format!("user{user_id}");
-        let user = Author::in_guild(guild, user_id, &fallback_name);
-        let interaction_id = self.interaction_ids.next();
-        // Real tokens are long opaque strings; 64 hex chars is plenty unique.
-        let token = format!("aW50ZXJhY3Rpb24{}", self.random_hex(32));
-        let d = payloads::interaction_create(&InteractionSpec {
-            interaction_id,
-            token: &token,
-            application_id: self.world.bot.application_id,
-            guild,
-            channel_id,
-            user,
-            command_id: command_id(self.world.bot.application_id, command),
+        let data = payloads::command_data(
+            command_id(self.world.bot.application_id, command),
             command,
             options,
-        });
-        // Issued before it can be delivered, so a fast bot's callback finds it.
-        self.interactions.issue(
-            interaction_id,
-            &token,
-            Issue {
-                kind: InteractionKind::Command,
-                guild_id,
-                channel_id,
-                user_id,
-                message_id: None,
-            },
+            guild_id,
         );
-        let event = Event {
-            name: "INTERACTION_CREATE",
-            guild_id: Some(guild_id),
-            entity_id: Some(interaction_id),
-            d: d.to_string(),
+        let issue = Issue {
+            kind: InteractionKind::Command,
+            guild_id,
+            channel_id,
+            user_id,
+            message_id: None,
         };
-        self.sessions.dispatch(guild.shard, event)?;
-        Some(interaction_id)
+        self.issue_interaction(guild, issue, data, None)
     }
 
     /// Op 8 from `session`: GUILD_MEMBERS_CHUNKs of at most 1,000 members
