@@ -37,6 +37,7 @@ mod router;
 mod runtime;
 mod slash;
 mod snapshot;
+mod tickets;
 
 pub use cache::{REQUIRED_RESOURCES, cache_resources, event_types_for};
 pub use calls::{

@@ -20,6 +20,7 @@ mod moderation;
 mod ops;
 mod premium;
 mod rest;
+mod tickets;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_shard_gets_ready_and_every_guild_reaches_its_actor() {
