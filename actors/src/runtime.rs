@@ -46,6 +46,9 @@ pub struct RuntimeConfig {
     /// the action takes (a REST call or two), short enough that a crashed node's timers are
     /// not late by much.
     pub timer_lease: Duration,
+    /// A support ticket without a message for this long is closed by the bot (one period
+    /// for every guild until guilds choose their own).
+    pub ticket_idle_close: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -66,6 +69,7 @@ impl Default for RuntimeConfig {
             retention: protonn_storage::Retention::POLICY,
             timer_poll_every: Duration::from_secs(5),
             timer_lease: Duration::from_secs(60),
+            ticket_idle_close: Duration::from_secs(7 * 86_400),
         }
     }
 }

@@ -4,7 +4,9 @@
 //! reopen; the opener closes their own. Closing copies the thread into the ticket's
 //! transcript page by page, then a durable timer archives and locks the thread (so the
 //! answer to the close is posted before the thread locks, and a crash in between still
-//! locks it). Every action is an audit entry `ticket.<action>`.
+//! locks it). A ticket silent for the runtime's `ticket_idle_close` is closed by the bot (a
+//! durable timer that moves to the last message's time + the period while there is talk).
+//! Every action is an audit entry `ticket.<action>`.
 //!
 //! - `ticket panel` (staff) posts the panel; `ticket close [reason]`, `ticket claim`,
 //!   `ticket add <user>`, `ticket remove <user>`, `ticket rename <name>` work in a ticket's
@@ -175,7 +177,7 @@ impl Feature for Tickets {
     }
 
     fn on_timer(&self, ctx: &mut Ctx<'_>, timer: Timer) -> Vec<Effect> {
-        vec![Effect::task(act::archive(ctx.io.clone(), timer))]
+        vec![Effect::task(act::on_timer(ctx.io.clone(), timer))]
     }
 }
 

@@ -173,6 +173,11 @@ impl Io {
         true
     }
 
+    /// How long a ticket may stay silent before the bot closes it.
+    pub(crate) fn ticket_idle_close(&self) -> Duration {
+        self.services.runtime.ticket_idle_close
+    }
+
     fn defer_after(&self) -> Duration {
         self.services.runtime.defer_after
     }

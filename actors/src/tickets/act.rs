@@ -29,11 +29,16 @@ pub(super) struct Actor {
     pub(super) channel_id: Id<ChannelMarker>,
 }
 
-/// The payload of a ticket's archive timer.
+/// The payload of a ticket's timers: which ticket.
 #[derive(Serialize, Deserialize)]
-struct ArchiveLater {
+struct TicketTimer {
     number: u64,
 }
+
+/// Timer ids: `archive:<n>` archives a closed ticket's thread, `idle:<n>` closes a silent
+/// ticket.
+const ARCHIVE: &str = "archive:";
+const IDLE: &str = "idle:";
 
 fn no_mentions() -> AllowedMentions {
     AllowedMentions::default()
@@ -84,21 +89,27 @@ fn audit(
     })
 }
 
-fn archive_timer(io: &Io, number: u64) -> Timer {
+fn timer(io: &Io, kind: &str, number: u64, due: Timestamp) -> Timer {
     Timer {
         guild_id: io.guild_id().get(),
         shard_id: io.shard_id(),
-        id: archive_timer_id(number),
-        due: Timestamp::now(),
+        id: format!("{kind}{number}"),
+        due,
         feature: NAME.to_owned(),
-        payload: serde_json::json!(ArchiveLater { number }).to_string(),
+        payload: serde_json::json!(TicketTimer { number }).to_string(),
         claimed_by: None,
         claimed_until: Timestamp(0),
     }
 }
 
-fn archive_timer_id(number: u64) -> String {
-    format!("archive:{number}")
+/// The idle timer of a ticket whose last message was at `last`.
+fn idle_timer(io: &Io, number: u64, last: Timestamp) -> Timer {
+    timer(
+        io,
+        IDLE,
+        number,
+        last.saturating_add(io.ticket_idle_close()),
+    )
 }
 
 /// The ticket whose thread is `channel_id`.
@@ -249,6 +260,7 @@ pub(super) async fn open(io: Io, actor: Actor, topic: String) -> Vec<Effect> {
     metrics::counter!(TICKETS_OPENED).increment(1);
     let details = serde_json::json!({"thread": thread.id.get(), "topic": ticket.subject});
     vec![
+        Effect::Timer(idle_timer(&io, number, opened_at)),
         audit(&io, actor.user.get(), None, "open", number, details),
         Effect::Reply(Answer::ok(format!(
             "Ticket #{number} opened: <#{}>.",
@@ -305,7 +317,10 @@ async fn close(
             "Ticket #{number} closed by <@{}>{because}. The thread is archived now.",
             actor.user
         ))),
-        Effect::Timer(archive_timer(io, number)),
+        Effect::Timer(timer(io, ARCHIVE, number, now)),
+        Effect::CancelTimer {
+            id: format!("{IDLE}{number}"),
+        },
     ])
 }
 
@@ -368,7 +383,7 @@ fn transcript_line(ticket: &Ticket, message: &Message) -> TranscriptMessage {
         ticket_id: ticket.ticket_id,
         message_id: message.id.get(),
         author_id: message.author.id.get(),
-        at: Timestamp((message.id.get() >> 22) + DISCORD_EPOCH_MS),
+        at: snowflake_time(message.id.get()),
         content,
     }
 }
@@ -563,8 +578,9 @@ async fn reopen(io: &Io, actor: &Actor, number: u64) -> Result<Vec<Effect>, Answ
     Ok(vec![
         // A close whose archive timer has not fired yet must not lock the reopened thread.
         Effect::CancelTimer {
-            id: archive_timer_id(number),
+            id: format!("{ARCHIVE}{number}"),
         },
+        Effect::Timer(idle_timer(io, number, Timestamp::now())),
         audit(
             io,
             actor.user.get(),
@@ -580,10 +596,9 @@ async fn reopen(io: &Io, actor: &Actor, number: u64) -> Result<Vec<Effect>, Answ
     ])
 }
 
-/// A closed ticket's thread is archived and locked (once across nodes: the timer is
-/// claimed first). A ticket reopened meanwhile is left alone.
-pub(super) async fn archive(io: Io, timer: Timer) -> Vec<Effect> {
-    let Ok(later) = serde_json::from_str::<ArchiveLater>(&timer.payload) else {
+/// One of the tickets' timers fell due: claimed first, so acted on once across nodes.
+pub(super) async fn on_timer(io: Io, timer: Timer) -> Vec<Effect> {
+    let Ok(later) = serde_json::from_str::<TicketTimer>(&timer.payload) else {
         tracing::error!(guild_id = timer.guild_id, timer = %timer.id, "unreadable timer dropped");
         let _ = io.store().cancel_timer(timer.guild_id, &timer.id).await;
         return Vec::new();
@@ -596,17 +611,14 @@ pub(super) async fn archive(io: Io, timer: Timer) -> Vec<Effect> {
         // The claim lapses and the next poll tries again.
         Err(_) => return Vec::new(),
     };
-    if let Some(ticket) = ticket.filter(|t| !t.is_open()) {
-        let request = io
-            .http()
-            .update_thread(Id::new(ticket.channel_id))
-            .archived(true)
-            .locked(true);
-        if let Err(err) = io.send("update_thread", request).await {
-            tracing::warn!(guild_id = timer.guild_id, ticket = later.number, error = %err, "ticket thread not archived yet");
-            return Vec::new();
-        }
-    }
+    let outcome = if timer.id.starts_with(IDLE) {
+        close_if_idle(&io, &timer, ticket).await
+    } else {
+        archive(&io, ticket).await.map(|()| Vec::new())
+    };
+    let Some(effects) = outcome else {
+        return Vec::new();
+    };
     if let Err(err) = io
         .store()
         .complete_timer(timer.guild_id, &timer.id, &io.claimant())
@@ -614,5 +626,87 @@ pub(super) async fn archive(io: Io, timer: Timer) -> Vec<Effect> {
     {
         tracing::warn!(guild_id = timer.guild_id, error = %err, "timer not completed; its claim will lapse");
     }
-    Vec::new()
+    effects
+}
+
+/// A closed ticket's thread is archived and locked; a ticket reopened meanwhile is left
+/// alone. `None` when Discord did not do it (the claim lapses and it is tried again).
+async fn archive(io: &Io, ticket: Option<Ticket>) -> Option<()> {
+    let Some(ticket) = ticket.filter(|t| !t.is_open()) else {
+        return Some(());
+    };
+    let request = io
+        .http()
+        .update_thread(Id::new(ticket.channel_id))
+        .archived(true)
+        .locked(true);
+    match io.send("update_thread", request).await {
+        Ok(_) => Some(()),
+        Err(err) => {
+            tracing::warn!(guild_id = %io.guild_id(), ticket = ticket.ticket_id, error = %err, "ticket thread not archived yet");
+            None
+        }
+    }
+}
+
+/// Closes an open ticket whose last message is older than the idle period, as the bot; a
+/// ticket with newer talk gets its timer moved to then. `None` to try again later.
+async fn close_if_idle(io: &Io, timer: &Timer, ticket: Option<Ticket>) -> Option<Vec<Effect>> {
+    let Some(ticket) = ticket.filter(Ticket::is_open) else {
+        return Some(Vec::new());
+    };
+    let thread = Id::<ChannelMarker>::new(ticket.channel_id);
+    let last: Vec<Message> = io
+        .send(
+            "channel_messages",
+            io.http().channel_messages(thread).limit(1),
+        )
+        .await
+        .and_then(|reply| reply.model())
+        .ok()?;
+    let last_at = last
+        .first()
+        .map_or(ticket.opened_at, |m| snowflake_time(m.id.get()))
+        .max(ticket.opened_at);
+    let moved = idle_timer(io, ticket.ticket_id, last_at);
+    if moved.due > Timestamp::now() {
+        // Replacing the timer also drops this claim: nothing to complete.
+        io.store().put_timer(&moved).await.ok()?;
+        return None;
+    }
+    let bot = io.bot_id().await?;
+    let actor = Actor {
+        user: bot,
+        staff: true,
+        channel_id: thread,
+    };
+    let reason = format!(
+        "no message for {}",
+        crate::moderation::show_duration(io.ticket_idle_close())
+    );
+    let effects = match close(io, &actor, ticket, reason).await {
+        Ok(effects) => effects,
+        Err(answer) => {
+            tracing::warn!(guild_id = timer.guild_id, answer = %answer.text, "idle ticket not closed yet");
+            return None;
+        }
+    };
+    // No one asked: the answer goes to the thread.
+    Some(
+        effects
+            .into_iter()
+            .map(|effect| match effect {
+                Effect::Reply(answer) => Effect::Message {
+                    channel_id: thread,
+                    content: answer.text,
+                    embed: None,
+                },
+                other => other,
+            })
+            .collect(),
+    )
+}
+
+fn snowflake_time(id: u64) -> Timestamp {
+    Timestamp((id >> 22) + DISCORD_EPOCH_MS)
 }

@@ -288,3 +288,44 @@ async fn a_double_press_opens_one_ticket_and_a_member_has_one_open_at_a_time() {
     assert!(opened.starts_with("Ticket #2 opened"), "{opened}");
     assert_eq!(sim.threads(guild.id).len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_ticket_is_closed_by_its_durable_timer_with_its_transcript() {
+    let runtime = protonn_actors::RuntimeConfig {
+        timer_poll_every: std::time::Duration::from_millis(100),
+        ticket_idle_close: std::time::Duration::from_secs(2),
+        ..test_runtime()
+    };
+    let Bot { sim, node, .. } = &Bot::with_runtime(small_world(1, 1), runtime).await;
+    let guild = some_guild(sim, 0);
+    let channel = guild.channel_ids[0];
+    let member = guild.member_ids[0];
+    staff(sim, &guild, channel, "panel", "").await;
+    open_ticket(sim, &guild, channel, member, "Anyone there?").await;
+    let thread_id = id(&thread_of(sim, guild.id, "ticket-1"));
+    sim.send_message(guild.id, thread_id, member, "hello?")
+        .unwrap();
+
+    wait_until(
+        "the silent ticket is closed and its thread locked",
+        || async {
+            let thread = thread_of(sim, guild.id, "ticket-1");
+            thread["thread_metadata"]["locked"] == true
+        },
+    )
+    .await;
+    let closing = sim
+        .messages(thread_id)
+        .iter()
+        .filter_map(|m| m["content"].as_str().map(str::to_owned))
+        .find(|text| text.starts_with("Ticket #1 closed by"))
+        .expect("the close is said in the thread");
+    assert!(
+        closing.ends_with(": no message for 2s. The thread is archived now."),
+        "{closing}"
+    );
+    let ticket = node.store().ticket(guild.id, 1).await.unwrap().unwrap();
+    assert_eq!(ticket.close_reason.as_deref(), Some("no message for 2s"));
+    let transcript = node.store().transcript(guild.id, 1).await.unwrap();
+    assert!(transcript.iter().any(|line| line.content == "hello?"));
+}
