@@ -72,7 +72,7 @@ async fn every_shard_gets_ready_and_every_guild_reaches_its_actor() {
         names,
         [
             "ping", "help", "config", "warn", "timeout", "kick", "ban", "unban", "purge",
-            "slowmode", "lock", "unlock", "case", "reason", "history"
+            "slowmode", "lock", "unlock", "case", "reason", "history", "ticket"
         ]
     );
 
