@@ -15,6 +15,7 @@ use twilight_model::application::command::Command as SlashCommand;
 use twilight_model::channel::message::Embed;
 use twilight_model::gateway::event::Event;
 use twilight_model::guild::Permissions;
+use twilight_model::http::interaction::InteractionResponse;
 use twilight_model::id::Id;
 use twilight_model::id::marker::{ChannelMarker, MessageMarker, RoleMarker, UserMarker};
 
@@ -47,6 +48,18 @@ pub(crate) trait Feature: Send + Sync + 'static {
     /// unknown. Asked only for names that are not built-in.
     fn claims_command(&self, _ctx: &mut Ctx<'_>, _name: &str) -> bool {
         false
+    }
+
+    /// The `custom_id` prefix of the buttons, selects and modals it made (`ticket:`), so the
+    /// actor hands it their interactions; `None` if it makes none.
+    fn component_prefix(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// A member used one of its components or sent one of its modals. Answered like a
+    /// command: a [`Effect::Reply`], or a [`Effect::Respond`] (a modal, say).
+    fn on_component(&self, _ctx: &mut Ctx<'_>, _used: ComponentUse) -> Vec<Effect> {
+        Vec::new()
     }
 
     /// Whether it wants a gateway event of its guild (besides its commands).
@@ -121,6 +134,29 @@ pub(crate) struct Invocation {
     pub(crate) prefix: String,
 }
 
+/// A member's use of a feature's component (a button, a select) or modal.
+#[derive(Clone, Debug)]
+pub(crate) struct ComponentUse {
+    pub(crate) custom_id: String,
+    /// A modal's text inputs by custom id; empty for a component.
+    pub(crate) fields: Vec<(String, String)>,
+    pub(crate) author: Id<UserMarker>,
+    pub(crate) author_roles: Vec<Id<RoleMarker>>,
+    /// The member's permissions in the channel, as Discord computed them.
+    pub(crate) author_permissions: Option<Permissions>,
+    pub(crate) channel_id: Id<ChannelMarker>,
+}
+
+impl ComponentUse {
+    /// A modal's field, if sent.
+    pub(crate) fn field(&self, custom_id: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(id, _)| id == custom_id)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
 /// A command's arguments.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Args {
@@ -166,6 +202,9 @@ pub(crate) type Task = Pin<Box<dyn Future<Output = Vec<Effect>> + Send + 'static
 pub(crate) enum Effect {
     /// Answers the command being handled (counted in the command metrics).
     Reply(Answer),
+    /// Answers the interaction being handled with a response of its own (a modal), counted
+    /// as an `ok` answer.
+    Respond(Box<InteractionResponse>),
     /// A message (text, an embed, or both) to a channel, pinging nobody.
     Message {
         channel_id: Id<ChannelMarker>,

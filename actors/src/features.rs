@@ -6,6 +6,7 @@ use crate::feature::Feature;
 static FEATURES: &[&dyn Feature] = &[
     &crate::moderation::Moderation,
     &crate::workflows::Workflows,
+    &crate::tickets::Tickets,
     &crate::privacy::Privacy,
 ];
 
@@ -19,6 +20,19 @@ pub(crate) fn by_command(name: &str) -> Option<(usize, &'static dyn Feature)> {
         .iter()
         .enumerate()
         .find(|(_, feature)| feature.commands().contains(&name))
+        .map(|(index, feature)| (index, *feature))
+}
+
+/// The feature whose component or modal has `custom_id`, and its index in [`all`].
+pub(crate) fn by_component(custom_id: &str) -> Option<(usize, &'static dyn Feature)> {
+    FEATURES
+        .iter()
+        .enumerate()
+        .find(|(_, feature)| {
+            feature
+                .component_prefix()
+                .is_some_and(|prefix| custom_id.starts_with(prefix))
+        })
         .map(|(index, feature)| (index, *feature))
 }
 

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use twilight_model::application::interaction::application_command::{
     CommandData, CommandOptionValue,
 };
+use twilight_model::application::interaction::modal::ModalInteractionComponent;
 use twilight_model::application::interaction::{Interaction, InteractionData};
 use twilight_model::channel::Message;
 use twilight_model::gateway::event::Event;
@@ -24,7 +25,7 @@ use twilight_model::id::Id;
 use twilight_model::id::marker::{ChannelMarker, GuildMarker, RoleMarker, UserMarker};
 
 use crate::commands::{self, Command, ConfigKey, Parsed};
-use crate::feature::{Answer, Args, Ctx, Invocation};
+use crate::feature::{Answer, Args, ComponentUse, Ctx, Invocation};
 use crate::member_access::MANAGE;
 use crate::metrics::{COMMANDS_HANDLED, EVENT_HANDLING, EVENT_PANICS};
 use crate::usage::CommandRun;
@@ -433,6 +434,19 @@ impl GuildState {
     }
 
     async fn on_interaction(&mut self, interaction: &Interaction) {
+        match &interaction.data {
+            Some(InteractionData::MessageComponent(data)) => {
+                let used = (data.custom_id.clone(), Vec::new());
+                return self.component_interaction(interaction, used).await;
+            }
+            Some(InteractionData::ModalSubmit(data)) => {
+                let mut fields = Vec::new();
+                modal_fields(&data.components, &mut fields);
+                let used = (data.custom_id.clone(), fields);
+                return self.component_interaction(interaction, used).await;
+            }
+            _ => {}
+        }
         let Some(InteractionData::ApplicationCommand(data)) = &interaction.data else {
             return;
         };
@@ -577,6 +591,59 @@ impl GuildState {
             channel_id: channel.get(),
             user_id: author.get(),
         });
+    }
+
+    /// A member used a feature's component or sent its modal: handed to the feature whose
+    /// custom id prefix it carries, with the same cooldown as a command.
+    async fn component_interaction(
+        &mut self,
+        interaction: &Interaction,
+        (custom_id, fields): (String, Vec<(String, String)>),
+    ) {
+        let reply = ReplyTo::Interaction {
+            application_id: interaction.application_id,
+            id: interaction.id,
+            token: interaction.token.clone(),
+        };
+        let (Some(user), Some(channel_id)) = (
+            interaction.author_id(),
+            interaction.channel.as_ref().map(|c| c.id),
+        ) else {
+            return;
+        };
+        let Some((index, feature)) = crate::features::by_component(&custom_id) else {
+            // A component of an older build, or of another bot's message: say so once.
+            let text = "This button no longer does anything.";
+            self.send(reply, Answer::new("invalid", text));
+            return;
+        };
+        let label = feature.commands().first().copied().unwrap_or("invalid");
+        let replier = Replier::new(reply, label, feature.answers_privately());
+        if let Some(wait) = self.cooldown(user) {
+            let text = format!(
+                "Slow down: try again in {:.0} s.",
+                wait.as_secs_f64().ceil()
+            );
+            replier.send(&self.io(), Answer::new("cooldown", text));
+            return;
+        }
+        let member = interaction.member.as_ref();
+        let used = ComponentUse {
+            custom_id,
+            fields,
+            author: user,
+            author_roles: member.map(|m| m.roles.clone()).unwrap_or_default(),
+            author_permissions: member.and_then(|m| m.permissions),
+            channel_id,
+        };
+        let io = self.io();
+        let Some((config, states)) = self.config_and_feature_states().await else {
+            replier.send(&io, unavailable());
+            return;
+        };
+        let mut ctx = Ctx::new(config, io.clone(), &mut states[index]);
+        let effects = feature.on_component(&mut ctx, used);
+        carry_out(&io, Some(replier), effects);
     }
 
     fn send(&self, to: ReplyTo, answer: Answer) {
@@ -748,6 +815,22 @@ fn entity_id(event: &Event) -> Option<u64> {
         Event::MessageCreate(message) => Some(message.id.get()),
         Event::InteractionCreate(interaction) => Some(interaction.id.get()),
         _ => None,
+    }
+}
+
+/// The text inputs of a sent modal, by custom id, whether in action rows or labels.
+fn modal_fields(components: &[ModalInteractionComponent], out: &mut Vec<(String, String)>) {
+    for component in components {
+        match component {
+            ModalInteractionComponent::ActionRow(row) => modal_fields(&row.components, out),
+            ModalInteractionComponent::Label(label) => {
+                modal_fields(std::slice::from_ref(&*label.component), out);
+            }
+            ModalInteractionComponent::TextInput(input) => {
+                out.push((input.custom_id.clone(), input.value.clone()));
+            }
+            _ => {}
+        }
     }
 }
 

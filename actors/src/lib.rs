@@ -38,6 +38,7 @@ mod router;
 mod runtime;
 mod slash;
 mod snapshot;
+mod tickets;
 mod usage;
 mod workflows;
 

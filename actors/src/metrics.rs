@@ -90,6 +90,19 @@ pub const TIMERS_DUE: &str = "protonn_actors_timers_due_total";
 /// `error` (the store did not answer; the next poll tries again).
 pub const TIMER_OUTCOMES: [&str; 3] = ["claimed", "taken", "error"];
 
+/// Tickets opened on this node (a ticket is open from this until its close).
+pub const TICKETS_OPENED: &str = "protonn_tickets_opened_total";
+/// Tickets closed on this node; opened minus closed, summed over nodes, is what is open.
+pub const TICKETS_CLOSED: &str = "protonn_tickets_closed_total";
+/// Time from a ticket's opening to its first claim by staff.
+pub const TICKET_FIRST_RESPONSE: &str = "protonn_tickets_first_response_seconds";
+/// Time from a ticket's opening to its close.
+pub const TICKET_RESOLUTION: &str = "protonn_tickets_resolution_seconds";
+/// Buckets of the ticket durations: a minute to a week.
+pub const TICKET_DURATION_BUCKETS: [f64; 9] = [
+    60.0, 300.0, 900.0, 3_600.0, 14_400.0, 43_200.0, 86_400.0, 259_200.0, 604_800.0,
+];
+
 /// Counts one guild call and its duration, by its request's and outcome's bounded labels.
 pub fn record_guild_call(
     request: &'static str,
@@ -268,6 +281,22 @@ pub fn describe() {
         counter!(TIMERS_DUE, "outcome" => outcome).absolute(0);
     }
     describe_workflows();
+    describe_counter!(TICKETS_OPENED, Unit::Count, "Support tickets opened.");
+    describe_counter!(TICKETS_CLOSED, Unit::Count, "Support tickets closed.");
+    describe_histogram!(
+        TICKET_FIRST_RESPONSE,
+        Unit::Seconds,
+        "Time from a support ticket's opening to its first claim by staff."
+    );
+    describe_histogram!(
+        TICKET_RESOLUTION,
+        Unit::Seconds,
+        "Time from a support ticket's opening to its close."
+    );
+    counter!(TICKETS_OPENED).absolute(0);
+    counter!(TICKETS_CLOSED).absolute(0);
+    let _ = histogram!(TICKET_FIRST_RESPONSE);
+    let _ = histogram!(TICKET_RESOLUTION);
     describe_guild_calls();
     gauge!(GUILDS_ACTIVE).set(0.0);
     counter!(GUILD_FAILURES).absolute(0);

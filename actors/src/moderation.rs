@@ -23,7 +23,7 @@ use crate::feature::{Answer, CallTask, Ctx, Effect, Feature, Invocation};
 use crate::{GuildCall, GuildCallError, GuildRequest, GuildResponse};
 
 pub use parse::parse_duration;
-pub(crate) use parse::{parse_escalation, show_escalation};
+pub(crate) use parse::{parse_escalation, show_duration, show_escalation, user as parse_user};
 
 /// Cases one guild call returns at most (a page of the dashboard's list).
 const CASES_PER_CALL: u32 = 100;

@@ -15,7 +15,7 @@ use crate::metrics::REST_REQUESTS;
 use crate::rest::{Rest, RestError};
 
 /// Values of the `route` label of `protonn_rest_requests_total`: every request the bot makes.
-pub(crate) const REST_ROUTE_LABELS: [&str; 22] = [
+pub(crate) const REST_ROUTE_LABELS: [&str; 26] = [
     "create_message",
     "interaction_callback",
     "interaction_edit",
@@ -40,6 +40,11 @@ pub(crate) const REST_ROUTE_LABELS: [&str; 22] = [
     "add_member_role",
     "remove_member_role",
     "create_reaction",
+    // Tickets.
+    "create_thread",
+    "add_thread_member",
+    "remove_thread_member",
+    "update_thread",
 ];
 
 /// Sends replies without making the caller wait: each request runs on its own task, so a
@@ -141,6 +146,19 @@ impl Replies {
         };
         let interaction = self.http.interaction(application_id);
         let request = interaction.create_response(interaction_id, &token, &response);
+        self.spawn_send("interaction_callback", request);
+    }
+
+    /// Answers an interaction with a response a feature built (a modal).
+    pub(crate) fn respond(
+        &self,
+        application_id: Id<ApplicationMarker>,
+        interaction_id: Id<InteractionMarker>,
+        token: String,
+        response: &InteractionResponse,
+    ) {
+        let interaction = self.http.interaction(application_id);
+        let request = interaction.create_response(interaction_id, &token, response);
         self.spawn_send("interaction_callback", request);
     }
 

@@ -48,6 +48,9 @@ pub struct RuntimeConfig {
     pub timer_lease: Duration,
     /// How often command usage counts are written (one batch); what a crash loses at most.
     pub usage_flush_every: Duration,
+    /// A support ticket without a message for this long is closed by the bot (one period
+    /// for every guild until guilds choose their own).
+    pub ticket_idle_close: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -69,6 +72,7 @@ impl Default for RuntimeConfig {
             timer_poll_every: Duration::from_secs(5),
             timer_lease: Duration::from_secs(60),
             usage_flush_every: Duration::from_secs(30),
+            ticket_idle_close: Duration::from_secs(7 * 86_400),
         }
     }
 }

@@ -43,6 +43,32 @@ pub fn slash_commands() -> Vec<Command> {
     commands
 }
 
+/// A slash command option with no choices or bounds.
+pub(crate) fn option(
+    kind: CommandOptionType,
+    name: &str,
+    description: &str,
+    required: bool,
+) -> CommandOption {
+    CommandOption {
+        autocomplete: None,
+        channel_types: None,
+        choices: None,
+        description: description.to_owned(),
+        description_localizations: None,
+        kind,
+        max_length: None,
+        max_value: None,
+        min_length: None,
+        min_value: None,
+        name: name.to_owned(),
+        name_localizations: None,
+        options: None,
+        file_types: None,
+        required: Some(required),
+    }
+}
+
 #[allow(deprecated)] // `dm_permission` must still be spelled out in a struct literal
 pub(crate) fn chat_command(name: &str, description: &str, options: Vec<CommandOption>) -> Command {
     Command {

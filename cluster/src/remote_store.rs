@@ -77,6 +77,10 @@ pub(crate) enum StoreCall {
     PutTicket {
         ticket: Ticket,
     },
+    OpenTicket {
+        ticket: Ticket,
+        max_open: u32,
+    },
     Ticket {
         guild_id: u64,
         ticket_id: u64,
@@ -460,6 +464,7 @@ pub(crate) async fn serve(
             C::Account { user_id } => json(store.account(user_id).await?),
             C::TouchAccount { user_id, at } => json(store.touch_account(user_id, at).await?),
             C::PutTicket { ticket } => json(store.put_ticket(&ticket).await?),
+            C::OpenTicket { ticket, max_open } => json(store.open_ticket(&ticket, max_open).await?),
             C::Ticket {
                 guild_id,
                 ticket_id,
@@ -829,6 +834,17 @@ impl TicketRepo for RemoteStore {
     async fn put_ticket(&self, ticket: &Ticket) -> Result<(), StorageError> {
         self.call(StoreCall::PutTicket {
             ticket: ticket.clone(),
+        })
+        .await
+    }
+    async fn open_ticket(
+        &self,
+        ticket: &Ticket,
+        max_open: u32,
+    ) -> Result<Option<u64>, StorageError> {
+        self.call(StoreCall::OpenTicket {
+            ticket: ticket.clone(),
+            max_open,
         })
         .await
     }

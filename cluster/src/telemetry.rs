@@ -61,6 +61,16 @@ fn recorder(describe: impl FnOnce()) -> PrometheusHandle {
                 )
                 .expect("bucket lists are not empty")
                 .set_buckets_for_metric(
+                    Matcher::Full(protonn_actors::metrics::TICKET_FIRST_RESPONSE.to_owned()),
+                    &protonn_actors::metrics::TICKET_DURATION_BUCKETS,
+                )
+                .expect("bucket lists are not empty")
+                .set_buckets_for_metric(
+                    Matcher::Full(protonn_actors::metrics::TICKET_RESOLUTION.to_owned()),
+                    &protonn_actors::metrics::TICKET_DURATION_BUCKETS,
+                )
+                .expect("bucket lists are not empty")
+                .set_buckets_for_metric(
                     Matcher::Full(protonn_web::metrics::REQUEST_DURATION.to_owned()),
                     &protonn_web::metrics::REQUEST_BUCKETS,
                 )

@@ -20,7 +20,7 @@ use crate::faults::Fault;
 use crate::ledger::LedgerPage;
 use crate::ratelimit::RestFault;
 use crate::rest::{JsonReply, json_response};
-use crate::state::AppState;
+use crate::state::{AppState, ComponentUse};
 use crate::world::GuildInfo;
 
 pub(crate) fn router() -> Router<AppState> {
@@ -30,6 +30,8 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/sim/ledger", get(ledger))
         .route("/sim/messages", post(send_message))
         .route("/sim/interactions", post(send_interaction))
+        .route("/sim/components", post(use_component))
+        .route("/sim/modals", post(submit_modal))
         .route("/sim/shards/{shard}/close", post(close_shard))
         .route("/sim/shards/{shard}/faults", post(inject_fault))
         .route("/sim/rest/faults", post(inject_rest_fault))
@@ -140,17 +142,22 @@ struct MessageRequest {
     #[serde(deserialize_with = "id")]
     author_id: u64,
     content: String,
+    /// File names to attach.
+    #[serde(default)]
+    attachments: Vec<String>,
 }
 
 async fn send_message(State(shared): State<AppState>, body: Bytes) -> Reply {
     let request: MessageRequest = parse_body(&body)?;
     check_target(&shared, request.guild_id, request.channel_id)?;
+    let attachments: Vec<&str> = request.attachments.iter().map(String::as_str).collect();
     let id = shared
         .send_message(
             request.guild_id,
             request.channel_id,
             request.author_id,
             &request.content,
+            &attachments,
         )
         .ok_or_else(|| no_session(&shared, request.guild_id))?;
     ok(&json!({"id": id}))
@@ -191,13 +198,68 @@ async fn send_interaction(State(shared): State<AppState>, body: Bytes) -> Reply 
     ok(&json!({"id": id}))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ComponentRequest {
+    #[serde(deserialize_with = "id")]
+    guild_id: u64,
+    #[serde(deserialize_with = "id")]
+    channel_id: u64,
+    #[serde(deserialize_with = "id")]
+    message_id: u64,
+    #[serde(deserialize_with = "id")]
+    user_id: u64,
+    custom_id: String,
+    /// The values chosen in a select; absent for a button.
+    values: Option<Vec<String>>,
+}
+
+/// `POST /sim/components`: a member presses a button or chooses in a select of a message;
+/// 404 for an unknown target, 403 when the member cannot see it, 400 for a component the
+/// message lacks or values it does not take.
+async fn use_component(State(shared): State<AppState>, body: Bytes) -> Reply {
+    let request: ComponentRequest = parse_body(&body)?;
+    let id = shared
+        .use_component(&ComponentUse {
+            guild_id: request.guild_id,
+            channel_id: request.channel_id,
+            message_id: request.message_id,
+            user_id: request.user_id,
+            custom_id: &request.custom_id,
+            values: request.values.as_deref(),
+        })
+        .map_err(|(status, message)| error(status, message))?;
+    ok(&json!({"id": id}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModalRequest {
+    /// The interaction answered with the modal.
+    #[serde(deserialize_with = "id")]
+    interaction_id: u64,
+    /// `[[custom_id, value], ...]` of its text inputs.
+    #[serde(default)]
+    values: Vec<(String, String)>,
+}
+
+/// `POST /sim/modals`: the member sends the modal an interaction was answered with; 404 if
+/// none is open (never shown, or sent already), 400 for answers it does not take.
+async fn submit_modal(State(shared): State<AppState>, body: Bytes) -> Reply {
+    let request: ModalRequest = parse_body(&body)?;
+    let id = shared
+        .submit_modal(request.interaction_id, &request.values)
+        .map_err(|(status, message)| error(status, message))?;
+    ok(&json!({"id": id}))
+}
+
 /// 404 naming whichever of guild and channel is unknown.
 fn check_target(shared: &AppState, guild_id: u64, channel_id: u64) -> Result<(), JsonReply> {
     let guild = shared
         .world
         .guild(guild_id)
         .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("unknown guild {guild_id}")))?;
-    if !guild.has_channel(channel_id) {
+    if !shared.has_channel(guild, channel_id) {
         return Err(error(
             StatusCode::NOT_FOUND,
             format!("unknown channel {channel_id} in guild {guild_id}"),

@@ -17,6 +17,10 @@ pub enum SimError {
     /// A [`RestFault`](crate::RestFault) Discord could not commit.
     #[error("invalid rest fault: {0}")]
     InvalidRestFault(String),
+    /// A member's action Discord would not let happen (a component the message lacks, a
+    /// modal already sent, a private thread they are not in); the reason says which.
+    #[error("refused: {0}")]
+    Refused(String),
     /// The listener could not report its local address.
     #[error("listener i/o error: {0}")]
     Io(#[from] std::io::Error),

@@ -1,7 +1,9 @@
 //! Interactions the simulator issued, so callbacks and follow-ups can be
 //! checked against what Discord would accept: one initial response within
-//! the 3 s deadline, webhook routes while the 15 min token lives, and for
-//! each interaction whether it was answered in time, late or never.
+//! the 3 s deadline, of a type the interaction's kind allows, webhook routes
+//! while the 15 min token lives, and for each interaction whether it was
+//! answered in time, late or never. A modal shown in answer is kept with the
+//! interaction until the member submits it (once).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, PoisonError};
@@ -31,12 +33,40 @@ pub enum InteractionOutcome {
     Never,
 }
 
+/// What a member did to cause an interaction (Discord's interaction `type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InteractionKind {
+    /// A slash command (`APPLICATION_COMMAND`, 2).
+    Command,
+    /// A button or select of a message (`MESSAGE_COMPONENT`, 3).
+    Component,
+    /// A modal filled in and sent (`MODAL_SUBMIT`, 5).
+    ModalSubmit,
+}
+
+impl InteractionKind {
+    pub(crate) fn type_number(self) -> u8 {
+        match self {
+            Self::Command => 2,
+            Self::Component => 3,
+            Self::ModalSubmit => 5,
+        }
+    }
+}
+
 /// One issued interaction, in the ledger's `interactions`.
 #[derive(Clone, Debug, Serialize)]
 pub struct InteractionRecord {
     pub id: u64,
+    pub kind: InteractionKind,
     pub guild_id: u64,
     pub channel_id: u64,
+    pub user_id: u64,
+    /// The message whose component was used (components, and modals opened from one).
+    pub message_id: Option<u64>,
+    /// The callback type of the accepted first response (4, 5, 6, 7 or 9).
+    pub response_type: Option<u8>,
     /// Milliseconds since the simulator started (unscaled).
     pub issued_at_ms: u64,
     /// When the first callback arrived, in time or not.
@@ -49,6 +79,18 @@ struct Issued {
     token: String,
     issued_at: Instant,
     record: InteractionRecord,
+    /// The modal shown in answer (callback type 9), until it is submitted.
+    modal: Option<serde_json::Value>,
+}
+
+/// What an interaction is about, as the simulator issues it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Issue {
+    pub(crate) kind: InteractionKind,
+    pub(crate) guild_id: u64,
+    pub(crate) channel_id: u64,
+    pub(crate) user_id: u64,
+    pub(crate) message_id: Option<u64>,
 }
 
 /// Outcome of an interaction callback.
@@ -69,6 +111,13 @@ pub(crate) struct Origin {
     pub(crate) guild_id: u64,
 }
 
+/// A modal shown to a member and not submitted yet.
+#[derive(Clone, Debug)]
+pub(crate) struct OpenModal {
+    pub(crate) modal: serde_json::Value,
+    pub(crate) origin: Issue,
+}
+
 /// Exact counts, whatever the ledger capacity.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct InteractionCounts {
@@ -76,6 +125,16 @@ pub(crate) struct InteractionCounts {
     pub(crate) in_time: u64,
     pub(crate) late: u64,
     pub(crate) never: u64,
+}
+
+fn issue_of(r: &InteractionRecord) -> Issue {
+    Issue {
+        kind: r.kind,
+        guild_id: r.guild_id,
+        channel_id: r.channel_id,
+        user_id: r.user_id,
+        message_id: r.message_id,
+    }
 }
 
 #[derive(Debug, Default)]
@@ -132,7 +191,7 @@ impl Interactions {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(crate) fn issue(&self, id: u64, token: &str, guild_id: u64, channel_id: u64) {
+    pub(crate) fn issue(&self, id: u64, token: &str, issue: Issue) {
         let now = self.clock.now();
         let mut inner = self.inner();
         inner.by_id.insert(
@@ -142,12 +201,17 @@ impl Interactions {
                 issued_at: now,
                 record: InteractionRecord {
                     id,
-                    guild_id,
-                    channel_id,
+                    kind: issue.kind,
+                    guild_id: issue.guild_id,
+                    channel_id: issue.channel_id,
+                    user_id: issue.user_id,
+                    message_id: issue.message_id,
+                    response_type: None,
                     issued_at_ms: self.clock.ms_at(now),
                     answered_at_ms: None,
                     outcome: InteractionOutcome::Pending,
                 },
+                modal: None,
             },
         );
         inner.by_token.insert(token.to_owned(), id);
@@ -158,6 +222,47 @@ impl Interactions {
         } else {
             inner.truncated = true;
         }
+    }
+
+    /// The interaction behind a callback's id and token, while it may still be answered
+    /// (unknown, a wrong token or a missed deadline: `None`, Discord's 10062).
+    pub(crate) fn lookup(&self, id: u64, token: &str) -> Option<Issue> {
+        let now = self.clock.now();
+        let inner = self.inner();
+        let issued = inner.by_id.get(&id).filter(|i| i.token == token)?;
+        if now.saturating_duration_since(issued.issued_at) > self.deadline
+            && issued.record.outcome != InteractionOutcome::InTime
+        {
+            return None;
+        }
+        Some(issue_of(&issued.record))
+    }
+
+    /// Records the first response's callback type, and the modal it showed.
+    pub(crate) fn responded(&self, id: u64, response_type: u8, modal: Option<serde_json::Value>) {
+        if let Some(issued) = self.inner().by_id.get_mut(&id) {
+            issued.record.response_type = Some(response_type);
+            issued.modal = modal;
+        }
+    }
+
+    /// The modal interaction `id` showed, still open.
+    pub(crate) fn modal_of(&self, id: u64) -> Option<OpenModal> {
+        let inner = self.inner();
+        let issued = inner.by_id.get(&id)?;
+        let r = &issued.record;
+        Some(OpenModal {
+            modal: issued.modal.clone()?,
+            origin: issue_of(r),
+        })
+    }
+
+    /// Takes the modal interaction `id` showed, so it is submitted once (a member closes a
+    /// modal by sending it).
+    pub(crate) fn take_modal(&self, id: u64) -> Option<OpenModal> {
+        let open = self.modal_of(id)?;
+        self.inner().by_id.get_mut(&id)?.modal.take()?;
+        Some(open)
     }
 
     pub(crate) fn answer(&self, id: u64, token: &str) -> Answer {
@@ -233,10 +338,34 @@ impl Interactions {
 mod tests {
     use super::*;
 
+    fn command(channel_id: u64) -> Issue {
+        Issue {
+            kind: InteractionKind::Command,
+            guild_id: 1,
+            channel_id,
+            user_id: 3,
+            message_id: None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_modal_is_submitted_once() {
+        let interactions = Interactions::new(Clock::new(1.0), 100);
+        interactions.issue(7, "tok", command(2));
+        assert!(interactions.take_modal(7).is_none(), "no modal shown yet");
+        assert_eq!(interactions.answer(7, "tok"), Answer::Accepted);
+        interactions.responded(7, 9, Some(serde_json::json!({"custom_id": "m"})));
+        let open = interactions.take_modal(7).unwrap();
+        assert_eq!((open.origin.user_id, open.origin.channel_id), (3, 2));
+        assert!(interactions.take_modal(7).is_none(), "submitted once");
+        let (records, _) = interactions.records(0);
+        assert_eq!(records[0].response_type, Some(9));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn one_answer_per_interaction() {
         let interactions = Interactions::new(Clock::new(1.0), 100);
-        interactions.issue(7, "tok", 1, 2);
+        interactions.issue(7, "tok", command(2));
         assert_eq!(interactions.answer(7, "wrong"), Answer::Unknown);
         assert_eq!(interactions.answer(8, "tok"), Answer::Unknown);
         assert_eq!(interactions.answer(7, "tok"), Answer::Accepted);
@@ -250,9 +379,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn deadline_and_token_lifetime() {
         let interactions = Interactions::new(Clock::new(1.0), 100);
-        interactions.issue(1, "a", 1, 2);
-        interactions.issue(2, "b", 1, 2);
-        interactions.issue(3, "c", 1, 2);
+        interactions.issue(1, "a", command(2));
+        interactions.issue(2, "b", command(2));
+        interactions.issue(3, "c", command(2));
         assert_eq!(interactions.answer(1, "a"), Answer::Accepted);
         tokio::time::advance(RESPONSE_DEADLINE + Duration::from_millis(1)).await;
         // 2 is late; 3 never answered.

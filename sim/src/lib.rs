@@ -5,7 +5,8 @@
 //! - `/api/v10/...`: REST, as twilight-http sends it with
 //!   `proxy("IP:PORT", true)`.
 //! - `/sim/...`: the simulator's own API: stats, guilds, the ledger
-//!   (pageable), injecting messages and interactions, closing shards,
+//!   (pageable), injecting messages and interactions (commands, components
+//!   used and modals sent by a member), closing shards,
 //!   committing faults (`POST /sim/shards/{shard}/faults`,
 //!   `POST /sim/rest/faults`), resetting the token.
 //! - any other path: a websocket upgrade is a gateway connection, as twilight
@@ -28,7 +29,9 @@
 //! | `rest` | `/api/v10` routes, auth, Discord error bodies |
 //! | `ratelimit` | per-route buckets, the global limit, `x-ratelimit-*` headers, 429s, REST faults scripted ([`RestFault`]) or at random ([`RandomRestFaults`]) |
 //! | `ban` | the invalid-request limit (401/403/429 per 10 min) and the REST ban it earns |
-//! | `interactions` | issued interactions: one answer each, the 3 s deadline, the 15 min token |
+//! | `interactions` | issued interactions: one answer each, of a type their kind allows, the 3 s deadline, the 15 min token, the modal shown |
+//! | `components` | buttons, selects and modals: Discord's validation, and a member using them |
+//! | `threads` | threads and their members: create, add/remove, archive, lock, rename, their events |
 //! | `control` | the `/sim` HTTP API |
 //! | `oauth` | Discord's OAuth2 provider: consent page, token grants and revocation, `Bearer` users and guilds |
 //! | `ledger` | what was delivered and received ([`LedgerSnapshot`], [`SimStats`]) |
@@ -97,6 +100,7 @@
 
 mod ban;
 mod clock;
+mod components;
 mod config;
 mod control;
 mod error;
@@ -114,6 +118,7 @@ mod server;
 mod session;
 mod snowflake;
 mod state;
+mod threads;
 mod traffic;
 mod transport;
 mod world;
@@ -121,7 +126,7 @@ mod world;
 pub use config::{EventMix, EventWeights, GuildShape, SessionLimitAction, SimConfig};
 pub use error::SimError;
 pub use faults::{Fault, RandomFaults};
-pub use interactions::{InteractionOutcome, InteractionRecord};
+pub use interactions::{InteractionKind, InteractionOutcome, InteractionRecord};
 pub use ledger::{
     DispatchRecord, GatewayEventKind, GatewayRecord, IdentifyOutcome, IdentifyRecord,
     LedgerSnapshot, RestRecord, SimStats,

@@ -24,6 +24,11 @@ use crate::world::Guild;
 
 /// Messages kept per channel for `GET /channels/{id}/messages` (Discord returns at most 100).
 const KEPT_PER_CHANNEL: usize = 200;
+/// Messages kept per thread: a support thread's whole history is read page by page.
+const KEPT_PER_THREAD: usize = 20_000;
+/// Discord's `limit` of `GET /channels/{id}/messages`: 1 to 100, 50 by default.
+const MESSAGES_LIMIT_MAX: usize = 100;
+const MESSAGES_LIMIT_DEFAULT: usize = 50;
 /// Discord's longest timeout, message-deletion window of a ban and slowmode.
 const TIMEOUT_MAX_MS: u64 = 28 * 86_400_000;
 const BAN_DELETE_MAX_SECS: u64 = 7 * 86_400;
@@ -53,15 +58,23 @@ struct Inner {
     messages: HashMap<u64, VecDeque<Stored>>,
     /// user → their DM channel with the bot.
     dm_channels: HashMap<u64, u64>,
+    /// Channels (threads) that keep [`KEPT_PER_THREAD`] messages.
+    long_channels: HashSet<u64>,
 }
 
 #[derive(Clone)]
-struct Stored {
-    id: u64,
-    author_id: u64,
-    username: String,
-    bot: bool,
-    content: String,
+pub(crate) struct Stored {
+    pub(crate) id: u64,
+    pub(crate) author_id: u64,
+    pub(crate) username: String,
+    pub(crate) bot: bool,
+    pub(crate) content: String,
+    /// The message's action rows (a JSON array), `Null` without any.
+    pub(crate) components: Value,
+    /// Attachment objects.
+    pub(crate) attachments: Vec<Value>,
+    /// When it was last edited (Unix ms).
+    pub(crate) edited_ms: Option<u64>,
 }
 
 impl ModerationState {
@@ -69,26 +82,73 @@ impl ModerationState {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Remembers a message posted in a channel, for reads and deletes.
-    pub(crate) fn posted(
+    /// Remembers a message with everything it carries.
+    pub(crate) fn keep(&self, channel_id: u64, message: Stored) {
+        let mut inner = self.lock();
+        let bound = if inner.long_channels.contains(&channel_id) {
+            KEPT_PER_THREAD
+        } else {
+            KEPT_PER_CHANNEL
+        };
+        let kept = inner.messages.entry(channel_id).or_default();
+        kept.push_back(message);
+        while kept.len() > bound {
+            kept.pop_front();
+        }
+    }
+
+    /// Every kept message of a channel, oldest first.
+    pub(crate) fn messages_of(&self, channel_id: u64) -> Vec<Stored> {
+        self.lock()
+            .messages
+            .get(&channel_id)
+            .map(|kept| kept.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Makes a channel (a thread) keep its long history.
+    pub(crate) fn keep_long(&self, channel_id: u64) {
+        self.lock().long_channels.insert(channel_id);
+    }
+
+    /// A kept message of a channel.
+    pub(crate) fn message(&self, channel_id: u64, message_id: u64) -> Option<Stored> {
+        self.lock()
+            .messages
+            .get(&channel_id)?
+            .iter()
+            .find(|m| m.id == message_id)
+            .cloned()
+    }
+
+    /// Changes a kept message in place; `false` if there is none.
+    pub(crate) fn edit(
         &self,
         channel_id: u64,
         message_id: u64,
-        author: payloads::Author<'_>,
-        content: &str,
-    ) {
+        change: impl FnOnce(&mut Stored),
+    ) -> bool {
         let mut inner = self.lock();
-        let kept = inner.messages.entry(channel_id).or_default();
-        kept.push_back(Stored {
-            id: message_id,
-            author_id: author.id,
-            username: author.username.to_owned(),
-            bot: author.bot,
-            content: content.to_owned(),
-        });
-        while kept.len() > KEPT_PER_CHANNEL {
-            kept.pop_front();
-        }
+        let Some(message) = inner
+            .messages
+            .get_mut(&channel_id)
+            .and_then(|kept| kept.iter_mut().find(|m| m.id == message_id))
+        else {
+            return false;
+        };
+        change(message);
+        true
+    }
+
+    /// Forgets a kept message; `false` if there was none.
+    pub(crate) fn forget(&self, channel_id: u64, message_id: u64) -> bool {
+        let mut inner = self.lock();
+        let Some(kept) = inner.messages.get_mut(&channel_id) else {
+            return false;
+        };
+        let before = kept.len();
+        kept.retain(|m| m.id != message_id);
+        kept.len() != before
     }
 
     /// Whether the user left the guild by a kick or a ban.
@@ -138,7 +198,11 @@ impl ModerationState {
 
 /// The bot's permissions in the guild, or in one of its channels with the overwrites of
 /// @everyone, the bot's role and the bot applied in Discord's order.
-fn bot_permissions(shared: &Shared, guild: &Guild, channel_id: Option<u64>) -> Permissions {
+pub(crate) fn bot_permissions(
+    shared: &Shared,
+    guild: &Guild,
+    channel_id: Option<u64>,
+) -> Permissions {
     let mut allowed = Permissions::from_bits_truncate(
         payloads::everyone_permissions() | payloads::bot_permissions(),
     );
@@ -148,6 +212,8 @@ fn bot_permissions(shared: &Shared, guild: &Guild, channel_id: Option<u64>) -> P
     let Some(channel_id) = channel_id else {
         return allowed;
     };
+    // A thread has no overwrites of its own: its parent's apply.
+    let channel_id = shared.threads.parent_of(channel_id).unwrap_or(channel_id);
     let overwrites = shared.moderation.overwrites_of(channel_id);
     let bits = |o: &Value, key: &str| {
         Permissions::from_bits_truncate(
@@ -176,14 +242,14 @@ fn bot_permissions(shared: &Shared, guild: &Guild, channel_id: Option<u64>) -> P
     allowed
 }
 
-fn missing_permissions() -> Outcome {
+pub(crate) fn missing_permissions() -> Outcome {
     Outcome::new(
         "",
         json_error(StatusCode::FORBIDDEN, "Missing Permissions", 50013),
     )
 }
 
-fn invalid(field: &str, code: &str, message: &str) -> Outcome {
+pub(crate) fn invalid(field: &str, code: &str, message: &str) -> Outcome {
     let reply = JsonReply {
         status: StatusCode::BAD_REQUEST,
         body: json!({
@@ -195,13 +261,13 @@ fn invalid(field: &str, code: &str, message: &str) -> Outcome {
     Outcome::new("", axum::response::IntoResponse::into_response(reply))
 }
 
-fn no_content() -> Outcome {
+pub(crate) fn no_content() -> Outcome {
     let mut response = axum::response::Response::new(axum::body::Body::empty());
     *response.status_mut() = StatusCode::NO_CONTENT;
     Outcome::new("", response)
 }
 
-fn not_found(message: &str, code: u32) -> Outcome {
+pub(crate) fn not_found(message: &str, code: u32) -> Outcome {
     Outcome::new("", json_error(StatusCode::NOT_FOUND, message, code))
 }
 
@@ -224,18 +290,21 @@ fn guild_and_user<'a>(
     Ok((guild, user))
 }
 
-/// The guild channel of a `/channels/{id}/…` path.
-fn channel<'a>(shared: &'a Shared, segments: &[&str]) -> Result<(&'a Guild, u64), Box<Outcome>> {
+/// The guild channel (or thread) of a `/channels/{id}/…` path.
+pub(crate) fn channel<'a>(
+    shared: &'a Shared,
+    segments: &[&str],
+) -> Result<(&'a Guild, u64), Box<Outcome>> {
     segments
         .get(1)
         .and_then(|id| id.parse::<u64>().ok())
-        .and_then(|id| shared.world.guild_of_channel(id).map(|guild| (guild, id)))
+        .and_then(|id| shared.guild_of_channel(id).map(|guild| (guild, id)))
         .filter(|(guild, _)| !shared.world.is_removed(guild))
         .ok_or_else(|| Box::new(not_found("Unknown Channel", 10003)))
 }
 
 /// Whether `user` is a member now (generated, not kicked or banned).
-fn is_member(shared: &Shared, guild: &Guild, user: u64) -> bool {
+pub(crate) fn is_member(shared: &Shared, guild: &Guild, user: u64) -> bool {
     guild.find_member(user).is_some() && !shared.moderation.departed(guild.id, user)
 }
 
@@ -247,7 +316,7 @@ fn outranks(guild: &Guild, user: u64) -> bool {
 }
 
 /// Sends an event of `guild` to the sessions whose intents include `intent`.
-fn emit(
+pub(crate) fn emit(
     shared: &Shared,
     guild: &Guild,
     name: &'static str,
@@ -268,7 +337,7 @@ fn emit(
         });
 }
 
-fn body_object(body: &RequestBody) -> Option<&serde_json::Map<String, Value>> {
+pub(crate) fn body_object(body: &RequestBody) -> Option<&serde_json::Map<String, Value>> {
     match body {
         RequestBody::Json(Value::Object(map)) => Some(map),
         _ => None,
@@ -488,9 +557,144 @@ pub(crate) fn remove_member(shared: &Shared, segments: &[&str], _: &RequestBody)
     no_content()
 }
 
-/// `GET /channels/{channel}/messages`: the latest (at most 100), newest first.
-pub(crate) fn channel_messages(shared: &Shared, segments: &[&str], _: &RequestBody) -> Outcome {
+/// A kept message as the REST API shows it (no guild id, as REST message objects have none).
+pub(crate) fn message_json(guild: &Guild, channel_id: u64, m: &Stored) -> Value {
+    let mut message = payloads::message(&payloads::MessageSpec {
+        message_id: m.id,
+        channel_id,
+        guild_id: None,
+        author: payloads::Author {
+            id: m.author_id,
+            username: &m.username,
+            joined_ms: guild.bot_joined_ms,
+            bot: m.bot,
+        },
+        member_roles: None,
+        content: &m.content,
+        embeds: Value::Array(Vec::new()),
+        webhook_id: None,
+        application_id: None,
+    });
+    if let Value::Object(map) = &mut message {
+        if !m.components.is_null() {
+            map.insert("components".into(), m.components.clone());
+        }
+        map.insert("attachments".into(), Value::Array(m.attachments.clone()));
+        if let Some(edited) = m.edited_ms {
+            map.insert(
+                "edited_timestamp".into(),
+                json!(crate::snowflake::rfc3339(edited)),
+            );
+        }
+    }
+    message
+}
+
+/// Which page of a channel's messages: Discord's `before`, `after` and `around` (one at
+/// most) and `limit`.
+#[derive(Debug, PartialEq, Eq)]
+enum Page {
+    Latest,
+    Before(u64),
+    After(u64),
+    Around(u64),
+}
+
+/// Reads `GET /channels/{id}/messages`'s query as Discord validates it.
+fn messages_query(query: Option<&str>) -> Result<(Page, usize), Box<Outcome>> {
+    let mut page = Page::Latest;
+    let mut limit = MESSAGES_LIMIT_DEFAULT;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let snowflake = || {
+            value.parse::<u64>().map_err(|_| {
+                Box::new(invalid(
+                    key,
+                    "NUMBER_TYPE_COERCE",
+                    &format!("Value \"{value}\" is not snowflake."),
+                ))
+            })
+        };
+        let anchor = match key {
+            "limit" => {
+                let Ok(n) = value.parse::<i64>() else {
+                    return Err(Box::new(invalid(
+                        "limit",
+                        "NUMBER_TYPE_COERCE",
+                        &format!("Value \"{value}\" is not int."),
+                    )));
+                };
+                if n < 1 {
+                    return Err(Box::new(invalid(
+                        "limit",
+                        "NUMBER_TYPE_MIN",
+                        "int value should be greater than or equal to 1.",
+                    )));
+                }
+                if n > MESSAGES_LIMIT_MAX as i64 {
+                    return Err(Box::new(invalid(
+                        "limit",
+                        "NUMBER_TYPE_MAX",
+                        "int value should be less than or equal to 100.",
+                    )));
+                }
+                limit = n as usize;
+                continue;
+            }
+            "before" => Page::Before(snowflake()?),
+            "after" => Page::After(snowflake()?),
+            "around" => Page::Around(snowflake()?),
+            // Discord ignores parameters it does not know.
+            _ => continue,
+        };
+        if page != Page::Latest {
+            return Err(Box::new(invalid(
+                "_root",
+                "BASE_TYPE_CHOICES",
+                "before, after and around are mutually exclusive.",
+            )));
+        }
+        page = anchor;
+    }
+    Ok((page, limit))
+}
+
+/// The page of `kept` (oldest first) Discord answers, newest first: the newest `limit`, the
+/// `limit` just before or around an id, or the `limit` just after one.
+fn page_of(kept: &VecDeque<Stored>, page: &Page, limit: usize) -> Vec<Stored> {
+    let newest_first = |range: std::ops::Range<usize>| -> Vec<Stored> {
+        kept.range(range).rev().cloned().collect()
+    };
+    let len = kept.len();
+    // Ids are snowflakes, so position is order.
+    let first_not_before = |id: u64| kept.partition_point(|m| m.id < id);
+    let first_after = |id: u64| kept.partition_point(|m| m.id <= id);
+    match *page {
+        Page::Latest => newest_first(len.saturating_sub(limit)..len),
+        Page::Before(id) => {
+            let end = first_not_before(id);
+            newest_first(end.saturating_sub(limit)..end)
+        }
+        Page::After(id) => {
+            let start = first_after(id);
+            newest_first(start..(start + limit).min(len))
+        }
+        Page::Around(id) => {
+            let middle = first_not_before(id);
+            let start = middle.saturating_sub(limit / 2);
+            newest_first(start..(start + limit).min(len))
+        }
+    }
+}
+
+/// `GET /channels/{channel}/messages?before|after|around=&limit=`: a page of at most 100,
+/// newest first (also in threads, where the bot must see the thread).
+pub(crate) fn channel_messages(shared: &Shared, segments: &[&str], query: Option<&str>) -> Outcome {
     let (guild, channel_id) = match channel(shared, segments) {
+        Ok(found) => found,
+        Err(outcome) => return *outcome,
+    };
+    let (page, limit) = match messages_query(query) {
         Ok(found) => found,
         Err(outcome) => return *outcome,
     };
@@ -503,28 +707,11 @@ pub(crate) fn channel_messages(shared: &Shared, segments: &[&str], _: &RequestBo
         .lock()
         .messages
         .get(&channel_id)
-        .map(|kept| kept.iter().rev().take(100).cloned().collect())
+        .map(|kept| page_of(kept, &page, limit))
         .unwrap_or_default();
     let messages: Vec<Value> = kept
         .iter()
-        .map(|m| {
-            payloads::message(&payloads::MessageSpec {
-                message_id: m.id,
-                channel_id,
-                guild_id: None,
-                author: payloads::Author {
-                    id: m.author_id,
-                    username: &m.username,
-                    joined_ms: guild.bot_joined_ms,
-                    bot: m.bot,
-                },
-                member_roles: None,
-                content: &m.content,
-                embeds: Value::Array(Vec::new()),
-                webhook_id: None,
-                application_id: None,
-            })
-        })
+        .map(|m| message_json(guild, channel_id, m))
         .collect();
     Outcome::new("", json_response(StatusCode::OK, &Value::Array(messages)))
 }
@@ -653,6 +840,9 @@ pub(crate) fn get_channel(shared: &Shared, segments: &[&str], _: &RequestBody) -
         Ok(found) => found,
         Err(outcome) => return *outcome,
     };
+    if shared.threads.contains(channel_id) {
+        return crate::threads::get_thread(shared, guild, channel_id);
+    }
     if !bot_permissions(shared, guild, Some(channel_id)).contains(Permissions::VIEW_CHANNEL) {
         return missing_permissions();
     }
@@ -668,6 +858,9 @@ pub(crate) fn update_channel(shared: &Shared, segments: &[&str], body: &RequestB
         Ok(found) => found,
         Err(outcome) => return *outcome,
     };
+    if shared.threads.contains(channel_id) {
+        return crate::threads::update_thread(shared, guild, channel_id, body);
+    }
     if !bot_permissions(shared, guild, Some(channel_id)).contains(Permissions::MANAGE_CHANNELS) {
         return missing_permissions();
     }
@@ -707,6 +900,10 @@ pub(crate) fn put_overwrite(shared: &Shared, segments: &[&str], body: &RequestBo
         Ok(found) => found,
         Err(outcome) => return *outcome,
     };
+    if shared.threads.contains(channel_id) {
+        // Threads take their parent's overwrites and have none of their own.
+        return crate::threads::wrong_channel_type();
+    }
     let Some(target) = segments.get(3).and_then(|id| id.parse::<u64>().ok()) else {
         return not_found("Unknown Overwrite", 10009);
     };

@@ -59,7 +59,11 @@ fn moderator_permissions() -> u64 {
 pub(crate) fn bot_permissions() -> u64 {
     everyone_permissions()
         | moderator_permissions()
-        | (Permissions::MANAGE_ROLES | Permissions::MANAGE_THREADS | Permissions::MANAGE_CHANNELS)
+        | (Permissions::MANAGE_ROLES
+            | Permissions::MANAGE_THREADS
+            | Permissions::MANAGE_CHANNELS
+            | Permissions::CREATE_PUBLIC_THREADS
+            | Permissions::CREATE_PRIVATE_THREADS)
             .bits()
 }
 
@@ -555,6 +559,7 @@ pub(crate) fn message(spec: &MessageSpec<'_>) -> Value {
     message
 }
 
+#[cfg(test)]
 pub(crate) struct InteractionSpec<'a> {
     pub(crate) interaction_id: u64,
     pub(crate) token: &'a str,
@@ -567,53 +572,119 @@ pub(crate) struct InteractionSpec<'a> {
     pub(crate) options: &'a [(&'a str, &'a str)],
 }
 
+/// A slash command's interaction `data`, its options as strings.
+pub(crate) fn command_data(
+    command_id: u64,
+    command: &str,
+    options: &[(&str, &str)],
+    guild_id: u64,
+) -> Value {
+    let options: Vec<Value> = options
+        .iter()
+        .map(|(name, value)| json!({"name": name, "type": 3, "value": value}))
+        .collect();
+    json!({
+        "id": id(command_id),
+        "name": command,
+        "type": 1,
+        "options": options,
+        "guild_id": id(guild_id),
+    })
+}
+
+#[cfg(test)]
 pub(crate) fn interaction_create(spec: &InteractionSpec<'_>) -> Value {
-    let guild = spec.guild;
-    let is_owner = spec.user.id == guild.owner.id;
+    let data = command_data(spec.command_id, spec.command, spec.options, spec.guild.id);
+    let base = InteractionBase {
+        interaction_id: spec.interaction_id,
+        token: spec.token,
+        application_id: spec.application_id,
+        guild: spec.guild,
+        channel_id: spec.channel_id,
+        thread: None,
+        user: spec.user,
+    };
+    interaction_object(&base, 2, data, None)
+}
+
+/// A thread an interaction happened in: its parent channel, name and privacy.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ThreadRef<'a> {
+    pub(crate) parent_id: u64,
+    pub(crate) name: &'a str,
+    pub(crate) private: bool,
+}
+
+/// What every interaction carries besides its data: who, where, and its token.
+pub(crate) struct InteractionBase<'a> {
+    pub(crate) interaction_id: u64,
+    pub(crate) token: &'a str,
+    pub(crate) application_id: u64,
+    pub(crate) guild: &'a Guild,
+    pub(crate) channel_id: u64,
+    /// Set when the channel is a thread.
+    pub(crate) thread: Option<ThreadRef<'a>>,
+    pub(crate) user: Author<'a>,
+}
+
+/// An INTERACTION_CREATE of `kind` (2 command, 3 component, 5 modal submit) with its
+/// `data`, and for components the message they belong to.
+pub(crate) fn interaction_object(
+    base: &InteractionBase<'_>,
+    kind: u8,
+    data: Value,
+    message: Option<Value>,
+) -> Value {
+    let guild = base.guild;
+    let is_owner = base.user.id == guild.owner.id;
     let (roles, permissions) = if is_owner {
         (vec![guild.moderator_role_id], all_permissions())
     } else {
         (Vec::new(), everyone_permissions())
     };
     let mut member = member(
-        user(spec.user.id, spec.user.username, false),
+        user(base.user.id, base.user.username, false),
         &roles,
-        spec.user.joined_ms,
+        base.user.joined_ms,
     );
     merge(&mut member, json!({"permissions": permissions.to_string()}));
-    let channel_name = guild
-        .channel_name(spec.channel_id)
-        .unwrap_or(std::borrow::Cow::Borrowed("unknown"));
-    let options: Vec<Value> = spec
-        .options
-        .iter()
-        .map(|(name, value)| json!({"name": name, "type": 3, "value": value}))
-        .collect();
-    json!({
-        "id": id(spec.interaction_id),
-        "application_id": id(spec.application_id),
-        "type": 2,
-        "data": {
-            "id": id(spec.command_id),
-            "name": spec.command,
-            "type": 1,
-            "options": options,
+    let channel = match base.thread {
+        Some(thread) => json!({
+            "id": id(base.channel_id),
+            "type": if thread.private { 12 } else { 11 },
             "guild_id": id(guild.id),
-        },
-        "guild": {"id": id(guild.id), "locale": "en-US", "features": []},
-        "guild_id": id(guild.id),
-        "channel": {
-            "id": id(spec.channel_id),
-            "type": 0,
-            "guild_id": id(guild.id),
-            "name": channel_name,
+            "parent_id": id(thread.parent_id),
+            "name": thread.name,
             "nsfw": false,
             "flags": 0,
             "permissions": permissions.to_string(),
-        },
-        "channel_id": id(spec.channel_id),
+        }),
+        None => {
+            let name = guild
+                .channel_name(base.channel_id)
+                .unwrap_or(std::borrow::Cow::Borrowed("unknown"));
+            json!({
+                "id": id(base.channel_id),
+                "type": 0,
+                "guild_id": id(guild.id),
+                "name": name,
+                "nsfw": false,
+                "flags": 0,
+                "permissions": permissions.to_string(),
+            })
+        }
+    };
+    let mut interaction = json!({
+        "id": id(base.interaction_id),
+        "application_id": id(base.application_id),
+        "type": kind,
+        "data": data,
+        "guild": {"id": id(guild.id), "locale": "en-US", "features": []},
+        "guild_id": id(guild.id),
+        "channel": channel,
+        "channel_id": id(base.channel_id),
         "member": member,
-        "token": spec.token,
+        "token": base.token,
         "version": 1,
         "app_permissions": bot_permissions().to_string(),
         "locale": "en-US",
@@ -622,7 +693,11 @@ pub(crate) fn interaction_create(spec: &InteractionSpec<'_>) -> Value {
         "authorizing_integration_owners": {"0": id(guild.id)},
         "context": 0,
         "attachment_size_limit": 10_485_760,
-    })
+    });
+    if let Some(message) = message {
+        merge(&mut interaction, json!({"message": message}));
+    }
+    interaction
 }
 
 pub(crate) fn gateway_bot(
@@ -655,6 +730,24 @@ pub(crate) fn message_update(spec: &MessageSpec<'_>, edited_ms: u64) -> Value {
         json!({"edited_timestamp": rfc3339(edited_ms)}),
     );
     message
+}
+
+/// A MESSAGE_UPDATE from a REST message object: the gateway adds the guild id.
+pub(crate) fn message_update_of(mut message: Value, guild_id: u64) -> Value {
+    merge(&mut message, json!({"guild_id": id(guild_id)}));
+    message
+}
+
+/// An attachment as Discord's CDN serves it (a made-up size; no content behind the URL).
+pub(crate) fn attachment(attachment_id: u64, channel_id: u64, filename: &str) -> Value {
+    json!({
+        "id": id(attachment_id),
+        "filename": filename,
+        "size": 1024,
+        "url": format!("https://cdn.discordapp.com/attachments/{channel_id}/{attachment_id}/{filename}"),
+        "proxy_url": format!("https://media.discordapp.net/attachments/{channel_id}/{attachment_id}/{filename}"),
+        "content_type": null,
+    })
 }
 
 pub(crate) fn message_delete(message_id: u64, channel_id: u64, guild_id: u64) -> Value {

@@ -19,12 +19,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::ban;
-use crate::interactions::Answer;
+use crate::interactions::{Answer, InteractionKind, Issue};
 use crate::ledger::RestRecord;
 use crate::moderation;
 use crate::payloads::{self, Author, MessageSpec};
 use crate::ratelimit::{self, Caller, LimitClass, Limited, RestFaultResponse, RouteKey};
 use crate::state::{AppState, Shared};
+use crate::threads;
 use crate::world::Guild;
 
 /// Path prefix twilight-http uses with a proxy.
@@ -290,6 +291,21 @@ fn limited_route(method: &Method, segments: &[&str]) -> Option<(RouteKey, bool)>
         ("PUT", ["channels", channel, "permissions", _]) => {
             (key(OVERWRITE_PUT_ROUTE, LimitClass::Other, channel), true)
         }
+        ("POST", ["channels", channel, "threads"]) => {
+            (key(THREAD_CREATE_ROUTE, LimitClass::Other, channel), true)
+        }
+        ("PUT", ["channels", channel, "thread-members", _]) => (
+            key(THREAD_MEMBER_PUT_ROUTE, LimitClass::Other, channel),
+            true,
+        ),
+        ("DELETE", ["channels", channel, "thread-members", _]) => (
+            key(THREAD_MEMBER_DELETE_ROUTE, LimitClass::Other, channel),
+            true,
+        ),
+        ("GET", ["channels", channel, "thread-members"]) => (
+            key(THREAD_MEMBERS_GET_ROUTE, LimitClass::Other, channel),
+            true,
+        ),
         ("POST", ["users", "@me", "channels"]) => {
             (key(DM_CREATE_ROUTE, LimitClass::Other, ""), true)
         }
@@ -319,6 +335,10 @@ const CHANNEL_GET_ROUTE: &str = "GET /channels/{channel_id}";
 const CHANNEL_PATCH_ROUTE: &str = "PATCH /channels/{channel_id}";
 const OVERWRITE_PUT_ROUTE: &str = "PUT /channels/{channel_id}/permissions/{overwrite_id}";
 const DM_CREATE_ROUTE: &str = "POST /users/@me/channels";
+const THREAD_CREATE_ROUTE: &str = "POST /channels/{channel_id}/threads";
+const THREAD_MEMBER_PUT_ROUTE: &str = "PUT /channels/{channel_id}/thread-members/{user_id}";
+const THREAD_MEMBER_DELETE_ROUTE: &str = "DELETE /channels/{channel_id}/thread-members/{user_id}";
+const THREAD_MEMBERS_GET_ROUTE: &str = "GET /channels/{channel_id}/thread-members";
 
 fn unauthorized() -> Response {
     json_error(StatusCode::UNAUTHORIZED, "401: Unauthorized", 0)
@@ -339,7 +359,7 @@ fn route(
     // Discord's webhook routes do, take no Authorization header.
     match (method.as_str(), segments) {
         ("POST", ["interactions", id, token, "callback"]) => {
-            return interaction_callback(shared, id, token, query);
+            return interaction_callback(shared, id, token, query, body);
         }
         ("PATCH", ["webhooks", app, token, "messages", "@original"]) => {
             return webhook_message(shared, EDIT_ORIGINAL_ROUTE, app, token, body);
@@ -371,7 +391,15 @@ fn route(
         ("GET", ["guilds", _, "bans", _]) => (BAN_GET_ROUTE, moderation::get_ban),
         ("PATCH", ["guilds", _, "members", _]) => (MEMBER_PATCH_ROUTE, moderation::update_member),
         ("DELETE", ["guilds", _, "members", _]) => (MEMBER_DELETE_ROUTE, moderation::remove_member),
-        ("GET", ["channels", _, "messages"]) => (MESSAGES_GET_ROUTE, moderation::channel_messages),
+        // The one route that reads the query (pagination).
+        ("GET", ["channels", _, "messages"]) if authorized => {
+            let mut outcome = moderation::channel_messages(shared, segments, query);
+            outcome.route = MESSAGES_GET_ROUTE;
+            return outcome;
+        }
+        ("GET", ["channels", _, "messages"]) => {
+            return Outcome::new(MESSAGES_GET_ROUTE, unauthorized());
+        }
         ("DELETE", ["channels", _, "messages", _]) => {
             (MESSAGE_DELETE_ROUTE, moderation::delete_message)
         }
@@ -384,6 +412,16 @@ fn route(
             (OVERWRITE_PUT_ROUTE, moderation::put_overwrite)
         }
         ("POST", ["users", "@me", "channels"]) => (DM_CREATE_ROUTE, moderation::create_dm),
+        ("POST", ["channels", _, "threads"]) => (THREAD_CREATE_ROUTE, threads::create_thread),
+        ("PUT", ["channels", _, "thread-members", _]) => {
+            (THREAD_MEMBER_PUT_ROUTE, threads::add_member)
+        }
+        ("DELETE", ["channels", _, "thread-members", _]) => {
+            (THREAD_MEMBER_DELETE_ROUTE, threads::remove_member)
+        }
+        ("GET", ["channels", _, "thread-members"]) => {
+            (THREAD_MEMBERS_GET_ROUTE, threads::list_members)
+        }
         _ => {
             return Outcome::new(
                 "unknown",
@@ -563,11 +601,31 @@ fn invalid_form_body(field: &str, code: &str, message: &str) -> JsonReply {
     }
 }
 
+/// A message body Discord accepted: what to echo and keep.
+pub(crate) struct CheckedMessage {
+    pub(crate) content: String,
+    pub(crate) embeds: Value,
+    /// Action rows, `Null` when the body had none.
+    pub(crate) components: Value,
+    /// `flags` has EPHEMERAL (only the interaction's user sees it; kept nowhere).
+    pub(crate) ephemeral: bool,
+}
+
+/// Discord's EPHEMERAL message flag.
+const EPHEMERAL: u64 = 1 << 6;
+
 /// Checks a message body as Discord does: content of at most 2000 chars,
-/// at most 10 embeds, and (unless `edit`: an edit may clear fields) not empty
-/// overall. The content and embeds to echo.
-fn check_message_body(body: &RequestBody, edit: bool) -> Result<(String, Value), JsonReply> {
-    let RequestBody::Json(Value::Object(map)) = body else {
+/// at most 10 embeds, valid components (`components.rs`), and (unless
+/// `edit`: an edit may clear fields) not empty overall.
+fn check_message_body(body: &RequestBody, edit: bool) -> Result<CheckedMessage, JsonReply> {
+    match body {
+        RequestBody::Json(value) => check_message(value, edit),
+        _ => check_message(&Value::Null, edit),
+    }
+}
+
+fn check_message(value: &Value, edit: bool) -> Result<CheckedMessage, JsonReply> {
+    let Value::Object(map) = value else {
         return Err(invalid_form_body(
             "_root",
             "DICT_TYPE_CONVERT",
@@ -603,6 +661,8 @@ fn check_message_body(body: &RequestBody, edit: bool) -> Result<(String, Value),
             ));
         }
     };
+    let components = map.get("components").cloned().unwrap_or(Value::Null);
+    crate::components::check_message_components(&components)?;
     let has_other = ["components", "sticker_ids", "attachments", "poll"]
         .iter()
         .any(|k| map.get(*k).is_some_and(|v| !v.is_null()));
@@ -613,16 +673,24 @@ fn check_message_body(body: &RequestBody, edit: bool) -> Result<(String, Value),
             body: json!({"message": "Cannot send an empty message", "code": 50006}),
         });
     }
-    Ok((content, Value::Array(embeds)))
+    let flags = map.get("flags").and_then(Value::as_u64).unwrap_or(0);
+    Ok(CheckedMessage {
+        content,
+        embeds: Value::Array(embeds),
+        components,
+        ephemeral: flags & EPHEMERAL != 0,
+    })
 }
 
 fn create_message(shared: &Shared, segments: &[&str], body: &RequestBody) -> Outcome {
     let channel_id = segments.get(1).and_then(|id| id.parse::<u64>().ok());
-    let guild = channel_id.and_then(|id| shared.world.guild_of_channel(id).map(|g| (id, g)));
-    let (channel_id, joined_ms) = match (guild, channel_id) {
-        (Some((channel_id, guild)), _) => (channel_id, guild.bot_joined_ms),
+    let guild = channel_id.and_then(|id| shared.guild_of_channel(id).map(|g| (id, g)));
+    let (channel_id, guild) = match (guild, channel_id) {
+        (Some((channel_id, guild)), _) => (channel_id, Some(guild)),
         // A DM the bot opened (`POST /users/@me/channels`).
-        (None, Some(channel_id)) if shared.moderation.is_dm_channel(channel_id) => (channel_id, 0),
+        (None, Some(channel_id)) if shared.moderation.is_dm_channel(channel_id) => {
+            (channel_id, None)
+        }
         _ => {
             return Outcome::new(
                 "",
@@ -630,45 +698,185 @@ fn create_message(shared: &Shared, segments: &[&str], body: &RequestBody) -> Out
             );
         }
     };
-    let (content, embeds) = match check_message_body(body, false) {
+    let message = match check_message_body(body, false) {
         Ok(checked) => checked,
         Err(reply) => return Outcome::new("", reply.into_response()),
     };
+    let thread = shared.threads.get(channel_id);
+    if let Some(thread) = &thread
+        && let Err(outcome) = crate::threads::check_postable(thread)
+    {
+        return *outcome;
+    }
+    let message_id = post_as_bot(shared, channel_id, &message);
+    if let (Some(guild), Some(_)) = (guild, thread) {
+        crate::threads::after_post(shared, guild, channel_id);
+    }
     let bot = &shared.world.bot;
-    let author = Author {
-        id: bot.user_id,
-        username: &bot.username,
-        joined_ms,
-        bot: true,
-    };
-    let message_id = shared.new_message_id();
-    shared
-        .moderation
-        .posted(channel_id, message_id, author, &content);
-    let message = payloads::message(&MessageSpec {
+    let mut body = payloads::message(&MessageSpec {
         message_id,
         channel_id,
         // REST message objects carry no guild_id; only the gateway adds it.
         guild_id: None,
-        author,
+        author: Author {
+            id: bot.user_id,
+            username: &bot.username,
+            joined_ms: guild.map_or(0, |g| g.bot_joined_ms),
+            bot: true,
+        },
         member_roles: None,
-        content: &content,
-        embeds,
+        content: &message.content,
+        embeds: message.embeds,
         webhook_id: None,
         application_id: None,
     });
+    if !message.components.is_null() {
+        body["components"] = message.components;
+    }
     Outcome {
         route: "",
-        response: json_response(StatusCode::OK, &message),
+        response: json_response(StatusCode::OK, &body),
         reply: true,
     }
 }
 
-fn interaction_callback(shared: &Shared, id: &str, token: &str, query: Option<&str>) -> Outcome {
+/// Keeps a message the bot posted in a channel (with its components); its id.
+fn post_as_bot(shared: &Shared, channel_id: u64, message: &CheckedMessage) -> u64 {
+    let bot = &shared.world.bot;
+    let message_id = shared.new_message_id();
+    shared.moderation.keep(
+        channel_id,
+        moderation::Stored {
+            id: message_id,
+            author_id: bot.user_id,
+            username: bot.username.clone(),
+            bot: true,
+            content: message.content.clone(),
+            components: message.components.clone(),
+            attachments: Vec::new(),
+            edited_ms: None,
+        },
+    );
+    message_id
+}
+
+/// Interaction callback types.
+const CHANNEL_MESSAGE: u64 = 4;
+const DEFERRED_CHANNEL_MESSAGE: u64 = 5;
+const DEFERRED_UPDATE_MESSAGE: u64 = 6;
+const UPDATE_MESSAGE: u64 = 7;
+const MODAL: u64 = 9;
+
+/// A callback body Discord accepted for the interaction it answers.
+struct Callback {
+    kind: u64,
+    /// The message of types 4 and 7.
+    message: Option<CheckedMessage>,
+    /// The modal of type 9.
+    modal: Option<Value>,
+}
+
+/// Checks a callback as Discord does: a type the interaction allows (updating a message
+/// only for a component, or a modal sent from one; no modal in answer to a modal), and its
+/// `data` (a message for 4 and 7, a modal for 9). A refused callback acknowledges nothing.
+fn check_callback(issue: &Issue, body: &RequestBody) -> Result<Callback, JsonReply> {
+    let RequestBody::Json(Value::Object(map)) = body else {
+        return Err(invalid_form_body(
+            "_root",
+            "DICT_TYPE_CONVERT",
+            "Only dictionaries may be used in a DictType",
+        ));
+    };
+    let kind = map.get("type").and_then(Value::as_u64).unwrap_or(0);
+    let on_message = issue.kind == InteractionKind::Component
+        || (issue.kind == InteractionKind::ModalSubmit && issue.message_id.is_some());
+    let allowed = match kind {
+        CHANNEL_MESSAGE | DEFERRED_CHANNEL_MESSAGE => true,
+        DEFERRED_UPDATE_MESSAGE | UPDATE_MESSAGE => on_message,
+        MODAL => issue.kind != InteractionKind::ModalSubmit,
+        _ => false,
+    };
+    if !allowed {
+        return Err(invalid_form_body(
+            "type",
+            "INTERACTION_RESPONSE_TYPE_INVALID",
+            "Interaction response type is invalid for this interaction.",
+        ));
+    }
+    let data = map.get("data").unwrap_or(&Value::Null);
+    let mut callback = Callback {
+        kind,
+        message: None,
+        modal: None,
+    };
+    match kind {
+        CHANNEL_MESSAGE => callback.message = Some(check_message(data, false)?),
+        UPDATE_MESSAGE => callback.message = Some(check_message(data, true)?),
+        MODAL => {
+            crate::components::check_modal(data)?;
+            callback.modal = Some(data.clone());
+        }
+        _ => {}
+    }
+    Ok(callback)
+}
+
+/// What an accepted callback changes: a type 4 message is posted in the channel (unless
+/// ephemeral), a type 7 update edits the component's message, a modal waits for the
+/// member.
+fn apply_callback(shared: &Shared, id: u64, issue: &Issue, callback: Callback) {
+    match (callback.kind, callback.message) {
+        (CHANNEL_MESSAGE, Some(message)) if !message.ephemeral => {
+            post_as_bot(shared, issue.channel_id, &message);
+            if let Some(guild) = shared.guild_of_channel(issue.channel_id)
+                && shared.threads.contains(issue.channel_id)
+            {
+                crate::threads::after_post(shared, guild, issue.channel_id);
+            }
+        }
+        (UPDATE_MESSAGE, Some(message)) => {
+            if let Some(message_id) = issue.message_id {
+                shared
+                    .moderation
+                    .edit(issue.channel_id, message_id, |kept| {
+                        kept.content = message.content;
+                        if !message.components.is_null() {
+                            kept.components = message.components;
+                        }
+                        kept.edited_ms = Some(crate::snowflake::now_unix_ms());
+                    });
+            }
+        }
+        _ => {}
+    }
+    shared
+        .interactions
+        .responded(id, callback.kind as u8, callback.modal);
+}
+
+fn interaction_callback(
+    shared: &Shared,
+    id: &str,
+    token: &str,
+    query: Option<&str>,
+    body: &RequestBody,
+) -> Outcome {
     let route = CALLBACK_ROUTE;
-    let answer = id
-        .parse::<u64>()
-        .map_or(Answer::Unknown, |id| shared.interactions.answer(id, token));
+    let id = id.parse::<u64>().ok();
+    let issue = id.and_then(|id| shared.interactions.lookup(id, token));
+    let mut callback = None;
+    if let Some(issue) = &issue {
+        match check_callback(issue, body) {
+            Ok(checked) => callback = Some(checked),
+            Err(reply) => return Outcome::new(route, reply.into_response()),
+        }
+    }
+    let answer = id.map_or(Answer::Unknown, |id| shared.interactions.answer(id, token));
+    if let (Answer::Accepted, Some(id), Some(issue), Some(callback)) =
+        (&answer, id, &issue, callback)
+    {
+        apply_callback(shared, id, issue, callback);
+    }
     let response = match answer {
         Answer::Accepted => {
             let with_response = query.is_some_and(|q| {
@@ -680,8 +888,8 @@ fn interaction_callback(shared: &Shared, id: &str, token: &str, query: Option<&s
                 // which interaction was answered.
                 let body = json!({
                     "interaction": {
-                        "id": id,
-                        "type": 2,
+                        "id": id.unwrap_or_default().to_string(),
+                        "type": issue.map_or(2, |i| i.kind.type_number()),
                         "activity_instance_id": null,
                         "response_message_id": null,
                         "response_message_loading": false,
@@ -727,7 +935,7 @@ fn webhook_message(
         );
     };
     let edit = route.starts_with("PATCH");
-    let (content, embeds) = match check_message_body(body, edit) {
+    let checked = match check_message_body(body, edit) {
         Ok(checked) => checked,
         Err(reply) => return Outcome::new(route, reply.into_response()),
     };
@@ -735,8 +943,15 @@ fn webhook_message(
         .world
         .guild(origin.guild_id)
         .map_or(0, |g| g.bot_joined_ms);
-    let message = payloads::message(&MessageSpec {
-        message_id: shared.new_message_id(),
+    // A follow-up is a message of the channel (kept, so it is in the channel's history);
+    // an edit of the original changes a message already counted.
+    let message_id = if edit || checked.ephemeral {
+        shared.new_message_id()
+    } else {
+        post_as_bot(shared, origin.channel_id, &checked)
+    };
+    let mut message = payloads::message(&MessageSpec {
+        message_id,
         channel_id: origin.channel_id,
         guild_id: None,
         author: Author {
@@ -746,10 +961,13 @@ fn webhook_message(
             bot: true,
         },
         member_roles: None,
-        content: &content,
-        embeds,
+        content: &checked.content,
+        embeds: checked.embeds,
         webhook_id: Some(bot.application_id),
         application_id: Some(bot.application_id),
     });
+    if !checked.components.is_null() {
+        message["components"] = checked.components;
+    }
     Outcome::new(route, json_response(StatusCode::OK, &message))
 }

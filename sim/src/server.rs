@@ -183,7 +183,40 @@ impl SimHandle {
         content: &str,
     ) -> Option<u64> {
         self.shared
-            .send_message(guild_id, channel_id, author_id, content)
+            .send_message(guild_id, channel_id, author_id, content, &[])
+    }
+
+    /// [`send_message`](Self::send_message) with files attached (by name; each gets a CDN
+    /// URL, in the message only with MESSAGE_CONTENT, as Discord blanks them too).
+    pub fn send_message_with_attachments(
+        &self,
+        guild_id: u64,
+        channel_id: u64,
+        author_id: u64,
+        content: &str,
+        attachments: &[&str],
+    ) -> Option<u64> {
+        self.shared
+            .send_message(guild_id, channel_id, author_id, content, attachments)
+    }
+
+    /// A member edits their message (MESSAGE_UPDATE); `false` for an unknown message or one
+    /// the bot wrote.
+    pub fn edit_message(
+        &self,
+        guild_id: u64,
+        channel_id: u64,
+        message_id: u64,
+        content: &str,
+    ) -> bool {
+        self.shared
+            .edit_message(guild_id, channel_id, message_id, content)
+    }
+
+    /// A member (or a moderator in the client) deletes a message (MESSAGE_DELETE); `false`
+    /// for an unknown one.
+    pub fn delete_message(&self, guild_id: u64, channel_id: u64, message_id: u64) -> bool {
+        self.shared.delete_message(guild_id, channel_id, message_id)
     }
 
     /// Removes the bot from a guild (GUILD_DELETE without `unavailable`); false for an
@@ -219,6 +252,84 @@ impl SimHandle {
     ) -> Option<u64> {
         self.shared
             .send_command_interaction(guild_id, channel_id, user_id, command, options)
+    }
+
+    /// A member presses button `custom_id` (`values: None`) or chooses `values` in select
+    /// `custom_id` of a message the bot posted: a MESSAGE_COMPONENT interaction with the
+    /// message, dispatched like a command's; its id. Refused as Discord's client would not
+    /// let it happen: a component the message lacks, a disabled one, values a select does
+    /// not offer or in a count it does not take, a member who cannot see the channel (a
+    /// private thread they are not in). Also `POST /sim/components`.
+    pub fn use_component(
+        &self,
+        guild_id: u64,
+        channel_id: u64,
+        message_id: u64,
+        user_id: u64,
+        custom_id: &str,
+        values: Option<&[String]>,
+    ) -> Result<u64, SimError> {
+        self.shared
+            .use_component(&crate::state::ComponentUse {
+                guild_id,
+                channel_id,
+                message_id,
+                user_id,
+                custom_id,
+                values,
+            })
+            .map_err(|(_, reason)| SimError::Refused(reason))
+    }
+
+    /// The member sends the modal interaction `interaction_id` was answered with, its text
+    /// inputs filled with `answers` (custom id, value): a MODAL_SUBMIT interaction; its id.
+    /// Refused when no modal is open (never shown, or sent already), for an unknown field, a
+    /// required one left empty, or a value outside its length bounds. Also `POST /sim/modals`.
+    pub fn submit_modal(
+        &self,
+        interaction_id: u64,
+        answers: &[(&str, &str)],
+    ) -> Result<u64, SimError> {
+        let answers: Vec<(String, String)> = answers
+            .iter()
+            .map(|(id, value)| ((*id).to_owned(), (*value).to_owned()))
+            .collect();
+        self.shared
+            .submit_modal(interaction_id, &answers)
+            .map_err(|(_, reason)| SimError::Refused(reason))
+    }
+
+    /// The messages kept in a channel or thread, oldest first, as `GET /channels/{id}/messages`
+    /// shows each (components included).
+    pub fn messages(&self, channel_id: u64) -> Vec<serde_json::Value> {
+        let Some(guild) = self.shared.guild_of_channel(channel_id) else {
+            return Vec::new();
+        };
+        self.shared
+            .moderation
+            .messages_of(channel_id)
+            .iter()
+            .map(|m| crate::moderation::message_json(guild, channel_id, m))
+            .collect()
+    }
+
+    /// Threads made in the guild, oldest first, as Discord's channel objects.
+    pub fn threads(&self, guild_id: u64) -> Vec<serde_json::Value> {
+        self.shared
+            .threads
+            .of_guild(guild_id)
+            .iter()
+            .map(crate::threads::Thread::json)
+            .collect()
+    }
+
+    /// The members of a thread, by user id (empty for no thread).
+    pub fn thread_members(&self, thread_id: u64) -> Vec<u64> {
+        self.shared
+            .threads
+            .get(thread_id)
+            .map(|t| t.members.keys().copied().collect())
+            .unwrap_or_default()
     }
 
     /// Closes the shard's live connection with `code`. The session stays

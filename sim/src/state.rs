@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
+use axum::http::StatusCode;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, watch};
@@ -17,11 +18,11 @@ use crate::config::SimConfig;
 use crate::faults::Fault;
 use crate::gateway::{MemberRequest, OneOrMany};
 use crate::identify::IdentifyLimits;
-use crate::interactions::Interactions;
+use crate::interactions::{InteractionKind, Interactions, Issue};
 use crate::ledger::{
     GatewayEventKind, GatewayRecord, Ledger, LedgerPage, LedgerSnapshot, SimStats,
 };
-use crate::payloads::{self, Author, InteractionSpec, MessageSpec};
+use crate::payloads::{self, Author, MessageSpec};
 use crate::ratelimit::{RandomRestFaultSource, RateLimiter, RestFaults};
 use crate::session::{Event, Layout, SessionRules, Sessions, Wants};
 use crate::snowflake::{IdGenerator, snowflake};
@@ -58,6 +59,8 @@ pub(crate) struct Shared {
     pub(crate) oauth: crate::oauth::OAuth,
     /// What moderation changed: bans, timeouts, slowmode, overwrites, recent messages.
     pub(crate) moderation: crate::moderation::ModerationState,
+    /// Threads made at run time, with their members.
+    pub(crate) threads: crate::threads::ThreadState,
     /// The accepted token; replaceable at run time (an operator resetting it).
     token: RwLock<String>,
     message_ids: IdGenerator,
@@ -110,6 +113,7 @@ impl Shared {
             member_requests: MemberRequests::new(clock.scaled(MEMBER_REQUEST_WINDOW)),
             oauth: crate::oauth::OAuth::default(),
             moderation: Default::default(),
+            threads: Default::default(),
             interactions: Interactions::new(clock, config.ledger_capacity),
             clock,
             ledger: Ledger::new(config.ledger_capacity),
@@ -236,9 +240,15 @@ impl Shared {
         channel_id: u64,
         author_id: u64,
         content: &str,
+        attachments: &[&str],
     ) -> Option<u64> {
         let guild = self.world.guild(guild_id)?;
-        if !guild.has_channel(channel_id) {
+        if !self.has_channel(guild, channel_id) {
+            return None;
+        }
+        if let Some(thread) = self.threads.get(channel_id)
+            && (!thread.visible_to(guild, author_id) || (thread.archived && thread.locked))
+        {
             return None;
         }
         // Discord sends guild messages only with GUILD_MESSAGES, and blanks
@@ -252,10 +262,25 @@ impl Shared {
             Vec::new()
         };
         let message_id = self.message_ids.next();
-        self.moderation
-            .posted(channel_id, message_id, author, content);
+        let attachments: Vec<serde_json::Value> = attachments
+            .iter()
+            .map(|name| payloads::attachment(self.message_ids.next(), channel_id, name))
+            .collect();
+        self.moderation.keep(
+            channel_id,
+            crate::moderation::Stored {
+                id: message_id,
+                author_id: author.id,
+                username: author.username.to_owned(),
+                bot: author.bot,
+                content: content.to_owned(),
+                components: serde_json::Value::Null,
+                attachments: attachments.clone(),
+                edited_ms: None,
+            },
+        );
         // Each session gets it only with GUILD_MESSAGES, and its content
-        // only with MESSAGE_CONTENT.
+        // (and attachments) only with MESSAGE_CONTENT.
         self.sessions
             .dispatch_with(guild.shard, Some(guild_id), |wants| {
                 if !wants.intents.contains(Intents::GUILD_MESSAGES) {
@@ -266,7 +291,7 @@ impl Shared {
                 } else {
                     ""
                 };
-                let d = payloads::message(&MessageSpec {
+                let mut d = payloads::message(&MessageSpec {
                     message_id,
                     channel_id,
                     guild_id: Some(guild_id),
@@ -277,6 +302,9 @@ impl Shared {
                     webhook_id: None,
                     application_id: None,
                 });
+                if wants.intents.contains(Intents::MESSAGE_CONTENT) {
+                    d["attachments"] = serde_json::Value::Array(attachments.clone());
+                }
                 Some(Event {
                     name: "MESSAGE_CREATE",
                     guild_id: Some(guild_id),
@@ -284,7 +312,234 @@ impl Shared {
                     d: d.to_string(),
                 })
             })?;
+        if self.threads.contains(channel_id) {
+            crate::threads::after_post(self, guild, channel_id);
+        }
         Some(message_id)
+    }
+
+    /// See [`SimHandle::edit_message`](crate::SimHandle::edit_message).
+    pub(crate) fn edit_message(
+        &self,
+        guild_id: u64,
+        channel_id: u64,
+        message_id: u64,
+        content: &str,
+    ) -> bool {
+        let Some(guild) = self.world.guild(guild_id) else {
+            return false;
+        };
+        let edited_ms = crate::snowflake::now_unix_ms();
+        let bot = self.world.bot.user_id;
+        let mut edited = None;
+        let found = self.moderation.edit(channel_id, message_id, |kept| {
+            if kept.author_id != bot {
+                kept.content = content.to_owned();
+                kept.edited_ms = Some(edited_ms);
+                edited = Some(kept.clone());
+            }
+        });
+        let Some(kept) = edited.filter(|_| found && self.has_channel(guild, channel_id)) else {
+            return false;
+        };
+        let d = crate::moderation::message_json(guild, channel_id, &kept);
+        let mut d = payloads::message_update_of(d, guild_id);
+        self.sessions
+            .dispatch_with(guild.shard, Some(guild_id), |wants| {
+                if !wants.intents.contains(Intents::GUILD_MESSAGES) {
+                    return None;
+                }
+                if !wants.intents.contains(Intents::MESSAGE_CONTENT) {
+                    d["content"] = serde_json::Value::String(String::new());
+                }
+                Some(Event {
+                    name: "MESSAGE_UPDATE",
+                    guild_id: Some(guild_id),
+                    entity_id: Some(message_id),
+                    d: d.to_string(),
+                })
+            });
+        true
+    }
+
+    /// See [`SimHandle::delete_message`](crate::SimHandle::delete_message).
+    pub(crate) fn delete_message(&self, guild_id: u64, channel_id: u64, message_id: u64) -> bool {
+        let Some(guild) = self.world.guild(guild_id) else {
+            return false;
+        };
+        if !self.has_channel(guild, channel_id) || !self.moderation.forget(channel_id, message_id) {
+            return false;
+        }
+        let d = payloads::message_delete(message_id, channel_id, guild_id);
+        crate::moderation::emit(
+            self,
+            guild,
+            "MESSAGE_DELETE",
+            Intents::GUILD_MESSAGES,
+            Some(message_id),
+            &d,
+        );
+        true
+    }
+
+    /// The guild of a channel or of a thread made at run time.
+    pub(crate) fn guild_of_channel(&self, channel_id: u64) -> Option<&crate::world::Guild> {
+        self.world.guild_of_channel(channel_id).or_else(|| {
+            self.threads
+                .guild_of(channel_id)
+                .and_then(|guild_id| self.world.guild(guild_id))
+        })
+    }
+
+    /// Whether the channel, or thread, is the guild's.
+    pub(crate) fn has_channel(&self, guild: &crate::world::Guild, channel_id: u64) -> bool {
+        guild.has_channel(channel_id) || self.threads.guild_of(channel_id) == Some(guild.id)
+    }
+
+    /// Issues an interaction of `kind` with `data` from a member in a channel (or thread),
+    /// and dispatches its INTERACTION_CREATE; `None` if no session gets the guild.
+    fn issue_interaction(
+        &self,
+        guild: &crate::world::Guild,
+        issue: Issue,
+        data: serde_json::Value,
+        message: Option<serde_json::Value>,
+    ) -> Option<u64> {
+        if !self.sessions.has_session_for(guild.shard, guild.id) {
+            return None;
+        }
+        let fallback_name = format!("user{}", issue.user_id);
+        let user = Author::in_guild(guild, issue.user_id, &fallback_name);
+        let interaction_id = self.interaction_ids.next();
+        // Real tokens are long opaque strings; 64 hex chars is plenty unique.
+        let token = format!("aW50ZXJhY3Rpb24{}", self.random_hex(32));
+        let thread = self.threads.get(issue.channel_id);
+        let d = payloads::interaction_object(
+            &payloads::InteractionBase {
+                interaction_id,
+                token: &token,
+                application_id: self.world.bot.application_id,
+                guild,
+                channel_id: issue.channel_id,
+                thread: thread.as_ref().map(|t| payloads::ThreadRef {
+                    parent_id: t.parent_id,
+                    name: &t.name,
+                    private: t.private,
+                }),
+                user,
+            },
+            issue.kind.type_number(),
+            data,
+            message,
+        );
+        // Issued before it can be delivered, so a fast bot's callback finds it.
+        self.interactions.issue(interaction_id, &token, issue);
+        let event = Event {
+            name: "INTERACTION_CREATE",
+            guild_id: Some(guild.id),
+            entity_id: Some(interaction_id),
+            d: d.to_string(),
+        };
+        self.sessions.dispatch(guild.shard, event)?;
+        Some(interaction_id)
+    }
+
+    /// See [`SimHandle::use_component`](crate::SimHandle::use_component).
+    pub(crate) fn use_component(
+        &self,
+        target: &ComponentUse<'_>,
+    ) -> Result<u64, (StatusCode, String)> {
+        let not_found = |what: String| (StatusCode::NOT_FOUND, what);
+        let guild = self
+            .world
+            .guild(target.guild_id)
+            .ok_or_else(|| not_found(format!("unknown guild {}", target.guild_id)))?;
+        if !self.has_channel(guild, target.channel_id) {
+            return Err(not_found(format!(
+                "unknown channel {} in guild {}",
+                target.channel_id, guild.id
+            )));
+        }
+        self.check_member_sees(guild, target.channel_id, target.user_id)?;
+        let message = self
+            .moderation
+            .message(target.channel_id, target.message_id)
+            .ok_or_else(|| not_found(format!("unknown message {}", target.message_id)))?;
+        let data =
+            crate::components::use_component(&message.components, target.custom_id, target.values)
+                .map_err(|refusal| (StatusCode::BAD_REQUEST, refusal))?;
+        let issue = Issue {
+            kind: InteractionKind::Component,
+            guild_id: guild.id,
+            channel_id: target.channel_id,
+            user_id: target.user_id,
+            message_id: Some(message.id),
+        };
+        let message = crate::moderation::message_json(guild, target.channel_id, &message);
+        self.issue_interaction(guild, issue, data, Some(message))
+            .ok_or_else(|| not_found(format!("shard {} has no session", guild.shard)))
+    }
+
+    /// See [`SimHandle::submit_modal`](crate::SimHandle::submit_modal).
+    pub(crate) fn submit_modal(
+        &self,
+        interaction_id: u64,
+        answers: &[(String, String)],
+    ) -> Result<u64, (StatusCode, String)> {
+        let missing = || {
+            (
+                StatusCode::NOT_FOUND,
+                format!("interaction {interaction_id} shows no modal (none, or it was sent)"),
+            )
+        };
+        let open = self
+            .interactions
+            .modal_of(interaction_id)
+            .ok_or_else(missing)?;
+        let data = crate::components::submit_modal(&open.modal, answers)
+            .map_err(|refusal| (StatusCode::BAD_REQUEST, refusal))?;
+        let guild = self.world.guild(open.origin.guild_id).ok_or_else(missing)?;
+        self.interactions
+            .take_modal(interaction_id)
+            .ok_or_else(missing)?;
+        let issue = Issue {
+            kind: InteractionKind::ModalSubmit,
+            ..open.origin
+        };
+        let message = issue
+            .message_id
+            .and_then(|id| self.moderation.message(issue.channel_id, id))
+            .map(|m| crate::moderation::message_json(guild, issue.channel_id, &m));
+        self.issue_interaction(guild, issue, data, message)
+            .ok_or_else(|| {
+                (
+                    StatusCode::NOT_FOUND,
+                    format!("shard {} has no session", guild.shard),
+                )
+            })
+    }
+
+    /// A member may act in a channel they see: any of the guild's, a public thread, or a
+    /// private thread they are in (the owner sees every thread).
+    pub(crate) fn check_member_sees(
+        &self,
+        guild: &crate::world::Guild,
+        channel_id: u64,
+        user_id: u64,
+    ) -> Result<(), (StatusCode, String)> {
+        if guild.find_member(user_id).is_none() || self.moderation.departed(guild.id, user_id) {
+            return Err((
+                StatusCode::FORBIDDEN,
+                format!("user {user_id} is not a member of guild {}", guild.id),
+            ));
+        }
+        match self.threads.get(channel_id) {
+            Some(thread) if !thread.visible_to(guild, user_id) => Err((
+                StatusCode::FORBIDDEN,
+                format!("user {user_id} cannot see private thread {channel_id}"),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// See [`SimHandle::send_command_interaction`](crate::SimHandle::send_command_interaction).
@@ -297,36 +552,23 @@ impl Shared {
         options: &[(&str, &str)],
     ) -> Option<u64> {
         let guild = self.world.guild(guild_id)?;
-        if !guild.has_channel(channel_id) || !self.sessions.has_session_for(guild.shard, guild_id) {
+        if !self.has_channel(guild, channel_id) {
             return None;
         }
-        let fallback_name = format!("user{user_id}");
-        let user = Author::in_guild(guild, user_id, &fallback_name);
-        let interaction_id = self.interaction_ids.next();
-        // Real tokens are long opaque strings; 64 hex chars is plenty unique.
-        let token = format!("aW50ZXJhY3Rpb24{}", self.random_hex(32));
-        let d = payloads::interaction_create(&InteractionSpec {
-            interaction_id,
-            token: &token,
-            application_id: self.world.bot.application_id,
-            guild,
-            channel_id,
-            user,
-            command_id: command_id(self.world.bot.application_id, command),
+        let data = payloads::command_data(
+            command_id(self.world.bot.application_id, command),
             command,
             options,
-        });
-        // Issued before it can be delivered, so a fast bot's callback finds it.
-        self.interactions
-            .issue(interaction_id, &token, guild_id, channel_id);
-        let event = Event {
-            name: "INTERACTION_CREATE",
-            guild_id: Some(guild_id),
-            entity_id: Some(interaction_id),
-            d: d.to_string(),
+            guild_id,
+        );
+        let issue = Issue {
+            kind: InteractionKind::Command,
+            guild_id,
+            channel_id,
+            user_id,
+            message_id: None,
         };
-        self.sessions.dispatch(guild.shard, event)?;
-        Some(interaction_id)
+        self.issue_interaction(guild, issue, data, None)
     }
 
     /// Op 8 from `session`: GUILD_MEMBERS_CHUNKs of at most 1,000 members
@@ -501,6 +743,18 @@ pub(crate) fn command_id(application_id: u64, name: &str) -> u64 {
     });
     let created = crate::snowflake::unix_ms_of(application_id) + 86_400_000;
     snowflake(created, 3, hash & 0xFFF)
+}
+
+/// A member using a component of a message (see `SimHandle::use_component`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ComponentUse<'a> {
+    pub(crate) guild_id: u64,
+    pub(crate) channel_id: u64,
+    pub(crate) message_id: u64,
+    pub(crate) user_id: u64,
+    pub(crate) custom_id: &'a str,
+    /// The values chosen in a select; `None` for a button.
+    pub(crate) values: Option<&'a [String]>,
 }
 
 /// Shared state as handlers receive it.

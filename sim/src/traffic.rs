@@ -140,7 +140,7 @@ fn send_one(shared: &Shared, shards: &[u32], rng: &mut SmallRng) {
     } else {
         CHAT[rng.random_range(0..CHAT.len())]
     };
-    shared.send_message(guild.id, channel.id, author.id, content);
+    shared.send_message(guild.id, channel.id, author.id, content, &[]);
 }
 
 /// The mix's event kinds, in [`EventWeights::as_array`](crate::config::EventWeights) order.
@@ -302,7 +302,7 @@ impl Mix {
                 } else {
                     CHAT[rng.random_range(0..CHAT.len())]
                 };
-                shared.send_message(guild.id, channel_id, author.id, text);
+                shared.send_message(guild.id, channel_id, author.id, text, &[]);
             }
             MixKind::MessageUpdate => {
                 let message_id = shared.new_message_id();

@@ -54,6 +54,9 @@ const USAGE_FLUSHES_KEPT: u64 = 100_000;
 const ACCOUNTS: TableDefinition<u64, &[u8]> = TableDefinition::new("accounts");
 /// (guild id, ticket id) → [`Ticket`](crate::Ticket).
 const TICKETS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("tickets");
+/// guild id → the last ticket number given (kept when the guild's tickets go, so a number
+/// is never reused).
+const TICKET_COUNTERS: TableDefinition<u64, u64> = TableDefinition::new("ticket_counters");
 /// (guild id, ticket id, message id) → [`TranscriptMessage`](crate::TranscriptMessage).
 const TRANSCRIPTS: TableDefinition<(u64, u64, u64), &[u8]> = TableDefinition::new("transcripts");
 /// (guild id, workflow id) → [`Workflow`](crate::Workflow).
@@ -139,6 +142,7 @@ impl EmbeddedStore {
             open(&txn, USAGE_FLUSHES)?;
             open(&txn, ACCOUNTS)?;
             open(&txn, TICKETS)?;
+            open(&txn, TICKET_COUNTERS)?;
             open(&txn, TRANSCRIPTS)?;
             open(&txn, WORKFLOWS)?;
             open(&txn, SUBSCRIPTIONS)?;

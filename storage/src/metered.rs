@@ -140,6 +140,7 @@ metered!("accounts", AccountRepo {
 
 metered!("tickets", TicketRepo {
     fn put_ticket(&self, ticket: &Ticket) -> ();
+    fn open_ticket(&self, ticket: &Ticket, max_open: u32) -> Option<u64>;
     fn ticket(&self, guild_id: u64, ticket_id: u64) -> Option<Ticket>;
     fn tickets(&self, guild_id: u64) -> Vec<Ticket>;
     fn append_transcript(&self, messages: &[TranscriptMessage]) -> ();

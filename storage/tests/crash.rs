@@ -28,6 +28,8 @@ fn ticket(id: u64, at: Timestamp) -> Ticket {
         subject: format!("ticket {id}"),
         opened_at: at,
         closed_at: None,
+        claimed_at: None,
+        close_reason: None,
     }
 }
 

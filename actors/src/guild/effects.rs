@@ -9,6 +9,7 @@ use protonn_storage::{Store, Timer, Timestamp};
 use twilight_cache_inmemory::DefaultInMemoryCache;
 use twilight_http::request::TryIntoRequest;
 use twilight_model::channel::Channel;
+use twilight_model::http::interaction::InteractionResponse;
 use twilight_model::id::Id;
 use twilight_model::id::marker::{
     ApplicationMarker, ChannelMarker, GuildMarker, InteractionMarker, RoleMarker, UserMarker,
@@ -182,6 +183,11 @@ impl Io {
         true
     }
 
+    /// How long a ticket may stay silent before the bot closes it.
+    pub(crate) fn ticket_idle_close(&self) -> Duration {
+        self.services.runtime.ticket_idle_close
+    }
+
     fn defer_after(&self) -> Duration {
         self.services.runtime.defer_after
     }
@@ -238,6 +244,22 @@ impl Replier {
         matches!(self.to, ReplyTo::Interaction { .. })
     }
 
+    /// Answers with a response the feature built; a command (not an interaction) gets none.
+    pub(crate) fn respond(self, io: &Io, response: &InteractionResponse) {
+        counter!(COMMANDS_HANDLED, "command" => self.command, "outcome" => "ok").increment(1);
+        if let ReplyTo::Interaction {
+            application_id,
+            id,
+            token,
+        } = self.to
+            && self.deferred.is_none()
+        {
+            io.services
+                .replies
+                .respond(application_id, id, token, response);
+        }
+    }
+
     pub(crate) fn send(self, io: &Io, mut answer: Answer) {
         answer.private |= self.private;
         counter!(COMMANDS_HANDLED, "command" => self.command, "outcome" => answer.outcome)
@@ -257,6 +279,11 @@ pub(crate) fn carry_out(io: &Io, mut reply: Option<Replier>, effects: Vec<Effect
             Effect::Reply(answer) => {
                 if let Some(replier) = reply.take() {
                     replier.send(io, answer);
+                }
+            }
+            Effect::Respond(response) => {
+                if let Some(replier) = reply.take() {
+                    replier.respond(io, &response);
                 }
             }
             Effect::Message {

@@ -276,7 +276,7 @@ fn parse_slash(name: &str, options: &[(String, String)]) -> Result<Request, Stri
 }
 
 /// A user mention (`<@123>`, `<@!123>`) or id.
-fn user(word: &str) -> Result<u64, String> {
+pub(crate) fn user(word: &str) -> Result<u64, String> {
     let id = word
         .strip_prefix("<@")
         .and_then(|rest| rest.strip_suffix('>'))

@@ -5,27 +5,7 @@ use twilight_model::application::command::{Command, CommandOption, CommandOption
 use twilight_model::guild::Permissions;
 
 use super::parse::PURGE_MAX;
-use crate::slash::chat_command;
-
-fn option(kind: CommandOptionType, name: &str, description: &str, required: bool) -> CommandOption {
-    CommandOption {
-        autocomplete: None,
-        channel_types: None,
-        choices: None,
-        description: description.to_owned(),
-        description_localizations: None,
-        kind,
-        max_length: None,
-        max_value: None,
-        min_length: None,
-        min_value: None,
-        name: name.to_owned(),
-        name_localizations: None,
-        options: None,
-        file_types: None,
-        required: Some(required),
-    }
-}
+use crate::slash::{chat_command, option};
 
 fn user(description: &str) -> CommandOption {
     option(CommandOptionType::User, "user", description, true)

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     ACCOUNTS, ASSIGNMENTS, CHECKPOINTS, CLUSTER_META, EmbeddedStore, LEADER_ANNOUNCEMENT, LEASES,
-    NODES, PROMOS, REDEMPTIONS, RowRef, SUBSCRIPTIONS, TICKETS, TRANSCRIPTS, USER_REFS, WORKFLOWS,
-    e, from_json, index, open, open_read, to_json, unindex,
+    NODES, PROMOS, REDEMPTIONS, RowRef, SUBSCRIPTIONS, TICKET_COUNTERS, TICKETS, TRANSCRIPTS,
+    USER_REFS, WORKFLOWS, e, from_json, index, open, open_read, to_json, unindex,
 };
 use crate::cluster::{ASSIGNMENTS_CLAIM, SHARD_COUNT, check_claim};
 use crate::{
@@ -181,6 +181,47 @@ impl TicketRepo for EmbeddedStore {
         let ticket = ticket.clone();
         self.write(move |txn, retention| write_ticket(txn, &ticket, retention))
             .await
+    }
+
+    async fn open_ticket(
+        &self,
+        ticket: &Ticket,
+        max_open: u32,
+    ) -> Result<Option<u64>, StorageError> {
+        let mut ticket = ticket.clone();
+        // One write transaction at a time: the count and the number cannot race.
+        self.write(move |txn, retention| {
+            let open_now = {
+                let table = open(txn, TICKETS)?;
+                let mut count = 0_u32;
+                for row in table
+                    .range((ticket.guild_id, 0)..=(ticket.guild_id, u64::MAX))
+                    .map_err(e)?
+                {
+                    let other: Ticket = from_json("tickets", row.map_err(e)?.1.value())?;
+                    if other.opener_id == ticket.opener_id && other.is_open() {
+                        count += 1;
+                    }
+                }
+                count
+            };
+            if open_now >= max_open {
+                return Ok(None);
+            }
+            let mut counters = open(txn, TICKET_COUNTERS)?;
+            let last = counters
+                .get(ticket.guild_id)
+                .map_err(e)?
+                .map_or(0, |v| v.value());
+            ticket.ticket_id = last + 1;
+            counters
+                .insert(ticket.guild_id, ticket.ticket_id)
+                .map_err(e)?;
+            drop(counters);
+            write_ticket(txn, &ticket, retention)?;
+            Ok(Some(ticket.ticket_id))
+        })
+        .await
     }
 
     async fn ticket(&self, guild_id: u64, ticket_id: u64) -> Result<Option<Ticket>, StorageError> {

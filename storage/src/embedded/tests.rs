@@ -147,6 +147,8 @@ async fn configured_retention_periods_are_what_the_sweeper_enforces() {
             subject: "help".into(),
             opened_at: t0,
             closed_at: None,
+            claimed_at: None,
+            close_reason: None,
         })
         .await
         .unwrap();

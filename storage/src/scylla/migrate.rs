@@ -72,6 +72,11 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         "011_hourly_usage.cql",
         include_str!("../../schema/011_hourly_usage.cql"),
     ),
+    (
+        13,
+        "013_tickets.cql",
+        include_str!("../../schema/013_tickets.cql"),
+    ),
 ];
 
 /// How long the migration lock lives without being re-taken. Long enough for the slowest

@@ -37,24 +37,22 @@ impl ScyllaStore {
         Ok(cases.len() as u64)
     }
 
-    /// The guild's next case number, taken by compare-and-set on its counter.
-    async fn next_case_number(&self, guild_id: u64) -> Result<u64, StorageError> {
+    /// The guild's next number of a per-guild counter, taken by compare-and-set on its row.
+    pub(super) async fn next_number(
+        &self,
+        counter: &Counter,
+        guild_id: u64,
+    ) -> Result<u64, StorageError> {
         for _ in 0..COUNTER_TRIES {
             let row: Option<(Option<i64>,)> = self
-                .serial_one(
-                    "SELECT last FROM {ks}.case_counters WHERE guild_id = ?",
-                    (db_id(guild_id),),
-                )
+                .serial_one(counter.read_last, (db_id(guild_id),))
                 .await?;
             let last = row.and_then(|(last,)| last).map_or(0, rust_id);
             let next = last + 1;
             let holder = format!("{:016x}", random_token());
             let resolve = || async {
                 let row: Option<(Option<i64>, Option<String>)> = self
-                    .serial_one(
-                        "SELECT last, holder FROM {ks}.case_counters WHERE guild_id = ?",
-                        (db_id(guild_id),),
-                    )
+                    .serial_one(counter.read_holder, (db_id(guild_id),))
                     .await?;
                 Ok(row.is_some_and(|(last, by)| {
                     last == Some(db_id(next)) && by.as_deref() == Some(holder.as_str())
@@ -62,16 +60,14 @@ impl ScyllaStore {
             };
             let outcome = if last == 0 {
                 self.lwt_resolved(
-                    "INSERT INTO {ks}.case_counters (guild_id, last, holder) VALUES (?, ?, ?) \
-                     IF NOT EXISTS",
+                    counter.create,
                     (db_id(guild_id), db_id(next), holder.as_str()),
                     resolve,
                 )
                 .await?
             } else {
                 self.lwt_resolved(
-                    "UPDATE {ks}.case_counters SET last = ?, holder = ? WHERE guild_id = ? \
-                     IF last = ?",
+                    counter.advance,
                     (db_id(next), holder.as_str(), db_id(guild_id), db_id(last)),
                     resolve,
                 )
@@ -84,10 +80,43 @@ impl ScyllaStore {
         Err(StorageError::Unavailable {
             kind: "overloaded",
             attempts: COUNTER_TRIES as u32,
-            message: format!("case counter of guild {guild_id} contended {COUNTER_TRIES} times"),
+            message: format!(
+                "{} of guild {guild_id} contended {COUNTER_TRIES} times",
+                counter.what
+            ),
         })
     }
 }
+
+/// The statements of a per-guild counter table (`guild_id`, `last`, `holder`).
+pub(super) struct Counter {
+    pub(super) what: &'static str,
+    pub(super) read_last: &'static str,
+    pub(super) read_holder: &'static str,
+    pub(super) create: &'static str,
+    pub(super) advance: &'static str,
+}
+
+const CASE_COUNTER: Counter = Counter {
+    what: "case counter",
+    read_last: "SELECT last FROM {ks}.case_counters WHERE guild_id = ?",
+    read_holder: "SELECT last, holder FROM {ks}.case_counters WHERE guild_id = ?",
+    create: "INSERT INTO {ks}.case_counters (guild_id, last, holder) VALUES (?, ?, ?) \
+             IF NOT EXISTS",
+    advance: "UPDATE {ks}.case_counters SET last = ?, holder = ? WHERE guild_id = ? \
+              IF last = ?",
+};
+
+/// Ticket numbers (schema 013).
+pub(super) const TICKET_COUNTER: Counter = Counter {
+    what: "ticket counter",
+    read_last: "SELECT last FROM {ks}.ticket_counters WHERE guild_id = ?",
+    read_holder: "SELECT last, holder FROM {ks}.ticket_counters WHERE guild_id = ?",
+    create: "INSERT INTO {ks}.ticket_counters (guild_id, last, holder) VALUES (?, ?, ?) \
+             IF NOT EXISTS",
+    advance: "UPDATE {ks}.ticket_counters SET last = ?, holder = ? WHERE guild_id = ? \
+              IF last = ?",
+};
 
 /// A value no other writer picks: std's per-instance random hash keys.
 fn random_token() -> u64 {
@@ -102,7 +131,7 @@ impl ModerationRepo for ScyllaStore {
     async fn create_case(&self, case: &Case) -> Result<u64, StorageError> {
         check_case(case)?;
         let mut case = case.clone();
-        case.number = self.next_case_number(case.guild_id).await?;
+        case.number = self.next_number(&CASE_COUNTER, case.guild_id).await?;
         // Index first: an index row without its case is skipped on read.
         if let Some(target) = case.target_id {
             self.execute(

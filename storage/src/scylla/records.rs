@@ -849,6 +849,30 @@ impl TicketRepo for ScyllaStore {
         self.apply(writes).await
     }
 
+    async fn open_ticket(
+        &self,
+        ticket: &Ticket,
+        max_open: u32,
+    ) -> Result<Option<u64>, StorageError> {
+        // The count is read, not locked: two opens by one member at the same instant on two
+        // nodes (a shard move) could both pass it. The number is a compare-and-set.
+        let open_now = self
+            .tickets(ticket.guild_id)
+            .await?
+            .iter()
+            .filter(|t| t.opener_id == ticket.opener_id && t.is_open())
+            .count();
+        if open_now >= max_open as usize {
+            return Ok(None);
+        }
+        let mut ticket = ticket.clone();
+        ticket.ticket_id = self
+            .next_number(&super::moderation::TICKET_COUNTER, ticket.guild_id)
+            .await?;
+        self.put_ticket(&ticket).await?;
+        Ok(Some(ticket.ticket_id))
+    }
+
     async fn ticket(&self, guild_id: u64, ticket_id: u64) -> Result<Option<Ticket>, StorageError> {
         self.get_ticket(guild_id, ticket_id).await
     }

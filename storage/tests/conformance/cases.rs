@@ -51,6 +51,8 @@ fn ticket(guild_id: u64, ticket_id: u64, opener_id: u64, opened_at: Timestamp) -
         subject: "help".into(),
         opened_at,
         closed_at: None,
+        claimed_at: None,
+        close_reason: None,
     }
 }
 
@@ -370,6 +372,68 @@ pub(crate) async fn tickets_keep_transcripts<S: Store + Clone>(store: S) {
         .collect();
     assert_eq!(ids, [1, 2]);
     assert!(store.tickets(OTHER_GUILD).await.unwrap().is_empty());
+}
+
+pub(crate) async fn tickets_are_numbered_once_and_limited_per_opener<S: Store + Clone>(store: S) {
+    let now = Timestamp::now();
+    // Concurrent opens by different members: every number once, from 1.
+    let opens: Vec<_> = (0..8)
+        .map(|n| {
+            let store = store.clone();
+            let ticket = ticket(GUILD, 0, 100 + n, now);
+            tokio::spawn(async move { store.open_ticket(&ticket, 1).await })
+        })
+        .collect();
+    let mut numbers = Vec::new();
+    for open in opens {
+        numbers.push(open.await.unwrap().unwrap().expect("under the limit"));
+    }
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=8).collect::<Vec<u64>>());
+
+    // The opener's limit counts open tickets only; a refused open stores nothing.
+    let number = store
+        .open_ticket(&ticket(GUILD, 0, USER, now), 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(number, 9);
+    assert_eq!(
+        store
+            .open_ticket(&ticket(GUILD, 0, USER, now), 1)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(store.tickets(GUILD).await.unwrap().len(), 9);
+    let mut closed = store.ticket(GUILD, 9).await.unwrap().unwrap();
+    assert_eq!((closed.opener_id, closed.ticket_id), (USER, 9));
+    closed.closed_at = Some(now);
+    closed.close_reason = Some("solved".into());
+    store.put_ticket(&closed).await.unwrap();
+    assert_eq!(
+        store
+            .open_ticket(&ticket(GUILD, 0, USER, now), 1)
+            .await
+            .unwrap(),
+        Some(10)
+    );
+    assert_eq!(
+        store
+            .open_ticket(&ticket(GUILD, 0, USER, now), 2)
+            .await
+            .unwrap(),
+        Some(11),
+        "a higher limit takes a second"
+    );
+    assert_eq!(
+        store
+            .open_ticket(&ticket(OTHER_GUILD, 0, USER, now), 1)
+            .await
+            .unwrap(),
+        Some(1),
+        "numbers are per guild"
+    );
 }
 
 pub(crate) async fn workflows_crud<S: Store + Clone>(store: S) {
@@ -1628,6 +1692,7 @@ macro_rules! conformance_cases {
             usage_past_its_retention_is_gone,
             accounts_track_last_activity,
             tickets_keep_transcripts,
+            tickets_are_numbered_once_and_limited_per_opener,
             workflows_crud,
             subscriptions_and_promo_codes,
             cluster_tables_fence_by_epoch,

@@ -22,6 +22,7 @@ mod ops;
 mod premium;
 mod privacy;
 mod rest;
+mod tickets;
 mod workflows;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,7 +75,7 @@ async fn every_shard_gets_ready_and_every_guild_reaches_its_actor() {
         names,
         [
             "ping", "help", "config", "warn", "timeout", "kick", "ban", "unban", "purge",
-            "slowmode", "lock", "unlock", "case", "reason", "history"
+            "slowmode", "lock", "unlock", "case", "reason", "history", "ticket"
         ]
     );
 

@@ -1,0 +1,266 @@
+//! Support tickets: a panel message whose button asks the member for a topic in a modal,
+//! then opens a private thread for them, numbered per guild by the store (never twice, also
+//! across nodes); staff claim, add and remove people, rename, close with a reason and
+//! reopen; the opener closes their own. Closing copies the thread into the ticket's
+//! transcript page by page, then a durable timer archives and locks the thread (so the
+//! answer to the close is posted before the thread locks, and a crash in between still
+//! locks it). A ticket silent for the runtime's `ticket_idle_close` is closed by the bot (a
+//! durable timer that moves to the last message's time + the period while there is talk).
+//! Every action is an audit entry `ticket.<action>`.
+//!
+//! - `ticket panel` (staff) posts the panel; `ticket close [reason]`, `ticket claim`,
+//!   `ticket add <user>`, `ticket remove <user>`, `ticket rename <name>` work in a ticket's
+//!   thread; `ticket reopen <number>` anywhere.
+//! - A member has at most [`MAX_OPEN_PER_MEMBER`] open tickets (checked by the store as it
+//!   numbers the ticket), and a modal sent again while their ticket is being opened (a
+//!   double press) opens nothing.
+
+mod act;
+mod parse;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use protonn_storage::Timer;
+use tokio::time::Instant;
+use twilight_model::application::command::Command as SlashCommand;
+use twilight_model::channel::message::component::{
+    ActionRow, Button, ButtonStyle, Component, TextInput, TextInputStyle,
+};
+use twilight_model::guild::Permissions;
+use twilight_model::http::interaction::{
+    InteractionResponse, InteractionResponseData, InteractionResponseType,
+};
+use twilight_model::id::Id;
+use twilight_model::id::marker::{RoleMarker, UserMarker};
+
+use crate::feature::{Answer, ComponentUse, Ctx, Effect, Feature, Invocation};
+
+/// The feature's name: its timers' `feature`.
+pub(crate) const NAME: &str = "tickets";
+const COMMANDS: &[&str] = &["ticket"];
+
+/// Open tickets one member may have in a guild at once.
+pub(crate) const MAX_OPEN_PER_MEMBER: u32 = 1;
+/// How long a member's modal is taken as a repeat of the one being opened (a double press).
+const OPENING_GUARD: Duration = Duration::from_secs(30);
+/// Past this many members opening at once, expired guards are pruned.
+const OPENING_PRUNE_AT: usize = 64;
+
+/// Custom ids of the feature's components; all start with [`PREFIX`].
+const PREFIX: &str = "ticket:";
+const OPEN_BUTTON: &str = "ticket:open";
+const TOPIC_MODAL: &str = "ticket:topic";
+const TOPIC_FIELD: &str = "topic";
+const CLOSE_BUTTON: &str = "ticket:close";
+/// Discord's modal text input bounds for the topic.
+const TOPIC_MIN_CHARS: u16 = 5;
+const TOPIC_MAX_CHARS: u16 = 200;
+
+/// Who may act as staff on tickets: a staff role of the config, or (where Discord says) Manage
+/// Server, Manage Threads or Administrator.
+const STAFF_PERMISSIONS: Permissions = Permissions::ADMINISTRATOR
+    .union(Permissions::MANAGE_GUILD)
+    .union(Permissions::MANAGE_THREADS);
+
+pub(crate) struct Tickets;
+
+/// Per guild: members whose ticket is being opened, since when.
+#[derive(Default)]
+struct Opening {
+    since: HashMap<Id<UserMarker>, Instant>,
+}
+
+impl Opening {
+    /// Marks `user` as opening; `false` if they already are (a double press).
+    fn start(&mut self, user: Id<UserMarker>) -> bool {
+        let now = Instant::now();
+        if self.since.len() >= OPENING_PRUNE_AT {
+            self.since
+                .retain(|_, since| now.duration_since(*since) < OPENING_GUARD);
+        }
+        match self.since.get(&user) {
+            Some(since) if now.duration_since(*since) < OPENING_GUARD => false,
+            _ => {
+                self.since.insert(user, now);
+                true
+            }
+        }
+    }
+}
+
+fn is_staff(
+    staff_roles: &[u64],
+    roles: &[Id<RoleMarker>],
+    permissions: Option<Permissions>,
+) -> bool {
+    roles.iter().any(|role| staff_roles.contains(&role.get()))
+        || permissions.is_some_and(|p| p.intersects(STAFF_PERMISSIONS))
+}
+
+impl Feature for Tickets {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn commands(&self) -> &'static [&'static str] {
+        COMMANDS
+    }
+
+    fn slash_commands(&self) -> Vec<SlashCommand> {
+        vec![parse::slash_command()]
+    }
+
+    fn on_command(&self, ctx: &mut Ctx<'_>, invocation: Invocation) -> Vec<Effect> {
+        let request = match parse::parse(&invocation) {
+            Ok(request) => request,
+            Err(problem) => return vec![Effect::Reply(Answer::new("invalid", problem))],
+        };
+        let staff = is_staff(
+            &ctx.config.staff_roles,
+            &invocation.author_roles,
+            invocation.author_permissions,
+        );
+        let actor = act::Actor {
+            user: invocation.author,
+            staff,
+            channel_id: invocation.channel_id,
+        };
+        vec![Effect::task(act::run(ctx.io.clone(), actor, request))]
+    }
+
+    fn component_prefix(&self) -> Option<&'static str> {
+        Some(PREFIX)
+    }
+
+    fn on_component(&self, ctx: &mut Ctx<'_>, used: ComponentUse) -> Vec<Effect> {
+        let staff = is_staff(
+            &ctx.config.staff_roles,
+            &used.author_roles,
+            used.author_permissions,
+        );
+        let actor = act::Actor {
+            user: used.author,
+            staff,
+            channel_id: used.channel_id,
+        };
+        match used.custom_id.as_str() {
+            OPEN_BUTTON => vec![Effect::Respond(Box::new(topic_modal()))],
+            TOPIC_MODAL => {
+                let topic = used
+                    .field(TOPIC_FIELD)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned();
+                if topic.chars().count() < usize::from(TOPIC_MIN_CHARS) {
+                    let text =
+                        format!("Say in at least {TOPIC_MIN_CHARS} characters what it is about.");
+                    return vec![Effect::Reply(Answer::new("invalid", text))];
+                }
+                if !ctx.state::<Opening>().start(used.author) {
+                    let text = "You opened a ticket moments ago: one at a time, please.";
+                    return vec![Effect::Reply(Answer::new("conflict", text))];
+                }
+                vec![Effect::task(act::open(ctx.io.clone(), actor, topic))]
+            }
+            CLOSE_BUTTON => {
+                let request = parse::Request::Close {
+                    reason: String::new(),
+                };
+                vec![Effect::task(act::run(ctx.io.clone(), actor, request))]
+            }
+            _ => vec![Effect::Reply(Answer::new(
+                "invalid",
+                "This button no longer does anything.",
+            ))],
+        }
+    }
+
+    fn on_timer(&self, ctx: &mut Ctx<'_>, timer: Timer) -> Vec<Effect> {
+        vec![Effect::task(act::on_timer(ctx.io.clone(), timer))]
+    }
+}
+
+/// The panel's button row.
+fn panel_components() -> Vec<Component> {
+    vec![row(button(
+        OPEN_BUTTON,
+        "Open a ticket",
+        ButtonStyle::Primary,
+    ))]
+}
+
+/// The close button of a ticket's first message.
+fn ticket_components() -> Vec<Component> {
+    vec![row(button(CLOSE_BUTTON, "Close", ButtonStyle::Danger))]
+}
+
+fn row(component: Component) -> Component {
+    Component::ActionRow(ActionRow {
+        components: vec![component],
+        id: None,
+    })
+}
+
+fn button(custom_id: &str, label: &str, style: ButtonStyle) -> Component {
+    Component::Button(Button {
+        custom_id: Some(custom_id.to_owned()),
+        disabled: false,
+        emoji: None,
+        id: None,
+        label: Some(label.to_owned()),
+        sku_id: None,
+        style,
+        url: None,
+    })
+}
+
+/// The modal asking what the ticket is about.
+fn topic_modal() -> InteractionResponse {
+    let input = Component::TextInput(TextInput {
+        custom_id: TOPIC_FIELD.to_owned(),
+        id: None,
+        #[allow(deprecated)]
+        label: Some("What do you need help with?".to_owned()),
+        max_length: Some(TOPIC_MAX_CHARS),
+        min_length: Some(TOPIC_MIN_CHARS),
+        placeholder: None,
+        required: Some(true),
+        style: TextInputStyle::Paragraph,
+        value: None,
+    });
+    InteractionResponse {
+        kind: InteractionResponseType::Modal,
+        data: Some(InteractionResponseData {
+            custom_id: Some(TOPIC_MODAL.to_owned()),
+            title: Some("Open a ticket".to_owned()),
+            components: Some(vec![row(input)]),
+            ..InteractionResponseData::default()
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_second_modal_while_opening_is_a_double_press() {
+        let mut opening = Opening::default();
+        let user = Id::new(7);
+        assert!(opening.start(user));
+        assert!(!opening.start(user), "the double press");
+        assert!(opening.start(Id::new(8)), "another member");
+        tokio::time::advance(OPENING_GUARD).await;
+        assert!(opening.start(user), "later, a new ticket may be opened");
+    }
+
+    #[test]
+    fn staff_is_a_staff_role_or_a_managing_permission() {
+        let role = Id::new(5);
+        assert!(is_staff(&[5], &[role], None));
+        assert!(!is_staff(&[6], &[role], None));
+        assert!(is_staff(&[], &[], Some(Permissions::MANAGE_THREADS)));
+        assert!(!is_staff(&[], &[], Some(Permissions::SEND_MESSAGES)));
+    }
+}

@@ -1,0 +1,331 @@
+//! Support tickets through the simulator: a panel posted by staff, a member's button press
+//! answered with a modal, the ticket's private thread, staff actions in it, the close with
+//! its transcript and the thread archived by the durable timer, a reopen; and the bad input:
+//! a double press opens one ticket, the per-member limit holds, closing a closed ticket
+//! says so.
+
+use protonn_sim::{GuildInfo, SimHandle};
+use protonn_tests::*;
+use serde_json::Value;
+
+/// The owner runs `/ticket <action> [argument]` in `channel`; the answer's text.
+async fn staff(
+    sim: &SimHandle,
+    guild: &GuildInfo,
+    channel: u64,
+    action: &str,
+    argument: &str,
+) -> String {
+    let mut options = vec![("action", action)];
+    if !argument.is_empty() {
+        options.push(("argument", argument));
+    }
+    let id = sim
+        .send_command_interaction(guild.id, channel, guild.owner_id, "ticket", &options)
+        .expect("the guild has a session");
+    answers_to(sim, id).await.remove(0)
+}
+
+/// The panel message's id in `channel`, once posted.
+fn panel(sim: &SimHandle, channel: u64) -> u64 {
+    sim.messages(channel)
+        .iter()
+        .find(|m| m["components"][0]["components"][0]["custom_id"] == "ticket:open")
+        .and_then(|m| m["id"].as_str()?.parse().ok())
+        .expect("the panel is posted")
+}
+
+/// A member presses the panel's button, and sends the modal the bot shows with `topic`;
+/// the answer to the modal.
+async fn open_ticket(
+    sim: &SimHandle,
+    guild: &GuildInfo,
+    channel: u64,
+    member: u64,
+    topic: &str,
+) -> String {
+    let pressed = press_open(sim, guild, channel, member).await;
+    let sent = sim.submit_modal(pressed, &[("topic", topic)]).unwrap();
+    answers_to(sim, sent).await.remove(0)
+}
+
+/// Presses the panel's button and waits until the bot answered it with a modal.
+async fn press_open(sim: &SimHandle, guild: &GuildInfo, channel: u64, member: u64) -> u64 {
+    let message = panel(sim, channel);
+    let pressed = sim
+        .use_component(guild.id, channel, message, member, "ticket:open", None)
+        .unwrap();
+    wait_until("the bot shows the topic modal", || async {
+        sim.ledger()
+            .interactions
+            .iter()
+            .any(|i| i.id == pressed && i.response_type == Some(9))
+    })
+    .await;
+    pressed
+}
+
+fn thread_of(sim: &SimHandle, guild_id: u64, name: &str) -> Value {
+    sim.threads(guild_id)
+        .into_iter()
+        .find(|t| t["name"] == name)
+        .unwrap_or_else(|| panic!("no thread {name}"))
+}
+
+fn id(value: &Value) -> u64 {
+    value["id"].as_str().unwrap().parse().unwrap()
+}
+
+const CREATE_THREAD: &str = "POST /channels/{channel_id}/threads";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_opens_a_ticket_staff_work_it_and_its_close_keeps_a_transcript() {
+    let Bot { sim, node, .. } = &Bot::start(small_world(1, 1)).await;
+    let guild = some_guild(sim, 0);
+    let channel = guild.channel_ids[0];
+    let [member, helper, stranger] = [0, 1, 2].map(|i| guild.member_ids[i]);
+
+    // Only staff post the panel.
+    let refused = sim
+        .send_command_interaction(guild.id, channel, member, "ticket", &[("action", "panel")])
+        .unwrap();
+    let refused = answers_to(sim, refused).await.remove(0);
+    assert!(refused.starts_with("Only staff"), "{refused}");
+    assert_eq!(
+        staff(sim, &guild, channel, "panel", "").await,
+        "Ticket panel posted."
+    );
+
+    let opened = open_ticket(sim, &guild, channel, member, "My refund is late").await;
+    let thread = thread_of(sim, guild.id, "ticket-1");
+    let thread_id = id(&thread);
+    assert_eq!(opened, format!("Ticket #1 opened: <#{thread_id}>."));
+    assert_eq!(thread["type"], 12, "a private thread");
+    assert!(sim.thread_members(thread_id).contains(&member));
+    assert!(!sim.thread_members(thread_id).contains(&stranger));
+    assert!(
+        sim.send_message(guild.id, thread_id, stranger, "let me in")
+            .is_none(),
+        "a member not in the ticket cannot post in it"
+    );
+    let welcome = &sim.messages(thread_id)[0];
+    assert!(
+        welcome["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("Ticket #1: My refund is late")
+    );
+
+    // The conversation: an attachment, an edit.
+    let first = sim
+        .send_message(guild.id, thread_id, member, "Order 1234")
+        .unwrap();
+    sim.send_message_with_attachments(guild.id, thread_id, member, "receipt", &["receipt.pdf"])
+        .unwrap();
+    assert!(sim.edit_message(guild.id, thread_id, first, "Order 12345"));
+
+    // Staff claim it, bring someone in, rename it.
+    let claimed = staff(sim, &guild, thread_id, "claim", "").await;
+    assert_eq!(
+        claimed,
+        format!("Ticket #1 claimed by <@{}>.", guild.owner_id)
+    );
+    let again = staff(sim, &guild, thread_id, "claim", "").await;
+    assert!(again.contains("claimed already"), "{again}");
+    let added = staff(sim, &guild, thread_id, "add", &format!("<@{helper}>")).await;
+    assert_eq!(added, format!("<@{helper}> added to ticket #1."));
+    assert!(sim.thread_members(thread_id).contains(&helper));
+    let removed = staff(sim, &guild, thread_id, "remove", &helper.to_string()).await;
+    assert_eq!(removed, format!("<@{helper}> removed from ticket #1."));
+    assert!(!sim.thread_members(thread_id).contains(&helper));
+    let renamed = staff(sim, &guild, thread_id, "rename", "refund").await;
+    assert_eq!(renamed, "Ticket #1 is now `ticket-1-refund`.");
+    sim.send_message(guild.id, thread_id, guild.owner_id, "Refund sent.")
+        .unwrap();
+
+    // The member closes their own ticket as text, with a reason.
+    sim.send_message(guild.id, thread_id, member, "!ticket close solved")
+        .unwrap();
+    let closed = reply_in(sim, thread_id, 1).await;
+    assert_eq!(
+        closed,
+        format!("Ticket #1 closed by <@{member}>: solved. The thread is archived now.")
+    );
+    wait_until(
+        "the closed ticket's thread is archived and locked",
+        || async {
+            let thread = thread_of(sim, guild.id, "ticket-1-refund");
+            thread["thread_metadata"]["archived"] == true
+                && thread["thread_metadata"]["locked"] == true
+        },
+    )
+    .await;
+    assert!(
+        sim.send_message(guild.id, thread_id, member, "one more thing")
+            .is_none()
+    );
+
+    // Closing a closed ticket says so and changes nothing.
+    let twice = staff(sim, &guild, thread_id, "close", "").await;
+    assert_eq!(twice, "Ticket #1 is already closed.");
+
+    // The transcript: every message of the thread, authors, the attachment as a link, the
+    // edit noted.
+    let store = node.store();
+    let ticket = store.ticket(guild.id, 1).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            ticket.opener_id,
+            ticket.channel_id,
+            ticket.close_reason.as_deref()
+        ),
+        (member, thread_id, Some("solved"))
+    );
+    assert!(ticket.claimed_at.is_some() && ticket.closed_at.is_some());
+    let transcript = store.transcript(guild.id, 1).await.unwrap();
+    let lines: Vec<(u64, &str)> = transcript
+        .iter()
+        .map(|line| (line.author_id, line.content.as_str()))
+        .collect();
+    assert_eq!(lines[1], (member, "Order 12345 (edited)"));
+    assert_eq!(lines[2].0, member);
+    assert!(
+        lines[2]
+            .1
+            .starts_with("receipt\n[attachment: receipt.pdf] https://cdn.discordapp.com/"),
+        "{}",
+        lines[2].1
+    );
+    assert!(lines.contains(&(guild.owner_id, "Refund sent.")));
+    assert_eq!(
+        lines.last().unwrap(),
+        &(member, "!ticket close solved"),
+        "up to the close"
+    );
+
+    // Reopened, the member can write again; every action is audited.
+    let reopened = staff(sim, &guild, channel, "reopen", "1").await;
+    assert_eq!(reopened, format!("Ticket #1 reopened: <#{thread_id}>."));
+    let thread = thread_of(sim, guild.id, "ticket-1-refund");
+    assert_eq!(thread["thread_metadata"]["archived"], false);
+    assert!(
+        sim.send_message(guild.id, thread_id, member, "thanks")
+            .is_some()
+    );
+    let now = protonn_storage::Timestamp::now();
+    wait_until("every ticket action is audited", || async {
+        let entries = node
+            .audit_log()
+            .list_audit(
+                guild.id,
+                protonn_storage::Timestamp(0),
+                now.saturating_add(std::time::Duration::from_secs(60)),
+                100,
+            )
+            .await
+            .unwrap();
+        let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
+        [
+            "ticket.panel",
+            "ticket.open",
+            "ticket.claim",
+            "ticket.add",
+            "ticket.remove",
+            "ticket.rename",
+            "ticket.close",
+            "ticket.reopen",
+        ]
+        .iter()
+        .all(|action| actions.contains(action))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_double_press_opens_one_ticket_and_a_member_has_one_open_at_a_time() {
+    let Bot { sim, .. } = &Bot::start(small_world(1, 1)).await;
+    let guild = some_guild(sim, 0);
+    let channel = guild.channel_ids[0];
+    let [member, other] = [0, 1].map(|i| guild.member_ids[i]);
+    staff(sim, &guild, channel, "panel", "").await;
+
+    // Two presses, two modals, both sent: one ticket.
+    let first = press_open(sim, &guild, channel, member).await;
+    let second = press_open(sim, &guild, channel, member).await;
+    let a = sim
+        .submit_modal(first, &[("topic", "Cannot log in")])
+        .unwrap();
+    let b = sim
+        .submit_modal(second, &[("topic", "Cannot log in")])
+        .unwrap();
+    let mut answers = vec![
+        answers_to(sim, a).await.remove(0),
+        answers_to(sim, b).await.remove(0),
+    ];
+    answers.sort();
+    assert!(answers[0].starts_with("Ticket #1 opened"), "{answers:?}");
+    // Refused by the guard against repeats, or (had the first finished) by the limit.
+    assert!(
+        answers[1] == "You opened a ticket moments ago: one at a time, please."
+            || answers[1].starts_with("You have 1 open ticket(s) here already"),
+        "{answers:?}"
+    );
+    let created = sim
+        .ledger()
+        .rest
+        .iter()
+        .filter(|r| r.route == CREATE_THREAD && r.status == 201)
+        .count();
+    assert_eq!(created, 1, "one thread");
+
+    // Another member is numbered next; a short topic is refused and opens nothing.
+    let too_short = press_open(sim, &guild, channel, other).await;
+    assert!(
+        sim.submit_modal(too_short, &[("topic", "hi")]).is_err(),
+        "Discord's client holds the modal to its minimum length"
+    );
+    let opened = open_ticket(sim, &guild, channel, other, "Billing question").await;
+    assert!(opened.starts_with("Ticket #2 opened"), "{opened}");
+    assert_eq!(sim.threads(guild.id).len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_ticket_is_closed_by_its_durable_timer_with_its_transcript() {
+    let runtime = protonn_actors::RuntimeConfig {
+        timer_poll_every: std::time::Duration::from_millis(100),
+        ticket_idle_close: std::time::Duration::from_secs(2),
+        ..test_runtime()
+    };
+    let Bot { sim, node, .. } = &Bot::with_runtime(small_world(1, 1), runtime).await;
+    let guild = some_guild(sim, 0);
+    let channel = guild.channel_ids[0];
+    let member = guild.member_ids[0];
+    staff(sim, &guild, channel, "panel", "").await;
+    open_ticket(sim, &guild, channel, member, "Anyone there?").await;
+    let thread_id = id(&thread_of(sim, guild.id, "ticket-1"));
+    sim.send_message(guild.id, thread_id, member, "hello?")
+        .unwrap();
+
+    wait_until(
+        "the silent ticket is closed and its thread locked",
+        || async {
+            let thread = thread_of(sim, guild.id, "ticket-1");
+            thread["thread_metadata"]["locked"] == true
+        },
+    )
+    .await;
+    let closing = sim
+        .messages(thread_id)
+        .iter()
+        .filter_map(|m| m["content"].as_str().map(str::to_owned))
+        .find(|text| text.starts_with("Ticket #1 closed by"))
+        .expect("the close is said in the thread");
+    assert!(
+        closing.ends_with(": no message for 2s. The thread is archived now."),
+        "{closing}"
+    );
+    let ticket = node.store().ticket(guild.id, 1).await.unwrap().unwrap();
+    assert_eq!(ticket.close_reason.as_deref(), Some("no message for 2s"));
+    let transcript = node.store().transcript(guild.id, 1).await.unwrap();
+    assert!(transcript.iter().any(|line| line.content == "hello?"));
+}
