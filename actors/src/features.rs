@@ -3,7 +3,7 @@
 
 use crate::feature::Feature;
 
-static FEATURES: &[&dyn Feature] = &[&crate::moderation::Moderation];
+static FEATURES: &[&dyn Feature] = &[&crate::moderation::Moderation, &crate::automod::Automod];
 
 pub(crate) fn all() -> &'static [&'static dyn Feature] {
     FEATURES

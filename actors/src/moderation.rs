@@ -22,8 +22,9 @@ use twilight_model::application::command::Command as SlashCommand;
 use crate::feature::{Answer, CallTask, Ctx, Effect, Feature, Invocation};
 use crate::{GuildCallError, GuildRequest, GuildResponse};
 
+pub(crate) use act::{by_the_bot, snowflake_ms};
 pub use parse::parse_duration;
-pub(crate) use parse::{parse_escalation, show_escalation};
+pub(crate) use parse::{Request, parse_escalation, show_duration, show_escalation};
 
 /// Cases one guild call returns at most (a page of the dashboard's list).
 const CASES_PER_CALL: u32 = 100;

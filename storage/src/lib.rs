@@ -20,6 +20,7 @@
 
 mod accounts;
 mod audit;
+mod automod;
 mod billing;
 mod cluster;
 mod embedded;
@@ -47,6 +48,7 @@ mod writer;
 
 pub use accounts::{Account, AccountRepo};
 pub use audit::{AuditEntry, AuditRepo};
+pub use automod::{AutomodAction, AutomodConfig, AutomodRule, Trigger};
 pub use billing::{BillingRepo, PromoCode, Redemption, Subscription, SubscriptionStatus};
 pub use cluster::{
     ClusterRepo, LeaderAnnouncement, Lease, NodeRecord, SessionCheckpoint, ShardAssignment,

@@ -157,7 +157,7 @@ impl GuildState {
 
     /// The answer of the feature that handles `request`, if one does.
     async fn feature_call(&mut self, request: &GuildRequest) -> Option<CallTask> {
-        let config = self.read_config().await.ok()?.config;
+        let config = self.read_config().await.ok()?;
         let io = self.io();
         for (index, feature) in crate::features::all().iter().enumerate() {
             let mut ctx = Ctx::new(&config, io.clone(), &mut self.feature_states[index]);

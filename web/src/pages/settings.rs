@@ -172,6 +172,7 @@ fn parse(form: &Form, summary: &GuildSummary) -> Result<GuildConfig, WebError> {
         staff_roles,
         // Not on this form: `save_settings` keeps the current ones.
         moderation: Default::default(),
+        automod: Default::default(),
     })
 }
 
@@ -185,12 +186,13 @@ pub(crate) async fn save_settings(
     let summary = summary(&state, &authed, guild_id).await?;
     let expected_version = number(&form, "expected_version")?;
     let mut config = parse(&form, &summary)?;
-    // The form edits what it shows; the moderation settings stay as they are (a change
-    // saved meanwhile makes the save a conflict, by `expected_version`).
-    config.moderation = super::guild::config(&state, &authed, guild_id)
+    // The form edits what it shows; the moderation and automod settings stay as they are (a
+    // change saved meanwhile makes the save a conflict, by `expected_version`).
+    let current = super::guild::config(&state, &authed, guild_id)
         .await?
-        .config
-        .moderation;
+        .config;
+    config.moderation = current.moderation;
+    config.automod = current.automod;
     let key = form.idempotency_key()?;
     let answer = state
         .call(
