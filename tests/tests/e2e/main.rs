@@ -11,6 +11,7 @@ use protonn_sim::GatewayEventKind;
 use protonn_tests::*;
 
 mod actors;
+mod automod;
 mod cluster;
 mod cluster_guild_calls;
 mod dashboard;
