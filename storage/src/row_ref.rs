@@ -38,6 +38,11 @@ pub(crate) enum RowRef {
     Account {
         user: u64,
     },
+    /// A moderation case (its moderator and its target).
+    Case {
+        guild: u64,
+        number: u64,
+    },
 }
 
 impl RowRef {
@@ -55,6 +60,7 @@ impl RowRef {
             Self::Subscription { id } => (5, &[*id], &[]),
             Self::Redemption { code, user } => (6, &[*user], code.as_bytes()),
             Self::Account { user } => (7, &[*user], &[]),
+            Self::Case { guild, number } => (8, &[*guild, *number], &[]),
         };
         let mut out = Vec::with_capacity(1 + 8 * numbers.len() + tail.len());
         out.push(tag);
@@ -122,6 +128,13 @@ impl RowRef {
                 exact(1)?;
                 Self::Account { user: n(0)? }
             }
+            8 => {
+                exact(2)?;
+                Self::Case {
+                    guild: n(0)?,
+                    number: n(1)?,
+                }
+            }
             _ => return Err(bad()),
         })
     }
@@ -170,6 +183,10 @@ mod tests {
                 user: 5,
             },
             RowRef::Account { user: 7 },
+            RowRef::Case {
+                guild: 1,
+                number: 2,
+            },
         ];
         for row in refs {
             assert_eq!(RowRef::parse(&row.bytes()).unwrap(), row);

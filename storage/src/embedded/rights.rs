@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 use redb::{ReadableTable, TableHandle, WriteTransaction};
 
+use super::moderation::CASES;
 use super::records::{
     StoredPromo, account_expiry, ticket_expiry, user_refs, write_subscription, write_workflow,
 };
@@ -12,9 +13,10 @@ use super::{
     RowRef, SUBSCRIPTIONS, TICKETS, TRANSCRIPTS, USAGE, USER_REFS, WORKFLOWS, audit_ref,
     audit_users, e, from_json, index, open, open_read, to_json, unindex,
 };
+use crate::moderation::{case_ref, case_users};
 use crate::{
-    Account, AuditEntry, DataRights, Redemption, Retention, StorageError, StoredRow, Subscription,
-    Ticket, Timestamp, TranscriptMessage, UserExport, WebSessionExport, Workflow,
+    Account, AuditEntry, Case, DataRights, Redemption, Retention, StorageError, StoredRow,
+    Subscription, Ticket, Timestamp, TranscriptMessage, UserExport, WebSessionExport, Workflow,
 };
 
 /// How many expired rows one sweep transaction removes: bounds the time the writer lock is
@@ -140,6 +142,9 @@ fn remove_row(
             unindex(txn, row, &[], Some(account_expiry(&old, retention)))?;
             Ok(1)
         }
+        // Cases are never removed for one user (they protect the server's members): see
+        // `delete_user`, which anonymises them.
+        RowRef::Case { .. } => Ok(0),
     }
 }
 
@@ -220,6 +225,9 @@ impl DataRights for EmbeddedStore {
                         )?);
                     }
                     RowRef::Account { .. } => {}
+                    RowRef::Case { guild, number } => {
+                        export.cases.extend(read_row(txn, CASES, (guild, number))?);
+                    }
                 }
             }
             export.web_sessions = super::web_sessions::stored_of(txn, user_id)?
@@ -295,6 +303,10 @@ impl DataRights for EmbeddedStore {
                             None => 0,
                         }
                     }
+                    // Moderation cases stay, without the user.
+                    RowRef::Case { guild, number } => u64::from(super::moderation::anonymise_case(
+                        txn, *guild, *number, user_id,
+                    )?),
                     other => remove_row(txn, other, retention)?,
                 };
                 // A ref whose row was already gone (a ticket's transcript removed with it).
@@ -556,6 +568,7 @@ impl DataRights for EmbeddedStore {
             dump_json!(super::web_sessions::WEB_SESSIONS);
             dump_json!(super::premium::SLOTS);
             dump_json!(super::premium::INBOX);
+            dump_json!(CASES);
             let by_user = super::web_sessions::WEB_SESSIONS_BY_USER;
             for item in open_read(txn, by_user)?.iter().map_err(e)? {
                 let (key, _) = item.map_err(e)?;
@@ -698,6 +711,10 @@ impl EmbeddedStore {
                 };
                 expect(&row, &[r.user_id], None);
             }
+            for item in open_read(txn, CASES)?.iter().map_err(e)? {
+                let case: Case = from_json("cases", item.map_err(e)?.1.value())?;
+                expect(&case_ref(&case), &case_users(&case), None);
+            }
             for item in open_read(txn, ACCOUNTS)?.iter().map_err(e)? {
                 let a: Account = from_json("accounts", item.map_err(e)?.1.value())?;
                 expect(
@@ -750,6 +767,10 @@ impl EmbeddedStore {
                     RowRef::Account { user } => {
                         open_read(txn, ACCOUNTS)?.get(*user).map_err(e)?.is_some()
                     }
+                    RowRef::Case { guild, number } => open_read(txn, CASES)?
+                        .get((*guild, *number))
+                        .map_err(e)?
+                        .is_some(),
                 })
             };
             for def in [USER_REFS, EXPIRY] {

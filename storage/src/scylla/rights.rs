@@ -7,9 +7,9 @@ use super::records::{AUDIT_BUCKET_MS, audit_users};
 use super::{ScyllaStore, db_id};
 use crate::row_ref::RowRef;
 use crate::{
-    AccountRepo, AuditEntry, AuditRepo, BillingRepo, DataRights, PremiumRepo, Redemption,
-    StorageError, StoredRow, Ticket, TicketRepo, Timestamp, TranscriptMessage, UserExport,
-    WebSessionExport, WebSessionRepo, Workflow, WorkflowRepo,
+    AccountRepo, AuditEntry, AuditRepo, BillingRepo, DataRights, ModerationRepo, PremiumRepo,
+    Redemption, StorageError, StoredRow, Ticket, TicketRepo, Timestamp, TranscriptMessage,
+    UserExport, WebSessionExport, WebSessionRepo, Workflow, WorkflowRepo,
 };
 
 /// Every table, for [`DataRights::dump_rows`].
@@ -38,6 +38,7 @@ const TABLES: &[&str] = &[
     "web_sessions_by_user",
     "premium_slots",
     "billing_inbox",
+    "cases",
 ];
 
 impl ScyllaStore {
@@ -197,6 +198,9 @@ impl ScyllaStore {
                 .await?;
                 Ok(u64::from(existed))
             }
+            // Cases are never removed for one user (they protect the server's members):
+            // `delete_user` anonymises them.
+            RowRef::Case { .. } => Ok(0),
         }
     }
 }
@@ -238,6 +242,9 @@ impl DataRights for ScyllaStore {
                         .extend(self.redemption(&code, user).await?);
                 }
                 RowRef::Account { .. } => {}
+                RowRef::Case { guild, number } => {
+                    export.cases.extend(self.case(guild, number).await?);
+                }
             }
         }
         // Expired sessions are gone (TTL): every stored one is listed.
@@ -302,6 +309,10 @@ impl DataRights for ScyllaStore {
                     }
                     None => 0,
                 },
+                // Moderation cases stay, without the user.
+                RowRef::Case { guild, number } => {
+                    u64::from(self.anonymise_case(*guild, *number, user_id).await?)
+                }
                 other => self.remove_row(other).await?,
             };
             self.drop_ref(user_id, &row).await?;
@@ -560,6 +571,7 @@ impl DataRights for ScyllaStore {
                         .await?
                 }
                 "user_refs" => self.select("SELECT JSON * FROM {ks}.user_refs", ()).await?,
+                "cases" => self.select("SELECT JSON * FROM {ks}.cases", ()).await?,
                 "nodes" => self.select("SELECT JSON * FROM {ks}.nodes", ()).await?,
                 "shard_assignments" => {
                     self.select("SELECT JSON * FROM {ks}.shard_assignments", ())
