@@ -17,7 +17,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use protonn_storage::{Case, GuildConfig, VersionedConfig};
+use protonn_storage::{AutomodHit, Case, GuildConfig, VersionedConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::ConfigChangeError;
@@ -96,11 +96,18 @@ pub enum GuildRequest {
         before: Option<u64>,
         limit: u32,
     },
+    /// What automod rules in shadow mode would have done, newest first: hits of messages
+    /// before `before` (all if `None`); 1 to 100 of them ([`GuildResponse::AutomodHits`]).
+    AutomodHits { before: Option<u64>, limit: u32 },
+    /// The guild's automod rules run on `content` without any effect: which would fire and
+    /// why ([`GuildResponse::AutomodTest`]). Rules on a member's message rate and account
+    /// age are not judged from one text.
+    AutomodTest { content: String },
 }
 
 impl GuildRequest {
     /// Values of the `request` metric label.
-    pub const LABELS: [&'static str; 7] = [
+    pub const LABELS: [&'static str; 9] = [
         "read_config",
         "change_config",
         "config_history",
@@ -108,6 +115,8 @@ impl GuildRequest {
         "summary",
         "member_permissions",
         "cases",
+        "automod_hits",
+        "automod_test",
     ];
 
     /// The `request` label of the guild-call metrics.
@@ -120,6 +129,8 @@ impl GuildRequest {
             Self::Summary => "summary",
             Self::MemberPermissions { .. } => "member_permissions",
             Self::Cases { .. } => "cases",
+            Self::AutomodHits { .. } => "automod_hits",
+            Self::AutomodTest { .. } => "automod_test",
         }
     }
 
@@ -140,6 +151,19 @@ pub enum GuildResponse {
     Summary(GuildSummary),
     Permissions(MemberAccess),
     Cases { cases: Vec<Case> },
+    AutomodHits { hits: Vec<AutomodHit> },
+    AutomodTest { matches: Vec<RuleMatch> },
+}
+
+/// A rule that would fire on a text (automod's "test a message").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleMatch {
+    pub rule: String,
+    pub why: String,
+    /// The rule only reports (shadow mode).
+    pub shadow: bool,
+    /// What it would do (`delete, timeout 10m`).
+    pub actions: String,
 }
 
 /// A guild as the node that runs its shard sees it.

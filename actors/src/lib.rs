@@ -43,7 +43,7 @@ pub use cache::{REQUIRED_RESOURCES, cache_resources, event_types_for};
 pub use calls::{
     AUDIT_CONFIG_CHANGE, AUDIT_CONFIG_ROLLBACK, CallSource, Caller, ChannelSummary,
     ConfigAuditDetails, GuildCall, GuildCallError, GuildCalls, GuildRequest, GuildResponse,
-    GuildSummary, MemberAccess, RoleSummary, change_config_key,
+    GuildSummary, MemberAccess, RoleSummary, RuleMatch, change_config_key,
 };
 pub use commands::apply_config_key;
 pub use dead_letters::{DeadLetter, DeadLetters};

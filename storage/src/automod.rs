@@ -1,8 +1,12 @@
 //! Automod's rules, part of a guild's [`GuildConfig`](crate::GuildConfig): what each rule
 //! looks for in a message, what it does then, whom it spares, and whether it only reports
-//! (shadow mode). The actors check and compile them; the store keeps them as written.
+//! (shadow mode). The actors check and compile them; the store keeps them as written, and
+//! keeps what rules in shadow mode would have done ([`AutomodHit`]) for a few weeks.
 
+use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+
+use crate::{StorageError, Timestamp};
 
 /// A guild's automod settings.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,4 +84,72 @@ pub enum AutomodAction {
     Ban,
     /// A line in the mod-log channel.
     Log,
+}
+
+/// How long a shadow-mode hit is kept: a few weeks of tuning before a rule is enforced.
+pub const AUTOMOD_HIT_RETENTION: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
+/// The longest explanation a hit keeps, in characters.
+pub const AUTOMOD_HIT_WHY_MAX_CHARS: usize = 300;
+
+/// What a rule in shadow mode would have done to a message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutomodHit {
+    pub guild_id: u64,
+    /// The message (a snowflake: hits are listed by it, newest first).
+    pub message_id: u64,
+    /// The rule's name.
+    pub rule: String,
+    /// The author of the message.
+    pub user_id: u64,
+    pub channel_id: u64,
+    /// Why the rule matched, at most [`AUTOMOD_HIT_WHY_MAX_CHARS`] characters.
+    pub why: String,
+    /// What it would have done (`delete, timeout 10m`).
+    pub actions: String,
+    pub at: Timestamp,
+}
+
+/// Shadow-mode hits of every guild, each kept [`AUTOMOD_HIT_RETENTION`] from its `at`.
+#[async_trait]
+pub trait AutomodRepo: Send + Sync + 'static {
+    /// Stores a hit (again: replaced); one already past retention is not stored.
+    async fn put_automod_hit(&self, hit: &AutomodHit) -> Result<(), StorageError>;
+
+    /// The guild's hits of messages older than `before` (all if `None`), newest first, at
+    /// most `limit`.
+    async fn automod_hits(
+        &self,
+        guild_id: u64,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<AutomodHit>, StorageError>;
+}
+
+/// Refuses a hit the store must not keep.
+pub(crate) fn check_hit(hit: &AutomodHit) -> Result<(), StorageError> {
+    if hit.rule.is_empty() || hit.rule.chars().count() > 32 {
+        return Err(StorageError::Invalid(
+            "a rule name has 1 to 32 characters".into(),
+        ));
+    }
+    if hit.why.chars().count() > AUTOMOD_HIT_WHY_MAX_CHARS || hit.actions.len() > 200 {
+        return Err(StorageError::Invalid(format!(
+            "a hit's explanation has at most {AUTOMOD_HIT_WHY_MAX_CHARS} characters"
+        )));
+    }
+    Ok(())
+}
+
+/// When a hit leaves the store.
+pub(crate) fn hit_expiry(hit: &AutomodHit) -> Timestamp {
+    hit.at.saturating_add(AUTOMOD_HIT_RETENTION)
+}
+
+/// The index entry of a hit.
+pub(crate) fn hit_ref(hit: &AutomodHit) -> crate::row_ref::RowRef {
+    crate::row_ref::RowRef::AutomodHit {
+        guild: hit.guild_id,
+        message: hit.message_id,
+        rule: hit.rule.clone(),
+    }
 }

@@ -406,6 +406,7 @@ pub const BREACH_TABLES: &[(&str, &[&str], Option<&str>)] = &[
     ("privacy_flags", &["user_id"], None),
     ("privacy_exports", &["user_id"], Some("created_at")),
     ("cases", &["moderator_id", "target_id"], Some("at")),
+    ("automod_hits", &["user_id"], Some("at")),
 ];
 
 /// One user a breach touches, and which of the tables hold their data.

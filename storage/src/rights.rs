@@ -2,7 +2,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Account, AuditEntry, Case, PrivacyFlags, PrivacyRequest, Redemption, StorageError,
+    Account, AuditEntry, AutomodHit, Case, PrivacyFlags, PrivacyRequest, Redemption, StorageError,
     Subscription, Ticket, Timestamp, TranscriptMessage, WebSessionExport, Workflow,
 };
 
@@ -33,6 +33,9 @@ pub struct UserExport {
     /// Moderation cases where the user was the moderator or the member acted on.
     #[serde(default)]
     pub cases: Vec<Case>,
+    /// What automod rules in shadow mode would have done to the user's messages.
+    #[serde(default)]
+    pub automod_hits: Vec<AutomodHit>,
 }
 
 /// One stored row rendered as text, with its table: what the data-rights tests scan.

@@ -159,6 +159,10 @@ impl GuildCalls for FakeGuilds {
             })),
             // The dashboard has no moderation pages yet.
             GuildRequest::Cases { .. } => Ok(GuildResponse::Cases { cases: Vec::new() }),
+            GuildRequest::AutomodHits { .. } => Ok(GuildResponse::AutomodHits { hits: Vec::new() }),
+            GuildRequest::AutomodTest { .. } => Ok(GuildResponse::AutomodTest {
+                matches: Vec::new(),
+            }),
             GuildRequest::MemberPermissions { user_id } => {
                 let owner = (user_id == guild.owner_id
                     || self.managers.lock().unwrap().contains(&(guild.id, user_id)))

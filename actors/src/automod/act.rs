@@ -6,23 +6,29 @@
 use std::time::Duration;
 
 use metrics::counter;
-use protonn_storage::{AutomodAction, CASE_REASON_MAX_CHARS, GuildConfig};
+use protonn_storage::{
+    AUTOMOD_HIT_WHY_MAX_CHARS, AutomodAction, AutomodHit, CASE_REASON_MAX_CHARS, GuildConfig,
+    Timestamp,
+};
+use tokio::time::Instant;
 use twilight_model::channel::Message;
 use twilight_model::id::Id;
 
-use super::{Hit, Rules};
+use super::{Hit, HitBudget, Rules};
 use crate::feature::Effect;
 use crate::guild::Io;
 use crate::metrics::AUTOMOD_HITS;
 use crate::moderation::{self, Request, show_duration};
 
-/// The effects of `hits` (in rule order) on `message`.
+/// The effects of `hits` (in rule order) on `message`; shadow-mode hits are stored while
+/// `budget` lasts.
 pub(super) fn respond(
     io: &Io,
     config: &GuildConfig,
     rules: &Rules,
     hits: &[Hit],
     message: &Message,
+    budget: &mut HitBudget,
 ) -> Vec<Effect> {
     let author = message.author.id.get();
     let channel = message.channel_id;
@@ -34,6 +40,25 @@ pub(super) fn respond(
         if rule.shadow {
             counter!(AUTOMOD_HITS, "trigger" => rule.kind, "mode" => "shadow").increment(1);
             tracing::info!(guild_id = %io.guild_id(), rule = %rule.name, why = %hit.why, "automod shadow hit");
+            if budget.take(Instant::now()) {
+                let stored = AutomodHit {
+                    guild_id: io.guild_id().get(),
+                    message_id: message.id.get(),
+                    rule: rule.name.clone(),
+                    user_id: author,
+                    channel_id: channel.get(),
+                    why: hit.why.chars().take(AUTOMOD_HIT_WHY_MAX_CHARS).collect(),
+                    actions: show_actions(&rule.actions),
+                    at: Timestamp::now(),
+                };
+                let io = io.clone();
+                effects.push(Effect::task(async move {
+                    if let Err(err) = io.store().put_automod_hit(&stored).await {
+                        tracing::warn!(guild_id = %io.guild_id(), error = %err, "automod shadow hit not stored");
+                    }
+                    Vec::new()
+                }));
+            }
             if let Some(log) = log {
                 effects.push(Effect::Message {
                     channel_id: log,
@@ -169,7 +194,7 @@ async fn enforce(io: Io, config: GuildConfig, enforcement: Enforcement) -> Vec<E
 }
 
 /// The actions as the mod-log names them.
-fn show_actions(actions: &[AutomodAction]) -> String {
+pub(super) fn show_actions(actions: &[AutomodAction]) -> String {
     actions
         .iter()
         .map(|action| match action {

@@ -143,7 +143,9 @@ impl GuildState {
                 return;
             }
             // A feature's call, answered above unless the config could not be loaded.
-            GuildRequest::Cases { .. } => Err(GuildCallError::Unavailable {
+            GuildRequest::Cases { .. }
+            | GuildRequest::AutomodHits { .. }
+            | GuildRequest::AutomodTest { .. } => Err(GuildCallError::Unavailable {
                 message: "the guild's configuration could not be loaded".to_owned(),
             }),
         };

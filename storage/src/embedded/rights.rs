@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 use redb::{ReadableTable, TableHandle, WriteTransaction};
 
+use super::automod::AUTOMOD_HITS;
 use super::moderation::CASES;
 use super::records::{
     StoredPromo, account_expiry, ticket_expiry, user_refs, write_subscription, write_workflow,
@@ -13,6 +14,7 @@ use super::{
     RowRef, SUBSCRIPTIONS, TICKETS, TRANSCRIPTS, USAGE, USER_REFS, WORKFLOWS, audit_ref,
     audit_users, e, from_json, index, open, open_read, to_json, unindex,
 };
+use crate::automod::{hit_expiry, hit_ref};
 use crate::moderation::{case_ref, case_users};
 use crate::{
     Account, AuditEntry, Case, DataRights, Redemption, Retention, StorageError, StoredRow,
@@ -145,6 +147,13 @@ fn remove_row(
         // Cases are never removed for one user (they protect the server's members): see
         // `delete_user`, which anonymises them.
         RowRef::Case { .. } => Ok(0),
+        RowRef::AutomodHit {
+            guild,
+            message,
+            rule,
+        } => Ok(u64::from(super::automod::remove_hit(
+            txn, *guild, *message, rule,
+        )?)),
     }
 }
 
@@ -228,6 +237,15 @@ impl DataRights for EmbeddedStore {
                     RowRef::Case { guild, number } => {
                         export.cases.extend(read_row(txn, CASES, (guild, number))?);
                     }
+                    RowRef::AutomodHit {
+                        guild,
+                        message,
+                        rule,
+                    } => export.automod_hits.extend(read_row(
+                        txn,
+                        AUTOMOD_HITS,
+                        (guild, message, rule.as_str()),
+                    )?),
                 }
             }
             export.web_sessions = super::web_sessions::stored_of(txn, user_id)?
@@ -337,6 +355,7 @@ impl DataRights for EmbeddedStore {
                 touched += 1;
             }
             touched += super::moderation::delete_guild_cases(txn, guild_id)?;
+            touched += super::automod::delete_guild_hits(txn, guild_id)?;
             touched += super::timers::delete_guild_timers(txn, guild_id)?;
             {
                 let mut table = open(txn, CONFIG_HISTORY)?;
@@ -569,6 +588,7 @@ impl DataRights for EmbeddedStore {
             dump_json!(super::premium::SLOTS);
             dump_json!(super::premium::INBOX);
             dump_json!(CASES);
+            dump_json!(AUTOMOD_HITS);
             let by_user = super::web_sessions::WEB_SESSIONS_BY_USER;
             for item in open_read(txn, by_user)?.iter().map_err(e)? {
                 let (key, _) = item.map_err(e)?;
@@ -711,6 +731,9 @@ impl EmbeddedStore {
                 };
                 expect(&row, &[r.user_id], None);
             }
+            for hit in super::automod::all_hits(txn)? {
+                expect(&hit_ref(&hit), &[hit.user_id], Some(hit_expiry(&hit)));
+            }
             for item in open_read(txn, CASES)?.iter().map_err(e)? {
                 let case: Case = from_json("cases", item.map_err(e)?.1.value())?;
                 expect(&case_ref(&case), &case_users(&case), None);
@@ -769,6 +792,14 @@ impl EmbeddedStore {
                     }
                     RowRef::Case { guild, number } => open_read(txn, CASES)?
                         .get((*guild, *number))
+                        .map_err(e)?
+                        .is_some(),
+                    RowRef::AutomodHit {
+                        guild,
+                        message,
+                        rule,
+                    } => open_read(txn, AUTOMOD_HITS)?
+                        .get((*guild, *message, rule.as_str()))
                         .map_err(e)?
                         .is_some(),
                 })

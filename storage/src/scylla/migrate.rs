@@ -67,6 +67,11 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         "010_premium.cql",
         include_str!("../../schema/010_premium.cql"),
     ),
+    (
+        12,
+        "012_automod_hits.cql",
+        include_str!("../../schema/012_automod_hits.cql"),
+    ),
 ];
 
 /// How long the migration lock lives without being re-taken. Long enough for the slowest

@@ -39,6 +39,7 @@ const TABLES: &[&str] = &[
     "premium_slots",
     "billing_inbox",
     "cases",
+    "automod_hits",
 ];
 
 impl ScyllaStore {
@@ -201,6 +202,18 @@ impl ScyllaStore {
             // Cases are never removed for one user (they protect the server's members):
             // `delete_user` anonymises them.
             RowRef::Case { .. } => Ok(0),
+            RowRef::AutomodHit {
+                guild,
+                message,
+                rule,
+            } => match self.automod_hit(*guild, *message, rule).await? {
+                Some(hit) => {
+                    self.delete_hit(*guild, *message, rule).await?;
+                    self.drop_ref(hit.user_id, row).await?;
+                    Ok(1)
+                }
+                None => Ok(0),
+            },
         }
     }
 }
@@ -244,6 +257,15 @@ impl DataRights for ScyllaStore {
                 RowRef::Account { .. } => {}
                 RowRef::Case { guild, number } => {
                     export.cases.extend(self.case(guild, number).await?);
+                }
+                RowRef::AutomodHit {
+                    guild,
+                    message,
+                    rule,
+                } => {
+                    export
+                        .automod_hits
+                        .extend(self.automod_hit(guild, message, &rule).await?);
                 }
             }
         }
@@ -339,6 +361,7 @@ impl DataRights for ScyllaStore {
             .await?;
         touched += u64::from(config.applied);
         touched += self.delete_guild_cases(guild_id).await?;
+        touched += self.delete_guild_hits(guild_id).await?;
         touched += self.delete_guild_timers(guild_id).await?;
         self.execute(
             "DELETE FROM {ks}.guild_config_history WHERE guild_id = ?",
@@ -572,6 +595,10 @@ impl DataRights for ScyllaStore {
                 }
                 "user_refs" => self.select("SELECT JSON * FROM {ks}.user_refs", ()).await?,
                 "cases" => self.select("SELECT JSON * FROM {ks}.cases", ()).await?,
+                "automod_hits" => {
+                    self.select("SELECT JSON * FROM {ks}.automod_hits", ())
+                        .await?
+                }
                 "nodes" => self.select("SELECT JSON * FROM {ks}.nodes", ()).await?,
                 "shard_assignments" => {
                     self.select("SELECT JSON * FROM {ks}.shard_assignments", ())

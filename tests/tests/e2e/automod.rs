@@ -123,6 +123,31 @@ async fn spam_is_only_reported_in_shadow_mode_then_acted_on_once_enforced() {
     );
     assert_eq!(deletes(sim), 0, "shadow mode deletes nothing");
     assert_eq!(sim.timeout_of(guild.id, spammer), None);
+    // The dashboard lists the would-be hit (stored on a task: wait for it).
+    let calls = node.guild_calls();
+    let hits = || async {
+        let request = GuildRequest::AutomodHits {
+            before: None,
+            limit: 10,
+        };
+        match calls.call(call(guild.id, request)).await {
+            Ok(GuildResponse::AutomodHits { hits }) => hits,
+            other => panic!("{other:?}"),
+        }
+    };
+    wait_until("the shadow hit is stored", || async {
+        !hits().await.is_empty()
+    })
+    .await;
+    let stored = hits().await;
+    assert_eq!(
+        (
+            stored[0].rule.as_str(),
+            stored[0].user_id,
+            stored[0].actions.as_str()
+        ),
+        ("flood", spammer, "delete, timeout 10m, log")
+    );
 
     configure(node, guild.id, |config| config.automod = flood(false))
         .await
@@ -292,6 +317,58 @@ async fn each_content_rule_deletes_what_breaks_it_and_spares_the_rest() {
             "message {n} was spared"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn testing_a_message_shows_which_rule_would_fire_and_acts_on_nothing() {
+    let Bot { sim, node, .. } = &Bot::start(small_world(1, 2)).await;
+    let guild = some_guild(sim, 0);
+    let words = rule(
+        "words",
+        Trigger::Keywords {
+            words: vec!["scam*".into()],
+        },
+        vec![AutomodAction::Delete, AutomodAction::Ban],
+    );
+    configure(node, guild.id, |config| {
+        config.automod = AutomodConfig { rules: vec![words] };
+    })
+    .await
+    .unwrap();
+    let calls = node.guild_calls();
+    let test = |content: &str| {
+        call(
+            guild.id,
+            GuildRequest::AutomodTest {
+                content: content.to_owned(),
+            },
+        )
+    };
+    let Ok(GuildResponse::AutomodTest { matches }) = calls.call(test("big SCAMMER here")).await
+    else {
+        panic!("no answer")
+    };
+    assert_eq!(matches.len(), 1);
+    assert_eq!(
+        (
+            matches[0].rule.as_str(),
+            matches[0].why.as_str(),
+            matches[0].actions.as_str()
+        ),
+        ("words", "the keyword `scam*`", "delete, ban")
+    );
+    let Ok(GuildResponse::AutomodTest { matches }) = calls.call(test("all fine")).await else {
+        panic!("no answer")
+    };
+    assert!(matches.is_empty());
+    let too_long = calls.call(test(&"x".repeat(2_001))).await;
+    assert!(
+        matches!(too_long, Err(GuildCallError::Invalid { .. })),
+        "{too_long:?}"
+    );
+    // Nothing happened on Discord.
+    assert!(sim.bans(guild.id).is_empty());
+    assert_eq!(deletes(sim), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
