@@ -1,8 +1,15 @@
 //! Automod through the simulator: member messages that break a guild's rules are reported
 //! in shadow mode and acted on once enforced (a deleted message, a case through moderation);
-//! rules over the limits are refused and change nothing.
+//! rules over the limits are refused and change nothing. And the dashboard's moderation
+//! pages in Chromium, as an admin clicks through them.
 
+use std::net::SocketAddr;
 use std::time::Duration;
+
+use protonn_cluster::{Config, Dashboard};
+use protonn_web::Secret;
+
+use crate::dashboard::{WebDriver, browser_installed, login_as};
 
 use protonn_actors::{CallSource, Caller, GuildCall, GuildCallError, GuildRequest, GuildResponse};
 use protonn_sim::SimHandle;
@@ -436,4 +443,104 @@ async fn rules_over_the_limits_are_refused_with_the_reason_and_change_nothing() 
     sim.send_message(guild.id, channel, owner, "!ping").unwrap();
     assert_eq!(reply_in(sim, channel, 2).await, "pong");
     assert!(sim.message_exists(channel, invite));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_reads_cases_and_tunes_automod_in_the_dashboard() {
+    if !browser_installed() {
+        return;
+    }
+    let Bot { sim, node, .. } = &Bot::start(small_world(1, 2)).await;
+    let guild = some_guild(sim, 0);
+    let (channel, member) = (guild.channel_ids[0], guild.member_ids[0]);
+    sim.send_message(
+        guild.id,
+        channel,
+        guild.owner_id,
+        &format!("!warn <@{member}> spamming links"),
+    )
+    .unwrap();
+    assert!(reply_in(sim, channel, 0).await.starts_with("Case #1:"));
+
+    let data = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.web.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.storage.data_dir = data.path().to_owned();
+    let dashboard = Dashboard::start(
+        &config,
+        node,
+        format!("http://{}", sim.addr()),
+        sim.application_id(),
+        Secret::new(protonn_sim::OAUTH_CLIENT_SECRET),
+    )
+    .await
+    .unwrap();
+    let origin = format!("http://{}", dashboard.addr());
+    let profile = tempfile::tempdir().unwrap();
+    let mut browser = WebDriver::start(profile.path()).await;
+    login_as(&browser, &origin, guild.owner_id).await;
+
+    // Cases: the list, filtered by the member, then the case's page.
+    browser.go(&format!("{origin}/guilds/{}", guild.id)).await;
+    browser
+        .click(&format!("a[href=\"/guilds/{}/cases\"]", guild.id))
+        .await;
+    browser.wait_for("Moderation cases").await;
+    browser.wait_for("spamming links").await;
+    browser.fill("#member", &member.to_string()).await;
+    browser.click("#filter").await;
+    browser.wait_for("All cases").await;
+    browser.screenshot("cases").await;
+    browser
+        .click(&format!("a[href=\"/guilds/{}/cases/1\"]", guild.id))
+        .await;
+    browser.wait_for("Case #1").await;
+    browser.wait_for("Every case about this member").await;
+    browser.screenshot("case").await;
+
+    // Automod: a rule in shadow mode, saved from the editor.
+    browser
+        .click(&format!("a[href=\"/guilds/{}/automod\"]", guild.id))
+        .await;
+    browser.wait_for("Test a message").await;
+    let rules = r#"{"rules":[{"name":"invites","trigger":{"kind":"invite_links"},"actions":[{"kind":"delete"},{"kind":"warn"}],"shadow":true}]}"#;
+    browser.fill("#rules", rules).await;
+    browser.click("#save-rules").await;
+    browser.wait_for("Saved as version 1").await;
+    // Testing a message shows the rule that would fire, and why.
+    browser.fill("#content", "come to discord.gg/raid").await;
+    browser.click("#test").await;
+    browser.wait_for("an invite link (discord.gg/raid)").await;
+    browser.wait_for("shadow mode: reports only").await;
+    browser.screenshot("automod-test").await;
+    // A member's invite is only reported; the hit shows on the page.
+    let invite = sim
+        .send_message(guild.id, channel, member, "join discord.gg/raid")
+        .unwrap();
+    let page = format!("{origin}/guilds/{}/automod", guild.id);
+    wait_until("the shadow hit is listed", || async {
+        browser.go(&page).await;
+        browser.source().await.contains("id=\"hits\"")
+    })
+    .await;
+    assert!(browser.source().await.contains("delete, warn"));
+    assert!(
+        sim.message_exists(channel, invite),
+        "shadow mode deletes nothing"
+    );
+    browser.screenshot("automod-hits").await;
+    // A rule the bot refuses is not saved, and the page says why.
+    browser
+        .fill(
+            "#rules",
+            r#"{"rules":[{"name":"bad","trigger":{"kind":"regex","patterns":["(unclosed"]},"actions":[{"kind":"delete"}]}]}"#,
+        )
+        .await;
+    browser.click("#save-rules").await;
+    browser.wait_for("is not a valid regular expression").await;
+    browser.wait_for("Nothing was saved").await;
+    browser.screenshot("automod-refused").await;
+
+    browser.quit().await;
+    dashboard.shutdown().await;
 }

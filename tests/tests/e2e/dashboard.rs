@@ -526,7 +526,7 @@ fn assert_only_allowed_local_data(data: &Value, secrets: &[&str]) {
 }
 
 /// Logs `user` in through the simulator's consent page.
-async fn login_as(browser: &WebDriver, origin: &str, user: u64) {
+pub(crate) async fn login_as(browser: &WebDriver, origin: &str, user: u64) {
     browser.go(&format!("{origin}/login")).await;
     browser.wait_for("Log in with Discord").await;
     browser.click("#login").await;

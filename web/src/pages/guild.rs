@@ -75,6 +75,8 @@ pub(crate) fn tabs(guild_id: u64, name: &str, current: &str) -> Markup {
         ("/settings", "Settings"),
         ("/history", "History"),
         ("/audit", "Audit log"),
+        ("/cases", "Cases"),
+        ("/automod", "Automod"),
     ];
     html! {
         p.muted { a href="/guilds" { "Servers" } " › " (name) }
