@@ -195,6 +195,11 @@ pub fn apply_config_key(
     Ok(next)
 }
 
+/// A key's value in the text form `config set` takes (the dashboard's forms show it so).
+pub fn show_config_key(config: &GuildConfig, key: &str) -> Result<String, String> {
+    Ok(ConfigKey::parse(key)?.show(config))
+}
+
 /// A whole config from outside Discord (the dashboard), checked and normalised by the same
 /// rules as `config set`; the error tells a user what is allowed.
 pub(crate) fn validate(config: &GuildConfig) -> Result<GuildConfig, String> {

@@ -45,7 +45,7 @@ pub use calls::{
     ConfigAuditDetails, GuildCall, GuildCallError, GuildCalls, GuildRequest, GuildResponse,
     GuildSummary, MemberAccess, RoleSummary, RuleMatch, change_config_key,
 };
-pub use commands::apply_config_key;
+pub use commands::{apply_config_key, show_config_key};
 pub use dead_letters::{DeadLetter, DeadLetters};
 pub use departures::Departures;
 pub use error::{ActorsError, CacheResourcesError, ConfigChangeError};

@@ -498,7 +498,43 @@ async fn an_admin_reads_cases_and_tunes_automod_in_the_dashboard() {
     browser.wait_for("Every case about this member").await;
     browser.screenshot("case").await;
 
+    // The mod-log settings: the escalation ladder and DMs, live for the bot at once.
+    browser
+        .go(&format!("{origin}/guilds/{}/settings", guild.id))
+        .await;
+    browser.wait_for("Escalation ladder").await;
+    browser
+        .fill("#escalation", "2/7d timeout 1h, 3/7d kick")
+        .await;
+    browser.click("#dm_members").await;
+    browser.click("#save").await;
+    browser.wait_for("Saved as version 1").await;
+    browser.screenshot("moderation-settings").await;
+    sim.send_message(guild.id, channel, guild.owner_id, "!config get escalation")
+        .unwrap();
+    assert_eq!(
+        reply_in(sim, channel, 1).await,
+        "`escalation` is `2/7d timeout 1h, 3/7d kick`."
+    );
+    sim.send_message(guild.id, channel, guild.owner_id, "!config get dm_members")
+        .unwrap();
+    assert_eq!(reply_in(sim, channel, 2).await, "`dm_members` is `on`.");
+    browser
+        .go(&format!("{origin}/guilds/{}/settings", guild.id))
+        .await;
+    browser.fill("#escalation", "2/7d explode").await;
+    browser.click("#save").await;
+    browser.wait_for("Give steps such as").await;
+    sim.send_message(guild.id, channel, guild.owner_id, "!config get escalation")
+        .unwrap();
+    assert_eq!(
+        reply_in(sim, channel, 3).await,
+        "`escalation` is `2/7d timeout 1h, 3/7d kick`.",
+        "a refused ladder changes nothing"
+    );
+
     // Automod: a rule in shadow mode, saved from the editor.
+    browser.go(&format!("{origin}/guilds/{}", guild.id)).await;
     browser
         .click(&format!("a[href=\"/guilds/{}/automod\"]", guild.id))
         .await;
@@ -506,7 +542,7 @@ async fn an_admin_reads_cases_and_tunes_automod_in_the_dashboard() {
     let rules = r#"{"rules":[{"name":"invites","trigger":{"kind":"invite_links"},"actions":[{"kind":"delete"},{"kind":"warn"}],"shadow":true}]}"#;
     browser.fill("#rules", rules).await;
     browser.click("#save-rules").await;
-    browser.wait_for("Saved as version 1").await;
+    browser.wait_for("Saved as version 2").await;
     // Testing a message shows the rule that would fire, and why.
     browser.fill("#content", "come to discord.gg/raid").await;
     browser.click("#test").await;

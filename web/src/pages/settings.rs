@@ -8,7 +8,9 @@ use axum::http::StatusCode;
 use axum::http::header::LOCATION;
 use axum::response::{IntoResponse, Response};
 use maud::html;
-use protonn_actors::{GuildRequest, GuildResponse, GuildSummary};
+use protonn_actors::{
+    GuildRequest, GuildResponse, GuildSummary, apply_config_key, show_config_key,
+};
 use protonn_storage::{GuildConfig, VersionedConfig};
 use serde::Deserialize;
 
@@ -92,6 +94,17 @@ fn render(
                     @for c in summary.channels.iter().filter(|c| LOG_CHANNEL_KINDS.contains(&c.kind)) {
                         option value=(c.id) selected[config.log_channel == Some(c.id)] { "#" (c.name) }
                     }
+                }
+                fieldset {
+                    legend { "Moderation" }
+                    label {
+                        input type="checkbox" id="dm_members" name="dm_members" value="on" checked[config.moderation.dm_members];
+                        " DM members what was done to them and why"
+                    }
+                    label for="escalation" { "Escalation ladder" }
+                    input type="text" id="escalation" name="escalation" maxlength="200" autocomplete="off"
+                        value=(show_config_key(config, "escalation").unwrap_or_default());
+                    p.muted { "After a warning, e.g. " code { "3/7d timeout 1h, 4/7d kick, 5/30d ban" } " (warnings/window action), or " code { "none" } ". Moderation actions are logged in the log channel above." }
                 }
                 fieldset {
                     legend { "Staff roles (may use this dashboard and the config commands)" }
@@ -193,6 +206,11 @@ pub(crate) async fn save_settings(
         .config;
     config.moderation = current.moderation;
     config.automod = current.automod;
+    // The moderation fields, when the form has them (a form of an older page has not).
+    if let Some(ladder) = form.one("escalation")? {
+        config = apply_config_key(&config, "escalation", ladder).map_err(WebError::BadForm)?;
+        config.moderation.dm_members = form.one("dm_members")?.is_some();
+    }
     let key = form.idempotency_key()?;
     let answer = state
         .call(
