@@ -33,6 +33,12 @@ pub(crate) trait Feature: Send + Sync + 'static {
     /// The slash commands it registers with Discord.
     fn slash_commands(&self) -> Vec<SlashCommand>;
 
+    /// Whether its answers concern the asker alone: then an interaction's answer (also a
+    /// deferred one) is shown only to them.
+    fn answers_privately(&self) -> bool {
+        false
+    }
+
     /// Handles one of its commands.
     fn on_command(&self, ctx: &mut Ctx<'_>, invocation: Invocation) -> Vec<Effect>;
 
@@ -128,20 +134,21 @@ pub(crate) enum Args {
 pub(crate) struct Answer {
     pub(crate) text: String,
     pub(crate) outcome: &'static str,
+    /// Shown only to the user who asked (an interaction's ephemeral reply); answers that
+    /// are not `ok` always are.
+    pub(crate) private: bool,
 }
 
 impl Answer {
     pub(crate) fn ok(text: impl Into<String>) -> Self {
-        Self {
-            text: text.into(),
-            outcome: "ok",
-        }
+        Self::new("ok", text)
     }
 
     pub(crate) fn new(outcome: &'static str, text: impl Into<String>) -> Self {
         Self {
             text: text.into(),
             outcome,
+            private: false,
         }
     }
 }

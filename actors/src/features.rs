@@ -3,7 +3,11 @@
 
 use crate::feature::Feature;
 
-static FEATURES: &[&dyn Feature] = &[&crate::moderation::Moderation, &crate::automod::Automod];
+static FEATURES: &[&dyn Feature] = &[
+    &crate::moderation::Moderation,
+    &crate::automod::Automod,
+    &crate::privacy::Privacy,
+];
 
 pub(crate) fn all() -> &'static [&'static dyn Feature] {
     FEATURES

@@ -21,12 +21,13 @@ use twilight_model::channel::Message;
 use twilight_model::gateway::event::Event;
 use twilight_model::guild::Permissions;
 use twilight_model::id::Id;
-use twilight_model::id::marker::{GuildMarker, RoleMarker, UserMarker};
+use twilight_model::id::marker::{ChannelMarker, GuildMarker, RoleMarker, UserMarker};
 
 use crate::commands::{self, Command, ConfigKey, Parsed};
 use crate::feature::{Answer, Args, Ctx, Invocation};
 use crate::member_access::MANAGE;
 use crate::metrics::{COMMANDS_HANDLED, EVENT_HANDLING, EVENT_PANICS};
+use crate::usage::CommandRun;
 use crate::{
     AUDIT_CONFIG_CHANGE, CallSource, ConfigChangeError, DeadLetter, GuildCall, GuildCallError,
     HandledEvent, Services,
@@ -267,7 +268,8 @@ impl GuildState {
             .copied()
             .find(|name| *name == invocation.name)
             .unwrap_or("invalid");
-        let replier = Replier::new(reply, label);
+        let replier = Replier::new(reply, label, feature.answers_privately());
+        self.count_usage(label, invocation.author, invocation.channel_id);
         let io = self.io();
         let Some((config, states)) = self.config_and_feature_states().await else {
             replier.send(&io, unavailable());
@@ -403,7 +405,8 @@ impl GuildState {
         // Only a config change needs the permission lookup.
         let may_manage = matches!(parsed, Parsed::Command(Command::ConfigSet { .. }))
             && self.member_may_manage(message);
-        let answer = self.run(parsed, may_manage, Some(message.author.id)).await;
+        let by = (message.author.id, message.channel_id);
+        let answer = self.run(parsed, may_manage, Some(by)).await;
         self.send(ReplyTo::Channel(message.channel_id), answer);
     }
 
@@ -438,6 +441,7 @@ impl GuildState {
                 Answer {
                     text,
                     outcome: "cooldown",
+                    private: false,
                 },
             );
             return;
@@ -455,7 +459,8 @@ impl GuildState {
         let defer_after = self.services.runtime.defer_after;
         let replies = self.services.replies.clone();
         let (answer, deferred) = {
-            let run = self.run(parsed, may_manage, user);
+            let channel = interaction.channel.as_ref().map(|channel| channel.id);
+            let run = self.run(parsed, may_manage, user.zip(channel));
             tokio::pin!(run);
             let in_time = async {
                 if defer_after.is_zero() {
@@ -471,6 +476,7 @@ impl GuildState {
                         interaction.application_id,
                         interaction.id,
                         interaction.token.clone(),
+                        false,
                     );
                     (run.await, Some(deferred))
                 }
@@ -513,7 +519,7 @@ impl GuildState {
                 .copied()
                 .find(|n| *n == data.name)
                 .unwrap_or("invalid");
-            Replier::new(reply, label).send(&self.io(), Answer::new("cooldown", text));
+            Replier::new(reply, label, false).send(&self.io(), Answer::new("cooldown", text));
             return;
         }
         let member = interaction.member.as_ref();
@@ -536,18 +542,37 @@ impl GuildState {
             .await;
     }
 
+    /// Counts a command run for the guild's analytics.
+    fn count_usage(
+        &self,
+        command: &'static str,
+        author: Id<UserMarker>,
+        channel: Id<ChannelMarker>,
+    ) {
+        self.services.usage.record(CommandRun {
+            guild_id: self.guild_id.get(),
+            command,
+            channel_id: channel.get(),
+            user_id: author.get(),
+        });
+    }
+
     fn send(&self, to: ReplyTo, answer: Answer) {
         // The built-in commands count themselves in `run`.
         self.io().answer(to, answer);
     }
 
-    /// Runs a parsed command and counts it.
+    /// Runs a parsed command from its author in a channel, and counts it.
     async fn run(
         &mut self,
         parsed: Parsed,
         may_manage: bool,
-        author: Option<Id<UserMarker>>,
+        by: Option<(Id<UserMarker>, Id<ChannelMarker>)>,
     ) -> Answer {
+        let author = by.map(|(author, _)| author);
+        if let (Parsed::Command(command), Some((author, channel))) = (&parsed, by) {
+            self.count_usage(command.label(), author, channel);
+        }
         let (label, answer) = match parsed {
             Parsed::NotACommand => unreachable!("callers answer only commands"),
             Parsed::Invalid(text) => (
@@ -555,6 +580,7 @@ impl GuildState {
                 Answer {
                     text,
                     outcome: "invalid",
+                    private: false,
                 },
             ),
             Parsed::Command(command) => (
@@ -593,6 +619,7 @@ impl GuildState {
                         text: "Changing the configuration needs the Manage Server permission."
                             .to_owned(),
                         outcome: "denied",
+                        private: false,
                     };
                 }
                 let changer = requests::Changer {
@@ -609,12 +636,14 @@ impl GuildState {
                     Err(ConfigChangeError::Invalid(text)) => Answer {
                         text,
                         outcome: "invalid",
+                        private: false,
                     },
                     Err(ConfigChangeError::Conflict { .. }) => Answer {
                         text: "The configuration was changed elsewhere at the same time; \
                                nothing was saved. Please try again."
                             .to_owned(),
                         outcome: "conflict",
+                        private: false,
                     },
                     Err(ConfigChangeError::Unavailable(_)) => unavailable(),
                 }
@@ -713,6 +742,7 @@ fn unavailable() -> Answer {
         text: "The configuration store is unavailable right now; nothing was changed. Please try again shortly."
             .to_owned(),
         outcome: "error",
+        private: false,
     }
 }
 

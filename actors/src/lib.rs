@@ -32,12 +32,14 @@ pub mod metrics;
 mod moderation;
 mod observer;
 mod permissions;
+mod privacy;
 mod replies;
 pub mod rest;
 mod router;
 mod runtime;
 mod slash;
 mod snapshot;
+mod usage;
 
 pub use cache::{REQUIRED_RESOURCES, cache_resources, event_types_for};
 pub use calls::{
@@ -61,6 +63,7 @@ pub use router::{GuildRouter, RouterMsg, RouterStats, Services};
 pub use runtime::RuntimeConfig;
 pub use slash::slash_commands;
 pub use snapshot::{cached_guild, load_shard_cache, take_shard_cache};
+pub use usage::{CHOICE_KEPT, CommandUsage};
 
 use protonn_shard::{EventTypeFlags, Intents};
 use twilight_cache_inmemory::ResourceType;

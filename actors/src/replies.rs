@@ -141,16 +141,22 @@ impl Replies {
     }
 
     /// Acknowledges an interaction now (Discord's 3 s deadline), to be answered later with
-    /// [`Deferred::finish`] (within the token's 15 minutes).
+    /// [`Deferred::finish`] (within the token's 15 minutes); a `private` answer is shown only
+    /// to the user who asked.
     pub fn defer(
         &self,
         application_id: Id<ApplicationMarker>,
         interaction_id: Id<InteractionMarker>,
         token: String,
+        private: bool,
     ) -> Deferred {
+        // A deferred response's flags decide whether the answer that replaces it is private.
         let response = InteractionResponse {
             kind: InteractionResponseType::DeferredChannelMessageWithSource,
-            data: None,
+            data: private.then(|| InteractionResponseData {
+                flags: Some(MessageFlags::EPHEMERAL),
+                ..InteractionResponseData::default()
+            }),
         };
         let interaction = self.http.interaction(application_id);
         let request = interaction.create_response(interaction_id, &token, &response);

@@ -27,8 +27,8 @@ use crate::metrics::{
 };
 use crate::runtime::{Admission, admit};
 use crate::{
-    ActorsError, DeadLetters, Departures, EventObserver, GuildActor, GuildCall, GuildCallError,
-    GuildMsg, OwnRoles, Replies, RuntimeConfig,
+    ActorsError, CommandUsage, DeadLetters, Departures, EventObserver, GuildActor, GuildCall,
+    GuildCallError, GuildMsg, OwnRoles, Replies, RuntimeConfig,
 };
 
 /// What every guild actor of a node shares.
@@ -48,6 +48,8 @@ pub struct Services {
     pub node_name: String,
     /// The bot's shard count, to name a guild's shard in its summary.
     pub shard_count: u32,
+    /// Command usage analytics.
+    pub usage: Arc<CommandUsage>,
 }
 
 pub struct GuildRouter;
@@ -592,6 +594,7 @@ mod tests {
             Arc::new(GlobalLine::unlimited()),
             Arc::new(InvalidRequestGuard::new(GuardLimits::default())),
         );
+        let usage = CommandUsage::new(&(Arc::clone(&store) as Arc<dyn Store>));
         let router = GuildRouter::start(Services {
             store: Arc::clone(&store) as Arc<dyn Store>,
             departures: Arc::default(),
@@ -603,6 +606,7 @@ mod tests {
             observer: None,
             node_name: "test".to_owned(),
             shard_count: 1,
+            usage,
         })
         .await
         .unwrap();

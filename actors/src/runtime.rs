@@ -46,6 +46,8 @@ pub struct RuntimeConfig {
     /// the action takes (a REST call or two), short enough that a crashed node's timers are
     /// not late by much.
     pub timer_lease: Duration,
+    /// How often command usage counts are written (one batch); what a crash loses at most.
+    pub usage_flush_every: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -66,6 +68,7 @@ impl Default for RuntimeConfig {
             retention: protonn_storage::Retention::POLICY,
             timer_poll_every: Duration::from_secs(5),
             timer_lease: Duration::from_secs(60),
+            usage_flush_every: Duration::from_secs(30),
         }
     }
 }

@@ -64,7 +64,7 @@ pub(crate) fn chat_command(name: &str, description: &str, options: Vec<CommandOp
     }
 }
 
-fn string_option(
+pub(crate) fn string_option(
     name: &str,
     description: &str,
     required: bool,

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use protonn_actors::rest::{GlobalLine, GuardLimits, InvalidRequestGuard, Rest, Transport};
 use protonn_actors::{
-    AUDIT_CONFIG_CHANGE, AUDIT_CONFIG_ROLLBACK, CallSource, Caller, ConfigAuditDetails,
-    DeadLetters, GuildCall, GuildCallError, GuildCalls, GuildRequest, GuildResponse, GuildRouter,
-    LocalGuildCalls, Replies, RouterMsg, RuntimeConfig, Services,
+    AUDIT_CONFIG_CHANGE, AUDIT_CONFIG_ROLLBACK, CallSource, Caller, CommandUsage,
+    ConfigAuditDetails, DeadLetters, GuildCall, GuildCallError, GuildCalls, GuildRequest,
+    GuildResponse, GuildRouter, LocalGuildCalls, Replies, RouterMsg, RuntimeConfig, Services,
 };
 use protonn_shard::BotToken;
 use protonn_storage::{AuditRepo, EmbeddedStore, GuildConfig, Timestamp, VersionedConfig};
@@ -113,6 +113,7 @@ async fn setup() -> Setup {
         observer: None,
         node_name: "node-a".to_owned(),
         shard_count: 4,
+        usage: CommandUsage::new(&(Arc::clone(&store) as _)),
     };
     let router = GuildRouter::start(services).await.unwrap();
     Setup {

@@ -83,6 +83,8 @@ pub struct RetentionSection {
     pub privacy_requests_days: u32,
     /// A prepared data export stays downloadable (once) this long.
     pub export_hours: u32,
+    /// Command usage counters (the analytics pages), from the end of their day.
+    pub usage_days: u32,
 }
 
 impl Default for RetentionSection {
@@ -96,6 +98,7 @@ impl Default for RetentionSection {
             removed_guild_grace_days: days(RuntimeConfig::default().removed_guild_grace),
             privacy_requests_days: days(policy.privacy_requests),
             export_hours: (policy.exports.as_secs() / 3_600) as u32,
+            usage_days: days(policy.usage),
         }
     }
 }
@@ -110,6 +113,7 @@ impl RetentionSection {
             inactive_accounts: days(self.inactive_accounts_days),
             privacy_requests: days(self.privacy_requests_days),
             exports: std::time::Duration::from_secs(u64::from(self.export_hours) * 3_600),
+            usage: days(self.usage_days),
         }
     }
 
@@ -131,6 +135,7 @@ impl RetentionSection {
                 "retention.privacy_requests_days",
                 self.privacy_requests_days,
             ),
+            ("retention.usage_days", self.usage_days),
         ] {
             if value == 0 || value > MAX_DAYS {
                 return Err(ConfigError::Invalid {
@@ -802,13 +807,16 @@ mod tests {
         assert_eq!(retention.tickets, 400 * day);
         assert_eq!(retention.inactive_accounts, 100 * day);
         assert_eq!(config.runtime().removed_guild_grace, 7 * day);
-        let config =
-            Config::parse("[retention]\nprivacy_requests_days = 10\nexport_hours = 2\n").unwrap();
+        let config = Config::parse(
+            "[retention]\nprivacy_requests_days = 10\nexport_hours = 2\nusage_days = 31\n",
+        )
+        .unwrap();
         let retention = config.runtime().retention;
         assert_eq!(retention.privacy_requests, 10 * day);
+        assert_eq!(retention.usage, 31 * day);
         assert_eq!(retention.exports, std::time::Duration::from_secs(7_200));
         assert!(Config::parse("[retention]\nexport_hours = 721\n").is_err());
-        for bad in ["audit_days = 0", "tickets_days = 7301"] {
+        for bad in ["audit_days = 0", "tickets_days = 7301", "usage_days = 0"] {
             let err = Config::parse(&format!("[retention]\n{bad}\n"))
                 .unwrap_err()
                 .to_string();

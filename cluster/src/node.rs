@@ -10,15 +10,17 @@ use protonn_actors::rest::{
     GlobalLine, GuardLimits, InvalidRequestGuard, Rest, RestError, Transport,
 };
 use protonn_actors::{
-    CallSource, Caller, ConfigChangeError, DeadLetter, DeadLetters, Departures, EventIngress,
-    EventObserver, GuildCalls, GuildRouter, LocalGuildCalls, OwnRoles, Replies, RouterMsg,
-    RouterStats, RuntimeConfig, Services, change_config_key,
+    CallSource, Caller, CommandUsage, ConfigChangeError, DeadLetter, DeadLetters, Departures,
+    EventIngress, EventObserver, GuildCalls, GuildRouter, LocalGuildCalls, OwnRoles, Replies,
+    RouterMsg, RouterStats, RuntimeConfig, Services, change_config_key,
 };
 use protonn_shard::{
     BotToken, EventSink, GatewaySettings, IdentifyConfig, IdentifyScheduler, LocalScheduler,
     ShardStatus, ShardSupervisor, SupervisorArgs, SupervisorMsg,
 };
-use protonn_storage::{DataRights, EmbeddedStore, Metered, Store, Timestamp, VersionedConfig};
+use protonn_storage::{
+    DataRights, EmbeddedStore, Metered, Store, Timestamp, UsageAggregator, VersionedConfig,
+};
 use ractor::ActorRef;
 use tokio::sync::{oneshot, watch};
 use twilight_cache_inmemory::DefaultInMemoryCache;
@@ -104,6 +106,7 @@ pub struct Node {
     sweeper: Option<Sweeper>,
     /// Serves `protonn backup` while this node holds the embedded store (run mode).
     backup: Option<crate::backup::BackupServer>,
+    usage_flusher: UsageFlusher,
     cluster: Option<(Arc<Link>, tokio::task::JoinHandle<()>)>,
     /// A cluster node's `Guilds` service and its routed client (boxed: most nodes in tests
     /// and benches are standalone, and `Node` is moved around by value).
@@ -250,6 +253,9 @@ impl Node {
             Some((link, _)) => link.node_name().to_owned(),
             None => STANDALONE_NODE.to_owned(),
         };
+        let usage = CommandUsage::new(&store);
+        let usage_flusher =
+            UsageFlusher::start(usage.aggregator(), options.runtime.usage_flush_every);
         let router = GuildRouter::start(Services {
             store: Arc::clone(&store),
             departures: Arc::clone(&departures),
@@ -261,6 +267,7 @@ impl Node {
             observer: options.observer,
             node_name,
             shard_count,
+            usage,
         })
         .await?;
 
@@ -369,6 +376,7 @@ impl Node {
             ops_task,
             sweeper,
             backup,
+            usage_flusher,
             cluster,
             guild_service,
         })
@@ -527,6 +535,8 @@ impl Node {
         }
         // No event arrives any more: what the guild actors hold is all there is to do.
         GuildRouter::drain_and_stop(&self.router, MAILBOX_DRAIN_TIMEOUT).await;
+        // The actors counted their last commands: those counts are written once more.
+        self.usage_flusher.stop().await;
         if !self.rest.flush(REST_FLUSH_TIMEOUT).await {
             let (queued, interactions) = self.rest.queued();
             tracing::warn!(
@@ -564,6 +574,27 @@ fn watch_vital_actors(
         }
     });
     failure
+}
+
+/// Writes the command usage counts every period, and once more when stopped.
+struct UsageFlusher {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl UsageFlusher {
+    fn start(usage: &Arc<UsageAggregator>, every: Duration) -> Self {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = usage.spawn_flusher(every, async {
+            let _ = stopped.await;
+        });
+        Self { stop, task }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
 }
 
 /// The retention sweeper over a store this process opened, and the privacy centre's

@@ -40,8 +40,12 @@ const CONFIG_HISTORY: TableDefinition<(u64, u64), &[u8]> =
     TableDefinition::new("guild_config_history");
 /// (guild id, at ms, entry id) → [`AuditEntry`].
 const AUDIT: TableDefinition<(u64, u64, u64), &[u8]> = TableDefinition::new("audit_log");
-/// (guild id, day, command) → count.
-const USAGE: TableDefinition<(u64, u32, &str), u64> = TableDefinition::new("command_usage");
+/// (guild id, hour, command, channel id) → count; each day of a guild's counters has an
+/// expiry entry ([`RowRef::UsageDay`]).
+const USAGE: TableDefinition<(u64, u32, &str, u64), u64> =
+    TableDefinition::new("command_usage_hourly");
+/// The daily counters that came before hours and channels; never written by a release.
+const DAILY_USAGE: TableDefinition<(u64, u32, &str), u64> = TableDefinition::new("command_usage");
 /// usage flush id → when it was applied (ms): a flush written again is not counted again.
 const USAGE_FLUSHES: TableDefinition<u64, u64> = TableDefinition::new("usage_flushes");
 /// Flush ids are kept this long (a retry comes within minutes) once there are many of them.
@@ -131,6 +135,8 @@ impl EmbeddedStore {
             open(&txn, CONFIG_HISTORY)?;
             open(&txn, AUDIT)?;
             open(&txn, USAGE)?;
+            txn.delete_table(DAILY_USAGE)
+                .map_err(StorageError::embedded)?;
             open(&txn, USAGE_FLUSHES)?;
             open(&txn, ACCOUNTS)?;
             open(&txn, TICKETS)?;
@@ -499,7 +505,8 @@ impl AuditRepo for EmbeddedStore {
 impl UsageRepo for EmbeddedStore {
     async fn add_usage(&self, deltas: &[UsageCount]) -> Result<(), StorageError> {
         let deltas = deltas.to_vec();
-        self.write(move |txn, _| add_deltas(txn, &deltas)).await
+        self.write(move |txn, retention| add_deltas(txn, &deltas, retention))
+            .await
     }
 
     async fn add_usage_flush(
@@ -509,12 +516,12 @@ impl UsageRepo for EmbeddedStore {
     ) -> Result<(), StorageError> {
         let deltas = deltas.to_vec();
         let now = Timestamp::now().as_millis();
-        self.write(move |txn, _| {
+        self.write(move |txn, retention| {
             let mut flushes = open(txn, USAGE_FLUSHES)?;
             if flushes.get(flush_id).map_err(e)?.is_some() {
                 return Ok(());
             }
-            add_deltas(txn, &deltas)?;
+            add_deltas(txn, &deltas, retention)?;
             flushes.insert(flush_id, now).map_err(e)?;
             if redb::ReadableTableMetadata::len(&flushes).map_err(e)? > USAGE_FLUSHES_KEPT {
                 let cutoff = now.saturating_sub(USAGE_FLUSH_MEMORY_MS);
@@ -533,17 +540,19 @@ impl UsageRepo for EmbeddedStore {
     ) -> Result<Vec<UsageCount>, StorageError> {
         self.read(move |txn, _| {
             let table = open_read(txn, USAGE)?;
+            let (first, last) = usage_hours(from_day, to_day);
             let mut out = Vec::new();
-            for row in table.range((guild_id, from_day, "")..).map_err(e)? {
+            for row in table
+                .range((guild_id, first, "", 0)..(guild_id, last, "", 0))
+                .map_err(e)?
+            {
                 let (key, value) = row.map_err(e)?;
-                let (guild, day, command) = key.value();
-                if guild != guild_id || day > to_day {
-                    break;
-                }
+                let (_, hour, command, channel_id) = key.value();
                 out.push(UsageCount {
                     guild_id,
-                    day,
+                    hour,
                     command: command.to_owned(),
+                    channel_id,
                     count: value.value(),
                 });
             }
@@ -553,16 +562,82 @@ impl UsageRepo for EmbeddedStore {
     }
 }
 
-fn add_deltas(txn: &WriteTransaction, deltas: &[UsageCount]) -> Result<(), StorageError> {
+fn add_deltas(
+    txn: &WriteTransaction,
+    deltas: &[UsageCount],
+    retention: &Retention,
+) -> Result<(), StorageError> {
     let mut table = open(txn, USAGE)?;
+    let mut indexes = Indexes::open(txn)?;
     for delta in deltas {
-        let key = (delta.guild_id, delta.day, delta.command.as_str());
+        let key = (
+            delta.guild_id,
+            delta.hour,
+            delta.command.as_str(),
+            delta.channel_id,
+        );
         let current = table.get(key).map_err(e)?.map_or(0, |v| v.value());
         table
             .insert(key, current.saturating_add(delta.count))
             .map_err(e)?;
+        let day = delta.day();
+        let row = RowRef::UsageDay {
+            guild: delta.guild_id,
+            day,
+        };
+        indexes.add(&row, &[], Some(usage_expiry(day, retention)))?;
     }
     Ok(())
+}
+
+/// The hours `[first, last)` of days `from_day..=to_day`.
+fn usage_hours(from_day: u32, to_day: u32) -> (u32, u32) {
+    (
+        from_day.saturating_mul(24),
+        to_day.saturating_add(1).saturating_mul(24),
+    )
+}
+
+/// When a day of usage counters expires: the usage retention after the day ends.
+fn usage_expiry(day: u32, retention: &Retention) -> Timestamp {
+    Timestamp::from_days(day.saturating_add(1)).saturating_add(retention.usage)
+}
+
+/// The days that have usage counters of `guild`, in order; one lookup a day.
+fn usage_days(
+    table: &impl redb::ReadableTable<(u64, u32, &'static str, u64), u64>,
+    guild: u64,
+) -> Result<Vec<u32>, StorageError> {
+    let mut days = Vec::new();
+    let mut from = 0;
+    loop {
+        let next = table
+            .range((guild, from, "", 0)..(guild + 1, 0, "", 0))
+            .map_err(e)?
+            .next();
+        let Some(row) = next else {
+            return Ok(days);
+        };
+        let day = row.map_err(e)?.0.value().1 / 24;
+        days.push(day);
+        from = (day + 1).saturating_mul(24);
+        if from == u32::MAX {
+            return Ok(days);
+        }
+    }
+}
+
+/// Removes a guild's counters of one day; how many there were.
+fn remove_usage_day(txn: &WriteTransaction, guild: u64, day: u32) -> Result<u64, StorageError> {
+    let (first, last) = usage_hours(day, day);
+    let mut count = 0;
+    open(txn, USAGE)?
+        .retain_in((guild, first, "", 0)..(guild, last, "", 0), |_, _| {
+            count += 1;
+            false
+        })
+        .map_err(e)?;
+    Ok(count)
 }
 
 #[cfg(test)]

@@ -279,6 +279,65 @@ pub trait PrivacyRepo: Send + Sync + 'static {
     async fn take_browser_clearing(&self, session_id: &str) -> Result<bool, StorageError>;
 }
 
+/// Sets a user's choices, and logs each change as an answered request (restriction,
+/// objection, each consent given or withdrawn); returns the changes in words ("objection
+/// on"), empty when nothing changed (then nothing is written). The dashboard and the
+/// `/privacy` command both choose through here. `new_id` gives each logged request its id.
+pub async fn change_choices<S>(
+    store: &S,
+    user_id: u64,
+    wanted: PrivacyFlags,
+    channel: &str,
+    now: Timestamp,
+    mut new_id: impl FnMut() -> u64,
+) -> Result<Vec<String>, StorageError>
+where
+    S: PrivacyRepo + ?Sized,
+{
+    let current = store.privacy_flags(user_id).await?;
+    if wanted == current {
+        return Ok(Vec::new());
+    }
+    store.set_privacy_flags(user_id, &wanted).await?;
+    let on_off = |on: bool| if on { "on" } else { "off" };
+    let given = |on: bool| if on { "given" } else { "withdrawn" };
+    let changes = [
+        (
+            RequestKind::Restriction,
+            current.restricted != wanted.restricted,
+            format!("restriction {}", on_off(wanted.restricted)),
+        ),
+        (
+            RequestKind::Objection,
+            current.objects != wanted.objects,
+            format!("objection {}", on_off(wanted.objects)),
+        ),
+        (
+            RequestKind::ConsentWithdrawal,
+            current.announcements_consent != wanted.announcements_consent,
+            format!(
+                "consent to announcement DMs {}",
+                given(wanted.announcements_consent)
+            ),
+        ),
+        (
+            RequestKind::ConsentWithdrawal,
+            current.email_consent != wanted.email_consent,
+            format!("consent to optional email {}", given(wanted.email_consent)),
+        ),
+    ];
+    let mut said = Vec::new();
+    for (kind, changed, outcome) in changes {
+        if changed {
+            let request =
+                PrivacyRequest::new(user_id, new_id(), kind, channel, now).done(now, &outcome);
+            store.put_privacy_request(&request).await?;
+            said.push(outcome);
+        }
+    }
+    Ok(said)
+}
+
 /// Answers the requests that need the whole store (export, access, deletion) and are not
 /// answered yet; returns how many it answered. Run in the background by the process that
 /// sweeps the store; the dashboard also calls [`answer_request`] at once where its store
@@ -405,6 +464,7 @@ pub const BREACH_TABLES: &[(&str, &[&str], Option<&str>)] = &[
     ("privacy_requests", &["user_id"], Some("requested_at")),
     ("privacy_flags", &["user_id"], None),
     ("privacy_exports", &["user_id"], Some("created_at")),
+    ("premium_slots", &["user_id"], Some("assigned_at")),
     ("cases", &["moderator_id", "target_id"], Some("at")),
     ("automod_hits", &["user_id"], Some("at")),
 ];

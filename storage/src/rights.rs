@@ -2,8 +2,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Account, AuditEntry, AutomodHit, Case, PrivacyFlags, PrivacyRequest, Redemption, StorageError,
-    Subscription, Ticket, Timestamp, TranscriptMessage, WebSessionExport, Workflow,
+    Account, AuditEntry, AutomodHit, Case, PremiumSlot, PrivacyFlags, PrivacyRequest, Redemption,
+    StorageError, Subscription, Ticket, Timestamp, TranscriptMessage, WebSessionExport, Workflow,
 };
 
 /// Everything stored about one user, for the privacy centre's access and export requests.
@@ -30,6 +30,9 @@ pub struct UserExport {
     /// The user's restriction, objection and consent choices, if they made any.
     #[serde(default)]
     pub privacy_flags: Option<PrivacyFlags>,
+    /// The premium slots the user assigned to guilds, oldest first.
+    #[serde(default)]
+    pub premium_slots: Vec<PremiumSlot>,
     /// Moderation cases where the user was the moderator or the member acted on.
     #[serde(default)]
     pub cases: Vec<Case>,

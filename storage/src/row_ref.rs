@@ -38,6 +38,11 @@ pub(crate) enum RowRef {
     Account {
         user: u64,
     },
+    /// A guild's usage counters of one day (expiry only: they name no user).
+    UsageDay {
+        guild: u64,
+        day: u32,
+    },
     /// A moderation case (its moderator and its target).
     Case {
         guild: u64,
@@ -66,12 +71,13 @@ impl RowRef {
             Self::Subscription { id } => (5, &[*id], &[]),
             Self::Redemption { code, user } => (6, &[*user], code.as_bytes()),
             Self::Account { user } => (7, &[*user], &[]),
-            Self::Case { guild, number } => (8, &[*guild, *number], &[]),
+            Self::UsageDay { guild, day } => (8, &[*guild, u64::from(*day)], &[]),
+            Self::Case { guild, number } => (9, &[*guild, *number], &[]),
             Self::AutomodHit {
                 guild,
                 message,
                 rule,
-            } => (9, &[*guild, *message], rule.as_bytes()),
+            } => (10, &[*guild, *message], rule.as_bytes()),
         };
         let mut out = Vec::with_capacity(1 + 8 * numbers.len() + tail.len());
         out.push(tag);
@@ -141,12 +147,19 @@ impl RowRef {
             }
             8 => {
                 exact(2)?;
+                Self::UsageDay {
+                    guild: n(0)?,
+                    day: u32::try_from(n(1)?).map_err(|_| bad())?,
+                }
+            }
+            9 => {
+                exact(2)?;
                 Self::Case {
                     guild: n(0)?,
                     number: n(1)?,
                 }
             }
-            9 => Self::AutomodHit {
+            10 => Self::AutomodHit {
                 guild: n(0)?,
                 message: n(1)?,
                 rule: String::from_utf8(rest.get(16..).ok_or_else(bad)?.to_vec())
@@ -200,6 +213,10 @@ mod tests {
                 user: 5,
             },
             RowRef::Account { user: 7 },
+            RowRef::UsageDay {
+                guild: 1,
+                day: u32::MAX,
+            },
             RowRef::Case {
                 guild: 1,
                 number: 2,
@@ -218,6 +235,6 @@ mod tests {
         assert!(RowRef::parse(&[1, 0, 0]).is_err());
         assert!(RowRef::parse(&[9]).is_err());
         assert!(RowRef::parse(&[6, 1]).is_err());
-        assert!(RowRef::parse(&[9, 1]).is_err());
+        assert!(RowRef::parse(&[10, 1]).is_err());
     }
 }

@@ -343,6 +343,11 @@ pub(crate) fn db_id(id: u64) -> i64 {
     id as i64
 }
 
+/// Days and hours since the epoch are u32 in Rust and int in CQL (they fit for millennia).
+pub(crate) fn db_int(n: u32) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
 pub(crate) fn rust_id(id: i64) -> u64 {
     id as u64
 }

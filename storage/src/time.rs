@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 pub struct Timestamp(pub u64);
 
 const DAY_MS: u64 = 86_400_000;
+const HOUR_MS: u64 = 3_600_000;
 
 impl Timestamp {
     /// `2024-04-12T10:18:47.635628Z` (or `+00:00`) as a timestamp; other offsets are refused
@@ -72,9 +73,14 @@ impl Timestamp {
         self.0
     }
 
-    /// Whole days since the epoch: the bucket of the usage counters.
+    /// Whole days since the epoch.
     pub fn day(self) -> u32 {
         u32::try_from(self.0 / DAY_MS).unwrap_or(u32::MAX)
+    }
+
+    /// Whole hours since the epoch: the bucket of the usage counters.
+    pub fn hour(self) -> u32 {
+        u32::try_from(self.0 / HOUR_MS).unwrap_or(u32::MAX)
     }
 
     pub fn saturating_add(self, by: Duration) -> Self {
@@ -115,6 +121,8 @@ pub struct Retention {
     pub privacy_requests: Duration,
     /// A prepared data export, downloadable once until this long after it was prepared.
     pub exports: Duration,
+    /// Command usage counters, counted from the end of their day.
+    pub usage: Duration,
 }
 
 impl Retention {
@@ -124,6 +132,8 @@ impl Retention {
         inactive_accounts: days(2 * 365),
         privacy_requests: days(3 * 365),
         exports: Duration::from_secs(48 * 3_600),
+        // The policy names no period: a year of analytics is enough to compare seasons.
+        usage: days(365),
     };
 }
 

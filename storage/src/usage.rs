@@ -3,13 +3,23 @@ use serde::{Deserialize, Serialize};
 
 use crate::StorageError;
 
-/// How many times a command ran in a guild on one day (UTC days since the epoch).
+/// How many times a command ran in one channel of a guild in one hour. Usage is counted
+/// per command, never per user: no row names who ran it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct UsageCount {
     pub guild_id: u64,
-    pub day: u32,
+    /// UTC hours since the epoch ([`Timestamp::hour`](crate::Timestamp::hour)).
+    pub hour: u32,
     pub command: String,
+    pub channel_id: u64,
     pub count: u64,
+}
+
+impl UsageCount {
+    /// The UTC day (since the epoch) of its hour: the partition and retention unit.
+    pub fn day(&self) -> u32 {
+        self.hour / 24
+    }
 }
 
 /// Command usage counters. Callers increment in process ([`UsageAggregator`]) and flush sums
@@ -34,7 +44,8 @@ pub trait UsageRepo: Send + Sync + 'static {
         self.add_usage(deltas).await
     }
 
-    /// All counters of `guild_id` for days `from_day..=to_day`, ordered by day then command.
+    /// All counters of `guild_id` for days `from_day..=to_day`, ordered by hour, command and
+    /// channel. Days past the usage retention are gone.
     async fn usage(
         &self,
         guild_id: u64,

@@ -158,6 +158,15 @@ async fn run_audit_writer(
     }
 }
 
+/// What a usage counter counts.
+#[derive(PartialEq, Eq, Hash)]
+struct UsageKey {
+    guild_id: u64,
+    hour: u32,
+    command: String,
+    channel_id: u64,
+}
+
 /// Command usage counters, summed in process and flushed in one write.
 ///
 /// `record` is synchronous and cheap (a short mutex, never held across an await), so the
@@ -169,7 +178,7 @@ async fn run_audit_writer(
 /// ([`UsageRepo::add_usage_flush`]).
 pub struct UsageAggregator {
     repo: Arc<dyn UsageRepo>,
-    pending: Mutex<HashMap<(u64, u32, String), u64>>,
+    pending: Mutex<HashMap<UsageKey, u64>>,
     /// The failed flush waiting to be retried; the lock also keeps flushes one at a time.
     unsent: tokio::sync::Mutex<Option<(u64, Vec<UsageCount>)>>,
     unsent_len: std::sync::atomic::AtomicUsize,
@@ -200,10 +209,15 @@ impl UsageAggregator {
         })
     }
 
-    /// Counts one run of `command` in `guild_id` at `at`.
-    pub fn record(&self, guild_id: u64, command: &str, at: Timestamp) {
+    /// Counts one run of `command` in channel `channel_id` of `guild_id` at `at`.
+    pub fn record(&self, guild_id: u64, command: &str, channel_id: u64, at: Timestamp) {
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        let key = (guild_id, at.day(), command.to_owned());
+        let key = UsageKey {
+            guild_id,
+            hour: at.hour(),
+            command: command.to_owned(),
+            channel_id,
+        };
         *pending.entry(key).or_default() += 1;
     }
 
@@ -236,10 +250,11 @@ impl UsageAggregator {
         }
         let mut deltas: Vec<UsageCount> = taken
             .into_iter()
-            .map(|((guild_id, day, command), count)| UsageCount {
-                guild_id,
-                day,
-                command,
+            .map(|(key, count)| UsageCount {
+                guild_id: key.guild_id,
+                hour: key.hour,
+                command: key.command,
+                channel_id: key.channel_id,
                 count,
             })
             .collect();
@@ -367,17 +382,17 @@ mod tests {
             let _ = stopped.await;
         });
         let day = Timestamp::from_days(100);
-        usage.record(1, "ping", day);
-        usage.record(1, "ping", day);
+        usage.record(1, "ping", 7, day);
+        usage.record(1, "ping", 7, day);
         tokio::time::sleep(Duration::from_secs(11)).await;
         assert_eq!(repo.writes.lock().unwrap().len(), 1);
         assert_eq!(repo.writes.lock().unwrap()[0][0].count, 2);
 
         repo.fail.store(true, std::sync::atomic::Ordering::SeqCst);
-        usage.record(1, "ping", day);
+        usage.record(1, "ping", 7, day);
         tokio::time::sleep(Duration::from_secs(10)).await;
         assert_eq!(usage.pending(), 1, "a failed flush keeps its counts");
-        usage.record(1, "ping", day);
+        usage.record(1, "ping", 7, day);
         tokio::time::sleep(Duration::from_secs(10)).await;
         assert_eq!(
             usage.pending(),

@@ -161,13 +161,15 @@ async fn a_syntax_error_is_not_retried_and_not_transient() {
 async fn usage_flushes_are_plain_idempotent_writes_and_are_retried() {
     // The first statement of a flush (the day index) takes the forged metadata below; its
     // failure stops the flush before any row is written.
-    const DAYS: &[(&str, u16)] = &[("guild_id", BIGINT), ("day", INT)];
+    const DAYS: &[(&str, u16)] = &[("guild_id", BIGINT), ("day", INT), ("[ttl]", INT)];
     let (proxy, addr, mut seen) = fake_node(DAYS, RequestReaction::forge().overloaded()).await;
     let store = store(addr, Duration::from_secs(10)).await;
+    // A recent hour: a day past the usage retention would not be written at all.
     let delta = UsageCount {
         guild_id: 1,
-        day: 20_000,
+        hour: protonn_storage::Timestamp::now().hour(),
         command: "ping".into(),
+        channel_id: 5,
         count: 3,
     };
     let err = store.add_usage_flush(7, &[delta]).await.unwrap_err();

@@ -86,6 +86,8 @@ pub fn test_runtime() -> RuntimeConfig {
     RuntimeConfig {
         user_cooldown: Duration::ZERO,
         guild_commands: u32::MAX,
+        // Usage counts reach storage soon enough for a test to read them.
+        usage_flush_every: Duration::from_millis(200),
         ..RuntimeConfig::default()
     }
 }

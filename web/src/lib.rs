@@ -68,6 +68,10 @@ pub fn router(state: AppState) -> Router {
         .route("/guilds/{guild}/history", get(pages::history))
         .route("/guilds/{guild}/history/rollback", post(pages::rollback))
         .route("/guilds/{guild}/audit", get(pages::audit))
+        .route("/guilds/{guild}/audit.csv", get(pages::audit_csv))
+        .route("/guilds/{guild}/audit.json", get(pages::audit_json))
+        .route("/guilds/{guild}/analytics", get(pages::analytics))
+        .route("/guilds/{guild}/analytics.csv", get(pages::analytics_csv))
         .route("/guilds/{guild}/cases", get(pages::cases))
         .route("/guilds/{guild}/cases/{number}", get(pages::case))
         .route(

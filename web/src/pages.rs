@@ -2,8 +2,10 @@
 //! render, with no business logic in templates.
 
 mod account;
+mod analytics;
 mod audit;
 mod automod;
+mod charts;
 mod guild;
 mod guilds;
 mod history;
@@ -15,7 +17,8 @@ mod privacy;
 mod settings;
 
 pub(crate) use account::{account, logout_everywhere};
-pub(crate) use audit::audit;
+pub(crate) use analytics::{analytics, analytics_csv};
+pub(crate) use audit::{audit, audit_csv, audit_json};
 pub(crate) use automod::{
     RULES_BODY_LIMIT as AUTOMOD_RULES_BODY_LIMIT, TEST_BODY_LIMIT as AUTOMOD_TEST_BODY_LIMIT,
     automod, save_automod, test_automod,

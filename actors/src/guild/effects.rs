@@ -37,6 +37,11 @@ impl Io {
         self.guild_id
     }
 
+    /// How long the store keeps each kind of record (exports, for one).
+    pub(crate) fn retention(&self) -> &protonn_storage::Retention {
+        &self.services.runtime.retention
+    }
+
     pub(crate) fn store(&self) -> &Arc<dyn Store> {
         &self.services.store
     }
@@ -139,7 +144,7 @@ impl Io {
                 id,
                 token,
             } => {
-                let private = answer.outcome != "ok";
+                let private = answer.private || answer.outcome != "ok";
                 replies.interaction(application_id, id, token, answer.text, private);
             }
         }
@@ -191,14 +196,17 @@ pub(crate) enum ReplyTo {
 pub(crate) struct Replier {
     to: ReplyTo,
     command: &'static str,
+    /// Every answer is for the asker's eyes only.
+    private: bool,
     deferred: Option<Deferred>,
 }
 
 impl Replier {
-    pub(crate) fn new(to: ReplyTo, command: &'static str) -> Self {
+    pub(crate) fn new(to: ReplyTo, command: &'static str, private: bool) -> Self {
         Self {
             to,
             command,
+            private,
             deferred: None,
         }
     }
@@ -212,11 +220,12 @@ impl Replier {
         } = &self.to
             && self.deferred.is_none()
         {
-            self.deferred = Some(
-                io.services
-                    .replies
-                    .defer(*application_id, *id, token.clone()),
-            );
+            self.deferred = Some(io.services.replies.defer(
+                *application_id,
+                *id,
+                token.clone(),
+                self.private,
+            ));
         }
     }
 
@@ -224,7 +233,8 @@ impl Replier {
         matches!(self.to, ReplyTo::Interaction { .. })
     }
 
-    pub(crate) fn send(self, io: &Io, answer: Answer) {
+    pub(crate) fn send(self, io: &Io, mut answer: Answer) {
+        answer.private |= self.private;
         counter!(COMMANDS_HANDLED, "command" => self.command, "outcome" => answer.outcome)
             .increment(1);
         if let Some(deferred) = self.deferred {

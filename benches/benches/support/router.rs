@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use protonn_actors::rest::{GlobalLine, GuardLimits, InvalidRequestGuard, Rest, Transport};
-use protonn_actors::{DeadLetters, EventObserver, Replies, RouterMsg, RuntimeConfig, Services};
+use protonn_actors::{
+    CommandUsage, DeadLetters, EventObserver, Replies, RouterMsg, RuntimeConfig, Services,
+};
 use protonn_shard::BotToken;
 use protonn_storage::EmbeddedStore;
 use ractor::ActorRef;
@@ -25,6 +27,7 @@ pub fn router_services(
     runtime: RuntimeConfig,
     observer: Option<Arc<dyn EventObserver>>,
 ) -> Services {
+    let usage = CommandUsage::new(&(Arc::clone(&store) as _));
     Services {
         store,
         departures: Default::default(),
@@ -44,6 +47,7 @@ pub fn router_services(
         observer,
         node_name: "bench".to_owned(),
         shard_count: 1,
+        usage,
     }
 }
 

@@ -211,6 +211,9 @@ public_url = {{ .Values.web.publicUrl | quote }}
 client_id = {{ .Values.web.clientId }}
 session_idle_secs = {{ int .Values.web.sessionIdleSeconds }}
 session_max_age_secs = {{ int .Values.web.sessionMaxAgeSeconds }}
+{{- with .Values.web.paddleCheckoutUrl }}
+paddle_checkout_url = {{ . | quote }}
+{{- end }}
 {{- end }}
 {{- with .Values.extraConfig }}
 

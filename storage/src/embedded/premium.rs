@@ -212,17 +212,7 @@ impl PremiumRepo for EmbeddedStore {
     }
 
     async fn slots_of_user(&self, user_id: u64) -> Result<Vec<PremiumSlot>, StorageError> {
-        self.read(move |txn, _| {
-            let table = open_read(txn, SLOTS)?;
-            let mut out: Vec<PremiumSlot> = Vec::new();
-            for row in table.range((user_id, 0)..=(user_id, u64::MAX)).map_err(e)? {
-                let (_, v) = row.map_err(e)?;
-                out.push(from_json("premium_slots", v.value())?);
-            }
-            out.sort_by_key(|slot| (slot.assigned_at, slot.guild_id));
-            Ok(out)
-        })
-        .await
+        self.read(move |txn, _| slots_of(txn, user_id)).await
     }
 
     async fn guild_slot(&self, guild_id: u64) -> Result<Option<PremiumSlot>, StorageError> {
@@ -238,4 +228,19 @@ impl PremiumRepo for EmbeddedStore {
         })
         .await
     }
+}
+
+/// A user's slots, oldest first: [`PremiumRepo::slots_of_user`], and their data export.
+pub(super) fn slots_of(
+    txn: &redb::ReadTransaction,
+    user_id: u64,
+) -> Result<Vec<PremiumSlot>, StorageError> {
+    let table = open_read(txn, SLOTS)?;
+    let mut out: Vec<PremiumSlot> = Vec::new();
+    for row in table.range((user_id, 0)..=(user_id, u64::MAX)).map_err(e)? {
+        let (_, v) = row.map_err(e)?;
+        out.push(from_json("premium_slots", v.value())?);
+    }
+    out.sort_by_key(|slot| (slot.assigned_at, slot.guild_id));
+    Ok(out)
 }

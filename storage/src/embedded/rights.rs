@@ -12,7 +12,8 @@ use super::{
     ACCOUNTS, ASSIGNMENTS, AUDIT, CHECKPOINTS, CLUSTER_META, CONFIG_HISTORY, EXPIRY, EmbeddedStore,
     GUILD_CONFIG, GUILD_DEPARTURES, LEADER_ANNOUNCEMENT, LEASES, NODES, PROMOS, REDEMPTIONS,
     RowRef, SUBSCRIPTIONS, TICKETS, TRANSCRIPTS, USAGE, USER_REFS, WORKFLOWS, audit_ref,
-    audit_users, e, from_json, index, open, open_read, to_json, unindex,
+    audit_users, e, from_json, index, open, open_read, remove_usage_day, to_json, unindex,
+    usage_days, usage_expiry,
 };
 use crate::automod::{hit_expiry, hit_ref};
 use crate::moderation::{case_ref, case_users};
@@ -144,6 +145,11 @@ fn remove_row(
             unindex(txn, row, &[], Some(account_expiry(&old, retention)))?;
             Ok(1)
         }
+        RowRef::UsageDay { guild, day } => {
+            let removed = remove_usage_day(txn, *guild, *day)?;
+            unindex(txn, row, &[], Some(usage_expiry(*day, retention)))?;
+            Ok(removed)
+        }
         // Cases are never removed for one user (they protect the server's members): see
         // `delete_user`, which anonymises them.
         RowRef::Case { .. } => Ok(0),
@@ -233,7 +239,7 @@ impl DataRights for EmbeddedStore {
                             (code.as_str(), user),
                         )?);
                     }
-                    RowRef::Account { .. } => {}
+                    RowRef::Account { .. } | RowRef::UsageDay { .. } => {}
                     RowRef::Case { guild, number } => {
                         export.cases.extend(read_row(txn, CASES, (guild, number))?);
                     }
@@ -254,6 +260,7 @@ impl DataRights for EmbeddedStore {
                 .collect();
             (export.privacy_requests, export.privacy_flags) =
                 super::privacy::export_of(txn, user_id)?;
+            export.premium_slots = super::premium::slots_of(txn, user_id)?;
             Ok(export)
         })
         .await
@@ -364,16 +371,16 @@ impl DataRights for EmbeddedStore {
                     .map_err(e)?;
                 touched += removed.count() as u64;
             }
-            {
-                let mut table = open(txn, USAGE)?;
-                let mut count = 0;
-                table
-                    .retain_in((guild_id, 0, "")..(guild_id + 1, 0, ""), |_, _| {
-                        count += 1;
-                        false
-                    })
-                    .map_err(e)?;
-                touched += count;
+            let days = usage_days(&open(txn, USAGE)?, guild_id)?;
+            for day in days {
+                touched += remove_row(
+                    txn,
+                    &RowRef::UsageDay {
+                        guild: guild_id,
+                        day,
+                    },
+                    retention,
+                )?;
             }
             let mut rows = Vec::new();
             for item in open(txn, AUDIT)?
@@ -746,6 +753,20 @@ impl EmbeddedStore {
                     Some(account_expiry(&a, retention)),
                 );
             }
+            let usage = open_read(txn, USAGE)?;
+            let mut guilds: Vec<u64> = Vec::new();
+            for item in usage.iter().map_err(e)? {
+                let guild = item.map_err(e)?.0.value().0;
+                if guilds.last() != Some(&guild) {
+                    guilds.push(guild);
+                }
+            }
+            for guild in guilds {
+                for day in usage_days(&usage, guild)? {
+                    let expires = usage_expiry(day, retention);
+                    expect(&RowRef::UsageDay { guild, day }, &[], Some(expires));
+                }
+            }
             for item in open_read(txn, PROMOS)?.iter().map_err(e)? {
                 let p: StoredPromo = from_json("promo_codes", item.map_err(e)?.1.value())?;
                 let counted = redeemed.get(&p.promo.code).copied().unwrap_or(0);
@@ -789,6 +810,9 @@ impl EmbeddedStore {
                         .is_some(),
                     RowRef::Account { user } => {
                         open_read(txn, ACCOUNTS)?.get(*user).map_err(e)?.is_some()
+                    }
+                    RowRef::UsageDay { guild, day } => {
+                        usage_days(&open_read(txn, USAGE)?, *guild)?.contains(day)
                     }
                     RowRef::Case { guild, number } => open_read(txn, CASES)?
                         .get((*guild, *number))

@@ -68,6 +68,11 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../schema/010_premium.cql"),
     ),
     (
+        11,
+        "011_hourly_usage.cql",
+        include_str!("../../schema/011_hourly_usage.cql"),
+    ),
+    (
         12,
         "012_automod_hits.cql",
         include_str!("../../schema/012_automod_hits.cql"),

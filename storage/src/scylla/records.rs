@@ -8,7 +8,7 @@ use futures_util::{StreamExt, TryStreamExt, stream};
 use scylla::value::CqlValue;
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::{ScyllaStore, Writes, db_id, rust_id, ttl};
+use super::{ScyllaStore, Writes, db_id, db_int, rust_id, ttl};
 use crate::cluster::{SHARD_COUNT, check_claim};
 
 /// The assignments' partition keeps, in this row, the leader epoch that claimed them
@@ -449,7 +449,9 @@ struct AssignmentRow {
 
 #[derive(scylla::DeserializeRow)]
 struct UsageRow {
+    hour: i32,
     command: String,
+    channel_id: i64,
     count: i64,
 }
 
@@ -642,21 +644,32 @@ impl UsageRepo for ScyllaStore {
 
     /// Plain rows keyed by the flush id: a retried flush overwrites itself. The day goes
     /// into `usage_days` first, so a listed day may be empty but a row is never unlisted.
+    /// Both expire the usage retention after their day ends.
     async fn add_usage_flush(
         &self,
         flush_id: u64,
         deltas: &[UsageCount],
     ) -> Result<(), StorageError> {
-        let day = |d: u32| i32::try_from(d).unwrap_or(i32::MAX);
-        let mut days: Vec<(u64, u32)> = deltas.iter().map(|d| (d.guild_id, d.day)).collect();
+        let retention = self.retention().usage;
+        let expiry =
+            |day: u32| ttl(Timestamp::from_days(day.saturating_add(1)).saturating_add(retention));
+        // Days already past the retention are not written.
+        let mut days: Vec<(u64, u32, i32)> = deltas
+            .iter()
+            .filter_map(|d| Some((d.guild_id, d.day(), expiry(d.day())?)))
+            .collect();
         days.sort_unstable();
         days.dedup();
+        let rows: Vec<(UsageCount, i32)> = deltas
+            .iter()
+            .filter_map(|d| Some((d.clone(), expiry(d.day())?)))
+            .collect();
         stream::iter(days)
-            .map(|(guild_id, d)| async move {
+            .map(|(guild_id, day, secs)| async move {
                 self.execute(
-                    "INSERT INTO {ks}.usage_days (guild_id, day) VALUES (?, ?)",
+                    "INSERT INTO {ks}.usage_days (guild_id, day) VALUES (?, ?) USING TTL ?",
                     true,
-                    (db_id(guild_id), day(d)),
+                    (db_id(guild_id), db_int(day), secs),
                 )
                 .await
                 .map(drop)
@@ -664,18 +677,22 @@ impl UsageRepo for ScyllaStore {
             .buffer_unordered(IN_FLIGHT)
             .try_collect::<()>()
             .await?;
-        stream::iter(deltas.to_vec())
-            .map(|delta| async move {
+        stream::iter(rows)
+            .map(|(delta, secs)| async move {
                 self.execute(
-                    "INSERT INTO {ks}.usage_flushes (guild_id, day, command, flush_id, count) \
-                     VALUES (?, ?, ?, ?, ?)",
+                    "INSERT INTO {ks}.usage_hourly \
+                     (guild_id, day, hour, command, channel_id, flush_id, count) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?) USING TTL ?",
                     true,
                     (
                         db_id(delta.guild_id),
-                        day(delta.day),
+                        db_int(delta.day()),
+                        db_int(delta.hour),
                         delta.command.as_str(),
+                        db_id(delta.channel_id),
                         db_id(flush_id),
                         i64::try_from(delta.count).unwrap_or(i64::MAX),
+                        secs,
                     ),
                 )
                 .await
@@ -692,35 +709,46 @@ impl UsageRepo for ScyllaStore {
         from_day: u32,
         to_day: u32,
     ) -> Result<Vec<UsageCount>, StorageError> {
-        let day = |d: u32| i32::try_from(d).unwrap_or(i32::MAX);
         let days: Vec<(i32,)> = self
             .select(
                 "SELECT day FROM {ks}.usage_days WHERE guild_id = ? AND day >= ? AND day <= ?",
-                (db_id(guild_id), day(from_day), day(to_day)),
+                (db_id(guild_id), db_int(from_day), db_int(to_day)),
             )
             .await?;
         let mut out = Vec::new();
-        for (d,) in days {
-            let mut sums: std::collections::BTreeMap<String, u64> =
-                std::collections::BTreeMap::new();
+        for (day,) in days {
+            // Rows come ordered by hour, command and channel; the flushes of one are summed.
             let rows = self
                 .rows::<UsageRow, _>(
-                    "SELECT command, count FROM {ks}.usage_flushes WHERE guild_id = ? AND day = ?",
-                    (db_id(guild_id), d),
+                    "SELECT hour, command, channel_id, count FROM {ks}.usage_hourly \
+                     WHERE guild_id = ? AND day = ?",
+                    (db_id(guild_id), day),
                     false,
                 )
                 .await?;
             futures_util::pin_mut!(rows);
             while let Some(row) = rows.next().await {
                 let row = row?;
-                *sums.entry(row.command).or_default() += u64::try_from(row.count).unwrap_or(0);
+                let hour = u32::try_from(row.hour).unwrap_or(0);
+                let channel_id = rust_id(row.channel_id);
+                let count = u64::try_from(row.count).unwrap_or(0);
+                match out.last_mut() {
+                    Some(UsageCount {
+                        hour: h,
+                        command: c,
+                        channel_id: ch,
+                        count: total,
+                        ..
+                    }) if *h == hour && *c == row.command && *ch == channel_id => *total += count,
+                    _ => out.push(UsageCount {
+                        guild_id,
+                        hour,
+                        command: row.command,
+                        channel_id,
+                        count,
+                    }),
+                }
             }
-            out.extend(sums.into_iter().map(|(command, count)| UsageCount {
-                guild_id,
-                day: u32::try_from(d).unwrap_or(0),
-                command,
-                count,
-            }));
         }
         Ok(out)
     }

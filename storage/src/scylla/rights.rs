@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 
 use super::records::{AUDIT_BUCKET_MS, audit_users};
-use super::{ScyllaStore, db_id};
+use super::{ScyllaStore, db_id, db_int};
 use crate::row_ref::RowRef;
 use crate::{
     AccountRepo, AuditEntry, AuditRepo, BillingRepo, DataRights, ModerationRepo, PremiumRepo,
@@ -17,7 +17,7 @@ const TABLES: &[&str] = &[
     "guild_config",
     "guild_config_history",
     "audit_log",
-    "usage_flushes",
+    "usage_hourly",
     "usage_days",
     "accounts",
     "tickets",
@@ -199,6 +199,24 @@ impl ScyllaStore {
                 .await?;
                 Ok(u64::from(existed))
             }
+            // Usage expires by TTL here, so no index names a usage day; deleting one
+            // anyway removes its partition (counted as one row).
+            RowRef::UsageDay { guild, day } => {
+                let key = (db_id(*guild), db_int(*day));
+                self.execute(
+                    "DELETE FROM {ks}.usage_hourly WHERE guild_id = ? AND day = ?",
+                    true,
+                    key,
+                )
+                .await?;
+                self.execute(
+                    "DELETE FROM {ks}.usage_days WHERE guild_id = ? AND day = ?",
+                    true,
+                    key,
+                )
+                .await?;
+                Ok(1)
+            }
             // Cases are never removed for one user (they protect the server's members):
             // `delete_user` anonymises them.
             RowRef::Case { .. } => Ok(0),
@@ -254,7 +272,7 @@ impl DataRights for ScyllaStore {
                         .redemptions
                         .extend(self.redemption(&code, user).await?);
                 }
-                RowRef::Account { .. } => {}
+                RowRef::Account { .. } | RowRef::UsageDay { .. } => {}
                 RowRef::Case { guild, number } => {
                     export.cases.extend(self.case(guild, number).await?);
                 }
@@ -278,6 +296,7 @@ impl DataRights for ScyllaStore {
             .collect();
         (export.privacy_requests, export.privacy_flags) = self.privacy_export_of(user_id).await?;
         export.privacy_requests.reverse();
+        export.premium_slots = self.slots_of_user(user_id).await?;
         Ok(export)
     }
 
@@ -377,7 +396,7 @@ impl DataRights for ScyllaStore {
             .await?;
         for (day,) in days {
             self.execute(
-                "DELETE FROM {ks}.usage_flushes WHERE guild_id = ? AND day = ?",
+                "DELETE FROM {ks}.usage_hourly WHERE guild_id = ? AND day = ?",
                 true,
                 (db_id(guild_id), day),
             )
@@ -561,8 +580,8 @@ impl DataRights for ScyllaStore {
                         .await?
                 }
                 "audit_log" => self.select("SELECT JSON * FROM {ks}.audit_log", ()).await?,
-                "usage_flushes" => {
-                    self.select("SELECT JSON * FROM {ks}.usage_flushes", ())
+                "usage_hourly" => {
+                    self.select("SELECT JSON * FROM {ks}.usage_hourly", ())
                         .await?
                 }
                 "usage_days" => {

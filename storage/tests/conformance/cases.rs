@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use protonn_storage::{
     Account, AuditEntry, AuditWriter, Case, ExportDocument, GuildConfig, LeaderAnnouncement,
-    NodeRecord, PreparedExport, PrivacyFlags, PrivacyRequest, PromoCode, RequestKind,
-    SessionCheckpoint, StorageError, Store, Subscription, SubscriptionStatus, Ticket, Timestamp,
-    TranscriptMessage, UsageAggregator, UsageCount, WebSession, Workflow, WriterConfig, privacy,
+    NodeRecord, Plan, PremiumSlot, PreparedExport, PrivacyFlags, PrivacyRequest, PromoCode,
+    RequestKind, Retention, SessionCheckpoint, StorageError, Store, Subscription,
+    SubscriptionStatus, Ticket, Timestamp, TranscriptMessage, UsageAggregator, UsageCount,
+    WebSession, Workflow, WriterConfig, privacy,
 };
 
 /// Distinctive ids, so a scan for their digits finds nothing by accident.
@@ -20,6 +21,7 @@ const GUILD: u64 = 882_207_451_335_696_417;
 const OTHER_GUILD: u64 = 550_102_774_213_889_025;
 
 const DAY: Duration = Duration::from_secs(86_400);
+const HOUR: Duration = Duration::from_secs(3_600);
 
 fn prefix(p: &str) -> GuildConfig {
     GuildConfig {
@@ -237,36 +239,68 @@ pub(crate) async fn audit_writer_batches_and_acknowledges<S: Store + Clone>(stor
 
 pub(crate) async fn usage_is_aggregated_then_flushed<S: Store + Clone>(store: S) {
     let usage = UsageAggregator::new(Arc::new(store.clone()));
-    let day = Timestamp::from_days(20_000);
+    // Yesterday 10:00 (UTC) and today 10:00: inside the usage retention.
+    let today = Timestamp::now().day();
+    let day = Timestamp::from_days(today - 1).saturating_add(10 * HOUR);
+    let hour = day.hour();
     for _ in 0..5 {
-        usage.record(GUILD, "ping", day);
+        usage.record(GUILD, "ping", 1, day);
     }
-    usage.record(GUILD, "help", day);
-    usage.record(GUILD, "ping", day.saturating_add(DAY));
-    usage.record(OTHER_GUILD, "ping", day);
-    assert_eq!(usage.pending(), 4);
-    assert_eq!(usage.flush().await.unwrap(), 4);
+    usage.record(GUILD, "ping", 2, day);
+    usage.record(GUILD, "help", 1, day.saturating_add(HOUR));
+    usage.record(GUILD, "ping", 1, day.saturating_add(DAY));
+    usage.record(OTHER_GUILD, "ping", 1, day);
+    assert_eq!(usage.pending(), 5);
+    assert_eq!(usage.flush().await.unwrap(), 5);
     assert_eq!(usage.flush().await.unwrap(), 0);
-    usage.record(GUILD, "ping", day);
+    usage.record(GUILD, "ping", 1, day);
     usage.flush().await.unwrap();
 
-    let counts: Vec<(u32, String, u64)> = store
-        .usage(GUILD, 20_000, 20_001)
+    let counts: Vec<(u32, String, u64, u64)> = store
+        .usage(GUILD, today - 1, today)
         .await
         .unwrap()
         .into_iter()
-        .map(|c| (c.day, c.command, c.count))
+        .map(|c| (c.hour, c.command, c.channel_id, c.count))
         .collect();
     assert_eq!(
         counts,
         [
-            (20_000, "help".to_owned(), 1),
-            (20_000, "ping".to_owned(), 6),
-            (20_001, "ping".to_owned(), 1)
+            (hour, "ping".to_owned(), 1, 6),
+            (hour, "ping".to_owned(), 2, 1),
+            (hour + 1, "help".to_owned(), 1, 1),
+            (hour + 24, "ping".to_owned(), 1, 1),
         ]
     );
-    assert_eq!(store.usage(GUILD, 20_001, 20_001).await.unwrap().len(), 1);
-    assert!(store.usage(GUILD, 19_000, 19_999).await.unwrap().is_empty());
+    assert_eq!(store.usage(GUILD, today, today).await.unwrap().len(), 1);
+    assert!(
+        store
+            .usage(GUILD, today - 30, today - 2)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Counters older than the usage retention are gone after a sweep (the embedded store's
+/// sweeper; ScyllaDB's TTL, which does not even write a day already past it).
+pub(crate) async fn usage_past_its_retention_is_gone<S: Store + Clone>(store: S) {
+    let now = Timestamp::now();
+    let retention = Retention::POLICY.usage;
+    let old = now.saturating_sub(retention).saturating_sub(2 * DAY);
+    let usage = UsageAggregator::new(Arc::new(store.clone()));
+    usage.record(GUILD, "ping", 1, old);
+    usage.record(GUILD, "ping", 1, now);
+    usage.flush().await.unwrap();
+    store.sweep_expired(now).await.unwrap();
+    let days: Vec<u32> = store
+        .usage(GUILD, old.day(), now.day())
+        .await
+        .unwrap()
+        .iter()
+        .map(UsageCount::day)
+        .collect();
+    assert_eq!(days, [now.day()]);
 }
 
 pub(crate) async fn accounts_track_last_activity<S: Store + Clone>(store: S) {
@@ -723,8 +757,8 @@ async fn populate<S: Store + Clone>(store: &S) {
         .await
         .unwrap();
     let usage = UsageAggregator::new(Arc::new(store.clone()));
-    usage.record(GUILD, "ping", now);
-    usage.record(OTHER_GUILD, "ping", now);
+    usage.record(GUILD, "ping", 1, now);
+    usage.record(OTHER_GUILD, "ping", 1, now);
     usage.flush().await.unwrap();
     store.touch_account(USER, now).await.unwrap();
     store.touch_account(OTHER_USER, now).await.unwrap();
@@ -815,6 +849,17 @@ async fn populate<S: Store + Clone>(store: &S) {
             .await
             .unwrap();
     }
+    // The user's premium slot on the other user's guild.
+    store
+        .put_slot(&PremiumSlot {
+            guild_id: OTHER_GUILD,
+            user_id: USER,
+            assigned_at: now,
+            plan: Plan::Premium,
+            until: now.saturating_add(DAY),
+        })
+        .await
+        .unwrap();
 }
 
 /// Request ids whose digits appear nowhere else.
@@ -1015,6 +1060,12 @@ pub(crate) async fn a_breach_lists_the_users_of_the_tables_it_touched<S: Store +
         privacy::affected_users(&store, end, &["secrets".to_owned()]).await,
         Err(StorageError::Invalid(_))
     ));
+    let slots = ["premium_slots".to_owned()];
+    let holders = privacy::affected_users(&store, end, &slots).await.unwrap();
+    assert_eq!(
+        holders.iter().map(|a| a.user_id).collect::<Vec<_>>(),
+        [USER]
+    );
     // Moderation cases name their moderator and their target.
     let affected = privacy::affected_users(&store, end, &["cases".to_owned()])
         .await
@@ -1145,6 +1196,8 @@ pub(crate) async fn export_covers_every_table<S: Store + Clone>(store: S) {
     assert_eq!(labels, ["Firefox (mine)"]);
     assert_eq!(export.privacy_requests.len(), 1);
     assert!(export.privacy_flags.is_some_and(|f| f.objects));
+    let slots: Vec<u64> = export.premium_slots.iter().map(|s| s.guild_id).collect();
+    assert_eq!(slots, [OTHER_GUILD]);
     // Moderation cases where the user was the member acted on or the moderator.
     let mut cases: Vec<(u64, u64)> = export
         .cases
@@ -1600,32 +1653,28 @@ pub(crate) async fn checkpoints_are_saved_in_batches_and_stale_epochs_ignored<S:
 /// A usage flush written again (a retry after an error that hid whether it applied) counts
 /// once; another flush with the same counts adds to them.
 pub(crate) async fn a_usage_flush_written_twice_counts_once<S: Store + Clone>(store: S) {
-    let deltas = [
-        UsageCount {
-            guild_id: GUILD,
-            day: 20_100,
-            command: "ping".into(),
-            count: 3,
-        },
-        UsageCount {
-            guild_id: GUILD,
-            day: 20_100,
-            command: "help".into(),
-            count: 1,
-        },
-    ];
+    let now = Timestamp::now();
+    let count = |command: &str, count| UsageCount {
+        guild_id: GUILD,
+        hour: now.hour(),
+        command: command.into(),
+        channel_id: 1,
+        count,
+    };
+    let deltas = [count("help", 1), count("ping", 3)];
     store.add_usage_flush(41, &deltas).await.unwrap();
     store.add_usage_flush(41, &deltas).await.unwrap();
     let counts = |usage: Vec<UsageCount>| -> Vec<(String, u64)> {
         usage.into_iter().map(|c| (c.command, c.count)).collect()
     };
+    let today = now.day();
     assert_eq!(
-        counts(store.usage(GUILD, 20_100, 20_100).await.unwrap()),
+        counts(store.usage(GUILD, today, today).await.unwrap()),
         [("help".to_owned(), 1), ("ping".to_owned(), 3)]
     );
-    store.add_usage_flush(42, &deltas[..1]).await.unwrap();
+    store.add_usage_flush(42, &deltas[1..]).await.unwrap();
     assert_eq!(
-        counts(store.usage(GUILD, 20_000, 20_200).await.unwrap()),
+        counts(store.usage(GUILD, today - 1, today + 1).await.unwrap()),
         [("help".to_owned(), 1), ("ping".to_owned(), 6)]
     );
 }
@@ -1653,6 +1702,7 @@ macro_rules! conformance_cases {
             audit_lists_by_guild_and_time,
             audit_writer_batches_and_acknowledges,
             usage_is_aggregated_then_flushed,
+            usage_past_its_retention_is_gone,
             accounts_track_last_activity,
             tickets_keep_transcripts,
             workflows_crud,

@@ -16,7 +16,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
-use protonn_cluster::{Config, Dashboard};
+use protonn_cluster::{Config, Dashboard, Node};
+use protonn_sim::SimHandle;
 use protonn_tests::*;
 use protonn_web::Secret;
 use serde_json::{Value, json};
@@ -266,7 +267,7 @@ impl WebDriver {
     }
 
     /// Runs `script` (an async function body ending in `return value`) in the page.
-    async fn script_async(&self, script: &str) -> Value {
+    pub(crate) async fn script_async(&self, script: &str) -> Value {
         let wrapped = format!(
             "var done = arguments[arguments.length - 1]; (async function () {{ {script} }})().then(done, function (e) {{ done({{error: String(e)}}); }});"
         );
@@ -441,8 +442,35 @@ async fn a_server_admin_uses_the_dashboard_in_chromium() {
     browser
         .go(&format!("{origin}/guilds/{}/audit", guild.id))
         .await;
-    browser.wait_for("Audit log").await;
+    browser.wait_for("3 entries.").await;
     browser.screenshot("audit").await;
+    // Filter to the rollback, then download what the filter shows.
+    browser.fill("#action", "config.rollback").await;
+    browser.click("#filter").await;
+    browser.wait_for("1 entry.").await;
+    let csv = browser
+        .script_async(
+            "const r = await fetch(document.querySelector('#csv').href); return await r.text();",
+        )
+        .await;
+    let csv: Vec<&str> = csv.as_str().unwrap().lines().collect();
+    assert_eq!(csv[0], "at_utc,id,actor_id,action,target_id,details");
+    assert_eq!(csv.len(), 2, "{csv:?}");
+    assert!(
+        csv[1].contains(&format!(",{},config.rollback,", guild.owner_id)),
+        "{csv:?}"
+    );
+    let json = browser
+        .script_async(
+            "const r = await fetch(document.querySelector('#json').href); return await r.json();",
+        )
+        .await;
+    assert_eq!(json.as_array().unwrap().len(), 1, "{json}");
+    assert_eq!(json[0]["action"], "config.rollback");
+    browser
+        .go(&format!("{origin}/guilds/{}/audit?user=abc", guild.id))
+        .await;
+    browser.wait_for("is not a member id").await;
     browser.go(&format!("{origin}/account")).await;
     browser.wait_for("Log out everywhere").await;
     browser.screenshot("account").await;
@@ -525,6 +553,28 @@ fn assert_only_allowed_local_data(data: &Value, secrets: &[&str]) {
     }
 }
 
+/// The dashboard next to `node`, on loopback port 0, its sessions in a temporary directory
+/// (kept as long as the returned one).
+pub(crate) async fn start_dashboard(
+    sim: &SimHandle,
+    node: &Node,
+) -> (Dashboard, tempfile::TempDir) {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.web.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.storage.data_dir = data.path().to_owned();
+    let dashboard = Dashboard::start(
+        &config,
+        node,
+        format!("http://{}", sim.addr()),
+        sim.application_id(),
+        Secret::new(protonn_sim::OAUTH_CLIENT_SECRET),
+    )
+    .await
+    .unwrap();
+    (dashboard, data)
+}
+
 /// Logs `user` in through the simulator's consent page.
 pub(crate) async fn login_as(browser: &WebDriver, origin: &str, user: u64) {
     browser.go(&format!("{origin}/login")).await;
@@ -561,19 +611,7 @@ async fn the_browser_keeps_only_what_the_policy_lists_and_the_privacy_centre_wor
         recorder.guilds_created().contains(&guild.id)
     })
     .await;
-    let data = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.web.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    config.storage.data_dir = data.path().to_owned();
-    let dashboard = Dashboard::start(
-        &config,
-        node,
-        format!("http://{}", sim.addr()),
-        sim.application_id(),
-        Secret::new(protonn_sim::OAUTH_CLIENT_SECRET),
-    )
-    .await
-    .unwrap();
+    let (dashboard, _data) = start_dashboard(sim, node).await;
     let origin = dashboard.url().to_owned();
     let profile = tempfile::tempdir().unwrap();
     let mut browser = WebDriver::start(profile.path()).await;

@@ -11,6 +11,7 @@ use protonn_sim::GatewayEventKind;
 use protonn_tests::*;
 
 mod actors;
+mod analytics;
 mod automod;
 mod cluster;
 mod cluster_guild_calls;
@@ -20,6 +21,7 @@ mod moderation;
 
 mod ops;
 mod premium;
+mod privacy;
 mod rest;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

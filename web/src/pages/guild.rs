@@ -75,6 +75,7 @@ pub(crate) fn tabs(guild_id: u64, name: &str, current: &str) -> Markup {
         ("/settings", "Settings"),
         ("/history", "History"),
         ("/audit", "Audit log"),
+        ("/analytics", "Analytics"),
         ("/cases", "Cases"),
         ("/automod", "Automod"),
     ];

@@ -122,11 +122,28 @@ pub(crate) fn offline_page() -> Markup {
 }
 
 pub(crate) fn time(at: protonn_storage::Timestamp) -> String {
+    let (date, (h, m, s)) = civil_time(at);
+    format!("{date} {h:02}:{m:02}:{s:02} UTC")
+}
+
+/// `2026-12-06T10:00:00Z`, for files others read.
+pub(crate) fn iso_time(at: protonn_storage::Timestamp) -> String {
+    let (date, (h, m, s)) = civil_time(at);
+    format!("{date}T{h:02}:{m:02}:{s:02}Z")
+}
+
+/// The UTC day, `2026-12-06`.
+pub(crate) fn date(at: protonn_storage::Timestamp) -> String {
+    civil_time(at).0
+}
+
+fn civil_time(at: protonn_storage::Timestamp) -> (String, (u64, u64, u64)) {
     let secs = at.as_millis() / 1000;
-    let days = secs / 86_400;
-    let (h, m, s) = (secs % 86_400 / 3_600, secs % 3_600 / 60, secs % 60);
-    let (y, mo, d) = civil(days as i64);
-    format!("{y:04}-{mo:02}-{d:02} {h:02}:{m:02}:{s:02} UTC")
+    let (y, mo, d) = civil((secs / 86_400) as i64);
+    (
+        format!("{y:04}-{mo:02}-{d:02}"),
+        (secs % 86_400 / 3_600, secs % 3_600 / 60, secs % 60),
+    )
 }
 
 /// Days since 1970-01-01 as a calendar date (Howard Hinnant's algorithm).

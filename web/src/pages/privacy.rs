@@ -273,53 +273,15 @@ pub(crate) async fn save_choices(
         announcements_consent: checked("announcements_consent")?,
         email_consent: checked("email_consent")?,
     };
-    let now = Timestamp::now();
-    let current = state.store.privacy_flags(authed.user_id).await?;
-    if wanted == current {
-        return Ok(to_privacy("choices"));
-    }
-    state
-        .store
-        .set_privacy_flags(authed.user_id, &wanted)
-        .await?;
-    let on_off = |on: bool| if on { "on" } else { "off" };
-    let mut changes = Vec::new();
-    if wanted.restricted != current.restricted {
-        changes.push((
-            RequestKind::Restriction,
-            format!("restriction {}", on_off(wanted.restricted)),
-        ));
-    }
-    if wanted.objects != current.objects {
-        changes.push((
-            RequestKind::Objection,
-            format!("objection {}", on_off(wanted.objects)),
-        ));
-    }
-    for (name, before, after) in [
-        (
-            "announcement DMs",
-            current.announcements_consent,
-            wanted.announcements_consent,
-        ),
-        (
-            "optional email",
-            current.email_consent,
-            wanted.email_consent,
-        ),
-    ] {
-        if before != after {
-            let what = if after { "given" } else { "withdrawn" };
-            changes.push((
-                RequestKind::ConsentWithdrawal,
-                format!("consent to {name} {what}"),
-            ));
-        }
-    }
-    for (kind, outcome) in changes {
-        let done = request(&authed, kind, now).done(now, outcome);
-        state.store.put_privacy_request(&done).await?;
-    }
+    privacy::change_choices(
+        state.store.as_ref(),
+        authed.user_id,
+        wanted,
+        "dashboard",
+        Timestamp::now(),
+        random_id,
+    )
+    .await?;
     Ok(to_privacy("choices"))
 }
 
