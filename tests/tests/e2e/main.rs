@@ -74,7 +74,7 @@ async fn every_shard_gets_ready_and_every_guild_reaches_its_actor() {
         names,
         [
             "ping", "help", "config", "warn", "timeout", "kick", "ban", "unban", "purge",
-            "slowmode", "lock", "unlock", "case", "reason", "history"
+            "slowmode", "lock", "unlock", "case", "reason", "history", "privacy"
         ]
     );
 
@@ -228,7 +228,7 @@ async fn bad_commands_get_help_and_change_nothing() {
         (
             owner,
             "!config set colour red",
-            "Unknown config key `colour`. Keys: `prefix`, `locale`, `log_channel`, `staff_roles`, `dm_members`, `escalation`.",
+            "Unknown config key `colour`. Keys: `prefix`, `locale`, `log_channel`, `staff_roles`, `dm_members`, `escalation`, `automod`.",
         ),
         (owner, "!config get prefix", "`prefix` is `!`."),
     ];
