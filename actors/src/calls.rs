@@ -17,7 +17,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use protonn_storage::{Case, GuildConfig, VersionedConfig, Workflow};
+use protonn_storage::{AutomodHit, Case, GuildConfig, VersionedConfig, Workflow};
 use serde::{Deserialize, Serialize};
 
 use crate::{ConfigChangeError, SampleEvent, WorkflowTrace};
@@ -132,11 +132,23 @@ pub enum GuildRequest {
     WorkflowRuns {
         workflow_id: u64,
     },
+    /// What automod rules in shadow mode would have done, newest first: hits of messages
+    /// before `before` (all if `None`); 1 to 100 of them ([`GuildResponse::AutomodHits`]).
+    AutomodHits {
+        before: Option<u64>,
+        limit: u32,
+    },
+    /// The guild's automod rules run on `content` without any effect: which would fire and
+    /// why ([`GuildResponse::AutomodTest`]). Rules on a member's message rate and account
+    /// age are not judged from one text.
+    AutomodTest {
+        content: String,
+    },
 }
 
 impl GuildRequest {
     /// Values of the `request` metric label.
-    pub const LABELS: [&'static str; 13] = [
+    pub const LABELS: [&'static str; 15] = [
         "read_config",
         "change_config",
         "config_history",
@@ -150,6 +162,8 @@ impl GuildRequest {
         "delete_workflow",
         "dry_run_workflow",
         "workflow_runs",
+        "automod_hits",
+        "automod_test",
     ];
 
     /// The `request` label of the guild-call metrics.
@@ -168,6 +182,8 @@ impl GuildRequest {
             Self::DeleteWorkflow { .. } => "delete_workflow",
             Self::DryRunWorkflow { .. } => "dry_run_workflow",
             Self::WorkflowRuns { .. } => "workflow_runs",
+            Self::AutomodHits { .. } => "automod_hits",
+            Self::AutomodTest { .. } => "automod_test",
         }
     }
 
@@ -197,6 +213,19 @@ pub enum GuildResponse {
     WorkflowDeleted { existed: bool },
     WorkflowTrace(WorkflowTrace),
     WorkflowRuns { traces: Vec<WorkflowTrace> },
+    AutomodHits { hits: Vec<AutomodHit> },
+    AutomodTest { matches: Vec<RuleMatch> },
+}
+
+/// A rule that would fire on a text (automod's "test a message").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleMatch {
+    pub rule: String,
+    pub why: String,
+    /// The rule only reports (shadow mode).
+    pub shadow: bool,
+    /// What it would do (`delete, timeout 10m`).
+    pub actions: String,
 }
 
 /// A guild as the node that runs its shard sees it.

@@ -60,16 +60,18 @@ pub(crate) enum ConfigKey {
     StaffRoles,
     DmMembers,
     Escalation,
+    Automod,
 }
 
 impl ConfigKey {
-    pub(crate) const ALL: [Self; 6] = [
+    pub(crate) const ALL: [Self; 7] = [
         Self::Prefix,
         Self::Locale,
         Self::LogChannel,
         Self::StaffRoles,
         Self::DmMembers,
         Self::Escalation,
+        Self::Automod,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -80,6 +82,7 @@ impl ConfigKey {
             Self::StaffRoles => "staff_roles",
             Self::DmMembers => "dm_members",
             Self::Escalation => "escalation",
+            Self::Automod => "automod",
         }
     }
 
@@ -108,6 +111,7 @@ impl ConfigKey {
             Self::DmMembers if config.moderation.dm_members => "on".to_owned(),
             Self::DmMembers => "off".to_owned(),
             Self::Escalation => crate::moderation::show_escalation(&config.moderation.escalation),
+            Self::Automod => serde_json::to_string(&config.automod).expect("a config serialises"),
         }
     }
 
@@ -158,6 +162,16 @@ impl ConfigKey {
             Self::Escalation => {
                 config.moderation.escalation = crate::moderation::parse_escalation(value)?;
             }
+            Self::Automod => {
+                let automod = serde_json::from_str(value).map_err(|err| {
+                    format!(
+                        "Automod rules are JSON such as `{}`: {err}.",
+                        r#"{"rules":[{"name":"invites","trigger":{"kind":"invite_links"},"actions":[{"kind":"delete"}]}]}"#
+                    )
+                })?;
+                crate::automod::validate(&automod)?;
+                config.automod = automod;
+            }
         }
         Ok(())
     }
@@ -181,6 +195,11 @@ pub fn apply_config_key(
     Ok(next)
 }
 
+/// A key's value in the text form `config set` takes (the dashboard's forms show it so).
+pub fn show_config_key(config: &GuildConfig, key: &str) -> Result<String, String> {
+    Ok(ConfigKey::parse(key)?.show(config))
+}
+
 /// A whole config from outside Discord (the dashboard), checked and normalised by the same
 /// rules as `config set`; the error tells a user what is allowed.
 pub(crate) fn validate(config: &GuildConfig) -> Result<GuildConfig, String> {
@@ -201,6 +220,8 @@ pub(crate) fn validate(config: &GuildConfig) -> Result<GuildConfig, String> {
     valid.moderation.dm_members = config.moderation.dm_members;
     let escalation = crate::moderation::show_escalation(&config.moderation.escalation);
     ConfigKey::Escalation.apply(&mut valid, &escalation)?;
+    crate::automod::validate(&config.automod)?;
+    valid.automod = config.automod.clone();
     Ok(valid)
 }
 

@@ -10,7 +10,7 @@ use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
 
-use protonn_storage::{AuditEntry, GuildConfig, Timer};
+use protonn_storage::{AuditEntry, GuildConfig, Timer, VersionedConfig};
 use twilight_model::application::command::Command as SlashCommand;
 use twilight_model::channel::message::Embed;
 use twilight_model::gateway::event::Event;
@@ -87,6 +87,8 @@ pub(crate) trait Feature: Send + Sync + 'static {
 /// What a feature sees of its guild while it handles something.
 pub(crate) struct Ctx<'a> {
     pub(crate) config: &'a GuildConfig,
+    /// The config's version: what a feature compiles from it is stale when this changes.
+    pub(crate) config_version: u64,
     /// For [`Effect::Task`]s: the node's store, REST and cache, bound to this guild.
     pub(crate) io: Io,
     state: &'a mut Option<Box<dyn Any + Send + Sync>>,
@@ -94,16 +96,20 @@ pub(crate) struct Ctx<'a> {
 
 impl<'a> Ctx<'a> {
     pub(crate) fn new(
-        config: &'a GuildConfig,
+        config: &'a VersionedConfig,
         io: Io,
         state: &'a mut Option<Box<dyn Any + Send + Sync>>,
     ) -> Self {
-        Self { config, io, state }
+        Self {
+            config: &config.config,
+            config_version: config.version,
+            io,
+            state,
+        }
     }
 
     /// The feature's state in this guild, made on first use; it lives as long as the guild's
     /// actor (passivation drops it: keep in storage what must survive).
-    #[allow(dead_code)] // moderation keeps its state in storage; automod will use this
     pub(crate) fn state<T: Default + Send + Sync + 'static>(&mut self) -> &mut T {
         let slot = self.state.get_or_insert_with(|| Box::new(T::default()));
         if !slot.is::<T>() {

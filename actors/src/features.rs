@@ -7,6 +7,7 @@ static FEATURES: &[&dyn Feature] = &[
     &crate::moderation::Moderation,
     &crate::workflows::Workflows,
     &crate::tickets::Tickets,
+    &crate::automod::Automod,
     &crate::privacy::Privacy,
 ];
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use metrics::{counter, histogram};
-use protonn_storage::{GuildConfig, StorageError, Timer, Timestamp, VersionedConfig};
+use protonn_storage::{StorageError, Timer, Timestamp, VersionedConfig};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::time::Instant;
 use twilight_model::application::interaction::application_command::{
@@ -248,12 +248,12 @@ impl GuildState {
     /// neither), or `None` (logged) when storage cannot give the config.
     async fn config_and_feature_states(
         &mut self,
-    ) -> Option<(&GuildConfig, &mut [Option<Box<dyn Any + Send + Sync>>])> {
+    ) -> Option<(&VersionedConfig, &mut [Option<Box<dyn Any + Send + Sync>>])> {
         if let Err(err) = self.config().await {
             tracing::error!(guild_id = %self.guild_id, error = %err, "cannot load guild config");
             return None;
         }
-        let config = &self.config.as_ref()?.config;
+        let config = self.config.as_ref()?;
         Some((config, &mut self.feature_states))
     }
 

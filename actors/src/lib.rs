@@ -15,6 +15,7 @@
 //! - Nothing on the event path can stop the router (no `?` on a cast to a guild actor).
 //! - This crate reads no environment variables and speaks no gRPC: `cluster` assembles it.
 
+mod automod;
 mod cache;
 mod calls;
 mod commands;
@@ -46,9 +47,9 @@ pub use cache::{REQUIRED_RESOURCES, cache_resources, event_types_for};
 pub use calls::{
     AUDIT_CONFIG_CHANGE, AUDIT_CONFIG_ROLLBACK, CallSource, Caller, ChannelSummary,
     ConfigAuditDetails, GuildCall, GuildCallError, GuildCalls, GuildRequest, GuildResponse,
-    GuildSummary, MemberAccess, RoleSummary, change_config_key,
+    GuildSummary, MemberAccess, RoleSummary, RuleMatch, change_config_key,
 };
-pub use commands::apply_config_key;
+pub use commands::{apply_config_key, show_config_key};
 pub use dead_letters::{DeadLetter, DeadLetters};
 pub use departures::Departures;
 pub use error::{ActorsError, CacheResourcesError, ConfigChangeError};

@@ -89,6 +89,11 @@ pub const TIMERS_DUE: &str = "protonn_actors_timers_due_total";
 /// `claimed` (this node acts on it), `taken` (claimed elsewhere, or gone meanwhile),
 /// `error` (the store did not answer; the next poll tries again).
 pub const TIMER_OUTCOMES: [&str; 3] = ["claimed", "taken", "error"];
+/// Automod rules that matched a message, by `trigger` (the rule's kind) and `mode`
+/// (`enforced`, or `shadow` for a rule that only reports).
+pub const AUTOMOD_HITS: &str = "protonn_actors_automod_hits_total";
+/// Values of the `mode` label of [`AUTOMOD_HITS`].
+pub const AUTOMOD_MODES: [&str; 2] = ["enforced", "shadow"];
 
 /// Tickets opened on this node (a ticket is open from this until its close).
 pub const TICKETS_OPENED: &str = "protonn_tickets_opened_total";
@@ -297,6 +302,16 @@ pub fn describe() {
     counter!(TICKETS_CLOSED).absolute(0);
     let _ = histogram!(TICKET_FIRST_RESPONSE);
     let _ = histogram!(TICKET_RESOLUTION);
+    describe_counter!(
+        AUTOMOD_HITS,
+        Unit::Count,
+        "Automod rules that matched a message, by the rule's trigger and mode (enforced or shadow)."
+    );
+    for trigger in crate::automod::TRIGGER_KINDS {
+        for mode in AUTOMOD_MODES {
+            counter!(AUTOMOD_HITS, "trigger" => trigger, "mode" => mode).absolute(0);
+        }
+    }
     describe_guild_calls();
     gauge!(GUILDS_ACTIVE).set(0.0);
     counter!(GUILD_FAILURES).absolute(0);

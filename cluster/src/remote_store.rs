@@ -15,7 +15,7 @@ use protonn_storage::{
     TicketRepo, Timestamp, TranscriptMessage, UsageCount, UsageRepo, UserExport, VersionedConfig,
     WebSession, WebSessionRepo, WireError, Workflow, WorkflowRepo,
 };
-use protonn_storage::{Case, ModerationRepo, Timer, TimerRepo};
+use protonn_storage::{AutomodHit, AutomodRepo, Case, ModerationRepo, Timer, TimerRepo};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -322,6 +322,14 @@ pub(crate) enum StoreCall {
         number: u64,
         reason: String,
     },
+    PutAutomodHit {
+        hit: AutomodHit,
+    },
+    AutomodHits {
+        guild_id: u64,
+        before: Option<u64>,
+        limit: usize,
+    },
     PutTimer {
         timer: Timer,
     },
@@ -422,6 +430,7 @@ impl StoreCall {
                 | Self::Case { .. }
                 | Self::CasesAbout { .. }
                 | Self::Cases { .. }
+                | Self::AutomodHits { .. }
                 | Self::TimersOfGuild { .. }
                 | Self::DueTimers { .. }
         )
@@ -618,6 +627,12 @@ pub(crate) async fn serve(
                 number,
                 reason,
             } => json(store.set_case_reason(guild_id, number, &reason).await?),
+            C::PutAutomodHit { hit } => json(store.put_automod_hit(&hit).await?),
+            C::AutomodHits {
+                guild_id,
+                before,
+                limit,
+            } => json(store.automod_hits(guild_id, before, limit).await?),
             C::PutTimer { timer } => json(store.put_timer(&timer).await?),
             C::CancelTimer { guild_id, id } => json(store.cancel_timer(guild_id, &id).await?),
             C::TimersOfGuild { guild_id } => json(store.timers_of_guild(guild_id).await?),
@@ -1332,6 +1347,28 @@ impl ModerationRepo for RemoteStore {
             guild_id,
             number,
             reason: reason.to_owned(),
+        })
+        .await
+    }
+}
+
+/// Automod's shadow-mode hits in the leader's store.
+#[async_trait]
+impl AutomodRepo for RemoteStore {
+    async fn put_automod_hit(&self, hit: &AutomodHit) -> Result<(), StorageError> {
+        self.call(StoreCall::PutAutomodHit { hit: hit.clone() })
+            .await
+    }
+    async fn automod_hits(
+        &self,
+        guild_id: u64,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<AutomodHit>, StorageError> {
+        self.call(StoreCall::AutomodHits {
+            guild_id,
+            before,
+            limit,
         })
         .await
     }

@@ -10,6 +10,7 @@
 //! Both indexes change in the same write transaction as their rows, so a crash never leaves
 //! one without the other.
 
+mod automod;
 mod backup;
 mod moderation;
 mod premium;
@@ -166,6 +167,7 @@ impl EmbeddedStore {
             open(&txn, moderation::CASES_BY_TARGET)?;
             open(&txn, timers::TIMERS)?;
             open(&txn, timers::TIMERS_BY_GUILD)?;
+            open(&txn, automod::AUTOMOD_HITS)?;
         }
         txn.commit().map_err(StorageError::embedded)?;
         Ok(Self {

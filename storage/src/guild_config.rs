@@ -1,7 +1,7 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::{ModerationConfig, StorageError};
+use crate::{AutomodConfig, ModerationConfig, StorageError};
 
 /// The live configuration of one guild, as stored.
 ///
@@ -21,6 +21,8 @@ pub struct GuildConfig {
     pub staff_roles: Vec<u64>,
     /// Moderation settings (DMs, the escalation ladder); the mod-log is `log_channel`.
     pub moderation: ModerationConfig,
+    /// Automod's rules, checked by the actors when set (limits, patterns that compile).
+    pub automod: AutomodConfig,
 }
 
 impl Default for GuildConfig {
@@ -31,6 +33,7 @@ impl Default for GuildConfig {
             log_channel: None,
             staff_roles: Vec::new(),
             moderation: ModerationConfig::default(),
+            automod: AutomodConfig::default(),
         }
     }
 }

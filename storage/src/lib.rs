@@ -20,6 +20,7 @@
 
 mod accounts;
 mod audit;
+mod automod;
 mod billing;
 mod cluster;
 mod embedded;
@@ -47,6 +48,10 @@ mod writer;
 
 pub use accounts::{Account, AccountRepo};
 pub use audit::{AuditEntry, AuditRepo};
+pub use automod::{
+    AUTOMOD_HIT_RETENTION, AUTOMOD_HIT_WHY_MAX_CHARS, AutomodAction, AutomodConfig, AutomodHit,
+    AutomodRepo, AutomodRule, Trigger,
+};
 pub use billing::{BillingRepo, PromoCode, Redemption, Subscription, SubscriptionStatus};
 pub use cluster::{
     ClusterRepo, LeaderAnnouncement, Lease, NodeRecord, SessionCheckpoint, ShardAssignment,
@@ -97,6 +102,7 @@ pub trait Store:
     + PrivacyRepo
     + ModerationRepo
     + TimerRepo
+    + AutomodRepo
 {
 }
 
@@ -115,5 +121,6 @@ impl<T> Store for T where
         + PrivacyRepo
         + ModerationRepo
         + TimerRepo
+        + AutomodRepo
 {
 }

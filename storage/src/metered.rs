@@ -20,7 +20,7 @@ use crate::{
     Subscription, Ticket, TicketRepo, Timestamp, TranscriptMessage, UsageCount, UsageRepo,
     UserExport, VersionedConfig, WebSession, WebSessionRepo, Workflow, WorkflowRepo,
 };
-use crate::{Case, ModerationRepo, Timer, TimerRepo};
+use crate::{AutomodHit, AutomodRepo, Case, ModerationRepo, Timer, TimerRepo};
 
 /// A backend, as the `backend` label names it.
 pub trait Backend {
@@ -239,6 +239,11 @@ metered!("moderation", ModerationRepo {
     fn cases_about(&self, guild_id: u64, target_id: u64, limit: usize) -> Vec<Case>;
     fn cases(&self, guild_id: u64, before: Option<u64>, limit: usize) -> Vec<Case>;
     fn set_case_reason(&self, guild_id: u64, number: u64, reason: &str) -> bool;
+});
+
+metered!("automod", AutomodRepo {
+    fn put_automod_hit(&self, hit: &AutomodHit) -> ();
+    fn automod_hits(&self, guild_id: u64, before: Option<u64>, limit: usize) -> Vec<AutomodHit>;
 });
 
 metered!("timers", TimerRepo {

@@ -91,6 +91,21 @@ pub trait ModerationRepo: Send + Sync + 'static {
     ) -> Result<bool, StorageError>;
 }
 
+/// The users a case names (its refs in `user_refs`).
+pub(crate) fn case_users(case: &Case) -> Vec<u64> {
+    let mut users = vec![case.moderator_id];
+    users.extend(case.target_id.filter(|&target| target != case.moderator_id));
+    users
+}
+
+/// The index entry of a case.
+pub(crate) fn case_ref(case: &Case) -> crate::row_ref::RowRef {
+    crate::row_ref::RowRef::Case {
+        guild: case.guild_id,
+        number: case.number,
+    }
+}
+
 /// Refuses a case the store must not keep.
 pub(crate) fn check_case(case: &Case) -> Result<(), StorageError> {
     check_reason(&case.reason)?;

@@ -31,7 +31,7 @@ pub struct PlanLimits {
 impl Plan {
     pub const ALL: [Plan; 2] = [Plan::Free, Plan::Premium];
 
-    pub fn limits(self) -> PlanLimits {
+    pub const fn limits(self) -> PlanLimits {
         match self {
             Plan::Free => PlanLimits {
                 automod_rules: 5,

@@ -38,6 +38,20 @@ pub(crate) fn anonymised_audit(entry: crate::AuditEntry, user_id: u64) -> crate:
     }
 }
 
+/// A moderation case kept after `user_id` was erased (it protects the server's other
+/// members): the user is replaced by [`ERASED_USER`] as moderator or target.
+pub(crate) fn anonymised_case(case: crate::Case, user_id: u64) -> crate::Case {
+    let erase = |id: u64| if id == user_id { ERASED_USER } else { id };
+    crate::Case {
+        moderator_id: erase(case.moderator_id),
+        target_id: case.target_id.map(erase),
+        reason: case
+            .reason
+            .replace(&user_id.to_string(), &ERASED_USER.to_string()),
+        ..case
+    }
+}
+
 /// A billing record kept for tax and accounting after its user was erased.
 pub(crate) fn anonymised_subscription(subscription: crate::Subscription) -> crate::Subscription {
     crate::Subscription {
@@ -451,6 +465,8 @@ pub const BREACH_TABLES: &[(&str, &[&str], Option<&str>)] = &[
     ("privacy_flags", &["user_id"], None),
     ("privacy_exports", &["user_id"], Some("created_at")),
     ("premium_slots", &["user_id"], Some("assigned_at")),
+    ("cases", &["moderator_id", "target_id"], Some("at")),
+    ("automod_hits", &["user_id"], Some("at")),
 ];
 
 /// One user a breach touches, and which of the tables hold their data.

@@ -2,8 +2,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Account, AuditEntry, PremiumSlot, PrivacyFlags, PrivacyRequest, Redemption, StorageError,
-    Subscription, Ticket, Timestamp, TranscriptMessage, WebSessionExport, Workflow,
+    Account, AuditEntry, AutomodHit, Case, PremiumSlot, PrivacyFlags, PrivacyRequest, Redemption,
+    StorageError, Subscription, Ticket, Timestamp, TranscriptMessage, WebSessionExport, Workflow,
 };
 
 /// Everything stored about one user, for the privacy centre's access and export requests.
@@ -33,6 +33,12 @@ pub struct UserExport {
     /// The premium slots the user assigned to guilds, oldest first.
     #[serde(default)]
     pub premium_slots: Vec<PremiumSlot>,
+    /// Moderation cases where the user was the moderator or the member acted on.
+    #[serde(default)]
+    pub cases: Vec<Case>,
+    /// What automod rules in shadow mode would have done to the user's messages.
+    #[serde(default)]
+    pub automod_hits: Vec<AutomodHit>,
 }
 
 /// One stored row rendered as text, with its table: what the data-rights tests scan.

@@ -43,6 +43,17 @@ pub(crate) enum RowRef {
         guild: u64,
         day: u32,
     },
+    /// A moderation case (its moderator and its target).
+    Case {
+        guild: u64,
+        number: u64,
+    },
+    /// What an automod rule in shadow mode would have done to a message.
+    AutomodHit {
+        guild: u64,
+        message: u64,
+        rule: String,
+    },
 }
 
 impl RowRef {
@@ -61,6 +72,12 @@ impl RowRef {
             Self::Redemption { code, user } => (6, &[*user], code.as_bytes()),
             Self::Account { user } => (7, &[*user], &[]),
             Self::UsageDay { guild, day } => (8, &[*guild, u64::from(*day)], &[]),
+            Self::Case { guild, number } => (9, &[*guild, *number], &[]),
+            Self::AutomodHit {
+                guild,
+                message,
+                rule,
+            } => (10, &[*guild, *message], rule.as_bytes()),
         };
         let mut out = Vec::with_capacity(1 + 8 * numbers.len() + tail.len());
         out.push(tag);
@@ -135,6 +152,19 @@ impl RowRef {
                     day: u32::try_from(n(1)?).map_err(|_| bad())?,
                 }
             }
+            9 => {
+                exact(2)?;
+                Self::Case {
+                    guild: n(0)?,
+                    number: n(1)?,
+                }
+            }
+            10 => Self::AutomodHit {
+                guild: n(0)?,
+                message: n(1)?,
+                rule: String::from_utf8(rest.get(16..).ok_or_else(bad)?.to_vec())
+                    .map_err(|_| bad())?,
+            },
             _ => return Err(bad()),
         })
     }
@@ -187,6 +217,15 @@ mod tests {
                 guild: 1,
                 day: u32::MAX,
             },
+            RowRef::Case {
+                guild: 1,
+                number: 2,
+            },
+            RowRef::AutomodHit {
+                guild: 1,
+                message: 2,
+                rule: "spam ü".into(),
+            },
         ];
         for row in refs {
             assert_eq!(RowRef::parse(&row.bytes()).unwrap(), row);
@@ -196,5 +235,6 @@ mod tests {
         assert!(RowRef::parse(&[1, 0, 0]).is_err());
         assert!(RowRef::parse(&[9]).is_err());
         assert!(RowRef::parse(&[6, 1]).is_err());
+        assert!(RowRef::parse(&[10, 1]).is_err());
     }
 }

@@ -72,6 +72,18 @@ pub fn router(state: AppState) -> Router {
         .route("/guilds/{guild}/audit.json", get(pages::audit_json))
         .route("/guilds/{guild}/analytics", get(pages::analytics))
         .route("/guilds/{guild}/analytics.csv", get(pages::analytics_csv))
+        .route("/guilds/{guild}/cases", get(pages::cases))
+        .route("/guilds/{guild}/cases/{number}", get(pages::case))
+        .route(
+            "/guilds/{guild}/automod",
+            get(pages::automod)
+                .post(pages::save_automod)
+                .layer(DefaultBodyLimit::max(pages::AUTOMOD_RULES_BODY_LIMIT)),
+        )
+        .route(
+            "/guilds/{guild}/automod/test",
+            post(pages::test_automod).layer(DefaultBodyLimit::max(pages::AUTOMOD_TEST_BODY_LIMIT)),
+        )
         .route("/premium", get(pages::premium))
         .route("/premium/assign", post(pages::assign_form))
         .route("/premium/move", post(pages::move_form))

@@ -4,12 +4,14 @@
 mod account;
 mod analytics;
 mod audit;
+mod automod;
 mod charts;
 mod guild;
 mod guilds;
 mod history;
 pub(crate) mod layout;
 mod login;
+mod moderation;
 mod premium;
 mod privacy;
 mod settings;
@@ -17,10 +19,15 @@ mod settings;
 pub(crate) use account::{account, logout_everywhere};
 pub(crate) use analytics::{analytics, analytics_csv};
 pub(crate) use audit::{audit, audit_csv, audit_json};
+pub(crate) use automod::{
+    RULES_BODY_LIMIT as AUTOMOD_RULES_BODY_LIMIT, TEST_BODY_LIMIT as AUTOMOD_TEST_BODY_LIMIT,
+    automod, save_automod, test_automod,
+};
 pub(crate) use guild::overview;
 pub(crate) use guilds::{guilds, home};
 pub(crate) use history::{history, rollback};
 pub(crate) use login::{callback, login, logout, start_login};
+pub(crate) use moderation::{case, cases};
 pub(crate) use premium::{assign_form, move_form, premium, redeem_form, remove_form};
 pub(crate) use privacy::{
     correct_profile, delete_account, download_export, privacy, request_export, save_choices,
@@ -52,7 +59,19 @@ pub(crate) async fn guild_form(
     raw_guild: &str,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(Form, u64), WebError> {
-    let form = user_form(authed, body)?;
+    guild_form_with_long(state, authed, raw_guild, body, &[]).await
+}
+
+/// [`guild_form`] for a form with long text fields ([`Form::parse_with_long`]).
+pub(crate) async fn guild_form_with_long(
+    state: &AppState,
+    authed: &Authed,
+    raw_guild: &str,
+    body: Result<Bytes, BytesRejection>,
+    long: &[(&str, usize)],
+) -> Result<(Form, u64), WebError> {
+    let form = Form::parse_with_long(body, long)?;
+    authed.check_csrf(form.csrf())?;
     let guild_id = guild_id(raw_guild)?;
     guild::authorize(state, authed, guild_id).await?;
     Ok((form, guild_id))
@@ -68,6 +87,15 @@ const FIELDS_MAX: usize = 64;
 
 impl Form {
     pub(crate) fn parse(body: Result<Bytes, BytesRejection>) -> Result<Self, WebError> {
+        Self::parse_with_long(body, &[])
+    }
+
+    /// [`parse`](Self::parse) for a form with text fields longer than [`FIELD_MAX`]: each
+    /// `(name, most characters)` in `long`.
+    pub(crate) fn parse_with_long(
+        body: Result<Bytes, BytesRejection>,
+        long: &[(&str, usize)],
+    ) -> Result<Self, WebError> {
         let body = body.map_err(|_| WebError::TooLarge)?;
         let text = std::str::from_utf8(&body)
             .map_err(|_| WebError::BadForm("the form is not UTF-8".into()))?;
@@ -77,7 +105,14 @@ impl Form {
         if pairs.len() > FIELDS_MAX {
             return Err(WebError::BadForm("the form has too many fields".into()));
         }
-        if let Some((name, _)) = pairs.iter().find(|(_, v)| v.len() > FIELD_MAX) {
+        let too_long = |(name, value): &&(String, String)| {
+            let max = long
+                .iter()
+                .find(|(long, _)| long == name)
+                .map_or(FIELD_MAX, |(_, max)| *max);
+            value.chars().count() > max
+        };
+        if let Some((name, _)) = pairs.iter().find(too_long) {
             return Err(WebError::BadForm(format!("the field `{name}` is too long")));
         }
         Ok(Self(pairs))

@@ -159,6 +159,10 @@ impl GuildCalls for FakeGuilds {
             })),
             // The dashboard has no moderation pages yet.
             GuildRequest::Cases { .. } => Ok(GuildResponse::Cases { cases: Vec::new() }),
+            GuildRequest::AutomodHits { .. } => Ok(GuildResponse::AutomodHits { hits: Vec::new() }),
+            GuildRequest::AutomodTest { .. } => Ok(GuildResponse::AutomodTest {
+                matches: Vec::new(),
+            }),
             // Nor workflow pages.
             GuildRequest::ListWorkflows
             | GuildRequest::SaveWorkflow { .. }

@@ -149,7 +149,9 @@ impl GuildState {
             | GuildRequest::SetWorkflowEnabled { .. }
             | GuildRequest::DeleteWorkflow { .. }
             | GuildRequest::DryRunWorkflow { .. }
-            | GuildRequest::WorkflowRuns { .. } => Err(GuildCallError::Unavailable {
+            | GuildRequest::WorkflowRuns { .. }
+            | GuildRequest::AutomodHits { .. }
+            | GuildRequest::AutomodTest { .. } => Err(GuildCallError::Unavailable {
                 message: "the guild's configuration could not be loaded".to_owned(),
             }),
         };
@@ -163,7 +165,7 @@ impl GuildState {
 
     /// The answer of the feature that handles the call, if one does.
     async fn feature_call(&mut self, call: &GuildCall) -> Option<CallTask> {
-        let config = self.read_config().await.ok()?.config;
+        let config = self.read_config().await.ok()?;
         let io = self.io();
         for (index, feature) in crate::features::all().iter().enumerate() {
             let mut ctx = Ctx::new(&config, io.clone(), &mut self.feature_states[index]);

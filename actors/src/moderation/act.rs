@@ -85,12 +85,48 @@ pub(super) async fn run(
     effects
 }
 
-/// Who acts: the moderator as the invocation and the cache say, and the bot.
-async fn acting<'a>(
-    io: &'a Io,
-    config: &'a GuildConfig,
-    invocation: &Invocation,
-) -> Result<Acting<'a>, Answer> {
+/// Carries out an action the bot takes on its own (automod's), in `channel`: the bot is the
+/// moderator, so only its own permissions and rank are checked, and a warning climbs the
+/// escalation ladder as a moderator's would. The answer's text, or why nothing was done,
+/// and the effects that follow (audit entries, mod-log embeds, timers, DMs).
+pub(crate) async fn by_the_bot(
+    io: Io,
+    config: GuildConfig,
+    channel: Id<ChannelMarker>,
+    request: Request,
+) -> (Result<String, Answer>, Vec<Effect>) {
+    let mut effects = Vec::new();
+    let (guild, bot, bot_roles) = match bot_side(&io).await {
+        Ok(bot_side) => bot_side,
+        Err(answer) => return (Err(answer), effects),
+    };
+    let bot_permissions = guild.permissions(bot, &bot_roles);
+    let acting = Acting {
+        io: &io,
+        config: &config,
+        guild,
+        moderator: bot,
+        moderator_roles: bot_roles.clone(),
+        moderator_permissions: bot_permissions,
+        bot,
+        bot_roles,
+        bot_permissions,
+        channel,
+        command_message: None,
+    };
+    let reason = match &request {
+        Request::Warn { reason, .. }
+        | Request::Timeout { reason, .. }
+        | Request::Kick { reason, .. }
+        | Request::Ban { reason, .. } => reason.clone(),
+        _ => String::new(),
+    };
+    let acted = act(&acting, request, Some(reason), &mut effects).await;
+    (acted, effects)
+}
+
+/// The guild's roles, the bot's id and its roles.
+async fn bot_side(io: &Io) -> Result<(GuildRoles, u64, Vec<u64>), Answer> {
     let guild = GuildRoles::from_cache(io.cache(), io.guild_id()).ok_or_else(|| {
         Answer::new(
             "error",
@@ -109,9 +145,19 @@ async fn acting<'a>(
             .await?
             .ok_or_else(|| Answer::new("error", "I cannot find myself in this server."))?,
     };
+    Ok((guild, bot.get(), bot_roles))
+}
+
+/// Who acts: the moderator as the invocation and the cache say, and the bot.
+async fn acting<'a>(
+    io: &'a Io,
+    config: &'a GuildConfig,
+    invocation: &Invocation,
+) -> Result<Acting<'a>, Answer> {
+    let (guild, bot, bot_roles) = bot_side(io).await?;
     let bot_permissions = invocation
         .bot_permissions
-        .unwrap_or_else(|| guild.permissions(bot.get(), &bot_roles));
+        .unwrap_or_else(|| guild.permissions(bot, &bot_roles));
     let moderator = invocation.author.get();
     let moderator_roles: Vec<u64> = invocation.author_roles.iter().map(|r| r.get()).collect();
     let mut moderator_permissions = invocation
@@ -131,7 +177,7 @@ async fn acting<'a>(
         moderator,
         moderator_roles,
         moderator_permissions,
-        bot: bot.get(),
+        bot,
         bot_roles,
         bot_permissions,
         channel: invocation.channel_id,
@@ -911,7 +957,7 @@ fn discord_code(body: &[u8]) -> Option<u64> {
 }
 
 /// When a snowflake was made, in Unix milliseconds.
-fn snowflake_ms(id: u64) -> u64 {
+pub(crate) fn snowflake_ms(id: u64) -> u64 {
     (id >> 22) + 1_420_070_400_000
 }
 

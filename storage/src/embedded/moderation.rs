@@ -4,8 +4,8 @@
 use async_trait::async_trait;
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
-use super::{e, from_json, open, open_read, to_json};
-use crate::moderation::{check_case, check_reason};
+use super::{e, from_json, index, open, open_read, to_json, unindex};
+use crate::moderation::{case_ref, case_users, check_case, check_reason};
 use crate::{Case, EmbeddedStore, ModerationRepo, StorageError};
 
 /// (guild id, number) → [`Case`].
@@ -31,20 +31,60 @@ pub(super) fn delete_guild_cases(
     txn: &WriteTransaction,
     guild_id: u64,
 ) -> Result<u64, StorageError> {
-    let mut removed = 0;
-    open(txn, CASES)?
-        .retain_in((guild_id, 0)..=(guild_id, u64::MAX), |_, _| {
-            removed += 1;
-            false
-        })
-        .map_err(e)?;
+    let mut removed = Vec::new();
+    {
+        let mut table = open(txn, CASES)?;
+        for item in table
+            .extract_from_if((guild_id, 0)..=(guild_id, u64::MAX), |_, _| true)
+            .map_err(e)?
+        {
+            let (_, value) = item.map_err(e)?;
+            removed.push(from_json::<Case>("cases", value.value())?);
+        }
+    }
+    for case in &removed {
+        unindex(txn, &case_ref(case), &case_users(case), None)?;
+    }
     open(txn, CASES_BY_TARGET)?
         .retain_in((guild_id, 0, 0)..=(guild_id, u64::MAX, u64::MAX), |_, _| {
             false
         })
         .map_err(e)?;
     // The counter stays: a guild that returns must not reuse numbers its mod-log showed.
-    Ok(removed)
+    Ok(removed.len() as u64)
+}
+
+/// Keeps case `number` of `guild_id` without `user_id` (erased): moderator or target
+/// becomes [`ERASED_USER`](crate::privacy::ERASED_USER), and so do their refs and its
+/// place among the target's cases. Whether there was such a case.
+pub(super) fn anonymise_case(
+    txn: &WriteTransaction,
+    guild_id: u64,
+    number: u64,
+    user_id: u64,
+) -> Result<bool, StorageError> {
+    let Some(case) = read_case(&open(txn, CASES)?, guild_id, number)? else {
+        return Ok(false);
+    };
+    let kept = crate::privacy::anonymised_case(case.clone(), user_id);
+    let row = case_ref(&case);
+    unindex(txn, &row, &case_users(&case), None)?;
+    open(txn, CASES)?
+        .insert((guild_id, number), to_json(&kept).as_slice())
+        .map_err(e)?;
+    index(txn, &row, &case_users(&kept), None)?;
+    if case.target_id != kept.target_id {
+        let mut by_target = open(txn, CASES_BY_TARGET)?;
+        if let Some(target) = case.target_id {
+            by_target.remove((guild_id, target, number)).map_err(e)?;
+        }
+        if let Some(target) = kept.target_id {
+            by_target
+                .insert((guild_id, target, number), ())
+                .map_err(e)?;
+        }
+    }
+    Ok(true)
 }
 
 #[async_trait]
@@ -68,6 +108,7 @@ impl ModerationRepo for EmbeddedStore {
                     .insert((case.guild_id, target, case.number), ())
                     .map_err(e)?;
             }
+            index(txn, &case_ref(&case), &case_users(&case), None)?;
             Ok(case.number)
         })
         .await

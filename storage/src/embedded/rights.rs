@@ -3,6 +3,8 @@
 use async_trait::async_trait;
 use redb::{ReadableTable, TableHandle, WriteTransaction};
 
+use super::automod::AUTOMOD_HITS;
+use super::moderation::CASES;
 use super::records::{
     StoredPromo, account_expiry, ticket_expiry, user_refs, write_subscription, write_workflow,
 };
@@ -13,9 +15,11 @@ use super::{
     audit_users, e, from_json, index, open, open_read, remove_usage_day, to_json, unindex,
     usage_days, usage_expiry,
 };
+use crate::automod::{hit_expiry, hit_ref};
+use crate::moderation::{case_ref, case_users};
 use crate::{
-    Account, AuditEntry, DataRights, Redemption, Retention, StorageError, StoredRow, Subscription,
-    Ticket, Timestamp, TranscriptMessage, UserExport, WebSessionExport, Workflow,
+    Account, AuditEntry, Case, DataRights, Redemption, Retention, StorageError, StoredRow,
+    Subscription, Ticket, Timestamp, TranscriptMessage, UserExport, WebSessionExport, Workflow,
 };
 
 /// How many expired rows one sweep transaction removes: bounds the time the writer lock is
@@ -146,6 +150,16 @@ fn remove_row(
             unindex(txn, row, &[], Some(usage_expiry(*day, retention)))?;
             Ok(removed)
         }
+        // Cases are never removed for one user (they protect the server's members): see
+        // `delete_user`, which anonymises them.
+        RowRef::Case { .. } => Ok(0),
+        RowRef::AutomodHit {
+            guild,
+            message,
+            rule,
+        } => Ok(u64::from(super::automod::remove_hit(
+            txn, *guild, *message, rule,
+        )?)),
     }
 }
 
@@ -226,6 +240,18 @@ impl DataRights for EmbeddedStore {
                         )?);
                     }
                     RowRef::Account { .. } | RowRef::UsageDay { .. } => {}
+                    RowRef::Case { guild, number } => {
+                        export.cases.extend(read_row(txn, CASES, (guild, number))?);
+                    }
+                    RowRef::AutomodHit {
+                        guild,
+                        message,
+                        rule,
+                    } => export.automod_hits.extend(read_row(
+                        txn,
+                        AUTOMOD_HITS,
+                        (guild, message, rule.as_str()),
+                    )?),
                 }
             }
             export.web_sessions = super::web_sessions::stored_of(txn, user_id)?
@@ -302,6 +328,10 @@ impl DataRights for EmbeddedStore {
                             None => 0,
                         }
                     }
+                    // Moderation cases stay, without the user.
+                    RowRef::Case { guild, number } => u64::from(super::moderation::anonymise_case(
+                        txn, *guild, *number, user_id,
+                    )?),
                     other => remove_row(txn, other, retention)?,
                 };
                 // A ref whose row was already gone (a ticket's transcript removed with it).
@@ -332,6 +362,7 @@ impl DataRights for EmbeddedStore {
                 touched += 1;
             }
             touched += super::moderation::delete_guild_cases(txn, guild_id)?;
+            touched += super::automod::delete_guild_hits(txn, guild_id)?;
             touched += super::timers::delete_guild_timers(txn, guild_id)?;
             {
                 let mut table = open(txn, CONFIG_HISTORY)?;
@@ -563,6 +594,8 @@ impl DataRights for EmbeddedStore {
             dump_json!(super::web_sessions::WEB_SESSIONS);
             dump_json!(super::premium::SLOTS);
             dump_json!(super::premium::INBOX);
+            dump_json!(CASES);
+            dump_json!(AUTOMOD_HITS);
             let by_user = super::web_sessions::WEB_SESSIONS_BY_USER;
             for item in open_read(txn, by_user)?.iter().map_err(e)? {
                 let (key, _) = item.map_err(e)?;
@@ -705,6 +738,13 @@ impl EmbeddedStore {
                 };
                 expect(&row, &[r.user_id], None);
             }
+            for hit in super::automod::all_hits(txn)? {
+                expect(&hit_ref(&hit), &[hit.user_id], Some(hit_expiry(&hit)));
+            }
+            for item in open_read(txn, CASES)?.iter().map_err(e)? {
+                let case: Case = from_json("cases", item.map_err(e)?.1.value())?;
+                expect(&case_ref(&case), &case_users(&case), None);
+            }
             for item in open_read(txn, ACCOUNTS)?.iter().map_err(e)? {
                 let a: Account = from_json("accounts", item.map_err(e)?.1.value())?;
                 expect(
@@ -774,6 +814,18 @@ impl EmbeddedStore {
                     RowRef::UsageDay { guild, day } => {
                         usage_days(&open_read(txn, USAGE)?, *guild)?.contains(day)
                     }
+                    RowRef::Case { guild, number } => open_read(txn, CASES)?
+                        .get((*guild, *number))
+                        .map_err(e)?
+                        .is_some(),
+                    RowRef::AutomodHit {
+                        guild,
+                        message,
+                        rule,
+                    } => open_read(txn, AUTOMOD_HITS)?
+                        .get((*guild, *message, rule.as_str()))
+                        .map_err(e)?
+                        .is_some(),
                 })
             };
             for def in [USER_REFS, EXPIRY] {

@@ -73,6 +73,11 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../schema/011_hourly_usage.cql"),
     ),
     (
+        12,
+        "012_automod_hits.cql",
+        include_str!("../../schema/012_automod_hits.cql"),
+    ),
+    (
         13,
         "013_tickets.cql",
         include_str!("../../schema/013_tickets.cql"),

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 
 use super::records::{doc, parse};
-use crate::moderation::{check_case, check_reason};
+use crate::moderation::{case_ref, case_users, check_case, check_reason};
 use crate::scylla::{db_id, rust_id};
 use crate::{Case, ModerationRepo, ScyllaStore, StorageError};
 
@@ -17,6 +17,11 @@ impl ScyllaStore {
     /// guild that returns never reuses a number its mod-log showed.
     pub(super) async fn delete_guild_cases(&self, guild_id: u64) -> Result<u64, StorageError> {
         let cases = self.cases(guild_id, None, usize::MAX).await?;
+        for case in &cases {
+            for user in case_users(case) {
+                self.drop_ref(user, &case_ref(case)).await?;
+            }
+        }
         let mut targets: Vec<u64> = cases.iter().filter_map(|case| case.target_id).collect();
         targets.sort_unstable();
         targets.dedup();
@@ -35,6 +40,53 @@ impl ScyllaStore {
         )
         .await?;
         Ok(cases.len() as u64)
+    }
+
+    /// Keeps case `number` of `guild_id` without `user_id` (erased): moderator or target
+    /// becomes [`ERASED_USER`](crate::privacy::ERASED_USER), and so do their refs and its
+    /// place among the target's cases. Whether there was such a case.
+    pub(super) async fn anonymise_case(
+        &self,
+        guild_id: u64,
+        number: u64,
+        user_id: u64,
+    ) -> Result<bool, StorageError> {
+        let Some(case) = self.case(guild_id, number).await? else {
+            return Ok(false);
+        };
+        let kept = crate::privacy::anonymised_case(case.clone(), user_id);
+        let row = case_ref(&kept);
+        for user in case_users(&kept) {
+            self.add_ref(user, &row, None).await?;
+        }
+        if let Some(target) = kept.target_id {
+            self.execute(
+                "INSERT INTO {ks}.cases_by_target (guild_id, target_id, number) VALUES (?, ?, ?)",
+                true,
+                (db_id(guild_id), db_id(target), db_id(number)),
+            )
+            .await?;
+        }
+        self.execute(
+            "INSERT INTO {ks}.cases (guild_id, number, doc) VALUES (?, ?, ?)",
+            true,
+            (db_id(guild_id), db_id(number), doc(&kept)),
+        )
+        .await?;
+        if let Some(target) = case.target_id.filter(|&t| Some(t) != kept.target_id) {
+            self.execute(
+                "DELETE FROM {ks}.cases_by_target WHERE guild_id = ? AND target_id = ? AND number = ?",
+                true,
+                (db_id(guild_id), db_id(target), db_id(number)),
+            )
+            .await?;
+        }
+        for user in case_users(&case) {
+            if !case_users(&kept).contains(&user) {
+                self.drop_ref(user, &row).await?;
+            }
+        }
+        Ok(true)
     }
 
     /// The guild's next number of a per-guild counter, taken by compare-and-set on its row.
@@ -132,7 +184,11 @@ impl ModerationRepo for ScyllaStore {
         check_case(case)?;
         let mut case = case.clone();
         case.number = self.next_number(&CASE_COUNTER, case.guild_id).await?;
-        // Index first: an index row without its case is skipped on read.
+        // Index first: an index row without its case is skipped on read, and a user ref
+        // without its row is skipped by export and dropped by erasure.
+        for user in case_users(&case) {
+            self.add_ref(user, &case_ref(&case), None).await?;
+        }
         if let Some(target) = case.target_id {
             self.execute(
                 "INSERT INTO {ks}.cases_by_target (guild_id, target_id, number) VALUES (?, ?, ?)",

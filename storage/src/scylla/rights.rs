@@ -7,9 +7,9 @@ use super::records::{AUDIT_BUCKET_MS, audit_users};
 use super::{ScyllaStore, db_id, db_int};
 use crate::row_ref::RowRef;
 use crate::{
-    AccountRepo, AuditEntry, AuditRepo, BillingRepo, DataRights, PremiumRepo, Redemption,
-    StorageError, StoredRow, Ticket, TicketRepo, Timestamp, TranscriptMessage, UserExport,
-    WebSessionExport, WebSessionRepo, Workflow, WorkflowRepo,
+    AccountRepo, AuditEntry, AuditRepo, BillingRepo, DataRights, ModerationRepo, PremiumRepo,
+    Redemption, StorageError, StoredRow, Ticket, TicketRepo, Timestamp, TranscriptMessage,
+    UserExport, WebSessionExport, WebSessionRepo, Workflow, WorkflowRepo,
 };
 
 /// Every table, for [`DataRights::dump_rows`].
@@ -38,6 +38,8 @@ const TABLES: &[&str] = &[
     "web_sessions_by_user",
     "premium_slots",
     "billing_inbox",
+    "cases",
+    "automod_hits",
 ];
 
 impl ScyllaStore {
@@ -215,6 +217,21 @@ impl ScyllaStore {
                 .await?;
                 Ok(1)
             }
+            // Cases are never removed for one user (they protect the server's members):
+            // `delete_user` anonymises them.
+            RowRef::Case { .. } => Ok(0),
+            RowRef::AutomodHit {
+                guild,
+                message,
+                rule,
+            } => match self.automod_hit(*guild, *message, rule).await? {
+                Some(hit) => {
+                    self.delete_hit(*guild, *message, rule).await?;
+                    self.drop_ref(hit.user_id, row).await?;
+                    Ok(1)
+                }
+                None => Ok(0),
+            },
         }
     }
 }
@@ -256,6 +273,18 @@ impl DataRights for ScyllaStore {
                         .extend(self.redemption(&code, user).await?);
                 }
                 RowRef::Account { .. } | RowRef::UsageDay { .. } => {}
+                RowRef::Case { guild, number } => {
+                    export.cases.extend(self.case(guild, number).await?);
+                }
+                RowRef::AutomodHit {
+                    guild,
+                    message,
+                    rule,
+                } => {
+                    export
+                        .automod_hits
+                        .extend(self.automod_hit(guild, message, &rule).await?);
+                }
             }
         }
         // Expired sessions are gone (TTL): every stored one is listed.
@@ -321,6 +350,10 @@ impl DataRights for ScyllaStore {
                     }
                     None => 0,
                 },
+                // Moderation cases stay, without the user.
+                RowRef::Case { guild, number } => {
+                    u64::from(self.anonymise_case(*guild, *number, user_id).await?)
+                }
                 other => self.remove_row(other).await?,
             };
             self.drop_ref(user_id, &row).await?;
@@ -347,6 +380,7 @@ impl DataRights for ScyllaStore {
             .await?;
         touched += u64::from(config.applied);
         touched += self.delete_guild_cases(guild_id).await?;
+        touched += self.delete_guild_hits(guild_id).await?;
         touched += self.delete_guild_timers(guild_id).await?;
         self.execute(
             "DELETE FROM {ks}.guild_config_history WHERE guild_id = ?",
@@ -579,6 +613,11 @@ impl DataRights for ScyllaStore {
                         .await?
                 }
                 "user_refs" => self.select("SELECT JSON * FROM {ks}.user_refs", ()).await?,
+                "cases" => self.select("SELECT JSON * FROM {ks}.cases", ()).await?,
+                "automod_hits" => {
+                    self.select("SELECT JSON * FROM {ks}.automod_hits", ())
+                        .await?
+                }
                 "nodes" => self.select("SELECT JSON * FROM {ks}.nodes", ()).await?,
                 "shard_assignments" => {
                     self.select("SELECT JSON * FROM {ks}.shard_assignments", ())

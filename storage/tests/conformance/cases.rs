@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use protonn_storage::{
-    Account, AuditEntry, AuditWriter, ExportDocument, GuildConfig, LeaderAnnouncement, NodeRecord,
-    Plan, PremiumSlot, PreparedExport, PrivacyFlags, PrivacyRequest, PromoCode, RequestKind,
-    Retention, SessionCheckpoint, StorageError, Store, Subscription, SubscriptionStatus, Ticket,
-    Timestamp, TranscriptMessage, UsageAggregator, UsageCount, WebSession, Workflow, WriterConfig,
-    privacy,
+    Account, AuditEntry, AuditWriter, Case, ExportDocument, GuildConfig, LeaderAnnouncement,
+    NodeRecord, Plan, PremiumSlot, PreparedExport, PrivacyFlags, PrivacyRequest, PromoCode,
+    RequestKind, Retention, SessionCheckpoint, StorageError, Store, Subscription,
+    SubscriptionStatus, Ticket, Timestamp, TranscriptMessage, UsageAggregator, UsageCount,
+    WebSession, Workflow, WriterConfig, privacy,
 };
 
 /// Distinctive ids, so a scan for their digits finds nothing by accident.
@@ -776,8 +776,38 @@ pub(crate) async fn retention_removes_expired_rows<S: Store + Clone>(store: S) {
 }
 
 /// Fills every table with rows about USER and GUILD, and rows about others that must survive.
+/// A moderation case of `guild` by `moderator`, about `target` (a channel action without).
+fn case(guild: u64, moderator: u64, target: Option<u64>, reason: &str, at: Timestamp) -> Case {
+    Case {
+        guild_id: guild,
+        number: 0,
+        action: if target.is_some() { "warn" } else { "lock" }.into(),
+        moderator_id: moderator,
+        target_id: target,
+        channel_id: None,
+        reason: reason.into(),
+        duration_ms: None,
+        at,
+    }
+}
+
 async fn populate<S: Store + Clone>(store: &S) {
     let now = Timestamp::now();
+    // Cases: #1 about USER (by OTHER_USER, naming USER in the reason), #2 a channel lock
+    // by OTHER_USER, and in the other guild #1 by USER about OTHER_USER.
+    for case in [
+        case(
+            GUILD,
+            OTHER_USER,
+            Some(USER),
+            &format!("spam by {USER}"),
+            now,
+        ),
+        case(GUILD, OTHER_USER, None, "raid", now),
+        case(OTHER_GUILD, USER, Some(OTHER_USER), "rude", now),
+    ] {
+        store.create_case(&case).await.unwrap();
+    }
     store.save(GUILD, 0, &prefix("?")).await.unwrap();
     store.save(GUILD, 1, &prefix("$")).await.unwrap();
     store.save(OTHER_GUILD, 0, &prefix("?")).await.unwrap();
@@ -1100,6 +1130,12 @@ pub(crate) async fn a_breach_lists_the_users_of_the_tables_it_touched<S: Store +
         holders.iter().map(|a| a.user_id).collect::<Vec<_>>(),
         [USER]
     );
+    // Moderation cases name their moderator and their target.
+    let affected = privacy::affected_users(&store, end, &["cases".to_owned()])
+        .await
+        .unwrap();
+    let users: Vec<u64> = affected.iter().map(|a| a.user_id).collect();
+    assert_eq!(users, expected);
 }
 
 /// The background answer to export and deletion requests, over a store holding a bit of
@@ -1226,6 +1262,16 @@ pub(crate) async fn export_covers_every_table<S: Store + Clone>(store: S) {
     assert!(export.privacy_flags.is_some_and(|f| f.objects));
     let slots: Vec<u64> = export.premium_slots.iter().map(|s| s.guild_id).collect();
     assert_eq!(slots, [OTHER_GUILD]);
+    // Moderation cases where the user was the member acted on or the moderator.
+    let mut cases: Vec<(u64, u64)> = export
+        .cases
+        .iter()
+        .map(|c| (c.guild_id, c.number))
+        .collect();
+    cases.sort_unstable();
+    let mut expected = vec![(GUILD, 1), (OTHER_GUILD, 1)];
+    expected.sort_unstable();
+    assert_eq!(cases, expected);
     assert!(
         !serde_json::to_string(&export.web_sessions)
             .unwrap()
@@ -1279,6 +1325,29 @@ pub(crate) async fn deleting_a_user_leaves_nothing<S: Store + Clone>(store: S) {
         store.delete_user(privacy::ERASED_USER).await,
         Err(StorageError::Invalid(_))
     ));
+    // Moderation cases are kept (they protect the server's members) without the user: the
+    // other moderator still finds all three, the erased user's history is empty.
+    assert_eq!(other.cases.len(), 3);
+    let mut kept: Vec<(u64, u64)> = erased
+        .cases
+        .iter()
+        .map(|c| (c.guild_id, c.number))
+        .collect();
+    kept.sort_unstable();
+    let mut expected = vec![(GUILD, 1), (OTHER_GUILD, 1)];
+    expected.sort_unstable();
+    assert_eq!(kept, expected);
+    let about = store.case(GUILD, 1).await.unwrap().unwrap();
+    assert_eq!(about.target_id, Some(privacy::ERASED_USER));
+    assert_eq!(about.reason, "spam by 0");
+    assert!(store.cases_about(GUILD, USER, 10).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .cases_about(GUILD, privacy::ERASED_USER, 10)
+            .await
+            .unwrap(),
+        [about]
+    );
     assert_eq!(other.transcript_messages.len(), 1);
     assert_eq!(other.subscriptions.len(), 2);
     assert_eq!(store.workflows(OTHER_GUILD).await.unwrap().len(), 2);
@@ -1320,6 +1389,14 @@ pub(crate) async fn deleting_a_guild_leaves_nothing<S: Store + Clone>(store: S) 
     assert_eq!(store.workflows(OTHER_GUILD).await.unwrap().len(), 2);
     assert!(store.subscription(3).await.unwrap().is_some());
     assert_eq!(store.export_user(USER).await.unwrap().tickets.len(), 0);
+    // The guild's cases went, with their place in the users' data.
+    assert!(store.cases(GUILD, None, 10).await.unwrap().is_empty());
+    let cases = store.export_user(USER).await.unwrap().cases;
+    assert_eq!(
+        cases.iter().map(|c| c.guild_id).collect::<Vec<_>>(),
+        [OTHER_GUILD]
+    );
+    assert_eq!(store.export_user(OTHER_USER).await.unwrap().cases.len(), 1);
 }
 
 pub(crate) async fn a_departed_guild_is_erased_when_due_unless_the_bot_returns<S: Store + Clone>(

@@ -4,7 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use protonn_storage::{Case, ModerationRepo, StorageError, Timer, TimerRepo, Timestamp};
+use protonn_storage::{
+    AUTOMOD_HIT_RETENTION, AutomodHit, AutomodRepo, Case, DataRights, ModerationRepo, StorageError,
+    Timer, TimerRepo, Timestamp,
+};
 
 const GUILD: u64 = 881_027_316_262_879_232;
 const OTHER_GUILD: u64 = 881_027_316_262_879_233;
@@ -262,9 +265,126 @@ where
     );
 }
 
+fn hit(guild_id: u64, message_id: u64, user_id: u64, at: Timestamp) -> AutomodHit {
+    AutomodHit {
+        guild_id,
+        message_id,
+        rule: "flood".to_owned(),
+        user_id,
+        channel_id: 5,
+        why: "4 messages within 1m".to_owned(),
+        actions: "delete, timeout 10m".to_owned(),
+        at,
+    }
+}
+
+/// Shadow-mode hits: listed newest first by page, bad ones refused, gone after their 30
+/// days (on ScyllaDB by TTL: the one written here has seconds left), with the guild, and
+/// with their author's erasure, in whose export they are.
+pub(crate) async fn shadow_mode_hits_are_listed_kept_a_while_and_erased<S>(store: S)
+where
+    S: AutomodRepo + DataRights,
+{
+    let now = Timestamp::now();
+    for message in [10, 30, 20] {
+        store
+            .put_automod_hit(&hit(GUILD, message, USER, now))
+            .await
+            .unwrap();
+    }
+    store
+        .put_automod_hit(&hit(OTHER_GUILD, 40, MOD, now))
+        .await
+        .unwrap();
+    let messages = |hits: Vec<AutomodHit>| hits.iter().map(|h| h.message_id).collect::<Vec<_>>();
+    assert_eq!(
+        messages(store.automod_hits(GUILD, None, 2).await.unwrap()),
+        [30, 20]
+    );
+    assert_eq!(
+        messages(store.automod_hits(GUILD, Some(20), 10).await.unwrap()),
+        [10]
+    );
+    // Written again: replaced, not doubled.
+    store
+        .put_automod_hit(&hit(GUILD, 30, USER, now))
+        .await
+        .unwrap();
+    assert_eq!(store.automod_hits(GUILD, None, 10).await.unwrap().len(), 3);
+
+    let mut bad = hit(GUILD, 50, USER, now);
+    bad.rule = String::new();
+    assert!(matches!(
+        store.put_automod_hit(&bad).await,
+        Err(StorageError::Invalid(_))
+    ));
+    bad.rule = "flood".to_owned();
+    bad.why = "x".repeat(protonn_storage::AUTOMOD_HIT_WHY_MAX_CHARS + 1);
+    assert!(matches!(
+        store.put_automod_hit(&bad).await,
+        Err(StorageError::Invalid(_))
+    ));
+    let stale = hit(GUILD, 60, USER, now.saturating_sub(AUTOMOD_HIT_RETENTION));
+    store.put_automod_hit(&stale).await.unwrap();
+    let almost = now
+        .saturating_sub(AUTOMOD_HIT_RETENTION)
+        .saturating_add(Duration::from_secs(2));
+    store
+        .put_automod_hit(&hit(GUILD, 70, USER, almost))
+        .await
+        .unwrap();
+    let listed = messages(store.automod_hits(GUILD, None, 10).await.unwrap());
+    assert!(!listed.contains(&60), "past retention: not stored");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while messages(store.automod_hits(GUILD, None, 10).await.unwrap()).contains(&70) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a hit outlived its retention"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    store.sweep_expired(Timestamp::now()).await.unwrap();
+
+    assert_eq!(store.export_user(USER).await.unwrap().automod_hits.len(), 3);
+    store.delete_user(USER).await.unwrap();
+    assert!(
+        store
+            .export_user(USER)
+            .await
+            .unwrap()
+            .automod_hits
+            .is_empty()
+    );
+    assert!(
+        store
+            .automod_hits(GUILD, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.export_user(MOD).await.unwrap().automod_hits.len(), 1);
+    store.delete_guild(OTHER_GUILD).await.unwrap();
+    assert!(
+        store
+            .automod_hits(OTHER_GUILD, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .export_user(MOD)
+            .await
+            .unwrap()
+            .automod_hits
+            .is_empty()
+    );
+}
+
 macro_rules! moderation_cases {
     ($run:ident) => {
         $run!(
+            shadow_mode_hits_are_listed_kept_a_while_and_erased,
             a_guilds_cases_and_timers_go_with_it,
             case_numbers_count_up_per_guild_and_never_repeat,
             a_case_reason_is_edited_and_checked,

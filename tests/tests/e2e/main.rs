@@ -12,6 +12,7 @@ use protonn_tests::*;
 
 mod actors;
 mod analytics;
+mod automod;
 mod cluster;
 mod cluster_guild_calls;
 mod dashboard;
@@ -75,7 +76,7 @@ async fn every_shard_gets_ready_and_every_guild_reaches_its_actor() {
         names,
         [
             "ping", "help", "config", "warn", "timeout", "kick", "ban", "unban", "purge",
-            "slowmode", "lock", "unlock", "case", "reason", "history", "ticket"
+            "slowmode", "lock", "unlock", "case", "reason", "history", "ticket", "privacy"
         ]
     );
 
@@ -229,7 +230,7 @@ async fn bad_commands_get_help_and_change_nothing() {
         (
             owner,
             "!config set colour red",
-            "Unknown config key `colour`. Keys: `prefix`, `locale`, `log_channel`, `staff_roles`, `dm_members`, `escalation`.",
+            "Unknown config key `colour`. Keys: `prefix`, `locale`, `log_channel`, `staff_roles`, `dm_members`, `escalation`, `automod`.",
         ),
         (owner, "!config get prefix", "`prefix` is `!`."),
     ];

@@ -76,6 +76,8 @@ pub(crate) fn tabs(guild_id: u64, name: &str, current: &str) -> Markup {
         ("/history", "History"),
         ("/audit", "Audit log"),
         ("/analytics", "Analytics"),
+        ("/cases", "Cases"),
+        ("/automod", "Automod"),
     ];
     html! {
         p.muted { a href="/guilds" { "Servers" } " › " (name) }

@@ -8,7 +8,9 @@ use axum::http::StatusCode;
 use axum::http::header::LOCATION;
 use axum::response::{IntoResponse, Response};
 use maud::html;
-use protonn_actors::{GuildRequest, GuildResponse, GuildSummary};
+use protonn_actors::{
+    GuildRequest, GuildResponse, GuildSummary, apply_config_key, show_config_key,
+};
 use protonn_storage::{GuildConfig, VersionedConfig};
 use serde::Deserialize;
 
@@ -94,6 +96,17 @@ fn render(
                     }
                 }
                 fieldset {
+                    legend { "Moderation" }
+                    label {
+                        input type="checkbox" id="dm_members" name="dm_members" value="on" checked[config.moderation.dm_members];
+                        " DM members what was done to them and why"
+                    }
+                    label for="escalation" { "Escalation ladder" }
+                    input type="text" id="escalation" name="escalation" maxlength="200" autocomplete="off"
+                        value=(show_config_key(config, "escalation").unwrap_or_default());
+                    p.muted { "After a warning, e.g. " code { "3/7d timeout 1h, 4/7d kick, 5/30d ban" } " (warnings/window action), or " code { "none" } ". Moderation actions are logged in the log channel above." }
+                }
+                fieldset {
                     legend { "Staff roles (may use this dashboard and the config commands)" }
                     @for r in &summary.roles {
                         label {
@@ -172,6 +185,7 @@ fn parse(form: &Form, summary: &GuildSummary) -> Result<GuildConfig, WebError> {
         staff_roles,
         // Not on this form: `save_settings` keeps the current ones.
         moderation: Default::default(),
+        automod: Default::default(),
     })
 }
 
@@ -185,12 +199,18 @@ pub(crate) async fn save_settings(
     let summary = summary(&state, &authed, guild_id).await?;
     let expected_version = number(&form, "expected_version")?;
     let mut config = parse(&form, &summary)?;
-    // The form edits what it shows; the moderation settings stay as they are (a change
-    // saved meanwhile makes the save a conflict, by `expected_version`).
-    config.moderation = super::guild::config(&state, &authed, guild_id)
+    // The form edits what it shows; the moderation and automod settings stay as they are (a
+    // change saved meanwhile makes the save a conflict, by `expected_version`).
+    let current = super::guild::config(&state, &authed, guild_id)
         .await?
-        .config
-        .moderation;
+        .config;
+    config.moderation = current.moderation;
+    config.automod = current.automod;
+    // The moderation fields, when the form has them (a form of an older page has not).
+    if let Some(ladder) = form.one("escalation")? {
+        config = apply_config_key(&config, "escalation", ladder).map_err(WebError::BadForm)?;
+        config.moderation.dm_members = form.one("dm_members")?.is_some();
+    }
     let key = form.idempotency_key()?;
     let answer = state
         .call(

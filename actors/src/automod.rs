@@ -1,0 +1,327 @@
+//! Automod, a feature of the guild actor: the guild's rules (in its config) checked on every
+//! member message, in the actor and without I/O.
+//!
+//! - Rules are checked against every limit and compiled once per config version
+//!   (`rules.rs`); a config over the limits is refused when it is set, with the reason.
+//! - Members' recent messages, for the spam rules, live in the feature's state, bounded and
+//!   dropped when idle (`spam.rs`).
+//! - A rule in shadow mode only reports what it would have done; the first enforcing rule
+//!   that matches acts (`act.rs`): warnings, timeouts, kicks and bans are moderation's
+//!   actions taken by the bot (a case each, the escalation ladder after a warning).
+//! - Bots' messages (this bot's included) are never checked.
+
+mod act;
+mod rules;
+mod spam;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use protonn_storage::AutomodConfig;
+use tokio::time::Instant;
+use twilight_model::application::command::Command as SlashCommand;
+use twilight_model::gateway::event::Event;
+
+use crate::feature::{CallTask, Ctx, Effect, Feature, Invocation};
+use crate::{GuildCall, GuildCallError, GuildRequest, GuildResponse, RuleMatch};
+pub(crate) use rules::{Hit, Rules, Said, TRIGGER_KINDS};
+
+/// The feature's name.
+pub(crate) const NAME: &str = "automod";
+
+pub(crate) struct Automod;
+
+/// Shadow-mode hits a guild stores per hour at most: enough to tune a rule, and a flood of
+/// would-be hits cannot flood the store (the rest are counted in the metric and logged).
+const HITS_STORED_PER_HOUR: u32 = 120;
+
+/// Automod's state in one guild.
+#[derive(Default)]
+struct State {
+    /// The rules compiled from the config of this version.
+    compiled: Option<(u64, Arc<Rules>)>,
+    activity: spam::Activity,
+    hit_budget: HitBudget,
+}
+
+/// How many more shadow-mode hits the guild may store this hour.
+#[derive(Default)]
+pub(crate) struct HitBudget {
+    window_start: Option<Instant>,
+    stored: u32,
+}
+
+impl HitBudget {
+    /// Takes one from the budget; `false` when the hour's is spent.
+    pub(crate) fn take(&mut self, now: Instant) -> bool {
+        let start = *self.window_start.get_or_insert(now);
+        if now.saturating_duration_since(start) >= Duration::from_secs(3_600) {
+            self.window_start = Some(now);
+            self.stored = 0;
+        }
+        if self.stored >= HITS_STORED_PER_HOUR {
+            return false;
+        }
+        self.stored += 1;
+        true
+    }
+}
+
+impl State {
+    /// The rules of config `version`, compiled on first use of each version. A stored config
+    /// that no longer compiles (limits lowered since it was saved) runs no rules, loudly.
+    fn rules(&mut self, version: u64, config: &AutomodConfig, guild_id: u64) -> Arc<Rules> {
+        match &self.compiled {
+            Some((compiled, rules)) if *compiled == version => Arc::clone(rules),
+            _ => {
+                let rules = Rules::compile(config).unwrap_or_else(|problem| {
+                    tracing::error!(guild_id, %problem, "the guild's automod rules do not compile; none run");
+                    Rules::default()
+                });
+                let rules = Arc::new(rules);
+                self.compiled = Some((version, Arc::clone(&rules)));
+                rules
+            }
+        }
+    }
+}
+
+/// Hits one guild call returns at most (a page of the dashboard's list).
+const HITS_PER_CALL: u32 = 100;
+/// The longest text "test a message" takes: Discord's message length.
+const TEST_MAX_CHARS: usize = 2_000;
+
+/// The rules that would fire on `content` as a member's message, and why: no effect, no
+/// member state (one text says nothing of a message rate or an account's age).
+fn test_message(rules: &Rules, content: &str) -> Vec<RuleMatch> {
+    let said = Said {
+        channel: 0,
+        roles: &[],
+        content,
+        mentions: content.matches("<@").count() as u32,
+        account_age: Duration::MAX,
+    };
+    let now = Instant::now();
+    let alone: rules::Recent = [(now, 0)].into();
+    rules
+        .check(&said, &alone, now)
+        .into_iter()
+        .map(|hit| {
+            let rule = &rules.rules[hit.rule];
+            RuleMatch {
+                rule: rule.name.clone(),
+                why: hit.why,
+                shadow: rule.shadow,
+                actions: act::show_actions(&rule.actions),
+            }
+        })
+        .collect()
+}
+
+/// Checks a config's rules as they would be compiled; the error says what to change.
+pub(crate) fn validate(config: &AutomodConfig) -> Result<(), String> {
+    Rules::compile(config).map(drop)
+}
+
+impl Feature for Automod {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn commands(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    fn slash_commands(&self) -> Vec<SlashCommand> {
+        Vec::new()
+    }
+
+    fn on_command(&self, _ctx: &mut Ctx<'_>, _invocation: Invocation) -> Vec<Effect> {
+        Vec::new()
+    }
+
+    fn on_call(&self, ctx: &mut Ctx<'_>, call: &GuildCall) -> Option<CallTask> {
+        match &call.request {
+            GuildRequest::AutomodTest { content } => {
+                let answer = if content.chars().count() > TEST_MAX_CHARS {
+                    Err(GuildCallError::Invalid {
+                        message: format!("a message has at most {TEST_MAX_CHARS} characters"),
+                    })
+                } else {
+                    let (config, version) = (ctx.config, ctx.config_version);
+                    let guild_id = ctx.io.guild_id().get();
+                    let state: &mut State = ctx.state();
+                    let rules = state.rules(version, &config.automod, guild_id);
+                    Ok(GuildResponse::AutomodTest {
+                        matches: test_message(&rules, content),
+                    })
+                };
+                Some(Box::pin(std::future::ready(answer)))
+            }
+            GuildRequest::AutomodHits { before, limit } => {
+                let (before, limit) = (*before, *limit);
+                let io = ctx.io.clone();
+                Some(Box::pin(async move {
+                    if !(1..=HITS_PER_CALL).contains(&limit) {
+                        return Err(GuildCallError::Invalid {
+                            message: format!("ask for 1 to {HITS_PER_CALL} hits"),
+                        });
+                    }
+                    io.store()
+                        .automod_hits(io.guild_id().get(), before, limit as usize)
+                        .await
+                        .map(|hits| GuildResponse::AutomodHits { hits })
+                        .map_err(|err| GuildCallError::Unavailable {
+                            message: err.to_string(),
+                        })
+                }))
+            }
+            _ => None,
+        }
+    }
+
+    fn wants(&self, event: &Event) -> bool {
+        matches!(event, Event::MessageCreate(message) if !message.author.bot)
+    }
+
+    fn on_event(&self, ctx: &mut Ctx<'_>, event: &Event) -> Vec<Effect> {
+        let Event::MessageCreate(message) = event else {
+            return Vec::new();
+        };
+        let config = ctx.config;
+        if message.author.bot || config.automod.rules.is_empty() {
+            return Vec::new();
+        }
+        let guild_id = ctx.io.guild_id().get();
+        let version = ctx.config_version;
+        let io = ctx.io.clone();
+        let state: &mut State = ctx.state();
+        let rules = state.rules(version, &config.automod, guild_id);
+        let author = message.author.id.get();
+        let now = Instant::now();
+        let none = rules::Recent::new();
+        let recent = if rules.counts_messages() {
+            state
+                .activity
+                .record(author, &message.content, now, rules.window, rules.keep)
+        } else {
+            &none
+        };
+        let roles = message
+            .member
+            .as_ref()
+            .map_or(&[][..], |member| &member.roles[..]);
+        let born = crate::moderation::snowflake_ms(author);
+        let now_ms = protonn_storage::Timestamp::now().0;
+        let said = Said {
+            channel: message.channel_id.get(),
+            roles,
+            content: &message.content,
+            mentions: (message.mentions.len()
+                + message.mention_roles.len()
+                + usize::from(message.mention_everyone)) as u32,
+            account_age: Duration::from_millis(now_ms.saturating_sub(born)),
+        };
+        let hits = rules.check(&said, recent, now);
+        if hits.is_empty() {
+            return Vec::new();
+        }
+        // What a rule acted on (or would have) starts anew: one flood, one action.
+        state.activity.forget(author);
+        act::respond(&io, config, &rules, &hits, message, &mut state.hit_budget)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use protonn_storage::{AutomodAction, AutomodRule, Trigger};
+
+    use super::*;
+
+    fn invites() -> AutomodConfig {
+        AutomodConfig {
+            rules: vec![AutomodRule {
+                name: "invites".into(),
+                trigger: Trigger::InviteLinks,
+                actions: vec![AutomodAction::Delete],
+                shadow: false,
+                exempt_roles: Vec::new(),
+                exempt_channels: Vec::new(),
+            }],
+        }
+    }
+
+    #[test]
+    fn rules_are_compiled_once_per_config_version() {
+        let mut state = State::default();
+        let first = state.rules(3, &invites(), 1);
+        let again = state.rules(3, &invites(), 1);
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "same version: not compiled again"
+        );
+        assert_eq!(first.rules.len(), 1);
+        let next = state.rules(4, &AutomodConfig::default(), 1);
+        assert!(next.rules.is_empty(), "a new version is compiled anew");
+    }
+
+    #[test]
+    fn testing_a_message_names_the_rules_that_would_fire_and_why() {
+        let mut config = invites();
+        config.rules[0].shadow = true;
+        config.rules.push(AutomodRule {
+            name: "words".into(),
+            trigger: Trigger::Keywords {
+                words: vec!["scam*".into()],
+            },
+            actions: vec![AutomodAction::Delete, AutomodAction::Timeout { secs: 600 }],
+            shadow: false,
+            exempt_roles: Vec::new(),
+            exempt_channels: Vec::new(),
+        });
+        let rules = Rules::compile(&config).unwrap();
+        assert!(test_message(&rules, "hello there").is_empty());
+        let matches = test_message(&rules, "scammers at discord.gg/abc");
+        assert_eq!(
+            matches,
+            [
+                RuleMatch {
+                    rule: "invites".into(),
+                    why: "an invite link (discord.gg/abc)".into(),
+                    shadow: true,
+                    actions: "delete".into(),
+                },
+                RuleMatch {
+                    rule: "words".into(),
+                    why: "the keyword `scam*`".into(),
+                    shadow: false,
+                    actions: "delete, timeout 10m".into(),
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_guild_stores_a_bounded_number_of_shadow_hits_an_hour() {
+        let mut budget = HitBudget::default();
+        let start = Instant::now();
+        let taken = (0..HITS_STORED_PER_HOUR + 10)
+            .filter(|_| budget.take(start))
+            .count();
+        assert_eq!(taken, HITS_STORED_PER_HOUR as usize);
+        assert!(!budget.take(start + Duration::from_secs(3_599)));
+        assert!(
+            budget.take(start + Duration::from_secs(3_600)),
+            "a new hour"
+        );
+    }
+
+    #[test]
+    fn a_stored_config_that_no_longer_compiles_runs_no_rules() {
+        let mut config = invites();
+        config.rules[0].actions.clear();
+        assert!(validate(&config).is_err());
+        let mut state = State::default();
+        assert!(state.rules(1, &config, 1).rules.is_empty());
+    }
+}

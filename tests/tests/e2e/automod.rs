@@ -1,0 +1,582 @@
+//! Automod through the simulator: member messages that break a guild's rules are reported
+//! in shadow mode and acted on once enforced (a deleted message, a case through moderation);
+//! rules over the limits are refused and change nothing. And the dashboard's moderation
+//! pages in Chromium, as an admin clicks through them.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use protonn_cluster::{Config, Dashboard};
+use protonn_web::Secret;
+
+use crate::dashboard::{WebDriver, browser_installed, login_as};
+
+use protonn_actors::{CallSource, Caller, GuildCall, GuildCallError, GuildRequest, GuildResponse};
+use protonn_sim::SimHandle;
+use protonn_storage::{AutomodAction, AutomodConfig, AutomodRule, GuildConfig, Trigger};
+use protonn_tests::*;
+
+fn call(guild_id: u64, request: GuildRequest) -> GuildCall {
+    GuildCall {
+        guild_id,
+        caller: Caller {
+            user_id: None,
+            source: CallSource::Dashboard,
+        },
+        idempotency_key: None,
+        deadline: Duration::from_secs(10),
+        request,
+    }
+}
+
+fn rule(name: &str, trigger: Trigger, actions: Vec<AutomodAction>) -> AutomodRule {
+    AutomodRule {
+        name: name.to_owned(),
+        trigger,
+        actions,
+        shadow: false,
+        exempt_roles: Vec::new(),
+        exempt_channels: Vec::new(),
+    }
+}
+
+/// Replaces the guild's config with `change` applied to it, as the dashboard does.
+async fn configure(
+    node: &protonn_cluster::Node,
+    guild_id: u64,
+    change: impl FnOnce(&mut GuildConfig),
+) -> Result<(), GuildCallError> {
+    let calls = node.guild_calls();
+    let Ok(GuildResponse::Config(current)) =
+        calls.call(call(guild_id, GuildRequest::ReadConfig)).await
+    else {
+        panic!("the config could not be read")
+    };
+    let mut config = current.config;
+    change(&mut config);
+    let request = GuildRequest::ChangeConfig {
+        config,
+        expected_version: current.version,
+    };
+    calls.call(call(guild_id, request)).await.map(drop)
+}
+
+/// The bot's messages in `channel` (text), in order.
+fn said_in(sim: &SimHandle, channel: u64) -> Vec<String> {
+    sim.ledger()
+        .rest
+        .iter()
+        .filter(|r| r.path == format!("/channels/{channel}/messages") && r.status == 200)
+        .filter_map(|r| r.body.as_ref()?["content"].as_str().map(str::to_owned))
+        .collect()
+}
+
+fn deletes(sim: &SimHandle) -> usize {
+    sim.ledger()
+        .rest
+        .iter()
+        .filter(|r| {
+            r.route == "DELETE /channels/{channel_id}/messages/{message_id}" && r.status == 204
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spam_is_only_reported_in_shadow_mode_then_acted_on_once_enforced() {
+    let Bot { sim, node, .. } = &Bot::start(small_world(1, 2)).await;
+    let guild = some_guild(sim, 0);
+    let (channel, log) = (guild.channel_ids[0], guild.channel_ids[1]);
+    let spammer = guild.member_ids[0];
+    let flood = |shadow| {
+        let mut flood = rule(
+            "flood",
+            Trigger::MessageSpam {
+                messages: 4,
+                within_secs: 60,
+            },
+            vec![
+                AutomodAction::Delete,
+                AutomodAction::Timeout { secs: 600 },
+                AutomodAction::Log,
+            ],
+        );
+        flood.shadow = shadow;
+        AutomodConfig { rules: vec![flood] }
+    };
+    configure(node, guild.id, |config| {
+        config.log_channel = Some(log);
+        config.automod = flood(true);
+    })
+    .await
+    .unwrap();
+
+    for n in 0..4 {
+        sim.send_message(guild.id, channel, spammer, &format!("buy now {n}"))
+            .unwrap();
+    }
+    wait_until("the shadow hit is in the mod-log", || async {
+        said_in(sim, log)
+            .iter()
+            .any(|line| line.contains("shadow mode"))
+    })
+    .await;
+    let lines = said_in(sim, log);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("rule `flood` would have done delete, timeout 10m, log")
+            && lines[0].contains("4 messages within 1m"),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(deletes(sim), 0, "shadow mode deletes nothing");
+    assert_eq!(sim.timeout_of(guild.id, spammer), None);
+    // The dashboard lists the would-be hit (stored on a task: wait for it).
+    let calls = node.guild_calls();
+    let hits = || async {
+        let request = GuildRequest::AutomodHits {
+            before: None,
+            limit: 10,
+        };
+        match calls.call(call(guild.id, request)).await {
+            Ok(GuildResponse::AutomodHits { hits }) => hits,
+            other => panic!("{other:?}"),
+        }
+    };
+    wait_until("the shadow hit is stored", || async {
+        !hits().await.is_empty()
+    })
+    .await;
+    let stored = hits().await;
+    assert_eq!(
+        (
+            stored[0].rule.as_str(),
+            stored[0].user_id,
+            stored[0].actions.as_str()
+        ),
+        ("flood", spammer, "delete, timeout 10m, log")
+    );
+
+    configure(node, guild.id, |config| config.automod = flood(false))
+        .await
+        .unwrap();
+    let mut sent = Vec::new();
+    for n in 0..4 {
+        sent.push(
+            sim.send_message(guild.id, channel, spammer, &format!("buy now {n}"))
+                .unwrap(),
+        );
+    }
+    wait_until("the spammer is timed out", || async {
+        sim.timeout_of(guild.id, spammer).is_some()
+    })
+    .await;
+    wait_until("the enforcement is in the mod-log", || async {
+        said_in(sim, log)
+            .iter()
+            .any(|line| line.starts_with("Automod rule `flood`"))
+    })
+    .await;
+    assert!(
+        !sim.message_exists(channel, sent[3]),
+        "the fourth message is deleted"
+    );
+    assert!(sim.message_exists(channel, sent[2]), "the ones before stay");
+    assert_eq!(deletes(sim), 1);
+    let line = said_in(sim, log)
+        .into_iter()
+        .find(|line| line.starts_with("Automod rule `flood`"))
+        .unwrap();
+    assert!(
+        line.contains("deleted the message") && line.contains("was timed out for 10m"),
+        "{line}"
+    );
+    // The timeout is moderation's case, by the bot, with the rule as its reason.
+    let calls = node.guild_calls();
+    let request = GuildRequest::Cases {
+        target_id: Some(spammer),
+        before: None,
+        limit: 10,
+    };
+    let Ok(GuildResponse::Cases { cases }) = calls.call(call(guild.id, request)).await else {
+        panic!("no cases")
+    };
+    assert_eq!(cases.len(), 1, "{cases:?}");
+    assert_eq!(cases[0].action, "timeout");
+    let moderator = cases[0].moderator_id;
+    assert!(
+        moderator != guild.owner_id && !guild.member_ids.contains(&moderator),
+        "the bot is the moderator"
+    );
+    assert!(
+        cases[0]
+            .reason
+            .starts_with("Automod rule `flood`: 4 messages"),
+        "{}",
+        cases[0].reason
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_content_rule_deletes_what_breaks_it_and_spares_the_rest() {
+    let Bot { sim, node, .. } = &Bot::start(small_world(1, 2)).await;
+    let guild = some_guild(sim, 0);
+    let (channel, exempt) = (guild.channel_ids[0], guild.channel_ids[1]);
+    let member = guild.member_ids[0];
+    let delete = || vec![AutomodAction::Delete];
+    let mut invites = rule("invites", Trigger::InviteLinks, delete());
+    invites.exempt_channels = vec![exempt];
+    let rules = vec![
+        invites,
+        rule(
+            "words",
+            Trigger::Keywords {
+                words: vec!["scam*".into(), "free nitro".into()],
+            },
+            delete(),
+        ),
+        rule(
+            "phones",
+            Trigger::Regex {
+                patterns: vec![r"\b\d{3}-\d{4}\b".into()],
+            },
+            delete(),
+        ),
+        rule(
+            "links",
+            Trigger::Links {
+                allow: Vec::new(),
+                deny: vec!["evil.example".into()],
+            },
+            delete(),
+        ),
+        rule(
+            "caps",
+            Trigger::Caps {
+                percent: 80,
+                min_letters: 10,
+            },
+            delete(),
+        ),
+        rule("emojis", Trigger::EmojiFlood { emojis: 5 }, delete()),
+        rule("zalgo", Trigger::Zalgo { marks: 8 }, delete()),
+        rule(
+            "copies",
+            Trigger::DuplicateText {
+                repeats: 3,
+                within_secs: 60,
+            },
+            delete(),
+        ),
+    ];
+    configure(node, guild.id, |config| {
+        config.automod = AutomodConfig { rules };
+    })
+    .await
+    .unwrap();
+
+    let mut spared = Vec::new();
+    let send = |channel, text: &str| sim.send_message(guild.id, channel, member, text).unwrap();
+    for (innocent, breaking) in [
+        ("our discord is lovely", "join discord.gg/abc123"),
+        ("a scarf", "total SCAMMERS here"),
+        ("get nitro", "get free  nitro"),
+        ("call 5551234", "call 555-1234"),
+        (
+            "see https://good.example/a",
+            "see https://www.evil.example/a",
+        ),
+        ("Hello There Everyone", "STOP SHOUTING AT ME"),
+        ("nice 😀", "😀😀😀😀😀"),
+        (
+            "café",
+            "z\u{0300}\u{0301}\u{0302}\u{0303}a\u{0304}\u{0305}\u{0306}\u{0307}\u{0308}",
+        ),
+    ] {
+        spared.push(send(channel, innocent));
+        let broken = send(channel, breaking);
+        wait_until(&format!("{breaking:?} is deleted"), || async {
+            !sim.message_exists(channel, broken)
+        })
+        .await;
+    }
+    // The same text three times: the third is a duplicate.
+    spared.push(send(channel, "same"));
+    spared.push(send(channel, "SAME"));
+    let third = send(channel, "same");
+    wait_until("the third copy is deleted", || async {
+        !sim.message_exists(channel, third)
+    })
+    .await;
+    // An invite in the exempt channel stays (handled before the keyword that follows it).
+    let kept = send(exempt, "join discord.gg/abc123");
+    let last = send(exempt, "a scam");
+    wait_until("the keyword in the exempt channel is deleted", || async {
+        !sim.message_exists(exempt, last)
+    })
+    .await;
+    assert!(
+        sim.message_exists(exempt, kept),
+        "exempt from the invite rule"
+    );
+    for (n, message) in spared.iter().enumerate() {
+        assert!(
+            sim.message_exists(channel, *message),
+            "message {n} was spared"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn testing_a_message_shows_which_rule_would_fire_and_acts_on_nothing() {
+    let Bot { sim, node, .. } = &Bot::start(small_world(1, 2)).await;
+    let guild = some_guild(sim, 0);
+    let words = rule(
+        "words",
+        Trigger::Keywords {
+            words: vec!["scam*".into()],
+        },
+        vec![AutomodAction::Delete, AutomodAction::Ban],
+    );
+    configure(node, guild.id, |config| {
+        config.automod = AutomodConfig { rules: vec![words] };
+    })
+    .await
+    .unwrap();
+    let calls = node.guild_calls();
+    let test = |content: &str| {
+        call(
+            guild.id,
+            GuildRequest::AutomodTest {
+                content: content.to_owned(),
+            },
+        )
+    };
+    let Ok(GuildResponse::AutomodTest { matches }) = calls.call(test("big SCAMMER here")).await
+    else {
+        panic!("no answer")
+    };
+    assert_eq!(matches.len(), 1);
+    assert_eq!(
+        (
+            matches[0].rule.as_str(),
+            matches[0].why.as_str(),
+            matches[0].actions.as_str()
+        ),
+        ("words", "the keyword `scam*`", "delete, ban")
+    );
+    let Ok(GuildResponse::AutomodTest { matches }) = calls.call(test("all fine")).await else {
+        panic!("no answer")
+    };
+    assert!(matches.is_empty());
+    let too_long = calls.call(test(&"x".repeat(2_001))).await;
+    assert!(
+        matches!(too_long, Err(GuildCallError::Invalid { .. })),
+        "{too_long:?}"
+    );
+    // Nothing happened on Discord.
+    assert!(sim.bans(guild.id).is_empty());
+    assert_eq!(deletes(sim), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_over_the_limits_are_refused_with_the_reason_and_change_nothing() {
+    let Bot { sim, node, .. } = &Bot::start(small_world(1, 2)).await;
+    let guild = some_guild(sim, 0);
+    let channel = guild.channel_ids[0];
+    let too_many = (0..51)
+        .map(|n| {
+            rule(
+                &format!("r{n}"),
+                Trigger::InviteLinks,
+                vec![AutomodAction::Log],
+            )
+        })
+        .collect();
+    let refused = configure(node, guild.id, |config| {
+        config.automod = AutomodConfig { rules: too_many };
+    })
+    .await;
+    assert!(
+        matches!(&refused, Err(GuildCallError::Invalid { message }) if message.contains("at most 50 automod rules")),
+        "{refused:?}"
+    );
+    let huge = rule(
+        "huge",
+        Trigger::Regex {
+            patterns: vec![r"\w{200}\w{200}\w{200}".into()],
+        },
+        vec![AutomodAction::Delete],
+    );
+    let refused = configure(node, guild.id, |config| {
+        config.automod = AutomodConfig { rules: vec![huge] };
+    })
+    .await;
+    assert!(
+        matches!(&refused, Err(GuildCallError::Invalid { message }) if message.contains("too large once compiled")),
+        "{refused:?}"
+    );
+
+    // The same through `config set`, in Discord.
+    let owner = guild.owner_id;
+    sim.send_message(
+        guild.id,
+        channel,
+        owner,
+        r#"!config set automod {"rules":[{"name":"x","trigger":{"kind":"regex","patterns":["(unclosed"]},"actions":[{"kind":"delete"}]}]}"#,
+    )
+    .unwrap();
+    let answer = reply_in(sim, channel, 0).await;
+    assert!(
+        answer.contains("is not a valid regular expression"),
+        "{answer}"
+    );
+    sim.send_message(guild.id, channel, owner, "!config get automod")
+        .unwrap();
+    assert_eq!(
+        reply_in(sim, channel, 1).await,
+        r#"`automod` is `{"rules":[]}`."#
+    );
+    // Nothing was set: an invite stays.
+    let invite = sim
+        .send_message(guild.id, channel, guild.member_ids[0], "discord.gg/abc")
+        .unwrap();
+    sim.send_message(guild.id, channel, owner, "!ping").unwrap();
+    assert_eq!(reply_in(sim, channel, 2).await, "pong");
+    assert!(sim.message_exists(channel, invite));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_reads_cases_and_tunes_automod_in_the_dashboard() {
+    if !browser_installed() {
+        return;
+    }
+    let Bot { sim, node, .. } = &Bot::start(small_world(1, 2)).await;
+    let guild = some_guild(sim, 0);
+    let (channel, member) = (guild.channel_ids[0], guild.member_ids[0]);
+    sim.send_message(
+        guild.id,
+        channel,
+        guild.owner_id,
+        &format!("!warn <@{member}> spamming links"),
+    )
+    .unwrap();
+    assert!(reply_in(sim, channel, 0).await.starts_with("Case #1:"));
+
+    let data = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.web.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.storage.data_dir = data.path().to_owned();
+    let dashboard = Dashboard::start(
+        &config,
+        node,
+        format!("http://{}", sim.addr()),
+        sim.application_id(),
+        Secret::new(protonn_sim::OAUTH_CLIENT_SECRET),
+    )
+    .await
+    .unwrap();
+    let origin = format!("http://{}", dashboard.addr());
+    let profile = tempfile::tempdir().unwrap();
+    let mut browser = WebDriver::start(profile.path()).await;
+    login_as(&browser, &origin, guild.owner_id).await;
+
+    // Cases: the list, filtered by the member, then the case's page.
+    browser.go(&format!("{origin}/guilds/{}", guild.id)).await;
+    browser
+        .click(&format!("a[href=\"/guilds/{}/cases\"]", guild.id))
+        .await;
+    browser.wait_for("Moderation cases").await;
+    browser.wait_for("spamming links").await;
+    browser.fill("#member", &member.to_string()).await;
+    browser.click("#filter").await;
+    browser.wait_for("All cases").await;
+    browser.screenshot("cases").await;
+    browser
+        .click(&format!("a[href=\"/guilds/{}/cases/1\"]", guild.id))
+        .await;
+    browser.wait_for("Case #1").await;
+    browser.wait_for("Every case about this member").await;
+    browser.screenshot("case").await;
+
+    // The mod-log settings: the escalation ladder and DMs, live for the bot at once.
+    browser
+        .go(&format!("{origin}/guilds/{}/settings", guild.id))
+        .await;
+    browser.wait_for("Escalation ladder").await;
+    browser
+        .fill("#escalation", "2/7d timeout 1h, 3/7d kick")
+        .await;
+    browser.click("#dm_members").await;
+    browser.click("#save").await;
+    browser.wait_for("Saved as version 1").await;
+    browser.screenshot("moderation-settings").await;
+    sim.send_message(guild.id, channel, guild.owner_id, "!config get escalation")
+        .unwrap();
+    assert_eq!(
+        reply_in(sim, channel, 1).await,
+        "`escalation` is `2/7d timeout 1h, 3/7d kick`."
+    );
+    sim.send_message(guild.id, channel, guild.owner_id, "!config get dm_members")
+        .unwrap();
+    assert_eq!(reply_in(sim, channel, 2).await, "`dm_members` is `on`.");
+    browser
+        .go(&format!("{origin}/guilds/{}/settings", guild.id))
+        .await;
+    browser.fill("#escalation", "2/7d explode").await;
+    browser.click("#save").await;
+    browser.wait_for("Give steps such as").await;
+    sim.send_message(guild.id, channel, guild.owner_id, "!config get escalation")
+        .unwrap();
+    assert_eq!(
+        reply_in(sim, channel, 3).await,
+        "`escalation` is `2/7d timeout 1h, 3/7d kick`.",
+        "a refused ladder changes nothing"
+    );
+
+    // Automod: a rule in shadow mode, saved from the editor.
+    browser.go(&format!("{origin}/guilds/{}", guild.id)).await;
+    browser
+        .click(&format!("a[href=\"/guilds/{}/automod\"]", guild.id))
+        .await;
+    browser.wait_for("Test a message").await;
+    let rules = r#"{"rules":[{"name":"invites","trigger":{"kind":"invite_links"},"actions":[{"kind":"delete"},{"kind":"warn"}],"shadow":true}]}"#;
+    browser.fill("#rules", rules).await;
+    browser.click("#save-rules").await;
+    browser.wait_for("Saved as version 2").await;
+    // Testing a message shows the rule that would fire, and why.
+    browser.fill("#content", "come to discord.gg/raid").await;
+    browser.click("#test").await;
+    browser.wait_for("an invite link (discord.gg/raid)").await;
+    browser.wait_for("shadow mode: reports only").await;
+    browser.screenshot("automod-test").await;
+    // A member's invite is only reported; the hit shows on the page.
+    let invite = sim
+        .send_message(guild.id, channel, member, "join discord.gg/raid")
+        .unwrap();
+    let page = format!("{origin}/guilds/{}/automod", guild.id);
+    wait_until("the shadow hit is listed", || async {
+        browser.go(&page).await;
+        browser.source().await.contains("id=\"hits\"")
+    })
+    .await;
+    assert!(browser.source().await.contains("delete, warn"));
+    assert!(
+        sim.message_exists(channel, invite),
+        "shadow mode deletes nothing"
+    );
+    browser.screenshot("automod-hits").await;
+    // A rule the bot refuses is not saved, and the page says why.
+    browser
+        .fill(
+            "#rules",
+            r#"{"rules":[{"name":"bad","trigger":{"kind":"regex","patterns":["(unclosed"]},"actions":[{"kind":"delete"}]}]}"#,
+        )
+        .await;
+    browser.click("#save-rules").await;
+    browser.wait_for("is not a valid regular expression").await;
+    browser.wait_for("Nothing was saved").await;
+    browser.screenshot("automod-refused").await;
+
+    browser.quit().await;
+    dashboard.shutdown().await;
+}
