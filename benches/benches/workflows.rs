@@ -146,7 +146,7 @@ fn per_message(c: &mut Criterion) {
         let first = batch(guild, &mut next_id);
         route_and_wait(&runtime, &router, &mut handled, first);
     }
-    runtime.block_on(tokio::time::sleep(Duration::from_millis(500)));
+    runtime.block_on(async { tokio::time::sleep(Duration::from_millis(500)).await });
 
     let mut group = c.benchmark_group("B11 MESSAGE_CREATE handled");
     group.throughput(Throughput::Elements(BATCH));
