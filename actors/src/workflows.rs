@@ -118,6 +118,11 @@ impl Feature for Workflows {
         let shared = Arc::clone(&ctx.state::<State>().shared);
         let mut guard = lock(&shared);
         let unknown_command = guard.unknown_command.take();
+        if let Phase::Ready(active) = &guard.phase
+            && !active.listens_to(event)
+        {
+            return Vec::new();
+        }
         let facts = facts_of(&io, &mut guard, event);
         if facts.is_empty() {
             return Vec::new();
@@ -203,6 +208,54 @@ struct Active {
     workflows: run::Workflows,
     /// Ids in order: the order in which triggers are tried.
     order: Vec<u64>,
+    /// Which events any trigger listens to.
+    listens: Listens,
+}
+
+#[derive(Default)]
+struct Listens {
+    messages: bool,
+    members: bool,
+    reactions: bool,
+    roles: bool,
+}
+
+impl Active {
+    fn add(&mut self, compiled: model::Compiled) {
+        let listens = &mut self.listens;
+        match compiled.trigger {
+            CompiledTrigger::Message { .. } | CompiledTrigger::Command(_) => {
+                listens.messages = true
+            }
+            CompiledTrigger::MemberJoin | CompiledTrigger::MemberLeave => listens.members = true,
+            CompiledTrigger::ReactionAdd(_) | CompiledTrigger::ReactionRemove(_) => {
+                listens.reactions = true
+            }
+            CompiledTrigger::RoleAdd(_) | CompiledTrigger::RoleRemove(_) => listens.roles = true,
+            CompiledTrigger::Schedule { .. } | CompiledTrigger::Called => {}
+        }
+        self.order.push(compiled.workflow_id);
+        self.workflows
+            .insert(compiled.workflow_id, Arc::new(compiled));
+    }
+
+    /// Whether the event can fire a trigger (or tells the roles members had, for role
+    /// triggers): the rest costs nothing more than this check.
+    fn listens_to(&self, event: &Event) -> bool {
+        let Listens {
+            messages,
+            members,
+            reactions,
+            roles,
+        } = self.listens;
+        match event {
+            Event::MessageCreate(_) => messages || roles,
+            Event::MemberAdd(_) | Event::MemberRemove(_) => members || roles,
+            Event::MemberUpdate(_) => roles,
+            Event::ReactionAdd(_) | Event::ReactionRemove(_) => reactions,
+            _ => false,
+        }
+    }
 }
 
 /// A token bucket of runs: [`RUNS_PER_MINUTE`] at most, refilled evenly.
@@ -432,9 +485,12 @@ fn dispatch(
         return Vec::new();
     };
     let active = Arc::clone(active);
+    let matching = run::Matching::new(&facts);
     let mut fired = active.order.iter().filter_map(|id| {
         let workflow = &active.workflows[id];
-        run::matches(&workflow.trigger, &facts, prefix).map(|args| (workflow, args))
+        matching
+            .matches(&workflow.trigger, prefix)
+            .map(|args| (workflow, args))
     });
     let mut effects = Vec::new();
     for (workflow, args) in fired.by_ref().take(FANOUT) {
@@ -668,12 +724,7 @@ async fn load(io: &Io) -> Result<Active, protonn_storage::StorageError> {
         let compiled = Definition::from_json(&workflow.definition)
             .and_then(|definition| definition.compile(workflow.workflow_id, &workflow.name));
         match compiled {
-            Ok(compiled) => {
-                active.order.push(workflow.workflow_id);
-                active
-                    .workflows
-                    .insert(workflow.workflow_id, Arc::new(compiled));
-            }
+            Ok(compiled) => active.add(compiled),
             // Saved by an older version with other rules: skipped, loudly.
             Err(err) => {
                 tracing::warn!(guild_id = %io.guild_id(), workflow = workflow.workflow_id, error = %err, "stored workflow does not compile; skipped")
@@ -781,5 +832,142 @@ async fn complete(io: &Io, timer: &Timer) {
         .await
     {
         tracing::warn!(guild_id = timer.guild_id, error = %err, "workflow timer not completed; its claim will lapse");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use protonn_shard::BotToken;
+    use protonn_storage::{EmbeddedStore, Store};
+    use serde_json::json;
+    use twilight_cache_inmemory::DefaultInMemoryCache;
+    use twilight_model::gateway::payload::incoming::{MemberUpdate, MessageCreate, ReactionAdd};
+
+    use super::*;
+    use crate::rest::{GlobalLine, GuardLimits, InvalidRequestGuard, Rest, Transport};
+    use crate::{Replies, RuntimeConfig, Services};
+
+    const GUILD: u64 = 661_000_000_000_000_000;
+    const BOT: u64 = 99;
+
+    /// Services whose REST goes nowhere (these tests send nothing); the bot's id is known.
+    fn io(data: &std::path::Path) -> Io {
+        let rest = Rest::new(
+            Arc::new(Transport::new(
+                &BotToken::new("test"),
+                Some("127.0.0.1:9"),
+                Duration::from_secs(1),
+            )),
+            Arc::new(GlobalLine::unlimited()),
+            Arc::new(InvalidRequestGuard::new(GuardLimits::default())),
+        );
+        let services = Services {
+            store: Arc::new(EmbeddedStore::open(data).unwrap()) as Arc<dyn Store>,
+            departures: Arc::default(),
+            replies: Replies::new(rest),
+            cache: Arc::new(DefaultInMemoryCache::new()),
+            own_roles: Arc::default(),
+            runtime: RuntimeConfig::default(),
+            dead_letters: Arc::default(),
+            observer: None,
+            node_name: "test".to_owned(),
+            shard_count: 1,
+        };
+        services.own_roles.set_bot(Id::new(BOT));
+        Io::new(Arc::new(services), Id::new(GUILD))
+    }
+
+    fn user(id: u64, bot: bool) -> serde_json::Value {
+        json!({"id": id.to_string(), "username": "u", "discriminator": "0", "avatar": null, "bot": bot})
+    }
+
+    fn message(author: u64, bot: bool, webhook: bool) -> Event {
+        let mut message = json!({
+            "id": "10", "channel_id": "20", "guild_id": GUILD.to_string(), "author": user(author, bot),
+            "content": "hello", "timestamp": "2024-01-01T00:00:00.000000+00:00",
+            "edited_timestamp": null, "tts": false, "mention_everyone": false, "mentions": [],
+            "mention_roles": [], "attachments": [], "embeds": [], "pinned": false, "type": 0,
+        });
+        if webhook {
+            message["webhook_id"] = json!("30");
+        }
+        Event::MessageCreate(Box::new(MessageCreate {
+            channel_type: None,
+            message: serde_json::from_value(message).unwrap(),
+        }))
+    }
+
+    fn member_update(member: u64, roles: &[u64]) -> Event {
+        let roles: Vec<String> = roles.iter().map(u64::to_string).collect();
+        let update: MemberUpdate = serde_json::from_value(json!({
+            "guild_id": GUILD.to_string(), "roles": roles, "user": user(member, false),
+            "joined_at": null, "pending": false, "premium_since": null, "nick": null,
+            "avatar": null, "communication_disabled_until": null, "deaf": false, "mute": false,
+        }))
+        .unwrap();
+        Event::MemberUpdate(Box::new(update))
+    }
+
+    fn reaction(by: u64) -> Event {
+        let reaction: ReactionAdd = serde_json::from_value(json!({
+            "channel_id": "20", "message_id": "10", "user_id": by.to_string(),
+            "guild_id": GUILD.to_string(), "emoji": {"id": null, "name": "⭐"}, "burst": false,
+        }))
+        .unwrap();
+        Event::ReactionAdd(Box::new(reaction))
+    }
+
+    #[tokio::test]
+    async fn bot_authored_events_and_the_bot_s_own_never_trigger() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = io(dir.path());
+        let mut shared = Shared::default();
+        assert_eq!(
+            facts_of(&io, &mut shared, &message(5, false, false)).len(),
+            1
+        );
+        assert!(facts_of(&io, &mut shared, &message(5, true, false)).is_empty());
+        assert!(facts_of(&io, &mut shared, &message(BOT, false, false)).is_empty());
+        assert!(facts_of(&io, &mut shared, &message(5, false, true)).is_empty());
+        let star = facts_of(&io, &mut shared, &reaction(5));
+        assert_eq!(star[0].emoji.as_deref(), Some("⭐"));
+        assert!(facts_of(&io, &mut shared, &reaction(BOT)).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_member_update_is_a_role_added_or_removed_once_the_roles_before_are_known() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = io(dir.path());
+        let mut shared = Shared::default();
+        assert!(
+            facts_of(&io, &mut shared, &member_update(5, &[1, 2])).is_empty(),
+            "the roles before are not known"
+        );
+        let changes: Vec<(EventKind, Option<u64>)> =
+            facts_of(&io, &mut shared, &member_update(5, &[2, 3]))
+                .into_iter()
+                .map(|facts| (facts.kind, facts.role_id))
+                .collect();
+        assert_eq!(
+            changes,
+            [
+                (EventKind::RoleAdd, Some(3)),
+                (EventKind::RoleRemove, Some(1))
+            ]
+        );
+    }
+
+    #[test]
+    fn the_run_bucket_allows_a_burst_then_refills_over_the_minute() {
+        let mut bucket = RunBucket::default();
+        for _ in 0..RUNS_PER_MINUTE {
+            assert!(bucket.take());
+        }
+        assert!(!bucket.take());
+        bucket.at -= Duration::from_secs(2);
+        assert!(bucket.take(), "one run every 2 s");
+        assert!(!bucket.take());
     }
 }

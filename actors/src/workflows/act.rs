@@ -8,7 +8,7 @@ use twilight_model::channel::message::AllowedMentions;
 use twilight_model::channel::message::embed::Embed;
 use twilight_model::id::Id;
 
-use super::run::{Call, Limit, Outcome, Trace, TraceStep};
+use super::run::{Call, Limit, Outcome, Trace, TraceStep, clip};
 use crate::guild::{Io, direct_message};
 use crate::metrics::WORKFLOW_LIMITS_HIT;
 
@@ -45,7 +45,7 @@ fn overrule(trace: &mut Trace, outcome: Outcome) {
 fn note(trace: &mut Trace, at: &str, detail: String) {
     trace.steps.push(TraceStep {
         at: at.to_owned(),
-        detail,
+        detail: clip(detail),
     });
 }
 

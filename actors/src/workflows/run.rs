@@ -6,6 +6,7 @@
 //! Every limit of the sandbox is a [`Limit`]: hitting one stops the run, is counted in
 //! `protonn_workflows_limits_hit_total{limit}` and is the trace's outcome.
 
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -274,56 +275,78 @@ pub(crate) fn matches(
     facts: &EventFacts,
     prefix: &str,
 ) -> Option<Vec<String>> {
-    let lower = || facts.content.to_lowercase();
-    let fired = match (trigger, facts.kind) {
-        (
-            CompiledTrigger::Message {
-                contains,
-                starts_with,
-                regex,
-                channel,
-                role,
-            },
-            EventKind::Message,
-        ) => {
-            channel.is_none_or(|c| facts.channel_id == Some(c))
-                && role.is_none_or(|r| facts.roles.contains(&r))
-                && (contains.is_none() && starts_with.is_none() || {
-                    let content = lower();
-                    contains
-                        .as_ref()
-                        .is_none_or(|c| content.contains(c.as_str()))
-                        && starts_with
+    Matching::new(facts).matches(trigger, prefix)
+}
+
+/// An event being matched against a guild's triggers: its lowercased content is made once,
+/// for the first trigger that needs it.
+pub(crate) struct Matching<'a> {
+    facts: &'a EventFacts,
+    lower: OnceCell<String>,
+}
+
+impl<'a> Matching<'a> {
+    pub(crate) fn new(facts: &'a EventFacts) -> Self {
+        Self {
+            facts,
+            lower: OnceCell::new(),
+        }
+    }
+
+    /// Whether the trigger fires for the event, and the command's arguments if it is one.
+    pub(crate) fn matches(&self, trigger: &CompiledTrigger, prefix: &str) -> Option<Vec<String>> {
+        let facts = self.facts;
+        let lower = || self.lower.get_or_init(|| facts.content.to_lowercase());
+        let fired = match (trigger, facts.kind) {
+            (
+                CompiledTrigger::Message {
+                    contains,
+                    starts_with,
+                    regex,
+                    channel,
+                    role,
+                },
+                EventKind::Message,
+            ) => {
+                channel.is_none_or(|c| facts.channel_id == Some(c))
+                    && role.is_none_or(|r| facts.roles.contains(&r))
+                    && (contains.is_none() && starts_with.is_none() || {
+                        let content = lower();
+                        contains
                             .as_ref()
-                            .is_none_or(|s| content.starts_with(s.as_str()))
-                })
-                && regex.as_ref().is_none_or(|r| r.is_match(&facts.content))
-        }
-        (CompiledTrigger::Command(name), EventKind::Message) => {
-            let rest = facts.content.strip_prefix(prefix)?;
-            let mut words = rest.split_whitespace();
-            if !words
-                .next()
-                .is_some_and(|word| word.eq_ignore_ascii_case(name))
-            {
-                return None;
+                            .is_none_or(|c| content.contains(c.as_str()))
+                            && starts_with
+                                .as_ref()
+                                .is_none_or(|s| content.starts_with(s.as_str()))
+                    })
+                    && regex.as_ref().is_none_or(|r| r.is_match(&facts.content))
             }
-            return Some(words.map(str::to_owned).collect());
-        }
-        (CompiledTrigger::MemberJoin, EventKind::MemberJoin)
-        | (CompiledTrigger::MemberLeave, EventKind::MemberLeave) => true,
-        (CompiledTrigger::ReactionAdd(emoji), EventKind::ReactionAdd)
-        | (CompiledTrigger::ReactionRemove(emoji), EventKind::ReactionRemove) => {
-            emoji.is_none() || emoji.as_deref() == facts.emoji.as_deref()
-        }
-        (CompiledTrigger::Schedule { .. }, EventKind::Schedule) => true,
-        (CompiledTrigger::RoleAdd(role), EventKind::RoleAdd)
-        | (CompiledTrigger::RoleRemove(role), EventKind::RoleRemove) => {
-            facts.role_id == Some(*role)
-        }
-        _ => false,
-    };
-    fired.then(Vec::new)
+            (CompiledTrigger::Command(name), EventKind::Message) => {
+                let rest = facts.content.strip_prefix(prefix)?;
+                let mut words = rest.split_whitespace();
+                if !words
+                    .next()
+                    .is_some_and(|word| word.eq_ignore_ascii_case(name))
+                {
+                    return None;
+                }
+                return Some(words.map(str::to_owned).collect());
+            }
+            (CompiledTrigger::MemberJoin, EventKind::MemberJoin)
+            | (CompiledTrigger::MemberLeave, EventKind::MemberLeave) => true,
+            (CompiledTrigger::ReactionAdd(emoji), EventKind::ReactionAdd)
+            | (CompiledTrigger::ReactionRemove(emoji), EventKind::ReactionRemove) => {
+                emoji.is_none() || emoji.as_deref() == facts.emoji.as_deref()
+            }
+            (CompiledTrigger::Schedule { .. }, EventKind::Schedule) => true,
+            (CompiledTrigger::RoleAdd(role), EventKind::RoleAdd)
+            | (CompiledTrigger::RoleRemove(role), EventKind::RoleRemove) => {
+                facts.role_id == Some(*role)
+            }
+            _ => false,
+        };
+        fired.then(Vec::new)
+    }
 }
 
 /// The guild's enabled workflows, by id, for calls between them.
@@ -397,7 +420,7 @@ impl Runner<'_> {
     fn note(&mut self, at: String, detail: impl Into<String>) {
         self.steps.push(TraceStep {
             at,
-            detail: detail.into(),
+            detail: clip(detail.into()),
         });
     }
 
@@ -719,6 +742,19 @@ impl Runner<'_> {
         self.note(at.to_owned(), detail);
         Ok(Flow::Next)
     }
+}
+
+/// Characters of a trace line kept: enough to recognise a message, while a guild's kept
+/// traces stay small.
+const TRACE_DETAIL_CHARS: usize = 200;
+
+/// A trace line, cut to [`TRACE_DETAIL_CHARS`].
+pub(crate) fn clip(mut detail: String) -> String {
+    if let Some((cut, _)) = detail.char_indices().nth(TRACE_DETAIL_CHARS) {
+        detail.truncate(cut);
+        detail.push('…');
+    }
+    detail
 }
 
 fn eval_failure(error: EvalError) -> Outcome {
@@ -1085,5 +1121,8 @@ mod tests {
             Outcome::Failed("division by zero".into())
         );
         assert_eq!(run.trace.steps[0].detail, "failed: division by zero");
+        let long = clip("é".repeat(300));
+        assert_eq!(long.chars().count(), TRACE_DETAIL_CHARS + 1);
+        assert!(long.ends_with('…'));
     }
 }
