@@ -863,8 +863,10 @@ mod tests {
             Arc::new(GlobalLine::unlimited()),
             Arc::new(InvalidRequestGuard::new(GuardLimits::default())),
         );
+        let store = Arc::new(EmbeddedStore::open(data).unwrap()) as Arc<dyn Store>;
         let services = Services {
-            store: Arc::new(EmbeddedStore::open(data).unwrap()) as Arc<dyn Store>,
+            usage: crate::CommandUsage::new(&store),
+            store,
             departures: Arc::default(),
             replies: Replies::new(rest),
             cache: Arc::new(DefaultInMemoryCache::new()),
