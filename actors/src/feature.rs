@@ -10,7 +10,7 @@ use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
 
-use protonn_storage::{AuditEntry, GuildConfig, Timer, VersionedConfig};
+use protonn_storage::{AuditEntry, GuildConfig, Plan, Timer, VersionedConfig};
 use twilight_model::application::command::Command as SlashCommand;
 use twilight_model::channel::message::Embed;
 use twilight_model::gateway::event::Event;
@@ -234,5 +234,15 @@ pub(crate) enum Effect {
 impl Effect {
     pub(crate) fn task(work: impl Future<Output = Vec<Effect>> + Send + 'static) -> Self {
         Self::Task(Box::pin(work))
+    }
+}
+
+/// What an admin is told past a limit of their plan below premium: "; premium allows 50"
+/// (nothing on premium).
+pub(crate) fn premium_allows(plan: Plan, premium: u32) -> String {
+    if plan == Plan::Premium {
+        String::new()
+    } else {
+        format!("; premium allows {premium}")
     }
 }

@@ -282,6 +282,20 @@ pub async fn reply_in(sim: &SimHandle, channel_id: u64, after: usize) -> String 
     channel_replies(sim, channel_id).swap_remove(after)
 }
 
+/// Puts `guild_id` on premium for a day (a slot of `user_id`), as a paid subscription
+/// would: for tests of what premium's limits allow.
+pub async fn give_premium(store: &dyn protonn_storage::Store, guild_id: u64, user_id: u64) {
+    let now = protonn_storage::Timestamp::now();
+    let slot = protonn_storage::PremiumSlot {
+        guild_id,
+        user_id,
+        assigned_at: now,
+        plan: protonn_storage::Plan::Premium,
+        until: now.saturating_add(Duration::from_secs(86_400)),
+    };
+    store.put_slot(&slot).await.expect("the slot is stored");
+}
+
 /// A guild of the simulated world with a channel to talk in.
 pub fn some_guild(sim: &SimHandle, index: usize) -> GuildInfo {
     sim.guilds().swap_remove(index)

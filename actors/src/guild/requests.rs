@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use metrics::counter;
-use protonn_storage::{AuditEntry, GuildConfig, StorageError, Timestamp, VersionedConfig};
+use protonn_storage::{
+    AuditEntry, GuildConfig, Plan, StorageError, Timestamp, VersionedConfig, guild_plan,
+};
 use ractor::RpcReplyPort;
 use twilight_cache_inmemory::ResourceType;
 use twilight_http::request::TryIntoRequest;
@@ -15,7 +17,7 @@ use twilight_model::guild::Member;
 use twilight_model::id::Id;
 
 use super::GuildState;
-use crate::feature::{CallTask, Ctx};
+use crate::feature::{CallTask, Ctx, premium_allows};
 use crate::member_access::{member_access, no_access};
 use crate::metrics::AUDIT_FAILURES;
 use crate::rest::RestError;
@@ -221,6 +223,38 @@ impl GuildState {
     /// it. A change whose idempotency key is already in the audit log is answered with what
     /// it saved then, and not applied again (a retry after a shard move lands on a fresh
     /// actor that never saw the first try).
+    /// Refuses a change that brings the config past what the guild's plan allows (one key
+    /// read, on a config change only). A config already past it (after a downgrade) is kept,
+    /// and a change that does not grow it is allowed.
+    async fn check_plan(
+        &self,
+        before: &GuildConfig,
+        next: &GuildConfig,
+    ) -> Result<(), GuildCallError> {
+        let rules = next.automod.rules.len();
+        if rules <= before.automod.rules.len() {
+            return Ok(());
+        }
+        let plan = guild_plan(
+            self.services.store.as_ref(),
+            self.guild_id.get(),
+            Timestamp::now(),
+        )
+        .await
+        .map_err(|err| unavailable(&err))?;
+        let allowed = plan.limits().automod_rules;
+        if rules > allowed as usize {
+            return Err(GuildCallError::Invalid {
+                message: format!(
+                    "The {} plan allows {allowed} automod rules ({rules} given){}.",
+                    plan.name(),
+                    premium_allows(plan, Plan::Premium.limits().automod_rules)
+                ),
+            });
+        }
+        Ok(())
+    }
+
     pub(super) async fn save_config(
         &mut self,
         next: GuildConfig,
@@ -240,6 +274,7 @@ impl GuildState {
             });
         }
         let guild_id = self.guild_id.get();
+        self.check_plan(&before.config, &next).await?;
         let version = match self
             .services
             .store

@@ -6,13 +6,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use metrics::counter;
-use protonn_storage::{AuditEntry, StorageError, Timestamp, Workflow};
+use protonn_storage::{AuditEntry, Plan, StorageError, Timestamp, Workflow, guild_plan};
 use serde::Serialize;
 
 use super::model::{Definition, check_calls, limits};
 use super::run::{self, Limits, Start, TraceStep};
 use super::{Phase, SCHEDULE_PREFIX, Shared, lock};
-use crate::feature::{CallTask, Ctx};
+use crate::feature::{CallTask, Ctx, premium_allows};
 use crate::guild::Io;
 use crate::metrics::AUDIT_FAILURES;
 use crate::{GuildCall, GuildCallError, GuildRequest, GuildResponse};
@@ -147,10 +147,27 @@ async fn save(
     let guild_id = io.guild_id().get();
     let others = io.store().workflows(guild_id).await.map_err(unavailable)?;
     let is_new = others.iter().all(|w| w.workflow_id != workflow.workflow_id);
-    if is_new && others.len() >= limits::WORKFLOWS {
+    // What the guild's plan allows; a downgrade keeps what is over until it is changed.
+    let plan = guild_plan(io.store().as_ref(), guild_id, Timestamp::now())
+        .await
+        .map_err(unavailable)?;
+    let allowed = plan.limits();
+    let most = (allowed.workflows as usize).min(limits::WORKFLOWS);
+    if is_new && others.len() >= most {
         return Err(invalid(format!(
-            "a guild has at most {} workflows",
-            limits::WORKFLOWS
+            "the {} plan allows {most} workflows{}",
+            plan.name(),
+            premium_allows(plan, Plan::Premium.limits().workflows)
+        )));
+    }
+    let steps = definition.steps();
+    if steps > allowed.workflow_steps as usize {
+        return Err(invalid(format!(
+            "the {} plan allows {} steps (conditions and actions) in a workflow, this one has \
+             {steps}{}",
+            plan.name(),
+            allowed.workflow_steps,
+            premium_allows(plan, Plan::Premium.limits().workflow_steps)
         )));
     }
     let parsed: Vec<(u64, Definition)> = others

@@ -478,6 +478,13 @@ fn invalid<T>(message: impl Into<String>) -> Result<T, DefinitionError> {
     Err(DefinitionError::Invalid(message.into()))
 }
 
+impl Definition {
+    /// Its steps, as the plans count them: conditions (each node of and/or/not) and actions.
+    pub(crate) fn steps(&self) -> usize {
+        count_conditions(&self.conditions) + self.actions.len()
+    }
+}
+
 fn count_conditions(conditions: &[Condition]) -> usize {
     conditions
         .iter()

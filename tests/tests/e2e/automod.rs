@@ -29,7 +29,7 @@ fn call(guild_id: u64, request: GuildRequest) -> GuildCall {
     }
 }
 
-fn rule(name: &str, trigger: Trigger, actions: Vec<AutomodAction>) -> AutomodRule {
+pub(crate) fn rule(name: &str, trigger: Trigger, actions: Vec<AutomodAction>) -> AutomodRule {
     AutomodRule {
         name: name.to_owned(),
         trigger,
@@ -41,7 +41,7 @@ fn rule(name: &str, trigger: Trigger, actions: Vec<AutomodAction>) -> AutomodRul
 }
 
 /// Replaces the guild's config with `change` applied to it, as the dashboard does.
-async fn configure(
+pub(crate) async fn configure(
     node: &protonn_cluster::Node,
     guild_id: u64,
     change: impl FnOnce(&mut GuildConfig),
@@ -222,6 +222,8 @@ async fn each_content_rule_deletes_what_breaks_it_and_spares_the_rest() {
     let guild = some_guild(sim, 0);
     let (channel, exempt) = (guild.channel_ids[0], guild.channel_ids[1]);
     let member = guild.member_ids[0];
+    // Eight rules: more than the free plan's five.
+    give_premium(node.store().as_ref(), guild.id, guild.owner_id).await;
     let delete = || vec![AutomodAction::Delete];
     let mut invites = rule("invites", Trigger::InviteLinks, delete());
     invites.exempt_channels = vec![exempt];

@@ -360,3 +360,59 @@ async fn a_user_redeems_a_code_and_gives_the_slot_to_a_server_in_chromium() {
     dashboard.shutdown().await;
     bot.stop().await;
 }
+
+/// A free server is held to its plan's limits (automod rules, workflows, steps), told what
+/// premium allows, and nothing is saved; premium lifts them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_free_server_is_held_to_its_plans_limits_and_premium_lifts_them() {
+    use protonn_storage::{AutomodAction, Trigger};
+
+    let Bot { sim, node, .. } = &Bot::start(small_world(1, 1)).await;
+    let guild = some_guild(sim, 0);
+    let calls = node.guild_calls();
+    let free = Plan::Free.limits();
+    let rules = |n: u32| {
+        (0..n)
+            .map(|i| {
+                let trigger = Trigger::Keywords {
+                    words: vec![format!("word{i}")],
+                };
+                crate::automod::rule(&format!("rule {i}"), trigger, vec![AutomodAction::Delete])
+            })
+            .collect::<Vec<_>>()
+    };
+    let too_many = free.automod_rules + 1;
+    let err = crate::automod::configure(node, guild.id, |config| {
+        config.automod.rules = rules(too_many);
+    })
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("free plan allows 5 automod rules"),
+        "{err}"
+    );
+    let workflow =
+        r#"{"trigger": {"command": {"name": "hi"}}, "actions": [{"reply": {"text": "hi"}}]}"#;
+    for id in 1..=u64::from(free.workflows) {
+        crate::workflows::save(calls.as_ref(), guild.id, id, workflow)
+            .await
+            .unwrap();
+    }
+    let err = crate::workflows::save(calls.as_ref(), guild.id, 99, workflow)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("free plan allows 3 workflows"),
+        "{err}"
+    );
+
+    give_premium(node.store().as_ref(), guild.id, guild.owner_id).await;
+    crate::automod::configure(node, guild.id, |config| {
+        config.automod.rules = rules(too_many);
+    })
+    .await
+    .unwrap();
+    crate::workflows::save(calls.as_ref(), guild.id, 99, workflow)
+        .await
+        .unwrap();
+}

@@ -31,7 +31,7 @@ async fn call(
         .await
 }
 
-async fn save(
+pub(crate) async fn save(
     calls: &dyn GuildCalls,
     guild_id: u64,
     workflow_id: u64,
@@ -294,6 +294,8 @@ async fn a_dry_run_shows_each_step_and_sends_nothing() {
 async fn each_sandbox_limit_stops_a_run_with_its_reason() {
     let Bot { sim, node, .. } = &Bot::start(small_world(1, 1)).await;
     let guild = some_guild(sim, 0);
+    // Workflows with more steps, and more of them, than the free plan allows.
+    give_premium(node.store().as_ref(), guild.id, guild.owner_id).await;
     let calls = node.guild_calls();
     let calls = calls.as_ref();
     let channel = guild.channel_ids[0];
