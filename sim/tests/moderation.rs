@@ -6,18 +6,9 @@ mod common;
 
 use common::*;
 
-use protonn_sim::{SimConfig, SimHandle};
-use serde_json::{Value, json};
+use protonn_sim::SimHandle;
+use serde_json::json;
 use twilight_gateway::{ConfigBuilder, Event, Intents, Shard, ShardId};
-
-fn config() -> SimConfig {
-    SimConfig {
-        guilds: 2,
-        shards: 1,
-        privileged_intents: vec!["MESSAGE_CONTENT".to_owned(), "GUILD_MEMBERS".to_owned()],
-        ..SimConfig::default()
-    }
-}
 
 /// A twilight shard, READY, with the intents moderation's events need.
 async fn connect(sim: &SimHandle) -> Shard {
@@ -33,35 +24,13 @@ async fn connect(sim: &SimHandle) -> Shard {
     shard
 }
 
-async fn call(sim: &SimHandle, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut headers = format!("authorization: Bot {TOKEN}\r\n");
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    if !body.is_empty() {
-        headers.push_str("content-type: application/json\r\n");
-    }
-    let reply = raw_http::send(
-        sim.addr(),
-        method,
-        &format!("/api/v10{path}"),
-        &headers,
-        &body,
-    )
-    .await;
-    let json = if reply.body.is_empty() {
-        Value::Null
-    } else {
-        reply.json()
-    };
-    (reply.status, json)
-}
-
 #[tokio::test]
 async fn a_ban_removes_the_member_and_is_lifted_once() {
-    let sim = start(config()).await;
+    let sim = start(privileged_world()).await;
     let guild = sim.guilds()[0].clone();
     let user = guild.member_ids[0];
     let path = format!("/guilds/{}/bans/{user}", guild.id);
-    let (status, _) = call(
+    let (status, _) = bot_call(
         &sim,
         "PUT",
         &path,
@@ -71,7 +40,7 @@ async fn a_ban_removes_the_member_and_is_lifted_once() {
     assert_eq!(status, 204);
     assert_eq!(sim.bans(guild.id), vec![user]);
     assert!(sim.departed(guild.id, user));
-    let (status, body) = call(
+    let (status, body) = bot_call(
         &sim,
         "GET",
         &format!("/guilds/{}/members/{user}", guild.id),
@@ -83,10 +52,10 @@ async fn a_ban_removes_the_member_and_is_lifted_once() {
         (404, Some(10007)),
         "a banned user is no member"
     );
-    assert_eq!(call(&sim, "GET", &path, None).await.0, 200);
+    assert_eq!(bot_call(&sim, "GET", &path, None).await.0, 200);
 
-    assert_eq!(call(&sim, "DELETE", &path, None).await.0, 204);
-    let (status, body) = call(&sim, "DELETE", &path, None).await;
+    assert_eq!(bot_call(&sim, "DELETE", &path, None).await.0, 204);
+    let (status, body) = bot_call(&sim, "DELETE", &path, None).await;
     assert_eq!(
         (status, body["code"].as_u64()),
         (404, Some(10026)),
@@ -106,13 +75,13 @@ async fn a_ban_removes_the_member_and_is_lifted_once() {
 
 #[tokio::test]
 async fn bad_input_is_refused_and_changes_nothing() {
-    let sim = start(config()).await;
+    let sim = start(privileged_world()).await;
     let guild = sim.guilds()[0].clone();
     let user = guild.member_ids[0];
     let channel = guild.channel_ids[0];
 
     let path = format!("/guilds/{}/bans/{user}", guild.id);
-    let (status, body) = call(
+    let (status, body) = bot_call(
         &sim,
         "PUT",
         &path,
@@ -124,7 +93,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
 
     let far = "2099-01-01T00:00:00.000000+00:00";
     let member = format!("/guilds/{}/members/{user}", guild.id);
-    let (status, body) = call(
+    let (status, body) = bot_call(
         &sim,
         "PATCH",
         &member,
@@ -139,7 +108,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
     assert_eq!(sim.timeout_of(guild.id, user), None);
 
     let bulk = format!("/channels/{channel}/messages/bulk-delete");
-    let (status, body) = call(&sim, "POST", &bulk, Some(json!({"messages": ["1"]}))).await;
+    let (status, body) = bot_call(&sim, "POST", &bulk, Some(json!({"messages": ["1"]}))).await;
     assert_eq!(
         (status, body["code"].as_u64()),
         (400, Some(50035)),
@@ -147,7 +116,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
     );
     // A message id from 2020 is older than 14 days.
     let old = (1_577_836_800_000u64 - 1_420_070_400_000) << 22;
-    let (status, body) = call(
+    let (status, body) = bot_call(
         &sim,
         "POST",
         &bulk,
@@ -156,7 +125,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
     .await;
     assert_eq!((status, body["code"].as_u64()), (400, Some(50034)));
 
-    let (status, _) = call(
+    let (status, _) = bot_call(
         &sim,
         "PATCH",
         &format!("/channels/{channel}"),
@@ -169,12 +138,12 @@ async fn bad_input_is_refused_and_changes_nothing() {
 
 #[tokio::test]
 async fn the_owner_is_out_of_reach_and_overwrites_take_permissions_away() {
-    let sim = start(config()).await;
+    let sim = start(privileged_world()).await;
     let guild = sim.guilds()[0].clone();
     let channel = guild.channel_ids[0];
     // Messages reach the world only through a session.
     let _shard = connect(&sim).await;
-    let (status, body) = call(
+    let (status, body) = bot_call(
         &sim,
         "PUT",
         &format!("/guilds/{}/bans/{}", guild.id, guild.owner_id),
@@ -184,10 +153,10 @@ async fn the_owner_is_out_of_reach_and_overwrites_take_permissions_away() {
     assert_eq!((status, body["code"].as_u64()), (403, Some(50013)));
 
     // The bot denies itself Manage Messages in one channel: deleting there is refused.
-    let (_, me) = call(&sim, "GET", "/users/@me", None).await;
+    let (_, me) = bot_call(&sim, "GET", "/users/@me", None).await;
     let bot = me["id"].as_str().unwrap().to_owned();
     let manage_messages = 1u64 << 13;
-    let (status, _) = call(
+    let (status, _) = bot_call(
         &sim,
         "PUT",
         &format!("/channels/{channel}/permissions/{bot}"),
@@ -199,7 +168,7 @@ async fn the_owner_is_out_of_reach_and_overwrites_take_permissions_away() {
     let message = sim
         .send_message(guild.id, channel, guild.member_ids[0], "hello")
         .unwrap();
-    let (status, body) = call(
+    let (status, body) = bot_call(
         &sim,
         "DELETE",
         &format!("/channels/{channel}/messages/{message}"),
@@ -215,7 +184,7 @@ async fn the_owner_is_out_of_reach_and_overwrites_take_permissions_away() {
         .send_message(guild.id, other, guild.member_ids[0], "hello")
         .unwrap();
     assert_eq!(
-        call(
+        bot_call(
             &sim,
             "DELETE",
             &format!("/channels/{other}/messages/{message}"),
@@ -226,7 +195,7 @@ async fn the_owner_is_out_of_reach_and_overwrites_take_permissions_away() {
         204
     );
     assert!(!sim.message_exists(other, message));
-    let (status, body) = call(
+    let (status, body) = bot_call(
         &sim,
         "PATCH",
         &format!("/channels/{other}"),
@@ -242,7 +211,7 @@ async fn the_owner_is_out_of_reach_and_overwrites_take_permissions_away() {
 
 #[tokio::test]
 async fn moderation_sends_its_gateway_events() {
-    let sim = start(config()).await;
+    let sim = start(privileged_world()).await;
     let guild = sim.guilds()[0].clone();
     let mut shard = connect(&sim).await;
     let user = guild.member_ids[1];
@@ -251,11 +220,11 @@ async fn moderation_sends_its_gateway_events() {
     let second = sim.send_message(guild.id, channel, user, "two").unwrap();
     let bulk = format!("/channels/{channel}/messages/bulk-delete");
     let ids = json!({"messages": [first.to_string(), second.to_string()]});
-    assert_eq!(call(&sim, "POST", &bulk, Some(ids)).await.0, 204);
+    assert_eq!(bot_call(&sim, "POST", &bulk, Some(ids)).await.0, 204);
     let lifted = "2000-01-01T00:00:00.000000+00:00";
     let member = format!("/guilds/{}/members/{user}", guild.id);
     assert_eq!(
-        call(
+        bot_call(
             &sim,
             "PATCH",
             &member,
@@ -266,7 +235,7 @@ async fn moderation_sends_its_gateway_events() {
         200
     );
     assert_eq!(
-        call(
+        bot_call(
             &sim,
             "PUT",
             &format!("/guilds/{}/bans/{user}", guild.id),
@@ -277,7 +246,7 @@ async fn moderation_sends_its_gateway_events() {
         204
     );
     assert_eq!(
-        call(
+        bot_call(
             &sim,
             "DELETE",
             &format!("/guilds/{}/bans/{user}", guild.id),

@@ -8,20 +8,11 @@ mod common;
 
 use common::*;
 
-use protonn_sim::{GuildInfo, InteractionKind, SimConfig, SimError, SimHandle};
+use protonn_sim::{GuildInfo, InteractionKind, SimError, SimHandle};
 use serde_json::{Value, json};
 use twilight_gateway::{ConfigBuilder, Event, Intents, Shard, ShardId};
 use twilight_model::application::interaction::InteractionData;
 use twilight_model::application::interaction::modal::ModalInteractionComponent;
-
-fn config() -> SimConfig {
-    SimConfig {
-        guilds: 2,
-        shards: 1,
-        privileged_intents: vec!["MESSAGE_CONTENT".to_owned(), "GUILD_MEMBERS".to_owned()],
-        ..SimConfig::default()
-    }
-}
 
 async fn connect(sim: &SimHandle) -> Shard {
     let intents = Intents::GUILDS
@@ -34,28 +25,6 @@ async fn connect(sim: &SimHandle) -> Shard {
     let mut shard = Shard::with_config(ShardId::new(0, 1), config);
     until(&mut shard, |e| matches!(e, Event::Ready(_)).then_some(())).await;
     shard
-}
-
-async fn call(sim: &SimHandle, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut headers = format!("authorization: Bot {TOKEN}\r\n");
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    if !body.is_empty() {
-        headers.push_str("content-type: application/json\r\n");
-    }
-    let reply = raw_http::send(
-        sim.addr(),
-        method,
-        &format!("/api/v10{path}"),
-        &headers,
-        &body,
-    )
-    .await;
-    let json = if reply.body.is_empty() {
-        Value::Null
-    } else {
-        reply.json()
-    };
-    (reply.status, json)
 }
 
 /// A control route of the simulator.
@@ -122,7 +91,7 @@ fn id_of(value: &Value) -> u64 {
 
 #[tokio::test]
 async fn a_member_presses_a_button_fills_a_modal_and_the_bot_answers_as_discord_allows() {
-    let sim = start(config()).await;
+    let sim = start(privileged_world()).await;
     let mut shard = connect(&sim).await;
     let guild: GuildInfo = sim.guilds()[0].clone();
     let (channel, member) = (guild.channel_ids[0], guild.member_ids[0]);
@@ -131,14 +100,14 @@ async fn a_member_presses_a_button_fills_a_modal_and_the_bot_answers_as_discord_
     let mut bad = panel();
     bad["components"][0]["components"][0]["custom_id"] = json!("x".repeat(101));
     let path = format!("/channels/{channel}/messages");
-    let (status, body) = call(&sim, "POST", &path, Some(bad)).await;
+    let (status, body) = bot_call(&sim, "POST", &path, Some(bad)).await;
     assert_eq!(
         (status, body["code"].as_u64()),
         (400, Some(50035)),
         "{body}"
     );
     assert!(sim.messages(channel).is_empty());
-    let (status, posted) = call(&sim, "POST", &path, Some(panel())).await;
+    let (status, posted) = bot_call(&sim, "POST", &path, Some(panel())).await;
     assert_eq!(status, 200, "{posted}");
     assert_eq!(
         posted["components"][0]["components"][0]["custom_id"],
@@ -186,7 +155,7 @@ async fn a_member_presses_a_button_fills_a_modal_and_the_bot_answers_as_discord_
         (data.custom_id.as_str(), data.values.as_slice()),
         ("ticket:category", &["billing".to_owned()][..])
     );
-    let (status, _) = call(
+    let (status, _) = bot_call(
         &sim,
         "POST",
         &callback_path(id, &token),
@@ -207,14 +176,14 @@ async fn a_member_presses_a_button_fills_a_modal_and_the_bot_answers_as_discord_
     assert!(matches!(data, InteractionData::MessageComponent(_)));
     let mut untitled = modal();
     untitled["data"]["title"] = json!("");
-    let (status, body) = call(&sim, "POST", &callback_path(id, &token), Some(untitled)).await;
+    let (status, body) = bot_call(&sim, "POST", &callback_path(id, &token), Some(untitled)).await;
     assert_eq!((status, body["code"].as_u64()), (400, Some(50035)));
     assert!(
         sim.submit_modal(pressed, &[("topic", "My refund is late")])
             .is_err(),
         "no modal shown yet"
     );
-    let (status, _) = call(&sim, "POST", &callback_path(id, &token), Some(modal())).await;
+    let (status, _) = bot_call(&sim, "POST", &callback_path(id, &token), Some(modal())).await;
     assert_eq!(status, 204);
 
     // The member sends it: checked against the modal's rules, then sent once.
@@ -252,10 +221,10 @@ async fn a_member_presses_a_button_fills_a_modal_and_the_bot_answers_as_discord_
     );
 
     // No modal in answer to a modal; an answer with a message is posted in the channel.
-    let (status, body) = call(&sim, "POST", &callback_path(id, &token), Some(modal())).await;
+    let (status, body) = bot_call(&sim, "POST", &callback_path(id, &token), Some(modal())).await;
     assert_eq!((status, body["code"].as_u64()), (400, Some(50035)));
     let answer = json!({"type": 4, "data": {"content": "Ticket #1 opened"}});
-    let (status, _) = call(
+    let (status, _) = bot_call(
         &sim,
         "POST",
         &callback_path(id, &token),
@@ -263,7 +232,7 @@ async fn a_member_presses_a_button_fills_a_modal_and_the_bot_answers_as_discord_
     )
     .await;
     assert_eq!(status, 204);
-    let (status, body) = call(&sim, "POST", &callback_path(id, &token), Some(answer)).await;
+    let (status, body) = bot_call(&sim, "POST", &callback_path(id, &token), Some(answer)).await;
     assert_eq!((status, body["code"].as_u64()), (400, Some(40060)));
     let contents: Vec<String> = sim
         .messages(channel)
@@ -279,7 +248,7 @@ async fn a_member_presses_a_button_fills_a_modal_and_the_bot_answers_as_discord_
     let (id, token, _) = next_interaction(&mut shard).await;
     assert_eq!(id, command);
     let update = json!({"type": 7, "data": {"content": "changed"}});
-    let (status, _) = call(&sim, "POST", &callback_path(id, &token), Some(update)).await;
+    let (status, _) = bot_call(&sim, "POST", &callback_path(id, &token), Some(update)).await;
     assert_eq!(status, 400);
 
     let kinds: Vec<(InteractionKind, Option<u8>)> = sim
@@ -302,7 +271,7 @@ async fn a_member_presses_a_button_fills_a_modal_and_the_bot_answers_as_discord_
 
 #[tokio::test]
 async fn private_threads_take_members_archive_lock_and_say_so_on_the_gateway() {
-    let sim = start(config()).await;
+    let sim = start(privileged_world()).await;
     let mut shard = connect(&sim).await;
     let guild = sim.guilds()[0].clone();
     let (channel, member, other) = (
@@ -317,12 +286,12 @@ async fn private_threads_take_members_archive_lock_and_say_so_on_the_gateway() {
         json!({"name": "ticket-1", "type": 10}),
         json!({"name": "ticket-1", "auto_archive_duration": 5}),
     ] {
-        let (status, body) = call(&sim, "POST", &path, Some(bad.clone())).await;
+        let (status, body) = bot_call(&sim, "POST", &path, Some(bad.clone())).await;
         assert_eq!((status, body["code"].as_u64()), (400, Some(50035)), "{bad}");
     }
     assert!(sim.threads(guild.id).is_empty(), "bad input made nothing");
 
-    let (status, thread) = call(
+    let (status, thread) = bot_call(
         &sim,
         "POST",
         &path,
@@ -338,7 +307,7 @@ async fn private_threads_take_members_archive_lock_and_say_so_on_the_gateway() {
     })
     .await;
     assert_eq!(created, thread_id);
-    let (status, body) = call(
+    let (status, body) = bot_call(
         &sim,
         "POST",
         &format!("/channels/{thread_id}/threads"),
@@ -357,7 +326,7 @@ async fn private_threads_take_members_archive_lock_and_say_so_on_the_gateway() {
             .is_none()
     );
     let members = format!("/channels/{thread_id}/thread-members/{member}");
-    assert_eq!(call(&sim, "PUT", &members, None).await.0, 204);
+    assert_eq!(bot_call(&sim, "PUT", &members, None).await.0, 204);
     let added = until(&mut shard, |e| match e {
         Event::ThreadMembersUpdate(u) => Some(
             u.added_members
@@ -378,7 +347,7 @@ async fn private_threads_take_members_archive_lock_and_say_so_on_the_gateway() {
         sim.send_message(guild.id, thread_id, member, "hello?")
             .is_some()
     );
-    let (status, body) = call(
+    let (status, body) = bot_call(
         &sim,
         "PUT",
         &format!("/channels/{thread_id}/thread-members/1"),
@@ -389,9 +358,9 @@ async fn private_threads_take_members_archive_lock_and_say_so_on_the_gateway() {
 
     // Add and remove someone else.
     let someone = format!("/channels/{thread_id}/thread-members/{other}");
-    assert_eq!(call(&sim, "PUT", &someone, None).await.0, 204);
-    assert_eq!(call(&sim, "DELETE", &someone, None).await.0, 204);
-    let (status, body) = call(&sim, "DELETE", &someone, None).await;
+    assert_eq!(bot_call(&sim, "PUT", &someone, None).await.0, 204);
+    assert_eq!(bot_call(&sim, "DELETE", &someone, None).await.0, 204);
+    let (status, body) = bot_call(&sim, "DELETE", &someone, None).await;
     assert_eq!((status, body["code"].as_u64()), (404, Some(10007)));
     let removed = until(&mut shard, |e| match e {
         Event::ThreadMembersUpdate(u) if !u.removed_member_ids.is_empty() => {
@@ -405,7 +374,7 @@ async fn private_threads_take_members_archive_lock_and_say_so_on_the_gateway() {
     // Rename, then archive and lock: THREAD_UPDATE each time; a locked, archived thread
     // takes no message, no member and no change that leaves it archived.
     let thread_path = format!("/channels/{thread_id}");
-    let (status, renamed) = call(
+    let (status, renamed) = bot_call(
         &sim,
         "PATCH",
         &thread_path,
@@ -416,7 +385,7 @@ async fn private_threads_take_members_archive_lock_and_say_so_on_the_gateway() {
         (status, renamed["name"].as_str()),
         (200, Some("ticket-1-refund"))
     );
-    let (status, closed) = call(
+    let (status, closed) = bot_call(
         &sim,
         "PATCH",
         &thread_path,
@@ -437,7 +406,7 @@ async fn private_threads_take_members_archive_lock_and_say_so_on_the_gateway() {
         sim.send_message(guild.id, thread_id, member, "still there?")
             .is_none()
     );
-    let (status, body) = call(
+    let (status, body) = bot_call(
         &sim,
         "POST",
         &format!("{thread_path}/messages"),
@@ -445,13 +414,13 @@ async fn private_threads_take_members_archive_lock_and_say_so_on_the_gateway() {
     )
     .await;
     assert_eq!((status, body["code"].as_u64()), (400, Some(50083)));
-    let (status, body) = call(&sim, "PUT", &someone, None).await;
+    let (status, body) = bot_call(&sim, "PUT", &someone, None).await;
     assert_eq!((status, body["code"].as_u64()), (400, Some(50083)));
-    let (status, body) = call(&sim, "PATCH", &thread_path, Some(json!({"name": "x"}))).await;
+    let (status, body) = bot_call(&sim, "PATCH", &thread_path, Some(json!({"name": "x"}))).await;
     assert_eq!((status, body["code"].as_u64()), (400, Some(50083)));
 
     // Reopened, it takes messages again.
-    let (status, reopened) = call(
+    let (status, reopened) = bot_call(
         &sim,
         "PATCH",
         &thread_path,
@@ -462,7 +431,7 @@ async fn private_threads_take_members_archive_lock_and_say_so_on_the_gateway() {
         (status, reopened["thread_metadata"]["archived"].as_bool()),
         (200, Some(false))
     );
-    let (status, _) = call(
+    let (status, _) = bot_call(
         &sim,
         "POST",
         &format!("{thread_path}/messages"),
@@ -485,16 +454,16 @@ async fn private_threads_take_members_archive_lock_and_say_so_on_the_gateway() {
 
 /// The bot's user id, from `GET /users/@me`.
 async fn sim_bot_id(sim: &SimHandle) -> u64 {
-    id_of(&call(sim, "GET", "/users/@me", None).await.1)
+    id_of(&bot_call(sim, "GET", "/users/@me", None).await.1)
 }
 
 #[tokio::test]
 async fn a_threads_history_reads_page_by_page_with_edits_deletions_and_attachments() {
-    let sim = start(config()).await;
+    let sim = start(privileged_world()).await;
     let mut shard = connect(&sim).await;
     let guild = sim.guilds()[0].clone();
     let (channel, member) = (guild.channel_ids[0], guild.member_ids[0]);
-    let (_, thread) = call(
+    let (_, thread) = bot_call(
         &sim,
         "POST",
         &format!("/channels/{channel}/threads"),
@@ -534,14 +503,14 @@ async fn a_threads_history_reads_page_by_page_with_edits_deletions_and_attachmen
         "before=abc",
         "before=1&after=2",
     ] {
-        let (status, body) = call(&sim, "GET", &format!("{messages}?{query}"), None).await;
+        let (status, body) = bot_call(&sim, "GET", &format!("{messages}?{query}"), None).await;
         assert_eq!(
             (status, body["code"].as_u64()),
             (400, Some(50035)),
             "{query}"
         );
     }
-    let (_, default_page) = call(&sim, "GET", &messages, None).await;
+    let (_, default_page) = bot_call(&sim, "GET", &messages, None).await;
     assert_eq!(
         default_page.as_array().unwrap().len(),
         50,
@@ -553,7 +522,7 @@ async fn a_threads_history_reads_page_by_page_with_edits_deletions_and_attachmen
     let mut query = "limit=100".to_owned();
     let mut pages = 0;
     loop {
-        let (status, page) = call(&sim, "GET", &format!("{messages}?{query}"), None).await;
+        let (status, page) = bot_call(&sim, "GET", &format!("{messages}?{query}"), None).await;
         assert_eq!(status, 200, "{page}");
         let page = page.as_array().unwrap().clone();
         if page.is_empty() {
@@ -573,7 +542,7 @@ async fn a_threads_history_reads_page_by_page_with_edits_deletions_and_attachmen
     assert_eq!(pages, 3);
 
     // Forwards with `after`: the oldest after the id, still newest first.
-    let (_, page) = call(
+    let (_, page) = bot_call(
         &sim,
         "GET",
         &format!("{messages}?after={}&limit=2", posted[0]),
@@ -583,7 +552,7 @@ async fn a_threads_history_reads_page_by_page_with_edits_deletions_and_attachmen
     let ids: Vec<u64> = page.as_array().unwrap().iter().map(id_of).collect();
     assert_eq!(ids, [posted[2], posted[1]]);
 
-    let (_, page) = call(&sim, "GET", &format!("{messages}?limit=2"), None).await;
+    let (_, page) = bot_call(&sim, "GET", &format!("{messages}?limit=2"), None).await;
     let newest = &page[0];
     assert_eq!(newest["attachments"][0]["filename"], "log.txt");
     assert!(
@@ -592,7 +561,7 @@ async fn a_threads_history_reads_page_by_page_with_edits_deletions_and_attachmen
             .unwrap()
             .starts_with("https://cdn.discordapp.com/")
     );
-    let (_, page) = call(
+    let (_, page) = bot_call(
         &sim,
         "GET",
         &format!("{messages}?around={}&limit=3", posted[3]),

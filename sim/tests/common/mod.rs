@@ -7,6 +7,7 @@ pub(crate) mod raw_http;
 use std::time::Duration;
 
 use protonn_sim::{SimConfig, SimHandle, Simulator};
+use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::time::{Instant, timeout_at};
 use twilight_gateway::{Event, EventTypeFlags, Shard, StreamExt as _};
@@ -48,4 +49,44 @@ pub(crate) async fn poll_until(mut done: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "condition not met in time");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// A world of 2 guilds on 1 shard whose bot may have the members and message content
+/// intents: what the product features' routes are tested in.
+pub(crate) fn privileged_world() -> SimConfig {
+    SimConfig {
+        guilds: 2,
+        shards: 1,
+        privileged_intents: vec!["MESSAGE_CONTENT".to_owned(), "GUILD_MEMBERS".to_owned()],
+        ..SimConfig::default()
+    }
+}
+
+/// A REST call as the bot (`path` under `/api/v10`): the status and the JSON body (`Null`
+/// when empty).
+pub(crate) async fn bot_call(
+    sim: &SimHandle,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut headers = format!("authorization: Bot {TOKEN}\r\n");
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    if !body.is_empty() {
+        headers.push_str("content-type: application/json\r\n");
+    }
+    let reply = raw_http::send(
+        sim.addr(),
+        method,
+        &format!("/api/v10{path}"),
+        &headers,
+        &body,
+    )
+    .await;
+    let json = if reply.body.is_empty() {
+        Value::Null
+    } else {
+        reply.json()
+    };
+    (reply.status, json)
 }
