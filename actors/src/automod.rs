@@ -19,10 +19,9 @@ use std::time::Duration;
 
 use protonn_storage::AutomodConfig;
 use tokio::time::Instant;
-use twilight_model::application::command::Command as SlashCommand;
 use twilight_model::gateway::event::Event;
 
-use crate::feature::{CallTask, Ctx, Effect, Feature, Invocation};
+use crate::feature::{CallTask, Ctx, Effect, Feature};
 use crate::{GuildCall, GuildCallError, GuildRequest, GuildResponse, RuleMatch};
 pub(crate) use rules::{Hit, Rules, Said, TRIGGER_KINDS};
 
@@ -126,18 +125,6 @@ pub(crate) fn validate(config: &AutomodConfig) -> Result<(), String> {
 impl Feature for Automod {
     fn name(&self) -> &'static str {
         NAME
-    }
-
-    fn commands(&self) -> &'static [&'static str] {
-        &[]
-    }
-
-    fn slash_commands(&self) -> Vec<SlashCommand> {
-        Vec::new()
-    }
-
-    fn on_command(&self, _ctx: &mut Ctx<'_>, _invocation: Invocation) -> Vec<Effect> {
-        Vec::new()
     }
 
     fn on_call(&self, ctx: &mut Ctx<'_>, call: &GuildCall) -> Option<CallTask> {

@@ -29,10 +29,14 @@ pub(crate) trait Feature: Send + Sync + 'static {
 
     /// Text and slash command names it answers (lowercase); also the `command` label values
     /// of `protonn_actors_commands_handled_total`.
-    fn commands(&self) -> &'static [&'static str];
+    fn commands(&self) -> &'static [&'static str] {
+        &[]
+    }
 
     /// The slash commands it registers with Discord.
-    fn slash_commands(&self) -> Vec<SlashCommand>;
+    fn slash_commands(&self) -> Vec<SlashCommand> {
+        Vec::new()
+    }
 
     /// Whether its answers concern the asker alone: then an interaction's answer (also a
     /// deferred one) is shown only to them.
@@ -41,7 +45,9 @@ pub(crate) trait Feature: Send + Sync + 'static {
     }
 
     /// Handles one of its commands.
-    fn on_command(&self, ctx: &mut Ctx<'_>, invocation: Invocation) -> Vec<Effect>;
+    fn on_command(&self, _ctx: &mut Ctx<'_>, _invocation: Invocation) -> Vec<Effect> {
+        Vec::new()
+    }
 
     /// Whether text command `name`, which no feature declared, is one this feature answers
     /// in this guild (a workflow's command): the built-in parser then does not answer it as

@@ -29,7 +29,6 @@ use metrics::counter;
 use protonn_storage::{Timer, Timestamp};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
-use twilight_model::application::command::Command as SlashCommand;
 use twilight_model::channel::message::EmojiReactionType;
 use twilight_model::gateway::event::Event;
 use twilight_model::id::Id;
@@ -37,7 +36,7 @@ use twilight_model::user::User;
 
 use crate::GuildCall;
 use crate::commands::{self, Parsed};
-use crate::feature::{CallTask, Ctx, Effect, Feature, Invocation};
+use crate::feature::{CallTask, Ctx, Effect, Feature};
 use crate::guild::Io;
 use crate::metrics::{COMMANDS_HANDLED, WORKFLOW_ACTIVATIONS, WORKFLOW_LIMITS_HIT, WORKFLOW_RUNS};
 use model::{CompiledTrigger, Definition};
@@ -73,18 +72,6 @@ pub(crate) struct Workflows;
 impl Feature for Workflows {
     fn name(&self) -> &'static str {
         NAME
-    }
-
-    fn commands(&self) -> &'static [&'static str] {
-        &[]
-    }
-
-    fn slash_commands(&self) -> Vec<SlashCommand> {
-        Vec::new()
-    }
-
-    fn on_command(&self, _ctx: &mut Ctx<'_>, _invocation: Invocation) -> Vec<Effect> {
-        Vec::new()
     }
 
     /// A workflow's command, or any command while the guild's workflows are not loaded yet

@@ -3,13 +3,9 @@
 //! rules over the limits are refused and change nothing. And the dashboard's moderation
 //! pages in Chromium, as an admin clicks through them.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use protonn_cluster::{Config, Dashboard};
-use protonn_web::Secret;
-
-use crate::dashboard::{WebDriver, browser_installed, login_as};
+use crate::dashboard::{WebDriver, browser_installed, login_as, start_dashboard};
 
 use protonn_actors::{CallSource, Caller, GuildCall, GuildCallError, GuildRequest, GuildResponse};
 use protonn_sim::SimHandle;
@@ -464,19 +460,7 @@ async fn an_admin_reads_cases_and_tunes_automod_in_the_dashboard() {
     .unwrap();
     assert!(reply_in(sim, channel, 0).await.starts_with("Case #1:"));
 
-    let data = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.web.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    config.storage.data_dir = data.path().to_owned();
-    let dashboard = Dashboard::start(
-        &config,
-        node,
-        format!("http://{}", sim.addr()),
-        sim.application_id(),
-        Secret::new(protonn_sim::OAUTH_CLIENT_SECRET),
-    )
-    .await
-    .unwrap();
+    let (dashboard, _data) = start_dashboard(sim, node).await;
     let origin = format!("http://{}", dashboard.addr());
     let profile = tempfile::tempdir().unwrap();
     let mut browser = WebDriver::start(profile.path()).await;
