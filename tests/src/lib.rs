@@ -123,7 +123,7 @@ pub struct Bot {
 }
 
 impl Bot {
-    /// `world` with a node on the tests' runtime, every shard ready.
+    /// `world` with a node on the tests' runtime, every shard ready and every guild cached.
     pub async fn start(world: SimConfig) -> Self {
         Self::with_runtime(world, test_runtime()).await
     }
@@ -149,6 +149,13 @@ impl Bot {
             .await
             .unwrap();
         wait_all_ready(&node).await;
+        // Guild calls (the dashboard's, the tests') are only for guilds the bot is in.
+        for guild in sim.guilds() {
+            wait_until("every guild is in the node cache", || async {
+                node.cached_guild(guild.id).is_some()
+            })
+            .await;
+        }
         Self {
             sim,
             node,
