@@ -459,27 +459,12 @@ impl GuildState {
         let options: Vec<(&str, &str)> = options.iter().map(|(n, v)| (*n, v.as_str())).collect();
         let parsed = commands::parse_slash(&data.name, &options);
         let user = interaction.author_id();
-        let reply = ReplyTo::Interaction {
-            application_id: interaction.application_id,
-            id: interaction.id,
-            token: interaction.token.clone(),
-        };
+        let reply = reply_to(interaction);
         // Interactions must be answered, so one on cooldown is told how long to wait.
         if let Some(wait) = user.and_then(|user| self.cooldown(user)) {
             counter!(COMMANDS_HANDLED, "command" => label(&parsed), "outcome" => "cooldown")
                 .increment(1);
-            let text = format!(
-                "Slow down: try again in {:.0} s.",
-                wait.as_secs_f64().ceil()
-            );
-            self.send(
-                reply,
-                Answer {
-                    text,
-                    outcome: "cooldown",
-                    private: false,
-                },
-            );
+            self.send(reply, slow_down(wait));
             return;
         }
         // Discord computes the member's permissions in the channel for us; staff roles are
@@ -533,11 +518,7 @@ impl GuildState {
         interaction: &Interaction,
         data: &CommandData,
     ) {
-        let reply = ReplyTo::Interaction {
-            application_id: interaction.application_id,
-            id: interaction.id,
-            token: interaction.token.clone(),
-        };
+        let reply = reply_to(interaction);
         let (Some(user), Some(channel_id)) = (
             interaction.author_id(),
             interaction.channel.as_ref().map(|c| c.id),
@@ -545,17 +526,13 @@ impl GuildState {
             return;
         };
         if let Some(wait) = self.cooldown(user) {
-            let text = format!(
-                "Slow down: try again in {:.0} s.",
-                wait.as_secs_f64().ceil()
-            );
             let label = feature
                 .commands()
                 .iter()
                 .copied()
                 .find(|n| *n == data.name)
                 .unwrap_or("invalid");
-            Replier::new(reply, label, false).send(&self.io(), Answer::new("cooldown", text));
+            Replier::new(reply, label, false).send(&self.io(), slow_down(wait));
             return;
         }
         let member = interaction.member.as_ref();
@@ -600,11 +577,7 @@ impl GuildState {
         interaction: &Interaction,
         (custom_id, fields): (String, Vec<(String, String)>),
     ) {
-        let reply = ReplyTo::Interaction {
-            application_id: interaction.application_id,
-            id: interaction.id,
-            token: interaction.token.clone(),
-        };
+        let reply = reply_to(interaction);
         let (Some(user), Some(channel_id)) = (
             interaction.author_id(),
             interaction.channel.as_ref().map(|c| c.id),
@@ -620,11 +593,7 @@ impl GuildState {
         let label = feature.commands().first().copied().unwrap_or("invalid");
         let replier = Replier::new(reply, label, feature.answers_privately());
         if let Some(wait) = self.cooldown(user) {
-            let text = format!(
-                "Slow down: try again in {:.0} s.",
-                wait.as_secs_f64().ceil()
-            );
-            replier.send(&self.io(), Answer::new("cooldown", text));
+            replier.send(&self.io(), slow_down(wait));
             return;
         }
         let member = interaction.member.as_ref();
@@ -840,6 +809,24 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .map(|s| (*s).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".to_owned())
+}
+
+/// Where an interaction's answer goes.
+fn reply_to(interaction: &Interaction) -> ReplyTo {
+    ReplyTo::Interaction {
+        application_id: interaction.application_id,
+        id: interaction.id,
+        token: interaction.token.clone(),
+    }
+}
+
+/// An interaction on cooldown is told how long to wait (it must be answered).
+fn slow_down(wait: Duration) -> Answer {
+    let text = format!(
+        "Slow down: try again in {:.0} s.",
+        wait.as_secs_f64().ceil()
+    );
+    Answer::new("cooldown", text)
 }
 
 fn unavailable() -> Answer {
