@@ -290,6 +290,15 @@ fn guild_and_user<'a>(
     Ok((guild, user))
 }
 
+/// The guild and user of a `/guilds/{guild}/bans/{user}` route, once the bot may ban there.
+fn ban_route<'a>(shared: &'a Shared, segments: &[&str]) -> Result<(&'a Guild, u64), Box<Outcome>> {
+    let (guild, user) = guild_and_user(shared, segments)?;
+    if !bot_permissions(shared, guild, None).contains(Permissions::BAN_MEMBERS) {
+        return Err(Box::new(missing_permissions()));
+    }
+    Ok((guild, user))
+}
+
 /// The guild channel (or thread) of a `/channels/{id}/…` path.
 pub(crate) fn channel<'a>(
     shared: &'a Shared,
@@ -354,13 +363,11 @@ fn user_json(guild: &Guild, user: u64) -> Value {
 /// `PUT /guilds/{guild}/bans/{user}`: bans (a member leaves the guild), optionally deleting
 /// their messages of the last `delete_message_seconds` (at most 7 days).
 pub(crate) fn create_ban(shared: &Shared, segments: &[&str], body: &RequestBody) -> Outcome {
-    let (guild, user) = match guild_and_user(shared, segments) {
+    let (guild, user) = match ban_route(shared, segments) {
         Ok(found) => found,
         Err(outcome) => return *outcome,
     };
-    if !bot_permissions(shared, guild, None).contains(Permissions::BAN_MEMBERS)
-        || !outranks(guild, user)
-    {
+    if !outranks(guild, user) {
         return missing_permissions();
     }
     let window = body_object(body)
@@ -403,13 +410,10 @@ pub(crate) fn create_ban(shared: &Shared, segments: &[&str], body: &RequestBody)
 
 /// `DELETE /guilds/{guild}/bans/{user}`: lifts a ban; 404 `10026 Unknown Ban` if none.
 pub(crate) fn delete_ban(shared: &Shared, segments: &[&str], _: &RequestBody) -> Outcome {
-    let (guild, user) = match guild_and_user(shared, segments) {
+    let (guild, user) = match ban_route(shared, segments) {
         Ok(found) => found,
         Err(outcome) => return *outcome,
     };
-    if !bot_permissions(shared, guild, None).contains(Permissions::BAN_MEMBERS) {
-        return missing_permissions();
-    }
     if shared
         .moderation
         .lock()
@@ -433,13 +437,10 @@ pub(crate) fn delete_ban(shared: &Shared, segments: &[&str], _: &RequestBody) ->
 
 /// `GET /guilds/{guild}/bans/{user}`.
 pub(crate) fn get_ban(shared: &Shared, segments: &[&str], _: &RequestBody) -> Outcome {
-    let (guild, user) = match guild_and_user(shared, segments) {
+    let (guild, user) = match ban_route(shared, segments) {
         Ok(found) => found,
         Err(outcome) => return *outcome,
     };
-    if !bot_permissions(shared, guild, None).contains(Permissions::BAN_MEMBERS) {
-        return missing_permissions();
-    }
     match shared.moderation.lock().bans.get(&(guild.id, user)) {
         Some(reason) => Outcome::new(
             "",

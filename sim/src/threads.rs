@@ -241,18 +241,9 @@ pub(crate) fn create_thread(shared: &Shared, segments: &[&str], body: &RequestBo
             }
         },
     };
-    let auto_archive_minutes = match map.get("auto_archive_duration") {
-        None | Some(Value::Null) => 1440,
-        Some(value) => match value.as_u64().filter(|m| AUTO_ARCHIVE_MINUTES.contains(m)) {
-            Some(minutes) => minutes,
-            None => {
-                return invalid(
-                    "auto_archive_duration",
-                    "BASE_TYPE_CHOICES",
-                    "Value must be one of (60, 1440, 4320, 10080).",
-                );
-            }
-        },
+    let auto_archive_minutes = match auto_archive(map) {
+        Ok(minutes) => minutes.unwrap_or(1440),
+        Err(outcome) => return *outcome,
     };
     let invitable = match map.get("invitable") {
         None | Some(Value::Null) => true,
@@ -553,18 +544,9 @@ pub(crate) fn update_thread(
             );
         }
     };
-    let auto_archive = match map.get("auto_archive_duration") {
-        None | Some(Value::Null) => None,
-        Some(value) => match value.as_u64().filter(|m| AUTO_ARCHIVE_MINUTES.contains(m)) {
-            Some(minutes) => Some(minutes),
-            None => {
-                return invalid(
-                    "auto_archive_duration",
-                    "BASE_TYPE_CHOICES",
-                    "Value must be one of (60, 1440, 4320, 10080).",
-                );
-            }
-        },
+    let auto_archive = match auto_archive(map) {
+        Ok(minutes) => minutes,
+        Err(outcome) => return *outcome,
     };
     if thread.archived && archived != Some(false) {
         return thread_archived();
@@ -605,4 +587,20 @@ pub(crate) fn update_thread(
     let object = updated.json();
     thread_event(shared, guild, "THREAD_UPDATE", &object);
     Outcome::new("", json_response(StatusCode::OK, &object))
+}
+
+/// A body's `auto_archive_duration` in minutes, if given; one Discord does not offer is
+/// refused as Discord refuses it.
+fn auto_archive(map: &serde_json::Map<String, Value>) -> Result<Option<u64>, Box<Outcome>> {
+    match map.get("auto_archive_duration") {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => match value.as_u64().filter(|m| AUTO_ARCHIVE_MINUTES.contains(m)) {
+            Some(minutes) => Ok(Some(minutes)),
+            None => Err(Box::new(invalid(
+                "auto_archive_duration",
+                "BASE_TYPE_CHOICES",
+                "Value must be one of (60, 1440, 4320, 10080).",
+            ))),
+        },
+    }
 }
