@@ -21,6 +21,7 @@ mod calls;
 mod commands;
 mod dead_letters;
 mod departures;
+mod entitlements;
 mod error;
 mod feature;
 mod features;
@@ -101,6 +102,9 @@ pub fn event_types() -> EventTypeFlags {
         | EventTypeFlags::MEMBER_REMOVE
         | EventTypeFlags::REACTION_ADD
         | EventTypeFlags::REACTION_REMOVE
+        // Discord app subscriptions: premium. UPDATE and DELETE are not asked for: twilight
+        // 0.18 cannot parse them (`entitlements.rs` reads the list instead).
+        | EventTypeFlags::ENTITLEMENT_CREATE
 }
 
 /// What the node cache keeps by default: the guild (for its owner) and roles (for

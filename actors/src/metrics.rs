@@ -95,6 +95,9 @@ pub const AUTOMOD_HITS: &str = "protonn_actors_automod_hits_total";
 /// Values of the `mode` label of [`AUTOMOD_HITS`].
 pub const AUTOMOD_MODES: [&str; 2] = ["enforced", "shadow"];
 
+/// Discord entitlements (app subscriptions) this node applied, by outcome.
+pub const ENTITLEMENTS: &str = "protonn_premium_entitlements_total";
+
 /// Tickets opened on this node (a ticket is open from this until its close).
 pub const TICKETS_OPENED: &str = "protonn_tickets_opened_total";
 /// Tickets closed on this node; opened minus closed, summed over nodes, is what is open.
@@ -311,6 +314,14 @@ pub fn describe() {
         for mode in AUTOMOD_MODES {
             counter!(AUTOMOD_HITS, "trigger" => trigger, "mode" => mode).absolute(0);
         }
+    }
+    describe_counter!(
+        ENTITLEMENTS,
+        Unit::Count,
+        "Discord entitlements (app subscriptions) from events or reconciliation, by what applying them did."
+    );
+    for outcome in crate::entitlements::OUTCOMES {
+        counter!(ENTITLEMENTS, "outcome" => outcome).absolute(0);
     }
     describe_guild_calls();
     gauge!(GUILDS_ACTIVE).set(0.0);

@@ -15,7 +15,7 @@ use crate::metrics::REST_REQUESTS;
 use crate::rest::{Rest, RestError};
 
 /// Values of the `route` label of `protonn_rest_requests_total`: every request the bot makes.
-pub(crate) const REST_ROUTE_LABELS: [&str; 26] = [
+pub(crate) const REST_ROUTE_LABELS: [&str; 27] = [
     "create_message",
     "interaction_callback",
     "interaction_edit",
@@ -36,6 +36,8 @@ pub(crate) const REST_ROUTE_LABELS: [&str; 26] = [
     "update_permission",
     "create_dm",
     "current_user",
+    // Premium: reconciling Discord entitlements.
+    "entitlements",
     // Workflows.
     "add_member_role",
     "remove_member_role",

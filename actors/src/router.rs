@@ -77,6 +77,8 @@ pub enum RouterMsg {
     /// Look for durable timers fallen due in the shards whose guilds this node holds (on a
     /// timer; the reading happens on a task of its own).
     PollTimers,
+    /// Catch up with Discord's entitlements, if this node holds shard 0 (on a timer).
+    ReconcileEntitlements,
     /// A durable timer fell due: to its guild's actor, if this node holds the guild.
     Timer(Box<Timer>),
     Stats(RpcReplyPort<RouterStats>),
@@ -98,6 +100,10 @@ pub struct RouterState {
     services: Arc<Services>,
     /// Set while a timer poll runs, so polls never pile up behind a slow store.
     polling: Arc<AtomicBool>,
+    /// The application whose entitlements this node reconciles, once shard 0 was READY here.
+    entitlements_of: Option<Id<twilight_model::id::marker::ApplicationMarker>>,
+    /// Set while a reconciliation runs.
+    reconciling: Arc<AtomicBool>,
     guilds: HashMap<Id<GuildMarker>, Resident>,
     by_actor: HashMap<ActorId, Id<GuildMarker>>,
     failures: u64,
@@ -258,8 +264,10 @@ impl RouterState {
 
     fn route(&mut self, myself: &ActorRef<RouterMsg>, event: Event) {
         let Some(guild_id) = event.guild_id() else {
-            if let Event::Ready(ready) = &event {
-                self.ready(ready);
+            match event {
+                Event::Ready(ready) => self.ready(&ready),
+                Event::EntitlementCreate(e) => self.entitlement(e.0),
+                _ => {}
             }
             return;
         };
@@ -294,10 +302,24 @@ impl RouterState {
         let _ = self.cast(myself, guild_id, &actor, GuildMsg::Event(Box::new(event)));
     }
 
+    /// An app subscription bought, renewed or refunded: stored off the router's task.
+    fn entitlement(&self, entitlement: twilight_model::application::monetization::Entitlement) {
+        crate::entitlements::spawn_apply(
+            Arc::clone(&self.services.store),
+            Arc::clone(&self.services.runtime.premium_skus),
+            entitlement,
+        );
+    }
+
     /// Guilds removed while the bot was offline start their grace period: done off the
-    /// router's task, since the router never waits on storage.
-    fn ready(&self, ready: &twilight_model::gateway::payload::incoming::Ready) {
+    /// router's task, since the router never waits on storage. Shard 0's READY also catches
+    /// up the entitlement events no node was there to get.
+    fn ready(&mut self, ready: &twilight_model::gateway::payload::incoming::Ready) {
         let Some(shard) = ready.shard else { return };
+        if shard.number() == 0 {
+            self.entitlements_of = Some(ready.application.id);
+            self.reconcile_entitlements();
+        }
         let present = ready.guilds.iter().map(|g| g.id.get()).collect();
         let services = Arc::clone(&self.services);
         tokio::spawn(async move {
@@ -358,6 +380,46 @@ impl RouterState {
                 }
             }
             polling.store(false, Ordering::Release);
+        });
+    }
+
+    /// Reads the application's entitlements and applies them, on a task, while this node
+    /// holds shard 0 (where entitlement events arrive): at its READY, and then every
+    /// `entitlement_reconcile_every`, which is how renewals and refunds arrive (twilight
+    /// 0.18 parses ENTITLEMENT_CREATE only; UPDATE and DELETE never reach us as events).
+    fn reconcile_entitlements(&self) {
+        let services = &self.services;
+        let Some(application_id) = self.entitlements_of else {
+            return;
+        };
+        let holds_shard_0 = services
+            .cache
+            .iter()
+            .guilds()
+            .any(|guild| protonn_storage::on_shard(guild.id().get(), 0, services.shard_count));
+        if services.runtime.premium_skus.is_empty()
+            || !holds_shard_0
+            || self.reconciling.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let services = Arc::clone(services);
+        let reconciling = Arc::clone(&self.reconciling);
+        tokio::spawn(async move {
+            match crate::entitlements::reconcile(
+                services.store.as_ref(),
+                &services.replies,
+                application_id,
+                &services.runtime.premium_skus,
+            )
+            .await
+            {
+                Ok(applied) => tracing::debug!(applied, "entitlements reconciled"),
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot reconcile entitlements; the next try catches up")
+                }
+            }
+            reconciling.store(false, Ordering::Release);
         });
     }
 
@@ -449,9 +511,14 @@ impl Actor for GuildRouter {
     ) -> Result<RouterState, ActorProcessingErr> {
         myself.send_interval(services.runtime.sweep_every, || RouterMsg::Sweep);
         myself.send_interval(services.runtime.timer_poll_every, || RouterMsg::PollTimers);
+        myself.send_interval(services.runtime.entitlement_reconcile_every, || {
+            RouterMsg::ReconcileEntitlements
+        });
         Ok(RouterState {
             services,
             polling: Arc::default(),
+            entitlements_of: None,
+            reconciling: Arc::default(),
             guilds: HashMap::new(),
             by_actor: HashMap::new(),
             failures: 0,
@@ -509,6 +576,7 @@ impl Actor for GuildRouter {
             }
             RouterMsg::Sweep => state.sweep(),
             RouterMsg::PollTimers => state.poll_timers(&myself),
+            RouterMsg::ReconcileEntitlements => state.reconcile_entitlements(),
             RouterMsg::Timer(timer) => {
                 // Only a guild this node holds: its shard may have moved since the poll.
                 match Id::<GuildMarker>::new_checked(timer.guild_id) {

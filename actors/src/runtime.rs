@@ -1,7 +1,11 @@
 //! How guild actors live: mailbox bounds, passivation, crash retries, cooldowns, and what
 //! the node cache they read keeps.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
+
+use protonn_storage::Plan;
 
 use twilight_cache_inmemory::ResourceType;
 use twilight_model::gateway::event::{Event, EventType};
@@ -51,6 +55,12 @@ pub struct RuntimeConfig {
     /// A support ticket without a message for this long is closed by the bot (one period
     /// for every guild until guilds choose their own).
     pub ticket_idle_close: Duration,
+    /// Discord SKUs (app subscriptions) and the plan each grants; an entitlement to another
+    /// SKU is not premium here.
+    pub premium_skus: Arc<HashMap<u64, Plan>>,
+    /// How often the node holding shard 0 reads Discord's entitlements: how late a renewal
+    /// or a refund is seen at most (their events cannot be parsed, see `entitlements.rs`).
+    pub entitlement_reconcile_every: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -73,6 +83,8 @@ impl Default for RuntimeConfig {
             timer_lease: Duration::from_secs(60),
             usage_flush_every: Duration::from_secs(30),
             ticket_idle_close: Duration::from_secs(7 * 86_400),
+            premium_skus: Arc::default(),
+            entitlement_reconcile_every: Duration::from_secs(600),
         }
     }
 }

@@ -1,12 +1,13 @@
 //! The `protonn` configuration: one TOML file, every field defaulted, unknown fields rejected.
 //! Secrets never live here: the bot token comes from the `DISCORD_TOKEN` environment variable.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use protonn_actors::RuntimeConfig;
 use protonn_sim::SimConfig;
+use protonn_storage::Plan;
 use serde::Deserialize;
 use twilight_cache_inmemory::ResourceType;
 
@@ -172,6 +173,9 @@ pub struct DiscordConfig {
     /// raised it. A cluster's leader splits 90 % of it between the nodes (the shares add up
     /// to that), keeping the rest for start-up calls and each node's one-request burst.
     pub rest_global_per_sec: f64,
+    /// Discord app subscriptions: SKU id → the plan an entitlement to it grants
+    /// (`premium_skus = { "1234567890" = "premium" }`); none by default.
+    pub premium_skus: BTreeMap<String, String>,
 }
 
 impl Default for DiscordConfig {
@@ -181,7 +185,30 @@ impl Default for DiscordConfig {
             shards: None,
             shard_ids: None,
             rest_global_per_sec: 50.0,
+            premium_skus: BTreeMap::new(),
         }
+    }
+}
+
+impl DiscordConfig {
+    /// The SKUs that grant premium, with their plans; `Err` names the first bad entry.
+    pub fn premium_skus(&self) -> Result<HashMap<u64, Plan>, String> {
+        self.premium_skus
+            .iter()
+            .map(|(sku, plan)| {
+                let id = sku
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|&id| id != 0)
+                    .ok_or_else(|| format!("{sku:?} is not a SKU id"))?;
+                match Plan::ALL.into_iter().find(|p| p.name() == plan) {
+                    Some(Plan::Free) | None => Err(format!(
+                        "SKU {sku}: {plan:?} is not a paid plan (expected \"premium\")"
+                    )),
+                    Some(plan) => Ok((id, plan)),
+                }
+            })
+            .collect()
     }
 }
 
@@ -355,6 +382,7 @@ impl Config {
                 u64::from(self.retention.removed_guild_grace_days) * 86_400,
             ),
             retention: self.retention.retention(),
+            premium_skus: std::sync::Arc::new(self.discord.premium_skus().unwrap_or_default()),
             ..RuntimeConfig::default()
         }
     }
@@ -674,6 +702,9 @@ impl Config {
         if self.discord.shards == Some(0) {
             return Err(invalid("discord.shards", "must be at least 1"));
         }
+        if let Err(message) = self.discord.premium_skus() {
+            return Err(invalid("discord.premium_skus", &message));
+        }
         let total = self.discord.shards;
         let ids = self.discord.shard_ids.as_deref().unwrap_or_default();
         if total.is_some_and(|total| ids.iter().any(|&id| id >= total)) {
@@ -780,6 +811,19 @@ mod tests {
         assert_eq!(config.storage.data_dir, PathBuf::from("data"));
         assert_eq!(config.ops.listen.port(), 9464);
         assert_eq!(config.sim.guilds, 2_000, "demo world by default");
+        assert!(
+            config.runtime().premium_skus.is_empty(),
+            "no SKU is premium unless mapped"
+        );
+    }
+
+    #[test]
+    fn mapped_skus_reach_the_runtime() {
+        let config = Config::parse("[discord.premium_skus]\n\"1234\" = \"premium\"\n").unwrap();
+        assert_eq!(
+            config.runtime().premium_skus.get(&1234),
+            Some(&Plan::Premium)
+        );
     }
 
     #[test]
@@ -875,6 +919,18 @@ mod tests {
             (
                 "[discord]\nrest_global_per_sec = 0\n",
                 "discord.rest_global_per_sec",
+            ),
+            (
+                "[discord.premium_skus]\n\"12\" = \"gold\"\n",
+                "discord.premium_skus",
+            ),
+            (
+                "[discord.premium_skus]\nsku = \"premium\"\n",
+                "discord.premium_skus",
+            ),
+            (
+                "[discord.premium_skus]\n\"12\" = \"free\"\n",
+                "discord.premium_skus",
             ),
             ("[cluster]\nfence_ms = 4000\n", "cluster.fence_ms"),
             (

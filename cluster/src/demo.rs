@@ -33,7 +33,7 @@ pub(crate) async fn demo(config: Config) -> anyhow::Result<()> {
         shard_ids: None,
         data_dir: config.storage.data_dir.clone(),
         ops_listen: config.ops.listen,
-        runtime: config.runtime(),
+        runtime: demo_runtime(&config, sim.skus()),
         observer: None,
         cluster: None,
     })
@@ -65,6 +65,17 @@ pub(crate) async fn demo(config: Config) -> anyhow::Result<()> {
     node.shutdown().await;
     sim.shutdown().await;
     Ok(())
+}
+
+/// The node's runtime; unless the config maps SKUs, the simulator's app subscriptions grant
+/// premium, so buying one in the simulator shows on the dashboard.
+fn demo_runtime(config: &Config, skus: [u64; 2]) -> protonn_actors::RuntimeConfig {
+    let mut runtime = config.runtime();
+    if runtime.premium_skus.is_empty() {
+        runtime.premium_skus =
+            std::sync::Arc::new(skus.map(|sku| (sku, protonn_storage::Plan::Premium)).into());
+    }
+    runtime
 }
 
 /// The simulator alone, for `protonn run` or another bot to connect to.

@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 
+use crate::entitlements::StoreChange;
 use crate::faults::Fault;
 use crate::ledger::LedgerPage;
 use crate::ratelimit::RestFault;
@@ -36,6 +37,11 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/sim/shards/{shard}/faults", post(inject_fault))
         .route("/sim/rest/faults", post(inject_rest_fault))
         .route("/sim/token", post(set_token))
+        .route("/sim/entitlements", post(subscribe))
+        .route(
+            "/sim/entitlements/{id}",
+            axum::routing::patch(change_entitlement).delete(refund_entitlement),
+        )
 }
 
 /// Handlers' result: every error is a JSON `{"message": ...}`.
@@ -251,6 +257,80 @@ async fn submit_modal(State(shared): State<AppState>, body: Bytes) -> Reply {
         .submit_modal(request.interaction_id, &request.values)
         .map_err(|(status, message)| error(status, message))?;
     ok(&json!({"id": id}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubscribeRequest {
+    #[serde(deserialize_with = "id")]
+    user_id: u64,
+    /// For a guild subscription.
+    #[serde(default, deserialize_with = "optional_id")]
+    guild_id: Option<u64>,
+    #[serde(deserialize_with = "id")]
+    sku_id: u64,
+    /// The first period, in days.
+    days: u64,
+}
+
+fn optional_id<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    id(deserializer).map(Some)
+}
+
+/// `POST /sim/entitlements`: a user buys an app subscription (ENTITLEMENT_CREATE follows);
+/// 400 for an unknown SKU, guild or user.
+async fn subscribe(State(shared): State<AppState>, body: Bytes) -> Reply {
+    let request: SubscribeRequest = parse_body(&body)?;
+    let id = shared
+        .subscribe(
+            request.user_id,
+            request.guild_id,
+            request.sku_id,
+            request.days,
+        )
+        .map_err(|message| error(StatusCode::BAD_REQUEST, message))?;
+    ok(&json!({"id": id.to_string()}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EndsAtRequest {
+    /// Unix ms the subscription now ends at (renewed, or cancelled at the period's end).
+    ends_at_ms: u64,
+}
+
+fn entitlement_id(id: &str) -> Result<u64, JsonReply> {
+    id.parse()
+        .map_err(|_| error(StatusCode::NOT_FOUND, format!("unknown entitlement {id}")))
+}
+
+/// `PATCH /sim/entitlements/{id}`: the period changes (ENTITLEMENT_UPDATE follows).
+async fn change_entitlement(
+    State(shared): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Reply {
+    let request: EndsAtRequest = parse_body(&body)?;
+    let id = entitlement_id(&id)?;
+    if !shared.change_entitlement(id, StoreChange::EndsAt(request.ends_at_ms)) {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            format!("unknown entitlement {id}"),
+        ));
+    }
+    ok(&json!({"id": id.to_string()}))
+}
+
+/// `DELETE /sim/entitlements/{id}`: Discord refunds it (ENTITLEMENT_DELETE follows).
+async fn refund_entitlement(State(shared): State<AppState>, Path(id): Path<String>) -> Reply {
+    let id = entitlement_id(&id)?;
+    if !shared.change_entitlement(id, StoreChange::Refund) {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            format!("unknown entitlement {id}"),
+        ));
+    }
+    ok(&json!({"id": id.to_string()}))
 }
 
 /// 404 naming whichever of guild and channel is unknown.

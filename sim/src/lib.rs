@@ -6,7 +6,8 @@
 //!   `proxy("IP:PORT", true)`.
 //! - `/sim/...`: the simulator's own API: stats, guilds, the ledger
 //!   (pageable), injecting messages and interactions (commands, components
-//!   used and modals sent by a member), closing shards,
+//!   used and modals sent by a member), app subscriptions bought, renewed
+//!   and refunded, closing shards,
 //!   committing faults (`POST /sim/shards/{shard}/faults`,
 //!   `POST /sim/rest/faults`), resetting the token.
 //! - any other path: a websocket upgrade is a gateway connection, as twilight
@@ -32,6 +33,7 @@
 //! | `interactions` | issued interactions: one answer each, of a type their kind allows, the 3 s deadline, the 15 min token, the modal shown |
 //! | `components` | buttons, selects and modals: Discord's validation, and a member using them |
 //! | `threads` | threads and their members: create, add/remove, archive, lock, rename, their events |
+//! | `entitlements` | app subscriptions: SKUs, entitlements bought, renewed and refunded, their REST routes and events |
 //! | `control` | the `/sim` HTTP API |
 //! | `oauth` | Discord's OAuth2 provider: consent page, token grants and revocation, `Bearer` users and guilds |
 //! | `ledger` | what was delivered and received ([`LedgerSnapshot`], [`SimStats`]) |
@@ -103,6 +105,7 @@ mod clock;
 mod components;
 mod config;
 mod control;
+mod entitlements;
 mod error;
 mod faults;
 mod gateway;

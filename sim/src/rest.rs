@@ -19,6 +19,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::ban;
+use crate::entitlements;
 use crate::interactions::{Answer, InteractionKind, Issue};
 use crate::ledger::RestRecord;
 use crate::moderation;
@@ -309,6 +310,21 @@ fn limited_route(method: &Method, segments: &[&str]) -> Option<(RouteKey, bool)>
         ("POST", ["users", "@me", "channels"]) => {
             (key(DM_CREATE_ROUTE, LimitClass::Other, ""), true)
         }
+        ("GET", ["applications", _, "skus"]) => (key(SKUS_ROUTE, LimitClass::Other, ""), true),
+        ("GET", ["applications", _, "entitlements"]) => {
+            (key(ENTITLEMENTS_ROUTE, LimitClass::Other, ""), true)
+        }
+        ("POST", ["applications", _, "entitlements"]) => (
+            key(TEST_ENTITLEMENT_CREATE_ROUTE, LimitClass::Other, ""),
+            true,
+        ),
+        ("GET", ["applications", _, "entitlements", _]) => {
+            (key(ENTITLEMENT_GET_ROUTE, LimitClass::Other, ""), true)
+        }
+        ("DELETE", ["applications", _, "entitlements", _]) => (
+            key(TEST_ENTITLEMENT_DELETE_ROUTE, LimitClass::Other, ""),
+            true,
+        ),
         _ => return None,
     };
     Some(found)
@@ -339,6 +355,13 @@ const THREAD_CREATE_ROUTE: &str = "POST /channels/{channel_id}/threads";
 const THREAD_MEMBER_PUT_ROUTE: &str = "PUT /channels/{channel_id}/thread-members/{user_id}";
 const THREAD_MEMBER_DELETE_ROUTE: &str = "DELETE /channels/{channel_id}/thread-members/{user_id}";
 const THREAD_MEMBERS_GET_ROUTE: &str = "GET /channels/{channel_id}/thread-members";
+const SKUS_ROUTE: &str = "GET /applications/{application_id}/skus";
+const ENTITLEMENTS_ROUTE: &str = "GET /applications/{application_id}/entitlements";
+const ENTITLEMENT_GET_ROUTE: &str =
+    "GET /applications/{application_id}/entitlements/{entitlement_id}";
+const TEST_ENTITLEMENT_CREATE_ROUTE: &str = "POST /applications/{application_id}/entitlements";
+const TEST_ENTITLEMENT_DELETE_ROUTE: &str =
+    "DELETE /applications/{application_id}/entitlements/{entitlement_id}";
 
 fn unauthorized() -> Response {
     json_error(StatusCode::UNAUTHORIZED, "401: Unauthorized", 0)
@@ -391,7 +414,7 @@ fn route(
         ("GET", ["guilds", _, "bans", _]) => (BAN_GET_ROUTE, moderation::get_ban),
         ("PATCH", ["guilds", _, "members", _]) => (MEMBER_PATCH_ROUTE, moderation::update_member),
         ("DELETE", ["guilds", _, "members", _]) => (MEMBER_DELETE_ROUTE, moderation::remove_member),
-        // The one route that reads the query (pagination).
+        // The routes that read the query (pagination).
         ("GET", ["channels", _, "messages"]) if authorized => {
             let mut outcome = moderation::channel_messages(shared, segments, query);
             outcome.route = MESSAGES_GET_ROUTE;
@@ -400,6 +423,26 @@ fn route(
         ("GET", ["channels", _, "messages"]) => {
             return Outcome::new(MESSAGES_GET_ROUTE, unauthorized());
         }
+        ("GET", ["applications", _, "entitlements"]) if authorized => {
+            let mut outcome = entitlements::list_entitlements(shared, segments, query);
+            outcome.route = ENTITLEMENTS_ROUTE;
+            return outcome;
+        }
+        ("GET", ["applications", _, "entitlements"]) => {
+            return Outcome::new(ENTITLEMENTS_ROUTE, unauthorized());
+        }
+        ("GET", ["applications", _, "skus"]) => (SKUS_ROUTE, entitlements::list_skus),
+        ("POST", ["applications", _, "entitlements"]) => (
+            TEST_ENTITLEMENT_CREATE_ROUTE,
+            entitlements::create_test_entitlement,
+        ),
+        ("GET", ["applications", _, "entitlements", _]) => {
+            (ENTITLEMENT_GET_ROUTE, entitlements::get_entitlement)
+        }
+        ("DELETE", ["applications", _, "entitlements", _]) => (
+            TEST_ENTITLEMENT_DELETE_ROUTE,
+            entitlements::delete_test_entitlement,
+        ),
         ("DELETE", ["channels", _, "messages", _]) => {
             (MESSAGE_DELETE_ROUTE, moderation::delete_message)
         }

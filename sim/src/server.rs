@@ -366,6 +366,39 @@ impl SimHandle {
         self.shared.set_token(token);
     }
 
+    /// The application's SKUs: `[guild subscription, user subscription]`.
+    pub fn skus(&self) -> [u64; 2] {
+        crate::entitlements::skus(self.shared.world.bot.application_id)
+    }
+
+    /// A user buys an app subscription to `sku_id` for `days` (for a guild if `guild_id`):
+    /// ENTITLEMENT_CREATE goes to shard 0. The entitlement's id, or why it was refused.
+    pub fn subscribe(
+        &self,
+        user_id: u64,
+        guild_id: Option<u64>,
+        sku_id: u64,
+        days: u64,
+    ) -> Result<u64, String> {
+        self.shared.subscribe(user_id, guild_id, sku_id, days)
+    }
+
+    /// The subscription's period now ends at `ends_at_ms` (Unix ms): renewed, or cancelled
+    /// at its end (ENTITLEMENT_UPDATE). `false` for an unknown or refunded entitlement.
+    pub fn set_entitlement_end(&self, entitlement_id: u64, ends_at_ms: u64) -> bool {
+        self.shared.change_entitlement(
+            entitlement_id,
+            crate::entitlements::StoreChange::EndsAt(ends_at_ms),
+        )
+    }
+
+    /// Discord refunds the entitlement: deleted (ENTITLEMENT_DELETE). `false` for an
+    /// unknown or already refunded one.
+    pub fn refund_entitlement(&self, entitlement_id: u64) -> bool {
+        self.shared
+            .change_entitlement(entitlement_id, crate::entitlements::StoreChange::Refund)
+    }
+
     /// Users banned from the guild now, by id.
     pub fn bans(&self, guild_id: u64) -> Vec<u64> {
         self.shared.moderation.banned(guild_id)

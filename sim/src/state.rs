@@ -61,6 +61,8 @@ pub(crate) struct Shared {
     pub(crate) moderation: crate::moderation::ModerationState,
     /// Threads made at run time, with their members.
     pub(crate) threads: crate::threads::ThreadState,
+    /// The application's entitlements (app subscriptions).
+    pub(crate) entitlements: crate::entitlements::EntitlementState,
     /// The accepted token; replaceable at run time (an operator resetting it).
     token: RwLock<String>,
     message_ids: IdGenerator,
@@ -114,6 +116,7 @@ impl Shared {
             oauth: crate::oauth::OAuth::default(),
             moderation: Default::default(),
             threads: Default::default(),
+            entitlements: Default::default(),
             interactions: Interactions::new(clock, config.ledger_capacity),
             clock,
             ledger: Ledger::new(config.ledger_capacity),

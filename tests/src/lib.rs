@@ -142,7 +142,15 @@ impl Bot {
         runtime: RuntimeConfig,
         observer: Arc<dyn EventObserver>,
     ) -> Self {
-        let sim = start_sim(world).await;
+        Self::on_sim(start_sim(world).await, runtime, observer).await
+    }
+
+    /// A node on a simulator the test started (and may have changed) itself.
+    pub async fn on_sim(
+        sim: SimHandle,
+        runtime: RuntimeConfig,
+        observer: Arc<dyn EventObserver>,
+    ) -> Self {
         let data = tempfile::tempdir().unwrap();
         let token = sim.config().token.clone();
         let node = start_node_with(&sim, data.path(), observer, &token, runtime)

@@ -416,3 +416,116 @@ async fn a_free_server_is_held_to_its_plans_limits_and_premium_lifts_them() {
         .await
         .unwrap();
 }
+
+/// The tests' runtime with the simulator's app subscriptions granting premium.
+fn selling_premium(sim: &protonn_sim::SimHandle) -> protonn_actors::RuntimeConfig {
+    protonn_actors::RuntimeConfig {
+        premium_skus: Arc::new(sim.skus().map(|sku| (sku, Plan::Premium)).into()),
+        // Renewals and refunds are read from Discord's list (their events are not parsed).
+        entitlement_reconcile_every: Duration::from_millis(200),
+        ..test_runtime()
+    }
+}
+
+/// Waits until `user`'s Discord subscription `entitlement` is stored as `check` wants it.
+async fn discord_subscription(
+    store: &Arc<dyn Store>,
+    user: u64,
+    entitlement: u64,
+    what: &str,
+    check: impl Fn(&protonn_storage::Subscription) -> bool,
+) {
+    let provider_ref = format!("discord:{entitlement}");
+    wait_until(what, || async {
+        store
+            .subscriptions_of_user(user)
+            .await
+            .unwrap()
+            .iter()
+            .any(|s| s.provider_ref == provider_ref && check(s))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discord_app_subscriptions_bought_renewed_and_refunded_move_a_guilds_premium() {
+    let sim = start_sim(small_world(2, 4)).await;
+    let [guild_sku, user_sku] = sim.skus();
+    let guild = some_guild(&sim, 1);
+    let buyer = guild.owner_id;
+    // Bought while no node listened: READY of shard 0 catches it up from the REST list.
+    let missed = sim.subscribe(buyer, None, user_sku, 30).unwrap();
+    let runtime = selling_premium(&sim);
+    let bot = Bot::on_sim(sim, runtime, Arc::new(protonn_tests::Recorder::default())).await;
+    let store = bot.node.billing_store();
+    discord_subscription(
+        &store,
+        buyer,
+        missed,
+        "the missed purchase is caught up",
+        |s| s.status == protonn_storage::SubscriptionStatus::Active && s.guild_id.is_none(),
+    )
+    .await;
+
+    // A guild subscription: its event gives the guild premium with one of the buyer's slots.
+    let bought = bot
+        .sim
+        .subscribe(buyer, Some(guild.id), guild_sku, 30)
+        .unwrap();
+    wait_until("the guild has premium", || async {
+        guild_plan(store.as_ref(), guild.id, Timestamp::now())
+            .await
+            .unwrap()
+            == Plan::Premium
+    })
+    .await;
+
+    // Renewed: the slot's end moves with the period.
+    let renewed_to = now_ms() + 60 * DAY_MS;
+    assert!(bot.sim.set_entitlement_end(bought, renewed_to));
+    discord_subscription(&store, buyer, bought, "the renewal is stored", |s| {
+        s.current_period_end.0 == renewed_to
+    })
+    .await;
+    wait_until("the slot follows the renewal", || async {
+        store
+            .guild_slot(guild.id)
+            .await
+            .unwrap()
+            .is_some_and(|slot| slot.until.0 > renewed_to)
+    })
+    .await;
+
+    // Refunded (ENTITLEMENT_DELETE): the renewed period is gone; the guild's slot is now
+    // paid by the buyer's other subscription (slots are the user's, whatever the source),
+    // so it ends with that one's month.
+    assert!(bot.sim.refund_entitlement(bought));
+    discord_subscription(&store, buyer, bought, "the refund is stored", |s| {
+        s.status == protonn_storage::SubscriptionStatus::Cancelled
+    })
+    .await;
+    wait_until(
+        "the guild's slot ends with the other subscription's month",
+        || async {
+            let slots = store.slots_of_user(buyer).await.unwrap();
+            slots.len() == 1 && slots[0].until.0 <= now_ms() + 31 * DAY_MS
+        },
+    )
+    .await;
+
+    // Discord refunds once, and sells only the application's SKUs.
+    assert!(!bot.sim.refund_entitlement(bought), "refunded once only");
+    assert_eq!(
+        bot.sim.subscribe(buyer, None, 42, 30).unwrap_err(),
+        "unknown SKU 42"
+    );
+    let ledger = bot.sim.ledger();
+    assert!(
+        ledger
+            .rest
+            .iter()
+            .any(|r| r.route == "GET /applications/{application_id}/entitlements"),
+        "the catch-up read the entitlement list"
+    );
+    bot.stop().await;
+}
