@@ -17,7 +17,7 @@ mod spam;
 use std::sync::Arc;
 use std::time::Duration;
 
-use protonn_storage::AutomodConfig;
+use protonn_storage::{AutomodConfig, Plan};
 use tokio::time::Instant;
 use twilight_model::gateway::event::Event;
 
@@ -37,8 +37,8 @@ const HITS_STORED_PER_HOUR: u32 = 120;
 /// Automod's state in one guild.
 #[derive(Default)]
 struct State {
-    /// The rules compiled from the config of this version.
-    compiled: Option<(u64, Arc<Rules>)>,
+    /// The rules compiled from the config of this version, for this plan.
+    compiled: Option<((u64, Plan), Arc<Rules>)>,
     activity: spam::Activity,
     hit_budget: HitBudget,
 }
@@ -67,18 +67,25 @@ impl HitBudget {
 }
 
 impl State {
-    /// The rules of config `version`, compiled on first use of each version. A stored config
-    /// that no longer compiles (limits lowered since it was saved) runs no rules, loudly.
-    fn rules(&mut self, version: u64, config: &AutomodConfig, guild_id: u64) -> Arc<Rules> {
+    /// The rules of config `version` that `plan` runs, compiled on first use of each version
+    /// and plan (after a downgrade the rules past the plan's limit are kept but not run). A
+    /// stored config that no longer compiles (limits lowered since it was saved) runs no
+    /// rules, loudly.
+    fn rules(
+        &mut self,
+        (version, plan): (u64, Plan),
+        config: &AutomodConfig,
+        guild_id: u64,
+    ) -> Arc<Rules> {
         match &self.compiled {
-            Some((compiled, rules)) if *compiled == version => Arc::clone(rules),
+            Some((compiled, rules)) if *compiled == (version, plan) => Arc::clone(rules),
             _ => {
-                let rules = Rules::compile(config).unwrap_or_else(|problem| {
+                let rules = Rules::compile(&config.within_plan(plan)).unwrap_or_else(|problem| {
                     tracing::error!(guild_id, %problem, "the guild's automod rules do not compile; none run");
                     Rules::default()
                 });
                 let rules = Arc::new(rules);
-                self.compiled = Some((version, Arc::clone(&rules)));
+                self.compiled = Some(((version, plan), Arc::clone(&rules)));
                 rules
             }
         }
@@ -135,10 +142,10 @@ impl Feature for Automod {
                         message: format!("a message has at most {TEST_MAX_CHARS} characters"),
                     })
                 } else {
-                    let (config, version) = (ctx.config, ctx.config_version);
+                    let (config, compiled_for) = (ctx.config, (ctx.config_version, ctx.plan));
                     let guild_id = ctx.io.guild_id().get();
                     let state: &mut State = ctx.state();
-                    let rules = state.rules(version, &config.automod, guild_id);
+                    let rules = state.rules(compiled_for, &config.automod, guild_id);
                     Ok(GuildResponse::AutomodTest {
                         matches: test_message(&rules, content),
                     })
@@ -180,10 +187,10 @@ impl Feature for Automod {
             return Vec::new();
         }
         let guild_id = ctx.io.guild_id().get();
-        let version = ctx.config_version;
+        let compiled_for = (ctx.config_version, ctx.plan);
         let io = ctx.io.clone();
         let state: &mut State = ctx.state();
-        let rules = state.rules(version, &config.automod, guild_id);
+        let rules = state.rules(compiled_for, &config.automod, guild_id);
         let author = message.author.id.get();
         let now = Instant::now();
         let none = rules::Recent::new();
@@ -239,17 +246,46 @@ mod tests {
     }
 
     #[test]
-    fn rules_are_compiled_once_per_config_version() {
+    fn rules_are_compiled_once_per_config_version_and_plan() {
         let mut state = State::default();
-        let first = state.rules(3, &invites(), 1);
-        let again = state.rules(3, &invites(), 1);
+        let first = state.rules((3, Plan::Free), &invites(), 1);
+        let again = state.rules((3, Plan::Free), &invites(), 1);
         assert!(
             Arc::ptr_eq(&first, &again),
             "same version: not compiled again"
         );
         assert_eq!(first.rules.len(), 1);
-        let next = state.rules(4, &AutomodConfig::default(), 1);
+        let next = state.rules((4, Plan::Free), &AutomodConfig::default(), 1);
         assert!(next.rules.is_empty(), "a new version is compiled anew");
+    }
+
+    #[test]
+    fn after_a_downgrade_the_rules_past_the_plans_limit_are_kept_but_not_run() {
+        let free = Plan::Free.limits().automod_rules as usize;
+        let mut config = AutomodConfig::default();
+        for n in 0..free + 2 {
+            let mut rule = invites().rules.remove(0);
+            rule.name = format!("rule {n}");
+            config.rules.push(rule);
+        }
+        let mut state = State::default();
+        assert_eq!(
+            state.rules((1, Plan::Premium), &config, 1).rules.len(),
+            free + 2
+        );
+        let free_rules = state.rules((1, Plan::Free), &config, 1);
+        assert_eq!(
+            free_rules.rules.len(),
+            free,
+            "the plan changed: compiled anew"
+        );
+        let off: Vec<&str> = config
+            .over_plan(Plan::Free)
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        assert_eq!(off, [format!("rule {free}"), format!("rule {}", free + 1)]);
+        assert!(config.over_plan(Plan::Premium).is_empty());
     }
 
     #[test]
@@ -309,6 +345,6 @@ mod tests {
         config.rules[0].actions.clear();
         assert!(validate(&config).is_err());
         let mut state = State::default();
-        assert!(state.rules(1, &config, 1).rules.is_empty());
+        assert!(state.rules((1, Plan::Premium), &config, 1).rules.is_empty());
     }
 }

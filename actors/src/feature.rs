@@ -95,6 +95,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) config: &'a GuildConfig,
     /// The config's version: what a feature compiles from it is stale when this changes.
     pub(crate) config_version: u64,
+    /// The guild's plan: what is over its limits stays stored but does not run.
+    pub(crate) plan: Plan,
     /// For [`Effect::Task`]s: the node's store, REST and cache, bound to this guild.
     pub(crate) io: Io,
     state: &'a mut Option<Box<dyn Any + Send + Sync>>,
@@ -103,12 +105,14 @@ pub(crate) struct Ctx<'a> {
 impl<'a> Ctx<'a> {
     pub(crate) fn new(
         config: &'a VersionedConfig,
+        plan: Plan,
         io: Io,
         state: &'a mut Option<Box<dyn Any + Send + Sync>>,
     ) -> Self {
         Self {
             config: &config.config,
             config_version: config.version,
+            plan,
             io,
             state,
         }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use metrics::{counter, histogram};
-use protonn_storage::{StorageError, Timer, Timestamp, VersionedConfig};
+use protonn_storage::{Plan, StorageError, Timer, Timestamp, VersionedConfig};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::time::Instant;
 use twilight_model::application::interaction::application_command::{
@@ -78,7 +78,21 @@ pub struct GuildState {
     answered: requests::Answered,
     /// Each feature's state in this guild, by its index in the registry, made on first use.
     feature_states: Vec<Option<Box<dyn Any + Send + Sync>>>,
+    /// The guild's plan, read with its config.
+    plan: Option<HeldPlan>,
 }
+
+/// The guild's plan as last read, and when to read it again: when its premium slot ends,
+/// and at least every `RuntimeConfig::plan_recheck_every` (a slot given, moved or refunded
+/// shows by then; a config change reads it afresh anyway).
+#[derive(Clone, Copy, Debug)]
+struct HeldPlan {
+    plan: Plan,
+    recheck_at: Instant,
+}
+
+/// After a failed read the plan held is kept (free if none) and read again this soon.
+const PLAN_RETRY: Duration = Duration::from_secs(10);
 
 /// Per-user and per-guild command rate limits.
 struct Cooldowns {
@@ -109,6 +123,7 @@ impl Actor for GuildActor {
             },
             answered: Default::default(),
             feature_states: crate::features::all().iter().map(|_| None).collect(),
+            plan: None,
         })
     }
 
@@ -122,6 +137,7 @@ impl Actor for GuildActor {
             GuildMsg::Event(event) => event,
             GuildMsg::Reload => {
                 state.config = None;
+                state.plan = None;
                 // Features' state may be as stale as the config (workflows changed elsewhere).
                 state.feature_states = crate::features::all().iter().map(|_| None).collect();
                 return Ok(());
@@ -215,14 +231,14 @@ impl GuildState {
             return;
         }
         let io = self.io();
-        let Some((config, states)) = self.config_and_feature_states().await else {
+        let Some((config, plan, states)) = self.config_and_feature_states().await else {
             return;
         };
         for (index, feature) in features.iter().enumerate() {
             if !feature.wants(event) {
                 continue;
             }
-            let mut ctx = Ctx::new(config, io.clone(), &mut states[index]);
+            let mut ctx = Ctx::new(config, plan, io.clone(), &mut states[index]);
             let effects = feature.on_event(&mut ctx, event);
             carry_out(&io, None, effects);
         }
@@ -236,10 +252,10 @@ impl GuildState {
             return;
         };
         let io = self.io();
-        let Some((config, states)) = self.config_and_feature_states().await else {
+        let Some((config, plan, states)) = self.config_and_feature_states().await else {
             return;
         };
-        let mut ctx = Ctx::new(config, io.clone(), &mut states[index]);
+        let mut ctx = Ctx::new(config, plan, io.clone(), &mut states[index]);
         let effects = feature.on_timer(&mut ctx, timer);
         carry_out(&io, None, effects);
     }
@@ -248,26 +264,68 @@ impl GuildState {
     /// neither), or `None` (logged) when storage cannot give the config.
     async fn config_and_feature_states(
         &mut self,
-    ) -> Option<(&VersionedConfig, &mut [Option<Box<dyn Any + Send + Sync>>])> {
+    ) -> Option<(
+        &VersionedConfig,
+        Plan,
+        &mut [Option<Box<dyn Any + Send + Sync>>],
+    )> {
         if let Err(err) = self.config().await {
             tracing::error!(guild_id = %self.guild_id, error = %err, "cannot load guild config");
             return None;
         }
+        let plan = self.plan().await;
         let config = self.config.as_ref()?;
-        Some((config, &mut self.feature_states))
+        Some((config, plan, &mut self.feature_states))
+    }
+
+    /// The guild's plan: one key read at activation, then again only when the premium slot
+    /// read ends or `plan_recheck_every` has passed.
+    async fn plan(&mut self) -> Plan {
+        let now = Instant::now();
+        let recheck = self.services.runtime.plan_recheck_every;
+        if let Some(held) = self.plan
+            && held.recheck_at > now
+        {
+            return held.plan;
+        }
+        let held = match self.services.store.guild_slot(self.guild_id.get()).await {
+            Ok(slot) => {
+                let at = Timestamp::now();
+                let plan = protonn_storage::plan_at(slot.as_ref(), at);
+                let ends_in = slot
+                    .filter(|slot| slot.until > at)
+                    .map_or(recheck, |slot| at.until(slot.until));
+                HeldPlan {
+                    plan,
+                    recheck_at: now + ends_in.min(recheck),
+                }
+            }
+            Err(err) => {
+                tracing::warn!(guild_id = %self.guild_id, error = %err, "cannot read the guild's plan; keeping the one held");
+                HeldPlan {
+                    plan: self.plan.map_or(Plan::Free, |held| held.plan),
+                    recheck_at: now + PLAN_RETRY,
+                }
+            }
+        };
+        self.plan = Some(held);
+        held.plan
     }
 
     /// Whether a feature answers text command `name` in this guild though none declared it.
     async fn feature_claims(&mut self, name: &str) -> bool {
         let io = self.io();
-        let Some((config, states)) = self.config_and_feature_states().await else {
+        let Some((config, plan, states)) = self.config_and_feature_states().await else {
             return false;
         };
         crate::features::all()
             .iter()
             .enumerate()
             .any(|(index, feature)| {
-                feature.claims_command(&mut Ctx::new(config, io.clone(), &mut states[index]), name)
+                feature.claims_command(
+                    &mut Ctx::new(config, plan, io.clone(), &mut states[index]),
+                    name,
+                )
             })
     }
 
@@ -288,11 +346,11 @@ impl GuildState {
         let replier = Replier::new(reply, label, feature.answers_privately());
         self.count_usage(label, invocation.author, invocation.channel_id);
         let io = self.io();
-        let Some((config, states)) = self.config_and_feature_states().await else {
+        let Some((config, plan, states)) = self.config_and_feature_states().await else {
             replier.send(&io, unavailable());
             return;
         };
-        let mut ctx = Ctx::new(config, io.clone(), &mut states[index]);
+        let mut ctx = Ctx::new(config, plan, io.clone(), &mut states[index]);
         let effects = feature.on_command(&mut ctx, invocation);
         carry_out(&io, Some(replier), effects);
     }
@@ -606,11 +664,11 @@ impl GuildState {
             channel_id,
         };
         let io = self.io();
-        let Some((config, states)) = self.config_and_feature_states().await else {
+        let Some((config, plan, states)) = self.config_and_feature_states().await else {
             replier.send(&io, unavailable());
             return;
         };
-        let mut ctx = Ctx::new(config, io.clone(), &mut states[index]);
+        let mut ctx = Ctx::new(config, plan, io.clone(), &mut states[index]);
         let effects = feature.on_component(&mut ctx, used);
         carry_out(&io, Some(replier), effects);
     }

@@ -61,6 +61,9 @@ pub struct RuntimeConfig {
     /// How often the node holding shard 0 reads Discord's entitlements: how late a renewal
     /// or a refund is seen at most (their events cannot be parsed, see `entitlements.rs`).
     pub entitlement_reconcile_every: Duration,
+    /// How long a guild actor trusts the plan it read (it reads again sooner when the premium
+    /// slot it read ends): how late a slot given, moved or refunded shows in what runs.
+    pub plan_recheck_every: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -85,6 +88,7 @@ impl Default for RuntimeConfig {
             ticket_idle_close: Duration::from_secs(7 * 86_400),
             premium_skus: Arc::default(),
             entitlement_reconcile_every: Duration::from_secs(600),
+            plan_recheck_every: Duration::from_secs(300),
         }
     }
 }

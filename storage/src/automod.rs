@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::{StorageError, Timestamp};
+use crate::{Plan, StorageError, Timestamp};
 
 /// A guild's automod settings.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -14,6 +14,23 @@ use crate::{StorageError, Timestamp};
 pub struct AutomodConfig {
     /// Checked in order on every member message; each rule that matches acts.
     pub rules: Vec<AutomodRule>,
+}
+
+impl AutomodConfig {
+    /// The rules past what `plan` allows (the last ones): kept after a downgrade, but not
+    /// run until the guild has the plan again or removes others.
+    pub fn over_plan(&self, plan: Plan) -> &[AutomodRule] {
+        let allowed = plan.limits().automod_rules as usize;
+        &self.rules[allowed.min(self.rules.len())..]
+    }
+
+    /// The settings `plan` runs: the first rules, as many as it allows.
+    pub fn within_plan(&self, plan: Plan) -> AutomodConfig {
+        let over = self.over_plan(plan).len();
+        AutomodConfig {
+            rules: self.rules[..self.rules.len() - over].to_vec(),
+        }
+    }
 }
 
 /// One rule: a trigger, its actions, and whom it spares.

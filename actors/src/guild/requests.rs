@@ -168,9 +168,10 @@ impl GuildState {
     /// The answer of the feature that handles the call, if one does.
     async fn feature_call(&mut self, call: &GuildCall) -> Option<CallTask> {
         let config = self.read_config().await.ok()?;
+        let plan = self.plan().await;
         let io = self.io();
         for (index, feature) in crate::features::all().iter().enumerate() {
-            let mut ctx = Ctx::new(&config, io.clone(), &mut self.feature_states[index]);
+            let mut ctx = Ctx::new(&config, plan, io.clone(), &mut self.feature_states[index]);
             if let Some(task) = feature.on_call(&mut ctx, call) {
                 return Some(task);
             }

@@ -367,7 +367,12 @@ async fn a_user_redeems_a_code_and_gives_the_slot_to_a_server_in_chromium() {
 async fn a_free_server_is_held_to_its_plans_limits_and_premium_lifts_them() {
     use protonn_storage::{AutomodAction, Trigger};
 
-    let Bot { sim, node, .. } = &Bot::start(small_world(1, 1)).await;
+    let runtime = protonn_actors::RuntimeConfig {
+        // The downgrade below shows in what runs at once.
+        plan_recheck_every: Duration::from_millis(50),
+        ..test_runtime()
+    };
+    let Bot { sim, node, .. } = &Bot::with_runtime(small_world(1, 1), runtime).await;
     let guild = some_guild(sim, 0);
     let calls = node.guild_calls();
     let free = Plan::Free.limits();
@@ -415,6 +420,51 @@ async fn a_free_server_is_held_to_its_plans_limits_and_premium_lifts_them() {
     crate::workflows::save(calls.as_ref(), guild.id, 99, workflow)
         .await
         .unwrap();
+
+    // The last rule runs on premium...
+    let (channel, author) = (guild.channel_ids[0], guild.member_ids[0]);
+    let last = format!("word{}", too_many - 1);
+    let send = |content: &str| {
+        sim.send_message(guild.id, channel, author, content)
+            .unwrap()
+    };
+    let deleted = send(&last);
+    wait_until("the last rule deletes on premium", || async {
+        !sim.message_exists(channel, deleted)
+    })
+    .await;
+    // ...and after a downgrade it is kept but off (once the actor has read the plan again):
+    // its word stays, while the first rule's word, sent after it (so handled after it), goes.
+    node.store()
+        .remove_slot(guild.owner_id, guild.id)
+        .await
+        .unwrap();
+    wait_until("the guild is free again", || async {
+        guild_plan(node.store().as_ref(), guild.id, Timestamp::now())
+            .await
+            .unwrap()
+            == Plan::Free
+    })
+    .await;
+    wait_until(
+        "a rule past the free plan's limit no longer runs",
+        || async {
+            let kept = send(&last);
+            let first = send("word0");
+            wait_until("the first rule still deletes", || async {
+                !sim.message_exists(channel, first)
+            })
+            .await;
+            sim.message_exists(channel, kept)
+        },
+    )
+    .await;
+    let config = node.store().load(guild.id).await.unwrap().unwrap();
+    assert_eq!(
+        config.config.automod.rules.len(),
+        too_many as usize,
+        "the downgrade kept every rule"
+    );
 }
 
 /// The tests' runtime with the simulator's app subscriptions granting premium.

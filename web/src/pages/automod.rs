@@ -10,7 +10,7 @@ use axum::http::header::LOCATION;
 use axum::response::{IntoResponse, Response};
 use maud::html;
 use protonn_actors::{GuildRequest, GuildResponse, GuildSummary, RuleMatch};
-use protonn_storage::{AutomodConfig, AutomodHit, VersionedConfig};
+use protonn_storage::{AutomodConfig, AutomodHit, Plan, Timestamp, VersionedConfig, guild_plan};
 use serde::Deserialize;
 
 use super::guild::{authorize, config, summary, tabs, unexpected};
@@ -165,16 +165,19 @@ async fn page(
         GuildResponse::AutomodHits { hits } => hits,
         _ => return Err(unexpected()),
     };
-    Ok(render(authed, &summary, &current, &hits, extras))
+    let plan = guild_plan(state.store.as_ref(), guild_id, Timestamp::now()).await?;
+    Ok(render(authed, &summary, &current, plan, &hits, extras))
 }
 
 fn render(
     authed: &Authed,
     summary: &GuildSummary,
     current: &VersionedConfig,
+    plan: Plan,
     hits: &[AutomodHit],
     extras: Extras,
 ) -> Response {
+    let off = current.config.automod.over_plan(plan);
     let guild_id = summary.guild_id;
     let rules = extras.draft.clone().unwrap_or_else(|| {
         serde_json::to_string_pretty(&current.config.automod).expect("a config serialises")
@@ -220,6 +223,12 @@ fn render(
                 }
             }
             h2 { "Rules" }
+            @if !off.is_empty() {
+                p.error role="alert" id="over-plan" {
+                    "The " (plan.name()) " plan runs " (plan.limits().automod_rules) " rules; these are kept but off until the server has premium again or you remove others: "
+                    @for (n, rule) in off.iter().enumerate() { @if n > 0 { ", " } strong { (rule.name) } } "."
+                }
+            }
             form.card method="post" action={ "/guilds/" (guild_id) "/automod" } {
                 input type="hidden" name="csrf" value=(authed.csrf());
                 input type="hidden" name="expected_version" value=(current.version);
