@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use protonn_storage::{AutomodConfig, Plan};
 use tokio::time::Instant;
+use twilight_model::channel::Message;
 use twilight_model::gateway::event::Event;
 
 use crate::feature::{CallTask, Ctx, Effect, Feature};
@@ -175,12 +176,20 @@ impl Feature for Automod {
     }
 
     fn wants(&self, event: &Event) -> bool {
-        matches!(event, Event::MessageCreate(message) if !message.author.bot)
+        match event {
+            Event::MessageCreate(message) => !message.author.bot,
+            Event::MessageUpdate(message) => !message.author.bot,
+            _ => false,
+        }
     }
 
+    /// A member's message, or an edit of one: an edit is checked like a new message but is
+    /// not counted as one more (rate and duplicate rules count messages sent).
     fn on_event(&self, ctx: &mut Ctx<'_>, event: &Event) -> Vec<Effect> {
-        let Event::MessageCreate(message) = event else {
-            return Vec::new();
+        let (message, edited): (&Message, bool) = match event {
+            Event::MessageCreate(message) => (message, false),
+            Event::MessageUpdate(message) => (message, true),
+            _ => return Vec::new(),
         };
         let config = ctx.config;
         if message.author.bot || config.automod.rules.is_empty() {
@@ -194,7 +203,7 @@ impl Feature for Automod {
         let author = message.author.id.get();
         let now = Instant::now();
         let none = rules::Recent::new();
-        let recent = if rules.counts_messages() {
+        let recent = if rules.counts_messages() && !edited {
             state
                 .activity
                 .record(author, &message.content, now, rules.window, rules.keep)

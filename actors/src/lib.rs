@@ -93,6 +93,8 @@ pub fn event_types() -> EventTypeFlags {
         | EventTypeFlags::ROLE_UPDATE
         | EventTypeFlags::ROLE_DELETE
         | EventTypeFlags::MESSAGE_CREATE
+        // Automod checks edits too.
+        | EventTypeFlags::MESSAGE_UPDATE
         | EventTypeFlags::INTERACTION_CREATE
         // Without GUILD_MEMBERS, only the bot's own: its roles, for permission checks.
         | EventTypeFlags::MEMBER_UPDATE

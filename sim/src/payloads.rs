@@ -543,12 +543,10 @@ pub(crate) fn message(spec: &MessageSpec<'_>) -> Value {
         );
     }
     if let Some(roles) = spec.member_roles {
-        // MESSAGE_CREATE's member is partial: no `user` (it is `author`).
-        let mut member = member(Value::Null, roles, spec.author.joined_ms);
-        if let Value::Object(map) = &mut member {
-            map.remove("user");
-        }
-        merge(&mut message, json!({"member": member}));
+        merge(
+            &mut message,
+            json!({"member": author_member(roles, spec.author.joined_ms)}),
+        );
     }
     if let Some(webhook_id) = spec.webhook_id {
         merge(&mut message, json!({"webhook_id": id(webhook_id)}));
@@ -733,9 +731,28 @@ pub(crate) fn message_update(spec: &MessageSpec<'_>, edited_ms: u64) -> Value {
 }
 
 /// A MESSAGE_UPDATE from a REST message object: the gateway adds the guild id.
-pub(crate) fn message_update_of(mut message: Value, guild_id: u64) -> Value {
-    merge(&mut message, json!({"guild_id": id(guild_id)}));
+/// MESSAGE_UPDATE: the whole message with the fields MESSAGE_CREATE adds (the guild, the
+/// author's partial member).
+pub(crate) fn message_update_of(
+    mut message: Value,
+    guild_id: u64,
+    roles: &[u64],
+    joined_ms: u64,
+) -> Value {
+    merge(
+        &mut message,
+        json!({"guild_id": id(guild_id), "member": author_member(roles, joined_ms)}),
+    );
     message
+}
+
+/// The author's member in a message event: partial, no `user` (it is `author`).
+fn author_member(roles: &[u64], joined_ms: u64) -> Value {
+    let mut member = member(Value::Null, roles, joined_ms);
+    if let Value::Object(map) = &mut member {
+        map.remove("user");
+    }
+    member
 }
 
 /// An attachment as Discord's CDN serves it (a made-up size; no content behind the URL).

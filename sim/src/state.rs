@@ -259,11 +259,7 @@ impl Shared {
         // must see that here, not first in production.
         let fallback_name = format!("user{author_id}");
         let author = Author::in_guild(guild, author_id, &fallback_name);
-        let roles: Vec<u64> = if author_id == guild.owner.id {
-            vec![guild.moderator_role_id]
-        } else {
-            Vec::new()
-        };
+        let roles = guild.roles_of(author_id);
         let message_id = self.message_ids.next();
         let attachments: Vec<serde_json::Value> = attachments
             .iter()
@@ -346,7 +342,10 @@ impl Shared {
             return false;
         };
         let d = crate::moderation::message_json(guild, channel_id, &kept);
-        let mut d = payloads::message_update_of(d, guild_id);
+        let fallback_name = format!("user{}", kept.author_id);
+        let joined_ms = Author::in_guild(guild, kept.author_id, &fallback_name).joined_ms;
+        let mut d =
+            payloads::message_update_of(d, guild_id, &guild.roles_of(kept.author_id), joined_ms);
         self.sessions
             .dispatch_with(guild.shard, Some(guild_id), |wants| {
                 if !wants.intents.contains(Intents::GUILD_MESSAGES) {

@@ -172,6 +172,15 @@ impl Guild {
         crate::snowflake::unix_ms_of(self.id)
     }
 
+    /// A member's roles besides @everyone: the owner holds Moderator, the others none.
+    pub(crate) fn roles_of(&self, user_id: u64) -> Vec<u64> {
+        if user_id == self.owner.id {
+            vec![self.moderator_role_id]
+        } else {
+            Vec::new()
+        }
+    }
+
     pub(crate) fn user(&self, id: u64) -> Option<&User> {
         std::iter::once(&self.owner)
             .chain(&self.members)

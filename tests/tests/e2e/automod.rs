@@ -316,6 +316,21 @@ async fn each_content_rule_deletes_what_breaks_it_and_spares_the_rest() {
         sim.message_exists(exempt, kept),
         "exempt from the invite rule"
     );
+    // An edit is checked like a new message: a spared message edited into a scam goes.
+    // Edits are not messages sent: editing one twice to the same text makes no copies.
+    let edited = spared.pop().expect("a spared message");
+    assert!(sim.edit_message(guild.id, channel, edited, "fresh text"));
+    assert!(sim.edit_message(guild.id, channel, edited, "fresh text"));
+    let fresh = send(channel, "fresh text");
+    assert!(sim.edit_message(guild.id, channel, edited, "scam inside"));
+    wait_until("the message edited into a scam is deleted", || async {
+        !sim.message_exists(channel, edited)
+    })
+    .await;
+    assert!(
+        sim.message_exists(channel, fresh),
+        "edits do not count as copies of a text"
+    );
     for (n, message) in spared.iter().enumerate() {
         assert!(
             sim.message_exists(channel, *message),
