@@ -4,24 +4,31 @@
 //! reopen; the opener closes their own. Closing copies the thread into the ticket's
 //! transcript page by page, then a durable timer archives and locks the thread (so the
 //! answer to the close is posted before the thread locks, and a crash in between still
-//! locks it). A ticket silent for the runtime's `ticket_idle_close` is closed by the bot (a
+//! locks it). A ticket silent for the guild's idle period (the runtime's `ticket_idle_close`
+//! unless set) is closed by the bot (a
 //! durable timer that moves to the last message's time + the period while there is talk).
 //! Every action is an audit entry `ticket.<action>`.
 //!
 //! - `ticket panel` (staff) posts the panel; `ticket close [reason]`, `ticket claim`,
 //!   `ticket add <user>`, `ticket remove <user>`, `ticket rename <name>` work in a ticket's
 //!   thread; `ticket reopen <number>` anywhere.
-//! - A member has at most [`MAX_OPEN_PER_MEMBER`] open tickets (checked by the store as it
-//!   numbers the ticket), and a modal sent again while their ticket is being opened (a
-//!   double press) opens nothing.
+//! - A member has at most the guild's `max_open_per_member` open tickets (checked by the
+//!   store as it numbers the ticket), and a modal sent again while their ticket is being
+//!   opened (a double press) opens nothing.
+//! - The guild's settings (`GuildConfig::tickets`: staff roles, limits, the idle period) are
+//!   read from the config the actor holds (`settings.rs`).
 
 mod act;
 mod parse;
+mod settings;
+
+pub(crate) use settings::validate;
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
-use protonn_storage::Timer;
+use protonn_storage::{GuildConfig, Timer};
 use tokio::time::Instant;
 use twilight_model::application::command::Command as SlashCommand;
 use twilight_model::channel::message::component::{
@@ -32,16 +39,15 @@ use twilight_model::http::interaction::{
     InteractionResponse, InteractionResponseData, InteractionResponseType,
 };
 use twilight_model::id::Id;
-use twilight_model::id::marker::{RoleMarker, UserMarker};
+use twilight_model::id::marker::{ChannelMarker, RoleMarker, UserMarker};
 
 use crate::feature::{Answer, ComponentUse, Ctx, Effect, Feature, Invocation};
+use settings::Settings;
 
 /// The feature's name: its timers' `feature`.
 pub(crate) const NAME: &str = "tickets";
 const COMMANDS: &[&str] = &["ticket"];
 
-/// Open tickets one member may have in a guild at once.
-pub(crate) const MAX_OPEN_PER_MEMBER: u32 = 1;
 /// How long a member's modal is taken as a repeat of the one being opened (a double press).
 const OPENING_GUARD: Duration = Duration::from_secs(30);
 /// Past this many members opening at once, expired guards are pruned.
@@ -57,32 +63,37 @@ const CLOSE_BUTTON: &str = "ticket:close";
 const TOPIC_MIN_CHARS: u16 = 5;
 const TOPIC_MAX_CHARS: u16 = 200;
 
-/// Who may act as staff on tickets: a staff role of the config, or (where Discord says) Manage
-/// Server, Manage Threads or Administrator.
+/// Who may act as staff on tickets: a staff role of the config (the guild's or the tickets'
+/// own), or (where Discord says) Manage Server, Manage Threads or Administrator.
 const STAFF_PERMISSIONS: Permissions = Permissions::ADMINISTRATOR
     .union(Permissions::MANAGE_GUILD)
     .union(Permissions::MANAGE_THREADS);
 
 pub(crate) struct Tickets;
 
-/// Per guild: members whose ticket is being opened, since when.
+/// Per guild: the tickets being opened (a member and a hash of their request), since when.
+/// The request counts, not only the member: a guild may allow several open tickets, and a
+/// second one about something else is no double press.
 #[derive(Default)]
 struct Opening {
-    since: HashMap<Id<UserMarker>, Instant>,
+    since: HashMap<(Id<UserMarker>, u64), Instant>,
 }
 
 impl Opening {
-    /// Marks `user` as opening; `false` if they already are (a double press).
-    fn start(&mut self, user: Id<UserMarker>) -> bool {
+    /// Marks `user`'s `request` as being opened; `false` if it already is (a double press).
+    fn start(&mut self, user: Id<UserMarker>, request: &str) -> bool {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        request.to_lowercase().hash(&mut hasher);
+        let key = (user, hasher.finish());
         let now = Instant::now();
         if self.since.len() >= OPENING_PRUNE_AT {
             self.since
                 .retain(|_, since| now.duration_since(*since) < OPENING_GUARD);
         }
-        match self.since.get(&user) {
+        match self.since.get(&key) {
             Some(since) if now.duration_since(*since) < OPENING_GUARD => false,
             _ => {
-                self.since.insert(user, now);
+                self.since.insert(key, now);
                 true
             }
         }
@@ -90,12 +101,33 @@ impl Opening {
 }
 
 fn is_staff(
-    staff_roles: &[u64],
+    config: &GuildConfig,
     roles: &[Id<RoleMarker>],
     permissions: Option<Permissions>,
 ) -> bool {
-    roles.iter().any(|role| staff_roles.contains(&role.get()))
-        || permissions.is_some_and(|p| p.intersects(STAFF_PERMISSIONS))
+    roles.iter().any(|role| {
+        config.staff_roles.contains(&role.get()) || config.tickets.staff_roles.contains(&role.get())
+    }) || permissions.is_some_and(|p| p.intersects(STAFF_PERMISSIONS))
+}
+
+/// Who acts, with the guild's settings as the actor holds them.
+fn actor(
+    ctx: &Ctx<'_>,
+    user: Id<UserMarker>,
+    roles: &[Id<RoleMarker>],
+    permissions: Option<Permissions>,
+    channel_id: Id<ChannelMarker>,
+) -> act::Actor {
+    act::Actor {
+        user,
+        staff: is_staff(ctx.config, roles, permissions),
+        channel_id,
+        settings: settings_of(ctx),
+    }
+}
+
+fn settings_of(ctx: &Ctx<'_>) -> Settings {
+    Settings::of(ctx.config, ctx.io.ticket_idle_close())
 }
 
 impl Feature for Tickets {
@@ -116,16 +148,13 @@ impl Feature for Tickets {
             Ok(request) => request,
             Err(problem) => return vec![Effect::Reply(Answer::new("invalid", problem))],
         };
-        let staff = is_staff(
-            &ctx.config.staff_roles,
+        let actor = actor(
+            ctx,
+            invocation.author,
             &invocation.author_roles,
             invocation.author_permissions,
+            invocation.channel_id,
         );
-        let actor = act::Actor {
-            user: invocation.author,
-            staff,
-            channel_id: invocation.channel_id,
-        };
         vec![Effect::task(act::run(ctx.io.clone(), actor, request))]
     }
 
@@ -134,16 +163,13 @@ impl Feature for Tickets {
     }
 
     fn on_component(&self, ctx: &mut Ctx<'_>, used: ComponentUse) -> Vec<Effect> {
-        let staff = is_staff(
-            &ctx.config.staff_roles,
+        let actor = actor(
+            ctx,
+            used.author,
             &used.author_roles,
             used.author_permissions,
+            used.channel_id,
         );
-        let actor = act::Actor {
-            user: used.author,
-            staff,
-            channel_id: used.channel_id,
-        };
         match used.custom_id.as_str() {
             OPEN_BUTTON => vec![Effect::Respond(Box::new(topic_modal()))],
             TOPIC_MODAL => {
@@ -157,7 +183,7 @@ impl Feature for Tickets {
                         format!("Say in at least {TOPIC_MIN_CHARS} characters what it is about.");
                     return vec![Effect::Reply(Answer::new("invalid", text))];
                 }
-                if !ctx.state::<Opening>().start(used.author) {
+                if !ctx.state::<Opening>().start(used.author, &topic) {
                     let text = "You opened a ticket moments ago: one at a time, please.";
                     return vec![Effect::Reply(Answer::new("conflict", text))];
                 }
@@ -177,7 +203,11 @@ impl Feature for Tickets {
     }
 
     fn on_timer(&self, ctx: &mut Ctx<'_>, timer: Timer) -> Vec<Effect> {
-        vec![Effect::task(act::on_timer(ctx.io.clone(), timer))]
+        vec![Effect::task(act::on_timer(
+            ctx.io.clone(),
+            timer,
+            settings_of(ctx),
+        ))]
     }
 }
 
@@ -248,19 +278,36 @@ mod tests {
     async fn a_second_modal_while_opening_is_a_double_press() {
         let mut opening = Opening::default();
         let user = Id::new(7);
-        assert!(opening.start(user));
-        assert!(!opening.start(user), "the double press");
-        assert!(opening.start(Id::new(8)), "another member");
+        assert!(opening.start(user, "Cannot log in"));
+        assert!(!opening.start(user, "cannot log in"), "the double press");
+        assert!(opening.start(Id::new(8), "Cannot log in"), "another member");
+        assert!(opening.start(user, "Billing"), "another request");
         tokio::time::advance(OPENING_GUARD).await;
-        assert!(opening.start(user), "later, a new ticket may be opened");
+        assert!(
+            opening.start(user, "Cannot log in"),
+            "later, a new ticket may be opened"
+        );
     }
 
     #[test]
     fn staff_is_a_staff_role_or_a_managing_permission() {
         let role = Id::new(5);
-        assert!(is_staff(&[5], &[role], None));
-        assert!(!is_staff(&[6], &[role], None));
-        assert!(is_staff(&[], &[], Some(Permissions::MANAGE_THREADS)));
-        assert!(!is_staff(&[], &[], Some(Permissions::SEND_MESSAGES)));
+        let staff = |guild: &[u64], tickets: &[u64]| GuildConfig {
+            staff_roles: guild.to_vec(),
+            tickets: protonn_storage::TicketsConfig {
+                staff_roles: tickets.to_vec(),
+                ..Default::default()
+            },
+            ..GuildConfig::default()
+        };
+        assert!(is_staff(&staff(&[5], &[]), &[role], None));
+        assert!(
+            is_staff(&staff(&[], &[5]), &[role], None),
+            "a ticket staff role"
+        );
+        assert!(!is_staff(&staff(&[6], &[7]), &[role], None));
+        let nobody = GuildConfig::default();
+        assert!(is_staff(&nobody, &[], Some(Permissions::MANAGE_THREADS)));
+        assert!(!is_staff(&nobody, &[], Some(Permissions::SEND_MESSAGES)));
     }
 }

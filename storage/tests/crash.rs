@@ -39,8 +39,11 @@ fn message(id: u64, at: Timestamp) -> TranscriptMessage {
         ticket_id: id,
         message_id: id * 10,
         author_id: 2_000 + id,
+        author_name: format!("user{id}"),
         at,
         content: format!("hello {id}"),
+        attachments: Vec::new(),
+        edited_at: None,
     }
 }
 

@@ -1,7 +1,9 @@
 //! The tickets' actions, each on a task of its own: Discord first where Discord decides,
 //! then the store, then the answer, the audit entry and the timers.
 
-use protonn_storage::{AuditEntry, Ticket, Timer, Timestamp, TranscriptMessage};
+use protonn_storage::{
+    AuditEntry, Ticket, Timer, Timestamp, TranscriptAttachment, TranscriptMessage,
+};
 use serde::{Deserialize, Serialize};
 use twilight_model::channel::message::AllowedMentions;
 use twilight_model::channel::{Channel, ChannelType, Message};
@@ -9,7 +11,8 @@ use twilight_model::id::Id;
 use twilight_model::id::marker::{ChannelMarker, MessageMarker, UserMarker};
 
 use super::parse::Request;
-use super::{MAX_OPEN_PER_MEMBER, NAME, panel_components, ticket_components};
+use super::settings::Settings;
+use super::{NAME, panel_components, ticket_components};
 use crate::feature::{Answer, Effect};
 use crate::guild::Io;
 use crate::metrics::{TICKET_FIRST_RESPONSE, TICKET_RESOLUTION, TICKETS_CLOSED, TICKETS_OPENED};
@@ -27,6 +30,7 @@ pub(super) struct Actor {
     pub(super) user: Id<UserMarker>,
     pub(super) staff: bool,
     pub(super) channel_id: Id<ChannelMarker>,
+    pub(super) settings: Settings,
 }
 
 /// The payload of a ticket's timers: which ticket.
@@ -103,13 +107,8 @@ fn timer(io: &Io, kind: &str, number: u64, due: Timestamp) -> Timer {
 }
 
 /// The idle timer of a ticket whose last message was at `last`.
-fn idle_timer(io: &Io, number: u64, last: Timestamp) -> Timer {
-    timer(
-        io,
-        IDLE,
-        number,
-        last.saturating_add(io.ticket_idle_close()),
-    )
+fn idle_timer(io: &Io, settings: &Settings, number: u64, last: Timestamp) -> Timer {
+    timer(io, IDLE, number, last.saturating_add(settings.idle_close))
 }
 
 /// The ticket whose thread is `channel_id`.
@@ -198,11 +197,12 @@ pub(super) async fn open(io: Io, actor: Actor, topic: String) -> Vec<Effect> {
         claimed_at: None,
         close_reason: None,
     };
-    let number = match io.store().open_ticket(&ticket, MAX_OPEN_PER_MEMBER).await {
+    let max_open = actor.settings.max_open_per_member;
+    let number = match io.store().open_ticket(&ticket, max_open).await {
         Ok(Some(number)) => number,
         Ok(None) => {
             let text = format!(
-                "You have {MAX_OPEN_PER_MEMBER} open ticket(s) here already: close one before opening another."
+                "You have {max_open} open ticket(s) here already: close one before opening another."
             );
             return vec![Effect::Reply(Answer::new("denied", text))];
         }
@@ -260,7 +260,7 @@ pub(super) async fn open(io: Io, actor: Actor, topic: String) -> Vec<Effect> {
     metrics::counter!(TICKETS_OPENED).increment(1);
     let details = serde_json::json!({"thread": thread.id.get(), "topic": ticket.subject});
     vec![
-        Effect::Timer(idle_timer(&io, number, opened_at)),
+        Effect::Timer(idle_timer(&io, &actor.settings, number, opened_at)),
         audit(&io, actor.user.get(), None, "open", number, details),
         Effect::Reply(Answer::ok(format!(
             "Ticket #{number} opened: <#{}>.",
@@ -362,29 +362,28 @@ async fn copy_transcript(io: &Io, ticket: &Ticket) -> Result<usize, Answer> {
     }
 }
 
-/// One message as a transcript line: its text, attachments as links, and whether it was
-/// edited.
+/// One message as a transcript line: its author, text, attachments as links, and when it
+/// was edited.
 fn transcript_line(ticket: &Ticket, message: &Message) -> TranscriptMessage {
-    let mut content = message.content.clone();
-    for attachment in &message.attachments {
-        if !content.is_empty() {
-            content.push('\n');
-        }
-        content.push_str(&format!(
-            "[attachment: {}] {}",
-            attachment.filename, attachment.url
-        ));
-    }
-    if message.edited_timestamp.is_some() {
-        content.push_str(" (edited)");
-    }
     TranscriptMessage {
         guild_id: ticket.guild_id,
         ticket_id: ticket.ticket_id,
         message_id: message.id.get(),
         author_id: message.author.id.get(),
+        author_name: message.author.name.clone(),
         at: snowflake_time(message.id.get()),
-        content,
+        content: message.content.clone(),
+        attachments: message
+            .attachments
+            .iter()
+            .map(|attachment| TranscriptAttachment {
+                filename: attachment.filename.clone(),
+                url: attachment.url.clone(),
+            })
+            .collect(),
+        edited_at: message
+            .edited_timestamp
+            .map(|at| Timestamp((at.as_micros() / 1_000).max(0) as u64)),
     }
 }
 
@@ -580,7 +579,7 @@ async fn reopen(io: &Io, actor: &Actor, number: u64) -> Result<Vec<Effect>, Answ
         Effect::CancelTimer {
             id: format!("{ARCHIVE}{number}"),
         },
-        Effect::Timer(idle_timer(io, number, Timestamp::now())),
+        Effect::Timer(idle_timer(io, &actor.settings, number, Timestamp::now())),
         audit(
             io,
             actor.user.get(),
@@ -597,7 +596,7 @@ async fn reopen(io: &Io, actor: &Actor, number: u64) -> Result<Vec<Effect>, Answ
 }
 
 /// One of the tickets' timers fell due: claimed first, so acted on once across nodes.
-pub(super) async fn on_timer(io: Io, timer: Timer) -> Vec<Effect> {
+pub(super) async fn on_timer(io: Io, timer: Timer, settings: Settings) -> Vec<Effect> {
     let Ok(later) = serde_json::from_str::<TicketTimer>(&timer.payload) else {
         tracing::error!(guild_id = timer.guild_id, timer = %timer.id, "unreadable timer dropped");
         let _ = io.store().cancel_timer(timer.guild_id, &timer.id).await;
@@ -612,7 +611,7 @@ pub(super) async fn on_timer(io: Io, timer: Timer) -> Vec<Effect> {
         Err(_) => return Vec::new(),
     };
     let outcome = if timer.id.starts_with(IDLE) {
-        close_if_idle(&io, &timer, ticket).await
+        close_if_idle(&io, &timer, ticket, settings).await
     } else {
         archive(&io, ticket).await.map(|()| Vec::new())
     };
@@ -651,7 +650,12 @@ async fn archive(io: &Io, ticket: Option<Ticket>) -> Option<()> {
 
 /// Closes an open ticket whose last message is older than the idle period, as the bot; a
 /// ticket with newer talk gets its timer moved to then. `None` to try again later.
-async fn close_if_idle(io: &Io, timer: &Timer, ticket: Option<Ticket>) -> Option<Vec<Effect>> {
+async fn close_if_idle(
+    io: &Io,
+    timer: &Timer,
+    ticket: Option<Ticket>,
+    settings: Settings,
+) -> Option<Vec<Effect>> {
     let Some(ticket) = ticket.filter(Ticket::is_open) else {
         return Some(Vec::new());
     };
@@ -668,22 +672,23 @@ async fn close_if_idle(io: &Io, timer: &Timer, ticket: Option<Ticket>) -> Option
         .first()
         .map_or(ticket.opened_at, |m| snowflake_time(m.id.get()))
         .max(ticket.opened_at);
-    let moved = idle_timer(io, ticket.ticket_id, last_at);
+    let moved = idle_timer(io, &settings, ticket.ticket_id, last_at);
     if moved.due > Timestamp::now() {
         // Replacing the timer also drops this claim: nothing to complete.
         io.store().put_timer(&moved).await.ok()?;
         return None;
     }
     let bot = io.bot_id().await?;
+    let reason = format!(
+        "no message for {}",
+        crate::moderation::show_duration(settings.idle_close)
+    );
     let actor = Actor {
         user: bot,
         staff: true,
         channel_id: thread,
+        settings,
     };
-    let reason = format!(
-        "no message for {}",
-        crate::moderation::show_duration(io.ticket_idle_close())
-    );
     let effects = match close(io, &actor, ticket, reason).await {
         Ok(effects) => effects,
         Err(answer) => {
