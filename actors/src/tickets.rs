@@ -32,7 +32,8 @@ use protonn_storage::{GuildConfig, Timer};
 use tokio::time::Instant;
 use twilight_model::application::command::Command as SlashCommand;
 use twilight_model::channel::message::component::{
-    ActionRow, Button, ButtonStyle, Component, TextInput, TextInputStyle,
+    ActionRow, Button, ButtonStyle, Component, SelectMenu, SelectMenuOption, SelectMenuType,
+    TextInput, TextInputStyle,
 };
 use twilight_model::guild::Permissions;
 use twilight_model::http::interaction::{
@@ -56,7 +57,10 @@ const OPENING_PRUNE_AT: usize = 64;
 /// Custom ids of the feature's components; all start with [`PREFIX`].
 const PREFIX: &str = "ticket:";
 const OPEN_BUTTON: &str = "ticket:open";
+/// The topic modal; `ticket:topic:<n>` after choosing the panel's category number `n`.
 const TOPIC_MODAL: &str = "ticket:topic";
+/// The panel's category select (when the guild has categories), option values `0`, `1`, …
+const CATEGORY_SELECT: &str = "ticket:category";
 const TOPIC_FIELD: &str = "topic";
 const CLOSE_BUTTON: &str = "ticket:close";
 /// Discord's modal text input bounds for the topic.
@@ -170,9 +174,43 @@ impl Feature for Tickets {
             used.author_permissions,
             used.channel_id,
         );
-        match used.custom_id.as_str() {
-            OPEN_BUTTON => vec![Effect::Respond(Box::new(topic_modal()))],
+        // A category is named by its number: the panel's, and its modal's custom id.
+        let category = |number: Option<&str>| -> Result<Option<usize>, Answer> {
+            let Some(number) = number else {
+                return Ok(None);
+            };
+            number
+                .parse::<usize>()
+                .ok()
+                .filter(|&n| n < actor.settings.categories.len())
+                .map(Some)
+                .ok_or_else(|| {
+                    Answer::new(
+                        "invalid",
+                        "This category is no longer offered: choose again on the panel.",
+                    )
+                })
+        };
+        let (id, number) = match used
+            .custom_id
+            .strip_prefix(TOPIC_MODAL)
+            .and_then(|rest| rest.strip_prefix(':'))
+        {
+            Some(number) => (TOPIC_MODAL, Some(number)),
+            None => (used.custom_id.as_str(), None),
+        };
+        match id {
+            OPEN_BUTTON => vec![Effect::Respond(Box::new(topic_modal(None)))],
+            CATEGORY_SELECT => match category(used.values.first().map(String::as_str)) {
+                Ok(Some(n)) => vec![Effect::Respond(Box::new(topic_modal(Some(n))))],
+                Ok(None) => vec![Effect::Reply(Answer::new("invalid", "Choose a category."))],
+                Err(answer) => vec![Effect::Reply(answer)],
+            },
             TOPIC_MODAL => {
+                let category = match category(number) {
+                    Ok(n) => n.map(|n| actor.settings.categories[n].clone()),
+                    Err(answer) => return vec![Effect::Reply(answer)],
+                };
                 let topic = used
                     .field(TOPIC_FIELD)
                     .unwrap_or_default()
@@ -183,11 +221,17 @@ impl Feature for Tickets {
                         format!("Say in at least {TOPIC_MIN_CHARS} characters what it is about.");
                     return vec![Effect::Reply(Answer::new("invalid", text))];
                 }
-                if !ctx.state::<Opening>().start(used.author, &topic) {
+                let request = format!("{}\n{topic}", category.as_deref().unwrap_or_default());
+                if !ctx.state::<Opening>().start(used.author, &request) {
                     let text = "You opened a ticket moments ago: one at a time, please.";
                     return vec![Effect::Reply(Answer::new("conflict", text))];
                 }
-                vec![Effect::task(act::open(ctx.io.clone(), actor, topic))]
+                vec![Effect::task(act::open(
+                    ctx.io.clone(),
+                    actor,
+                    topic,
+                    category,
+                ))]
             }
             CLOSE_BUTTON => {
                 let request = parse::Request::Close {
@@ -211,13 +255,39 @@ impl Feature for Tickets {
     }
 }
 
-/// The panel's button row.
-fn panel_components() -> Vec<Component> {
-    vec![row(button(
-        OPEN_BUTTON,
-        "Open a ticket",
-        ButtonStyle::Primary,
-    ))]
+/// The panel's button, or its category select when the guild names categories.
+fn panel_components(categories: &[String]) -> Vec<Component> {
+    if categories.is_empty() {
+        return vec![row(button(
+            OPEN_BUTTON,
+            "Open a ticket",
+            ButtonStyle::Primary,
+        ))];
+    }
+    let options = categories
+        .iter()
+        .enumerate()
+        .map(|(n, name)| SelectMenuOption {
+            default: false,
+            description: None,
+            emoji: None,
+            label: name.clone(),
+            value: n.to_string(),
+        })
+        .collect();
+    vec![row(Component::SelectMenu(SelectMenu {
+        channel_types: None,
+        custom_id: CATEGORY_SELECT.to_owned(),
+        default_values: None,
+        disabled: false,
+        id: None,
+        kind: SelectMenuType::Text,
+        max_values: Some(1),
+        min_values: Some(1),
+        options: Some(options),
+        placeholder: Some("What is your ticket about?".to_owned()),
+        required: None,
+    }))]
 }
 
 /// The close button of a ticket's first message.
@@ -245,8 +315,8 @@ fn button(custom_id: &str, label: &str, style: ButtonStyle) -> Component {
     })
 }
 
-/// The modal asking what the ticket is about.
-fn topic_modal() -> InteractionResponse {
+/// The modal asking what the ticket is about (after choosing category number `category`).
+fn topic_modal(category: Option<usize>) -> InteractionResponse {
     let input = Component::TextInput(TextInput {
         custom_id: TOPIC_FIELD.to_owned(),
         id: None,
@@ -262,7 +332,10 @@ fn topic_modal() -> InteractionResponse {
     InteractionResponse {
         kind: InteractionResponseType::Modal,
         data: Some(InteractionResponseData {
-            custom_id: Some(TOPIC_MODAL.to_owned()),
+            custom_id: Some(match category {
+                Some(n) => format!("{TOPIC_MODAL}:{n}"),
+                None => TOPIC_MODAL.to_owned(),
+            }),
             title: Some("Open a ticket".to_owned()),
             components: Some(vec![row(input)]),
             ..InteractionResponseData::default()
@@ -286,6 +359,35 @@ mod tests {
         assert!(
             opening.start(user, "Cannot log in"),
             "later, a new ticket may be opened"
+        );
+    }
+
+    #[test]
+    fn a_panel_with_categories_offers_them_and_its_modal_carries_the_choice() {
+        let Component::ActionRow(row) = &panel_components(&[])[0] else {
+            panic!("a row")
+        };
+        assert!(
+            matches!(&row.components[0], Component::Button(b) if b.custom_id.as_deref() == Some(OPEN_BUTTON))
+        );
+        let categories = ["Billing".to_owned(), "Bugs".to_owned()];
+        let Component::ActionRow(row) = &panel_components(&categories)[0] else {
+            panic!("a row")
+        };
+        let Component::SelectMenu(select) = &row.components[0] else {
+            panic!("a select")
+        };
+        let options: Vec<(&str, &str)> = select
+            .options
+            .iter()
+            .flatten()
+            .map(|o| (o.label.as_str(), o.value.as_str()))
+            .collect();
+        assert_eq!(options, [("Billing", "0"), ("Bugs", "1")]);
+        let modal = topic_modal(Some(1));
+        assert_eq!(
+            modal.data.and_then(|d| d.custom_id).as_deref(),
+            Some("ticket:topic:1")
         );
     }
 

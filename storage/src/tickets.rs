@@ -11,6 +11,9 @@ pub struct Ticket {
     pub opener_id: u64,
     pub channel_id: u64,
     pub subject: String,
+    /// The category the member chose on the panel, if it offered any.
+    #[serde(default)]
+    pub category: Option<String>,
     /// Retention (3 years) counts from here, for the ticket and its transcript.
     pub opened_at: Timestamp,
     pub closed_at: Option<Timestamp>,

@@ -26,6 +26,7 @@ fn ticket(id: u64, at: Timestamp) -> Ticket {
         opener_id: 1_000 + id,
         channel_id: 5,
         subject: format!("ticket {id}"),
+        category: None,
         opened_at: at,
         closed_at: None,
         claimed_at: None,

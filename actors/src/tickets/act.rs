@@ -161,7 +161,7 @@ async fn panel(io: &Io, actor: &Actor) -> Result<Vec<Effect>, Answer> {
     if !actor.staff {
         return Err(staff_only("post a ticket panel"));
     }
-    let components = panel_components();
+    let components = panel_components(&actor.settings.categories);
     let mentions = no_mentions();
     let request = io
         .http()
@@ -184,7 +184,12 @@ async fn panel(io: &Io, actor: &Actor) -> Result<Vec<Effect>, Answer> {
 
 /// Opens a ticket for the member who sent the topic modal: numbered by the store (which
 /// also holds them to their open-ticket limit), then a private thread with them in it.
-pub(super) async fn open(io: Io, actor: Actor, topic: String) -> Vec<Effect> {
+pub(super) async fn open(
+    io: Io,
+    actor: Actor,
+    topic: String,
+    category: Option<String>,
+) -> Vec<Effect> {
     let opened_at = Timestamp::now();
     let mut ticket = Ticket {
         guild_id: io.guild_id().get(),
@@ -192,6 +197,7 @@ pub(super) async fn open(io: Io, actor: Actor, topic: String) -> Vec<Effect> {
         opener_id: actor.user.get(),
         channel_id: 0,
         subject: topic,
+        category,
         opened_at,
         closed_at: None,
         claimed_at: None,
@@ -242,8 +248,12 @@ pub(super) async fn open(io: Io, actor: Actor, topic: String) -> Vec<Effect> {
     {
         tracing::warn!(guild_id = %io.guild_id(), ticket = number, error = %err, "opener not added to their ticket");
     }
+    let category = ticket
+        .category
+        .as_ref()
+        .map_or(String::new(), |c| format!(" ({c})"));
     let welcome = format!(
-        "Ticket #{number}: {}\n<@{}>, the staff will answer here. Press Close when you are done.",
+        "Ticket #{number}{category}: {}\n<@{}>, the staff will answer here. Press Close when you are done.",
         ticket.subject, actor.user
     );
     let components = ticket_components();
@@ -258,7 +268,11 @@ pub(super) async fn open(io: Io, actor: Actor, topic: String) -> Vec<Effect> {
         tracing::warn!(guild_id = %io.guild_id(), ticket = number, error = %err, "ticket's first message not posted");
     }
     metrics::counter!(TICKETS_OPENED).increment(1);
-    let details = serde_json::json!({"thread": thread.id.get(), "topic": ticket.subject});
+    let details = serde_json::json!({
+        "thread": thread.id.get(),
+        "topic": ticket.subject,
+        "category": ticket.category,
+    });
     vec![
         Effect::Timer(idle_timer(&io, &actor.settings, number, opened_at)),
         audit(&io, actor.user.get(), None, "open", number, details),

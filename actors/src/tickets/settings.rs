@@ -80,6 +80,8 @@ pub(crate) struct Settings {
     pub(crate) max_open_per_member: u32,
     /// A silent ticket is closed after this.
     pub(crate) idle_close: Duration,
+    /// The panel's categories.
+    pub(crate) categories: Vec<String>,
 }
 
 impl Settings {
@@ -93,6 +95,7 @@ impl Settings {
                 .map_or(default_idle, |hours| {
                     Duration::from_secs(u64::from(hours) * 3_600)
                 }),
+            categories: config.tickets.categories.clone(),
         }
     }
 }

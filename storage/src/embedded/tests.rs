@@ -145,6 +145,7 @@ async fn configured_retention_periods_are_what_the_sweeper_enforces() {
             opener_id: 1,
             channel_id: 3,
             subject: "help".into(),
+            category: None,
             opened_at: t0,
             closed_at: None,
             claimed_at: None,

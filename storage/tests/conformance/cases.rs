@@ -49,6 +49,7 @@ fn ticket(guild_id: u64, ticket_id: u64, opener_id: u64, opened_at: Timestamp) -
         opener_id,
         channel_id: 4242,
         subject: "help".into(),
+        category: None,
         opened_at,
         closed_at: None,
         claimed_at: None,

@@ -30,9 +30,14 @@ async fn staff(
 
 /// The panel message's id in `channel`, once posted.
 fn panel(sim: &SimHandle, channel: u64) -> u64 {
+    panel_message(sim, channel, "ticket:open")
+}
+
+/// The message in `channel` whose first component is `custom_id`.
+fn panel_message(sim: &SimHandle, channel: u64, custom_id: &str) -> u64 {
     sim.messages(channel)
         .iter()
-        .find(|m| m["components"][0]["components"][0]["custom_id"] == "ticket:open")
+        .find(|m| m["components"][0]["components"][0]["custom_id"] == custom_id)
         .and_then(|m| m["id"].as_str()?.parse().ok())
         .expect("the panel is posted")
 }
@@ -57,14 +62,44 @@ async fn press_open(sim: &SimHandle, guild: &GuildInfo, channel: u64, member: u6
     let pressed = sim
         .use_component(guild.id, channel, message, member, "ticket:open", None)
         .unwrap();
+    modal_shown(sim, pressed).await;
+    pressed
+}
+
+async fn modal_shown(sim: &SimHandle, interaction: u64) {
     wait_until("the bot shows the topic modal", || async {
         sim.ledger()
             .interactions
             .iter()
-            .any(|i| i.id == pressed && i.response_type == Some(9))
+            .any(|i| i.id == interaction && i.response_type == Some(9))
     })
     .await;
-    pressed
+}
+
+/// A member chooses the category numbered `category` on the panel's select and sends the
+/// modal with `topic`; the answer to the modal.
+async fn open_in_category(
+    sim: &SimHandle,
+    guild: &GuildInfo,
+    channel: u64,
+    member: u64,
+    category: &str,
+    topic: &str,
+) -> String {
+    let message = panel_message(sim, channel, "ticket:category");
+    let chose = sim
+        .use_component(
+            guild.id,
+            channel,
+            message,
+            member,
+            "ticket:category",
+            Some(&[category.to_owned()]),
+        )
+        .unwrap();
+    modal_shown(sim, chose).await;
+    let sent = sim.submit_modal(chose, &[("topic", topic)]).unwrap();
+    answers_to(sim, sent).await.remove(0)
 }
 
 fn thread_of(sim: &SimHandle, guild_id: u64, name: &str) -> Value {
@@ -520,17 +555,40 @@ async fn ticket_settings_saved_in_chromium_are_checked_against_the_plan_and_used
     browser.quit().await;
     dashboard.shutdown().await;
 
-    // The bot holds members to the new limit at once, and times the idle close by it.
+    // The panel offers the categories; the bot holds members to the new limit at once, and
+    // times the idle close by it.
     staff(sim, &guild, channel, "panel", "").await;
-    for n in 1..=2 {
+    for (n, category) in [(1, "0"), (2, "1")] {
         let topic = format!("Question number {n}");
-        let opened = open_ticket(sim, &guild, channel, member, &topic).await;
+        let opened = open_in_category(sim, &guild, channel, member, category, &topic).await;
         assert!(
             opened.starts_with(&format!("Ticket #{n} opened")),
             "{opened}"
         );
     }
-    let third = open_ticket(sim, &guild, channel, member, "Third question").await;
+    for (n, name) in [(1, "Billing"), (2, "Bugs")] {
+        let ticket = node.store().ticket(guild.id, n).await.unwrap().unwrap();
+        assert_eq!(ticket.category.as_deref(), Some(name));
+    }
+    let thread = id(&thread_of(sim, guild.id, "ticket-2"));
+    let welcome = sim.messages(thread)[0]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        welcome.starts_with("Ticket #2 (Bugs): Question number 2"),
+        "{welcome}"
+    );
+    let refused = sim.use_component(
+        guild.id,
+        channel,
+        panel_message(sim, channel, "ticket:category"),
+        member,
+        "ticket:category",
+        Some(&["7".to_owned()]),
+    );
+    assert!(refused.is_err(), "Discord offers only the panel's options");
+    let third = open_in_category(sim, &guild, channel, member, "0", "Third question").await;
     assert!(
         third.starts_with("You have 2 open ticket(s) here already"),
         "{third}"

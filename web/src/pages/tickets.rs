@@ -108,13 +108,14 @@ pub(crate) async fn tickets(
             @if tickets.is_empty() { p.muted id="no-tickets" { "No tickets." } }
             @else {
                 table id="tickets" {
-                    thead { tr { th { "Ticket" } th { "Opened" } th { "By" } th { "Subject" } th { "Status" } } }
+                    thead { tr { th { "Ticket" } th { "Opened" } th { "By" } th { "Category" } th { "Subject" } th { "Status" } } }
                     tbody {
                         @for t in &tickets {
                             tr {
                                 td { a href={ "/guilds/" (guild_id) "/tickets/" (t.ticket_id) } { "#" (t.ticket_id) } }
                                 td { (layout::time(t.opened_at)) }
                                 td { (t.opener_id) }
+                                td { (t.category.as_deref().unwrap_or("—")) }
                                 td { (t.subject) }
                                 td { (status_text(t)) }
                             }
@@ -208,6 +209,7 @@ fn ticket_details(ticket: &Ticket) -> Markup {
     html! {
         dl.card id="ticket" {
             dt { "Subject" } dd { (ticket.subject) }
+            @if let Some(category) = &ticket.category { dt { "Category" } dd { (category) } }
             dt { "Opened by" } dd { (ticket.opener_id) }
             dt { "Opened" } dd { (layout::time(ticket.opened_at)) }
             @if let Some(at) = ticket.claimed_at { dt { "Claimed" } dd { (layout::time(at)) } }
@@ -478,6 +480,7 @@ mod tests {
             opener_id: 7,
             channel_id: 3,
             subject: "help".into(),
+            category: None,
             opened_at: Timestamp::now(),
             closed_at: None,
             claimed_at: None,
