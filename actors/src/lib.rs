@@ -56,7 +56,7 @@ pub use error::{ActorsError, CacheResourcesError, ConfigChangeError};
 pub use guild::{GuildActor, GuildMsg};
 pub use ingress::EventIngress;
 pub use local_calls::LocalGuildCalls;
-pub use moderation::parse_duration;
+pub use moderation::{parse_duration, show_duration};
 pub use observer::{EventObserver, HandledEvent};
 pub use permissions::OwnRoles;
 pub use replies::{Deferred, Replies};

@@ -20,6 +20,10 @@ pub struct Ticket {
     /// When staff first claimed it (its first response).
     #[serde(default)]
     pub claimed_at: Option<Timestamp>,
+    /// Its first response: the first message in it by someone other than the opener and
+    /// bots, or the claim, whichever came first; known from its first close.
+    #[serde(default)]
+    pub first_response_at: Option<Timestamp>,
     /// Why it was closed, as the closer said (at most [`TICKET_REASON_MAX_CHARS`]).
     #[serde(default)]
     pub close_reason: Option<String>,

@@ -30,6 +30,7 @@ fn ticket(id: u64, at: Timestamp) -> Ticket {
         opened_at: at,
         closed_at: None,
         claimed_at: None,
+        first_response_at: None,
         close_reason: None,
     }
 }

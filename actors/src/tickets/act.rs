@@ -201,6 +201,7 @@ pub(super) async fn open(
         opened_at,
         closed_at: None,
         claimed_at: None,
+        first_response_at: None,
         close_reason: None,
     };
     let max_open = actor.settings.max_open_per_member;
@@ -301,8 +302,15 @@ async fn close(
             format!("Ticket #{number} is already closed."),
         ));
     }
-    let lines = copy_transcript(io, &ticket).await?;
+    let (lines, answered) = copy_transcript(io, &ticket).await?;
     let now = Timestamp::now();
+    // Measured once: a reopened ticket keeps its first response.
+    let first_response = ticket
+        .first_response_at
+        .is_none()
+        .then(|| ticket.claimed_at.into_iter().chain(answered).min())
+        .flatten();
+    ticket.first_response_at = ticket.first_response_at.or(first_response);
     ticket.closed_at = Some(now);
     ticket.close_reason = (!reason.is_empty()).then(|| reason.clone());
     io.store()
@@ -310,8 +318,10 @@ async fn close(
         .await
         .map_err(|_| store_unavailable())?;
     metrics::counter!(TICKETS_CLOSED).increment(1);
-    metrics::histogram!(TICKET_RESOLUTION)
-        .record(now.0.saturating_sub(ticket.opened_at.0) as f64 / 1000.0);
+    metrics::histogram!(TICKET_RESOLUTION).record(seconds(ticket.opened_at, now));
+    if let Some(first) = first_response {
+        metrics::histogram!(TICKET_FIRST_RESPONSE).record(seconds(ticket.opened_at, first));
+    }
     let because = if reason.is_empty() {
         String::new()
     } else {
@@ -338,12 +348,18 @@ async fn close(
     ])
 }
 
+fn seconds(from: Timestamp, to: Timestamp) -> f64 {
+    to.0.saturating_sub(from.0) as f64 / 1000.0
+}
+
 /// Reads the thread page by page, newest first, appending each page to the transcript as
-/// it comes (a long ticket is never held whole); the lines copied.
-async fn copy_transcript(io: &Io, ticket: &Ticket) -> Result<usize, Answer> {
+/// it comes (a long ticket is never held whole); the lines copied, and when the first
+/// message by someone other than the opener and bots was written (the first response).
+async fn copy_transcript(io: &Io, ticket: &Ticket) -> Result<(usize, Option<Timestamp>), Answer> {
     let thread = Id::<ChannelMarker>::new(ticket.channel_id);
     let mut before: Option<Id<MessageMarker>> = None;
     let mut copied = 0;
+    let mut answered: Option<Timestamp> = None;
     loop {
         let request = io.http().channel_messages(thread).limit(PAGE);
         let page: Vec<Message> = match before {
@@ -358,8 +374,15 @@ async fn copy_transcript(io: &Io, ticket: &Ticket) -> Result<usize, Answer> {
             )
         })?;
         let Some(oldest) = page.last() else {
-            return Ok(copied);
+            return Ok((copied, answered));
         };
+        // Pages come newest first: the last answer seen is the first.
+        if let Some(answer) = page
+            .iter()
+            .rfind(|m| !m.author.bot && m.author.id.get() != ticket.opener_id)
+        {
+            answered = Some(snowflake_time(answer.id.get()));
+        }
         before = Some(oldest.id);
         let lines: Vec<TranscriptMessage> = page
             .iter()
@@ -371,7 +394,7 @@ async fn copy_transcript(io: &Io, ticket: &Ticket) -> Result<usize, Answer> {
             .map_err(|_| store_unavailable())?;
         copied += lines.len();
         if page.len() < usize::from(PAGE) {
-            return Ok(copied);
+            return Ok((copied, answered));
         }
     }
 }
@@ -424,8 +447,7 @@ async fn claim(io: &Io, actor: &Actor, mut ticket: Ticket) -> Result<Vec<Effect>
         .put_ticket(&ticket)
         .await
         .map_err(|_| store_unavailable())?;
-    metrics::histogram!(TICKET_FIRST_RESPONSE)
-        .record(now.0.saturating_sub(ticket.opened_at.0) as f64 / 1000.0);
+    // The first response is measured at the close, with the messages.
     Ok(vec![
         audit(
             io,

@@ -149,6 +149,7 @@ async fn configured_retention_periods_are_what_the_sweeper_enforces() {
             opened_at: t0,
             closed_at: None,
             claimed_at: None,
+            first_response_at: None,
             close_reason: None,
         })
         .await

@@ -53,6 +53,7 @@ fn ticket(guild_id: u64, ticket_id: u64, opener_id: u64, opened_at: Timestamp) -
         opened_at,
         closed_at: None,
         claimed_at: None,
+        first_response_at: None,
         close_reason: None,
     }
 }

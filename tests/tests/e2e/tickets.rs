@@ -427,6 +427,22 @@ async fn staff_read_a_closed_tickets_transcript_and_download_it_in_chromium() {
     let page = browser.source().await;
     assert!(page.contains("Printer on fire") && page.contains("Another question"));
     browser.screenshot("tickets").await;
+    // The figures: one open; the closed one answered by the owner's message.
+    let ticket = node.store().ticket(guild.id, 1).await.unwrap().unwrap();
+    let answered = ticket
+        .first_response_at
+        .expect("the first response is known");
+    assert!(ticket.opened_at < answered && Some(answered) <= ticket.closed_at);
+    let text = |css: &str| {
+        let browser = &browser;
+        let script = format!("return document.querySelector('{css}').textContent");
+        async move { browser.script(&script).await }
+    };
+    assert_eq!(text("#open-now").await, "1");
+    for figure in ["#first-response", "#resolution"] {
+        let shown = text(figure).await;
+        assert!(shown.as_str().unwrap().ends_with('s'), "{figure}: {shown}");
+    }
 
     // Closed ones only.
     browser

@@ -3,12 +3,15 @@
 //! tickets are read from the store (written by the guild actors); the downloads are streamed,
 //! one page of transcript lines at a time, so a huge ticket is never held whole.
 
+use std::time::Duration;
+
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream};
 use maud::{DOCTYPE, Markup, html};
+use protonn_actors::show_duration;
 use protonn_storage::{StorageError, Ticket, TicketQuery, TranscriptMessage};
 use serde::Deserialize;
 
@@ -24,6 +27,47 @@ const PAGE: usize = 50;
 const LINES_SHOWN: usize = 200;
 /// Transcript lines read from the store per chunk of a download.
 const LINES_PER_CHUNK: usize = 500;
+/// The guild's figures are the medians of its newest tickets, this many.
+const STATS_SAMPLE: usize = 200;
+/// Open tickets counted at most ("1000 or more").
+const OPEN_COUNTED: usize = 1_000;
+
+/// A guild's ticket figures.
+#[derive(Debug, PartialEq)]
+struct Stats {
+    /// Open tickets, up to [`OPEN_COUNTED`].
+    open: usize,
+    /// Closed tickets among the newest [`STATS_SAMPLE`]: what the medians are of.
+    closed: usize,
+    first_response: Option<Duration>,
+    resolution: Option<Duration>,
+}
+
+impl Stats {
+    fn of(open: usize, newest: &[Ticket]) -> Self {
+        let closed: Vec<&Ticket> = newest.iter().filter(|t| !t.is_open()).collect();
+        let median = |mut spans: Vec<Duration>| {
+            spans.sort_unstable();
+            spans.get(spans.len() / 2).copied()
+        };
+        Self {
+            open,
+            closed: closed.len(),
+            first_response: median(
+                closed
+                    .iter()
+                    .filter_map(|t| Some(t.opened_at.until(t.first_response_at?)))
+                    .collect(),
+            ),
+            resolution: median(
+                closed
+                    .iter()
+                    .filter_map(|t| Some(t.opened_at.until(t.closed_at?)))
+                    .collect(),
+            ),
+        }
+    }
+}
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct TicketsQuery {
@@ -65,6 +109,20 @@ pub(crate) async fn tickets(
         limit: PAGE,
     };
     let tickets = state.store.list_tickets(guild_id, &query).await?;
+    let open_now = TicketQuery {
+        open: Some(true),
+        limit: OPEN_COUNTED,
+        ..TicketQuery::default()
+    };
+    let newest = TicketQuery {
+        limit: STATS_SAMPLE,
+        ..TicketQuery::default()
+    };
+    let stats = Stats::of(
+        state.store.list_tickets(guild_id, &open_now).await?.len(),
+        &state.store.list_tickets(guild_id, &newest).await?,
+    );
+    let median = |span: Option<Duration>| span.map_or("—".to_owned(), show_duration);
     let status = match open {
         None => "all",
         Some(true) => "open",
@@ -94,6 +152,12 @@ pub(crate) async fn tickets(
             (tabs(guild_id, &summary.name, "Tickets"))
             h1 { "Support tickets" }
             p { a id="ticket-settings" href={ "/guilds/" (guild_id) "/tickets/settings" } { "Ticket settings" } }
+            dl.card id="ticket-stats" {
+                dt { "Open now" } dd id="open-now" { (stats.open) @if stats.open == OPEN_COUNTED { " or more" } }
+                dt { "Median first response" } dd id="first-response" { (median(stats.first_response)) }
+                dt { "Median resolution" } dd id="resolution" { (median(stats.resolution)) }
+                dd.muted { "Of the " (stats.closed) " closed among the newest " (STATS_SAMPLE) " tickets. The first response is the first message by someone other than the member (or a claim)." }
+            }
             form.card method="get" action={ "/guilds/" (guild_id) "/tickets" } {
                 label for="status" { "Status" }
                 select id="status" name="status" {
@@ -434,6 +498,41 @@ mod tests {
     }
 
     #[test]
+    fn figures_are_medians_of_closed_tickets() {
+        let at = |s: u64| Timestamp(s * 1_000);
+        let ticket = |opened: u64, first: Option<u64>, closed: Option<u64>| Ticket {
+            guild_id: 1,
+            ticket_id: opened,
+            opener_id: 7,
+            channel_id: 3,
+            subject: "help".into(),
+            category: None,
+            opened_at: at(opened),
+            closed_at: closed.map(at),
+            claimed_at: None,
+            first_response_at: first.map(at),
+            close_reason: None,
+        };
+        let newest = [
+            ticket(0, Some(10), Some(100)),
+            ticket(0, Some(30), Some(300)),
+            ticket(0, None, Some(200)),
+            ticket(0, Some(1), None),
+        ];
+        let stats = Stats::of(1, &newest);
+        assert_eq!(
+            stats,
+            Stats {
+                open: 1,
+                closed: 3,
+                first_response: Some(Duration::from_secs(30)),
+                resolution: Some(Duration::from_secs(200)),
+            }
+        );
+        assert_eq!(Stats::of(0, &[]).resolution, None);
+    }
+
+    #[test]
     fn statuses_are_open_closed_or_all() {
         assert_eq!(status_filter(None).unwrap(), None);
         assert_eq!(status_filter(Some("all")).unwrap(), None);
@@ -484,6 +583,7 @@ mod tests {
             opened_at: Timestamp::now(),
             closed_at: None,
             claimed_at: None,
+            first_response_at: None,
             close_reason: None,
         };
         store.put_ticket(&ticket).await.unwrap();
