@@ -92,6 +92,9 @@ pub fn event_types() -> EventTypeFlags {
         | EventTypeFlags::ROLE_UPDATE
         | EventTypeFlags::ROLE_DELETE
         | EventTypeFlags::MESSAGE_CREATE
+        // Tickets note edits and deletions for their transcripts.
+        | EventTypeFlags::MESSAGE_UPDATE
+        | EventTypeFlags::MESSAGE_DELETE
         | EventTypeFlags::INTERACTION_CREATE
         // Without GUILD_MEMBERS, only the bot's own: its roles, for permission checks.
         | EventTypeFlags::MEMBER_UPDATE

@@ -19,6 +19,7 @@
 //!   read from the config the actor holds (`settings.rs`).
 
 mod act;
+mod notes;
 mod parse;
 mod settings;
 
@@ -28,13 +29,14 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
-use protonn_storage::{GuildConfig, Timer};
+use protonn_storage::{GuildConfig, Timer, Timestamp};
 use tokio::time::Instant;
 use twilight_model::application::command::Command as SlashCommand;
 use twilight_model::channel::message::component::{
     ActionRow, Button, ButtonStyle, Component, SelectMenu, SelectMenuOption, SelectMenuType,
     TextInput, TextInputStyle,
 };
+use twilight_model::gateway::event::Event;
 use twilight_model::guild::Permissions;
 use twilight_model::http::interaction::{
     InteractionResponse, InteractionResponseData, InteractionResponseType,
@@ -43,6 +45,7 @@ use twilight_model::id::Id;
 use twilight_model::id::marker::{ChannelMarker, RoleMarker, UserMarker};
 
 use crate::feature::{Answer, ComponentUse, Ctx, Effect, Feature, Invocation};
+use notes::Notes;
 use settings::Settings;
 
 /// The feature's name: its timers' `feature`.
@@ -116,7 +119,7 @@ fn is_staff(
 
 /// Who acts, with the guild's settings as the actor holds them.
 fn actor(
-    ctx: &Ctx<'_>,
+    ctx: &mut Ctx<'_>,
     user: Id<UserMarker>,
     roles: &[Id<RoleMarker>],
     permissions: Option<Permissions>,
@@ -127,6 +130,7 @@ fn actor(
         staff: is_staff(ctx.config, roles, permissions),
         channel_id,
         settings: settings_of(ctx),
+        notes: ctx.state::<Notes>().clone(),
     }
 }
 
@@ -251,7 +255,38 @@ impl Feature for Tickets {
             ctx.io.clone(),
             timer,
             settings_of(ctx),
+            ctx.state::<Notes>().clone(),
         ))]
+    }
+
+    fn wants(&self, event: &Event) -> bool {
+        matches!(
+            event,
+            Event::MessageCreate(_) | Event::MessageUpdate(_) | Event::MessageDelete(_)
+        )
+    }
+
+    /// Notes what the close would no longer find in the ticket: deleted messages, earlier
+    /// texts of edited ones.
+    fn on_event(&self, ctx: &mut Ctx<'_>, event: &Event) -> Vec<Effect> {
+        let notes = ctx.state::<Notes>().clone();
+        let guild_id = ctx.io.guild_id().get();
+        match event {
+            Event::MessageCreate(message) => notes.posted(message, guild_id, false),
+            Event::MessageUpdate(message) => notes.posted(message, guild_id, true),
+            Event::MessageDelete(deleted) => {
+                notes.deleted(deleted.channel_id.get(), deleted.id.get(), Timestamp::now());
+            }
+            _ => {}
+        }
+        if notes.start_loading() {
+            let io = ctx.io.clone();
+            return vec![Effect::task(async move {
+                notes::load(io, notes).await;
+                Vec::new()
+            })];
+        }
+        Vec::new()
     }
 }
 

@@ -84,6 +84,12 @@ pub struct TranscriptMessage {
     /// When the message was last edited, if it was.
     #[serde(default)]
     pub edited_at: Option<Timestamp>,
+    /// Its earlier texts, oldest first, as the bot saw them while the ticket was open.
+    #[serde(default)]
+    pub earlier_texts: Vec<String>,
+    /// When it was deleted, if it was while the ticket was open (kept as last seen).
+    #[serde(default)]
+    pub deleted_at: Option<Timestamp>,
 }
 
 /// A file attached to a transcript's message.

@@ -46,6 +46,8 @@ fn message(id: u64, at: Timestamp) -> TranscriptMessage {
         content: format!("hello {id}"),
         attachments: Vec::new(),
         edited_at: None,
+        earlier_texts: Vec::new(),
+        deleted_at: None,
     }
 }
 

@@ -1,15 +1,16 @@
 //! The tickets' actions, each on a task of its own: Discord first where Discord decides,
 //! then the store, then the answer, the audit entry and the timers.
 
-use protonn_storage::{
-    AuditEntry, Ticket, Timer, Timestamp, TranscriptAttachment, TranscriptMessage,
-};
+use std::collections::BTreeMap;
+
+use protonn_storage::{AuditEntry, Ticket, Timer, Timestamp, TranscriptMessage};
 use serde::{Deserialize, Serialize};
 use twilight_model::channel::message::AllowedMentions;
 use twilight_model::channel::{Channel, ChannelType, Message};
 use twilight_model::id::Id;
 use twilight_model::id::marker::{ChannelMarker, MessageMarker, UserMarker};
 
+use super::notes::{self, Notes};
 use super::parse::Request;
 use super::settings::Settings;
 use super::{NAME, panel_components, ticket_components};
@@ -31,6 +32,8 @@ pub(super) struct Actor {
     pub(super) staff: bool,
     pub(super) channel_id: Id<ChannelMarker>,
     pub(super) settings: Settings,
+    /// Edits and deletions noted in open tickets.
+    pub(super) notes: Notes,
 }
 
 /// The payload of a ticket's timers: which ticket.
@@ -237,6 +240,7 @@ pub(super) async fn open(
         }
     };
     ticket.channel_id = thread.id.get();
+    actor.notes.track(ticket.channel_id);
     if io.store().put_ticket(&ticket).await.is_err() {
         return vec![Effect::Reply(store_unavailable())];
     }
@@ -302,7 +306,14 @@ async fn close(
             format!("Ticket #{number} is already closed."),
         ));
     }
-    let (lines, answered) = copy_transcript(io, &ticket).await?;
+    let noted = actor.notes.take(ticket.channel_id);
+    let (lines, answered) = match copy_transcript(io, &ticket, noted.clone()).await {
+        Ok(copied) => copied,
+        Err(answer) => {
+            actor.notes.put_back(ticket.channel_id, noted);
+            return Err(answer);
+        }
+    };
     let now = Timestamp::now();
     // Measured once: a reopened ticket keeps its first response.
     let first_response = ticket
@@ -355,7 +366,13 @@ fn seconds(from: Timestamp, to: Timestamp) -> f64 {
 /// Reads the thread page by page, newest first, appending each page to the transcript as
 /// it comes (a long ticket is never held whole); the lines copied, and when the first
 /// message by someone other than the opener and bots was written (the first response).
-async fn copy_transcript(io: &Io, ticket: &Ticket) -> Result<(usize, Option<Timestamp>), Answer> {
+/// Messages deleted while the ticket was open, and the earlier texts of edited ones, come
+/// from `noted`.
+async fn copy_transcript(
+    io: &Io,
+    ticket: &Ticket,
+    mut noted: BTreeMap<u64, TranscriptMessage>,
+) -> Result<(usize, Option<Timestamp>), Answer> {
     let thread = Id::<ChannelMarker>::new(ticket.channel_id);
     let mut before: Option<Id<MessageMarker>> = None;
     let mut copied = 0;
@@ -374,7 +391,8 @@ async fn copy_transcript(io: &Io, ticket: &Ticket) -> Result<(usize, Option<Time
             )
         })?;
         let Some(oldest) = page.last() else {
-            return Ok((copied, answered));
+            let deleted = append_deleted(io, ticket, noted).await?;
+            return Ok((copied + deleted, answered));
         };
         // Pages come newest first: the last answer seen is the first.
         if let Some(answer) = page
@@ -386,7 +404,14 @@ async fn copy_transcript(io: &Io, ticket: &Ticket) -> Result<(usize, Option<Time
         before = Some(oldest.id);
         let lines: Vec<TranscriptMessage> = page
             .iter()
-            .map(|message| transcript_line(ticket, message))
+            .map(|message| {
+                let mut line = notes::line(ticket.guild_id, message);
+                line.ticket_id = ticket.ticket_id;
+                if let Some(seen) = noted.remove(&line.message_id) {
+                    line.earlier_texts = seen.earlier_texts;
+                }
+                line
+            })
             .collect();
         io.store()
             .append_transcript(&lines)
@@ -394,34 +419,33 @@ async fn copy_transcript(io: &Io, ticket: &Ticket) -> Result<(usize, Option<Time
             .map_err(|_| store_unavailable())?;
         copied += lines.len();
         if page.len() < usize::from(PAGE) {
-            return Ok((copied, answered));
+            let deleted = append_deleted(io, ticket, noted).await?;
+            return Ok((copied + deleted, answered));
         }
     }
 }
 
-/// One message as a transcript line: its author, text, attachments as links, and when it
-/// was edited.
-fn transcript_line(ticket: &Ticket, message: &Message) -> TranscriptMessage {
-    TranscriptMessage {
-        guild_id: ticket.guild_id,
-        ticket_id: ticket.ticket_id,
-        message_id: message.id.get(),
-        author_id: message.author.id.get(),
-        author_name: message.author.name.clone(),
-        at: snowflake_time(message.id.get()),
-        content: message.content.clone(),
-        attachments: message
-            .attachments
-            .iter()
-            .map(|attachment| TranscriptAttachment {
-                filename: attachment.filename.clone(),
-                url: attachment.url.clone(),
-            })
-            .collect(),
-        edited_at: message
-            .edited_timestamp
-            .map(|at| Timestamp((at.as_micros() / 1_000).max(0) as u64)),
+/// The noted messages that were deleted, as they were last seen, into the transcript.
+async fn append_deleted(
+    io: &Io,
+    ticket: &Ticket,
+    noted: BTreeMap<u64, TranscriptMessage>,
+) -> Result<usize, Answer> {
+    let deleted: Vec<TranscriptMessage> = noted
+        .into_values()
+        .filter(|line| line.deleted_at.is_some())
+        .map(|line| TranscriptMessage {
+            ticket_id: ticket.ticket_id,
+            ..line
+        })
+        .collect();
+    if !deleted.is_empty() {
+        io.store()
+            .append_transcript(&deleted)
+            .await
+            .map_err(|_| store_unavailable())?;
     }
+    Ok(deleted.len())
 }
 
 async fn claim(io: &Io, actor: &Actor, mut ticket: Ticket) -> Result<Vec<Effect>, Answer> {
@@ -606,6 +630,7 @@ async fn reopen(io: &Io, actor: &Actor, number: u64) -> Result<Vec<Effect>, Answ
     })?;
     ticket.closed_at = None;
     ticket.close_reason = None;
+    actor.notes.track(ticket.channel_id);
     io.store()
         .put_ticket(&ticket)
         .await
@@ -632,7 +657,12 @@ async fn reopen(io: &Io, actor: &Actor, number: u64) -> Result<Vec<Effect>, Answ
 }
 
 /// One of the tickets' timers fell due: claimed first, so acted on once across nodes.
-pub(super) async fn on_timer(io: Io, timer: Timer, settings: Settings) -> Vec<Effect> {
+pub(super) async fn on_timer(
+    io: Io,
+    timer: Timer,
+    settings: Settings,
+    notes: Notes,
+) -> Vec<Effect> {
     let Ok(later) = serde_json::from_str::<TicketTimer>(&timer.payload) else {
         tracing::error!(guild_id = timer.guild_id, timer = %timer.id, "unreadable timer dropped");
         let _ = io.store().cancel_timer(timer.guild_id, &timer.id).await;
@@ -647,7 +677,7 @@ pub(super) async fn on_timer(io: Io, timer: Timer, settings: Settings) -> Vec<Ef
         Err(_) => return Vec::new(),
     };
     let outcome = if timer.id.starts_with(IDLE) {
-        close_if_idle(&io, &timer, ticket, settings).await
+        close_if_idle(&io, &timer, ticket, settings, notes).await
     } else {
         archive(&io, ticket).await.map(|()| Vec::new())
     };
@@ -691,6 +721,7 @@ async fn close_if_idle(
     timer: &Timer,
     ticket: Option<Ticket>,
     settings: Settings,
+    notes: Notes,
 ) -> Option<Vec<Effect>> {
     let Some(ticket) = ticket.filter(Ticket::is_open) else {
         return Some(Vec::new());
@@ -724,6 +755,7 @@ async fn close_if_idle(
         staff: true,
         channel_id: thread,
         settings,
+        notes,
     };
     let effects = match close(io, &actor, ticket, reason).await {
         Ok(effects) => effects,
@@ -748,6 +780,6 @@ async fn close_if_idle(
     )
 }
 
-fn snowflake_time(id: u64) -> Timestamp {
+pub(super) fn snowflake_time(id: u64) -> Timestamp {
     Timestamp((id >> 22) + DISCORD_EPOCH_MS)
 }

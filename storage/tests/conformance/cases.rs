@@ -72,6 +72,8 @@ fn message(guild_id: u64, ticket_id: u64, message_id: u64, author_id: u64) -> Tr
             url: format!("https://cdn.example/{message_id}/a.png"),
         }],
         edited_at: None,
+        earlier_texts: Vec::new(),
+        deleted_at: None,
     }
 }
 

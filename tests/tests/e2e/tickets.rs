@@ -160,6 +160,10 @@ async fn a_member_opens_a_ticket_staff_work_it_and_its_close_keeps_a_transcript(
     sim.send_message_with_attachments(guild.id, thread_id, member, "receipt", &["receipt.pdf"])
         .unwrap();
     assert!(sim.edit_message(guild.id, thread_id, first, "Order 12345"));
+    let typo = sim
+        .send_message(guild.id, thread_id, member, "my password is hunter2")
+        .unwrap();
+    assert!(sim.delete_message(guild.id, thread_id, typo));
 
     // Staff claim it, bring someone in, rename it.
     let claimed = staff(sim, &guild, thread_id, "claim", "").await;
@@ -226,6 +230,17 @@ async fn a_member_opens_a_ticket_staff_work_it_and_its_close_keeps_a_transcript(
         .collect();
     assert_eq!(lines[1], (member, "Order 12345"));
     assert!(transcript[1].edited_at.is_some(), "the edit is noted");
+    assert_eq!(
+        transcript[1].earlier_texts,
+        ["Order 1234"],
+        "and the text before it"
+    );
+    let deleted = transcript
+        .iter()
+        .find(|line| line.message_id == typo)
+        .expect("the deleted message is kept");
+    assert_eq!(deleted.content, "my password is hunter2");
+    assert!(deleted.deleted_at.is_some());
     assert!(!transcript[1].author_name.is_empty(), "the author's name");
     assert_eq!(lines[2], (member, "receipt"));
     let attachment = &transcript[2].attachments[0];
@@ -402,6 +417,10 @@ async fn staff_read_a_closed_tickets_transcript_and_download_it_in_chromium() {
     sim.send_message_with_attachments(guild.id, thread_id, member, "photo", &["fire.png"])
         .unwrap();
     assert!(sim.edit_message(guild.id, thread_id, first, "It <b>burns</b>"));
+    let gone = sim
+        .send_message(guild.id, thread_id, member, "wrong ticket, sorry")
+        .unwrap();
+    assert!(sim.delete_message(guild.id, thread_id, gone));
     sim.send_message(guild.id, thread_id, guild.owner_id, "Extinguisher sent.")
         .unwrap();
     let closed = staff(sim, &guild, thread_id, "close", "resolved").await;
@@ -465,6 +484,10 @@ async fn staff_read_a_closed_tickets_transcript_and_download_it_in_chromium() {
     assert!(page.contains("It &lt;b&gt;burns&lt;/b&gt;"), "{page}");
     assert!(page.contains("resolved"), "{page}");
     assert!(page.contains("edited "), "{page}");
+    assert!(page.contains("Before edit 1: "), "{page}");
+    assert!(page.contains("It &lt;b&gt;smokes&lt;/b&gt;"), "{page}");
+    assert!(page.contains("wrong ticket, sorry"), "{page}");
+    assert!(page.contains("deleted "), "{page}");
     let link = browser
         .script("return document.querySelector('.attachment a').href")
         .await;
@@ -479,8 +502,8 @@ async fn staff_read_a_closed_tickets_transcript_and_download_it_in_chromium() {
         .await;
     assert_eq!(
         authors,
-        serde_json::json!(4),
-        "the welcome and three messages"
+        serde_json::json!(5),
+        "the welcome, three messages and the deleted one"
     );
 
     // Both downloads, through the page's own links.
@@ -493,11 +516,14 @@ async fn staff_read_a_closed_tickets_transcript_and_download_it_in_chromium() {
     let json: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(json["ticket"]["subject"], "Printer on fire");
     let lines = json["lines"].as_array().unwrap();
-    assert_eq!(lines.len(), 4, "{body}");
+    assert_eq!(lines.len(), 5, "{body}");
     assert_eq!(lines[1]["content"], "It <b>burns</b>");
     assert!(lines[1]["edited_at"].is_u64());
+    assert_eq!(lines[1]["earlier_texts"][0], "It <b>smokes</b>");
+    assert_eq!(lines[3]["content"], "wrong ticket, sorry");
+    assert!(lines[3]["deleted_at"].is_u64(), "{body}");
     assert_eq!(lines[2]["attachments"][0]["filename"], "fire.png");
-    assert_eq!(lines[3]["author_id"], guild.owner_id);
+    assert_eq!(lines[4]["author_id"], guild.owner_id);
 
     let (kind, disposition, body) = fetched(&browser, "#download-html").await;
     assert!(kind.starts_with("text/html"), "{kind}");

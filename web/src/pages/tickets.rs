@@ -283,7 +283,8 @@ fn ticket_details(ticket: &Ticket) -> Markup {
     }
 }
 
-/// One transcript line: author, time, text, attachments as links, an edit noted.
+/// One transcript line: author, time, text, attachments as links, its edits (and earlier
+/// texts, when the bot saw them) and its deletion noted.
 fn line_markup(line: &TranscriptMessage) -> Markup {
     html! {
         article.line id={ "m" (line.message_id) } {
@@ -294,6 +295,10 @@ fn line_markup(line: &TranscriptMessage) -> Markup {
                 }
                 " · " (layout::time(line.at))
                 @if let Some(at) = line.edited_at { " · " span.edited { "edited " (layout::time(at)) } }
+                @if let Some(at) = line.deleted_at { " · " strong.deleted { "deleted " (layout::time(at)) } }
+            }
+            @for (n, text) in line.earlier_texts.iter().enumerate() {
+                p.muted.earlier { "Before edit " (n + 1) ": " span.line-text { (text) } }
             }
             @if !line.content.is_empty() { p.line-text { (line.content) } }
             @for file in &line.attachments {
@@ -494,6 +499,8 @@ mod tests {
             content: format!("line {message_id}"),
             attachments: Vec::new(),
             edited_at: None,
+            earlier_texts: Vec::new(),
+            deleted_at: None,
         }
     }
 
@@ -546,6 +553,8 @@ mod tests {
     fn a_line_shows_its_author_edit_and_only_web_links() {
         let mut shown = line(5);
         shown.edited_at = Some(Timestamp(9));
+        shown.earlier_texts = vec!["first try".into()];
+        shown.deleted_at = Some(Timestamp(10));
         shown.content = "<b>hi</b>".into();
         shown.attachments = vec![
             protonn_storage::TranscriptAttachment {
@@ -560,6 +569,9 @@ mod tests {
         let html = line_markup(&shown).into_string();
         assert!(html.contains("ann (7)"), "{html}");
         assert!(html.contains("edited 1970-01-01"), "{html}");
+        assert!(html.contains("Before edit 1: "), "{html}");
+        assert!(html.contains("first try"), "{html}");
+        assert!(html.contains("deleted 1970-01-01"), "{html}");
         assert!(html.contains("&lt;b&gt;hi&lt;/b&gt;"), "escaped: {html}");
         assert!(
             html.contains("href=\"https://cdn.discordapp.com/a.png\""),
