@@ -222,6 +222,7 @@ pub(crate) fn validate(config: &GuildConfig) -> Result<GuildConfig, String> {
     ConfigKey::Escalation.apply(&mut valid, &escalation)?;
     crate::automod::validate(&config.automod)?;
     valid.automod = config.automod.clone();
+    valid.tickets = crate::tickets::validate(&config.tickets)?;
     Ok(valid)
 }
 

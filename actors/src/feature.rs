@@ -156,6 +156,8 @@ pub(crate) struct ComponentUse {
     pub(crate) custom_id: String,
     /// A modal's text inputs by custom id; empty for a component.
     pub(crate) fields: Vec<(String, String)>,
+    /// The values chosen in a select; empty otherwise.
+    pub(crate) values: Vec<String>,
     pub(crate) author: Id<UserMarker>,
     pub(crate) author_roles: Vec<Id<RoleMarker>>,
     /// The member's permissions in the channel, as Discord computed them.

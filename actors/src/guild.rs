@@ -494,13 +494,13 @@ impl GuildState {
     async fn on_interaction(&mut self, interaction: &Interaction) {
         match &interaction.data {
             Some(InteractionData::MessageComponent(data)) => {
-                let used = (data.custom_id.clone(), Vec::new());
+                let used = (data.custom_id.clone(), Vec::new(), data.values.clone());
                 return self.component_interaction(interaction, used).await;
             }
             Some(InteractionData::ModalSubmit(data)) => {
                 let mut fields = Vec::new();
                 modal_fields(&data.components, &mut fields);
-                let used = (data.custom_id.clone(), fields);
+                let used = (data.custom_id.clone(), fields, Vec::new());
                 return self.component_interaction(interaction, used).await;
             }
             _ => {}
@@ -633,7 +633,7 @@ impl GuildState {
     async fn component_interaction(
         &mut self,
         interaction: &Interaction,
-        (custom_id, fields): (String, Vec<(String, String)>),
+        (custom_id, fields, values): (String, Vec<(String, String)>, Vec<String>),
     ) {
         let reply = reply_to(interaction);
         let (Some(user), Some(channel_id)) = (
@@ -658,6 +658,7 @@ impl GuildState {
         let used = ComponentUse {
             custom_id,
             fields,
+            values,
             author: user,
             author_roles: member.map(|m| m.roles.clone()).unwrap_or_default(),
             author_permissions: member.and_then(|m| m.permissions),

@@ -57,7 +57,7 @@ pub use error::{ActorsError, CacheResourcesError, ConfigChangeError};
 pub use guild::{GuildActor, GuildMsg};
 pub use ingress::EventIngress;
 pub use local_calls::LocalGuildCalls;
-pub use moderation::parse_duration;
+pub use moderation::{parse_duration, show_duration};
 pub use observer::{EventObserver, HandledEvent};
 pub use permissions::OwnRoles;
 pub use replies::{Deferred, Replies};
@@ -93,8 +93,9 @@ pub fn event_types() -> EventTypeFlags {
         | EventTypeFlags::ROLE_UPDATE
         | EventTypeFlags::ROLE_DELETE
         | EventTypeFlags::MESSAGE_CREATE
-        // Automod checks edits too.
+        // Automod checks edits; tickets note edits and deletions for their transcripts.
         | EventTypeFlags::MESSAGE_UPDATE
+        | EventTypeFlags::MESSAGE_DELETE
         | EventTypeFlags::INTERACTION_CREATE
         // Without GUILD_MEMBERS, only the bot's own: its roles, for permission checks.
         | EventTypeFlags::MEMBER_UPDATE

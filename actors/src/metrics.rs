@@ -102,7 +102,7 @@ pub const ENTITLEMENTS: &str = "protonn_premium_entitlements_total";
 pub const TICKETS_OPENED: &str = "protonn_tickets_opened_total";
 /// Tickets closed on this node; opened minus closed, summed over nodes, is what is open.
 pub const TICKETS_CLOSED: &str = "protonn_tickets_closed_total";
-/// Time from a ticket's opening to its first claim by staff.
+/// Time from a ticket's opening to its first response (recorded at its first close).
 pub const TICKET_FIRST_RESPONSE: &str = "protonn_tickets_first_response_seconds";
 /// Time from a ticket's opening to its close.
 pub const TICKET_RESOLUTION: &str = "protonn_tickets_resolution_seconds";
@@ -294,7 +294,7 @@ pub fn describe() {
     describe_histogram!(
         TICKET_FIRST_RESPONSE,
         Unit::Seconds,
-        "Time from a support ticket's opening to its first claim by staff."
+        "Time from a support ticket's opening to its first response: the first message by someone other than the opener and bots, or a staff claim, whichever came first (recorded at the ticket's first close)."
     );
     describe_histogram!(
         TICKET_RESOLUTION,

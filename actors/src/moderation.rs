@@ -23,10 +23,8 @@ use crate::feature::{Answer, CallTask, Ctx, Effect, Feature, Invocation};
 use crate::{GuildCall, GuildCallError, GuildRequest, GuildResponse};
 
 pub(crate) use act::{by_the_bot, snowflake_ms};
-pub use parse::parse_duration;
-pub(crate) use parse::{
-    Request, parse_escalation, show_duration, show_escalation, user as parse_user,
-};
+pub(crate) use parse::{Request, parse_escalation, show_escalation, user as parse_user};
+pub use parse::{parse_duration, show_duration};
 
 /// Cases one guild call returns at most (a page of the dashboard's list).
 const CASES_PER_CALL: u32 = 100;

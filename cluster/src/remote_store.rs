@@ -12,8 +12,8 @@ use protonn_storage::{
     GuildConfigRepo, InboxEvent, LeaderAnnouncement, Lease, NodeRecord, PremiumRepo, PremiumSlot,
     PreparedExport, PrivacyFlags, PrivacyRepo, PrivacyRequest, PromoCode, Redemption,
     SessionCheckpoint, ShardAssignment, StorageError, Store, StoredRow, Subscription, Ticket,
-    TicketRepo, Timestamp, TranscriptMessage, UsageCount, UsageRepo, UserExport, VersionedConfig,
-    WebSession, WebSessionRepo, WireError, Workflow, WorkflowRepo,
+    TicketQuery, TicketRepo, Timestamp, TranscriptMessage, UsageCount, UsageRepo, UserExport,
+    VersionedConfig, WebSession, WebSessionRepo, WireError, Workflow, WorkflowRepo,
 };
 use protonn_storage::{AutomodHit, AutomodRepo, Case, ModerationRepo, Timer, TimerRepo};
 use serde::de::DeserializeOwned;
@@ -91,9 +91,19 @@ pub(crate) enum StoreCall {
     AppendTranscript {
         messages: Vec<TranscriptMessage>,
     },
+    ListTickets {
+        guild_id: u64,
+        query: TicketQuery,
+    },
     Transcript {
         guild_id: u64,
         ticket_id: u64,
+    },
+    TranscriptPage {
+        guild_id: u64,
+        ticket_id: u64,
+        after: u64,
+        limit: usize,
     },
     PutWorkflow {
         workflow: Workflow,
@@ -401,7 +411,9 @@ impl StoreCall {
                 | Self::Account { .. }
                 | Self::Ticket { .. }
                 | Self::Tickets { .. }
+                | Self::ListTickets { .. }
                 | Self::Transcript { .. }
+                | Self::TranscriptPage { .. }
                 | Self::Workflow { .. }
                 | Self::Workflows { .. }
                 | Self::Subscription { .. }
@@ -484,6 +496,17 @@ pub(crate) async fn serve(
                 guild_id,
                 ticket_id,
             } => json(store.transcript(guild_id, ticket_id).await?),
+            C::ListTickets { guild_id, query } => json(store.list_tickets(guild_id, &query).await?),
+            C::TranscriptPage {
+                guild_id,
+                ticket_id,
+                after,
+                limit,
+            } => json(
+                store
+                    .transcript_page(guild_id, ticket_id, after, limit)
+                    .await?,
+            ),
             C::PutWorkflow { workflow } => json(store.put_workflow(&workflow).await?),
             C::Workflow {
                 guild_id,
@@ -887,6 +910,32 @@ impl TicketRepo for RemoteStore {
         self.call(StoreCall::Transcript {
             guild_id,
             ticket_id,
+        })
+        .await
+    }
+    async fn list_tickets(
+        &self,
+        guild_id: u64,
+        query: &TicketQuery,
+    ) -> Result<Vec<Ticket>, StorageError> {
+        self.call(StoreCall::ListTickets {
+            guild_id,
+            query: query.clone(),
+        })
+        .await
+    }
+    async fn transcript_page(
+        &self,
+        guild_id: u64,
+        ticket_id: u64,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<TranscriptMessage>, StorageError> {
+        self.call(StoreCall::TranscriptPage {
+            guild_id,
+            ticket_id,
+            after,
+            limit,
         })
         .await
     }

@@ -1,7 +1,7 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::{AutomodConfig, ModerationConfig, StorageError};
+use crate::{AutomodConfig, ModerationConfig, StorageError, TicketsConfig};
 
 /// The live configuration of one guild, as stored.
 ///
@@ -23,6 +23,8 @@ pub struct GuildConfig {
     pub moderation: ModerationConfig,
     /// Automod's rules, checked by the actors when set (limits, patterns that compile).
     pub automod: AutomodConfig,
+    /// Support tickets: their staff roles, the panel's categories, limits.
+    pub tickets: TicketsConfig,
 }
 
 impl Default for GuildConfig {
@@ -34,6 +36,7 @@ impl Default for GuildConfig {
             staff_roles: Vec::new(),
             moderation: ModerationConfig::default(),
             automod: AutomodConfig::default(),
+            tickets: TicketsConfig::default(),
         }
     }
 }

@@ -77,7 +77,10 @@ pub use scylla::{
     ClientCert, MigrationReport, MigrationStep, Replication, ScyllaConfig, ScyllaStore, TlsConfig,
 };
 
-pub use tickets::{TICKET_REASON_MAX_CHARS, Ticket, TicketRepo, TranscriptMessage};
+pub use tickets::{
+    TICKET_REASON_MAX_CHARS, Ticket, TicketQuery, TicketRepo, TicketsConfig, TranscriptAttachment,
+    TranscriptMessage,
+};
 pub use time::{Retention, Timestamp};
 pub use timers::{TIMER_ID_MAX_LEN, TIMER_PAYLOAD_MAX_LEN, Timer, TimerRepo};
 pub use usage::{UsageCount, UsageRepo};

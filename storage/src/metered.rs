@@ -17,8 +17,8 @@ use crate::{
     EmbeddedStore, GuildConfig, GuildConfigRepo, InboxEvent, LeaderAnnouncement, Lease, NodeRecord,
     PremiumRepo, PremiumSlot, PreparedExport, PrivacyFlags, PrivacyRepo, PrivacyRequest, PromoCode,
     Redemption, ScyllaStore, SessionCheckpoint, ShardAssignment, StorageError, StoredRow,
-    Subscription, Ticket, TicketRepo, Timestamp, TranscriptMessage, UsageCount, UsageRepo,
-    UserExport, VersionedConfig, WebSession, WebSessionRepo, Workflow, WorkflowRepo,
+    Subscription, Ticket, TicketQuery, TicketRepo, Timestamp, TranscriptMessage, UsageCount,
+    UsageRepo, UserExport, VersionedConfig, WebSession, WebSessionRepo, Workflow, WorkflowRepo,
 };
 use crate::{AutomodHit, AutomodRepo, Case, ModerationRepo, Timer, TimerRepo};
 
@@ -144,7 +144,10 @@ metered!("tickets", TicketRepo {
     fn ticket(&self, guild_id: u64, ticket_id: u64) -> Option<Ticket>;
     fn tickets(&self, guild_id: u64) -> Vec<Ticket>;
     fn append_transcript(&self, messages: &[TranscriptMessage]) -> ();
+    fn list_tickets(&self, guild_id: u64, query: &TicketQuery) -> Vec<Ticket>;
     fn transcript(&self, guild_id: u64, ticket_id: u64) -> Vec<TranscriptMessage>;
+    fn transcript_page(&self, guild_id: u64, ticket_id: u64, after: u64, limit: usize)
+        -> Vec<TranscriptMessage>;
 });
 
 metered!("workflows", WorkflowRepo {

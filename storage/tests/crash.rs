@@ -26,9 +26,11 @@ fn ticket(id: u64, at: Timestamp) -> Ticket {
         opener_id: 1_000 + id,
         channel_id: 5,
         subject: format!("ticket {id}"),
+        category: None,
         opened_at: at,
         closed_at: None,
         claimed_at: None,
+        first_response_at: None,
         close_reason: None,
     }
 }
@@ -39,8 +41,13 @@ fn message(id: u64, at: Timestamp) -> TranscriptMessage {
         ticket_id: id,
         message_id: id * 10,
         author_id: 2_000 + id,
+        author_name: format!("user{id}"),
         at,
         content: format!("hello {id}"),
+        attachments: Vec::new(),
+        edited_at: None,
+        earlier_texts: Vec::new(),
+        deleted_at: None,
     }
 }
 

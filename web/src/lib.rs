@@ -74,6 +74,20 @@ pub fn router(state: AppState) -> Router {
         .route("/guilds/{guild}/analytics.csv", get(pages::analytics_csv))
         .route("/guilds/{guild}/cases", get(pages::cases))
         .route("/guilds/{guild}/cases/{number}", get(pages::case))
+        .route("/guilds/{guild}/tickets", get(pages::tickets))
+        .route(
+            "/guilds/{guild}/tickets/settings",
+            get(pages::ticket_settings).post(pages::save_ticket_settings),
+        )
+        .route("/guilds/{guild}/tickets/{number}", get(pages::ticket))
+        .route(
+            "/guilds/{guild}/tickets/{number}/transcript.html",
+            get(pages::transcript_html),
+        )
+        .route(
+            "/guilds/{guild}/tickets/{number}/transcript.json",
+            get(pages::transcript_json),
+        )
         .route(
             "/guilds/{guild}/automod",
             get(pages::automod)

@@ -15,6 +15,8 @@ mod moderation;
 mod premium;
 mod privacy;
 mod settings;
+mod ticket_settings;
+mod tickets;
 
 pub(crate) use account::{account, logout_everywhere};
 pub(crate) use analytics::{analytics, analytics_csv};
@@ -33,6 +35,8 @@ pub(crate) use privacy::{
     correct_profile, delete_account, download_export, privacy, request_export, save_choices,
 };
 pub(crate) use settings::{save_settings, settings};
+pub(crate) use ticket_settings::{save_ticket_settings, ticket_settings};
+pub(crate) use tickets::{ticket, tickets, transcript_html, transcript_json};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -159,6 +163,21 @@ impl Form {
 /// A guild id from a URL: anything but a number is no guild.
 pub(crate) fn guild_id(raw: &str) -> Result<u64, WebError> {
     raw.parse().map_err(|_| WebError::GuildNotFound)
+}
+
+/// A member filter of a list (a user id, or a mention of one); empty means everyone.
+pub(crate) fn member_filter(raw: Option<&str>) -> Result<Option<u64>, WebError> {
+    match raw.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(raw) => raw
+            .trim_start_matches("<@")
+            .trim_end_matches('>')
+            .parse::<u64>()
+            .ok()
+            .filter(|&id| id != 0)
+            .map(Some)
+            .ok_or_else(|| WebError::BadForm("a member is a user id".into())),
+    }
 }
 
 pub(crate) fn number(form: &Form, name: &str) -> Result<u64, WebError> {

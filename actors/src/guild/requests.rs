@@ -233,7 +233,10 @@ impl GuildState {
         next: &GuildConfig,
     ) -> Result<(), GuildCallError> {
         let rules = next.automod.rules.len();
-        if rules <= before.automod.rules.len() {
+        let categories = next.tickets.categories.len();
+        let more_rules = rules > before.automod.rules.len();
+        let more_categories = categories > before.tickets.categories.len();
+        if !more_rules && !more_categories {
             return Ok(());
         }
         let plan = guild_plan(
@@ -243,15 +246,35 @@ impl GuildState {
         )
         .await
         .map_err(|err| unavailable(&err))?;
-        let allowed = plan.limits().automod_rules;
-        if rules > allowed as usize {
-            return Err(GuildCallError::Invalid {
+        let (limits, premium) = (plan.limits(), Plan::Premium.limits());
+        let over = |what: &str, given: usize, allowed: u32, premium: u32| {
+            (given > allowed as usize).then(|| GuildCallError::Invalid {
                 message: format!(
-                    "The {} plan allows {allowed} automod rules ({rules} given){}.",
+                    "The {} plan allows {allowed} {what} ({given} given){}.",
                     plan.name(),
-                    premium_allows(plan, Plan::Premium.limits().automod_rules)
+                    premium_allows(plan, premium)
                 ),
-            });
+            })
+        };
+        if more_rules
+            && let Some(refused) = over(
+                "automod rules",
+                rules,
+                limits.automod_rules,
+                premium.automod_rules,
+            )
+        {
+            return Err(refused);
+        }
+        if more_categories
+            && let Some(refused) = over(
+                "ticket categories",
+                categories,
+                limits.ticket_categories,
+                premium.ticket_categories,
+            )
+        {
+            return Err(refused);
         }
         Ok(())
     }

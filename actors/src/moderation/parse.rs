@@ -466,7 +466,7 @@ pub(crate) fn show_escalation(steps: &[EscalationStep]) -> String {
 }
 
 /// A duration in the largest units that fit: `1h30m`, `7d`.
-pub(crate) fn show_duration(duration: Duration) -> String {
+pub fn show_duration(duration: Duration) -> String {
     let mut secs = duration.as_secs();
     if secs == 0 {
         return "0s".to_owned();

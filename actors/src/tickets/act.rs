@@ -1,6 +1,8 @@
 //! The tickets' actions, each on a task of its own: Discord first where Discord decides,
 //! then the store, then the answer, the audit entry and the timers.
 
+use std::collections::BTreeMap;
+
 use protonn_storage::{AuditEntry, Ticket, Timer, Timestamp, TranscriptMessage};
 use serde::{Deserialize, Serialize};
 use twilight_model::channel::message::AllowedMentions;
@@ -8,8 +10,10 @@ use twilight_model::channel::{Channel, ChannelType, Message};
 use twilight_model::id::Id;
 use twilight_model::id::marker::{ChannelMarker, MessageMarker, UserMarker};
 
+use super::notes::{self, Notes};
 use super::parse::Request;
-use super::{MAX_OPEN_PER_MEMBER, NAME, panel_components, ticket_components};
+use super::settings::Settings;
+use super::{NAME, panel_components, ticket_components};
 use crate::feature::{Answer, Effect};
 use crate::guild::Io;
 use crate::metrics::{TICKET_FIRST_RESPONSE, TICKET_RESOLUTION, TICKETS_CLOSED, TICKETS_OPENED};
@@ -27,6 +31,9 @@ pub(super) struct Actor {
     pub(super) user: Id<UserMarker>,
     pub(super) staff: bool,
     pub(super) channel_id: Id<ChannelMarker>,
+    pub(super) settings: Settings,
+    /// Edits and deletions noted in open tickets.
+    pub(super) notes: Notes,
 }
 
 /// The payload of a ticket's timers: which ticket.
@@ -103,13 +110,8 @@ fn timer(io: &Io, kind: &str, number: u64, due: Timestamp) -> Timer {
 }
 
 /// The idle timer of a ticket whose last message was at `last`.
-fn idle_timer(io: &Io, number: u64, last: Timestamp) -> Timer {
-    timer(
-        io,
-        IDLE,
-        number,
-        last.saturating_add(io.ticket_idle_close()),
-    )
+fn idle_timer(io: &Io, settings: &Settings, number: u64, last: Timestamp) -> Timer {
+    timer(io, IDLE, number, last.saturating_add(settings.idle_close))
 }
 
 /// The ticket whose thread is `channel_id`.
@@ -162,7 +164,7 @@ async fn panel(io: &Io, actor: &Actor) -> Result<Vec<Effect>, Answer> {
     if !actor.staff {
         return Err(staff_only("post a ticket panel"));
     }
-    let components = panel_components();
+    let components = panel_components(&actor.settings.categories);
     let mentions = no_mentions();
     let request = io
         .http()
@@ -185,7 +187,12 @@ async fn panel(io: &Io, actor: &Actor) -> Result<Vec<Effect>, Answer> {
 
 /// Opens a ticket for the member who sent the topic modal: numbered by the store (which
 /// also holds them to their open-ticket limit), then a private thread with them in it.
-pub(super) async fn open(io: Io, actor: Actor, topic: String) -> Vec<Effect> {
+pub(super) async fn open(
+    io: Io,
+    actor: Actor,
+    topic: String,
+    category: Option<String>,
+) -> Vec<Effect> {
     let opened_at = Timestamp::now();
     let mut ticket = Ticket {
         guild_id: io.guild_id().get(),
@@ -193,16 +200,19 @@ pub(super) async fn open(io: Io, actor: Actor, topic: String) -> Vec<Effect> {
         opener_id: actor.user.get(),
         channel_id: 0,
         subject: topic,
+        category,
         opened_at,
         closed_at: None,
         claimed_at: None,
+        first_response_at: None,
         close_reason: None,
     };
-    let number = match io.store().open_ticket(&ticket, MAX_OPEN_PER_MEMBER).await {
+    let max_open = actor.settings.max_open_per_member;
+    let number = match io.store().open_ticket(&ticket, max_open).await {
         Ok(Some(number)) => number,
         Ok(None) => {
             let text = format!(
-                "You have {MAX_OPEN_PER_MEMBER} open ticket(s) here already: close one before opening another."
+                "You have {max_open} open ticket(s) here already: close one before opening another."
             );
             return vec![Effect::Reply(Answer::new("denied", text))];
         }
@@ -230,6 +240,7 @@ pub(super) async fn open(io: Io, actor: Actor, topic: String) -> Vec<Effect> {
         }
     };
     ticket.channel_id = thread.id.get();
+    actor.notes.track(ticket.channel_id);
     if io.store().put_ticket(&ticket).await.is_err() {
         return vec![Effect::Reply(store_unavailable())];
     }
@@ -242,8 +253,12 @@ pub(super) async fn open(io: Io, actor: Actor, topic: String) -> Vec<Effect> {
     {
         tracing::warn!(guild_id = %io.guild_id(), ticket = number, error = %err, "opener not added to their ticket");
     }
+    let category = ticket
+        .category
+        .as_ref()
+        .map_or(String::new(), |c| format!(" ({c})"));
     let welcome = format!(
-        "Ticket #{number}: {}\n<@{}>, the staff will answer here. Press Close when you are done.",
+        "Ticket #{number}{category}: {}\n<@{}>, the staff will answer here. Press Close when you are done.",
         ticket.subject, actor.user
     );
     let components = ticket_components();
@@ -258,9 +273,13 @@ pub(super) async fn open(io: Io, actor: Actor, topic: String) -> Vec<Effect> {
         tracing::warn!(guild_id = %io.guild_id(), ticket = number, error = %err, "ticket's first message not posted");
     }
     metrics::counter!(TICKETS_OPENED).increment(1);
-    let details = serde_json::json!({"thread": thread.id.get(), "topic": ticket.subject});
+    let details = serde_json::json!({
+        "thread": thread.id.get(),
+        "topic": ticket.subject,
+        "category": ticket.category,
+    });
     vec![
-        Effect::Timer(idle_timer(&io, number, opened_at)),
+        Effect::Timer(idle_timer(&io, &actor.settings, number, opened_at)),
         audit(&io, actor.user.get(), None, "open", number, details),
         Effect::Reply(Answer::ok(format!(
             "Ticket #{number} opened: <#{}>.",
@@ -287,8 +306,22 @@ async fn close(
             format!("Ticket #{number} is already closed."),
         ));
     }
-    let lines = copy_transcript(io, &ticket).await?;
+    let noted = actor.notes.take(ticket.channel_id);
+    let (lines, answered) = match copy_transcript(io, &ticket, noted.clone()).await {
+        Ok(copied) => copied,
+        Err(answer) => {
+            actor.notes.put_back(ticket.channel_id, noted);
+            return Err(answer);
+        }
+    };
     let now = Timestamp::now();
+    // Measured once: a reopened ticket keeps its first response.
+    let first_response = ticket
+        .first_response_at
+        .is_none()
+        .then(|| ticket.claimed_at.into_iter().chain(answered).min())
+        .flatten();
+    ticket.first_response_at = ticket.first_response_at.or(first_response);
     ticket.closed_at = Some(now);
     ticket.close_reason = (!reason.is_empty()).then(|| reason.clone());
     io.store()
@@ -296,8 +329,10 @@ async fn close(
         .await
         .map_err(|_| store_unavailable())?;
     metrics::counter!(TICKETS_CLOSED).increment(1);
-    metrics::histogram!(TICKET_RESOLUTION)
-        .record(now.0.saturating_sub(ticket.opened_at.0) as f64 / 1000.0);
+    metrics::histogram!(TICKET_RESOLUTION).record(seconds(ticket.opened_at, now));
+    if let Some(first) = first_response {
+        metrics::histogram!(TICKET_FIRST_RESPONSE).record(seconds(ticket.opened_at, first));
+    }
     let because = if reason.is_empty() {
         String::new()
     } else {
@@ -324,12 +359,24 @@ async fn close(
     ])
 }
 
+fn seconds(from: Timestamp, to: Timestamp) -> f64 {
+    to.0.saturating_sub(from.0) as f64 / 1000.0
+}
+
 /// Reads the thread page by page, newest first, appending each page to the transcript as
-/// it comes (a long ticket is never held whole); the lines copied.
-async fn copy_transcript(io: &Io, ticket: &Ticket) -> Result<usize, Answer> {
+/// it comes (a long ticket is never held whole); the lines copied, and when the first
+/// message by someone other than the opener and bots was written (the first response).
+/// Messages deleted while the ticket was open, and the earlier texts of edited ones, come
+/// from `noted`.
+async fn copy_transcript(
+    io: &Io,
+    ticket: &Ticket,
+    mut noted: BTreeMap<u64, TranscriptMessage>,
+) -> Result<(usize, Option<Timestamp>), Answer> {
     let thread = Id::<ChannelMarker>::new(ticket.channel_id);
     let mut before: Option<Id<MessageMarker>> = None;
     let mut copied = 0;
+    let mut answered: Option<Timestamp> = None;
     loop {
         let request = io.http().channel_messages(thread).limit(PAGE);
         let page: Vec<Message> = match before {
@@ -344,12 +391,27 @@ async fn copy_transcript(io: &Io, ticket: &Ticket) -> Result<usize, Answer> {
             )
         })?;
         let Some(oldest) = page.last() else {
-            return Ok(copied);
+            let deleted = append_deleted(io, ticket, noted).await?;
+            return Ok((copied + deleted, answered));
         };
+        // Pages come newest first: the last answer seen is the first.
+        if let Some(answer) = page
+            .iter()
+            .rfind(|m| !m.author.bot && m.author.id.get() != ticket.opener_id)
+        {
+            answered = Some(snowflake_time(answer.id.get()));
+        }
         before = Some(oldest.id);
         let lines: Vec<TranscriptMessage> = page
             .iter()
-            .map(|message| transcript_line(ticket, message))
+            .map(|message| {
+                let mut line = notes::line(ticket.guild_id, message);
+                line.ticket_id = ticket.ticket_id;
+                if let Some(seen) = noted.remove(&line.message_id) {
+                    line.earlier_texts = seen.earlier_texts;
+                }
+                line
+            })
             .collect();
         io.store()
             .append_transcript(&lines)
@@ -357,35 +419,33 @@ async fn copy_transcript(io: &Io, ticket: &Ticket) -> Result<usize, Answer> {
             .map_err(|_| store_unavailable())?;
         copied += lines.len();
         if page.len() < usize::from(PAGE) {
-            return Ok(copied);
+            let deleted = append_deleted(io, ticket, noted).await?;
+            return Ok((copied + deleted, answered));
         }
     }
 }
 
-/// One message as a transcript line: its text, attachments as links, and whether it was
-/// edited.
-fn transcript_line(ticket: &Ticket, message: &Message) -> TranscriptMessage {
-    let mut content = message.content.clone();
-    for attachment in &message.attachments {
-        if !content.is_empty() {
-            content.push('\n');
-        }
-        content.push_str(&format!(
-            "[attachment: {}] {}",
-            attachment.filename, attachment.url
-        ));
+/// The noted messages that were deleted, as they were last seen, into the transcript.
+async fn append_deleted(
+    io: &Io,
+    ticket: &Ticket,
+    noted: BTreeMap<u64, TranscriptMessage>,
+) -> Result<usize, Answer> {
+    let deleted: Vec<TranscriptMessage> = noted
+        .into_values()
+        .filter(|line| line.deleted_at.is_some())
+        .map(|line| TranscriptMessage {
+            ticket_id: ticket.ticket_id,
+            ..line
+        })
+        .collect();
+    if !deleted.is_empty() {
+        io.store()
+            .append_transcript(&deleted)
+            .await
+            .map_err(|_| store_unavailable())?;
     }
-    if message.edited_timestamp.is_some() {
-        content.push_str(" (edited)");
-    }
-    TranscriptMessage {
-        guild_id: ticket.guild_id,
-        ticket_id: ticket.ticket_id,
-        message_id: message.id.get(),
-        author_id: message.author.id.get(),
-        at: snowflake_time(message.id.get()),
-        content,
-    }
+    Ok(deleted.len())
 }
 
 async fn claim(io: &Io, actor: &Actor, mut ticket: Ticket) -> Result<Vec<Effect>, Answer> {
@@ -411,8 +471,7 @@ async fn claim(io: &Io, actor: &Actor, mut ticket: Ticket) -> Result<Vec<Effect>
         .put_ticket(&ticket)
         .await
         .map_err(|_| store_unavailable())?;
-    metrics::histogram!(TICKET_FIRST_RESPONSE)
-        .record(now.0.saturating_sub(ticket.opened_at.0) as f64 / 1000.0);
+    // The first response is measured at the close, with the messages.
     Ok(vec![
         audit(
             io,
@@ -571,6 +630,7 @@ async fn reopen(io: &Io, actor: &Actor, number: u64) -> Result<Vec<Effect>, Answ
     })?;
     ticket.closed_at = None;
     ticket.close_reason = None;
+    actor.notes.track(ticket.channel_id);
     io.store()
         .put_ticket(&ticket)
         .await
@@ -580,7 +640,7 @@ async fn reopen(io: &Io, actor: &Actor, number: u64) -> Result<Vec<Effect>, Answ
         Effect::CancelTimer {
             id: format!("{ARCHIVE}{number}"),
         },
-        Effect::Timer(idle_timer(io, number, Timestamp::now())),
+        Effect::Timer(idle_timer(io, &actor.settings, number, Timestamp::now())),
         audit(
             io,
             actor.user.get(),
@@ -597,7 +657,12 @@ async fn reopen(io: &Io, actor: &Actor, number: u64) -> Result<Vec<Effect>, Answ
 }
 
 /// One of the tickets' timers fell due: claimed first, so acted on once across nodes.
-pub(super) async fn on_timer(io: Io, timer: Timer) -> Vec<Effect> {
+pub(super) async fn on_timer(
+    io: Io,
+    timer: Timer,
+    settings: Settings,
+    notes: Notes,
+) -> Vec<Effect> {
     let Ok(later) = serde_json::from_str::<TicketTimer>(&timer.payload) else {
         tracing::error!(guild_id = timer.guild_id, timer = %timer.id, "unreadable timer dropped");
         let _ = io.store().cancel_timer(timer.guild_id, &timer.id).await;
@@ -612,7 +677,7 @@ pub(super) async fn on_timer(io: Io, timer: Timer) -> Vec<Effect> {
         Err(_) => return Vec::new(),
     };
     let outcome = if timer.id.starts_with(IDLE) {
-        close_if_idle(&io, &timer, ticket).await
+        close_if_idle(&io, &timer, ticket, settings, notes).await
     } else {
         archive(&io, ticket).await.map(|()| Vec::new())
     };
@@ -651,7 +716,13 @@ async fn archive(io: &Io, ticket: Option<Ticket>) -> Option<()> {
 
 /// Closes an open ticket whose last message is older than the idle period, as the bot; a
 /// ticket with newer talk gets its timer moved to then. `None` to try again later.
-async fn close_if_idle(io: &Io, timer: &Timer, ticket: Option<Ticket>) -> Option<Vec<Effect>> {
+async fn close_if_idle(
+    io: &Io,
+    timer: &Timer,
+    ticket: Option<Ticket>,
+    settings: Settings,
+    notes: Notes,
+) -> Option<Vec<Effect>> {
     let Some(ticket) = ticket.filter(Ticket::is_open) else {
         return Some(Vec::new());
     };
@@ -668,22 +739,24 @@ async fn close_if_idle(io: &Io, timer: &Timer, ticket: Option<Ticket>) -> Option
         .first()
         .map_or(ticket.opened_at, |m| snowflake_time(m.id.get()))
         .max(ticket.opened_at);
-    let moved = idle_timer(io, ticket.ticket_id, last_at);
+    let moved = idle_timer(io, &settings, ticket.ticket_id, last_at);
     if moved.due > Timestamp::now() {
         // Replacing the timer also drops this claim: nothing to complete.
         io.store().put_timer(&moved).await.ok()?;
         return None;
     }
     let bot = io.bot_id().await?;
+    let reason = format!(
+        "no message for {}",
+        crate::moderation::show_duration(settings.idle_close)
+    );
     let actor = Actor {
         user: bot,
         staff: true,
         channel_id: thread,
+        settings,
+        notes,
     };
-    let reason = format!(
-        "no message for {}",
-        crate::moderation::show_duration(io.ticket_idle_close())
-    );
     let effects = match close(io, &actor, ticket, reason).await {
         Ok(effects) => effects,
         Err(answer) => {
@@ -707,6 +780,6 @@ async fn close_if_idle(io: &Io, timer: &Timer, ticket: Option<Ticket>) -> Option
     )
 }
 
-fn snowflake_time(id: u64) -> Timestamp {
+pub(super) fn snowflake_time(id: u64) -> Timestamp {
     Timestamp((id >> 22) + DISCORD_EPOCH_MS)
 }

@@ -15,7 +15,8 @@ use crate::cluster::{ASSIGNMENTS_CLAIM, SHARD_COUNT, check_claim};
 use crate::{
     Account, AccountRepo, BillingRepo, ClusterRepo, LeaderAnnouncement, Lease, NodeRecord,
     PromoCode, Redemption, Retention, SessionCheckpoint, ShardAssignment, StorageError,
-    Subscription, Ticket, TicketRepo, Timestamp, TranscriptMessage, Workflow, WorkflowRepo, lease,
+    Subscription, Ticket, TicketQuery, TicketRepo, Timestamp, TranscriptMessage, Workflow,
+    WorkflowRepo, lease,
 };
 
 /// The key of the one row of `leader_announcement`.
@@ -248,6 +249,37 @@ impl TicketRepo for EmbeddedStore {
         .await
     }
 
+    async fn list_tickets(
+        &self,
+        guild_id: u64,
+        query: &TicketQuery,
+    ) -> Result<Vec<Ticket>, StorageError> {
+        let query = query.clone();
+        self.read(move |txn, _| {
+            let table = open_read(txn, TICKETS)?;
+            let below = query.before.unwrap_or(u64::MAX);
+            let mut out = Vec::new();
+            if query.limit == 0 || below == 0 {
+                return Ok(out);
+            }
+            for row in table
+                .range((guild_id, 0)..(guild_id, below))
+                .map_err(e)?
+                .rev()
+            {
+                let ticket: Ticket = from_json("tickets", row.map_err(e)?.1.value())?;
+                if query.matches(&ticket) {
+                    out.push(ticket);
+                    if out.len() == query.limit {
+                        break;
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn append_transcript(&self, messages: &[TranscriptMessage]) -> Result<(), StorageError> {
         let messages = messages.to_vec();
         self.write(move |txn, retention| {
@@ -300,6 +332,31 @@ impl TicketRepo for EmbeddedStore {
             for row in table
                 .range((guild_id, ticket_id, 0)..=(guild_id, ticket_id, u64::MAX))
                 .map_err(e)?
+            {
+                out.push(from_json("transcripts", row.map_err(e)?.1.value())?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn transcript_page(
+        &self,
+        guild_id: u64,
+        ticket_id: u64,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<TranscriptMessage>, StorageError> {
+        self.read(move |txn, _| {
+            let table = open_read(txn, TRANSCRIPTS)?;
+            let mut out = Vec::new();
+            if after == u64::MAX {
+                return Ok(out);
+            }
+            for row in table
+                .range((guild_id, ticket_id, after + 1)..=(guild_id, ticket_id, u64::MAX))
+                .map_err(e)?
+                .take(limit)
             {
                 out.push(from_json("transcripts", row.map_err(e)?.1.value())?);
             }

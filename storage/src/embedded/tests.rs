@@ -145,9 +145,11 @@ async fn configured_retention_periods_are_what_the_sweeper_enforces() {
             opener_id: 1,
             channel_id: 3,
             subject: "help".into(),
+            category: None,
             opened_at: t0,
             closed_at: None,
             claimed_at: None,
+            first_response_at: None,
             close_reason: None,
         })
         .await

@@ -21,8 +21,9 @@ use crate::row_ref::RowRef;
 use crate::{
     Account, AccountRepo, AuditEntry, AuditRepo, BillingRepo, CONFIG_HISTORY_LEN, ClusterRepo,
     GuildConfig, GuildConfigRepo, LeaderAnnouncement, Lease, NodeRecord, PromoCode, Redemption,
-    SessionCheckpoint, ShardAssignment, StorageError, Subscription, Ticket, TicketRepo, Timestamp,
-    TranscriptMessage, UsageCount, UsageRepo, VersionedConfig, Workflow, WorkflowRepo, lease,
+    SessionCheckpoint, ShardAssignment, StorageError, Subscription, Ticket, TicketQuery,
+    TicketRepo, Timestamp, TranscriptMessage, UsageCount, UsageRepo, VersionedConfig, Workflow,
+    WorkflowRepo, lease,
 };
 
 /// Concurrent requests one call keeps in flight (batches of audit rows, usage deltas).
@@ -886,6 +887,30 @@ impl TicketRepo for ScyllaStore {
         .await
     }
 
+    async fn list_tickets(
+        &self,
+        guild_id: u64,
+        query: &TicketQuery,
+    ) -> Result<Vec<Ticket>, StorageError> {
+        if query.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let below = query.before.map_or(i64::MAX, db_id);
+        // Read page by page, newest first, until enough match.
+        self.rows::<(String,), _>(
+            "SELECT doc FROM {ks}.tickets WHERE guild_id = ? AND ticket_id < ? \
+             ORDER BY ticket_id DESC",
+            (db_id(guild_id), below),
+            false,
+        )
+        .await?
+        .and_then(|(text,)| std::future::ready(parse::<Ticket>("tickets", &text)))
+        .try_filter(|ticket| std::future::ready(query.matches(ticket)))
+        .take(query.limit)
+        .try_collect()
+        .await
+    }
+
     async fn append_transcript(&self, messages: &[TranscriptMessage]) -> Result<(), StorageError> {
         for message in messages {
             let Some(ticket) = self.get_ticket(message.guild_id, message.ticket_id).await? else {
@@ -930,6 +955,23 @@ impl TicketRepo for ScyllaStore {
             "SELECT doc FROM {ks}.transcripts WHERE guild_id = ? AND ticket_id = ?",
             "transcripts",
             (db_id(guild_id), db_id(ticket_id)),
+        )
+        .await
+    }
+
+    async fn transcript_page(
+        &self,
+        guild_id: u64,
+        ticket_id: u64,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<TranscriptMessage>, StorageError> {
+        self.docs_limit(
+            "SELECT doc FROM {ks}.transcripts WHERE guild_id = ? AND ticket_id = ? \
+             AND message_id > ?",
+            "transcripts",
+            (db_id(guild_id), db_id(ticket_id), db_id(after)),
+            limit,
         )
         .await
     }

@@ -10,8 +10,8 @@ use protonn_storage::{
     Account, AuditEntry, AuditWriter, Case, ExportDocument, GuildConfig, LeaderAnnouncement,
     NodeRecord, Plan, PremiumSlot, PreparedExport, PrivacyFlags, PrivacyRequest, PromoCode,
     RequestKind, Retention, SessionCheckpoint, StorageError, Store, Subscription,
-    SubscriptionStatus, Ticket, Timestamp, TranscriptMessage, UsageAggregator, UsageCount,
-    WebSession, Workflow, WriterConfig, privacy,
+    SubscriptionStatus, Ticket, TicketQuery, Timestamp, TranscriptAttachment, TranscriptMessage,
+    UsageAggregator, UsageCount, WebSession, Workflow, WriterConfig, privacy,
 };
 
 /// Distinctive ids, so a scan for their digits finds nothing by accident.
@@ -49,9 +49,11 @@ fn ticket(guild_id: u64, ticket_id: u64, opener_id: u64, opened_at: Timestamp) -
         opener_id,
         channel_id: 4242,
         subject: "help".into(),
+        category: None,
         opened_at,
         closed_at: None,
         claimed_at: None,
+        first_response_at: None,
         close_reason: None,
     }
 }
@@ -62,8 +64,16 @@ fn message(guild_id: u64, ticket_id: u64, message_id: u64, author_id: u64) -> Tr
         ticket_id,
         message_id,
         author_id,
+        author_name: format!("user {author_id}"),
         at: Timestamp::now(),
         content: format!("message {message_id}"),
+        attachments: vec![TranscriptAttachment {
+            filename: "a.png".into(),
+            url: format!("https://cdn.example/{message_id}/a.png"),
+        }],
+        edited_at: None,
+        earlier_texts: Vec::new(),
+        deleted_at: None,
     }
 }
 
@@ -372,6 +382,98 @@ pub(crate) async fn tickets_keep_transcripts<S: Store + Clone>(store: S) {
         .collect();
     assert_eq!(ids, [1, 2]);
     assert!(store.tickets(OTHER_GUILD).await.unwrap().is_empty());
+}
+
+pub(crate) async fn tickets_are_listed_by_filter_and_transcripts_read_by_page<S: Store + Clone>(
+    store: S,
+) {
+    let now = Timestamp::now();
+    // Tickets 1..=7: odd ones USER's, every third closed.
+    for number in 1..=7 {
+        let opener = if number % 2 == 1 { USER } else { OTHER_USER };
+        let mut t = ticket(GUILD, number, opener, now);
+        if number % 3 == 0 {
+            t.closed_at = Some(now.saturating_add(HOUR));
+        }
+        store.put_ticket(&t).await.unwrap();
+    }
+    store
+        .put_ticket(&ticket(OTHER_GUILD, 8, USER, now))
+        .await
+        .unwrap();
+    let numbers = |query: TicketQuery| {
+        let store = store.clone();
+        async move {
+            store
+                .list_tickets(GUILD, &query)
+                .await
+                .unwrap()
+                .iter()
+                .map(|t| t.ticket_id)
+                .collect::<Vec<u64>>()
+        }
+    };
+    let page = |limit| TicketQuery {
+        limit,
+        ..TicketQuery::default()
+    };
+    assert_eq!(numbers(page(3)).await, [7, 6, 5], "newest first");
+    assert_eq!(
+        numbers(TicketQuery {
+            before: Some(5),
+            ..page(3)
+        })
+        .await,
+        [4, 3, 2],
+        "the next page"
+    );
+    assert_eq!(
+        numbers(TicketQuery {
+            open: Some(false),
+            ..page(10)
+        })
+        .await,
+        [6, 3]
+    );
+    assert_eq!(
+        numbers(TicketQuery {
+            open: Some(true),
+            opener_id: Some(USER),
+            ..page(2)
+        })
+        .await,
+        [7, 5],
+        "the limit counts matches"
+    );
+    assert!(numbers(page(0)).await.is_empty());
+    assert!(
+        numbers(TicketQuery {
+            before: Some(1),
+            ..page(10)
+        })
+        .await
+        .is_empty()
+    );
+
+    let lines: Vec<TranscriptMessage> = (1..=25).map(|n| message(GUILD, 1, n * 10, USER)).collect();
+    store.append_transcript(&lines).await.unwrap();
+    let mut read = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.transcript_page(GUILD, 1, after, 10).await.unwrap();
+        assert!(page.len() <= 10);
+        let Some(last) = page.last() else { break };
+        after = last.message_id;
+        read.extend(page);
+    }
+    assert_eq!(read, lines, "every line once, in order, attachments kept");
+    assert!(
+        store
+            .transcript_page(GUILD, 2, 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 pub(crate) async fn tickets_are_numbered_once_and_limited_per_opener<S: Store + Clone>(store: S) {
@@ -1770,6 +1872,7 @@ macro_rules! conformance_cases {
             accounts_track_last_activity,
             tickets_keep_transcripts,
             tickets_are_numbered_once_and_limited_per_opener,
+            tickets_are_listed_by_filter_and_transcripts_read_by_page,
             workflows_crud,
             subscriptions_and_promo_codes,
             cluster_tables_fence_by_epoch,

@@ -8,6 +8,8 @@ use protonn_sim::{GuildInfo, SimHandle};
 use protonn_tests::*;
 use serde_json::Value;
 
+use crate::dashboard::{WebDriver, browser_installed, login_as, start_dashboard};
+
 /// The owner runs `/ticket <action> [argument]` in `channel`; the answer's text.
 async fn staff(
     sim: &SimHandle,
@@ -28,9 +30,14 @@ async fn staff(
 
 /// The panel message's id in `channel`, once posted.
 fn panel(sim: &SimHandle, channel: u64) -> u64 {
+    panel_message(sim, channel, "ticket:open")
+}
+
+/// The message in `channel` whose first component is `custom_id`.
+fn panel_message(sim: &SimHandle, channel: u64, custom_id: &str) -> u64 {
     sim.messages(channel)
         .iter()
-        .find(|m| m["components"][0]["components"][0]["custom_id"] == "ticket:open")
+        .find(|m| m["components"][0]["components"][0]["custom_id"] == custom_id)
         .and_then(|m| m["id"].as_str()?.parse().ok())
         .expect("the panel is posted")
 }
@@ -55,14 +62,44 @@ async fn press_open(sim: &SimHandle, guild: &GuildInfo, channel: u64, member: u6
     let pressed = sim
         .use_component(guild.id, channel, message, member, "ticket:open", None)
         .unwrap();
+    modal_shown(sim, pressed).await;
+    pressed
+}
+
+async fn modal_shown(sim: &SimHandle, interaction: u64) {
     wait_until("the bot shows the topic modal", || async {
         sim.ledger()
             .interactions
             .iter()
-            .any(|i| i.id == pressed && i.response_type == Some(9))
+            .any(|i| i.id == interaction && i.response_type == Some(9))
     })
     .await;
-    pressed
+}
+
+/// A member chooses the category numbered `category` on the panel's select and sends the
+/// modal with `topic`; the answer to the modal.
+async fn open_in_category(
+    sim: &SimHandle,
+    guild: &GuildInfo,
+    channel: u64,
+    member: u64,
+    category: &str,
+    topic: &str,
+) -> String {
+    let message = panel_message(sim, channel, "ticket:category");
+    let chose = sim
+        .use_component(
+            guild.id,
+            channel,
+            message,
+            member,
+            "ticket:category",
+            Some(&[category.to_owned()]),
+        )
+        .unwrap();
+    modal_shown(sim, chose).await;
+    let sent = sim.submit_modal(chose, &[("topic", topic)]).unwrap();
+    answers_to(sim, sent).await.remove(0)
 }
 
 fn thread_of(sim: &SimHandle, guild_id: u64, name: &str) -> Value {
@@ -123,6 +160,10 @@ async fn a_member_opens_a_ticket_staff_work_it_and_its_close_keeps_a_transcript(
     sim.send_message_with_attachments(guild.id, thread_id, member, "receipt", &["receipt.pdf"])
         .unwrap();
     assert!(sim.edit_message(guild.id, thread_id, first, "Order 12345"));
+    let typo = sim
+        .send_message(guild.id, thread_id, member, "my password is hunter2")
+        .unwrap();
+    assert!(sim.delete_message(guild.id, thread_id, typo));
 
     // Staff claim it, bring someone in, rename it.
     let claimed = staff(sim, &guild, thread_id, "claim", "").await;
@@ -187,14 +228,27 @@ async fn a_member_opens_a_ticket_staff_work_it_and_its_close_keeps_a_transcript(
         .iter()
         .map(|line| (line.author_id, line.content.as_str()))
         .collect();
-    assert_eq!(lines[1], (member, "Order 12345 (edited)"));
-    assert_eq!(lines[2].0, member);
+    assert_eq!(lines[1], (member, "Order 12345"));
+    assert!(transcript[1].edited_at.is_some(), "the edit is noted");
+    assert_eq!(
+        transcript[1].earlier_texts,
+        ["Order 1234"],
+        "and the text before it"
+    );
+    let deleted = transcript
+        .iter()
+        .find(|line| line.message_id == typo)
+        .expect("the deleted message is kept");
+    assert_eq!(deleted.content, "my password is hunter2");
+    assert!(deleted.deleted_at.is_some());
+    assert!(!transcript[1].author_name.is_empty(), "the author's name");
+    assert_eq!(lines[2], (member, "receipt"));
+    let attachment = &transcript[2].attachments[0];
+    assert_eq!(attachment.filename, "receipt.pdf");
     assert!(
-        lines[2]
-            .1
-            .starts_with("receipt\n[attachment: receipt.pdf] https://cdn.discordapp.com/"),
+        attachment.url.starts_with("https://cdn.discordapp.com/"),
         "{}",
-        lines[2].1
+        attachment.url
     );
     assert!(lines.contains(&(guild.owner_id, "Refund sent.")));
     assert_eq!(
@@ -328,4 +382,267 @@ async fn a_silent_ticket_is_closed_by_its_durable_timer_with_its_transcript() {
     assert_eq!(ticket.close_reason.as_deref(), Some("no message for 2s"));
     let transcript = node.store().transcript(guild.id, 1).await.unwrap();
     assert!(transcript.iter().any(|line| line.content == "hello?"));
+}
+
+/// Fetches `link`'s target in the page as the browser would download it: the
+/// content type, the disposition and the body.
+async fn fetched(browser: &WebDriver, link: &str) -> (String, String, String) {
+    let got = browser
+        .script_async(&format!(
+            "const r = await fetch(document.querySelector('{link}').href);
+             return [r.headers.get('content-type'), r.headers.get('content-disposition'), await r.text()];"
+        ))
+        .await;
+    let part = |i: usize| {
+        got[i]
+            .as_str()
+            .unwrap_or_else(|| panic!("{got}"))
+            .to_owned()
+    };
+    (part(0), part(1), part(2))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staff_read_a_closed_tickets_transcript_and_download_it_in_chromium() {
+    let Bot { sim, node, .. } = &Bot::start(small_world(1, 1)).await;
+    let guild = some_guild(sim, 0);
+    let channel = guild.channel_ids[0];
+    let [member, other] = [0, 1].map(|i| guild.member_ids[i]);
+    staff(sim, &guild, channel, "panel", "").await;
+    open_ticket(sim, &guild, channel, member, "Printer on fire").await;
+    let thread_id = id(&thread_of(sim, guild.id, "ticket-1"));
+    let first = sim
+        .send_message(guild.id, thread_id, member, "It <b>smokes</b>")
+        .unwrap();
+    sim.send_message_with_attachments(guild.id, thread_id, member, "photo", &["fire.png"])
+        .unwrap();
+    assert!(sim.edit_message(guild.id, thread_id, first, "It <b>burns</b>"));
+    let gone = sim
+        .send_message(guild.id, thread_id, member, "wrong ticket, sorry")
+        .unwrap();
+    assert!(sim.delete_message(guild.id, thread_id, gone));
+    sim.send_message(guild.id, thread_id, guild.owner_id, "Extinguisher sent.")
+        .unwrap();
+    let closed = staff(sim, &guild, thread_id, "close", "resolved").await;
+    assert!(closed.starts_with("Ticket #1 closed"), "{closed}");
+    let opened = open_ticket(sim, &guild, channel, other, "Another question").await;
+    assert!(opened.starts_with("Ticket #2 opened"), "{opened}");
+
+    if !browser_installed() {
+        return;
+    }
+    let (dashboard, _data) = start_dashboard(sim, node).await;
+    let origin = dashboard.url().to_owned();
+    let profile = tempfile::tempdir().unwrap();
+    let mut browser = WebDriver::start(profile.path()).await;
+    login_as(&browser, &origin, guild.owner_id).await;
+
+    // From the overview, as staff would: the Tickets tab lists both.
+    browser.go(&format!("{origin}/guilds/{}", guild.id)).await;
+    browser.wait_for("Served by shard").await;
+    let tickets = format!("/guilds/{}/tickets", guild.id);
+    browser.click(&format!("a[href=\"{tickets}\"]")).await;
+    browser.wait_for("Support tickets").await;
+    let page = browser.source().await;
+    assert!(page.contains("Printer on fire") && page.contains("Another question"));
+    browser.screenshot("tickets").await;
+    // The figures: one open; the closed one answered by the owner's message.
+    let ticket = node.store().ticket(guild.id, 1).await.unwrap().unwrap();
+    let answered = ticket
+        .first_response_at
+        .expect("the first response is known");
+    assert!(ticket.opened_at < answered && Some(answered) <= ticket.closed_at);
+    let text = |css: &str| {
+        let browser = &browser;
+        let script = format!("return document.querySelector('{css}').textContent");
+        async move { browser.script(&script).await }
+    };
+    assert_eq!(text("#open-now").await, "1");
+    for figure in ["#first-response", "#resolution"] {
+        let shown = text(figure).await;
+        assert!(shown.as_str().unwrap().ends_with('s'), "{figure}: {shown}");
+    }
+
+    // Closed ones only.
+    browser
+        .script("document.querySelector('#status').value = 'closed'")
+        .await;
+    browser.click("#filter").await;
+    browser
+        .wait_for("<option value=\"closed\" selected=\"\">")
+        .await;
+    let page = browser.source().await;
+    assert!(page.contains("Printer on fire"), "{page}");
+    assert!(!page.contains("Another question"), "{page}");
+
+    // The closed ticket's page: authors, the edit noted, the attachment as a link, the
+    // text escaped.
+    browser.click(&format!("a[href=\"{tickets}/1\"]")).await;
+    browser.wait_for("Extinguisher sent.").await;
+    browser.screenshot("ticket").await;
+    let page = browser.source().await;
+    assert!(page.contains("It &lt;b&gt;burns&lt;/b&gt;"), "{page}");
+    assert!(page.contains("resolved"), "{page}");
+    assert!(page.contains("edited "), "{page}");
+    assert!(page.contains("Before edit 1: "), "{page}");
+    assert!(page.contains("It &lt;b&gt;smokes&lt;/b&gt;"), "{page}");
+    assert!(page.contains("wrong ticket, sorry"), "{page}");
+    assert!(page.contains("deleted "), "{page}");
+    let link = browser
+        .script("return document.querySelector('.attachment a').href")
+        .await;
+    assert!(
+        link.as_str()
+            .unwrap()
+            .starts_with("https://cdn.discordapp.com/"),
+        "{link}"
+    );
+    let authors = browser
+        .script("return document.querySelectorAll('#transcript .line').length")
+        .await;
+    assert_eq!(
+        authors,
+        serde_json::json!(5),
+        "the welcome, three messages and the deleted one"
+    );
+
+    // Both downloads, through the page's own links.
+    let (kind, disposition, body) = fetched(&browser, "#download-json").await;
+    assert!(kind.starts_with("application/json"), "{kind}");
+    assert_eq!(
+        disposition,
+        format!("attachment; filename=\"ticket-{}-1.json\"", guild.id)
+    );
+    let json: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["ticket"]["subject"], "Printer on fire");
+    let lines = json["lines"].as_array().unwrap();
+    assert_eq!(lines.len(), 5, "{body}");
+    assert_eq!(lines[1]["content"], "It <b>burns</b>");
+    assert!(lines[1]["edited_at"].is_u64());
+    assert_eq!(lines[1]["earlier_texts"][0], "It <b>smokes</b>");
+    assert_eq!(lines[3]["content"], "wrong ticket, sorry");
+    assert!(lines[3]["deleted_at"].is_u64(), "{body}");
+    assert_eq!(lines[2]["attachments"][0]["filename"], "fire.png");
+    assert_eq!(lines[4]["author_id"], guild.owner_id);
+
+    let (kind, disposition, body) = fetched(&browser, "#download-html").await;
+    assert!(kind.starts_with("text/html"), "{kind}");
+    assert!(disposition.ends_with("-1.html\""), "{disposition}");
+    assert!(body.starts_with("<!DOCTYPE html>"), "{body}");
+    assert!(body.contains("It &lt;b&gt;burns&lt;/b&gt;"), "{body}");
+    assert!(body.contains("fire.png</a>"), "{body}");
+    assert!(body.trim_end().ends_with("</body></html>"), "{body}");
+
+    // A number with no ticket says so.
+    browser.go(&format!("{origin}{tickets}/99")).await;
+    browser.wait_for("there is no ticket #99").await;
+
+    browser.quit().await;
+    dashboard.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ticket_settings_saved_in_chromium_are_checked_against_the_plan_and_used_by_the_bot() {
+    if !browser_installed() {
+        return;
+    }
+    let Bot { sim, node, .. } = &Bot::start(small_world(1, 1)).await;
+    let guild = some_guild(sim, 0);
+    let channel = guild.channel_ids[0];
+    let member = guild.member_ids[0];
+    let (dashboard, _data) = start_dashboard(sim, node).await;
+    let origin = dashboard.url().to_owned();
+    let profile = tempfile::tempdir().unwrap();
+    let mut browser = WebDriver::start(profile.path()).await;
+    login_as(&browser, &origin, guild.owner_id).await;
+    browser
+        .go(&format!("{origin}/guilds/{}/tickets", guild.id))
+        .await;
+    browser.wait_for("Support tickets").await;
+    browser.click("#ticket-settings").await;
+    browser
+        .wait_for("Open tickets a member may have at once")
+        .await;
+
+    // Three categories are over the free plan: refused, nothing saved, the draft kept.
+    browser.fill("#categories", "Billing\nBugs\nOther").await;
+    browser.click("input[name=staff_roles]").await;
+    browser.click("#save").await;
+    browser
+        .wait_for("The free plan allows 2 ticket categories (3 given); premium allows 25.")
+        .await;
+    assert!(
+        browser.source().await.contains("Other"),
+        "the draft is kept"
+    );
+    browser.fill("#categories", "Billing\nBugs").await;
+    browser.fill("#idle_hours", "5000").await;
+    browser.click("#save").await;
+    browser
+        .wait_for("A ticket is closed after 1 to 2160 hours without a message.")
+        .await;
+    let stored = || async { node.store().load(guild.id).await.unwrap() };
+    assert!(stored().await.is_none(), "nothing saved");
+
+    browser.fill("#idle_hours", "48").await;
+    browser.fill("#max_open", "2").await;
+    browser.click("#save").await;
+    browser.wait_for("Saved as version 1").await;
+    browser.screenshot("ticket-settings").await;
+    let tickets = stored().await.unwrap().config.tickets;
+    assert_eq!(tickets.categories, ["Billing", "Bugs"]);
+    assert_eq!(tickets.max_open_per_member, 2);
+    assert_eq!(tickets.idle_close_hours, Some(48));
+    assert_eq!(tickets.staff_roles.len(), 1);
+    browser.quit().await;
+    dashboard.shutdown().await;
+
+    // The panel offers the categories; the bot holds members to the new limit at once, and
+    // times the idle close by it.
+    staff(sim, &guild, channel, "panel", "").await;
+    for (n, category) in [(1, "0"), (2, "1")] {
+        let topic = format!("Question number {n}");
+        let opened = open_in_category(sim, &guild, channel, member, category, &topic).await;
+        assert!(
+            opened.starts_with(&format!("Ticket #{n} opened")),
+            "{opened}"
+        );
+    }
+    for (n, name) in [(1, "Billing"), (2, "Bugs")] {
+        let ticket = node.store().ticket(guild.id, n).await.unwrap().unwrap();
+        assert_eq!(ticket.category.as_deref(), Some(name));
+    }
+    let thread = id(&thread_of(sim, guild.id, "ticket-2"));
+    let welcome = sim.messages(thread)[0]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        welcome.starts_with("Ticket #2 (Bugs): Question number 2"),
+        "{welcome}"
+    );
+    let refused = sim.use_component(
+        guild.id,
+        channel,
+        panel_message(sim, channel, "ticket:category"),
+        member,
+        "ticket:category",
+        Some(&["7".to_owned()]),
+    );
+    assert!(refused.is_err(), "Discord offers only the panel's options");
+    let third = open_in_category(sim, &guild, channel, member, "0", "Third question").await;
+    assert!(
+        third.starts_with("You have 2 open ticket(s) here already"),
+        "{third}"
+    );
+    let hours = |n: u64| {
+        protonn_storage::Timestamp::now().saturating_add(std::time::Duration::from_secs(n * 3_600))
+    };
+    let due = node.store().due_timers(0, hours(49), 100).await.unwrap();
+    let idle: Vec<_> = due.iter().filter(|t| t.id.starts_with("idle:")).collect();
+    assert_eq!(idle.len(), 2, "{due:?}");
+    assert!(
+        idle.iter().all(|t| t.due > hours(47)),
+        "48 hours, not the node's 7 days"
+    );
 }

@@ -77,6 +77,7 @@ pub(crate) fn tabs(guild_id: u64, name: &str, current: &str) -> Markup {
         ("/audit", "Audit log"),
         ("/analytics", "Analytics"),
         ("/cases", "Cases"),
+        ("/tickets", "Tickets"),
         ("/automod", "Automod"),
     ];
     html! {

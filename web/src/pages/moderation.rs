@@ -9,8 +9,8 @@ use protonn_storage::Case;
 use serde::Deserialize;
 
 use super::guild::{authorize, summary, tabs, unexpected};
-use super::guild_id;
 use super::layout::{self, Audience, Nav};
+use super::{guild_id, member_filter};
 use crate::session::Authed;
 use crate::{AppState, WebError};
 
@@ -34,17 +34,7 @@ pub(crate) async fn cases(
     let guild_id = guild_id(&raw)?;
     authorize(&state, &authed, guild_id).await?;
     let summary = summary(&state, &authed, guild_id).await?;
-    let member = match q.member.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(raw) => Some(
-            raw.trim_start_matches("<@")
-                .trim_end_matches('>')
-                .parse::<u64>()
-                .ok()
-                .filter(|&id| id != 0)
-                .ok_or_else(|| WebError::BadForm("a member is a user id".into()))?,
-        ),
-    };
+    let member = member_filter(q.member.as_deref())?;
     let request = GuildRequest::Cases {
         target_id: member,
         before: q.before,

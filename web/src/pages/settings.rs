@@ -186,6 +186,7 @@ fn parse(form: &Form, summary: &GuildSummary) -> Result<GuildConfig, WebError> {
         // Not on this form: `save_settings` keeps the current ones.
         moderation: Default::default(),
         automod: Default::default(),
+        tickets: Default::default(),
     })
 }
 
@@ -199,13 +200,14 @@ pub(crate) async fn save_settings(
     let summary = summary(&state, &authed, guild_id).await?;
     let expected_version = number(&form, "expected_version")?;
     let mut config = parse(&form, &summary)?;
-    // The form edits what it shows; the moderation and automod settings stay as they are (a
-    // change saved meanwhile makes the save a conflict, by `expected_version`).
+    // The form edits what it shows; the moderation, automod and tickets settings stay as they
+    // are (a change saved meanwhile makes the save a conflict, by `expected_version`).
     let current = super::guild::config(&state, &authed, guild_id)
         .await?
         .config;
     config.moderation = current.moderation;
     config.automod = current.automod;
+    config.tickets = current.tickets;
     // The moderation fields, when the form has them (a form of an older page has not).
     if let Some(ladder) = form.one("escalation")? {
         config = apply_config_key(&config, "escalation", ladder).map_err(WebError::BadForm)?;

@@ -1,0 +1,201 @@
+//! The guild's ticket settings: staff roles, the panel's categories, the open-ticket limit
+//! per member and the idle period. Saved like every config change (a `ChangeConfig` guild
+//! call with the version the form showed: checked by the bot, audited, live at once).
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::http::header::LOCATION;
+use axum::response::{IntoResponse, Response};
+use maud::html;
+use protonn_actors::{GuildRequest, GuildResponse, GuildSummary};
+use protonn_storage::{TicketsConfig, VersionedConfig};
+use serde::Deserialize;
+
+use super::guild::{authorize, config, summary, tabs, unexpected};
+use super::layout::{self, Audience, Nav};
+use super::{Form, guild_form_with_long, guild_id, number};
+use crate::crypto::random_token;
+use crate::session::Authed;
+use crate::{AppState, WebError};
+
+/// The categories field, one name per line: 25 names of 100 characters fit well within.
+const CATEGORIES_MAX_CHARS: usize = 4_000;
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct SavedQuery {
+    saved: Option<u64>,
+}
+
+pub(crate) async fn ticket_settings(
+    State(state): State<AppState>,
+    authed: Authed,
+    Path(raw): Path<String>,
+    Query(q): Query<SavedQuery>,
+) -> Result<Response, WebError> {
+    let guild_id = guild_id(&raw)?;
+    authorize(&state, &authed, guild_id).await?;
+    let summary = summary(&state, &authed, guild_id).await?;
+    let current = config(&state, &authed, guild_id).await?;
+    let notice = q
+        .saved
+        .map(|v| format!("Saved as version {v}. The bot uses it from now on."));
+    Ok(render(&authed, &summary, &current, None, notice, None))
+}
+
+/// The form, showing `draft` (what was typed, after a refusal) or the current settings.
+fn render(
+    authed: &Authed,
+    summary: &GuildSummary,
+    current: &VersionedConfig,
+    draft: Option<&TicketsConfig>,
+    notice: Option<String>,
+    error: Option<String>,
+) -> Response {
+    let guild_id = summary.guild_id;
+    let shown = draft.unwrap_or(&current.config.tickets);
+    let nav = Nav {
+        username: &authed.sealed.username,
+        csrf: authed.csrf(),
+    };
+    layout::user_page(layout::page(
+        "Ticket settings",
+        Some(nav),
+        Audience::User,
+        html! {
+            (tabs(guild_id, &summary.name, "Tickets"))
+            h1 { "Ticket settings" }
+            p { a href={ "/guilds/" (guild_id) "/tickets" } { "Back to the tickets" } }
+            @if let Some(notice) = &notice { p.notice role="status" id="notice" { (notice) } }
+            @if let Some(error) = &error { p.error role="alert" id="error" { (error) } }
+            form.card method="post" action={ "/guilds/" (guild_id) "/tickets/settings" } {
+                input type="hidden" name="csrf" value=(authed.csrf());
+                input type="hidden" name="expected_version" value=(current.version);
+                input type="hidden" name="idempotency_key" value=(random_token());
+                fieldset {
+                    legend { "Ticket staff roles (besides the server's staff roles)" }
+                    @for r in &summary.roles {
+                        label {
+                            input type="checkbox" name="staff_roles" value=(r.id) checked[shown.staff_roles.contains(&r.id)];
+                            " " (r.name)
+                        }
+                    }
+                }
+                label for="categories" { "Categories on the panel (one per line; none: no choice)" }
+                textarea id="categories" name="categories" rows="5" maxlength=(CATEGORIES_MAX_CHARS) {
+                    (shown.categories.join("\n"))
+                }
+                p.muted { "Your plan sets how many categories a panel may offer." }
+                label for="max_open" { "Open tickets a member may have at once" }
+                input type="number" id="max_open" name="max_open" min="1" max="10" required value=(shown.max_open_per_member);
+                label for="idle_hours" { "Close a ticket after this many hours without a message (empty: the bot's default)" }
+                input type="number" id="idle_hours" name="idle_hours" min="1" value=[shown.idle_close_hours];
+                p { button type="submit" id="save" { "Save" } " " span.muted { "Version " (current.version) } }
+            }
+        },
+    ))
+}
+
+/// The settings the form asks for (roles of the guild as the bot sees it); the bot checks
+/// their limits when they are saved.
+fn parse(form: &Form, summary: &GuildSummary) -> Result<TicketsConfig, WebError> {
+    let mut staff_roles = Vec::new();
+    for raw in form.all("staff_roles") {
+        let id: u64 = raw
+            .parse()
+            .map_err(|_| WebError::BadForm("a staff role is not a role id".into()))?;
+        if !summary.roles.iter().any(|r| r.id == id) {
+            return Err(WebError::BadForm(
+                "a staff role is not a role of this server".into(),
+            ));
+        }
+        staff_roles.push(id);
+    }
+    let categories = form
+        .one("categories")?
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let max_open_per_member = form
+        .required("max_open")?
+        .trim()
+        .parse()
+        .map_err(|_| WebError::BadForm("the open-ticket limit is a whole number".into()))?;
+    let idle_close_hours =
+        match form.one("idle_hours")?.map(str::trim) {
+            None | Some("") => None,
+            Some(raw) => Some(raw.parse().map_err(|_| {
+                WebError::BadForm("the idle period is a whole number of hours".into())
+            })?),
+        };
+    Ok(TicketsConfig {
+        staff_roles,
+        categories,
+        max_open_per_member,
+        idle_close_hours,
+    })
+}
+
+pub(crate) async fn save_ticket_settings(
+    State(state): State<AppState>,
+    authed: Authed,
+    Path(raw): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, WebError> {
+    let long = [("categories", CATEGORIES_MAX_CHARS)];
+    let (form, guild_id) = guild_form_with_long(&state, &authed, &raw, body, &long).await?;
+    let expected_version = number(&form, "expected_version")?;
+    let summary = summary(&state, &authed, guild_id).await?;
+    let tickets = parse(&form, &summary)?;
+    let mut next = config(&state, &authed, guild_id).await?.config;
+    next.tickets = tickets.clone();
+    let request = GuildRequest::ChangeConfig {
+        config: next,
+        expected_version,
+    };
+    let refused = match state
+        .call(authed.user_id, guild_id, request, form.idempotency_key()?)
+        .await
+    {
+        Ok(GuildResponse::Config(saved)) => {
+            return Ok((
+                StatusCode::SEE_OTHER,
+                [(
+                    LOCATION,
+                    format!(
+                        "/guilds/{guild_id}/tickets/settings?saved={}",
+                        saved.version
+                    ),
+                )],
+            )
+                .into_response());
+        }
+        Ok(_) => return Err(unexpected()),
+        Err(WebError::BadForm(message)) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("{message} Nothing was saved."),
+        ),
+        Err(WebError::Conflict { current }) => (
+            StatusCode::CONFLICT,
+            format!(
+                "Someone else saved the configuration meanwhile (version {current} is current); nothing was saved."
+            ),
+        ),
+        Err(err) => return Err(err),
+    };
+    let current = config(&state, &authed, guild_id).await?;
+    let mut response = render(
+        &authed,
+        &summary,
+        &current,
+        Some(&tickets),
+        None,
+        Some(refused.1),
+    );
+    *response.status_mut() = refused.0;
+    Ok(response)
+}
