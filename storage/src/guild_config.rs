@@ -23,6 +23,9 @@ pub struct GuildConfig {
     pub moderation: ModerationConfig,
     /// Automod's rules, checked by the actors when set (limits, patterns that compile).
     pub automod: AutomodConfig,
+    /// Channel that receives the operators' service announcements; `None` (the default) is
+    /// the guild's opt-out.
+    pub announce_channel: Option<u64>,
 }
 
 impl Default for GuildConfig {
@@ -34,6 +37,7 @@ impl Default for GuildConfig {
             staff_roles: Vec::new(),
             moderation: ModerationConfig::default(),
             automod: AutomodConfig::default(),
+            announce_channel: None,
         }
     }
 }
