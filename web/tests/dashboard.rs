@@ -468,8 +468,13 @@ async fn an_owner_logs_in_changes_the_prefix_and_rolls_it_back() {
         ("prefix", "?"),
         ("locale", "de"),
         ("log_channel", channel.as_str()),
+        ("announce_channel", channel.as_str()),
         ("staff_roles", role.as_str()),
     ];
+    assert!(
+        form.contains("name=\"announce_channel\""),
+        "the opt-in is on the settings page: {form}"
+    );
     let saved = browser.post(&settings_path, &fields).await;
     assert_eq!(saved.0, StatusCode::SEE_OTHER, "{}", text(&saved));
     assert_eq!(location(&saved), format!("{settings_path}?saved=1"));
@@ -477,6 +482,7 @@ async fn an_owner_logs_in_changes_the_prefix_and_rolls_it_back() {
     assert_eq!(live.version, 1);
     assert_eq!(live.config.prefix, "?");
     assert_eq!(live.config.log_channel, Some(guild.channel_ids[1]));
+    assert_eq!(live.config.announce_channel, Some(guild.channel_ids[1]));
     assert_eq!(live.config.staff_roles, vec![guild.id + 1]);
     // The dashboard's call names the user and its source, for the audit log.
     let calls = h.guilds.calls.lock().unwrap().clone();
@@ -700,6 +706,15 @@ async fn oversized_and_malformed_fields_are_refused() {
             ],
             StatusCode::BAD_REQUEST,
             "not a text channel of this server",
+        ),
+        (
+            vec![
+                ("prefix", "?"),
+                ("locale", "de"),
+                ("announce_channel", &foreign_channel),
+            ],
+            StatusCode::BAD_REQUEST,
+            "the announcement channel is not a text channel of this server",
         ),
         (
             vec![("prefix", "?"), ("locale", "de"), ("staff_roles", "123")],

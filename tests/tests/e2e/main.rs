@@ -230,7 +230,7 @@ async fn bad_commands_get_help_and_change_nothing() {
         (
             owner,
             "!config set colour red",
-            "Unknown config key `colour`. Keys: `prefix`, `locale`, `log_channel`, `staff_roles`, `dm_members`, `escalation`, `automod`.",
+            "Unknown config key `colour`. Keys: `prefix`, `locale`, `log_channel`, `staff_roles`, `dm_members`, `escalation`, `automod`, `announce_channel`.",
         ),
         (owner, "!config get prefix", "`prefix` is `!`."),
     ];
