@@ -454,11 +454,25 @@ mod tests {
         ConfigKey::LogChannel.apply(&mut config, "none").unwrap();
         assert_eq!(config.log_channel, None);
 
-        assert_eq!(ConfigKey::AnnounceChannel.show(&config), "none", "off by default");
-        assert!(ConfigKey::AnnounceChannel.apply(&mut config, "<#0>").is_err());
-        assert!(ConfigKey::AnnounceChannel.apply(&mut config, "news").is_err());
+        assert_eq!(
+            ConfigKey::AnnounceChannel.show(&config),
+            "none",
+            "off by default"
+        );
+        assert!(
+            ConfigKey::AnnounceChannel
+                .apply(&mut config, "<#0>")
+                .is_err()
+        );
+        assert!(
+            ConfigKey::AnnounceChannel
+                .apply(&mut config, "news")
+                .is_err()
+        );
         assert_eq!(config.announce_channel, None);
-        ConfigKey::AnnounceChannel.apply(&mut config, "<#456>").unwrap();
+        ConfigKey::AnnounceChannel
+            .apply(&mut config, "<#456>")
+            .unwrap();
         assert_eq!(config.announce_channel, Some(456));
         assert!(validate(&config).is_ok());
         let zero = GuildConfig {
@@ -466,7 +480,9 @@ mod tests {
             ..GuildConfig::default()
         };
         assert!(validate(&zero).is_err(), "a channel id of 0 is refused");
-        ConfigKey::AnnounceChannel.apply(&mut config, "none").unwrap();
+        ConfigKey::AnnounceChannel
+            .apply(&mut config, "none")
+            .unwrap();
         assert_eq!(config.announce_channel, None);
 
         for bad in ["", "moderators", "<@&0>", "<#12>"] {

@@ -1,7 +1,6 @@
 //! `GuildRouter`: guild id → `GuildActor`. Spawns on first event, bounds each mailbox by
 //! accounting, passivates idle actors and evicts past the resident cap.
 
-use std::collections::BTreeSet;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -79,6 +78,9 @@ pub enum RouterMsg {
     PollTimers,
     /// A durable timer fell due: to its guild's actor, if this node holds the guild.
     Timer(Box<Timer>),
+    /// Deliver the active announcement campaigns to the opted-in guilds of the shards this
+    /// node runs (on a timer; the round runs on a task of its own, one at a time).
+    PollAnnouncements,
     Stats(RpcReplyPort<RouterStats>),
 }
 
@@ -98,6 +100,8 @@ pub struct RouterState {
     services: Arc<Services>,
     /// Set while a timer poll runs, so polls never pile up behind a slow store.
     polling: Arc<AtomicBool>,
+    /// Set while an announcement round runs.
+    announcing: Arc<AtomicBool>,
     guilds: HashMap<Id<GuildMarker>, Resident>,
     by_actor: HashMap<ActorId, Id<GuildMarker>>,
     failures: u64,
@@ -338,12 +342,7 @@ impl RouterState {
         let polling = Arc::clone(&self.polling);
         let router = myself.clone();
         tokio::spawn(async move {
-            let shards: BTreeSet<u32> = services
-                .cache
-                .iter()
-                .guilds()
-                .map(|guild| protonn_storage::shard_of(guild.id().get(), services.shard_count))
-                .collect();
+            let shards = crate::announcements::held_shards(&services);
             let now = Timestamp::now();
             for shard in shards {
                 match services.store.due_timers(shard, now, TIMERS_PER_POLL).await {
@@ -358,6 +357,19 @@ impl RouterState {
                 }
             }
             polling.store(false, Ordering::Release);
+        });
+    }
+
+    /// Starts a round of announcement deliveries on a task, unless one still runs.
+    fn poll_announcements(&self) {
+        if self.announcing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let services = Arc::clone(&self.services);
+        let announcing = Arc::clone(&self.announcing);
+        tokio::spawn(async move {
+            crate::announcements::deliver_round(services).await;
+            announcing.store(false, Ordering::Release);
         });
     }
 
@@ -449,9 +461,13 @@ impl Actor for GuildRouter {
     ) -> Result<RouterState, ActorProcessingErr> {
         myself.send_interval(services.runtime.sweep_every, || RouterMsg::Sweep);
         myself.send_interval(services.runtime.timer_poll_every, || RouterMsg::PollTimers);
+        myself.send_interval(services.runtime.announce_poll_every, || {
+            RouterMsg::PollAnnouncements
+        });
         Ok(RouterState {
             services,
             polling: Arc::default(),
+            announcing: Arc::default(),
             guilds: HashMap::new(),
             by_actor: HashMap::new(),
             failures: 0,
@@ -509,6 +525,7 @@ impl Actor for GuildRouter {
             }
             RouterMsg::Sweep => state.sweep(),
             RouterMsg::PollTimers => state.poll_timers(&myself),
+            RouterMsg::PollAnnouncements => state.poll_announcements(),
             RouterMsg::Timer(timer) => {
                 // Only a guild this node holds: its shard may have moved since the poll.
                 match Id::<GuildMarker>::new_checked(timer.guild_id) {

@@ -51,6 +51,8 @@ pub struct RuntimeConfig {
     /// A support ticket without a message for this long is closed by the bot (one period
     /// for every guild until guilds choose their own).
     pub ticket_idle_close: Duration,
+    /// How often the router starts a round of announcement deliveries (when none runs).
+    pub announce_poll_every: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -73,6 +75,7 @@ impl Default for RuntimeConfig {
             timer_lease: Duration::from_secs(60),
             usage_flush_every: Duration::from_secs(30),
             ticket_idle_close: Duration::from_secs(7 * 86_400),
+            announce_poll_every: Duration::from_secs(10),
         }
     }
 }

@@ -11,7 +11,9 @@ use protonn_actors::{
     GuildResponse, GuildRouter, LocalGuildCalls, Replies, RouterMsg, RuntimeConfig, Services,
 };
 use protonn_shard::BotToken;
-use protonn_storage::{AnnouncementRepo, AuditRepo, EmbeddedStore, GuildConfig, Timestamp, VersionedConfig};
+use protonn_storage::{
+    AnnouncementRepo, AuditRepo, EmbeddedStore, GuildConfig, Timestamp, VersionedConfig,
+};
 use ractor::ActorRef;
 use twilight_cache_inmemory::{DefaultInMemoryCache, ResourceType};
 use twilight_model::gateway::event::Event;
@@ -223,10 +225,16 @@ async fn the_announcement_opt_in_names_a_text_channel_of_the_guild_and_is_audite
     assert_eq!(saved.config.announce_channel, Some(TEXT));
     let entries = audit(store).await;
     let details: ConfigAuditDetails = serde_json::from_str(&entries[0].details).unwrap();
-    assert_eq!(details.before.config.announce_channel, None, "off by default");
+    assert_eq!(
+        details.before.config.announce_channel, None,
+        "off by default"
+    );
     assert_eq!(details.after.config.announce_channel, Some(TEXT));
     // Indexed under the guild's shard (1 of 4), and out of it once withdrawn.
-    assert_eq!(store.announce_opt_ins(1).await.unwrap(), vec![(GUILD, TEXT)]);
+    assert_eq!(
+        store.announce_opt_ins(1).await.unwrap(),
+        vec![(GUILD, TEXT)]
+    );
     let opt_out = GuildRequest::ChangeConfig {
         config: GuildConfig::default(),
         expected_version: 1,

@@ -272,7 +272,10 @@ impl GuildState {
         }
         let usable = self.services.cache.channel(channel).is_some_and(|c| {
             c.guild_id == Some(self.guild_id)
-                && matches!(c.kind, ChannelType::GuildText | ChannelType::GuildAnnouncement)
+                && matches!(
+                    c.kind,
+                    ChannelType::GuildText | ChannelType::GuildAnnouncement
+                )
         });
         if usable {
             Ok(())

@@ -12,6 +12,7 @@ use protonn_tests::*;
 
 mod actors;
 mod analytics;
+mod announcements;
 mod automod;
 mod cluster;
 mod cluster_guild_calls;
