@@ -125,7 +125,9 @@ impl AnnouncementRepo for EmbeddedStore {
                 _ => false,
             };
             if free {
-                table.insert(key, to_json(&delivery).as_slice()).map_err(e)?;
+                table
+                    .insert(key, to_json(&delivery).as_slice())
+                    .map_err(e)?;
             }
             Ok(free)
         })
@@ -146,7 +148,9 @@ impl AnnouncementRepo for EmbeddedStore {
                 None => false,
             };
             if held {
-                table.insert(key, to_json(&delivery).as_slice()).map_err(e)?;
+                table
+                    .insert(key, to_json(&delivery).as_slice())
+                    .map_err(e)?;
             }
             Ok(held)
         })

@@ -94,7 +94,8 @@ impl AnnouncementRepo for ScyllaStore {
     async fn create_campaign(&self, campaign: &Campaign) -> Result<(), StorageError> {
         check_campaign(campaign)?;
         let text = doc(campaign);
-        let resolve = || async { Ok(self.campaign(campaign.id, true).await? == Some(text.clone())) };
+        let resolve =
+            || async { Ok(self.campaign(campaign.id, true).await? == Some(text.clone())) };
         let outcome = self
             .lwt_resolved(
                 "INSERT INTO {ks}.announce_campaigns (bucket, id, doc) VALUES (?, ?, ?) \

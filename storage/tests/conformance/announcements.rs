@@ -36,19 +36,43 @@ fn claim(campaign_id: u64, guild_id: u64, claimant: &str) -> Delivery {
 }
 
 pub(crate) async fn opt_ins_are_listed_by_shard_and_withdrawn(store: impl AnnouncementRepo) {
-    store.set_announce_opt_in(2, GUILD, Some(CHANNEL)).await.unwrap();
-    store.set_announce_opt_in(2, OTHER_GUILD, Some(CHANNEL + 1)).await.unwrap();
-    store.set_announce_opt_in(3, GUILD + 7, Some(CHANNEL)).await.unwrap();
+    store
+        .set_announce_opt_in(2, GUILD, Some(CHANNEL))
+        .await
+        .unwrap();
+    store
+        .set_announce_opt_in(2, OTHER_GUILD, Some(CHANNEL + 1))
+        .await
+        .unwrap();
+    store
+        .set_announce_opt_in(3, GUILD + 7, Some(CHANNEL))
+        .await
+        .unwrap();
     assert_eq!(
         store.announce_opt_ins(2).await.unwrap(),
         vec![(GUILD, CHANNEL), (OTHER_GUILD, CHANNEL + 1)]
     );
     // A new channel replaces the old; withdrawing removes the guild; withdrawing twice is fine.
-    store.set_announce_opt_in(2, GUILD, Some(CHANNEL + 2)).await.unwrap();
-    store.set_announce_opt_in(2, OTHER_GUILD, None).await.unwrap();
-    store.set_announce_opt_in(2, OTHER_GUILD, None).await.unwrap();
-    assert_eq!(store.announce_opt_ins(2).await.unwrap(), vec![(GUILD, CHANNEL + 2)]);
-    assert_eq!(store.announce_opt_ins(3).await.unwrap(), vec![(GUILD + 7, CHANNEL)]);
+    store
+        .set_announce_opt_in(2, GUILD, Some(CHANNEL + 2))
+        .await
+        .unwrap();
+    store
+        .set_announce_opt_in(2, OTHER_GUILD, None)
+        .await
+        .unwrap();
+    store
+        .set_announce_opt_in(2, OTHER_GUILD, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.announce_opt_ins(2).await.unwrap(),
+        vec![(GUILD, CHANNEL + 2)]
+    );
+    assert_eq!(
+        store.announce_opt_ins(3).await.unwrap(),
+        vec![(GUILD + 7, CHANNEL)]
+    );
     assert!(store.announce_opt_ins(4).await.unwrap().is_empty());
 }
 
@@ -69,17 +93,30 @@ pub(crate) async fn campaigns_are_created_once_listed_newest_first_and_cancelled
     two_lines.title = Some("a\nb".to_owned());
     for bad in [empty, long, two_lines, campaign(0)] {
         assert!(
-            matches!(store.create_campaign(&bad).await, Err(StorageError::Invalid(_))),
+            matches!(
+                store.create_campaign(&bad).await,
+                Err(StorageError::Invalid(_))
+            ),
             "{bad:?}"
         );
     }
-    let ids: Vec<u64> = store.campaigns().await.unwrap().iter().map(|c| c.id).collect();
+    let ids: Vec<u64> = store
+        .campaigns()
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.id)
+        .collect();
     assert_eq!(ids, [20, 10], "newest first; refused ones not stored");
 
     let cancelled = store.cancel_campaign(10, Timestamp(500)).await.unwrap();
     assert_eq!(cancelled.cancelled_at, Some(Timestamp(500)));
     let again = store.cancel_campaign(10, Timestamp(900)).await.unwrap();
-    assert_eq!(again.cancelled_at, Some(Timestamp(500)), "the first cancel stands");
+    assert_eq!(
+        again.cancelled_at,
+        Some(Timestamp(500)),
+        "the first cancel stands"
+    );
     assert!(matches!(
         store.cancel_campaign(99, Timestamp(500)).await,
         Err(StorageError::NotFound(_))
@@ -92,23 +129,47 @@ pub(crate) async fn campaigns_are_created_once_listed_newest_first_and_cancelled
 pub(crate) async fn a_guild_is_claimed_once_per_campaign_and_decided_by_its_claimant(
     store: impl AnnouncementRepo,
 ) {
-    assert!(store.claim_delivery(&claim(1, GUILD, "node-a"), None).await.unwrap());
     assert!(
-        !store.claim_delivery(&claim(1, GUILD, "node-b"), None).await.unwrap(),
+        store
+            .claim_delivery(&claim(1, GUILD, "node-a"), None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .claim_delivery(&claim(1, GUILD, "node-b"), None)
+            .await
+            .unwrap(),
         "a second claim loses"
     );
     // Another campaign, or another guild, is a claim of its own.
-    assert!(store.claim_delivery(&claim(2, GUILD, "node-b"), None).await.unwrap());
-    assert!(store.claim_delivery(&claim(1, OTHER_GUILD, "node-b"), None).await.unwrap());
+    assert!(
+        store
+            .claim_delivery(&claim(2, GUILD, "node-b"), None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .claim_delivery(&claim(1, OTHER_GUILD, "node-b"), None)
+            .await
+            .unwrap()
+    );
 
     // Only the claimant decides, and only once.
     let mut sent = claim(1, GUILD, "node-b");
     sent.state = DeliveryState::Sent;
     sent.message_id = Some(77);
-    assert!(!store.finish_delivery(&sent).await.unwrap(), "not node-b's claim");
+    assert!(
+        !store.finish_delivery(&sent).await.unwrap(),
+        "not node-b's claim"
+    );
     sent.claimed_by = "node-a".to_owned();
     assert!(store.finish_delivery(&sent).await.unwrap());
-    assert!(!store.finish_delivery(&sent).await.unwrap(), "decided already");
+    assert!(
+        !store.finish_delivery(&sent).await.unwrap(),
+        "decided already"
+    );
     assert!(
         !store
             .claim_delivery(&claim(1, GUILD, "node-c"), Some("node-a"))
@@ -145,7 +206,9 @@ pub(crate) async fn a_guild_is_claimed_once_per_campaign_and_decided_by_its_clai
 
     // Bad input changes nothing.
     assert!(matches!(
-        store.finish_delivery(&claim(1, OTHER_GUILD, "node-c")).await,
+        store
+            .finish_delivery(&claim(1, OTHER_GUILD, "node-c"))
+            .await,
         Err(StorageError::Invalid(_))
     ));
     assert!(matches!(

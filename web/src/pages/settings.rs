@@ -152,7 +152,12 @@ fn parse(form: &Form, summary: &GuildSummary) -> Result<GuildConfig, WebError> {
         .find(|l| **l == locale)
         .ok_or_else(|| WebError::BadForm(format!("unknown locale `{locale}`")))?;
     let log_channel = channel(form, summary, "log_channel", "the log channel")?;
-    let announce_channel = channel(form, summary, "announce_channel", "the announcement channel")?;
+    let announce_channel = channel(
+        form,
+        summary,
+        "announce_channel",
+        "the announcement channel",
+    )?;
     let mut staff_roles = Vec::new();
     for raw in form.all("staff_roles") {
         let id: u64 = raw
