@@ -1,11 +1,13 @@
 //! `protonn announce …`: the operators' service announcements. A campaign is stored here and
 //! delivered by the nodes that run the opted-in guilds (`protonn_actors::announcements`); this
 //! command creates, follows and cancels campaigns in the store the config names (as
-//! `protonn privacy` does), and audits each change under the account-level guild (0).
+//! `protonn privacy` does); each change is audited under the account-level guild (0).
 
 use anyhow::bail;
 use clap::Subcommand;
-use protonn_storage::{AuditEntry, Campaign, CampaignProgress, StorageError, Store, Timestamp};
+use protonn_storage::{
+    Campaign, CampaignProgress, StorageError, Store, Timestamp, start_campaign, stop_campaign,
+};
 
 use crate::Config;
 use crate::privacy_ops::operator_store;
@@ -84,39 +86,26 @@ pub(crate) async fn run(config: Config, command: AnnounceCommand) -> anyhow::Res
     Ok(())
 }
 
-/// Stores a new campaign (its id: the creation time in ms) and audits it; bad input is
-/// refused with the reason and nothing stored.
+/// Starts a campaign; bad input is refused with the reason and nothing stored.
 pub(crate) async fn create(
     store: &dyn Store,
     message: String,
     title: Option<String>,
     now: Timestamp,
 ) -> anyhow::Result<Campaign> {
-    let campaign = Campaign {
-        id: now.0,
-        title: title.map(|t| t.trim().to_owned()),
-        message: message.trim().to_owned(),
-        created_at: now,
-        cancelled_at: None,
-    };
-    match store.create_campaign(&campaign).await {
-        Ok(()) => {}
+    match start_campaign(store, &message, title.as_deref(), now, 0).await {
+        Ok(campaign) => Ok(campaign),
         Err(StorageError::Invalid(message)) => bail!("{message}"),
         Err(StorageError::Conflict { .. }) => {
             bail!("a campaign was created in the same millisecond; try again")
         }
-        Err(err) => return Err(err.into()),
+        Err(err) => Err(err.into()),
     }
-    audit(store, &campaign, "announce.create", now).await;
-    Ok(campaign)
 }
 
 pub(crate) async fn cancel(store: &dyn Store, id: u64, now: Timestamp) -> anyhow::Result<Campaign> {
-    match store.cancel_campaign(id, now).await {
-        Ok(campaign) => {
-            audit(store, &campaign, "announce.cancel", now).await;
-            Ok(campaign)
-        }
+    match stop_campaign(store, id, now, 0).await {
+        Ok(campaign) => Ok(campaign),
         Err(StorageError::NotFound(_)) => bail!("no campaign {id}"),
         Err(err) => Err(err.into()),
     }
@@ -150,22 +139,6 @@ pub(crate) async fn status(store: &dyn Store, id: Option<u64>) -> anyhow::Result
         ));
     }
     Ok(out)
-}
-
-async fn audit(store: &dyn Store, campaign: &Campaign, action: &str, now: Timestamp) {
-    let entry = AuditEntry {
-        guild_id: 0,
-        at: now,
-        id: campaign.id ^ u64::from(action == "announce.cancel") << 63,
-        actor_id: 0,
-        target_id: None,
-        action: action.to_owned(),
-        details: serde_json::json!({ "campaign": campaign.id, "title": campaign.title })
-            .to_string(),
-    };
-    if let Err(err) = store.append_audit(&[entry]).await {
-        tracing::error!(campaign = campaign.id, error = %err, "announcement change not audited");
-    }
 }
 
 #[cfg(test)]

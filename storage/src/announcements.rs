@@ -206,3 +206,64 @@ impl CampaignProgress {
         )
     }
 }
+
+/// Where announcement changes are audited: the account-level audit guild (0), which no
+/// Discord guild has.
+const OPERATOR_AUDIT_GUILD: u64 = 0;
+
+/// Starts a campaign (its id: `now` in ms) and audits it as `announce.create` by `actor_id`
+/// (0 for the CLI); refused input stores nothing. What the CLI and the admin page both do.
+pub async fn start_campaign(
+    store: &dyn crate::Store,
+    message: &str,
+    title: Option<&str>,
+    now: Timestamp,
+    actor_id: u64,
+) -> Result<Campaign, StorageError> {
+    let campaign = Campaign {
+        id: now.0,
+        title: title.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()),
+        message: message.trim().to_owned(),
+        created_at: now,
+        cancelled_at: None,
+    };
+    store.create_campaign(&campaign).await?;
+    audit_campaign(store, &campaign, "announce.create", now, actor_id).await;
+    Ok(campaign)
+}
+
+/// Cancels a campaign and audits it as `announce.cancel` by `actor_id`.
+pub async fn stop_campaign(
+    store: &dyn crate::Store,
+    id: u64,
+    now: Timestamp,
+    actor_id: u64,
+) -> Result<Campaign, StorageError> {
+    let campaign = store.cancel_campaign(id, now).await?;
+    audit_campaign(store, &campaign, "announce.cancel", now, actor_id).await;
+    Ok(campaign)
+}
+
+async fn audit_campaign(
+    store: &dyn crate::Store,
+    campaign: &Campaign,
+    action: &str,
+    now: Timestamp,
+    actor_id: u64,
+) {
+    let entry = crate::AuditEntry {
+        guild_id: OPERATOR_AUDIT_GUILD,
+        at: now,
+        // One entry per campaign and action.
+        id: campaign.id ^ (u64::from(action == "announce.cancel") << 63),
+        actor_id,
+        target_id: None,
+        action: action.to_owned(),
+        details: serde_json::json!({ "campaign": campaign.id, "title": campaign.title })
+            .to_string(),
+    };
+    // The change is made; only its record is missing, loudly.
+    if let Err(err) = store.append_audit(&[entry]).await {
+        tracing::error!(campaign = campaign.id, error = %err, "announcement change not audited");
+    }
+}

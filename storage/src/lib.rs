@@ -50,7 +50,7 @@ mod writer;
 pub use accounts::{Account, AccountRepo};
 pub use announcements::{
     AnnouncementRepo, CAMPAIGN_MESSAGE_MAX_CHARS, CAMPAIGN_TITLE_MAX_CHARS, Campaign,
-    CampaignProgress, Delivery, DeliveryState,
+    CampaignProgress, Delivery, DeliveryState, start_campaign, stop_campaign,
 };
 pub use audit::{AuditEntry, AuditRepo};
 pub use automod::{

@@ -2,6 +2,7 @@
 //! render, with no business logic in templates.
 
 mod account;
+mod admin;
 mod analytics;
 mod audit;
 mod automod;
@@ -17,6 +18,7 @@ mod privacy;
 mod settings;
 
 pub(crate) use account::{account, logout_everywhere};
+pub(crate) use admin::{announcements, cancel_announcement, create_announcement};
 pub(crate) use analytics::{analytics, analytics_csv};
 pub(crate) use audit::{audit, audit_csv, audit_json};
 pub(crate) use automod::{
