@@ -435,11 +435,11 @@ impl Inner {
             while let Err(reset_at) = self.buckets.take(route, major) {
                 tokio::time::sleep_until(reset_at).await;
             }
-            if let Some(give_up_at) = job.background {
-                if Instant::now() >= give_up_at || !self.foreground_idle(give_up_at).await {
-                    record(route, "expired");
-                    return Err(RestError::Timeout);
-                }
+            if let Some(give_up_at) = job.background
+                && (Instant::now() >= give_up_at || !self.foreground_idle(give_up_at).await)
+            {
+                record(route, "expired");
+                return Err(RestError::Timeout);
             }
             if !exempt {
                 self.wait_global_block().await;
