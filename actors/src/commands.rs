@@ -61,10 +61,11 @@ pub(crate) enum ConfigKey {
     DmMembers,
     Escalation,
     Automod,
+    AnnounceChannel,
 }
 
 impl ConfigKey {
-    pub(crate) const ALL: [Self; 7] = [
+    pub(crate) const ALL: [Self; 8] = [
         Self::Prefix,
         Self::Locale,
         Self::LogChannel,
@@ -72,6 +73,7 @@ impl ConfigKey {
         Self::DmMembers,
         Self::Escalation,
         Self::Automod,
+        Self::AnnounceChannel,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -83,6 +85,7 @@ impl ConfigKey {
             Self::DmMembers => "dm_members",
             Self::Escalation => "escalation",
             Self::Automod => "automod",
+            Self::AnnounceChannel => "announce_channel",
         }
     }
 
@@ -98,9 +101,8 @@ impl ConfigKey {
         match self {
             Self::Prefix => config.prefix.clone(),
             Self::Locale => config.locale.clone(),
-            Self::LogChannel => config
-                .log_channel
-                .map_or_else(|| "none".to_owned(), |id| format!("<#{id}>")),
+            Self::LogChannel => show_channel(config.log_channel),
+            Self::AnnounceChannel => show_channel(config.announce_channel),
             Self::StaffRoles if config.staff_roles.is_empty() => "none".to_owned(),
             Self::StaffRoles => config
                 .staff_roles
@@ -139,16 +141,8 @@ impl ConfigKey {
                 };
                 config.locale = (*locale).to_owned();
             }
-            Self::LogChannel => {
-                config.log_channel = if value.eq_ignore_ascii_case("none") {
-                    None
-                } else {
-                    Some(parse_channel(value).ok_or_else(|| {
-                        "Give a channel mention such as #general, a channel id, or `none`."
-                            .to_owned()
-                    })?)
-                };
-            }
+            Self::LogChannel => config.log_channel = parse_channel_or_none(value)?,
+            Self::AnnounceChannel => config.announce_channel = parse_channel_or_none(value)?,
             Self::StaffRoles => {
                 config.staff_roles = parse_roles(value)?;
             }
@@ -210,6 +204,10 @@ pub(crate) fn validate(config: &GuildConfig) -> Result<GuildConfig, String> {
         return Err("A log channel is a channel id, or none.".to_owned());
     }
     valid.log_channel = config.log_channel;
+    if config.announce_channel == Some(0) {
+        return Err("An announcement channel is a channel id, or none.".to_owned());
+    }
+    valid.announce_channel = config.announce_channel;
     let roles: Vec<String> = config.staff_roles.iter().map(u64::to_string).collect();
     let roles = if roles.is_empty() {
         "none".to_owned()
@@ -252,6 +250,20 @@ fn parse_roles(value: &str) -> Result<Vec<u64>, String> {
         ));
     }
     Ok(roles)
+}
+
+fn show_channel(channel: Option<u64>) -> String {
+    channel.map_or_else(|| "none".to_owned(), |id| format!("<#{id}>"))
+}
+
+/// A channel mention, a channel id, or `none`.
+fn parse_channel_or_none(value: &str) -> Result<Option<u64>, String> {
+    if value.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    parse_channel(value).map(Some).ok_or_else(|| {
+        "Give a channel mention such as #general, a channel id, or `none`.".to_owned()
+    })
 }
 
 /// A channel mention (`<#123>`) or a bare id.
@@ -442,6 +454,37 @@ mod tests {
         assert_eq!(ConfigKey::LogChannel.show(&config), "<#123>");
         ConfigKey::LogChannel.apply(&mut config, "none").unwrap();
         assert_eq!(config.log_channel, None);
+
+        assert_eq!(
+            ConfigKey::AnnounceChannel.show(&config),
+            "none",
+            "off by default"
+        );
+        assert!(
+            ConfigKey::AnnounceChannel
+                .apply(&mut config, "<#0>")
+                .is_err()
+        );
+        assert!(
+            ConfigKey::AnnounceChannel
+                .apply(&mut config, "news")
+                .is_err()
+        );
+        assert_eq!(config.announce_channel, None);
+        ConfigKey::AnnounceChannel
+            .apply(&mut config, "<#456>")
+            .unwrap();
+        assert_eq!(config.announce_channel, Some(456));
+        assert!(validate(&config).is_ok());
+        let zero = GuildConfig {
+            announce_channel: Some(0),
+            ..GuildConfig::default()
+        };
+        assert!(validate(&zero).is_err(), "a channel id of 0 is refused");
+        ConfigKey::AnnounceChannel
+            .apply(&mut config, "none")
+            .unwrap();
+        assert_eq!(config.announce_channel, None);
 
         for bad in ["", "moderators", "<@&0>", "<#12>"] {
             assert!(

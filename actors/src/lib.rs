@@ -15,6 +15,7 @@
 //! - Nothing on the event path can stop the router (no `?` on a cast to a guild actor).
 //! - This crate reads no environment variables and speaks no gRPC: `cluster` assembles it.
 
+mod announcements;
 mod automod;
 mod cache;
 mod calls;

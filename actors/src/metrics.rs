@@ -15,6 +15,8 @@ pub const GUILDS_ACTIVE: &str = "protonn_actors_guilds_active";
 pub const COMMANDS_HANDLED: &str = "protonn_actors_commands_handled_total";
 /// Guild actors that failed and were dropped, to be restarted from storage on the next event.
 pub const GUILD_FAILURES: &str = "protonn_actors_guild_failures_total";
+/// Announcement deliveries decided by this node, by `outcome` and `reason`.
+pub const ANNOUNCEMENT_DELIVERIES: &str = "protonn_announcements_deliveries_total";
 /// Discord REST requests sent, by `route` and `outcome`.
 pub const REST_REQUESTS: &str = "protonn_rest_requests_total";
 /// Time a REST request waited for a permit of the global rate limit (the node's share).
@@ -289,6 +291,14 @@ pub fn describe() {
         counter!(TIMERS_DUE, "outcome" => outcome).absolute(0);
     }
     describe_workflows();
+    describe_counter!(
+        ANNOUNCEMENT_DELIVERIES,
+        Unit::Count,
+        "Service announcement deliveries this node decided, by outcome (sent, skipped, failed) and reason."
+    );
+    for (outcome, reason) in crate::announcements::DELIVERY_OUTCOMES {
+        counter!(ANNOUNCEMENT_DELIVERIES, "outcome" => outcome, "reason" => reason).absolute(0);
+    }
     describe_counter!(TICKETS_OPENED, Unit::Count, "Support tickets opened.");
     describe_counter!(TICKETS_CLOSED, Unit::Count, "Support tickets closed.");
     describe_histogram!(

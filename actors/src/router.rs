@@ -1,7 +1,6 @@
 //! `GuildRouter`: guild id → `GuildActor`. Spawns on first event, bounds each mailbox by
 //! accounting, passivates idle actors and evicts past the resident cap.
 
-use std::collections::BTreeSet;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -81,6 +80,9 @@ pub enum RouterMsg {
     ReconcileEntitlements,
     /// A durable timer fell due: to its guild's actor, if this node holds the guild.
     Timer(Box<Timer>),
+    /// Deliver the active announcement campaigns to the opted-in guilds of the shards this
+    /// node runs (on a timer; the round runs on a task of its own, one at a time).
+    PollAnnouncements,
     Stats(RpcReplyPort<RouterStats>),
 }
 
@@ -104,6 +106,8 @@ pub struct RouterState {
     entitlements_of: Option<Id<twilight_model::id::marker::ApplicationMarker>>,
     /// Set while a reconciliation runs.
     reconciling: Arc<AtomicBool>,
+    /// Set while an announcement round runs.
+    announcing: Arc<AtomicBool>,
     guilds: HashMap<Id<GuildMarker>, Resident>,
     by_actor: HashMap<ActorId, Id<GuildMarker>>,
     failures: u64,
@@ -360,12 +364,7 @@ impl RouterState {
         let polling = Arc::clone(&self.polling);
         let router = myself.clone();
         tokio::spawn(async move {
-            let shards: BTreeSet<u32> = services
-                .cache
-                .iter()
-                .guilds()
-                .map(|guild| protonn_storage::shard_of(guild.id().get(), services.shard_count))
-                .collect();
+            let shards = crate::announcements::held_shards(&services);
             let now = Timestamp::now();
             for shard in shards {
                 match services.store.due_timers(shard, now, TIMERS_PER_POLL).await {
@@ -420,6 +419,19 @@ impl RouterState {
                 }
             }
             reconciling.store(false, Ordering::Release);
+        });
+    }
+
+    /// Starts a round of announcement deliveries on a task, unless one still runs.
+    fn poll_announcements(&self) {
+        if self.announcing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let services = Arc::clone(&self.services);
+        let announcing = Arc::clone(&self.announcing);
+        tokio::spawn(async move {
+            crate::announcements::deliver_round(services).await;
+            announcing.store(false, Ordering::Release);
         });
     }
 
@@ -514,11 +526,15 @@ impl Actor for GuildRouter {
         myself.send_interval(services.runtime.entitlement_reconcile_every, || {
             RouterMsg::ReconcileEntitlements
         });
+        myself.send_interval(services.runtime.announce_poll_every, || {
+            RouterMsg::PollAnnouncements
+        });
         Ok(RouterState {
             services,
             polling: Arc::default(),
             entitlements_of: None,
             reconciling: Arc::default(),
+            announcing: Arc::default(),
             guilds: HashMap::new(),
             by_actor: HashMap::new(),
             failures: 0,
@@ -577,6 +593,7 @@ impl Actor for GuildRouter {
             RouterMsg::Sweep => state.sweep(),
             RouterMsg::PollTimers => state.poll_timers(&myself),
             RouterMsg::ReconcileEntitlements => state.reconcile_entitlements(),
+            RouterMsg::PollAnnouncements => state.poll_announcements(),
             RouterMsg::Timer(timer) => {
                 // Only a guild this node holds: its shard may have moved since the poll.
                 match Id::<GuildMarker>::new_checked(timer.guild_id) {

@@ -64,6 +64,8 @@ pub struct RuntimeConfig {
     /// How long a guild actor trusts the plan it read (it reads again sooner when the premium
     /// slot it read ends): how late a slot given, moved or refunded shows in what runs.
     pub plan_recheck_every: Duration,
+    /// How often the router starts a round of announcement deliveries (when none runs).
+    pub announce_poll_every: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -89,6 +91,7 @@ impl Default for RuntimeConfig {
             premium_skus: Arc::default(),
             entitlement_reconcile_every: Duration::from_secs(600),
             plan_recheck_every: Duration::from_secs(300),
+            announce_poll_every: Duration::from_secs(10),
         }
     }
 }

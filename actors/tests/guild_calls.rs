@@ -11,7 +11,9 @@ use protonn_actors::{
     GuildResponse, GuildRouter, LocalGuildCalls, Replies, RouterMsg, RuntimeConfig, Services,
 };
 use protonn_shard::BotToken;
-use protonn_storage::{AuditRepo, EmbeddedStore, GuildConfig, Timestamp, VersionedConfig};
+use protonn_storage::{
+    AnnouncementRepo, AuditRepo, EmbeddedStore, GuildConfig, Timestamp, VersionedConfig,
+};
 use ractor::ActorRef;
 use twilight_cache_inmemory::{DefaultInMemoryCache, ResourceType};
 use twilight_model::gateway::event::Event;
@@ -210,6 +212,38 @@ async fn a_config_change_is_versioned_durable_audited_and_conflicts_say_so() {
 }
 
 #[tokio::test]
+async fn the_announcement_opt_in_names_a_text_channel_of_the_guild_and_is_audited() {
+    let Setup { calls, store, .. } = &setup().await;
+    let opt_in = GuildRequest::ChangeConfig {
+        config: GuildConfig {
+            announce_channel: Some(TEXT),
+            ..GuildConfig::default()
+        },
+        expected_version: 0,
+    };
+    let saved = config_of(calls.call(call(GUILD, opt_in)).await.unwrap());
+    assert_eq!(saved.config.announce_channel, Some(TEXT));
+    let entries = audit(store).await;
+    let details: ConfigAuditDetails = serde_json::from_str(&entries[0].details).unwrap();
+    assert_eq!(
+        details.before.config.announce_channel, None,
+        "off by default"
+    );
+    assert_eq!(details.after.config.announce_channel, Some(TEXT));
+    // Indexed under the guild's shard (1 of 4), and out of it once withdrawn.
+    assert_eq!(
+        store.announce_opt_ins(1).await.unwrap(),
+        vec![(GUILD, TEXT)]
+    );
+    let opt_out = GuildRequest::ChangeConfig {
+        config: GuildConfig::default(),
+        expected_version: 1,
+    };
+    calls.call(call(GUILD, opt_out)).await.unwrap();
+    assert!(store.announce_opt_ins(1).await.unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     let Setup { calls, store, .. } = &setup().await;
     for (config, needle) in [
@@ -233,6 +267,20 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
                 ..GuildConfig::default()
             },
             "role",
+        ),
+        (
+            GuildConfig {
+                announce_channel: Some(VOICE),
+                ..GuildConfig::default()
+            },
+            "announcement channel",
+        ),
+        (
+            GuildConfig {
+                announce_channel: Some(GUILD + 99),
+                ..GuildConfig::default()
+            },
+            "announcement channel",
         ),
     ] {
         let refused = calls

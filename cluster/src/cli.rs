@@ -169,6 +169,12 @@ enum Command {
         #[command(subcommand)]
         command: crate::privacy_ops::PrivacyCommand,
     },
+    /// Service announcements to the guilds that opted in: create a campaign, follow its
+    /// progress, cancel it (PROTONN_OPERATOR_TOKEN in a cluster).
+    Announce {
+        #[command(subcommand)]
+        command: crate::announce_ops::AnnounceCommand,
+    },
 }
 
 /// `protonn sim` flags that override single fields of the simulator config.
@@ -379,6 +385,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Privacy { command } => {
             telemetry::init_logging("warn", log_format);
             crate::privacy_ops::run(config, command).await
+        }
+        Command::Announce { command } => {
+            telemetry::init_logging("warn", log_format);
+            crate::announce_ops::run(config, command).await
         }
         Command::Restore { file } => {
             telemetry::init_logging("warn", log_format);

@@ -336,6 +336,9 @@ pub struct WebSection {
     pub paddle_tolerance_secs: u64,
     /// Paddle's hosted checkout link the premium page offers.
     pub paddle_checkout_url: Option<String>,
+    /// Discord user ids of the bot's operators: they see the admin pages (service
+    /// announcements). Empty: nobody does.
+    pub operator_ids: Vec<u64>,
 }
 
 impl Default for WebSection {
@@ -351,6 +354,7 @@ impl Default for WebSection {
             paddle_secret_file: None,
             paddle_tolerance_secs: 5,
             paddle_checkout_url: None,
+            operator_ids: Vec::new(),
         }
     }
 }

@@ -97,6 +97,7 @@ impl Dashboard {
         web.session_idle = Duration::from_secs(section.session_idle_secs);
         web.session_max_age = Duration::from_secs(section.session_max_age_secs);
         web.export_for = config.retention.retention().exports;
+        web.operator_ids = section.operator_ids.clone();
         let state = AppState::new(web, Arc::clone(&store), guilds)
             .context("configuring the dashboard")?
             .with_premium(Arc::clone(&store));

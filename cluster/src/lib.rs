@@ -5,6 +5,7 @@
 //! exporter, handles signals and speaks gRPC (the coordinator and the node agent). `main.rs` only calls [`cli::main`].
 
 mod agent;
+mod announce_ops;
 mod backup;
 mod checkpoints;
 pub mod cli;

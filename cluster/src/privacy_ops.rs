@@ -138,7 +138,7 @@ pub(crate) async fn run(config: Config, command: PrivacyCommand) -> anyhow::Resu
 }
 
 /// The store the config names, opened for an operator.
-async fn operator_store(
+pub(crate) async fn operator_store(
     config: &Config,
     coordinators: Vec<String>,
 ) -> anyhow::Result<Arc<dyn Store>> {

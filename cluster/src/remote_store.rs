@@ -15,6 +15,7 @@ use protonn_storage::{
     TicketQuery, TicketRepo, Timestamp, TranscriptMessage, UsageCount, UsageRepo, UserExport,
     VersionedConfig, WebSession, WebSessionRepo, WireError, Workflow, WorkflowRepo,
 };
+use protonn_storage::{AnnouncementRepo, Campaign, Delivery};
 use protonn_storage::{AutomodHit, AutomodRepo, Case, ModerationRepo, Timer, TimerRepo};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -340,6 +341,33 @@ pub(crate) enum StoreCall {
         before: Option<u64>,
         limit: usize,
     },
+    SetAnnounceOptIn {
+        shard_id: u32,
+        guild_id: u64,
+        channel_id: Option<u64>,
+    },
+    AnnounceOptIns {
+        shard_id: u32,
+    },
+    CreateCampaign {
+        campaign: Campaign,
+    },
+    Campaigns,
+    CancelCampaign {
+        id: u64,
+        at: Timestamp,
+    },
+    ClaimDelivery {
+        delivery: Delivery,
+        replacing: Option<String>,
+    },
+    FinishDelivery {
+        delivery: Delivery,
+    },
+    Deliveries {
+        campaign_id: u64,
+        shard_id: Option<u32>,
+    },
     PutTimer {
         timer: Timer,
     },
@@ -443,6 +471,9 @@ impl StoreCall {
                 | Self::CasesAbout { .. }
                 | Self::Cases { .. }
                 | Self::AutomodHits { .. }
+                | Self::AnnounceOptIns { .. }
+                | Self::Campaigns
+                | Self::Deliveries { .. }
                 | Self::TimersOfGuild { .. }
                 | Self::DueTimers { .. }
         )
@@ -656,6 +687,32 @@ pub(crate) async fn serve(
                 before,
                 limit,
             } => json(store.automod_hits(guild_id, before, limit).await?),
+            C::SetAnnounceOptIn {
+                shard_id,
+                guild_id,
+                channel_id,
+            } => json(
+                store
+                    .set_announce_opt_in(shard_id, guild_id, channel_id)
+                    .await?,
+            ),
+            C::AnnounceOptIns { shard_id } => json(store.announce_opt_ins(shard_id).await?),
+            C::CreateCampaign { campaign } => json(store.create_campaign(&campaign).await?),
+            C::Campaigns => json(store.campaigns().await?),
+            C::CancelCampaign { id, at } => json(store.cancel_campaign(id, at).await?),
+            C::ClaimDelivery {
+                delivery,
+                replacing,
+            } => json(
+                store
+                    .claim_delivery(&delivery, replacing.as_deref())
+                    .await?,
+            ),
+            C::FinishDelivery { delivery } => json(store.finish_delivery(&delivery).await?),
+            C::Deliveries {
+                campaign_id,
+                shard_id,
+            } => json(store.deliveries(campaign_id, shard_id).await?),
             C::PutTimer { timer } => json(store.put_timer(&timer).await?),
             C::CancelTimer { guild_id, id } => json(store.cancel_timer(guild_id, &id).await?),
             C::TimersOfGuild { guild_id } => json(store.timers_of_guild(guild_id).await?),
@@ -1418,6 +1475,69 @@ impl AutomodRepo for RemoteStore {
             guild_id,
             before,
             limit,
+        })
+        .await
+    }
+}
+
+/// Announcements in the leader's store: claims are compare-and-set there, so two nodes
+/// never both deliver a campaign to a guild. Creating and cancelling are not operator-only:
+/// `protonn web` holds node credentials, and its admin page is for operators alone.
+#[async_trait]
+impl AnnouncementRepo for RemoteStore {
+    async fn set_announce_opt_in(
+        &self,
+        shard_id: u32,
+        guild_id: u64,
+        channel_id: Option<u64>,
+    ) -> Result<(), StorageError> {
+        self.call(StoreCall::SetAnnounceOptIn {
+            shard_id,
+            guild_id,
+            channel_id,
+        })
+        .await
+    }
+    async fn announce_opt_ins(&self, shard_id: u32) -> Result<Vec<(u64, u64)>, StorageError> {
+        self.call(StoreCall::AnnounceOptIns { shard_id }).await
+    }
+    async fn create_campaign(&self, campaign: &Campaign) -> Result<(), StorageError> {
+        self.call(StoreCall::CreateCampaign {
+            campaign: campaign.clone(),
+        })
+        .await
+    }
+    async fn campaigns(&self) -> Result<Vec<Campaign>, StorageError> {
+        self.call(StoreCall::Campaigns).await
+    }
+    async fn cancel_campaign(&self, id: u64, at: Timestamp) -> Result<Campaign, StorageError> {
+        self.call(StoreCall::CancelCampaign { id, at }).await
+    }
+    async fn claim_delivery(
+        &self,
+        delivery: &Delivery,
+        replacing: Option<&str>,
+    ) -> Result<bool, StorageError> {
+        self.call(StoreCall::ClaimDelivery {
+            delivery: delivery.clone(),
+            replacing: replacing.map(str::to_owned),
+        })
+        .await
+    }
+    async fn finish_delivery(&self, delivery: &Delivery) -> Result<bool, StorageError> {
+        self.call(StoreCall::FinishDelivery {
+            delivery: delivery.clone(),
+        })
+        .await
+    }
+    async fn deliveries(
+        &self,
+        campaign_id: u64,
+        shard_id: Option<u32>,
+    ) -> Result<Vec<Delivery>, StorageError> {
+        self.call(StoreCall::Deliveries {
+            campaign_id,
+            shard_id,
         })
         .await
     }

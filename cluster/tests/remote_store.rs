@@ -20,6 +20,9 @@ mod web_sessions;
 #[path = "../../storage/tests/conformance/moderation.rs"]
 mod moderation;
 #[macro_use]
+#[path = "../../storage/tests/conformance/announcements.rs"]
+mod announcements;
+#[macro_use]
 #[path = "../../storage/tests/conformance/premium.rs"]
 mod premium;
 
@@ -147,3 +150,21 @@ macro_rules! premium_over_grpc {
 }
 
 premium_cases!(premium_over_grpc);
+
+/// Announcements, which nodes claim and decide in the leader's store when the cluster has
+/// no ScyllaDB.
+macro_rules! announcements_over_grpc {
+    ($($case:ident),* $(,)?) => {
+        mod announcement_cases {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let (store, _leader) = super::remote_store().await;
+                    super::announcements::$case(store).await;
+                }
+            )*
+        }
+    };
+}
+
+announcement_cases!(announcements_over_grpc);

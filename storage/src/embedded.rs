@@ -10,6 +10,7 @@
 //! Both indexes change in the same write transaction as their rows, so a crash never leaves
 //! one without the other.
 
+mod announcements;
 mod automod;
 mod backup;
 mod moderation;
@@ -168,6 +169,9 @@ impl EmbeddedStore {
             open(&txn, timers::TIMERS)?;
             open(&txn, timers::TIMERS_BY_GUILD)?;
             open(&txn, automod::AUTOMOD_HITS)?;
+            open(&txn, announcements::ANNOUNCE_OPT_INS)?;
+            open(&txn, announcements::CAMPAIGNS)?;
+            open(&txn, announcements::DELIVERIES)?;
         }
         txn.commit().map_err(StorageError::embedded)?;
         Ok(Self {

@@ -25,6 +25,9 @@ pub struct GuildConfig {
     pub automod: AutomodConfig,
     /// Support tickets: their staff roles, the panel's categories, limits.
     pub tickets: TicketsConfig,
+    /// Channel that receives the operators' service announcements; `None` (the default) is
+    /// the guild's opt-out.
+    pub announce_channel: Option<u64>,
 }
 
 impl Default for GuildConfig {
@@ -37,6 +40,7 @@ impl Default for GuildConfig {
             moderation: ModerationConfig::default(),
             automod: AutomodConfig::default(),
             tickets: TicketsConfig::default(),
+            announce_channel: None,
         }
     }
 }

@@ -19,6 +19,7 @@
 //!   scan ([`DataRights`]).
 
 mod accounts;
+mod announcements;
 mod audit;
 mod automod;
 mod billing;
@@ -47,6 +48,10 @@ mod workflows;
 mod writer;
 
 pub use accounts::{Account, AccountRepo};
+pub use announcements::{
+    AnnouncementRepo, CAMPAIGN_MESSAGE_MAX_CHARS, CAMPAIGN_TITLE_MAX_CHARS, Campaign,
+    CampaignProgress, Delivery, DeliveryState, start_campaign, stop_campaign,
+};
 pub use audit::{AuditEntry, AuditRepo};
 pub use automod::{
     AUTOMOD_HIT_RETENTION, AUTOMOD_HIT_WHY_MAX_CHARS, AutomodAction, AutomodConfig, AutomodHit,
@@ -106,6 +111,7 @@ pub trait Store:
     + ModerationRepo
     + TimerRepo
     + AutomodRepo
+    + AnnouncementRepo
 {
 }
 
@@ -125,5 +131,6 @@ impl<T> Store for T where
         + ModerationRepo
         + TimerRepo
         + AutomodRepo
+        + AnnouncementRepo
 {
 }

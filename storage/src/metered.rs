@@ -20,6 +20,7 @@ use crate::{
     Subscription, Ticket, TicketQuery, TicketRepo, Timestamp, TranscriptMessage, UsageCount,
     UsageRepo, UserExport, VersionedConfig, WebSession, WebSessionRepo, Workflow, WorkflowRepo,
 };
+use crate::{AnnouncementRepo, Campaign, Delivery};
 use crate::{AutomodHit, AutomodRepo, Case, ModerationRepo, Timer, TimerRepo};
 
 /// A backend, as the `backend` label names it.
@@ -247,6 +248,17 @@ metered!("moderation", ModerationRepo {
 metered!("automod", AutomodRepo {
     fn put_automod_hit(&self, hit: &AutomodHit) -> ();
     fn automod_hits(&self, guild_id: u64, before: Option<u64>, limit: usize) -> Vec<AutomodHit>;
+});
+
+metered!("announcements", AnnouncementRepo {
+    fn set_announce_opt_in(&self, shard_id: u32, guild_id: u64, channel_id: Option<u64>) -> ();
+    fn announce_opt_ins(&self, shard_id: u32) -> Vec<(u64, u64)>;
+    fn create_campaign(&self, campaign: &Campaign) -> ();
+    fn campaigns(&self) -> Vec<Campaign>;
+    fn cancel_campaign(&self, id: u64, at: Timestamp) -> Campaign;
+    fn claim_delivery(&self, delivery: &Delivery, replacing: Option<&str>) -> bool;
+    fn finish_delivery(&self, delivery: &Delivery) -> bool;
+    fn deliveries(&self, campaign_id: u64, shard_id: Option<u32>) -> Vec<Delivery>;
 });
 
 metered!("timers", TimerRepo {

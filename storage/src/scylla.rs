@@ -11,6 +11,7 @@
 //! - Retention is TTL in the database (`USING TTL ?`, an `i32` of seconds).
 //! - Reads of unbounded size page ([`PAGE_SIZE`] rows per page).
 
+mod announcements;
 mod automod;
 mod migrate;
 mod moderation;

@@ -70,6 +70,8 @@ pub struct WebConfig {
     pub paddle: Option<crate::PaddleConfig>,
     /// A prepared data export stays downloadable (once) this long.
     pub export_for: Duration,
+    /// Discord user ids of the bot's operators, who see the admin pages.
+    pub operator_ids: Vec<u64>,
 }
 
 impl WebConfig {
@@ -97,6 +99,7 @@ impl WebConfig {
             bot_permissions: 0x0000_0100_0000_6C00 | 0x2000,
             paddle: None,
             export_for: protonn_storage::Retention::POLICY.exports,
+            operator_ids: Vec::new(),
         }
     }
 

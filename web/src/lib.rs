@@ -103,6 +103,14 @@ pub fn router(state: AppState) -> Router {
         .route("/premium/move", post(pages::move_form))
         .route("/premium/remove", post(pages::remove_form))
         .route("/premium/redeem", post(pages::redeem_form))
+        .route(
+            "/admin/announcements",
+            get(pages::announcements).post(pages::create_announcement),
+        )
+        .route(
+            "/admin/announcements/cancel",
+            post(pages::cancel_announcement),
+        )
         .route("/account", get(pages::account))
         .route("/account/logout-everywhere", post(pages::logout_everywhere))
         .route(

@@ -2,6 +2,7 @@
 //! render, with no business logic in templates.
 
 mod account;
+mod admin;
 mod analytics;
 mod audit;
 mod automod;
@@ -19,6 +20,7 @@ mod ticket_settings;
 mod tickets;
 
 pub(crate) use account::{account, logout_everywhere};
+pub(crate) use admin::{announcements, cancel_announcement, create_announcement};
 pub(crate) use analytics::{analytics, analytics_csv};
 pub(crate) use audit::{audit, audit_csv, audit_json};
 pub(crate) use automod::{

@@ -20,8 +20,9 @@ use protonn_actors::{
 };
 use protonn_sim::{GuildInfo, SimConfig, SimHandle, Simulator};
 use protonn_storage::{
-    AccountRepo, AuditRepo, BillingRepo, DataRights, EmbeddedStore, GuildConfig, Plan, PremiumRepo,
-    PrivacyRepo, PromoCode, Timestamp, VersionedConfig, WebSessionRepo, guild_plan,
+    AccountRepo, AnnouncementRepo, AuditRepo, BillingRepo, DataRights, EmbeddedStore, GuildConfig,
+    Plan, PremiumRepo, PrivacyRepo, PromoCode, Timestamp, VersionedConfig, WebSessionRepo,
+    guild_plan,
 };
 use protonn_web::{AppState, Secret, WebConfig};
 use tokio::net::TcpListener;
@@ -237,6 +238,8 @@ async fn start_with(adjust: impl FnOnce(&mut WebConfig)) -> Harness {
         Secret::new(protonn_sim::OAUTH_CLIENT_SECRET),
         Secret::new(base64::engine::general_purpose::STANDARD.encode([9u8; 32])),
     );
+    // The bot's operator: a member of the first guild (not its owner).
+    config.operator_ids = vec![operator(&sim)];
     adjust(&mut config);
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(dir.path()).unwrap();
@@ -414,6 +417,10 @@ impl Browser {
     }
 }
 
+fn operator(sim: &SimHandle) -> u64 {
+    sim.guilds()[0].member_ids[0]
+}
+
 fn owned_guild(h: &Harness) -> GuildInfo {
     h.sim.guilds()[0].clone()
 }
@@ -468,8 +475,13 @@ async fn an_owner_logs_in_changes_the_prefix_and_rolls_it_back() {
         ("prefix", "?"),
         ("locale", "de"),
         ("log_channel", channel.as_str()),
+        ("announce_channel", channel.as_str()),
         ("staff_roles", role.as_str()),
     ];
+    assert!(
+        form.contains("name=\"announce_channel\""),
+        "the opt-in is on the settings page: {form}"
+    );
     let saved = browser.post(&settings_path, &fields).await;
     assert_eq!(saved.0, StatusCode::SEE_OTHER, "{}", text(&saved));
     assert_eq!(location(&saved), format!("{settings_path}?saved=1"));
@@ -477,6 +489,7 @@ async fn an_owner_logs_in_changes_the_prefix_and_rolls_it_back() {
     assert_eq!(live.version, 1);
     assert_eq!(live.config.prefix, "?");
     assert_eq!(live.config.log_channel, Some(guild.channel_ids[1]));
+    assert_eq!(live.config.announce_channel, Some(guild.channel_ids[1]));
     assert_eq!(live.config.staff_roles, vec![guild.id + 1]);
     // The dashboard's call names the user and its source, for the audit log.
     let calls = h.guilds.calls.lock().unwrap().clone();
@@ -700,6 +713,15 @@ async fn oversized_and_malformed_fields_are_refused() {
             ],
             StatusCode::BAD_REQUEST,
             "not a text channel of this server",
+        ),
+        (
+            vec![
+                ("prefix", "?"),
+                ("locale", "de"),
+                ("announce_channel", &foreign_channel),
+            ],
+            StatusCode::BAD_REQUEST,
+            "the announcement channel is not a text channel of this server",
         ),
         (
             vec![("prefix", "?"), ("locale", "de"), ("staff_roles", "123")],
@@ -1251,4 +1273,95 @@ async fn a_login_records_the_accounts_activity_for_its_retention() {
     let account = h.store.account(guild.owner_id).await.unwrap().unwrap();
     assert!(account.last_active >= before && account.created_at >= before);
     assert!(!account.announcements_consent, "no consent unless given");
+}
+
+#[tokio::test]
+async fn an_operator_starts_follows_and_cancels_an_announcement_and_nobody_else_may() {
+    let h = start().await;
+    let (mut owner, _) = logged_in_owner(&h).await;
+    assert_eq!(
+        owner.get("/admin/announcements").await.0,
+        StatusCode::FORBIDDEN,
+        "a guild owner is not an operator"
+    );
+    let mut browser = Browser::new(&h);
+    let (_, answer) = browser
+        .login(&h, operator(&h.sim), "/admin/announcements")
+        .await;
+    assert_eq!(answer.0, StatusCode::SEE_OTHER, "{}", text(&answer));
+    let page = text(&browser.get("/admin/announcements").await);
+    assert!(page.contains("No campaigns yet."), "{page}");
+    let csrf = field(&page, "csrf");
+
+    // Bad input: nothing stored.
+    let empty = browser
+        .post(
+            "/admin/announcements",
+            &[("csrf", csrf.as_str()), ("message", "  ")],
+        )
+        .await;
+    assert_eq!(empty.0, StatusCode::BAD_REQUEST, "{}", text(&empty));
+    let forged = browser
+        .post(
+            "/admin/announcements",
+            &[("csrf", "forged"), ("message", "Hello")],
+        )
+        .await;
+    assert_ne!(forged.0, StatusCode::SEE_OTHER);
+    assert!(h.store.campaigns().await.unwrap().is_empty());
+    let foreign = owner
+        .post(
+            "/admin/announcements",
+            &[("csrf", csrf.as_str()), ("message", "Hello")],
+        )
+        .await;
+    assert_eq!(foreign.0, StatusCode::FORBIDDEN);
+
+    let started = browser
+        .post(
+            "/admin/announcements",
+            &[
+                ("csrf", csrf.as_str()),
+                ("title", "Maintenance"),
+                ("message", "The bot restarts at 02:00 UTC."),
+            ],
+        )
+        .await;
+    assert_eq!(started.0, StatusCode::SEE_OTHER, "{}", text(&started));
+    let campaigns = h.store.campaigns().await.unwrap();
+    assert_eq!(campaigns.len(), 1);
+    let id = campaigns[0].id.to_string();
+    let page = text(&browser.get("/admin/announcements").await);
+    assert!(page.contains("Maintenance"), "{page}");
+    assert!(
+        page.contains("sent 0, in flight 0, skipped 0, failed 0"),
+        "{page}"
+    );
+
+    let cancelled = browser
+        .post(
+            "/admin/announcements/cancel",
+            &[("csrf", csrf.as_str()), ("id", id.as_str())],
+        )
+        .await;
+    assert_eq!(cancelled.0, StatusCode::SEE_OTHER, "{}", text(&cancelled));
+    assert!(h.store.campaigns().await.unwrap()[0].cancelled_at.is_some());
+    let page = text(&browser.get("/admin/announcements").await);
+    assert!(page.contains("cancelled"), "{page}");
+    let audited: Vec<(String, u64)> = h
+        .store
+        .list_audit(0, Timestamp(0), Timestamp(u64::MAX), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.action, e.actor_id))
+        .collect();
+    let by = operator(&h.sim);
+    assert_eq!(
+        audited,
+        [
+            ("announce.create".to_owned(), by),
+            ("announce.cancel".to_owned(), by)
+        ]
+    );
 }

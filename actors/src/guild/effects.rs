@@ -104,12 +104,9 @@ impl Io {
         protonn_storage::shard_of(self.guild_id.get(), self.services.shard_count)
     }
 
-    /// Who claims timers on behalf of this process: the node's name and a number drawn at
-    /// start, so a restarted node does not take its previous life's claims for its own.
+    /// Who claims timers on behalf of this process ([`claimant`]).
     pub(crate) fn claimant(&self) -> String {
-        static LIFE: OnceLock<u64> = OnceLock::new();
-        let life = LIFE.get_or_init(|| rand::random::<u64>() | 1);
-        format!("{}#{life:016x}", self.services.node_name)
+        claimant(&self.services.node_name)
     }
 
     /// Claims a due timer for this process for the runtime's timer lease; whether it got it.
@@ -191,6 +188,15 @@ impl Io {
     fn defer_after(&self) -> Duration {
         self.services.runtime.defer_after
     }
+}
+
+/// Who claims timers and announcement deliveries on behalf of this process: the node's
+/// name and a number drawn at start, so a restarted node does not take its previous life's
+/// claims for its own.
+pub(crate) fn claimant(node_name: &str) -> String {
+    static LIFE: OnceLock<u64> = OnceLock::new();
+    let life = LIFE.get_or_init(|| rand::random::<u64>() | 1);
+    format!("{node_name}#{life:016x}")
 }
 
 /// Where the answer to a command goes.

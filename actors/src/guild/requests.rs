@@ -12,7 +12,7 @@ use protonn_storage::{
 use ractor::RpcReplyPort;
 use twilight_cache_inmemory::ResourceType;
 use twilight_http::request::TryIntoRequest;
-use twilight_model::channel::Channel;
+use twilight_model::channel::{Channel, ChannelType};
 use twilight_model::guild::Member;
 use twilight_model::id::Id;
 
@@ -279,6 +279,51 @@ impl GuildState {
         Ok(())
     }
 
+    /// Refuses an announcement channel that the node cache shows is not a text or
+    /// announcement channel of this guild. Without channels cached the choice is taken, and
+    /// a channel Discord does not know is reported when an announcement is delivered.
+    fn check_announce_channel(&self, channel: Option<u64>) -> Result<(), GuildCallError> {
+        let Some(channel) = channel.and_then(Id::new_checked) else {
+            return Ok(());
+        };
+        if !self
+            .services
+            .runtime
+            .cache_resources
+            .contains(ResourceType::CHANNEL)
+        {
+            return Ok(());
+        }
+        let usable = self.services.cache.channel(channel).is_some_and(|c| {
+            c.guild_id == Some(self.guild_id)
+                && matches!(
+                    c.kind,
+                    ChannelType::GuildText | ChannelType::GuildAnnouncement
+                )
+        });
+        if usable {
+            Ok(())
+        } else {
+            Err(GuildCallError::Invalid {
+                message: "The announcement channel must be a text or announcement channel of this server."
+                    .to_owned(),
+            })
+        }
+    }
+
+    async fn index_opt_in(&self, channel: Option<u64>) -> Result<(), GuildCallError> {
+        let guild_id = self.guild_id.get();
+        let shard = protonn_storage::shard_of(guild_id, self.services.shard_count);
+        self.services
+            .store
+            .set_announce_opt_in(shard, guild_id, channel)
+            .await
+            .map_err(|err| {
+                tracing::error!(%guild_id, error = %err, "cannot index the announcement opt-in");
+                unavailable(&err)
+            })
+    }
+
     pub(super) async fn save_config(
         &mut self,
         next: GuildConfig,
@@ -299,6 +344,16 @@ impl GuildState {
         }
         let guild_id = self.guild_id.get();
         self.check_plan(&before.config, &next).await?;
+        let opt_in_changed = next.announce_channel != before.config.announce_channel;
+        if opt_in_changed {
+            self.check_announce_channel(next.announce_channel)?;
+        }
+        // The per-shard index of opt-ins is written before a config that opts in and after
+        // one that opts out, so it always holds every guild that opted in; a stale entry is
+        // skipped at delivery, where the config is read again.
+        if opt_in_changed && next.announce_channel.is_some() {
+            self.index_opt_in(next.announce_channel).await?;
+        }
         let version = match self
             .services
             .store
@@ -316,6 +371,10 @@ impl GuildState {
                 return Err(unavailable(&err));
             }
         };
+        if opt_in_changed && next.announce_channel.is_none() {
+            // The change is saved; a stale index entry only costs a skipped delivery.
+            let _ = self.index_opt_in(None).await;
+        }
         let after = VersionedConfig {
             version,
             config: next,

@@ -76,6 +76,11 @@ impl GlobalLine {
         self.arrived.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Requests waiting for a place now.
+    pub(super) fn waiting(&self) -> u64 {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
     /// The demand since the previous call.
     pub fn take_demand(&self) -> Demand {
         Demand {

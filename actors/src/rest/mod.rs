@@ -40,7 +40,7 @@ pub use guard::{
 pub use transport::{Transport, discord_connector};
 
 /// Values of the `outcome` label of `protonn_rest_requests_total`.
-pub(crate) const OUTCOME_LABELS: [&str; 7] = [
+pub(crate) const OUTCOME_LABELS: [&str; 8] = [
     "ok",
     "rate_limited",
     "client_error",
@@ -48,6 +48,7 @@ pub(crate) const OUTCOME_LABELS: [&str; 7] = [
     "transport_error",
     "held_back",
     "queue_full",
+    "expired",
 ];
 
 /// A request is tried this many times at most when Discord answers 429, or (idempotent
@@ -68,6 +69,11 @@ pub const MAX_QUEUED_INTERACTIONS: usize = 1_000;
 const SERVER_ERROR_BACKOFF: Duration = Duration::from_millis(200);
 /// A lane with nothing to do ends after this long.
 const LANE_IDLE: Duration = Duration::from_secs(30);
+/// Background requests waiting at most (announcements: one per guild being delivered to).
+pub const MAX_QUEUED_BACKGROUND: usize = 100;
+/// How often a background request waiting for the foreground to empty looks again, in case
+/// a wake-up came between its look and its wait.
+const BACKGROUND_RECHECK: Duration = Duration::from_millis(50);
 
 /// Why a request was not answered with success.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -112,6 +118,9 @@ struct Job {
     done: oneshot::Sender<Outcome>,
     /// For a GET: the path its identical followers wait on.
     coalesced: Option<String>,
+    /// A background request ([`Rest::send_background`]): it takes a global place only when
+    /// nothing else waits, and gives up (unsent) at this instant.
+    background: Option<Instant>,
 }
 
 /// The node's Discord REST client. Cheap to clone.
@@ -134,8 +143,11 @@ struct Inner {
     queued: AtomicUsize,
     /// Interaction responses waiting (at most [`MAX_QUEUED_INTERACTIONS`]).
     queued_interactions: AtomicUsize,
-    /// Woken when the last waiting request is done, for [`Rest::flush`].
+    /// Woken when the last waiting request is done, for [`Rest::flush`] and the
+    /// background lane.
     idle: Notify,
+    /// The background lane, started on its first request.
+    background: Mutex<Option<mpsc::Sender<Job>>>,
 }
 
 impl Rest {
@@ -157,6 +169,7 @@ impl Rest {
                 queued: AtomicUsize::new(0),
                 queued_interactions: AtomicUsize::new(0),
                 idle: Notify::new(),
+                background: Mutex::default(),
             }),
         }
     }
@@ -210,6 +223,54 @@ impl Rest {
         }
     }
 
+    /// Queues `request` in the background lane, below everything [`send`](Self::send) queues:
+    /// one background request at a time, in order, each taking a place in the node's global
+    /// line (its REST share) only while no other request waits for one, so a reply or an
+    /// interaction response has at most one background request ahead of it. A request not
+    /// sent by `give_up_at` is answered [`RestError::Timeout`] and was never sent. At most
+    /// [`MAX_QUEUED_BACKGROUND`] wait; more are refused (`queue_full`).
+    pub fn send_background(
+        &self,
+        route: &'static str,
+        request: Request,
+        give_up_at: Instant,
+    ) -> impl Future<Output = Outcome> + Send + 'static {
+        let (done, answer) = oneshot::channel();
+        let job = Job {
+            route,
+            made: Instant::now(),
+            request,
+            exempt: false,
+            done,
+            coalesced: None,
+            background: Some(give_up_at),
+        };
+        let mut lane = self
+            .inner
+            .background
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let sender = lane.get_or_insert_with(|| {
+            let (sender, jobs) = mpsc::channel(MAX_QUEUED_BACKGROUND);
+            tokio::spawn(Arc::clone(&self.inner).run_background(jobs));
+            sender
+        });
+        if let Err(err) = sender.try_send(job) {
+            let job = match err {
+                mpsc::error::TrySendError::Full(job) | mpsc::error::TrySendError::Closed(job) => {
+                    job
+                }
+            };
+            record(route, "queue_full");
+            let _ = job.done.send(Err(RestError::QueueFull));
+        }
+        async move {
+            answer
+                .await
+                .unwrap_or_else(|_| Err(RestError::Transport("REST client stopped".into())))
+        }
+    }
+
     fn enqueue(&self, route: &'static str, request: Request, done: oneshot::Sender<Outcome>) {
         let inner = &self.inner;
         let exempt = bucket::is_interaction(request.path());
@@ -240,6 +301,7 @@ impl Rest {
                     exempt,
                     done,
                     coalesced,
+                    background: None,
                 },
                 Err(RestError::QueueFull),
             );
@@ -257,6 +319,7 @@ impl Rest {
             exempt,
             done,
             coalesced,
+            background: None,
         };
         let mut lanes = inner.lanes.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(lane) = lanes.get(&key) {
@@ -288,6 +351,34 @@ impl Inner {
         let (queued, _) = self.line(exempt);
         if queued.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.idle.notify_waiters();
+        }
+    }
+
+    /// The background lane: its requests one at a time, each sent only when its turn comes
+    /// before its deadline.
+    async fn run_background(self: Arc<Self>, mut jobs: mpsc::Receiver<Job>) {
+        while let Some(job) = jobs.recv().await {
+            let major = bucket::major(job.request.path()).to_owned();
+            let outcome = self.attempt(&major, &job).await;
+            let _ = job.done.send(outcome);
+        }
+    }
+
+    /// Waits until no request other than background ones waits on this node, or until
+    /// `give_up_at`; whether the foreground emptied in time.
+    async fn foreground_idle(&self, give_up_at: Instant) -> bool {
+        loop {
+            let idle = self.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.queued.load(Ordering::Acquire) == 0 && self.global.waiting() == 0 {
+                return true;
+            }
+            let until = give_up_at.min(Instant::now() + BACKGROUND_RECHECK);
+            let _ = tokio::time::timeout_at(until, idle).await;
+            if Instant::now() >= give_up_at {
+                return false;
+            }
         }
     }
 
@@ -343,6 +434,12 @@ impl Inner {
         loop {
             while let Err(reset_at) = self.buckets.take(route, major) {
                 tokio::time::sleep_until(reset_at).await;
+            }
+            if let Some(give_up_at) = job.background
+                && (Instant::now() >= give_up_at || !self.foreground_idle(give_up_at).await)
+            {
+                record(route, "expired");
+                return Err(RestError::Timeout);
             }
             if !exempt {
                 self.wait_global_block().await;

@@ -596,6 +596,8 @@ impl DataRights for EmbeddedStore {
             dump_json!(super::premium::INBOX);
             dump_json!(CASES);
             dump_json!(AUTOMOD_HITS);
+            dump_json!(super::announcements::CAMPAIGNS);
+            dump_json!(super::announcements::DELIVERIES);
             let by_user = super::web_sessions::WEB_SESSIONS_BY_USER;
             for item in open_read(txn, by_user)?.iter().map_err(e)? {
                 let (key, _) = item.map_err(e)?;

@@ -82,6 +82,11 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         "013_tickets.cql",
         include_str!("../../schema/013_tickets.cql"),
     ),
+    (
+        14,
+        "014_announcements.cql",
+        include_str!("../../schema/014_announcements.cql"),
+    ),
 ];
 
 /// How long the migration lock lives without being re-taken. Long enough for the slowest

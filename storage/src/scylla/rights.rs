@@ -40,6 +40,8 @@ const TABLES: &[&str] = &[
     "billing_inbox",
     "cases",
     "automod_hits",
+    "announce_campaigns",
+    "announce_deliveries",
 ];
 
 impl ScyllaStore {
@@ -616,6 +618,14 @@ impl DataRights for ScyllaStore {
                 "cases" => self.select("SELECT JSON * FROM {ks}.cases", ()).await?,
                 "automod_hits" => {
                     self.select("SELECT JSON * FROM {ks}.automod_hits", ())
+                        .await?
+                }
+                "announce_campaigns" => {
+                    self.select("SELECT JSON * FROM {ks}.announce_campaigns", ())
+                        .await?
+                }
+                "announce_deliveries" => {
+                    self.select("SELECT JSON * FROM {ks}.announce_deliveries", ())
                         .await?
                 }
                 "nodes" => self.select("SELECT JSON * FROM {ks}.nodes", ()).await?,

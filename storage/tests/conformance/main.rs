@@ -10,6 +10,8 @@ mod moderation;
 mod web_sessions;
 #[macro_use]
 mod premium;
+#[macro_use]
+mod announcements;
 
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
@@ -153,3 +155,33 @@ macro_rules! premium_conformance {
 }
 
 premium_cases!(premium_conformance);
+
+macro_rules! announcement_conformance {
+    ($($case:ident),* $(,)?) => {
+        mod announcements_embedded {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let store = protonn_storage::EmbeddedStore::open(dir.path()).unwrap();
+                    super::announcements::$case(store.clone()).await;
+                    assert_eq!(store.check_consistency().await.unwrap(), Vec::<String>::new());
+                }
+            )*
+        }
+
+        mod announcements_scylla {
+            $(
+                #[tokio::test]
+                #[ignore = "needs SCYLLA_URI"]
+                async fn $case() {
+                    let (store, keyspace) = super::scylla_store(stringify!($case)).await;
+                    super::announcements::$case(store.clone()).await;
+                    store.drop_keyspace(&keyspace).await.unwrap();
+                }
+            )*
+        }
+    };
+}
+
+announcement_cases!(announcement_conformance);

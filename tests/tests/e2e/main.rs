@@ -12,6 +12,7 @@ use protonn_tests::*;
 
 mod actors;
 mod analytics;
+mod announcements;
 mod automod;
 mod cluster;
 mod cluster_guild_calls;
@@ -230,7 +231,7 @@ async fn bad_commands_get_help_and_change_nothing() {
         (
             owner,
             "!config set colour red",
-            "Unknown config key `colour`. Keys: `prefix`, `locale`, `log_channel`, `staff_roles`, `dm_members`, `escalation`, `automod`.",
+            "Unknown config key `colour`. Keys: `prefix`, `locale`, `log_channel`, `staff_roles`, `dm_members`, `escalation`, `automod`, `announce_channel`.",
         ),
         (owner, "!config get prefix", "`prefix` is `!`."),
     ];

@@ -385,3 +385,71 @@ async fn a_standalone_node_keeps_to_the_configured_global_limit() {
     );
     node.shutdown().await;
 }
+
+/// Announcements go in the background lane: a reply made while a campaign's messages wait
+/// has at most one of them ahead of it (the one already holding the next place), and the
+/// rest leave after it, all within the node's share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_is_not_queued_behind_background_announcements() {
+    let sim = start_sim(small_world(1, 12)).await;
+    let rest = Rest::new(
+        Arc::new(Transport::new(
+            &BotToken::new(sim.config().token.clone()),
+            Some(&sim.rest_proxy()),
+            Duration::from_secs(10),
+        )),
+        // 5 places a second: slow enough that the line's order shows in the ledger.
+        Arc::new(GlobalLine::new(5.0)),
+        Arc::new(InvalidRequestGuard::new(GuardLimits::default())),
+    );
+    // One channel per message, so no route bucket orders them.
+    let channels: Vec<u64> = sim
+        .guilds()
+        .iter()
+        .flat_map(|g| g.channel_ids.clone())
+        .take(9)
+        .collect();
+    let give_up_at = tokio::time::Instant::now() + Duration::from_secs(60);
+    let campaign: Vec<_> = channels[..8]
+        .iter()
+        .map(|&c| rest.send_background("create_message", message(c, "announcement"), give_up_at))
+        .collect();
+    wait_until("the first announcement left", || async {
+        sim.ledger().rest.iter().any(|r| r.route == MESSAGES)
+    })
+    .await;
+    rest.send("create_message", message(channels[8], "reply"))
+        .await
+        .unwrap();
+    for sent in campaign {
+        sent.await.unwrap();
+    }
+    let order: Vec<String> = sim
+        .ledger()
+        .rest
+        .iter()
+        .filter(|r| r.route == MESSAGES)
+        .map(|r| {
+            r.body.as_ref().unwrap()["content"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(order.len(), 9, "{order:?}");
+    let reply_at = order.iter().position(|c| c == "reply").unwrap();
+    assert!(
+        reply_at <= 2,
+        "the reply waited behind at most the announcement holding the next place: {order:?}"
+    );
+
+    // A background request whose turn does not come in time is never sent.
+    let blocked = rest.send_background(
+        "create_message",
+        message(channels[0], "late"),
+        tokio::time::Instant::now(),
+    );
+    assert!(matches!(blocked.await, Err(RestError::Timeout)));
+    assert_eq!(channel_replies(&sim, channels[0]), ["announcement"]);
+    sim.shutdown().await;
+}

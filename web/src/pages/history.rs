@@ -23,7 +23,7 @@ pub(crate) struct HistoryQuery {
     rolled_back: Option<u64>,
 }
 
-fn fields(config: &GuildConfig) -> [(&'static str, String); 4] {
+fn fields(config: &GuildConfig) -> [(&'static str, String); 5] {
     let roles = if config.staff_roles.is_empty() {
         "none".to_owned()
     } else {
@@ -44,6 +44,12 @@ fn fields(config: &GuildConfig) -> [(&'static str, String); 4] {
                 .map_or("none".to_owned(), |c| c.to_string()),
         ),
         ("Staff roles", roles),
+        (
+            "Announcement channel",
+            config
+                .announce_channel
+                .map_or("off".to_owned(), |c| c.to_string()),
+        ),
     ]
 }
 

@@ -1,4 +1,4 @@
-//! Live settings: prefix, locale, log channel, staff roles. A save is a guild call with the
+//! Live settings: prefix, locale, log channel, announcement channel, staff roles. A save is a guild call with the
 //! version the form showed, so a concurrent change is a clear conflict, not a lost update.
 
 use axum::body::Bytes;
@@ -30,7 +30,7 @@ const LOCALES: [&str; 32] = [
 /// The bot's own limits, checked here too so a bad form never reaches the guild.
 const PREFIX_MAX_CHARS: usize = 5;
 const STAFF_ROLES_MAX: usize = 25;
-/// Channel types a log channel may be: text and announcement.
+/// Channel types a log or announcement channel may be: text and announcement.
 const LOG_CHANNEL_KINDS: [u8; 2] = [0, 5];
 
 #[derive(Debug, Deserialize)]
@@ -95,6 +95,14 @@ fn render(
                         option value=(c.id) selected[config.log_channel == Some(c.id)] { "#" (c.name) }
                     }
                 }
+                label for="announce_channel" { "Service announcements" }
+                select id="announce_channel" name="announce_channel" {
+                    option value="" selected[config.announce_channel.is_none()] { "Off" }
+                    @for c in summary.channels.iter().filter(|c| LOG_CHANNEL_KINDS.contains(&c.kind)) {
+                        option value=(c.id) selected[config.announce_channel == Some(c.id)] { "#" (c.name) }
+                    }
+                }
+                p.muted { "The bot's operators post news about the service (outages, changes) in this channel, rarely. Off unless you choose a channel." }
                 fieldset {
                     legend { "Moderation" }
                     label {
@@ -143,22 +151,13 @@ fn parse(form: &Form, summary: &GuildSummary) -> Result<GuildConfig, WebError> {
         .iter()
         .find(|l| **l == locale)
         .ok_or_else(|| WebError::BadForm(format!("unknown locale `{locale}`")))?;
-    let log_channel = match form.one("log_channel")? {
-        None | Some("") => None,
-        Some(raw) => {
-            let id: u64 = raw
-                .parse()
-                .map_err(|_| WebError::BadForm("the log channel is not a channel id".into()))?;
-            summary
-                .channels
-                .iter()
-                .find(|c| c.id == id && LOG_CHANNEL_KINDS.contains(&c.kind))
-                .ok_or_else(|| {
-                    WebError::BadForm("the log channel is not a text channel of this server".into())
-                })?;
-            Some(id)
-        }
-    };
+    let log_channel = channel(form, summary, "log_channel", "the log channel")?;
+    let announce_channel = channel(
+        form,
+        summary,
+        "announce_channel",
+        "the announcement channel",
+    )?;
     let mut staff_roles = Vec::new();
     for raw in form.all("staff_roles") {
         let id: u64 = raw
@@ -187,7 +186,29 @@ fn parse(form: &Form, summary: &GuildSummary) -> Result<GuildConfig, WebError> {
         moderation: Default::default(),
         automod: Default::default(),
         tickets: Default::default(),
+        announce_channel,
     })
+}
+
+/// The text or announcement channel of this guild the form's `field` names, if any.
+fn channel(
+    form: &Form,
+    summary: &GuildSummary,
+    field: &str,
+    what: &str,
+) -> Result<Option<u64>, WebError> {
+    let Some(raw) = form.one(field)?.filter(|raw| !raw.is_empty()) else {
+        return Ok(None);
+    };
+    let id: u64 = raw
+        .parse()
+        .map_err(|_| WebError::BadForm(format!("{what} is not a channel id")))?;
+    summary
+        .channels
+        .iter()
+        .find(|c| c.id == id && LOG_CHANNEL_KINDS.contains(&c.kind))
+        .ok_or_else(|| WebError::BadForm(format!("{what} is not a text channel of this server")))?;
+    Ok(Some(id))
 }
 
 pub(crate) async fn save_settings(

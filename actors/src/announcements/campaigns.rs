@@ -1,0 +1,382 @@
+//! Campaign delivery. Every `announce_poll_every` the router starts one round on a task:
+//! for each active campaign and each shard whose guilds this node holds, the shard's
+//! opt-ins (one partition) less the campaign's deliveries there (one range) are the guilds
+//! still to reach. Each is claimed in the store before anything is sent and decided after,
+//! so a guild gets a campaign once whichever node runs it, across crashes and handoffs.
+//!
+//! A claim whose claimant stopped deciding (older than the timer lease: a live sender gives
+//! up unsent at half of it) is resolved by the guild's current node: it takes the claim
+//! over (compare-and-set on the old claimant), then reads the channel's last 100 messages
+//! for the campaign's marker. Found: recorded as sent (`recovered`). Not found: sent now,
+//! since the old sender never posted it. Unreadable: `failed: interrupted`, never resent
+//! blindly.
+//!
+//! Messages go in the REST client's background lane: below every reply and interaction
+//! response, within the node's REST share.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics::counter;
+use protonn_storage::{Campaign, Delivery, DeliveryState, StorageError, Timestamp};
+use serde::Deserialize;
+use twilight_cache_inmemory::ResourceType;
+use twilight_http::request::TryIntoRequest;
+use twilight_model::channel::ChannelType;
+use twilight_model::channel::message::AllowedMentions;
+use twilight_model::id::Id;
+use twilight_model::id::marker::{ChannelMarker, GuildMarker, MessageMarker};
+
+use crate::Services;
+use crate::guild::claimant;
+use crate::metrics::ANNOUNCEMENT_DELIVERIES;
+use crate::permissions::{self, MaySend};
+use crate::rest::RestError;
+
+/// Every (`outcome`, `reason`) of `protonn_announcements_deliveries_total`.
+pub(crate) const DELIVERY_OUTCOMES: [(&str, &str); 7] = [
+    ("sent", "posted"),
+    ("sent", "recovered"),
+    ("skipped", "not_opted_in"),
+    ("skipped", "channel_gone"),
+    ("skipped", "missing_permission"),
+    ("failed", "interrupted"),
+    ("failed", "discord_error"),
+];
+/// Recent messages read when resolving an interrupted delivery.
+const RECENT_MESSAGES: u16 = 100;
+/// How often a running round looks again whether its campaign was cancelled.
+const CANCEL_CHECK: Duration = Duration::from_secs(1);
+
+/// The text a campaign posts; its last line is the marker an interrupted delivery is
+/// looked up by.
+pub(crate) fn announcement_text(campaign: &Campaign) -> String {
+    let body = match &campaign.title {
+        Some(title) => format!("**{title}**\n{}", campaign.message),
+        None => campaign.message.clone(),
+    };
+    format!("{body}\n-# {}", marker(campaign.id))
+}
+
+fn marker(campaign_id: u64) -> String {
+    format!("Service announcement {campaign_id}")
+}
+
+/// The shards with a guild in the node cache: the shards this node runs.
+pub(crate) fn held_shards(services: &Services) -> BTreeSet<u32> {
+    services
+        .cache
+        .iter()
+        .guilds()
+        .map(|guild| protonn_storage::shard_of(guild.id().get(), services.shard_count))
+        .collect()
+}
+
+/// One pass over the active campaigns for the shards this node runs.
+pub(crate) async fn deliver_round(services: Arc<Services>) {
+    let campaigns = match services.store.campaigns().await {
+        Ok(campaigns) => campaigns,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot read announcement campaigns");
+            return;
+        }
+    };
+    let shards = held_shards(&services);
+    for campaign in campaigns.iter().filter(|c| c.cancelled_at.is_none()) {
+        let mut round = Round {
+            services: &services,
+            campaign,
+            me: claimant(&services.node_name),
+            checked: tokio::time::Instant::now(),
+        };
+        for &shard in &shards {
+            match round.shard(shard).await {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(err) => {
+                    tracing::warn!(campaign = campaign.id, shard, error = %err, "announcement round stopped");
+                }
+            }
+        }
+    }
+}
+
+struct Round<'a> {
+    services: &'a Services,
+    campaign: &'a Campaign,
+    me: String,
+    /// When the campaign was last seen not cancelled.
+    checked: tokio::time::Instant,
+}
+
+impl Round<'_> {
+    /// Delivers to the guilds of `shard` still to reach; `false` once the campaign was
+    /// cancelled.
+    async fn shard(&mut self, shard: u32) -> Result<bool, StorageError> {
+        let store = &self.services.store;
+        let opt_ins = store.announce_opt_ins(shard).await?;
+        if opt_ins.is_empty() {
+            return Ok(true);
+        }
+        let known: HashMap<u64, Delivery> = store
+            .deliveries(self.campaign.id, Some(shard))
+            .await?
+            .into_iter()
+            .map(|d| (d.guild_id, d))
+            .collect();
+        let stale_after = self.services.runtime.timer_lease;
+        for (guild_id, channel_id) in opt_ins {
+            // Only a guild this node runs now: its shard may be moving.
+            let held = Id::<GuildMarker>::new_checked(guild_id)
+                .is_some_and(|id| self.services.cache.guild(id).is_some());
+            if !held {
+                continue;
+            }
+            let now = Timestamp::now();
+            let claim = Delivery {
+                campaign_id: self.campaign.id,
+                shard_id: shard,
+                guild_id,
+                channel_id,
+                state: DeliveryState::Claimed,
+                reason: None,
+                claimed_by: self.me.clone(),
+                at: now,
+                message_id: None,
+            };
+            let replacing = match known.get(&guild_id) {
+                None => None,
+                Some(old) if old.state != DeliveryState::Claimed => continue,
+                // Ours, left unsent (its turn did not come in time): claimed afresh.
+                Some(old) if old.claimed_by == self.me => Some(old.claimed_by.clone()),
+                Some(old) if now.0.saturating_sub(old.at.0) > stale_after.as_millis() as u64 => {
+                    Some(old.claimed_by.clone())
+                }
+                // Another node's claim, still live.
+                Some(_) => continue,
+            };
+            if !self.still_active().await? {
+                return Ok(false);
+            }
+            if !store.claim_delivery(&claim, replacing.as_deref()).await? {
+                continue;
+            }
+            let interrupted = replacing.is_some_and(|old| old != self.me);
+            self.deliver(claim, interrupted).await?;
+        }
+        Ok(true)
+    }
+
+    /// Whether the campaign is still active, read again at most every [`CANCEL_CHECK`].
+    async fn still_active(&mut self) -> Result<bool, StorageError> {
+        if self.checked.elapsed() < CANCEL_CHECK {
+            return Ok(true);
+        }
+        let campaigns = self.services.store.campaigns().await?;
+        self.checked = tokio::time::Instant::now();
+        Ok(campaigns
+            .iter()
+            .any(|c| c.id == self.campaign.id && c.cancelled_at.is_none()))
+    }
+
+    /// Sends the campaign to a claimed guild (or finds it sent), and records the outcome.
+    async fn deliver(&self, mut claim: Delivery, interrupted: bool) -> Result<(), StorageError> {
+        let services = self.services;
+        let guild_id = claim.guild_id;
+        // The config is the truth: the index may be stale.
+        let config = services.store.load(guild_id).await?;
+        let Some(channel_id) = config.and_then(|c| c.config.announce_channel) else {
+            let _ = services
+                .store
+                .set_announce_opt_in(claim.shard_id, guild_id, None)
+                .await;
+            return self
+                .decide(claim, DeliveryState::Skipped, "not_opted_in", None)
+                .await;
+        };
+        claim.channel_id = channel_id;
+        let Some(channel) = Id::<ChannelMarker>::new_checked(channel_id) else {
+            return self
+                .decide(claim, DeliveryState::Skipped, "channel_gone", None)
+                .await;
+        };
+        if let Some(reason) = self.cannot_send(Id::new(guild_id), channel) {
+            return self
+                .decide(claim, DeliveryState::Skipped, reason, None)
+                .await;
+        }
+        if interrupted {
+            match self.find_posted(channel).await {
+                Ok(Some(message)) => {
+                    return self
+                        .decide(claim, DeliveryState::Sent, "recovered", Some(message))
+                        .await;
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::warn!(guild_id, error = %err, "cannot tell whether an interrupted announcement was posted");
+                    return self
+                        .decide(claim, DeliveryState::Failed, "interrupted", None)
+                        .await;
+                }
+            }
+        }
+        let request = services
+            .replies
+            .http()
+            .create_message(channel)
+            .content(&announcement_text(self.campaign))
+            .allowed_mentions(Some(&AllowedMentions::default()))
+            .try_into_request()
+            .expect("an announcement is a valid message");
+        // Sent by half the lease or not at all, so a claim older than the lease is one
+        // whose sender stopped.
+        let give_up_at = tokio::time::Instant::now() + services.runtime.timer_lease / 2;
+        let sent = services
+            .replies
+            .rest()
+            .send_background("create_message", request, give_up_at)
+            .await;
+        match sent {
+            Ok(reply) => {
+                let message = reply.model::<Posted>().ok().map(|posted| posted.id.get());
+                self.decide(claim, DeliveryState::Sent, "posted", message)
+                    .await
+            }
+            // Not sent: the claim stays ours and the next round sends it.
+            Err(RestError::Timeout | RestError::QueueFull | RestError::HeldBack(_)) => Ok(()),
+            Err(RestError::Status { status: 404, .. }) => {
+                self.decide(claim, DeliveryState::Skipped, "channel_gone", None)
+                    .await
+            }
+            Err(RestError::Status { status: 403, .. }) => {
+                self.decide(claim, DeliveryState::Skipped, "missing_permission", None)
+                    .await
+            }
+            Err(err) => {
+                tracing::warn!(guild_id, error = %err, "announcement not delivered");
+                self.decide(claim, DeliveryState::Failed, "discord_error", None)
+                    .await
+            }
+        }
+    }
+
+    /// Why the node cache says the bot cannot post in `channel`, when it knows.
+    fn cannot_send(
+        &self,
+        guild_id: Id<GuildMarker>,
+        channel: Id<ChannelMarker>,
+    ) -> Option<&'static str> {
+        let services = self.services;
+        let resources = services.runtime.cache_resources;
+        if resources.contains(ResourceType::CHANNEL) {
+            let usable = services.cache.channel(channel).is_some_and(|c| {
+                c.guild_id == Some(guild_id)
+                    && matches!(
+                        c.kind,
+                        ChannelType::GuildText | ChannelType::GuildAnnouncement
+                    )
+            });
+            if !usable {
+                return Some("channel_gone");
+            }
+        }
+        if resources.contains(permissions::NEEDED) {
+            let may = permissions::may_send(
+                &services.cache,
+                &services.own_roles,
+                guild_id,
+                channel,
+                permissions::SEND_TEXT,
+            );
+            if matches!(may, MaySend::No(_)) {
+                return Some("missing_permission");
+            }
+        }
+        None
+    }
+
+    /// The campaign's message among the channel's recent ones, if it is there.
+    async fn find_posted(&self, channel: Id<ChannelMarker>) -> Result<Option<u64>, RestError> {
+        let request = self
+            .services
+            .replies
+            .http()
+            .channel_messages(channel)
+            .limit(RECENT_MESSAGES)
+            .try_into_request()
+            .expect("a channel messages request is valid");
+        let give_up_at = tokio::time::Instant::now() + self.services.runtime.timer_lease / 2;
+        let reply = self
+            .services
+            .replies
+            .rest()
+            .send_background("channel_messages", request, give_up_at)
+            .await?;
+        let recent: Vec<Recent> = reply.model()?;
+        let marker = marker(self.campaign.id);
+        Ok(recent
+            .into_iter()
+            .find(|m| m.content.contains(&marker))
+            .map(|m| m.id.get()))
+    }
+
+    async fn decide(
+        &self,
+        mut claim: Delivery,
+        state: DeliveryState,
+        reason: &'static str,
+        message_id: Option<u64>,
+    ) -> Result<(), StorageError> {
+        claim.state = state;
+        claim.reason = (state != DeliveryState::Sent).then(|| reason.to_owned());
+        claim.message_id = message_id;
+        claim.at = Timestamp::now();
+        if self.services.store.finish_delivery(&claim).await? {
+            counter!(ANNOUNCEMENT_DELIVERIES, "outcome" => state.label(), "reason" => reason)
+                .increment(1);
+        }
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+struct Posted {
+    id: Id<MessageMarker>,
+}
+
+#[derive(Deserialize)]
+struct Recent {
+    id: Id<MessageMarker>,
+    #[serde(default)]
+    content: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_announcement_carries_its_marker_on_its_last_line() {
+        let campaign = Campaign {
+            id: 42,
+            title: Some("News".into()),
+            message: "Hello".into(),
+            created_at: Timestamp(42),
+            cancelled_at: None,
+        };
+        assert_eq!(
+            announcement_text(&campaign),
+            "**News**\nHello\n-# Service announcement 42"
+        );
+        // The longest text fits Discord's 2,000 characters with its marker.
+        let longest = Campaign {
+            id: u64::MAX,
+            title: Some("t".repeat(protonn_storage::CAMPAIGN_TITLE_MAX_CHARS)),
+            message: "m".repeat(protonn_storage::CAMPAIGN_MESSAGE_MAX_CHARS),
+            ..campaign
+        };
+        assert!(announcement_text(&longest).chars().count() <= 2_000);
+    }
+}

@@ -1,0 +1,260 @@
+//! Announcements on ScyllaDB: opt-ins by shard, campaigns in one partition, deliveries in
+//! their campaign's partition by shard; claims and outcomes are LWTs on `state` and `claimed_by`.
+
+use async_trait::async_trait;
+
+use super::records::{doc, parse};
+use super::{ScyllaStore, db_id};
+use crate::announcements::{check_campaign, check_claim, check_outcome};
+use crate::{AnnouncementRepo, Campaign, Delivery, DeliveryState, StorageError, Timestamp};
+
+/// The one partition of `announce_campaigns`.
+const CAMPAIGN_BUCKET: i32 = 0;
+
+fn shard(shard_id: u32) -> Result<i32, StorageError> {
+    i32::try_from(shard_id).map_err(|_| StorageError::Invalid("shard id out of range".into()))
+}
+
+impl ScyllaStore {
+    async fn campaign(&self, id: u64, serial: bool) -> Result<Option<String>, StorageError> {
+        const SELECT: &str = "SELECT doc FROM {ks}.announce_campaigns WHERE bucket = ? AND id = ?";
+        let values = (CAMPAIGN_BUCKET, db_id(id));
+        let row: Option<(String,)> = if serial {
+            self.serial_one(SELECT, values).await?
+        } else {
+            self.select_limit(SELECT, values, 1)
+                .await?
+                .into_iter()
+                .next()
+        };
+        Ok(row.map(|(text,)| text))
+    }
+
+    /// The stored delivery's document, read at SERIAL (resolving an LWT).
+    async fn delivery_doc(&self, delivery: &Delivery) -> Result<Option<String>, StorageError> {
+        let row: Option<(Option<String>,)> = self
+            .serial_one(
+                "SELECT doc FROM {ks}.announce_deliveries \
+                 WHERE campaign_id = ? AND shard_id = ? AND guild_id = ?",
+                (
+                    db_id(delivery.campaign_id),
+                    shard(delivery.shard_id)?,
+                    db_id(delivery.guild_id),
+                ),
+            )
+            .await?;
+        Ok(row.and_then(|(text,)| text))
+    }
+}
+
+#[async_trait]
+impl AnnouncementRepo for ScyllaStore {
+    async fn set_announce_opt_in(
+        &self,
+        shard_id: u32,
+        guild_id: u64,
+        channel_id: Option<u64>,
+    ) -> Result<(), StorageError> {
+        let shard = shard(shard_id)?;
+        match channel_id {
+            Some(channel) => {
+                self.execute(
+                    "INSERT INTO {ks}.announce_opt_ins (shard_id, guild_id, channel_id) \
+                     VALUES (?, ?, ?)",
+                    true,
+                    (shard, db_id(guild_id), db_id(channel)),
+                )
+                .await?
+            }
+            None => {
+                self.execute(
+                    "DELETE FROM {ks}.announce_opt_ins WHERE shard_id = ? AND guild_id = ?",
+                    true,
+                    (shard, db_id(guild_id)),
+                )
+                .await?
+            }
+        };
+        Ok(())
+    }
+
+    async fn announce_opt_ins(&self, shard_id: u32) -> Result<Vec<(u64, u64)>, StorageError> {
+        let rows: Vec<(i64, i64)> = self
+            .select(
+                "SELECT guild_id, channel_id FROM {ks}.announce_opt_ins WHERE shard_id = ?",
+                (shard(shard_id)?,),
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(guild, channel)| (guild as u64, channel as u64))
+            .collect())
+    }
+
+    async fn create_campaign(&self, campaign: &Campaign) -> Result<(), StorageError> {
+        check_campaign(campaign)?;
+        let text = doc(campaign);
+        let resolve =
+            || async { Ok(self.campaign(campaign.id, true).await? == Some(text.clone())) };
+        let outcome = self
+            .lwt_resolved(
+                "INSERT INTO {ks}.announce_campaigns (bucket, id, doc) VALUES (?, ?, ?) \
+                 IF NOT EXISTS",
+                (CAMPAIGN_BUCKET, db_id(campaign.id), text.as_str()),
+                resolve,
+            )
+            .await?;
+        if outcome.applied {
+            Ok(())
+        } else {
+            Err(StorageError::Conflict {
+                expected: 0,
+                current: campaign.id,
+            })
+        }
+    }
+
+    async fn campaigns(&self) -> Result<Vec<Campaign>, StorageError> {
+        let rows: Vec<(String,)> = self
+            .select(
+                "SELECT doc FROM {ks}.announce_campaigns WHERE bucket = ?",
+                (CAMPAIGN_BUCKET,),
+            )
+            .await?;
+        rows.iter()
+            .map(|(text,)| parse("announce_campaigns", text))
+            .collect()
+    }
+
+    async fn cancel_campaign(&self, id: u64, at: Timestamp) -> Result<Campaign, StorageError> {
+        // A compare-and-set on the document: a cancel that raced another keeps the first.
+        loop {
+            let Some(text) = self.campaign(id, true).await? else {
+                return Err(StorageError::NotFound(format!("campaign {id}")));
+            };
+            let mut campaign: Campaign = parse("announce_campaigns", &text)?;
+            if campaign.cancelled_at.is_some() {
+                return Ok(campaign);
+            }
+            campaign.cancelled_at = Some(at);
+            let next = doc(&campaign);
+            let resolve = || async { Ok(self.campaign(id, true).await? == Some(next.clone())) };
+            let outcome = self
+                .lwt_resolved(
+                    "UPDATE {ks}.announce_campaigns SET doc = ? WHERE bucket = ? AND id = ? \
+                     IF doc = ?",
+                    (next.as_str(), CAMPAIGN_BUCKET, db_id(id), text.as_str()),
+                    resolve,
+                )
+                .await?;
+            if outcome.applied {
+                return Ok(campaign);
+            }
+        }
+    }
+
+    async fn claim_delivery(
+        &self,
+        delivery: &Delivery,
+        replacing: Option<&str>,
+    ) -> Result<bool, StorageError> {
+        check_claim(delivery)?;
+        let text = doc(delivery);
+        let resolve = || async { Ok(self.delivery_doc(delivery).await? == Some(text.clone())) };
+        let key = (
+            db_id(delivery.campaign_id),
+            shard(delivery.shard_id)?,
+            db_id(delivery.guild_id),
+        );
+        let outcome = match replacing {
+            None => {
+                self.lwt_resolved(
+                    "INSERT INTO {ks}.announce_deliveries \
+                     (campaign_id, shard_id, guild_id, state, claimed_by, doc) \
+                     VALUES (?, ?, ?, ?, ?, ?) IF NOT EXISTS",
+                    (
+                        key.0,
+                        key.1,
+                        key.2,
+                        DeliveryState::Claimed.label(),
+                        delivery.claimed_by.as_str(),
+                        text.as_str(),
+                    ),
+                    resolve,
+                )
+                .await?
+            }
+            Some(from) => {
+                self.lwt_resolved(
+                    "UPDATE {ks}.announce_deliveries SET claimed_by = ?, doc = ? \
+                     WHERE campaign_id = ? AND shard_id = ? AND guild_id = ? \
+                     IF state = ? AND claimed_by = ?",
+                    (
+                        delivery.claimed_by.as_str(),
+                        text.as_str(),
+                        key.0,
+                        key.1,
+                        key.2,
+                        DeliveryState::Claimed.label(),
+                        from,
+                    ),
+                    resolve,
+                )
+                .await?
+            }
+        };
+        Ok(outcome.applied)
+    }
+
+    async fn finish_delivery(&self, delivery: &Delivery) -> Result<bool, StorageError> {
+        check_outcome(delivery)?;
+        let text = doc(delivery);
+        let resolve = || async { Ok(self.delivery_doc(delivery).await? == Some(text.clone())) };
+        let outcome = self
+            .lwt_resolved(
+                "UPDATE {ks}.announce_deliveries SET state = ?, doc = ? \
+                 WHERE campaign_id = ? AND shard_id = ? AND guild_id = ? \
+                 IF state = ? AND claimed_by = ?",
+                (
+                    delivery.state.label(),
+                    text.as_str(),
+                    db_id(delivery.campaign_id),
+                    shard(delivery.shard_id)?,
+                    db_id(delivery.guild_id),
+                    DeliveryState::Claimed.label(),
+                    delivery.claimed_by.as_str(),
+                ),
+                resolve,
+            )
+            .await?;
+        Ok(outcome.applied)
+    }
+
+    async fn deliveries(
+        &self,
+        campaign_id: u64,
+        shard_id: Option<u32>,
+    ) -> Result<Vec<Delivery>, StorageError> {
+        let rows: Vec<(Option<String>,)> = match shard_id {
+            Some(shard_id) => {
+                self.select(
+                    "SELECT doc FROM {ks}.announce_deliveries \
+                     WHERE campaign_id = ? AND shard_id = ?",
+                    (db_id(campaign_id), shard(shard_id)?),
+                )
+                .await?
+            }
+            None => {
+                self.select(
+                    "SELECT doc FROM {ks}.announce_deliveries WHERE campaign_id = ?",
+                    (db_id(campaign_id),),
+                )
+                .await?
+            }
+        };
+        rows.iter()
+            .filter_map(|(text,)| text.as_deref())
+            .map(|text| parse("announce_deliveries", text))
+            .collect()
+    }
+}

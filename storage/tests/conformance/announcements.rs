@@ -1,0 +1,242 @@
+//! Conformance cases of service announcements (opt-ins by shard, campaigns, one delivery per
+//! campaign and guild), run against both backends and, by `cluster/tests/remote_store.rs`,
+//! against the leader's store over gRPC.
+
+use protonn_storage::{
+    AnnouncementRepo, CAMPAIGN_MESSAGE_MAX_CHARS, Campaign, CampaignProgress, Delivery,
+    DeliveryState, StorageError, Timestamp,
+};
+
+const GUILD: u64 = 881_027_316_262_879_232;
+const OTHER_GUILD: u64 = 881_027_316_262_879_233;
+const CHANNEL: u64 = 881_027_316_262_879_300;
+
+fn campaign(id: u64) -> Campaign {
+    Campaign {
+        id,
+        title: Some("Maintenance".to_owned()),
+        message: "The bot restarts at 02:00 UTC.".to_owned(),
+        created_at: Timestamp(id),
+        cancelled_at: None,
+    }
+}
+
+fn claim(campaign_id: u64, guild_id: u64, claimant: &str) -> Delivery {
+    Delivery {
+        campaign_id,
+        shard_id: 2,
+        guild_id,
+        channel_id: CHANNEL,
+        state: DeliveryState::Claimed,
+        reason: None,
+        claimed_by: claimant.to_owned(),
+        at: Timestamp(1_000),
+        message_id: None,
+    }
+}
+
+pub(crate) async fn opt_ins_are_listed_by_shard_and_withdrawn(store: impl AnnouncementRepo) {
+    store
+        .set_announce_opt_in(2, GUILD, Some(CHANNEL))
+        .await
+        .unwrap();
+    store
+        .set_announce_opt_in(2, OTHER_GUILD, Some(CHANNEL + 1))
+        .await
+        .unwrap();
+    store
+        .set_announce_opt_in(3, GUILD + 7, Some(CHANNEL))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.announce_opt_ins(2).await.unwrap(),
+        vec![(GUILD, CHANNEL), (OTHER_GUILD, CHANNEL + 1)]
+    );
+    // A new channel replaces the old; withdrawing removes the guild; withdrawing twice is fine.
+    store
+        .set_announce_opt_in(2, GUILD, Some(CHANNEL + 2))
+        .await
+        .unwrap();
+    store
+        .set_announce_opt_in(2, OTHER_GUILD, None)
+        .await
+        .unwrap();
+    store
+        .set_announce_opt_in(2, OTHER_GUILD, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.announce_opt_ins(2).await.unwrap(),
+        vec![(GUILD, CHANNEL + 2)]
+    );
+    assert_eq!(
+        store.announce_opt_ins(3).await.unwrap(),
+        vec![(GUILD + 7, CHANNEL)]
+    );
+    assert!(store.announce_opt_ins(4).await.unwrap().is_empty());
+}
+
+pub(crate) async fn campaigns_are_created_once_listed_newest_first_and_cancelled(
+    store: impl AnnouncementRepo,
+) {
+    store.create_campaign(&campaign(10)).await.unwrap();
+    store.create_campaign(&campaign(20)).await.unwrap();
+    assert!(matches!(
+        store.create_campaign(&campaign(10)).await,
+        Err(StorageError::Conflict { .. })
+    ));
+    let mut empty = campaign(30);
+    empty.message = "  ".to_owned();
+    let mut long = campaign(31);
+    long.message = "x".repeat(CAMPAIGN_MESSAGE_MAX_CHARS + 1);
+    let mut two_lines = campaign(32);
+    two_lines.title = Some("a\nb".to_owned());
+    for bad in [empty, long, two_lines, campaign(0)] {
+        assert!(
+            matches!(
+                store.create_campaign(&bad).await,
+                Err(StorageError::Invalid(_))
+            ),
+            "{bad:?}"
+        );
+    }
+    let ids: Vec<u64> = store
+        .campaigns()
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(ids, [20, 10], "newest first; refused ones not stored");
+
+    let cancelled = store.cancel_campaign(10, Timestamp(500)).await.unwrap();
+    assert_eq!(cancelled.cancelled_at, Some(Timestamp(500)));
+    let again = store.cancel_campaign(10, Timestamp(900)).await.unwrap();
+    assert_eq!(
+        again.cancelled_at,
+        Some(Timestamp(500)),
+        "the first cancel stands"
+    );
+    assert!(matches!(
+        store.cancel_campaign(99, Timestamp(500)).await,
+        Err(StorageError::NotFound(_))
+    ));
+    let stored = store.campaigns().await.unwrap();
+    assert_eq!(stored[1].cancelled_at, Some(Timestamp(500)));
+    assert_eq!(stored[0].cancelled_at, None);
+}
+
+pub(crate) async fn a_guild_is_claimed_once_per_campaign_and_decided_by_its_claimant(
+    store: impl AnnouncementRepo,
+) {
+    assert!(
+        store
+            .claim_delivery(&claim(1, GUILD, "node-a"), None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .claim_delivery(&claim(1, GUILD, "node-b"), None)
+            .await
+            .unwrap(),
+        "a second claim loses"
+    );
+    // Another campaign, or another guild, is a claim of its own.
+    assert!(
+        store
+            .claim_delivery(&claim(2, GUILD, "node-b"), None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .claim_delivery(&claim(1, OTHER_GUILD, "node-b"), None)
+            .await
+            .unwrap()
+    );
+
+    // Only the claimant decides, and only once.
+    let mut sent = claim(1, GUILD, "node-b");
+    sent.state = DeliveryState::Sent;
+    sent.message_id = Some(77);
+    assert!(
+        !store.finish_delivery(&sent).await.unwrap(),
+        "not node-b's claim"
+    );
+    sent.claimed_by = "node-a".to_owned();
+    assert!(store.finish_delivery(&sent).await.unwrap());
+    assert!(
+        !store.finish_delivery(&sent).await.unwrap(),
+        "decided already"
+    );
+    assert!(
+        !store
+            .claim_delivery(&claim(1, GUILD, "node-c"), Some("node-a"))
+            .await
+            .unwrap(),
+        "a decided delivery cannot be taken over"
+    );
+
+    // A claim left by a dead node is taken over by naming it, once.
+    assert!(
+        !store
+            .claim_delivery(&claim(1, OTHER_GUILD, "node-c"), Some("node-a"))
+            .await
+            .unwrap(),
+        "not node-a's claim"
+    );
+    assert!(
+        store
+            .claim_delivery(&claim(1, OTHER_GUILD, "node-c"), Some("node-b"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .claim_delivery(&claim(1, OTHER_GUILD, "node-d"), Some("node-b"))
+            .await
+            .unwrap(),
+        "taken over already"
+    );
+    let mut skipped = claim(1, OTHER_GUILD, "node-c");
+    skipped.state = DeliveryState::Skipped;
+    skipped.reason = Some("channel_gone".to_owned());
+    assert!(store.finish_delivery(&skipped).await.unwrap());
+
+    // Bad input changes nothing.
+    assert!(matches!(
+        store
+            .finish_delivery(&claim(1, OTHER_GUILD, "node-c"))
+            .await,
+        Err(StorageError::Invalid(_))
+    ));
+    assert!(matches!(
+        store.claim_delivery(&sent, None).await,
+        Err(StorageError::Invalid(_))
+    ));
+
+    let of_shard = store.deliveries(1, Some(2)).await.unwrap();
+    assert_eq!(of_shard, vec![sent.clone(), skipped.clone()]);
+    assert!(store.deliveries(1, Some(3)).await.unwrap().is_empty());
+    assert_eq!(store.deliveries(1, None).await.unwrap(), of_shard);
+    let progress = CampaignProgress::of(&store.deliveries(1, None).await.unwrap());
+    assert_eq!(
+        progress.summary(),
+        "sent 1, in flight 0, skipped 1 (channel_gone: 1), failed 0"
+    );
+    assert_eq!(
+        CampaignProgress::of(&store.deliveries(2, None).await.unwrap()).in_flight,
+        1
+    );
+}
+
+macro_rules! announcement_cases {
+    ($run:ident) => {
+        $run!(
+            opt_ins_are_listed_by_shard_and_withdrawn,
+            campaigns_are_created_once_listed_newest_first_and_cancelled,
+            a_guild_is_claimed_once_per_campaign_and_decided_by_its_claimant,
+        );
+    };
+}
