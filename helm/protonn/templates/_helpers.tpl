@@ -168,6 +168,13 @@ shards = {{ int . }}
 {{- with .Values.discord.simulator }}
 simulator = {{ . | quote }}
 {{- end }}
+{{- with .Values.discord.premiumSkus }}
+
+[discord.premium_skus]
+{{- range $sku, $plan := . }}
+{{ $sku | quote }} = {{ $plan | quote }}
+{{- end }}
+{{- end }}
 
 [storage]
 {{- if eq .Values.storage.backend "scylla" }}
@@ -213,6 +220,9 @@ session_idle_secs = {{ int .Values.web.sessionIdleSeconds }}
 session_max_age_secs = {{ int .Values.web.sessionMaxAgeSeconds }}
 {{- with .Values.web.paddleCheckoutUrl }}
 paddle_checkout_url = {{ . | quote }}
+{{- end }}
+{{- with .Values.web.operatorIds }}
+operator_ids = [{{ join ", " . }}]
 {{- end }}
 {{- end }}
 {{- with .Values.extraConfig }}
