@@ -143,6 +143,9 @@ pub(crate) enum StoreCall {
     RedemptionsOfUser {
         user_id: u64,
     },
+    Promos {
+        limit: usize,
+    },
     ReceiveEvent {
         event: InboxEvent,
     },
@@ -448,6 +451,7 @@ impl StoreCall {
                 | Self::SubscriptionsOfUser { .. }
                 | Self::Promo { .. }
                 | Self::RedemptionsOfUser { .. }
+                | Self::Promos { .. }
                 | Self::PendingEvents { .. }
                 | Self::InboxEvent { .. }
                 | Self::SlotsOfUser { .. }
@@ -559,6 +563,7 @@ pub(crate) async fn serve(
                 json(store.redeem_promo(&code, user_id, at).await?)
             }
             C::RedemptionsOfUser { user_id } => json(store.redemptions_of_user(user_id).await?),
+            C::Promos { limit } => json(store.promos(limit).await?),
             C::ReceiveEvent { event } => json(store.receive_event(&event).await?),
             C::PendingEvents { limit } => json(store.pending_events(limit).await?),
             C::InboxEvent { event_id } => json(store.inbox_event(&event_id).await?),
@@ -1057,6 +1062,9 @@ impl BillingRepo for RemoteStore {
             code: code.to_owned(),
         })
         .await
+    }
+    async fn promos(&self, limit: usize) -> Result<Vec<(PromoCode, u32)>, StorageError> {
+        self.call(StoreCall::Promos { limit }).await
     }
     async fn redeem_promo(
         &self,

@@ -86,6 +86,9 @@ pub trait BillingRepo: Send + Sync + 'static {
 
     async fn promo(&self, code: &str) -> Result<Option<(PromoCode, u32)>, StorageError>;
 
+    /// Promo codes with their redemptions so far, at most `limit` (the operators' page).
+    async fn promos(&self, limit: usize) -> Result<Vec<(PromoCode, u32)>, StorageError>;
+
     /// Redeems `code` for `user_id` at `at`: atomically checks expiry, the cap and that the user
     /// has not used it before, then counts the redemption. Returns the redemptions so far.
     async fn redeem_promo(

@@ -164,6 +164,7 @@ metered!("billing", BillingRepo {
     fn subscriptions_of_user(&self, user_id: u64) -> Vec<Subscription>;
     fn create_promo(&self, promo: &PromoCode) -> ();
     fn promo(&self, code: &str) -> Option<(PromoCode, u32)>;
+    fn promos(&self, limit: usize) -> Vec<(PromoCode, u32)>;
     fn redeem_promo(&self, code: &str, user_id: u64, at: Timestamp) -> u32;
     fn redemptions_of_user(&self, user_id: u64) -> Vec<Redemption>;
 });

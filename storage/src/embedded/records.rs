@@ -519,6 +519,20 @@ impl BillingRepo for EmbeddedStore {
         .await
     }
 
+    async fn promos(&self, limit: usize) -> Result<Vec<(PromoCode, u32)>, StorageError> {
+        self.read(move |txn, _| {
+            let table = open_read(txn, PROMOS)?;
+            let mut out = Vec::new();
+            for row in table.iter().map_err(e)?.take(limit) {
+                let (_, v) = row.map_err(e)?;
+                let stored: StoredPromo = from_json("promo_codes", v.value())?;
+                out.push((stored.promo, stored.redeemed));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn redeem_promo(
         &self,
         code: &str,

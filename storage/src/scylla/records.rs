@@ -441,6 +441,15 @@ struct PromoRow {
     redeemed: Option<i32>,
 }
 
+/// A code's partition as the operators' list reads it.
+#[derive(scylla::DeserializeRow)]
+struct PromoListRow {
+    #[allow(dead_code)] // DISTINCT must select the partition key.
+    code: String,
+    promo: Option<String>,
+    redeemed: Option<i32>,
+}
+
 #[derive(scylla::DeserializeRow)]
 struct AssignmentRow {
     shard_id: i32,
@@ -1128,6 +1137,28 @@ impl BillingRepo for ScyllaStore {
             parse("promos", &text)?,
             u32::try_from(redeemed.unwrap_or(0)).unwrap_or(0),
         )))
+    }
+
+    async fn promos(&self, limit: usize) -> Result<Vec<(PromoCode, u32)>, StorageError> {
+        // A partition per code: DISTINCT reads each one's static columns once.
+        let rows: Vec<PromoListRow> = self
+            .select_limit(
+                "SELECT DISTINCT code, promo, redeemed FROM {ks}.promos",
+                (),
+                limit,
+            )
+            .await?;
+        let mut out: Vec<(PromoCode, u32)> = Vec::new();
+        for row in rows {
+            if let Some(text) = row.promo {
+                out.push((
+                    parse("promos", &text)?,
+                    u32::try_from(row.redeemed.unwrap_or(0)).unwrap_or(0),
+                ));
+            }
+        }
+        out.sort_by(|a, b| a.0.code.cmp(&b.0.code));
+        Ok(out)
     }
 
     /// One conditional batch on the code's partition decides: it moves the count from `n` to

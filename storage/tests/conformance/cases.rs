@@ -629,6 +629,15 @@ pub(crate) async fn subscriptions_and_promo_codes<S: Store + Clone>(store: S) {
         })
     ));
     assert_eq!(store.promo("LAUNCH").await.unwrap().unwrap().1, 2);
+    let listed: Vec<(String, u32)> = store
+        .promos(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(promo, redeemed)| (promo.code, redeemed))
+        .collect();
+    assert_eq!(listed, [("LAUNCH".to_owned(), 2), ("OLD".to_owned(), 0)]);
+    assert_eq!(store.promos(1).await.unwrap().len(), 1, "at most the limit");
     let redemptions = store.redemptions_of_user(USER).await.unwrap();
     assert_eq!(redemptions.len(), 1);
     assert_eq!(redemptions[0].code, "LAUNCH");
