@@ -18,6 +18,7 @@
 mod automod;
 mod cache;
 mod calls;
+mod choices;
 mod commands;
 mod dead_letters;
 mod departures;
@@ -49,6 +50,7 @@ pub use calls::{
     ConfigAuditDetails, GuildCall, GuildCallError, GuildCalls, GuildRequest, GuildResponse,
     GuildSummary, MemberAccess, RoleSummary, RuleMatch, change_config_key,
 };
+pub use choices::CHOICE_KEPT;
 pub use commands::{apply_config_key, show_config_key};
 pub use dead_letters::{DeadLetter, DeadLetters};
 pub use departures::Departures;
@@ -65,7 +67,7 @@ pub use router::{GuildRouter, RouterMsg, RouterStats, Services};
 pub use runtime::RuntimeConfig;
 pub use slash::slash_commands;
 pub use snapshot::{cached_guild, load_shard_cache, take_shard_cache};
-pub use usage::{CHOICE_KEPT, CommandUsage};
+pub use usage::CommandUsage;
 pub use workflows::{
     SampleEvent, SampleEventKind, SandboxLimit, WorkflowOutcome, WorkflowTrace, WorkflowTraceStep,
 };

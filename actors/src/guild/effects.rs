@@ -16,6 +16,7 @@ use twilight_model::id::marker::{
 };
 use twilight_model::user::CurrentUser;
 
+use crate::choices::PrivacyChoices;
 use crate::feature::{Answer, Effect, Task};
 use crate::metrics::{AUDIT_FAILURES, COMMANDS_HANDLED, SENDS_SKIPPED, TIMERS_DUE};
 use crate::permissions::{self, MaySend};
@@ -49,6 +50,11 @@ impl Io {
 
     pub(crate) fn cache(&self) -> &DefaultInMemoryCache {
         &self.services.cache
+    }
+
+    /// The node's memory of users' privacy choices.
+    pub(crate) fn privacy_choices(&self) -> &PrivacyChoices {
+        self.services.usage.choices()
     }
 
     /// Builds requests (twilight-http validates them); [`send`](Self::send) sends them.

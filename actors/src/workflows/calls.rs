@@ -231,9 +231,7 @@ async fn delete(
 fn invalidate(shared: &Mutex<Shared>) {
     let mut guard = lock(shared);
     guard.generation += 1;
-    if let Phase::Ready(_) = guard.phase {
-        guard.phase = Phase::Unloaded;
-    }
+    guard.phase = Phase::Unloaded;
 }
 
 fn schedule_id(workflow_id: u64) -> String {
