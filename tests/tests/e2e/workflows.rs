@@ -1,7 +1,8 @@
 //! Workflows through the simulator: saved by guild calls (bad definitions refused, nothing
 //! saved), triggered by members' messages and commands, acting on simulated Discord, each
 //! sandbox limit stopping a run with its reason in the trace, a dry-run with no request in
-//! the simulator's ledger, and a durable wait carrying a run on.
+//! the simulator's ledger, a durable wait carrying a run on, and a member who restricted
+//! processing passed over.
 
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use protonn_actors::{
     RuntimeConfig, SampleEvent, SampleEventKind, SandboxLimit, WorkflowOutcome, WorkflowTrace,
 };
 use protonn_sim::SimHandle;
+use protonn_storage::PrivacyFlags;
 use protonn_tests::*;
 
 async fn call(
@@ -76,12 +78,14 @@ async fn nth_run(
     runs(calls, guild_id, workflow_id).await.swap_remove(n)
 }
 
-/// REST requests the guild's workflows could have made: to its channels or its members.
+/// REST requests the guild's workflows could have made: changes to its channels or its
+/// members (the dashboard's pages read channels).
 fn requests_for(sim: &SimHandle, guild: &protonn_sim::GuildInfo) -> usize {
     let guild_path = format!("/guilds/{}/", guild.id);
     sim.ledger()
         .rest
         .iter()
+        .filter(|r| !r.route.starts_with("GET "))
         .filter(|r| {
             r.path.starts_with(&guild_path)
                 || guild
@@ -419,4 +423,68 @@ async fn a_wait_carries_the_run_on_from_a_durable_timer() {
     );
     let second = nth_run(calls, guild.id, 1, 1).await;
     assert_eq!(second.outcome, WorkflowOutcome::Completed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_who_restricted_processing_triggers_no_workflow() {
+    let Bot { sim, node, .. } = &Bot::start(small_world(1, 1)).await;
+    let guild = some_guild(sim, 0);
+    let calls = node.guild_calls();
+    let calls = calls.as_ref();
+    let channel = guild.channel_ids[0];
+    let (restricted, member) = (guild.member_ids[0], guild.member_ids[1]);
+    let flags = PrivacyFlags {
+        restricted: true,
+        ..PrivacyFlags::default()
+    };
+    node.store()
+        .set_privacy_flags(restricted, &flags)
+        .await
+        .unwrap();
+    save(
+        calls,
+        guild.id,
+        1,
+        r#"{"trigger": {"message": {"contains": "hello"}},
+            "actions": [{"send": {"text": "Hi {user.mention}"}}]}"#,
+    )
+    .await
+    .unwrap();
+    save(
+        calls,
+        guild.id,
+        2,
+        r#"{"trigger": {"command": {"name": "greet"}}, "actions": [{"send": {"text": "greetings {user.mention}"}}]}"#,
+    )
+    .await
+    .unwrap();
+
+    // First while the workflows load and neither choice is known, then with both known:
+    // each time the restricted member's event comes first and is passed over in order.
+    for round in 0..2 {
+        sim.send_message(guild.id, channel, restricted, "hello")
+            .unwrap();
+        sim.send_message(guild.id, channel, restricted, "!greet")
+            .unwrap();
+        sim.send_message(guild.id, channel, member, "hello")
+            .unwrap();
+        assert_eq!(
+            reply_in(sim, channel, round).await,
+            format!("Hi <@{member}>"),
+            "round {round}"
+        );
+    }
+    sim.send_message(guild.id, channel, member, "!greet")
+        .unwrap();
+    assert_eq!(
+        reply_in(sim, channel, 2).await,
+        format!("greetings <@{member}>")
+    );
+    assert_eq!(
+        channel_replies(sim, channel).len(),
+        3,
+        "the restricted member's events ran nothing"
+    );
+    assert_eq!(runs(calls, guild.id, 1).await.len(), 2);
+    assert_eq!(runs(calls, guild.id, 2).await.len(), 1);
 }
