@@ -15,6 +15,7 @@ mod moderation;
 mod premium;
 mod privacy;
 mod settings;
+mod workflows;
 
 pub(crate) use account::{account, logout_everywhere};
 pub(crate) use analytics::{analytics, analytics_csv};
@@ -33,6 +34,12 @@ pub(crate) use privacy::{
     correct_profile, delete_account, download_export, privacy, request_export, save_choices,
 };
 pub(crate) use settings::{save_settings, settings};
+pub(crate) use workflows::{
+    BODY_LIMIT as WORKFLOWS_BODY_LIMIT, delete as delete_workflow, dry_run as dry_run_workflow,
+    duplicate as duplicate_workflow, export_all as export_workflows, export_one as export_workflow,
+    import as import_workflow, new_workflow, save_workflow, set_enabled as set_workflow_enabled,
+    workflow, workflows,
+};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -82,8 +89,9 @@ pub(crate) struct Form(Vec<(String, String)>);
 
 /// Longest value of one form field: ids, a prefix, a locale, tokens.
 const FIELD_MAX: usize = 200;
-/// Most fields in one form (staff roles are one field each).
-const FIELDS_MAX: usize = 64;
+/// Most fields in one form (staff roles are one field each; the workflow editor has four
+/// per action row).
+const FIELDS_MAX: usize = 320;
 
 impl Form {
     pub(crate) fn parse(body: Result<Bytes, BytesRejection>) -> Result<Self, WebError> {

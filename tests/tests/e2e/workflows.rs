@@ -2,7 +2,7 @@
 //! saved), triggered by members' messages and commands, acting on simulated Discord, each
 //! sandbox limit stopping a run with its reason in the trace, a dry-run with no request in
 //! the simulator's ledger, a durable wait carrying a run on, and a member who restricted
-//! processing passed over.
+//! processing passed over; the dashboard's workflow pages used in Chromium as an admin does.
 
 use std::time::Duration;
 
@@ -11,8 +11,10 @@ use protonn_actors::{
     RuntimeConfig, SampleEvent, SampleEventKind, SandboxLimit, WorkflowOutcome, WorkflowTrace,
 };
 use protonn_sim::SimHandle;
-use protonn_storage::PrivacyFlags;
+use protonn_storage::{PrivacyFlags, Timestamp};
 use protonn_tests::*;
+
+use crate::dashboard::{WebDriver, browser_installed, login_as, start_dashboard};
 
 async fn call(
     calls: &dyn GuildCalls,
@@ -487,4 +489,190 @@ async fn a_member_who_restricted_processing_triggers_no_workflow() {
     );
     assert_eq!(runs(calls, guild.id, 1).await.len(), 2);
     assert_eq!(runs(calls, guild.id, 2).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_builds_dry_runs_and_imports_workflows_in_the_dashboard() {
+    if !browser_installed() {
+        return;
+    }
+    let Bot { sim, node, .. } = &Bot::start(small_world(1, 2)).await;
+    let guild = some_guild(sim, 0);
+    let calls = node.guild_calls();
+    let calls = calls.as_ref();
+    let (channel, member) = (guild.channel_ids[0], guild.member_ids[0]);
+    let (dashboard, _data) = start_dashboard(sim, node).await;
+    let origin = dashboard.url().to_owned();
+    let profile = tempfile::tempdir().unwrap();
+    let mut browser = WebDriver::start(profile.path()).await;
+    login_as(&browser, &origin, guild.owner_id).await;
+    let list = format!("{origin}/guilds/{}/workflows", guild.id);
+
+    // A new workflow from the form: a field that is no number is refused, nothing saved.
+    browser.go(&format!("{origin}/guilds/{}", guild.id)).await;
+    browser
+        .click(&format!("a[href=\"/guilds/{}/workflows\"]", guild.id))
+        .await;
+    browser.wait_for("No workflow yet.").await;
+    browser.click("#new-workflow").await;
+    browser.wait_for("New workflow").await;
+    browser.fill("#name", "greeter").await;
+    browser
+        .click("#trigger_kind option[value=\"message\"]")
+        .await;
+    browser.fill("#trigger_contains", "hello").await;
+    browser
+        .click("#action_kind_0 option[value=\"reply\"]")
+        .await;
+    browser.fill("#action_text_0", "Hi {user.mention}").await;
+    browser.click("#action_kind_1 option[value=\"wait\"]").await;
+    browser.fill("#action_number_1", "soon").await;
+    browser.click("#save").await;
+    browser
+        .wait_for("its seconds is not a number: `soon`. Nothing was saved.")
+        .await;
+    assert!(saved_ids(calls, guild.id).await.is_empty());
+    // As typed, the row dropped: saved, and live for the bot.
+    browser.click("#action_kind_1 option[value=\"\"]").await;
+    browser.click("#save").await;
+    browser
+        .wait_for("Saved. The bot uses it from now on.")
+        .await;
+    browser.screenshot("workflow-saved").await;
+    sim.send_message(guild.id, channel, member, "well hello")
+        .unwrap();
+    assert_eq!(reply_in(sim, channel, 0).await, format!("Hi <@{member}>"));
+
+    // A template that does not parse: its position shown, the saved one unchanged.
+    browser.fill("#action_text_0", "Hi {user.mention").await;
+    browser.click("#save").await;
+    browser.wait_for("template error").await;
+    browser.wait_for("at character 4").await;
+    browser.wait_for("Nothing was saved.").await;
+    let stored = match call(calls, guild.id, GuildRequest::ListWorkflows).await {
+        Ok(GuildResponse::Workflows { workflows }) => workflows,
+        other => panic!("{other:?}"),
+    };
+    assert!(stored[0].definition.contains("Hi {user.mention}\""));
+
+    // The run's trace, then a dry run: each step, and no request to Discord.
+    let page = format!("{list}/1");
+    wait_until("the run is listed", || async {
+        browser.go(&page).await;
+        browser.source().await.contains("id=\"runs\"")
+    })
+    .await;
+    let before = requests_for(sim, &guild);
+    browser.fill("#sample_user_id", &member.to_string()).await;
+    browser
+        .fill("#sample_channel_id", &channel.to_string())
+        .await;
+    browser.fill("#sample_content", "hello there").await;
+    browser.click("#run-dry").await;
+    browser.wait_for("Trace: completed").await;
+    browser
+        .wait_for(&format!("reply: Hi &lt;@{member}&gt;"))
+        .await;
+    browser.wait_for("Discord calls 1").await;
+    browser.screenshot("workflow-dry-run").await;
+    assert_eq!(
+        requests_for(sim, &guild),
+        before,
+        "a dry run made a request"
+    );
+
+    // Duplicate (a disabled copy), disable the original, delete the copy.
+    browser.go(&list).await;
+    browser.click("#duplicate-1").await;
+    browser.wait_for("A disabled copy of workflow 1").await;
+    assert_eq!(saved_ids(calls, guild.id).await, [1, 2]);
+    browser.go(&list).await;
+    browser.click("#toggle-1").await;
+    browser.wait_for("Workflow 1 disabled.").await;
+    browser.click("#delete-2").await;
+    browser.wait_for("Workflow 2 deleted.").await;
+    let stored = match call(calls, guild.id, GuildRequest::ListWorkflows).await {
+        Ok(GuildResponse::Workflows { workflows }) => workflows,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(stored.len(), 1);
+    assert!(!stored[0].enabled);
+
+    // Import: each bad input refused with its reason and nothing saved, then one imported.
+    for (json, reason) in [
+        ("{\"name\": ", "is not valid JSON"),
+        (
+            r#"{"name": "x", "definition": {"trigger": {"called": {}}, "actions": []}, "priority": 1}"#,
+            "unknown field `priority`",
+        ),
+        (
+            r#"{"name": "x", "definition": {"trigger": {"message": {"regex": "\\w{500}\\w{500}\\w{500}"}}, "actions": [{"stop": {}}]}}"#,
+            "too large once compiled",
+        ),
+        (
+            r#"{"name": "x", "definition": {"trigger": {"schedule": {"every_minutes": 1, "channel": 5}}, "actions": [{"stop": {}}]}}"#,
+            "more frequent is not allowed",
+        ),
+        (
+            r#"{"name": "x", "definition": {"trigger": {"called": {}}, "actions": [{"call": {"workflow": 2}}]}}"#,
+            "in a loop",
+        ),
+    ] {
+        browser.go(&list).await;
+        browser.fill("#import", json).await;
+        browser.click("#do-import").await;
+        browser.wait_for("Nothing was saved.").await;
+        assert!(browser.source().await.contains(reason), "{reason}");
+    }
+    assert_eq!(saved_ids(calls, guild.id).await, [1]);
+    browser.go(&list).await;
+    browser
+        .fill(
+            "#import",
+            r#"{"name": "echo", "definition": {"trigger": {"command": {"name": "echo"}}, "actions": [{"send": {"text": "{args.all}"}}]}}"#,
+        )
+        .await;
+    browser.click("#do-import").await;
+    browser.wait_for("Workflow 2 imported.").await;
+    browser.screenshot("workflows-list").await;
+    sim.send_message(guild.id, channel, member, "!echo back")
+        .unwrap();
+    assert_eq!(reply_in(sim, channel, 1).await, "back");
+
+    // The export, as the browser downloads it.
+    let export = browser
+        .script_async(&format!(
+            "return await (await fetch('/guilds/{}/workflows.json')).text();",
+            guild.id
+        ))
+        .await;
+    let export: serde_json::Value = serde_json::from_str(export.as_str().unwrap()).unwrap();
+    let names: Vec<&str> = export
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["greeter", "echo"]);
+    assert_eq!(
+        export[1]["definition"]["trigger"]["command"]["name"],
+        "echo"
+    );
+
+    // Every change is in the audit log, by the owner.
+    let audit = node
+        .store()
+        .list_audit(guild.id, Timestamp(0), Timestamp(u64::MAX), 100)
+        .await
+        .unwrap();
+    let actions: Vec<&str> = audit
+        .iter()
+        .filter(|e| e.actor_id == guild.owner_id)
+        .map(|e| e.action.as_str())
+        .collect();
+    for action in ["workflow.save", "workflow.disable", "workflow.delete"] {
+        assert!(actions.contains(&action), "{action}: {actions:?}");
+    }
+    browser.quit().await;
+    dashboard.shutdown().await;
 }

@@ -78,6 +78,7 @@ pub(crate) fn tabs(guild_id: u64, name: &str, current: &str) -> Markup {
         ("/analytics", "Analytics"),
         ("/cases", "Cases"),
         ("/automod", "Automod"),
+        ("/workflows", "Workflows"),
     ];
     html! {
         p.muted { a href="/guilds" { "Servers" } " › " (name) }
