@@ -51,6 +51,9 @@ pub struct RuntimeConfig {
     /// A support ticket without a message for this long is closed by the bot (one period
     /// for every guild until guilds choose their own).
     pub ticket_idle_close: Duration,
+    /// Workflow runs a guild may have parked in durable waits at once; a run that would wait
+    /// beyond stops (limit `waits`). Bounds the guild's timers and what they hold.
+    pub workflow_waits_per_guild: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -73,6 +76,7 @@ impl Default for RuntimeConfig {
             timer_lease: Duration::from_secs(60),
             usage_flush_every: Duration::from_secs(30),
             ticket_idle_close: Duration::from_secs(7 * 86_400),
+            workflow_waits_per_guild: 100,
         }
     }
 }

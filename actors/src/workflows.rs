@@ -51,7 +51,7 @@ pub use run::{
 /// Values of the `outcome` label of `protonn_workflows_runs_total`.
 pub(crate) const RUN_OUTCOMES: [&str; 6] = Outcome::LABELS;
 /// Values of the `limit` label of `protonn_workflows_limits_hit_total`.
-pub(crate) const LIMIT_LABELS: [&str; 8] = Limit::LABELS;
+pub(crate) const LIMIT_LABELS: [&str; 9] = Limit::LABELS;
 
 /// The feature's name: its timers' `feature`.
 pub(crate) const NAME: &str = "workflows";
@@ -179,6 +179,9 @@ struct Shared {
     waiting: VecDeque<Queued>,
     /// Whether a [`drain`] task is under way.
     draining: bool,
+    /// The guild's runs parked in a durable wait: counted from its timers at each load, one
+    /// more for each wait stored, one less for each that ends.
+    pending_waits: usize,
     /// Bumped by every change to the guild's workflows: a load begun before it is stale.
     generation: u64,
     bucket: RunBucket,
@@ -564,7 +567,20 @@ fn follow_up(
 ) -> Vec<Effect> {
     let mut effects = Vec::new();
     if let Some(timer) = parked(io, facts, args, &mut result) {
-        effects.push(Effect::Timer(timer));
+        let most = io.workflow_waits_per_guild();
+        if shared.pending_waits >= most {
+            let trace = &mut result.trace;
+            trace.outcome = Outcome::Limit(Limit::Waits);
+            trace.steps.push(run::TraceStep {
+                at: "wait".into(),
+                detail: format!(
+                    "stopped: limit waits reached ({most} runs of this server are waiting already)"
+                ),
+            });
+        } else {
+            shared.pending_waits += 1;
+            effects.push(Effect::Timer(timer));
+        }
     }
     let run::Run {
         mut trace, calls, ..
@@ -610,6 +626,8 @@ fn elapsed(trace: &Trace) -> Duration {
 
 /// Timer ids of schedules: this and the workflow's id.
 const SCHEDULE_PREFIX: &str = "schedule:";
+/// Timer ids of waits: this, the workflow's id and a random number.
+const WAIT_PREFIX: &str = "wait:";
 
 /// What a workflow timer holds.
 #[derive(Serialize, Deserialize)]
@@ -658,7 +676,7 @@ fn wait_timer(
     Ok(Timer {
         guild_id: io.guild_id().get(),
         shard_id: io.shard_id(),
-        id: format!("wait:{workflow_id}:{:016x}", rand::random::<u64>()),
+        id: format!("{WAIT_PREFIX}{workflow_id}:{:016x}", rand::random::<u64>()),
         due,
         feature: NAME.to_owned(),
         payload,
@@ -715,15 +733,19 @@ async fn drain_once(io: Io, shared: Arc<Mutex<Shared>>, prefix: String) -> Vec<E
             }
             guard.generation
         };
-        let loaded = load(&io).await;
+        let loaded = match load(&io).await {
+            Ok(active) => waits_pending(&io).await.map(|waits| (active, waits)),
+            Err(err) => Err(err),
+        };
         let mut guard = lock(&shared);
         if guard.generation != generation {
             continue;
         }
         match loaded {
-            Ok(active) => {
+            Ok((active, waits)) => {
                 counter!(WORKFLOW_ACTIVATIONS, "outcome" => "loaded").increment(1);
                 guard.phase = Phase::Ready(Arc::new(active));
+                guard.pending_waits = waits;
             }
             Err(err) => {
                 counter!(WORKFLOW_ACTIVATIONS, "outcome" => "error").increment(1);
@@ -791,6 +813,15 @@ async fn drain_once(io: Io, shared: Arc<Mutex<Shared>>, prefix: String) -> Vec<E
     effects
 }
 
+/// The guild's runs parked in a wait now.
+async fn waits_pending(io: &Io) -> Result<usize, protonn_storage::StorageError> {
+    let timers = io.store().timers_of_guild(io.guild_id().get()).await?;
+    Ok(timers
+        .iter()
+        .filter(|timer| timer.feature == NAME && timer.id.starts_with(WAIT_PREFIX))
+        .count())
+}
+
 async fn load(io: &Io) -> Result<Active, protonn_storage::StorageError> {
     let stored = io.store().workflows(io.guild_id().get()).await?;
     let mut active = Active::default();
@@ -831,6 +862,7 @@ async fn resume(io: Io, shared: Arc<Mutex<Shared>>, timer: Timer) -> Vec<Effect>
             Ok(flags) if flags.may_process() => {}
             Ok(_) => {
                 complete(&io, &timer).await;
+                wait_ended(&shared);
                 return Vec::new();
             }
             Err(err) => {
@@ -900,15 +932,21 @@ async fn resume(io: Io, shared: Arc<Mutex<Shared>>, timer: Timer) -> Vec<Effect>
             (workflow_id, facts, Vec::new(), Start::top())
         }
     };
-    let is_wait = timer.id.starts_with("wait:");
+    let is_wait = timer.id.starts_with(WAIT_PREFIX);
+    let mut parked_again = false;
     // Deleted or disabled meanwhile: the rest of the run goes with it.
     if let Some(workflow) = active.workflows.get(&workflow_id) {
         let mut result = run::run(&active.workflows, workflow, &facts, &args, start, &limits);
         // Done before this timer completes: a crash in between repeats the step at most.
-        if let Some(next) = parked(&io, &facts, &args, &mut result)
-            && let Err(err) = io.store().put_timer(&next).await
-        {
-            result.trace.outcome = Outcome::Failed(format!("the next wait was not stored: {err}"));
+        // A run that waits again takes the place of the wait it came from.
+        if let Some(next) = parked(&io, &facts, &args, &mut result) {
+            match io.store().put_timer(&next).await {
+                Ok(()) => parked_again = true,
+                Err(err) => {
+                    result.trace.outcome =
+                        Outcome::Failed(format!("the next wait was not stored: {err}"));
+                }
+            }
         }
         let deadline = deadline(&result.trace, &limits);
         act::execute(&io, result.calls, deadline, &mut result.trace).await;
@@ -916,8 +954,16 @@ async fn resume(io: Io, shared: Arc<Mutex<Shared>>, timer: Timer) -> Vec<Effect>
     }
     if is_wait {
         complete(&io, &timer).await;
+        if !parked_again {
+            wait_ended(&shared);
+        }
     }
     Vec::new()
+}
+
+fn wait_ended(shared: &Mutex<Shared>) {
+    let mut guard = lock(shared);
+    guard.pending_waits = guard.pending_waits.saturating_sub(1);
 }
 
 async fn complete(io: &Io, timer: &Timer) {

@@ -189,6 +189,11 @@ impl Io {
         true
     }
 
+    /// Workflow runs the guild may have parked in durable waits at once.
+    pub(crate) fn workflow_waits_per_guild(&self) -> usize {
+        self.services.runtime.workflow_waits_per_guild
+    }
+
     /// How long a ticket may stay silent before the bot closes it.
     pub(crate) fn ticket_idle_close(&self) -> Duration {
         self.services.runtime.ticket_idle_close

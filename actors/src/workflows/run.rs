@@ -58,10 +58,12 @@ pub enum Limit {
     Fanout,
     /// The guild's runs per minute are spent.
     Rate,
+    /// The guild has as many runs waiting (durable waits) as it may.
+    Waits,
 }
 
 impl Limit {
-    pub const LABELS: [&'static str; 8] = [
+    pub const LABELS: [&'static str; 9] = [
         "fuel",
         "deadline",
         "api_calls",
@@ -70,6 +72,7 @@ impl Limit {
         "call_depth",
         "fanout",
         "rate",
+        "waits",
     ];
 
     pub fn label(self) -> &'static str {
@@ -82,6 +85,7 @@ impl Limit {
             Limit::CallDepth => "call_depth",
             Limit::Fanout => "fanout",
             Limit::Rate => "rate",
+            Limit::Waits => "waits",
         }
     }
 }

@@ -676,3 +676,44 @@ async fn an_admin_builds_dry_runs_and_imports_workflows_in_the_dashboard() {
     browser.quit().await;
     dashboard.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_would_wait_beyond_the_guild_s_cap_stops_with_the_reason() {
+    let runtime = RuntimeConfig {
+        workflow_waits_per_guild: 1,
+        ..test_runtime()
+    };
+    let Bot { sim, node, .. } = &Bot::with_runtime(small_world(1, 1), runtime).await;
+    let guild = some_guild(sim, 0);
+    let calls = node.guild_calls();
+    let calls = calls.as_ref();
+    let channel = guild.channel_ids[0];
+    save(
+        calls,
+        guild.id,
+        1,
+        r#"{"trigger": {"command": {"name": "later"}},
+            "actions": [{"send": {"text": "noted"}}, {"wait": {"seconds": 3600}}, {"send": {"text": "now"}}]}"#,
+    )
+    .await
+    .unwrap();
+    let member = guild.member_ids[0];
+    for n in 0..2 {
+        sim.send_message(guild.id, channel, member, "!later")
+            .unwrap();
+        assert_eq!(reply_in(sim, channel, n).await, "noted");
+    }
+    let first = nth_run(calls, guild.id, 1, 0).await;
+    assert_eq!(first.outcome, WorkflowOutcome::Waiting { seconds: 3600 });
+    let second = nth_run(calls, guild.id, 1, 1).await;
+    assert_eq!(second.outcome, WorkflowOutcome::Limit(SandboxLimit::Waits));
+    assert!(
+        second
+            .steps
+            .iter()
+            .any(|step| step.detail.starts_with("stopped: limit waits reached")),
+        "{second:?}"
+    );
+    let waits = node.store().timers_of_guild(guild.id).await.unwrap();
+    assert_eq!(waits.len(), 1, "one wait stored, the refused one not");
+}
