@@ -85,6 +85,16 @@ pub fn intents() -> Intents {
         | Intents::GUILD_MESSAGE_REACTIONS
 }
 
+/// [`intents`], with GUILD_MEMBERS when the runtime asks for members' events
+/// ([`RuntimeConfig::member_events`]).
+pub fn intents_for(runtime: &RuntimeConfig) -> Intents {
+    if runtime.member_events {
+        intents() | Intents::GUILD_MEMBERS
+    } else {
+        intents()
+    }
+}
+
 /// Event types the handlers and the cache use; twilight skips deserialising the rest.
 pub fn event_types() -> EventTypeFlags {
     EventTypeFlags::GUILD_CREATE
@@ -98,7 +108,7 @@ pub fn event_types() -> EventTypeFlags {
         // Without GUILD_MEMBERS, only the bot's own: its roles, for permission checks.
         | EventTypeFlags::MEMBER_UPDATE
         // Workflow triggers; members' joins, leaves and role changes come only to a bot
-        // with the privileged GUILD_MEMBERS intent, which `intents` does not ask for.
+        // with the privileged GUILD_MEMBERS intent (`intents_for`, when configured).
         | EventTypeFlags::MEMBER_ADD
         | EventTypeFlags::MEMBER_REMOVE
         | EventTypeFlags::REACTION_ADD

@@ -54,6 +54,10 @@ pub struct RuntimeConfig {
     /// Workflow runs a guild may have parked in durable waits at once; a run that would wait
     /// beyond stops (limit `waits`). Bounds the guild's timers and what they hold.
     pub workflow_waits_per_guild: usize,
+    /// Whether the bot asks for the privileged GUILD_MEMBERS intent (it must be enabled for
+    /// the application in Discord's developer portal first, or every shard is refused):
+    /// members' joins, leaves and role changes, which workflows' member and role triggers need.
+    pub member_events: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -77,6 +81,7 @@ impl Default for RuntimeConfig {
             usage_flush_every: Duration::from_secs(30),
             ticket_idle_close: Duration::from_secs(7 * 86_400),
             workflow_waits_per_guild: 100,
+            member_events: false,
         }
     }
 }

@@ -172,6 +172,10 @@ pub struct DiscordConfig {
     /// raised it. A cluster's leader splits 90 % of it between the nodes (the shares add up
     /// to that), keeping the rest for start-up calls and each node's one-request burst.
     pub rest_global_per_sec: f64,
+    /// Ask for the privileged GUILD_MEMBERS intent (enable it for the application in
+    /// Discord's developer portal first, or Discord refuses every shard): members' joins,
+    /// leaves and role changes, which workflows' member and role triggers need.
+    pub member_events: bool,
 }
 
 impl Default for DiscordConfig {
@@ -181,6 +185,7 @@ impl Default for DiscordConfig {
             shards: None,
             shard_ids: None,
             rest_global_per_sec: 50.0,
+            member_events: false,
         }
     }
 }
@@ -355,6 +360,7 @@ impl Config {
                 u64::from(self.retention.removed_guild_grace_days) * 86_400,
             ),
             retention: self.retention.retention(),
+            member_events: self.discord.member_events,
             ..RuntimeConfig::default()
         }
     }

@@ -194,6 +194,11 @@ impl Io {
         self.services.runtime.workflow_waits_per_guild
     }
 
+    /// Whether the bot gets members' joins, leaves and role changes (GUILD_MEMBERS).
+    pub(crate) fn member_events(&self) -> bool {
+        self.services.runtime.member_events
+    }
+
     /// How long a ticket may stay silent before the bot closes it.
     pub(crate) fn ticket_idle_close(&self) -> Duration {
         self.services.runtime.ticket_idle_close

@@ -181,6 +181,20 @@ fn one() -> i64 {
     1
 }
 
+impl Definition {
+    /// Whether its trigger fires on members' joins, leaves or role changes, which Discord
+    /// sends only to a bot with the GUILD_MEMBERS intent.
+    pub(crate) fn needs_member_events(&self) -> bool {
+        matches!(
+            self.trigger,
+            Trigger::MemberJoin {}
+                | Trigger::MemberLeave {}
+                | Trigger::RoleAdd { .. }
+                | Trigger::RoleRemove { .. }
+        )
+    }
+}
+
 /// Limits of a definition, checked when it is compiled.
 pub(crate) mod limits {
     /// Actions per workflow.

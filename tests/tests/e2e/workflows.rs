@@ -717,3 +717,43 @@ async fn a_run_that_would_wait_beyond_the_guild_s_cap_stops_with_the_reason() {
     let waits = node.store().timers_of_guild(guild.id).await.unwrap();
     assert_eq!(waits.len(), 1, "one wait stored, the refused one not");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_join_workflow_needs_the_members_intent_and_then_greets_newcomers() {
+    let greeter = r#"{"trigger": {"member_join": {}},
+        "actions": [{"send": {"channel": CHANNEL, "text": "Welcome {user.name}"}}]}"#;
+    // Without the intent, Discord sends no joins: such a workflow is refused.
+    {
+        let Bot { sim, node, .. } = &Bot::start(small_world(1, 1)).await;
+        let guild = some_guild(sim, 0);
+        let definition = greeter.replace("CHANNEL", &guild.channel_ids[0].to_string());
+        let err = save(node.guild_calls().as_ref(), guild.id, 1, &definition)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("GUILD_MEMBERS"), "{err}");
+        assert!(
+            saved_ids(node.guild_calls().as_ref(), guild.id)
+                .await
+                .is_empty()
+        );
+    }
+    // With it (granted to the application, asked for by the bot), a join fires it.
+    let mut world = small_world(1, 1);
+    world.privileged_intents.push("GUILD_MEMBERS".to_owned());
+    let runtime = RuntimeConfig {
+        member_events: true,
+        ..test_runtime()
+    };
+    let Bot { sim, node, .. } = &Bot::with_runtime(world, runtime).await;
+    let guild = some_guild(sim, 0);
+    let channel = guild.channel_ids[0];
+    let definition = greeter.replace("CHANNEL", &channel.to_string());
+    save(node.guild_calls().as_ref(), guild.id, 1, &definition)
+        .await
+        .unwrap();
+    let newcomer = sim.member_joins(guild.id).unwrap();
+    assert_eq!(
+        reply_in(sim, channel, 0).await,
+        format!("Welcome newcomer{}", newcomer % 100_000)
+    );
+}
