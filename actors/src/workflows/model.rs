@@ -149,6 +149,13 @@ pub(crate) enum Action {
     React {
         emoji: String,
     },
+    /// A public thread in a channel (the event's if none is given), named by a template
+    /// (1 to 100 characters once rendered).
+    CreateThread {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel: Option<u64>,
+        name: String,
+    },
     /// A line in a log channel.
     Log {
         channel: u64,
@@ -289,6 +296,10 @@ pub(crate) enum Step {
     Timeout(u32),
     DeleteMessage,
     React(String),
+    CreateThread {
+        channel: Option<u64>,
+        name: Template,
+    },
     Log {
         channel: u64,
         text: Template,
@@ -639,6 +650,10 @@ fn compile_action(action: &Action, field: &str) -> Result<Step, DefinitionError>
             }
             Step::React(emoji.clone())
         }
+        Action::CreateThread { channel, name } => Step::CreateThread {
+            channel: *channel,
+            name: text("create_thread.name", name)?,
+        },
         Action::Log { channel, text: t } => Step::Log {
             channel: *channel,
             text: text("log.text", t)?,

@@ -179,6 +179,10 @@ pub(crate) enum Call {
         message: u64,
         emoji: String,
     },
+    CreateThread {
+        channel: u64,
+        name: String,
+    },
 }
 
 /// How a run ended.
@@ -685,6 +689,20 @@ impl Runner<'_> {
                     }),
                 )
             }
+            Step::CreateThread { channel: c, name } => {
+                let channel = channel(*c)?;
+                let name = self.text(name)?;
+                if !(1..=THREAD_NAME_CHARS).contains(&name.chars().count()) {
+                    return Err(Outcome::Failed(format!(
+                        "a thread's name has 1 to {THREAD_NAME_CHARS} characters, this one {}",
+                        name.chars().count()
+                    )));
+                }
+                (
+                    format!("create thread in <#{channel}>: {name}"),
+                    Some(Call::CreateThread { channel, name }),
+                )
+            }
             Step::Log { channel, text } => {
                 let content = self.text(text)?;
                 (
@@ -751,6 +769,8 @@ impl Runner<'_> {
 /// Characters of a trace line kept: enough to recognise a message, while a guild's kept
 /// traces stay small.
 const TRACE_DETAIL_CHARS: usize = 200;
+/// A thread's name, in characters at most (Discord's).
+const THREAD_NAME_CHARS: usize = 100;
 
 /// A trace line, cut to [`TRACE_DETAIL_CHARS`].
 pub(crate) fn clip(mut detail: String) -> String {

@@ -757,3 +757,52 @@ async fn a_member_join_workflow_needs_the_members_intent_and_then_greets_newcome
         format!("Welcome newcomer{}", newcomer % 100_000)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_starts_a_thread_named_by_its_template() {
+    let Bot { sim, node, .. } = &Bot::start(small_world(1, 1)).await;
+    let guild = some_guild(sim, 0);
+    let calls = node.guild_calls();
+    let calls = calls.as_ref();
+    let channel = guild.channel_ids[0];
+    save(
+        calls,
+        guild.id,
+        1,
+        r#"{"trigger": {"command": {"name": "discuss"}},
+            "actions": [{"create_thread": {"name": "{args.all} ({user.name})"}}]}"#,
+    )
+    .await
+    .unwrap();
+    let member = guild.member_ids[0];
+    sim.send_message(guild.id, channel, member, "!discuss the roadmap")
+        .unwrap();
+    let trace = nth_run(calls, guild.id, 1, 0).await;
+    assert_eq!(trace.outcome, WorkflowOutcome::Completed, "{trace:?}");
+    let threads = sim.threads(guild.id);
+    assert_eq!(threads.len(), 1, "{threads:?}");
+    let name = threads[0]["name"].as_str().unwrap();
+    assert!(name.starts_with("the roadmap ("), "{name}");
+    assert_eq!(threads[0]["parent_id"], channel.to_string());
+    assert_eq!(threads[0]["type"], 11, "public");
+
+    // A name too long once rendered fails the run with the reason; no thread.
+    save(
+        calls,
+        guild.id,
+        2,
+        r#"{"trigger": {"command": {"name": "long"}},
+            "actions": [{"create_thread": {"name": "{args.all}{args.all}{args.all}"}}]}"#,
+    )
+    .await
+    .unwrap();
+    let words = "x".repeat(40);
+    sim.send_message(guild.id, channel, member, &format!("!long {words}"))
+        .unwrap();
+    let trace = nth_run(calls, guild.id, 2, 0).await;
+    let WorkflowOutcome::Failed(reason) = &trace.outcome else {
+        panic!("{trace:?}");
+    };
+    assert!(reason.contains("1 to 100 characters"), "{reason}");
+    assert_eq!(sim.threads(guild.id).len(), 1);
+}

@@ -155,6 +155,11 @@ const ACTIONS: &[(&str, &str, &[FieldSpec])] = &[
     ("delete_message", "Delete the message", &[]),
     ("react", "React (emoji)", &[("emoji", Slot::Name, false)]),
     (
+        "create_thread",
+        "Start a public thread (name)",
+        &[("channel", Slot::Number, true), ("name", Slot::Name, false)],
+    ),
+    (
         "log",
         "Log to a channel",
         &[
