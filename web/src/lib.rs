@@ -98,6 +98,10 @@ pub fn router(state: AppState) -> Router {
             "/guilds/{guild}/workflows/import",
             post(pages::import_workflow).layer(DefaultBodyLimit::max(pages::WORKFLOWS_BODY_LIMIT)),
         )
+        .route(
+            "/guilds/{guild}/workflows/dry-run",
+            post(pages::dry_run_workflow).layer(DefaultBodyLimit::max(pages::WORKFLOWS_BODY_LIMIT)),
+        )
         .route("/guilds/{guild}/workflows/new", get(pages::new_workflow))
         .route("/guilds/{guild}/workflows/{workflow}", get(pages::workflow))
         .route(
@@ -115,10 +119,6 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/guilds/{guild}/workflows/{workflow}/delete",
             post(pages::delete_workflow),
-        )
-        .route(
-            "/guilds/{guild}/workflows/{workflow}/dry-run",
-            post(pages::dry_run_workflow),
         )
         .route("/premium", get(pages::premium))
         .route("/premium/assign", post(pages::assign_form))

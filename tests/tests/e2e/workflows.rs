@@ -525,6 +525,15 @@ async fn an_admin_builds_dry_runs_and_imports_workflows_in_the_dashboard() {
         .click("#action_kind_0 option[value=\"reply\"]")
         .await;
     browser.fill("#action_text_0", "Hi {user.mention}").await;
+    // A dry run of the draft: its trace, nothing saved.
+    browser.fill("#sample_content", "hello there").await;
+    browser.fill("#sample_user_id", &member.to_string()).await;
+    browser
+        .fill("#sample_channel_id", &channel.to_string())
+        .await;
+    browser.click("#run-dry").await;
+    browser.wait_for("Dry run: completed").await;
+    assert!(saved_ids(calls, guild.id).await.is_empty());
     browser.click("#action_kind_1 option[value=\"wait\"]").await;
     browser.fill("#action_number_1", "soon").await;
     browser.click("#save").await;
@@ -569,7 +578,7 @@ async fn an_admin_builds_dry_runs_and_imports_workflows_in_the_dashboard() {
         .await;
     browser.fill("#sample_content", "hello there").await;
     browser.click("#run-dry").await;
-    browser.wait_for("Trace: completed").await;
+    browser.wait_for("Dry run: completed").await;
     browser
         .wait_for(&format!("reply: Hi &lt;@{member}&gt;"))
         .await;

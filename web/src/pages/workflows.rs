@@ -932,8 +932,9 @@ pub(crate) async fn delete(
 struct Shown {
     notice: Option<String>,
     error: Option<String>,
-    /// The sample of the last dry-run, and its trace.
-    dry_run: Option<(SampleForm, WorkflowTrace)>,
+    /// The dry run's sample event as typed, and its trace.
+    sample: SampleForm,
+    trace: Option<WorkflowTrace>,
 }
 
 pub(crate) async fn new_workflow(
@@ -1143,44 +1144,54 @@ impl SampleForm {
     }
 }
 
-/// Runs the saved workflow on a sample event: the trace, nothing sent.
+/// Runs the editor's workflow as typed (saved or not) on a sample event: the trace, nothing
+/// sent and nothing saved; the fields stay as typed.
 pub(crate) async fn dry_run(
     State(state): State<AppState>,
     authed: Authed,
-    Path((raw, raw_id)): Path<(String, String)>,
+    Path(raw): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, WebError> {
-    let long = [("sample_content", TEMPLATE_CHARS)];
+    let mut long = long_fields();
+    long.push(("sample_content".to_owned(), TEMPLATE_CHARS));
+    let long: Vec<(&str, usize)> = long.iter().map(|(k, n)| (k.as_str(), *n)).collect();
     let (form, guild_id) = guild_form_with_long(&state, &authed, &raw, body, &long).await?;
-    let workflow_id = workflow_number(&raw_id)?;
-    let workflow = one(&state, &authed, guild_id, workflow_id).await?;
-    let editor = Editor::of(&workflow).unwrap_or_else(|_| Editor::new_workflow());
-    let typed = SampleForm::from_form(&form)?;
-    let sample = match typed.sample() {
-        Ok(sample) => sample,
+    let editor = Editor::from_form(&form)?;
+    let sample = SampleForm::from_form(&form)?;
+    let refused = |reason: &str, sample: SampleForm| Shown {
+        error: Some(format!(
+            "{}. Nothing was run.",
+            capitalised(reason.trim_end_matches('.'))
+        )),
+        sample,
+        ..Shown::default()
+    };
+    let built = editor
+        .definition()
+        .and_then(|definition| Ok((definition.to_string(), sample.sample()?)));
+    let (definition, event) = match built {
+        Ok(built) => built,
         Err(reason) => {
-            let shown = Shown {
-                error: Some(format!("{}.", capitalised(&reason))),
-                ..Shown::default()
-            };
+            let shown = refused(&reason, sample);
             return refusal(editor_page(&state, &authed, guild_id, editor, shown).await);
         }
     };
     let request = GuildRequest::DryRunWorkflow {
-        workflow_id,
-        definition: None,
-        sample,
+        workflow_id: editor.workflow_id,
+        definition: Some(definition),
+        sample: event,
     };
     let shown = match state.call(authed.user_id, guild_id, request, None).await {
         Ok(GuildResponse::WorkflowTrace(trace)) => Shown {
-            dry_run: Some((typed, trace)),
+            sample,
+            trace: Some(trace),
             ..Shown::default()
         },
         Ok(_) => return Err(unexpected()),
-        Err(WebError::BadForm(reason)) => Shown {
-            error: Some(format!("{}.", capitalised(&reason))),
-            ..Shown::default()
-        },
+        Err(WebError::BadForm(reason)) => {
+            let shown = refused(&reason, sample);
+            return refusal(editor_page(&state, &authed, guild_id, editor, shown).await);
+        }
         Err(err) => return Err(err),
     };
     editor_page(&state, &authed, guild_id, editor, shown).await
@@ -1292,10 +1303,19 @@ fn render_editor(
                     textarea id={ "action_text_" (i) } name={ "action_text_" (i) } rows="2" { (row.text) }
                 }
             }
-            p { button type="submit" id="save" { "Save workflow" } }
+            (sample_fields(&shown.sample))
+            p {
+                button type="submit" id="save" { "Save workflow" } " "
+                button type="submit" id="run-dry" formaction={ (base) "/dry-run" } { "Dry run" }
+            }
+        }
+        @if let Some(trace) = &shown.trace {
+            section.card id="dry-run-trace" {
+                h3 { "Dry run: " (outcome_text(&trace.outcome)) }
+                (trace_table(trace))
+            }
         }
         @if editor.workflow_id != 0 {
-            (dry_run_panel(authed, &base, editor.workflow_id, shown.dry_run.as_ref()))
             h2 { "Recent runs" }
             @if runs.is_empty() { p.muted id="no-runs" { "No run yet." } }
             @else {
@@ -1312,46 +1332,31 @@ fn render_editor(
     }
 }
 
-fn dry_run_panel(
-    authed: &Authed,
-    base: &str,
-    workflow_id: u64,
-    done: Option<&(SampleForm, WorkflowTrace)>,
-) -> Markup {
-    let typed = done.map(|(typed, _)| typed.clone()).unwrap_or_default();
+/// The dry run's sample event, in the editor's form: its button runs the workflow as typed.
+fn sample_fields(typed: &SampleForm) -> Markup {
     html! {
         h2 { "Dry run" }
-        form.card method="post" action={ (base) "/" (workflow_id) "/dry-run" } id="dry-run" {
-            input type="hidden" name="csrf" value=(authed.csrf());
-            p.muted { "Runs the saved workflow on a sample event and shows each step: nothing is sent to Discord and nothing is stored." }
-            label for="sample_kind" { "Event" }
-            select id="sample_kind" name="sample_kind" {
-                @for (name, label, _) in SAMPLE_KINDS {
-                    option value=(name) selected[*name == typed.kind] { (label) }
-                }
-            }
-            label for="sample_user_id" { "Member id" }
-            input id="sample_user_id" name="sample_user_id" value=(typed.user_id);
-            label for="sample_user_name" { "Member name" }
-            input id="sample_user_name" name="sample_user_name" value=(typed.user_name);
-            label for="sample_roles" { "Member's role ids (comma-separated)" }
-            input id="sample_roles" name="sample_roles" value=(typed.roles);
-            label for="sample_channel_id" { "Channel id" }
-            input id="sample_channel_id" name="sample_channel_id" value=(typed.channel_id);
-            label for="sample_content" { "Message" }
-            textarea id="sample_content" name="sample_content" rows="2" { (typed.content) }
-            label for="sample_emoji" { "Emoji" }
-            input id="sample_emoji" name="sample_emoji" value=(typed.emoji);
-            label for="sample_role_id" { "Role added or removed (id)" }
-            input id="sample_role_id" name="sample_role_id" value=(typed.role_id);
-            p { button type="submit" id="run-dry" { "Dry run" } }
-        }
-        @if let Some((_, trace)) = done {
-            section.card id="dry-run-trace" {
-                h3 { "Trace: " (outcome_text(&trace.outcome)) }
-                (trace_table(trace))
+        p.muted { "Runs the workflow as typed above (saved or not) on a sample event and shows each step: nothing is sent to Discord and nothing is saved." }
+        label for="sample_kind" { "Event" }
+        select id="sample_kind" name="sample_kind" {
+            @for (name, label, _) in SAMPLE_KINDS {
+                option value=(name) selected[*name == typed.kind] { (label) }
             }
         }
+        label for="sample_user_id" { "Member id" }
+        input id="sample_user_id" name="sample_user_id" value=(typed.user_id);
+        label for="sample_user_name" { "Member name" }
+        input id="sample_user_name" name="sample_user_name" value=(typed.user_name);
+        label for="sample_roles" { "Member's role ids (comma-separated)" }
+        input id="sample_roles" name="sample_roles" value=(typed.roles);
+        label for="sample_channel_id" { "Channel id" }
+        input id="sample_channel_id" name="sample_channel_id" value=(typed.channel_id);
+        label for="sample_content" { "Message" }
+        textarea id="sample_content" name="sample_content" rows="2" { (typed.content) }
+        label for="sample_emoji" { "Emoji" }
+        input id="sample_emoji" name="sample_emoji" value=(typed.emoji);
+        label for="sample_role_id" { "Role added or removed (id)" }
+        input id="sample_role_id" name="sample_role_id" value=(typed.role_id);
     }
 }
 
