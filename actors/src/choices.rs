@@ -51,3 +51,35 @@ impl PrivacyChoices {
         Ok(flags)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protonn_storage::EmbeddedStore;
+
+    #[tokio::test]
+    async fn a_choice_read_once_is_answered_from_memory_for_the_trust_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let choices = PrivacyChoices::new(Arc::clone(&store) as _);
+        assert_eq!(choices.known(7), None, "never read");
+        let restricted = PrivacyFlags {
+            restricted: true,
+            ..PrivacyFlags::default()
+        };
+        store.set_privacy_flags(7, &restricted).await.unwrap();
+        assert!(!choices.read(7).await.unwrap().may_process());
+        // Lifted in storage: memory still answers (no read) until the period ends.
+        store
+            .set_privacy_flags(7, &PrivacyFlags::default())
+            .await
+            .unwrap();
+        assert_eq!(choices.known(7), Some(restricted));
+        let read_long_ago = Instant::now()
+            .checked_sub(CHOICE_KEPT)
+            .expect("the clock is past one trust period");
+        choices.known.lock().unwrap().get_mut(&7).unwrap().1 = read_long_ago;
+        assert_eq!(choices.known(7), None, "read again after the period");
+        assert!(choices.read(7).await.unwrap().may_process());
+    }
+}
