@@ -19,6 +19,7 @@ mod announcements;
 mod automod;
 mod cache;
 mod calls;
+mod choices;
 mod commands;
 mod dead_letters;
 mod departures;
@@ -51,6 +52,7 @@ pub use calls::{
     ConfigAuditDetails, GuildCall, GuildCallError, GuildCalls, GuildRequest, GuildResponse,
     GuildSummary, MemberAccess, RoleSummary, RuleMatch, change_config_key,
 };
+pub use choices::CHOICE_KEPT;
 pub use commands::{apply_config_key, show_config_key};
 pub use dead_letters::{DeadLetter, DeadLetters};
 pub use departures::Departures;
@@ -67,7 +69,7 @@ pub use router::{GuildRouter, RouterMsg, RouterStats, Services};
 pub use runtime::RuntimeConfig;
 pub use slash::slash_commands;
 pub use snapshot::{cached_guild, load_shard_cache, take_shard_cache};
-pub use usage::{CHOICE_KEPT, CommandUsage};
+pub use usage::CommandUsage;
 pub use workflows::{
     SampleEvent, SampleEventKind, SandboxLimit, WorkflowOutcome, WorkflowTrace, WorkflowTraceStep,
 };
@@ -83,6 +85,16 @@ pub fn intents() -> Intents {
         | Intents::GUILD_MESSAGES
         | Intents::MESSAGE_CONTENT
         | Intents::GUILD_MESSAGE_REACTIONS
+}
+
+/// [`intents`], with GUILD_MEMBERS when the runtime asks for members' events
+/// ([`RuntimeConfig::member_events`]).
+pub fn intents_for(runtime: &RuntimeConfig) -> Intents {
+    if runtime.member_events {
+        intents() | Intents::GUILD_MEMBERS
+    } else {
+        intents()
+    }
 }
 
 /// Event types the handlers and the cache use; twilight skips deserialising the rest.
@@ -101,7 +113,7 @@ pub fn event_types() -> EventTypeFlags {
         // Without GUILD_MEMBERS, only the bot's own: its roles, for permission checks.
         | EventTypeFlags::MEMBER_UPDATE
         // Workflow triggers; members' joins, leaves and role changes come only to a bot
-        // with the privileged GUILD_MEMBERS intent, which `intents` does not ask for.
+        // with the privileged GUILD_MEMBERS intent (`intents_for`, when configured).
         | EventTypeFlags::MEMBER_ADD
         | EventTypeFlags::MEMBER_REMOVE
         | EventTypeFlags::REACTION_ADD

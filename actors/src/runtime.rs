@@ -66,6 +66,13 @@ pub struct RuntimeConfig {
     pub plan_recheck_every: Duration,
     /// How often the router starts a round of announcement deliveries (when none runs).
     pub announce_poll_every: Duration,
+    /// Workflow runs a guild may have parked in durable waits at once; a run that would wait
+    /// beyond stops (limit `waits`). Bounds the guild's timers and what they hold.
+    pub workflow_waits_per_guild: usize,
+    /// Whether the bot asks for the privileged GUILD_MEMBERS intent (it must be enabled for
+    /// the application in Discord's developer portal first, or every shard is refused):
+    /// members' joins, leaves and role changes, which workflows' member and role triggers need.
+    pub member_events: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -92,6 +99,8 @@ impl Default for RuntimeConfig {
             entitlement_reconcile_every: Duration::from_secs(600),
             plan_recheck_every: Duration::from_secs(300),
             announce_poll_every: Duration::from_secs(10),
+            workflow_waits_per_guild: 100,
+            member_events: false,
         }
     }
 }

@@ -2,28 +2,21 @@
 //! and written in batches by storage's [`UsageAggregator`] (never a write per command). No
 //! counter names who ran a command.
 //!
-//! A user who objected to analytics or restricted processing is not counted. Their choice
-//! is read from storage the first time they run a command and remembered for
-//! [`CHOICE_KEPT`], so the command path reads storage at most once per user and period; a
-//! choice the user changes applies within that period. The actor never waits for the read.
+//! A user who objected to analytics or restricted processing is not counted: their choice
+//! comes from the node's [`PrivacyChoices`] (read once per user and trust period, on a task;
+//! the actor never waits for the read).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
-use protonn_storage::{PrivacyRepo, Store, Timestamp, UsageAggregator};
+use protonn_storage::{Store, Timestamp, UsageAggregator};
 
-/// How long a user's analytics choice is trusted before it is read again.
-pub const CHOICE_KEPT: Duration = Duration::from_secs(60);
-/// Users whose choice is remembered at most; past it the memory starts over.
-const CHOICES_KEPT: usize = 100_000;
+use crate::choices::PrivacyChoices;
 
 /// What the guild actors count command runs with.
 pub struct CommandUsage {
     aggregator: Arc<UsageAggregator>,
-    privacy: Arc<dyn PrivacyRepo>,
-    /// user id → (may be counted, when that was read).
-    choices: Mutex<HashMap<u64, (bool, Instant)>>,
+    /// The node's memory of privacy choices, which workflows share.
+    choices: Arc<PrivacyChoices>,
 }
 
 impl std::fmt::Debug for CommandUsage {
@@ -45,9 +38,13 @@ impl CommandUsage {
     pub fn new(store: &Arc<dyn Store>) -> Arc<Self> {
         Arc::new(Self {
             aggregator: UsageAggregator::new(Arc::clone(store) as _),
-            privacy: Arc::clone(store) as _,
-            choices: Mutex::new(HashMap::new()),
+            choices: Arc::new(PrivacyChoices::new(Arc::clone(store) as _)),
         })
+    }
+
+    /// The node's memory of users' privacy choices.
+    pub(crate) fn choices(&self) -> &Arc<PrivacyChoices> {
+        &self.choices
     }
 
     /// The counts waiting to be written: whoever runs the node flushes them
@@ -60,23 +57,19 @@ impl CommandUsage {
     /// its own). A choice storage cannot give counts as an objection.
     pub(crate) fn record(self: &Arc<Self>, run: CommandRun) {
         let at = Timestamp::now();
-        match self.known_choice(run.user_id) {
-            Some(true) => self.count(run, at),
-            Some(false) => {}
+        match self.choices.known(run.user_id) {
+            Some(flags) if flags.may_analyse() => self.count(run, at),
+            Some(_) => {}
             None => {
                 let this = Arc::clone(self);
                 tokio::spawn(async move {
-                    let may_count = match this.privacy.privacy_flags(run.user_id).await {
-                        Ok(flags) => flags.may_analyse(),
+                    match this.choices.read(run.user_id).await {
+                        Ok(flags) if flags.may_analyse() => this.count(run, at),
+                        Ok(_) => {}
                         Err(err) => {
                             tracing::warn!(error = %err, "cannot read a user's privacy choices; their command is not counted");
-                            return;
                         }
-                    };
-                    if may_count {
-                        this.count(run, at);
                     }
-                    this.remember(run.user_id, may_count);
                 });
             }
         }
@@ -86,28 +79,14 @@ impl CommandUsage {
         self.aggregator
             .record(run.guild_id, run.command, run.channel_id, at);
     }
-
-    fn known_choice(&self, user_id: u64) -> Option<bool> {
-        let choices = self.choices.lock().unwrap_or_else(PoisonError::into_inner);
-        choices
-            .get(&user_id)
-            .filter(|(_, read)| read.elapsed() < CHOICE_KEPT)
-            .map(|(may_count, _)| *may_count)
-    }
-
-    fn remember(&self, user_id: u64, may_count: bool) {
-        let mut choices = self.choices.lock().unwrap_or_else(PoisonError::into_inner);
-        if choices.len() >= CHOICES_KEPT {
-            choices.clear();
-        }
-        choices.insert(user_id, (may_count, Instant::now()));
-    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, Instant};
+
     use super::*;
-    use protonn_storage::{EmbeddedStore, PrivacyFlags, UsageRepo};
+    use protonn_storage::{EmbeddedStore, PrivacyFlags, PrivacyRepo, UsageRepo};
 
     async fn counted(store: &Arc<EmbeddedStore>, usage: &Arc<CommandUsage>) -> u64 {
         usage.aggregator.flush().await.unwrap();
@@ -149,7 +128,7 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(10);
         while [10, 20, 30]
             .iter()
-            .any(|user| usage.known_choice(*user).is_none())
+            .any(|user| usage.choices.known(*user).is_none())
         {
             assert!(Instant::now() < deadline, "choices never read");
             tokio::task::yield_now().await;

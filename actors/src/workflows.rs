@@ -25,6 +25,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use metrics::counter;
 use protonn_storage::{Timer, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -36,7 +37,7 @@ use twilight_model::user::User;
 
 use crate::GuildCall;
 use crate::commands::{self, Parsed};
-use crate::feature::{CallTask, Ctx, Effect, Feature};
+use crate::feature::{CallTask, Ctx, Effect, Feature, Task};
 use crate::guild::Io;
 use crate::metrics::{COMMANDS_HANDLED, WORKFLOW_ACTIVATIONS, WORKFLOW_LIMITS_HIT, WORKFLOW_RUNS};
 use model::{CompiledTrigger, Definition};
@@ -50,7 +51,7 @@ pub use run::{
 /// Values of the `outcome` label of `protonn_workflows_runs_total`.
 pub(crate) const RUN_OUTCOMES: [&str; 6] = Outcome::LABELS;
 /// Values of the `limit` label of `protonn_workflows_limits_hit_total`.
-pub(crate) const LIMIT_LABELS: [&str; 8] = Limit::LABELS;
+pub(crate) const LIMIT_LABELS: [&str; 9] = Limit::LABELS;
 
 /// The feature's name: its timers' `feature`.
 pub(crate) const NAME: &str = "workflows";
@@ -61,8 +62,12 @@ pub(crate) const FANOUT: usize = 3;
 pub(crate) const RUNS_PER_MINUTE: u32 = 30;
 /// Traces kept per workflow, newest last.
 pub(crate) const TRACES_KEPT: usize = 10;
-/// Events held, in order, while the guild's workflows are loaded; beyond, they are not run.
+/// Events held, in order, while the guild's workflows are loaded or members' privacy choices
+/// read; beyond, they are not run.
 const QUEUED_WHILE_LOADING: usize = 1_000;
+/// Members whose privacy choices one [`drain`] reads at most (at once); the events after
+/// them wait for the next.
+const CHOICES_PER_DRAIN: usize = 100;
 /// Members whose roles are remembered, to tell a role added from a role removed (the node
 /// cache holds the roles after the update only).
 const MEMBERS_REMEMBERED: usize = 1_000;
@@ -114,30 +119,37 @@ impl Feature for Workflows {
         if facts.is_empty() {
             return Vec::new();
         }
+        // Loaded, nothing waiting before it and every member's choice known: decided now.
+        if guard.waiting.is_empty()
+            && unknown_command.is_none()
+            && matches!(guard.phase, Phase::Ready(_))
+        {
+            let no_reads = HashMap::new();
+            let decided: Option<Vec<bool>> = facts
+                .iter()
+                .map(|facts| may_process(&io, facts, &no_reads))
+                .collect();
+            if let Some(decided) = decided {
+                let mut effects = Vec::new();
+                for (facts, may) in facts.into_iter().zip(decided) {
+                    if may {
+                        effects.extend(dispatch(&mut guard, &shared, &io, facts, &prefix));
+                    }
+                }
+                return effects;
+            }
+        }
         let queued = facts.into_iter().map(|facts| Queued {
             unknown_command: unknown_command.clone(),
             facts,
         });
-        match &mut guard.phase {
-            Phase::Ready(_) => {
-                let mut effects = Vec::new();
-                for item in queued {
-                    effects.extend(dispatch(&mut guard, &shared, &io, item.facts, &prefix));
-                }
-                effects
-            }
-            Phase::Loading(waiting) => {
-                queue(waiting, queued);
-                Vec::new()
-            }
-            Phase::Unloaded => {
-                let mut waiting = Vec::new();
-                queue(&mut waiting, queued);
-                guard.phase = Phase::Loading(waiting);
-                drop(guard);
-                vec![Effect::task(activate(io, shared, prefix))]
-            }
+        queue(&mut guard.waiting, queued);
+        if guard.draining {
+            return Vec::new();
         }
+        guard.draining = true;
+        drop(guard);
+        vec![Effect::Task(drain(io, shared, prefix))]
     }
 
     fn on_call(&self, ctx: &mut Ctx<'_>, call: &GuildCall) -> Option<CallTask> {
@@ -162,6 +174,14 @@ struct State {
 #[derive(Default)]
 struct Shared {
     phase: Phase,
+    /// Events held in order while the workflows load or a member's privacy choice is read
+    /// (at most [`QUEUED_WHILE_LOADING`]); a [`drain`] task works through them.
+    waiting: VecDeque<Queued>,
+    /// Whether a [`drain`] task is under way.
+    draining: bool,
+    /// The guild's runs parked in a durable wait: counted from its timers at each load, one
+    /// more for each wait stored, one less for each that ends.
+    pending_waits: usize,
     /// Bumped by every change to the guild's workflows: a load begun before it is stale.
     generation: u64,
     bucket: RunBucket,
@@ -172,7 +192,7 @@ struct Shared {
     unknown_command: Option<String>,
 }
 
-/// An event that came while the workflows were loading.
+/// An event that waits for the workflows to load or its member's privacy choice.
 struct Queued {
     facts: EventFacts,
     /// The command name the built-in parser left to us, to answer as unknown if no workflow
@@ -182,10 +202,9 @@ struct Queued {
 
 #[derive(Default)]
 enum Phase {
+    /// Not loaded yet, or dropped by a change (the next [`drain`] loads them).
     #[default]
     Unloaded,
-    /// Loading from storage; the events that came meanwhile, in order.
-    Loading(Vec<Queued>),
     Ready(Arc<Active>),
 }
 
@@ -282,13 +301,13 @@ fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn queue(waiting: &mut Vec<Queued>, queued: impl Iterator<Item = Queued>) {
+fn queue(waiting: &mut VecDeque<Queued>, queued: impl Iterator<Item = Queued>) {
     for item in queued {
         if waiting.len() >= QUEUED_WHILE_LOADING {
             counter!(WORKFLOW_ACTIVATIONS, "outcome" => "overflow").increment(1);
             continue;
         }
-        waiting.push(item);
+        waiting.push_back(item);
     }
 }
 
@@ -548,7 +567,20 @@ fn follow_up(
 ) -> Vec<Effect> {
     let mut effects = Vec::new();
     if let Some(timer) = parked(io, facts, args, &mut result) {
-        effects.push(Effect::Timer(timer));
+        let most = io.workflow_waits_per_guild();
+        if shared.pending_waits >= most {
+            let trace = &mut result.trace;
+            trace.outcome = Outcome::Limit(Limit::Waits);
+            trace.steps.push(run::TraceStep {
+                at: "wait".into(),
+                detail: format!(
+                    "stopped: limit waits reached ({most} runs of this server are waiting already)"
+                ),
+            });
+        } else {
+            shared.pending_waits += 1;
+            effects.push(Effect::Timer(timer));
+        }
     }
     let run::Run {
         mut trace, calls, ..
@@ -594,6 +626,8 @@ fn elapsed(trace: &Trace) -> Duration {
 
 /// Timer ids of schedules: this and the workflow's id.
 const SCHEDULE_PREFIX: &str = "schedule:";
+/// Timer ids of waits: this, the workflow's id and a random number.
+const WAIT_PREFIX: &str = "wait:";
 
 /// What a workflow timer holds.
 #[derive(Serialize, Deserialize)]
@@ -642,7 +676,7 @@ fn wait_timer(
     Ok(Timer {
         guild_id: io.guild_id().get(),
         shard_id: io.shard_id(),
-        id: format!("wait:{workflow_id}:{:016x}", rand::random::<u64>()),
+        id: format!("{WAIT_PREFIX}{workflow_id}:{:016x}", rand::random::<u64>()),
         due,
         feature: NAME.to_owned(),
         payload,
@@ -667,41 +701,125 @@ fn schedule_timer(io: &Io, workflow_id: u64, every_minutes: u32) -> Timer {
     }
 }
 
-/// Loads and compiles the guild's enabled workflows, then runs the events that waited.
-async fn activate(io: Io, shared: Arc<Mutex<Shared>>, prefix: String) -> Vec<Effect> {
+/// Whether workflows may act on the event's member (a member who restricted processing is
+/// skipped before any trigger is tried): from `read` (this drain's reads) or the node's
+/// memory; `None` while unknown.
+fn may_process(io: &Io, facts: &EventFacts, read: &HashMap<u64, bool>) -> Option<bool> {
+    let Some(user) = facts.user_id else {
+        return Some(true);
+    };
+    read.get(&user).copied().or_else(|| {
+        io.privacy_choices()
+            .known(user)
+            .map(|flags| flags.may_process())
+    })
+}
+
+/// Works through the events that wait, in order: loads and compiles the guild's enabled
+/// workflows if they are not, reads the privacy choices not known yet (one read per member,
+/// at once), then runs the events now decided. Events still waiting (they came meanwhile)
+/// go to the next drain, so the effects of these go out now.
+fn drain(io: Io, shared: Arc<Mutex<Shared>>, prefix: String) -> Task {
+    // A task by name (not an `async fn`): the next drain it may hand on is one of its own.
+    Box::pin(drain_once(io, shared, prefix))
+}
+
+async fn drain_once(io: Io, shared: Arc<Mutex<Shared>>, prefix: String) -> Vec<Effect> {
     loop {
-        let generation = lock(&shared).generation;
-        let loaded = load(&io).await;
+        let generation = {
+            let guard = lock(&shared);
+            if let Phase::Ready(_) = guard.phase {
+                break;
+            }
+            guard.generation
+        };
+        let loaded = match load(&io).await {
+            Ok(active) => waits_pending(&io).await.map(|waits| (active, waits)),
+            Err(err) => Err(err),
+        };
         let mut guard = lock(&shared);
         if guard.generation != generation {
             continue;
         }
-        let active = match loaded {
-            Ok(active) => active,
+        match loaded {
+            Ok((active, waits)) => {
+                counter!(WORKFLOW_ACTIVATIONS, "outcome" => "loaded").increment(1);
+                guard.phase = Phase::Ready(Arc::new(active));
+                guard.pending_waits = waits;
+            }
             Err(err) => {
                 counter!(WORKFLOW_ACTIVATIONS, "outcome" => "error").increment(1);
                 tracing::error!(guild_id = %io.guild_id(), error = %err, "workflows not loaded; the events that waited are not run");
-                guard.phase = Phase::Unloaded;
+                guard.waiting.clear();
+                guard.draining = false;
                 return Vec::new();
             }
-        };
-        counter!(WORKFLOW_ACTIVATIONS, "outcome" => "loaded").increment(1);
-        let active = Arc::new(active);
-        let queued = match std::mem::replace(&mut guard.phase, Phase::Ready(Arc::clone(&active))) {
-            Phase::Loading(queued) => queued,
-            _ => Vec::new(),
-        };
-        let mut effects = Vec::new();
-        for item in queued {
-            if let Some(name) = &item.unknown_command
-                && !has_command(&active, name)
-            {
-                effects.extend(unknown_command_answer(&item.facts, &prefix));
+        }
+    }
+
+    let unknown: Vec<u64> = {
+        let guard = lock(&shared);
+        let mut users = Vec::new();
+        let members = guard.waiting.iter().filter_map(|item| item.facts.user_id);
+        for user in members {
+            if users.len() >= CHOICES_PER_DRAIN {
+                break;
             }
+            if !users.contains(&user) && io.privacy_choices().known(user).is_none() {
+                users.push(user);
+            }
+        }
+        users
+    };
+    let reads = join_all(unknown.iter().map(|&user| io.privacy_choices().read(user))).await;
+    let mut read = HashMap::new();
+    for (user, choice) in unknown.into_iter().zip(reads) {
+        let may = choice.map(|flags| flags.may_process()).unwrap_or_else(|err| {
+            tracing::warn!(guild_id = %io.guild_id(), error = %err, "cannot read a member's privacy choices; their event triggers no workflow");
+            false
+        });
+        read.insert(user, may);
+    }
+
+    let mut guard = lock(&shared);
+    let mut effects = Vec::new();
+    while let Phase::Ready(active) = &guard.phase {
+        let Some(may) = guard
+            .waiting
+            .front()
+            .and_then(|item| may_process(&io, &item.facts, &read))
+        else {
+            break;
+        };
+        let active = Arc::clone(active);
+        let Some(item) = guard.waiting.pop_front() else {
+            break;
+        };
+        if let Some(name) = &item.unknown_command
+            && !has_command(&active, name)
+        {
+            effects.extend(unknown_command_answer(&item.facts, &prefix));
+        }
+        if may {
             effects.extend(dispatch(&mut guard, &shared, &io, item.facts, &prefix));
         }
-        return effects;
     }
+    if guard.waiting.is_empty() {
+        guard.draining = false;
+    } else {
+        drop(guard);
+        effects.push(Effect::Task(drain(io, shared, prefix)));
+    }
+    effects
+}
+
+/// The guild's runs parked in a wait now.
+async fn waits_pending(io: &Io) -> Result<usize, protonn_storage::StorageError> {
+    let timers = io.store().timers_of_guild(io.guild_id().get()).await?;
+    Ok(timers
+        .iter()
+        .filter(|timer| timer.feature == NAME && timer.id.starts_with(WAIT_PREFIX))
+        .count())
 }
 
 async fn load(io: &Io) -> Result<Active, protonn_storage::StorageError> {
@@ -731,6 +849,28 @@ async fn resume(io: Io, shared: Arc<Mutex<Shared>>, timer: Timer) -> Vec<Effect>
     };
     if !io.claim_timer(&timer).await {
         return Vec::new();
+    }
+    // A member who restricted processing since the run parked: the rest of it is dropped.
+    if let TimerPayload::Wait(waiting) = &payload
+        && let Some(user) = waiting.facts.user_id
+    {
+        let choice = match io.privacy_choices().known(user) {
+            Some(flags) => Ok(flags),
+            None => io.privacy_choices().read(user).await,
+        };
+        match choice {
+            Ok(flags) if flags.may_process() => {}
+            Ok(_) => {
+                complete(&io, &timer).await;
+                wait_ended(&shared);
+                return Vec::new();
+            }
+            Err(err) => {
+                // The claim lapses and the next poll tries again.
+                tracing::warn!(guild_id = timer.guild_id, error = %err, "workflow wait not resumed yet: a member's privacy choices cannot be read");
+                return Vec::new();
+            }
+        }
     }
     let active = match load(&io).await {
         Ok(active) => active,
@@ -792,15 +932,21 @@ async fn resume(io: Io, shared: Arc<Mutex<Shared>>, timer: Timer) -> Vec<Effect>
             (workflow_id, facts, Vec::new(), Start::top())
         }
     };
-    let is_wait = timer.id.starts_with("wait:");
+    let is_wait = timer.id.starts_with(WAIT_PREFIX);
+    let mut parked_again = false;
     // Deleted or disabled meanwhile: the rest of the run goes with it.
     if let Some(workflow) = active.workflows.get(&workflow_id) {
         let mut result = run::run(&active.workflows, workflow, &facts, &args, start, &limits);
         // Done before this timer completes: a crash in between repeats the step at most.
-        if let Some(next) = parked(&io, &facts, &args, &mut result)
-            && let Err(err) = io.store().put_timer(&next).await
-        {
-            result.trace.outcome = Outcome::Failed(format!("the next wait was not stored: {err}"));
+        // A run that waits again takes the place of the wait it came from.
+        if let Some(next) = parked(&io, &facts, &args, &mut result) {
+            match io.store().put_timer(&next).await {
+                Ok(()) => parked_again = true,
+                Err(err) => {
+                    result.trace.outcome =
+                        Outcome::Failed(format!("the next wait was not stored: {err}"));
+                }
+            }
         }
         let deadline = deadline(&result.trace, &limits);
         act::execute(&io, result.calls, deadline, &mut result.trace).await;
@@ -808,8 +954,16 @@ async fn resume(io: Io, shared: Arc<Mutex<Shared>>, timer: Timer) -> Vec<Effect>
     }
     if is_wait {
         complete(&io, &timer).await;
+        if !parked_again {
+            wait_ended(&shared);
+        }
     }
     Vec::new()
+}
+
+fn wait_ended(shared: &Mutex<Shared>) {
+    let mut guard = lock(shared);
+    guard.pending_waits = guard.pending_waits.saturating_sub(1);
 }
 
 async fn complete(io: &Io, timer: &Timer) {

@@ -176,6 +176,10 @@ pub struct DiscordConfig {
     /// Discord app subscriptions: SKU id → the plan an entitlement to it grants
     /// (`premium_skus = { "1234567890" = "premium" }`); none by default.
     pub premium_skus: BTreeMap<String, String>,
+    /// Ask for the privileged GUILD_MEMBERS intent (enable it for the application in
+    /// Discord's developer portal first, or Discord refuses every shard): members' joins,
+    /// leaves and role changes, which workflows' member and role triggers need.
+    pub member_events: bool,
 }
 
 impl Default for DiscordConfig {
@@ -186,6 +190,7 @@ impl Default for DiscordConfig {
             shard_ids: None,
             rest_global_per_sec: 50.0,
             premium_skus: BTreeMap::new(),
+            member_events: false,
         }
     }
 }
@@ -387,6 +392,7 @@ impl Config {
             ),
             retention: self.retention.retention(),
             premium_skus: std::sync::Arc::new(self.discord.premium_skus().unwrap_or_default()),
+            member_events: self.discord.member_events,
             ..RuntimeConfig::default()
         }
     }

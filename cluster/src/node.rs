@@ -195,7 +195,7 @@ impl Node {
         let cached = options.runtime.cache_resources | protonn_actors::REQUIRED_RESOURCES;
         let settings = GatewaySettings {
             token: options.token,
-            intents: protonn_actors::intents(),
+            intents: protonn_actors::intents_for(&options.runtime),
             event_types: protonn_actors::event_types_for(cached),
             gateway_url: match options.discord {
                 DiscordEndpoint::Discord => None,

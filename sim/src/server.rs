@@ -219,6 +219,15 @@ impl SimHandle {
         self.shared.delete_message(guild_id, channel_id, message_id)
     }
 
+    /// A new user joins the guild: GUILD_MEMBER_ADD, sent only to sessions with the
+    /// privileged GUILD_MEMBERS intent (as Discord does); the user's id, `None` for an unknown
+    /// guild.
+    pub fn member_joins(&self, guild_id: u64) -> Option<u64> {
+        let shared = &self.shared;
+        let guild = shared.world.guild(guild_id)?;
+        Some(crate::traffic::member_joins(shared, guild))
+    }
+
     /// Removes the bot from a guild (GUILD_DELETE without `unavailable`); false for an
     /// unknown guild or one already removed.
     pub fn remove_guild(&self, guild_id: u64) -> bool {

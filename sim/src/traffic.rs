@@ -354,17 +354,7 @@ impl Mix {
                 );
             }
             MixKind::GuildMemberAdd => {
-                let user_id = shared.new_message_id();
-                let name = format!("newcomer{}", user_id % 100_000);
-                let d = payloads::guild_member_add(guild.id, user_id, &name, now_unix_ms());
-                dispatch(
-                    shared,
-                    guild,
-                    kind.intent(),
-                    "GUILD_MEMBER_ADD",
-                    user_id,
-                    &d,
-                );
+                member_joins(shared, guild);
             }
             MixKind::GuildMemberRemove => {
                 let d = payloads::guild_member_remove(guild.id, author.id, author.username);
@@ -434,6 +424,17 @@ impl Mix {
 
 /// The bot is removed from `guild`: GUILD_DELETE without `unavailable`, then nothing more
 /// from it. False when it already was.
+/// A new user joins `guild`: a GUILD_MEMBER_ADD for the sessions with the privileged
+/// GUILD_MEMBERS intent only, as Discord sends it; the user's id.
+pub(crate) fn member_joins(shared: &Shared, guild: &Guild) -> u64 {
+    let user_id = shared.new_message_id();
+    let name = format!("newcomer{}", user_id % 100_000);
+    let d = payloads::guild_member_add(guild.id, user_id, &name, now_unix_ms());
+    let intent = MixKind::GuildMemberAdd.intent();
+    dispatch(shared, guild, intent, "GUILD_MEMBER_ADD", user_id, &d);
+    user_id
+}
+
 pub(crate) fn remove_guild(shared: &Shared, guild: &Guild) -> bool {
     if !shared.world.remove(guild) {
         return false;

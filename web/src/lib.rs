@@ -98,6 +98,42 @@ pub fn router(state: AppState) -> Router {
             "/guilds/{guild}/automod/test",
             post(pages::test_automod).layer(DefaultBodyLimit::max(pages::AUTOMOD_TEST_BODY_LIMIT)),
         )
+        .route(
+            "/guilds/{guild}/workflows",
+            get(pages::workflows)
+                .post(pages::save_workflow)
+                .layer(DefaultBodyLimit::max(pages::WORKFLOWS_BODY_LIMIT)),
+        )
+        .route(
+            "/guilds/{guild}/workflows.json",
+            get(pages::export_workflows),
+        )
+        .route(
+            "/guilds/{guild}/workflows/import",
+            post(pages::import_workflow).layer(DefaultBodyLimit::max(pages::WORKFLOWS_BODY_LIMIT)),
+        )
+        .route(
+            "/guilds/{guild}/workflows/dry-run",
+            post(pages::dry_run_workflow).layer(DefaultBodyLimit::max(pages::WORKFLOWS_BODY_LIMIT)),
+        )
+        .route("/guilds/{guild}/workflows/new", get(pages::new_workflow))
+        .route("/guilds/{guild}/workflows/{workflow}", get(pages::workflow))
+        .route(
+            "/guilds/{guild}/workflows/{workflow}/export",
+            get(pages::export_workflow),
+        )
+        .route(
+            "/guilds/{guild}/workflows/{workflow}/enabled",
+            post(pages::set_workflow_enabled),
+        )
+        .route(
+            "/guilds/{guild}/workflows/{workflow}/duplicate",
+            post(pages::duplicate_workflow),
+        )
+        .route(
+            "/guilds/{guild}/workflows/{workflow}/delete",
+            post(pages::delete_workflow),
+        )
         .route("/premium", get(pages::premium))
         .route("/premium/assign", post(pages::assign_form))
         .route("/premium/move", post(pages::move_form))

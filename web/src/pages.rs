@@ -18,6 +18,7 @@ mod privacy;
 mod settings;
 mod ticket_settings;
 mod tickets;
+mod workflows;
 
 pub(crate) use account::{account, logout_everywhere};
 pub(crate) use admin::{announcements, cancel_announcement, create_announcement};
@@ -39,6 +40,12 @@ pub(crate) use privacy::{
 pub(crate) use settings::{save_settings, settings};
 pub(crate) use ticket_settings::{save_ticket_settings, ticket_settings};
 pub(crate) use tickets::{ticket, tickets, transcript_html, transcript_json};
+pub(crate) use workflows::{
+    BODY_LIMIT as WORKFLOWS_BODY_LIMIT, delete as delete_workflow, dry_run as dry_run_workflow,
+    duplicate as duplicate_workflow, export_all as export_workflows, export_one as export_workflow,
+    import as import_workflow, new_workflow, save_workflow, set_enabled as set_workflow_enabled,
+    workflow, workflows,
+};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -88,8 +95,9 @@ pub(crate) struct Form(Vec<(String, String)>);
 
 /// Longest value of one form field: ids, a prefix, a locale, tokens.
 const FIELD_MAX: usize = 200;
-/// Most fields in one form (staff roles are one field each).
-const FIELDS_MAX: usize = 64;
+/// Most fields in one form (staff roles are one field each; the workflow editor has four
+/// per action row).
+const FIELDS_MAX: usize = 320;
 
 impl Form {
     pub(crate) fn parse(body: Result<Bytes, BytesRejection>) -> Result<Self, WebError> {

@@ -16,6 +16,7 @@ use twilight_model::id::marker::{
 };
 use twilight_model::user::CurrentUser;
 
+use crate::choices::PrivacyChoices;
 use crate::feature::{Answer, Effect, Task};
 use crate::metrics::{AUDIT_FAILURES, COMMANDS_HANDLED, SENDS_SKIPPED, TIMERS_DUE};
 use crate::permissions::{self, MaySend};
@@ -49,6 +50,11 @@ impl Io {
 
     pub(crate) fn cache(&self) -> &DefaultInMemoryCache {
         &self.services.cache
+    }
+
+    /// The node's memory of users' privacy choices.
+    pub(crate) fn privacy_choices(&self) -> &PrivacyChoices {
+        self.services.usage.choices()
     }
 
     /// Builds requests (twilight-http validates them); [`send`](Self::send) sends them.
@@ -178,6 +184,16 @@ impl Io {
         counter!(SENDS_SKIPPED).increment(1);
         tracing::debug!(guild_id = %self.guild_id, %channel_id, ?missing, "message not sent: missing permissions");
         true
+    }
+
+    /// Workflow runs the guild may have parked in durable waits at once.
+    pub(crate) fn workflow_waits_per_guild(&self) -> usize {
+        self.services.runtime.workflow_waits_per_guild
+    }
+
+    /// Whether the bot gets members' joins, leaves and role changes (GUILD_MEMBERS).
+    pub(crate) fn member_events(&self) -> bool {
+        self.services.runtime.member_events
     }
 
     /// How long a ticket may stay silent before the bot closes it.

@@ -4,6 +4,7 @@
 use metrics::counter;
 use tokio::time::Instant;
 use twilight_http::request::channel::reaction::RequestReactionType;
+use twilight_model::channel::ChannelType;
 use twilight_model::channel::message::AllowedMentions;
 use twilight_model::channel::message::embed::Embed;
 use twilight_model::id::Id;
@@ -60,6 +61,7 @@ fn describe(call: &Call) -> &'static str {
         Call::Timeout { .. } => "timeout",
         Call::DeleteMessage { .. } => "delete_message",
         Call::React { .. } => "react",
+        Call::CreateThread { .. } => "create_thread",
     }
 }
 
@@ -142,6 +144,10 @@ async fn send(io: &Io, call: Call) -> Result<(), String> {
             let emoji = RequestReactionType::Unicode { name: &emoji };
             let request = http.create_reaction(Id::new(channel), Id::new(message), &emoji);
             io.send("create_reaction", request).await
+        }
+        Call::CreateThread { channel, name } => {
+            let request = http.create_thread(Id::new(channel), &name, ChannelType::PublicThread);
+            io.send("create_thread", request).await
         }
     };
     result.map(drop).map_err(|err| err.to_string())

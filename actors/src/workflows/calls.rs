@@ -144,6 +144,13 @@ async fn save(
     definition
         .compile(workflow.workflow_id, &workflow.name)
         .map_err(|e| invalid(e.to_string()))?;
+    if definition.needs_member_events() && !io.member_events() {
+        return Err(invalid(
+            "this bot does not receive members' joins, leaves and role changes, which the \
+             trigger needs: its operator must enable the privileged GUILD_MEMBERS intent \
+             (`[discord] member_events`)",
+        ));
+    }
     let guild_id = io.guild_id().get();
     let others = io.store().workflows(guild_id).await.map_err(unavailable)?;
     let is_new = others.iter().all(|w| w.workflow_id != workflow.workflow_id);
@@ -231,9 +238,7 @@ async fn delete(
 fn invalidate(shared: &Mutex<Shared>) {
     let mut guard = lock(shared);
     guard.generation += 1;
-    if let Phase::Ready(_) = guard.phase {
-        guard.phase = Phase::Unloaded;
-    }
+    guard.phase = Phase::Unloaded;
 }
 
 fn schedule_id(workflow_id: u64) -> String {

@@ -149,6 +149,13 @@ pub(crate) enum Action {
     React {
         emoji: String,
     },
+    /// A public thread in a channel (the event's if none is given), named by a template
+    /// (1 to 100 characters once rendered).
+    CreateThread {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel: Option<u64>,
+        name: String,
+    },
     /// A line in a log channel.
     Log {
         channel: u64,
@@ -179,6 +186,20 @@ pub(crate) enum Action {
 
 fn one() -> i64 {
     1
+}
+
+impl Definition {
+    /// Whether its trigger fires on members' joins, leaves or role changes, which Discord
+    /// sends only to a bot with the GUILD_MEMBERS intent.
+    pub(crate) fn needs_member_events(&self) -> bool {
+        matches!(
+            self.trigger,
+            Trigger::MemberJoin {}
+                | Trigger::MemberLeave {}
+                | Trigger::RoleAdd { .. }
+                | Trigger::RoleRemove { .. }
+        )
+    }
 }
 
 /// Limits of a definition, checked when it is compiled.
@@ -275,6 +296,10 @@ pub(crate) enum Step {
     Timeout(u32),
     DeleteMessage,
     React(String),
+    CreateThread {
+        channel: Option<u64>,
+        name: Template,
+    },
     Log {
         channel: u64,
         text: Template,
@@ -625,6 +650,10 @@ fn compile_action(action: &Action, field: &str) -> Result<Step, DefinitionError>
             }
             Step::React(emoji.clone())
         }
+        Action::CreateThread { channel, name } => Step::CreateThread {
+            channel: *channel,
+            name: text("create_thread.name", name)?,
+        },
         Action::Log { channel, text: t } => Step::Log {
             channel: *channel,
             text: text("log.text", t)?,

@@ -58,10 +58,12 @@ pub enum Limit {
     Fanout,
     /// The guild's runs per minute are spent.
     Rate,
+    /// The guild has as many runs waiting (durable waits) as it may.
+    Waits,
 }
 
 impl Limit {
-    pub const LABELS: [&'static str; 8] = [
+    pub const LABELS: [&'static str; 9] = [
         "fuel",
         "deadline",
         "api_calls",
@@ -70,6 +72,7 @@ impl Limit {
         "call_depth",
         "fanout",
         "rate",
+        "waits",
     ];
 
     pub fn label(self) -> &'static str {
@@ -82,6 +85,7 @@ impl Limit {
             Limit::CallDepth => "call_depth",
             Limit::Fanout => "fanout",
             Limit::Rate => "rate",
+            Limit::Waits => "waits",
         }
     }
 }
@@ -174,6 +178,10 @@ pub(crate) enum Call {
         channel: u64,
         message: u64,
         emoji: String,
+    },
+    CreateThread {
+        channel: u64,
+        name: String,
     },
 }
 
@@ -681,6 +689,20 @@ impl Runner<'_> {
                     }),
                 )
             }
+            Step::CreateThread { channel: c, name } => {
+                let channel = channel(*c)?;
+                let name = self.text(name)?;
+                if !(1..=THREAD_NAME_CHARS).contains(&name.chars().count()) {
+                    return Err(Outcome::Failed(format!(
+                        "a thread's name has 1 to {THREAD_NAME_CHARS} characters, this one {}",
+                        name.chars().count()
+                    )));
+                }
+                (
+                    format!("create thread in <#{channel}>: {name}"),
+                    Some(Call::CreateThread { channel, name }),
+                )
+            }
             Step::Log { channel, text } => {
                 let content = self.text(text)?;
                 (
@@ -747,6 +769,8 @@ impl Runner<'_> {
 /// Characters of a trace line kept: enough to recognise a message, while a guild's kept
 /// traces stay small.
 const TRACE_DETAIL_CHARS: usize = 200;
+/// A thread's name, in characters at most (Discord's).
+const THREAD_NAME_CHARS: usize = 100;
 
 /// A trace line, cut to [`TRACE_DETAIL_CHARS`].
 pub(crate) fn clip(mut detail: String) -> String {

@@ -1,7 +1,8 @@
 //! Workflows through the simulator: saved by guild calls (bad definitions refused, nothing
 //! saved), triggered by members' messages and commands, acting on simulated Discord, each
 //! sandbox limit stopping a run with its reason in the trace, a dry-run with no request in
-//! the simulator's ledger, and a durable wait carrying a run on.
+//! the simulator's ledger, a durable wait carrying a run on, and a member who restricted
+//! processing passed over; the dashboard's workflow pages used in Chromium as an admin does.
 
 use std::time::Duration;
 
@@ -10,7 +11,10 @@ use protonn_actors::{
     RuntimeConfig, SampleEvent, SampleEventKind, SandboxLimit, WorkflowOutcome, WorkflowTrace,
 };
 use protonn_sim::SimHandle;
+use protonn_storage::{PrivacyFlags, Timestamp};
 use protonn_tests::*;
+
+use crate::dashboard::{WebDriver, browser_installed, login_as, start_dashboard};
 
 async fn call(
     calls: &dyn GuildCalls,
@@ -76,12 +80,14 @@ async fn nth_run(
     runs(calls, guild_id, workflow_id).await.swap_remove(n)
 }
 
-/// REST requests the guild's workflows could have made: to its channels or its members.
+/// REST requests the guild's workflows could have made: changes to its channels or its
+/// members (the dashboard's pages read channels).
 fn requests_for(sim: &SimHandle, guild: &protonn_sim::GuildInfo) -> usize {
     let guild_path = format!("/guilds/{}/", guild.id);
     sim.ledger()
         .rest
         .iter()
+        .filter(|r| !r.route.starts_with("GET "))
         .filter(|r| {
             r.path.starts_with(&guild_path)
                 || guild
@@ -419,4 +425,393 @@ async fn a_wait_carries_the_run_on_from_a_durable_timer() {
     );
     let second = nth_run(calls, guild.id, 1, 1).await;
     assert_eq!(second.outcome, WorkflowOutcome::Completed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_who_restricted_processing_triggers_no_workflow() {
+    let Bot { sim, node, .. } = &Bot::start(small_world(1, 1)).await;
+    let guild = some_guild(sim, 0);
+    let calls = node.guild_calls();
+    let calls = calls.as_ref();
+    let channel = guild.channel_ids[0];
+    let (restricted, member) = (guild.member_ids[0], guild.member_ids[1]);
+    let flags = PrivacyFlags {
+        restricted: true,
+        ..PrivacyFlags::default()
+    };
+    node.store()
+        .set_privacy_flags(restricted, &flags)
+        .await
+        .unwrap();
+    save(
+        calls,
+        guild.id,
+        1,
+        r#"{"trigger": {"message": {"contains": "hello"}},
+            "actions": [{"send": {"text": "Hi {user.mention}"}}]}"#,
+    )
+    .await
+    .unwrap();
+    save(
+        calls,
+        guild.id,
+        2,
+        r#"{"trigger": {"command": {"name": "greet"}}, "actions": [{"send": {"text": "greetings {user.mention}"}}]}"#,
+    )
+    .await
+    .unwrap();
+
+    // First while the workflows load and neither choice is known, then with both known:
+    // each time the restricted member's event comes first and is passed over in order.
+    for round in 0..2 {
+        sim.send_message(guild.id, channel, restricted, "hello")
+            .unwrap();
+        sim.send_message(guild.id, channel, restricted, "!greet")
+            .unwrap();
+        sim.send_message(guild.id, channel, member, "hello")
+            .unwrap();
+        assert_eq!(
+            reply_in(sim, channel, round).await,
+            format!("Hi <@{member}>"),
+            "round {round}"
+        );
+    }
+    sim.send_message(guild.id, channel, member, "!greet")
+        .unwrap();
+    assert_eq!(
+        reply_in(sim, channel, 2).await,
+        format!("greetings <@{member}>")
+    );
+    assert_eq!(
+        channel_replies(sim, channel).len(),
+        3,
+        "the restricted member's events ran nothing"
+    );
+    assert_eq!(runs(calls, guild.id, 1).await.len(), 2);
+    assert_eq!(runs(calls, guild.id, 2).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_builds_dry_runs_and_imports_workflows_in_the_dashboard() {
+    if !browser_installed() {
+        return;
+    }
+    let Bot { sim, node, .. } = &Bot::start(small_world(1, 2)).await;
+    let guild = some_guild(sim, 0);
+    let calls = node.guild_calls();
+    let calls = calls.as_ref();
+    let (channel, member) = (guild.channel_ids[0], guild.member_ids[0]);
+    let (dashboard, _data) = start_dashboard(sim, node).await;
+    let origin = dashboard.url().to_owned();
+    let profile = tempfile::tempdir().unwrap();
+    let mut browser = WebDriver::start(profile.path()).await;
+    login_as(&browser, &origin, guild.owner_id).await;
+    let list = format!("{origin}/guilds/{}/workflows", guild.id);
+
+    // A new workflow from the form: a field that is no number is refused, nothing saved.
+    browser.go(&format!("{origin}/guilds/{}", guild.id)).await;
+    browser
+        .click(&format!("a[href=\"/guilds/{}/workflows\"]", guild.id))
+        .await;
+    browser.wait_for("No workflow yet.").await;
+    browser.click("#new-workflow").await;
+    browser.wait_for("New workflow").await;
+    browser.fill("#name", "greeter").await;
+    browser
+        .click("#trigger_kind option[value=\"message\"]")
+        .await;
+    browser.fill("#trigger_contains", "hello").await;
+    browser
+        .click("#action_kind_0 option[value=\"reply\"]")
+        .await;
+    browser.fill("#action_text_0", "Hi {user.mention}").await;
+    // A dry run of the draft: its trace, nothing saved.
+    browser.fill("#sample_content", "hello there").await;
+    browser.fill("#sample_user_id", &member.to_string()).await;
+    browser
+        .fill("#sample_channel_id", &channel.to_string())
+        .await;
+    browser.click("#run-dry").await;
+    browser.wait_for("Dry run: completed").await;
+    assert!(saved_ids(calls, guild.id).await.is_empty());
+    browser.click("#action_kind_1 option[value=\"wait\"]").await;
+    browser.fill("#action_number_1", "soon").await;
+    browser.click("#save").await;
+    browser
+        .wait_for("its seconds is not a number: `soon`. Nothing was saved.")
+        .await;
+    assert!(saved_ids(calls, guild.id).await.is_empty());
+    // As typed, the row dropped: saved, and live for the bot.
+    browser.click("#action_kind_1 option[value=\"\"]").await;
+    browser.click("#save").await;
+    browser
+        .wait_for("Saved. The bot uses it from now on.")
+        .await;
+    browser.screenshot("workflow-saved").await;
+    sim.send_message(guild.id, channel, member, "well hello")
+        .unwrap();
+    assert_eq!(reply_in(sim, channel, 0).await, format!("Hi <@{member}>"));
+
+    // A template that does not parse: its position shown, the saved one unchanged.
+    browser.fill("#action_text_0", "Hi {user.mention").await;
+    browser.click("#save").await;
+    browser.wait_for("template error").await;
+    browser.wait_for("at character 4").await;
+    browser.wait_for("Nothing was saved.").await;
+    let stored = match call(calls, guild.id, GuildRequest::ListWorkflows).await {
+        Ok(GuildResponse::Workflows { workflows }) => workflows,
+        other => panic!("{other:?}"),
+    };
+    assert!(stored[0].definition.contains("Hi {user.mention}\""));
+
+    // The run's trace, then a dry run: each step, and no request to Discord.
+    let page = format!("{list}/1");
+    wait_until("the run is listed", || async {
+        browser.go(&page).await;
+        browser.source().await.contains("id=\"runs\"")
+    })
+    .await;
+    let before = requests_for(sim, &guild);
+    browser.fill("#sample_user_id", &member.to_string()).await;
+    browser
+        .fill("#sample_channel_id", &channel.to_string())
+        .await;
+    browser.fill("#sample_content", "hello there").await;
+    browser.click("#run-dry").await;
+    browser.wait_for("Dry run: completed").await;
+    browser
+        .wait_for(&format!("reply: Hi &lt;@{member}&gt;"))
+        .await;
+    browser.wait_for("Discord calls 1").await;
+    browser.screenshot("workflow-dry-run").await;
+    assert_eq!(
+        requests_for(sim, &guild),
+        before,
+        "a dry run made a request"
+    );
+
+    // Duplicate (a disabled copy), disable the original, delete the copy.
+    browser.go(&list).await;
+    browser.click("#duplicate-1").await;
+    browser.wait_for("A disabled copy of workflow 1").await;
+    assert_eq!(saved_ids(calls, guild.id).await, [1, 2]);
+    browser.go(&list).await;
+    browser.click("#toggle-1").await;
+    browser.wait_for("Workflow 1 disabled.").await;
+    browser.click("#delete-2").await;
+    browser.wait_for("Workflow 2 deleted.").await;
+    let stored = match call(calls, guild.id, GuildRequest::ListWorkflows).await {
+        Ok(GuildResponse::Workflows { workflows }) => workflows,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(stored.len(), 1);
+    assert!(!stored[0].enabled);
+
+    // Import: each bad input refused with its reason and nothing saved, then one imported.
+    for (json, reason) in [
+        ("{\"name\": ", "is not valid JSON"),
+        (
+            r#"{"name": "x", "definition": {"trigger": {"called": {}}, "actions": []}, "priority": 1}"#,
+            "unknown field `priority`",
+        ),
+        (
+            r#"{"name": "x", "definition": {"trigger": {"message": {"regex": "\\w{500}\\w{500}\\w{500}"}}, "actions": [{"stop": {}}]}}"#,
+            "too large once compiled",
+        ),
+        (
+            r#"{"name": "x", "definition": {"trigger": {"schedule": {"every_minutes": 1, "channel": 5}}, "actions": [{"stop": {}}]}}"#,
+            "more frequent is not allowed",
+        ),
+        (
+            r#"{"name": "x", "definition": {"trigger": {"called": {}}, "actions": [{"call": {"workflow": 2}}]}}"#,
+            "in a loop",
+        ),
+    ] {
+        browser.go(&list).await;
+        browser.fill("#import", json).await;
+        browser.click("#do-import").await;
+        browser.wait_for("Nothing was saved.").await;
+        assert!(browser.source().await.contains(reason), "{reason}");
+    }
+    assert_eq!(saved_ids(calls, guild.id).await, [1]);
+    browser.go(&list).await;
+    browser
+        .fill(
+            "#import",
+            r#"{"name": "echo", "definition": {"trigger": {"command": {"name": "echo"}}, "actions": [{"send": {"text": "{args.all}"}}]}}"#,
+        )
+        .await;
+    browser.click("#do-import").await;
+    browser.wait_for("Workflow 2 imported.").await;
+    browser.screenshot("workflows-list").await;
+    sim.send_message(guild.id, channel, member, "!echo back")
+        .unwrap();
+    assert_eq!(reply_in(sim, channel, 1).await, "back");
+
+    // The export, as the browser downloads it.
+    let export = browser
+        .script_async(&format!(
+            "return await (await fetch('/guilds/{}/workflows.json')).text();",
+            guild.id
+        ))
+        .await;
+    let export: serde_json::Value = serde_json::from_str(export.as_str().unwrap()).unwrap();
+    let names: Vec<&str> = export
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["greeter", "echo"]);
+    assert_eq!(
+        export[1]["definition"]["trigger"]["command"]["name"],
+        "echo"
+    );
+
+    // Every change is in the audit log, by the owner.
+    let audit = node
+        .store()
+        .list_audit(guild.id, Timestamp(0), Timestamp(u64::MAX), 100)
+        .await
+        .unwrap();
+    let actions: Vec<&str> = audit
+        .iter()
+        .filter(|e| e.actor_id == guild.owner_id)
+        .map(|e| e.action.as_str())
+        .collect();
+    for action in ["workflow.save", "workflow.disable", "workflow.delete"] {
+        assert!(actions.contains(&action), "{action}: {actions:?}");
+    }
+    browser.quit().await;
+    dashboard.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_would_wait_beyond_the_guild_s_cap_stops_with_the_reason() {
+    let runtime = RuntimeConfig {
+        workflow_waits_per_guild: 1,
+        ..test_runtime()
+    };
+    let Bot { sim, node, .. } = &Bot::with_runtime(small_world(1, 1), runtime).await;
+    let guild = some_guild(sim, 0);
+    let calls = node.guild_calls();
+    let calls = calls.as_ref();
+    let channel = guild.channel_ids[0];
+    save(
+        calls,
+        guild.id,
+        1,
+        r#"{"trigger": {"command": {"name": "later"}},
+            "actions": [{"send": {"text": "noted"}}, {"wait": {"seconds": 3600}}, {"send": {"text": "now"}}]}"#,
+    )
+    .await
+    .unwrap();
+    let member = guild.member_ids[0];
+    for n in 0..2 {
+        sim.send_message(guild.id, channel, member, "!later")
+            .unwrap();
+        assert_eq!(reply_in(sim, channel, n).await, "noted");
+    }
+    let first = nth_run(calls, guild.id, 1, 0).await;
+    assert_eq!(first.outcome, WorkflowOutcome::Waiting { seconds: 3600 });
+    let second = nth_run(calls, guild.id, 1, 1).await;
+    assert_eq!(second.outcome, WorkflowOutcome::Limit(SandboxLimit::Waits));
+    assert!(
+        second
+            .steps
+            .iter()
+            .any(|step| step.detail.starts_with("stopped: limit waits reached")),
+        "{second:?}"
+    );
+    let waits = node.store().timers_of_guild(guild.id).await.unwrap();
+    assert_eq!(waits.len(), 1, "one wait stored, the refused one not");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_join_workflow_needs_the_members_intent_and_then_greets_newcomers() {
+    let greeter = r#"{"trigger": {"member_join": {}},
+        "actions": [{"send": {"channel": CHANNEL, "text": "Welcome {user.name}"}}]}"#;
+    // Without the intent, Discord sends no joins: such a workflow is refused.
+    {
+        let Bot { sim, node, .. } = &Bot::start(small_world(1, 1)).await;
+        let guild = some_guild(sim, 0);
+        let definition = greeter.replace("CHANNEL", &guild.channel_ids[0].to_string());
+        let err = save(node.guild_calls().as_ref(), guild.id, 1, &definition)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("GUILD_MEMBERS"), "{err}");
+        assert!(
+            saved_ids(node.guild_calls().as_ref(), guild.id)
+                .await
+                .is_empty()
+        );
+    }
+    // With it (granted to the application, asked for by the bot), a join fires it.
+    let mut world = small_world(1, 1);
+    world.privileged_intents.push("GUILD_MEMBERS".to_owned());
+    let runtime = RuntimeConfig {
+        member_events: true,
+        ..test_runtime()
+    };
+    let Bot { sim, node, .. } = &Bot::with_runtime(world, runtime).await;
+    let guild = some_guild(sim, 0);
+    let channel = guild.channel_ids[0];
+    let definition = greeter.replace("CHANNEL", &channel.to_string());
+    save(node.guild_calls().as_ref(), guild.id, 1, &definition)
+        .await
+        .unwrap();
+    let newcomer = sim.member_joins(guild.id).unwrap();
+    assert_eq!(
+        reply_in(sim, channel, 0).await,
+        format!("Welcome newcomer{}", newcomer % 100_000)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_starts_a_thread_named_by_its_template() {
+    let Bot { sim, node, .. } = &Bot::start(small_world(1, 1)).await;
+    let guild = some_guild(sim, 0);
+    let calls = node.guild_calls();
+    let calls = calls.as_ref();
+    let channel = guild.channel_ids[0];
+    save(
+        calls,
+        guild.id,
+        1,
+        r#"{"trigger": {"command": {"name": "discuss"}},
+            "actions": [{"create_thread": {"name": "{args.all} ({user.name})"}}]}"#,
+    )
+    .await
+    .unwrap();
+    let member = guild.member_ids[0];
+    sim.send_message(guild.id, channel, member, "!discuss the roadmap")
+        .unwrap();
+    let trace = nth_run(calls, guild.id, 1, 0).await;
+    assert_eq!(trace.outcome, WorkflowOutcome::Completed, "{trace:?}");
+    let threads = sim.threads(guild.id);
+    assert_eq!(threads.len(), 1, "{threads:?}");
+    let name = threads[0]["name"].as_str().unwrap();
+    assert!(name.starts_with("the roadmap ("), "{name}");
+    assert_eq!(threads[0]["parent_id"], channel.to_string());
+    assert_eq!(threads[0]["type"], 11, "public");
+
+    // A name too long once rendered fails the run with the reason; no thread.
+    save(
+        calls,
+        guild.id,
+        2,
+        r#"{"trigger": {"command": {"name": "long"}},
+            "actions": [{"create_thread": {"name": "{args.all}{args.all}{args.all}"}}]}"#,
+    )
+    .await
+    .unwrap();
+    let words = "x".repeat(40);
+    sim.send_message(guild.id, channel, member, &format!("!long {words}"))
+        .unwrap();
+    let trace = nth_run(calls, guild.id, 2, 0).await;
+    let WorkflowOutcome::Failed(reason) = &trace.outcome else {
+        panic!("{trace:?}");
+    };
+    assert!(reason.contains("1 to 100 characters"), "{reason}");
+    assert_eq!(sim.threads(guild.id).len(), 1);
 }

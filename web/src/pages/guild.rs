@@ -79,6 +79,7 @@ pub(crate) fn tabs(guild_id: u64, name: &str, current: &str) -> Markup {
         ("/cases", "Cases"),
         ("/tickets", "Tickets"),
         ("/automod", "Automod"),
+        ("/workflows", "Workflows"),
     ];
     html! {
         p.muted { a href="/guilds" { "Servers" } " › " (name) }
