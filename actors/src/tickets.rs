@@ -78,6 +78,13 @@ const STAFF_PERMISSIONS: Permissions = Permissions::ADMINISTRATOR
 
 pub(crate) struct Tickets;
 
+/// The feature's state in a guild (one value: `Ctx::state` keeps one per feature).
+#[derive(Default)]
+struct State {
+    opening: Opening,
+    notes: Notes,
+}
+
 /// Per guild: the tickets being opened (a member and a hash of their request), since when.
 /// The request counts, not only the member: a guild may allow several open tickets, and a
 /// second one about something else is no double press.
@@ -130,7 +137,7 @@ fn actor(
         staff: is_staff(ctx.config, roles, permissions),
         channel_id,
         settings: settings_of(ctx),
-        notes: ctx.state::<Notes>().clone(),
+        notes: ctx.state::<State>().notes.clone(),
     }
 }
 
@@ -226,7 +233,7 @@ impl Feature for Tickets {
                     return vec![Effect::Reply(Answer::new("invalid", text))];
                 }
                 let request = format!("{}\n{topic}", category.as_deref().unwrap_or_default());
-                if !ctx.state::<Opening>().start(used.author, &request) {
+                if !ctx.state::<State>().opening.start(used.author, &request) {
                     let text = "You opened a ticket moments ago: one at a time, please.";
                     return vec![Effect::Reply(Answer::new("conflict", text))];
                 }
@@ -255,7 +262,7 @@ impl Feature for Tickets {
             ctx.io.clone(),
             timer,
             settings_of(ctx),
-            ctx.state::<Notes>().clone(),
+            ctx.state::<State>().notes.clone(),
         ))]
     }
 
@@ -269,7 +276,7 @@ impl Feature for Tickets {
     /// Notes what the close would no longer find in the ticket: deleted messages, earlier
     /// texts of edited ones.
     fn on_event(&self, ctx: &mut Ctx<'_>, event: &Event) -> Vec<Effect> {
-        let notes = ctx.state::<Notes>().clone();
+        let notes = ctx.state::<State>().notes.clone();
         let guild_id = ctx.io.guild_id().get();
         match event {
             Event::MessageCreate(message) => notes.posted(message, guild_id, false),
