@@ -360,7 +360,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     cluster_tls(&config)?,
                 )),
             };
-            let new = crate::promo::NewPromo {
+            let new = protonn_storage::NewPromo {
                 code,
                 days,
                 slots,
@@ -368,10 +368,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 valid_for: Duration::from_secs(u64::from(valid_days) * 86_400),
                 new_users_only,
             };
-            let promo =
-                crate::promo::create(store.as_ref(), &new, protonn_storage::Timestamp::now())
-                    .await
-                    .context("creating the promo code")?;
+            // From the command line: no operator's Discord id (0).
+            let promo = protonn_storage::create_promo_code(
+                store.as_ref(),
+                &new,
+                0,
+                protonn_storage::Timestamp::now(),
+            )
+            .await
+            .context("creating the promo code")?;
             println!(
                 "promo {} created: {} slot(s) for {} days, {} redemptions, redeemable until {} ms",
                 promo.code,

@@ -25,7 +25,6 @@ mod node;
 mod ops;
 mod privacy_ops;
 mod process;
-pub mod promo;
 mod remote_store;
 mod rest_budget;
 mod store;

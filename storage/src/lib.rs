@@ -34,6 +34,7 @@ mod moderation;
 mod plans;
 mod premium;
 pub mod privacy;
+mod promos;
 mod rights;
 mod row_ref;
 mod scylla;
@@ -77,6 +78,7 @@ pub use premium::{
 pub use privacy::{
     ExportDocument, PreparedExport, PrivacyFlags, PrivacyRepo, PrivacyRequest, RequestKind,
 };
+pub use promos::{NewPromo, create_promo_code, normalise_code};
 pub use rights::{DataRights, StoredRow, UserExport, on_shard, shard_of};
 pub use scylla::{
     ClientCert, MigrationReport, MigrationStep, Replication, ScyllaConfig, ScyllaStore, TlsConfig,

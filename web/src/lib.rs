@@ -147,6 +147,10 @@ pub fn router(state: AppState) -> Router {
             "/admin/announcements/cancel",
             post(pages::cancel_announcement),
         )
+        .route(
+            "/admin/promos",
+            get(pages::promos).post(pages::create_promo),
+        )
         .route("/account", get(pages::account))
         .route("/account/logout-everywhere", post(pages::logout_everywhere))
         .route(

@@ -21,7 +21,9 @@ mod tickets;
 mod workflows;
 
 pub(crate) use account::{account, logout_everywhere};
-pub(crate) use admin::{announcements, cancel_announcement, create_announcement};
+pub(crate) use admin::{
+    announcements, cancel_announcement, create_announcement, create_promo, promos,
+};
 pub(crate) use analytics::{analytics, analytics_csv};
 pub(crate) use audit::{audit, audit_csv, audit_json};
 pub(crate) use automod::{

@@ -1365,3 +1365,74 @@ async fn an_operator_starts_follows_and_cancels_an_announcement_and_nobody_else_
         ]
     );
 }
+
+#[tokio::test]
+async fn an_operator_creates_a_promo_code_and_follows_its_redemptions_and_nobody_else_may() {
+    let h = start().await;
+    let (mut owner, _) = logged_in_owner(&h).await;
+    assert_eq!(
+        owner.get("/admin/promos").await.0,
+        StatusCode::FORBIDDEN,
+        "a guild owner is not an operator"
+    );
+    let mut browser = Browser::new(&h);
+    let (_, answer) = browser.login(&h, operator(&h.sim), "/admin/promos").await;
+    assert_eq!(answer.0, StatusCode::SEE_OTHER, "{}", text(&answer));
+    let page = text(&browser.get("/admin/promos").await);
+    assert!(page.contains("No promo codes yet."), "{page}");
+    let csrf = field(&page, "csrf");
+    let form = |code: &'static str, days: &'static str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("code", code.to_owned()),
+            ("days", days.to_owned()),
+            ("slots", "1".to_owned()),
+            ("limit", "2".to_owned()),
+            ("valid_days", "30".to_owned()),
+        ]
+    };
+
+    // Bad input: nothing stored, the reason shown.
+    for (bad, why) in [
+        (form("x", "30"), "3 to 64 letters"),
+        (form("WINTER", "0"), "at least one slot for one day"),
+        (form("WINTER", "many"), "not a number"),
+    ] {
+        let refused = browser.post("/admin/promos", &pairs(&bad)).await;
+        assert_eq!(refused.0, StatusCode::BAD_REQUEST, "{}", text(&refused));
+        assert!(text(&refused).contains(why), "{}", text(&refused));
+    }
+    assert!(h.store.promos(10).await.unwrap().is_empty());
+    let good = form("winter-26", "30");
+    let refs = pairs(&good);
+    assert_eq!(
+        owner.post("/admin/promos", &refs).await.0,
+        StatusCode::FORBIDDEN
+    );
+
+    let created = browser.post("/admin/promos", &refs).await;
+    assert_eq!(created.0, StatusCode::SEE_OTHER, "{}", text(&created));
+    let again = browser.post("/admin/promos", &refs).await;
+    assert_eq!(again.0, StatusCode::BAD_REQUEST, "a code exists once");
+    h.store
+        .redeem_promo("WINTER-26", 42, Timestamp::now())
+        .await
+        .unwrap();
+    let page = text(&browser.get("/admin/promos").await);
+    assert!(page.contains("WINTER-26"), "{page}");
+    assert!(page.contains("1 of 2"), "redemptions so far: {page}");
+    let audited: Vec<(String, u64)> = h
+        .store
+        .list_audit(0, Timestamp(0), Timestamp(u64::MAX), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.action, e.actor_id))
+        .collect();
+    assert_eq!(audited, [("promo.create".to_owned(), operator(&h.sim))]);
+}
+
+/// Form fields as the test browser posts them.
+fn pairs<'a>(fields: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    fields.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}

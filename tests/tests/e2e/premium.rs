@@ -220,9 +220,9 @@ async fn a_promo_code_raced_by_many_users_gives_exactly_its_limit() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(protonn_storage::EmbeddedStore::open(dir.path()).unwrap());
     let now = Timestamp::now();
-    protonn_cluster::promo::create(
+    protonn_storage::create_promo_code(
         store.as_ref(),
-        &protonn_cluster::promo::NewPromo {
+        &protonn_storage::NewPromo {
             code: "RACE".into(),
             days: 30,
             slots: 1,
@@ -230,6 +230,7 @@ async fn a_promo_code_raced_by_many_users_gives_exactly_its_limit() {
             valid_for: Duration::from_secs(3_600),
             new_users_only: false,
         },
+        0,
         now,
     )
     .await
@@ -272,9 +273,9 @@ async fn a_user_redeems_a_code_and_gives_the_slot_to_a_server_in_chromium() {
     let dashboard = dashboard(&bot, None, &[NEW_SECRET]).await;
     let origin = dashboard.url().to_owned();
     let store = bot.node.billing_store();
-    protonn_cluster::promo::create(
+    protonn_storage::create_promo_code(
         store.as_ref(),
-        &protonn_cluster::promo::NewPromo {
+        &protonn_storage::NewPromo {
             code: "WELCOME".into(),
             days: 30,
             slots: 1,
@@ -282,6 +283,7 @@ async fn a_user_redeems_a_code_and_gives_the_slot_to_a_server_in_chromium() {
             valid_for: Duration::from_secs(3_600),
             new_users_only: true,
         },
+        0,
         Timestamp::now(),
     )
     .await

@@ -1,12 +1,12 @@
-//! `protonn promo`: operators create and inspect promo codes, in the store every process
-//! uses (ScyllaDB, or the leading coordinator's through operator credentials). Each creation
-//! is audited under the account-level audit guild (0).
+//! Operators create promo codes (`protonn promo create`, the dashboard's `/admin/promos`): one
+//! set of rules for both, and each creation audited under the account-level audit guild (0)
+//! with the operator who made it (0 from the command line).
 
 use std::time::Duration;
 
-use protonn_storage::{AuditEntry, PromoCode, StorageError, Store, Timestamp};
+use crate::{AuditEntry, AuditRepo, BillingRepo, MAX_SLOTS, PromoCode, StorageError, Timestamp};
 
-/// What `protonn promo create` asks for.
+/// What an operator asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewPromo {
     pub code: String,
@@ -35,21 +35,25 @@ pub fn normalise_code(code: &str) -> Result<String, String> {
     Ok(code)
 }
 
-/// Creates the code and its audit entry; refused (nothing written) if it exists or the
-/// numbers grant nothing.
-pub async fn create(
-    store: &dyn Store,
+/// Creates the code and its audit entry; [`StorageError::Invalid`] with the reason (nothing
+/// written) if it exists or the numbers grant nothing.
+pub async fn create_promo_code<S: BillingRepo + AuditRepo + ?Sized>(
+    store: &S,
     new: &NewPromo,
+    operator_id: u64,
     now: Timestamp,
-) -> anyhow::Result<PromoCode> {
-    let code = normalise_code(&new.code).map_err(anyhow::Error::msg)?;
+) -> Result<PromoCode, StorageError> {
+    let code = normalise_code(&new.code).map_err(StorageError::Invalid)?;
     if new.days == 0 || new.slots == 0 || new.limit == 0 || new.valid_for.is_zero() {
-        anyhow::bail!(
+        return Err(StorageError::Invalid(
             "a promo code grants at least one slot for one day, to at least one user, for some time"
-        );
+                .into(),
+        ));
     }
-    if new.slots > protonn_storage::MAX_SLOTS {
-        anyhow::bail!("at most {} slots per code", protonn_storage::MAX_SLOTS);
+    if new.slots > MAX_SLOTS {
+        return Err(StorageError::Invalid(format!(
+            "at most {MAX_SLOTS} slots per code"
+        )));
     }
     let promo = PromoCode {
         code: code.clone(),
@@ -60,11 +64,7 @@ pub async fn create(
         slots: new.slots,
         new_users_only: new.new_users_only,
     };
-    match store.create_promo(&promo).await {
-        Ok(()) => {}
-        Err(StorageError::Invalid(message)) => anyhow::bail!("{message}"),
-        Err(err) => return Err(err.into()),
-    }
+    store.create_promo(&promo).await?;
     store
         .append_audit(&[AuditEntry {
             guild_id: 0,
@@ -73,7 +73,7 @@ pub async fn create(
             id: code.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
                 (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
             }),
-            actor_id: 0,
+            actor_id: operator_id,
             target_id: None,
             action: "promo.create".into(),
             details: serde_json::json!({
@@ -92,14 +92,13 @@ pub async fn create(
 
 #[cfg(test)]
 mod tests {
-    use protonn_storage::{AuditRepo, BillingRepo};
 
     use super::*;
 
     #[tokio::test]
     async fn operators_create_valid_codes_once_and_each_is_audited() {
         let dir = tempfile::tempdir().unwrap();
-        let store = protonn_storage::EmbeddedStore::open(dir.path()).unwrap();
+        let store = crate::EmbeddedStore::open(dir.path()).unwrap();
         let now = Timestamp::now();
         let new = NewPromo {
             code: " launch-2026 ".into(),
@@ -109,10 +108,13 @@ mod tests {
             valid_for: Duration::from_secs(86_400),
             new_users_only: true,
         };
-        let promo = create(&store, &new, now).await.unwrap();
+        let promo = create_promo_code(&store, &new, 7, now).await.unwrap();
         assert_eq!(promo.code, "LAUNCH-2026");
         assert_eq!(store.promo("LAUNCH-2026").await.unwrap(), Some((promo, 0)));
-        let again = create(&store, &new, now).await.unwrap_err().to_string();
+        let again = create_promo_code(&store, &new, 7, now)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(again.contains("already exists"), "{again}");
         for bad in [
             NewPromo {
@@ -134,7 +136,10 @@ mod tests {
                 ..new.clone()
             },
         ] {
-            assert!(create(&store, &bad, now).await.is_err(), "{bad:?}");
+            assert!(
+                create_promo_code(&store, &bad, 7, now).await.is_err(),
+                "{bad:?}"
+            );
         }
         assert_eq!(store.promo("OTHER").await.unwrap(), None);
         let audit = store
@@ -144,5 +149,6 @@ mod tests {
         assert_eq!(audit.len(), 1);
         assert_eq!(audit[0].action, "promo.create");
         assert!(audit[0].details.contains("LAUNCH-2026"));
+        assert_eq!(audit[0].actor_id, 7, "the operator who made it");
     }
 }
