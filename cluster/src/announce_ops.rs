@@ -43,20 +43,13 @@ pub(crate) enum AnnounceCommand {
 }
 
 pub(crate) async fn run(config: Config, command: AnnounceCommand) -> anyhow::Result<()> {
-    let coordinators = |given: Vec<String>| {
-        if given.is_empty() {
-            config.cluster.coordinators.clone()
-        } else {
-            given
-        }
-    };
     match command {
         AnnounceCommand::Create {
             message,
             title,
             coordinators: c,
         } => {
-            let store = operator_store(&config, coordinators(c)).await?;
+            let store = operator_store(&config, c).await?;
             let campaign = create(store.as_ref(), message, title, Timestamp::now()).await?;
             println!(
                 "campaign {} created; `protonn announce status {}` follows it",
@@ -67,14 +60,14 @@ pub(crate) async fn run(config: Config, command: AnnounceCommand) -> anyhow::Res
             id,
             coordinators: c,
         } => {
-            let store = operator_store(&config, coordinators(c)).await?;
+            let store = operator_store(&config, c).await?;
             print!("{}", status(store.as_ref(), id).await?);
         }
         AnnounceCommand::Cancel {
             id,
             coordinators: c,
         } => {
-            let store = operator_store(&config, coordinators(c)).await?;
+            let store = operator_store(&config, c).await?;
             let campaign = cancel(store.as_ref(), id, Timestamp::now()).await?;
             println!(
                 "campaign {} cancelled at {} ms",

@@ -80,34 +80,27 @@ pub(crate) enum PrivacyCommand {
 }
 
 pub(crate) async fn run(config: Config, command: PrivacyCommand) -> anyhow::Result<()> {
-    let coordinators = |given: Vec<String>| {
-        if given.is_empty() {
-            config.cluster.coordinators.clone()
-        } else {
-            given
-        }
-    };
     match command {
         PrivacyCommand::Export {
             user,
             out,
             coordinators: c,
         } => {
-            let store = operator_store(&config, coordinators(c)).await?;
+            let store = operator_store(&config, c).await?;
             println!("{}", export_to(store.as_ref(), user, &out).await?);
         }
         PrivacyCommand::Erase {
             user,
             coordinators: c,
         } => {
-            let store = operator_store(&config, coordinators(c)).await?;
+            let store = operator_store(&config, c).await?;
             println!("{}", erase(store.as_ref(), user).await?);
         }
         PrivacyCommand::EraseChild {
             user,
             coordinators: c,
         } => {
-            let store = operator_store(&config, coordinators(c)).await?;
+            let store = operator_store(&config, c).await?;
             println!("{}", erase_child(store.as_ref(), user).await?);
         }
         PrivacyCommand::Affected {
@@ -117,7 +110,7 @@ pub(crate) async fn run(config: Config, command: PrivacyCommand) -> anyhow::Resu
             notices,
             coordinators: c,
         } => {
-            let store = operator_store(&config, coordinators(c)).await?;
+            let store = operator_store(&config, c).await?;
             print!(
                 "{}",
                 affected(store.as_ref(), from, to, &tables, notices.as_deref()).await?
@@ -127,7 +120,7 @@ pub(crate) async fn run(config: Config, command: PrivacyCommand) -> anyhow::Resu
             days,
             coordinators: c,
         } => {
-            let store = operator_store(&config, coordinators(c)).await?;
+            let store = operator_store(&config, c).await?;
             print!(
                 "{}",
                 requests(store.as_ref(), days, Timestamp::now()).await?
@@ -137,11 +130,17 @@ pub(crate) async fn run(config: Config, command: PrivacyCommand) -> anyhow::Resu
     Ok(())
 }
 
-/// The store the config names, opened for an operator.
+/// The store the config names, opened for an operator: the embedded one if no process holds
+/// it, else the leader's through the `given` coordinators (the config's when none are given).
 pub(crate) async fn operator_store(
     config: &Config,
-    coordinators: Vec<String>,
+    given: Vec<String>,
 ) -> anyhow::Result<Arc<dyn Store>> {
+    let coordinators = if given.is_empty() {
+        config.cluster.coordinators.clone()
+    } else {
+        given
+    };
     if config.storage.backend == StorageBackend::Scylla {
         return Ok(Arc::new(store::open_scylla(config).await?));
     }

@@ -33,16 +33,17 @@ const STAFF_ROLES_MAX: usize = 25;
 /// Channel types a log or announcement channel may be: text and announcement.
 const LOG_CHANNEL_KINDS: [u8; 2] = [0, 5];
 
+/// `?saved=VERSION`, after a settings form was saved.
 #[derive(Debug, Deserialize)]
-pub(crate) struct SettingsQuery {
-    saved: Option<u64>,
+pub(crate) struct SavedQuery {
+    pub(super) saved: Option<u64>,
 }
 
 pub(crate) async fn settings(
     State(state): State<AppState>,
     authed: Authed,
     Path(raw): Path<String>,
-    Query(q): Query<SettingsQuery>,
+    Query(q): Query<SavedQuery>,
 ) -> Result<Response, WebError> {
     let guild_id = guild_id(&raw)?;
     authorize(&state, &authed, guild_id).await?;

@@ -2,6 +2,7 @@
 //! per member and the idle period. Saved like every config change (a `ChangeConfig` guild
 //! call with the version the form showed: checked by the bot, audited, live at once).
 
+use super::settings::SavedQuery;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
@@ -11,7 +12,6 @@ use axum::response::{IntoResponse, Response};
 use maud::html;
 use protonn_actors::{GuildRequest, GuildResponse, GuildSummary};
 use protonn_storage::{TicketsConfig, VersionedConfig};
-use serde::Deserialize;
 
 use super::guild::{authorize, config, summary, tabs, unexpected};
 use super::layout::{self, Audience, Nav};
@@ -22,11 +22,6 @@ use crate::{AppState, WebError};
 
 /// The categories field, one name per line: 25 names of 100 characters fit well within.
 const CATEGORIES_MAX_CHARS: usize = 4_000;
-
-#[derive(Debug, Deserialize)]
-pub(crate) struct SavedQuery {
-    saved: Option<u64>,
-}
 
 pub(crate) async fn ticket_settings(
     State(state): State<AppState>,
