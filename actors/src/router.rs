@@ -306,7 +306,7 @@ impl RouterState {
         let _ = self.cast(myself, guild_id, &actor, GuildMsg::Event(Box::new(event)));
     }
 
-    /// An app subscription bought, renewed or refunded: stored off the router's task.
+    /// An app subscription bought (ENTITLEMENT_CREATE): stored off the router's task.
     fn entitlement(&self, entitlement: twilight_model::application::monetization::Entitlement) {
         crate::entitlements::spawn_apply(
             Arc::clone(&self.services.store),
