@@ -1,7 +1,7 @@
 //! Criterion micro-benchmarks of the event path, one step at a time (B1 measures it whole):
 //!
 //! - decode: twilight's `parse` of a gateway frame with the bot's event types, as a shard
-//!   does for every frame: a 1 KB MESSAGE_CREATE (deserialised), and a MESSAGE_DELETE (not
+//!   does for every frame: a 1 KB MESSAGE_CREATE (deserialised), and a TYPING_START (not
 //!   a type the bot handles: skipped after reading its `t`).
 //! - route and handle: events handed to a `GuildRouter` (real services, embedded store) as a
 //!   shard's forwarder does, until every guild actor has handled its event: one message to
@@ -52,10 +52,10 @@ fn decode(c: &mut Criterion) {
         "MESSAGE_CREATE",
         &message_json(GUILD_BASE, 1, &"x".repeat(1_000)),
     );
-    let delete = frame(
-        "MESSAGE_DELETE",
+    let typing = frame(
+        "TYPING_START",
         &format!(
-            r#"{{"id":"1","channel_id":"{}","guild_id":"{GUILD_BASE}"}}"#,
+            r#"{{"channel_id":"{}","guild_id":"{GUILD_BASE}","user_id":"3","timestamp":1}}"#,
             GUILD_BASE + 2
         ),
     );
@@ -63,7 +63,7 @@ fn decode(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     for (name, text, handled) in [
         ("MESSAGE_CREATE of 1 KB", &message, true),
-        ("MESSAGE_DELETE, skipped", &delete, false),
+        ("TYPING_START, skipped", &typing, false),
     ] {
         group.bench_function(name, |b| {
             b.iter_batched(
