@@ -88,8 +88,19 @@ fn millis(at: twilight_model::util::Timestamp) -> Timestamp {
 
 /// Stores the entitlement's state (unless a newer one is stored), then matches its user's
 /// slots to what they now pay for; an entitlement bought for a guild gets that guild a
-/// slot. The metric's outcome.
+/// slot. Counted by outcome (`error` when the store failed).
 pub(crate) async fn apply<S: BillingRepo + PremiumRepo + ?Sized>(
+    store: &S,
+    skus: &HashMap<u64, Plan>,
+    entitlement: &Entitlement,
+    now: Timestamp,
+) -> Result<&'static str, StorageError> {
+    let outcome = store_entitlement(store, skus, entitlement, now).await;
+    counter!(ENTITLEMENTS, "outcome" => *outcome.as_ref().unwrap_or(&"error")).increment(1);
+    outcome
+}
+
+async fn store_entitlement<S: BillingRepo + PremiumRepo + ?Sized>(
     store: &S,
     skus: &HashMap<u64, Plan>,
     entitlement: &Entitlement,
@@ -117,20 +128,16 @@ pub(crate) async fn apply<S: BillingRepo + PremiumRepo + ?Sized>(
     Ok("applied")
 }
 
-/// [`apply`] on a task of its own, counted; the router calls it and goes on.
+/// [`apply`] on a task of its own; the router calls it and goes on.
 pub(crate) fn spawn_apply(
     store: std::sync::Arc<dyn protonn_storage::Store>,
     skus: std::sync::Arc<HashMap<u64, Plan>>,
     entitlement: Entitlement,
 ) {
     tokio::spawn(async move {
-        let outcome = apply(store.as_ref(), &skus, &entitlement, Timestamp::now())
-            .await
-            .unwrap_or_else(|err| {
-                tracing::warn!(entitlement_id = %entitlement.id, error = %err, "cannot store an entitlement; the next READY of shard 0 catches it up");
-                "error"
-            });
-        counter!(ENTITLEMENTS, "outcome" => outcome).increment(1);
+        if let Err(err) = apply(store.as_ref(), &skus, &entitlement, Timestamp::now()).await {
+            tracing::warn!(entitlement_id = %entitlement.id, error = %err, "cannot store an entitlement; the next reading of the list catches it up");
+        }
     });
 }
 
@@ -170,7 +177,6 @@ pub(crate) async fn reconcile<S: BillingRepo + PremiumRepo + ?Sized>(
             let outcome = apply(store, skus, entitlement, Timestamp::now())
                 .await
                 .map_err(|err| err.to_string())?;
-            counter!(ENTITLEMENTS, "outcome" => outcome).increment(1);
             applied += usize::from(outcome == "applied");
         }
         match page.iter().map(|e| e.id).max() {
