@@ -434,6 +434,22 @@ async fn logged_in_owner(h: &Harness) -> (Browser, GuildInfo) {
     (browser, guild)
 }
 
+/// A guild owner (refused `admin_page`: not an operator) and an operator logged in to it.
+async fn owner_and_operator_on(h: &Harness, admin_page: &str) -> (Browser, Browser) {
+    let (mut owner, _) = logged_in_owner(h).await;
+    assert_eq!(
+        owner.get(admin_page).await.0,
+        StatusCode::FORBIDDEN,
+        "a guild owner is not an operator"
+    );
+    let mut operator_browser = Browser::new(h);
+    let (_, answer) = operator_browser
+        .login(h, operator(&h.sim), admin_page)
+        .await;
+    assert_eq!(answer.0, StatusCode::SEE_OTHER, "{}", text(&answer));
+    (owner, operator_browser)
+}
+
 async fn sim_stats(h: &Harness) -> serde_json::Value {
     let answer = request_raw(
         Method::GET,
@@ -1278,17 +1294,7 @@ async fn a_login_records_the_accounts_activity_for_its_retention() {
 #[tokio::test]
 async fn an_operator_starts_follows_and_cancels_an_announcement_and_nobody_else_may() {
     let h = start().await;
-    let (mut owner, _) = logged_in_owner(&h).await;
-    assert_eq!(
-        owner.get("/admin/announcements").await.0,
-        StatusCode::FORBIDDEN,
-        "a guild owner is not an operator"
-    );
-    let mut browser = Browser::new(&h);
-    let (_, answer) = browser
-        .login(&h, operator(&h.sim), "/admin/announcements")
-        .await;
-    assert_eq!(answer.0, StatusCode::SEE_OTHER, "{}", text(&answer));
+    let (mut owner, mut browser) = owner_and_operator_on(&h, "/admin/announcements").await;
     let page = text(&browser.get("/admin/announcements").await);
     assert!(page.contains("No campaigns yet."), "{page}");
     let csrf = field(&page, "csrf");
@@ -1369,15 +1375,7 @@ async fn an_operator_starts_follows_and_cancels_an_announcement_and_nobody_else_
 #[tokio::test]
 async fn an_operator_creates_a_promo_code_and_follows_its_redemptions_and_nobody_else_may() {
     let h = start().await;
-    let (mut owner, _) = logged_in_owner(&h).await;
-    assert_eq!(
-        owner.get("/admin/promos").await.0,
-        StatusCode::FORBIDDEN,
-        "a guild owner is not an operator"
-    );
-    let mut browser = Browser::new(&h);
-    let (_, answer) = browser.login(&h, operator(&h.sim), "/admin/promos").await;
-    assert_eq!(answer.0, StatusCode::SEE_OTHER, "{}", text(&answer));
+    let (mut owner, mut browser) = owner_and_operator_on(&h, "/admin/promos").await;
     let page = text(&browser.get("/admin/promos").await);
     assert!(page.contains("No promo codes yet."), "{page}");
     let csrf = field(&page, "csrf");
