@@ -49,6 +49,8 @@ use support::{http, load_average, machine, median, percentile, protonn_binary, s
 const TOKEN: &str = "bench-cluster";
 /// Operator credentials, apart from the nodes' token.
 const OPERATOR_TOKEN: &str = "operator-token";
+/// The dashboard's credentials: the only ones nodes accept guild calls with.
+const WEB_TOKEN: &str = "bench-dashboard";
 const SHARDS: u32 = 6;
 const GUILDS: u32 = 60;
 const WARM_UP: usize = 100;
@@ -84,7 +86,7 @@ async fn start_web(sim: &SimHandle, coordinator: &Coordinator) -> Web {
         .arg("--config")
         .arg(&config)
         .arg("web")
-        .env("PROTONN_CLUSTER_TOKEN", TOKEN)
+        .env("PROTONN_WEB_TOKEN", WEB_TOKEN)
         .env("PROTONN_WEB_CLIENT_SECRET", WEB_SECRET)
         .env("PROTONN_WEB_SESSION_KEY", WEB_KEY)
         .env("RUST_LOG", "warn")
@@ -186,6 +188,7 @@ async fn start_cluster(sim: &SimHandle, dir: &std::path::Path) -> (Coordinator, 
         min_nodes: 3,
         formation_grace: Duration::from_secs(5),
         lease_ttl: Duration::from_secs(1),
+        web_token: ClusterToken::new(WEB_TOKEN),
         ..CoordinatorOptions::loopback(
             DiscordEndpoint::Simulator(sim.rest_proxy()),
             BotToken::new(sim.config().token.clone()),
@@ -211,6 +214,7 @@ async fn start_cluster(sim: &SimHandle, dir: &std::path::Path) -> (Coordinator, 
             cluster: Some(ClusterMembership {
                 coordinators: vec![format!("http://{}", coordinator.addr())],
                 token: ClusterToken::new(TOKEN).unwrap(),
+                web_token: ClusterToken::new(WEB_TOKEN),
                 tls: None,
                 name: name.to_owned(),
                 guild_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -326,7 +330,7 @@ async fn main() {
         wait_settled(&client, &nodes).await;
         let routed = Arc::new(ClusterGuildCalls::new(
             vec![format!("http://{}", coordinator.addr())],
-            ClusterToken::new(TOKEN).unwrap(),
+            ClusterToken::new(WEB_TOKEN).unwrap(),
             None,
         ));
         let guilds: Vec<u64> = sim.guilds().iter().map(|g| g.id).collect();

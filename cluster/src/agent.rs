@@ -41,6 +41,9 @@ pub struct ClusterMembership {
     /// Coordinator addresses (`http://host:port`); the leader is found among them.
     pub coordinators: Vec<String>,
     pub token: ClusterToken,
+    /// The dashboard's token (`PROTONN_WEB_TOKEN`), the only credentials this node's guild
+    /// calls accept (a node's own token may not change guilds); `None`: none accepted.
+    pub web_token: Option<ClusterToken>,
     /// Mutual TLS (addresses are then `https://`); plain HTTP/2 when `None`.
     pub tls: Option<ClusterTls>,
     /// Stable node name (the StatefulSet pod name).

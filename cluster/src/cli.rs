@@ -12,7 +12,9 @@ use protonn_shard::BotToken;
 use protonn_sim::SimConfig;
 use protonn_storage::{Metered, Store};
 
-use crate::config::{CLUSTER_TOKEN_ENV, NODE_NAME_ENV, OPERATOR_TOKEN_ENV, TOKEN_ENV};
+use crate::config::{
+    CLUSTER_TOKEN_ENV, NODE_NAME_ENV, OPERATOR_TOKEN_ENV, TOKEN_ENV, WEB_TOKEN_ENV, process_env,
+};
 use crate::{
     ClusterClient, ClusterMembership, ClusterTls, ClusterToken, Config, ConfigError, Coordinator,
     CoordinatorOptions, CoordinatorStore, DiscordEndpoint, Node, NodeOptions, StorageBackend, demo,
@@ -36,8 +38,8 @@ enum Command {
     Demo,
     /// One node against Discord (DISCORD_TOKEN), or against `discord.simulator` from the config.
     Run,
-    /// The cluster coordinator (PROTONN_CLUSTER_TOKEN for nodes, PROTONN_OPERATOR_TOKEN for
-    /// operators, DISCORD_TOKEN); a second one on the
+    /// The cluster coordinator (PROTONN_CLUSTER_TOKEN for nodes, PROTONN_WEB_TOKEN for the
+    /// dashboard, PROTONN_OPERATOR_TOKEN for operators, DISCORD_TOKEN); a second one on the
     /// same data directory stands by and takes over when the leader dies.
     Coordinator {
         /// Where to serve gRPC; `cluster.listen` from the config when omitted.
@@ -54,7 +56,8 @@ enum Command {
         advertise: Option<String>,
     },
     /// A node that joins the cluster's coordinators and runs the shards they assign
-    /// (PROTONN_CLUSTER_TOKEN, DISCORD_TOKEN; its name from PROTONN_NODE_NAME or the config).
+    /// (PROTONN_CLUSTER_TOKEN, DISCORD_TOKEN; PROTONN_WEB_TOKEN, the only credentials its
+    /// guild calls accept; its name from PROTONN_NODE_NAME or the config).
     Node {
         /// Coordinator address (`http://host:port`), repeatable; `cluster.coordinators`
         /// from the config when omitted.
@@ -73,7 +76,7 @@ enum Command {
         guild_advertise: Option<String>,
     },
     /// The dashboard as its own stateless process: guild calls routed through the cluster's
-    /// coordinators (PROTONN_CLUSTER_TOKEN), sessions in ScyllaDB or the leader's store, the
+    /// coordinators with its own credentials (PROTONN_WEB_TOKEN), sessions in ScyllaDB or the leader's store, the
     /// OAuth2 client secret and session key from PROTONN_WEB_CLIENT_SECRET and
     /// PROTONN_WEB_SESSION_KEY (or the files `[web]` names).
     Web {
@@ -300,7 +303,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             telemetry::init_logging("info", log_format);
             let mut config = config;
             config.cluster.coordinators = coordinators_or(&config, coordinators);
-            let token = cluster_token()?;
+            let token = web_token()?;
             let tls = cluster_tls(&config)?;
             let ops_listen = ops_listen.unwrap_or(config.ops.listen);
             crate::dashboard::run(config, token, tls, ops_listen).await
@@ -463,33 +466,50 @@ pub(crate) fn cluster_tls(config: &Config) -> Result<Option<ClusterTls>, ConfigE
 }
 
 fn cluster_token() -> Result<ClusterToken, ConfigError> {
-    ClusterToken::new(secret(CLUSTER_TOKEN_ENV)?).ok_or(ConfigError::Invalid {
-        field: CLUSTER_TOKEN_ENV,
-        message: "must not be empty".to_owned(),
-    })
+    scoped_token(CLUSTER_TOKEN_ENV, secret(CLUSTER_TOKEN_ENV)?, process_env)
 }
 
-/// The operators' token (`PROTONN_OPERATOR_TOKEN`): refused when empty, or when it is the
-/// nodes' token (a node could then act as an operator).
+/// The operators' token (`PROTONN_OPERATOR_TOKEN`).
 pub(crate) fn operator_token() -> Result<ClusterToken, ConfigError> {
-    let operator = secret(OPERATOR_TOKEN_ENV)?;
-    check_operator_token(operator, std::env::var(CLUSTER_TOKEN_ENV).ok()).map_err(|message| {
-        ConfigError::Invalid {
-            field: OPERATOR_TOKEN_ENV,
-            message,
-        }
-    })
+    scoped_token(OPERATOR_TOKEN_ENV, secret(OPERATOR_TOKEN_ENV)?, process_env)
 }
 
-fn check_operator_token(operator: String, cluster: Option<String>) -> Result<ClusterToken, String> {
-    let token = ClusterToken::new(operator).ok_or("must not be empty")?;
-    if cluster
-        .and_then(ClusterToken::new)
-        .is_some_and(|cluster| cluster.same_as(&token))
-    {
-        return Err(format!(
-            "must differ from {CLUSTER_TOKEN_ENV} (node credentials)"
-        ));
+/// The dashboard's token (`PROTONN_WEB_TOKEN`), which `protonn web` calls with.
+fn web_token() -> Result<ClusterToken, ConfigError> {
+    scoped_token(WEB_TOKEN_ENV, secret(WEB_TOKEN_ENV)?, process_env)
+}
+
+/// The dashboard's token where it is only accepted (nodes, coordinators): unset, no
+/// dashboard may call; set, it is checked like the others (empty is refused).
+fn accepted_web_token() -> Result<Option<ClusterToken>, ConfigError> {
+    std::env::var(WEB_TOKEN_ENV)
+        .ok()
+        .map(|token| scoped_token(WEB_TOKEN_ENV, token, process_env))
+        .transpose()
+}
+
+/// The token `value` of the scope in `name`: refused when empty, or when it is another
+/// scope's token as `env` has it (a node could then act as the dashboard or an operator).
+fn scoped_token(
+    name: &'static str,
+    value: String,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<ClusterToken, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        field: name,
+        message,
+    };
+    let token = ClusterToken::new(value).ok_or_else(|| invalid("must not be empty".to_owned()))?;
+    for other in [CLUSTER_TOKEN_ENV, WEB_TOKEN_ENV, OPERATOR_TOKEN_ENV] {
+        let reused = other != name
+            && env(other)
+                .and_then(ClusterToken::new)
+                .is_some_and(|other| other.same_as(&token));
+        if reused {
+            return Err(invalid(format!(
+                "must differ from {other}: each scope has its own secret"
+            )));
+        }
     }
     Ok(token)
 }
@@ -514,6 +534,7 @@ async fn run_coordinator(
         token: bot_token()?,
         cluster_token: cluster_token()?,
         operator_token: operator_token()?,
+        web_token: accepted_web_token()?,
         tls: cluster_tls(&config)?,
         listen: listen.unwrap_or(cluster.listen),
         name,
@@ -565,6 +586,7 @@ async fn run_cluster_node(
     let membership = ClusterMembership {
         coordinators: coordinators_or(&config, coordinators),
         token: cluster_token()?,
+        web_token: accepted_web_token()?,
         tls: cluster_tls(&config)?,
         name: node_name(&config)?,
         guild_listen: config.cluster.guild_listen,
@@ -693,16 +715,32 @@ mod tests {
     }
 
     #[test]
-    fn the_operator_token_is_refused_empty_or_equal_to_the_nodes() {
-        let ok = |operator: &str, cluster: Option<&str>| {
-            check_operator_token(operator.to_owned(), cluster.map(str::to_owned))
+    fn a_scoped_token_is_refused_empty_or_equal_to_another_scopes() {
+        let env = [
+            (CLUSTER_TOKEN_ENV, "node-secret"),
+            (WEB_TOKEN_ENV, "web-secret"),
+        ];
+        let check = |name: &'static str, value: &str| {
+            scoped_token(name, value.to_owned(), |wanted| {
+                env.iter()
+                    .find(|(name, _)| *name == wanted)
+                    .map(|(_, value)| (*value).to_owned())
+            })
+            .map_err(|err| err.to_string())
         };
-        assert!(ok("operator-secret", Some("node-secret")).is_ok());
-        assert!(ok("operator-secret", None).is_ok());
-        assert!(ok("  ", Some("node-secret")).unwrap_err().contains("empty"));
-        let same = ok("shared-secret", Some("shared-secret")).unwrap_err();
-        assert!(same.contains("PROTONN_CLUSTER_TOKEN"), "{same}");
-        assert!(!same.contains("shared-secret"), "{same}");
+        assert!(check(OPERATOR_TOKEN_ENV, "operator-secret").is_ok());
+        // A scope's own value in the environment is itself, not a reuse.
+        assert!(check(WEB_TOKEN_ENV, "web-secret").is_ok());
+        assert!(
+            check(OPERATOR_TOKEN_ENV, "  ")
+                .unwrap_err()
+                .contains("empty")
+        );
+        let same = check(OPERATOR_TOKEN_ENV, "node-secret").unwrap_err();
+        assert!(same.contains(CLUSTER_TOKEN_ENV), "{same}");
+        assert!(!same.contains("node-secret"), "{same}");
+        let web_as_node = check(CLUSTER_TOKEN_ENV, "web-secret").unwrap_err();
+        assert!(web_as_node.contains(WEB_TOKEN_ENV), "{web_as_node}");
     }
 
     /// The `sim` subcommand's scenario and overrides, as parsed from `args`.

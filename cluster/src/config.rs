@@ -20,6 +20,9 @@ pub(crate) const CLUSTER_TOKEN_ENV: &str = "PROTONN_CLUSTER_TOKEN";
 /// Environment variable holding the operators' gRPC token (coordinators, `protonn drain`,
 /// `protonn rest-resume`); never given to nodes.
 pub(crate) const OPERATOR_TOKEN_ENV: &str = "PROTONN_OPERATOR_TOKEN";
+/// Environment variable holding the dashboard's gRPC token: required by `protonn web`; nodes
+/// accept guild calls, and coordinators the dashboard's store calls, only with it.
+pub(crate) const WEB_TOKEN_ENV: &str = "PROTONN_WEB_TOKEN";
 /// Environment variable naming this node when `cluster.name` is unset (the pod name).
 pub(crate) const NODE_NAME_ENV: &str = "PROTONN_NODE_NAME";
 /// Environment variables holding the ScyllaDB credentials (or `username_file`/`password_file`).
@@ -32,6 +35,11 @@ pub(crate) const WEB_SESSION_KEY_ENV: &str = "PROTONN_WEB_SESSION_KEY";
 /// Environment variable holding the Paddle webhook secret(s), several separated by commas
 /// during a rotation (or `web.paddle_secret_file`); unset and no file: no webhooks.
 pub(crate) const PADDLE_SECRET_ENV: &str = "PROTONN_PADDLE_WEBHOOK_SECRET";
+
+/// A variable of this process's environment; set but empty counts as unset.
+pub(crate) fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|value| !value.is_empty())
+}
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]

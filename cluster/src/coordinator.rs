@@ -34,7 +34,7 @@ use control::{Control, ControlSettings};
 pub(crate) use leader::{Known, LeaderInfo, LeaderView};
 use service::{CoordinatorService, Leading, StorageService};
 
-use crate::grpc::{ClusterTls, ClusterToken, MAX_MESSAGE, RequireToken, pb};
+use crate::grpc::{ClusterTls, ClusterToken, MAX_MESSAGE, RequireToken, Scope, pb};
 use crate::metrics::{FENCING_EPOCH, LEADER};
 use crate::node::{DiscordEndpoint, Sweeper, discord_transport, gateway_info, startup_rest};
 use crate::{NodeError, ops, telemetry};
@@ -53,6 +53,9 @@ pub struct CoordinatorOptions {
     /// Operator credentials (`protonn drain`, `protonn rest-resume`): may drain any node and
     /// resume REST, which node credentials may not. Must differ from `cluster_token`.
     pub operator_token: ClusterToken,
+    /// The dashboard's credentials (`protonn web`): guild lookups and the store calls the
+    /// dashboard makes. `None`: no dashboard may connect. Must differ from both others.
+    pub web_token: Option<ClusterToken>,
     /// Mutual TLS: nodes must present a certificate of the cluster's CA.
     pub tls: Option<ClusterTls>,
     /// Where gRPC is served; port 0 picks a free one.
@@ -109,6 +112,7 @@ impl CoordinatorOptions {
             token,
             cluster_token,
             operator_token,
+            web_token: None,
             tls: None,
             listen: loopback,
             name: "coordinator".to_owned(),
@@ -180,7 +184,7 @@ pub enum CoordinatorError {
     Storage(#[from] StorageError),
     #[error("discord: {0}")]
     Discord(#[from] NodeError),
-    #[error("the operator token must differ from the cluster (node) token")]
+    #[error("the node, operator and dashboard tokens must be three different secrets")]
     SameTokens,
     #[error("lost the leadership: {0}")]
     Superseded(String),
@@ -195,7 +199,10 @@ impl Coordinator {
     /// Binds the gRPC and ops listeners and serves at once; leadership is taken in the
     /// background (see the module docs). Fails only if an address cannot be bound.
     pub async fn start(options: CoordinatorOptions) -> Result<Self, CoordinatorError> {
-        if options.operator_token.same_as(&options.cluster_token) {
+        let web_reused = options.web_token.as_ref().is_some_and(|web| {
+            web.same_as(&options.cluster_token) || web.same_as(&options.operator_token)
+        });
+        if options.operator_token.same_as(&options.cluster_token) || web_reused {
             return Err(CoordinatorError::SameTokens);
         }
         telemetry::install_tls_provider();
@@ -239,31 +246,31 @@ impl Coordinator {
         }));
 
         let leading = Arc::new(OnceCell::new());
+        let credentials = RequireToken::default()
+            .with(Scope::Node, Some(&options.cluster_token))
+            .with(Scope::Web, options.web_token.as_ref())
+            .with(Scope::Operator, Some(&options.operator_token));
         let service = pb::coordinator_server::CoordinatorServer::new(CoordinatorService::new(
             Arc::clone(&leading),
             Arc::clone(&view),
         ))
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
-        let service = tonic::service::interceptor::InterceptedService::new(
-            service,
-            RequireToken::new(&options.cluster_token).with_operator(&options.operator_token),
-        );
+        let service =
+            tonic::service::interceptor::InterceptedService::new(service, credentials.clone());
         let storage = pb::storage_server::StorageServer::new(StorageService::new(
             Arc::clone(&leading),
             Arc::clone(&view),
         ))
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
-        let storage = tonic::service::interceptor::InterceptedService::new(
-            storage,
-            RequireToken::new(&options.cluster_token).with_operator(&options.operator_token),
-        );
+        let storage =
+            tonic::service::interceptor::InterceptedService::new(storage, credentials.clone());
         let directory = tonic::service::interceptor::InterceptedService::new(
             pb::guild_directory_server::GuildDirectoryServer::new(
                 directory::DirectoryService::new(Arc::clone(&leading), Arc::clone(&view)),
             ),
-            RequireToken::new(&options.cluster_token).with_operator(&options.operator_token),
+            credentials,
         );
         // Small messages (heartbeats, instructions) must not wait for Nagle's algorithm: it
         // added about 40 ms to half the handoffs (B6).
@@ -573,16 +580,25 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_coordinator_refuses_an_operator_token_equal_to_the_nodes() {
+    async fn a_coordinator_refuses_a_token_reused_across_scopes() {
         let dir = tempfile::tempdir().unwrap();
-        let started = Coordinator::start(CoordinatorOptions::loopback(
-            DiscordEndpoint::Simulator("127.0.0.1:9".to_owned()),
-            BotToken::new("unused".to_owned()),
-            ClusterToken::new("same-secret").unwrap(),
-            ClusterToken::new("same-secret").unwrap(),
-            CoordinatorStore::Embedded(dir.path().to_owned()),
-        ))
-        .await;
-        assert!(matches!(started, Err(CoordinatorError::SameTokens)));
+        let token = |secret: &str| ClusterToken::new(secret).unwrap();
+        let options = |node: &str, operator: &str, web: &str| CoordinatorOptions {
+            web_token: Some(token(web)),
+            ..CoordinatorOptions::loopback(
+                DiscordEndpoint::Simulator("127.0.0.1:9".to_owned()),
+                BotToken::new("unused".to_owned()),
+                token(node),
+                token(operator),
+                CoordinatorStore::Embedded(dir.path().to_owned()),
+            )
+        };
+        for (node, operator, web) in [("a", "a", "w"), ("a", "o", "a"), ("a", "o", "o")] {
+            let started = Coordinator::start(options(node, operator, web)).await;
+            assert!(
+                matches!(started, Err(CoordinatorError::SameTokens)),
+                "{node} {operator} {web}"
+            );
+        }
     }
 }

@@ -16,7 +16,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{PADDLE_SECRET_ENV, WEB_CLIENT_SECRET_ENV, WEB_SESSION_KEY_ENV, WebSection};
+use crate::config::{
+    PADDLE_SECRET_ENV, WEB_CLIENT_SECRET_ENV, WEB_SESSION_KEY_ENV, WebSection, process_env,
+};
 use crate::ops::{self, OpsState, Readiness};
 use crate::{
     ClusterGuildCalls, ClusterTls, ClusterToken, Config, ConfigError, Node, RemoteStore,
@@ -247,18 +249,15 @@ fn web_secrets(
     })
 }
 
-fn process_env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|value| !value.is_empty())
-}
-
 /// `protonn web`: the dashboard as its own stateless process (any number of replicas behind
 /// one Service). Sessions and the audit log are in ScyllaDB with `[storage] backend =
 /// "scylla"`, else in the leading coordinator's store (as nodes use it); guild calls are
-/// routed to the node running each guild's shard. `/metrics`, `/healthz` and `/readyz` are
-/// served on `ops_listen`.
+/// routed to the node running each guild's shard. It calls with the dashboard's own token
+/// (`PROTONN_WEB_TOKEN`), never a node's. `/metrics`, `/healthz` and `/readyz` are served on
+/// `ops_listen`.
 pub(crate) async fn run(
     config: Config,
-    cluster_token: ClusterToken,
+    web_token: ClusterToken,
     tls: Option<ClusterTls>,
     ops_listen: SocketAddr,
 ) -> anyhow::Result<()> {
@@ -279,11 +278,11 @@ pub(crate) async fn run(
         }
         StorageBackend::Embedded => Arc::new(RemoteStore::connect(
             coordinators.clone(),
-            cluster_token.clone(),
+            web_token.clone(),
             tls.clone(),
         )),
     };
-    let guilds = Arc::new(ClusterGuildCalls::new(coordinators, cluster_token, tls));
+    let guilds = Arc::new(ClusterGuildCalls::new(coordinators, web_token, tls));
     let discord_url = match &config.discord.simulator {
         Some(addr) => format!("http://{addr}"),
         None => "https://discord.com".to_owned(),

@@ -134,17 +134,22 @@ impl ClusterTls {
     }
 }
 
-/// Whose credentials a call carries: a node's (`PROTONN_CLUSTER_TOKEN`: join, heartbeat,
-/// identify, the store a node uses, drain itself) or an operator's (`PROTONN_OPERATOR_TOKEN`:
-/// anything, including draining any node and resuming REST).
+/// Whose credentials a call carries, each a different secret:
+/// - a node's (`PROTONN_CLUSTER_TOKEN`): join, heartbeat, identify, the store the bot uses,
+///   drain itself;
+/// - the dashboard's (`PROTONN_WEB_TOKEN`): guild calls (the only way to change a guild), the
+///   directory, the store the dashboard uses, operators' campaigns from the admin page;
+/// - an operator's (`PROTONN_OPERATOR_TOKEN`): anything at a coordinator, including draining
+///   any node, resuming REST and the store calls only the leader makes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Scope {
     Node,
+    Web,
     Operator,
 }
 
 impl Scope {
-    /// The scope the interceptor recorded; node (the lesser) when none was.
+    /// The scope the interceptor recorded; node (the least) when none was.
     pub(crate) fn of<T>(request: &Request<T>) -> Self {
         request
             .extensions()
@@ -155,35 +160,55 @@ impl Scope {
 
     /// Refuses `what` to anything but operator credentials, as `PermissionDenied`.
     pub(crate) fn require_operator(self, what: &str) -> Result<(), Status> {
+        self.require(&[Scope::Operator], what)
+    }
+
+    /// Refuses `what` (a node's own business) to the dashboard's credentials.
+    pub(crate) fn require_node(self, what: &str) -> Result<(), Status> {
+        self.require(&[Scope::Node, Scope::Operator], what)
+    }
+
+    /// Refuses `what` (changing guilds, operators' actions on the admin page) to a node's
+    /// credentials.
+    pub(crate) fn require_dashboard(self, what: &str) -> Result<(), Status> {
+        self.require(&[Scope::Web, Scope::Operator], what)
+    }
+
+    fn require(self, allowed: &[Scope], what: &str) -> Result<(), Status> {
+        if allowed.contains(&self) {
+            return Ok(());
+        }
+        let needed: Vec<&str> = allowed.iter().map(|scope| scope.credentials()).collect();
+        Err(Status::permission_denied(format!(
+            "{what} needs {}, not {}",
+            needed.join(" or "),
+            self.credentials()
+        )))
+    }
+
+    fn credentials(self) -> &'static str {
         match self {
-            Scope::Operator => Ok(()),
-            Scope::Node => Err(Status::permission_denied(format!(
-                "{what} needs operator credentials (PROTONN_OPERATOR_TOKEN), not a node's"
-            ))),
+            Scope::Node => "node credentials (PROTONN_CLUSTER_TOKEN)",
+            Scope::Web => "the dashboard's credentials (PROTONN_WEB_TOKEN)",
+            Scope::Operator => "operator credentials (PROTONN_OPERATOR_TOKEN)",
         }
     }
 }
 
-/// Server side: rejects a call without a token, or with another one, as `Unauthenticated`,
-/// and records in the request's extensions which [`Scope`] the token it carries has.
-#[derive(Clone)]
+/// Server side: rejects a call without a token, or with one it does not know, as
+/// `Unauthenticated`, and records in the request's extensions which [`Scope`] the token it
+/// carries has.
+#[derive(Clone, Default)]
 pub(crate) struct RequireToken {
-    node: Vec<u8>,
-    operator: Option<Vec<u8>>,
+    accepted: Vec<(Vec<u8>, Scope)>,
 }
 
 impl RequireToken {
-    /// Node credentials only (a node's guild-call service).
-    pub(crate) fn new(token: &ClusterToken) -> Self {
-        Self {
-            node: token.bearer().into_bytes(),
-            operator: None,
+    /// Accepts `token` (when there is one) as `scope`.
+    pub(crate) fn with(mut self, scope: Scope, token: Option<&ClusterToken>) -> Self {
+        if let Some(token) = token {
+            self.accepted.push((token.bearer().into_bytes(), scope));
         }
-    }
-
-    /// Node credentials, and operator credentials with [`Scope::Operator`] (a coordinator).
-    pub(crate) fn with_operator(mut self, operator: &ClusterToken) -> Self {
-        self.operator = Some(operator.bearer().into_bytes());
         self
     }
 }
@@ -195,17 +220,18 @@ impl Interceptor for RequireToken {
             .get("authorization")
             .map(|value| value.as_bytes().to_vec())
             .unwrap_or_default();
-        let scope = if constant_time_eq(&presented, &self.node) {
-            Scope::Node
-        } else if self
-            .operator
-            .as_deref()
-            .is_some_and(|operator| constant_time_eq(&presented, operator))
-        {
-            Scope::Operator
-        } else {
-            return Err(Status::unauthenticated("missing or wrong cluster token"));
-        };
+        // Every token is compared, so the time taken does not tell which one matched.
+        let scope = self
+            .accepted
+            .iter()
+            .fold(None, |found, (token, scope)| {
+                if constant_time_eq(&presented, token) {
+                    Some(*scope)
+                } else {
+                    found
+                }
+            })
+            .ok_or_else(|| Status::unauthenticated("missing or wrong cluster token"))?;
         request.extensions_mut().insert(scope);
         Ok(request)
     }
@@ -333,23 +359,45 @@ mod tests {
                 .insert("authorization", value.parse().unwrap());
             request
         };
-        let mut coordinator = RequireToken::new(&node).with_operator(&operator);
+        let web = ClusterToken::new("web-secret").unwrap();
+        let mut coordinator = RequireToken::default()
+            .with(Scope::Node, Some(&node))
+            .with(Scope::Web, Some(&web))
+            .with(Scope::Operator, Some(&operator));
         let scope = |request: Result<Request<()>, Status>| Scope::of(&request.unwrap());
         assert_eq!(
             scope(coordinator.call(with("Bearer node-secret"))),
             Scope::Node
         );
         assert_eq!(
+            scope(coordinator.call(with("Bearer web-secret"))),
+            Scope::Web
+        );
+        assert_eq!(
             scope(coordinator.call(with("Bearer operator-secret"))),
             Scope::Operator
         );
-        // A node's guild service knows no operator token.
-        let mut guilds = RequireToken::new(&node);
-        let refused = guilds.call(with("Bearer operator-secret")).unwrap_err();
-        assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+        // A node's guild service knows the dashboard's token only.
+        let mut guilds = RequireToken::default().with(Scope::Web, Some(&web));
+        for other in ["Bearer node-secret", "Bearer operator-secret", "Bearer "] {
+            let refused = guilds.call(with(other)).unwrap_err();
+            assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+        }
+        // Without a token configured, nothing is accepted.
+        let mut closed = RequireToken::default().with(Scope::Web, None);
+        assert!(closed.call(with("Bearer web-secret")).is_err());
         assert!(Scope::Operator.require_operator("x").is_ok());
         let denied = Scope::Node.require_operator("resuming REST").unwrap_err();
         assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+        assert!(Scope::Web.require_operator("x").is_err());
+        assert!(Scope::Web.require_node("identifying").is_err());
+        assert!(Scope::Node.require_node("identifying").is_ok());
+        let node_configures = Scope::Node.require_dashboard("a guild call").unwrap_err();
+        assert!(
+            node_configures.message().contains("PROTONN_WEB_TOKEN"),
+            "{node_configures:?}"
+        );
+        assert!(Scope::Web.require_dashboard("a guild call").is_ok());
         // Without a recorded scope, the lesser one.
         assert_eq!(Scope::of(&Request::new(())), Scope::Node);
     }
@@ -364,7 +412,7 @@ mod tests {
     #[test]
     fn only_the_exact_token_passes() {
         let token = ClusterToken::new("s3cret").unwrap();
-        let mut check = RequireToken::new(&token);
+        let mut check = RequireToken::default().with(Scope::Node, Some(&token));
         let with = |value: Option<&str>| {
             let mut request = Request::new(());
             if let Some(value) = value {

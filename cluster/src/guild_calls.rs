@@ -18,7 +18,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
 use crate::agent::Link;
-use crate::grpc::{self, ClusterTls, ClusterToken, RequireToken, WithToken, pb};
+use crate::grpc::{self, ClusterTls, ClusterToken, RequireToken, Scope, WithToken, pb};
 
 /// How often a node tells the leader where it serves guild calls: a new leader knows every
 /// node's address within this.
@@ -79,20 +79,23 @@ impl pb::guilds_server::Guilds for GuildsService {
     }
 }
 
-/// Serves `Guilds` on `listener` (with the cluster token, and mutual TLS when configured)
-/// until `shutdown`.
+/// Serves `Guilds` on `listener` until `shutdown`, to callers with the dashboard's token
+/// (none when `web_token` is `None`: a node's own token may not change guilds), over mutual
+/// TLS when configured.
 pub(crate) fn serve(
     listener: tokio::net::TcpListener,
     service: GuildsService,
-    token: &ClusterToken,
+    web_token: Option<&ClusterToken>,
     tls: Option<ClusterTls>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
     let service = pb::guilds_server::GuildsServer::new(service)
         .max_decoding_message_size(MAX_CALL_MESSAGE)
         .max_encoding_message_size(MAX_CALL_MESSAGE);
-    let service =
-        tonic::service::interceptor::InterceptedService::new(service, RequireToken::new(token));
+    let service = tonic::service::interceptor::InterceptedService::new(
+        service,
+        RequireToken::default().with(Scope::Web, web_token),
+    );
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tokio::spawn(async move {
         let mut builder = tonic::transport::Server::builder();
@@ -240,7 +243,7 @@ impl ClusterGuildCalls {
                 }
                 Err(status) if status.code() == tonic::Code::Unauthenticated => {
                     return Err(GuildCallError::Unavailable {
-                        message: "the cluster token was refused".to_owned(),
+                        message: "the coordinator refused these credentials".to_owned(),
                     });
                 }
                 Err(status) => last = status.message().to_owned(),
@@ -332,7 +335,9 @@ impl ClusterGuildCalls {
                 Ok(Err(status)) => {
                     if status.code() == tonic::Code::Unauthenticated {
                         return Err(GuildCallError::Unavailable {
-                            message: "the cluster token was refused".to_owned(),
+                            message: "the node refused these credentials: guild calls need \
+                                      the dashboard's (PROTONN_WEB_TOKEN)"
+                                .to_owned(),
                         });
                     }
                     // The node is gone or not serving: its shards are moving.

@@ -30,7 +30,7 @@ use twilight_model::oauth::Application;
 
 use crate::agent::{Agent, ClusterMembership, Link, RemoteIdentify};
 use crate::fence::FencedSink;
-use crate::guild_calls::{self, ClusterGuildCalls, GuildsService};
+use crate::guild_calls::{self, GuildsService};
 use crate::remote_store::RemoteStore;
 use crate::rest_budget;
 use crate::{NodeError, ops, telemetry};
@@ -118,7 +118,6 @@ struct GuildService {
     serving: tokio::task::JoinHandle<()>,
     advertising: tokio::task::JoinHandle<()>,
     bound: SocketAddr,
-    calls: Arc<ClusterGuildCalls>,
 }
 
 impl Node {
@@ -324,7 +323,7 @@ impl Node {
                         supervisor: supervisor.clone(),
                         shard_count,
                     },
-                    &membership.token,
+                    membership.web_token.as_ref(),
                     membership.tls.clone(),
                     async {
                         let _ = stopped.await;
@@ -337,11 +336,6 @@ impl Node {
                     serving,
                     advertising,
                     bound,
-                    calls: Arc::new(ClusterGuildCalls::new(
-                        membership.coordinators.clone(),
-                        membership.token.clone(),
-                        membership.tls.clone(),
-                    )),
                 }))
             }
             _ => None,
@@ -453,13 +447,11 @@ impl Node {
         }
     }
 
-    /// Guild calls: alone, to the guilds of this node's shards; in a cluster, to any guild,
-    /// routed to the node running its shard.
+    /// Guild calls to the guilds of this node's shards. Across a cluster, guilds are called
+    /// with the dashboard's credentials (`ClusterClient`), which a node does not use: its
+    /// own token may not change guilds.
     pub fn guild_calls(&self) -> Arc<dyn GuildCalls> {
-        match &self.guild_service {
-            Some(service) => Arc::clone(&service.calls) as Arc<dyn GuildCalls>,
-            None => Arc::new(LocalGuildCalls::new(self.router.clone())),
-        }
+        Arc::new(LocalGuildCalls::new(self.router.clone()))
     }
 
     /// Where a cluster node serves guild calls.

@@ -19,9 +19,10 @@ use protonn_storage::{AnnouncementRepo, Campaign, Delivery};
 use protonn_storage::{AutomodHit, AutomodRepo, Case, ModerationRepo, Timer, TimerRepo};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use tonic::Status;
 
 use crate::agent::{ClusterMembership, Link};
-use crate::grpc::{self, ClusterTls, ClusterToken, pb};
+use crate::grpc::{self, ClusterTls, ClusterToken, Scope, pb};
 
 /// Tries of a call answered `Unavailable` (a standby, or no coordinator reachable): a leader
 /// change takes about a lease time-to-live, so 40 × 250 ms covers one.
@@ -405,7 +406,7 @@ impl StoreCall {
     /// the store in bulk. A node's guild actors need none of them. `SaveCheckpoints` is a
     /// node's: owners store their shards' resume points, and the store ignores a point
     /// whose epoch is older than the shard's assignment.
-    pub(crate) fn operator_only(&self) -> bool {
+    fn operator_only(&self) -> bool {
         matches!(
             self,
             Self::AcquireLease { .. }
@@ -429,6 +430,64 @@ impl StoreCall {
                 | Self::PutExport { .. }
                 | Self::MarkBrowsersForClearing { .. }
         )
+    }
+
+    /// Calls only the dashboard makes: its sessions, Paddle's webhook inbox, promo codes
+    /// and operators' campaigns (from the admin page). Node credentials may not: a stolen
+    /// node token must not mint sessions, bill or message every guild.
+    fn dashboard_only(&self) -> bool {
+        matches!(
+            self,
+            Self::PutWebSession { .. }
+                | Self::WebSession { .. }
+                | Self::ReplaceWebSession { .. }
+                | Self::DeleteWebSession { .. }
+                | Self::WebSessionsOf { .. }
+                | Self::DeleteWebSessionsOf { .. }
+                | Self::SweepWebSessions { .. }
+                | Self::TakeBrowserClearing { .. }
+                | Self::TakeExport { .. }
+                | Self::ReceiveEvent { .. }
+                | Self::PendingEvents { .. }
+                | Self::FinishEvent { .. }
+                | Self::CreatePromo { .. }
+                | Self::RedeemPromo { .. }
+                | Self::CreateCampaign { .. }
+                | Self::CancelCampaign { .. }
+        )
+    }
+
+    /// Calls only the bot makes: resume points, durable timers, deliveries of campaigns and
+    /// usage counts. The dashboard's credentials may not.
+    fn bot_only(&self) -> bool {
+        matches!(
+            self,
+            Self::SaveCheckpoints { .. }
+                | Self::Checkpoint { .. }
+                | Self::PutTimer { .. }
+                | Self::CancelTimer { .. }
+                | Self::DueTimers { .. }
+                | Self::ClaimTimer { .. }
+                | Self::CompleteTimer { .. }
+                | Self::ClaimDelivery { .. }
+                | Self::FinishDelivery { .. }
+                | Self::AddUsage { .. }
+                | Self::AddUsageFlush { .. }
+        )
+    }
+
+    /// Whether credentials of `scope` may make this call: `PermissionDenied` naming the
+    /// credentials it needs when not.
+    pub(crate) fn permitted(&self, scope: Scope) -> Result<(), Status> {
+        if self.operator_only() {
+            scope.require_operator("this store call (the lease, cluster tables, raw rows)")
+        } else if self.dashboard_only() {
+            scope.require_dashboard("this store call (sessions, billing, campaigns)")
+        } else if self.bot_only() {
+            scope.require_node("this store call (resume points, timers, deliveries, usage)")
+        } else {
+            Ok(())
+        }
     }
 
     /// Calls that change nothing, safe to repeat after a connection broke mid-call.
@@ -767,6 +826,7 @@ impl RemoteStore {
         Self::new(Link::new(ClusterMembership {
             coordinators,
             token,
+            web_token: None,
             tls,
             name: String::new(),
             // A store client serves no guild calls.

@@ -10,7 +10,7 @@ use protonn_storage::{
 };
 
 use crate::ConfigError;
-use crate::config::{Config, SCYLLA_PASSWORD_ENV, SCYLLA_USERNAME_ENV, ScyllaSection};
+use crate::config::{Config, SCYLLA_PASSWORD_ENV, SCYLLA_USERNAME_ENV, ScyllaSection, process_env};
 
 /// The storage crate's settings for `[storage.scylla]`; `env` looks up a variable (the
 /// process environment, or a map in tests).
@@ -75,10 +75,6 @@ fn credentials(
         read("storage.scylla.username_file", user_file)?,
         read("storage.scylla.password_file", password_file)?,
     )))
-}
-
-fn process_env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|value| !value.is_empty())
 }
 
 /// Connects to the configured cluster and refuses a schema older than this build.

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use protonn_cluster::{ClusterClient, ClusterStatus, ClusterToken, RemoteStore};
 use protonn_sim::{GatewayEventKind, InteractionOutcome, SimConfig, SimHandle, Simulator};
-use protonn_storage::{ClusterRepo, DataRights, GuildConfigRepo, Timestamp};
+use protonn_storage::{AnnouncementRepo, ClusterRepo, DataRights, GuildConfigRepo, Timestamp};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
@@ -21,6 +21,9 @@ use tokio::time::Instant;
 const CLUSTER_TOKEN: &str = "cluster-test-token";
 /// Operator credentials: given to the coordinators and the operator's client, never to nodes.
 const OPERATOR_TOKEN: &str = "cluster-test-operator";
+/// The dashboard's credentials: given to `protonn web`, and to coordinators and nodes, which
+/// accept them (nodes take guild calls with nothing else).
+const WEB_TOKEN: &str = "cluster-test-dashboard";
 const SHARDS: u32 = 32;
 /// Steady, and well under Discord's global 50 requests/s: the phases here are about shards
 /// moving (`three_nodes_together_stay_under_the_global_rest_limit` overloads on purpose).
@@ -73,6 +76,7 @@ impl Process {
             .env("DISCORD_TOKEN", &sim.config().token)
             .env_remove("PROTONN_CLUSTER_TOKEN")
             .env_remove("PROTONN_OPERATOR_TOKEN")
+            .env_remove("PROTONN_WEB_TOKEN")
             .env("RUST_LOG", "info,twilight_gateway=warn")
             .stdout(Stdio::piped())
             .stderr(log)
@@ -202,6 +206,7 @@ impl Cluster {
             &[
                 ("PROTONN_CLUSTER_TOKEN", CLUSTER_TOKEN),
                 ("PROTONN_OPERATOR_TOKEN", OPERATOR_TOKEN),
+                ("PROTONN_WEB_TOKEN", WEB_TOKEN),
             ],
         )
         .await;
@@ -261,6 +266,7 @@ impl Cluster {
             &token
                 .map(|token| ("PROTONN_CLUSTER_TOKEN", token))
                 .into_iter()
+                .chain([("PROTONN_WEB_TOKEN", WEB_TOKEN)])
                 .collect::<Vec<_>>(),
         )
         .await;
@@ -1090,11 +1096,13 @@ async fn a_coordinator_rollout_never_has_two_leaders_and_disturbs_no_shard() {
     );
 }
 
-/// Node credentials are not an operator's: a node token cannot drain a node, resume REST
-/// or touch the lease and the raw store; the operator token can. A node's own drain (its
+/// Each credential does only what its scope allows: a node token cannot drain a node, resume
+/// REST, touch the lease and the raw store (operator credentials), change a guild or start a
+/// campaign (the dashboard's); the dashboard's token cannot act as a node or an operator; the
+/// operator token can do it all. A node's own drain (its
 /// SIGTERM) goes through, bound to its registration.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_token_is_refused_operator_methods_and_the_operator_token_works() {
+async fn each_credential_does_only_what_its_scope_allows() {
     let mut cluster = Cluster::start(1, 1).await;
     cluster.start_node("node-a", Some(CLUSTER_TOKEN)).await;
     cluster.start_node("node-b", Some(CLUSTER_TOKEN)).await;
@@ -1154,8 +1162,84 @@ async fn a_node_token_is_refused_operator_methods_and_the_operator_token_works()
             "{what}: {refused}"
         );
     }
+    // Nor may it change a guild, start a campaign or mint a dashboard session: those
+    // need the dashboard's credentials.
+    let node_guild_calls = ClusterClient::new(
+        cluster.addresses.clone(),
+        ClusterToken::new(CLUSTER_TOKEN).unwrap(),
+    );
+    let changed = node_guild_calls
+        .configure(cluster.sim.guilds()[0].id, "prefix", "!", None)
+        .await;
+    assert!(
+        changed
+            .as_ref()
+            .is_err_and(|err| err.to_string().contains("PROTONN_WEB_TOKEN")),
+        "{changed:?}"
+    );
+    let campaign = protonn_storage::Campaign {
+        id: 1,
+        title: None,
+        message: "from a stolen node token".to_owned(),
+        created_at: Timestamp::now(),
+        cancelled_at: None,
+    };
+    let started = node_store.create_campaign(&campaign).await;
+    assert!(
+        started
+            .as_ref()
+            .is_err_and(|err| err.to_string().contains("dashboard's credentials")),
+        "{started:?}"
+    );
     // What a node needs still works with its token.
     node_store.load(1).await.unwrap();
+
+    // The dashboard's token changes guilds and starts campaigns, but is neither a node nor
+    // an operator.
+    let dashboard = ClusterClient::new(
+        cluster.addresses.clone(),
+        ClusterToken::new(WEB_TOKEN).unwrap(),
+    );
+    let guild = cluster.sim.guilds()[0].id;
+    let deadline = Instant::now() + DEADLINE;
+    // Until the guild's node has it cached (its GUILD_CREATE arrived).
+    let saved = loop {
+        match dashboard.configure(guild, "prefix", "?", None).await {
+            Ok(saved) => break saved,
+            Err(err) => assert!(Instant::now() < deadline, "never configured: {err}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(saved.config.prefix, "?");
+    let web_store = RemoteStore::connect(
+        cluster.addresses.clone(),
+        ClusterToken::new(WEB_TOKEN).unwrap(),
+        None,
+    );
+    web_store.create_campaign(&campaign).await.unwrap();
+    denied(
+        dashboard.drain("node-a").await.map(|_| ()),
+        "drain as the dashboard",
+    );
+    let as_node = web_store.checkpoint(0).await;
+    assert!(
+        as_node
+            .as_ref()
+            .is_err_and(|err| err.to_string().contains("node credentials")),
+        "{as_node:?}"
+    );
+    let lease = web_store.lease("coordinator").await;
+    assert!(
+        lease
+            .as_ref()
+            .is_err_and(|err| err.to_string().contains("operator credentials")),
+        "{lease:?}"
+    );
+    let cancelled = web_store
+        .cancel_campaign(1, Timestamp::now())
+        .await
+        .unwrap();
+    assert!(cancelled.cancelled_at.is_some());
 
     // The operator token does what the node token may not.
     let status = cluster.operator.status().await.unwrap();
@@ -1761,7 +1845,7 @@ async fn start_web(cluster: &Cluster) -> (Process, String, WebBrowser) {
         &["web ", "web ops "],
         &cluster.sim,
         &[
-            ("PROTONN_CLUSTER_TOKEN", CLUSTER_TOKEN),
+            ("PROTONN_WEB_TOKEN", WEB_TOKEN),
             ("PROTONN_WEB_CLIENT_SECRET", WEB_CLIENT_SECRET),
             ("PROTONN_WEB_SESSION_KEY", WEB_SESSION_KEY),
             ("PROTONN_PADDLE_WEBHOOK_SECRET", PADDLE_SECRETS),
@@ -1810,7 +1894,7 @@ async fn protonn_web_logs_in_and_changes_a_guilds_prefix_on_the_node_that_runs_i
         &[],
         &cluster.sim,
         &[
-            ("PROTONN_CLUSTER_TOKEN", CLUSTER_TOKEN),
+            ("PROTONN_WEB_TOKEN", WEB_TOKEN),
             ("PROTONN_WEB_CLIENT_SECRET", WEB_CLIENT_SECRET),
             ("PROTONN_WEB_SESSION_KEY", WEB_SESSION_KEY),
         ],
@@ -1832,7 +1916,7 @@ async fn protonn_web_logs_in_and_changes_a_guilds_prefix_on_the_node_that_runs_i
         &[],
         &cluster.sim,
         &[
-            ("PROTONN_CLUSTER_TOKEN", CLUSTER_TOKEN),
+            ("PROTONN_WEB_TOKEN", WEB_TOKEN),
             ("PROTONN_WEB_CLIENT_SECRET", WEB_CLIENT_SECRET),
         ],
     )

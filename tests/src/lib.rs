@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use protonn_actors::{EventObserver, HandledEvent, RuntimeConfig};
 use protonn_cluster::{
-    ClusterToken, CoordinatorOptions, CoordinatorStore, DiscordEndpoint, Node, NodeError,
-    NodeOptions,
+    ClusterClient, ClusterToken, CoordinatorOptions, CoordinatorStore, DiscordEndpoint, Node,
+    NodeError, NodeOptions,
 };
 use protonn_shard::{BotToken, ShardPhase};
 use protonn_sim::{GatewayEventKind, GuildInfo, SimConfig, SimHandle, Simulator};
@@ -34,8 +34,18 @@ pub fn small_world(shards: u32, guilds: u32) -> SimConfig {
     }
 }
 
+/// The dashboard's credentials in tests' clusters: coordinators and nodes accept them, and
+/// guild calls across a cluster need them (a node's token may not change guilds).
+pub const WEB_TOKEN: &str = "tests-dashboard-token";
+
+/// A client of the cluster with the dashboard's credentials, as `protonn web` calls it.
+pub fn dashboard_client(coordinators: Vec<String>) -> ClusterClient {
+    ClusterClient::new(coordinators, ClusterToken::new(WEB_TOKEN).unwrap())
+}
+
 /// A coordinator of `sim`'s bot on loopback with the tests' timings: heartbeats every 0.1 s,
-/// a node lost after 3 s of silence, no formation grace, a 1 s leadership lease.
+/// a node lost after 3 s of silence, no formation grace, a 1 s leadership lease; it accepts
+/// [`WEB_TOKEN`] as the dashboard's.
 pub fn coordinator_options(
     sim: &SimHandle,
     store: CoordinatorStore,
@@ -47,6 +57,7 @@ pub fn coordinator_options(
         failure_timeout: Duration::from_secs(3),
         formation_grace: Duration::ZERO,
         lease_ttl: Duration::from_secs(1),
+        web_token: ClusterToken::new(WEB_TOKEN),
         ..CoordinatorOptions::loopback(
             DiscordEndpoint::Simulator(sim.rest_proxy()),
             BotToken::new(sim.config().token.clone()),

@@ -97,6 +97,7 @@ async fn start_node(
     let cluster = ClusterMembership {
         coordinators,
         token: ClusterToken::new(TOKEN).unwrap(),
+        web_token: None,
         tls: None,
         name: name.to_owned(),
         guild_listen: SocketAddr::from(([127, 0, 0, 1], 0)),

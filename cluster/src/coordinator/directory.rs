@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 use super::control::{ControlMsg, node_id};
 use super::leader::LeaderView;
 use super::service::{Leading, serving};
-use crate::grpc::pb;
+use crate::grpc::{Scope, pb};
 
 /// Longest address a node may advertise (`host:port`; a DNS name is at most 253 bytes).
 const MAX_ADDRESS: usize = 300;
@@ -39,6 +39,7 @@ impl pb::guild_directory_server::GuildDirectory for DirectoryService {
         &self,
         request: Request<pb::AdvertiseRequest>,
     ) -> Result<Response<pb::AdvertiseReply>, Status> {
+        Scope::of(&request).require_node("advertising a guild address")?;
         // Only the leader's directory is asked: a standby sends the node to it.
         let leading = serving(&self.leading, &self.view)?;
         let request = request.into_inner();

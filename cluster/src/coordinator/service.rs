@@ -75,6 +75,7 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
         &self,
         request: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterReply>, Status> {
+        Scope::of(&request).require_node("joining as a node")?;
         let request = request.into_inner();
         if request.name.is_empty() || request.name.len() > 253 {
             return Err(Status::invalid_argument("a node name is 1 to 253 bytes"));
@@ -95,6 +96,7 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
         &self,
         request: Request<Streaming<pb::NodeReport>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
+        Scope::of(&request).require_node("attaching as a node")?;
         let control = self.leading()?.control.clone();
         let mut reports = request.into_inner();
         let Some(pb::NodeReport {
@@ -137,6 +139,7 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
         &self,
         request: Request<pb::IdentifyRequest>,
     ) -> Result<Response<pb::IdentifyGrant>, Status> {
+        Scope::of(&request).require_node("identifying a shard")?;
         let scheduler = Arc::clone(&self.leading()?.scheduler);
         let request = request.into_inner();
         let reason = match pb::IdentifyReason::try_from(request.reason) {
@@ -153,10 +156,9 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
         request: Request<pb::DrainRequest>,
     ) -> Result<Response<pb::DrainReply>, Status> {
         // An operator drains any node; a node only itself, proven by its registration's key.
-        let session_key = match Scope::of(&request) {
-            Scope::Operator => None,
-            Scope::Node => Some(request.get_ref().session_key.clone()),
-        };
+        let scope = Scope::of(&request);
+        scope.require_node("draining a node")?;
+        let session_key = (scope == Scope::Node).then(|| request.get_ref().session_key.clone());
         let name = request.into_inner().name;
         let shards_moved = self
             .ask(|reply| ControlMsg::Drain {
@@ -213,9 +215,7 @@ impl pb::storage_server::Storage for StorageService {
         let scope = Scope::of(&request);
         let call: StoreCall = serde_json::from_slice(&request.into_inner().call)
             .map_err(|err| Status::invalid_argument(format!("unreadable store call: {err}")))?;
-        if call.operator_only() {
-            scope.require_operator("this store call (the lease, cluster tables, raw rows)")?;
-        }
+        call.permitted(scope)?;
         let answer = remote_store::serve(store.as_ref(), call).await;
         Ok(Response::new(pb::StoreAnswer {
             answer: serde_json::to_vec(&answer).expect("store answers serialise to JSON"),

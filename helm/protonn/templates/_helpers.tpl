@@ -106,6 +106,9 @@ capabilities:
     secretKeyRef:
       name: {{ .Values.clusterToken.secret.name }}
       key: {{ .Values.clusterToken.secret.key }}
+{{- if .Values.web.enabled }}
+{{ include "protonn.webTokenEnv" . }}
+{{- end }}
 {{- end }}
 - name: RUST_LOG
   value: {{ .Values.logging.level | quote }}
@@ -120,6 +123,16 @@ capabilities:
     secretKeyRef:
       name: {{ .Values.operatorToken.secret.name }}
       key: {{ .Values.operatorToken.secret.key }}
+{{- end -}}
+
+{{/* The dashboard's credentials: `protonn web` calls with them, nodes and coordinators accept
+them (only they may change a guild). */}}
+{{- define "protonn.webTokenEnv" -}}
+- name: PROTONN_WEB_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.webToken.secret.name }}
+      key: {{ .Values.webToken.secret.key }}
 {{- end -}}
 
 {{/* Live on /healthz, ready on /readyz; timings from .Values.probes. */}}

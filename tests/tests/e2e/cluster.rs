@@ -9,7 +9,7 @@ use std::time::Duration;
 use protonn_actors::ConfigChangeError;
 use protonn_cluster::{
     ClusterClient, ClusterMembership, ClusterToken, Coordinator, CoordinatorOptions,
-    CoordinatorStore, DiscordEndpoint, Node, NodeOptions,
+    CoordinatorStore, DiscordEndpoint, Node, NodeOptions, RemoteStore,
 };
 use protonn_shard::BotToken;
 use protonn_tests::*;
@@ -22,6 +22,7 @@ pub(crate) fn membership(coordinator: &Coordinator, name: &str) -> ClusterMember
     ClusterMembership {
         coordinators: vec![format!("http://{}", coordinator.addr())],
         token: ClusterToken::new(TOKEN).unwrap(),
+        web_token: ClusterToken::new(WEB_TOKEN),
         tls: None,
         name: name.to_owned(),
         guild_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -75,11 +76,17 @@ pub(crate) async fn start_coordinator(
     })
     .await
     .unwrap();
-    let client = ClusterClient::new(
-        vec![format!("http://{}", coordinator.addr())],
-        ClusterToken::new(TOKEN).unwrap(),
-    );
+    let client = dashboard_client(vec![format!("http://{}", coordinator.addr())]);
     (coordinator, client)
+}
+
+/// The leader's store as the dashboard reaches it (`protonn web` on the embedded store).
+pub(crate) fn dashboard_store(coordinator: &Coordinator) -> Arc<dyn protonn_storage::Store> {
+    Arc::new(RemoteStore::connect(
+        vec![format!("http://{}", coordinator.addr())],
+        ClusterToken::new(WEB_TOKEN).unwrap(),
+        None,
+    ))
 }
 
 /// An operator's client (drains), with the operator token the nodes do not have.

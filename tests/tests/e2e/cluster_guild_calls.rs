@@ -91,10 +91,11 @@ async fn a_config_change_reaches_the_guilds_node_also_right_after_its_shard_move
     })
     .await;
 
-    // A caller outside every node, as the dashboard is.
+    // A caller outside every node, with the dashboard's credentials, as the dashboard is.
+    let coordinators = vec![format!("http://{}", coordinator.addr())];
     let calls = ClusterGuildCalls::new(
-        vec![format!("http://{}", coordinator.addr())],
-        ClusterToken::new(TOKEN).unwrap(),
+        coordinators.clone(),
+        ClusterToken::new(WEB_TOKEN).unwrap(),
         None,
     );
     let guilds = sim.guilds();
@@ -122,16 +123,37 @@ async fn a_config_change_reaches_the_guilds_node_also_right_after_its_shard_move
     }
     assert_eq!(reached.len(), 3, "each node answered for its own guilds");
 
-    // Another node is a caller too: node-c's client reaches node-a's guild.
+    // A node's own token may not change guilds: node-a refuses it, and nothing changes.
     let on_a = running(&a).await;
     let guild = guilds.iter().find(|g| on_a.contains(&g.shard)).unwrap();
-    let from_c = c
-        .guild_calls()
-        .call(change(guild.id, "?", 1, &format!("from-c-{}", guild.id)))
+    let with_node_token = ClusterGuildCalls::new(
+        coordinators.clone(),
+        ClusterToken::new(TOKEN).unwrap(),
+        None,
+    );
+    let refused = with_node_token
+        .call(change(
+            guild.id,
+            "?",
+            1,
+            &format!("node-token-{}", guild.id),
+        ))
         .await;
     assert!(
-        matches!(from_c, Ok(GuildResponse::Config(ref saved)) if saved.version == 2),
-        "{from_c:?}"
+        matches!(refused, Err(GuildCallError::Unavailable { ref message }) if message.contains("refused")),
+        "{refused:?}"
+    );
+    let from_dashboard = calls
+        .call(change(
+            guild.id,
+            "?",
+            1,
+            &format!("from-dashboard-{}", guild.id),
+        ))
+        .await;
+    assert!(
+        matches!(from_dashboard, Ok(GuildResponse::Config(ref saved)) if saved.version == 2),
+        "{from_dashboard:?}"
     );
 
     // A change whose answer the caller did not see, then node-a's shards move away.

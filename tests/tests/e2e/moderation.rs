@@ -402,7 +402,7 @@ async fn a_temporary_ban_whose_shard_moves_before_it_ends_is_lifted_once_by_the_
     // node of the time (node-b for the moved ones: node-a no longer holds them).
     // The case is stored after Discord answered the lift, so when it is there the lift is
     // in the ledger.
-    let calls = b.guild_calls();
+    let calls = client.guild_calls();
     for (guild, member) in &banned {
         wait_until("the lifting is a case", || async {
             actions_about(calls.as_ref(), guild.id, *member).await == ["unban", "tempban"]
