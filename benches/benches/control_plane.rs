@@ -15,7 +15,7 @@
 //!    leader decides on that report), and the leader's CPU while it rebalances.
 //!
 //! Leader failover (0 shards disconnected, a new leader within the lease TTL + 1 s) is
-//! measured by the multi-process cluster tests (`cluster/tests/cluster.rs`), not here.
+//! measured by the multi-process cluster tests (`tests/tests/processes.rs`), not here.
 //!
 //! ```sh
 //! cargo build --release -p protonn-cluster
@@ -33,10 +33,9 @@ use protonn_cluster::ClusterToken;
 use protonn_cluster::loadgen::SyntheticNodes;
 use protonn_sim::SimConfig;
 
-use support::{Process, load_average, machine, percentile, process_cpu_time, start_sim};
+use protonn_tests::processes::{CLUSTER_TOKEN, OPERATOR_TOKEN, Process, protonn_binary};
+use support::{load_average, machine, percentile, process_cpu_time, start_sim};
 
-const CLUSTER_TOKEN: &str = "bench-cluster-token";
-const OPERATOR_TOKEN: &str = "bench-operator-token";
 const DEADLINE: Duration = Duration::from_secs(180);
 
 fn main() {
@@ -47,15 +46,16 @@ fn main() {
     let shards = args.next().unwrap_or(2_500) as u32;
     let nodes = args.next().unwrap_or(20) as usize;
     let window = Duration::from_secs(args.next().unwrap_or(30));
-    let binary = support::protonn_binary("control_plane");
+    // Early, with a clear message when it is missing.
+    protonn_binary();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap()
-        .block_on(run(&binary, shards, nodes, window));
+        .block_on(run(shards, nodes, window));
 }
 
-async fn run(binary: &std::path::Path, shards: u32, nodes: usize, window: Duration) {
+async fn run(shards: u32, nodes: usize, window: Duration) {
     println!(
         "B9 control plane: {shards} shards, {nodes} synthetic nodes; {}",
         machine()
@@ -73,15 +73,20 @@ async fn run(binary: &std::path::Path, shards: u32, nodes: usize, window: Durati
         sim.rest_proxy(),
         dir.path().join("coordinator"),
     );
-    let (leader, address) = Process::coordinator(
-        binary,
+    let (leader, announced) = Process::start(
         dir.path(),
+        "coordinator",
         &config,
-        &sim.config().token,
-        CLUSTER_TOKEN,
-        OPERATOR_TOKEN,
+        &["coordinator", "--listen", "127.0.0.1:0"],
+        &["coordinator grpc "],
+        &sim,
+        &[
+            ("PROTONN_CLUSTER_TOKEN", CLUSTER_TOKEN),
+            ("PROTONN_OPERATOR_TOKEN", OPERATOR_TOKEN),
+        ],
     )
     .await;
+    let address = format!("http://{}", announced[0]);
     let mut agents = SyntheticNodes::new(address, ClusterToken::new(CLUSTER_TOKEN).unwrap());
     let stats = agents.stats().clone();
 

@@ -44,7 +44,7 @@ use protonn_shard::{BotToken, ShardPhase};
 use protonn_sim::{RateLimit, RestLimits, SimConfig, SimHandle};
 use protonn_storage::GuildConfig;
 
-use support::{http, load_average, machine, median, percentile, protonn_binary, start_sim};
+use support::{http, load_average, machine, median, percentile, start_sim};
 
 const TOKEN: &str = "bench-cluster";
 /// Operator credentials, apart from the nodes' token.
@@ -82,7 +82,7 @@ async fn start_web(sim: &SimHandle, coordinator: &Coordinator) -> Web {
         ),
     )
     .unwrap();
-    let mut child = tokio::process::Command::new(protonn_binary("guild_calls"))
+    let mut child = tokio::process::Command::new(protonn_tests::processes::protonn_binary())
         .arg("--config")
         .arg(&config)
         .arg("web")

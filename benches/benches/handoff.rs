@@ -45,45 +45,22 @@
 mod support;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use protonn_cluster::{ClusterClient, ClusterToken};
 use protonn_sim::{GatewayEventKind, LedgerSnapshot, SimConfig, SimHandle};
 
-use support::{Process, median, percentile, start_sim};
+use protonn_tests::processes::{CLUSTER_TOKEN, Cluster, DEADLINE, Pace, protonn_binary};
+use support::{median, percentile};
 
 const SHARDS: u32 = 32;
-const CLUSTER_TOKEN: &str = "bench-cluster-token";
-/// The operators' token: the bench drains a node as an operator does.
-const OPERATOR_TOKEN: &str = "bench-operator-token";
 const PINGS_PER_SEC: u32 = 12;
 /// Handoffs under way at once (the default).
 const MAX_MOVES: usize = 4;
-/// Bound on every wait for the cluster; a loaded 2-core machine settles within seconds.
-const DEADLINE: Duration = Duration::from_secs(60);
 /// Steady traffic after each phase's event (and before the join and the crash), so that
 /// pings reach both sides of the handoffs.
 const QUIET: Duration = Duration::from_secs(1);
-
-/// How fast the cluster moves: the cluster test's settings unless the command line says
-/// otherwise (the defaults are 1,000 and 10,000 ms).
-#[derive(Clone, Copy)]
-struct Pace {
-    /// Node heartbeats, and the coordinator's rounds of moves.
-    heartbeat_ms: u64,
-    /// A node silent this long is lost.
-    failure_timeout_ms: u64,
-}
-
-impl Pace {
-    /// A third of the failure timeout: the configuration requires at most half.
-    fn lease_ttl_ms(self) -> u64 {
-        self.failure_timeout_ms / 3
-    }
-}
 
 fn world() -> SimConfig {
     SimConfig {
@@ -102,21 +79,6 @@ fn sim_ms(sim_start: Instant, at: Instant) -> i64 {
     at.saturating_duration_since(sim_start).as_millis() as i64
 }
 
-/// A `protonn` process, killed when dropped.
-struct Cluster {
-    sim: SimHandle,
-    pace: Pace,
-    /// The simulator's clock started within `clock_skew` after this.
-    sim_start: Instant,
-    clock_skew: Duration,
-    binary: PathBuf,
-    dir: tempfile::TempDir,
-    coordinator: Process,
-    address: String,
-    nodes: BTreeMap<String, Process>,
-    client: ClusterClient,
-}
-
 /// Where each ledger list stood when a phase began.
 struct Mark {
     gateway: usize,
@@ -126,103 +88,22 @@ struct Mark {
     rate_limited: u64,
 }
 
-impl Cluster {
-    async fn start(binary: &Path, pace: Pace) -> Self {
-        let sim_start = Instant::now();
-        let sim = start_sim(world()).await;
-        let clock_skew = sim_start.elapsed();
-        let keep = std::env::var_os("PROTONN_KEEP_TEST_DIR").is_some();
-        let dir = tempfile::Builder::new()
-            .disable_cleanup(keep)
-            .tempdir()
-            .unwrap();
-        if keep {
-            println!("directory: {}", dir.path().display());
-        }
-        let config = Self::config(&sim, pace, &dir.path().join("coordinator"), None, 2);
-        let (coordinator, address) = Process::coordinator(
-            binary,
-            dir.path(),
-            &config,
-            &sim.config().token,
-            CLUSTER_TOKEN,
-            OPERATOR_TOKEN,
-        )
-        .await;
-        let client = ClusterClient::new(
-            vec![address.clone()],
-            ClusterToken::new(OPERATOR_TOKEN).unwrap(),
-        );
-        Self {
-            sim,
-            pace,
-            sim_start,
-            clock_skew,
-            binary: binary.to_owned(),
-            dir,
-            coordinator,
-            address,
-            nodes: BTreeMap::new(),
-            client,
-        }
-    }
-
-    /// The cluster test's configuration. `node`: its name and the coordinator's address;
-    /// `None` for the coordinator itself.
-    fn config(
-        sim: &SimHandle,
-        pace: Pace,
-        data_dir: &Path,
-        node: Option<(&str, &str)>,
-        min_nodes: usize,
-    ) -> String {
-        let (name, coordinators) = match node {
-            Some((name, coordinator)) => (format!("name = {name:?}\n"), format!("{coordinator:?}")),
-            None => (String::new(), String::new()),
-        };
-        format!(
-            "[discord]\nsimulator = \"{}\"\n\n[storage]\ndata_dir = {data_dir:?}\n\n\
-             [ops]\nlisten = \"127.0.0.1:0\"\n\n\
-             [cluster]\n{name}coordinators = [{coordinators}]\nheartbeat_ms = {}\n\
-             failure_timeout_ms = {}\nmin_nodes = {min_nodes}\n\
-             formation_grace_ms = 10000\nmax_moves = {MAX_MOVES}\nlease_ttl_ms = {}\n",
-            sim.rest_proxy(),
-            pace.heartbeat_ms,
-            pace.failure_timeout_ms,
-            pace.lease_ttl_ms(),
-        )
-    }
-
-    async fn start_node(&mut self, name: &str) {
-        let data_dir = self.dir.path().join(name);
-        let config = Self::config(
-            &self.sim,
-            self.pace,
-            &data_dir,
-            Some((name, &self.address)),
-            1,
-        );
-        let (process, _ops) = Process::start(
-            &self.binary,
-            self.dir.path(),
-            name,
-            &config,
-            &["node"],
-            "node ops ",
-            &[
-                ("DISCORD_TOKEN", self.sim.config().token.as_str()),
-                ("PROTONN_CLUSTER_TOKEN", CLUSTER_TOKEN),
-            ],
-        )
-        .await;
-        self.nodes.insert(name.to_owned(), process);
-    }
-
-    fn log(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
-    }
-
+/// What B6 reads of the harness's cluster, beside what the harness offers.
+trait Phases {
     /// With `PROTONN_KEEP_TEST_DIR`, the simulator's ledger for a post-mortem.
+    fn keep_ledger(&self, phase: &str);
+    /// Milliseconds on the simulator's clock at `at`.
+    fn ms(&self, at: Instant) -> i64;
+    fn mark(&self) -> Mark;
+    /// The shards `name` owns.
+    async fn owned_by(&self, name: &str) -> Vec<u32>;
+    /// Waits as [`Cluster::settled`] does, then until no handoff happened for two
+    /// heartbeats: the balancer also moves shards by their recent traffic, which right
+    /// after start includes the READY and GUILD_CREATE burst.
+    async fn steady(&self, what: &str, shape: impl Fn(&BTreeMap<String, u32>) -> bool);
+}
+
+impl Phases for Cluster {
     fn keep_ledger(&self, phase: &str) {
         if std::env::var_os("PROTONN_KEEP_TEST_DIR").is_some() {
             let path = self.dir.path().join(format!("ledger-{phase}.json"));
@@ -231,7 +112,7 @@ impl Cluster {
     }
 
     fn ms(&self, at: Instant) -> i64 {
-        sim_ms(self.sim_start, at)
+        sim_ms(self.sim_start.into_std(), at)
     }
 
     fn mark(&self) -> Mark {
@@ -246,7 +127,6 @@ impl Cluster {
         }
     }
 
-    /// The shards `name` owns.
     async fn owned_by(&self, name: &str) -> Vec<u32> {
         let status = self.client.status().await.expect("the coordinator answers");
         let node_id = status
@@ -263,35 +143,6 @@ impl Cluster {
             .collect()
     }
 
-    /// Waits until every shard is owned, none is moving, the simulator sees every shard
-    /// connected, and `shape` holds for the shards per node.
-    async fn settled(&self, what: &str, shape: impl Fn(&BTreeMap<String, u32>) -> bool) {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let mut seen = None;
-            if let Ok(status) = self.client.status().await {
-                let per_node: BTreeMap<String, u32> = status
-                    .nodes
-                    .iter()
-                    .map(|n| (n.name.clone(), n.shards))
-                    .collect();
-                let placed = status.shards.iter().all(|s| s.node_id != 0 && !s.moving);
-                if placed && self.sim.stats().ready_shards == SHARDS && shape(&per_node) {
-                    return;
-                }
-                seen = Some(per_node);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting until {what}: {seen:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Waits as [`Cluster::settled`] does, then until no handoff happened for two
-    /// heartbeats: the balancer also moves shards by their recent traffic, which right
-    /// after start includes the READY and GUILD_CREATE burst.
     async fn steady(&self, what: &str, shape: impl Fn(&BTreeMap<String, u32>) -> bool) {
         let deadline = Instant::now() + DEADLINE;
         loop {
@@ -314,12 +165,6 @@ impl Cluster {
             }
             assert!(Instant::now() < deadline, "{what} never held still");
         }
-    }
-
-    async fn finish(self) {
-        drop(self.nodes);
-        drop(self.coordinator);
-        self.sim.shutdown().await;
     }
 }
 
@@ -350,7 +195,7 @@ impl Traffic {
             }
         }
         let sender = {
-            let (sim, sim_start) = (cluster.sim.clone(), cluster.sim_start);
+            let (sim, sim_start) = (cluster.sim.clone(), cluster.sim_start.into_std());
             let (pings, running) = (Arc::clone(&pings), Arc::clone(&running));
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(1) / PINGS_PER_SEC);
@@ -662,10 +507,10 @@ struct Run {
     clock_skew: Duration,
 }
 
-async fn run(binary: &Path, pace: Pace) -> Run {
-    let mut cluster = Cluster::start(binary, pace).await;
-    cluster.start_node("node-a").await;
-    cluster.start_node("node-b").await;
+async fn run(pace: Pace) -> Run {
+    let mut cluster = Cluster::start_paced(world(), pace, 1, 2).await;
+    cluster.start_node("node-a", Some(CLUSTER_TOKEN)).await;
+    cluster.start_node("node-b", Some(CLUSTER_TOKEN)).await;
     // Steady also means the coordinator has seen every shard ready (in node heartbeats):
     // it moves no other.
     cluster
@@ -682,7 +527,7 @@ async fn run(binary: &Path, pace: Pace) -> Run {
     let asked = Instant::now();
     let drained = cluster.owned_by("node-a").await;
     let called = Instant::now();
-    cluster.client.drain("node-a").await.expect("the drain");
+    cluster.operator.drain("node-a").await.expect("the drain");
     let drain_answered_ms = called.elapsed().as_millis() as i64;
     cluster
         .settled("node-a's shards live on node-b", |per_node| {
@@ -696,10 +541,9 @@ async fn run(binary: &Path, pace: Pace) -> Run {
     let asked = first_back(&phase, &drained, cluster.ms(asked));
     let drain = Outcome::new(phase, &asked, cluster.ms(called));
     let mut node_a = cluster.nodes.remove("node-a").unwrap();
-    node_a.terminate();
-    let exited = tokio::time::timeout(DEADLINE, node_a.wait()).await;
+    node_a.signal("-TERM");
     assert!(
-        exited.is_ok_and(|status| status.is_ok_and(|s| s.success())),
+        node_a.exited().await.success(),
         "a drained node exits cleanly"
     );
 
@@ -708,7 +552,7 @@ async fn run(binary: &Path, pace: Pace) -> Run {
     let traffic = Traffic::start(&cluster, 2_000_000);
     tokio::time::sleep(QUIET).await;
     let joined = Instant::now();
-    cluster.start_node("node-c").await;
+    cluster.start_node("node-c", Some(CLUSTER_TOKEN)).await;
     cluster
         .settled("node-c takes about half", |n| {
             n.get("node-c").is_some_and(|&c| c >= 12) && n.get("node-b").is_some_and(|&b| b >= 12)
@@ -746,7 +590,7 @@ async fn run(binary: &Path, pace: Pace) -> Run {
     let deadline = Instant::now() + Duration::from_secs(5);
     while detected_ms.is_none() && Instant::now() < deadline {
         detected_ms = logged_after(
-            &cluster.log("coordinator"),
+            &cluster.log("coordinator-0"),
             "node lost; its shards resume elsewhere",
             "name=node-c",
             killed_wall,
@@ -757,7 +601,14 @@ async fn run(binary: &Path, pace: Pace) -> Run {
         println!("  (the coordinator's log does not say when node-c was declared lost)");
     }
     let clock_skew = cluster.clock_skew;
-    cluster.finish().await;
+    let Cluster {
+        sim,
+        nodes,
+        coordinators,
+        ..
+    } = cluster;
+    drop((nodes, coordinators));
+    sim.shutdown().await;
     Run {
         drain,
         drain_answered_ms,
@@ -851,11 +702,17 @@ async fn main() {
         .filter_map(|a| a.parse().ok())
         .collect();
     let runs = args.first().copied().unwrap_or(5);
+    // The cluster test's pace unless the command line says otherwise (the defaults are
+    // 1,000 and 10,000 ms); a lease of a third of the failure timeout (at most half).
+    let failure_timeout_ms = args.get(2).copied().unwrap_or(3_000);
     let pace = Pace {
         heartbeat_ms: args.get(1).copied().unwrap_or(200),
-        failure_timeout_ms: args.get(2).copied().unwrap_or(3_000),
+        failure_timeout_ms,
+        lease_ttl_ms: failure_timeout_ms / 3,
+        max_moves: MAX_MOVES,
     };
-    let binary = support::protonn_binary("B6");
+    // Early, with a clear message when it is missing.
+    let binary = protonn_binary();
     println!(
         "B6 handoff: {SHARDS} shards, {runs} runs, {PINGS_PER_SEC} pings/s; heartbeat {} ms, \
          failure timeout {} ms, max_moves {MAX_MOVES}; {}",
@@ -865,7 +722,7 @@ async fn main() {
     );
     let mut results = Vec::new();
     for index in 1..=runs {
-        let run = run(&binary, pace).await;
+        let run = run(pace).await;
         println!(
             "run {index} (simulator clock aligned within {} ms)",
             run.clock_skew.as_millis()

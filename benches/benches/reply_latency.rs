@@ -513,7 +513,7 @@ async fn main() {
     let runs = numbers.next().map_or(3, |n| n as usize).max(1);
     let seconds = numbers.next().map_or(90, |n| n as u64).max(1);
     let background = numbers.next().unwrap_or(10_000.0);
-    let binary = support::protonn_binary("B4");
+    let binary = protonn_tests::processes::protonn_binary();
     let epoch = Instant::now();
     println!(
         "B4 reply latency: {runs} runs of {seconds} s, {PINGS_PER_SEC} pings/s over {background:.0} events/s, \

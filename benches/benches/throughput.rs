@@ -578,7 +578,7 @@ async fn main() {
     let runs = numbers.next().map_or(3, |n| n as usize).max(1);
     let rate = numbers.next().unwrap_or(20_000.0);
     let guilds = numbers.next().map_or(GUILDS, |n| n as u32);
-    let binary = support::protonn_binary("B1");
+    let binary = protonn_tests::processes::protonn_binary();
     println!(
         "B1 throughput: {runs} runs, {rate:.0} events/s asked, {SHARDS} shards, {guilds} guilds"
     );

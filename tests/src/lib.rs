@@ -2,6 +2,7 @@
 //! own ports (bound to 0), data directory and simulated world.
 
 pub mod paddle;
+pub mod processes;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;

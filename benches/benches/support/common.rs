@@ -4,7 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -83,27 +83,6 @@ pub fn kib(bytes: f64) -> String {
 
 /// The simulator's default token, which the B1/B4 scenarios keep.
 pub const SIM_TOKEN: &str = "sim-token";
-
-/// `target/<profile>/protonn`, beside the directory of the running bench executable
-/// (`target/<profile>/deps/<bench>-<hash>`). Exits, saying how to build it, when missing.
-pub fn protonn_binary(bench: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the bench knows its own path");
-    let binary = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|profile| profile.join("protonn"));
-    match binary {
-        Some(binary) if binary.is_file() => binary,
-        _ => {
-            eprintln!(
-                "{bench} needs the protonn binary of this build; build it first, with the same \
-                 CARGO_TARGET_DIR:\n  cargo build --release -p protonn-cluster\n(looked beside {})",
-                exe.display()
-            );
-            std::process::exit(2);
-        }
-    }
-}
 
 /// `model name` of `/proc/cpuinfo`, the online CPU count and the load averages, for the
 /// report.
@@ -442,92 +421,6 @@ pub async fn wait_absorbed(node: &Node, guilds: usize) {
             "the node never absorbed its guilds: {stats:?}, {shards:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// A `protonn` process of a cluster scenario (B6, B9): its config and log files in a
-/// directory, killed when dropped.
-pub struct Process {
-    child: Child,
-}
-
-impl Process {
-    /// Starts `binary --config <dir>/<name>.toml <args>` with `env` (the tokens), logging
-    /// to `<dir>/<name>.log`, and returns it with the address it prints after `announce` on
-    /// stdout.
-    pub async fn start(
-        binary: &Path,
-        dir: &Path,
-        name: &str,
-        config: &str,
-        args: &[&str],
-        announce: &str,
-        env: &[(&str, &str)],
-    ) -> (Self, String) {
-        let config_path = dir.join(format!("{name}.toml"));
-        std::fs::write(&config_path, config).unwrap();
-        let mut command = Command::new(binary);
-        command
-            .arg("--config")
-            .arg(&config_path)
-            .args(args)
-            .envs(env.iter().copied())
-            .env("RUST_LOG", "info,twilight_gateway=warn");
-        let (child, line) = spawn_announced(command, &dir.join(format!("{name}.log"))).await;
-        let addr = line
-            .strip_prefix(announce)
-            .unwrap_or_else(|| panic!("{name}: unexpected first line {line:?}"))
-            .trim()
-            .to_owned();
-        (Self { child }, addr)
-    }
-
-    /// `protonn coordinator` on a free port: the process and its gRPC URL (`http://…`).
-    pub async fn coordinator(
-        binary: &Path,
-        dir: &Path,
-        config: &str,
-        bot_token: &str,
-        cluster_token: &str,
-        operator_token: &str,
-    ) -> (Self, String) {
-        let (process, address) = Self::start(
-            binary,
-            dir,
-            "coordinator",
-            config,
-            &["coordinator", "--listen", "127.0.0.1:0"],
-            "coordinator grpc ",
-            &[
-                ("DISCORD_TOKEN", bot_token),
-                ("PROTONN_CLUSTER_TOKEN", cluster_token),
-                ("PROTONN_OPERATOR_TOKEN", operator_token),
-            ],
-        )
-        .await;
-        (process, format!("http://{address}"))
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id().expect("the process runs")
-    }
-
-    /// Sends SIGTERM.
-    pub fn terminate(&self) {
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// Sends SIGKILL.
-    pub fn kill(&mut self) {
-        self.child.start_kill().unwrap();
-    }
-
-    pub async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
-        self.child.wait().await
     }
 }
 

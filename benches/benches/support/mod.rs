@@ -1,4 +1,4 @@
-//! Shared by the B2/B3 benches (and B6, for medians, `start_sim` and the protonn binary): a
+//! Shared by the B2/B3 benches (and B6, B9, B10 for medians and `start_sim`): a
 //! counting global allocator on top of [`common`]. Benches that time CPU (B1, B4) include
 //! `common.rs` alone, so that their allocations cost what they cost in the `protonn` binary.
 #![allow(dead_code, unreachable_pub)]

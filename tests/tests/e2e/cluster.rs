@@ -1,5 +1,5 @@
 //! A cluster in one process: the coordinator and two nodes as library objects, so that the
-//! test can look inside each node's cache. (`cluster/tests/cluster.rs` runs separate
+//! test can look inside each node's cache. (`tests/tests/processes.rs` runs separate
 //! processes for node and coordinator loss.)
 
 use std::net::SocketAddr;

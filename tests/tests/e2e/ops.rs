@@ -5,7 +5,7 @@
 //! Both run in this process and so share its Prometheus recorder: each target exports the
 //! other's series too. What is checked is that every catalogued metric is served, as the
 //! catalog describes it; that a node process alone exports no coordinator metric is checked
-//! by `cluster/tests/cluster.rs`, whose processes are separate.
+//! by `tests/tests/processes.rs`, whose processes are separate.
 //!
 //! Prometheus and promtool come from Debian (`scripts/install-ops-tools`). Without them the
 //! test fails under CI (`CI` set) and is skipped with a notice elsewhere.

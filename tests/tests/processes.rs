@@ -1,37 +1,28 @@
-//! Multi-process cluster tests: the simulator runs in this process; coordinators and nodes
-//! are `protonn` processes on loopback, each with its own data directory and ports bound
-//! to 0. Losses and duplicates are read from the simulator's ledger: every `!ping` the
+//! Multi-process cluster tests on the `protonn_tests::processes` harness: the simulator
+//! runs in this process; coordinators and nodes are `protonn` processes on loopback, each
+//! with its own data directory and ports bound to 0. Losses and duplicates are read from the simulator's ledger: every `!ping` the
 //! test sends must be answered in its channel exactly once (at least once after a crash).
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use protonn_cluster::{ClusterClient, ClusterStatus, ClusterToken, RemoteStore};
+use protonn_cluster::{ClusterClient, ClusterToken, RemoteStore};
 use protonn_sim::{GatewayEventKind, InteractionOutcome, SimConfig, SimHandle, Simulator};
 use protonn_storage::{AnnouncementRepo, ClusterRepo, DataRights, GuildConfigRepo, Timestamp};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
-use tokio::sync::Mutex;
+use protonn_tests::processes::*;
+use protonn_tests::{WEB_TOKEN, http_get};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
-const CLUSTER_TOKEN: &str = "cluster-test-token";
-/// Operator credentials: given to the coordinators and the operator's client, never to nodes.
-const OPERATOR_TOKEN: &str = "cluster-test-operator";
-/// The dashboard's credentials: given to `protonn web`, and to coordinators and nodes, which
-/// accept them (nodes take guild calls with nothing else).
-const WEB_TOKEN: &str = "cluster-test-dashboard";
 const SHARDS: u32 = 32;
 /// Steady, and well under Discord's global 50 requests/s: the phases here are about shards
 /// moving (`three_nodes_together_stay_under_the_global_rest_limit` overloads on purpose).
 const PINGS_PER_SEC: u32 = 12;
 /// Pings each phase sends at least, however fast its moves are done.
 const MIN_PINGS: u32 = 36;
-/// Generous for a loaded 2-core machine; conditions usually hold within a second or two.
-const DEADLINE: Duration = Duration::from_secs(60);
 
 fn world() -> SimConfig {
     SimConfig {
@@ -43,551 +34,9 @@ fn world() -> SimConfig {
     }
 }
 
-/// A `protonn` process, killed when dropped.
-struct Process {
-    child: Child,
-}
-
-impl Process {
-    /// Starts `protonn <args>` with `config` and `env` (besides `DISCORD_TOKEN`) and returns
-    /// it with the addresses it prints on its first lines of stdout, one after each prefix of
-    /// `announce`.
-    async fn start(
-        dir: &Path,
-        name: &str,
-        config: &str,
-        args: &[&str],
-        announce: &[&str],
-        sim: &SimHandle,
-        env: &[(&str, &str)],
-    ) -> (Self, Vec<String>) {
-        let config_path = dir.join(format!("{name}.toml"));
-        std::fs::write(&config_path, config).unwrap();
-        let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
-        // PROTONN_BIN runs a copy of the binary (a target directory shared by several
-        // checkouts may hold another build by the time the test runs).
-        let binary =
-            std::env::var_os("PROTONN_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_protonn").into());
-        let mut command = Command::new(binary);
-        command
-            .arg("--config")
-            .arg(&config_path)
-            .args(args)
-            .env("DISCORD_TOKEN", &sim.config().token)
-            .env_remove("PROTONN_CLUSTER_TOKEN")
-            .env_remove("PROTONN_OPERATOR_TOKEN")
-            .env_remove("PROTONN_WEB_TOKEN")
-            .env("RUST_LOG", "info,twilight_gateway=warn")
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .kill_on_drop(true);
-        command.envs(env.iter().copied());
-        let mut child = command.spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let mut addresses = Vec::new();
-        for prefix in announce {
-            let line = tokio::time::timeout(DEADLINE, lines.next_line())
-                .await
-                .unwrap_or_else(|_| panic!("{name} printed nothing in time; see {name}.log"))
-                .unwrap()
-                .unwrap_or_else(|| {
-                    panic!("{name} exited before announcing itself; see {name}.log")
-                });
-            let addr = line
-                .strip_prefix(prefix)
-                .unwrap_or_else(|| panic!("{name}: unexpected line {line:?}"))
-                .trim()
-                .to_owned();
-            addresses.push(addr);
-        }
-        // Keep draining stdout so the process never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        (Self { child }, addresses)
-    }
-
-    fn signal(&self, signal: &str) {
-        let pid = self.child.id().expect("the process runs").to_string();
-        let status = std::process::Command::new("kill")
-            .args([signal, &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    async fn exited(&mut self) -> std::process::ExitStatus {
-        tokio::time::timeout(DEADLINE, self.child.wait())
-            .await
-            .expect("the process exits in time")
-            .unwrap()
-    }
-}
-
-struct Cluster {
-    sim: SimHandle,
-    /// Taken just after the simulator started: the ledger's `at_ms` count from a moment
-    /// before it, so times measured from here are never later than the ledger's.
-    sim_started: Instant,
-    dir: tempfile::TempDir,
-    coordinators: Vec<Process>,
-    addresses: Vec<String>,
-    /// Ops address (`host:port`) of each coordinator, in the order of `coordinators`.
-    coordinator_ops: Vec<String>,
-    nodes: BTreeMap<String, Process>,
-    node_ops: BTreeMap<String, String>,
-    /// With node credentials: what any member may ask (status).
-    client: ClusterClient,
-    /// With operator credentials: drains, REST resumes.
-    operator: ClusterClient,
-}
-
-impl Cluster {
-    async fn start(coordinators: usize, min_nodes: usize) -> Self {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let sim = Simulator::start(world(), listener).await.unwrap();
-        let sim_started = Instant::now();
-        // PROTONN_KEEP_TEST_DIR=1 keeps every process's config and log for a post-mortem.
-        let keep = std::env::var_os("PROTONN_KEEP_TEST_DIR").is_some();
-        let dir = tempfile::Builder::new()
-            .disable_cleanup(keep)
-            .tempdir()
-            .unwrap();
-        if keep {
-            println!("test directory: {}", dir.path().display());
-        }
-        let mut processes = Vec::new();
-        let mut addresses = Vec::new();
-        let mut coordinator_ops = Vec::new();
-        for index in 0..coordinators {
-            let (process, grpc, ops) =
-                Self::spawn_coordinator(&sim, dir.path(), index, min_nodes).await;
-            processes.push(process);
-            addresses.push(grpc);
-            coordinator_ops.push(ops);
-        }
-        let client =
-            ClusterClient::new(addresses.clone(), ClusterToken::new(CLUSTER_TOKEN).unwrap());
-        let operator = ClusterClient::new(
-            addresses.clone(),
-            ClusterToken::new(OPERATOR_TOKEN).unwrap(),
-        );
-        Self {
-            sim,
-            sim_started,
-            dir,
-            coordinators: processes,
-            addresses,
-            coordinator_ops,
-            nodes: BTreeMap::new(),
-            node_ops: BTreeMap::new(),
-            client,
-            operator,
-        }
-    }
-
-    /// Starts `coordinator-{index}` on the coordinators' shared data directory; answers it
-    /// with its gRPC address (`http://…`) and its ops address.
-    async fn spawn_coordinator(
-        sim: &SimHandle,
-        dir: &Path,
-        index: usize,
-        min_nodes: usize,
-    ) -> (Process, String, String) {
-        let name = format!("coordinator-{index}");
-        let config = Self::config(sim, &dir.join("coordinator"), &[], Some(&name), min_nodes);
-        let (process, announced) = Process::start(
-            dir,
-            &name,
-            &config,
-            &["coordinator", "--listen", "127.0.0.1:0"],
-            &["coordinator grpc ", "coordinator ops "],
-            sim,
-            &[
-                ("PROTONN_CLUSTER_TOKEN", CLUSTER_TOKEN),
-                ("PROTONN_OPERATOR_TOKEN", OPERATOR_TOKEN),
-                ("PROTONN_WEB_TOKEN", WEB_TOKEN),
-            ],
-        )
-        .await;
-        (
-            process,
-            format!("http://{}", announced[0]),
-            announced[1].clone(),
-        )
-    }
-
-    /// Starts one more coordinator (as a rollout does) and answers its index.
-    async fn add_coordinator(&mut self) -> usize {
-        let index = self.coordinators.len();
-        let (process, grpc, ops) =
-            Self::spawn_coordinator(&self.sim, self.dir.path(), index, 1).await;
-        self.coordinators.push(process);
-        self.addresses.push(grpc);
-        self.coordinator_ops.push(ops);
-        index
-    }
-
-    fn config(
-        sim: &SimHandle,
-        data_dir: &Path,
-        coordinators: &[String],
-        name: Option<&str>,
-        min_nodes: usize,
-    ) -> String {
-        let coordinators: Vec<String> = coordinators.iter().map(|a| format!("{a:?}")).collect();
-        let name = name.map(|n| format!("name = {n:?}\n")).unwrap_or_default();
-        format!(
-            "[discord]\nsimulator = \"{}\"\n\n[storage]\ndata_dir = {:?}\n\n[ops]\nlisten = \"127.0.0.1:0\"\n\n\
-             [cluster]\n{name}coordinators = [{}]\nheartbeat_ms = 200\nfailure_timeout_ms = 3000\n\
-             min_nodes = {min_nodes}\nformation_grace_ms = 10000\nmax_moves = 4\nlease_ttl_ms = 1000\n",
-            sim.rest_proxy(),
-            data_dir,
-            coordinators.join(", "),
-        )
-    }
-
-    async fn start_node(&mut self, name: &str, token: Option<&str>) {
-        let addresses = self.addresses.clone();
-        self.start_node_at(name, token, &addresses).await;
-    }
-
-    /// A node that knows only the coordinators at `addresses`.
-    async fn start_node_at(&mut self, name: &str, token: Option<&str>, addresses: &[String]) {
-        let data_dir: PathBuf = self.dir.path().join(name);
-        let config = Self::config(&self.sim, &data_dir, addresses, Some(name), 1);
-        let (process, announced) = Process::start(
-            self.dir.path(),
-            name,
-            &config,
-            &["node"],
-            &["node ops "],
-            &self.sim,
-            &token
-                .map(|token| ("PROTONN_CLUSTER_TOKEN", token))
-                .into_iter()
-                .chain([("PROTONN_WEB_TOKEN", WEB_TOKEN)])
-                .collect::<Vec<_>>(),
-        )
-        .await;
-        self.nodes.insert(name.to_owned(), process);
-        self.node_ops.insert(name.to_owned(), announced[0].clone());
-    }
-
-    /// What coordinator `index` answers at `/leader`: the leader's id and whether it is
-    /// itself, or `None` (503) when it knows of no leader.
-    async fn leader_of(&self, index: usize) -> Option<(String, bool)> {
-        let (status, body) = http_get(&self.coordinator_ops[index], "/leader").await;
-        if status == 503 {
-            return None;
-        }
-        assert_eq!(status, 200, "coordinator-{index} /leader: {body}");
-        let leader: serde_json::Value = serde_json::from_str(&body).unwrap();
-        Some((
-            leader["id"].as_str().unwrap().to_owned(),
-            leader["this"].as_bool().unwrap(),
-        ))
-    }
-
-    /// Waits until every one of `alive` names coordinator `leader` at `/leader`.
-    async fn wait_leader(&self, leader: usize, alive: &[usize]) {
-        let expected = format!("coordinator-{leader}");
-        let deadline = Instant::now() + DEADLINE;
-        'poll: loop {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting until {alive:?} name {expected} as leader"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            for &index in alive {
-                match self.leader_of(index).await {
-                    Some((id, this)) if id == expected && this == (index == leader) => {}
-                    _ => continue 'poll,
-                }
-            }
-            return;
-        }
-    }
-
-    /// Coordinator `leader` leads, says so at `/leader` and exports
-    /// `protonn_coordinator_leader 1`; every other one of `alive` is a standby that names it
-    /// and exports 0. All are live and ready (serving).
-    async fn assert_leader(&self, leader: usize, alive: &[usize]) {
-        self.wait_leader(leader, alive).await;
-        for &index in alive {
-            let ops = &self.coordinator_ops[index];
-            assert_eq!(
-                http_get(ops, "/healthz").await.0,
-                200,
-                "coordinator-{index}"
-            );
-            let (status, body) = http_get(ops, "/readyz").await;
-            let (_, metrics) = http_get(ops, "/metrics").await;
-            assert_eq!(status, 200, "coordinator-{index} serves: {body}");
-            let flag = if index == leader {
-                assert!(body.contains("leading"), "{body}");
-                1
-            } else {
-                assert!(body.contains("standby"), "{body}");
-                assert!(body.contains(&format!("coordinator-{leader}")), "{body}");
-                0
-            };
-            assert!(
-                metrics.contains(&format!("\nprotonn_coordinator_leader {flag}\n")),
-                "coordinator-{index}:\n{metrics}"
-            );
-        }
-    }
-
-    async fn status(&self) -> Option<ClusterStatus> {
-        self.client.status().await.ok()
-    }
-
-    /// Messages each node has sent (its `protonn_rest_requests_total` for `create_message`,
-    /// outcome `ok`), in node name order.
-    async fn messages_sent_per_node(&self) -> Vec<u64> {
-        let mut sent = Vec::new();
-        for ops in self.node_ops.values() {
-            let (_, metrics) = http_get(ops, "/metrics").await;
-            let ok = metrics
-                .lines()
-                .find_map(|line| {
-                    line.strip_prefix(
-                        "protonn_rest_requests_total{route=\"create_message\",outcome=\"ok\"} ",
-                    )
-                })
-                .and_then(|n| n.parse().ok());
-            sent.push(ok.expect("the node exports its sent messages"));
-        }
-        sent
-    }
-
-    /// The leader's status once it satisfies `wanted`; panics naming `what` after [`DEADLINE`].
-    async fn leader_status(
-        &self,
-        what: &str,
-        wanted: impl Fn(&ClusterStatus) -> bool,
-    ) -> ClusterStatus {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            if let Some(status) = self.status().await
-                && wanted(&status)
-            {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "timed out waiting until {what}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Waits until every shard is owned by a live node, none is moving, the simulator sees
-    /// every shard connected, and `shape` holds for the shards per node.
-    async fn settled(
-        &self,
-        what: &str,
-        shape: impl Fn(&BTreeMap<String, u32>) -> bool,
-    ) -> ClusterStatus {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            if let Some(status) = self.status().await {
-                let per_node: BTreeMap<String, u32> = status
-                    .nodes
-                    .iter()
-                    .map(|n| (n.name.clone(), n.shards))
-                    .collect();
-                let placed = status.shards.iter().all(|s| s.node_id != 0 && !s.moving);
-                if placed && self.sim.stats().ready_shards == SHARDS && shape(&per_node) {
-                    return status;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "timed out waiting until {what}: {per_node:?}, ready {}",
-                    self.sim.stats().ready_shards
-                );
-            } else {
-                assert!(
-                    Instant::now() < deadline,
-                    "timed out waiting until {what}: no leader answers"
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Milliseconds on the simulator's ledger clock at `at` (at most this late).
-    fn sim_ms(&self, at: Instant) -> u64 {
-        at.saturating_duration_since(self.sim_started).as_millis() as u64
-    }
-
-    fn log(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
-    }
-}
-
-/// Steady `!ping` traffic, round robin over every channel of the world, counted per channel.
-/// Each ping comes from a new user, so that no per-user cooldown swallows it.
-struct Traffic {
-    /// Answers per channel before this traffic began.
-    before: HashMap<u64, u32>,
-    sent: Arc<Mutex<HashMap<u64, u32>>>,
-    running: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-static NEXT_AUTHOR: AtomicU64 = AtomicU64::new(1_000_000);
-
-/// Every (guild, channel) of the simulated world.
-fn all_channels(sim: &SimHandle) -> Vec<(u64, u64)> {
-    sim.guilds()
-        .iter()
-        .flat_map(|g| g.channel_ids.iter().map(move |&c| (g.id, c)))
-        .collect()
-}
-
-impl Traffic {
-    /// Pings round robin over every channel.
-    fn start(sim: &SimHandle, per_sec: u32) -> Self {
-        Self::on(sim, per_sec, all_channels(sim))
-    }
-
-    /// Pings round robin over `targets` (guild, channel), each from a new author.
-    fn on(sim: &SimHandle, per_sec: u32, targets: Vec<(u64, u64)>) -> Self {
-        let before = answers_per_channel(sim);
-        let sent = Arc::new(Mutex::new(HashMap::new()));
-        let running = Arc::new(AtomicBool::new(true));
-        let task = {
-            let (sim, sent, running) = (sim.clone(), Arc::clone(&sent), Arc::clone(&running));
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(1) / per_sec);
-                for (guild, channel) in targets.iter().cycle() {
-                    // A new author every time, across every traffic: no user cooldown.
-                    let author = NEXT_AUTHOR.fetch_add(1, Ordering::Relaxed);
-                    tick.tick().await;
-                    if !running.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    if sim
-                        .send_message(*guild, *channel, author, "!ping")
-                        .is_some()
-                    {
-                        *sent.lock().await.entry(*channel).or_default() += 1;
-                    }
-                }
-            })
-        };
-        Self {
-            before,
-            sent,
-            running,
-            task,
-        }
-    }
-
-    /// Stops sending once at least `at_least` went out.
-    async fn stop_after(&mut self, at_least: u32) {
-        let deadline = Instant::now() + DEADLINE;
-        while self.sent.lock().await.values().sum::<u32>() < at_least {
-            assert!(Instant::now() < deadline, "the traffic does not run");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        self.running.store(false, Ordering::Relaxed);
-        let _ = (&mut self.task).await;
-    }
-
-    /// Stops sending (once at least `at_least` went out), waits until every ping is
-    /// answered, and returns the duplicates (answers beyond one per ping). Panics naming
-    /// the channels that lost a ping.
-    async fn stop_and_count(mut self, sim: &SimHandle, at_least: u32) -> u32 {
-        self.stop_after(at_least).await;
-        self.count(sim).await
-    }
-
-    /// Waits until every ping sent is answered and returns the duplicates (as
-    /// [`Traffic::stop_and_count`]).
-    async fn count(&self, sim: &SimHandle) -> u32 {
-        let deadline = Instant::now() + DEADLINE;
-        let sent = self.sent.lock().await.clone();
-        let total: u32 = sent.values().sum();
-        loop {
-            let mut answered = answers_per_channel(sim);
-            for (channel, earlier) in &self.before {
-                *answered.get_mut(channel).expect("answers only grow") -= earlier;
-            }
-            let missing: Vec<(u64, u32, u32)> = sent
-                .iter()
-                .filter(|(channel, n)| answered.get(channel).copied().unwrap_or(0) < **n)
-                .map(|(&channel, &n)| (channel, n, answered.get(&channel).copied().unwrap_or(0)))
-                .collect();
-            if missing.is_empty() {
-                return sent.iter().map(|(channel, n)| answered[channel] - n).sum();
-            }
-            if Instant::now() >= deadline {
-                let ledger = sim.ledger();
-                for (channel, _, _) in &missing {
-                    let guild = sim
-                        .guilds()
-                        .into_iter()
-                        .find(|g| g.channel_ids.contains(channel))
-                        .unwrap();
-                    let dispatches: Vec<String> = ledger
-                        .dispatches
-                        .iter()
-                        .filter(|d| d.guild_id == Some(guild.id) && d.event == "MESSAGE_CREATE")
-                        .map(|d| {
-                            format!(
-                                "{}#{}{}",
-                                &d.session[..6],
-                                d.seq,
-                                if d.replayed { "r" } else { "" }
-                            )
-                        })
-                        .collect();
-                    let path = format!("/channels/{channel}/messages");
-                    let requests: Vec<(u16, u64)> = ledger
-                        .rest
-                        .iter()
-                        .filter(|r| r.path == path)
-                        .map(|r| (r.status, r.at_ms))
-                        .collect();
-                    println!(
-                        "lost: channel {channel} shard {} dispatched as {dispatches:?}, \
-                         requests (status, at ms) {requests:?}",
-                        guild.shard
-                    );
-                }
-                panic!(
-                    "{} pings of {total} lost (channel, sent, answered): {:?}",
-                    missing.len(),
-                    &missing[..missing.len().min(10)]
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-/// Status and body of `GET http://{addr}{path}`.
-async fn http_get(addr: &str, path: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .expect("an HTTP status line");
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
 /// Whether the coordinator at `ops` says at `/leader` that it leads; `false` when it does not
 /// answer (stopped) or knows another or no leader.
-async fn says_it_leads(ops: &str) -> bool {
+async fn says_it_leads(ops: SocketAddr) -> bool {
     let Ok(mut stream) = tokio::net::TcpStream::connect(ops).await else {
         return false;
     };
@@ -659,24 +108,6 @@ impl Drop for Service {
     }
 }
 
-/// Successful `POST /channels/{id}/messages` per channel.
-fn answers_per_channel(sim: &SimHandle) -> HashMap<u64, u32> {
-    let mut answered = HashMap::new();
-    for record in sim.ledger().rest {
-        let channel = record
-            .path
-            .strip_prefix("/channels/")
-            .and_then(|rest| rest.strip_suffix("/messages"));
-        if let Some(channel) = channel
-            && record.method == "POST"
-            && record.status == 200
-        {
-            *answered.entry(channel.parse().unwrap()).or_default() += 1;
-        }
-    }
-    answered
-}
-
 fn evenly(count: usize) -> impl Fn(&BTreeMap<String, u32>) -> bool {
     move |per_node| {
         let low = SHARDS / count as u32;
@@ -689,7 +120,7 @@ fn evenly(count: usize) -> impl Fn(&BTreeMap<String, u32>) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shards_spread_move_and_survive_node_and_leader_loss_without_losing_events() {
-    let mut cluster = Cluster::start(2, 3).await;
+    let mut cluster = Cluster::start(world(), 2, 3).await;
     for name in ["node-a", "node-b", "node-c"] {
         cluster.start_node(name, Some(CLUSTER_TOKEN)).await;
     }
@@ -705,7 +136,7 @@ async fn shards_spread_move_and_survive_node_and_leader_loss_without_losing_even
     cluster.assert_leader(0, &[0, 1]).await;
     let deadline = Instant::now() + DEADLINE;
     loop {
-        let (_, metrics) = http_get(&cluster.coordinator_ops[0], "/metrics").await;
+        let (_, metrics) = http_get(cluster.coordinator_ops[0], "/metrics").await;
         let placed = format!("protonn_coordinator_shards{{state=\"assigned\"}} {SHARDS}\n");
         if metrics.contains(&placed)
             && metrics.contains("protonn_coordinator_nodes{state=\"alive\"} 3\n")
@@ -715,7 +146,7 @@ async fn shards_spread_move_and_survive_node_and_leader_loss_without_losing_even
         assert!(Instant::now() < deadline, "the leader's gauges:\n{metrics}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (_, metrics) = http_get(&cluster.node_ops["node-a"], "/metrics").await;
+    let (_, metrics) = http_get(cluster.node_ops["node-a"], "/metrics").await;
     assert!(metrics.contains("protonn_shard_state_shards"), "{metrics}");
     assert!(
         !metrics.contains("protonn_coordinator_") && !metrics.contains("protonn_cluster_"),
@@ -793,7 +224,7 @@ async fn shards_spread_move_and_survive_node_and_leader_loss_without_losing_even
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_of_every_node_loses_nothing_and_identifies_nothing() {
-    let mut cluster = Cluster::start(1, 3).await;
+    let mut cluster = Cluster::start(world(), 1, 3).await;
     let names = ["node-a", "node-b", "node-c"];
     for name in names {
         cluster.start_node(name, Some(CLUSTER_TOKEN)).await;
@@ -847,13 +278,13 @@ fn resumes(sim: &SimHandle) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_without_the_cluster_token_is_rejected() {
-    let cluster = Cluster::start(1, 1).await;
+    let cluster = Cluster::start(world(), 1, 1).await;
     for (name, token) in [("no-token", None), ("wrong-token", Some("not-the-token"))] {
         let data_dir = cluster.dir.path().join(name);
-        let config = Cluster::config(&cluster.sim, &data_dir, &cluster.addresses, Some(name), 1);
+        let config = cluster.config(&data_dir, &cluster.addresses, Some(name), 1);
         let config_path = cluster.dir.path().join(format!("{name}.toml"));
         std::fs::write(&config_path, config).unwrap();
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_protonn"));
+        let mut command = std::process::Command::new(protonn_binary());
         command
             .arg("--config")
             .arg(&config_path)
@@ -889,7 +320,7 @@ async fn a_node_without_the_cluster_token_is_rejected() {
 /// the standby leads as soon as it can open the store, not a lease TTL later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_stopped_by_sigterm_releases_its_lease_for_the_standby() {
-    let mut cluster = Cluster::start(2, 1).await;
+    let mut cluster = Cluster::start(world(), 2, 1).await;
     cluster.start_node("node-a", Some(CLUSTER_TOKEN)).await;
     cluster.settled("every shard runs", |_| true).await;
     let before = cluster.status().await.unwrap().leader_epoch;
@@ -928,7 +359,7 @@ async fn a_leader_stopped_by_sigterm_releases_its_lease_for_the_standby() {
 /// the standby's address reach the leader through it, and both coordinators say who leads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_sends_nodes_and_operators_to_the_leader() {
-    let mut cluster = Cluster::start(2, 1).await;
+    let mut cluster = Cluster::start(world(), 2, 1).await;
     cluster.assert_leader(0, &[0, 1]).await;
     let standby_only = vec![cluster.addresses[1].clone()];
     cluster
@@ -963,7 +394,7 @@ async fn a_standby_sends_nodes_and_operators_to_the_leader() {
 /// follow the new leader; no shard reconnects.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_coordinator_rollout_never_has_two_leaders_and_disturbs_no_shard() {
-    let mut cluster = Cluster::start(1, 1).await;
+    let mut cluster = Cluster::start(world(), 1, 1).await;
     let service = Service::start(&cluster.addresses).await;
     let via_service = vec![service.address.clone()];
     for name in ["node-a", "node-b"] {
@@ -996,7 +427,7 @@ async fn a_coordinator_rollout_never_has_two_leaders_and_disturbs_no_shard() {
                 let ops = watched.lock().unwrap().clone();
                 spans.resize(ops.len(), (None, false));
                 for (index, ops) in ops.iter().enumerate() {
-                    let leads = says_it_leads(ops).await;
+                    let leads = says_it_leads(*ops).await;
                     seen += 1;
                     let (span, ended) = &mut spans[index];
                     match (leads, span.as_mut()) {
@@ -1023,10 +454,10 @@ async fn a_coordinator_rollout_never_has_two_leaders_and_disturbs_no_shard() {
     watched
         .lock()
         .unwrap()
-        .push(cluster.coordinator_ops[new].clone());
+        .push(cluster.coordinator_ops[new]);
     let deadline = Instant::now() + DEADLINE;
     loop {
-        let (status, body) = http_get(&cluster.coordinator_ops[new], "/readyz").await;
+        let (status, body) = http_get(cluster.coordinator_ops[new], "/readyz").await;
         if status == 200 && body.contains("coordinator-0") {
             break;
         }
@@ -1103,7 +534,7 @@ async fn a_coordinator_rollout_never_has_two_leaders_and_disturbs_no_shard() {
 /// SIGTERM) goes through, bound to its registration.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_credential_does_only_what_its_scope_allows() {
-    let mut cluster = Cluster::start(1, 1).await;
+    let mut cluster = Cluster::start(world(), 1, 1).await;
     cluster.start_node("node-a", Some(CLUSTER_TOKEN)).await;
     cluster.start_node("node-b", Some(CLUSTER_TOKEN)).await;
     cluster
@@ -1282,8 +713,7 @@ async fn a_bot_token_that_cannot_be_one_is_refused_before_any_network_call() {
     );
     std::fs::write(&config_path, config).unwrap();
     for token in ["", "Bot sim-token", "sim-token\n"] {
-        let binary =
-            std::env::var_os("PROTONN_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_protonn").into());
+        let binary = std::env::var_os("PROTONN_BIN").unwrap_or_else(|| protonn_binary().into());
         let mut command = std::process::Command::new(binary);
         command
             .arg("--config")
@@ -1331,7 +761,7 @@ fn most_messages_in_any_window(sim: &SimHandle, window_ms: u64) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_together_stay_under_discords_rest_limits() {
-    let mut cluster = Cluster::start(1, 3).await;
+    let mut cluster = Cluster::start(world(), 1, 3).await;
     for name in ["node-a", "node-b", "node-c"] {
         cluster.start_node(name, Some(CLUSTER_TOKEN)).await;
     }
@@ -1445,14 +875,14 @@ async fn three_nodes_together_stay_under_discords_rest_limits() {
 }
 
 /// Whether a node's `/metrics` says its REST is halted.
-async fn rest_halted(ops: &str) -> bool {
+async fn rest_halted(ops: SocketAddr) -> bool {
     let (_, metrics) = http_get(ops, "/metrics").await;
     metrics.contains("protonn_rest_halted 1\n")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_401_on_one_node_halts_rest_on_every_node_until_an_operator_resumes() {
-    let mut cluster = Cluster::start(1, 2).await;
+    let mut cluster = Cluster::start(world(), 1, 2).await;
     for name in ["node-a", "node-b"] {
         cluster.start_node(name, Some(CLUSTER_TOKEN)).await;
     }
@@ -1482,7 +912,7 @@ async fn a_401_on_one_node_halts_rest_on_every_node_until_an_operator_resumes() 
     assert_eq!(halted.rest.unwrap().resumes, 0);
     let deadline = Instant::now() + DEADLINE;
     for name in ["node-a", "node-b"] {
-        while !rest_halted(&cluster.node_ops[name]).await {
+        while !rest_halted(cluster.node_ops[name]).await {
             assert!(Instant::now() < deadline, "{name} did not halt");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -1499,7 +929,7 @@ async fn a_401_on_one_node_halts_rest_on_every_node_until_an_operator_resumes() 
     }
     let held = "protonn_rest_requests_total{route=\"create_message\",outcome=\"held_back\"} 3\n";
     loop {
-        let (_, metrics) = http_get(&cluster.node_ops["node-b"], "/metrics").await;
+        let (_, metrics) = http_get(cluster.node_ops["node-b"], "/metrics").await;
         if metrics.contains(held) {
             break;
         }
@@ -1520,7 +950,7 @@ async fn a_401_on_one_node_halts_rest_on_every_node_until_an_operator_resumes() 
     let resumed = cluster.operator.resume_rest().await.unwrap();
     assert!(!resumed.halted && resumed.resumes == 1);
     for name in ["node-a", "node-b"] {
-        while rest_halted(&cluster.node_ops[name]).await {
+        while rest_halted(cluster.node_ops[name]).await {
             assert!(Instant::now() < deadline, "{name} did not resume");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -1563,7 +993,7 @@ async fn a_silently_partitioned_node_is_fenced_before_its_shards_run_elsewhere()
     /// The cluster config's fence deadline: two thirds of its 3 s failure timeout.
     const FENCE_MS: u64 = 2_000;
     const FROZEN: Duration = Duration::from_secs(15);
-    let mut cluster = Cluster::start(1, 2).await;
+    let mut cluster = Cluster::start(world(), 1, 2).await;
     for name in ["node-a", "node-b"] {
         cluster.start_node(name, Some(CLUSTER_TOKEN)).await;
     }
@@ -1586,7 +1016,7 @@ async fn a_silently_partitioned_node_is_fenced_before_its_shards_run_elsewhere()
     let from_ms = cluster.sim_ms(Instant::now());
     let mut traffic = Traffic::on(&cluster.sim, PINGS_PER_SEC, channels);
     let deadline = Instant::now() + DEADLINE;
-    while traffic.sent.lock().await.values().sum::<u32>() < MIN_PINGS / 2 {
+    while traffic.sent().await < MIN_PINGS / 2 {
         assert!(Instant::now() < deadline, "the traffic does not run");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -1610,7 +1040,7 @@ async fn a_silently_partitioned_node_is_fenced_before_its_shards_run_elsewhere()
         .settled("node-a is back and takes its share again", evenly(2))
         .await;
     traffic.stop_after(MIN_PINGS * 2).await;
-    let sent: u32 = traffic.sent.lock().await.values().sum();
+    let sent: u32 = traffic.sent().await;
     assert!(sent < pings, "{sent} pings reuse a channel");
     let duplicates = traffic.count(&cluster.sim).await;
 
@@ -1830,11 +1260,11 @@ const PADDLE_SECRETS: &str = "pdl_ntfset_cluster_old,pdl_ntfset_cluster_new";
 
 /// `protonn web` against `cluster`'s coordinators (a config of its own), with a browser of it
 /// not yet logged in; returns the process, its ops address and the browser.
-async fn start_web(cluster: &Cluster) -> (Process, String, WebBrowser) {
+async fn start_web(cluster: &Cluster) -> (Process, SocketAddr, WebBrowser) {
     let dir = cluster.dir.path();
     let config = format!(
         "{}\n[web]\nlisten = \"127.0.0.1:0\"\nclient_id = {}\n",
-        Cluster::config(&cluster.sim, &dir.join("web"), &cluster.addresses, None, 1),
+        cluster.config(&dir.join("web"), &cluster.addresses, None, 1),
         cluster.sim.application_id()
     );
     let (web, announced) = Process::start(
@@ -1856,7 +1286,7 @@ async fn start_web(cluster: &Cluster) -> (Process, String, WebBrowser) {
         web: announced[0].clone(),
         cookie: None,
     };
-    (web, announced[1].clone(), browser)
+    (web, announced[1].parse().unwrap(), browser)
 }
 
 /// The settings page of a guild, once its node has it cached (its GUILD_CREATE arrived).
@@ -1879,12 +1309,12 @@ async fn settings_form(browser: &mut WebBrowser, path: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protonn_web_logs_in_and_changes_a_guilds_prefix_on_the_node_that_runs_it() {
-    let mut cluster = Cluster::start(1, 1).await;
+    let mut cluster = Cluster::start(world(), 1, 1).await;
     cluster.start_node("node-a", Some(CLUSTER_TOKEN)).await;
     cluster.settled("every shard runs", |_| true).await;
 
     let dir = cluster.dir.path().to_owned();
-    let base = Cluster::config(&cluster.sim, &dir.join("web"), &cluster.addresses, None, 1);
+    let base = cluster.config(&dir.join("web"), &cluster.addresses, None, 1);
     // Bad config is refused naming the field, before anything is served.
     let (mut refused, _) = Process::start(
         &dir,
@@ -1927,8 +1357,8 @@ async fn protonn_web_logs_in_and_changes_a_guilds_prefix_on_the_node_that_runs_i
     assert!(!log.contains(WEB_CLIENT_SECRET), "{log}");
 
     let (_web, ops, mut browser) = start_web(&cluster).await;
-    assert_eq!(http_get(&ops, "/healthz").await.0, 200);
-    assert_eq!(http_get(&ops, "/readyz").await.0, 200);
+    assert_eq!(http_get(ops, "/healthz").await.0, 200);
+    assert_eq!(http_get(ops, "/readyz").await.0, 200);
 
     let guild = cluster.sim.guilds()[0].clone();
     browser.login(&cluster.sim, guild.owner_id).await;
@@ -2032,7 +1462,7 @@ async fn protonn_web_logs_in_and_changes_a_guilds_prefix_on_the_node_that_runs_i
     assert!(file.body.contains("protonn.user-export/1"), "{}", file.body);
     assert!(file.body.contains(&guild.owner_id.to_string()));
 
-    let (_, metrics) = http_get(&ops, "/metrics").await;
+    let (_, metrics) = http_get(ops, "/metrics").await;
     assert!(
         metrics.contains("protonn_web_logins_total{outcome=\"ok\"} 1"),
         "{metrics}"
@@ -2051,7 +1481,7 @@ async fn protonn_web_logs_in_and_changes_a_guilds_prefix_on_the_node_that_runs_i
         .send("POST", "/webhooks/paddle", Some("{\"event_id\":\"evt_1\"}"))
         .await;
     assert_eq!(unsigned.status, 401, "{}", unsigned.body);
-    let (_, metrics) = http_get(&ops, "/metrics").await;
+    let (_, metrics) = http_get(ops, "/metrics").await;
     assert!(
         metrics.contains("protonn_web_paddle_webhooks_total{outcome=\"bad_signature\"} 1"),
         "{metrics}"
@@ -2075,7 +1505,7 @@ fn rejected(metrics: &str, reason: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protonn_web_counts_each_rejection_under_its_reason() {
-    let mut cluster = Cluster::start(1, 1).await;
+    let mut cluster = Cluster::start(world(), 1, 1).await;
     cluster.start_node("node-a", Some(CLUSTER_TOKEN)).await;
     cluster.settled("every shard runs", |_| true).await;
     let (_web, ops, mut browser) = start_web(&cluster).await;
@@ -2108,10 +1538,10 @@ async fn protonn_web_counts_each_rejection_under_its_reason() {
     ];
     let reasons = ["csrf", "too_large", "forbidden", "bad_form", "conflict"];
     for (reason, target, form, status) in cases {
-        let before = http_get(&ops, "/metrics").await.1;
+        let before = http_get(ops, "/metrics").await.1;
         let answer = browser.send("POST", target, Some(&form)).await;
         assert_eq!(answer.status, status, "{reason}: {}", answer.body);
-        let after = http_get(&ops, "/metrics").await.1;
+        let after = http_get(ops, "/metrics").await.1;
         for other in reasons {
             let rise = rejected(&after, other) - rejected(&before, other);
             let expected = u64::from(other == reason);
