@@ -451,10 +451,7 @@ async fn a_coordinator_rollout_never_has_two_leaders_and_disturbs_no_shard() {
 
     // The rollout: a new coordinator, ready as a standby, joins the Service.
     let new = cluster.add_coordinator().await;
-    watched
-        .lock()
-        .unwrap()
-        .push(cluster.coordinator_ops[new]);
+    watched.lock().unwrap().push(cluster.coordinator_ops[new]);
     let deadline = Instant::now() + DEADLINE;
     loop {
         let (status, body) = http_get(cluster.coordinator_ops[new], "/readyz").await;
