@@ -195,9 +195,10 @@ async fn dashboards_alerts_and_catalog_hold_against_a_real_prometheus() {
     let alert_tests = std::fs::read_to_string(dashboards.join("alerts_test.yml")).unwrap();
     check_rules(&catalog, &prom, &alert_tests, &mut problems, &mut report).await;
     if crate::dashboard::browser_installed() {
-        // Rates over `$__rate_interval` (15 s) need that much history to draw a line at all.
-        wait_until("Prometheus holds 25 s of scrapes to draw", || async {
-            let expr = "min(count_over_time(up{job=\"protonn\"}[1m])) >= 25";
+        // Enough history for the images to show lines, not dots: rates over
+        // `$__rate_interval` (15 s) only settle once that much has been scraped.
+        wait_until("Prometheus holds 20 s of scrapes to draw", || async {
+            let expr = "min(count_over_time(up{job=\"protonn\"}[1m])) >= 20";
             prom.query(expr)
                 .await
                 .is_ok_and(|result| !result.is_empty())
