@@ -29,7 +29,7 @@ def variables(*names):
     with an All that matches everything (`allValue` `.*`, so selectors use `=~`)."""
     out = [{
         "name": "datasource", "label": "Data source", "type": "datasource",
-        "query": "prometheus", "current": {}, "hide": 0,
+        "query": "prometheus", "hide": 0,
     }]
     queries = {
         "cluster": "label_values(protonn_build_info, cluster)",
@@ -45,7 +45,7 @@ def variables(*names):
         out.append({
             "name": name, "label": labels[name], "type": "query", "datasource": DS,
             "query": {"query": queries[name], "refId": f"{name}-values"},
-            "definition": queries[name], "refresh": 2, "sort": 3,
+            "refresh": 2, "sort": 3,
             "includeAll": True, "multi": True, "allValue": ".*",
             "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
             "hide": 0,
@@ -100,12 +100,14 @@ class Board:
                                   "lineWidth": 1, "showPoints": "never",
                                   "stacking": {"mode": "normal" if stack else "none"},
                                   "thresholdsStyle": {"mode": "dashed" if len(steps) > 1 else "off"}}
-            options = {"legend": {"displayMode": "table", "placement": "bottom",
-                                  "calcs": ["lastNotNull", "max"]},
+            options = {"legend": {"showLegend": True, "displayMode": "table",
+                                  "placement": "bottom", "calcs": ["lastNotNull", "max"]},
                        "tooltip": {"mode": "multi", "sort": "desc"}}
         else:
             options = {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-                       "colorMode": "value", "graphMode": "area", "textMode": "auto"}
+                       "colorMode": "value", "graphMode": "area", "textMode": "auto",
+                       "justifyMode": "auto", "orientation": "auto", "wideLayout": True,
+                       "showPercentChange": False, "percentChangeColorMode": "standard"}
         panel = {
             "id": self._id(), "type": kind, "title": title, "description": description,
             "datasource": DS,
@@ -131,7 +133,8 @@ class Board:
             "time": {"from": "now-6h", "to": "now"},
             "annotations": {"list": []}, "links": [
                 {"type": "dashboards", "tags": ["protonn"], "asDropdown": True,
-                 "title": "Pro-tonn", "includeVars": True, "keepTime": True}],
+                 "title": "Pro-tonn", "includeVars": True, "keepTime": True,
+                 "icon": "external link", "targetBlank": False, "tooltip": ""}],
             "templating": self.variables, "panels": self.panels,
         }
 

@@ -9,6 +9,11 @@
 //!
 //! Prometheus and promtool come from Debian (`scripts/install-ops-tools`). Without them the
 //! test fails under CI (`CI` set) and is skipped with a notice elsewhere.
+//!
+//! At the end every dashboard is drawn over this run's data (`query_range` of each panel's
+//! queries) by `scripts/render-dashboards`, Pro-tonn's own drawing of the panels, not Grafana's,
+//! and screenshotted by Chromium into `target/tmp/dashboard-images/<dashboard>.png` (CI keeps
+//! them); panels with no data are drawn as such and listed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -16,7 +21,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use protonn_cluster::{
     ClusterToken, Coordinator, CoordinatorOptions, CoordinatorStore, DiscordEndpoint,
@@ -24,7 +29,7 @@ use protonn_cluster::{
 use protonn_shard::BotToken;
 use protonn_sim::SimConfig;
 use protonn_tests::*;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// What Grafana's built-in interval variables stand for here: windows that hold several
@@ -175,8 +180,9 @@ async fn dashboards_alerts_and_catalog_hold_against_a_real_prometheus() {
     .await;
 
     let mut report = Vec::new();
-    for file in dashboard_files(&dashboards) {
-        let board: Value = match serde_json::from_str(&std::fs::read_to_string(&file).unwrap()) {
+    let files = dashboard_files(&dashboards);
+    for file in &files {
+        let board: Value = match serde_json::from_str(&std::fs::read_to_string(file).unwrap()) {
             Ok(board) => board,
             Err(err) => {
                 problems.push(format!("{}: not JSON: {err}", file.display()));
@@ -188,6 +194,18 @@ async fn dashboards_alerts_and_catalog_hold_against_a_real_prometheus() {
     }
     let alert_tests = std::fs::read_to_string(dashboards.join("alerts_test.yml")).unwrap();
     check_rules(&catalog, &prom, &alert_tests, &mut problems, &mut report).await;
+    if crate::dashboard::browser_installed() {
+        // Enough history for the images to show lines, not dots: rates over
+        // `$__rate_interval` (15 s) only settle once that much has been scraped.
+        wait_until("Prometheus holds 20 s of scrapes to draw", || async {
+            let expr = "min(count_over_time(up{job=\"protonn\"}[1m])) >= 20";
+            prom.query(expr)
+                .await
+                .is_ok_and(|result| !result.is_empty())
+        })
+        .await;
+        draw_dashboards(&root, &files, &prom, &mut problems, &mut report).await;
+    }
 
     println!("ops check:\n  {}", report.join("\n  "));
     prom.stop();
@@ -215,10 +233,7 @@ async fn check_dashboard(
         .as_array()
         .map(|list| list.iter().collect())
         .unwrap_or_default();
-    let defined: BTreeSet<String> = variables
-        .iter()
-        .filter_map(|v| v["name"].as_str().map(str::to_owned))
-        .collect();
+    let defined = variable_names(board);
     for var in ["namespace", "node"] {
         if !defined.contains(var) {
             problems.push(format!("{name}: no template variable `{var}`"));
@@ -278,6 +293,104 @@ async fn check_dashboard(
             check_expr(&what, expr, &defined, catalog, prom, problems, report).await;
         }
     }
+}
+
+/// The names of a dashboard's template variables.
+fn variable_names(board: &Value) -> BTreeSet<String> {
+    board["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Each dashboard drawn over Prometheus's data since it started: every panel's queries as
+/// `query_range` returns them, written to `data.json`, drawn by `scripts/render-dashboards`
+/// into `target/tmp/dashboard-images/<dashboard>.png`. Fails when an image is not made.
+async fn draw_dashboards(
+    root: &Path,
+    files: &[PathBuf],
+    prom: &Prometheus,
+    problems: &mut Vec<String>,
+    report: &mut Vec<String>,
+) {
+    let end = unix_now();
+    let mut dashboards = Vec::new();
+    for file in files {
+        let Ok(board) = serde_json::from_str::<Value>(&std::fs::read_to_string(file).unwrap())
+        else {
+            continue; // reported by check_dashboard
+        };
+        let defined = variable_names(&board);
+        let mut all = Vec::new();
+        collect_panels(&board["panels"], &mut all);
+        let mut panels = serde_json::Map::new();
+        for panel in all {
+            let mut targets = Vec::new();
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                let Some(Ok(expr)) = target["expr"].as_str().map(|e| substitute(e, &defined))
+                else {
+                    continue; // reported by check_dashboard
+                };
+                match prom.query_range(&expr, prom.started, end).await {
+                    Ok(result) => targets.push(json!({"refId": target["refId"], "result": result})),
+                    Err(err) => problems.push(format!("query_range {expr}: {err}")),
+                }
+            }
+            panels.insert(panel["id"].to_string(), Value::Array(targets));
+        }
+        dashboards.push(json!({"file": file, "panels": panels}));
+    }
+    let images = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard-images");
+    std::fs::create_dir_all(&images).unwrap();
+    let data = images.join("data.json");
+    let data_json = json!({"start": prom.started, "end": end, "dashboards": dashboards});
+    std::fs::write(&data, data_json.to_string()).unwrap();
+    let drawn = Command::new("python3")
+        .arg(root.join("scripts/render-dashboards"))
+        .arg(&data)
+        .arg(&images)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&drawn.stdout);
+    if !drawn.status.success() {
+        problems.push(format!(
+            "scripts/render-dashboards failed: {stdout}{}",
+            String::from_utf8_lossy(&drawn.stderr)
+        ));
+        return;
+    }
+    for file in files {
+        let png = images.join(file.with_extension("png").file_name().unwrap());
+        match png_size(&png) {
+            Some((width, height)) if width > 0 && height > 0 => {
+                report.push(format!("image {} ({width}x{height})", png.display()))
+            }
+            other => problems.push(format!("{}: not a PNG image ({other:?})", png.display())),
+        }
+    }
+    report.extend(
+        stdout
+            .lines()
+            .filter(|line| line.starts_with("no data: "))
+            .map(|line| format!("drawn with {line}")),
+    );
+}
+
+/// Width and height from a PNG's header, None when it is not a PNG.
+fn png_size(path: &Path) -> Option<(u32, u32)> {
+    let bytes = std::fs::read(path).ok()?;
+    let header = bytes.get(..24)?;
+    let be = |at: usize| u32::from_be_bytes(header[at..at + 4].try_into().unwrap());
+    (header[..8] == *b"\x89PNG\r\n\x1a\n" && header[12..16] == *b"IHDR").then(|| (be(16), be(20)))
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
 }
 
 fn collect_panels<'a>(panels: &'a Value, out: &mut Vec<&'a Value>) {
@@ -772,6 +885,8 @@ struct Prometheus {
     child: Child,
     addr: SocketAddr,
     dir: tempfile::TempDir,
+    /// When it was started (Unix seconds): where its data begins.
+    started: f64,
 }
 
 impl Prometheus {
@@ -811,15 +926,33 @@ impl Prometheus {
             .stderr(log)
             .spawn()
             .unwrap();
-        Self { child, addr, dir }
+        Self {
+            child,
+            addr,
+            dir,
+            started: unix_now(),
+        }
     }
 
     /// The result vector of an instant query; Err carries Prometheus's error (a parse error,
     /// say) or a connection failure.
     async fn query(&self, expr: &str) -> Result<Vec<Value>, String> {
-        let body = self
-            .get(&format!("/api/v1/query?query={}", percent_encode(expr)))
-            .await?;
+        self.result(&format!("/api/v1/query?query={}", percent_encode(expr)))
+            .await
+    }
+
+    /// The result matrix of a range query from `start` to `end` (Unix seconds), one point a
+    /// second (the scrape interval).
+    async fn query_range(&self, expr: &str, start: f64, end: f64) -> Result<Vec<Value>, String> {
+        self.result(&format!(
+            "/api/v1/query_range?query={}&start={start:.3}&end={end:.3}&step=1",
+            percent_encode(expr)
+        ))
+        .await
+    }
+
+    async fn result(&self, path: &str) -> Result<Vec<Value>, String> {
+        let body = self.get(path).await?;
         if body["status"] != "success" {
             return Err(format!("{}: {}", body["errorType"], body["error"]));
         }
