@@ -17,9 +17,11 @@ use super::{
 };
 use crate::automod::{hit_expiry, hit_ref};
 use crate::moderation::{case_ref, case_users};
+use crate::timers::timer_ref;
 use crate::{
     Account, AuditEntry, Case, DataRights, Redemption, Retention, StorageError, StoredRow,
-    Subscription, Ticket, Timestamp, TranscriptMessage, UserExport, WebSessionExport, Workflow,
+    Subscription, Ticket, Timer, TimerExport, Timestamp, TranscriptMessage, UserExport,
+    WebSessionExport, Workflow,
 };
 
 /// How many expired rows one sweep transaction removes: bounds the time the writer lock is
@@ -160,6 +162,10 @@ fn remove_row(
         } => Ok(u64::from(super::automod::remove_hit(
             txn, *guild, *message, rule,
         )?)),
+        RowRef::Timer { guild, id } => match super::timers::stored(txn, *guild, id)? {
+            Some(timer) => super::timers::remove(txn, &timer).map(|()| 1),
+            None => Ok(0),
+        },
     }
 }
 
@@ -252,6 +258,10 @@ impl DataRights for EmbeddedStore {
                         AUTOMOD_HITS,
                         (guild, message, rule.as_str()),
                     )?),
+                    RowRef::Timer { guild, id } => {
+                        let timer = super::timers::stored_in(txn, guild, &id)?;
+                        export.timers.extend(timer.as_ref().map(TimerExport::from));
+                    }
                 }
             }
             export.web_sessions = super::web_sessions::stored_of(txn, user_id)?
@@ -332,6 +342,11 @@ impl DataRights for EmbeddedStore {
                     RowRef::Case { guild, number } => u64::from(super::moderation::anonymise_case(
                         txn, *guild, *number, user_id,
                     )?),
+                    // A timer that undoes something done to the user (a temporary ban's
+                    // unban) stays, no longer naming them, until it has run.
+                    RowRef::Timer { guild, id } => {
+                        u64::from(super::timers::erase_user(txn, *guild, id, user_id)?)
+                    }
                     other => remove_row(txn, other, retention)?,
                 };
                 // A ref whose row was already gone (a ticket's transcript removed with it).
@@ -596,6 +611,7 @@ impl DataRights for EmbeddedStore {
             dump_json!(super::premium::INBOX);
             dump_json!(CASES);
             dump_json!(AUTOMOD_HITS);
+            dump_json!(super::timers::TIMERS);
             dump_json!(super::announcements::CAMPAIGNS);
             dump_json!(super::announcements::DELIVERIES);
             let by_user = super::web_sessions::WEB_SESSIONS_BY_USER;
@@ -747,6 +763,10 @@ impl EmbeddedStore {
                 let case: Case = from_json("cases", item.map_err(e)?.1.value())?;
                 expect(&case_ref(&case), &case_users(&case), None);
             }
+            for item in open_read(txn, super::timers::TIMERS)?.iter().map_err(e)? {
+                let timer: Timer = from_json("timers", item.map_err(e)?.1.value())?;
+                expect(&timer_ref(&timer), &timer.users, None);
+            }
             for item in open_read(txn, ACCOUNTS)?.iter().map_err(e)? {
                 let a: Account = from_json("accounts", item.map_err(e)?.1.value())?;
                 expect(
@@ -828,6 +848,9 @@ impl EmbeddedStore {
                         .get((*guild, *message, rule.as_str()))
                         .map_err(e)?
                         .is_some(),
+                    RowRef::Timer { guild, id } => {
+                        super::timers::stored_in(txn, *guild, id)?.is_some()
+                    }
                 })
             };
             for def in [USER_REFS, EXPIRY] {

@@ -8,8 +8,8 @@ use super::{ScyllaStore, db_id, db_int};
 use crate::row_ref::RowRef;
 use crate::{
     AccountRepo, AuditEntry, AuditRepo, BillingRepo, DataRights, ModerationRepo, PremiumRepo,
-    Redemption, StorageError, StoredRow, Ticket, TicketRepo, Timestamp, TranscriptMessage,
-    UserExport, WebSessionExport, WebSessionRepo, Workflow, WorkflowRepo,
+    Redemption, StorageError, StoredRow, Ticket, TicketRepo, TimerExport, TimerRepo, Timestamp,
+    TranscriptMessage, UserExport, WebSessionExport, WebSessionRepo, Workflow, WorkflowRepo,
 };
 
 /// Every table, for [`DataRights::dump_rows`].
@@ -42,6 +42,8 @@ const TABLES: &[&str] = &[
     "automod_hits",
     "announce_campaigns",
     "announce_deliveries",
+    "timers",
+    "timers_by_guild",
 ];
 
 impl ScyllaStore {
@@ -234,6 +236,7 @@ impl ScyllaStore {
                 }
                 None => Ok(0),
             },
+            RowRef::Timer { guild, id } => Ok(u64::from(self.cancel_timer(*guild, id).await?)),
         }
     }
 }
@@ -286,6 +289,10 @@ impl DataRights for ScyllaStore {
                     export
                         .automod_hits
                         .extend(self.automod_hit(guild, message, &rule).await?);
+                }
+                RowRef::Timer { guild, id } => {
+                    let timer = self.timer(guild, &id).await?;
+                    export.timers.extend(timer.as_ref().map(TimerExport::from));
                 }
             }
         }
@@ -355,6 +362,11 @@ impl DataRights for ScyllaStore {
                 // Moderation cases stay, without the user.
                 RowRef::Case { guild, number } => {
                     u64::from(self.anonymise_case(*guild, *number, user_id).await?)
+                }
+                // A timer that undoes something done to the user (a temporary ban's unban)
+                // stays, no longer naming them, until it has run.
+                RowRef::Timer { guild, id } => {
+                    u64::from(self.erase_timer_user(*guild, id, user_id).await?)
                 }
                 other => self.remove_row(other).await?,
             };
@@ -626,6 +638,11 @@ impl DataRights for ScyllaStore {
                 }
                 "announce_deliveries" => {
                     self.select("SELECT JSON * FROM {ks}.announce_deliveries", ())
+                        .await?
+                }
+                "timers" => self.select("SELECT JSON * FROM {ks}.timers", ()).await?,
+                "timers_by_guild" => {
+                    self.select("SELECT JSON * FROM {ks}.timers_by_guild", ())
                         .await?
                 }
                 "nodes" => self.select("SELECT JSON * FROM {ks}.nodes", ()).await?,
