@@ -467,6 +467,7 @@ pub const BREACH_TABLES: &[(&str, &[&str], Option<&str>)] = &[
     ("premium_slots", &["user_id"], Some("assigned_at")),
     ("cases", &["moderator_id", "target_id"], Some("at")),
     ("automod_hits", &["user_id"], Some("at")),
+    ("billing_inbox", &["user_id"], Some("received_at")),
     // Timers keep no creation time: one stored now was stored during any breach.
     ("timers", &["users"], None),
 ];

@@ -2,8 +2,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Account, AuditEntry, AutomodHit, Case, PremiumSlot, PrivacyFlags, PrivacyRequest, Redemption,
-    StorageError, Subscription, Ticket, TimerExport, Timestamp, TranscriptMessage,
+    Account, AuditEntry, AutomodHit, Case, InboxEvent, PremiumSlot, PrivacyFlags, PrivacyRequest,
+    Redemption, StorageError, Subscription, Ticket, TimerExport, Timestamp, TranscriptMessage,
     WebSessionExport, Workflow,
 };
 
@@ -43,6 +43,9 @@ pub struct UserExport {
     /// Durable timers that name the user (a temporary ban's unban, a parked workflow run).
     #[serde(default)]
     pub timers: Vec<TimerExport>,
+    /// Payment-provider webhook events about the user (a pending one with its body).
+    #[serde(default)]
+    pub billing_events: Vec<InboxEvent>,
 }
 
 /// One stored row rendered as text, with its table: what the data-rights tests scan.

@@ -59,6 +59,10 @@ pub(crate) enum RowRef {
         guild: u64,
         id: String,
     },
+    /// A payment-provider webhook event about the user.
+    InboxEvent {
+        id: String,
+    },
 }
 
 impl RowRef {
@@ -84,6 +88,7 @@ impl RowRef {
                 rule,
             } => (10, &[*guild, *message], rule.as_bytes()),
             Self::Timer { guild, id } => (11, &[*guild], id.as_bytes()),
+            Self::InboxEvent { id } => (12, &[], id.as_bytes()),
         };
         let mut out = Vec::with_capacity(1 + 8 * numbers.len() + tail.len());
         out.push(tag);
@@ -176,6 +181,9 @@ impl RowRef {
                 id: String::from_utf8(rest.get(8..).ok_or_else(bad)?.to_vec())
                     .map_err(|_| bad())?,
             },
+            12 => Self::InboxEvent {
+                id: String::from_utf8(rest.to_vec()).map_err(|_| bad())?,
+            },
             _ => return Err(bad()),
         })
     }
@@ -240,6 +248,9 @@ mod tests {
             RowRef::Timer {
                 guild: 1,
                 id: "unban:2".into(),
+            },
+            RowRef::InboxEvent {
+                id: "evt_01h".into(),
             },
         ];
         for row in refs {

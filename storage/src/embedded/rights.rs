@@ -166,6 +166,9 @@ fn remove_row(
             Some(timer) => super::timers::remove(txn, &timer).map(|()| 1),
             None => Ok(0),
         },
+        RowRef::InboxEvent { id } => {
+            Ok(u64::from(super::premium::remove_event(txn, id, retention)?))
+        }
     }
 }
 
@@ -262,6 +265,12 @@ impl DataRights for EmbeddedStore {
                         let timer = super::timers::stored_in(txn, guild, &id)?;
                         export.timers.extend(timer.as_ref().map(TimerExport::from));
                     }
+                    RowRef::InboxEvent { id } => {
+                        let inbox = super::premium::INBOX;
+                        export
+                            .billing_events
+                            .extend(read_row(txn, inbox, id.as_str())?);
+                    }
                 }
             }
             export.web_sessions = super::web_sessions::stored_of(txn, user_id)?
@@ -346,6 +355,10 @@ impl DataRights for EmbeddedStore {
                     // unban) stays, no longer naming them, until it has run.
                     RowRef::Timer { guild, id } => {
                         u64::from(super::timers::erase_user(txn, *guild, id, user_id)?)
+                    }
+                    // Kept for its id (a redelivery stays a duplicate), without body or user.
+                    RowRef::InboxEvent { id } => {
+                        u64::from(super::premium::erase_event_user(txn, id, retention)?)
                     }
                     other => remove_row(txn, other, retention)?,
                 };
@@ -763,6 +776,16 @@ impl EmbeddedStore {
                 let case: Case = from_json("cases", item.map_err(e)?.1.value())?;
                 expect(&case_ref(&case), &case_users(&case), None);
             }
+            for item in open_read(txn, super::premium::INBOX)?.iter().map_err(e)? {
+                let event: crate::InboxEvent =
+                    from_json("billing_inbox", item.map_err(e)?.1.value())?;
+                let expires = event
+                    .outcome
+                    .is_some()
+                    .then(|| crate::premium::event_expiry(&event, retention));
+                let users: Vec<u64> = event.user_id.into_iter().collect();
+                expect(&crate::premium::event_ref(&event), &users, expires);
+            }
             for item in open_read(txn, super::timers::TIMERS)?.iter().map_err(e)? {
                 let timer: Timer = from_json("timers", item.map_err(e)?.1.value())?;
                 expect(&timer_ref(&timer), &timer.users, None);
@@ -851,6 +874,10 @@ impl EmbeddedStore {
                     RowRef::Timer { guild, id } => {
                         super::timers::stored_in(txn, *guild, id)?.is_some()
                     }
+                    RowRef::InboxEvent { id } => open_read(txn, super::premium::INBOX)?
+                        .get(id.as_str())
+                        .map_err(e)?
+                        .is_some(),
                 })
             };
             for def in [USER_REFS, EXPIRY] {

@@ -237,6 +237,7 @@ impl ScyllaStore {
                 None => Ok(0),
             },
             RowRef::Timer { guild, id } => Ok(u64::from(self.cancel_timer(*guild, id).await?)),
+            RowRef::InboxEvent { id } => Ok(u64::from(self.remove_event(id).await?)),
         }
     }
 }
@@ -293,6 +294,9 @@ impl DataRights for ScyllaStore {
                 RowRef::Timer { guild, id } => {
                     let timer = self.timer(guild, &id).await?;
                     export.timers.extend(timer.as_ref().map(TimerExport::from));
+                }
+                RowRef::InboxEvent { id } => {
+                    export.billing_events.extend(self.inbox_doc(&id).await?);
                 }
             }
         }
@@ -368,6 +372,8 @@ impl DataRights for ScyllaStore {
                 RowRef::Timer { guild, id } => {
                     u64::from(self.erase_timer_user(*guild, id, user_id).await?)
                 }
+                // Kept for its id (a redelivery stays a duplicate), without body or user.
+                RowRef::InboxEvent { id } => u64::from(self.erase_event_user(id).await?),
                 other => self.remove_row(other).await?,
             };
             self.drop_ref(user_id, &row).await?;
