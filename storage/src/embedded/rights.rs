@@ -152,9 +152,11 @@ fn remove_row(
             unindex(txn, row, &[], Some(usage_expiry(*day, retention)))?;
             Ok(removed)
         }
-        // Cases are never removed for one user (they protect the server's members): see
-        // `delete_user`, which anonymises them.
-        RowRef::Case { .. } => Ok(0),
+        // Past their retention (the sweeper). Never for one user: they protect the server's
+        // members, so `delete_user` anonymises them instead.
+        RowRef::Case { guild, number } => Ok(u64::from(super::moderation::remove_case(
+            txn, *guild, *number, retention,
+        )?)),
         RowRef::AutomodHit {
             guild,
             message,
@@ -389,7 +391,7 @@ impl DataRights for EmbeddedStore {
             {
                 touched += 1;
             }
-            touched += super::moderation::delete_guild_cases(txn, guild_id)?;
+            touched += super::moderation::delete_guild_cases(txn, guild_id, retention)?;
             touched += super::automod::delete_guild_hits(txn, guild_id)?;
             touched += super::timers::delete_guild_timers(txn, guild_id)?;
             {
@@ -774,7 +776,8 @@ impl EmbeddedStore {
             }
             for item in open_read(txn, CASES)?.iter().map_err(e)? {
                 let case: Case = from_json("cases", item.map_err(e)?.1.value())?;
-                expect(&case_ref(&case), &case_users(&case), None);
+                let expires = Some(crate::moderation::case_expiry(&case, retention));
+                expect(&case_ref(&case), &case_users(&case), expires);
             }
             for item in open_read(txn, super::premium::INBOX)?.iter().map_err(e)? {
                 let event: crate::InboxEvent =

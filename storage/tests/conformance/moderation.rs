@@ -498,6 +498,60 @@ where
     );
 }
 
+/// Cases are kept a year from their action (`Retention::cases`): one older is gone (the
+/// sweeper on redb; a TTL on ScyllaDB, where the one written here has a second left), with
+/// its place in the target's cases and in its users' export; a newer one stays.
+pub(crate) async fn cases_past_their_retention_are_gone<S>(store: S)
+where
+    S: ModerationRepo + DataRights,
+{
+    let now = Timestamp::now();
+    let year = protonn_storage::Retention::POLICY.cases;
+    let old = Case {
+        at: now.saturating_sub(year),
+        ..case(GUILD, "ban", Some(USER))
+    };
+    let old_number = store.create_case(&old).await.unwrap();
+    let recent = Case {
+        at: now.saturating_sub(year).saturating_add(60 * MINUTE),
+        ..case(GUILD, "warn", Some(USER))
+    };
+    let recent_number = store.create_case(&recent).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        store.sweep_expired(Timestamp::now()).await.unwrap();
+        if store.case(GUILD, old_number).await.unwrap().is_none() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a case outlived its retention"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let numbers = |cases: Vec<Case>| cases.iter().map(|c| c.number).collect::<Vec<_>>();
+    assert_eq!(
+        numbers(store.cases_about(GUILD, USER, 10).await.unwrap()),
+        [recent_number]
+    );
+    assert_eq!(
+        numbers(store.export_user(USER).await.unwrap().cases),
+        [recent_number]
+    );
+    assert_eq!(
+        numbers(store.export_user(MOD).await.unwrap().cases),
+        [recent_number]
+    );
+    // Numbers are never given again.
+    assert_eq!(
+        store
+            .create_case(&case(GUILD, "warn", Some(USER)))
+            .await
+            .unwrap(),
+        recent_number + 1
+    );
+}
+
 macro_rules! moderation_cases {
     ($run:ident) => {
         $run!(
@@ -508,6 +562,7 @@ macro_rules! moderation_cases {
             due_timers_are_claimed_once_and_completed_by_their_claimant,
             a_timer_put_again_is_moved_and_a_cancelled_one_is_gone,
             timers_that_name_users_are_exported_erased_or_kept_and_listed,
+            cases_past_their_retention_are_gone,
         );
     };
 }
