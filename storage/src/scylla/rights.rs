@@ -242,6 +242,20 @@ impl ScyllaStore {
     }
 }
 
+/// The logical table of a dumped row, as the embedded store names it: a code's partition
+/// in `promos` holds the code (static columns) and its redemptions (a row per user), which
+/// are `promo_redemptions`, so that the breach listing finds them.
+fn dumped_table<'a>(table: &'a str, text: &str) -> &'a str {
+    let redemption = table == "promos"
+        && serde_json::from_str::<serde_json::Value>(text)
+            .is_ok_and(|row| row.get("user_id").is_some_and(|user| !user.is_null()));
+    if redemption {
+        "promo_redemptions"
+    } else {
+        table
+    }
+}
+
 #[async_trait]
 impl DataRights for ScyllaStore {
     async fn export_user(&self, user_id: u64) -> Result<UserExport, StorageError> {
@@ -684,11 +698,26 @@ impl DataRights for ScyllaStore {
                 other => unreachable!("table {other} listed without a statement"),
             };
             out.extend(rows.into_iter().map(|(text,)| StoredRow {
-                table: (*table).to_owned(),
+                table: dumped_table(table, &text).to_owned(),
                 text,
             }));
         }
         self.dump_privacy(&mut out).await?;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dumped_table;
+
+    #[test]
+    fn a_promo_partitions_redemption_rows_are_dumped_as_redemptions() {
+        let redemption = r#"{"code": "WELCOME", "user_id": 42, "promo": "{}", "redeemed": 1, "doc": "{\"user_id\":42}"}"#;
+        let code_only =
+            r#"{"code": "WELCOME", "user_id": null, "promo": "{}", "redeemed": 0, "doc": null}"#;
+        assert_eq!(dumped_table("promos", redemption), "promo_redemptions");
+        assert_eq!(dumped_table("promos", code_only), "promos");
+        assert_eq!(dumped_table("cases", redemption), "cases");
     }
 }

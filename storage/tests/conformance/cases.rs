@@ -1268,6 +1268,12 @@ pub(crate) async fn a_breach_lists_the_users_of_the_tables_it_touched<S: Store +
         .unwrap();
     let users: Vec<u64> = affected.iter().map(|a| a.user_id).collect();
     assert_eq!(users, expected);
+    // Promo redemptions (inside the code's partition on ScyllaDB) name who redeemed.
+    let affected = privacy::affected_users(&store, end, &["promo_redemptions".to_owned()])
+        .await
+        .unwrap();
+    let users: Vec<u64> = affected.iter().map(|a| a.user_id).collect();
+    assert_eq!(users, expected);
     // Durable timers name their users.
     let affected = privacy::affected_users(&store, end, &["timers".to_owned()])
         .await
