@@ -4,7 +4,9 @@
 //!
 //! A choice is read from storage the first time a user is met and trusted for
 //! [`CHOICE_KEPT`], so the event path reads storage at most once per user and period; a choice
-//! the user changes applies within that period. Reads happen on tasks: actors never wait.
+//! the user changes applies within that period, and at once on the node where they changed it
+//! in Discord ([`remember`](PrivacyChoices::remember)). Reads happen on tasks: actors never
+//! wait.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -43,12 +45,18 @@ impl PrivacyChoices {
     /// Reads the user's choices from storage and remembers them.
     pub(crate) async fn read(&self, user_id: u64) -> Result<PrivacyFlags, StorageError> {
         let flags = self.privacy.privacy_flags(user_id).await?;
+        self.remember(user_id, flags);
+        Ok(flags)
+    }
+
+    /// Remembers choices just stored (the user changed them through this node), so they
+    /// apply here at once rather than when the remembered ones expire.
+    pub(crate) fn remember(&self, user_id: u64, flags: PrivacyFlags) {
         let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
         if known.len() >= CHOICES_KEPT {
             known.clear();
         }
         known.insert(user_id, (flags, Instant::now()));
-        Ok(flags)
     }
 }
 
@@ -81,5 +89,8 @@ mod tests {
         choices.known.lock().unwrap().get_mut(&7).unwrap().1 = read_long_ago;
         assert_eq!(choices.known(7), None, "read again after the period");
         assert!(choices.read(7).await.unwrap().may_process());
+        // A change made through this node is known at once.
+        choices.remember(7, restricted);
+        assert_eq!(choices.known(7), Some(restricted));
     }
 }

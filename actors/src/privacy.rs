@@ -187,7 +187,13 @@ async fn run(io: &Io, user_id: u64, request: Request) -> Answer {
             let set = async {
                 let mut wanted = store.privacy_flags(user_id).await?;
                 choice.apply(&mut wanted, on);
-                privacy::change_choices(store, user_id, wanted, "discord", now, request_id).await
+                let changes =
+                    privacy::change_choices(store, user_id, wanted, "discord", now, request_id)
+                        .await?;
+                // Honoured on this node's event path from now on, not when its memory of
+                // the old choice expires.
+                io.privacy_choices().remember(user_id, wanted);
+                Ok::<_, protonn_storage::StorageError>(changes)
             };
             set.await.map(|changes| match changes.as_slice() {
                 [] => "Nothing to change: that is already your choice.".to_owned(),

@@ -682,6 +682,10 @@ fn wait_timer(
         payload,
         claimed_by: None,
         claimed_until: Timestamp(0),
+        // The event's member: the wait keeps their id, name and message. Their erasure
+        // deletes it (the run does not go on).
+        users: facts.user_id.into_iter().collect(),
+        outlives_erasure: false,
     })
 }
 
@@ -698,6 +702,8 @@ fn schedule_timer(io: &Io, workflow_id: u64, every_minutes: u32) -> Timer {
         payload,
         claimed_by: None,
         claimed_until: Timestamp(0),
+        users: Vec::new(),
+        outlives_erasure: false,
     }
 }
 

@@ -94,6 +94,11 @@ pub struct RetentionSection {
     pub export_hours: u32,
     /// Command usage counters (the analytics pages), from the end of their day.
     pub usage_days: u32,
+    /// Processed Paddle webhook events (id, type, outcome, the user they were about; the
+    /// body goes at processing), from their receipt.
+    pub billing_inbox_days: u32,
+    /// Moderation cases, from the action they record.
+    pub cases_days: u32,
 }
 
 impl Default for RetentionSection {
@@ -108,6 +113,8 @@ impl Default for RetentionSection {
             privacy_requests_days: days(policy.privacy_requests),
             export_hours: (policy.exports.as_secs() / 3_600) as u32,
             usage_days: days(policy.usage),
+            billing_inbox_days: days(policy.billing_inbox),
+            cases_days: days(policy.cases),
         }
     }
 }
@@ -123,6 +130,8 @@ impl RetentionSection {
             privacy_requests: days(self.privacy_requests_days),
             exports: std::time::Duration::from_secs(u64::from(self.export_hours) * 3_600),
             usage: days(self.usage_days),
+            billing_inbox: days(self.billing_inbox_days),
+            cases: days(self.cases_days),
         }
     }
 
@@ -145,6 +154,8 @@ impl RetentionSection {
                 self.privacy_requests_days,
             ),
             ("retention.usage_days", self.usage_days),
+            ("retention.billing_inbox_days", self.billing_inbox_days),
+            ("retention.cases_days", self.cases_days),
         ] {
             if value == 0 || value > MAX_DAYS {
                 return Err(ConfigError::Invalid {
@@ -870,15 +881,24 @@ mod tests {
         assert_eq!(retention.inactive_accounts, 100 * day);
         assert_eq!(config.runtime().removed_guild_grace, 7 * day);
         let config = Config::parse(
-            "[retention]\nprivacy_requests_days = 10\nexport_hours = 2\nusage_days = 31\n",
+            "[retention]\nprivacy_requests_days = 10\nexport_hours = 2\nusage_days = 31\n\
+             billing_inbox_days = 60\ncases_days = 730\n",
         )
         .unwrap();
         let retention = config.runtime().retention;
+        assert_eq!(retention.billing_inbox, 60 * day);
+        assert_eq!(retention.cases, 730 * day);
         assert_eq!(retention.privacy_requests, 10 * day);
         assert_eq!(retention.usage, 31 * day);
         assert_eq!(retention.exports, std::time::Duration::from_secs(7_200));
         assert!(Config::parse("[retention]\nexport_hours = 721\n").is_err());
-        for bad in ["audit_days = 0", "tickets_days = 7301", "usage_days = 0"] {
+        for bad in [
+            "audit_days = 0",
+            "tickets_days = 7301",
+            "usage_days = 0",
+            "billing_inbox_days = 0",
+            "cases_days = 0",
+        ] {
             let err = Config::parse(&format!("[retention]\n{bad}\n"))
                 .unwrap_err()
                 .to_string();

@@ -89,7 +89,9 @@ pub use tickets::{
     TranscriptMessage,
 };
 pub use time::{Retention, Timestamp};
-pub use timers::{TIMER_ID_MAX_LEN, TIMER_PAYLOAD_MAX_LEN, Timer, TimerRepo};
+pub use timers::{
+    TIMER_ID_MAX_LEN, TIMER_PAYLOAD_MAX_LEN, TIMER_USERS_MAX, Timer, TimerExport, TimerRepo,
+};
 pub use usage::{UsageCount, UsageRepo};
 pub use web_sessions::{WEB_SESSION_MAX_AGE_MS, WebSession, WebSessionExport, WebSessionRepo};
 pub use wire::WireError;

@@ -106,6 +106,11 @@ pub(crate) fn case_ref(case: &Case) -> crate::row_ref::RowRef {
     }
 }
 
+/// Until when a case is kept ([`Retention::cases`](crate::Retention) from its action).
+pub(crate) fn case_expiry(case: &Case, retention: &crate::Retention) -> Timestamp {
+    case.at.saturating_add(retention.cases)
+}
+
 /// Refuses a case the store must not keep.
 pub(crate) fn check_case(case: &Case) -> Result<(), StorageError> {
     check_reason(&case.reason)?;

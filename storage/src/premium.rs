@@ -33,6 +33,32 @@ pub struct InboxEvent {
     pub body: Option<String>,
     /// `None` while pending; what processing did otherwise (`applied`, `stale`, …).
     pub outcome: Option<String>,
+    /// The Discord user the event is about (the checkout's `custom_data`), when known:
+    /// indexed in `user_refs`, so their export lists the event and their erasure
+    /// anonymises it. Kept with the processed event until `Retention::billing_inbox`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<u64>,
+}
+
+/// What an erasure leaves of an event about the user: the id (so a redelivery is still a
+/// duplicate), type, times and outcome; no body, no user.
+pub(crate) fn anonymised_event(mut event: InboxEvent) -> InboxEvent {
+    event.body = None;
+    event.user_id = None;
+    event.outcome.get_or_insert_with(|| "erased".to_owned());
+    event
+}
+
+/// The index entry of an inbox event.
+pub(crate) fn event_ref(event: &InboxEvent) -> crate::row_ref::RowRef {
+    crate::row_ref::RowRef::InboxEvent {
+        id: event.event_id.clone(),
+    }
+}
+
+/// Until when a processed event is kept.
+pub(crate) fn event_expiry(event: &InboxEvent, retention: &crate::Retention) -> Timestamp {
+    event.received_at.saturating_add(retention.billing_inbox)
 }
 
 /// One premium slot of a user, assigned to a guild.

@@ -467,6 +467,9 @@ pub const BREACH_TABLES: &[(&str, &[&str], Option<&str>)] = &[
     ("premium_slots", &["user_id"], Some("assigned_at")),
     ("cases", &["moderator_id", "target_id"], Some("at")),
     ("automod_hits", &["user_id"], Some("at")),
+    ("billing_inbox", &["user_id"], Some("received_at")),
+    // Timers keep no creation time: one stored now was stored during any breach.
+    ("timers", &["users"], None),
 ];
 
 /// One user a breach touches, and which of the tables hold their data.
@@ -514,16 +517,16 @@ where
             continue;
         }
         for field in *fields {
-            let id = document
-                .get(*field)
-                .or_else(|| outer.get(*field))
-                .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
-                .or_else(|| {
-                    (*field == "user_id")
-                        .then(|| leading_number(&row.text))
-                        .flatten()
-                });
-            if let Some(id) = id.filter(|&id| id != ERASED_USER) {
+            let value = document.get(*field).or_else(|| outer.get(*field));
+            let mut ids: Vec<u64> = match value {
+                // A list of users (a timer's).
+                Some(serde_json::Value::Array(items)) => items.iter().filter_map(id_of).collect(),
+                other => other.and_then(id_of).into_iter().collect(),
+            };
+            if ids.is_empty() && *field == "user_id" {
+                ids.extend(leading_number(&row.text));
+            }
+            for id in ids.into_iter().filter(|&id| id != ERASED_USER) {
                 users.entry(id).or_default().insert(row.table.clone());
             }
         }
@@ -546,6 +549,11 @@ fn row_documents(text: &str) -> (serde_json::Value, serde_json::Value) {
         .and_then(|doc| serde_json::from_str(doc.as_str()?).ok())
         .unwrap_or_else(|| outer.clone());
     (outer, document)
+}
+
+/// A user id stored as a JSON number, or as a string (ScyllaDB's JSON of a bigint key).
+fn id_of(value: &serde_json::Value) -> Option<u64> {
+    value.as_u64().or_else(|| value.as_str()?.parse().ok())
 }
 
 /// The number a redb row's text starts with: its key, where the key is the user id.

@@ -2,8 +2,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Account, AuditEntry, AutomodHit, Case, PremiumSlot, PrivacyFlags, PrivacyRequest, Redemption,
-    StorageError, Subscription, Ticket, Timestamp, TranscriptMessage, WebSessionExport, Workflow,
+    Account, AuditEntry, AutomodHit, Case, InboxEvent, PremiumSlot, PrivacyFlags, PrivacyRequest,
+    Redemption, StorageError, Subscription, Ticket, TimerExport, Timestamp, TranscriptMessage,
+    WebSessionExport, Workflow,
 };
 
 /// Everything stored about one user, for the privacy centre's access and export requests.
@@ -39,6 +40,12 @@ pub struct UserExport {
     /// What automod rules in shadow mode would have done to the user's messages.
     #[serde(default)]
     pub automod_hits: Vec<AutomodHit>,
+    /// Durable timers that name the user (a temporary ban's unban, a parked workflow run).
+    #[serde(default)]
+    pub timers: Vec<TimerExport>,
+    /// Payment-provider webhook events about the user (a pending one with its body).
+    #[serde(default)]
+    pub billing_events: Vec<InboxEvent>,
 }
 
 /// One stored row rendered as text, with its table: what the data-rights tests scan.
@@ -67,7 +74,8 @@ pub trait DataRights: Send + Sync + 'static {
 
     /// Erases `user_id` everywhere: the account, tickets they opened (with transcripts),
     /// messages they wrote, redemptions, dashboard sessions (which logs them out of the
-    /// dashboard), privacy flags and a prepared export. What others or the law need stays
+    /// dashboard), privacy flags, a prepared export and the timers that name them, except
+    /// those that must still run for them ([`Timer::outlives_erasure`](crate::Timer)). What others or the law need stays
     /// without them: workflows they wrote keep their guild's automation with the author
     /// cleared; audit entries (security) and subscriptions (billing) are kept with the user
     /// replaced by [`ERASED_USER`](crate::privacy::ERASED_USER) (0), as are their

@@ -54,6 +54,15 @@ pub(crate) enum RowRef {
         message: u64,
         rule: String,
     },
+    /// A durable timer that names users (a temporary ban's unban, a parked workflow run).
+    Timer {
+        guild: u64,
+        id: String,
+    },
+    /// A payment-provider webhook event about the user.
+    InboxEvent {
+        id: String,
+    },
 }
 
 impl RowRef {
@@ -78,6 +87,8 @@ impl RowRef {
                 message,
                 rule,
             } => (10, &[*guild, *message], rule.as_bytes()),
+            Self::Timer { guild, id } => (11, &[*guild], id.as_bytes()),
+            Self::InboxEvent { id } => (12, &[], id.as_bytes()),
         };
         let mut out = Vec::with_capacity(1 + 8 * numbers.len() + tail.len());
         out.push(tag);
@@ -165,6 +176,14 @@ impl RowRef {
                 rule: String::from_utf8(rest.get(16..).ok_or_else(bad)?.to_vec())
                     .map_err(|_| bad())?,
             },
+            11 => Self::Timer {
+                guild: n(0)?,
+                id: String::from_utf8(rest.get(8..).ok_or_else(bad)?.to_vec())
+                    .map_err(|_| bad())?,
+            },
+            12 => Self::InboxEvent {
+                id: String::from_utf8(rest.to_vec()).map_err(|_| bad())?,
+            },
             _ => return Err(bad()),
         })
     }
@@ -226,6 +245,13 @@ mod tests {
                 message: 2,
                 rule: "spam ü".into(),
             },
+            RowRef::Timer {
+                guild: 1,
+                id: "unban:2".into(),
+            },
+            RowRef::InboxEvent {
+                id: "evt_01h".into(),
+            },
         ];
         for row in refs {
             assert_eq!(RowRef::parse(&row.bytes()).unwrap(), row);
@@ -236,5 +262,6 @@ mod tests {
         assert!(RowRef::parse(&[9]).is_err());
         assert!(RowRef::parse(&[6, 1]).is_err());
         assert!(RowRef::parse(&[10, 1]).is_err());
+        assert!(RowRef::parse(&[11, 1]).is_err());
     }
 }

@@ -123,6 +123,12 @@ pub struct Retention {
     pub exports: Duration,
     /// Command usage counters, counted from the end of their day.
     pub usage: Duration,
+    /// Processed payment-provider webhook events (their id, type, outcome and the user they
+    /// were about; the body goes at processing), counted from their receipt: the trail of
+    /// what changed a subscription, kept like the other administrative logs.
+    pub billing_inbox: Duration,
+    /// Moderation cases, counted from the action they record.
+    pub cases: Duration,
 }
 
 impl Retention {
@@ -134,6 +140,9 @@ impl Retention {
         exports: Duration::from_secs(48 * 3_600),
         // The policy names no period: a year of analytics is enough to compare seasons.
         usage: days(365),
+        // "Administrative and security logs retained for 1 year".
+        billing_inbox: days(365),
+        cases: days(365),
     };
 }
 

@@ -17,6 +17,8 @@ use crate::{StorageError, Timestamp};
 pub const TIMER_ID_MAX_LEN: usize = 128;
 /// Largest payload, in bytes: ids and a reason, not documents.
 pub const TIMER_PAYLOAD_MAX_LEN: usize = 4096;
+/// Most users one timer names: a member acted on, an event's author.
+pub const TIMER_USERS_MAX: usize = 8;
 
 /// Something to do for a guild at `due`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +38,50 @@ pub struct Timer {
     pub claimed_by: Option<String>,
     #[serde(default)]
     pub claimed_until: Timestamp,
+    /// The users the timer names (a temporary ban's member, a parked run's event author),
+    /// as the feature that schedules it says: indexed in `user_refs` while it is stored, so
+    /// their export lists it, their erasure finds it and a breach listing names them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<u64>,
+    /// Whether an erasure of one of `users` keeps the timer: a temporary ban's unban must
+    /// still happen (deleting it would leave the member banned for good), so it stays, with
+    /// its ref, until it has run. Otherwise (a parked workflow run) the erasure deletes it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub outlives_erasure: bool,
+}
+
+/// A timer as its users' export shows it: what will be done, and when; never the claim.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimerExport {
+    pub guild_id: u64,
+    pub id: String,
+    pub feature: String,
+    pub due: Timestamp,
+    /// What the feature kept to act (JSON): a parked run keeps its event, the user's name
+    /// and message text among it.
+    pub payload: String,
+    pub outlives_erasure: bool,
+}
+
+impl From<&Timer> for TimerExport {
+    fn from(timer: &Timer) -> Self {
+        Self {
+            guild_id: timer.guild_id,
+            id: timer.id.clone(),
+            feature: timer.feature.clone(),
+            due: timer.due,
+            payload: timer.payload.clone(),
+            outlives_erasure: timer.outlives_erasure,
+        }
+    }
+}
+
+/// The index entry of a timer (its users' refs).
+pub(crate) fn timer_ref(timer: &Timer) -> crate::row_ref::RowRef {
+    crate::row_ref::RowRef::Timer {
+        guild: timer.guild_id,
+        id: timer.id.clone(),
+    }
 }
 
 /// Durable timers of every guild.
@@ -89,6 +135,11 @@ pub(crate) fn check_timer(timer: &Timer) -> Result<(), StorageError> {
     if timer.payload.len() > TIMER_PAYLOAD_MAX_LEN || timer.feature.is_empty() {
         return Err(StorageError::Invalid(format!(
             "a timer names its feature and carries at most {TIMER_PAYLOAD_MAX_LEN} bytes"
+        )));
+    }
+    if timer.users.len() > TIMER_USERS_MAX || timer.users.contains(&crate::privacy::ERASED_USER) {
+        return Err(StorageError::Invalid(format!(
+            "a timer names at most {TIMER_USERS_MAX} users, none of them 0"
         )));
     }
     Ok(())

@@ -236,7 +236,7 @@ fn parse_event(body: &[u8]) -> Result<InboxEvent, Refusal> {
         return Err(Refusal::UnknownType);
     }
     // Checked now so that the inbox holds only events the processor can apply.
-    PaddleSubscription::from_data(&envelope.data).ok_or(Refusal::Malformed)?;
+    let subscription = PaddleSubscription::from_data(&envelope.data).ok_or(Refusal::Malformed)?;
     Ok(InboxEvent {
         event_id: envelope.event_id,
         event_type: envelope.event_type,
@@ -244,6 +244,8 @@ fn parse_event(body: &[u8]) -> Result<InboxEvent, Refusal> {
         received_at: Timestamp::now(),
         body: Some(text.to_owned()),
         outcome: None,
+        // The body names the user (`custom_data`): indexed, so their rights reach it.
+        user_id: Some(subscription.user_id),
     })
 }
 
@@ -494,6 +496,7 @@ mod tests {
         let data = r#"{"id":"sub_1","status":"active","custom_data":{"user_id":"42"},"items":[{"quantity":2}],"current_billing_period":{"ends_at":"2024-02-01T00:00:00Z"}}"#;
         let parsed = parse_event(event("subscription.activated", data).as_bytes()).unwrap();
         assert_eq!(parsed.event_id, "evt_1");
+        assert_eq!(parsed.user_id, Some(42), "indexed by the user it names");
         assert_eq!(
             parsed.occurred_at,
             Timestamp::parse_rfc3339("2024-01-01T00:00:00Z").unwrap()

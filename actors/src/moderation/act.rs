@@ -343,6 +343,9 @@ fn act<'a>(
                             .expect("a timer payload serialises"),
                         claimed_by: None,
                         claimed_until: Timestamp(0),
+                        users: vec![user],
+                        // The member's erasure must not leave them banned for good.
+                        outlives_erasure: true,
                     })),
                     // A permanent ban ends any temporary one.
                     None => effects.push(Effect::CancelTimer {
@@ -825,10 +828,18 @@ pub(super) async fn expire(io: Io, config: GuildConfig, timer: Timer) -> Vec<Eff
             channel: Id::new(1),
             command_message: None,
         };
+        // The member was erased meanwhile (the timer no longer names them): the case of the
+        // lift must not name them again.
+        let erased = timer.outlives_erasure && !timer.users.contains(&later.user);
+        let target = if erased {
+            protonn_storage::privacy::ERASED_USER
+        } else {
+            later.user
+        };
         let _ = record(
             &acting,
             "unban",
-            Some(later.user),
+            Some(target),
             None,
             &reason,
             None,

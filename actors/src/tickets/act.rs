@@ -106,6 +106,8 @@ fn timer(io: &Io, kind: &str, number: u64, due: Timestamp) -> Timer {
         payload: serde_json::json!(TicketTimer { number }).to_string(),
         claimed_by: None,
         claimed_until: Timestamp(0),
+        users: Vec::new(),
+        outlives_erasure: false,
     }
 }
 

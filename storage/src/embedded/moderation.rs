@@ -5,8 +5,8 @@ use async_trait::async_trait;
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 use super::{e, from_json, index, open, open_read, to_json, unindex};
-use crate::moderation::{case_ref, case_users, check_case, check_reason};
-use crate::{Case, EmbeddedStore, ModerationRepo, StorageError};
+use crate::moderation::{case_expiry, case_ref, case_users, check_case, check_reason};
+use crate::{Case, EmbeddedStore, ModerationRepo, Retention, StorageError};
 
 /// (guild id, number) → [`Case`].
 pub(super) const CASES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("cases");
@@ -30,6 +30,7 @@ fn read_case(
 pub(super) fn delete_guild_cases(
     txn: &WriteTransaction,
     guild_id: u64,
+    retention: &Retention,
 ) -> Result<u64, StorageError> {
     let mut removed = Vec::new();
     {
@@ -43,7 +44,8 @@ pub(super) fn delete_guild_cases(
         }
     }
     for case in &removed {
-        unindex(txn, &case_ref(case), &case_users(case), None)?;
+        let expires = Some(case_expiry(case, retention));
+        unindex(txn, &case_ref(case), &case_users(case), expires)?;
     }
     open(txn, CASES_BY_TARGET)?
         .retain_in((guild_id, 0, 0)..=(guild_id, u64::MAX, u64::MAX), |_, _| {
@@ -52,6 +54,28 @@ pub(super) fn delete_guild_cases(
         .map_err(e)?;
     // The counter stays: a guild that returns must not reuse numbers its mod-log showed.
     Ok(removed.len() as u64)
+}
+
+/// Removes case `number` of `guild_id` past its retention, with its index entries; whether
+/// it was there. The counter stays.
+pub(super) fn remove_case(
+    txn: &WriteTransaction,
+    guild_id: u64,
+    number: u64,
+    retention: &Retention,
+) -> Result<bool, StorageError> {
+    let Some(case) = read_case(&open(txn, CASES)?, guild_id, number)? else {
+        return Ok(false);
+    };
+    open(txn, CASES)?.remove((guild_id, number)).map_err(e)?;
+    if let Some(target) = case.target_id {
+        open(txn, CASES_BY_TARGET)?
+            .remove((guild_id, target, number))
+            .map_err(e)?;
+    }
+    let expires = Some(case_expiry(&case, retention));
+    unindex(txn, &case_ref(&case), &case_users(&case), expires)?;
+    Ok(true)
 }
 
 /// Keeps case `number` of `guild_id` without `user_id` (erased): moderator or target
@@ -92,7 +116,7 @@ impl ModerationRepo for EmbeddedStore {
     async fn create_case(&self, case: &Case) -> Result<u64, StorageError> {
         check_case(case)?;
         let mut case = case.clone();
-        self.write(move |txn, _| {
+        self.write(move |txn, retention| {
             let mut counters = open(txn, CASE_COUNTERS)?;
             let last = counters
                 .get(case.guild_id)
@@ -108,7 +132,8 @@ impl ModerationRepo for EmbeddedStore {
                     .insert((case.guild_id, target, case.number), ())
                     .map_err(e)?;
             }
-            index(txn, &case_ref(&case), &case_users(&case), None)?;
+            let expires = Some(case_expiry(&case, retention));
+            index(txn, &case_ref(&case), &case_users(&case), expires)?;
             Ok(case.number)
         })
         .await

@@ -5,8 +5,11 @@ use async_trait::async_trait;
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 use super::records::write_subscription;
-use super::{SUBSCRIPTIONS, e, from_json, open, open_read, to_json};
-use crate::{EmbeddedStore, InboxEvent, PremiumRepo, PremiumSlot, StorageError, Subscription};
+use super::{SUBSCRIPTIONS, e, from_json, index, open, open_read, to_json, unindex};
+use crate::premium::{anonymised_event, event_expiry, event_ref};
+use crate::{
+    EmbeddedStore, InboxEvent, PremiumRepo, PremiumSlot, Retention, StorageError, Subscription,
+};
 
 /// event id → [`InboxEvent`].
 pub(super) const INBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("billing_inbox");
@@ -34,6 +37,87 @@ fn slot(
     let row = table.get((user_id, guild_id)).map_err(e)?;
     row.map(|v| from_json("premium_slots", v.value()))
         .transpose()
+}
+
+fn stored_event(
+    txn: &WriteTransaction,
+    event_id: &str,
+) -> Result<Option<InboxEvent>, StorageError> {
+    let inbox = open(txn, INBOX)?;
+    let row = inbox.get(event_id).map_err(e)?;
+    row.map(|v| from_json("billing_inbox", v.value()))
+        .transpose()
+}
+
+/// The index entries of an event: its user's ref, and its expiry once processed.
+fn event_index(event: &InboxEvent, retention: &Retention) -> (Vec<u64>, Option<crate::Timestamp>) {
+    let expires = event
+        .outcome
+        .is_some()
+        .then(|| event_expiry(event, retention));
+    (event.user_id.into_iter().collect(), expires)
+}
+
+/// Stores `event` in place of `old` (if any), with its index entries.
+fn write_event(
+    txn: &WriteTransaction,
+    old: Option<&InboxEvent>,
+    event: &InboxEvent,
+    retention: &Retention,
+) -> Result<(), StorageError> {
+    if let Some(old) = old {
+        let (users, expires) = event_index(old, retention);
+        unindex(txn, &event_ref(old), &users, expires)?;
+    }
+    open(txn, INBOX)?
+        .insert(event.event_id.as_str(), to_json(event).as_slice())
+        .map_err(e)?;
+    let mut pending = open(txn, INBOX_PENDING)?;
+    let key = (event.received_at.0, event.event_id.as_str());
+    if event.outcome.is_none() {
+        pending.insert(key, ()).map_err(e)?;
+    } else {
+        pending.remove(key).map_err(e)?;
+    }
+    let (users, expires) = event_index(event, retention);
+    index(txn, &event_ref(event), &users, expires)
+}
+
+/// Retention or the guild-less sweep: the event goes, with its index entries.
+pub(super) fn remove_event(
+    txn: &WriteTransaction,
+    event_id: &str,
+    retention: &Retention,
+) -> Result<bool, StorageError> {
+    let Some(event) = stored_event(txn, event_id)? else {
+        return Ok(false);
+    };
+    let (users, expires) = event_index(&event, retention);
+    unindex(txn, &event_ref(&event), &users, expires)?;
+    open(txn, INBOX)?.remove(event_id).map_err(e)?;
+    open(txn, INBOX_PENDING)?
+        .remove((event.received_at.0, event_id))
+        .map_err(e)?;
+    Ok(true)
+}
+
+/// Erasure of the event's user: kept without the body and the user (the id still
+/// deduplicates a redelivery), processed if it was pending, until its retention.
+pub(super) fn erase_event_user(
+    txn: &WriteTransaction,
+    event_id: &str,
+    retention: &Retention,
+) -> Result<bool, StorageError> {
+    let Some(event) = stored_event(txn, event_id)? else {
+        return Ok(false);
+    };
+    write_event(
+        txn,
+        Some(&event),
+        &anonymised_event(event.clone()),
+        retention,
+    )?;
+    Ok(true)
 }
 
 /// Erasure: the user's slots go (the guilds lose the premium they gave).
@@ -80,19 +164,11 @@ pub(super) fn remove_guild_slot(
 impl PremiumRepo for EmbeddedStore {
     async fn receive_event(&self, event: &InboxEvent) -> Result<bool, StorageError> {
         let event = event.clone();
-        self.write(move |txn, _| {
-            let mut inbox = open(txn, INBOX)?;
-            if inbox.get(event.event_id.as_str()).map_err(e)?.is_some() {
+        self.write(move |txn, retention| {
+            if stored_event(txn, &event.event_id)?.is_some() {
                 return Ok(false);
             }
-            inbox
-                .insert(event.event_id.as_str(), to_json(&event).as_slice())
-                .map_err(e)?;
-            if event.outcome.is_none() {
-                open(txn, INBOX_PENDING)?
-                    .insert((event.received_at.0, event.event_id.as_str()), ())
-                    .map_err(e)?;
-            }
+            write_event(txn, None, &event, retention)?;
             Ok(true)
         })
         .await
@@ -127,25 +203,16 @@ impl PremiumRepo for EmbeddedStore {
 
     async fn finish_event(&self, event_id: &str, outcome: &str) -> Result<(), StorageError> {
         let (event_id, outcome) = (event_id.to_owned(), outcome.to_owned());
-        self.write(move |txn, _| {
-            let mut inbox = open(txn, INBOX)?;
-            let stored: Option<InboxEvent> = inbox
-                .get(event_id.as_str())
-                .map_err(e)?
-                .map(|v| from_json("billing_inbox", v.value()))
-                .transpose()?;
-            let Some(mut event) = stored else {
+        self.write(move |txn, retention| {
+            let Some(stored) = stored_event(txn, &event_id)? else {
                 return Ok(());
             };
-            open(txn, INBOX_PENDING)?
-                .remove((event.received_at.0, event.event_id.as_str()))
-                .map_err(e)?;
-            event.body = None;
-            event.outcome = Some(outcome);
-            inbox
-                .insert(event_id.as_str(), to_json(&event).as_slice())
-                .map_err(e)?;
-            Ok(())
+            let finished = InboxEvent {
+                body: None,
+                outcome: Some(outcome),
+                ..stored.clone()
+            };
+            write_event(txn, Some(&stored), &finished, retention)
         })
         .await
     }

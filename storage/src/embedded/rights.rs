@@ -17,9 +17,11 @@ use super::{
 };
 use crate::automod::{hit_expiry, hit_ref};
 use crate::moderation::{case_ref, case_users};
+use crate::timers::timer_ref;
 use crate::{
     Account, AuditEntry, Case, DataRights, Redemption, Retention, StorageError, StoredRow,
-    Subscription, Ticket, Timestamp, TranscriptMessage, UserExport, WebSessionExport, Workflow,
+    Subscription, Ticket, Timer, TimerExport, Timestamp, TranscriptMessage, UserExport,
+    WebSessionExport, Workflow,
 };
 
 /// How many expired rows one sweep transaction removes: bounds the time the writer lock is
@@ -150,9 +152,11 @@ fn remove_row(
             unindex(txn, row, &[], Some(usage_expiry(*day, retention)))?;
             Ok(removed)
         }
-        // Cases are never removed for one user (they protect the server's members): see
-        // `delete_user`, which anonymises them.
-        RowRef::Case { .. } => Ok(0),
+        // Past their retention (the sweeper). Never for one user: they protect the server's
+        // members, so `delete_user` anonymises them instead.
+        RowRef::Case { guild, number } => Ok(u64::from(super::moderation::remove_case(
+            txn, *guild, *number, retention,
+        )?)),
         RowRef::AutomodHit {
             guild,
             message,
@@ -160,6 +164,13 @@ fn remove_row(
         } => Ok(u64::from(super::automod::remove_hit(
             txn, *guild, *message, rule,
         )?)),
+        RowRef::Timer { guild, id } => match super::timers::stored(txn, *guild, id)? {
+            Some(timer) => super::timers::remove(txn, &timer).map(|()| 1),
+            None => Ok(0),
+        },
+        RowRef::InboxEvent { id } => {
+            Ok(u64::from(super::premium::remove_event(txn, id, retention)?))
+        }
     }
 }
 
@@ -252,6 +263,16 @@ impl DataRights for EmbeddedStore {
                         AUTOMOD_HITS,
                         (guild, message, rule.as_str()),
                     )?),
+                    RowRef::Timer { guild, id } => {
+                        let timer = super::timers::stored_in(txn, guild, &id)?;
+                        export.timers.extend(timer.as_ref().map(TimerExport::from));
+                    }
+                    RowRef::InboxEvent { id } => {
+                        let inbox = super::premium::INBOX;
+                        export
+                            .billing_events
+                            .extend(read_row(txn, inbox, id.as_str())?);
+                    }
                 }
             }
             export.web_sessions = super::web_sessions::stored_of(txn, user_id)?
@@ -332,6 +353,15 @@ impl DataRights for EmbeddedStore {
                     RowRef::Case { guild, number } => u64::from(super::moderation::anonymise_case(
                         txn, *guild, *number, user_id,
                     )?),
+                    // A timer that undoes something done to the user (a temporary ban's
+                    // unban) stays, no longer naming them, until it has run.
+                    RowRef::Timer { guild, id } => {
+                        u64::from(super::timers::erase_user(txn, *guild, id, user_id)?)
+                    }
+                    // Kept for its id (a redelivery stays a duplicate), without body or user.
+                    RowRef::InboxEvent { id } => {
+                        u64::from(super::premium::erase_event_user(txn, id, retention)?)
+                    }
                     other => remove_row(txn, other, retention)?,
                 };
                 // A ref whose row was already gone (a ticket's transcript removed with it).
@@ -361,7 +391,7 @@ impl DataRights for EmbeddedStore {
             {
                 touched += 1;
             }
-            touched += super::moderation::delete_guild_cases(txn, guild_id)?;
+            touched += super::moderation::delete_guild_cases(txn, guild_id, retention)?;
             touched += super::automod::delete_guild_hits(txn, guild_id)?;
             touched += super::timers::delete_guild_timers(txn, guild_id)?;
             {
@@ -596,6 +626,7 @@ impl DataRights for EmbeddedStore {
             dump_json!(super::premium::INBOX);
             dump_json!(CASES);
             dump_json!(AUTOMOD_HITS);
+            dump_json!(super::timers::TIMERS);
             dump_json!(super::announcements::CAMPAIGNS);
             dump_json!(super::announcements::DELIVERIES);
             let by_user = super::web_sessions::WEB_SESSIONS_BY_USER;
@@ -745,7 +776,22 @@ impl EmbeddedStore {
             }
             for item in open_read(txn, CASES)?.iter().map_err(e)? {
                 let case: Case = from_json("cases", item.map_err(e)?.1.value())?;
-                expect(&case_ref(&case), &case_users(&case), None);
+                let expires = Some(crate::moderation::case_expiry(&case, retention));
+                expect(&case_ref(&case), &case_users(&case), expires);
+            }
+            for item in open_read(txn, super::premium::INBOX)?.iter().map_err(e)? {
+                let event: crate::InboxEvent =
+                    from_json("billing_inbox", item.map_err(e)?.1.value())?;
+                let expires = event
+                    .outcome
+                    .is_some()
+                    .then(|| crate::premium::event_expiry(&event, retention));
+                let users: Vec<u64> = event.user_id.into_iter().collect();
+                expect(&crate::premium::event_ref(&event), &users, expires);
+            }
+            for item in open_read(txn, super::timers::TIMERS)?.iter().map_err(e)? {
+                let timer: Timer = from_json("timers", item.map_err(e)?.1.value())?;
+                expect(&timer_ref(&timer), &timer.users, None);
             }
             for item in open_read(txn, ACCOUNTS)?.iter().map_err(e)? {
                 let a: Account = from_json("accounts", item.map_err(e)?.1.value())?;
@@ -826,6 +872,13 @@ impl EmbeddedStore {
                         rule,
                     } => open_read(txn, AUTOMOD_HITS)?
                         .get((*guild, *message, rule.as_str()))
+                        .map_err(e)?
+                        .is_some(),
+                    RowRef::Timer { guild, id } => {
+                        super::timers::stored_in(txn, *guild, id)?.is_some()
+                    }
+                    RowRef::InboxEvent { id } => open_read(txn, super::premium::INBOX)?
+                        .get(id.as_str())
                         .map_err(e)?
                         .is_some(),
                 })

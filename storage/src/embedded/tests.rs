@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::{AccountRepo, DataRights, TicketRepo};
+use crate::{AccountRepo, DataRights, ModerationRepo, PremiumRepo, TicketRepo};
 
 fn custom(prefix: &str) -> GuildConfig {
     GuildConfig {
@@ -121,10 +121,37 @@ async fn configured_retention_periods_are_what_the_sweeper_enforces() {
         audit: 10 * day,
         tickets: 20 * day,
         inactive_accounts: 30 * day,
+        cases: 40 * day,
+        billing_inbox: 50 * day,
         ..Retention::POLICY
     };
     let store = EmbeddedStore::open_with(dir.path(), retention).unwrap();
     let t0 = Timestamp::now();
+    let case = store
+        .create_case(&crate::Case {
+            guild_id: 5,
+            number: 0,
+            action: "warn".into(),
+            moderator_id: 2,
+            target_id: Some(1),
+            channel_id: None,
+            reason: String::new(),
+            duration_ms: None,
+            at: t0,
+        })
+        .await
+        .unwrap();
+    let event = crate::InboxEvent {
+        event_id: "evt_1".into(),
+        event_type: "subscription.updated".into(),
+        occurred_at: t0,
+        received_at: t0,
+        body: Some("{}".into()),
+        outcome: None,
+        user_id: Some(1),
+    };
+    store.receive_event(&event).await.unwrap();
+    store.finish_event("evt_1", "applied").await.unwrap();
     store.touch_account(1, t0).await.unwrap();
     store
         .append_audit(&[AuditEntry {
@@ -175,6 +202,20 @@ async fn configured_retention_periods_are_what_the_sweeper_enforces() {
         "account at 30 days"
     );
     assert!(store.account(1).await.unwrap().is_none());
+    assert_eq!(store.sweep_expired(at(39)).await.unwrap(), 0);
+    assert_eq!(
+        store.sweep_expired(at(40)).await.unwrap(),
+        1,
+        "case at 40 days"
+    );
+    assert!(store.case(5, case).await.unwrap().is_none());
+    assert_eq!(store.sweep_expired(at(49)).await.unwrap(), 0);
+    assert_eq!(
+        store.sweep_expired(at(50)).await.unwrap(),
+        1,
+        "processed webhook event at 50 days"
+    );
+    assert!(store.inbox_event("evt_1").await.unwrap().is_none());
     assert_eq!(
         store.check_consistency().await.unwrap(),
         Vec::<String>::new()

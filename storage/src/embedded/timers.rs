@@ -2,10 +2,10 @@
 //! which redb runs one at a time.
 
 use async_trait::async_trait;
-use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use redb::{ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
 
-use super::{e, from_json, open, open_read, to_json};
-use crate::timers::check_timer;
+use super::{e, from_json, index, open, open_read, to_json, unindex};
+use crate::timers::{check_timer, timer_ref};
 use crate::{EmbeddedStore, StorageError, Timer, TimerRepo, Timestamp};
 
 /// (shard id, due ms, guild id, timer id) → [`Timer`].
@@ -15,7 +15,11 @@ pub(super) const TIMERS: TableDefinition<(u32, u64, u64, &str), &[u8]> =
 pub(super) const TIMERS_BY_GUILD: TableDefinition<(u64, &str), (u32, u64)> =
     TableDefinition::new("timers_by_guild");
 
-fn stored(txn: &WriteTransaction, guild_id: u64, id: &str) -> Result<Option<Timer>, StorageError> {
+pub(super) fn stored(
+    txn: &WriteTransaction,
+    guild_id: u64,
+    id: &str,
+) -> Result<Option<Timer>, StorageError> {
     let Some((shard, due)) = open(txn, TIMERS_BY_GUILD)?
         .get((guild_id, id))
         .map_err(e)?
@@ -29,7 +33,28 @@ fn stored(txn: &WriteTransaction, guild_id: u64, id: &str) -> Result<Option<Time
         .transpose()
 }
 
-fn remove(txn: &WriteTransaction, timer: &Timer) -> Result<(), StorageError> {
+/// The guild's timer `id`, read outside a write.
+pub(super) fn stored_in(
+    txn: &ReadTransaction,
+    guild_id: u64,
+    id: &str,
+) -> Result<Option<Timer>, StorageError> {
+    let Some((shard, due)) = open_read(txn, TIMERS_BY_GUILD)?
+        .get((guild_id, id))
+        .map_err(e)?
+        .map(|v| v.value())
+    else {
+        return Ok(None);
+    };
+    let table = open_read(txn, TIMERS)?;
+    let row = table.get((shard, due, guild_id, id)).map_err(e)?;
+    row.map(|v| from_json(format_args!("timers/{guild_id}/{id}"), v.value()))
+        .transpose()
+}
+
+/// Removes a timer with its users' refs.
+pub(super) fn remove(txn: &WriteTransaction, timer: &Timer) -> Result<(), StorageError> {
+    unindex(txn, &timer_ref(timer), &timer.users, None)?;
     open(txn, TIMERS)?
         .remove((
             timer.shard_id,
@@ -63,6 +88,26 @@ fn write(txn: &WriteTransaction, timer: &Timer) -> Result<(), StorageError> {
         )
         .map_err(e)?;
     Ok(())
+}
+
+/// The erasure of `user_id` reached the guild's timer `id`: deleted, or, if it must still
+/// run ([`Timer::outlives_erasure`]), kept without naming them. Whether there was one.
+pub(super) fn erase_user(
+    txn: &WriteTransaction,
+    guild_id: u64,
+    id: &str,
+    user_id: u64,
+) -> Result<bool, StorageError> {
+    let Some(mut timer) = stored(txn, guild_id, id)? else {
+        return Ok(false);
+    };
+    remove(txn, &timer)?;
+    if timer.outlives_erasure {
+        timer.users.retain(|&user| user != user_id);
+        index(txn, &timer_ref(&timer), &timer.users, None)?;
+        write(txn, &timer)?;
+    }
+    Ok(true)
 }
 
 /// Removes every timer of `guild_id` (the bot left it); how many.
@@ -102,6 +147,7 @@ impl TimerRepo for EmbeddedStore {
             if let Some(old) = stored(txn, timer.guild_id, &timer.id)? {
                 remove(txn, &old)?;
             }
+            index(txn, &timer_ref(&timer), &timer.users, None)?;
             write(txn, &timer)
         })
         .await

@@ -4,8 +4,8 @@
 use async_trait::async_trait;
 
 use super::records::{doc, parse};
-use crate::moderation::{case_ref, case_users, check_case, check_reason};
-use crate::scylla::{db_id, rust_id};
+use crate::moderation::{case_expiry, case_ref, case_users, check_case, check_reason};
+use crate::scylla::{db_id, rust_id, ttl};
 use crate::{Case, ModerationRepo, ScyllaStore, StorageError};
 
 /// Tries at the counter before giving up: each lost race means another case was numbered,
@@ -13,6 +13,11 @@ use crate::{Case, ModerationRepo, ScyllaStore, StorageError};
 const COUNTER_TRIES: usize = 32;
 
 impl ScyllaStore {
+    /// The TTL of a case's rows: what is left of its retention (a second when none is).
+    fn case_ttl(&self, case: &Case) -> i32 {
+        ttl(case_expiry(case, self.retention())).unwrap_or(1)
+    }
+
     /// Removes every case of `guild_id` (the bot left it); how many. The counter stays: a
     /// guild that returns never reuses a number its mod-log showed.
     pub(super) async fn delete_guild_cases(&self, guild_id: u64) -> Result<u64, StorageError> {
@@ -56,23 +61,7 @@ impl ScyllaStore {
         };
         let kept = crate::privacy::anonymised_case(case.clone(), user_id);
         let row = case_ref(&kept);
-        for user in case_users(&kept) {
-            self.add_ref(user, &row, None).await?;
-        }
-        if let Some(target) = kept.target_id {
-            self.execute(
-                "INSERT INTO {ks}.cases_by_target (guild_id, target_id, number) VALUES (?, ?, ?)",
-                true,
-                (db_id(guild_id), db_id(target), db_id(number)),
-            )
-            .await?;
-        }
-        self.execute(
-            "INSERT INTO {ks}.cases (guild_id, number, doc) VALUES (?, ?, ?)",
-            true,
-            (db_id(guild_id), db_id(number), doc(&kept)),
-        )
-        .await?;
+        self.write_case(&kept).await?;
         if let Some(target) = case.target_id.filter(|&t| Some(t) != kept.target_id) {
             self.execute(
                 "DELETE FROM {ks}.cases_by_target WHERE guild_id = ? AND target_id = ? AND number = ?",
@@ -87,6 +76,37 @@ impl ScyllaStore {
             }
         }
         Ok(true)
+    }
+
+    /// Writes a numbered case, its target's index row and its users' refs, all to expire
+    /// with its retention. Index first: an index row without its case is skipped on read,
+    /// and a user ref without its row is skipped by export and dropped by erasure.
+    async fn write_case(&self, case: &Case) -> Result<(), StorageError> {
+        let secs = self.case_ttl(case);
+        for user in case_users(case) {
+            self.add_ref(user, &case_ref(case), Some(secs)).await?;
+        }
+        if let Some(target) = case.target_id {
+            self.execute(
+                "INSERT INTO {ks}.cases_by_target (guild_id, target_id, number) VALUES (?, ?, ?) \
+                 USING TTL ?",
+                true,
+                (
+                    db_id(case.guild_id),
+                    db_id(target),
+                    db_id(case.number),
+                    secs,
+                ),
+            )
+            .await?;
+        }
+        self.execute(
+            "INSERT INTO {ks}.cases (guild_id, number, doc) VALUES (?, ?, ?) USING TTL ?",
+            true,
+            (db_id(case.guild_id), db_id(case.number), doc(case), secs),
+        )
+        .await?;
+        Ok(())
     }
 
     /// The guild's next number of a per-guild counter, taken by compare-and-set on its row.
@@ -184,25 +204,7 @@ impl ModerationRepo for ScyllaStore {
         check_case(case)?;
         let mut case = case.clone();
         case.number = self.next_number(&CASE_COUNTER, case.guild_id).await?;
-        // Index first: an index row without its case is skipped on read, and a user ref
-        // without its row is skipped by export and dropped by erasure.
-        for user in case_users(&case) {
-            self.add_ref(user, &case_ref(&case), None).await?;
-        }
-        if let Some(target) = case.target_id {
-            self.execute(
-                "INSERT INTO {ks}.cases_by_target (guild_id, target_id, number) VALUES (?, ?, ?)",
-                true,
-                (db_id(case.guild_id), db_id(target), db_id(case.number)),
-            )
-            .await?;
-        }
-        self.execute(
-            "INSERT INTO {ks}.cases (guild_id, number, doc) VALUES (?, ?, ?)",
-            true,
-            (db_id(case.guild_id), db_id(case.number), doc(&case)),
-        )
-        .await?;
+        self.write_case(&case).await?;
         Ok(case.number)
     }
 
@@ -272,9 +274,14 @@ impl ModerationRepo for ScyllaStore {
         };
         case.reason = reason.to_owned();
         self.execute(
-            "UPDATE {ks}.cases SET doc = ? WHERE guild_id = ? AND number = ?",
+            "UPDATE {ks}.cases USING TTL ? SET doc = ? WHERE guild_id = ? AND number = ?",
             true,
-            (doc(&case), db_id(guild_id), db_id(number)),
+            (
+                self.case_ttl(&case),
+                doc(&case),
+                db_id(guild_id),
+                db_id(number),
+            ),
         )
         .await?;
         Ok(true)

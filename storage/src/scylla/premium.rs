@@ -6,7 +6,8 @@ use async_trait::async_trait;
 use scylla::value::CqlValue;
 
 use super::records::{doc, parse};
-use super::{ScyllaStore, Writes, db_id, rust_id};
+use super::{ScyllaStore, Writes, db_id, rust_id, ttl};
+use crate::premium::{anonymised_event, event_expiry, event_ref};
 use crate::row_ref::RowRef;
 use crate::{InboxEvent, PremiumRepo, PremiumSlot, StorageError, Subscription};
 
@@ -14,7 +15,70 @@ use crate::{InboxEvent, PremiumRepo, PremiumSlot, StorageError, Subscription};
 const CAS_TRIES: usize = 16;
 
 impl ScyllaStore {
-    async fn inbox_doc(&self, event_id: &str) -> Result<Option<InboxEvent>, StorageError> {
+    /// Stores a processed (or erased) event in place, to expire with its retention: the row
+    /// and its user's ref by TTL; past it, the event goes now.
+    async fn keep_processed(&self, event: &InboxEvent) -> Result<(), StorageError> {
+        let Some(secs) = ttl(event_expiry(event, self.retention())) else {
+            return self.remove_event(&event.event_id).await.map(|_| ());
+        };
+        if let Some(user) = event.user_id {
+            self.add_ref(user, &event_ref(event), Some(secs)).await?;
+        }
+        self.execute(
+            "INSERT INTO {ks}.billing_inbox (event_id, doc) VALUES (?, ?) USING TTL ?",
+            true,
+            (event.event_id.as_str(), doc(event), secs),
+        )
+        .await?;
+        self.execute(
+            "DELETE FROM {ks}.billing_inbox_pending \
+             WHERE part = 0 AND received_at = ? AND event_id = ?",
+            true,
+            (db_id(event.received_at.0), event.event_id.as_str()),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Removes an event, its pending entry and its user's ref; whether it was stored.
+    pub(super) async fn remove_event(&self, event_id: &str) -> Result<bool, StorageError> {
+        let Some(event) = self.inbox_doc(event_id).await? else {
+            return Ok(false);
+        };
+        self.execute(
+            "DELETE FROM {ks}.billing_inbox WHERE event_id = ?",
+            true,
+            (event_id,),
+        )
+        .await?;
+        self.execute(
+            "DELETE FROM {ks}.billing_inbox_pending \
+             WHERE part = 0 AND received_at = ? AND event_id = ?",
+            true,
+            (db_id(event.received_at.0), event_id),
+        )
+        .await?;
+        if let Some(user) = event.user_id {
+            self.drop_ref(user, &event_ref(&event)).await?;
+        }
+        Ok(true)
+    }
+
+    /// Erasure of the event's user: kept without body and user (the id still deduplicates a
+    /// redelivery), processed if it was pending, until its retention. The caller drops the
+    /// user's ref.
+    pub(super) async fn erase_event_user(&self, event_id: &str) -> Result<bool, StorageError> {
+        let Some(event) = self.inbox_doc(event_id).await? else {
+            return Ok(false);
+        };
+        self.keep_processed(&anonymised_event(event)).await?;
+        Ok(true)
+    }
+
+    pub(super) async fn inbox_doc(
+        &self,
+        event_id: &str,
+    ) -> Result<Option<InboxEvent>, StorageError> {
         self.one_doc(
             "SELECT doc FROM {ks}.billing_inbox WHERE event_id = ?",
             "billing_inbox",
@@ -62,6 +126,10 @@ impl ScyllaStore {
 impl PremiumRepo for ScyllaStore {
     async fn receive_event(&self, event: &InboxEvent) -> Result<bool, StorageError> {
         let text = doc(event);
+        // The user's ref first, so that an erasure finds the event as soon as it exists.
+        if let Some(user) = event.user_id {
+            self.add_ref(user, &event_ref(event), None).await?;
+        }
         if event.outcome.is_none() {
             // Pending first: a listed id whose row was never written is skipped by readers.
             self.execute(
@@ -123,20 +191,7 @@ impl PremiumRepo for ScyllaStore {
         };
         event.body = None;
         event.outcome = Some(outcome.to_owned());
-        self.execute(
-            "UPDATE {ks}.billing_inbox SET doc = ? WHERE event_id = ?",
-            true,
-            (doc(&event), event_id),
-        )
-        .await?;
-        self.execute(
-            "DELETE FROM {ks}.billing_inbox_pending \
-             WHERE part = 0 AND received_at = ? AND event_id = ?",
-            true,
-            (db_id(event.received_at.0), event_id),
-        )
-        .await?;
-        Ok(())
+        self.keep_processed(&event).await
     }
 
     async fn apply_subscription(&self, subscription: &Subscription) -> Result<bool, StorageError> {

@@ -8,8 +8,8 @@ use super::{ScyllaStore, db_id, db_int};
 use crate::row_ref::RowRef;
 use crate::{
     AccountRepo, AuditEntry, AuditRepo, BillingRepo, DataRights, ModerationRepo, PremiumRepo,
-    Redemption, StorageError, StoredRow, Ticket, TicketRepo, Timestamp, TranscriptMessage,
-    UserExport, WebSessionExport, WebSessionRepo, Workflow, WorkflowRepo,
+    Redemption, StorageError, StoredRow, Ticket, TicketRepo, TimerExport, TimerRepo, Timestamp,
+    TranscriptMessage, UserExport, WebSessionExport, WebSessionRepo, Workflow, WorkflowRepo,
 };
 
 /// Every table, for [`DataRights::dump_rows`].
@@ -42,6 +42,8 @@ const TABLES: &[&str] = &[
     "automod_hits",
     "announce_campaigns",
     "announce_deliveries",
+    "timers",
+    "timers_by_guild",
 ];
 
 impl ScyllaStore {
@@ -234,7 +236,23 @@ impl ScyllaStore {
                 }
                 None => Ok(0),
             },
+            RowRef::Timer { guild, id } => Ok(u64::from(self.cancel_timer(*guild, id).await?)),
+            RowRef::InboxEvent { id } => Ok(u64::from(self.remove_event(id).await?)),
         }
+    }
+}
+
+/// The logical table of a dumped row, as the embedded store names it: a code's partition
+/// in `promos` holds the code (static columns) and its redemptions (a row per user), which
+/// are `promo_redemptions`, so that the breach listing finds them.
+fn dumped_table<'a>(table: &'a str, text: &str) -> &'a str {
+    let redemption = table == "promos"
+        && serde_json::from_str::<serde_json::Value>(text)
+            .is_ok_and(|row| row.get("user_id").is_some_and(|user| !user.is_null()));
+    if redemption {
+        "promo_redemptions"
+    } else {
+        table
     }
 }
 
@@ -286,6 +304,13 @@ impl DataRights for ScyllaStore {
                     export
                         .automod_hits
                         .extend(self.automod_hit(guild, message, &rule).await?);
+                }
+                RowRef::Timer { guild, id } => {
+                    let timer = self.timer(guild, &id).await?;
+                    export.timers.extend(timer.as_ref().map(TimerExport::from));
+                }
+                RowRef::InboxEvent { id } => {
+                    export.billing_events.extend(self.inbox_doc(&id).await?);
                 }
             }
         }
@@ -356,6 +381,13 @@ impl DataRights for ScyllaStore {
                 RowRef::Case { guild, number } => {
                     u64::from(self.anonymise_case(*guild, *number, user_id).await?)
                 }
+                // A timer that undoes something done to the user (a temporary ban's unban)
+                // stays, no longer naming them, until it has run.
+                RowRef::Timer { guild, id } => {
+                    u64::from(self.erase_timer_user(*guild, id, user_id).await?)
+                }
+                // Kept for its id (a redelivery stays a duplicate), without body or user.
+                RowRef::InboxEvent { id } => u64::from(self.erase_event_user(id).await?),
                 other => self.remove_row(other).await?,
             };
             self.drop_ref(user_id, &row).await?;
@@ -628,6 +660,11 @@ impl DataRights for ScyllaStore {
                     self.select("SELECT JSON * FROM {ks}.announce_deliveries", ())
                         .await?
                 }
+                "timers" => self.select("SELECT JSON * FROM {ks}.timers", ()).await?,
+                "timers_by_guild" => {
+                    self.select("SELECT JSON * FROM {ks}.timers_by_guild", ())
+                        .await?
+                }
                 "nodes" => self.select("SELECT JSON * FROM {ks}.nodes", ()).await?,
                 "shard_assignments" => {
                     self.select("SELECT JSON * FROM {ks}.shard_assignments", ())
@@ -661,11 +698,26 @@ impl DataRights for ScyllaStore {
                 other => unreachable!("table {other} listed without a statement"),
             };
             out.extend(rows.into_iter().map(|(text,)| StoredRow {
-                table: (*table).to_owned(),
+                table: dumped_table(table, &text).to_owned(),
                 text,
             }));
         }
         self.dump_privacy(&mut out).await?;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dumped_table;
+
+    #[test]
+    fn a_promo_partitions_redemption_rows_are_dumped_as_redemptions() {
+        let redemption = r#"{"code": "WELCOME", "user_id": 42, "promo": "{}", "redeemed": 1, "doc": "{\"user_id\":42}"}"#;
+        let code_only =
+            r#"{"code": "WELCOME", "user_id": null, "promo": "{}", "redeemed": 0, "doc": null}"#;
+        assert_eq!(dumped_table("promos", redemption), "promo_redemptions");
+        assert_eq!(dumped_table("promos", code_only), "promos");
+        assert_eq!(dumped_table("cases", redemption), "cases");
     }
 }

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 
 use super::records::{doc, parse};
 use crate::scylla::{db_id, rust_id};
-use crate::timers::check_timer;
+use crate::timers::{check_timer, timer_ref};
 use crate::{ScyllaStore, StorageError, Timer, TimerRepo, Timestamp};
 
 type TimerRow = (Option<String>, Option<String>, Option<i64>);
@@ -26,10 +26,61 @@ impl ScyllaStore {
         let timers = self.timers_of_guild(guild_id).await?;
         for timer in &timers {
             let shard = i32::try_from(timer.shard_id).unwrap_or(i32::MAX);
-            self.remove_timer(guild_id, &timer.id, (shard, db_id(timer.due.0)))
+            let place = (shard, db_id(timer.due.0));
+            self.remove_timer(guild_id, &timer.id, place, &timer.users)
                 .await?;
         }
         Ok(timers.len() as u64)
+    }
+
+    /// The guild's timer `id`, if stored.
+    pub(super) async fn timer(
+        &self,
+        guild_id: u64,
+        id: &str,
+    ) -> Result<Option<Timer>, StorageError> {
+        match self.timer_place(guild_id, id).await? {
+            Some(place) => self.timer_at(place, guild_id, id, false).await,
+            None => Ok(None),
+        }
+    }
+
+    /// The erasure of `user_id` reached the guild's timer `id`: deleted, or, if it must still
+    /// run ([`Timer::outlives_erasure`]), kept without naming them (the caller drops the
+    /// user's ref). Whether there was one.
+    pub(super) async fn erase_timer_user(
+        &self,
+        guild_id: u64,
+        id: &str,
+        user_id: u64,
+    ) -> Result<bool, StorageError> {
+        let Some(place) = self.timer_place(guild_id, id).await? else {
+            return Ok(false);
+        };
+        let Some(mut timer) = self.timer_at(place, guild_id, id, false).await? else {
+            return Ok(false);
+        };
+        if !timer.outlives_erasure {
+            self.remove_timer(guild_id, id, place, &timer.users).await?;
+            return Ok(true);
+        }
+        timer.users.retain(|&user| user != user_id);
+        // Conditional like the claims on this row, so a timer completed meanwhile is not
+        // brought back; only the document changes, the claim stays.
+        let resolve = || async {
+            Ok(self
+                .timer_at(place, guild_id, id, true)
+                .await?
+                .is_none_or(|t| !t.users.contains(&user_id)))
+        };
+        self.lwt_resolved(
+            "UPDATE {ks}.timers SET doc = ? \
+             WHERE shard_id = ? AND due_ms = ? AND guild_id = ? AND id = ? IF EXISTS",
+            (timer_doc(&timer), place.0, place.1, db_id(guild_id), id),
+            resolve,
+        )
+        .await?;
+        Ok(true)
     }
 
     /// Where the guild's timer `id` is: (shard, due ms).
@@ -72,11 +123,13 @@ impl ScyllaStore {
         row.map(timer_of).transpose().map(Option::flatten)
     }
 
+    /// Removes a timer's row, its place in the guild's index and its users' refs.
     async fn remove_timer(
         &self,
         guild_id: u64,
         id: &str,
         place: (i32, i64),
+        users: &[u64],
     ) -> Result<(), StorageError> {
         self.execute(
             "DELETE FROM {ks}.timers WHERE shard_id = ? AND due_ms = ? AND guild_id = ? AND id = ?",
@@ -90,6 +143,15 @@ impl ScyllaStore {
             (db_id(guild_id), id),
         )
         .await?;
+        // Refs last: a ref whose timer is gone is skipped on read; a timer without its ref
+        // would escape its user's erasure.
+        let row = crate::row_ref::RowRef::Timer {
+            guild: guild_id,
+            id: id.to_owned(),
+        };
+        for &user in users {
+            self.drop_ref(user, &row).await?;
+        }
         Ok(())
     }
 }
@@ -109,12 +171,26 @@ impl TimerRepo for ScyllaStore {
         let shard = i32::try_from(timer.shard_id)
             .map_err(|_| StorageError::Invalid("shard id out of range".into()))?;
         let due = db_id(timer.due.0);
-        if let Some(old) = self.timer_place(timer.guild_id, &timer.id).await?
-            && old != (shard, due)
-        {
-            self.remove_timer(timer.guild_id, &timer.id, old).await?;
+        if let Some(place) = self.timer_place(timer.guild_id, &timer.id).await? {
+            let old = self
+                .timer_at(place, timer.guild_id, &timer.id, false)
+                .await?;
+            let mut gone = old.map(|old| old.users).unwrap_or_default();
+            gone.retain(|user| !timer.users.contains(user));
+            if place != (shard, due) {
+                self.remove_timer(timer.guild_id, &timer.id, place, &gone)
+                    .await?;
+            } else {
+                for &user in &gone {
+                    self.drop_ref(user, &timer_ref(timer)).await?;
+                }
+            }
         }
-        // Row first, then the index that finds it by guild.
+        // Refs first (a ref without its timer is skipped on read), then the row, then the
+        // index that finds it by guild.
+        for &user in &timer.users {
+            self.add_ref(user, &timer_ref(timer), None).await?;
+        }
         self.execute(
             "INSERT INTO {ks}.timers (shard_id, due_ms, guild_id, id, doc, claimed_by, \
              claimed_until) VALUES (?, ?, ?, ?, ?, null, 0)",
@@ -141,9 +217,10 @@ impl TimerRepo for ScyllaStore {
         let Some(place) = self.timer_place(guild_id, id).await? else {
             return Ok(false);
         };
-        let existed = self.timer_at(place, guild_id, id, false).await?.is_some();
-        self.remove_timer(guild_id, id, place).await?;
-        Ok(existed)
+        let stored = self.timer_at(place, guild_id, id, false).await?;
+        let users = stored.as_ref().map(|t| t.users.clone()).unwrap_or_default();
+        self.remove_timer(guild_id, id, place, &users).await?;
+        Ok(stored.is_some())
     }
 
     async fn timers_of_guild(&self, guild_id: u64) -> Result<Vec<Timer>, StorageError> {
@@ -241,6 +318,12 @@ impl TimerRepo for ScyllaStore {
         let Some(place) = self.timer_place(guild_id, id).await? else {
             return Ok(false);
         };
+        // Read first: the users whose refs go with it.
+        let users = self
+            .timer_at(place, guild_id, id, false)
+            .await?
+            .map(|timer| timer.users)
+            .unwrap_or_default();
         let resolve = || async { Ok(self.timer_at(place, guild_id, id, true).await?.is_none()) };
         let outcome = self
             .lwt_resolved(
@@ -258,6 +341,13 @@ impl TimerRepo for ScyllaStore {
                 (db_id(guild_id), id),
             )
             .await?;
+            let row = crate::row_ref::RowRef::Timer {
+                guild: guild_id,
+                id: id.to_owned(),
+            };
+            for user in users {
+                self.drop_ref(user, &row).await?;
+            }
         }
         Ok(outcome.applied)
     }

@@ -10,8 +10,8 @@ use protonn_storage::{
     Account, AuditEntry, AuditWriter, Case, ExportDocument, GuildConfig, LeaderAnnouncement,
     NodeRecord, Plan, PremiumSlot, PreparedExport, PrivacyFlags, PrivacyRequest, PromoCode,
     RequestKind, Retention, SessionCheckpoint, StorageError, Store, Subscription,
-    SubscriptionStatus, Ticket, TicketQuery, Timestamp, TranscriptAttachment, TranscriptMessage,
-    UsageAggregator, UsageCount, WebSession, Workflow, WriterConfig, privacy,
+    SubscriptionStatus, Ticket, TicketQuery, Timer, Timestamp, TranscriptAttachment,
+    TranscriptMessage, UsageAggregator, UsageCount, WebSession, Workflow, WriterConfig, privacy,
 };
 
 /// Distinctive ids, so a scan for their digits finds nothing by accident.
@@ -1035,6 +1035,27 @@ async fn populate<S: Store + Clone>(store: &S) {
         })
         .await
         .unwrap();
+    // A parked workflow run of the user's message, and the other user's temporary ban.
+    for (guild, id, user, outlives_erasure) in [
+        (GUILD, "wait:1:ab".to_owned(), USER, false),
+        (OTHER_GUILD, format!("unban:{OTHER_USER}"), OTHER_USER, true),
+    ] {
+        store
+            .put_timer(&Timer {
+                guild_id: guild,
+                shard_id: 0,
+                id,
+                due: now.saturating_add(HOUR),
+                feature: "workflows".into(),
+                payload: format!(r#"{{"user_id":{user},"content":"see you later"}}"#),
+                claimed_by: None,
+                claimed_until: Timestamp(0),
+                users: vec![user],
+                outlives_erasure,
+            })
+            .await
+            .unwrap();
+    }
 }
 
 /// Request ids whose digits appear nowhere else.
@@ -1247,6 +1268,18 @@ pub(crate) async fn a_breach_lists_the_users_of_the_tables_it_touched<S: Store +
         .unwrap();
     let users: Vec<u64> = affected.iter().map(|a| a.user_id).collect();
     assert_eq!(users, expected);
+    // Promo redemptions (inside the code's partition on ScyllaDB) name who redeemed.
+    let affected = privacy::affected_users(&store, end, &["promo_redemptions".to_owned()])
+        .await
+        .unwrap();
+    let users: Vec<u64> = affected.iter().map(|a| a.user_id).collect();
+    assert_eq!(users, expected);
+    // Durable timers name their users.
+    let affected = privacy::affected_users(&store, end, &["timers".to_owned()])
+        .await
+        .unwrap();
+    let users: Vec<u64> = affected.iter().map(|a| a.user_id).collect();
+    assert_eq!(users, expected);
 }
 
 /// The background answer to export and deletion requests, over a store holding a bit of
@@ -1383,6 +1416,8 @@ pub(crate) async fn export_covers_every_table<S: Store + Clone>(store: S) {
     let mut expected = vec![(GUILD, 1), (OTHER_GUILD, 1)];
     expected.sort_unstable();
     assert_eq!(cases, expected);
+    let timers: Vec<&str> = export.timers.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(timers, ["wait:1:ab"]);
     assert!(
         !serde_json::to_string(&export.web_sessions)
             .unwrap()
@@ -1467,6 +1502,9 @@ pub(crate) async fn deleting_a_user_leaves_nothing<S: Store + Clone>(store: S) {
         None
     );
     assert_eq!(store.promo("WELCOME").await.unwrap().unwrap().1, 2);
+    // The user's parked run went; the other user's unban is theirs still.
+    assert!(store.timers_of_guild(GUILD).await.unwrap().is_empty());
+    assert_eq!(other.timers.len(), 1);
     // Erasure logs the user out of the dashboard; others stay logged in.
     let now = Timestamp::now();
     assert!(store.web_sessions_of(USER, now).await.unwrap().is_empty());

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use protonn_storage::{
     AUTOMOD_HIT_RETENTION, AutomodHit, AutomodRepo, Case, DataRights, ModerationRepo, StorageError,
-    Timer, TimerRepo, Timestamp,
+    TIMER_USERS_MAX, Timer, TimerRepo, Timestamp, privacy,
 };
 
 const GUILD: u64 = 881_027_316_262_879_232;
@@ -39,6 +39,8 @@ fn timer(guild_id: u64, id: &str, due: Timestamp) -> Timer {
         payload: r#"{"unban":1}"#.to_owned(),
         claimed_by: None,
         claimed_until: Timestamp(0),
+        users: Vec::new(),
+        outlives_erasure: false,
     }
 }
 
@@ -381,6 +383,175 @@ where
     );
 }
 
+/// Timers that name users: indexed with their write and listed in those users' export;
+/// put again naming someone else, the refs follow; at erasure a parked run's wait goes and
+/// a temporary ban's unban stays, no longer naming the member, and still runs; the breach
+/// listing of `timers` names the users of stored ones.
+pub(crate) async fn timers_that_name_users_are_exported_erased_or_kept_and_listed<S>(store: S)
+where
+    S: TimerRepo + DataRights,
+{
+    let now = Timestamp::now();
+    let due = now.saturating_add(60 * MINUTE);
+    let unban = Timer {
+        users: vec![USER],
+        outlives_erasure: true,
+        ..timer(GUILD, &format!("unban:{USER}"), due)
+    };
+    let wait = Timer {
+        feature: "workflows".to_owned(),
+        payload: format!(r#"{{"wait":{{"user_id":{USER},"content":"tea time"}}}}"#),
+        users: vec![USER],
+        ..timer(GUILD, "wait:1:ab", due)
+    };
+    let others_wait = Timer {
+        users: vec![MOD],
+        ..timer(OTHER_GUILD, "wait:2:cd", due)
+    };
+    let schedule = timer(GUILD, "schedule:3", due);
+    for t in [&unban, &wait, &others_wait, &schedule] {
+        store.put_timer(t).await.unwrap();
+    }
+    let ids = |export: protonn_storage::UserExport| {
+        let mut ids: Vec<String> = export.timers.into_iter().map(|t| t.id).collect();
+        ids.sort();
+        ids
+    };
+    let export = store.export_user(USER).await.unwrap();
+    let listed = export.timers.iter().find(|t| t.id == wait.id).unwrap();
+    assert_eq!((listed.due, listed.feature.as_str()), (due, "workflows"));
+    assert!(listed.payload.contains("tea time"), "{listed:?}");
+    assert_eq!(ids(export), [unban.id.as_str(), wait.id.as_str()]);
+    assert_eq!(
+        ids(store.export_user(MOD).await.unwrap()),
+        [others_wait.id.as_str()]
+    );
+
+    // Put again naming another user: the refs follow the users it names.
+    let moved = Timer {
+        users: vec![MOD],
+        ..wait.clone()
+    };
+    store.put_timer(&moved).await.unwrap();
+    assert_eq!(
+        ids(store.export_user(USER).await.unwrap()),
+        [unban.id.as_str()]
+    );
+    assert_eq!(ids(store.export_user(MOD).await.unwrap()).len(), 2);
+    store.put_timer(&wait).await.unwrap();
+
+    let mut expected = vec![USER, MOD];
+    expected.sort_unstable();
+    let affected = privacy::affected_users(&store, now, &["timers".to_owned()])
+        .await
+        .unwrap();
+    assert_eq!(
+        affected.iter().map(|a| a.user_id).collect::<Vec<_>>(),
+        expected
+    );
+
+    // Bad users are refused and change nothing.
+    for users in [vec![0], vec![USER; TIMER_USERS_MAX + 1]] {
+        let bad = Timer {
+            users,
+            ..timer(GUILD, "wait:9:ff", due)
+        };
+        assert!(matches!(
+            store.put_timer(&bad).await,
+            Err(StorageError::Invalid(_))
+        ));
+    }
+
+    store.delete_user(USER).await.unwrap();
+    let left = store.timers_of_guild(GUILD).await.unwrap();
+    let ids_left: Vec<&str> = left.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(
+        ids_left,
+        [schedule.id.as_str(), unban.id.as_str()],
+        "the wait went"
+    );
+    let kept = &left[1];
+    assert!(kept.users.is_empty(), "kept without naming the member");
+    assert_eq!(kept.payload, unban.payload, "what the unban needs stays");
+    assert!(store.export_user(USER).await.unwrap().timers.is_empty());
+    // It still runs.
+    let until = now.saturating_add(MINUTE);
+    assert!(store.claim_timer(kept, "node-a", now, until).await.unwrap());
+    assert!(
+        store
+            .complete_timer(GUILD, &unban.id, "node-a")
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .cancel_timer(OTHER_GUILD, &others_wait.id)
+            .await
+            .unwrap()
+    );
+    assert!(store.export_user(MOD).await.unwrap().timers.is_empty());
+    assert!(
+        privacy::affected_users(&store, now, &["timers".to_owned()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Cases are kept a year from their action (`Retention::cases`): one older is gone (the
+/// sweeper on redb; a TTL on ScyllaDB, where the one written here has a second left), with
+/// its place in the target's cases and in its users' export; a newer one stays.
+pub(crate) async fn cases_past_their_retention_are_gone<S>(store: S)
+where
+    S: ModerationRepo + DataRights,
+{
+    let now = Timestamp::now();
+    let year = protonn_storage::Retention::POLICY.cases;
+    let old = Case {
+        at: now.saturating_sub(year),
+        ..case(GUILD, "ban", Some(USER))
+    };
+    let old_number = store.create_case(&old).await.unwrap();
+    let recent = Case {
+        at: now.saturating_sub(year).saturating_add(60 * MINUTE),
+        ..case(GUILD, "warn", Some(USER))
+    };
+    let recent_number = store.create_case(&recent).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        store.sweep_expired(Timestamp::now()).await.unwrap();
+        if store.case(GUILD, old_number).await.unwrap().is_none() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a case outlived its retention"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let numbers = |cases: Vec<Case>| cases.iter().map(|c| c.number).collect::<Vec<_>>();
+    assert_eq!(
+        numbers(store.cases_about(GUILD, USER, 10).await.unwrap()),
+        [recent_number]
+    );
+    assert_eq!(
+        numbers(store.export_user(USER).await.unwrap().cases),
+        [recent_number]
+    );
+    assert_eq!(
+        numbers(store.export_user(MOD).await.unwrap().cases),
+        [recent_number]
+    );
+    // Numbers are never given again.
+    assert_eq!(
+        store
+            .create_case(&case(GUILD, "warn", Some(USER)))
+            .await
+            .unwrap(),
+        recent_number + 1
+    );
+}
+
 macro_rules! moderation_cases {
     ($run:ident) => {
         $run!(
@@ -390,6 +561,8 @@ macro_rules! moderation_cases {
             a_case_reason_is_edited_and_checked,
             due_timers_are_claimed_once_and_completed_by_their_claimant,
             a_timer_put_again_is_moved_and_a_cancelled_one_is_gone,
+            timers_that_name_users_are_exported_erased_or_kept_and_listed,
+            cases_past_their_retention_are_gone,
         );
     };
 }

@@ -14,15 +14,119 @@ const GUILD: u64 = 41_771_983_423_143_937;
 const OTHER_GUILD: u64 = 81_384_788_765_712_384;
 const DAY: Duration = Duration::from_secs(86_400);
 
+/// An event received `received_at` ms after a minute ago (processed events are kept for
+/// their retention from then).
 fn event(id: &str, received_at: u64) -> InboxEvent {
+    let at = Timestamp::now().saturating_sub(Duration::from_secs(60)).0 + received_at;
     InboxEvent {
         event_id: id.to_owned(),
         event_type: "subscription.updated".into(),
-        occurred_at: Timestamp(received_at - 5),
-        received_at: Timestamp(received_at),
+        occurred_at: Timestamp(at - 5),
+        received_at: Timestamp(at),
         body: Some(format!(r#"{{"event_id":"{id}"}}"#)),
         outcome: None,
+        user_id: None,
     }
+}
+
+/// An event about `user`, received `ago` before now, its body naming them.
+fn event_about(id: &str, user: u64, ago: Duration) -> InboxEvent {
+    let at = Timestamp::now().saturating_sub(ago);
+    InboxEvent {
+        body: Some(format!(
+            r#"{{"event_id":"{id}","data":{{"custom_data":{{"user_id":"{user}"}}}}}}"#
+        )),
+        received_at: at,
+        occurred_at: at,
+        user_id: Some(user),
+        ..event(id, 0)
+    }
+}
+
+/// Webhook events name the customer's Discord user: indexed by them, in their export (a
+/// pending one with its body), listed by a breach of `billing_inbox`; their erasure keeps
+/// the events without body or user (a redelivery is still a duplicate, and is not stored
+/// again); processed events go after their retention, pending ones wait for processing.
+pub(crate) async fn inbox_events_about_a_user_are_exported_anonymised_and_expire<S: Store>(
+    store: S,
+) {
+    let pending = event_about("evt_u1", USER, DAY);
+    let processed = event_about("evt_u2", USER, DAY);
+    let others = event_about("evt_o1", OTHER_USER, DAY);
+    for event in [&pending, &processed, &others] {
+        assert!(store.receive_event(event).await.unwrap());
+    }
+    store.finish_event("evt_u2", "applied").await.unwrap();
+    let export = store.export_user(USER).await.unwrap();
+    let mut events: Vec<(&str, bool)> = export
+        .billing_events
+        .iter()
+        .map(|e| (e.event_id.as_str(), e.body.is_some()))
+        .collect();
+    events.sort_unstable();
+    assert_eq!(events, [("evt_u1", true), ("evt_u2", false)]);
+    let end = Timestamp::now().saturating_add(Duration::from_secs(1));
+    let tables = ["billing_inbox".to_owned()];
+    let affected = protonn_storage::privacy::affected_users(&store, end, &tables)
+        .await
+        .unwrap();
+    let mut expected = vec![USER, OTHER_USER];
+    expected.sort_unstable();
+    assert_eq!(
+        affected.iter().map(|a| a.user_id).collect::<Vec<_>>(),
+        expected
+    );
+
+    store.delete_user(USER).await.unwrap();
+    assert!(
+        store
+            .export_user(USER)
+            .await
+            .unwrap()
+            .billing_events
+            .is_empty()
+    );
+    for id in ["evt_u1", "evt_u2"] {
+        let kept = store.inbox_event(id).await.unwrap().unwrap();
+        assert_eq!((kept.body, kept.user_id), (None, None), "{id}");
+        assert!(kept.outcome.is_some(), "{id} is no longer pending");
+    }
+    let ids: Vec<String> = store
+        .pending_events(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event_id)
+        .collect();
+    assert_eq!(ids, ["evt_o1"]);
+    assert!(
+        !store.receive_event(&pending).await.unwrap(),
+        "still a duplicate"
+    );
+    let needle = USER.to_string();
+    let naming: Vec<String> = store
+        .dump_rows()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|row| row.text.contains(&needle))
+        .map(|row| format!("{}: {}", row.table, row.text))
+        .collect();
+    assert_eq!(naming, Vec::<String>::new());
+
+    // A year and a day later: a processed event is gone (TTL on ScyllaDB, the sweeper on
+    // redb), a pending one waits to be processed.
+    let year = protonn_storage::Retention::POLICY.billing_inbox + DAY;
+    let old_processed = event_about("evt_o2", OTHER_USER, year);
+    let old_pending = event_about("evt_o3", OTHER_USER, year);
+    for event in [&old_processed, &old_pending] {
+        store.receive_event(event).await.unwrap();
+    }
+    store.finish_event("evt_o2", "applied").await.unwrap();
+    store.sweep_expired(Timestamp::now()).await.unwrap();
+    assert_eq!(store.inbox_event("evt_o2").await.unwrap(), None);
+    assert!(store.inbox_event("evt_o3").await.unwrap().is_some());
+    assert!(store.inbox_event("evt_o1").await.unwrap().is_some());
 }
 
 fn subscription(id: u64, status: SubscriptionStatus, at: Timestamp, slots: u32) -> Subscription {
@@ -232,6 +336,7 @@ macro_rules! premium_cases {
             erasing_a_guild_frees_its_slot,
             erasure_anonymises_billing_rows_and_frees_slots,
             the_inbox_keeps_an_event_once_until_processed,
+            inbox_events_about_a_user_are_exported_anonymised_and_expire,
             an_older_subscription_state_never_overwrites_a_newer,
             slots_follow_entitlements_and_one_user_holds_a_guild,
         );

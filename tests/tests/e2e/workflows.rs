@@ -491,6 +491,53 @@ async fn a_member_who_restricted_processing_triggers_no_workflow() {
     assert_eq!(runs(calls, guild.id, 2).await.len(), 1);
 }
 
+/// A restriction made with `!privacy` applies to the member's very next event on the node
+/// that stored it, though it had their earlier choice in memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restriction_made_in_discord_applies_to_the_next_event_at_once() {
+    let Bot { sim, node, .. } = &Bot::start(small_world(1, 1)).await;
+    let guild = some_guild(sim, 0);
+    let calls = node.guild_calls();
+    let calls = calls.as_ref();
+    let channel = guild.channel_ids[0];
+    let (member, other) = (guild.member_ids[0], guild.member_ids[1]);
+    save(
+        calls,
+        guild.id,
+        1,
+        r#"{"trigger": {"message": {"contains": "hello"}},
+            "actions": [{"send": {"text": "Hi {user.mention}"}}]}"#,
+    )
+    .await
+    .unwrap();
+    sim.send_message(guild.id, channel, member, "hello")
+        .unwrap();
+    assert_eq!(reply_in(sim, channel, 0).await, format!("Hi <@{member}>"));
+    sim.send_message(guild.id, channel, member, "!privacy restrict on")
+        .unwrap();
+    wait_until("the restriction is saved", || async {
+        sim.ledger().rest.iter().any(|r| {
+            r.body
+                .as_ref()
+                .is_some_and(|b| b["content"].as_str() == Some("Saved: restriction on."))
+        })
+    })
+    .await;
+    // Well within the minute the node trusts a choice it read.
+    sim.send_message(guild.id, channel, member, "hello")
+        .unwrap();
+    sim.send_message(guild.id, channel, other, "hello").unwrap();
+    // Replies so far: the first greeting, the note that a DM went out, then the next one.
+    reply_in(sim, channel, 2).await;
+    let replies = channel_replies(sim, channel);
+    let greetings: Vec<&String> = replies.iter().filter(|r| r.starts_with("Hi ")).collect();
+    assert_eq!(
+        greetings,
+        [&format!("Hi <@{member}>"), &format!("Hi <@{other}>")],
+        "the restricted member's second hello ran nothing: {replies:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_builds_dry_runs_and_imports_workflows_in_the_dashboard() {
     if !browser_installed() {
