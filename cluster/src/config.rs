@@ -86,6 +86,10 @@ pub struct RetentionSection {
     pub export_hours: u32,
     /// Command usage counters (the analytics pages), from the end of their day.
     pub usage_days: u32,
+    /// Workflows' kept variables (the server's and its members'), from their last change.
+    pub workflow_variables_days: u32,
+    /// Traces of workflow runs (the dashboard's recent runs), from the run.
+    pub workflow_runs_days: u32,
 }
 
 impl Default for RetentionSection {
@@ -100,6 +104,8 @@ impl Default for RetentionSection {
             privacy_requests_days: days(policy.privacy_requests),
             export_hours: (policy.exports.as_secs() / 3_600) as u32,
             usage_days: days(policy.usage),
+            workflow_variables_days: days(policy.workflow_variables),
+            workflow_runs_days: days(policy.workflow_runs),
         }
     }
 }
@@ -115,6 +121,8 @@ impl RetentionSection {
             privacy_requests: days(self.privacy_requests_days),
             exports: std::time::Duration::from_secs(u64::from(self.export_hours) * 3_600),
             usage: days(self.usage_days),
+            workflow_variables: days(self.workflow_variables_days),
+            workflow_runs: days(self.workflow_runs_days),
         }
     }
 
@@ -137,6 +145,11 @@ impl RetentionSection {
                 self.privacy_requests_days,
             ),
             ("retention.usage_days", self.usage_days),
+            (
+                "retention.workflow_variables_days",
+                self.workflow_variables_days,
+            ),
+            ("retention.workflow_runs_days", self.workflow_runs_days),
         ] {
             if value == 0 || value > MAX_DAYS {
                 return Err(ConfigError::Invalid {
@@ -862,15 +875,22 @@ mod tests {
         assert_eq!(retention.inactive_accounts, 100 * day);
         assert_eq!(config.runtime().removed_guild_grace, 7 * day);
         let config = Config::parse(
-            "[retention]\nprivacy_requests_days = 10\nexport_hours = 2\nusage_days = 31\n",
+            "[retention]\nprivacy_requests_days = 10\nexport_hours = 2\nusage_days = 31\nworkflow_variables_days = 60\nworkflow_runs_days = 2\n",
         )
         .unwrap();
         let retention = config.runtime().retention;
         assert_eq!(retention.privacy_requests, 10 * day);
         assert_eq!(retention.usage, 31 * day);
+        assert_eq!(retention.workflow_variables, 60 * day);
+        assert_eq!(retention.workflow_runs, 2 * day);
         assert_eq!(retention.exports, std::time::Duration::from_secs(7_200));
         assert!(Config::parse("[retention]\nexport_hours = 721\n").is_err());
-        for bad in ["audit_days = 0", "tickets_days = 7301", "usage_days = 0"] {
+        for bad in [
+            "audit_days = 0",
+            "tickets_days = 7301",
+            "usage_days = 0",
+            "workflow_runs_days = 0",
+        ] {
             let err = Config::parse(&format!("[retention]\n{bad}\n"))
                 .unwrap_err()
                 .to_string();

@@ -467,6 +467,8 @@ pub const BREACH_TABLES: &[(&str, &[&str], Option<&str>)] = &[
     ("premium_slots", &["user_id"], Some("assigned_at")),
     ("cases", &["moderator_id", "target_id"], Some("at")),
     ("automod_hits", &["user_id"], Some("at")),
+    ("workflow_variables", &["user_id"], Some("updated_at")),
+    ("workflow_runs", &["user_id"], Some("at")),
 ];
 
 /// One user a breach touches, and which of the tables hold their data.

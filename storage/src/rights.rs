@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     Account, AuditEntry, AutomodHit, Case, PremiumSlot, PrivacyFlags, PrivacyRequest, Redemption,
     StorageError, Subscription, Ticket, Timestamp, TranscriptMessage, WebSessionExport, Workflow,
+    WorkflowRun, WorkflowVariable,
 };
 
 /// Everything stored about one user, for the privacy centre's access and export requests.
@@ -39,6 +40,12 @@ pub struct UserExport {
     /// What automod rules in shadow mode would have done to the user's messages.
     #[serde(default)]
     pub automod_hits: Vec<AutomodHit>,
+    /// Variables workflows keep about the user in a server (a score, a counter).
+    #[serde(default)]
+    pub workflow_variables: Vec<WorkflowVariable>,
+    /// Traces of workflow runs the user's events started.
+    #[serde(default)]
+    pub workflow_runs: Vec<WorkflowRun>,
 }
 
 /// One stored row rendered as text, with its table: what the data-rights tests scan.

@@ -54,6 +54,18 @@ pub(crate) enum RowRef {
         message: u64,
         rule: String,
     },
+    /// A workflow variable kept between runs (`user` 0: the server's own).
+    WorkflowVariable {
+        guild: u64,
+        user: u64,
+        name: String,
+    },
+    /// The kept trace of a workflow run.
+    WorkflowRun {
+        guild: u64,
+        workflow: u64,
+        slot: u32,
+    },
 }
 
 impl RowRef {
@@ -78,6 +90,12 @@ impl RowRef {
                 message,
                 rule,
             } => (10, &[*guild, *message], rule.as_bytes()),
+            Self::WorkflowVariable { guild, user, name } => (11, &[*guild, *user], name.as_bytes()),
+            Self::WorkflowRun {
+                guild,
+                workflow,
+                slot,
+            } => (12, &[*guild, *workflow, u64::from(*slot)], &[]),
         };
         let mut out = Vec::with_capacity(1 + 8 * numbers.len() + tail.len());
         out.push(tag);
@@ -165,6 +183,20 @@ impl RowRef {
                 rule: String::from_utf8(rest.get(16..).ok_or_else(bad)?.to_vec())
                     .map_err(|_| bad())?,
             },
+            11 => Self::WorkflowVariable {
+                guild: n(0)?,
+                user: n(1)?,
+                name: String::from_utf8(rest.get(16..).ok_or_else(bad)?.to_vec())
+                    .map_err(|_| bad())?,
+            },
+            12 => {
+                exact(3)?;
+                Self::WorkflowRun {
+                    guild: n(0)?,
+                    workflow: n(1)?,
+                    slot: u32::try_from(n(2)?).map_err(|_| bad())?,
+                }
+            }
             _ => return Err(bad()),
         })
     }
@@ -226,6 +258,16 @@ mod tests {
                 message: 2,
                 rule: "spam ü".into(),
             },
+            RowRef::WorkflowVariable {
+                guild: 1,
+                user: 0,
+                name: "visits ü".into(),
+            },
+            RowRef::WorkflowRun {
+                guild: 1,
+                workflow: 2,
+                slot: 9,
+            },
         ];
         for row in refs {
             assert_eq!(RowRef::parse(&row.bytes()).unwrap(), row);
@@ -236,5 +278,7 @@ mod tests {
         assert!(RowRef::parse(&[9]).is_err());
         assert!(RowRef::parse(&[6, 1]).is_err());
         assert!(RowRef::parse(&[10, 1]).is_err());
+        assert!(RowRef::parse(&[11, 1]).is_err());
+        assert!(RowRef::parse(&[12, 1]).is_err());
     }
 }

@@ -123,6 +123,11 @@ pub struct Retention {
     pub exports: Duration,
     /// Command usage counters, counted from the end of their day.
     pub usage: Duration,
+    /// Workflows' kept variables (the server's and its members'), counted from their last
+    /// change.
+    pub workflow_variables: Duration,
+    /// Traces of workflow runs, counted from the run: long enough to debug last week's runs.
+    pub workflow_runs: Duration,
 }
 
 impl Retention {
@@ -134,6 +139,10 @@ impl Retention {
         exports: Duration::from_secs(48 * 3_600),
         // The policy names no period: a year of analytics is enough to compare seasons.
         usage: days(365),
+        // The policy names no period: a counter or a member's score unchanged for a year is
+        // stale; a trace is for debugging recent runs.
+        workflow_variables: days(365),
+        workflow_runs: days(7),
     };
 }
 

@@ -42,6 +42,8 @@ const TABLES: &[&str] = &[
     "automod_hits",
     "announce_campaigns",
     "announce_deliveries",
+    "workflow_variables",
+    "workflow_runs",
 ];
 
 impl ScyllaStore {
@@ -234,6 +236,9 @@ impl ScyllaStore {
                 }
                 None => Ok(0),
             },
+            RowRef::WorkflowVariable { .. } | RowRef::WorkflowRun { .. } => {
+                self.remove_workflow_row(row).await
+            }
         }
     }
 }
@@ -287,6 +292,16 @@ impl DataRights for ScyllaStore {
                         .automod_hits
                         .extend(self.automod_hit(guild, message, &rule).await?);
                 }
+                RowRef::WorkflowVariable { guild, user, name } => export
+                    .workflow_variables
+                    .extend(self.workflow_variable(guild, user, &name).await?),
+                RowRef::WorkflowRun {
+                    guild,
+                    workflow,
+                    slot,
+                } => export
+                    .workflow_runs
+                    .extend(self.workflow_run(guild, workflow, slot).await?),
             }
         }
         // Expired sessions are gone (TTL): every stored one is listed.
@@ -383,6 +398,7 @@ impl DataRights for ScyllaStore {
         touched += u64::from(config.applied);
         touched += self.delete_guild_cases(guild_id).await?;
         touched += self.delete_guild_hits(guild_id).await?;
+        touched += self.delete_guild_workflow_data(guild_id).await?;
         touched += self.delete_guild_timers(guild_id).await?;
         self.execute(
             "DELETE FROM {ks}.guild_config_history WHERE guild_id = ?",
@@ -626,6 +642,14 @@ impl DataRights for ScyllaStore {
                 }
                 "announce_deliveries" => {
                     self.select("SELECT JSON * FROM {ks}.announce_deliveries", ())
+                        .await?
+                }
+                "workflow_variables" => {
+                    self.select("SELECT JSON * FROM {ks}.workflow_variables", ())
+                        .await?
+                }
+                "workflow_runs" => {
+                    self.select("SELECT JSON * FROM {ks}.workflow_runs", ())
                         .await?
                 }
                 "nodes" => self.select("SELECT JSON * FROM {ks}.nodes", ()).await?,
