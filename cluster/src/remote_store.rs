@@ -13,8 +13,8 @@ use protonn_storage::{
     PreparedExport, PrivacyFlags, PrivacyRepo, PrivacyRequest, PromoCode, Redemption,
     SessionCheckpoint, ShardAssignment, StorageError, Store, StoredRow, Subscription, Ticket,
     TicketQuery, TicketRepo, Timestamp, TranscriptMessage, UsageCount, UsageRepo, UserExport,
-    VersionedConfig, WebSession, WebSessionRepo, WireError, Workflow, WorkflowRepo,
-    WorkflowRun, WorkflowVariable,
+    VersionedConfig, WebSession, WebSessionRepo, WireError, Workflow, WorkflowRepo, WorkflowRun,
+    WorkflowVariable,
 };
 use protonn_storage::{AnnouncementRepo, Campaign, Delivery};
 use protonn_storage::{AutomodHit, AutomodRepo, Case, ModerationRepo, Timer, TimerRepo};
