@@ -156,6 +156,10 @@ pub(crate) enum Action {
         channel: Option<u64>,
         name: String,
     },
+    /// A public thread on the event's message (in its channel), named by a template.
+    ThreadFromMessage {
+        name: String,
+    },
     /// A line in a log channel.
     Log {
         channel: u64,
@@ -323,6 +327,7 @@ pub(crate) enum Step {
     CreateThread {
         channel: Option<u64>,
         name: Template,
+        from_message: bool,
     },
     Log {
         channel: u64,
@@ -698,6 +703,12 @@ fn compile_action(action: &Action, field: &str) -> Result<Step, DefinitionError>
         Action::CreateThread { channel, name } => Step::CreateThread {
             channel: *channel,
             name: text("create_thread.name", name)?,
+            from_message: false,
+        },
+        Action::ThreadFromMessage { name } => Step::CreateThread {
+            channel: None,
+            name: text("thread_from_message.name", name)?,
+            from_message: true,
         },
         Action::Log { channel, text: t } => Step::Log {
             channel: *channel,

@@ -190,6 +190,9 @@ pub(crate) enum Call {
     CreateThread {
         channel: u64,
         name: String,
+        /// The message it starts from (the thread takes its id), if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<u64>,
     },
 }
 
@@ -711,8 +714,17 @@ impl Runner<'_> {
                     }),
                 )
             }
-            Step::CreateThread { channel: c, name } => {
-                let channel = channel(*c)?;
+            Step::CreateThread {
+                channel: c,
+                name,
+                from_message,
+            } => {
+                let (channel, message) = if *from_message {
+                    let (message, channel) = message()?;
+                    (channel, Some(message))
+                } else {
+                    (channel(*c)?, None)
+                };
                 let name = self.text(name)?;
                 if !(1..=THREAD_NAME_CHARS).contains(&name.chars().count()) {
                     return Err(Outcome::Failed(format!(
@@ -720,9 +732,14 @@ impl Runner<'_> {
                         name.chars().count()
                     )));
                 }
+                let on = message.map_or(String::new(), |m| format!(" on message {m}"));
                 (
-                    format!("create thread in <#{channel}>: {name}"),
-                    Some(Call::CreateThread { channel, name }),
+                    format!("create thread in <#{channel}>{on}: {name}"),
+                    Some(Call::CreateThread {
+                        channel,
+                        name,
+                        message,
+                    }),
                 )
             }
             Step::Log { channel, text } => {

@@ -1062,3 +1062,71 @@ async fn after_a_downgrade_only_what_the_plan_allows_runs_and_the_list_names_the
         ["extra", "hi from 1", "hi from 3", "hi from 4", "long"]
     );
 }
+
+/// `thread_from_message` starts a public thread on the triggering message (the thread takes
+/// the message's id, in its channel); Discord allows one per message, so a second workflow
+/// doing it on the same message fails with Discord's answer in its trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_starts_a_thread_on_the_triggering_message() {
+    let Bot { sim, node, .. } = &Bot::start(small_world(1, 1)).await;
+    let guild = some_guild(sim, 0);
+    let calls = node.guild_calls();
+    let calls = calls.as_ref();
+    let (channel, member) = (guild.channel_ids[0], guild.member_ids[0]);
+    for id in [1, 2] {
+        save(
+            calls,
+            guild.id,
+            id,
+            r#"{"trigger": {"message": {"starts_with": "question"}},
+                "actions": [{"thread_from_message": {"name": "Q from {user.name}"}}]}"#,
+        )
+        .await
+        .unwrap();
+    }
+    let bad = save(
+        calls,
+        guild.id,
+        3,
+        r#"{"trigger": {"message": {"contains": "x"}},
+            "actions": [{"thread_from_message": {"name": "x", "channel": 5}}]}"#,
+    )
+    .await
+    .unwrap_err();
+    assert!(bad.to_string().contains("unknown field `channel`"), "{bad}");
+    let message = sim
+        .send_message(guild.id, channel, member, "question: when is the release?")
+        .unwrap();
+    let (first, second) = (
+        nth_run(calls, guild.id, 1, 0).await,
+        nth_run(calls, guild.id, 2, 0).await,
+    );
+    let threads = sim.threads(guild.id);
+    assert_eq!(threads.len(), 1, "{threads:?}");
+    assert_eq!(
+        threads[0]["id"],
+        message.to_string(),
+        "the message's thread"
+    );
+    assert_eq!(threads[0]["parent_id"], channel.to_string());
+    assert_eq!(threads[0]["type"], 11, "public");
+    assert!(threads[0]["name"].as_str().unwrap().starts_with("Q from "));
+    let mut outcomes = [first.outcome, second.outcome];
+    outcomes.sort_by_key(|outcome| outcome.label());
+    assert_eq!(outcomes[0], WorkflowOutcome::Completed);
+    let WorkflowOutcome::Failed(reason) = &outcomes[1] else {
+        panic!("{outcomes:?}");
+    };
+    assert!(reason.contains("Discord answered 400"), "{reason}");
+    let requests: Vec<String> = sim
+        .ledger()
+        .rest
+        .iter()
+        .filter(|r| r.route.contains("/messages/{message_id}/threads"))
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(
+        requests,
+        vec![format!("/channels/{channel}/messages/{message}/threads"); 2]
+    );
+}

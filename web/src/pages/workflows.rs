@@ -160,6 +160,11 @@ const ACTIONS: &[(&str, &str, &[FieldSpec])] = &[
         &[("channel", Slot::Number, true), ("name", Slot::Name, false)],
     ),
     (
+        "thread_from_message",
+        "Start a thread on the message (name)",
+        &[("name", Slot::Name, false)],
+    ),
+    (
         "log",
         "Log to a channel",
         &[
