@@ -664,12 +664,15 @@ fn limits_of(plan: Plan) -> Limits {
 
 /// Records a finished trace: counted, and kept as the workflow's latest; answers the row
 /// that keeps it in storage (once the guild's stored runs are known, so their slots are).
+/// Runs skipped for the guild's rate are as many as the events past it: they stay in memory
+/// only, so storage writes are bounded by the runs the rate lets through.
 fn finish(shared: &mut Shared, io: &Io, trace: Trace, user: Option<u64>) -> Option<WorkflowRun> {
     counter!(WORKFLOW_RUNS, "outcome" => trace.outcome.label()).increment(1);
     if let Outcome::Limit(limit) = trace.outcome {
         counter!(WORKFLOW_LIMITS_HIT, "limit" => limit.label()).increment(1);
     }
-    let stored = shared.kept.as_mut().and_then(|kept| {
+    let skipped = trace.outcome == Outcome::Limit(Limit::Rate);
+    let stored = shared.kept.as_mut().filter(|_| !skipped).and_then(|kept| {
         let slot = kept.next_slot.entry(trace.workflow_id).or_default();
         let run = stored_run(io, &trace, *slot, user)?;
         *slot = (*slot + 1) % WORKFLOW_RUNS_KEPT;
