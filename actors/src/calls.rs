@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use protonn_storage::{AutomodHit, Case, GuildConfig, VersionedConfig, Workflow};
 use serde::{Deserialize, Serialize};
 
-use crate::{ConfigChangeError, SampleEvent, WorkflowTrace};
+use crate::{ConfigChangeError, SampleEvent, WorkflowOff, WorkflowTrace};
 
 /// A request to one guild's actor.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -204,17 +204,34 @@ impl GuildRequest {
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum GuildResponse {
     Config(VersionedConfig),
-    History { versions: Vec<VersionedConfig> },
+    History {
+        versions: Vec<VersionedConfig>,
+    },
     Summary(GuildSummary),
     Permissions(MemberAccess),
-    Cases { cases: Vec<Case> },
-    Workflows { workflows: Vec<Workflow> },
+    Cases {
+        cases: Vec<Case>,
+    },
+    Workflows {
+        workflows: Vec<Workflow>,
+        /// The enabled ones the guild's plan does not run now (kept, switched off), and why.
+        #[serde(default)]
+        off: Vec<WorkflowOff>,
+    },
     Workflow(Workflow),
-    WorkflowDeleted { existed: bool },
+    WorkflowDeleted {
+        existed: bool,
+    },
     WorkflowTrace(WorkflowTrace),
-    WorkflowRuns { traces: Vec<WorkflowTrace> },
-    AutomodHits { hits: Vec<AutomodHit> },
-    AutomodTest { matches: Vec<RuleMatch> },
+    WorkflowRuns {
+        traces: Vec<WorkflowTrace>,
+    },
+    AutomodHits {
+        hits: Vec<AutomodHit>,
+    },
+    AutomodTest {
+        matches: Vec<RuleMatch>,
+    },
 }
 
 /// A rule that would fire on a text (automod's "test a message").

@@ -71,7 +71,8 @@ pub use slash::slash_commands;
 pub use snapshot::{cached_guild, load_shard_cache, take_shard_cache};
 pub use usage::CommandUsage;
 pub use workflows::{
-    SampleEvent, SampleEventKind, SandboxLimit, WorkflowOutcome, WorkflowTrace, WorkflowTraceStep,
+    SampleEvent, SampleEventKind, SandboxLimit, WorkflowOff, WorkflowOutcome, WorkflowTrace,
+    WorkflowTraceStep,
 };
 
 use protonn_shard::{EventTypeFlags, Intents};

@@ -15,7 +15,7 @@ use crate::metrics::REST_REQUESTS;
 use crate::rest::{Rest, RestError};
 
 /// Values of the `route` label of `protonn_rest_requests_total`: every request the bot makes.
-pub(crate) const REST_ROUTE_LABELS: [&str; 27] = [
+pub(crate) const REST_ROUTE_LABELS: [&str; 28] = [
     "create_message",
     "interaction_callback",
     "interaction_edit",
@@ -47,6 +47,8 @@ pub(crate) const REST_ROUTE_LABELS: [&str; 27] = [
     "add_thread_member",
     "remove_thread_member",
     "update_thread",
+    // Workflows' thread on a message.
+    "create_thread_from_message",
 ];
 
 /// Sends replies without making the caller wait: each request runs on its own task, so a

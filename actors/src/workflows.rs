@@ -13,7 +13,14 @@
 //! - Bot-authored events never trigger a workflow; at most [`FANOUT`] workflows fire per
 //!   event and [`RUNS_PER_MINUTE`] per guild. Every limit hit is counted
 //!   (`protonn_workflows_limits_hit_total{limit}`) and is the outcome of the run's trace; the
-//!   last [`TRACES_KEPT`] traces of each workflow are kept with the guild's state.
+//!   last [`TRACES_KEPT`] traces of each workflow are kept with the guild's state and in
+//!   storage (a ring of slots per workflow), read back with the first activation.
+//! - Variables kept between runs (the server's, each member's) are read with the first
+//!   activation and live in the state; a run's changes are stored on a task, one batch at a
+//!   time per guild, so the newest value is the one stored.
+//! - The guild's plan decides which enabled workflows run ([`over_plan`]: the first ones by
+//!   id, within its step limit), chosen at match time from views compiled for each plan, so a
+//!   downgrade or an upgrade reloads nothing.
 
 mod act;
 mod calls;
@@ -21,13 +28,16 @@ mod model;
 mod run;
 mod template;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures_util::future::join_all;
 use metrics::counter;
-use protonn_storage::{Timer, Timestamp};
+use protonn_storage::{
+    Plan, StorageError, Timer, Timestamp, WORKFLOW_RUNS_KEPT, WORKFLOW_TRACE_MAX_BYTES,
+    WORKFLOW_VARIABLES_PER_WRITE, WorkflowRun, WorkflowVariable,
+};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use twilight_model::channel::message::EmojiReactionType;
@@ -40,8 +50,9 @@ use crate::commands::{self, Parsed};
 use crate::feature::{CallTask, Ctx, Effect, Feature, Task};
 use crate::guild::Io;
 use crate::metrics::{COMMANDS_HANDLED, WORKFLOW_ACTIVATIONS, WORKFLOW_LIMITS_HIT, WORKFLOW_RUNS};
-use model::{CompiledTrigger, Definition};
-use run::{EventFacts, EventKind, Limit, Limits, Outcome, Start, Trace, Vars};
+use model::{Compiled, CompiledTrigger, Definition};
+use run::{EventFacts, EventKind, KeptKey, KeptVars, Limit, Limits, Outcome, Start, Trace, Vars};
+use template::Value;
 
 pub use run::{
     EventFacts as SampleEvent, EventKind as SampleEventKind, Limit as SandboxLimit,
@@ -51,7 +62,7 @@ pub use run::{
 /// Values of the `outcome` label of `protonn_workflows_runs_total`.
 pub(crate) const RUN_OUTCOMES: [&str; 6] = Outcome::LABELS;
 /// Values of the `limit` label of `protonn_workflows_limits_hit_total`.
-pub(crate) const LIMIT_LABELS: [&str; 9] = Limit::LABELS;
+pub(crate) const LIMIT_LABELS: [&str; 10] = Limit::LABELS;
 
 /// The feature's name: its timers' `feature`.
 pub(crate) const NAME: &str = "workflows";
@@ -60,8 +71,8 @@ pub(crate) const FANOUT: usize = 3;
 /// Runs a guild may start per minute (a token bucket: up to this many at once, refilled
 /// evenly over the minute); beyond, runs are skipped (limit `rate`).
 pub(crate) const RUNS_PER_MINUTE: u32 = 30;
-/// Traces kept per workflow, newest last.
-pub(crate) const TRACES_KEPT: usize = 10;
+/// Traces kept per workflow, newest last (in memory as in storage).
+pub(crate) const TRACES_KEPT: usize = WORKFLOW_RUNS_KEPT as usize;
 /// Events held, in order, while the guild's workflows are loaded or members' privacy choices
 /// read; beyond, they are not run.
 const QUEUED_WHILE_LOADING: usize = 1_000;
@@ -82,14 +93,16 @@ impl Feature for Workflows {
     /// A workflow's command, or any command while the guild's workflows are not loaded yet
     /// (one may be a workflow's: staying silent is better than answering "unknown").
     fn claims_command(&self, ctx: &mut Ctx<'_>, name: &str) -> bool {
+        let plan = ctx.plan;
         let shared = Arc::clone(&ctx.state::<State>().shared);
         let mut guard = lock(&shared);
+        guard.plan = plan;
         let Phase::Ready(active) = &guard.phase else {
             // Answered as unknown after the load if no workflow takes it.
             guard.unknown_command = Some(name.to_owned());
             return true;
         };
-        has_command(active, name)
+        has_command(active.view(plan), name)
     }
 
     fn wants(&self, event: &Event) -> bool {
@@ -107,11 +120,13 @@ impl Feature for Workflows {
     fn on_event(&self, ctx: &mut Ctx<'_>, event: &Event) -> Vec<Effect> {
         let prefix = ctx.config.prefix.clone();
         let io = ctx.io.clone();
+        let plan = ctx.plan;
         let shared = Arc::clone(&ctx.state::<State>().shared);
         let mut guard = lock(&shared);
+        guard.plan = plan;
         let unknown_command = guard.unknown_command.take();
         if let Phase::Ready(active) = &guard.phase
-            && !active.listens_to(event)
+            && !active.view(plan).listens_to(event)
         {
             return Vec::new();
         }
@@ -154,12 +169,14 @@ impl Feature for Workflows {
 
     fn on_call(&self, ctx: &mut Ctx<'_>, call: &GuildCall) -> Option<CallTask> {
         let shared = Arc::clone(&ctx.state::<State>().shared);
+        lock(&shared).plan = ctx.plan;
         calls::answer(ctx, shared, call)
     }
 
     fn on_timer(&self, ctx: &mut Ctx<'_>, timer: Timer) -> Vec<Effect> {
         let io = ctx.io.clone();
         let shared = Arc::clone(&ctx.state::<State>().shared);
+        lock(&shared).plan = ctx.plan;
         vec![Effect::task(resume(io, shared, timer))]
     }
 }
@@ -190,6 +207,24 @@ struct Shared {
     /// A text command claimed before the workflows were loaded ([`Feature::claims_command`]),
     /// taken by the message's event right after.
     unknown_command: Option<String>,
+    /// The guild's plan as of the latest event, call or timer: what the runs started from a
+    /// task go by.
+    plan: Plan,
+    /// What the workflows keep between runs: read once, with their first activation (or on
+    /// the first use by a timer or a call), and kept across changes to the workflows.
+    kept: Option<Kept>,
+    /// Kept variables changed and not stored yet, each with its newest value.
+    unsaved: BTreeMap<KeptKey, WorkflowVariable>,
+    /// Whether a [`save_variables`] task is under way.
+    saving: bool,
+}
+
+/// What the guild's workflows keep between runs.
+#[derive(Default)]
+struct Kept {
+    vars: KeptVars,
+    /// Each workflow's storage slot for its next run's trace.
+    next_slot: HashMap<u64, u32>,
 }
 
 /// An event that waits for the workflows to load or its member's privacy choice.
@@ -208,9 +243,18 @@ enum Phase {
     Ready(Arc<Active>),
 }
 
-/// The guild's enabled workflows, compiled.
+/// The guild's enabled workflows, compiled, and for each plan those it runs.
 #[derive(Default)]
 struct Active {
+    /// Every enabled workflow (a schedule past the plan stays armed for when it runs again).
+    enabled: run::Workflows,
+    free: View,
+    premium: View,
+}
+
+/// The workflows one plan runs.
+#[derive(Default)]
+struct View {
     workflows: run::Workflows,
     /// Ids in order: the order in which triggers are tried.
     order: Vec<u64>,
@@ -227,7 +271,69 @@ struct Listens {
 }
 
 impl Active {
-    fn add(&mut self, compiled: model::Compiled) {
+    fn new(compiled: Vec<Compiled>) -> Self {
+        let mut enabled: Vec<Arc<Compiled>> = compiled.into_iter().map(Arc::new).collect();
+        enabled.sort_by_key(|workflow| workflow.workflow_id);
+        let steps: Vec<(u64, usize)> = enabled.iter().map(|w| (w.workflow_id, w.steps)).collect();
+        let view = |plan: Plan| {
+            let off = over_plan(&steps, plan);
+            let mut view = View::default();
+            for workflow in &enabled {
+                if !off.iter().any(|o| o.workflow_id == workflow.workflow_id) {
+                    view.add(Arc::clone(workflow));
+                }
+            }
+            view
+        };
+        Self {
+            free: view(Plan::Free),
+            premium: view(Plan::Premium),
+            enabled: enabled.into_iter().map(|w| (w.workflow_id, w)).collect(),
+        }
+    }
+
+    fn view(&self, plan: Plan) -> &View {
+        match plan {
+            Plan::Free => &self.free,
+            Plan::Premium => &self.premium,
+        }
+    }
+}
+
+/// An enabled workflow the guild's plan does not run (a downgrade keeps it), and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkflowOff {
+    pub workflow_id: u64,
+    pub why: String,
+}
+
+/// The enabled workflows (`(id, steps)`, in id order) that `plan` does not run, and why: past
+/// its count (the first ones made run), or with more steps than it allows.
+pub(crate) fn over_plan(enabled: &[(u64, usize)], plan: Plan) -> Vec<WorkflowOff> {
+    let limits = plan.limits();
+    let most = (limits.workflows as usize).min(model::limits::WORKFLOWS);
+    let longest = limits.workflow_steps as usize;
+    enabled
+        .iter()
+        .enumerate()
+        .filter_map(|(i, &(workflow_id, steps))| {
+            let why = if i >= most {
+                format!("the {} plan runs {most} workflows", plan.name())
+            } else if steps > longest {
+                format!(
+                    "it has {steps} steps; the {} plan runs workflows of up to {longest}",
+                    plan.name()
+                )
+            } else {
+                return None;
+            };
+            Some(WorkflowOff { workflow_id, why })
+        })
+        .collect()
+}
+
+impl View {
+    fn add(&mut self, compiled: Arc<Compiled>) {
         let listens = &mut self.listens;
         match compiled.trigger {
             CompiledTrigger::Message { .. } | CompiledTrigger::Command(_) => {
@@ -241,8 +347,7 @@ impl Active {
             CompiledTrigger::Schedule { .. } | CompiledTrigger::Called => {}
         }
         self.order.push(compiled.workflow_id);
-        self.workflows
-            .insert(compiled.workflow_id, Arc::new(compiled));
+        self.workflows.insert(compiled.workflow_id, compiled);
     }
 
     /// Whether the event can fire a trigger (or tells the roles members had, for role
@@ -311,9 +416,8 @@ fn queue(waiting: &mut VecDeque<Queued>, queued: impl Iterator<Item = Queued>) {
     }
 }
 
-fn has_command(active: &Active, name: &str) -> bool {
-    active
-        .workflows
+fn has_command(view: &View, name: &str) -> bool {
+    view.workflows
         .values()
         .any(|w| matches!(&w.trigger, CompiledTrigger::Command(command) if command == name))
 }
@@ -491,9 +595,11 @@ fn dispatch(
         return Vec::new();
     };
     let active = Arc::clone(active);
+    let plan = shared.plan;
+    let view = active.view(plan);
     let matching = run::Matching::new(&facts);
-    let mut fired = active.order.iter().filter_map(|id| {
-        let workflow = &active.workflows[id];
+    let mut fired = view.order.iter().filter_map(|id| {
+        let workflow = &view.workflows[id];
         matching
             .matches(&workflow.trigger, prefix)
             .map(|args| (workflow, args))
@@ -502,18 +608,24 @@ fn dispatch(
     for (workflow, args) in fired.by_ref().take(FANOUT) {
         if !shared.bucket.take() {
             let trace = skipped(workflow.workflow_id, &facts, Limit::Rate);
-            finish(shared, trace);
+            effects.extend(
+                finish(shared, io, trace, facts.user_id).map(|run| store_run_later(io, run)),
+            );
             continue;
         }
-        let limits = Limits::default();
-        let result = run::run(
-            &active.workflows,
+        let limits = limits_of(plan);
+        let no_vars = KeptVars::new();
+        let kept = shared.kept.as_ref().map_or(&no_vars, |kept| &kept.vars);
+        let mut result = run::run(
+            &view.workflows,
             workflow,
             &facts,
             &args,
             Start::top(),
             &limits,
+            kept,
         );
+        effects.extend(keep(shared, handle, io, std::mem::take(&mut result.kept)));
         effects.extend(follow_up(
             shared, handle, io, &facts, &args, result, &limits,
         ));
@@ -542,17 +654,191 @@ fn skipped(workflow_id: u64, facts: &EventFacts, limit: Limit) -> Trace {
     }
 }
 
-/// Records a finished trace: counted, and kept as the workflow's latest.
-fn finish(shared: &mut Shared, trace: Trace) {
+/// The sandbox's limits for a guild on `plan`.
+fn limits_of(plan: Plan) -> Limits {
+    Limits {
+        kept_variables: plan.limits().workflow_variables as usize,
+        ..Limits::default()
+    }
+}
+
+/// Records a finished trace: counted, and kept as the workflow's latest; answers the row
+/// that keeps it in storage (once the guild's stored runs are known, so their slots are).
+/// Runs skipped for the guild's rate are as many as the events past it: they stay in memory
+/// only, so storage writes are bounded by the runs the rate lets through.
+fn finish(shared: &mut Shared, io: &Io, trace: Trace, user: Option<u64>) -> Option<WorkflowRun> {
     counter!(WORKFLOW_RUNS, "outcome" => trace.outcome.label()).increment(1);
     if let Outcome::Limit(limit) = trace.outcome {
         counter!(WORKFLOW_LIMITS_HIT, "limit" => limit.label()).increment(1);
     }
+    let skipped = trace.outcome == Outcome::Limit(Limit::Rate);
+    let stored = shared.kept.as_mut().filter(|_| !skipped).and_then(|kept| {
+        let slot = kept.next_slot.entry(trace.workflow_id).or_default();
+        let run = stored_run(io, &trace, *slot, user)?;
+        *slot = (*slot + 1) % WORKFLOW_RUNS_KEPT;
+        Some(run)
+    });
     let kept = shared.traces.entry(trace.workflow_id).or_default();
     if kept.len() >= TRACES_KEPT {
         kept.pop_front();
     }
     kept.push_back(trace);
+    stored
+}
+
+/// A trace as storage keeps it: its first steps, as many as fit the stored size.
+fn stored_run(io: &Io, trace: &Trace, slot: u32, user: Option<u64>) -> Option<WorkflowRun> {
+    let mut trace = trace.clone();
+    // Room for the rest of the trace and the note that steps were left out.
+    let mut room = WORKFLOW_TRACE_MAX_BYTES.saturating_sub(1_024);
+    let fit = trace
+        .steps
+        .iter()
+        .take_while(|step| {
+            let size = step.at.len() + step.detail.len() + 32;
+            room = room.saturating_sub(size);
+            room > 0
+        })
+        .count();
+    if fit < trace.steps.len() {
+        let left = trace.steps.len() - fit;
+        trace.steps.truncate(fit);
+        trace.steps.push(run::TraceStep {
+            at: "…".into(),
+            detail: format!("{left} more steps not kept"),
+        });
+    }
+    let json = serde_json::to_string(&trace).ok()?;
+    (json.len() <= WORKFLOW_TRACE_MAX_BYTES).then(|| WorkflowRun {
+        guild_id: io.guild_id().get(),
+        workflow_id: trace.workflow_id,
+        slot,
+        user_id: user,
+        at: Timestamp(trace.started_at_ms),
+        trace: json,
+    })
+}
+
+/// Stores a run's trace (on a task; a failure loses that trace only, loudly).
+async fn store_run(io: &Io, run: WorkflowRun) {
+    if let Err(err) = io.store().put_workflow_run(&run).await {
+        tracing::warn!(guild_id = %io.guild_id(), workflow = run.workflow_id, error = %err, "a workflow run's trace is not stored");
+    }
+}
+
+fn store_run_later(io: &Io, run: WorkflowRun) -> Effect {
+    let io = io.clone();
+    Effect::task(async move {
+        store_run(&io, run).await;
+        Vec::new()
+    })
+}
+
+/// Takes a run's changes to kept variables: live at once for the next runs, and stored on a
+/// task, one batch at a time per guild (the newest value of each is the one stored).
+fn keep(
+    shared: &mut Shared,
+    handle: &Arc<Mutex<Shared>>,
+    io: &Io,
+    changes: BTreeMap<KeptKey, Value>,
+) -> Option<Effect> {
+    if changes.is_empty() {
+        return None;
+    }
+    let now = Timestamp::now();
+    let kept = shared.kept.get_or_insert_with(Kept::default);
+    for ((owner, name), value) in changes {
+        let stored = WorkflowVariable {
+            guild_id: io.guild_id().get(),
+            user_id: (owner != 0).then_some(owner),
+            name: name.clone(),
+            value: serde_json::to_string(&value).expect("a value serialises"),
+            updated_at: now,
+        };
+        kept.vars.insert((owner, name.clone()), value);
+        shared.unsaved.insert((owner, name), stored);
+    }
+    if shared.saving {
+        return None;
+    }
+    shared.saving = true;
+    let (io, handle) = (io.clone(), Arc::clone(handle));
+    Some(Effect::task(save_variables(io, handle)))
+}
+
+/// Stores the changed variables until none are left. A failed write keeps them for the next
+/// change to store again (unless a newer value replaced one meanwhile).
+async fn save_variables(io: Io, shared: Arc<Mutex<Shared>>) -> Vec<Effect> {
+    loop {
+        let batch: Vec<WorkflowVariable> = {
+            let mut guard = lock(&shared);
+            if guard.unsaved.is_empty() {
+                guard.saving = false;
+                return Vec::new();
+            }
+            std::mem::take(&mut guard.unsaved).into_values().collect()
+        };
+        for (i, chunk) in batch.chunks(WORKFLOW_VARIABLES_PER_WRITE).enumerate() {
+            if let Err(err) = io.store().put_workflow_variables(chunk).await {
+                tracing::warn!(guild_id = %io.guild_id(), error = %err, "workflow variables not stored yet");
+                let mut guard = lock(&shared);
+                for variable in &batch[i * WORKFLOW_VARIABLES_PER_WRITE..] {
+                    let key = (variable.user_id.unwrap_or(0), variable.name.clone());
+                    guard.unsaved.entry(key).or_insert_with(|| variable.clone());
+                }
+                guard.saving = false;
+                return Vec::new();
+            }
+        }
+    }
+}
+
+/// Reads what the guild's workflows keep (variables, recent runs) if the state does not hold
+/// it yet; the traces already in memory are newer than the stored ones.
+async fn ensure_kept(io: &Io, shared: &Mutex<Shared>) -> Result<(), StorageError> {
+    if lock(shared).kept.is_some() {
+        return Ok(());
+    }
+    let guild = io.guild_id().get();
+    let (variables, mut runs) = futures_util::try_join!(
+        io.store().workflow_variables(guild),
+        io.store().workflow_runs(guild)
+    )?;
+    let mut kept = Kept::default();
+    for variable in variables {
+        match serde_json::from_str::<Value>(&variable.value) {
+            Ok(value) => {
+                kept.vars
+                    .insert((variable.user_id.unwrap_or(0), variable.name), value);
+            }
+            Err(err) => {
+                tracing::warn!(guild_id = guild, error = %err, "an unreadable workflow variable is skipped")
+            }
+        }
+    }
+    runs.sort_by_key(|run| (run.workflow_id, run.at, run.slot));
+    let mut stored: HashMap<u64, VecDeque<Trace>> = HashMap::new();
+    for run in runs {
+        // Oldest first: the newest run's slot is the last one set.
+        kept.next_slot
+            .insert(run.workflow_id, (run.slot + 1) % WORKFLOW_RUNS_KEPT);
+        if let Ok(trace) = serde_json::from_str::<Trace>(&run.trace) {
+            stored.entry(run.workflow_id).or_default().push_back(trace);
+        }
+    }
+    let mut guard = lock(shared);
+    if guard.kept.is_some() {
+        return Ok(());
+    }
+    guard.kept = Some(kept);
+    for (workflow, mut traces) in stored {
+        traces.extend(guard.traces.remove(&workflow).unwrap_or_default());
+        while traces.len() > TRACES_KEPT {
+            traces.pop_front();
+        }
+        guard.traces.insert(workflow, traces);
+    }
+    Ok(())
 }
 
 /// What a run leaves to do: its wait stored, its calls sent on a task, then its trace kept.
@@ -585,15 +871,19 @@ fn follow_up(
     let run::Run {
         mut trace, calls, ..
     } = result;
+    let user = facts.user_id;
     if calls.is_empty() {
-        finish(shared, trace);
+        effects.extend(finish(shared, io, trace, user).map(|run| store_run_later(io, run)));
         return effects;
     }
     let deadline = deadline(&trace, limits);
     let (io, handle) = (io.clone(), Arc::clone(handle));
     effects.push(Effect::task(async move {
         act::execute(&io, calls, deadline, &mut trace).await;
-        finish(&mut lock(&handle), trace);
+        let stored = finish(&mut lock(&handle), &io, trace, user);
+        if let Some(run) = stored {
+            store_run(&io, run).await;
+        }
         Vec::new()
     }));
     effects
@@ -731,6 +1021,14 @@ fn drain(io: Io, shared: Arc<Mutex<Shared>>, prefix: String) -> Task {
 }
 
 async fn drain_once(io: Io, shared: Arc<Mutex<Shared>>, prefix: String) -> Vec<Effect> {
+    if let Err(err) = ensure_kept(&io, &shared).await {
+        counter!(WORKFLOW_ACTIVATIONS, "outcome" => "error").increment(1);
+        tracing::error!(guild_id = %io.guild_id(), error = %err, "workflow variables not loaded; the events that waited are not run");
+        let mut guard = lock(&shared);
+        guard.waiting.clear();
+        guard.draining = false;
+        return Vec::new();
+    }
     loop {
         let generation = {
             let guard = lock(&shared);
@@ -802,7 +1100,7 @@ async fn drain_once(io: Io, shared: Arc<Mutex<Shared>>, prefix: String) -> Vec<E
             break;
         };
         if let Some(name) = &item.unknown_command
-            && !has_command(&active, name)
+            && !has_command(active.view(guard.plan), name)
         {
             effects.extend(unknown_command_answer(&item.facts, &prefix));
         }
@@ -830,19 +1128,19 @@ async fn waits_pending(io: &Io) -> Result<usize, protonn_storage::StorageError> 
 
 async fn load(io: &Io) -> Result<Active, protonn_storage::StorageError> {
     let stored = io.store().workflows(io.guild_id().get()).await?;
-    let mut active = Active::default();
+    let mut enabled = Vec::new();
     for workflow in stored.into_iter().filter(|workflow| workflow.enabled) {
         let compiled = Definition::from_json(&workflow.definition)
             .and_then(|definition| definition.compile(workflow.workflow_id, &workflow.name));
         match compiled {
-            Ok(compiled) => active.add(compiled),
+            Ok(compiled) => enabled.push(compiled),
             // Saved by an older version with other rules: skipped, loudly.
             Err(err) => {
                 tracing::warn!(guild_id = %io.guild_id(), workflow = workflow.workflow_id, error = %err, "stored workflow does not compile; skipped")
             }
         }
     }
-    Ok(active)
+    Ok(Active::new(enabled))
 }
 
 /// A wait or a schedule fell due: claims it, runs, and completes it (a schedule's next
@@ -878,7 +1176,11 @@ async fn resume(io: Io, shared: Arc<Mutex<Shared>>, timer: Timer) -> Vec<Effect>
             }
         }
     }
-    let active = match load(&io).await {
+    let loaded = match ensure_kept(&io, &shared).await {
+        Ok(()) => load(&io).await,
+        Err(err) => Err(err),
+    };
+    let active = match loaded {
         Ok(active) => active,
         Err(err) => {
             // The claim lapses and the next poll tries again.
@@ -886,7 +1188,10 @@ async fn resume(io: Io, shared: Arc<Mutex<Shared>>, timer: Timer) -> Vec<Effect>
             return Vec::new();
         }
     };
-    let limits = Limits::default();
+    let plan = lock(&shared).plan;
+    let view = active.view(plan);
+    let limits = limits_of(plan);
+    let mut effects = Vec::new();
     let (workflow_id, facts, args, start) = match payload {
         TimerPayload::Wait(waiting) => {
             let start = Start {
@@ -897,7 +1202,9 @@ async fn resume(io: Io, shared: Arc<Mutex<Shared>>, timer: Timer) -> Vec<Effect>
             (waiting.workflow_id, waiting.facts, waiting.args, start)
         }
         TimerPayload::Schedule { workflow_id } => {
-            let channel = match active.workflows.get(&workflow_id).map(|w| &w.trigger) {
+            // A schedule past the plan stays armed (its runs are skipped below), so it runs
+            // again once the plan allows it.
+            let channel = match active.enabled.get(&workflow_id).map(|w| &w.trigger) {
                 Some(CompiledTrigger::Schedule {
                     every_minutes,
                     channel,
@@ -923,10 +1230,11 @@ async fn resume(io: Io, shared: Arc<Mutex<Shared>>, timer: Timer) -> Vec<Effect>
                     at_ms: now,
                     ..EventFacts::default()
                 };
-                finish(
-                    &mut lock(&shared),
-                    skipped(workflow_id, &facts, Limit::Rate),
-                );
+                let trace = skipped(workflow_id, &facts, Limit::Rate);
+                let stored = finish(&mut lock(&shared), &io, trace, None);
+                if let Some(run) = stored {
+                    store_run(&io, run).await;
+                }
                 return Vec::new();
             }
             let facts = EventFacts {
@@ -940,9 +1248,24 @@ async fn resume(io: Io, shared: Arc<Mutex<Shared>>, timer: Timer) -> Vec<Effect>
     };
     let is_wait = timer.id.starts_with(WAIT_PREFIX);
     let mut parked_again = false;
-    // Deleted or disabled meanwhile: the rest of the run goes with it.
-    if let Some(workflow) = active.workflows.get(&workflow_id) {
-        let mut result = run::run(&active.workflows, workflow, &facts, &args, start, &limits);
+    // Deleted, disabled or past the plan meanwhile: the rest of the run goes with it.
+    if let Some(workflow) = view.workflows.get(&workflow_id) {
+        let mut result = {
+            let guard = lock(&shared);
+            let no_vars = KeptVars::new();
+            let kept = guard.kept.as_ref().map_or(&no_vars, |kept| &kept.vars);
+            run::run(
+                &view.workflows,
+                workflow,
+                &facts,
+                &args,
+                start,
+                &limits,
+                kept,
+            )
+        };
+        let changes = std::mem::take(&mut result.kept);
+        effects.extend(keep(&mut lock(&shared), &shared, &io, changes));
         // Done before this timer completes: a crash in between repeats the step at most.
         // A run that waits again takes the place of the wait it came from.
         if let Some(next) = parked(&io, &facts, &args, &mut result) {
@@ -956,7 +1279,10 @@ async fn resume(io: Io, shared: Arc<Mutex<Shared>>, timer: Timer) -> Vec<Effect>
         }
         let deadline = deadline(&result.trace, &limits);
         act::execute(&io, result.calls, deadline, &mut result.trace).await;
-        finish(&mut lock(&shared), result.trace);
+        let stored = finish(&mut lock(&shared), &io, result.trace, facts.user_id);
+        if let Some(run) = stored {
+            store_run(&io, run).await;
+        }
     }
     if is_wait {
         complete(&io, &timer).await;
@@ -964,7 +1290,7 @@ async fn resume(io: Io, shared: Arc<Mutex<Shared>>, timer: Timer) -> Vec<Effect>
             wait_ended(&shared);
         }
     }
-    Vec::new()
+    effects
 }
 
 fn wait_ended(shared: &Mutex<Shared>) {
@@ -1105,6 +1431,57 @@ mod tests {
                 (EventKind::RoleAdd, Some(3)),
                 (EventKind::RoleRemove, Some(1))
             ]
+        );
+    }
+
+    #[test]
+    fn a_plan_runs_its_first_workflows_within_its_step_limit() {
+        let enabled = [(1, 3), (2, 20), (4, 5), (7, 2)];
+        let off = over_plan(&enabled, Plan::Free);
+        let ids: Vec<u64> = off.iter().map(|o| o.workflow_id).collect();
+        assert_eq!(ids, [2, 7]);
+        assert_eq!(
+            off[0].why,
+            "it has 20 steps; the free plan runs workflows of up to 10"
+        );
+        assert_eq!(off[1].why, "the free plan runs 3 workflows");
+        assert!(over_plan(&enabled, Plan::Premium).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_long_trace_is_stored_with_its_first_steps_and_a_note() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = io(dir.path());
+        let step = run::TraceStep {
+            at: "actions[0]".into(),
+            detail: "x".repeat(200),
+        };
+        let trace = Trace {
+            workflow_id: 3,
+            started_at_ms: 1_700_000_000_000,
+            steps: vec![step; 1_000],
+            fuel_used: 1_000,
+            api_calls: 0,
+            output_bytes: 0,
+            elapsed_micros: 5,
+            outcome: Outcome::Limit(Limit::Fuel),
+        };
+        let run = stored_run(&io, &trace, 4, Some(8)).unwrap();
+        assert!(run.trace.len() <= WORKFLOW_TRACE_MAX_BYTES);
+        let stored: Trace = serde_json::from_str(&run.trace).unwrap();
+        assert!(stored.steps.len() > 10 && stored.steps.len() < 1_000);
+        assert!(
+            stored
+                .steps
+                .last()
+                .unwrap()
+                .detail
+                .ends_with("more steps not kept")
+        );
+        assert_eq!(stored.outcome, trace.outcome);
+        assert_eq!(
+            (run.slot, run.user_id, run.at),
+            (4, Some(8), Timestamp(trace.started_at_ms))
         );
     }
 

@@ -99,6 +99,10 @@ pub struct RetentionSection {
     pub billing_inbox_days: u32,
     /// Moderation cases, from the action they record.
     pub cases_days: u32,
+    /// Workflows' kept variables (the server's and its members'), from their last change.
+    pub workflow_variables_days: u32,
+    /// Traces of workflow runs (the dashboard's recent runs), from the run.
+    pub workflow_runs_days: u32,
 }
 
 impl Default for RetentionSection {
@@ -115,6 +119,8 @@ impl Default for RetentionSection {
             usage_days: days(policy.usage),
             billing_inbox_days: days(policy.billing_inbox),
             cases_days: days(policy.cases),
+            workflow_variables_days: days(policy.workflow_variables),
+            workflow_runs_days: days(policy.workflow_runs),
         }
     }
 }
@@ -132,6 +138,8 @@ impl RetentionSection {
             usage: days(self.usage_days),
             billing_inbox: days(self.billing_inbox_days),
             cases: days(self.cases_days),
+            workflow_variables: days(self.workflow_variables_days),
+            workflow_runs: days(self.workflow_runs_days),
         }
     }
 
@@ -156,6 +164,11 @@ impl RetentionSection {
             ("retention.usage_days", self.usage_days),
             ("retention.billing_inbox_days", self.billing_inbox_days),
             ("retention.cases_days", self.cases_days),
+            (
+                "retention.workflow_variables_days",
+                self.workflow_variables_days,
+            ),
+            ("retention.workflow_runs_days", self.workflow_runs_days),
         ] {
             if value == 0 || value > MAX_DAYS {
                 return Err(ConfigError::Invalid {
@@ -882,7 +895,8 @@ mod tests {
         assert_eq!(config.runtime().removed_guild_grace, 7 * day);
         let config = Config::parse(
             "[retention]\nprivacy_requests_days = 10\nexport_hours = 2\nusage_days = 31\n\
-             billing_inbox_days = 60\ncases_days = 730\n",
+             billing_inbox_days = 60\ncases_days = 730\nworkflow_variables_days = 60\n\
+             workflow_runs_days = 2\n",
         )
         .unwrap();
         let retention = config.runtime().retention;
@@ -890,6 +904,8 @@ mod tests {
         assert_eq!(retention.cases, 730 * day);
         assert_eq!(retention.privacy_requests, 10 * day);
         assert_eq!(retention.usage, 31 * day);
+        assert_eq!(retention.workflow_variables, 60 * day);
+        assert_eq!(retention.workflow_runs, 2 * day);
         assert_eq!(retention.exports, std::time::Duration::from_secs(7_200));
         assert!(Config::parse("[retention]\nexport_hours = 721\n").is_err());
         for bad in [
@@ -898,6 +914,7 @@ mod tests {
             "usage_days = 0",
             "billing_inbox_days = 0",
             "cases_days = 0",
+            "workflow_runs_days = 0",
         ] {
             let err = Config::parse(&format!("[retention]\n{bad}\n"))
                 .unwrap_err()

@@ -13,7 +13,8 @@ use protonn_storage::{
     PreparedExport, PrivacyFlags, PrivacyRepo, PrivacyRequest, PromoCode, Redemption,
     SessionCheckpoint, ShardAssignment, StorageError, Store, StoredRow, Subscription, Ticket,
     TicketQuery, TicketRepo, Timestamp, TranscriptMessage, UsageCount, UsageRepo, UserExport,
-    VersionedConfig, WebSession, WebSessionRepo, WireError, Workflow, WorkflowRepo,
+    VersionedConfig, WebSession, WebSessionRepo, WireError, Workflow, WorkflowRepo, WorkflowRun,
+    WorkflowVariable,
 };
 use protonn_storage::{AnnouncementRepo, Campaign, Delivery};
 use protonn_storage::{AutomodHit, AutomodRepo, Case, ModerationRepo, Timer, TimerRepo};
@@ -120,6 +121,18 @@ pub(crate) enum StoreCall {
     DeleteWorkflow {
         guild_id: u64,
         workflow_id: u64,
+    },
+    PutWorkflowVariables {
+        variables: Vec<WorkflowVariable>,
+    },
+    WorkflowVariables {
+        guild_id: u64,
+    },
+    PutWorkflowRun {
+        run: WorkflowRun,
+    },
+    WorkflowRuns {
+        guild_id: u64,
     },
     PutSubscription {
         subscription: Subscription,
@@ -506,6 +519,8 @@ impl StoreCall {
                 | Self::TranscriptPage { .. }
                 | Self::Workflow { .. }
                 | Self::Workflows { .. }
+                | Self::WorkflowVariables { .. }
+                | Self::WorkflowRuns { .. }
                 | Self::Subscription { .. }
                 | Self::SubscriptionsOfUser { .. }
                 | Self::Promo { .. }
@@ -611,6 +626,12 @@ pub(crate) async fn serve(
                 guild_id,
                 workflow_id,
             } => json(store.delete_workflow(guild_id, workflow_id).await?),
+            C::PutWorkflowVariables { variables } => {
+                json(store.put_workflow_variables(&variables).await?)
+            }
+            C::WorkflowVariables { guild_id } => json(store.workflow_variables(guild_id).await?),
+            C::PutWorkflowRun { run } => json(store.put_workflow_run(&run).await?),
+            C::WorkflowRuns { guild_id } => json(store.workflow_runs(guild_id).await?),
             C::PutSubscription { subscription } => {
                 json(store.put_subscription(&subscription).await?)
             }
@@ -1091,6 +1112,28 @@ impl WorkflowRepo for RemoteStore {
             workflow_id,
         })
         .await
+    }
+    async fn put_workflow_variables(
+        &self,
+        variables: &[WorkflowVariable],
+    ) -> Result<(), StorageError> {
+        self.call(StoreCall::PutWorkflowVariables {
+            variables: variables.to_vec(),
+        })
+        .await
+    }
+    async fn workflow_variables(
+        &self,
+        guild_id: u64,
+    ) -> Result<Vec<WorkflowVariable>, StorageError> {
+        self.call(StoreCall::WorkflowVariables { guild_id }).await
+    }
+    async fn put_workflow_run(&self, run: &WorkflowRun) -> Result<(), StorageError> {
+        self.call(StoreCall::PutWorkflowRun { run: run.clone() })
+            .await
+    }
+    async fn workflow_runs(&self, guild_id: u64) -> Result<Vec<WorkflowRun>, StorageError> {
+        self.call(StoreCall::WorkflowRuns { guild_id }).await
     }
 }
 

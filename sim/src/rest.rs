@@ -295,6 +295,10 @@ fn limited_route(method: &Method, segments: &[&str]) -> Option<(RouteKey, bool)>
         ("POST", ["channels", channel, "threads"]) => {
             (key(THREAD_CREATE_ROUTE, LimitClass::Other, channel), true)
         }
+        ("POST", ["channels", channel, "messages", _, "threads"]) => (
+            key(THREAD_FROM_MESSAGE_ROUTE, LimitClass::Other, channel),
+            true,
+        ),
         ("PUT", ["channels", channel, "thread-members", _]) => (
             key(THREAD_MEMBER_PUT_ROUTE, LimitClass::Other, channel),
             true,
@@ -352,6 +356,7 @@ const CHANNEL_PATCH_ROUTE: &str = "PATCH /channels/{channel_id}";
 const OVERWRITE_PUT_ROUTE: &str = "PUT /channels/{channel_id}/permissions/{overwrite_id}";
 const DM_CREATE_ROUTE: &str = "POST /users/@me/channels";
 const THREAD_CREATE_ROUTE: &str = "POST /channels/{channel_id}/threads";
+const THREAD_FROM_MESSAGE_ROUTE: &str = "POST /channels/{channel_id}/messages/{message_id}/threads";
 const THREAD_MEMBER_PUT_ROUTE: &str = "PUT /channels/{channel_id}/thread-members/{user_id}";
 const THREAD_MEMBER_DELETE_ROUTE: &str = "DELETE /channels/{channel_id}/thread-members/{user_id}";
 const THREAD_MEMBERS_GET_ROUTE: &str = "GET /channels/{channel_id}/thread-members";
@@ -456,6 +461,10 @@ fn route(
         }
         ("POST", ["users", "@me", "channels"]) => (DM_CREATE_ROUTE, moderation::create_dm),
         ("POST", ["channels", _, "threads"]) => (THREAD_CREATE_ROUTE, threads::create_thread),
+        ("POST", ["channels", _, "messages", _, "threads"]) => (
+            THREAD_FROM_MESSAGE_ROUTE,
+            threads::create_thread_from_message,
+        ),
         ("PUT", ["channels", _, "thread-members", _]) => {
             (THREAD_MEMBER_PUT_ROUTE, threads::add_member)
         }

@@ -1,5 +1,6 @@
 //! Threads, as a support bot uses them: `POST /channels/{id}/threads` (public or private,
-//! without a starter message), thread members added, removed and listed, and archive, lock
+//! without a starter message), `POST /channels/{id}/messages/{id}/threads` (public, from a
+//! message: the thread takes the message's id), thread members added, removed and listed, and archive, lock
 //! and rename through `PATCH /channels/{thread}`, validated as Discord does, each followed by
 //! the gateway event Discord sends (THREAD_CREATE, THREAD_MEMBERS_UPDATE, THREAD_UPDATE).
 //! Messages in threads are kept like any channel's (`moderation.rs`), for longer.
@@ -257,6 +258,105 @@ pub(crate) fn create_thread(shared: &Shared, segments: &[&str], body: &RequestBo
         }
     };
     let private = kind == PRIVATE_THREAD;
+    let id = shared.new_message_id();
+    let opening = Opening {
+        id,
+        parent_id,
+        name,
+        private,
+        auto_archive_minutes,
+        invitable,
+    };
+    open(shared, guild, opening)
+}
+
+/// `POST /channels/{channel}/messages/{message}/threads`: a public thread on a message of the
+/// channel (Unknown Message otherwise), one per message (160004), with the message's id;
+/// `name` (1–100) and `auto_archive_duration` as for a thread without a message.
+pub(crate) fn create_thread_from_message(
+    shared: &Shared,
+    segments: &[&str],
+    body: &RequestBody,
+) -> Outcome {
+    let number = |i: usize| segments.get(i).and_then(|id| id.parse::<u64>().ok());
+    let (Some(parent_id), Some(message_id)) = (number(1), number(3)) else {
+        return not_found("Unknown Channel", 10003);
+    };
+    let Some(guild) = shared
+        .world
+        .guild_of_channel(parent_id)
+        .filter(|guild| !shared.world.is_removed(guild))
+    else {
+        return if shared.threads.contains(parent_id) {
+            wrong_channel_type()
+        } else {
+            not_found("Unknown Channel", 10003)
+        };
+    };
+    if !shared.moderation.message_exists(parent_id, message_id) {
+        return not_found("Unknown Message", 10008);
+    }
+    if shared.threads.contains(message_id) {
+        return invalid_request(
+            "A thread has already been created for this message",
+            160_004,
+        );
+    }
+    let Some(map) = body_object(body) else {
+        return invalid(
+            "_root",
+            "DICT_TYPE_CONVERT",
+            "Only dictionaries may be used in a DictType",
+        );
+    };
+    let name = map.get("name").and_then(Value::as_str).unwrap_or_default();
+    if !NAME_CHARS.contains(&name.chars().count()) {
+        return invalid(
+            "name",
+            "BASE_TYPE_BAD_LENGTH",
+            "Must be between 1 and 100 in length.",
+        );
+    }
+    let auto_archive_minutes = match auto_archive(map) {
+        Ok(minutes) => minutes.unwrap_or(1440),
+        Err(outcome) => return *outcome,
+    };
+    let opening = Opening {
+        id: message_id,
+        parent_id,
+        name,
+        private: false,
+        auto_archive_minutes,
+        invitable: true,
+    };
+    open(shared, guild, opening)
+}
+
+fn invalid_request(message: &str, code: u32) -> Outcome {
+    Outcome::new("", json_error(StatusCode::BAD_REQUEST, message, code))
+}
+
+/// A thread about to be made, checked.
+struct Opening<'a> {
+    id: u64,
+    parent_id: u64,
+    name: &'a str,
+    private: bool,
+    auto_archive_minutes: u64,
+    invitable: bool,
+}
+
+/// Makes a thread: the bot's permission in the parent, the guild's cap on active threads,
+/// then THREAD_CREATE and the thread as Discord answers it.
+fn open(shared: &Shared, guild: &Guild, opening: Opening<'_>) -> Outcome {
+    let Opening {
+        id,
+        parent_id,
+        name,
+        private,
+        auto_archive_minutes,
+        invitable,
+    } = opening;
     let needs = Permissions::VIEW_CHANNEL
         | if private {
             Permissions::CREATE_PRIVATE_THREADS
@@ -266,7 +366,6 @@ pub(crate) fn create_thread(shared: &Shared, segments: &[&str], body: &RequestBo
     if !bot_permissions(shared, guild, Some(parent_id)).contains(needs) {
         return missing_permissions();
     }
-    let id = shared.new_message_id();
     let bot = shared.world.bot.user_id;
     let now_ms = crate::snowflake::now_unix_ms();
     let thread = Thread {
@@ -291,14 +390,7 @@ pub(crate) fn create_thread(shared: &Shared, segments: &[&str], body: &RequestBo
             .filter(|t| t.guild_id == guild.id && !t.archived)
             .count();
         if active >= ACTIVE_THREADS_MAX {
-            return Outcome::new(
-                "",
-                json_error(
-                    StatusCode::BAD_REQUEST,
-                    "Maximum number of active threads reached",
-                    160_006,
-                ),
-            );
+            return invalid_request("Maximum number of active threads reached", 160_006);
         }
         threads.insert(id, thread.clone());
     }

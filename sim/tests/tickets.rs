@@ -578,3 +578,40 @@ async fn a_threads_history_reads_page_by_page_with_edits_deletions_and_attachmen
     assert!(edited["edited_timestamp"].is_string());
     sim.shutdown().await;
 }
+
+/// A public thread on a message: it takes the message's id, in the message's channel; an
+/// unknown message, a bad name or a second thread on the same message is refused as Discord
+/// refuses it, and nothing is made.
+#[tokio::test]
+async fn a_thread_starts_from_a_message_once() {
+    let sim = start(privileged_world()).await;
+    let mut shard = connect(&sim).await;
+    let guild = sim.guilds()[0].clone();
+    let (channel, member) = (guild.channel_ids[0], guild.member_ids[0]);
+    let message = sim
+        .send_message(guild.id, channel, member, "a question")
+        .unwrap();
+    let path = format!("/channels/{channel}/messages/{message}/threads");
+
+    let unknown = format!("/channels/{channel}/messages/{}/threads", message + 1);
+    let (status, body) = bot_call(&sim, "POST", &unknown, Some(json!({"name": "q"}))).await;
+    assert_eq!((status, body["code"].as_u64()), (404, Some(10008)));
+    let (status, body) = bot_call(&sim, "POST", &path, Some(json!({"name": ""}))).await;
+    assert_eq!((status, body["code"].as_u64()), (400, Some(50035)));
+    assert!(sim.threads(guild.id).is_empty(), "bad input made nothing");
+
+    let (status, thread) = bot_call(&sim, "POST", &path, Some(json!({"name": "q"}))).await;
+    assert_eq!(status, 201, "{thread}");
+    assert_eq!(id_of(&thread), message);
+    assert_eq!(thread["type"], 11);
+    assert_eq!(thread["parent_id"], channel.to_string());
+    let created = until(&mut shard, |e| match e {
+        Event::ThreadCreate(t) => Some(t.id.get()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(created, message);
+    let (status, body) = bot_call(&sim, "POST", &path, Some(json!({"name": "again"}))).await;
+    assert_eq!((status, body["code"].as_u64()), (400, Some(160_004)));
+    assert_eq!(sim.threads(guild.id).len(), 1);
+}

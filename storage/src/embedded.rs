@@ -20,6 +20,7 @@ mod records;
 mod rights;
 mod timers;
 mod web_sessions;
+mod workflow_data;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -172,6 +173,7 @@ impl EmbeddedStore {
             open(&txn, announcements::ANNOUNCE_OPT_INS)?;
             open(&txn, announcements::CAMPAIGNS)?;
             open(&txn, announcements::DELIVERIES)?;
+            workflow_data::create_tables(&txn)?;
         }
         txn.commit().map_err(StorageError::embedded)?;
         Ok(Self {

@@ -95,7 +95,11 @@ pub use timers::{
 pub use usage::{UsageCount, UsageRepo};
 pub use web_sessions::{WEB_SESSION_MAX_AGE_MS, WebSession, WebSessionExport, WebSessionRepo};
 pub use wire::WireError;
-pub use workflows::{Workflow, WorkflowRepo};
+pub use workflows::{
+    WORKFLOW_RUNS_KEPT, WORKFLOW_TRACE_MAX_BYTES, WORKFLOW_VARIABLE_MAX_BYTES,
+    WORKFLOW_VARIABLE_NAME_MAX_CHARS, WORKFLOW_VARIABLES_PER_WRITE, Workflow, WorkflowRepo,
+    WorkflowRun, WorkflowVariable,
+};
 pub use writer::{Ack, AuditWriter, UsageAggregator, WriterConfig, spawn_sweeper};
 
 /// Every repository at once: what a backend implements and the conformance suite checks.

@@ -19,6 +19,7 @@ use crate::{
     Redemption, ScyllaStore, SessionCheckpoint, ShardAssignment, StorageError, StoredRow,
     Subscription, Ticket, TicketQuery, TicketRepo, Timestamp, TranscriptMessage, UsageCount,
     UsageRepo, UserExport, VersionedConfig, WebSession, WebSessionRepo, Workflow, WorkflowRepo,
+    WorkflowRun, WorkflowVariable,
 };
 use crate::{AnnouncementRepo, Campaign, Delivery};
 use crate::{AutomodHit, AutomodRepo, Case, ModerationRepo, Timer, TimerRepo};
@@ -156,6 +157,10 @@ metered!("workflows", WorkflowRepo {
     fn workflow(&self, guild_id: u64, workflow_id: u64) -> Option<Workflow>;
     fn workflows(&self, guild_id: u64) -> Vec<Workflow>;
     fn delete_workflow(&self, guild_id: u64, workflow_id: u64) -> bool;
+    fn put_workflow_variables(&self, variables: &[WorkflowVariable]) -> ();
+    fn workflow_variables(&self, guild_id: u64) -> Vec<WorkflowVariable>;
+    fn put_workflow_run(&self, run: &WorkflowRun) -> ();
+    fn workflow_runs(&self, guild_id: u64) -> Vec<WorkflowRun>;
 });
 
 metered!("billing", BillingRepo {

@@ -22,6 +22,8 @@ pub struct PlanLimits {
     pub workflows: u32,
     /// Steps (conditions and actions) in one workflow.
     pub workflow_steps: u32,
+    /// Variables workflows keep between runs: the server's and its members' together.
+    pub workflow_variables: u32,
     pub ticket_categories: u32,
     /// How far back the analytics pages read.
     pub analytics_history_days: u32,
@@ -37,6 +39,7 @@ impl Plan {
                 automod_rules: 5,
                 workflows: 3,
                 workflow_steps: 10,
+                workflow_variables: 200,
                 ticket_categories: 2,
                 analytics_history_days: 7,
                 announcement_schedules: 1,
@@ -45,6 +48,7 @@ impl Plan {
                 automod_rules: 50,
                 workflows: 50,
                 workflow_steps: 50,
+                workflow_variables: 10_000,
                 ticket_categories: 25,
                 analytics_history_days: 365,
                 announcement_schedules: 25,
@@ -79,6 +83,7 @@ mod tests {
         assert!(premium.automod_rules >= free.automod_rules);
         assert!(premium.workflows >= free.workflows);
         assert!(premium.workflow_steps >= free.workflow_steps);
+        assert!(premium.workflow_variables >= free.workflow_variables);
         assert!(premium.ticket_categories >= free.ticket_categories);
         assert!(premium.analytics_history_days >= free.analytics_history_days);
         assert!(premium.announcement_schedules >= free.announcement_schedules);

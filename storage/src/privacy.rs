@@ -470,6 +470,8 @@ pub const BREACH_TABLES: &[(&str, &[&str], Option<&str>)] = &[
     ("billing_inbox", &["user_id"], Some("received_at")),
     // Timers keep no creation time: one stored now was stored during any breach.
     ("timers", &["users"], None),
+    ("workflow_variables", &["user_id"], Some("updated_at")),
+    ("workflow_runs", &["user_id"], Some("at")),
 ];
 
 /// One user a breach touches, and which of the tables hold their data.

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     Account, AuditEntry, AutomodHit, Case, InboxEvent, PremiumSlot, PrivacyFlags, PrivacyRequest,
     Redemption, StorageError, Subscription, Ticket, TimerExport, Timestamp, TranscriptMessage,
-    WebSessionExport, Workflow,
+    WebSessionExport, Workflow, WorkflowRun, WorkflowVariable,
 };
 
 /// Everything stored about one user, for the privacy centre's access and export requests.
@@ -46,6 +46,12 @@ pub struct UserExport {
     /// Payment-provider webhook events about the user (a pending one with its body).
     #[serde(default)]
     pub billing_events: Vec<InboxEvent>,
+    /// Variables workflows keep about the user in a server (a score, a counter).
+    #[serde(default)]
+    pub workflow_variables: Vec<WorkflowVariable>,
+    /// Traces of workflow runs the user's events started.
+    #[serde(default)]
+    pub workflow_runs: Vec<WorkflowRun>,
 }
 
 /// One stored row rendered as text, with its table: what the data-rights tests scan.

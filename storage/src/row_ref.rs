@@ -63,6 +63,18 @@ pub(crate) enum RowRef {
     InboxEvent {
         id: String,
     },
+    /// A workflow variable kept between runs (`user` 0: the server's own).
+    WorkflowVariable {
+        guild: u64,
+        user: u64,
+        name: String,
+    },
+    /// The kept trace of a workflow run.
+    WorkflowRun {
+        guild: u64,
+        workflow: u64,
+        slot: u32,
+    },
 }
 
 impl RowRef {
@@ -89,6 +101,12 @@ impl RowRef {
             } => (10, &[*guild, *message], rule.as_bytes()),
             Self::Timer { guild, id } => (11, &[*guild], id.as_bytes()),
             Self::InboxEvent { id } => (12, &[], id.as_bytes()),
+            Self::WorkflowVariable { guild, user, name } => (13, &[*guild, *user], name.as_bytes()),
+            Self::WorkflowRun {
+                guild,
+                workflow,
+                slot,
+            } => (14, &[*guild, *workflow, u64::from(*slot)], &[]),
         };
         let mut out = Vec::with_capacity(1 + 8 * numbers.len() + tail.len());
         out.push(tag);
@@ -184,6 +202,20 @@ impl RowRef {
             12 => Self::InboxEvent {
                 id: String::from_utf8(rest.to_vec()).map_err(|_| bad())?,
             },
+            13 => Self::WorkflowVariable {
+                guild: n(0)?,
+                user: n(1)?,
+                name: String::from_utf8(rest.get(16..).ok_or_else(bad)?.to_vec())
+                    .map_err(|_| bad())?,
+            },
+            14 => {
+                exact(3)?;
+                Self::WorkflowRun {
+                    guild: n(0)?,
+                    workflow: n(1)?,
+                    slot: u32::try_from(n(2)?).map_err(|_| bad())?,
+                }
+            }
             _ => return Err(bad()),
         })
     }
@@ -252,6 +284,16 @@ mod tests {
             RowRef::InboxEvent {
                 id: "evt_01h".into(),
             },
+            RowRef::WorkflowVariable {
+                guild: 1,
+                user: 0,
+                name: "visits ü".into(),
+            },
+            RowRef::WorkflowRun {
+                guild: 1,
+                workflow: 2,
+                slot: 9,
+            },
         ];
         for row in refs {
             assert_eq!(RowRef::parse(&row.bytes()).unwrap(), row);
@@ -263,5 +305,7 @@ mod tests {
         assert!(RowRef::parse(&[6, 1]).is_err());
         assert!(RowRef::parse(&[10, 1]).is_err());
         assert!(RowRef::parse(&[11, 1]).is_err());
+        assert!(RowRef::parse(&[13, 1]).is_err());
+        assert!(RowRef::parse(&[14, 1]).is_err());
     }
 }

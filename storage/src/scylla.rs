@@ -21,6 +21,7 @@ mod records;
 mod rights;
 mod timers;
 mod web_sessions;
+mod workflow_data;
 
 use std::collections::HashMap;
 use std::future::Future;

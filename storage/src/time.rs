@@ -129,6 +129,11 @@ pub struct Retention {
     pub billing_inbox: Duration,
     /// Moderation cases, counted from the action they record.
     pub cases: Duration,
+    /// Workflows' kept variables (the server's and its members'), counted from their last
+    /// change.
+    pub workflow_variables: Duration,
+    /// Traces of workflow runs, counted from the run: long enough to debug last week's runs.
+    pub workflow_runs: Duration,
 }
 
 impl Retention {
@@ -143,6 +148,10 @@ impl Retention {
         // "Administrative and security logs retained for 1 year".
         billing_inbox: days(365),
         cases: days(365),
+        // The policy names no period: a counter or a member's score unchanged for a year is
+        // stale; a trace is for debugging recent runs.
+        workflow_variables: days(365),
+        workflow_runs: days(7),
     };
 }
 

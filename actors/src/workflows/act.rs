@@ -145,9 +145,22 @@ async fn send(io: &Io, call: Call) -> Result<(), String> {
             let request = http.create_reaction(Id::new(channel), Id::new(message), &emoji);
             io.send("create_reaction", request).await
         }
-        Call::CreateThread { channel, name } => {
+        Call::CreateThread {
+            channel,
+            name,
+            message: None,
+        } => {
             let request = http.create_thread(Id::new(channel), &name, ChannelType::PublicThread);
             io.send("create_thread", request).await
+        }
+        Call::CreateThread {
+            channel,
+            name,
+            message: Some(message),
+        } => {
+            let request =
+                http.create_thread_from_message(Id::new(channel), Id::new(message), &name);
+            io.send("create_thread_from_message", request).await
         }
     };
     result.map(drop).map_err(|err| err.to_string())

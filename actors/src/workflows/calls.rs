@@ -10,7 +10,7 @@ use protonn_storage::{AuditEntry, Plan, StorageError, Timestamp, Workflow, guild
 use serde::Serialize;
 
 use super::model::{Definition, check_calls, limits};
-use super::run::{self, Limits, Start, TraceStep};
+use super::run::{self, Start, TraceStep};
 use super::{Phase, SCHEDULE_PREFIX, Shared, lock};
 use crate::feature::{CallTask, Ctx, premium_allows};
 use crate::guild::Io;
@@ -43,6 +43,7 @@ pub(super) fn answer(
 ) -> Option<CallTask> {
     let io = ctx.io.clone();
     let prefix = ctx.config.prefix.clone();
+    let plan = ctx.plan;
     let call = call.clone();
     let task: CallTask = match call.request.clone() {
         GuildRequest::ListWorkflows => Box::pin(async move {
@@ -51,7 +52,19 @@ pub(super) fn answer(
                 .workflows(io.guild_id().get())
                 .await
                 .map_err(unavailable)?;
-            Ok(GuildResponse::Workflows { workflows })
+            // As the runs see it: the plan the actor holds.
+            let enabled: Vec<(u64, usize)> = workflows
+                .iter()
+                .filter(|w| w.enabled)
+                .filter_map(|w| {
+                    Some((
+                        w.workflow_id,
+                        Definition::from_json(&w.definition).ok()?.steps(),
+                    ))
+                })
+                .collect();
+            let off = super::over_plan(&enabled, plan);
+            Ok(GuildResponse::Workflows { workflows, off })
         }),
         GuildRequest::SaveWorkflow {
             workflow_id,
@@ -87,15 +100,21 @@ pub(super) fn answer(
             workflow_id,
             definition,
             sample,
-        } => Box::pin(async move { dry_run(&io, workflow_id, definition, sample, &prefix).await }),
-        GuildRequest::WorkflowRuns { workflow_id } => {
+        } => Box::pin(async move {
+            dry_run(&io, &shared, workflow_id, definition, sample, &prefix, plan).await
+        }),
+        GuildRequest::WorkflowRuns { workflow_id } => Box::pin(async move {
+            // A fresh actor reads the runs kept in storage first.
+            super::ensure_kept(&io, &shared)
+                .await
+                .map_err(unavailable)?;
             let traces = lock(&shared)
                 .traces
                 .get(&workflow_id)
                 .map(|kept| kept.iter().cloned().collect())
                 .unwrap_or_default();
-            Box::pin(async move { Ok(GuildResponse::WorkflowRuns { traces }) })
-        }
+            Ok(GuildResponse::WorkflowRuns { traces })
+        }),
         _ => return None,
     };
     Some(task)
@@ -293,10 +312,12 @@ async fn audit(io: &Io, call: &GuildCall, workflow: &Workflow, action: &str) {
 /// would have happened, the Discord calls included.
 async fn dry_run(
     io: &Io,
+    shared: &Mutex<Shared>,
     workflow_id: u64,
     definition: Option<String>,
     mut sample: run::EventFacts,
     prefix: &str,
+    plan: Plan,
 ) -> Result<GuildResponse, GuildCallError> {
     let (name, definition) = match definition {
         Some(json) => ("draft".to_owned(), json),
@@ -308,9 +329,11 @@ async fn dry_run(
     let compiled = Definition::from_json(&definition)
         .and_then(|definition| definition.compile(workflow_id, &name))
         .map_err(|e| invalid(e.to_string()))?;
-    let mut active = super::load(io).await.map_err(unavailable)?;
+    let mut workflows = super::load(io).await.map_err(unavailable)?.enabled;
     let compiled = Arc::new(compiled);
-    active.workflows.insert(workflow_id, Arc::clone(&compiled));
+    workflows.insert(workflow_id, Arc::clone(&compiled));
+    // Kept variables are read (never changed) by a dry run.
+    super::ensure_kept(io, shared).await.map_err(unavailable)?;
     if sample.at_ms == 0 {
         sample.at_ms = Timestamp::now().as_millis();
     }
@@ -324,14 +347,20 @@ async fn dry_run(
         },
     };
     let args = args.unwrap_or_default();
-    let result = run::run(
-        &active.workflows,
-        &compiled,
-        &sample,
-        &args,
-        Start::top(),
-        &Limits::default(),
-    );
+    let result = {
+        let guard = lock(shared);
+        let no_vars = super::KeptVars::new();
+        let kept = guard.kept.as_ref().map_or(&no_vars, |kept| &kept.vars);
+        run::run(
+            &workflows,
+            &compiled,
+            &sample,
+            &args,
+            Start::top(),
+            &super::limits_of(plan),
+            kept,
+        )
+    };
     let mut trace = result.trace;
     trace.steps.insert(0, trigger);
     Ok(GuildResponse::WorkflowTrace(trace))

@@ -156,6 +156,10 @@ pub(crate) enum Action {
         channel: Option<u64>,
         name: String,
     },
+    /// A public thread on the event's message (in its channel), named by a template.
+    ThreadFromMessage {
+        name: String,
+    },
     /// A line in a log channel.
     Log {
         channel: u64,
@@ -168,6 +172,28 @@ pub(crate) enum Action {
     },
     /// Adds to a variable of the run (0 if unset).
     IncrementVar {
+        name: String,
+        #[serde(default = "one")]
+        by: i64,
+    },
+    /// Sets a variable the server keeps between runs (`server_var.NAME`).
+    SetServerVar {
+        name: String,
+        value: String,
+    },
+    /// Adds to a variable the server keeps between runs (0 if unset).
+    IncrementServerVar {
+        name: String,
+        #[serde(default = "one")]
+        by: i64,
+    },
+    /// Sets the event's member's variable, kept between runs (`member_var.NAME`).
+    SetMemberVar {
+        name: String,
+        value: String,
+    },
+    /// Adds to the event's member's variable, kept between runs (0 if unset).
+    IncrementMemberVar {
         name: String,
         #[serde(default = "one")]
         by: i64,
@@ -236,6 +262,8 @@ pub(crate) mod limits {
 pub(crate) struct Compiled {
     pub(crate) workflow_id: u64,
     pub(crate) name: String,
+    /// Conditions and actions: what a plan's `workflow_steps` counts.
+    pub(crate) steps: usize,
     pub(crate) trigger: CompiledTrigger,
     pub(crate) conditions: Vec<Cond>,
     pub(crate) actions: Vec<Step>,
@@ -299,16 +327,37 @@ pub(crate) enum Step {
     CreateThread {
         channel: Option<u64>,
         name: Template,
+        from_message: bool,
     },
     Log {
         channel: u64,
         text: Template,
     },
-    SetVar(String, Template),
-    IncrementVar(String, i64),
+    SetVar(VarScope, String, Template),
+    IncrementVar(VarScope, String, i64),
     Wait(u32),
     Call(u64),
     Stop,
+}
+
+/// Whose a variable is: the run's (gone when it ends), or kept between runs by the server,
+/// for itself or for each member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum VarScope {
+    Run,
+    Server,
+    Member,
+}
+
+impl VarScope {
+    /// The name templates read it under (`var.x`, `server_var.x`, `member_var.x`).
+    pub(crate) fn prefix(self) -> &'static str {
+        match self {
+            VarScope::Run => "var",
+            VarScope::Server => "server_var",
+            VarScope::Member => "member_var",
+        }
+    }
 }
 
 /// Why a definition is refused. The message is shown to the admin as is.
@@ -436,6 +485,7 @@ impl Definition {
         Ok(Compiled {
             workflow_id,
             name: name.to_owned(),
+            steps: self.steps(),
             trigger,
             conditions,
             actions,
@@ -577,7 +627,7 @@ fn known_name(path: &[String]) -> bool {
         | ["args", "count" | "all"]
         | ["now", "unix" | "hour" | "minute" | "weekday"] => true,
         ["args", n] => n.parse::<usize>().is_ok_and(|n| n >= 1),
-        ["var", name] => name.len() <= limits::VAR_NAME_CHARS,
+        ["var" | "server_var" | "member_var", name] => name.len() <= limits::VAR_NAME_CHARS,
         _ => false,
     }
 }
@@ -653,15 +703,41 @@ fn compile_action(action: &Action, field: &str) -> Result<Step, DefinitionError>
         Action::CreateThread { channel, name } => Step::CreateThread {
             channel: *channel,
             name: text("create_thread.name", name)?,
+            from_message: false,
+        },
+        Action::ThreadFromMessage { name } => Step::CreateThread {
+            channel: None,
+            name: text("thread_from_message.name", name)?,
+            from_message: true,
         },
         Action::Log { channel, text: t } => Step::Log {
             channel: *channel,
             text: text("log.text", t)?,
         },
-        Action::SetVar { name, value } => {
-            Step::SetVar(var_name(field, name)?, text("set_var.value", value)?)
+        Action::SetVar { name, value } => Step::SetVar(
+            VarScope::Run,
+            var_name(field, name)?,
+            text("set_var.value", value)?,
+        ),
+        Action::IncrementVar { name, by } => {
+            Step::IncrementVar(VarScope::Run, var_name(field, name)?, *by)
         }
-        Action::IncrementVar { name, by } => Step::IncrementVar(var_name(field, name)?, *by),
+        Action::SetServerVar { name, value } => Step::SetVar(
+            VarScope::Server,
+            var_name(field, name)?,
+            text("set_server_var.value", value)?,
+        ),
+        Action::IncrementServerVar { name, by } => {
+            Step::IncrementVar(VarScope::Server, var_name(field, name)?, *by)
+        }
+        Action::SetMemberVar { name, value } => Step::SetVar(
+            VarScope::Member,
+            var_name(field, name)?,
+            text("set_member_var.value", value)?,
+        ),
+        Action::IncrementMemberVar { name, by } => {
+            Step::IncrementVar(VarScope::Member, var_name(field, name)?, *by)
+        }
         Action::Wait { seconds } => {
             if !(1..=limits::WAIT_SECONDS).contains(seconds) {
                 return invalid(format!(
@@ -719,7 +795,10 @@ mod tests {
             CompiledTrigger::Message { contains: Some(ref c), channel: Some(5), .. } if c == "hello"
         ));
         assert_eq!(compiled.actions.len(), 5);
-        assert!(matches!(compiled.actions[2], Step::IncrementVar(_, 1)));
+        assert!(matches!(
+            compiled.actions[2],
+            Step::IncrementVar(VarScope::Run, _, 1)
+        ));
     }
 
     #[test]

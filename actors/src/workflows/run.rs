@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::model::{CompareOp, Compiled, CompiledTrigger, Cond, Step};
+use super::model::{CompareOp, Compiled, CompiledTrigger, Cond, Step, VarScope};
 use super::template::{EvalError, Scope, Template, Value};
 
 /// The sandbox's limits of one run (a run includes the workflows it calls).
@@ -30,6 +30,9 @@ pub(crate) struct Limits {
     pub(crate) message_chars: usize,
     /// Bytes of template output in one run.
     pub(crate) output_bytes: usize,
+    /// Variables the guild may keep between runs (its plan's), the server's and its
+    /// members' together.
+    pub(crate) kept_variables: usize,
 }
 
 impl Default for Limits {
@@ -40,6 +43,7 @@ impl Default for Limits {
             api_calls: 10,
             message_chars: 2_000,
             output_bytes: 25 * 1024,
+            kept_variables: protonn_storage::Plan::Free.limits().workflow_variables as usize,
         }
     }
 }
@@ -60,10 +64,12 @@ pub enum Limit {
     Rate,
     /// The guild has as many runs waiting (durable waits) as it may.
     Waits,
+    /// The guild keeps as many variables as its plan allows.
+    Variables,
 }
 
 impl Limit {
-    pub const LABELS: [&'static str; 9] = [
+    pub const LABELS: [&'static str; 10] = [
         "fuel",
         "deadline",
         "api_calls",
@@ -73,6 +79,7 @@ impl Limit {
         "fanout",
         "rate",
         "waits",
+        "variables",
     ];
 
     pub fn label(self) -> &'static str {
@@ -86,6 +93,7 @@ impl Limit {
             Limit::Fanout => "fanout",
             Limit::Rate => "rate",
             Limit::Waits => "waits",
+            Limit::Variables => "variables",
         }
     }
 }
@@ -182,6 +190,9 @@ pub(crate) enum Call {
     CreateThread {
         channel: u64,
         name: String,
+        /// The message it starts from (the thread takes its id), if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<u64>,
     },
 }
 
@@ -250,6 +261,11 @@ pub struct Trace {
 /// A run's variables (`var.NAME`): they live for the run, its waits and the workflows it calls.
 pub(crate) type Vars = BTreeMap<String, Value>;
 
+/// Whose a kept variable is (a member's id, 0 for the server's) and its name.
+pub(crate) type KeptKey = (u64, String);
+/// The variables a guild keeps between runs, as its workflows' state holds them.
+pub(crate) type KeptVars = HashMap<KeptKey, Value>;
+
 /// Where a run starts: from the top, or after a wait.
 pub(crate) struct Start {
     pub(crate) step: usize,
@@ -275,6 +291,9 @@ pub(crate) struct Run {
     pub(crate) calls: Vec<Call>,
     /// For [`Outcome::Waiting`]: the next action and the variables.
     pub(crate) resume: Option<(usize, Vars)>,
+    /// Kept variables the run changed, with their new values: the guild's state takes them
+    /// and stores them (also when the run stopped later: what it did stands).
+    pub(crate) kept: BTreeMap<KeptKey, Value>,
 }
 
 /// Whether the trigger fires for the event, and the command's arguments if it is one.
@@ -368,12 +387,15 @@ pub(crate) fn run(
     args: &[String],
     start: Start,
     limits: &Limits,
+    kept: &KeptVars,
 ) -> Run {
     let mut runner = Runner {
         workflows,
         facts,
         args,
         limits,
+        kept,
+        kept_writes: BTreeMap::new(),
         started: Instant::now(),
         fuel_left: limits.fuel,
         api_calls: 0,
@@ -401,6 +423,7 @@ pub(crate) fn run(
         },
         calls: runner.calls,
         resume: runner.resume,
+        kept: runner.kept_writes,
     }
 }
 
@@ -414,6 +437,8 @@ struct Runner<'a> {
     facts: &'a EventFacts,
     args: &'a [String],
     limits: &'a Limits,
+    kept: &'a KeptVars,
+    kept_writes: BTreeMap<KeptKey, Value>,
     started: Instant,
     fuel_left: u32,
     api_calls: u32,
@@ -689,8 +714,17 @@ impl Runner<'_> {
                     }),
                 )
             }
-            Step::CreateThread { channel: c, name } => {
-                let channel = channel(*c)?;
+            Step::CreateThread {
+                channel: c,
+                name,
+                from_message,
+            } => {
+                let (channel, message) = if *from_message {
+                    let (message, channel) = message()?;
+                    (channel, Some(message))
+                } else {
+                    (channel(*c)?, None)
+                };
                 let name = self.text(name)?;
                 if !(1..=THREAD_NAME_CHARS).contains(&name.chars().count()) {
                     return Err(Outcome::Failed(format!(
@@ -698,9 +732,14 @@ impl Runner<'_> {
                         name.chars().count()
                     )));
                 }
+                let on = message.map_or(String::new(), |m| format!(" on message {m}"));
                 (
-                    format!("create thread in <#{channel}>: {name}"),
-                    Some(Call::CreateThread { channel, name }),
+                    format!("create thread in <#{channel}>{on}: {name}"),
+                    Some(Call::CreateThread {
+                        channel,
+                        name,
+                        message,
+                    }),
                 )
             }
             Step::Log { channel, text } => {
@@ -713,25 +752,25 @@ impl Runner<'_> {
                     }),
                 )
             }
-            Step::SetVar(name, value) => {
+            Step::SetVar(scope, name, value) => {
                 let value = self.value(value)?;
-                let detail = format!("var.{name} = {value}");
-                self.vars.insert(name.clone(), value);
+                let detail = format!("{}.{name} = {value}", scope.prefix());
+                self.set_var(*scope, name, value)?;
                 (detail, None)
             }
-            Step::IncrementVar(name, by) => {
-                let current = match self.vars.get(name) {
-                    None => 0,
-                    Some(Value::Int(n)) => *n,
-                    Some(Value::Text(text)) => text.trim().parse().map_err(|_| {
-                        Outcome::Failed(format!("var.{name} is \"{text}\", not a number"))
+            Step::IncrementVar(scope, name, by) => {
+                let prefix = scope.prefix();
+                let current = match self.var(*scope, name) {
+                    Value::Int(n) => n,
+                    Value::Text(text) => text.trim().parse().map_err(|_| {
+                        Outcome::Failed(format!("{prefix}.{name} is \"{text}\", not a number"))
                     })?,
                 };
                 let next = current
                     .checked_add(*by)
-                    .ok_or_else(|| Outcome::Failed(format!("var.{name} is too large")))?;
-                self.vars.insert(name.clone(), Value::Int(next));
-                (format!("var.{name} = {next}"), None)
+                    .ok_or_else(|| Outcome::Failed(format!("{prefix}.{name} is too large")))?;
+                self.set_var(*scope, name, Value::Int(next))?;
+                (format!("{prefix}.{name} = {next}"), None)
             }
             Step::Wait(seconds) => {
                 self.note(at.to_owned(), format!("wait {seconds} s"));
@@ -763,6 +802,65 @@ impl Runner<'_> {
         }
         self.note(at.to_owned(), detail);
         Ok(Flow::Next)
+    }
+}
+
+impl Runner<'_> {
+    /// Whose a kept variable of `scope` is: the server's (0) or the event's member's.
+    fn owner(&self, scope: VarScope) -> Option<u64> {
+        match scope {
+            VarScope::Run => None,
+            VarScope::Server => Some(0),
+            VarScope::Member => self.facts.user_id,
+        }
+    }
+
+    /// A variable's value, 0 if unset (a member's too when the event has no member).
+    fn var(&self, scope: VarScope, name: &str) -> Value {
+        let value = match (scope, self.owner(scope)) {
+            (VarScope::Run, _) => self.vars.get(name).cloned(),
+            (_, Some(owner)) => {
+                let key = (owner, name.to_owned());
+                self.kept_writes
+                    .get(&key)
+                    .or_else(|| self.kept.get(&key))
+                    .cloned()
+            }
+            (_, None) => None,
+        };
+        value.unwrap_or(Value::Int(0))
+    }
+
+    /// Sets a variable; a kept one within the guild's count and the store's size.
+    fn set_var(&mut self, scope: VarScope, name: &str, value: Value) -> Result<(), Outcome> {
+        if scope == VarScope::Run {
+            self.vars.insert(name.to_owned(), value);
+            return Ok(());
+        }
+        let owner = self
+            .owner(scope)
+            .ok_or_else(|| Outcome::Failed("this event has no member".into()))?;
+        let bytes = serde_json::to_string(&value).map_or(usize::MAX, |json| json.len());
+        if bytes > protonn_storage::WORKFLOW_VARIABLE_MAX_BYTES {
+            return Err(Outcome::Failed(format!(
+                "{}.{name}: a kept variable holds at most {} bytes",
+                scope.prefix(),
+                protonn_storage::WORKFLOW_VARIABLE_MAX_BYTES
+            )));
+        }
+        let key = (owner, name.to_owned());
+        if !self.kept.contains_key(&key) && !self.kept_writes.contains_key(&key) {
+            let new = self
+                .kept_writes
+                .keys()
+                .filter(|key| !self.kept.contains_key(*key))
+                .count();
+            if self.kept.len() + new >= self.limits.kept_variables {
+                return Err(Outcome::Limit(Limit::Variables));
+            }
+        }
+        self.kept_writes.insert(key, value);
+        Ok(())
     }
 }
 
@@ -813,7 +911,9 @@ impl Scope for Runner<'_> {
                 .ok()
                 .filter(|&n| n >= 1)
                 .map(|n| Value::Text(self.args.get(n - 1).cloned().unwrap_or_default())),
-            ["var", name] => Some(self.vars.get(*name).cloned().unwrap_or(Value::Int(0))),
+            ["var", name] => Some(self.var(VarScope::Run, name)),
+            ["server_var", name] => Some(self.var(VarScope::Server, name)),
+            ["member_var", name] => Some(self.var(VarScope::Member, name)),
             ["now", "unix"] => Some(Value::Int(now_secs)),
             ["now", "hour"] => Some(Value::Int(now_secs.rem_euclid(86_400) / 3_600)),
             ["now", "minute"] => Some(Value::Int(now_secs.rem_euclid(3_600) / 60)),
@@ -861,7 +961,15 @@ mod tests {
 
     fn run_one(workflow: &Arc<Compiled>, facts: &EventFacts, limits: &Limits) -> Run {
         let all = Workflows::from([(workflow.workflow_id, Arc::clone(workflow))]);
-        run(&all, workflow, facts, &[], Start::top(), limits)
+        run(
+            &all,
+            workflow,
+            facts,
+            &[],
+            Start::top(),
+            limits,
+            &KeptVars::new(),
+        )
     }
 
     #[test]
@@ -1086,7 +1194,15 @@ mod tests {
             user_id: Some(4),
             ..EventFacts::default()
         };
-        let first = run(&all, &caller, &join, &[], Start::top(), &Limits::default());
+        let first = run(
+            &all,
+            &caller,
+            &join,
+            &[],
+            Start::top(),
+            &Limits::default(),
+            &KeptVars::new(),
+        );
         assert_eq!(first.trace.outcome, Outcome::Waiting { seconds: 600 });
         assert_eq!(
             first.calls,
@@ -1109,7 +1225,15 @@ mod tests {
             vars,
             check_conditions: false,
         };
-        let second = run(&all, &caller, &join, &[], start, &Limits::default());
+        let second = run(
+            &all,
+            &caller,
+            &join,
+            &[],
+            start,
+            &Limits::default(),
+            &KeptVars::new(),
+        );
         assert_eq!(second.trace.outcome, Outcome::Completed);
         assert_eq!(
             second.calls,
@@ -1127,9 +1251,83 @@ mod tests {
             &[],
             Start::top(),
             &Limits::default(),
+            &KeptVars::new(),
         );
         assert!(
             matches!(run.trace.outcome, Outcome::Failed(ref why) if why.contains("workflow 2"))
+        );
+    }
+
+    #[test]
+    fn kept_variables_are_read_changed_and_held_to_the_guilds_count() {
+        let workflow = compiled(
+            1,
+            r#"{"trigger": {"command": {"name": "visit"}}, "actions": [
+                {"increment_server_var": {"name": "visits"}},
+                {"set_member_var": {"name": "last", "value": "{server_var.visits}"}},
+                {"reply": {"text": "{server_var.visits} {member_var.last} {member_var.other}"}}
+            ]}"#,
+        );
+        let facts = message("!visit");
+        let member = facts.user_id.unwrap();
+        let all = Workflows::from([(1, Arc::clone(&workflow))]);
+        let kept = KeptVars::from([((0, "visits".to_owned()), Value::Int(41))]);
+        let first = run(
+            &all,
+            &workflow,
+            &facts,
+            &[],
+            Start::top(),
+            &Limits::default(),
+            &kept,
+        );
+        assert_eq!(first.trace.outcome, Outcome::Completed);
+        assert_eq!(
+            first.calls[0],
+            Call::Reply {
+                channel: 5,
+                message: 99,
+                content: "42 42 0".into()
+            }
+        );
+        assert_eq!(
+            first.kept.into_iter().collect::<Vec<_>>(),
+            [
+                ((0, "visits".to_owned()), Value::Int(42)),
+                ((member, "last".to_owned()), Value::Int(42)),
+            ]
+        );
+
+        // The guild keeps as many as its plan allows: a new one past it stops the run.
+        let full = Limits {
+            kept_variables: 1,
+            ..Limits::default()
+        };
+        let second = run(&all, &workflow, &facts, &[], Start::top(), &full, &kept);
+        assert_eq!(second.trace.outcome, Outcome::Limit(Limit::Variables));
+        assert_eq!(
+            second.kept.keys().collect::<Vec<_>>(),
+            [&(0, "visits".to_owned())],
+            "what it changed before stands"
+        );
+        // A member's variable needs a member.
+        let schedule = EventFacts {
+            kind: EventKind::Schedule,
+            channel_id: Some(5),
+            ..EventFacts::default()
+        };
+        let third = run(
+            &all,
+            &workflow,
+            &schedule,
+            &[],
+            Start::top(),
+            &Limits::default(),
+            &kept,
+        );
+        assert_eq!(
+            third.trace.outcome,
+            Outcome::Failed("this event has no member".into())
         );
     }
 

@@ -16,7 +16,7 @@ use crate::{
     Account, AccountRepo, BillingRepo, ClusterRepo, LeaderAnnouncement, Lease, NodeRecord,
     PromoCode, Redemption, Retention, SessionCheckpoint, ShardAssignment, StorageError,
     Subscription, Ticket, TicketQuery, TicketRepo, Timestamp, TranscriptMessage, Workflow,
-    WorkflowRepo, lease,
+    WorkflowRepo, WorkflowRun, WorkflowVariable, lease,
 };
 
 /// The key of the one row of `leader_announcement`.
@@ -403,7 +403,8 @@ impl WorkflowRepo for EmbeddedStore {
     }
 
     async fn delete_workflow(&self, guild_id: u64, workflow_id: u64) -> Result<bool, StorageError> {
-        self.write(move |txn, _| {
+        self.write(move |txn, retention| {
+            super::workflow_data::delete_runs(txn, guild_id, Some(workflow_id), retention)?;
             let previous = open(txn, WORKFLOWS)?
                 .remove((guild_id, workflow_id))
                 .map_err(e)?
@@ -420,6 +421,28 @@ impl WorkflowRepo for EmbeddedStore {
             Ok(true)
         })
         .await
+    }
+
+    async fn put_workflow_variables(
+        &self,
+        variables: &[WorkflowVariable],
+    ) -> Result<(), StorageError> {
+        self.write_workflow_variables(variables).await
+    }
+
+    async fn workflow_variables(
+        &self,
+        guild_id: u64,
+    ) -> Result<Vec<WorkflowVariable>, StorageError> {
+        self.read_workflow_variables(guild_id).await
+    }
+
+    async fn put_workflow_run(&self, run: &WorkflowRun) -> Result<(), StorageError> {
+        self.write_workflow_run(run).await
+    }
+
+    async fn workflow_runs(&self, guild_id: u64) -> Result<Vec<WorkflowRun>, StorageError> {
+        self.read_workflow_runs(guild_id).await
     }
 }
 

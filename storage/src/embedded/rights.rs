@@ -8,6 +8,7 @@ use super::moderation::CASES;
 use super::records::{
     StoredPromo, account_expiry, ticket_expiry, user_refs, write_subscription, write_workflow,
 };
+use super::workflow_data::{WORKFLOW_RUNS, WORKFLOW_VARIABLES};
 use super::{
     ACCOUNTS, ASSIGNMENTS, AUDIT, CHECKPOINTS, CLUSTER_META, CONFIG_HISTORY, EXPIRY, EmbeddedStore,
     GUILD_CONFIG, GUILD_DEPARTURES, LEADER_ANNOUNCEMENT, LEASES, NODES, PROMOS, REDEMPTIONS,
@@ -18,6 +19,7 @@ use super::{
 use crate::automod::{hit_expiry, hit_ref};
 use crate::moderation::{case_ref, case_users};
 use crate::timers::timer_ref;
+use crate::workflows::{run_expiry, run_ref, variable_expiry, variable_ref};
 use crate::{
     Account, AuditEntry, Case, DataRights, Redemption, Retention, StorageError, StoredRow,
     Subscription, Ticket, Timer, TimerExport, Timestamp, TranscriptMessage, UserExport,
@@ -171,6 +173,16 @@ fn remove_row(
         RowRef::InboxEvent { id } => {
             Ok(u64::from(super::premium::remove_event(txn, id, retention)?))
         }
+        RowRef::WorkflowVariable { guild, user, name } => Ok(u64::from(
+            super::workflow_data::remove_variable(txn, *guild, *user, name, retention)?,
+        )),
+        RowRef::WorkflowRun {
+            guild,
+            workflow,
+            slot,
+        } => Ok(u64::from(super::workflow_data::remove_run(
+            txn, *guild, *workflow, *slot, retention,
+        )?)),
     }
 }
 
@@ -273,6 +285,22 @@ impl DataRights for EmbeddedStore {
                             .billing_events
                             .extend(read_row(txn, inbox, id.as_str())?);
                     }
+                    RowRef::WorkflowVariable { guild, user, name } => {
+                        export.workflow_variables.extend(read_row(
+                            txn,
+                            WORKFLOW_VARIABLES,
+                            (guild, user, name.as_str()),
+                        )?)
+                    }
+                    RowRef::WorkflowRun {
+                        guild,
+                        workflow,
+                        slot,
+                    } => export.workflow_runs.extend(read_row(
+                        txn,
+                        WORKFLOW_RUNS,
+                        (guild, workflow, slot),
+                    )?),
                 }
             }
             export.web_sessions = super::web_sessions::stored_of(txn, user_id)?
@@ -393,6 +421,7 @@ impl DataRights for EmbeddedStore {
             }
             touched += super::moderation::delete_guild_cases(txn, guild_id, retention)?;
             touched += super::automod::delete_guild_hits(txn, guild_id)?;
+            touched += super::workflow_data::delete_guild_data(txn, guild_id, retention)?;
             touched += super::timers::delete_guild_timers(txn, guild_id)?;
             {
                 let mut table = open(txn, CONFIG_HISTORY)?;
@@ -627,6 +656,8 @@ impl DataRights for EmbeddedStore {
             dump_json!(CASES);
             dump_json!(AUTOMOD_HITS);
             dump_json!(super::timers::TIMERS);
+            dump_json!(WORKFLOW_VARIABLES);
+            dump_json!(WORKFLOW_RUNS);
             dump_json!(super::announcements::CAMPAIGNS);
             dump_json!(super::announcements::DELIVERIES);
             let by_user = super::web_sessions::WEB_SESSIONS_BY_USER;
@@ -774,6 +805,19 @@ impl EmbeddedStore {
             for hit in super::automod::all_hits(txn)? {
                 expect(&hit_ref(&hit), &[hit.user_id], Some(hit_expiry(&hit)));
             }
+            let (variables, runs) = super::workflow_data::all(txn)?;
+            for variable in &variables {
+                let expires = variable_expiry(variable, retention);
+                expect(
+                    &variable_ref(variable),
+                    variable.user_id.as_slice(),
+                    Some(expires),
+                );
+            }
+            for run in &runs {
+                let expires = run_expiry(run, retention);
+                expect(&run_ref(run), run.user_id.as_slice(), Some(expires));
+            }
             for item in open_read(txn, CASES)?.iter().map_err(e)? {
                 let case: Case = from_json("cases", item.map_err(e)?.1.value())?;
                 let expires = Some(crate::moderation::case_expiry(&case, retention));
@@ -879,6 +923,20 @@ impl EmbeddedStore {
                     }
                     RowRef::InboxEvent { id } => open_read(txn, super::premium::INBOX)?
                         .get(id.as_str())
+                        .map_err(e)?
+                        .is_some(),
+                    RowRef::WorkflowVariable { guild, user, name } => {
+                        open_read(txn, WORKFLOW_VARIABLES)?
+                            .get((*guild, *user, name.as_str()))
+                            .map_err(e)?
+                            .is_some()
+                    }
+                    RowRef::WorkflowRun {
+                        guild,
+                        workflow,
+                        slot,
+                    } => open_read(txn, WORKFLOW_RUNS)?
+                        .get((*guild, *workflow, *slot))
                         .map_err(e)?
                         .is_some(),
                 })

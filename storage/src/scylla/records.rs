@@ -23,7 +23,7 @@ use crate::{
     GuildConfig, GuildConfigRepo, LeaderAnnouncement, Lease, NodeRecord, PromoCode, Redemption,
     SessionCheckpoint, ShardAssignment, StorageError, Subscription, Ticket, TicketQuery,
     TicketRepo, Timestamp, TranscriptMessage, UsageCount, UsageRepo, VersionedConfig, Workflow,
-    WorkflowRepo, lease,
+    WorkflowRepo, WorkflowRun, WorkflowVariable, lease,
 };
 
 /// Concurrent requests one call keeps in flight (batches of audit rows, usage deltas).
@@ -1010,6 +1010,7 @@ impl WorkflowRepo for ScyllaStore {
     }
 
     async fn delete_workflow(&self, guild_id: u64, workflow_id: u64) -> Result<bool, StorageError> {
+        self.delete_workflow_runs(guild_id, workflow_id).await?;
         let Some(old) = self.get_workflow(guild_id, workflow_id).await? else {
             return Ok(false);
         };
@@ -1027,6 +1028,28 @@ impl WorkflowRepo for ScyllaStore {
             self.drop_ref(author, &row).await?;
         }
         Ok(true)
+    }
+
+    async fn put_workflow_variables(
+        &self,
+        variables: &[WorkflowVariable],
+    ) -> Result<(), StorageError> {
+        self.write_workflow_variables(variables).await
+    }
+
+    async fn workflow_variables(
+        &self,
+        guild_id: u64,
+    ) -> Result<Vec<WorkflowVariable>, StorageError> {
+        self.read_workflow_variables(guild_id).await
+    }
+
+    async fn put_workflow_run(&self, run: &WorkflowRun) -> Result<(), StorageError> {
+        self.write_workflow_run(run).await
+    }
+
+    async fn workflow_runs(&self, guild_id: u64) -> Result<Vec<WorkflowRun>, StorageError> {
+        self.read_workflow_runs(guild_id).await
     }
 }
 

@@ -44,6 +44,8 @@ const TABLES: &[&str] = &[
     "announce_deliveries",
     "timers",
     "timers_by_guild",
+    "workflow_variables",
+    "workflow_runs",
 ];
 
 impl ScyllaStore {
@@ -238,6 +240,9 @@ impl ScyllaStore {
             },
             RowRef::Timer { guild, id } => Ok(u64::from(self.cancel_timer(*guild, id).await?)),
             RowRef::InboxEvent { id } => Ok(u64::from(self.remove_event(id).await?)),
+            RowRef::WorkflowVariable { .. } | RowRef::WorkflowRun { .. } => {
+                self.remove_workflow_row(row).await
+            }
         }
     }
 }
@@ -312,6 +317,16 @@ impl DataRights for ScyllaStore {
                 RowRef::InboxEvent { id } => {
                     export.billing_events.extend(self.inbox_doc(&id).await?);
                 }
+                RowRef::WorkflowVariable { guild, user, name } => export
+                    .workflow_variables
+                    .extend(self.workflow_variable(guild, user, &name).await?),
+                RowRef::WorkflowRun {
+                    guild,
+                    workflow,
+                    slot,
+                } => export
+                    .workflow_runs
+                    .extend(self.workflow_run(guild, workflow, slot).await?),
             }
         }
         // Expired sessions are gone (TTL): every stored one is listed.
@@ -415,6 +430,7 @@ impl DataRights for ScyllaStore {
         touched += u64::from(config.applied);
         touched += self.delete_guild_cases(guild_id).await?;
         touched += self.delete_guild_hits(guild_id).await?;
+        touched += self.delete_guild_workflow_data(guild_id).await?;
         touched += self.delete_guild_timers(guild_id).await?;
         self.execute(
             "DELETE FROM {ks}.guild_config_history WHERE guild_id = ?",
@@ -663,6 +679,14 @@ impl DataRights for ScyllaStore {
                 "timers" => self.select("SELECT JSON * FROM {ks}.timers", ()).await?,
                 "timers_by_guild" => {
                     self.select("SELECT JSON * FROM {ks}.timers_by_guild", ())
+                        .await?
+                }
+                "workflow_variables" => {
+                    self.select("SELECT JSON * FROM {ks}.workflow_variables", ())
+                        .await?
+                }
+                "workflow_runs" => {
+                    self.select("SELECT JSON * FROM {ks}.workflow_runs", ())
                         .await?
                 }
                 "nodes" => self.select("SELECT JSON * FROM {ks}.nodes", ()).await?,

@@ -11,7 +11,8 @@ use protonn_storage::{
     NodeRecord, Plan, PremiumSlot, PreparedExport, PrivacyFlags, PrivacyRequest, PromoCode,
     RequestKind, Retention, SessionCheckpoint, StorageError, Store, Subscription,
     SubscriptionStatus, Ticket, TicketQuery, Timer, Timestamp, TranscriptAttachment,
-    TranscriptMessage, UsageAggregator, UsageCount, WebSession, Workflow, WriterConfig, privacy,
+    TranscriptMessage, UsageAggregator, UsageCount, WebSession, Workflow, WorkflowRun,
+    WorkflowVariable, WriterConfig, privacy,
 };
 
 /// Distinctive ids, so a scan for their digits finds nothing by accident.
@@ -86,6 +87,27 @@ fn workflow(guild_id: u64, workflow_id: u64, created_by: u64) -> Workflow {
         enabled: true,
         definition: r#"{"trigger":"member.join"}"#.into(),
         updated_at: Timestamp::now(),
+    }
+}
+
+fn variable(guild_id: u64, user_id: Option<u64>, name: &str, value: &str) -> WorkflowVariable {
+    WorkflowVariable {
+        guild_id,
+        user_id,
+        name: name.into(),
+        value: value.into(),
+        updated_at: Timestamp::now(),
+    }
+}
+
+fn run(guild_id: u64, workflow_id: u64, slot: u32, user_id: Option<u64>) -> WorkflowRun {
+    WorkflowRun {
+        guild_id,
+        workflow_id,
+        slot,
+        user_id,
+        at: Timestamp::now(),
+        trace: r#"{"steps":[{"at":"actions[0]","detail":"send"}]}"#.into(),
     }
 }
 
@@ -538,6 +560,229 @@ pub(crate) async fn tickets_are_numbered_once_and_limited_per_opener<S: Store + 
     );
 }
 
+/// Workflows' variables: the server's and each member's, replaced by name, refused (all of
+/// a batch) when malformed, not written past retention, gone when it passes, listed in a
+/// member's export and erased with them, the server's kept.
+pub(crate) async fn workflow_variables_are_kept_replaced_and_erased<S: Store + Clone>(store: S) {
+    store
+        .put_workflow_variables(&[
+            variable(GUILD, None, "count", "1"),
+            variable(GUILD, Some(USER), "score", "5"),
+            variable(GUILD, Some(OTHER_USER), "score", "7"),
+            variable(OTHER_GUILD, None, "count", "9"),
+        ])
+        .await
+        .unwrap();
+    store
+        .put_workflow_variables(&[variable(GUILD, None, "count", "2")])
+        .await
+        .unwrap();
+    let values = |variables: Vec<WorkflowVariable>| {
+        let mut values: Vec<(Option<u64>, String, String)> = variables
+            .into_iter()
+            .map(|v| (v.user_id, v.name, v.value))
+            .collect();
+        values.sort();
+        values
+    };
+    let expected = vec![
+        (None, "count".to_owned(), "2".to_owned()),
+        (Some(OTHER_USER), "score".to_owned(), "7".to_owned()),
+        (Some(USER), "score".to_owned(), "5".to_owned()),
+    ];
+    let mut sorted = expected.clone();
+    sorted.sort();
+    assert_eq!(
+        values(store.workflow_variables(GUILD).await.unwrap()),
+        sorted
+    );
+
+    // Refused whole: nothing of a bad batch is written.
+    let long = "x".repeat(protonn_storage::WORKFLOW_VARIABLE_MAX_BYTES + 1);
+    for bad in [
+        vec![
+            variable(GUILD, None, "fresh", "1"),
+            variable(GUILD, None, "", "1"),
+        ],
+        vec![variable(GUILD, None, "fresh", &long)],
+        vec![variable(GUILD, Some(0), "fresh", "1")],
+        vec![variable(GUILD, None, &"n".repeat(33), "1")],
+        vec![
+            variable(GUILD, None, "fresh", "1");
+            protonn_storage::WORKFLOW_VARIABLES_PER_WRITE + 1
+        ],
+    ] {
+        assert!(matches!(
+            store.put_workflow_variables(&bad).await,
+            Err(StorageError::Invalid(_))
+        ));
+    }
+    assert_eq!(
+        values(store.workflow_variables(GUILD).await.unwrap()),
+        sorted
+    );
+
+    // Past retention: not written; a few seconds from it: gone when they pass.
+    let retention = Retention::POLICY.workflow_variables;
+    let now = Timestamp::now();
+    let mut stale = variable(GUILD, Some(USER), "stale", "1");
+    stale.updated_at = now.saturating_sub(retention);
+    let mut fading = variable(GUILD, Some(USER), "fading", "1");
+    fading.updated_at = now
+        .saturating_sub(retention)
+        .saturating_add(Duration::from_secs(2));
+    store
+        .put_workflow_variables(&[stale, fading])
+        .await
+        .unwrap();
+    let names = |variables: Vec<WorkflowVariable>| {
+        variables.into_iter().map(|v| v.name).collect::<Vec<_>>()
+    };
+    assert!(!names(store.workflow_variables(GUILD).await.unwrap()).contains(&"stale".into()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while names(store.workflow_variables(GUILD).await.unwrap()).contains(&"fading".into()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a variable outlived its retention"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    store.sweep_expired(Timestamp::now()).await.unwrap();
+
+    let export = store.export_user(USER).await.unwrap();
+    assert_eq!(names(export.workflow_variables), ["score"]);
+    store.delete_user(USER).await.unwrap();
+    assert!(
+        store
+            .export_user(USER)
+            .await
+            .unwrap()
+            .workflow_variables
+            .is_empty()
+    );
+    let left = values(store.workflow_variables(GUILD).await.unwrap());
+    assert_eq!(
+        left,
+        [
+            (None, "count".to_owned(), "2".to_owned()),
+            (Some(OTHER_USER), "score".to_owned(), "7".to_owned()),
+        ]
+    );
+    store.delete_guild(GUILD).await.unwrap();
+    assert!(store.workflow_variables(GUILD).await.unwrap().is_empty());
+    assert!(
+        store
+            .export_user(OTHER_USER)
+            .await
+            .unwrap()
+            .workflow_variables
+            .is_empty()
+    );
+    assert_eq!(
+        store.workflow_variables(OTHER_GUILD).await.unwrap().len(),
+        1
+    );
+}
+
+/// Runs' traces: a slot written again holds the newer run (and its member), bad ones are
+/// refused, one past retention is not kept, and a deleted workflow takes its runs along.
+pub(crate) async fn workflow_runs_keep_a_ring_of_slots_and_go_with_their_workflow<
+    S: Store + Clone,
+>(
+    store: S,
+) {
+    store
+        .put_workflow(&workflow(GUILD, 1, OTHER_USER))
+        .await
+        .unwrap();
+    for (slot, user) in [(0, Some(USER)), (1, Some(OTHER_USER)), (2, None)] {
+        store
+            .put_workflow_run(&run(GUILD, 1, slot, user))
+            .await
+            .unwrap();
+    }
+    store
+        .put_workflow_run(&run(GUILD, 2, 0, Some(USER)))
+        .await
+        .unwrap();
+    store
+        .put_workflow_run(&run(OTHER_GUILD, 1, 0, Some(USER)))
+        .await
+        .unwrap();
+    let slots = |runs: Vec<WorkflowRun>| {
+        let mut slots: Vec<(u64, u32, Option<u64>)> = runs
+            .into_iter()
+            .map(|r| (r.workflow_id, r.slot, r.user_id))
+            .collect();
+        slots.sort();
+        slots
+    };
+    assert_eq!(
+        slots(store.workflow_runs(GUILD).await.unwrap()),
+        [
+            (1, 0, Some(USER)),
+            (1, 1, Some(OTHER_USER)),
+            (1, 2, None),
+            (2, 0, Some(USER)),
+        ]
+    );
+    assert_eq!(
+        store.export_user(USER).await.unwrap().workflow_runs.len(),
+        3
+    );
+    // Slot 0 now holds another member's run: it is no longer the first member's.
+    store
+        .put_workflow_run(&run(GUILD, 1, 0, Some(OTHER_USER)))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.export_user(USER).await.unwrap().workflow_runs.len(),
+        2
+    );
+    assert_eq!(
+        store
+            .export_user(OTHER_USER)
+            .await
+            .unwrap()
+            .workflow_runs
+            .len(),
+        2
+    );
+
+    let mut bad = run(GUILD, 1, protonn_storage::WORKFLOW_RUNS_KEPT, None);
+    assert!(matches!(
+        store.put_workflow_run(&bad).await,
+        Err(StorageError::Invalid(_))
+    ));
+    bad.slot = 3;
+    bad.trace = "x".repeat(protonn_storage::WORKFLOW_TRACE_MAX_BYTES + 1);
+    assert!(matches!(
+        store.put_workflow_run(&bad).await,
+        Err(StorageError::Invalid(_))
+    ));
+    let mut stale = run(GUILD, 1, 3, Some(USER));
+    stale.at = Timestamp::now().saturating_sub(Retention::POLICY.workflow_runs);
+    store.put_workflow_run(&stale).await.unwrap();
+    assert_eq!(store.workflow_runs(GUILD).await.unwrap().len(), 4);
+
+    assert!(store.delete_workflow(GUILD, 1).await.unwrap());
+    assert_eq!(
+        slots(store.workflow_runs(GUILD).await.unwrap()),
+        [(2, 0, Some(USER))]
+    );
+    assert!(
+        store
+            .export_user(OTHER_USER)
+            .await
+            .unwrap()
+            .workflow_runs
+            .is_empty()
+    );
+    store.delete_user(USER).await.unwrap();
+    assert!(store.workflow_runs(GUILD).await.unwrap().is_empty());
+    assert!(store.workflow_runs(OTHER_GUILD).await.unwrap().is_empty());
+}
+
 pub(crate) async fn workflows_crud<S: Store + Clone>(store: S) {
     store.put_workflow(&workflow(GUILD, 2, USER)).await.unwrap();
     store.put_workflow(&workflow(GUILD, 1, USER)).await.unwrap();
@@ -961,6 +1206,22 @@ async fn populate<S: Store + Clone>(store: &S) {
         .unwrap();
     store
         .put_workflow(&workflow(OTHER_GUILD, 3, OTHER_USER))
+        .await
+        .unwrap();
+    store
+        .put_workflow_variables(&[
+            variable(GUILD, None, "visits", "3"),
+            variable(GUILD, Some(USER), "score", "5"),
+            variable(OTHER_GUILD, Some(OTHER_USER), "score", "\"gold\""),
+        ])
+        .await
+        .unwrap();
+    store
+        .put_workflow_run(&run(GUILD, 1, 0, Some(USER)))
+        .await
+        .unwrap();
+    store
+        .put_workflow_run(&run(OTHER_GUILD, 2, 0, Some(OTHER_USER)))
         .await
         .unwrap();
     store
@@ -1393,6 +1654,19 @@ pub(crate) async fn export_covers_every_table<S: Store + Clone>(store: S) {
     messages.sort_unstable();
     assert_eq!(messages, [10, 12]);
     assert_eq!(export.workflows.len(), 2);
+    // The user's own variables and the runs their events started; never the server's.
+    let variables: Vec<(u64, &str)> = export
+        .workflow_variables
+        .iter()
+        .map(|v| (v.guild_id, v.name.as_str()))
+        .collect();
+    assert_eq!(variables, [(GUILD, "score")]);
+    let runs: Vec<(u64, u64)> = export
+        .workflow_runs
+        .iter()
+        .map(|r| (r.guild_id, r.workflow_id))
+        .collect();
+    assert_eq!(runs, [(GUILD, 1)]);
     assert_eq!(export.subscriptions.len(), 1);
     assert_eq!(export.redemptions.len(), 1);
     // Dashboard sessions are listed without their secrets (cookie hash, CSRF, tokens).
@@ -1921,6 +2195,8 @@ macro_rules! conformance_cases {
             tickets_are_numbered_once_and_limited_per_opener,
             tickets_are_listed_by_filter_and_transcripts_read_by_page,
             workflows_crud,
+            workflow_variables_are_kept_replaced_and_erased,
+            workflow_runs_keep_a_ring_of_slots_and_go_with_their_workflow,
             subscriptions_and_promo_codes,
             cluster_tables_fence_by_epoch,
             assignments_are_written_only_by_the_newest_leader,

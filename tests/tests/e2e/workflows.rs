@@ -52,7 +52,7 @@ pub(crate) async fn save(
 
 async fn saved_ids(calls: &dyn GuildCalls, guild_id: u64) -> Vec<u64> {
     match call(calls, guild_id, GuildRequest::ListWorkflows).await {
-        Ok(GuildResponse::Workflows { workflows }) => {
+        Ok(GuildResponse::Workflows { workflows, .. }) => {
             workflows.iter().map(|w| w.workflow_id).collect()
         }
         other => panic!("{other:?}"),
@@ -606,7 +606,7 @@ async fn an_admin_builds_dry_runs_and_imports_workflows_in_the_dashboard() {
     browser.wait_for("at character 4").await;
     browser.wait_for("Nothing was saved.").await;
     let stored = match call(calls, guild.id, GuildRequest::ListWorkflows).await {
-        Ok(GuildResponse::Workflows { workflows }) => workflows,
+        Ok(GuildResponse::Workflows { workflows, .. }) => workflows,
         other => panic!("{other:?}"),
     };
     assert!(stored[0].definition.contains("Hi {user.mention}\""));
@@ -648,7 +648,7 @@ async fn an_admin_builds_dry_runs_and_imports_workflows_in_the_dashboard() {
     browser.click("#delete-2").await;
     browser.wait_for("Workflow 2 deleted.").await;
     let stored = match call(calls, guild.id, GuildRequest::ListWorkflows).await {
-        Ok(GuildResponse::Workflows { workflows }) => workflows,
+        Ok(GuildResponse::Workflows { workflows, .. }) => workflows,
         other => panic!("{other:?}"),
     };
     assert_eq!(stored.len(), 1);
@@ -861,4 +861,319 @@ async fn a_workflow_starts_a_thread_named_by_its_template() {
     };
     assert!(reason.contains("1 to 100 characters"), "{reason}");
     assert_eq!(sim.threads(guild.id).len(), 1);
+}
+
+/// Variables kept between runs and the recent runs outlive the node: a server's counter and
+/// a member's score are stored as they change, and a node started again on the same data
+/// directory carries on from them; its dashboard lists the runs before any event arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_counter_and_the_recent_runs_survive_a_restart_of_the_node() {
+    let sim = start_sim(small_world(1, 1)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = std::sync::Arc::new(Recorder::default());
+    let guild = some_guild(&sim, 0);
+    let start = || async {
+        let node = start_node(&sim, dir.path(), &recorder).await;
+        wait_all_ready(&node).await;
+        wait_until("the guild is cached", || async {
+            node.cached_guild(guild.id).is_some()
+        })
+        .await;
+        node
+    };
+    let node = start().await;
+    save(
+        node.guild_calls().as_ref(),
+        guild.id,
+        1,
+        r#"{"trigger": {"command": {"name": "count"}},
+            "actions": [{"increment_server_var": {"name": "count"}},
+                        {"increment_member_var": {"name": "mine", "by": 2}},
+                        {"reply": {"text": "count {server_var.count}, yours {member_var.mine}"}}]}"#,
+    )
+    .await
+    .unwrap();
+    let (channel, member, other) = (
+        guild.channel_ids[0],
+        guild.member_ids[0],
+        guild.member_ids[1],
+    );
+    let count = |author: u64| {
+        let sim = &sim;
+        async move {
+            let before = channel_replies(sim, channel).len();
+            sim.send_message(guild.id, channel, author, "!count")
+                .unwrap();
+            reply_in(sim, channel, before).await
+        }
+    };
+    for n in 1..=3 {
+        assert_eq!(count(member).await, format!("count {n}, yours {}", 2 * n));
+    }
+    // Each run's changes and trace are stored on a task after it.
+    let store = node.store();
+    wait_until("the counter and the runs are stored", || async {
+        let counter = store.workflow_variables(guild.id).await.unwrap();
+        let stored_runs = store.workflow_runs(guild.id).await.unwrap();
+        counter
+            .iter()
+            .any(|v| v.user_id.is_none() && v.name == "count" && v.value == "3")
+            && stored_runs.len() == 3
+    })
+    .await;
+    drop(store);
+    node.shutdown().await;
+
+    let node = start().await;
+    let calls = node.guild_calls();
+    let kept = runs(calls.as_ref(), guild.id, 1).await;
+    assert_eq!(kept.len(), 3, "the recent runs came back from storage");
+    assert!(kept.iter().all(|t| t.outcome == WorkflowOutcome::Completed));
+    assert_eq!(count(member).await, "count 4, yours 8");
+    assert_eq!(count(other).await, "count 5, yours 2");
+    assert_eq!(runs(calls.as_ref(), guild.id, 1).await.len(), 5);
+    drop(calls);
+    node.shutdown().await;
+    sim.shutdown().await;
+}
+
+/// A downgrade keeps every workflow but runs what the free plan allows: the first three
+/// enabled by id, none longer than ten steps; the list (the dashboard's) names the others
+/// and why; premium again runs them all. Nothing is reloaded for it: commands sent right
+/// after the change are each answered as the plan says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_downgrade_only_what_the_plan_allows_runs_and_the_list_names_the_rest() {
+    use protonn_storage::{Plan, guild_plan};
+
+    let runtime = RuntimeConfig {
+        // The downgrade shows in what runs at once.
+        plan_recheck_every: Duration::from_millis(50),
+        ..test_runtime()
+    };
+    let Bot { sim, node, .. } = &Bot::with_runtime(small_world(1, 1), runtime).await;
+    let guild = some_guild(sim, 0);
+    let calls = node.guild_calls();
+    let calls = calls.as_ref();
+    let (channel, member) = (guild.channel_ids[0], guild.member_ids[0]);
+    give_premium(node.store().as_ref(), guild.id, guild.owner_id).await;
+    let hi = |n: u64| {
+        format!(
+            r#"{{"trigger": {{"command": {{"name": "hi"}}}}, "actions": [{{"reply": {{"text": "hi from {n}"}}}}]}}"#
+        )
+    };
+    // Workflow 2 has 11 steps (the free plan runs up to 10); 4 and 5 come after three others.
+    let mut long = vec![r#"{"set_var": {"name": "x", "value": "1"}}"#; 10];
+    long.push(r#"{"reply": {"text": "long"}}"#);
+    let long = format!(
+        r#"{{"trigger": {{"command": {{"name": "long"}}}}, "actions": [{}]}}"#,
+        long.join(",")
+    );
+    let extra =
+        r#"{"trigger": {"command": {"name": "extra"}}, "actions": [{"reply": {"text": "extra"}}]}"#;
+    for (id, definition) in [
+        (1, hi(1)),
+        (2, long),
+        (3, hi(3)),
+        (4, hi(4)),
+        (5, extra.to_owned()),
+    ] {
+        save(calls, guild.id, id, &definition).await.unwrap();
+    }
+    let off = || async {
+        match call(calls, guild.id, GuildRequest::ListWorkflows).await {
+            Ok(GuildResponse::Workflows { off, .. }) => off,
+            other => panic!("{other:?}"),
+        }
+    };
+    // `!extra` and `!long` first, then `!hi`: handled in that order, so once the answers to
+    // `!hi` are there, theirs would be too.
+    let answers = |expected: usize| async move {
+        let before = channel_replies(sim, channel).len();
+        for command in ["!extra", "!long", "!hi"] {
+            sim.send_message(guild.id, channel, member, command)
+                .unwrap();
+        }
+        wait_until("the answers arrive", || async {
+            channel_replies(sim, channel)[before..]
+                .iter()
+                .filter(|text| text.starts_with("hi from"))
+                .count()
+                == expected
+        })
+        .await;
+        let mut answers: Vec<String> = channel_replies(sim, channel)[before..]
+            .iter()
+            .filter(|text| {
+                ["hi from", "long", "extra"]
+                    .iter()
+                    .any(|w| text.starts_with(w))
+            })
+            .cloned()
+            .collect();
+        answers.sort();
+        answers
+    };
+    assert!(off().await.is_empty());
+    assert_eq!(
+        answers(3).await,
+        ["extra", "hi from 1", "hi from 3", "hi from 4", "long"]
+    );
+
+    node.store()
+        .remove_slot(guild.owner_id, guild.id)
+        .await
+        .unwrap();
+    wait_until("the guild is free again", || async {
+        guild_plan(node.store().as_ref(), guild.id, Timestamp::now())
+            .await
+            .unwrap()
+            == Plan::Free
+    })
+    .await;
+    wait_until(
+        "the bot's list names the workflows switched off",
+        || async { off().await.len() == 3 },
+    )
+    .await;
+    let switched_off = off().await;
+    let why: Vec<(u64, &str)> = switched_off
+        .iter()
+        .map(|o| (o.workflow_id, o.why.as_str()))
+        .collect();
+    assert_eq!(
+        why,
+        [
+            (
+                2,
+                "it has 11 steps; the free plan runs workflows of up to 10"
+            ),
+            (4, "the free plan runs 3 workflows"),
+            (5, "the free plan runs 3 workflows"),
+        ]
+    );
+    assert_eq!(answers(2).await, ["hi from 1", "hi from 3"]);
+    assert_eq!(
+        saved_ids(calls, guild.id).await,
+        [1, 2, 3, 4, 5],
+        "nothing deleted"
+    );
+    // The dashboard's list says which are off and why, as the automod page does for rules.
+    if browser_installed() {
+        let (dashboard, _data) = start_dashboard(sim, node).await;
+        let origin = dashboard.url().to_owned();
+        let profile = tempfile::tempdir().unwrap();
+        let browser = WebDriver::start(profile.path()).await;
+        login_as(&browser, &origin, guild.owner_id).await;
+        browser
+            .go(&format!("{origin}/guilds/{}/workflows", guild.id))
+            .await;
+        browser
+            .wait_for("these are kept but off until the server has premium again")
+            .await;
+        let text = |css: &str| {
+            let script = format!("return document.querySelector('{css}').textContent");
+            let browser = &browser;
+            async move {
+                browser
+                    .script(&script)
+                    .await
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            }
+        };
+        let alert = text("#over-plan").await;
+        for expected in [
+            "workflow 2 (it has 11 steps; the free plan runs workflows of up to 10)",
+            "workflow 4 (the free plan runs 3 workflows)",
+            "workflow 5 (the free plan runs 3 workflows)",
+        ] {
+            assert!(alert.contains(expected), "{alert}");
+        }
+        assert!(
+            !alert.contains("workflow 1 ") && !alert.contains("workflow 3 "),
+            "{alert}"
+        );
+        assert_eq!(text("#off-4").await, "off (plan)");
+        browser.quit().await;
+        dashboard.shutdown().await;
+    }
+
+    give_premium(node.store().as_ref(), guild.id, guild.owner_id).await;
+    wait_until("premium runs every workflow again", || async {
+        off().await.is_empty()
+    })
+    .await;
+    assert_eq!(
+        answers(3).await,
+        ["extra", "hi from 1", "hi from 3", "hi from 4", "long"]
+    );
+}
+
+/// `thread_from_message` starts a public thread on the triggering message (the thread takes
+/// the message's id, in its channel); Discord allows one per message, so a second workflow
+/// doing it on the same message fails with Discord's answer in its trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_starts_a_thread_on_the_triggering_message() {
+    let Bot { sim, node, .. } = &Bot::start(small_world(1, 1)).await;
+    let guild = some_guild(sim, 0);
+    let calls = node.guild_calls();
+    let calls = calls.as_ref();
+    let (channel, member) = (guild.channel_ids[0], guild.member_ids[0]);
+    for id in [1, 2] {
+        save(
+            calls,
+            guild.id,
+            id,
+            r#"{"trigger": {"message": {"starts_with": "question"}},
+                "actions": [{"thread_from_message": {"name": "Q from {user.name}"}}]}"#,
+        )
+        .await
+        .unwrap();
+    }
+    let bad = save(
+        calls,
+        guild.id,
+        3,
+        r#"{"trigger": {"message": {"contains": "x"}},
+            "actions": [{"thread_from_message": {"name": "x", "channel": 5}}]}"#,
+    )
+    .await
+    .unwrap_err();
+    assert!(bad.to_string().contains("unknown field `channel`"), "{bad}");
+    let message = sim
+        .send_message(guild.id, channel, member, "question: when is the release?")
+        .unwrap();
+    let (first, second) = (
+        nth_run(calls, guild.id, 1, 0).await,
+        nth_run(calls, guild.id, 2, 0).await,
+    );
+    let threads = sim.threads(guild.id);
+    assert_eq!(threads.len(), 1, "{threads:?}");
+    assert_eq!(
+        threads[0]["id"],
+        message.to_string(),
+        "the message's thread"
+    );
+    assert_eq!(threads[0]["parent_id"], channel.to_string());
+    assert_eq!(threads[0]["type"], 11, "public");
+    assert!(threads[0]["name"].as_str().unwrap().starts_with("Q from "));
+    let mut outcomes = [first.outcome, second.outcome];
+    outcomes.sort_by_key(|outcome| outcome.label());
+    assert_eq!(outcomes[0], WorkflowOutcome::Completed);
+    let WorkflowOutcome::Failed(reason) = &outcomes[1] else {
+        panic!("{outcomes:?}");
+    };
+    assert!(reason.contains("Discord answered 400"), "{reason}");
+    let requests: Vec<String> = sim
+        .ledger()
+        .rest
+        .iter()
+        .filter(|r| r.route.contains("/messages/{message_id}/threads"))
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(
+        requests,
+        vec![format!("/channels/{channel}/messages/{message}/threads"); 2]
+    );
 }

@@ -167,7 +167,7 @@ pub(crate) async fn premium(
                 h2 { "What premium gives a server" }
                 ul {
                     li { (limits.automod_rules) " automod rules" }
-                    li { (limits.workflows) " workflows of up to " (limits.workflow_steps) " steps" }
+                    li { (limits.workflows) " workflows of up to " (limits.workflow_steps) " steps, keeping " (limits.workflow_variables) " variables" }
                     li { (limits.ticket_categories) " ticket categories" }
                     li { (limits.analytics_history_days) " days of analytics" }
                     li { (limits.announcement_schedules) " announcement schedules" }

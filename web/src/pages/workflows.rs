@@ -15,8 +15,8 @@ use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE, LOCATION};
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use protonn_actors::{
-    GuildRequest, GuildResponse, GuildSummary, SampleEvent, SampleEventKind, WorkflowOutcome,
-    WorkflowTrace,
+    GuildRequest, GuildResponse, GuildSummary, SampleEvent, SampleEventKind, WorkflowOff,
+    WorkflowOutcome, WorkflowTrace,
 };
 use protonn_storage::{Timestamp, Workflow};
 use serde::{Deserialize, Serialize};
@@ -160,6 +160,11 @@ const ACTIONS: &[(&str, &str, &[FieldSpec])] = &[
         &[("channel", Slot::Number, true), ("name", Slot::Name, false)],
     ),
     (
+        "thread_from_message",
+        "Start a thread on the message (name)",
+        &[("name", Slot::Name, false)],
+    ),
+    (
         "log",
         "Log to a channel",
         &[
@@ -175,6 +180,26 @@ const ACTIONS: &[(&str, &str, &[FieldSpec])] = &[
     (
         "increment_var",
         "Add to a variable",
+        &[("name", Slot::Name, false), ("by", Slot::Number, true)],
+    ),
+    (
+        "set_server_var",
+        "Set a server variable (kept)",
+        &[("name", Slot::Name, false), ("value", Slot::Text, false)],
+    ),
+    (
+        "increment_server_var",
+        "Add to a server variable (kept)",
+        &[("name", Slot::Name, false), ("by", Slot::Number, true)],
+    ),
+    (
+        "set_member_var",
+        "Set the member's variable (kept)",
+        &[("name", Slot::Name, false), ("value", Slot::Text, false)],
+    ),
+    (
+        "increment_member_var",
+        "Add to the member's variable (kept)",
         &[("name", Slot::Name, false), ("by", Slot::Number, true)],
     ),
     (
@@ -541,11 +566,20 @@ pub(crate) struct EditorQuery {
 }
 
 async fn list(state: &AppState, authed: &Authed, guild_id: u64) -> Result<Vec<Workflow>, WebError> {
+    Ok(listing(state, authed, guild_id).await?.0)
+}
+
+/// The guild's workflows, and the enabled ones its plan switches off (a downgrade keeps them).
+async fn listing(
+    state: &AppState,
+    authed: &Authed,
+    guild_id: u64,
+) -> Result<(Vec<Workflow>, Vec<WorkflowOff>), WebError> {
     match state
         .call(authed.user_id, guild_id, GuildRequest::ListWorkflows, None)
         .await?
     {
-        GuildResponse::Workflows { workflows } => Ok(workflows),
+        GuildResponse::Workflows { workflows, off } => Ok((workflows, off)),
         _ => Err(unexpected()),
     }
 }
@@ -632,7 +666,12 @@ async fn list_page(
     import_draft: Option<String>,
 ) -> Result<Response, WebError> {
     let summary = summary(state, authed, guild_id).await?;
-    let workflows = list(state, authed, guild_id).await?;
+    let (workflows, off) = listing(state, authed, guild_id).await?;
+    let why_off = |id: u64| {
+        off.iter()
+            .find(|o| o.workflow_id == id)
+            .map(|o| o.why.as_str())
+    };
     let base = format!("/guilds/{guild_id}/workflows");
     let csrf = authed.csrf();
     let body = html! {
@@ -643,6 +682,16 @@ async fn list_page(
         p {
             a id="new-workflow" href={ (base) "/new" } { "New workflow" } " · "
             a id="export-all" href={ "/guilds/" (guild_id) "/workflows.json" } download { "Export all (JSON)" }
+        }
+        @if !off.is_empty() {
+            p.error role="alert" id="over-plan" {
+                "Your server's plan does not run every enabled workflow; these are kept but off until the server has premium again or you disable or shorten others: "
+                @for (n, o) in off.iter().enumerate() {
+                    @if n > 0 { ", " }
+                    strong { (workflows.iter().find(|w| w.workflow_id == o.workflow_id).map_or("", |w| w.name.as_str())) } " (" (o.why) ")"
+                }
+                "."
+            }
         }
         @if workflows.is_empty() { p.muted id="no-workflows" { "No workflow yet." } }
         @else {
@@ -655,7 +704,10 @@ async fn list_page(
                             td { (id) }
                             td { a href={ (base) "/" (id) } { (w.name) } }
                             td { (trigger_summary(w)) }
-                            td { @if w.enabled { "enabled" } @else { span.muted { "disabled" } } }
+                            td {
+                                @if let Some(why) = why_off(id) { span.error id={ "off-" (id) } title=(why) { "off (plan)" } }
+                                @else if w.enabled { "enabled" } @else { span.muted { "disabled" } }
+                            }
                             td {
                                 form.inline method="post" action={ (base) "/" (id) "/enabled" } {
                                     input type="hidden" name="csrf" value=(csrf);
