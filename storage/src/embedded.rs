@@ -172,6 +172,7 @@ impl EmbeddedStore {
             open(&txn, announcements::ANNOUNCE_OPT_INS)?;
             open(&txn, announcements::CAMPAIGNS)?;
             open(&txn, announcements::DELIVERIES)?;
+            open(&txn, announcements::SCHEDULES)?;
         }
         txn.commit().map_err(StorageError::embedded)?;
         Ok(Self {

@@ -87,6 +87,11 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         "014_announcements.cql",
         include_str!("../../schema/014_announcements.cql"),
     ),
+    (
+        17,
+        "017_announce_schedules.cql",
+        include_str!("../../schema/017_announce_schedules.cql"),
+    ),
 ];
 
 /// How long the migration lock lives without being re-taken. Long enough for the slowest

@@ -42,6 +42,7 @@ const TABLES: &[&str] = &[
     "automod_hits",
     "announce_campaigns",
     "announce_deliveries",
+    "announce_schedules",
 ];
 
 impl ScyllaStore {
@@ -384,6 +385,7 @@ impl DataRights for ScyllaStore {
         touched += self.delete_guild_cases(guild_id).await?;
         touched += self.delete_guild_hits(guild_id).await?;
         touched += self.delete_guild_timers(guild_id).await?;
+        touched += self.delete_guild_schedules(guild_id).await?;
         self.execute(
             "DELETE FROM {ks}.guild_config_history WHERE guild_id = ?",
             true,
@@ -626,6 +628,10 @@ impl DataRights for ScyllaStore {
                 }
                 "announce_deliveries" => {
                     self.select("SELECT JSON * FROM {ks}.announce_deliveries", ())
+                        .await?
+                }
+                "announce_schedules" => {
+                    self.select("SELECT JSON * FROM {ks}.announce_schedules", ())
                         .await?
                 }
                 "nodes" => self.select("SELECT JSON * FROM {ks}.nodes", ()).await?,
