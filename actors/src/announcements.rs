@@ -1,6 +1,9 @@
 //! Service announcements: the operators' campaigns, delivered by the node that runs each
-//! opted-in guild (`campaigns.rs`).
+//! opted-in guild (`campaigns.rs`), and guild admins' own scheduled announcements, a
+//! feature of the guild actor (`schedules.rs`).
 
 mod campaigns;
+mod schedules;
 
 pub(crate) use campaigns::{DELIVERY_OUTCOMES, deliver_round, held_shards};
+pub(crate) use schedules::{SEND_OUTCOMES, Schedules};

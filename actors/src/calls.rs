@@ -17,7 +17,9 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use protonn_storage::{AutomodHit, Case, GuildConfig, VersionedConfig, Workflow};
+use protonn_storage::{
+    AnnounceSchedule, AutomodHit, Case, GuildConfig, Repeat, Timestamp, VersionedConfig, Workflow,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::{ConfigChangeError, SampleEvent, WorkflowOff, WorkflowTrace};
@@ -144,11 +146,34 @@ pub enum GuildRequest {
     AutomodTest {
         content: String,
     },
+    /// The guild's scheduled announcements by id, each with when it sends next and whether
+    /// the guild's plan runs it ([`GuildResponse::AnnounceSchedules`]).
+    ListAnnounceSchedules,
+    /// Creates (`schedule_id: None`, the next free id) or replaces a scheduled announcement:
+    /// the channel must be one of the guild's text or announcement channels, a one-off in
+    /// the future, a new one within the plan's count; refused with
+    /// [`GuildCallError::Invalid`] saying why, nothing saved. Else saved, its next send armed
+    /// (a durable timer), audited ([`GuildResponse::AnnounceSchedule`]).
+    SaveAnnounceSchedule {
+        schedule_id: Option<u64>,
+        channel_id: u64,
+        message: String,
+        repeat: Repeat,
+        paused: bool,
+    },
+    SetAnnounceSchedulePaused {
+        schedule_id: u64,
+        paused: bool,
+    },
+    /// ([`GuildResponse::AnnounceScheduleDeleted`]).
+    DeleteAnnounceSchedule {
+        schedule_id: u64,
+    },
 }
 
 impl GuildRequest {
     /// Values of the `request` metric label.
-    pub const LABELS: [&'static str; 15] = [
+    pub const LABELS: [&'static str; 19] = [
         "read_config",
         "change_config",
         "config_history",
@@ -164,6 +189,10 @@ impl GuildRequest {
         "workflow_runs",
         "automod_hits",
         "automod_test",
+        "list_announce_schedules",
+        "save_announce_schedule",
+        "set_announce_schedule_paused",
+        "delete_announce_schedule",
     ];
 
     /// The `request` label of the guild-call metrics.
@@ -184,6 +213,10 @@ impl GuildRequest {
             Self::WorkflowRuns { .. } => "workflow_runs",
             Self::AutomodHits { .. } => "automod_hits",
             Self::AutomodTest { .. } => "automod_test",
+            Self::ListAnnounceSchedules => "list_announce_schedules",
+            Self::SaveAnnounceSchedule { .. } => "save_announce_schedule",
+            Self::SetAnnounceSchedulePaused { .. } => "set_announce_schedule_paused",
+            Self::DeleteAnnounceSchedule { .. } => "delete_announce_schedule",
         }
     }
 
@@ -196,6 +229,9 @@ impl GuildRequest {
                 | Self::SaveWorkflow { .. }
                 | Self::SetWorkflowEnabled { .. }
                 | Self::DeleteWorkflow { .. }
+                | Self::SaveAnnounceSchedule { .. }
+                | Self::SetAnnounceSchedulePaused { .. }
+                | Self::DeleteAnnounceSchedule { .. }
         )
     }
 }
@@ -232,6 +268,23 @@ pub enum GuildResponse {
     AutomodTest {
         matches: Vec<RuleMatch>,
     },
+    AnnounceSchedules {
+        schedules: Vec<ScheduleStatus>,
+    },
+    AnnounceSchedule(AnnounceSchedule),
+    AnnounceScheduleDeleted {
+        existed: bool,
+    },
+}
+
+/// A scheduled announcement as the dashboard lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleStatus {
+    pub schedule: AnnounceSchedule,
+    /// When it sends next (its durable timer); `None` when paused or a one-off has passed.
+    pub next_send: Option<Timestamp>,
+    /// Past the guild's plan (a downgrade): kept but not sent.
+    pub over_plan: bool,
 }
 
 /// A rule that would fire on a text (automod's "test a message").

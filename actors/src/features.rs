@@ -9,6 +9,7 @@ static FEATURES: &[&dyn Feature] = &[
     &crate::tickets::Tickets,
     &crate::automod::Automod,
     &crate::privacy::Privacy,
+    &crate::announcements::Schedules,
 ];
 
 pub(crate) fn all() -> &'static [&'static dyn Feature] {

@@ -37,7 +37,7 @@ use crate::{
 mod effects;
 mod requests;
 
-pub(crate) use effects::{Io, claimant, direct_message};
+pub(crate) use effects::{Io, claimant, direct_message, is_announceable};
 use effects::{Replier, ReplyTo, carry_out};
 pub(crate) use requests::{CallReply, MAX_KEY_LEN};
 

@@ -17,6 +17,8 @@ pub const COMMANDS_HANDLED: &str = "protonn_actors_commands_handled_total";
 pub const GUILD_FAILURES: &str = "protonn_actors_guild_failures_total";
 /// Announcement deliveries decided by this node, by `outcome` and `reason`.
 pub const ANNOUNCEMENT_DELIVERIES: &str = "protonn_announcements_deliveries_total";
+/// Guilds' scheduled announcements this node fired, by `outcome`.
+pub const SCHEDULED_ANNOUNCEMENTS: &str = "protonn_announcements_scheduled_total";
 /// Discord REST requests sent, by `route` and `outcome`.
 pub const REST_REQUESTS: &str = "protonn_rest_requests_total";
 /// Time a REST request waited for a permit of the global rate limit (the node's share).
@@ -298,6 +300,14 @@ pub fn describe() {
     );
     for (outcome, reason) in crate::announcements::DELIVERY_OUTCOMES {
         counter!(ANNOUNCEMENT_DELIVERIES, "outcome" => outcome, "reason" => reason).absolute(0);
+    }
+    describe_counter!(
+        SCHEDULED_ANNOUNCEMENTS,
+        Unit::Count,
+        "Guilds' scheduled announcements this node fired, by outcome (sent, over_plan, channel_gone, missing_permission, discord_error, not_sent)."
+    );
+    for outcome in crate::announcements::SEND_OUTCOMES {
+        counter!(SCHEDULED_ANNOUNCEMENTS, "outcome" => outcome).absolute(0);
     }
     describe_counter!(TICKETS_OPENED, Unit::Count, "Support tickets opened.");
     describe_counter!(TICKETS_CLOSED, Unit::Count, "Support tickets closed.");

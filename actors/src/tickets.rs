@@ -142,7 +142,7 @@ fn actor(
 }
 
 fn settings_of(ctx: &Ctx<'_>) -> Settings {
-    Settings::of(ctx.config, ctx.io.ticket_idle_close())
+    Settings::of(ctx.config, ctx.plan, ctx.io.ticket_idle_close())
 }
 
 impl Feature for Tickets {

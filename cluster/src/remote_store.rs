@@ -16,7 +16,7 @@ use protonn_storage::{
     VersionedConfig, WebSession, WebSessionRepo, WireError, Workflow, WorkflowRepo, WorkflowRun,
     WorkflowVariable,
 };
-use protonn_storage::{AnnouncementRepo, Campaign, Delivery};
+use protonn_storage::{AnnounceSchedule, AnnouncementRepo, Campaign, Delivery};
 use protonn_storage::{AutomodHit, AutomodRepo, Case, ModerationRepo, Timer, TimerRepo};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -385,6 +385,16 @@ pub(crate) enum StoreCall {
         campaign_id: u64,
         shard_id: Option<u32>,
     },
+    PutAnnounceSchedule {
+        schedule: AnnounceSchedule,
+    },
+    AnnounceSchedules {
+        guild_id: u64,
+    },
+    DeleteAnnounceSchedule {
+        guild_id: u64,
+        schedule_id: u64,
+    },
     PutTimer {
         timer: Timer,
     },
@@ -552,6 +562,7 @@ impl StoreCall {
                 | Self::AnnounceOptIns { .. }
                 | Self::Campaigns
                 | Self::Deliveries { .. }
+                | Self::AnnounceSchedules { .. }
                 | Self::TimersOfGuild { .. }
                 | Self::DueTimers { .. }
         )
@@ -798,6 +809,18 @@ pub(crate) async fn serve(
                 campaign_id,
                 shard_id,
             } => json(store.deliveries(campaign_id, shard_id).await?),
+            C::PutAnnounceSchedule { schedule } => {
+                json(store.put_announce_schedule(&schedule).await?)
+            }
+            C::AnnounceSchedules { guild_id } => json(store.announce_schedules(guild_id).await?),
+            C::DeleteAnnounceSchedule {
+                guild_id,
+                schedule_id,
+            } => json(
+                store
+                    .delete_announce_schedule(guild_id, schedule_id)
+                    .await?,
+            ),
             C::PutTimer { timer } => json(store.put_timer(&timer).await?),
             C::CancelTimer { guild_id, id } => json(store.cancel_timer(guild_id, &id).await?),
             C::TimersOfGuild { guild_id } => json(store.timers_of_guild(guild_id).await?),
@@ -1649,6 +1672,29 @@ impl AnnouncementRepo for RemoteStore {
         self.call(StoreCall::Deliveries {
             campaign_id,
             shard_id,
+        })
+        .await
+    }
+    async fn put_announce_schedule(&self, schedule: &AnnounceSchedule) -> Result<(), StorageError> {
+        self.call(StoreCall::PutAnnounceSchedule {
+            schedule: schedule.clone(),
+        })
+        .await
+    }
+    async fn announce_schedules(
+        &self,
+        guild_id: u64,
+    ) -> Result<Vec<AnnounceSchedule>, StorageError> {
+        self.call(StoreCall::AnnounceSchedules { guild_id }).await
+    }
+    async fn delete_announce_schedule(
+        &self,
+        guild_id: u64,
+        schedule_id: u64,
+    ) -> Result<bool, StorageError> {
+        self.call(StoreCall::DeleteAnnounceSchedule {
+            guild_id,
+            schedule_id,
         })
         .await
     }

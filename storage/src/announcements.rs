@@ -7,11 +7,13 @@
 //! So no two nodes send a campaign to one guild, and a claim left by a node that died between
 //! the two is visible and resolved by a rule (the actors' `announcements` module), never
 //! resent blindly. Nothing here names a user.
+//!
+//! Guilds' own scheduled announcements are rows of their guild (`schedules.rs`).
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::{StorageError, Timestamp};
+use crate::{AnnounceSchedule, StorageError, Timestamp};
 
 /// Longest campaign text: Discord's 2,000 characters, less room for the campaign's marker.
 pub const CAMPAIGN_MESSAGE_MAX_CHARS: usize = 1_850;
@@ -120,6 +122,22 @@ pub trait AnnouncementRepo: Send + Sync + 'static {
         campaign_id: u64,
         shard_id: Option<u32>,
     ) -> Result<Vec<Delivery>, StorageError>;
+
+    /// Stores a guild's scheduled announcement, replacing the one of the same id.
+    async fn put_announce_schedule(&self, schedule: &AnnounceSchedule) -> Result<(), StorageError>;
+
+    /// The guild's scheduled announcements by id.
+    async fn announce_schedules(
+        &self,
+        guild_id: u64,
+    ) -> Result<Vec<AnnounceSchedule>, StorageError>;
+
+    /// Deletes one scheduled announcement; whether it existed.
+    async fn delete_announce_schedule(
+        &self,
+        guild_id: u64,
+        schedule_id: u64,
+    ) -> Result<bool, StorageError>;
 }
 
 pub(crate) fn check_campaign(campaign: &Campaign) -> Result<(), StorageError> {

@@ -174,6 +174,7 @@ impl EmbeddedStore {
             open(&txn, announcements::CAMPAIGNS)?;
             open(&txn, announcements::DELIVERIES)?;
             workflow_data::create_tables(&txn)?;
+            open(&txn, announcements::SCHEDULES)?;
         }
         txn.commit().map_err(StorageError::embedded)?;
         Ok(Self {

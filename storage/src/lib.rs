@@ -37,6 +37,7 @@ pub mod privacy;
 mod promos;
 mod rights;
 mod row_ref;
+mod schedules;
 mod scylla;
 
 mod tickets;
@@ -80,6 +81,10 @@ pub use privacy::{
 };
 pub use promos::{NewPromo, create_promo_code, normalise_code};
 pub use rights::{DataRights, StoredRow, UserExport, on_shard, shard_of};
+pub use schedules::{
+    AnnounceSchedule, MINUTES_A_DAY, Repeat, SCHEDULE_MAX_EVERY_HOURS, SCHEDULE_MESSAGE_MAX_CHARS,
+    WEEKDAYS, schedules_over_plan,
+};
 pub use scylla::{
     ClientCert, MigrationReport, MigrationStep, Replication, ScyllaConfig, ScyllaStore, TlsConfig,
 };

@@ -44,6 +44,22 @@ pub struct TicketsConfig {
     pub idle_close_hours: Option<u32>,
 }
 
+impl TicketsConfig {
+    /// The categories past what `plan` allows (the last ones): kept after a downgrade, but
+    /// not offered on the panel until the guild has the plan again or removes others.
+    pub fn over_plan(&self, plan: crate::Plan) -> &[String] {
+        let allowed = plan.limits().ticket_categories as usize;
+        &self.categories[allowed.min(self.categories.len())..]
+    }
+
+    /// The categories `plan` offers on the panel: the first ones, as many as it allows
+    /// (their numbers on the panel are their places in the list, whatever the plan).
+    pub fn within_plan(&self, plan: crate::Plan) -> &[String] {
+        let over = self.over_plan(plan).len();
+        &self.categories[..self.categories.len() - over]
+    }
+}
+
 impl Default for TicketsConfig {
     fn default() -> Self {
         Self {

@@ -74,6 +74,20 @@ pub fn router(state: AppState) -> Router {
         .route("/guilds/{guild}/analytics.csv", get(pages::analytics_csv))
         .route("/guilds/{guild}/cases", get(pages::cases))
         .route("/guilds/{guild}/cases/{number}", get(pages::case))
+        .route(
+            "/guilds/{guild}/announcements",
+            get(pages::guild_announcements)
+                .post(pages::save_announcement)
+                .layer(DefaultBodyLimit::max(pages::ANNOUNCEMENT_BODY_LIMIT)),
+        )
+        .route(
+            "/guilds/{guild}/announcements/{schedule}/paused",
+            post(pages::set_announcement_paused),
+        )
+        .route(
+            "/guilds/{guild}/announcements/{schedule}/delete",
+            post(pages::delete_announcement),
+        )
         .route("/guilds/{guild}/tickets", get(pages::tickets))
         .route(
             "/guilds/{guild}/tickets/settings",

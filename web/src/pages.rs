@@ -15,6 +15,7 @@ mod login;
 mod moderation;
 mod premium;
 mod privacy;
+mod schedules;
 mod settings;
 mod ticket_settings;
 mod tickets;
@@ -38,6 +39,10 @@ pub(crate) use moderation::{case, cases};
 pub(crate) use premium::{assign_form, move_form, premium, redeem_form, remove_form};
 pub(crate) use privacy::{
     correct_profile, delete_account, download_export, privacy, request_export, save_choices,
+};
+pub(crate) use schedules::{
+    BODY_LIMIT as ANNOUNCEMENT_BODY_LIMIT, announcements as guild_announcements,
+    delete_announcement, save_announcement, set_announcement_paused,
 };
 pub(crate) use settings::{save_settings, settings};
 pub(crate) use ticket_settings::{save_ticket_settings, ticket_settings};

@@ -173,6 +173,13 @@ impl GuildCalls for FakeGuilds {
             | GuildRequest::WorkflowRuns { .. } => Err(GuildCallError::Invalid {
                 message: "no workflows in this fake".into(),
             }),
+            // Nor scheduled announcements (the e2e tests use the real bot).
+            GuildRequest::ListAnnounceSchedules
+            | GuildRequest::SaveAnnounceSchedule { .. }
+            | GuildRequest::SetAnnounceSchedulePaused { .. }
+            | GuildRequest::DeleteAnnounceSchedule { .. } => Err(GuildCallError::Invalid {
+                message: "no scheduled announcements in this fake".into(),
+            }),
             GuildRequest::MemberPermissions { user_id } => {
                 let owner = (user_id == guild.owner_id
                     || self.managers.lock().unwrap().contains(&(guild.id, user_id)))

@@ -23,13 +23,12 @@ use protonn_storage::{Campaign, Delivery, DeliveryState, StorageError, Timestamp
 use serde::Deserialize;
 use twilight_cache_inmemory::ResourceType;
 use twilight_http::request::TryIntoRequest;
-use twilight_model::channel::ChannelType;
 use twilight_model::channel::message::AllowedMentions;
 use twilight_model::id::Id;
 use twilight_model::id::marker::{ChannelMarker, GuildMarker, MessageMarker};
 
 use crate::Services;
-use crate::guild::claimant;
+use crate::guild::{claimant, is_announceable};
 use crate::metrics::ANNOUNCEMENT_DELIVERIES;
 use crate::permissions::{self, MaySend};
 use crate::rest::RestError;
@@ -271,13 +270,10 @@ impl Round<'_> {
         let services = self.services;
         let resources = services.runtime.cache_resources;
         if resources.contains(ResourceType::CHANNEL) {
-            let usable = services.cache.channel(channel).is_some_and(|c| {
-                c.guild_id == Some(guild_id)
-                    && matches!(
-                        c.kind,
-                        ChannelType::GuildText | ChannelType::GuildAnnouncement
-                    )
-            });
+            let usable = services
+                .cache
+                .channel(channel)
+                .is_some_and(|c| c.guild_id == Some(guild_id) && is_announceable(c.kind));
             if !usable {
                 return Some("channel_gone");
             }

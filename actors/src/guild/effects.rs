@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use metrics::counter;
 use protonn_storage::{Store, Timer, Timestamp};
-use twilight_cache_inmemory::DefaultInMemoryCache;
+use twilight_cache_inmemory::{DefaultInMemoryCache, ResourceType};
 use twilight_http::request::TryIntoRequest;
-use twilight_model::channel::Channel;
+use twilight_model::channel::{Channel, ChannelType};
 use twilight_model::http::interaction::InteractionResponse;
 use twilight_model::id::Id;
 use twilight_model::id::marker::{
@@ -184,6 +184,46 @@ impl Io {
         counter!(SENDS_SKIPPED).increment(1);
         tracing::debug!(guild_id = %self.guild_id, %channel_id, ?missing, "message not sent: missing permissions");
         true
+    }
+
+    /// Sends a request in the background lane ([`Rest::send_background`](crate::Rest)): behind
+    /// every reply, given up if not sent within half the timer lease, so a timer's claim
+    /// always outlives the send it made.
+    pub(crate) async fn send_background(
+        &self,
+        route: &'static str,
+        builder: impl TryIntoRequest,
+    ) -> Result<Reply, RestError> {
+        let request = builder
+            .try_into_request()
+            .map_err(|err| RestError::Transport(format!("invalid request: {err}")))?;
+        let give_up_at = tokio::time::Instant::now() + self.services.runtime.timer_lease / 2;
+        self.services
+            .replies
+            .rest()
+            .send_background(route, request, give_up_at)
+            .await
+    }
+
+    /// Whether the node cache keeps the guild's channels (`[cache] resources`).
+    pub(crate) fn keeps_channels(&self) -> bool {
+        self.services
+            .runtime
+            .cache_resources
+            .contains(ResourceType::CHANNEL)
+    }
+
+    /// Whether the bot may post announcements in `channel`: a text or announcement channel
+    /// of this guild. Judged from the node cache when it keeps channels; without them the
+    /// channel is taken, and one Discord does not know is reported when a message is sent.
+    pub(crate) fn may_announce_in(&self, channel: Id<ChannelMarker>) -> bool {
+        if !self.keeps_channels() {
+            return true;
+        }
+        self.services
+            .cache
+            .channel(channel)
+            .is_some_and(|c| c.guild_id == Some(self.guild_id) && is_announceable(c.kind))
     }
 
     /// Workflow runs the guild may have parked in durable waits at once.
@@ -396,4 +436,12 @@ pub(crate) async fn direct_message(io: &Io, user_id: Id<UserMarker>, content: St
         }
     };
     io.services.replies.message_with(channel.id, content, None);
+}
+
+/// Channel types the bot posts announcements in: text and announcement channels.
+pub(crate) fn is_announceable(kind: ChannelType) -> bool {
+    matches!(
+        kind,
+        ChannelType::GuildText | ChannelType::GuildAnnouncement
+    )
 }

@@ -12,7 +12,7 @@ use protonn_storage::{
 use ractor::RpcReplyPort;
 use twilight_cache_inmemory::ResourceType;
 use twilight_http::request::TryIntoRequest;
-use twilight_model::channel::{Channel, ChannelType};
+use twilight_model::channel::Channel;
 use twilight_model::guild::Member;
 use twilight_model::id::Id;
 
@@ -153,7 +153,11 @@ impl GuildState {
             | GuildRequest::DryRunWorkflow { .. }
             | GuildRequest::WorkflowRuns { .. }
             | GuildRequest::AutomodHits { .. }
-            | GuildRequest::AutomodTest { .. } => Err(GuildCallError::Unavailable {
+            | GuildRequest::AutomodTest { .. }
+            | GuildRequest::ListAnnounceSchedules
+            | GuildRequest::SaveAnnounceSchedule { .. }
+            | GuildRequest::SetAnnounceSchedulePaused { .. }
+            | GuildRequest::DeleteAnnounceSchedule { .. } => Err(GuildCallError::Unavailable {
                 message: "the guild's configuration could not be loaded".to_owned(),
             }),
         };
@@ -286,21 +290,7 @@ impl GuildState {
         let Some(channel) = channel.and_then(Id::new_checked) else {
             return Ok(());
         };
-        if !self
-            .services
-            .runtime
-            .cache_resources
-            .contains(ResourceType::CHANNEL)
-        {
-            return Ok(());
-        }
-        let usable = self.services.cache.channel(channel).is_some_and(|c| {
-            c.guild_id == Some(self.guild_id)
-                && matches!(
-                    c.kind,
-                    ChannelType::GuildText | ChannelType::GuildAnnouncement
-                )
-        });
+        let usable = self.io().may_announce_in(channel);
         if usable {
             Ok(())
         } else {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use protonn_storage::{GuildConfig, TicketsConfig};
+use protonn_storage::{GuildConfig, Plan, TicketsConfig};
 
 /// Roles that may be named as ticket staff (as for the guild's staff roles).
 const STAFF_ROLES_MAX: usize = 25;
@@ -80,13 +80,14 @@ pub(crate) struct Settings {
     pub(crate) max_open_per_member: u32,
     /// A silent ticket is closed after this.
     pub(crate) idle_close: Duration,
-    /// The panel's categories.
+    /// The panel's categories, as many as the guild's plan offers.
     pub(crate) categories: Vec<String>,
 }
 
 impl Settings {
-    /// The guild's settings; its idle period, or the operator's (`default_idle`).
-    pub(crate) fn of(config: &GuildConfig, default_idle: Duration) -> Self {
+    /// The guild's settings under its `plan`; its idle period, or the operator's
+    /// (`default_idle`).
+    pub(crate) fn of(config: &GuildConfig, plan: Plan, default_idle: Duration) -> Self {
         Self {
             max_open_per_member: config.tickets.max_open_per_member,
             idle_close: config
@@ -95,7 +96,7 @@ impl Settings {
                 .map_or(default_idle, |hours| {
                     Duration::from_secs(u64::from(hours) * 3_600)
                 }),
-            categories: config.tickets.categories.clone(),
+            categories: config.tickets.within_plan(plan).to_vec(),
         }
     }
 }
@@ -120,15 +121,32 @@ mod tests {
                 tickets: valid,
                 ..GuildConfig::default()
             },
+            Plan::Free,
             Duration::from_secs(1),
         );
         assert_eq!(settings.idle_close, Duration::from_secs(48 * 3_600));
         assert_eq!(settings.max_open_per_member, 3);
-        let default = Settings::of(&GuildConfig::default(), Duration::from_secs(7));
+        let default = Settings::of(&GuildConfig::default(), Plan::Free, Duration::from_secs(7));
         assert_eq!(
             (default.idle_close, default.max_open_per_member),
             (Duration::from_secs(7), 1)
         );
+    }
+
+    #[test]
+    fn a_downgrade_keeps_the_categories_past_the_plan_off_the_panel() {
+        let config = GuildConfig {
+            tickets: TicketsConfig {
+                categories: vec!["Billing".into(), "Bugs".into(), "Other".into()],
+                ..TicketsConfig::default()
+            },
+            ..GuildConfig::default()
+        };
+        let offered = |plan| Settings::of(&config, plan, Duration::from_secs(1)).categories;
+        assert_eq!(offered(Plan::Premium), ["Billing", "Bugs", "Other"]);
+        assert_eq!(offered(Plan::Free), ["Billing", "Bugs"]);
+        assert_eq!(config.tickets.over_plan(Plan::Free), ["Other"]);
+        assert!(config.tickets.over_plan(Plan::Premium).is_empty());
     }
 
     #[test]

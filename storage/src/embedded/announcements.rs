@@ -6,8 +6,10 @@ use redb::{ReadableTable, TableDefinition};
 
 use super::{e, from_json, open, open_read, to_json};
 use crate::announcements::{check_campaign, check_claim, check_outcome};
+use crate::schedules::check_schedule;
 use crate::{
-    AnnouncementRepo, Campaign, Delivery, DeliveryState, EmbeddedStore, StorageError, Timestamp,
+    AnnounceSchedule, AnnouncementRepo, Campaign, Delivery, DeliveryState, EmbeddedStore,
+    StorageError, Timestamp,
 };
 
 /// (shard id, guild id) → the guild's announcement channel.
@@ -19,6 +21,28 @@ pub(super) const CAMPAIGNS: TableDefinition<u64, &[u8]> =
 /// (campaign id, shard id, guild id) → [`Delivery`].
 pub(super) const DELIVERIES: TableDefinition<(u64, u32, u64), &[u8]> =
     TableDefinition::new("announce_deliveries");
+/// (guild id, schedule id) → [`AnnounceSchedule`].
+pub(super) const SCHEDULES: TableDefinition<(u64, u64), &[u8]> =
+    TableDefinition::new("announce_schedules");
+
+/// Removes every scheduled announcement of a guild (the bot left it); the rows removed.
+pub(super) fn delete_guild_schedules(
+    txn: &redb::WriteTransaction,
+    guild_id: u64,
+) -> Result<u64, StorageError> {
+    let mut table = open(txn, SCHEDULES)?;
+    let mut ids = Vec::new();
+    for row in table
+        .range((guild_id, 0)..=(guild_id, u64::MAX))
+        .map_err(e)?
+    {
+        ids.push(row.map_err(e)?.0.value().1);
+    }
+    for id in &ids {
+        table.remove((guild_id, *id)).map_err(e)?;
+    }
+    Ok(ids.len() as u64)
+}
 
 #[async_trait]
 impl AnnouncementRepo for EmbeddedStore {
@@ -173,6 +197,54 @@ impl AnnouncementRepo for EmbeddedStore {
                 out.push(from_json("announce_deliveries", row.map_err(e)?.1.value())?);
             }
             Ok(out)
+        })
+        .await
+    }
+
+    async fn put_announce_schedule(&self, schedule: &AnnounceSchedule) -> Result<(), StorageError> {
+        check_schedule(schedule)?;
+        let schedule = schedule.clone();
+        self.write(move |txn, _| {
+            open(txn, SCHEDULES)?
+                .insert(
+                    (schedule.guild_id, schedule.schedule_id),
+                    to_json(&schedule).as_slice(),
+                )
+                .map_err(e)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn announce_schedules(
+        &self,
+        guild_id: u64,
+    ) -> Result<Vec<AnnounceSchedule>, StorageError> {
+        self.read(move |txn, _| {
+            let table = open_read(txn, SCHEDULES)?;
+            let mut out = Vec::new();
+            for row in table
+                .range((guild_id, 0)..=(guild_id, u64::MAX))
+                .map_err(e)?
+            {
+                out.push(from_json("announce_schedules", row.map_err(e)?.1.value())?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn delete_announce_schedule(
+        &self,
+        guild_id: u64,
+        schedule_id: u64,
+    ) -> Result<bool, StorageError> {
+        self.write(move |txn, _| {
+            let removed = open(txn, SCHEDULES)?
+                .remove((guild_id, schedule_id))
+                .map_err(e)?
+                .is_some();
+            Ok(removed)
         })
         .await
     }

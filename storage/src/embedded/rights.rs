@@ -423,6 +423,7 @@ impl DataRights for EmbeddedStore {
             touched += super::automod::delete_guild_hits(txn, guild_id)?;
             touched += super::workflow_data::delete_guild_data(txn, guild_id, retention)?;
             touched += super::timers::delete_guild_timers(txn, guild_id)?;
+            touched += super::announcements::delete_guild_schedules(txn, guild_id)?;
             {
                 let mut table = open(txn, CONFIG_HISTORY)?;
                 let removed = table
@@ -660,6 +661,7 @@ impl DataRights for EmbeddedStore {
             dump_json!(WORKFLOW_RUNS);
             dump_json!(super::announcements::CAMPAIGNS);
             dump_json!(super::announcements::DELIVERIES);
+            dump_json!(super::announcements::SCHEDULES);
             let by_user = super::web_sessions::WEB_SESSIONS_BY_USER;
             for item in open_read(txn, by_user)?.iter().map_err(e)? {
                 let (key, _) = item.map_err(e)?;

@@ -6,7 +6,10 @@ use async_trait::async_trait;
 use super::records::{doc, parse};
 use super::{ScyllaStore, db_id};
 use crate::announcements::{check_campaign, check_claim, check_outcome};
-use crate::{AnnouncementRepo, Campaign, Delivery, DeliveryState, StorageError, Timestamp};
+use crate::schedules::check_schedule;
+use crate::{
+    AnnounceSchedule, AnnouncementRepo, Campaign, Delivery, DeliveryState, StorageError, Timestamp,
+};
 
 /// The one partition of `announce_campaigns`.
 const CAMPAIGN_BUCKET: i32 = 0;
@@ -16,6 +19,18 @@ fn shard(shard_id: u32) -> Result<i32, StorageError> {
 }
 
 impl ScyllaStore {
+    /// Removes every scheduled announcement of a guild (the bot left it); the rows removed.
+    pub(super) async fn delete_guild_schedules(&self, guild_id: u64) -> Result<u64, StorageError> {
+        let schedules = self.announce_schedules(guild_id).await?;
+        self.execute(
+            "DELETE FROM {ks}.announce_schedules WHERE guild_id = ?",
+            true,
+            (db_id(guild_id),),
+        )
+        .await?;
+        Ok(schedules.len() as u64)
+    }
+
     async fn campaign(&self, id: u64, serial: bool) -> Result<Option<String>, StorageError> {
         const SELECT: &str = "SELECT doc FROM {ks}.announce_campaigns WHERE bucket = ? AND id = ?";
         let values = (CAMPAIGN_BUCKET, db_id(id));
@@ -256,5 +271,55 @@ impl AnnouncementRepo for ScyllaStore {
             .filter_map(|(text,)| text.as_deref())
             .map(|text| parse("announce_deliveries", text))
             .collect()
+    }
+
+    async fn put_announce_schedule(&self, schedule: &AnnounceSchedule) -> Result<(), StorageError> {
+        check_schedule(schedule)?;
+        self.execute(
+            "INSERT INTO {ks}.announce_schedules (guild_id, schedule_id, doc) VALUES (?, ?, ?)",
+            true,
+            (
+                db_id(schedule.guild_id),
+                db_id(schedule.schedule_id),
+                doc(schedule),
+            ),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn announce_schedules(
+        &self,
+        guild_id: u64,
+    ) -> Result<Vec<AnnounceSchedule>, StorageError> {
+        self.docs(
+            "SELECT doc FROM {ks}.announce_schedules WHERE guild_id = ?",
+            "announce_schedules",
+            (db_id(guild_id),),
+        )
+        .await
+    }
+
+    async fn delete_announce_schedule(
+        &self,
+        guild_id: u64,
+        schedule_id: u64,
+    ) -> Result<bool, StorageError> {
+        let existed: Vec<(i64,)> = self
+            .select(
+                "SELECT schedule_id FROM {ks}.announce_schedules WHERE guild_id = ? AND schedule_id = ?",
+                (db_id(guild_id), db_id(schedule_id)),
+            )
+            .await?;
+        if existed.is_empty() {
+            return Ok(false);
+        }
+        self.execute(
+            "DELETE FROM {ks}.announce_schedules WHERE guild_id = ? AND schedule_id = ?",
+            true,
+            (db_id(guild_id), db_id(schedule_id)),
+        )
+        .await?;
+        Ok(true)
     }
 }

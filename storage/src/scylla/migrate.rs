@@ -92,6 +92,11 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         "015_workflow_data.cql",
         include_str!("../../schema/015_workflow_data.cql"),
     ),
+    (
+        16,
+        "016_announce_schedules.cql",
+        include_str!("../../schema/016_announce_schedules.cql"),
+    ),
 ];
 
 /// How long the migration lock lives without being re-taken. Long enough for the slowest

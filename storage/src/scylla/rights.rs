@@ -46,6 +46,7 @@ const TABLES: &[&str] = &[
     "timers_by_guild",
     "workflow_variables",
     "workflow_runs",
+    "announce_schedules",
 ];
 
 impl ScyllaStore {
@@ -432,6 +433,7 @@ impl DataRights for ScyllaStore {
         touched += self.delete_guild_hits(guild_id).await?;
         touched += self.delete_guild_workflow_data(guild_id).await?;
         touched += self.delete_guild_timers(guild_id).await?;
+        touched += self.delete_guild_schedules(guild_id).await?;
         self.execute(
             "DELETE FROM {ks}.guild_config_history WHERE guild_id = ?",
             true,
@@ -687,6 +689,10 @@ impl DataRights for ScyllaStore {
                 }
                 "workflow_runs" => {
                     self.select("SELECT JSON * FROM {ks}.workflow_runs", ())
+                        .await?
+                }
+                "announce_schedules" => {
+                    self.select("SELECT JSON * FROM {ks}.announce_schedules", ())
                         .await?
                 }
                 "nodes" => self.select("SELECT JSON * FROM {ks}.nodes", ()).await?,

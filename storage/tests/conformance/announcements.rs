@@ -3,8 +3,9 @@
 //! against the leader's store over gRPC.
 
 use protonn_storage::{
-    AnnouncementRepo, CAMPAIGN_MESSAGE_MAX_CHARS, Campaign, CampaignProgress, Delivery,
-    DeliveryState, StorageError, Timestamp,
+    AnnounceSchedule, AnnouncementRepo, CAMPAIGN_MESSAGE_MAX_CHARS, Campaign, CampaignProgress,
+    DataRights, Delivery, DeliveryState, Repeat, SCHEDULE_MESSAGE_MAX_CHARS, StorageError,
+    Timestamp,
 };
 
 const GUILD: u64 = 881_027_316_262_879_232;
@@ -231,12 +232,96 @@ pub(crate) async fn a_guild_is_claimed_once_per_campaign_and_decided_by_its_clai
     );
 }
 
+fn schedule(guild_id: u64, schedule_id: u64) -> AnnounceSchedule {
+    AnnounceSchedule {
+        guild_id,
+        schedule_id,
+        channel_id: CHANNEL,
+        message: "Game night at 20:00!".to_owned(),
+        repeat: Repeat::Weekly {
+            weekday: 4,
+            minute: 19 * 60,
+        },
+        paused: false,
+        updated_at: Timestamp(1_000),
+    }
+}
+
+pub(crate) async fn schedules_are_kept_per_guild_replaced_deleted_and_checked<S>(store: S)
+where
+    S: AnnouncementRepo + DataRights,
+{
+    store
+        .put_announce_schedule(&schedule(GUILD, 2))
+        .await
+        .unwrap();
+    store
+        .put_announce_schedule(&schedule(GUILD, 1))
+        .await
+        .unwrap();
+    store
+        .put_announce_schedule(&schedule(OTHER_GUILD, 1))
+        .await
+        .unwrap();
+    let ids = |list: Vec<AnnounceSchedule>| list.iter().map(|s| s.schedule_id).collect::<Vec<_>>();
+    assert_eq!(ids(store.announce_schedules(GUILD).await.unwrap()), [1, 2]);
+
+    // Saving the same id replaces it.
+    let paused = AnnounceSchedule {
+        paused: true,
+        repeat: Repeat::EveryHours {
+            hours: 6,
+            from: Timestamp(5_000),
+        },
+        ..schedule(GUILD, 2)
+    };
+    store.put_announce_schedule(&paused).await.unwrap();
+    assert_eq!(store.announce_schedules(GUILD).await.unwrap()[1], paused);
+
+    // A malformed schedule is refused and nothing changes.
+    for bad in [
+        AnnounceSchedule {
+            message: " ".into(),
+            ..schedule(GUILD, 3)
+        },
+        AnnounceSchedule {
+            message: "x".repeat(SCHEDULE_MESSAGE_MAX_CHARS + 1),
+            ..schedule(GUILD, 3)
+        },
+        AnnounceSchedule {
+            repeat: Repeat::Daily { minute: 24 * 60 },
+            ..schedule(GUILD, 3)
+        },
+        schedule(GUILD, 0),
+    ] {
+        let refused = store.put_announce_schedule(&bad).await;
+        assert!(
+            matches!(refused, Err(StorageError::Invalid(_))),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(ids(store.announce_schedules(GUILD).await.unwrap()), [1, 2]);
+
+    assert!(store.delete_announce_schedule(GUILD, 1).await.unwrap());
+    assert!(!store.delete_announce_schedule(GUILD, 1).await.unwrap());
+    assert_eq!(ids(store.announce_schedules(GUILD).await.unwrap()), [2]);
+
+    // The bot leaving a guild erases its schedules, and only its.
+    store.delete_guild(GUILD).await.unwrap();
+    assert!(store.announce_schedules(GUILD).await.unwrap().is_empty());
+    assert_eq!(
+        ids(store.announce_schedules(OTHER_GUILD).await.unwrap()),
+        [1]
+    );
+}
+
 macro_rules! announcement_cases {
     ($run:ident) => {
         $run!(
             opt_ins_are_listed_by_shard_and_withdrawn,
             campaigns_are_created_once_listed_newest_first_and_cancelled,
             a_guild_is_claimed_once_per_campaign_and_decided_by_its_claimant,
+            schedules_are_kept_per_guild_replaced_deleted_and_checked,
         );
     };
 }

@@ -24,6 +24,7 @@ mod ops;
 mod premium;
 mod privacy;
 mod rest;
+mod schedules;
 mod tickets;
 mod workflows;
 

@@ -646,3 +646,102 @@ async fn ticket_settings_saved_in_chromium_are_checked_against_the_plan_and_used
         "48 hours, not the node's 7 days"
     );
 }
+
+/// The options of the newest category panel in `channel`.
+fn newest_panel_options(sim: &SimHandle, channel: u64) -> Vec<String> {
+    sim.messages(channel)
+        .iter()
+        .rev()
+        .find(|m| m["components"][0]["components"][0]["custom_id"] == "ticket:category")
+        .map(|m| {
+            m["components"][0]["components"][0]["options"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| o["label"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .expect("a category panel is posted")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_downgrade_categories_past_the_plan_are_kept_off_the_panel_and_named() {
+    use protonn_storage::{Plan, Timestamp, guild_plan};
+
+    let runtime = protonn_actors::RuntimeConfig {
+        // The downgrade shows at once.
+        plan_recheck_every: std::time::Duration::from_millis(50),
+        ..test_runtime()
+    };
+    let Bot { sim, node, .. } = &Bot::with_runtime(small_world(1, 1), runtime).await;
+    let guild = some_guild(sim, 0);
+    let channel = guild.channel_ids[0];
+    let member = guild.member_ids[0];
+    let store = node.store();
+    give_premium(store.as_ref(), guild.id, guild.owner_id).await;
+    let all = ["Billing", "Bugs", "Other"];
+    crate::automod::configure(node, guild.id, |config| {
+        config.tickets.categories = all.map(str::to_owned).to_vec();
+    })
+    .await
+    .unwrap();
+    staff(sim, &guild, channel, "panel", "").await;
+    assert_eq!(newest_panel_options(sim, channel), all);
+    let premium_panel = panel_message(sim, channel, "ticket:category");
+
+    store.remove_slot(guild.owner_id, guild.id).await.unwrap();
+    wait_until("the guild is free again", || async {
+        guild_plan(store.as_ref(), guild.id, Timestamp::now())
+            .await
+            .unwrap()
+            == Plan::Free
+    })
+    .await;
+    // A panel posted now offers the categories the free plan allows; the third is kept.
+    wait_until("a new panel offers two categories", || async {
+        staff(sim, &guild, channel, "panel", "").await;
+        newest_panel_options(sim, channel) == ["Billing", "Bugs"]
+    })
+    .await;
+    let kept = store.load(guild.id).await.unwrap().unwrap();
+    assert_eq!(kept.config.tickets.categories, all, "kept in the config");
+    // The panel posted under premium still shows it: choosing it is refused.
+    let chose = sim
+        .use_component(
+            guild.id,
+            channel,
+            premium_panel,
+            member,
+            "ticket:category",
+            Some(&["2".to_owned()]),
+        )
+        .unwrap();
+    assert_eq!(
+        answers_to(sim, chose).await.remove(0),
+        "This category is no longer offered: choose again on the panel."
+    );
+    let opened = open_in_category(sim, &guild, channel, member, "1", "A bug to report").await;
+    assert!(opened.starts_with("Ticket #1 opened"), "{opened}");
+
+    // The settings page names the category past the plan.
+    if !browser_installed() {
+        return;
+    }
+    let (dashboard, _data) = start_dashboard(sim, node).await;
+    let origin = dashboard.url().to_owned();
+    let profile = tempfile::tempdir().unwrap();
+    let browser = WebDriver::start(profile.path()).await;
+    login_as(&browser, &origin, guild.owner_id).await;
+    browser
+        .go(&format!("{origin}/guilds/{}/tickets/settings", guild.id))
+        .await;
+    browser
+        .wait_for("The free plan offers 2 ticket categories; these are kept but not on the panel")
+        .await;
+    let text = browser
+        .script("return document.querySelector('#over-plan').textContent")
+        .await;
+    assert!(text.as_str().unwrap().ends_with(": Other."), "{text}");
+    browser.quit().await;
+    dashboard.shutdown().await;
+}

@@ -80,6 +80,7 @@ pub(crate) fn tabs(guild_id: u64, name: &str, current: &str) -> Markup {
         ("/tickets", "Tickets"),
         ("/automod", "Automod"),
         ("/workflows", "Workflows"),
+        ("/announcements", "Announcements"),
     ];
     html! {
         p.muted { a href="/guilds" { "Servers" } " › " (name) }

@@ -11,7 +11,7 @@ use axum::http::header::LOCATION;
 use axum::response::{IntoResponse, Response};
 use maud::html;
 use protonn_actors::{GuildRequest, GuildResponse, GuildSummary};
-use protonn_storage::{TicketsConfig, VersionedConfig};
+use protonn_storage::{Plan, TicketsConfig, Timestamp, VersionedConfig, guild_plan};
 
 use super::guild::{authorize, config, summary, tabs, unexpected};
 use super::layout::{self, Audience, Nav};
@@ -36,7 +36,10 @@ pub(crate) async fn ticket_settings(
     let notice = q
         .saved
         .map(|v| format!("Saved as version {v}. The bot uses it from now on."));
-    Ok(render(&authed, &summary, &current, None, notice, None))
+    let plan = guild_plan(state.store.as_ref(), guild_id, Timestamp::now()).await?;
+    Ok(render(
+        &authed, &summary, &current, plan, None, notice, None,
+    ))
 }
 
 /// The form, showing `draft` (what was typed, after a refusal) or the current settings.
@@ -44,12 +47,14 @@ fn render(
     authed: &Authed,
     summary: &GuildSummary,
     current: &VersionedConfig,
+    plan: Plan,
     draft: Option<&TicketsConfig>,
     notice: Option<String>,
     error: Option<String>,
 ) -> Response {
     let guild_id = summary.guild_id;
     let shown = draft.unwrap_or(&current.config.tickets);
+    let off = current.config.tickets.over_plan(plan);
     let nav = Nav {
         username: &authed.sealed.username,
         csrf: authed.csrf(),
@@ -64,6 +69,13 @@ fn render(
             p { a href={ "/guilds/" (guild_id) "/tickets" } { "Back to the tickets" } }
             @if let Some(notice) = &notice { p.notice role="status" id="notice" { (notice) } }
             @if let Some(error) = &error { p.error role="alert" id="error" { (error) } }
+            @if !off.is_empty() {
+                p.error role="alert" id="over-plan" {
+                    "The " (plan.name()) " plan offers " (plan.limits().ticket_categories)
+                    " ticket categories; these are kept but not on the panel until the server has premium again or you remove others: "
+                    @for (n, name) in off.iter().enumerate() { @if n > 0 { ", " } strong { (name) } } "."
+                }
+            }
             form.card method="post" action={ "/guilds/" (guild_id) "/tickets/settings" } {
                 input type="hidden" name="csrf" value=(authed.csrf());
                 input type="hidden" name="expected_version" value=(current.version);
@@ -183,10 +195,12 @@ pub(crate) async fn save_ticket_settings(
         Err(err) => return Err(err),
     };
     let current = config(&state, &authed, guild_id).await?;
+    let plan = guild_plan(state.store.as_ref(), guild_id, Timestamp::now()).await?;
     let mut response = render(
         &authed,
         &summary,
         &current,
+        plan,
         Some(&tickets),
         None,
         Some(refused.1),

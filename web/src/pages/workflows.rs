@@ -605,11 +605,11 @@ fn workflow_number(raw: &str) -> Result<u64, WebError> {
     raw.parse().map_err(|_| WebError::NotFound)
 }
 
-fn see_other(to: String) -> Response {
+pub(super) fn see_other(to: String) -> Response {
     (StatusCode::SEE_OTHER, [(LOCATION, to)]).into_response()
 }
 
-fn refusal(page: Result<Response, WebError>) -> Result<Response, WebError> {
+pub(super) fn refusal(page: Result<Response, WebError>) -> Result<Response, WebError> {
     let mut response = page?;
     *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
     Ok(response)
