@@ -15,7 +15,7 @@ use crate::metrics::REST_REQUESTS;
 use crate::rest::{Rest, RestError};
 
 /// Values of the `route` label of `protonn_rest_requests_total`: every request the bot makes.
-pub(crate) const REST_ROUTE_LABELS: [&str; 27] = [
+pub(crate) const REST_ROUTE_LABELS: [&str; 31] = [
     "create_message",
     "interaction_callback",
     "interaction_edit",
@@ -47,6 +47,11 @@ pub(crate) const REST_ROUTE_LABELS: [&str; 27] = [
     "add_thread_member",
     "remove_thread_member",
     "update_thread",
+    // Automod: rules pushed to Discord's own AutoMod.
+    "automod_rules",
+    "create_automod_rule",
+    "update_automod_rule",
+    "delete_automod_rule",
 ];
 
 /// Sends replies without making the caller wait: each request runs on its own task, so a

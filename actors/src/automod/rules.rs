@@ -60,6 +60,8 @@ pub(crate) struct Rule {
     check: Check,
     pub(crate) actions: Vec<AutomodAction>,
     pub(crate) shadow: bool,
+    /// Enforced by Discord's AutoMod (`native.rs`): the bot does not check it on messages.
+    pub(crate) native: bool,
     exempt_roles: Vec<u64>,
     exempt_channels: Vec<u64>,
 }
@@ -227,6 +229,7 @@ impl Rules {
                 check,
                 actions: rule.actions.clone(),
                 shadow: rule.shadow,
+                native: rule.native,
                 exempt_roles: rule.exempt_roles.clone(),
                 exempt_channels: rule.exempt_channels.clone(),
             });

@@ -15,6 +15,7 @@ fn rule(name: &str, trigger: Trigger) -> AutomodRule {
         shadow: false,
         exempt_roles: Vec::new(),
         exempt_channels: Vec::new(),
+        native: false,
     }
 }
 
