@@ -113,7 +113,10 @@ fn non_matching() -> Vec<AutomodRule> {
     ));
     rules.push(rule("emojis".into(), Trigger::EmojiFlood { emojis: 5 }));
     rules.push(rule("zalgo".into(), Trigger::Zalgo { marks: 8 }));
-    rules.push(rule("mentions".into(), Trigger::MentionSpam { mentions: 5 }));
+    rules.push(rule(
+        "mentions".into(),
+        Trigger::MentionSpam { mentions: 5 },
+    ));
     rules.push(rule(
         "new accounts".into(),
         Trigger::NewAccount { min_age_days: 30 },

@@ -266,10 +266,13 @@ pub(crate) async fn reconcile(io: Io, wanted: Vec<NativeRule>) -> Vec<Effect> {
             tracing::warn!(%guild_id, rule = %rule.name, error = %err, "cannot push a native AutoMod rule");
         }
     }
-    for stale in ours
-        .iter()
-        .filter(|theirs| !wanted.iter().any(|rule| rule.name == theirs.name))
-    {
+    // Rules no longer wanted, and a second of one name (two reconciliations that overlapped
+    // may both have made it).
+    let kept = |theirs: &AutoModerationRule| {
+        wanted.iter().any(|rule| rule.name == theirs.name)
+            && ours.iter().find(|r| r.name == theirs.name).map(|r| r.id) == Some(theirs.id)
+    };
+    for stale in ours.iter().filter(|theirs| !kept(theirs)) {
         let request = io.http().delete_auto_moderation_rule(guild_id, stale.id);
         if let Err(err) = io.send("delete_automod_rule", request).await {
             tracing::warn!(%guild_id, rule = %stale.name, error = %err, "cannot delete a native AutoMod rule");
