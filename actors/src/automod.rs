@@ -9,18 +9,24 @@
 //!   that matches acts (`act.rs`): warnings, timeouts, kicks and bans are moderation's
 //!   actions taken by the bot (a case each, the escalation ladder after a warning).
 //! - Bots' messages (this bot's included) are never checked.
+//! - Native rules run in Discord's own AutoMod (`native.rs`): pushed when the config
+//!   changes, not checked by the bot on messages; Discord's AUTO_MODERATION_ACTION_EXECUTION
+//!   for one makes the bot take the rule's other actions.
 
 mod act;
+mod native;
 mod rules;
 mod spam;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use protonn_storage::{AutomodConfig, Plan};
+use protonn_storage::{AutomodConfig, GuildConfig, Plan};
 use tokio::time::Instant;
 use twilight_model::channel::Message;
 use twilight_model::gateway::event::Event;
+use twilight_model::gateway::payload::incoming::AutoModerationActionExecution;
+use twilight_model::guild::auto_moderation::AutoModerationActionType;
 
 use crate::feature::{CallTask, Ctx, Effect, Feature};
 use crate::{GuildCall, GuildCallError, GuildRequest, GuildResponse, RuleMatch};
@@ -127,7 +133,40 @@ fn test_message(rules: &Rules, content: &str) -> Vec<RuleMatch> {
 
 /// Checks a config's rules as they would be compiled; the error says what to change.
 pub(crate) fn validate(config: &AutomodConfig) -> Result<(), String> {
-    Rules::compile(config).map(drop)
+    Rules::compile(config)?;
+    native::check(config)
+}
+
+/// Discord's AutoMod blocked a member's message for one of the native rules: the bot takes
+/// that rule's other actions (a case, the ladder, the mod-log) as if it had matched it.
+fn after_discord(ctx: &mut Ctx<'_>, execution: &AutoModerationActionExecution) -> Vec<Effect> {
+    let (config, plan, version) = (ctx.config, ctx.plan, ctx.config_version);
+    let Some(rule) = native::rule_of(&config.automod, plan, execution) else {
+        tracing::info!(guild_id = %execution.guild_id, rule_id = %execution.rule_id, "a Discord AutoMod rule that is not one of ours acted");
+        return Vec::new();
+    };
+    let guild_id = ctx.io.guild_id().get();
+    let io = ctx.io.clone();
+    let state: &mut State = ctx.state();
+    let rules = state.rules((version, plan), &config.automod, guild_id);
+    let Some(compiled) = rules.rules.iter().find(|r| r.name == rule.name.trim()) else {
+        return Vec::new();
+    };
+    let why = match &execution.matched_keyword {
+        Some(keyword) => format!("Discord's AutoMod matched the keyword `{keyword}`"),
+        None => "Discord's AutoMod found too many mentions".to_owned(),
+    };
+    let Some(channel) = execution.channel_id else {
+        return Vec::new();
+    };
+    act::after_discord(
+        &io,
+        config,
+        compiled,
+        &why,
+        execution.user_id.get(),
+        channel.get(),
+    )
 }
 
 impl Feature for Automod {
@@ -179,8 +218,21 @@ impl Feature for Automod {
         match event {
             Event::MessageCreate(message) => !message.author.bot,
             Event::MessageUpdate(message) => !message.author.bot,
+            // Discord sends one per action of its rule; ours have one, the block.
+            Event::AutoModerationActionExecution(execution) => {
+                execution.action.kind == AutoModerationActionType::BlockMessage
+            }
             _ => false,
         }
+    }
+
+    /// Pushes the native rules to Discord when the config changed them.
+    fn on_config_saved(&self, ctx: &mut Ctx<'_>, before: &GuildConfig) -> Vec<Effect> {
+        let wanted = native::wanted(&ctx.config.automod, ctx.plan);
+        if wanted == native::wanted(&before.automod, ctx.plan) {
+            return Vec::new();
+        }
+        vec![Effect::task(native::reconcile(ctx.io.clone(), wanted))]
     }
 
     /// A member's message, or an edit of one: an edit is checked like a new message but is
@@ -189,6 +241,9 @@ impl Feature for Automod {
         let (message, edited): (&Message, bool) = match event {
             Event::MessageCreate(message) => (message, false),
             Event::MessageUpdate(message) => (message, true),
+            Event::AutoModerationActionExecution(execution) => {
+                return after_discord(ctx, execution);
+            }
             _ => return Vec::new(),
         };
         let config = ctx.config;
@@ -225,7 +280,9 @@ impl Feature for Automod {
                 + usize::from(message.mention_everyone)) as u32,
             account_age: Duration::from_millis(now_ms.saturating_sub(born)),
         };
-        let hits = rules.check(&said, recent, now);
+        let mut hits = rules.check(&said, recent, now);
+        // Discord checks those: a message it let through is not the bot's to judge again.
+        hits.retain(|hit| !rules.rules[hit.rule].native);
         if hits.is_empty() {
             return Vec::new();
         }
@@ -250,6 +307,7 @@ mod tests {
                 shadow: false,
                 exempt_roles: Vec::new(),
                 exempt_channels: Vec::new(),
+                native: false,
             }],
         }
     }
@@ -310,6 +368,7 @@ mod tests {
             shadow: false,
             exempt_roles: Vec::new(),
             exempt_channels: Vec::new(),
+            native: false,
         });
         let rules = Rules::compile(&config).unwrap();
         assert!(test_message(&rules, "hello there").is_empty());

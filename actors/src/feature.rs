@@ -83,6 +83,12 @@ pub(crate) trait Feature: Send + Sync + 'static {
         None
     }
 
+    /// A new config is live (saved; `ctx.config`), replacing `before`: what the feature
+    /// keeps outside the bot (Discord's own AutoMod rules) follows it.
+    fn on_config_saved(&self, _ctx: &mut Ctx<'_>, _before: &GuildConfig) -> Vec<Effect> {
+        Vec::new()
+    }
+
     /// One of its durable timers fell due on the node that owns the guild. The timer is not
     /// claimed yet: the effects claim it ([`Io::claim_timer`]) before acting.
     fn on_timer(&self, _ctx: &mut Ctx<'_>, _timer: Timer) -> Vec<Effect> {

@@ -86,6 +86,8 @@ pub fn intents() -> Intents {
         | Intents::GUILD_MESSAGES
         | Intents::MESSAGE_CONTENT
         | Intents::GUILD_MESSAGE_REACTIONS
+        // Automod's native rules: Discord tells the bot what its AutoMod blocked.
+        | Intents::AUTO_MODERATION_EXECUTION
 }
 
 /// [`intents`], with GUILD_MEMBERS when the runtime asks for members' events
@@ -122,6 +124,7 @@ pub fn event_types() -> EventTypeFlags {
         // Discord app subscriptions: premium. UPDATE and DELETE are not asked for: twilight
         // 0.18 cannot parse them (`entitlements.rs` reads the list instead).
         | EventTypeFlags::ENTITLEMENT_CREATE
+        | EventTypeFlags::AUTO_MODERATION_ACTION_EXECUTION
 }
 
 /// What the node cache keeps by default: the guild (for its owner) and roles (for

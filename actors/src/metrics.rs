@@ -94,10 +94,10 @@ pub const TIMERS_DUE: &str = "protonn_actors_timers_due_total";
 /// `error` (the store did not answer; the next poll tries again).
 pub const TIMER_OUTCOMES: [&str; 3] = ["claimed", "taken", "error"];
 /// Automod rules that matched a message, by `trigger` (the rule's kind) and `mode`
-/// (`enforced`, or `shadow` for a rule that only reports).
+/// (`enforced`, `shadow` for a rule that only reports, `native` for one Discord enforced).
 pub const AUTOMOD_HITS: &str = "protonn_actors_automod_hits_total";
 /// Values of the `mode` label of [`AUTOMOD_HITS`].
-pub const AUTOMOD_MODES: [&str; 2] = ["enforced", "shadow"];
+pub const AUTOMOD_MODES: [&str; 3] = ["enforced", "shadow", "native"];
 
 /// Discord entitlements (app subscriptions) this node applied, by outcome.
 pub const ENTITLEMENTS: &str = "protonn_premium_entitlements_total";
@@ -328,7 +328,7 @@ pub fn describe() {
     describe_counter!(
         AUTOMOD_HITS,
         Unit::Count,
-        "Automod rules that matched a message, by the rule's trigger and mode (enforced or shadow)."
+        "Automod rules that matched a message, by the rule's trigger and mode (enforced, shadow, or native: enforced by Discord's AutoMod)."
     );
     for trigger in crate::automod::TRIGGER_KINDS {
         for mode in AUTOMOD_MODES {

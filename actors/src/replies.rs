@@ -15,7 +15,7 @@ use crate::metrics::REST_REQUESTS;
 use crate::rest::{Rest, RestError};
 
 /// Values of the `route` label of `protonn_rest_requests_total`: every request the bot makes.
-pub(crate) const REST_ROUTE_LABELS: [&str; 28] = [
+pub(crate) const REST_ROUTE_LABELS: [&str; 32] = [
     "create_message",
     "interaction_callback",
     "interaction_edit",
@@ -49,6 +49,11 @@ pub(crate) const REST_ROUTE_LABELS: [&str; 28] = [
     "update_thread",
     // Workflows' thread on a message.
     "create_thread_from_message",
+    // Automod: rules pushed to Discord's own AutoMod.
+    "automod_rules",
+    "create_automod_rule",
+    "update_automod_rule",
+    "delete_automod_rule",
 ];
 
 /// Sends replies without making the caller wait: each request runs on its own task, so a

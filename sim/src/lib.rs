@@ -33,6 +33,7 @@
 //! | `interactions` | issued interactions: one answer each, of a type their kind allows, the 3 s deadline, the 15 min token, the modal shown |
 //! | `components` | buttons, selects and modals: Discord's validation, and a member using them |
 //! | `threads` | threads and their members: create, add/remove, archive, lock, rename, their events |
+//! | `automod` | Discord's native AutoMod: rules CRUD with Discord's caps, their events, keyword and mention-spam rules enforced on members' messages |
 //! | `entitlements` | app subscriptions: SKUs, entitlements bought, renewed and refunded, their REST routes and events |
 //! | `control` | the `/sim` HTTP API |
 //! | `oauth` | Discord's OAuth2 provider: consent page, token grants and revocation, `Bearer` users and guilds |
@@ -100,6 +101,7 @@
 //! # }
 //! ```
 
+mod automod;
 mod ban;
 mod clock;
 mod components;

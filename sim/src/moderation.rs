@@ -60,6 +60,8 @@ struct Inner {
     dm_channels: HashMap<u64, u64>,
     /// Channels (threads) that keep [`KEPT_PER_THREAD`] messages.
     long_channels: HashSet<u64>,
+    /// guild → permissions taken from the bot there at run time (an admin editing its role).
+    revoked: HashMap<u64, Permissions>,
 }
 
 #[derive(Clone)]
@@ -156,6 +158,24 @@ impl ModerationState {
         self.lock().departed.contains(&(guild_id, user_id))
     }
 
+    /// Takes `permissions` from the bot in a guild: its REST calls there are refused as
+    /// Discord refuses them (the roles the gateway shows do not change).
+    pub(crate) fn revoke_bot_permissions(&self, guild_id: u64, permissions: Permissions) {
+        *self
+            .lock()
+            .revoked
+            .entry(guild_id)
+            .or_insert_with(Permissions::empty) |= permissions;
+    }
+
+    fn revoked(&self, guild_id: u64) -> Permissions {
+        self.lock()
+            .revoked
+            .get(&guild_id)
+            .copied()
+            .unwrap_or_else(Permissions::empty)
+    }
+
     pub(crate) fn is_dm_channel(&self, channel_id: u64) -> bool {
         self.lock().dm_channels.values().any(|&c| c == channel_id)
     }
@@ -205,7 +225,7 @@ pub(crate) fn bot_permissions(
 ) -> Permissions {
     let mut allowed = Permissions::from_bits_truncate(
         payloads::everyone_permissions() | payloads::bot_permissions(),
-    );
+    ) - shared.moderation.revoked(guild.id);
     if allowed.contains(Permissions::ADMINISTRATOR) {
         return Permissions::all();
     }
@@ -505,6 +525,13 @@ pub(crate) fn update_member(shared: &Shared, segments: &[&str], body: &RequestBo
             );
         }
     };
+    let member = time_out(shared, guild, user, until);
+    Outcome::new("", json_response(StatusCode::OK, &member))
+}
+
+/// Sets (or with `None` lifts) a member's timeout and sends GUILD_MEMBER_UPDATE; the member
+/// object.
+pub(crate) fn time_out(shared: &Shared, guild: &Guild, user: u64, until: Option<String>) -> Value {
     {
         let mut inner = shared.moderation.lock();
         match &until {
@@ -528,7 +555,7 @@ pub(crate) fn update_member(shared: &Shared, segments: &[&str], body: &RequestBo
         Some(user),
         &member,
     );
-    Outcome::new("", json_response(StatusCode::OK, &member))
+    member
 }
 
 /// `DELETE /guilds/{guild}/members/{user}`: a kick.

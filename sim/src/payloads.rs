@@ -60,6 +60,7 @@ pub(crate) fn bot_permissions() -> u64 {
     everyone_permissions()
         | moderator_permissions()
         | (Permissions::MANAGE_ROLES
+            | Permissions::MANAGE_GUILD
             | Permissions::MANAGE_THREADS
             | Permissions::MANAGE_CHANNELS
             | Permissions::CREATE_PUBLIC_THREADS

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::automod;
 use crate::ban;
 use crate::entitlements;
 use crate::interactions::{Answer, InteractionKind, Issue};
@@ -315,6 +316,24 @@ fn limited_route(method: &Method, segments: &[&str]) -> Option<(RouteKey, bool)>
             (key(DM_CREATE_ROUTE, LimitClass::Other, ""), true)
         }
         ("GET", ["applications", _, "skus"]) => (key(SKUS_ROUTE, LimitClass::Other, ""), true),
+        ("GET", ["guilds", guild, "auto-moderation", "rules"]) => {
+            (key(AUTOMOD_RULES_ROUTE, LimitClass::Other, guild), true)
+        }
+        ("POST", ["guilds", guild, "auto-moderation", "rules"]) => (
+            key(AUTOMOD_RULE_CREATE_ROUTE, LimitClass::Other, guild),
+            true,
+        ),
+        ("GET", ["guilds", guild, "auto-moderation", "rules", _]) => {
+            (key(AUTOMOD_RULE_GET_ROUTE, LimitClass::Other, guild), true)
+        }
+        ("PATCH", ["guilds", guild, "auto-moderation", "rules", _]) => (
+            key(AUTOMOD_RULE_PATCH_ROUTE, LimitClass::Other, guild),
+            true,
+        ),
+        ("DELETE", ["guilds", guild, "auto-moderation", "rules", _]) => (
+            key(AUTOMOD_RULE_DELETE_ROUTE, LimitClass::Other, guild),
+            true,
+        ),
         ("GET", ["applications", _, "entitlements"]) => {
             (key(ENTITLEMENTS_ROUTE, LimitClass::Other, ""), true)
         }
@@ -360,6 +379,11 @@ const THREAD_FROM_MESSAGE_ROUTE: &str = "POST /channels/{channel_id}/messages/{m
 const THREAD_MEMBER_PUT_ROUTE: &str = "PUT /channels/{channel_id}/thread-members/{user_id}";
 const THREAD_MEMBER_DELETE_ROUTE: &str = "DELETE /channels/{channel_id}/thread-members/{user_id}";
 const THREAD_MEMBERS_GET_ROUTE: &str = "GET /channels/{channel_id}/thread-members";
+const AUTOMOD_RULES_ROUTE: &str = "GET /guilds/{guild_id}/auto-moderation/rules";
+const AUTOMOD_RULE_CREATE_ROUTE: &str = "POST /guilds/{guild_id}/auto-moderation/rules";
+const AUTOMOD_RULE_GET_ROUTE: &str = "GET /guilds/{guild_id}/auto-moderation/rules/{rule_id}";
+const AUTOMOD_RULE_PATCH_ROUTE: &str = "PATCH /guilds/{guild_id}/auto-moderation/rules/{rule_id}";
+const AUTOMOD_RULE_DELETE_ROUTE: &str = "DELETE /guilds/{guild_id}/auto-moderation/rules/{rule_id}";
 const SKUS_ROUTE: &str = "GET /applications/{application_id}/skus";
 const ENTITLEMENTS_ROUTE: &str = "GET /applications/{application_id}/entitlements";
 const ENTITLEMENT_GET_ROUTE: &str =
@@ -437,6 +461,21 @@ fn route(
             return Outcome::new(ENTITLEMENTS_ROUTE, unauthorized());
         }
         ("GET", ["applications", _, "skus"]) => (SKUS_ROUTE, entitlements::list_skus),
+        ("GET", ["guilds", _, "auto-moderation", "rules"]) => {
+            (AUTOMOD_RULES_ROUTE, automod::list_rules)
+        }
+        ("POST", ["guilds", _, "auto-moderation", "rules"]) => {
+            (AUTOMOD_RULE_CREATE_ROUTE, automod::create_rule)
+        }
+        ("GET", ["guilds", _, "auto-moderation", "rules", _]) => {
+            (AUTOMOD_RULE_GET_ROUTE, automod::get_rule)
+        }
+        ("PATCH", ["guilds", _, "auto-moderation", "rules", _]) => {
+            (AUTOMOD_RULE_PATCH_ROUTE, automod::modify_rule)
+        }
+        ("DELETE", ["guilds", _, "auto-moderation", "rules", _]) => {
+            (AUTOMOD_RULE_DELETE_ROUTE, automod::delete_rule)
+        }
         ("POST", ["applications", _, "entitlements"]) => (
             TEST_ENTITLEMENT_CREATE_ROUTE,
             entitlements::create_test_entitlement,

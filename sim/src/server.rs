@@ -413,6 +413,23 @@ impl SimHandle {
         self.shared.moderation.banned(guild_id)
     }
 
+    /// A guild's native AutoMod rules, as `GET /guilds/{id}/auto-moderation/rules` shows them.
+    pub fn automod_rules(&self, guild_id: u64) -> Vec<serde_json::Value> {
+        self.shared.automod.rules_of(guild_id)
+    }
+
+    /// Takes permissions from the bot in a guild (an admin editing its role): its REST calls
+    /// there are refused with 50013 as Discord refuses them.
+    pub fn revoke_bot_permissions(
+        &self,
+        guild_id: u64,
+        permissions: twilight_model::guild::Permissions,
+    ) {
+        self.shared
+            .moderation
+            .revoke_bot_permissions(guild_id, permissions);
+    }
+
     /// A member's `communication_disabled_until`, if timed out.
     pub fn timeout_of(&self, guild_id: u64, user_id: u64) -> Option<String> {
         self.shared.moderation.timeout_of(guild_id, user_id)

@@ -63,6 +63,8 @@ pub(crate) struct Shared {
     pub(crate) threads: crate::threads::ThreadState,
     /// The application's entitlements (app subscriptions).
     pub(crate) entitlements: crate::entitlements::EntitlementState,
+    /// The guilds' native AutoMod rules.
+    pub(crate) automod: crate::automod::AutomodState,
     /// The accepted token; replaceable at run time (an operator resetting it).
     token: RwLock<String>,
     message_ids: IdGenerator,
@@ -117,6 +119,7 @@ impl Shared {
             moderation: Default::default(),
             threads: Default::default(),
             entitlements: Default::default(),
+            automod: Default::default(),
             interactions: Interactions::new(clock, config.ledger_capacity),
             clock,
             ledger: Ledger::new(config.ledger_capacity),
@@ -261,6 +264,12 @@ impl Shared {
         let author = Author::in_guild(guild, author_id, &fallback_name);
         let roles = guild.roles_of(author_id);
         let message_id = self.message_ids.next();
+        // Discord's AutoMod screens a member's message before anyone sees it.
+        if !author.bot
+            && crate::automod::screen(self, guild, channel_id, author.id, message_id, content)
+        {
+            return None;
+        }
         let attachments: Vec<serde_json::Value> = attachments
             .iter()
             .map(|name| payloads::attachment(self.message_ids.next(), channel_id, name))

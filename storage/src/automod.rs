@@ -49,6 +49,11 @@ pub struct AutomodRule {
     /// Messages in these channels are not checked by the rule.
     #[serde(default)]
     pub exempt_channels: Vec<u64>,
+    /// Pushed to Discord's own AutoMod, which blocks a matching message before anyone sees
+    /// it; the bot then takes the rule's other actions. Only keyword and mention-spam rules
+    /// within Discord's caps fit.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub native: bool,
 }
 
 /// What a rule looks for.

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use twilight_model::channel::Message;
 use twilight_model::id::Id;
 
+use super::rules::Rule;
 use super::{Hit, HitBudget, Rules};
 use crate::feature::Effect;
 use crate::guild::Io;
@@ -79,22 +80,13 @@ pub(super) fn respond(
         }
         enforced = true;
         counter!(AUTOMOD_HITS, "trigger" => rule.kind, "mode" => "enforced").increment(1);
-        let reason: String = format!("Automod rule `{}`: {}.", rule.name, hit.why)
-            .chars()
-            .take(CASE_REASON_MAX_CHARS)
-            .collect();
-        let enforcement = Enforcement {
+        let enforcement = Enforcement::of(
+            rule,
+            &hit.why,
             author,
-            message: message.id.get(),
-            channel: channel.get(),
-            delete: rule.actions.contains(&AutomodAction::Delete),
-            log: rule.actions.contains(&AutomodAction::Log),
-            punishment: rule
-                .actions
-                .iter()
-                .find_map(|action| punishment(action, author, &reason)),
-            reason,
-        };
+            Some(message.id.get()),
+            channel.get(),
+        );
         effects.push(Effect::task(enforce(
             io.clone(),
             config.clone(),
@@ -104,15 +96,56 @@ pub(super) fn respond(
     effects
 }
 
+/// The effects of a native rule that Discord enforced: Discord blocked the message (it has
+/// no id), the bot takes the rule's other actions as if it had matched it.
+pub(super) fn after_discord(
+    io: &Io,
+    config: &GuildConfig,
+    rule: &Rule,
+    why: &str,
+    author: u64,
+    channel: u64,
+) -> Vec<Effect> {
+    counter!(AUTOMOD_HITS, "trigger" => rule.kind, "mode" => "native").increment(1);
+    let enforcement = Enforcement::of(rule, why, author, None, channel);
+    vec![Effect::task(enforce(
+        io.clone(),
+        config.clone(),
+        enforcement,
+    ))]
+}
+
 /// What an enforcing rule does to one message and its author.
 struct Enforcement {
     author: u64,
-    message: u64,
+    /// `None` when Discord blocked it: there is nothing to delete.
+    message: Option<u64>,
     channel: u64,
     delete: bool,
     log: bool,
     punishment: Option<Request>,
     reason: String,
+}
+
+impl Enforcement {
+    fn of(rule: &Rule, why: &str, author: u64, message: Option<u64>, channel: u64) -> Self {
+        let reason: String = format!("Automod rule `{}`: {why}.", rule.name)
+            .chars()
+            .take(CASE_REASON_MAX_CHARS)
+            .collect();
+        Self {
+            author,
+            message,
+            channel,
+            delete: message.is_some() && rule.actions.contains(&AutomodAction::Delete),
+            log: rule.actions.contains(&AutomodAction::Log),
+            punishment: rule
+                .actions
+                .iter()
+                .find_map(|action| punishment(action, author, &reason)),
+            reason,
+        }
+    }
 }
 
 /// The moderation request of a rule's action on `user`, if it is one.
@@ -146,12 +179,11 @@ async fn enforce(io: Io, config: GuildConfig, enforcement: Enforcement) -> Vec<E
         punishment,
         reason,
     } = enforcement;
-    let (Some(channel), Some(message)) = (Id::new_checked(channel), Id::new_checked(message))
-    else {
+    let Some(channel) = Id::new_checked(channel) else {
         return Vec::new();
     };
     let mut done = Vec::new();
-    if delete {
+    if let Some(message) = message.and_then(Id::new_checked).filter(|_| delete) {
         match io
             .send("delete_message", io.http().delete_message(channel, message))
             .await
@@ -175,6 +207,9 @@ async fn enforce(io: Io, config: GuildConfig, enforcement: Enforcement) -> Vec<E
                 done.push(format!("the action was not taken: {}", answer.text));
             }
         }
+    }
+    if message.is_none() {
+        done.insert(0, "Discord's AutoMod blocked the message".to_owned());
     }
     if log && let Some(log_channel) = config.log_channel.and_then(Id::new_checked) {
         effects.push(Effect::Message {

@@ -1,6 +1,8 @@
 //! Checking a guild's rules once, when its config changes, and compiling them into what a
 //! message is matched against: limits first (a rule over them is refused with the reason),
-//! then the patterns, with the `regex` crate's linear-time engine under a size cap.
+//! then the patterns, with the `regex` crate's linear-time engine under a size cap. The
+//! keywords and regular expressions of all the guild's rules are one `RegexSet`, so a message
+//! is scanned for them once, whatever the number of rules.
 
 use std::collections::VecDeque;
 use std::sync::LazyLock;
@@ -50,6 +52,9 @@ pub(crate) struct Rules {
     /// counts messages.
     pub(crate) window: Duration,
     pub(crate) keep: usize,
+    /// Every keyword (as a case-insensitive pattern) and regular expression of the rules, in
+    /// rule order; each rule's are a range of it.
+    content: RegexSet,
 }
 
 #[derive(Debug)]
@@ -60,6 +65,8 @@ pub(crate) struct Rule {
     check: Check,
     pub(crate) actions: Vec<AutomodAction>,
     pub(crate) shadow: bool,
+    /// Enforced by Discord's AutoMod (`native.rs`): the bot does not check it on messages.
+    pub(crate) native: bool,
     exempt_roles: Vec<u64>,
     exempt_channels: Vec<u64>,
 }
@@ -82,12 +89,13 @@ enum Check {
         allow: Vec<String>,
         deny: Vec<String>,
     },
+    /// `words[i]` is pattern `first + i` of [`Rules::content`].
     Keywords {
-        set: RegexSet,
+        first: usize,
         words: Vec<String>,
     },
     Regex {
-        set: RegexSet,
+        first: usize,
         patterns: Vec<String>,
     },
     Caps {
@@ -177,6 +185,7 @@ impl Rules {
         }
         let (mut keywords, mut patterns) = (0, 0);
         let mut compiled = Rules::default();
+        let mut content: Vec<String> = Vec::new();
         for (index, rule) in config.rules.iter().enumerate() {
             let name = rule.name.trim();
             if name.is_empty() || name.chars().count() > NAME_MAX_CHARS {
@@ -207,7 +216,7 @@ impl Rules {
                     "a server's rules have at most {GUILD_PATTERNS_MAX} regular expressions in all."
                 )));
             }
-            let check = compile_trigger(&rule.trigger).map_err(at)?;
+            let check = compile_trigger(&rule.trigger, &mut content).map_err(at)?;
             check_actions(&rule.actions).map_err(at)?;
             check_exemptions(rule).map_err(at)?;
             match check {
@@ -227,10 +236,15 @@ impl Rules {
                 check,
                 actions: rule.actions.clone(),
                 shadow: rule.shadow,
+                native: rule.native,
                 exempt_roles: rule.exempt_roles.clone(),
                 exempt_channels: rule.exempt_channels.clone(),
             });
         }
+        compiled.content = pattern_set(
+            content,
+            "the server's keywords and patterns are too large together once compiled; use fewer.",
+        )?;
         Ok(compiled)
     }
 
@@ -243,6 +257,12 @@ impl Rules {
     /// longest window, this one included.
     pub(crate) fn check(&self, said: &Said<'_>, recent: &Recent, now: Instant) -> Vec<Hit> {
         let mut hits = Vec::new();
+        // The content patterns are matched at the first rule that needs them, once.
+        let mut content = None;
+        let mut first_match = |first: usize, count: usize| {
+            let matched = content.get_or_insert_with(|| self.content.matches(said.content));
+            (0..count).find(|i| matched.matched(first + i))
+        };
         for (index, rule) in self.rules.iter().enumerate() {
             if rule.exempt_channels.contains(&said.channel)
                 || said
@@ -252,7 +272,15 @@ impl Rules {
             {
                 continue;
             }
-            if let Some(why) = rule.check.matches(said, recent, now) {
+            let why = match &rule.check {
+                Check::Keywords { first, words } => {
+                    first_match(*first, words.len()).map(|i| format!("the keyword `{}`", words[i]))
+                }
+                Check::Regex { first, patterns } => first_match(*first, patterns.len())
+                    .map(|i| format!("the pattern `{}`", patterns[i])),
+                other => other.matches(said, recent, now),
+            };
+            if let Some(why) = why {
                 hits.push(Hit { rule: index, why });
             }
         }
@@ -297,14 +325,8 @@ impl Check {
                     None
                 }
             }),
-            Check::Keywords { set, words } => {
-                let index = set.matches(text).into_iter().next()?;
-                Some(format!("the keyword `{}`", words[index]))
-            }
-            Check::Regex { set, patterns } => {
-                let index = set.matches(text).into_iter().next()?;
-                Some(format!("the pattern `{}`", patterns[index]))
-            }
+            // Matched with every rule's at once (`Rules::check`).
+            Check::Keywords { .. } | Check::Regex { .. } => None,
             Check::Caps {
                 percent,
                 min_letters,
@@ -365,7 +387,10 @@ fn is_combining_mark(c: char) -> bool {
     matches!(c as u32, 0x0300..=0x036F | 0x1AB0..=0x1AFF | 0x1DC0..=0x1DFF | 0x20D0..=0x20FF | 0xFE20..=0xFE2F)
 }
 
-fn compile_trigger(trigger: &Trigger) -> Result<Check, String> {
+const RULE_TOO_LARGE: &str = "the rule's patterns are too large together once compiled; use fewer.";
+
+/// Compiles a trigger; its keywords or patterns are added to the guild's `content`.
+fn compile_trigger(trigger: &Trigger, content: &mut Vec<String>) -> Result<Check, String> {
     let count = |n: u32, what: &str| {
         if (2..=COUNT_MAX).contains(&n) {
             Ok(n as usize)
@@ -427,9 +452,16 @@ fn compile_trigger(trigger: &Trigger) -> Result<Check, String> {
                 }
                 compiled.push(word.to_owned());
             }
-            let set = pattern_set(compiled.iter().map(|word| keyword_pattern(word)), true)?;
+            // Built alone first, so a rule too large is refused as that rule.
+            let own: Vec<String> = compiled
+                .iter()
+                .map(|word| format!("(?i:{})", keyword_pattern(word)))
+                .collect();
+            pattern_set(own.iter().cloned(), RULE_TOO_LARGE)?;
+            let first = content.len();
+            content.extend(own);
             Check::Keywords {
-                set,
+                first,
                 words: compiled,
             }
         }
@@ -454,8 +486,11 @@ fn compile_trigger(trigger: &Trigger) -> Result<Check, String> {
                         other => format!("`{pattern}` is not a valid regular expression: {other}"),
                     })?;
             }
+            pattern_set(patterns.iter().cloned(), RULE_TOO_LARGE)?;
+            let first = content.len();
+            content.extend(patterns.iter().cloned());
             Check::Regex {
-                set: pattern_set(patterns.iter().cloned(), false)?,
+                first,
                 patterns: patterns.clone(),
             }
         }
@@ -522,18 +557,15 @@ fn keyword_pattern(word: &str) -> String {
 
 fn pattern_set(
     patterns: impl IntoIterator<Item = String>,
-    case_insensitive: bool,
+    too_large: &str,
 ) -> Result<RegexSet, String> {
     let patterns: Vec<String> = patterns.into_iter().collect();
     let limit = PATTERN_SIZE_LIMIT.saturating_mul(patterns.len().max(1));
     RegexSetBuilder::new(&patterns)
-        .case_insensitive(case_insensitive)
         .size_limit(limit)
         .dfa_size_limit(limit)
         .build()
-        .map_err(|_| {
-            "the rule's patterns are too large together once compiled; use fewer.".to_owned()
-        })
+        .map_err(|_| too_large.to_owned())
 }
 
 fn domains(list: &[String]) -> Result<Vec<String>, String> {

@@ -71,6 +71,16 @@ impl Io {
         let request = builder
             .try_into_request()
             .map_err(|err| RestError::Transport(format!("invalid request: {err}")))?;
+        self.send_request(route, request).await
+    }
+
+    /// [`send`](Self::send) for a request built by hand (a body twilight's builder cannot
+    /// make: it sends some requests itself instead of handing them over).
+    pub(crate) async fn send_request(
+        &self,
+        route: &'static str,
+        request: twilight_http::request::Request,
+    ) -> Result<Reply, RestError> {
         self.services.replies.rest().send(route, request).await
     }
 

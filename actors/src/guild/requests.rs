@@ -370,6 +370,7 @@ impl GuildState {
             config: next,
         };
         self.config = Some(after.clone());
+        self.features_on_config_saved(&before.config).await;
         let details = ConfigAuditDetails {
             source: changer.source,
             idempotency_key: changer.idempotency_key,
@@ -392,6 +393,20 @@ impl GuildState {
             tracing::error!(%guild_id, version, error = %err, "config change not audited");
         }
         Ok(after)
+    }
+
+    /// Tells the features that a new config is live, and carries out what they ask.
+    async fn features_on_config_saved(&mut self, before: &GuildConfig) {
+        let plan = self.plan().await;
+        let io = self.io();
+        let Some(config) = self.config.as_ref() else {
+            return;
+        };
+        for (index, feature) in crate::features::all().iter().enumerate() {
+            let mut ctx = Ctx::new(config, plan, io.clone(), &mut self.feature_states[index]);
+            let effects = feature.on_config_saved(&mut ctx, before);
+            super::effects::carry_out(&io, None, effects);
+        }
     }
 
     /// The config a change with idempotency key `key` saved, if the audit log has it.

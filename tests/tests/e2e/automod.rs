@@ -11,6 +11,7 @@ use protonn_actors::{CallSource, Caller, GuildCall, GuildCallError, GuildRequest
 use protonn_sim::SimHandle;
 use protonn_storage::{AutomodAction, AutomodConfig, AutomodRule, GuildConfig, Trigger};
 use protonn_tests::*;
+use serde_json::json;
 
 fn call(guild_id: u64, request: GuildRequest) -> GuildCall {
     GuildCall {
@@ -33,6 +34,7 @@ pub(crate) fn rule(name: &str, trigger: Trigger, actions: Vec<AutomodAction>) ->
         shadow: false,
         exempt_roles: Vec::new(),
         exempt_channels: Vec::new(),
+        native: false,
     }
 }
 
@@ -580,4 +582,160 @@ async fn an_admin_reads_cases_and_tunes_automod_in_the_dashboard() {
 
     browser.quit().await;
     dashboard.shutdown().await;
+}
+
+/// The guild's AutoMod rules on the simulated Discord, once they are `count`.
+async fn discord_rules(sim: &SimHandle, guild_id: u64, count: usize) -> Vec<serde_json::Value> {
+    wait_until("Discord has the rules", || async {
+        sim.automod_rules(guild_id).len() == count
+    })
+    .await;
+    sim.automod_rules(guild_id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_native_rule_runs_in_discords_automod_and_the_bot_takes_its_other_actions() {
+    let Bot { sim, node, .. } = &Bot::start(small_world(1, 2)).await;
+    let guild = some_guild(sim, 0);
+    let (channel, log) = (guild.channel_ids[0], guild.channel_ids[1]);
+    let member = guild.member_ids[0];
+    let mut words = rule(
+        "words",
+        Trigger::Keywords {
+            words: vec!["scam*".into()],
+        },
+        vec![
+            AutomodAction::Delete,
+            AutomodAction::Warn,
+            AutomodAction::Log,
+        ],
+    );
+    words.native = true;
+    let mut mentions = rule(
+        "mentions",
+        Trigger::MentionSpam { mentions: 3 },
+        vec![AutomodAction::Delete],
+    );
+    mentions.native = true;
+    configure(node, guild.id, |config| {
+        config.log_channel = Some(log);
+        config.automod = AutomodConfig {
+            rules: vec![words, mentions],
+        };
+    })
+    .await
+    .unwrap();
+    let pushed = discord_rules(sim, guild.id, 2).await;
+    let keyword_rule = pushed.iter().find(|r| r["name"] == "words").unwrap();
+    assert_eq!(
+        keyword_rule["trigger_metadata"]["keyword_filter"],
+        json!(["scam*"])
+    );
+    assert_eq!(
+        keyword_rule["actions"],
+        json!([{"type": 1, "metadata": {}}])
+    );
+    assert_eq!(keyword_rule["enabled"], json!(true));
+    let mention_rule = pushed.iter().find(|r| r["name"] == "mentions").unwrap();
+    assert_eq!(
+        mention_rule["trigger_metadata"]["mention_total_limit"],
+        json!(2),
+        "ours fire at 3 mentions, Discord's past 2"
+    );
+
+    assert_eq!(
+        sim.send_message(guild.id, channel, member, "what a scammer"),
+        None,
+        "Discord blocked it"
+    );
+    let calls = node.guild_calls();
+    let cases = || async {
+        let request = GuildRequest::Cases {
+            target_id: Some(member),
+            before: None,
+            limit: 10,
+        };
+        match calls.call(call(guild.id, request)).await {
+            Ok(GuildResponse::Cases { cases }) => cases,
+            other => panic!("{other:?}"),
+        }
+    };
+    wait_until("the bot warned the member", || async {
+        !cases().await.is_empty()
+    })
+    .await;
+    let warned = cases().await;
+    assert_eq!(warned.len(), 1, "one execution acted on: {warned:?}");
+    assert_eq!(warned[0].action, "warn");
+    assert!(
+        warned[0]
+            .reason
+            .starts_with("Automod rule `words`: Discord's AutoMod matched the keyword `scam*`"),
+        "{}",
+        warned[0].reason
+    );
+    wait_until("the mod-log has it", || async {
+        said_in(sim, log)
+            .iter()
+            .any(|line| line.starts_with("Automod rule `words`"))
+    })
+    .await;
+    let line = said_in(sim, log)
+        .into_iter()
+        .find(|line| line.starts_with("Automod rule `words`"))
+        .unwrap();
+    assert!(
+        line.contains("Discord's AutoMod blocked the message") && line.contains("warned"),
+        "{line}"
+    );
+    assert_eq!(deletes(sim), 0, "nothing left for the bot to delete");
+
+    // A change reaches Discord's rule (the same one); a rule no longer native leaves it.
+    let id = keyword_rule["id"].clone();
+    configure(node, guild.id, |config| {
+        config.automod.rules[0].trigger = Trigger::Keywords {
+            words: vec!["*coin".into()],
+        };
+    })
+    .await
+    .unwrap();
+    wait_until("Discord's rule is changed", || async {
+        sim.automod_rules(guild.id)
+            .iter()
+            .any(|r| r["id"] == id && r["trigger_metadata"]["keyword_filter"] == json!(["*coin"]))
+    })
+    .await;
+    configure(node, guild.id, |config| {
+        config.automod.rules[0].native = false;
+        config.automod.rules[1].native = false;
+    })
+    .await
+    .unwrap();
+    discord_rules(sim, guild.id, 0).await;
+    let kept = sim
+        .send_message(guild.id, channel, member, "bitcoin here")
+        .expect("Discord no longer blocks it");
+    wait_until("the bot deleted it itself", || async {
+        !sim.message_exists(channel, kept)
+    })
+    .await;
+
+    // A rule Discord cannot run is refused for native, with the reason, and nothing changes.
+    let mut middle = rule(
+        "middle",
+        Trigger::Keywords {
+            words: vec!["sc*m".into()],
+        },
+        vec![AutomodAction::Delete],
+    );
+    middle.native = true;
+    let refused = configure(node, guild.id, |config| config.automod.rules.push(middle))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, GuildCallError::Invalid { message }
+            if message.contains("`middle` cannot be native") && message.contains("start or end")),
+        "{refused:?}"
+    );
+    assert!(sim.automod_rules(guild.id).is_empty());
 }

@@ -239,7 +239,9 @@ fn render(
                     "Each rule has a " code { "name" } ", a " code { "trigger" } " (" code { "kind" } ": "
                     "message_spam, duplicate_text, mention_spam, invite_links, links, keywords, regex, caps, emoji_flood, zalgo, new_account), "
                     code { "actions" } " (delete, warn, timeout, kick, ban, log), " code { "shadow" } ", "
-                    code { "exempt_roles" } " and " code { "exempt_channels" } ". See the admin guide for every field and limit."
+                    code { "exempt_roles" } " and " code { "exempt_channels" } ". A keyword or mention-spam rule with "
+                    code { "\"native\": true" } " runs in Discord's own AutoMod, which blocks the message before anyone sees it. "
+                    "See the admin guide for every field and limit."
                 }
                 p { button type="submit" id="save-rules" { "Save rules" } " " span.muted { "Version " (current.version) } }
             }

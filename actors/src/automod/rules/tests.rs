@@ -15,6 +15,7 @@ fn rule(name: &str, trigger: Trigger) -> AutomodRule {
         shadow: false,
         exempt_roles: Vec::new(),
         exempt_channels: Vec::new(),
+        native: false,
     }
 }
 
@@ -351,4 +352,49 @@ fn twenty_five_rules_of_every_kind_compile_within_the_limits() {
             .check(&said("an ordinary message"), &Recent::new(), Instant::now())
             .is_empty()
     );
+}
+
+#[test]
+fn the_guilds_keywords_and_patterns_are_one_set_and_each_rule_names_its_own() {
+    let words = |list: &[&str]| Trigger::Keywords {
+        words: list.iter().map(|w| (*w).to_owned()).collect(),
+    };
+    let mut exempt = rule("exempt", words(&["shared"]));
+    exempt.exempt_channels = vec![10];
+    let rules = compile(vec![
+        rule("first", words(&["alpha", "shared"])),
+        rule(
+            "patterns",
+            Trigger::Regex {
+                patterns: vec![r"\d{3}-\d{4}".into(), "CaseSensitive".into()],
+            },
+        ),
+        exempt,
+        rule("second", words(&["beta*", "shared"])),
+    ])
+    .unwrap();
+    let hits = |text: &str| -> Vec<(String, String)> {
+        rules
+            .check(&said(text), &Recent::new(), Instant::now())
+            .into_iter()
+            .map(|hit| (rules.rules[hit.rule].name.clone(), hit.why))
+            .collect()
+    };
+    let pair = |rule: &str, why: &str| (rule.to_owned(), why.to_owned());
+    assert_eq!(
+        hits("SHARED betas 555-1234"),
+        [
+            pair("first", "the keyword `shared`"),
+            pair("patterns", "the pattern `\\d{3}-\\d{4}`"),
+            pair("second", "the keyword `beta*`"),
+        ],
+        "the exempt rule is skipped; each rule reports its own first word"
+    );
+    assert_eq!(hits("alpha"), [pair("first", "the keyword `alpha`")]);
+    assert!(hits("casesensitive").is_empty(), "patterns keep their case");
+    assert_eq!(
+        hits("CaseSensitive"),
+        [pair("patterns", "the pattern `CaseSensitive`")]
+    );
+    assert!(hits("nothing here").is_empty());
 }
