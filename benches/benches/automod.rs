@@ -27,19 +27,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use protonn_actors::{EventObserver, GuildRouter, HandledEvent, RouterMsg, RuntimeConfig};
+use protonn_actors::{EventObserver, GuildRouter, HandledEvent, RuntimeConfig};
 use protonn_storage::{
     AutomodAction, AutomodConfig, AutomodRule, EmbeddedStore, GuildConfig, GuildConfigRepo, Plan,
     PremiumRepo, PremiumSlot, Timestamp, Trigger, Workflow, WorkflowRepo,
 };
-use ractor::ActorRef;
-use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 use twilight_model::channel::Message;
 use twilight_model::gateway::event::Event;
 use twilight_model::gateway::payload::incoming::MessageCreate;
 
-use router::{GUILD_BASE, message_json, route, router_services};
+use router::{GUILD_BASE, message_json, route_and_wait, router_services};
 
 /// Messages per timed batch.
 const BATCH: u64 = 100;
@@ -188,21 +186,6 @@ fn batch(guild: u64, next_id: &mut u64) -> Vec<Event> {
             message(guild, *next_id)
         })
         .collect()
-}
-
-fn route_and_wait(
-    runtime: &Runtime,
-    router: &ActorRef<RouterMsg>,
-    handled: &mut mpsc::UnboundedReceiver<()>,
-    events: Vec<Event>,
-) {
-    let count = events.len();
-    runtime.block_on(async {
-        route(router, events).await;
-        for _ in 0..count {
-            handled.recv().await.expect("the router is running");
-        }
-    });
 }
 
 async fn configure(store: &EmbeddedStore, guild_id: u64, rules: Vec<AutomodRule>) {

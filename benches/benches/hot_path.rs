@@ -19,14 +19,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use protonn_actors::{EventObserver, GuildRouter, HandledEvent, RouterMsg, RuntimeConfig};
+use protonn_actors::{EventObserver, GuildRouter, HandledEvent, RuntimeConfig};
 use protonn_storage::EmbeddedStore;
-use ractor::ActorRef;
-use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 use twilight_model::gateway::event::Event;
 
-use router::{GUILD_BASE, message, message_json, route, router_services};
+use router::{GUILD_BASE, message, message_json, route_and_wait, router_services};
 
 /// Guilds with a resident actor.
 const GUILDS: u64 = 64;
@@ -90,22 +88,6 @@ fn messages(guilds: &[u64], next_id: &mut u64) -> Vec<Event> {
             message(guild, *next_id)
         })
         .collect()
-}
-
-/// Routes `events` and waits until every one was handled.
-fn route_and_wait(
-    runtime: &Runtime,
-    router: &ActorRef<RouterMsg>,
-    handled: &mut mpsc::UnboundedReceiver<()>,
-    events: Vec<Event>,
-) {
-    let count = events.len();
-    runtime.block_on(async {
-        route(router, events).await;
-        for _ in 0..count {
-            handled.recv().await.expect("the router is running");
-        }
-    });
 }
 
 fn route_and_handle(c: &mut Criterion) {

@@ -56,6 +56,9 @@ pub(crate) use workflows::{
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
+use axum::http::header::LOCATION;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 
 use crate::session::Authed;
 use crate::{AppState, WebError};
@@ -163,6 +166,15 @@ impl Form {
             .map(|(_, v)| v.as_str())
     }
 
+    /// A field that is `true` or `false`.
+    pub(crate) fn flag(&self, name: &str) -> Result<bool, WebError> {
+        match self.required(name)? {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(WebError::BadForm(format!("`{name}` is true or false"))),
+        }
+    }
+
     pub(crate) fn csrf(&self) -> Option<&str> {
         self.one("csrf").ok().flatten()
     }
@@ -175,6 +187,27 @@ impl Form {
             .filter(|key| key.len() >= 16)
             .map(str::to_owned))
     }
+}
+
+/// An id in a URL path (a workflow's, a schedule's): anything but a number is nothing there.
+pub(crate) fn id_in_path(raw: &str) -> Result<u64, WebError> {
+    raw.parse().map_err(|_| WebError::NotFound)
+}
+
+/// The answer to a form that worked: 303, so the browser GETs `location`.
+pub(crate) fn see_other(location: &str) -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(LOCATION, value);
+    }
+    response
+}
+
+/// A form's page shown again with the bot's refusal: 422, so a script tells it from a save.
+pub(crate) fn refusal(page: Result<Response, WebError>) -> Result<Response, WebError> {
+    let mut response = page?;
+    *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+    Ok(response)
 }
 
 /// A guild id from a URL: anything but a number is no guild.

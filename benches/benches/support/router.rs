@@ -81,6 +81,23 @@ pub async fn route(router: &ActorRef<RouterMsg>, events: Vec<Event>) {
     ractor::call_t!(router, |reply| RouterMsg::Route(events, reply), 120_000).unwrap();
 }
 
+/// Routes `events` and waits until every one was handled: `handled` hears once per event
+/// (from the router's observer).
+pub fn route_and_wait(
+    runtime: &tokio::runtime::Runtime,
+    router: &ActorRef<RouterMsg>,
+    handled: &mut tokio::sync::mpsc::UnboundedReceiver<()>,
+    events: Vec<Event>,
+) {
+    let count = events.len();
+    runtime.block_on(async {
+        route(router, events).await;
+        for _ in 0..count {
+            handled.recv().await.expect("the router is running");
+        }
+    });
+}
+
 pub async fn active(router: &ActorRef<RouterMsg>) -> usize {
     ractor::call_t!(router, RouterMsg::Stats, 5_000)
         .unwrap()

@@ -6,8 +6,7 @@
 use std::time::Duration;
 
 use protonn_actors::{
-    CallSource, Caller, GuildCall, GuildCallError, GuildCalls, GuildRequest, GuildResponse,
-    RuntimeConfig, ScheduleStatus,
+    GuildCallError, GuildCalls, GuildRequest, GuildResponse, RuntimeConfig, ScheduleStatus,
 };
 use protonn_sim::SimHandle;
 use protonn_storage::{Plan, Repeat, Store, Timer, Timestamp, guild_plan};
@@ -15,6 +14,7 @@ use protonn_tests::*;
 
 use crate::cluster::{membership, operator, placed_for_good, running, start_coordinator};
 use crate::dashboard::{WebDriver, browser_installed, login_as, start_dashboard};
+use crate::workflows::call;
 
 fn fast_timers() -> RuntimeConfig {
     RuntimeConfig {
@@ -23,25 +23,6 @@ fn fast_timers() -> RuntimeConfig {
         plan_recheck_every: Duration::from_millis(50),
         ..test_runtime()
     }
-}
-
-async fn call(
-    calls: &dyn GuildCalls,
-    guild_id: u64,
-    request: GuildRequest,
-) -> Result<GuildResponse, GuildCallError> {
-    calls
-        .call(GuildCall {
-            guild_id,
-            caller: Caller {
-                user_id: Some(1),
-                source: CallSource::Dashboard,
-            },
-            idempotency_key: None,
-            deadline: Duration::from_secs(10),
-            request,
-        })
-        .await
 }
 
 /// Creates a schedule (a new id).

@@ -16,7 +16,8 @@ use protonn_tests::*;
 
 use crate::dashboard::{WebDriver, browser_installed, login_as, start_dashboard};
 
-async fn call(
+/// A guild call as the dashboard makes it (user 1).
+pub(crate) async fn call(
     calls: &dyn GuildCalls,
     guild_id: u64,
     request: GuildRequest,

@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use super::guild::{authorize, config, summary, tabs, unexpected};
 use super::layout::{self, Audience, Nav};
-use super::{guild_form_with_long, guild_id, number};
+use super::{guild_form_with_long, guild_id, number, refusal};
 use crate::crypto::random_token;
 use crate::session::Authed;
 use crate::{AppState, WebError};
@@ -141,12 +141,6 @@ pub(crate) async fn test_automod(
         ..Extras::default()
     };
     page(&state, &authed, guild_id, extras).await
-}
-
-fn refusal(page: Result<Response, WebError>) -> Result<Response, WebError> {
-    let mut response = page?;
-    *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
-    Ok(response)
 }
 
 async fn page(

@@ -3,14 +3,14 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
-use axum::http::header::LOCATION;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::Response;
 use maud::html;
 use protonn_storage::{Timestamp, WebSession};
 use serde::Deserialize;
 
 use super::layout::{self, Audience};
+use super::see_other;
 use crate::crypto::{digest, random_token, same};
 use crate::discord::DiscordError;
 use crate::session::{self, Authed, LOGIN_WINDOW, Sealed};
@@ -45,14 +45,6 @@ pub(crate) async fn login(Query(q): Query<LoginQuery>) -> Response {
             p { a.button id="login" href=(start) { "Log in with Discord" } }
         },
     ))
-}
-
-fn see_other(location: &str) -> Response {
-    let mut response = StatusCode::SEE_OTHER.into_response();
-    if let Ok(value) = HeaderValue::from_str(location) {
-        response.headers_mut().insert(LOCATION, value);
-    }
-    response
 }
 
 /// Starts a login: a fresh anonymous session holding a hash of the `state` sent to Discord,

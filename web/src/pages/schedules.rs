@@ -16,8 +16,7 @@ use serde::Deserialize;
 
 use super::guild::{authorize, summary, tabs, unexpected};
 use super::layout::{self, Audience, Nav};
-use super::workflows::{refusal, see_other};
-use super::{Form, guild_form, guild_form_with_long, guild_id};
+use super::{Form, guild_form, guild_form_with_long, guild_id, id_in_path, refusal, see_other};
 use crate::crypto::random_token;
 use crate::session::Authed;
 use crate::{AppState, WebError};
@@ -224,10 +223,6 @@ fn describe(repeat: Repeat) -> String {
             clock(minute)
         ),
     }
-}
-
-fn schedule_number(raw: &str) -> Result<u64, WebError> {
-    raw.parse().map_err(|_| WebError::NotFound)
 }
 
 pub(crate) async fn announcements(
@@ -467,7 +462,7 @@ pub(crate) async fn save_announcement(
             .await
         {
             Ok(GuildResponse::AnnounceSchedule(saved)) => {
-                return Ok(see_other(format!(
+                return Ok(see_other(&format!(
                     "/guilds/{guild_id}/announcements?saved={}",
                     saved.schedule_id
                 )));
@@ -500,12 +495,8 @@ pub(crate) async fn set_announcement_paused(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, WebError> {
     let (form, guild_id) = guild_form(&state, &authed, &raw, body).await?;
-    let schedule_id = schedule_number(&raw_id)?;
-    let paused = match form.required("paused")? {
-        "true" => true,
-        "false" => false,
-        _ => return Err(WebError::BadForm("`paused` is true or false".into())),
-    };
+    let schedule_id = id_in_path(&raw_id)?;
+    let paused = form.flag("paused")?;
     let request = GuildRequest::SetAnnounceSchedulePaused {
         schedule_id,
         paused,
@@ -516,7 +507,7 @@ pub(crate) async fn set_announcement_paused(
     {
         Ok(GuildResponse::AnnounceSchedule(_)) => {
             let done = if paused { "paused" } else { "resumed" };
-            Ok(see_other(format!(
+            Ok(see_other(&format!(
                 "/guilds/{guild_id}/announcements?{done}={schedule_id}"
             )))
         }
@@ -536,13 +527,13 @@ pub(crate) async fn delete_announcement(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, WebError> {
     let (form, guild_id) = guild_form(&state, &authed, &raw, body).await?;
-    let schedule_id = schedule_number(&raw_id)?;
+    let schedule_id = id_in_path(&raw_id)?;
     let request = GuildRequest::DeleteAnnounceSchedule { schedule_id };
     match state
         .call(authed.user_id, guild_id, request, form.idempotency_key()?)
         .await?
     {
-        GuildResponse::AnnounceScheduleDeleted { .. } => Ok(see_other(format!(
+        GuildResponse::AnnounceScheduleDeleted { .. } => Ok(see_other(&format!(
             "/guilds/{guild_id}/announcements?deleted={schedule_id}"
         ))),
         _ => Err(unexpected()),

@@ -10,8 +10,7 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
-use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE, LOCATION};
+use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use protonn_actors::{
@@ -24,7 +23,7 @@ use serde_json::{Map, Value};
 
 use super::guild::{authorize, summary, tabs, unexpected};
 use super::layout::{self, Audience, Nav};
-use super::{Form, guild_form, guild_form_with_long, guild_id};
+use super::{Form, guild_form, guild_form_with_long, guild_id, id_in_path, refusal, see_other};
 use crate::crypto::random_token;
 use crate::session::Authed;
 use crate::{AppState, WebError};
@@ -601,20 +600,6 @@ fn next_id(workflows: &[Workflow]) -> u64 {
     workflows.iter().map(|w| w.workflow_id).max().unwrap_or(0) + 1
 }
 
-fn workflow_number(raw: &str) -> Result<u64, WebError> {
-    raw.parse().map_err(|_| WebError::NotFound)
-}
-
-pub(super) fn see_other(to: String) -> Response {
-    (StatusCode::SEE_OTHER, [(LOCATION, to)]).into_response()
-}
-
-pub(super) fn refusal(page: Result<Response, WebError>) -> Result<Response, WebError> {
-    let mut response = page?;
-    *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
-    Ok(response)
-}
-
 /// Saves through the bot; its refusal (a reason) comes back as `Err(Ok(reason))`.
 async fn save(
     state: &AppState,
@@ -803,7 +788,7 @@ pub(crate) async fn export_one(
     Path((raw, raw_id)): Path<(String, String)>,
 ) -> Result<Response, WebError> {
     let guild_id = guild_id(&raw)?;
-    let workflow_id = workflow_number(&raw_id)?;
+    let workflow_id = id_in_path(&raw_id)?;
     authorize(&state, &authed, guild_id).await?;
     let workflow = one(&state, &authed, guild_id, workflow_id).await?;
     Ok(json_download(
@@ -876,7 +861,7 @@ pub(crate) async fn import(
     let key = form.idempotency_key()?;
     let workflow = (workflow_id, portable.name, portable.enabled, definition);
     match save(&state, &authed, guild_id, workflow, key).await? {
-        Ok(saved) => Ok(see_other(format!(
+        Ok(saved) => Ok(see_other(&format!(
             "/guilds/{guild_id}/workflows?saved={}",
             saved.workflow_id
         ))),
@@ -891,12 +876,8 @@ pub(crate) async fn set_enabled(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, WebError> {
     let (form, guild_id) = guild_form(&state, &authed, &raw, body).await?;
-    let workflow_id = workflow_number(&raw_id)?;
-    let enabled = match form.required("enabled")? {
-        "true" => true,
-        "false" => false,
-        _ => return Err(WebError::BadForm("`enabled` is true or false".into())),
-    };
+    let workflow_id = id_in_path(&raw_id)?;
+    let enabled = form.flag("enabled")?;
     let request = GuildRequest::SetWorkflowEnabled {
         workflow_id,
         enabled,
@@ -907,7 +888,7 @@ pub(crate) async fn set_enabled(
     {
         Ok(GuildResponse::Workflow(_)) => {
             let done = if enabled { "enabled" } else { "disabled" };
-            Ok(see_other(format!(
+            Ok(see_other(&format!(
                 "/guilds/{guild_id}/workflows?{done}={workflow_id}"
             )))
         }
@@ -929,7 +910,7 @@ pub(crate) async fn duplicate(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, WebError> {
     let (form, guild_id) = guild_form(&state, &authed, &raw, body).await?;
-    let workflow_id = workflow_number(&raw_id)?;
+    let workflow_id = id_in_path(&raw_id)?;
     let all = list(&state, &authed, guild_id).await?;
     let original = all
         .iter()
@@ -941,7 +922,7 @@ pub(crate) async fn duplicate(
         .collect();
     let copy = (next_id(&all), name, false, original.definition.clone());
     match save(&state, &authed, guild_id, copy, form.idempotency_key()?).await? {
-        Ok(saved) => Ok(see_other(format!(
+        Ok(saved) => Ok(see_other(&format!(
             "/guilds/{guild_id}/workflows/{}?copied_from={workflow_id}",
             saved.workflow_id
         ))),
@@ -959,13 +940,13 @@ pub(crate) async fn delete(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, WebError> {
     let (form, guild_id) = guild_form(&state, &authed, &raw, body).await?;
-    let workflow_id = workflow_number(&raw_id)?;
+    let workflow_id = id_in_path(&raw_id)?;
     let request = GuildRequest::DeleteWorkflow { workflow_id };
     match state
         .call(authed.user_id, guild_id, request, form.idempotency_key()?)
         .await
     {
-        Ok(GuildResponse::WorkflowDeleted { .. }) => Ok(see_other(format!(
+        Ok(GuildResponse::WorkflowDeleted { .. }) => Ok(see_other(&format!(
             "/guilds/{guild_id}/workflows?deleted={workflow_id}"
         ))),
         Ok(_) => Err(unexpected()),
@@ -1013,7 +994,7 @@ pub(crate) async fn workflow(
     Query(q): Query<EditorQuery>,
 ) -> Result<Response, WebError> {
     let guild_id = guild_id(&raw)?;
-    let workflow_id = workflow_number(&raw_id)?;
+    let workflow_id = id_in_path(&raw_id)?;
     authorize(&state, &authed, guild_id).await?;
     let workflow = one(&state, &authed, guild_id, workflow_id).await?;
     let mut shown = Shown {
@@ -1061,7 +1042,7 @@ pub(crate) async fn save_workflow(
     };
     let workflow = (workflow_id, editor.name.clone(), editor.enabled, definition);
     match save(&state, &authed, guild_id, workflow, form.idempotency_key()?).await? {
-        Ok(saved) => Ok(see_other(format!(
+        Ok(saved) => Ok(see_other(&format!(
             "/guilds/{guild_id}/workflows/{}?saved=1",
             saved.workflow_id
         ))),
