@@ -27,30 +27,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use protonn_actors::{EventObserver, GuildRouter, HandledEvent, RuntimeConfig};
 use protonn_storage::{
     AutomodAction, AutomodConfig, AutomodRule, EmbeddedStore, GuildConfig, GuildConfigRepo, Plan,
     PremiumRepo, PremiumSlot, Timestamp, Trigger, Workflow, WorkflowRepo,
 };
-use tokio::sync::mpsc;
 use twilight_model::channel::Message;
 use twilight_model::gateway::event::Event;
 use twilight_model::gateway::payload::incoming::MessageCreate;
 
-use router::{GUILD_BASE, message_json, route_and_wait, router_services};
+use router::{GUILD_BASE, message_json, route_and_wait, start_observed};
 
 /// Messages per timed batch.
 const BATCH: u64 = 100;
-
-struct Handled(mpsc::UnboundedSender<()>);
-
-impl EventObserver for Handled {
-    fn handled(&self, _: u64, event: HandledEvent) {
-        if let HandledEvent::Message(_) = event {
-            let _ = self.0.send(());
-        }
-    }
-}
 
 fn rule(name: String, trigger: Trigger) -> AutomodRule {
     AutomodRule {
@@ -222,17 +210,7 @@ fn per_message(c: &mut Criterion) {
             store.put_workflow(&workflow).await.unwrap();
         }
     });
-    let (tx, mut handled) = mpsc::unbounded_channel();
-    let runtime_config = RuntimeConfig {
-        idle_after: Duration::from_secs(3_600),
-        ..RuntimeConfig::default()
-    };
-    let observer = Arc::new(Handled(tx)) as Arc<dyn EventObserver>;
-    let router = runtime
-        .block_on(async {
-            GuildRouter::start(router_services(store, runtime_config, Some(observer))).await
-        })
-        .unwrap();
+    let (router, mut handled) = start_observed(&runtime, store);
     let mut next_id = 1_000;
     // Spawns each actor, reads its config and plan, compiles its rules and activates its
     // workflows; the sleep lets the activation's storage reads finish before any timing.

@@ -16,29 +16,15 @@
 mod router;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use protonn_actors::{EventObserver, GuildRouter, HandledEvent, RuntimeConfig};
 use protonn_storage::EmbeddedStore;
-use tokio::sync::mpsc;
 use twilight_model::gateway::event::Event;
 
-use router::{GUILD_BASE, message, message_json, route_and_wait, router_services};
+use router::{GUILD_BASE, message, message_json, route_and_wait, start_observed};
 
 /// Guilds with a resident actor.
 const GUILDS: u64 = 64;
-
-/// Says when a guild actor handled a message.
-struct Handled(mpsc::UnboundedSender<()>);
-
-impl EventObserver for Handled {
-    fn handled(&self, _: u64, event: HandledEvent) {
-        if let HandledEvent::Message(_) = event {
-            let _ = self.0.send(());
-        }
-    }
-}
 
 fn frame(event: &str, d: &str) -> String {
     format!(r#"{{"op":0,"s":42,"t":"{event}","d":{d}}}"#)
@@ -98,17 +84,7 @@ fn route_and_handle(c: &mut Criterion) {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-    let (tx, mut handled) = mpsc::unbounded_channel();
-    let runtime_config = RuntimeConfig {
-        idle_after: Duration::from_secs(3_600),
-        ..RuntimeConfig::default()
-    };
-    let observer = Arc::new(Handled(tx)) as Arc<dyn EventObserver>;
-    let router = runtime
-        .block_on(async {
-            GuildRouter::start(router_services(store, runtime_config, Some(observer))).await
-        })
-        .unwrap();
+    let (router, mut handled) = start_observed(&runtime, store);
     let guilds: Vec<u64> = (0..GUILDS).map(|i| GUILD_BASE + i * 8).collect();
     let mut next_id = 1_000;
     // Every actor spawned and its config read once: resident from here on.

@@ -24,25 +24,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use protonn_actors::{EventObserver, GuildRouter, HandledEvent, RuntimeConfig};
 use protonn_storage::{EmbeddedStore, Timestamp, Workflow, WorkflowRepo};
-use tokio::sync::mpsc;
 use twilight_model::gateway::event::Event;
 
-use router::{GUILD_BASE, message, route_and_wait, router_services};
+use router::{GUILD_BASE, message, route_and_wait, start_observed};
 
 /// Messages per timed batch.
 const BATCH: u64 = 100;
-
-struct Handled(mpsc::UnboundedSender<()>);
-
-impl EventObserver for Handled {
-    fn handled(&self, _: u64, event: HandledEvent) {
-        if let HandledEvent::Message(_) = event {
-            let _ = self.0.send(());
-        }
-    }
-}
 
 fn workflow(guild_id: u64, workflow_id: u64, definition: String) -> Workflow {
     Workflow {
@@ -111,17 +99,7 @@ fn per_message(c: &mut Criterion) {
         }
         store.put_workflow(&matching(one_matches)).await.unwrap();
     });
-    let (tx, mut handled) = mpsc::unbounded_channel();
-    let runtime_config = RuntimeConfig {
-        idle_after: Duration::from_secs(3_600),
-        ..RuntimeConfig::default()
-    };
-    let observer = Arc::new(Handled(tx)) as Arc<dyn EventObserver>;
-    let router = runtime
-        .block_on(async {
-            GuildRouter::start(router_services(store, runtime_config, Some(observer))).await
-        })
-        .unwrap();
+    let (router, mut handled) = start_observed(&runtime, store);
     let mut next_id = 1_000;
     // Spawns each actor, reads its config and activates its workflows; the sleep lets the
     // activation's storage read finish before anything is timed.

@@ -81,6 +81,42 @@ pub async fn route(router: &ActorRef<RouterMsg>, events: Vec<Event>) {
     ractor::call_t!(router, |reply| RouterMsg::Route(events, reply), 120_000).unwrap();
 }
 
+/// Hears once per message a guild actor handled.
+struct Handled(tokio::sync::mpsc::UnboundedSender<()>);
+
+impl EventObserver for Handled {
+    fn handled(&self, _: u64, event: protonn_actors::HandledEvent) {
+        if let protonn_actors::HandledEvent::Message(_) = event {
+            let _ = self.0.send(());
+        }
+    }
+}
+
+/// A router over `store` whose actors stay resident through a run (an hour before they
+/// passivate), and what hears each message they handled (for [`route_and_wait`]).
+pub fn start_observed(
+    runtime: &tokio::runtime::Runtime,
+    store: Arc<EmbeddedStore>,
+) -> (
+    ActorRef<RouterMsg>,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+) {
+    let (tx, handled) = tokio::sync::mpsc::unbounded_channel();
+    let runtime_config = RuntimeConfig {
+        idle_after: Duration::from_secs(3_600),
+        ..RuntimeConfig::default()
+    };
+    let observer = Arc::new(Handled(tx)) as Arc<dyn EventObserver>;
+    // The services' REST client needs the runtime: built inside it.
+    let router = runtime
+        .block_on(async {
+            let services = router_services(store, runtime_config, Some(observer));
+            protonn_actors::GuildRouter::start(services).await
+        })
+        .unwrap();
+    (router, handled)
+}
+
 /// Routes `events` and waits until every one was handled: `handled` hears once per event
 /// (from the router's observer).
 pub fn route_and_wait(
