@@ -214,21 +214,10 @@ pub(crate) fn create_thread(shared: &Shared, segments: &[&str], body: &RequestBo
             not_found("Unknown Channel", 10003)
         };
     };
-    let Some(map) = body_object(body) else {
-        return invalid(
-            "_root",
-            "DICT_TYPE_CONVERT",
-            "Only dictionaries may be used in a DictType",
-        );
+    let (map, name) = match named_body(body) {
+        Ok(named) => named,
+        Err(outcome) => return *outcome,
     };
-    let name = map.get("name").and_then(Value::as_str).unwrap_or_default();
-    if !NAME_CHARS.contains(&name.chars().count()) {
-        return invalid(
-            "name",
-            "BASE_TYPE_BAD_LENGTH",
-            "Must be between 1 and 100 in length.",
-        );
-    }
     let kind = match map.get("type") {
         None | Some(Value::Null) => PRIVATE_THREAD,
         Some(value) => match value.as_u64() {
@@ -302,21 +291,10 @@ pub(crate) fn create_thread_from_message(
             160_004,
         );
     }
-    let Some(map) = body_object(body) else {
-        return invalid(
-            "_root",
-            "DICT_TYPE_CONVERT",
-            "Only dictionaries may be used in a DictType",
-        );
+    let (map, name) = match named_body(body) {
+        Ok(named) => named,
+        Err(outcome) => return *outcome,
     };
-    let name = map.get("name").and_then(Value::as_str).unwrap_or_default();
-    if !NAME_CHARS.contains(&name.chars().count()) {
-        return invalid(
-            "name",
-            "BASE_TYPE_BAD_LENGTH",
-            "Must be between 1 and 100 in length.",
-        );
-    }
     let auto_archive_minutes = match auto_archive(map) {
         Ok(minutes) => minutes.unwrap_or(1440),
         Err(outcome) => return *outcome,
@@ -683,6 +661,26 @@ pub(crate) fn update_thread(
 
 /// A body's `auto_archive_duration` in minutes, if given; one Discord does not offer is
 /// refused as Discord refuses it.
+/// A new thread's body: a JSON object with a `name` of Discord's length.
+fn named_body(body: &RequestBody) -> Result<(&serde_json::Map<String, Value>, &str), Box<Outcome>> {
+    let Some(map) = body_object(body) else {
+        return Err(Box::new(invalid(
+            "_root",
+            "DICT_TYPE_CONVERT",
+            "Only dictionaries may be used in a DictType",
+        )));
+    };
+    let name = map.get("name").and_then(Value::as_str).unwrap_or_default();
+    if !NAME_CHARS.contains(&name.chars().count()) {
+        return Err(Box::new(invalid(
+            "name",
+            "BASE_TYPE_BAD_LENGTH",
+            "Must be between 1 and 100 in length.",
+        )));
+    }
+    Ok((map, name))
+}
+
 fn auto_archive(map: &serde_json::Map<String, Value>) -> Result<Option<u64>, Box<Outcome>> {
     match map.get("auto_archive_duration") {
         None | Some(Value::Null) => Ok(None),
