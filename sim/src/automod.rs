@@ -22,7 +22,7 @@ use twilight_model::gateway::Intents;
 use twilight_model::guild::Permissions;
 
 use crate::moderation::{
-    Stored, body_object, bot_permissions, invalid, missing_permissions, no_content, not_found,
+    Stored, bot_permissions, invalid, json_object, missing_permissions, no_content, not_found,
 };
 use crate::rest::{Outcome, RequestBody, json_response};
 use crate::session::Event;
@@ -606,12 +606,9 @@ pub(crate) fn create_rule(shared: &Shared, segments: &[&str], body: &RequestBody
         Ok(guild) => guild,
         Err(outcome) => return *outcome,
     };
-    let Some(map) = body_object(body) else {
-        return invalid(
-            "_root",
-            "DICT_TYPE_CONVERT",
-            "Only dictionaries may be used in a DictType",
-        );
+    let map = match json_object(body) {
+        Ok(map) => map,
+        Err(outcome) => return *outcome,
     };
     let mut rule = Rule {
         id: 0,
@@ -661,12 +658,9 @@ pub(crate) fn modify_rule(shared: &Shared, segments: &[&str], body: &RequestBody
         Ok(guild) => guild,
         Err(outcome) => return *outcome,
     };
-    let Some(map) = body_object(body) else {
-        return invalid(
-            "_root",
-            "DICT_TYPE_CONVERT",
-            "Only dictionaries may be used in a DictType",
-        );
+    let map = match json_object(body) {
+        Ok(map) => map,
+        Err(outcome) => return *outcome,
     };
     let id = rule_id(segments);
     let Some(mut rule) = shared

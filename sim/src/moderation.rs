@@ -373,6 +373,19 @@ pub(crate) fn body_object(body: &RequestBody) -> Option<&serde_json::Map<String,
     }
 }
 
+/// The body as a JSON object, or Discord's refusal of anything else.
+pub(crate) fn json_object(
+    body: &RequestBody,
+) -> Result<&serde_json::Map<String, Value>, Box<Outcome>> {
+    body_object(body).ok_or_else(|| {
+        Box::new(invalid(
+            "_root",
+            "DICT_TYPE_CONVERT",
+            "Only dictionaries may be used in a DictType",
+        ))
+    })
+}
+
 fn user_json(guild: &Guild, user: u64) -> Value {
     let name = guild
         .find_member(user)
@@ -892,12 +905,9 @@ pub(crate) fn update_channel(shared: &Shared, segments: &[&str], body: &RequestB
     if !bot_permissions(shared, guild, Some(channel_id)).contains(Permissions::MANAGE_CHANNELS) {
         return missing_permissions();
     }
-    let Some(map) = body_object(body) else {
-        return invalid(
-            "_root",
-            "DICT_TYPE_CONVERT",
-            "Only dictionaries may be used in a DictType",
-        );
+    let map = match json_object(body) {
+        Ok(map) => map,
+        Err(outcome) => return *outcome,
     };
     if let Some(value) = map.get("rate_limit_per_user") {
         let Some(secs) = value.as_u64().filter(|&s| s <= SLOWMODE_MAX_SECS) else {
@@ -935,12 +945,9 @@ pub(crate) fn put_overwrite(shared: &Shared, segments: &[&str], body: &RequestBo
     let Some(target) = segments.get(3).and_then(|id| id.parse::<u64>().ok()) else {
         return not_found("Unknown Overwrite", 10009);
     };
-    let Some(map) = body_object(body) else {
-        return invalid(
-            "_root",
-            "DICT_TYPE_CONVERT",
-            "Only dictionaries may be used in a DictType",
-        );
+    let map = match json_object(body) {
+        Ok(map) => map,
+        Err(outcome) => return *outcome,
     };
     let bits = |key: &str| -> Option<u64> {
         match map.get(key) {

@@ -17,7 +17,7 @@ use twilight_model::gateway::Intents;
 use twilight_model::guild::Permissions;
 
 use crate::moderation::{
-    body_object, bot_permissions, emit, invalid, is_member, missing_permissions, no_content,
+    bot_permissions, emit, invalid, is_member, json_object, missing_permissions, no_content,
     not_found,
 };
 use crate::rest::{Outcome, RequestBody, json_error, json_response};
@@ -580,12 +580,9 @@ pub(crate) fn update_thread(
     let Some(thread) = shared.threads.get(thread_id) else {
         return not_found("Unknown Channel", 10003);
     };
-    let Some(map) = body_object(body) else {
-        return invalid(
-            "_root",
-            "DICT_TYPE_CONVERT",
-            "Only dictionaries may be used in a DictType",
-        );
+    let map = match json_object(body) {
+        Ok(map) => map,
+        Err(outcome) => return *outcome,
     };
     let flag = |key: &str| -> Result<Option<bool>, Box<Outcome>> {
         match map.get(key) {
@@ -659,17 +656,9 @@ pub(crate) fn update_thread(
     Outcome::new("", json_response(StatusCode::OK, &object))
 }
 
-/// A body's `auto_archive_duration` in minutes, if given; one Discord does not offer is
-/// refused as Discord refuses it.
 /// A new thread's body: a JSON object with a `name` of Discord's length.
 fn named_body(body: &RequestBody) -> Result<(&serde_json::Map<String, Value>, &str), Box<Outcome>> {
-    let Some(map) = body_object(body) else {
-        return Err(Box::new(invalid(
-            "_root",
-            "DICT_TYPE_CONVERT",
-            "Only dictionaries may be used in a DictType",
-        )));
-    };
+    let map = json_object(body)?;
     let name = map.get("name").and_then(Value::as_str).unwrap_or_default();
     if !NAME_CHARS.contains(&name.chars().count()) {
         return Err(Box::new(invalid(
@@ -681,6 +670,8 @@ fn named_body(body: &RequestBody) -> Result<(&serde_json::Map<String, Value>, &s
     Ok((map, name))
 }
 
+/// A body's `auto_archive_duration` in minutes, if given; one Discord does not offer is
+/// refused as Discord refuses it.
 fn auto_archive(map: &serde_json::Map<String, Value>) -> Result<Option<u64>, Box<Outcome>> {
     match map.get("auto_archive_duration") {
         None | Some(Value::Null) => Ok(None),
