@@ -11,10 +11,10 @@ use protonn_storage::{
     Account, AccountRepo, AuditEntry, AuditRepo, BillingRepo, ClusterRepo, DataRights, GuildConfig,
     GuildConfigRepo, InboxEvent, LeaderAnnouncement, Lease, NodeRecord, PremiumRepo, PremiumSlot,
     PreparedExport, PrivacyFlags, PrivacyRepo, PrivacyRequest, PromoCode, Redemption,
-    SessionCheckpoint, ShardAssignment, StorageError, Store, StoredRow, Subscription, Ticket,
-    TicketQuery, TicketRepo, Timestamp, TranscriptMessage, UsageCount, UsageRepo, UserExport,
-    VersionedConfig, WebSession, WebSessionRepo, WireError, Workflow, WorkflowRepo, WorkflowRun,
-    WorkflowVariable,
+    SessionCheckpoint, ShardAssignment, SlotAdded, StorageError, Store, StoredRow, Subscription,
+    Ticket, TicketQuery, TicketRepo, Timestamp, TranscriptMessage, UsageCount, UsageRepo,
+    UserExport, VersionedConfig, WebSession, WebSessionRepo, WireError, Workflow, WorkflowRepo,
+    WorkflowRun, WorkflowVariable,
 };
 use protonn_storage::{AnnounceSchedule, AnnouncementRepo, Campaign, Delivery};
 use protonn_storage::{AutomodHit, AutomodRepo, Case, ModerationRepo, Timer, TimerRepo};
@@ -178,6 +178,10 @@ pub(crate) enum StoreCall {
     },
     PutSlot {
         slot: PremiumSlot,
+    },
+    AddSlot {
+        slot: PremiumSlot,
+        held: usize,
     },
     RemoveSlot {
         user_id: u64,
@@ -665,6 +669,7 @@ pub(crate) async fn serve(
                 json(store.apply_subscription(&subscription).await?)
             }
             C::PutSlot { slot } => json(store.put_slot(&slot).await?),
+            C::AddSlot { slot, held } => json(store.add_slot(&slot, held).await?),
             C::RemoveSlot { user_id, guild_id } => {
                 json(store.remove_slot(user_id, guild_id).await?)
             }
@@ -1242,6 +1247,13 @@ impl PremiumRepo for RemoteStore {
     }
     async fn put_slot(&self, slot: &PremiumSlot) -> Result<(), StorageError> {
         self.call(StoreCall::PutSlot { slot: slot.clone() }).await
+    }
+    async fn add_slot(&self, slot: &PremiumSlot, held: usize) -> Result<SlotAdded, StorageError> {
+        self.call(StoreCall::AddSlot {
+            slot: slot.clone(),
+            held,
+        })
+        .await
     }
     async fn remove_slot(&self, user_id: u64, guild_id: u64) -> Result<bool, StorageError> {
         self.call(StoreCall::RemoveSlot { user_id, guild_id }).await

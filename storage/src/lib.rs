@@ -73,8 +73,8 @@ pub use moderation::{
 pub use plans::{Plan, PlanLimits};
 pub use premium::{
     AssignRefused, Entitlement, InboxEvent, MAX_SLOTS, PAST_DUE_GRACE, PremiumRepo, PremiumSlot,
-    RENEWAL_SLACK, assign_slot, entitlements, entitlements_of, guild_plan, plan_at, refresh_slots,
-    subscription_until,
+    RENEWAL_SLACK, SlotAdded, assign_slot, entitlements, entitlements_of, guild_plan, plan_at,
+    refresh_slots, subscription_until,
 };
 pub use privacy::{
     ExportDocument, PreparedExport, PrivacyFlags, PrivacyRepo, PrivacyRequest, RequestKind,

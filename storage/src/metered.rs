@@ -16,10 +16,10 @@ use crate::{
     Account, AccountRepo, AuditEntry, AuditRepo, BillingRepo, ClusterRepo, DataRights,
     EmbeddedStore, GuildConfig, GuildConfigRepo, InboxEvent, LeaderAnnouncement, Lease, NodeRecord,
     PremiumRepo, PremiumSlot, PreparedExport, PrivacyFlags, PrivacyRepo, PrivacyRequest, PromoCode,
-    Redemption, ScyllaStore, SessionCheckpoint, ShardAssignment, StorageError, StoredRow,
-    Subscription, Ticket, TicketQuery, TicketRepo, Timestamp, TranscriptMessage, UsageCount,
-    UsageRepo, UserExport, VersionedConfig, WebSession, WebSessionRepo, Workflow, WorkflowRepo,
-    WorkflowRun, WorkflowVariable,
+    Redemption, ScyllaStore, SessionCheckpoint, ShardAssignment, SlotAdded, StorageError,
+    StoredRow, Subscription, Ticket, TicketQuery, TicketRepo, Timestamp, TranscriptMessage,
+    UsageCount, UsageRepo, UserExport, VersionedConfig, WebSession, WebSessionRepo, Workflow,
+    WorkflowRepo, WorkflowRun, WorkflowVariable,
 };
 use crate::{AnnounceSchedule, AnnouncementRepo, Campaign, Delivery};
 use crate::{AutomodHit, AutomodRepo, Case, ModerationRepo, Timer, TimerRepo};
@@ -181,6 +181,7 @@ metered!("premium", PremiumRepo {
     fn finish_event(&self, event_id: &str, outcome: &str) -> ();
     fn apply_subscription(&self, subscription: &Subscription) -> bool;
     fn put_slot(&self, slot: &PremiumSlot) -> ();
+    fn add_slot(&self, slot: &PremiumSlot, held: usize) -> SlotAdded;
     fn remove_slot(&self, user_id: u64, guild_id: u64) -> bool;
     fn slots_of_user(&self, user_id: u64) -> Vec<PremiumSlot>;
     fn guild_slot(&self, guild_id: u64) -> Option<PremiumSlot>;

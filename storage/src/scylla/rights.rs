@@ -354,6 +354,7 @@ impl DataRights for ScyllaStore {
         for slot in self.slots_of_user(user_id).await? {
             touched += u64::from(self.remove_slot(user_id, slot.guild_id).await?);
         }
+        self.forget_assignments(user_id).await?;
         touched += self.erase_privacy_of(user_id).await?;
         for row in self.refs_of(user_id).await? {
             touched += match &row {
