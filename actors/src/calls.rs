@@ -146,6 +146,10 @@ pub enum GuildRequest {
     AutomodTest {
         content: String,
     },
+    /// Whether Discord's own AutoMod runs each native automod rule the plan runs, as
+    /// configured, or why not: checked now, against Discord's list
+    /// ([`GuildResponse::AutomodNative`]).
+    AutomodNative,
     /// The guild's scheduled announcements by id, each with when it sends next and whether
     /// the guild's plan runs it ([`GuildResponse::AnnounceSchedules`]).
     ListAnnounceSchedules,
@@ -173,7 +177,7 @@ pub enum GuildRequest {
 
 impl GuildRequest {
     /// Values of the `request` metric label.
-    pub const LABELS: [&'static str; 19] = [
+    pub const LABELS: [&'static str; 20] = [
         "read_config",
         "change_config",
         "config_history",
@@ -189,6 +193,7 @@ impl GuildRequest {
         "workflow_runs",
         "automod_hits",
         "automod_test",
+        "automod_native",
         "list_announce_schedules",
         "save_announce_schedule",
         "set_announce_schedule_paused",
@@ -213,6 +218,7 @@ impl GuildRequest {
             Self::WorkflowRuns { .. } => "workflow_runs",
             Self::AutomodHits { .. } => "automod_hits",
             Self::AutomodTest { .. } => "automod_test",
+            Self::AutomodNative => "automod_native",
             Self::ListAnnounceSchedules => "list_announce_schedules",
             Self::SaveAnnounceSchedule { .. } => "save_announce_schedule",
             Self::SetAnnounceSchedulePaused { .. } => "set_announce_schedule_paused",
@@ -268,6 +274,9 @@ pub enum GuildResponse {
     AutomodTest {
         matches: Vec<RuleMatch>,
     },
+    AutomodNative {
+        rules: Vec<NativeRuleStatus>,
+    },
     AnnounceSchedules {
         schedules: Vec<ScheduleStatus>,
     },
@@ -285,6 +294,22 @@ pub struct ScheduleStatus {
     pub next_send: Option<Timestamp>,
     /// Past the guild's plan (a downgrade): kept but not sent.
     pub over_plan: bool,
+}
+
+/// A native automod rule (`native: true`) and whether Discord runs it as configured.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NativeRuleStatus {
+    pub rule: String,
+    pub sync: NativeSync,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum NativeSync {
+    /// Discord has the bot's rule of this name, as configured.
+    OnDiscord,
+    /// It does not, and why (what the bot lacks, or what Discord answered).
+    NotOnDiscord { why: String },
 }
 
 /// A rule that would fire on a text (automod's "test a message").

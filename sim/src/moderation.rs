@@ -216,6 +216,29 @@ impl ModerationState {
     }
 }
 
+/// An admin edits the bot's role to grant `permissions` (of those it was invited with;
+/// @everyone's stay): Discord refuses what the bot then lacks (50013) and sends
+/// GUILD_ROLE_UPDATE, so the bot's view changes too. A later GUILD_CREATE (a new session)
+/// shows the role as invited again.
+pub(crate) fn edit_bot_role(shared: &Shared, guild: &Guild, permissions: Permissions) {
+    let invited = Permissions::from_bits_truncate(payloads::bot_permissions());
+    shared
+        .moderation
+        .lock()
+        .revoked
+        .insert(guild.id, invited - permissions);
+    let role = payloads::bot_role(&shared.world, guild, (invited & permissions).bits());
+    let d = json!({"guild_id": guild.id.to_string(), "role": role});
+    emit(
+        shared,
+        guild,
+        "GUILD_ROLE_UPDATE",
+        Intents::GUILDS,
+        None,
+        &d,
+    );
+}
+
 /// The bot's permissions in the guild, or in one of its channels with the overwrites of
 /// @everyone, the bot's role and the bot applied in Discord's order.
 pub(crate) fn bot_permissions(

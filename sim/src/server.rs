@@ -430,6 +430,22 @@ impl SimHandle {
             .revoke_bot_permissions(guild_id, permissions);
     }
 
+    /// An admin edits the bot's role in a guild to grant only `permissions` of those it was
+    /// invited with (@everyone's stay): GUILD_ROLE_UPDATE, and the bot's REST calls there
+    /// are refused with 50013 past it. `false` for an unknown guild.
+    pub fn edit_bot_role(
+        &self,
+        guild_id: u64,
+        permissions: twilight_model::guild::Permissions,
+    ) -> bool {
+        let shared = &self.shared;
+        let Some(guild) = shared.world.guild(guild_id) else {
+            return false;
+        };
+        crate::moderation::edit_bot_role(shared, guild, permissions);
+        true
+    }
+
     /// A member's `communication_disabled_until`, if timed out.
     pub fn timeout_of(&self, guild_id: u64, user_id: u64) -> Option<String> {
         self.shared.moderation.timeout_of(guild_id, user_id)

@@ -154,6 +154,7 @@ impl GuildState {
             | GuildRequest::WorkflowRuns { .. }
             | GuildRequest::AutomodHits { .. }
             | GuildRequest::AutomodTest { .. }
+            | GuildRequest::AutomodNative
             | GuildRequest::ListAnnounceSchedules
             | GuildRequest::SaveAnnounceSchedule { .. }
             | GuildRequest::SetAnnounceSchedulePaused { .. }
