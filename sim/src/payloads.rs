@@ -393,16 +393,6 @@ pub(crate) fn guild_member(world: &World, guild: &Guild, user_id: u64) -> Option
     ))
 }
 
-/// `GET /guilds/{guild}/channels`: the channels GUILD_CREATE lists.
-pub(crate) fn guild_channels(guild: &Guild) -> Value {
-    let channels: Vec<Value> = guild
-        .channels()
-        .enumerate()
-        .map(|(position, c)| text_channel(guild.id, c.id, &c.name, position))
-        .collect();
-    Value::Array(channels)
-}
-
 /// The REST guild object (GUILD_UPDATE's `d`, GUILD_CREATE's base).
 pub(crate) fn guild_object(world: &World, guild: &Guild) -> Value {
     let bot = &world.bot;
