@@ -393,16 +393,6 @@ pub(crate) fn guild_member(world: &World, guild: &Guild, user_id: u64) -> Option
     ))
 }
 
-/// `GET /guilds/{guild}/channels`: the channels GUILD_CREATE lists.
-pub(crate) fn guild_channels(guild: &Guild) -> Value {
-    let channels: Vec<Value> = guild
-        .channels()
-        .enumerate()
-        .map(|(position, c)| text_channel(guild.id, c.id, &c.name, position))
-        .collect();
-    Value::Array(channels)
-}
-
 /// The bot's own role, granting `permissions`; it carries tags naming the bot, as Discord's
 /// does.
 pub(crate) fn bot_role(world: &World, guild: &Guild, permissions: u64) -> Value {

@@ -332,6 +332,48 @@ impl SimHandle {
             .collect()
     }
 
+    /// Channels made in the guild at run time (text channels and categories), oldest first,
+    /// as Discord's channel objects.
+    pub fn channels(&self, guild_id: u64) -> Vec<serde_json::Value> {
+        let Some(guild) = self.shared.world.guild(guild_id) else {
+            return Vec::new();
+        };
+        self.shared
+            .channels
+            .of_guild(guild_id)
+            .iter()
+            .map(|c| crate::channels::channel_object(&self.shared, guild, c.id))
+            .collect()
+    }
+
+    /// A guild admin makes a category in the Discord client (CHANNEL_CREATE follows); its id,
+    /// `None` for an unknown guild or one with 500 channels.
+    pub fn create_category(&self, guild_id: u64, name: &str) -> Option<u64> {
+        let guild = self.shared.world.guild(guild_id)?;
+        crate::channels::admin_makes_category(&self.shared, guild, name)
+    }
+
+    /// A member's permissions in a channel (or thread's parent) as its overwrites make them;
+    /// empty when they do not see it.
+    pub fn member_permissions(
+        &self,
+        guild_id: u64,
+        channel_id: u64,
+        user_id: u64,
+    ) -> twilight_model::guild::Permissions {
+        match self.shared.world.guild(guild_id) {
+            Some(guild) if self.shared.has_channel(guild, channel_id) => {
+                crate::moderation::member_permissions(
+                    &self.shared,
+                    guild,
+                    user_id,
+                    Some(channel_id),
+                )
+            }
+            _ => twilight_model::guild::Permissions::empty(),
+        }
+    }
+
     /// The members of a thread, by user id (empty for no thread).
     pub fn thread_members(&self, thread_id: u64) -> Vec<u64> {
         self.shared

@@ -90,8 +90,8 @@ pub use scylla::{
 };
 
 pub use tickets::{
-    TICKET_REASON_MAX_CHARS, Ticket, TicketQuery, TicketRepo, TicketsConfig, TranscriptAttachment,
-    TranscriptMessage,
+    TICKET_REASON_MAX_CHARS, Ticket, TicketPlace, TicketQuery, TicketRepo, TicketsConfig,
+    TranscriptAttachment, TranscriptMessage,
 };
 pub use time::{Retention, Timestamp};
 pub use timers::{

@@ -56,6 +56,7 @@ fn ticket(guild_id: u64, ticket_id: u64, opener_id: u64, opened_at: Timestamp) -
         claimed_at: None,
         first_response_at: None,
         close_reason: None,
+        place: protonn_storage::TicketPlace::Thread,
     }
 }
 
@@ -534,7 +535,13 @@ pub(crate) async fn tickets_are_numbered_once_and_limited_per_opener<S: Store + 
     assert_eq!((closed.opener_id, closed.ticket_id), (USER, 9));
     closed.closed_at = Some(now);
     closed.close_reason = Some("solved".into());
+    closed.place = protonn_storage::TicketPlace::Channel;
     store.put_ticket(&closed).await.unwrap();
+    assert_eq!(
+        store.ticket(GUILD, 9).await.unwrap().unwrap().place,
+        protonn_storage::TicketPlace::Channel,
+        "a channel ticket stays one"
+    );
     assert_eq!(
         store
             .open_ticket(&ticket(GUILD, 0, USER, now), 1)
