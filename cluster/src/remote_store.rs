@@ -841,9 +841,7 @@ pub(crate) async fn serve(
                     .claim_dm_delivery(&delivery, replacing.as_deref())
                     .await?,
             ),
-            C::FinishDmDelivery { delivery } => {
-                json(store.finish_dm_delivery(&delivery).await?)
-            }
+            C::FinishDmDelivery { delivery } => json(store.finish_dm_delivery(&delivery).await?),
             C::DmDeliveries {
                 campaign_id,
                 shard_id,

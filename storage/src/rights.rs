@@ -3,9 +3,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     Account, AuditEntry, AutomodHit, Case, DmDelivery, InboxEvent, PremiumSlot, PrivacyFlags,
-    PrivacyRequest,
-    Redemption, StorageError, Subscription, Ticket, TimerExport, Timestamp, TranscriptMessage,
-    WebSessionExport, Workflow, WorkflowRun, WorkflowVariable,
+    PrivacyRequest, Redemption, StorageError, Subscription, Ticket, TimerExport, Timestamp,
+    TranscriptMessage, WebSessionExport, Workflow, WorkflowRun, WorkflowVariable,
 };
 
 /// Everything stored about one user, for the privacy centre's access and export requests.

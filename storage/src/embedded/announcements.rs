@@ -3,7 +3,7 @@
 //! them and removes an expired one with its deliveries (two ranges).
 
 use async_trait::async_trait;
-use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use redb::{ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -79,21 +79,22 @@ fn claim<D: Decision + Serialize + DeserializeOwned>(
     delivery: &D,
     replacing: Option<&str>,
 ) -> Result<(bool, bool), StorageError> {
+    let name = table.name();
     let mut table = open(txn, table)?;
     let stored: Option<D> = table
         .get(key)
         .map_err(e)?
-        .map(|row| from_json("announce_deliveries", row.value()))
+        .map(|row| from_json(name, row.value()))
         .transpose()?;
     let free = match (&stored, replacing) {
         (None, None) => true,
-        (Some(old), Some(from)) => old.state() == DeliveryState::Claimed && old.claimed_by() == from,
+        (Some(old), Some(from)) => {
+            old.state() == DeliveryState::Claimed && old.claimed_by() == from
+        }
         _ => false,
     };
     if free {
-        table
-            .insert(key, to_json(delivery).as_slice())
-            .map_err(e)?;
+        table.insert(key, to_json(delivery).as_slice()).map_err(e)?;
     }
     Ok((free, stored.is_none()))
 }
@@ -106,18 +107,17 @@ fn finish<D: Decision + Serialize + DeserializeOwned>(
     key: (u64, u32, u64),
     delivery: &D,
 ) -> Result<bool, StorageError> {
+    let name = table.name();
     let mut table = open(txn, table)?;
     let held = match table.get(key).map_err(e)? {
         Some(row) => {
-            let old: D = from_json("announce_deliveries", row.value())?;
+            let old: D = from_json(name, row.value())?;
             old.state() == DeliveryState::Claimed && old.claimed_by() == delivery.claimed_by()
         }
         None => false,
     };
     if held {
-        table
-            .insert(key, to_json(delivery).as_slice())
-            .map_err(e)?;
+        table.insert(key, to_json(delivery).as_slice()).map_err(e)?;
     }
     Ok(held)
 }
@@ -129,13 +129,14 @@ fn in_range<D: DeserializeOwned>(
     shard_id: Option<u32>,
 ) -> Result<Vec<D>, StorageError> {
     let (first, last) = shard_id.map_or((0, u32::MAX), |shard| (shard, shard));
+    let name = table.name();
     let table = open_read(txn, table)?;
     let mut out = Vec::new();
     for row in table
         .range((campaign_id, first, 0)..=(campaign_id, last, u64::MAX))
         .map_err(e)?
     {
-        out.push(from_json("announce_deliveries", row.map_err(e)?.1.value())?);
+        out.push(from_json(name, row.map_err(e)?.1.value())?);
     }
     Ok(out)
 }
@@ -163,7 +164,10 @@ pub(super) fn all_dm_deliveries(
 ) -> Result<Vec<DmDelivery>, StorageError> {
     let mut out = Vec::new();
     for row in open_read(txn, DM_DELIVERIES)?.iter().map_err(e)? {
-        out.push(from_json("announce_dm_deliveries", row.map_err(e)?.1.value())?);
+        out.push(from_json(
+            "announce_dm_deliveries",
+            row.map_err(e)?.1.value(),
+        )?);
     }
     Ok(out)
 }
@@ -188,7 +192,10 @@ pub(super) fn sweep(
         removed += 1;
         let range = (id, 0, 0)..=(id, u32::MAX, u64::MAX);
         let mut deliveries = open(txn, DELIVERIES)?;
-        for row in deliveries.extract_from_if(range.clone(), |_, _| true).map_err(e)? {
+        for row in deliveries
+            .extract_from_if(range.clone(), |_, _| true)
+            .map_err(e)?
+        {
             row.map_err(e)?;
             removed += 1;
         }

@@ -7,9 +7,7 @@ use async_trait::async_trait;
 
 use super::records::{doc, parse};
 use super::{ScyllaStore, db_id, rust_id, ttl};
-use crate::announcements::{
-    campaign_expiry, check_campaign, check_claim, check_outcome, dm_ref,
-};
+use crate::announcements::{campaign_expiry, check_campaign, check_claim, check_outcome, dm_ref};
 use crate::schedules::check_schedule;
 use crate::{
     AnnounceSchedule, AnnouncementRepo, Campaign, Delivery, DeliveryState, DmDelivery,
@@ -235,7 +233,13 @@ impl AnnouncementRepo for ScyllaStore {
                 .lwt_resolved(
                     "UPDATE {ks}.announce_campaigns USING TTL ? SET doc = ? \
                      WHERE bucket = ? AND id = ? IF doc = ?",
-                    (secs, next.as_str(), CAMPAIGN_BUCKET, db_id(id), text.as_str()),
+                    (
+                        secs,
+                        next.as_str(),
+                        CAMPAIGN_BUCKET,
+                        db_id(id),
+                        text.as_str(),
+                    ),
                     resolve,
                 )
                 .await?;
@@ -404,8 +408,7 @@ impl AnnouncementRepo for ScyllaStore {
         self.add_ref(delivery.user_id, &dm_ref(delivery), Some(secs))
             .await?;
         let text = doc(delivery);
-        let resolve =
-            || async { Ok(self.dm_delivery_doc(delivery).await? == Some(text.clone())) };
+        let resolve = || async { Ok(self.dm_delivery_doc(delivery).await? == Some(text.clone())) };
         let key = (
             db_id(delivery.campaign_id),
             shard(delivery.shard_id)?,
@@ -458,8 +461,7 @@ impl AnnouncementRepo for ScyllaStore {
         check_outcome(delivery)?;
         let secs = self.campaign_ttl(delivery.campaign_id).await?;
         let text = doc(delivery);
-        let resolve =
-            || async { Ok(self.dm_delivery_doc(delivery).await? == Some(text.clone())) };
+        let resolve = || async { Ok(self.dm_delivery_doc(delivery).await? == Some(text.clone())) };
         let outcome = self
             .lwt_resolved(
                 "UPDATE {ks}.announce_dm_deliveries USING TTL ? SET state = ?, doc = ? \

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use protonn_storage::{
     AnnounceSchedule, AnnouncementRepo, CAMPAIGN_MESSAGE_MAX_CHARS, Campaign, CampaignProgress,
-    DataRights, Delivery, DeliveryState, DmDelivery, PrivacyFlags, PrivacyRepo, Repeat,
-    Retention, SCHEDULE_MESSAGE_MAX_CHARS, StorageError, Timestamp,
+    DataRights, Delivery, DeliveryState, DmDelivery, PrivacyFlags, PrivacyRepo, Repeat, Retention,
+    SCHEDULE_MESSAGE_MAX_CHARS, StorageError, Timestamp,
 };
 
 const GUILD: u64 = 881_027_316_262_879_232;
@@ -393,7 +393,9 @@ where
     let user = *expected.first().unwrap();
     assert!(
         matches!(
-            store.claim_dm_delivery(&dm_claim(7, user, "node-a"), None).await,
+            store
+                .claim_dm_delivery(&dm_claim(7, user, "node-a"), None)
+                .await,
             Err(StorageError::NotFound(_))
         ),
         "a DM is of a stored campaign"
@@ -416,7 +418,10 @@ where
     sent.state = DeliveryState::Sent;
     sent.channel_id = Some(CHANNEL);
     sent.message_id = Some(77);
-    assert!(!store.finish_dm_delivery(&sent).await.unwrap(), "not node-b's");
+    assert!(
+        !store.finish_dm_delivery(&sent).await.unwrap(),
+        "not node-b's"
+    );
     // A dead claimant's claim is taken over by naming it, then decided by the new claimant.
     assert!(
         store
@@ -425,11 +430,12 @@ where
             .unwrap()
     );
     assert!(store.finish_dm_delivery(&sent).await.unwrap());
-    assert!(!store.finish_dm_delivery(&sent).await.unwrap(), "decided already");
+    assert!(
+        !store.finish_dm_delivery(&sent).await.unwrap(),
+        "decided already"
+    );
     assert!(matches!(
-        store
-            .finish_dm_delivery(&dm_claim(7, user, "node-b"))
-            .await,
+        store.finish_dm_delivery(&dm_claim(7, user, "node-b")).await,
         Err(StorageError::Invalid(_))
     ));
     let other = *expected.last().unwrap();
@@ -452,11 +458,24 @@ where
         CampaignProgress::of_dms(&all).summary(),
         "sent 1, in flight 1, skipped 0, failed 0"
     );
-    assert!(store.deliveries(7, None).await.unwrap().is_empty(), "DMs are apart");
+    assert!(
+        store.deliveries(7, None).await.unwrap().is_empty(),
+        "DMs are apart"
+    );
 
-    assert_eq!(store.export_user(user).await.unwrap().announcement_dms, [sent]);
+    assert_eq!(
+        store.export_user(user).await.unwrap().announcement_dms,
+        [sent]
+    );
     store.delete_user(user).await.unwrap();
-    assert!(store.export_user(user).await.unwrap().announcement_dms.is_empty());
+    assert!(
+        store
+            .export_user(user)
+            .await
+            .unwrap()
+            .announcement_dms
+            .is_empty()
+    );
     let left = store.dm_deliveries(7, None).await.unwrap();
     assert_eq!(left.iter().map(|d| d.user_id).collect::<Vec<_>>(), [other]);
     let trace = user.to_string();
@@ -495,7 +514,12 @@ where
     }
     let user = GUILD + 5;
     for id in [40, 41] {
-        assert!(store.claim_delivery(&claim(id, GUILD, "node-a"), None).await.unwrap());
+        assert!(
+            store
+                .claim_delivery(&claim(id, GUILD, "node-a"), None)
+                .await
+                .unwrap()
+        );
         assert!(
             store
                 .claim_dm_delivery(&dm_claim(id, user, "node-a"), None)
@@ -504,14 +528,23 @@ where
         );
     }
     let ids = |campaigns: Vec<Campaign>| campaigns.iter().map(|c| c.id).collect::<Vec<_>>();
-    assert_eq!(ids(store.campaigns().await.unwrap()), [41, 40], "42 is past it");
+    assert_eq!(
+        ids(store.campaigns().await.unwrap()),
+        [41, 40],
+        "42 is past it"
+    );
     assert!(matches!(
-        store.claim_delivery(&claim(42, GUILD, "node-a"), None).await,
+        store
+            .claim_delivery(&claim(42, GUILD, "node-a"), None)
+            .await,
         Err(StorageError::NotFound(_))
     ));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while store.campaigns().await.unwrap().len() > 1 {
-        assert!(tokio::time::Instant::now() < deadline, "a campaign outlived its retention");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a campaign outlived its retention"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
         store.sweep_expired(Timestamp::now()).await.unwrap();
     }
