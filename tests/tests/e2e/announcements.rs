@@ -11,7 +11,7 @@ use protonn_cluster::{DiscordEndpoint, Node, NodeOptions};
 use protonn_shard::BotToken;
 use protonn_storage::{
     AnnouncementRepo, Campaign, CampaignProgress, Delivery, DeliveryState, DmDelivery,
-    EmbeddedStore, PrivacyFlags, PrivacyRepo, Store, Timestamp,
+    EmbeddedStore, PrivacyFlags, Store, Timestamp,
 };
 use protonn_tests::*;
 
@@ -226,7 +226,15 @@ async fn an_interrupted_campaign_resumes_once_per_guild_across_a_restart_and_a_c
 
     // A node died during campaign 3000: it had claimed guilds 0 and 1, and posted in guild 0
     // without recording it; it had finished guild 2. Written while this node is stopped, so
-    // that its rounds find the campaign as the dead node left it.
+    // that its rounds find the campaign as the dead node left it. (The post is made while a
+    // node runs: the simulator delivers it to the guild's shard.)
+    sim.send_message(
+        guilds[0].id,
+        guilds[0].channel_ids[0],
+        guilds[0].owner_id,
+        &announcement(3_000),
+    )
+    .unwrap();
     drop(store);
     node.shutdown().await;
     let offline = EmbeddedStore::open(dir.path()).unwrap();
@@ -257,13 +265,6 @@ async fn an_interrupted_campaign_resumes_once_per_guild_across_a_restart_and_a_c
             .unwrap()
     );
     drop(offline);
-    sim.send_message(
-        guilds[0].id,
-        guilds[0].channel_ids[0],
-        guilds[0].owner_id,
-        &announcement(3_000),
-    )
-    .unwrap();
     let node = slow_node(&sim, dir.path()).await;
     let store = node.store();
     finished(store.as_ref(), 3_000, 20).await;
