@@ -179,6 +179,16 @@ impl ModerationState {
         self.lock().dm_channels.values().any(|&c| c == channel_id)
     }
 
+    /// The DM channel the bot opened with `user_id`, if it did.
+    pub(crate) fn dm_channel_of(&self, user_id: u64) -> Option<u64> {
+        self.lock().dm_channels.get(&user_id).copied()
+    }
+
+    /// The DM channel with `user_id`: the one opened already, else `fresh`.
+    pub(crate) fn open_dm(&self, user_id: u64, fresh: u64) -> u64 {
+        *self.lock().dm_channels.entry(user_id).or_insert(fresh)
+    }
+
     pub(crate) fn banned(&self, guild_id: u64) -> Vec<u64> {
         let mut users: Vec<u64> = self
             .lock()
@@ -717,6 +727,12 @@ pub(crate) fn remove_member(shared: &Shared, segments: &[&str], _: &RequestBody)
 
 /// A kept message as the REST API shows it (no guild id, as REST message objects have none).
 pub(crate) fn message_json(guild: &Guild, channel_id: u64, m: &Stored) -> Value {
+    stored_message_json(guild.bot_joined_ms, channel_id, m)
+}
+
+/// A kept message as Discord returns it; `joined_ms` is when its author joined the guild (0
+/// in a DM).
+fn stored_message_json(joined_ms: u64, channel_id: u64, m: &Stored) -> Value {
     let mut message = payloads::message(&payloads::MessageSpec {
         message_id: m.id,
         channel_id,
@@ -724,7 +740,7 @@ pub(crate) fn message_json(guild: &Guild, channel_id: u64, m: &Stored) -> Value 
         author: payloads::Author {
             id: m.author_id,
             username: &m.username,
-            joined_ms: guild.bot_joined_ms,
+            joined_ms,
             bot: m.bot,
         },
         member_roles: None,
@@ -848,6 +864,28 @@ fn page_of(kept: &VecDeque<Stored>, page: &Page, limit: usize) -> Vec<Stored> {
 /// `GET /channels/{channel}/messages?before|after|around=&limit=`: a page of at most 100,
 /// newest first (also in threads, where the bot must see the thread).
 pub(crate) fn channel_messages(shared: &Shared, segments: &[&str], query: Option<&str>) -> Outcome {
+    let dm = segments
+        .get(1)
+        .and_then(|id| id.parse::<u64>().ok())
+        .filter(|&id| shared.moderation.is_dm_channel(id));
+    if let Some(channel_id) = dm {
+        // A DM the bot opened: its own messages there, with no permission to check.
+        let (page, limit) = match messages_query(query) {
+            Ok(found) => found,
+            Err(outcome) => return *outcome,
+        };
+        let messages: Vec<Value> = shared
+            .moderation
+            .lock()
+            .messages
+            .get(&channel_id)
+            .map(|kept| page_of(kept, &page, limit))
+            .unwrap_or_default()
+            .iter()
+            .map(|m| stored_message_json(0, channel_id, m))
+            .collect();
+        return Outcome::new("", json_response(StatusCode::OK, &Value::Array(messages)));
+    }
     let (guild, channel_id) = match channel(shared, segments) {
         Ok(found) => found,
         Err(outcome) => return *outcome,
@@ -989,13 +1027,9 @@ pub(crate) fn create_dm(shared: &Shared, _: &[&str], body: &RequestBody) -> Outc
         );
     };
     // Made before taking the lock; kept only if the user has no DM channel yet.
-    let fresh = shared.new_message_id();
-    let channel_id = *shared
+    let channel_id = shared
         .moderation
-        .lock()
-        .dm_channels
-        .entry(recipient)
-        .or_insert(fresh);
+        .open_dm(recipient, shared.new_message_id());
     let channel = json!({
         "id": channel_id.to_string(),
         "type": 1,

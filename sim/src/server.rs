@@ -515,6 +515,36 @@ impl SimHandle {
             .message_exists(channel_id, message_id)
     }
 
+    /// The DM channel the bot opened with `user_id` (`POST /users/@me/channels`), if it did.
+    pub fn dm_channel_of(&self, user_id: u64) -> Option<u64> {
+        self.shared.moderation.dm_channel_of(user_id)
+    }
+
+    /// A DM from the bot to `user_id` that the ledger never saw: what a node that crashed
+    /// after sending it left behind, in a test's story. Opens the DM channel if needed and
+    /// keeps the message there (`GET /channels/{dm}/messages` lists it); the channel's id.
+    pub fn bot_dm_sent_before(&self, user_id: u64, content: &str) -> u64 {
+        let channel_id = self
+            .shared
+            .moderation
+            .open_dm(user_id, self.shared.new_message_id());
+        let bot = &self.shared.world.bot;
+        self.shared.moderation.keep(
+            channel_id,
+            crate::moderation::Stored {
+                id: self.shared.new_message_id(),
+                author_id: bot.user_id,
+                username: bot.username.clone(),
+                bot: true,
+                content: content.to_owned(),
+                components: serde_json::Value::Null,
+                attachments: Vec::new(),
+                edited_ms: None,
+            },
+        );
+        channel_id
+    }
+
     /// Everything recorded so far.
     pub fn ledger(&self) -> LedgerSnapshot {
         self.shared.ledger_snapshot(&LedgerPage::default())

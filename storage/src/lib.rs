@@ -52,7 +52,8 @@ mod writer;
 pub use accounts::{Account, AccountRepo};
 pub use announcements::{
     AnnouncementRepo, CAMPAIGN_MESSAGE_MAX_CHARS, CAMPAIGN_TITLE_MAX_CHARS, Campaign,
-    CampaignProgress, Delivery, DeliveryState, start_campaign, stop_campaign,
+    CampaignProgress, Delivery, DeliveryState, DmDelivery, RecipientPage, start_campaign,
+    stop_campaign,
 };
 pub use audit::{AuditEntry, AuditRepo};
 pub use automod::{

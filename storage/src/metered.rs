@@ -21,7 +21,7 @@ use crate::{
     UsageCount, UsageRepo, UserExport, VersionedConfig, WebSession, WebSessionRepo, Workflow,
     WorkflowRepo, WorkflowRun, WorkflowVariable,
 };
-use crate::{AnnounceSchedule, AnnouncementRepo, Campaign, Delivery};
+use crate::{AnnounceSchedule, AnnouncementRepo, Campaign, Delivery, DmDelivery, RecipientPage};
 use crate::{AutomodHit, AutomodRepo, Case, ModerationRepo, Timer, TimerRepo};
 
 /// A backend, as the `backend` label names it.
@@ -266,6 +266,10 @@ metered!("announcements", AnnouncementRepo {
     fn claim_delivery(&self, delivery: &Delivery, replacing: Option<&str>) -> bool;
     fn finish_delivery(&self, delivery: &Delivery) -> bool;
     fn deliveries(&self, campaign_id: u64, shard_id: Option<u32>) -> Vec<Delivery>;
+    fn dm_recipients(&self, after: Option<u64>, limit: usize) -> RecipientPage;
+    fn claim_dm_delivery(&self, delivery: &DmDelivery, replacing: Option<&str>) -> bool;
+    fn finish_dm_delivery(&self, delivery: &DmDelivery) -> bool;
+    fn dm_deliveries(&self, campaign_id: u64, shard_id: Option<u32>) -> Vec<DmDelivery>;
     fn put_announce_schedule(&self, schedule: &AnnounceSchedule) -> ();
     fn announce_schedules(&self, guild_id: u64) -> Vec<AnnounceSchedule>;
     fn delete_announce_schedule(&self, guild_id: u64, schedule_id: u64) -> bool;

@@ -647,6 +647,7 @@ async fn each_credential_does_only_what_its_scope_allows() {
         message: "from a stolen node token".to_owned(),
         created_at: Timestamp::now(),
         cancelled_at: None,
+        dm: false,
     };
     let started = node_store.create_campaign(&campaign).await;
     assert!(

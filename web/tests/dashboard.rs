@@ -1389,18 +1389,24 @@ async fn an_operator_starts_follows_and_cancels_an_announcement_and_nobody_else_
                 ("csrf", csrf.as_str()),
                 ("title", "Maintenance"),
                 ("message", "The bot restarts at 02:00 UTC."),
+                ("dm", "1"),
             ],
         )
         .await;
     assert_eq!(started.0, StatusCode::SEE_OTHER, "{}", text(&started));
     let campaigns = h.store.campaigns().await.unwrap();
     assert_eq!(campaigns.len(), 1);
+    assert!(campaigns[0].dm, "by DM too, as chosen");
     let id = campaigns[0].id.to_string();
     let page = text(&browser.get("/admin/announcements").await);
     assert!(page.contains("Maintenance"), "{page}");
     assert!(
-        page.contains("sent 0, in flight 0, skipped 0, failed 0"),
+        page.contains("<td class=\"progress\">sent 0, in flight 0, skipped 0, failed 0</td>"),
         "{page}"
+    );
+    assert!(
+        page.contains("<td class=\"dms\">sent 0, in flight 0, skipped 0, failed 0</td>"),
+        "the DMs' progress: {page}"
     );
 
     let cancelled = browser
