@@ -349,16 +349,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Reshard {
             shards,
-            status,
             abort,
             coordinators,
+            ..
         } => {
             telemetry::init_logging("warn", log_format);
             let client = cluster_client(&config, coordinators)?;
-            let answer = match shards {
-                Some(shards) if !status && !abort => client.reshard(shards).await,
-                _ if abort => client.abort_reshard().await,
-                _ => client.reshard_progress().await,
+            // clap lets through exactly one of `--shards`, `--status` and `--abort`.
+            let answer = match (shards, abort) {
+                (Some(shards), _) => client.reshard(shards).await,
+                (None, true) => client.abort_reshard().await,
+                (None, false) => client.reshard_progress().await,
             };
             println!("{}", describe_resharding(&answer.context("resharding")?));
             Ok(())
