@@ -94,6 +94,14 @@ pub(crate) fn check_next(
                     running.from, running.to
                 ));
             }
+            // The count already changed (a completion on ScyllaDB stored it, then failed
+            // before the record): finishing it is the only step left.
+            if count == Some(running.to) && next.phase != ReshardPhase::Completed {
+                return invalid(format!(
+                    "the shard count is already {}: this resharding can only complete",
+                    running.to
+                ));
+            }
         }
         _ => {
             let Some(count) = count else {
@@ -227,5 +235,9 @@ mod tests {
         let all = vec![0, 1, 2, 3];
         assert!(check_next(Some(&stored), Some(2), &step(all.clone(), all, Completed)).is_ok());
         assert!(check_next(Some(&stored), Some(2), &step(vec![], vec![], Aborted)).is_ok());
+        // A completion that stored the count but not the record can only be finished.
+        assert!(check_next(Some(&stored), Some(4), &step(vec![], vec![], Aborted)).is_err());
+        let all = vec![0, 1, 2, 3];
+        assert!(check_next(Some(&stored), Some(4), &step(all.clone(), all, Completed)).is_ok());
     }
 }
