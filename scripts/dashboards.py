@@ -435,6 +435,12 @@ def cluster():
         thresholds=[(None, "green"), (5, "red")])
     b.panel("Handoffs/s by outcome", "ops", [
         (rate("protonn_cluster_handoffs_total", csel, "outcome"), "{{outcome}}")])
+    b.panel("Resharding: new shards ready and switched", "short", [
+        (f"max(protonn_coordinator_reshard_target_shards{{{csel}}})", "target"),
+        (f"max(protonn_coordinator_reshard_ready_shards{{{csel}}})", "ready"),
+        (f"max(protonn_coordinator_reshard_switched_shards{{{csel}}})", "switched")],
+        description="While `protonn reshard` runs: the new shard count, and how many of its "
+                    "shards are up with their guilds in, and handle them. All 0 when none runs.")
     b.panel("gRPC calls/s by code", "reqps", [
         (rate("protonn_cluster_grpc_requests_total", NS, "code"), "{{code}}")])
     return b

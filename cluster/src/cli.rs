@@ -117,6 +117,23 @@ enum Command {
         #[arg(long = "coordinator")]
         coordinators: Vec<String>,
     },
+    /// Starts, shows or aborts a resharding of the cluster (PROTONN_OPERATOR_TOKEN).
+    /// `--shards M` checks the day's identify budget first and records the plan; see
+    /// ARCHITECTURE.md for what the nodes do with it so far.
+    Reshard {
+        /// The new shard count.
+        #[arg(long, required_unless_present_any = ["status", "abort"], conflicts_with_all = ["status", "abort"])]
+        shards: Option<u32>,
+        /// Show the running or last resharding.
+        #[arg(long, conflicts_with = "abort")]
+        status: bool,
+        /// Abort the running resharding: the old shards keep running.
+        #[arg(long)]
+        abort: bool,
+        /// Coordinator address, repeatable; `cluster.coordinators` when omitted.
+        #[arg(long = "coordinator")]
+        coordinators: Vec<String>,
+    },
     /// The Discord simulator on its own: `[sim]` from the config, or a scenario file, with
     /// the flags below over either.
     Sim {
@@ -328,6 +345,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "REST resumed ({} resumes so far); invalid responses in the last 10 min: {}",
                 rest.resumes, rest.invalid_in_window
             );
+            Ok(())
+        }
+        Command::Reshard {
+            shards,
+            abort,
+            coordinators,
+            ..
+        } => {
+            telemetry::init_logging("warn", log_format);
+            let client = cluster_client(&config, coordinators)?;
+            // clap lets through exactly one of `--shards`, `--status` and `--abort`.
+            let answer = match (shards, abort) {
+                (Some(shards), _) => client.reshard(shards).await,
+                (None, true) => client.abort_reshard().await,
+                (None, false) => client.reshard_progress().await,
+            };
+            println!("{}", describe_resharding(&answer.context("resharding")?));
             Ok(())
         }
         Command::Sim {
@@ -615,6 +649,29 @@ async fn drain(
     Ok(())
 }
 
+/// What `protonn reshard` prints.
+fn describe_resharding(status: &crate::ReshardStatus) -> String {
+    if !status.known {
+        return format!(
+            "no resharding yet; the cluster runs {} shards",
+            status.shard_count
+        );
+    }
+    format!(
+        "resharding {} → {} shards: {}; new shards ready {}/{}, switched {}/{}; \
+         IDENTIFYs of the new set take at least {} s; the cluster runs {} shards",
+        status.from,
+        status.to,
+        status.phase,
+        status.shards_ready,
+        status.to,
+        status.shards_switched,
+        status.to,
+        status.identify_floor_ms.div_ceil(1_000),
+        status.shard_count
+    )
+}
+
 /// An operator's client (`PROTONN_OPERATOR_TOKEN`) of the coordinators named on the command
 /// line (or in the config).
 fn cluster_client(config: &Config, coordinators: Vec<String>) -> anyhow::Result<ClusterClient> {
@@ -887,5 +944,73 @@ mod tests {
             assert!(message.contains(&format!("`{field}`")), "{message}");
         }
         assert!(Cli::try_parse_from(["protonn", "sim", "--shards", "many"]).is_err());
+    }
+
+    #[test]
+    fn reshard_takes_one_of_a_count_status_or_abort_and_says_where_it_stands() {
+        let parsed = |args: &[&str]| {
+            Cli::try_parse_from(["protonn", "reshard"].iter().chain(args)).map(|cli| cli.command)
+        };
+        assert!(matches!(
+            parsed(&["--shards", "16"]),
+            Ok(Some(Command::Reshard {
+                shards: Some(16),
+                status: false,
+                abort: false,
+                ..
+            }))
+        ));
+        assert!(matches!(
+            parsed(&["--status"]),
+            Ok(Some(Command::Reshard {
+                shards: None,
+                status: true,
+                ..
+            }))
+        ));
+        assert!(matches!(
+            parsed(&["--abort"]),
+            Ok(Some(Command::Reshard {
+                shards: None,
+                abort: true,
+                ..
+            }))
+        ));
+        for bad in [
+            &[][..],
+            &["--shards", "16", "--abort"],
+            &["--status", "--abort"],
+            &["--shards", "sixteen"],
+        ] {
+            assert!(parsed(bad).is_err(), "{bad:?}");
+        }
+
+        let none = crate::ReshardStatus {
+            shard_count: 8,
+            ..crate::ReshardStatus::default()
+        };
+        assert_eq!(
+            describe_resharding(&none),
+            "no resharding yet; the cluster runs 8 shards"
+        );
+        let running = crate::ReshardStatus {
+            known: true,
+            from: 8,
+            to: 16,
+            phase: "running".to_owned(),
+            shards_ready: 3,
+            shards_switched: 1,
+            identify_floor_ms: 10_000,
+            shard_count: 8,
+            ..crate::ReshardStatus::default()
+        };
+        let text = describe_resharding(&running);
+        assert!(
+            text.starts_with(
+                "resharding 8 → 16 shards: running; new shards ready 3/16, switched 1/16"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("at least 10 s"), "{text}");
     }
 }

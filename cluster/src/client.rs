@@ -13,7 +13,7 @@ use crate::guild_calls::ClusterGuildCalls;
 /// Budget of one [`ClusterClient::configure`], retries across a shard move included.
 const CONFIGURE_DEADLINE: Duration = Duration::from_secs(10);
 
-pub use pb::{ClusterStatus, NodeStatus, ShardAssignment};
+pub use pb::{ClusterStatus, NodeStatus, ReshardStatus, ShardAssignment};
 
 /// Talks to whichever of `coordinators` leads.
 pub struct ClusterClient {
@@ -91,6 +91,48 @@ impl ClusterClient {
             client
                 .resume_rest(grpc::with_deadline(
                     pb::ResumeRestRequest {},
+                    grpc::CALL_DEADLINE,
+                ))
+                .await
+                .map(tonic::Response::into_inner)
+        })
+        .await
+    }
+
+    /// Starts a resharding of the cluster to `shards` shards (operator credentials).
+    pub async fn reshard(&self, shards: u32) -> Result<pb::ReshardStatus, tonic::Status> {
+        self.ask(|mut client| async move {
+            client
+                .reshard(grpc::with_deadline(
+                    pb::ReshardRequest { shards },
+                    grpc::CALL_DEADLINE,
+                ))
+                .await
+                .map(tonic::Response::into_inner)
+        })
+        .await
+    }
+
+    /// The running or last resharding (operator credentials).
+    pub async fn reshard_progress(&self) -> Result<pb::ReshardStatus, tonic::Status> {
+        self.ask(|mut client| async move {
+            client
+                .reshard_progress(grpc::with_deadline(
+                    pb::ReshardProgressRequest {},
+                    grpc::CALL_DEADLINE,
+                ))
+                .await
+                .map(tonic::Response::into_inner)
+        })
+        .await
+    }
+
+    /// Gives up the running resharding; the old set keeps running (operator credentials).
+    pub async fn abort_reshard(&self) -> Result<pb::ReshardStatus, tonic::Status> {
+        self.ask(|mut client| async move {
+            client
+                .abort_reshard(grpc::with_deadline(
+                    pb::AbortReshardRequest {},
                     grpc::CALL_DEADLINE,
                 ))
                 .await

@@ -17,6 +17,7 @@ mod balance;
 mod control;
 mod directory;
 mod leader;
+mod reshard;
 mod service;
 
 use std::net::SocketAddr;

@@ -32,7 +32,7 @@ mod telemetry;
 
 pub use agent::{ClusterMembership, JoinError};
 pub use backup::{BackupError, backup, restore};
-pub use client::{ClusterClient, ClusterStatus, NodeStatus, ShardAssignment};
+pub use client::{ClusterClient, ClusterStatus, NodeStatus, ReshardStatus, ShardAssignment};
 pub use config::{
     ClusterConfig, ClusterTlsConfig, Config, DiscordConfig, OpsConfig, ScyllaSection,
     ScyllaTlsSection, StorageBackend, StorageConfig,

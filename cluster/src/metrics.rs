@@ -38,6 +38,12 @@ pub(crate) const REST_BUDGET_USED: &str = "protonn_rest_global_budget_used_ratio
 /// Handoffs by `outcome` (one of [`HANDOFF_OUTCOMES`]).
 pub(crate) const HANDOFFS: &str = "protonn_cluster_handoffs_total";
 pub(crate) const HANDOFF_OUTCOMES: [&str; 3] = ["handed_over", "refused", "timed_out"];
+/// The shard count a running resharding goes to; 0 while none runs.
+pub(crate) const RESHARD_TARGET: &str = "protonn_coordinator_reshard_target_shards";
+/// Shards of the new set whose session is up with their guilds in; 0 while none runs.
+pub(crate) const RESHARD_READY: &str = "protonn_coordinator_reshard_ready_shards";
+/// Shards of the new set handling their guilds; 0 while none runs.
+pub(crate) const RESHARD_SWITCHED: &str = "protonn_coordinator_reshard_switched_shards";
 
 pub(crate) fn describe() {
     describe_gauge!(
@@ -73,6 +79,21 @@ pub(crate) fn describe() {
     );
     describe_counter!(HANDOFFS, Unit::Count, "Shard handoffs, by outcome.");
     describe_gauge!(
+        RESHARD_TARGET,
+        Unit::Count,
+        "The shard count a running resharding goes to; 0 while none runs."
+    );
+    describe_gauge!(
+        RESHARD_READY,
+        Unit::Count,
+        "Shards of a running resharding's new set whose session is up with their guilds in."
+    );
+    describe_gauge!(
+        RESHARD_SWITCHED,
+        Unit::Count,
+        "Shards of a running resharding's new set that handle their guilds."
+    );
+    describe_gauge!(
         BUILD_INFO,
         Unit::Count,
         "Always 1: the version and git commit this process was built from."
@@ -90,6 +111,9 @@ pub(crate) fn register() {
     gauge!(LEADER).set(0.0);
     gauge!(REST_BUDGET_USED).set(0.0);
     gauge!(FENCING_EPOCH).set(0.0);
+    for gauge in [RESHARD_TARGET, RESHARD_READY, RESHARD_SWITCHED] {
+        gauge!(gauge).set(0.0);
+    }
     for state in NODE_STATES {
         gauge!(NODES, "state" => state).set(0.0);
     }

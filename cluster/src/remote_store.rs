@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use protonn_storage::{
     Account, AccountRepo, AuditEntry, AuditRepo, BillingRepo, ClusterRepo, DataRights, GuildConfig,
     GuildConfigRepo, InboxEvent, LeaderAnnouncement, Lease, NodeRecord, PremiumRepo, PremiumSlot,
-    PreparedExport, PrivacyFlags, PrivacyRepo, PrivacyRequest, PromoCode, Redemption,
+    PreparedExport, PrivacyFlags, PrivacyRepo, PrivacyRequest, PromoCode, Redemption, Resharding,
     SessionCheckpoint, ShardAssignment, SlotAdded, StorageError, Store, StoredRow, Subscription,
     Ticket, TicketQuery, TicketRepo, Timestamp, TranscriptMessage, UsageCount, UsageRepo,
     UserExport, VersionedConfig, WebSession, WebSessionRepo, WireError, Workflow, WorkflowRepo,
@@ -250,6 +250,10 @@ pub(crate) enum StoreCall {
     FixShardCount {
         count: u32,
     },
+    Resharding,
+    PutResharding {
+        next: Resharding,
+    },
     ExportUser {
         user_id: u64,
     },
@@ -465,6 +469,7 @@ impl StoreCall {
                 | Self::AssignShard { .. }
                 | Self::SaveCheckpoint { .. }
                 | Self::FixShardCount { .. }
+                | Self::PutResharding { .. }
                 | Self::ExportUser { .. }
                 | Self::DeleteUser { .. }
                 | Self::DeleteGuild { .. }
@@ -570,6 +575,7 @@ impl StoreCall {
                 | Self::Checkpoint { .. }
                 | Self::Lease { .. }
                 | Self::ShardCount
+                | Self::Resharding
                 | Self::ExportUser { .. }
                 | Self::ScheduledGuildDeletions
                 | Self::StoredGuilds { .. }
@@ -745,6 +751,8 @@ pub(crate) async fn serve(
             C::LeaderAnnouncement => json(store.leader_announcement().await?),
             C::ShardCount => json(store.shard_count().await?),
             C::FixShardCount { count } => json(store.fix_shard_count(count).await?),
+            C::Resharding => json(store.resharding().await?),
+            C::PutResharding { next } => json(store.put_resharding(&next).await?),
             C::ExportUser { user_id } => json(store.export_user(user_id).await?),
             C::DeleteUser { user_id } => json(store.delete_user(user_id).await?),
             C::DeleteGuild { guild_id } => json(store.delete_guild(guild_id).await?),
@@ -1417,6 +1425,13 @@ impl ClusterRepo for RemoteStore {
     }
     async fn fix_shard_count(&self, count: u32) -> Result<u32, StorageError> {
         self.call(StoreCall::FixShardCount { count }).await
+    }
+    async fn resharding(&self) -> Result<Option<Resharding>, StorageError> {
+        self.call(StoreCall::Resharding).await
+    }
+    async fn put_resharding(&self, next: &Resharding) -> Result<Resharding, StorageError> {
+        self.call(StoreCall::PutResharding { next: next.clone() })
+            .await
     }
 }
 

@@ -96,3 +96,67 @@ async fn an_election_keeps_the_shard_count_the_cluster_formed_with() {
     fourth.run_until(async {}).await.unwrap();
     sim.shutdown().await;
 }
+
+/// `protonn reshard`'s API: operator credentials only; a plan whose new set would spend the
+/// identify budget kept for recoveries is refused with nothing recorded; a started one is
+/// recorded, survives a change of leader and is aborted with the shard count unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resharding_is_planned_within_the_identify_budget_and_outlives_its_leader() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    // 40 session starts a day, 2 of them (5 %) kept for recoveries: 38 for a new set.
+    let config = SimConfig {
+        session_start_total: 40,
+        max_concurrency: 1,
+        ..SimConfig::default()
+    };
+    let sim = Simulator::start(config, listener).await.unwrap();
+    let shards = sim.config().shards;
+    let dir = tempfile::tempdir().unwrap();
+    let first = coordinator(&sim, dir.path(), None).await;
+    led_shards(&first).await;
+    let address = vec![format!("http://{}", first.addr())];
+    let operator = ClusterClient::new(address.clone(), ClusterToken::new(OPERATOR_TOKEN).unwrap());
+    let node = ClusterClient::new(address, ClusterToken::new(TOKEN).unwrap());
+
+    assert_eq!(
+        node.reshard(shards * 2).await.unwrap_err().code(),
+        tonic::Code::PermissionDenied
+    );
+    let none = operator.reshard_progress().await.unwrap();
+    assert_eq!((none.known, none.shard_count), (false, shards));
+    let refused = operator.reshard(39).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("38 are left"),
+        "{}",
+        refused.message()
+    );
+    assert!(!operator.reshard_progress().await.unwrap().known);
+
+    let started = operator.reshard(shards * 2).await.unwrap();
+    assert_eq!(
+        (started.from, started.to, started.phase.as_str()),
+        (shards, shards * 2, "running")
+    );
+    // One IDENTIFY per 5 s window with max_concurrency 1.
+    assert_eq!(started.identify_floor_ms, u64::from(shards * 2) * 5_000);
+    first.run_until(async {}).await.unwrap();
+
+    let second = coordinator(&sim, dir.path(), None).await;
+    led_shards(&second).await;
+    let operator = ClusterClient::new(
+        vec![format!("http://{}", second.addr())],
+        ClusterToken::new(OPERATOR_TOKEN).unwrap(),
+    );
+    let after = operator.reshard_progress().await.unwrap();
+    assert_eq!((after.to, after.phase.as_str()), (shards * 2, "running"));
+    let aborted = operator.abort_reshard().await.unwrap();
+    assert_eq!(
+        (aborted.phase.as_str(), aborted.shard_count),
+        ("aborted", shards)
+    );
+    assert_eq!(led_shards(&second).await, shards as usize);
+    second.run_until(async {}).await.unwrap();
+    sim.shutdown().await;
+}

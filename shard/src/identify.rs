@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
@@ -100,6 +100,9 @@ impl IdentifyConfig {
 #[derive(Clone)]
 pub struct LocalScheduler {
     requests: mpsc::UnboundedSender<Request>,
+    /// The schedule's session starts left, as of its last grant or daily reset.
+    remaining: Arc<AtomicU32>,
+    config: IdentifyConfig,
 }
 
 struct Request {
@@ -112,8 +115,28 @@ impl LocalScheduler {
     /// Starts the scheduler task; it ends when the last handle is dropped.
     pub fn start(config: IdentifyConfig) -> Self {
         let (requests, inbox) = mpsc::unbounded_channel();
-        tokio::spawn(Schedule::new(config).run(inbox));
-        Self { requests }
+        let schedule = Schedule::new(config.clone());
+        let remaining = Arc::clone(&schedule.shared_remaining);
+        tokio::spawn(schedule.run(inbox));
+        Self {
+            requests,
+            remaining,
+            config,
+        }
+    }
+
+    /// Session starts that startups may still spend today: the budget left above the
+    /// reserve. What a plan that starts many shards at once (a resharding) checks first.
+    pub fn startups_left(&self) -> u32 {
+        self.remaining
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.config.reserve)
+    }
+
+    /// The least time `shards` IDENTIFYs take: one per bucket per window, so
+    /// ceil(shards / max_concurrency) windows (the physical floor of a cold start).
+    pub fn floor(&self, shards: u32) -> Duration {
+        self.config.window * shards.div_ceil(u32::from(self.config.max_concurrency.max(1)))
     }
 }
 
@@ -146,6 +169,8 @@ struct Schedule {
     /// When each bucket may next grant.
     next_free: Vec<Instant>,
     remaining: u32,
+    /// `remaining`, for [`LocalScheduler::startups_left`].
+    shared_remaining: Arc<AtomicU32>,
     reset_at: Instant,
     /// Requests held back by the budget at the last pass (to alert once, not per pass).
     blocked: usize,
@@ -161,6 +186,7 @@ impl Schedule {
             buckets: (0..buckets).map(|_| VecDeque::new()).collect(),
             next_free: vec![now; buckets],
             remaining: config.remaining,
+            shared_remaining: Arc::new(AtomicU32::new(config.remaining)),
             reset_at: now + config.reset_after,
             blocked: 0,
             config,
@@ -219,6 +245,8 @@ impl Schedule {
             }
         }
         gauge!(IDENTIFY_BUDGET_REMAINING).set(f64::from(self.remaining));
+        self.shared_remaining
+            .store(self.remaining, Ordering::Relaxed);
         gauge!(IDENTIFY_BLOCKED).set(blocked as f64);
         if blocked > 0 && self.blocked == 0 {
             tracing::error!(
@@ -373,6 +401,7 @@ mod tests {
             // The last IDENTIFY leaves before ceil(N / mc) windows, within 2 %.
             let rounds = shards.div_ceil(u32::from(max_concurrency));
             let floor = Duration::from_secs(5) * rounds;
+            assert_eq!(scheduler.floor(shards), floor);
             assert!(*times.iter().max().unwrap() <= floor.mul_f64(1.02));
         }
     }
@@ -380,9 +409,15 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_reserve_is_kept_for_recoveries_until_the_daily_reset() {
         let scheduler = LocalScheduler::start(config(1, 2, 1));
+        assert_eq!(
+            scheduler.startups_left(),
+            1,
+            "two left, one of them the reserve"
+        );
         let start = Instant::now();
         scheduler.acquire(0, IdentifyReason::Startup).await;
         assert_eq!(start.elapsed(), Duration::ZERO);
+        assert_eq!(scheduler.startups_left(), 0);
 
         // One left, and it is the reserve: a startup waits for the reset (an hour away)…
         let startup = tokio::spawn(scheduler.acquire(1, IdentifyReason::Startup));

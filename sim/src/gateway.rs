@@ -557,6 +557,7 @@ impl Connection {
         };
         shared.ledger.record_identify(IdentifyRecord {
             shard,
+            shards: layout.total,
             bucket,
             at_ms: shared.clock.ms_at(now),
             outcome,
@@ -682,6 +683,7 @@ impl Connection {
         }
         self.shared.ledger.record_dispatch(DispatchRecord {
             shard: delivery.shard,
+            shards: delivery.shards,
             session: delivery.session.to_string(),
             seq: delivery.seq,
             event: delivery.event.to_owned(),
@@ -736,12 +738,17 @@ impl Connection {
     }
 
     fn record(&self, kind: GatewayEventKind) {
-        let (shard, session) = match &self.attached {
-            Some(a) => (Some(a.layout.shard), Some(a.session.to_string())),
-            None => (None, None),
+        let (shard, shards, session) = match &self.attached {
+            Some(a) => (
+                Some(a.layout.shard),
+                Some(a.layout.total),
+                Some(a.session.to_string()),
+            ),
+            None => (None, None, None),
         };
         self.shared.ledger.record_gateway(GatewayRecord {
             shard,
+            shards,
             session,
             kind,
             at_ms: self.shared.clock.now_ms(),

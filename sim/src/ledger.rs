@@ -18,6 +18,9 @@ use crate::ratelimit::RateLimitScope;
 #[derive(Clone, Debug, Serialize)]
 pub struct DispatchRecord {
     pub shard: u32,
+    /// The `num_shards` the session identified with: during a resharding
+    /// sessions of two counts deliver at once, and this tells them apart.
+    pub shards: u32,
     /// Session id the dispatch belongs to.
     pub session: String,
     pub seq: u64,
@@ -36,6 +39,8 @@ pub struct DispatchRecord {
 pub struct GatewayRecord {
     /// Known once the connection identified or resumed.
     pub shard: Option<u32>,
+    /// The session's `num_shards`, known with `shard`.
+    pub shards: Option<u32>,
     pub session: Option<String>,
     pub kind: GatewayEventKind,
     /// Milliseconds since the simulator started (unscaled).
@@ -72,6 +77,8 @@ pub enum GatewayEventKind {
 #[derive(Clone, Debug, Serialize)]
 pub struct IdentifyRecord {
     pub shard: u32,
+    /// The `num_shards` it asked for.
+    pub shards: u32,
     /// `shard % max_concurrency`.
     pub bucket: u32,
     /// Milliseconds since the simulator started (unscaled), when the
@@ -385,6 +392,7 @@ mod tests {
     fn message(seq: u64) -> DispatchRecord {
         DispatchRecord {
             shard: 0,
+            shards: 1,
             session: "s".into(),
             seq,
             event: "MESSAGE_CREATE".into(),
@@ -439,6 +447,7 @@ mod tests {
     fn gateway_kinds_serialize_tagged() {
         let record = GatewayRecord {
             shard: Some(1),
+            shards: Some(2),
             session: None,
             kind: GatewayEventKind::Resumed { replayed: 4 },
             at_ms: 3,
@@ -452,6 +461,7 @@ mod tests {
         ledger.record_gateway(record);
         ledger.record_gateway(GatewayRecord {
             shard: None,
+            shards: None,
             session: None,
             kind: GatewayEventKind::Connected,
             at_ms: 4,

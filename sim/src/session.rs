@@ -113,6 +113,8 @@ pub(crate) enum Outbound {
 #[derive(Clone, Debug)]
 pub(crate) struct Delivery {
     pub(crate) shard: u32,
+    /// The session's `num_shards`.
+    pub(crate) shards: u32,
     pub(crate) session: Arc<str>,
     pub(crate) seq: u64,
     pub(crate) event: &'static str,
@@ -224,6 +226,7 @@ impl Session {
     fn delivery(&self, buffered: &Buffered, replayed: bool) -> Delivery {
         Delivery {
             shard: self.layout.shard,
+            shards: self.layout.total,
             session: Arc::clone(&self.id),
             seq: buffered.seq,
             event: buffered.event,
@@ -337,6 +340,11 @@ impl Sessions {
             resharding: AtomicBool::new(false),
             latency_ms: (0..shards).map(|_| AtomicU64::new(0)).collect(),
         }
+    }
+
+    /// The world's shard count: faults are injected into its sessions.
+    pub(crate) fn shards(&self) -> u32 {
+        self.shards
     }
 
     /// The latency added to every frame written to the shard (of the

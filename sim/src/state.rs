@@ -227,6 +227,7 @@ impl Shared {
         }
         self.ledger.record_gateway(GatewayRecord {
             shard: Some(shard),
+            shards: Some(self.sessions.shards()),
             session: None,
             kind: GatewayEventKind::FaultInjected { fault },
             at_ms: self.clock.now_ms(),

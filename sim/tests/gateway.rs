@@ -221,6 +221,29 @@ async fn sessions_of_two_shard_counts_run_at_once() {
         .unwrap();
     assert_eq!(message_ids(&mut old, 2).await, [to_even, to_odd]);
     assert_eq!(message_ids(&mut new, 1).await, [to_odd]);
+    // The ledger says which session (shard of which count) delivered what.
+    let ledger = sim.ledger();
+    let delivered_by = |id: u64| {
+        let mut by: Vec<(u32, u32)> = ledger
+            .dispatches
+            .iter()
+            .filter(|d| d.event == "MESSAGE_CREATE" && d.entity_id == Some(id))
+            .map(|d| (d.shard, d.shards))
+            .collect();
+        by.sort_unstable();
+        by
+    };
+    assert_eq!(delivered_by(to_even), [(0, 1)]);
+    assert_eq!(delivered_by(to_odd), [(0, 1), (1, 2)]);
+    let identified: Vec<(u32, u32)> = ledger
+        .identifies
+        .iter()
+        .map(|i| (i.shard, i.shards))
+        .collect();
+    assert_eq!(identified, [(0, 1), (1, 2)]);
+    assert!(ledger.gateway.iter().any(
+        |g| g.kind == GatewayEventKind::Identified && (g.shard, g.shards) == (Some(1), Some(2))
+    ));
     sim.shutdown().await;
 }
 

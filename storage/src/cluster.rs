@@ -4,7 +4,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::{StorageError, Timestamp};
+use crate::{Resharding, StorageError, Timestamp};
 
 /// A node of the cluster as the coordinator last heard of it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,6 +175,20 @@ pub trait ClusterRepo: Send + Sync + 'static {
     /// answers the count in force: `count`, or the one stored first. Only an explicit
     /// resharding may change it.
     async fn fix_shard_count(&self, count: u32) -> Result<u32, StorageError>;
+
+    /// The running resharding, or the last one; `None` if the cluster never resharded.
+    async fn resharding(&self) -> Result<Option<Resharding>, StorageError>;
+
+    /// Replaces the resharding record with `next` (compare-and-set on
+    /// [`Resharding::version`]: [`StorageError::Conflict`] if it was not made from the stored
+    /// one) when it is a step a resharding can take ([`StorageError::Invalid`] otherwise:
+    /// starting from another count than the stored one, a second one while one runs, a
+    /// completion before every new shard is switched). A completion stores `to` as the
+    /// shard count. Answers what was stored (with the version after the write). On ScyllaDB
+    /// a completion writes the count first, then the record: a record still running whose
+    /// `to` is the stored count is a completion that failed midway, and writing it again
+    /// finishes it.
+    async fn put_resharding(&self, next: &Resharding) -> Result<Resharding, StorageError>;
 }
 
 /// Name of the shard count's row in the cluster's fixed facts (`cluster_meta`).

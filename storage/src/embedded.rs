@@ -83,6 +83,8 @@ const LEADER_ANNOUNCEMENT: TableDefinition<&str, &[u8]> =
     TableDefinition::new("leader_announcement");
 /// fact name → value: what is fixed when the cluster forms (the shard count).
 const CLUSTER_META: TableDefinition<&str, u64> = TableDefinition::new("cluster_meta");
+/// "current" → the running or last [`Resharding`](crate::Resharding).
+const RESHARDINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("reshardings");
 /// guild id → when its data is to be erased (ms), for guilds the bot left.
 const GUILD_DEPARTURES: TableDefinition<u64, u64> = TableDefinition::new("guild_departures");
 /// (user id, JSON of [`RowRef`]) → ().
@@ -157,6 +159,7 @@ impl EmbeddedStore {
             open(&txn, LEASES)?;
             open(&txn, LEADER_ANNOUNCEMENT)?;
             open(&txn, CLUSTER_META)?;
+            open(&txn, RESHARDINGS)?;
             open(&txn, GUILD_DEPARTURES)?;
             open(&txn, USER_REFS)?;
             open(&txn, EXPIRY)?;

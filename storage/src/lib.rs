@@ -35,6 +35,7 @@ mod plans;
 mod premium;
 pub mod privacy;
 mod promos;
+mod resharding;
 mod rights;
 mod row_ref;
 mod schedules;
@@ -81,6 +82,7 @@ pub use privacy::{
     ExportDocument, PreparedExport, PrivacyFlags, PrivacyRepo, PrivacyRequest, RequestKind,
 };
 pub use promos::{NewPromo, create_promo_code, normalise_code};
+pub use resharding::{MAX_SHARDS, ReshardPhase, Resharding};
 pub use rights::{DataRights, StoredRow, UserExport, on_shard, shard_of};
 pub use schedules::{
     AnnounceSchedule, MINUTES_A_DAY, Repeat, SCHEDULE_MAX_EVERY_HOURS, SCHEDULE_MESSAGE_MAX_CHARS,

@@ -16,10 +16,10 @@ use crate::{
     Account, AccountRepo, AuditEntry, AuditRepo, BillingRepo, ClusterRepo, DataRights,
     EmbeddedStore, GuildConfig, GuildConfigRepo, InboxEvent, LeaderAnnouncement, Lease, NodeRecord,
     PremiumRepo, PremiumSlot, PreparedExport, PrivacyFlags, PrivacyRepo, PrivacyRequest, PromoCode,
-    Redemption, ScyllaStore, SessionCheckpoint, ShardAssignment, SlotAdded, StorageError,
-    StoredRow, Subscription, Ticket, TicketQuery, TicketRepo, Timestamp, TranscriptMessage,
-    UsageCount, UsageRepo, UserExport, VersionedConfig, WebSession, WebSessionRepo, Workflow,
-    WorkflowRepo, WorkflowRun, WorkflowVariable,
+    Redemption, Resharding, ScyllaStore, SessionCheckpoint, ShardAssignment, SlotAdded,
+    StorageError, StoredRow, Subscription, Ticket, TicketQuery, TicketRepo, Timestamp,
+    TranscriptMessage, UsageCount, UsageRepo, UserExport, VersionedConfig, WebSession,
+    WebSessionRepo, Workflow, WorkflowRepo, WorkflowRun, WorkflowVariable,
 };
 use crate::{AnnounceSchedule, AnnouncementRepo, Campaign, Delivery, DmDelivery, RecipientPage};
 use crate::{AutomodHit, AutomodRepo, Case, ModerationRepo, Timer, TimerRepo};
@@ -207,6 +207,8 @@ metered!("cluster", ClusterRepo {
     fn leader_announcement(&self) -> Option<LeaderAnnouncement>;
     fn shard_count(&self) -> Option<u32>;
     fn fix_shard_count(&self, count: u32) -> u32;
+    fn resharding(&self) -> Option<Resharding>;
+    fn put_resharding(&self, next: &Resharding) -> Resharding;
 });
 
 metered!("rights", DataRights {

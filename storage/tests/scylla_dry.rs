@@ -10,7 +10,8 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use protonn_storage::{
     AuditEntry, AuditRepo, ClusterRepo, GuildConfig, GuildConfigRepo, Lease, Replication,
-    ScyllaConfig, ScyllaStore, StorageError, Timestamp, UsageCount, UsageRepo,
+    ReshardPhase, Resharding, ScyllaConfig, ScyllaStore, StorageError, Timestamp, UsageCount,
+    UsageRepo,
 };
 use scylla_proxy::{
     Condition, Node, Proxy, Reaction, RequestFrame, RequestOpcode, RequestReaction, RequestRule,
@@ -873,6 +874,101 @@ async fn a_row_and_its_user_index_entry_are_one_batch_that_fails_whole() {
             .count(),
         0,
         "no row or index entry was written outside the batch"
+    );
+    let _ = proxy.finish().await;
+}
+
+static RESHARD_STATEMENTS: &[Stmt] = &[
+    Stmt {
+        text: "SELECT record FROM protonn.reshardings",
+        id: "sel_reshard",
+        markers: &[],
+    },
+    Stmt {
+        text: "SELECT value FROM protonn.cluster_meta",
+        id: "sel_count",
+        markers: &[("name", VARCHAR)],
+    },
+    Stmt {
+        text: "UPDATE protonn.cluster_meta SET value",
+        id: "upd_count",
+        markers: &[("value", BIGINT), ("name", VARCHAR), ("value", BIGINT)],
+    },
+    Stmt {
+        text: "UPDATE protonn.reshardings",
+        id: "upd_reshard",
+        markers: &[
+            ("version", BIGINT),
+            ("record", VARCHAR),
+            ("version", BIGINT),
+        ],
+    },
+];
+
+/// A completion writes the shard count first, by LWT on the count it started from: when
+/// someone else changed the count, it is a conflict and the record is not written.
+#[tokio::test]
+async fn a_completion_whose_shard_count_changed_meanwhile_writes_no_record() {
+    let running = Resharding {
+        ready: vec![0, 1, 2, 3],
+        switched: vec![0, 1, 2, 3],
+        version: 3,
+        ..Resharding::start(2, 4, 0, Timestamp(1))
+    };
+    let record: &'static str = Box::leak(serde_json::to_string(&running).unwrap().into_boxed_str());
+    let (proxy, addr, mut feedback) = scripted_node(
+        RESHARD_STATEMENTS,
+        vec![
+            (
+                executes_stmt("sel_reshard"),
+                answer(rows_body(
+                    &[("record", VARCHAR)],
+                    &[vec![Cell::Text(record)]],
+                )),
+            ),
+            (
+                executes_stmt("sel_count"),
+                answer(rows_body(&[("value", BIGINT)], &[vec![Cell::BigInt(2)]])),
+            ),
+            (
+                executes_stmt("upd_count"),
+                answer(rows_body(
+                    &[("[applied]", BOOLEAN), ("value", BIGINT)],
+                    &[vec![Cell::Bool(false), Cell::BigInt(6)]],
+                )),
+            ),
+            (executes_stmt("upd_reshard"), answer(void_body())),
+        ],
+    )
+    .await;
+    let store = store(addr, Duration::from_secs(10)).await;
+    let err = store
+        .put_resharding(&Resharding {
+            phase: ReshardPhase::Completed,
+            ..running
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StorageError::Conflict {
+                expected: 2,
+                current: 6
+            }
+        ),
+        "{err}"
+    );
+    let frames = seen(&mut feedback);
+    assert_eq!(
+        count(&frames, "upd_count"),
+        1,
+        "the count's LWT is sent once"
+    );
+    assert_eq!(
+        count(&frames, "upd_reshard"),
+        0,
+        "no record after a refused count"
     );
     let _ = proxy.finish().await;
 }

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use tonic::Status;
 
 use super::balance::{self, ShardLoad, Step};
+use super::reshard;
 use crate::grpc::pb;
 use crate::metrics::{
     HANDOFF_SECONDS, HANDOFFS, MOVES, NODE_STATES, NODES, REST_BUDGET_USED, SHARD_STATES, SHARDS,
@@ -74,6 +75,15 @@ pub(crate) enum ControlMsg {
     },
     Status(oneshot::Sender<pb::ClusterStatus>),
     ResumeRest(oneshot::Sender<pb::RestStatus>),
+    /// Starts a resharding to `shards`; `startups_left` is the identify budget above the
+    /// reserve.
+    Reshard {
+        shards: u32,
+        startups_left: u32,
+        reply: oneshot::Sender<Result<pb::ReshardStatus, Status>>,
+    },
+    ReshardProgress(oneshot::Sender<Result<pb::ReshardStatus, Status>>),
+    AbortReshard(oneshot::Sender<Result<pb::ReshardStatus, Status>>),
 }
 
 struct NodeEntry {
@@ -219,6 +229,8 @@ impl Control {
             }
         }
         let formed = shards.iter().any(|s| s.owner.is_some());
+        // A resharding survives a failover: the new leader shows it as the last one left it.
+        reshard::report(store.resharding().await?, settings.shard_count);
         Ok(Self {
             store,
             settings,
@@ -387,6 +399,24 @@ impl Control {
                 self.rest.resumes += 1;
                 self.share_rest_budget();
                 let _ = reply.send(self.rest.status());
+            }
+            ControlMsg::Reshard {
+                shards,
+                startups_left,
+                reply,
+            } => {
+                let count = self.settings.shard_count;
+                let answer =
+                    reshard::start(self.store.as_ref(), count, shards, startups_left).await;
+                let _ = reply.send(answer);
+            }
+            ControlMsg::ReshardProgress(reply) => {
+                let count = self.settings.shard_count;
+                let _ = reply.send(reshard::progress(self.store.as_ref(), count).await);
+            }
+            ControlMsg::AbortReshard(reply) => {
+                let count = self.settings.shard_count;
+                let _ = reply.send(reshard::abort(self.store.as_ref(), count).await);
             }
         }
         Ok(())

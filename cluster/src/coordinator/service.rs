@@ -184,6 +184,56 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
         Scope::of(&request).require_operator("resuming REST")?;
         Ok(Response::new(self.ask(ControlMsg::ResumeRest).await?))
     }
+
+    async fn reshard(
+        &self,
+        request: Request<pb::ReshardRequest>,
+    ) -> Result<Response<pb::ReshardStatus>, Status> {
+        Scope::of(&request).require_operator("resharding")?;
+        let shards = request.into_inner().shards;
+        let startups_left = self.leading()?.scheduler.startups_left();
+        let answer = self
+            .ask(|reply| ControlMsg::Reshard {
+                shards,
+                startups_left,
+                reply,
+            })
+            .await??;
+        self.with_floor(answer)
+    }
+
+    async fn reshard_progress(
+        &self,
+        request: Request<pb::ReshardProgressRequest>,
+    ) -> Result<Response<pb::ReshardStatus>, Status> {
+        Scope::of(&request).require_operator("reading a resharding's progress")?;
+        let answer = self.ask(ControlMsg::ReshardProgress).await??;
+        self.with_floor(answer)
+    }
+
+    async fn abort_reshard(
+        &self,
+        request: Request<pb::AbortReshardRequest>,
+    ) -> Result<Response<pb::ReshardStatus>, Status> {
+        Scope::of(&request).require_operator("aborting a resharding")?;
+        let answer = self.ask(ControlMsg::AbortReshard).await??;
+        self.with_floor(answer)
+    }
+}
+
+impl CoordinatorService {
+    /// The resharding with the least time its new set's IDENTIFYs take under this leader's
+    /// identify scheduler.
+    fn with_floor(
+        &self,
+        mut resharding: pb::ReshardStatus,
+    ) -> Result<Response<pb::ReshardStatus>, Status> {
+        if resharding.known {
+            let floor = self.leading()?.scheduler.floor(resharding.to);
+            resharding.identify_floor_ms = floor.as_millis() as u64;
+        }
+        Ok(Response::new(resharding))
+    }
 }
 
 /// The coordinator's store, served to nodes while it leads.

@@ -11,7 +11,7 @@ use redb::{
 use super::{
     ACCOUNTS, ASSIGNMENTS, AUDIT, CHECKPOINTS, CLUSTER_META, CONFIG_HISTORY, EXPIRY, EmbeddedStore,
     FILE_NAME, GUILD_CONFIG, GUILD_DEPARTURES, LEADER_ANNOUNCEMENT, LEASES, NODES, PROMOS,
-    REDEMPTIONS, SUBSCRIPTIONS, TICKETS, TRANSCRIPTS, USAGE, USER_REFS, WORKFLOWS, e,
+    REDEMPTIONS, RESHARDINGS, SUBSCRIPTIONS, TICKETS, TRANSCRIPTS, USAGE, USER_REFS, WORKFLOWS, e,
 };
 use crate::StorageError;
 
@@ -125,6 +125,7 @@ macro_rules! each_table {
         rows += $f($($arg,)* LEASES)?;
         rows += $f($($arg,)* LEADER_ANNOUNCEMENT)?;
         rows += $f($($arg,)* CLUSTER_META)?;
+        rows += $f($($arg,)* RESHARDINGS)?;
         rows += $f($($arg,)* GUILD_DEPARTURES)?;
         rows += $f($($arg,)* USER_REFS)?;
         rows += $f($($arg,)* EXPIRY)?;

@@ -8,15 +8,15 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     ACCOUNTS, ASSIGNMENTS, CHECKPOINTS, CLUSTER_META, EmbeddedStore, LEADER_ANNOUNCEMENT, LEASES,
-    NODES, PROMOS, REDEMPTIONS, RowRef, SUBSCRIPTIONS, TICKET_COUNTERS, TICKETS, TRANSCRIPTS,
-    USER_REFS, WORKFLOWS, e, from_json, index, open, open_read, to_json, unindex,
+    NODES, PROMOS, REDEMPTIONS, RESHARDINGS, RowRef, SUBSCRIPTIONS, TICKET_COUNTERS, TICKETS,
+    TRANSCRIPTS, USER_REFS, WORKFLOWS, e, from_json, index, open, open_read, to_json, unindex,
 };
 use crate::cluster::{ASSIGNMENTS_CLAIM, SHARD_COUNT, check_claim};
 use crate::{
     Account, AccountRepo, BillingRepo, ClusterRepo, LeaderAnnouncement, Lease, NodeRecord,
-    PromoCode, Redemption, Retention, SessionCheckpoint, ShardAssignment, StorageError,
-    Subscription, Ticket, TicketQuery, TicketRepo, Timestamp, TranscriptMessage, Workflow,
-    WorkflowRepo, WorkflowRun, WorkflowVariable, lease,
+    PromoCode, Redemption, ReshardPhase, Resharding, Retention, SessionCheckpoint, ShardAssignment,
+    StorageError, Subscription, Ticket, TicketQuery, TicketRepo, Timestamp, TranscriptMessage,
+    Workflow, WorkflowRepo, WorkflowRun, WorkflowVariable, lease,
 };
 
 /// The key of the one row of `leader_announcement`.
@@ -626,6 +626,9 @@ impl BillingRepo for EmbeddedStore {
     }
 }
 
+/// The key of the one row of `reshardings`.
+const CURRENT: &str = "current";
+
 fn read_json<K, T>(
     table: &impl ReadableTable<K, &'static [u8]>,
     name: &str,
@@ -909,6 +912,38 @@ impl ClusterRepo for EmbeddedStore {
             }
             table.insert(SHARD_COUNT, u64::from(count)).map_err(e)?;
             Ok(count)
+        })
+        .await
+    }
+
+    async fn resharding(&self) -> Result<Option<Resharding>, StorageError> {
+        self.read(move |txn, _| read_json(&open_read(txn, RESHARDINGS)?, "reshardings", CURRENT))
+            .await
+    }
+
+    async fn put_resharding(&self, next: &Resharding) -> Result<Resharding, StorageError> {
+        let next = next.clone();
+        self.write(move |txn, _| {
+            let mut records = open(txn, RESHARDINGS)?;
+            let stored: Option<Resharding> = read_json(&records, "reshardings", CURRENT)?;
+            let mut meta = open(txn, CLUSTER_META)?;
+            let count = meta
+                .get(SHARD_COUNT)
+                .map_err(e)?
+                .map(|count| count.value() as u32);
+            crate::resharding::check_next(stored.as_ref(), count, &next)?;
+            // One transaction: the count changes with the record that completes it.
+            if next.phase == ReshardPhase::Completed {
+                meta.insert(SHARD_COUNT, u64::from(next.to)).map_err(e)?;
+            }
+            let stored = Resharding {
+                version: next.version + 1,
+                ..next
+            };
+            records
+                .insert(CURRENT, to_json(&stored).as_slice())
+                .map_err(e)?;
+            Ok(stored)
         })
         .await
     }

@@ -12,9 +12,9 @@ use super::workflow_data::{WORKFLOW_RUNS, WORKFLOW_VARIABLES};
 use super::{
     ACCOUNTS, ASSIGNMENTS, AUDIT, CHECKPOINTS, CLUSTER_META, CONFIG_HISTORY, EXPIRY, EmbeddedStore,
     GUILD_CONFIG, GUILD_DEPARTURES, LEADER_ANNOUNCEMENT, LEASES, NODES, PROMOS, REDEMPTIONS,
-    RowRef, SUBSCRIPTIONS, TICKETS, TRANSCRIPTS, USAGE, USER_REFS, WORKFLOWS, audit_ref,
-    audit_users, e, from_json, index, open, open_read, remove_usage_day, to_json, unindex,
-    usage_days, usage_expiry,
+    RESHARDINGS, RowRef, SUBSCRIPTIONS, TICKETS, TRANSCRIPTS, USAGE, USER_REFS, WORKFLOWS,
+    audit_ref, audit_users, e, from_json, index, open, open_read, remove_usage_day, to_json,
+    unindex, usage_days, usage_expiry,
 };
 use crate::automod::{hit_expiry, hit_ref};
 use crate::moderation::{case_ref, case_users};
@@ -671,6 +671,7 @@ impl DataRights for EmbeddedStore {
             dump_json!(CHECKPOINTS);
             dump_json!(LEASES);
             dump_json!(LEADER_ANNOUNCEMENT);
+            dump_json!(RESHARDINGS);
             dump_json!(super::web_sessions::WEB_SESSIONS);
             dump_json!(super::premium::SLOTS);
             dump_json!(super::premium::INBOX);

@@ -102,6 +102,11 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         "019_announce_dms.cql",
         include_str!("../../schema/019_announce_dms.cql"),
     ),
+    (
+        21,
+        "021_reshardings.cql",
+        include_str!("../../schema/021_reshardings.cql"),
+    ),
 ];
 
 /// How long the migration lock lives without being re-taken. Long enough for the slowest

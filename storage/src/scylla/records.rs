@@ -10,6 +10,7 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use super::{ScyllaStore, Writes, db_id, db_int, rust_id, ttl};
 use crate::cluster::{SHARD_COUNT, check_claim};
+use crate::resharding::check_next;
 
 /// The assignments' partition keeps, in this row, the leader epoch that claimed them
 /// (`epoch`), so that every assignment can be conditioned on it in one batch.
@@ -21,9 +22,9 @@ use crate::row_ref::RowRef;
 use crate::{
     Account, AccountRepo, AuditEntry, AuditRepo, BillingRepo, CONFIG_HISTORY_LEN, ClusterRepo,
     GuildConfig, GuildConfigRepo, LeaderAnnouncement, Lease, NodeRecord, PromoCode, Redemption,
-    SessionCheckpoint, ShardAssignment, StorageError, Subscription, Ticket, TicketQuery,
-    TicketRepo, Timestamp, TranscriptMessage, UsageCount, UsageRepo, VersionedConfig, Workflow,
-    WorkflowRepo, WorkflowRun, WorkflowVariable, lease,
+    ReshardPhase, Resharding, SessionCheckpoint, ShardAssignment, StorageError, Subscription,
+    Ticket, TicketQuery, TicketRepo, Timestamp, TranscriptMessage, UsageCount, UsageRepo,
+    VersionedConfig, Workflow, WorkflowRepo, WorkflowRun, WorkflowVariable, lease,
 };
 
 /// Concurrent requests one call keeps in flight (batches of audit rows, usage deltas).
@@ -1580,5 +1581,67 @@ impl ClusterRepo for ScyllaStore {
                 )
             }),
         }
+    }
+
+    async fn resharding(&self) -> Result<Option<Resharding>, StorageError> {
+        let row: Option<(String,)> = self
+            .serial_one("SELECT record FROM {ks}.reshardings WHERE part = 0", ())
+            .await?;
+        row.map(|(record,)| parse("reshardings", &record))
+            .transpose()
+    }
+
+    async fn put_resharding(&self, next: &Resharding) -> Result<Resharding, StorageError> {
+        let stored = self.resharding().await?;
+        let count = self.shard_count().await?;
+        check_next(stored.as_ref(), count, next)?;
+        if next.phase == ReshardPhase::Completed && count != Some(next.to) {
+            // The count first: if the record's write then fails, the record still runs and
+            // writing the completion again finds the count already changed.
+            let resolve = || async { Ok(self.shard_count().await? == Some(next.to)) };
+            let outcome = self
+                .lwt_resolved(
+                    "UPDATE {ks}.cluster_meta SET value = ? WHERE name = ? IF value = ?",
+                    (i64::from(next.to), SHARD_COUNT, i64::from(next.from)),
+                    resolve,
+                )
+                .await?;
+            if !outcome.applied {
+                return Err(StorageError::Conflict {
+                    expected: u64::from(next.from),
+                    current: outcome.bigint("value").map_or(0, rust_id),
+                });
+            }
+        }
+        let written = Resharding {
+            version: next.version + 1,
+            ..next.clone()
+        };
+        let record = doc(&written);
+        let resolve = || async { Ok(self.resharding().await?.as_ref() == Some(&written)) };
+        let outcome = if next.version == 0 {
+            self.lwt_resolved(
+                "INSERT INTO {ks}.reshardings (part, version, record) VALUES (0, ?, ?) \
+                 IF NOT EXISTS",
+                (db_id(written.version), record.as_str()),
+                resolve,
+            )
+            .await?
+        } else {
+            self.lwt_resolved(
+                "UPDATE {ks}.reshardings SET version = ?, record = ? WHERE part = 0 \
+                 IF version = ?",
+                (db_id(written.version), record.as_str(), db_id(next.version)),
+                resolve,
+            )
+            .await?
+        };
+        if !outcome.applied {
+            return Err(StorageError::Conflict {
+                expected: next.version,
+                current: outcome.bigint("version").map_or(0, rust_id),
+            });
+        }
+        Ok(written)
     }
 }

@@ -33,6 +33,7 @@ const TABLES: &[&str] = &[
     "leases",
     "leader_announcement",
     "cluster_meta",
+    "reshardings",
     "guild_departures",
     "web_sessions",
     "web_sessions_by_user",
@@ -729,6 +730,10 @@ impl DataRights for ScyllaStore {
                 }
                 "cluster_meta" => {
                     self.select("SELECT JSON * FROM {ks}.cluster_meta", ())
+                        .await?
+                }
+                "reshardings" => {
+                    self.select("SELECT JSON * FROM {ks}.reshardings", ())
                         .await?
                 }
                 "guild_departures" => {

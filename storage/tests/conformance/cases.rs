@@ -9,8 +9,8 @@ use std::time::Duration;
 use protonn_storage::{
     Account, AuditEntry, AuditWriter, Case, ExportDocument, GuildConfig, LeaderAnnouncement,
     NodeRecord, Plan, PremiumSlot, PreparedExport, PrivacyFlags, PrivacyRequest, PromoCode,
-    RequestKind, Retention, SessionCheckpoint, StorageError, Store, Subscription,
-    SubscriptionStatus, Ticket, TicketQuery, Timer, Timestamp, TranscriptAttachment,
+    RequestKind, ReshardPhase, Resharding, Retention, SessionCheckpoint, StorageError, Store,
+    Subscription, SubscriptionStatus, Ticket, TicketQuery, Timer, Timestamp, TranscriptAttachment,
     TranscriptMessage, UsageAggregator, UsageCount, WebSession, Workflow, WorkflowRun,
     WorkflowVariable, WriterConfig, privacy,
 };
@@ -1095,6 +1095,108 @@ pub(crate) async fn the_shard_count_is_fixed_once<S: Store + Clone>(store: S) {
     assert_eq!(store.shard_count().await.unwrap(), Some(a));
     assert_eq!(store.fix_shard_count(32).await.unwrap(), a);
     assert_eq!(store.shard_count().await.unwrap(), Some(a));
+}
+
+/// After formation the shard count changes only by a resharding that completes: each step a
+/// compare-and-set on the record's version, a bad step refused with nothing changed, an abort
+/// keeping the count.
+pub(crate) async fn a_resharding_is_the_only_way_the_shard_count_changes<S: Store + Clone>(
+    store: S,
+) {
+    let from = store.fix_shard_count(4).await.unwrap();
+    let to = from * 2;
+    assert_eq!(store.resharding().await.unwrap(), None);
+    let at = Timestamp(1_000);
+    let wrong = Resharding::start(from + 1, to, 0, at);
+    assert!(matches!(
+        store.put_resharding(&wrong).await,
+        Err(StorageError::Invalid(_))
+    ));
+    assert_eq!(store.resharding().await.unwrap(), None);
+
+    // Two leaders starting at once (a failover midway): one record wins.
+    let (first, second) = (
+        Resharding::start(from, to, 0, at),
+        Resharding::start(from, to + 1, 0, at),
+    );
+    let (a, b) = tokio::join!(store.put_resharding(&first), store.put_resharding(&second));
+    let running = match (a, b) {
+        (Ok(won), Err(StorageError::Conflict { .. }))
+        | (Err(StorageError::Conflict { .. }), Ok(won)) => won,
+        other => panic!("one start wins: {other:?}"),
+    };
+    assert_eq!(running.version, 1);
+    assert_eq!(store.resharding().await.unwrap().as_ref(), Some(&running));
+    let to = running.to;
+
+    let all: Vec<u32> = (0..to).collect();
+    let ready = store
+        .put_resharding(&Resharding {
+            ready: all.clone(),
+            switched: vec![0],
+            updated_at: Timestamp(2_000),
+            ..running.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!((ready.version, ready.switched.as_slice()), (2, &[0][..]));
+    // A write made from an older version changes nothing.
+    assert!(matches!(
+        store
+            .put_resharding(&Resharding {
+                switched: vec![],
+                ..running.clone()
+            })
+            .await,
+        Err(StorageError::Conflict {
+            expected: 1,
+            current: 2
+        })
+    ));
+    // Completing before every new shard is switched is refused, and the count stays.
+    assert!(matches!(
+        store
+            .put_resharding(&Resharding {
+                phase: ReshardPhase::Completed,
+                ..ready.clone()
+            })
+            .await,
+        Err(StorageError::Invalid(_))
+    ));
+    assert_eq!(store.shard_count().await.unwrap(), Some(from));
+
+    let completed = store
+        .put_resharding(&Resharding {
+            phase: ReshardPhase::Completed,
+            switched: all,
+            ..ready.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.shard_count().await.unwrap(), Some(to));
+    assert_eq!(store.fix_shard_count(from).await.unwrap(), to);
+    assert_eq!(store.resharding().await.unwrap(), Some(completed.clone()));
+
+    // The next one starts from the new count; an abort keeps it.
+    assert!(matches!(
+        store
+            .put_resharding(&Resharding::start(from, to, completed.version, at))
+            .await,
+        Err(StorageError::Invalid(_))
+    ));
+    let back = store
+        .put_resharding(&Resharding::start(to, from, completed.version, at))
+        .await
+        .unwrap();
+    let aborted = store
+        .put_resharding(&Resharding {
+            phase: ReshardPhase::Aborted,
+            ..back
+        })
+        .await
+        .unwrap();
+    assert_eq!(aborted.phase, ReshardPhase::Aborted);
+    assert_eq!(store.shard_count().await.unwrap(), Some(to));
 }
 
 /// Rows past retention are gone after a sweep at "now"; fresh ones stay.
@@ -2247,6 +2349,7 @@ macro_rules! conformance_cases {
             the_leader_announcement_is_the_newest_written,
             leases_fence_stale_holders,
             the_shard_count_is_fixed_once,
+            a_resharding_is_the_only_way_the_shard_count_changes,
             retention_removes_expired_rows,
             export_covers_every_table,
             deleting_a_user_leaves_nothing,
