@@ -28,6 +28,7 @@ mod embedded;
 mod error;
 mod guild_config;
 mod lease;
+mod mentions;
 mod metered;
 pub mod metrics;
 mod moderation;
@@ -77,7 +78,8 @@ pub use premium::{
     subscription_until,
 };
 pub use privacy::{
-    ExportDocument, PreparedExport, PrivacyFlags, PrivacyRepo, PrivacyRequest, RequestKind,
+    ExportDocument, FlagChange, PreparedExport, PrivacyFlags, PrivacyRepo, PrivacyRequest,
+    RequestKind,
 };
 pub use promos::{NewPromo, create_promo_code, normalise_code};
 pub use rights::{DataRights, StoredRow, UserExport, on_shard, shard_of};
