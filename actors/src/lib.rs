@@ -53,7 +53,7 @@ pub use calls::{
     GuildSummary, MemberAccess, NativeRuleStatus, NativeSync, RoleSummary, RuleMatch,
     ScheduleStatus, change_config_key,
 };
-pub use choices::CHOICE_KEPT;
+pub use choices::{CHANGES_EVERY, CHOICE_KEPT};
 pub use commands::{apply_config_key, show_config_key};
 pub use dead_letters::{DeadLetter, DeadLetters};
 pub use departures::Departures;

@@ -47,6 +47,26 @@ impl CommandUsage {
         &self.choices
     }
 
+    /// Keeps the node's memory of privacy choices in step with changes made anywhere (the
+    /// dashboard, other nodes) until `shutdown` resolves: whoever runs the node starts it.
+    pub fn spawn_choice_follower(
+        self: &Arc<Self>,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        let choices = Arc::clone(&self.choices);
+        tokio::spawn(async move {
+            choices
+                .follow_changes(crate::choices::CHANGES_EVERY, shutdown)
+                .await;
+        })
+    }
+
+    /// The privacy choice this node remembers for the user, however old (tests look inside a
+    /// node with it).
+    pub fn remembered_choice(&self, user_id: u64) -> Option<protonn_storage::PrivacyFlags> {
+        self.choices.remembered(user_id)
+    }
+
     /// The counts waiting to be written: whoever runs the node flushes them
     /// ([`UsageAggregator::spawn_flusher`]), also once more at shutdown.
     pub fn aggregator(&self) -> &Arc<UsageAggregator> {

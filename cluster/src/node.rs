@@ -18,9 +18,7 @@ use protonn_shard::{
     BotToken, EventSink, GatewaySettings, IdentifyConfig, IdentifyScheduler, LocalScheduler,
     ShardStatus, ShardSupervisor, SupervisorArgs, SupervisorMsg,
 };
-use protonn_storage::{
-    DataRights, EmbeddedStore, Metered, Store, Timestamp, UsageAggregator, VersionedConfig,
-};
+use protonn_storage::{DataRights, EmbeddedStore, Metered, Store, Timestamp, VersionedConfig};
 use ractor::ActorRef;
 use tokio::sync::{oneshot, watch};
 use twilight_cache_inmemory::DefaultInMemoryCache;
@@ -107,6 +105,9 @@ pub struct Node {
     /// Serves `protonn backup` while this node holds the embedded store (run mode).
     backup: Option<crate::backup::BackupServer>,
     usage_flusher: UsageFlusher,
+    /// The command usage the guild actors count with, and the node's memory of privacy
+    /// choices it holds.
+    usage: Arc<CommandUsage>,
     cluster: Option<(Arc<Link>, tokio::task::JoinHandle<()>)>,
     /// A cluster node's `Guilds` service and its routed client (boxed: most nodes in tests
     /// and benches are standalone, and `Node` is moved around by value).
@@ -253,8 +254,7 @@ impl Node {
             None => STANDALONE_NODE.to_owned(),
         };
         let usage = CommandUsage::new(&store);
-        let usage_flusher =
-            UsageFlusher::start(usage.aggregator(), options.runtime.usage_flush_every);
+        let usage_flusher = UsageFlusher::start(&usage, options.runtime.usage_flush_every);
         let router = GuildRouter::start(Services {
             store: Arc::clone(&store),
             departures: Arc::clone(&departures),
@@ -266,7 +266,7 @@ impl Node {
             observer: options.observer,
             node_name,
             shard_count,
-            usage,
+            usage: Arc::clone(&usage),
         })
         .await?;
 
@@ -371,6 +371,7 @@ impl Node {
             sweeper,
             backup,
             usage_flusher,
+            usage,
             cluster,
             guild_service,
         })
@@ -399,6 +400,12 @@ impl Node {
     /// nodes; `None` when the guild is not cached here.
     pub fn cached_guild(&self, guild_id: u64) -> Option<serde_json::Value> {
         protonn_actors::cached_guild(&self.cache, guild_id)
+    }
+
+    /// The privacy choice this node remembers for the user, however old; `None` when it
+    /// would read it at their next event.
+    pub fn remembered_choice(&self, user_id: u64) -> Option<protonn_storage::PrivacyFlags> {
+        self.usage.remembered_choice(user_id)
     }
 
     /// Events set aside after panicking on every try, most recent last.
@@ -568,24 +575,35 @@ fn watch_vital_actors(
     failure
 }
 
-/// Writes the command usage counts every period, and once more when stopped.
+/// The command usage's background: its counts written every period (and once more when
+/// stopped), and the node's memory of privacy choices kept in step with changes made
+/// elsewhere (`CommandUsage::spawn_choice_follower`).
 struct UsageFlusher {
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
+    stop: watch::Sender<bool>,
+    tasks: [tokio::task::JoinHandle<()>; 2],
 }
 
 impl UsageFlusher {
-    fn start(usage: &Arc<UsageAggregator>, every: Duration) -> Self {
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = usage.spawn_flusher(every, async {
-            let _ = stopped.await;
-        });
-        Self { stop, task }
+    fn start(usage: &Arc<CommandUsage>, every: Duration) -> Self {
+        let (stop, stopped) = watch::channel(false);
+        let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        let flusher = usage
+            .aggregator()
+            .spawn_flusher(every, until_stopped(stopped.clone()));
+        let follower = usage.spawn_choice_follower(until_stopped(stopped));
+        Self {
+            stop,
+            tasks: [flusher, follower],
+        }
     }
 
     async fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = self.task.await;
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
     }
 }
 

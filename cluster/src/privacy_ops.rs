@@ -69,8 +69,36 @@ pub(crate) enum PrivacyCommand {
         #[arg(long = "coordinator")]
         coordinators: Vec<String>,
     },
-    /// The data-subject requests of the last DAYS days, oldest first, with their due dates
-    /// (30 days after the request); unanswered ones past due are marked OVERDUE.
+    /// Logs a request received by support (email, the support server) that is not answered
+    /// yet, so that it is counted against the 48-hour aim and the 30-day deadline. Export,
+    /// access and deletion requests are then answered in the background within a minute;
+    /// the others with `protonn privacy answer`.
+    Log {
+        #[arg(long)]
+        user: u64,
+        /// access, export, correction, deletion, restriction, objection or
+        /// consent_withdrawal.
+        #[arg(long, value_parser = parse_kind)]
+        kind: RequestKind,
+        /// When support received it (same forms as --from); now when omitted.
+        #[arg(long, value_parser = parse_instant)]
+        received: Option<Timestamp>,
+        #[arg(long = "coordinator")]
+        coordinators: Vec<String>,
+    },
+    /// Records the answer to a logged request (its id is in `protonn privacy requests`).
+    Answer {
+        #[arg(long)]
+        request: u64,
+        /// What was done, in a sentence the user and operators read.
+        #[arg(long)]
+        outcome: String,
+        #[arg(long = "coordinator")]
+        coordinators: Vec<String>,
+    },
+    /// The data-subject requests of the last DAYS days, oldest first, with their ids and due
+    /// dates (30 days after the request); unanswered ones are marked LATE after 48 hours
+    /// (the policy's aim) and OVERDUE after 30 days.
     Requests {
         #[arg(long, default_value_t = 90)]
         days: u32,
@@ -114,6 +142,30 @@ pub(crate) async fn run(config: Config, command: PrivacyCommand) -> anyhow::Resu
             print!(
                 "{}",
                 affected(store.as_ref(), from, to, &tables, notices.as_deref()).await?
+            );
+        }
+        PrivacyCommand::Log {
+            user,
+            kind,
+            received,
+            coordinators: c,
+        } => {
+            let store = operator_store(&config, c).await?;
+            let now = Timestamp::now();
+            println!(
+                "{}",
+                log_request(store.as_ref(), user, kind, received.unwrap_or(now), now).await?
+            );
+        }
+        PrivacyCommand::Answer {
+            request,
+            outcome,
+            coordinators: c,
+        } => {
+            let store = operator_store(&config, c).await?;
+            println!(
+                "{}",
+                answer(store.as_ref(), request, &outcome, Timestamp::now()).await?
             );
         }
         PrivacyCommand::Requests {
@@ -273,17 +325,81 @@ async fn affected(
     Ok(out)
 }
 
-/// The request log for operators: one line per request, overdue ones flagged.
+/// Logs a request support received at `received`, unanswered.
+async fn log_request(
+    store: &dyn Store,
+    user: u64,
+    kind: RequestKind,
+    received: Timestamp,
+    now: Timestamp,
+) -> anyhow::Result<String> {
+    if user == privacy::ERASED_USER {
+        bail!("--user must be the requester's Discord id");
+    }
+    if received > now {
+        bail!("--received is in the future");
+    }
+    let request = PrivacyRequest::new(user, random_id(), kind, "support", received);
+    store.put_privacy_request(&request).await?;
+    Ok(format!(
+        "request {} logged: {} by user {user}, aim {} (48 h), due {}",
+        request.request_id,
+        kind.as_str(),
+        received.saturating_add(privacy::RESPONSE_AIM).as_millis(),
+        request.due_at.as_millis()
+    ))
+}
+
+/// Marks the unanswered request `request_id` answered with `outcome`.
+async fn answer(
+    store: &dyn Store,
+    request_id: u64,
+    outcome: &str,
+    now: Timestamp,
+) -> anyhow::Result<String> {
+    if outcome.trim().is_empty() {
+        bail!("--outcome must say what was done");
+    }
+    let Some(request) = privacy::unanswered_requests(store, now)
+        .await?
+        .into_iter()
+        .find(|r| r.request_id == request_id)
+    else {
+        bail!("no unanswered request {request_id} (see protonn privacy requests)");
+    };
+    let late = request.past_response_aim(now);
+    store
+        .put_privacy_request(&request.done(now, outcome.trim()))
+        .await?;
+    Ok(format!(
+        "request {request_id} answered{}",
+        if late { " (after the 48-hour aim)" } else { "" }
+    ))
+}
+
+fn parse_kind(name: &str) -> Result<RequestKind, String> {
+    RequestKind::parse(name).ok_or_else(|| {
+        let kinds: Vec<&str> = RequestKind::ALL.iter().map(|k| k.as_str()).collect();
+        format!("{name:?}: one of {}", kinds.join(", "))
+    })
+}
+
+/// The request log for operators: one line per request, late and overdue ones flagged.
 async fn requests(store: &dyn Store, days: u32, now: Timestamp) -> anyhow::Result<String> {
     let since = now.saturating_sub(std::time::Duration::from_secs(u64::from(days) * 86_400));
     let log = store
         .privacy_requests(since, now.saturating_add(std::time::Duration::from_secs(1)))
         .await?;
-    let mut out = format!("{} requests in the last {days} days\n", log.len());
+    let late = log.iter().filter(|r| r.past_response_aim(now)).count();
+    let mut out = format!(
+        "{} requests in the last {days} days, {late} unanswered after 48 hours\n",
+        log.len()
+    );
     for r in &log {
         let state = match r.done_at {
             Some(at) => format!("answered {}", at.as_millis()),
             None if r.overdue(now) => "OVERDUE".to_owned(),
+            None if r.past_response_aim(now) => "LATE (no answer after 48 h)".to_owned(),
             None => "open".to_owned(),
         };
         let user = if r.user_id == privacy::ERASED_USER {
@@ -292,8 +408,9 @@ async fn requests(store: &dyn Store, days: u32, now: Timestamp) -> anyhow::Resul
             r.user_id.to_string()
         };
         out.push_str(&format!(
-            "{}\t{user}\t{}\t{}\tdue {}\t{state}\t{}\n",
+            "{}\t{}\t{user}\t{}\t{}\tdue {}\t{state}\t{}\n",
             r.requested_at.as_millis(),
+            r.request_id,
             r.kind.as_str(),
             r.channel,
             r.due_at.as_millis(),
@@ -347,6 +464,80 @@ mod tests {
         ] {
             assert!(parse_instant(bad).is_err(), "{bad}");
         }
+    }
+
+    /// A request support received and logged: flagged LATE once 48 hours pass without an
+    /// answer, then answered by its id; bad input changes nothing.
+    #[tokio::test]
+    async fn support_requests_unanswered_after_48_hours_are_flagged_until_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let now = Timestamp::now();
+        let hours = |h: u64| now.saturating_sub(std::time::Duration::from_secs(h * 3_600));
+        let said = log_request(&store, 42, RequestKind::Correction, hours(50), now)
+            .await
+            .unwrap();
+        let id: u64 = said
+            .strip_prefix("request ")
+            .and_then(|rest| rest.split(' ').next())
+            .unwrap()
+            .parse()
+            .unwrap();
+        log_request(&store, 43, RequestKind::Objection, hours(2), now)
+            .await
+            .unwrap();
+        let log = requests(&store, 7, now).await.unwrap();
+        assert!(log.contains("1 unanswered after 48 hours"), "{log}");
+        let late: Vec<&str> = log.lines().filter(|l| l.contains("LATE")).collect();
+        assert_eq!(late.len(), 1, "{log}");
+        assert!(
+            late[0].contains(&format!("\t{id}\t42\tcorrection\tsupport")),
+            "{log}"
+        );
+
+        for refused in [
+            log_request(
+                &store,
+                44,
+                RequestKind::Access,
+                hours(0).saturating_add(std::time::Duration::from_secs(3_600)),
+                now,
+            )
+            .await,
+            log_request(&store, privacy::ERASED_USER, RequestKind::Access, now, now).await,
+            answer(&store, id, "  ", now).await,
+            answer(&store, id.wrapping_add(1), "done", now).await,
+        ] {
+            assert!(refused.is_err());
+        }
+        assert_eq!(
+            store
+                .privacy_requests(
+                    Timestamp(0),
+                    now.saturating_add(std::time::Duration::from_secs(1))
+                )
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+
+        let said = answer(&store, id, "name corrected from Discord", now)
+            .await
+            .unwrap();
+        assert!(said.contains("after the 48-hour aim"), "{said}");
+        let log = requests(&store, 7, now).await.unwrap();
+        assert!(log.contains("0 unanswered after 48 hours"), "{log}");
+        assert!(log.contains("name corrected from Discord"), "{log}");
+        assert!(
+            answer(&store, id, "again", now).await.is_err(),
+            "answered once"
+        );
+        assert!(
+            parse_kind("erase")
+                .unwrap_err()
+                .contains("consent_withdrawal")
+        );
     }
 
     fn entry(guild: u64, id: u64, actor: u64, at: Timestamp) -> AuditEntry {

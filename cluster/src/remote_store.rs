@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use protonn_storage::{
-    Account, AccountRepo, AuditEntry, AuditRepo, BillingRepo, ClusterRepo, DataRights, GuildConfig,
-    GuildConfigRepo, InboxEvent, LeaderAnnouncement, Lease, NodeRecord, PremiumRepo, PremiumSlot,
-    PreparedExport, PrivacyFlags, PrivacyRepo, PrivacyRequest, PromoCode, Redemption, Resharding,
-    SessionCheckpoint, ShardAssignment, SlotAdded, StorageError, Store, StoredRow, Subscription,
-    Ticket, TicketQuery, TicketRepo, Timestamp, TranscriptMessage, UsageCount, UsageRepo,
-    UserExport, VersionedConfig, WebSession, WebSessionRepo, WireError, Workflow, WorkflowRepo,
-    WorkflowRun, WorkflowVariable,
+    Account, AccountRepo, AuditEntry, AuditRepo, BillingRepo, ClusterRepo, DataRights, FlagChange,
+    GuildConfig, GuildConfigRepo, InboxEvent, LeaderAnnouncement, Lease, NodeRecord, PremiumRepo,
+    PremiumSlot, PreparedExport, PrivacyFlags, PrivacyRepo, PrivacyRequest, PromoCode, Redemption,
+    Resharding, SessionCheckpoint, ShardAssignment, SlotAdded, StorageError, Store, StoredRow,
+    Subscription, Ticket, TicketQuery, TicketRepo, Timestamp, TranscriptMessage, UsageCount,
+    UsageRepo, UserExport, VersionedConfig, WebSession, WebSessionRepo, WireError, Workflow,
+    WorkflowRepo, WorkflowRun, WorkflowVariable,
 };
 use protonn_storage::{
     AnnounceSchedule, AnnouncementRepo, Campaign, Delivery, DmDelivery, RecipientPage,
@@ -320,6 +320,9 @@ pub(crate) enum StoreCall {
         user_id: u64,
         flags: PrivacyFlags,
     },
+    PrivacyFlagChanges {
+        since: Timestamp,
+    },
     PutExport {
         export: PreparedExport,
     },
@@ -585,6 +588,7 @@ impl StoreCall {
                 | Self::PrivacyRequestsOf { .. }
                 | Self::PrivacyRequests { .. }
                 | Self::PrivacyFlags { .. }
+                | Self::PrivacyFlagChanges { .. }
                 | Self::ExportStatus { .. }
                 | Self::Case { .. }
                 | Self::CasesAbout { .. }
@@ -785,6 +789,7 @@ pub(crate) async fn serve(
             C::SetPrivacyFlags { user_id, flags } => {
                 json(store.set_privacy_flags(user_id, &flags).await?)
             }
+            C::PrivacyFlagChanges { since } => json(store.privacy_flag_changes(since).await?),
             C::PutExport { export } => json(store.put_export(&export).await?),
             C::ExportStatus { user_id, now } => json(store.export_status(user_id, now).await?),
             C::TakeExport { user_id, now } => json(store.take_export(user_id, now).await?),
@@ -1564,6 +1569,12 @@ impl PrivacyRepo for RemoteStore {
             flags: *flags,
         })
         .await
+    }
+    async fn privacy_flag_changes(
+        &self,
+        since: Timestamp,
+    ) -> Result<Vec<FlagChange>, StorageError> {
+        self.call(StoreCall::PrivacyFlagChanges { since }).await
     }
     async fn put_export(&self, export: &PreparedExport) -> Result<(), StorageError> {
         self.call(StoreCall::PutExport {

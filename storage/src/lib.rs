@@ -28,6 +28,7 @@ mod embedded;
 mod error;
 mod guild_config;
 mod lease;
+mod mentions;
 mod metered;
 pub mod metrics;
 mod moderation;
@@ -79,7 +80,8 @@ pub use premium::{
     refresh_slots, subscription_until,
 };
 pub use privacy::{
-    ExportDocument, PreparedExport, PrivacyFlags, PrivacyRepo, PrivacyRequest, RequestKind,
+    ExportDocument, FlagChange, PreparedExport, PrivacyFlags, PrivacyRepo, PrivacyRequest,
+    RequestKind,
 };
 pub use promos::{NewPromo, create_promo_code, normalise_code};
 pub use resharding::{MAX_SHARDS, ReshardPhase, Resharding};

@@ -14,12 +14,12 @@ use metrics::{counter, histogram};
 use crate::metrics::{ERROR_KINDS, ERRORS, OPERATION_DURATION, OPERATIONS};
 use crate::{
     Account, AccountRepo, AuditEntry, AuditRepo, BillingRepo, ClusterRepo, DataRights,
-    EmbeddedStore, GuildConfig, GuildConfigRepo, InboxEvent, LeaderAnnouncement, Lease, NodeRecord,
-    PremiumRepo, PremiumSlot, PreparedExport, PrivacyFlags, PrivacyRepo, PrivacyRequest, PromoCode,
-    Redemption, Resharding, ScyllaStore, SessionCheckpoint, ShardAssignment, SlotAdded,
-    StorageError, StoredRow, Subscription, Ticket, TicketQuery, TicketRepo, Timestamp,
-    TranscriptMessage, UsageCount, UsageRepo, UserExport, VersionedConfig, WebSession,
-    WebSessionRepo, Workflow, WorkflowRepo, WorkflowRun, WorkflowVariable,
+    EmbeddedStore, FlagChange, GuildConfig, GuildConfigRepo, InboxEvent, LeaderAnnouncement, Lease,
+    NodeRecord, PremiumRepo, PremiumSlot, PreparedExport, PrivacyFlags, PrivacyRepo,
+    PrivacyRequest, PromoCode, Redemption, Resharding, ScyllaStore, SessionCheckpoint,
+    ShardAssignment, SlotAdded, StorageError, StoredRow, Subscription, Ticket, TicketQuery,
+    TicketRepo, Timestamp, TranscriptMessage, UsageCount, UsageRepo, UserExport, VersionedConfig,
+    WebSession, WebSessionRepo, Workflow, WorkflowRepo, WorkflowRun, WorkflowVariable,
 };
 use crate::{AnnounceSchedule, AnnouncementRepo, Campaign, Delivery, DmDelivery, RecipientPage};
 use crate::{AutomodHit, AutomodRepo, Case, ModerationRepo, Timer, TimerRepo};
@@ -229,6 +229,7 @@ metered!("privacy", PrivacyRepo {
     fn privacy_requests(&self, from: Timestamp, to: Timestamp) -> Vec<PrivacyRequest>;
     fn privacy_flags(&self, user_id: u64) -> PrivacyFlags;
     fn set_privacy_flags(&self, user_id: u64, flags: &PrivacyFlags) -> ();
+    fn privacy_flag_changes(&self, since: Timestamp) -> Vec<FlagChange>;
     fn put_export(&self, export: &PreparedExport) -> ();
     fn export_status(&self, user_id: u64, now: Timestamp) -> Option<(Timestamp, Timestamp)>;
     fn take_export(&self, user_id: u64, now: Timestamp) -> Option<PreparedExport>;

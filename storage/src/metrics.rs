@@ -18,6 +18,15 @@ pub const OPERATION_DURATION_BUCKETS: [f64; 13] = [
 /// Rows the retention sweeper removed.
 pub const EXPIRED_DELETED: &str = "protonn_storage_expired_deleted_total";
 
+/// Privacy requests not answered [`RESPONSE_AIM`](crate::privacy::RESPONSE_AIM) (48 h)
+/// after they were made, by `kind` ([`RequestKind::as_str`](crate::RequestKind::as_str)),
+/// as the process answering requests in the background counted them last (0 elsewhere).
+pub const UNANSWERED_PAST_AIM: &str = "protonn_privacy_requests_unanswered_past_aim";
+
+pub(crate) fn set_unanswered_past_aim(kind: crate::RequestKind, count: usize) {
+    gauge!(UNANSWERED_PAST_AIM, "kind" => kind.as_str()).set(count as f64);
+}
+
 /// The ScyllaDB driver's own counts, copied from its metrics every [`DRIVER_EVERY`]: requests
 /// (paged ones once per page), failed requests, retries, request and connection timeouts,
 /// open connections, and its latency quantiles. 0 in a process without ScyllaDB.
@@ -103,6 +112,14 @@ pub fn describe() {
         Unit::Seconds,
         "99th percentile of ScyllaDB request latency, as the driver measures it."
     );
+    describe_gauge!(
+        UNANSWERED_PAST_AIM,
+        Unit::Count,
+        "Privacy requests not answered 48 hours after they were made, by kind."
+    );
+    for kind in crate::RequestKind::ALL {
+        set_unanswered_past_aim(kind, 0);
+    }
     for name in [DRIVER_CONNECTIONS, DRIVER_LATENCY_P50, DRIVER_LATENCY_P99] {
         gauge!(name).set(0.0);
     }

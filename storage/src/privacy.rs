@@ -20,6 +20,12 @@ use crate::{DataRights, StorageError, Timestamp, UserExport};
 /// The legal deadline of a request: answered within 30 days of being made.
 pub const ANSWER_WITHIN: Duration = Duration::from_secs(30 * 86_400);
 
+/// What the policy aims for ("We aim to respond within 48 hours"): a request still
+/// unanswered this long after it was made is surfaced to operators (the gauge
+/// [`UNANSWERED_PAST_AIM`](crate::metrics::UNANSWERED_PAST_AIM), its alert, and
+/// `protonn privacy requests`).
+pub const RESPONSE_AIM: Duration = Duration::from_secs(48 * 3_600);
+
 /// Who a request belongs to once its user was erased: the log keeps that a request was made
 /// and answered, not by whom.
 pub const ERASED_USER: u64 = 0;
@@ -164,6 +170,11 @@ impl PrivacyRequest {
     pub fn overdue(&self, now: Timestamp) -> bool {
         self.done_at.is_none() && self.due_at <= now
     }
+
+    /// Not answered [`RESPONSE_AIM`] after it was made.
+    pub fn past_response_aim(&self, now: Timestamp) -> bool {
+        self.done_at.is_none() && self.requested_at.saturating_add(RESPONSE_AIM) <= now
+    }
 }
 
 /// A user's choices about processing; the defaults (nothing set) are what a user who never
@@ -196,6 +207,19 @@ impl PrivacyFlags {
     pub fn may_announce(&self) -> bool {
         self.announcements_consent && !self.objects && !self.restricted
     }
+}
+
+/// How long a change of a user's flags stays listed ([`PrivacyRepo::privacy_flag_changes`]):
+/// nodes ask every few seconds; an hour covers one cut off from the store for minutes (it
+/// forgets every choice it remembers when it was cut off longer).
+pub const FLAG_CHANGES_KEPT: Duration = Duration::from_secs(3_600);
+
+/// A user's flags were set at `at` (by the clock of the process that set them): nodes that
+/// remember the user's choices forget them and read them again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlagChange {
+    pub at: Timestamp,
+    pub user_id: u64,
 }
 
 /// A user's data export, prepared in the background, downloadable once until `expires_at`.
@@ -241,11 +265,19 @@ pub trait PrivacyRepo: Send + Sync + 'static {
     /// workflow run or analytics event.
     async fn privacy_flags(&self, user_id: u64) -> Result<PrivacyFlags, StorageError>;
 
+    /// Sets the user's flags, and lists the change for
+    /// [`privacy_flag_changes`](Self::privacy_flag_changes) for [`FLAG_CHANGES_KEPT`].
     async fn set_privacy_flags(
         &self,
         user_id: u64,
         flags: &PrivacyFlags,
     ) -> Result<(), StorageError>;
+
+    /// The changes of users' flags made at or after `since`, oldest first: how every node
+    /// learns, within seconds, that a choice it remembers changed, whichever process (the
+    /// dashboard, another node) changed it. Reads one small partition.
+    async fn privacy_flag_changes(&self, since: Timestamp)
+    -> Result<Vec<FlagChange>, StorageError>;
 
     /// Stores the user's export, replacing an earlier one.
     async fn put_export(&self, export: &PreparedExport) -> Result<(), StorageError>;
@@ -350,12 +382,10 @@ pub async fn answer_pending_requests<S>(
 where
     S: PrivacyRepo + DataRights + ?Sized,
 {
-    let window_start = now.saturating_sub(ANSWER_WITHIN.saturating_mul(12));
-    let pending: Vec<PrivacyRequest> = store
-        .privacy_requests(window_start, now.saturating_add(Duration::from_secs(1)))
+    let pending: Vec<PrivacyRequest> = unanswered_requests(store, now)
         .await?
         .into_iter()
-        .filter(|r| r.done_at.is_none() && r.user_id != ERASED_USER)
+        .filter(|r| r.user_id != ERASED_USER)
         .collect();
     let mut answered = 0;
     for request in pending {
@@ -364,6 +394,42 @@ where
         }
     }
     Ok(answered)
+}
+
+/// The requests of the last year not answered at `now`, oldest first (a year: twelve times
+/// the legal deadline, so a forgotten one is still found long after it was due).
+pub async fn unanswered_requests<S>(
+    store: &S,
+    now: Timestamp,
+) -> Result<Vec<PrivacyRequest>, StorageError>
+where
+    S: PrivacyRepo + ?Sized,
+{
+    let window_start = now.saturating_sub(ANSWER_WITHIN.saturating_mul(12));
+    let mut log = store
+        .privacy_requests(window_start, now.saturating_add(Duration::from_secs(1)))
+        .await?;
+    log.retain(|r| r.done_at.is_none());
+    Ok(log)
+}
+
+/// Sets [`UNANSWERED_PAST_AIM`](crate::metrics::UNANSWERED_PAST_AIM): of the requests
+/// unanswered at `now`, how many of each kind were made more than [`RESPONSE_AIM`] ago.
+pub async fn publish_unanswered<S>(store: &S, now: Timestamp) -> Result<u64, StorageError>
+where
+    S: PrivacyRepo + ?Sized,
+{
+    let late: Vec<RequestKind> = unanswered_requests(store, now)
+        .await?
+        .into_iter()
+        .filter(|r| r.past_response_aim(now))
+        .map(|r| r.kind)
+        .collect();
+    for kind in RequestKind::ALL {
+        let count = late.iter().filter(|k| **k == kind).count();
+        crate::metrics::set_unanswered_past_aim(kind, count);
+    }
+    Ok(late.len() as u64)
 }
 
 /// Answers one request if it is of a kind the store answers by itself (export, access,
@@ -463,6 +529,7 @@ pub const BREACH_TABLES: &[(&str, &[&str], Option<&str>)] = &[
     ("web_sessions", &["user_id"], Some("created_at")),
     ("privacy_requests", &["user_id"], Some("requested_at")),
     ("privacy_flags", &["user_id"], None),
+    ("privacy_flag_changes", &["user_id"], Some("at")),
     ("privacy_exports", &["user_id"], Some("created_at")),
     ("premium_slots", &["user_id"], Some("assigned_at")),
     ("cases", &["moderator_id", "target_id"], Some("at")),
@@ -474,6 +541,10 @@ pub const BREACH_TABLES: &[(&str, &[&str], Option<&str>)] = &[
     ("workflow_runs", &["user_id"], Some("at")),
     ("announce_dm_deliveries", &["user_id"], Some("at")),
 ];
+
+/// Tables of [`BREACH_TABLES`] whose rows also name the users their text mentions (`<@id>`:
+/// a transcript line, a parked run's event), as their index does.
+pub const MENTIONING_TABLES: &[&str] = &["transcripts", "timers"];
 
 /// One user a breach touches, and which of the tables hold their data.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -530,6 +601,11 @@ where
                 ids.extend(leading_number(&row.text));
             }
             for id in ids.into_iter().filter(|&id| id != ERASED_USER) {
+                users.entry(id).or_default().insert(row.table.clone());
+            }
+        }
+        if MENTIONING_TABLES.contains(&row.table.as_str()) {
+            for id in crate::mentions::mentioned_users(&row.text) {
                 users.entry(id).or_default().insert(row.table.clone());
             }
         }
@@ -595,16 +671,30 @@ pub fn spawn_request_answerer(
     export_for: Duration,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(crate::writer::every_until(every, shutdown, move || {
-        let store = std::sync::Arc::clone(&store);
-        async move {
-            match answer_pending_requests(store.as_ref(), Timestamp::now(), export_for).await {
-                Ok(0) => {}
-                Ok(answered) => tracing::info!(answered, "privacy requests answered"),
-                Err(err) => tracing::warn!(%err, "answering privacy requests failed"),
+    tokio::spawn(async move {
+        crate::writer::every_until(every, shutdown, move || {
+            let store = std::sync::Arc::clone(&store);
+            async move {
+                let now = Timestamp::now();
+                match answer_pending_requests(store.as_ref(), now, export_for).await {
+                    Ok(0) => {}
+                    Ok(answered) => tracing::info!(answered, "privacy requests answered"),
+                    Err(err) => tracing::warn!(%err, "answering privacy requests failed"),
+                }
+                // A failed read keeps the last counts: the alert neither fires nor clears
+                // on a store hiccup.
+                if let Err(err) = publish_unanswered(store.as_ref(), now).await {
+                    tracing::warn!(%err, "counting unanswered privacy requests failed");
+                }
             }
+        })
+        .await;
+        // Another process (the next leader) counts from now on: a count left here would
+        // hold the alert after the requests were answered.
+        for kind in RequestKind::ALL {
+            crate::metrics::set_unanswered_past_aim(kind, 0);
         }
-    }))
+    })
 }
 
 #[cfg(test)]
@@ -729,6 +819,69 @@ mod tests {
         );
         stop.send(()).unwrap();
         task.await.unwrap();
+    }
+
+    /// The policy's 48-hour aim: unanswered requests older than 48 hours are counted by
+    /// kind for the alert; answered ones and younger ones are not.
+    #[test]
+    fn requests_unanswered_past_the_48_hour_aim_are_counted_by_kind() {
+        use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+        let recorder = DebuggingRecorder::new();
+        let dir = tempfile::tempdir().unwrap();
+        let now = Timestamp::now();
+        let hours = |h: u64| now.saturating_sub(Duration::from_secs(h * 3_600));
+        metrics::with_local_recorder(&recorder, || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let store = crate::EmbeddedStore::open(dir.path()).unwrap();
+                for request in [
+                    PrivacyRequest::new(1, 1, RequestKind::Correction, "support", hours(49)),
+                    PrivacyRequest::new(2, 2, RequestKind::Correction, "support", hours(72)),
+                    PrivacyRequest::new(3, 3, RequestKind::Correction, "support", hours(47)),
+                    PrivacyRequest::new(4, 4, RequestKind::Objection, "support", hours(50))
+                        .done(hours(1), "objection on"),
+                    PrivacyRequest::new(5, 5, RequestKind::Export, "support", hours(60)),
+                ] {
+                    store.put_privacy_request(&request).await.unwrap();
+                }
+                assert_eq!(publish_unanswered(&store, now).await.unwrap(), 3);
+            });
+        });
+        let counts: std::collections::BTreeMap<String, f64> = recorder
+            .snapshotter()
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .filter(|(key, ..)| key.key().name() == crate::metrics::UNANSWERED_PAST_AIM)
+            .map(|(key, _, _, value)| {
+                let kind = key.key().labels().next().unwrap().value().to_owned();
+                let DebugValue::Gauge(value) = value else {
+                    panic!("{value:?}")
+                };
+                (kind, value.into_inner())
+            })
+            .collect();
+        let expected: std::collections::BTreeMap<String, f64> = RequestKind::ALL
+            .into_iter()
+            .map(|kind| {
+                let count = match kind {
+                    RequestKind::Correction => 2.0,
+                    RequestKind::Export => 1.0,
+                    _ => 0.0,
+                };
+                (kind.as_str().to_owned(), count)
+            })
+            .collect();
+        assert_eq!(counts, expected);
+
+        let request = PrivacyRequest::new(1, 1, RequestKind::Access, "support", hours(48));
+        assert!(request.past_response_aim(now));
+        assert!(!request.past_response_aim(hours(1)));
+        assert!(!request.done(now, "sent").past_response_aim(now));
     }
 
     #[test]

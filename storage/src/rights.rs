@@ -31,6 +31,9 @@ pub struct UserExport {
     /// The user's restriction, objection and consent choices, if they made any.
     #[serde(default)]
     pub privacy_flags: Option<PrivacyFlags>,
+    /// When the user changed those choices within the last hour (what nodes learn them by).
+    #[serde(default)]
+    pub privacy_flag_changes: Vec<Timestamp>,
     /// The premium slots the user assigned to guilds, oldest first.
     #[serde(default)]
     pub premium_slots: Vec<PremiumSlot>,

@@ -128,6 +128,33 @@ pub struct TranscriptMessage {
     pub deleted_at: Option<Timestamp>,
 }
 
+impl TranscriptMessage {
+    /// The users the line names: its author, then those its texts (the current one and the
+    /// earlier ones) mention. Each is in `user_refs` while the line is stored.
+    pub(crate) fn users(&self) -> Vec<u64> {
+        let mut users = vec![self.author_id];
+        for text in std::iter::once(&self.content).chain(&self.earlier_texts) {
+            for user in crate::mentions::mentioned_users(text) {
+                if !users.contains(&user) {
+                    users.push(user);
+                }
+            }
+        }
+        users
+    }
+
+    /// The line as kept after the erasure of `user_id`, who did not write it but is
+    /// mentioned in it: the mentions become `<@0>`, the rest stays for the ticket's record.
+    pub(crate) fn without_mentions_of(&self, user_id: u64) -> Self {
+        let anonymise = |text: &String| crate::mentions::without_mentions_of(text, user_id);
+        Self {
+            content: anonymise(&self.content),
+            earlier_texts: self.earlier_texts.iter().map(anonymise).collect(),
+            ..self.clone()
+        }
+    }
+}
+
 /// A file attached to a transcript's message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TranscriptAttachment {

@@ -40,7 +40,9 @@ pub struct Timer {
     pub claimed_until: Timestamp,
     /// The users the timer names (a temporary ban's member, a parked run's event author),
     /// as the feature that schedules it says: indexed in `user_refs` while it is stored, so
-    /// their export lists it, their erasure finds it and a breach listing names them.
+    /// their export lists it, their erasure finds it and a breach listing names them. Users
+    /// the payload only mentions (`<@id>`) are indexed too ([`Timer::parties`]); their
+    /// erasure keeps the timer with the mention replaced by `<@0>`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub users: Vec<u64>,
     /// Whether an erasure of one of `users` keeps the timer: a temporary ban's unban must
@@ -73,6 +75,39 @@ impl From<&Timer> for TimerExport {
             payload: timer.payload.clone(),
             outlives_erasure: timer.outlives_erasure,
         }
+    }
+}
+
+impl Timer {
+    /// The users whose refs the timer has: those it names ([`users`](Self::users)), then
+    /// those its payload mentions (`<@id>`: a parked run's message mentioning members).
+    pub(crate) fn parties(&self) -> Vec<u64> {
+        let mut parties = self.users.clone();
+        for user in crate::mentions::mentioned_users(&self.payload) {
+            if !parties.contains(&user) {
+                parties.push(user);
+            }
+        }
+        parties
+    }
+
+    /// The timer as an erasure of `user_id` leaves it when it must stay: a timer that
+    /// outlives its users' erasure, or one that only mentions them. `None` when it goes (a
+    /// parked run of theirs).
+    pub(crate) fn after_erasure_of(&self, user_id: u64) -> Option<Self> {
+        if self.users.contains(&user_id) && !self.outlives_erasure {
+            return None;
+        }
+        Some(Self {
+            users: self
+                .users
+                .iter()
+                .copied()
+                .filter(|&u| u != user_id)
+                .collect(),
+            payload: crate::mentions::without_mentions_of(&self.payload, user_id),
+            ..self.clone()
+        })
     }
 }
 

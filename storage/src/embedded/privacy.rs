@@ -7,8 +7,8 @@ use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use super::{e, from_json, open, open_read, to_json};
 use crate::privacy::ERASED_USER;
 use crate::{
-    EmbeddedStore, PreparedExport, PrivacyFlags, PrivacyRepo, PrivacyRequest, Retention,
-    StorageError, StoredRow, Timestamp,
+    EmbeddedStore, FlagChange, PreparedExport, PrivacyFlags, PrivacyRepo, PrivacyRequest,
+    Retention, StorageError, StoredRow, Timestamp,
 };
 
 /// (user id, request id) → [`PrivacyRequest`].
@@ -19,6 +19,10 @@ pub(super) const PRIVACY_FLAGS: TableDefinition<u64, &[u8]> = TableDefinition::n
 /// user id → [`PreparedExport`].
 pub(super) const PRIVACY_EXPORTS: TableDefinition<u64, &[u8]> =
     TableDefinition::new("privacy_exports");
+/// (at ms, user id) → (): the changes of users' flags of the last
+/// [`FLAG_CHANGES_KEPT`](crate::privacy::FLAG_CHANGES_KEPT).
+pub(super) const PRIVACY_FLAG_CHANGES: TableDefinition<(u64, u64), ()> =
+    TableDefinition::new("privacy_flag_changes");
 /// session id (hash) → until (ms): browsers told to clear site data on their next visit.
 pub(super) const BROWSER_CLEARINGS: TableDefinition<&str, u64> =
     TableDefinition::new("browser_clearings");
@@ -27,8 +31,24 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<(), StorageError> 
     open(txn, PRIVACY_REQUESTS)?;
     open(txn, PRIVACY_FLAGS)?;
     open(txn, PRIVACY_EXPORTS)?;
+    open(txn, PRIVACY_FLAG_CHANGES)?;
     open(txn, BROWSER_CLEARINGS)?;
     Ok(())
+}
+
+/// When the user's flags changed, of the changes still listed (their data export).
+pub(super) fn flag_changes_of(
+    txn: &redb::ReadTransaction,
+    user_id: u64,
+) -> Result<Vec<Timestamp>, StorageError> {
+    let mut out = Vec::new();
+    for item in open_read(txn, PRIVACY_FLAG_CHANGES)?.iter().map_err(e)? {
+        let (at, user) = item.map_err(e)?.0.value();
+        if user == user_id {
+            out.push(Timestamp(at));
+        }
+    }
+    Ok(out)
 }
 
 fn requests_of(
@@ -72,6 +92,13 @@ pub(super) fn erase_user(txn: &WriteTransaction, user_id: u64) -> Result<u64, St
             .map_err(e)?
             .is_some(),
     );
+    // A scan: the table holds an hour of changes.
+    open(txn, PRIVACY_FLAG_CHANGES)?
+        .retain(|(_, user), ()| {
+            touched += u64::from(user == user_id);
+            user != user_id
+        })
+        .map_err(e)?;
     if user_id == ERASED_USER {
         return Ok(touched);
     }
@@ -116,6 +143,13 @@ pub(super) fn sweep(
             keep
         })
         .map_err(e)?;
+    open(txn, PRIVACY_FLAG_CHANGES)?
+        .retain(|(at, _), ()| {
+            let keep = Timestamp(at).saturating_add(crate::privacy::FLAG_CHANGES_KEPT) > now;
+            removed += u64::from(!keep);
+            keep
+        })
+        .map_err(e)?;
     open(txn, PRIVACY_REQUESTS)?
         .retain(|_, value| {
             let keep = serde_json::from_slice::<PrivacyRequest>(value)
@@ -152,6 +186,10 @@ pub(super) fn dump(
                 format!("{} {text}", key.value()),
             );
         }
+    }
+    for item in open_read(txn, PRIVACY_FLAG_CHANGES)?.iter().map_err(e)? {
+        let (at, user) = item.map_err(e)?.0.value();
+        push("privacy_flag_changes", format!("{user} {{\"at\":{at}}}"));
     }
     for item in open_read(txn, BROWSER_CLEARINGS)?.iter().map_err(e)? {
         let (key, value) = item.map_err(e)?;
@@ -230,7 +268,31 @@ impl PrivacyRepo for EmbeddedStore {
             open(txn, PRIVACY_FLAGS)?
                 .insert(user_id, to_json(&flags).as_slice())
                 .map_err(e)?;
+            open(txn, PRIVACY_FLAG_CHANGES)?
+                .insert((Timestamp::now().0, user_id), ())
+                .map_err(e)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn privacy_flag_changes(
+        &self,
+        since: Timestamp,
+    ) -> Result<Vec<FlagChange>, StorageError> {
+        self.read(move |txn, _| {
+            let mut out = Vec::new();
+            for item in open_read(txn, PRIVACY_FLAG_CHANGES)?
+                .range((since.0, 0)..)
+                .map_err(e)?
+            {
+                let (at, user_id) = item.map_err(e)?.0.value();
+                out.push(FlagChange {
+                    at: Timestamp(at),
+                    user_id,
+                });
+            }
+            Ok(out)
         })
         .await
     }

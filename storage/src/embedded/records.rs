@@ -312,9 +312,9 @@ impl TicketRepo for EmbeddedStore {
                     .map(|old| old.value().to_vec());
                 if let Some(old) = previous {
                     let old: TranscriptMessage = from_json("transcripts", &old)?;
-                    unindex(txn, &row, &[old.author_id], expires)?;
+                    unindex(txn, &row, &old.users(), expires)?;
                 }
-                index(txn, &row, &[message.author_id], expires)?;
+                index(txn, &row, &message.users(), expires)?;
             }
             Ok(())
         })

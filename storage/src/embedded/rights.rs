@@ -63,7 +63,7 @@ fn remove_row(
             let Some(old) = old else { return Ok(0) };
             let expires = Some(ticket_expiry(old.opened_at, retention));
             unindex(txn, row, &[old.opener_id], expires)?;
-            let messages: Vec<(u64, u64)> = {
+            let messages: Vec<(u64, Vec<u64>)> = {
                 let mut table = open(txn, TRANSCRIPTS)?;
                 let removed = table
                     .extract_from_if(
@@ -75,17 +75,17 @@ fn remove_row(
                 for item in removed {
                     let (key, value) = item.map_err(e)?;
                     let message: TranscriptMessage = from_json("transcripts", value.value())?;
-                    out.push((key.value().2, message.author_id));
+                    out.push((key.value().2, message.users()));
                 }
                 out
             };
-            for (message, author) in &messages {
+            for (message, users) in &messages {
                 let row = RowRef::Transcript {
                     guild: *guild,
                     ticket: *ticket,
                     message: *message,
                 };
-                unindex(txn, &row, &[*author], expires)?;
+                unindex(txn, &row, users, expires)?;
             }
             Ok(1 + messages.len() as u64)
         }
@@ -108,7 +108,7 @@ fn remove_row(
             };
             // Without its ticket the expiry entry is unknown; the sweeper drops it when due.
             let expires = opened.map(|t| ticket_expiry(t.opened_at, retention));
-            unindex(txn, row, &[old.author_id], expires)?;
+            unindex(txn, row, &old.users(), expires)?;
             Ok(1)
         }
         RowRef::Workflow { guild, workflow } => {
@@ -326,6 +326,7 @@ impl DataRights for EmbeddedStore {
                 .collect();
             (export.privacy_requests, export.privacy_flags) =
                 super::privacy::export_of(txn, user_id)?;
+            export.privacy_flag_changes = super::privacy::flag_changes_of(txn, user_id)?;
             export.premium_slots = super::premium::slots_of(txn, user_id)?;
             Ok(export)
         })
@@ -406,6 +407,25 @@ impl DataRights for EmbeddedStore {
                     // Kept for its id (a redelivery stays a duplicate), without body or user.
                     RowRef::InboxEvent { id } => {
                         u64::from(super::premium::erase_event_user(txn, id, retention)?)
+                    }
+                    // Their own line goes; another's that mentions them stays, without them.
+                    RowRef::Transcript {
+                        guild,
+                        ticket,
+                        message,
+                    } => {
+                        let key = (*guild, *ticket, *message);
+                        match read_in::<TranscriptMessage, _>(txn, TRANSCRIPTS, key)? {
+                            Some(line) if line.author_id != user_id => {
+                                let kept = line.without_mentions_of(user_id);
+                                open(txn, TRANSCRIPTS)?
+                                    .insert(key, to_json(&kept).as_slice())
+                                    .map_err(e)?;
+                                1
+                            }
+                            Some(_) => remove_row(txn, &row, retention)?,
+                            None => 0,
+                        }
                     }
                     other => remove_row(txn, other, retention)?,
                 };
@@ -794,7 +814,7 @@ impl EmbeddedStore {
                     message: m.message_id,
                 };
                 match opened.get(&(m.guild_id, m.ticket_id)) {
-                    Some(&expires) => expect(&row, &[m.author_id], Some(expires)),
+                    Some(&expires) => expect(&row, &m.users(), Some(expires)),
                     None => problems.borrow_mut().push(format!("{row:?} has no ticket")),
                 }
             }
@@ -859,7 +879,7 @@ impl EmbeddedStore {
             }
             for item in open_read(txn, super::timers::TIMERS)?.iter().map_err(e)? {
                 let timer: Timer = from_json("timers", item.map_err(e)?.1.value())?;
-                expect(&timer_ref(&timer), &timer.users, None);
+                expect(&timer_ref(&timer), &timer.parties(), None);
             }
             for dm in super::announcements::all_dm_deliveries(txn)? {
                 expect(&crate::announcements::dm_ref(&dm), &[dm.user_id], None);

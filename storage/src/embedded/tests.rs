@@ -307,3 +307,29 @@ async fn a_file_that_is_not_a_backup_is_refused_and_changes_nothing() {
     let store = EmbeddedStore::open(dir.path()).unwrap();
     assert_eq!(store.load(3).await.unwrap().unwrap().config.prefix, "%");
 }
+
+/// A listed change of a user's flags is swept after `FLAG_CHANGES_KEPT` (an hour); on
+/// ScyllaDB the table's default TTL does the same.
+#[tokio::test]
+async fn flag_changes_are_swept_after_their_hour() {
+    use crate::PrivacyRepo;
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let start = Timestamp::now();
+    store
+        .set_privacy_flags(5, &crate::PrivacyFlags::default())
+        .await
+        .unwrap();
+    store.sweep_expired(Timestamp::now()).await.unwrap();
+    assert_eq!(store.privacy_flag_changes(start).await.unwrap().len(), 1);
+    let past_the_hour = Timestamp::now()
+        .saturating_add(crate::privacy::FLAG_CHANGES_KEPT)
+        .saturating_add(Duration::from_secs(1));
+    assert_eq!(store.sweep_expired(past_the_hour).await.unwrap(), 1);
+    assert!(store.privacy_flag_changes(start).await.unwrap().is_empty());
+    assert_eq!(
+        store.privacy_flags(5).await.unwrap(),
+        crate::PrivacyFlags::default(),
+        "the flags themselves stay"
+    );
+}

@@ -54,7 +54,7 @@ pub(super) fn stored_in(
 
 /// Removes a timer with its users' refs.
 pub(super) fn remove(txn: &WriteTransaction, timer: &Timer) -> Result<(), StorageError> {
-    unindex(txn, &timer_ref(timer), &timer.users, None)?;
+    unindex(txn, &timer_ref(timer), &timer.parties(), None)?;
     open(txn, TIMERS)?
         .remove((
             timer.shard_id,
@@ -90,22 +90,21 @@ fn write(txn: &WriteTransaction, timer: &Timer) -> Result<(), StorageError> {
     Ok(())
 }
 
-/// The erasure of `user_id` reached the guild's timer `id`: deleted, or, if it must still
-/// run ([`Timer::outlives_erasure`]), kept without naming them. Whether there was one.
+/// The erasure of `user_id` reached the guild's timer `id`: deleted, or kept without
+/// naming or mentioning them ([`Timer::after_erasure_of`]). Whether there was one.
 pub(super) fn erase_user(
     txn: &WriteTransaction,
     guild_id: u64,
     id: &str,
     user_id: u64,
 ) -> Result<bool, StorageError> {
-    let Some(mut timer) = stored(txn, guild_id, id)? else {
+    let Some(timer) = stored(txn, guild_id, id)? else {
         return Ok(false);
     };
     remove(txn, &timer)?;
-    if timer.outlives_erasure {
-        timer.users.retain(|&user| user != user_id);
-        index(txn, &timer_ref(&timer), &timer.users, None)?;
-        write(txn, &timer)?;
+    if let Some(kept) = timer.after_erasure_of(user_id) {
+        index(txn, &timer_ref(&kept), &kept.parties(), None)?;
+        write(txn, &kept)?;
     }
     Ok(true)
 }
@@ -147,7 +146,7 @@ impl TimerRepo for EmbeddedStore {
             if let Some(old) = stored(txn, timer.guild_id, &timer.id)? {
                 remove(txn, &old)?;
             }
-            index(txn, &timer_ref(&timer), &timer.users, None)?;
+            index(txn, &timer_ref(&timer), &timer.parties(), None)?;
             write(txn, &timer)
         })
         .await

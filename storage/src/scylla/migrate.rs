@@ -98,6 +98,11 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../schema/016_announce_schedules.cql"),
     ),
     (
+        17,
+        "017_privacy_flag_changes.cql",
+        include_str!("../../schema/017_privacy_flag_changes.cql"),
+    ),
+    (
         19,
         "019_announce_dms.cql",
         include_str!("../../schema/019_announce_dms.cql"),

@@ -6,10 +6,11 @@ use async_trait::async_trait;
 use futures_util::TryStreamExt;
 
 use super::records::{doc, parse};
-use super::{ScyllaStore, db_id, ttl};
+use super::{ScyllaStore, db_id, rust_id, ttl};
 use crate::privacy::ERASED_USER;
 use crate::{
-    PreparedExport, PrivacyFlags, PrivacyRepo, PrivacyRequest, StorageError, StoredRow, Timestamp,
+    FlagChange, PreparedExport, PrivacyFlags, PrivacyRepo, PrivacyRequest, StorageError, StoredRow,
+    Timestamp,
 };
 
 impl ScyllaStore {
@@ -61,6 +62,20 @@ impl ScyllaStore {
         Ok((requests, flags))
     }
 
+    /// When the user's flags changed, of the changes still listed (their data export).
+    pub(super) async fn flag_changes_of(
+        &self,
+        user_id: u64,
+    ) -> Result<Vec<Timestamp>, StorageError> {
+        Ok(self
+            .privacy_flag_changes(Timestamp(0))
+            .await?
+            .into_iter()
+            .filter(|change| change.user_id == user_id)
+            .map(|change| change.at)
+            .collect())
+    }
+
     /// Erasure of a user: flags and export removed, requests re-keyed under
     /// [`ERASED_USER`] (written before the user's partition is removed, so an interrupted
     /// erasure loses no request). Returns the rows touched.
@@ -81,6 +96,16 @@ impl ScyllaStore {
                 (db_id(user_id),),
             )
             .await?;
+        }
+        // The user's changes: read from the one small partition, deleted row by row.
+        for at in self.flag_changes_of(user_id).await? {
+            self.execute(
+                "DELETE FROM {ks}.privacy_flag_changes WHERE bucket = 0 AND at = ? AND user_id = ?",
+                true,
+                (db_id(at.0), db_id(user_id)),
+            )
+            .await?;
+            touched += 1;
         }
         self.execute(
             "DELETE FROM {ks}.privacy_flags WHERE user_id = ?",
@@ -118,6 +143,11 @@ impl ScyllaStore {
         push(
             "privacy_exports",
             self.select("SELECT JSON * FROM {ks}.privacy_exports", ())
+                .await?,
+        );
+        push(
+            "privacy_flag_changes",
+            self.select("SELECT JSON * FROM {ks}.privacy_flag_changes", ())
                 .await?,
         );
         push(
@@ -183,7 +213,34 @@ impl PrivacyRepo for ScyllaStore {
             (db_id(user_id), doc(flags)),
         )
         .await?;
+        // After the flags: a node that learns of the change reads the new ones. The table's
+        // default TTL ends the row after FLAG_CHANGES_KEPT.
+        self.execute(
+            "INSERT INTO {ks}.privacy_flag_changes (bucket, at, user_id) VALUES (0, ?, ?)",
+            true,
+            (db_id(Timestamp::now().0), db_id(user_id)),
+        )
+        .await?;
         Ok(())
+    }
+
+    async fn privacy_flag_changes(
+        &self,
+        since: Timestamp,
+    ) -> Result<Vec<FlagChange>, StorageError> {
+        let rows: Vec<(i64, i64)> = self
+            .select(
+                "SELECT at, user_id FROM {ks}.privacy_flag_changes WHERE bucket = 0 AND at >= ?",
+                (db_id(since.0),),
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(at, user)| FlagChange {
+                at: Timestamp(rust_id(at)),
+                user_id: rust_id(user),
+            })
+            .collect())
     }
 
     async fn put_export(&self, export: &PreparedExport) -> Result<(), StorageError> {

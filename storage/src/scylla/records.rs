@@ -950,7 +950,9 @@ impl TicketRepo for ScyllaStore {
                 ticket: message.ticket_id,
                 message: message.message_id,
             };
-            self.push_ref(&mut writes, message.author_id, &row, Some(secs));
+            for user in message.users() {
+                self.push_ref(&mut writes, user, &row, Some(secs));
+            }
             self.apply(writes).await?;
         }
         Ok(())

@@ -126,7 +126,9 @@ impl ScyllaStore {
                         ticket: *ticket,
                         message: message.message_id,
                     };
-                    self.drop_ref(message.author_id, &row).await?;
+                    for user in message.users() {
+                        self.drop_ref(user, &row).await?;
+                    }
                 }
                 self.execute(
                     "DELETE FROM {ks}.transcripts WHERE guild_id = ? AND ticket_id = ?",
@@ -158,7 +160,9 @@ impl ScyllaStore {
                     (db_id(*guild), db_id(*ticket), db_id(*message)),
                 )
                 .await?;
-                self.drop_ref(old.author_id, row).await?;
+                for user in old.users() {
+                    self.drop_ref(user, row).await?;
+                }
                 Ok(1)
             }
             RowRef::Workflow { guild, workflow } => {
@@ -352,6 +356,7 @@ impl DataRights for ScyllaStore {
             .map(WebSessionExport::from)
             .collect();
         (export.privacy_requests, export.privacy_flags) = self.privacy_export_of(user_id).await?;
+        export.privacy_flag_changes = self.flag_changes_of(user_id).await?;
         export.privacy_requests.reverse();
         export.premium_slots = self.slots_of_user(user_id).await?;
         Ok(export)
@@ -419,6 +424,27 @@ impl DataRights for ScyllaStore {
                 }
                 // Kept for its id (a redelivery stays a duplicate), without body or user.
                 RowRef::InboxEvent { id } => u64::from(self.erase_event_user(id).await?),
+                // Their own line goes; another's that mentions them stays, without them
+                // (written again with its ticket's TTL).
+                RowRef::Transcript {
+                    guild,
+                    ticket,
+                    message,
+                } => match self.transcript_message(*guild, *ticket, *message).await? {
+                    Some(line) if line.author_id != user_id => {
+                        match self
+                            .append_transcript(&[line.without_mentions_of(user_id)])
+                            .await
+                        {
+                            Ok(()) => 1,
+                            // A line whose ticket is gone is an orphan: it goes.
+                            Err(StorageError::NotFound(_)) => self.remove_row(&row).await?,
+                            Err(err) => return Err(err),
+                        }
+                    }
+                    Some(_) => self.remove_row(&row).await?,
+                    None => 0,
+                },
                 other => self.remove_row(other).await?,
             };
             self.drop_ref(user_id, &row).await?;

@@ -27,7 +27,7 @@ impl ScyllaStore {
         for timer in &timers {
             let shard = i32::try_from(timer.shard_id).unwrap_or(i32::MAX);
             let place = (shard, db_id(timer.due.0));
-            self.remove_timer(guild_id, &timer.id, place, &timer.users)
+            self.remove_timer(guild_id, &timer.id, place, &timer.parties())
                 .await?;
         }
         Ok(timers.len() as u64)
@@ -45,9 +45,9 @@ impl ScyllaStore {
         }
     }
 
-    /// The erasure of `user_id` reached the guild's timer `id`: deleted, or, if it must still
-    /// run ([`Timer::outlives_erasure`]), kept without naming them (the caller drops the
-    /// user's ref). Whether there was one.
+    /// The erasure of `user_id` reached the guild's timer `id`: deleted, or kept without
+    /// naming or mentioning them ([`Timer::after_erasure_of`]; the caller drops the user's
+    /// ref). Whether there was one.
     pub(super) async fn erase_timer_user(
         &self,
         guild_id: u64,
@@ -57,21 +57,21 @@ impl ScyllaStore {
         let Some(place) = self.timer_place(guild_id, id).await? else {
             return Ok(false);
         };
-        let Some(mut timer) = self.timer_at(place, guild_id, id, false).await? else {
+        let Some(stored) = self.timer_at(place, guild_id, id, false).await? else {
             return Ok(false);
         };
-        if !timer.outlives_erasure {
-            self.remove_timer(guild_id, id, place, &timer.users).await?;
+        let Some(timer) = stored.after_erasure_of(user_id) else {
+            self.remove_timer(guild_id, id, place, &stored.parties())
+                .await?;
             return Ok(true);
-        }
-        timer.users.retain(|&user| user != user_id);
+        };
         // Conditional like the claims on this row, so a timer completed meanwhile is not
         // brought back; only the document changes, the claim stays.
         let resolve = || async {
             Ok(self
                 .timer_at(place, guild_id, id, true)
                 .await?
-                .is_none_or(|t| !t.users.contains(&user_id)))
+                .is_none_or(|t| !t.parties().contains(&user_id)))
         };
         self.lwt_resolved(
             "UPDATE {ks}.timers SET doc = ? \
@@ -175,8 +175,9 @@ impl TimerRepo for ScyllaStore {
             let old = self
                 .timer_at(place, timer.guild_id, &timer.id, false)
                 .await?;
-            let mut gone = old.map(|old| old.users).unwrap_or_default();
-            gone.retain(|user| !timer.users.contains(user));
+            let parties = timer.parties();
+            let mut gone = old.map(|old| old.parties()).unwrap_or_default();
+            gone.retain(|user| !parties.contains(user));
             if place != (shard, due) {
                 self.remove_timer(timer.guild_id, &timer.id, place, &gone)
                     .await?;
@@ -188,7 +189,7 @@ impl TimerRepo for ScyllaStore {
         }
         // Refs first (a ref without its timer is skipped on read), then the row, then the
         // index that finds it by guild.
-        for &user in &timer.users {
+        for user in timer.parties() {
             self.add_ref(user, &timer_ref(timer), None).await?;
         }
         self.execute(
@@ -218,7 +219,7 @@ impl TimerRepo for ScyllaStore {
             return Ok(false);
         };
         let stored = self.timer_at(place, guild_id, id, false).await?;
-        let users = stored.as_ref().map(|t| t.users.clone()).unwrap_or_default();
+        let users = stored.as_ref().map(Timer::parties).unwrap_or_default();
         self.remove_timer(guild_id, id, place, &users).await?;
         Ok(stored.is_some())
     }
@@ -322,7 +323,7 @@ impl TimerRepo for ScyllaStore {
         let users = self
             .timer_at(place, guild_id, id, false)
             .await?
-            .map(|timer| timer.users)
+            .map(|timer| timer.parties())
             .unwrap_or_default();
         let resolve = || async { Ok(self.timer_at(place, guild_id, id, true).await?.is_none()) };
         let outcome = self

@@ -1752,6 +1752,175 @@ fn dashboard_session(name: &str, user: u64, now: Timestamp) -> WebSession {
     }
 }
 
+/// A member only mentioned (`<@id>`) in another's transcript line or in another's parked
+/// workflow run: their export lists the line and the run, a breach listing names them, and
+/// their erasure replaces the mention with `<@0>`, keeping the line and the run for the
+/// others (their own line goes).
+pub(crate) async fn users_only_mentioned_are_exported_anonymised_at_erasure_and_listed<S: Store>(
+    store: S,
+) {
+    let now = Timestamp::now();
+    store
+        .put_ticket(&ticket(GUILD, 1, OTHER_USER, now))
+        .await
+        .unwrap();
+    let line = |message_id: u64, author_id: u64, content: String| TranscriptMessage {
+        guild_id: GUILD,
+        ticket_id: 1,
+        message_id,
+        author_id,
+        author_name: "someone".into(),
+        at: now,
+        content,
+        attachments: Vec::new(),
+        edited_at: None,
+        earlier_texts: Vec::new(),
+        deleted_at: None,
+    };
+    let mentioning = TranscriptMessage {
+        earlier_texts: vec![format!("ping <@{USER}>")],
+        ..line(10, OTHER_USER, format!("ask <@{USER}> or <@!{USER}>"))
+    };
+    let own = line(11, USER, format!("thanks <@{OTHER_USER}>"));
+    store
+        .append_transcript(&[mentioning.clone(), own.clone()])
+        .await
+        .unwrap();
+    let wait = Timer {
+        guild_id: GUILD,
+        shard_id: 0,
+        id: "wait:1:ab".into(),
+        due: now.saturating_add(HOUR),
+        feature: "workflows".into(),
+        payload: format!(r#"{{"facts":{{"user_id":{OTHER_USER},"content":"hug <@{USER}>"}}}}"#),
+        claimed_by: None,
+        claimed_until: Timestamp(0),
+        users: vec![OTHER_USER],
+        outlives_erasure: false,
+    };
+    store.put_timer(&wait).await.unwrap();
+
+    let lines_and_timers = |export: protonn_storage::UserExport| {
+        let mut lines: Vec<u64> = export
+            .transcript_messages
+            .iter()
+            .map(|m| m.message_id)
+            .collect();
+        lines.sort_unstable();
+        let timers: Vec<String> = export.timers.into_iter().map(|t| t.id).collect();
+        (lines, timers)
+    };
+    for user in [USER, OTHER_USER] {
+        assert_eq!(
+            lines_and_timers(store.export_user(user).await.unwrap()),
+            (vec![10, 11], vec![wait.id.clone()]),
+            "user {user}"
+        );
+    }
+    let tables = ["transcripts".to_owned(), "timers".to_owned()];
+    let listed = |affected: Vec<privacy::Affected>| -> Vec<(u64, Vec<String>)> {
+        affected
+            .into_iter()
+            .map(|a| (a.user_id, a.tables.into_iter().collect()))
+            .collect()
+    };
+    let both: Vec<String> = vec!["timers".to_owned(), "transcripts".to_owned()];
+    let mut expected = vec![(USER, both.clone()), (OTHER_USER, both.clone())];
+    expected.sort();
+    assert_eq!(
+        listed(privacy::affected_users(&store, now, &tables).await.unwrap()),
+        expected
+    );
+
+    store.delete_user(USER).await.unwrap();
+    let transcript = store.transcript(GUILD, 1).await.unwrap();
+    assert_eq!(
+        transcript,
+        vec![TranscriptMessage {
+            content: "ask <@0> or <@0>".into(),
+            earlier_texts: vec!["ping <@0>".into()],
+            ..mentioning
+        }],
+        "their own line went, the other's stays without them"
+    );
+    let timers = store.timers_of_guild(GUILD).await.unwrap();
+    assert_eq!(
+        timers,
+        vec![Timer {
+            payload: wait.payload.replace(&format!("<@{USER}>"), "<@0>"),
+            ..wait.clone()
+        }],
+        "the run goes on for its author"
+    );
+    assert_eq!(
+        lines_and_timers(store.export_user(USER).await.unwrap()),
+        (vec![], vec![])
+    );
+    assert_eq!(
+        lines_and_timers(store.export_user(OTHER_USER).await.unwrap()),
+        (vec![10], vec![wait.id.clone()])
+    );
+    assert_eq!(rows_mentioning(&store, USER).await, Vec::<String>::new());
+    assert_eq!(
+        listed(privacy::affected_users(&store, now, &tables).await.unwrap()),
+        vec![(OTHER_USER, both)]
+    );
+}
+
+/// Setting a user's flags lists the change for the nodes to learn (what changed since a
+/// time, oldest first); the listed change is in the user's export and a breach listing, and
+/// goes with their erasure.
+pub(crate) async fn flag_changes_are_listed_for_nodes_and_go_with_the_user<S: Store>(store: S) {
+    let before = Timestamp::now().saturating_sub(Duration::from_secs(1));
+    let restricted = PrivacyFlags {
+        restricted: true,
+        ..PrivacyFlags::default()
+    };
+    store.set_privacy_flags(USER, &restricted).await.unwrap();
+    store
+        .set_privacy_flags(OTHER_USER, &PrivacyFlags::default())
+        .await
+        .unwrap();
+    let changes = store.privacy_flag_changes(before).await.unwrap();
+    let mut users: Vec<u64> = changes.iter().map(|c| c.user_id).collect();
+    users.sort_unstable();
+    let mut expected = vec![USER, OTHER_USER];
+    expected.sort_unstable();
+    assert_eq!(users, expected);
+    assert!(
+        changes.windows(2).all(|w| w[0].at <= w[1].at),
+        "oldest first"
+    );
+    assert!(changes.iter().all(|c| c.at >= before));
+    let later = Timestamp::now().saturating_add(HOUR);
+    assert!(store.privacy_flag_changes(later).await.unwrap().is_empty());
+
+    let at = changes.iter().find(|c| c.user_id == USER).unwrap().at;
+    assert_eq!(
+        store.export_user(USER).await.unwrap().privacy_flag_changes,
+        [at]
+    );
+    let table = ["privacy_flag_changes".to_owned()];
+    let affected = privacy::affected_users(&store, Timestamp::now(), &table)
+        .await
+        .unwrap();
+    assert_eq!(
+        affected.iter().map(|a| a.user_id).collect::<Vec<_>>(),
+        expected
+    );
+
+    store.delete_user(USER).await.unwrap();
+    let left: Vec<u64> = store
+        .privacy_flag_changes(before)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.user_id)
+        .collect();
+    assert_eq!(left, [OTHER_USER]);
+    assert_eq!(rows_mentioning(&store, USER).await, Vec::<String>::new());
+}
+
 async fn rows_mentioning<S: Store>(store: &S, id: u64) -> Vec<String> {
     let needle = id.to_string();
     store
@@ -2368,6 +2537,8 @@ macro_rules! conformance_cases {
             old_privacy_records_expire,
             export_and_deletion_requests_are_answered,
             a_breach_lists_the_users_of_the_tables_it_touched,
+            users_only_mentioned_are_exported_anonymised_at_erasure_and_listed,
+            flag_changes_are_listed_for_nodes_and_go_with_the_user,
         );
     };
 }

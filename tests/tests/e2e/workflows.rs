@@ -539,6 +539,83 @@ async fn a_restriction_made_in_discord_applies_to_the_next_event_at_once() {
     );
 }
 
+/// A restriction made through the dashboard's path (the leader's store, as `protonn web`
+/// reaches it on the embedded backend; never the node) applies to the member's next event on
+/// the node running their guild, though that node remembered their earlier choice: the node
+/// learns of the change from the store's list of changes and forgets the remembered choice,
+/// instead of trusting it for the rest of its minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restriction_made_in_the_dashboard_applies_to_the_next_event_in_a_cluster() {
+    use crate::cluster::{dashboard_store, membership, running, start_coordinator, start_node};
+
+    let sim = start_sim(small_world(1, 1)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (coordinator, _client) = start_coordinator(&sim, dir.path()).await;
+    let node = start_node(&sim, dir.path(), membership(&coordinator, "node-a")).await;
+    let guild = some_guild(&sim, 0);
+    wait_until("node-a runs the shard with the guild cached", || async {
+        running(&node).await.len() == 1 && node.cached_guild(guild.id).is_some()
+    })
+    .await;
+    let calls = node.guild_calls();
+    let calls = calls.as_ref();
+    let channel = guild.channel_ids[0];
+    let (member, other) = (guild.member_ids[0], guild.member_ids[1]);
+    save(
+        calls,
+        guild.id,
+        1,
+        r#"{"trigger": {"message": {"contains": "hello"}},
+            "actions": [{"send": {"text": "Hi {user.mention}"}}]}"#,
+    )
+    .await
+    .unwrap();
+    sim.send_message(guild.id, channel, member, "hello")
+        .unwrap();
+    assert_eq!(reply_in(&sim, channel, 0).await, format!("Hi <@{member}>"));
+    wait_until("the node remembers the member's choice", || async {
+        node.remembered_choice(member) == Some(PrivacyFlags::default())
+    })
+    .await;
+
+    let dashboard = dashboard_store(&coordinator);
+    let restricted = PrivacyFlags {
+        restricted: true,
+        ..PrivacyFlags::default()
+    };
+    let mut ids = 1..;
+    let said = protonn_storage::privacy::change_choices(
+        dashboard.as_ref(),
+        member,
+        restricted,
+        "dashboard",
+        Timestamp::now(),
+        || ids.next().unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(said, ["restriction on"]);
+    // The remembered choice would be trusted for a minute; the change makes the node drop
+    // it (the wait ends long before the minute, and a remembered entry is kept however old).
+    wait_until("the node forgets the changed choice", || async {
+        node.remembered_choice(member) != Some(PrivacyFlags::default())
+    })
+    .await;
+    sim.send_message(guild.id, channel, member, "hello")
+        .unwrap();
+    sim.send_message(guild.id, channel, other, "hello").unwrap();
+    reply_in(&sim, channel, 1).await;
+    let replies = channel_replies(&sim, channel);
+    assert_eq!(
+        replies,
+        [format!("Hi <@{member}>"), format!("Hi <@{other}>")],
+        "the restricted member's next hello ran nothing"
+    );
+
+    node.shutdown().await;
+    sim.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_builds_dry_runs_and_imports_workflows_in_the_dashboard() {
     if !browser_installed() {
