@@ -760,7 +760,7 @@ fn overwrite_of(channel: &Value, target: u64) -> Option<(u64, u64)> {
     channel["permission_overwrites"]
         .as_array()?
         .iter()
-        .find(|o| o["id"] == target.to_string())
+        .find(|o| o["id"].as_str().and_then(|id| id.parse::<u64>().ok()) == Some(target))
         .and_then(|o| Some((bits(o, "allow")?, bits(o, "deny")?)))
 }
 
