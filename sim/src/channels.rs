@@ -150,6 +150,17 @@ pub(crate) fn guild_channels(shared: &Shared, guild: &Guild) -> Value {
     )
 }
 
+/// GUILD_CREATE as a session that asked for `wants` gets it, the channels made at run time
+/// listed after the generated ones (a bot that reconnects learns them there, as on Discord).
+pub(crate) fn guild_create(shared: &Shared, guild: &Guild, wants: crate::session::Wants) -> Value {
+    let mut d = payloads::guild_create(&shared.world, guild, wants);
+    let made = shared.channels.of_guild(guild.id);
+    if let Some(Value::Array(channels)) = d.get_mut("channels") {
+        channels.extend(made.iter().map(|c| channel_object(shared, guild, c.id)));
+    }
+    d
+}
+
 fn channel_event(shared: &Shared, guild: &Guild, name: &'static str, channel: &Value) {
     let id = channel["id"].as_str().and_then(|s| s.parse().ok());
     emit(shared, guild, name, Intents::GUILDS, id, channel);

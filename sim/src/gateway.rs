@@ -603,7 +603,7 @@ impl Connection {
                     name: "GUILD_CREATE",
                     guild_id: Some(guild.id),
                     entity_id: Some(guild.id),
-                    d: payloads::guild_create(world, guild, wants).to_string(),
+                    d: crate::channels::guild_create(&shared, guild, wants).to_string(),
                 }),
         );
         self.attached = Some(Attached {

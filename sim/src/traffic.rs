@@ -456,7 +456,7 @@ pub(crate) fn restore_guild(shared: &Shared, guild: &Guild) -> bool {
                 name: "GUILD_CREATE",
                 guild_id: Some(guild.id),
                 entity_id: Some(guild.id),
-                d: payloads::guild_create(&shared.world, guild, wants).to_string(),
+                d: crate::channels::guild_create(shared, guild, wants).to_string(),
             })
         });
     true

@@ -409,3 +409,27 @@ async fn a_guild_holds_at_most_500_channels() {
     assert_eq!((status, body["code"].as_u64()), (400, Some(30013)));
     assert_eq!(sim.channels(guild.id).len(), 1);
 }
+
+#[tokio::test]
+async fn a_bot_that_connects_later_finds_the_made_channels_in_guild_create() {
+    let sim = start(privileged_world()).await;
+    let guild = sim.guilds()[0].clone();
+    let category = sim.create_category(guild.id, "Tickets").unwrap();
+    let mut shard = connect(&sim).await;
+    let channels = until(&mut shard, |e| match e {
+        Event::GuildCreate(create) if create.id().get() == guild.id => match &**create {
+            twilight_model::gateway::payload::incoming::GuildCreate::Available(g) => {
+                Some(g.channels.clone())
+            }
+            _ => None,
+        },
+        _ => None,
+    })
+    .await;
+    let listed = channels.iter().find(|c| c.id.get() == category).unwrap();
+    assert_eq!(
+        listed.kind,
+        twilight_model::channel::ChannelType::GuildCategory
+    );
+    assert_eq!(channels.len(), guild.channel_ids.len() + 1);
+}

@@ -15,7 +15,7 @@ use twilight_model::http::permission_overwrite::{
     PermissionOverwrite, PermissionOverwriteType as HttpOverwriteType,
 };
 use twilight_model::id::Id;
-use twilight_model::id::marker::{ChannelMarker, UserMarker};
+use twilight_model::id::marker::{ChannelMarker, GuildMarker, UserMarker};
 
 use super::settings::Settings;
 use crate::feature::Answer;
@@ -44,17 +44,21 @@ pub(super) async fn check_bot(io: &Io, place: TicketPlace) -> Result<(), Answer>
         return Ok(());
     }
     let has = crate::moderation::bot_permissions(io).await?;
+    lacking(has).map_or(Ok(()), Err)
+}
+
+/// The answer naming what of [`CHANNEL_NEEDS`] the bot lacks with `has`; `None` if nothing.
+fn lacking(has: Permissions) -> Option<Answer> {
     let missing = CHANNEL_NEEDS - has;
-    if missing.is_empty() {
-        return Ok(());
-    }
-    Err(Answer::new(
-        "denied",
-        format!(
-            "I need the {} permission to open ticket channels; ask an admin to grant it (nothing was opened).",
-            crate::moderation::permission_names(missing)
-        ),
-    ))
+    (!missing.is_empty()).then(|| {
+        Answer::new(
+            "denied",
+            format!(
+                "I need the {} permission to open ticket channels; ask an admin to grant it (nothing was opened).",
+                crate::moderation::permission_names(missing)
+            ),
+        )
+    })
 }
 
 /// Opens the ticket's thread or channel, named `name`, with the opener in it.
@@ -75,7 +79,7 @@ pub(super) async fn open(
         }
         TicketPlace::Channel => {
             let bot = io.bot_id().await.ok_or("I am still connecting")?;
-            let overwrites = channel_overwrites(io, settings, opener, bot);
+            let overwrites = channel_overwrites(io.guild_id(), settings, opener, bot);
             let mut request = io
                 .http()
                 .create_guild_channel(io.guild_id(), name)
@@ -116,7 +120,7 @@ fn refusal(place: TicketPlace, err: &RestError) -> String {
 /// A ticket channel's overwrites: hidden from @everyone, open to the opener, the staff
 /// roles and the bot.
 fn channel_overwrites(
-    io: &Io,
+    guild_id: Id<GuildMarker>,
     settings: &Settings,
     opener: Id<UserMarker>,
     bot: Id<UserMarker>,
@@ -131,7 +135,7 @@ fn channel_overwrites(
         ChannelOverwrite {
             allow: Permissions::empty(),
             deny: Permissions::VIEW_CHANNEL,
-            id: io.guild_id().cast(),
+            id: guild_id.cast(),
             kind: PermissionOverwriteType::Role,
         },
         allow(opener.cast(), PermissionOverwriteType::Member),
@@ -254,4 +258,58 @@ pub(super) async fn set_locked(io: &Io, ticket: &Ticket, locked: bool) -> Result
         .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protonn_storage::{GuildConfig, Plan, TicketsConfig};
+
+    #[test]
+    fn the_bot_says_which_permission_ticket_channels_lack() {
+        assert!(lacking(CHANNEL_NEEDS | Permissions::SEND_MESSAGES).is_none());
+        let text = lacking(Permissions::MANAGE_CHANNELS).unwrap().text;
+        assert!(
+            text.contains("Manage Roles") && !text.contains("Manage Channels"),
+            "{text}"
+        );
+        let text = lacking(Permissions::empty()).unwrap().text;
+        assert!(text.contains("Manage Channels, Manage Roles"), "{text}");
+    }
+
+    #[test]
+    fn a_ticket_channel_is_hidden_but_from_its_opener_the_staff_roles_and_the_bot() {
+        let config = GuildConfig {
+            staff_roles: vec![50],
+            tickets: TicketsConfig {
+                staff_roles: vec![51],
+                place: TicketPlace::Channel,
+                ..TicketsConfig::default()
+            },
+            ..GuildConfig::default()
+        };
+        let settings = Settings::of(&config, Plan::Free, std::time::Duration::from_secs(1));
+        let overwrites = channel_overwrites(Id::new(9), &settings, Id::new(7), Id::new(8));
+        let of = |id: u64| {
+            overwrites
+                .iter()
+                .find(|o| o.id.get() == id)
+                .map(|o| (o.kind, o.allow, o.deny))
+        };
+        let role = PermissionOverwriteType::Role;
+        let member = PermissionOverwriteType::Member;
+        assert_eq!(
+            of(9),
+            Some((role, Permissions::empty(), Permissions::VIEW_CHANNEL)),
+            "@everyone"
+        );
+        for (id, kind) in [(7, member), (8, member), (50, role), (51, role)] {
+            assert_eq!(
+                of(id),
+                Some((kind, IN_TICKET, Permissions::empty())),
+                "{id}"
+            );
+        }
+        assert_eq!(overwrites.len(), 5);
+    }
 }

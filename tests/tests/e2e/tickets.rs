@@ -760,7 +760,7 @@ fn overwrite_of(channel: &Value, target: u64) -> Option<(u64, u64)> {
     channel["permission_overwrites"]
         .as_array()?
         .iter()
-        .find(|o| o["id"] == target.to_string())
+        .find(|o| o["id"].as_str().and_then(|id| id.parse::<u64>().ok()) == Some(target))
         .and_then(|o| Some((bits(o, "allow")?, bits(o, "deny")?)))
 }
 
@@ -997,4 +997,67 @@ async fn channel_tickets_chosen_in_chromium_open_in_the_chosen_category() {
     let made = channel_named(sim, guild.id, "ticket-1");
     assert_eq!(opened, format!("Ticket #1 opened: <#{}>.", id(&made)));
     assert_eq!(made["parent_id"], category.to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switching_to_channels_leaves_open_threads_and_silent_tickets_of_both_close() {
+    use twilight_model::guild::Permissions;
+
+    let runtime = protonn_actors::RuntimeConfig {
+        timer_poll_every: std::time::Duration::from_millis(100),
+        ticket_idle_close: std::time::Duration::from_secs(2),
+        ..test_runtime()
+    };
+    let Bot { sim, node, .. } = &Bot::with_runtime(small_world(1, 1), runtime).await;
+    let guild = some_guild(sim, 0);
+    let channel = guild.channel_ids[0];
+    let [first, second] = [guild.member_ids[0], guild.member_ids[1]];
+    staff(sim, &guild, channel, "panel", "").await;
+    open_ticket(sim, &guild, channel, first, "Opened as a thread").await;
+    crate::automod::configure(node, guild.id, |config| {
+        config.tickets.place = protonn_storage::TicketPlace::Channel;
+    })
+    .await
+    .unwrap();
+    let opened = open_ticket(sim, &guild, channel, second, "Opened as a channel").await;
+    let ticket_channel = id(&channel_named(sim, guild.id, "ticket-2"));
+    assert_eq!(opened, format!("Ticket #2 opened: <#{ticket_channel}>."));
+    let thread_id = id(&thread_of(sim, guild.id, "ticket-1"));
+
+    wait_until("both silent tickets are closed and locked", || async {
+        let thread_locked =
+            thread_of(sim, guild.id, "ticket-1")["thread_metadata"]["locked"] == true;
+        let can = sim.member_permissions(guild.id, ticket_channel, second);
+        thread_locked
+            && can.contains(Permissions::VIEW_CHANNEL)
+            && !can.contains(Permissions::SEND_MESSAGES)
+    })
+    .await;
+    let closing = |channel_id: u64| {
+        sim.messages(channel_id)
+            .iter()
+            .filter_map(|m| m["content"].as_str().map(str::to_owned))
+            .find(|text| text.starts_with("Ticket #") && text.contains(" closed by "))
+    };
+    assert!(
+        closing(thread_id).is_some_and(|t| t.ends_with("The thread is archived now.")),
+        "{:?}",
+        closing(thread_id)
+    );
+    assert!(
+        closing(ticket_channel).is_some_and(|t| t.ends_with("The channel is locked now.")),
+        "{:?}",
+        closing(ticket_channel)
+    );
+    let store = node.store();
+    for (number, place) in [
+        (1, protonn_storage::TicketPlace::Thread),
+        (2, protonn_storage::TicketPlace::Channel),
+    ] {
+        let ticket = store.ticket(guild.id, number).await.unwrap().unwrap();
+        assert_eq!(
+            (ticket.place, ticket.close_reason.as_deref()),
+            (place, Some("no message for 2s"))
+        );
+    }
 }

@@ -259,3 +259,60 @@ pub(crate) async fn save_ticket_settings(
     *response.status_mut() = refused.0;
     Ok(response)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protonn_actors::ChannelSummary;
+
+    fn summary() -> GuildSummary {
+        let channel = |id, kind| ChannelSummary {
+            id,
+            name: format!("c{id}"),
+            kind,
+            position: 0,
+            parent_id: None,
+        };
+        GuildSummary {
+            guild_id: 1,
+            name: "g".into(),
+            icon: None,
+            owner_id: 2,
+            member_count: None,
+            channels: vec![channel(10, 0), channel(11, CATEGORY_CHANNEL)],
+            roles: Vec::new(),
+            shard_id: 0,
+            node: "n".into(),
+        }
+    }
+
+    fn parsed(fields: &str) -> Result<TicketsConfig, WebError> {
+        let form = Form::parse(Ok(Bytes::from(format!("max_open=1&{fields}")))).unwrap();
+        parse(&form, &summary())
+    }
+
+    #[test]
+    fn tickets_open_as_threads_unless_channels_are_chosen_in_a_category_of_the_server() {
+        let default = parsed("categories=").unwrap();
+        assert_eq!(
+            (default.place, default.channel_category),
+            (TicketPlace::Thread, None)
+        );
+        let chosen = parsed("place=channel&channel_category=11").unwrap();
+        assert_eq!(
+            (chosen.place, chosen.channel_category),
+            (TicketPlace::Channel, Some(11))
+        );
+        for refused in [
+            "place=forum",
+            "place=channel&channel_category=10",
+            "place=channel&channel_category=99",
+            "place=channel&channel_category=x",
+        ] {
+            assert!(
+                matches!(parsed(refused), Err(WebError::BadForm(_))),
+                "{refused}"
+            );
+        }
+    }
+}
