@@ -184,6 +184,16 @@ mod tests {
             "{listed}"
         );
         assert!(cancel(&store, now.0 + 1, later).await.is_err());
+        // A campaign by DM too reports its DMs apart.
+        let by_dm = Timestamp(now.0 + 3);
+        create(&store, "Hi".into(), None, true, by_dm)
+            .await
+            .unwrap();
+        let text = status(&store, Some(by_dm.0)).await.unwrap();
+        assert!(
+            text.ends_with("\n  DMs: sent 0, in flight 0, skipped 0, failed 0\n"),
+            "{text}"
+        );
         let actions: Vec<String> =
             protonn_storage::AuditRepo::list_audit(&store, 0, now, Timestamp(now.0 + 10), 10)
                 .await
@@ -191,6 +201,9 @@ mod tests {
                 .into_iter()
                 .map(|e| e.action)
                 .collect();
-        assert_eq!(actions, ["announce.create", "announce.cancel"]);
+        assert_eq!(
+            actions,
+            ["announce.create", "announce.cancel", "announce.create"]
+        );
     }
 }

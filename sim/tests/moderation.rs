@@ -290,3 +290,46 @@ async fn moderation_sends_its_gateway_events() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_dm_channel_is_opened_once_and_lists_the_bots_messages() {
+    let sim = start(privileged_world()).await;
+    let user = sim.guilds()[0].member_ids[0];
+    let open = || {
+        bot_call(
+            &sim,
+            "POST",
+            "/users/@me/channels",
+            Some(json!({"recipient_id": user.to_string()})),
+        )
+    };
+    let (status, channel) = open().await;
+    assert_eq!(status, 200);
+    let dm = channel["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        open().await.1["id"].as_str(),
+        Some(dm.as_str()),
+        "one DM channel per user"
+    );
+    assert_eq!(sim.dm_channel_of(user), dm.parse().ok());
+    let path = format!("/channels/{dm}/messages");
+    for text in ["first", "second"] {
+        let (status, _) = bot_call(&sim, "POST", &path, Some(json!({"content": text}))).await;
+        assert_eq!(status, 200);
+    }
+    let (status, listed) = bot_call(&sim, "GET", &format!("{path}?limit=100"), None).await;
+    assert_eq!(status, 200);
+    let texts: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["second", "first"], "newest first");
+    // A message left before the ledger saw anything is listed too.
+    sim.bot_dm_sent_before(user, "earlier");
+    let (_, listed) = bot_call(&sim, "GET", &format!("{path}?limit=1"), None).await;
+    assert_eq!(listed[0]["content"], "earlier");
+    let (status, _) = bot_call(&sim, "GET", "/channels/1/messages", None).await;
+    assert_eq!(status, 404, "neither a guild's channel nor a DM");
+}

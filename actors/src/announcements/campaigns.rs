@@ -103,10 +103,11 @@ pub(crate) async fn deliver_round(services: Arc<Services>) {
                 }
             }
         }
-        if active && campaign.dm {
-            if let Err(err) = round.dms(&shards).await {
-                tracing::warn!(campaign = campaign.id, error = %err, "announcement DM round stopped");
-            }
+        if active
+            && campaign.dm
+            && let Err(err) = round.dms(&shards).await
+        {
+            tracing::warn!(campaign = campaign.id, error = %err, "announcement DM round stopped");
         }
     }
 }

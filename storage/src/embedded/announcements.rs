@@ -337,16 +337,17 @@ impl AnnouncementRepo for EmbeddedStore {
         after: Option<u64>,
         limit: usize,
     ) -> Result<RecipientPage, StorageError> {
+        let first = match after {
+            Some(u64::MAX) => return Ok(RecipientPage::default()),
+            Some(after) => after + 1,
+            None => 0,
+        };
         self.read(move |txn, _| {
             let table = open_read(txn, PRIVACY_FLAGS)?;
-            let rows = match after {
-                Some(after) => table.range(after.saturating_add(1)..).map_err(e)?,
-                None => table.range(0..).map_err(e)?,
-            };
             let mut page = RecipientPage::default();
             let mut read = 0;
-            for row in rows {
-                if read == limit || after == Some(u64::MAX) {
+            for row in table.range(first..).map_err(e)? {
+                if read == limit {
                     break;
                 }
                 let (user, flags) = row.map_err(e)?;
