@@ -160,15 +160,20 @@ pub(crate) struct Invocation {
 #[derive(Clone, Debug)]
 pub(crate) struct ComponentUse {
     pub(crate) custom_id: String,
+    /// A modal sent, rather than a component used.
+    pub(crate) modal: bool,
     /// A modal's text inputs by custom id; empty for a component.
     pub(crate) fields: Vec<(String, String)>,
     /// The values chosen in a select; empty otherwise.
     pub(crate) values: Vec<String>,
     pub(crate) author: Id<UserMarker>,
+    pub(crate) author_name: String,
     pub(crate) author_roles: Vec<Id<RoleMarker>>,
     /// The member's permissions in the channel, as Discord computed them.
     pub(crate) author_permissions: Option<Permissions>,
     pub(crate) channel_id: Id<ChannelMarker>,
+    /// The message the component is on (for a modal, the one whose button opened it).
+    pub(crate) message_id: Option<Id<MessageMarker>>,
 }
 
 impl ComponentUse {

@@ -494,13 +494,13 @@ impl GuildState {
     async fn on_interaction(&mut self, interaction: &Interaction) {
         match &interaction.data {
             Some(InteractionData::MessageComponent(data)) => {
-                let used = (data.custom_id.clone(), Vec::new(), data.values.clone());
+                let used = (data.custom_id.clone(), None, data.values.clone());
                 return self.component_interaction(interaction, used).await;
             }
             Some(InteractionData::ModalSubmit(data)) => {
                 let mut fields = Vec::new();
                 modal_fields(&data.components, &mut fields);
-                let used = (data.custom_id.clone(), fields, Vec::new());
+                let used = (data.custom_id.clone(), Some(fields), Vec::new());
                 return self.component_interaction(interaction, used).await;
             }
             _ => {}
@@ -633,7 +633,7 @@ impl GuildState {
     async fn component_interaction(
         &mut self,
         interaction: &Interaction,
-        (custom_id, fields, values): (String, Vec<(String, String)>, Vec<String>),
+        (custom_id, fields, values): (String, Option<Vec<(String, String)>>, Vec<String>),
     ) {
         let reply = reply_to(interaction);
         let (Some(user), Some(channel_id)) = (
@@ -657,12 +657,18 @@ impl GuildState {
         let member = interaction.member.as_ref();
         let used = ComponentUse {
             custom_id,
-            fields,
+            modal: fields.is_some(),
+            fields: fields.unwrap_or_default(),
             values,
             author: user,
+            author_name: interaction
+                .author()
+                .map(|author| author.name.clone())
+                .unwrap_or_default(),
             author_roles: member.map(|m| m.roles.clone()).unwrap_or_default(),
             author_permissions: member.and_then(|m| m.permissions),
             channel_id,
+            message_id: interaction.message.as_ref().map(|message| message.id),
         };
         let io = self.io();
         let Some((config, plan, states)) = self.config_and_feature_states().await else {

@@ -21,6 +21,7 @@ mod cache;
 mod calls;
 mod choices;
 mod commands;
+mod components;
 mod dead_letters;
 mod departures;
 mod entitlements;

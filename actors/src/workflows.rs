@@ -41,13 +41,15 @@ use protonn_storage::{
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use twilight_model::channel::message::EmojiReactionType;
+use twilight_model::channel::message::component::{TextInput, TextInputStyle};
 use twilight_model::gateway::event::Event;
+use twilight_model::http::interaction::{InteractionResponse, InteractionResponseType};
 use twilight_model::id::Id;
 use twilight_model::user::User;
 
 use crate::GuildCall;
 use crate::commands::{self, Parsed};
-use crate::feature::{CallTask, Ctx, Effect, Feature, Task};
+use crate::feature::{Answer, CallTask, ComponentUse, Ctx, Effect, Feature, Task};
 use crate::guild::Io;
 use crate::metrics::{COMMANDS_HANDLED, WORKFLOW_ACTIVATIONS, WORKFLOW_LIMITS_HIT, WORKFLOW_RUNS};
 use model::{Compiled, CompiledTrigger, Definition};
@@ -134,37 +136,45 @@ impl Feature for Workflows {
         if facts.is_empty() {
             return Vec::new();
         }
-        // Loaded, nothing waiting before it and every member's choice known: decided now.
-        if guard.waiting.is_empty()
-            && unknown_command.is_none()
-            && matches!(guard.phase, Phase::Ready(_))
-        {
-            let no_reads = HashMap::new();
-            let decided: Option<Vec<bool>> = facts
-                .iter()
-                .map(|facts| may_process(&io, facts, &no_reads))
-                .collect();
-            if let Some(decided) = decided {
-                let mut effects = Vec::new();
-                for (facts, may) in facts.into_iter().zip(decided) {
-                    if may {
-                        effects.extend(dispatch(&mut guard, &shared, &io, facts, &prefix));
-                    }
-                }
-                return effects;
+        accept(&io, &shared, guard, facts, unknown_command, &prefix)
+    }
+
+    fn answers_privately(&self) -> bool {
+        true
+    }
+
+    fn component_prefix(&self) -> Option<&'static str> {
+        Some(model::COMPONENT_PREFIX)
+    }
+
+    /// A press of a workflow's button, or a workflow's modal sent: answered once, at once
+    /// (with the modal the press opens, or an acknowledgement), then run like an event, in
+    /// order. Before the guild's workflows are loaded, the answer waits for the load (the
+    /// interaction is deferred if that is slow).
+    fn on_component(&self, ctx: &mut Ctx<'_>, used: ComponentUse) -> Vec<Effect> {
+        let prefix = ctx.config.prefix.clone();
+        let io = ctx.io.clone();
+        let plan = ctx.plan;
+        let shared = Arc::clone(&ctx.state::<State>().shared);
+        let facts = component_facts(used);
+        let loaded = {
+            let mut guard = lock(&shared);
+            guard.plan = plan;
+            matches!(guard.phase, Phase::Ready(_))
+        };
+        if loaded {
+            return pressed(&io, &shared, facts, &prefix);
+        }
+        vec![Effect::task(async move {
+            if let Err(err) = activate(&io, &shared).await {
+                counter!(WORKFLOW_ACTIVATIONS, "outcome" => "error").increment(1);
+                tracing::error!(guild_id = %io.guild_id(), error = %err, "workflows not loaded; a button press is not run");
+                let text =
+                    "This button's workflows cannot run right now; please try again shortly.";
+                return vec![Effect::Reply(Answer::new("error", text))];
             }
-        }
-        let queued = facts.into_iter().map(|facts| Queued {
-            unknown_command: unknown_command.clone(),
-            facts,
-        });
-        queue(&mut guard.waiting, queued);
-        if guard.draining {
-            return Vec::new();
-        }
-        guard.draining = true;
-        drop(guard);
-        vec![Effect::Task(drain(io, shared, prefix))]
+            pressed(&io, &shared, facts, &prefix)
+        })]
     }
 
     fn on_call(&self, ctx: &mut Ctx<'_>, call: &GuildCall) -> Option<CallTask> {
@@ -344,7 +354,11 @@ impl View {
                 listens.reactions = true
             }
             CompiledTrigger::RoleAdd(_) | CompiledTrigger::RoleRemove(_) => listens.roles = true,
-            CompiledTrigger::Schedule { .. } | CompiledTrigger::Called => {}
+            // Presses come through `on_component`, not as gateway events.
+            CompiledTrigger::Schedule { .. }
+            | CompiledTrigger::Called
+            | CompiledTrigger::Button(_)
+            | CompiledTrigger::Modal { .. } => {}
         }
         self.order.push(compiled.workflow_id);
         self.workflows.insert(compiled.workflow_id, compiled);
@@ -420,6 +434,144 @@ fn has_command(view: &View, name: &str) -> bool {
     view.workflows
         .values()
         .any(|w| matches!(&w.trigger, CompiledTrigger::Command(command) if command == name))
+}
+
+/// Runs an event's facts now if nothing waits before them and every member's privacy
+/// choice is known; else queues them, in order, for a [`drain`].
+fn accept(
+    io: &Io,
+    shared: &Arc<Mutex<Shared>>,
+    mut guard: MutexGuard<'_, Shared>,
+    facts: Vec<EventFacts>,
+    unknown_command: Option<String>,
+    prefix: &str,
+) -> Vec<Effect> {
+    if guard.waiting.is_empty()
+        && unknown_command.is_none()
+        && matches!(guard.phase, Phase::Ready(_))
+    {
+        let no_reads = HashMap::new();
+        let decided: Option<Vec<bool>> = facts
+            .iter()
+            .map(|facts| may_process(io, facts, &no_reads))
+            .collect();
+        if let Some(decided) = decided {
+            let mut effects = Vec::new();
+            for (facts, may) in facts.into_iter().zip(decided) {
+                if may {
+                    effects.extend(dispatch(&mut guard, shared, io, facts, prefix));
+                }
+            }
+            return effects;
+        }
+    }
+    let queued = facts.into_iter().map(|facts| Queued {
+        unknown_command: unknown_command.clone(),
+        facts,
+    });
+    queue(&mut guard.waiting, queued);
+    if guard.draining {
+        return Vec::new();
+    }
+    guard.draining = true;
+    drop(guard);
+    vec![Effect::Task(drain(
+        io.clone(),
+        Arc::clone(shared),
+        prefix.to_owned(),
+    ))]
+}
+
+/// What the runner needs of a press of a workflow's button or of a modal sent.
+fn component_facts(used: ComponentUse) -> EventFacts {
+    let id = used.custom_id.strip_prefix(model::COMPONENT_PREFIX);
+    EventFacts {
+        kind: if used.modal {
+            EventKind::Modal
+        } else {
+            EventKind::Button
+        },
+        user_id: Some(used.author.get()),
+        user_name: used.author_name,
+        roles: used.author_roles.iter().map(|role| role.get()).collect(),
+        channel_id: Some(used.channel_id.get()),
+        message_id: used.message_id.map(Id::get),
+        at_ms: Timestamp::now().as_millis(),
+        component: id.map(str::to_owned),
+        fields: used.fields.into_iter().collect(),
+        ..EventFacts::default()
+    }
+}
+
+/// Answers a press or a modal, once: a press of a button whose id a `modal` trigger has
+/// opens that modal (the first such workflow's); otherwise it is acknowledged and runs the
+/// workflows it triggers, in order with the guild's events. A button no workflow listens to
+/// (deleted, disabled) says so.
+fn pressed(io: &Io, shared: &Arc<Mutex<Shared>>, facts: EventFacts, prefix: &str) -> Vec<Effect> {
+    let guard = lock(shared);
+    let Phase::Ready(active) = &guard.phase else {
+        // The workflows changed in the instant since they were loaded.
+        let text = "The workflows changed meanwhile; please press again.";
+        return vec![Effect::Reply(Answer::new("conflict", text))];
+    };
+    let view = active.view(guard.plan);
+    let listening: Vec<&Compiled> = view
+        .order
+        .iter()
+        .map(|id| view.workflows[id].as_ref())
+        .filter(|w| w.trigger.component() == facts.component.as_deref())
+        .collect();
+    if facts.kind == EventKind::Button
+        && let Some(modal) = listening.iter().find_map(|w| modal_of(&w.trigger))
+    {
+        return vec![Effect::Respond(Box::new(modal))];
+    }
+    let fires = listening
+        .iter()
+        .any(|w| run::matches(&w.trigger, &facts, prefix).is_some());
+    if !fires {
+        let text = "This button no longer does anything.";
+        return vec![Effect::Reply(Answer::new("invalid", text))];
+    }
+    // Acknowledged without a visible answer: what the workflows do is their answer.
+    let acknowledged = InteractionResponse {
+        kind: InteractionResponseType::DeferredUpdateMessage,
+        data: None,
+    };
+    let mut effects = vec![Effect::Respond(Box::new(acknowledged))];
+    effects.extend(accept(io, shared, guard, vec![facts], None, prefix));
+    effects
+}
+
+/// The modal a `modal` trigger shows, its custom id `wf:<id>`.
+fn modal_of(trigger: &CompiledTrigger) -> Option<InteractionResponse> {
+    let CompiledTrigger::Modal { id, title, fields } = trigger else {
+        return None;
+    };
+    let inputs = fields
+        .iter()
+        .map(|field| TextInput {
+            custom_id: field.id.clone(),
+            id: None,
+            #[allow(deprecated)]
+            label: Some(field.label.clone()),
+            max_length: None,
+            min_length: None,
+            placeholder: None,
+            required: Some(field.required),
+            style: if field.long {
+                TextInputStyle::Paragraph
+            } else {
+                TextInputStyle::Short
+            },
+            value: None,
+        })
+        .collect();
+    Some(crate::components::modal(
+        format!("{}{id}", model::COMPONENT_PREFIX),
+        title.clone(),
+        inputs,
+    ))
 }
 
 /// The built-in parser's answer to a command no workflow took, as it would have given it.
@@ -1021,44 +1173,13 @@ fn drain(io: Io, shared: Arc<Mutex<Shared>>, prefix: String) -> Task {
 }
 
 async fn drain_once(io: Io, shared: Arc<Mutex<Shared>>, prefix: String) -> Vec<Effect> {
-    if let Err(err) = ensure_kept(&io, &shared).await {
+    if let Err(err) = activate(&io, &shared).await {
         counter!(WORKFLOW_ACTIVATIONS, "outcome" => "error").increment(1);
-        tracing::error!(guild_id = %io.guild_id(), error = %err, "workflow variables not loaded; the events that waited are not run");
+        tracing::error!(guild_id = %io.guild_id(), error = %err, "workflows not loaded; the events that waited are not run");
         let mut guard = lock(&shared);
         guard.waiting.clear();
         guard.draining = false;
         return Vec::new();
-    }
-    loop {
-        let generation = {
-            let guard = lock(&shared);
-            if let Phase::Ready(_) = guard.phase {
-                break;
-            }
-            guard.generation
-        };
-        let loaded = match load(&io).await {
-            Ok(active) => waits_pending(&io).await.map(|waits| (active, waits)),
-            Err(err) => Err(err),
-        };
-        let mut guard = lock(&shared);
-        if guard.generation != generation {
-            continue;
-        }
-        match loaded {
-            Ok((active, waits)) => {
-                counter!(WORKFLOW_ACTIVATIONS, "outcome" => "loaded").increment(1);
-                guard.phase = Phase::Ready(Arc::new(active));
-                guard.pending_waits = waits;
-            }
-            Err(err) => {
-                counter!(WORKFLOW_ACTIVATIONS, "outcome" => "error").increment(1);
-                tracing::error!(guild_id = %io.guild_id(), error = %err, "workflows not loaded; the events that waited are not run");
-                guard.waiting.clear();
-                guard.draining = false;
-                return Vec::new();
-            }
-        }
     }
 
     let unknown: Vec<u64> = {
@@ -1115,6 +1236,30 @@ async fn drain_once(io: Io, shared: Arc<Mutex<Shared>>, prefix: String) -> Vec<E
         effects.push(Effect::Task(drain(io, shared, prefix)));
     }
     effects
+}
+
+/// Reads what the guild's workflows keep, then loads and compiles its enabled workflows if
+/// they are not (again if they changed while loading).
+async fn activate(io: &Io, shared: &Mutex<Shared>) -> Result<(), StorageError> {
+    ensure_kept(io, shared).await?;
+    loop {
+        let generation = {
+            let guard = lock(shared);
+            if let Phase::Ready(_) = guard.phase {
+                return Ok(());
+            }
+            guard.generation
+        };
+        let active = load(io).await?;
+        let waits = waits_pending(io).await?;
+        let mut guard = lock(shared);
+        if guard.generation != generation {
+            continue;
+        }
+        counter!(WORKFLOW_ACTIVATIONS, "outcome" => "loaded").increment(1);
+        guard.phase = Phase::Ready(Arc::new(active));
+        guard.pending_waits = waits;
+    }
 }
 
 /// The guild's runs parked in a wait now.

@@ -6,10 +6,13 @@ use tokio::time::Instant;
 use twilight_http::request::channel::reaction::RequestReactionType;
 use twilight_model::channel::ChannelType;
 use twilight_model::channel::message::AllowedMentions;
+use twilight_model::channel::message::component::{ButtonStyle, Component};
 use twilight_model::channel::message::embed::Embed;
 use twilight_model::id::Id;
 
+use super::model::{Button, COMPONENT_PREFIX};
 use super::run::{Call, Limit, Outcome, Trace, TraceStep, clip};
+use crate::components::{button, row};
 use crate::guild::{Io, direct_message};
 use crate::metrics::WORKFLOW_LIMITS_HIT;
 
@@ -70,15 +73,23 @@ async fn send(io: &Io, call: Call) -> Result<(), String> {
     let guild = io.guild_id();
     let no_pings = AllowedMentions::default();
     let result = match call {
-        Call::Send { channel, content } => {
+        Call::Send {
+            channel,
+            content,
+            buttons,
+        } => {
             let channel = Id::new(channel);
             if io.may_not_send(channel) {
                 return Err("the bot may not post in that channel".into());
             }
-            let request = http
+            let components = components(&buttons);
+            let mut request = http
                 .create_message(channel)
                 .allowed_mentions(Some(&no_pings))
                 .content(&content);
+            if !components.is_empty() {
+                request = request.components(&components);
+            }
             io.send("create_message", request).await
         }
         Call::Embed {
@@ -164,6 +175,22 @@ async fn send(io: &Io, call: Call) -> Result<(), String> {
         }
     };
     result.map(drop).map_err(|err| err.to_string())
+}
+
+/// A message's rows of workflow buttons, their custom ids `wf:<id>`.
+fn components(buttons: &[Vec<Button>]) -> Vec<Component> {
+    buttons
+        .iter()
+        .map(|buttons| {
+            row(buttons
+                .iter()
+                .map(|b| {
+                    let custom_id = format!("{COMPONENT_PREFIX}{}", b.id);
+                    button(&custom_id, &b.label, ButtonStyle::Primary)
+                })
+                .collect())
+        })
+        .collect()
 }
 
 fn embed(title: String, description: String) -> Embed {
