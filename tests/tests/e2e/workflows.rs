@@ -1178,3 +1178,193 @@ async fn a_workflow_starts_a_thread_on_the_triggering_message() {
         vec![format!("/channels/{channel}/messages/{message}/threads"); 2]
     );
 }
+
+/// The callbacks the bot made for an interaction (every one, accepted or not).
+fn callbacks(sim: &SimHandle, interaction: u64) -> Vec<serde_json::Value> {
+    let prefix = format!("/interactions/{interaction}/");
+    sim.ledger()
+        .rest
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path.starts_with(&prefix))
+        .filter_map(|r| r.body)
+        .collect()
+}
+
+/// Waits until the bot answered the interaction, and the callback type it answered with.
+async fn answered_with(sim: &SimHandle, interaction: u64) -> u8 {
+    wait_until("the bot answers the interaction", || async {
+        sim.ledger()
+            .interactions
+            .iter()
+            .any(|i| i.id == interaction && i.response_type.is_some())
+    })
+    .await;
+    let record = sim.ledger().interactions;
+    let record = record.iter().find(|i| i.id == interaction).unwrap();
+    assert_eq!(
+        record.outcome,
+        protonn_sim::InteractionOutcome::InTime,
+        "{record:?}"
+    );
+    record.response_type.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_s_buttons_and_modal_trigger_the_workflows_listening_on_them() {
+    let Bot { sim, node, .. } = &Bot::start(small_world(1, 1)).await;
+    let guild = some_guild(sim, 0);
+    let calls = node.guild_calls();
+    let calls = calls.as_ref();
+    let channel = guild.channel_ids[0];
+    let [asker, presser] = [0, 1].map(|i| guild.member_ids[i]);
+    save(
+        calls,
+        guild.id,
+        1,
+        r#"{"trigger": {"command": {"name": "menu"}},
+            "actions": [{"send": {"text": "Pick one", "buttons": [[{"id": "yes", "label": "Yes"}, {"id": "apply", "label": "Apply"}]]}}]}"#,
+    )
+    .await
+    .unwrap();
+    save(
+        calls,
+        guild.id,
+        2,
+        r#"{"trigger": {"button": {"id": "yes"}},
+            "actions": [{"increment_server_var": {"name": "yes"}},
+                        {"send": {"text": "{user.mention} said yes ({server_var.yes})"}}]}"#,
+    )
+    .await
+    .unwrap();
+    save(
+        calls,
+        guild.id,
+        3,
+        r#"{"trigger": {"modal": {"id": "apply", "title": "Apply", "fields": [{"id": "why", "label": "Why?", "long": true}]}},
+            "actions": [{"reply": {"text": "{user.mention} applies: {modal.why}"}}]}"#,
+    )
+    .await
+    .unwrap();
+
+    sim.send_message(guild.id, channel, asker, "!menu").unwrap();
+    assert_eq!(reply_in(sim, channel, 0).await, "Pick one");
+    let menu = sim
+        .messages(channel)
+        .into_iter()
+        .find(|m| m["components"][0]["components"][0]["custom_id"] == "wf:yes")
+        .expect("the menu has the workflow's buttons");
+    assert_eq!(
+        menu["components"][0]["components"][1]["custom_id"],
+        "wf:apply"
+    );
+    let menu: u64 = menu["id"].as_str().unwrap().parse().unwrap();
+
+    // A press: acknowledged at once and once, the workflow on it runs with the presser.
+    let pressed = sim
+        .use_component(guild.id, channel, menu, presser, "wf:yes", None)
+        .unwrap();
+    assert_eq!(answered_with(sim, pressed).await, 6);
+    assert_eq!(
+        reply_in(sim, channel, 1).await,
+        format!("<@{presser}> said yes (1)")
+    );
+    let trace = nth_run(calls, guild.id, 2, 0).await;
+    assert_eq!(trace.outcome, WorkflowOutcome::Completed, "{trace:?}");
+    assert_eq!(callbacks(sim, pressed).len(), 1);
+
+    // A press of the modal's button opens it; what is sent there is in the run's templates.
+    let opened = sim
+        .use_component(guild.id, channel, menu, presser, "wf:apply", None)
+        .unwrap();
+    assert_eq!(answered_with(sim, opened).await, 9);
+    let modal = &callbacks(sim, opened)[0]["data"];
+    assert_eq!(modal["custom_id"], "wf:apply");
+    assert_eq!(modal["components"][0]["components"][0]["custom_id"], "why");
+    let sent = sim
+        .submit_modal(opened, &[("why", "I know the rules")])
+        .unwrap();
+    assert_eq!(answered_with(sim, sent).await, 6);
+    assert_eq!(
+        reply_in(sim, channel, 2).await,
+        format!("<@{presser}> applies: I know the rules")
+    );
+    assert_eq!(callbacks(sim, opened).len(), 1);
+    assert_eq!(callbacks(sim, sent).len(), 1);
+
+    // Once no workflow listens on the button, a press says so (once, to the presser).
+    let request = GuildRequest::SetWorkflowEnabled {
+        workflow_id: 2,
+        enabled: false,
+    };
+    call(calls, guild.id, request).await.unwrap();
+    let stale = sim
+        .use_component(guild.id, channel, menu, presser, "wf:yes", None)
+        .unwrap();
+    assert_eq!(
+        answers_to(sim, stale).await,
+        ["This button no longer does anything."]
+    );
+    assert_eq!(callbacks(sim, stale).len(), 1);
+    assert_eq!(runs(calls, guild.id, 2).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buttons_beyond_discord_s_limits_are_refused_and_a_button_run_dry_sends_nothing() {
+    let Bot { sim, node, .. } = &Bot::start(small_world(1, 1)).await;
+    let guild = some_guild(sim, 0);
+    let calls = node.guild_calls();
+    let calls = calls.as_ref();
+    let row = |n: usize| {
+        let buttons: Vec<String> = (0..n)
+            .map(|i| format!(r#"{{"id": "b{i}", "label": "B{i}"}}"#))
+            .collect();
+        format!("[{}]", buttons.join(", "))
+    };
+    for (buttons, expected) in [
+        (
+            format!("[{}]", row(6)),
+            "actions[0].send.buttons[0]: 1 to 5 buttons in a row",
+        ),
+        (
+            r#"[[{"id": "wf:x", "label": "X"}]]"#.to_owned(),
+            "actions[0].send.buttons[0][0].id: an id is 1 to 97 letters, digits, _ or -",
+        ),
+    ] {
+        let definition = format!(
+            r#"{{"trigger": {{"command": {{"name": "menu"}}}}, "actions": [{{"send": {{"text": "x", "buttons": {buttons}}}}}]}}"#
+        );
+        match save(calls, guild.id, 1, &definition).await {
+            Err(GuildCallError::Invalid { message }) => assert_eq!(message, expected),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(saved_ids(calls, guild.id).await.is_empty());
+
+    let before = requests_for(sim, &guild);
+    let sample = SampleEvent {
+        kind: SampleEventKind::Modal,
+        user_id: Some(guild.member_ids[0]),
+        channel_id: Some(guild.channel_ids[0]),
+        component: Some("apply".to_owned()),
+        fields: [("why".to_owned(), "because".to_owned())].into(),
+        ..SampleEvent::default()
+    };
+    let request = GuildRequest::DryRunWorkflow {
+        workflow_id: 0,
+        definition: Some(
+            r#"{"trigger": {"modal": {"id": "apply", "title": "Apply", "fields": [{"id": "why", "label": "Why?"}]}},
+                "actions": [{"send": {"text": "{modal.why}", "buttons": [[{"id": "ok", "label": "OK"}]]}}]}"#
+                .to_owned(),
+        ),
+        sample,
+    };
+    let Ok(GuildResponse::WorkflowTrace(trace)) = call(calls, guild.id, request).await else {
+        panic!("no trace");
+    };
+    assert_eq!(trace.steps[0].detail, "matches the sample event");
+    assert!(
+        trace.steps[1].detail.ends_with(": because [buttons: OK]"),
+        "{trace:?}"
+    );
+    assert_eq!(requests_for(sim, &guild), before);
+}
