@@ -1368,3 +1368,105 @@ async fn buttons_beyond_discord_s_limits_are_refused_and_a_button_run_dry_sends_
     );
     assert_eq!(requests_for(sim, &guild), before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_builds_a_button_workflow_in_the_dashboard_editor() {
+    if !browser_installed() {
+        return;
+    }
+    let Bot { sim, node, .. } = &Bot::start(small_world(1, 1)).await;
+    let guild = some_guild(sim, 0);
+    let calls = node.guild_calls();
+    let calls = calls.as_ref();
+    let (channel, member) = (guild.channel_ids[0], guild.member_ids[0]);
+    let (dashboard, _data) = start_dashboard(sim, node).await;
+    let origin = dashboard.url().to_owned();
+    let profile = tempfile::tempdir().unwrap();
+    let mut browser = WebDriver::start(profile.path()).await;
+    login_as(&browser, &origin, guild.owner_id).await;
+    let new = format!("{origin}/guilds/{}/workflows/new", guild.id);
+
+    // A message with a row of six buttons is refused (Discord allows five), nothing saved.
+    browser.go(&new).await;
+    browser.wait_for("New workflow").await;
+    browser.fill("#name", "menu").await;
+    browser
+        .click("#trigger_kind option[value=\"command\"]")
+        .await;
+    browser.fill("#trigger_name", "menu").await;
+    browser.click("#action_kind_0 option[value=\"send\"]").await;
+    browser.fill("#action_text_0", "Pick one").await;
+    let six: Vec<String> = (0..6)
+        .map(|i| format!(r#"{{"id": "b{i}", "label": "B{i}"}}"#))
+        .collect();
+    browser
+        .fill("#action_buttons_0", &format!("[[{}]]", six.join(", ")))
+        .await;
+    browser.click("#save").await;
+    browser.wait_for("1 to 5 buttons in a row").await;
+    browser.wait_for("Nothing was saved.").await;
+    assert!(saved_ids(calls, guild.id).await.is_empty());
+    browser
+        .fill("#action_buttons_0", r#"[[{"id": "yes", "label": "Yes"}]]"#)
+        .await;
+    browser.click("#save").await;
+    browser
+        .wait_for("Saved. The bot uses it from now on.")
+        .await;
+
+    // The workflow on the button: a dry run of a press first, then saved.
+    browser.go(&new).await;
+    browser.wait_for("New workflow").await;
+    browser.fill("#name", "on yes").await;
+    browser
+        .click("#trigger_kind option[value=\"button\"]")
+        .await;
+    browser.fill("#trigger_id", "yes").await;
+    browser.click("#action_kind_0 option[value=\"send\"]").await;
+    browser
+        .fill("#action_text_0", "{user.mention} pressed yes")
+        .await;
+    browser.click("#sample_kind option[value=\"button\"]").await;
+    browser.fill("#sample_component", "yes").await;
+    browser.fill("#sample_user_id", &member.to_string()).await;
+    browser
+        .fill("#sample_channel_id", &channel.to_string())
+        .await;
+    let before = requests_for(sim, &guild);
+    browser.click("#run-dry").await;
+    browser.wait_for("Dry run: completed").await;
+    browser.wait_for("matches the sample event").await;
+    assert_eq!(
+        requests_for(sim, &guild),
+        before,
+        "a dry run made a request"
+    );
+    assert_eq!(saved_ids(calls, guild.id).await, [1]);
+    browser.click("#save").await;
+    browser
+        .wait_for("Saved. The bot uses it from now on.")
+        .await;
+    browser.screenshot("workflow-button").await;
+    assert_eq!(saved_ids(calls, guild.id).await, [1, 2]);
+
+    // Live: the menu's button runs the second workflow.
+    sim.send_message(guild.id, channel, member, "!menu")
+        .unwrap();
+    assert_eq!(reply_in(sim, channel, 0).await, "Pick one");
+    let menu = sim
+        .messages(channel)
+        .into_iter()
+        .find(|m| m["components"][0]["components"][0]["custom_id"] == "wf:yes")
+        .expect("the menu has its button");
+    let menu: u64 = menu["id"].as_str().unwrap().parse().unwrap();
+    let pressed = sim
+        .use_component(guild.id, channel, menu, member, "wf:yes", None)
+        .unwrap();
+    assert_eq!(answered_with(sim, pressed).await, 6);
+    assert_eq!(
+        reply_in(sim, channel, 1).await,
+        format!("<@{member}> pressed yes")
+    );
+    browser.quit().await;
+    dashboard.shutdown().await;
+}

@@ -1212,9 +1212,9 @@ impl SampleForm {
             .lines()
             .filter(|line| !line.trim().is_empty())
             .map(|line| {
-                let (id, value) = line
-                    .split_once('=')
-                    .ok_or_else(|| format!("the sample's form fields: `{line}` is not `id=value`"))?;
+                let (id, value) = line.split_once('=').ok_or_else(|| {
+                    format!("the sample's form fields: `{line}` is not `id=value`")
+                })?;
                 Ok((id.trim().to_owned(), value.trim().to_owned()))
             })
             .collect::<Result<_, String>>()?;
