@@ -9,6 +9,7 @@
 use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use protonn_storage::{AuditEntry, GuildConfig, Plan, Timer, VersionedConfig};
 use twilight_model::application::command::Command as SlashCommand;
@@ -75,6 +76,12 @@ pub(crate) trait Feature: Send + Sync + 'static {
 
     fn on_event(&self, _ctx: &mut Ctx<'_>, _event: &Event) -> Vec<Effect> {
         Vec::new()
+    }
+
+    /// What the actor calls: [`on_event`](Self::on_event), for a feature that keeps some
+    /// events as they came (a clone of the `Arc`, no copy of the event).
+    fn on_shared_event(&self, ctx: &mut Ctx<'_>, event: &Arc<Event>) -> Vec<Effect> {
+        self.on_event(ctx, event)
     }
 
     /// Answers a guild call it handles (on a task: it may read storage or Discord); `None`

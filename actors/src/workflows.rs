@@ -39,6 +39,7 @@ use protonn_storage::{
     WORKFLOW_VARIABLES_PER_WRITE, WorkflowRun, WorkflowVariable,
 };
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use twilight_model::channel::message::EmojiReactionType;
 use twilight_model::channel::message::component::{TextInput, TextInputStyle};
@@ -81,6 +82,8 @@ const QUEUED_WHILE_LOADING: usize = 1_000;
 /// Members whose privacy choices one [`drain`] reads at most (at once); the events after
 /// them wait for the next.
 const CHOICES_PER_DRAIN: usize = 100;
+/// The guild's recent events a dry run may replay ([`RecentEvents`]).
+pub const RECENT_EVENTS: usize = 20;
 /// Members whose roles are remembered, to tell a role added from a role removed (the node
 /// cache holds the roles after the update only).
 const MEMBERS_REMEMBERED: usize = 1_000;
@@ -119,6 +122,11 @@ impl Feature for Workflows {
         )
     }
 
+    fn on_shared_event(&self, ctx: &mut Ctx<'_>, event: &Arc<Event>) -> Vec<Effect> {
+        lock(&ctx.state::<State>().shared).recent.remember(event);
+        self.on_event(ctx, event)
+    }
+
     fn on_event(&self, ctx: &mut Ctx<'_>, event: &Event) -> Vec<Effect> {
         let prefix = ctx.config.prefix.clone();
         let io = ctx.io.clone();
@@ -132,7 +140,7 @@ impl Feature for Workflows {
         {
             return Vec::new();
         }
-        let facts = facts_of(&io, &mut guard, event);
+        let facts = facts_of(&io, &mut guard.member_roles, event);
         if facts.is_empty() {
             return Vec::new();
         }
@@ -227,6 +235,42 @@ struct Shared {
     unsaved: BTreeMap<KeptKey, WorkflowVariable>,
     /// Whether a [`save_variables`] task is under way.
     saving: bool,
+    /// Changes to kept variables so far (one per run that made any), and up to which one
+    /// they are stored: a run's Discord calls wait for what it could have read
+    /// ([`act::Durable`]).
+    kept_changes: u64,
+    kept_stored: watch::Sender<u64>,
+    /// The guild's last events a workflow could replay in a dry run.
+    recent: RecentEvents,
+}
+
+/// The guild's last [`RECENT_EVENTS`] messages, joins, leaves and reactions, as the actor got
+/// them (the `Arc`: keeping one copies nothing), each with a number of its own. In memory
+/// only: they hold members' messages, and go with the actor.
+#[derive(Default)]
+struct RecentEvents {
+    events: VecDeque<(u64, Arc<Event>)>,
+    next_id: u64,
+}
+
+impl RecentEvents {
+    fn remember(&mut self, event: &Arc<Event>) {
+        if !matches!(
+            **event,
+            Event::MessageCreate(_)
+                | Event::MemberAdd(_)
+                | Event::MemberRemove(_)
+                | Event::ReactionAdd(_)
+                | Event::ReactionRemove(_)
+        ) {
+            return;
+        }
+        if self.events.len() >= RECENT_EVENTS {
+            self.events.pop_front();
+        }
+        self.next_id += 1;
+        self.events.push_back((self.next_id, Arc::clone(event)));
+    }
 }
 
 /// What the guild's workflows keep between runs.
@@ -308,6 +352,14 @@ impl Active {
             Plan::Premium => &self.premium,
         }
     }
+}
+
+/// One of the guild's recent events, as a dry run may replay it: its number among them and
+/// what the workflows see of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecentEvent {
+    pub id: u64,
+    pub event: EventFacts,
 }
 
 /// An enabled workflow the guild's plan does not run (a downgrade keeps it), and why.
@@ -413,6 +465,17 @@ impl RunBucket {
     }
 }
 
+impl Shared {
+    /// What a run started now could have read of the kept variables, and how far they are
+    /// stored.
+    fn durable(&self) -> act::Durable {
+        act::Durable {
+            stored: self.kept_stored.subscribe(),
+            seen: self.kept_changes,
+        }
+    }
+}
+
 fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
     // A panic while holding it leaves pure data behind: carry on with it.
     shared
@@ -434,6 +497,34 @@ fn has_command(view: &View, name: &str) -> bool {
     view.workflows
         .values()
         .any(|w| matches!(&w.trigger, CompiledTrigger::Command(command) if command == name))
+}
+
+/// The guild's recent events (newest first, with their numbers) that a dry run may replay:
+/// those of bots left out, as the runs leave them out, and those of members who restricted
+/// processing (or whose choice cannot be read) too.
+async fn recent_events(io: &Io, shared: &Mutex<Shared>) -> Vec<(u64, EventFacts)> {
+    let events: Vec<(u64, Arc<Event>)> = lock(shared).recent.events.iter().cloned().collect();
+    let mut recent = Vec::new();
+    for (id, event) in events.into_iter().rev() {
+        // Replays change nothing: not even the roles remembered.
+        for facts in facts_of(io, &mut HashMap::new(), &event) {
+            let may = match facts.user_id {
+                None => true,
+                Some(user) => match io.privacy_choices().known(user) {
+                    Some(flags) => flags.may_process(),
+                    None => io
+                        .privacy_choices()
+                        .read(user)
+                        .await
+                        .is_ok_and(|flags| flags.may_process()),
+                },
+            };
+            if may {
+                recent.push((id, facts));
+            }
+        }
+    }
+    recent
 }
 
 /// Runs an event's facts now if nothing waits before them and every member's privacy
@@ -589,7 +680,7 @@ fn unknown_command_answer(facts: &EventFacts, prefix: &str) -> Option<Effect> {
 
 /// What the runner needs of a gateway event: nothing for bot-authored events, which never
 /// trigger a workflow (no loops between bots, or with ourselves).
-fn facts_of(io: &Io, shared: &mut Shared, event: &Event) -> Vec<EventFacts> {
+fn facts_of(io: &Io, member_roles: &mut HashMap<u64, Vec<u64>>, event: &Event) -> Vec<EventFacts> {
     let now = Timestamp::now().as_millis();
     let bot = io.known_bot_id().map(Id::get);
     let is_bot = |user: &User| user.bot || Some(user.id.get()) == bot;
@@ -608,7 +699,7 @@ fn facts_of(io: &Io, shared: &mut Shared, event: &Event) -> Vec<EventFacts> {
                 .as_ref()
                 .map(|member| member.roles.iter().map(|role| role.get()).collect())
                 .unwrap_or_default();
-            remember_roles(shared, message.author.id.get(), &roles);
+            remember_roles(member_roles, message.author.id.get(), &roles);
             vec![EventFacts {
                 kind: EventKind::Message,
                 user_id: Some(message.author.id.get()),
@@ -628,11 +719,11 @@ fn facts_of(io: &Io, shared: &mut Shared, event: &Event) -> Vec<EventFacts> {
                 return Vec::new();
             }
             let roles: Vec<u64> = added.member.roles.iter().map(|role| role.get()).collect();
-            remember_roles(shared, user.id.get(), &roles);
+            remember_roles(member_roles, user.id.get(), &roles);
             vec![member_facts(EventKind::MemberJoin, user, roles, now)]
         }
         Event::MemberRemove(removed) => {
-            shared.member_roles.remove(&removed.user.id.get());
+            member_roles.remove(&removed.user.id.get());
             if is_bot(&removed.user) {
                 return Vec::new();
             }
@@ -645,8 +736,8 @@ fn facts_of(io: &Io, shared: &mut Shared, event: &Event) -> Vec<EventFacts> {
         }
         Event::MemberUpdate(update) => {
             let roles: Vec<u64> = update.roles.iter().map(|role| role.get()).collect();
-            let before = shared.member_roles.get(&update.user.id.get()).cloned();
-            remember_roles(shared, update.user.id.get(), &roles);
+            let before = member_roles.get(&update.user.id.get()).cloned();
+            remember_roles(member_roles, update.user.id.get(), &roles);
             // Without the roles before, a change cannot be told apart: nothing fires.
             let Some(before) = before else {
                 return Vec::new();
@@ -723,8 +814,7 @@ fn reaction_facts(
     }]
 }
 
-fn remember_roles(shared: &mut Shared, user: u64, roles: &[u64]) {
-    let remembered = &mut shared.member_roles;
+fn remember_roles(remembered: &mut HashMap<u64, Vec<u64>>, user: u64, roles: &[u64]) {
     if remembered.len() >= MEMBERS_REMEMBERED
         && !remembered.contains_key(&user)
         && let Some(&any) = remembered.keys().next()
@@ -910,6 +1000,7 @@ fn keep(
         kept.vars.insert((owner, name.clone()), value);
         shared.unsaved.insert((owner, name), stored);
     }
+    shared.kept_changes += 1;
     if shared.saving {
         return None;
     }
@@ -922,13 +1013,15 @@ fn keep(
 /// change to store again (unless a newer value replaced one meanwhile).
 async fn save_variables(io: Io, shared: Arc<Mutex<Shared>>) -> Vec<Effect> {
     loop {
-        let batch: Vec<WorkflowVariable> = {
+        // Every change up to `upto` is in this batch or stored already.
+        let (batch, upto): (Vec<WorkflowVariable>, u64) = {
             let mut guard = lock(&shared);
             if guard.unsaved.is_empty() {
                 guard.saving = false;
                 return Vec::new();
             }
-            std::mem::take(&mut guard.unsaved).into_values().collect()
+            let batch = std::mem::take(&mut guard.unsaved).into_values().collect();
+            (batch, guard.kept_changes)
         };
         for (i, chunk) in batch.chunks(WORKFLOW_VARIABLES_PER_WRITE).enumerate() {
             if let Err(err) = io.store().put_workflow_variables(chunk).await {
@@ -942,6 +1035,9 @@ async fn save_variables(io: Io, shared: Arc<Mutex<Shared>>) -> Vec<Effect> {
                 return Vec::new();
             }
         }
+        lock(&shared)
+            .kept_stored
+            .send_modify(|stored| *stored = (*stored).max(upto));
     }
 }
 
@@ -1029,9 +1125,10 @@ fn follow_up(
         return effects;
     }
     let deadline = deadline(&trace, limits);
+    let durable = shared.durable();
     let (io, handle) = (io.clone(), Arc::clone(handle));
     effects.push(Effect::task(async move {
-        act::execute(&io, calls, deadline, &mut trace).await;
+        act::execute(&io, calls, deadline, &mut trace, durable).await;
         let stored = finish(&mut lock(&handle), &io, trace, user);
         if let Some(run) = stored {
             store_run(&io, run).await;
@@ -1336,7 +1433,6 @@ async fn resume(io: Io, shared: Arc<Mutex<Shared>>, timer: Timer) -> Vec<Effect>
     let plan = lock(&shared).plan;
     let view = active.view(plan);
     let limits = limits_of(plan);
-    let mut effects = Vec::new();
     let (workflow_id, facts, args, start) = match payload {
         TimerPayload::Wait(waiting) => {
             let start = Start {
@@ -1410,7 +1506,11 @@ async fn resume(io: Io, shared: Arc<Mutex<Shared>>, timer: Timer) -> Vec<Effect>
             )
         };
         let changes = std::mem::take(&mut result.kept);
-        effects.extend(keep(&mut lock(&shared), &shared, &io, changes));
+        // Started now, not with this task's effects: the calls below wait for it.
+        if let Some(Effect::Task(save)) = keep(&mut lock(&shared), &shared, &io, changes) {
+            tokio::spawn(save);
+        }
+        let durable = lock(&shared).durable();
         // Done before this timer completes: a crash in between repeats the step at most.
         // A run that waits again takes the place of the wait it came from.
         if let Some(next) = parked(&io, &facts, &args, &mut result) {
@@ -1423,7 +1523,7 @@ async fn resume(io: Io, shared: Arc<Mutex<Shared>>, timer: Timer) -> Vec<Effect>
             }
         }
         let deadline = deadline(&result.trace, &limits);
-        act::execute(&io, result.calls, deadline, &mut result.trace).await;
+        act::execute(&io, result.calls, deadline, &mut result.trace, durable).await;
         let stored = finish(&mut lock(&shared), &io, result.trace, facts.user_id);
         if let Some(run) = stored {
             store_run(&io, run).await;
@@ -1435,7 +1535,7 @@ async fn resume(io: Io, shared: Arc<Mutex<Shared>>, timer: Timer) -> Vec<Effect>
             wait_ended(&shared);
         }
     }
-    effects
+    Vec::new()
 }
 
 fn wait_ended(shared: &Mutex<Shared>) {
@@ -1545,15 +1645,15 @@ mod tests {
         let io = io(dir.path());
         let mut shared = Shared::default();
         assert_eq!(
-            facts_of(&io, &mut shared, &message(5, false, false)).len(),
+            facts_of(&io, &mut shared.member_roles, &message(5, false, false)).len(),
             1
         );
-        assert!(facts_of(&io, &mut shared, &message(5, true, false)).is_empty());
-        assert!(facts_of(&io, &mut shared, &message(BOT, false, false)).is_empty());
-        assert!(facts_of(&io, &mut shared, &message(5, false, true)).is_empty());
-        let star = facts_of(&io, &mut shared, &reaction(5));
+        assert!(facts_of(&io, &mut shared.member_roles, &message(5, true, false)).is_empty());
+        assert!(facts_of(&io, &mut shared.member_roles, &message(BOT, false, false)).is_empty());
+        assert!(facts_of(&io, &mut shared.member_roles, &message(5, false, true)).is_empty());
+        let star = facts_of(&io, &mut shared.member_roles, &reaction(5));
         assert_eq!(star[0].emoji.as_deref(), Some("⭐"));
-        assert!(facts_of(&io, &mut shared, &reaction(BOT)).is_empty());
+        assert!(facts_of(&io, &mut shared.member_roles, &reaction(BOT)).is_empty());
     }
 
     #[tokio::test]
@@ -1562,11 +1662,11 @@ mod tests {
         let io = io(dir.path());
         let mut shared = Shared::default();
         assert!(
-            facts_of(&io, &mut shared, &member_update(5, &[1, 2])).is_empty(),
+            facts_of(&io, &mut shared.member_roles, &member_update(5, &[1, 2])).is_empty(),
             "the roles before are not known"
         );
         let changes: Vec<(EventKind, Option<u64>)> =
-            facts_of(&io, &mut shared, &member_update(5, &[2, 3]))
+            facts_of(&io, &mut shared.member_roles, &member_update(5, &[2, 3]))
                 .into_iter()
                 .map(|facts| (facts.kind, facts.role_id))
                 .collect();
@@ -1627,6 +1727,57 @@ mod tests {
         assert_eq!(
             (run.slot, run.user_id, run.at),
             (4, Some(8), Timestamp(trace.started_at_ms))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_sends_nothing_before_the_kept_values_it_could_read_are_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = io(dir.path());
+        let trace = || Trace {
+            workflow_id: 1,
+            started_at_ms: 0,
+            steps: Vec::new(),
+            fuel_used: 0,
+            api_calls: 1,
+            output_bytes: 0,
+            elapsed_micros: 0,
+            outcome: Outcome::Completed,
+        };
+        let calls = || {
+            vec![run::Call::Send {
+                channel: 20,
+                content: "counter: 1".into(),
+                buttons: Vec::new(),
+            }]
+        };
+        let mut shared = Shared::default();
+        shared.kept_changes = 1;
+
+        // Never stored by the deadline: nothing is sent, and the trace says why.
+        let mut unsaved = trace();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        act::execute(&io, calls(), deadline, &mut unsaved, shared.durable()).await;
+        assert_eq!(
+            unsaved.outcome,
+            Outcome::Failed(
+                "the server's kept variables were not stored in time; nothing was sent".into()
+            )
+        );
+        assert_eq!(unsaved.steps.len(), 1);
+
+        // Stored meanwhile: the calls go (here to nowhere, which the trace reports).
+        let durable = shared.durable();
+        shared.kept_stored.send_replace(1);
+        let mut stored = trace();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        act::execute(&io, calls(), deadline, &mut stored, durable).await;
+        assert!(
+            stored
+                .steps
+                .iter()
+                .any(|step| step.detail.starts_with("send: ")),
+            "{stored:?}"
         );
     }
 

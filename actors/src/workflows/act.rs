@@ -2,6 +2,7 @@
 //! of the run's deadline; each call's result goes into the run's trace.
 
 use metrics::counter;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use twilight_http::request::channel::reaction::RequestReactionType;
 use twilight_model::channel::ChannelType;
@@ -16,9 +17,37 @@ use crate::components::{button, row};
 use crate::guild::{Io, direct_message};
 use crate::metrics::WORKFLOW_LIMITS_HIT;
 
+/// How far the guild's changes to kept variables are stored, and the last change a run could
+/// have read.
+pub(super) struct Durable {
+    pub(super) stored: watch::Receiver<u64>,
+    pub(super) seen: u64,
+}
+
 /// Sends `calls` one after the other (a reaction goes after the message it follows), stopping
-/// at the first failure or when `deadline` passes; notes each result in `trace`.
-pub(super) async fn execute(io: &Io, calls: Vec<Call>, deadline: Instant, trace: &mut Trace) {
+/// at the first failure or when `deadline` passes; notes each result in `trace`. Nothing is
+/// sent before every kept value the run could have read is stored (at once when none waits),
+/// so what members see never rests on a value a crash could lose; if they are not stored by
+/// the deadline, nothing is sent.
+pub(super) async fn execute(
+    io: &Io,
+    calls: Vec<Call>,
+    deadline: Instant,
+    trace: &mut Trace,
+    mut durable: Durable,
+) {
+    let seen = durable.seen;
+    // The value's guard (not `Send`) goes with this statement.
+    let stored = matches!(
+        tokio::time::timeout_at(deadline, durable.stored.wait_for(|s| *s >= seen)).await,
+        Ok(Ok(_))
+    );
+    if !stored {
+        let reason = "the server's kept variables were not stored in time; nothing was sent";
+        note(trace, "discord", reason.to_owned());
+        overrule(trace, Outcome::Failed(reason.to_owned()));
+        return;
+    }
     for call in calls {
         if Instant::now() >= deadline {
             counter!(WORKFLOW_LIMITS_HIT, "limit" => Limit::Deadline.label()).increment(1);

@@ -263,6 +263,7 @@ async fn a_dry_run_shows_each_step_and_sends_nothing() {
         workflow_id: 1,
         definition: None,
         sample,
+        recent: None,
     };
     let Ok(GuildResponse::WorkflowTrace(trace)) = call(calls, guild.id, request).await else {
         panic!("no trace");
@@ -1290,6 +1291,17 @@ async fn a_workflow_s_buttons_and_modal_trigger_the_workflows_listening_on_them(
     );
     assert_eq!(callbacks(sim, opened).len(), 1);
     assert_eq!(callbacks(sim, sent).len(), 1);
+    // One form per id: a second workflow with the form is refused, nothing saved.
+    let again = r#"{"trigger": {"modal": {"id": "apply", "title": "Again", "fields": [{"id": "x", "label": "X"}]}},
+                    "actions": [{"stop": {}}]}"#;
+    match save(calls, guild.id, 4, again).await {
+        Err(GuildCallError::Invalid { message }) => assert_eq!(
+            message,
+            "trigger.modal.id: workflow 3 has the form `apply` already"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(saved_ids(calls, guild.id).await, [1, 2, 3]);
 
     // Once no workflow listens on the button, a press says so (once, to the presser).
     let request = GuildRequest::SetWorkflowEnabled {
@@ -1357,6 +1369,7 @@ async fn buttons_beyond_discord_s_limits_are_refused_and_a_button_run_dry_sends_
                 .to_owned(),
         ),
         sample,
+        recent: None,
     };
     let Ok(GuildResponse::WorkflowTrace(trace)) = call(calls, guild.id, request).await else {
         panic!("no trace");
@@ -1467,6 +1480,178 @@ async fn an_admin_builds_a_button_workflow_in_the_dashboard_editor() {
         reply_in(sim, channel, 1).await,
         format!("<@{member}> pressed yes")
     );
+    browser.quit().await;
+    dashboard.shutdown().await;
+}
+
+/// The guild's recent events a dry run may replay, newest first.
+async fn recent_events(calls: &dyn GuildCalls, guild_id: u64) -> Vec<protonn_actors::RecentEvent> {
+    match call(calls, guild_id, GuildRequest::RecentWorkflowEvents).await {
+        Ok(GuildResponse::RecentWorkflowEvents { events }) => events,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A member who restricted processing, and a message of theirs the bot got.
+async fn restricted_member_posts(
+    node: &protonn_cluster::Node,
+    sim: &SimHandle,
+    guild: &protonn_sim::GuildInfo,
+) {
+    let restricted = guild.member_ids[2];
+    let flags = PrivacyFlags {
+        restricted: true,
+        ..PrivacyFlags::default()
+    };
+    node.store()
+        .set_privacy_flags(restricted, &flags)
+        .await
+        .unwrap();
+    sim.send_message(
+        guild.id,
+        guild.channel_ids[0],
+        restricted,
+        "my secret hello",
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_replays_one_of_the_guild_s_recent_events_and_sends_nothing() {
+    let Bot { sim, node, .. } = &Bot::start(small_world(1, 1)).await;
+    let guild = some_guild(sim, 0);
+    let calls = node.guild_calls();
+    let calls = calls.as_ref();
+    let (channel, member) = (guild.channel_ids[0], guild.member_ids[0]);
+    restricted_member_posts(node, sim, &guild).await;
+    sim.send_message(guild.id, channel, member, "hello from the chat")
+        .unwrap();
+    wait_until(
+        "the member's message is among the recent events",
+        || async {
+            recent_events(calls, guild.id)
+                .await
+                .iter()
+                .any(|e| e.event.content == "hello from the chat")
+        },
+    )
+    .await;
+    let recent = recent_events(calls, guild.id).await;
+    assert!(
+        recent.iter().all(|e| e.event.user_id == Some(member)),
+        "a restricted member's event is offered: {recent:?}"
+    );
+    let hello = &recent[0];
+    assert_eq!(hello.event.channel_id, Some(channel));
+
+    let before = requests_for(sim, &guild);
+    let dry_run = |recent: u64| GuildRequest::DryRunWorkflow {
+        workflow_id: 0,
+        definition: Some(
+            r#"{"trigger": {"message": {"contains": "hello"}},
+                "actions": [{"reply": {"text": "Hi {user.mention}: {message.content}"}}]}"#
+                .to_owned(),
+        ),
+        sample: SampleEvent::default(),
+        recent: Some(recent),
+    };
+    let Ok(GuildResponse::WorkflowTrace(trace)) = call(calls, guild.id, dry_run(hello.id)).await
+    else {
+        panic!("no trace");
+    };
+    assert_eq!(trace.outcome, WorkflowOutcome::Completed, "{trace:?}");
+    assert_eq!(trace.steps[0].detail, "matches the sample event");
+    assert_eq!(
+        trace.steps[1].detail,
+        format!("reply: Hi <@{member}>: hello from the chat")
+    );
+    assert_eq!(
+        requests_for(sim, &guild),
+        before,
+        "a dry run made a request"
+    );
+
+    // The ring keeps the last events only; an event gone from it is refused by name.
+    for i in 0..protonn_actors::RECENT_WORKFLOW_EVENTS {
+        sim.send_message(guild.id, channel, member, &format!("chatter {i}"))
+            .unwrap();
+    }
+    let last = format!("chatter {}", protonn_actors::RECENT_WORKFLOW_EVENTS - 1);
+    wait_until("the chatter fills the recent events", || async {
+        recent_events(calls, guild.id).await[0].event.content == last
+    })
+    .await;
+    assert_eq!(
+        recent_events(calls, guild.id).await.len(),
+        protonn_actors::RECENT_WORKFLOW_EVENTS
+    );
+    match call(calls, guild.id, dry_run(hello.id)).await {
+        Err(GuildCallError::Invalid { message }) => {
+            assert!(
+                message.contains("no longer among the server's last 20"),
+                "{message}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_replays_a_recent_event_in_the_dashboard_s_dry_run() {
+    if !browser_installed() {
+        return;
+    }
+    let Bot { sim, node, .. } = &Bot::start(small_world(1, 1)).await;
+    let guild = some_guild(sim, 0);
+    let calls = node.guild_calls();
+    let calls = calls.as_ref();
+    let (channel, member) = (guild.channel_ids[0], guild.member_ids[0]);
+    restricted_member_posts(node, sim, &guild).await;
+    sim.send_message(guild.id, channel, member, "hello from the chat")
+        .unwrap();
+    wait_until(
+        "the member's message is among the recent events",
+        || async { !recent_events(calls, guild.id).await.is_empty() },
+    )
+    .await;
+    let (dashboard, _data) = start_dashboard(sim, node).await;
+    let origin = dashboard.url().to_owned();
+    let profile = tempfile::tempdir().unwrap();
+    let mut browser = WebDriver::start(profile.path()).await;
+    login_as(&browser, &origin, guild.owner_id).await;
+
+    browser
+        .go(&format!("{origin}/guilds/{}/workflows/new", guild.id))
+        .await;
+    browser.wait_for("Replay a recent event").await;
+    browser.wait_for("hello from the chat").await;
+    assert!(
+        !browser.source().await.contains("my secret hello"),
+        "a restricted member's message is offered"
+    );
+    browser.fill("#name", "greeter").await;
+    browser
+        .click("#trigger_kind option[value=\"message\"]")
+        .await;
+    browser.fill("#trigger_contains", "hello").await;
+    browser
+        .click("#action_kind_0 option[value=\"reply\"]")
+        .await;
+    browser.fill("#action_text_0", "Hi {user.mention}").await;
+    browser.click("#sample_recent option:nth-child(2)").await;
+    let before = requests_for(sim, &guild);
+    browser.click("#run-dry").await;
+    browser.wait_for("Dry run: completed").await;
+    browser
+        .wait_for(&format!("reply: Hi &lt;@{member}&gt;"))
+        .await;
+    browser.screenshot("workflow-replay").await;
+    assert_eq!(
+        requests_for(sim, &guild),
+        before,
+        "a dry run made a request"
+    );
+    assert!(saved_ids(calls, guild.id).await.is_empty());
     browser.quit().await;
     dashboard.shutdown().await;
 }

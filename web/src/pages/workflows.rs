@@ -14,8 +14,8 @@ use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use protonn_actors::{
-    GuildRequest, GuildResponse, GuildSummary, SampleEvent, SampleEventKind, WorkflowOff,
-    WorkflowOutcome, WorkflowTrace,
+    GuildRequest, GuildResponse, GuildSummary, RECENT_WORKFLOW_EVENTS, RecentEvent, SampleEvent,
+    SampleEventKind, WorkflowOff, WorkflowOutcome, WorkflowTrace,
 };
 use protonn_storage::{Timestamp, Workflow};
 use serde::{Deserialize, Serialize};
@@ -41,6 +41,8 @@ const ACTION_ROWS: usize = 50;
 const EMPTY_ACTION_ROWS: usize = 3;
 const CONDITION_ROWS: usize = 20;
 const EMPTY_CONDITION_ROWS: usize = 2;
+/// The characters of a recent event's message the replay list shows.
+const RECENT_CONTENT_CHARS: usize = 80;
 /// A workflow's name at most (the bot's limit), where the page makes one up.
 const NAME_CHARS: usize = 100;
 
@@ -1133,6 +1135,9 @@ struct SampleForm {
     component: String,
     /// A form's fields, one `id=value` a line.
     fields: String,
+    /// The number of one of the guild's recent events to replay instead; empty for the
+    /// sample described.
+    recent: String,
 }
 
 const SAMPLE_KINDS: &[(&str, &str, SampleEventKind)] = &[
@@ -1180,7 +1185,19 @@ impl SampleForm {
             role_id: text("sample_role_id")?,
             component: text("sample_component")?,
             fields: form.one("sample_fields")?.unwrap_or_default().to_owned(),
+            recent: text("sample_recent")?,
         })
+    }
+
+    /// The recent event to replay, if one is chosen.
+    fn recent(&self) -> Result<Option<u64>, String> {
+        if self.recent.is_empty() {
+            return Ok(None);
+        }
+        self.recent
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("`{}` is no recent event", self.recent))
     }
 
     fn sample(&self) -> Result<SampleEvent, String> {
@@ -1265,10 +1282,16 @@ pub(crate) async fn dry_run(
         sample,
         ..Shown::default()
     };
-    let built = editor
-        .definition()
-        .and_then(|definition| Ok((definition.to_string(), sample.sample()?)));
-    let (definition, event) = match built {
+    let built = editor.definition().and_then(|definition| {
+        let recent = sample.recent()?;
+        // A replay needs no sample: the one described is not checked.
+        let event = match recent {
+            Some(_) => SampleEvent::default(),
+            None => sample.sample()?,
+        };
+        Ok((definition.to_string(), event, recent))
+    });
+    let (definition, event, recent) = match built {
         Ok(built) => built,
         Err(reason) => {
             let shown = refused(&reason, sample);
@@ -1279,6 +1302,7 @@ pub(crate) async fn dry_run(
         workflow_id: editor.workflow_id,
         definition: Some(definition),
         sample: event,
+        recent,
     };
     let shown = match state.call(authed.user_id, guild_id, request, None).await {
         Ok(GuildResponse::WorkflowTrace(trace)) => Shown {
@@ -1315,12 +1339,25 @@ async fn editor_page(
             _ => return Err(unexpected()),
         }
     };
+    // What the bot holds in memory, through a guild call; the page works without it.
+    let recent = match state
+        .call(
+            authed.user_id,
+            guild_id,
+            GuildRequest::RecentWorkflowEvents,
+            None,
+        )
+        .await
+    {
+        Ok(GuildResponse::RecentWorkflowEvents { events }) => events,
+        _ => Vec::new(),
+    };
     let title = if editor.workflow_id == 0 {
         "New workflow".to_owned()
     } else {
         format!("Workflow {}: {}", editor.workflow_id, editor.name)
     };
-    let body = render_editor(authed, &summary, &editor, &shown, &runs, &title);
+    let body = render_editor(authed, &summary, &editor, &shown, &runs, &recent, &title);
     Ok(frame(authed, &title, body))
 }
 
@@ -1330,6 +1367,7 @@ fn render_editor(
     editor: &Editor,
     shown: &Shown,
     runs: &[WorkflowTrace],
+    recent: &[RecentEvent],
     title: &str,
 ) -> Markup {
     let guild_id = summary.guild_id;
@@ -1404,7 +1442,7 @@ fn render_editor(
                     input id={ "action_buttons_" (i) } name={ "action_buttons_" (i) } spellcheck="false" value=(row.json);
                 }
             }
-            (sample_fields(&shown.sample))
+            (sample_fields(&shown.sample, recent))
             p {
                 button type="submit" id="save" { "Save workflow" } " "
                 button type="submit" id="run-dry" formaction={ (base) "/dry-run" } { "Dry run" }
@@ -1434,10 +1472,17 @@ fn render_editor(
 }
 
 /// The dry run's sample event, in the editor's form: its button runs the workflow as typed.
-fn sample_fields(typed: &SampleForm) -> Markup {
+fn sample_fields(typed: &SampleForm, recent: &[RecentEvent]) -> Markup {
     html! {
         h2 { "Dry run" }
-        p.muted { "Runs the workflow as typed above (saved or not) on a sample event and shows each step: nothing is sent to Discord and nothing is saved." }
+        p.muted { "Runs the workflow as typed above (saved or not) on one of the server's recent events, or on a sample event you describe, and shows each step: nothing is sent to Discord and nothing is saved." }
+        label for="sample_recent" { "Replay a recent event " span.muted { "(the bot's last " (RECENT_WORKFLOW_EVENTS) ", held in its memory only)" } }
+        select id="sample_recent" name="sample_recent" {
+            option value="" selected[typed.recent.is_empty()] { "— the sample event described below —" }
+            @for event in recent {
+                option value=(event.id) selected[typed.recent == event.id.to_string()] { (recent_summary(&event.event)) }
+            }
+        }
         label for="sample_kind" { "Event" }
         select id="sample_kind" name="sample_kind" {
             @for (name, label, _) in SAMPLE_KINDS {
@@ -1463,6 +1508,31 @@ fn sample_fields(typed: &SampleForm) -> Markup {
         label for="sample_fields" { "Form fields (one " code { "id=value" } " a line)" }
         textarea id="sample_fields" name="sample_fields" rows="2" { (typed.fields) }
     }
+}
+
+/// A recent event in a line: its kind, member, channel and the start of its message.
+fn recent_summary(event: &SampleEvent) -> String {
+    let kind = SAMPLE_KINDS
+        .iter()
+        .find(|(.., kind)| *kind == event.kind)
+        .map_or("An event", |(_, label, _)| label);
+    let mut line = format!("{kind} by {}", event.user_name);
+    if let Some(channel) = event.channel_id {
+        line.push_str(&format!(" in channel {channel}"));
+    }
+    if let Some(emoji) = &event.emoji {
+        line.push_str(&format!(": {emoji}"));
+    }
+    if !event.content.is_empty() {
+        let start: String = event.content.chars().take(RECENT_CONTENT_CHARS).collect();
+        let more = if start.len() < event.content.len() {
+            "…"
+        } else {
+            ""
+        };
+        line.push_str(&format!(": {start}{more}"));
+    }
+    line
 }
 
 fn trace_table(trace: &WorkflowTrace) -> Markup {
