@@ -1291,10 +1291,10 @@ async fn a_workflow_s_buttons_and_modal_trigger_the_workflows_listening_on_them(
     );
     assert_eq!(callbacks(sim, opened).len(), 1);
     assert_eq!(callbacks(sim, sent).len(), 1);
-    // One form per id: a second workflow with the form is refused, nothing saved.
+    // One form per id: another workflow with the form is refused, nothing saved.
     let again = r#"{"trigger": {"modal": {"id": "apply", "title": "Again", "fields": [{"id": "x", "label": "X"}]}},
                     "actions": [{"stop": {}}]}"#;
-    match save(calls, guild.id, 4, again).await {
+    match save(calls, guild.id, 2, again).await {
         Err(GuildCallError::Invalid { message }) => assert_eq!(
             message,
             "trigger.modal.id: workflow 3 has the form `apply` already"
