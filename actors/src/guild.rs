@@ -495,14 +495,18 @@ impl GuildState {
     async fn on_interaction(&mut self, interaction: &Interaction) {
         match &interaction.data {
             Some(InteractionData::MessageComponent(data)) => {
-                let used = (data.custom_id.clone(), None, data.values.clone());
-                return self.component_interaction(interaction, used).await;
+                let (custom_id, values) = (data.custom_id.clone(), data.values.clone());
+                return self
+                    .component_interaction(interaction, custom_id, None, values)
+                    .await;
             }
             Some(InteractionData::ModalSubmit(data)) => {
                 let mut fields = Vec::new();
                 modal_fields(&data.components, &mut fields);
-                let used = (data.custom_id.clone(), Some(fields), Vec::new());
-                return self.component_interaction(interaction, used).await;
+                let custom_id = data.custom_id.clone();
+                return self
+                    .component_interaction(interaction, custom_id, Some(fields), Vec::new())
+                    .await;
             }
             _ => {}
         }
@@ -634,7 +638,10 @@ impl GuildState {
     async fn component_interaction(
         &mut self,
         interaction: &Interaction,
-        (custom_id, fields, values): (String, Option<Vec<(String, String)>>, Vec<String>),
+        custom_id: String,
+        // A modal's fields; `None` for a component.
+        fields: Option<Vec<(String, String)>>,
+        values: Vec<String>,
     ) {
         let reply = reply_to(interaction);
         let (Some(user), Some(channel_id)) = (

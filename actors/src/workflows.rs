@@ -1751,8 +1751,10 @@ mod tests {
                 buttons: Vec::new(),
             }]
         };
-        let mut shared = Shared::default();
-        shared.kept_changes = 1;
+        let shared = Shared {
+            kept_changes: 1,
+            ..Shared::default()
+        };
 
         // Never stored by the deadline: nothing is sent, and the trace says why.
         let mut unsaved = trace();
