@@ -18,6 +18,13 @@
 //! - Variables kept between runs (the server's, each member's) are read with the first
 //!   activation and live in the state; a run's changes are stored on a task, one batch at a
 //!   time per guild, so the newest value is the one stored.
+//! - A workflow's message may carry buttons (`wf:<id>`); a press or a modal sent comes
+//!   through [`Feature::on_component`], is answered once at once (the modal the button
+//!   opens, or an acknowledgement) and then runs like an event, in order.
+//! - The guild's last [`RECENT_EVENTS`] messages, joins, leaves and reactions are kept, as
+//!   the actor got them (shared, not copied), for a dry run to replay: in memory only.
+//! - A run's Discord calls wait until every kept value it could have read is stored, so what
+//!   members see never rests on a change a crash could lose.
 //! - The guild's plan decides which enabled workflows run ([`over_plan`]: the first ones by
 //!   id, within its step limit), chosen at match time from views compiled for each plan, so a
 //!   downgrade or an upgrade reloads nothing.
