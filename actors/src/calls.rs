@@ -154,6 +154,10 @@ pub enum GuildRequest {
     AutomodTest {
         content: String,
     },
+    /// Whether Discord's own AutoMod runs each native automod rule the plan runs, as
+    /// configured, or why not: checked now, against Discord's list
+    /// ([`GuildResponse::AutomodNative`]).
+    AutomodNative,
     /// The guild's scheduled announcements by id, each with when it sends next and whether
     /// the guild's plan runs it ([`GuildResponse::AnnounceSchedules`]).
     ListAnnounceSchedules,
@@ -181,7 +185,7 @@ pub enum GuildRequest {
 
 impl GuildRequest {
     /// Values of the `request` metric label.
-    pub const LABELS: [&'static str; 20] = [
+    pub const LABELS: [&'static str; 21] = [
         "read_config",
         "change_config",
         "config_history",
@@ -198,6 +202,7 @@ impl GuildRequest {
         "recent_workflow_events",
         "automod_hits",
         "automod_test",
+        "automod_native",
         "list_announce_schedules",
         "save_announce_schedule",
         "set_announce_schedule_paused",
@@ -223,6 +228,7 @@ impl GuildRequest {
             Self::RecentWorkflowEvents => "recent_workflow_events",
             Self::AutomodHits { .. } => "automod_hits",
             Self::AutomodTest { .. } => "automod_test",
+            Self::AutomodNative => "automod_native",
             Self::ListAnnounceSchedules => "list_announce_schedules",
             Self::SaveAnnounceSchedule { .. } => "save_announce_schedule",
             Self::SetAnnounceSchedulePaused { .. } => "set_announce_schedule_paused",
@@ -281,6 +287,9 @@ pub enum GuildResponse {
     AutomodTest {
         matches: Vec<RuleMatch>,
     },
+    AutomodNative {
+        rules: Vec<NativeRuleStatus>,
+    },
     AnnounceSchedules {
         schedules: Vec<ScheduleStatus>,
     },
@@ -298,6 +307,22 @@ pub struct ScheduleStatus {
     pub next_send: Option<Timestamp>,
     /// Past the guild's plan (a downgrade): kept but not sent.
     pub over_plan: bool,
+}
+
+/// A native automod rule (`native: true`) and whether Discord runs it as configured.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NativeRuleStatus {
+    pub rule: String,
+    pub sync: NativeSync,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum NativeSync {
+    /// Discord has the bot's rule of this name, as configured.
+    OnDiscord,
+    /// It does not, and why (what the bot lacks, or what Discord answered).
+    NotOnDiscord { why: String },
 }
 
 /// A rule that would fire on a text (automod's "test a message").

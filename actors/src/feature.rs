@@ -96,6 +96,13 @@ pub(crate) trait Feature: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// The guild's plan changed from `before` (`None`: the actor's first read of it, when
+    /// what the plan was before is not known): what the feature keeps outside the bot
+    /// within the plan (Discord's own AutoMod rules) follows it.
+    fn on_plan_changed(&self, _ctx: &mut Ctx<'_>, _before: Option<Plan>) -> Vec<Effect> {
+        Vec::new()
+    }
+
     /// One of its durable timers fell due on the node that owns the guild. The timer is not
     /// claimed yet: the effects claim it ([`Io::claim_timer`]) before acting.
     fn on_timer(&self, _ctx: &mut Ctx<'_>, _timer: Timer) -> Vec<Effect> {

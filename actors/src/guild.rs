@@ -309,8 +309,32 @@ impl GuildState {
                 }
             }
         };
+        let before = self.plan.map(|held| held.plan);
         self.plan = Some(held);
+        if before != Some(held.plan) {
+            self.features_on_plan_changed(before, held.plan).await;
+        }
         held.plan
+    }
+
+    /// Tells the features that the plan changed from `before` (`None`: first read), and
+    /// carries out what they ask. Without a config the plan is forgotten, so the next read
+    /// tells them again.
+    async fn features_on_plan_changed(&mut self, before: Option<Plan>, plan: Plan) {
+        if let Err(err) = self.config().await {
+            tracing::error!(guild_id = %self.guild_id, error = %err, "cannot load guild config");
+            self.plan = None;
+            return;
+        }
+        let io = self.io();
+        let Some(config) = self.config.as_ref() else {
+            return;
+        };
+        for (index, feature) in crate::features::all().iter().enumerate() {
+            let mut ctx = Ctx::new(config, plan, io.clone(), &mut self.feature_states[index]);
+            let effects = feature.on_plan_changed(&mut ctx, before);
+            carry_out(&io, None, effects);
+        }
     }
 
     /// Whether a feature answers text command `name` in this guild though none declared it.

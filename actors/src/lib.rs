@@ -51,7 +51,8 @@ pub use cache::{REQUIRED_RESOURCES, cache_resources, event_types_for};
 pub use calls::{
     AUDIT_CONFIG_CHANGE, AUDIT_CONFIG_ROLLBACK, CallSource, Caller, ChannelSummary,
     ConfigAuditDetails, GuildCall, GuildCallError, GuildCalls, GuildRequest, GuildResponse,
-    GuildSummary, MemberAccess, RoleSummary, RuleMatch, ScheduleStatus, change_config_key,
+    GuildSummary, MemberAccess, NativeRuleStatus, NativeSync, RoleSummary, RuleMatch,
+    ScheduleStatus, change_config_key,
 };
 pub use choices::CHOICE_KEPT;
 pub use commands::{apply_config_key, show_config_key};

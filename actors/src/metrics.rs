@@ -17,6 +17,8 @@ pub const COMMANDS_HANDLED: &str = "protonn_actors_commands_handled_total";
 pub const GUILD_FAILURES: &str = "protonn_actors_guild_failures_total";
 /// Announcement deliveries decided by this node, by `outcome` and `reason`.
 pub const ANNOUNCEMENT_DELIVERIES: &str = "protonn_announcements_deliveries_total";
+/// Announcement DMs decided by this node, by `outcome` and `reason`.
+pub const ANNOUNCEMENT_DMS: &str = "protonn_announcements_dms_total";
 /// Guilds' scheduled announcements this node fired, by `outcome`.
 pub const SCHEDULED_ANNOUNCEMENTS: &str = "protonn_announcements_scheduled_total";
 /// Discord REST requests sent, by `route` and `outcome`.
@@ -300,6 +302,14 @@ pub fn describe() {
     );
     for (outcome, reason) in crate::announcements::DELIVERY_OUTCOMES {
         counter!(ANNOUNCEMENT_DELIVERIES, "outcome" => outcome, "reason" => reason).absolute(0);
+    }
+    describe_counter!(
+        ANNOUNCEMENT_DMS,
+        Unit::Count,
+        "Service announcement DMs to consenting users this node decided, by outcome (sent, skipped, failed) and reason."
+    );
+    for (outcome, reason) in crate::announcements::DM_OUTCOMES {
+        counter!(ANNOUNCEMENT_DMS, "outcome" => outcome, "reason" => reason).absolute(0);
     }
     describe_counter!(
         SCHEDULED_ANNOUNCEMENTS,

@@ -22,7 +22,8 @@ use twilight_model::application::command::Command as SlashCommand;
 use crate::feature::{Answer, CallTask, Ctx, Effect, Feature, Invocation};
 use crate::{GuildCall, GuildCallError, GuildRequest, GuildResponse};
 
-pub(crate) use act::{by_the_bot, snowflake_ms};
+pub(crate) use act::{bot_permissions, by_the_bot, snowflake_ms};
+pub(crate) use checks::names as permission_names;
 pub(crate) use parse::{Request, parse_escalation, show_escalation, user as parse_user};
 pub use parse::{parse_duration, show_duration};
 

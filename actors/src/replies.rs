@@ -15,7 +15,7 @@ use crate::metrics::REST_REQUESTS;
 use crate::rest::{Rest, RestError};
 
 /// Values of the `route` label of `protonn_rest_requests_total`: every request the bot makes.
-pub(crate) const REST_ROUTE_LABELS: [&str; 32] = [
+pub(crate) const REST_ROUTE_LABELS: [&str; 34] = [
     "create_message",
     "interaction_callback",
     "interaction_edit",
@@ -47,6 +47,9 @@ pub(crate) const REST_ROUTE_LABELS: [&str; 32] = [
     "add_thread_member",
     "remove_thread_member",
     "update_thread",
+    // Ticket channels.
+    "create_guild_channel",
+    "delete_permission",
     // Workflows' thread on a message.
     "create_thread_from_message",
     // Automod: rules pushed to Discord's own AutoMod.

@@ -21,6 +21,7 @@
 mod act;
 mod notes;
 mod parse;
+mod place;
 mod settings;
 
 pub(crate) use settings::validate;

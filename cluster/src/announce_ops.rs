@@ -1,5 +1,6 @@
 //! `protonn announce …`: the operators' service announcements. A campaign is stored here and
-//! delivered by the nodes that run the opted-in guilds (`protonn_actors::announcements`); this
+//! delivered by the nodes that run the opted-in guilds (`protonn_actors::announcements`), and
+//! with `--dm` by DM to the users who consented to announcement DMs; this
 //! command creates, follows and cancels campaigns in the store the config names (as
 //! `protonn privacy` does); each change is audited under the account-level guild (0).
 
@@ -23,6 +24,10 @@ pub(crate) enum AnnounceCommand {
         /// A one-line title shown in bold above it.
         #[arg(long)]
         title: Option<String>,
+        /// Also send it by DM to every user who consented to announcement DMs (and did not
+        /// object or restrict processing), checked again just before each DM.
+        #[arg(long)]
+        dm: bool,
         /// Coordinator address, repeatable; `cluster.coordinators` when omitted.
         #[arg(long = "coordinator")]
         coordinators: Vec<String>,
@@ -47,10 +52,11 @@ pub(crate) async fn run(config: Config, command: AnnounceCommand) -> anyhow::Res
         AnnounceCommand::Create {
             message,
             title,
+            dm,
             coordinators: c,
         } => {
             let store = operator_store(&config, c).await?;
-            let campaign = create(store.as_ref(), message, title, Timestamp::now()).await?;
+            let campaign = create(store.as_ref(), message, title, dm, Timestamp::now()).await?;
             println!(
                 "campaign {} created; `protonn announce status {}` follows it",
                 campaign.id, campaign.id
@@ -84,9 +90,10 @@ pub(crate) async fn create(
     store: &dyn Store,
     message: String,
     title: Option<String>,
+    dm: bool,
     now: Timestamp,
 ) -> anyhow::Result<Campaign> {
-    match start_campaign(store, &message, title.as_deref(), now, 0).await {
+    match start_campaign(store, &message, title.as_deref(), dm, now, 0).await {
         Ok(campaign) => Ok(campaign),
         Err(StorageError::Invalid(message)) => bail!("{message}"),
         Err(StorageError::Conflict { .. }) => {
@@ -130,6 +137,10 @@ pub(crate) async fn status(store: &dyn Store, id: Option<u64>) -> anyhow::Result
             campaign.title.as_deref().unwrap_or("(no title)"),
             progress.summary()
         ));
+        if campaign.dm {
+            let dms = CampaignProgress::of_dms(&store.dm_deliveries(campaign.id, None).await?);
+            out.push_str(&format!("  DMs: {}\n", dms.summary()));
+        }
     }
     Ok(out)
 }
@@ -146,11 +157,13 @@ mod tests {
         let store = protonn_storage::EmbeddedStore::open(dir.path()).unwrap();
         let now = Timestamp::now();
         assert_eq!(status(&store, None).await.unwrap(), "no campaigns\n");
-        let err = create(&store, " ".into(), None, now).await.unwrap_err();
+        let err = create(&store, " ".into(), None, false, now)
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("1 to 1850 characters"), "{err}");
         assert!(store.campaigns().await.unwrap().is_empty());
 
-        let campaign = create(&store, "Hello".into(), Some("News".into()), now)
+        let campaign = create(&store, "Hello".into(), Some("News".into()), false, now)
             .await
             .unwrap();
         assert_eq!(campaign.id, now.0);

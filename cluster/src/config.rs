@@ -103,6 +103,9 @@ pub struct RetentionSection {
     pub workflow_variables_days: u32,
     /// Traces of workflow runs (the dashboard's recent runs), from the run.
     pub workflow_runs_days: u32,
+    /// Operators' announcement campaigns with their delivery records (guilds and DMs), from
+    /// the campaign's creation.
+    pub campaigns_days: u32,
 }
 
 impl Default for RetentionSection {
@@ -121,6 +124,7 @@ impl Default for RetentionSection {
             cases_days: days(policy.cases),
             workflow_variables_days: days(policy.workflow_variables),
             workflow_runs_days: days(policy.workflow_runs),
+            campaigns_days: days(policy.campaigns),
         }
     }
 }
@@ -140,6 +144,7 @@ impl RetentionSection {
             cases: days(self.cases_days),
             workflow_variables: days(self.workflow_variables_days),
             workflow_runs: days(self.workflow_runs_days),
+            campaigns: days(self.campaigns_days),
         }
     }
 
@@ -169,6 +174,7 @@ impl RetentionSection {
                 self.workflow_variables_days,
             ),
             ("retention.workflow_runs_days", self.workflow_runs_days),
+            ("retention.campaigns_days", self.campaigns_days),
         ] {
             if value == 0 || value > MAX_DAYS {
                 return Err(ConfigError::Invalid {
@@ -896,7 +902,7 @@ mod tests {
         let config = Config::parse(
             "[retention]\nprivacy_requests_days = 10\nexport_hours = 2\nusage_days = 31\n\
              billing_inbox_days = 60\ncases_days = 730\nworkflow_variables_days = 60\n\
-             workflow_runs_days = 2\n",
+             workflow_runs_days = 2\ncampaigns_days = 90\n",
         )
         .unwrap();
         let retention = config.runtime().retention;
@@ -906,6 +912,7 @@ mod tests {
         assert_eq!(retention.usage, 31 * day);
         assert_eq!(retention.workflow_variables, 60 * day);
         assert_eq!(retention.workflow_runs, 2 * day);
+        assert_eq!(retention.campaigns, 90 * day);
         assert_eq!(retention.exports, std::time::Duration::from_secs(7_200));
         assert!(Config::parse("[retention]\nexport_hours = 721\n").is_err());
         for bad in [
@@ -915,6 +922,7 @@ mod tests {
             "billing_inbox_days = 0",
             "cases_days = 0",
             "workflow_runs_days = 0",
+            "campaigns_days = 0",
         ] {
             let err = Config::parse(&format!("[retention]\n{bad}\n"))
                 .unwrap_err()

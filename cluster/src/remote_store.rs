@@ -11,12 +11,14 @@ use protonn_storage::{
     Account, AccountRepo, AuditEntry, AuditRepo, BillingRepo, ClusterRepo, DataRights, GuildConfig,
     GuildConfigRepo, InboxEvent, LeaderAnnouncement, Lease, NodeRecord, PremiumRepo, PremiumSlot,
     PreparedExport, PrivacyFlags, PrivacyRepo, PrivacyRequest, PromoCode, Redemption,
-    SessionCheckpoint, ShardAssignment, StorageError, Store, StoredRow, Subscription, Ticket,
-    TicketQuery, TicketRepo, Timestamp, TranscriptMessage, UsageCount, UsageRepo, UserExport,
-    VersionedConfig, WebSession, WebSessionRepo, WireError, Workflow, WorkflowRepo, WorkflowRun,
-    WorkflowVariable,
+    SessionCheckpoint, ShardAssignment, SlotAdded, StorageError, Store, StoredRow, Subscription,
+    Ticket, TicketQuery, TicketRepo, Timestamp, TranscriptMessage, UsageCount, UsageRepo,
+    UserExport, VersionedConfig, WebSession, WebSessionRepo, WireError, Workflow, WorkflowRepo,
+    WorkflowRun, WorkflowVariable,
 };
-use protonn_storage::{AnnounceSchedule, AnnouncementRepo, Campaign, Delivery};
+use protonn_storage::{
+    AnnounceSchedule, AnnouncementRepo, Campaign, Delivery, DmDelivery, RecipientPage,
+};
 use protonn_storage::{AutomodHit, AutomodRepo, Case, ModerationRepo, Timer, TimerRepo};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -178,6 +180,10 @@ pub(crate) enum StoreCall {
     },
     PutSlot {
         slot: PremiumSlot,
+    },
+    AddSlot {
+        slot: PremiumSlot,
+        held: usize,
     },
     RemoveSlot {
         user_id: u64,
@@ -385,6 +391,21 @@ pub(crate) enum StoreCall {
         campaign_id: u64,
         shard_id: Option<u32>,
     },
+    DmRecipients {
+        after: Option<u64>,
+        limit: usize,
+    },
+    ClaimDmDelivery {
+        delivery: DmDelivery,
+        replacing: Option<String>,
+    },
+    FinishDmDelivery {
+        delivery: DmDelivery,
+    },
+    DmDeliveries {
+        campaign_id: u64,
+        shard_id: Option<u32>,
+    },
     PutAnnounceSchedule {
         schedule: AnnounceSchedule,
     },
@@ -480,8 +501,9 @@ impl StoreCall {
         )
     }
 
-    /// Calls only the bot makes: resume points, durable timers, deliveries of campaigns and
-    /// usage counts. The dashboard's credentials may not.
+    /// Calls only the bot makes: resume points, durable timers, deliveries of campaigns (and
+    /// the users who consented to them by DM) and usage counts. The dashboard's credentials
+    /// may not.
     fn bot_only(&self) -> bool {
         matches!(
             self,
@@ -494,6 +516,9 @@ impl StoreCall {
                 | Self::CompleteTimer { .. }
                 | Self::ClaimDelivery { .. }
                 | Self::FinishDelivery { .. }
+                | Self::DmRecipients { .. }
+                | Self::ClaimDmDelivery { .. }
+                | Self::FinishDmDelivery { .. }
                 | Self::AddUsage { .. }
                 | Self::AddUsageFlush { .. }
         )
@@ -562,6 +587,8 @@ impl StoreCall {
                 | Self::AnnounceOptIns { .. }
                 | Self::Campaigns
                 | Self::Deliveries { .. }
+                | Self::DmRecipients { .. }
+                | Self::DmDeliveries { .. }
                 | Self::AnnounceSchedules { .. }
                 | Self::TimersOfGuild { .. }
                 | Self::DueTimers { .. }
@@ -665,6 +692,7 @@ pub(crate) async fn serve(
                 json(store.apply_subscription(&subscription).await?)
             }
             C::PutSlot { slot } => json(store.put_slot(&slot).await?),
+            C::AddSlot { slot, held } => json(store.add_slot(&slot, held).await?),
             C::RemoveSlot { user_id, guild_id } => {
                 json(store.remove_slot(user_id, guild_id).await?)
             }
@@ -809,6 +837,20 @@ pub(crate) async fn serve(
                 campaign_id,
                 shard_id,
             } => json(store.deliveries(campaign_id, shard_id).await?),
+            C::DmRecipients { after, limit } => json(store.dm_recipients(after, limit).await?),
+            C::ClaimDmDelivery {
+                delivery,
+                replacing,
+            } => json(
+                store
+                    .claim_dm_delivery(&delivery, replacing.as_deref())
+                    .await?,
+            ),
+            C::FinishDmDelivery { delivery } => json(store.finish_dm_delivery(&delivery).await?),
+            C::DmDeliveries {
+                campaign_id,
+                shard_id,
+            } => json(store.dm_deliveries(campaign_id, shard_id).await?),
             C::PutAnnounceSchedule { schedule } => {
                 json(store.put_announce_schedule(&schedule).await?)
             }
@@ -1243,6 +1285,13 @@ impl PremiumRepo for RemoteStore {
     async fn put_slot(&self, slot: &PremiumSlot) -> Result<(), StorageError> {
         self.call(StoreCall::PutSlot { slot: slot.clone() }).await
     }
+    async fn add_slot(&self, slot: &PremiumSlot, held: usize) -> Result<SlotAdded, StorageError> {
+        self.call(StoreCall::AddSlot {
+            slot: slot.clone(),
+            held,
+        })
+        .await
+    }
     async fn remove_slot(&self, user_id: u64, guild_id: u64) -> Result<bool, StorageError> {
         self.call(StoreCall::RemoveSlot { user_id, guild_id }).await
     }
@@ -1670,6 +1719,41 @@ impl AnnouncementRepo for RemoteStore {
         shard_id: Option<u32>,
     ) -> Result<Vec<Delivery>, StorageError> {
         self.call(StoreCall::Deliveries {
+            campaign_id,
+            shard_id,
+        })
+        .await
+    }
+    async fn dm_recipients(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<RecipientPage, StorageError> {
+        self.call(StoreCall::DmRecipients { after, limit }).await
+    }
+    async fn claim_dm_delivery(
+        &self,
+        delivery: &DmDelivery,
+        replacing: Option<&str>,
+    ) -> Result<bool, StorageError> {
+        self.call(StoreCall::ClaimDmDelivery {
+            delivery: delivery.clone(),
+            replacing: replacing.map(str::to_owned),
+        })
+        .await
+    }
+    async fn finish_dm_delivery(&self, delivery: &DmDelivery) -> Result<bool, StorageError> {
+        self.call(StoreCall::FinishDmDelivery {
+            delivery: delivery.clone(),
+        })
+        .await
+    }
+    async fn dm_deliveries(
+        &self,
+        campaign_id: u64,
+        shard_id: Option<u32>,
+    ) -> Result<Vec<DmDelivery>, StorageError> {
+        self.call(StoreCall::DmDeliveries {
             campaign_id,
             shard_id,
         })

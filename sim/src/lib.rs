@@ -32,6 +32,7 @@
 //! | `ban` | the invalid-request limit (401/403/429 per 10 min) and the REST ban it earns |
 //! | `interactions` | issued interactions: one answer each, of a type their kind allows, the 3 s deadline, the 15 min token, the modal shown |
 //! | `components` | buttons, selects and modals: Discord's validation, and a member using them |
+//! | `channels` | guild channels made, edited and deleted at run time: create with overwrites, edit, overwrite PUT/DELETE, delete, their events |
 //! | `threads` | threads and their members: create, add/remove, archive, lock, rename, their events |
 //! | `automod` | Discord's native AutoMod: rules CRUD with Discord's caps, their events, keyword and mention-spam rules enforced on members' messages |
 //! | `entitlements` | app subscriptions: SKUs, entitlements bought, renewed and refunded, their REST routes and events |
@@ -103,6 +104,7 @@
 
 mod automod;
 mod ban;
+mod channels;
 mod clock;
 mod components;
 mod config;

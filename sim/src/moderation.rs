@@ -1,8 +1,8 @@
 //! The moderation side of the REST API: bans, member edits (timeouts), kicks, message
-//! deletion (single and bulk), channel edits (slowmode), permission overwrites and DM
-//! channels, validated as Discord does and answering 403 `50013 Missing Permissions` when
-//! the bot lacks a permission, computed from the world's roles and the overwrites set at run
-//! time. Each change sends the gateway events Discord sends (to the sessions whose intents
+//! deletion (single and bulk) and DM channels, validated as Discord does and answering 403
+//! `50013 Missing Permissions` when the bot lacks a permission, computed (for the bot and
+//! for members) from the world's roles and the overwrites set at run time (channel edits and
+//! overwrites are `channels`'s routes; their state is kept here). Each change sends the gateway events Discord sends (to the sessions whose intents
 //! ask for them), so they are in the ledger with the REST calls.
 //!
 //! The world is generated and immutable; what moderation changes lives here.
@@ -29,10 +29,9 @@ const KEPT_PER_THREAD: usize = 20_000;
 /// Discord's `limit` of `GET /channels/{id}/messages`: 1 to 100, 50 by default.
 const MESSAGES_LIMIT_MAX: usize = 100;
 const MESSAGES_LIMIT_DEFAULT: usize = 50;
-/// Discord's longest timeout, message-deletion window of a ban and slowmode.
+/// Discord's longest timeout and message-deletion window of a ban.
 const TIMEOUT_MAX_MS: u64 = 28 * 86_400_000;
 const BAN_DELETE_MAX_SECS: u64 = 7 * 86_400;
-const SLOWMODE_MAX_SECS: u64 = 21_600;
 /// Bulk delete takes messages younger than this.
 const BULK_DELETE_MAX_AGE_MS: u64 = 14 * 86_400_000;
 
@@ -180,6 +179,16 @@ impl ModerationState {
         self.lock().dm_channels.values().any(|&c| c == channel_id)
     }
 
+    /// The DM channel the bot opened with `user_id`, if it did.
+    pub(crate) fn dm_channel_of(&self, user_id: u64) -> Option<u64> {
+        self.lock().dm_channels.get(&user_id).copied()
+    }
+
+    /// The DM channel with `user_id`: the one opened already, else `fresh`.
+    pub(crate) fn open_dm(&self, user_id: u64, fresh: u64) -> u64 {
+        *self.lock().dm_channels.entry(user_id).or_insert(fresh)
+    }
+
     pub(crate) fn banned(&self, guild_id: u64) -> Vec<u64> {
         let mut users: Vec<u64> = self
             .lock()
@@ -208,12 +217,73 @@ impl ModerationState {
             .unwrap_or_default()
     }
 
+    pub(crate) fn set_slowmode(&self, channel_id: u64, secs: u64) {
+        self.lock().slowmode.insert(channel_id, secs);
+    }
+
+    /// Sets the overwrite of its `id` in a channel, replacing the one it had.
+    pub(crate) fn put_overwrite(&self, channel_id: u64, overwrite: Value) {
+        let mut inner = self.lock();
+        let list = inner.overwrites.entry(channel_id).or_default();
+        list.retain(|o| o.get("id") != overwrite.get("id"));
+        list.push(overwrite);
+    }
+
+    /// Replaces every overwrite of a channel.
+    pub(crate) fn set_overwrites(&self, channel_id: u64, overwrites: Vec<Value>) {
+        self.lock().overwrites.insert(channel_id, overwrites);
+    }
+
+    /// Removes the overwrite of `target`; `false` if the channel had none for it.
+    pub(crate) fn remove_overwrite(&self, channel_id: u64, target: u64) -> bool {
+        let target = Value::String(target.to_string());
+        let mut inner = self.lock();
+        let Some(list) = inner.overwrites.get_mut(&channel_id) else {
+            return false;
+        };
+        let before = list.len();
+        list.retain(|o| o.get("id") != Some(&target));
+        list.len() != before
+    }
+
+    /// Forgets everything kept of a deleted channel.
+    pub(crate) fn forget_channel(&self, channel_id: u64) {
+        let mut inner = self.lock();
+        inner.overwrites.remove(&channel_id);
+        inner.messages.remove(&channel_id);
+        inner.slowmode.remove(&channel_id);
+        inner.long_channels.remove(&channel_id);
+    }
+
     pub(crate) fn message_exists(&self, channel_id: u64, message_id: u64) -> bool {
         self.lock()
             .messages
             .get(&channel_id)
             .is_some_and(|kept| kept.iter().any(|m| m.id == message_id))
     }
+}
+
+/// An admin edits the bot's role to grant `permissions` (of those it was invited with;
+/// @everyone's stay): Discord refuses what the bot then lacks (50013) and sends
+/// GUILD_ROLE_UPDATE, so the bot's view changes too. A later GUILD_CREATE (a new session)
+/// shows the role as invited again.
+pub(crate) fn edit_bot_role(shared: &Shared, guild: &Guild, permissions: Permissions) {
+    let invited = Permissions::from_bits_truncate(payloads::bot_permissions());
+    shared
+        .moderation
+        .lock()
+        .revoked
+        .insert(guild.id, invited - permissions);
+    let role = payloads::bot_role(&shared.world, guild, (invited & permissions).bits());
+    let d = json!({"guild_id": guild.id.to_string(), "role": role});
+    emit(
+        shared,
+        guild,
+        "GUILD_ROLE_UPDATE",
+        Intents::GUILDS,
+        None,
+        &d,
+    );
 }
 
 /// The bot's permissions in the guild, or in one of its channels with the overwrites of
@@ -223,9 +293,49 @@ pub(crate) fn bot_permissions(
     guild: &Guild,
     channel_id: Option<u64>,
 ) -> Permissions {
-    let mut allowed = Permissions::from_bits_truncate(
+    let base = Permissions::from_bits_truncate(
         payloads::everyone_permissions() | payloads::bot_permissions(),
     ) - shared.moderation.revoked(guild.id);
+    let roles = [guild.bot_role_id];
+    in_channel(
+        shared,
+        guild,
+        base,
+        &roles,
+        shared.world.bot.user_id,
+        channel_id,
+    )
+}
+
+/// A member's permissions (not the bot's) in the guild, or in one of its channels with its
+/// overwrites applied: what decides whether they see a channel and may post in it. The owner
+/// holds every permission.
+pub(crate) fn member_permissions(
+    shared: &Shared,
+    guild: &Guild,
+    user: u64,
+    channel_id: Option<u64>,
+) -> Permissions {
+    if user == guild.owner.id {
+        return Permissions::all();
+    }
+    let roles = guild.roles_of(user);
+    let base = Permissions::from_bits_truncate(payloads::everyone_permissions());
+    in_channel(shared, guild, base, &roles, user, channel_id)
+}
+
+/// `base` (the guild-wide permissions of a holder of `roles`) in a channel, as Discord
+/// computes them: Administrator grants all; then the overwrites of @everyone, of the roles
+/// together, and of the user; without View Channel nothing else counts.
+fn in_channel(
+    shared: &Shared,
+    guild: &Guild,
+    base: Permissions,
+    roles: &[u64],
+    user: u64,
+    channel_id: Option<u64>,
+) -> Permissions {
+    let mut allowed = base;
     if allowed.contains(Permissions::ADMINISTRATOR) {
         return Permissions::all();
     }
@@ -243,18 +353,35 @@ pub(crate) fn bot_permissions(
                 .unwrap_or(0),
         )
     };
-    let id_of = |o: &Value| {
-        o.get("id")
+    let target = |o: &Value| {
+        let id = o
+            .get("id")
             .and_then(Value::as_str)
-            .and_then(|s| s.parse::<u64>().ok())
+            .and_then(|s| s.parse::<u64>().ok());
+        (id, o.get("type").and_then(Value::as_u64))
     };
-    let bot = shared.world.bot.user_id;
-    for (target, kind) in [(guild.id, 0), (guild.bot_role_id, 0), (bot, 1)] {
-        if let Some(o) = overwrites.iter().find(|o| {
-            id_of(o) == Some(target) && o.get("type").and_then(Value::as_u64) == Some(kind)
-        }) {
-            allowed = (allowed - bits(o, "deny")) | bits(o, "allow");
+    let everyone = overwrites
+        .iter()
+        .find(|o| target(o) == (Some(guild.id), Some(0)));
+    if let Some(o) = everyone {
+        allowed = (allowed - bits(o, "deny")) | bits(o, "allow");
+    }
+    let (mut role_allow, mut role_deny) = (Permissions::empty(), Permissions::empty());
+    for o in &overwrites {
+        if let (Some(id), Some(0)) = target(o)
+            && id != guild.id
+            && roles.contains(&id)
+        {
+            role_allow |= bits(o, "allow");
+            role_deny |= bits(o, "deny");
         }
+    }
+    allowed = (allowed - role_deny) | role_allow;
+    if let Some(o) = overwrites
+        .iter()
+        .find(|o| target(o) == (Some(user), Some(1)))
+    {
+        allowed = (allowed - bits(o, "deny")) | bits(o, "allow");
     }
     if !allowed.contains(Permissions::VIEW_CHANNEL) {
         return Permissions::empty();
@@ -600,6 +727,12 @@ pub(crate) fn remove_member(shared: &Shared, segments: &[&str], _: &RequestBody)
 
 /// A kept message as the REST API shows it (no guild id, as REST message objects have none).
 pub(crate) fn message_json(guild: &Guild, channel_id: u64, m: &Stored) -> Value {
+    stored_message_json(guild.bot_joined_ms, channel_id, m)
+}
+
+/// A kept message as Discord returns it; `joined_ms` is when its author joined the guild (0
+/// in a DM).
+fn stored_message_json(joined_ms: u64, channel_id: u64, m: &Stored) -> Value {
     let mut message = payloads::message(&payloads::MessageSpec {
         message_id: m.id,
         channel_id,
@@ -607,7 +740,7 @@ pub(crate) fn message_json(guild: &Guild, channel_id: u64, m: &Stored) -> Value 
         author: payloads::Author {
             id: m.author_id,
             username: &m.username,
-            joined_ms: guild.bot_joined_ms,
+            joined_ms,
             bot: m.bot,
         },
         member_roles: None,
@@ -731,6 +864,28 @@ fn page_of(kept: &VecDeque<Stored>, page: &Page, limit: usize) -> Vec<Stored> {
 /// `GET /channels/{channel}/messages?before|after|around=&limit=`: a page of at most 100,
 /// newest first (also in threads, where the bot must see the thread).
 pub(crate) fn channel_messages(shared: &Shared, segments: &[&str], query: Option<&str>) -> Outcome {
+    let dm = segments
+        .get(1)
+        .and_then(|id| id.parse::<u64>().ok())
+        .filter(|&id| shared.moderation.is_dm_channel(id));
+    if let Some(channel_id) = dm {
+        // A DM the bot opened: its own messages there, with no permission to check.
+        let (page, limit) = match messages_query(query) {
+            Ok(found) => found,
+            Err(outcome) => return *outcome,
+        };
+        let messages: Vec<Value> = shared
+            .moderation
+            .lock()
+            .messages
+            .get(&channel_id)
+            .map(|kept| page_of(kept, &page, limit))
+            .unwrap_or_default()
+            .iter()
+            .map(|m| stored_message_json(0, channel_id, m))
+            .collect();
+        return Outcome::new("", json_response(StatusCode::OK, &Value::Array(messages)));
+    }
     let (guild, channel_id) = match channel(shared, segments) {
         Ok(found) => found,
         Err(outcome) => return *outcome,
@@ -855,142 +1010,6 @@ pub(crate) fn bulk_delete(shared: &Shared, segments: &[&str], body: &RequestBody
     no_content()
 }
 
-fn channel_object(shared: &Shared, guild: &Guild, channel_id: u64) -> Value {
-    let position = guild
-        .channels()
-        .position(|c| c.id == channel_id)
-        .unwrap_or(0);
-    let name = guild.channel_name(channel_id).unwrap_or_default();
-    let mut channel = payloads::text_channel(guild.id, channel_id, &name, position);
-    if let Value::Object(map) = &mut channel {
-        map.insert(
-            "rate_limit_per_user".into(),
-            json!(shared.moderation.slowmode_of(channel_id)),
-        );
-        map.insert(
-            "permission_overwrites".into(),
-            Value::Array(shared.moderation.overwrites_of(channel_id)),
-        );
-    }
-    channel
-}
-
-/// `GET /channels/{channel}`.
-pub(crate) fn get_channel(shared: &Shared, segments: &[&str], _: &RequestBody) -> Outcome {
-    let (guild, channel_id) = match channel(shared, segments) {
-        Ok(found) => found,
-        Err(outcome) => return *outcome,
-    };
-    if shared.threads.contains(channel_id) {
-        return crate::threads::get_thread(shared, guild, channel_id);
-    }
-    if !bot_permissions(shared, guild, Some(channel_id)).contains(Permissions::VIEW_CHANNEL) {
-        return missing_permissions();
-    }
-    Outcome::new(
-        "",
-        json_response(StatusCode::OK, &channel_object(shared, guild, channel_id)),
-    )
-}
-
-/// `PATCH /channels/{channel}`: `rate_limit_per_user` (0 to 21600 s); needs Manage Channels.
-pub(crate) fn update_channel(shared: &Shared, segments: &[&str], body: &RequestBody) -> Outcome {
-    let (guild, channel_id) = match channel(shared, segments) {
-        Ok(found) => found,
-        Err(outcome) => return *outcome,
-    };
-    if shared.threads.contains(channel_id) {
-        return crate::threads::update_thread(shared, guild, channel_id, body);
-    }
-    if !bot_permissions(shared, guild, Some(channel_id)).contains(Permissions::MANAGE_CHANNELS) {
-        return missing_permissions();
-    }
-    let map = match json_object(body) {
-        Ok(map) => map,
-        Err(outcome) => return *outcome,
-    };
-    if let Some(value) = map.get("rate_limit_per_user") {
-        let Some(secs) = value.as_u64().filter(|&s| s <= SLOWMODE_MAX_SECS) else {
-            return invalid(
-                "rate_limit_per_user",
-                "NUMBER_TYPE_MAX",
-                "int value should be less than or equal to 21600.",
-            );
-        };
-        shared.moderation.lock().slowmode.insert(channel_id, secs);
-    }
-    let channel = channel_object(shared, guild, channel_id);
-    emit(
-        shared,
-        guild,
-        "CHANNEL_UPDATE",
-        Intents::GUILDS,
-        Some(channel_id),
-        &channel,
-    );
-    Outcome::new("", json_response(StatusCode::OK, &channel))
-}
-
-/// `PUT /channels/{channel}/permissions/{overwrite}`: needs Manage Roles, and the bot may
-/// only allow or deny permissions it has itself.
-pub(crate) fn put_overwrite(shared: &Shared, segments: &[&str], body: &RequestBody) -> Outcome {
-    let (guild, channel_id) = match channel(shared, segments) {
-        Ok(found) => found,
-        Err(outcome) => return *outcome,
-    };
-    if shared.threads.contains(channel_id) {
-        // Threads take their parent's overwrites and have none of their own.
-        return crate::threads::wrong_channel_type();
-    }
-    let Some(target) = segments.get(3).and_then(|id| id.parse::<u64>().ok()) else {
-        return not_found("Unknown Overwrite", 10009);
-    };
-    let map = match json_object(body) {
-        Ok(map) => map,
-        Err(outcome) => return *outcome,
-    };
-    let bits = |key: &str| -> Option<u64> {
-        match map.get(key) {
-            None | Some(Value::Null) => Some(0),
-            Some(Value::String(s)) => s.parse().ok(),
-            Some(Value::Number(n)) => n.as_u64(),
-            _ => None,
-        }
-    };
-    let (Some(allow), Some(deny)) = (bits("allow"), bits("deny")) else {
-        return invalid(
-            "allow",
-            "BASE_TYPE_BAD_INT",
-            "Value is not a valid permission set.",
-        );
-    };
-    let Some(kind) = map.get("type").and_then(Value::as_u64).filter(|&k| k <= 1) else {
-        return invalid("type", "BASE_TYPE_CHOICES", "Value must be one of (0, 1).");
-    };
-    let has = bot_permissions(shared, guild, Some(channel_id));
-    let asked = Permissions::from_bits_truncate(allow | deny);
-    if !has.contains(Permissions::MANAGE_ROLES) || !has.contains(asked) {
-        return missing_permissions();
-    }
-    let overwrite = json!({"id": target.to_string(), "type": kind, "allow": allow.to_string(), "deny": deny.to_string()});
-    {
-        let mut inner = shared.moderation.lock();
-        let list = inner.overwrites.entry(channel_id).or_default();
-        list.retain(|o| o.get("id").and_then(Value::as_str) != Some(target.to_string().as_str()));
-        list.push(overwrite);
-    }
-    let channel = channel_object(shared, guild, channel_id);
-    emit(
-        shared,
-        guild,
-        "CHANNEL_UPDATE",
-        Intents::GUILDS,
-        Some(channel_id),
-        &channel,
-    );
-    no_content()
-}
-
 /// `POST /users/@me/channels`: the DM channel with `recipient_id` (made once per user).
 pub(crate) fn create_dm(shared: &Shared, _: &[&str], body: &RequestBody) -> Outcome {
     let Some(recipient) = body_object(body)
@@ -1008,13 +1027,9 @@ pub(crate) fn create_dm(shared: &Shared, _: &[&str], body: &RequestBody) -> Outc
         );
     };
     // Made before taking the lock; kept only if the user has no DM channel yet.
-    let fresh = shared.new_message_id();
-    let channel_id = *shared
+    let channel_id = shared
         .moderation
-        .lock()
-        .dm_channels
-        .entry(recipient)
-        .or_insert(fresh);
+        .open_dm(recipient, shared.new_message_id());
     let channel = json!({
         "id": channel_id.to_string(),
         "type": 1,

@@ -393,19 +393,19 @@ pub(crate) fn guild_member(world: &World, guild: &Guild, user_id: u64) -> Option
     ))
 }
 
-/// `GET /guilds/{guild}/channels`: the channels GUILD_CREATE lists.
-pub(crate) fn guild_channels(guild: &Guild) -> Value {
-    let channels: Vec<Value> = guild
-        .channels()
-        .enumerate()
-        .map(|(position, c)| text_channel(guild.id, c.id, &c.name, position))
-        .collect();
-    Value::Array(channels)
+/// The bot's own role, granting `permissions`; it carries tags naming the bot, as Discord's
+/// does.
+pub(crate) fn bot_role(world: &World, guild: &Guild, permissions: u64) -> Value {
+    let bot = &world.bot;
+    let mut role = role(guild.bot_role_id, &bot.username, permissions, 2, true);
+    if let Value::Object(fields) = &mut role {
+        fields.insert("tags".into(), json!({"bot_id": id(bot.user_id)}));
+    }
+    role
 }
 
 /// The REST guild object (GUILD_UPDATE's `d`, GUILD_CREATE's base).
 pub(crate) fn guild_object(world: &World, guild: &Guild) -> Value {
-    let bot = &world.bot;
     let roles = vec![
         role(guild.id, "@everyone", everyone_permissions(), 0, false),
         role(
@@ -415,13 +415,9 @@ pub(crate) fn guild_object(world: &World, guild: &Guild) -> Value {
             1,
             false,
         ),
-        role(guild.bot_role_id, &bot.username, bot_permissions(), 2, true),
+        bot_role(world, guild, bot_permissions()),
     ];
-    // The bot's own role carries tags naming it, as Discord does.
     let mut roles = roles;
-    if let Some(Value::Object(bot_role)) = roles.get_mut(2) {
-        bot_role.insert("tags".into(), json!({"bot_id": id(bot.user_id)}));
-    }
     roles.extend(
         guild
             .extra_roles()

@@ -20,6 +20,7 @@ use tokio::time::Instant;
 
 use crate::automod;
 use crate::ban;
+use crate::channels;
 use crate::entitlements;
 use crate::interactions::{Answer, InteractionKind, Issue};
 use crate::ledger::RestRecord;
@@ -293,6 +294,17 @@ fn limited_route(method: &Method, segments: &[&str]) -> Option<(RouteKey, bool)>
         ("PUT", ["channels", channel, "permissions", _]) => {
             (key(OVERWRITE_PUT_ROUTE, LimitClass::Other, channel), true)
         }
+        ("DELETE", ["channels", channel, "permissions", _]) => (
+            key(OVERWRITE_DELETE_ROUTE, LimitClass::Other, channel),
+            true,
+        ),
+        ("DELETE", ["channels", channel]) => {
+            (key(CHANNEL_DELETE_ROUTE, LimitClass::Other, channel), true)
+        }
+        ("POST", ["guilds", guild, "channels"]) => (
+            key(GUILD_CHANNEL_CREATE_ROUTE, LimitClass::Other, guild),
+            true,
+        ),
         ("POST", ["channels", channel, "threads"]) => {
             (key(THREAD_CREATE_ROUTE, LimitClass::Other, channel), true)
         }
@@ -373,6 +385,9 @@ const BULK_DELETE_ROUTE: &str = "POST /channels/{channel_id}/messages/bulk-delet
 const CHANNEL_GET_ROUTE: &str = "GET /channels/{channel_id}";
 const CHANNEL_PATCH_ROUTE: &str = "PATCH /channels/{channel_id}";
 const OVERWRITE_PUT_ROUTE: &str = "PUT /channels/{channel_id}/permissions/{overwrite_id}";
+const OVERWRITE_DELETE_ROUTE: &str = "DELETE /channels/{channel_id}/permissions/{overwrite_id}";
+const CHANNEL_DELETE_ROUTE: &str = "DELETE /channels/{channel_id}";
+const GUILD_CHANNEL_CREATE_ROUTE: &str = "POST /guilds/{guild_id}/channels";
 const DM_CREATE_ROUTE: &str = "POST /users/@me/channels";
 const THREAD_CREATE_ROUTE: &str = "POST /channels/{channel_id}/threads";
 const THREAD_FROM_MESSAGE_ROUTE: &str = "POST /channels/{channel_id}/messages/{message_id}/threads";
@@ -493,10 +508,17 @@ fn route(
         ("POST", ["channels", _, "messages", "bulk-delete"]) => {
             (BULK_DELETE_ROUTE, moderation::bulk_delete)
         }
-        ("GET", ["channels", _]) => (CHANNEL_GET_ROUTE, moderation::get_channel),
-        ("PATCH", ["channels", _]) => (CHANNEL_PATCH_ROUTE, moderation::update_channel),
+        ("GET", ["channels", _]) => (CHANNEL_GET_ROUTE, channels::get_channel),
+        ("PATCH", ["channels", _]) => (CHANNEL_PATCH_ROUTE, channels::update_channel),
+        ("DELETE", ["channels", _]) => (CHANNEL_DELETE_ROUTE, channels::delete_channel),
         ("PUT", ["channels", _, "permissions", _]) => {
-            (OVERWRITE_PUT_ROUTE, moderation::put_overwrite)
+            (OVERWRITE_PUT_ROUTE, channels::put_overwrite)
+        }
+        ("DELETE", ["channels", _, "permissions", _]) => {
+            (OVERWRITE_DELETE_ROUTE, channels::delete_overwrite)
+        }
+        ("POST", ["guilds", _, "channels"]) => {
+            (GUILD_CHANNEL_CREATE_ROUTE, channels::create_channel)
         }
         ("POST", ["users", "@me", "channels"]) => (DM_CREATE_ROUTE, moderation::create_dm),
         ("POST", ["channels", _, "threads"]) => (THREAD_CREATE_ROUTE, threads::create_thread),
@@ -584,7 +606,7 @@ fn guild_channels(shared: &Shared, segments: &[&str], _: &RequestBody) -> Outcom
     match bot_guild(shared, segments) {
         Some(guild) => Outcome::new(
             "",
-            json_response(StatusCode::OK, &payloads::guild_channels(guild)),
+            json_response(StatusCode::OK, &channels::guild_channels(shared, guild)),
         ),
         None => unknown_guild(),
     }
@@ -798,6 +820,13 @@ fn create_message(shared: &Shared, segments: &[&str], body: &RequestBody) -> Out
         && let Err(outcome) = crate::threads::check_postable(thread)
     {
         return *outcome;
+    }
+    if shared
+        .channels
+        .get(channel_id)
+        .is_some_and(|c| c.kind == channels::GUILD_CATEGORY)
+    {
+        return threads::wrong_channel_type();
     }
     let message_id = post_as_bot(shared, channel_id, &message);
     if let (Some(guild), Some(_)) = (guild, thread) {

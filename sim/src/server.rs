@@ -332,6 +332,48 @@ impl SimHandle {
             .collect()
     }
 
+    /// Channels made in the guild at run time (text channels and categories), oldest first,
+    /// as Discord's channel objects.
+    pub fn channels(&self, guild_id: u64) -> Vec<serde_json::Value> {
+        let Some(guild) = self.shared.world.guild(guild_id) else {
+            return Vec::new();
+        };
+        self.shared
+            .channels
+            .of_guild(guild_id)
+            .iter()
+            .map(|c| crate::channels::channel_object(&self.shared, guild, c.id))
+            .collect()
+    }
+
+    /// A guild admin makes a category in the Discord client (CHANNEL_CREATE follows); its id,
+    /// `None` for an unknown guild or one with 500 channels.
+    pub fn create_category(&self, guild_id: u64, name: &str) -> Option<u64> {
+        let guild = self.shared.world.guild(guild_id)?;
+        crate::channels::admin_makes_category(&self.shared, guild, name)
+    }
+
+    /// A member's permissions in a channel (or thread's parent) as its overwrites make them;
+    /// empty when they do not see it.
+    pub fn member_permissions(
+        &self,
+        guild_id: u64,
+        channel_id: u64,
+        user_id: u64,
+    ) -> twilight_model::guild::Permissions {
+        match self.shared.world.guild(guild_id) {
+            Some(guild) if self.shared.has_channel(guild, channel_id) => {
+                crate::moderation::member_permissions(
+                    &self.shared,
+                    guild,
+                    user_id,
+                    Some(channel_id),
+                )
+            }
+            _ => twilight_model::guild::Permissions::empty(),
+        }
+    }
+
     /// The members of a thread, by user id (empty for no thread).
     pub fn thread_members(&self, thread_id: u64) -> Vec<u64> {
         self.shared
@@ -430,6 +472,22 @@ impl SimHandle {
             .revoke_bot_permissions(guild_id, permissions);
     }
 
+    /// An admin edits the bot's role in a guild to grant only `permissions` of those it was
+    /// invited with (@everyone's stay): GUILD_ROLE_UPDATE, and the bot's REST calls there
+    /// are refused with 50013 past it. `false` for an unknown guild.
+    pub fn edit_bot_role(
+        &self,
+        guild_id: u64,
+        permissions: twilight_model::guild::Permissions,
+    ) -> bool {
+        let shared = &self.shared;
+        let Some(guild) = shared.world.guild(guild_id) else {
+            return false;
+        };
+        crate::moderation::edit_bot_role(shared, guild, permissions);
+        true
+    }
+
     /// A member's `communication_disabled_until`, if timed out.
     pub fn timeout_of(&self, guild_id: u64, user_id: u64) -> Option<String> {
         self.shared.moderation.timeout_of(guild_id, user_id)
@@ -455,6 +513,36 @@ impl SimHandle {
         self.shared
             .moderation
             .message_exists(channel_id, message_id)
+    }
+
+    /// The DM channel the bot opened with `user_id` (`POST /users/@me/channels`), if it did.
+    pub fn dm_channel_of(&self, user_id: u64) -> Option<u64> {
+        self.shared.moderation.dm_channel_of(user_id)
+    }
+
+    /// A DM from the bot to `user_id` that the ledger never saw: what a node that crashed
+    /// after sending it left behind, in a test's story. Opens the DM channel if needed and
+    /// keeps the message there (`GET /channels/{dm}/messages` lists it); the channel's id.
+    pub fn bot_dm_sent_before(&self, user_id: u64, content: &str) -> u64 {
+        let channel_id = self
+            .shared
+            .moderation
+            .open_dm(user_id, self.shared.new_message_id());
+        let bot = &self.shared.world.bot;
+        self.shared.moderation.keep(
+            channel_id,
+            crate::moderation::Stored {
+                id: self.shared.new_message_id(),
+                author_id: bot.user_id,
+                username: bot.username.clone(),
+                bot: true,
+                content: content.to_owned(),
+                components: serde_json::Value::Null,
+                attachments: Vec::new(),
+                edited_ms: None,
+            },
+        );
+        channel_id
     }
 
     /// Everything recorded so far.

@@ -11,6 +11,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, watch};
 use twilight_model::gateway::Intents;
+use twilight_model::guild::Permissions;
 
 use crate::ban::InvalidRequests;
 use crate::clock::Clock;
@@ -59,6 +60,8 @@ pub(crate) struct Shared {
     pub(crate) oauth: crate::oauth::OAuth,
     /// What moderation changed: bans, timeouts, slowmode, overwrites, recent messages.
     pub(crate) moderation: crate::moderation::ModerationState,
+    /// Guild channels made at run time, and names given to generated ones.
+    pub(crate) channels: crate::channels::ChannelState,
     /// Threads made at run time, with their members.
     pub(crate) threads: crate::threads::ThreadState,
     /// The application's entitlements (app subscriptions).
@@ -117,6 +120,7 @@ impl Shared {
             member_requests: MemberRequests::new(clock.scaled(MEMBER_REQUEST_WINDOW)),
             oauth: crate::oauth::OAuth::default(),
             moderation: Default::default(),
+            channels: Default::default(),
             threads: Default::default(),
             entitlements: Default::default(),
             automod: Default::default(),
@@ -253,7 +257,13 @@ impl Shared {
             return None;
         }
         if let Some(thread) = self.threads.get(channel_id)
-            && (!thread.visible_to(guild, author_id) || (thread.archived && thread.locked))
+            && thread.archived
+            && thread.locked
+        {
+            return None;
+        }
+        if author_id != self.world.bot.user_id
+            && !self.member_may_post(guild, channel_id, author_id)
         {
             return None;
         }
@@ -393,18 +403,40 @@ impl Shared {
         true
     }
 
-    /// The guild of a channel or of a thread made at run time.
+    /// The guild of a channel, or of a channel or thread made at run time.
     pub(crate) fn guild_of_channel(&self, channel_id: u64) -> Option<&crate::world::Guild> {
         self.world.guild_of_channel(channel_id).or_else(|| {
             self.threads
                 .guild_of(channel_id)
+                .or_else(|| self.channels.guild_of(channel_id))
                 .and_then(|guild_id| self.world.guild(guild_id))
         })
     }
 
     /// Whether the channel, or thread, is the guild's.
     pub(crate) fn has_channel(&self, guild: &crate::world::Guild, channel_id: u64) -> bool {
-        guild.has_channel(channel_id) || self.threads.guild_of(channel_id) == Some(guild.id)
+        guild.has_channel(channel_id)
+            || self.threads.guild_of(channel_id) == Some(guild.id)
+            || self.channels.guild_of(channel_id) == Some(guild.id)
+    }
+
+    /// Whether a member may post in a channel: they see it and may send there (in a thread:
+    /// they see the thread and may send in threads), as its overwrites say; not in a category.
+    fn member_may_post(&self, guild: &crate::world::Guild, channel_id: u64, user: u64) -> bool {
+        if self
+            .channels
+            .get(channel_id)
+            .is_some_and(|c| c.kind == crate::channels::GUILD_CATEGORY)
+        {
+            return false;
+        }
+        let send = match self.threads.get(channel_id) {
+            Some(thread) if !thread.visible_to(guild, user) => return false,
+            Some(_) => Permissions::SEND_MESSAGES_IN_THREADS,
+            None => Permissions::SEND_MESSAGES,
+        };
+        crate::moderation::member_permissions(self, guild, user, Some(channel_id))
+            .contains(Permissions::VIEW_CHANNEL | send)
     }
 
     /// Issues an interaction of `kind` with `data` from a member in a channel (or thread),
@@ -530,8 +562,8 @@ impl Shared {
             })
     }
 
-    /// A member may act in a channel they see: any of the guild's, a public thread, or a
-    /// private thread they are in (the owner sees every thread).
+    /// A member may act in a channel they see: one whose overwrites let them view it, a
+    /// public thread, or a private thread they are in (the owner sees everything).
     pub(crate) fn check_member_sees(
         &self,
         guild: &crate::world::Guild,
@@ -549,6 +581,14 @@ impl Shared {
                 StatusCode::FORBIDDEN,
                 format!("user {user_id} cannot see private thread {channel_id}"),
             )),
+            _ if !crate::moderation::member_permissions(self, guild, user_id, Some(channel_id))
+                .contains(Permissions::VIEW_CHANNEL) =>
+            {
+                Err((
+                    StatusCode::FORBIDDEN,
+                    format!("user {user_id} cannot see channel {channel_id}"),
+                ))
+            }
             _ => Ok(()),
         }
     }

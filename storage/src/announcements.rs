@@ -6,14 +6,21 @@
 //! absent) before it sends, and records the outcome only while the claim is still its own.
 //! So no two nodes send a campaign to one guild, and a claim left by a node that died between
 //! the two is visible and resolved by a rule (the actors' `announcements` module), never
-//! resent blindly. Nothing here names a user.
+//! resent blindly.
+//!
+//! A campaign may also go by DM to every user whose stored privacy flags allow it
+//! ([`crate::PrivacyFlags::may_announce`]: consent given, no objection or restriction), with one
+//! [`DmDelivery`] per (campaign, user) claimed and decided the same way. Those name the user:
+//! they are in the user's privacy index (export, erasure). Campaigns and every delivery record
+//! are kept [`Retention::campaigns`] from the campaign's creation (swept on redb, TTLs on
+//! ScyllaDB).
 //!
 //! Guilds' own scheduled announcements are rows of their guild (`schedules.rs`).
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::{AnnounceSchedule, StorageError, Timestamp};
+use crate::{AnnounceSchedule, Retention, StorageError, Timestamp};
 
 /// Longest campaign text: Discord's 2,000 characters, less room for the campaign's marker.
 pub const CAMPAIGN_MESSAGE_MAX_CHARS: usize = 1_850;
@@ -32,6 +39,14 @@ pub struct Campaign {
     /// Once set, no node starts another delivery of it.
     #[serde(default)]
     pub cancelled_at: Option<Timestamp>,
+    /// Also sent by DM to every user who consented to announcement DMs.
+    #[serde(default)]
+    pub dm: bool,
+}
+
+/// When a campaign and its delivery records go.
+pub(crate) fn campaign_expiry(campaign: &Campaign, retention: &Retention) -> Timestamp {
+    campaign.created_at.saturating_add(retention.campaigns)
 }
 
 /// Where a delivery stands.
@@ -77,6 +92,39 @@ pub struct Delivery {
     pub message_id: Option<u64>,
 }
 
+/// One campaign's DM to one user who consented to announcement DMs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DmDelivery {
+    pub campaign_id: u64,
+    /// The user's shard by Discord's formula ([`crate::shard_of`] of the user id): the node
+    /// that runs it sends the DM, so users are spread over the nodes as guilds are.
+    pub shard_id: u32,
+    pub user_id: u64,
+    pub state: DeliveryState,
+    /// Why it was skipped or failed: one of a few fixed words (a metric label too).
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The node (claimant name) that claimed it.
+    pub claimed_by: String,
+    /// When it was claimed or, once decided, when it was.
+    pub at: Timestamp,
+    /// The DM channel, once opened.
+    #[serde(default)]
+    pub channel_id: Option<u64>,
+    /// The message it sent, once sent.
+    #[serde(default)]
+    pub message_id: Option<u64>,
+}
+
+/// Users who may get announcement DMs, a page at a time.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecipientPage {
+    /// The users of this page whose flags allow announcement DMs.
+    pub users: Vec<u64>,
+    /// Where the next page starts (`after`); `None` after the last page.
+    pub next: Option<u64>,
+}
+
 /// Campaigns, opt-ins and deliveries.
 #[async_trait]
 pub trait AnnouncementRepo: Send + Sync + 'static {
@@ -105,6 +153,7 @@ pub trait AnnouncementRepo: Send + Sync + 'static {
     /// Claims a guild for a campaign: stores `delivery` (state `Claimed`) if the guild has
     /// no delivery of it yet, or, with `replacing`, if its delivery is still a claim by that
     /// claimant (taking over from a node that died); whether this call got it.
+    /// [`StorageError::NotFound`] if there is no such campaign (or it is past retention).
     async fn claim_delivery(
         &self,
         delivery: &Delivery,
@@ -122,6 +171,36 @@ pub trait AnnouncementRepo: Send + Sync + 'static {
         campaign_id: u64,
         shard_id: Option<u32>,
     ) -> Result<Vec<Delivery>, StorageError>;
+
+    /// A page of the users whose stored privacy flags allow announcement DMs, reading at most
+    /// `limit` users' flags after `after` (the previous page's `next`; `None` for the first).
+    /// The order is the backend's (user id on redb, token on ScyllaDB): only users who ever
+    /// set a choice have flags, so a campaign pages through them without reading anyone else.
+    async fn dm_recipients(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<RecipientPage, StorageError>;
+
+    /// Claims a user's DM of a campaign, as [`AnnouncementRepo::claim_delivery`] a guild;
+    /// [`StorageError::NotFound`] if there is no such campaign.
+    async fn claim_dm_delivery(
+        &self,
+        delivery: &DmDelivery,
+        replacing: Option<&str>,
+    ) -> Result<bool, StorageError>;
+
+    /// Records the outcome of a DM delivery its claimant holds, as
+    /// [`AnnouncementRepo::finish_delivery`].
+    async fn finish_dm_delivery(&self, delivery: &DmDelivery) -> Result<bool, StorageError>;
+
+    /// The campaign's DM deliveries to users of `shard_id` (of every shard with `None`), by
+    /// shard and user id.
+    async fn dm_deliveries(
+        &self,
+        campaign_id: u64,
+        shard_id: Option<u32>,
+    ) -> Result<Vec<DmDelivery>, StorageError>;
 
     /// Stores a guild's scheduled announcement, replacing the one of the same id.
     async fn put_announce_schedule(&self, schedule: &AnnounceSchedule) -> Result<(), StorageError>;
@@ -161,8 +240,48 @@ pub(crate) fn check_campaign(campaign: &Campaign) -> Result<(), StorageError> {
     Ok(())
 }
 
-pub(crate) fn check_claim(delivery: &Delivery) -> Result<(), StorageError> {
-    if delivery.state != DeliveryState::Claimed || delivery.claimed_by.is_empty() {
+/// A DM delivery's entry in its user's privacy index.
+pub(crate) fn dm_ref(delivery: &DmDelivery) -> crate::row_ref::RowRef {
+    crate::row_ref::RowRef::AnnouncementDm {
+        campaign: delivery.campaign_id,
+        shard: delivery.shard_id,
+        user: delivery.user_id,
+    }
+}
+
+/// What claims and outcomes are checked by, for guild and DM deliveries alike.
+pub(crate) trait Decision {
+    fn state(&self) -> DeliveryState;
+    fn reason(&self) -> Option<&str>;
+    fn claimed_by(&self) -> &str;
+}
+
+impl Decision for Delivery {
+    fn state(&self) -> DeliveryState {
+        self.state
+    }
+    fn reason(&self) -> Option<&str> {
+        self.reason.as_deref()
+    }
+    fn claimed_by(&self) -> &str {
+        &self.claimed_by
+    }
+}
+
+impl Decision for DmDelivery {
+    fn state(&self) -> DeliveryState {
+        self.state
+    }
+    fn reason(&self) -> Option<&str> {
+        self.reason.as_deref()
+    }
+    fn claimed_by(&self) -> &str {
+        &self.claimed_by
+    }
+}
+
+pub(crate) fn check_claim(delivery: &impl Decision) -> Result<(), StorageError> {
+    if delivery.state() != DeliveryState::Claimed || delivery.claimed_by().is_empty() {
         return Err(StorageError::Invalid(
             "a delivery is claimed by a named claimant".into(),
         ));
@@ -170,8 +289,8 @@ pub(crate) fn check_claim(delivery: &Delivery) -> Result<(), StorageError> {
     Ok(())
 }
 
-pub(crate) fn check_outcome(delivery: &Delivery) -> Result<(), StorageError> {
-    if delivery.state == DeliveryState::Claimed {
+pub(crate) fn check_outcome(delivery: &impl Decision) -> Result<(), StorageError> {
+    if delivery.state() == DeliveryState::Claimed {
         return Err(StorageError::Invalid(
             "a delivery's outcome is sent, skipped or failed".into(),
         ));
@@ -191,11 +310,21 @@ pub struct CampaignProgress {
 }
 
 impl CampaignProgress {
+    /// The progress of a campaign's deliveries to guilds.
     pub fn of(deliveries: &[Delivery]) -> Self {
+        Self::of_decisions(deliveries)
+    }
+
+    /// The progress of a campaign's DMs.
+    pub fn of_dms(deliveries: &[DmDelivery]) -> Self {
+        Self::of_decisions(deliveries)
+    }
+
+    fn of_decisions<D: Decision>(deliveries: &[D]) -> Self {
         let mut progress = Self::default();
         for delivery in deliveries {
-            let reason = || delivery.reason.clone().unwrap_or_else(|| "unknown".into());
-            match delivery.state {
+            let reason = || delivery.reason().unwrap_or("unknown").to_owned();
+            match delivery.state() {
                 DeliveryState::Claimed => progress.in_flight += 1,
                 DeliveryState::Sent => progress.sent += 1,
                 DeliveryState::Skipped => *progress.skipped.entry(reason()).or_default() += 1,
@@ -229,12 +358,14 @@ impl CampaignProgress {
 /// Discord guild has.
 const OPERATOR_AUDIT_GUILD: u64 = 0;
 
-/// Starts a campaign (its id: `now` in ms) and audits it as `announce.create` by `actor_id`
-/// (0 for the CLI); refused input stores nothing. What the CLI and the admin page both do.
+/// Starts a campaign (its id: `now` in ms; by DM too with `dm`) and audits it as
+/// `announce.create` by `actor_id` (0 for the CLI); refused input stores nothing. What the CLI
+/// and the admin page both do.
 pub async fn start_campaign(
     store: &dyn crate::Store,
     message: &str,
     title: Option<&str>,
+    dm: bool,
     now: Timestamp,
     actor_id: u64,
 ) -> Result<Campaign, StorageError> {
@@ -244,6 +375,7 @@ pub async fn start_campaign(
         message: message.trim().to_owned(),
         created_at: now,
         cancelled_at: None,
+        dm,
     };
     store.create_campaign(&campaign).await?;
     audit_campaign(store, &campaign, "announce.create", now, actor_id).await;
@@ -277,8 +409,12 @@ async fn audit_campaign(
         actor_id,
         target_id: None,
         action: action.to_owned(),
-        details: serde_json::json!({ "campaign": campaign.id, "title": campaign.title })
-            .to_string(),
+        details: serde_json::json!({
+            "campaign": campaign.id,
+            "title": campaign.title,
+            "dm": campaign.dm,
+        })
+        .to_string(),
     };
     // The change is made; only its record is missing, loudly.
     if let Err(err) = store.append_audit(&[entry]).await {

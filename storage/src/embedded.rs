@@ -173,6 +173,7 @@ impl EmbeddedStore {
             open(&txn, announcements::ANNOUNCE_OPT_INS)?;
             open(&txn, announcements::CAMPAIGNS)?;
             open(&txn, announcements::DELIVERIES)?;
+            open(&txn, announcements::DM_DELIVERIES)?;
             workflow_data::create_tables(&txn)?;
             open(&txn, announcements::SCHEDULES)?;
         }

@@ -52,7 +52,8 @@ mod writer;
 pub use accounts::{Account, AccountRepo};
 pub use announcements::{
     AnnouncementRepo, CAMPAIGN_MESSAGE_MAX_CHARS, CAMPAIGN_TITLE_MAX_CHARS, Campaign,
-    CampaignProgress, Delivery, DeliveryState, start_campaign, stop_campaign,
+    CampaignProgress, Delivery, DeliveryState, DmDelivery, RecipientPage, start_campaign,
+    stop_campaign,
 };
 pub use audit::{AuditEntry, AuditRepo};
 pub use automod::{
@@ -73,8 +74,8 @@ pub use moderation::{
 pub use plans::{Plan, PlanLimits};
 pub use premium::{
     AssignRefused, Entitlement, InboxEvent, MAX_SLOTS, PAST_DUE_GRACE, PremiumRepo, PremiumSlot,
-    RENEWAL_SLACK, assign_slot, entitlements, entitlements_of, guild_plan, plan_at, refresh_slots,
-    subscription_until,
+    RENEWAL_SLACK, SlotAdded, assign_slot, entitlements, entitlements_of, guild_plan, plan_at,
+    refresh_slots, subscription_until,
 };
 pub use privacy::{
     ExportDocument, PreparedExport, PrivacyFlags, PrivacyRepo, PrivacyRequest, RequestKind,
@@ -90,8 +91,8 @@ pub use scylla::{
 };
 
 pub use tickets::{
-    TICKET_REASON_MAX_CHARS, Ticket, TicketQuery, TicketRepo, TicketsConfig, TranscriptAttachment,
-    TranscriptMessage,
+    TICKET_REASON_MAX_CHARS, Ticket, TicketPlace, TicketQuery, TicketRepo, TicketsConfig,
+    TranscriptAttachment, TranscriptMessage,
 };
 pub use time::{Retention, Timestamp};
 pub use timers::{

@@ -16,12 +16,12 @@ use crate::{
     Account, AccountRepo, AuditEntry, AuditRepo, BillingRepo, ClusterRepo, DataRights,
     EmbeddedStore, GuildConfig, GuildConfigRepo, InboxEvent, LeaderAnnouncement, Lease, NodeRecord,
     PremiumRepo, PremiumSlot, PreparedExport, PrivacyFlags, PrivacyRepo, PrivacyRequest, PromoCode,
-    Redemption, ScyllaStore, SessionCheckpoint, ShardAssignment, StorageError, StoredRow,
-    Subscription, Ticket, TicketQuery, TicketRepo, Timestamp, TranscriptMessage, UsageCount,
-    UsageRepo, UserExport, VersionedConfig, WebSession, WebSessionRepo, Workflow, WorkflowRepo,
-    WorkflowRun, WorkflowVariable,
+    Redemption, ScyllaStore, SessionCheckpoint, ShardAssignment, SlotAdded, StorageError,
+    StoredRow, Subscription, Ticket, TicketQuery, TicketRepo, Timestamp, TranscriptMessage,
+    UsageCount, UsageRepo, UserExport, VersionedConfig, WebSession, WebSessionRepo, Workflow,
+    WorkflowRepo, WorkflowRun, WorkflowVariable,
 };
-use crate::{AnnounceSchedule, AnnouncementRepo, Campaign, Delivery};
+use crate::{AnnounceSchedule, AnnouncementRepo, Campaign, Delivery, DmDelivery, RecipientPage};
 use crate::{AutomodHit, AutomodRepo, Case, ModerationRepo, Timer, TimerRepo};
 
 /// A backend, as the `backend` label names it.
@@ -181,6 +181,7 @@ metered!("premium", PremiumRepo {
     fn finish_event(&self, event_id: &str, outcome: &str) -> ();
     fn apply_subscription(&self, subscription: &Subscription) -> bool;
     fn put_slot(&self, slot: &PremiumSlot) -> ();
+    fn add_slot(&self, slot: &PremiumSlot, held: usize) -> SlotAdded;
     fn remove_slot(&self, user_id: u64, guild_id: u64) -> bool;
     fn slots_of_user(&self, user_id: u64) -> Vec<PremiumSlot>;
     fn guild_slot(&self, guild_id: u64) -> Option<PremiumSlot>;
@@ -265,6 +266,10 @@ metered!("announcements", AnnouncementRepo {
     fn claim_delivery(&self, delivery: &Delivery, replacing: Option<&str>) -> bool;
     fn finish_delivery(&self, delivery: &Delivery) -> bool;
     fn deliveries(&self, campaign_id: u64, shard_id: Option<u32>) -> Vec<Delivery>;
+    fn dm_recipients(&self, after: Option<u64>, limit: usize) -> RecipientPage;
+    fn claim_dm_delivery(&self, delivery: &DmDelivery, replacing: Option<&str>) -> bool;
+    fn finish_dm_delivery(&self, delivery: &DmDelivery) -> bool;
+    fn dm_deliveries(&self, campaign_id: u64, shard_id: Option<u32>) -> Vec<DmDelivery>;
     fn put_announce_schedule(&self, schedule: &AnnounceSchedule) -> ();
     fn announce_schedules(&self, guild_id: u64) -> Vec<AnnounceSchedule>;
     fn delete_announce_schedule(&self, guild_id: u64, schedule_id: u64) -> bool;

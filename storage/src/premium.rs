@@ -94,6 +94,12 @@ pub trait PremiumRepo: Send + Sync + 'static {
     /// the guild.
     async fn put_slot(&self, slot: &PremiumSlot) -> Result<(), StorageError>;
 
+    /// Adds the user's slot on `slot.guild_id`, atomically with every other assignment: only
+    /// while the user holds at most `held` slots on other guilds (the count the caller checked
+    /// against their entitlements) and no other user's live slot holds the guild (an ended one
+    /// is replaced). Adding a guild the user's slot already holds renews it.
+    async fn add_slot(&self, slot: &PremiumSlot, held: usize) -> Result<SlotAdded, StorageError>;
+
     /// Frees the user's slot on the guild; `false` if there was none.
     async fn remove_slot(&self, user_id: u64, guild_id: u64) -> Result<bool, StorageError>;
 
@@ -234,35 +240,61 @@ pub enum AssignRefused {
     GuildTaken,
 }
 
+/// What [`PremiumRepo::add_slot`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SlotAdded {
+    Added,
+    /// Another user's live slot holds the guild.
+    GuildTaken,
+    /// The user holds more slots than the caller counted: a concurrent assignment won.
+    SlotsChanged,
+}
+
+/// How many times [`assign_slot`] counts again after a concurrent assignment of the same
+/// user's won; each lost race means one more slot is taken, so this is never reached for a
+/// user with fewer slots.
+const ASSIGN_TRIES: usize = 8;
+
 /// Gives one of the user's free slots to `guild_id` (already checked: the user manages it).
-/// Assigning a guild the user's slot already holds changes nothing.
+/// Assigning a guild the user's slot already holds changes nothing. Concurrent assignments,
+/// by the same user or by others, never give a user more slots than they are entitled to nor
+/// a guild two holders: the store adds the slot only if the count it was checked against is
+/// still true ([`PremiumRepo::add_slot`]).
 pub async fn assign_slot<S: BillingRepo + PremiumRepo + ?Sized>(
     store: &S,
     user_id: u64,
     guild_id: u64,
     now: Timestamp,
 ) -> Result<Result<PremiumSlot, AssignRefused>, StorageError> {
-    let slots = refresh_slots(store, user_id, now).await?;
-    if let Some(slot) = slots.iter().find(|slot| slot.guild_id == guild_id) {
-        return Ok(Ok(slot.clone()));
+    for _ in 0..ASSIGN_TRIES {
+        let slots = refresh_slots(store, user_id, now).await?;
+        let held = slots.iter().find(|slot| slot.guild_id == guild_id);
+        if let Some(slot) = held
+            && store.guild_slot(guild_id).await?.as_ref() == Some(slot)
+        {
+            return Ok(Ok(slot.clone()));
+        }
+        let entitlements = entitlements_of(store, user_id, now).await?;
+        // A slot the user holds on this guild without holding the guild (an assignment that
+        // stopped half-way) is claimed again, counted as one of theirs.
+        let index = held.map_or(slots.len(), |_| slots.len() - 1);
+        let Some(entitlement) = entitlements.get(index) else {
+            return Ok(Err(AssignRefused::NoFreeSlot));
+        };
+        let slot = PremiumSlot {
+            guild_id,
+            user_id,
+            assigned_at: now,
+            plan: entitlement.plan,
+            until: entitlement.until,
+        };
+        match store.add_slot(&slot, index).await? {
+            SlotAdded::Added => return Ok(Ok(slot)),
+            SlotAdded::GuildTaken => return Ok(Err(AssignRefused::GuildTaken)),
+            SlotAdded::SlotsChanged => continue,
+        }
     }
-    if let Some(holder) = store.guild_slot(guild_id).await?
-        && holder.user_id != user_id
-        && holder.until > now
-    {
-        return Ok(Err(AssignRefused::GuildTaken));
-    }
-    let entitlements = entitlements_of(store, user_id, now).await?;
-    let Some(entitlement) = entitlements.get(slots.len()) else {
-        return Ok(Err(AssignRefused::NoFreeSlot));
-    };
-    let slot = PremiumSlot {
-        guild_id,
-        user_id,
-        assigned_at: now,
-        plan: entitlement.plan,
-        until: entitlement.until,
-    };
-    store.put_slot(&slot).await?;
-    Ok(Ok(slot))
+    Err(StorageError::Database(format!(
+        "user {user_id}: too many concurrent premium assignments"
+    )))
 }

@@ -472,6 +472,7 @@ pub const BREACH_TABLES: &[(&str, &[&str], Option<&str>)] = &[
     ("timers", &["users"], None),
     ("workflow_variables", &["user_id"], Some("updated_at")),
     ("workflow_runs", &["user_id"], Some("at")),
+    ("announce_dm_deliveries", &["user_id"], Some("at")),
 ];
 
 /// One user a breach touches, and which of the tables hold their data.

@@ -2,9 +2,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Account, AuditEntry, AutomodHit, Case, InboxEvent, PremiumSlot, PrivacyFlags, PrivacyRequest,
-    Redemption, StorageError, Subscription, Ticket, TimerExport, Timestamp, TranscriptMessage,
-    WebSessionExport, Workflow, WorkflowRun, WorkflowVariable,
+    Account, AuditEntry, AutomodHit, Case, DmDelivery, InboxEvent, PremiumSlot, PrivacyFlags,
+    PrivacyRequest, Redemption, StorageError, Subscription, Ticket, TimerExport, Timestamp,
+    TranscriptMessage, WebSessionExport, Workflow, WorkflowRun, WorkflowVariable,
 };
 
 /// Everything stored about one user, for the privacy centre's access and export requests.
@@ -52,6 +52,9 @@ pub struct UserExport {
     /// Traces of workflow runs the user's events started.
     #[serde(default)]
     pub workflow_runs: Vec<WorkflowRun>,
+    /// Service announcements sent (or tried) to the user by DM, with their consent.
+    #[serde(default)]
+    pub announcement_dms: Vec<DmDelivery>,
 }
 
 /// One stored row rendered as text, with its table: what the data-rights tests scan.

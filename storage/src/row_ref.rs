@@ -75,6 +75,12 @@ pub(crate) enum RowRef {
         workflow: u64,
         slot: u32,
     },
+    /// A campaign's DM to the user.
+    AnnouncementDm {
+        campaign: u64,
+        shard: u32,
+        user: u64,
+    },
 }
 
 impl RowRef {
@@ -107,6 +113,11 @@ impl RowRef {
                 workflow,
                 slot,
             } => (14, &[*guild, *workflow, u64::from(*slot)], &[]),
+            Self::AnnouncementDm {
+                campaign,
+                shard,
+                user,
+            } => (16, &[*campaign, u64::from(*shard), *user], &[]),
         };
         let mut out = Vec::with_capacity(1 + 8 * numbers.len() + tail.len());
         out.push(tag);
@@ -216,6 +227,14 @@ impl RowRef {
                     slot: u32::try_from(n(2)?).map_err(|_| bad())?,
                 }
             }
+            16 => {
+                exact(3)?;
+                Self::AnnouncementDm {
+                    campaign: n(0)?,
+                    shard: u32::try_from(n(1)?).map_err(|_| bad())?,
+                    user: n(2)?,
+                }
+            }
             _ => return Err(bad()),
         })
     }
@@ -294,6 +313,11 @@ mod tests {
                 workflow: 2,
                 slot: 9,
             },
+            RowRef::AnnouncementDm {
+                campaign: 1,
+                shard: 2,
+                user: 3,
+            },
         ];
         for row in refs {
             assert_eq!(RowRef::parse(&row.bytes()).unwrap(), row);
@@ -307,5 +331,6 @@ mod tests {
         assert!(RowRef::parse(&[11, 1]).is_err());
         assert!(RowRef::parse(&[13, 1]).is_err());
         assert!(RowRef::parse(&[14, 1]).is_err());
+        assert!(RowRef::parse(&[16, 1]).is_err());
     }
 }

@@ -27,6 +27,20 @@ pub struct Ticket {
     /// Why it was closed, as the closer said (at most [`TICKET_REASON_MAX_CHARS`]).
     #[serde(default)]
     pub close_reason: Option<String>,
+    /// Whether `channel_id` is a private thread or a channel of its own.
+    #[serde(default)]
+    pub place: TicketPlace,
+}
+
+/// Where a guild's tickets are opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TicketPlace {
+    /// A private thread of the panel's channel.
+    #[default]
+    Thread,
+    /// A text channel of its own, which only the opener, the staff roles and the bot see.
+    Channel,
 }
 
 /// A guild's ticket settings, part of its [`GuildConfig`](crate::GuildConfig); the guild
@@ -42,6 +56,10 @@ pub struct TicketsConfig {
     pub max_open_per_member: u32,
     /// Hours without a message before the bot closes a ticket; `None`: the operator's period.
     pub idle_close_hours: Option<u32>,
+    /// Threads or channels.
+    pub place: TicketPlace,
+    /// The category ticket channels are made in; `None`: outside any category.
+    pub channel_category: Option<u64>,
 }
 
 impl TicketsConfig {
@@ -67,6 +85,8 @@ impl Default for TicketsConfig {
             categories: Vec::new(),
             max_open_per_member: 1,
             idle_close_hours: None,
+            place: TicketPlace::Thread,
+            channel_category: None,
         }
     }
 }

@@ -134,6 +134,10 @@ pub struct Retention {
     pub workflow_variables: Duration,
     /// Traces of workflow runs, counted from the run: long enough to debug last week's runs.
     pub workflow_runs: Duration,
+    /// Operators' announcement campaigns and their delivery records (to guilds and by DM),
+    /// counted from the campaign's creation: a record of what the service sent, an
+    /// administrative log.
+    pub campaigns: Duration,
 }
 
 impl Retention {
@@ -152,6 +156,8 @@ impl Retention {
         // stale; a trace is for debugging recent runs.
         workflow_variables: days(365),
         workflow_runs: days(7),
+        // "Administrative and security logs retained for 1 year".
+        campaigns: days(365),
     };
 }
 

@@ -32,6 +32,7 @@ fn ticket(id: u64, at: Timestamp) -> Ticket {
         claimed_at: None,
         first_response_at: None,
         close_reason: None,
+        place: protonn_storage::TicketPlace::Thread,
     }
 }
 

@@ -3,7 +3,7 @@
 //! with its own data directory and ports bound to 0. Losses and duplicates are read from the simulator's ledger: every `!ping` the
 //! test sends must be answered in its channel exactly once (at least once after a crash).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -165,6 +165,42 @@ async fn shards_spread_move_and_survive_node_and_leader_loss_without_losing_even
         "shards moved to the new node: {}",
         joined.handoffs
     );
+    // Each node exports the per-shard series of the shards it runs now: those handed to the
+    // new node left the old owners' `/metrics`.
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let status = cluster.status().await.expect("the leader answers");
+        let mut mismatched = Vec::new();
+        for node in &status.nodes {
+            let runs: BTreeSet<String> = status
+                .shards
+                .iter()
+                .filter(|shard| shard.node_id == node.node_id)
+                .map(|shard| shard.shard_id.to_string())
+                .collect();
+            let (_, metrics) = http_get(cluster.node_ops[&node.name], "/metrics").await;
+            let exported: BTreeSet<String> = metrics
+                .lines()
+                .filter_map(|line| line.strip_prefix("protonn_shard_resumes_total{shard=\""))
+                .filter_map(|rest| rest.split('"').next())
+                .map(str::to_owned)
+                .collect();
+            if exported != runs {
+                mismatched.push(format!(
+                    "{}: runs {runs:?}, exports {exported:?}",
+                    node.name
+                ));
+            }
+        }
+        if mismatched.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "per-shard series: {mismatched:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     cluster.nodes["node-b"].signal("-TERM");
     let status = cluster.nodes.get_mut("node-b").unwrap().exited().await;
     assert!(status.success(), "a drained node exits cleanly: {status}");
@@ -611,6 +647,7 @@ async fn each_credential_does_only_what_its_scope_allows() {
         message: "from a stolen node token".to_owned(),
         created_at: Timestamp::now(),
         cancelled_at: None,
+        dm: false,
     };
     let started = node_store.create_campaign(&campaign).await;
     assert!(

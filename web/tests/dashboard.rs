@@ -16,7 +16,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use protonn_actors::{
     ChannelSummary, GuildCall, GuildCallError, GuildCalls, GuildRequest, GuildResponse,
-    GuildSummary, MemberAccess, RoleSummary,
+    GuildSummary, MemberAccess, NativeRuleStatus, NativeSync, RoleSummary,
 };
 use protonn_sim::{GuildInfo, SimConfig, SimHandle, Simulator};
 use protonn_storage::{
@@ -29,6 +29,9 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 const WAIT: Duration = Duration::from_secs(20);
+/// What the fake bot says of every native automod rule.
+const NO_MANAGE_SERVER: &str =
+    "the bot needs the Manage Server permission to manage Discord's AutoMod rules";
 
 /// Guilds as the bot's nodes would answer for them: configs with versions and history, the
 /// owner may manage, others may not (unless granted), guilds the sim removed are unknown.
@@ -163,6 +166,23 @@ impl GuildCalls for FakeGuilds {
             GuildRequest::AutomodHits { .. } => Ok(GuildResponse::AutomodHits { hits: Vec::new() }),
             GuildRequest::AutomodTest { .. } => Ok(GuildResponse::AutomodTest {
                 matches: Vec::new(),
+            }),
+            // As a bot without Manage Server answers.
+            GuildRequest::AutomodNative => Ok(GuildResponse::AutomodNative {
+                rules: self
+                    .current(guild.id)
+                    .config
+                    .automod
+                    .rules
+                    .iter()
+                    .filter(|rule| rule.native)
+                    .map(|rule| NativeRuleStatus {
+                        rule: rule.name.clone(),
+                        sync: NativeSync::NotOnDiscord {
+                            why: NO_MANAGE_SERVER.into(),
+                        },
+                    })
+                    .collect(),
             }),
             // Nor workflow pages.
             GuildRequest::ListWorkflows
@@ -467,6 +487,38 @@ async fn sim_stats(h: &Harness) -> serde_json::Value {
     )
     .await;
     serde_json::from_slice(&answer.2).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_automod_page_says_why_discord_does_not_run_a_native_rule() {
+    let h = start().await;
+    let (mut browser, guild) = logged_in_owner(&h).await;
+    let path = format!("/guilds/{}/automod", guild.id);
+    let page = text(&browser.get(&path).await);
+    assert!(
+        !page.contains("Native rules on Discord"),
+        "no native rule, no section (and no call): {page}"
+    );
+    let rules = r#"{"rules":[{"name":"scams","trigger":{"kind":"keywords","words":["scam*"]},"actions":[{"kind":"delete"}],"native":true},{"name":"invites","trigger":{"kind":"invite_links"},"actions":[{"kind":"delete"}]}]}"#;
+    let fields = [
+        ("csrf", field(&page, "csrf")),
+        ("expected_version", "0".to_owned()),
+        ("idempotency_key", field(&page, "idempotency_key")),
+        ("rules", rules.to_owned()),
+    ];
+    let saved = browser.post(&path, &pairs(&fields)).await;
+    assert_eq!(saved.0, StatusCode::SEE_OTHER, "{}", text(&saved));
+    let page = text(&browser.get(&path).await);
+    let section = &page[page
+        .find("Native rules on Discord")
+        .unwrap_or_else(|| panic!("{page}"))..];
+    let table = &section[..section.find("</table>").unwrap()];
+    assert!(table.contains("scams"), "{table}");
+    assert!(!table.contains("invites"), "only native rules: {table}");
+    assert!(
+        table.contains("No: the bot needs the Manage Server permission"),
+        "{table}"
+    );
 }
 
 #[tokio::test]
@@ -1338,18 +1390,24 @@ async fn an_operator_starts_follows_and_cancels_an_announcement_and_nobody_else_
                 ("csrf", csrf.as_str()),
                 ("title", "Maintenance"),
                 ("message", "The bot restarts at 02:00 UTC."),
+                ("dm", "1"),
             ],
         )
         .await;
     assert_eq!(started.0, StatusCode::SEE_OTHER, "{}", text(&started));
     let campaigns = h.store.campaigns().await.unwrap();
     assert_eq!(campaigns.len(), 1);
+    assert!(campaigns[0].dm, "by DM too, as chosen");
     let id = campaigns[0].id.to_string();
     let page = text(&browser.get("/admin/announcements").await);
     assert!(page.contains("Maintenance"), "{page}");
     assert!(
-        page.contains("sent 0, in flight 0, skipped 0, failed 0"),
+        page.contains("<td class=\"progress\">sent 0, in flight 0, skipped 0, failed 0</td>"),
         "{page}"
+    );
+    assert!(
+        page.contains("<td class=\"dms\">sent 0, in flight 0, skipped 0, failed 0</td>"),
+        "the DMs' progress: {page}"
     );
 
     let cancelled = browser

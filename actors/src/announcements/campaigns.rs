@@ -12,7 +12,8 @@
 //! blindly.
 //!
 //! Messages go in the REST client's background lane: below every reply and interaction
-//! response, within the node's REST share.
+//! response, within the node's REST share. A campaign with `dm` then goes by DM to the users
+//! of those shards who consented (`dms.rs`), claimed and decided the same way.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -58,7 +59,7 @@ pub(crate) fn announcement_text(campaign: &Campaign) -> String {
     format!("{body}\n-# {}", marker(campaign.id))
 }
 
-fn marker(campaign_id: u64) -> String {
+pub(super) fn marker(campaign_id: u64) -> String {
     format!("Service announcement {campaign_id}")
 }
 
@@ -89,27 +90,58 @@ pub(crate) async fn deliver_round(services: Arc<Services>) {
             me: claimant(&services.node_name),
             checked: tokio::time::Instant::now(),
         };
+        let mut active = true;
         for &shard in &shards {
             match round.shard(shard).await {
                 Ok(true) => {}
-                Ok(false) => break,
+                Ok(false) => {
+                    active = false;
+                    break;
+                }
                 Err(err) => {
                     tracing::warn!(campaign = campaign.id, shard, error = %err, "announcement round stopped");
                 }
             }
         }
+        if active && campaign.dm {
+            if let Err(err) = round.dms(&shards).await {
+                tracing::warn!(campaign = campaign.id, error = %err, "announcement DM round stopped");
+            }
+        }
     }
 }
 
-struct Round<'a> {
-    services: &'a Services,
-    campaign: &'a Campaign,
-    me: String,
+pub(super) struct Round<'a> {
+    pub(super) services: &'a Services,
+    pub(super) campaign: &'a Campaign,
+    pub(super) me: String,
     /// When the campaign was last seen not cancelled.
     checked: tokio::time::Instant,
 }
 
 impl Round<'_> {
+    /// How to claim a delivery, given the one stored (its state, claimant and time): `None`
+    /// to leave it (decided, or another node's live claim), `Some(None)` for a fresh claim,
+    /// `Some(Some(claimant))` to take over that claimant's.
+    pub(super) fn claim_over(
+        &self,
+        stored: Option<(DeliveryState, &str, Timestamp)>,
+        now: Timestamp,
+    ) -> Option<Option<String>> {
+        let stale_after = self.services.runtime.timer_lease.as_millis() as u64;
+        match stored {
+            None => Some(None),
+            Some((state, _, _)) if state != DeliveryState::Claimed => None,
+            // Ours, left unsent (its turn did not come in time): claimed afresh.
+            Some((_, by, _)) if by == self.me => Some(Some(by.to_owned())),
+            Some((_, by, at)) if now.0.saturating_sub(at.0) > stale_after => {
+                Some(Some(by.to_owned()))
+            }
+            // Another node's claim, still live.
+            Some(_) => None,
+        }
+    }
+
     /// Delivers to the guilds of `shard` still to reach; `false` once the campaign was
     /// cancelled.
     async fn shard(&mut self, shard: u32) -> Result<bool, StorageError> {
@@ -124,7 +156,6 @@ impl Round<'_> {
             .into_iter()
             .map(|d| (d.guild_id, d))
             .collect();
-        let stale_after = self.services.runtime.timer_lease;
         for (guild_id, channel_id) in opt_ins {
             // Only a guild this node runs now: its shard may be moving.
             let held = Id::<GuildMarker>::new_checked(guild_id)
@@ -144,16 +175,11 @@ impl Round<'_> {
                 at: now,
                 message_id: None,
             };
-            let replacing = match known.get(&guild_id) {
-                None => None,
-                Some(old) if old.state != DeliveryState::Claimed => continue,
-                // Ours, left unsent (its turn did not come in time): claimed afresh.
-                Some(old) if old.claimed_by == self.me => Some(old.claimed_by.clone()),
-                Some(old) if now.0.saturating_sub(old.at.0) > stale_after.as_millis() as u64 => {
-                    Some(old.claimed_by.clone())
-                }
-                // Another node's claim, still live.
-                Some(_) => continue,
+            let stored = known
+                .get(&guild_id)
+                .map(|old| (old.state, old.claimed_by.as_str(), old.at));
+            let Some(replacing) = self.claim_over(stored, now) else {
+                continue;
             };
             if !self.still_active().await? {
                 return Ok(false);
@@ -168,7 +194,7 @@ impl Round<'_> {
     }
 
     /// Whether the campaign is still active, read again at most every [`CANCEL_CHECK`].
-    async fn still_active(&mut self) -> Result<bool, StorageError> {
+    pub(super) async fn still_active(&mut self) -> Result<bool, StorageError> {
         if self.checked.elapsed() < CANCEL_CHECK {
             return Ok(true);
         }
@@ -294,7 +320,10 @@ impl Round<'_> {
     }
 
     /// The campaign's message among the channel's recent ones, if it is there.
-    async fn find_posted(&self, channel: Id<ChannelMarker>) -> Result<Option<u64>, RestError> {
+    pub(super) async fn find_posted(
+        &self,
+        channel: Id<ChannelMarker>,
+    ) -> Result<Option<u64>, RestError> {
         let request = self
             .services
             .replies
@@ -338,8 +367,8 @@ impl Round<'_> {
 }
 
 #[derive(Deserialize)]
-struct Posted {
-    id: Id<MessageMarker>,
+pub(super) struct Posted {
+    pub(super) id: Id<MessageMarker>,
 }
 
 #[derive(Deserialize)]
@@ -361,6 +390,7 @@ mod tests {
             message: "Hello".into(),
             created_at: Timestamp(42),
             cancelled_at: None,
+            dm: false,
         };
         assert_eq!(
             announcement_text(&campaign),

@@ -9,13 +9,18 @@
 //!   the config: the bot's own rules there (made by the bot, named as the config's) are
 //!   listed, then made, changed or deleted. Discord keeps each rule's id; the list is where
 //!   the bot reads it, so a restart, a handoff or a failed push leaves nothing to remember:
-//!   the next change puts Discord right.
+//!   the next change puts Discord right. A change of plan alone reconciles too: rules past
+//!   the plan leave Discord, and come back with premium.
+//! - The bot checks its own Manage Server permission (from its roles, as moderation checks
+//!   its own) before it reads or changes Discord's rules; without it nothing is sent, and the
+//!   log and the dashboard (`status`) say what is missing.
 
 use protonn_storage::{AutomodAction, AutomodConfig, AutomodRule, Plan, Trigger};
 use serde_json::json;
 use twilight_http::request::Request;
 use twilight_http::routing::Route;
 use twilight_model::gateway::payload::incoming::AutoModerationActionExecution;
+use twilight_model::guild::Permissions;
 use twilight_model::guild::auto_moderation::{
     AutoModerationActionType, AutoModerationRule, AutoModerationTriggerMetadata,
     AutoModerationTriggerType,
@@ -23,6 +28,7 @@ use twilight_model::guild::auto_moderation::{
 
 use crate::feature::Effect;
 use crate::guild::Io;
+use crate::{NativeRuleStatus, NativeSync, moderation};
 
 /// Discord's caps: rules of each trigger type a guild may have.
 const KEYWORD_RULES_MAX: usize = 6;
@@ -226,25 +232,47 @@ impl NativeRule {
     }
 }
 
-/// Makes the bot's rules on Discord what `wanted` says: made, changed or deleted. Failures
-/// are logged; the next config change tries again.
-pub(crate) async fn reconcile(io: Io, wanted: Vec<NativeRule>) -> Vec<Effect> {
-    let guild_id = io.guild_id();
-    let Some(bot) = io.bot_id().await else {
-        return Vec::new();
-    };
-    let listed: Vec<AutoModerationRule> = match io
-        .send("automod_rules", io.http().auto_moderation_rules(guild_id))
+/// What Discord asks of the bot to read or change a guild's AutoMod rules.
+const MANAGE: Permissions = Permissions::MANAGE_GUILD;
+
+/// The bot's own rules on Discord (made by it), or why they cannot be read. The bot checks
+/// its permission first, as moderation does: without it Discord would answer 50013.
+async fn ours_on_discord(io: &Io) -> Result<Vec<AutoModerationRule>, String> {
+    // Roles not known yet (a moment after a start): Discord is asked and decides.
+    if let Ok(granted) = moderation::bot_permissions(io).await
+        && !granted.contains(MANAGE)
+    {
+        return Err(format!(
+            "the bot needs the {} permission to manage Discord's AutoMod rules",
+            moderation::permission_names(MANAGE - granted)
+        ));
+    }
+    let bot = io
+        .bot_id()
+        .await
+        .ok_or_else(|| "the bot is still connecting".to_owned())?;
+    let listed: Vec<AutoModerationRule> = io
+        .send(
+            "automod_rules",
+            io.http().auto_moderation_rules(io.guild_id()),
+        )
         .await
         .and_then(|reply| reply.model())
-    {
-        Ok(rules) => rules,
-        Err(err) => {
-            tracing::warn!(%guild_id, error = %err, "cannot list Discord's AutoMod rules");
+        .map_err(|err| format!("Discord's AutoMod rules could not be read ({err})"))?;
+    Ok(listed.into_iter().filter(|r| r.creator_id == bot).collect())
+}
+
+/// Makes the bot's rules on Discord what `wanted` says: made, changed or deleted. Failures
+/// are logged; the next change of the rules or of the plan tries again.
+pub(crate) async fn reconcile(io: Io, wanted: Vec<NativeRule>) -> Vec<Effect> {
+    let guild_id = io.guild_id();
+    let ours = match ours_on_discord(&io).await {
+        Ok(ours) => ours,
+        Err(why) => {
+            tracing::warn!(%guild_id, %why, "native AutoMod rules not pushed to Discord");
             return Vec::new();
         }
     };
-    let ours: Vec<&AutoModerationRule> = listed.iter().filter(|r| r.creator_id == bot).collect();
     for rule in &wanted {
         let outcome = match ours.iter().find(|r| r.name == rule.name) {
             Some(theirs) if rule.same_as(theirs) => continue,
@@ -279,6 +307,39 @@ pub(crate) async fn reconcile(io: Io, wanted: Vec<NativeRule>) -> Vec<Effect> {
         }
     }
     Vec::new()
+}
+
+/// Whether Discord runs each of `wanted` as configured, or why not: read from Discord now.
+pub(crate) async fn status(io: Io, wanted: Vec<NativeRule>) -> Vec<NativeRuleStatus> {
+    if wanted.is_empty() {
+        return Vec::new();
+    }
+    let ours = ours_on_discord(&io).await;
+    wanted
+        .into_iter()
+        .map(|rule| {
+            let sync = match &ours {
+                Err(why) => NativeSync::NotOnDiscord { why: why.clone() },
+                Ok(ours) => match ours.iter().find(|theirs| theirs.name == rule.name) {
+                    Some(theirs) if rule.same_as(theirs) => NativeSync::OnDiscord,
+                    Some(_) => NativeSync::NotOnDiscord {
+                        why: "Discord's rule of this name differs from it (the push failed: \
+                              see the bot's log)"
+                            .to_owned(),
+                    },
+                    None => NativeSync::NotOnDiscord {
+                        why: "Discord has no rule of this name (the push failed: see the \
+                              bot's log)"
+                            .to_owned(),
+                    },
+                },
+            };
+            NativeRuleStatus {
+                rule: rule.name,
+                sync,
+            }
+        })
+        .collect()
 }
 
 async fn send_json(

@@ -155,6 +155,7 @@ impl GuildState {
             | GuildRequest::RecentWorkflowEvents
             | GuildRequest::AutomodHits { .. }
             | GuildRequest::AutomodTest { .. }
+            | GuildRequest::AutomodNative
             | GuildRequest::ListAnnounceSchedules
             | GuildRequest::SaveAnnounceSchedule { .. }
             | GuildRequest::SetAnnounceSchedulePaused { .. }

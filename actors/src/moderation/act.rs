@@ -125,6 +125,13 @@ pub(crate) async fn by_the_bot(
     (acted, effects)
 }
 
+/// The bot's own permissions in the guild (its roles', by the node cache), or why they are
+/// not known yet: what a feature checks before asking Discord for something that needs one.
+pub(crate) async fn bot_permissions(io: &Io) -> Result<Permissions, Answer> {
+    let (guild, bot, bot_roles) = bot_side(io).await?;
+    Ok(guild.permissions(bot, &bot_roles))
+}
+
 /// The guild's roles, the bot's id and its roles.
 async fn bot_side(io: &Io) -> Result<(GuildRoles, u64, Vec<u64>), Answer> {
     let guild = GuildRoles::from_cache(io.cache(), io.guild_id()).ok_or_else(|| {

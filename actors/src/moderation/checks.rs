@@ -133,7 +133,8 @@ pub(crate) fn may_act_on(
 
 /// Permission names as Discord's client shows them, for "I need …" answers.
 pub(crate) fn names(permissions: Permissions) -> String {
-    const NAMES: [(Permissions, &str); 9] = [
+    const NAMES: [(Permissions, &str); 10] = [
+        (Permissions::MANAGE_GUILD, "Manage Server"),
         (Permissions::BAN_MEMBERS, "Ban Members"),
         (Permissions::KICK_MEMBERS, "Kick Members"),
         (Permissions::MODERATE_MEMBERS, "Timeout Members"),

@@ -5,13 +5,14 @@ use std::collections::BTreeMap;
 
 use protonn_storage::{AuditEntry, Ticket, Timer, Timestamp, TranscriptMessage};
 use serde::{Deserialize, Serialize};
+use twilight_model::channel::Message;
 use twilight_model::channel::message::AllowedMentions;
-use twilight_model::channel::{Channel, ChannelType, Message};
 use twilight_model::id::Id;
 use twilight_model::id::marker::{ChannelMarker, MessageMarker, UserMarker};
 
 use super::notes::{self, Notes};
 use super::parse::Request;
+use super::place::{self, noun};
 use super::settings::Settings;
 use super::{NAME, panel_components, ticket_components};
 use crate::feature::{Answer, Effect};
@@ -42,8 +43,8 @@ struct TicketTimer {
     number: u64,
 }
 
-/// Timer ids: `archive:<n>` archives a closed ticket's thread, `idle:<n>` closes a silent
-/// ticket.
+/// Timer ids: `archive:<n>` locks a closed ticket's thread or channel, `idle:<n>` closes a
+/// silent ticket.
 const ARCHIVE: &str = "archive:";
 const IDLE: &str = "idle:";
 
@@ -116,8 +117,8 @@ fn idle_timer(io: &Io, settings: &Settings, number: u64, last: Timestamp) -> Tim
     timer(io, IDLE, number, last.saturating_add(settings.idle_close))
 }
 
-/// The ticket whose thread is `channel_id`.
-async fn ticket_of_thread(
+/// The ticket whose thread or channel is `channel_id`.
+async fn ticket_of_channel(
     io: &Io,
     channel_id: Id<ChannelMarker>,
 ) -> Result<Option<Ticket>, Answer> {
@@ -144,10 +145,10 @@ async fn act(io: &Io, actor: &Actor, request: Request) -> Result<Vec<Effect>, An
         Request::Panel => panel(io, actor).await,
         Request::Reopen { number } => reopen(io, actor, number).await,
         request => {
-            let Some(ticket) = ticket_of_thread(io, actor.channel_id).await? else {
+            let Some(ticket) = ticket_of_channel(io, actor.channel_id).await? else {
                 return Err(Answer::new(
                     "invalid",
-                    "This is not a ticket's thread: use it in the ticket.",
+                    "This is not a ticket's thread or channel: use it in the ticket.",
                 ));
             };
             match request {
@@ -166,6 +167,7 @@ async fn panel(io: &Io, actor: &Actor) -> Result<Vec<Effect>, Answer> {
     if !actor.staff {
         return Err(staff_only("post a ticket panel"));
     }
+    place::check_bot(io, actor.settings.place).await?;
     let components = panel_components(&actor.settings.categories);
     let mentions = no_mentions();
     let request = io
@@ -188,13 +190,18 @@ async fn panel(io: &Io, actor: &Actor) -> Result<Vec<Effect>, Answer> {
 }
 
 /// Opens a ticket for the member who sent the topic modal: numbered by the store (which
-/// also holds them to their open-ticket limit), then a private thread with them in it.
+/// also holds them to their open-ticket limit), then a private thread or channel with them
+/// in it.
 pub(super) async fn open(
     io: Io,
     actor: Actor,
     topic: String,
     category: Option<String>,
 ) -> Vec<Effect> {
+    let place = actor.settings.place;
+    if let Err(answer) = place::check_bot(&io, place).await {
+        return vec![Effect::Reply(answer)];
+    }
     let opened_at = Timestamp::now();
     let mut ticket = Ticket {
         guild_id: io.guild_id().get(),
@@ -208,6 +215,7 @@ pub(super) async fn open(
         claimed_at: None,
         first_response_at: None,
         close_reason: None,
+        place,
     };
     let max_open = actor.settings.max_open_per_member;
     let number = match io.store().open_ticket(&ticket, max_open).await {
@@ -222,38 +230,25 @@ pub(super) async fn open(
     };
     ticket.ticket_id = number;
     let name = format!("ticket-{number}");
-    let request = io
-        .http()
-        .create_thread(actor.channel_id, &name, ChannelType::PrivateThread)
-        .invitable(false);
-    let thread: Channel = match io
-        .send("create_thread", request)
-        .await
-        .and_then(|reply| reply.model())
-    {
+    let opened = place::open(&io, &actor.settings, actor.channel_id, actor.user, &name).await;
+    let thread = match opened {
         Ok(thread) => thread,
         Err(err) => {
             // Closed at once, so it holds no place under the member's limit.
             ticket.closed_at = Some(Timestamp::now());
-            ticket.close_reason = Some("no thread could be opened".to_owned());
+            ticket.close_reason = Some(format!("no {} could be opened", noun(place)));
             let _ = io.store().put_ticket(&ticket).await;
-            let text = format!("Discord did not open a thread for the ticket here: {err}.");
+            let text = format!(
+                "Discord did not open a {} for the ticket: {err}.",
+                noun(place)
+            );
             return vec![Effect::Reply(Answer::new("error", text))];
         }
     };
-    ticket.channel_id = thread.id.get();
+    ticket.channel_id = thread.get();
     actor.notes.track(ticket.channel_id);
     if io.store().put_ticket(&ticket).await.is_err() {
         return vec![Effect::Reply(store_unavailable())];
-    }
-    if let Err(err) = io
-        .send(
-            "add_thread_member",
-            io.http().add_thread_member(thread.id, actor.user),
-        )
-        .await
-    {
-        tracing::warn!(guild_id = %io.guild_id(), ticket = number, error = %err, "opener not added to their ticket");
     }
     let category = ticket
         .category
@@ -267,7 +262,7 @@ pub(super) async fn open(
     let mentions = no_mentions();
     let first = io
         .http()
-        .create_message(thread.id)
+        .create_message(thread)
         .content(&welcome)
         .components(&components)
         .allowed_mentions(Some(&mentions));
@@ -276,22 +271,19 @@ pub(super) async fn open(
     }
     metrics::counter!(TICKETS_OPENED).increment(1);
     let details = serde_json::json!({
-        "thread": thread.id.get(),
+        noun(place): thread.get(),
         "topic": ticket.subject,
         "category": ticket.category,
     });
     vec![
         Effect::Timer(idle_timer(&io, &actor.settings, number, opened_at)),
         audit(&io, actor.user.get(), None, "open", number, details),
-        Effect::Reply(Answer::ok(format!(
-            "Ticket #{number} opened: <#{}>.",
-            thread.id
-        ))),
+        Effect::Reply(Answer::ok(format!("Ticket #{number} opened: <#{thread}>."))),
     ]
 }
 
-/// Closes a ticket: its thread copied into the transcript, the ticket stored closed, then
-/// the thread archived and locked by a timer due now (after this answer is posted).
+/// Closes a ticket: its messages copied into the transcript, the ticket stored closed, then
+/// its thread or channel locked by a timer due now (after this answer is posted).
 async fn close(
     io: &Io,
     actor: &Actor,
@@ -340,6 +332,10 @@ async fn close(
     } else {
         format!(": {reason}")
     };
+    let locked = match ticket.place {
+        protonn_storage::TicketPlace::Thread => "The thread is archived now.",
+        protonn_storage::TicketPlace::Channel => "The channel is locked now.",
+    };
     let details = serde_json::json!({"reason": reason, "transcript_lines": lines});
     Ok(vec![
         audit(
@@ -351,7 +347,7 @@ async fn close(
             details,
         ),
         Effect::Reply(Answer::ok(format!(
-            "Ticket #{number} closed by <@{}>{because}. The thread is archived now.",
+            "Ticket #{number} closed by <@{}>{because}. {locked}",
             actor.user
         ))),
         Effect::Timer(timer(io, ARCHIVE, number, now)),
@@ -365,7 +361,7 @@ fn seconds(from: Timestamp, to: Timestamp) -> f64 {
     to.0.saturating_sub(from.0) as f64 / 1000.0
 }
 
-/// Reads the thread page by page, newest first, appending each page to the transcript as
+/// Reads the ticket page by page, newest first, appending each page to the transcript as
 /// it comes (a long ticket is never held whole); the lines copied, and when the first
 /// message by someone other than the opener and bots was written (the first response).
 /// Messages deleted while the ticket was open, and the earlier texts of edited ones, come
@@ -518,22 +514,8 @@ async fn member(
             "The ticket's opener stays in it: close the ticket instead.",
         ));
     }
-    let thread = Id::new(ticket.channel_id);
-    let sent = if add {
-        io.send(
-            "add_thread_member",
-            io.http().add_thread_member(thread, Id::new(user)),
-        )
-        .await
-    } else {
-        io.send(
-            "remove_thread_member",
-            io.http().remove_thread_member(thread, Id::new(user)),
-        )
-        .await
-    };
-    match sent {
-        Ok(_) => {}
+    match place::let_in_or_out(io, &ticket, Id::new(user), add).await {
+        Ok(()) => {}
         Err(crate::rest::RestError::Status { status: 404, .. }) => {
             let text = if add {
                 format!("<@{user}> is not a member of this server.")
@@ -577,11 +559,7 @@ async fn rename(io: &Io, actor: &Actor, ticket: Ticket, name: &str) -> Result<Ve
         ));
     }
     let full = format!("ticket-{number}-{name}");
-    let request = io
-        .http()
-        .update_thread(Id::new(ticket.channel_id))
-        .name(&full);
-    io.send("update_thread", request)
+    place::rename(io, &ticket, &full)
         .await
         .map_err(|err| Answer::new("error", format!("Discord refused the name: {err}.")))?;
     Ok(vec![
@@ -619,15 +597,10 @@ async fn reopen(io: &Io, actor: &Actor, number: u64) -> Result<Vec<Effect>, Answ
             format!("Ticket #{number} is open."),
         ));
     }
-    let request = io
-        .http()
-        .update_thread(Id::new(ticket.channel_id))
-        .archived(false)
-        .locked(false);
-    io.send("update_thread", request).await.map_err(|err| {
+    place::set_locked(io, &ticket, false).await.map_err(|err| {
         Answer::new(
             "error",
-            format!("Discord did not reopen the thread: {err}."),
+            format!("Discord did not reopen the {}: {err}.", noun(ticket.place)),
         )
     })?;
     ticket.closed_at = None;
@@ -696,21 +669,16 @@ pub(super) async fn on_timer(
     effects
 }
 
-/// A closed ticket's thread is archived and locked; a ticket reopened meanwhile is left
+/// A closed ticket's thread or channel is locked; a ticket reopened meanwhile is left
 /// alone. `None` when Discord did not do it (the claim lapses and it is tried again).
 async fn archive(io: &Io, ticket: Option<Ticket>) -> Option<()> {
     let Some(ticket) = ticket.filter(|t| !t.is_open()) else {
         return Some(());
     };
-    let request = io
-        .http()
-        .update_thread(Id::new(ticket.channel_id))
-        .archived(true)
-        .locked(true);
-    match io.send("update_thread", request).await {
-        Ok(_) => Some(()),
+    match place::set_locked(io, &ticket, true).await {
+        Ok(()) => Some(()),
         Err(err) => {
-            tracing::warn!(guild_id = %io.guild_id(), ticket = ticket.ticket_id, error = %err, "ticket thread not archived yet");
+            tracing::warn!(guild_id = %io.guild_id(), ticket = ticket.ticket_id, error = %err, "ticket not locked yet");
             None
         }
     }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use protonn_storage::{GuildConfig, Plan, TicketsConfig};
+use protonn_storage::{GuildConfig, Plan, TicketPlace, TicketsConfig};
 
 /// Roles that may be named as ticket staff (as for the guild's staff roles).
 const STAFF_ROLES_MAX: usize = 25;
@@ -21,8 +21,13 @@ pub(crate) fn validate(tickets: &TicketsConfig) -> Result<TicketsConfig, String>
     let mut valid = TicketsConfig {
         max_open_per_member: tickets.max_open_per_member,
         idle_close_hours: tickets.idle_close_hours,
+        place: tickets.place,
+        channel_category: tickets.channel_category,
         ..TicketsConfig::default()
     };
+    if valid.channel_category == Some(0) {
+        return Err("The category of ticket channels is a channel id.".to_owned());
+    }
     for &role in &tickets.staff_roles {
         if role == 0 {
             return Err("A ticket staff role is a role id.".to_owned());
@@ -82,6 +87,12 @@ pub(crate) struct Settings {
     pub(crate) idle_close: Duration,
     /// The panel's categories, as many as the guild's plan offers.
     pub(crate) categories: Vec<String>,
+    /// Threads or channels, for tickets opened from now on.
+    pub(crate) place: TicketPlace,
+    /// The Discord category ticket channels are made in.
+    pub(crate) channel_category: Option<u64>,
+    /// The guild's and the tickets' staff roles: they see ticket channels.
+    pub(crate) staff_roles: Vec<u64>,
 }
 
 impl Settings {
@@ -97,6 +108,18 @@ impl Settings {
                     Duration::from_secs(u64::from(hours) * 3_600)
                 }),
             categories: config.tickets.within_plan(plan).to_vec(),
+            place: config.tickets.place,
+            channel_category: config.tickets.channel_category,
+            staff_roles: config
+                .staff_roles
+                .iter()
+                .chain(&config.tickets.staff_roles)
+                .fold(Vec::new(), |mut roles, &role| {
+                    if !roles.contains(&role) {
+                        roles.push(role);
+                    }
+                    roles
+                }),
         }
     }
 }
@@ -112,12 +135,19 @@ mod tests {
             categories: vec![" Billing ".into(), "Bugs".into()],
             max_open_per_member: 3,
             idle_close_hours: Some(48),
+            place: TicketPlace::Channel,
+            channel_category: Some(9),
         })
         .unwrap();
         assert_eq!(valid.staff_roles, [5, 6]);
         assert_eq!(valid.categories, ["Billing", "Bugs"]);
+        assert_eq!(
+            (valid.place, valid.channel_category),
+            (TicketPlace::Channel, Some(9))
+        );
         let settings = Settings::of(
             &GuildConfig {
+                staff_roles: vec![4, 5],
                 tickets: valid,
                 ..GuildConfig::default()
             },
@@ -126,6 +156,11 @@ mod tests {
         );
         assert_eq!(settings.idle_close, Duration::from_secs(48 * 3_600));
         assert_eq!(settings.max_open_per_member, 3);
+        assert_eq!(
+            settings.staff_roles,
+            [4, 5, 6],
+            "both lists, each role once"
+        );
         let default = Settings::of(&GuildConfig::default(), Plan::Free, Duration::from_secs(7));
         assert_eq!(
             (default.idle_close, default.max_open_per_member),
@@ -194,6 +229,13 @@ mod tests {
                 ..base()
             })
             .contains("role id")
+        );
+        assert!(
+            err(TicketsConfig {
+                channel_category: Some(0),
+                ..base()
+            })
+            .contains("channel id")
         );
     }
 }

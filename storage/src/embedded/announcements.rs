@@ -1,15 +1,21 @@
 //! Announcements on redb: claims and outcomes are read-compare-write inside one write
-//! transaction, which redb runs one at a time.
+//! transaction, which redb runs one at a time. Campaigns are few, so the retention sweep scans
+//! them and removes an expired one with its deliveries (two ranges).
 
 use async_trait::async_trait;
-use redb::{ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition, TableHandle, WriteTransaction};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
-use super::{e, from_json, open, open_read, to_json};
-use crate::announcements::{check_campaign, check_claim, check_outcome};
+use super::privacy::PRIVACY_FLAGS;
+use super::{e, from_json, index, open, open_read, to_json, unindex};
+use crate::announcements::{
+    Decision, campaign_expiry, check_campaign, check_claim, check_outcome, dm_ref,
+};
 use crate::schedules::check_schedule;
 use crate::{
-    AnnounceSchedule, AnnouncementRepo, Campaign, Delivery, DeliveryState, EmbeddedStore,
-    StorageError, Timestamp,
+    AnnounceSchedule, AnnouncementRepo, Campaign, Delivery, DeliveryState, DmDelivery,
+    EmbeddedStore, PrivacyFlags, RecipientPage, Retention, StorageError, Timestamp,
 };
 
 /// (shard id, guild id) → the guild's announcement channel.
@@ -21,6 +27,9 @@ pub(super) const CAMPAIGNS: TableDefinition<u64, &[u8]> =
 /// (campaign id, shard id, guild id) → [`Delivery`].
 pub(super) const DELIVERIES: TableDefinition<(u64, u32, u64), &[u8]> =
     TableDefinition::new("announce_deliveries");
+/// (campaign id, shard id, user id) → [`DmDelivery`]; each in its user's `user_refs`.
+pub(super) const DM_DELIVERIES: TableDefinition<(u64, u32, u64), &[u8]> =
+    TableDefinition::new("announce_dm_deliveries");
 /// (guild id, schedule id) → [`AnnounceSchedule`].
 pub(super) const SCHEDULES: TableDefinition<(u64, u64), &[u8]> =
     TableDefinition::new("announce_schedules");
@@ -42,6 +51,164 @@ pub(super) fn delete_guild_schedules(
         table.remove((guild_id, *id)).map_err(e)?;
     }
     Ok(ids.len() as u64)
+}
+
+/// The campaign, if stored and not past its retention.
+fn live_campaign(
+    txn: &WriteTransaction,
+    id: u64,
+    retention: &Retention,
+) -> Result<Campaign, StorageError> {
+    let stored: Option<Campaign> = open(txn, CAMPAIGNS)?
+        .get(id)
+        .map_err(e)?
+        .map(|row| from_json("announce_campaigns", row.value()))
+        .transpose()?;
+    match stored {
+        Some(campaign) if campaign_expiry(&campaign, retention) > Timestamp::now() => Ok(campaign),
+        _ => Err(StorageError::NotFound(format!("campaign {id}"))),
+    }
+}
+
+/// Stores `delivery` under `key` if it is free (no delivery, or with `replacing` a claim by
+/// that claimant); whether it was, and whether the key was new.
+fn claim<D: Decision + Serialize + DeserializeOwned>(
+    txn: &WriteTransaction,
+    table: TableDefinition<(u64, u32, u64), &[u8]>,
+    key: (u64, u32, u64),
+    delivery: &D,
+    replacing: Option<&str>,
+) -> Result<(bool, bool), StorageError> {
+    let name = table.name();
+    let mut table = open(txn, table)?;
+    let stored: Option<D> = table
+        .get(key)
+        .map_err(e)?
+        .map(|row| from_json(name, row.value()))
+        .transpose()?;
+    let free = match (&stored, replacing) {
+        (None, None) => true,
+        (Some(old), Some(from)) => {
+            old.state() == DeliveryState::Claimed && old.claimed_by() == from
+        }
+        _ => false,
+    };
+    if free {
+        table.insert(key, to_json(delivery).as_slice()).map_err(e)?;
+    }
+    Ok((free, stored.is_none()))
+}
+
+/// Stores the outcome `delivery` under `key` if its claimant still holds the claim; whether
+/// it did.
+fn finish<D: Decision + Serialize + DeserializeOwned>(
+    txn: &WriteTransaction,
+    table: TableDefinition<(u64, u32, u64), &[u8]>,
+    key: (u64, u32, u64),
+    delivery: &D,
+) -> Result<bool, StorageError> {
+    let name = table.name();
+    let mut table = open(txn, table)?;
+    let held = match table.get(key).map_err(e)? {
+        Some(row) => {
+            let old: D = from_json(name, row.value())?;
+            old.state() == DeliveryState::Claimed && old.claimed_by() == delivery.claimed_by()
+        }
+        None => false,
+    };
+    if held {
+        table.insert(key, to_json(delivery).as_slice()).map_err(e)?;
+    }
+    Ok(held)
+}
+
+fn in_range<D: DeserializeOwned>(
+    txn: &redb::ReadTransaction,
+    table: TableDefinition<(u64, u32, u64), &[u8]>,
+    campaign_id: u64,
+    shard_id: Option<u32>,
+) -> Result<Vec<D>, StorageError> {
+    let (first, last) = shard_id.map_or((0, u32::MAX), |shard| (shard, shard));
+    let name = table.name();
+    let table = open_read(txn, table)?;
+    let mut out = Vec::new();
+    for row in table
+        .range((campaign_id, first, 0)..=(campaign_id, last, u64::MAX))
+        .map_err(e)?
+    {
+        out.push(from_json(name, row.map_err(e)?.1.value())?);
+    }
+    Ok(out)
+}
+
+/// Removes one DM delivery and its index entry; whether it was there.
+pub(super) fn remove_dm_delivery(
+    txn: &WriteTransaction,
+    key: (u64, u32, u64),
+) -> Result<bool, StorageError> {
+    let removed: Option<DmDelivery> = open(txn, DM_DELIVERIES)?
+        .remove(key)
+        .map_err(e)?
+        .map(|row| from_json("announce_dm_deliveries", row.value()))
+        .transpose()?;
+    let Some(removed) = removed else {
+        return Ok(false);
+    };
+    unindex(txn, &dm_ref(&removed), &[removed.user_id], None)?;
+    Ok(true)
+}
+
+/// Every stored DM delivery, for the consistency check.
+pub(super) fn all_dm_deliveries(
+    txn: &redb::ReadTransaction,
+) -> Result<Vec<DmDelivery>, StorageError> {
+    let mut out = Vec::new();
+    for row in open_read(txn, DM_DELIVERIES)?.iter().map_err(e)? {
+        out.push(from_json(
+            "announce_dm_deliveries",
+            row.map_err(e)?.1.value(),
+        )?);
+    }
+    Ok(out)
+}
+
+/// Removes the campaigns past their retention at `now` with all their deliveries; the rows
+/// removed.
+pub(super) fn sweep(
+    txn: &WriteTransaction,
+    now: Timestamp,
+    retention: &Retention,
+) -> Result<u64, StorageError> {
+    let mut expired = Vec::new();
+    for row in open(txn, CAMPAIGNS)?.iter().map_err(e)? {
+        let campaign: Campaign = from_json("announce_campaigns", row.map_err(e)?.1.value())?;
+        if campaign_expiry(&campaign, retention) <= now {
+            expired.push(campaign.id);
+        }
+    }
+    let mut removed = 0;
+    for id in expired {
+        open(txn, CAMPAIGNS)?.remove(id).map_err(e)?;
+        removed += 1;
+        let range = (id, 0, 0)..=(id, u32::MAX, u64::MAX);
+        let mut deliveries = open(txn, DELIVERIES)?;
+        for row in deliveries
+            .extract_from_if(range.clone(), |_, _| true)
+            .map_err(e)?
+        {
+            row.map_err(e)?;
+            removed += 1;
+        }
+        drop(deliveries);
+        let mut keys = Vec::new();
+        for row in open(txn, DM_DELIVERIES)?.range(range).map_err(e)? {
+            keys.push(row.map_err(e)?.0.value());
+        }
+        for key in keys {
+            removed += u64::from(remove_dm_delivery(txn, key)?);
+        }
+    }
+    Ok(removed)
 }
 
 #[async_trait]
@@ -99,10 +266,15 @@ impl AnnouncementRepo for EmbeddedStore {
     }
 
     async fn campaigns(&self) -> Result<Vec<Campaign>, StorageError> {
-        self.read(move |txn, _| {
+        self.read(move |txn, retention| {
+            let now = Timestamp::now();
             let mut out = Vec::new();
             for row in open_read(txn, CAMPAIGNS)?.iter().map_err(e)?.rev() {
-                out.push(from_json("announce_campaigns", row.map_err(e)?.1.value())?);
+                let campaign = from_json("announce_campaigns", row.map_err(e)?.1.value())?;
+                // Past retention but not swept yet: gone as far as readers know.
+                if campaign_expiry(&campaign, retention) > now {
+                    out.push(campaign);
+                }
             }
             Ok(out)
         })
@@ -133,27 +305,10 @@ impl AnnouncementRepo for EmbeddedStore {
         check_claim(delivery)?;
         let delivery = delivery.clone();
         let replacing = replacing.map(str::to_owned);
-        self.write(move |txn, _| {
+        self.write(move |txn, retention| {
+            live_campaign(txn, delivery.campaign_id, retention)?;
             let key = (delivery.campaign_id, delivery.shard_id, delivery.guild_id);
-            let mut table = open(txn, DELIVERIES)?;
-            let stored: Option<Delivery> = table
-                .get(key)
-                .map_err(e)?
-                .map(|row| from_json("announce_deliveries", row.value()))
-                .transpose()?;
-            let free = match (&stored, &replacing) {
-                (None, None) => true,
-                (Some(old), Some(from)) => {
-                    old.state == DeliveryState::Claimed && old.claimed_by == *from
-                }
-                _ => false,
-            };
-            if free {
-                table
-                    .insert(key, to_json(&delivery).as_slice())
-                    .map_err(e)?;
-            }
-            Ok(free)
+            claim(txn, DELIVERIES, key, &delivery, replacing.as_deref()).map(|(got, _)| got)
         })
         .await
     }
@@ -163,20 +318,7 @@ impl AnnouncementRepo for EmbeddedStore {
         let delivery = delivery.clone();
         self.write(move |txn, _| {
             let key = (delivery.campaign_id, delivery.shard_id, delivery.guild_id);
-            let mut table = open(txn, DELIVERIES)?;
-            let held = match table.get(key).map_err(e)? {
-                Some(row) => {
-                    let old: Delivery = from_json("announce_deliveries", row.value())?;
-                    old.state == DeliveryState::Claimed && old.claimed_by == delivery.claimed_by
-                }
-                None => false,
-            };
-            if held {
-                table
-                    .insert(key, to_json(&delivery).as_slice())
-                    .map_err(e)?;
-            }
-            Ok(held)
+            finish(txn, DELIVERIES, key, &delivery)
         })
         .await
     }
@@ -186,19 +328,80 @@ impl AnnouncementRepo for EmbeddedStore {
         campaign_id: u64,
         shard_id: Option<u32>,
     ) -> Result<Vec<Delivery>, StorageError> {
-        let (first, last) = shard_id.map_or((0, u32::MAX), |shard| (shard, shard));
+        self.read(move |txn, _| in_range(txn, DELIVERIES, campaign_id, shard_id))
+            .await
+    }
+
+    async fn dm_recipients(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<RecipientPage, StorageError> {
         self.read(move |txn, _| {
-            let table = open_read(txn, DELIVERIES)?;
-            let mut out = Vec::new();
-            for row in table
-                .range((campaign_id, first, 0)..=(campaign_id, last, u64::MAX))
-                .map_err(e)?
-            {
-                out.push(from_json("announce_deliveries", row.map_err(e)?.1.value())?);
+            let table = open_read(txn, PRIVACY_FLAGS)?;
+            let rows = match after {
+                Some(after) => table.range(after.saturating_add(1)..).map_err(e)?,
+                None => table.range(0..).map_err(e)?,
+            };
+            let mut page = RecipientPage::default();
+            let mut read = 0;
+            for row in rows {
+                if read == limit || after == Some(u64::MAX) {
+                    break;
+                }
+                let (user, flags) = row.map_err(e)?;
+                let flags: PrivacyFlags = from_json("privacy_flags", flags.value())?;
+                read += 1;
+                page.next = Some(user.value());
+                if flags.may_announce() {
+                    page.users.push(user.value());
+                }
             }
-            Ok(out)
+            if read < limit {
+                page.next = None;
+            }
+            Ok(page)
         })
         .await
+    }
+
+    async fn claim_dm_delivery(
+        &self,
+        delivery: &DmDelivery,
+        replacing: Option<&str>,
+    ) -> Result<bool, StorageError> {
+        check_claim(delivery)?;
+        let delivery = delivery.clone();
+        let replacing = replacing.map(str::to_owned);
+        self.write(move |txn, retention| {
+            live_campaign(txn, delivery.campaign_id, retention)?;
+            let key = (delivery.campaign_id, delivery.shard_id, delivery.user_id);
+            let (got, new) = claim(txn, DM_DELIVERIES, key, &delivery, replacing.as_deref())?;
+            if new && got {
+                index(txn, &dm_ref(&delivery), &[delivery.user_id], None)?;
+            }
+            Ok(got)
+        })
+        .await
+    }
+
+    async fn finish_dm_delivery(&self, delivery: &DmDelivery) -> Result<bool, StorageError> {
+        check_outcome(delivery)?;
+        let delivery = delivery.clone();
+        self.write(move |txn, _| {
+            let key = (delivery.campaign_id, delivery.shard_id, delivery.user_id);
+            finish(txn, DM_DELIVERIES, key, &delivery)
+        })
+        .await
+    }
+
+    async fn dm_deliveries(
+        &self,
+        campaign_id: u64,
+        shard_id: Option<u32>,
+    ) -> Result<Vec<DmDelivery>, StorageError> {
+        self.read(move |txn, _| in_range(txn, DM_DELIVERIES, campaign_id, shard_id))
+            .await
     }
 
     async fn put_announce_schedule(&self, schedule: &AnnounceSchedule) -> Result<(), StorageError> {

@@ -8,7 +8,8 @@ use super::records::write_subscription;
 use super::{SUBSCRIPTIONS, e, from_json, index, open, open_read, to_json, unindex};
 use crate::premium::{anonymised_event, event_expiry, event_ref};
 use crate::{
-    EmbeddedStore, InboxEvent, PremiumRepo, PremiumSlot, Retention, StorageError, Subscription,
+    EmbeddedStore, InboxEvent, PremiumRepo, PremiumSlot, Retention, SlotAdded, StorageError,
+    Subscription,
 };
 
 /// event id → [`InboxEvent`].
@@ -37,6 +38,29 @@ fn slot(
     let row = table.get((user_id, guild_id)).map_err(e)?;
     row.map(|v| from_json("premium_slots", v.value()))
         .transpose()
+}
+
+/// Stores `new` as the guild's slot, replacing an ended slot of another user; `false` (and
+/// nothing written) while another user's slot on the guild lasts.
+fn store_slot(txn: &WriteTransaction, new: &PremiumSlot) -> Result<bool, StorageError> {
+    let mut guilds = open(txn, SLOT_GUILDS)?;
+    let holder = guilds.get(new.guild_id).map_err(e)?.map(|v| v.value());
+    let mut slots = open(txn, SLOTS)?;
+    if let Some(holder) = holder
+        && holder != new.user_id
+    {
+        if let Some(old) = slot(&slots, holder, new.guild_id)?
+            && old.until > new.assigned_at
+        {
+            return Ok(false);
+        }
+        slots.remove((holder, new.guild_id)).map_err(e)?;
+    }
+    slots
+        .insert((new.user_id, new.guild_id), to_json(new).as_slice())
+        .map_err(e)?;
+    guilds.insert(new.guild_id, new.user_id).map_err(e)?;
+    Ok(true)
 }
 
 fn stored_event(
@@ -237,28 +261,37 @@ impl PremiumRepo for EmbeddedStore {
     async fn put_slot(&self, new: &PremiumSlot) -> Result<(), StorageError> {
         let new = new.clone();
         self.write(move |txn, _| {
-            let mut guilds = open(txn, SLOT_GUILDS)?;
-            let holder = guilds.get(new.guild_id).map_err(e)?.map(|v| v.value());
-            let mut slots = open(txn, SLOTS)?;
-            if let Some(holder) = holder
-                && holder != new.user_id
-            {
-                // Another user's slot: refused while it lasts, replaced once it has ended.
-                if let Some(old) = slot(&slots, holder, new.guild_id)?
-                    && old.until > new.assigned_at
-                {
-                    return Err(StorageError::Invalid(format!(
-                        "guild {} is premium through another user's slot",
-                        new.guild_id
-                    )));
-                }
-                slots.remove((holder, new.guild_id)).map_err(e)?;
+            if store_slot(txn, &new)? {
+                Ok(())
+            } else {
+                Err(StorageError::Invalid(format!(
+                    "guild {} is premium through another user's slot",
+                    new.guild_id
+                )))
             }
-            slots
-                .insert((new.user_id, new.guild_id), to_json(&new).as_slice())
-                .map_err(e)?;
-            guilds.insert(new.guild_id, new.user_id).map_err(e)?;
-            Ok(())
+        })
+        .await
+    }
+
+    async fn add_slot(&self, new: &PremiumSlot, held: usize) -> Result<SlotAdded, StorageError> {
+        let new = new.clone();
+        self.write(move |txn, _| {
+            let mut others = 0;
+            for row in open(txn, SLOTS)?
+                .range((new.user_id, 0)..=(new.user_id, u64::MAX))
+                .map_err(e)?
+            {
+                let (key, _) = row.map_err(e)?;
+                others += usize::from(key.value().1 != new.guild_id);
+            }
+            if others > held {
+                return Ok(SlotAdded::SlotsChanged);
+            }
+            Ok(if store_slot(txn, &new)? {
+                SlotAdded::Added
+            } else {
+                SlotAdded::GuildTaken
+            })
         })
         .await
     }

@@ -183,6 +183,14 @@ fn remove_row(
         } => Ok(u64::from(super::workflow_data::remove_run(
             txn, *guild, *workflow, *slot, retention,
         )?)),
+        RowRef::AnnouncementDm {
+            campaign,
+            shard,
+            user,
+        } => Ok(u64::from(super::announcements::remove_dm_delivery(
+            txn,
+            (*campaign, *shard, *user),
+        )?)),
     }
 }
 
@@ -300,6 +308,15 @@ impl DataRights for EmbeddedStore {
                         txn,
                         WORKFLOW_RUNS,
                         (guild, workflow, slot),
+                    )?),
+                    RowRef::AnnouncementDm {
+                        campaign,
+                        shard,
+                        user,
+                    } => export.announcement_dms.extend(read_row(
+                        txn,
+                        super::announcements::DM_DELIVERIES,
+                        (campaign, shard, user),
                     )?),
                 }
             }
@@ -580,6 +597,9 @@ impl DataRights for EmbeddedStore {
         total += self
             .write(move |txn, retention| super::privacy::sweep(txn, now, retention))
             .await?;
+        total += self
+            .write(move |txn, retention| super::announcements::sweep(txn, now, retention))
+            .await?;
         loop {
             let (removed, more) = self
                 .write(move |txn, retention| {
@@ -661,6 +681,7 @@ impl DataRights for EmbeddedStore {
             dump_json!(WORKFLOW_RUNS);
             dump_json!(super::announcements::CAMPAIGNS);
             dump_json!(super::announcements::DELIVERIES);
+            dump_json!(super::announcements::DM_DELIVERIES);
             dump_json!(super::announcements::SCHEDULES);
             let by_user = super::web_sessions::WEB_SESSIONS_BY_USER;
             for item in open_read(txn, by_user)?.iter().map_err(e)? {
@@ -839,6 +860,9 @@ impl EmbeddedStore {
                 let timer: Timer = from_json("timers", item.map_err(e)?.1.value())?;
                 expect(&timer_ref(&timer), &timer.users, None);
             }
+            for dm in super::announcements::all_dm_deliveries(txn)? {
+                expect(&crate::announcements::dm_ref(&dm), &[dm.user_id], None);
+            }
             for item in open_read(txn, ACCOUNTS)?.iter().map_err(e)? {
                 let a: Account = from_json("accounts", item.map_err(e)?.1.value())?;
                 expect(
@@ -939,6 +963,14 @@ impl EmbeddedStore {
                         slot,
                     } => open_read(txn, WORKFLOW_RUNS)?
                         .get((*guild, *workflow, *slot))
+                        .map_err(e)?
+                        .is_some(),
+                    RowRef::AnnouncementDm {
+                        campaign,
+                        shard,
+                        user,
+                    } => open_read(txn, super::announcements::DM_DELIVERIES)?
+                        .get((*campaign, *shard, *user))
                         .map_err(e)?
                         .is_some(),
                 })

@@ -178,6 +178,7 @@ async fn configured_retention_periods_are_what_the_sweeper_enforces() {
             claimed_at: None,
             first_response_at: None,
             close_reason: None,
+            place: crate::TicketPlace::Thread,
         })
         .await
         .unwrap();

@@ -1,14 +1,17 @@
-//! Announcements on ScyllaDB: opt-ins by shard, campaigns in one partition, deliveries in
-//! their campaign's partition by shard; claims and outcomes are LWTs on `state` and `claimed_by`.
+//! Announcements on ScyllaDB: opt-ins by shard, campaigns in one partition, deliveries (to
+//! guilds, and by DM to users) in their campaign's partition by shard; claims and outcomes are
+//! LWTs on `state` and `claimed_by`. A campaign and every write of its deliveries carry the
+//! TTL left until the campaign's retention ends, so they expire together.
 
 use async_trait::async_trait;
 
 use super::records::{doc, parse};
-use super::{ScyllaStore, db_id};
-use crate::announcements::{check_campaign, check_claim, check_outcome};
+use super::{ScyllaStore, db_id, rust_id, ttl};
+use crate::announcements::{campaign_expiry, check_campaign, check_claim, check_outcome, dm_ref};
 use crate::schedules::check_schedule;
 use crate::{
-    AnnounceSchedule, AnnouncementRepo, Campaign, Delivery, DeliveryState, StorageError, Timestamp,
+    AnnounceSchedule, AnnouncementRepo, Campaign, Delivery, DeliveryState, DmDelivery,
+    PrivacyFlags, RecipientPage, StorageError, Timestamp,
 };
 
 /// The one partition of `announce_campaigns`.
@@ -43,6 +46,72 @@ impl ScyllaStore {
                 .next()
         };
         Ok(row.map(|(text,)| text))
+    }
+
+    /// The seconds left until campaign `id` and its deliveries expire;
+    /// [`StorageError::NotFound`] if it is not stored (or expired).
+    async fn campaign_ttl(&self, id: u64) -> Result<i32, StorageError> {
+        let campaign: Option<Campaign> = self
+            .campaign(id, false)
+            .await?
+            .map(|text| parse("announce_campaigns", &text))
+            .transpose()?;
+        campaign
+            .and_then(|c| ttl(campaign_expiry(&c, self.retention())))
+            .ok_or_else(|| StorageError::NotFound(format!("campaign {id}")))
+    }
+
+    /// One DM delivery, for the user's export.
+    pub(super) async fn dm_delivery(
+        &self,
+        campaign_id: u64,
+        shard_id: u32,
+        user_id: u64,
+    ) -> Result<Option<DmDelivery>, StorageError> {
+        self.one_doc(
+            "SELECT doc FROM {ks}.announce_dm_deliveries \
+             WHERE campaign_id = ? AND shard_id = ? AND user_id = ?",
+            "announce_dm_deliveries",
+            (db_id(campaign_id), shard(shard_id)?, db_id(user_id)),
+        )
+        .await
+    }
+
+    /// Removes one DM delivery and its index entry (erasure); the rows removed.
+    pub(super) async fn remove_dm_delivery(
+        &self,
+        campaign_id: u64,
+        shard_id: u32,
+        user_id: u64,
+    ) -> Result<u64, StorageError> {
+        let Some(delivery) = self.dm_delivery(campaign_id, shard_id, user_id).await? else {
+            return Ok(0);
+        };
+        self.execute(
+            "DELETE FROM {ks}.announce_dm_deliveries \
+             WHERE campaign_id = ? AND shard_id = ? AND user_id = ?",
+            true,
+            (db_id(campaign_id), shard(shard_id)?, db_id(user_id)),
+        )
+        .await?;
+        self.drop_ref(user_id, &dm_ref(&delivery)).await?;
+        Ok(1)
+    }
+
+    /// The stored DM delivery's document, read at SERIAL (resolving an LWT).
+    async fn dm_delivery_doc(&self, delivery: &DmDelivery) -> Result<Option<String>, StorageError> {
+        let row: Option<(Option<String>,)> = self
+            .serial_one(
+                "SELECT doc FROM {ks}.announce_dm_deliveries \
+                 WHERE campaign_id = ? AND shard_id = ? AND user_id = ?",
+                (
+                    db_id(delivery.campaign_id),
+                    shard(delivery.shard_id)?,
+                    db_id(delivery.user_id),
+                ),
+            )
+            .await?;
+        Ok(row.and_then(|(text,)| text))
     }
 
     /// The stored delivery's document, read at SERIAL (resolving an LWT).
@@ -108,14 +177,18 @@ impl AnnouncementRepo for ScyllaStore {
 
     async fn create_campaign(&self, campaign: &Campaign) -> Result<(), StorageError> {
         check_campaign(campaign)?;
+        // Past its retention already: gone at once, as on redb for readers.
+        let Some(secs) = ttl(campaign_expiry(campaign, self.retention())) else {
+            return Ok(());
+        };
         let text = doc(campaign);
         let resolve =
             || async { Ok(self.campaign(campaign.id, true).await? == Some(text.clone())) };
         let outcome = self
             .lwt_resolved(
                 "INSERT INTO {ks}.announce_campaigns (bucket, id, doc) VALUES (?, ?, ?) \
-                 IF NOT EXISTS",
-                (CAMPAIGN_BUCKET, db_id(campaign.id), text.as_str()),
+                 IF NOT EXISTS USING TTL ?",
+                (CAMPAIGN_BUCKET, db_id(campaign.id), text.as_str(), secs),
                 resolve,
             )
             .await?;
@@ -152,13 +225,21 @@ impl AnnouncementRepo for ScyllaStore {
                 return Ok(campaign);
             }
             campaign.cancelled_at = Some(at);
+            // The row keeps its expiry: an UPDATE without a TTL would keep the cell forever.
+            let secs = ttl(campaign_expiry(&campaign, self.retention())).unwrap_or(1);
             let next = doc(&campaign);
             let resolve = || async { Ok(self.campaign(id, true).await? == Some(next.clone())) };
             let outcome = self
                 .lwt_resolved(
-                    "UPDATE {ks}.announce_campaigns SET doc = ? WHERE bucket = ? AND id = ? \
-                     IF doc = ?",
-                    (next.as_str(), CAMPAIGN_BUCKET, db_id(id), text.as_str()),
+                    "UPDATE {ks}.announce_campaigns USING TTL ? SET doc = ? \
+                     WHERE bucket = ? AND id = ? IF doc = ?",
+                    (
+                        secs,
+                        next.as_str(),
+                        CAMPAIGN_BUCKET,
+                        db_id(id),
+                        text.as_str(),
+                    ),
                     resolve,
                 )
                 .await?;
@@ -174,6 +255,7 @@ impl AnnouncementRepo for ScyllaStore {
         replacing: Option<&str>,
     ) -> Result<bool, StorageError> {
         check_claim(delivery)?;
+        let secs = self.campaign_ttl(delivery.campaign_id).await?;
         let text = doc(delivery);
         let resolve = || async { Ok(self.delivery_doc(delivery).await? == Some(text.clone())) };
         let key = (
@@ -186,7 +268,7 @@ impl AnnouncementRepo for ScyllaStore {
                 self.lwt_resolved(
                     "INSERT INTO {ks}.announce_deliveries \
                      (campaign_id, shard_id, guild_id, state, claimed_by, doc) \
-                     VALUES (?, ?, ?, ?, ?, ?) IF NOT EXISTS",
+                     VALUES (?, ?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?",
                     (
                         key.0,
                         key.1,
@@ -194,6 +276,7 @@ impl AnnouncementRepo for ScyllaStore {
                         DeliveryState::Claimed.label(),
                         delivery.claimed_by.as_str(),
                         text.as_str(),
+                        secs,
                     ),
                     resolve,
                 )
@@ -201,10 +284,11 @@ impl AnnouncementRepo for ScyllaStore {
             }
             Some(from) => {
                 self.lwt_resolved(
-                    "UPDATE {ks}.announce_deliveries SET claimed_by = ?, doc = ? \
+                    "UPDATE {ks}.announce_deliveries USING TTL ? SET claimed_by = ?, doc = ? \
                      WHERE campaign_id = ? AND shard_id = ? AND guild_id = ? \
                      IF state = ? AND claimed_by = ?",
                     (
+                        secs,
                         delivery.claimed_by.as_str(),
                         text.as_str(),
                         key.0,
@@ -223,14 +307,16 @@ impl AnnouncementRepo for ScyllaStore {
 
     async fn finish_delivery(&self, delivery: &Delivery) -> Result<bool, StorageError> {
         check_outcome(delivery)?;
+        let secs = self.campaign_ttl(delivery.campaign_id).await?;
         let text = doc(delivery);
         let resolve = || async { Ok(self.delivery_doc(delivery).await? == Some(text.clone())) };
         let outcome = self
             .lwt_resolved(
-                "UPDATE {ks}.announce_deliveries SET state = ?, doc = ? \
+                "UPDATE {ks}.announce_deliveries USING TTL ? SET state = ?, doc = ? \
                  WHERE campaign_id = ? AND shard_id = ? AND guild_id = ? \
                  IF state = ? AND claimed_by = ?",
                 (
+                    secs,
                     delivery.state.label(),
                     text.as_str(),
                     db_id(delivery.campaign_id),
@@ -270,6 +356,158 @@ impl AnnouncementRepo for ScyllaStore {
         rows.iter()
             .filter_map(|(text,)| text.as_deref())
             .map(|text| parse("announce_deliveries", text))
+            .collect()
+    }
+
+    async fn dm_recipients(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<RecipientPage, StorageError> {
+        let rows: Vec<(i64, Option<String>)> = match after {
+            None => {
+                self.select_limit("SELECT user_id, doc FROM {ks}.privacy_flags", (), limit)
+                    .await?
+            }
+            Some(after) => {
+                self.select_limit(
+                    "SELECT user_id, doc FROM {ks}.privacy_flags \
+                     WHERE token(user_id) > token(?)",
+                    (db_id(after),),
+                    limit,
+                )
+                .await?
+            }
+        };
+        let mut page = RecipientPage {
+            users: Vec::new(),
+            next: (rows.len() == limit)
+                .then(|| rows.last().map(|(user, _)| rust_id(*user)))
+                .flatten(),
+        };
+        for (user, text) in &rows {
+            let flags: PrivacyFlags = match text {
+                Some(text) => parse("privacy_flags", text)?,
+                None => continue,
+            };
+            if flags.may_announce() {
+                page.users.push(rust_id(*user));
+            }
+        }
+        Ok(page)
+    }
+
+    async fn claim_dm_delivery(
+        &self,
+        delivery: &DmDelivery,
+        replacing: Option<&str>,
+    ) -> Result<bool, StorageError> {
+        check_claim(delivery)?;
+        let secs = self.campaign_ttl(delivery.campaign_id).await?;
+        // Its index entry first: an LWT cannot share a batch with another partition.
+        self.add_ref(delivery.user_id, &dm_ref(delivery), Some(secs))
+            .await?;
+        let text = doc(delivery);
+        let resolve = || async { Ok(self.dm_delivery_doc(delivery).await? == Some(text.clone())) };
+        let key = (
+            db_id(delivery.campaign_id),
+            shard(delivery.shard_id)?,
+            db_id(delivery.user_id),
+        );
+        let outcome = match replacing {
+            None => {
+                self.lwt_resolved(
+                    "INSERT INTO {ks}.announce_dm_deliveries \
+                     (campaign_id, shard_id, user_id, state, claimed_by, doc) \
+                     VALUES (?, ?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?",
+                    (
+                        key.0,
+                        key.1,
+                        key.2,
+                        DeliveryState::Claimed.label(),
+                        delivery.claimed_by.as_str(),
+                        text.as_str(),
+                        secs,
+                    ),
+                    resolve,
+                )
+                .await?
+            }
+            Some(from) => {
+                self.lwt_resolved(
+                    "UPDATE {ks}.announce_dm_deliveries USING TTL ? \
+                     SET claimed_by = ?, doc = ? \
+                     WHERE campaign_id = ? AND shard_id = ? AND user_id = ? \
+                     IF state = ? AND claimed_by = ?",
+                    (
+                        secs,
+                        delivery.claimed_by.as_str(),
+                        text.as_str(),
+                        key.0,
+                        key.1,
+                        key.2,
+                        DeliveryState::Claimed.label(),
+                        from,
+                    ),
+                    resolve,
+                )
+                .await?
+            }
+        };
+        Ok(outcome.applied)
+    }
+
+    async fn finish_dm_delivery(&self, delivery: &DmDelivery) -> Result<bool, StorageError> {
+        check_outcome(delivery)?;
+        let secs = self.campaign_ttl(delivery.campaign_id).await?;
+        let text = doc(delivery);
+        let resolve = || async { Ok(self.dm_delivery_doc(delivery).await? == Some(text.clone())) };
+        let outcome = self
+            .lwt_resolved(
+                "UPDATE {ks}.announce_dm_deliveries USING TTL ? SET state = ?, doc = ? \
+                 WHERE campaign_id = ? AND shard_id = ? AND user_id = ? \
+                 IF state = ? AND claimed_by = ?",
+                (
+                    secs,
+                    delivery.state.label(),
+                    text.as_str(),
+                    db_id(delivery.campaign_id),
+                    shard(delivery.shard_id)?,
+                    db_id(delivery.user_id),
+                    DeliveryState::Claimed.label(),
+                    delivery.claimed_by.as_str(),
+                ),
+                resolve,
+            )
+            .await?;
+        Ok(outcome.applied)
+    }
+
+    async fn dm_deliveries(
+        &self,
+        campaign_id: u64,
+        shard_id: Option<u32>,
+    ) -> Result<Vec<DmDelivery>, StorageError> {
+        let rows: Vec<(Option<String>,)> = match shard_id {
+            Some(shard_id) => {
+                self.select(
+                    "SELECT doc FROM {ks}.announce_dm_deliveries \
+                     WHERE campaign_id = ? AND shard_id = ?",
+                    (db_id(campaign_id), shard(shard_id)?),
+                )
+                .await?
+            }
+            None => {
+                self.select(
+                    "SELECT doc FROM {ks}.announce_dm_deliveries WHERE campaign_id = ?",
+                    (db_id(campaign_id),),
+                )
+                .await?
+            }
+        };
+        rows.iter()
+            .filter_map(|(text,)| text.as_deref())
+            .map(|text| parse("announce_dm_deliveries", text))
             .collect()
     }
 

@@ -97,6 +97,11 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         "016_announce_schedules.cql",
         include_str!("../../schema/016_announce_schedules.cql"),
     ),
+    (
+        19,
+        "019_announce_dms.cql",
+        include_str!("../../schema/019_announce_dms.cql"),
+    ),
 ];
 
 /// How long the migration lock lives without being re-taken. Long enough for the slowest

@@ -1,18 +1,36 @@
 //! The webhook inbox and premium slots on ScyllaDB. The inbox's dedupe and the "only newer"
-//! rule of subscriptions are LWTs (compare-and-set on the document); slots are plain writes
-//! behind a read of the guild's holder.
+//! rule of subscriptions are LWTs (compare-and-set on the document).
+//!
+//! A slot is assigned in two LWTs, in this order, so that concurrent assignments never give a
+//! user more slots than they counted nor a guild two holders:
+//! 1. in the user's partition of `premium_slots`, one conditional batch writes the slot and
+//!    moves the user's assignment count (the row of guild 0, [`ASSIGNMENTS`]) on from the value
+//!    read with their slots: of two assignments counted against the same slots, one applies;
+//! 2. the guild's holder (`premium_slot_guilds`) is claimed by `IF NOT EXISTS`, or taken over
+//!    by compare-and-set from a holder whose slot has ended or does not exist. Since the slot
+//!    is written first, a claim always finds the slot of a holder that is half-way through its
+//!    own assignment, and never takes over a live one. An assignment that loses the guild
+//!    removes the slot it wrote.
+//!
+//! Renewals rewrite a slot's document with a plain write: a renewal lost to a concurrent
+//! removal is made again by the next refresh.
 
 use async_trait::async_trait;
+use futures_util::TryStreamExt;
 use scylla::value::CqlValue;
 
 use super::records::{doc, parse};
 use super::{ScyllaStore, Writes, db_id, rust_id, ttl};
 use crate::premium::{anonymised_event, event_expiry, event_ref};
 use crate::row_ref::RowRef;
-use crate::{InboxEvent, PremiumRepo, PremiumSlot, StorageError, Subscription};
+use crate::{InboxEvent, PremiumRepo, PremiumSlot, SlotAdded, StorageError, Subscription};
 
 /// Compare-and-set loops give up after this many lost races.
 const CAS_TRIES: usize = 16;
+
+/// The row of a user's `premium_slots` partition that counts their assignments, its document
+/// the count in decimal (no guild has id 0). Only LWTs write it.
+const ASSIGNMENTS: i64 = 0;
 
 impl ScyllaStore {
     /// Stores a processed (or erased) event in place, to expire with its retention: the row
@@ -119,6 +137,177 @@ impl ScyllaStore {
             (db_id(user_id), db_id(guild_id)),
         )
         .await
+    }
+
+    /// The slot's document at SERIAL: what an LWT on it resolves with.
+    async fn slot_serial(
+        &self,
+        user_id: u64,
+        guild_id: u64,
+    ) -> Result<Option<String>, StorageError> {
+        let row: Option<(Option<String>,)> = self
+            .serial_one(
+                "SELECT doc FROM {ks}.premium_slots WHERE user_id = ? AND guild_id = ?",
+                (db_id(user_id), db_id(guild_id)),
+            )
+            .await?;
+        Ok(row.and_then(|(text,)| text))
+    }
+
+    async fn holder_serial(&self, guild_id: u64) -> Result<Option<u64>, StorageError> {
+        let row: Option<(Option<i64>,)> = self
+            .serial_one(
+                "SELECT user_id FROM {ks}.premium_slot_guilds WHERE guild_id = ?",
+                (db_id(guild_id),),
+            )
+            .await?;
+        Ok(row.and_then(|(user,)| user).map(rust_id))
+    }
+
+    /// The user's assignment count and how many slots they hold on guilds other than
+    /// `guild_id`, in one SERIAL read of their partition.
+    async fn assignments(
+        &self,
+        user_id: u64,
+        guild_id: u64,
+    ) -> Result<(Option<String>, usize), StorageError> {
+        let rows: Vec<(i64, Option<String>)> = self
+            .rows(
+                "SELECT guild_id, doc FROM {ks}.premium_slots WHERE user_id = ?",
+                (db_id(user_id),),
+                true,
+            )
+            .await?
+            .try_collect()
+            .await?;
+        let mut count = None;
+        let mut others = 0;
+        for (guild, text) in rows {
+            if guild == ASSIGNMENTS {
+                count = text;
+            } else if guild != db_id(guild_id) {
+                others += 1;
+            }
+        }
+        Ok((count, others))
+    }
+
+    /// Writes `new` in its user's partition if their assignment count is still `count`,
+    /// moving it on; whether it applied.
+    async fn add_counted(
+        &self,
+        new: &PremiumSlot,
+        count: Option<String>,
+    ) -> Result<bool, StorageError> {
+        let (user, guild, text) = (db_id(new.user_id), db_id(new.guild_id), doc(new));
+        let resolve = || async {
+            Ok(self
+                .slot_serial(new.user_id, new.guild_id)
+                .await?
+                .as_deref()
+                == Some(text.as_str()))
+        };
+        let insert = "INSERT INTO {ks}.premium_slots (user_id, guild_id, doc) VALUES (?, ?, ?)";
+        let lwt = match count {
+            None => {
+                self.lwt_batch(
+                    &[
+                        "INSERT INTO {ks}.premium_slots (user_id, guild_id, doc) \
+                         VALUES (?, 0, '1') IF NOT EXISTS",
+                        insert,
+                    ],
+                    ((user,), (user, guild, text.as_str())),
+                    resolve,
+                )
+                .await?
+            }
+            Some(count) => {
+                let next = parse::<u64>("premium_slots", &count)? + 1;
+                self.lwt_batch(
+                    &[
+                        "UPDATE {ks}.premium_slots SET doc = ? \
+                         WHERE user_id = ? AND guild_id = 0 IF doc = ?",
+                        insert,
+                    ],
+                    (
+                        (next.to_string(), user, count.as_str()),
+                        (user, guild, text.as_str()),
+                    ),
+                    resolve,
+                )
+                .await?
+            }
+        };
+        Ok(lwt.applied)
+    }
+
+    /// Makes `new.user_id` the guild's holder unless another user's slot on it lasts: a holder
+    /// whose slot has ended (removed here) or does not exist is replaced by compare-and-set.
+    async fn claim_guild(&self, new: &PremiumSlot) -> Result<bool, StorageError> {
+        let (user, guild) = (db_id(new.user_id), db_id(new.guild_id));
+        let resolve = || async { Ok(self.holder_serial(new.guild_id).await? == Some(new.user_id)) };
+        for _ in 0..CAS_TRIES {
+            let lwt = self
+                .lwt_resolved(
+                    "INSERT INTO {ks}.premium_slot_guilds (guild_id, user_id) VALUES (?, ?) \
+                     IF NOT EXISTS",
+                    (guild, user),
+                    resolve,
+                )
+                .await?;
+            if lwt.applied {
+                return Ok(true);
+            }
+            // Resolved by a read (no columns) or the holder left meanwhile: look again.
+            let Some(holder) = lwt.bigint("user_id").map(rust_id) else {
+                continue;
+            };
+            if holder == new.user_id {
+                return Ok(true);
+            }
+            let old = self.slot_doc(holder, new.guild_id).await?;
+            if old.as_ref().is_some_and(|old| old.until > new.assigned_at) {
+                return Ok(false);
+            }
+            let lwt = self
+                .lwt_resolved(
+                    "UPDATE {ks}.premium_slot_guilds SET user_id = ? WHERE guild_id = ? \
+                     IF user_id = ?",
+                    (user, guild, db_id(holder)),
+                    resolve,
+                )
+                .await?;
+            if lwt.applied {
+                if old.is_some() {
+                    self.drop_slot(holder, new.guild_id).await?;
+                }
+                return Ok(true);
+            }
+        }
+        Err(StorageError::Database(format!(
+            "guild {}: too many concurrent premium assignments",
+            new.guild_id
+        )))
+    }
+
+    /// Removes one slot document; whether it was there.
+    async fn drop_slot(&self, user_id: u64, guild_id: u64) -> Result<bool, StorageError> {
+        let resolve = || async { Ok(self.slot_serial(user_id, guild_id).await?.is_none()) };
+        let lwt = self
+            .lwt_resolved(
+                "DELETE FROM {ks}.premium_slots WHERE user_id = ? AND guild_id = ? IF EXISTS",
+                (db_id(user_id), db_id(guild_id)),
+                resolve,
+            )
+            .await?;
+        Ok(lwt.applied)
+    }
+
+    /// Erasure: the user's assignment count, once their slots are gone.
+    pub(super) async fn forget_assignments(&self, user_id: u64) -> Result<(), StorageError> {
+        self.drop_slot(user_id, rust_id(ASSIGNMENTS))
+            .await
+            .map(|_| ())
     }
 }
 
@@ -251,74 +440,59 @@ impl PremiumRepo for ScyllaStore {
     }
 
     async fn put_slot(&self, new: &PremiumSlot) -> Result<(), StorageError> {
-        if let Some(holder) = self.holder(new.guild_id).await?
-            && holder != new.user_id
-        {
-            if let Some(old) = self.slot_doc(holder, new.guild_id).await?
-                && old.until > new.assigned_at
-            {
-                return Err(StorageError::Invalid(format!(
-                    "guild {} is premium through another user's slot",
-                    new.guild_id
-                )));
-            }
-            self.execute(
-                "DELETE FROM {ks}.premium_slots WHERE user_id = ? AND guild_id = ?",
-                true,
-                (db_id(holder), db_id(new.guild_id)),
-            )
-            .await?;
-        }
-        let mut writes = Writes::new();
-        writes.push(
-            self,
+        // The slot before the guild, as an assignment does (see the module's doc).
+        self.execute(
             "INSERT INTO {ks}.premium_slots (user_id, guild_id, doc) VALUES (?, ?, ?)",
-            vec![
-                CqlValue::BigInt(db_id(new.user_id)),
-                CqlValue::BigInt(db_id(new.guild_id)),
-                CqlValue::Text(doc(new)),
-            ],
-        );
-        writes.push(
-            self,
-            "INSERT INTO {ks}.premium_slot_guilds (guild_id, user_id) VALUES (?, ?)",
-            vec![
-                CqlValue::BigInt(db_id(new.guild_id)),
-                CqlValue::BigInt(db_id(new.user_id)),
-            ],
-        );
-        self.apply(writes).await
+            true,
+            (db_id(new.user_id), db_id(new.guild_id), doc(new)),
+        )
+        .await?;
+        if self.claim_guild(new).await? {
+            return Ok(());
+        }
+        self.drop_slot(new.user_id, new.guild_id).await?;
+        Err(StorageError::Invalid(format!(
+            "guild {} is premium through another user's slot",
+            new.guild_id
+        )))
+    }
+
+    async fn add_slot(&self, new: &PremiumSlot, held: usize) -> Result<SlotAdded, StorageError> {
+        let (count, others) = self.assignments(new.user_id, new.guild_id).await?;
+        if others > held || !self.add_counted(new, count).await? {
+            return Ok(SlotAdded::SlotsChanged);
+        }
+        if self.claim_guild(new).await? {
+            return Ok(SlotAdded::Added);
+        }
+        self.drop_slot(new.user_id, new.guild_id).await?;
+        Ok(SlotAdded::GuildTaken)
     }
 
     async fn remove_slot(&self, user_id: u64, guild_id: u64) -> Result<bool, StorageError> {
-        let existed = self.slot_doc(user_id, guild_id).await?.is_some();
-        self.execute(
-            "DELETE FROM {ks}.premium_slots WHERE user_id = ? AND guild_id = ?",
-            true,
-            (db_id(user_id), db_id(guild_id)),
+        let existed = self.drop_slot(user_id, guild_id).await?;
+        // Only the user's own claim: another user may have taken the guild over meanwhile.
+        let resolve = || async { Ok(self.holder_serial(guild_id).await? != Some(user_id)) };
+        self.lwt_resolved(
+            "DELETE FROM {ks}.premium_slot_guilds WHERE guild_id = ? IF user_id = ?",
+            (db_id(guild_id), db_id(user_id)),
+            resolve,
         )
         .await?;
-        if self.holder(guild_id).await? == Some(user_id) {
-            self.execute(
-                "DELETE FROM {ks}.premium_slot_guilds WHERE guild_id = ?",
-                true,
-                (db_id(guild_id),),
-            )
-            .await?;
-        }
         Ok(existed)
     }
 
     async fn slots_of_user(&self, user_id: u64) -> Result<Vec<PremiumSlot>, StorageError> {
-        let rows: Vec<(String,)> = self
+        let rows: Vec<(i64, String)> = self
             .select(
-                "SELECT doc FROM {ks}.premium_slots WHERE user_id = ?",
+                "SELECT guild_id, doc FROM {ks}.premium_slots WHERE user_id = ?",
                 (db_id(user_id),),
             )
             .await?;
         let mut out = rows
             .iter()
-            .map(|(text,)| parse("premium_slots", text))
+            .filter(|(guild, _)| *guild != ASSIGNMENTS)
+            .map(|(_, text)| parse("premium_slots", text))
             .collect::<Result<Vec<PremiumSlot>, _>>()?;
         out.sort_by_key(|slot| (slot.assigned_at, slot.guild_id));
         Ok(out)

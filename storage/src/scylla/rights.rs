@@ -42,6 +42,7 @@ const TABLES: &[&str] = &[
     "automod_hits",
     "announce_campaigns",
     "announce_deliveries",
+    "announce_dm_deliveries",
     "timers",
     "timers_by_guild",
     "workflow_variables",
@@ -244,6 +245,11 @@ impl ScyllaStore {
             RowRef::WorkflowVariable { .. } | RowRef::WorkflowRun { .. } => {
                 self.remove_workflow_row(row).await
             }
+            RowRef::AnnouncementDm {
+                campaign,
+                shard,
+                user,
+            } => self.remove_dm_delivery(*campaign, *shard, *user).await,
         }
     }
 }
@@ -328,6 +334,13 @@ impl DataRights for ScyllaStore {
                 } => export
                     .workflow_runs
                     .extend(self.workflow_run(guild, workflow, slot).await?),
+                RowRef::AnnouncementDm {
+                    campaign,
+                    shard,
+                    user,
+                } => export
+                    .announcement_dms
+                    .extend(self.dm_delivery(campaign, shard, user).await?),
             }
         }
         // Expired sessions are gone (TTL): every stored one is listed.
@@ -354,6 +367,7 @@ impl DataRights for ScyllaStore {
         for slot in self.slots_of_user(user_id).await? {
             touched += u64::from(self.remove_slot(user_id, slot.guild_id).await?);
         }
+        self.forget_assignments(user_id).await?;
         touched += self.erase_privacy_of(user_id).await?;
         for row in self.refs_of(user_id).await? {
             touched += match &row {
@@ -676,6 +690,10 @@ impl DataRights for ScyllaStore {
                 }
                 "announce_deliveries" => {
                     self.select("SELECT JSON * FROM {ks}.announce_deliveries", ())
+                        .await?
+                }
+                "announce_dm_deliveries" => {
+                    self.select("SELECT JSON * FROM {ks}.announce_dm_deliveries", ())
                         .await?
                 }
                 "timers" => self.select("SELECT JSON * FROM {ks}.timers", ()).await?,

@@ -56,6 +56,7 @@ fn ticket(guild_id: u64, ticket_id: u64, opener_id: u64, opened_at: Timestamp) -
         claimed_at: None,
         first_response_at: None,
         close_reason: None,
+        place: protonn_storage::TicketPlace::Thread,
     }
 }
 
@@ -534,7 +535,13 @@ pub(crate) async fn tickets_are_numbered_once_and_limited_per_opener<S: Store + 
     assert_eq!((closed.opener_id, closed.ticket_id), (USER, 9));
     closed.closed_at = Some(now);
     closed.close_reason = Some("solved".into());
+    closed.place = protonn_storage::TicketPlace::Channel;
     store.put_ticket(&closed).await.unwrap();
+    assert_eq!(
+        store.ticket(GUILD, 9).await.unwrap().unwrap().place,
+        protonn_storage::TicketPlace::Channel,
+        "a channel ticket stays one"
+    );
     assert_eq!(
         store
             .open_ticket(&ticket(GUILD, 0, USER, now), 1)
@@ -1317,6 +1324,34 @@ async fn populate<S: Store + Clone>(store: &S) {
             .await
             .unwrap();
     }
+    // A service announcement DMed to USER and one to OTHER_USER (both consented).
+    let campaign = protonn_storage::Campaign {
+        id: 9,
+        title: None,
+        message: "Maintenance tonight".into(),
+        created_at: now,
+        cancelled_at: None,
+        dm: true,
+    };
+    store.create_campaign(&campaign).await.unwrap();
+    for user in [USER, OTHER_USER] {
+        let mut dm = protonn_storage::DmDelivery {
+            campaign_id: 9,
+            shard_id: 0,
+            user_id: user,
+            state: protonn_storage::DeliveryState::Claimed,
+            reason: None,
+            claimed_by: "node-a#1".into(),
+            at: now,
+            channel_id: None,
+            message_id: None,
+        };
+        assert!(store.claim_dm_delivery(&dm, None).await.unwrap());
+        dm.state = protonn_storage::DeliveryState::Sent;
+        dm.channel_id = Some(77);
+        dm.message_id = Some(78);
+        assert!(store.finish_dm_delivery(&dm).await.unwrap());
+    }
 }
 
 /// Request ids whose digits appear nowhere else.
@@ -1692,6 +1727,12 @@ pub(crate) async fn export_covers_every_table<S: Store + Clone>(store: S) {
     assert_eq!(cases, expected);
     let timers: Vec<&str> = export.timers.iter().map(|t| t.id.as_str()).collect();
     assert_eq!(timers, ["wait:1:ab"]);
+    let dms: Vec<(u64, u64)> = export
+        .announcement_dms
+        .iter()
+        .map(|d| (d.campaign_id, d.user_id))
+        .collect();
+    assert_eq!(dms, [(9, USER)]);
     assert!(
         !serde_json::to_string(&export.web_sessions)
             .unwrap()
@@ -1787,6 +1828,9 @@ pub(crate) async fn deleting_a_user_leaves_nothing<S: Store + Clone>(store: S) {
         1
     );
     assert!(before.contains("web_sessions"), "{before:?}");
+    // The user's announcement DM went; the other user's is theirs still.
+    assert!(before.contains("announce_dm_deliveries"), "{before:?}");
+    assert_eq!(other.announcement_dms.len(), 1);
     // The scan above covered every table that had rows.
     assert!(before.len() >= 10, "{before:?}");
 }

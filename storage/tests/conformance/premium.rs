@@ -330,6 +330,76 @@ pub(crate) async fn erasing_a_guild_frees_its_slot<S: Store>(store: S) {
         .unwrap();
 }
 
+/// Racing assignments: one user's, to more guilds than they have slots, and many users', to
+/// one guild. The store's atomic `add_slot` is what keeps both within bounds.
+pub(crate) async fn concurrent_assignments_never_exceed_the_slots_nor_share_a_guild<
+    S: PremiumRepo + BillingRepo + Clone,
+>(
+    store: S,
+) {
+    let now = Timestamp::now();
+    assert!(
+        store
+            .apply_subscription(&subscription(21, SubscriptionStatus::Active, now, 2))
+            .await
+            .unwrap()
+    );
+    let tasks: Vec<_> = (0..8u64)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { assign_slot(&store, USER, GUILD + i, now).await })
+        })
+        .collect();
+    let mut assigned = Vec::new();
+    for task in tasks {
+        match task.await.unwrap().unwrap() {
+            Ok(slot) => assigned.push(slot.guild_id),
+            Err(refused) => assert_eq!(refused, AssignRefused::NoFreeSlot),
+        }
+    }
+    assert_eq!(assigned.len(), 2, "two slots, two guilds: {assigned:?}");
+    let mut held: Vec<u64> = store
+        .slots_of_user(USER)
+        .await
+        .unwrap()
+        .iter()
+        .map(|slot| slot.guild_id)
+        .collect();
+    held.sort_unstable();
+    assigned.sort_unstable();
+    assert_eq!(held, assigned);
+
+    let users: Vec<u64> = (1..=8).map(|i| OTHER_USER + i).collect();
+    for (i, &user) in users.iter().enumerate() {
+        let paid = Subscription {
+            user_id: user,
+            ..subscription(30 + i as u64, SubscriptionStatus::Active, now, 1)
+        };
+        assert!(store.apply_subscription(&paid).await.unwrap());
+    }
+    let tasks: Vec<_> = users
+        .iter()
+        .map(|&user| {
+            let store = store.clone();
+            tokio::spawn(async move { (user, assign_slot(&store, user, OTHER_GUILD, now).await) })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for task in tasks {
+        let (user, outcome) = task.await.unwrap();
+        match outcome.unwrap() {
+            Ok(_) => winners.push(user),
+            Err(refused) => {
+                assert_eq!(refused, AssignRefused::GuildTaken);
+                assert!(store.slots_of_user(user).await.unwrap().is_empty());
+            }
+        }
+    }
+    assert_eq!(winners.len(), 1, "one guild, one holder: {winners:?}");
+    let holder = store.guild_slot(OTHER_GUILD).await.unwrap().unwrap();
+    assert_eq!(holder.user_id, winners[0]);
+}
+
 macro_rules! premium_cases {
     ($run:ident) => {
         $run!(
@@ -339,6 +409,7 @@ macro_rules! premium_cases {
             inbox_events_about_a_user_are_exported_anonymised_and_expire,
             an_older_subscription_state_never_overwrites_a_newer,
             slots_follow_entitlements_and_one_user_holds_a_guild,
+            concurrent_assignments_never_exceed_the_slots_nor_share_a_guild,
         );
     };
 }

@@ -1,13 +1,18 @@
 //! Service announcements through the simulator: a campaign reaches every opted-in guild's
 //! channel once, from the node that runs the guild, and none other; an interrupted delivery
 //! (a node killed between its claim and its outcome) is resolved without a second post; a
-//! restarted node does not send again; a cancelled campaign stops. Counted in the ledger.
+//! restarted node does not send again; a cancelled campaign stops. By DM, a campaign reaches
+//! each consenting user once across a crash and a restart, and nobody who did not consent or
+//! withdrew consent. Counted in the ledger.
 
 use std::time::Duration;
 
 use protonn_cluster::{DiscordEndpoint, Node, NodeOptions};
 use protonn_shard::BotToken;
-use protonn_storage::{Campaign, CampaignProgress, Delivery, DeliveryState, Store, Timestamp};
+use protonn_storage::{
+    AnnouncementRepo, Campaign, CampaignProgress, Delivery, DeliveryState, DmDelivery,
+    EmbeddedStore, PrivacyFlags, Store, Timestamp,
+};
 use protonn_tests::*;
 
 use crate::cluster::{
@@ -19,9 +24,18 @@ fn campaign(id: u64) -> Campaign {
         id,
         title: Some("Maintenance".to_owned()),
         message: format!("Campaign {id}: the bot restarts tonight."),
-        created_at: Timestamp(id),
+        created_at: Timestamp::now(),
         cancelled_at: None,
+        dm: false,
     }
+}
+
+/// The text campaign `id` posts, marker included.
+fn announcement(id: u64) -> String {
+    format!(
+        "**Maintenance**\nCampaign {id}: the bot restarts tonight.\n{}",
+        marker(id)
+    )
 }
 
 fn marker(id: u64) -> String {
@@ -211,7 +225,20 @@ async fn an_interrupted_campaign_resumes_once_per_guild_across_a_restart_and_a_c
         .unwrap();
 
     // A node died during campaign 3000: it had claimed guilds 0 and 1, and posted in guild 0
-    // without recording it; it had finished guild 2.
+    // without recording it; it had finished guild 2. Written while this node is stopped, so
+    // that its rounds find the campaign as the dead node left it. (The post is made while a
+    // node runs: the simulator delivers it to the guild's shard.)
+    sim.send_message(
+        guilds[0].id,
+        guilds[0].channel_ids[0],
+        guilds[0].owner_id,
+        &announcement(3_000),
+    )
+    .unwrap();
+    drop(store);
+    node.shutdown().await;
+    let offline = EmbeddedStore::open(dir.path()).unwrap();
+    offline.create_campaign(&campaign(3_000)).await.unwrap();
     let stale = |guild: &protonn_sim::GuildInfo, state| Delivery {
         campaign_id: 3_000,
         shard_id: guild.shard,
@@ -225,31 +252,21 @@ async fn an_interrupted_campaign_resumes_once_per_guild_across_a_restart_and_a_c
     };
     for guild in &guilds[..3] {
         assert!(
-            store
+            offline
                 .claim_delivery(&stale(guild, DeliveryState::Claimed), None)
                 .await
                 .unwrap()
         );
     }
     assert!(
-        store
+        offline
             .finish_delivery(&stale(&guilds[2], DeliveryState::Sent))
             .await
             .unwrap()
     );
-    let text = format!(
-        "**Maintenance**\nCampaign 3000: the bot restarts tonight.\n{}",
-        marker(3_000)
-    );
-    sim.send_message(
-        guilds[0].id,
-        guilds[0].channel_ids[0],
-        guilds[0].owner_id,
-        &text,
-    )
-    .unwrap();
-
-    store.create_campaign(&campaign(3_000)).await.unwrap();
+    drop(offline);
+    let node = slow_node(&sim, dir.path()).await;
+    let store = node.store();
     finished(store.as_ref(), 3_000, 20).await;
     assert_eq!(
         progress(store.as_ref(), 3_000).await.summary(),
@@ -343,6 +360,159 @@ async fn an_interrupted_campaign_resumes_once_per_guild_across_a_restart_and_a_c
         cancelled.sent < 19,
         "the cancel stopped the campaign: {}",
         cancelled.summary()
+    );
+
+    node.shutdown().await;
+    sim.shutdown().await;
+}
+
+/// The bot's DMs of campaign `id` to `user`, from the ledger.
+fn dms(sim: &protonn_sim::SimHandle, user: u64, id: u64) -> usize {
+    sim.dm_channel_of(user)
+        .map_or(0, |channel| posts(sim, channel, id))
+}
+
+async fn dm_progress(store: &dyn Store, id: u64) -> CampaignProgress {
+    CampaignProgress::of_dms(&store.dm_deliveries(id, None).await.unwrap())
+}
+
+/// Waits until campaign `id` has decided `decided` DMs and holds no claim.
+async fn dms_finished(store: &dyn Store, id: u64, decided: u64) {
+    wait_until("the campaign's DMs are decided", || async {
+        let p = dm_progress(store, id).await;
+        let total = p.sent + p.skipped.values().sum::<u64>() + p.failed.values().sum::<u64>();
+        p.in_flight == 0 && total == decided
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dm_campaign_reaches_each_consenting_user_once_across_a_crash_and_nobody_else() {
+    let sim = start_sim(small_world(2, 4)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = slow_node(&sim, dir.path()).await;
+    let store = node.store();
+    // Users on both shards, by id: 12 consent; then one who never chose, one who chose
+    // email only, one who consented but objects, and (highest, so reached last) one who
+    // consents now and withdraws once the campaign is under way.
+    let users: Vec<u64> = (1..=16_u64).map(|i| ((1_000_000 + i) << 22) | i).collect();
+    let consent = PrivacyFlags {
+        announcements_consent: true,
+        ..PrivacyFlags::default()
+    };
+    let (consenting, others) = users.split_at(12);
+    let withdrawing = others[3];
+    for &user in consenting.iter().chain([&withdrawing]) {
+        store.set_privacy_flags(user, &consent).await.unwrap();
+    }
+    let email_only = PrivacyFlags {
+        email_consent: true,
+        ..PrivacyFlags::default()
+    };
+    store
+        .set_privacy_flags(others[1], &email_only)
+        .await
+        .unwrap();
+    let objecting = PrivacyFlags {
+        objects: true,
+        ..consent
+    };
+    store
+        .set_privacy_flags(others[2], &objecting)
+        .await
+        .unwrap();
+
+    // A node crashed during campaign 6000: it had claimed the first two users' DMs, and
+    // sent the first without recording it. Written while this node is stopped.
+    drop(store);
+    node.shutdown().await;
+    let offline = EmbeddedStore::open(dir.path()).unwrap();
+    offline
+        .create_campaign(&Campaign {
+            dm: true,
+            ..campaign(6_000)
+        })
+        .await
+        .unwrap();
+    for &user in &consenting[..2] {
+        let stale = DmDelivery {
+            campaign_id: 6_000,
+            shard_id: protonn_storage::shard_of(user, 2),
+            user_id: user,
+            state: DeliveryState::Claimed,
+            reason: None,
+            claimed_by: "dead-node#1".to_owned(),
+            at: Timestamp(Timestamp::now().0 - 10_000),
+            channel_id: None,
+            message_id: None,
+        };
+        assert!(offline.claim_dm_delivery(&stale, None).await.unwrap());
+    }
+    drop(offline);
+    sim.bot_dm_sent_before(consenting[0], &announcement(6_000));
+
+    let node = slow_node(&sim, dir.path()).await;
+    let store = node.store();
+    wait_until("the campaign's DMs are under way", || async {
+        dm_progress(store.as_ref(), 6_000).await.sent >= 2
+    })
+    .await;
+    // Withdrawn through the privacy centre's path, after the campaign read its recipients.
+    let withdrawn = protonn_storage::privacy::change_choices(
+        store.as_ref(),
+        withdrawing,
+        PrivacyFlags::default(),
+        "dashboard",
+        Timestamp::now(),
+        || 1,
+    )
+    .await
+    .unwrap();
+    assert_eq!(withdrawn, ["consent to announcement DMs withdrawn"]);
+    dms_finished(store.as_ref(), 6_000, 13).await;
+    assert_eq!(
+        dm_progress(store.as_ref(), 6_000).await.summary(),
+        "sent 12, in flight 0, skipped 1 (no_consent: 1), failed 0"
+    );
+    assert_eq!(
+        dms(&sim, consenting[0], 6_000),
+        0,
+        "found in the DM channel, not sent again"
+    );
+    for &user in &consenting[1..] {
+        assert_eq!(dms(&sim, user, 6_000), 1, "user {user}");
+    }
+    for &user in others {
+        assert_eq!(dms(&sim, user, 6_000), 0, "user {user} did not consent");
+    }
+    let decided = store.dm_deliveries(6_000, None).await.unwrap();
+    let of = |user: u64| decided.iter().find(|d| d.user_id == user).unwrap();
+    assert!(of(consenting[0]).message_id.is_some(), "the DM found");
+    assert_eq!(of(withdrawing).reason.as_deref(), Some("no_consent"));
+
+    // Restarted on the same store, the node sends nothing of campaign 6000 again; campaign
+    // 7000 is the barrier (the withdrawn user is no longer a recipient).
+    drop(store);
+    node.shutdown().await;
+    let node = slow_node(&sim, dir.path()).await;
+    let store = node.store();
+    store
+        .create_campaign(&Campaign {
+            dm: true,
+            ..campaign(7_000)
+        })
+        .await
+        .unwrap();
+    dms_finished(store.as_ref(), 7_000, 12).await;
+    for &user in &consenting[1..] {
+        assert_eq!(dms(&sim, user, 6_000), 1, "user {user}");
+    }
+    for &user in others {
+        assert_eq!(dms(&sim, user, 7_000), 0, "user {user}");
+    }
+    assert_eq!(
+        dm_progress(store.as_ref(), 7_000).await.summary(),
+        "sent 12, in flight 0, skipped 0, failed 0"
     );
 
     node.shutdown().await;

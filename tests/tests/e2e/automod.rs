@@ -7,11 +7,15 @@ use std::time::Duration;
 
 use crate::dashboard::{WebDriver, browser_installed, login_as, start_dashboard};
 
-use protonn_actors::{CallSource, Caller, GuildCall, GuildCallError, GuildRequest, GuildResponse};
+use protonn_actors::{
+    CallSource, Caller, GuildCall, GuildCallError, GuildRequest, GuildResponse, NativeRuleStatus,
+    NativeSync,
+};
 use protonn_sim::SimHandle;
 use protonn_storage::{AutomodAction, AutomodConfig, AutomodRule, GuildConfig, Trigger};
 use protonn_tests::*;
 use serde_json::json;
+use twilight_model::guild::Permissions;
 
 fn call(guild_id: u64, request: GuildRequest) -> GuildCall {
     GuildCall {
@@ -738,4 +742,207 @@ async fn a_native_rule_runs_in_discords_automod_and_the_bot_takes_its_other_acti
         "{refused:?}"
     );
     assert!(sim.automod_rules(guild.id).is_empty());
+}
+
+/// The guild's native rules as the bot reads them on Discord (the dashboard's call).
+async fn native_status(node: &protonn_cluster::Node, guild_id: u64) -> Vec<NativeRuleStatus> {
+    match node
+        .guild_calls()
+        .call(call(guild_id, GuildRequest::AutomodNative))
+        .await
+    {
+        Ok(GuildResponse::AutomodNative { rules }) => rules,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A native keyword rule named `name`, blocking `word`.
+fn native_words(name: &str, word: &str) -> AutomodRule {
+    let mut rule = rule(
+        name,
+        Trigger::Keywords {
+            words: vec![word.to_owned()],
+        },
+        vec![AutomodAction::Delete],
+    );
+    rule.native = true;
+    rule
+}
+
+fn names_on_discord(sim: &SimHandle, guild_id: u64) -> Vec<String> {
+    let mut names: Vec<String> = sim
+        .automod_rules(guild_id)
+        .iter()
+        .filter_map(|rule| rule["name"].as_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_of_plan_alone_takes_native_rules_off_discord_and_back() {
+    let runtime = protonn_actors::RuntimeConfig {
+        // The actor reads the plan again this often: the change shows at the next message.
+        plan_recheck_every: Duration::from_millis(50),
+        ..test_runtime()
+    };
+    let Bot { sim, node, .. } = &Bot::with_runtime(small_world(1, 1), runtime).await;
+    let guild = some_guild(sim, 0);
+    let (channel, member) = (guild.channel_ids[0], guild.member_ids[0]);
+    let store = node.store();
+    give_premium(store.as_ref(), guild.id, guild.owner_id).await;
+    // Six rules: the first and the sixth native; the free plan runs the first five.
+    configure(node, guild.id, |config| {
+        config.automod.rules = (0..6)
+            .map(|n| native_words(&format!("rule {n}"), &format!("word{n}")))
+            .collect();
+        for rule in &mut config.automod.rules[1..5] {
+            rule.native = false;
+        }
+    })
+    .await
+    .unwrap();
+    wait_until("premium pushes both native rules", || async {
+        names_on_discord(sim, guild.id) == ["rule 0", "rule 5"]
+    })
+    .await;
+    let saved = store.load(guild.id).await.unwrap().unwrap().version;
+
+    // Premium ends: nobody saves anything, the next message the guild's actor handles (once
+    // it reads the plan again) takes the sixth rule off Discord.
+    store.remove_slot(guild.owner_id, guild.id).await.unwrap();
+    wait_until("the rule past the free plan leaves Discord", || async {
+        sim.send_message(guild.id, channel, member, "hello");
+        names_on_discord(sim, guild.id) == ["rule 0"]
+    })
+    .await;
+    // Premium again: it comes back.
+    give_premium(store.as_ref(), guild.id, guild.owner_id).await;
+    wait_until("the rule is back on Discord with premium", || async {
+        sim.send_message(guild.id, channel, member, "hello");
+        names_on_discord(sim, guild.id) == ["rule 0", "rule 5"]
+    })
+    .await;
+    assert_eq!(
+        store.load(guild.id).await.unwrap().unwrap().version,
+        saved,
+        "no config was saved"
+    );
+    let statuses = native_status(node, guild.id).await;
+    assert_eq!(statuses.len(), 2, "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| s.sync == NativeSync::OnDiscord),
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_manage_server_the_bot_pushes_no_native_rule_and_says_why() {
+    let Bot { sim, node, .. } = &Bot::start(small_world(1, 1)).await;
+    let guild = some_guild(sim, 0);
+    let (channel, member) = (guild.channel_ids[0], guild.member_ids[0]);
+    configure(node, guild.id, |config| {
+        config.automod.rules = vec![rule(
+            "marker",
+            Trigger::Keywords {
+                words: vec!["marker".into()],
+            },
+            vec![AutomodAction::Delete],
+        )];
+    })
+    .await
+    .unwrap();
+    // An admin takes Manage Server from the bot's role; a message sent after it, handled
+    // once the bot has seen the role change (one shard, in order), shows the bot has.
+    assert!(sim.edit_bot_role(
+        guild.id,
+        Permissions::from_bits_truncate(u64::MAX) - Permissions::MANAGE_GUILD
+    ));
+    let marker = sim
+        .send_message(guild.id, channel, member, "marker")
+        .unwrap();
+    wait_until(
+        "the bot handled a message after the role change",
+        || async { !sim.message_exists(channel, marker) },
+    )
+    .await;
+
+    configure(node, guild.id, |config| {
+        config.automod.rules.push(native_words("words", "scam*"));
+    })
+    .await
+    .unwrap();
+    let statuses = native_status(node, guild.id).await;
+    assert_eq!(
+        statuses,
+        [NativeRuleStatus {
+            rule: "words".into(),
+            sync: NativeSync::NotOnDiscord {
+                why: "the bot needs the Manage Server permission to manage Discord's AutoMod \
+                      rules"
+                    .into()
+            },
+        }]
+    );
+    if browser_installed() {
+        let (dashboard, _data) = start_dashboard(sim, node).await;
+        let origin = format!("http://{}", dashboard.addr());
+        let profile = tempfile::tempdir().unwrap();
+        let mut browser = WebDriver::start(profile.path()).await;
+        login_as(&browser, &origin, guild.owner_id).await;
+        browser
+            .go(&format!("{origin}/guilds/{}/automod", guild.id))
+            .await;
+        browser.wait_for("Native rules on Discord").await;
+        browser
+            .wait_for("No: the bot needs the Manage Server permission")
+            .await;
+        browser.screenshot("automod-native-permission").await;
+        browser.quit().await;
+        dashboard.shutdown().await;
+    }
+    let automod_requests = || {
+        sim.ledger()
+            .rest
+            .iter()
+            .filter(|r| r.path.contains("auto-moderation"))
+            .count()
+    };
+    // A save that would push is answered before its push task runs: a later message
+    // handled by the actor (after that task was spawned) gives it time to have sent.
+    let later = sim
+        .send_message(guild.id, channel, member, "marker")
+        .unwrap();
+    wait_until("the bot handled a later message", || async {
+        !sim.message_exists(channel, later)
+    })
+    .await;
+    assert_eq!(automod_requests(), 0, "no AutoMod request reached Discord");
+    assert!(sim.automod_rules(guild.id).is_empty());
+    assert!(
+        !sim.ledger().rest.iter().any(|r| r.status == 403),
+        "no request was refused for a missing permission"
+    );
+
+    // Manage Server again: the next change of the rules pushes it.
+    assert!(sim.edit_bot_role(guild.id, Permissions::from_bits_truncate(u64::MAX)));
+    let marker = sim
+        .send_message(guild.id, channel, member, "marker")
+        .unwrap();
+    wait_until("the bot saw its role again", || async {
+        !sim.message_exists(channel, marker)
+    })
+    .await;
+    configure(node, guild.id, |config| {
+        config.automod.rules[1].trigger = Trigger::Keywords {
+            words: vec!["scam*".into(), "*coin".into()],
+        };
+    })
+    .await
+    .unwrap();
+    discord_rules(sim, guild.id, 1).await;
+    assert_eq!(
+        native_status(node, guild.id).await[0].sync,
+        NativeSync::OnDiscord
+    );
 }

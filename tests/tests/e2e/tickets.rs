@@ -745,3 +745,256 @@ async fn after_a_downgrade_categories_past_the_plan_are_kept_off_the_panel_and_n
     browser.quit().await;
     dashboard.shutdown().await;
 }
+
+/// The channel the bot made in the guild named `name`.
+fn channel_named(sim: &SimHandle, guild_id: u64, name: &str) -> Value {
+    sim.channels(guild_id)
+        .into_iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no channel {name}"))
+}
+
+/// The overwrite of `target` in a channel object: (allow, deny).
+fn overwrite_of(channel: &Value, target: u64) -> Option<(u64, u64)> {
+    let bits = |o: &Value, key: &str| o[key].as_str()?.parse::<u64>().ok();
+    channel["permission_overwrites"]
+        .as_array()?
+        .iter()
+        .find(|o| o["id"] == target.to_string())
+        .and_then(|o| Some((bits(o, "allow")?, bits(o, "deny")?)))
+}
+
+/// A role id the guild names as its ticket staff (overwrites name it; no member holds it).
+const STAFF_ROLE: u64 = 4_242;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_ticket_is_seen_by_its_people_only_and_stays_locked_with_its_transcript() {
+    use twilight_model::guild::Permissions;
+
+    let Bot { sim, node, .. } = &Bot::start(small_world(1, 1)).await;
+    let guild = some_guild(sim, 0);
+    let channel = guild.channel_ids[0];
+    let [member, helper, stranger] = [0, 1, 2].map(|i| guild.member_ids[i]);
+    let category = sim.create_category(guild.id, "Tickets").unwrap();
+    crate::automod::configure(node, guild.id, |config| {
+        config.tickets.place = protonn_storage::TicketPlace::Channel;
+        config.tickets.channel_category = Some(category);
+        config.tickets.staff_roles = vec![STAFF_ROLE];
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        staff(sim, &guild, channel, "panel", "").await,
+        "Ticket panel posted."
+    );
+
+    let opened = open_ticket(sim, &guild, channel, member, "My refund is late").await;
+    let ticket_channel = channel_named(sim, guild.id, "ticket-1");
+    let ticket_id = id(&ticket_channel);
+    assert_eq!(opened, format!("Ticket #1 opened: <#{ticket_id}>."));
+    assert_eq!(ticket_channel["type"], 0, "a text channel");
+    assert_eq!(ticket_channel["parent_id"], category.to_string());
+    let view = Permissions::VIEW_CHANNEL.bits();
+    let in_ticket = (Permissions::VIEW_CHANNEL
+        | Permissions::SEND_MESSAGES
+        | Permissions::READ_MESSAGE_HISTORY)
+        .bits();
+    assert_eq!(overwrite_of(&ticket_channel, guild.id), Some((0, view)));
+    assert_eq!(overwrite_of(&ticket_channel, member), Some((in_ticket, 0)));
+    assert_eq!(
+        overwrite_of(&ticket_channel, STAFF_ROLE),
+        Some((in_ticket, 0))
+    );
+    assert!(
+        sim.send_message(guild.id, ticket_id, stranger, "let me in")
+            .is_none(),
+        "another member does not see it"
+    );
+    assert!(
+        sim.messages(ticket_id)[0]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("Ticket #1: My refund is late")
+    );
+    sim.send_message(guild.id, ticket_id, member, "Order 1234")
+        .unwrap();
+
+    // Staff claim it, bring someone in and out, rename it: overwrites and a new name.
+    let claimed = staff(sim, &guild, ticket_id, "claim", "").await;
+    assert_eq!(
+        claimed,
+        format!("Ticket #1 claimed by <@{}>.", guild.owner_id)
+    );
+    let added = staff(sim, &guild, ticket_id, "add", &format!("<@{helper}>")).await;
+    assert_eq!(added, format!("<@{helper}> added to ticket #1."));
+    assert!(
+        sim.send_message(guild.id, ticket_id, helper, "I can help")
+            .is_some()
+    );
+    let removed = staff(sim, &guild, ticket_id, "remove", &helper.to_string()).await;
+    assert_eq!(removed, format!("<@{helper}> removed from ticket #1."));
+    assert!(
+        sim.member_permissions(guild.id, ticket_id, helper)
+            .is_empty()
+    );
+    let again = staff(sim, &guild, ticket_id, "remove", &helper.to_string()).await;
+    assert_eq!(again, format!("<@{helper}> is not in ticket #1."));
+    let renamed = staff(sim, &guild, ticket_id, "rename", "refund").await;
+    assert_eq!(renamed, "Ticket #1 is now `ticket-1-refund`.");
+    sim.send_message(guild.id, ticket_id, guild.owner_id, "Refund sent.")
+        .unwrap();
+
+    // The member closes it: transcript kept, the channel kept but locked for them.
+    sim.send_message(guild.id, ticket_id, member, "!ticket close solved")
+        .unwrap();
+    let closed = reply_in(sim, ticket_id, 1).await;
+    assert_eq!(
+        closed,
+        format!("Ticket #1 closed by <@{member}>: solved. The channel is locked now.")
+    );
+    wait_until("the closed ticket's channel is locked", || async {
+        let locked = channel_named(sim, guild.id, "ticket-1-refund");
+        overwrite_of(&locked, member)
+            .is_some_and(|(_, deny)| deny & Permissions::SEND_MESSAGES.bits() != 0)
+    })
+    .await;
+    let can = sim.member_permissions(guild.id, ticket_id, member);
+    assert!(can.contains(Permissions::VIEW_CHANNEL) && !can.contains(Permissions::SEND_MESSAGES));
+    assert!(
+        sim.send_message(guild.id, ticket_id, member, "one more thing")
+            .is_none()
+    );
+    let locks: Vec<_> = sim
+        .ledger()
+        .rest
+        .into_iter()
+        .filter(|r| {
+            r.route == "PUT /channels/{channel_id}/permissions/{overwrite_id}"
+                && r.path.ends_with(&format!("/{member}"))
+                && r.status == 204
+        })
+        .collect();
+    assert_eq!(locks.len(), 1, "one lock in the ledger: {locks:?}");
+    let twice = staff(sim, &guild, ticket_id, "close", "").await;
+    assert_eq!(twice, "Ticket #1 is already closed.");
+
+    let store = node.store();
+    let ticket = store.ticket(guild.id, 1).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            ticket.place,
+            ticket.channel_id,
+            ticket.close_reason.as_deref()
+        ),
+        (
+            protonn_storage::TicketPlace::Channel,
+            ticket_id,
+            Some("solved")
+        )
+    );
+    let transcript = store.transcript(guild.id, 1).await.unwrap();
+    let lines: Vec<(u64, &str)> = transcript
+        .iter()
+        .map(|line| (line.author_id, line.content.as_str()))
+        .collect();
+    for line in [
+        (member, "Order 1234"),
+        (helper, "I can help"),
+        (guild.owner_id, "Refund sent."),
+        (member, "!ticket close solved"),
+    ] {
+        assert!(lines.contains(&line), "{line:?} in {lines:?}");
+    }
+
+    // Reopened, the member writes again.
+    let reopened = staff(sim, &guild, channel, "reopen", "1").await;
+    assert_eq!(reopened, format!("Ticket #1 reopened: <#{ticket_id}>."));
+    assert!(
+        sim.send_message(guild.id, ticket_id, member, "thanks")
+            .is_some()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_ticket_discord_refuses_says_what_the_bot_needs_and_holds_no_place() {
+    let Bot { sim, node, .. } = &Bot::start(small_world(1, 1)).await;
+    let guild = some_guild(sim, 0);
+    let channel = guild.channel_ids[0];
+    let member = guild.member_ids[0];
+    crate::automod::configure(node, guild.id, |config| {
+        config.tickets.place = protonn_storage::TicketPlace::Channel;
+    })
+    .await
+    .unwrap();
+    staff(sim, &guild, channel, "panel", "").await;
+    // An admin takes Manage Roles from the bot's role after the bot cached it.
+    sim.revoke_bot_permissions(guild.id, twilight_model::guild::Permissions::MANAGE_ROLES);
+    let answer = open_ticket(sim, &guild, channel, member, "Cannot log in").await;
+    assert!(
+        answer.starts_with("Discord did not open a channel for the ticket")
+            && answer.contains("Manage Roles"),
+        "{answer}"
+    );
+    assert!(sim.channels(guild.id).is_empty());
+    let ticket = node.store().ticket(guild.id, 1).await.unwrap().unwrap();
+    assert_eq!(
+        ticket.close_reason.as_deref(),
+        Some("no channel could be opened"),
+        "closed at once: the member's limit is not spent"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_tickets_chosen_in_chromium_open_in_the_chosen_category() {
+    if !browser_installed() {
+        return;
+    }
+    let Bot { sim, node, .. } = &Bot::start(small_world(1, 1)).await;
+    let guild = some_guild(sim, 0);
+    let channel = guild.channel_ids[0];
+    let category = sim.create_category(guild.id, "Support tickets").unwrap();
+    let (dashboard, _data) = start_dashboard(sim, node).await;
+    let origin = dashboard.url().to_owned();
+    let profile = tempfile::tempdir().unwrap();
+    let mut browser = WebDriver::start(profile.path()).await;
+    login_as(&browser, &origin, guild.owner_id).await;
+    let settings = format!("{origin}/guilds/{}/tickets/settings", guild.id);
+    browser.go(&settings).await;
+    browser.wait_for("Open each ticket as").await;
+    browser.click("#place-channel").await;
+    browser
+        .click(&format!("#channel_category option[value='{category}']"))
+        .await;
+    browser.click("#save").await;
+    browser.wait_for("Saved as version 1").await;
+    browser.screenshot("ticket-settings-channels").await;
+    let tickets = node
+        .store()
+        .load(guild.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .config
+        .tickets;
+    assert_eq!(tickets.place, protonn_storage::TicketPlace::Channel);
+    assert_eq!(tickets.channel_category, Some(category));
+    let checked = browser
+        .script("return document.querySelector('#place-channel').checked")
+        .await;
+    assert_eq!(checked, Value::Bool(true), "the form shows what is saved");
+    browser.quit().await;
+    dashboard.shutdown().await;
+
+    staff(sim, &guild, channel, "panel", "").await;
+    let opened = open_ticket(
+        sim,
+        &guild,
+        channel,
+        guild.member_ids[0],
+        "Where is my order",
+    )
+    .await;
+    let made = channel_named(sim, guild.id, "ticket-1");
+    assert_eq!(opened, format!("Ticket #1 opened: <#{}>.", id(&made)));
+    assert_eq!(made["parent_id"], category.to_string());
+}

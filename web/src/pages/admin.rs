@@ -41,7 +41,13 @@ pub(crate) async fn announcements(
     let mut campaigns = Vec::new();
     for campaign in store.campaigns().await? {
         let progress = CampaignProgress::of(&store.deliveries(campaign.id, None).await?);
-        campaigns.push((campaign, progress));
+        let dms = match campaign.dm {
+            true => Some(CampaignProgress::of_dms(
+                &store.dm_deliveries(campaign.id, None).await?,
+            )),
+            false => None,
+        };
+        campaigns.push((campaign, progress, dms));
     }
     let nav = Nav {
         username: &authed.sealed.username,
@@ -53,27 +59,34 @@ pub(crate) async fn announcements(
         Audience::User,
         html! {
             h1 { "Service announcements" }
-            p.muted { "Sent once to every server that chose an announcement channel, by the node that runs it, below every reply." }
+            p.muted { "Sent once to every server that chose an announcement channel, by the node that runs it, below every reply; by DM too, if you choose, to every user who consented to announcement DMs (checked again just before each DM)." }
             form.card method="post" action="/admin/announcements" {
                 input type="hidden" name="csrf" value=(authed.csrf());
                 label for="title" { "Title (optional)" }
                 input type="text" id="title" name="title" maxlength=(CAMPAIGN_TITLE_MAX_CHARS) autocomplete="off";
                 label for="message" { "Message" }
                 textarea id="message" name="message" required maxlength=(CAMPAIGN_MESSAGE_MAX_CHARS) rows="6" {}
+                label { input type="checkbox" name="dm" value="1" id="dm"; " Also by DM to users who consented" }
                 p { button type="submit" id="start" { "Start campaign" } }
             }
             @if campaigns.is_empty() {
                 p id="no-campaigns" { "No campaigns yet." }
             } @else {
                 table id="campaigns" {
-                    thead { tr { th { "Campaign" } th { "Title" } th { "State" } th { "Progress" } th {} } }
+                    thead { tr { th { "Campaign" } th { "Title" } th { "State" } th { "Progress" } th { "DMs" } th {} } }
                     tbody {
-                        @for (campaign, progress) in &campaigns {
+                        @for (campaign, progress, dms) in &campaigns {
                             tr id={ "campaign-" (campaign.id) } {
                                 td { (campaign.id) }
                                 td { (campaign.title.as_deref().unwrap_or("—")) }
                                 td { @if campaign.cancelled_at.is_some() { "cancelled" } @else { "active" } }
                                 td.progress { (progress.summary()) }
+                                td.dms {
+                                    @match dms {
+                                        Some(dms) => (dms.summary()),
+                                        None => "not by DM",
+                                    }
+                                }
                                 td {
                                     @if campaign.cancelled_at.is_none() {
                                         form method="post" action="/admin/announcements/cancel" {
@@ -101,10 +114,12 @@ pub(crate) async fn create_announcement(
     let form = user_form(&authed, body)?;
     let message = form.required("message")?;
     let title = form.one("title")?;
+    let dm = form.one("dm")?.is_some();
     match start_campaign(
         store.as_ref(),
         message,
         title,
+        dm,
         Timestamp::now(),
         authed.user_id,
     )

@@ -1,6 +1,7 @@
 //! Automod in the dashboard: the rules (edited as the JSON the bot stores, checked by the
-//! bot on save), a "test a message" box that shows which rule would fire and why, and what
-//! rules in shadow mode would have done. Everything goes through guild calls.
+//! bot on save), a "test a message" box that shows which rule would fire and why, whether
+//! Discord runs the native rules (or why not), and what rules in shadow mode would have
+//! done. Everything goes through guild calls.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -9,7 +10,9 @@ use axum::http::StatusCode;
 use axum::http::header::LOCATION;
 use axum::response::{IntoResponse, Response};
 use maud::html;
-use protonn_actors::{GuildRequest, GuildResponse, GuildSummary, RuleMatch};
+use protonn_actors::{
+    GuildRequest, GuildResponse, GuildSummary, NativeRuleStatus, NativeSync, RuleMatch,
+};
 use protonn_storage::{AutomodConfig, AutomodHit, Plan, Timestamp, VersionedConfig, guild_plan};
 use serde::Deserialize;
 
@@ -159,8 +162,22 @@ async fn page(
         GuildResponse::AutomodHits { hits } => hits,
         _ => return Err(unexpected()),
     };
+    // Read from Discord by the bot: asked only when a rule is native.
+    let native = if current.config.automod.rules.iter().any(|rule| rule.native) {
+        match state
+            .call(authed.user_id, guild_id, GuildRequest::AutomodNative, None)
+            .await?
+        {
+            GuildResponse::AutomodNative { rules } => rules,
+            _ => return Err(unexpected()),
+        }
+    } else {
+        Vec::new()
+    };
     let plan = guild_plan(state.store.as_ref(), guild_id, Timestamp::now()).await?;
-    Ok(render(authed, &summary, &current, plan, &hits, extras))
+    Ok(render(
+        authed, &summary, &current, plan, &hits, &native, extras,
+    ))
 }
 
 fn render(
@@ -169,6 +186,7 @@ fn render(
     current: &VersionedConfig,
     plan: Plan,
     hits: &[AutomodHit],
+    native: &[NativeRuleStatus],
     extras: Extras,
 ) -> Response {
     let off = current.config.automod.over_plan(plan);
@@ -238,6 +256,23 @@ fn render(
                     "See the admin guide for every field and limit."
                 }
                 p { button type="submit" id="save-rules" { "Save rules" } " " span.muted { "Version " (current.version) } }
+            }
+            @if !native.is_empty() {
+                h2 { "Native rules on Discord" }
+                table id="native" {
+                    thead { tr { th { "Rule" } th { "On Discord" } } }
+                    tbody {
+                        @for status in native {
+                            tr {
+                                td { (status.rule) }
+                                @match &status.sync {
+                                    NativeSync::OnDiscord => td { "Yes, as configured" },
+                                    NativeSync::NotOnDiscord { why } => td { "No: " (why) "." },
+                                }
+                            }
+                        }
+                    }
+                }
             }
             h2 { "Shadow-mode hits" }
             @if hits.is_empty() { p.muted id="no-hits" { "No rule in shadow mode has matched yet." } }

@@ -1,5 +1,6 @@
-//! The guild's ticket settings: staff roles, the panel's categories, the open-ticket limit
-//! per member and the idle period. Saved like every config change (a `ChangeConfig` guild
+//! The guild's ticket settings: staff roles, the panel's categories, threads or channels
+//! (and the Discord category of ticket channels), the open-ticket limit per member and the
+//! idle period. Saved like every config change (a `ChangeConfig` guild
 //! call with the version the form showed: checked by the bot, audited, live at once).
 
 use super::settings::SavedQuery;
@@ -11,7 +12,7 @@ use axum::http::header::LOCATION;
 use axum::response::{IntoResponse, Response};
 use maud::html;
 use protonn_actors::{GuildRequest, GuildResponse, GuildSummary};
-use protonn_storage::{Plan, TicketsConfig, Timestamp, VersionedConfig, guild_plan};
+use protonn_storage::{Plan, TicketPlace, TicketsConfig, Timestamp, VersionedConfig, guild_plan};
 
 use super::guild::{authorize, config, summary, tabs, unexpected};
 use super::layout::{self, Audience, Nav};
@@ -22,6 +23,8 @@ use crate::{AppState, WebError};
 
 /// The categories field, one name per line: 25 names of 100 characters fit well within.
 const CATEGORIES_MAX_CHARS: usize = 4_000;
+/// Discord's channel type of a category.
+const CATEGORY_CHANNEL: u8 = 4;
 
 pub(crate) async fn ticket_settings(
     State(state): State<AppState>,
@@ -94,6 +97,27 @@ fn render(
                     (shown.categories.join("\n"))
                 }
                 p.muted { "Your plan sets how many categories a panel may offer." }
+                fieldset {
+                    legend { "Open each ticket as" }
+                    label {
+                        input type="radio" id="place-thread" name="place" value="thread" checked[shown.place == TicketPlace::Thread];
+                        " a private thread of the panel's channel"
+                    }
+                    label {
+                        input type="radio" id="place-channel" name="place" value="channel" checked[shown.place == TicketPlace::Channel];
+                        " a private channel (only the member, the ticket and server staff roles and the bot see it)"
+                    }
+                }
+                label for="channel_category" { "Category of ticket channels" }
+                select id="channel_category" name="channel_category" {
+                    option value="" { "(none: outside any category)" }
+                    @for c in summary.channels.iter().filter(|c| c.kind == CATEGORY_CHANNEL) {
+                        option value=(c.id) selected[shown.channel_category == Some(c.id)] { (c.name) }
+                    }
+                }
+                p.muted {
+                    "For ticket channels the bot needs Manage Channels and Manage Roles. A closed ticket's channel is kept, locked; delete it once you no longer need it (a server has at most 500 channels)."
+                }
                 label for="max_open" { "Open tickets a member may have at once" }
                 input type="number" id="max_open" name="max_open" min="1" max="10" required value=(shown.max_open_per_member);
                 label for="idle_hours" { "Close a ticket after this many hours without a message (empty: the bot's default)" }
@@ -139,11 +163,38 @@ fn parse(form: &Form, summary: &GuildSummary) -> Result<TicketsConfig, WebError>
                 WebError::BadForm("the idle period is a whole number of hours".into())
             })?),
         };
+    let place = match form.one("place")? {
+        None | Some("thread") => TicketPlace::Thread,
+        Some("channel") => TicketPlace::Channel,
+        Some(_) => {
+            return Err(WebError::BadForm(
+                "tickets open as threads or channels".into(),
+            ));
+        }
+    };
+    let channel_category = match form.one("channel_category")?.map(str::trim) {
+        None | Some("") => None,
+        Some(raw) => {
+            let id = raw.parse::<u64>().ok().filter(|&id| {
+                summary
+                    .channels
+                    .iter()
+                    .any(|c| c.id == id && c.kind == CATEGORY_CHANNEL)
+            });
+            Some(id.ok_or_else(|| {
+                WebError::BadForm(
+                    "the ticket channels' category is not a category of this server".into(),
+                )
+            })?)
+        }
+    };
     Ok(TicketsConfig {
         staff_roles,
         categories,
         max_open_per_member,
         idle_close_hours,
+        place,
+        channel_category,
     })
 }
 

@@ -519,6 +519,7 @@ mod tests {
             claimed_at: None,
             first_response_at: first.map(at),
             close_reason: None,
+            place: protonn_storage::TicketPlace::Thread,
         };
         let newest = [
             ticket(0, Some(10), Some(100)),
@@ -597,6 +598,7 @@ mod tests {
             claimed_at: None,
             first_response_at: None,
             close_reason: None,
+            place: protonn_storage::TicketPlace::Thread,
         };
         store.put_ticket(&ticket).await.unwrap();
         let count = LINES_PER_CHUNK as u64 * 2 + 3;

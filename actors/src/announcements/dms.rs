@@ -1,0 +1,202 @@
+//! Campaign DMs. A campaign with `dm` also goes to every user whose stored privacy flags
+//! allow announcement DMs (`PrivacyFlags::may_announce`: consent given, no objection or
+//! restriction), found a page at a time (`dm_recipients`). A user belongs to the shard of
+//! their id (Discord's formula), so the node that runs that shard sends their DM, as the node
+//! that runs a guild sends its announcement; each DM is claimed before anything is sent and
+//! decided after, with the same take-over of a dead sender's claim (the DM channel's last 100
+//! messages are read for the campaign's marker).
+//!
+//! Consent is read again just before each DM, so a user who withdrew it after the campaign
+//! began, or after their page was read, gets nothing (`skipped: no_consent`).
+
+use std::collections::{BTreeSet, HashMap};
+
+use metrics::counter;
+use protonn_storage::{DeliveryState, DmDelivery, StorageError, Timestamp, shard_of};
+use serde::Deserialize;
+use twilight_http::request::TryIntoRequest;
+use twilight_model::channel::message::AllowedMentions;
+use twilight_model::id::Id;
+use twilight_model::id::marker::{ChannelMarker, UserMarker};
+
+use super::campaigns::{Posted, Round, announcement_text};
+use crate::metrics::ANNOUNCEMENT_DMS;
+use crate::rest::RestError;
+
+/// Every (`outcome`, `reason`) of `protonn_announcements_dms_total`.
+pub(crate) const DM_OUTCOMES: [(&str, &str); 6] = [
+    ("sent", "posted"),
+    ("sent", "recovered"),
+    ("skipped", "no_consent"),
+    ("skipped", "dm_closed"),
+    ("failed", "interrupted"),
+    ("failed", "discord_error"),
+];
+/// Users whose flags one store call reads: a page is one partition scan on redb and one
+/// token range on ScyllaDB.
+const RECIPIENT_PAGE: usize = 500;
+
+#[derive(Deserialize)]
+struct DmChannel {
+    id: Id<ChannelMarker>,
+}
+
+impl Round<'_> {
+    /// DMs the consenting users of `shards` still to reach; `false` once the campaign was
+    /// cancelled.
+    pub(super) async fn dms(&mut self, shards: &BTreeSet<u32>) -> Result<bool, StorageError> {
+        let store = &self.services.store;
+        let mut known: HashMap<u64, DmDelivery> = HashMap::new();
+        for &shard in shards {
+            let decided = store.dm_deliveries(self.campaign.id, Some(shard)).await?;
+            known.extend(decided.into_iter().map(|d| (d.user_id, d)));
+        }
+        let mut after = None;
+        loop {
+            let page = store.dm_recipients(after, RECIPIENT_PAGE).await?;
+            for user_id in page.users {
+                let shard_id = shard_of(user_id, self.services.shard_count);
+                if !shards.contains(&shard_id) {
+                    continue;
+                }
+                let now = Timestamp::now();
+                let stored = known
+                    .get(&user_id)
+                    .map(|old| (old.state, old.claimed_by.as_str(), old.at));
+                let Some(replacing) = self.claim_over(stored, now) else {
+                    continue;
+                };
+                if !self.still_active().await? {
+                    return Ok(false);
+                }
+                let claim = DmDelivery {
+                    campaign_id: self.campaign.id,
+                    shard_id,
+                    user_id,
+                    state: DeliveryState::Claimed,
+                    reason: None,
+                    claimed_by: self.me.clone(),
+                    at: now,
+                    channel_id: None,
+                    message_id: None,
+                };
+                if !store
+                    .claim_dm_delivery(&claim, replacing.as_deref())
+                    .await?
+                {
+                    continue;
+                }
+                let interrupted = replacing.is_some_and(|old| old != self.me);
+                self.send_dm(claim, interrupted).await?;
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(true),
+            }
+        }
+    }
+
+    /// Sends the campaign to a claimed user (or finds it sent), and records the outcome.
+    async fn send_dm(&self, mut claim: DmDelivery, interrupted: bool) -> Result<(), StorageError> {
+        let services = self.services;
+        // At send time, not only when the page was read: a withdrawal is honoured at once.
+        let flags = services.store.privacy_flags(claim.user_id).await?;
+        let user = Id::<UserMarker>::new_checked(claim.user_id);
+        let Some(user) = user.filter(|_| flags.may_announce()) else {
+            return self
+                .decide_dm(claim, DeliveryState::Skipped, "no_consent", None)
+                .await;
+        };
+        // Sent by half the lease or not at all, as guild deliveries are.
+        let give_up_at = tokio::time::Instant::now() + services.runtime.timer_lease / 2;
+        let open = services
+            .replies
+            .http()
+            .create_private_channel(user)
+            .try_into_request()
+            .expect("a DM channel request is valid");
+        let opened = services
+            .replies
+            .rest()
+            .send_background("create_dm", open, give_up_at)
+            .await
+            .and_then(|reply| reply.model::<DmChannel>());
+        let channel = match opened {
+            Ok(channel) => channel.id,
+            Err(err) => return self.not_sent(claim, err).await,
+        };
+        claim.channel_id = Some(channel.get());
+        if interrupted {
+            match self.find_posted(channel).await {
+                Ok(Some(message)) => {
+                    return self
+                        .decide_dm(claim, DeliveryState::Sent, "recovered", Some(message))
+                        .await;
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::warn!(user_id = claim.user_id, error = %err, "cannot tell whether an interrupted announcement DM was sent");
+                    return self
+                        .decide_dm(claim, DeliveryState::Failed, "interrupted", None)
+                        .await;
+                }
+            }
+        }
+        let request = services
+            .replies
+            .http()
+            .create_message(channel)
+            .content(&announcement_text(self.campaign))
+            .allowed_mentions(Some(&AllowedMentions::default()))
+            .try_into_request()
+            .expect("an announcement is a valid message");
+        let sent = services
+            .replies
+            .rest()
+            .send_background("create_message", request, give_up_at)
+            .await
+            .and_then(|reply| reply.model::<Posted>());
+        match sent {
+            Ok(posted) => {
+                self.decide_dm(claim, DeliveryState::Sent, "posted", Some(posted.id.get()))
+                    .await
+            }
+            Err(err) => self.not_sent(claim, err).await,
+        }
+    }
+
+    /// Records why a DM was not sent; a request whose turn did not come leaves the claim
+    /// ours, for the next round.
+    async fn not_sent(&self, claim: DmDelivery, err: RestError) -> Result<(), StorageError> {
+        match err {
+            RestError::Timeout | RestError::QueueFull | RestError::HeldBack(_) => Ok(()),
+            // The user does not accept DMs from the bot (50007): their choice, not a fault.
+            RestError::Status { status: 403, .. } => {
+                self.decide_dm(claim, DeliveryState::Skipped, "dm_closed", None)
+                    .await
+            }
+            err => {
+                tracing::warn!(user_id = claim.user_id, error = %err, "announcement DM not delivered");
+                self.decide_dm(claim, DeliveryState::Failed, "discord_error", None)
+                    .await
+            }
+        }
+    }
+
+    async fn decide_dm(
+        &self,
+        mut claim: DmDelivery,
+        state: DeliveryState,
+        reason: &'static str,
+        message_id: Option<u64>,
+    ) -> Result<(), StorageError> {
+        claim.state = state;
+        claim.reason = (state != DeliveryState::Sent).then(|| reason.to_owned());
+        claim.message_id = message_id;
+        claim.at = Timestamp::now();
+        if self.services.store.finish_dm_delivery(&claim).await? {
+            counter!(ANNOUNCEMENT_DMS, "outcome" => state.label(), "reason" => reason).increment(1);
+        }
+        Ok(())
+    }
+}
