@@ -22,7 +22,7 @@ use protonn_storage::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{ConfigChangeError, SampleEvent, WorkflowOff, WorkflowTrace};
+use crate::{ConfigChangeError, RecentEvent, SampleEvent, WorkflowOff, WorkflowTrace};
 
 /// A request to one guild's actor.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,7 +128,15 @@ pub enum GuildRequest {
         workflow_id: u64,
         definition: Option<String>,
         sample: SampleEvent,
+        /// Replays this one of the guild's recent events instead of `sample`
+        /// ([`GuildRequest::RecentWorkflowEvents`]).
+        #[serde(default)]
+        recent: Option<u64>,
     },
+    /// The guild's last messages, joins, leaves and reactions its actor saw, which a dry run
+    /// may replay (held in the actor's memory only; bots' and those of members who
+    /// restricted processing left out), newest first ([`GuildResponse::RecentWorkflowEvents`]).
+    RecentWorkflowEvents,
     /// The last traces of a workflow's real runs on the node holding the guild, oldest first
     /// ([`GuildResponse::WorkflowRuns`]).
     WorkflowRuns {
@@ -177,7 +185,7 @@ pub enum GuildRequest {
 
 impl GuildRequest {
     /// Values of the `request` metric label.
-    pub const LABELS: [&'static str; 20] = [
+    pub const LABELS: [&'static str; 21] = [
         "read_config",
         "change_config",
         "config_history",
@@ -191,6 +199,7 @@ impl GuildRequest {
         "delete_workflow",
         "dry_run_workflow",
         "workflow_runs",
+        "recent_workflow_events",
         "automod_hits",
         "automod_test",
         "automod_native",
@@ -216,6 +225,7 @@ impl GuildRequest {
             Self::DeleteWorkflow { .. } => "delete_workflow",
             Self::DryRunWorkflow { .. } => "dry_run_workflow",
             Self::WorkflowRuns { .. } => "workflow_runs",
+            Self::RecentWorkflowEvents => "recent_workflow_events",
             Self::AutomodHits { .. } => "automod_hits",
             Self::AutomodTest { .. } => "automod_test",
             Self::AutomodNative => "automod_native",
@@ -267,6 +277,9 @@ pub enum GuildResponse {
     WorkflowTrace(WorkflowTrace),
     WorkflowRuns {
         traces: Vec<WorkflowTrace>,
+    },
+    RecentWorkflowEvents {
+        events: Vec<RecentEvent>,
     },
     AutomodHits {
         hits: Vec<AutomodHit>,

@@ -9,6 +9,7 @@
 use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use protonn_storage::{AuditEntry, GuildConfig, Plan, Timer, VersionedConfig};
 use twilight_model::application::command::Command as SlashCommand;
@@ -75,6 +76,12 @@ pub(crate) trait Feature: Send + Sync + 'static {
 
     fn on_event(&self, _ctx: &mut Ctx<'_>, _event: &Event) -> Vec<Effect> {
         Vec::new()
+    }
+
+    /// What the actor calls: [`on_event`](Self::on_event), for a feature that keeps some
+    /// events as they came (a clone of the `Arc`, no copy of the event).
+    fn on_shared_event(&self, ctx: &mut Ctx<'_>, event: &Arc<Event>) -> Vec<Effect> {
+        self.on_event(ctx, event)
     }
 
     /// Answers a guild call it handles (on a task: it may read storage or Discord); `None`
@@ -167,15 +174,20 @@ pub(crate) struct Invocation {
 #[derive(Clone, Debug)]
 pub(crate) struct ComponentUse {
     pub(crate) custom_id: String,
+    /// A modal sent, rather than a component used.
+    pub(crate) modal: bool,
     /// A modal's text inputs by custom id; empty for a component.
     pub(crate) fields: Vec<(String, String)>,
     /// The values chosen in a select; empty otherwise.
     pub(crate) values: Vec<String>,
     pub(crate) author: Id<UserMarker>,
+    pub(crate) author_name: String,
     pub(crate) author_roles: Vec<Id<RoleMarker>>,
     /// The member's permissions in the channel, as Discord computed them.
     pub(crate) author_permissions: Option<Permissions>,
     pub(crate) channel_id: Id<ChannelMarker>,
+    /// The message the component is on (for a modal, the one whose button opened it).
+    pub(crate) message_id: Option<Id<MessageMarker>>,
 }
 
 impl ComponentUse {

@@ -57,7 +57,8 @@ pub struct GuildArgs {
 
 pub enum GuildMsg {
     /// A gateway event of this guild, in gateway order. Boxed: events are large.
-    Event(Box<Event>),
+    /// Shared, so a feature may keep it without a copy (workflows' recent events).
+    Event(Arc<Event>),
     /// Forget the loaded config and the features' state and load them again on next use: the
     /// guild's shard came back from another node, where either may have changed.
     Reload,
@@ -172,7 +173,7 @@ impl Actor for GuildActor {
 impl GuildState {
     /// Handles an event; a panic reloads the guild's state and retries after a back-off,
     /// and an event that panics on every try is dead-lettered instead of looping.
-    async fn handle_with_retries(&mut self, event: &Event) {
+    async fn handle_with_retries(&mut self, event: &Arc<Event>) {
         let runtime = &self.services.runtime;
         let (max_attempts, backoff) = (runtime.max_attempts.max(1), runtime.retry_backoff);
         for attempt in 1..=max_attempts {
@@ -201,8 +202,8 @@ impl GuildState {
         }
     }
 
-    async fn handle_event(&mut self, event: &Event) {
-        match event {
+    async fn handle_event(&mut self, event: &Arc<Event>) {
+        match &**event {
             Event::GuildCreate(_) => {
                 self.observe(HandledEvent::GuildCreate);
                 self.keep_data_if_returned().await;
@@ -225,7 +226,7 @@ impl GuildState {
     }
 
     /// Hands an event to the features that want it, in registry order.
-    async fn features_on_event(&mut self, event: &Event) {
+    async fn features_on_event(&mut self, event: &Arc<Event>) {
         let features = crate::features::all();
         if !features.iter().any(|feature| feature.wants(event)) {
             return;
@@ -239,7 +240,7 @@ impl GuildState {
                 continue;
             }
             let mut ctx = Ctx::new(config, plan, io.clone(), &mut states[index]);
-            let effects = feature.on_event(&mut ctx, event);
+            let effects = feature.on_shared_event(&mut ctx, event);
             carry_out(&io, None, effects);
         }
     }
@@ -518,14 +519,18 @@ impl GuildState {
     async fn on_interaction(&mut self, interaction: &Interaction) {
         match &interaction.data {
             Some(InteractionData::MessageComponent(data)) => {
-                let used = (data.custom_id.clone(), Vec::new(), data.values.clone());
-                return self.component_interaction(interaction, used).await;
+                let (custom_id, values) = (data.custom_id.clone(), data.values.clone());
+                return self
+                    .component_interaction(interaction, custom_id, None, values)
+                    .await;
             }
             Some(InteractionData::ModalSubmit(data)) => {
                 let mut fields = Vec::new();
                 modal_fields(&data.components, &mut fields);
-                let used = (data.custom_id.clone(), fields, Vec::new());
-                return self.component_interaction(interaction, used).await;
+                let custom_id = data.custom_id.clone();
+                return self
+                    .component_interaction(interaction, custom_id, Some(fields), Vec::new())
+                    .await;
             }
             _ => {}
         }
@@ -657,7 +662,10 @@ impl GuildState {
     async fn component_interaction(
         &mut self,
         interaction: &Interaction,
-        (custom_id, fields, values): (String, Vec<(String, String)>, Vec<String>),
+        custom_id: String,
+        // A modal's fields; `None` for a component.
+        fields: Option<Vec<(String, String)>>,
+        values: Vec<String>,
     ) {
         let reply = reply_to(interaction);
         let (Some(user), Some(channel_id)) = (
@@ -681,12 +689,18 @@ impl GuildState {
         let member = interaction.member.as_ref();
         let used = ComponentUse {
             custom_id,
-            fields,
+            modal: fields.is_some(),
+            fields: fields.unwrap_or_default(),
             values,
             author: user,
+            author_name: interaction
+                .author()
+                .map(|author| author.name.clone())
+                .unwrap_or_default(),
             author_roles: member.map(|m| m.roles.clone()).unwrap_or_default(),
             author_permissions: member.and_then(|m| m.permissions),
             channel_id,
+            message_id: interaction.message.as_ref().map(|message| message.id),
         };
         let io = self.io();
         let Some((config, plan, states)) = self.config_and_feature_states().await else {

@@ -21,6 +21,7 @@ mod cache;
 mod calls;
 mod choices;
 mod commands;
+mod components;
 mod dead_letters;
 mod departures;
 mod entitlements;
@@ -72,8 +73,8 @@ pub use slash::slash_commands;
 pub use snapshot::{cached_guild, load_shard_cache, take_shard_cache};
 pub use usage::CommandUsage;
 pub use workflows::{
-    SampleEvent, SampleEventKind, SandboxLimit, WorkflowOff, WorkflowOutcome, WorkflowTrace,
-    WorkflowTraceStep,
+    RECENT_EVENTS as RECENT_WORKFLOW_EVENTS, RecentEvent, SampleEvent, SampleEventKind,
+    SandboxLimit, WorkflowOff, WorkflowOutcome, WorkflowTrace, WorkflowTraceStep,
 };
 
 use protonn_shard::{EventTypeFlags, Intents};

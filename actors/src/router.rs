@@ -303,7 +303,7 @@ impl RouterState {
             }
         }
         let actor = resident.take();
-        let _ = self.cast(myself, guild_id, &actor, GuildMsg::Event(Box::new(event)));
+        let _ = self.cast(myself, guild_id, &actor, GuildMsg::Event(Arc::new(event)));
     }
 
     /// An app subscription bought (ENTITLEMENT_CREATE): stored off the router's task.

@@ -34,17 +34,15 @@ use protonn_storage::{GuildConfig, Timer, Timestamp};
 use tokio::time::Instant;
 use twilight_model::application::command::Command as SlashCommand;
 use twilight_model::channel::message::component::{
-    ActionRow, Button, ButtonStyle, Component, SelectMenu, SelectMenuOption, SelectMenuType,
-    TextInput, TextInputStyle,
+    ButtonStyle, Component, SelectMenu, SelectMenuOption, SelectMenuType, TextInput, TextInputStyle,
 };
 use twilight_model::gateway::event::Event;
 use twilight_model::guild::Permissions;
-use twilight_model::http::interaction::{
-    InteractionResponse, InteractionResponseData, InteractionResponseType,
-};
+use twilight_model::http::interaction::InteractionResponse;
 use twilight_model::id::Id;
 use twilight_model::id::marker::{ChannelMarker, RoleMarker, UserMarker};
 
+use crate::components::{button, modal, row};
 use crate::feature::{Answer, ComponentUse, Ctx, Effect, Feature, Invocation};
 use notes::Notes;
 use settings::Settings;
@@ -301,11 +299,11 @@ impl Feature for Tickets {
 /// The panel's button, or its category select when the guild names categories.
 fn panel_components(categories: &[String]) -> Vec<Component> {
     if categories.is_empty() {
-        return vec![row(button(
+        return vec![row(vec![button(
             OPEN_BUTTON,
             "Open a ticket",
             ButtonStyle::Primary,
-        ))];
+        )])];
     }
     let options = categories
         .iter()
@@ -318,7 +316,7 @@ fn panel_components(categories: &[String]) -> Vec<Component> {
             value: n.to_string(),
         })
         .collect();
-    vec![row(Component::SelectMenu(SelectMenu {
+    vec![row(vec![Component::SelectMenu(SelectMenu {
         channel_types: None,
         custom_id: CATEGORY_SELECT.to_owned(),
         default_values: None,
@@ -330,37 +328,21 @@ fn panel_components(categories: &[String]) -> Vec<Component> {
         options: Some(options),
         placeholder: Some("What is your ticket about?".to_owned()),
         required: None,
-    }))]
+    })])]
 }
 
 /// The close button of a ticket's first message.
 fn ticket_components() -> Vec<Component> {
-    vec![row(button(CLOSE_BUTTON, "Close", ButtonStyle::Danger))]
-}
-
-fn row(component: Component) -> Component {
-    Component::ActionRow(ActionRow {
-        components: vec![component],
-        id: None,
-    })
-}
-
-fn button(custom_id: &str, label: &str, style: ButtonStyle) -> Component {
-    Component::Button(Button {
-        custom_id: Some(custom_id.to_owned()),
-        disabled: false,
-        emoji: None,
-        id: None,
-        label: Some(label.to_owned()),
-        sku_id: None,
-        style,
-        url: None,
-    })
+    vec![row(vec![button(
+        CLOSE_BUTTON,
+        "Close",
+        ButtonStyle::Danger,
+    )])]
 }
 
 /// The modal asking what the ticket is about (after choosing category number `category`).
 fn topic_modal(category: Option<usize>) -> InteractionResponse {
-    let input = Component::TextInput(TextInput {
+    let input = TextInput {
         custom_id: TOPIC_FIELD.to_owned(),
         id: None,
         #[allow(deprecated)]
@@ -371,19 +353,12 @@ fn topic_modal(category: Option<usize>) -> InteractionResponse {
         required: Some(true),
         style: TextInputStyle::Paragraph,
         value: None,
-    });
-    InteractionResponse {
-        kind: InteractionResponseType::Modal,
-        data: Some(InteractionResponseData {
-            custom_id: Some(match category {
-                Some(n) => format!("{TOPIC_MODAL}:{n}"),
-                None => TOPIC_MODAL.to_owned(),
-            }),
-            title: Some("Open a ticket".to_owned()),
-            components: Some(vec![row(input)]),
-            ..InteractionResponseData::default()
-        }),
-    }
+    };
+    let custom_id = match category {
+        Some(n) => format!("{TOPIC_MODAL}:{n}"),
+        None => TOPIC_MODAL.to_owned(),
+    };
+    modal(custom_id, "Open a ticket".to_owned(), vec![input])
 }
 
 #[cfg(test)]

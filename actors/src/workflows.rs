@@ -18,6 +18,13 @@
 //! - Variables kept between runs (the server's, each member's) are read with the first
 //!   activation and live in the state; a run's changes are stored on a task, one batch at a
 //!   time per guild, so the newest value is the one stored.
+//! - A workflow's message may carry buttons (`wf:<id>`); a press or a modal sent comes
+//!   through [`Feature::on_component`], is answered once at once (the modal the button
+//!   opens, or an acknowledgement) and then runs like an event, in order.
+//! - The guild's last [`RECENT_EVENTS`] messages, joins, leaves and reactions are kept, as
+//!   the actor got them (shared, not copied), for a dry run to replay: in memory only.
+//! - A run's Discord calls wait until every kept value it could have read is stored, so what
+//!   members see never rests on a change a crash could lose.
 //! - The guild's plan decides which enabled workflows run ([`over_plan`]: the first ones by
 //!   id, within its step limit), chosen at match time from views compiled for each plan, so a
 //!   downgrade or an upgrade reloads nothing.
@@ -39,15 +46,18 @@ use protonn_storage::{
     WORKFLOW_VARIABLES_PER_WRITE, WorkflowRun, WorkflowVariable,
 };
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use twilight_model::channel::message::EmojiReactionType;
+use twilight_model::channel::message::component::{TextInput, TextInputStyle};
 use twilight_model::gateway::event::Event;
+use twilight_model::http::interaction::{InteractionResponse, InteractionResponseType};
 use twilight_model::id::Id;
 use twilight_model::user::User;
 
 use crate::GuildCall;
 use crate::commands::{self, Parsed};
-use crate::feature::{CallTask, Ctx, Effect, Feature, Task};
+use crate::feature::{Answer, CallTask, ComponentUse, Ctx, Effect, Feature, Task};
 use crate::guild::Io;
 use crate::metrics::{COMMANDS_HANDLED, WORKFLOW_ACTIVATIONS, WORKFLOW_LIMITS_HIT, WORKFLOW_RUNS};
 use model::{Compiled, CompiledTrigger, Definition};
@@ -79,6 +89,8 @@ const QUEUED_WHILE_LOADING: usize = 1_000;
 /// Members whose privacy choices one [`drain`] reads at most (at once); the events after
 /// them wait for the next.
 const CHOICES_PER_DRAIN: usize = 100;
+/// The guild's recent events a dry run may replay ([`RecentEvents`]).
+pub const RECENT_EVENTS: usize = 20;
 /// Members whose roles are remembered, to tell a role added from a role removed (the node
 /// cache holds the roles after the update only).
 const MEMBERS_REMEMBERED: usize = 1_000;
@@ -117,6 +129,11 @@ impl Feature for Workflows {
         )
     }
 
+    fn on_shared_event(&self, ctx: &mut Ctx<'_>, event: &Arc<Event>) -> Vec<Effect> {
+        lock(&ctx.state::<State>().shared).recent.remember(event);
+        self.on_event(ctx, event)
+    }
+
     fn on_event(&self, ctx: &mut Ctx<'_>, event: &Event) -> Vec<Effect> {
         let prefix = ctx.config.prefix.clone();
         let io = ctx.io.clone();
@@ -130,41 +147,49 @@ impl Feature for Workflows {
         {
             return Vec::new();
         }
-        let facts = facts_of(&io, &mut guard, event);
+        let facts = facts_of(&io, &mut guard.member_roles, event);
         if facts.is_empty() {
             return Vec::new();
         }
-        // Loaded, nothing waiting before it and every member's choice known: decided now.
-        if guard.waiting.is_empty()
-            && unknown_command.is_none()
-            && matches!(guard.phase, Phase::Ready(_))
-        {
-            let no_reads = HashMap::new();
-            let decided: Option<Vec<bool>> = facts
-                .iter()
-                .map(|facts| may_process(&io, facts, &no_reads))
-                .collect();
-            if let Some(decided) = decided {
-                let mut effects = Vec::new();
-                for (facts, may) in facts.into_iter().zip(decided) {
-                    if may {
-                        effects.extend(dispatch(&mut guard, &shared, &io, facts, &prefix));
-                    }
-                }
-                return effects;
+        accept(&io, &shared, guard, facts, unknown_command, &prefix)
+    }
+
+    fn answers_privately(&self) -> bool {
+        true
+    }
+
+    fn component_prefix(&self) -> Option<&'static str> {
+        Some(model::COMPONENT_PREFIX)
+    }
+
+    /// A press of a workflow's button, or a workflow's modal sent: answered once, at once
+    /// (with the modal the press opens, or an acknowledgement), then run like an event, in
+    /// order. Before the guild's workflows are loaded, the answer waits for the load (the
+    /// interaction is deferred if that is slow).
+    fn on_component(&self, ctx: &mut Ctx<'_>, used: ComponentUse) -> Vec<Effect> {
+        let prefix = ctx.config.prefix.clone();
+        let io = ctx.io.clone();
+        let plan = ctx.plan;
+        let shared = Arc::clone(&ctx.state::<State>().shared);
+        let facts = component_facts(used);
+        let loaded = {
+            let mut guard = lock(&shared);
+            guard.plan = plan;
+            matches!(guard.phase, Phase::Ready(_))
+        };
+        if loaded {
+            return pressed(&io, &shared, facts, &prefix);
+        }
+        vec![Effect::task(async move {
+            if let Err(err) = activate(&io, &shared).await {
+                counter!(WORKFLOW_ACTIVATIONS, "outcome" => "error").increment(1);
+                tracing::error!(guild_id = %io.guild_id(), error = %err, "workflows not loaded; a button press is not run");
+                let text =
+                    "This button's workflows cannot run right now; please try again shortly.";
+                return vec![Effect::Reply(Answer::new("error", text))];
             }
-        }
-        let queued = facts.into_iter().map(|facts| Queued {
-            unknown_command: unknown_command.clone(),
-            facts,
-        });
-        queue(&mut guard.waiting, queued);
-        if guard.draining {
-            return Vec::new();
-        }
-        guard.draining = true;
-        drop(guard);
-        vec![Effect::Task(drain(io, shared, prefix))]
+            pressed(&io, &shared, facts, &prefix)
+        })]
     }
 
     fn on_call(&self, ctx: &mut Ctx<'_>, call: &GuildCall) -> Option<CallTask> {
@@ -217,6 +242,42 @@ struct Shared {
     unsaved: BTreeMap<KeptKey, WorkflowVariable>,
     /// Whether a [`save_variables`] task is under way.
     saving: bool,
+    /// Changes to kept variables so far (one per run that made any), and up to which one
+    /// they are stored: a run's Discord calls wait for what it could have read
+    /// ([`act::Durable`]).
+    kept_changes: u64,
+    kept_stored: watch::Sender<u64>,
+    /// The guild's last events a workflow could replay in a dry run.
+    recent: RecentEvents,
+}
+
+/// The guild's last [`RECENT_EVENTS`] messages, joins, leaves and reactions, as the actor got
+/// them (the `Arc`: keeping one copies nothing), each with a number of its own. In memory
+/// only: they hold members' messages, and go with the actor.
+#[derive(Default)]
+struct RecentEvents {
+    events: VecDeque<(u64, Arc<Event>)>,
+    next_id: u64,
+}
+
+impl RecentEvents {
+    fn remember(&mut self, event: &Arc<Event>) {
+        if !matches!(
+            **event,
+            Event::MessageCreate(_)
+                | Event::MemberAdd(_)
+                | Event::MemberRemove(_)
+                | Event::ReactionAdd(_)
+                | Event::ReactionRemove(_)
+        ) {
+            return;
+        }
+        if self.events.len() >= RECENT_EVENTS {
+            self.events.pop_front();
+        }
+        self.next_id += 1;
+        self.events.push_back((self.next_id, Arc::clone(event)));
+    }
 }
 
 /// What the guild's workflows keep between runs.
@@ -300,6 +361,14 @@ impl Active {
     }
 }
 
+/// One of the guild's recent events, as a dry run may replay it: its number among them and
+/// what the workflows see of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecentEvent {
+    pub id: u64,
+    pub event: EventFacts,
+}
+
 /// An enabled workflow the guild's plan does not run (a downgrade keeps it), and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkflowOff {
@@ -344,7 +413,11 @@ impl View {
                 listens.reactions = true
             }
             CompiledTrigger::RoleAdd(_) | CompiledTrigger::RoleRemove(_) => listens.roles = true,
-            CompiledTrigger::Schedule { .. } | CompiledTrigger::Called => {}
+            // Presses come through `on_component`, not as gateway events.
+            CompiledTrigger::Schedule { .. }
+            | CompiledTrigger::Called
+            | CompiledTrigger::Button(_)
+            | CompiledTrigger::Modal { .. } => {}
         }
         self.order.push(compiled.workflow_id);
         self.workflows.insert(compiled.workflow_id, compiled);
@@ -399,6 +472,17 @@ impl RunBucket {
     }
 }
 
+impl Shared {
+    /// What a run started now could have read of the kept variables, and how far they are
+    /// stored.
+    fn durable(&self) -> act::Durable {
+        act::Durable {
+            stored: self.kept_stored.subscribe(),
+            seen: self.kept_changes,
+        }
+    }
+}
+
 fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
     // A panic while holding it leaves pure data behind: carry on with it.
     shared
@@ -422,6 +506,172 @@ fn has_command(view: &View, name: &str) -> bool {
         .any(|w| matches!(&w.trigger, CompiledTrigger::Command(command) if command == name))
 }
 
+/// The guild's recent events (newest first, with their numbers) that a dry run may replay:
+/// those of bots left out, as the runs leave them out, and those of members who restricted
+/// processing (or whose choice cannot be read) too.
+async fn recent_events(io: &Io, shared: &Mutex<Shared>) -> Vec<(u64, EventFacts)> {
+    let events: Vec<(u64, Arc<Event>)> = lock(shared).recent.events.iter().cloned().collect();
+    let mut recent = Vec::new();
+    for (id, event) in events.into_iter().rev() {
+        // Replays change nothing: not even the roles remembered.
+        for facts in facts_of(io, &mut HashMap::new(), &event) {
+            let may = match facts.user_id {
+                None => true,
+                Some(user) => match io.privacy_choices().known(user) {
+                    Some(flags) => flags.may_process(),
+                    None => io
+                        .privacy_choices()
+                        .read(user)
+                        .await
+                        .is_ok_and(|flags| flags.may_process()),
+                },
+            };
+            if may {
+                recent.push((id, facts));
+            }
+        }
+    }
+    recent
+}
+
+/// Runs an event's facts now if nothing waits before them and every member's privacy
+/// choice is known; else queues them, in order, for a [`drain`].
+fn accept(
+    io: &Io,
+    shared: &Arc<Mutex<Shared>>,
+    mut guard: MutexGuard<'_, Shared>,
+    facts: Vec<EventFacts>,
+    unknown_command: Option<String>,
+    prefix: &str,
+) -> Vec<Effect> {
+    if guard.waiting.is_empty()
+        && unknown_command.is_none()
+        && matches!(guard.phase, Phase::Ready(_))
+    {
+        let no_reads = HashMap::new();
+        let decided: Option<Vec<bool>> = facts
+            .iter()
+            .map(|facts| may_process(io, facts, &no_reads))
+            .collect();
+        if let Some(decided) = decided {
+            let mut effects = Vec::new();
+            for (facts, may) in facts.into_iter().zip(decided) {
+                if may {
+                    effects.extend(dispatch(&mut guard, shared, io, facts, prefix));
+                }
+            }
+            return effects;
+        }
+    }
+    let queued = facts.into_iter().map(|facts| Queued {
+        unknown_command: unknown_command.clone(),
+        facts,
+    });
+    queue(&mut guard.waiting, queued);
+    if guard.draining {
+        return Vec::new();
+    }
+    guard.draining = true;
+    drop(guard);
+    vec![Effect::Task(drain(
+        io.clone(),
+        Arc::clone(shared),
+        prefix.to_owned(),
+    ))]
+}
+
+/// What the runner needs of a press of a workflow's button or of a modal sent.
+fn component_facts(used: ComponentUse) -> EventFacts {
+    let id = used.custom_id.strip_prefix(model::COMPONENT_PREFIX);
+    EventFacts {
+        kind: if used.modal {
+            EventKind::Modal
+        } else {
+            EventKind::Button
+        },
+        user_id: Some(used.author.get()),
+        user_name: used.author_name,
+        roles: used.author_roles.iter().map(|role| role.get()).collect(),
+        channel_id: Some(used.channel_id.get()),
+        message_id: used.message_id.map(Id::get),
+        at_ms: Timestamp::now().as_millis(),
+        component: id.map(str::to_owned),
+        fields: used.fields.into_iter().collect(),
+        ..EventFacts::default()
+    }
+}
+
+/// Answers a press or a modal, once: a press of a button whose id a `modal` trigger has
+/// opens that modal (the first such workflow's); otherwise it is acknowledged and runs the
+/// workflows it triggers, in order with the guild's events. A button no workflow listens to
+/// (deleted, disabled) says so.
+fn pressed(io: &Io, shared: &Arc<Mutex<Shared>>, facts: EventFacts, prefix: &str) -> Vec<Effect> {
+    let guard = lock(shared);
+    let Phase::Ready(active) = &guard.phase else {
+        // The workflows changed in the instant since they were loaded.
+        let text = "The workflows changed meanwhile; please press again.";
+        return vec![Effect::Reply(Answer::new("conflict", text))];
+    };
+    let view = active.view(guard.plan);
+    let listening: Vec<&Compiled> = view
+        .order
+        .iter()
+        .map(|id| view.workflows[id].as_ref())
+        .filter(|w| w.trigger.component() == facts.component.as_deref())
+        .collect();
+    if facts.kind == EventKind::Button
+        && let Some(modal) = listening.iter().find_map(|w| modal_of(&w.trigger))
+    {
+        return vec![Effect::Respond(Box::new(modal))];
+    }
+    let fires = listening
+        .iter()
+        .any(|w| run::matches(&w.trigger, &facts, prefix).is_some());
+    if !fires {
+        let text = "This button no longer does anything.";
+        return vec![Effect::Reply(Answer::new("invalid", text))];
+    }
+    // Acknowledged without a visible answer: what the workflows do is their answer.
+    let acknowledged = InteractionResponse {
+        kind: InteractionResponseType::DeferredUpdateMessage,
+        data: None,
+    };
+    let mut effects = vec![Effect::Respond(Box::new(acknowledged))];
+    effects.extend(accept(io, shared, guard, vec![facts], None, prefix));
+    effects
+}
+
+/// The modal a `modal` trigger shows, its custom id `wf:<id>`.
+fn modal_of(trigger: &CompiledTrigger) -> Option<InteractionResponse> {
+    let CompiledTrigger::Modal { id, title, fields } = trigger else {
+        return None;
+    };
+    let inputs = fields
+        .iter()
+        .map(|field| TextInput {
+            custom_id: field.id.clone(),
+            id: None,
+            #[allow(deprecated)]
+            label: Some(field.label.clone()),
+            max_length: None,
+            min_length: None,
+            placeholder: None,
+            required: Some(field.required),
+            style: if field.long {
+                TextInputStyle::Paragraph
+            } else {
+                TextInputStyle::Short
+            },
+            value: None,
+        })
+        .collect();
+    Some(crate::components::modal(
+        format!("{}{id}", model::COMPONENT_PREFIX),
+        title.clone(),
+        inputs,
+    ))
+}
+
 /// The built-in parser's answer to a command no workflow took, as it would have given it.
 fn unknown_command_answer(facts: &EventFacts, prefix: &str) -> Option<Effect> {
     let Parsed::Invalid(text) = commands::parse_text(prefix, &facts.content) else {
@@ -437,7 +687,7 @@ fn unknown_command_answer(facts: &EventFacts, prefix: &str) -> Option<Effect> {
 
 /// What the runner needs of a gateway event: nothing for bot-authored events, which never
 /// trigger a workflow (no loops between bots, or with ourselves).
-fn facts_of(io: &Io, shared: &mut Shared, event: &Event) -> Vec<EventFacts> {
+fn facts_of(io: &Io, member_roles: &mut HashMap<u64, Vec<u64>>, event: &Event) -> Vec<EventFacts> {
     let now = Timestamp::now().as_millis();
     let bot = io.known_bot_id().map(Id::get);
     let is_bot = |user: &User| user.bot || Some(user.id.get()) == bot;
@@ -456,7 +706,7 @@ fn facts_of(io: &Io, shared: &mut Shared, event: &Event) -> Vec<EventFacts> {
                 .as_ref()
                 .map(|member| member.roles.iter().map(|role| role.get()).collect())
                 .unwrap_or_default();
-            remember_roles(shared, message.author.id.get(), &roles);
+            remember_roles(member_roles, message.author.id.get(), &roles);
             vec![EventFacts {
                 kind: EventKind::Message,
                 user_id: Some(message.author.id.get()),
@@ -476,11 +726,11 @@ fn facts_of(io: &Io, shared: &mut Shared, event: &Event) -> Vec<EventFacts> {
                 return Vec::new();
             }
             let roles: Vec<u64> = added.member.roles.iter().map(|role| role.get()).collect();
-            remember_roles(shared, user.id.get(), &roles);
+            remember_roles(member_roles, user.id.get(), &roles);
             vec![member_facts(EventKind::MemberJoin, user, roles, now)]
         }
         Event::MemberRemove(removed) => {
-            shared.member_roles.remove(&removed.user.id.get());
+            member_roles.remove(&removed.user.id.get());
             if is_bot(&removed.user) {
                 return Vec::new();
             }
@@ -493,8 +743,8 @@ fn facts_of(io: &Io, shared: &mut Shared, event: &Event) -> Vec<EventFacts> {
         }
         Event::MemberUpdate(update) => {
             let roles: Vec<u64> = update.roles.iter().map(|role| role.get()).collect();
-            let before = shared.member_roles.get(&update.user.id.get()).cloned();
-            remember_roles(shared, update.user.id.get(), &roles);
+            let before = member_roles.get(&update.user.id.get()).cloned();
+            remember_roles(member_roles, update.user.id.get(), &roles);
             // Without the roles before, a change cannot be told apart: nothing fires.
             let Some(before) = before else {
                 return Vec::new();
@@ -571,8 +821,7 @@ fn reaction_facts(
     }]
 }
 
-fn remember_roles(shared: &mut Shared, user: u64, roles: &[u64]) {
-    let remembered = &mut shared.member_roles;
+fn remember_roles(remembered: &mut HashMap<u64, Vec<u64>>, user: u64, roles: &[u64]) {
     if remembered.len() >= MEMBERS_REMEMBERED
         && !remembered.contains_key(&user)
         && let Some(&any) = remembered.keys().next()
@@ -758,6 +1007,7 @@ fn keep(
         kept.vars.insert((owner, name.clone()), value);
         shared.unsaved.insert((owner, name), stored);
     }
+    shared.kept_changes += 1;
     if shared.saving {
         return None;
     }
@@ -770,13 +1020,15 @@ fn keep(
 /// change to store again (unless a newer value replaced one meanwhile).
 async fn save_variables(io: Io, shared: Arc<Mutex<Shared>>) -> Vec<Effect> {
     loop {
-        let batch: Vec<WorkflowVariable> = {
+        // Every change up to `upto` is in this batch or stored already.
+        let (batch, upto): (Vec<WorkflowVariable>, u64) = {
             let mut guard = lock(&shared);
             if guard.unsaved.is_empty() {
                 guard.saving = false;
                 return Vec::new();
             }
-            std::mem::take(&mut guard.unsaved).into_values().collect()
+            let batch = std::mem::take(&mut guard.unsaved).into_values().collect();
+            (batch, guard.kept_changes)
         };
         for (i, chunk) in batch.chunks(WORKFLOW_VARIABLES_PER_WRITE).enumerate() {
             if let Err(err) = io.store().put_workflow_variables(chunk).await {
@@ -790,6 +1042,9 @@ async fn save_variables(io: Io, shared: Arc<Mutex<Shared>>) -> Vec<Effect> {
                 return Vec::new();
             }
         }
+        lock(&shared)
+            .kept_stored
+            .send_modify(|stored| *stored = (*stored).max(upto));
     }
 }
 
@@ -877,9 +1132,10 @@ fn follow_up(
         return effects;
     }
     let deadline = deadline(&trace, limits);
+    let durable = shared.durable();
     let (io, handle) = (io.clone(), Arc::clone(handle));
     effects.push(Effect::task(async move {
-        act::execute(&io, calls, deadline, &mut trace).await;
+        act::execute(&io, calls, deadline, &mut trace, durable).await;
         let stored = finish(&mut lock(&handle), &io, trace, user);
         if let Some(run) = stored {
             store_run(&io, run).await;
@@ -1021,44 +1277,13 @@ fn drain(io: Io, shared: Arc<Mutex<Shared>>, prefix: String) -> Task {
 }
 
 async fn drain_once(io: Io, shared: Arc<Mutex<Shared>>, prefix: String) -> Vec<Effect> {
-    if let Err(err) = ensure_kept(&io, &shared).await {
+    if let Err(err) = activate(&io, &shared).await {
         counter!(WORKFLOW_ACTIVATIONS, "outcome" => "error").increment(1);
-        tracing::error!(guild_id = %io.guild_id(), error = %err, "workflow variables not loaded; the events that waited are not run");
+        tracing::error!(guild_id = %io.guild_id(), error = %err, "workflows not loaded; the events that waited are not run");
         let mut guard = lock(&shared);
         guard.waiting.clear();
         guard.draining = false;
         return Vec::new();
-    }
-    loop {
-        let generation = {
-            let guard = lock(&shared);
-            if let Phase::Ready(_) = guard.phase {
-                break;
-            }
-            guard.generation
-        };
-        let loaded = match load(&io).await {
-            Ok(active) => waits_pending(&io).await.map(|waits| (active, waits)),
-            Err(err) => Err(err),
-        };
-        let mut guard = lock(&shared);
-        if guard.generation != generation {
-            continue;
-        }
-        match loaded {
-            Ok((active, waits)) => {
-                counter!(WORKFLOW_ACTIVATIONS, "outcome" => "loaded").increment(1);
-                guard.phase = Phase::Ready(Arc::new(active));
-                guard.pending_waits = waits;
-            }
-            Err(err) => {
-                counter!(WORKFLOW_ACTIVATIONS, "outcome" => "error").increment(1);
-                tracing::error!(guild_id = %io.guild_id(), error = %err, "workflows not loaded; the events that waited are not run");
-                guard.waiting.clear();
-                guard.draining = false;
-                return Vec::new();
-            }
-        }
     }
 
     let unknown: Vec<u64> = {
@@ -1115,6 +1340,30 @@ async fn drain_once(io: Io, shared: Arc<Mutex<Shared>>, prefix: String) -> Vec<E
         effects.push(Effect::Task(drain(io, shared, prefix)));
     }
     effects
+}
+
+/// Reads what the guild's workflows keep, then loads and compiles its enabled workflows if
+/// they are not (again if they changed while loading).
+async fn activate(io: &Io, shared: &Mutex<Shared>) -> Result<(), StorageError> {
+    ensure_kept(io, shared).await?;
+    loop {
+        let generation = {
+            let guard = lock(shared);
+            if let Phase::Ready(_) = guard.phase {
+                return Ok(());
+            }
+            guard.generation
+        };
+        let active = load(io).await?;
+        let waits = waits_pending(io).await?;
+        let mut guard = lock(shared);
+        if guard.generation != generation {
+            continue;
+        }
+        counter!(WORKFLOW_ACTIVATIONS, "outcome" => "loaded").increment(1);
+        guard.phase = Phase::Ready(Arc::new(active));
+        guard.pending_waits = waits;
+    }
 }
 
 /// The guild's runs parked in a wait now.
@@ -1191,7 +1440,6 @@ async fn resume(io: Io, shared: Arc<Mutex<Shared>>, timer: Timer) -> Vec<Effect>
     let plan = lock(&shared).plan;
     let view = active.view(plan);
     let limits = limits_of(plan);
-    let mut effects = Vec::new();
     let (workflow_id, facts, args, start) = match payload {
         TimerPayload::Wait(waiting) => {
             let start = Start {
@@ -1265,7 +1513,11 @@ async fn resume(io: Io, shared: Arc<Mutex<Shared>>, timer: Timer) -> Vec<Effect>
             )
         };
         let changes = std::mem::take(&mut result.kept);
-        effects.extend(keep(&mut lock(&shared), &shared, &io, changes));
+        // Started now, not with this task's effects: the calls below wait for it.
+        if let Some(Effect::Task(save)) = keep(&mut lock(&shared), &shared, &io, changes) {
+            tokio::spawn(save);
+        }
+        let durable = lock(&shared).durable();
         // Done before this timer completes: a crash in between repeats the step at most.
         // A run that waits again takes the place of the wait it came from.
         if let Some(next) = parked(&io, &facts, &args, &mut result) {
@@ -1278,7 +1530,7 @@ async fn resume(io: Io, shared: Arc<Mutex<Shared>>, timer: Timer) -> Vec<Effect>
             }
         }
         let deadline = deadline(&result.trace, &limits);
-        act::execute(&io, result.calls, deadline, &mut result.trace).await;
+        act::execute(&io, result.calls, deadline, &mut result.trace, durable).await;
         let stored = finish(&mut lock(&shared), &io, result.trace, facts.user_id);
         if let Some(run) = stored {
             store_run(&io, run).await;
@@ -1290,7 +1542,7 @@ async fn resume(io: Io, shared: Arc<Mutex<Shared>>, timer: Timer) -> Vec<Effect>
             wait_ended(&shared);
         }
     }
-    effects
+    Vec::new()
 }
 
 fn wait_ended(shared: &Mutex<Shared>) {
@@ -1400,15 +1652,15 @@ mod tests {
         let io = io(dir.path());
         let mut shared = Shared::default();
         assert_eq!(
-            facts_of(&io, &mut shared, &message(5, false, false)).len(),
+            facts_of(&io, &mut shared.member_roles, &message(5, false, false)).len(),
             1
         );
-        assert!(facts_of(&io, &mut shared, &message(5, true, false)).is_empty());
-        assert!(facts_of(&io, &mut shared, &message(BOT, false, false)).is_empty());
-        assert!(facts_of(&io, &mut shared, &message(5, false, true)).is_empty());
-        let star = facts_of(&io, &mut shared, &reaction(5));
+        assert!(facts_of(&io, &mut shared.member_roles, &message(5, true, false)).is_empty());
+        assert!(facts_of(&io, &mut shared.member_roles, &message(BOT, false, false)).is_empty());
+        assert!(facts_of(&io, &mut shared.member_roles, &message(5, false, true)).is_empty());
+        let star = facts_of(&io, &mut shared.member_roles, &reaction(5));
         assert_eq!(star[0].emoji.as_deref(), Some("⭐"));
-        assert!(facts_of(&io, &mut shared, &reaction(BOT)).is_empty());
+        assert!(facts_of(&io, &mut shared.member_roles, &reaction(BOT)).is_empty());
     }
 
     #[tokio::test]
@@ -1417,11 +1669,11 @@ mod tests {
         let io = io(dir.path());
         let mut shared = Shared::default();
         assert!(
-            facts_of(&io, &mut shared, &member_update(5, &[1, 2])).is_empty(),
+            facts_of(&io, &mut shared.member_roles, &member_update(5, &[1, 2])).is_empty(),
             "the roles before are not known"
         );
         let changes: Vec<(EventKind, Option<u64>)> =
-            facts_of(&io, &mut shared, &member_update(5, &[2, 3]))
+            facts_of(&io, &mut shared.member_roles, &member_update(5, &[2, 3]))
                 .into_iter()
                 .map(|facts| (facts.kind, facts.role_id))
                 .collect();
@@ -1482,6 +1734,59 @@ mod tests {
         assert_eq!(
             (run.slot, run.user_id, run.at),
             (4, Some(8), Timestamp(trace.started_at_ms))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_sends_nothing_before_the_kept_values_it_could_read_are_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = io(dir.path());
+        let trace = || Trace {
+            workflow_id: 1,
+            started_at_ms: 0,
+            steps: Vec::new(),
+            fuel_used: 0,
+            api_calls: 1,
+            output_bytes: 0,
+            elapsed_micros: 0,
+            outcome: Outcome::Completed,
+        };
+        let calls = || {
+            vec![run::Call::Send {
+                channel: 20,
+                content: "counter: 1".into(),
+                buttons: Vec::new(),
+            }]
+        };
+        let shared = Shared {
+            kept_changes: 1,
+            ..Shared::default()
+        };
+
+        // Never stored by the deadline: nothing is sent, and the trace says why.
+        let mut unsaved = trace();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        act::execute(&io, calls(), deadline, &mut unsaved, shared.durable()).await;
+        assert_eq!(
+            unsaved.outcome,
+            Outcome::Failed(
+                "the server's kept variables were not stored in time; nothing was sent".into()
+            )
+        );
+        assert_eq!(unsaved.steps.len(), 1);
+
+        // Stored meanwhile: the calls go (here to nowhere, which the trace reports).
+        let durable = shared.durable();
+        shared.kept_stored.send_replace(1);
+        let mut stored = trace();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        act::execute(&io, calls(), deadline, &mut stored, durable).await;
+        assert!(
+            stored
+                .steps
+                .iter()
+                .any(|step| step.detail.starts_with("send: ")),
+            "{stored:?}"
         );
     }
 

@@ -105,9 +105,9 @@ pub(crate) struct Form(Vec<(String, String)>);
 
 /// Longest value of one form field: ids, a prefix, a locale, tokens.
 const FIELD_MAX: usize = 200;
-/// Most fields in one form (staff roles are one field each; the workflow editor has four
+/// Most fields in one form (staff roles are one field each; the workflow editor has five
 /// per action row).
-const FIELDS_MAX: usize = 320;
+const FIELDS_MAX: usize = 400;
 
 impl Form {
     pub(crate) fn parse(body: Result<Bytes, BytesRejection>) -> Result<Self, WebError> {

@@ -190,7 +190,8 @@ impl GuildCalls for FakeGuilds {
             | GuildRequest::SetWorkflowEnabled { .. }
             | GuildRequest::DeleteWorkflow { .. }
             | GuildRequest::DryRunWorkflow { .. }
-            | GuildRequest::WorkflowRuns { .. } => Err(GuildCallError::Invalid {
+            | GuildRequest::WorkflowRuns { .. }
+            | GuildRequest::RecentWorkflowEvents => Err(GuildCallError::Invalid {
                 message: "no workflows in this fake".into(),
             }),
             // Nor scheduled announcements (the e2e tests use the real bot).

@@ -9,7 +9,7 @@ use protonn_storage::{Store, Timer, Timestamp};
 use twilight_cache_inmemory::{DefaultInMemoryCache, ResourceType};
 use twilight_http::request::TryIntoRequest;
 use twilight_model::channel::{Channel, ChannelType};
-use twilight_model::http::interaction::InteractionResponse;
+use twilight_model::http::interaction::{InteractionResponse, InteractionResponseType};
 use twilight_model::id::Id;
 use twilight_model::id::marker::{
     ApplicationMarker, ChannelMarker, GuildMarker, InteractionMarker, RoleMarker, UserMarker,
@@ -317,14 +317,24 @@ impl Replier {
     }
 
     /// Answers with a response the feature built; a command (not an interaction) gets none.
+    /// An interaction deferred meanwhile has had its one response: its "thinking…" becomes
+    /// a note instead (a modal, say, can only be a first response).
     pub(crate) fn respond(self, io: &Io, response: &InteractionResponse) {
         counter!(COMMANDS_HANDLED, "command" => self.command, "outcome" => "ok").increment(1);
+        if let Some(deferred) = self.deferred {
+            let note = if response.kind == InteractionResponseType::Modal {
+                "That took too long to open; please press again."
+            } else {
+                "Done."
+            };
+            deferred.finish(note.to_owned());
+            return;
+        }
         if let ReplyTo::Interaction {
             application_id,
             id,
             token,
         } = self.to
-            && self.deferred.is_none()
         {
             io.services
                 .replies

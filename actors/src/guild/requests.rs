@@ -152,6 +152,7 @@ impl GuildState {
             | GuildRequest::DeleteWorkflow { .. }
             | GuildRequest::DryRunWorkflow { .. }
             | GuildRequest::WorkflowRuns { .. }
+            | GuildRequest::RecentWorkflowEvents
             | GuildRequest::AutomodHits { .. }
             | GuildRequest::AutomodTest { .. }
             | GuildRequest::AutomodNative

@@ -2,20 +2,52 @@
 //! of the run's deadline; each call's result goes into the run's trace.
 
 use metrics::counter;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use twilight_http::request::channel::reaction::RequestReactionType;
 use twilight_model::channel::ChannelType;
 use twilight_model::channel::message::AllowedMentions;
+use twilight_model::channel::message::component::{ButtonStyle, Component};
 use twilight_model::channel::message::embed::Embed;
 use twilight_model::id::Id;
 
+use super::model::{Button, COMPONENT_PREFIX};
 use super::run::{Call, Limit, Outcome, Trace, TraceStep, clip};
+use crate::components::{button, row};
 use crate::guild::{Io, direct_message};
 use crate::metrics::WORKFLOW_LIMITS_HIT;
 
+/// How far the guild's changes to kept variables are stored, and the last change a run could
+/// have read.
+pub(super) struct Durable {
+    pub(super) stored: watch::Receiver<u64>,
+    pub(super) seen: u64,
+}
+
 /// Sends `calls` one after the other (a reaction goes after the message it follows), stopping
-/// at the first failure or when `deadline` passes; notes each result in `trace`.
-pub(super) async fn execute(io: &Io, calls: Vec<Call>, deadline: Instant, trace: &mut Trace) {
+/// at the first failure or when `deadline` passes; notes each result in `trace`. Nothing is
+/// sent before every kept value the run could have read is stored (at once when none waits),
+/// so what members see never rests on a value a crash could lose; if they are not stored by
+/// the deadline, nothing is sent.
+pub(super) async fn execute(
+    io: &Io,
+    calls: Vec<Call>,
+    deadline: Instant,
+    trace: &mut Trace,
+    mut durable: Durable,
+) {
+    let seen = durable.seen;
+    // The value's guard (not `Send`) goes with this statement.
+    let stored = matches!(
+        tokio::time::timeout_at(deadline, durable.stored.wait_for(|s| *s >= seen)).await,
+        Ok(Ok(_))
+    );
+    if !stored {
+        let reason = "the server's kept variables were not stored in time; nothing was sent";
+        note(trace, "discord", reason.to_owned());
+        overrule(trace, Outcome::Failed(reason.to_owned()));
+        return;
+    }
     for call in calls {
         if Instant::now() >= deadline {
             counter!(WORKFLOW_LIMITS_HIT, "limit" => Limit::Deadline.label()).increment(1);
@@ -70,15 +102,23 @@ async fn send(io: &Io, call: Call) -> Result<(), String> {
     let guild = io.guild_id();
     let no_pings = AllowedMentions::default();
     let result = match call {
-        Call::Send { channel, content } => {
+        Call::Send {
+            channel,
+            content,
+            buttons,
+        } => {
             let channel = Id::new(channel);
             if io.may_not_send(channel) {
                 return Err("the bot may not post in that channel".into());
             }
-            let request = http
+            let components = components(&buttons);
+            let mut request = http
                 .create_message(channel)
                 .allowed_mentions(Some(&no_pings))
                 .content(&content);
+            if !components.is_empty() {
+                request = request.components(&components);
+            }
             io.send("create_message", request).await
         }
         Call::Embed {
@@ -164,6 +204,22 @@ async fn send(io: &Io, call: Call) -> Result<(), String> {
         }
     };
     result.map(drop).map_err(|err| err.to_string())
+}
+
+/// A message's rows of workflow buttons, their custom ids `wf:<id>`.
+fn components(buttons: &[Vec<Button>]) -> Vec<Component> {
+    buttons
+        .iter()
+        .map(|buttons| {
+            row(buttons
+                .iter()
+                .map(|b| {
+                    let custom_id = format!("{COMPONENT_PREFIX}{}", b.id);
+                    button(&custom_id, &b.label, ButtonStyle::Primary)
+                })
+                .collect())
+        })
+        .collect()
 }
 
 fn embed(title: String, description: String) -> Embed {

@@ -9,7 +9,7 @@ use metrics::counter;
 use protonn_storage::{AuditEntry, Plan, StorageError, Timestamp, Workflow, guild_plan};
 use serde::Serialize;
 
-use super::model::{Definition, check_calls, limits};
+use super::model::{Definition, Trigger, check_calls, limits};
 use super::run::{self, Start, TraceStep};
 use super::{Phase, SCHEDULE_PREFIX, Shared, lock};
 use crate::feature::{CallTask, Ctx, premium_allows};
@@ -100,8 +100,31 @@ pub(super) fn answer(
             workflow_id,
             definition,
             sample,
+            recent,
         } => Box::pin(async move {
+            let sample = match recent {
+                None => sample,
+                Some(id) => super::recent_events(&io, &shared)
+                    .await
+                    .into_iter()
+                    .find(|(recent, _)| *recent == id)
+                    .map(|(_, facts)| facts)
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "event {id} is no longer among the server's last {} events: choose another",
+                            super::RECENT_EVENTS
+                        ))
+                    })?,
+            };
             dry_run(&io, &shared, workflow_id, definition, sample, &prefix, plan).await
+        }),
+        GuildRequest::RecentWorkflowEvents => Box::pin(async move {
+            let events = super::recent_events(&io, &shared)
+                .await
+                .into_iter()
+                .map(|(id, event)| super::RecentEvent { id, event })
+                .collect();
+            Ok(GuildResponse::RecentWorkflowEvents { events })
         }),
         GuildRequest::WorkflowRuns { workflow_id } => Box::pin(async move {
             // A fresh actor reads the runs kept in storage first.
@@ -207,6 +230,16 @@ async fn save(
         .collect();
     definitions.insert(workflow.workflow_id, &definition);
     check_calls(&definitions).map_err(|e| invalid(e.to_string()))?;
+    // A press opens one form: two for one button would leave one never shown.
+    if let Trigger::Modal { id, .. } = &definition.trigger
+        && let Some((other, _)) = parsed.iter().find(
+            |(_, other)| matches!(&other.trigger, Trigger::Modal { id: theirs, .. } if theirs == id),
+        )
+    {
+        return Err(invalid(format!(
+            "trigger.modal.id: workflow {other} has the form `{id}` already"
+        )));
+    }
 
     io.store()
         .put_workflow(&workflow)

@@ -56,6 +56,51 @@ pub(crate) enum Trigger {
     },
     /// Only when another workflow calls it.
     Called {},
+    /// A member pressed a workflow's button with this id (see [`Button`]).
+    Button {
+        id: String,
+    },
+    /// A member sent this modal, which a press of the workflow button with the same id
+    /// opens; its fields are `modal.<field>` in templates.
+    Modal {
+        id: String,
+        title: String,
+        fields: Vec<ModalField>,
+    },
+}
+
+/// A button of a workflow's message: pressing it fires the workflows whose `button` trigger
+/// has its id (or opens the modal of the one whose `modal` trigger has it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Button {
+    pub(crate) id: String,
+    pub(crate) label: String,
+}
+
+/// A text field of a workflow's modal.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ModalField {
+    pub(crate) id: String,
+    pub(crate) label: String,
+    /// A paragraph rather than one line.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub(crate) long: bool,
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub(crate) required: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !value
+}
+
+fn is_true(value: &bool) -> bool {
+    *value
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -113,11 +158,13 @@ pub(crate) enum CompareOp {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub(crate) enum Action {
-    /// A message to a channel (the event's if none is given).
+    /// A message to a channel (the event's if none is given), with rows of buttons if any.
     Send {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         channel: Option<u64>,
         text: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        buttons: Vec<Vec<Button>>,
     },
     Embed {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -255,7 +302,22 @@ pub(crate) mod limits {
     pub(crate) const WORKFLOWS: usize = 50;
     /// The most frequent schedule: every 5 minutes.
     pub(crate) const SCHEDULE_MINUTES: u32 = 5;
+    /// Discord's limits on a message's buttons: rows, buttons per row, a label's characters.
+    pub(crate) const BUTTON_ROWS: usize = 5;
+    pub(crate) const BUTTONS_PER_ROW: usize = 5;
+    pub(crate) const BUTTON_LABEL_CHARS: usize = 80;
+    /// Characters of a button's or modal's id: Discord's 100 for a custom id, less the
+    /// feature's prefix `wf:`.
+    pub(crate) const COMPONENT_ID_CHARS: usize = 100 - super::COMPONENT_PREFIX.len();
+    /// Discord's limits on a modal: its title's and a field's label's characters, fields.
+    pub(crate) const MODAL_TITLE_CHARS: usize = 45;
+    pub(crate) const MODAL_LABEL_CHARS: usize = 45;
+    pub(crate) const MODAL_FIELDS: usize = 5;
 }
+
+/// The prefix of the custom ids of workflows' buttons and modals (`wf:<id>`), which sets
+/// them apart from other features' (`ticket:`).
+pub(crate) const COMPONENT_PREFIX: &str = "wf:";
 
 /// A compiled workflow: what the runner holds for each enabled workflow of a guild.
 #[derive(Debug)]
@@ -291,6 +353,22 @@ pub(crate) enum CompiledTrigger {
         channel: u64,
     },
     Called,
+    Button(String),
+    Modal {
+        id: String,
+        title: String,
+        fields: Vec<ModalField>,
+    },
+}
+
+impl CompiledTrigger {
+    /// The id of the workflow button (or of the modal it opens) it listens to, if any.
+    pub(crate) fn component(&self) -> Option<&str> {
+        match self {
+            CompiledTrigger::Button(id) | CompiledTrigger::Modal { id, .. } => Some(id),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -311,6 +389,7 @@ pub(crate) enum Step {
     Send {
         channel: Option<u64>,
         text: Template,
+        buttons: Vec<Vec<Button>>,
     },
     Embed {
         channel: Option<u64>,
@@ -469,6 +548,36 @@ impl Definition {
                 }
             }
             Trigger::Called {} => CompiledTrigger::Called,
+            Trigger::Button { id } => {
+                CompiledTrigger::Button(component_id("trigger.button.id", id)?)
+            }
+            Trigger::Modal { id, title, fields } => {
+                let id = component_id("trigger.modal.id", id)?;
+                within("trigger.modal.title", title, limits::MODAL_TITLE_CHARS)?;
+                if !(1..=limits::MODAL_FIELDS).contains(&fields.len()) {
+                    return invalid(format!(
+                        "trigger.modal.fields: 1 to {} fields",
+                        limits::MODAL_FIELDS
+                    ));
+                }
+                for (i, field) in fields.iter().enumerate() {
+                    let at = format!("trigger.modal.fields[{i}]");
+                    var_name(&format!("{at}.id"), &field.id)?;
+                    within(
+                        &format!("{at}.label"),
+                        &field.label,
+                        limits::MODAL_LABEL_CHARS,
+                    )?;
+                    if fields[..i].iter().any(|other| other.id == field.id) {
+                        return invalid(format!("{at}.id: `{}` is used twice", field.id));
+                    }
+                }
+                CompiledTrigger::Modal {
+                    id,
+                    title: title.clone(),
+                    fields: fields.clone(),
+                }
+            }
         };
         let conditions = self
             .conditions
@@ -627,7 +736,9 @@ fn known_name(path: &[String]) -> bool {
         | ["args", "count" | "all"]
         | ["now", "unix" | "hour" | "minute" | "weekday"] => true,
         ["args", n] => n.parse::<usize>().is_ok_and(|n| n >= 1),
-        ["var" | "server_var" | "member_var", name] => name.len() <= limits::VAR_NAME_CHARS,
+        ["var" | "server_var" | "member_var" | "modal", name] => {
+            name.len() <= limits::VAR_NAME_CHARS
+        }
         _ => false,
     }
 }
@@ -667,9 +778,14 @@ fn compile_condition(condition: &Condition, field: &str) -> Result<Cond, Definit
 fn compile_action(action: &Action, field: &str) -> Result<Step, DefinitionError> {
     let text = |name: &str, source: &str| template(&format!("{field}.{name}"), source);
     Ok(match action {
-        Action::Send { channel, text: t } => Step::Send {
+        Action::Send {
+            channel,
+            text: t,
+            buttons,
+        } => Step::Send {
             channel: *channel,
             text: text("send.text", t)?,
+            buttons: check_buttons(&format!("{field}.send.buttons"), buttons)?,
         },
         Action::Embed {
             channel,
@@ -750,6 +866,63 @@ fn compile_action(action: &Action, field: &str) -> Result<Step, DefinitionError>
         Action::Call { workflow } => Step::Call(*workflow),
         Action::Stop {} => Step::Stop,
     })
+}
+
+/// A button's or modal's id: what follows `wf:` in its custom id, 1 to
+/// [`limits::COMPONENT_ID_CHARS`] letters, digits, `_` or `-`.
+fn component_id(field: &str, id: &str) -> Result<String, DefinitionError> {
+    let valid = (1..=limits::COMPONENT_ID_CHARS).contains(&id.len())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !valid {
+        return invalid(format!(
+            "{field}: an id is 1 to {} letters, digits, _ or -",
+            limits::COMPONENT_ID_CHARS
+        ));
+    }
+    Ok(id.to_owned())
+}
+
+/// A text Discord shows as is, 1 to `most` characters.
+fn within(field: &str, text: &str, most: usize) -> Result<(), DefinitionError> {
+    if text.trim().is_empty() || text.chars().count() > most {
+        return invalid(format!("{field}: 1 to {most} characters"));
+    }
+    Ok(())
+}
+
+/// A message's buttons within Discord's limits: up to 5 rows of 1 to 5 buttons, labels of
+/// up to 80 characters, ids unique in the message.
+fn check_buttons(field: &str, rows: &[Vec<Button>]) -> Result<Vec<Vec<Button>>, DefinitionError> {
+    if rows.len() > limits::BUTTON_ROWS {
+        return invalid(format!(
+            "{field}: at most {} rows of buttons",
+            limits::BUTTON_ROWS
+        ));
+    }
+    let mut seen = HashSet::new();
+    for (r, row) in rows.iter().enumerate() {
+        if !(1..=limits::BUTTONS_PER_ROW).contains(&row.len()) {
+            return invalid(format!(
+                "{field}[{r}]: 1 to {} buttons in a row",
+                limits::BUTTONS_PER_ROW
+            ));
+        }
+        for (b, button) in row.iter().enumerate() {
+            let at = format!("{field}[{r}][{b}]");
+            component_id(&format!("{at}.id"), &button.id)?;
+            within(
+                &format!("{at}.label"),
+                &button.label,
+                limits::BUTTON_LABEL_CHARS,
+            )?;
+            if !seen.insert(button.id.as_str()) {
+                return invalid(format!("{at}.id: `{}` is twice in the message", button.id));
+            }
+        }
+    }
+    Ok(rows.to_vec())
 }
 
 fn var_name(field: &str, name: &str) -> Result<String, DefinitionError> {
@@ -896,6 +1069,89 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("at least one action"), "{err}");
+    }
+
+    #[test]
+    fn buttons_and_modals_are_held_to_discord_s_limits() {
+        let send = |buttons: &str| {
+            compile(&format!(
+                r#"{{"trigger": {{"member_join": {{}}}}, "actions": [{{"send": {{"text": "pick", "buttons": {buttons}}}}}]}}"#
+            ))
+        };
+        let button = |id: &str| format!(r#"{{"id": "{id}", "label": "L"}}"#);
+        let row = |n: usize, from: usize| {
+            let buttons: Vec<String> = (from..from + n).map(|i| button(&format!("b{i}"))).collect();
+            format!("[{}]", buttons.join(","))
+        };
+        let full: Vec<String> = (0..5).map(|r| row(5, r * 5)).collect();
+        let compiled = send(&format!("[{}]", full.join(","))).unwrap();
+        assert!(matches!(&compiled.actions[0], Step::Send { buttons, .. } if buttons.len() == 5));
+
+        let six_rows: Vec<String> = (0..6).map(|r| row(1, r)).collect();
+        let refused = [
+            (format!("[{}]", six_rows.join(",")), "at most 5 rows"),
+            (format!("[{}]", row(6, 0)), "1 to 5 buttons in a row"),
+            ("[[]]".to_owned(), "1 to 5 buttons in a row"),
+            (format!("[[{}]]", button("has space")), "an id is 1 to 97"),
+            (
+                format!("[[{}]]", button(&"x".repeat(98))),
+                "an id is 1 to 97",
+            ),
+            (
+                format!("[[{}, {}]]", button("a"), button("a")),
+                "twice in the message",
+            ),
+            (
+                format!(r#"[[{{"id": "a", "label": "{}"}}]]"#, "l".repeat(81)),
+                "label: 1 to 80",
+            ),
+            (
+                r#"[[{"id": "a", "label": " "}]]"#.to_owned(),
+                "label: 1 to 80",
+            ),
+            (
+                r#"[[{"id": "a", "label": "L", "url": "x"}]]"#.to_owned(),
+                "unknown field `url`",
+            ),
+        ];
+        for (buttons, expected) in refused {
+            let err = send(&buttons).unwrap_err().to_string();
+            assert!(err.contains(expected), "{buttons}: {err}");
+        }
+        assert!(send(&format!("[[{}]]", button(&"x".repeat(97)))).is_ok());
+
+        let modal = |title: &str, fields: &str| {
+            compile(&format!(
+                r#"{{"trigger": {{"modal": {{"id": "apply", "title": "{title}", "fields": {fields}}}}}, "actions": [{{"send": {{"text": "{{modal.why}}"}}}}]}}"#
+            ))
+        };
+        let why = r#"[{"id": "why", "label": "Why?", "long": true}]"#;
+        let compiled = modal("Apply", why).unwrap();
+        assert!(
+            matches!(&compiled.trigger, CompiledTrigger::Modal { id, fields, .. }
+            if id == "apply" && fields[0].long && fields[0].required)
+        );
+        for (title, fields, expected) in [
+            ("x".repeat(46), why.to_owned(), "title: 1 to 45"),
+            ("Apply".to_owned(), "[]".to_owned(), "1 to 5 fields"),
+            (
+                "Apply".to_owned(),
+                r#"[{"id": "a", "label": "A"}, {"id": "a", "label": "B"}]"#.to_owned(),
+                "used twice",
+            ),
+            (
+                "Apply".to_owned(),
+                r#"[{"id": "a b", "label": "A"}]"#.to_owned(),
+                "variable name",
+            ),
+        ] {
+            let err = modal(&title, &fields).unwrap_err().to_string();
+            assert!(err.contains(expected), "{title} {fields}: {err}");
+        }
+        let err = compile(r#"{"trigger": {"button": {"id": "wf:x"}}, "actions": [{"stop": {}}]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("trigger.button.id"), "{err}");
     }
 
     fn calling(callees: &[u64], waits: bool) -> Definition {

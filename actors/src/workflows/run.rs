@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::model::{CompareOp, Compiled, CompiledTrigger, Cond, Step, VarScope};
+use super::model::{Button, CompareOp, Compiled, CompiledTrigger, Cond, Step, VarScope};
 use super::template::{EvalError, Scope, Template, Value};
 
 /// The sandbox's limits of one run (a run includes the workflows it calls).
@@ -128,6 +128,12 @@ pub struct EventFacts {
     /// Unix milliseconds when it happened.
     #[serde(default)]
     pub at_ms: u64,
+    /// The id of the workflow button pressed, or of the modal sent (without `wf:`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
+    /// A modal's fields by id, as the member typed them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fields: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,6 +148,10 @@ pub enum EventKind {
     RoleAdd,
     RoleRemove,
     Schedule,
+    /// A member pressed a workflow's button.
+    Button,
+    /// A member sent a workflow's modal.
+    Modal,
 }
 
 /// A Discord request a run asks for, with its text rendered.
@@ -151,6 +161,9 @@ pub(crate) enum Call {
     Send {
         channel: u64,
         content: String,
+        /// Rows of the message's buttons.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        buttons: Vec<Vec<Button>>,
     },
     Embed {
         channel: u64,
@@ -366,6 +379,10 @@ impl<'a> Matching<'a> {
                 emoji.is_none() || emoji.as_deref() == facts.emoji.as_deref()
             }
             (CompiledTrigger::Schedule { .. }, EventKind::Schedule) => true,
+            (CompiledTrigger::Button(id), EventKind::Button)
+            | (CompiledTrigger::Modal { id, .. }, EventKind::Modal) => {
+                facts.component.as_deref() == Some(id.as_str())
+            }
             (CompiledTrigger::RoleAdd(role), EventKind::RoleAdd)
             | (CompiledTrigger::RoleRemove(role), EventKind::RoleRemove) => {
                 facts.role_id == Some(*role)
@@ -628,12 +645,27 @@ impl Runner<'_> {
                 .ok_or_else(|| Outcome::Failed("this event has no message".into()))
         };
         let (detail, call) = match step {
-            Step::Send { channel: c, text } => {
+            Step::Send {
+                channel: c,
+                text,
+                buttons,
+            } => {
                 let channel = channel(*c)?;
                 let content = self.text(text)?;
+                let labels: Vec<&str> =
+                    buttons.iter().flatten().map(|b| b.label.as_str()).collect();
+                let shown = if labels.is_empty() {
+                    String::new()
+                } else {
+                    format!(" [buttons: {}]", labels.join(", "))
+                };
                 (
-                    format!("send to <#{channel}>: {content}"),
-                    Some(Call::Send { channel, content }),
+                    format!("send to <#{channel}>: {content}{shown}"),
+                    Some(Call::Send {
+                        channel,
+                        content,
+                        buttons: buttons.clone(),
+                    }),
                 )
             }
             Step::Embed {
@@ -749,6 +781,7 @@ impl Runner<'_> {
                     Some(Call::Send {
                         channel: *channel,
                         content,
+                        buttons: Vec::new(),
                     }),
                 )
             }
@@ -914,6 +947,8 @@ impl Scope for Runner<'_> {
             ["var", name] => Some(self.var(VarScope::Run, name)),
             ["server_var", name] => Some(self.var(VarScope::Server, name)),
             ["member_var", name] => Some(self.var(VarScope::Member, name)),
+            // A field the modal does not have (or an event that is no modal) is empty.
+            ["modal", name] => text(facts.fields.get(*name).cloned().unwrap_or_default()),
             ["now", "unix"] => Some(Value::Int(now_secs)),
             ["now", "hour"] => Some(Value::Int(now_secs.rem_euclid(86_400) / 3_600)),
             ["now", "minute"] => Some(Value::Int(now_secs.rem_euclid(3_600) / 60)),
@@ -970,6 +1005,50 @@ mod tests {
             limits,
             &KeptVars::new(),
         )
+    }
+
+    #[test]
+    fn a_button_or_a_modal_fires_the_workflows_of_its_id_with_the_modal_s_fields() {
+        let on_button = compiled(
+            1,
+            r#"{"trigger": {"button": {"id": "yes"}}, "actions": [{"stop": {}}]}"#,
+        );
+        let on_modal = compiled(
+            2,
+            r#"{"trigger": {"modal": {"id": "apply", "title": "Apply", "fields": [{"id": "why", "label": "Why?"}]}},
+                "actions": [{"send": {"text": "{user.name} applied: {modal.why}{modal.other}", "buttons": [[{"id": "ok", "label": "OK"}]]}}]}"#,
+        );
+        let press = |id: &str| EventFacts {
+            kind: EventKind::Button,
+            component: Some(id.into()),
+            ..message("")
+        };
+        assert!(matches(&on_button.trigger, &press("yes"), "!").is_some());
+        assert!(matches(&on_button.trigger, &press("no"), "!").is_none());
+        assert!(matches(&on_modal.trigger, &press("apply"), "!").is_none());
+        assert!(matches(&on_button.trigger, &message("yes"), "!").is_none());
+
+        let sent = EventFacts {
+            kind: EventKind::Modal,
+            fields: BTreeMap::from([("why".to_owned(), "I like it".to_owned())]),
+            ..press("apply")
+        };
+        assert!(matches(&on_modal.trigger, &sent, "!").is_some());
+        assert!(matches(&on_button.trigger, &sent, "!").is_none());
+        let run = run_one(&on_modal, &sent, &Limits::default());
+        assert_eq!(run.trace.outcome, Outcome::Completed);
+        assert_eq!(
+            run.calls,
+            vec![Call::Send {
+                channel: 5,
+                content: "ada applied: I like it".into(),
+                buttons: vec![vec![Button {
+                    id: "ok".into(),
+                    label: "OK".into()
+                }]],
+            }]
+        );
+        assert!(run.trace.steps[0].detail.ends_with("[buttons: OK]"));
     }
 
     #[test]
@@ -1066,7 +1145,8 @@ mod tests {
             vec![
                 Call::Send {
                     channel: 5,
-                    content: format!("Hi <@{}> in #general: 10", 42u64 << 22)
+                    content: format!("Hi <@{}> in #general: 10", 42u64 << 22),
+                    buttons: Vec::new(),
                 },
                 Call::React {
                     channel: 5,
@@ -1208,7 +1288,8 @@ mod tests {
             first.calls,
             vec![Call::Send {
                 channel: 3,
-                content: "hello <@4>".into()
+                content: "hello <@4>".into(),
+                buttons: Vec::new(),
             }]
         );
         assert!(
@@ -1239,7 +1320,8 @@ mod tests {
             second.calls,
             vec![Call::Send {
                 channel: 3,
-                content: "later hello".into()
+                content: "later hello".into(),
+                buttons: Vec::new(),
             }]
         );
 

@@ -263,6 +263,7 @@ async fn a_dry_run_shows_each_step_and_sends_nothing() {
         workflow_id: 1,
         definition: None,
         sample,
+        recent: None,
     };
     let Ok(GuildResponse::WorkflowTrace(trace)) = call(calls, guild.id, request).await else {
         panic!("no trace");
@@ -1254,4 +1255,480 @@ async fn a_workflow_starts_a_thread_on_the_triggering_message() {
         requests,
         vec![format!("/channels/{channel}/messages/{message}/threads"); 2]
     );
+}
+
+/// The callbacks the bot made for an interaction (every one, accepted or not).
+fn callbacks(sim: &SimHandle, interaction: u64) -> Vec<serde_json::Value> {
+    let prefix = format!("/interactions/{interaction}/");
+    sim.ledger()
+        .rest
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path.starts_with(&prefix))
+        .filter_map(|r| r.body)
+        .collect()
+}
+
+/// Waits until the bot answered the interaction, and the callback type it answered with.
+async fn answered_with(sim: &SimHandle, interaction: u64) -> u8 {
+    wait_until("the bot answers the interaction", || async {
+        sim.ledger()
+            .interactions
+            .iter()
+            .any(|i| i.id == interaction && i.response_type.is_some())
+    })
+    .await;
+    let record = sim.ledger().interactions;
+    let record = record.iter().find(|i| i.id == interaction).unwrap();
+    assert_eq!(
+        record.outcome,
+        protonn_sim::InteractionOutcome::InTime,
+        "{record:?}"
+    );
+    record.response_type.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_s_buttons_and_modal_trigger_the_workflows_listening_on_them() {
+    let Bot { sim, node, .. } = &Bot::start(small_world(1, 1)).await;
+    let guild = some_guild(sim, 0);
+    let calls = node.guild_calls();
+    let calls = calls.as_ref();
+    let channel = guild.channel_ids[0];
+    let [asker, presser] = [0, 1].map(|i| guild.member_ids[i]);
+    save(
+        calls,
+        guild.id,
+        1,
+        r#"{"trigger": {"command": {"name": "menu"}},
+            "actions": [{"send": {"text": "Pick one", "buttons": [[{"id": "yes", "label": "Yes"}, {"id": "apply", "label": "Apply"}]]}}]}"#,
+    )
+    .await
+    .unwrap();
+    save(
+        calls,
+        guild.id,
+        2,
+        r#"{"trigger": {"button": {"id": "yes"}},
+            "actions": [{"increment_server_var": {"name": "yes"}},
+                        {"send": {"text": "{user.mention} said yes ({server_var.yes})"}}]}"#,
+    )
+    .await
+    .unwrap();
+    save(
+        calls,
+        guild.id,
+        3,
+        r#"{"trigger": {"modal": {"id": "apply", "title": "Apply", "fields": [{"id": "why", "label": "Why?", "long": true}]}},
+            "actions": [{"reply": {"text": "{user.mention} applies: {modal.why}"}}]}"#,
+    )
+    .await
+    .unwrap();
+
+    sim.send_message(guild.id, channel, asker, "!menu").unwrap();
+    assert_eq!(reply_in(sim, channel, 0).await, "Pick one");
+    let menu = sim
+        .messages(channel)
+        .into_iter()
+        .find(|m| m["components"][0]["components"][0]["custom_id"] == "wf:yes")
+        .expect("the menu has the workflow's buttons");
+    assert_eq!(
+        menu["components"][0]["components"][1]["custom_id"],
+        "wf:apply"
+    );
+    let menu: u64 = menu["id"].as_str().unwrap().parse().unwrap();
+
+    // A press: acknowledged at once and once, the workflow on it runs with the presser.
+    let pressed = sim
+        .use_component(guild.id, channel, menu, presser, "wf:yes", None)
+        .unwrap();
+    assert_eq!(answered_with(sim, pressed).await, 6);
+    assert_eq!(
+        reply_in(sim, channel, 1).await,
+        format!("<@{presser}> said yes (1)")
+    );
+    let trace = nth_run(calls, guild.id, 2, 0).await;
+    assert_eq!(trace.outcome, WorkflowOutcome::Completed, "{trace:?}");
+    assert_eq!(callbacks(sim, pressed).len(), 1);
+
+    // A press of the modal's button opens it; what is sent there is in the run's templates.
+    let opened = sim
+        .use_component(guild.id, channel, menu, presser, "wf:apply", None)
+        .unwrap();
+    assert_eq!(answered_with(sim, opened).await, 9);
+    let modal = &callbacks(sim, opened)[0]["data"];
+    assert_eq!(modal["custom_id"], "wf:apply");
+    assert_eq!(modal["components"][0]["components"][0]["custom_id"], "why");
+    let sent = sim
+        .submit_modal(opened, &[("why", "I know the rules")])
+        .unwrap();
+    assert_eq!(answered_with(sim, sent).await, 6);
+    assert_eq!(
+        reply_in(sim, channel, 2).await,
+        format!("<@{presser}> applies: I know the rules")
+    );
+    assert_eq!(callbacks(sim, opened).len(), 1);
+    assert_eq!(callbacks(sim, sent).len(), 1);
+    // One form per id: another workflow with the form is refused, nothing saved.
+    let again = r#"{"trigger": {"modal": {"id": "apply", "title": "Again", "fields": [{"id": "x", "label": "X"}]}},
+                    "actions": [{"stop": {}}]}"#;
+    match save(calls, guild.id, 2, again).await {
+        Err(GuildCallError::Invalid { message }) => assert_eq!(
+            message,
+            "trigger.modal.id: workflow 3 has the form `apply` already"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(saved_ids(calls, guild.id).await, [1, 2, 3]);
+
+    // Once no workflow listens on the button, a press says so (once, to the presser).
+    let request = GuildRequest::SetWorkflowEnabled {
+        workflow_id: 2,
+        enabled: false,
+    };
+    call(calls, guild.id, request).await.unwrap();
+    let stale = sim
+        .use_component(guild.id, channel, menu, presser, "wf:yes", None)
+        .unwrap();
+    assert_eq!(
+        answers_to(sim, stale).await,
+        ["This button no longer does anything."]
+    );
+    assert_eq!(callbacks(sim, stale).len(), 1);
+    assert_eq!(runs(calls, guild.id, 2).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buttons_beyond_discord_s_limits_are_refused_and_a_button_run_dry_sends_nothing() {
+    let Bot { sim, node, .. } = &Bot::start(small_world(1, 1)).await;
+    let guild = some_guild(sim, 0);
+    let calls = node.guild_calls();
+    let calls = calls.as_ref();
+    let row = |n: usize| {
+        let buttons: Vec<String> = (0..n)
+            .map(|i| format!(r#"{{"id": "b{i}", "label": "B{i}"}}"#))
+            .collect();
+        format!("[{}]", buttons.join(", "))
+    };
+    for (buttons, expected) in [
+        (
+            format!("[{}]", row(6)),
+            "actions[0].send.buttons[0]: 1 to 5 buttons in a row",
+        ),
+        (
+            r#"[[{"id": "wf:x", "label": "X"}]]"#.to_owned(),
+            "actions[0].send.buttons[0][0].id: an id is 1 to 97 letters, digits, _ or -",
+        ),
+    ] {
+        let definition = format!(
+            r#"{{"trigger": {{"command": {{"name": "menu"}}}}, "actions": [{{"send": {{"text": "x", "buttons": {buttons}}}}}]}}"#
+        );
+        match save(calls, guild.id, 1, &definition).await {
+            Err(GuildCallError::Invalid { message }) => assert_eq!(message, expected),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(saved_ids(calls, guild.id).await.is_empty());
+
+    let before = requests_for(sim, &guild);
+    let sample = SampleEvent {
+        kind: SampleEventKind::Modal,
+        user_id: Some(guild.member_ids[0]),
+        channel_id: Some(guild.channel_ids[0]),
+        component: Some("apply".to_owned()),
+        fields: [("why".to_owned(), "because".to_owned())].into(),
+        ..SampleEvent::default()
+    };
+    let request = GuildRequest::DryRunWorkflow {
+        workflow_id: 0,
+        definition: Some(
+            r#"{"trigger": {"modal": {"id": "apply", "title": "Apply", "fields": [{"id": "why", "label": "Why?"}]}},
+                "actions": [{"send": {"text": "{modal.why}", "buttons": [[{"id": "ok", "label": "OK"}]]}}]}"#
+                .to_owned(),
+        ),
+        sample,
+        recent: None,
+    };
+    let Ok(GuildResponse::WorkflowTrace(trace)) = call(calls, guild.id, request).await else {
+        panic!("no trace");
+    };
+    assert_eq!(trace.steps[0].detail, "matches the sample event");
+    assert!(
+        trace.steps[1].detail.ends_with(": because [buttons: OK]"),
+        "{trace:?}"
+    );
+    assert_eq!(requests_for(sim, &guild), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_builds_a_button_workflow_in_the_dashboard_editor() {
+    if !browser_installed() {
+        return;
+    }
+    let Bot { sim, node, .. } = &Bot::start(small_world(1, 1)).await;
+    let guild = some_guild(sim, 0);
+    let calls = node.guild_calls();
+    let calls = calls.as_ref();
+    let (channel, member) = (guild.channel_ids[0], guild.member_ids[0]);
+    let (dashboard, _data) = start_dashboard(sim, node).await;
+    let origin = dashboard.url().to_owned();
+    let profile = tempfile::tempdir().unwrap();
+    let mut browser = WebDriver::start(profile.path()).await;
+    login_as(&browser, &origin, guild.owner_id).await;
+    let new = format!("{origin}/guilds/{}/workflows/new", guild.id);
+
+    // A message with a row of six buttons is refused (Discord allows five), nothing saved.
+    browser.go(&new).await;
+    browser.wait_for("New workflow").await;
+    browser.fill("#name", "menu").await;
+    browser
+        .click("#trigger_kind option[value=\"command\"]")
+        .await;
+    browser.fill("#trigger_name", "menu").await;
+    browser.click("#action_kind_0 option[value=\"send\"]").await;
+    browser.fill("#action_text_0", "Pick one").await;
+    let six: Vec<String> = (0..6)
+        .map(|i| format!(r#"{{"id": "b{i}", "label": "B{i}"}}"#))
+        .collect();
+    browser
+        .fill("#action_buttons_0", &format!("[[{}]]", six.join(", ")))
+        .await;
+    browser.click("#save").await;
+    browser.wait_for("1 to 5 buttons in a row").await;
+    browser.wait_for("Nothing was saved.").await;
+    assert!(saved_ids(calls, guild.id).await.is_empty());
+    browser
+        .fill("#action_buttons_0", r#"[[{"id": "yes", "label": "Yes"}]]"#)
+        .await;
+    browser.click("#save").await;
+    browser
+        .wait_for("Saved. The bot uses it from now on.")
+        .await;
+
+    // The workflow on the button: a dry run of a press first, then saved.
+    browser.go(&new).await;
+    browser.wait_for("New workflow").await;
+    browser.fill("#name", "on yes").await;
+    browser
+        .click("#trigger_kind option[value=\"button\"]")
+        .await;
+    browser.fill("#trigger_id", "yes").await;
+    browser.click("#action_kind_0 option[value=\"send\"]").await;
+    browser
+        .fill("#action_text_0", "{user.mention} pressed yes")
+        .await;
+    browser.click("#sample_kind option[value=\"button\"]").await;
+    browser.fill("#sample_component", "yes").await;
+    browser.fill("#sample_user_id", &member.to_string()).await;
+    browser
+        .fill("#sample_channel_id", &channel.to_string())
+        .await;
+    let before = requests_for(sim, &guild);
+    browser.click("#run-dry").await;
+    browser.wait_for("Dry run: completed").await;
+    browser.wait_for("matches the sample event").await;
+    assert_eq!(
+        requests_for(sim, &guild),
+        before,
+        "a dry run made a request"
+    );
+    assert_eq!(saved_ids(calls, guild.id).await, [1]);
+    browser.click("#save").await;
+    browser
+        .wait_for("Saved. The bot uses it from now on.")
+        .await;
+    browser.screenshot("workflow-button").await;
+    assert_eq!(saved_ids(calls, guild.id).await, [1, 2]);
+
+    // Live: the menu's button runs the second workflow.
+    sim.send_message(guild.id, channel, member, "!menu")
+        .unwrap();
+    assert_eq!(reply_in(sim, channel, 0).await, "Pick one");
+    let menu = sim
+        .messages(channel)
+        .into_iter()
+        .find(|m| m["components"][0]["components"][0]["custom_id"] == "wf:yes")
+        .expect("the menu has its button");
+    let menu: u64 = menu["id"].as_str().unwrap().parse().unwrap();
+    let pressed = sim
+        .use_component(guild.id, channel, menu, member, "wf:yes", None)
+        .unwrap();
+    assert_eq!(answered_with(sim, pressed).await, 6);
+    assert_eq!(
+        reply_in(sim, channel, 1).await,
+        format!("<@{member}> pressed yes")
+    );
+    browser.quit().await;
+    dashboard.shutdown().await;
+}
+
+/// The guild's recent events a dry run may replay, newest first.
+async fn recent_events(calls: &dyn GuildCalls, guild_id: u64) -> Vec<protonn_actors::RecentEvent> {
+    match call(calls, guild_id, GuildRequest::RecentWorkflowEvents).await {
+        Ok(GuildResponse::RecentWorkflowEvents { events }) => events,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A member who restricted processing, and a message of theirs the bot got.
+async fn restricted_member_posts(
+    node: &protonn_cluster::Node,
+    sim: &SimHandle,
+    guild: &protonn_sim::GuildInfo,
+) {
+    let restricted = guild.member_ids[2];
+    let flags = PrivacyFlags {
+        restricted: true,
+        ..PrivacyFlags::default()
+    };
+    node.store()
+        .set_privacy_flags(restricted, &flags)
+        .await
+        .unwrap();
+    sim.send_message(
+        guild.id,
+        guild.channel_ids[0],
+        restricted,
+        "my secret hello",
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_replays_one_of_the_guild_s_recent_events_and_sends_nothing() {
+    let Bot { sim, node, .. } = &Bot::start(small_world(1, 1)).await;
+    let guild = some_guild(sim, 0);
+    let calls = node.guild_calls();
+    let calls = calls.as_ref();
+    let (channel, member) = (guild.channel_ids[0], guild.member_ids[0]);
+    restricted_member_posts(node, sim, &guild).await;
+    sim.send_message(guild.id, channel, member, "hello from the chat")
+        .unwrap();
+    wait_until(
+        "the member's message is among the recent events",
+        || async {
+            recent_events(calls, guild.id)
+                .await
+                .iter()
+                .any(|e| e.event.content == "hello from the chat")
+        },
+    )
+    .await;
+    let recent = recent_events(calls, guild.id).await;
+    assert!(
+        recent.iter().all(|e| e.event.user_id == Some(member)),
+        "a restricted member's event is offered: {recent:?}"
+    );
+    let hello = &recent[0];
+    assert_eq!(hello.event.channel_id, Some(channel));
+
+    let before = requests_for(sim, &guild);
+    let dry_run = |recent: u64| GuildRequest::DryRunWorkflow {
+        workflow_id: 0,
+        definition: Some(
+            r#"{"trigger": {"message": {"contains": "hello"}},
+                "actions": [{"reply": {"text": "Hi {user.mention}: {message.content}"}}]}"#
+                .to_owned(),
+        ),
+        sample: SampleEvent::default(),
+        recent: Some(recent),
+    };
+    let Ok(GuildResponse::WorkflowTrace(trace)) = call(calls, guild.id, dry_run(hello.id)).await
+    else {
+        panic!("no trace");
+    };
+    assert_eq!(trace.outcome, WorkflowOutcome::Completed, "{trace:?}");
+    assert_eq!(trace.steps[0].detail, "matches the sample event");
+    assert_eq!(
+        trace.steps[1].detail,
+        format!("reply: Hi <@{member}>: hello from the chat")
+    );
+    assert_eq!(
+        requests_for(sim, &guild),
+        before,
+        "a dry run made a request"
+    );
+
+    // The ring keeps the last events only; an event gone from it is refused by name.
+    for i in 0..protonn_actors::RECENT_WORKFLOW_EVENTS {
+        sim.send_message(guild.id, channel, member, &format!("chatter {i}"))
+            .unwrap();
+    }
+    let last = format!("chatter {}", protonn_actors::RECENT_WORKFLOW_EVENTS - 1);
+    wait_until("the chatter fills the recent events", || async {
+        recent_events(calls, guild.id).await[0].event.content == last
+    })
+    .await;
+    assert_eq!(
+        recent_events(calls, guild.id).await.len(),
+        protonn_actors::RECENT_WORKFLOW_EVENTS
+    );
+    match call(calls, guild.id, dry_run(hello.id)).await {
+        Err(GuildCallError::Invalid { message }) => {
+            assert!(
+                message.contains("no longer among the server's last 20"),
+                "{message}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_replays_a_recent_event_in_the_dashboard_s_dry_run() {
+    if !browser_installed() {
+        return;
+    }
+    let Bot { sim, node, .. } = &Bot::start(small_world(1, 1)).await;
+    let guild = some_guild(sim, 0);
+    let calls = node.guild_calls();
+    let calls = calls.as_ref();
+    let (channel, member) = (guild.channel_ids[0], guild.member_ids[0]);
+    restricted_member_posts(node, sim, &guild).await;
+    sim.send_message(guild.id, channel, member, "hello from the chat")
+        .unwrap();
+    wait_until(
+        "the member's message is among the recent events",
+        || async { !recent_events(calls, guild.id).await.is_empty() },
+    )
+    .await;
+    let (dashboard, _data) = start_dashboard(sim, node).await;
+    let origin = dashboard.url().to_owned();
+    let profile = tempfile::tempdir().unwrap();
+    let mut browser = WebDriver::start(profile.path()).await;
+    login_as(&browser, &origin, guild.owner_id).await;
+
+    browser
+        .go(&format!("{origin}/guilds/{}/workflows/new", guild.id))
+        .await;
+    browser.wait_for("Replay a recent event").await;
+    browser.wait_for("hello from the chat").await;
+    assert!(
+        !browser.source().await.contains("my secret hello"),
+        "a restricted member's message is offered"
+    );
+    browser.fill("#name", "greeter").await;
+    browser
+        .click("#trigger_kind option[value=\"message\"]")
+        .await;
+    browser.fill("#trigger_contains", "hello").await;
+    browser
+        .click("#action_kind_0 option[value=\"reply\"]")
+        .await;
+    browser.fill("#action_text_0", "Hi {user.mention}").await;
+    browser.click("#sample_recent option:nth-child(2)").await;
+    let before = requests_for(sim, &guild);
+    browser.click("#run-dry").await;
+    browser.wait_for("Dry run: completed").await;
+    browser
+        .wait_for(&format!("reply: Hi &lt;@{member}&gt;"))
+        .await;
+    browser.screenshot("workflow-replay").await;
+    assert_eq!(
+        requests_for(sim, &guild),
+        before,
+        "a dry run made a request"
+    );
+    assert!(saved_ids(calls, guild.id).await.is_empty());
+    browser.quit().await;
+    dashboard.shutdown().await;
 }

@@ -14,8 +14,8 @@ use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use protonn_actors::{
-    GuildRequest, GuildResponse, GuildSummary, SampleEvent, SampleEventKind, WorkflowOff,
-    WorkflowOutcome, WorkflowTrace,
+    GuildRequest, GuildResponse, GuildSummary, RECENT_WORKFLOW_EVENTS, RecentEvent, SampleEvent,
+    SampleEventKind, WorkflowOff, WorkflowOutcome, WorkflowTrace,
 };
 use protonn_storage::{Timestamp, Workflow};
 use serde::{Deserialize, Serialize};
@@ -41,6 +41,8 @@ const ACTION_ROWS: usize = 50;
 const EMPTY_ACTION_ROWS: usize = 3;
 const CONDITION_ROWS: usize = 20;
 const EMPTY_CONDITION_ROWS: usize = 2;
+/// The characters of a recent event's message the replay list shows.
+const RECENT_CONTENT_CHARS: usize = 80;
 /// A workflow's name at most (the bot's limit), where the page makes one up.
 const NAME_CHARS: usize = 100;
 
@@ -53,6 +55,8 @@ enum Slot {
     Name,
     /// A row's number: a channel, role, workflow id, minutes, seconds.
     Number,
+    /// JSON: a message's rows of buttons, a modal's fields.
+    Json,
 }
 
 /// One field of a definition's part: its JSON key, its slot, whether it may be left out.
@@ -104,6 +108,20 @@ const TRIGGERS: &[(&str, &str, &[FieldSpec])] = &[
         ],
     ),
     ("called", "Called by another workflow", &[]),
+    (
+        "button",
+        "A member presses a workflow's button",
+        &[("id", Slot::Name, false)],
+    ),
+    (
+        "modal",
+        "A member sends a workflow's form (modal)",
+        &[
+            ("id", Slot::Name, false),
+            ("title", Slot::Name, false),
+            ("fields", Slot::Json, false),
+        ],
+    ),
 ];
 
 /// The trigger's fields, in the order the editor shows them, with their labels.
@@ -116,6 +134,12 @@ const TRIGGER_FIELDS: &[(&str, &str)] = &[
     ("name", "Command name"),
     ("emoji", "Emoji"),
     ("every_minutes", "Every (minutes, at least 5)"),
+    ("id", "Button id (the form opens on the button of this id)"),
+    ("title", "Form title"),
+    (
+        "fields",
+        r#"Form fields (JSON: [{"id": "why", "label": "Why?", "long": true}])"#,
+    ),
 ];
 
 /// Action kinds: JSON name, what the admin reads, the fields of its row it uses.
@@ -123,7 +147,11 @@ const ACTIONS: &[(&str, &str, &[FieldSpec])] = &[
     (
         "send",
         "Send a message",
-        &[("channel", Slot::Number, true), ("text", Slot::Text, false)],
+        &[
+            ("channel", Slot::Number, true),
+            ("text", Slot::Text, false),
+            ("buttons", Slot::Json, true),
+        ],
     ),
     (
         "embed",
@@ -259,6 +287,8 @@ struct ActionRow {
     text: String,
     name: String,
     number: String,
+    /// A message's buttons, as JSON rows.
+    json: String,
 }
 
 impl ActionRow {
@@ -267,6 +297,7 @@ impl ActionRow {
             Slot::Text => &self.text,
             Slot::Name => &self.name,
             Slot::Number => &self.number,
+            Slot::Json => &self.json,
         }
     }
 
@@ -275,6 +306,7 @@ impl ActionRow {
             Slot::Text => &mut self.text,
             Slot::Name => &mut self.name,
             Slot::Number => &mut self.number,
+            Slot::Json => &mut self.json,
         }
     }
 }
@@ -376,6 +408,7 @@ impl Editor {
                     .to_owned(),
                 name: text(&format!("action_name_{i}"))?,
                 number: text(&format!("action_number_{i}"))?,
+                json: text(&format!("action_buttons_{i}"))?,
             };
             if !row.kind.is_empty() {
                 actions.push(row);
@@ -464,8 +497,14 @@ fn field(what: &str, typed: &str, slot: Slot, optional: bool) -> Result<Option<V
             Err(format!("{what} is missing"))
         };
     }
-    if slot != Slot::Number {
-        return Ok(Some(Value::String(typed.to_owned())));
+    match slot {
+        Slot::Number => {}
+        Slot::Json => {
+            return serde_json::from_str(typed)
+                .map(Some)
+                .map_err(|err| format!("{what} is not JSON: {err}"));
+        }
+        Slot::Text | Slot::Name => return Ok(Some(Value::String(typed.to_owned()))),
     }
     let typed = typed.trim();
     let number = typed
@@ -1068,10 +1107,12 @@ fn long_fields() -> Vec<(String, usize)> {
         ("trigger_contains".to_owned(), TEMPLATE_CHARS),
         ("trigger_starts_with".to_owned(), TEMPLATE_CHARS),
         ("trigger_regex".to_owned(), TEMPLATE_CHARS),
+        ("trigger_fields".to_owned(), TEMPLATE_CHARS),
     ];
     for i in 0..ACTION_ROWS + EMPTY_ACTION_ROWS {
         long.push((format!("action_text_{i}"), TEMPLATE_CHARS));
         long.push((format!("action_name_{i}"), TEMPLATE_CHARS));
+        long.push((format!("action_buttons_{i}"), TEMPLATE_CHARS));
     }
     for i in 0..CONDITION_ROWS + EMPTY_CONDITION_ROWS {
         long.push((format!("condition_value_{i}"), TEMPLATE_CHARS));
@@ -1090,6 +1131,13 @@ struct SampleForm {
     content: String,
     emoji: String,
     role_id: String,
+    /// The button pressed or the form sent.
+    component: String,
+    /// A form's fields, one `id=value` a line.
+    fields: String,
+    /// The number of one of the guild's recent events to replay instead; empty for the
+    /// sample described.
+    recent: String,
 }
 
 const SAMPLE_KINDS: &[(&str, &str, SampleEventKind)] = &[
@@ -1117,6 +1165,8 @@ const SAMPLE_KINDS: &[(&str, &str, SampleEventKind)] = &[
         SampleEventKind::RoleRemove,
     ),
     ("schedule", "The schedule", SampleEventKind::Schedule),
+    ("button", "A button is pressed", SampleEventKind::Button),
+    ("modal", "A form is sent", SampleEventKind::Modal),
 ];
 
 impl SampleForm {
@@ -1133,7 +1183,21 @@ impl SampleForm {
             content: form.one("sample_content")?.unwrap_or_default().to_owned(),
             emoji: text("sample_emoji")?,
             role_id: text("sample_role_id")?,
+            component: text("sample_component")?,
+            fields: form.one("sample_fields")?.unwrap_or_default().to_owned(),
+            recent: text("sample_recent")?,
         })
+    }
+
+    /// The recent event to replay, if one is chosen.
+    fn recent(&self) -> Result<Option<u64>, String> {
+        if self.recent.is_empty() {
+            return Ok(None);
+        }
+        self.recent
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("`{}` is no recent event", self.recent))
     }
 
     fn sample(&self) -> Result<SampleEvent, String> {
@@ -1160,6 +1224,17 @@ impl SampleForm {
                     .map_err(|_| format!("the sample's roles: `{r}` is not a number"))
             })
             .collect::<Result<Vec<u64>, String>>()?;
+        let fields = self
+            .fields
+            .lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(|line| {
+                let (id, value) = line.split_once('=').ok_or_else(|| {
+                    format!("the sample's form fields: `{line}` is not `id=value`")
+                })?;
+                Ok((id.trim().to_owned(), value.trim().to_owned()))
+            })
+            .collect::<Result<_, String>>()?;
         Ok(SampleEvent {
             kind,
             user_id: id("member id", &self.user_id)?,
@@ -1167,10 +1242,17 @@ impl SampleForm {
             roles,
             channel_id: id("channel id", &self.channel_id)?,
             // A sample message has an id, so reply, react and delete show what they would do.
-            message_id: (kind == SampleEventKind::Message).then_some(1),
+            // A button's message too.
+            message_id: matches!(
+                kind,
+                SampleEventKind::Message | SampleEventKind::Button | SampleEventKind::Modal
+            )
+            .then_some(1),
             content: self.content.clone(),
             emoji: (!self.emoji.is_empty()).then(|| self.emoji.clone()),
             role_id: id("role id", &self.role_id)?,
+            component: (!self.component.is_empty()).then(|| self.component.clone()),
+            fields,
             at_ms: Timestamp::now().as_millis(),
             ..SampleEvent::default()
         })
@@ -1187,6 +1269,7 @@ pub(crate) async fn dry_run(
 ) -> Result<Response, WebError> {
     let mut long = long_fields();
     long.push(("sample_content".to_owned(), TEMPLATE_CHARS));
+    long.push(("sample_fields".to_owned(), TEMPLATE_CHARS));
     let long: Vec<(&str, usize)> = long.iter().map(|(k, n)| (k.as_str(), *n)).collect();
     let (form, guild_id) = guild_form_with_long(&state, &authed, &raw, body, &long).await?;
     let editor = Editor::from_form(&form)?;
@@ -1199,10 +1282,16 @@ pub(crate) async fn dry_run(
         sample,
         ..Shown::default()
     };
-    let built = editor
-        .definition()
-        .and_then(|definition| Ok((definition.to_string(), sample.sample()?)));
-    let (definition, event) = match built {
+    let built = editor.definition().and_then(|definition| {
+        let recent = sample.recent()?;
+        // A replay needs no sample: the one described is not checked.
+        let event = match recent {
+            Some(_) => SampleEvent::default(),
+            None => sample.sample()?,
+        };
+        Ok((definition.to_string(), event, recent))
+    });
+    let (definition, event, recent) = match built {
         Ok(built) => built,
         Err(reason) => {
             let shown = refused(&reason, sample);
@@ -1213,6 +1302,7 @@ pub(crate) async fn dry_run(
         workflow_id: editor.workflow_id,
         definition: Some(definition),
         sample: event,
+        recent,
     };
     let shown = match state.call(authed.user_id, guild_id, request, None).await {
         Ok(GuildResponse::WorkflowTrace(trace)) => Shown {
@@ -1249,12 +1339,25 @@ async fn editor_page(
             _ => return Err(unexpected()),
         }
     };
+    // What the bot holds in memory, through a guild call; the page works without it.
+    let recent = match state
+        .call(
+            authed.user_id,
+            guild_id,
+            GuildRequest::RecentWorkflowEvents,
+            None,
+        )
+        .await
+    {
+        Ok(GuildResponse::RecentWorkflowEvents { events }) => events,
+        _ => Vec::new(),
+    };
     let title = if editor.workflow_id == 0 {
         "New workflow".to_owned()
     } else {
         format!("Workflow {}: {}", editor.workflow_id, editor.name)
     };
-    let body = render_editor(authed, &summary, &editor, &shown, &runs, &title);
+    let body = render_editor(authed, &summary, &editor, &shown, &runs, &recent, &title);
     Ok(frame(authed, &title, body))
 }
 
@@ -1264,6 +1367,7 @@ fn render_editor(
     editor: &Editor,
     shown: &Shown,
     runs: &[WorkflowTrace],
+    recent: &[RecentEvent],
     title: &str,
 ) -> Markup {
     let guild_id = summary.guild_id;
@@ -1334,9 +1438,11 @@ fn render_editor(
                     input id={ "action_name_" (i) } name={ "action_name_" (i) } value=(row.name);
                     label for={ "action_text_" (i) } { "Text" }
                     textarea id={ "action_text_" (i) } name={ "action_text_" (i) } rows="2" { (row.text) }
+                    label for={ "action_buttons_" (i) } { "Buttons of a message (JSON rows: " code { r#"[[{"id": "yes", "label": "Yes"}]]"# } ")" }
+                    input id={ "action_buttons_" (i) } name={ "action_buttons_" (i) } spellcheck="false" value=(row.json);
                 }
             }
-            (sample_fields(&shown.sample))
+            (sample_fields(&shown.sample, recent))
             p {
                 button type="submit" id="save" { "Save workflow" } " "
                 button type="submit" id="run-dry" formaction={ (base) "/dry-run" } { "Dry run" }
@@ -1366,10 +1472,17 @@ fn render_editor(
 }
 
 /// The dry run's sample event, in the editor's form: its button runs the workflow as typed.
-fn sample_fields(typed: &SampleForm) -> Markup {
+fn sample_fields(typed: &SampleForm, recent: &[RecentEvent]) -> Markup {
     html! {
         h2 { "Dry run" }
-        p.muted { "Runs the workflow as typed above (saved or not) on a sample event and shows each step: nothing is sent to Discord and nothing is saved." }
+        p.muted { "Runs the workflow as typed above (saved or not) on one of the server's recent events, or on a sample event you describe, and shows each step: nothing is sent to Discord and nothing is saved." }
+        label for="sample_recent" { "Replay a recent event " span.muted { "(the bot's last " (RECENT_WORKFLOW_EVENTS) ", held in its memory only)" } }
+        select id="sample_recent" name="sample_recent" {
+            option value="" selected[typed.recent.is_empty()] { "— the sample event described below —" }
+            @for event in recent {
+                option value=(event.id) selected[typed.recent == event.id.to_string()] { (recent_summary(&event.event)) }
+            }
+        }
         label for="sample_kind" { "Event" }
         select id="sample_kind" name="sample_kind" {
             @for (name, label, _) in SAMPLE_KINDS {
@@ -1390,7 +1503,36 @@ fn sample_fields(typed: &SampleForm) -> Markup {
         input id="sample_emoji" name="sample_emoji" value=(typed.emoji);
         label for="sample_role_id" { "Role added or removed (id)" }
         input id="sample_role_id" name="sample_role_id" value=(typed.role_id);
+        label for="sample_component" { "Button or form id" }
+        input id="sample_component" name="sample_component" value=(typed.component);
+        label for="sample_fields" { "Form fields (one " code { "id=value" } " a line)" }
+        textarea id="sample_fields" name="sample_fields" rows="2" { (typed.fields) }
     }
+}
+
+/// A recent event in a line: its kind, member, channel and the start of its message.
+fn recent_summary(event: &SampleEvent) -> String {
+    let kind = SAMPLE_KINDS
+        .iter()
+        .find(|(.., kind)| *kind == event.kind)
+        .map_or("An event", |(_, label, _)| label);
+    let mut line = format!("{kind} by {}", event.user_name);
+    if let Some(channel) = event.channel_id {
+        line.push_str(&format!(" in channel {channel}"));
+    }
+    if let Some(emoji) = &event.emoji {
+        line.push_str(&format!(": {emoji}"));
+    }
+    if !event.content.is_empty() {
+        let start: String = event.content.chars().take(RECENT_CONTENT_CHARS).collect();
+        let more = if start.len() < event.content.len() {
+            "…"
+        } else {
+            ""
+        };
+        line.push_str(&format!(": {start}{more}"));
+    }
+    line
 }
 
 fn trace_table(trace: &WorkflowTrace) -> Markup {
@@ -1468,6 +1610,32 @@ mod tests {
         assert_eq!(editor.conditions.len(), 3);
         assert!(editor.advanced.contains("compare"));
         assert_eq!(editor.definition().unwrap(), definition);
+    }
+
+    #[test]
+    fn buttons_and_a_modal_go_through_the_editor_unchanged() {
+        let definition = serde_json::json!({
+            "trigger": {"modal": {"id": "apply", "title": "Apply",
+                                  "fields": [{"id": "why", "label": "Why?", "long": true}]}},
+            "actions": [
+                {"send": {"channel": 4, "text": "{modal.why}",
+                          "buttons": [[{"id": "yes", "label": "Yes"}], [{"id": "no", "label": "No"}]]}}
+            ]
+        });
+        let editor = Editor::of(&stored(&definition.to_string())).unwrap();
+        assert_eq!(
+            editor.trigger_field("fields"),
+            r#"[{"id":"why","label":"Why?","long":true}]"#
+        );
+        assert_eq!(editor.definition().unwrap(), definition);
+
+        let mut typed = editor;
+        typed.actions[0].json = "[[{\"id\": ".into();
+        let err = typed.definition().unwrap_err();
+        assert!(
+            err.starts_with("actions[0] (send): its buttons is not JSON: "),
+            "{err}"
+        );
     }
 
     #[test]
