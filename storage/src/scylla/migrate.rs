@@ -103,14 +103,14 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../schema/017_privacy_flag_changes.cql"),
     ),
     (
-        19,
-        "019_announce_dms.cql",
-        include_str!("../../schema/019_announce_dms.cql"),
+        18,
+        "018_announce_dms.cql",
+        include_str!("../../schema/018_announce_dms.cql"),
     ),
     (
-        21,
-        "021_reshardings.cql",
-        include_str!("../../schema/021_reshardings.cql"),
+        19,
+        "019_reshardings.cql",
+        include_str!("../../schema/019_reshardings.cql"),
     ),
 ];
 
