@@ -155,6 +155,7 @@ fn push_native(ctx: &mut Ctx<'_>, wanted: Vec<native::NativeRule>) -> Vec<Effect
 /// that rule's other actions (a case, the ladder, the mod-log) as if it had matched it.
 fn after_discord(ctx: &mut Ctx<'_>, execution: &AutoModerationActionExecution) -> Vec<Effect> {
     let (config, plan, version) = (ctx.config, ctx.plan, ctx.config_version);
+    let shared = ctx.shared_config();
     let Some(rule) = native::rule_of(&config.automod, plan, execution) else {
         tracing::info!(guild_id = %execution.guild_id, rule_id = %execution.rule_id, "a Discord AutoMod rule that is not one of ours acted");
         return Vec::new();
@@ -175,7 +176,7 @@ fn after_discord(ctx: &mut Ctx<'_>, execution: &AutoModerationActionExecution) -
     };
     act::after_discord(
         &io,
-        config,
+        shared,
         compiled,
         &why,
         execution.user_id.get(),
@@ -287,6 +288,7 @@ impl Feature for Automod {
             _ => return Vec::new(),
         };
         let config = ctx.config;
+        let shared = ctx.shared_config();
         if message.author.bot || config.automod.rules.is_empty() {
             return Vec::new();
         }
@@ -328,7 +330,7 @@ impl Feature for Automod {
         }
         // What a rule acted on (or would have) starts anew: one flood, one action.
         state.activity.forget(author);
-        act::respond(&io, config, &rules, &hits, message, &mut state.hit_budget)
+        act::respond(&io, shared, &rules, &hits, message, &mut state.hit_budget)
     }
 }
 

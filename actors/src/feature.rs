@@ -113,6 +113,8 @@ pub(crate) trait Feature: Send + Sync + 'static {
 /// What a feature sees of its guild while it handles something.
 pub(crate) struct Ctx<'a> {
     pub(crate) config: &'a GuildConfig,
+    /// The same config, for a task that outlives the handler ([`Ctx::shared_config`]).
+    shared_config: &'a Arc<VersionedConfig>,
     /// The config's version: what a feature compiles from it is stale when this changes.
     pub(crate) config_version: u64,
     /// The guild's plan: what is over its limits stays stored but does not run.
@@ -124,18 +126,24 @@ pub(crate) struct Ctx<'a> {
 
 impl<'a> Ctx<'a> {
     pub(crate) fn new(
-        config: &'a VersionedConfig,
+        config: &'a Arc<VersionedConfig>,
         plan: Plan,
         io: Io,
         state: &'a mut Option<Box<dyn Any + Send + Sync>>,
     ) -> Self {
         Self {
             config: &config.config,
+            shared_config: config,
             config_version: config.version,
             plan,
             io,
             state,
         }
+    }
+
+    /// The config, for a task to keep (`Arc::clone`): shared, not copied.
+    pub(crate) fn shared_config(&self) -> &'a Arc<VersionedConfig> {
+        self.shared_config
     }
 
     /// The feature's state in this guild, made on first use; it lives as long as the guild's

@@ -72,7 +72,9 @@ pub struct GuildState {
     guild_id: Id<GuildMarker>,
     services: Arc<Services>,
     /// Loaded from storage on first need, so that spawning for a READY burst costs no I/O.
-    config: Option<VersionedConfig>,
+    /// Shared with the tasks that act on it (a moderation action, automod's), so handing
+    /// it to one is a reference count, not a copy of every rule and setting.
+    config: Option<Arc<VersionedConfig>>,
     pending: Arc<AtomicU32>,
     cooldowns: Cooldowns,
     /// Answers to state-changing calls by idempotency key, so a retry is applied once.
@@ -266,7 +268,7 @@ impl GuildState {
     async fn config_and_feature_states(
         &mut self,
     ) -> Option<(
-        &VersionedConfig,
+        &Arc<VersionedConfig>,
         Plan,
         &mut [Option<Box<dyn Any + Send + Sync>>],
     )> {
@@ -443,13 +445,13 @@ impl GuildState {
         }
     }
 
-    async fn config(&mut self) -> Result<&VersionedConfig, StorageError> {
+    async fn config(&mut self) -> Result<&Arc<VersionedConfig>, StorageError> {
         if self.config.is_none() {
             let stored = self.services.store.load(self.guild_id.get()).await?;
-            self.config = Some(stored.unwrap_or_else(|| VersionedConfig {
+            self.config = Some(Arc::new(stored.unwrap_or_else(|| VersionedConfig {
                 version: 0,
                 config: Default::default(),
-            }));
+            })));
         }
         Ok(self.config.as_ref().expect("loaded above"))
     }

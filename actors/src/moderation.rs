@@ -16,6 +16,8 @@ mod checks;
 mod parse;
 mod slash;
 
+use std::sync::Arc;
+
 use protonn_storage::Timer;
 use twilight_model::application::command::Command as SlashCommand;
 
@@ -58,7 +60,7 @@ impl Feature for Moderation {
         match parse::parse(&invocation) {
             Ok(request) => vec![Effect::task(act::run(
                 ctx.io.clone(),
-                ctx.config.clone(),
+                Arc::clone(ctx.shared_config()),
                 invocation,
                 request,
             ))],
@@ -99,7 +101,7 @@ impl Feature for Moderation {
     fn on_timer(&self, ctx: &mut Ctx<'_>, timer: Timer) -> Vec<Effect> {
         vec![Effect::task(act::expire(
             ctx.io.clone(),
-            ctx.config.clone(),
+            Arc::clone(ctx.shared_config()),
             timer,
         ))]
     }

@@ -3,12 +3,13 @@
 //! bans are moderation's actions taken by the bot (`moderation::by_the_bot`: a case each,
 //! the escalation ladder after a warning).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use metrics::counter;
 use protonn_storage::{
-    AUTOMOD_HIT_WHY_MAX_CHARS, AutomodAction, AutomodHit, CASE_REASON_MAX_CHARS, GuildConfig,
-    Timestamp,
+    AUTOMOD_HIT_WHY_MAX_CHARS, AutomodAction, AutomodHit, CASE_REASON_MAX_CHARS, Timestamp,
+    VersionedConfig,
 };
 use tokio::time::Instant;
 use twilight_model::channel::Message;
@@ -25,7 +26,7 @@ use crate::moderation::{self, Request, show_duration};
 /// `budget` lasts.
 pub(super) fn respond(
     io: &Io,
-    config: &GuildConfig,
+    config: &Arc<VersionedConfig>,
     rules: &Rules,
     hits: &[Hit],
     message: &Message,
@@ -33,7 +34,7 @@ pub(super) fn respond(
 ) -> Vec<Effect> {
     let author = message.author.id.get();
     let channel = message.channel_id;
-    let log = config.log_channel.and_then(Id::new_checked);
+    let log = config.config.log_channel.and_then(Id::new_checked);
     let mut effects = Vec::new();
     let mut enforced = false;
     for hit in hits {
@@ -89,7 +90,7 @@ pub(super) fn respond(
         );
         effects.push(Effect::task(enforce(
             io.clone(),
-            config.clone(),
+            Arc::clone(config),
             enforcement,
         )));
     }
@@ -100,7 +101,7 @@ pub(super) fn respond(
 /// no id), the bot takes the rule's other actions as if it had matched it.
 pub(super) fn after_discord(
     io: &Io,
-    config: &GuildConfig,
+    config: &Arc<VersionedConfig>,
     rule: &Rule,
     why: &str,
     author: u64,
@@ -110,7 +111,7 @@ pub(super) fn after_discord(
     let enforcement = Enforcement::of(rule, why, author, None, channel);
     vec![Effect::task(enforce(
         io.clone(),
-        config.clone(),
+        Arc::clone(config),
         enforcement,
     ))]
 }
@@ -169,7 +170,7 @@ fn punishment(action: &AutomodAction, user: u64, reason: &str) -> Option<Request
     }
 }
 
-async fn enforce(io: Io, config: GuildConfig, enforcement: Enforcement) -> Vec<Effect> {
+async fn enforce(io: Io, config: Arc<VersionedConfig>, enforcement: Enforcement) -> Vec<Effect> {
     let Enforcement {
         author,
         message,
@@ -198,7 +199,7 @@ async fn enforce(io: Io, config: GuildConfig, enforcement: Enforcement) -> Vec<E
     let mut effects = Vec::new();
     if let Some(request) = punishment {
         let (acted, more) =
-            moderation::by_the_bot(io.clone(), config.clone(), channel, request).await;
+            moderation::by_the_bot(io.clone(), Arc::clone(&config), channel, request).await;
         effects.extend(more);
         match acted {
             Ok(text) => done.push(text),
@@ -211,7 +212,7 @@ async fn enforce(io: Io, config: GuildConfig, enforcement: Enforcement) -> Vec<E
     if message.is_none() {
         done.insert(0, "Discord's AutoMod blocked the message".to_owned());
     }
-    if log && let Some(log_channel) = config.log_channel.and_then(Id::new_checked) {
+    if log && let Some(log_channel) = config.config.log_channel.and_then(Id::new_checked) {
         effects.push(Effect::Message {
             channel_id: log_channel,
             content: format!(

@@ -173,7 +173,13 @@ impl GuildState {
 
     /// The answer of the feature that handles the call, if one does.
     async fn feature_call(&mut self, call: &GuildCall) -> Option<CallTask> {
-        let config = self.read_config().await.ok()?;
+        let config = match self.config().await {
+            Ok(config) => Arc::clone(config),
+            Err(err) => {
+                tracing::error!(guild_id = %self.guild_id, error = %err, "cannot load guild config");
+                return None;
+            }
+        };
         let plan = self.plan().await;
         let io = self.io();
         for (index, feature) in crate::features::all().iter().enumerate() {
@@ -187,7 +193,7 @@ impl GuildState {
 
     async fn read_config(&mut self) -> Result<VersionedConfig, GuildCallError> {
         match self.config().await {
-            Ok(current) => Ok(current.clone()),
+            Ok(current) => Ok(VersionedConfig::clone(current)),
             Err(err) => {
                 tracing::error!(guild_id = %self.guild_id, error = %err, "cannot load guild config");
                 Err(unavailable(&err))
@@ -371,7 +377,7 @@ impl GuildState {
             version,
             config: next,
         };
-        self.config = Some(after.clone());
+        self.config = Some(Arc::new(after.clone()));
         self.features_on_config_saved(&before.config).await;
         let details = ConfigAuditDetails {
             source: changer.source,

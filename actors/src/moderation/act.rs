@@ -4,9 +4,10 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
-use protonn_storage::{AuditEntry, Case, GuildConfig, Timer, Timestamp};
+use protonn_storage::{AuditEntry, Case, GuildConfig, Timer, Timestamp, VersionedConfig};
 use serde::{Deserialize, Serialize};
 use twilight_http::request::AuditLogReason;
 use twilight_model::channel::Message;
@@ -69,12 +70,12 @@ struct Acting<'a> {
 /// Runs a moderation request and answers it.
 pub(super) async fn run(
     io: Io,
-    config: GuildConfig,
+    config: Arc<VersionedConfig>,
     invocation: Invocation,
     request: Request,
 ) -> Vec<Effect> {
     let mut effects = Vec::new();
-    let answer = match acting(&io, &config, &invocation).await {
+    let answer = match acting(&io, &config.config, &invocation).await {
         Ok(acting) => match act(&acting, request, None, &mut effects).await {
             Ok(text) => Answer::ok(text),
             Err(answer) => answer,
@@ -91,7 +92,7 @@ pub(super) async fn run(
 /// and the effects that follow (audit entries, mod-log embeds, timers, DMs).
 pub(crate) async fn by_the_bot(
     io: Io,
-    config: GuildConfig,
+    config: Arc<VersionedConfig>,
     channel: Id<ChannelMarker>,
     request: Request,
 ) -> (Result<String, Answer>, Vec<Effect>) {
@@ -103,7 +104,7 @@ pub(crate) async fn by_the_bot(
     let bot_permissions = guild.permissions(bot, &bot_roles);
     let acting = Acting {
         io: &io,
-        config: &config,
+        config: &config.config,
         guild,
         moderator: bot,
         moderator_roles: bot_roles.clone(),
@@ -794,7 +795,7 @@ async fn lock(
 /// A temporary ban fell due: lift it once. The timer is claimed first, so another node that
 /// also thinks it owns the guild (a handoff in flight) does not lift it too; a claim lapses
 /// after the runtime's lease, so a node that died mid-way leaves it to the next owner.
-pub(super) async fn expire(io: Io, config: GuildConfig, timer: Timer) -> Vec<Effect> {
+pub(super) async fn expire(io: Io, config: Arc<VersionedConfig>, timer: Timer) -> Vec<Effect> {
     let Ok(later) = serde_json::from_str::<UnbanLater>(&timer.payload) else {
         tracing::error!(guild_id = timer.guild_id, timer = %timer.id, "unreadable timer dropped");
         let _ = io.store().cancel_timer(timer.guild_id, &timer.id).await;
@@ -824,7 +825,7 @@ pub(super) async fn expire(io: Io, config: GuildConfig, timer: Timer) -> Vec<Eff
     if lifted && let Some(bot) = io.bot_id().await {
         let acting = Acting {
             io: &io,
-            config: &config,
+            config: &config.config,
             guild: GuildRoles::default(),
             moderator: bot.get(),
             moderator_roles: Vec::new(),
