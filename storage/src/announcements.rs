@@ -254,6 +254,8 @@ pub(crate) trait Decision {
     fn state(&self) -> DeliveryState;
     fn reason(&self) -> Option<&str>;
     fn claimed_by(&self) -> &str;
+    /// Campaign, shard and recipient (guild or user): the delivery's row key.
+    fn key(&self) -> (u64, u32, u64);
 }
 
 impl Decision for Delivery {
@@ -266,6 +268,9 @@ impl Decision for Delivery {
     fn claimed_by(&self) -> &str {
         &self.claimed_by
     }
+    fn key(&self) -> (u64, u32, u64) {
+        (self.campaign_id, self.shard_id, self.guild_id)
+    }
 }
 
 impl Decision for DmDelivery {
@@ -277,6 +282,9 @@ impl Decision for DmDelivery {
     }
     fn claimed_by(&self) -> &str {
         &self.claimed_by
+    }
+    fn key(&self) -> (u64, u32, u64) {
+        (self.campaign_id, self.shard_id, self.user_id)
     }
 }
 

@@ -32,7 +32,7 @@ use crate::Services;
 use crate::guild::{claimant, is_announceable};
 use crate::metrics::ANNOUNCEMENT_DELIVERIES;
 use crate::permissions::{self, MaySend};
-use crate::rest::RestError;
+use crate::rest::{Reply, RestError};
 
 /// Every (`outcome`, `reason`) of `protonn_announcements_deliveries_total`.
 pub(crate) const DELIVERY_OUTCOMES: [(&str, &str); 7] = [
@@ -232,38 +232,15 @@ impl Round<'_> {
                 .decide(claim, DeliveryState::Skipped, reason, None)
                 .await;
         }
-        if interrupted {
-            match self.find_posted(channel).await {
-                Ok(Some(message)) => {
-                    return self
-                        .decide(claim, DeliveryState::Sent, "recovered", Some(message))
-                        .await;
-                }
-                Ok(None) => {}
-                Err(err) => {
-                    tracing::warn!(guild_id, error = %err, "cannot tell whether an interrupted announcement was posted");
-                    return self
-                        .decide(claim, DeliveryState::Failed, "interrupted", None)
-                        .await;
-                }
-            }
-        }
-        let request = services
-            .replies
-            .http()
-            .create_message(channel)
-            .content(&announcement_text(self.campaign))
-            .allowed_mentions(Some(&AllowedMentions::default()))
-            .try_into_request()
-            .expect("an announcement is a valid message");
         // Sent by half the lease or not at all, so a claim older than the lease is one
         // whose sender stopped.
         let give_up_at = tokio::time::Instant::now() + services.runtime.timer_lease / 2;
-        let sent = services
-            .replies
-            .rest()
-            .send_background("create_message", request, give_up_at)
-            .await;
+        let sent = match self.recover_or_post(channel, interrupted, give_up_at).await {
+            Posting::Settled(state, reason, message) => {
+                return self.decide(claim, state, reason, message).await;
+            }
+            Posting::Posted(sent) => sent,
+        };
         match sent {
             Ok(reply) => {
                 let message = reply.model::<Posted>().ok().map(|posted| posted.id.get());
@@ -320,11 +297,46 @@ impl Round<'_> {
         None
     }
 
-    /// The campaign's message among the channel's recent ones, if it is there.
-    pub(super) async fn find_posted(
+    /// For an `interrupted` claim, looks for the campaign's message in `channel` first (a dead
+    /// sender may have posted it); posts it unless found or unknowable.
+    pub(super) async fn recover_or_post(
         &self,
         channel: Id<ChannelMarker>,
-    ) -> Result<Option<u64>, RestError> {
+        interrupted: bool,
+        give_up_at: tokio::time::Instant,
+    ) -> Posting {
+        if interrupted {
+            match self.find_posted(channel).await {
+                Ok(Some(message)) => {
+                    return Posting::Settled(DeliveryState::Sent, "recovered", Some(message));
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::warn!(campaign_id = self.campaign.id, channel_id = channel.get(), error = %err, "cannot tell whether an interrupted announcement was posted");
+                    return Posting::Settled(DeliveryState::Failed, "interrupted", None);
+                }
+            }
+        }
+        let request = self
+            .services
+            .replies
+            .http()
+            .create_message(channel)
+            .content(&announcement_text(self.campaign))
+            .allowed_mentions(Some(&AllowedMentions::default()))
+            .try_into_request()
+            .expect("an announcement is a valid message");
+        let sent = self
+            .services
+            .replies
+            .rest()
+            .send_background("create_message", request, give_up_at)
+            .await;
+        Posting::Posted(sent)
+    }
+
+    /// The campaign's message among the channel's recent ones, if it is there.
+    async fn find_posted(&self, channel: Id<ChannelMarker>) -> Result<Option<u64>, RestError> {
         let request = self
             .services
             .replies
@@ -365,6 +377,15 @@ impl Round<'_> {
         }
         Ok(())
     }
+}
+
+/// What [`Round::recover_or_post`] did with a claimed delivery.
+pub(super) enum Posting {
+    /// Decided without posting: sent (`recovered`) if an interrupted sender had posted it
+    /// (this message), failed (`interrupted`) if that cannot be told.
+    Settled(DeliveryState, &'static str, Option<u64>),
+    /// Posted now: Discord's reply.
+    Posted(Result<Reply, RestError>),
 }
 
 #[derive(Deserialize)]

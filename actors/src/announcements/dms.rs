@@ -15,11 +15,10 @@ use metrics::counter;
 use protonn_storage::{DeliveryState, DmDelivery, StorageError, Timestamp, shard_of};
 use serde::Deserialize;
 use twilight_http::request::TryIntoRequest;
-use twilight_model::channel::message::AllowedMentions;
 use twilight_model::id::Id;
 use twilight_model::id::marker::{ChannelMarker, UserMarker};
 
-use super::campaigns::{Posted, Round, announcement_text};
+use super::campaigns::{Posted, Posting, Round};
 use crate::metrics::ANNOUNCEMENT_DMS;
 use crate::rest::RestError;
 
@@ -126,36 +125,12 @@ impl Round<'_> {
             Err(err) => return self.not_sent(claim, err).await,
         };
         claim.channel_id = Some(channel.get());
-        if interrupted {
-            match self.find_posted(channel).await {
-                Ok(Some(message)) => {
-                    return self
-                        .decide_dm(claim, DeliveryState::Sent, "recovered", Some(message))
-                        .await;
-                }
-                Ok(None) => {}
-                Err(err) => {
-                    tracing::warn!(user_id = claim.user_id, error = %err, "cannot tell whether an interrupted announcement DM was sent");
-                    return self
-                        .decide_dm(claim, DeliveryState::Failed, "interrupted", None)
-                        .await;
-                }
+        let sent = match self.recover_or_post(channel, interrupted, give_up_at).await {
+            Posting::Settled(state, reason, message) => {
+                return self.decide_dm(claim, state, reason, message).await;
             }
-        }
-        let request = services
-            .replies
-            .http()
-            .create_message(channel)
-            .content(&announcement_text(self.campaign))
-            .allowed_mentions(Some(&AllowedMentions::default()))
-            .try_into_request()
-            .expect("an announcement is a valid message");
-        let sent = services
-            .replies
-            .rest()
-            .send_background("create_message", request, give_up_at)
-            .await
-            .and_then(|reply| reply.model::<Posted>());
+            Posting::Posted(sent) => sent.and_then(|reply| reply.model::<Posted>()),
+        };
         match sent {
             Ok(posted) => {
                 self.decide_dm(claim, DeliveryState::Sent, "posted", Some(posted.id.get()))

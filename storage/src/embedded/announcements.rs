@@ -70,15 +70,15 @@ fn live_campaign(
     }
 }
 
-/// Stores `delivery` under `key` if it is free (no delivery, or with `replacing` a claim by
+/// Stores `delivery` under its key if it is free (no delivery, or with `replacing` a claim by
 /// that claimant); whether it was, and whether the key was new.
 fn claim<D: Decision + Serialize + DeserializeOwned>(
     txn: &WriteTransaction,
     table: TableDefinition<(u64, u32, u64), &[u8]>,
-    key: (u64, u32, u64),
     delivery: &D,
     replacing: Option<&str>,
 ) -> Result<(bool, bool), StorageError> {
+    let key = delivery.key();
     let name = table.name();
     let mut table = open(txn, table)?;
     let stored: Option<D> = table
@@ -99,14 +99,14 @@ fn claim<D: Decision + Serialize + DeserializeOwned>(
     Ok((free, stored.is_none()))
 }
 
-/// Stores the outcome `delivery` under `key` if its claimant still holds the claim; whether
-/// it did.
+/// Stores the outcome `delivery` under its key if its claimant still holds the claim;
+/// whether it did.
 fn finish<D: Decision + Serialize + DeserializeOwned>(
     txn: &WriteTransaction,
     table: TableDefinition<(u64, u32, u64), &[u8]>,
-    key: (u64, u32, u64),
     delivery: &D,
 ) -> Result<bool, StorageError> {
+    let key = delivery.key();
     let name = table.name();
     let mut table = open(txn, table)?;
     let held = match table.get(key).map_err(e)? {
@@ -120,6 +120,47 @@ fn finish<D: Decision + Serialize + DeserializeOwned>(
         table.insert(key, to_json(delivery).as_slice()).map_err(e)?;
     }
     Ok(held)
+}
+
+/// What a delivery type needs to be claimed and decided in its table.
+trait StoredDelivery: Decision + Serialize + DeserializeOwned + Clone + Send + 'static {}
+impl<D: Decision + Serialize + DeserializeOwned + Clone + Send + 'static> StoredDelivery for D {}
+
+impl EmbeddedStore {
+    /// Claims `delivery` in `table` (see [`AnnouncementRepo::claim_delivery`]); `on_new_row`
+    /// runs in the same transaction when the claim stored a new row.
+    async fn claim_in<D: StoredDelivery>(
+        &self,
+        table: TableDefinition<'static, (u64, u32, u64), &'static [u8]>,
+        delivery: &D,
+        replacing: Option<&str>,
+        on_new_row: fn(&WriteTransaction, &D) -> Result<(), StorageError>,
+    ) -> Result<bool, StorageError> {
+        check_claim(delivery)?;
+        let delivery = delivery.clone();
+        let replacing = replacing.map(str::to_owned);
+        self.write(move |txn, retention| {
+            live_campaign(txn, delivery.key().0, retention)?;
+            let (got, new) = claim(txn, table, &delivery, replacing.as_deref())?;
+            if new && got {
+                on_new_row(txn, &delivery)?;
+            }
+            Ok(got)
+        })
+        .await
+    }
+
+    /// Records the outcome of a claim in `table` (see [`AnnouncementRepo::finish_delivery`]).
+    async fn finish_in<D: StoredDelivery>(
+        &self,
+        table: TableDefinition<'static, (u64, u32, u64), &'static [u8]>,
+        delivery: &D,
+    ) -> Result<bool, StorageError> {
+        check_outcome(delivery)?;
+        let delivery = delivery.clone();
+        self.write(move |txn, _| finish(txn, table, &delivery))
+            .await
+    }
 }
 
 fn in_range<D: DeserializeOwned>(
@@ -302,25 +343,12 @@ impl AnnouncementRepo for EmbeddedStore {
         delivery: &Delivery,
         replacing: Option<&str>,
     ) -> Result<bool, StorageError> {
-        check_claim(delivery)?;
-        let delivery = delivery.clone();
-        let replacing = replacing.map(str::to_owned);
-        self.write(move |txn, retention| {
-            live_campaign(txn, delivery.campaign_id, retention)?;
-            let key = (delivery.campaign_id, delivery.shard_id, delivery.guild_id);
-            claim(txn, DELIVERIES, key, &delivery, replacing.as_deref()).map(|(got, _)| got)
-        })
-        .await
+        self.claim_in(DELIVERIES, delivery, replacing, |_, _| Ok(()))
+            .await
     }
 
     async fn finish_delivery(&self, delivery: &Delivery) -> Result<bool, StorageError> {
-        check_outcome(delivery)?;
-        let delivery = delivery.clone();
-        self.write(move |txn, _| {
-            let key = (delivery.campaign_id, delivery.shard_id, delivery.guild_id);
-            finish(txn, DELIVERIES, key, &delivery)
-        })
-        .await
+        self.finish_in(DELIVERIES, delivery).await
     }
 
     async fn deliveries(
@@ -371,29 +399,14 @@ impl AnnouncementRepo for EmbeddedStore {
         delivery: &DmDelivery,
         replacing: Option<&str>,
     ) -> Result<bool, StorageError> {
-        check_claim(delivery)?;
-        let delivery = delivery.clone();
-        let replacing = replacing.map(str::to_owned);
-        self.write(move |txn, retention| {
-            live_campaign(txn, delivery.campaign_id, retention)?;
-            let key = (delivery.campaign_id, delivery.shard_id, delivery.user_id);
-            let (got, new) = claim(txn, DM_DELIVERIES, key, &delivery, replacing.as_deref())?;
-            if new && got {
-                index(txn, &dm_ref(&delivery), &[delivery.user_id], None)?;
-            }
-            Ok(got)
+        self.claim_in(DM_DELIVERIES, delivery, replacing, |txn, delivery| {
+            index(txn, &dm_ref(delivery), &[delivery.user_id], None)
         })
         .await
     }
 
     async fn finish_dm_delivery(&self, delivery: &DmDelivery) -> Result<bool, StorageError> {
-        check_outcome(delivery)?;
-        let delivery = delivery.clone();
-        self.write(move |txn, _| {
-            let key = (delivery.campaign_id, delivery.shard_id, delivery.user_id);
-            finish(txn, DM_DELIVERIES, key, &delivery)
-        })
-        .await
+        self.finish_in(DM_DELIVERIES, delivery).await
     }
 
     async fn dm_deliveries(

@@ -4,10 +4,14 @@
 //! TTL left until the campaign's retention ends, so they expire together.
 
 use async_trait::async_trait;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use super::records::{doc, parse};
 use super::{ScyllaStore, db_id, rust_id, ttl};
-use crate::announcements::{campaign_expiry, check_campaign, check_claim, check_outcome, dm_ref};
+use crate::announcements::{
+    Decision, campaign_expiry, check_campaign, check_claim, check_outcome, dm_ref,
+};
 use crate::schedules::check_schedule;
 use crate::{
     AnnounceSchedule, AnnouncementRepo, Campaign, Delivery, DeliveryState, DmDelivery,
@@ -19,6 +23,61 @@ const CAMPAIGN_BUCKET: i32 = 0;
 
 fn shard(shard_id: u32) -> Result<i32, StorageError> {
     i32::try_from(shard_id).map_err(|_| StorageError::Invalid("shard id out of range".into()))
+}
+
+/// The CQL of one deliveries table (to guilds or by DM to users), keyed by campaign, shard and
+/// recipient. The statements stay `&'static str`: the statement cache keys on them.
+struct DeliveryTable {
+    name: &'static str,
+    select_doc: &'static str,
+    insert_claim: &'static str,
+    replace_claim: &'static str,
+    finish: &'static str,
+    select_shard: &'static str,
+    select_all: &'static str,
+}
+
+const DELIVERIES: DeliveryTable = DeliveryTable {
+    name: "announce_deliveries",
+    select_doc: "SELECT doc FROM {ks}.announce_deliveries \
+                 WHERE campaign_id = ? AND shard_id = ? AND guild_id = ?",
+    insert_claim: "INSERT INTO {ks}.announce_deliveries \
+                   (campaign_id, shard_id, guild_id, state, claimed_by, doc) \
+                   VALUES (?, ?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?",
+    replace_claim: "UPDATE {ks}.announce_deliveries USING TTL ? SET claimed_by = ?, doc = ? \
+                    WHERE campaign_id = ? AND shard_id = ? AND guild_id = ? \
+                    IF state = ? AND claimed_by = ?",
+    finish: "UPDATE {ks}.announce_deliveries USING TTL ? SET state = ?, doc = ? \
+             WHERE campaign_id = ? AND shard_id = ? AND guild_id = ? \
+             IF state = ? AND claimed_by = ?",
+    select_shard: "SELECT doc FROM {ks}.announce_deliveries \
+                   WHERE campaign_id = ? AND shard_id = ?",
+    select_all: "SELECT doc FROM {ks}.announce_deliveries WHERE campaign_id = ?",
+};
+
+const DM_DELIVERIES: DeliveryTable = DeliveryTable {
+    name: "announce_dm_deliveries",
+    select_doc: "SELECT doc FROM {ks}.announce_dm_deliveries \
+                 WHERE campaign_id = ? AND shard_id = ? AND user_id = ?",
+    insert_claim: "INSERT INTO {ks}.announce_dm_deliveries \
+                   (campaign_id, shard_id, user_id, state, claimed_by, doc) \
+                   VALUES (?, ?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?",
+    replace_claim: "UPDATE {ks}.announce_dm_deliveries USING TTL ? \
+                    SET claimed_by = ?, doc = ? \
+                    WHERE campaign_id = ? AND shard_id = ? AND user_id = ? \
+                    IF state = ? AND claimed_by = ?",
+    finish: "UPDATE {ks}.announce_dm_deliveries USING TTL ? SET state = ?, doc = ? \
+             WHERE campaign_id = ? AND shard_id = ? AND user_id = ? \
+             IF state = ? AND claimed_by = ?",
+    select_shard: "SELECT doc FROM {ks}.announce_dm_deliveries \
+                   WHERE campaign_id = ? AND shard_id = ?",
+    select_all: "SELECT doc FROM {ks}.announce_dm_deliveries WHERE campaign_id = ?",
+};
+
+/// A delivery's key (campaign, shard, recipient) as bound in CQL.
+fn key_values(delivery: &impl Decision) -> Result<(i64, i32, i64), StorageError> {
+    let (campaign, shard_id, recipient) = delivery.key();
+    Ok((db_id(campaign), shard(shard_id)?, db_id(recipient)))
 }
 
 impl ScyllaStore {
@@ -69,9 +128,8 @@ impl ScyllaStore {
         user_id: u64,
     ) -> Result<Option<DmDelivery>, StorageError> {
         self.one_doc(
-            "SELECT doc FROM {ks}.announce_dm_deliveries \
-             WHERE campaign_id = ? AND shard_id = ? AND user_id = ?",
-            "announce_dm_deliveries",
+            DM_DELIVERIES.select_doc,
+            DM_DELIVERIES.name,
             (db_id(campaign_id), shard(shard_id)?, db_id(user_id)),
         )
         .await
@@ -98,36 +156,119 @@ impl ScyllaStore {
         Ok(1)
     }
 
-    /// The stored DM delivery's document, read at SERIAL (resolving an LWT).
-    async fn dm_delivery_doc(&self, delivery: &DmDelivery) -> Result<Option<String>, StorageError> {
+    /// The stored delivery's document in `table`, read at SERIAL (resolving an LWT).
+    async fn delivery_doc(
+        &self,
+        table: &DeliveryTable,
+        delivery: &impl Decision,
+    ) -> Result<Option<String>, StorageError> {
         let row: Option<(Option<String>,)> = self
-            .serial_one(
-                "SELECT doc FROM {ks}.announce_dm_deliveries \
-                 WHERE campaign_id = ? AND shard_id = ? AND user_id = ?",
-                (
-                    db_id(delivery.campaign_id),
-                    shard(delivery.shard_id)?,
-                    db_id(delivery.user_id),
-                ),
-            )
+            .serial_one(table.select_doc, key_values(delivery)?)
             .await?;
         Ok(row.and_then(|(text,)| text))
     }
 
-    /// The stored delivery's document, read at SERIAL (resolving an LWT).
-    async fn delivery_doc(&self, delivery: &Delivery) -> Result<Option<String>, StorageError> {
-        let row: Option<(Option<String>,)> = self
-            .serial_one(
-                "SELECT doc FROM {ks}.announce_deliveries \
-                 WHERE campaign_id = ? AND shard_id = ? AND guild_id = ?",
+    /// Stores a claim in `table` (see [`AnnouncementRepo::claim_delivery`]), its row living
+    /// `secs` more seconds; whether this call got it.
+    async fn claim_row<D: Decision + Serialize + Sync>(
+        &self,
+        table: &DeliveryTable,
+        delivery: &D,
+        secs: i32,
+        replacing: Option<&str>,
+    ) -> Result<bool, StorageError> {
+        let text = doc(delivery);
+        let resolve =
+            || async { Ok(self.delivery_doc(table, delivery).await? == Some(text.clone())) };
+        let key = key_values(delivery)?;
+        let claimed = DeliveryState::Claimed.label();
+        let outcome = match replacing {
+            None => {
+                self.lwt_resolved(
+                    table.insert_claim,
+                    (
+                        key.0,
+                        key.1,
+                        key.2,
+                        claimed,
+                        delivery.claimed_by(),
+                        text.as_str(),
+                        secs,
+                    ),
+                    resolve,
+                )
+                .await?
+            }
+            Some(from) => {
+                self.lwt_resolved(
+                    table.replace_claim,
+                    (
+                        secs,
+                        delivery.claimed_by(),
+                        text.as_str(),
+                        key.0,
+                        key.1,
+                        key.2,
+                        claimed,
+                        from,
+                    ),
+                    resolve,
+                )
+                .await?
+            }
+        };
+        Ok(outcome.applied)
+    }
+
+    /// Records the outcome of a claim in `table` (see [`AnnouncementRepo::finish_delivery`]).
+    async fn finish_row<D: Decision + Serialize + Sync>(
+        &self,
+        table: &DeliveryTable,
+        delivery: &D,
+    ) -> Result<bool, StorageError> {
+        check_outcome(delivery)?;
+        let secs = self.campaign_ttl(delivery.key().0).await?;
+        let text = doc(delivery);
+        let resolve =
+            || async { Ok(self.delivery_doc(table, delivery).await? == Some(text.clone())) };
+        let key = key_values(delivery)?;
+        let outcome = self
+            .lwt_resolved(
+                table.finish,
                 (
-                    db_id(delivery.campaign_id),
-                    shard(delivery.shard_id)?,
-                    db_id(delivery.guild_id),
+                    secs,
+                    delivery.state().label(),
+                    text.as_str(),
+                    key.0,
+                    key.1,
+                    key.2,
+                    DeliveryState::Claimed.label(),
+                    delivery.claimed_by(),
                 ),
+                resolve,
             )
             .await?;
-        Ok(row.and_then(|(text,)| text))
+        Ok(outcome.applied)
+    }
+
+    /// The campaign's rows in `table` of `shard_id` (of every shard with `None`).
+    async fn delivery_rows<D: DeserializeOwned>(
+        &self,
+        table: &DeliveryTable,
+        campaign_id: u64,
+        shard_id: Option<u32>,
+    ) -> Result<Vec<D>, StorageError> {
+        let rows: Vec<(Option<String>,)> = match shard_id {
+            Some(shard_id) => {
+                self.select(table.select_shard, (db_id(campaign_id), shard(shard_id)?))
+                    .await?
+            }
+            None => self.select(table.select_all, (db_id(campaign_id),)).await?,
+        };
+        rows.iter()
+            .filter_map(|(text,)| text.as_deref())
+            .map(|text| parse(table.name, text))
+            .collect()
     }
 }
 
@@ -256,79 +397,11 @@ impl AnnouncementRepo for ScyllaStore {
     ) -> Result<bool, StorageError> {
         check_claim(delivery)?;
         let secs = self.campaign_ttl(delivery.campaign_id).await?;
-        let text = doc(delivery);
-        let resolve = || async { Ok(self.delivery_doc(delivery).await? == Some(text.clone())) };
-        let key = (
-            db_id(delivery.campaign_id),
-            shard(delivery.shard_id)?,
-            db_id(delivery.guild_id),
-        );
-        let outcome = match replacing {
-            None => {
-                self.lwt_resolved(
-                    "INSERT INTO {ks}.announce_deliveries \
-                     (campaign_id, shard_id, guild_id, state, claimed_by, doc) \
-                     VALUES (?, ?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?",
-                    (
-                        key.0,
-                        key.1,
-                        key.2,
-                        DeliveryState::Claimed.label(),
-                        delivery.claimed_by.as_str(),
-                        text.as_str(),
-                        secs,
-                    ),
-                    resolve,
-                )
-                .await?
-            }
-            Some(from) => {
-                self.lwt_resolved(
-                    "UPDATE {ks}.announce_deliveries USING TTL ? SET claimed_by = ?, doc = ? \
-                     WHERE campaign_id = ? AND shard_id = ? AND guild_id = ? \
-                     IF state = ? AND claimed_by = ?",
-                    (
-                        secs,
-                        delivery.claimed_by.as_str(),
-                        text.as_str(),
-                        key.0,
-                        key.1,
-                        key.2,
-                        DeliveryState::Claimed.label(),
-                        from,
-                    ),
-                    resolve,
-                )
-                .await?
-            }
-        };
-        Ok(outcome.applied)
+        self.claim_row(&DELIVERIES, delivery, secs, replacing).await
     }
 
     async fn finish_delivery(&self, delivery: &Delivery) -> Result<bool, StorageError> {
-        check_outcome(delivery)?;
-        let secs = self.campaign_ttl(delivery.campaign_id).await?;
-        let text = doc(delivery);
-        let resolve = || async { Ok(self.delivery_doc(delivery).await? == Some(text.clone())) };
-        let outcome = self
-            .lwt_resolved(
-                "UPDATE {ks}.announce_deliveries USING TTL ? SET state = ?, doc = ? \
-                 WHERE campaign_id = ? AND shard_id = ? AND guild_id = ? \
-                 IF state = ? AND claimed_by = ?",
-                (
-                    secs,
-                    delivery.state.label(),
-                    text.as_str(),
-                    db_id(delivery.campaign_id),
-                    shard(delivery.shard_id)?,
-                    db_id(delivery.guild_id),
-                    DeliveryState::Claimed.label(),
-                    delivery.claimed_by.as_str(),
-                ),
-                resolve,
-            )
-            .await?;
-        Ok(outcome.applied)
+        self.finish_row(&DELIVERIES, delivery).await
     }
 
     async fn deliveries(
@@ -336,27 +409,7 @@ impl AnnouncementRepo for ScyllaStore {
         campaign_id: u64,
         shard_id: Option<u32>,
     ) -> Result<Vec<Delivery>, StorageError> {
-        let rows: Vec<(Option<String>,)> = match shard_id {
-            Some(shard_id) => {
-                self.select(
-                    "SELECT doc FROM {ks}.announce_deliveries \
-                     WHERE campaign_id = ? AND shard_id = ?",
-                    (db_id(campaign_id), shard(shard_id)?),
-                )
-                .await?
-            }
-            None => {
-                self.select(
-                    "SELECT doc FROM {ks}.announce_deliveries WHERE campaign_id = ?",
-                    (db_id(campaign_id),),
-                )
-                .await?
-            }
-        };
-        rows.iter()
-            .filter_map(|(text,)| text.as_deref())
-            .map(|text| parse("announce_deliveries", text))
-            .collect()
+        self.delivery_rows(&DELIVERIES, campaign_id, shard_id).await
     }
 
     async fn dm_recipients(
@@ -407,80 +460,12 @@ impl AnnouncementRepo for ScyllaStore {
         // Its index entry first: an LWT cannot share a batch with another partition.
         self.add_ref(delivery.user_id, &dm_ref(delivery), Some(secs))
             .await?;
-        let text = doc(delivery);
-        let resolve = || async { Ok(self.dm_delivery_doc(delivery).await? == Some(text.clone())) };
-        let key = (
-            db_id(delivery.campaign_id),
-            shard(delivery.shard_id)?,
-            db_id(delivery.user_id),
-        );
-        let outcome = match replacing {
-            None => {
-                self.lwt_resolved(
-                    "INSERT INTO {ks}.announce_dm_deliveries \
-                     (campaign_id, shard_id, user_id, state, claimed_by, doc) \
-                     VALUES (?, ?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?",
-                    (
-                        key.0,
-                        key.1,
-                        key.2,
-                        DeliveryState::Claimed.label(),
-                        delivery.claimed_by.as_str(),
-                        text.as_str(),
-                        secs,
-                    ),
-                    resolve,
-                )
-                .await?
-            }
-            Some(from) => {
-                self.lwt_resolved(
-                    "UPDATE {ks}.announce_dm_deliveries USING TTL ? \
-                     SET claimed_by = ?, doc = ? \
-                     WHERE campaign_id = ? AND shard_id = ? AND user_id = ? \
-                     IF state = ? AND claimed_by = ?",
-                    (
-                        secs,
-                        delivery.claimed_by.as_str(),
-                        text.as_str(),
-                        key.0,
-                        key.1,
-                        key.2,
-                        DeliveryState::Claimed.label(),
-                        from,
-                    ),
-                    resolve,
-                )
-                .await?
-            }
-        };
-        Ok(outcome.applied)
+        self.claim_row(&DM_DELIVERIES, delivery, secs, replacing)
+            .await
     }
 
     async fn finish_dm_delivery(&self, delivery: &DmDelivery) -> Result<bool, StorageError> {
-        check_outcome(delivery)?;
-        let secs = self.campaign_ttl(delivery.campaign_id).await?;
-        let text = doc(delivery);
-        let resolve = || async { Ok(self.dm_delivery_doc(delivery).await? == Some(text.clone())) };
-        let outcome = self
-            .lwt_resolved(
-                "UPDATE {ks}.announce_dm_deliveries USING TTL ? SET state = ?, doc = ? \
-                 WHERE campaign_id = ? AND shard_id = ? AND user_id = ? \
-                 IF state = ? AND claimed_by = ?",
-                (
-                    secs,
-                    delivery.state.label(),
-                    text.as_str(),
-                    db_id(delivery.campaign_id),
-                    shard(delivery.shard_id)?,
-                    db_id(delivery.user_id),
-                    DeliveryState::Claimed.label(),
-                    delivery.claimed_by.as_str(),
-                ),
-                resolve,
-            )
-            .await?;
-        Ok(outcome.applied)
+        self.finish_row(&DM_DELIVERIES, delivery).await
     }
 
     async fn dm_deliveries(
@@ -488,27 +473,8 @@ impl AnnouncementRepo for ScyllaStore {
         campaign_id: u64,
         shard_id: Option<u32>,
     ) -> Result<Vec<DmDelivery>, StorageError> {
-        let rows: Vec<(Option<String>,)> = match shard_id {
-            Some(shard_id) => {
-                self.select(
-                    "SELECT doc FROM {ks}.announce_dm_deliveries \
-                     WHERE campaign_id = ? AND shard_id = ?",
-                    (db_id(campaign_id), shard(shard_id)?),
-                )
-                .await?
-            }
-            None => {
-                self.select(
-                    "SELECT doc FROM {ks}.announce_dm_deliveries WHERE campaign_id = ?",
-                    (db_id(campaign_id),),
-                )
-                .await?
-            }
-        };
-        rows.iter()
-            .filter_map(|(text,)| text.as_deref())
-            .map(|text| parse("announce_dm_deliveries", text))
-            .collect()
+        self.delivery_rows(&DM_DELIVERIES, campaign_id, shard_id)
+            .await
     }
 
     async fn put_announce_schedule(&self, schedule: &AnnounceSchedule) -> Result<(), StorageError> {
