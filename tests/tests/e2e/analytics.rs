@@ -9,7 +9,7 @@ use protonn_storage::{Plan, PremiumSlot, PrivacyFlags, Timestamp};
 use protonn_tests::*;
 use serde_json::Value;
 
-use crate::dashboard::{WebDriver, browser_installed, login_as, start_dashboard};
+use crate::dashboard::{SignedIn, browser_installed};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_is_counted_without_objectors_and_charted_in_chromium() {
@@ -73,11 +73,8 @@ async fn usage_is_counted_without_objectors_and_charted_in_chromium() {
     if !browser_installed() {
         return;
     }
-    let (dashboard, _data) = start_dashboard(sim, node).await;
-    let origin = dashboard.url().to_owned();
-    let profile = tempfile::tempdir().unwrap();
-    let mut browser = WebDriver::start(profile.path()).await;
-    login_as(&browser, &origin, guild.owner_id).await;
+    let mut visit = SignedIn::start(sim, node, guild.owner_id).await;
+    let (browser, origin) = (&mut visit.browser, visit.origin.as_str());
 
     // From the overview, as an admin would: the Analytics tab.
     browser.go(&format!("{origin}/guilds/{}", guild.id)).await;
@@ -146,6 +143,5 @@ async fn usage_is_counted_without_objectors_and_charted_in_chromium() {
         .wait_for("the period must be 7, 30, 90 or 365 days")
         .await;
 
-    browser.quit().await;
-    dashboard.shutdown().await;
+    visit.close().await;
 }

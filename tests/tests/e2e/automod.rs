@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::dashboard::{WebDriver, browser_installed, login_as, start_dashboard};
+use crate::dashboard::{SignedIn, browser_installed};
 
 use protonn_actors::{
     CallSource, Caller, GuildCall, GuildCallError, GuildRequest, GuildResponse, NativeRuleStatus,
@@ -481,11 +481,8 @@ async fn an_admin_reads_cases_and_tunes_automod_in_the_dashboard() {
     .unwrap();
     assert!(reply_in(sim, channel, 0).await.starts_with("Case #1:"));
 
-    let (dashboard, _data) = start_dashboard(sim, node).await;
-    let origin = format!("http://{}", dashboard.addr());
-    let profile = tempfile::tempdir().unwrap();
-    let mut browser = WebDriver::start(profile.path()).await;
-    login_as(&browser, &origin, guild.owner_id).await;
+    let mut visit = SignedIn::start(sim, node, guild.owner_id).await;
+    let (browser, origin) = (&mut visit.browser, visit.origin.as_str());
 
     // Cases: the list, filtered by the member, then the case's page.
     browser.go(&format!("{origin}/guilds/{}", guild.id)).await;
@@ -584,8 +581,7 @@ async fn an_admin_reads_cases_and_tunes_automod_in_the_dashboard() {
     browser.wait_for("Nothing was saved").await;
     browser.screenshot("automod-refused").await;
 
-    browser.quit().await;
-    dashboard.shutdown().await;
+    visit.close().await;
 }
 
 /// The guild's AutoMod rules on the simulated Discord, once they are `count`.
@@ -885,11 +881,8 @@ async fn without_manage_server_the_bot_pushes_no_native_rule_and_says_why() {
         }]
     );
     if browser_installed() {
-        let (dashboard, _data) = start_dashboard(sim, node).await;
-        let origin = format!("http://{}", dashboard.addr());
-        let profile = tempfile::tempdir().unwrap();
-        let mut browser = WebDriver::start(profile.path()).await;
-        login_as(&browser, &origin, guild.owner_id).await;
+        let mut visit = SignedIn::start(sim, node, guild.owner_id).await;
+        let (browser, origin) = (&mut visit.browser, visit.origin.as_str());
         browser
             .go(&format!("{origin}/guilds/{}/automod", guild.id))
             .await;
@@ -898,8 +891,7 @@ async fn without_manage_server_the_bot_pushes_no_native_rule_and_says_why() {
             .wait_for("No: the bot needs the Manage Server permission")
             .await;
         browser.screenshot("automod-native-permission").await;
-        browser.quit().await;
-        dashboard.shutdown().await;
+        visit.close().await;
     }
     let automod_requests = || {
         sim.ledger()

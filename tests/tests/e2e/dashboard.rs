@@ -575,6 +575,39 @@ pub(crate) async fn start_dashboard(
     (dashboard, data)
 }
 
+/// A dashboard next to a node with a member signed in from a fresh headless browser. It
+/// keeps the dashboard's sessions and the browser's profile (temporary directories) alive.
+pub(crate) struct SignedIn {
+    pub(crate) browser: WebDriver,
+    pub(crate) origin: String,
+    dashboard: Dashboard,
+    _data: tempfile::TempDir,
+    _profile: tempfile::TempDir,
+}
+
+impl SignedIn {
+    /// `user` signed in to a dashboard next to `node`.
+    pub(crate) async fn start(sim: &SimHandle, node: &Node, user: u64) -> Self {
+        let (dashboard, data) = start_dashboard(sim, node).await;
+        let origin = dashboard.url().to_owned();
+        let profile = tempfile::tempdir().unwrap();
+        let browser = WebDriver::start(profile.path()).await;
+        login_as(&browser, &origin, user).await;
+        Self {
+            browser,
+            origin,
+            dashboard,
+            _data: data,
+            _profile: profile,
+        }
+    }
+
+    pub(crate) async fn close(self) {
+        self.browser.quit().await;
+        self.dashboard.shutdown().await;
+    }
+}
+
 /// Logs `user` in through the simulator's consent page.
 pub(crate) async fn login_as(browser: &WebDriver, origin: &str, user: u64) {
     browser.go(&format!("{origin}/login")).await;

@@ -13,7 +13,7 @@ use protonn_storage::{Plan, Repeat, Store, Timer, Timestamp, guild_plan};
 use protonn_tests::*;
 
 use crate::cluster::{membership, operator, placed_for_good, running, start_coordinator};
-use crate::dashboard::{WebDriver, browser_installed, login_as, start_dashboard};
+use crate::dashboard::{SignedIn, browser_installed};
 use crate::workflows::call;
 
 fn fast_timers() -> RuntimeConfig {
@@ -366,11 +366,8 @@ async fn an_admin_schedules_pauses_edits_and_deletes_an_announcement_in_the_dash
     let calls = calls.as_ref();
     let store = node.store();
     let channel = guild.channel_ids[0];
-    let (dashboard, _data) = start_dashboard(sim, node).await;
-    let origin = dashboard.url().to_owned();
-    let profile = tempfile::tempdir().unwrap();
-    let mut browser = WebDriver::start(profile.path()).await;
-    login_as(&browser, &origin, guild.owner_id).await;
+    let mut visit = SignedIn::start(sim, node, guild.owner_id).await;
+    let (browser, origin) = (&mut visit.browser, visit.origin.as_str());
 
     browser.go(&format!("{origin}/guilds/{}", guild.id)).await;
     browser
@@ -463,6 +460,5 @@ async fn an_admin_schedules_pauses_edits_and_deletes_an_announcement_in_the_dash
     );
     assert!(changes.iter().all(|e| e.actor_id == guild.owner_id));
 
-    browser.quit().await;
-    dashboard.shutdown().await;
+    visit.close().await;
 }

@@ -8,7 +8,7 @@ use protonn_sim::{GuildInfo, SimHandle};
 use protonn_tests::*;
 use serde_json::Value;
 
-use crate::dashboard::{WebDriver, browser_installed, login_as, start_dashboard};
+use crate::dashboard::{SignedIn, WebDriver, browser_installed};
 
 /// The owner runs `/ticket <action> [argument]` in `channel`; the answer's text.
 async fn staff(
@@ -431,11 +431,8 @@ async fn staff_read_a_closed_tickets_transcript_and_download_it_in_chromium() {
     if !browser_installed() {
         return;
     }
-    let (dashboard, _data) = start_dashboard(sim, node).await;
-    let origin = dashboard.url().to_owned();
-    let profile = tempfile::tempdir().unwrap();
-    let mut browser = WebDriver::start(profile.path()).await;
-    login_as(&browser, &origin, guild.owner_id).await;
+    let mut visit = SignedIn::start(sim, node, guild.owner_id).await;
+    let (browser, origin) = (&mut visit.browser, visit.origin.as_str());
 
     // From the overview, as staff would: the Tickets tab lists both.
     browser.go(&format!("{origin}/guilds/{}", guild.id)).await;
@@ -537,8 +534,7 @@ async fn staff_read_a_closed_tickets_transcript_and_download_it_in_chromium() {
     browser.go(&format!("{origin}{tickets}/99")).await;
     browser.wait_for("there is no ticket #99").await;
 
-    browser.quit().await;
-    dashboard.shutdown().await;
+    visit.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -550,11 +546,8 @@ async fn ticket_settings_saved_in_chromium_are_checked_against_the_plan_and_used
     let guild = some_guild(sim, 0);
     let channel = guild.channel_ids[0];
     let member = guild.member_ids[0];
-    let (dashboard, _data) = start_dashboard(sim, node).await;
-    let origin = dashboard.url().to_owned();
-    let profile = tempfile::tempdir().unwrap();
-    let mut browser = WebDriver::start(profile.path()).await;
-    login_as(&browser, &origin, guild.owner_id).await;
+    let mut visit = SignedIn::start(sim, node, guild.owner_id).await;
+    let (browser, origin) = (&mut visit.browser, visit.origin.as_str());
     browser
         .go(&format!("{origin}/guilds/{}/tickets", guild.id))
         .await;
@@ -594,8 +587,7 @@ async fn ticket_settings_saved_in_chromium_are_checked_against_the_plan_and_used
     assert_eq!(tickets.max_open_per_member, 2);
     assert_eq!(tickets.idle_close_hours, Some(48));
     assert_eq!(tickets.staff_roles.len(), 1);
-    browser.quit().await;
-    dashboard.shutdown().await;
+    visit.close().await;
 
     // The panel offers the categories; the bot holds members to the new limit at once, and
     // times the idle close by it.
@@ -727,11 +719,8 @@ async fn after_a_downgrade_categories_past_the_plan_are_kept_off_the_panel_and_n
     if !browser_installed() {
         return;
     }
-    let (dashboard, _data) = start_dashboard(sim, node).await;
-    let origin = dashboard.url().to_owned();
-    let profile = tempfile::tempdir().unwrap();
-    let browser = WebDriver::start(profile.path()).await;
-    login_as(&browser, &origin, guild.owner_id).await;
+    let mut visit = SignedIn::start(sim, node, guild.owner_id).await;
+    let (browser, origin) = (&mut visit.browser, visit.origin.as_str());
     browser
         .go(&format!("{origin}/guilds/{}/tickets/settings", guild.id))
         .await;
@@ -742,8 +731,7 @@ async fn after_a_downgrade_categories_past_the_plan_are_kept_off_the_panel_and_n
         .script("return document.querySelector('#over-plan').textContent")
         .await;
     assert!(text.as_str().unwrap().ends_with(": Other."), "{text}");
-    browser.quit().await;
-    dashboard.shutdown().await;
+    visit.close().await;
 }
 
 /// The channel the bot made in the guild named `name`.
@@ -953,11 +941,8 @@ async fn channel_tickets_chosen_in_chromium_open_in_the_chosen_category() {
     let guild = some_guild(sim, 0);
     let channel = guild.channel_ids[0];
     let category = sim.create_category(guild.id, "Support tickets").unwrap();
-    let (dashboard, _data) = start_dashboard(sim, node).await;
-    let origin = dashboard.url().to_owned();
-    let profile = tempfile::tempdir().unwrap();
-    let mut browser = WebDriver::start(profile.path()).await;
-    login_as(&browser, &origin, guild.owner_id).await;
+    let mut visit = SignedIn::start(sim, node, guild.owner_id).await;
+    let (browser, origin) = (&mut visit.browser, visit.origin.as_str());
     let settings = format!("{origin}/guilds/{}/tickets/settings", guild.id);
     browser.go(&settings).await;
     browser.wait_for("Open each ticket as").await;
@@ -982,8 +967,7 @@ async fn channel_tickets_chosen_in_chromium_open_in_the_chosen_category() {
         .script("return document.querySelector('#place-channel').checked")
         .await;
     assert_eq!(checked, Value::Bool(true), "the form shows what is saved");
-    browser.quit().await;
-    dashboard.shutdown().await;
+    visit.close().await;
 
     staff(sim, &guild, channel, "panel", "").await;
     let opened = open_ticket(

@@ -14,7 +14,7 @@ use protonn_sim::SimHandle;
 use protonn_storage::{PrivacyFlags, Timestamp};
 use protonn_tests::*;
 
-use crate::dashboard::{WebDriver, browser_installed, login_as, start_dashboard};
+use crate::dashboard::{SignedIn, browser_installed};
 
 /// A guild call as the dashboard makes it (user 1).
 pub(crate) async fn call(
@@ -627,11 +627,8 @@ async fn an_admin_builds_dry_runs_and_imports_workflows_in_the_dashboard() {
     let calls = node.guild_calls();
     let calls = calls.as_ref();
     let (channel, member) = (guild.channel_ids[0], guild.member_ids[0]);
-    let (dashboard, _data) = start_dashboard(sim, node).await;
-    let origin = dashboard.url().to_owned();
-    let profile = tempfile::tempdir().unwrap();
-    let mut browser = WebDriver::start(profile.path()).await;
-    login_as(&browser, &origin, guild.owner_id).await;
+    let mut visit = SignedIn::start(sim, node, guild.owner_id).await;
+    let (browser, origin) = (&mut visit.browser, visit.origin.as_str());
     let list = format!("{origin}/guilds/{}/workflows", guild.id);
 
     // A new workflow from the form: a field that is no number is refused, nothing saved.
@@ -808,8 +805,7 @@ async fn an_admin_builds_dry_runs_and_imports_workflows_in_the_dashboard() {
     for action in ["workflow.save", "workflow.disable", "workflow.delete"] {
         assert!(actions.contains(&action), "{action}: {actions:?}");
     }
-    browser.quit().await;
-    dashboard.shutdown().await;
+    visit.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1139,11 +1135,8 @@ async fn after_a_downgrade_only_what_the_plan_allows_runs_and_the_list_names_the
     );
     // The dashboard's list says which are off and why, as the automod page does for rules.
     if browser_installed() {
-        let (dashboard, _data) = start_dashboard(sim, node).await;
-        let origin = dashboard.url().to_owned();
-        let profile = tempfile::tempdir().unwrap();
-        let browser = WebDriver::start(profile.path()).await;
-        login_as(&browser, &origin, guild.owner_id).await;
+        let mut visit = SignedIn::start(sim, node, guild.owner_id).await;
+        let (browser, origin) = (&mut visit.browser, visit.origin.as_str());
         browser
             .go(&format!("{origin}/guilds/{}/workflows", guild.id))
             .await;
@@ -1175,8 +1168,7 @@ async fn after_a_downgrade_only_what_the_plan_allows_runs_and_the_list_names_the
             "{alert}"
         );
         assert_eq!(text("#off-4").await, "off (plan)");
-        browser.quit().await;
-        dashboard.shutdown().await;
+        visit.close().await;
     }
 
     give_premium(node.store().as_ref(), guild.id, guild.owner_id).await;
@@ -1470,11 +1462,8 @@ async fn an_admin_builds_a_button_workflow_in_the_dashboard_editor() {
     let calls = node.guild_calls();
     let calls = calls.as_ref();
     let (channel, member) = (guild.channel_ids[0], guild.member_ids[0]);
-    let (dashboard, _data) = start_dashboard(sim, node).await;
-    let origin = dashboard.url().to_owned();
-    let profile = tempfile::tempdir().unwrap();
-    let mut browser = WebDriver::start(profile.path()).await;
-    login_as(&browser, &origin, guild.owner_id).await;
+    let mut visit = SignedIn::start(sim, node, guild.owner_id).await;
+    let (browser, origin) = (&mut visit.browser, visit.origin.as_str());
     let new = format!("{origin}/guilds/{}/workflows/new", guild.id);
 
     // A message with a row of six buttons is refused (Discord allows five), nothing saved.
@@ -1558,8 +1547,7 @@ async fn an_admin_builds_a_button_workflow_in_the_dashboard_editor() {
         reply_in(sim, channel, 1).await,
         format!("<@{member}> pressed yes")
     );
-    browser.quit().await;
-    dashboard.shutdown().await;
+    visit.close().await;
 }
 
 /// The guild's recent events a dry run may replay, newest first.
@@ -1692,11 +1680,8 @@ async fn an_admin_replays_a_recent_event_in_the_dashboard_s_dry_run() {
         || async { !recent_events(calls, guild.id).await.is_empty() },
     )
     .await;
-    let (dashboard, _data) = start_dashboard(sim, node).await;
-    let origin = dashboard.url().to_owned();
-    let profile = tempfile::tempdir().unwrap();
-    let mut browser = WebDriver::start(profile.path()).await;
-    login_as(&browser, &origin, guild.owner_id).await;
+    let mut visit = SignedIn::start(sim, node, guild.owner_id).await;
+    let (browser, origin) = (&mut visit.browser, visit.origin.as_str());
 
     browser
         .go(&format!("{origin}/guilds/{}/workflows/new", guild.id))
@@ -1730,6 +1715,5 @@ async fn an_admin_replays_a_recent_event_in_the_dashboard_s_dry_run() {
         "a dry run made a request"
     );
     assert!(saved_ids(calls, guild.id).await.is_empty());
-    browser.quit().await;
-    dashboard.shutdown().await;
+    visit.close().await;
 }
