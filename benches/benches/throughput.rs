@@ -25,6 +25,10 @@
 //!   bot deserialises (like for like: twilight skips the rest unparsed), and a bot written
 //!   with serenity (another library doing the same job, its cache on, REST through its
 //!   proxy setting), whose resident memory per guild is reported too (B2's peer).
+//! - A fourth peer, for B2: a bot written with discord.js 14 on its defaults
+//!   (`benches/peers/discordjs`, installed by `npm ci` from its lockfile into
+//!   `target/discordjs` on first use; Node.js and npm must be installed), measured from the
+//!   outside through `/proc/<pid>` the same way.
 //!
 //! ```sh
 //! cargo build --release -p protonn-cluster
@@ -38,7 +42,7 @@ mod serenity_bot;
 #[path = "support/common.rs"]
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -264,13 +268,17 @@ enum PeerKind {
     /// A bot written with serenity (default features, its cache included), pointed at the
     /// simulator through its HTTP proxy setting: another library doing the same job.
     Serenity,
+    /// A bot written with discord.js on its defaults: a Node.js process, not this bench's
+    /// executable (see `measure_discordjs`).
+    DiscordJs,
 }
 
 impl PeerKind {
-    const ALL: [(Self, &'static str); 3] = [
+    const ALL: [(Self, &'static str); 4] = [
         (Self::TwilightAll, "all"),
         (Self::TwilightBot, "bot"),
         (Self::Serenity, "serenity"),
+        (Self::DiscordJs, "discordjs"),
     ];
 
     fn word(self) -> &'static str {
@@ -328,6 +336,27 @@ impl PeerSpec {
     }
 }
 
+impl Window {
+    /// Measures `WINDOW` of process `pid` (this one when `None`) while the simulator sends.
+    async fn measure(sim: &support::SimClient, sim_pid: u32, pid: Option<u32>) -> Self {
+        let cpu = || pid.map_or_else(cpu_time, support::process_cpu_time);
+        let task = pid.map_or_else(|| "self".to_owned(), |pid| pid.to_string());
+        let sim_cpu = || support::process_cpu_time(sim_pid);
+        let (sim_before, sim_cpu_before) = (sim.stat("dispatches").await, sim_cpu());
+        let (cpu_before, waited_before, at_before) = (cpu(), run_queue_wait(&task), Instant::now());
+        tokio::time::sleep(WINDOW).await;
+        let (cpu_after, waited_after, at_after) = (cpu(), run_queue_wait(&task), Instant::now());
+        let (sim_after, sim_cpu_after) = (sim.stat("dispatches").await, sim_cpu());
+        Self {
+            dispatches: sim_after - sim_before,
+            cpu: cpu_after - cpu_before,
+            wall: at_after - at_before,
+            sim_cpu: sim_cpu_after - sim_cpu_before,
+            run_queue: waited_after - waited_before,
+        }
+    }
+}
+
 /// A peer's window, and its resident memory once the GUILD_CREATEs were absorbed.
 #[derive(Clone, Copy)]
 struct PeerRun {
@@ -338,6 +367,9 @@ struct PeerRun {
 
 /// Runs a peer child process on `sim` and returns its window.
 async fn measure_peer(sim: &SimProcess, guilds: u32, kind: PeerKind) -> PeerRun {
+    if kind == PeerKind::DiscordJs {
+        return measure_discordjs(sim, guilds).await;
+    }
     let spec = PeerSpec {
         gateway_url: sim.gateway_url.clone(),
         sim_addr: sim.addr.clone(),
@@ -377,13 +409,88 @@ async fn measure_peer(sim: &SimProcess, guilds: u32, kind: PeerKind) -> PeerRun 
     }
 }
 
+/// The discord.js peer's directory, `target/discordjs`, installed from the lockfile of
+/// `benches/peers/discordjs` (`npm ci` checks every package's integrity hash) unless that
+/// lockfile is installed already.
+fn install_discordjs() -> PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/discordjs");
+    // This executable is target/<profile>/deps/<name>.
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe
+        .ancestors()
+        .nth(3)
+        .expect("a target directory")
+        .join("discordjs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let lock = std::fs::read(source.join("package-lock.json")).unwrap();
+    let installed = std::fs::read(dir.join("package-lock.json")).ok();
+    for file in ["package.json", "package-lock.json", "peer.js"] {
+        std::fs::copy(source.join(file), dir.join(file)).unwrap();
+    }
+    if installed.as_deref() != Some(&lock[..]) || !dir.join("node_modules").exists() {
+        let status = std::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--silent"])
+            .current_dir(&dir)
+            .status()
+            .expect("npm installs the discord.js peer (install Node.js and npm)");
+        assert!(status.success(), "npm ci of the discord.js peer failed");
+    }
+    dir
+}
+
+/// Runs the discord.js peer on `sim`. The script only connects and says when every guild
+/// is in; this bench measures its process from the outside, as the other peers measure
+/// themselves.
+async fn measure_discordjs(sim: &SimProcess, guilds: u32) -> PeerRun {
+    let dir = install_discordjs();
+    let mut child = Command::new("node")
+        .arg("peer.js")
+        .arg(format!("http://{}/api", sim.addr))
+        .arg(support::SIM_TOKEN)
+        .arg(SHARDS.to_string())
+        .arg(guilds.to_string())
+        .arg(protonn_actors::intents().bits().to_string())
+        .current_dir(&dir)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs the discord.js peer (install Node.js)");
+    let pid = child.id().expect("a running peer");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next_line = async || {
+        tokio::time::timeout(Duration::from_secs(240), lines.next_line())
+            .await
+            .expect("the discord.js peer absorbs every guild within 4 minutes")
+            .unwrap()
+            .expect("the discord.js peer exited early")
+    };
+    let started = Instant::now();
+    let rss_before: usize = next_line()
+        .await
+        .strip_prefix("RSS ")
+        .and_then(|rss| rss.parse().ok())
+        .expect("the peer's RSS before it connects");
+    while next_line().await != "ABSORBED" {}
+    println!(
+        "    peer: absorbed {guilds} GUILD_CREATEs in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    tokio::time::sleep(WARM_UP).await;
+    let rss_growth = support::rss_of(&pid.to_string()).saturating_sub(rss_before);
+    let window = Window::measure(sim, sim.pid(), Some(pid)).await;
+    let _ = child.kill().await;
+    PeerRun {
+        window,
+        rss_per_guild: rss_growth as f64 / f64::from(guilds),
+    }
+}
+
 /// The peer child: connects its shards, waits for every GUILD_CREATE and a warm-up, then
 /// measures its window like the bot's and prints it as a `PEER` line.
 async fn peer(spec: PeerSpec) {
     let sim = support::SimClient {
         addr: spec.sim_addr.clone(),
     };
-    let sim_cpu = || support::process_cpu_time(spec.sim_pid);
     let counts = Arc::new(Counts::default());
     let rss_before = support::rss();
     let stop: Box<dyn FnOnce()> = match spec.kind {
@@ -407,6 +514,7 @@ async fn peer(spec: PeerSpec) {
             );
             Box::new(move || bot.abort())
         }
+        PeerKind::DiscordJs => unreachable!("discord.js runs in Node.js, not in this executable"),
     };
     let started = Instant::now();
     while counts.guild_creates.load(Ordering::Relaxed) < u64::from(spec.guilds) {
@@ -423,30 +531,18 @@ async fn peer(spec: PeerSpec) {
     );
     tokio::time::sleep(WARM_UP).await;
     let rss_growth = support::rss().saturating_sub(rss_before);
-    let (sim_before, sim_cpu_before) = (sim.stat("dispatches").await, sim_cpu());
-    let (events_before, cpu_before, waited_before, at_before) = (
-        counts.events.load(Ordering::Relaxed),
-        cpu_time(),
-        run_queue_wait("self"),
-        Instant::now(),
-    );
-    tokio::time::sleep(WINDOW).await;
-    let (events_after, cpu_after, waited_after, at_after) = (
-        counts.events.load(Ordering::Relaxed),
-        cpu_time(),
-        run_queue_wait("self"),
-        Instant::now(),
-    );
-    let (sim_after, sim_cpu_after) = (sim.stat("dispatches").await, sim_cpu());
+    let events_before = counts.events.load(Ordering::Relaxed);
+    let window = Window::measure(&sim, spec.sim_pid, None).await;
+    let events_after = counts.events.load(Ordering::Relaxed);
     stop();
     let report = json!({
-        "dispatches": sim_after - sim_before,
+        "dispatches": window.dispatches,
         "events_seen": events_after - events_before,
         "errors": counts.errors.load(Ordering::Relaxed),
-        "cpu_ms": (cpu_after - cpu_before).as_millis() as u64,
-        "wall_us": (at_after - at_before).as_micros() as u64,
-        "sim_cpu_ms": (sim_cpu_after - sim_cpu_before).as_millis() as u64,
-        "run_queue_ms": (waited_after - waited_before).as_millis() as u64,
+        "cpu_ms": window.cpu.as_millis() as u64,
+        "wall_us": window.wall.as_micros() as u64,
+        "sim_cpu_ms": window.sim_cpu.as_millis() as u64,
+        "run_queue_ms": window.run_queue.as_millis() as u64,
         "rss_growth": rss_growth,
     });
     println!(
@@ -502,6 +598,7 @@ struct Run {
     all_types: PeerRun,
     bot_types: PeerRun,
     serenity: PeerRun,
+    discordjs: PeerRun,
 }
 
 async fn one_run(binary: &Path, rate: f64, guilds: u32, counters: &mut NodeCounters) -> Run {
@@ -552,6 +649,16 @@ async fn one_run(binary: &Path, rate: f64, guilds: u32, counters: &mut NodeCount
         "        serenity's RSS growth once every guild was absorbed: {} per guild",
         support::kib(serenity.rss_per_guild)
     );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let discordjs = measure_peer(&sim, guilds, PeerKind::DiscordJs).await;
+    println!(
+        "  peer, a discord.js bot:        {}",
+        discordjs.window.describe()
+    );
+    println!(
+        "        discord.js's RSS growth once every guild was absorbed: {} per guild",
+        support::kib(discordjs.rss_per_guild)
+    );
     let resumes = sim.stat("resumes").await;
     if resumes > 0 {
         println!("  note: the simulator saw {resumes} RESUMEs (replays count as dispatches)");
@@ -562,6 +669,7 @@ async fn one_run(binary: &Path, rate: f64, guilds: u32, counters: &mut NodeCount
         all_types,
         bot_types,
         serenity,
+        discordjs,
     }
 }
 
@@ -603,7 +711,10 @@ async fn main() {
         println!("{label:<32} {listed} -> median {median:.decimals$}");
         median
     };
-    println!("--- B1 (median of {runs}; target >= 100k events per CPU-second, ratio >= 0.5) ---");
+    println!(
+        "--- B1 (median of {runs}; targets: like-for-like ratio (the bot's types) >= 1.0, >= 3x \
+         serenity, >= 100k events per CPU-second on Intel) ---"
+    );
     row("bot events per CPU-second:", 0, &|r| {
         r.bot.window.per_cpu_second()
     });
@@ -615,6 +726,9 @@ async fn main() {
     });
     row("peer, a serenity bot:", 0, &|r| {
         r.serenity.window.per_cpu_second()
+    });
+    row("peer, a discord.js bot:", 0, &|r| {
+        r.discordjs.window.per_cpu_second()
     });
     row("ratio bot / peer (every type):", 3, &|r| {
         r.bot.window.per_cpu_second() / r.all_types.window.per_cpu_second()
@@ -630,12 +744,16 @@ async fn main() {
     let serenity_rss = row("serenity RSS per guild (bytes):", 0, &|r| {
         r.serenity.rss_per_guild
     });
+    let discordjs_rss = row("discord.js RSS per guild (bytes):", 0, &|r| {
+        r.discordjs.rss_per_guild
+    });
     let bot_rss = results[0].bot.rss_per_guild;
     println!(
-        "RSS growth per guild once absorbed: bot (first run) {}, serenity median {}: ratio {:.2}",
+        "RSS growth per guild once absorbed: bot (first run) {}, serenity median {}, discord.js \
+         median {} (B2 target <= 16 KiB)",
         support::kib(bot_rss),
         support::kib(serenity_rss),
-        bot_rss / serenity_rss
+        support::kib(discordjs_rss)
     );
     let drops: f64 = results.iter().map(|r| r.bot.counters.drops()).sum();
     let missing: u64 = results.iter().map(|r| r.bot.missing_messages).sum();

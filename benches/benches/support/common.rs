@@ -18,7 +18,12 @@ use tokio::process::{Child, Command};
 
 /// Resident set size of the process in bytes (`VmRSS` of `/proc/self/status`).
 pub fn rss() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    rss_of("self")
+}
+
+/// Resident memory of process `pid` (`self` for this one), bytes.
+pub fn rss_of(pid: &str) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
         .find_map(|line| line.strip_prefix("VmRSS:"))
