@@ -54,10 +54,7 @@ use protonn_cluster::Node;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
-use twilight_gateway::queue::InMemoryQueue;
-use twilight_gateway::{
-    CloseFrame, ConfigBuilder, Event, EventTypeFlags, MessageSender, Shard, ShardId, StreamExt,
-};
+use twilight_gateway::{CloseFrame, Event, EventTypeFlags, MessageSender, StreamExt};
 
 use serenity_bot::Counts;
 
@@ -199,13 +196,8 @@ impl Subject {
 /// HTTP client on a task of its own (so a reply never holds up the shard), nothing else: no
 /// cache, no routing, no actors. Returns what closes the shards.
 fn start_echo_loop(sim: &SimProcess, counts: &Arc<Counts>) -> Vec<MessageSender> {
-    // Every shard identifies at once, as the simulator's max_concurrency allows; the simulator
-    // enforces Discord's REST limits, so twilight's limiter is off (as serenity's is).
-    let queue = InMemoryQueue::new(SHARDS as u16, 1_000, Duration::from_secs(86_400), 1_000);
-    let config = ConfigBuilder::new(support::SIM_TOKEN.to_owned(), protonn_actors::intents())
-        .proxy_url(sim.gateway_url.clone())
-        .queue(queue)
-        .build();
+    // The simulator enforces Discord's REST limits, so twilight's limiter is off (as
+    // serenity's is).
     let http = Arc::new(
         twilight_http::Client::builder()
             .token(support::SIM_TOKEN.to_owned())
@@ -215,8 +207,7 @@ fn start_echo_loop(sim: &SimProcess, counts: &Arc<Counts>) -> Vec<MessageSender>
     );
     let types = EventTypeFlags::GUILD_CREATE | EventTypeFlags::MESSAGE_CREATE;
     let mut senders = Vec::new();
-    for id in 0..SHARDS {
-        let mut shard = Shard::with_config(ShardId::new(id, SHARDS), config.clone());
+    for mut shard in support::twilight_shards(&sim.gateway_url, SHARDS) {
         senders.push(shard.sender());
         let (counts, http) = (Arc::clone(counts), Arc::clone(&http));
         tokio::spawn(async move {

@@ -54,8 +54,7 @@ use protonn_shard::EventTypeFlags;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
-use twilight_gateway::queue::InMemoryQueue;
-use twilight_gateway::{CloseFrame, ConfigBuilder, Event, Shard, ShardId, StreamExt};
+use twilight_gateway::{CloseFrame, Event, StreamExt};
 
 use serenity_bot::Counts;
 use support::{SimProcess, cpu_time, median, metric_series, metric_sum, run_queue_wait, scrape};
@@ -559,15 +558,8 @@ fn start_twilight_peer(
     types: EventTypeFlags,
     counts: &Arc<Counts>,
 ) -> Box<dyn FnOnce()> {
-    // Every shard identifies at once, as the simulator's max_concurrency allows.
-    let queue = InMemoryQueue::new(SHARDS as u16, 1_000, Duration::from_secs(86_400), 1_000);
-    let config = ConfigBuilder::new(support::SIM_TOKEN.to_owned(), protonn_actors::intents())
-        .proxy_url(spec.gateway_url.clone())
-        .queue(queue)
-        .build();
     let mut senders = Vec::new();
-    for id in 0..SHARDS {
-        let mut shard = Shard::with_config(ShardId::new(id, SHARDS), config.clone());
+    for mut shard in support::twilight_shards(&spec.gateway_url, SHARDS) {
         senders.push(shard.sender());
         let counts = Arc::clone(counts);
         tokio::spawn(async move {

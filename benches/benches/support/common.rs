@@ -366,6 +366,24 @@ impl SimProcess {
     }
 }
 
+/// Bare twilight shards for the peers: the bot's intents, every shard identifying at once (as
+/// the simulator's max_concurrency allows).
+pub fn twilight_shards(gateway_url: &str, shards: u32) -> Vec<twilight_gateway::Shard> {
+    use twilight_gateway::queue::InMemoryQueue;
+    let queue = InMemoryQueue::new(shards as u16, 1_000, Duration::from_secs(86_400), 1_000);
+    let config =
+        twilight_gateway::ConfigBuilder::new(SIM_TOKEN.to_owned(), protonn_actors::intents())
+            .proxy_url(gateway_url.to_owned())
+            .queue(queue)
+            .build();
+    (0..shards)
+        .map(|id| {
+            let id = twilight_gateway::ShardId::new(id, shards);
+            twilight_gateway::Shard::with_config(id, config.clone())
+        })
+        .collect()
+}
+
 /// BENCHMARKS.md's world and B1 traffic as a `protonn sim` scenario: guilds of 20 text
 /// channels, 15 roles and 10 emojis (5 members), every shard identifying in the first
 /// window, on Discord's real clock, and a mix at `events_per_sec` of 1 KB messages, none
