@@ -81,7 +81,7 @@ impl ScyllaStore {
     /// Writes a numbered case, its target's index row and its users' refs, all to expire
     /// with its retention. Index first: an index row without its case is skipped on read,
     /// and a user ref without its row is skipped by export and dropped by erasure.
-    async fn write_case(&self, case: &Case) -> Result<(), StorageError> {
+    pub(super) async fn write_case(&self, case: &Case) -> Result<(), StorageError> {
         let secs = self.case_ttl(case);
         for user in case_users(case) {
             self.add_ref(user, &case_ref(case), Some(secs)).await?;
