@@ -99,8 +99,8 @@ pub(crate) enum PrivacyCommand {
     },
     /// Gives the rows stored before their table's user index, mention index or retention
     /// existed what a write gives a row today (docs/privacy.md): ticket transcript lines,
-    /// moderation cases and durable timers get their users' refs and their expiry; a row
-    /// already past its retention is deleted. Each table is walked in pages from a cursor
+    /// moderation cases, durable timers and payment webhook events get their users' refs
+    /// and their expiry; a row already past its retention is deleted. Each table is walked in pages from a cursor
     /// the store keeps, so a run that stops (a crash, Ctrl-C, --max-pages) is taken up
     /// where it stopped by the next; a finished table is not walked again.
     Backfill {

@@ -246,16 +246,24 @@ async fn protonn_privacy_backfill_walks_every_table_once_through_the_coordinator
         "{said}"
     );
     assert!(said.contains("timers: 0 rows walked"), "{said}");
+    assert!(said.contains("billing_inbox: 0 rows walked"), "{said}");
     assert!(said.contains("backfill complete"), "{said}");
     assert_eq!(store.case(guild, old).await.unwrap(), None);
     assert!(store.case(guild, live).await.unwrap().is_some());
 
-    let dump = store.dump_rows().await.unwrap();
+    // The data, without the coordinator's lease, which it renews meanwhile.
+    let data = || async {
+        let rows = store.dump_rows().await.unwrap();
+        rows.into_iter()
+            .filter(|row| row.table != "leases")
+            .collect::<Vec<_>>()
+    };
+    let dump = data().await;
     let (ok, said) = backfill_cli(&leader, &[]).await;
     assert!(ok, "{said}");
     assert_eq!(
         said.trim(),
         "the backfill was complete already: nothing to do"
     );
-    assert_eq!(store.dump_rows().await.unwrap(), dump);
+    assert_eq!(data().await, dump);
 }

@@ -5,7 +5,10 @@
 //! Which tables: those whose indexing changed after rows were stored (every other table
 //! was indexed and expiring from its first row): ticket transcript lines (mentions
 //! indexed since `mentioned_users`), moderation cases (refs and `cases_days` retention
-//! added after cases existed) and durable timers (users and mentions indexed later).
+//! added after cases existed), durable timers (users and mentions indexed later) and the
+//! payment webhook inbox (its user and `billing_inbox_days` added after events existed:
+//! an old event's user, only in a body dropped at processing, cannot be recovered, but its
+//! expiry can).
 //!
 //! A table is walked in pages from a cursor stored with its progress, so the walk resumes
 //! where it stopped after a crash or a restart of the command, and a finished table is
@@ -21,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::{StorageError, Timestamp};
 
 /// Most rows (redb) or partitions (ScyllaDB: a ticket's transcript, a guild's cases or
-/// timers) one backfill call walks: bounds the time a redb write transaction holds the
+/// timers, an inbox event) one backfill call walks: bounds the time a redb write transaction holds the
 /// writer, and the load one call puts on a live cluster.
 pub const BACKFILL_PAGE_MAX: usize = 10_000;
 
@@ -32,10 +35,16 @@ pub enum BackfillTable {
     Transcripts,
     Cases,
     Timers,
+    BillingInbox,
 }
 
 impl BackfillTable {
-    pub const ALL: [Self; 3] = [Self::Transcripts, Self::Cases, Self::Timers];
+    pub const ALL: [Self; 4] = [
+        Self::Transcripts,
+        Self::Cases,
+        Self::Timers,
+        Self::BillingInbox,
+    ];
 
     /// The table's name, as the `table` label of the backfill metric and the CLI say it.
     pub fn as_str(self) -> &'static str {
@@ -43,6 +52,7 @@ impl BackfillTable {
             Self::Transcripts => "transcripts",
             Self::Cases => "cases",
             Self::Timers => "timers",
+            Self::BillingInbox => "billing_inbox",
         }
     }
 }

@@ -8,16 +8,18 @@ use redb::{ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::moderation::{CASES, remove_case};
+use super::premium::{INBOX, event_index, remove_event};
 use super::records::ticket_expiry;
 use super::rights::remove_row;
 use super::timers::TIMERS;
 use super::{Indexes, RowRef, TICKETS, TRANSCRIPTS, e, from_json, open, to_json};
 use crate::backfill::{RowOutcome, check_page};
 use crate::moderation::{case_expiry, case_ref, case_users};
+use crate::premium::event_ref;
 use crate::timers::timer_ref;
 use crate::{
-    BackfillProgress, BackfillTable, Case, EmbeddedStore, Retention, StorageError, Ticket, Timer,
-    Timestamp, TranscriptMessage,
+    BackfillProgress, BackfillTable, Case, EmbeddedStore, InboxEvent, Retention, StorageError,
+    Ticket, Timer, Timestamp, TranscriptMessage,
 };
 
 /// Table name → [`BackfillProgress`].
@@ -48,6 +50,7 @@ impl EmbeddedStore {
                     BackfillTable::Transcripts => walk.transcripts(&mut progress)?,
                     BackfillTable::Cases => walk.cases(&mut progress)?,
                     BackfillTable::Timers => walk.timers(&mut progress)?,
+                    BackfillTable::BillingInbox => walk.billing_inbox(&mut progress)?,
                 };
                 if walked < page {
                     progress.finished_at = Some(now);
@@ -200,5 +203,21 @@ impl Walk<'_> {
             );
         }
         Ok(timers.len())
+    }
+
+    /// Events get their user's ref and, once processed, their `billing_inbox_days` expiry;
+    /// a processed event past it goes. A pending one waits for processing, as written.
+    fn billing_inbox(&self, progress: &mut BackfillProgress) -> Result<usize, StorageError> {
+        let after: Option<String> = cursor(progress)?;
+        let events: Vec<InboxEvent> = self.page_of(INBOX, after.as_deref())?;
+        for event in &events {
+            let (users, expires) = event_index(event, self.retention);
+            let outcome = self.settle(&event_ref(event), &users, expires, || {
+                remove_event(self.txn, &event.event_id, self.retention).map(drop)
+            })?;
+            progress.count(outcome);
+            set_cursor(progress, &event.event_id);
+        }
+        Ok(events.len())
     }
 }

@@ -69,7 +69,7 @@ impl ScyllaStore {
         .await
     }
 
-    async fn transcript_message(
+    pub(super) async fn transcript_message(
         &self,
         guild: u64,
         ticket: u64,

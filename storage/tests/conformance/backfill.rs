@@ -8,8 +8,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use protonn_storage::{
-    BACKFILL_PAGE_MAX, BackfillTable, Case, StorageError, Store, Ticket, Timer, Timestamp,
-    TranscriptMessage,
+    BACKFILL_PAGE_MAX, BackfillTable, Case, InboxEvent, StorageError, Store, Ticket, Timer,
+    Timestamp, TranscriptMessage,
 };
 
 const GUILD: u64 = 902_611_450_873_360_441;
@@ -18,6 +18,7 @@ const AUTHOR: u64 = 611_842_007_355_201_537;
 const MENTIONED: u64 = 845_130_662_790_516_769;
 const MOD: u64 = 771_905_213_640_084_481;
 const TARGET: u64 = 690_311_874_522_615_809;
+const PAYER: u64 = 655_020_918_377_461_761;
 const LIVE_TICKET: u64 = 11;
 const OLD_TICKET: u64 = 12;
 const DAY: Duration = Duration::from_secs(86_400);
@@ -26,6 +27,7 @@ const DAY: Duration = Duration::from_secs(86_400);
 pub(crate) struct OldRows {
     lines: Vec<TranscriptMessage>,
     cases: Vec<Case>,
+    events: Vec<InboxEvent>,
 }
 
 fn ago(days: u64) -> Timestamp {
@@ -96,7 +98,8 @@ fn parked_run() -> Timer {
 
 /// Writes, through today's API: a ticket with two lines that mention `MENTIONED` (in the
 /// text, in an earlier text), a ticket past its 3 years with one line, a case and a case
-/// past its year, and a parked run mentioning `MENTIONED`.
+/// past its year, a parked run mentioning `MENTIONED`, and two processed payment events
+/// about `PAYER`, one past its year.
 pub(crate) async fn write_rows<S: Store>(store: &S) -> OldRows {
     store
         .put_ticket(&ticket(LIVE_TICKET, ago(2)))
@@ -124,14 +127,40 @@ pub(crate) async fn write_rows<S: Store>(store: &S) -> OldRows {
         case.number = store.create_case(case).await.unwrap();
     }
     store.put_timer(&parked_run()).await.unwrap();
-    OldRows { lines, cases }
+    let mut events = Vec::new();
+    for (id, received_at) in [
+        ("evt_backfill_live", ago(2)),
+        ("evt_backfill_old", ago(400)),
+    ] {
+        let event = InboxEvent {
+            event_id: id.to_owned(),
+            event_type: "subscription.updated".into(),
+            occurred_at: received_at,
+            received_at,
+            body: Some("{}".into()),
+            outcome: None,
+            user_id: Some(PAYER),
+        };
+        store.receive_event(&event).await.unwrap();
+        store.finish_event(id, "applied").await.unwrap();
+        events.push(InboxEvent {
+            body: None,
+            outcome: Some("applied".into()),
+            ..event
+        });
+    }
+    OldRows {
+        lines,
+        cases,
+        events,
+    }
 }
 
-/// The index tags (`RowRef::bytes`) of transcript lines, cases and timers.
-const OLD_TAGS: [u8; 3] = [3, 9, 11];
+/// The index tags (`RowRef::bytes`) of transcript lines, cases, timers and inbox events.
+const OLD_TAGS: [u8; 4] = [3, 9, 11, 12];
 
 /// The old form on redb, with the store closed: no `user_refs` or `expiry` entry for a
-/// transcript line, a case or a timer.
+/// transcript line, a case, a timer or an inbox event.
 pub(crate) fn strip_embedded(data_dir: &Path) {
     use redb::{ReadableDatabase, ReadableTableMetadata, TableDefinition};
     const USER_REFS: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("user_refs");
@@ -149,8 +178,9 @@ pub(crate) fn strip_embedded(data_dir: &Path) {
     assert!(read.open_table(USER_REFS).unwrap().len().unwrap() > 0);
 }
 
-/// The old form on ScyllaDB: the lines' and cases' rows written again without TTL (those
-/// past retention too), and no `user_refs` entry for a line, a case or a timer.
+/// The old form on ScyllaDB: the lines', cases' and events' rows written again without TTL
+/// (those past retention too), and no `user_refs` entry for a line, a case, a timer or an
+/// event.
 pub(crate) async fn strip_scylla(keyspace: &str, rows: &OldRows) {
     let uri = std::env::var("SCYLLA_URI").unwrap();
     let session = scylla::client::session_builder::SessionBuilder::new()
@@ -159,7 +189,7 @@ pub(crate) async fn strip_scylla(keyspace: &str, rows: &OldRows) {
         .await
         .unwrap();
     let id = |n: u64| i64::try_from(n).unwrap();
-    for user in [OPENER, AUTHOR, MENTIONED, MOD, TARGET] {
+    for user in [OPENER, AUTHOR, MENTIONED, MOD, TARGET, PAYER] {
         let refs = session
             .query_unpaged(
                 format!("SELECT ref FROM {keyspace}.user_refs WHERE user_id = ?"),
@@ -171,7 +201,7 @@ pub(crate) async fn strip_scylla(keyspace: &str, rows: &OldRows) {
             .unwrap();
         for row in refs.rows::<(String,)>().unwrap() {
             let (text,) = row.unwrap();
-            let old = ["transcript", "case", "timer"]
+            let old = ["transcript", "case", "timer", "inbox_event"]
                 .iter()
                 .any(|t| text.starts_with(&format!(r#"{{"table":"{t}""#)));
             if old {
@@ -197,6 +227,18 @@ pub(crate) async fn strip_scylla(keyspace: &str, rows: &OldRows) {
                     id(line.ticket_id),
                     id(line.message_id),
                     serde_json::to_string(line).unwrap(),
+                ),
+            )
+            .await
+            .unwrap();
+    }
+    for event in &rows.events {
+        session
+            .query_unpaged(
+                format!("INSERT INTO {keyspace}.billing_inbox (event_id, doc) VALUES (?, ?)"),
+                (
+                    event.event_id.as_str(),
+                    serde_json::to_string(event).unwrap(),
                 ),
             )
             .await
@@ -250,6 +292,14 @@ pub(crate) async fn backfilled_rows_are_exported_erased_and_expire<S: Store>(
     let before = store.export_user(MENTIONED).await.unwrap();
     assert!(before.transcript_messages.is_empty() && before.timers.is_empty());
     assert!(store.export_user(MOD).await.unwrap().cases.is_empty());
+    assert!(
+        store
+            .export_user(PAYER)
+            .await
+            .unwrap()
+            .billing_events
+            .is_empty()
+    );
 
     backfill_all(&store, 2).await;
     let progress = |table| store.backfill(table, 1, Timestamp::now());
@@ -263,6 +313,10 @@ pub(crate) async fn backfilled_rows_are_exported_erased_and_expire<S: Store>(
     assert_eq!((cases.rows, cases.indexed, cases.deleted), (2, 1, 1));
     let timers = progress(BackfillTable::Timers).await.unwrap();
     assert_eq!((timers.rows, timers.indexed, timers.deleted), (1, 1, 0));
+    let inbox = progress(BackfillTable::BillingInbox).await.unwrap();
+    assert_eq!((inbox.rows, inbox.indexed, inbox.deleted), (2, 1, 1));
+    let payer = store.export_user(PAYER).await.unwrap().billing_events;
+    assert_eq!(payer, rows.events[..1].to_vec());
 
     let mentioned = store.export_user(MENTIONED).await.unwrap();
     let ids: Vec<u64> = mentioned
@@ -353,7 +407,7 @@ pub(crate) async fn an_interrupted_backfill_resumes_from_its_cursor<S: Store>(
 }
 
 /// On redb the sweeper now finds the old rows' expiry entries: a year and a day on, the
-/// case is gone; three years on, the lines.
+/// case and the payment event are gone; three years on, the lines.
 pub(crate) async fn backfilled_rows_expire_on_the_sweepers_clock(
     store: &protonn_storage::EmbeddedStore,
 ) {
@@ -363,6 +417,14 @@ pub(crate) async fn backfilled_rows_expire_on_the_sweepers_clock(
         .await
         .unwrap();
     assert!(store.export_user(MOD).await.unwrap().cases.is_empty());
+    assert!(
+        store
+            .export_user(PAYER)
+            .await
+            .unwrap()
+            .billing_events
+            .is_empty()
+    );
     assert_eq!(
         store
             .export_user(AUTHOR)
