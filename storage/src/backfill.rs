@@ -68,7 +68,8 @@ pub struct BackfillProgress {
     /// Rows walked so far.
     pub rows: u64,
     /// Rows that were given index entries or an expiry (redb: those that lacked one;
-    /// ScyllaDB, which cannot tell without reading every ref: every row written again).
+    /// ScyllaDB, which cannot tell without reading every ref: every row written again, not
+    /// one that changed since it was read).
     pub indexed: u64,
     /// Rows deleted because they were past their retention.
     pub deleted: u64,

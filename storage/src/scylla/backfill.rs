@@ -134,12 +134,14 @@ impl ScyllaStore {
                     .await?,
                 )?
                 .applied;
-                if !kept {
+                if kept {
+                    progress.count(RowOutcome::Indexed);
+                } else {
                     let now = self.transcript_message(guild, ticket, line.message_id);
                     let users = now.await?.map(|l| l.users()).unwrap_or_default();
                     self.drop_refs_not_of(&row, &line.users(), &users).await?;
+                    progress.count(RowOutcome::Unchanged);
                 }
-                progress.count(RowOutcome::Indexed);
             }
             progress.cursor = Some(token.to_string());
         }
@@ -204,10 +206,10 @@ impl ScyllaStore {
                         .await?;
                     }
                 }
-                progress.count(if live {
-                    RowOutcome::Indexed
-                } else {
-                    RowOutcome::Deleted
+                progress.count(match (live, kept) {
+                    (false, _) => RowOutcome::Deleted,
+                    (true, true) => RowOutcome::Indexed,
+                    (true, false) => RowOutcome::Unchanged,
                 });
             }
             progress.cursor = Some(token.to_string());
@@ -284,6 +286,7 @@ impl ScyllaStore {
             for &user in &users {
                 self.add_ref(user, &row, secs).await?;
             }
+            // A pending event is not rewritten: its refs are checked against it below.
             let kept = match secs {
                 None => false,
                 Some(secs) => {
@@ -304,7 +307,11 @@ impl ScyllaStore {
                 let current: Vec<u64> = now.and_then(|e| e.user_id).into_iter().collect();
                 self.drop_refs_not_of(&row, &users, &current).await?;
             }
-            progress.count(RowOutcome::Indexed);
+            progress.count(if kept || secs.is_none() {
+                RowOutcome::Indexed
+            } else {
+                RowOutcome::Unchanged
+            });
             progress.cursor = Some(token.to_string());
         }
         Ok(rows.len())
