@@ -456,3 +456,32 @@ macro_rules! backfill_cases {
         );
     };
 }
+
+/// redb, with the store closed between runs (a crash, or the command run again): the walk
+/// goes on from the cursor committed with the last page, and no row is walked twice.
+pub(crate) async fn a_backfill_resumes_after_the_store_is_reopened(data_dir: &Path) {
+    use protonn_storage::DataRights;
+    let open = || protonn_storage::EmbeddedStore::open(data_dir).unwrap();
+    let first = {
+        let store = open();
+        store
+            .backfill(BackfillTable::Transcripts, 1, Timestamp::now())
+            .await
+            .unwrap()
+    };
+    assert_eq!((first.rows, first.done()), (1, false));
+    let store = open();
+    let mut last = first;
+    while !last.done() {
+        last = store
+            .backfill(BackfillTable::Transcripts, 1, Timestamp::now())
+            .await
+            .unwrap();
+    }
+    assert_eq!((last.rows, last.indexed, last.deleted), (3, 2, 1));
+    backfill_all(&store, 1).await;
+    assert_eq!(
+        store.check_consistency().await.unwrap(),
+        Vec::<String>::new()
+    );
+}

@@ -228,3 +228,14 @@ macro_rules! backfill_conformance {
 }
 
 backfill_cases!(backfill_conformance);
+
+#[tokio::test]
+async fn a_backfill_resumes_after_the_store_is_reopened() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = protonn_storage::EmbeddedStore::open(dir.path()).unwrap();
+        backfill::write_rows(&store).await;
+    }
+    backfill::strip_embedded(dir.path());
+    backfill::a_backfill_resumes_after_the_store_is_reopened(dir.path()).await;
+}
