@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
+use protonn_storage::BackfillTable;
 use protonn_storage::privacy::{self, Affected, BREACH_TABLES};
-use protonn_storage::{BACKFILL_PAGE_MAX, BackfillTable};
 use protonn_storage::{EmbeddedStore, StorageError, Store, Timestamp};
 use protonn_storage::{PrivacyRequest, RequestKind};
 
@@ -195,9 +195,6 @@ pub(crate) async fn run(config: Config, command: PrivacyCommand) -> anyhow::Resu
             max_pages,
             coordinators: c,
         } => {
-            if page_size == 0 || page_size > BACKFILL_PAGE_MAX {
-                bail!("--page-size must be 1 to {BACKFILL_PAGE_MAX}");
-            }
             let store = operator_store(&config, c).await?;
             let pace = Pace {
                 page_size,

@@ -219,7 +219,7 @@ async fn protonn_privacy_backfill_walks_every_table_once_through_the_coordinator
 
     let (ok, said) = backfill_cli(&leader, &["--page-size", "0"]).await;
     assert!(
-        !ok && said.contains("--page-size must be 1 to 10000"),
+        !ok && said.contains("a backfill page is 1 to 10000 rows, not 0"),
         "{said}"
     );
 
