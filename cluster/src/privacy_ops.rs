@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
+use protonn_storage::BackfillTable;
 use protonn_storage::privacy::{self, Affected, BREACH_TABLES};
 use protonn_storage::{EmbeddedStore, StorageError, Store, Timestamp};
 use protonn_storage::{PrivacyRequest, RequestKind};
@@ -96,6 +97,26 @@ pub(crate) enum PrivacyCommand {
         #[arg(long = "coordinator")]
         coordinators: Vec<String>,
     },
+    /// Gives the rows stored before their table's user index, mention index or retention
+    /// existed what a write gives a row today (docs/privacy.md): ticket transcript lines,
+    /// moderation cases, durable timers and payment webhook events get their users' refs
+    /// and their expiry; a row already past its retention is deleted. Each table is walked in pages from a cursor
+    /// the store keeps, so a run that stops (a crash, Ctrl-C, --max-pages) is taken up
+    /// where it stopped by the next; a finished table is not walked again.
+    Backfill {
+        /// Rows per page (ScyllaDB: partitions, a ticket's lines or a guild's cases or
+        /// timers), 1 to 10000: one store call, one redb write transaction.
+        #[arg(long, default_value_t = 500)]
+        page_size: usize,
+        /// Pause between pages, in milliseconds: how hard a live cluster's store is used.
+        #[arg(long, default_value_t = 200)]
+        pause_ms: u64,
+        /// Stop after this many pages (the next run goes on from there).
+        #[arg(long)]
+        max_pages: Option<u64>,
+        #[arg(long = "coordinator")]
+        coordinators: Vec<String>,
+    },
     /// The data-subject requests of the last DAYS days, oldest first, with their ids and due
     /// dates (30 days after the request); unanswered ones are marked LATE after 48 hours
     /// (the policy's aim) and OVERDUE after 30 days.
@@ -167,6 +188,21 @@ pub(crate) async fn run(config: Config, command: PrivacyCommand) -> anyhow::Resu
                 "{}",
                 answer(store.as_ref(), request, &outcome, Timestamp::now()).await?
             );
+        }
+        PrivacyCommand::Backfill {
+            page_size,
+            pause_ms,
+            max_pages,
+            coordinators: c,
+        } => {
+            let store = operator_store(&config, c).await?;
+            let pace = Pace {
+                page_size,
+                pause: std::time::Duration::from_millis(pause_ms),
+                max_pages: max_pages.unwrap_or(u64::MAX),
+            };
+            let said = backfill(store.as_ref(), pace, |line| println!("{line}")).await?;
+            println!("{said}");
         }
         PrivacyCommand::Requests {
             days,
@@ -258,6 +294,59 @@ async fn erase(store: &dyn Store, user: u64) -> anyhow::Result<String> {
     Ok(format!(
         "user {user} erased; audit and billing records kept without them; the request is logged as answered"
     ))
+}
+
+/// How `protonn privacy backfill` walks.
+struct Pace {
+    page_size: usize,
+    pause: std::time::Duration,
+    max_pages: u64,
+}
+
+/// Runs the backfill of every table to its end (or `max_pages`), telling `progress` after
+/// each page; what it did, in a sentence.
+async fn backfill(
+    store: &dyn Store,
+    pace: Pace,
+    mut progress: impl FnMut(String),
+) -> anyhow::Result<String> {
+    let started = Timestamp::now();
+    let mut pages = 0;
+    for table in BackfillTable::ALL {
+        loop {
+            if pages == pace.max_pages {
+                return Ok(format!(
+                    "stopped after {pages} pages; run it again to go on from where it stopped"
+                ));
+            }
+            let now = Timestamp::now();
+            let done = store
+                .backfill(table, pace.page_size, now)
+                .await
+                .with_context(|| format!("backfilling {}", table.as_str()))?;
+            if done.finished_at.is_some_and(|at| at < started) {
+                break;
+            }
+            pages += 1;
+            progress(format!(
+                "{}: {} rows walked, {} given index entries or expiry, {} deleted past retention{}",
+                table.as_str(),
+                done.rows,
+                done.indexed,
+                done.deleted,
+                if done.done() { "; done" } else { "" }
+            ));
+            if done.done() {
+                break;
+            }
+            tokio::time::sleep(pace.pause).await;
+        }
+    }
+    Ok(if pages == 0 {
+        "the backfill was complete already: nothing to do".to_owned()
+    } else {
+        "backfill complete: every table walked".to_owned()
+    })
 }
 
 /// A request id: random, never 0.

@@ -20,6 +20,7 @@ use protonn_storage::{
     AnnounceSchedule, AnnouncementRepo, Campaign, Delivery, DmDelivery, RecipientPage,
 };
 use protonn_storage::{AutomodHit, AutomodRepo, Case, ModerationRepo, Timer, TimerRepo};
+use protonn_storage::{BackfillProgress, BackfillTable};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tonic::Status;
@@ -278,6 +279,11 @@ pub(crate) enum StoreCall {
     SweepExpired {
         now: Timestamp,
     },
+    Backfill {
+        table: BackfillTable,
+        page: usize,
+        now: Timestamp,
+    },
     DumpRows,
     PutWebSession {
         session: WebSession,
@@ -477,6 +483,7 @@ impl StoreCall {
                 | Self::DeleteUser { .. }
                 | Self::DeleteGuild { .. }
                 | Self::SweepExpired { .. }
+                | Self::Backfill { .. }
                 | Self::DumpRows
                 | Self::PrivacyRequests { .. }
                 | Self::PutExport { .. }
@@ -772,6 +779,7 @@ pub(crate) async fn serve(
                 shard_count,
             } => json(store.stored_guilds(shard_id, shard_count).await?),
             C::SweepExpired { now } => json(store.sweep_expired(now).await?),
+            C::Backfill { table, page, now } => json(store.backfill(table, page, now).await?),
             C::DumpRows => json(store.dump_rows().await?),
             C::PutWebSession { session } => json(store.put_web_session(&session).await?),
             C::WebSession { id, now } => json(store.web_session(&id, now).await?),
@@ -1478,6 +1486,14 @@ impl DataRights for RemoteStore {
     }
     async fn sweep_expired(&self, now: Timestamp) -> Result<u64, StorageError> {
         self.call(StoreCall::SweepExpired { now }).await
+    }
+    async fn backfill(
+        &self,
+        table: BackfillTable,
+        page: usize,
+        now: Timestamp,
+    ) -> Result<BackfillProgress, StorageError> {
+        self.call(StoreCall::Backfill { table, page, now }).await
     }
     async fn dump_rows(&self) -> Result<Vec<StoredRow>, StorageError> {
         self.call(StoreCall::DumpRows).await

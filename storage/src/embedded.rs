@@ -12,6 +12,7 @@
 
 mod announcements;
 mod automod;
+mod backfill;
 mod backup;
 mod moderation;
 mod premium;
@@ -179,6 +180,7 @@ impl EmbeddedStore {
             open(&txn, announcements::DM_DELIVERIES)?;
             workflow_data::create_tables(&txn)?;
             open(&txn, announcements::SCHEDULES)?;
+            open(&txn, backfill::BACKFILL)?;
         }
         txn.commit().map_err(StorageError::embedded)?;
         Ok(Self {
@@ -280,22 +282,27 @@ impl<'t> Indexes<'t> {
     }
 
     /// Adds the index entries of a row: one per user it mentions, one for its expiry.
+    /// Whether one was missing (what the backfill counts).
     fn add(
         &mut self,
         row: &RowRef,
         users: &[u64],
         expires: Option<Timestamp>,
-    ) -> Result<(), StorageError> {
+    ) -> Result<bool, StorageError> {
         let bytes = row.bytes();
+        let mut added = false;
         for &user in users {
-            self.refs.insert((user, bytes.as_slice()), ()).map_err(e)?;
+            let old = self.refs.insert((user, bytes.as_slice()), ()).map_err(e)?;
+            added |= old.is_none();
         }
         if let Some(at) = expires {
-            self.expiry
+            let old = self
+                .expiry
                 .insert((at.0, bytes.as_slice()), ())
                 .map_err(e)?;
+            added |= old.is_none();
         }
-        Ok(())
+        Ok(added)
     }
 
     /// Removes what [`add`](Self::add) added.
@@ -323,7 +330,7 @@ fn index(
     users: &[u64],
     expires: Option<Timestamp>,
 ) -> Result<(), StorageError> {
-    Indexes::open(txn)?.add(row, users, expires)
+    Indexes::open(txn)?.add(row, users, expires).map(drop)
 }
 
 /// Removes the index entries of one row.

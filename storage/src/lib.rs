@@ -22,6 +22,7 @@ mod accounts;
 mod announcements;
 mod audit;
 mod automod;
+mod backfill;
 mod billing;
 mod cluster;
 mod embedded;
@@ -62,6 +63,7 @@ pub use automod::{
     AUTOMOD_HIT_RETENTION, AUTOMOD_HIT_WHY_MAX_CHARS, AutomodAction, AutomodConfig, AutomodHit,
     AutomodRepo, AutomodRule, Trigger,
 };
+pub use backfill::{BACKFILL_PAGE_MAX, BackfillProgress, BackfillTable};
 pub use billing::{BillingRepo, PromoCode, Redemption, Subscription, SubscriptionStatus};
 pub use cluster::{
     ClusterRepo, LeaderAnnouncement, Lease, NodeRecord, SessionCheckpoint, ShardAssignment,

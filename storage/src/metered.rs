@@ -23,6 +23,7 @@ use crate::{
 };
 use crate::{AnnounceSchedule, AnnouncementRepo, Campaign, Delivery, DmDelivery, RecipientPage};
 use crate::{AutomodHit, AutomodRepo, Case, ModerationRepo, Timer, TimerRepo};
+use crate::{BackfillProgress, BackfillTable};
 
 /// A backend, as the `backend` label names it.
 pub trait Backend {
@@ -220,6 +221,7 @@ metered!("rights", DataRights {
     fn stored_guilds(&self, shard_id: u32, shard_count: u32) -> Vec<u64>;
     fn scheduled_guild_deletions(&self) -> Vec<(u64, Timestamp)>;
     fn sweep_expired(&self, now: Timestamp) -> u64;
+    fn backfill(&self, table: BackfillTable, page: usize, now: Timestamp) -> BackfillProgress;
     fn dump_rows(&self) -> Vec<StoredRow>;
 });
 

@@ -18,6 +18,38 @@ pub const OPERATION_DURATION_BUCKETS: [f64; 13] = [
 /// Rows the retention sweeper removed.
 pub const EXPIRED_DELETED: &str = "protonn_storage_expired_deleted_total";
 
+/// Rows the privacy backfill walked, by `table` ([`BackfillTable::as_str`](crate::BackfillTable))
+/// and `outcome` (`unchanged`, `indexed`: given index entries or an expiry it lacked,
+/// `deleted`: past its retention).
+pub const BACKFILL_ROWS: &str = "protonn_storage_backfill_rows_total";
+
+/// Counts the rows a stored page walked: what `after` has more than `before`.
+pub(crate) fn count_backfilled(before: &crate::BackfillProgress, after: &crate::BackfillProgress) {
+    use crate::backfill::RowOutcome;
+    let indexed = after.indexed.saturating_sub(before.indexed);
+    let deleted = after.deleted.saturating_sub(before.deleted);
+    let walked = after.rows.saturating_sub(before.rows);
+    for (outcome, rows) in [
+        (
+            RowOutcome::Unchanged,
+            walked.saturating_sub(indexed + deleted),
+        ),
+        (RowOutcome::Indexed, indexed),
+        (RowOutcome::Deleted, deleted),
+    ] {
+        counter!(BACKFILL_ROWS, "table" => after.table.as_str(), "outcome" => outcome_label(outcome))
+            .increment(rows);
+    }
+}
+
+fn outcome_label(outcome: crate::backfill::RowOutcome) -> &'static str {
+    match outcome {
+        crate::backfill::RowOutcome::Unchanged => "unchanged",
+        crate::backfill::RowOutcome::Indexed => "indexed",
+        crate::backfill::RowOutcome::Deleted => "deleted",
+    }
+}
+
 /// Privacy requests not answered [`RESPONSE_AIM`](crate::privacy::RESPONSE_AIM) (48 h)
 /// after they were made, by `kind` ([`RequestKind::as_str`](crate::RequestKind::as_str)),
 /// as the process answering requests in the background counted them last (0 elsewhere).
@@ -75,6 +107,17 @@ pub fn describe() {
         "Rows the retention sweeper removed."
     );
     counter!(EXPIRED_DELETED).increment(0);
+    describe_counter!(
+        BACKFILL_ROWS,
+        Unit::Count,
+        "Rows the privacy backfill walked, by table and outcome (unchanged, indexed, deleted)."
+    );
+    for table in crate::BackfillTable::ALL {
+        for outcome in crate::backfill::RowOutcome::ALL {
+            counter!(BACKFILL_ROWS, "table" => table.as_str(), "outcome" => outcome_label(outcome))
+                .increment(0);
+        }
+    }
     for (name, help) in [
         (
             DRIVER_REQUESTS,

@@ -2,9 +2,10 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Account, AuditEntry, AutomodHit, Case, DmDelivery, InboxEvent, PremiumSlot, PrivacyFlags,
-    PrivacyRequest, Redemption, StorageError, Subscription, Ticket, TimerExport, Timestamp,
-    TranscriptMessage, WebSessionExport, Workflow, WorkflowRun, WorkflowVariable,
+    Account, AuditEntry, AutomodHit, BackfillProgress, BackfillTable, Case, DmDelivery, InboxEvent,
+    PremiumSlot, PrivacyFlags, PrivacyRequest, Redemption, StorageError, Subscription, Ticket,
+    TimerExport, Timestamp, TranscriptMessage, WebSessionExport, Workflow, WorkflowRun,
+    WorkflowVariable,
 };
 
 /// Everything stored about one user, for the privacy centre's access and export requests.
@@ -127,6 +128,19 @@ pub trait DataRights: Send + Sync + 'static {
     /// deletion is due; returns the rows removed. On ScyllaDB the
     /// database expires rows by TTL and this removes nothing.
     async fn sweep_expired(&self, now: Timestamp) -> Result<u64, StorageError>;
+
+    /// Walks the next page of at most `page` rows of `table` from its stored cursor (see
+    /// [`backfill`](crate::BackfillTable) in the crate: rows written before their index or
+    /// retention existed get them, those past retention at `now` are deleted) and stores the
+    /// progress with the new cursor. A finished table is not walked again: its stored
+    /// progress is returned as it is. Refuses a page of 0 or above
+    /// [`BACKFILL_PAGE_MAX`](crate::BACKFILL_PAGE_MAX).
+    async fn backfill(
+        &self,
+        table: BackfillTable,
+        page: usize,
+        now: Timestamp,
+    ) -> Result<BackfillProgress, StorageError>;
 
     /// Every row of every table, rendered as text. For tests and audits of the store; it reads
     /// everything, so never on a hot path.

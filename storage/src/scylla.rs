@@ -13,6 +13,7 @@
 
 mod announcements;
 mod automod;
+mod backfill;
 mod migrate;
 mod moderation;
 mod premium;

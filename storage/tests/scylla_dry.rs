@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use protonn_storage::{
-    AuditEntry, AuditRepo, ClusterRepo, GuildConfig, GuildConfigRepo, Lease, Replication,
-    ReshardPhase, Resharding, ScyllaConfig, ScyllaStore, StorageError, Timestamp, UsageCount,
-    UsageRepo,
+    AuditEntry, AuditRepo, ClusterRepo, DataRights, GuildConfig, GuildConfigRepo, Lease,
+    Replication, ReshardPhase, Resharding, ScyllaConfig, ScyllaStore, StorageError, Timestamp,
+    UsageCount, UsageRepo,
 };
 use scylla_proxy::{
     Condition, Node, Proxy, Reaction, RequestFrame, RequestOpcode, RequestReaction, RequestRule,
@@ -970,5 +970,158 @@ async fn a_completion_whose_shard_count_changed_meanwhile_writes_no_record() {
         0,
         "no record after a refused count"
     );
+    let _ = proxy.finish().await;
+}
+
+static BACKFILL_STATEMENTS: &[Stmt] = &[
+    Stmt {
+        text: "SELECT doc FROM protonn.backfill_progress",
+        id: "bf_prog_sel",
+        markers: &[("table_name", VARCHAR)],
+    },
+    Stmt {
+        text: "INSERT INTO protonn.backfill_progress",
+        id: "bf_prog_ins",
+        markers: &[("table_name", VARCHAR), ("doc", VARCHAR)],
+    },
+    Stmt {
+        text: "SELECT DISTINCT guild_id, token(guild_id) FROM protonn.cases",
+        id: "bf_guilds",
+        markers: &[("token", BIGINT)],
+    },
+    // Before the guild's whole-partition read, which its text starts like.
+    Stmt {
+        text: "SELECT doc FROM protonn.cases WHERE guild_id = ? AND number = ?",
+        id: "bf_one",
+        markers: &[("guild_id", BIGINT), ("number", BIGINT)],
+    },
+    Stmt {
+        text: "SELECT doc FROM protonn.cases WHERE guild_id = ?",
+        id: "bf_docs",
+        markers: &[("guild_id", BIGINT)],
+    },
+    Stmt {
+        text: "INSERT INTO protonn.user_refs (user_id, ref) VALUES (?, ?) USING TTL",
+        id: "bf_ref_ins",
+        markers: &[("user_id", BIGINT), ("ref", VARCHAR), ("[ttl]", INT)],
+    },
+    Stmt {
+        text: "DELETE FROM protonn.user_refs WHERE",
+        id: "bf_ref_del",
+        markers: &[("user_id", BIGINT), ("ref", VARCHAR)],
+    },
+    Stmt {
+        text: "INSERT INTO protonn.cases_by_target",
+        id: "bf_target_ins",
+        markers: &[
+            ("guild_id", BIGINT),
+            ("target_id", BIGINT),
+            ("number", BIGINT),
+            ("[ttl]", INT),
+        ],
+    },
+    Stmt {
+        text: "DELETE FROM protonn.cases_by_target",
+        id: "bf_target_del",
+        markers: &[
+            ("guild_id", BIGINT),
+            ("target_id", BIGINT),
+            ("number", BIGINT),
+        ],
+    },
+    Stmt {
+        text: "UPDATE protonn.cases USING TTL",
+        id: "bf_cas",
+        markers: &[
+            ("[ttl]", INT),
+            ("doc", VARCHAR),
+            ("guild_id", BIGINT),
+            ("number", BIGINT),
+            ("doc", VARCHAR),
+        ],
+    },
+];
+
+/// The backfill writes a case again (with its TTL) by compare-and-set on the document it
+/// read: when the case changed meanwhile (here an erasure removed it), it is not put back,
+/// and the refs and target index row the walk had added for it are dropped again.
+#[tokio::test]
+async fn a_backfill_never_puts_back_a_row_changed_since_it_was_read() {
+    let case = protonn_storage::Case {
+        guild_id: 7,
+        number: 1,
+        action: "warn".into(),
+        moderator_id: 2,
+        target_id: Some(3),
+        channel_id: None,
+        reason: "spam".into(),
+        duration_ms: None,
+        at: Timestamp::now(),
+    };
+    let doc: &'static str = Box::leak(serde_json::to_string(&case).unwrap().into_boxed_str());
+    let (proxy, addr, mut feedback) = scripted_node(
+        BACKFILL_STATEMENTS,
+        vec![
+            (
+                executes_stmt("bf_prog_sel"),
+                answer(rows_body(&[("doc", VARCHAR)], &[])),
+            ),
+            (
+                executes_stmt("bf_guilds"),
+                answer(rows_body(
+                    &[("guild_id", BIGINT), ("system.token(guild_id)", BIGINT)],
+                    &[vec![Cell::BigInt(7), Cell::BigInt(42)]],
+                )),
+            ),
+            (
+                executes_stmt("bf_docs"),
+                answer(rows_body(&[("doc", VARCHAR)], &[vec![Cell::Text(doc)]])),
+            ),
+            (executes_stmt("bf_cas"), lwt_answer(false, None)),
+            (
+                executes_stmt("bf_one"),
+                answer(rows_body(&[("doc", VARCHAR)], &[])),
+            ),
+            (
+                Condition::RequestOpcode(RequestOpcode::Batch),
+                answer(void_body()),
+            ),
+            (
+                Condition::RequestOpcode(RequestOpcode::Execute),
+                answer(void_body()),
+            ),
+        ],
+    )
+    .await;
+    let store = store(addr, Duration::from_secs(10)).await;
+    let progress = store
+        .backfill(protonn_storage::BackfillTable::Cases, 10, Timestamp::now())
+        .await
+        .unwrap();
+    assert_eq!(
+        (progress.rows, progress.indexed, progress.deleted),
+        (1, 0, 0),
+        "walked, left as the erasure made it"
+    );
+    assert!(progress.done() && progress.cursor.is_none());
+    let frames = seen(&mut feedback);
+    let batches = |id: &str| {
+        frames
+            .iter()
+            .filter(|(op, body)| {
+                *op == RequestOpcode::Batch && body.windows(id.len()).any(|w| w == id.as_bytes())
+            })
+            .count()
+    };
+    assert_eq!(
+        count(&frames, "bf_cas"),
+        1,
+        "one compare-and-set, not retried"
+    );
+    assert_eq!(batches("bf_ref_ins"), 2, "moderator and target");
+    assert_eq!(batches("bf_ref_del"), 2, "both dropped again");
+    assert_eq!(count(&frames, "bf_target_ins"), 1);
+    assert_eq!(count(&frames, "bf_target_del"), 1);
+    assert_eq!(count(&frames, "bf_prog_ins"), 1, "the progress is stored");
     let _ = proxy.finish().await;
 }

@@ -74,7 +74,10 @@ fn stored_event(
 }
 
 /// The index entries of an event: its user's ref, and its expiry once processed.
-fn event_index(event: &InboxEvent, retention: &Retention) -> (Vec<u64>, Option<crate::Timestamp>) {
+pub(super) fn event_index(
+    event: &InboxEvent,
+    retention: &Retention,
+) -> (Vec<u64>, Option<crate::Timestamp>) {
     let expires = event
         .outcome
         .is_some()

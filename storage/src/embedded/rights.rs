@@ -21,9 +21,9 @@ use crate::moderation::{case_ref, case_users};
 use crate::timers::timer_ref;
 use crate::workflows::{run_expiry, run_ref, variable_expiry, variable_ref};
 use crate::{
-    Account, AuditEntry, Case, DataRights, Redemption, Retention, StorageError, StoredRow,
-    Subscription, Ticket, Timer, TimerExport, Timestamp, TranscriptMessage, UserExport,
-    WebSessionExport, Workflow,
+    Account, AuditEntry, BackfillProgress, BackfillTable, Case, DataRights, Redemption, Retention,
+    StorageError, StoredRow, Subscription, Ticket, Timer, TimerExport, Timestamp,
+    TranscriptMessage, UserExport, WebSessionExport, Workflow,
 };
 
 /// How many expired rows one sweep transaction removes: bounds the time the writer lock is
@@ -39,7 +39,7 @@ fn take<T: serde::de::DeserializeOwned>(
 
 /// Removes one row and its index entries; returns how many rows went (a ticket takes its
 /// transcript with it).
-fn remove_row(
+pub(super) fn remove_row(
     txn: &WriteTransaction,
     row: &RowRef,
     retention: &Retention,
@@ -657,6 +657,15 @@ impl DataRights for EmbeddedStore {
         }
     }
 
+    async fn backfill(
+        &self,
+        table: BackfillTable,
+        page: usize,
+        now: Timestamp,
+    ) -> Result<BackfillProgress, StorageError> {
+        self.backfill_page(table, page, now).await
+    }
+
     async fn dump_rows(&self) -> Result<Vec<StoredRow>, StorageError> {
         self.read(move |txn, _| {
             let mut out = Vec::new();
@@ -704,6 +713,7 @@ impl DataRights for EmbeddedStore {
             dump_json!(super::announcements::DELIVERIES);
             dump_json!(super::announcements::DM_DELIVERIES);
             dump_json!(super::announcements::SCHEDULES);
+            dump_json!(super::backfill::BACKFILL);
             let by_user = super::web_sessions::WEB_SESSIONS_BY_USER;
             for item in open_read(txn, by_user)?.iter().map_err(e)? {
                 let (key, _) = item.map_err(e)?;

@@ -112,6 +112,11 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         "019_reshardings.cql",
         include_str!("../../schema/019_reshardings.cql"),
     ),
+    (
+        20,
+        "020_backfill_progress.cql",
+        include_str!("../../schema/020_backfill_progress.cql"),
+    ),
 ];
 
 /// How long the migration lock lives without being re-taken. Long enough for the slowest

@@ -14,7 +14,7 @@ const COUNTER_TRIES: usize = 32;
 
 impl ScyllaStore {
     /// The TTL of a case's rows: what is left of its retention (a second when none is).
-    fn case_ttl(&self, case: &Case) -> i32 {
+    pub(super) fn case_ttl(&self, case: &Case) -> i32 {
         ttl(case_expiry(case, self.retention())).unwrap_or(1)
     }
 
@@ -81,8 +81,24 @@ impl ScyllaStore {
     /// Writes a numbered case, its target's index row and its users' refs, all to expire
     /// with its retention. Index first: an index row without its case is skipped on read,
     /// and a user ref without its row is skipped by export and dropped by erasure.
-    async fn write_case(&self, case: &Case) -> Result<(), StorageError> {
+    pub(super) async fn write_case(&self, case: &Case) -> Result<(), StorageError> {
         let secs = self.case_ttl(case);
+        self.write_case_index(case, secs).await?;
+        self.execute(
+            "INSERT INTO {ks}.cases (guild_id, number, doc) VALUES (?, ?, ?) USING TTL ?",
+            true,
+            (db_id(case.guild_id), db_id(case.number), doc(case), secs),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// A case's users' refs and its target's index row, to expire in `secs`.
+    pub(super) async fn write_case_index(
+        &self,
+        case: &Case,
+        secs: i32,
+    ) -> Result<(), StorageError> {
         for user in case_users(case) {
             self.add_ref(user, &case_ref(case), Some(secs)).await?;
         }
@@ -100,12 +116,6 @@ impl ScyllaStore {
             )
             .await?;
         }
-        self.execute(
-            "INSERT INTO {ks}.cases (guild_id, number, doc) VALUES (?, ?, ?) USING TTL ?",
-            true,
-            (db_id(case.guild_id), db_id(case.number), doc(case), secs),
-        )
-        .await?;
         Ok(())
     }
 

@@ -7,9 +7,10 @@ use super::records::{AUDIT_BUCKET_MS, audit_users};
 use super::{ScyllaStore, db_id, db_int};
 use crate::row_ref::RowRef;
 use crate::{
-    AccountRepo, AuditEntry, AuditRepo, BillingRepo, DataRights, ModerationRepo, PremiumRepo,
-    Redemption, StorageError, StoredRow, Ticket, TicketRepo, TimerExport, TimerRepo, Timestamp,
-    TranscriptMessage, UserExport, WebSessionExport, WebSessionRepo, Workflow, WorkflowRepo,
+    AccountRepo, AuditEntry, AuditRepo, BackfillProgress, BackfillTable, BillingRepo, DataRights,
+    ModerationRepo, PremiumRepo, Redemption, StorageError, StoredRow, Ticket, TicketRepo,
+    TimerExport, TimerRepo, Timestamp, TranscriptMessage, UserExport, WebSessionExport,
+    WebSessionRepo, Workflow, WorkflowRepo,
 };
 
 /// Every table, for [`DataRights::dump_rows`].
@@ -49,6 +50,7 @@ const TABLES: &[&str] = &[
     "workflow_variables",
     "workflow_runs",
     "announce_schedules",
+    "backfill_progress",
 ];
 
 impl ScyllaStore {
@@ -67,7 +69,7 @@ impl ScyllaStore {
         .await
     }
 
-    async fn transcript_message(
+    pub(super) async fn transcript_message(
         &self,
         guild: u64,
         ticket: u64,
@@ -96,7 +98,7 @@ impl ScyllaStore {
     }
 
     /// Deletes one row and every user ref pointing at it; returns the rows removed.
-    async fn remove_row(&self, row: &RowRef) -> Result<u64, StorageError> {
+    pub(super) async fn remove_row(&self, row: &RowRef) -> Result<u64, StorageError> {
         match row {
             RowRef::Audit { guild, at, id } => {
                 let Some(entry) = self.audit_entry(*guild, *at, *id).await? else {
@@ -659,6 +661,15 @@ impl DataRights for ScyllaStore {
         Ok(total)
     }
 
+    async fn backfill(
+        &self,
+        table: BackfillTable,
+        page: usize,
+        now: Timestamp,
+    ) -> Result<BackfillProgress, StorageError> {
+        self.backfill_page(table, page, now).await
+    }
+
     async fn dump_rows(&self) -> Result<Vec<StoredRow>, StorageError> {
         let mut out = Vec::new();
         for table in TABLES {
@@ -738,6 +749,10 @@ impl DataRights for ScyllaStore {
                 }
                 "announce_schedules" => {
                     self.select("SELECT JSON * FROM {ks}.announce_schedules", ())
+                        .await?
+                }
+                "backfill_progress" => {
+                    self.select("SELECT JSON * FROM {ks}.backfill_progress", ())
                         .await?
                 }
                 "nodes" => self.select("SELECT JSON * FROM {ks}.nodes", ()).await?,

@@ -12,6 +12,8 @@ mod web_sessions;
 mod premium;
 #[macro_use]
 mod announcements;
+#[macro_use]
+mod backfill;
 
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
@@ -185,3 +187,55 @@ macro_rules! announcement_conformance {
 }
 
 announcement_cases!(announcement_conformance);
+
+/// The privacy backfill: the rows are written, stripped to their old form with the store
+/// closed (redb) or behind its back (ScyllaDB), then the case runs.
+macro_rules! backfill_conformance {
+    ($($case:ident),* $(,)?) => {
+        mod backfill_embedded {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let rows = {
+                        let store = protonn_storage::EmbeddedStore::open(dir.path()).unwrap();
+                        super::backfill::write_rows(&store).await
+                    };
+                    super::backfill::strip_embedded(dir.path());
+                    let store = protonn_storage::EmbeddedStore::open(dir.path()).unwrap();
+                    assert!(!store.check_consistency().await.unwrap().is_empty());
+                    super::backfill::$case(store.clone(), rows).await;
+                    assert_eq!(store.check_consistency().await.unwrap(), Vec::<String>::new());
+                    super::backfill::backfilled_rows_expire_on_the_sweepers_clock(&store).await;
+                }
+            )*
+        }
+
+        mod backfill_scylla {
+            $(
+                #[tokio::test]
+                #[ignore = "needs SCYLLA_URI"]
+                async fn $case() {
+                    let (store, keyspace) = super::scylla_store(stringify!($case)).await;
+                    let rows = super::backfill::write_rows(&store).await;
+                    super::backfill::strip_scylla(&keyspace, &rows).await;
+                    super::backfill::$case(store.clone(), rows).await;
+                    store.drop_keyspace(&keyspace).await.unwrap();
+                }
+            )*
+        }
+    };
+}
+
+backfill_cases!(backfill_conformance);
+
+#[tokio::test]
+async fn a_backfill_resumes_after_the_store_is_reopened() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = protonn_storage::EmbeddedStore::open(dir.path()).unwrap();
+        backfill::write_rows(&store).await;
+    }
+    backfill::strip_embedded(dir.path());
+    backfill::a_backfill_resumes_after_the_store_is_reopened(dir.path()).await;
+}
