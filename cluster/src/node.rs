@@ -260,7 +260,7 @@ impl Node {
             departures: Arc::clone(&departures),
             replies: Replies::new(rest.clone()),
             cache: Arc::clone(&cache),
-            own_roles: Arc::clone(&own_roles),
+            own_roles,
             runtime: options.runtime,
             dead_letters: Arc::clone(&dead_letters),
             observer: options.observer,
@@ -270,11 +270,7 @@ impl Node {
         })
         .await?;
 
-        let ingress: Arc<dyn EventSink> = Arc::new(EventIngress::new(
-            Arc::clone(&cache),
-            own_roles,
-            router.clone(),
-        ));
+        let ingress: Arc<dyn EventSink> = Arc::new(EventIngress::new(router.clone()));
         // A cluster node acts only while it holds its lease (fence before reassign).
         let sink: Arc<dyn EventSink> = match &cluster {
             Some((link, _)) => {

@@ -109,6 +109,7 @@ impl Actor for ShardRunner {
             args.session.is_some(),
         );
         let forwarder = Forwarder {
+            shard: ShardId::new(args.shard_id, settings.shard_count),
             shard_id: args.shard_id,
             sink: Arc::clone(&args.sink),
             checkpoint: args.checkpoint,
@@ -219,6 +220,8 @@ impl Actor for ShardRunner {
 /// Hands the shard's buffered events to the sink in batches, in order, and moves the
 /// checkpoint past each batch once the sink has taken it.
 struct Forwarder {
+    /// The shard with its set's count, as the sink gets it.
+    shard: ShardId,
     shard_id: u32,
     sink: Arc<dyn EventSink>,
     checkpoint: Checkpoint,
@@ -249,12 +252,12 @@ impl Forwarder {
                 counter!(REPLAYED_DUPLICATES, "shard" => shard_label.clone())
                     .increment(replayed.len() as u64);
                 self.sink
-                    .deliver_replayed(self.shard_id, std::mem::take(&mut replayed))
+                    .deliver_replayed(self.shard, std::mem::take(&mut replayed))
                     .await;
             }
             if !events.is_empty() {
                 self.sink
-                    .deliver(self.shard_id, std::mem::take(&mut events))
+                    .deliver(self.shard, std::mem::take(&mut events))
                     .await;
                 events.reserve(FORWARD_BATCH);
             }

@@ -14,6 +14,7 @@ use protonn_shard::metrics::REPLAYED_DUPLICATES;
 use protonn_shard::{EventSink, ExportedSession, ShardError, ShardPhase, SupervisorMsg};
 use protonn_sim::{Fault, GatewayEventKind, IdentifyOutcome, SimConfig, SimHandle};
 use ractor::ActorRef;
+use twilight_model::gateway::ShardId;
 use twilight_model::gateway::event::Event;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,7 +143,7 @@ struct Failing;
 impl EventSink for Failing {
     fn deliver(
         &self,
-        _shard: u32,
+        _shard: ShardId,
         _events: Vec<Event>,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         panic!("a sink that fails");
