@@ -267,7 +267,7 @@ async fn gateway_run(per_shard_asked: usize) -> GatewayRun {
             let request = RequestGuildMembers::builder(Id::new(guild)).query("u", Some(1));
             supervisor
                 .cast(SupervisorMsg::Send {
-                    shard_id,
+                    shard: ShardId::new(shard_id, SHARDS),
                     payload: encode_command(&request),
                 })
                 .unwrap();

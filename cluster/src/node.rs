@@ -317,7 +317,6 @@ impl Node {
                     GuildsService {
                         calls: LocalGuildCalls::new(router.clone()),
                         supervisor: supervisor.clone(),
-                        shard_count,
                     },
                     membership.web_token.as_ref(),
                     membership.tls.clone(),
@@ -347,6 +346,7 @@ impl Node {
                 store: Arc::clone(&store),
                 departures,
                 ops_addr,
+                shard_count: std::sync::atomic::AtomicU32::new(joined.shard_count),
                 joined,
             };
             (link, tokio::spawn(agent.run()))

@@ -48,7 +48,8 @@ pub(crate) struct ShardRunner;
 pub(crate) type Checkpoint = Arc<Mutex<Option<ExportedSession>>>;
 
 pub(crate) struct RunnerArgs {
-    pub(crate) shard_id: u32,
+    /// The shard with its set's count: two sets run during a resharding.
+    pub(crate) shard: ShardId,
     pub(crate) settings: Arc<GatewaySettings>,
     pub(crate) scheduler: Arc<dyn IdentifyScheduler>,
     pub(crate) sink: Arc<dyn EventSink>,
@@ -109,8 +110,8 @@ impl Actor for ShardRunner {
             args.session.is_some(),
         );
         let forwarder = Forwarder {
-            shard: ShardId::new(args.shard_id, settings.shard_count),
-            shard_id: args.shard_id,
+            shard: args.shard,
+            shard_id: args.shard.number(),
             sink: Arc::clone(&args.sink),
             checkpoint: args.checkpoint,
             session: args.session.clone(),
@@ -127,10 +128,7 @@ impl Actor for ShardRunner {
                 config = config.resume_url(url);
             }
         }
-        let shard = Shard::with_config(
-            ShardId::new(args.shard_id, settings.shard_count),
-            config.build(),
-        );
+        let shard = Shard::with_config(args.shard, config.build());
         let sender = shard.sender();
         let (buffer, buffered) = event_buffer(settings.buffer_capacity);
         let forwarder = tokio::spawn(forwarder.run(buffered));
@@ -148,7 +146,7 @@ impl Actor for ShardRunner {
             buffer,
             supervisor: args.supervisor,
             phase: ShardPhase::Connecting,
-            shard_label: args.shard_id.to_string(),
+            shard_label: args.shard.number().to_string(),
             reconnect_reason: None,
             sink: args.sink,
         };
@@ -476,10 +474,8 @@ impl Poller {
     fn report(&mut self, phase: ShardPhase) {
         if self.phase != phase {
             self.phase = phase.clone();
-            let shard_id = self.shard.id().number();
-            let _ = self
-                .supervisor
-                .cast(SupervisorMsg::Phase { shard_id, phase });
+            let shard = self.shard.id();
+            let _ = self.supervisor.cast(SupervisorMsg::Phase { shard, phase });
         }
     }
 }
