@@ -395,9 +395,9 @@ impl RouterState {
         };
         let switch = guilds.entry(guild_id).or_default();
         if old {
-            switch.from_old(event, now)
+            switch.old_event(event, now)
         } else {
-            switch.from_new(event, now)
+            switch.new_event(event, now)
         }
     }
 

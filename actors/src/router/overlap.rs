@@ -107,7 +107,7 @@ impl<E: Aligned> GuildSwitch<E> {
     }
 
     /// An event of the old set: the events to handle now, in order.
-    pub(crate) fn from_old(&mut self, event: E, now: Instant) -> Vec<E> {
+    pub(crate) fn old_event(&mut self, event: E, now: Instant) -> Vec<E> {
         if self.switched() {
             return Vec::new();
         }
@@ -137,7 +137,7 @@ impl<E: Aligned> GuildSwitch<E> {
     }
 
     /// An event of the new set: the events to handle now, in order.
-    pub(crate) fn from_new(&mut self, event: E, now: Instant) -> Vec<E> {
+    pub(crate) fn new_event(&mut self, event: E, now: Instant) -> Vec<E> {
         match self.phase {
             Phase::Old => {
                 if event.joins() {
@@ -283,11 +283,11 @@ mod tests {
                 0 if dispatched < events.len() => dispatched += 1,
                 1 if old < dispatched => {
                     old += 1;
-                    handled.extend(seqs(switch.from_old(events[old - 1], now)));
+                    handled.extend(seqs(switch.old_event(events[old - 1], now)));
                 }
                 2 if new < new_dispatched(dispatched) => {
                     new += 1;
-                    handled.extend(seqs(switch.from_new(new_stream[new - 1], now)));
+                    handled.extend(seqs(switch.new_event(new_stream[new - 1], now)));
                 }
                 _ if dispatched < events.len() => dispatched += 1,
                 _ => {}
@@ -295,7 +295,7 @@ mod tests {
             if join == events.len() && dispatched == events.len() && new == 0 {
                 // The GUILD_CREATE comes after the last event.
                 new += 1;
-                handled.extend(seqs(switch.from_new(CREATE, now)));
+                handled.extend(seqs(switch.new_event(CREATE, now)));
             }
         }
         handled
@@ -329,42 +329,42 @@ mod tests {
     fn the_old_set_handles_until_an_identified_event_aligns_the_streams() {
         let now = Instant::now();
         let mut switch = GuildSwitch::default();
-        assert_eq!(switch.from_old(ev(1, false), now), vec![ev(1, false)]);
+        assert_eq!(switch.old_event(ev(1, false), now), vec![ev(1, false)]);
         assert!(
-            switch.from_new(ev(1, false), now).is_empty(),
+            switch.new_event(ev(1, false), now).is_empty(),
             "no GUILD_CREATE yet"
         );
-        assert!(switch.from_new(CREATE, now).is_empty());
+        assert!(switch.new_event(CREATE, now).is_empty());
         assert!(switch.joined() && !switch.switched());
         // The new set runs ahead by two events: they wait.
-        assert!(switch.from_new(ev(2, true), now).is_empty());
-        assert!(switch.from_new(ev(3, false), now).is_empty());
+        assert!(switch.new_event(ev(2, true), now).is_empty());
+        assert!(switch.new_event(ev(3, false), now).is_empty());
         // The old set delivers the identified one: from here on the new set handles.
         assert_eq!(
-            switch.from_old(ev(2, true), now),
+            switch.old_event(ev(2, true), now),
             vec![ev(2, true), ev(3, false)]
         );
         assert!(switch.switched());
-        assert!(switch.from_old(ev(3, false), now).is_empty());
-        assert_eq!(switch.from_new(ev(4, false), now), vec![ev(4, false)]);
+        assert!(switch.old_event(ev(3, false), now).is_empty());
+        assert_eq!(switch.new_event(ev(4, false), now), vec![ev(4, false)]);
     }
 
     #[test]
     fn a_quiet_guild_switches_after_both_sets_were_quiet() {
         let start = Instant::now();
         let mut switch: GuildSwitch<Ev> = GuildSwitch::default();
-        switch.from_new(CREATE, start);
+        switch.new_event(CREATE, start);
         switch.tick(start + QUIET / 2);
         assert!(!switch.switched());
-        switch.from_old(ev(1, false), start + QUIET / 2);
-        switch.from_new(ev(1, false), start + QUIET);
+        switch.old_event(ev(1, false), start + QUIET / 2);
+        switch.new_event(ev(1, false), start + QUIET);
         switch.tick(start + QUIET);
         assert!(!switch.switched(), "both sets spoke within the quiet time");
         switch.tick(start + QUIET * 2);
         assert!(switch.switched());
-        assert!(switch.from_old(ev(2, false), start + QUIET * 2).is_empty());
+        assert!(switch.old_event(ev(2, false), start + QUIET * 2).is_empty());
         assert_eq!(
-            switch.from_new(ev(2, false), start + QUIET * 2),
+            switch.new_event(ev(2, false), start + QUIET * 2),
             vec![ev(2, false)]
         );
     }

@@ -31,7 +31,7 @@ pub(crate) async fn start(
     }
     // Each new shard's guilds then come from one old shard, on one node, whose router
     // sees both sets' events of each guild it switches.
-    if to % count != 0 {
+    if !to.is_multiple_of(count) {
         return Err(Status::invalid_argument(format!(
             "a resharding grows the count by a multiple: {to} is not a multiple of {count}"
         )));
