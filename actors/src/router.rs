@@ -19,16 +19,19 @@ use twilight_model::gateway::event::Event;
 use twilight_model::id::Id;
 use twilight_model::id::marker::GuildMarker;
 
+mod overlap;
+
 use crate::guild::{CallReply, GuildArgs, MAX_KEY_LEN};
 use crate::metrics::{
     EVENTS_SHED, GUILD_FAILURES, GUILD_SPAWNS, GUILDS_ACTIVE, MAILBOX_DEEPEST, MAILBOX_OVERFLOW,
-    MAILBOX_QUEUED, PASSIVATIONS,
+    MAILBOX_QUEUED, PASSIVATIONS, REPLAYED_COMMANDS_SKIPPED,
 };
 use crate::runtime::{Admission, admit};
 use crate::{
     ActorsError, CommandUsage, DeadLetters, Departures, EventObserver, GuildActor, GuildCall,
     GuildCallError, GuildMsg, OwnRoles, Replies, RuntimeConfig,
 };
+use overlap::GuildSwitch;
 
 /// What every guild actor of a node shares.
 pub struct Services {
@@ -56,11 +59,65 @@ pub struct GuildRouter;
 /// Due timers one poll reads per shard at most; the rest come at the next poll.
 const TIMERS_PER_POLL: usize = 500;
 
+/// How often the router looks for guilds of a resharding that were quiet long enough to
+/// switch (see `overlap.rs`).
+const ALIGN_EVERY: Duration = Duration::from_millis(250);
+
+/// One shard's batch of events, in gateway order.
+pub struct Delivery {
+    /// The shard count of the set the shard belongs to: two sets run during a resharding.
+    pub shard_count: u32,
+    /// Replayed after a crash: the previous owner may have handled them (see
+    /// `protonn_shard::EventSink::deliver_replayed`).
+    pub replayed: bool,
+    pub events: Vec<Event>,
+}
+
+/// How a node's shards of the new set stand in a resharding, as its router sees them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NewShardProgress {
+    pub shard_id: u32,
+    /// Guilds its READY named.
+    pub guilds: usize,
+    /// Of those, the ones whose GUILD_CREATE came on the new set.
+    pub joined: usize,
+    /// Of those, the ones the new set handles.
+    pub switched: usize,
+}
+
+impl NewShardProgress {
+    /// READY came and every guild it named has joined.
+    pub fn ready(&self) -> bool {
+        self.joined == self.guilds
+    }
+
+    pub fn switched(&self) -> bool {
+        self.switched == self.guilds
+    }
+}
+
 pub enum RouterMsg {
-    /// A batch of one shard's events in gateway order; answered once every event is in its
-    /// guild actor's mailbox, which is what paces the shard's forwarder. Events without a
-    /// guild (READY, DMs) are not routed.
-    Route(Vec<Event>, RpcReplyPort<()>),
+    /// A batch of one shard's events; answered once every event is in its guild actor's
+    /// mailbox, which is what paces the shard's forwarder. The batch updates the node cache
+    /// first (from the set that handles each guild). Events without a guild (READY, DMs)
+    /// are not routed.
+    Route(Delivery, RpcReplyPort<()>),
+    /// A resharding from `from` to `to` shards starts on this node: both sets' events come,
+    /// and each guild is handled by one set, switching as `overlap.rs` says. Sent before
+    /// the node's first shard of the new set starts.
+    Overlap {
+        from: u32,
+        to: u32,
+    },
+    /// The resharding is over and `shard_count` is the set that stays (`to` when it
+    /// completed, `from` when it was aborted): the other set's events are dropped.
+    Settle {
+        shard_count: u32,
+    },
+    /// The node's shards of the new set, while a resharding runs (empty otherwise).
+    OverlapProgress(RpcReplyPort<Vec<NewShardProgress>>),
+    /// Switch the guilds both sets were quiet for (on a timer).
+    AlignQuiet,
     /// This node took shard `shard_id` (of `shard_count`) over from another: its guilds'
     /// configs may have changed there, so each resident actor of those guilds reloads its
     /// config before it next uses it.
@@ -112,6 +169,20 @@ pub struct RouterState {
     by_actor: HashMap<ActorId, Id<GuildMarker>>,
     failures: u64,
     passivated: u64,
+    sets: Sets,
+}
+
+/// The shard sets whose events this router takes.
+enum Sets {
+    One(u32),
+    /// A resharding from `from` to `to` shards: each guild's switch, and the guilds each
+    /// new shard's READY named.
+    Both {
+        from: u32,
+        to: u32,
+        guilds: HashMap<Id<GuildMarker>, GuildSwitch<Event>>,
+        expected: HashMap<u32, Vec<Id<GuildMarker>>>,
+    },
 }
 
 /// A guild actor the router knows, with its mailbox accounting.
@@ -264,6 +335,160 @@ impl RouterState {
         tracing::error!(%guild_id, error, "guild actor unreachable; message dropped");
         self.failures += 1;
         counter!(GUILD_FAILURES).increment(1);
+    }
+
+    /// A shard's batch: each event goes through the set that handles its guild, then into
+    /// the cache and to the guild's actor.
+    fn take(&mut self, myself: &ActorRef<RouterMsg>, delivery: Delivery) {
+        let Delivery {
+            shard_count,
+            replayed,
+            events,
+        } = delivery;
+        let now = Instant::now();
+        for event in events {
+            if let Sets::One(count) = self.sets {
+                // Another count is a set that just stopped handling (its shards close).
+                if count == shard_count {
+                    self.handle(myself, event, replayed);
+                }
+                continue;
+            }
+            for event in self.switch(shard_count, event, now) {
+                self.handle(myself, event, replayed);
+            }
+        }
+    }
+
+    /// During a resharding: what the set of `shard_count` delivering `event` makes the
+    /// router handle now.
+    fn switch(&mut self, shard_count: u32, event: Event, now: Instant) -> Vec<Event> {
+        let Sets::Both {
+            from,
+            to,
+            guilds,
+            expected,
+        } = &mut self.sets
+        else {
+            return vec![event];
+        };
+        let old = shard_count == *from;
+        if !old && shard_count != *to {
+            return Vec::new();
+        }
+        if let Event::GuildDelete(deleted) = &event {
+            // A guild the bot left need not join the new set.
+            for listed in expected.values_mut() {
+                listed.retain(|guild| *guild != deleted.id);
+            }
+        }
+        let Some(guild_id) = event.guild_id() else {
+            // DMs and entitlements come to shard 0 of both sets: the old set's are handled.
+            // The new set's READY says which guilds its shard must have.
+            if let Event::Ready(ready) = &event
+                && !old
+                && let Some(shard) = ready.shard
+            {
+                expected.insert(shard.number(), ready.guilds.iter().map(|g| g.id).collect());
+            }
+            return if old { vec![event] } else { Vec::new() };
+        };
+        let switch = guilds.entry(guild_id).or_default();
+        if old {
+            switch.old_event(event, now)
+        } else {
+            switch.new_event(event, now)
+        }
+    }
+
+    /// An event of the set that handles its guild: into the cache, then to the guild.
+    fn handle(&mut self, myself: &ActorRef<RouterMsg>, event: Event, replayed: bool) {
+        self.services.cache.update(&event);
+        self.services.own_roles.update(&event);
+        // A replay's state is applied again; its commands were answered by the crashed
+        // owner, and answering them twice would be seen.
+        if replayed && matches!(event, Event::MessageCreate(_) | Event::InteractionCreate(_)) {
+            counter!(REPLAYED_COMMANDS_SKIPPED).increment(1);
+            return;
+        }
+        self.route(myself, event);
+    }
+
+    fn overlap(&mut self, from: u32, to: u32) {
+        match self.sets {
+            Sets::One(count) if count == from => {
+                tracing::info!(from, to, "resharding: both shard sets deliver");
+                self.sets = Sets::Both {
+                    from,
+                    to,
+                    guilds: HashMap::new(),
+                    expected: HashMap::new(),
+                };
+            }
+            Sets::Both {
+                from: running_from,
+                to: running_to,
+                ..
+            } if (running_from, running_to) == (from, to) => {}
+            _ => tracing::warn!(
+                from,
+                to,
+                "resharding refused: this node runs another shard count"
+            ),
+        }
+    }
+
+    /// The resharding is over: `shard_count` stays. The coordinator completes it only once
+    /// every guild switched, and aborts it with every guild's events still handled by the old
+    /// set, so what the leaving set holds is dropped.
+    fn settle(&mut self, shard_count: u32) {
+        if let Sets::Both { from, to, .. } =
+            std::mem::replace(&mut self.sets, Sets::One(shard_count))
+        {
+            tracing::info!(
+                from,
+                to,
+                shard_count,
+                "resharding over: one shard set delivers"
+            );
+        }
+    }
+
+    fn overlap_progress(&self) -> Vec<NewShardProgress> {
+        let Sets::Both {
+            guilds, expected, ..
+        } = &self.sets
+        else {
+            return Vec::new();
+        };
+        let mut progress: Vec<NewShardProgress> = expected
+            .iter()
+            .map(|(&shard_id, listed)| {
+                let of = |test: fn(&GuildSwitch<Event>) -> bool| {
+                    listed
+                        .iter()
+                        .filter(|guild| guilds.get(guild).is_some_and(test))
+                        .count()
+                };
+                NewShardProgress {
+                    shard_id,
+                    guilds: listed.len(),
+                    joined: of(GuildSwitch::joined),
+                    switched: of(GuildSwitch::switched),
+                }
+            })
+            .collect();
+        progress.sort_unstable_by_key(|shard| shard.shard_id);
+        progress
+    }
+
+    fn align_quiet(&mut self) {
+        if let Sets::Both { guilds, .. } = &mut self.sets {
+            let now = Instant::now();
+            for switch in guilds.values_mut() {
+                switch.tick(now);
+            }
+        }
     }
 
     fn route(&mut self, myself: &ActorRef<RouterMsg>, event: Event) {
@@ -522,6 +747,7 @@ impl Actor for GuildRouter {
         services: Arc<Services>,
     ) -> Result<RouterState, ActorProcessingErr> {
         myself.send_interval(services.runtime.sweep_every, || RouterMsg::Sweep);
+        myself.send_interval(ALIGN_EVERY, || RouterMsg::AlignQuiet);
         myself.send_interval(services.runtime.timer_poll_every, || RouterMsg::PollTimers);
         myself.send_interval(services.runtime.entitlement_reconcile_every, || {
             RouterMsg::ReconcileEntitlements
@@ -530,6 +756,7 @@ impl Actor for GuildRouter {
             RouterMsg::PollAnnouncements
         });
         Ok(RouterState {
+            sets: Sets::One(services.shard_count),
             services,
             polling: Arc::default(),
             entitlements_of: None,
@@ -549,12 +776,16 @@ impl Actor for GuildRouter {
         state: &mut RouterState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            RouterMsg::Route(events, done) => {
-                for event in events {
-                    state.route(&myself, event);
-                }
+            RouterMsg::Route(delivery, done) => {
+                state.take(&myself, delivery);
                 let _ = done.send(());
             }
+            RouterMsg::Overlap { from, to } => state.overlap(from, to),
+            RouterMsg::Settle { shard_count } => state.settle(shard_count),
+            RouterMsg::OverlapProgress(reply) => {
+                let _ = reply.send(state.overlap_progress());
+            }
+            RouterMsg::AlignQuiet => state.align_quiet(),
             RouterMsg::ShardAdopted {
                 shard_id,
                 shard_count,
@@ -664,6 +895,14 @@ mod tests {
         data: &std::path::Path,
         guilds: &[u64],
     ) -> (ActorRef<RouterMsg>, Arc<EmbeddedStore>) {
+        observed_router(data, guilds, None).await
+    }
+
+    async fn observed_router(
+        data: &std::path::Path,
+        guilds: &[u64],
+        observer: Option<Arc<dyn EventObserver>>,
+    ) -> (ActorRef<RouterMsg>, Arc<EmbeddedStore>) {
         let cache = Arc::new(DefaultInMemoryCache::new());
         for &guild_id in guilds {
             join(&cache, guild_id);
@@ -688,7 +927,7 @@ mod tests {
             own_roles: Arc::default(),
             runtime: RuntimeConfig::default(),
             dead_letters: Arc::default(),
-            observer: None,
+            observer,
             node_name: "test".to_owned(),
             shard_count: 1,
             usage,
@@ -701,16 +940,7 @@ mod tests {
     /// Puts guild `guild_id` in the router's cache: guild calls are only for guilds the bot
     /// is in.
     fn join(cache: &DefaultInMemoryCache, guild_id: u64) {
-        let guild = serde_json::json!({
-            "id": guild_id.to_string(), "name": "g", "icon": null, "owner_id": "1",
-            "afk_timeout": 60, "default_message_notifications": 0, "explicit_content_filter": 0,
-            "features": [], "mfa_level": 0, "nsfw_level": 0, "preferred_locale": "en-US",
-            "premium_progress_bar_enabled": false, "premium_tier": 0, "system_channel_flags": 0,
-            "verification_level": 0, "emojis": [], "stickers": [], "roles": [], "members": [],
-            "channels": [],
-        });
-        let guild = serde_json::from_value(guild).unwrap();
-        cache.update(&Event::GuildCreate(Box::new(GuildCreate::Available(guild))));
+        cache.update(&guild_create(guild_id));
     }
 
     async fn set_prefix(
@@ -816,5 +1046,135 @@ mod tests {
             }
         }
         assert_eq!(versions, (1..=50).collect::<Vec<u64>>());
+    }
+
+    /// Message ids the guild actors handled, in order.
+    #[derive(Default)]
+    struct Seen(std::sync::Mutex<Vec<u64>>);
+
+    impl EventObserver for Seen {
+        fn handled(&self, _guild_id: u64, event: crate::HandledEvent) {
+            if let crate::HandledEvent::Message(id) = event {
+                self.0.lock().unwrap().push(id);
+            }
+        }
+    }
+
+    fn message(guild_id: u64, id: u64) -> Event {
+        let message = serde_json::json!({
+            "id": id.to_string(), "channel_id": "20", "guild_id": guild_id.to_string(),
+            "author": {"id": "9", "username": "u", "discriminator": "0", "avatar": null},
+            "content": "hello", "timestamp": "2024-01-01T00:00:00.000000+00:00",
+            "edited_timestamp": null, "tts": false, "mention_everyone": false, "mentions": [],
+            "mention_roles": [], "attachments": [], "embeds": [], "pinned": false, "type": 0,
+        });
+        Event::MessageCreate(Box::new(
+            twilight_model::gateway::payload::incoming::MessageCreate {
+                channel_type: None,
+                message: serde_json::from_value(message).unwrap(),
+            },
+        ))
+    }
+
+    fn ready(shard: [u32; 2], guilds: &[u64]) -> Event {
+        let guilds: Vec<_> = guilds
+            .iter()
+            .map(|id| serde_json::json!({"id": id.to_string(), "unavailable": true}))
+            .collect();
+        let ready = serde_json::json!({
+            "v": 10, "session_id": "s", "resume_gateway_url": "ws://127.0.0.1:9",
+            "user": {"id": "9", "username": "bot", "discriminator": "0", "avatar": null, "bot": true,
+                "mfa_enabled": false, "verified": true},
+            "guilds": guilds, "shard": shard, "application": {"id": "1", "flags": 0},
+        });
+        Event::Ready(serde_json::from_value(ready).unwrap())
+    }
+
+    fn guild_create(guild_id: u64) -> Event {
+        let guild = serde_json::json!({
+            "id": guild_id.to_string(), "name": "g", "icon": null, "owner_id": "1",
+            "afk_timeout": 60, "default_message_notifications": 0, "explicit_content_filter": 0,
+            "features": [], "mfa_level": 0, "nsfw_level": 0, "preferred_locale": "en-US",
+            "premium_progress_bar_enabled": false, "premium_tier": 0, "system_channel_flags": 0,
+            "verification_level": 0, "emojis": [], "stickers": [], "roles": [], "members": [],
+            "channels": [],
+        });
+        Event::GuildCreate(Box::new(GuildCreate::Available(
+            serde_json::from_value(guild).unwrap(),
+        )))
+    }
+
+    async fn deliver(router: &ActorRef<RouterMsg>, shard_count: u32, events: Vec<Event>) {
+        let delivery = Delivery {
+            shard_count,
+            replayed: false,
+            events,
+        };
+        ractor::call_t!(router, |reply| RouterMsg::Route(delivery, reply), 5_000).unwrap();
+    }
+
+    #[tokio::test]
+    async fn during_a_resharding_a_guild_handles_each_message_once_from_one_set() {
+        let data = tempfile::tempdir().unwrap();
+        // Shard 1 of 2 in the new set.
+        let guild_id = (3 << 22) | 7;
+        let seen = Arc::new(Seen::default());
+        let (router, _store) = observed_router(
+            data.path(),
+            &[guild_id],
+            Some(seen.clone() as Arc<dyn EventObserver>),
+        )
+        .await;
+        router.cast(RouterMsg::Overlap { from: 1, to: 2 }).unwrap();
+        deliver(
+            &router,
+            1,
+            vec![message(guild_id, 101), message(guild_id, 102)],
+        )
+        .await;
+        // The new set's shard comes up; its stream of the guild starts one message back.
+        deliver(
+            &router,
+            2,
+            vec![ready([1, 2], &[guild_id]), guild_create(guild_id)],
+        )
+        .await;
+        let progress = ractor::call_t!(router, RouterMsg::OverlapProgress, 5_000).unwrap();
+        let shard = NewShardProgress {
+            shard_id: 1,
+            guilds: 1,
+            joined: 1,
+            switched: 0,
+        };
+        assert_eq!(progress, vec![shard.clone()]);
+        assert!(shard.ready() && !shard.switched());
+        // 102 is in both streams: from there on the new set handles the guild.
+        deliver(
+            &router,
+            2,
+            vec![message(guild_id, 102), message(guild_id, 103)],
+        )
+        .await;
+        deliver(
+            &router,
+            1,
+            vec![message(guild_id, 103), message(guild_id, 104)],
+        )
+        .await;
+        let progress = ractor::call_t!(router, RouterMsg::OverlapProgress, 5_000).unwrap();
+        assert!(progress[0].switched(), "{progress:?}");
+        deliver(&router, 2, vec![message(guild_id, 104)]).await;
+        // Events of a set the router does not know (nor another count) are nobody's.
+        deliver(&router, 3, vec![message(guild_id, 999)]).await;
+        router.cast(RouterMsg::Settle { shard_count: 2 }).unwrap();
+        deliver(&router, 1, vec![message(guild_id, 105)]).await;
+        deliver(&router, 2, vec![message(guild_id, 105)]).await;
+        assert!(
+            ractor::call_t!(router, RouterMsg::OverlapProgress, 5_000)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(GuildRouter::drain_and_stop(&router, Duration::from_secs(5)).await);
+        assert_eq!(*seen.0.lock().unwrap(), vec![101, 102, 103, 104, 105]);
     }
 }

@@ -17,6 +17,7 @@ use protonn_shard::{
     ShardPhase, ShardSupervisor, SupervisorArgs, SupervisorMsg,
 };
 use protonn_sim::{IdentifyOutcome, SimConfig, Simulator};
+use twilight_model::gateway::ShardId;
 use twilight_model::gateway::event::Event;
 
 const WINDOW: Duration = Duration::from_secs(5);
@@ -25,7 +26,7 @@ const WINDOW: Duration = Duration::from_secs(5);
 struct Discard;
 
 impl EventSink for Discard {
-    fn deliver(&self, _: u32, _: Vec<Event>) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+    fn deliver(&self, _: ShardId, _: Vec<Event>) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(std::future::ready(()))
     }
 }

@@ -29,6 +29,7 @@ use protonn_shard::{
 };
 use protonn_sim::SimHandle;
 use twilight_cache_inmemory::{DefaultInMemoryCache, ResourceType};
+use twilight_model::gateway::ShardId;
 use twilight_model::gateway::event::Event;
 
 use support::{allocated, kib, rss};
@@ -105,7 +106,11 @@ struct CacheSink {
 }
 
 impl EventSink for CacheSink {
-    fn deliver(&self, _: u32, events: Vec<Event>) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+    fn deliver(
+        &self,
+        _: ShardId,
+        events: Vec<Event>,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         for event in &events {
             self.ours.update(event);
             self.full.update(event);

@@ -28,6 +28,7 @@ use protonn_shard::{
 };
 use protonn_sim::{GatewayEventKind, SimConfig, SimHandle, Simulator};
 use tokio::time::Instant;
+use twilight_model::gateway::ShardId;
 use twilight_model::gateway::event::Event;
 use twilight_model::gateway::payload::outgoing::RequestGuildMembers;
 use twilight_model::id::Id;
@@ -188,14 +189,14 @@ struct Chunks(Mutex<Vec<(u32, Instant)>>);
 impl EventSink for Chunks {
     fn deliver(
         &self,
-        shard: u32,
+        shard: ShardId,
         events: Vec<Event>,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         let now = Instant::now();
         let mut chunks = self.0.lock().unwrap();
         for event in events {
             if matches!(event, Event::MemberChunk(_)) {
-                chunks.push((shard, now));
+                chunks.push((shard.number(), now));
             }
         }
         Box::pin(std::future::ready(()))
@@ -266,7 +267,7 @@ async fn gateway_run(per_shard_asked: usize) -> GatewayRun {
             let request = RequestGuildMembers::builder(Id::new(guild)).query("u", Some(1));
             supervisor
                 .cast(SupervisorMsg::Send {
-                    shard_id,
+                    shard: ShardId::new(shard_id, SHARDS),
                     payload: encode_command(&request),
                 })
                 .unwrap();

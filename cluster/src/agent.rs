@@ -6,12 +6,12 @@ use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use protonn_actors::rest::{Demand, GlobalLine, InvalidRequestGuard};
-use protonn_actors::{Departures, RouterMsg};
+use protonn_actors::{Departures, NewShardProgress, RouterMsg};
 use protonn_shard::{
     ExportedSession, IdentifyReason, IdentifyScheduler, ShardError, ShardStatus, SupervisorMsg,
 };
@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 use twilight_cache_inmemory::DefaultInMemoryCache;
+use twilight_model::gateway::ShardId;
 
 use crate::checkpoints::{PendingCheckpoints, ResumePoints};
 use crate::fence::Fence;
@@ -345,10 +346,13 @@ pub(crate) struct Agent {
     pub(crate) ops_addr: SocketAddr,
     /// The first registration, made before the shards' supervisor started.
     pub(crate) joined: pb::RegisterReply,
+    /// The cluster's shard count as this node knows it: `joined`'s until a resharding
+    /// completes.
+    pub(crate) shard_count: AtomicU32,
 }
 
-/// Shard → the ownership epoch this node runs it under.
-type Epochs = Arc<Mutex<HashMap<u32, u64>>>;
+/// Shard (with its set's count) → the ownership epoch this node runs it under.
+type Epochs = Arc<Mutex<HashMap<ShardId, u64>>>;
 
 impl Agent {
     /// Runs until the task is aborted: attach, follow instructions, reattach when the
@@ -482,14 +486,32 @@ impl Agent {
         .unwrap_or_default();
         let epochs = epochs.lock().expect("epoch map poisoned").clone();
         let fence = &self.link.fence;
+        let count = self.shard_count.load(Ordering::Relaxed);
+        // A resharding's new set, as the router sees its guilds switch.
+        let progress: HashMap<u32, NewShardProgress> =
+            if statuses.iter().any(|status| status.shard_count != count) {
+                ractor::call_t!(
+                    self.router,
+                    RouterMsg::OverlapProgress,
+                    SHARD_CALL_TIMEOUT_MS
+                )
+                .unwrap_or_default()
+                .into_iter()
+                .map(|shard| (shard.shard_id, shard))
+                .collect()
+            } else {
+                HashMap::new()
+            };
+        let key = |status: &ShardStatus| ShardId::new(status.shard_id, status.shard_count);
         // A fenced shard's checkpoint is not this node's to give or to store: another node
-        // may already run the session further.
+        // may already run the session further. Resume points are the cluster's set's: a
+        // new set's shard has none until its resharding completes.
         resume.observe(
             statuses
                 .iter()
-                .filter(|status| fence.may_run(status.shard_id))
+                .filter(|status| fence.may_run(status.shard_id) && status.shard_count == count)
                 .filter_map(|status| {
-                    let epoch = *epochs.get(&status.shard_id)?;
+                    let epoch = *epochs.get(&key(status))?;
                     Some((status.shard_id, epoch, status.checkpoint.clone()?))
                 })
                 .collect(),
@@ -498,12 +520,25 @@ impl Agent {
             .into_iter()
             .map(|status| pb::ShardReport {
                 shard_id: status.shard_id,
-                epoch: epochs.get(&status.shard_id).copied().unwrap_or(0),
+                epoch: epochs.get(&key(&status)).copied().unwrap_or(0),
                 phase: status.phase.label().to_owned(),
-                events_per_sec: rates.observe(status.shard_id, status.checkpoint.as_ref()),
+                events_per_sec: if status.shard_count == count {
+                    rates.observe(status.shard_id, status.checkpoint.as_ref())
+                } else {
+                    0.0
+                },
+                shard_count: status.shard_count,
+                resharding: progress
+                    .get(&status.shard_id)
+                    .filter(|_| status.shard_count != count)
+                    .map(|shard| pb::NewShardProgress {
+                        guilds: shard.guilds as u32,
+                        joined: shard.joined as u32,
+                        switched: shard.switched as u32,
+                    }),
                 checkpoint: status
                     .checkpoint
-                    .filter(|_| fence.may_run(status.shard_id))
+                    .filter(|_| fence.may_run(status.shard_id) && status.shard_count == count)
                     .map(session_to_pb),
             })
             .collect();
@@ -553,16 +588,33 @@ impl Agent {
             Some(pb::instruction::Instruction::Lease(ack)) => {
                 self.link.fence.acknowledged(ack.seq);
             }
+            Some(pb::instruction::Instruction::Resharded(resharded)) => {
+                self.resharded(resharded, epochs);
+            }
             None => {}
         }
     }
 
     async fn start(&self, start: pb::StartShard, epochs: &Epochs) {
         let shard_id = start.shard_id;
+        let count = self.shard_count.load(Ordering::Relaxed);
+        let set = if start.shard_count == 0 {
+            count
+        } else {
+            start.shard_count
+        };
+        let Some(shard) = ShardId::new_checked(shard_id, set) else {
+            tracing::warn!(
+                shard_id,
+                shard_count = set,
+                "start of a shard out of its set refused"
+            );
+            return;
+        };
         {
             let mut epochs = epochs.lock().expect("epoch map poisoned");
             if epochs
-                .get(&shard_id)
+                .get(&shard)
                 .is_some_and(|&known| known >= start.epoch)
             {
                 tracing::warn!(
@@ -572,7 +624,17 @@ impl Agent {
                 );
                 return;
             }
-            epochs.insert(shard_id, start.epoch);
+            epochs.insert(shard, start.epoch);
+        }
+        if set != count {
+            // A resharding's new set: the router takes both sets' events from now on, each
+            // guild from one of them. Cast before the shard starts, so it comes first.
+            if let Err(err) = self.router.cast(RouterMsg::Overlap {
+                from: count,
+                to: set,
+            }) {
+                tracing::error!(shard_id, error = %err, "guild router unreachable");
+            }
         }
         self.link.fence.readmit(shard_id);
         if let Err(err) = self.departures.refresh(self.store.as_ref()).await {
@@ -588,7 +650,7 @@ impl Agent {
         // Cast before the shard starts, so the router has it ahead of the shard's events.
         let reload = RouterMsg::ShardAdopted {
             shard_id,
-            shard_count: self.joined.shard_count,
+            shard_count: set,
         };
         if let Err(err) = self.router.cast(reload) {
             tracing::error!(shard_id, error = %err, "guild router unreachable");
@@ -602,7 +664,7 @@ impl Agent {
         let adopted = ractor::call_t!(
             self.supervisor,
             |reply| SupervisorMsg::Adopt {
-                shard_id,
+                shard,
                 session,
                 seen_up_to: start.seen_up_to,
                 reply,
@@ -610,7 +672,14 @@ impl Agent {
             SHARD_CALL_TIMEOUT_MS
         );
         match adopted {
-            Ok(Ok(())) => tracing::info!(shard_id, epoch = start.epoch, "shard started"),
+            Ok(Ok(())) => {
+                tracing::info!(
+                    shard_id,
+                    shard_count = set,
+                    epoch = start.epoch,
+                    "shard started"
+                )
+            }
             Ok(Err(err)) => tracing::warn!(shard_id, error = %err, "shard not started"),
             Err(err) => tracing::warn!(shard_id, error = %err, "shard supervisor did not answer"),
         }
@@ -624,7 +693,13 @@ impl Agent {
         epochs: &Epochs,
         reports: &mpsc::Sender<pb::NodeReport>,
     ) {
-        let pb::ReleaseShard { shard_id, epoch } = release;
+        let pb::ReleaseShard {
+            shard_id,
+            epoch,
+            shard_count,
+        } = release;
+        let count = self.shard_count.load(Ordering::Relaxed);
+        let set = if shard_count == 0 { count } else { shard_count };
         let refused = move |reason: &str| {
             pb::node_report::Report::ReleaseFailed(pb::ReleaseFailed {
                 shard_id,
@@ -632,12 +707,18 @@ impl Agent {
                 reason: reason.to_owned(),
             })
         };
+        let Some(shard) = ShardId::new_checked(shard_id, set) else {
+            let _ = reports.try_send(pb::NodeReport {
+                report: Some(refused("no such shard")),
+            });
+            return;
+        };
         // A shard this node runs under no epoch (the leader never gave it, or a fence
         // could not stop it) is stopped whatever epoch the leader names.
         let current = epochs
             .lock()
             .expect("epoch map poisoned")
-            .get(&shard_id)
+            .get(&shard)
             .copied();
         if current.is_some_and(|current| current != epoch) {
             let _ = reports.try_send(pb::NodeReport {
@@ -647,24 +728,23 @@ impl Agent {
         }
         let supervisor = self.supervisor.clone();
         let cache = Arc::clone(&self.cache);
-        let shard_count = self.joined.shard_count;
         let epochs = Arc::clone(epochs);
         let reports = reports.clone();
         tokio::spawn(async move {
             let drained = ractor::call_t!(
                 supervisor,
-                |reply| SupervisorMsg::Drain { shard_id, reply },
+                |reply| SupervisorMsg::Drain { shard, reply },
                 SHARD_CALL_TIMEOUT_MS
             );
             let report = match drained {
                 Ok(Ok(session)) => {
-                    forget_epoch(&epochs, shard_id, epoch);
+                    forget_epoch(&epochs, shard, epoch);
                     tracing::info!(shard_id, sequence = session.sequence, "shard released");
                     pb::node_report::Report::Released(pb::Released {
                         shard_id,
                         epoch,
                         session: Some(session_to_pb(session)),
-                        cache: protonn_actors::take_shard_cache(&cache, shard_id, shard_count),
+                        cache: protonn_actors::take_shard_cache(&cache, shard_id, set),
                     })
                 }
                 Ok(Err(err)) => refused(&err.to_string()),
@@ -676,6 +756,57 @@ impl Agent {
                 })
                 .await;
         });
+    }
+
+    /// A resharding is over: the router settles on the set that stays, the shards of the
+    /// other set close (their sessions are not handed to anyone), and the ones kept run
+    /// under the epochs the leader stored for them.
+    fn resharded(&self, resharded: pb::Resharded, epochs: &Epochs) {
+        let count = resharded.shard_count;
+        let previous = self.shard_count.swap(count, Ordering::Relaxed);
+        if let Err(err) = self.router.cast(RouterMsg::Settle { shard_count: count }) {
+            tracing::error!(error = %err, "guild router unreachable");
+        }
+        let leaving: Vec<(ShardId, u64)> = {
+            let mut epochs = epochs.lock().expect("epoch map poisoned");
+            for given in &resharded.epochs {
+                if let Some(shard) = ShardId::new_checked(given.shard_id, count) {
+                    epochs.insert(shard, given.epoch);
+                }
+            }
+            epochs
+                .iter()
+                .filter(|(shard, _)| shard.total() != count)
+                .map(|(&shard, &epoch)| (shard, epoch))
+                .collect()
+        };
+        tracing::info!(
+            from = previous,
+            shard_count = count,
+            closing = leaving.len(),
+            "resharding over"
+        );
+        for (shard, epoch) in leaving {
+            let supervisor = self.supervisor.clone();
+            let epochs = Arc::clone(epochs);
+            tokio::spawn(async move {
+                match ractor::call_t!(
+                    supervisor,
+                    |reply| SupervisorMsg::Drain { shard, reply },
+                    SHARD_CALL_TIMEOUT_MS
+                ) {
+                    Ok(Ok(_) | Err(ShardError::UnknownShard(_) | ShardError::NoSession(_))) => {
+                        forget_epoch(&epochs, shard, epoch);
+                    }
+                    Ok(Err(err)) => {
+                        tracing::warn!(shard_id = shard.number(), error = %err, "shard of the old set not closed")
+                    }
+                    Err(err) => {
+                        tracing::warn!(shard_id = shard.number(), error = %err, "shard of the old set not closed")
+                    }
+                }
+            });
+        }
     }
 
     /// The lease ran out: stop every shard at once (sessions kept resumable), before the
@@ -690,33 +821,40 @@ impl Agent {
         )
         .unwrap_or_default();
         let known = epochs.lock().expect("epoch map poisoned").clone();
-        let mut shards: BTreeSet<u32> = statuses.iter().map(|status| status.shard_id).collect();
-        shards.extend(known.keys().copied());
-        self.link.fence.trip(shards.iter().copied());
+        let mut shards: BTreeSet<(u32, u32)> = statuses
+            .iter()
+            .map(|status| (status.shard_id, status.shard_count))
+            .collect();
+        shards.extend(known.keys().map(|shard| (shard.number(), shard.total())));
+        self.link
+            .fence
+            .trip(shards.iter().map(|&(shard_id, _)| shard_id));
         tracing::error!(
             shards = shards.len(),
             "lease lapsed (no heartbeat acknowledged in time); stopping every shard"
         );
         let mut stopping = JoinSet::new();
-        for shard_id in shards {
+        for (shard_id, shard_count) in shards {
             let supervisor = self.supervisor.clone();
+            let shard = ShardId::new(shard_id, shard_count);
             stopping.spawn(async move {
                 let drained = ractor::call_t!(
                     supervisor,
-                    |reply| SupervisorMsg::Drain { shard_id, reply },
+                    |reply| SupervisorMsg::Drain { shard, reply },
                     SHARD_CALL_TIMEOUT_MS
                 );
-                (shard_id, drained)
+                (shard, drained)
             });
         }
         while let Some(joined) = stopping.join_next().await {
-            let Ok((shard_id, drained)) = joined else {
+            let Ok((shard, drained)) = joined else {
                 continue;
             };
+            let shard_id = shard.number();
             match drained {
                 Ok(Ok(_) | Err(ShardError::UnknownShard(_) | ShardError::NoSession(_))) => {
-                    if let Some(&epoch) = known.get(&shard_id) {
-                        forget_epoch(epochs, shard_id, epoch);
+                    if let Some(&epoch) = known.get(&shard) {
+                        forget_epoch(epochs, shard, epoch);
                     }
                 }
                 Ok(Err(err)) => tracing::warn!(shard_id, error = %err, "fenced shard not stopped"),
@@ -727,13 +865,10 @@ impl Agent {
 }
 
 /// Forgets a released shard's epoch, unless the leader has given the shard back meanwhile.
-fn forget_epoch(epochs: &Epochs, shard_id: u32, epoch: u64) {
+fn forget_epoch(epochs: &Epochs, shard: ShardId, epoch: u64) {
     let mut epochs = epochs.lock().expect("epoch map poisoned");
-    if epochs
-        .get(&shard_id)
-        .is_none_or(|&current| current == epoch)
-    {
-        epochs.remove(&shard_id);
+    if epochs.get(&shard).is_none_or(|&current| current == epoch) {
+        epochs.remove(&shard);
     }
 }
 

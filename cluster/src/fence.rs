@@ -20,6 +20,7 @@ use std::time::Duration;
 use protonn_shard::EventSink;
 use tokio::sync::Notify;
 use tokio::time::Instant;
+use twilight_model::gateway::ShardId;
 use twilight_model::gateway::event::Event;
 
 /// Heartbeats remembered while unacknowledged; older ones can no longer renew the lease
@@ -164,14 +165,14 @@ pub(crate) struct FencedSink {
 impl EventSink for FencedSink {
     fn deliver(
         &self,
-        shard_id: u32,
+        shard: ShardId,
         events: Vec<Event>,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        if self.fence.may_run(shard_id) {
-            self.inner.deliver(shard_id, events)
+        if self.fence.may_run(shard.number()) {
+            self.inner.deliver(shard, events)
         } else {
             tracing::debug!(
-                shard_id,
+                shard_id = shard.number(),
                 events = events.len(),
                 "fenced: events not handled"
             );
@@ -181,11 +182,11 @@ impl EventSink for FencedSink {
 
     fn deliver_replayed(
         &self,
-        shard_id: u32,
+        shard: ShardId,
         events: Vec<Event>,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        if self.fence.may_run(shard_id) {
-            self.inner.deliver_replayed(shard_id, events)
+        if self.fence.may_run(shard.number()) {
+            self.inner.deliver_replayed(shard, events)
         } else {
             Box::pin(std::future::ready(()))
         }

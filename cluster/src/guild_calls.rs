@@ -38,16 +38,18 @@ type Answer = Result<GuildResponse, GuildCallError>;
 pub(crate) struct GuildsService {
     pub(crate) calls: LocalGuildCalls,
     pub(crate) supervisor: ActorRef<SupervisorMsg>,
-    pub(crate) shard_count: u32,
 }
 
 impl GuildsService {
+    /// Whether a shard running here has the guild, of whichever set (a resharding may have
+    /// changed the count since this node started).
     async fn runs_shard_of(&self, guild_id: u64) -> bool {
-        let shard = shard_of(guild_id, self.shard_count);
         ractor::call_t!(self.supervisor, SupervisorMsg::Statuses, 5_000)
             .unwrap_or_default()
             .iter()
-            .any(|status| status.shard_id == shard && status.running)
+            .any(|status| {
+                status.running && status.shard_id == shard_of(guild_id, status.shard_count)
+            })
     }
 
     async fn answer(&self, call: GuildCall) -> Answer {

@@ -174,7 +174,8 @@ impl Synthetic {
                                 return Err("the report stream closed".into());
                             }
                         }
-                        Some(pb::instruction::Instruction::RestShare(_)) | None => {}
+                        // Simulated nodes run one shard count: no resharding.
+                        Some(pb::instruction::Instruction::RestShare(_) | pb::instruction::Instruction::Resharded(_)) | None => {}
                     }
                     self.stats.running.lock().expect("stats poisoned").insert(self.name.clone(), shards.len());
                 }
@@ -199,6 +200,8 @@ impl Synthetic {
                     phase: "ready".to_owned(),
                     checkpoint: Some(session(shard_id, *sequence)),
                     events_per_sec: per_sec,
+                    shard_count: 0,
+                    resharding: None,
                 }
             })
             .collect::<Vec<_>>();

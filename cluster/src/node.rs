@@ -260,7 +260,7 @@ impl Node {
             departures: Arc::clone(&departures),
             replies: Replies::new(rest.clone()),
             cache: Arc::clone(&cache),
-            own_roles: Arc::clone(&own_roles),
+            own_roles,
             runtime: options.runtime,
             dead_letters: Arc::clone(&dead_letters),
             observer: options.observer,
@@ -270,11 +270,7 @@ impl Node {
         })
         .await?;
 
-        let ingress: Arc<dyn EventSink> = Arc::new(EventIngress::new(
-            Arc::clone(&cache),
-            own_roles,
-            router.clone(),
-        ));
+        let ingress: Arc<dyn EventSink> = Arc::new(EventIngress::new(router.clone()));
         // A cluster node acts only while it holds its lease (fence before reassign).
         let sink: Arc<dyn EventSink> = match &cluster {
             Some((link, _)) => {
@@ -321,7 +317,6 @@ impl Node {
                     GuildsService {
                         calls: LocalGuildCalls::new(router.clone()),
                         supervisor: supervisor.clone(),
-                        shard_count,
                     },
                     membership.web_token.as_ref(),
                     membership.tls.clone(),
@@ -351,6 +346,7 @@ impl Node {
                 store: Arc::clone(&store),
                 departures,
                 ops_addr,
+                shard_count: std::sync::atomic::AtomicU32::new(joined.shard_count),
                 joined,
             };
             (link, tokio::spawn(agent.run()))

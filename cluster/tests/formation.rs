@@ -97,8 +97,9 @@ async fn an_election_keeps_the_shard_count_the_cluster_formed_with() {
     sim.shutdown().await;
 }
 
-/// `protonn reshard`'s API: operator credentials only; a plan whose new set would spend the
-/// identify budget kept for recoveries is refused with nothing recorded; a started one is
+/// `protonn reshard`'s API: operator credentials only; a count that is not a multiple of the
+/// current one, or a plan whose new set would spend the identify budget kept for recoveries,
+/// is refused with nothing recorded; a started one is
 /// recorded, survives a change of leader and is aborted with the shard count unchanged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resharding_is_planned_within_the_identify_budget_and_outlives_its_leader() {
@@ -125,7 +126,15 @@ async fn a_resharding_is_planned_within_the_identify_budget_and_outlives_its_lea
     );
     let none = operator.reshard_progress().await.unwrap();
     assert_eq!((none.known, none.shard_count), (false, shards));
-    let refused = operator.reshard(39).await.unwrap_err();
+    // Each new shard's guilds must come from one old shard.
+    let refused = operator.reshard(shards + shards / 2).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(
+        refused.message().contains("multiple"),
+        "{}",
+        refused.message()
+    );
+    let refused = operator.reshard(shards * 10).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
     assert!(
         refused.message().contains("38 are left"),

@@ -1,6 +1,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use twilight_model::gateway::ShardId;
 use twilight_model::gateway::event::Event;
 
 /// Where a shard's events go: the rest of the bot, as the process assembles it.
@@ -10,10 +11,11 @@ use twilight_model::gateway::event::Event;
 /// consumer has taken the batch: while it has not, the buffer fills, droppable events are
 /// shed, and at last the shard pauses reading (see [`crate::GatewaySettings::buffer_capacity`]).
 pub trait EventSink: Send + Sync + 'static {
-    /// `events` are one shard's, in gateway order.
+    /// `events` are one shard's, in gateway order; `shard` names it with its set's count
+    /// (two sets run during a resharding).
     fn deliver(
         &self,
-        shard_id: u32,
+        shard: ShardId,
         events: Vec<Event>,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
 
@@ -22,10 +24,10 @@ pub trait EventSink: Send + Sync + 'static {
     /// the events that follow them. By default, delivered like any others.
     fn deliver_replayed(
         &self,
-        shard_id: u32,
+        shard: ShardId,
         events: Vec<Event>,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        self.deliver(shard_id, events)
+        self.deliver(shard, events)
     }
 
     /// Whether the shard may connect again after its connection closed. A cluster node

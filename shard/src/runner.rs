@@ -48,7 +48,8 @@ pub(crate) struct ShardRunner;
 pub(crate) type Checkpoint = Arc<Mutex<Option<ExportedSession>>>;
 
 pub(crate) struct RunnerArgs {
-    pub(crate) shard_id: u32,
+    /// The shard with its set's count: two sets run during a resharding.
+    pub(crate) shard: ShardId,
     pub(crate) settings: Arc<GatewaySettings>,
     pub(crate) scheduler: Arc<dyn IdentifyScheduler>,
     pub(crate) sink: Arc<dyn EventSink>,
@@ -109,7 +110,8 @@ impl Actor for ShardRunner {
             args.session.is_some(),
         );
         let forwarder = Forwarder {
-            shard_id: args.shard_id,
+            shard: args.shard,
+            shard_id: args.shard.number(),
             sink: Arc::clone(&args.sink),
             checkpoint: args.checkpoint,
             session: args.session.clone(),
@@ -126,10 +128,7 @@ impl Actor for ShardRunner {
                 config = config.resume_url(url);
             }
         }
-        let shard = Shard::with_config(
-            ShardId::new(args.shard_id, settings.shard_count),
-            config.build(),
-        );
+        let shard = Shard::with_config(args.shard, config.build());
         let sender = shard.sender();
         let (buffer, buffered) = event_buffer(settings.buffer_capacity);
         let forwarder = tokio::spawn(forwarder.run(buffered));
@@ -147,7 +146,7 @@ impl Actor for ShardRunner {
             buffer,
             supervisor: args.supervisor,
             phase: ShardPhase::Connecting,
-            shard_label: args.shard_id.to_string(),
+            shard_label: args.shard.number().to_string(),
             reconnect_reason: None,
             sink: args.sink,
         };
@@ -219,6 +218,8 @@ impl Actor for ShardRunner {
 /// Hands the shard's buffered events to the sink in batches, in order, and moves the
 /// checkpoint past each batch once the sink has taken it.
 struct Forwarder {
+    /// The shard with its set's count, as the sink gets it.
+    shard: ShardId,
     shard_id: u32,
     sink: Arc<dyn EventSink>,
     checkpoint: Checkpoint,
@@ -249,12 +250,12 @@ impl Forwarder {
                 counter!(REPLAYED_DUPLICATES, "shard" => shard_label.clone())
                     .increment(replayed.len() as u64);
                 self.sink
-                    .deliver_replayed(self.shard_id, std::mem::take(&mut replayed))
+                    .deliver_replayed(self.shard, std::mem::take(&mut replayed))
                     .await;
             }
             if !events.is_empty() {
                 self.sink
-                    .deliver(self.shard_id, std::mem::take(&mut events))
+                    .deliver(self.shard, std::mem::take(&mut events))
                     .await;
                 events.reserve(FORWARD_BATCH);
             }
@@ -473,10 +474,8 @@ impl Poller {
     fn report(&mut self, phase: ShardPhase) {
         if self.phase != phase {
             self.phase = phase.clone();
-            let shard_id = self.shard.id().number();
-            let _ = self
-                .supervisor
-                .cast(SupervisorMsg::Phase { shard_id, phase });
+            let shard = self.shard.id();
+            let _ = self.supervisor.cast(SupervisorMsg::Phase { shard, phase });
         }
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use metrics::gauge;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use twilight_model::gateway::ShardId;
 
 use crate::metrics::{SHARDS_BY_STATE, register_shard};
 use crate::runner::{
@@ -26,23 +27,25 @@ pub struct SupervisorArgs {
     pub sink: Arc<dyn EventSink>,
 }
 
+/// Shards are named with their set's count ([`ShardId`]): during a resharding a node may run
+/// shard 3 of 8 and shard 3 of 16 at once.
 pub enum SupervisorMsg {
     /// A runner's shard entered a new phase.
-    Phase { shard_id: u32, phase: ShardPhase },
+    Phase { shard: ShardId, phase: ShardPhase },
     /// Start the runner of a shard again after its back-off.
-    Restart { shard_id: u32 },
-    /// The status of every shard of this node, by shard id.
+    Restart { shard: ShardId },
+    /// The status of every shard of this node, by shard id (then count).
     Statuses(RpcReplyPort<Vec<ShardStatus>>),
     /// Stop running a shard without ending its session: close with 4000, stop polling at
     /// the close, let every event read reach the sink, then answer with the session.
     Drain {
-        shard_id: u32,
+        shard: ShardId,
         reply: RpcReplyPort<Result<ExportedSession, ShardError>>,
     },
     /// Start running a shard, resuming `session` when given (a handoff, or a crashed
     /// owner's checkpoint) instead of identifying.
     Adopt {
-        shard_id: u32,
+        shard: ShardId,
         session: Option<ExportedSession>,
         /// The highest sequence of `session` a crashed previous owner is known to have
         /// delivered: events up to it are delivered again and counted as possible duplicates
@@ -52,7 +55,7 @@ pub enum SupervisorMsg {
     },
     /// Send a gateway command (JSON, see [`crate::encode_command`]) on a shard, within
     /// Discord's 120 sends per 60 s.
-    Send { shard_id: u32, payload: String },
+    Send { shard: ShardId, payload: String },
     /// Close every shard (ending the sessions) and answer once all runners have stopped.
     Shutdown(RpcReplyPort<()>),
 }
@@ -91,6 +94,8 @@ impl ShardPhase {
 #[derive(Clone, Debug)]
 pub struct ShardStatus {
     pub shard_id: u32,
+    /// The count of the shard's set.
+    pub shard_count: u32,
     pub phase: ShardPhase,
     /// Times the runner was restarted after a failure.
     pub restarts: u32,
@@ -107,8 +112,9 @@ pub struct SupervisorState {
     settings: Arc<GatewaySettings>,
     scheduler: Arc<dyn IdentifyScheduler>,
     sink: Arc<dyn EventSink>,
-    shards: BTreeMap<u32, Slot>,
-    runners: HashMap<ActorId, u32>,
+    /// By (shard id, count).
+    shards: BTreeMap<(u32, u32), Slot>,
+    runners: HashMap<ActorId, ShardId>,
     shutdown: Option<RpcReplyPort<()>>,
 }
 
@@ -150,13 +156,13 @@ impl SupervisorState {
     async fn spawn_runner(
         &mut self,
         myself: &ActorRef<SupervisorMsg>,
-        shard_id: u32,
+        shard: ShardId,
         session: Option<ExportedSession>,
         seen_up_to: Option<u64>,
     ) -> Result<(), ActorProcessingErr> {
         let checkpoint = Arc::new(Mutex::new(session.clone()));
         let args = RunnerArgs {
-            shard_id,
+            shard,
             settings: Arc::clone(&self.settings),
             scheduler: Arc::clone(&self.scheduler),
             sink: Arc::clone(&self.sink),
@@ -166,8 +172,8 @@ impl SupervisorState {
             checkpoint: Arc::clone(&checkpoint),
         };
         let (runner, _) = Actor::spawn_linked(None, ShardRunner, args, myself.get_cell()).await?;
-        self.runners.insert(runner.get_id(), shard_id);
-        let slot = self.shards.entry(shard_id).or_insert_with(Slot::new);
+        self.runners.insert(runner.get_id(), shard);
+        let slot = self.shards.entry(key(shard)).or_insert_with(Slot::new);
         slot.runner = Some(runner);
         slot.checkpoint = checkpoint;
         slot.phase = ShardPhase::Connecting;
@@ -197,8 +203,9 @@ impl SupervisorState {
     fn statuses(&self) -> Vec<ShardStatus> {
         self.shards
             .iter()
-            .map(|(&shard_id, slot)| ShardStatus {
+            .map(|(&(shard_id, shard_count), slot)| ShardStatus {
                 shard_id,
+                shard_count,
                 phase: slot.phase.clone(),
                 restarts: slot.restarts,
                 running: slot.runner.is_some(),
@@ -231,9 +238,12 @@ impl Actor for ShardSupervisor {
             runners: HashMap::new(),
             shutdown: None,
         };
+        let count = state.settings.shard_count;
         for shard_id in shard_ids {
             register_shard(&shard_id.to_string());
-            state.spawn_runner(&myself, shard_id, None, None).await?;
+            state
+                .spawn_runner(&myself, ShardId::new(shard_id, count), None, None)
+                .await?;
         }
         Ok(state)
     }
@@ -245,25 +255,25 @@ impl Actor for ShardSupervisor {
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            SupervisorMsg::Phase { shard_id, phase } => {
-                if let Some(slot) = state.shards.get_mut(&shard_id) {
+            SupervisorMsg::Phase { shard, phase } => {
+                if let Some(slot) = state.shards.get_mut(&key(shard)) {
                     slot.phase = phase;
                     state.publish_states();
                 }
             }
-            SupervisorMsg::Restart { shard_id } => {
+            SupervisorMsg::Restart { shard } => {
                 let idle = state
                     .shards
-                    .get(&shard_id)
+                    .get(&key(shard))
                     .is_some_and(|slot| slot.runner.is_none() && !slot.draining);
                 if idle && state.shutdown.is_none() {
-                    state.spawn_runner(&myself, shard_id, None, None).await?;
+                    state.spawn_runner(&myself, shard, None, None).await?;
                 }
             }
             SupervisorMsg::Statuses(reply) => {
                 let _ = reply.send(state.statuses());
             }
-            SupervisorMsg::Drain { shard_id, reply } => match state.shards.get_mut(&shard_id) {
+            SupervisorMsg::Drain { shard, reply } => match state.shards.get_mut(&key(shard)) {
                 Some(Slot {
                     runner: Some(runner),
                     draining,
@@ -284,43 +294,43 @@ impl Actor for ShardSupervisor {
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
                         .clone();
-                    state.shards.remove(&shard_id);
+                    state.shards.remove(&key(shard));
                     state.publish_states();
-                    let _ = reply.send(checkpoint.ok_or(ShardError::NoSession(shard_id)));
+                    let _ = reply.send(checkpoint.ok_or(ShardError::NoSession(shard.number())));
                 }
                 None => {
-                    let _ = reply.send(Err(ShardError::UnknownShard(shard_id)));
+                    let _ = reply.send(Err(ShardError::UnknownShard(shard.number())));
                 }
             },
             SupervisorMsg::Adopt {
-                shard_id,
+                shard,
                 session,
                 seen_up_to,
                 reply,
             } => {
-                let result = if shard_id >= state.settings.shard_count {
-                    Err(ShardError::UnknownShard(shard_id))
-                } else if state.shards.contains_key(&shard_id) {
-                    Err(ShardError::AlreadyRunning(shard_id))
+                let result = if state.shards.contains_key(&key(shard)) {
+                    Err(ShardError::AlreadyRunning(shard.number()))
                 } else {
-                    register_shard(&shard_id.to_string());
+                    register_shard(&shard.number().to_string());
                     state
-                        .spawn_runner(&myself, shard_id, session, seen_up_to)
+                        .spawn_runner(&myself, shard, session, seen_up_to)
                         .await?;
                     Ok(())
                 };
                 let _ = reply.send(result);
             }
-            SupervisorMsg::Send { shard_id, payload } => {
+            SupervisorMsg::Send { shard, payload } => {
                 match state
                     .shards
-                    .get(&shard_id)
+                    .get(&key(shard))
                     .and_then(|slot| slot.runner.as_ref())
                 {
                     Some(runner) => runner.cast(RunnerMsg::Send(payload))?,
-                    None => {
-                        tracing::warn!(shard_id, "gateway command for a shard not running here")
-                    }
+                    None => tracing::warn!(
+                        shard_id = shard.number(),
+                        shard_count = shard.total(),
+                        "gateway command for a shard not running here"
+                    ),
                 }
             }
             SupervisorMsg::Shutdown(reply) => {
@@ -347,17 +357,18 @@ impl Actor for ShardSupervisor {
             SupervisionEvent::ActorFailed(cell, err) => (cell, Some(err.to_string())),
             _ => return Ok(()),
         };
-        let Some(shard_id) = state.runners.remove(&cell.get_id()) else {
+        let Some(shard) = state.runners.remove(&cell.get_id()) else {
             return Ok(());
         };
+        let shard_id = shard.number();
         let slot = state
             .shards
-            .get_mut(&shard_id)
+            .get_mut(&key(shard))
             .expect("slot exists for every runner");
         slot.runner = None;
         match reason.as_deref() {
             _ if slot.draining => {
-                state.shards.remove(&shard_id);
+                state.shards.remove(&key(shard));
             }
             _ if state.shutdown.is_some() => slot.phase = ShardPhase::Stopped,
             Some(FATAL_STOP) => {}
@@ -365,7 +376,7 @@ impl Actor for ShardSupervisor {
             // node). It leaves the node, so the node no longer reports it as its own and
             // the leader places it again.
             Some(CLOSED_STOP) => {
-                state.shards.remove(&shard_id);
+                state.shards.remove(&key(shard));
             }
             failure => {
                 // Anything else is a fault: restart with back-off.
@@ -378,13 +389,18 @@ impl Actor for ShardSupervisor {
                     ?delay,
                     "restarting shard runner"
                 );
-                myself.send_after(delay, move || SupervisorMsg::Restart { shard_id });
+                myself.send_after(delay, move || SupervisorMsg::Restart { shard });
             }
         }
         state.publish_states();
         state.answer_shutdown_when_done();
         Ok(())
     }
+}
+
+/// A shard's place in the supervisor's map: by id, then count.
+fn key(shard: ShardId) -> (u32, u32) {
+    (shard.number(), shard.total())
 }
 
 fn backoff(restarts: u32) -> Duration {

@@ -14,6 +14,7 @@ use protonn_shard::metrics::REPLAYED_DUPLICATES;
 use protonn_shard::{EventSink, ExportedSession, ShardError, ShardPhase, SupervisorMsg};
 use protonn_sim::{Fault, GatewayEventKind, IdentifyOutcome, SimConfig, SimHandle};
 use ractor::ActorRef;
+use twilight_model::gateway::ShardId;
 use twilight_model::gateway::event::Event;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -31,7 +32,10 @@ async fn a_drained_session_resumed_elsewhere_loses_and_identifies_nothing() {
     let mut sent = chat(&sim, 0, 50);
     let session = ractor::call_t!(
         old,
-        |reply| SupervisorMsg::Drain { shard_id: 0, reply },
+        |reply| SupervisorMsg::Drain {
+            shard: ShardId::new(0, 2),
+            reply
+        },
         10_000
     )
     .unwrap()
@@ -47,7 +51,7 @@ async fn a_drained_session_resumed_elsewhere_loses_and_identifies_nothing() {
     ractor::call_t!(
         new,
         |reply| SupervisorMsg::Adopt {
-            shard_id: 0,
+            shard: ShardId::new(0, 2),
             session: Some(session),
             seen_up_to: None,
             reply
@@ -98,7 +102,7 @@ async fn adopting_a_shard_twice_or_draining_an_unknown_one_is_refused() {
     let twice = ractor::call_t!(
         supervisor,
         |reply| SupervisorMsg::Adopt {
-            shard_id: 0,
+            shard: ShardId::new(0, 2),
             session: None,
             seen_up_to: None,
             reply
@@ -107,10 +111,11 @@ async fn adopting_a_shard_twice_or_draining_an_unknown_one_is_refused() {
     )
     .unwrap();
     assert!(twice.unwrap_err().to_string().contains("already running"));
-    let outside = ractor::call_t!(
+    // Shard 0 of another count is another shard: a resharding's new set runs beside the old.
+    let beside = ractor::call_t!(
         supervisor,
         |reply| SupervisorMsg::Adopt {
-            shard_id: 7,
+            shard: ShardId::new(0, 4),
             session: None,
             seen_up_to: None,
             reply
@@ -118,10 +123,19 @@ async fn adopting_a_shard_twice_or_draining_an_unknown_one_is_refused() {
         5_000
     )
     .unwrap();
-    assert!(outside.is_err(), "shard 7 does not exist with 2 shards");
+    assert!(beside.is_ok(), "{beside:?}");
+    let statuses = ractor::call_t!(supervisor, SupervisorMsg::Statuses, 5_000).unwrap();
+    let keys: Vec<(u32, u32)> = statuses
+        .iter()
+        .map(|status| (status.shard_id, status.shard_count))
+        .collect();
+    assert_eq!(keys, vec![(0, 2), (0, 4)]);
     let unknown = ractor::call_t!(
         supervisor,
-        |reply| SupervisorMsg::Drain { shard_id: 1, reply },
+        |reply| SupervisorMsg::Drain {
+            shard: ShardId::new(1, 2),
+            reply
+        },
         5_000
     )
     .unwrap();
@@ -142,7 +156,7 @@ struct Failing;
 impl EventSink for Failing {
     fn deliver(
         &self,
-        _shard: u32,
+        _shard: ShardId,
         _events: Vec<Event>,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         panic!("a sink that fails");
@@ -169,7 +183,10 @@ async fn a_shard_in_restart_back_off_can_still_be_drained_and_stays_gone() {
     .await;
     let drained = ractor::call_t!(
         supervisor,
-        |reply| SupervisorMsg::Drain { shard_id: 0, reply },
+        |reply| SupervisorMsg::Drain {
+            shard: ShardId::new(0, 1),
+            reply
+        },
         5_000
     )
     .unwrap();
@@ -422,7 +439,7 @@ async fn a_resume_from_an_older_checkpoint_counts_the_replayed_duplicates() {
     ractor::call_t!(
         adopter,
         |reply| SupervisorMsg::Adopt {
-            shard_id: 0,
+            shard: ShardId::new(0, 1),
             session: Some(older.clone()),
             seen_up_to: Some(seen.sequence),
             reply

@@ -1586,3 +1586,195 @@ async fn protonn_web_counts_each_rejection_under_its_reason() {
     let form = settings_form(&mut browser, &path).await;
     assert_eq!(form_field(&form, "expected_version"), "0");
 }
+
+/// Issue #25: 8 → 16 shards on 4 nodes under `!ping` traffic. The new set runs beside the
+/// old one and each guild switches to it once; then the old sessions close. Every ping is
+/// answered exactly once, the new set identifies once per shard, and no old shard's session
+/// closed before the new shards taking its guilds had identified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resharding_from_8_to_16_shards_answers_every_ping_once_and_closes_the_old_set() {
+    const FROM: u32 = 8;
+    const TO: u32 = 16;
+    let world = SimConfig {
+        shards: FROM,
+        max_concurrency: TO,
+        guilds: 64,
+        messages_per_sec: 0.0,
+        ..SimConfig::default()
+    };
+    let mut cluster = Cluster::start(world, 1, 4).await;
+    for name in ["node-a", "node-b", "node-c", "node-d"] {
+        cluster.start_node(name, Some(CLUSTER_TOKEN)).await;
+    }
+    cluster
+        .settled("8 shards on 4 nodes", |per_node| per_node.len() == 4)
+        .await;
+    let traffic = Traffic::start(&cluster.sim, PINGS_PER_SEC);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let started = cluster.operator.reshard(TO).await.unwrap();
+    assert_eq!((started.from, started.to), (FROM, TO));
+    let done = reshard_over(&cluster).await;
+    assert_eq!(
+        (done.phase.as_str(), done.shard_count, done.shards_switched),
+        ("completed", TO, TO)
+    );
+    let status = cluster
+        .leader_status("the leader runs the new set", |status| {
+            status.shards.len() == TO as usize && status.shards.iter().all(|s| s.node_id != 0)
+        })
+        .await;
+    assert_eq!(status.nodes.len(), 4);
+
+    // The old sessions close.
+    sessions_closed(&cluster.sim, FROM, FROM).await;
+
+    let duplicates = traffic.stop_and_count(&cluster.sim, MIN_PINGS).await;
+    assert_eq!(duplicates, 0, "pings answered twice");
+
+    let ledger = cluster.sim.ledger();
+    let accepted = |shards: u32| {
+        ledger
+            .identifies
+            .iter()
+            .filter(|i| i.shards == shards && i.outcome == protonn_sim::IdentifyOutcome::Accepted)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        accepted(TO).len(),
+        TO as usize,
+        "one IDENTIFY per new shard"
+    );
+    assert_eq!(
+        accepted(FROM).len(),
+        FROM as usize,
+        "the old set never re-identified"
+    );
+    // No guild without a handling shard: each old shard's session closed for good only after
+    // both new shards taking its guilds had identified. (Under load a session may also
+    // reconnect on its own, as at any time: that is not the resharding's.)
+    for old in 0..FROM {
+        let closed = ledger
+            .gateway
+            .iter()
+            .filter(|r| r.shards == Some(FROM) && r.shard == Some(old))
+            .filter(|r| matches!(r.kind, GatewayEventKind::Disconnected))
+            .map(|r| r.at_ms)
+            .max()
+            .expect("every old session closed");
+        for new in [old, old + FROM] {
+            let identified = accepted(TO)
+                .iter()
+                .find(|i| i.shard == new)
+                .map(|i| i.at_ms)
+                .expect("every new shard identified");
+            assert!(
+                identified < closed,
+                "old shard {old} closed at {closed} ms, before new shard {new} identified at {identified} ms"
+            );
+        }
+    }
+    // Every guild came to the new set.
+    for guild in cluster.sim.guilds() {
+        assert!(
+            ledger.dispatches.iter().any(|d| d.shards == TO
+                && d.event == "GUILD_CREATE"
+                && d.guild_id == Some(guild.id)),
+            "guild {} never joined the new set",
+            guild.id
+        );
+    }
+}
+
+/// The resharding's status once it is over (completed or aborted).
+async fn reshard_over(cluster: &Cluster) -> protonn_cluster::ReshardStatus {
+    let deadline = Instant::now() + DEADLINE * 2;
+    loop {
+        if let Ok(progress) = cluster.operator.reshard_progress().await
+            && progress.phase != "running"
+        {
+            return progress;
+        }
+        assert!(Instant::now() < deadline, "the resharding did not finish");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until every session of count `shards` the simulator saw ended disconnected, and at
+/// least `at_least` shards of that count had one.
+async fn sessions_closed(sim: &SimHandle, shards: u32, at_least: u32) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let ledger = sim.ledger();
+        let mut last: BTreeMap<u32, GatewayEventKind> = BTreeMap::new();
+        for record in ledger.gateway.iter().filter(|r| r.shards == Some(shards)) {
+            if let Some(shard) = record.shard {
+                last.insert(shard, record.kind.clone());
+            }
+        }
+        if last.len() >= at_least as usize
+            && last
+                .values()
+                .all(|kind| matches!(kind, GatewayEventKind::Disconnected))
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sessions of {shards} shards still open: {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Issue #25: the leader is killed while a resharding runs. The standby carries it on from
+/// the store's record; it completes, or it aborts cleanly: either way every ping is answered
+/// exactly once and the sessions of the count that did not stay all close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resharding_completes_or_aborts_cleanly_when_its_leader_is_killed_midway() {
+    const FROM: u32 = 4;
+    const TO: u32 = 8;
+    let world = SimConfig {
+        shards: FROM,
+        max_concurrency: TO,
+        guilds: 32,
+        messages_per_sec: 0.0,
+        ..SimConfig::default()
+    };
+    let mut cluster = Cluster::start(world, 2, 2).await;
+    cluster.wait_leader(0, &[0, 1]).await;
+    for name in ["node-a", "node-b"] {
+        cluster.start_node(name, Some(CLUSTER_TOKEN)).await;
+    }
+    cluster
+        .settled("4 shards on 2 nodes", |per_node| per_node.len() == 2)
+        .await;
+    let traffic = Traffic::start(&cluster.sim, PINGS_PER_SEC);
+    cluster.operator.reshard(TO).await.unwrap();
+    // Midway: some new shard has identified.
+    let deadline = Instant::now() + DEADLINE;
+    while !cluster
+        .sim
+        .ledger()
+        .identifies
+        .iter()
+        .any(|i| i.shards == TO)
+    {
+        assert!(Instant::now() < deadline, "no new shard identified");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster.coordinators[0].kill();
+    cluster.wait_leader(1, &[1]).await;
+
+    let done = reshard_over(&cluster).await;
+    println!("the resharding {} after its leader was killed", done.phase);
+    let (kept, closed) = match done.phase.as_str() {
+        "completed" => (TO, FROM),
+        "aborted" => (FROM, TO),
+        other => panic!("the resharding ended {other}"),
+    };
+    assert_eq!(done.shard_count, kept);
+    sessions_closed(&cluster.sim, closed, if closed == FROM { FROM } else { 1 }).await;
+    let duplicates = traffic.stop_and_count(&cluster.sim, MIN_PINGS).await;
+    assert_eq!(duplicates, 0, "pings answered twice ({})", done.phase);
+}

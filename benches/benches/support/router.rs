@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use protonn_actors::rest::{GlobalLine, GuardLimits, InvalidRequestGuard, Rest, Transport};
 use protonn_actors::{
-    CommandUsage, DeadLetters, EventObserver, Replies, RouterMsg, RuntimeConfig, Services,
+    CommandUsage, DeadLetters, Delivery, EventObserver, Replies, RouterMsg, RuntimeConfig, Services,
 };
 use protonn_shard::BotToken;
 use protonn_storage::EmbeddedStore;
@@ -78,7 +78,19 @@ pub fn message(guild: u64, id: u64) -> Event {
 /// Hands `events` to the router as a shard's forwarder does; returns once they are routed
 /// (queued with their guild actors, not handled).
 pub async fn route(router: &ActorRef<RouterMsg>, events: Vec<Event>) {
-    ractor::call_t!(router, |reply| RouterMsg::Route(events, reply), 120_000).unwrap();
+    ractor::call_t!(
+        router,
+        |reply| RouterMsg::Route(
+            Delivery {
+                shard_count: 1,
+                replayed: false,
+                events,
+            },
+            reply,
+        ),
+        120_000
+    )
+    .unwrap();
 }
 
 /// Hears once per message a guild actor handled.

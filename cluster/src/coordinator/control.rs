@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
-use protonn_storage::{ClusterRepo, NodeRecord, StorageError, Timestamp};
+use protonn_storage::{ClusterRepo, NodeRecord, ReshardPhase, Resharding, StorageError, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tonic::Status;
@@ -133,6 +133,56 @@ struct Moving {
     since: Instant,
 }
 
+/// A resharding's new set as the leader runs it: each new shard `k` on the node of old shard
+/// `k % from` (the count grows by a multiple), whose guilds are the only ones it gets, so
+/// that node's router sees both sets' events of every guild it switches. Owners and epochs
+/// are in memory; the store's record keeps which shards are ready and switched, and a new
+/// leader finds the owners again in the heartbeats.
+struct NewSet {
+    record: Resharding,
+    shards: Vec<NewShard>,
+    /// Nothing is placed before this: a new leader first hears which nodes run which.
+    place_after: Instant,
+    /// Starts so far: each start's epoch is above every earlier one of this leader's.
+    starts: u64,
+}
+
+#[derive(Clone, Default)]
+struct NewShard {
+    owner: Option<u64>,
+    epoch: u64,
+    /// Its session is up and every guild its READY named has joined (sticky).
+    ready: bool,
+    /// The new set handles every one of those guilds (sticky).
+    switched: bool,
+    assigned_at: Option<Instant>,
+}
+
+impl NewSet {
+    fn new(record: Resharding, place_after: Instant) -> Self {
+        let shards = (0..record.to)
+            .map(|id| NewShard {
+                ready: record.ready.binary_search(&id).is_ok(),
+                switched: record.switched.binary_search(&id).is_ok(),
+                ..NewShard::default()
+            })
+            .collect();
+        Self {
+            record,
+            shards,
+            place_after,
+            starts: 0,
+        }
+    }
+
+    /// The shards whose flag `of` holds, ascending, as the record lists them.
+    fn listed(&self, of: fn(&NewShard) -> bool) -> Vec<u32> {
+        (0..self.record.to)
+            .filter(|&id| of(&self.shards[id as usize]))
+            .collect()
+    }
+}
+
 pub(crate) struct Control {
     store: Arc<dyn ClusterRepo>,
     settings: ControlSettings,
@@ -144,6 +194,7 @@ pub(crate) struct Control {
     started: Instant,
     handoffs: u64,
     rest: RestStanding,
+    reshard: Option<NewSet>,
 }
 
 /// The bot's invalid REST responses across nodes, and the halt after a 401. Held by the
@@ -229,8 +280,13 @@ impl Control {
             }
         }
         let formed = shards.iter().any(|s| s.owner.is_some());
-        // A resharding survives a failover: the new leader shows it as the last one left it.
-        reshard::report(store.resharding().await?, settings.shard_count);
+        // A resharding survives a failover: the new leader carries on from the record, placing
+        // nothing until the nodes had the time to say which new shards they run.
+        let record = store.resharding().await?;
+        reshard::report(record.clone(), settings.shard_count);
+        let reshard = record
+            .filter(|r| !r.phase.is_over() && r.from == settings.shard_count)
+            .map(|r| NewSet::new(r, now + settings.failure_timeout));
         Ok(Self {
             store,
             settings,
@@ -242,6 +298,7 @@ impl Control {
             started: now,
             handoffs: 0,
             rest: RestStanding::default(),
+            reshard,
         })
     }
 
@@ -408,6 +465,11 @@ impl Control {
                 let count = self.settings.shard_count;
                 let answer =
                     reshard::start(self.store.as_ref(), count, shards, startups_left).await;
+                if answer.is_ok()
+                    && let Some(record) = self.store.resharding().await?
+                {
+                    self.reshard = Some(NewSet::new(record, Instant::now()));
+                }
                 let _ = reply.send(answer);
             }
             ControlMsg::ReshardProgress(reply) => {
@@ -416,7 +478,12 @@ impl Control {
             }
             ControlMsg::AbortReshard(reply) => {
                 let count = self.settings.shard_count;
-                let _ = reply.send(reshard::abort(self.store.as_ref(), count).await);
+                let answer = reshard::abort(self.store.as_ref(), count).await;
+                if answer.is_ok() {
+                    self.reshard = None;
+                    self.announce_resharded(count, &BTreeMap::new());
+                }
+                let _ = reply.send(answer);
             }
         }
         Ok(())
@@ -483,8 +550,35 @@ impl Control {
         node_id: u64,
         reports: Vec<pb::ShardReport>,
     ) -> Result<(), StorageError> {
+        let grace = self.settings.failure_timeout;
         let mut running = BTreeSet::new();
+        let mut running_new = BTreeSet::new();
         for report in reports {
+            let count = match report.shard_count {
+                0 => self.settings.shard_count,
+                count => count,
+            };
+            if count != self.settings.shard_count {
+                if self.new_shard_report(node_id, &report) {
+                    running_new.insert(report.shard_id);
+                } else {
+                    tracing::warn!(
+                        node_id,
+                        shard_id = report.shard_id,
+                        shard_count = count,
+                        "node runs a shard of a set not running; releasing it"
+                    );
+                    self.send(
+                        node_id,
+                        pb::instruction::Instruction::Release(pb::ReleaseShard {
+                            shard_id: report.shard_id,
+                            epoch: report.epoch,
+                            shard_count: count,
+                        }),
+                    );
+                }
+                continue;
+            }
             let Some(shard) = self.shards.get_mut(report.shard_id as usize) else {
                 // Not a shard of this cluster (a node started with another shard count):
                 // it must not run, so it is stopped like any shard the node does not own.
@@ -498,6 +592,7 @@ impl Control {
                     pb::instruction::Instruction::Release(pb::ReleaseShard {
                         shard_id: report.shard_id,
                         epoch: report.epoch,
+                        shard_count: count,
                     }),
                 );
                 continue;
@@ -537,14 +632,30 @@ impl Control {
                     pb::instruction::Instruction::Release(pb::ReleaseShard {
                         shard_id: report.shard_id,
                         epoch: report.epoch,
+                        shard_count: count,
                     }),
                 );
             }
         }
+        if let Some(set) = &mut self.reshard {
+            for (shard_id, shard) in set.shards.iter_mut().enumerate() {
+                let missing = shard.owner == Some(node_id)
+                    && !running_new.contains(&(shard_id as u32))
+                    && shard.assigned_at.is_some_and(|at| at.elapsed() > grace);
+                if missing {
+                    tracing::warn!(
+                        node_id,
+                        shard_id,
+                        "node does not run a new shard it was given; placing it again"
+                    );
+                    shard.owner = None;
+                }
+            }
+        }
+        self.record_reshard_progress().await?;
         // Shards given to this node that it still does not run a failure timeout later run
         // nowhere (a start that never arrived, or a node that stopped them when cut off).
         // Sooner would race a slow start, and place the shard twice.
-        let grace = self.settings.failure_timeout;
         for (shard_id, shard) in self.shards.iter_mut().enumerate() {
             let missing = shard.owner == Some(node_id)
                 && shard.moving.is_none()
@@ -617,6 +728,7 @@ impl Control {
             resume: shard.resume_from.clone(),
             seen_up_to,
             cache: std::mem::take(&mut shard.cache),
+            shard_count: self.settings.shard_count,
         };
         self.send(to, pb::instruction::Instruction::Start(start));
         Ok(())
@@ -651,6 +763,7 @@ impl Control {
         }
         if self.formed {
             self.rebalance().await?;
+            self.place_new_shards();
         }
         self.answer_drains();
         self.share_rest_budget();
@@ -737,6 +850,11 @@ impl Control {
                 }
             }
             tracing::warn!(node_id, name = %node.name, orphans, "node lost; its shards resume elsewhere");
+            if self.reshard.is_some() {
+                // Its new shards' guilds were switching on its router: the old set takes
+                // them back everywhere rather than have them run where no router sees both.
+                self.abort_reshard("a node was lost").await?;
+            }
         }
         Ok(())
     }
@@ -792,8 +910,11 @@ impl Control {
                     && s.owner.is_some_and(|owner| attached.contains(&owner)),
             })
             .collect();
+        let resharding = self.reshard.is_some();
         for step in balance::plan(&self.accepting(), &loads, budget) {
             match step {
+                // A new shard runs beside the old shard its guilds come from (see `NewSet`).
+                Step::Move { .. } if resharding => {}
                 Step::Start { shard_id, to } => {
                     // After a crash, what the lost owner last reported may be replayed.
                     let shard = &mut self.shards[shard_id as usize];
@@ -828,12 +949,204 @@ impl Control {
                     let epoch = shard.epoch;
                     self.send(
                         from,
-                        pb::instruction::Instruction::Release(pb::ReleaseShard { shard_id, epoch }),
+                        pb::instruction::Instruction::Release(pb::ReleaseShard {
+                            shard_id,
+                            epoch,
+                            shard_count: self.settings.shard_count,
+                        }),
                     );
                 }
             }
         }
         Ok(())
+    }
+
+    /// Starts each new shard without an owner on the node that runs the old shard its guilds
+    /// come from, through the one identify scheduler like any start.
+    fn place_new_shards(&mut self) {
+        let accepting = self.accepting();
+        let Some(set) = &mut self.reshard else {
+            return;
+        };
+        if Instant::now() < set.place_after {
+            return;
+        }
+        let (from, to) = (set.record.from, set.record.to);
+        let mut starts = Vec::new();
+        for (shard_id, shard) in set.shards.iter_mut().enumerate() {
+            let old = &self.shards[shard_id % from as usize];
+            let Some(node) = old.owner.filter(|node| {
+                shard.owner.is_none() && old.moving.is_none() && accepting.contains(node)
+            }) else {
+                continue;
+            };
+            set.starts += 1;
+            // Above every epoch an earlier leader (a smaller lease epoch) gave a new shard.
+            shard.epoch = (self.leader_epoch << 32) + set.starts;
+            shard.owner = Some(node);
+            shard.assigned_at = Some(Instant::now());
+            starts.push((node, shard_id as u32, shard.epoch));
+        }
+        for (node, shard_id, epoch) in starts {
+            tracing::info!(
+                shard_id,
+                shard_count = to,
+                node,
+                "starting a shard of the new set"
+            );
+            let start = pb::StartShard {
+                shard_id,
+                epoch,
+                resume: None,
+                seen_up_to: None,
+                cache: Vec::new(),
+                shard_count: to,
+            };
+            self.send(node, pb::instruction::Instruction::Start(start));
+        }
+    }
+
+    /// A heartbeat's report of a shard of the running resharding's new set: `true` if it is
+    /// this node's to run (a new leader takes the owner it hears of).
+    fn new_shard_report(&mut self, node_id: u64, report: &pb::ShardReport) -> bool {
+        let Some(set) = &mut self.reshard else {
+            return false;
+        };
+        if report.shard_count != set.record.to {
+            return false;
+        }
+        let Some(shard) = set.shards.get_mut(report.shard_id as usize) else {
+            return false;
+        };
+        match shard.owner {
+            Some(owner) if owner == node_id && shard.epoch == report.epoch => {}
+            None if self.shards[report.shard_id as usize % set.record.from as usize].owner
+                == Some(node_id) =>
+            {
+                shard.owner = Some(node_id);
+                shard.epoch = report.epoch;
+                shard.assigned_at = Some(Instant::now());
+            }
+            _ => return false,
+        }
+        let guilds = report.resharding.as_ref();
+        shard.ready |= report.phase == "ready" && guilds.is_some_and(|g| g.joined == g.guilds);
+        shard.switched |= shard.ready && guilds.is_some_and(|g| g.switched == g.guilds);
+        true
+    }
+
+    /// Writes the new set's progress to the record when it moved, and completes the
+    /// resharding once every new shard is switched.
+    async fn record_reshard_progress(&mut self) -> Result<(), StorageError> {
+        let Some(set) = &mut self.reshard else {
+            return Ok(());
+        };
+        let ready = set.listed(|s| s.ready);
+        let switched = set.listed(|s| s.switched);
+        if (&ready, &switched) == (&set.record.ready, &set.record.switched) {
+            return Ok(());
+        }
+        let complete = switched.len() == set.record.to as usize;
+        let next = Resharding {
+            ready,
+            switched,
+            updated_at: Timestamp::now(),
+            ..set.record.clone()
+        };
+        let stored = self.store.put_resharding(&next).await?;
+        reshard::report(Some(stored.clone()), self.settings.shard_count);
+        set.record = stored;
+        if complete {
+            self.complete_reshard().await?;
+        }
+        Ok(())
+    }
+
+    /// Every new shard is switched: the record completes (the stored shard count becomes
+    /// the new one in the same decision), each new shard is assigned in the store, and the
+    /// nodes settle on the new set and close the old one.
+    async fn complete_reshard(&mut self) -> Result<(), StorageError> {
+        let Some(set) = self.reshard.take() else {
+            return Ok(());
+        };
+        let done = self
+            .store
+            .put_resharding(&Resharding {
+                phase: ReshardPhase::Completed,
+                updated_at: Timestamp::now(),
+                ..set.record.clone()
+            })
+            .await?;
+        let to = done.to;
+        let mut shards = Vec::with_capacity(to as usize);
+        let mut epochs: BTreeMap<u64, Vec<pb::ShardEpoch>> = BTreeMap::new();
+        for (shard_id, new) in set.shards.iter().enumerate() {
+            let previous = self.shards.get(shard_id).map_or(0, |old| old.epoch);
+            let mut entry = ShardEntry::default();
+            if let Some(owner) = new.owner {
+                let assigned = self
+                    .store
+                    .assign_shard(shard_id as u32, owner, previous, self.leader_epoch)
+                    .await?;
+                entry.owner = Some(owner);
+                entry.epoch = assigned.epoch;
+                entry.ready = true;
+                entry.assigned_at = Some(Instant::now());
+                epochs.entry(owner).or_default().push(pb::ShardEpoch {
+                    shard_id: shard_id as u32,
+                    epoch: assigned.epoch,
+                });
+            } else {
+                entry.epoch = previous;
+            }
+            shards.push(entry);
+        }
+        self.shards = shards;
+        self.settings.shard_count = to;
+        reshard::report(Some(done), to);
+        tracing::info!(from = set.record.from, to, "resharding completed");
+        self.announce_resharded(to, &epochs);
+        Ok(())
+    }
+
+    /// Gives up the running resharding on the leader's own account.
+    async fn abort_reshard(&mut self, why: &str) -> Result<(), StorageError> {
+        let Some(set) = self.reshard.take() else {
+            return Ok(());
+        };
+        let aborted = self
+            .store
+            .put_resharding(&Resharding {
+                phase: ReshardPhase::Aborted,
+                updated_at: Timestamp::now(),
+                ..set.record
+            })
+            .await?;
+        tracing::warn!(
+            from = aborted.from,
+            to = aborted.to,
+            why,
+            "resharding aborted"
+        );
+        reshard::report(Some(aborted), self.settings.shard_count);
+        self.announce_resharded(self.settings.shard_count, &BTreeMap::new());
+        Ok(())
+    }
+
+    /// Tells every attached node which set stays, with the epochs of the shards it keeps.
+    fn announce_resharded(
+        &mut self,
+        shard_count: u32,
+        epochs: &BTreeMap<u64, Vec<pb::ShardEpoch>>,
+    ) {
+        let nodes: Vec<u64> = self.nodes.keys().copied().collect();
+        for node_id in nodes {
+            let resharded = pb::Resharded {
+                shard_count,
+                epochs: epochs.get(&node_id).cloned().unwrap_or_default(),
+            };
+            self.send(node_id, pb::instruction::Instruction::Resharded(resharded));
+        }
     }
 
     fn owned_by(&self, node_id: u64) -> usize {
@@ -1083,5 +1396,219 @@ mod tests {
             "{ticked:?}"
         );
         assert_eq!(placed, 0);
+    }
+
+    /// A node attached with a link whose instructions the test reads.
+    async fn attach_listening(
+        control: &mut Control,
+        name: &str,
+    ) -> mpsc::Receiver<Result<pb::Instruction, Status>> {
+        let session_key = register(control, name).await;
+        let (link, instructions) = mpsc::channel(256);
+        let (reply, answer) = oneshot::channel();
+        control
+            .handle(ControlMsg::Attach {
+                node_id: node_id(name),
+                session_key,
+                link,
+                reply,
+            })
+            .await
+            .unwrap();
+        answer.await.unwrap().unwrap();
+        instructions
+    }
+
+    fn received(
+        instructions: &mut mpsc::Receiver<Result<pb::Instruction, Status>>,
+    ) -> Vec<pb::instruction::Instruction> {
+        let mut all = Vec::new();
+        while let Ok(Ok(instruction)) = instructions.try_recv() {
+            all.extend(instruction.instruction);
+        }
+        all
+    }
+
+    fn starts(instructions: &[pb::instruction::Instruction]) -> Vec<pb::StartShard> {
+        instructions
+            .iter()
+            .filter_map(|i| match i {
+                pb::instruction::Instruction::Start(start) => Some(start.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    async fn heartbeat(control: &mut Control, name: &str, shards: Vec<pb::ShardReport>) {
+        let heartbeat = pb::Heartbeat {
+            shards,
+            ..pb::Heartbeat::default()
+        };
+        control
+            .handle(ControlMsg::Report {
+                node_id: node_id(name),
+                report: pb::node_report::Report::Heartbeat(heartbeat),
+            })
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_resharding_runs_each_new_shard_beside_its_old_one_and_completes_once_all_switched() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ClusterRepo> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        store.fix_shard_count(2).await.unwrap();
+        let settings = ControlSettings {
+            min_nodes: 2,
+            formation_grace: Duration::ZERO,
+            ..settings()
+        };
+        let mut control = Control::load(Arc::clone(&store), settings, 1)
+            .await
+            .unwrap();
+        let mut a = attach_listening(&mut control, "node-a").await;
+        let mut b = attach_listening(&mut control, "node-b").await;
+        control.tick().await.unwrap();
+        let mut old = Vec::new();
+        for (name, link) in [("node-a", &mut a), ("node-b", &mut b)] {
+            for start in starts(&received(link)) {
+                old.push((name, start.shard_id, start.epoch));
+            }
+        }
+        assert_eq!(old.len(), 2, "{old:?}");
+        let old_reports = |name: &str| -> Vec<pb::ShardReport> {
+            old.iter()
+                .filter(|(owner, _, _)| *owner == name)
+                .map(|&(_, shard_id, epoch)| pb::ShardReport {
+                    shard_id,
+                    epoch,
+                    phase: "ready".to_owned(),
+                    ..pb::ShardReport::default()
+                })
+                .collect()
+        };
+        for name in ["node-a", "node-b"] {
+            heartbeat(&mut control, name, old_reports(name)).await;
+        }
+
+        let (reply, answer) = oneshot::channel();
+        control
+            .handle(ControlMsg::Reshard {
+                shards: 4,
+                startups_left: 100,
+                reply,
+            })
+            .await
+            .unwrap();
+        answer.await.unwrap().unwrap();
+        control.tick().await.unwrap();
+        // Each new shard starts on the node of the old shard its guilds come from.
+        let mut new = Vec::new();
+        for (name, link) in [("node-a", &mut a), ("node-b", &mut b)] {
+            for start in starts(&received(link)) {
+                assert_eq!(start.shard_count, 4);
+                let (owner, _, _) = old
+                    .iter()
+                    .find(|(_, shard_id, _)| *shard_id == start.shard_id % 2)
+                    .unwrap();
+                assert_eq!(
+                    *owner, name,
+                    "new shard {} beside its old one",
+                    start.shard_id
+                );
+                new.push((name, start.shard_id, start.epoch));
+            }
+        }
+        new.sort_by_key(|&(_, shard_id, _)| shard_id);
+        assert_eq!(
+            new.iter().map(|n| n.1).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3]
+        );
+
+        // Guilds switch on the new shards: the record follows, and completes with the last.
+        let report = |switched: &dyn Fn(u32) -> bool, name: &str| -> Vec<pb::ShardReport> {
+            let mut reports = old_reports(name);
+            reports.extend(
+                new.iter()
+                    .filter(|n| n.0 == name)
+                    .map(|&(_, shard_id, epoch)| pb::ShardReport {
+                        shard_id,
+                        epoch,
+                        phase: "ready".to_owned(),
+                        shard_count: 4,
+                        resharding: Some(pb::NewShardProgress {
+                            guilds: 3,
+                            joined: 3,
+                            switched: if switched(shard_id) { 3 } else { 1 },
+                        }),
+                        ..pb::ShardReport::default()
+                    }),
+            );
+            reports
+        };
+        for name in ["node-a", "node-b"] {
+            heartbeat(&mut control, name, report(&|shard| shard < 2, name)).await;
+        }
+        let record = store.resharding().await.unwrap().unwrap();
+        assert_eq!(
+            (record.phase, record.ready, record.switched),
+            (ReshardPhase::Running, vec![0, 1, 2, 3], vec![0, 1])
+        );
+        assert_eq!(store.shard_count().await.unwrap(), Some(2));
+        for name in ["node-a", "node-b"] {
+            heartbeat(&mut control, name, report(&|_| true, name)).await;
+        }
+        let record = store.resharding().await.unwrap().unwrap();
+        assert_eq!(record.phase, ReshardPhase::Completed);
+        assert_eq!(store.shard_count().await.unwrap(), Some(4));
+        assert_eq!(control.settings.shard_count, 4);
+
+        // Each node keeps its new shards under the epochs stored for them.
+        let assignments = store.assignments().await.unwrap();
+        assert_eq!(assignments.len(), 4);
+        for (name, link) in [("node-a", &mut a), ("node-b", &mut b)] {
+            let resharded = received(link)
+                .into_iter()
+                .find_map(|i| match i {
+                    pb::instruction::Instruction::Resharded(resharded) => Some(resharded),
+                    _ => None,
+                })
+                .expect("the node hears the resharding is over");
+            assert_eq!(resharded.shard_count, 4);
+            let mine: Vec<u32> = new.iter().filter(|n| n.0 == name).map(|n| n.1).collect();
+            assert_eq!(
+                resharded
+                    .epochs
+                    .iter()
+                    .map(|e| e.shard_id)
+                    .collect::<Vec<_>>(),
+                mine
+            );
+            for given in &resharded.epochs {
+                let stored = assignments
+                    .iter()
+                    .find(|a| a.shard_id == given.shard_id)
+                    .unwrap();
+                assert_eq!((stored.node_id, stored.epoch), (node_id(name), given.epoch));
+            }
+        }
+        // A shard of the old set still reported now is another count's: released.
+        heartbeat(
+            &mut control,
+            "node-a",
+            vec![pb::ShardReport {
+                shard_id: 0,
+                epoch: 1,
+                phase: "ready".to_owned(),
+                shard_count: 2,
+                ..pb::ShardReport::default()
+            }],
+        )
+        .await;
+        assert!(received(&mut a).iter().any(|i| matches!(
+            i,
+            pb::instruction::Instruction::Release(release)
+                if release.shard_id == 0 && release.shard_count == 2
+        )));
     }
 }

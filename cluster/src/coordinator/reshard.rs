@@ -29,6 +29,13 @@ pub(crate) async fn start(
             "the cluster already runs {count} shards"
         )));
     }
+    // Each new shard's guilds then come from one old shard, on one node, whose router
+    // sees both sets' events of each guild it switches.
+    if !to.is_multiple_of(count) {
+        return Err(Status::invalid_argument(format!(
+            "a resharding grows the count by a multiple: {to} is not a multiple of {count}"
+        )));
+    }
     let last = store.resharding().await.map_err(refused)?;
     if let Some(running) = last.as_ref().filter(|r| !r.phase.is_over()) {
         return Err(Status::failed_precondition(format!(
@@ -151,7 +158,7 @@ mod tests {
             refused.message()
         );
         assert_eq!(store.resharding().await.unwrap(), None);
-        for bad in [0, 8, MAX_SHARDS + 1] {
+        for bad in [0, 8, 12, 4, MAX_SHARDS + 1] {
             assert_eq!(
                 start(&store, 8, bad, 1_000).await.unwrap_err().code(),
                 Code::InvalidArgument

@@ -13,6 +13,7 @@ use protonn_shard::{
 };
 use protonn_sim::{GatewayEventKind, SimConfig, SimHandle, Simulator};
 use ractor::ActorRef;
+use twilight_model::gateway::ShardId;
 use twilight_model::gateway::event::Event;
 
 pub(crate) const DEADLINE: Duration = Duration::from_secs(30);
@@ -26,7 +27,7 @@ pub(crate) struct Recorder {
 impl EventSink for Recorder {
     fn deliver(
         &self,
-        _shard: u32,
+        _shard: ShardId,
         events: Vec<Event>,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         let mut messages = self.messages.lock().unwrap();
