@@ -13,7 +13,8 @@
 //!   actions taken by the bot (a case each, the escalation ladder after a warning).
 //! - Bots' messages (this bot's included) are never checked.
 //! - Native rules run in Discord's own AutoMod (`native.rs`): pushed when the config or
-//!   the plan changes which run, not checked by the bot on messages; Discord's
+//!   the plan changes which run (and, after a push the bot's missing permission skipped,
+//!   when its permissions may have changed), not checked by the bot on messages; Discord's
 //!   AUTO_MODERATION_ACTION_EXECUTION for one makes the bot take the rule's other actions.
 
 mod act;
@@ -22,6 +23,7 @@ mod rules;
 mod spam;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use protonn_storage::{AutomodConfig, GuildConfig, Plan};
@@ -55,6 +57,9 @@ struct State {
     /// Held by the task pushing native rules to Discord: pushes one after the other, each
     /// listing what the last one made (two at once would both make a missing rule).
     native_push: Arc<tokio::sync::Mutex<()>>,
+    /// The last push was skipped for the bot's missing permission: pushed again when its
+    /// permissions may have changed.
+    native_blocked: Arc<AtomicBool>,
 }
 
 /// How many more shadow-mode hits the guild may store this hour.
@@ -157,10 +162,22 @@ fn push_native(ctx: &mut Ctx<'_>, wanted: Vec<native::NativeRule>) -> Vec<Effect
     let io = ctx.io.clone();
     let state: &mut State = ctx.state();
     let one_at_a_time = Arc::clone(&state.native_push);
+    let blocked = Arc::clone(&state.native_blocked);
     vec![Effect::task(async move {
         let _pushing = one_at_a_time.lock().await;
-        native::reconcile(io, wanted).await
+        native::reconcile(io, wanted, blocked).await
     })]
+}
+
+/// The bot's permissions may have changed (the cache has the change already): a push
+/// skipped for a missing permission is tried again, without anyone saving the rules.
+fn permissions_may_have_changed(ctx: &mut Ctx<'_>) -> Vec<Effect> {
+    let state: &mut State = ctx.state();
+    if !state.native_blocked.load(Ordering::Acquire) {
+        return Vec::new();
+    }
+    let wanted = native::wanted(&ctx.config.automod, ctx.plan);
+    push_native(ctx, wanted)
 }
 
 /// Discord's AutoMod blocked a member's message for one of the native rules: the bot takes
@@ -259,6 +276,8 @@ impl Feature for Automod {
             Event::AutoModerationActionExecution(execution) => {
                 execution.action.kind == AutoModerationActionType::BlockMessage
             }
+            // What grants the bot its permissions: its roles, its member, the owner.
+            Event::RoleUpdate(_) | Event::MemberUpdate(_) | Event::GuildUpdate(_) => true,
             _ => false,
         }
     }
@@ -309,6 +328,16 @@ impl Feature for Automod {
             Event::MessageUpdate(message) => (message, true),
             Event::AutoModerationActionExecution(execution) => {
                 return after_discord(ctx, execution);
+            }
+            Event::RoleUpdate(_) | Event::GuildUpdate(_) => {
+                return permissions_may_have_changed(ctx);
+            }
+            Event::MemberUpdate(member) => {
+                let bot = ctx.io.known_bot_id();
+                if bot.is_none_or(|bot| bot == member.user.id) {
+                    return permissions_may_have_changed(ctx);
+                }
+                return Vec::new();
             }
             _ => return Vec::new(),
         };
