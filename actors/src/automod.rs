@@ -286,6 +286,11 @@ impl Feature for Automod {
         Some(Box::new(Rules::compile(&config.automod)))
     }
 
+    /// Without rules no message is checked: nothing to compile.
+    fn compiles(&self, config: &GuildConfig) -> bool {
+        !config.automod.rules.is_empty()
+    }
+
     fn install(&self, ctx: &mut Ctx<'_>, compiled: Compiled) {
         let Ok(compiled) = compiled.downcast::<Result<Rules, String>>() else {
             return;

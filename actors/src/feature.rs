@@ -100,6 +100,12 @@ pub(crate) trait Feature: Send + Sync + 'static {
         None
     }
 
+    /// Whether [`compile`](Self::compile) has work for `config`: a config no feature
+    /// compiles (most guilds' at activation) costs no hop to a blocking thread.
+    fn compiles(&self, _config: &GuildConfig) -> bool {
+        false
+    }
+
     /// Takes what [`compile`](Self::compile) made of `ctx.config` (`ctx.config_version`).
     fn install(&self, _ctx: &mut Ctx<'_>, _compiled: Compiled) {}
 

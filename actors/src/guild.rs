@@ -463,11 +463,24 @@ impl GuildState {
     /// threads are not held meanwhile.
     pub(super) async fn set_config(&mut self, config: VersionedConfig) {
         let config = Arc::new(config);
+        let features = crate::features::all();
+        if !features
+            .iter()
+            .any(|feature| feature.compiles(&config.config))
+        {
+            self.config = Some(config);
+            return;
+        }
         let input = Arc::clone(&config);
         let compiled = tokio::task::spawn_blocking(move || {
-            crate::features::all()
+            features
                 .iter()
-                .map(|feature| feature.compile(&input.config))
+                .map(|feature| {
+                    feature
+                        .compiles(&input.config)
+                        .then(|| feature.compile(&input.config))
+                        .flatten()
+                })
                 .collect::<Vec<_>>()
         })
         .await;
@@ -476,8 +489,7 @@ impl GuildState {
                 // Installing reads no plan; the one held (or free) stands in.
                 let plan = self.plan.map_or(Plan::Free, |held| held.plan);
                 let io = self.io();
-                let features = crate::features::all().iter().zip(compiled).enumerate();
-                for (index, (feature, compiled)) in features {
+                for (index, (feature, compiled)) in features.iter().zip(compiled).enumerate() {
                     if let Some(compiled) = compiled {
                         let mut ctx =
                             Ctx::new(&config, plan, io.clone(), &mut self.feature_states[index]);
