@@ -2,7 +2,10 @@
 //! member message, in the actor and without I/O.
 //!
 //! - Rules are checked against every limit and compiled once per config version
-//!   (`rules.rs`); a config over the limits is refused when it is set, with the reason.
+//!   (`rules.rs`), on a blocking thread when the guild actor loads or saves the config
+//!   ([`Feature::compile`]): a saved rule applies from the next message, and no message is
+//!   handled before the rules of its config are ready. A config over the limits is refused
+//!   when it is set, with the reason. The plan decides how many of the compiled rules run.
 //! - Members' recent messages, for the spam rules, live in the feature's state, bounded and
 //!   dropped when idle (`spam.rs`).
 //! - A rule in shadow mode only reports what it would have done; the first enforcing rule
@@ -10,7 +13,8 @@
 //!   actions taken by the bot (a case each, the escalation ladder after a warning).
 //! - Bots' messages (this bot's included) are never checked.
 //! - Native rules run in Discord's own AutoMod (`native.rs`): pushed when the config or
-//!   the plan changes which run, not checked by the bot on messages; Discord's
+//!   the plan changes which run (and, after a push the bot's missing permission skipped,
+//!   when its permissions may have changed), not checked by the bot on messages; Discord's
 //!   AUTO_MODERATION_ACTION_EXECUTION for one makes the bot take the rule's other actions.
 
 mod act;
@@ -19,6 +23,7 @@ mod rules;
 mod spam;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use protonn_storage::{AutomodConfig, GuildConfig, Plan};
@@ -28,7 +33,7 @@ use twilight_model::gateway::event::Event;
 use twilight_model::gateway::payload::incoming::AutoModerationActionExecution;
 use twilight_model::guild::auto_moderation::AutoModerationActionType;
 
-use crate::feature::{CallTask, Ctx, Effect, Feature};
+use crate::feature::{CallTask, Compiled, Ctx, Effect, Feature};
 use crate::{GuildCall, GuildCallError, GuildRequest, GuildResponse, RuleMatch};
 pub(crate) use rules::{Hit, Rules, Said, TRIGGER_KINDS};
 
@@ -44,13 +49,17 @@ const HITS_STORED_PER_HOUR: u32 = 120;
 /// Automod's state in one guild.
 #[derive(Default)]
 struct State {
-    /// The rules compiled from the config of this version, for this plan.
-    compiled: Option<((u64, Plan), Arc<Rules>)>,
+    /// The rules compiled from the config of this version, all of them (the plan decides
+    /// how many run).
+    compiled: Option<(u64, Arc<Rules>)>,
     activity: spam::Activity,
     hit_budget: HitBudget,
     /// Held by the task pushing native rules to Discord: pushes one after the other, each
     /// listing what the last one made (two at once would both make a missing rule).
     native_push: Arc<tokio::sync::Mutex<()>>,
+    /// The last push was skipped for the bot's missing permission: pushed again when its
+    /// permissions may have changed.
+    native_blocked: Arc<AtomicBool>,
 }
 
 /// How many more shadow-mode hits the guild may store this hour.
@@ -77,29 +86,37 @@ impl HitBudget {
 }
 
 impl State {
-    /// The rules of config `version` that `plan` runs, compiled on first use of each version
-    /// and plan (after a downgrade the rules past the plan's limit are kept but not run). A
-    /// stored config that no longer compiles (limits lowered since it was saved) runs no
-    /// rules, loudly.
-    fn rules(
-        &mut self,
-        (version, plan): (u64, Plan),
-        config: &AutomodConfig,
-        guild_id: u64,
-    ) -> Arc<Rules> {
+    /// The rules of config `version`: those the actor had compiled for it
+    /// ([`Feature::install`]), else compiled here (only if compiling on a blocking thread
+    /// failed).
+    fn rules(&mut self, version: u64, config: &AutomodConfig, guild_id: u64) -> Arc<Rules> {
         match &self.compiled {
-            Some((compiled, rules)) if *compiled == (version, plan) => Arc::clone(rules),
-            _ => {
-                let rules = Rules::compile(&config.within_plan(plan)).unwrap_or_else(|problem| {
-                    tracing::error!(guild_id, %problem, "the guild's automod rules do not compile; none run");
-                    Rules::default()
-                });
-                let rules = Arc::new(rules);
-                self.compiled = Some(((version, plan), Arc::clone(&rules)));
-                rules
-            }
+            Some((compiled, rules)) if *compiled == version => Arc::clone(rules),
+            _ => self.install(version, Rules::compile(config), guild_id),
         }
     }
+
+    /// Keeps the rules of config `version`. A stored config that no longer compiles (limits
+    /// lowered since it was saved) runs no rules, loudly.
+    fn install(
+        &mut self,
+        version: u64,
+        compiled: Result<Rules, String>,
+        guild_id: u64,
+    ) -> Arc<Rules> {
+        let rules = Arc::new(compiled.unwrap_or_else(|problem| {
+            tracing::error!(guild_id, %problem, "the guild's automod rules do not compile; none run");
+            Rules::default()
+        }));
+        self.compiled = Some((version, Arc::clone(&rules)));
+        rules
+    }
+}
+
+/// How many of the config's rules `plan` runs: the first ones (after a downgrade the rules
+/// past the plan's limit are kept but not run).
+fn running(config: &AutomodConfig, plan: Plan) -> usize {
+    config.rules.len() - config.over_plan(plan).len()
 }
 
 /// Hits one guild call returns at most (a page of the dashboard's list).
@@ -109,7 +126,7 @@ const TEST_MAX_CHARS: usize = 2_000;
 
 /// The rules that would fire on `content` as a member's message, and why: no effect, no
 /// member state (one text says nothing of a message rate or an account's age).
-fn test_message(rules: &Rules, content: &str) -> Vec<RuleMatch> {
+fn test_message(rules: &Rules, running: usize, content: &str) -> Vec<RuleMatch> {
     let said = Said {
         channel: 0,
         roles: &[],
@@ -120,7 +137,7 @@ fn test_message(rules: &Rules, content: &str) -> Vec<RuleMatch> {
     let now = Instant::now();
     let alone: rules::Recent = [(now, 0)].into();
     rules
-        .check(&said, &alone, now)
+        .check(&said, &alone, now, running)
         .into_iter()
         .map(|hit| {
             let rule = &rules.rules[hit.rule];
@@ -145,10 +162,22 @@ fn push_native(ctx: &mut Ctx<'_>, wanted: Vec<native::NativeRule>) -> Vec<Effect
     let io = ctx.io.clone();
     let state: &mut State = ctx.state();
     let one_at_a_time = Arc::clone(&state.native_push);
+    let blocked = Arc::clone(&state.native_blocked);
     vec![Effect::task(async move {
         let _pushing = one_at_a_time.lock().await;
-        native::reconcile(io, wanted).await
+        native::reconcile(io, wanted, blocked).await
     })]
+}
+
+/// The bot's permissions may have changed (the cache has the change already): a push
+/// skipped for a missing permission is tried again, without anyone saving the rules.
+fn permissions_may_have_changed(ctx: &mut Ctx<'_>) -> Vec<Effect> {
+    let state: &mut State = ctx.state();
+    if !state.native_blocked.load(Ordering::Acquire) {
+        return Vec::new();
+    }
+    let wanted = native::wanted(&ctx.config.automod, ctx.plan);
+    push_native(ctx, wanted)
 }
 
 /// Discord's AutoMod blocked a member's message for one of the native rules: the bot takes
@@ -163,7 +192,7 @@ fn after_discord(ctx: &mut Ctx<'_>, execution: &AutoModerationActionExecution) -
     let guild_id = ctx.io.guild_id().get();
     let io = ctx.io.clone();
     let state: &mut State = ctx.state();
-    let rules = state.rules((version, plan), &config.automod, guild_id);
+    let rules = state.rules(version, &config.automod, guild_id);
     let Some(compiled) = rules.rules.iter().find(|r| r.name == rule.name.trim()) else {
         return Vec::new();
     };
@@ -197,12 +226,13 @@ impl Feature for Automod {
                         message: format!("a message has at most {TEST_MAX_CHARS} characters"),
                     })
                 } else {
-                    let (config, compiled_for) = (ctx.config, (ctx.config_version, ctx.plan));
+                    let (config, version) = (ctx.config, ctx.config_version);
+                    let running = running(&config.automod, ctx.plan);
                     let guild_id = ctx.io.guild_id().get();
                     let state: &mut State = ctx.state();
-                    let rules = state.rules(compiled_for, &config.automod, guild_id);
+                    let rules = state.rules(version, &config.automod, guild_id);
                     Ok(GuildResponse::AutomodTest {
-                        matches: test_message(&rules, content),
+                        matches: test_message(&rules, running, content),
                     })
                 };
                 Some(Box::pin(std::future::ready(answer)))
@@ -246,8 +276,27 @@ impl Feature for Automod {
             Event::AutoModerationActionExecution(execution) => {
                 execution.action.kind == AutoModerationActionType::BlockMessage
             }
+            // What grants the bot its permissions: its roles, its member, the owner.
+            Event::RoleUpdate(_) | Event::MemberUpdate(_) | Event::GuildUpdate(_) => true,
             _ => false,
         }
+    }
+
+    fn compile(&self, config: &GuildConfig) -> Option<Compiled> {
+        Some(Box::new(Rules::compile(&config.automod)))
+    }
+
+    /// Without rules no message is checked: nothing to compile.
+    fn compiles(&self, config: &GuildConfig) -> bool {
+        !config.automod.rules.is_empty()
+    }
+
+    fn install(&self, ctx: &mut Ctx<'_>, compiled: Compiled) {
+        let Ok(compiled) = compiled.downcast::<Result<Rules, String>>() else {
+            return;
+        };
+        let (version, guild_id) = (ctx.config_version, ctx.io.guild_id().get());
+        ctx.state::<State>().install(version, *compiled, guild_id);
     }
 
     /// Pushes the native rules to Discord when the config changed them.
@@ -285,6 +334,16 @@ impl Feature for Automod {
             Event::AutoModerationActionExecution(execution) => {
                 return after_discord(ctx, execution);
             }
+            Event::RoleUpdate(_) | Event::GuildUpdate(_) => {
+                return permissions_may_have_changed(ctx);
+            }
+            Event::MemberUpdate(member) => {
+                let bot = ctx.io.known_bot_id();
+                if bot.is_none_or(|bot| bot == member.user.id) {
+                    return permissions_may_have_changed(ctx);
+                }
+                return Vec::new();
+            }
             _ => return Vec::new(),
         };
         let config = ctx.config;
@@ -293,10 +352,10 @@ impl Feature for Automod {
             return Vec::new();
         }
         let guild_id = ctx.io.guild_id().get();
-        let compiled_for = (ctx.config_version, ctx.plan);
+        let (version, running) = (ctx.config_version, running(&config.automod, ctx.plan));
         let io = ctx.io.clone();
         let state: &mut State = ctx.state();
-        let rules = state.rules(compiled_for, &config.automod, guild_id);
+        let rules = state.rules(version, &config.automod, guild_id);
         let author = message.author.id.get();
         let now = Instant::now();
         let none = rules::Recent::new();
@@ -322,7 +381,7 @@ impl Feature for Automod {
                 + usize::from(message.mention_everyone)) as u32,
             account_age: Duration::from_millis(now_ms.saturating_sub(born)),
         };
-        let mut hits = rules.check(&said, recent, now);
+        let mut hits = rules.check(&said, recent, now, running);
         // Discord checks those: a message it let through is not the bot's to judge again.
         hits.retain(|hit| !rules.rules[hit.rule].native);
         if hits.is_empty() {
@@ -355,16 +414,16 @@ mod tests {
     }
 
     #[test]
-    fn rules_are_compiled_once_per_config_version_and_plan() {
+    fn rules_are_compiled_once_per_config_version() {
         let mut state = State::default();
-        let first = state.rules((3, Plan::Free), &invites(), 1);
-        let again = state.rules((3, Plan::Free), &invites(), 1);
+        let installed = state.install(3, Rules::compile(&invites()), 1);
+        let again = state.rules(3, &invites(), 1);
         assert!(
-            Arc::ptr_eq(&first, &again),
-            "same version: not compiled again"
+            Arc::ptr_eq(&installed, &again),
+            "the version installed: not compiled again"
         );
-        assert_eq!(first.rules.len(), 1);
-        let next = state.rules((4, Plan::Free), &AutomodConfig::default(), 1);
+        assert_eq!(again.rules.len(), 1);
+        let next = state.rules(4, &AutomodConfig::default(), 1);
         assert!(next.rules.is_empty(), "a new version is compiled anew");
     }
 
@@ -377,16 +436,14 @@ mod tests {
             rule.name = format!("rule {n}");
             config.rules.push(rule);
         }
-        let mut state = State::default();
+        let rules = State::default().rules(1, &config, 1);
+        assert_eq!(rules.rules.len(), free + 2, "compiled once, for every plan");
+        assert_eq!(running(&config, Plan::Premium), free + 2);
+        assert_eq!(running(&config, Plan::Free), free);
+        let invite = "join discord.gg/abc";
         assert_eq!(
-            state.rules((1, Plan::Premium), &config, 1).rules.len(),
-            free + 2
-        );
-        let free_rules = state.rules((1, Plan::Free), &config, 1);
-        assert_eq!(
-            free_rules.rules.len(),
-            free,
-            "the plan changed: compiled anew"
+            test_message(&rules, running(&config, Plan::Free), invite).len(),
+            free
         );
         let off: Vec<&str> = config
             .over_plan(Plan::Free)
@@ -413,8 +470,8 @@ mod tests {
             native: false,
         });
         let rules = Rules::compile(&config).unwrap();
-        assert!(test_message(&rules, "hello there").is_empty());
-        let matches = test_message(&rules, "scammers at discord.gg/abc");
+        assert!(test_message(&rules, 2, "hello there").is_empty());
+        let matches = test_message(&rules, 2, "scammers at discord.gg/abc");
         assert_eq!(
             matches,
             [
@@ -455,6 +512,6 @@ mod tests {
         config.rules[0].actions.clear();
         assert!(validate(&config).is_err());
         let mut state = State::default();
-        assert!(state.rules((1, Plan::Premium), &config, 1).rules.is_empty());
+        assert!(state.rules(1, &config, 1).rules.is_empty());
     }
 }

@@ -90,6 +90,25 @@ pub(crate) trait Feature: Send + Sync + 'static {
         None
     }
 
+    /// What the feature derives from a config once per version and is too costly to make
+    /// on the actor's thread (automod's compiled rules). The actor runs it on a blocking
+    /// thread when it loads or saves a config, and waits for it (the guild's events and
+    /// calls wait in order) before it hands the result to [`install`](Self::install) and
+    /// uses the config: nothing is handled with a config whose compiled form is missing,
+    /// and no other guild waits meanwhile.
+    fn compile(&self, _config: &GuildConfig) -> Option<Compiled> {
+        None
+    }
+
+    /// Whether [`compile`](Self::compile) has work for `config`: a config no feature
+    /// compiles (most guilds' at activation) costs no hop to a blocking thread.
+    fn compiles(&self, _config: &GuildConfig) -> bool {
+        false
+    }
+
+    /// Takes what [`compile`](Self::compile) made of `ctx.config` (`ctx.config_version`).
+    fn install(&self, _ctx: &mut Ctx<'_>, _compiled: Compiled) {}
+
     /// A new config is live (saved; `ctx.config`), replacing `before`: what the feature
     /// keeps outside the bot (Discord's own AutoMod rules) follows it.
     fn on_config_saved(&self, _ctx: &mut Ctx<'_>, _before: &GuildConfig) -> Vec<Effect> {
@@ -109,6 +128,9 @@ pub(crate) trait Feature: Send + Sync + 'static {
         Vec::new()
     }
 }
+
+/// What a feature compiled from a config ([`Feature::compile`]), for its [`Feature::install`].
+pub(crate) type Compiled = Box<dyn Any + Send>;
 
 /// What a feature sees of its guild while it handles something.
 pub(crate) struct Ctx<'a> {

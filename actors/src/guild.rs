@@ -448,12 +448,61 @@ impl GuildState {
     async fn config(&mut self) -> Result<&Arc<VersionedConfig>, StorageError> {
         if self.config.is_none() {
             let stored = self.services.store.load(self.guild_id.get()).await?;
-            self.config = Some(Arc::new(stored.unwrap_or_else(|| VersionedConfig {
+            self.set_config(stored.unwrap_or_else(|| VersionedConfig {
                 version: 0,
                 config: Default::default(),
-            })));
+            }))
+            .await;
         }
         Ok(self.config.as_ref().expect("loaded above"))
+    }
+
+    /// Makes `config` the guild's once the features compiled what they derive from it
+    /// ([`Feature::compile`](crate::feature::Feature::compile)), on a blocking thread: the
+    /// actor waits, so the next event or call already goes by it, and the runtime's
+    /// threads are not held meanwhile.
+    pub(super) async fn set_config(&mut self, config: VersionedConfig) {
+        let config = Arc::new(config);
+        let features = crate::features::all();
+        if !features
+            .iter()
+            .any(|feature| feature.compiles(&config.config))
+        {
+            self.config = Some(config);
+            return;
+        }
+        let input = Arc::clone(&config);
+        let compiled = tokio::task::spawn_blocking(move || {
+            features
+                .iter()
+                .map(|feature| {
+                    feature
+                        .compiles(&input.config)
+                        .then(|| feature.compile(&input.config))
+                        .flatten()
+                })
+                .collect::<Vec<_>>()
+        })
+        .await;
+        match compiled {
+            Ok(compiled) => {
+                // Installing reads no plan; the one held (or free) stands in.
+                let plan = self.plan.map_or(Plan::Free, |held| held.plan);
+                let io = self.io();
+                for (index, (feature, compiled)) in features.iter().zip(compiled).enumerate() {
+                    if let Some(compiled) = compiled {
+                        let mut ctx =
+                            Ctx::new(&config, plan, io.clone(), &mut self.feature_states[index]);
+                        feature.install(&mut ctx, compiled);
+                    }
+                }
+            }
+            // The features compile on first use instead, on the actor's thread.
+            Err(err) => {
+                tracing::error!(guild_id = %self.guild_id, error = %err, "compiling the guild's config failed");
+            }
+        }
+        self.config = Some(config);
     }
 
     async fn on_message(&mut self, message: &Message) {
@@ -826,7 +875,11 @@ impl GuildState {
             }
         };
         let mut next = current.config.clone();
-        key.apply(&mut next, value)
+        // On a blocking thread: checking automod's rules compiles them.
+        let value = value.to_owned();
+        let next = tokio::task::spawn_blocking(move || key.apply(&mut next, &value).map(|()| next))
+            .await
+            .unwrap_or_else(|err| Err(format!("the change could not be checked: {err}")))
             .map_err(ConfigChangeError::Invalid)?;
         let expected = expected.unwrap_or(current.version);
         self.save_config(next, expected, changer, AUDIT_CONFIG_CHANGE)

@@ -32,6 +32,7 @@
 mod act;
 mod calls;
 mod model;
+mod prefilter;
 mod run;
 mod template;
 
@@ -316,11 +317,14 @@ struct Active {
 /// The workflows one plan runs.
 #[derive(Default)]
 struct View {
+    /// By id, for calls between workflows.
     workflows: run::Workflows,
-    /// Ids in order: the order in which triggers are tried.
-    order: Vec<u64>,
+    /// In id order: the order in which triggers are tried (no lookup per workflow).
+    order: Vec<Arc<Compiled>>,
     /// Which events any trigger listens to.
     listens: Listens,
+    /// The message triggers' texts and regexes, looked for once per message.
+    prefilter: prefilter::Prefilter,
 }
 
 #[derive(Default)]
@@ -344,6 +348,7 @@ impl Active {
                     view.add(Arc::clone(workflow));
                 }
             }
+            view.prefilter = prefilter::Prefilter::new(view.order.iter().map(|w| &w.trigger));
             view
         };
         Self {
@@ -419,8 +424,9 @@ impl View {
             | CompiledTrigger::Button(_)
             | CompiledTrigger::Modal { .. } => {}
         }
-        self.order.push(compiled.workflow_id);
-        self.workflows.insert(compiled.workflow_id, compiled);
+        self.workflows
+            .insert(compiled.workflow_id, Arc::clone(&compiled));
+        self.order.push(compiled);
     }
 
     /// Whether the event can fire a trigger (or tells the roles members had, for role
@@ -501,8 +507,8 @@ fn queue(waiting: &mut VecDeque<Queued>, queued: impl Iterator<Item = Queued>) {
 }
 
 fn has_command(view: &View, name: &str) -> bool {
-    view.workflows
-        .values()
+    view.order
+        .iter()
         .any(|w| matches!(&w.trigger, CompiledTrigger::Command(command) if command == name))
 }
 
@@ -616,7 +622,7 @@ fn pressed(io: &Io, shared: &Arc<Mutex<Shared>>, facts: EventFacts, prefix: &str
     let listening: Vec<&Compiled> = view
         .order
         .iter()
-        .map(|id| view.workflows[id].as_ref())
+        .map(Arc::as_ref)
         .filter(|w| w.trigger.component() == facts.component.as_deref())
         .collect();
     if facts.kind == EventKind::Button
@@ -847,12 +853,17 @@ fn dispatch(
     let plan = shared.plan;
     let view = active.view(plan);
     let matching = run::Matching::new(&facts);
-    let mut fired = view.order.iter().filter_map(|id| {
-        let workflow = &view.workflows[id];
-        matching
-            .matches(&workflow.trigger, prefix)
-            .map(|args| (workflow, args))
-    });
+    let may_fire = (facts.kind == EventKind::Message).then(|| view.prefilter.scan(&matching));
+    let mut fired = view
+        .order
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| may_fire.as_ref().is_none_or(|may| may[*index]))
+        .filter_map(|(_, workflow)| {
+            matching
+                .matches(&workflow.trigger, prefix)
+                .map(|args| (workflow, args))
+        });
     let mut effects = Vec::new();
     for (workflow, args) in fired.by_ref().take(FANOUT) {
         if !shared.bucket.take() {

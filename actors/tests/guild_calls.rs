@@ -12,12 +12,13 @@ use protonn_actors::{
 };
 use protonn_shard::BotToken;
 use protonn_storage::{
-    AnnouncementRepo, AuditRepo, EmbeddedStore, GuildConfig, Timestamp, VersionedConfig,
+    AnnouncementRepo, AuditRepo, AutomodAction, AutomodConfig, AutomodRepo, AutomodRule,
+    EmbeddedStore, GuildConfig, Timestamp, Trigger, VersionedConfig,
 };
 use ractor::ActorRef;
 use twilight_cache_inmemory::{DefaultInMemoryCache, ResourceType};
 use twilight_model::gateway::event::Event;
-use twilight_model::gateway::payload::incoming::GuildCreate;
+use twilight_model::gateway::payload::incoming::{GuildCreate, MessageCreate};
 use twilight_model::guild::Guild;
 
 /// A guild id of shard 1 of 4: (id >> 22) % 4 == 1.
@@ -494,4 +495,90 @@ async fn a_call_that_outlives_its_deadline_times_out() {
     let mut zero = call(GUILD, GuildRequest::ReadConfig);
     zero.deadline = Duration::ZERO;
     assert_eq!(calls.call(zero).await, Err(GuildCallError::TimedOut));
+}
+
+/// A member's message in the text channel.
+fn message(id: u64, content: &str) -> Event {
+    let message = serde_json::json!({
+        "id": id.to_string(), "channel_id": TEXT.to_string(), "guild_id": GUILD.to_string(),
+        "author": {"id": MEMBER.to_string(), "username": "member", "discriminator": "0",
+                   "avatar": null, "global_name": null, "bot": false},
+        "content": content, "timestamp": "2024-01-01T00:00:00.000000+00:00",
+        "edited_timestamp": null, "tts": false, "mention_everyone": false, "mentions": [],
+        "mention_roles": [], "attachments": [], "embeds": [], "pinned": false, "type": 0
+    });
+    Event::MessageCreate(Box::new(MessageCreate {
+        channel_type: None,
+        message: serde_json::from_value(message).unwrap(),
+    }))
+}
+
+async fn route(router: &ActorRef<RouterMsg>, events: Vec<Event>) {
+    ractor::call_t!(router, RouterMsg::Route, 5_000, events).unwrap();
+}
+
+/// The messages automod's shadow rules hit, once `count` are stored (within a deadline).
+async fn hit_messages(store: &EmbeddedStore, count: usize) -> Vec<u64> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let hits = store.automod_hits(GUILD, None, 100).await.unwrap();
+        if hits.len() >= count || tokio::time::Instant::now() > deadline {
+            let mut ids: Vec<u64> = hits.iter().map(|hit| hit.message_id).collect();
+            ids.sort_unstable();
+            return ids;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_saved_automod_rule_applies_from_the_next_message_and_none_goes_unchecked() {
+    let setup = setup().await;
+    let invite = "join discord.gg/abc";
+    route(&setup.router, vec![message(1, invite)]).await;
+    let rules = AutomodConfig {
+        rules: vec![AutomodRule {
+            name: "invites".into(),
+            trigger: Trigger::InviteLinks,
+            actions: vec![AutomodAction::Delete],
+            shadow: true,
+            exempt_roles: Vec::new(),
+            exempt_channels: Vec::new(),
+            native: false,
+        }],
+    };
+    let config = GuildConfig {
+        automod: rules,
+        ..GuildConfig::default()
+    };
+    let request = GuildRequest::ChangeConfig {
+        config,
+        expected_version: 0,
+    };
+    setup.calls.call(call(GUILD, request)).await.unwrap();
+    // Routed right after the save's answer: the rule is compiled and in force already.
+    route(&setup.router, vec![message(2, invite)]).await;
+    let tested = GuildRequest::AutomodTest {
+        content: invite.into(),
+    };
+    match setup.calls.call(call(GUILD, tested)).await.unwrap() {
+        GuildResponse::AutomodTest { matches } => {
+            assert_eq!(matches.len(), 1, "{matches:?}");
+            assert_eq!(matches[0].rule, "invites");
+        }
+        other => panic!("not a test's answer: {other:?}"),
+    }
+    // The config is loaded again (the shard came back from another node): the first message
+    // after waits for its rules, and is checked by them.
+    let reload = RouterMsg::ShardAdopted {
+        shard_id: 1,
+        shard_count: 4,
+    };
+    setup.router.cast(reload).unwrap();
+    route(&setup.router, vec![message(3, invite), message(4, "hello")]).await;
+    assert_eq!(
+        hit_messages(&setup.store, 2).await,
+        [2, 3],
+        "the message before the rule was not hit, each one after it was"
+    );
 }

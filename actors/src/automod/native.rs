@@ -13,7 +13,12 @@
 //!   the plan leave Discord, and come back with premium.
 //! - The bot checks its own Manage Server permission (from its roles, as moderation checks
 //!   its own) before it reads or changes Discord's rules; without it nothing is sent, and the
-//!   log and the dashboard (`status`) say what is missing.
+//!   log and the dashboard (`status`) say what is missing. A push skipped so is tried again
+//!   when the bot's permissions may have changed (a role of the guild changed, the bot's
+//!   member did, or the guild: its owner), with nobody saving anything.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use protonn_storage::{AutomodAction, AutomodConfig, AutomodRule, Plan, Trigger};
 use serde_json::json;
@@ -235,17 +240,36 @@ impl NativeRule {
 /// What Discord asks of the bot to read or change a guild's AutoMod rules.
 const MANAGE: Permissions = Permissions::MANAGE_GUILD;
 
+/// Why the bot's rules on Discord could not be read.
+struct Unread {
+    why: String,
+    /// The bot lacks the permission: a push is worth trying again once it may have it.
+    permission: bool,
+}
+
+impl From<String> for Unread {
+    fn from(why: String) -> Self {
+        Self {
+            why,
+            permission: false,
+        }
+    }
+}
+
 /// The bot's own rules on Discord (made by it), or why they cannot be read. The bot checks
 /// its permission first, as moderation does: without it Discord would answer 50013.
-async fn ours_on_discord(io: &Io) -> Result<Vec<AutoModerationRule>, String> {
+async fn ours_on_discord(io: &Io) -> Result<Vec<AutoModerationRule>, Unread> {
     // Roles not known yet (a moment after a start): Discord is asked and decides.
     if let Ok(granted) = moderation::bot_permissions(io).await
         && !granted.contains(MANAGE)
     {
-        return Err(format!(
-            "the bot needs the {} permission to manage Discord's AutoMod rules",
-            moderation::permission_names(MANAGE - granted)
-        ));
+        return Err(Unread {
+            why: format!(
+                "the bot needs the {} permission to manage Discord's AutoMod rules",
+                moderation::permission_names(MANAGE - granted)
+            ),
+            permission: true,
+        });
     }
     let bot = io
         .bot_id()
@@ -263,12 +287,23 @@ async fn ours_on_discord(io: &Io) -> Result<Vec<AutoModerationRule>, String> {
 }
 
 /// Makes the bot's rules on Discord what `wanted` says: made, changed or deleted. Failures
-/// are logged; the next change of the rules or of the plan tries again.
-pub(crate) async fn reconcile(io: Io, wanted: Vec<NativeRule>) -> Vec<Effect> {
+/// are logged; the next change of the rules or of the plan tries again, and when the bot
+/// lacked the permission, `blocked` says so until a push gets past it (the feature pushes
+/// again when the bot's permissions may have changed).
+pub(crate) async fn reconcile(
+    io: Io,
+    wanted: Vec<NativeRule>,
+    blocked: Arc<AtomicBool>,
+) -> Vec<Effect> {
     let guild_id = io.guild_id();
-    let ours = match ours_on_discord(&io).await {
+    let ours = ours_on_discord(&io).await;
+    blocked.store(
+        ours.as_ref().is_err_and(|unread| unread.permission),
+        Ordering::Release,
+    );
+    let ours = match ours {
         Ok(ours) => ours,
-        Err(why) => {
+        Err(Unread { why, .. }) => {
             tracing::warn!(%guild_id, %why, "native AutoMod rules not pushed to Discord");
             return Vec::new();
         }
@@ -319,7 +354,9 @@ pub(crate) async fn status(io: Io, wanted: Vec<NativeRule>) -> Vec<NativeRuleSta
         .into_iter()
         .map(|rule| {
             let sync = match &ours {
-                Err(why) => NativeSync::NotOnDiscord { why: why.clone() },
+                Err(unread) => NativeSync::NotOnDiscord {
+                    why: unread.why.clone(),
+                },
                 Ok(ours) => match ours.iter().find(|theirs| theirs.name == rule.name) {
                     Some(theirs) if rule.same_as(theirs) => NativeSync::OnDiscord,
                     Some(_) => NativeSync::NotOnDiscord {

@@ -3,6 +3,11 @@
 //! then the patterns, with the `regex` crate's linear-time engine under a size cap. The
 //! keywords and regular expressions of all the guild's rules are one `RegexSet`, so a message
 //! is scanned for them once, whatever the number of rules.
+//!
+//! Compiling costs what the word boundaries cost: `\W` is a class of some 700 Unicode ranges,
+//! and each copy of it is compiled forwards and backwards. A rule's keywords are therefore one
+//! alternation per kind of boundary (at most four patterns a rule, not one per keyword), and
+//! the keyword that matched is read from a capture group only when the rule fires.
 
 use std::collections::VecDeque;
 use std::sync::LazyLock;
@@ -71,6 +76,26 @@ pub(crate) struct Rule {
     exempt_channels: Vec<u64>,
 }
 
+/// A rule's keywords that share their boundaries: one alternation.
+#[derive(Debug)]
+struct KeywordGroup {
+    /// Each with its place in the rule's list.
+    words: Vec<(usize, String)>,
+    /// The same alternation with a capture group per keyword: which one matched, for the
+    /// reason (run only when the group matched).
+    which: Regex,
+}
+
+impl KeywordGroup {
+    /// The keyword of the group that matched `text` first (leftmost), if any.
+    fn matched(&self, text: &str) -> Option<&(usize, String)> {
+        let captures = self.which.captures(text)?;
+        (1..captures.len())
+            .find(|i| captures.get(*i).is_some())
+            .map(|i| &self.words[i - 1])
+    }
+}
+
 #[derive(Debug)]
 enum Check {
     MessageSpam {
@@ -89,10 +114,10 @@ enum Check {
         allow: Vec<String>,
         deny: Vec<String>,
     },
-    /// `words[i]` is pattern `first + i` of [`Rules::content`].
+    /// `groups[i]` is pattern `first + i` of [`Rules::content`].
     Keywords {
         first: usize,
-        words: Vec<String>,
+        groups: Vec<KeywordGroup>,
     },
     Regex {
         first: usize,
@@ -243,8 +268,12 @@ impl Rules {
         }
         compiled.content = pattern_set(
             content,
-            "the server's keywords and patterns are too large together once compiled; use fewer.",
-        )?;
+            PATTERN_SIZE_LIMIT.saturating_mul((keywords + patterns).max(1)),
+        )
+        .map_err(|_| {
+            "the server's keywords and patterns are too large together once compiled; use fewer."
+                .to_owned()
+        })?;
         Ok(compiled)
     }
 
@@ -253,9 +282,15 @@ impl Rules {
         self.keep > 0
     }
 
-    /// The rules `said` breaks, in rule order; `recent` holds the member's messages in the
-    /// longest window, this one included.
-    pub(crate) fn check(&self, said: &Said<'_>, recent: &Recent, now: Instant) -> Vec<Hit> {
+    /// The rules `said` breaks, in rule order, among the first `running` (those the plan
+    /// runs); `recent` holds the member's messages in the longest window, this one included.
+    pub(crate) fn check(
+        &self,
+        said: &Said<'_>,
+        recent: &Recent,
+        now: Instant,
+        running: usize,
+    ) -> Vec<Hit> {
         let mut hits = Vec::new();
         // The content patterns are matched at the first rule that needs them, once.
         let mut content = None;
@@ -263,7 +298,8 @@ impl Rules {
             let matched = content.get_or_insert_with(|| self.content.matches(said.content));
             (0..count).find(|i| matched.matched(first + i))
         };
-        for (index, rule) in self.rules.iter().enumerate() {
+        let rules = &self.rules[..running.min(self.rules.len())];
+        for (index, rule) in rules.iter().enumerate() {
             if rule.exempt_channels.contains(&said.channel)
                 || said
                     .roles
@@ -273,9 +309,15 @@ impl Rules {
                 continue;
             }
             let why = match &rule.check {
-                Check::Keywords { first, words } => {
-                    first_match(*first, words.len()).map(|i| format!("the keyword `{}`", words[i]))
-                }
+                // Of the groups that matched, the keyword first in the rule's list.
+                Check::Keywords { first, groups } => first_match(*first, groups.len())
+                    .and_then(|_| {
+                        groups
+                            .iter()
+                            .filter_map(|group| group.matched(said.content))
+                            .min_by_key(|(place, _)| *place)
+                    })
+                    .map(|(_, word)| format!("the keyword `{word}`")),
                 Check::Regex { first, patterns } => first_match(*first, patterns.len())
                     .map(|i| format!("the pattern `{}`", patterns[i])),
                 other => other.matches(said, recent, now),
@@ -441,7 +483,7 @@ fn compile_trigger(trigger: &Trigger, content: &mut Vec<String>) -> Result<Check
             if words.is_empty() || words.len() > KEYWORDS_MAX {
                 return Err(format!("give 1 to {KEYWORDS_MAX} keywords."));
             }
-            let mut compiled = Vec::with_capacity(words.len());
+            let mut compiled: Vec<String> = Vec::with_capacity(words.len());
             for word in words {
                 let word = word.trim();
                 let chars = word.chars().count();
@@ -452,18 +494,38 @@ fn compile_trigger(trigger: &Trigger, content: &mut Vec<String>) -> Result<Check
                 }
                 compiled.push(word.to_owned());
             }
-            // Built alone first, so a rule too large is refused as that rule.
-            let own: Vec<String> = compiled
-                .iter()
-                .map(|word| format!("(?i:{})", keyword_pattern(word)))
-                .collect();
-            pattern_set(own.iter().cloned(), RULE_TOO_LARGE)?;
             let first = content.len();
-            content.extend(own);
-            Check::Keywords {
-                first,
-                words: compiled,
+            let mut groups = Vec::new();
+            for (before, after) in [(true, true), (true, false), (false, true), (false, false)] {
+                let words: Vec<(usize, String)> = compiled
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, word)| {
+                        (!word.starts_with('*'), !word.ends_with('*')) == (before, after)
+                    })
+                    .map(|(place, word)| (place, word.clone()))
+                    .collect();
+                if words.is_empty() {
+                    continue;
+                }
+                let bodies = words.iter().map(|(_, word)| keyword_body(word));
+                let (before, after) = (
+                    if before { r"(?:^|\W)" } else { "" },
+                    if after { r"(?:\W|$)" } else { "" },
+                );
+                let any = bodies.clone().collect::<Vec<_>>().join("|");
+                let each = bodies.map(|body| format!("({body})")).collect::<Vec<_>>();
+                // The same size as its part of the guild's set: a rule too large is refused as
+                // that rule.
+                let which =
+                    RegexBuilder::new(&format!("(?i:{before}(?:{}){after})", each.join("|")))
+                        .size_limit(PATTERN_SIZE_LIMIT.saturating_mul(words.len()))
+                        .build()
+                        .map_err(|_| RULE_TOO_LARGE.to_owned())?;
+                content.push(format!("(?i:{before}(?:{any}){after})"));
+                groups.push(KeywordGroup { words, which });
             }
+            Check::Keywords { first, groups }
         }
         Trigger::Regex { patterns } => {
             if patterns.is_empty() || patterns.len() > PATTERNS_MAX {
@@ -486,7 +548,6 @@ fn compile_trigger(trigger: &Trigger, content: &mut Vec<String>) -> Result<Check
                         other => format!("`{pattern}` is not a valid regular expression: {other}"),
                     })?;
             }
-            pattern_set(patterns.iter().cloned(), RULE_TOO_LARGE)?;
             let first = content.len();
             content.extend(patterns.iter().cloned());
             Check::Regex {
@@ -532,11 +593,12 @@ fn compile_trigger(trigger: &Trigger, content: &mut Vec<String>) -> Result<Check
     })
 }
 
-/// A keyword as a pattern: whole words unless `*` says otherwise, any run of spaces
-/// between the words of a phrase.
-fn keyword_pattern(word: &str) -> String {
-    let core = word.trim_matches('*');
-    let body = core
+/// A keyword as a pattern, without its boundaries: any run of spaces between the words of a
+/// phrase, any characters within a word for an inner `*`. Whole words unless `*` says
+/// otherwise: the caller adds `(?:^|\W)` before a keyword that does not start with `*`, and
+/// `(?:\W|$)` after one that does not end with it.
+fn keyword_body(word: &str) -> String {
+    word.trim_matches('*')
         .split('*')
         .map(|part| {
             part.split_whitespace()
@@ -545,27 +607,14 @@ fn keyword_pattern(word: &str) -> String {
                 .join(r"\s+")
         })
         .collect::<Vec<_>>()
-        .join(r"\S*");
-    let before = if word.starts_with('*') {
-        ""
-    } else {
-        r"(?:^|\W)"
-    };
-    let after = if word.ends_with('*') { "" } else { r"(?:\W|$)" };
-    format!("{before}{body}{after}")
+        .join(r"\S*")
 }
 
-fn pattern_set(
-    patterns: impl IntoIterator<Item = String>,
-    too_large: &str,
-) -> Result<RegexSet, String> {
-    let patterns: Vec<String> = patterns.into_iter().collect();
-    let limit = PATTERN_SIZE_LIMIT.saturating_mul(patterns.len().max(1));
+fn pattern_set(patterns: Vec<String>, limit: usize) -> Result<RegexSet, regex::Error> {
     RegexSetBuilder::new(&patterns)
         .size_limit(limit)
         .dfa_size_limit(limit)
         .build()
-        .map_err(|_| too_large.to_owned())
 }
 
 fn domains(list: &[String]) -> Result<Vec<String>, String> {

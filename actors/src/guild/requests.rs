@@ -104,7 +104,7 @@ impl GuildState {
             GuildRequest::ChangeConfig {
                 config,
                 expected_version,
-            } => match crate::commands::validate(&config) {
+            } => match validate_off_thread(config).await {
                 Ok(config) => self
                     .save_config(config, expected_version, changer, AUDIT_CONFIG_CHANGE)
                     .await
@@ -377,7 +377,7 @@ impl GuildState {
             version,
             config: next,
         };
-        self.config = Some(Arc::new(after.clone()));
+        self.set_config(after.clone()).await;
         self.features_on_config_saved(&before.config).await;
         let details = ConfigAuditDetails {
             source: changer.source,
@@ -442,6 +442,14 @@ impl GuildState {
             .find(|details| details.idempotency_key.as_deref() == Some(key))
             .map(|details| details.after)
     }
+}
+
+/// A config from outside Discord, checked ([`crate::commands::validate`]) on a blocking
+/// thread: checking automod's rules compiles them, too costly for the actor's thread.
+async fn validate_off_thread(config: GuildConfig) -> Result<GuildConfig, String> {
+    tokio::task::spawn_blocking(move || crate::commands::validate(&config))
+        .await
+        .unwrap_or_else(|err| Err(format!("the config could not be checked: {err}")))
 }
 
 fn unavailable(err: &StorageError) -> GuildCallError {

@@ -333,10 +333,30 @@ impl<'a> Matching<'a> {
         }
     }
 
+    /// The text as sent.
+    pub(crate) fn content(&self) -> &str {
+        &self.facts.content
+    }
+
+    /// The text to look for lowercased texts in, ASCII letters in any case: the text itself
+    /// when it is ASCII (its lowercase is ASCII lowercasing, which an ASCII-case-insensitive
+    /// search does), else its lowercase.
+    pub(crate) fn folded(&self) -> &str {
+        if self.facts.content.is_ascii() {
+            &self.facts.content
+        } else {
+            self.lower()
+        }
+    }
+
+    fn lower(&self) -> &str {
+        self.lower.get_or_init(|| self.facts.content.to_lowercase())
+    }
+
     /// Whether the trigger fires for the event, and the command's arguments if it is one.
     pub(crate) fn matches(&self, trigger: &CompiledTrigger, prefix: &str) -> Option<Vec<String>> {
         let facts = self.facts;
-        let lower = || self.lower.get_or_init(|| facts.content.to_lowercase());
+        let lower = || self.lower();
         let fired = match (trigger, facts.kind) {
             (
                 CompiledTrigger::Message {

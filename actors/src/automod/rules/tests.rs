@@ -37,7 +37,7 @@ fn said(content: &str) -> Said<'_> {
 fn why(trigger: Trigger, text: &str) -> Option<String> {
     let rules = compile(vec![rule("r", trigger)]).unwrap();
     rules
-        .check(&said(text), &Recent::new(), Instant::now())
+        .check(&said(text), &Recent::new(), Instant::now(), usize::MAX)
         .pop()
         .map(|hit| hit.why)
 }
@@ -123,10 +123,14 @@ fn mentions_and_account_age_come_from_the_message() {
     .unwrap();
     let now = Instant::now();
     let mut message = said("hi");
-    assert!(rules.check(&message, &Recent::new(), now).is_empty());
+    assert!(
+        rules
+            .check(&message, &Recent::new(), now, usize::MAX)
+            .is_empty()
+    );
     message.mentions = 5;
     message.account_age = Duration::from_secs(86_400);
-    let hits = rules.check(&message, &Recent::new(), now);
+    let hits = rules.check(&message, &Recent::new(), now, usize::MAX);
     assert_eq!(
         hits.iter().map(|hit| hit.rule).collect::<Vec<_>>(),
         [0, 1],
@@ -157,15 +161,23 @@ fn spam_counts_a_members_messages_within_the_window() {
     let start = Instant::now();
     let at = |secs: u64| start + Duration::from_secs(secs);
     let recent: Recent = [(at(0), 1), (at(1), 2), (at(2), 1)].into();
-    assert!(rules.check(&said("x"), &recent, at(2)).is_empty());
+    assert!(
+        rules
+            .check(&said("x"), &recent, at(2), usize::MAX)
+            .is_empty()
+    );
     let recent: Recent = [(at(0), 1), (at(1), 2), (at(2), 1), (at(3), 1)].into();
-    let hits = rules.check(&said("x"), &recent, at(3));
+    let hits = rules.check(&said("x"), &recent, at(3), usize::MAX);
     assert_eq!(hits.len(), 2, "{hits:?}");
     assert_eq!(hits[0].why, "4 messages within 5s");
     assert_eq!(hits[1].why, "the same text 3 times within 1m");
     // The first message is out of the 5 s window ten seconds later.
     let recent: Recent = [(at(0), 7), (at(6), 8), (at(7), 9), (at(8), 10)].into();
-    assert!(rules.check(&said("x"), &recent, at(8)).is_empty());
+    assert!(
+        rules
+            .check(&said("x"), &recent, at(8), usize::MAX)
+            .is_empty()
+    );
 }
 
 #[test]
@@ -177,14 +189,17 @@ fn exempt_roles_and_channels_are_not_checked() {
     let now = Instant::now();
     let none = Recent::new();
     let mut message = said("discord.gg/abc");
-    assert_eq!(rules.check(&message, &none, now).len(), 1);
+    assert_eq!(rules.check(&message, &none, now, usize::MAX).len(), 1);
     let roles: [Id<RoleMarker>; 1] = [Id::new(77)];
     message.roles = &roles;
-    assert!(rules.check(&message, &none, now).is_empty(), "exempt role");
+    assert!(
+        rules.check(&message, &none, now, usize::MAX).is_empty(),
+        "exempt role"
+    );
     message.roles = &[];
     message.channel = 11;
     assert!(
-        rules.check(&message, &none, now).is_empty(),
+        rules.check(&message, &none, now, usize::MAX).is_empty(),
         "exempt channel"
     );
 }
@@ -349,7 +364,12 @@ fn twenty_five_rules_of_every_kind_compile_within_the_limits() {
     assert_eq!(compiled.rules.len(), 25);
     assert!(
         compiled
-            .check(&said("an ordinary message"), &Recent::new(), Instant::now())
+            .check(
+                &said("an ordinary message"),
+                &Recent::new(),
+                Instant::now(),
+                usize::MAX
+            )
             .is_empty()
     );
 }
@@ -375,7 +395,7 @@ fn the_guilds_keywords_and_patterns_are_one_set_and_each_rule_names_its_own() {
     .unwrap();
     let hits = |text: &str| -> Vec<(String, String)> {
         rules
-            .check(&said(text), &Recent::new(), Instant::now())
+            .check(&said(text), &Recent::new(), Instant::now(), usize::MAX)
             .into_iter()
             .map(|hit| (rules.rules[hit.rule].name.clone(), hit.why))
             .collect()
