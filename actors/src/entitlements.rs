@@ -129,12 +129,10 @@ async fn store_entitlement<S: BillingRepo + PremiumRepo + ?Sized>(
 }
 
 /// [`apply`] on a task of its own; the router calls it and goes on.
-pub(crate) fn spawn_apply(
-    store: std::sync::Arc<dyn protonn_storage::Store>,
-    skus: std::sync::Arc<HashMap<u64, Plan>>,
-    entitlement: Entitlement,
-) {
-    tokio::spawn(async move {
+pub(crate) fn spawn_apply(services: &crate::Services, entitlement: Entitlement) {
+    let store = std::sync::Arc::clone(&services.store);
+    let skus = std::sync::Arc::clone(&services.runtime.premium_skus);
+    services.spawn(async move {
         if let Err(err) = apply(store.as_ref(), &skus, &entitlement, Timestamp::now()).await {
             tracing::warn!(entitlement_id = %entitlement.id, error = %err, "cannot store an entitlement; the next reading of the list catches it up");
         }

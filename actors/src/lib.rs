@@ -71,6 +71,7 @@ pub use router::{Delivery, GuildRouter, NewShardProgress, RouterMsg, RouterStats
 pub use runtime::RuntimeConfig;
 pub use slash::slash_commands;
 pub use snapshot::{cached_guild, load_shard_cache, take_shard_cache};
+pub use tokio_util::task::TaskTracker;
 pub use usage::CommandUsage;
 pub use workflows::{
     RECENT_EVENTS as RECENT_WORKFLOW_EVENTS, RecentEvent, SampleEvent, SampleEventKind,

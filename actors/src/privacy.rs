@@ -208,10 +208,9 @@ async fn run(io: &Io, user_id: u64, request: Request) -> Answer {
             if recorded.is_ok() {
                 // Prepared now where this node's store allows it, else by the store's own
                 // process within a minute.
-                let store = std::sync::Arc::clone(io.store());
-                tokio::spawn(async move {
+                io.spawn(|io| async move {
                     let answered =
-                        privacy::answer_request(store.as_ref(), &request, now, export_for);
+                        privacy::answer_request(io.store().as_ref(), &request, now, export_for);
                     if let Err(err) = answered.await {
                         tracing::debug!(error = %err, "export left to the store's own process");
                     }

@@ -2,6 +2,7 @@
 //! accounting, passivates idle actors and evicts past the resident cap.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
@@ -13,6 +14,7 @@ use ractor::{
     SupervisionEvent,
 };
 use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 use twilight_cache_inmemory::DefaultInMemoryCache;
 use twilight_model::application::interaction::Interaction;
 use twilight_model::gateway::event::Event;
@@ -52,6 +54,20 @@ pub struct Services {
     pub shard_count: u32,
     /// Command usage analytics.
     pub usage: Arc<CommandUsage>,
+    /// Work the router and the guild actors started on tasks (writes, REST calls, delivery
+    /// rounds): [`GuildRouter::drain_and_stop`] waits for it, so nothing holds the store or
+    /// loses a write once a node has stopped.
+    pub tasks: TaskTracker,
+}
+
+impl Services {
+    /// Runs `task` on a task of its own that the node waits for when it stops.
+    pub(crate) fn spawn<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.spawn(task);
+    }
 }
 
 pub struct GuildRouter;
@@ -211,11 +227,15 @@ impl GuildRouter {
     }
 
     /// Stops the guild actors once each has handled what its mailbox holds, then the
-    /// router; whether every mailbox drained within `within` (those that did not are
-    /// stopped anyway). ractor's stop overtakes queued messages, so stopping outright would
+    /// router, then waits for their tasks; whether every mailbox drained and every task
+    /// finished, each within `within` (those that did not are stopped or left anyway). ractor's stop overtakes queued messages, so stopping outright would
     /// drop events the shards had already acknowledged. Call it once no events arrive any
     /// more (the shards are closed): a draining actor refuses new ones.
-    pub async fn drain_and_stop(router: &ActorRef<RouterMsg>, within: Duration) -> bool {
+    pub async fn drain_and_stop(
+        router: &ActorRef<RouterMsg>,
+        tasks: &TaskTracker,
+        within: Duration,
+    ) -> bool {
         let drained = tokio::time::timeout(within, router.drain_children_and_wait(None))
             .await
             .is_ok();
@@ -227,7 +247,17 @@ impl GuildRouter {
             router.stop_children_and_wait(None, Some(within)).await;
         }
         let _ = router.stop_and_wait(None, Some(within)).await;
-        drained
+        // Nothing starts more work now: what runs is the last of it.
+        tasks.close();
+        let finished = tokio::time::timeout(within, tasks.wait()).await.is_ok();
+        if !finished {
+            tracing::warn!(
+                ?within,
+                running = tasks.len(),
+                "guild tasks not finished in time; stopping anyway"
+            );
+        }
+        drained && finished
     }
 }
 
@@ -533,11 +563,7 @@ impl RouterState {
 
     /// An app subscription bought (ENTITLEMENT_CREATE): stored off the router's task.
     fn entitlement(&self, entitlement: twilight_model::application::monetization::Entitlement) {
-        crate::entitlements::spawn_apply(
-            Arc::clone(&self.services.store),
-            Arc::clone(&self.services.runtime.premium_skus),
-            entitlement,
-        );
+        crate::entitlements::spawn_apply(&self.services, entitlement);
     }
 
     /// Guilds removed while the bot was offline start their grace period: done off the
@@ -551,7 +577,7 @@ impl RouterState {
         }
         let present = ready.guilds.iter().map(|g| g.id.get()).collect();
         let services = Arc::clone(&self.services);
-        tokio::spawn(async move {
+        self.services.spawn(async move {
             let (shard_id, shard_count) = (shard.number(), shard.total());
             let grace = services.runtime.removed_guild_grace;
             match services
@@ -588,7 +614,7 @@ impl RouterState {
         let services = Arc::clone(&self.services);
         let polling = Arc::clone(&self.polling);
         let router = myself.clone();
-        tokio::spawn(async move {
+        self.services.spawn(async move {
             let shards = crate::announcements::held_shards(&services);
             let now = Timestamp::now();
             for shard in shards {
@@ -629,7 +655,7 @@ impl RouterState {
         }
         let services = Arc::clone(services);
         let reconciling = Arc::clone(&self.reconciling);
-        tokio::spawn(async move {
+        self.services.spawn(async move {
             match crate::entitlements::reconcile(
                 services.store.as_ref(),
                 &services.replies,
@@ -654,7 +680,7 @@ impl RouterState {
         }
         let services = Arc::clone(&self.services);
         let announcing = Arc::clone(&self.announcing);
-        tokio::spawn(async move {
+        self.services.spawn(async move {
             crate::announcements::deliver_round(services).await;
             announcing.store(false, Ordering::Release);
         });
@@ -931,6 +957,7 @@ mod tests {
             node_name: "test".to_owned(),
             shard_count: 1,
             usage,
+            tasks: Default::default(),
         })
         .await
         .unwrap();
@@ -1002,7 +1029,7 @@ mod tests {
         let saved = set_prefix(&router, guild_id, Some(2)).await.unwrap();
         assert_eq!(saved.version, 3);
         assert_eq!(saved.config.prefix, "?");
-        GuildRouter::drain_and_stop(&router, Duration::from_secs(5)).await;
+        GuildRouter::drain_and_stop(&router, &Default::default(), Duration::from_secs(5)).await;
     }
 
     #[tokio::test]
@@ -1037,7 +1064,10 @@ mod tests {
         // Stats queue behind the casts: every change is in the guild's mailbox by then.
         let stats = ractor::call_t!(router, RouterMsg::Stats, 5_000).unwrap();
         assert!(stats.queued > 0, "{stats:?}");
-        assert!(GuildRouter::drain_and_stop(&router, Duration::from_secs(10)).await);
+        assert!(
+            GuildRouter::drain_and_stop(&router, &Default::default(), Duration::from_secs(10))
+                .await
+        );
         let mut versions = Vec::new();
         for answer in answers {
             match answer.await.expect("answered before the stop") {
@@ -1174,7 +1204,9 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
-        assert!(GuildRouter::drain_and_stop(&router, Duration::from_secs(5)).await);
+        assert!(
+            GuildRouter::drain_and_stop(&router, &Default::default(), Duration::from_secs(5)).await
+        );
         assert_eq!(*seen.0.lock().unwrap(), vec![101, 102, 103, 104, 105]);
     }
 }

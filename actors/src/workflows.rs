@@ -1526,7 +1526,10 @@ async fn resume(io: Io, shared: Arc<Mutex<Shared>>, timer: Timer) -> Vec<Effect>
         let changes = std::mem::take(&mut result.kept);
         // Started now, not with this task's effects: the calls below wait for it.
         if let Some(Effect::Task(save)) = keep(&mut lock(&shared), &shared, &io, changes) {
-            tokio::spawn(save);
+            // Its effects are none: a save of kept values only writes.
+            io.spawn(|_| async move {
+                save.await;
+            });
         }
         let durable = lock(&shared).durable();
         // Done before this timer completes: a crash in between repeats the step at most.
@@ -1602,6 +1605,7 @@ mod tests {
         let store = Arc::new(EmbeddedStore::open(data).unwrap()) as Arc<dyn Store>;
         let services = Services {
             usage: crate::CommandUsage::new(&store),
+            tasks: Default::default(),
             store,
             departures: Arc::default(),
             replies: Replies::new(rest),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use protonn_actors::rest::{GlobalLine, GuardLimits, InvalidRequestGuard, Rest, Transport};
 use protonn_actors::{
     AUDIT_CONFIG_CHANGE, AUDIT_CONFIG_ROLLBACK, CallSource, Caller, CommandUsage,
-    ConfigAuditDetails, DeadLetters, GuildCall, GuildCallError, GuildCalls, GuildRequest,
+    ConfigAuditDetails, DeadLetters, Delivery, GuildCall, GuildCallError, GuildCalls, GuildRequest,
     GuildResponse, GuildRouter, LocalGuildCalls, Replies, RouterMsg, RuntimeConfig, Services,
 };
 use protonn_shard::BotToken;
@@ -23,6 +23,8 @@ use twilight_model::guild::Guild;
 
 /// A guild id of shard 1 of 4: (id >> 22) % 4 == 1.
 const GUILD: u64 = (1_000_001 << 22) | 5;
+/// The node's shard count (GUILD is on shard 1 of them).
+const SHARD_COUNT: u32 = 4;
 const OWNER: u64 = 42;
 const MEMBER: u64 = 43;
 const MANAGER: u64 = 44;
@@ -115,8 +117,9 @@ async fn setup() -> Setup {
         dead_letters: Arc::new(DeadLetters::default()),
         observer: None,
         node_name: "node-a".to_owned(),
-        shard_count: 4,
+        shard_count: SHARD_COUNT,
         usage: CommandUsage::new(&(Arc::clone(&store) as _)),
+        tasks: Default::default(),
     };
     let router = GuildRouter::start(services).await.unwrap();
     Setup {
@@ -514,7 +517,12 @@ fn message(id: u64, content: &str) -> Event {
 }
 
 async fn route(router: &ActorRef<RouterMsg>, events: Vec<Event>) {
-    ractor::call_t!(router, RouterMsg::Route, 5_000, events).unwrap();
+    let delivery = Delivery {
+        shard_count: SHARD_COUNT,
+        replayed: false,
+        events,
+    };
+    ractor::call_t!(router, |reply| RouterMsg::Route(delivery, reply), 5_000).unwrap();
 }
 
 /// The messages automod's shadow rules hit, once `count` are stored (within a deadline).
@@ -572,7 +580,7 @@ async fn a_saved_automod_rule_applies_from_the_next_message_and_none_goes_unchec
     // after waits for its rules, and is checked by them.
     let reload = RouterMsg::ShardAdopted {
         shard_id: 1,
-        shard_count: 4,
+        shard_count: SHARD_COUNT,
     };
     setup.router.cast(reload).unwrap();
     route(&setup.router, vec![message(3, invite), message(4, "hello")]).await;

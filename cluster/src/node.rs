@@ -12,7 +12,7 @@ use protonn_actors::rest::{
 use protonn_actors::{
     CallSource, Caller, CommandUsage, ConfigChangeError, DeadLetter, DeadLetters, Departures,
     EventIngress, EventObserver, GuildCalls, GuildRouter, LocalGuildCalls, OwnRoles, Replies,
-    RouterMsg, RouterStats, RuntimeConfig, Services, change_config_key,
+    RouterMsg, RouterStats, RuntimeConfig, Services, TaskTracker, change_config_key,
 };
 use protonn_shard::{
     BotToken, EventSink, GatewaySettings, IdentifyConfig, IdentifyScheduler, LocalScheduler,
@@ -108,6 +108,8 @@ pub struct Node {
     /// The command usage the guild actors count with, and the node's memory of privacy
     /// choices it holds.
     usage: Arc<CommandUsage>,
+    /// What the router and the guild actors run on tasks: waited for at shutdown.
+    tasks: TaskTracker,
     cluster: Option<(Arc<Link>, tokio::task::JoinHandle<()>)>,
     /// A cluster node's `Guilds` service and its routed client (boxed: most nodes in tests
     /// and benches are standalone, and `Node` is moved around by value).
@@ -254,6 +256,7 @@ impl Node {
             None => STANDALONE_NODE.to_owned(),
         };
         let usage = CommandUsage::new(&store);
+        let tasks = TaskTracker::new();
         let usage_flusher = UsageFlusher::start(&usage, options.runtime.usage_flush_every);
         let router = GuildRouter::start(Services {
             store: Arc::clone(&store),
@@ -267,6 +270,7 @@ impl Node {
             node_name,
             shard_count,
             usage: Arc::clone(&usage),
+            tasks: tasks.clone(),
         })
         .await?;
 
@@ -368,6 +372,7 @@ impl Node {
             backup,
             usage_flusher,
             usage,
+            tasks,
             cluster,
             guild_service,
         })
@@ -529,7 +534,7 @@ impl Node {
             backup.stop().await;
         }
         // No event arrives any more: what the guild actors hold is all there is to do.
-        GuildRouter::drain_and_stop(&self.router, MAILBOX_DRAIN_TIMEOUT).await;
+        GuildRouter::drain_and_stop(&self.router, &self.tasks, MAILBOX_DRAIN_TIMEOUT).await;
         // The actors counted their last commands: those counts are written once more.
         self.usage_flusher.stop().await;
         if !self.rest.flush(REST_FLUSH_TIMEOUT).await {

@@ -39,6 +39,16 @@ impl Io {
         self.guild_id
     }
 
+    /// Runs what `task` makes of a copy of this `Io` on a task of its own, which the node
+    /// waits for when it stops.
+    pub(crate) fn spawn<F, Fut>(&self, task: F)
+    where
+        F: FnOnce(Io) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.services.spawn(task(self.clone()));
+    }
+
     /// How long the store keeps each kind of record (exports, for one).
     pub(crate) fn retention(&self) -> &protonn_storage::Retention {
         &self.services.runtime.retention
@@ -380,12 +390,10 @@ pub(crate) fn carry_out(io: &Io, mut reply: Option<Replier>, effects: Vec<Effect
                 }
             }
             Effect::DirectMessage { user_id, content } => {
-                let io = io.clone();
-                tokio::spawn(async move { direct_message(&io, user_id, content).await });
+                io.spawn(|io| async move { direct_message(&io, user_id, content).await });
             }
             Effect::Audit(entry) => {
-                let io = io.clone();
-                tokio::spawn(async move {
+                io.spawn(|io| async move {
                     if let Err(err) = io.store().append_audit(&[entry]).await {
                         counter!(AUDIT_FAILURES).increment(1);
                         tracing::error!(guild_id = %io.guild_id, error = %err, "action not audited");
@@ -393,25 +401,22 @@ pub(crate) fn carry_out(io: &Io, mut reply: Option<Replier>, effects: Vec<Effect
                 });
             }
             Effect::Timer(timer) => {
-                let io = io.clone();
-                tokio::spawn(async move {
+                io.spawn(|io| async move {
                     if let Err(err) = io.store().put_timer(&timer).await {
                         tracing::error!(guild_id = %io.guild_id, timer = %timer.id, error = %err, "timer not stored");
                     }
                 });
             }
             Effect::CancelTimer { id } => {
-                let io = io.clone();
-                tokio::spawn(async move {
+                io.spawn(|io| async move {
                     if let Err(err) = io.store().cancel_timer(io.guild_id.get(), &id).await {
                         tracing::error!(guild_id = %io.guild_id, timer = %id, error = %err, "timer not cancelled");
                     }
                 });
             }
             Effect::Task(task) => {
-                let io = io.clone();
                 let reply = reply.take();
-                tokio::spawn(run_task(io, reply, task));
+                io.spawn(|io| run_task(io, reply, task));
             }
         }
     }

@@ -89,7 +89,7 @@ impl GuildState {
             return;
         }
         if let Some(task) = self.feature_call(&call).await {
-            tokio::spawn(async move {
+            self.services.spawn(async move {
                 let _ = reply.send(task.await);
             });
             return;
@@ -122,7 +122,7 @@ impl GuildState {
             GuildRequest::Summary => {
                 let services = Arc::clone(&self.services);
                 let guild_id = self.guild_id.get();
-                tokio::spawn(async move {
+                self.services.spawn(async move {
                     let _ = reply.send(summary(&services, guild_id).await);
                 });
                 return;
@@ -138,7 +138,7 @@ impl GuildState {
                 };
                 let services = Arc::clone(&self.services);
                 let guild_id = self.guild_id.get();
-                tokio::spawn(async move {
+                self.services.spawn(async move {
                     let access = permissions(&services, guild_id, user_id, &staff).await;
                     let _ = reply.send(access.map(GuildResponse::Permissions));
                 });

@@ -48,6 +48,7 @@ pub fn router_services(
         node_name: "bench".to_owned(),
         shard_count: 1,
         usage,
+        tasks: Default::default(),
     }
 }
 

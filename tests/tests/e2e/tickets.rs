@@ -504,7 +504,7 @@ async fn staff_read_a_closed_tickets_transcript_and_download_it_in_chromium() {
     );
 
     // Both downloads, through the page's own links.
-    let (kind, disposition, body) = fetched(&browser, "#download-json").await;
+    let (kind, disposition, body) = fetched(browser, "#download-json").await;
     assert!(kind.starts_with("application/json"), "{kind}");
     assert_eq!(
         disposition,
@@ -522,7 +522,7 @@ async fn staff_read_a_closed_tickets_transcript_and_download_it_in_chromium() {
     assert_eq!(lines[2]["attachments"][0]["filename"], "fire.png");
     assert_eq!(lines[4]["author_id"], guild.owner_id);
 
-    let (kind, disposition, body) = fetched(&browser, "#download-html").await;
+    let (kind, disposition, body) = fetched(browser, "#download-html").await;
     assert!(kind.starts_with("text/html"), "{kind}");
     assert!(disposition.ends_with("-1.html\""), "{disposition}");
     assert!(body.starts_with("<!DOCTYPE html>"), "{body}");
