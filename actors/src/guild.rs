@@ -441,7 +441,9 @@ impl GuildState {
 
     fn observe(&self, event: HandledEvent) {
         if let Some(observer) = &self.services.observer {
-            observer.handled(self.guild_id.get(), event);
+            let guild_id = self.guild_id.get();
+            let shard_id = protonn_storage::shard_of(guild_id, self.services.shard_count);
+            observer.handled(guild_id, shard_id, event);
         }
     }
 

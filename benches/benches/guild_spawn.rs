@@ -55,7 +55,7 @@ impl Actor for Bare {
 struct Timestamps(mpsc::UnboundedSender<(u64, Instant)>);
 
 impl EventObserver for Timestamps {
-    fn handled(&self, _: u64, event: HandledEvent) {
+    fn handled(&self, _: u64, _: u32, event: HandledEvent) {
         if let HandledEvent::Message(id) = event {
             let _ = self.0.send((id, Instant::now()));
         }
@@ -228,7 +228,7 @@ struct Burst {
 }
 
 impl EventObserver for Burst {
-    fn handled(&self, _: u64, event: HandledEvent) {
+    fn handled(&self, _: u64, _: u32, event: HandledEvent) {
         if event == HandledEvent::GuildCreate
             && self.handled.fetch_add(1, Ordering::AcqRel) + 1 == BURST
         {

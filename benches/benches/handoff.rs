@@ -1,606 +1,439 @@
-//! B6: shard handoff through the coordinator.
+//! B6: shard handoff through the coordinator, at 500 events/s per shard.
 //!
 //! Separate processes, as in production: one `protonn coordinator` and `protonn node`s on
-//! loopback, against the simulator in this process (32 shards, 320 guilds), under steady
-//! `!ping` traffic: 12 a second, each from a new author so that no cooldown swallows one, and
-//! well under Discord's global 50 requests/s, which nodes together could exceed until the
-//! cluster-wide REST limiter (issue #10) lands. One run is three phases on one cluster:
+//! loopback (the harness of `protonn_tests::processes`), against the simulator in this
+//! process: 32 shards of 10 guilds of 10 channels, and steady traffic the bench sends itself
+//! through the simulator: `events_per_shard` MESSAGE_CREATEs of 1 KB a second on every
+//! shard, round robin over its channels, none a command (no REST). Every node journals each
+//! event it handled (`[diagnostics] handled_events`: time, node, shard, guild, message id),
+//! so the figures are about handling, not delivery. One run, traffic throughout:
 //!
-//! 1. drain: nodes a and b hold 16 shards each; `ClusterClient::drain("node-a")` hands a's 16
-//!    to b by handoff; then a gets SIGTERM and exits.
-//! 2. join: node c joins b, which holds all 32; about half move to c.
-//! 3. crash: c is SIGKILLed; once the coordinator declares it lost (the failure timeout), the
-//!    shards it held, or was being handed, resume on b from the checkpoints c reported.
+//! 1. `cycles` times: drain the node holding 16 shards (node-a first) to node-b
+//!    (`ClusterClient::drain`), stop it (SIGTERM), and start a new node, which takes about
+//!    half of node-b's shards: a cycle is two rounds of about 16 handoffs.
+//! 2. crash: SIGKILL the last joined node; its shards resume on node-b once the coordinator
+//!    declares it lost (the failure timeout).
+//! 3. silent partition: a new node takes its half, then is frozen (SIGSTOP) for `freeze_s`;
+//!    its shards resume on node-b; it wakes (SIGCONT) fenced, and takes its share back.
 //!
-//! Besides the moves a phase asks for, the coordinator's balancer makes moves of its own (it
-//! weighs shards by their recent traffic): they are handoffs too, counted apart.
-//!
-//! Figures, from the simulator's ledger (its clock: milliseconds since it started):
-//! - handoff gap: the old connection's end (`Disconnected`: closed by the draining node, or
-//!   by the kernel when the node died) to the new connection's RESUMED. No connection reads
-//!   the shard's events in between; the simulator sequences, buffers and replays them.
-//! - bot side: each ping is attributed to the connection that delivered it (its last
-//!   MESSAGE_CREATE write: before or after the shard's RESUMED write, and a replayed write
-//!   belongs to the resuming connection) and matched with its answer (a channel's answers
-//!   come in the order of its pings). "Wait": how long the pings a handoff caught (sent
-//!   before the new connection came back, answered through it) waited for their answer.
-//!   "Answer gap": the last answer through the old connection to the first through the new
-//!   one; it includes the spacing of pings on that shard (2.67 s), so it is coarse.
-//! - drain: the drain call → the last of the 16 RESUMED. Crash: the kill → the coordinator
-//!   logs the node lost → the last of its shards RESUMED.
-//! - pings lost and duplicated (answers per channel), IDENTIFYs spent, global 429s.
+//! Figures, from the journals (wall-clock µs; every process is on this machine):
+//! - handoff gap, per shard moved: the last event handled on the old node → the first
+//!   handled on the new one. Drained shards and those moved to a joining node are the moves
+//!   asked for; the coordinator's balancer makes moves of its own (it weighs shards by their
+//!   recent traffic), counted apart.
+//! - drain: the drain call → the last drained shard's first event handled on node-b.
+//! - crash: the kill → the last of its shards' first event handled on node-b.
+//! - partition: events handled by two nodes both after the frozen node's fence deadline
+//!   (freeze + `fence_ms`, two thirds of the failure timeout), and by two nodes at all; the
+//!   RESUMEs of each shard the frozen node held (the simulator's ledger), from the freeze to
+//!   the end of the run.
+//! - lost (sent, in no journal) and duplicated (handled more than once) events, by the
+//!   phase they were sent in; IDENTIFYs (the simulator's ledger) by phase.
 //!
 //! Needs the `protonn` binary of the same build next to the bench's own directory:
 //!
 //! ```sh
 //! cargo build --release -p protonn-cluster
-//! cargo bench -p protonn-benches --bench handoff -- [runs] [heartbeat_ms] [failure_timeout_ms]
+//! cargo bench -p protonn-benches --bench handoff -- \
+//!     [runs] [heartbeat_ms] [failure_timeout_ms] [events_per_shard] [cycles] [freeze_s]
 //! ```
 //!
-//! Defaults: 5 runs at the cluster test's pace (heartbeat 200 ms, failure timeout 3,000 ms).
+//! Defaults: 3 runs, heartbeat 500 ms, failure timeout 4,500 ms (`ClusterConfig`'s),
+//! 500 events/s per shard, 10 cycles, a 15 s freeze.
 //!
-//! `PROTONN_KEEP_TEST_DIR=1` keeps every process's config and log.
+//! `PROTONN_KEEP_TEST_DIR=1` keeps every process's config, log and journal.
 
-#[path = "support/mod.rs"]
+#[path = "support/common.rs"]
 mod support;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use protonn_sim::{GatewayEventKind, LedgerSnapshot, SimConfig, SimHandle};
-
+use protonn_actors::HandledEvent;
+use protonn_cluster::read_journal;
+use protonn_sim::{GatewayEventKind, SimConfig, SimHandle};
 use protonn_tests::processes::{CLUSTER_TOKEN, Cluster, DEADLINE, Pace, protonn_binary};
 use support::{median, percentile};
 
 const SHARDS: u32 = 32;
-const PINGS_PER_SEC: u32 = 12;
 /// Handoffs under way at once (the default).
 const MAX_MOVES: usize = 4;
-/// Steady traffic after each phase's event (and before the join and the crash), so that
-/// pings reach both sides of the handoffs.
+/// Steady traffic after each phase's event, so that events reach both sides of its moves.
 const QUIET: Duration = Duration::from_secs(1);
+/// Events the load sends at most before it yields to the connections.
+const MAX_BATCH: u64 = 1_000;
+/// The node every drained shard goes to.
+const STAYS: &str = "node-b";
 
 fn world() -> SimConfig {
     SimConfig {
         shards: SHARDS,
         max_concurrency: SHARDS,
         guilds: 320,
-        // 100 channels per shard: pings in one channel seldom queue behind each other.
         channels_per_guild: 10,
         messages_per_sec: 0.0,
+        // Only the gateway records are read; the dispatches (16k a second) are not kept.
+        ledger_capacity: 100_000,
         ..SimConfig::default()
     }
 }
 
-/// Milliseconds on the simulator's clock at `at`.
-fn sim_ms(sim_start: Instant, at: Instant) -> i64 {
-    at.saturating_duration_since(sim_start).as_millis() as i64
+/// Microseconds since the Unix epoch: the journals' clock.
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
 }
 
-/// Where each ledger list stood when a phase began.
-struct Mark {
-    gateway: usize,
-    dispatches: usize,
-    rest: usize,
-    identifies: u64,
-    rate_limited: u64,
-}
-
-/// What B6 reads of the harness's cluster, beside what the harness offers.
-trait Phases {
-    /// With `PROTONN_KEEP_TEST_DIR`, the simulator's ledger for a post-mortem.
-    fn keep_ledger(&self, phase: &str);
-    /// Milliseconds on the simulator's clock at `at`.
-    fn ms(&self, at: Instant) -> i64;
-    fn mark(&self) -> Mark;
-    /// The shards `name` owns.
-    async fn owned_by(&self, name: &str) -> Vec<u32>;
-    /// Waits as [`Cluster::settled`] does, then until no handoff happened for two
-    /// heartbeats: the balancer also moves shards by their recent traffic, which right
-    /// after start includes the READY and GUILD_CREATE burst.
-    async fn steady(&self, what: &str, shape: impl Fn(&BTreeMap<String, u32>) -> bool);
-}
-
-impl Phases for Cluster {
-    fn keep_ledger(&self, phase: &str) {
-        if std::env::var_os("PROTONN_KEEP_TEST_DIR").is_some() {
-            let path = self.dir.path().join(format!("ledger-{phase}.json"));
-            std::fs::write(path, serde_json::to_vec(&self.sim.ledger()).unwrap()).unwrap();
-        }
-    }
-
-    fn ms(&self, at: Instant) -> i64 {
-        sim_ms(self.sim_start.into_std(), at)
-    }
-
-    fn mark(&self) -> Mark {
-        let ledger = self.sim.ledger();
-        let stats = self.sim.stats();
-        Mark {
-            gateway: ledger.gateway.len(),
-            dispatches: ledger.dispatches.len(),
-            rest: ledger.rest.len(),
-            identifies: stats.identifies,
-            rate_limited: stats.rate_limited_global,
-        }
-    }
-
-    async fn owned_by(&self, name: &str) -> Vec<u32> {
-        let status = self.client.status().await.expect("the coordinator answers");
-        let node_id = status
-            .nodes
-            .iter()
-            .find(|n| n.name == name)
-            .map(|n| n.node_id)
-            .unwrap_or_else(|| panic!("{name} is not a member"));
-        status
-            .shards
-            .iter()
-            .filter(|s| s.node_id == node_id)
-            .map(|s| s.shard_id)
-            .collect()
-    }
-
-    async fn steady(&self, what: &str, shape: impl Fn(&BTreeMap<String, u32>) -> bool) {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            self.settled(what, &shape).await;
-            let before = self.client.status().await.map(|s| s.handoffs).ok();
-            tokio::time::sleep(Duration::from_millis(2 * self.pace.heartbeat_ms)).await;
-            let after = self.client.status().await.ok();
-            if let Some(after) = after
-                && before == Some(after.handoffs)
-                && after.shards.iter().all(|s| s.node_id != 0 && !s.moving)
-            {
-                let per_node = after
-                    .nodes
-                    .iter()
-                    .map(|n| (n.name.clone(), n.shards))
-                    .collect();
-                if shape(&per_node) {
-                    return;
-                }
-            }
-            assert!(Instant::now() < deadline, "{what} never held still");
-        }
-    }
-}
-
-/// A `!ping` as sent.
-struct Ping {
-    shard: u32,
-    channel: u64,
+/// An event as sent.
+struct Sent {
     message: u64,
-    sent_ms: i64,
+    at_us: u64,
 }
 
-/// Steady `!ping` traffic, round robin over the shards, and over each shard's channels.
-struct Traffic {
-    pings: Arc<Mutex<Vec<Ping>>>,
+/// Steady MESSAGE_CREATEs on every shard at one rate, round robin over its channels.
+struct Load {
+    sent: Arc<Mutex<Vec<Sent>>>,
     running: Arc<AtomicBool>,
-    sender: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<()>,
 }
 
-impl Traffic {
-    /// Authors are numbered from `first_author`: a new one for each ping.
-    fn start(cluster: &Cluster, first_author: u64) -> Self {
-        let pings = Arc::new(Mutex::new(Vec::new()));
-        let running = Arc::new(AtomicBool::new(true));
+impl Load {
+    fn start(sim: &SimHandle, per_shard: u32) -> Self {
         let mut targets: Vec<Vec<(u64, u64)>> = vec![Vec::new(); SHARDS as usize];
-        for guild in cluster.sim.guilds() {
+        for guild in sim.guilds() {
             for &channel in &guild.channel_ids {
                 targets[guild.shard as usize].push((guild.id, channel));
             }
         }
-        let sender = {
-            let (sim, sim_start) = (cluster.sim.clone(), cluster.sim_start.into_std());
-            let (pings, running) = (Arc::clone(&pings), Arc::clone(&running));
+        // About 1 KB, as BENCHMARKS.md's messages; no prefix: nothing answers it.
+        let content = "handoff traffic ".repeat(64);
+        let rate = f64::from(per_shard * SHARDS);
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let running = Arc::new(AtomicBool::new(true));
+        let task = {
+            let (sim, sent, running) = (sim.clone(), Arc::clone(&sent), Arc::clone(&running));
             tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(1) / PINGS_PER_SEC);
+                let mut tick = tokio::time::interval(Duration::from_millis(1));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let started = Instant::now();
                 let mut cursors = vec![0_usize; targets.len()];
-                for (n, author) in (first_author..).enumerate() {
+                let mut count: u64 = 0;
+                let mut batch = Vec::new();
+                while running.load(Ordering::Relaxed) {
                     tick.tick().await;
-                    if !running.load(Ordering::Relaxed) {
-                        break;
+                    // What should have gone out by now: the rate holds whatever the ticks do.
+                    let due = (started.elapsed().as_secs_f64() * rate) as u64;
+                    // Behind after a stall: catch up a tick at a time, yielding between.
+                    let due = due.min(count + MAX_BATCH);
+                    while count < due {
+                        let shard = (count % u64::from(SHARDS)) as usize;
+                        let (guild, channel) =
+                            targets[shard][cursors[shard] % targets[shard].len()];
+                        cursors[shard] += 1;
+                        // Authors from a pool of 1,000 users the world does not know.
+                        let author = 2_000_000 + count % 1_000;
+                        let at_us = now_us();
+                        if let Some(message) = sim.send_message(guild, channel, author, &content) {
+                            batch.push(Sent { message, at_us });
+                        }
+                        count += 1;
                     }
-                    let shard = n % targets.len();
-                    let (guild, channel) = targets[shard][cursors[shard] % targets[shard].len()];
-                    cursors[shard] += 1;
-                    let sent_ms = sim_ms(sim_start, Instant::now());
-                    if let Some(message) = sim.send_message(guild, channel, author, "!ping") {
-                        pings.lock().unwrap().push(Ping {
-                            shard: shard as u32,
-                            channel,
-                            message,
-                            sent_ms,
-                        });
-                    }
+                    sent.lock().unwrap().append(&mut batch);
                 }
             })
         };
         Self {
-            pings,
+            sent,
             running,
-            sender,
+            task,
         }
     }
 
-    /// Stops sending and waits until every ping is answered (or [`DEADLINE`] passes: the
-    /// rest are lost); returns the pings sent.
-    async fn stop(self, sim: &SimHandle, from: &Mark) -> Vec<Ping> {
+    async fn stop(self) -> Vec<Sent> {
         self.running.store(false, Ordering::Relaxed);
-        let _ = self.sender.await;
-        let pings = std::mem::take(&mut *self.pings.lock().unwrap());
-        let mut sent: HashMap<u64, usize> = HashMap::new();
-        for ping in &pings {
-            *sent.entry(ping.channel).or_default() += 1;
-        }
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let answered = answers(&sim.ledger(), from.rest);
-            let all = sent
-                .iter()
-                .all(|(channel, &n)| answered.get(channel).map_or(0, VecDeque::len) >= n);
-            if all || Instant::now() >= deadline {
-                return pings;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let _ = self.task.await;
+        std::mem::take(&mut *self.sent.lock().unwrap())
     }
 }
 
-/// Times of successful `POST /channels/{id}/messages` per channel, in order, from `from`.
-fn answers(ledger: &LedgerSnapshot, from: usize) -> HashMap<u64, VecDeque<i64>> {
-    let mut answered: HashMap<u64, VecDeque<i64>> = HashMap::new();
-    for record in ledger.rest.iter().skip(from) {
-        let channel = record
-            .path
-            .strip_prefix("/channels/")
-            .and_then(|rest| rest.strip_suffix("/messages"))
-            .and_then(|id| id.parse().ok());
-        if let Some(channel) = channel
-            && record.method == "POST"
-            && record.status == 200
-        {
-            answered
-                .entry(channel)
-                .or_default()
-                .push_back(record.at_ms as i64);
-        }
-    }
-    answered
-}
-
-/// A shard handed from one connection to the next within a phase.
-struct Handoff {
-    shard: u32,
-    /// The old connection's end.
-    closed_ms: i64,
-    /// The new connection's RESUMED (or READY, if it had to identify).
-    back_ms: i64,
-    /// Last answer through the old connection → first through the new one.
-    answer_gap_ms: Option<i64>,
-}
-
-impl Handoff {
-    fn gap_ms(&self) -> i64 {
-        self.back_ms - self.closed_ms
-    }
-}
-
-/// What the ledger shows of one phase.
-#[derive(Default)]
-struct Phase {
-    handoffs: Vec<Handoff>,
-    pings: usize,
-    lost: usize,
-    duplicated: usize,
-    /// Send → answer of pings a handoff caught.
-    caught_ms: Vec<i64>,
-    /// Send → answer of the others.
-    steady_ms: Vec<i64>,
-    identifies: u64,
-    /// Requests refused with a global 429: a reply refused so is lost.
-    rate_limited: u64,
-    /// Events replayed by RESUMEs.
-    replayed: u64,
-}
-
-/// The phase since `from`, once its traffic has stopped.
-fn analyse(sim: &SimHandle, from: &Mark, pings: &[Ping]) -> Phase {
-    let (ledger, stats) = (sim.ledger(), sim.stats());
-    let ledger = &ledger;
-    assert!(
-        !ledger.truncated,
-        "the ledger filled up: raise ledger_capacity"
-    );
-    let mut phase = Phase {
-        pings: pings.len(),
-        identifies: stats.identifies - from.identifies,
-        rate_limited: stats.rate_limited_global - from.rate_limited,
-        ..Phase::default()
-    };
-
-    // Per shard: when its connections ended and came back, paired in order.
-    let mut closed: HashMap<u32, Vec<i64>> = HashMap::new();
-    let mut back: HashMap<u32, Vec<i64>> = HashMap::new();
-    for record in ledger.gateway.iter().skip(from.gateway) {
-        let Some(shard) = record.shard else { continue };
-        match record.kind {
-            GatewayEventKind::Disconnected => {
-                closed.entry(shard).or_default().push(record.at_ms as i64);
-            }
-            GatewayEventKind::Resumed { replayed } => {
-                phase.replayed += replayed;
-                back.entry(shard).or_default().push(record.at_ms as i64);
-            }
-            GatewayEventKind::Identified => {
-                back.entry(shard).or_default().push(record.at_ms as i64);
-            }
-            _ => {}
-        }
-    }
-
-    // Which connection delivered each ping, counted from 0 (the one the phase began with):
-    // the RESUMED/READY writes of its shard before its last MESSAGE_CREATE write, plus one
-    // if that write was a replay (a resumed connection replays before its RESUMED).
-    let mut boundaries: HashMap<u32, Vec<usize>> = HashMap::new();
-    let mut written: HashMap<u64, (usize, bool)> = HashMap::new();
-    for (index, dispatch) in ledger.dispatches.iter().enumerate().skip(from.dispatches) {
-        match dispatch.event.as_str() {
-            "RESUMED" | "READY" => boundaries.entry(dispatch.shard).or_default().push(index),
-            "MESSAGE_CREATE" => {
-                if let Some(message) = dispatch.entity_id {
-                    written.insert(message, (index, dispatch.replayed));
-                }
-            }
-            _ => {}
-        }
-    }
-    let connection = |ping: &Ping| {
-        let &(index, replayed) = written.get(&ping.message)?;
-        let before = boundaries.get(&ping.shard).map_or(0, |b| {
-            b.iter().take_while(|&&boundary| boundary < index).count()
-        });
-        Some(before + usize::from(replayed))
-    };
-
-    // Answers in a channel come in the order of its pings.
-    let mut answered = answers(ledger, from.rest);
-    let mut answer_of = Vec::with_capacity(pings.len());
-    for ping in pings {
-        answer_of.push(
-            answered
-                .get_mut(&ping.channel)
-                .and_then(VecDeque::pop_front),
-        );
-    }
-    phase.duplicated = answered.values().map(VecDeque::len).sum();
-    phase.lost = answer_of.iter().filter(|a| a.is_none()).count();
-
-    // Per shard and connection: answer times, for the answer gap.
-    let mut by_connection: HashMap<(u32, usize), Vec<i64>> = HashMap::new();
-    for (ping, answer) in pings.iter().zip(&answer_of) {
-        let (Some(answer), Some(conn)) = (*answer, connection(ping)) else {
-            continue;
-        };
-        by_connection
-            .entry((ping.shard, conn))
-            .or_default()
-            .push(answer);
-        let wait = answer - ping.sent_ms;
-        // Caught: delivered by a later connection and sent before it came back.
-        let caught = conn > 0
-            && back
-                .get(&ping.shard)
-                .and_then(|b| b.get(conn - 1))
-                .is_some_and(|&b| b > ping.sent_ms);
-        if caught {
-            phase.caught_ms.push(wait);
-        } else {
-            phase.steady_ms.push(wait);
-        }
-    }
-
-    for (&shard, backs) in &back {
-        let ends = closed.get(&shard).map(Vec::as_slice).unwrap_or_default();
-        for (k, &back_ms) in backs.iter().enumerate() {
-            let Some(&closed_ms) = ends.get(k) else {
-                continue;
-            };
-            let old = by_connection.get(&(shard, k));
-            let new = by_connection.get(&(shard, k + 1));
-            let answer_gap_ms = match (old, new) {
-                (Some(old), Some(new)) => {
-                    Some(new.iter().min().unwrap() - old.iter().max().unwrap())
-                }
-                _ => None,
-            };
-            phase.handoffs.push(Handoff {
-                shard,
-                closed_ms,
-                back_ms,
-                answer_gap_ms,
-            });
-        }
-    }
-    phase
-}
-
-/// A phase read against what it asked for: some of its handoffs, after its event.
-struct Outcome {
-    phase: Phase,
-    /// How many handoffs the event asked for.
-    asked: usize,
-    /// The event (drain call, node start, kill) → the last of them back.
-    all_back_ms: i64,
-    /// Gaps of the handoffs the event asked for.
-    asked_gaps: Vec<i64>,
-    /// Gaps of the balancer's own moves in the phase.
-    other_gaps: Vec<i64>,
-}
-
-impl Outcome {
-    /// `asked`: indices into the phase's handoffs.
-    fn new(phase: Phase, asked: &[usize], event_ms: i64) -> Self {
-        let all_back_ms = asked
-            .iter()
-            .map(|&i| phase.handoffs[i].back_ms)
-            .max()
-            .map_or(0, |back| back - event_ms);
-        let (mut asked_gaps, mut other_gaps) = (Vec::new(), Vec::new());
-        for (index, handoff) in phase.handoffs.iter().enumerate() {
-            if asked.contains(&index) {
-                asked_gaps.push(handoff.gap_ms());
-            } else {
-                other_gaps.push(handoff.gap_ms());
-            }
-        }
-        Self {
-            phase,
-            asked: asked.len(),
-            all_back_ms,
-            asked_gaps,
-            other_gaps,
-        }
-    }
-}
-
-/// For each of `shards`, its first handoff back after `since_ms`.
-fn first_back(phase: &Phase, shards: &[u32], since_ms: i64) -> Vec<usize> {
-    shards
+/// The shards node `name` owns.
+async fn owned_by(cluster: &Cluster, name: &str) -> Vec<u32> {
+    let status = cluster
+        .client
+        .status()
+        .await
+        .expect("the coordinator answers");
+    let node_id = status
+        .nodes
         .iter()
-        .map(|&shard| {
-            phase
-                .handoffs
+        .find(|n| n.name == name)
+        .map(|n| n.node_id)
+        .unwrap_or_else(|| panic!("{name} is not a member"));
+    status
+        .shards
+        .iter()
+        .filter(|s| s.node_id == node_id)
+        .map(|s| s.shard_id)
+        .collect()
+}
+
+/// Waits as [`Cluster::settled`] does, then until no handoff happened for two heartbeats:
+/// the balancer also moves shards by their recent traffic.
+async fn steady(cluster: &Cluster, what: &str, shape: impl Fn(&BTreeMap<String, u32>) -> bool) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        cluster.settled(what, &shape).await;
+        let before = cluster.client.status().await.map(|s| s.handoffs).ok();
+        tokio::time::sleep(Duration::from_millis(2 * cluster.pace.heartbeat_ms)).await;
+        if let Ok(after) = cluster.client.status().await
+            && before == Some(after.handoffs)
+            && after.shards.iter().all(|s| s.node_id != 0 && !s.moving)
+        {
+            let per_node = after
+                .nodes
                 .iter()
-                .enumerate()
-                .filter(|(_, h)| h.shard == shard && h.back_ms >= since_ms)
-                .min_by_key(|(_, h)| h.back_ms)
-                .map(|(index, _)| index)
-                .unwrap_or_else(|| panic!("shard {shard} never came back"))
-        })
-        .collect()
-}
-
-/// Every handoff back after `since_ms`.
-fn all_back(phase: &Phase, since_ms: i64) -> Vec<usize> {
-    (0..phase.handoffs.len())
-        .filter(|&i| phase.handoffs[i].back_ms >= since_ms)
-        .collect()
-}
-
-struct Run {
-    /// Drain of a node: the call → the last of its shards RESUMED elsewhere.
-    drain: Outcome,
-    /// Drain call → its answer.
-    drain_answered_ms: i64,
-    /// A node joins: its process starts → the last of the shards it holds once settled
-    /// RESUMED on it.
-    join: Outcome,
-    /// A node is killed: the kill → the last of its shards RESUMED elsewhere.
-    crash: Outcome,
-    /// Kill → the coordinator logs the node lost.
-    detected_ms: Option<i64>,
-    clock_skew: Duration,
-}
-
-async fn run(pace: Pace) -> Run {
-    let mut cluster = Cluster::start_paced(world(), pace, 1, 2).await;
-    cluster.start_node("node-a", Some(CLUSTER_TOKEN)).await;
-    cluster.start_node("node-b", Some(CLUSTER_TOKEN)).await;
-    // Steady also means the coordinator has seen every shard ready (in node heartbeats):
-    // it moves no other.
-    cluster
-        .steady("16 shards on each of two nodes", |n| {
-            n.get("node-a") == Some(&16) && n.get("node-b") == Some(&16)
-        })
-        .await;
-    assert_eq!(cluster.sim.stats().identifies, u64::from(SHARDS));
-
-    // 1. Drain a node holding 16 shards. At once: the balancer moves shards by their
-    // traffic, so a second of pings first would unsettle the 16/16 split.
-    let mark = cluster.mark();
-    let traffic = Traffic::start(&cluster, 1_000_000);
-    let asked = Instant::now();
-    let drained = cluster.owned_by("node-a").await;
-    let called = Instant::now();
-    cluster.operator.drain("node-a").await.expect("the drain");
-    let drain_answered_ms = called.elapsed().as_millis() as i64;
-    cluster
-        .settled("node-a's shards live on node-b", |per_node| {
-            per_node.get("node-a").is_none_or(|&n| n == 0)
-        })
-        .await;
-    tokio::time::sleep(QUIET).await;
-    let pings = traffic.stop(&cluster.sim, &mark).await;
-    cluster.keep_ledger("drain");
-    let phase = analyse(&cluster.sim, &mark, &pings);
-    let asked = first_back(&phase, &drained, cluster.ms(asked));
-    let drain = Outcome::new(phase, &asked, cluster.ms(called));
-    let mut node_a = cluster.nodes.remove("node-a").unwrap();
-    node_a.signal("-TERM");
-    assert!(
-        node_a.exited().await.success(),
-        "a drained node exits cleanly"
-    );
-
-    // 2. A node joins: about half the shards move to it.
-    let mark = cluster.mark();
-    let traffic = Traffic::start(&cluster, 2_000_000);
-    tokio::time::sleep(QUIET).await;
-    let joined = Instant::now();
-    cluster.start_node("node-c", Some(CLUSTER_TOKEN)).await;
-    cluster
-        .settled("node-c takes about half", |n| {
-            n.get("node-c").is_some_and(|&c| c >= 12) && n.get("node-b").is_some_and(|&b| b >= 12)
-        })
-        .await;
-    let taken = cluster.owned_by("node-c").await;
-    tokio::time::sleep(QUIET).await;
-    let pings = traffic.stop(&cluster.sim, &mark).await;
-    cluster.keep_ledger("join");
-    let phase = analyse(&cluster.sim, &mark, &pings);
-    let asked = first_back(&phase, &taken, cluster.ms(joined));
-    let join = Outcome::new(phase, &asked, cluster.ms(joined));
-
-    // 3. The new node dies: its shards resume on node-b once it is declared lost.
-    let mark = cluster.mark();
-    let traffic = Traffic::start(&cluster, 3_000_000);
-    tokio::time::sleep(2 * QUIET).await;
-    let killed = Instant::now();
-    let killed_wall = SystemTime::now();
-    let node_c = cluster.nodes.get_mut("node-c").unwrap();
-    node_c.kill();
-    cluster
-        .settled("node-c's shards resumed on node-b", |n| {
-            !n.contains_key("node-c")
-        })
-        .await;
-    tokio::time::sleep(QUIET).await;
-    let pings = traffic.stop(&cluster.sim, &mark).await;
-    cluster.keep_ledger("crash");
-    // Once node-c is dead, nothing moves but its shards (and any on their way to it).
-    let phase = analyse(&cluster.sim, &mark, &pings);
-    let asked = all_back(&phase, cluster.ms(killed));
-    let crash = Outcome::new(phase, &asked, cluster.ms(killed));
-    let mut detected_ms = None;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while detected_ms.is_none() && Instant::now() < deadline {
-        detected_ms = logged_after(
-            &cluster.log("coordinator-0"),
-            "node lost; its shards resume elsewhere",
-            "name=node-c",
-            killed_wall,
+                .map(|n| (n.name.clone(), n.shards))
+                .collect();
+            if shape(&per_node) {
+                return;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} never held still"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    if detected_ms.is_none() {
-        println!("  (the coordinator's log does not say when node-c was declared lost)");
+}
+
+/// Both nodes hold about half.
+fn halves(joined: &str) -> impl Fn(&BTreeMap<String, u32>) -> bool {
+    move |n| n.get(joined).is_some_and(|&c| c >= 12) && n.get(STAYS).is_some_and(|&b| b >= 12)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    /// Traffic before the first drain.
+    Start,
+    Drain,
+    Join,
+    Crash,
+    /// A node joins before the freeze.
+    PartitionJoin,
+    Partition,
+}
+
+/// A phase of a run: its event, until the next phase's event.
+struct Phase {
+    kind: Kind,
+    from_us: u64,
+    /// The node the asked-for moves leave, and the one they reach.
+    from: String,
+    to: String,
+    /// The shards the event asked to move.
+    asked: Vec<u32>,
+}
+
+/// A shard's events passing from one node to another, in the journals.
+struct Move {
+    shard: u32,
+    from: usize,
+    to: usize,
+    /// The last event handled on `from` before, the first on `to`.
+    last_us: u64,
+    first_us: u64,
+}
+
+/// What one run measured.
+#[derive(Default)]
+struct Figures {
+    /// Gaps of the asked-for moves of drains and joins, and of the balancer's own moves.
+    asked_gaps_ms: Vec<f64>,
+    other_gaps_ms: Vec<f64>,
+    drain_ms: Vec<f64>,
+    drained: Vec<usize>,
+    crash_ms: f64,
+    crash_shards: usize,
+    /// Events handled by two nodes both after the fence deadline; by two nodes at all.
+    twice_after_fence: usize,
+    twice_in_partition: usize,
+    /// RESUMEs of each shard the frozen node held, most of any, and in all.
+    most_resumes: u32,
+    resumes: u32,
+    frozen_shards: usize,
+    /// Takeover of the frozen node's shards: the freeze → the last one's first event on
+    /// node-b.
+    takeover_ms: f64,
+    /// Per phase kind: sent, lost, duplicated, IDENTIFYs.
+    counts: BTreeMap<&'static str, [u64; 4]>,
+    /// Events per second per shard the load reached.
+    rate: f64,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Start => "start",
+            Kind::Drain => "drain",
+            Kind::Join => "join",
+            Kind::Crash => "crash",
+            Kind::PartitionJoin | Kind::Partition => "partition",
+        }
     }
-    let clock_skew = cluster.clock_skew;
+}
+
+struct Args {
+    runs: u64,
+    pace: Pace,
+    per_shard: u32,
+    cycles: u32,
+    freeze: Duration,
+}
+
+async fn run(args: &Args) -> Figures {
+    let mut cluster = Cluster::start_paced(world(), args.pace, 1, 2).await;
+    cluster.journal_events = true;
+    let sim_start_us = now_us() - cluster.sim_start.elapsed().as_micros() as u64;
+    cluster.start_node("node-a", Some(CLUSTER_TOKEN)).await;
+    cluster.start_node(STAYS, Some(CLUSTER_TOKEN)).await;
+    steady(&cluster, "16 shards on each of two nodes", |n| {
+        n.get("node-a") == Some(&16) && n.get(STAYS) == Some(&16)
+    })
+    .await;
+    let mut names = vec!["node-a".to_owned(), STAYS.to_owned()];
+    let mut phases = vec![Phase {
+        kind: Kind::Start,
+        from_us: now_us(),
+        from: String::new(),
+        to: String::new(),
+        asked: Vec::new(),
+    }];
+    let load = Load::start(&cluster.sim, args.per_shard);
+    let load_started = Instant::now();
+    tokio::time::sleep(QUIET).await;
+
+    let mut holder = "node-a".to_owned();
+    for cycle in 1..=args.cycles {
+        let drained = owned_by(&cluster, &holder).await;
+        phases.push(Phase {
+            kind: Kind::Drain,
+            from_us: now_us(),
+            from: holder.clone(),
+            to: STAYS.to_owned(),
+            asked: drained,
+        });
+        cluster.operator.drain(&holder).await.expect("the drain");
+        cluster
+            .settled("the drained node holds nothing", |n| {
+                n.get(&holder).is_none_or(|&n| n == 0)
+            })
+            .await;
+        tokio::time::sleep(QUIET).await;
+        let mut drained_node = cluster.nodes.remove(&holder).unwrap();
+        drained_node.signal("-TERM");
+        assert!(
+            drained_node.exited().await.success(),
+            "a drained node exits cleanly"
+        );
+
+        let joining = format!("node-{cycle}");
+        let joined_us = now_us();
+        cluster.start_node(&joining, Some(CLUSTER_TOKEN)).await;
+        steady(
+            &cluster,
+            "the joining node takes about half",
+            halves(&joining),
+        )
+        .await;
+        phases.push(Phase {
+            kind: Kind::Join,
+            from_us: joined_us,
+            from: STAYS.to_owned(),
+            to: joining.clone(),
+            asked: owned_by(&cluster, &joining).await,
+        });
+        names.push(joining.clone());
+        tokio::time::sleep(QUIET).await;
+        holder = joining;
+    }
+
+    // The last joined node dies: its shards resume on node-b once it is declared lost.
+    let crashed = owned_by(&cluster, &holder).await;
+    phases.push(Phase {
+        kind: Kind::Crash,
+        from_us: now_us(),
+        from: holder.clone(),
+        to: STAYS.to_owned(),
+        asked: crashed,
+    });
+    cluster.nodes.get_mut(&holder).unwrap().kill();
+    cluster
+        .settled("the killed node's shards resumed", |n| {
+            !n.contains_key(&holder)
+        })
+        .await;
+    tokio::time::sleep(QUIET).await;
+
+    // A node that will be frozen joins, and takes its half.
+    let frozen = "node-frozen";
+    phases.push(Phase {
+        kind: Kind::PartitionJoin,
+        from_us: now_us(),
+        from: STAYS.to_owned(),
+        to: frozen.to_owned(),
+        asked: Vec::new(),
+    });
+    cluster.start_node(frozen, Some(CLUSTER_TOKEN)).await;
+    names.push(frozen.to_owned());
+    steady(
+        &cluster,
+        "the node to freeze takes about half",
+        halves(frozen),
+    )
+    .await;
+    tokio::time::sleep(QUIET).await;
+    let frozen_shards = owned_by(&cluster, frozen).await;
+    let freeze_us = now_us();
+    let frozen_at = tokio::time::Instant::now();
+    cluster.nodes[frozen].signal("-STOP");
+    phases.push(Phase {
+        kind: Kind::Partition,
+        from_us: freeze_us,
+        from: frozen.to_owned(),
+        to: STAYS.to_owned(),
+        asked: frozen_shards.clone(),
+    });
+    cluster
+        .settled("node-b runs every shard", |n| n.get(STAYS) == Some(&SHARDS))
+        .await;
+    tokio::time::sleep_until(frozen_at + args.freeze).await;
+    cluster.nodes[frozen].signal("-CONT");
+    steady(
+        &cluster,
+        "the frozen node takes its share again",
+        halves(frozen),
+    )
+    .await;
+    tokio::time::sleep(QUIET).await;
+
+    let sent = load.stop().await;
+    let rate = sent.len() as f64 / load_started.elapsed().as_secs_f64() / f64::from(SHARDS);
+    let end_us = now_us();
+    wait_for_journals(&cluster, &names).await;
+    let fence_us = freeze_us + args.pace.failure_timeout_ms * 2 / 3 * 1_000;
+    let figures = analyse(
+        &cluster,
+        &names,
+        &phases,
+        &sent,
+        end_us,
+        fence_us,
+        sim_start_us,
+        rate,
+    );
     let Cluster {
         sim,
         nodes,
@@ -609,42 +442,226 @@ async fn run(pace: Pace) -> Run {
     } = cluster;
     drop((nodes, coordinators));
     sim.shutdown().await;
-    Run {
-        drain,
-        drain_answered_ms,
-        join,
-        crash,
-        detected_ms,
-        clock_skew,
+    figures
+}
+
+/// Waits until the journals stop growing: the events in flight are handled and written
+/// (a journal flushes whenever its writer has nothing more to write).
+async fn wait_for_journals(cluster: &Cluster, names: &[String]) {
+    let size = || -> u64 {
+        names
+            .iter()
+            .filter_map(|name| std::fs::metadata(cluster.journal_of(name)).ok())
+            .map(|m| m.len())
+            .sum()
+    };
+    let deadline = Instant::now() + DEADLINE;
+    let mut last = size();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = size();
+        if now == last || Instant::now() >= deadline {
+            return;
+        }
+        last = now;
     }
 }
 
-/// Milliseconds from `since` to the first line of `log` holding `what` and `detail`, by the
-/// time of day of its UTC timestamp (tracing's `2026-12-03T08:23:39.512368Z`).
-fn logged_after(log: &str, what: &str, detail: &str, since: SystemTime) -> Option<i64> {
-    const DAY_MS: i64 = 86_400_000;
-    let line = log
-        .lines()
-        .find(|line| line.contains(what) && line.contains(detail))?;
-    let time = line.split_whitespace().next()?;
-    let time = time.split_once('T')?.1.strip_suffix('Z')?;
-    let mut parts = time.split(':');
-    let hours: f64 = parts.next()?.parse().ok()?;
-    let minutes: f64 = parts.next()?.parse().ok()?;
-    let seconds: f64 = parts.next()?.parse().ok()?;
-    let logged = (((hours * 60.0 + minutes) * 60.0 + seconds) * 1_000.0) as i64;
-    let since = since.duration_since(UNIX_EPOCH).ok()?.as_millis() as i64 % DAY_MS;
-    Some((logged - since).rem_euclid(DAY_MS))
+/// Which phase `at_us` falls in: the last that began at or before it.
+fn phase_at(phases: &[Phase], at_us: u64) -> usize {
+    phases.iter().rposition(|p| p.from_us <= at_us).unwrap_or(0)
 }
 
-/// `p50 / p99 / max` of `values` in ms.
-fn spread(values: &[i64]) -> String {
+#[allow(clippy::too_many_arguments)]
+fn analyse(
+    cluster: &Cluster,
+    names: &[String],
+    phases: &[Phase],
+    sent: &[Sent],
+    end_us: u64,
+    fence_us: u64,
+    sim_start_us: u64,
+    rate: f64,
+) -> Figures {
+    let node_index: HashMap<&str, usize> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i))
+        .collect();
+    // (message, at_us, node, shard) of every message handled, from every journal.
+    let mut handled: Vec<(u64, u64, usize, u32)> = Vec::new();
+    for name in names {
+        let lines = read_journal(&cluster.journal_of(name))
+            .unwrap_or_else(|err| panic!("{name}'s journal: {err}"));
+        for line in lines {
+            if let HandledEvent::Message(message) = line.event {
+                handled.push((
+                    message,
+                    line.at_us,
+                    node_index[line.node.as_str()],
+                    line.shard,
+                ));
+            }
+        }
+    }
+    assert!(!handled.is_empty(), "the journals hold no handled message");
+
+    let mut figures = Figures {
+        rate,
+        ..Figures::default()
+    };
+    let count = |figures: &mut Figures, kind: Kind, column: usize, n: u64| {
+        figures.counts.entry(kind.name()).or_insert([0; 4])[column] += n;
+    };
+
+    // Lost and duplicated, by the phase each event was sent in.
+    handled.sort_unstable_by_key(|&(message, at_us, ..)| (message, at_us));
+    let mut handlings: HashMap<u64, &[(u64, u64, usize, u32)]> = HashMap::new();
+    for group in handled.chunk_by(|a, b| a.0 == b.0) {
+        handlings.insert(group[0].0, group);
+    }
+    let sent_ids: HashSet<u64> = sent.iter().map(|s| s.message).collect();
+    for event in sent {
+        let kind = phases[phase_at(phases, event.at_us)].kind;
+        count(&mut figures, kind, 0, 1);
+        match handlings.get(&event.message) {
+            None => count(&mut figures, kind, 1, 1),
+            Some(group) => count(&mut figures, kind, 2, group.len() as u64 - 1),
+        }
+    }
+
+    // Handled by two nodes: both after the fence deadline, and at all, in the partition.
+    let partition = phases
+        .iter()
+        .position(|p| p.kind == Kind::Partition)
+        .unwrap();
+    for (message, group) in &handlings {
+        if !sent_ids.contains(message) {
+            continue;
+        }
+        let nodes: HashSet<usize> = group.iter().map(|h| h.2).collect();
+        if nodes.len() < 2 || group[0].1 < phases[partition - 1].from_us {
+            continue;
+        }
+        figures.twice_in_partition += 1;
+        let late: HashSet<usize> = group
+            .iter()
+            .filter(|h| h.1 >= fence_us)
+            .map(|h| h.2)
+            .collect();
+        if late.len() >= 2 {
+            figures.twice_after_fence += 1;
+        }
+    }
+
+    // Moves: per shard, in time order, each change of the handling node.
+    handled.sort_unstable_by_key(|&(_, at_us, _, shard)| (shard, at_us));
+    let mut moves = Vec::new();
+    for shard in handled.chunk_by(|a, b| a.3 == b.3) {
+        for pair in shard.windows(2) {
+            if pair[0].2 != pair[1].2 {
+                moves.push(Move {
+                    shard: pair[0].3,
+                    from: pair[0].2,
+                    to: pair[1].2,
+                    last_us: pair[0].1,
+                    first_us: pair[1].1,
+                });
+            }
+        }
+    }
+    let ms = |us: u64| us as f64 / 1_000.0;
+    for (index, phase) in phases.iter().enumerate() {
+        let until_us = phases.get(index + 1).map_or(end_us, |p| p.from_us);
+        let in_phase: Vec<&Move> = moves
+            .iter()
+            .filter(|m| m.first_us >= phase.from_us && m.first_us < until_us)
+            .collect();
+        let asked = |m: &Move| {
+            phase.asked.contains(&m.shard) && names[m.from] == phase.from && names[m.to] == phase.to
+        };
+        // Each asked shard's first move of the phase.
+        let first_asked: Vec<&Move> = phase
+            .asked
+            .iter()
+            .filter_map(|&shard| {
+                in_phase
+                    .iter()
+                    .find(|m| m.shard == shard && asked(m))
+                    .copied()
+            })
+            .collect();
+        let all_back_ms = |what: &str| -> f64 {
+            assert_eq!(
+                first_asked.len(),
+                phase.asked.len(),
+                "{what}: shards never handled on {}",
+                phase.to
+            );
+            first_asked
+                .iter()
+                .map(|m| ms(m.first_us.saturating_sub(phase.from_us)))
+                .fold(0.0, f64::max)
+        };
+        match phase.kind {
+            Kind::Drain | Kind::Join => {
+                for m in &in_phase {
+                    let gap = ms(m.first_us.saturating_sub(m.last_us));
+                    if first_asked.iter().any(|a| std::ptr::eq(*a, *m)) {
+                        figures.asked_gaps_ms.push(gap);
+                    } else {
+                        figures.other_gaps_ms.push(gap);
+                    }
+                }
+                if phase.kind == Kind::Drain {
+                    figures.drain_ms.push(all_back_ms("drain"));
+                    figures.drained.push(phase.asked.len());
+                }
+            }
+            Kind::Crash => {
+                figures.crash_ms = all_back_ms("crash");
+                figures.crash_shards = phase.asked.len();
+            }
+            Kind::Partition => {
+                figures.takeover_ms = all_back_ms("partition");
+                figures.frozen_shards = phase.asked.len();
+            }
+            Kind::Start | Kind::PartitionJoin => {}
+        }
+    }
+
+    // IDENTIFYs by phase, and RESUMEs of the frozen node's shards from the freeze on.
+    let ledger = cluster.sim.ledger();
+    let mut resumes: HashMap<u32, u32> = HashMap::new();
+    for record in &ledger.gateway {
+        let at_us = sim_start_us + record.at_ms * 1_000;
+        let kind = phases[phase_at(phases, at_us)].kind;
+        match (&record.kind, record.shard) {
+            (GatewayEventKind::Identified, _) if at_us >= phases[0].from_us => {
+                count(&mut figures, kind, 3, 1);
+            }
+            (GatewayEventKind::Resumed { .. }, Some(shard))
+                if at_us >= phases[partition].from_us
+                    && phases[partition].asked.contains(&shard) =>
+            {
+                *resumes.entry(shard).or_default() += 1;
+            }
+            _ => {}
+        }
+    }
+    figures.most_resumes = resumes.values().copied().max().unwrap_or(0);
+    figures.resumes = resumes.values().sum();
+    figures
+}
+
+/// `p50 / p99 / max` in ms, with the sample count.
+fn spread(values: &[f64]) -> String {
     if values.is_empty() {
         return "none".to_owned();
     }
-    let mut values: Vec<f64> = values.iter().map(|&v| v as f64).collect();
+    let mut values = values.to_vec();
     format!(
-        "p50 {:.0} / p99 {:.0} / max {:.0} ms (n {})",
+        "p50 {:.1} / p99 {:.1} / max {:.1} ms (n {})",
         percentile(&mut values, 0.5),
         percentile(&mut values, 0.99),
         percentile(&mut values, 1.0),
@@ -652,193 +669,182 @@ fn spread(values: &[i64]) -> String {
     )
 }
 
-fn median_ms(values: impl IntoIterator<Item = i64>) -> String {
-    let mut values: Vec<f64> = values.into_iter().map(|v| v as f64).collect();
+/// The median of `values` and the values themselves.
+fn median_of(values: &[f64], unit: &str) -> String {
     if values.is_empty() {
         return "none".to_owned();
     }
     let listed: Vec<String> = values.iter().map(|v| format!("{v:.0}")).collect();
-    format!("{:.0} ms ({})", median(&mut values), listed.join(", "))
+    format!(
+        "{:.0} {unit} ({})",
+        median(&mut values.to_vec()),
+        listed.join(", ")
+    )
 }
 
-fn answer_gaps(phase: &Phase) -> Vec<i64> {
-    phase
-        .handoffs
+fn counts_line(counts: &BTreeMap<&'static str, [u64; 4]>) -> String {
+    counts
         .iter()
-        .filter_map(|h| h.answer_gap_ms)
-        .collect()
+        .map(|(phase, [sent, lost, duplicated, identifies])| {
+            format!(
+                "{phase}: sent {sent} lost {lost} duplicated {duplicated} IDENTIFYs {identifies}"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
-fn describe(name: &str, outcome: &Outcome) {
-    let phase = &outcome.phase;
-    println!(
-        "  {name}: gap {}; the balancer's own moves: gap {}",
-        spread(&outcome.asked_gaps),
-        spread(&outcome.other_gaps),
-    );
-    println!(
-        "  {name}: pings {} lost {} duplicated {}; IDENTIFYs {}; global 429s {}; events replayed {}",
-        phase.pings,
-        phase.lost,
-        phase.duplicated,
-        phase.identifies,
-        phase.rate_limited,
-        phase.replayed,
-    );
-    println!(
-        "  {name}: wait of pings caught by a handoff {}; of the others {}; answer gap {}",
-        spread(&phase.caught_ms),
-        spread(&phase.steady_ms),
-        spread(&answer_gaps(phase)),
-    );
+fn parse_args() -> Args {
+    // cargo bench passes `--bench`; the numbers are ours.
+    let numbers: Vec<u64> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let arg = |index: usize, default: u64| numbers.get(index).copied().unwrap_or(default);
+    let failure_timeout_ms = arg(2, 4_500);
+    Args {
+        runs: arg(0, 3),
+        pace: Pace {
+            heartbeat_ms: arg(1, 500),
+            failure_timeout_ms,
+            // ClusterConfig's ratio: 2 s at a 4.5 s failure timeout.
+            lease_ttl_ms: failure_timeout_ms * 4 / 9,
+            max_moves: MAX_MOVES,
+        },
+        per_shard: arg(3, 500) as u32,
+        cycles: arg(4, 10) as u32,
+        freeze: Duration::from_secs(arg(5, 15)),
+    }
 }
 
 #[tokio::main]
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    // cargo bench passes `--bench`; the numbers are ours.
-    let args: Vec<u64> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let runs = args.first().copied().unwrap_or(5);
-    // The cluster test's pace unless the command line says otherwise (the defaults are
-    // 1,000 and 10,000 ms); a lease of a third of the failure timeout (at most half).
-    let failure_timeout_ms = args.get(2).copied().unwrap_or(3_000);
-    let pace = Pace {
-        heartbeat_ms: args.get(1).copied().unwrap_or(200),
-        failure_timeout_ms,
-        lease_ttl_ms: failure_timeout_ms / 3,
-        max_moves: MAX_MOVES,
-    };
+    let args = parse_args();
     // Early, with a clear message when it is missing.
     let binary = protonn_binary();
+    let pace = args.pace;
     println!(
-        "B6 handoff: {SHARDS} shards, {runs} runs, {PINGS_PER_SEC} pings/s; heartbeat {} ms, \
-         failure timeout {} ms, max_moves {MAX_MOVES}; {}",
+        "B6 handoff: {SHARDS} shards, {} events/s per shard (1 KB MESSAGE_CREATE), {} runs of \
+         {} drain/join cycles, a crash and a {} s freeze; heartbeat {} ms, failure timeout {} \
+         ms (fence {} ms), max_moves {MAX_MOVES}; {}",
+        args.per_shard,
+        args.runs,
+        args.cycles,
+        args.freeze.as_secs(),
         pace.heartbeat_ms,
         pace.failure_timeout_ms,
+        pace.failure_timeout_ms * 2 / 3,
         binary.display()
     );
     let mut results = Vec::new();
-    for index in 1..=runs {
-        let run = run(pace).await;
+    for index in 1..=args.runs {
+        let figures = run(&args).await;
+        println!("run {index}: load {:.0} events/s per shard", figures.rate);
         println!(
-            "run {index} (simulator clock aligned within {} ms)",
-            run.clock_skew.as_millis()
+            "  handoff gap, moves asked (drains, joins): {}",
+            spread(&figures.asked_gaps_ms)
         );
         println!(
-            "  drain of {}: call → last RESUMED {} ms (call answered after {} ms)",
-            run.drain.asked, run.drain.all_back_ms, run.drain_answered_ms
+            "  handoff gap, the balancer's own moves: {}",
+            spread(&figures.other_gaps_ms)
         );
-        describe("drain", &run.drain);
         println!(
-            "  join: node process started → last of its {} shards RESUMED {} ms",
-            run.join.asked, run.join.all_back_ms
+            "  drain, call → last drained shard handled on node-b: {} (shards {:?})",
+            median_of(&figures.drain_ms, "ms"),
+            figures.drained
         );
-        describe("join", &run.join);
-        let detected = run.detected_ms.map_or("?".to_owned(), |ms| ms.to_string());
-        let after = run.detected_ms.map_or("?".to_owned(), |ms| {
-            (run.crash.all_back_ms - ms).to_string()
-        });
         println!(
-            "  crash: kill → declared lost {detected} ms → last of the {} shards it held or was getting RESUMED {} ms ({after} ms after)",
-            run.crash.asked, run.crash.all_back_ms,
+            "  crash, SIGKILL → last of its {} shards handled on node-b: {:.0} ms",
+            figures.crash_shards, figures.crash_ms
         );
-        describe("crash", &run.crash);
-        results.push(run);
+        println!(
+            "  partition, SIGSTOP → last of its {} shards handled on node-b: {:.0} ms; events \
+             handled by two nodes after the fence deadline {} (by two nodes at all {}); \
+             RESUMEs per moved shard: most {}, {} in all",
+            figures.frozen_shards,
+            figures.takeover_ms,
+            figures.twice_after_fence,
+            figures.twice_in_partition,
+            figures.most_resumes,
+            figures.resumes
+        );
+        println!("  {}", counts_line(&figures.counts));
+        results.push(figures);
     }
 
-    println!("summary of {runs} runs");
-    // Every handoff through the coordinator; the crash's resumes are not handoffs.
-    let handoffs = |r: &Run| -> Vec<i64> {
-        [
-            &r.drain.asked_gaps,
-            &r.drain.other_gaps,
-            &r.join.asked_gaps,
-            &r.join.other_gaps,
-            &r.crash.other_gaps,
-        ]
-        .into_iter()
-        .flatten()
-        .copied()
-        .collect()
+    println!("summary of {} runs", args.runs);
+    let pooled = |pick: fn(&Figures) -> &Vec<f64>| -> Vec<f64> {
+        results.iter().flat_map(|f| pick(f).clone()).collect()
     };
-    let all: Vec<i64> = results.iter().flat_map(handoffs).collect();
-    println!(
-        "  handoff gap, every handoff: {} (target p99 <= 250 ms)",
-        spread(&all)
-    );
-    let p99s = results.iter().map(|r| {
-        let mut gaps: Vec<f64> = handoffs(r).iter().map(|&g| g as f64).collect();
-        percentile(&mut gaps, 0.99) as i64
-    });
-    println!("  handoff gap p99 of each run: median {}", median_ms(p99s));
-    let pooled = |gaps: fn(&Run) -> &Vec<i64>| -> Vec<i64> {
-        results.iter().flat_map(|r| gaps(r).clone()).collect()
-    };
-    println!(
-        "  handoff gap, drained shards: {}",
-        spread(&pooled(|r| &r.drain.asked_gaps))
-    );
-    println!(
-        "  handoff gap, shards moved to the joining node: {}",
-        spread(&pooled(|r| &r.join.asked_gaps))
-    );
-    let phases: Vec<&Phase> = results
+    let asked = pooled(|f| &f.asked_gaps_ms);
+    let every: Vec<f64> = asked
         .iter()
-        .flat_map(|r| [&r.drain.phase, &r.join.phase])
+        .chain(&pooled(|f| &f.other_gaps_ms))
+        .copied()
         .collect();
-    let caught: Vec<i64> = phases.iter().flat_map(|p| p.caught_ms.clone()).collect();
-    let steady: Vec<i64> = phases.iter().flat_map(|p| p.steady_ms.clone()).collect();
     println!(
-        "  drain + join, wait of pings caught by a handoff: {}; of the others: {}",
-        spread(&caught),
-        spread(&steady)
+        "  handoff gap (last handled on A → first handled on B), every move: {} (target p99 <= 250 ms)",
+        spread(&every)
     );
-    println!(
-        "  drain of 16, call → last RESUMED: median {} (target <= 2000 ms)",
-        median_ms(results.iter().map(|r| r.drain.all_back_ms))
-    );
-    println!(
-        "  join, node start → last RESUMED: median {}",
-        median_ms(results.iter().map(|r| r.join.all_back_ms))
-    );
-    println!(
-        "  crash, kill → last RESUMED: median {} (target <= 5000 ms)",
-        median_ms(results.iter().map(|r| r.crash.all_back_ms))
-    );
-    println!(
-        "  crash, kill → declared lost: median {} (failure timeout {} ms)",
-        median_ms(results.iter().filter_map(|r| r.detected_ms)),
-        pace.failure_timeout_ms
-    );
-    println!(
-        "  crash, declared lost → last RESUMED: median {}",
-        median_ms(
-            results
+    println!("  handoff gap, moves asked: {}", spread(&asked));
+    let p99s: Vec<f64> = results
+        .iter()
+        .map(|f| {
+            let mut gaps: Vec<f64> = f
+                .asked_gaps_ms
                 .iter()
-                .filter_map(|r| Some(r.crash.all_back_ms - r.detected_ms?))
+                .chain(&f.other_gaps_ms)
+                .copied()
+                .collect();
+            if gaps.is_empty() {
+                0.0
+            } else {
+                percentile(&mut gaps, 0.99)
+            }
+        })
+        .collect();
+    println!(
+        "  handoff gap p99 of each run: median {}",
+        median_of(&p99s, "ms")
+    );
+    println!(
+        "  drain of 16, call → last drained shard handled on node-b: {} (target <= 2000 ms)",
+        spread(&pooled(|f| &f.drain_ms)),
+    );
+    println!(
+        "  crash, SIGKILL → last handled on node-b: median {} (target <= 5000 ms)",
+        median_of(
+            &results.iter().map(|f| f.crash_ms).collect::<Vec<_>>(),
+            "ms"
         )
     );
-    for (name, phases) in [
-        (
-            "drain",
-            results.iter().map(|r| &r.drain).collect::<Vec<_>>(),
-        ),
-        ("join", results.iter().map(|r| &r.join).collect()),
-        ("crash", results.iter().map(|r| &r.crash).collect()),
-    ] {
-        let sum = |count: fn(&Outcome) -> u64| phases.iter().map(|&o| count(o)).sum::<u64>();
-        println!(
-            "  {name}: shards asked {}, other moves {}; pings {} lost {} duplicated {}; IDENTIFYs {}; global 429s {}",
-            sum(|o| o.asked as u64),
-            sum(|o| o.other_gaps.len() as u64),
-            sum(|o| o.phase.pings as u64),
-            sum(|o| o.phase.lost as u64),
-            sum(|o| o.phase.duplicated as u64),
-            sum(|o| o.phase.identifies),
-            sum(|o| o.phase.rate_limited),
-        );
+    println!(
+        "  partition ({} s SIGSTOP): handled by two nodes after the fence deadline {} (target 0); \
+         most RESUMEs of a moved shard {} (target <= 2); SIGSTOP → taken over: median {}",
+        args.freeze.as_secs(),
+        results.iter().map(|f| f.twice_after_fence).sum::<usize>(),
+        results.iter().map(|f| f.most_resumes).max().unwrap_or(0),
+        median_of(
+            &results.iter().map(|f| f.takeover_ms).collect::<Vec<_>>(),
+            "ms"
+        )
+    );
+    let mut totals: BTreeMap<&'static str, [u64; 4]> = BTreeMap::new();
+    for figures in &results {
+        for (phase, columns) in &figures.counts {
+            let total = totals.entry(phase).or_insert([0; 4]);
+            for (t, c) in total.iter_mut().zip(columns) {
+                *t += c;
+            }
+        }
     }
+    println!("  {}", counts_line(&totals));
+    println!(
+        "  load reached: median {}",
+        median_of(
+            &results.iter().map(|f| f.rate).collect::<Vec<_>>(),
+            "events/s per shard"
+        )
+    );
 }

@@ -160,7 +160,7 @@ struct Handled {
 }
 
 impl EventObserver for Handled {
-    fn handled(&self, _guild_id: u64, event: HandledEvent) {
+    fn handled(&self, _guild_id: u64, _: u32, event: HandledEvent) {
         if let HandledEvent::Message(id) = event {
             let at = Instant::now();
             self.messages

@@ -78,7 +78,7 @@ struct Handled {
 }
 
 impl EventObserver for Handled {
-    fn handled(&self, _guild_id: u64, event: HandledEvent) {
+    fn handled(&self, _guild_id: u64, _: u32, event: HandledEvent) {
         let counter = match event {
             HandledEvent::Message(_) => &self.messages,
             HandledEvent::GuildCreate => &self.guild_creates,

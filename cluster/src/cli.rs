@@ -17,8 +17,8 @@ use crate::config::{
 };
 use crate::{
     ClusterClient, ClusterMembership, ClusterTls, ClusterToken, Config, ConfigError, Coordinator,
-    CoordinatorOptions, CoordinatorStore, DiscordEndpoint, Node, NodeOptions, StorageBackend, demo,
-    store, telemetry,
+    CoordinatorOptions, CoordinatorStore, DiscordEndpoint, HandledJournal, Node, NodeOptions,
+    StorageBackend, demo, store, telemetry,
 };
 
 /// Pro-tonn: a sharded, actor-based Discord bot cluster.
@@ -696,6 +696,19 @@ async fn run_node(config: Config) -> anyhow::Result<()> {
 
 async fn serve_node(config: Config, cluster: Option<ClusterMembership>) -> anyhow::Result<()> {
     let runtime = config.runtime();
+    let journal = match &config.diagnostics.handled_events {
+        Some(path) => {
+            let node = cluster
+                .as_ref()
+                .map_or(crate::node::STANDALONE_NODE, |m| m.name.as_str());
+            let journal = HandledJournal::open(path, node).with_context(|| {
+                format!("opening the handled-events journal {}", path.display())
+            })?;
+            tracing::info!(path = %path.display(), "journaling every handled event");
+            Some(Arc::new(journal))
+        }
+        None => None,
+    };
     // On ScyllaDB the node opens the database itself, in a cluster too.
     let own_store: Option<Arc<dyn Store>> = match config.storage.backend {
         StorageBackend::Embedded => None,
@@ -713,7 +726,9 @@ async fn serve_node(config: Config, cluster: Option<ClusterMembership>) -> anyho
             data_dir: config.storage.data_dir,
             ops_listen: config.ops.listen,
             runtime,
-            observer: None,
+            observer: journal
+                .clone()
+                .map(|journal| journal as Arc<dyn protonn_actors::EventObserver>),
             cluster,
         },
         own_store,
@@ -727,6 +742,9 @@ async fn serve_node(config: Config, cluster: Option<ClusterMembership>) -> anyho
         failed = node.failed() => Some(failed),
     };
     node.shutdown().await;
+    if let Some(journal) = &journal {
+        journal.flush();
+    }
     match failed {
         // Exiting with an error gets the process restarted (Kubernetes, systemd).
         Some(failed) => Err(failed).context("the node failed"),

@@ -55,6 +55,8 @@ pub struct Config {
     pub web: WebSection,
     /// How long each kind of record is kept (the privacy policy's periods by default).
     pub retention: RetentionSection,
+    /// Diagnostics for benchmarks and post-mortems; all off by default.
+    pub diagnostics: DiagnosticsSection,
 }
 
 impl Default for Config {
@@ -68,8 +70,19 @@ impl Default for Config {
             sim: demo_simulator(),
             web: WebSection::default(),
             retention: RetentionSection::default(),
+            diagnostics: DiagnosticsSection::default(),
         }
     }
+}
+
+/// Diagnostics a node can be asked for.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiagnosticsSection {
+    /// Append one line per event a guild actor handled to this file (time, node, shard,
+    /// guild, event and its id; see the crate's `HandledJournal`). It holds guild, message
+    /// and interaction ids, no content: a benchmark's or a post-mortem's tool, off by default.
+    pub handled_events: Option<PathBuf>,
 }
 
 /// The privacy policy's retention periods, in days (the defaults are the policy's). The
@@ -702,6 +715,17 @@ impl Config {
             field,
             message: message.to_owned(),
         };
+        if self
+            .diagnostics
+            .handled_events
+            .as_ref()
+            .is_some_and(|path| path.as_os_str().is_empty())
+        {
+            return Err(invalid(
+                "diagnostics.handled_events",
+                "must be a file path (leave it out to keep the journal off)",
+            ));
+        }
         let web = &self.web;
         if web.session_idle_secs == 0 || web.session_max_age_secs < web.session_idle_secs {
             return Err(invalid(
@@ -930,6 +954,21 @@ mod tests {
             let field = bad.split(' ').next().unwrap();
             assert!(err.contains(&format!("retention.{field}")), "{err}");
         }
+    }
+
+    #[test]
+    fn the_handled_events_journal_is_off_unless_given_a_path() {
+        assert_eq!(Config::parse("").unwrap().diagnostics.handled_events, None);
+        let config =
+            Config::parse("[diagnostics]\nhandled_events = \"/tmp/handled.tsv\"\n").unwrap();
+        assert_eq!(
+            config.diagnostics.handled_events,
+            Some(PathBuf::from("/tmp/handled.tsv"))
+        );
+        let err = Config::parse("[diagnostics]\nhandled_events = \"\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("diagnostics.handled_events"), "{err}");
     }
 
     #[test]

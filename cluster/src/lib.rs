@@ -18,6 +18,7 @@ mod error;
 mod fence;
 mod grpc;
 mod guild_calls;
+mod journal;
 #[cfg(feature = "loadgen")]
 pub mod loadgen;
 mod metrics;
@@ -34,13 +35,14 @@ pub use agent::{ClusterMembership, JoinError};
 pub use backup::{BackupError, backup, restore};
 pub use client::{ClusterClient, ClusterStatus, NodeStatus, ReshardStatus, ShardAssignment};
 pub use config::{
-    ClusterConfig, ClusterTlsConfig, Config, DiscordConfig, OpsConfig, ScyllaSection,
-    ScyllaTlsSection, StorageBackend, StorageConfig,
+    ClusterConfig, ClusterTlsConfig, Config, DiagnosticsSection, DiscordConfig, OpsConfig,
+    ScyllaSection, ScyllaTlsSection, StorageBackend, StorageConfig,
 };
 pub use coordinator::{Coordinator, CoordinatorError, CoordinatorOptions, CoordinatorStore};
 pub use dashboard::Dashboard;
 pub use error::{ConfigError, NodeError};
 pub use grpc::{ClusterTls, ClusterToken};
 pub use guild_calls::ClusterGuildCalls;
+pub use journal::{HandledJournal, HandledLine, read_journal};
 pub use node::{DiscordEndpoint, Node, NodeOptions};
 pub use remote_store::RemoteStore;

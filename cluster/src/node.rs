@@ -48,7 +48,7 @@ const REST_TIMEOUT: Duration = Duration::from_secs(10);
 /// shard's traffic) before it sheds typing and presence events.
 const SHARD_BUFFER: usize = 4_096;
 /// The node name guild summaries report for a node outside a cluster.
-const STANDALONE_NODE: &str = "local";
+pub(crate) const STANDALONE_NODE: &str = "local";
 /// Time a stopping node gives its guild actors to handle what their mailboxes hold, and
 /// then again its REST client to send the replies they made.
 const MAILBOX_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);

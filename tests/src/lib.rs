@@ -230,7 +230,7 @@ pub struct Recorder {
 }
 
 impl EventObserver for Recorder {
-    fn handled(&self, guild_id: u64, event: HandledEvent) {
+    fn handled(&self, guild_id: u64, _: u32, event: HandledEvent) {
         *self
             .seen
             .lock()

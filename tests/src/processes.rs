@@ -179,6 +179,9 @@ pub struct Cluster {
     pub client: ClusterClient,
     /// With operator credentials: drains, REST resumes.
     pub operator: ClusterClient,
+    /// Nodes started from now on journal every event they handle to
+    /// [`Cluster::journal_of`] (`[diagnostics] handled_events`).
+    pub journal_events: bool,
 }
 
 impl Cluster {
@@ -237,6 +240,7 @@ impl Cluster {
             node_ops: BTreeMap::new(),
             client,
             operator,
+            journal_events: false,
         }
     }
 
@@ -336,7 +340,11 @@ impl Cluster {
     /// A node that knows only the coordinators at `addresses`.
     pub async fn start_node_at(&mut self, name: &str, token: Option<&str>, addresses: &[String]) {
         let data_dir: PathBuf = self.dir.path().join(name);
-        let config = self.config(&data_dir, addresses, Some(name), 1);
+        let mut config = self.config(&data_dir, addresses, Some(name), 1);
+        if self.journal_events {
+            let journal = self.journal_of(name);
+            config.push_str(&format!("\n[diagnostics]\nhandled_events = {journal:?}\n"));
+        }
         let (process, announced) = Process::start(
             self.dir.path(),
             name,
@@ -502,6 +510,11 @@ impl Cluster {
     pub fn sim_ms(&self, at: Instant) -> u64 {
         at.saturating_duration_since(self.sim_start + self.clock_skew)
             .as_millis() as u64
+    }
+
+    /// Where node `name` journals the events it handles, with [`Cluster::journal_events`].
+    pub fn journal_of(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.handled"))
     }
 
     pub fn log(&self, name: &str) -> String {

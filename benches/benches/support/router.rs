@@ -98,7 +98,7 @@ pub async fn route(router: &ActorRef<RouterMsg>, events: Vec<Event>) {
 struct Handled(tokio::sync::mpsc::UnboundedSender<()>);
 
 impl EventObserver for Handled {
-    fn handled(&self, _: u64, event: protonn_actors::HandledEvent) {
+    fn handled(&self, _: u64, _: u32, event: protonn_actors::HandledEvent) {
         if let protonn_actors::HandledEvent::Message(_) = event {
             let _ = self.0.send(());
         }

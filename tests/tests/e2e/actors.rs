@@ -7,7 +7,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use protonn_actors::{ConfigChangeError, EventObserver, HandledEvent, RuntimeConfig};
-use protonn_cluster::NodeError;
+use protonn_cluster::{HandledJournal, NodeError, read_journal};
 use protonn_sim::GatewayEventKind;
 use protonn_tests::*;
 
@@ -80,7 +80,7 @@ struct Poison {
 }
 
 impl EventObserver for Poison {
-    fn handled(&self, _guild_id: u64, event: HandledEvent) {
+    fn handled(&self, _guild_id: u64, _: u32, event: HandledEvent) {
         let HandledEvent::Message(id) = event else {
             return;
         };
@@ -377,7 +377,7 @@ impl Gate {
 }
 
 impl EventObserver for Gate {
-    fn handled(&self, guild_id: u64, event: HandledEvent) {
+    fn handled(&self, guild_id: u64, _: u32, event: HandledEvent) {
         if guild_id != self.guild.load(Ordering::Acquire)
             || !matches!(event, HandledEvent::Message(_))
         {
@@ -483,4 +483,57 @@ async fn with_channels_cached_replies_are_checked_against_the_bots_permissions_a
         metrics.contains("protonn_rest_sends_skipped_total 0"),
         "described, registered and nothing skipped"
     );
+}
+
+/// `[diagnostics] handled_events`: one journal line per event a guild actor handled, with
+/// the guild's shard, the node's name and the time it was handled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_handled_events_journal_records_each_event_handled_with_its_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("handled.tsv");
+    let journal = Arc::new(HandledJournal::open(&path, "local").unwrap());
+    let started_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    let observer = Arc::clone(&journal) as Arc<dyn EventObserver>;
+    let Bot { sim, .. } = &Bot::with_observer(small_world(2, 6), test_runtime(), observer).await;
+    let mut sent = Vec::new();
+    for guild in sim.guilds() {
+        for text in ["hello", "!ping"] {
+            let id = sim
+                .send_message(guild.id, guild.channel_ids[0], guild.member_ids[0], text)
+                .unwrap();
+            sent.push((id, guild.id));
+        }
+    }
+    let journaled = |id: u64| {
+        move |line: &&protonn_cluster::HandledLine| line.event == HandledEvent::Message(id)
+    };
+    wait_until("every message is in the journal", || async {
+        journal.flush();
+        let lines = read_journal(&path).unwrap();
+        sent.iter()
+            .all(|&(id, _)| lines.iter().any(|line| journaled(id)(&line)))
+    })
+    .await;
+
+    let lines = read_journal(&path).unwrap();
+    for &(id, guild_id) in &sent {
+        let handled: Vec<_> = lines.iter().filter(journaled(id)).collect();
+        assert_eq!(handled.len(), 1, "message {id} handled once: {handled:?}");
+        let line = handled[0];
+        assert_eq!(
+            (line.guild_id, line.shard, line.node.as_str()),
+            (guild_id, sim.shard_of(guild_id), "local")
+        );
+        assert!(line.at_us >= started_us, "{line}");
+    }
+    for guild in sim.guilds() {
+        let created = lines
+            .iter()
+            .filter(|l| l.guild_id == guild.id && l.event == HandledEvent::GuildCreate)
+            .count();
+        assert_eq!(created, 1, "guild {}'s GUILD_CREATE", guild.id);
+    }
 }
