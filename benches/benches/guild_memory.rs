@@ -1,13 +1,13 @@
-//! B2: resident bytes per idle guild (guild actor or passivated record, plus the node
-//! cache) at N guilds, counted exactly by a counting global allocator.
+//! B2: resident bytes per idle guild (the node cache, and the node's share around it: an
+//! idle guild has no actor) at N guilds, counted exactly by a counting global allocator.
 //!
 //! One process holds the simulator and the node. The simulator starts first and generates
-//! its world; the figure is the growth of live heap bytes across starting a node and
-//! absorbing every GUILD_CREATE (router `active_guilds == N`), after the process settles.
-//! Then again with a node that passivates every actor (`idle_after` 1 ms), and then, as the
-//! breakdown and the peer, a bare shard supervisor whose sink feeds two twilight caches:
-//! ours (GUILD | ROLE) and twilight's default (every resource), each measured by the bytes
-//! freed when it is dropped.
+//! its world (B1's guilds: 20 channels, 15 roles, 10 emojis); the figure is the growth of
+//! live heap bytes across starting a node and absorbing every GUILD_CREATE (every guild in
+//! the node cache, and no guild actor), after the process settles. Then, as the breakdown
+//! and the peer, a bare shard supervisor whose sink feeds two twilight caches: ours (GUILD |
+//! ROLE) and twilight's default (every resource), each measured by the bytes freed when it
+//! is dropped. (A guild with work has an actor besides: B3 measures its bytes.)
 //!
 //! `cargo bench -p protonn-benches --bench guild_memory -- [guilds]` (default 10000).
 
@@ -42,8 +42,7 @@ struct Measured {
     absorbed_in: Duration,
 }
 
-async fn run_node(sim: &SimHandle, guilds: usize, runtime: RuntimeConfig) -> Measured {
-    let passivating = runtime.idle_after < Duration::from_secs(1);
+async fn run_node(sim: &SimHandle, guilds: usize) -> Measured {
     let data = tempfile::tempdir().unwrap();
     let (before, rss_before) = (allocated(), rss());
     let started = Instant::now();
@@ -55,7 +54,7 @@ async fn run_node(sim: &SimHandle, guilds: usize, runtime: RuntimeConfig) -> Mea
         shard_ids: None,
         data_dir: data.path().to_owned(),
         ops_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        runtime,
+        runtime: RuntimeConfig::default(),
         observer: None,
         cluster: None,
     })
@@ -63,12 +62,8 @@ async fn run_node(sim: &SimHandle, guilds: usize, runtime: RuntimeConfig) -> Mea
     .unwrap();
     loop {
         let stats = node.router_stats().await;
-        let done = if passivating {
-            stats.active_guilds == 0 && stats.passivated as usize >= guilds
-        } else {
-            stats.active_guilds >= guilds
-        };
-        if done {
+        if stats.cached_guilds >= guilds {
+            assert_eq!(stats.active_guilds, 0, "an actor for a guild without work");
             break;
         }
         assert!(
@@ -233,27 +228,8 @@ async fn main() {
         rss() as isize - rss0 as isize
     );
 
-    println!("node, actors resident (idle_after 1 h):");
-    let resident = run_node(
-        &sim,
-        guilds as usize,
-        RuntimeConfig {
-            idle_after: Duration::from_secs(3_600),
-            ..RuntimeConfig::default()
-        },
-    )
-    .await;
-    println!("node, every actor passivated (idle_after 1 ms, sweep every 200 ms):");
-    let passivated = run_node(
-        &sim,
-        guilds as usize,
-        RuntimeConfig {
-            idle_after: Duration::from_millis(1),
-            sweep_every: Duration::from_millis(200),
-            ..RuntimeConfig::default()
-        },
-    )
-    .await;
+    println!("node (no guild has work, so none has an actor):");
+    let idle = run_node(&sim, guilds as usize).await;
     println!("bare shards feeding our cache and twilight's default cache:");
     let caches = run_caches(&sim, guilds as usize).await;
     sim.shutdown().await;
@@ -261,24 +237,16 @@ async fn main() {
     let per = |bytes: isize| bytes as f64 / n;
     println!("--- B2 at {guilds} guilds (bytes per guild; target <= 16 KiB) ---");
     println!(
-        "resident actors:  node heap {}/guild (ratio to 16 KiB {:.3}), RSS {}/guild",
-        kib(per(resident.bytes)),
-        per(resident.bytes) / 16_384.0,
-        kib(per(resident.rss))
-    );
-    println!(
-        "passivated:       node heap {}/guild (ratio to 16 KiB {:.3}) (RSS not meaningful after the first node)",
-        kib(per(passivated.bytes)),
-        per(passivated.bytes) / 16_384.0
-    );
-    println!(
-        "one resident actor (resident - passivated): {}",
-        kib(per(resident.bytes - passivated.bytes))
+        "idle guilds (no actor):  node heap {}/guild (ratio to 16 KiB {:.3}), RSS growth {}/guild (ratio {:.3})",
+        kib(per(idle.bytes)),
+        per(idle.bytes) / 16_384.0,
+        kib(per(idle.rss)),
+        per(idle.rss) / 16_384.0
     );
     println!("our cache (GUILD | ROLE):  {}", kib(per(caches.ours)));
     println!(
-        "rest of the passivated node (per-guild share of shards, router, storage, ...): {}",
-        kib(per(passivated.bytes - caches.ours))
+        "rest of the node (per-guild share of shards, router, storage, ...): {}",
+        kib(per(idle.bytes - caches.ours))
     );
     println!(
         "peer: twilight default cache (all resources): {}",
@@ -288,9 +256,5 @@ async fn main() {
         "simulator growth after serving the bare shards (sessions kept for resume): {}",
         kib(per(caches.shards_and_sim))
     );
-    println!(
-        "absorbed: resident in {:.2} s, passivating in {:.2} s",
-        resident.absorbed_in.as_secs_f64(),
-        passivated.absorbed_in.as_secs_f64()
-    );
+    println!("absorbed in {:.2} s", idle.absorbed_in.as_secs_f64());
 }

@@ -51,10 +51,10 @@ pub fn percentile(values: &mut [f64], p: f64) -> f64 {
 /// Discord allows 2,500 guilds per shard; the simulator enforces it.
 pub const GUILDS_PER_SHARD: u32 = 2_500;
 
-/// The world of B2/B3: `guilds` guilds of 20 text channels and 5 members (plus owner and
-/// bot; the simulator makes 3 roles and no emojis per guild), every shard identifying in
-/// the same window, no background traffic, and the simulator's own bookkeeping (ledger,
-/// replay buffers) kept to one record so that it hardly grows while it serves the node.
+/// The world of B2: B1's guilds (20 text channels, 15 roles, 10 emojis, 5 members plus
+/// owner and bot), every shard identifying in the same window, no background traffic, and
+/// the simulator's own bookkeeping (ledger, replay buffers) kept to one record so that it
+/// hardly grows while it serves the node.
 pub fn world(guilds: u32) -> SimConfig {
     let shards = guilds.div_ceil(GUILDS_PER_SHARD);
     SimConfig {
@@ -68,6 +68,11 @@ pub fn world(guilds: u32) -> SimConfig {
         replay_events: 1,
         // 50 ms identify windows: several nodes may identify one after another in a run.
         time_scale: 0.01,
+        shape: protonn_sim::GuildShape {
+            roles: 15,
+            emojis: 10,
+            ..Default::default()
+        },
         ..SimConfig::default()
     }
 }
@@ -405,15 +410,15 @@ pub async fn start_node(
     .expect("the node starts")
 }
 
-/// Waits until every shard of `node` is READY and `guilds` guild actors run (each guild's
-/// GUILD_CREATE handled).
+/// Waits until every shard of `node` is READY and `guilds` guilds are in its cache (each
+/// guild's GUILD_CREATE taken in; it starts no actor).
 pub async fn wait_absorbed(node: &Node, guilds: usize) {
     let started = Instant::now();
     loop {
         let shards = node.shard_statuses().await;
         let ready = !shards.is_empty() && shards.iter().all(|s| s.phase == ShardPhase::Ready);
         let stats = node.router_stats().await;
-        if ready && stats.active_guilds >= guilds {
+        if ready && stats.cached_guilds >= guilds {
             return;
         }
         assert!(
