@@ -31,7 +31,7 @@ use protonn_sim::SimHandle;
 use twilight_cache_inmemory::{DefaultInMemoryCache, ResourceType};
 use twilight_model::gateway::event::Event;
 
-use support::{allocated, kib, rss};
+use support::{allocated, kib, peak_rss, rss};
 
 const SETTLE: Duration = Duration::from_secs(2);
 const DEADLINE: Duration = Duration::from_secs(600);
@@ -81,9 +81,10 @@ async fn run_node(sim: &SimHandle, guilds: usize) -> Measured {
         absorbed_in,
     };
     println!(
-        "  router {stats:?}; node heap {} B, RSS growth {} B, absorbed in {:.2} s",
+        "  router {stats:?}; node heap {} B, RSS growth {} B (peak RSS of the process {} B), absorbed in {:.2} s",
         measured.bytes,
         measured.rss,
+        peak_rss(),
         absorbed_in.as_secs_f64()
     );
     node.shutdown().await;

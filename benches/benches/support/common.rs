@@ -18,10 +18,20 @@ use tokio::process::{Child, Command};
 
 /// Resident set size of the process in bytes (`VmRSS` of `/proc/self/status`).
 pub fn rss() -> usize {
+    status_bytes("VmRSS:")
+}
+
+/// The largest resident set size of the process so far, in bytes (`VmHWM`).
+pub fn peak_rss() -> usize {
+    status_bytes("VmHWM:")
+}
+
+/// A size in kB of `/proc/self/status`, in bytes.
+fn status_bytes(field: &str) -> usize {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .find_map(|line| line.strip_prefix(field))
         .and_then(|rest| {
             rest.trim()
                 .trim_end_matches("kB")
