@@ -1,6 +1,6 @@
-//! What the scenario benches share: RSS and CPU time of the process, medians, the simulated
-//! world of B2/B3, and for B1/B4 a `protonn sim` process, a plain HTTP/1.1 client for its
-//! control API and the node's `/metrics`, and a node started against it.
+//! What the scenario benches share: RSS and CPU time of the process, medians, an in-process
+//! simulator, and for B1–B4 a `protonn sim` process, a plain HTTP/1.1 client for its control
+//! API and the node's `/metrics`, and a node started against it.
 #![allow(dead_code, unreachable_pub)]
 
 use std::net::SocketAddr;
@@ -60,32 +60,6 @@ pub fn percentile(values: &mut [f64], p: f64) -> f64 {
 
 /// Discord allows 2,500 guilds per shard; the simulator enforces it.
 pub const GUILDS_PER_SHARD: u32 = 2_500;
-
-/// The world of B2: B1's guilds (20 text channels, 15 roles, 10 emojis, 5 members plus
-/// owner and bot), every shard identifying in the same window, no background traffic, and
-/// the simulator's own bookkeeping (ledger, replay buffers) kept to one record so that it
-/// hardly grows while it serves the node.
-pub fn world(guilds: u32) -> SimConfig {
-    let shards = guilds.div_ceil(GUILDS_PER_SHARD);
-    SimConfig {
-        shards,
-        max_concurrency: shards,
-        guilds,
-        channels_per_guild: 20,
-        members_per_guild: 5,
-        messages_per_sec: 0.0,
-        ledger_capacity: 1,
-        replay_events: 1,
-        // 50 ms identify windows: several nodes may identify one after another in a run.
-        time_scale: 0.01,
-        shape: protonn_sim::GuildShape {
-            roles: 15,
-            emojis: 10,
-            ..Default::default()
-        },
-        ..SimConfig::default()
-    }
-}
 
 pub async fn start_sim(config: SimConfig) -> SimHandle {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
