@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use protonn_shard::EventTypeFlags;
 use protonn_storage::{AutomodConfig, GuildConfig, Plan};
 use tokio::time::Instant;
 use twilight_model::channel::Message;
@@ -266,6 +267,12 @@ impl Feature for Automod {
             }
             _ => None,
         }
+    }
+
+    fn event_types(&self) -> EventTypeFlags {
+        EventTypeFlags::MESSAGE_CREATE
+            | EventTypeFlags::MESSAGE_UPDATE
+            | EventTypeFlags::AUTO_MODERATION_ACTION_EXECUTION
     }
 
     fn wants(&self, event: &Event) -> bool {

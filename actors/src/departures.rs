@@ -46,6 +46,14 @@ impl Departures {
             .insert(guild_id);
     }
 
+    /// Whether the guild waits for deletion.
+    pub(crate) fn is_pending(&self, guild_id: u64) -> bool {
+        self.pending
+            .lock()
+            .expect("departures lock")
+            .contains(&guild_id)
+    }
+
     /// Whether the guild was waiting for deletion (and no longer is, here).
     pub(crate) fn returned(&self, guild_id: u64) -> bool {
         self.pending

@@ -11,6 +11,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use protonn_shard::EventTypeFlags;
 use protonn_storage::{AuditEntry, GuildConfig, Plan, Timer, VersionedConfig};
 use twilight_model::application::command::Command as SlashCommand;
 use twilight_model::channel::message::Embed;
@@ -69,9 +70,18 @@ pub(crate) trait Feature: Send + Sync + 'static {
         Vec::new()
     }
 
-    /// Whether it wants a gateway event of its guild (besides its commands).
+    /// The gateway event types it handles (besides its commands). A guild's actor is started
+    /// for an event only if some feature (or the actor itself) handles its type, and a
+    /// feature is handed only events of the types it lists here (see
+    /// [`features::handles`](crate::features::handles)).
+    fn event_types(&self) -> EventTypeFlags {
+        EventTypeFlags::empty()
+    }
+
+    /// Whether it wants this event of one of its [`event_types`](Self::event_types): a
+    /// finer choice (a bot's message, say), made before an actor is started for it.
     fn wants(&self, _event: &Event) -> bool {
-        false
+        true
     }
 
     fn on_event(&self, _ctx: &mut Ctx<'_>, _event: &Event) -> Vec<Effect> {

@@ -1,6 +1,9 @@
 //! The registry of the guild actor's features: a new feature is a folder under `src/` and
 //! one line here. The order is the order each event is handed to them.
 
+use protonn_shard::EventTypeFlags;
+use twilight_model::gateway::event::Event;
+
 use crate::feature::Feature;
 
 static FEATURES: &[&dyn Feature] = &[
@@ -47,6 +50,19 @@ pub(crate) fn by_name(name: &str) -> Option<(usize, &'static dyn Feature)> {
         .map(|(index, feature)| (index, *feature))
 }
 
+/// Whether `feature` is handed `event`: of one of its types, and wanted.
+pub(crate) fn handles(feature: &dyn Feature, event: &Event) -> bool {
+    feature
+        .event_types()
+        .contains(EventTypeFlags::from(event.kind()))
+        && feature.wants(event)
+}
+
+/// Whether some feature is handed `event`.
+pub(crate) fn any_handles(event: &Event) -> bool {
+    FEATURES.iter().any(|feature| handles(*feature, event))
+}
+
 /// Every feature command's name: `command` label values of the command metrics.
 pub(crate) fn command_labels() -> impl Iterator<Item = &'static str> {
     FEATURES
@@ -57,6 +73,14 @@ pub(crate) fn command_labels() -> impl Iterator<Item = &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_shards_deserialise_every_event_type_a_feature_handles() {
+        for feature in all() {
+            let missing = feature.event_types().difference(crate::event_types());
+            assert!(missing.is_empty(), "{}: {missing:?}", feature.name());
+        }
+    }
 
     #[test]
     fn no_two_features_claim_a_name_or_a_command_and_none_shadows_a_built_in() {

@@ -30,8 +30,8 @@ use crate::member_access::MANAGE;
 use crate::metrics::{COMMANDS_HANDLED, EVENT_HANDLING, EVENT_PANICS};
 use crate::usage::CommandRun;
 use crate::{
-    AUDIT_CONFIG_CHANGE, CallSource, ConfigChangeError, DeadLetter, GuildCall, GuildCallError,
-    HandledEvent, Services,
+    AUDIT_CONFIG_CHANGE, CallSource, ConfigChangeError, DeadLetter, Departures, GuildCall,
+    GuildCallError, HandledEvent, Services,
 };
 
 mod effects;
@@ -172,6 +172,22 @@ impl Actor for GuildActor {
     }
 }
 
+/// Whether `event` of guild `guild_id` is work for the guild's actor, worth starting one
+/// for: what [`GuildState::handle_event`] or a feature acts on. The rest (a GUILD_CREATE, a
+/// role or guild update) only updates the node cache, which the ingress did already.
+pub(crate) fn is_work(event: &Event, guild_id: Id<GuildMarker>, departures: &Departures) -> bool {
+    crate::features::any_handles(event)
+        || match event {
+            Event::MessageCreate(_) | Event::InteractionCreate(_) => true,
+            // Removed from the guild (an outage sets `unavailable`): its data is scheduled
+            // for deletion.
+            Event::GuildDelete(delete) => delete.unavailable != Some(true),
+            // Back within its grace period: the deletion is cancelled.
+            Event::GuildCreate(_) => departures.is_pending(guild_id.get()),
+            _ => false,
+        }
+}
+
 impl GuildState {
     /// Handles an event; a panic reloads the guild's state and retries after a back-off,
     /// and an event that panics on every try is dead-lettered instead of looping.
@@ -206,10 +222,7 @@ impl GuildState {
 
     async fn handle_event(&mut self, event: &Arc<Event>) {
         match &**event {
-            Event::GuildCreate(_) => {
-                self.observe(HandledEvent::GuildCreate);
-                self.keep_data_if_returned().await;
-            }
+            Event::GuildCreate(_) => self.keep_data_if_returned().await,
             Event::MessageCreate(message) => {
                 self.observe(HandledEvent::Message(message.id.get()));
                 self.on_message(message).await;
@@ -229,16 +242,15 @@ impl GuildState {
 
     /// Hands an event to the features that want it, in registry order.
     async fn features_on_event(&mut self, event: &Arc<Event>) {
-        let features = crate::features::all();
-        if !features.iter().any(|feature| feature.wants(event)) {
+        if !crate::features::any_handles(event) {
             return;
         }
         let io = self.io();
         let Some((config, plan, states)) = self.config_and_feature_states().await else {
             return;
         };
-        for (index, feature) in features.iter().enumerate() {
-            if !feature.wants(event) {
+        for (index, feature) in crate::features::all().iter().enumerate() {
+            if !crate::features::handles(*feature, event) {
                 continue;
             }
             let mut ctx = Ctx::new(config, plan, io.clone(), &mut states[index]);

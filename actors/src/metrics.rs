@@ -235,7 +235,7 @@ pub fn describe() {
     describe_counter!(
         GUILD_SPAWNS,
         Unit::Count,
-        "Guild actors started: first event or rehydration."
+        "Guild actors started: a guild's first event that is work, or after a passivation."
     );
     describe_counter!(
         PASSIVATIONS,

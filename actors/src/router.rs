@@ -31,7 +31,7 @@ use crate::metrics::{
 use crate::runtime::{Admission, admit};
 use crate::{
     ActorsError, CommandUsage, DeadLetters, Departures, EventObserver, GuildActor, GuildCall,
-    GuildCallError, GuildMsg, OwnRoles, Replies, RuntimeConfig,
+    GuildCallError, GuildMsg, HandledEvent, OwnRoles, Replies, RuntimeConfig,
 };
 use overlap::GuildSwitch;
 
@@ -116,7 +116,8 @@ pub enum RouterMsg {
     /// A batch of one shard's events; answered once every event is in its guild actor's
     /// mailbox, which is what paces the shard's forwarder. The batch updates the node cache
     /// first (from the set that handles each guild). Events without a guild (READY, DMs)
-    /// are not routed.
+    /// are not routed, nor those no actor acts on (a GUILD_CREATE, a role update: the
+    /// cache's alone), for which no actor is started.
     Route(Delivery, RpcReplyPort<()>),
     /// A resharding from `from` to `to` shards starts on this node: both sets' events come,
     /// and each guild is handled by one set, switching as `overlap.rs` says. Sent before
@@ -161,8 +162,10 @@ pub enum RouterMsg {
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RouterStats {
-    /// Guild actors resident now.
+    /// Guild actors resident now: guilds with work (activated on demand).
     pub active_guilds: usize,
+    /// Guilds in the node cache: every guild of the shards this node runs.
+    pub cached_guilds: usize,
     /// Guild actors that failed since start.
     pub failures: u64,
     /// Guild actors stopped for being idle or evicted, since start.
@@ -530,6 +533,17 @@ impl RouterState {
             }
             return;
         };
+        if matches!(event, Event::GuildCreate(_))
+            && let Some(observer) = &self.services.observer
+        {
+            let shard_id = protonn_storage::shard_of(guild_id.get(), self.services.shard_count);
+            observer.handled(guild_id.get(), shard_id, HandledEvent::GuildCreate);
+        }
+        // Activation on demand: what no actor acts on is in the cache already and goes no
+        // further, so a guild without work has no actor (a READY burst spawns none).
+        if !crate::guild::is_work(&event, guild_id, &self.services.departures) {
+            return;
+        }
         let limit = self.services.runtime.mailbox_limit;
         let resident = match self.guilds.get_mut(&guild_id) {
             Some(resident) => resident,
@@ -863,6 +877,7 @@ impl Actor for GuildRouter {
             RouterMsg::Stats(reply) => {
                 let _ = reply.send(RouterStats {
                     active_guilds: state.guilds.len(),
+                    cached_guilds: state.services.cache.stats().guilds(),
                     failures: state.failures,
                     passivated: state.passivated,
                     queued: state
@@ -907,8 +922,10 @@ impl Actor for GuildRouter {
 mod tests {
     use std::time::Duration;
 
-    use protonn_shard::BotToken;
-    use protonn_storage::{EmbeddedStore, GuildConfig, GuildConfigRepo, VersionedConfig};
+    use protonn_shard::{BotToken, EventTypeFlags};
+    use protonn_storage::{
+        DataRights, EmbeddedStore, GuildConfig, GuildConfigRepo, VersionedConfig,
+    };
     use twilight_model::gateway::payload::incoming::GuildCreate;
 
     use super::*;
@@ -929,6 +946,15 @@ mod tests {
         guilds: &[u64],
         observer: Option<Arc<dyn EventObserver>>,
     ) -> (ActorRef<RouterMsg>, Arc<EmbeddedStore>) {
+        router_with(data, guilds, observer, Arc::default()).await
+    }
+
+    async fn router_with(
+        data: &std::path::Path,
+        guilds: &[u64],
+        observer: Option<Arc<dyn EventObserver>>,
+        departures: Arc<Departures>,
+    ) -> (ActorRef<RouterMsg>, Arc<EmbeddedStore>) {
         let cache = Arc::new(DefaultInMemoryCache::new());
         for &guild_id in guilds {
             join(&cache, guild_id);
@@ -947,7 +973,7 @@ mod tests {
         let usage = CommandUsage::new(&(Arc::clone(&store) as Arc<dyn Store>));
         let router = GuildRouter::start(Services {
             store: Arc::clone(&store) as Arc<dyn Store>,
-            departures: Arc::default(),
+            departures,
             replies: Replies::new(rest),
             cache,
             own_roles: Arc::default(),
@@ -968,6 +994,195 @@ mod tests {
     /// is in.
     fn join(cache: &DefaultInMemoryCache, guild_id: u64) {
         cache.update(&guild_create(guild_id));
+    }
+
+    /// Routes `events` and returns the router's stats once they are in their mailboxes.
+    async fn route(router: &ActorRef<RouterMsg>, events: Vec<Event>) -> RouterStats {
+        deliver(router, 1, events).await;
+        ractor::call_t!(router, RouterMsg::Stats, 5_000).unwrap()
+    }
+
+    fn user(id: u64, bot: bool) -> serde_json::Value {
+        serde_json::json!({"id": id.to_string(), "username": "u", "discriminator": "0", "avatar": null, "bot": bot})
+    }
+
+    fn message_json(guild_id: u64, bot: bool) -> serde_json::Value {
+        serde_json::json!({
+            "id": "10", "channel_id": "20", "guild_id": guild_id.to_string(), "author": user(5, bot),
+            "content": "hello", "timestamp": "2024-01-01T00:00:00.000000+00:00",
+            "edited_timestamp": null, "tts": false, "mention_everyone": false, "mentions": [],
+            "mention_roles": [], "attachments": [], "embeds": [], "pinned": false, "type": 0,
+        })
+    }
+
+    fn message_create(guild_id: u64, bot: bool) -> Event {
+        Event::MessageCreate(Box::new(
+            twilight_model::gateway::payload::incoming::MessageCreate {
+                channel_type: None,
+                message: serde_json::from_value(message_json(guild_id, bot)).unwrap(),
+            },
+        ))
+    }
+
+    /// An event of every type the shards deserialise (`crate::event_types`) that concerns a
+    /// guild, and of some the actors have no use for, with their variants that matter
+    /// (a bot's message, an outage's GUILD_DELETE).
+    fn samples(guild_id: u64) -> Vec<Event> {
+        use serde_json::{from_value, json};
+        use twilight_model::gateway::payload::incoming::*;
+        let guild = guild_id.to_string();
+        let member = json!({
+            "guild_id": guild, "roles": [], "user": user(5, false), "joined_at": null,
+            "pending": false, "premium_since": null, "nick": null, "avatar": null,
+            "communication_disabled_until": null, "deaf": false, "mute": false, "flags": 0,
+        });
+        let reaction = json!({
+            "channel_id": "20", "message_id": "10", "user_id": "5", "guild_id": guild,
+            "emoji": {"id": null, "name": "⭐"}, "burst": false,
+        });
+        let role = json!({
+            "guild_id": guild, "role": {"id": "30", "name": "r", "color": 0, "hoist": false,
+            "colors": {"primary_color": 0, "secondary_color": null, "tertiary_color": null},
+            "managed": false, "mentionable": false, "permissions": "0", "position": 1, "flags": 0},
+        });
+        let execution = |action: u8| {
+            Event::AutoModerationActionExecution(
+                from_value(json!({
+                    "action": {"type": action}, "content": "x", "guild_id": guild,
+                    "matched_content": null, "matched_keyword": null, "rule_id": "40",
+                    "rule_trigger_type": 1, "user_id": "5",
+                }))
+                .unwrap(),
+            )
+        };
+        let guild_delete = |unavailable| {
+            Event::GuildDelete(GuildDelete {
+                id: Id::new(guild_id),
+                unavailable,
+            })
+        };
+        vec![
+            message_create(guild_id, false),
+            message_create(guild_id, true),
+            Event::MessageUpdate(Box::new(MessageUpdate(
+                from_value(message_json(guild_id, false)).unwrap(),
+            ))),
+            Event::MessageDelete(MessageDelete {
+                channel_id: Id::new(20),
+                guild_id: Some(Id::new(guild_id)),
+                id: Id::new(10),
+            }),
+            Event::MemberAdd(Box::new(from_value(member.clone()).unwrap())),
+            Event::MemberUpdate(Box::new(from_value(member).unwrap())),
+            Event::MemberRemove(MemberRemove {
+                guild_id: Id::new(guild_id),
+                user: from_value(user(5, false)).unwrap(),
+            }),
+            Event::ReactionAdd(Box::new(ReactionAdd(from_value(reaction.clone()).unwrap()))),
+            Event::ReactionRemove(Box::new(ReactionRemove(from_value(reaction).unwrap()))),
+            execution(1),
+            execution(2),
+            Event::RoleCreate(from_value(role.clone()).unwrap()),
+            Event::RoleUpdate(from_value(role).unwrap()),
+            Event::RoleDelete(RoleDelete {
+                guild_id: Id::new(guild_id),
+                role_id: Id::new(30),
+            }),
+            guild_delete(Some(true)),
+            guild_delete(None),
+        ]
+    }
+
+    #[test]
+    fn every_event_a_feature_handles_starts_its_guild_s_actor() {
+        let guild_id = Id::new(5 << 22);
+        let departures = Departures::default();
+        let samples = samples(guild_id.get());
+        for feature in crate::features::all() {
+            // Each type a feature declares is sampled (or this test would prove nothing).
+            for (name, flag) in feature.event_types().iter_names() {
+                assert!(
+                    samples
+                        .iter()
+                        .any(|event| EventTypeFlags::from(event.kind()) == flag),
+                    "no sample of {name}, which {} handles",
+                    feature.name()
+                );
+            }
+            for event in &samples {
+                if crate::features::handles(*feature, event) {
+                    assert!(
+                        crate::guild::is_work(event, guild_id, &departures),
+                        "{} handles a {:?} the router starts no actor for",
+                        feature.name(),
+                        event.kind()
+                    );
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn only_a_guild_with_work_gets_an_actor() {
+        let data = tempfile::tempdir().unwrap();
+        let (quiet, speaking, removed, returning) = (5 << 22, 6 << 22, 7 << 22, 8 << 22);
+        let departures = Arc::new(Departures::default());
+        let (router, store) = router_with(
+            data.path(),
+            &[quiet, speaking, removed, returning],
+            None,
+            Arc::clone(&departures),
+        )
+        .await;
+
+        // A READY burst, role changes, an outage: the cache's alone.
+        let mut events: Vec<Event> = [quiet, speaking, removed]
+            .into_iter()
+            .map(guild_create)
+            .collect();
+        events.extend(samples(quiet).into_iter().filter(|event| {
+            matches!(
+                event,
+                Event::RoleCreate(_) | Event::RoleUpdate(_) | Event::RoleDelete(_)
+            ) || matches!(event, Event::GuildDelete(d) if d.unavailable == Some(true))
+        }));
+        assert_eq!(events.len(), 7);
+        // The router keeps the cache: the guild in an outage counts as unavailable.
+        let stats = route(&router, events).await;
+        assert_eq!(
+            (stats.active_guilds, stats.cached_guilds),
+            (0, 3),
+            "{stats:?}"
+        );
+
+        // A message is work, and so are a removal and a return within the grace period.
+        let message = message_create(speaking, false);
+        assert_eq!(route(&router, vec![message]).await.active_guilds, 1);
+        let far = Timestamp(Timestamp::now().0 + 3_600_000);
+        store.schedule_guild_deletion(returning, far).await.unwrap();
+        departures.left(returning);
+        let removal = Event::GuildDelete(twilight_model::gateway::payload::incoming::GuildDelete {
+            id: Id::new(removed),
+            unavailable: None,
+        });
+        route(&router, vec![removal, guild_create(returning)]).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let scheduled: Vec<u64> = store
+                .scheduled_guild_deletions()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(guild, _)| guild)
+                .collect();
+            if scheduled == [removed] {
+                break;
+            }
+            assert!(Instant::now() < deadline, "scheduled: {scheduled:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!departures.is_pending(returning) && departures.is_pending(removed));
+        GuildRouter::drain_and_stop(&router, &Default::default(), Duration::from_secs(5)).await;
     }
 
     async fn set_prefix(
@@ -1083,7 +1298,7 @@ mod tests {
     struct Seen(std::sync::Mutex<Vec<u64>>);
 
     impl EventObserver for Seen {
-        fn handled(&self, _guild_id: u64, event: crate::HandledEvent) {
+        fn handled(&self, _guild_id: u64, _shard_id: u32, event: crate::HandledEvent) {
             if let crate::HandledEvent::Message(id) = event {
                 self.0.lock().unwrap().push(id);
             }

@@ -30,6 +30,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
+use protonn_shard::EventTypeFlags;
 use protonn_storage::{GuildConfig, Timer, Timestamp};
 use tokio::time::Instant;
 use twilight_model::application::command::Command as SlashCommand;
@@ -265,11 +266,10 @@ impl Feature for Tickets {
         ))]
     }
 
-    fn wants(&self, event: &Event) -> bool {
-        matches!(
-            event,
-            Event::MessageCreate(_) | Event::MessageUpdate(_) | Event::MessageDelete(_)
-        )
+    fn event_types(&self) -> EventTypeFlags {
+        EventTypeFlags::MESSAGE_CREATE
+            | EventTypeFlags::MESSAGE_UPDATE
+            | EventTypeFlags::MESSAGE_DELETE
     }
 
     /// Notes what the close would no longer find in the ticket: deleted messages, earlier

@@ -42,6 +42,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use metrics::counter;
+use protonn_shard::EventTypeFlags;
 use protonn_storage::{
     Plan, StorageError, Timer, Timestamp, WORKFLOW_RUNS_KEPT, WORKFLOW_TRACE_MAX_BYTES,
     WORKFLOW_VARIABLES_PER_WRITE, WorkflowRun, WorkflowVariable,
@@ -118,16 +119,13 @@ impl Feature for Workflows {
         has_command(active.view(plan), name)
     }
 
-    fn wants(&self, event: &Event) -> bool {
-        matches!(
-            event,
-            Event::MessageCreate(_)
-                | Event::MemberAdd(_)
-                | Event::MemberRemove(_)
-                | Event::MemberUpdate(_)
-                | Event::ReactionAdd(_)
-                | Event::ReactionRemove(_)
-        )
+    fn event_types(&self) -> EventTypeFlags {
+        EventTypeFlags::MESSAGE_CREATE
+            | EventTypeFlags::MEMBER_ADD
+            | EventTypeFlags::MEMBER_REMOVE
+            | EventTypeFlags::MEMBER_UPDATE
+            | EventTypeFlags::REACTION_ADD
+            | EventTypeFlags::REACTION_REMOVE
     }
 
     fn on_shared_event(&self, ctx: &mut Ctx<'_>, event: &Arc<Event>) -> Vec<Effect> {

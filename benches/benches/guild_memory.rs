@@ -1,38 +1,36 @@
-//! B2: resident bytes per idle guild (guild actor or passivated record, plus the node
-//! cache) at N guilds, counted exactly by a counting global allocator.
+//! B2: resident bytes per idle guild (the node cache, and the node's share around it: an
+//! idle guild has no actor) at N guilds, counted exactly by a counting global allocator.
 //!
-//! One process holds the simulator and the node. The simulator starts first and generates
-//! its world; the figure is the growth of live heap bytes across starting a node and
-//! absorbing every GUILD_CREATE (router `active_guilds == N`), after the process settles.
-//! Then again with a node that passivates every actor (`idle_after` 1 ms), and then, as the
-//! breakdown and the peer, a bare shard supervisor whose sink feeds two twilight caches:
-//! ours (GUILD | ROLE) and twilight's default (every resource), each measured by the bytes
-//! freed when it is dropped.
+//! The simulator is a `protonn sim` process of the same build (B1's guilds: 20 channels, 15
+//! roles, 10 emojis), so this process's RSS is the node's alone; the figure is the growth of
+//! live heap bytes across starting a node and absorbing every GUILD_CREATE (every guild in
+//! the node cache, and no guild actor), after the process settles. Then, as the breakdown
+//! and the peer, a bare shard supervisor whose sink feeds two twilight caches: ours (GUILD |
+//! ROLE) and twilight's default (every resource), each measured by the bytes freed when it
+//! is dropped. (A guild with work has an actor besides: B3 measures its bytes.)
 //!
-//! `cargo bench -p protonn-benches --bench guild_memory -- [guilds]` (default 10000).
+//! `cargo bench -p protonn-benches --bench guild_memory -- [guilds]` (default 10000); needs
+//! the `protonn` binary of the same profile (`cargo build --release -p protonn-cluster`).
 
 #[path = "support/mod.rs"]
 mod support;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use protonn_actors::RuntimeConfig;
-use protonn_cluster::{DiscordEndpoint, Node, NodeOptions};
 use protonn_shard::{
     BotToken, EventSink, GatewaySettings, IdentifyConfig, LocalScheduler, ShardPhase,
     ShardSupervisor, SupervisorArgs, SupervisorMsg,
 };
-use protonn_sim::SimHandle;
 use twilight_cache_inmemory::{DefaultInMemoryCache, ResourceType};
 use twilight_model::gateway::ShardId;
 use twilight_model::gateway::event::Event;
 
-use support::{allocated, kib, rss};
+use support::{SimProcess, allocated, kib, peak_rss, rss};
 
 const SETTLE: Duration = Duration::from_secs(2);
 const DEADLINE: Duration = Duration::from_secs(600);
@@ -43,33 +41,15 @@ struct Measured {
     absorbed_in: Duration,
 }
 
-async fn run_node(sim: &SimHandle, guilds: usize, runtime: RuntimeConfig) -> Measured {
-    let passivating = runtime.idle_after < Duration::from_secs(1);
+async fn run_node(sim: &SimProcess, guilds: usize) -> Measured {
     let data = tempfile::tempdir().unwrap();
     let (before, rss_before) = (allocated(), rss());
     let started = Instant::now();
-    let node = Node::start(NodeOptions {
-        discord: DiscordEndpoint::Simulator(sim.rest_proxy()),
-        token: BotToken::new(sim.config().token.clone()),
-        rest_global_per_sec: 50.0,
-        shards: None,
-        shard_ids: None,
-        data_dir: data.path().to_owned(),
-        ops_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        runtime,
-        observer: None,
-        cluster: None,
-    })
-    .await
-    .unwrap();
+    let node = support::start_node(sim, data.path(), RuntimeConfig::default(), None).await;
     loop {
         let stats = node.router_stats().await;
-        let done = if passivating {
-            stats.active_guilds == 0 && stats.passivated as usize >= guilds
-        } else {
-            stats.active_guilds >= guilds
-        };
-        if done {
+        if stats.cached_guilds >= guilds {
+            assert_eq!(stats.active_guilds, 0, "an actor for a guild without work");
             break;
         }
         assert!(
@@ -87,9 +67,10 @@ async fn run_node(sim: &SimHandle, guilds: usize, runtime: RuntimeConfig) -> Mea
         absorbed_in,
     };
     println!(
-        "  router {stats:?}; node heap {} B, RSS growth {} B, absorbed in {:.2} s",
+        "  router {stats:?}; node heap {} B, RSS growth {} B (peak RSS of the process {} B), absorbed in {:.2} s",
         measured.bytes,
         measured.rss,
+        peak_rss(),
         absorbed_in.as_secs_f64()
     );
     node.shutdown().await;
@@ -125,10 +106,10 @@ impl EventSink for CacheSink {
 struct Caches {
     ours: isize,
     full: isize,
-    shards_and_sim: isize,
+    leftover: isize,
 }
 
-async fn run_caches(sim: &SimHandle, guilds: usize) -> Caches {
+async fn run_caches(sim: &SimProcess, shards: u32, guilds: usize) -> Caches {
     let before = allocated();
     let sink = Arc::new(CacheSink {
         ours: Arc::new(
@@ -143,19 +124,14 @@ async fn run_caches(sim: &SimHandle, guilds: usize) -> Caches {
         ),
         guilds: AtomicUsize::new(0),
     });
-    let shards = sim.config().shards;
-    let identify = IdentifyConfig::discord(
-        sim.config().max_concurrency as u16,
-        1_000,
-        1_000,
-        Duration::from_secs(86_400),
-    );
+    let identify =
+        IdentifyConfig::discord(shards as u16, 1_000, 1_000, Duration::from_secs(86_400));
     let supervisor = ShardSupervisor::start(SupervisorArgs {
         settings: GatewaySettings {
-            token: BotToken::new(sim.config().token.clone()),
+            token: BotToken::new(support::SIM_TOKEN),
             intents: protonn_actors::intents(),
             event_types: protonn_actors::event_types(),
-            gateway_url: Some(sim.gateway_url()),
+            gateway_url: Some(sim.gateway_url.clone()),
             shard_count: shards,
             shard_ids: (0..shards).collect(),
             identify_window: Duration::from_millis(50),
@@ -212,7 +188,7 @@ async fn run_caches(sim: &SimHandle, guilds: usize) -> Caches {
     Caches {
         full: at as isize - without_full as isize,
         ours: without_full as isize - without_caches as isize,
-        shards_and_sim: without_caches as isize - before as isize,
+        leftover: without_caches as isize - before as isize,
     }
 }
 
@@ -224,78 +200,38 @@ async fn main() {
         .find_map(|a| a.parse::<u32>().ok())
         .unwrap_or(10_000);
     let n = guilds as f64;
-    let config = support::world(guilds);
-    println!(
-        "B2 guild memory: {guilds} guilds on {} shards, {} channels per guild",
-        config.shards, config.channels_per_guild
-    );
-    let (heap0, rss0) = (allocated(), rss());
-    let sim = support::start_sim(config).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    println!(
-        "simulator with its world: heap {} B, RSS {} B (process before it: heap {heap0} B, RSS {rss0} B)",
-        allocated() - heap0,
-        rss() as isize - rss0 as isize
-    );
+    let shards = guilds.div_ceil(support::GUILDS_PER_SHARD);
+    println!("B2 guild memory: {guilds} guilds on {shards} shards, B1's guilds");
+    let binary = protonn_tests::processes::protonn_binary();
+    let sim = SimProcess::start(&binary, &support::scenario(shards, guilds, 0.0, 1)).await;
 
-    println!("node, actors resident (idle_after 1 h):");
-    let resident = run_node(
-        &sim,
-        guilds as usize,
-        RuntimeConfig {
-            idle_after: Duration::from_secs(3_600),
-            ..RuntimeConfig::default()
-        },
-    )
-    .await;
-    println!("node, every actor passivated (idle_after 1 ms, sweep every 200 ms):");
-    let passivated = run_node(
-        &sim,
-        guilds as usize,
-        RuntimeConfig {
-            idle_after: Duration::from_millis(1),
-            sweep_every: Duration::from_millis(200),
-            ..RuntimeConfig::default()
-        },
-    )
-    .await;
+    println!("node (no guild has work, so none has an actor):");
+    let idle = run_node(&sim, guilds as usize).await;
     println!("bare shards feeding our cache and twilight's default cache:");
-    let caches = run_caches(&sim, guilds as usize).await;
-    sim.shutdown().await;
+    let caches = run_caches(&sim, shards, guilds as usize).await;
+    drop(sim);
 
     let per = |bytes: isize| bytes as f64 / n;
     println!("--- B2 at {guilds} guilds (bytes per guild; target <= 16 KiB) ---");
     println!(
-        "resident actors:  node heap {}/guild (ratio to 16 KiB {:.3}), RSS {}/guild",
-        kib(per(resident.bytes)),
-        per(resident.bytes) / 16_384.0,
-        kib(per(resident.rss))
-    );
-    println!(
-        "passivated:       node heap {}/guild (ratio to 16 KiB {:.3}) (RSS not meaningful after the first node)",
-        kib(per(passivated.bytes)),
-        per(passivated.bytes) / 16_384.0
-    );
-    println!(
-        "one resident actor (resident - passivated): {}",
-        kib(per(resident.bytes - passivated.bytes))
+        "idle guilds (no actor):  node heap {}/guild (ratio to 16 KiB {:.3}), RSS growth {}/guild (ratio {:.3})",
+        kib(per(idle.bytes)),
+        per(idle.bytes) / 16_384.0,
+        kib(per(idle.rss)),
+        per(idle.rss) / 16_384.0
     );
     println!("our cache (GUILD | ROLE):  {}", kib(per(caches.ours)));
     println!(
-        "rest of the passivated node (per-guild share of shards, router, storage, ...): {}",
-        kib(per(passivated.bytes - caches.ours))
+        "rest of the node (per-guild share of shards, router, storage, ...): {}",
+        kib(per(idle.bytes - caches.ours))
     );
     println!(
         "peer: twilight default cache (all resources): {}",
         kib(per(caches.full))
     );
     println!(
-        "simulator growth after serving the bare shards (sessions kept for resume): {}",
-        kib(per(caches.shards_and_sim))
+        "left in this process after the bare shards stopped: {}",
+        kib(per(caches.leftover))
     );
-    println!(
-        "absorbed: resident in {:.2} s, passivating in {:.2} s",
-        resident.absorbed_in.as_secs_f64(),
-        passivated.absorbed_in.as_secs_f64()
-    );
+    println!("absorbed in {:.2} s", idle.absorbed_in.as_secs_f64());
 }

@@ -1,6 +1,6 @@
-//! What the scenario benches share: RSS and CPU time of the process, medians, the simulated
-//! world of B2/B3, and for B1/B4 a `protonn sim` process, a plain HTTP/1.1 client for its
-//! control API and the node's `/metrics`, and a node started against it.
+//! What the scenario benches share: RSS and CPU time of the process, medians, an in-process
+//! simulator, and for B1–B4 a `protonn sim` process, a plain HTTP/1.1 client for its control
+//! API and the node's `/metrics`, and a node started against it.
 #![allow(dead_code, unreachable_pub)]
 
 use std::net::SocketAddr;
@@ -23,10 +23,20 @@ pub fn rss() -> usize {
 
 /// Resident memory of process `pid` (`self` for this one), bytes.
 pub fn rss_of(pid: &str) -> usize {
+    status_bytes(pid, "VmRSS:")
+}
+
+/// The largest resident set size of the process so far, in bytes (`VmHWM`).
+pub fn peak_rss() -> usize {
+    status_bytes("self", "VmHWM:")
+}
+
+/// A size in kB of `/proc/<pid>/status`, in bytes.
+fn status_bytes(pid: &str, field: &str) -> usize {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .find_map(|line| line.strip_prefix(field))
         .and_then(|rest| {
             rest.trim()
                 .trim_end_matches("kB")
@@ -55,27 +65,6 @@ pub fn percentile(values: &mut [f64], p: f64) -> f64 {
 
 /// Discord allows 2,500 guilds per shard; the simulator enforces it.
 pub const GUILDS_PER_SHARD: u32 = 2_500;
-
-/// The world of B2/B3: `guilds` guilds of 20 text channels and 5 members (plus owner and
-/// bot; the simulator makes 3 roles and no emojis per guild), every shard identifying in
-/// the same window, no background traffic, and the simulator's own bookkeeping (ledger,
-/// replay buffers) kept to one record so that it hardly grows while it serves the node.
-pub fn world(guilds: u32) -> SimConfig {
-    let shards = guilds.div_ceil(GUILDS_PER_SHARD);
-    SimConfig {
-        shards,
-        max_concurrency: shards,
-        guilds,
-        channels_per_guild: 20,
-        members_per_guild: 5,
-        messages_per_sec: 0.0,
-        ledger_capacity: 1,
-        replay_events: 1,
-        // 50 ms identify windows: several nodes may identify one after another in a run.
-        time_scale: 0.01,
-        ..SimConfig::default()
-    }
-}
 
 pub async fn start_sim(config: SimConfig) -> SimHandle {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -428,15 +417,15 @@ pub async fn start_node(
     .expect("the node starts")
 }
 
-/// Waits until every shard of `node` is READY and `guilds` guild actors run (each guild's
-/// GUILD_CREATE handled).
+/// Waits until every shard of `node` is READY and `guilds` guilds are in its cache (each
+/// guild's GUILD_CREATE taken in; it starts no actor).
 pub async fn wait_absorbed(node: &Node, guilds: usize) {
     let started = Instant::now();
     loop {
         let shards = node.shard_statuses().await;
         let ready = !shards.is_empty() && shards.iter().all(|s| s.phase == ShardPhase::Ready);
         let stats = node.router_stats().await;
-        if ready && stats.active_guilds >= guilds {
+        if ready && stats.cached_guilds >= guilds {
             return;
         }
         assert!(
