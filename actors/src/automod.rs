@@ -275,6 +275,12 @@ impl Feature for Automod {
             | EventTypeFlags::AUTO_MODERATION_ACTION_EXECUTION
     }
 
+    /// What may grant the bot its permissions: a push they stopped is retried (an actor
+    /// started later reconciles Discord's rules at its first plan read anyway).
+    fn resident_event_types(&self) -> EventTypeFlags {
+        EventTypeFlags::ROLE_UPDATE | EventTypeFlags::MEMBER_UPDATE | EventTypeFlags::GUILD_UPDATE
+    }
+
     fn wants(&self, event: &Event) -> bool {
         match event {
             Event::MessageCreate(message) => !message.author.bot,

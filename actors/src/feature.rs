@@ -78,8 +78,16 @@ pub(crate) trait Feature: Send + Sync + 'static {
         EventTypeFlags::empty()
     }
 
-    /// Whether it wants this event of one of its [`event_types`](Self::event_types): a
-    /// finer choice (a bot's message, say), made before an actor is started for it.
+    /// Event types it takes only while its guild's actor runs: they start none (a role
+    /// update matters to automod only while it holds a push the bot's permissions stopped,
+    /// which lives in a running actor).
+    fn resident_event_types(&self) -> EventTypeFlags {
+        EventTypeFlags::empty()
+    }
+
+    /// Whether it wants this event of one of its [`event_types`](Self::event_types) or
+    /// [`resident_event_types`](Self::resident_event_types): a finer choice (a bot's
+    /// message, say), made before an actor is started for it.
     fn wants(&self, _event: &Event) -> bool {
         true
     }

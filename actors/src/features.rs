@@ -50,17 +50,30 @@ pub(crate) fn by_name(name: &str) -> Option<(usize, &'static dyn Feature)> {
         .map(|(index, feature)| (index, *feature))
 }
 
-/// Whether `feature` is handed `event`: of one of its types, and wanted.
+/// Whether `feature` is handed `event` by its guild's running actor: of one of its types
+/// (resident-only ones included), and wanted.
 pub(crate) fn handles(feature: &dyn Feature, event: &Event) -> bool {
+    (feature.event_types() | feature.resident_event_types())
+        .contains(EventTypeFlags::from(event.kind()))
+        && feature.wants(event)
+}
+
+/// Whether `feature` wants `event` enough to start its guild's actor for it.
+pub(crate) fn activates(feature: &dyn Feature, event: &Event) -> bool {
     feature
         .event_types()
         .contains(EventTypeFlags::from(event.kind()))
         && feature.wants(event)
 }
 
-/// Whether some feature is handed `event`.
+/// Whether some feature is handed `event` by a running actor.
 pub(crate) fn any_handles(event: &Event) -> bool {
     FEATURES.iter().any(|feature| handles(*feature, event))
+}
+
+/// Whether some feature starts its guild's actor for `event`.
+pub(crate) fn any_activates(event: &Event) -> bool {
+    FEATURES.iter().any(|feature| activates(*feature, event))
 }
 
 /// Every feature command's name: `command` label values of the command metrics.
@@ -77,7 +90,8 @@ mod tests {
     #[test]
     fn the_shards_deserialise_every_event_type_a_feature_handles() {
         for feature in all() {
-            let missing = feature.event_types().difference(crate::event_types());
+            let types = feature.event_types() | feature.resident_event_types();
+            let missing = types.difference(crate::event_types());
             assert!(missing.is_empty(), "{}: {missing:?}", feature.name());
         }
     }

@@ -176,7 +176,7 @@ impl Actor for GuildActor {
 /// for: what [`GuildState::handle_event`] or a feature acts on. The rest (a GUILD_CREATE, a
 /// role or guild update) only updates the node cache, which the ingress did already.
 pub(crate) fn is_work(event: &Event, guild_id: Id<GuildMarker>, departures: &Departures) -> bool {
-    crate::features::any_handles(event)
+    crate::features::any_activates(event)
         || match event {
             Event::MessageCreate(_) | Event::InteractionCreate(_) => true,
             // Removed from the guild (an outage sets `unavailable`): its data is scheduled

@@ -540,8 +540,11 @@ impl RouterState {
             observer.handled(guild_id.get(), shard_id, HandledEvent::GuildCreate);
         }
         // Activation on demand: what no actor acts on is in the cache already and goes no
-        // further, so a guild without work has no actor (a READY burst spawns none).
-        if !crate::guild::is_work(&event, guild_id, &self.services.departures) {
+        // further, so a guild without work has no actor (a READY burst spawns none). A
+        // running actor also takes what its features handle only while it runs.
+        if !crate::guild::is_work(&event, guild_id, &self.services.departures)
+            && !(self.guilds.contains_key(&guild_id) && crate::features::any_handles(&event))
+        {
             return;
         }
         let limit = self.services.runtime.mailbox_limit;
@@ -1110,7 +1113,7 @@ mod tests {
                 );
             }
             for event in &samples {
-                if crate::features::handles(*feature, event) {
+                if crate::features::activates(*feature, event) {
                     assert!(
                         crate::guild::is_work(event, guild_id, &departures),
                         "{} handles a {:?} the router starts no actor for",

@@ -395,11 +395,15 @@ impl EventObserver for Gate {
             return;
         }
         self.held.store(true, Ordering::Release);
-        let open = self.open.lock().unwrap();
-        let _ = self
-            .opened
-            .wait_timeout_while(open, DEADLINE, |open| !*open)
-            .unwrap();
+        // Blocks its worker thread: tokio is told, so the tasks queued on that thread (the
+        // router's, say) move to another instead of waiting for the gate.
+        tokio::task::block_in_place(|| {
+            let open = self.open.lock().unwrap();
+            let _ = self
+                .opened
+                .wait_timeout_while(open, DEADLINE, |open| !*open)
+                .unwrap();
+        });
     }
 }
 
