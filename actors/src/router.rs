@@ -542,9 +542,10 @@ impl RouterState {
         // Activation on demand: what no actor acts on is in the cache already and goes no
         // further, so a guild without work has no actor (a READY burst spawns none). A
         // running actor also takes what its features handle only while it runs.
-        if !crate::guild::is_work(&event, guild_id, &self.services.departures)
-            && !(self.guilds.contains_key(&guild_id) && crate::features::any_handles(&event))
-        {
+        let work = crate::guild::is_work(&event, guild_id, &self.services.departures);
+        let for_resident =
+            self.guilds.contains_key(&guild_id) && crate::features::any_handles(&event);
+        if !(work || for_resident) {
             return;
         }
         let limit = self.services.runtime.mailbox_limit;
