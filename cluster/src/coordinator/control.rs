@@ -568,14 +568,7 @@ impl Control {
                         shard_count = count,
                         "node runs a shard of a set not running; releasing it"
                     );
-                    self.send(
-                        node_id,
-                        pb::instruction::Instruction::Release(pb::ReleaseShard {
-                            shard_id: report.shard_id,
-                            epoch: report.epoch,
-                            shard_count: count,
-                        }),
-                    );
+                    self.release(node_id, report.shard_id, report.epoch, count);
                 }
                 continue;
             }
@@ -587,14 +580,7 @@ impl Control {
                     shard_id = report.shard_id,
                     "node runs a shard this cluster does not have; releasing it"
                 );
-                self.send(
-                    node_id,
-                    pb::instruction::Instruction::Release(pb::ReleaseShard {
-                        shard_id: report.shard_id,
-                        epoch: report.epoch,
-                        shard_count: count,
-                    }),
-                );
+                self.release(node_id, report.shard_id, report.epoch, count);
                 continue;
             };
             running.insert(report.shard_id);
@@ -627,14 +613,7 @@ impl Control {
                     epoch = report.epoch,
                     "node runs a shard it does not own; releasing it"
                 );
-                self.send(
-                    node_id,
-                    pb::instruction::Instruction::Release(pb::ReleaseShard {
-                        shard_id: report.shard_id,
-                        epoch: report.epoch,
-                        shard_count: count,
-                    }),
-                );
+                self.release(node_id, report.shard_id, report.epoch, count);
             }
         }
         if let Some(set) = &mut self.reshard {
@@ -732,6 +711,17 @@ impl Control {
         };
         self.send(to, pb::instruction::Instruction::Start(start));
         Ok(())
+    }
+
+    /// Tells `node_id` to stop running shard `shard_id` of the set of `shard_count` shards,
+    /// at `epoch`.
+    fn release(&mut self, node_id: u64, shard_id: u32, epoch: u64, shard_count: u32) {
+        let release = pb::ReleaseShard {
+            shard_id,
+            epoch,
+            shard_count,
+        };
+        self.send(node_id, pb::instruction::Instruction::Release(release));
     }
 
     fn send(&mut self, node_id: u64, instruction: pb::instruction::Instruction) {
@@ -947,14 +937,7 @@ impl Control {
                         since: Instant::now(),
                     });
                     let epoch = shard.epoch;
-                    self.send(
-                        from,
-                        pb::instruction::Instruction::Release(pb::ReleaseShard {
-                            shard_id,
-                            epoch,
-                            shard_count: self.settings.shard_count,
-                        }),
-                    );
+                    self.release(from, shard_id, epoch, self.settings.shard_count);
                 }
             }
         }
