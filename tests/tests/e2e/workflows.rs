@@ -493,6 +493,28 @@ async fn a_member_who_restricted_processing_triggers_no_workflow() {
     assert_eq!(runs(calls, guild.id, 2).await.len(), 1);
 }
 
+/// Saves workflow 1, which greets whoever says "hello", and checks that it greets `member`.
+async fn greets_on_hello(
+    calls: &dyn GuildCalls,
+    sim: &SimHandle,
+    guild_id: u64,
+    channel: u64,
+    member: u64,
+) {
+    save(
+        calls,
+        guild_id,
+        1,
+        r#"{"trigger": {"message": {"contains": "hello"}},
+            "actions": [{"send": {"text": "Hi {user.mention}"}}]}"#,
+    )
+    .await
+    .unwrap();
+    sim.send_message(guild_id, channel, member, "hello")
+        .unwrap();
+    assert_eq!(reply_in(sim, channel, 0).await, format!("Hi <@{member}>"));
+}
+
 /// A restriction made with `!privacy` applies to the member's very next event on the node
 /// that stored it, though it had their earlier choice in memory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -503,18 +525,7 @@ async fn a_restriction_made_in_discord_applies_to_the_next_event_at_once() {
     let calls = calls.as_ref();
     let channel = guild.channel_ids[0];
     let (member, other) = (guild.member_ids[0], guild.member_ids[1]);
-    save(
-        calls,
-        guild.id,
-        1,
-        r#"{"trigger": {"message": {"contains": "hello"}},
-            "actions": [{"send": {"text": "Hi {user.mention}"}}]}"#,
-    )
-    .await
-    .unwrap();
-    sim.send_message(guild.id, channel, member, "hello")
-        .unwrap();
-    assert_eq!(reply_in(sim, channel, 0).await, format!("Hi <@{member}>"));
+    greets_on_hello(calls, sim, guild.id, channel, member).await;
     sim.send_message(guild.id, channel, member, "!privacy restrict on")
         .unwrap();
     wait_until("the restriction is saved", || async {
@@ -562,18 +573,7 @@ async fn a_restriction_made_in_the_dashboard_applies_to_the_next_event_in_a_clus
     let calls = calls.as_ref();
     let channel = guild.channel_ids[0];
     let (member, other) = (guild.member_ids[0], guild.member_ids[1]);
-    save(
-        calls,
-        guild.id,
-        1,
-        r#"{"trigger": {"message": {"contains": "hello"}},
-            "actions": [{"send": {"text": "Hi {user.mention}"}}]}"#,
-    )
-    .await
-    .unwrap();
-    sim.send_message(guild.id, channel, member, "hello")
-        .unwrap();
-    assert_eq!(reply_in(&sim, channel, 0).await, format!("Hi <@{member}>"));
+    greets_on_hello(calls, &sim, guild.id, channel, member).await;
     wait_until("the node remembers the member's choice", || async {
         node.remembered_choice(member) == Some(PrivacyFlags::default())
     })
