@@ -7,6 +7,6 @@ mod campaigns;
 mod dms;
 mod schedules;
 
-pub(crate) use campaigns::{DELIVERY_OUTCOMES, deliver_round, held_shards};
+pub(crate) use campaigns::{DELIVERY_OUTCOMES, HeldShards, deliver_round, index_opt_in};
 pub(crate) use dms::DM_OUTCOMES;
 pub(crate) use schedules::{SEND_OUTCOMES, Schedules};

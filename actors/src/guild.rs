@@ -454,7 +454,7 @@ impl GuildState {
     fn observe(&self, event: HandledEvent) {
         if let Some(observer) = &self.services.observer {
             let guild_id = self.guild_id.get();
-            let shard_id = protonn_storage::shard_of(guild_id, self.services.shard_count);
+            let shard_id = protonn_storage::shard_of(guild_id, self.services.shard_count.get());
             observer.handled(guild_id, shard_id, event);
         }
     }

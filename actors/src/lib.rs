@@ -67,7 +67,9 @@ pub use observer::{EventObserver, HandledEvent};
 pub use permissions::OwnRoles;
 pub use replies::{Deferred, Replies};
 pub use rest::Rest;
-pub use router::{Delivery, GuildRouter, NewShardProgress, RouterMsg, RouterStats, Services};
+pub use router::{
+    Delivery, GuildRouter, NewShardProgress, RouterMsg, RouterStats, Services, ShardCount,
+};
 pub use runtime::RuntimeConfig;
 pub use slash::slash_commands;
 pub use snapshot::{cached_guild, load_shard_cache, take_shard_cache};

@@ -50,8 +50,9 @@ pub struct Services {
     pub observer: Option<Arc<dyn EventObserver>>,
     /// This node's name, as guild summaries report it.
     pub node_name: String,
-    /// The bot's shard count, to name a guild's shard in its summary.
-    pub shard_count: u32,
+    /// The cluster's shard count: a guild's shard in its summary, and the partition its
+    /// timers and announcement records are written to.
+    pub shard_count: ShardCount,
     /// Command usage analytics.
     pub usage: Arc<CommandUsage>,
     /// Work the router and the guild actors started on tasks (writes, REST calls, delivery
@@ -67,6 +68,27 @@ impl Services {
         F: Future<Output = ()> + Send + 'static,
     {
         self.tasks.spawn(task);
+    }
+}
+
+/// The shard count as this node knows it: the stored count at the node's start, changed
+/// when a resharding completes (the cluster agent sets it as it settles the router), so
+/// the guild actors partition what they write by the count of the time.
+#[derive(Clone, Debug)]
+pub struct ShardCount(Arc<AtomicU32>);
+
+impl ShardCount {
+    pub fn new(count: u32) -> Self {
+        Self(Arc::new(AtomicU32::new(count)))
+    }
+
+    pub fn get(&self) -> u32 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Sets the count; the one it replaces.
+    pub fn replace(&self, count: u32) -> u32 {
+        self.0.swap(count, Ordering::AcqRel)
     }
 }
 
@@ -536,7 +558,8 @@ impl RouterState {
         if matches!(event, Event::GuildCreate(_))
             && let Some(observer) = &self.services.observer
         {
-            let shard_id = protonn_storage::shard_of(guild_id.get(), self.services.shard_count);
+            let shard_id =
+                protonn_storage::shard_of(guild_id.get(), self.services.shard_count.get());
             observer.handled(guild_id.get(), shard_id, HandledEvent::GuildCreate);
         }
         // Activation on demand: what no actor acts on is in the cache already and goes no
@@ -633,17 +656,23 @@ impl RouterState {
         let polling = Arc::clone(&self.polling);
         let router = myself.clone();
         self.services.spawn(async move {
-            let shards = crate::announcements::held_shards(&services);
+            let held = crate::announcements::HeldShards::of(&services);
             let now = Timestamp::now();
-            for shard in shards {
-                match services.store.due_timers(shard, now, TIMERS_PER_POLL).await {
+            // A timer stays in the partition of the count it was set under: one set before
+            // a resharding is found in an earlier count's partition of its new shard.
+            for partition in held.partitions() {
+                match services
+                    .store
+                    .due_timers(partition, now, TIMERS_PER_POLL)
+                    .await
+                {
                     Ok(due) => {
-                        for timer in due {
+                        for timer in due.into_iter().filter(|t| held.holds(t.guild_id)) {
                             let _ = router.cast(RouterMsg::Timer(Box::new(timer)));
                         }
                     }
                     Err(err) => {
-                        tracing::warn!(shard, error = %err, "cannot read due timers");
+                        tracing::warn!(partition, error = %err, "cannot read due timers");
                     }
                 }
             }
@@ -660,11 +689,9 @@ impl RouterState {
         let Some(application_id) = self.entitlements_of else {
             return;
         };
-        let holds_shard_0 = services
-            .cache
-            .iter()
-            .guilds()
-            .any(|guild| protonn_storage::on_shard(guild.id().get(), 0, services.shard_count));
+        let holds_shard_0 = services.cache.iter().guilds().any(|guild| {
+            protonn_storage::on_shard(guild.id().get(), 0, services.shard_count.get())
+        });
         if services.runtime.premium_skus.is_empty()
             || !holds_shard_0
             || self.reconciling.swap(true, Ordering::AcqRel)
@@ -800,7 +827,7 @@ impl Actor for GuildRouter {
             RouterMsg::PollAnnouncements
         });
         Ok(RouterState {
-            sets: Sets::One(services.shard_count),
+            sets: Sets::One(services.shard_count.get()),
             services,
             polling: Arc::default(),
             entitlements_of: None,
@@ -985,7 +1012,7 @@ mod tests {
             dead_letters: Arc::default(),
             observer,
             node_name: "test".to_owned(),
-            shard_count: 1,
+            shard_count: ShardCount::new(1),
             usage,
             tasks: Default::default(),
         })

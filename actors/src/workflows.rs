@@ -1613,7 +1613,7 @@ mod tests {
             dead_letters: Arc::default(),
             observer: None,
             node_name: "test".to_owned(),
-            shard_count: 1,
+            shard_count: crate::ShardCount::new(1),
         };
         services.own_roles.set_bot(Id::new(BOT));
         Io::new(Arc::new(services), Id::new(GUILD))

@@ -117,7 +117,7 @@ async fn setup() -> Setup {
         dead_letters: Arc::new(DeadLetters::default()),
         observer: None,
         node_name: "node-a".to_owned(),
-        shard_count: SHARD_COUNT,
+        shard_count: protonn_actors::ShardCount::new(SHARD_COUNT),
         usage: CommandUsage::new(&(Arc::clone(&store) as _)),
         tasks: Default::default(),
     };

@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -348,7 +348,8 @@ pub(crate) struct Agent {
     pub(crate) joined: pb::RegisterReply,
     /// The cluster's shard count as this node knows it: `joined`'s until a resharding
     /// completes.
-    pub(crate) shard_count: AtomicU32,
+    /// Shared with the guild actors ([`protonn_actors::Services::shard_count`]).
+    pub(crate) shard_count: protonn_actors::ShardCount,
 }
 
 /// Shard (with its set's count) → the ownership epoch this node runs it under.
@@ -486,7 +487,7 @@ impl Agent {
         .unwrap_or_default();
         let epochs = epochs.lock().expect("epoch map poisoned").clone();
         let fence = &self.link.fence;
-        let count = self.shard_count.load(Ordering::Relaxed);
+        let count = self.shard_count.get();
         // A resharding's new set, as the router sees its guilds switch.
         let progress: HashMap<u32, NewShardProgress> =
             if statuses.iter().any(|status| status.shard_count != count) {
@@ -597,7 +598,7 @@ impl Agent {
 
     async fn start(&self, start: pb::StartShard, epochs: &Epochs) {
         let shard_id = start.shard_id;
-        let count = self.shard_count.load(Ordering::Relaxed);
+        let count = self.shard_count.get();
         let set = if start.shard_count == 0 {
             count
         } else {
@@ -698,7 +699,7 @@ impl Agent {
             epoch,
             shard_count,
         } = release;
-        let count = self.shard_count.load(Ordering::Relaxed);
+        let count = self.shard_count.get();
         let set = if shard_count == 0 { count } else { shard_count };
         let refused = move |reason: &str| {
             pb::node_report::Report::ReleaseFailed(pb::ReleaseFailed {
@@ -763,7 +764,7 @@ impl Agent {
     /// under the epochs the leader stored for them.
     fn resharded(&self, resharded: pb::Resharded, epochs: &Epochs) {
         let count = resharded.shard_count;
-        let previous = self.shard_count.swap(count, Ordering::Relaxed);
+        let previous = self.shard_count.replace(count);
         if let Err(err) = self.router.cast(RouterMsg::Settle { shard_count: count }) {
             tracing::error!(error = %err, "guild router unreachable");
         }

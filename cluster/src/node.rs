@@ -258,6 +258,9 @@ impl Node {
         let usage = CommandUsage::new(&store);
         let tasks = TaskTracker::new();
         let usage_flusher = UsageFlusher::start(&usage, options.runtime.usage_flush_every);
+        // One count for the guild actors and the cluster agent, which changes it when a
+        // resharding completes.
+        let known_count = protonn_actors::ShardCount::new(shard_count);
         let router = GuildRouter::start(Services {
             store: Arc::clone(&store),
             departures: Arc::clone(&departures),
@@ -268,7 +271,7 @@ impl Node {
             dead_letters: Arc::clone(&dead_letters),
             observer: options.observer,
             node_name,
-            shard_count,
+            shard_count: known_count.clone(),
             usage: Arc::clone(&usage),
             tasks: tasks.clone(),
         })
@@ -350,7 +353,7 @@ impl Node {
                 store: Arc::clone(&store),
                 departures,
                 ops_addr,
-                shard_count: std::sync::atomic::AtomicU32::new(joined.shard_count),
+                shard_count: known_count,
                 joined,
             };
             (link, tokio::spawn(agent.run()))

@@ -87,7 +87,7 @@ pub use privacy::{
 };
 pub use promos::{NewPromo, create_promo_code, normalise_code};
 pub use resharding::{MAX_SHARDS, ReshardPhase, Resharding};
-pub use rights::{DataRights, StoredRow, UserExport, on_shard, shard_of};
+pub use rights::{DataRights, StoredRow, UserExport, on_shard, partitions_of, shard_of};
 pub use schedules::{
     AnnounceSchedule, MINUTES_A_DAY, Repeat, SCHEDULE_MAX_EVERY_HOURS, SCHEDULE_MESSAGE_MAX_CHARS,
     WEEKDAYS, schedules_over_plan,

@@ -79,6 +79,23 @@ pub fn on_shard(guild_id: u64, shard_id: u32, shard_count: u32) -> bool {
     shard_of(guild_id, shard_count) == shard_id
 }
 
+/// The partitions where rows keyed by the shard of a guild (or user) of shard `shard_id` of
+/// `shard_count` may be stored: a row keeps the partition of the count it was written
+/// under, and every count the cluster had divides the current one (a resharding only
+/// multiplies it), so a row written under count `d` is in partition `shard_id % d`. Rows
+/// of other shards share these partitions: readers keep those [`on_shard`]. Ascending.
+pub fn partitions_of(shard_id: u32, shard_count: u32) -> Vec<u32> {
+    let count = shard_count.max(1);
+    let mut partitions: Vec<u32> = (1..=count)
+        .take_while(|d| d * d <= count)
+        .filter(|d| count % d == 0)
+        .flat_map(|d| [shard_id % d, shard_id % (count / d)])
+        .collect();
+    partitions.sort_unstable();
+    partitions.dedup();
+    partitions
+}
+
 /// Data-subject rights and retention, over every table.
 #[async_trait]
 pub trait DataRights: Send + Sync + 'static {
@@ -145,4 +162,27 @@ pub trait DataRights: Send + Sync + 'static {
     /// Every row of every table, rendered as text. For tests and audits of the store; it reads
     /// everything, so never on a hot path.
     async fn dump_rows(&self) -> Result<Vec<StoredRow>, StorageError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_row_written_under_any_earlier_count_is_in_a_partition_of_its_shard() {
+        // 3 → 6 → 24: every count divides the later ones.
+        for guild in (0..500u64).map(|n| (n * 7919 + 13) << 22) {
+            let shard = shard_of(guild, 24);
+            let partitions = partitions_of(shard, 24);
+            for earlier in [3, 6, 24] {
+                assert!(
+                    partitions.contains(&shard_of(guild, earlier)),
+                    "guild {guild} written under {earlier} shards"
+                );
+            }
+        }
+        assert_eq!(partitions_of(13, 16), [0, 1, 5, 13]);
+        assert_eq!(partitions_of(0, 1), [0]);
+        assert_eq!(partitions_of(6, 7), [0, 6]);
+    }
 }

@@ -15,12 +15,12 @@
 //! response, within the node's REST share. A campaign with `dm` then goes by DM to the users
 //! of those shards who consented (`dms.rs`), claimed and decided the same way.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use metrics::counter;
-use protonn_storage::{Campaign, Delivery, DeliveryState, StorageError, Timestamp};
+use protonn_storage::{Campaign, Delivery, DeliveryState, StorageError, Store, Timestamp};
 use serde::Deserialize;
 use twilight_cache_inmemory::ResourceType;
 use twilight_http::request::TryIntoRequest;
@@ -63,14 +63,57 @@ pub(super) fn marker(campaign_id: u64) -> String {
     format!("Service announcement {campaign_id}")
 }
 
-/// The shards with a guild in the node cache: the shards this node runs.
-pub(crate) fn held_shards(services: &Services) -> BTreeSet<u32> {
-    services
-        .cache
-        .iter()
-        .guilds()
-        .map(|guild| protonn_storage::shard_of(guild.id().get(), services.shard_count))
-        .collect()
+/// The shards this node runs (those with a guild in the node cache), by the shard count
+/// read once, so that one round or poll sees a resharding's completion whole or not at all.
+pub(crate) struct HeldShards {
+    pub(crate) count: u32,
+    pub(crate) shards: BTreeSet<u32>,
+}
+
+impl HeldShards {
+    pub(crate) fn of(services: &Services) -> Self {
+        let count = services.shard_count.get();
+        let shards = services
+            .cache
+            .iter()
+            .guilds()
+            .map(|guild| protonn_storage::shard_of(guild.id().get(), count))
+            .collect();
+        Self { count, shards }
+    }
+
+    /// Whether the rows of `id` (a guild's, or a user's for DMs) are this node's.
+    pub(crate) fn holds(&self, id: u64) -> bool {
+        self.shards
+            .contains(&protonn_storage::shard_of(id, self.count))
+    }
+
+    /// Every partition rows of the held shards may be stored in, including those written
+    /// before a resharding ([`protonn_storage::partitions_of`]).
+    pub(crate) fn partitions(&self) -> BTreeSet<u32> {
+        self.shards
+            .iter()
+            .flat_map(|&shard| protonn_storage::partitions_of(shard, self.count))
+            .collect()
+    }
+}
+
+/// Indexes where `guild_id` takes announcements (`None`: it does not), under the shard
+/// count of now, and removes what an earlier count's partitions held of it.
+pub(crate) async fn index_opt_in(
+    store: &dyn Store,
+    guild_id: u64,
+    count: u32,
+    channel: Option<u64>,
+) -> Result<(), StorageError> {
+    let shard = protonn_storage::shard_of(guild_id, count);
+    store.set_announce_opt_in(shard, guild_id, channel).await?;
+    for partition in protonn_storage::partitions_of(shard, count) {
+        if partition != shard {
+            store.set_announce_opt_in(partition, guild_id, None).await?;
+        }
+    }
+    Ok(())
 }
 
 /// One pass over the active campaigns for the shards this node runs.
@@ -82,30 +125,25 @@ pub(crate) async fn deliver_round(services: Arc<Services>) {
             return;
         }
     };
-    let shards = held_shards(&services);
+    let held = HeldShards::of(&services);
     for campaign in campaigns.iter().filter(|c| c.cancelled_at.is_none()) {
         let mut round = Round {
             services: &services,
             campaign,
+            held: &held,
             me: claimant(&services.node_name),
             checked: tokio::time::Instant::now(),
         };
-        let mut active = true;
-        for &shard in &shards {
-            match round.shard(shard).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    active = false;
-                    break;
-                }
-                Err(err) => {
-                    tracing::warn!(campaign = campaign.id, shard, error = %err, "announcement round stopped");
-                }
+        let active = match round.guilds().await {
+            Ok(active) => active,
+            Err(err) => {
+                tracing::warn!(campaign = campaign.id, error = %err, "announcement round stopped");
+                true
             }
-        }
+        };
         if active
             && campaign.dm
-            && let Err(err) = round.dms(&shards).await
+            && let Err(err) = round.dms().await
         {
             tracing::warn!(campaign = campaign.id, error = %err, "announcement DM round stopped");
         }
@@ -115,6 +153,7 @@ pub(crate) async fn deliver_round(services: Arc<Services>) {
 pub(super) struct Round<'a> {
     pub(super) services: &'a Services,
     pub(super) campaign: &'a Campaign,
+    pub(super) held: &'a HeldShards,
     pub(super) me: String,
     /// When the campaign was last seen not cancelled.
     checked: tokio::time::Instant,
@@ -143,20 +182,34 @@ impl Round<'_> {
         }
     }
 
-    /// Delivers to the guilds of `shard` still to reach; `false` once the campaign was
-    /// cancelled.
-    async fn shard(&mut self, shard: u32) -> Result<bool, StorageError> {
+    /// Delivers to the opted-in guilds of the held shards still to reach; `false` once the
+    /// campaign was cancelled. A guild's opt-in and delivery stay in the partition of the
+    /// shard count they were written under: a claim goes where the guild's delivery is.
+    async fn guilds(&mut self) -> Result<bool, StorageError> {
         let store = &self.services.store;
-        let opt_ins = store.announce_opt_ins(shard).await?;
+        let partitions = self.held.partitions();
+        let mut opt_ins = BTreeMap::new();
+        for &partition in &partitions {
+            let listed = store.announce_opt_ins(partition).await?;
+            opt_ins.extend(
+                listed
+                    .into_iter()
+                    .filter(|&(guild, _)| self.held.holds(guild)),
+            );
+        }
         if opt_ins.is_empty() {
             return Ok(true);
         }
-        let known: HashMap<u64, Delivery> = store
-            .deliveries(self.campaign.id, Some(shard))
-            .await?
-            .into_iter()
-            .map(|d| (d.guild_id, d))
-            .collect();
+        let mut known: HashMap<u64, Delivery> = HashMap::new();
+        for &partition in &partitions {
+            let decided = store.deliveries(self.campaign.id, Some(partition)).await?;
+            known.extend(
+                decided
+                    .into_iter()
+                    .filter(|d| self.held.holds(d.guild_id))
+                    .map(|d| (d.guild_id, d)),
+            );
+        }
         for (guild_id, channel_id) in opt_ins {
             // Only a guild this node runs now: its shard may be moving.
             let held = Id::<GuildMarker>::new_checked(guild_id)
@@ -167,7 +220,10 @@ impl Round<'_> {
             let now = Timestamp::now();
             let claim = Delivery {
                 campaign_id: self.campaign.id,
-                shard_id: shard,
+                shard_id: known.get(&guild_id).map_or_else(
+                    || protonn_storage::shard_of(guild_id, self.held.count),
+                    |old| old.shard_id,
+                ),
                 guild_id,
                 channel_id,
                 state: DeliveryState::Claimed,
@@ -213,10 +269,8 @@ impl Round<'_> {
         // The config is the truth: the index may be stale.
         let config = services.store.load(guild_id).await?;
         let Some(channel_id) = config.and_then(|c| c.config.announce_channel) else {
-            let _ = services
-                .store
-                .set_announce_opt_in(claim.shard_id, guild_id, None)
-                .await;
+            let count = self.held.count;
+            let _ = index_opt_in(services.store.as_ref(), guild_id, count, None).await;
             return self
                 .decide(claim, DeliveryState::Skipped, "not_opted_in", None)
                 .await;

@@ -9,7 +9,7 @@
 //! Consent is read again just before each DM, so a user who withdrew it after the campaign
 //! began, or after their page was read, gets nothing (`skipped: no_consent`).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use metrics::counter;
 use protonn_storage::{DeliveryState, DmDelivery, StorageError, Timestamp, shard_of};
@@ -41,23 +41,33 @@ struct DmChannel {
 }
 
 impl Round<'_> {
-    /// DMs the consenting users of `shards` still to reach; `false` once the campaign was
-    /// cancelled.
-    pub(super) async fn dms(&mut self, shards: &BTreeSet<u32>) -> Result<bool, StorageError> {
+    /// DMs the consenting users of the held shards still to reach; `false` once the campaign
+    /// was cancelled. A claim goes where the user's delivery is, if it has one (written
+    /// under an earlier shard count, say).
+    pub(super) async fn dms(&mut self) -> Result<bool, StorageError> {
         let store = &self.services.store;
         let mut known: HashMap<u64, DmDelivery> = HashMap::new();
-        for &shard in shards {
-            let decided = store.dm_deliveries(self.campaign.id, Some(shard)).await?;
-            known.extend(decided.into_iter().map(|d| (d.user_id, d)));
+        for partition in self.held.partitions() {
+            let decided = store
+                .dm_deliveries(self.campaign.id, Some(partition))
+                .await?;
+            known.extend(
+                decided
+                    .into_iter()
+                    .filter(|d| self.held.holds(d.user_id))
+                    .map(|d| (d.user_id, d)),
+            );
         }
         let mut after = None;
         loop {
             let page = store.dm_recipients(after, RECIPIENT_PAGE).await?;
             for user_id in page.users {
-                let shard_id = shard_of(user_id, self.services.shard_count);
-                if !shards.contains(&shard_id) {
+                if !self.held.holds(user_id) {
                     continue;
                 }
+                let shard_id = known
+                    .get(&user_id)
+                    .map_or_else(|| shard_of(user_id, self.held.count), |old| old.shard_id);
                 let now = Timestamp::now();
                 let stored = known
                     .get(&user_id)

@@ -127,7 +127,7 @@ impl Io {
 
     /// The guild's shard: the partition of its timers.
     pub(crate) fn shard_id(&self) -> u32 {
-        protonn_storage::shard_of(self.guild_id.get(), self.services.shard_count)
+        protonn_storage::shard_of(self.guild_id.get(), self.services.shard_count.get())
     }
 
     /// Who claims timers on behalf of this process ([`claimant`]).

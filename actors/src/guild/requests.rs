@@ -311,10 +311,8 @@ impl GuildState {
 
     async fn index_opt_in(&self, channel: Option<u64>) -> Result<(), GuildCallError> {
         let guild_id = self.guild_id.get();
-        let shard = protonn_storage::shard_of(guild_id, self.services.shard_count);
-        self.services
-            .store
-            .set_announce_opt_in(shard, guild_id, channel)
+        let count = self.services.shard_count.get();
+        crate::announcements::index_opt_in(self.services.store.as_ref(), guild_id, count, channel)
             .await
             .map_err(|err| {
                 tracing::error!(%guild_id, error = %err, "cannot index the announcement opt-in");
@@ -541,7 +539,7 @@ async fn summary(services: &Services, guild_id: u64) -> Result<GuildResponse, Gu
         member_count,
         channels,
         roles,
-        shard_id: protonn_storage::shard_of(guild_id, services.shard_count),
+        shard_id: protonn_storage::shard_of(guild_id, services.shard_count.get()),
         node: services.node_name.clone(),
     }))
 }

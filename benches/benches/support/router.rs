@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use protonn_actors::rest::{GlobalLine, GuardLimits, InvalidRequestGuard, Rest, Transport};
 use protonn_actors::{
-    CommandUsage, DeadLetters, Delivery, EventObserver, Replies, RouterMsg, RuntimeConfig, Services,
+    CommandUsage, DeadLetters, Delivery, EventObserver, Replies, RouterMsg, RuntimeConfig,
+    Services, ShardCount,
 };
 use protonn_shard::BotToken;
 use protonn_storage::EmbeddedStore;
@@ -46,7 +47,7 @@ pub fn router_services(
         dead_letters: Arc::new(DeadLetters::default()),
         observer,
         node_name: "bench".to_owned(),
-        shard_count: 1,
+        shard_count: ShardCount::new(1),
         usage,
         tasks: Default::default(),
     }

@@ -8,7 +8,7 @@ use protonn_actors::{
     CallSource, Caller, GuildCall, GuildCallError, GuildCalls, GuildRequest, GuildResponse,
     RuntimeConfig,
 };
-use protonn_sim::SimHandle;
+use protonn_sim::{SimConfig, SimHandle};
 use protonn_tests::*;
 
 /// REST calls of `route` the bot made, with their statuses.
@@ -417,6 +417,176 @@ async fn a_temporary_ban_whose_shard_moves_before_it_ends_is_lifted_once_by_the_
             .map(|r| r.status)
             .collect();
         assert_eq!(lifts, [204], "guild {} on shard {}", guild.id, guild.shard);
+    }
+
+    b.shutdown().await;
+    a.shutdown().await;
+    sim.shutdown().await;
+}
+
+/// Bans `member` for 30 s: the guild's `turn`-th answer in its first channel.
+async fn tempban(sim: &SimHandle, guild: &protonn_sim::GuildInfo, member: u64, turn: usize) {
+    let answer = say(
+        sim,
+        guild,
+        guild.owner_id,
+        &format!("!ban <@{member}> 30s"),
+        turn,
+    )
+    .await;
+    assert_eq!(
+        answer,
+        format!("Case #{}: <@{member}> was banned for 30s.", turn + 1)
+    );
+}
+
+/// Issue #25: timers are partitioned by shard, and a resharding changes every guild's
+/// shard without restarting the nodes. A temporary ban set before a 2 → 4 resharding, and
+/// one set after it by the node that ran it, are each lifted once, by the node that runs the
+/// guild's new shard, here one that joined after the resharding and took shards over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temporary_bans_set_before_and_after_a_resharding_are_lifted_once_by_the_new_shards_owner()
+{
+    use crate::cluster::{
+        membership, operator, placed_for_good, running, start_coordinator, start_node_with,
+    };
+    const FROM: u32 = 2;
+    const TO: u32 = 4;
+
+    let runtime = RuntimeConfig {
+        timer_poll_every: Duration::from_millis(100),
+        ..test_runtime()
+    };
+    let sim = start_sim(SimConfig {
+        max_concurrency: TO,
+        ..small_world(FROM, 40)
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (coordinator, client) = start_coordinator(&sim, dir.path()).await;
+    let a = start_node_with(
+        &sim,
+        dir.path(),
+        membership(&coordinator, "node-a"),
+        runtime.clone(),
+    )
+    .await;
+    wait_until("node-a runs every shard", || async {
+        running(&a).await.len() == FROM as usize
+    })
+    .await;
+    // A guild on each new shard: whichever shards move to node-b, a ban moves with them.
+    let guilds: Vec<_> = (0..TO)
+        .map(|shard| {
+            sim.guilds()
+                .into_iter()
+                .find(|g| protonn_storage::shard_of(g.id, TO) == shard)
+                .expect("a guild on every new shard")
+        })
+        .collect();
+    let mut banned = Vec::new();
+    for guild in &guilds {
+        tempban(&sim, guild, guild.member_ids[0], 0).await;
+        banned.push((guild.clone(), guild.member_ids[0]));
+    }
+
+    let ops = operator(&coordinator);
+    ops.reshard(TO).await.unwrap();
+    wait_until("the resharding completes", || async {
+        ops.reshard_progress()
+            .await
+            .is_ok_and(|p| p.phase == "completed")
+    })
+    .await;
+    wait_until("node-a runs the new set only", || async {
+        running(&a).await.len() == TO as usize && a.shard_statuses().await.len() == TO as usize
+    })
+    .await;
+    // Set by node-a after the completion, without a restart: under the new count.
+    for guild in &guilds {
+        tempban(&sim, guild, guild.member_ids[1], 1).await;
+        banned.push((guild.clone(), guild.member_ids[1]));
+    }
+    // Each timer stays in the partition of the count it was set under: the first batch's
+    // in an old shard's, the second's in the new shard's.
+    let store = a.store();
+    for guild in &guilds {
+        let timers = store.timers_of_guild(guild.id).await.unwrap();
+        let partition_of = |member: u64| {
+            timers
+                .iter()
+                .find(|t| t.users.contains(&member))
+                .map(|t| t.shard_id)
+        };
+        assert_eq!(
+            (
+                partition_of(guild.member_ids[0]),
+                partition_of(guild.member_ids[1])
+            ),
+            (
+                Some(protonn_storage::shard_of(guild.id, FROM)),
+                Some(protonn_storage::shard_of(guild.id, TO))
+            ),
+            "timers of guild {}: {timers:?}",
+            guild.id
+        );
+    }
+
+    let b = start_node_with(
+        &sim,
+        dir.path(),
+        membership(&coordinator, "node-b"),
+        runtime,
+    )
+    .await;
+    wait_until("two new shards moved to node-b", || async {
+        let settled = placed_for_good(&client).await;
+        settled && running(&b).await.len() == 2 && running(&a).await.len() == 2
+    })
+    .await;
+    let on_b = running(&b).await;
+    assert!(
+        banned.iter().all(|(g, m)| sim.bans(g.id).contains(m)),
+        "every ban outlasts the resharding and the move (30 s)"
+    );
+
+    // Each batch waited for on its own: the second falls due a few seconds after the first.
+    for batch in banned.chunks(guilds.len()) {
+        wait_until("a batch of temporary bans is lifted", || async {
+            batch.iter().all(|(g, m)| !sim.bans(g.id).contains(m))
+        })
+        .await;
+    }
+    let calls = client.guild_calls();
+    for (guild, member) in &banned {
+        wait_until("the lifting is a case", || async {
+            actions_about(calls.as_ref(), guild.id, *member).await == ["unban", "tempban"]
+        })
+        .await;
+        let path = format!("/guilds/{}/bans/{member}", guild.id);
+        let lifts: Vec<u16> = sim
+            .ledger()
+            .rest
+            .iter()
+            .filter(|r| r.method == "DELETE" && r.path == path)
+            .map(|r| r.status)
+            .collect();
+        assert_eq!(lifts, [204], "guild {} member {member}", guild.id);
+    }
+    // A node fires only the timers of guilds it holds (the router drops the others), and
+    // each guild is held by the node of its new shard alone: node-b lifted the moved ones.
+    for (guild, _) in &banned {
+        let shard = protonn_storage::shard_of(guild.id, TO);
+        let moved = on_b.contains(&shard);
+        assert_eq!(
+            (
+                a.cached_guild(guild.id).is_some(),
+                b.cached_guild(guild.id).is_some()
+            ),
+            (!moved, moved),
+            "guild {} of new shard {shard}",
+            guild.id
+        );
     }
 
     b.shutdown().await;
