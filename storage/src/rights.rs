@@ -88,7 +88,7 @@ pub fn partitions_of(shard_id: u32, shard_count: u32) -> Vec<u32> {
     let count = shard_count.max(1);
     let mut partitions: Vec<u32> = (1..=count)
         .take_while(|d| d * d <= count)
-        .filter(|d| count % d == 0)
+        .filter(|&d| count.is_multiple_of(d))
         .flat_map(|d| [shard_id % d, shard_id % (count / d)])
         .collect();
     partitions.sort_unstable();
