@@ -98,6 +98,9 @@ struct NodeEntry {
     rss_bytes: u64,
     rest_demand: f64,
     rest_share: f64,
+    /// Told the count of now since its registration (`Resharded`): it still ran the set of
+    /// a resharding that ended without it.
+    settling: bool,
 }
 
 #[derive(Default)]
@@ -259,6 +262,7 @@ impl Control {
                     rss_bytes: 0,
                     rest_demand: 0.0,
                     rest_share: 0.0,
+                    settling: false,
                 },
             );
         }
@@ -347,9 +351,11 @@ impl Control {
                     rss_bytes: 0,
                     rest_demand: 0.0,
                     rest_share: 0.0,
+                    settling: false,
                 });
                 entry.last_seen = Instant::now();
                 entry.draining = false;
+                entry.settling = false;
                 entry.session_key = format!("{:032x}", rand::random::<u128>());
                 let session_key = entry.session_key.clone();
                 tracing::info!(node_id, %name, %ops_address, "node registered");
@@ -550,6 +556,9 @@ impl Control {
         node_id: u64,
         reports: Vec<pb::ShardReport>,
     ) -> Result<(), StorageError> {
+        if self.settle_if_behind(node_id, &reports) {
+            return Ok(());
+        }
         let grace = self.settings.failure_timeout;
         let mut running = BTreeSet::new();
         let mut running_new = BTreeSet::new();
@@ -989,6 +998,50 @@ impl Control {
         }
     }
 
+    /// Whether `node_id` still runs a shard set that no resharding runs now, and was not
+    /// told the count of now since it registered: it was not attached (or attached to a
+    /// leader that fell) when the resharding ended. It is told now (`Resharded`, with the
+    /// epochs of the shards it keeps), settles its router and closes the other set itself;
+    /// this report is not read (its kept shards still name the new set's start epochs).
+    /// Reports it sent before it heard are read as any: a release they cause names an
+    /// epoch the node no longer runs the shard under, and it refuses it.
+    fn settle_if_behind(&mut self, node_id: u64, reports: &[pb::ShardReport]) -> bool {
+        let count = self.settings.shard_count;
+        let behind = self.reshard.is_none()
+            && reports
+                .iter()
+                .any(|r| r.shard_count != 0 && r.shard_count != count);
+        let Some(node) = self
+            .nodes
+            .get_mut(&node_id)
+            .filter(|node| behind && !node.settling)
+        else {
+            return false;
+        };
+        node.settling = true;
+        let epochs = self
+            .shards
+            .iter()
+            .enumerate()
+            .filter(|(_, shard)| shard.owner == Some(node_id))
+            .map(|(shard_id, shard)| pb::ShardEpoch {
+                shard_id: shard_id as u32,
+                epoch: shard.epoch,
+            })
+            .collect();
+        tracing::info!(
+            node_id,
+            shard_count = count,
+            "node missed a resharding's end; settling it"
+        );
+        let resharded = pb::Resharded {
+            shard_count: count,
+            epochs,
+        };
+        self.send(node_id, pb::instruction::Instruction::Resharded(resharded));
+        true
+    }
+
     /// A heartbeat's report of a shard of the running resharding's new set: `true` if it is
     /// this node's to run (a new leader takes the owner it hears of).
     fn new_shard_report(&mut self, node_id: u64, report: &pb::ShardReport) -> bool {
@@ -1124,6 +1177,9 @@ impl Control {
     ) {
         let nodes: Vec<u64> = self.nodes.keys().copied().collect();
         for node_id in nodes {
+            if let Some(node) = self.nodes.get_mut(&node_id) {
+                node.settling = true;
+            }
             let resharded = pb::Resharded {
                 shard_count,
                 epochs: epochs.get(&node_id).cloned().unwrap_or_default(),
@@ -1593,5 +1649,53 @@ mod tests {
             pb::instruction::Instruction::Release(release)
                 if release.shard_id == 0 && release.shard_count == 2
         )));
+
+        // node-b's link broke before it heard: it reattaches still running both sets, its
+        // new shards under their start epochs. The leader's answer is the count of now
+        // with the epochs stored for the shards it keeps, and nothing of it is released.
+        drop(b);
+        let mut b = attach_listening(&mut control, "node-b").await;
+        let behind: Vec<pb::ShardReport> = report(&|_| true, "node-b")
+            .into_iter()
+            .map(|shard| pb::ShardReport {
+                shard_count: shard.shard_count.max(2),
+                ..shard
+            })
+            .collect();
+        heartbeat(&mut control, "node-b", behind.clone()).await;
+        let heard = received(&mut b);
+        let resharded: Vec<_> = heard
+            .iter()
+            .filter_map(|i| match i {
+                pb::instruction::Instruction::Resharded(resharded) => Some(resharded),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(resharded.len(), 1, "{heard:?}");
+        assert_eq!(resharded[0].shard_count, 4);
+        let kept: Vec<(u32, u64)> = resharded[0]
+            .epochs
+            .iter()
+            .map(|e| (e.shard_id, e.epoch))
+            .collect();
+        let stored: Vec<(u32, u64)> = assignments
+            .iter()
+            .filter(|a| a.node_id == node_id("node-b"))
+            .map(|a| (a.shard_id, a.epoch))
+            .collect();
+        assert_eq!(kept, stored);
+        assert!(
+            !heard
+                .iter()
+                .any(|i| matches!(i, pb::instruction::Instruction::Release(_))),
+            "{heard:?}"
+        );
+        // Told once per registration: a report sent before it heard is read as any.
+        heartbeat(&mut control, "node-b", behind).await;
+        assert!(
+            !received(&mut b)
+                .iter()
+                .any(|i| matches!(i, pb::instruction::Instruction::Resharded(_)))
+        );
     }
 }
