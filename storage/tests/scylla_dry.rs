@@ -973,6 +973,71 @@ async fn a_completion_whose_shard_count_changed_meanwhile_writes_no_record() {
     let _ = proxy.finish().await;
 }
 
+/// A completion that stopped after the count's LWT and before the record's is finished by
+/// writing it again (a new leader does, `Control::load`): the count is `to` already, so
+/// only the record is written.
+#[tokio::test]
+async fn a_completion_whose_count_is_stored_already_writes_the_record_only() {
+    let running = Resharding {
+        ready: vec![0, 1, 2, 3],
+        switched: vec![0, 1, 2, 3],
+        version: 3,
+        ..Resharding::start(2, 4, 0, Timestamp(1))
+    };
+    let record: &'static str = Box::leak(serde_json::to_string(&running).unwrap().into_boxed_str());
+    let (proxy, addr, mut feedback) = scripted_node(
+        RESHARD_STATEMENTS,
+        vec![
+            (
+                executes_stmt("sel_reshard"),
+                answer(rows_body(
+                    &[("record", VARCHAR)],
+                    &[vec![Cell::Text(record)]],
+                )),
+            ),
+            (
+                executes_stmt("sel_count"),
+                answer(rows_body(&[("value", BIGINT)], &[vec![Cell::BigInt(4)]])),
+            ),
+            (executes_stmt("upd_count"), answer(void_body())),
+            (
+                executes_stmt("upd_reshard"),
+                answer(rows_body(
+                    &[("[applied]", BOOLEAN)],
+                    &[vec![Cell::Bool(true)]],
+                )),
+            ),
+        ],
+    )
+    .await;
+    let store = store(addr, Duration::from_secs(10)).await;
+    let done = store
+        .put_resharding(&Resharding {
+            phase: ReshardPhase::Completed,
+            ..running.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!((done.phase, done.version), (ReshardPhase::Completed, 4));
+    // Anything but finishing it is refused, and writes nothing.
+    let err = store
+        .put_resharding(&Resharding {
+            phase: ReshardPhase::Aborted,
+            ..running
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::Invalid(_)), "{err}");
+    let frames = seen(&mut feedback);
+    assert_eq!(
+        count(&frames, "upd_count"),
+        0,
+        "the count is not written again"
+    );
+    assert_eq!(count(&frames, "upd_reshard"), 1, "the record's LWT, once");
+    let _ = proxy.finish().await;
+}
+
 static BACKFILL_STATEMENTS: &[Stmt] = &[
     Stmt {
         text: "SELECT doc FROM protonn.backfill_progress",

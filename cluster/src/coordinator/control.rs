@@ -148,6 +148,9 @@ struct NewSet {
     place_after: Instant,
     /// Starts so far: each start's epoch is above every earlier one of this leader's.
     starts: u64,
+    /// The store's count is `to` already (see [`Control::load`]): it can only complete,
+    /// never abort.
+    committed: bool,
 }
 
 #[derive(Clone, Default)]
@@ -175,6 +178,7 @@ impl NewSet {
             shards,
             place_after,
             starts: 0,
+            committed: false,
         }
     }
 
@@ -239,12 +243,27 @@ impl Control {
     /// the failure timeout, so a new leader does not move shards whose nodes are fine.
     pub(crate) async fn load(
         store: Arc<dyn ClusterRepo>,
-        settings: ControlSettings,
+        mut settings: ControlSettings,
         leader_epoch: u64,
     ) -> Result<Self, StorageError> {
         // From here on a leader that froze past its lease can no longer assign.
         store.claim_assignments(leader_epoch).await?;
         let now = Instant::now();
+        let record = store.resharding().await?;
+        // A completion stopped between the count's write and the record's (ScyllaDB writes
+        // the count first): the old set still runs and the new one has no assignment yet,
+        // so this leader leads the old count and finishes the resharding.
+        let committed = record
+            .as_ref()
+            .is_some_and(|r| !r.phase.is_over() && r.to == settings.shard_count);
+        if let Some(r) = record.as_ref().filter(|_| committed) {
+            tracing::warn!(
+                from = r.from,
+                to = r.to,
+                "the last leader stored the new shard count but not the completion; finishing it"
+            );
+            settings.shard_count = r.from;
+        }
         let mut shards: Vec<ShardEntry> = (0..settings.shard_count)
             .map(|_| ShardEntry::default())
             .collect();
@@ -286,11 +305,13 @@ impl Control {
         let formed = shards.iter().any(|s| s.owner.is_some());
         // A resharding survives a failover: the new leader carries on from the record, placing
         // nothing until the nodes had the time to say which new shards they run.
-        let record = store.resharding().await?;
         reshard::report(record.clone(), settings.shard_count);
         let reshard = record
             .filter(|r| !r.phase.is_over() && r.from == settings.shard_count)
-            .map(|r| NewSet::new(r, now + settings.failure_timeout));
+            .map(|r| NewSet {
+                committed,
+                ..NewSet::new(r, now + settings.failure_timeout)
+            });
         Ok(Self {
             store,
             settings,
@@ -849,9 +870,10 @@ impl Control {
                 }
             }
             tracing::warn!(node_id, name = %node.name, orphans, "node lost; its shards resume elsewhere");
-            if self.reshard.is_some() {
+            if self.reshard.as_ref().is_some_and(|set| !set.committed) {
                 // Its new shards' guilds were switching on its router: the old set takes
                 // them back everywhere rather than have them run where no router sees both.
+                // (One whose count is stored already places its lost new shards again.)
                 self.abort_reshard("a node was lost").await?;
             }
         }
@@ -1072,26 +1094,28 @@ impl Control {
     }
 
     /// Writes the new set's progress to the record when it moved, and completes the
-    /// resharding once every new shard is switched.
+    /// resharding once every new shard is switched and has a known owner: a new leader
+    /// whose record says so already completes it once the owners reported (its last leader
+    /// stopped between the progress and the completion).
     async fn record_reshard_progress(&mut self) -> Result<(), StorageError> {
         let Some(set) = &mut self.reshard else {
             return Ok(());
         };
         let ready = set.listed(|s| s.ready);
         let switched = set.listed(|s| s.switched);
-        if (&ready, &switched) == (&set.record.ready, &set.record.switched) {
-            return Ok(());
+        let complete = switched.len() == set.record.to as usize
+            && set.shards.iter().all(|s| s.owner.is_some());
+        if (&ready, &switched) != (&set.record.ready, &set.record.switched) {
+            let next = Resharding {
+                ready,
+                switched,
+                updated_at: Timestamp::now(),
+                ..set.record.clone()
+            };
+            let stored = self.store.put_resharding(&next).await?;
+            reshard::report(Some(stored.clone()), self.settings.shard_count);
+            set.record = stored;
         }
-        let complete = switched.len() == set.record.to as usize;
-        let next = Resharding {
-            ready,
-            switched,
-            updated_at: Timestamp::now(),
-            ..set.record.clone()
-        };
-        let stored = self.store.put_resharding(&next).await?;
-        reshard::report(Some(stored.clone()), self.settings.shard_count);
-        set.record = stored;
         if complete {
             self.complete_reshard().await?;
         }
@@ -1490,6 +1514,130 @@ mod tests {
             })
             .await
             .unwrap();
+    }
+
+    /// Its last leader stored every new shard switched and stopped before the completion,
+    /// or (on ScyllaDB) after storing the new count but before the record: `leader_count`
+    /// is the count the new leader read, 2 or already 4. It completes the resharding once
+    /// the nodes reported their new shards, with no new shard started twice.
+    async fn finishes_a_completion_its_last_leader_stopped(leader_count: u32) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ClusterRepo> = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        store.fix_shard_count(2).await.unwrap();
+        let nodes = ["node-a", "node-b"];
+        store.claim_assignments(1).await.unwrap();
+        for (shard_id, name) in nodes.iter().enumerate() {
+            store
+                .put_node(&NodeRecord {
+                    node_id: node_id(name),
+                    address: (*name).to_owned(),
+                    last_heartbeat: Timestamp::now(),
+                    draining: false,
+                })
+                .await
+                .unwrap();
+            store
+                .assign_shard(shard_id as u32, node_id(name), 0, 1)
+                .await
+                .unwrap();
+        }
+        let started = store
+            .put_resharding(&Resharding::start(2, 4, 0, Timestamp::now()))
+            .await
+            .unwrap();
+        store
+            .put_resharding(&Resharding {
+                ready: vec![0, 1, 2, 3],
+                switched: vec![0, 1, 2, 3],
+                ..started
+            })
+            .await
+            .unwrap();
+
+        let settings = ControlSettings {
+            shard_count: leader_count,
+            formation_grace: Duration::ZERO,
+            ..settings()
+        };
+        let mut control = Control::load(Arc::clone(&store), settings, 2)
+            .await
+            .unwrap();
+        assert_eq!(control.settings.shard_count, 2, "the old set still runs");
+        let mut links = Vec::new();
+        for name in nodes {
+            links.push(attach_listening(&mut control, name).await);
+        }
+        control.tick().await.unwrap();
+        assert_eq!(
+            store.resharding().await.unwrap().unwrap().phase,
+            ReshardPhase::Running,
+            "nothing completes before the new shards' owners are heard"
+        );
+        // Each node runs its old shard and the new shards beside it (k % 2 == its old one).
+        let assignments = store.assignments().await.unwrap();
+        for name in nodes {
+            let old = assignments
+                .iter()
+                .find(|a| a.node_id == node_id(name))
+                .unwrap();
+            let mut reports = vec![pb::ShardReport {
+                shard_id: old.shard_id,
+                epoch: old.epoch,
+                phase: "ready".to_owned(),
+                shard_count: 2,
+                ..pb::ShardReport::default()
+            }];
+            reports.extend(
+                [old.shard_id, old.shard_id + 2].map(|shard_id| pb::ShardReport {
+                    shard_id,
+                    epoch: 7 + u64::from(shard_id),
+                    phase: "ready".to_owned(),
+                    shard_count: 4,
+                    resharding: Some(pb::NewShardProgress {
+                        guilds: 3,
+                        joined: 3,
+                        switched: 3,
+                    }),
+                    ..pb::ShardReport::default()
+                }),
+            );
+            heartbeat(&mut control, name, reports).await;
+        }
+        assert_eq!(
+            store.resharding().await.unwrap().unwrap().phase,
+            ReshardPhase::Completed
+        );
+        assert_eq!(store.shard_count().await.unwrap(), Some(4));
+        assert_eq!(control.settings.shard_count, 4);
+        for (name, link) in nodes.iter().zip(&mut links) {
+            let heard = received(link);
+            assert!(starts(&heard).is_empty(), "{name}: {heard:?}");
+            let kept: Vec<u32> = heard
+                .iter()
+                .find_map(|i| match i {
+                    pb::instruction::Instruction::Resharded(r) if r.shard_count == 4 => {
+                        Some(r.epochs.iter().map(|e| e.shard_id).collect())
+                    }
+                    _ => None,
+                })
+                .expect("the node hears the resharding is over");
+            let old = assignments
+                .iter()
+                .find(|a| a.node_id == node_id(name))
+                .unwrap()
+                .shard_id;
+            assert_eq!(kept, [old, old + 2], "{name}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_leader_completes_a_resharding_whose_every_shard_was_switched() {
+        finishes_a_completion_its_last_leader_stopped(2).await;
+    }
+
+    #[tokio::test]
+    async fn a_new_leader_finishes_a_completion_that_stored_the_count_only() {
+        finishes_a_completion_its_last_leader_stopped(4).await;
     }
 
     #[tokio::test]
