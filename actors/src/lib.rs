@@ -69,6 +69,7 @@ pub use replies::{Deferred, Replies};
 pub use rest::Rest;
 pub use router::{
     Delivery, GuildRouter, NewShardProgress, RouterMsg, RouterStats, Services, ShardCount,
+    ShardCounts,
 };
 pub use runtime::RuntimeConfig;
 pub use slash::slash_commands;

@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use metrics::{counter, gauge};
@@ -73,22 +73,51 @@ impl Services {
 
 /// The shard count as this node knows it: the stored count at the node's start, changed
 /// when a resharding completes (the cluster agent sets it as it settles the router), so
-/// the guild actors partition what they write by the count of the time.
+/// the guild actors partition what they write by the count of the time; with the counts
+/// the cluster had before, whose partitions still hold rows written under them.
 #[derive(Clone, Debug)]
-pub struct ShardCount(Arc<AtomicU32>);
+pub struct ShardCount(Arc<RwLock<ShardCounts>>);
+
+/// The count in force and those before it ([`protonn_storage::earlier_counts`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardCounts {
+    pub now: u32,
+    /// `None` when not known: then any divisor of `now` may have been one.
+    pub earlier: Option<Vec<u32>>,
+}
+
+impl ShardCounts {
+    /// Every partition rows of shard `shard_id` may be stored in
+    /// ([`protonn_storage::partitions_of`]).
+    pub fn partitions(&self, shard_id: u32) -> Vec<u32> {
+        protonn_storage::partitions_of(shard_id, self.now, self.earlier.as_deref())
+    }
+}
 
 impl ShardCount {
+    /// A count the cluster has had since it formed.
     pub fn new(count: u32) -> Self {
-        Self(Arc::new(AtomicU32::new(count)))
+        Self::of(ShardCounts {
+            now: count,
+            earlier: Some(Vec::new()),
+        })
+    }
+
+    pub fn of(counts: ShardCounts) -> Self {
+        Self(Arc::new(RwLock::new(counts)))
     }
 
     pub fn get(&self) -> u32 {
-        self.0.load(Ordering::Acquire)
+        self.counts().now
     }
 
-    /// Sets the count; the one it replaces.
-    pub fn replace(&self, count: u32) -> u32 {
-        self.0.swap(count, Ordering::AcqRel)
+    pub fn counts(&self) -> ShardCounts {
+        self.0.read().expect("shard count poisoned").clone()
+    }
+
+    /// Sets the counts; the count they replace.
+    pub fn replace(&self, counts: ShardCounts) -> u32 {
+        std::mem::replace(&mut *self.0.write().expect("shard count poisoned"), counts).now
     }
 }
 

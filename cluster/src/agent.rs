@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use protonn_actors::rest::{Demand, GlobalLine, InvalidRequestGuard};
-use protonn_actors::{Departures, NewShardProgress, RouterMsg};
+use protonn_actors::{Departures, NewShardProgress, RouterMsg, ShardCounts};
 use protonn_shard::{
     ExportedSession, IdentifyReason, IdentifyScheduler, ShardError, ShardStatus, SupervisorMsg,
 };
@@ -764,7 +764,9 @@ impl Agent {
     /// under the epochs the leader stored for them.
     fn resharded(&self, resharded: pb::Resharded, epochs: &Epochs) {
         let count = resharded.shard_count;
-        let previous = self.shard_count.replace(count);
+        let previous = self
+            .shard_count
+            .replace(shard_counts(count, resharded.earlier));
         if let Err(err) = self.router.cast(RouterMsg::Settle { shard_count: count }) {
             tracing::error!(error = %err, "guild router unreachable");
         }
@@ -875,6 +877,15 @@ fn forget_epoch(epochs: &Epochs, shard: ShardId, epoch: u64) {
 
 /// The leader's fence deadline (two thirds of its failure timeout from a leader that does
 /// not say).
+/// The counts a leader told: `earlier` unknown when it did not say (a leader from before
+/// they were kept).
+pub(crate) fn shard_counts(now: u32, earlier: Option<pb::EarlierShardCounts>) -> ShardCounts {
+    ShardCounts {
+        now,
+        earlier: earlier.filter(|e| !e.unknown).map(|e| e.counts),
+    }
+}
+
 fn fence_deadline(reply: &pb::RegisterReply) -> Duration {
     let ms = if reply.fence_ms > 0 {
         reply.fence_ms

@@ -260,7 +260,13 @@ impl Node {
         let usage_flusher = UsageFlusher::start(&usage, options.runtime.usage_flush_every);
         // One count for the guild actors and the cluster agent, which changes it when a
         // resharding completes.
-        let known_count = protonn_actors::ShardCount::new(shard_count);
+        let known_count = match &cluster {
+            Some((_, joined)) => protonn_actors::ShardCount::of(crate::agent::shard_counts(
+                shard_count,
+                joined.earlier.clone(),
+            )),
+            None => protonn_actors::ShardCount::new(shard_count),
+        };
         let router = GuildRouter::start(Services {
             store: Arc::clone(&store),
             departures: Arc::clone(&departures),

@@ -86,7 +86,7 @@ pub use privacy::{
     RequestKind,
 };
 pub use promos::{NewPromo, create_promo_code, normalise_code};
-pub use resharding::{MAX_SHARDS, ReshardPhase, Resharding};
+pub use resharding::{MAX_SHARDS, ReshardPhase, Resharding, earlier_counts};
 pub use rights::{DataRights, StoredRow, UserExport, on_shard, partitions_of, shard_of};
 pub use schedules::{
     AnnounceSchedule, MINUTES_A_DAY, Repeat, SCHEDULE_MAX_EVERY_HOURS, SCHEDULE_MESSAGE_MAX_CHARS,

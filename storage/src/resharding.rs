@@ -48,12 +48,17 @@ pub struct Resharding {
     /// The compare-and-set token: a write names the version it read (0 when there was no
     /// record) and the store keeps it with `version + 1`.
     pub version: u64,
+    /// Every shard count the cluster had before `from`, ascending: rows stay in the
+    /// partition of the count they were written under. `None` in a record written before
+    /// they were kept, when they are not known.
+    #[serde(default)]
+    pub earlier: Option<Vec<u32>>,
 }
 
 impl Resharding {
-    /// A new resharding as its first write presents it: `previous` is the version of the
-    /// record read before (the last resharding, over), 0 if there was none.
-    pub fn start(from: u32, to: u32, previous: u64, at: Timestamp) -> Self {
+    /// A new resharding as its first write presents it: `previous` is the record read
+    /// before (the last resharding, over), `None` if there was none.
+    pub fn start(from: u32, to: u32, previous: Option<&Resharding>, at: Timestamp) -> Self {
         Self {
             from,
             to,
@@ -62,9 +67,27 @@ impl Resharding {
             switched: Vec::new(),
             started_at: at,
             updated_at: at,
-            version: previous,
+            version: previous.map_or(0, |p| p.version),
+            earlier: earlier_counts(previous, from),
         }
     }
+}
+
+/// The shard counts the cluster had before `count`, the one in force, as `record` (the
+/// running or last resharding) tells them, ascending: none if it never resharded, `None`
+/// if they are not known (a record from before they were kept).
+pub fn earlier_counts(record: Option<&Resharding>, count: u32) -> Option<Vec<u32>> {
+    let Some(record) = record else {
+        return Some(Vec::new());
+    };
+    let mut counts = record.earlier.clone()?;
+    // A completed resharding's `from` is a count the cluster had; an aborted or running
+    // one's is still in force. A running one's `to` is not had yet: no node writes under
+    // it before the completion's `Resharded` tells it so.
+    counts.extend(Some(record.from).filter(|&c| c != count));
+    counts.sort_unstable();
+    counts.dedup();
+    Some(counts)
 }
 
 /// Whether `next` may replace `stored` (what the store holds) while the shard count is
@@ -156,13 +179,13 @@ mod tests {
     fn running(from: u32, to: u32) -> Resharding {
         Resharding {
             version: 1,
-            ..Resharding::start(from, to, 0, Timestamp(5))
+            ..Resharding::start(from, to, None, Timestamp(5))
         }
     }
 
     #[test]
     fn a_resharding_starts_only_from_the_count_in_force_to_another() {
-        let new = Resharding::start(8, 16, 0, Timestamp(1));
+        let new = Resharding::start(8, 16, None, Timestamp(1));
         assert!(check_next(None, Some(8), &new).is_ok());
         for (count, to) in [(Some(4), 16), (None, 16), (Some(8), 8), (Some(8), 0)] {
             let next = Resharding { to, ..new.clone() };
@@ -192,7 +215,7 @@ mod tests {
             check_next(
                 Some(&first),
                 Some(8),
-                &Resharding::start(8, 32, 1, Timestamp(9))
+                &Resharding::start(8, 32, Some(&first), Timestamp(9))
             ),
             Err(StorageError::Invalid(_))
         ));
@@ -204,7 +227,7 @@ mod tests {
             check_next(
                 Some(&over),
                 Some(8),
-                &Resharding::start(8, 32, 1, Timestamp(9))
+                &Resharding::start(8, 32, Some(&over), Timestamp(9))
             )
             .is_ok()
         );
@@ -239,5 +262,39 @@ mod tests {
         assert!(check_next(Some(&stored), Some(4), &step(vec![], vec![], Aborted)).is_err());
         let all = vec![0, 1, 2, 3];
         assert!(check_next(Some(&stored), Some(4), &step(all.clone(), all, Completed)).is_ok());
+    }
+
+    #[test]
+    fn the_counts_had_before_carry_from_one_resharding_to_the_next() {
+        assert_eq!(earlier_counts(None, 4), Some(vec![]));
+        let completed = |record: Resharding| Resharding {
+            phase: ReshardPhase::Completed,
+            ..record
+        };
+        let first = completed(Resharding::start(2, 4, None, Timestamp(1)));
+        assert_eq!(earlier_counts(Some(&first), 4), Some(vec![2]));
+        let aborted = Resharding {
+            phase: ReshardPhase::Aborted,
+            ..Resharding::start(4, 16, Some(&first), Timestamp(2))
+        };
+        assert_eq!(earlier_counts(Some(&aborted), 4), Some(vec![2]));
+        let second = completed(Resharding::start(4, 8, Some(&aborted), Timestamp(3)));
+        assert_eq!(earlier_counts(Some(&second), 8), Some(vec![2, 4]));
+        // While one runs, its `to` is not had yet.
+        let running = Resharding::start(8, 16, Some(&second), Timestamp(4));
+        assert_eq!(earlier_counts(Some(&running), 8), Some(vec![2, 4]));
+        // A record from before the counts were kept: not known, whatever follows it.
+        let old = Resharding {
+            earlier: None,
+            ..first
+        };
+        assert_eq!(earlier_counts(Some(&old), 4), None);
+        let after_old = completed(Resharding::start(4, 8, Some(&old), Timestamp(5)));
+        assert_eq!(earlier_counts(Some(&after_old), 8), None);
+        let legacy: Resharding = serde_json::from_str(
+            r#"{"from":2,"to":4,"phase":"completed","ready":[],"switched":[],"started_at":1,"updated_at":1,"version":3}"#,
+        )
+        .expect("a record without `earlier` parses");
+        assert_eq!(legacy.earlier, None);
     }
 }

@@ -82,15 +82,24 @@ pub fn on_shard(guild_id: u64, shard_id: u32, shard_count: u32) -> bool {
 /// The partitions where rows keyed by the shard of a guild (or user) of shard `shard_id` of
 /// `shard_count` may be stored: a row keeps the partition of the count it was written
 /// under, and every count the cluster had divides the current one (a resharding only
-/// multiplies it), so a row written under count `d` is in partition `shard_id % d`. Rows
-/// of other shards share these partitions: readers keep those [`on_shard`]. Ascending.
-pub fn partitions_of(shard_id: u32, shard_count: u32) -> Vec<u32> {
+/// multiplies it), so a row written under count `d` is in partition `shard_id % d`.
+/// `earlier` are the counts the cluster had before ([`crate::earlier_counts`]); when they
+/// are not known, every divisor of `shard_count` may have been one. Rows of other shards
+/// share these partitions: readers keep those [`on_shard`]. Ascending.
+pub fn partitions_of(shard_id: u32, shard_count: u32, earlier: Option<&[u32]>) -> Vec<u32> {
     let count = shard_count.max(1);
-    let mut partitions: Vec<u32> = (1..=count)
-        .take_while(|d| d * d <= count)
-        .filter(|&d| count.is_multiple_of(d))
-        .flat_map(|d| [shard_id % d, shard_id % (count / d)])
-        .collect();
+    let mut partitions: Vec<u32> = match earlier {
+        Some(counts) => counts
+            .iter()
+            .map(|&d| shard_id % d.max(1))
+            .chain([shard_id])
+            .collect(),
+        None => (1..=count)
+            .take_while(|d| d * d <= count)
+            .filter(|&d| count.is_multiple_of(d))
+            .flat_map(|d| [shard_id % d, shard_id % (count / d)])
+            .collect(),
+    };
     partitions.sort_unstable();
     partitions.dedup();
     partitions
@@ -173,16 +182,22 @@ mod tests {
         // 3 → 6 → 24: every count divides the later ones.
         for guild in (0..500u64).map(|n| (n * 7919 + 13) << 22) {
             let shard = shard_of(guild, 24);
-            let partitions = partitions_of(shard, 24);
-            for earlier in [3, 6, 24] {
-                assert!(
-                    partitions.contains(&shard_of(guild, earlier)),
-                    "guild {guild} written under {earlier} shards"
-                );
+            for earlier in [None, Some(&[3, 6][..])] {
+                let partitions = partitions_of(shard, 24, earlier);
+                for had in [3, 6, 24] {
+                    assert!(
+                        partitions.contains(&shard_of(guild, had)),
+                        "guild {guild} written under {had} shards, earlier {earlier:?}"
+                    );
+                }
             }
         }
-        assert_eq!(partitions_of(13, 16), [0, 1, 5, 13]);
-        assert_eq!(partitions_of(0, 1), [0]);
-        assert_eq!(partitions_of(6, 7), [0, 6]);
+        // Unknown earlier counts: every divisor.
+        assert_eq!(partitions_of(13, 16, None), [0, 1, 5, 13]);
+        assert_eq!(partitions_of(0, 1, None), [0]);
+        assert_eq!(partitions_of(6, 7, None), [0, 6]);
+        // Known ones: only theirs; a cluster that never resharded reads its own.
+        assert_eq!(partitions_of(13, 16, Some(&[8])), [5, 13]);
+        assert_eq!(partitions_of(13, 16, Some(&[])), [13]);
     }
 }

@@ -913,7 +913,7 @@ async fn a_completion_whose_shard_count_changed_meanwhile_writes_no_record() {
         ready: vec![0, 1, 2, 3],
         switched: vec![0, 1, 2, 3],
         version: 3,
-        ..Resharding::start(2, 4, 0, Timestamp(1))
+        ..Resharding::start(2, 4, None, Timestamp(1))
     };
     let record: &'static str = Box::leak(serde_json::to_string(&running).unwrap().into_boxed_str());
     let (proxy, addr, mut feedback) = scripted_node(
@@ -982,7 +982,7 @@ async fn a_completion_whose_count_is_stored_already_writes_the_record_only() {
         ready: vec![0, 1, 2, 3],
         switched: vec![0, 1, 2, 3],
         version: 3,
-        ..Resharding::start(2, 4, 0, Timestamp(1))
+        ..Resharding::start(2, 4, None, Timestamp(1))
     };
     let record: &'static str = Box::leak(serde_json::to_string(&running).unwrap().into_boxed_str());
     let (proxy, addr, mut feedback) = scripted_node(

@@ -28,11 +28,11 @@ use twilight_model::channel::message::AllowedMentions;
 use twilight_model::id::Id;
 use twilight_model::id::marker::{ChannelMarker, GuildMarker, MessageMarker};
 
-use crate::Services;
 use crate::guild::{claimant, is_announceable};
 use crate::metrics::ANNOUNCEMENT_DELIVERIES;
 use crate::permissions::{self, MaySend};
 use crate::rest::{Reply, RestError};
+use crate::{Services, ShardCounts};
 
 /// Every (`outcome`, `reason`) of `protonn_announcements_deliveries_total`.
 pub(crate) const DELIVERY_OUTCOMES: [(&str, &str); 7] = [
@@ -63,37 +63,37 @@ pub(super) fn marker(campaign_id: u64) -> String {
     format!("Service announcement {campaign_id}")
 }
 
-/// The shards this node runs (those with a guild in the node cache), by the shard count
+/// The shards this node runs (those with a guild in the node cache), by the shard counts
 /// read once, so that one round or poll sees a resharding's completion whole or not at all.
 pub(crate) struct HeldShards {
-    pub(crate) count: u32,
+    pub(crate) counts: ShardCounts,
     pub(crate) shards: BTreeSet<u32>,
 }
 
 impl HeldShards {
     pub(crate) fn of(services: &Services) -> Self {
-        let count = services.shard_count.get();
+        let counts = services.shard_count.counts();
         let shards = services
             .cache
             .iter()
             .guilds()
-            .map(|guild| protonn_storage::shard_of(guild.id().get(), count))
+            .map(|guild| protonn_storage::shard_of(guild.id().get(), counts.now))
             .collect();
-        Self { count, shards }
+        Self { counts, shards }
     }
 
     /// Whether the rows of `id` (a guild's, or a user's for DMs) are this node's.
     pub(crate) fn holds(&self, id: u64) -> bool {
         self.shards
-            .contains(&protonn_storage::shard_of(id, self.count))
+            .contains(&protonn_storage::shard_of(id, self.counts.now))
     }
 
     /// Every partition rows of the held shards may be stored in, including those written
-    /// before a resharding ([`protonn_storage::partitions_of`]).
+    /// before a resharding.
     pub(crate) fn partitions(&self) -> BTreeSet<u32> {
         self.shards
             .iter()
-            .flat_map(|&shard| protonn_storage::partitions_of(shard, self.count))
+            .flat_map(|&shard| self.counts.partitions(shard))
             .collect()
     }
 }
@@ -103,12 +103,12 @@ impl HeldShards {
 pub(crate) async fn index_opt_in(
     store: &dyn Store,
     guild_id: u64,
-    count: u32,
+    counts: &ShardCounts,
     channel: Option<u64>,
 ) -> Result<(), StorageError> {
-    let shard = protonn_storage::shard_of(guild_id, count);
+    let shard = protonn_storage::shard_of(guild_id, counts.now);
     store.set_announce_opt_in(shard, guild_id, channel).await?;
-    for partition in protonn_storage::partitions_of(shard, count) {
+    for partition in counts.partitions(shard) {
         if partition != shard {
             store.set_announce_opt_in(partition, guild_id, None).await?;
         }
@@ -221,7 +221,7 @@ impl Round<'_> {
             let claim = Delivery {
                 campaign_id: self.campaign.id,
                 shard_id: known.get(&guild_id).map_or_else(
-                    || protonn_storage::shard_of(guild_id, self.held.count),
+                    || protonn_storage::shard_of(guild_id, self.held.counts.now),
                     |old| old.shard_id,
                 ),
                 guild_id,
@@ -269,8 +269,8 @@ impl Round<'_> {
         // The config is the truth: the index may be stale.
         let config = services.store.load(guild_id).await?;
         let Some(channel_id) = config.and_then(|c| c.config.announce_channel) else {
-            let count = self.held.count;
-            let _ = index_opt_in(services.store.as_ref(), guild_id, count, None).await;
+            let counts = &self.held.counts;
+            let _ = index_opt_in(services.store.as_ref(), guild_id, counts, None).await;
             return self
                 .decide(claim, DeliveryState::Skipped, "not_opted_in", None)
                 .await;

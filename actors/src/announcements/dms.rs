@@ -65,9 +65,10 @@ impl Round<'_> {
                 if !self.held.holds(user_id) {
                     continue;
                 }
-                let shard_id = known
-                    .get(&user_id)
-                    .map_or_else(|| shard_of(user_id, self.held.count), |old| old.shard_id);
+                let shard_id = known.get(&user_id).map_or_else(
+                    || shard_of(user_id, self.held.counts.now),
+                    |old| old.shard_id,
+                );
                 let now = Timestamp::now();
                 let stored = known
                     .get(&user_id)

@@ -311,8 +311,8 @@ impl GuildState {
 
     async fn index_opt_in(&self, channel: Option<u64>) -> Result<(), GuildCallError> {
         let guild_id = self.guild_id.get();
-        let count = self.services.shard_count.get();
-        crate::announcements::index_opt_in(self.services.store.as_ref(), guild_id, count, channel)
+        let counts = self.services.shard_count.counts();
+        crate::announcements::index_opt_in(self.services.store.as_ref(), guild_id, &counts, channel)
             .await
             .map_err(|err| {
                 tracing::error!(%guild_id, error = %err, "cannot index the announcement opt-in");

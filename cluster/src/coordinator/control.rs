@@ -202,6 +202,9 @@ pub(crate) struct Control {
     handoffs: u64,
     rest: RestStanding,
     reshard: Option<NewSet>,
+    /// The shard counts the cluster had before the one in force, which nodes read rows
+    /// of ([`protonn_storage::earlier_counts`]).
+    earlier_counts: pb::EarlierShardCounts,
 }
 
 /// The bot's invalid REST responses across nodes, and the halt after a 401. Held by the
@@ -231,6 +234,15 @@ fn holds_key(node: &NodeEntry, key: &str) -> bool {
 
 /// The id a node name always maps to (FNV-1a): a restarted pod keeps its identity without
 /// a lookup.
+/// The counts before `count` as nodes are told them.
+fn earlier_pb(record: Option<&Resharding>, count: u32) -> pb::EarlierShardCounts {
+    let earlier = protonn_storage::earlier_counts(record, count);
+    pb::EarlierShardCounts {
+        unknown: earlier.is_none(),
+        counts: earlier.unwrap_or_default(),
+    }
+}
+
 pub(crate) fn node_id(name: &str) -> u64 {
     let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
         (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
@@ -306,6 +318,7 @@ impl Control {
         // A resharding survives a failover: the new leader carries on from the record, placing
         // nothing until the nodes had the time to say which new shards they run.
         reshard::report(record.clone(), settings.shard_count);
+        let earlier_counts = earlier_pb(record.as_ref(), settings.shard_count);
         let reshard = record
             .filter(|r| !r.phase.is_over() && r.from == settings.shard_count)
             .map(|r| NewSet {
@@ -324,6 +337,7 @@ impl Control {
             handoffs: 0,
             rest: RestStanding::default(),
             reshard,
+            earlier_counts,
         })
     }
 
@@ -388,6 +402,7 @@ impl Control {
                     failure_timeout_ms: self.settings.failure_timeout.as_millis() as u32,
                     fence_ms: self.settings.fence.as_millis() as u32,
                     session_key,
+                    earlier: Some(self.earlier_counts.clone()),
                 });
             }
             ControlMsg::Attach {
@@ -1059,6 +1074,7 @@ impl Control {
         let resharded = pb::Resharded {
             shard_count: count,
             epochs,
+            earlier: Some(self.earlier_counts.clone()),
         };
         self.send(node_id, pb::instruction::Instruction::Resharded(resharded));
         true
@@ -1163,6 +1179,7 @@ impl Control {
         }
         self.shards = shards;
         self.settings.shard_count = to;
+        self.earlier_counts = earlier_pb(Some(&done), to);
         reshard::report(Some(done), to);
         tracing::info!(from = set.record.from, to, "resharding completed");
         self.announce_resharded(to, &epochs);
@@ -1207,6 +1224,7 @@ impl Control {
             let resharded = pb::Resharded {
                 shard_count,
                 epochs: epochs.get(&node_id).cloned().unwrap_or_default(),
+                earlier: Some(self.earlier_counts.clone()),
             };
             self.send(node_id, pb::instruction::Instruction::Resharded(resharded));
         }
@@ -1542,7 +1560,7 @@ mod tests {
                 .unwrap();
         }
         let started = store
-            .put_resharding(&Resharding::start(2, 4, 0, Timestamp::now()))
+            .put_resharding(&Resharding::start(2, 4, None, Timestamp::now()))
             .await
             .unwrap();
         store
@@ -1616,6 +1634,15 @@ mod tests {
                 .iter()
                 .find_map(|i| match i {
                     pb::instruction::Instruction::Resharded(r) if r.shard_count == 4 => {
+                        // Rows written under 2 shards are still read in their partitions.
+                        assert_eq!(
+                            r.earlier,
+                            Some(pb::EarlierShardCounts {
+                                counts: vec![2],
+                                unknown: false
+                            }),
+                            "{name}"
+                        );
                         Some(r.epochs.iter().map(|e| e.shard_id).collect())
                     }
                     _ => None,

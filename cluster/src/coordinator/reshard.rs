@@ -49,9 +49,13 @@ pub(crate) async fn start(
              the reserve kept for recoveries: reshard after Discord's daily reset"
         )));
     }
-    let previous = last.map_or(0, |r| r.version);
     let started = store
-        .put_resharding(&Resharding::start(count, to, previous, Timestamp::now()))
+        .put_resharding(&Resharding::start(
+            count,
+            to,
+            last.as_ref(),
+            Timestamp::now(),
+        ))
         .await
         .map_err(refused)?;
     tracing::info!(from = count, to, "resharding started");

@@ -1107,7 +1107,7 @@ pub(crate) async fn a_resharding_is_the_only_way_the_shard_count_changes<S: Stor
     let to = from * 2;
     assert_eq!(store.resharding().await.unwrap(), None);
     let at = Timestamp(1_000);
-    let wrong = Resharding::start(from + 1, to, 0, at);
+    let wrong = Resharding::start(from + 1, to, None, at);
     assert!(matches!(
         store.put_resharding(&wrong).await,
         Err(StorageError::Invalid(_))
@@ -1116,8 +1116,8 @@ pub(crate) async fn a_resharding_is_the_only_way_the_shard_count_changes<S: Stor
 
     // Two leaders starting at once (a failover midway): one record wins.
     let (first, second) = (
-        Resharding::start(from, to, 0, at),
-        Resharding::start(from, to + 1, 0, at),
+        Resharding::start(from, to, None, at),
+        Resharding::start(from, to + 1, None, at),
     );
     let (a, b) = tokio::join!(store.put_resharding(&first), store.put_resharding(&second));
     let running = match (a, b) {
@@ -1180,14 +1180,17 @@ pub(crate) async fn a_resharding_is_the_only_way_the_shard_count_changes<S: Stor
     // The next one starts from the new count; an abort keeps it.
     assert!(matches!(
         store
-            .put_resharding(&Resharding::start(from, to, completed.version, at))
+            .put_resharding(&Resharding::start(from, to, Some(&completed), at))
             .await,
         Err(StorageError::Invalid(_))
     ));
     let back = store
-        .put_resharding(&Resharding::start(to, from, completed.version, at))
+        .put_resharding(&Resharding::start(to, from, Some(&completed), at))
         .await
         .unwrap();
+    // The counts the cluster had are kept from record to record: rows written under `from`
+    // are still read in its partitions.
+    assert_eq!(back.earlier, Some(vec![from]));
     let aborted = store
         .put_resharding(&Resharding {
             phase: ReshardPhase::Aborted,
@@ -1197,6 +1200,11 @@ pub(crate) async fn a_resharding_is_the_only_way_the_shard_count_changes<S: Stor
         .unwrap();
     assert_eq!(aborted.phase, ReshardPhase::Aborted);
     assert_eq!(store.shard_count().await.unwrap(), Some(to));
+    let stored = store.resharding().await.unwrap();
+    assert_eq!(
+        protonn_storage::earlier_counts(stored.as_ref(), to),
+        Some(vec![from])
+    );
 }
 
 /// Rows past retention are gone after a sweep at "now"; fresh ones stay.
