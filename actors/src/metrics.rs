@@ -56,6 +56,9 @@ pub const EVENT_PANICS: &str = "protonn_actors_event_panics_total";
 /// Messages and interactions replayed after a node crash that the crashed node had already
 /// taken, not handled again.
 pub const REPLAYED_COMMANDS_SKIPPED: &str = "protonn_actors_replayed_commands_skipped_total";
+/// Events a guild actor refused because the node may no longer handle their shard (fenced
+/// since they were queued; the shard's next owner resumes before them), by `shard`.
+pub const FENCED_EVENTS_REFUSED: &str = "protonn_actors_fenced_events_refused_total";
 /// Workflow runs, by `outcome` (one of [`crate::workflows`]' run outcomes).
 pub const WORKFLOW_RUNS: &str = "protonn_workflows_runs_total";
 /// Workflow sandbox limits reached, by `limit` (fuel, deadline, api_calls, …).
@@ -231,6 +234,11 @@ pub fn describe() {
         REPLAYED_COMMANDS_SKIPPED,
         Unit::Count,
         "Messages and interactions replayed after a node crash that the crashed node had already taken; not handled again."
+    );
+    describe_counter!(
+        FENCED_EVENTS_REFUSED,
+        Unit::Count,
+        "Events a guild actor refused because the node may no longer handle their shard (its lease lapsed or the shard was fenced after they were queued), by shard; the shard's next owner resumes before them."
     );
     describe_counter!(
         GUILD_SPAWNS,
