@@ -636,11 +636,14 @@ impl EventObserver for FenceDuringFirst {
         };
         self.handled.lock().unwrap().push(id);
         if id == 1 {
-            let _ = self
-                .queued
-                .lock()
-                .unwrap()
-                .recv_timeout(Duration::from_secs(10));
+            // Off the worker's queue: the router must go on routing meanwhile.
+            tokio::task::block_in_place(|| {
+                let _ = self
+                    .queued
+                    .lock()
+                    .unwrap()
+                    .recv_timeout(Duration::from_secs(10));
+            });
             self.gate.0.store(false, Ordering::SeqCst);
         }
     }
@@ -655,7 +658,7 @@ fn session_at(sequence: u64) -> Option<ExportedSession> {
     })
 }
 
-// Two workers: the guild actor holds one while it handles message 1.
+// Two workers: the guild actor blocks in place while it handles message 1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_queued_before_the_fence_and_handled_after_it_is_refused_and_resumed_from() {
     let gate = Arc::new(Gate(AtomicBool::new(true)));
