@@ -162,8 +162,7 @@ impl Actor for GuildActor {
         // Judged now, not when queued: a node that froze with events in its mailboxes wakes
         // fenced, and another node may have handled them meanwhile. Refused, the event holds
         // the shard's checkpoint before it, so whoever resumes the shard next handles it.
-        if let Some(receipt) = receipt.as_ref().filter(|receipt| !receipt.may_handle()) {
-            receipt.refuse();
+        if let Some(receipt) = receipt.as_ref().filter(|receipt| !receipt.admit()) {
             counter!(FENCED_EVENTS_REFUSED, "shard" => receipt.shard_id().to_string()).increment(1);
             state.pending.fetch_sub(1, Ordering::AcqRel);
             return Ok(());

@@ -17,7 +17,8 @@
 //!   sink has handled it ([`Receipt`]: every event, or shed on purpose), so a resume from it
 //!   loses nothing, not even what waited in a mailbox; an event the sink refuses pins it
 //!   before that batch. What a resume replays twice up to the adoption's `seen_up_to` is
-//!   counted. A drained shard exports its session once everything it read is handled.
+//!   counted. A drained shard exports its session once everything it read has reached the
+//!   sink, and its events still queued are then handled here whatever the fence says.
 
 mod buffer;
 mod error;

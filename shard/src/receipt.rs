@@ -5,8 +5,11 @@
 //! moves past a batch only when every clone of its receipt is gone and every batch before it
 //! is too, so a resume from the checkpoint (after a crash, or by a node that took the shard
 //! over) replays whatever was still waiting in a mailbox. An event the consumer refuses
-//! ([`Receipt::refuse`]: a fenced node may no longer handle it) pins the checkpoint before its
-//! batch for good: the next owner resumes from a point before it, so refusing loses nothing.
+//! ([`Receipt::admit`] says no: a fenced node may no longer handle it) pins the checkpoint
+//! before its batch for good: the next owner resumes from a point before it, so refusing
+//! loses nothing. A drain hands the session over past everything it read
+//! ([`Ledger::hand_over`]): from then on every event of the runner is admitted, fenced or not,
+//! since the next owner starts after them and nobody else would handle them.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -34,6 +37,8 @@ struct LedgerState {
     checkpoint: Option<ExportedSession>,
     /// An event was refused: the checkpoint stays before it.
     refused: bool,
+    /// A drain exported the session past every event read: they are this node's to handle.
+    handed_over: bool,
 }
 
 struct Entry {
@@ -54,6 +59,7 @@ impl Ledger {
                 outstanding: VecDeque::new(),
                 checkpoint: start,
                 refused: false,
+                handed_over: false,
             }),
             settled: Notify::new(),
         }
@@ -87,6 +93,16 @@ impl Ledger {
     /// Whether an event was refused: past the checkpoint, this node's handling has a hole.
     pub fn refused(&self) -> bool {
         self.lock().refused
+    }
+
+    /// A drain is about to export the session past every event read: from now on each is
+    /// admitted. `false` if one was refused already; then the drain hands over
+    /// [`Ledger::checkpoint`] instead (what this node handles past it is handled twice,
+    /// nothing is lost).
+    pub fn hand_over(&self) -> bool {
+        let mut state = self.lock();
+        state.handed_over = true;
+        !state.refused && state.outstanding.iter().all(|entry| !entry.refused)
     }
 
     /// Resolves once every batch issued so far has settled.
@@ -147,10 +163,20 @@ impl Receipt {
         self.0.ledger.shard_id
     }
 
-    /// Whether this node may still handle the shard's events, read now: a node fenced since
-    /// the event was queued must not act on it (another node may run the shard).
-    pub fn may_handle(&self) -> bool {
-        self.0.ledger.gate.may_run(self.0.ledger.shard_id)
+    /// Whether the consumer may handle an event of this batch now; if not, the batch is
+    /// refused (as by [`Receipt::refuse`]). Read at handling time: a node fenced since the
+    /// event was queued must not act on it (another node may run the shard), unless a drain
+    /// handed the session over past it. Decided under the ledger's lock, so a drain never
+    /// hands over a point past an event refused meanwhile.
+    pub fn admit(&self) -> bool {
+        let ledger = &self.0.ledger;
+        let mut state = ledger.lock();
+        if state.handed_over || ledger.gate.may_run(ledger.shard_id) {
+            return true;
+        }
+        let offset = self.0.index - state.first;
+        state.outstanding[offset as usize].refused = true;
+        false
     }
 
     /// An event of the batch is not handled here: the checkpoint never passes this batch,
@@ -193,6 +219,23 @@ mod tests {
         })
     }
 
+    /// A fenced node's gate.
+    struct Closed;
+
+    impl EventSink for Closed {
+        fn deliver(
+            &self,
+            _shard: ShardId,
+            _events: Vec<Event>,
+        ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+            Box::pin(std::future::ready(()))
+        }
+
+        fn may_run(&self, _shard_id: u32) -> bool {
+            false
+        }
+    }
+
     fn sequence(ledger: &Ledger) -> Option<u64> {
         ledger.checkpoint().map(|c| c.sequence)
     }
@@ -233,5 +276,26 @@ mod tests {
         assert!(ledger.refused());
         drop(ledger.issue(at(20)));
         assert_eq!(sequence(&ledger), Some(5), "nothing moves it past the hole");
+    }
+
+    #[test]
+    fn after_a_hand_over_every_event_is_admitted_and_a_refusal_before_it_shows() {
+        let ledger = Arc::new(Ledger::new(0, Arc::new(Closed), at(1)));
+        let queued = ledger.issue(at(5));
+        assert!(ledger.hand_over(), "nothing was refused");
+        assert!(
+            queued.admit(),
+            "the next owner starts after it: handled here"
+        );
+
+        let ledger = Arc::new(Ledger::new(0, Arc::new(Closed), at(1)));
+        let queued = ledger.issue(at(5));
+        assert!(!queued.admit(), "fenced, and not handed over");
+        assert!(
+            !ledger.hand_over(),
+            "the drain must hand over the checkpoint instead"
+        );
+        drop(queued);
+        assert_eq!(sequence(&ledger), Some(1));
     }
 }

@@ -64,8 +64,8 @@ pub(crate) struct RunnerArgs {
 pub(crate) enum CloseKind {
     /// End the session (1000): shutdown.
     End,
-    /// Keep the session resumable (4000) and export it once every event read has been
-    /// handled by the sink.
+    /// Keep the session resumable (4000) and export it once every event read has reached
+    /// the sink.
     Drain(RpcReplyPort<Result<ExportedSession, ShardError>>),
 }
 
@@ -163,13 +163,13 @@ impl Actor for ShardRunner {
             // event read from the socket has reached the sink.
             let _ = forwarder.await;
             if let Some((session, reply)) = drained {
-                // The next owner resumes after what this node handled: wait for it, and if
-                // an event was refused, hand over the point before it instead.
-                ledger.all_settled().await;
-                let session = if ledger.refused() {
-                    ledger.checkpoint().ok_or(ShardError::NoSession(shard_id))
-                } else {
+                // The next owner resumes after every event read, so this node handles what
+                // its mailboxes still hold, fenced or not; if it refused one already, the
+                // next owner resumes from before it instead.
+                let session = if ledger.hand_over() {
                     session
+                } else {
+                    ledger.checkpoint().ok_or(ShardError::NoSession(shard_id))
                 };
                 let _ = reply.send(session);
             }

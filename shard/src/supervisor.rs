@@ -35,8 +35,8 @@ pub enum SupervisorMsg {
     /// The status of every shard of this node, by shard id (then count).
     Statuses(RpcReplyPort<Vec<ShardStatus>>),
     /// Stop running a shard without ending its session: close with 4000, stop polling at
-    /// the close, let every event read be handled by the sink, then answer with the session
-    /// (the point before an event the sink refused, if it refused one).
+    /// the close, let every event read reach the sink, then answer with the session (the
+    /// handled checkpoint instead if the sink refused an event).
     Drain {
         shard: ShardId,
         reply: RpcReplyPort<Result<ExportedSession, ShardError>>,
