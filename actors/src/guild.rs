@@ -163,7 +163,11 @@ impl Actor for GuildActor {
         // fenced, and another node may have handled them meanwhile. Refused, the event holds
         // the shard's checkpoint before it, so whoever resumes the shard next handles it.
         if let Some(receipt) = receipt.as_ref().filter(|receipt| !receipt.admit()) {
-            counter!(FENCED_EVENTS_REFUSED, "shard" => receipt.shard_id().to_string()).increment(1);
+            tracing::debug!(
+                shard_id = receipt.shard_id(),
+                "fenced: queued event refused"
+            );
+            counter!(FENCED_EVENTS_REFUSED).increment(1);
             state.pending.fetch_sub(1, Ordering::AcqRel);
             return Ok(());
         }
