@@ -7,9 +7,10 @@
 //! over) replays whatever was still waiting in a mailbox. An event the consumer refuses
 //! ([`Receipt::admit`] says no: a fenced node may no longer handle it) pins the checkpoint
 //! before its batch for good: the next owner resumes from a point before it, so refusing
-//! loses nothing. A drain hands the session over past everything it read
-//! ([`Ledger::hand_over`]): from then on every event of the runner is admitted, fenced or not,
-//! since the next owner starts after them and nobody else would handle them.
+//! loses nothing. A drain of a shard the node still may run hands the session over past
+//! everything it read ([`Ledger::hand_over`]): from then on every event of the runner is
+//! admitted, fenced or not, since the next owner starts after them and nobody else would
+//! handle them.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -95,12 +96,17 @@ impl Ledger {
         self.lock().refused
     }
 
-    /// A drain is about to export the session past every event read: from now on each is
-    /// admitted. `false` if one was refused already; then the drain hands over
-    /// [`Ledger::checkpoint`] instead (what this node handles past it is handled twice,
-    /// nothing is lost).
+    /// A drain is about to export the session past every event read: `true` if it may,
+    /// and then every event of this runner is admitted from now on (the next owner starts
+    /// after them). `false` if the gate is closed (a fenced node's drain: the session goes to
+    /// nobody, or the next owner resumes from the leader's checkpoint) or an event was
+    /// refused already: then the drain hands over [`Ledger::checkpoint`] instead, and what
+    /// is still queued stays refused.
     pub fn hand_over(&self) -> bool {
         let mut state = self.lock();
+        if !self.gate.may_run(self.shard_id) {
+            return false;
+        }
         state.handed_over = true;
         !state.refused && state.outstanding.iter().all(|entry| !entry.refused)
     }
@@ -192,6 +198,7 @@ impl Receipt {
 mod tests {
     use std::future::Future;
     use std::pin::Pin;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     use twilight_model::gateway::ShardId;
     use twilight_model::gateway::event::Event;
@@ -217,6 +224,23 @@ mod tests {
             sequence,
             resume_url: None,
         })
+    }
+
+    /// A node's gate, opened and closed by the test.
+    struct Switch(AtomicBool);
+
+    impl EventSink for Switch {
+        fn deliver(
+            &self,
+            _shard: ShardId,
+            _events: Vec<Event>,
+        ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+            Box::pin(std::future::ready(()))
+        }
+
+        fn may_run(&self, _shard_id: u32) -> bool {
+            self.0.load(Ordering::SeqCst)
+        }
     }
 
     /// A fenced node's gate.
@@ -280,22 +304,31 @@ mod tests {
 
     #[test]
     fn after_a_hand_over_every_event_is_admitted_and_a_refusal_before_it_shows() {
-        let ledger = Arc::new(Ledger::new(0, Arc::new(Closed), at(1)));
+        let gate = Arc::new(Switch(AtomicBool::new(true)));
+        let ledger = Arc::new(Ledger::new(0, Arc::clone(&gate) as _, at(1)));
         let queued = ledger.issue(at(5));
         assert!(ledger.hand_over(), "nothing was refused");
+        gate.0.store(false, Ordering::SeqCst);
         assert!(
             queued.admit(),
-            "the next owner starts after it: handled here"
+            "the next owner starts after it: handled here, fenced or not"
         );
 
         let ledger = Arc::new(Ledger::new(0, Arc::new(Closed), at(1)));
         let queued = ledger.issue(at(5));
-        assert!(!queued.admit(), "fenced, and not handed over");
         assert!(
             !ledger.hand_over(),
-            "the drain must hand over the checkpoint instead"
+            "a fenced node's drain hands over the checkpoint"
         );
+        assert!(!queued.admit(), "fenced, and not handed over");
         drop(queued);
         assert_eq!(sequence(&ledger), Some(1));
+
+        let gate = Arc::new(Switch(AtomicBool::new(false)));
+        let ledger = Arc::new(Ledger::new(0, Arc::clone(&gate) as _, at(1)));
+        let queued = ledger.issue(at(5));
+        assert!(!queued.admit());
+        gate.0.store(true, Ordering::SeqCst);
+        assert!(!ledger.hand_over(), "an event was refused before the drain");
     }
 }
