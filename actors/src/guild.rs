@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use metrics::{counter, histogram};
+use protonn_shard::Receipt;
 use protonn_storage::{Plan, StorageError, Timer, Timestamp, VersionedConfig};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::time::Instant;
@@ -27,7 +28,7 @@ use twilight_model::id::marker::{ChannelMarker, GuildMarker, RoleMarker, UserMar
 use crate::commands::{self, Command, ConfigKey, Parsed};
 use crate::feature::{Answer, Args, ComponentUse, Ctx, Invocation};
 use crate::member_access::MANAGE;
-use crate::metrics::{COMMANDS_HANDLED, EVENT_HANDLING, EVENT_PANICS};
+use crate::metrics::{COMMANDS_HANDLED, EVENT_HANDLING, EVENT_PANICS, FENCED_EVENTS_REFUSED};
 use crate::usage::CommandRun;
 use crate::{
     AUDIT_CONFIG_CHANGE, CallSource, ConfigChangeError, DeadLetter, Departures, GuildCall,
@@ -57,8 +58,9 @@ pub struct GuildArgs {
 
 pub enum GuildMsg {
     /// A gateway event of this guild, in gateway order. Boxed: events are large.
-    /// Shared, so a feature may keep it without a copy (workflows' recent events).
-    Event(Arc<Event>),
+    /// Shared, so a feature may keep it without a copy (workflows' recent events). With its
+    /// shard batch's receipt, kept until the event is handled (see `protonn_shard::Receipt`).
+    Event(Arc<Event>, Option<Receipt>),
     /// Forget the loaded config and the features' state and load them again on next use: the
     /// guild's shard came back from another node, where either may have changed.
     Reload,
@@ -136,8 +138,9 @@ impl Actor for GuildActor {
         message: GuildMsg,
         state: &mut GuildState,
     ) -> Result<(), ActorProcessingErr> {
-        let event = match message {
-            GuildMsg::Event(event) => event,
+        // The receipt lives until this handling ends: only then may the checkpoint pass it.
+        let (event, receipt) = match message {
+            GuildMsg::Event(event, receipt) => (event, receipt),
             GuildMsg::Reload => {
                 state.config = None;
                 state.plan = None;
@@ -156,6 +159,18 @@ impl Actor for GuildActor {
                 return Ok(());
             }
         };
+        // Judged now, not when queued: a node that froze with events in its mailboxes wakes
+        // fenced, and another node may have handled them meanwhile. Refused, the event holds
+        // the shard's checkpoint before it, so whoever resumes the shard next handles it.
+        if let Some(receipt) = receipt.as_ref().filter(|receipt| !receipt.admit()) {
+            tracing::debug!(
+                shard_id = receipt.shard_id(),
+                "fenced: queued event refused"
+            );
+            counter!(FENCED_EVENTS_REFUSED).increment(1);
+            state.pending.fetch_sub(1, Ordering::AcqRel);
+            return Ok(());
+        }
         let removed =
             matches!(&*event, Event::GuildDelete(delete) if delete.unavailable != Some(true));
         let started = Instant::now();

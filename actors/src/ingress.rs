@@ -1,7 +1,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use protonn_shard::EventSink;
+use protonn_shard::{EventSink, Receipt};
 use ractor::ActorRef;
 use twilight_model::gateway::ShardId;
 use twilight_model::gateway::event::Event;
@@ -24,12 +24,19 @@ impl EventIngress {
         Self { router }
     }
 
-    async fn route(&self, shard: ShardId, replayed: bool, events: Vec<Event>) {
+    async fn route(
+        &self,
+        shard: ShardId,
+        replayed: bool,
+        events: Vec<Event>,
+        receipt: Option<Receipt>,
+    ) {
         let count = events.len();
         let delivery = Delivery {
             shard_count: shard.total(),
             replayed,
             events,
+            receipt,
         };
         if let Err(err) = ractor::call!(self.router, RouterMsg::Route, delivery) {
             // The router stops only after the shards, so this is a router that died: the
@@ -45,7 +52,7 @@ impl EventSink for EventIngress {
         shard: ShardId,
         events: Vec<Event>,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        Box::pin(self.route(shard, false, events))
+        Box::pin(self.route(shard, false, events, None))
     }
 
     /// Replays of events a crashed node may have handled: the cache takes them all (state
@@ -56,6 +63,17 @@ impl EventSink for EventIngress {
         shard: ShardId,
         events: Vec<Event>,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        Box::pin(self.route(shard, true, events))
+        Box::pin(self.route(shard, true, events, None))
+    }
+
+    /// Each event queued for a guild actor carries the receipt until it is handled.
+    fn deliver_tracked(
+        &self,
+        shard: ShardId,
+        events: Vec<Event>,
+        replayed: bool,
+        receipt: Receipt,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(self.route(shard, replayed, events, Some(receipt)))
     }
 }

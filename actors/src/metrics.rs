@@ -56,6 +56,9 @@ pub const EVENT_PANICS: &str = "protonn_actors_event_panics_total";
 /// Messages and interactions replayed after a node crash that the crashed node had already
 /// taken, not handled again.
 pub const REPLAYED_COMMANDS_SKIPPED: &str = "protonn_actors_replayed_commands_skipped_total";
+/// Events a guild actor refused because the node may no longer handle their shard (fenced
+/// since they were queued; the shard's next owner resumes before them).
+pub const FENCED_EVENTS_REFUSED: &str = "protonn_actors_fenced_events_refused_total";
 /// Workflow runs, by `outcome` (one of [`crate::workflows`]' run outcomes).
 pub const WORKFLOW_RUNS: &str = "protonn_workflows_runs_total";
 /// Workflow sandbox limits reached, by `limit` (fuel, deadline, api_calls, …).
@@ -233,6 +236,11 @@ pub fn describe() {
         "Messages and interactions replayed after a node crash that the crashed node had already taken; not handled again."
     );
     describe_counter!(
+        FENCED_EVENTS_REFUSED,
+        Unit::Count,
+        "Events a guild actor refused because the node may no longer handle their shard (its lease lapsed or the shard was fenced after they were queued); the shard's next owner resumes before them."
+    );
+    describe_counter!(
         GUILD_SPAWNS,
         Unit::Count,
         "Guild actors started: a guild's first event that is work, or after a passivation."
@@ -360,6 +368,7 @@ pub fn describe() {
     counter!(EVENT_PANICS).absolute(0);
     counter!(DEAD_LETTERS).absolute(0);
     counter!(REPLAYED_COMMANDS_SKIPPED).absolute(0);
+    counter!(FENCED_EVENTS_REFUSED).absolute(0);
     counter!(SENDS_SKIPPED).absolute(0);
     for reason in PASSIVATION_REASONS {
         counter!(PASSIVATIONS, "reason" => reason).absolute(0);

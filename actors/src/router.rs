@@ -8,6 +8,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use metrics::{counter, gauge};
+use protonn_shard::Receipt;
 use protonn_storage::{Store, Timer, Timestamp};
 use ractor::{
     Actor, ActorId, ActorProcessingErr, ActorRef, ActorRuntime, MessagingErr, RpcReplyPort,
@@ -138,6 +139,10 @@ pub struct Delivery {
     /// `protonn_shard::EventSink::deliver_replayed`).
     pub replayed: bool,
     pub events: Vec<Event>,
+    /// Travels with each event queued for a guild actor until it is handled, so the shard's
+    /// checkpoint passes only handled events. During a resharding's overlap the switch may
+    /// hold events back, and a batch counts as handled once routed.
+    pub receipt: Option<Receipt>,
 }
 
 /// How a node's shards of the new set stand in a resharding, as its router sees them.
@@ -428,18 +433,19 @@ impl RouterState {
             shard_count,
             replayed,
             events,
+            receipt,
         } = delivery;
         let now = Instant::now();
         for event in events {
             if let Sets::One(count) = self.sets {
                 // Another count is a set that just stopped handling (its shards close).
                 if count == shard_count {
-                    self.handle(myself, event, replayed);
+                    self.handle(myself, event, replayed, receipt.as_ref());
                 }
                 continue;
             }
             for event in self.switch(shard_count, event, now) {
-                self.handle(myself, event, replayed);
+                self.handle(myself, event, replayed, None);
             }
         }
     }
@@ -486,7 +492,13 @@ impl RouterState {
     }
 
     /// An event of the set that handles its guild: into the cache, then to the guild.
-    fn handle(&mut self, myself: &ActorRef<RouterMsg>, event: Event, replayed: bool) {
+    fn handle(
+        &mut self,
+        myself: &ActorRef<RouterMsg>,
+        event: Event,
+        replayed: bool,
+        receipt: Option<&Receipt>,
+    ) {
         self.services.cache.update(&event);
         self.services.own_roles.update(&event);
         // A replay's state is applied again; its commands were answered by the crashed
@@ -495,7 +507,7 @@ impl RouterState {
             counter!(REPLAYED_COMMANDS_SKIPPED).increment(1);
             return;
         }
-        self.route(myself, event);
+        self.route(myself, event, receipt);
     }
 
     fn overlap(&mut self, from: u32, to: u32) {
@@ -575,7 +587,7 @@ impl RouterState {
         }
     }
 
-    fn route(&mut self, myself: &ActorRef<RouterMsg>, event: Event) {
+    fn route(&mut self, myself: &ActorRef<RouterMsg>, event: Event, receipt: Option<&Receipt>) {
         let Some(guild_id) = event.guild_id() else {
             match event {
                 Event::Ready(ready) => self.ready(&ready),
@@ -628,7 +640,8 @@ impl RouterState {
             }
         }
         let actor = resident.take();
-        let _ = self.cast(myself, guild_id, &actor, GuildMsg::Event(Arc::new(event)));
+        let message = GuildMsg::Event(Arc::new(event), receipt.cloned());
+        let _ = self.cast(myself, guild_id, &actor, message);
     }
 
     /// An app subscription bought (ENTITLEMENT_CREATE): stored off the router's task.
@@ -1424,6 +1437,7 @@ mod tests {
             shard_count,
             replayed: false,
             events,
+            receipt: None,
         };
         ractor::call_t!(router, |reply| RouterMsg::Route(delivery, reply), 5_000).unwrap();
     }

@@ -1,16 +1,18 @@
 //! Guild calls answered by guild actors, against a real embedded store and a node cache
 //! filled as a GUILD_CREATE would (no Discord: nothing here needs REST).
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use protonn_actors::rest::{GlobalLine, GuardLimits, InvalidRequestGuard, Rest, Transport};
 use protonn_actors::{
     AUDIT_CONFIG_CHANGE, AUDIT_CONFIG_ROLLBACK, CallSource, Caller, CommandUsage,
-    ConfigAuditDetails, DeadLetters, Delivery, GuildCall, GuildCallError, GuildCalls, GuildRequest,
-    GuildResponse, GuildRouter, LocalGuildCalls, Replies, RouterMsg, RuntimeConfig, Services,
+    ConfigAuditDetails, DeadLetters, Delivery, EventObserver, GuildCall, GuildCallError,
+    GuildCalls, GuildRequest, GuildResponse, GuildRouter, HandledEvent, LocalGuildCalls, Replies,
+    RouterMsg, RuntimeConfig, Services,
 };
-use protonn_shard::BotToken;
+use protonn_shard::{BotToken, EventSink, ExportedSession, Ledger, Receipt};
 use protonn_storage::{
     AnnouncementRepo, AuditRepo, AutomodAction, AutomodConfig, AutomodRepo, AutomodRule,
     EmbeddedStore, GuildConfig, Timestamp, Trigger, VersionedConfig,
@@ -84,6 +86,10 @@ fn guild_json() -> serde_json::Value {
 }
 
 async fn setup() -> Setup {
+    setup_observed(None).await
+}
+
+async fn setup_observed(observer: Option<Arc<dyn EventObserver>>) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
     let resources =
@@ -115,7 +121,7 @@ async fn setup() -> Setup {
             ..RuntimeConfig::default()
         },
         dead_letters: Arc::new(DeadLetters::default()),
-        observer: None,
+        observer,
         node_name: "node-a".to_owned(),
         shard_count: protonn_actors::ShardCount::new(SHARD_COUNT),
         usage: CommandUsage::new(&(Arc::clone(&store) as _)),
@@ -517,10 +523,16 @@ fn message(id: u64, content: &str) -> Event {
 }
 
 async fn route(router: &ActorRef<RouterMsg>, events: Vec<Event>) {
+    route_tracked(router, events, None).await;
+}
+
+/// Routes one shard batch; returns once its events are in their guild's mailbox.
+async fn route_tracked(router: &ActorRef<RouterMsg>, events: Vec<Event>, receipt: Option<Receipt>) {
     let delivery = Delivery {
         shard_count: SHARD_COUNT,
         replayed: false,
         events,
+        receipt,
     };
     ractor::call_t!(router, |reply| RouterMsg::Route(delivery, reply), 5_000).unwrap();
 }
@@ -588,5 +600,100 @@ async fn a_saved_automod_rule_applies_from_the_next_message_and_none_goes_unchec
         hit_messages(&setup.store, 2).await,
         [2, 3],
         "the message before the rule was not hit, each one after it was"
+    );
+}
+
+/// The node's fence, as the guild actors read it through a receipt: open until closed.
+struct Gate(AtomicBool);
+
+impl EventSink for Gate {
+    fn deliver(
+        &self,
+        _shard: twilight_model::gateway::ShardId,
+        _events: Vec<Event>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(std::future::ready(()))
+    }
+
+    fn may_run(&self, _shard_id: u32) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Records the messages handled; while message 1 is handled, waits until the test has
+/// queued the rest, then closes the gate (the node freezes with them in the mailbox and
+/// wakes fenced).
+struct FenceDuringFirst {
+    gate: Arc<Gate>,
+    queued: Mutex<std::sync::mpsc::Receiver<()>>,
+    handled: Mutex<Vec<u64>>,
+}
+
+impl EventObserver for FenceDuringFirst {
+    fn handled(&self, _guild_id: u64, _shard_id: u32, event: HandledEvent) {
+        let HandledEvent::Message(id) = event else {
+            return;
+        };
+        self.handled.lock().unwrap().push(id);
+        if id == 1 {
+            // Off the worker's queue: the router must go on routing meanwhile.
+            tokio::task::block_in_place(|| {
+                let _ = self
+                    .queued
+                    .lock()
+                    .unwrap()
+                    .recv_timeout(Duration::from_secs(10));
+            });
+            self.gate.0.store(false, Ordering::SeqCst);
+        }
+    }
+}
+
+fn session_at(sequence: u64) -> Option<ExportedSession> {
+    Some(ExportedSession {
+        shard_id: 1,
+        session_id: "session".into(),
+        sequence,
+        resume_url: None,
+    })
+}
+
+// Two workers: the guild actor blocks in place while it handles message 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_queued_before_the_fence_and_handled_after_it_is_refused_and_resumed_from() {
+    let gate = Arc::new(Gate(AtomicBool::new(true)));
+    let (queued, waiting) = std::sync::mpsc::channel();
+    let observer = Arc::new(FenceDuringFirst {
+        gate: Arc::clone(&gate),
+        queued: Mutex::new(waiting),
+        handled: Mutex::default(),
+    });
+    let setup = setup_observed(Some(Arc::clone(&observer) as _)).await;
+    let ledger = Arc::new(Ledger::new(1, Arc::clone(&gate) as _, session_at(0)));
+    // Sequences 1, then 2 and 3: all three queued while the node holds its lease.
+    let first = ledger.issue(session_at(1));
+    route_tracked(&setup.router, vec![message(1, "hello")], Some(first)).await;
+    let second = ledger.issue(session_at(3));
+    route_tracked(
+        &setup.router,
+        vec![message(2, "hello"), message(3, "hello")],
+        Some(second),
+    )
+    .await;
+    queued.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), ledger.all_settled())
+        .await
+        .expect("every batch settles");
+
+    assert_eq!(
+        *observer.handled.lock().unwrap(),
+        [1],
+        "2 and 3 were refused"
+    );
+    assert!(ledger.refused());
+    assert_eq!(
+        ledger.checkpoint().map(|c| c.sequence),
+        Some(1),
+        "the next owner resumes after 1, so it handles 2 and 3"
     );
 }

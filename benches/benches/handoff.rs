@@ -27,8 +27,11 @@
 //!   (freeze + `fence_ms`, two thirds of the failure timeout), and by two nodes at all; the
 //!   RESUMEs of each shard the frozen node held (the simulator's ledger), from the freeze to
 //!   the end of the run.
-//! - lost (sent, in no journal) and duplicated (handled more than once) events, by the
-//!   phase they were sent in; IDENTIFYs (the simulator's ledger) by phase.
+//! - lost (sent, in no journal) events, by the phase they were sent in; duplicated ones
+//!   (handled more than once), by the phase of each later handling: the move that handled
+//!   them again (a crash's takeover replays what the killed node handled in its last
+//!   heartbeat interval, events sent during the join before it); IDENTIFYs (the simulator's
+//!   ledger) by phase.
 //!
 //! Needs the `protonn` binary of the same build next to the bench's own directory:
 //!
@@ -267,7 +270,8 @@ struct Figures {
     /// Takeover of the frozen node's shards: the freeze → the last one's first event on
     /// node-b.
     takeover_ms: f64,
-    /// Per phase kind: sent, lost, duplicated, IDENTIFYs.
+    /// Per phase kind: sent and lost (by the phase sent in), duplicated (by the phase of the
+    /// second handling), IDENTIFYs.
     counts: BTreeMap<&'static str, [u64; 4]>,
     /// Events per second per shard the load reached.
     rate: f64,
@@ -514,7 +518,8 @@ fn analyse(
         figures.counts.entry(kind.name()).or_insert([0; 4])[column] += n;
     };
 
-    // Lost and duplicated, by the phase each event was sent in.
+    // Lost, by the phase each event was sent in; duplicated, by the phase each later
+    // handling happened in (the move that handled it again, not the one before it).
     handled.sort_unstable_by_key(|&(message, at_us, ..)| (message, at_us));
     let mut handlings: HashMap<u64, &[(u64, u64, usize, u32)]> = HashMap::new();
     for group in handled.chunk_by(|a, b| a.0 == b.0) {
@@ -526,7 +531,11 @@ fn analyse(
         count(&mut figures, kind, 0, 1);
         match handlings.get(&event.message) {
             None => count(&mut figures, kind, 1, 1),
-            Some(group) => count(&mut figures, kind, 2, group.len() as u64 - 1),
+            Some(group) => {
+                for again in &group[1..] {
+                    count(&mut figures, phases[phase_at(phases, again.1)].kind, 2, 1);
+                }
+            }
         }
     }
 

@@ -9,15 +9,18 @@
 //! reports stopped reaching the leader while the leader's messages still reach it.
 //!
 //! The gate is read on the data path itself (every batch a shard hands to the guild actors,
-//! every REST request, every reported checkpoint), so a node that wakes from a freeze long
-//! after its deadline acts on nothing before its agent has even noticed.
+//! every event a guild actor is about to handle, every REST request, every reported
+//! checkpoint), so a node that wakes from a freeze long after its deadline acts on nothing
+//! before its agent has even noticed. A shard found closed by the lapse stays closed until
+//! the leader gives it again, like one the agent fenced: the events it refused are past its
+//! checkpoint, and only a new owner (or this node, given the shard again) may handle them.
 
 use std::collections::{HashSet, VecDeque};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use protonn_shard::EventSink;
+use protonn_shard::{EventSink, Receipt};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use twilight_model::gateway::ShardId;
@@ -43,6 +46,15 @@ struct State {
     sent: VecDeque<(u64, Instant)>,
     /// Shards the fence stopped, refused until the leader gives them again.
     fenced: HashSet<u32>,
+}
+
+impl State {
+    fn holds_lease(&self) -> bool {
+        match (self.since, self.deadline) {
+            (Some(since), Some(deadline)) => Instant::now() < since + deadline,
+            _ => false,
+        }
+    }
 }
 
 impl Fence {
@@ -106,14 +118,24 @@ impl Fence {
     }
 
     pub(crate) fn holds_lease(&self) -> bool {
-        self.expires_at()
-            .is_some_and(|expires| Instant::now() < expires)
+        self.lock().holds_lease()
     }
 
-    /// Whether `shard_id` may hand events to the guild actors, report a checkpoint, or
-    /// connect again.
+    /// Whether `shard_id` may hand events to the guild actors, have them handled, report a
+    /// checkpoint, or connect again. Asked after the lease lapsed, the shard is fenced at
+    /// once: a lease renewed before the agent noticed the lapse must not reopen it.
     pub(crate) fn may_run(&self, shard_id: u32) -> bool {
-        self.holds_lease() && !self.lock().fenced.contains(&shard_id)
+        let mut state = self.lock();
+        if state.fenced.contains(&shard_id) {
+            return false;
+        }
+        if state.holds_lease() {
+            return true;
+        }
+        if state.deadline.is_some() {
+            state.fenced.insert(shard_id);
+        }
+        false
     }
 
     /// The lease ran out: these shards act on nothing more until given again.
@@ -192,6 +214,27 @@ impl EventSink for FencedSink {
         }
     }
 
+    /// A refused batch holds the shard's checkpoint before it.
+    fn deliver_tracked(
+        &self,
+        shard: ShardId,
+        events: Vec<Event>,
+        replayed: bool,
+        receipt: Receipt,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        if self.fence.may_run(shard.number()) {
+            self.inner.deliver_tracked(shard, events, replayed, receipt)
+        } else {
+            tracing::debug!(
+                shard_id = shard.number(),
+                events = events.len(),
+                "fenced: events not handled"
+            );
+            receipt.refuse();
+            Box::pin(std::future::ready(()))
+        }
+    }
+
     fn may_run(&self, shard_id: u32) -> bool {
         self.fence.may_run(shard_id)
     }
@@ -215,7 +258,10 @@ mod tests {
         tokio::time::advance(Duration::from_millis(999)).await;
         assert!(fence.may_run(0));
         tokio::time::advance(Duration::from_millis(1)).await;
-        assert!(!fence.may_run(0), "3 s after the first heartbeat was sent");
+        assert!(
+            !fence.holds_lease(),
+            "3 s after the first heartbeat was sent"
+        );
         fence.acknowledged(second);
         assert!(fence.may_run(0));
         // An old acknowledgement never moves the lease back.
@@ -242,5 +288,26 @@ mod tests {
         assert!(!fence.may_run(1) && !fence.may_run(2));
         fence.readmit(1);
         assert!(fence.may_run(1) && !fence.may_run(2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shard_found_closed_by_a_lapse_stays_closed_when_the_lease_is_renewed() {
+        let fence = Fence::new();
+        fence.registered(Duration::from_secs(3), Instant::now());
+        tokio::time::advance(Duration::from_secs(3)).await;
+        // A woken node: a guild actor asks before the agent noticed the lapse.
+        assert!(!fence.may_run(4));
+        fence.registered(Duration::from_secs(3), Instant::now());
+        assert!(fence.holds_lease());
+        assert!(
+            !fence.may_run(4),
+            "it refused events: only a new start reopens it"
+        );
+        assert!(
+            fence.may_run(5),
+            "a shard not asked about during the lapse runs on"
+        );
+        fence.readmit(4);
+        assert!(fence.may_run(4));
     }
 }

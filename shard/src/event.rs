@@ -4,6 +4,8 @@ use std::pin::Pin;
 use twilight_model::gateway::ShardId;
 use twilight_model::gateway::event::Event;
 
+use crate::Receipt;
+
 /// Where a shard's events go: the rest of the bot, as the process assembles it.
 ///
 /// Each shard has a forwarder task that takes batches from the shard's bounded buffer and
@@ -28,6 +30,27 @@ pub trait EventSink: Send + Sync + 'static {
         events: Vec<Event>,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         self.deliver(shard, events)
+    }
+
+    /// What the forwarder calls: `deliver` (or `deliver_replayed`) with the batch's
+    /// [`Receipt`]. A consumer that queues events to handle them later keeps a clone with
+    /// each until it is handled, so the shard's checkpoint only passes handled events; by
+    /// default the batch counts as handled once the sink has taken it.
+    fn deliver_tracked(
+        &self,
+        shard: ShardId,
+        events: Vec<Event>,
+        replayed: bool,
+        receipt: Receipt,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            if replayed {
+                self.deliver_replayed(shard, events).await;
+            } else {
+                self.deliver(shard, events).await;
+            }
+            drop(receipt);
+        })
     }
 
     /// Whether the shard may connect again after its connection closed. A cluster node

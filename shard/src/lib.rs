@@ -13,15 +13,19 @@
 //!   runner ends and is not restarted, so a misconfiguration never becomes a reconnect storm.
 //! - A drained shard stops polling at its close event and exports its session only after
 //!   every event it read has reached the sink: the new owner resumes from exactly there.
-//! - A shard's checkpoint ([`ShardStatus::checkpoint`]) moves only after the sink has taken
-//!   a batch, so a resume from it after a crash loses nothing; what it replays twice up to
-//!   the adoption's `seen_up_to` is counted.
+//! - A shard's checkpoint ([`ShardStatus::checkpoint`]) moves past a batch only once the
+//!   sink has handled it ([`Receipt`]: every event, or shed on purpose), so a resume from it
+//!   loses nothing, not even what waited in a mailbox; an event the sink refuses pins it
+//!   before that batch. What a resume replays twice up to the adoption's `seen_up_to` is
+//!   counted. A drained shard exports its session once everything it read has reached the
+//!   sink, and its events still queued are then handled here whatever the fence says.
 
 mod buffer;
 mod error;
 mod event;
 mod identify;
 pub mod metrics;
+mod receipt;
 mod runner;
 mod session;
 mod settings;
@@ -30,6 +34,7 @@ mod supervisor;
 pub use error::ShardError;
 pub use event::EventSink;
 pub use identify::{IdentifyConfig, IdentifyReason, IdentifyScheduler, LocalScheduler};
+pub use receipt::{Ledger, Receipt};
 pub use session::ExportedSession;
 pub use settings::{BotToken, GatewaySettings};
 pub use supervisor::{ShardPhase, ShardStatus, ShardSupervisor, SupervisorArgs, SupervisorMsg};

@@ -6,7 +6,7 @@
 //! waits on the rest of the bot.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -26,7 +26,7 @@ use crate::metrics::{
     SHARD_EVENTS, reconnect_reason,
 };
 use crate::{
-    EventSink, ExportedSession, GatewaySettings, IdentifyScheduler, ShardError, ShardPhase,
+    EventSink, ExportedSession, GatewaySettings, IdentifyScheduler, Ledger, ShardError, ShardPhase,
     SupervisorMsg,
 };
 
@@ -43,10 +43,6 @@ const FORWARD_BATCH: usize = 256;
 
 pub(crate) struct ShardRunner;
 
-/// The session as far as the sink has taken it (see [`crate::ShardStatus::checkpoint`]):
-/// written by the forwarder once per batch, read by the supervisor.
-pub(crate) type Checkpoint = Arc<Mutex<Option<ExportedSession>>>;
-
 pub(crate) struct RunnerArgs {
     /// The shard with its set's count: two sets run during a resharding.
     pub(crate) shard: ShardId,
@@ -58,7 +54,10 @@ pub(crate) struct RunnerArgs {
     pub(crate) session: Option<ExportedSession>,
     /// In `session`, the highest sequence a crashed previous owner may have delivered.
     pub(crate) seen_up_to: Option<u64>,
-    pub(crate) checkpoint: Checkpoint,
+    /// The session as far as the sink has handled it (see
+    /// [`crate::ShardStatus::checkpoint`]): the forwarder issues a receipt per batch, the
+    /// supervisor reads it.
+    pub(crate) ledger: Arc<Ledger>,
 }
 
 /// How to close a shard.
@@ -113,7 +112,7 @@ impl Actor for ShardRunner {
             shard: args.shard,
             shard_id: args.shard.number(),
             sink: Arc::clone(&args.sink),
-            checkpoint: args.checkpoint,
+            ledger: Arc::clone(&args.ledger),
             session: args.session.clone(),
             seen_up_to: args.seen_up_to,
         };
@@ -150,6 +149,8 @@ impl Actor for ShardRunner {
             reconnect_reason: None,
             sink: args.sink,
         };
+        let ledger = args.ledger;
+        let shard_id = args.shard.number();
         let task = tokio::spawn(async move {
             let (outcome, drained) = match AssertUnwindSafe(poller.run(control_rx))
                 .catch_unwind()
@@ -162,6 +163,14 @@ impl Actor for ShardRunner {
             // event read from the socket has reached the sink.
             let _ = forwarder.await;
             if let Some((session, reply)) = drained {
+                // The next owner resumes after every event read, so this node handles what
+                // its mailboxes still hold, fenced or not; if it refused one already, the
+                // next owner resumes from before it instead.
+                let session = if ledger.hand_over() {
+                    session
+                } else {
+                    ledger.checkpoint().ok_or(ShardError::NoSession(shard_id))
+                };
                 let _ = reply.send(session);
             }
             // The runner may already be stopping; then nobody needs the outcome.
@@ -215,14 +224,14 @@ impl Actor for ShardRunner {
     }
 }
 
-/// Hands the shard's buffered events to the sink in batches, in order, and moves the
-/// checkpoint past each batch once the sink has taken it.
+/// Hands the shard's buffered events to the sink in batches, in order, each with a receipt
+/// that moves the checkpoint past it once the sink has handled it.
 struct Forwarder {
     /// The shard with its set's count, as the sink gets it.
     shard: ShardId,
     shard_id: u32,
     sink: Arc<dyn EventSink>,
-    checkpoint: Checkpoint,
+    ledger: Arc<Ledger>,
     /// The session of the events seen so far, with the sequence of the last dispatch.
     session: Option<ExportedSession>,
     /// Dispatches of the adopted session up to this sequence may already have reached a
@@ -246,20 +255,25 @@ impl Forwarder {
                     events.push(event);
                 }
             }
+            let receipt = self.ledger.issue(self.session.clone());
             if !replayed.is_empty() {
                 counter!(REPLAYED_DUPLICATES, "shard" => shard_label.clone())
                     .increment(replayed.len() as u64);
                 self.sink
-                    .deliver_replayed(self.shard, std::mem::take(&mut replayed))
+                    .deliver_tracked(
+                        self.shard,
+                        std::mem::take(&mut replayed),
+                        true,
+                        receipt.clone(),
+                    )
                     .await;
             }
             if !events.is_empty() {
                 self.sink
-                    .deliver(self.shard, std::mem::take(&mut events))
+                    .deliver_tracked(self.shard, std::mem::take(&mut events), false, receipt)
                     .await;
                 events.reserve(FORWARD_BATCH);
             }
-            self.publish();
         }
     }
 
@@ -280,21 +294,6 @@ impl Forwarder {
             session.sequence = seq;
         }
         dispatch
-    }
-
-    /// Writes the checkpoint, allocating only when the session changed.
-    fn publish(&self) {
-        let Some(session) = &self.session else {
-            return;
-        };
-        let mut checkpoint = self
-            .checkpoint
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        match &mut *checkpoint {
-            Some(old) if old.session_id == session.session_id => old.sequence = session.sequence,
-            other => *other = Some(session.clone()),
-        }
     }
 }
 

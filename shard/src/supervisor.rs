@@ -1,7 +1,7 @@
 //! `ShardSupervisor`: one linked `ShardRunner` per shard of this node.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use metrics::gauge;
@@ -9,10 +9,8 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 use twilight_model::gateway::ShardId;
 
 use crate::metrics::{SHARDS_BY_STATE, register_shard};
-use crate::runner::{
-    CLOSED_STOP, Checkpoint, CloseKind, FATAL_STOP, RunnerArgs, RunnerMsg, ShardRunner,
-};
-use crate::{EventSink, ExportedSession, GatewaySettings, IdentifyScheduler, ShardError};
+use crate::runner::{CLOSED_STOP, CloseKind, FATAL_STOP, RunnerArgs, RunnerMsg, ShardRunner};
+use crate::{EventSink, ExportedSession, GatewaySettings, IdentifyScheduler, Ledger, ShardError};
 
 /// First restart delay of a failed runner; it doubles per consecutive failure.
 const RESTART_BACKOFF_START: Duration = Duration::from_secs(1);
@@ -37,7 +35,8 @@ pub enum SupervisorMsg {
     /// The status of every shard of this node, by shard id (then count).
     Statuses(RpcReplyPort<Vec<ShardStatus>>),
     /// Stop running a shard without ending its session: close with 4000, stop polling at
-    /// the close, let every event read reach the sink, then answer with the session.
+    /// the close, let every event read reach the sink, then answer with the session (the
+    /// handled checkpoint instead if the sink refused an event).
     Drain {
         shard: ShardId,
         reply: RpcReplyPort<Result<ExportedSession, ShardError>>,
@@ -102,8 +101,8 @@ pub struct ShardStatus {
     /// Whether a runner (and so a connection) exists for the shard right now.
     pub running: bool,
     /// Where to resume the shard if this node dies: every event of `session_id` up to
-    /// `sequence` has been handed to the sink (shed typing and presence events aside).
-    /// Moves once per delivered batch. `None` until READY, or the adopted session at first;
+    /// `sequence` has been handled by the sink (shed typing and presence events aside).
+    /// Moves once per handled batch, never past an event the sink refused. `None` until READY, or the adopted session at first;
     /// a restarted runner identifies anew and starts over.
     pub checkpoint: Option<ExportedSession>,
 }
@@ -121,7 +120,7 @@ pub struct SupervisorState {
 struct Slot {
     runner: Option<ActorRef<RunnerMsg>>,
     /// The current runner's; each runner starts its own.
-    checkpoint: Checkpoint,
+    ledger: Arc<Ledger>,
     phase: ShardPhase,
     restarts: u32,
     /// Being drained: when its runner stops, the shard leaves this node.
@@ -129,10 +128,10 @@ struct Slot {
 }
 
 impl Slot {
-    fn new() -> Self {
+    fn new(ledger: Arc<Ledger>) -> Self {
         Self {
             runner: None,
-            checkpoint: Checkpoint::default(),
+            ledger,
             phase: ShardPhase::Connecting,
             restarts: 0,
             draining: false,
@@ -160,7 +159,11 @@ impl SupervisorState {
         session: Option<ExportedSession>,
         seen_up_to: Option<u64>,
     ) -> Result<(), ActorProcessingErr> {
-        let checkpoint = Arc::new(Mutex::new(session.clone()));
+        let ledger = Arc::new(Ledger::new(
+            shard.number(),
+            Arc::clone(&self.sink),
+            session.clone(),
+        ));
         let args = RunnerArgs {
             shard,
             settings: Arc::clone(&self.settings),
@@ -169,13 +172,16 @@ impl SupervisorState {
             supervisor: myself.clone(),
             session,
             seen_up_to,
-            checkpoint: Arc::clone(&checkpoint),
+            ledger: Arc::clone(&ledger),
         };
         let (runner, _) = Actor::spawn_linked(None, ShardRunner, args, myself.get_cell()).await?;
         self.runners.insert(runner.get_id(), shard);
-        let slot = self.shards.entry(key(shard)).or_insert_with(Slot::new);
+        let slot = self
+            .shards
+            .entry(key(shard))
+            .or_insert_with(|| Slot::new(Arc::clone(&ledger)));
         slot.runner = Some(runner);
-        slot.checkpoint = checkpoint;
+        slot.ledger = ledger;
         slot.phase = ShardPhase::Connecting;
         self.publish_states();
         Ok(())
@@ -209,11 +215,7 @@ impl SupervisorState {
                 phase: slot.phase.clone(),
                 restarts: slot.restarts,
                 running: slot.runner.is_some(),
-                checkpoint: slot
-                    .checkpoint
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .clone(),
+                checkpoint: slot.ledger.checkpoint(),
             })
             .collect()
     }
@@ -289,11 +291,7 @@ impl Actor for ShardSupervisor {
                     // No runner: in restart back-off, stopped, or closed fatally. Nothing
                     // is connected, so the shard leaves at once, with the checkpoint of its
                     // last runner (every event of it delivered), and no restart follows.
-                    let checkpoint = slot
-                        .checkpoint
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .clone();
+                    let checkpoint = slot.ledger.checkpoint();
                     state.shards.remove(&key(shard));
                     state.publish_states();
                     let _ = reply.send(checkpoint.ok_or(ShardError::NoSession(shard.number())));

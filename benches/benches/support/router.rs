@@ -87,6 +87,7 @@ pub async fn route(router: &ActorRef<RouterMsg>, events: Vec<Event>) {
                 shard_count: 1,
                 replayed: false,
                 events,
+                receipt: None,
             },
             reply,
         ),
