@@ -435,8 +435,8 @@ impl RouterState {
     }
 
     /// An event of the set that handles its guild: into the cache, then to the guild.
-    fn handle(&mut self, myself: &ActorRef<RouterMsg>, event: Event, replayed: bool) {
-        self.services.cache.update(&event);
+    fn handle(&mut self, myself: &ActorRef<RouterMsg>, mut event: Event, replayed: bool) {
+        crate::cache::update_cache(&self.services.cache, &mut event);
         self.services.own_roles.update(&event);
         // A replay's state is applied again; its commands were answered by the crashed
         // owner, and answering them twice would be seen.
