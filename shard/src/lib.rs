@@ -22,6 +22,7 @@ mod error;
 mod event;
 mod identify;
 pub mod metrics;
+mod parse;
 mod runner;
 mod session;
 mod settings;

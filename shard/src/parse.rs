@@ -1,0 +1,151 @@
+//! A gateway frame to an event, as twilight's `parse` makes it, with GUILD_CREATE read once.
+//!
+//! twilight's `GuildCreate` is an untagged enum (unavailable, else available): serde first
+//! copies the whole payload into a generic tree, tries the unavailable form on it, then
+//! builds the guild from the tree. For a READY burst's guilds (channels, roles, emojis,
+//! members: tens of KB each) that copy and its freeing were half of the bot's CPU (B3's
+//! profile in `benches/RESULTS.md`). Here the guild is read straight from the text, and
+//! only a frame that is not an available guild goes the untagged way.
+
+use serde::Deserialize;
+use twilight_gateway::error::ReceiveMessageError;
+use twilight_gateway::{EventTypeFlags, Message};
+use twilight_model::gateway::OpCode;
+use twilight_model::gateway::event::{
+    DispatchEvent, Event, GatewayEvent, GatewayEventDeserializer,
+};
+use twilight_model::gateway::payload::incoming::GuildCreate;
+use twilight_model::guild::{Guild, UnavailableGuild};
+
+/// What a gateway message gives the shard: `None` for the event types not wanted, which
+/// twilight skips unparsed.
+pub(crate) fn event(
+    message: Message,
+    wanted: EventTypeFlags,
+) -> Option<Result<Event, ReceiveMessageError>> {
+    match message {
+        Message::Close(frame) => Some(Ok(Event::GatewayClose(frame))),
+        Message::Text(text) => parse(text, wanted).transpose().map(|r| r.map(Event::from)),
+    }
+}
+
+/// twilight's `parse`, reading an available guild's GUILD_CREATE without the untagged detour.
+pub(crate) fn parse(
+    text: String,
+    wanted: EventTypeFlags,
+) -> Result<Option<GatewayEvent>, ReceiveMessageError> {
+    if wanted.contains(EventTypeFlags::GUILD_CREATE)
+        && is_guild_create(&text)
+        && let Ok(GuildFrame { s, d: guild }) = serde_json::from_str::<GuildFrame>(&text)
+    {
+        let create = if guild.unavailable == Some(true) {
+            // What the untagged enum makes of it: its unavailable form comes first.
+            GuildCreate::Unavailable(UnavailableGuild {
+                id: guild.id,
+                unavailable: true,
+            })
+        } else {
+            GuildCreate::Available(guild)
+        };
+        let event = DispatchEvent::GuildCreate(Box::new(create));
+        return Ok(Some(GatewayEvent::Dispatch(s, event)));
+    }
+    // Anything else, and a GUILD_CREATE that is not a whole guild (an unavailable one, or
+    // one this reading refuses, whose error twilight then reports).
+    twilight_gateway::parse(text, wanted)
+}
+
+fn is_guild_create(text: &str) -> bool {
+    GatewayEventDeserializer::from_json(text).is_some_and(|frame| {
+        frame.op() == OpCode::Dispatch as u8 && frame.event_type() == Some("GUILD_CREATE")
+    })
+}
+
+/// A dispatch frame whose `d` is a guild; `op` and `t` were read already.
+#[derive(Deserialize)]
+struct GuildFrame {
+    s: u64,
+    d: Guild,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn frame(d: Value) -> String {
+        json!({"op": 0, "s": 7, "t": "GUILD_CREATE", "d": d}).to_string()
+    }
+
+    /// A guild as Discord sends it, with fields twilight does not know.
+    fn guild(unavailable: Option<bool>) -> Value {
+        let mut guild = json!({
+            "id": "100", "name": "g", "icon": null, "owner_id": "1",
+            "afk_timeout": 60, "default_message_notifications": 0, "explicit_content_filter": 0,
+            "features": [], "mfa_level": 0, "nsfw_level": 0, "preferred_locale": "en-US",
+            "premium_progress_bar_enabled": false, "premium_tier": 0, "system_channel_flags": 0,
+            "verification_level": 0, "lazy": true,
+            "soundboard_sounds": [],
+            "roles": [{"id": "100", "name": "@everyone", "color": 0, "hoist": false,
+                "managed": false, "mentionable": false, "position": 0, "flags": 0,
+                "colors": {"primary_color": 0, "secondary_color": null, "tertiary_color": null},
+                "permissions": "1024"}],
+            "channels": [{"id": "10", "type": 0, "guild_id": "100", "name": "c",
+                "position": 0, "permission_overwrites": []}],
+            "emojis": [], "stickers": [], "members": [], "presences": [],
+        });
+        if let Some(unavailable) = unavailable {
+            guild["unavailable"] = json!(unavailable);
+        }
+        guild
+    }
+
+    /// Both readings of `text`, as events (twilight's `GatewayEvent` has no equality).
+    fn both(text: String, wanted: EventTypeFlags) -> (Option<Event>, Option<Event>) {
+        let ours = parse(text.clone(), wanted).expect("ours parses");
+        let twilights = twilight_gateway::parse(text, wanted).expect("twilight parses");
+        (ours.map(Event::from), twilights.map(Event::from))
+    }
+
+    #[test]
+    fn a_guild_create_is_what_twilight_makes_of_it() {
+        let wanted = EventTypeFlags::all();
+        for d in [
+            guild(Some(false)),
+            guild(None),
+            guild(Some(true)),
+            json!({"id": "100", "unavailable": true}),
+        ] {
+            let (ours, twilights) = both(frame(d.clone()), wanted);
+            assert!(ours.is_some(), "{d}");
+            assert_eq!(ours, twilights, "{d}");
+        }
+        assert!(
+            serde_json::from_str::<GuildFrame>(&frame(guild(None))).is_ok(),
+            "an available guild is read straight, not the untagged way"
+        );
+        let Some(GatewayEvent::Dispatch(7, DispatchEvent::GuildCreate(create))) =
+            parse(frame(guild(Some(false))), wanted).unwrap()
+        else {
+            panic!("a dispatch of sequence 7");
+        };
+        assert!(matches!(*create, GuildCreate::Available(ref g) if g.roles.len() == 1));
+    }
+
+    #[test]
+    fn other_frames_and_unwanted_types_go_twilights_way() {
+        let (ours, twilights) = both(frame(guild(None)), EventTypeFlags::MESSAGE_CREATE);
+        assert_eq!((ours, twilights), (None, None));
+
+        let hello = json!({"op": 10, "d": {"heartbeat_interval": 41250}}).to_string();
+        let (ours, twilights) = both(hello, EventTypeFlags::all());
+        assert!(ours.is_some());
+        assert_eq!(ours, twilights);
+
+        // A GUILD_CREATE that is no guild is refused as twilight refuses it.
+        let broken = frame(json!({"id": "100", "name": 5}));
+        assert!(parse(broken.clone(), EventTypeFlags::all()).is_err());
+        assert!(twilight_gateway::parse(broken, EventTypeFlags::all()).is_err());
+    }
+}
