@@ -5,9 +5,15 @@
 //! builds the guild from the tree. For a READY burst's guilds (channels, roles, emojis,
 //! members: tens of KB each) that copy and its freeing were half of the bot's CPU (B3's
 //! profile in `benches/RESULTS.md`). Here the guild is read straight from the text, and
-//! only a frame that is not an available guild goes the untagged way.
+//! only a frame that is not an available guild goes the untagged way. And twilight's guild
+//! reader makes an error message naming its 51 fields for every key it does not know (six
+//! in a guild of the simulator's, more from Discord), only to drop it: the keys it does not
+//! name are skipped before it sees them.
 
-use serde::Deserialize;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, IgnoredAny, IntoDeserializer, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use twilight_gateway::error::ReceiveMessageError;
 use twilight_gateway::{EventTypeFlags, Message};
 use twilight_model::gateway::OpCode;
@@ -65,7 +71,117 @@ fn is_guild_create(text: &str) -> bool {
 #[derive(Deserialize)]
 struct GuildFrame {
     s: u64,
+    #[serde(deserialize_with = "known_fields")]
     d: Guild,
+}
+
+fn known_fields<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<T, D::Error> {
+    T::deserialize(KnownFields(deserializer))
+}
+
+/// Hands a struct's reader only the keys it names (the `fields` it gives
+/// `deserialize_struct`); the others' values are skipped.
+struct KnownFields<D>(D);
+
+impl<'de, D: Deserializer<'de>> Deserializer<'de> for KnownFields<D> {
+    type Error = D::Error;
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        self.0
+            .deserialize_struct(name, fields, KnownFieldsVisitor { fields, visitor })
+    }
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+        self.0.deserialize_any(visitor)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+        ignored_any
+    }
+}
+
+struct KnownFieldsVisitor<V> {
+    fields: &'static [&'static str],
+    visitor: V,
+}
+
+impl<'de, V: Visitor<'de>> Visitor<'de> for KnownFieldsVisitor<V> {
+    type Value = V::Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.visitor.expecting(f)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
+        self.visitor.visit_map(KnownKeys {
+            map,
+            fields: self.fields,
+        })
+    }
+}
+
+struct KnownKeys<A> {
+    map: A,
+    fields: &'static [&'static str],
+}
+
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for KnownKeys<A> {
+    type Error = A::Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, A::Error> {
+        loop {
+            match self.map.next_key_seed(FieldOf(self.fields))? {
+                None => return Ok(None),
+                Some(Some(field)) => return seed.deserialize(field.into_deserializer()).map(Some),
+                Some(None) => {
+                    self.map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+    }
+
+    fn next_value_seed<S: DeserializeSeed<'de>>(&mut self, seed: S) -> Result<S::Value, A::Error> {
+        self.map.next_value_seed(seed)
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        self.map.size_hint()
+    }
+}
+
+/// A key as the field it names, if the struct names it; read without allocating.
+struct FieldOf(&'static [&'static str]);
+
+impl<'de> DeserializeSeed<'de> for FieldOf {
+    type Value = Option<&'static str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_identifier(self)
+    }
+}
+
+impl Visitor<'_> for FieldOf {
+    type Value = Option<&'static str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
+        Ok(self.0.iter().copied().find(|field| *field == key))
+    }
 }
 
 #[cfg(test)]
@@ -86,7 +202,7 @@ mod tests {
             "features": [], "mfa_level": 0, "nsfw_level": 0, "preferred_locale": "en-US",
             "premium_progress_bar_enabled": false, "premium_tier": 0, "system_channel_flags": 0,
             "verification_level": 0, "lazy": true,
-            "soundboard_sounds": [],
+            "soundboard_sounds": [], "incidents_data": {"raid": [1, {"at": null}]},
             "roles": [{"id": "100", "name": "@everyone", "color": 0, "hoist": false,
                 "managed": false, "mentionable": false, "position": 0, "flags": 0,
                 "colors": {"primary_color": 0, "secondary_color": null, "tertiary_color": null},
