@@ -75,14 +75,22 @@ struct GuildFrame {
     d: Guild,
 }
 
-fn known_fields<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    deserializer: D,
-) -> Result<T, D::Error> {
-    T::deserialize(KnownFields(deserializer))
+/// Keys twilight 0.18's guild reader reads but leaves out of the field list it gives
+/// `deserialize_struct` (`a_guild_create_is_what_twilight_makes_of_it` sets each of them).
+const READ_BUT_NOT_LISTED: [&str; 5] = [
+    "guild_scheduled_events",
+    "max_stage_video_channel_users",
+    "safety_alerts_channel_id",
+    "stage_instances",
+    "stickers",
+];
+
+fn known_fields<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Guild, D::Error> {
+    Guild::deserialize(KnownFields(deserializer))
 }
 
-/// Hands a struct's reader only the keys it names (the `fields` it gives
-/// `deserialize_struct`); the others' values are skipped.
+/// Hands the guild's reader only the keys it reads: those it lists (the `fields` it gives
+/// `deserialize_struct`) and [`READ_BUT_NOT_LISTED`]; the others' values are skipped.
 struct KnownFields<D>(D);
 
 impl<'de, D: Deserializer<'de>> Deserializer<'de> for KnownFields<D> {
@@ -180,7 +188,12 @@ impl Visitor<'_> for FieldOf {
     }
 
     fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
-        Ok(self.0.iter().copied().find(|field| *field == key))
+        Ok(self
+            .0
+            .iter()
+            .chain(&READ_BUT_NOT_LISTED)
+            .copied()
+            .find(|field| *field == key))
     }
 }
 
@@ -209,8 +222,25 @@ mod tests {
                 "permissions": "1024"}],
             "channels": [{"id": "10", "type": 0, "guild_id": "100", "name": "c",
                 "position": 0, "permission_overwrites": []}],
-            "emojis": [], "stickers": [], "members": [], "presences": [],
+            "emojis": [], "members": [], "presences": [],
         });
+        // The keys twilight reads without listing them.
+        let unlisted = json!({
+            "max_stage_video_channel_users": 50, "safety_alerts_channel_id": "12",
+            "stickers": [{"id": "30", "name": "s", "description": null, "tags": "t",
+                "type": 2, "format_type": 1, "available": true, "guild_id": "100"}],
+            "stage_instances": [{"id": "40", "guild_id": "100", "channel_id": "10",
+                "topic": "t", "privacy_level": 2, "guild_scheduled_event_id": null}],
+            "guild_scheduled_events": [{"id": "50", "guild_id": "100", "channel_id": "10",
+                "creator_id": null, "name": "e", "description": null,
+                "scheduled_start_time": "2026-12-07T12:00:00.000000+00:00",
+                "scheduled_end_time": null, "privacy_level": 2, "status": 1,
+                "entity_type": 2, "entity_id": null, "entity_metadata": null,
+                "user_count": 3, "image": null}],
+        });
+        for (key, value) in unlisted.as_object().unwrap() {
+            guild[key] = value.clone();
+        }
         if let Some(unavailable) = unavailable {
             guild["unavailable"] = json!(unavailable);
         }
@@ -246,7 +276,22 @@ mod tests {
         else {
             panic!("a dispatch of sequence 7");
         };
-        assert!(matches!(*create, GuildCreate::Available(ref g) if g.roles.len() == 1));
+        let GuildCreate::Available(guild) = *create else {
+            panic!("an available guild");
+        };
+        assert_eq!(guild.roles.len(), 1);
+        let read = (
+            guild.stickers.len(),
+            guild.stage_instances.len(),
+            guild.guild_scheduled_events.len(),
+            guild.safety_alerts_channel_id.map(|id| id.get()),
+            guild.max_stage_video_channel_users,
+        );
+        assert_eq!(
+            read,
+            (1, 1, 1, Some(12), Some(50)),
+            "the keys not listed are read"
+        );
     }
 
     #[test]
