@@ -6,7 +6,13 @@
 //! the events that update it.
 
 use protonn_shard::{EventTypeFlags, Intents};
-use twilight_cache_inmemory::ResourceType;
+use twilight_cache_inmemory::{DefaultInMemoryCache, ResourceType};
+use twilight_model::channel::{Channel, StageInstance, message::Sticker};
+use twilight_model::gateway::event::Event;
+use twilight_model::gateway::payload::incoming::GuildCreate;
+use twilight_model::gateway::presence::Presence;
+use twilight_model::guild::{Emoji, Guild, Member};
+use twilight_model::voice::VoiceState;
 
 use crate::CacheResourcesError;
 
@@ -195,9 +201,173 @@ pub fn event_types_for(resources: ResourceType) -> EventTypeFlags {
         .fold(crate::event_types(), |types, r| types | r.events)
 }
 
+/// Updates the node cache from `event` as twilight's `update` does, without its deep copy of
+/// a GUILD_CREATE: twilight clones the whole guild it is given (channels, members, presences,
+/// emojis: most of a READY burst's bytes) and then keeps what the resource types say, by
+/// default the guild and its roles. The lists the cache does not keep are set aside for the
+/// update and put back after it, so whatever reads the event next (the bot's own roles read
+/// its members, a resident actor may take it) sees it whole.
+pub(crate) fn update_cache(cache: &DefaultInMemoryCache, event: &mut Event) {
+    let Event::GuildCreate(create) = event else {
+        return cache.update(&*event);
+    };
+    let unkept = match &mut **create {
+        GuildCreate::Available(guild) => Unkept::take(guild, cache.config().resource_types()),
+        GuildCreate::Unavailable(_) => Unkept::default(),
+    };
+    cache.update(&**create);
+    if let GuildCreate::Available(guild) = &mut **create {
+        unkept.put_back(guild);
+    }
+}
+
+/// A GUILD_CREATE's lists that twilight's cache reads only when it keeps their resource
+/// (its cached guild takes none of them).
+#[derive(Default)]
+struct Unkept {
+    channels: Vec<Channel>,
+    threads: Vec<Channel>,
+    emojis: Vec<Emoji>,
+    members: Vec<Member>,
+    presences: Vec<Presence>,
+    stickers: Vec<Sticker>,
+    voice_states: Vec<VoiceState>,
+    stage_instances: Vec<StageInstance>,
+}
+
+impl Unkept {
+    fn take(guild: &mut Guild, kept: ResourceType) -> Self {
+        fn unless<T>(kept: bool, list: &mut Vec<T>) -> Vec<T> {
+            if kept {
+                Vec::new()
+            } else {
+                std::mem::take(list)
+            }
+        }
+        let channels = kept.contains(ResourceType::CHANNEL);
+        Self {
+            channels: unless(channels, &mut guild.channels),
+            threads: unless(channels, &mut guild.threads),
+            emojis: unless(kept.contains(ResourceType::EMOJI), &mut guild.emojis),
+            members: unless(kept.contains(ResourceType::MEMBER), &mut guild.members),
+            presences: unless(kept.contains(ResourceType::PRESENCE), &mut guild.presences),
+            stickers: unless(kept.contains(ResourceType::STICKER), &mut guild.stickers),
+            voice_states: unless(
+                kept.contains(ResourceType::VOICE_STATE),
+                &mut guild.voice_states,
+            ),
+            stage_instances: unless(
+                kept.contains(ResourceType::STAGE_INSTANCE),
+                &mut guild.stage_instances,
+            ),
+        }
+    }
+
+    fn put_back(self, guild: &mut Guild) {
+        /// A list kept was not taken: what was taken is empty then, and its place untouched.
+        fn restore<T>(list: &mut Vec<T>, taken: Vec<T>) {
+            if !taken.is_empty() {
+                *list = taken;
+            }
+        }
+        restore(&mut guild.channels, self.channels);
+        restore(&mut guild.threads, self.threads);
+        restore(&mut guild.emojis, self.emojis);
+        restore(&mut guild.members, self.members);
+        restore(&mut guild.presences, self.presences);
+        restore(&mut guild.stickers, self.stickers);
+        restore(&mut guild.voice_states, self.voice_states);
+        restore(&mut guild.stage_instances, self.stage_instances);
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use twilight_model::id::Id;
+
     use super::*;
+
+    /// A GUILD_CREATE with a list of every kind twilight's cache may keep from it.
+    fn guild_create() -> Event {
+        let id = |n: u64| n.to_string();
+        let user = serde_json::json!({"id": id(5), "username": "bot", "discriminator": "0",
+            "avatar": null, "bot": true});
+        let guild = serde_json::json!({
+            "id": id(100), "name": "g", "icon": null, "owner_id": id(1),
+            "afk_timeout": 60, "default_message_notifications": 0, "explicit_content_filter": 0,
+            "features": [], "mfa_level": 0, "nsfw_level": 0, "preferred_locale": "en-US",
+            "premium_progress_bar_enabled": false, "premium_tier": 0, "system_channel_flags": 0,
+            "verification_level": 0,
+            "roles": [{"id": id(100), "name": "@everyone", "color": 0, "hoist": false,
+                "managed": false, "mentionable": false, "position": 0, "flags": 0,
+                "colors": {"primary_color": 0, "secondary_color": null, "tertiary_color": null},
+                "permissions": "1024"}],
+            "channels": [{"id": id(10), "type": 0, "guild_id": id(100), "name": "c",
+                "position": 0, "permission_overwrites": []}],
+            "threads": [{"id": id(11), "type": 11, "guild_id": id(100), "name": "t",
+                "parent_id": id(10)}],
+            "emojis": [{"id": id(20), "name": "e", "roles": [], "require_colons": true,
+                "managed": false, "animated": false, "available": true}],
+            "members": [{"user": user, "roles": [id(100)], "joined_at": null, "deaf": false,
+                "mute": false, "flags": 0}],
+            "presences": [{"user": {"id": id(5)}, "status": "online", "activities": [],
+                "client_status": {"desktop": "online"}}],
+            "stickers": [], "voice_states": [], "stage_instances": [],
+        });
+        Event::GuildCreate(Box::new(GuildCreate::Available(
+            serde_json::from_value(guild).unwrap(),
+        )))
+    }
+
+    #[test]
+    fn a_guild_create_caches_what_twilight_caches_and_stays_whole() {
+        for kept in [REQUIRED_RESOURCES, ResourceType::all()] {
+            let twilights = DefaultInMemoryCache::builder().resource_types(kept).build();
+            let ours = DefaultInMemoryCache::builder().resource_types(kept).build();
+            let original = guild_create();
+            let mut event = original.clone();
+            twilights.update(&original);
+            update_cache(&ours, &mut event);
+
+            assert_eq!(event, original, "the event is whole again");
+            let guild_id = Id::new(100);
+            assert_eq!(
+                ours.guild(guild_id).map(|g| g.clone()),
+                twilights.guild(guild_id).map(|g| g.clone())
+            );
+            assert!(ours.guild(guild_id).is_some());
+            let (ours, twilights) = (ours.stats(), twilights.stats());
+            let counts = |stats: &twilight_cache_inmemory::InMemoryCacheStats<'_, _>| {
+                [
+                    stats.guilds(),
+                    stats.roles(),
+                    stats.channels(),
+                    stats.emojis(),
+                    stats.members(),
+                    stats.presences(),
+                    stats.users(),
+                ]
+            };
+            assert_eq!(counts(&ours), counts(&twilights), "{kept:?}");
+        }
+        // The cheaper update does keep every kind when asked to (the comparison above is
+        // not of two empty caches).
+        let all = DefaultInMemoryCache::builder()
+            .resource_types(ResourceType::all())
+            .build();
+        update_cache(&all, &mut guild_create());
+        let stats = all.stats();
+        assert_eq!(
+            [
+                stats.roles(),
+                stats.channels(),
+                stats.emojis(),
+                stats.members(),
+                stats.presences()
+            ],
+            [1, 2, 1, 1, 1]
+        );
+    }
 
     #[test]
     fn every_twilight_resource_type_has_a_name() {

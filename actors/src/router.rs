@@ -495,11 +495,11 @@ impl RouterState {
     fn handle(
         &mut self,
         myself: &ActorRef<RouterMsg>,
-        event: Event,
+        mut event: Event,
         replayed: bool,
         receipt: Option<&Receipt>,
     ) {
-        self.services.cache.update(&event);
+        crate::cache::update_cache(&self.services.cache, &mut event);
         self.services.own_roles.update(&event);
         // A replay's state is applied again; its commands were answered by the crashed
         // owner, and answering them twice would be seen.

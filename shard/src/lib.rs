@@ -25,6 +25,7 @@ mod error;
 mod event;
 mod identify;
 pub mod metrics;
+mod parse;
 mod receipt;
 mod runner;
 mod session;

@@ -9,14 +9,14 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::FutureExt;
+use futures_util::{FutureExt, StreamExt as _};
 use metrics::{counter, gauge};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use twilight_gateway::{
     CloseFrame, ConfigBuilder, Event, EventTypeFlags, MessageSender, Session, Shard, ShardId,
-    ShardState, StreamExt as _,
+    ShardState,
 };
 
 use crate::buffer::{BufferTx, Sequenced, event_buffer};
@@ -337,7 +337,15 @@ impl Poller {
                     self.report(ShardPhase::Stopped);
                     return (Outcome::Closed, drained);
                 }
-                item = self.shard.next_event(self.event_types) => item,
+                message = self.shard.next() => match message {
+                    Some(Ok(message)) => match crate::parse::event(message, self.event_types) {
+                        Some(event) => Some(event),
+                        // A type the bot does not handle: skipped unparsed.
+                        None => continue,
+                    },
+                    Some(Err(err)) => Some(Err(err)),
+                    None => None,
+                },
             };
             match item {
                 // The stream ends only after a fatal close, reported below.

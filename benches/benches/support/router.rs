@@ -21,7 +21,8 @@ use twilight_model::gateway::payload::incoming::MessageCreate;
 /// First guild id of the synthetic guilds (a 2020 snowflake).
 pub const GUILD_BASE: u64 = 661_000_000_000_000_000;
 
-/// Services for a router: an empty cache and a REST client that is never used (the
+/// Services for a router: an empty cache keeping what a node's does (by default the guilds
+/// and their roles: a message is not cached) and a REST client that is never used (the
 /// synthetic messages are not commands).
 pub fn router_services(
     store: Arc<EmbeddedStore>,
@@ -41,7 +42,11 @@ pub fn router_services(
             Arc::new(GlobalLine::unlimited()),
             Arc::new(InvalidRequestGuard::new(GuardLimits::default())),
         )),
-        cache: Arc::new(DefaultInMemoryCache::new()),
+        cache: Arc::new(
+            DefaultInMemoryCache::builder()
+                .resource_types(protonn_actors::cached_resources())
+                .build(),
+        ),
         own_roles: Default::default(),
         runtime,
         dead_letters: Arc::new(DeadLetters::default()),

@@ -1,0 +1,325 @@
+//! A gateway frame to an event, as twilight's `parse` makes it, with GUILD_CREATE read once.
+//!
+//! twilight's `GuildCreate` is an untagged enum (unavailable, else available): serde first
+//! copies the whole payload into a generic tree, tries the unavailable form on it, then
+//! builds the guild from the tree. For a READY burst's guilds (channels, roles, emojis,
+//! members: tens of KB each) that copy and its freeing were half of the bot's CPU (B3's
+//! profile in `benches/RESULTS.md`). Here the guild is read straight from the text, and
+//! only a frame that is not an available guild goes the untagged way. And twilight's guild
+//! reader makes an error message naming its 51 fields for every key it does not know (six
+//! in a guild of the simulator's, more from Discord), only to drop it: the keys it does not
+//! name are skipped before it sees them.
+
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, IgnoredAny, IntoDeserializer, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use twilight_gateway::error::ReceiveMessageError;
+use twilight_gateway::{EventTypeFlags, Message};
+use twilight_model::gateway::OpCode;
+use twilight_model::gateway::event::{
+    DispatchEvent, Event, GatewayEvent, GatewayEventDeserializer,
+};
+use twilight_model::gateway::payload::incoming::GuildCreate;
+use twilight_model::guild::{Guild, UnavailableGuild};
+
+/// What a gateway message gives the shard: `None` for the event types not wanted, which
+/// twilight skips unparsed.
+pub(crate) fn event(
+    message: Message,
+    wanted: EventTypeFlags,
+) -> Option<Result<Event, ReceiveMessageError>> {
+    match message {
+        Message::Close(frame) => Some(Ok(Event::GatewayClose(frame))),
+        Message::Text(text) => parse(text, wanted).transpose().map(|r| r.map(Event::from)),
+    }
+}
+
+/// twilight's `parse`, reading an available guild's GUILD_CREATE without the untagged detour.
+pub(crate) fn parse(
+    text: String,
+    wanted: EventTypeFlags,
+) -> Result<Option<GatewayEvent>, ReceiveMessageError> {
+    if wanted.contains(EventTypeFlags::GUILD_CREATE)
+        && is_guild_create(&text)
+        && let Ok(GuildFrame { s, d: guild }) = serde_json::from_str::<GuildFrame>(&text)
+    {
+        let create = if guild.unavailable == Some(true) {
+            // What the untagged enum makes of it: its unavailable form comes first.
+            GuildCreate::Unavailable(UnavailableGuild {
+                id: guild.id,
+                unavailable: true,
+            })
+        } else {
+            GuildCreate::Available(guild)
+        };
+        let event = DispatchEvent::GuildCreate(Box::new(create));
+        return Ok(Some(GatewayEvent::Dispatch(s, event)));
+    }
+    // Anything else, and a GUILD_CREATE that is not a whole guild (an unavailable one, or
+    // one this reading refuses, whose error twilight then reports).
+    twilight_gateway::parse(text, wanted)
+}
+
+/// Every frame is asked, so a substring search first: cheaper than twilight's scan of the
+/// frame for `op`, `t` and `s` (1,708 instructions a 1 KB message). Inside a string value
+/// the quotes would be escaped, so only a frame's own `t` (or a nested object's, which the
+/// scan then rules out) matches; a frame written with spaces goes twilight's way.
+fn is_guild_create(text: &str) -> bool {
+    text.contains(r#""t":"GUILD_CREATE""#)
+        && GatewayEventDeserializer::from_json(text).is_some_and(|frame| {
+            frame.op() == OpCode::Dispatch as u8 && frame.event_type() == Some("GUILD_CREATE")
+        })
+}
+
+/// A dispatch frame whose `d` is a guild; `op` and `t` were read already.
+#[derive(Deserialize)]
+struct GuildFrame {
+    s: u64,
+    #[serde(deserialize_with = "known_fields")]
+    d: Guild,
+}
+
+/// Keys twilight 0.18's guild reader reads but leaves out of the field list it gives
+/// `deserialize_struct` (`a_guild_create_is_what_twilight_makes_of_it` sets each of them).
+const READ_BUT_NOT_LISTED: [&str; 5] = [
+    "guild_scheduled_events",
+    "max_stage_video_channel_users",
+    "safety_alerts_channel_id",
+    "stage_instances",
+    "stickers",
+];
+
+fn known_fields<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Guild, D::Error> {
+    Guild::deserialize(KnownFields(deserializer))
+}
+
+/// Hands the guild's reader only the keys it reads: those it lists (the `fields` it gives
+/// `deserialize_struct`) and [`READ_BUT_NOT_LISTED`]; the others' values are skipped.
+struct KnownFields<D>(D);
+
+impl<'de, D: Deserializer<'de>> Deserializer<'de> for KnownFields<D> {
+    type Error = D::Error;
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        self.0
+            .deserialize_struct(name, fields, KnownFieldsVisitor { fields, visitor })
+    }
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+        self.0.deserialize_any(visitor)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+        ignored_any
+    }
+}
+
+struct KnownFieldsVisitor<V> {
+    fields: &'static [&'static str],
+    visitor: V,
+}
+
+impl<'de, V: Visitor<'de>> Visitor<'de> for KnownFieldsVisitor<V> {
+    type Value = V::Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.visitor.expecting(f)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
+        self.visitor.visit_map(KnownKeys {
+            map,
+            fields: self.fields,
+        })
+    }
+}
+
+struct KnownKeys<A> {
+    map: A,
+    fields: &'static [&'static str],
+}
+
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for KnownKeys<A> {
+    type Error = A::Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, A::Error> {
+        loop {
+            match self.map.next_key_seed(FieldOf(self.fields))? {
+                None => return Ok(None),
+                Some(Some(field)) => return seed.deserialize(field.into_deserializer()).map(Some),
+                Some(None) => {
+                    self.map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+    }
+
+    fn next_value_seed<S: DeserializeSeed<'de>>(&mut self, seed: S) -> Result<S::Value, A::Error> {
+        self.map.next_value_seed(seed)
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        self.map.size_hint()
+    }
+}
+
+/// A key as the field it names, if the struct names it; read without allocating.
+struct FieldOf(&'static [&'static str]);
+
+impl<'de> DeserializeSeed<'de> for FieldOf {
+    type Value = Option<&'static str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_identifier(self)
+    }
+}
+
+impl Visitor<'_> for FieldOf {
+    type Value = Option<&'static str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
+        Ok(self
+            .0
+            .iter()
+            .chain(&READ_BUT_NOT_LISTED)
+            .copied()
+            .find(|field| *field == key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn frame(d: Value) -> String {
+        json!({"op": 0, "s": 7, "t": "GUILD_CREATE", "d": d}).to_string()
+    }
+
+    /// A guild as Discord sends it, with fields twilight does not know.
+    fn guild(unavailable: Option<bool>) -> Value {
+        let mut guild = json!({
+            "id": "100", "name": "g", "icon": null, "owner_id": "1",
+            "afk_timeout": 60, "default_message_notifications": 0, "explicit_content_filter": 0,
+            "features": [], "mfa_level": 0, "nsfw_level": 0, "preferred_locale": "en-US",
+            "premium_progress_bar_enabled": false, "premium_tier": 0, "system_channel_flags": 0,
+            "verification_level": 0, "lazy": true,
+            "soundboard_sounds": [], "incidents_data": {"raid": [1, {"at": null}]},
+            "roles": [{"id": "100", "name": "@everyone", "color": 0, "hoist": false,
+                "managed": false, "mentionable": false, "position": 0, "flags": 0,
+                "colors": {"primary_color": 0, "secondary_color": null, "tertiary_color": null},
+                "permissions": "1024"}],
+            "channels": [{"id": "10", "type": 0, "guild_id": "100", "name": "c",
+                "position": 0, "permission_overwrites": []}],
+            "emojis": [], "members": [], "presences": [],
+        });
+        // The keys twilight reads without listing them.
+        let unlisted = json!({
+            "max_stage_video_channel_users": 50, "safety_alerts_channel_id": "12",
+            "stickers": [{"id": "30", "name": "s", "description": null, "tags": "t",
+                "type": 2, "format_type": 1, "available": true, "guild_id": "100"}],
+            "stage_instances": [{"id": "40", "guild_id": "100", "channel_id": "10",
+                "topic": "t", "privacy_level": 2, "guild_scheduled_event_id": null}],
+            "guild_scheduled_events": [{"id": "50", "guild_id": "100", "channel_id": "10",
+                "creator_id": null, "name": "e", "description": null,
+                "scheduled_start_time": "2026-12-07T12:00:00.000000+00:00",
+                "scheduled_end_time": null, "privacy_level": 2, "status": 1,
+                "entity_type": 2, "entity_id": null, "entity_metadata": null,
+                "user_count": 3, "image": null}],
+        });
+        for (key, value) in unlisted.as_object().unwrap() {
+            guild[key] = value.clone();
+        }
+        if let Some(unavailable) = unavailable {
+            guild["unavailable"] = json!(unavailable);
+        }
+        guild
+    }
+
+    /// Both readings of `text`, as events (twilight's `GatewayEvent` has no equality).
+    fn both(text: String, wanted: EventTypeFlags) -> (Option<Event>, Option<Event>) {
+        let ours = parse(text.clone(), wanted).expect("ours parses");
+        let twilights = twilight_gateway::parse(text, wanted).expect("twilight parses");
+        (ours.map(Event::from), twilights.map(Event::from))
+    }
+
+    #[test]
+    fn a_guild_create_is_what_twilight_makes_of_it() {
+        let wanted = EventTypeFlags::all();
+        for d in [
+            guild(Some(false)),
+            guild(None),
+            guild(Some(true)),
+            json!({"id": "100", "unavailable": true}),
+        ] {
+            let (ours, twilights) = both(frame(d.clone()), wanted);
+            assert!(ours.is_some(), "{d}");
+            assert_eq!(ours, twilights, "{d}");
+        }
+        assert!(
+            serde_json::from_str::<GuildFrame>(&frame(guild(None))).is_ok(),
+            "an available guild is read straight, not the untagged way"
+        );
+        let Some(GatewayEvent::Dispatch(7, DispatchEvent::GuildCreate(create))) =
+            parse(frame(guild(Some(false))), wanted).unwrap()
+        else {
+            panic!("a dispatch of sequence 7");
+        };
+        let GuildCreate::Available(guild) = *create else {
+            panic!("an available guild");
+        };
+        assert_eq!(guild.roles.len(), 1);
+        let read = (
+            guild.stickers.len(),
+            guild.stage_instances.len(),
+            guild.guild_scheduled_events.len(),
+            guild.safety_alerts_channel_id.map(|id| id.get()),
+            guild.max_stage_video_channel_users,
+        );
+        assert_eq!(
+            read,
+            (1, 1, 1, Some(12), Some(50)),
+            "the keys not listed are read"
+        );
+    }
+
+    #[test]
+    fn only_a_guild_create_frame_is_taken_for_one() {
+        assert!(is_guild_create(&frame(guild(None))));
+        let message = json!({"op": 0, "s": 8, "t": "MESSAGE_CREATE",
+            "d": {"content": r#"{"t":"GUILD_CREATE"}"#}});
+        assert!(!is_guild_create(&message.to_string()));
+    }
+
+    #[test]
+    fn other_frames_and_unwanted_types_go_twilights_way() {
+        let (ours, twilights) = both(frame(guild(None)), EventTypeFlags::MESSAGE_CREATE);
+        assert_eq!((ours, twilights), (None, None));
+
+        let hello = json!({"op": 10, "d": {"heartbeat_interval": 41250}}).to_string();
+        let (ours, twilights) = both(hello, EventTypeFlags::all());
+        assert!(ours.is_some());
+        assert_eq!(ours, twilights);
+
+        // A GUILD_CREATE that is no guild is refused as twilight refuses it.
+        let broken = frame(json!({"id": "100", "name": 5}));
+        assert!(parse(broken.clone(), EventTypeFlags::all()).is_err());
+        assert!(twilight_gateway::parse(broken, EventTypeFlags::all()).is_err());
+    }
+}
