@@ -30,12 +30,20 @@
 //!   `target/discordjs` on first use; Node.js and npm must be installed), measured from the
 //!   outside through `/proc/<pid>` the same way.
 //!
+//! - Transport compression: the bot and the twilight peers connect with the one compiled in
+//!   (twilight-gateway's `zstd` feature: zstd-stream). Each window also reports the gateway
+//!   bytes the simulator wrote per dispatch (`SimStats::gateway_bytes`: frame payloads as
+//!   sent, after compression) and the bot's CPU per dispatch. `bot-only` skips the peers.
+//!
 //! ```sh
 //! cargo build --release -p protonn-cluster
-//! cargo bench -p protonn-benches --bench throughput -- [runs] [events_per_sec] [guilds]
+//! cargo bench -p protonn-benches --bench throughput -- [runs] [events_per_sec] [guilds] \
+//!     [bot-only]
 //! ```
 //!
-//! Defaults: 3 runs at 20,000 events/s, 10,000 guilds.
+//! Defaults: 3 runs at 20,000 events/s, 10,000 guilds, peers on.
+//! The lines `window opens` and `window closed` mark the bot's window, for a profiler
+//! driven from outside (`callgrind_control --zero` / `--dump`).
 
 #[path = "support/serenity_bot.rs"]
 mod serenity_bot;
@@ -93,6 +101,8 @@ impl EventObserver for Handled {
 struct Window {
     /// Dispatches the simulator wrote to the process.
     dispatches: u64,
+    /// Gateway bytes the simulator wrote meanwhile (frame payloads, after compression).
+    bytes: u64,
     cpu: Duration,
     wall: Duration,
     /// CPU time of the simulator process over the same window.
@@ -106,6 +116,15 @@ impl Window {
         self.dispatches as f64 / self.cpu.as_secs_f64()
     }
 
+    fn bytes_per_dispatch(&self) -> f64 {
+        self.bytes as f64 / self.dispatches as f64
+    }
+
+    /// CPU time of the process per dispatch, in microseconds.
+    fn cpu_per_dispatch_us(&self) -> f64 {
+        1e6 * self.cpu.as_secs_f64() / self.dispatches as f64
+    }
+
     fn rate(&self) -> f64 {
         self.dispatches as f64 / self.wall.as_secs_f64()
     }
@@ -113,7 +132,8 @@ impl Window {
     fn describe(&self) -> String {
         format!(
             "{} dispatches in {:.2} s ({:.0}/s), {:.2} CPU-s ({:.0} % of a core, waited for \
-             a CPU {:.0} ms/s), simulator {:.0} % of a core: {:.0} events per CPU-second",
+             a CPU {:.0} ms/s), simulator {:.0} % of a core, {:.0} B on the wire per \
+             dispatch: {:.0} events per CPU-second",
             self.dispatches,
             self.wall.as_secs_f64(),
             self.rate(),
@@ -121,6 +141,7 @@ impl Window {
             100.0 * self.cpu.as_secs_f64() / self.wall.as_secs_f64(),
             1_000.0 * self.run_queue.as_secs_f64() / self.wall.as_secs_f64(),
             100.0 * self.sim_cpu.as_secs_f64() / self.wall.as_secs_f64(),
+            self.bytes_per_dispatch(),
             self.per_cpu_second(),
         )
     }
@@ -218,10 +239,12 @@ async fn measure_bot(sim: &SimProcess, guilds: u32, before_phase: &mut NodeCount
 
     let counters_before = NodeCounters::of(&node).await;
     let (sim_before, sim_cpu_before) = (sim.stats().await, sim.cpu_time());
+    println!("        window opens");
     let (cpu_before, waited_before, at_before) =
         (cpu_time(), run_queue_wait("self"), Instant::now());
     tokio::time::sleep(WINDOW).await;
     let (cpu_after, waited_after, at_after) = (cpu_time(), run_queue_wait("self"), Instant::now());
+    println!("        window closed");
     let (sim_after, sim_cpu_after) = (sim.stats().await, sim.cpu_time());
     let counters_after = NodeCounters::of(&node).await;
 
@@ -243,10 +266,13 @@ async fn measure_bot(sim: &SimProcess, guilds: u32, before_phase: &mut NodeCount
     BotRun {
         window: Window {
             dispatches: written(&sim_after, "dispatches") - written(&sim_before, "dispatches"),
+            bytes: written(&sim_after, "gateway_bytes") - written(&sim_before, "gateway_bytes"),
             cpu: cpu_after - cpu_before,
             wall: at_after - at_before,
             sim_cpu: sim_cpu_after - sim_cpu_before,
-            run_queue: waited_after - waited_before,
+            // Summed over the threads alive at each read: one that ended meanwhile takes its
+            // wait with it.
+            run_queue: waited_after.saturating_sub(waited_before),
         },
         routed: in_window.received_messages + in_window.received_guild_updates,
         counters,
@@ -341,17 +367,23 @@ impl Window {
         let cpu = || pid.map_or_else(cpu_time, support::process_cpu_time);
         let task = pid.map_or_else(|| "self".to_owned(), |pid| pid.to_string());
         let sim_cpu = || support::process_cpu_time(sim_pid);
-        let (sim_before, sim_cpu_before) = (sim.stat("dispatches").await, sim_cpu());
+        let (sim_before, sim_cpu_before) = (sim.stats().await, sim_cpu());
         let (cpu_before, waited_before, at_before) = (cpu(), run_queue_wait(&task), Instant::now());
         tokio::time::sleep(WINDOW).await;
         let (cpu_after, waited_after, at_after) = (cpu(), run_queue_wait(&task), Instant::now());
-        let (sim_after, sim_cpu_after) = (sim.stat("dispatches").await, sim_cpu());
+        let (sim_after, sim_cpu_after) = (sim.stats().await, sim_cpu());
+        let written = |name: &str| {
+            sim_after[name].as_u64().unwrap_or(0) - sim_before[name].as_u64().unwrap_or(0)
+        };
         Self {
-            dispatches: sim_after - sim_before,
+            dispatches: written("dispatches"),
+            bytes: written("gateway_bytes"),
             cpu: cpu_after - cpu_before,
             wall: at_after - at_before,
             sim_cpu: sim_cpu_after - sim_cpu_before,
-            run_queue: waited_after - waited_before,
+            // Summed over the threads alive at each read: one that ended meanwhile takes its
+            // wait with it.
+            run_queue: waited_after.saturating_sub(waited_before),
         }
     }
 }
@@ -399,6 +431,7 @@ async fn measure_peer(sim: &SimProcess, guilds: u32, kind: PeerKind) -> PeerRun 
     PeerRun {
         window: Window {
             dispatches: field("dispatches"),
+            bytes: field("bytes"),
             cpu: Duration::from_millis(field("cpu_ms")),
             wall: Duration::from_micros(field("wall_us")),
             sim_cpu: Duration::from_millis(field("sim_cpu_ms")),
@@ -536,6 +569,7 @@ async fn peer(spec: PeerSpec) {
     stop();
     let report = json!({
         "dispatches": window.dispatches,
+        "bytes": window.bytes,
         "events_seen": events_after - events_before,
         "errors": counts.errors.load(Ordering::Relaxed),
         "cpu_ms": window.cpu.as_millis() as u64,
@@ -587,13 +621,31 @@ fn start_twilight_peer(
 
 struct Run {
     bot: BotRun,
+    /// `None` with `bot-only`.
+    peers: Option<Peers>,
+}
+
+impl Run {
+    /// The peers of a run with peers.
+    fn peers(&self) -> &Peers {
+        self.peers.as_ref().expect("a run with peers")
+    }
+}
+
+struct Peers {
     all_types: PeerRun,
     bot_types: PeerRun,
     serenity: PeerRun,
     discordjs: PeerRun,
 }
 
-async fn one_run(binary: &Path, rate: f64, guilds: u32, counters: &mut NodeCounters) -> Run {
+async fn one_run(
+    binary: &Path,
+    rate: f64,
+    guilds: u32,
+    with_peers: bool,
+    counters: &mut NodeCounters,
+) -> Run {
     let sim = SimProcess::start(binary, &support::scenario(SHARDS, guilds, rate, 1_000)).await;
     let bot = measure_bot(&sim, guilds, counters).await;
     println!("  bot:  {}", bot.window.describe());
@@ -620,19 +672,33 @@ async fn one_run(binary: &Path, rate: f64, guilds: u32, counters: &mut NodeCount
     );
     // Let the simulator notice the node's sessions ended before the peer identifies.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let all_types = measure_peer(&sim, guilds, PeerKind::TwilightAll).await;
+    let peers = if with_peers {
+        Some(measure_peers(&sim, guilds).await)
+    } else {
+        None
+    };
+    let resumes = sim.stat("resumes").await;
+    if resumes > 0 {
+        println!("  note: the simulator saw {resumes} RESUMEs (replays count as dispatches)");
+    }
+    drop(sim);
+    Run { bot, peers }
+}
+
+async fn measure_peers(sim: &SimProcess, guilds: u32) -> Peers {
+    let all_types = measure_peer(sim, guilds, PeerKind::TwilightAll).await;
     println!(
         "  peer, every type deserialised: {}",
         all_types.window.describe()
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let bot_types = measure_peer(&sim, guilds, PeerKind::TwilightBot).await;
+    let bot_types = measure_peer(sim, guilds, PeerKind::TwilightBot).await;
     println!(
         "  peer, the bot's types only:    {}",
         bot_types.window.describe()
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let serenity = measure_peer(&sim, guilds, PeerKind::Serenity).await;
+    let serenity = measure_peer(sim, guilds, PeerKind::Serenity).await;
     println!(
         "  peer, a serenity bot:          {}",
         serenity.window.describe()
@@ -642,7 +708,7 @@ async fn one_run(binary: &Path, rate: f64, guilds: u32, counters: &mut NodeCount
         support::kib(serenity.rss_per_guild)
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let discordjs = measure_peer(&sim, guilds, PeerKind::DiscordJs).await;
+    let discordjs = measure_peer(sim, guilds, PeerKind::DiscordJs).await;
     println!(
         "  peer, a discord.js bot:        {}",
         discordjs.window.describe()
@@ -651,13 +717,7 @@ async fn one_run(binary: &Path, rate: f64, guilds: u32, counters: &mut NodeCount
         "        discord.js's RSS growth once every guild was absorbed: {} per guild",
         support::kib(discordjs.rss_per_guild)
     );
-    let resumes = sim.stat("resumes").await;
-    if resumes > 0 {
-        println!("  note: the simulator saw {resumes} RESUMEs (replays count as dispatches)");
-    }
-    drop(sim);
-    Run {
-        bot,
+    Peers {
         all_types,
         bot_types,
         serenity,
@@ -672,15 +732,17 @@ async fn main() {
         peer(PeerSpec::decode(&spec)).await;
         return;
     }
-    let mut numbers = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse::<f64>().ok());
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut numbers = args.iter().filter_map(|a| a.parse::<f64>().ok());
     let runs = numbers.next().map_or(3, |n| n as usize).max(1);
     let rate = numbers.next().unwrap_or(20_000.0);
     let guilds = numbers.next().map_or(GUILDS, |n| n as u32);
+    let with_peers = !args.iter().any(|a| a == "bot-only");
     let binary = protonn_tests::processes::protonn_binary();
     println!(
-        "B1 throughput: {runs} runs, {rate:.0} events/s asked, {SHARDS} shards, {guilds} guilds"
+        "B1 throughput: {runs} runs, {rate:.0} events/s asked, {SHARDS} shards, {guilds} guilds, \
+         zstd-stream transport compression{}",
+        if with_peers { "" } else { ", bot only" }
     );
     println!("machine: {}", support::machine());
 
@@ -688,7 +750,7 @@ async fn main() {
     let mut results = Vec::new();
     for run in 1..=runs {
         println!("run {run} (load average {}):", support::load_average());
-        results.push(one_run(&binary, rate, guilds, &mut counters).await);
+        results.push(one_run(&binary, rate, guilds, with_peers, &mut counters).await);
     }
 
     // One line per figure: its value in every run, then the median, which it returns.
@@ -710,43 +772,51 @@ async fn main() {
     row("bot events per CPU-second:", 0, &|r| {
         r.bot.window.per_cpu_second()
     });
-    row("peer, every type:", 0, &|r| {
-        r.all_types.window.per_cpu_second()
+    row("bot CPU per dispatch, us:", 2, &|r| {
+        r.bot.window.cpu_per_dispatch_us()
     });
-    row("peer, the bot's types:", 0, &|r| {
-        r.bot_types.window.per_cpu_second()
+    row("bytes per dispatch:", 1, &|r| {
+        r.bot.window.bytes_per_dispatch()
     });
-    row("peer, a serenity bot:", 0, &|r| {
-        r.serenity.window.per_cpu_second()
-    });
-    row("peer, a discord.js bot:", 0, &|r| {
-        r.discordjs.window.per_cpu_second()
-    });
-    row("ratio bot / peer (every type):", 3, &|r| {
-        r.bot.window.per_cpu_second() / r.all_types.window.per_cpu_second()
-    });
-    row("ratio bot / peer (bot's types):", 3, &|r| {
-        r.bot.window.per_cpu_second() / r.bot_types.window.per_cpu_second()
-    });
-    row("ratio bot / serenity:", 3, &|r| {
-        r.bot.window.per_cpu_second() / r.serenity.window.per_cpu_second()
-    });
-    row("rate held for the bot (/s):", 0, &|r| r.bot.window.rate());
-    // B2's comparison in B1's world (15 roles and 10 emojis per guild, messages flowing).
-    let serenity_rss = row("serenity RSS per guild (bytes):", 0, &|r| {
-        r.serenity.rss_per_guild
-    });
-    let discordjs_rss = row("discord.js RSS per guild (bytes):", 0, &|r| {
-        r.discordjs.rss_per_guild
-    });
-    let bot_rss = results[0].bot.rss_per_guild;
-    println!(
-        "RSS growth per guild once absorbed: bot (first run) {}, serenity median {}, discord.js \
-         median {} (B2 target <= 16 KiB)",
-        support::kib(bot_rss),
-        support::kib(serenity_rss),
-        support::kib(discordjs_rss)
-    );
+    row("rate held for the bot, /s:", 0, &|r| r.bot.window.rate());
+    if with_peers {
+        row("peer, every type:", 0, &|r| {
+            r.peers().all_types.window.per_cpu_second()
+        });
+        row("peer, the bot's types:", 0, &|r| {
+            r.peers().bot_types.window.per_cpu_second()
+        });
+        row("peer, a serenity bot:", 0, &|r| {
+            r.peers().serenity.window.per_cpu_second()
+        });
+        row("peer, a discord.js bot:", 0, &|r| {
+            r.peers().discordjs.window.per_cpu_second()
+        });
+        row("ratio bot / peer (every type):", 3, &|r| {
+            r.bot.window.per_cpu_second() / r.peers().all_types.window.per_cpu_second()
+        });
+        row("ratio bot / peer (bot's types):", 3, &|r| {
+            r.bot.window.per_cpu_second() / r.peers().bot_types.window.per_cpu_second()
+        });
+        row("ratio bot / serenity:", 3, &|r| {
+            r.bot.window.per_cpu_second() / r.peers().serenity.window.per_cpu_second()
+        });
+        // B2's comparison in B1's world (15 roles and 10 emojis per guild, messages flowing).
+        let serenity_rss = row("serenity RSS per guild (bytes):", 0, &|r| {
+            r.peers().serenity.rss_per_guild
+        });
+        let discordjs_rss = row("discord.js RSS per guild (bytes):", 0, &|r| {
+            r.peers().discordjs.rss_per_guild
+        });
+        let bot_rss = results[0].bot.rss_per_guild;
+        println!(
+            "RSS growth per guild once absorbed: bot (first run) {}, serenity median {}, \
+             discord.js median {} (B2 target <= 16 KiB)",
+            support::kib(bot_rss),
+            support::kib(serenity_rss),
+            support::kib(discordjs_rss)
+        );
+    }
     let drops: f64 = results.iter().map(|r| r.bot.counters.drops()).sum();
     let missing: u64 = results.iter().map(|r| r.bot.missing_messages).sum();
     println!(

@@ -671,6 +671,9 @@ impl Connection {
     async fn write_dispatch(&mut self, delivery: Delivery) -> bool {
         let sent = if self.payload_compress && matches!(self.transport, Transport::Plain) {
             let bytes = zlib_payload(&delivery.frame);
+            self.shared
+                .ledger
+                .record_written(delivery.frame.len(), bytes.len());
             self.socket
                 .send(Message::Binary(bytes.into()))
                 .await
@@ -696,8 +699,14 @@ impl Connection {
 
     async fn send_text(&mut self, text: String) -> bool {
         let message = match self.transport.encode(&text) {
-            Some(bytes) => Message::Binary(bytes.into()),
-            None => Message::Text(text.into()),
+            Some(bytes) => {
+                self.shared.ledger.record_written(text.len(), bytes.len());
+                Message::Binary(bytes.into())
+            }
+            None => {
+                self.shared.ledger.record_written(text.len(), text.len());
+                Message::Text(text.into())
+            }
         };
         self.socket.send(message).await.is_ok()
     }
@@ -750,6 +759,7 @@ impl Connection {
             shard,
             shards,
             session,
+            compress: self.transport.compress(),
             kind,
             at_ms: self.shared.clock.now_ms(),
         });

@@ -42,6 +42,9 @@ pub struct GatewayRecord {
     /// The session's `num_shards`, known with `shard`.
     pub shards: Option<u32>,
     pub session: Option<String>,
+    /// The connection's transport compression (`zlib-stream`, `zstd-stream`);
+    /// `None` for plain text frames.
+    pub compress: Option<&'static str>,
     pub kind: GatewayEventKind,
     /// Milliseconds since the simulator started (unscaled).
     pub at_ms: u64,
@@ -158,6 +161,12 @@ pub struct SimStats {
     pub ready_shards: u32,
     /// Dispatches written, replays included.
     pub dispatches: u64,
+    /// Bytes of gateway frames written, as they went on the wire (after any
+    /// compression; websocket framing and close frames not counted).
+    pub gateway_bytes: u64,
+    /// Bytes of the same frames as JSON text, before any compression: against
+    /// `gateway_bytes`, what transport compression saved.
+    pub gateway_text_bytes: u64,
     /// MESSAGE_CREATE dispatches written, replays included.
     pub messages: u64,
     /// REST requests received, failures included.
@@ -202,6 +211,8 @@ struct Counters {
     identifies: AtomicU64,
     resumes: AtomicU64,
     dispatches: AtomicU64,
+    gateway_bytes: AtomicU64,
+    gateway_text_bytes: AtomicU64,
     messages: AtomicU64,
     rest_requests: AtomicU64,
     replies: AtomicU64,
@@ -268,6 +279,16 @@ impl Ledger {
             self.capacity,
             &mut lists.truncated,
         );
+    }
+
+    /// A gateway frame written: `text` bytes of JSON, `wire` bytes once compressed.
+    pub(crate) fn record_written(&self, text: usize, wire: usize) {
+        self.counters
+            .gateway_text_bytes
+            .fetch_add(text as u64, Ordering::Relaxed);
+        self.counters
+            .gateway_bytes
+            .fetch_add(wire as u64, Ordering::Relaxed);
     }
 
     pub(crate) fn record_gateway(&self, record: GatewayRecord) {
@@ -364,6 +385,8 @@ impl Ledger {
             resumes: c.resumes.load(Ordering::Relaxed),
             ready_shards: 0,
             dispatches: c.dispatches.load(Ordering::Relaxed),
+            gateway_bytes: c.gateway_bytes.load(Ordering::Relaxed),
+            gateway_text_bytes: c.gateway_text_bytes.load(Ordering::Relaxed),
             messages: c.messages.load(Ordering::Relaxed),
             rest_requests: c.rest_requests.load(Ordering::Relaxed),
             replies: c.replies.load(Ordering::Relaxed),
@@ -449,10 +472,12 @@ mod tests {
             shard: Some(1),
             shards: Some(2),
             session: None,
+            compress: Some("zstd-stream"),
             kind: GatewayEventKind::Resumed { replayed: 4 },
             at_ms: 3,
         };
         let json = serde_json::to_value(&record).unwrap();
+        assert_eq!(json["compress"], "zstd-stream");
         assert_eq!(
             json["kind"],
             serde_json::json!({"kind": "resumed", "replayed": 4})
@@ -463,6 +488,7 @@ mod tests {
             shard: None,
             shards: None,
             session: None,
+            compress: None,
             kind: GatewayEventKind::Connected,
             at_ms: 4,
         });

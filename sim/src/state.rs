@@ -229,6 +229,7 @@ impl Shared {
             shard: Some(shard),
             shards: Some(self.sessions.shards()),
             session: None,
+            compress: None,
             kind: GatewayEventKind::FaultInjected { fault },
             at_ms: self.clock.now_ms(),
         });

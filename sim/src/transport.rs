@@ -59,6 +59,15 @@ impl Transport {
         Ok(transport)
     }
 
+    /// The `compress` the query asked for; `None` for plain text frames.
+    pub(crate) fn compress(&self) -> Option<&'static str> {
+        match self {
+            Self::Plain => None,
+            Self::ZlibStream(_) => Some("zlib-stream"),
+            Self::ZstdStream(_) => Some("zstd-stream"),
+        }
+    }
+
     /// The frame's bytes as they go on the wire: `None` for a text frame
     /// (no transport compression), else the binary frame's bytes.
     pub(crate) fn encode(&mut self, text: &str) -> Option<Vec<u8>> {

@@ -470,6 +470,9 @@ async fn zlib_stream_compresses_the_whole_stream() {
     for _ in 0..12 {
         assert_eq!(inflated(&mut ws, &mut inflate).await["t"], "GUILD_CREATE");
     }
+    let connected = &sim.ledger().gateway[0];
+    assert_eq!(connected.kind, GatewayEventKind::Connected);
+    assert_eq!(connected.compress, Some("zlib-stream"));
     sim.shutdown().await;
 }
 
@@ -495,6 +498,8 @@ async fn zstd_stream_compresses_the_whole_stream() {
     let sim = start(base()).await;
     let mut ws = connect(&sim, "v=10&encoding=json&compress=zstd-stream").await;
     let mut decoder = Decoder::new().unwrap();
+    // Bytes received, and bytes of JSON they decoded to.
+    let (mut wire, mut text) = (0, 0);
     let mut read = async |ws: &mut Ws| -> Value {
         let Message::Binary(bytes) = frame(ws).await else {
             panic!("expected a binary frame");
@@ -506,6 +511,7 @@ async fn zstd_stream_compresses_the_whole_stream() {
             decoder.run(&mut input, &mut output).unwrap();
         }
         let written = output.pos();
+        (wire, text) = (wire + bytes.len() as u64, text + written as u64);
         serde_json::from_slice(&out[..written]).unwrap()
     };
     assert_eq!(read(&mut ws).await["op"], 10);
@@ -514,6 +520,17 @@ async fn zstd_stream_compresses_the_whole_stream() {
     for _ in 0..12 {
         assert_eq!(read(&mut ws).await["t"], "GUILD_CREATE");
     }
+    assert_eq!(sim.ledger().gateway[0].compress, Some("zstd-stream"));
+    // The simulator counts at least what was read (it may have written more since), and the
+    // text before compression: several times the bytes on the wire.
+    let stats = sim.stats();
+    assert!(stats.gateway_bytes >= wire && stats.gateway_text_bytes >= text);
+    assert!(
+        stats.gateway_bytes * 2 < stats.gateway_text_bytes,
+        "{} B written for {} B of JSON",
+        stats.gateway_bytes,
+        stats.gateway_text_bytes
+    );
     sim.shutdown().await;
 }
 

@@ -16,6 +16,7 @@ mod announcements;
 mod automod;
 mod cluster;
 mod cluster_guild_calls;
+mod compression;
 mod dashboard;
 mod guild_calls;
 mod moderation;
