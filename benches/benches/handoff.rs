@@ -52,12 +52,12 @@ mod support;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use protonn_actors::HandledEvent;
-use protonn_cluster::read_journal;
+use protonn_cluster::HandledLine;
 use protonn_sim::{GatewayEventKind, SimConfig, SimHandle};
-use protonn_tests::processes::{CLUSTER_TOKEN, Cluster, DEADLINE, Pace, protonn_binary};
+use protonn_tests::processes::{CLUSTER_TOKEN, Cluster, DEADLINE, Pace, protonn_binary, unix_us};
 use support::{median, percentile};
 
 const SHARDS: u32 = 32;
@@ -81,14 +81,6 @@ fn world() -> SimConfig {
         ledger_capacity: 100_000,
         ..SimConfig::default()
     }
-}
-
-/// Microseconds since the Unix epoch: the journals' clock.
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as u64
 }
 
 /// An event as sent.
@@ -139,7 +131,7 @@ impl Load {
                         cursors[shard] += 1;
                         // Authors from a pool of 1,000 users the world does not know.
                         let author = 2_000_000 + count % 1_000;
-                        let at_us = now_us();
+                        let at_us = unix_us();
                         if let Some(message) = sim.send_message(guild, channel, author, &content) {
                             batch.push(Sent { message, at_us });
                         }
@@ -300,7 +292,7 @@ struct Args {
 async fn run(args: &Args) -> Figures {
     let mut cluster = Cluster::start_paced(world(), args.pace, 1, 2).await;
     cluster.journal_events = true;
-    let sim_start_us = now_us() - cluster.sim_start.elapsed().as_micros() as u64;
+    let sim_start_us = unix_us() - cluster.sim_start.elapsed().as_micros() as u64;
     cluster.start_node("node-a", Some(CLUSTER_TOKEN)).await;
     cluster.start_node(STAYS, Some(CLUSTER_TOKEN)).await;
     steady(&cluster, "16 shards on each of two nodes", |n| {
@@ -310,7 +302,7 @@ async fn run(args: &Args) -> Figures {
     let mut names = vec!["node-a".to_owned(), STAYS.to_owned()];
     let mut phases = vec![Phase {
         kind: Kind::Start,
-        from_us: now_us(),
+        from_us: unix_us(),
         from: String::new(),
         to: String::new(),
         asked: Vec::new(),
@@ -324,7 +316,7 @@ async fn run(args: &Args) -> Figures {
         let drained = owned_by(&cluster, &holder).await;
         phases.push(Phase {
             kind: Kind::Drain,
-            from_us: now_us(),
+            from_us: unix_us(),
             from: holder.clone(),
             to: STAYS.to_owned(),
             asked: drained,
@@ -344,7 +336,7 @@ async fn run(args: &Args) -> Figures {
         );
 
         let joining = format!("node-{cycle}");
-        let joined_us = now_us();
+        let joined_us = unix_us();
         cluster.start_node(&joining, Some(CLUSTER_TOKEN)).await;
         steady(
             &cluster,
@@ -368,7 +360,7 @@ async fn run(args: &Args) -> Figures {
     let crashed = owned_by(&cluster, &holder).await;
     phases.push(Phase {
         kind: Kind::Crash,
-        from_us: now_us(),
+        from_us: unix_us(),
         from: holder.clone(),
         to: STAYS.to_owned(),
         asked: crashed,
@@ -385,7 +377,7 @@ async fn run(args: &Args) -> Figures {
     let frozen = "node-frozen";
     phases.push(Phase {
         kind: Kind::PartitionJoin,
-        from_us: now_us(),
+        from_us: unix_us(),
         from: STAYS.to_owned(),
         to: frozen.to_owned(),
         asked: Vec::new(),
@@ -400,7 +392,7 @@ async fn run(args: &Args) -> Figures {
     .await;
     tokio::time::sleep(QUIET).await;
     let frozen_shards = owned_by(&cluster, frozen).await;
-    let freeze_us = now_us();
+    let freeze_us = unix_us();
     let frozen_at = tokio::time::Instant::now();
     cluster.nodes[frozen].signal("-STOP");
     phases.push(Phase {
@@ -425,11 +417,14 @@ async fn run(args: &Args) -> Figures {
 
     let sent = load.stop().await;
     let rate = sent.len() as f64 / load_started.elapsed().as_secs_f64() / f64::from(SHARDS);
-    let end_us = now_us();
-    wait_for_journals(&cluster, &names).await;
+    let end_us = unix_us();
+    let journals = cluster
+        .journals(&names.iter().map(String::as_str).collect::<Vec<_>>())
+        .await;
     let fence_us = freeze_us + args.pace.failure_timeout_ms * 2 / 3 * 1_000;
     let figures = analyse(
         &cluster,
+        journals,
         &names,
         &phases,
         &sent,
@@ -449,28 +444,6 @@ async fn run(args: &Args) -> Figures {
     figures
 }
 
-/// Waits until the journals stop growing: the events in flight are handled and written
-/// (a journal flushes whenever its writer has nothing more to write).
-async fn wait_for_journals(cluster: &Cluster, names: &[String]) {
-    let size = || -> u64 {
-        names
-            .iter()
-            .filter_map(|name| std::fs::metadata(cluster.journal_of(name)).ok())
-            .map(|m| m.len())
-            .sum()
-    };
-    let deadline = Instant::now() + DEADLINE;
-    let mut last = size();
-    loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let now = size();
-        if now == last || Instant::now() >= deadline {
-            return;
-        }
-        last = now;
-    }
-}
-
 /// Which phase `at_us` falls in: the last that began at or before it.
 fn phase_at(phases: &[Phase], at_us: u64) -> usize {
     phases.iter().rposition(|p| p.from_us <= at_us).unwrap_or(0)
@@ -479,6 +452,7 @@ fn phase_at(phases: &[Phase], at_us: u64) -> usize {
 #[allow(clippy::too_many_arguments)]
 fn analyse(
     cluster: &Cluster,
+    journals: Vec<HandledLine>,
     names: &[String],
     phases: &[Phase],
     sent: &[Sent],
@@ -494,18 +468,14 @@ fn analyse(
         .collect();
     // (message, at_us, node, shard) of every message handled, from every journal.
     let mut handled: Vec<(u64, u64, usize, u32)> = Vec::new();
-    for name in names {
-        let lines = read_journal(&cluster.journal_of(name))
-            .unwrap_or_else(|err| panic!("{name}'s journal: {err}"));
-        for line in lines {
-            if let HandledEvent::Message(message) = line.event {
-                handled.push((
-                    message,
-                    line.at_us,
-                    node_index[line.node.as_str()],
-                    line.shard,
-                ));
-            }
+    for line in journals {
+        if let HandledEvent::Message(message) = line.event {
+            handled.push((
+                message,
+                line.at_us,
+                node_index[line.node.as_str()],
+                line.shard,
+            ));
         }
     }
     assert!(!handled.is_empty(), "the journals hold no handled message");

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use protonn_cluster::{ClusterClient, ClusterStatus, ClusterToken};
+use protonn_cluster::{ClusterClient, ClusterStatus, ClusterToken, HandledLine, read_journal};
 use protonn_sim::{SimConfig, SimHandle, Simulator};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -517,9 +517,46 @@ impl Cluster {
         self.dir.path().join(format!("{name}.handled"))
     }
 
+    /// The journals of nodes `names` once they stop growing (the events in flight handled
+    /// and written: a journal flushes whenever its writer has nothing more to write).
+    pub async fn journals(&self, names: &[&str]) -> Vec<HandledLine> {
+        let size = || -> u64 {
+            names
+                .iter()
+                .filter_map(|name| std::fs::metadata(self.journal_of(name)).ok())
+                .map(|m| m.len())
+                .sum()
+        };
+        let deadline = Instant::now() + DEADLINE;
+        let mut last = size();
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now = size();
+            if now == last || Instant::now() >= deadline {
+                break;
+            }
+            last = now;
+        }
+        names
+            .iter()
+            .flat_map(|name| {
+                read_journal(&self.journal_of(name))
+                    .unwrap_or_else(|err| panic!("{name}'s journal: {err}"))
+            })
+            .collect()
+    }
+
     pub fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
     }
+}
+
+/// Microseconds since the Unix epoch: the journals' clock.
+pub fn unix_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is past 1970")
+        .as_micros() as u64
 }
 
 /// Steady `!ping` traffic, round robin over every channel of the world, counted per channel.

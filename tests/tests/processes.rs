@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use protonn_actors::HandledEvent;
 use protonn_cluster::{ClusterClient, ClusterToken, RemoteStore};
 use protonn_sim::{GatewayEventKind, InteractionOutcome, SimConfig, SimHandle, Simulator};
 use protonn_storage::{AnnouncementRepo, ClusterRepo, DataRights, GuildConfigRepo, Timestamp};
@@ -1028,6 +1029,7 @@ async fn a_silently_partitioned_node_is_fenced_before_its_shards_run_elsewhere()
     const FENCE_MS: u64 = 2_000;
     const FROZEN: Duration = Duration::from_secs(15);
     let mut cluster = Cluster::start(world(), 1, 2).await;
+    cluster.journal_events = true;
     for name in ["node-a", "node-b"] {
         cluster.start_node(name, Some(CLUSTER_TOKEN)).await;
     }
@@ -1058,6 +1060,7 @@ async fn a_silently_partitioned_node_is_fenced_before_its_shards_run_elsewhere()
     cluster.nodes["node-a"].signal("-STOP");
     let frozen_at = Instant::now();
     let deadline_ms = cluster.sim_ms(frozen_at) + FENCE_MS;
+    let deadline_us = unix_us() + FENCE_MS * 1_000;
     cluster
         .settled("node-b runs every shard", |per_node| {
             per_node.get("node-b") == Some(&SHARDS)
@@ -1090,6 +1093,39 @@ async fn a_silently_partitioned_node_is_fenced_before_its_shards_run_elsewhere()
     assert!(
         twice_after_deadline.is_empty(),
         "pings answered by two nodes after the fence deadline ({deadline_ms} ms): {twice_after_deadline:?}"
+    );
+    // Handling, not only answers: no message, ping or not, handled by both nodes after the
+    // deadline (what the woken node still held in its mailboxes is refused).
+    let mut handled: BTreeMap<u64, Vec<(&str, u64)>> = BTreeMap::new();
+    let journals = cluster.journals(&["node-a", "node-b"]).await;
+    for line in &journals {
+        if let HandledEvent::Message(message) = line.event {
+            handled
+                .entry(message)
+                .or_default()
+                .push((line.node.as_str(), line.at_us));
+        }
+    }
+    assert!(!handled.is_empty(), "the journals hold no handled message");
+    let by_both_after_deadline: Vec<(&u64, &Vec<(&str, u64)>)> = handled
+        .iter()
+        .filter(|(_, handlings)| {
+            let late = |node: &str| {
+                handlings
+                    .iter()
+                    .any(|&(n, at_us)| n == node && at_us >= deadline_us)
+            };
+            late("node-a") && late("node-b")
+        })
+        .collect();
+    println!(
+        "journals: {} messages handled, {} by two nodes after the fence deadline",
+        handled.len(),
+        by_both_after_deadline.len()
+    );
+    assert!(
+        by_both_after_deadline.is_empty(),
+        "messages handled by both nodes after the fence deadline: {by_both_after_deadline:?}"
     );
     let ledger = cluster.sim.ledger();
     let mut resumes: BTreeMap<u32, u32> = BTreeMap::new();
