@@ -226,7 +226,7 @@ mod tests {
         })
     }
 
-    /// A node's gate, opened and closed by the test.
+    /// A node's gate, opened and closed by the test (closed: a fenced node's).
     struct Switch(AtomicBool);
 
     impl EventSink for Switch {
@@ -240,23 +240,6 @@ mod tests {
 
         fn may_run(&self, _shard_id: u32) -> bool {
             self.0.load(Ordering::SeqCst)
-        }
-    }
-
-    /// A fenced node's gate.
-    struct Closed;
-
-    impl EventSink for Closed {
-        fn deliver(
-            &self,
-            _shard: ShardId,
-            _events: Vec<Event>,
-        ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-            Box::pin(std::future::ready(()))
-        }
-
-        fn may_run(&self, _shard_id: u32) -> bool {
-            false
         }
     }
 
@@ -314,7 +297,11 @@ mod tests {
             "the next owner starts after it: handled here, fenced or not"
         );
 
-        let ledger = Arc::new(Ledger::new(0, Arc::new(Closed), at(1)));
+        let ledger = Arc::new(Ledger::new(
+            0,
+            Arc::new(Switch(AtomicBool::new(false))),
+            at(1),
+        ));
         let queued = ledger.issue(at(5));
         assert!(
             !ledger.hand_over(),

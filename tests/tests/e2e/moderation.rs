@@ -43,6 +43,31 @@ async fn actions_about(calls: &dyn GuildCalls, guild_id: u64, user: u64) -> Vec<
     }
 }
 
+/// Each temporary ban of `banned` (guild, member) was lifted once: one DELETE, and one
+/// unban case. The case is stored after Discord answered the lift, so when it is there the
+/// lift is in the ledger.
+async fn each_ban_lifted_once(
+    sim: &SimHandle,
+    calls: &dyn GuildCalls,
+    banned: impl IntoIterator<Item = (u64, u64)>,
+) {
+    for (guild_id, member) in banned {
+        wait_until("the lifting is a case", || async {
+            actions_about(calls, guild_id, member).await == ["unban", "tempban"]
+        })
+        .await;
+        let path = format!("/guilds/{guild_id}/bans/{member}");
+        let lifts: Vec<u16> = sim
+            .ledger()
+            .rest
+            .iter()
+            .filter(|r| r.method == "DELETE" && r.path == path)
+            .map(|r| r.status)
+            .collect();
+        assert_eq!(lifts, [204], "guild {guild_id} member {member}");
+    }
+}
+
 const BAN: &str = "PUT /guilds/{guild_id}/bans/{user_id}";
 const UNBAN: &str = "DELETE /guilds/{guild_id}/bans/{user_id}";
 
@@ -398,26 +423,10 @@ async fn a_temporary_ban_whose_shard_moves_before_it_ends_is_lifted_once_by_the_
         banned.iter().all(|(g, _)| sim.bans(g.id).is_empty())
     })
     .await;
-    // Each lifted once: one DELETE per guild, and one unban case, made on the guild's
-    // node of the time (node-b for the moved ones: node-a no longer holds them).
-    // The case is stored after Discord answered the lift, so when it is there the lift is
-    // in the ledger.
+    // Each lifted once, on the guild's node of the time (node-b for the moved ones: node-a
+    // no longer holds them).
     let calls = client.guild_calls();
-    for (guild, member) in &banned {
-        wait_until("the lifting is a case", || async {
-            actions_about(calls.as_ref(), guild.id, *member).await == ["unban", "tempban"]
-        })
-        .await;
-        let path = format!("/guilds/{}/bans/{member}", guild.id);
-        let lifts: Vec<u16> = sim
-            .ledger()
-            .rest
-            .iter()
-            .filter(|r| r.method == "DELETE" && r.path == path)
-            .map(|r| r.status)
-            .collect();
-        assert_eq!(lifts, [204], "guild {} on shard {}", guild.id, guild.shard);
-    }
+    each_ban_lifted_once(&sim, calls.as_ref(), banned.iter().map(|(g, m)| (g.id, *m))).await;
 
     b.shutdown().await;
     a.shutdown().await;
@@ -558,21 +567,7 @@ async fn temporary_bans_set_before_and_after_a_resharding_are_lifted_once_by_the
         .await;
     }
     let calls = client.guild_calls();
-    for (guild, member) in &banned {
-        wait_until("the lifting is a case", || async {
-            actions_about(calls.as_ref(), guild.id, *member).await == ["unban", "tempban"]
-        })
-        .await;
-        let path = format!("/guilds/{}/bans/{member}", guild.id);
-        let lifts: Vec<u16> = sim
-            .ledger()
-            .rest
-            .iter()
-            .filter(|r| r.method == "DELETE" && r.path == path)
-            .map(|r| r.status)
-            .collect();
-        assert_eq!(lifts, [204], "guild {} member {member}", guild.id);
-    }
+    each_ban_lifted_once(&sim, calls.as_ref(), banned.iter().map(|(g, m)| (g.id, *m))).await;
     // A node fires only the timers of guilds it holds (the router drops the others), and
     // each guild is held by the node of its new shard alone: node-b lifted the moved ones.
     for (guild, _) in &banned {
