@@ -875,8 +875,6 @@ fn forget_epoch(epochs: &Epochs, shard: ShardId, epoch: u64) {
     }
 }
 
-/// The leader's fence deadline (two thirds of its failure timeout from a leader that does
-/// not say).
 /// The counts a leader told: `earlier` unknown when it did not say (a leader from before
 /// they were kept).
 pub(crate) fn shard_counts(now: u32, earlier: Option<pb::EarlierShardCounts>) -> ShardCounts {
@@ -886,6 +884,8 @@ pub(crate) fn shard_counts(now: u32, earlier: Option<pb::EarlierShardCounts>) ->
     }
 }
 
+/// The leader's fence deadline (two thirds of its failure timeout from a leader that does
+/// not say).
 fn fence_deadline(reply: &pb::RegisterReply) -> Duration {
     let ms = if reply.fence_ms > 0 {
         reply.fence_ms
