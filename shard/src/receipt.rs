@@ -13,6 +13,7 @@
 //! handle them.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::Notify;
@@ -22,9 +23,12 @@ use crate::{EventSink, ExportedSession};
 /// One shard runner's batches in delivery order, and the checkpoint they have reached.
 pub struct Ledger {
     shard_id: u32,
-    /// Read by [`Receipt::may_handle`]: the same gate that decides whether the shard may
+    /// Read by [`Receipt::admit`]: the same gate that decides whether the shard may
     /// deliver or reconnect.
     gate: Arc<dyn EventSink>,
+    /// A drain exported the session past every event read: they are this node's to handle.
+    /// Set under the state's lock (a refusal is decided under it too), read without it.
+    handed_over: AtomicBool,
     state: Mutex<LedgerState>,
     /// Woken whenever the oldest outstanding batch settles.
     settled: Notify,
@@ -38,8 +42,6 @@ struct LedgerState {
     checkpoint: Option<ExportedSession>,
     /// An event was refused: the checkpoint stays before it.
     refused: bool,
-    /// A drain exported the session past every event read: they are this node's to handle.
-    handed_over: bool,
 }
 
 struct Entry {
@@ -55,12 +57,12 @@ impl Ledger {
         Self {
             shard_id,
             gate,
+            handed_over: AtomicBool::new(false),
             state: Mutex::new(LedgerState {
                 first: 0,
                 outstanding: VecDeque::new(),
                 checkpoint: start,
                 refused: false,
-                handed_over: false,
             }),
             settled: Notify::new(),
         }
@@ -103,11 +105,12 @@ impl Ledger {
     /// refused already: then the drain hands over [`Ledger::checkpoint`] instead, and what
     /// is still queued stays refused.
     pub fn hand_over(&self) -> bool {
-        let mut state = self.lock();
+        // Under the lock, so no refusal is decided between the check and the flag.
+        let state = self.lock();
         if !self.gate.may_run(self.shard_id) {
             return false;
         }
-        state.handed_over = true;
+        self.handed_over.store(true, Ordering::Release);
         !state.refused && state.outstanding.iter().all(|entry| !entry.refused)
     }
 
@@ -176,8 +179,12 @@ impl Receipt {
     /// hands over a point past an event refused meanwhile.
     pub fn admit(&self) -> bool {
         let ledger = &self.0.ledger;
+        // The usual case takes no lock.
+        if ledger.handed_over.load(Ordering::Acquire) || ledger.gate.may_run(ledger.shard_id) {
+            return true;
+        }
         let mut state = ledger.lock();
-        if state.handed_over || ledger.gate.may_run(ledger.shard_id) {
+        if ledger.handed_over.load(Ordering::Acquire) {
             return true;
         }
         let offset = self.0.index - state.first;
