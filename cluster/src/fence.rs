@@ -49,11 +49,14 @@ struct State {
 }
 
 impl State {
+    /// When the lease ends; `None` before the first registration.
+    fn expires_at(&self) -> Option<Instant> {
+        Some(self.since? + self.deadline?)
+    }
+
     fn holds_lease(&self) -> bool {
-        match (self.since, self.deadline) {
-            (Some(since), Some(deadline)) => Instant::now() < since + deadline,
-            _ => false,
-        }
+        self.expires_at()
+            .is_some_and(|expires| Instant::now() < expires)
     }
 }
 
@@ -113,8 +116,7 @@ impl Fence {
 
     /// When the lease ends; `None` before the first registration.
     pub(crate) fn expires_at(&self) -> Option<Instant> {
-        let state = self.lock();
-        Some(state.since? + state.deadline?)
+        self.lock().expires_at()
     }
 
     pub(crate) fn holds_lease(&self) -> bool {
