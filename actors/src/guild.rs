@@ -189,7 +189,7 @@ impl Actor for GuildActor {
 
 /// Whether `event` of guild `guild_id` is work for the guild's actor, worth starting one
 /// for: what [`GuildState::handle_event`] or a feature acts on. The rest (a GUILD_CREATE, a
-/// role or guild update) only updates the node cache, which the ingress did already.
+/// role or guild update) only updates the node cache, which the router did already.
 pub(crate) fn is_work(event: &Event, guild_id: Id<GuildMarker>, departures: &Departures) -> bool {
     crate::features::any_activates(event)
         || match event {

@@ -232,8 +232,6 @@ fn holds_key(node: &NodeEntry, key: &str) -> bool {
         && crate::grpc::constant_time_eq(node.session_key.as_bytes(), key.as_bytes())
 }
 
-/// The id a node name always maps to (FNV-1a): a restarted pod keeps its identity without
-/// a lookup.
 /// The counts before `count` as nodes are told them.
 fn earlier_pb(record: Option<&Resharding>, count: u32) -> pb::EarlierShardCounts {
     let earlier = protonn_storage::earlier_counts(record, count);
@@ -243,6 +241,8 @@ fn earlier_pb(record: Option<&Resharding>, count: u32) -> pb::EarlierShardCounts
     }
 }
 
+/// The id a node name always maps to (FNV-1a): a restarted pod keeps its identity without
+/// a lookup.
 pub(crate) fn node_id(name: &str) -> u64 {
     let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
         (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
