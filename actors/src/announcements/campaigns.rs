@@ -96,6 +96,24 @@ impl HeldShards {
             .flat_map(|&shard| self.counts.partitions(shard))
             .collect()
     }
+
+    /// The rows of the held shards, read partition by partition (`read`) from every one
+    /// they may be stored in; `owner` names a row's guild (or user).
+    pub(crate) async fn rows<T, Read>(
+        &self,
+        read: impl Fn(u32) -> Read,
+        owner: impl Fn(&T) -> u64,
+    ) -> Result<Vec<T>, StorageError>
+    where
+        Read: Future<Output = Result<Vec<T>, StorageError>>,
+    {
+        let mut rows = Vec::new();
+        for partition in self.partitions() {
+            let listed = read(partition).await?;
+            rows.extend(listed.into_iter().filter(|row| self.holds(owner(row))));
+        }
+        Ok(rows)
+    }
 }
 
 /// Indexes where `guild_id` takes announcements (`None`: it does not), under the shard
@@ -187,29 +205,26 @@ impl Round<'_> {
     /// shard count they were written under: a claim goes where the guild's delivery is.
     async fn guilds(&mut self) -> Result<bool, StorageError> {
         let store = &self.services.store;
-        let partitions = self.held.partitions();
-        let mut opt_ins = BTreeMap::new();
-        for &partition in &partitions {
-            let listed = store.announce_opt_ins(partition).await?;
-            opt_ins.extend(
-                listed
-                    .into_iter()
-                    .filter(|&(guild, _)| self.held.holds(guild)),
-            );
-        }
+        let campaign_id = self.campaign.id;
+        let opt_ins: BTreeMap<u64, u64> = self
+            .held
+            .rows(|p| store.announce_opt_ins(p), |&(guild, _)| guild)
+            .await?
+            .into_iter()
+            .collect();
         if opt_ins.is_empty() {
             return Ok(true);
         }
-        let mut known: HashMap<u64, Delivery> = HashMap::new();
-        for &partition in &partitions {
-            let decided = store.deliveries(self.campaign.id, Some(partition)).await?;
-            known.extend(
-                decided
-                    .into_iter()
-                    .filter(|d| self.held.holds(d.guild_id))
-                    .map(|d| (d.guild_id, d)),
-            );
-        }
+        let known: HashMap<u64, Delivery> = self
+            .held
+            .rows(
+                |p| store.deliveries(campaign_id, Some(p)),
+                |d: &Delivery| d.guild_id,
+            )
+            .await?
+            .into_iter()
+            .map(|d| (d.guild_id, d))
+            .collect();
         for (guild_id, channel_id) in opt_ins {
             // Only a guild this node runs now: its shard may be moving.
             let held = Id::<GuildMarker>::new_checked(guild_id)

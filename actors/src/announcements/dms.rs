@@ -46,18 +46,17 @@ impl Round<'_> {
     /// under an earlier shard count, say).
     pub(super) async fn dms(&mut self) -> Result<bool, StorageError> {
         let store = &self.services.store;
-        let mut known: HashMap<u64, DmDelivery> = HashMap::new();
-        for partition in self.held.partitions() {
-            let decided = store
-                .dm_deliveries(self.campaign.id, Some(partition))
-                .await?;
-            known.extend(
-                decided
-                    .into_iter()
-                    .filter(|d| self.held.holds(d.user_id))
-                    .map(|d| (d.user_id, d)),
-            );
-        }
+        let campaign_id = self.campaign.id;
+        let known: HashMap<u64, DmDelivery> = self
+            .held
+            .rows(
+                |p| store.dm_deliveries(campaign_id, Some(p)),
+                |d: &DmDelivery| d.user_id,
+            )
+            .await?
+            .into_iter()
+            .map(|d| (d.user_id, d))
+            .collect();
         let mut after = None;
         loop {
             let page = store.dm_recipients(after, RECIPIENT_PAGE).await?;
