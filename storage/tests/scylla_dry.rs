@@ -905,27 +905,31 @@ static RESHARD_STATEMENTS: &[Stmt] = &[
     },
 ];
 
-/// A completion writes the shard count first, by LWT on the count it started from: when
-/// someone else changed the count, it is a conflict and the record is not written.
-#[tokio::test]
-async fn a_completion_whose_shard_count_changed_meanwhile_writes_no_record() {
-    let running = Resharding {
+/// A resharding from 2 to 4 shards whose every new shard is switched, stored at version 3.
+fn all_switched_2_to_4() -> Resharding {
+    Resharding {
         ready: vec![0, 1, 2, 3],
         switched: vec![0, 1, 2, 3],
         version: 3,
         ..Resharding::start(2, 4, None, Timestamp(1))
-    };
-    let record: &'static str = Box::leak(serde_json::to_string(&running).unwrap().into_boxed_str());
+    }
+}
+
+/// The node's answer to the read of the resharding record: `record`.
+fn stored_record(record: &Resharding) -> RequestReaction {
+    let text: &'static str = Box::leak(serde_json::to_string(record).unwrap().into_boxed_str());
+    answer(rows_body(&[("record", VARCHAR)], &[vec![Cell::Text(text)]]))
+}
+
+/// A completion writes the shard count first, by LWT on the count it started from: when
+/// someone else changed the count, it is a conflict and the record is not written.
+#[tokio::test]
+async fn a_completion_whose_shard_count_changed_meanwhile_writes_no_record() {
+    let running = all_switched_2_to_4();
     let (proxy, addr, mut feedback) = scripted_node(
         RESHARD_STATEMENTS,
         vec![
-            (
-                executes_stmt("sel_reshard"),
-                answer(rows_body(
-                    &[("record", VARCHAR)],
-                    &[vec![Cell::Text(record)]],
-                )),
-            ),
+            (executes_stmt("sel_reshard"), stored_record(&running)),
             (
                 executes_stmt("sel_count"),
                 answer(rows_body(&[("value", BIGINT)], &[vec![Cell::BigInt(2)]])),
@@ -978,23 +982,11 @@ async fn a_completion_whose_shard_count_changed_meanwhile_writes_no_record() {
 /// only the record is written.
 #[tokio::test]
 async fn a_completion_whose_count_is_stored_already_writes_the_record_only() {
-    let running = Resharding {
-        ready: vec![0, 1, 2, 3],
-        switched: vec![0, 1, 2, 3],
-        version: 3,
-        ..Resharding::start(2, 4, None, Timestamp(1))
-    };
-    let record: &'static str = Box::leak(serde_json::to_string(&running).unwrap().into_boxed_str());
+    let running = all_switched_2_to_4();
     let (proxy, addr, mut feedback) = scripted_node(
         RESHARD_STATEMENTS,
         vec![
-            (
-                executes_stmt("sel_reshard"),
-                answer(rows_body(
-                    &[("record", VARCHAR)],
-                    &[vec![Cell::Text(record)]],
-                )),
-            ),
+            (executes_stmt("sel_reshard"), stored_record(&running)),
             (
                 executes_stmt("sel_count"),
                 answer(rows_body(&[("value", BIGINT)], &[vec![Cell::BigInt(4)]])),
