@@ -352,14 +352,8 @@ async fn a_temporary_ban_is_lifted_once_when_it_falls_due() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_temporary_ban_whose_shard_moves_before_it_ends_is_lifted_once_by_the_new_owner() {
-    use crate::cluster::{
-        membership, placed_for_good, running, start_coordinator, start_node_with,
-    };
+    use crate::cluster::{membership, running, start_coordinator, start_node_with};
 
-    let runtime = RuntimeConfig {
-        timer_poll_every: Duration::from_millis(100),
-        ..test_runtime()
-    };
     let sim = start_sim(small_world(4, 40)).await;
     let dir = tempfile::tempdir().unwrap();
     let (coordinator, client) = start_coordinator(&sim, dir.path()).await;
@@ -367,7 +361,7 @@ async fn a_temporary_ban_whose_shard_moves_before_it_ends_is_lifted_once_by_the_
         &sim,
         dir.path(),
         membership(&coordinator, "node-a"),
-        runtime.clone(),
+        fast_timers(),
     )
     .await;
     wait_until("node-a runs every shard", || async {
@@ -384,30 +378,11 @@ async fn a_temporary_ban_whose_shard_moves_before_it_ends_is_lifted_once_by_the_
             .find(|g| g.shard == shard)
             .expect("a guild on every shard");
         let member = guild.member_ids[0];
-        let answer = say(
-            &sim,
-            &guild,
-            guild.owner_id,
-            &format!("!ban <@{member}> 15s"),
-            0,
-        )
-        .await;
-        assert_eq!(answer, format!("Case #1: <@{member}> was banned for 15s."));
+        tempban(&sim, &guild, member, "15s", 0).await;
         banned.push((guild, member));
     }
 
-    let b = start_node_with(
-        &sim,
-        dir.path(),
-        membership(&coordinator, "node-b"),
-        runtime,
-    )
-    .await;
-    wait_until("two shards moved to node-b", || async {
-        let settled = placed_for_good(&client).await;
-        settled && running(&b).await.len() == 2 && running(&a).await.len() == 2
-    })
-    .await;
+    let b = node_b_takes_two_shards(&sim, dir.path(), &coordinator, &client, &a).await;
     let on_b = running(&b).await;
     let moved: Vec<_> = banned
         .iter()
@@ -434,19 +409,52 @@ async fn a_temporary_ban_whose_shard_moves_before_it_ends_is_lifted_once_by_the_
 }
 
 /// Bans `member` for 30 s: the guild's `turn`-th answer in its first channel.
-async fn tempban(sim: &SimHandle, guild: &protonn_sim::GuildInfo, member: u64, turn: usize) {
+async fn tempban(
+    sim: &SimHandle,
+    guild: &protonn_sim::GuildInfo,
+    member: u64,
+    length: &str,
+    turn: usize,
+) {
     let answer = say(
         sim,
         guild,
         guild.owner_id,
-        &format!("!ban <@{member}> 30s"),
+        &format!("!ban <@{member}> {length}"),
         turn,
     )
     .await;
     assert_eq!(
         answer,
-        format!("Case #{}: <@{member}> was banned for 30s.", turn + 1)
+        format!("Case #{}: <@{member}> was banned for {length}.", turn + 1)
     );
+}
+
+/// Timers polled every 100 ms, so a lift follows its due time closely.
+fn fast_timers() -> RuntimeConfig {
+    RuntimeConfig {
+        timer_poll_every: Duration::from_millis(100),
+        ..test_runtime()
+    }
+}
+
+/// Starts node-b beside node-a and waits until the balancer settled two of the four shards
+/// on each.
+async fn node_b_takes_two_shards(
+    sim: &SimHandle,
+    dir: &std::path::Path,
+    coordinator: &protonn_cluster::Coordinator,
+    client: &protonn_cluster::ClusterClient,
+    a: &protonn_cluster::Node,
+) -> protonn_cluster::Node {
+    use crate::cluster::{membership, placed_for_good, running, start_node_with};
+    let b = start_node_with(sim, dir, membership(coordinator, "node-b"), fast_timers()).await;
+    wait_until("two shards moved to node-b", || async {
+        let settled = placed_for_good(client).await;
+        settled && running(&b).await.len() == 2 && running(a).await.len() == 2
+    })
+    .await;
+    b
 }
 
 /// Issue #25: timers are partitioned by shard, and a resharding changes every guild's
@@ -456,16 +464,10 @@ async fn tempban(sim: &SimHandle, guild: &protonn_sim::GuildInfo, member: u64, t
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn temporary_bans_set_before_and_after_a_resharding_are_lifted_once_by_the_new_shards_owner()
 {
-    use crate::cluster::{
-        membership, operator, placed_for_good, running, start_coordinator, start_node_with,
-    };
+    use crate::cluster::{membership, operator, running, start_coordinator, start_node_with};
     const FROM: u32 = 2;
     const TO: u32 = 4;
 
-    let runtime = RuntimeConfig {
-        timer_poll_every: Duration::from_millis(100),
-        ..test_runtime()
-    };
     let sim = start_sim(SimConfig {
         max_concurrency: TO,
         ..small_world(FROM, 40)
@@ -477,7 +479,7 @@ async fn temporary_bans_set_before_and_after_a_resharding_are_lifted_once_by_the
         &sim,
         dir.path(),
         membership(&coordinator, "node-a"),
-        runtime.clone(),
+        fast_timers(),
     )
     .await;
     wait_until("node-a runs every shard", || async {
@@ -495,7 +497,7 @@ async fn temporary_bans_set_before_and_after_a_resharding_are_lifted_once_by_the
         .collect();
     let mut banned = Vec::new();
     for guild in &guilds {
-        tempban(&sim, guild, guild.member_ids[0], 0).await;
+        tempban(&sim, guild, guild.member_ids[0], "30s", 0).await;
         banned.push((guild.clone(), guild.member_ids[0]));
     }
 
@@ -513,7 +515,7 @@ async fn temporary_bans_set_before_and_after_a_resharding_are_lifted_once_by_the
     .await;
     // Set by node-a after the completion, without a restart: under the new count.
     for guild in &guilds {
-        tempban(&sim, guild, guild.member_ids[1], 1).await;
+        tempban(&sim, guild, guild.member_ids[1], "30s", 1).await;
         banned.push((guild.clone(), guild.member_ids[1]));
     }
     // Each timer stays in the partition of the count it was set under: the first batch's
@@ -541,18 +543,7 @@ async fn temporary_bans_set_before_and_after_a_resharding_are_lifted_once_by_the
         );
     }
 
-    let b = start_node_with(
-        &sim,
-        dir.path(),
-        membership(&coordinator, "node-b"),
-        runtime,
-    )
-    .await;
-    wait_until("two new shards moved to node-b", || async {
-        let settled = placed_for_good(&client).await;
-        settled && running(&b).await.len() == 2 && running(&a).await.len() == 2
-    })
-    .await;
+    let b = node_b_takes_two_shards(&sim, dir.path(), &coordinator, &client, &a).await;
     let on_b = running(&b).await;
     assert!(
         banned.iter().all(|(g, m)| sim.bans(g.id).contains(m)),
