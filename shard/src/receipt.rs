@@ -212,18 +212,6 @@ mod tests {
 
     use super::*;
 
-    struct Open;
-
-    impl EventSink for Open {
-        fn deliver(
-            &self,
-            _shard: ShardId,
-            _events: Vec<Event>,
-        ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-            Box::pin(std::future::ready(()))
-        }
-    }
-
     fn at(sequence: u64) -> Option<ExportedSession> {
         Some(ExportedSession {
             shard_id: 0,
@@ -256,7 +244,11 @@ mod tests {
 
     #[tokio::test]
     async fn the_checkpoint_passes_a_batch_only_once_it_and_every_earlier_one_settled() {
-        let ledger = Arc::new(Ledger::new(0, Arc::new(Open), at(1)));
+        let ledger = Arc::new(Ledger::new(
+            0,
+            Arc::new(Switch(AtomicBool::new(true))),
+            at(1),
+        ));
         let first = ledger.issue(at(5));
         let held = first.clone();
         let second = ledger.issue(at(9));
@@ -280,7 +272,11 @@ mod tests {
 
     #[test]
     fn a_refused_event_pins_the_checkpoint_before_its_batch() {
-        let ledger = Arc::new(Ledger::new(0, Arc::new(Open), at(1)));
+        let ledger = Arc::new(Ledger::new(
+            0,
+            Arc::new(Switch(AtomicBool::new(true))),
+            at(1),
+        ));
         let handled = ledger.issue(at(5));
         let refused = ledger.issue(at(9));
         let after = ledger.issue(at(12));
