@@ -41,7 +41,7 @@
 //!     [runs] [heartbeat_ms] [failure_timeout_ms] [events_per_shard] [cycles] [freeze_s]
 //! ```
 //!
-//! Defaults: 3 runs, heartbeat 500 ms, failure timeout 4,500 ms (`ClusterConfig`'s),
+//! Defaults: 3 runs, heartbeat 500 ms, failure timeout 4,000 ms (`ClusterConfig`'s),
 //! 500 events/s per shard, 10 cycles, a 15 s freeze.
 //!
 //! `PROTONN_KEEP_TEST_DIR=1` keeps every process's config, log and journal.
@@ -680,14 +680,14 @@ fn parse_args() -> Args {
         .filter_map(|a| a.parse().ok())
         .collect();
     let arg = |index: usize, default: u64| numbers.get(index).copied().unwrap_or(default);
-    let failure_timeout_ms = arg(2, 4_500);
+    let failure_timeout_ms = arg(2, 4_000);
     Args {
         runs: arg(0, 3),
         pace: Pace {
             heartbeat_ms: arg(1, 500),
             failure_timeout_ms,
-            // ClusterConfig's ratio: 2 s at a 4.5 s failure timeout.
-            lease_ttl_ms: failure_timeout_ms * 4 / 9,
+            // ClusterConfig's ratio: 1.5 s at a 4 s failure timeout.
+            lease_ttl_ms: failure_timeout_ms * 3 / 8,
             max_moves: MAX_MOVES,
         },
         per_shard: arg(3, 500) as u32,

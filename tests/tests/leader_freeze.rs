@@ -36,10 +36,10 @@ const FREEZE: Duration = Duration::from_secs(5);
 fn options(sim: &SimHandle, name: &str, store: &Arc<dyn Store>) -> CoordinatorOptions {
     CoordinatorOptions {
         name: name.to_owned(),
-        // The defaults' proportions: nodes fence after 3 s without an acknowledged
+        // The defaults' proportions: nodes fence after 2.7 s without an acknowledged
         // heartbeat, give up on a leader silent for 1 s, and a standby leads 1 s after the
         // leader's last renewal, so the nodes reach it before they would fence.
-        failure_timeout: Duration::from_millis(4_500),
+        failure_timeout: Duration::from_millis(4_000),
         ..coordinator_options(
             sim,
             CoordinatorStore::Shared(Arc::clone(store)),
