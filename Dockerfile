@@ -26,6 +26,8 @@ RUN cargo chef prepare --recipe-path recipe.json
 
 FROM chef AS build
 COPY --from=planner /src/recipe.json recipe.json
+# jemalloc's tuning (.cargo/config.toml) is built into it with the dependencies.
+COPY .cargo .cargo
 RUN cargo chef cook --release --locked -p protonn-cluster --recipe-path recipe.json
 COPY . .
 # .git is not in the build context (.dockerignore): build.rs takes the commit from here.

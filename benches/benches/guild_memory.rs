@@ -9,6 +9,10 @@
 //! ROLE) and twilight's default (every resource), each measured by the bytes freed when it
 //! is dropped. (A guild with work has an actor besides: B3 measures its bytes.)
 //!
+//! The allocator is the `protonn` binary's (jemalloc), or the system's or mimalloc with the
+//! bench crate's feature (`--features system-allocator`): the live bytes are the same, the
+//! RSS is not.
+//!
 //! `cargo bench -p protonn-benches --bench guild_memory -- [guilds]` (default 10000); needs
 //! the `protonn` binary of the same profile (`cargo build --release -p protonn-cluster`).
 
@@ -202,6 +206,7 @@ async fn main() {
     let n = guilds as f64;
     let shards = guilds.div_ceil(support::GUILDS_PER_SHARD);
     println!("B2 guild memory: {guilds} guilds on {shards} shards, B1's guilds");
+    println!("allocator: {}", std::any::type_name::<support::Allocator>());
     let binary = protonn_tests::processes::protonn_binary();
     let sim = SimProcess::start(&binary, &support::scenario(shards, guilds, 0.0, 1)).await;
 

@@ -34,6 +34,9 @@
 //!   (twilight-gateway's `zstd` feature: zstd-stream). Each window also reports the gateway
 //!   bytes the simulator wrote per dispatch (`SimStats::gateway_bytes`: frame payloads as
 //!   sent, after compression) and the bot's CPU per dispatch. `bot-only` skips the peers.
+//! - Allocator: the `protonn` binary's (jemalloc), under the bot and the peers alike;
+//!   `--features system-allocator` or `--features mimalloc` puts that one there instead
+//!   (`support::Allocator`).
 //!
 //! ```sh
 //! cargo build --release -p protonn-cluster
@@ -49,6 +52,10 @@
 mod serenity_bot;
 #[path = "support/common.rs"]
 mod support;
+
+/// The bot and its peers (this executable again) allocate with the allocator under test.
+#[global_allocator]
+static ALLOCATOR: support::Allocator = support::Allocator {};
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -745,6 +752,7 @@ async fn main() {
         if with_peers { "" } else { ", bot only" }
     );
     println!("machine: {}", support::machine());
+    println!("allocator: {}", std::any::type_name::<support::Allocator>());
 
     let mut counters = NodeCounters::default();
     let mut results = Vec::new();

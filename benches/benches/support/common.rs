@@ -456,3 +456,13 @@ async fn spawn_announced(mut command: Command, log: &Path) -> (Child, String) {
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     (child, line)
 }
+
+/// The allocator under test (B1 and B2 compare them, and print its name): the `protonn`
+/// binary's jemalloc (with its tuning from .cargo/config.toml), or the system's or mimalloc
+/// with the bench crate's feature of that name (`--features system-allocator`).
+#[cfg(not(any(feature = "system-allocator", feature = "mimalloc")))]
+pub type Allocator = tikv_jemallocator::Jemalloc;
+#[cfg(all(feature = "system-allocator", not(feature = "mimalloc")))]
+pub type Allocator = std::alloc::System;
+#[cfg(feature = "mimalloc")]
+pub type Allocator = mimalloc::MiMalloc;

@@ -3,8 +3,6 @@
 //! `common.rs` alone, so that their allocations cost what they cost in the `protonn` binary.
 #![allow(dead_code, unreachable_pub)]
 
-use std::alloc::System;
-
 use cap::Cap;
 
 #[path = "common.rs"]
@@ -14,7 +12,7 @@ pub use common::*;
 /// Every allocation of the process goes through this counter: `allocated()` is the exact
 /// number of live heap bytes (requested sizes, without the allocator's own overhead).
 #[global_allocator]
-static ALLOCATOR: Cap<System> = Cap::new(System, usize::MAX);
+static ALLOCATOR: Cap<Allocator> = Cap::new(Allocator {}, usize::MAX);
 
 /// Live heap bytes of the whole process now.
 pub fn allocated() -> usize {
