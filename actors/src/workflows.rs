@@ -22,7 +22,10 @@
 //!   through [`Feature::on_component`], is answered once at once (the modal the button
 //!   opens, or an acknowledgement) and then runs like an event, in order.
 //! - The guild's last [`RECENT_EVENTS`] messages, joins, leaves and reactions are kept, as
-//!   the actor got them (shared, not copied), for a dry run to replay: in memory only.
+//!   the actor got them (shared, not copied), for a dry run to replay: in memory only, and
+//!   only while the guild has an enabled workflow or its editor was open lately
+//!   ([`EDITOR_INTEREST`]). Most guilds have neither, and twenty messages would be most of
+//!   an active guild's bytes (B2).
 //! - A run's Discord calls wait until every kept value it could have read is stored, so what
 //!   members see never rests on a change a crash could lose.
 //! - The guild's plan decides which enabled workflows run ([`over_plan`]: the first ones by
@@ -93,6 +96,9 @@ const QUEUED_WHILE_LOADING: usize = 1_000;
 const CHOICES_PER_DRAIN: usize = 100;
 /// The guild's recent events a dry run may replay ([`RecentEvents`]).
 pub const RECENT_EVENTS: usize = 20;
+/// How long after the workflow editor last asked for a guild's recent events (a dry run
+/// counts too) the guild keeps them while it has no enabled workflow.
+const EDITOR_INTEREST: Duration = Duration::from_secs(15 * 60);
 /// Members whose roles are remembered, to tell a role added from a role removed (the node
 /// cache holds the roles after the update only).
 const MEMBERS_REMEMBERED: usize = 1_000;
@@ -129,7 +135,14 @@ impl Feature for Workflows {
     }
 
     fn on_shared_event(&self, ctx: &mut Ctx<'_>, event: &Arc<Event>) -> Vec<Effect> {
-        lock(&ctx.state::<State>().shared).recent.remember(event);
+        let mut shared = lock(&ctx.state::<State>().shared);
+        // Before the workflows are loaded, whether the guild has any is not known yet.
+        let has_workflows = match &shared.phase {
+            Phase::Unloaded => true,
+            Phase::Ready(active) => !active.enabled.is_empty(),
+        };
+        shared.recent.remember(event, has_workflows);
+        drop(shared);
         self.on_event(ctx, event)
     }
 
@@ -257,10 +270,27 @@ struct Shared {
 struct RecentEvents {
     events: VecDeque<(u64, Arc<Event>)>,
     next_id: u64,
+    /// Until when the editor's interest keeps them without a workflow ([`EDITOR_INTEREST`]).
+    wanted_until: Option<Instant>,
 }
 
 impl RecentEvents {
-    fn remember(&mut self, event: &Arc<Event>) {
+    /// The editor asked for them: kept from now on, for [`EDITOR_INTEREST`].
+    fn wanted(&mut self) {
+        self.wanted_until = Some(Instant::now() + EDITOR_INTEREST);
+    }
+
+    fn remember(&mut self, event: &Arc<Event>, has_workflows: bool) {
+        if !has_workflows
+            && self
+                .wanted_until
+                .is_none_or(|until| until <= Instant::now())
+        {
+            // Nothing will replay them: the bytes go back now.
+            self.wanted_until = None;
+            self.events = VecDeque::new();
+            return;
+        }
         if !matches!(
             **event,
             Event::MessageCreate(_)
@@ -514,7 +544,11 @@ fn has_command(view: &View, name: &str) -> bool {
 /// those of bots left out, as the runs leave them out, and those of members who restricted
 /// processing (or whose choice cannot be read) too.
 async fn recent_events(io: &Io, shared: &Mutex<Shared>) -> Vec<(u64, EventFacts)> {
-    let events: Vec<(u64, Arc<Event>)> = lock(shared).recent.events.iter().cloned().collect();
+    let events: Vec<(u64, Arc<Event>)> = {
+        let mut shared = lock(shared);
+        shared.recent.wanted();
+        shared.recent.events.iter().cloned().collect()
+    };
     let mut recent = Vec::new();
     for (id, event) in events.into_iter().rev() {
         // Replays change nothing: not even the roles remembered.
@@ -1657,6 +1691,42 @@ mod tests {
         }))
         .unwrap();
         Event::ReactionAdd(Box::new(reaction))
+    }
+
+    /// A guild without an enabled workflow keeps its recent events only while the editor
+    /// was open lately; with one, it keeps them always.
+    #[tokio::test(start_paused = true)]
+    async fn recent_events_are_kept_only_while_something_may_replay_them() {
+        let event = Arc::new(message(5, false, false));
+        let mut recent = RecentEvents::default();
+        recent.remember(&event, false);
+        assert!(
+            recent.events.is_empty(),
+            "kept with no workflow and no editor"
+        );
+        recent.remember(&event, true);
+        assert_eq!(recent.events.len(), 1, "not kept for an enabled workflow");
+
+        recent.remember(&event, false);
+        assert!(
+            recent.events.is_empty(),
+            "kept after the last workflow went"
+        );
+        recent.wanted();
+        recent.remember(&event, false);
+        tokio::time::advance(EDITOR_INTEREST - Duration::from_secs(1)).await;
+        recent.remember(&event, false);
+        assert_eq!(
+            recent.events.len(),
+            2,
+            "not kept while the editor was open lately"
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        recent.remember(&event, false);
+        assert!(
+            recent.events.is_empty(),
+            "kept after the editor's interest lapsed"
+        );
     }
 
     #[tokio::test]

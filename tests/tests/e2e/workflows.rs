@@ -1589,6 +1589,8 @@ async fn a_dry_run_replays_one_of_the_guild_s_recent_events_and_sends_nothing() 
     let calls = node.guild_calls();
     let calls = calls.as_ref();
     let (channel, member) = (guild.channel_ids[0], guild.member_ids[0]);
+    // The editor opens: a guild without workflows keeps its events from now on.
+    assert!(recent_events(calls, guild.id).await.is_empty());
     restricted_member_posts(node, sim, &guild).await;
     sim.send_message(guild.id, channel, member, "hello from the chat")
         .unwrap();
@@ -1672,6 +1674,13 @@ async fn an_admin_replays_a_recent_event_in_the_dashboard_s_dry_run() {
     let calls = node.guild_calls();
     let calls = calls.as_ref();
     let (channel, member) = (guild.channel_ids[0], guild.member_ids[0]);
+    let mut visit = SignedIn::start(sim, node, guild.owner_id).await;
+    let (browser, origin) = (&mut visit.browser, visit.origin.as_str());
+    let editor = format!("{origin}/guilds/{}/workflows/new", guild.id);
+
+    // The server has no workflow: its events are kept once the editor is open.
+    browser.go(&editor).await;
+    browser.wait_for("Replay a recent event").await;
     restricted_member_posts(node, sim, &guild).await;
     sim.send_message(guild.id, channel, member, "hello from the chat")
         .unwrap();
@@ -1680,13 +1689,7 @@ async fn an_admin_replays_a_recent_event_in_the_dashboard_s_dry_run() {
         || async { !recent_events(calls, guild.id).await.is_empty() },
     )
     .await;
-    let mut visit = SignedIn::start(sim, node, guild.owner_id).await;
-    let (browser, origin) = (&mut visit.browser, visit.origin.as_str());
-
-    browser
-        .go(&format!("{origin}/guilds/{}/workflows/new", guild.id))
-        .await;
-    browser.wait_for("Replay a recent event").await;
+    browser.go(&editor).await;
     browser.wait_for("hello from the chat").await;
     assert!(
         !browser.source().await.contains("my secret hello"),

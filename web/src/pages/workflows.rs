@@ -1476,7 +1476,7 @@ fn sample_fields(typed: &SampleForm, recent: &[RecentEvent]) -> Markup {
     html! {
         h2 { "Dry run" }
         p.muted { "Runs the workflow as typed above (saved or not) on one of the server's recent events, or on a sample event you describe, and shows each step: nothing is sent to Discord and nothing is saved." }
-        label for="sample_recent" { "Replay a recent event " span.muted { "(the bot's last " (RECENT_WORKFLOW_EVENTS) ", held in its memory only)" } }
+        label for="sample_recent" { "Replay a recent event " span.muted { "(the bot's last " (RECENT_WORKFLOW_EVENTS) ", held in its memory only: while the server has an enabled workflow, or for 15 minutes after this editor was opened)" } }
         select id="sample_recent" name="sample_recent" {
             option value="" selected[typed.recent.is_empty()] { "— the sample event described below —" }
             @for event in recent {
