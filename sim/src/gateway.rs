@@ -15,6 +15,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use flate2::{Compress, Compression};
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -237,8 +238,9 @@ struct Connection {
     /// The client closed first, with this code (`Some(None)`: no code).
     client_closed: Option<Option<u16>>,
     transport: Transport,
-    /// IDENTIFY's `compress`: dispatches go as zlib streams of their own.
-    payload_compress: bool,
+    /// IDENTIFY's `compress`: dispatches go as zlib streams of their own, made on this
+    /// context.
+    payload_compress: Option<Box<Compress>>,
     /// Op 1 was sent and no heartbeat came since.
     heartbeat_requested: bool,
 }
@@ -270,7 +272,7 @@ async fn serve(shared: Arc<Shared>, socket: WebSocket, transport: Result<Transpo
         closed_with: None,
         client_closed: None,
         transport: transport.unwrap_or(Transport::Plain),
-        payload_compress: false,
+        payload_compress: None,
         heartbeat_requested: false,
     };
     conn.record(GatewayEventKind::Connected);
@@ -611,7 +613,9 @@ impl Connection {
             wants,
             session: Arc::clone(&session),
         });
-        self.payload_compress = identify.compress;
+        self.payload_compress = identify
+            .compress
+            .then(|| Box::new(Compress::new(Compression::default(), true)));
         // Recorded before READY is queued, so the ledger reads in order.
         self.record(GatewayEventKind::Identified);
         shared
@@ -669,8 +673,12 @@ impl Connection {
     }
 
     async fn write_dispatch(&mut self, delivery: Delivery) -> bool {
-        let sent = if self.payload_compress && matches!(self.transport, Transport::Plain) {
-            let bytes = zlib_payload(&delivery.frame);
+        let payload_context = match self.transport {
+            Transport::Plain => self.payload_compress.as_deref_mut(),
+            _ => None,
+        };
+        let sent = if let Some(context) = payload_context {
+            let bytes = zlib_payload(context, &delivery.frame);
             self.shared
                 .ledger
                 .record_written(delivery.frame.len(), bytes.len());
