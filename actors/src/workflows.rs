@@ -147,8 +147,6 @@ impl Feature for Workflows {
     }
 
     fn on_event(&self, ctx: &mut Ctx<'_>, event: &Event) -> Vec<Effect> {
-        let prefix = ctx.config.prefix.clone();
-        let io = ctx.io.clone();
         let plan = ctx.plan;
         let shared = Arc::clone(&ctx.state::<State>().shared);
         let mut guard = lock(&shared);
@@ -157,8 +155,11 @@ impl Feature for Workflows {
         if let Phase::Ready(active) = &guard.phase
             && !active.view(plan).listens_to(event)
         {
+            // Most events of most guilds end here: nothing is copied for them.
             return Vec::new();
         }
+        let prefix = ctx.config.prefix.clone();
+        let io = ctx.io.clone();
         let facts = facts_of(&io, &mut guard.member_roles, event);
         if facts.is_empty() {
             return Vec::new();
