@@ -238,17 +238,17 @@ mod tests {
         }
     }
 
+    fn switch(open: bool) -> Arc<Switch> {
+        Arc::new(Switch(AtomicBool::new(open)))
+    }
+
     fn sequence(ledger: &Ledger) -> Option<u64> {
         ledger.checkpoint().map(|c| c.sequence)
     }
 
     #[tokio::test]
     async fn the_checkpoint_passes_a_batch_only_once_it_and_every_earlier_one_settled() {
-        let ledger = Arc::new(Ledger::new(
-            0,
-            Arc::new(Switch(AtomicBool::new(true))),
-            at(1),
-        ));
+        let ledger = Arc::new(Ledger::new(0, switch(true), at(1)));
         let first = ledger.issue(at(5));
         let held = first.clone();
         let second = ledger.issue(at(9));
@@ -272,11 +272,7 @@ mod tests {
 
     #[test]
     fn a_refused_event_pins_the_checkpoint_before_its_batch() {
-        let ledger = Arc::new(Ledger::new(
-            0,
-            Arc::new(Switch(AtomicBool::new(true))),
-            at(1),
-        ));
+        let ledger = Arc::new(Ledger::new(0, switch(true), at(1)));
         let handled = ledger.issue(at(5));
         let refused = ledger.issue(at(9));
         let after = ledger.issue(at(12));
@@ -290,7 +286,7 @@ mod tests {
 
     #[test]
     fn after_a_hand_over_every_event_is_admitted_and_a_refusal_before_it_shows() {
-        let gate = Arc::new(Switch(AtomicBool::new(true)));
+        let gate = switch(true);
         let ledger = Arc::new(Ledger::new(0, Arc::clone(&gate) as _, at(1)));
         let queued = ledger.issue(at(5));
         assert!(ledger.hand_over(), "nothing was refused");
@@ -300,11 +296,7 @@ mod tests {
             "the next owner starts after it: handled here, fenced or not"
         );
 
-        let ledger = Arc::new(Ledger::new(
-            0,
-            Arc::new(Switch(AtomicBool::new(false))),
-            at(1),
-        ));
+        let ledger = Arc::new(Ledger::new(0, switch(false), at(1)));
         let queued = ledger.issue(at(5));
         assert!(
             !ledger.hand_over(),
@@ -314,7 +306,7 @@ mod tests {
         drop(queued);
         assert_eq!(sequence(&ledger), Some(1));
 
-        let gate = Arc::new(Switch(AtomicBool::new(false)));
+        let gate = switch(false);
         let ledger = Arc::new(Ledger::new(0, Arc::clone(&gate) as _, at(1)));
         let queued = ledger.issue(at(5));
         assert!(!queued.admit());

@@ -97,20 +97,26 @@ impl HeldShards {
             .collect()
     }
 
-    /// The rows of the held shards, read partition by partition (`read`) from every one
-    /// they may be stored in; `owner` names a row's guild (or user).
-    pub(crate) async fn rows<T, Read>(
+    /// The rows of the held shards by their owner, read partition by partition (`read`)
+    /// from every one they may be stored in; `owner` names a row's guild (or user).
+    pub(crate) async fn rows_by_owner<T, Read, Rows>(
         &self,
         read: impl Fn(u32) -> Read,
         owner: impl Fn(&T) -> u64,
-    ) -> Result<Vec<T>, StorageError>
+    ) -> Result<Rows, StorageError>
     where
         Read: Future<Output = Result<Vec<T>, StorageError>>,
+        Rows: Default + Extend<(u64, T)>,
     {
-        let mut rows = Vec::new();
+        let mut rows = Rows::default();
         for partition in self.partitions() {
             let listed = read(partition).await?;
-            rows.extend(listed.into_iter().filter(|row| self.holds(owner(row))));
+            rows.extend(
+                listed
+                    .into_iter()
+                    .map(|row| (owner(&row), row))
+                    .filter(|&(owner, _)| self.holds(owner)),
+            );
         }
         Ok(rows)
     }
@@ -206,26 +212,21 @@ impl Round<'_> {
     async fn guilds(&mut self) -> Result<bool, StorageError> {
         let store = &self.services.store;
         let campaign_id = self.campaign.id;
-        let opt_ins: BTreeMap<u64, u64> = self
+        let opt_ins: BTreeMap<u64, (u64, u64)> = self
             .held
-            .rows(|p| store.announce_opt_ins(p), |&(guild, _)| guild)
-            .await?
-            .into_iter()
-            .collect();
+            .rows_by_owner(|p| store.announce_opt_ins(p), |&(guild, _)| guild)
+            .await?;
         if opt_ins.is_empty() {
             return Ok(true);
         }
         let known: HashMap<u64, Delivery> = self
             .held
-            .rows(
+            .rows_by_owner(
                 |p| store.deliveries(campaign_id, Some(p)),
                 |d: &Delivery| d.guild_id,
             )
-            .await?
-            .into_iter()
-            .map(|d| (d.guild_id, d))
-            .collect();
-        for (guild_id, channel_id) in opt_ins {
+            .await?;
+        for (guild_id, (_, channel_id)) in opt_ins {
             // Only a guild this node runs now: its shard may be moving.
             let held = Id::<GuildMarker>::new_checked(guild_id)
                 .is_some_and(|id| self.services.cache.guild(id).is_some());

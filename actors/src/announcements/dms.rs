@@ -49,14 +49,11 @@ impl Round<'_> {
         let campaign_id = self.campaign.id;
         let known: HashMap<u64, DmDelivery> = self
             .held
-            .rows(
+            .rows_by_owner(
                 |p| store.dm_deliveries(campaign_id, Some(p)),
                 |d: &DmDelivery| d.user_id,
             )
-            .await?
-            .into_iter()
-            .map(|d| (d.user_id, d))
-            .collect();
+            .await?;
         let mut after = None;
         loop {
             let page = store.dm_recipients(after, RECIPIENT_PAGE).await?;
