@@ -238,8 +238,8 @@ struct Connection {
     /// The client closed first, with this code (`Some(None)`: no code).
     client_closed: Option<Option<u16>>,
     transport: Transport,
-    /// IDENTIFY's `compress`: dispatches go as zlib streams of their own, made on this
-    /// context.
+    /// IDENTIFY's `compress` on a connection without transport compression: dispatches go
+    /// as zlib streams of their own, made on this context.
     payload_compress: Option<Box<Compress>>,
     /// Op 1 was sent and no heartbeat came since.
     heartbeat_requested: bool,
@@ -613,8 +613,7 @@ impl Connection {
             wants,
             session: Arc::clone(&session),
         });
-        self.payload_compress = identify
-            .compress
+        self.payload_compress = (identify.compress && matches!(self.transport, Transport::Plain))
             .then(|| Box::new(Compress::new(Compression::default(), true)));
         // Recorded before READY is queued, so the ledger reads in order.
         self.record(GatewayEventKind::Identified);
@@ -673,11 +672,7 @@ impl Connection {
     }
 
     async fn write_dispatch(&mut self, delivery: Delivery) -> bool {
-        let payload_context = match self.transport {
-            Transport::Plain => self.payload_compress.as_deref_mut(),
-            _ => None,
-        };
-        let sent = if let Some(context) = payload_context {
+        let sent = if let Some(context) = self.payload_compress.as_deref_mut() {
             let bytes = zlib_payload(context, &delivery.frame);
             self.shared
                 .ledger
