@@ -245,18 +245,12 @@ async fn measure_bot(sim: &SimProcess, guilds: u32, before_phase: &mut NodeCount
     let rss_growth = support::rss().saturating_sub(rss_before);
 
     let counters_before = NodeCounters::of(&node).await;
-    let (sim_before, sim_cpu_before) = (sim.stats().await, sim.cpu_time());
     println!("        window opens");
-    let (cpu_before, waited_before, at_before) =
-        (cpu_time(), run_queue_wait("self"), Instant::now());
-    tokio::time::sleep(WINDOW).await;
-    let (cpu_after, waited_after, at_after) = (cpu_time(), run_queue_wait("self"), Instant::now());
+    let window = Window::measure(sim, sim.pid(), None).await;
     println!("        window closed");
-    let (sim_after, sim_cpu_after) = (sim.stats().await, sim.cpu_time());
     let counters_after = NodeCounters::of(&node).await;
 
-    let written = |stats: &Value, name: &str| stats[name].as_u64().unwrap_or(0);
-    let messages_written = written(&sim_after, "messages");
+    let messages_written = sim.stat("messages").await;
     let deadline = Instant::now() + CATCH_UP;
     while handled.messages.load(Ordering::Relaxed) < messages_written && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -271,16 +265,7 @@ async fn measure_bot(sim: &SimProcess, guilds: u32, before_phase: &mut NodeCount
     let counters = at_end.minus(*before_phase);
     *before_phase = at_end;
     BotRun {
-        window: Window {
-            dispatches: written(&sim_after, "dispatches") - written(&sim_before, "dispatches"),
-            bytes: written(&sim_after, "gateway_bytes") - written(&sim_before, "gateway_bytes"),
-            cpu: cpu_after - cpu_before,
-            wall: at_after - at_before,
-            sim_cpu: sim_cpu_after - sim_cpu_before,
-            // Summed over the threads alive at each read: one that ended meanwhile takes its
-            // wait with it.
-            run_queue: waited_after.saturating_sub(waited_before),
-        },
+        window,
         routed: in_window.received_messages + in_window.received_guild_updates,
         counters,
         in_window,
