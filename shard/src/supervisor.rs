@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use metrics::gauge;
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{
+    Actor, ActorId, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort, SupervisionEvent,
+};
 use twilight_model::gateway::ShardId;
 
 use crate::metrics::{SHARDS_BY_STATE, register_shard};
@@ -37,10 +39,7 @@ pub enum SupervisorMsg {
     /// Stop running a shard without ending its session: close with 4000, stop polling at
     /// the close, let every event read reach the sink, then answer with the session (the
     /// handled checkpoint instead if the sink refused an event).
-    Drain {
-        shard: ShardId,
-        reply: RpcReplyPort<Result<ExportedSession, ShardError>>,
-    },
+    Drain { shard: ShardId, reply: DrainReply },
     /// Start running a shard, resuming `session` when given (a handoff, or a crashed
     /// owner's checkpoint) instead of identifying.
     Adopt {
@@ -125,7 +124,12 @@ struct Slot {
     restarts: u32,
     /// Being drained: when its runner stops, the shard leaves this node.
     draining: bool,
+    /// A drain that reached the runner after it had stopped on its own (fenced, or
+    /// failed): answered with the ledger's checkpoint once the runner's end arrives.
+    drained: Option<DrainReply>,
 }
+
+type DrainReply = RpcReplyPort<Result<ExportedSession, ShardError>>;
 
 impl Slot {
     fn new(ledger: Arc<Ledger>) -> Self {
@@ -135,6 +139,7 @@ impl Slot {
             phase: ShardPhase::Connecting,
             restarts: 0,
             draining: false,
+            drained: None,
         }
     }
 }
@@ -268,8 +273,14 @@ impl Actor for ShardSupervisor {
                     .shards
                     .get(&key(shard))
                     .is_some_and(|slot| slot.runner.is_none() && !slot.draining);
-                if idle && state.shutdown.is_none() {
-                    state.spawn_runner(&myself, shard, None, None).await?;
+                if idle
+                    && state.shutdown.is_none()
+                    && let Err(err) = state.spawn_runner(&myself, shard, None, None).await
+                {
+                    tracing::error!(shard_id = shard.number(), error = %err, "shard runner not restarted; trying again");
+                    myself.send_after(RESTART_BACKOFF_MAX, move || SupervisorMsg::Restart {
+                        shard,
+                    });
                 }
             }
             SupervisorMsg::Statuses(reply) => {
@@ -279,10 +290,17 @@ impl Actor for ShardSupervisor {
                 Some(Slot {
                     runner: Some(runner),
                     draining,
+                    drained,
                     ..
                 }) if !*draining => {
                     *draining = true;
-                    runner.cast(RunnerMsg::Close(CloseKind::Drain(reply)))?;
+                    // A runner that closed itself has its end on the way here: the drain
+                    // waits for it (a failed cast must not stop the supervisor).
+                    if let Err(MessagingErr::SendErr(RunnerMsg::Close(CloseKind::Drain(reply)))) =
+                        runner.cast(RunnerMsg::Close(CloseKind::Drain(reply)))
+                    {
+                        *drained = Some(reply);
+                    }
                 }
                 Some(slot) if slot.draining => {
                     let _ = reply.send(Err(ShardError::Busy("the shard is already draining")));
@@ -312,8 +330,8 @@ impl Actor for ShardSupervisor {
                     register_shard(&shard.number().to_string());
                     state
                         .spawn_runner(&myself, shard, session, seen_up_to)
-                        .await?;
-                    Ok(())
+                        .await
+                        .map_err(|err| ShardError::Actor(err.to_string()))
                 };
                 let _ = reply.send(result);
             }
@@ -323,8 +341,8 @@ impl Actor for ShardSupervisor {
                     .get(&key(shard))
                     .and_then(|slot| slot.runner.as_ref())
                 {
-                    Some(runner) => runner.cast(RunnerMsg::Send(payload))?,
-                    None => tracing::warn!(
+                    Some(runner) if runner.cast(RunnerMsg::Send(payload)).is_ok() => {}
+                    _ => tracing::warn!(
                         shard_id = shard.number(),
                         shard_count = shard.total(),
                         "gateway command for a shard not running here"
@@ -366,7 +384,11 @@ impl Actor for ShardSupervisor {
         slot.runner = None;
         match reason.as_deref() {
             _ if slot.draining => {
-                state.shards.remove(&key(shard));
+                let slot = state.shards.remove(&key(shard)).expect("found above");
+                if let Some(reply) = slot.drained {
+                    let checkpoint = slot.ledger.checkpoint();
+                    let _ = reply.send(checkpoint.ok_or(ShardError::NoSession(shard_id)));
+                }
             }
             _ if state.shutdown.is_some() => slot.phase = ShardPhase::Stopped,
             Some(FATAL_STOP) => {}
@@ -409,7 +431,126 @@ fn backoff(restarts: u32) -> Duration {
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
+    use std::pin::Pin;
+
+    use twilight_gateway::{EventTypeFlags, Intents};
+    use twilight_model::gateway::event::Event;
+
     use super::*;
+    use crate::{BotToken, IdentifyConfig, LocalScheduler};
+
+    /// A sink with nothing to do: the test drives the supervisor's handlers by hand.
+    struct Idle;
+
+    impl EventSink for Idle {
+        fn deliver(
+            &self,
+            _shard: ShardId,
+            _events: Vec<Event>,
+        ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+            Box::pin(std::future::ready(()))
+        }
+    }
+
+    /// Stands for a runner that has already stopped by itself.
+    struct Gone;
+
+    impl Actor for Gone {
+        type Msg = RunnerMsg;
+        type State = ();
+        type Arguments = ();
+
+        async fn pre_start(
+            &self,
+            _myself: ActorRef<RunnerMsg>,
+            _args: (),
+        ) -> Result<(), ActorProcessingErr> {
+            Ok(())
+        }
+    }
+
+    /// The race behind a fenced node that once stopped for good: the fence drains a shard
+    /// whose runner has just closed itself (the same lapse), before its end reaches the
+    /// supervisor. The drain is answered once the end arrives; the supervisor goes on.
+    #[tokio::test]
+    async fn a_drain_racing_a_runner_that_closed_itself_is_answered_at_its_end() {
+        let settings = GatewaySettings {
+            token: BotToken::new("token"),
+            intents: Intents::GUILDS,
+            event_types: EventTypeFlags::all(),
+            gateway_url: None,
+            shard_count: 8,
+            shard_ids: Vec::new(),
+            identify_window: Duration::from_secs(5),
+            buffer_capacity: 1,
+        };
+        let scheduler = Arc::new(LocalScheduler::start(IdentifyConfig::discord(
+            1,
+            10,
+            10,
+            Duration::from_secs(60),
+        )));
+        let sink: Arc<dyn EventSink> = Arc::new(Idle);
+        let (myself, _) = Actor::spawn(
+            None,
+            ShardSupervisor,
+            SupervisorArgs {
+                settings: settings.clone(),
+                scheduler: scheduler.clone(),
+                sink: Arc::clone(&sink),
+            },
+        )
+        .await
+        .unwrap();
+        let (runner, ended) = Actor::spawn(None, Gone, ()).await.unwrap();
+        runner.stop(None);
+        ended.await.unwrap();
+
+        let shard = ShardId::new(3, 8);
+        let session = ExportedSession {
+            shard_id: 3,
+            session_id: "s".into(),
+            sequence: 42,
+            resume_url: None,
+        };
+        let ledger = Arc::new(Ledger::new(3, Arc::clone(&sink), Some(session)));
+        let mut slot = Slot::new(ledger);
+        slot.runner = Some(runner.clone());
+        let mut state = SupervisorState {
+            settings: Arc::new(settings),
+            scheduler,
+            sink,
+            shards: BTreeMap::from([(key(shard), slot)]),
+            runners: HashMap::from([(runner.get_id(), shard)]),
+            shutdown: None,
+        };
+
+        let (reply, mut answer) = tokio::sync::oneshot::channel();
+        let drain = SupervisorMsg::Drain {
+            shard,
+            reply: reply.into(),
+        };
+        ShardSupervisor
+            .handle(myself.clone(), drain, &mut state)
+            .await
+            .expect("a drain the runner can no longer take does not stop the supervisor");
+        assert!(
+            answer.try_recv().is_err(),
+            "answered before the runner's end"
+        );
+
+        let end =
+            SupervisionEvent::ActorTerminated(runner.get_cell(), None, Some(CLOSED_STOP.into()));
+        ShardSupervisor
+            .handle_supervisor_evt(myself.clone(), end, &mut state)
+            .await
+            .unwrap();
+        let drained = answer.await.unwrap().expect("the last runner's checkpoint");
+        assert_eq!(drained.sequence, 42);
+        assert!(state.shards.is_empty(), "the shard left the node");
+        myself.stop(None);
+    }
 
     #[test]
     fn restart_backoff_doubles_and_is_capped() {
