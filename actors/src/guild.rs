@@ -132,6 +132,8 @@ impl Actor for GuildActor {
         })
     }
 
+    /// Each handling is boxed: inline, the largest of them (kilobytes of feature and store
+    /// futures) would size every actor's task, idle or not, and every guild has one.
     async fn handle(
         &self,
         myself: ActorRef<GuildMsg>,
@@ -149,12 +151,12 @@ impl Actor for GuildActor {
                 return Ok(());
             }
             GuildMsg::Call(call, reply) => {
-                state.answer(*call, reply).await;
+                Box::pin(state.answer(*call, reply)).await;
                 state.pending.fetch_sub(1, Ordering::AcqRel);
                 return Ok(());
             }
             GuildMsg::Timer(timer) => {
-                state.on_timer(*timer).await;
+                Box::pin(state.on_timer(*timer)).await;
                 state.pending.fetch_sub(1, Ordering::AcqRel);
                 return Ok(());
             }
@@ -174,13 +176,13 @@ impl Actor for GuildActor {
         let removed =
             matches!(&*event, Event::GuildDelete(delete) if delete.unavailable != Some(true));
         let started = Instant::now();
-        state.handle_with_retries(&event).await;
+        Box::pin(state.handle_with_retries(&event)).await;
         histogram!(EVENT_HANDLING).record(started.elapsed().as_secs_f64());
         state.pending.fetch_sub(1, Ordering::AcqRel);
         // Without `unavailable` the bot was removed from the guild (an outage sets it).
         if removed {
             tracing::info!(guild_id = %state.guild_id, "removed from guild");
-            state.schedule_data_deletion().await;
+            Box::pin(state.schedule_data_deletion()).await;
             myself.stop(Some(REMOVED.to_owned()));
         }
         Ok(())

@@ -281,15 +281,23 @@ impl RecentEvents {
         self.wanted_until = Some(Instant::now() + EDITOR_INTEREST);
     }
 
-    fn remember(&mut self, event: &Arc<Event>, has_workflows: bool) {
-        if !has_workflows
-            && self
+    /// Whether they are kept: something may replay them (an enabled workflow, or the editor's
+    /// interest). If not, the bytes go back now.
+    fn keep(&mut self, has_workflows: bool) -> bool {
+        if has_workflows
+            || self
                 .wanted_until
-                .is_none_or(|until| until <= Instant::now())
+                .is_some_and(|until| until > Instant::now())
         {
-            // Nothing will replay them: the bytes go back now.
-            self.wanted_until = None;
-            self.events = VecDeque::new();
+            return true;
+        }
+        self.wanted_until = None;
+        self.events = VecDeque::new();
+        false
+    }
+
+    fn remember(&mut self, event: &Arc<Event>, has_workflows: bool) {
+        if !self.keep(has_workflows) {
             return;
         }
         if !matches!(
@@ -1378,6 +1386,8 @@ async fn drain_once(io: Io, shared: Arc<Mutex<Shared>>, prefix: String) -> Vec<E
         }
     }
     if guard.waiting.is_empty() {
+        // The queue fills only while loading or reading choices: its room goes back.
+        guard.waiting = VecDeque::new();
         guard.draining = false;
     } else {
         drop(guard);
@@ -1405,6 +1415,8 @@ async fn activate(io: &Io, shared: &Mutex<Shared>) -> Result<(), StorageError> {
             continue;
         }
         counter!(WORKFLOW_ACTIVATIONS, "outcome" => "loaded").increment(1);
+        // What came before the load was kept in case a workflow could replay it.
+        guard.recent.keep(!active.enabled.is_empty());
         guard.phase = Phase::Ready(Arc::new(active));
         guard.pending_waits = waits;
     }
@@ -1728,6 +1740,22 @@ mod tests {
             recent.events.is_empty(),
             "kept after the editor's interest lapsed"
         );
+    }
+
+    /// The first events come before the load tells whether the guild has a workflow: they
+    /// are kept until then, and the load of a guild without one gives them back.
+    #[tokio::test]
+    async fn the_load_forgets_what_came_before_it_when_nothing_may_replay_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = io(dir.path());
+        let shared = Mutex::new(Shared::default());
+        lock(&shared)
+            .recent
+            .remember(&Arc::new(message(5, false, false)), true);
+        activate(&io, &shared).await.unwrap();
+        let guard = lock(&shared);
+        assert!(matches!(guard.phase, Phase::Ready(_)));
+        assert!(guard.recent.events.is_empty(), "kept without a workflow");
     }
 
     #[tokio::test]
