@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use protonn_actors::{GuildRouter, RuntimeConfig};
 use protonn_storage::EmbeddedStore;
-use router::{GUILD_BASE, active, message, route, router_services};
+use router::{GUILD_BASE, all_handled, message, route, router_services};
 use serde_json::Value;
 
 const WARM_UP: u64 = 100;
@@ -60,9 +60,8 @@ async fn subject(guilds: u64) {
             .collect();
         route(&router, batch).await;
         wanted += count as usize;
-        while active(&router).await < wanted {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        all_handled(&router, wanted).await;
+        // The tasks the handlings started (the workflows' load) end meanwhile.
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     // What is live now is the process's end for DHAT: no teardown frees anything.

@@ -159,3 +159,14 @@ pub async fn active(router: &ActorRef<RouterMsg>) -> usize {
         .unwrap()
         .active_guilds
 }
+
+/// Waits until the router has `actors` guild actors and none has an event left to handle.
+pub async fn all_handled(router: &ActorRef<RouterMsg>, actors: usize) {
+    loop {
+        let stats = ractor::call_t!(router, RouterMsg::Stats, 5_000).unwrap();
+        if stats.active_guilds >= actors && stats.queued == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
