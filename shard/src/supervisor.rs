@@ -142,6 +142,14 @@ impl Slot {
             drained: None,
         }
     }
+
+    /// What a drain answers once no runner is left: the checkpoint of the last one (every
+    /// event of it delivered).
+    fn last_session(&self, shard: ShardId) -> Result<ExportedSession, ShardError> {
+        self.ledger
+            .checkpoint()
+            .ok_or(ShardError::NoSession(shard.number()))
+    }
 }
 
 impl ShardSupervisor {
@@ -309,10 +317,10 @@ impl Actor for ShardSupervisor {
                     // No runner: in restart back-off, stopped, or closed fatally. Nothing
                     // is connected, so the shard leaves at once, with the checkpoint of its
                     // last runner (every event of it delivered), and no restart follows.
-                    let checkpoint = slot.ledger.checkpoint();
+                    let session = slot.last_session(shard);
                     state.shards.remove(&key(shard));
                     state.publish_states();
-                    let _ = reply.send(checkpoint.ok_or(ShardError::NoSession(shard.number())));
+                    let _ = reply.send(session);
                 }
                 None => {
                     let _ = reply.send(Err(ShardError::UnknownShard(shard.number())));
@@ -384,10 +392,9 @@ impl Actor for ShardSupervisor {
         slot.runner = None;
         match reason.as_deref() {
             _ if slot.draining => {
-                let slot = state.shards.remove(&key(shard)).expect("found above");
-                if let Some(reply) = slot.drained {
-                    let checkpoint = slot.ledger.checkpoint();
-                    let _ = reply.send(checkpoint.ok_or(ShardError::NoSession(shard_id)));
+                let mut slot = state.shards.remove(&key(shard)).expect("found above");
+                if let Some(reply) = slot.drained.take() {
+                    let _ = reply.send(slot.last_session(shard));
                 }
             }
             _ if state.shutdown.is_some() => slot.phase = ShardPhase::Stopped,
