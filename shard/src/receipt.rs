@@ -202,7 +202,7 @@ impl Receipt {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::future::Future;
     use std::pin::Pin;
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -222,7 +222,7 @@ mod tests {
     }
 
     /// A node's gate, opened and closed by the test (closed: a fenced node's).
-    struct Switch(AtomicBool);
+    pub(crate) struct Switch(AtomicBool);
 
     impl EventSink for Switch {
         fn deliver(
@@ -238,7 +238,7 @@ mod tests {
         }
     }
 
-    fn switch(open: bool) -> Arc<Switch> {
+    pub(crate) fn switch(open: bool) -> Arc<Switch> {
         Arc::new(Switch(AtomicBool::new(open)))
     }
 

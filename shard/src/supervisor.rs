@@ -438,27 +438,10 @@ fn backoff(restarts: u32) -> Duration {
 
 #[cfg(test)]
 mod tests {
-    use std::future::Future;
-    use std::pin::Pin;
-
     use twilight_gateway::{EventTypeFlags, Intents};
-    use twilight_model::gateway::event::Event;
 
     use super::*;
     use crate::{BotToken, IdentifyConfig, LocalScheduler};
-
-    /// A sink with nothing to do: the test drives the supervisor's handlers by hand.
-    struct Idle;
-
-    impl EventSink for Idle {
-        fn deliver(
-            &self,
-            _shard: ShardId,
-            _events: Vec<Event>,
-        ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-            Box::pin(std::future::ready(()))
-        }
-    }
 
     /// Stands for a runner that has already stopped by itself.
     struct Gone;
@@ -498,7 +481,7 @@ mod tests {
             10,
             Duration::from_secs(60),
         )));
-        let sink: Arc<dyn EventSink> = Arc::new(Idle);
+        let sink: Arc<dyn EventSink> = crate::receipt::tests::switch(true);
         let (myself, _) = Actor::spawn(
             None,
             ShardSupervisor,
