@@ -5,7 +5,7 @@
 //! the cache would silently go stale. Choosing a resource also makes the shards deserialise
 //! the events that update it.
 
-use protonn_shard::{EventTypeFlags, Intents};
+use protonn_shard::{EventTypeFlags, GuildLists, Intents};
 use twilight_cache_inmemory::{DefaultInMemoryCache, ResourceType};
 use twilight_model::channel::{Channel, StageInstance, message::Sticker};
 use twilight_model::gateway::event::Event;
@@ -201,6 +201,23 @@ pub fn event_types_for(resources: ResourceType) -> EventTypeFlags {
         .fold(crate::event_types(), |types, r| types | r.events)
 }
 
+/// The lists of a GUILD_CREATE the shards read for a cache keeping `resources`: what it
+/// keeps, and the members, where the bot's own roles are read ([`crate::OwnRoles`]). The
+/// others (by default the channels, emojis, presences, stickers, voice states, stage
+/// instances and scheduled events) are skipped unread; nothing else reads them.
+pub fn guild_lists_for(resources: ResourceType) -> GuildLists {
+    GuildLists {
+        channels: resources.contains(ResourceType::CHANNEL),
+        emojis: resources.contains(ResourceType::EMOJI),
+        members: true,
+        presences: resources.contains(ResourceType::PRESENCE),
+        stickers: resources.contains(ResourceType::STICKER),
+        voice_states: resources.contains(ResourceType::VOICE_STATE),
+        stage_instances: resources.contains(ResourceType::STAGE_INSTANCE),
+        scheduled_events: false,
+    }
+}
+
 /// Updates the node cache from `event` as twilight's `update` does, without its deep copy of
 /// a GUILD_CREATE: twilight clones the whole guild it is given (channels, members, presences,
 /// emojis: most of a READY burst's bytes) and then keeps what the resource types say, by
@@ -386,6 +403,36 @@ mod tests {
         assert_eq!(crate::cached_resources(), REQUIRED_RESOURCES);
         assert_eq!(cache_resources(&["guild", "role"]), Ok(REQUIRED_RESOURCES));
         assert_eq!(event_types_for(REQUIRED_RESOURCES), crate::event_types());
+    }
+
+    /// The shards read the lists the cache keeps, and the members (the bot's own roles).
+    #[test]
+    fn a_guild_create_s_lists_are_read_where_something_keeps_them() {
+        let default = guild_lists_for(REQUIRED_RESOURCES);
+        assert_eq!(
+            default,
+            GuildLists {
+                channels: false,
+                emojis: false,
+                members: true,
+                presences: false,
+                stickers: false,
+                voice_states: false,
+                stage_instances: false,
+                scheduled_events: false,
+            }
+        );
+        let all = guild_lists_for(ResourceType::all());
+        assert_eq!(
+            all,
+            GuildLists {
+                scheduled_events: false,
+                ..GuildLists::ALL
+            },
+            "twilight keeps no scheduled events"
+        );
+        let channels = guild_lists_for(REQUIRED_RESOURCES | ResourceType::CHANNEL);
+        assert!(channels.channels && !channels.emojis);
     }
 
     #[test]

@@ -47,7 +47,7 @@ mod tickets;
 mod usage;
 mod workflows;
 
-pub use cache::{REQUIRED_RESOURCES, cache_resources, event_types_for};
+pub use cache::{REQUIRED_RESOURCES, cache_resources, event_types_for, guild_lists_for};
 pub use calls::{
     AUDIT_CONFIG_CHANGE, AUDIT_CONFIG_ROLLBACK, CallSource, Caller, ChannelSummary,
     ConfigAuditDetails, GuildCall, GuildCallError, GuildCalls, GuildRequest, GuildResponse,

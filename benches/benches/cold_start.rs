@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use protonn_shard::{
-    BotToken, EventSink, EventTypeFlags, GatewaySettings, IdentifyConfig, Intents, LocalScheduler,
-    ShardPhase, ShardSupervisor, SupervisorArgs, SupervisorMsg,
+    BotToken, EventSink, EventTypeFlags, GatewaySettings, GuildLists, IdentifyConfig, Intents,
+    LocalScheduler, ShardPhase, ShardSupervisor, SupervisorArgs, SupervisorMsg,
 };
 use protonn_sim::{IdentifyOutcome, SimConfig, Simulator};
 use twilight_model::gateway::ShardId;
@@ -63,6 +63,7 @@ async fn run(shards: u32, max_concurrency: u32) -> Run {
             shard_ids: (0..shards).collect(),
             identify_window: identify.window,
             buffer_capacity: 4_096,
+            guild_lists: GuildLists::ALL,
         },
         scheduler: Arc::new(LocalScheduler::start(identify)),
         sink: Arc::new(Discard),

@@ -140,6 +140,8 @@ async fn run_caches(sim: &SimProcess, shards: u32, guilds: usize) -> Caches {
             shard_ids: (0..shards).collect(),
             identify_window: Duration::from_millis(50),
             buffer_capacity: 4_096,
+            // As a node reads them for its cache.
+            guild_lists: protonn_actors::guild_lists_for(protonn_actors::cached_resources()),
         },
         scheduler: Arc::new(LocalScheduler::start(IdentifyConfig {
             window: Duration::from_millis(50),

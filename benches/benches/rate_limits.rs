@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use protonn_cluster::{DiscordEndpoint, Node, NodeOptions};
 use protonn_shard::{
-    BotToken, EventSink, EventTypeFlags, GatewaySettings, IdentifyConfig, Intents, LocalScheduler,
-    ShardPhase, ShardSupervisor, SupervisorArgs, SupervisorMsg, encode_command,
+    BotToken, EventSink, EventTypeFlags, GatewaySettings, GuildLists, IdentifyConfig, Intents,
+    LocalScheduler, ShardPhase, ShardSupervisor, SupervisorArgs, SupervisorMsg, encode_command,
 };
 use protonn_sim::{GatewayEventKind, SimConfig, SimHandle, Simulator};
 use tokio::time::Instant;
@@ -232,6 +232,7 @@ async fn gateway_run(per_shard_asked: usize) -> GatewayRun {
             shard_ids: (0..SHARDS).collect(),
             identify_window: Duration::from_secs(5),
             buffer_capacity: 4_096,
+            guild_lists: GuildLists::ALL,
         },
         scheduler: Arc::new(LocalScheduler::start(IdentifyConfig::discord(
             SHARDS as u16,

@@ -207,6 +207,7 @@ impl Node {
             shard_count,
             identify_window: identify.window,
             buffer_capacity: SHARD_BUFFER,
+            guild_lists: protonn_actors::guild_lists_for(cached),
         };
 
         // A cluster node uses the coordinator's store, so a moved guild's data follows it.

@@ -37,7 +37,7 @@ pub use event::EventSink;
 pub use identify::{IdentifyConfig, IdentifyReason, IdentifyScheduler, LocalScheduler};
 pub use receipt::{Ledger, Receipt};
 pub use session::ExportedSession;
-pub use settings::{BotToken, GatewaySettings};
+pub use settings::{BotToken, GatewaySettings, GuildLists};
 pub use supervisor::{ShardPhase, ShardStatus, ShardSupervisor, SupervisorArgs, SupervisorMsg};
 pub use twilight_gateway::{EventTypeFlags, Intents};
 

@@ -8,7 +8,8 @@
 //! only a frame that is not an available guild goes the untagged way. And twilight's guild
 //! reader makes an error message naming its 51 fields for every key it does not know (six
 //! in a guild of the simulator's, more from Discord), only to drop it: the keys it does not
-//! name are skipped before it sees them.
+//! name are skipped before it sees them, and so are the lists the node does not read
+//! ([`GuildLists`]).
 
 use std::fmt;
 
@@ -23,26 +24,34 @@ use twilight_model::gateway::event::{
 use twilight_model::gateway::payload::incoming::GuildCreate;
 use twilight_model::guild::{Guild, UnavailableGuild};
 
+use crate::GuildLists;
+
 /// What a gateway message gives the shard: `None` for the event types not wanted, which
 /// twilight skips unparsed.
 pub(crate) fn event(
     message: Message,
     wanted: EventTypeFlags,
+    lists: GuildLists,
 ) -> Option<Result<Event, ReceiveMessageError>> {
     match message {
         Message::Close(frame) => Some(Ok(Event::GatewayClose(frame))),
-        Message::Text(text) => parse(text, wanted).transpose().map(|r| r.map(Event::from)),
+        Message::Text(text) => parse(text, wanted, lists)
+            .transpose()
+            .map(|r| r.map(Event::from)),
     }
 }
 
-/// twilight's `parse`, reading an available guild's GUILD_CREATE without the untagged detour.
+/// twilight's `parse`, reading an available guild's GUILD_CREATE without the untagged detour
+/// (and only its `lists`).
 pub(crate) fn parse(
     text: String,
     wanted: EventTypeFlags,
+    lists: GuildLists,
 ) -> Result<Option<GatewayEvent>, ReceiveMessageError> {
     if wanted.contains(EventTypeFlags::GUILD_CREATE)
         && is_guild_create(&text)
-        && let Ok(GuildFrame { s, d: guild }) = serde_json::from_str::<GuildFrame>(&text)
+        && let Ok(GuildFrame { s, d: guild }) =
+            FrameSeed(lists).deserialize(&mut serde_json::Deserializer::from_str(&text))
     {
         let create = if guild.unavailable == Some(true) {
             // What the untagged enum makes of it: its unavailable form comes first.
@@ -73,11 +82,59 @@ fn is_guild_create(text: &str) -> bool {
 }
 
 /// A dispatch frame whose `d` is a guild; `op` and `t` were read already.
-#[derive(Deserialize)]
 struct GuildFrame {
     s: u64,
-    #[serde(deserialize_with = "known_fields")]
     d: Guild,
+}
+
+/// Reads a [`GuildFrame`] whose guild has only `lists` of its lists read.
+struct FrameSeed(GuildLists);
+
+impl<'de> DeserializeSeed<'de> for FrameSeed {
+    type Value = GuildFrame;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<GuildFrame, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FrameSeed {
+    type Value = GuildFrame;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a dispatch frame")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<GuildFrame, A::Error> {
+        let (mut s, mut d) = (None, None);
+        while let Some(key) = map.next_key::<&str>()? {
+            match key {
+                "s" => s = Some(map.next_value()?),
+                "d" => d = Some(map.next_value_seed(GuildSeed(self.0))?),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(GuildFrame {
+            s: s.ok_or_else(|| de::Error::missing_field("s"))?,
+            d: d.ok_or_else(|| de::Error::missing_field("d"))?,
+        })
+    }
+}
+
+/// Reads a guild with only `lists` of its lists ([`KnownFields`]).
+struct GuildSeed(GuildLists);
+
+impl<'de> DeserializeSeed<'de> for GuildSeed {
+    type Value = Guild;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Guild, D::Error> {
+        Guild::deserialize(KnownFields {
+            deserializer,
+            lists: self.0,
+        })
+    }
 }
 
 /// Keys twilight 0.18's guild reader reads but leaves out of the field list it gives
@@ -90,13 +147,13 @@ const READ_BUT_NOT_LISTED: [&str; 5] = [
     "stickers",
 ];
 
-fn known_fields<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Guild, D::Error> {
-    Guild::deserialize(KnownFields(deserializer))
-}
-
 /// Hands the guild's reader only the keys it reads: those it lists (the `fields` it gives
-/// `deserialize_struct`) and [`READ_BUT_NOT_LISTED`]; the others' values are skipped.
-struct KnownFields<D>(D);
+/// `deserialize_struct`) and [`READ_BUT_NOT_LISTED`], but not the lists left out of `lists`;
+/// the others' values are skipped.
+struct KnownFields<D> {
+    deserializer: D,
+    lists: GuildLists,
+}
 
 impl<'de, D: Deserializer<'de>> Deserializer<'de> for KnownFields<D> {
     type Error = D::Error;
@@ -107,12 +164,20 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for KnownFields<D> {
         fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, D::Error> {
-        self.0
-            .deserialize_struct(name, fields, KnownFieldsVisitor { fields, visitor })
+        let lists = self.lists;
+        self.deserializer.deserialize_struct(
+            name,
+            fields,
+            KnownFieldsVisitor {
+                fields,
+                lists,
+                visitor,
+            },
+        )
     }
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
-        self.0.deserialize_any(visitor)
+        self.deserializer.deserialize_any(visitor)
     }
 
     serde::forward_to_deserialize_any! {
@@ -124,6 +189,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for KnownFields<D> {
 
 struct KnownFieldsVisitor<V> {
     fields: &'static [&'static str],
+    lists: GuildLists,
     visitor: V,
 }
 
@@ -138,6 +204,7 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for KnownFieldsVisitor<V> {
         self.visitor.visit_map(KnownKeys {
             map,
             fields: self.fields,
+            lists: self.lists,
         })
     }
 }
@@ -145,6 +212,7 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for KnownFieldsVisitor<V> {
 struct KnownKeys<A> {
     map: A,
     fields: &'static [&'static str],
+    lists: GuildLists,
 }
 
 impl<'de, A: MapAccess<'de>> MapAccess<'de> for KnownKeys<A> {
@@ -155,7 +223,7 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for KnownKeys<A> {
         seed: K,
     ) -> Result<Option<K::Value>, A::Error> {
         loop {
-            match self.map.next_key_seed(FieldOf(self.fields))? {
+            match self.map.next_key_seed(FieldOf(self.fields, self.lists))? {
                 None => return Ok(None),
                 Some(Some(field)) => return seed.deserialize(field.into_deserializer()).map(Some),
                 Some(None) => {
@@ -174,8 +242,9 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for KnownKeys<A> {
     }
 }
 
-/// A key as the field it names, if the struct names it; read without allocating.
-struct FieldOf(&'static [&'static str]);
+/// A key as the field it names, if the struct names it and it is read; read without
+/// allocating.
+struct FieldOf(&'static [&'static str], GuildLists);
 
 impl<'de> DeserializeSeed<'de> for FieldOf {
     type Value = Option<&'static str>;
@@ -198,7 +267,8 @@ impl Visitor<'_> for FieldOf {
             .iter()
             .chain(&READ_BUT_NOT_LISTED)
             .copied()
-            .find(|field| *field == key))
+            .find(|field| *field == key)
+            .filter(|field| self.1.reads(field)))
     }
 }
 
@@ -254,7 +324,7 @@ mod tests {
 
     /// Both readings of `text`, as events (twilight's `GatewayEvent` has no equality).
     fn both(text: String, wanted: EventTypeFlags) -> (Option<Event>, Option<Event>) {
-        let ours = parse(text.clone(), wanted).expect("ours parses");
+        let ours = parse(text.clone(), wanted, GuildLists::ALL).expect("ours parses");
         let twilights = twilight_gateway::parse(text, wanted).expect("twilight parses");
         (ours.map(Event::from), twilights.map(Event::from))
     }
@@ -272,12 +342,15 @@ mod tests {
             assert!(ours.is_some(), "{d}");
             assert_eq!(ours, twilights, "{d}");
         }
+        let text = frame(guild(None));
         assert!(
-            serde_json::from_str::<GuildFrame>(&frame(guild(None))).is_ok(),
+            FrameSeed(GuildLists::ALL)
+                .deserialize(&mut serde_json::Deserializer::from_str(&text))
+                .is_ok(),
             "an available guild is read straight, not the untagged way"
         );
         let Some(GatewayEvent::Dispatch(7, DispatchEvent::GuildCreate(create))) =
-            parse(frame(guild(Some(false))), wanted).unwrap()
+            parse(frame(guild(Some(false))), wanted, GuildLists::ALL).unwrap()
         else {
             panic!("a dispatch of sequence 7");
         };
@@ -297,6 +370,39 @@ mod tests {
             (1, 1, 1, Some(12), Some(50)),
             "the keys not listed are read"
         );
+    }
+
+    /// A list left out is skipped unread and empty; the rest is what twilight reads.
+    #[test]
+    fn the_lists_left_out_are_skipped_and_the_rest_is_read() {
+        let lists = GuildLists {
+            channels: false,
+            stickers: false,
+            ..GuildLists::ALL
+        };
+        let mut d = guild(None);
+        d["members"] = json!([{"user": {"id": "1", "username": "u", "discriminator": "0",
+            "avatar": null}, "roles": ["100"], "joined_at": "2026-01-01T00:00:00.000000+00:00",
+            "deaf": false, "mute": false, "flags": 0}]);
+        let (Ok(Some(ours)), Ok(Some(twilights))) = (
+            parse(frame(d.clone()), EventTypeFlags::all(), lists),
+            twilight_gateway::parse(frame(d), EventTypeFlags::all()),
+        ) else {
+            panic!("both read the guild");
+        };
+        let available = |event: GatewayEvent| match event {
+            GatewayEvent::Dispatch(_, DispatchEvent::GuildCreate(create)) => match *create {
+                GuildCreate::Available(guild) => guild,
+                GuildCreate::Unavailable(_) => panic!("an available guild"),
+            },
+            _ => panic!("a GUILD_CREATE"),
+        };
+        let (ours, mut expected) = (available(ours), available(twilights));
+        assert_eq!((expected.channels.len(), expected.stickers.len()), (1, 1));
+        expected.channels.clear();
+        expected.stickers.clear();
+        assert_eq!(ours, expected, "only the lists left out differ");
+        assert_eq!((ours.members.len(), ours.roles.len()), (1, 1));
     }
 
     #[test]
@@ -319,7 +425,7 @@ mod tests {
 
         // A GUILD_CREATE that is no guild is refused as twilight refuses it.
         let broken = frame(json!({"id": "100", "name": 5}));
-        assert!(parse(broken.clone(), EventTypeFlags::all()).is_err());
+        assert!(parse(broken.clone(), EventTypeFlags::all(), GuildLists::ALL).is_err());
         assert!(twilight_gateway::parse(broken, EventTypeFlags::all()).is_err());
     }
 }

@@ -26,8 +26,8 @@ use crate::metrics::{
     SHARD_EVENTS, reconnect_reason,
 };
 use crate::{
-    EventSink, ExportedSession, GatewaySettings, IdentifyScheduler, Ledger, ShardError, ShardPhase,
-    SupervisorMsg,
+    EventSink, ExportedSession, GatewaySettings, GuildLists, IdentifyScheduler, Ledger, ShardError,
+    ShardPhase, SupervisorMsg,
 };
 
 /// Stop reason of a runner whose shard was closed fatally: the supervisor must not restart it.
@@ -142,6 +142,7 @@ impl Actor for ShardRunner {
                 | EventTypeFlags::GATEWAY_INVALIDATE_SESSION
                 | EventTypeFlags::GATEWAY_RECONNECT
                 | EventTypeFlags::GATEWAY_HEARTBEAT_ACK,
+            guild_lists: settings.guild_lists,
             buffer,
             supervisor: args.supervisor,
             phase: ShardPhase::Connecting,
@@ -306,6 +307,7 @@ type Drained = (
 struct Poller {
     shard: Shard<ShardQueue>,
     event_types: EventTypeFlags,
+    guild_lists: GuildLists,
     buffer: BufferTx,
     supervisor: ActorRef<SupervisorMsg>,
     phase: ShardPhase,
@@ -338,7 +340,7 @@ impl Poller {
                     return (Outcome::Closed, drained);
                 }
                 message = self.shard.next() => match message {
-                    Some(Ok(message)) => match crate::parse::event(message, self.event_types) {
+                    Some(Ok(message)) => match crate::parse::event(message, self.event_types, self.guild_lists) {
                         Some(event) => Some(event),
                         // A type the bot does not handle: skipped unparsed.
                         None => continue,

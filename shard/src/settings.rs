@@ -45,6 +45,53 @@ pub struct GatewaySettings {
     /// Events a shard may hold for its forwarder. Past it, typing and presence events are
     /// shed and anything else pauses the shard's reading until there is room.
     pub buffer_capacity: usize,
+    /// The lists of a GUILD_CREATE that are read; the others are skipped unread.
+    pub guild_lists: GuildLists,
+}
+
+/// The lists of a GUILD_CREATE a shard reads. One it does not is skipped unread and left
+/// empty in the event: in a READY burst, reading lists nothing keeps (channels, emojis) was a
+/// third of the bot's parse (B3's profile). The guild's roles are always read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuildLists {
+    /// The channels and the active threads.
+    pub channels: bool,
+    pub emojis: bool,
+    pub members: bool,
+    pub presences: bool,
+    pub stickers: bool,
+    pub voice_states: bool,
+    pub stage_instances: bool,
+    pub scheduled_events: bool,
+}
+
+impl GuildLists {
+    /// Every list, as twilight reads a GUILD_CREATE.
+    pub const ALL: Self = Self {
+        channels: true,
+        emojis: true,
+        members: true,
+        presences: true,
+        stickers: true,
+        voice_states: true,
+        stage_instances: true,
+        scheduled_events: true,
+    };
+
+    /// Whether the guild's key `key` is read (any key that is not a list is).
+    pub(crate) fn reads(&self, key: &str) -> bool {
+        match key {
+            "channels" | "threads" => self.channels,
+            "emojis" => self.emojis,
+            "members" => self.members,
+            "presences" => self.presences,
+            "stickers" => self.stickers,
+            "voice_states" => self.voice_states,
+            "stage_instances" => self.stage_instances,
+            "guild_scheduled_events" => self.scheduled_events,
+            _ => true,
+        }
+    }
 }
 
 impl GatewaySettings {
@@ -84,6 +131,7 @@ mod tests {
             shard_ids: vec![0],
             identify_window: Duration::from_secs(5),
             buffer_capacity: 1,
+            guild_lists: GuildLists::ALL,
         };
         let debug = format!("{settings:?}");
         assert!(!debug.contains("super-secret-token"), "{debug}");

@@ -474,6 +474,7 @@ mod tests {
             shard_ids: Vec::new(),
             identify_window: Duration::from_secs(5),
             buffer_capacity: 1,
+            guild_lists: crate::GuildLists::ALL,
         };
         let scheduler = Arc::new(LocalScheduler::start(IdentifyConfig::discord(
             1,

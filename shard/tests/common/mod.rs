@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use protonn_shard::{
-    BotToken, EventSink, EventTypeFlags, ExportedSession, GatewaySettings, IdentifyConfig, Intents,
-    LocalScheduler, ShardPhase, ShardSupervisor, SupervisorArgs, SupervisorMsg,
+    BotToken, EventSink, EventTypeFlags, ExportedSession, GatewaySettings, GuildLists,
+    IdentifyConfig, Intents, LocalScheduler, ShardPhase, ShardSupervisor, SupervisorArgs,
+    SupervisorMsg,
 };
 use protonn_sim::{GatewayEventKind, SimConfig, SimHandle, Simulator};
 use ractor::ActorRef;
@@ -91,6 +92,7 @@ pub(crate) async fn start_supervisor<S: EventSink>(
             shard_ids,
             identify_window: identify.window,
             buffer_capacity: 64,
+            guild_lists: GuildLists::ALL,
         },
         scheduler: Arc::new(LocalScheduler::start(identify)),
         sink,
