@@ -50,8 +50,7 @@ pub(crate) fn parse(
 ) -> Result<Option<GatewayEvent>, ReceiveMessageError> {
     if wanted.contains(EventTypeFlags::GUILD_CREATE)
         && is_guild_create(&text)
-        && let Ok(GuildFrame { s, d: guild }) =
-            FrameSeed(lists).deserialize(&mut serde_json::Deserializer::from_str(&text))
+        && let Ok(GuildFrame { s, d: guild }) = guild_frame(&text, lists)
     {
         let create = if guild.unavailable == Some(true) {
             // What the untagged enum makes of it: its unavailable form comes first.
@@ -85,6 +84,14 @@ fn is_guild_create(text: &str) -> bool {
 struct GuildFrame {
     s: u64,
     d: Guild,
+}
+
+/// The frame read whole, as `serde_json::from_str` reads it (nothing may follow it).
+fn guild_frame(text: &str, lists: GuildLists) -> serde_json::Result<GuildFrame> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let frame = FrameSeed(lists).deserialize(&mut deserializer)?;
+    deserializer.end()?;
+    Ok(frame)
 }
 
 /// Reads a [`GuildFrame`] whose guild has only `lists` of its lists read.
@@ -342,11 +349,8 @@ mod tests {
             assert!(ours.is_some(), "{d}");
             assert_eq!(ours, twilights, "{d}");
         }
-        let text = frame(guild(None));
         assert!(
-            FrameSeed(GuildLists::ALL)
-                .deserialize(&mut serde_json::Deserializer::from_str(&text))
-                .is_ok(),
+            guild_frame(&frame(guild(None)), GuildLists::ALL).is_ok(),
             "an available guild is read straight, not the untagged way"
         );
         let Some(GatewayEvent::Dispatch(7, DispatchEvent::GuildCreate(create))) =
