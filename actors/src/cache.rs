@@ -207,9 +207,18 @@ pub fn event_types_for(resources: ResourceType) -> EventTypeFlags {
 /// instances and scheduled events) are skipped unread; nothing else reads them.
 pub fn guild_lists_for(resources: ResourceType) -> GuildLists {
     GuildLists {
+        members: true,
+        ..cached_lists(resources)
+    }
+}
+
+/// The lists of a GUILD_CREATE twilight's cache keeps with `resources` (it keeps no
+/// scheduled events).
+fn cached_lists(resources: ResourceType) -> GuildLists {
+    GuildLists {
         channels: resources.contains(ResourceType::CHANNEL),
         emojis: resources.contains(ResourceType::EMOJI),
-        members: true,
+        members: resources.contains(ResourceType::MEMBER),
         presences: resources.contains(ResourceType::PRESENCE),
         stickers: resources.contains(ResourceType::STICKER),
         voice_states: resources.contains(ResourceType::VOICE_STATE),
@@ -261,22 +270,16 @@ impl Unkept {
                 std::mem::take(list)
             }
         }
-        let channels = kept.contains(ResourceType::CHANNEL);
+        let kept = cached_lists(kept);
         Self {
-            channels: unless(channels, &mut guild.channels),
-            threads: unless(channels, &mut guild.threads),
-            emojis: unless(kept.contains(ResourceType::EMOJI), &mut guild.emojis),
-            members: unless(kept.contains(ResourceType::MEMBER), &mut guild.members),
-            presences: unless(kept.contains(ResourceType::PRESENCE), &mut guild.presences),
-            stickers: unless(kept.contains(ResourceType::STICKER), &mut guild.stickers),
-            voice_states: unless(
-                kept.contains(ResourceType::VOICE_STATE),
-                &mut guild.voice_states,
-            ),
-            stage_instances: unless(
-                kept.contains(ResourceType::STAGE_INSTANCE),
-                &mut guild.stage_instances,
-            ),
+            channels: unless(kept.channels, &mut guild.channels),
+            threads: unless(kept.channels, &mut guild.threads),
+            emojis: unless(kept.emojis, &mut guild.emojis),
+            members: unless(kept.members, &mut guild.members),
+            presences: unless(kept.presences, &mut guild.presences),
+            stickers: unless(kept.stickers, &mut guild.stickers),
+            voice_states: unless(kept.voice_states, &mut guild.voice_states),
+            stage_instances: unless(kept.stage_instances, &mut guild.stage_instances),
         }
     }
 
