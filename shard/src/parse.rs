@@ -171,16 +171,12 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for KnownFields<D> {
         fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, D::Error> {
-        let lists = self.lists;
-        self.deserializer.deserialize_struct(
-            name,
+        let keys = FieldOf {
             fields,
-            KnownFieldsVisitor {
-                fields,
-                lists,
-                visitor,
-            },
-        )
+            lists: self.lists,
+        };
+        self.deserializer
+            .deserialize_struct(name, fields, KnownFieldsVisitor { keys, visitor })
     }
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
@@ -195,8 +191,7 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for KnownFields<D> {
 }
 
 struct KnownFieldsVisitor<V> {
-    fields: &'static [&'static str],
-    lists: GuildLists,
+    keys: FieldOf,
     visitor: V,
 }
 
@@ -210,16 +205,14 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for KnownFieldsVisitor<V> {
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
         self.visitor.visit_map(KnownKeys {
             map,
-            fields: self.fields,
-            lists: self.lists,
+            keys: self.keys,
         })
     }
 }
 
 struct KnownKeys<A> {
     map: A,
-    fields: &'static [&'static str],
-    lists: GuildLists,
+    keys: FieldOf,
 }
 
 impl<'de, A: MapAccess<'de>> MapAccess<'de> for KnownKeys<A> {
@@ -230,7 +223,7 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for KnownKeys<A> {
         seed: K,
     ) -> Result<Option<K::Value>, A::Error> {
         loop {
-            match self.map.next_key_seed(FieldOf(self.fields, self.lists))? {
+            match self.map.next_key_seed(self.keys)? {
                 None => return Ok(None),
                 Some(Some(field)) => return seed.deserialize(field.into_deserializer()).map(Some),
                 Some(None) => {
@@ -249,9 +242,13 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for KnownKeys<A> {
     }
 }
 
-/// A key as the field it names, if the struct names it and it is read; read without
-/// allocating.
-struct FieldOf(&'static [&'static str], GuildLists);
+/// A key as the field it names, if the struct names it (`fields`) and it is read (`lists`);
+/// read without allocating.
+#[derive(Clone, Copy)]
+struct FieldOf {
+    fields: &'static [&'static str],
+    lists: GuildLists,
+}
 
 impl<'de> DeserializeSeed<'de> for FieldOf {
     type Value = Option<&'static str>;
@@ -270,12 +267,12 @@ impl Visitor<'_> for FieldOf {
 
     fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
         Ok(self
-            .0
+            .fields
             .iter()
             .chain(&READ_BUT_NOT_LISTED)
             .copied()
             .find(|field| *field == key)
-            .filter(|field| self.1.reads(field)))
+            .filter(|field| self.lists.reads(field)))
     }
 }
 
