@@ -19,12 +19,9 @@ mod router;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
-use protonn_actors::{GuildRouter, RuntimeConfig};
-use protonn_storage::EmbeddedStore;
-use router::{GUILD_BASE, all_handled, message, route, router_services};
+use router::{GUILD_BASE, all_handled, message, resident_router, route};
 use serde_json::Value;
 
 const WARM_UP: u64 = 100;
@@ -44,14 +41,7 @@ fn main() {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn subject(guilds: u64) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-    let runtime = RuntimeConfig {
-        idle_after: Duration::from_secs(3_600),
-        ..RuntimeConfig::default()
-    };
-    let router = GuildRouter::start(router_services(store, runtime, None))
-        .await
-        .unwrap();
+    let router = resident_router(dir.path()).await;
     let mut wanted = 0;
     // The warm-up pays for lazily built statics, as in B3; then the measured guilds.
     for (first, count) in [(GUILD_BASE, WARM_UP), (GUILD_BASE + 1_000_000, guilds)] {

@@ -38,7 +38,7 @@ use twilight_model::gateway::event::Event;
 use twilight_model::gateway::payload::incoming::RoleDelete;
 use twilight_model::id::Id;
 
-use router::{GUILD_BASE, active, message, route, router_services};
+use router::{GUILD_BASE, active, message, resident_router, route, router_services};
 use support::{SimProcess, allocated, cpu_time, median, percentile};
 
 const BURST: usize = 2_500;
@@ -133,14 +133,7 @@ async fn router_round(router: &ActorRef<RouterMsg>, round: u64) -> (f64, f64, f6
 
 async fn spawn_costs(runs: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-    let runtime = RuntimeConfig {
-        idle_after: Duration::from_secs(3_600),
-        ..RuntimeConfig::default()
-    };
-    let router = GuildRouter::start(router_services(Arc::clone(&store), runtime, None))
-        .await
-        .unwrap();
+    let router = resident_router(dir.path()).await;
     // Warm-up: the first spawns pay for lazily built statics (metrics, tokio internals).
     let _ = bare_round().await;
     let _ = router_round(&router, 0).await;

@@ -2,13 +2,14 @@
 //! synthetic guild events and a way to route them and wait.
 #![allow(dead_code, unreachable_pub)]
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use protonn_actors::rest::{GlobalLine, GuardLimits, InvalidRequestGuard, Rest, Transport};
 use protonn_actors::{
-    CommandUsage, DeadLetters, Delivery, EventObserver, Replies, RouterMsg, RuntimeConfig,
-    Services, ShardCount,
+    CommandUsage, DeadLetters, Delivery, EventObserver, GuildRouter, Replies, RouterMsg,
+    RuntimeConfig, Services, ShardCount,
 };
 use protonn_shard::BotToken;
 use protonn_storage::EmbeddedStore;
@@ -160,6 +161,19 @@ pub async fn active(router: &ActorRef<RouterMsg>) -> usize {
         .active_guilds
 }
 
+/// A router with real services on an embedded store in `dir`, whose actors are never
+/// passivated: what the benches of activation count stays resident.
+pub async fn resident_router(dir: &Path) -> ActorRef<RouterMsg> {
+    let store = Arc::new(EmbeddedStore::open(dir).unwrap());
+    let runtime = RuntimeConfig {
+        idle_after: Duration::from_secs(3_600),
+        ..RuntimeConfig::default()
+    };
+    GuildRouter::start(router_services(store, runtime, None))
+        .await
+        .unwrap()
+}
+
 /// Waits until the router has `actors` guild actors and none has an event left to handle.
 pub async fn all_handled(router: &ActorRef<RouterMsg>, actors: usize) {
     loop {
@@ -167,6 +181,6 @@ pub async fn all_handled(router: &ActorRef<RouterMsg>, actors: usize) {
         if stats.active_guilds >= actors && stats.queued == 0 {
             return;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
