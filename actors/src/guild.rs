@@ -5,14 +5,12 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use futures_util::FutureExt;
 use metrics::{counter, histogram};
 use protonn_shard::Receipt;
 use protonn_storage::{Plan, StorageError, Timer, Timestamp, VersionedConfig};
-use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::time::Instant;
 use twilight_model::application::interaction::application_command::{
     CommandData, CommandOptionValue,
@@ -28,7 +26,9 @@ use twilight_model::id::marker::{ChannelMarker, GuildMarker, RoleMarker, UserMar
 use crate::commands::{self, Command, ConfigKey, Parsed};
 use crate::feature::{Answer, Args, ComponentUse, Ctx, Invocation};
 use crate::member_access::MANAGE;
-use crate::metrics::{COMMANDS_HANDLED, EVENT_HANDLING, EVENT_PANICS, FENCED_EVENTS_REFUSED};
+use crate::metrics::{
+    COMMANDS_HANDLED, EVENT_HANDLING, EVENT_PANICS, FENCED_EVENTS_REFUSED, GUILD_FAILURES,
+};
 use crate::usage::CommandRun;
 use crate::{
     AUDIT_CONFIG_CHANGE, CallSource, ConfigChangeError, DeadLetter, Departures, GuildCall,
@@ -36,24 +36,26 @@ use crate::{
 };
 
 mod effects;
+mod mailbox;
 mod requests;
 
 pub(crate) use effects::{Io, claimant, direct_message, is_announceable};
 use effects::{Replier, ReplyTo, carry_out};
+use mailbox::Inbox;
+pub(crate) use mailbox::Mailbox;
 pub(crate) use requests::{CallReply, MAX_KEY_LEN};
 
-/// Stop reason of an actor whose bot was removed from the guild.
-pub(crate) const REMOVED: &str = "removed from guild";
 /// Past this many users on cooldown, expired entries are pruned.
 const COOLDOWN_PRUNE_AT: usize = 256;
 
+/// The actor of one guild with work: its live configuration and features' state, its
+/// events and calls handled one at a time in order. The router starts it ([`Self::start`])
+/// and ends it by dropping its mailbox.
 pub struct GuildActor;
 
-pub struct GuildArgs {
+pub(crate) struct GuildArgs {
     pub(crate) guild_id: Id<GuildMarker>,
     pub(crate) services: Arc<Services>,
-    /// The router's count of events queued for this actor; it goes down as each is handled.
-    pub(crate) pending: Arc<AtomicU32>,
 }
 
 pub enum GuildMsg {
@@ -70,14 +72,13 @@ pub enum GuildMsg {
     Timer(Box<Timer>),
 }
 
-pub struct GuildState {
+struct GuildState {
     guild_id: Id<GuildMarker>,
     services: Arc<Services>,
     /// Loaded from storage on first need, so that spawning for a READY burst costs no I/O.
     /// Shared with the tasks that act on it (a moderation action, automod's), so handing
     /// it to one is a reference count, not a copy of every rule and setting.
     config: Option<Arc<VersionedConfig>>,
-    pending: Arc<AtomicU32>,
     cooldowns: Cooldowns,
     /// Answers to state-changing calls by idempotency key, so a retry is applied once.
     answered: requests::Answered,
@@ -106,21 +107,26 @@ struct Cooldowns {
     in_window: u32,
 }
 
-impl Actor for GuildActor {
-    type Msg = GuildMsg;
-    type State = GuildState;
-    type Arguments = GuildArgs;
+impl GuildActor {
+    /// Starts the guild's actor on a task of the node's (so a shutdown waits for it) and
+    /// returns its mailbox; dropping the mailbox ends the actor once it has handled what
+    /// the mailbox holds. Not a ractor actor: ractor gives every actor four channels and a
+    /// supervision cell (6.3 KB, B3) and selects over them for each message. A guild actor
+    /// needs one mailbox: the router is its only sender and decides when it ends.
+    pub(crate) fn start(args: GuildArgs) -> Mailbox {
+        let (mailbox, inbox) = mailbox::mailbox();
+        let services = Arc::clone(&args.services);
+        services.spawn(GuildState::new(args).live(inbox));
+        mailbox
+    }
+}
 
-    async fn pre_start(
-        &self,
-        _myself: ActorRef<GuildMsg>,
-        args: GuildArgs,
-    ) -> Result<GuildState, ActorProcessingErr> {
-        Ok(GuildState {
+impl GuildState {
+    fn new(args: GuildArgs) -> Self {
+        Self {
             guild_id: args.guild_id,
             services: args.services,
             config: None,
-            pending: args.pending,
             cooldowns: Cooldowns {
                 last_by_user: HashMap::new(),
                 window_start: Instant::now(),
@@ -129,39 +135,41 @@ impl Actor for GuildActor {
             answered: Default::default(),
             feature_states: crate::features::all().iter().map(|_| None).collect(),
             plan: None,
-        })
+        }
     }
 
-    /// ractor holds this future inline in every actor's task, idle or not, so its size is
-    /// what each resident guild pays: every handling is boxed (B3: 8.8 KB an actor; 10.3
-    /// with an event's handling inline). The rare large ones (commands, interactions) are
+    /// Handles the messages in order until the router drops the mailbox and it is empty.
+    async fn live(mut self, mut inbox: Inbox) {
+        while let Some(message) = inbox.recv().await {
+            // Handlers catch their own panics; one outside them (a call's or a timer's
+            // handling) reloads the guild's state, and the actor goes on.
+            if let Err(panic) = AssertUnwindSafe(self.handle(message)).catch_unwind().await {
+                tracing::error!(guild_id = %self.guild_id, panic = panic_message(panic.as_ref()), "guild actor failed; state reloaded");
+                counter!(GUILD_FAILURES).increment(1);
+                self.forget_loaded();
+            }
+            inbox.handled();
+        }
+    }
+
+    /// Forgets the loaded config and the features' state; each loads again on next use.
+    fn forget_loaded(&mut self) {
+        self.config = None;
+        self.plan = None;
+        self.feature_states = crate::features::all().iter().map(|_| None).collect();
+    }
+
+    /// The task's future holds this one inline, so its size is what each resident guild
+    /// pays: every handling is boxed (B3). The rare large ones (commands, interactions) are
     /// boxed again inside, so an event's box stays small.
-    async fn handle(
-        &self,
-        myself: ActorRef<GuildMsg>,
-        message: GuildMsg,
-        state: &mut GuildState,
-    ) -> Result<(), ActorProcessingErr> {
+    async fn handle(&mut self, message: GuildMsg) {
         // The receipt lives until this handling ends: only then may the checkpoint pass it.
         let (event, receipt) = match message {
             GuildMsg::Event(event, receipt) => (event, receipt),
-            GuildMsg::Reload => {
-                state.config = None;
-                state.plan = None;
-                // Features' state may be as stale as the config (workflows changed elsewhere).
-                state.feature_states = crate::features::all().iter().map(|_| None).collect();
-                return Ok(());
-            }
-            GuildMsg::Call(call, reply) => {
-                Box::pin(state.answer(*call, reply)).await;
-                state.pending.fetch_sub(1, Ordering::AcqRel);
-                return Ok(());
-            }
-            GuildMsg::Timer(timer) => {
-                Box::pin(state.on_timer(*timer)).await;
-                state.pending.fetch_sub(1, Ordering::AcqRel);
-                return Ok(());
-            }
+            // Features' state may be as stale as the config (workflows changed elsewhere).
+            GuildMsg::Reload => return self.forget_loaded(),
+            GuildMsg::Call(call, reply) => return Box::pin(self.answer(*call, reply)).await,
+            GuildMsg::Timer(timer) => return Box::pin(self.on_timer(*timer)).await,
         };
         // Judged now, not when queued: a node that froze with events in its mailboxes wakes
         // fenced, and another node may have handled them meanwhile. Refused, the event holds
@@ -172,23 +180,23 @@ impl Actor for GuildActor {
                 "fenced: queued event refused"
             );
             counter!(FENCED_EVENTS_REFUSED).increment(1);
-            state.pending.fetch_sub(1, Ordering::AcqRel);
-            return Ok(());
+            return;
         }
-        let removed =
-            matches!(&*event, Event::GuildDelete(delete) if delete.unavailable != Some(true));
         let started = Instant::now();
-        Box::pin(state.handle_with_retries(&event)).await;
+        Box::pin(self.handle_with_retries(&event)).await;
         histogram!(EVENT_HANDLING).record(started.elapsed().as_secs_f64());
-        state.pending.fetch_sub(1, Ordering::AcqRel);
-        // Without `unavailable` the bot was removed from the guild (an outage sets it).
-        if removed {
-            tracing::info!(guild_id = %state.guild_id, "removed from guild");
-            Box::pin(state.schedule_data_deletion()).await;
-            myself.stop(Some(REMOVED.to_owned()));
+        if is_removal(&event) {
+            tracing::info!(guild_id = %self.guild_id, "removed from guild");
+            Box::pin(self.schedule_data_deletion()).await;
         }
-        Ok(())
     }
+}
+
+/// Whether `event` says the bot was removed from its guild: a GUILD_DELETE without
+/// `unavailable` (an outage sets it). The guild's data is then scheduled for deletion, and
+/// its actor is passivated once idle.
+pub(crate) fn is_removal(event: &Event) -> bool {
+    matches!(event, Event::GuildDelete(delete) if delete.unavailable != Some(true))
 }
 
 /// Whether `event` of guild `guild_id` is work for the guild's actor, worth starting one
@@ -198,9 +206,8 @@ pub(crate) fn is_work(event: &Event, guild_id: Id<GuildMarker>, departures: &Dep
     crate::features::any_activates(event)
         || match event {
             Event::MessageCreate(_) | Event::InteractionCreate(_) => true,
-            // Removed from the guild (an outage sets `unavailable`): its data is scheduled
-            // for deletion.
-            Event::GuildDelete(delete) => delete.unavailable != Some(true),
+            // Removed from the guild: its data is scheduled for deletion.
+            Event::GuildDelete(_) => is_removal(event),
             // Back within its grace period: the deletion is cancelled.
             Event::GuildCreate(_) => departures.is_pending(guild_id.get()),
             _ => false,

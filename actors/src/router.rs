@@ -3,17 +3,14 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use metrics::{counter, gauge};
 use protonn_shard::Receipt;
 use protonn_storage::{Store, Timer, Timestamp};
-use ractor::{
-    Actor, ActorId, ActorProcessingErr, ActorRef, ActorRuntime, MessagingErr, RpcReplyPort,
-    SupervisionEvent,
-};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 use twilight_cache_inmemory::DefaultInMemoryCache;
@@ -24,7 +21,7 @@ use twilight_model::id::marker::GuildMarker;
 
 mod overlap;
 
-use crate::guild::{CallReply, GuildArgs, MAX_KEY_LEN};
+use crate::guild::{CallReply, GuildArgs, MAX_KEY_LEN, Mailbox};
 use crate::metrics::{
     EVENTS_SHED, GUILD_FAILURES, GUILD_SPAWNS, GUILDS_ACTIVE, MAILBOX_DEEPEST, MAILBOX_OVERFLOW,
     MAILBOX_QUEUED, PASSIVATIONS, REPLAYED_COMMANDS_SKIPPED,
@@ -56,8 +53,8 @@ pub struct Services {
     pub shard_count: ShardCount,
     /// Command usage analytics.
     pub usage: Arc<CommandUsage>,
-    /// Work the router and the guild actors started on tasks (writes, REST calls, delivery
-    /// rounds): [`GuildRouter::drain_and_stop`] waits for it, so nothing holds the store or
+    /// The guild actors, and the work they and the router started on tasks (writes, REST
+    /// calls, delivery rounds): [`GuildRouter::drain_and_stop`] waits for it, so nothing holds the store or
     /// loses a write once a node has stopped.
     pub tasks: TaskTracker,
 }
@@ -214,6 +211,8 @@ pub enum RouterMsg {
     /// node runs (on a timer; the round runs on a task of its own, one at a time).
     PollAnnouncements,
     Stats(RpcReplyPort<RouterStats>),
+    /// [`Services::tasks`], for [`GuildRouter::drain_and_stop`] to wait on.
+    Tasks(RpcReplyPort<TaskTracker>),
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -241,7 +240,6 @@ pub struct RouterState {
     /// Set while an announcement round runs.
     announcing: Arc<AtomicBool>,
     guilds: HashMap<Id<GuildMarker>, Resident>,
-    by_actor: HashMap<ActorId, Id<GuildMarker>>,
     failures: u64,
     passivated: u64,
     sets: Sets,
@@ -262,18 +260,30 @@ enum Sets {
 
 /// A guild actor the router knows, with its mailbox accounting.
 struct Resident {
-    actor: ActorRef<GuildMsg>,
-    /// Events cast and not yet handled: the router adds, the actor subtracts.
-    pending: Arc<AtomicU32>,
+    mailbox: Mailbox,
     last_active: Instant,
+    /// The last event sent was the bot's removal from the guild: passivated once idle.
+    removed: bool,
 }
 
 impl Resident {
-    /// Counts one more message for the actor and returns it, to cast to.
-    fn take(&mut self) -> ActorRef<GuildMsg> {
+    fn start(guild_id: Id<GuildMarker>, services: &Arc<Services>) -> Self {
+        let mailbox = GuildActor::start(GuildArgs {
+            guild_id,
+            services: Arc::clone(services),
+        });
+        counter!(GUILD_SPAWNS).increment(1);
+        Self {
+            mailbox,
+            last_active: Instant::now(),
+            removed: false,
+        }
+    }
+
+    /// Sends `message`, counted as pending; gives it back if the actor has ended.
+    fn send(&mut self, message: GuildMsg) -> Result<(), GuildMsg> {
         self.last_active = Instant::now();
-        self.pending.fetch_add(1, Ordering::AcqRel);
-        self.actor.clone()
+        self.mailbox.send(message)
     }
 }
 
@@ -285,27 +295,24 @@ impl GuildRouter {
         Ok(router)
     }
 
-    /// Stops the guild actors once each has handled what its mailbox holds, then the
-    /// router, then waits for their tasks; whether every mailbox drained and every task
-    /// finished, each within `within` (those that did not are stopped or left anyway). ractor's stop overtakes queued messages, so stopping outright would
-    /// drop events the shards had already acknowledged. Call it once no events arrive any
-    /// more (the shards are closed): a draining actor refuses new ones.
-    pub async fn drain_and_stop(
-        router: &ActorRef<RouterMsg>,
-        tasks: &TaskTracker,
-        within: Duration,
-    ) -> bool {
-        let drained = tokio::time::timeout(within, router.drain_children_and_wait(None))
-            .await
-            .is_ok();
+    /// Stops the router once it has handled what its mailbox holds, which drops the guild
+    /// actors' mailboxes, and waits for its tasks ([`Services::tasks`], the guild actors
+    /// among them) to finish what they hold; whether the router and every task finished, each within `within`
+    /// (what did not is left). Call it once no events arrive any more (the shards are
+    /// closed): a draining router refuses new ones.
+    pub async fn drain_and_stop(router: &ActorRef<RouterMsg>, within: Duration) -> bool {
+        let Ok(tasks) = ractor::call!(router, RouterMsg::Tasks) else {
+            tracing::warn!("the router stopped before its drain");
+            return false;
+        };
+        let drained = router.drain_and_wait(Some(within)).await.is_ok();
         if !drained {
             tracing::warn!(
                 ?within,
-                "guild mailboxes not drained in time; stopping anyway"
+                "router mailbox not drained in time; stopping anyway"
             );
-            router.stop_children_and_wait(None, Some(within)).await;
+            router.stop(None);
         }
-        let _ = router.stop_and_wait(None, Some(within)).await;
         // Nothing starts more work now: what runs is the last of it.
         tasks.close();
         let finished = tokio::time::timeout(within, tasks.wait()).await.is_ok();
@@ -313,7 +320,7 @@ impl GuildRouter {
             tracing::warn!(
                 ?within,
                 running = tasks.len(),
-                "guild tasks not finished in time; stopping anyway"
+                "guild actors and tasks not finished in time; stopping anyway"
             );
         }
         drained && finished
@@ -321,102 +328,35 @@ impl GuildRouter {
 }
 
 impl RouterState {
-    fn spawn_guild(
-        &mut self,
-        myself: &ActorRef<RouterMsg>,
-        guild_id: Id<GuildMarker>,
-    ) -> Result<&mut Resident, ActorProcessingErr> {
-        let pending = Arc::new(AtomicU32::new(0));
-        let args = GuildArgs {
-            guild_id,
-            services: Arc::clone(&self.services),
-            pending: Arc::clone(&pending),
-        };
-        // Not waiting for the actor's start: its `pre_start` cannot fail, and it is linked to
-        // the router before it handles anything, so events may be queued to it at once.
-        let (actor, _) =
-            ActorRuntime::spawn_linked_instant(None, GuildActor, args, myself.get_cell())?;
-        counter!(GUILD_SPAWNS).increment(1);
-        self.by_actor.insert(actor.get_id(), guild_id);
-        let resident = Resident {
-            actor,
-            pending,
-            last_active: Instant::now(),
-        };
-        self.guilds.insert(guild_id, resident);
-        gauge!(GUILDS_ACTIVE).set(self.guilds.len() as f64);
-        Ok(self.guilds.get_mut(&guild_id).expect("inserted above"))
+    /// The resident actor of `guild_id`, started if there is none.
+    fn resident(&mut self, guild_id: Id<GuildMarker>) -> &mut Resident {
+        let resident = self.guilds.len();
+        self.guilds.entry(guild_id).or_insert_with(|| {
+            gauge!(GUILDS_ACTIVE).set((resident + 1) as f64);
+            Resident::start(guild_id, &self.services)
+        })
     }
 
-    /// The resident actor of `guild_id`, spawned if there is none.
-    fn resident(
-        &mut self,
-        myself: &ActorRef<RouterMsg>,
-        guild_id: Id<GuildMarker>,
-    ) -> Result<&mut Resident, ActorProcessingErr> {
-        // Not `match get_mut`: the borrow checker cannot end that borrow in the None arm.
-        if self.guilds.contains_key(&guild_id) {
-            return Ok(self.guilds.get_mut(&guild_id).expect("checked above"));
-        }
-        self.spawn_guild(myself, guild_id)
+    /// Hands `message` to the guild's actor, counted as pending, starting one if there is
+    /// none; gives it back if no actor could take it. Never an error for the router: a
+    /// failure here must not stop it, or every guild of the node would go silent.
+    fn deliver(&mut self, guild_id: Id<GuildMarker>, message: GuildMsg) -> Result<(), GuildMsg> {
+        self.resident(guild_id)
+            .send(message)
+            .or_else(|message| self.restart(guild_id, message))
     }
 
-    /// Hands `message` to the guild's actor, counted as pending; gives it back if no actor
-    /// could take it. Never an error for the router: a failure here must not stop it, or
-    /// every guild of the node would go silent.
-    fn deliver(
-        &mut self,
-        myself: &ActorRef<RouterMsg>,
-        guild_id: Id<GuildMarker>,
-        message: GuildMsg,
-    ) -> Result<(), GuildMsg> {
-        let actor = match self.resident(myself, guild_id) {
-            Ok(resident) => resident.take(),
-            Err(err) => {
-                self.undeliverable(guild_id, &err.to_string());
-                return Err(message);
-            }
-        };
-        self.cast(myself, guild_id, &actor, message)
-    }
-
-    /// Casts to an actor already counted as taking `message`. One that stopped on its own
-    /// (removed from the guild) may not have been forgotten yet: the message goes to a
-    /// fresh one rather than being lost.
-    fn cast(
-        &mut self,
-        myself: &ActorRef<RouterMsg>,
-        guild_id: Id<GuildMarker>,
-        actor: &ActorRef<GuildMsg>,
-        message: GuildMsg,
-    ) -> Result<(), GuildMsg> {
-        let message = match actor.cast(message) {
-            Ok(()) => return Ok(()),
-            Err(MessagingErr::SendErr(message)) => message,
-            Err(err) => {
-                self.undeliverable(guild_id, &err.to_string());
-                return Ok(());
-            }
-        };
-        self.forget(&actor.get_id());
-        let fresh = match self.spawn_guild(myself, guild_id) {
-            Ok(fresh) => fresh.take(),
-            Err(err) => {
-                self.undeliverable(guild_id, &err.to_string());
-                return Err(message);
-            }
-        };
-        match fresh.cast(message) {
-            Ok(()) => Ok(()),
-            Err(MessagingErr::SendErr(message)) => {
-                self.undeliverable(guild_id, "a fresh guild actor refused a message");
-                Err(message)
-            }
-            Err(err) => {
-                self.undeliverable(guild_id, &err.to_string());
-                Ok(())
-            }
-        }
+    /// The guild's actor has ended while resident, which only a panic outside every handler
+    /// (the handlers catch their own) or the runtime's shutdown does: a fresh actor, which
+    /// loads the guild's state afresh, takes `message`.
+    fn restart(&mut self, guild_id: Id<GuildMarker>, message: GuildMsg) -> Result<(), GuildMsg> {
+        tracing::error!(%guild_id, "guild actor ended unexpectedly; starting a fresh one");
+        self.failures += 1;
+        counter!(GUILD_FAILURES).increment(1);
+        let mut fresh = Resident::start(guild_id, &self.services);
+        let sent = fresh.send(message);
+        self.guilds.insert(guild_id, fresh);
+        sent.inspect_err(|_| self.undeliverable(guild_id, "a fresh guild actor refused a message"))
     }
 
     /// A guild actor could neither be reached nor started: the message is lost, loudly.
@@ -428,7 +368,7 @@ impl RouterState {
 
     /// A shard's batch: each event goes through the set that handles its guild, then into
     /// the cache and to the guild's actor.
-    fn take(&mut self, myself: &ActorRef<RouterMsg>, delivery: Delivery) {
+    fn take(&mut self, delivery: Delivery) {
         let Delivery {
             shard_count,
             replayed,
@@ -440,12 +380,12 @@ impl RouterState {
             if let Sets::One(count) = self.sets {
                 // Another count is a set that just stopped handling (its shards close).
                 if count == shard_count {
-                    self.handle(myself, event, replayed, receipt.as_ref());
+                    self.handle(event, replayed, receipt.as_ref());
                 }
                 continue;
             }
             for event in self.switch(shard_count, event, now) {
-                self.handle(myself, event, replayed, None);
+                self.handle(event, replayed, None);
             }
         }
     }
@@ -492,13 +432,7 @@ impl RouterState {
     }
 
     /// An event of the set that handles its guild: into the cache, then to the guild.
-    fn handle(
-        &mut self,
-        myself: &ActorRef<RouterMsg>,
-        mut event: Event,
-        replayed: bool,
-        receipt: Option<&Receipt>,
-    ) {
+    fn handle(&mut self, mut event: Event, replayed: bool, receipt: Option<&Receipt>) {
         crate::cache::update_cache(&self.services.cache, &mut event);
         self.services.own_roles.update(&event);
         // A replay's state is applied again; its commands were answered by the crashed
@@ -507,7 +441,7 @@ impl RouterState {
             counter!(REPLAYED_COMMANDS_SKIPPED).increment(1);
             return;
         }
-        self.route(myself, event, receipt);
+        self.route(event, receipt);
     }
 
     fn overlap(&mut self, from: u32, to: u32) {
@@ -587,7 +521,7 @@ impl RouterState {
         }
     }
 
-    fn route(&mut self, myself: &ActorRef<RouterMsg>, event: Event, receipt: Option<&Receipt>) {
+    fn route(&mut self, event: Event, receipt: Option<&Receipt>) {
         let Some(guild_id) = event.guild_id() else {
             match event {
                 Event::Ready(ready) => self.ready(&ready),
@@ -613,14 +547,8 @@ impl RouterState {
             return;
         }
         let limit = self.services.runtime.mailbox_limit;
-        let resident = match self.guilds.get_mut(&guild_id) {
-            Some(resident) => resident,
-            None => match self.spawn_guild(myself, guild_id) {
-                Ok(resident) => resident,
-                Err(err) => return self.undeliverable(guild_id, &err.to_string()),
-            },
-        };
-        let pending = resident.pending.load(Ordering::Acquire);
+        let resident = self.resident(guild_id);
+        let pending = resident.mailbox.pending();
         let name = event.kind().name().unwrap_or("unknown");
         match admit(&event, pending, limit) {
             Admission::Deliver if pending >= limit => {
@@ -639,9 +567,11 @@ impl RouterState {
                 return;
             }
         }
-        let actor = resident.take();
+        resident.removed = crate::guild::is_removal(&event);
         let message = GuildMsg::Event(Arc::new(event), receipt.cloned());
-        let _ = self.cast(myself, guild_id, &actor, message);
+        let _ = resident
+            .send(message)
+            .or_else(|message| self.restart(guild_id, message));
     }
 
     /// An app subscription bought (ENTITLEMENT_CREATE): stored off the router's task.
@@ -780,7 +710,7 @@ impl RouterState {
                 // Queued behind the events it already holds (from before the move), which
                 // were this node's to handle with the config it had. A stopped actor needs
                 // nothing: its successor loads afresh.
-                let _ = resident.actor.cast(GuildMsg::Reload);
+                let _ = resident.mailbox.send(GuildMsg::Reload);
             }
         }
     }
@@ -796,32 +726,47 @@ impl RouterState {
         );
     }
 
-    /// Stops idle actors, then the least recently active idle ones past the resident cap.
-    /// An actor with queued events is never stopped: its mailbox would be lost.
+    /// Passivates the actors of guilds the bot was removed from and idle actors, then the
+    /// least recently active idle ones past the resident cap.
+    /// An actor with queued events is never passivated: a fresh one could start beside it
+    /// while it drains, and the guild's events would no longer be handled in order.
     fn sweep(&mut self) {
         let (queued, deepest) = self
             .guilds
             .values()
-            .map(|resident| resident.pending.load(Ordering::Acquire))
+            .map(|resident| resident.mailbox.pending())
             .fold((0u64, 0u32), |(sum, max), n| {
                 (sum + u64::from(n), max.max(n))
             });
         gauge!(MAILBOX_QUEUED).set(queued as f64);
         gauge!(MAILBOX_DEEPEST).set(f64::from(deepest));
-        let runtime = &self.services.runtime;
+        let RuntimeConfig {
+            idle_after,
+            max_resident,
+            ..
+        } = self.services.runtime;
         let now = Instant::now();
-        let mut idle: Vec<(Instant, Id<GuildMarker>)> = self
-            .guilds
-            .iter()
-            .filter(|(_, resident)| resident.pending.load(Ordering::Acquire) == 0)
-            .map(|(&guild_id, resident)| (resident.last_active, guild_id))
-            .collect();
+        let mut idle: Vec<(Instant, Id<GuildMarker>)> = Vec::new();
+        let mut removed = Vec::new();
+        for (&guild_id, resident) in &self.guilds {
+            if resident.mailbox.pending() > 0 {
+                continue;
+            }
+            if resident.removed {
+                removed.push(guild_id);
+            } else {
+                idle.push((resident.last_active, guild_id));
+            }
+        }
+        for guild_id in removed {
+            self.passivate(guild_id, "removed");
+        }
         idle.sort_unstable();
         let expired = idle
             .iter()
-            .take_while(|(last_active, _)| now.duration_since(*last_active) >= runtime.idle_after)
+            .take_while(|(last_active, _)| now.duration_since(*last_active) >= idle_after)
             .count();
-        let over_cap = self.guilds.len().saturating_sub(runtime.max_resident);
+        let over_cap = self.guilds.len().saturating_sub(max_resident);
         let evicted = over_cap.saturating_sub(expired).min(idle.len() - expired);
         for (index, (_, guild_id)) in idle.iter().take(expired + evicted).enumerate() {
             let reason = if index < expired { "idle" } else { "evicted" };
@@ -829,21 +774,12 @@ impl RouterState {
         }
     }
 
-    /// Forgets the actor before stopping it, so the guild's next event spawns a fresh one
-    /// instead of landing in a mailbox that is about to be dropped.
+    /// Forgets an idle actor, which ends it: dropping its mailbox ends its task, and the
+    /// guild's next event starts a fresh one.
     fn passivate(&mut self, guild_id: Id<GuildMarker>, reason: &'static str) {
-        if let Some(resident) = self.guilds.remove(&guild_id) {
-            self.by_actor.remove(&resident.actor.get_id());
-            resident.actor.stop(Some(format!("passivated: {reason}")));
+        if self.guilds.remove(&guild_id).is_some() {
             counter!(PASSIVATIONS, "reason" => reason).increment(1);
             self.passivated += 1;
-            gauge!(GUILDS_ACTIVE).set(self.guilds.len() as f64);
-        }
-    }
-
-    fn forget(&mut self, actor: &ActorId) {
-        if let Some(guild_id) = self.by_actor.remove(actor) {
-            self.guilds.remove(&guild_id);
             gauge!(GUILDS_ACTIVE).set(self.guilds.len() as f64);
         }
     }
@@ -876,7 +812,6 @@ impl Actor for GuildRouter {
             reconciling: Arc::default(),
             announcing: Arc::default(),
             guilds: HashMap::new(),
-            by_actor: HashMap::new(),
             failures: 0,
             passivated: 0,
         })
@@ -890,7 +825,7 @@ impl Actor for GuildRouter {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             RouterMsg::Route(delivery, done) => {
-                state.take(&myself, delivery);
+                state.take(delivery);
                 let _ = done.send(());
             }
             RouterMsg::Overlap { from, to } => state.overlap(from, to),
@@ -927,7 +862,7 @@ impl Actor for GuildRouter {
                 }
                 let guild_id = Id::new(call.guild_id);
                 if let Err(GuildMsg::Call(_, reply)) =
-                    state.deliver(&myself, guild_id, GuildMsg::Call(call, reply))
+                    state.deliver(guild_id, GuildMsg::Call(call, reply))
                 {
                     let _ = reply.send(Err(GuildCallError::Unavailable {
                         message: "guild actor unavailable".into(),
@@ -942,10 +877,13 @@ impl Actor for GuildRouter {
                 // Only a guild this node holds: its shard may have moved since the poll.
                 match Id::<GuildMarker>::new_checked(timer.guild_id) {
                     Some(guild_id) if state.services.cache.guild(guild_id).is_some() => {
-                        let _ = state.deliver(&myself, guild_id, GuildMsg::Timer(timer));
+                        let _ = state.deliver(guild_id, GuildMsg::Timer(timer));
                     }
                     _ => {}
                 }
+            }
+            RouterMsg::Tasks(reply) => {
+                let _ = reply.send(state.services.tasks.clone());
             }
             RouterMsg::Stats(reply) => {
                 let _ = reply.send(RouterStats {
@@ -956,36 +894,10 @@ impl Actor for GuildRouter {
                     queued: state
                         .guilds
                         .values()
-                        .map(|resident| u64::from(resident.pending.load(Ordering::Acquire)))
+                        .map(|resident| u64::from(resident.mailbox.pending()))
                         .sum(),
                 });
             }
-        }
-        Ok(())
-    }
-
-    async fn handle_supervisor_evt(
-        &self,
-        _myself: ActorRef<RouterMsg>,
-        event: SupervisionEvent,
-        state: &mut RouterState,
-    ) -> Result<(), ActorProcessingErr> {
-        match event {
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                if reason.as_deref() == Some(crate::guild::REMOVED) {
-                    counter!(PASSIVATIONS, "reason" => "removed").increment(1);
-                }
-                state.forget(&cell.get_id());
-            }
-            SupervisionEvent::ActorFailed(cell, err) => {
-                // Handlers catch their own panics; this is a failure outside them (start-up).
-                // The next event of the guild spawns a fresh actor that reloads from storage.
-                tracing::error!(error = %err, "guild actor failed");
-                state.failures += 1;
-                counter!(GUILD_FAILURES).increment(1);
-                state.forget(&cell.get_id());
-            }
-            _ => {}
         }
         Ok(())
     }
@@ -1019,7 +931,7 @@ mod tests {
         guilds: &[u64],
         observer: Option<Arc<dyn EventObserver>>,
     ) -> (ActorRef<RouterMsg>, Arc<EmbeddedStore>) {
-        router_with(data, guilds, observer, Arc::default()).await
+        router_with(data, guilds, observer, Arc::default(), TaskTracker::new()).await
     }
 
     async fn router_with(
@@ -1027,6 +939,7 @@ mod tests {
         guilds: &[u64],
         observer: Option<Arc<dyn EventObserver>>,
         departures: Arc<Departures>,
+        tasks: TaskTracker,
     ) -> (ActorRef<RouterMsg>, Arc<EmbeddedStore>) {
         let cache = Arc::new(DefaultInMemoryCache::new());
         for &guild_id in guilds {
@@ -1056,7 +969,7 @@ mod tests {
             node_name: "test".to_owned(),
             shard_count: ShardCount::new(1),
             usage,
-            tasks: Default::default(),
+            tasks,
         })
         .await
         .unwrap();
@@ -1201,7 +1114,7 @@ mod tests {
                 "{} handles a {kind:?} the router starts no actor for",
                 feature.name()
             );
-            GuildRouter::drain_and_stop(&router, &Default::default(), Duration::from_secs(5)).await;
+            GuildRouter::drain_and_stop(&router, Duration::from_secs(5)).await;
         }
     }
 
@@ -1215,6 +1128,7 @@ mod tests {
             &[quiet, speaking, removed, returning],
             None,
             Arc::clone(&departures),
+            TaskTracker::new(),
         )
         .await;
 
@@ -1265,7 +1179,44 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert!(!departures.is_pending(returning) && departures.is_pending(removed));
-        GuildRouter::drain_and_stop(&router, &Default::default(), Duration::from_secs(5)).await;
+        GuildRouter::drain_and_stop(&router, Duration::from_secs(5)).await;
+    }
+
+    /// Router stats once every queued message is handled.
+    async fn settled(router: &ActorRef<RouterMsg>) -> RouterStats {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let stats = ractor::call_t!(router, RouterMsg::Stats, 5_000).unwrap();
+            if stats.queued == 0 {
+                return stats;
+            }
+            assert!(Instant::now() < deadline, "still queued: {stats:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_removed_guild_s_actor_is_passivated_at_the_next_sweep_unless_more_came() {
+        let data = tempfile::tempdir().unwrap();
+        let (removed, returned) = (5 << 22, 6 << 22);
+        let (router, _store) = router(data.path(), &[removed, returned]).await;
+        let removal = |guild_id: u64| {
+            Event::GuildDelete(twilight_model::gateway::payload::incoming::GuildDelete {
+                id: Id::new(guild_id),
+                unavailable: None,
+            })
+        };
+        // The other guild's actor gets an event after its removal (the bot is back).
+        route(
+            &router,
+            vec![removal(removed), removal(returned), message(returned, 1)],
+        )
+        .await;
+        assert_eq!(settled(&router).await.active_guilds, 2);
+        router.cast(RouterMsg::Sweep).unwrap();
+        let stats = settled(&router).await;
+        assert_eq!((stats.active_guilds, stats.passivated), (1, 1), "{stats:?}");
+        GuildRouter::drain_and_stop(&router, Duration::from_secs(5)).await;
     }
 
     async fn set_prefix(
@@ -1327,14 +1278,22 @@ mod tests {
         let saved = set_prefix(&router, guild_id, Some(2)).await.unwrap();
         assert_eq!(saved.version, 3);
         assert_eq!(saved.config.prefix, "?");
-        GuildRouter::drain_and_stop(&router, &Default::default(), Duration::from_secs(5)).await;
+        GuildRouter::drain_and_stop(&router, Duration::from_secs(5)).await;
     }
 
     #[tokio::test]
     async fn draining_handles_every_queued_message_before_the_actors_stop() {
         let data = tempfile::tempdir().unwrap();
         let guild_id = 5 << 22;
-        let (router, _store) = router(data.path(), &[guild_id]).await;
+        let tasks = TaskTracker::new();
+        let (router, _store) = router_with(
+            data.path(),
+            &[guild_id],
+            None,
+            Arc::default(),
+            tasks.clone(),
+        )
+        .await;
         // Config changes queue behind one another in the guild's mailbox; each is answered
         // only once handled, so an answer for every one proves none was dropped by the stop.
         let answers: Vec<_> = (0..50)
@@ -1362,13 +1321,13 @@ mod tests {
         // Stats queue behind the casts: every change is in the guild's mailbox by then.
         let stats = ractor::call_t!(router, RouterMsg::Stats, 5_000).unwrap();
         assert!(stats.queued > 0, "{stats:?}");
-        assert!(
-            GuildRouter::drain_and_stop(&router, &Default::default(), Duration::from_secs(10))
-                .await
-        );
+        assert!(GuildRouter::drain_and_stop(&router, Duration::from_secs(10)).await);
         let mut versions = Vec::new();
-        for answer in answers {
-            match answer.await.expect("answered before the stop") {
+        for mut answer in answers {
+            match answer
+                .try_recv()
+                .expect("answered before the stop returned")
+            {
                 Ok(GuildResponse::Config(saved)) => versions.push(saved.version),
                 other => panic!("a change failed: {other:?}"),
             }
@@ -1503,9 +1462,7 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
-        assert!(
-            GuildRouter::drain_and_stop(&router, &Default::default(), Duration::from_secs(5)).await
-        );
+        assert!(GuildRouter::drain_and_stop(&router, Duration::from_secs(5)).await);
         assert_eq!(*seen.0.lock().unwrap(), vec![101, 102, 103, 104, 105]);
     }
 }

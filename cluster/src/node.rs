@@ -108,8 +108,6 @@ pub struct Node {
     /// The command usage the guild actors count with, and the node's memory of privacy
     /// choices it holds.
     usage: Arc<CommandUsage>,
-    /// What the router and the guild actors run on tasks: waited for at shutdown.
-    tasks: TaskTracker,
     cluster: Option<(Arc<Link>, tokio::task::JoinHandle<()>)>,
     /// A cluster node's `Guilds` service and its routed client (boxed: most nodes in tests
     /// and benches are standalone, and `Node` is moved around by value).
@@ -257,7 +255,6 @@ impl Node {
             None => STANDALONE_NODE.to_owned(),
         };
         let usage = CommandUsage::new(&store);
-        let tasks = TaskTracker::new();
         let usage_flusher = UsageFlusher::start(&usage, options.runtime.usage_flush_every);
         // One count for the guild actors and the cluster agent, which changes it when a
         // resharding completes.
@@ -280,7 +277,7 @@ impl Node {
             node_name,
             shard_count: known_count.clone(),
             usage: Arc::clone(&usage),
-            tasks: tasks.clone(),
+            tasks: TaskTracker::new(),
         })
         .await?;
 
@@ -382,7 +379,6 @@ impl Node {
             backup,
             usage_flusher,
             usage,
-            tasks,
             cluster,
             guild_service,
         })
@@ -544,7 +540,7 @@ impl Node {
             backup.stop().await;
         }
         // No event arrives any more: what the guild actors hold is all there is to do.
-        GuildRouter::drain_and_stop(&self.router, &self.tasks, MAILBOX_DRAIN_TIMEOUT).await;
+        GuildRouter::drain_and_stop(&self.router, MAILBOX_DRAIN_TIMEOUT).await;
         // The actors counted their last commands: those counts are written once more.
         self.usage_flusher.stop().await;
         if !self.rest.flush(REST_FLUSH_TIMEOUT).await {
