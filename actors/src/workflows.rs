@@ -40,7 +40,7 @@ mod run;
 mod template;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -259,7 +259,8 @@ struct Shared {
     /// they are stored: a run's Discord calls wait for what it could have read
     /// ([`act::Durable`]).
     kept_changes: u64,
-    kept_stored: watch::Sender<u64>,
+    /// Made on first need: most guilds never run a workflow.
+    kept_stored: Option<watch::Sender<u64>>,
     /// The guild's last events a workflow could replay in a dry run.
     recent: RecentEvents,
 }
@@ -518,11 +519,16 @@ impl RunBucket {
 impl Shared {
     /// What a run started now could have read of the kept variables, and how far they are
     /// stored.
-    fn durable(&self) -> act::Durable {
+    fn durable(&mut self) -> act::Durable {
         act::Durable {
-            stored: self.kept_stored.subscribe(),
+            stored: self.kept_stored().subscribe(),
             seen: self.kept_changes,
         }
+    }
+
+    /// Up to which change the kept variables are stored, for the runs to wait on.
+    fn kept_stored(&mut self) -> &watch::Sender<u64> {
+        self.kept_stored.get_or_insert_with(|| watch::channel(0).0)
     }
 }
 
@@ -1095,7 +1101,7 @@ async fn save_variables(io: Io, shared: Arc<Mutex<Shared>>) -> Vec<Effect> {
             }
         }
         lock(&shared)
-            .kept_stored
+            .kept_stored()
             .send_modify(|stored| *stored = (*stored).max(upto));
     }
 }
@@ -1415,9 +1421,14 @@ async fn activate(io: &Io, shared: &Mutex<Shared>) -> Result<(), StorageError> {
             continue;
         }
         counter!(WORKFLOW_ACTIVATIONS, "outcome" => "loaded").increment(1);
-        // What came before the load was kept in case a workflow could replay it.
-        guard.recent.keep(!active.enabled.is_empty());
-        guard.phase = Phase::Ready(Arc::new(active));
+        // What came before the load was kept in case a workflow could replay it, and the
+        // roles of its members in case one compares them.
+        let has_workflows = !active.enabled.is_empty();
+        guard.recent.keep(has_workflows);
+        if !has_workflows {
+            guard.member_roles = HashMap::new();
+        }
+        guard.phase = Phase::Ready(active);
         guard.pending_waits = waits;
     }
 }
@@ -1431,7 +1442,7 @@ async fn waits_pending(io: &Io) -> Result<usize, protonn_storage::StorageError> 
         .count())
 }
 
-async fn load(io: &Io) -> Result<Active, protonn_storage::StorageError> {
+async fn load(io: &Io) -> Result<Arc<Active>, protonn_storage::StorageError> {
     let stored = io.store().workflows(io.guild_id().get()).await?;
     let mut enabled = Vec::new();
     for workflow in stored.into_iter().filter(|workflow| workflow.enabled) {
@@ -1445,7 +1456,12 @@ async fn load(io: &Io) -> Result<Active, protonn_storage::StorageError> {
             }
         }
     }
-    Ok(Active::new(enabled))
+    if enabled.is_empty() {
+        // Most guilds: they share one empty set.
+        static NONE: LazyLock<Arc<Active>> = LazyLock::new(|| Arc::new(Active::new(Vec::new())));
+        return Ok(Arc::clone(&NONE));
+    }
+    Ok(Arc::new(Active::new(enabled)))
 }
 
 /// A wait or a schedule fell due: claims it, runs, and completes it (a schedule's next
@@ -1870,7 +1886,7 @@ mod tests {
                 buttons: Vec::new(),
             }]
         };
-        let shared = Shared {
+        let mut shared = Shared {
             kept_changes: 1,
             ..Shared::default()
         };
@@ -1889,7 +1905,7 @@ mod tests {
 
         // Stored meanwhile: the calls go (here to nowhere, which the trace reports).
         let durable = shared.durable();
-        shared.kept_stored.send_replace(1);
+        shared.kept_stored().send_replace(1);
         let mut stored = trace();
         let deadline = Instant::now() + Duration::from_secs(10);
         act::execute(&io, calls(), deadline, &mut stored, durable).await;

@@ -91,6 +91,8 @@ impl Notes {
         for channel in channels {
             inner.tickets.entry(*channel).or_default();
         }
+        // Most guilds have no open ticket: what the notes before the read took is freed.
+        inner.tickets.shrink_to_fit();
         inner.kept = inner.tickets.values().map(BTreeMap::len).sum();
     }
 

@@ -362,7 +362,7 @@ async fn dry_run(
     let compiled = Definition::from_json(&definition)
         .and_then(|definition| definition.compile(workflow_id, &name))
         .map_err(|e| invalid(e.to_string()))?;
-    let mut workflows = super::load(io).await.map_err(unavailable)?.enabled;
+    let mut workflows = super::load(io).await.map_err(unavailable)?.enabled.clone();
     let compiled = Arc::new(compiled);
     workflows.insert(workflow_id, Arc::clone(&compiled));
     // Kept variables are read (never changed) by a dry run.
