@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt as _};
-use metrics::{counter, gauge};
+use metrics::{Counter, counter, gauge};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -147,6 +147,7 @@ impl Actor for ShardRunner {
             supervisor: args.supervisor,
             phase: ShardPhase::Connecting,
             shard_label: args.shard.number().to_string(),
+            counted: EventCounters::new(args.shard.number()),
             reconnect_reason: None,
             sink: args.sink,
         };
@@ -312,10 +313,40 @@ struct Poller {
     supervisor: ActorRef<SupervisorMsg>,
     phase: ShardPhase,
     shard_label: String,
+    counted: EventCounters,
     /// Why the connection was lost, counted once the shard is back.
     reconnect_reason: Option<&'static str>,
     /// Asked at every close whether to connect again.
     sink: Arc<dyn EventSink>,
+}
+
+/// The poller's per-event counters, looked up once: a `counter!` finds its handle in the
+/// recorder's registry on every call (B1's profile: 1.6 % of the bot's CPU in lookups).
+struct EventCounters {
+    shard: Counter,
+    /// By event name, in the order first seen: a shard sees a dozen kinds.
+    by_event: Vec<(&'static str, Counter)>,
+}
+
+impl EventCounters {
+    fn new(shard_id: u32) -> Self {
+        Self {
+            shard: counter!(SHARD_EVENTS, "shard" => shard_id.to_string()),
+            by_event: Vec::new(),
+        }
+    }
+
+    fn event(&mut self, name: &'static str) {
+        self.shard.increment(1);
+        match self.by_event.iter().find(|(seen, _)| *seen == name) {
+            Some((_, counter)) => counter.increment(1),
+            None => {
+                let counter = counter!(EVENTS_RECEIVED, "event" => name);
+                counter.increment(1);
+                self.by_event.push((name, counter));
+            }
+        }
+    }
 }
 
 impl Poller {
@@ -393,9 +424,7 @@ impl Poller {
                     if !self.observe(&event) {
                         continue;
                     }
-                    let name = event.kind().name().unwrap_or("GATEWAY");
-                    counter!(EVENTS_RECEIVED, "event" => name).increment(1);
-                    counter!(SHARD_EVENTS, "shard" => self.shard_label.clone()).increment(1);
+                    self.counted.event(event.kind().name().unwrap_or("GATEWAY"));
                     // twilight has just set the session's sequence to this dispatch's.
                     let seq = self.shard.session().map_or(0, Session::sequence);
                     if !self.buffer.push(seq, event, &self.shard_label).await {
