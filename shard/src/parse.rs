@@ -10,7 +10,7 @@
 //! reader makes an error message naming its 51 fields for every key it does not know (six
 //! in a guild of the simulator's, more from Discord), only to drop it: the keys it does not
 //! name are skipped before it sees them, and so are the lists the node does not read
-//! ([`GuildLists`]).
+//! ([`GuildKeys`]).
 //!
 //! twilight's `MessageCreate` flattens the message beside its `channel_type`, which makes
 //! serde copy every message into the same generic tree first (5 % of B1's CPU): here the
@@ -150,7 +150,7 @@ impl<'de, S: DeserializeSeed<'de> + Copy> Visitor<'de> for FrameSeed<S> {
     }
 }
 
-/// Reads a guild with only `lists` of its lists ([`KnownFields`]).
+/// Reads a guild with only `lists` of its lists ([`GuildKeys`]).
 #[derive(Clone, Copy)]
 struct GuildSeed(GuildLists);
 
@@ -158,10 +158,7 @@ impl<'de> DeserializeSeed<'de> for GuildSeed {
     type Value = Guild;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Guild, D::Error> {
-        Guild::deserialize(KnownFields {
-            deserializer,
-            lists: self.0,
-        })
+        Guild::deserialize(Keys::new(deserializer, GuildKeys(self.0)))
     }
 }
 
@@ -175,15 +172,38 @@ const READ_BUT_NOT_LISTED: [&str; 5] = [
     "stickers",
 ];
 
-/// Hands the guild's reader only the keys it reads: those it lists (the `fields` it gives
-/// `deserialize_struct`) and [`READ_BUT_NOT_LISTED`], but not the lists left out of `lists`;
-/// the others' values are skipped.
-struct KnownFields<D> {
-    deserializer: D,
-    lists: GuildLists,
+/// Which keys of a map a struct's reader is handed ([`Keys`]).
+trait KeyFilter<'de> {
+    /// Reads `map`'s keys up to the next one for the reader, which `fields` are the fields
+    /// of (as it gives them to `deserialize_struct`), dealing with the others on the way,
+    /// and hands that one to `seed`.
+    fn next<A: MapAccess<'de>, S: DeserializeSeed<'de>>(
+        &mut self,
+        map: &mut A,
+        fields: &'static [&'static str],
+        seed: S,
+    ) -> Result<Option<S::Value>, A::Error>;
 }
 
-impl<'de, D: Deserializer<'de>> Deserializer<'de> for KnownFields<D> {
+/// A struct's reader, handed only the keys `filter` lets through: the deserializer, the
+/// visitor and the map access of one reading in turn, each passing the filter on.
+struct Keys<T, F> {
+    inner: T,
+    filter: F,
+    fields: &'static [&'static str],
+}
+
+impl<D, F> Keys<D, F> {
+    fn new(deserializer: D, filter: F) -> Self {
+        Self {
+            inner: deserializer,
+            filter,
+            fields: &[],
+        }
+    }
+}
+
+impl<'de, D: Deserializer<'de>, F: KeyFilter<'de>> Deserializer<'de> for Keys<D, F> {
     type Error = D::Error;
 
     fn deserialize_struct<V: Visitor<'de>>(
@@ -192,16 +212,16 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for KnownFields<D> {
         fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, D::Error> {
-        let keys = FieldOf {
+        let visitor = Keys {
+            inner: visitor,
+            filter: self.filter,
             fields,
-            lists: self.lists,
         };
-        self.deserializer
-            .deserialize_struct(name, fields, KnownFieldsVisitor { keys, visitor })
+        self.inner.deserialize_struct(name, fields, visitor)
     }
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
-        self.deserializer.deserialize_any(visitor)
+        self.inner.deserialize_any(visitor)
     }
 
     serde::forward_to_deserialize_any! {
@@ -211,55 +231,66 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for KnownFields<D> {
     }
 }
 
-struct KnownFieldsVisitor<V> {
-    keys: FieldOf,
-    visitor: V,
-}
-
-impl<'de, V: Visitor<'de>> Visitor<'de> for KnownFieldsVisitor<V> {
+impl<'de, V: Visitor<'de>, F: KeyFilter<'de>> Visitor<'de> for Keys<V, F> {
     type Value = V::Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.visitor.expecting(f)
+        self.inner.expecting(f)
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
-        self.visitor.visit_map(KnownKeys {
-            map,
-            keys: self.keys,
+        self.inner.visit_map(Keys {
+            inner: map,
+            filter: self.filter,
+            fields: self.fields,
         })
     }
 }
 
-struct KnownKeys<A> {
-    map: A,
-    keys: FieldOf,
-}
-
-impl<'de, A: MapAccess<'de>> MapAccess<'de> for KnownKeys<A> {
+impl<'de, A: MapAccess<'de>, F: KeyFilter<'de>> MapAccess<'de> for Keys<A, F> {
     type Error = A::Error;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(
         &mut self,
         seed: K,
     ) -> Result<Option<K::Value>, A::Error> {
-        loop {
-            match self.map.next_key_seed(self.keys)? {
-                None => return Ok(None),
-                Some(Some(field)) => return seed.deserialize(field.into_deserializer()).map(Some),
-                Some(None) => {
-                    self.map.next_value::<IgnoredAny>()?;
-                }
-            }
-        }
+        self.filter.next(&mut self.inner, self.fields, seed)
     }
 
     fn next_value_seed<S: DeserializeSeed<'de>>(&mut self, seed: S) -> Result<S::Value, A::Error> {
-        self.map.next_value_seed(seed)
+        self.inner.next_value_seed(seed)
     }
 
     fn size_hint(&self) -> Option<usize> {
-        self.map.size_hint()
+        self.inner.size_hint()
+    }
+}
+
+/// A guild's keys its reader reads: those it lists (its `fields`) and
+/// [`READ_BUT_NOT_LISTED`], but not the lists left out of the [`GuildLists`]; the others'
+/// values are skipped.
+struct GuildKeys(GuildLists);
+
+impl<'de> KeyFilter<'de> for GuildKeys {
+    fn next<A: MapAccess<'de>, S: DeserializeSeed<'de>>(
+        &mut self,
+        map: &mut A,
+        fields: &'static [&'static str],
+        seed: S,
+    ) -> Result<Option<S::Value>, A::Error> {
+        let keys = FieldOf {
+            fields,
+            lists: self.0,
+        };
+        loop {
+            match map.next_key_seed(keys)? {
+                None => return Ok(None),
+                Some(Some(field)) => return seed.deserialize(field.into_deserializer()).map(Some),
+                Some(None) => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
     }
 }
 
@@ -298,7 +329,7 @@ impl Visitor<'_> for FieldOf {
 }
 
 /// Reads a MESSAGE_CREATE's `d`: the message straight from the text, its `channel_type` taken
-/// out on the way ([`TakeChannelType`]).
+/// out on the way ([`ChannelTypeTaken`]).
 #[derive(Clone, Copy)]
 struct MessageSeed;
 
@@ -307,10 +338,10 @@ impl<'de> DeserializeSeed<'de> for MessageSeed {
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<MessageCreate, D::Error> {
         let mut channel_type = None;
-        let message = DiscordMessage::deserialize(TakeChannelType {
-            inner: deserializer,
-            channel_type: &mut channel_type,
-        })?;
+        let message = DiscordMessage::deserialize(Keys::new(
+            deserializer,
+            ChannelTypeTaken(&mut channel_type),
+        ))?;
         Ok(MessageCreate {
             channel_type,
             message,
@@ -318,65 +349,20 @@ impl<'de> DeserializeSeed<'de> for MessageSeed {
     }
 }
 
-/// Hands the message's reader every key but `channel_type`, whose value it keeps.
-struct TakeChannelType<'a, T> {
-    inner: T,
-    channel_type: &'a mut Option<ChannelType>,
-}
+/// A message's keys but `channel_type`, whose value is kept.
+struct ChannelTypeTaken<'a>(&'a mut Option<ChannelType>);
 
-impl<'de, D: Deserializer<'de>> Deserializer<'de> for TakeChannelType<'_, D> {
-    type Error = D::Error;
-
-    fn deserialize_struct<V: Visitor<'de>>(
-        self,
-        name: &'static str,
-        fields: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, D::Error> {
-        let visitor = TakeChannelType {
-            inner: visitor,
-            channel_type: self.channel_type,
-        };
-        self.inner.deserialize_struct(name, fields, visitor)
-    }
-
-    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
-        self.inner.deserialize_any(visitor)
-    }
-
-    serde::forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
-        option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
-        ignored_any
-    }
-}
-
-impl<'de, V: Visitor<'de>> Visitor<'de> for TakeChannelType<'_, V> {
-    type Value = V::Value;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.inner.expecting(f)
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
-        self.inner.visit_map(TakeChannelType {
-            inner: map,
-            channel_type: self.channel_type,
-        })
-    }
-}
-
-impl<'de, A: MapAccess<'de>> MapAccess<'de> for TakeChannelType<'_, A> {
-    type Error = A::Error;
-
-    fn next_key_seed<K: DeserializeSeed<'de>>(
+impl<'de> KeyFilter<'de> for ChannelTypeTaken<'_> {
+    fn next<A: MapAccess<'de>, S: DeserializeSeed<'de>>(
         &mut self,
-        seed: K,
-    ) -> Result<Option<K::Value>, A::Error> {
+        map: &mut A,
+        _fields: &'static [&'static str],
+        seed: S,
+    ) -> Result<Option<S::Value>, A::Error> {
         loop {
-            match self.inner.next_key::<Key<'de>>()? {
+            match map.next_key::<Key<'de>>()? {
                 None => return Ok(None),
-                Some(Key::ChannelType) => *self.channel_type = self.inner.next_value()?,
+                Some(Key::ChannelType) => *self.0 = map.next_value()?,
                 Some(Key::Borrowed(key)) => {
                     let key = de::value::BorrowedStrDeserializer::new(key);
                     return seed.deserialize(key).map(Some);
@@ -386,14 +372,6 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for TakeChannelType<'_, A> {
                 }
             }
         }
-    }
-
-    fn next_value_seed<S: DeserializeSeed<'de>>(&mut self, seed: S) -> Result<S::Value, A::Error> {
-        self.inner.next_value_seed(seed)
-    }
-
-    fn size_hint(&self) -> Option<usize> {
-        self.inner.size_hint()
     }
 }
 
