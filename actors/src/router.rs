@@ -54,8 +54,8 @@ pub struct Services {
     /// Command usage analytics.
     pub usage: Arc<CommandUsage>,
     /// The guild actors, and the work they and the router started on tasks (writes, REST
-    /// calls, delivery rounds): [`GuildRouter::drain_and_stop`] waits for it, so nothing holds the store or
-    /// loses a write once a node has stopped.
+    /// calls, delivery rounds): [`GuildRouter::drain_and_stop`] waits for it, so nothing
+    /// holds the store or loses a write once a node has stopped.
     pub tasks: TaskTracker,
 }
 
@@ -297,9 +297,9 @@ impl GuildRouter {
 
     /// Stops the router once it has handled what its mailbox holds, which drops the guild
     /// actors' mailboxes, and waits for its tasks ([`Services::tasks`], the guild actors
-    /// among them) to finish what they hold; whether the router and every task finished, each within `within`
-    /// (what did not is left). Call it once no events arrive any more (the shards are
-    /// closed): a draining router refuses new ones.
+    /// among them) to finish what they hold; whether the router and every task finished,
+    /// each within `within` (what did not is left). Call it once no events arrive any more
+    /// (the shards are closed): a draining router refuses new ones.
     pub async fn drain_and_stop(router: &ActorRef<RouterMsg>, within: Duration) -> bool {
         let Ok(tasks) = ractor::call!(router, RouterMsg::Tasks) else {
             tracing::warn!("the router stopped before its drain");
@@ -346,8 +346,8 @@ impl RouterState {
             .or_else(|message| self.restart(guild_id, message))
     }
 
-    /// The guild's actor has ended while resident, which only a panic outside every handler
-    /// (the handlers catch their own) or the runtime's shutdown does: a fresh actor, which
+    /// The guild's actor has ended while resident, which only the runtime's shutdown or a
+    /// panic its loop does not catch does (it catches its handlings'): a fresh actor, which
     /// loads the guild's state afresh, takes `message`.
     fn restart(&mut self, guild_id: Id<GuildMarker>, message: GuildMsg) -> Result<(), GuildMsg> {
         tracing::error!(%guild_id, "guild actor ended unexpectedly; starting a fresh one");
@@ -727,9 +727,9 @@ impl RouterState {
     }
 
     /// Passivates the actors of guilds the bot was removed from and idle actors, then the
-    /// least recently active idle ones past the resident cap.
-    /// An actor with queued events is never passivated: a fresh one could start beside it
-    /// while it drains, and the guild's events would no longer be handled in order.
+    /// least recently active idle ones past the resident cap. An actor with queued events is
+    /// never passivated: a fresh one could start beside it while it drains, and the guild's
+    /// events would no longer be handled in order.
     fn sweep(&mut self) {
         let (queued, deepest) = self
             .guilds
