@@ -248,7 +248,7 @@ pub fn describe() {
     describe_counter!(
         PASSIVATIONS,
         Unit::Count,
-        "Guild actors stopped by the runtime, by reason (idle, evicted over the resident cap, removed from the guild)."
+        "Guild actors stopped by the runtime, by reason (idle, evicted over the resident cap, removed: the guild left the node cache, the bot removed from it or its shard moved)."
     );
     describe_counter!(
         EVENTS_SHED,

@@ -262,8 +262,6 @@ enum Sets {
 struct Resident {
     mailbox: Mailbox,
     last_active: Instant,
-    /// The last event sent was the bot's removal from the guild: passivated once idle.
-    removed: bool,
 }
 
 impl Resident {
@@ -276,7 +274,6 @@ impl Resident {
         Self {
             mailbox,
             last_active: Instant::now(),
-            removed: false,
         }
     }
 
@@ -567,7 +564,6 @@ impl RouterState {
                 return;
             }
         }
-        resident.removed = crate::guild::is_removal(&event);
         let message = GuildMsg::Event(Arc::new(event), receipt.cloned());
         let _ = resident
             .send(message)
@@ -726,8 +722,9 @@ impl RouterState {
         );
     }
 
-    /// Passivates the actors of guilds the bot was removed from and idle actors, then the
-    /// least recently active idle ones past the resident cap. An actor with queued events is
+    /// Passivates the actors of guilds the node cache no longer holds (the bot was removed
+    /// from the guild, or its shard moved to another node) and idle actors, then the least
+    /// recently active idle ones past the resident cap. An actor with queued events is
     /// never passivated: a fresh one could start beside it while it drains, and the guild's
     /// events would no longer be handled in order.
     fn sweep(&mut self) {
@@ -747,18 +744,18 @@ impl RouterState {
         } = self.services.runtime;
         let now = Instant::now();
         let mut idle: Vec<(Instant, Id<GuildMarker>)> = Vec::new();
-        let mut removed = Vec::new();
+        let mut gone = Vec::new();
         for (&guild_id, resident) in &self.guilds {
             if resident.mailbox.pending() > 0 {
                 continue;
             }
-            if resident.removed {
-                removed.push(guild_id);
+            if self.services.cache.guild(guild_id).is_none() {
+                gone.push(guild_id);
             } else {
                 idle.push((resident.last_active, guild_id));
             }
         }
-        for guild_id in removed {
+        for guild_id in gone {
             self.passivate(guild_id, "removed");
         }
         idle.sort_unstable();
@@ -1196,7 +1193,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_removed_guild_s_actor_is_passivated_at_the_next_sweep_unless_more_came() {
+    async fn a_removed_guild_s_actor_is_passivated_at_the_next_sweep_unless_it_came_back() {
         let data = tempfile::tempdir().unwrap();
         let (removed, returned) = (5 << 22, 6 << 22);
         let (router, _store) = router(data.path(), &[removed, returned]).await;
@@ -1206,10 +1203,10 @@ mod tests {
                 unavailable: None,
             })
         };
-        // The other guild's actor gets an event after its removal (the bot is back).
+        // The other guild is back before the sweep (the bot was added again).
         route(
             &router,
-            vec![removal(removed), removal(returned), message(returned, 1)],
+            vec![removal(removed), removal(returned), guild_create(returned)],
         )
         .await;
         assert_eq!(settled(&router).await.active_guilds, 2);
