@@ -133,33 +133,56 @@ impl Drop for Inbox {
 
 #[cfg(test)]
 mod tests {
+    use twilight_model::gateway::event::Event;
+    use twilight_model::gateway::payload::incoming::RoleDelete;
+    use twilight_model::id::Id;
+
     use super::*;
 
     fn reload() -> GuildMsg {
         GuildMsg::Reload
     }
 
+    /// The `n`th message: an event that says its number.
+    fn numbered(n: u64) -> GuildMsg {
+        let event = Event::RoleDelete(RoleDelete {
+            guild_id: Id::new(1),
+            role_id: Id::new(n),
+        });
+        GuildMsg::Event(Arc::new(event), None)
+    }
+
+    fn number(message: GuildMsg) -> u64 {
+        match message {
+            GuildMsg::Event(event, _) => match &*event {
+                Event::RoleDelete(deleted) => deleted.role_id.get(),
+                other => panic!("not a numbered message: {other:?}"),
+            },
+            _ => panic!("not a numbered message"),
+        }
+    }
+
     #[tokio::test]
     async fn messages_come_in_order_and_the_inbox_ends_once_the_mailbox_is_dropped_and_empty() {
         let (mailbox, mut inbox) = mailbox();
         let reader = tokio::spawn(async move {
-            let mut taken = 0;
+            let mut taken = Vec::new();
             while let Some(message) = inbox.recv().await {
-                assert!(matches!(message, GuildMsg::Reload));
+                taken.push(number(message));
                 inbox.handled();
-                taken += 1;
             }
             taken
         });
-        for _ in 0..100 {
-            assert!(mailbox.send(reload()).is_ok());
+        // Half sent one at a time (the reader waits between), half in a burst.
+        for n in 1..=100 {
+            assert!(mailbox.send(numbered(n)).is_ok());
             tokio::task::yield_now().await;
         }
-        for _ in 0..100 {
-            assert!(mailbox.send(reload()).is_ok());
+        for n in 101..=200 {
+            assert!(mailbox.send(numbered(n)).is_ok());
         }
         drop(mailbox);
-        assert_eq!(reader.await.unwrap(), 200);
+        assert_eq!(reader.await.unwrap(), (1..=200).collect::<Vec<u64>>());
     }
 
     #[tokio::test]
