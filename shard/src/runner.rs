@@ -132,6 +132,7 @@ impl Actor for ShardRunner {
         let (buffer, buffered) = event_buffer(settings.buffer_capacity);
         let forwarder = tokio::spawn(forwarder.run(buffered));
         let (control, control_rx) = mpsc::channel(1);
+        let shard_label = args.shard.number().to_string();
         let poller = Poller {
             shard,
             // The runner itself needs READY/RESUMED (readiness), invalid sessions and
@@ -146,8 +147,8 @@ impl Actor for ShardRunner {
             buffer,
             supervisor: args.supervisor,
             phase: ShardPhase::Connecting,
-            shard_label: args.shard.number().to_string(),
-            counted: EventCounters::new(args.shard.number()),
+            counted: EventCounters::new(&shard_label),
+            shard_label,
             reconnect_reason: None,
             sink: args.sink,
         };
@@ -329,9 +330,9 @@ struct EventCounters {
 }
 
 impl EventCounters {
-    fn new(shard_id: u32) -> Self {
+    fn new(shard_label: &str) -> Self {
         Self {
-            shard: counter!(SHARD_EVENTS, "shard" => shard_id.to_string()),
+            shard: counter!(SHARD_EVENTS, "shard" => shard_label.to_owned()),
             by_event: Vec::new(),
         }
     }
