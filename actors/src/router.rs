@@ -353,14 +353,9 @@ impl RouterState {
         let mut fresh = Resident::start(guild_id, &self.services);
         let sent = fresh.send(message);
         self.guilds.insert(guild_id, fresh);
-        sent.inspect_err(|_| self.undeliverable(guild_id, "a fresh guild actor refused a message"))
-    }
-
-    /// A guild actor could neither be reached nor started: the message is lost, loudly.
-    fn undeliverable(&mut self, guild_id: Id<GuildMarker>, error: &str) {
-        tracing::error!(%guild_id, error, "guild actor unreachable; message dropped");
-        self.failures += 1;
-        counter!(GUILD_FAILURES).increment(1);
+        // Refused by a fresh actor too: the runtime is shutting down, and the message is lost
+        // (counted with the failure above).
+        sent.inspect_err(|_| tracing::error!(%guild_id, "guild actor unreachable; message dropped"))
     }
 
     /// A shard's batch: each event goes through the set that handles its guild, then into
