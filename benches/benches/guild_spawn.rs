@@ -176,6 +176,9 @@ async fn rehydrate_costs(guilds: usize) {
         store.save(guild, 0, &GuildConfig::default()).await.unwrap();
     }
     let (tx, mut rx) = mpsc::unbounded_channel();
+    // Passivated by the sweep every 50 ms: idle 50 ms, or at once, since their guilds are
+    // not in the node cache (it starts empty). A sweep between a cold sample and its warm
+    // one (microseconds apart) would make the warm one a rehydrate too: rare, not excluded.
     let runtime = RuntimeConfig {
         idle_after: Duration::from_millis(50),
         sweep_every: Duration::from_millis(50),

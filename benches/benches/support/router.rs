@@ -113,8 +113,8 @@ impl EventObserver for Handled {
     }
 }
 
-/// A router over `store` whose actors stay resident through a run (an hour before they
-/// passivate), and what hears each message they handled (for [`route_and_wait`]).
+/// A router over `store` whose actors stay resident through a run ([`resident_runtime`]),
+/// and what hears each message they handled (for [`route_and_wait`]).
 pub fn start_observed(
     runtime: &tokio::runtime::Runtime,
     store: Arc<EmbeddedStore>,
@@ -123,10 +123,7 @@ pub fn start_observed(
     tokio::sync::mpsc::UnboundedReceiver<()>,
 ) {
     let (tx, handled) = tokio::sync::mpsc::unbounded_channel();
-    let runtime_config = RuntimeConfig {
-        idle_after: Duration::from_secs(3_600),
-        ..RuntimeConfig::default()
-    };
+    let runtime_config = resident_runtime();
     let observer = Arc::new(Handled(tx)) as Arc<dyn EventObserver>;
     // The services' REST client needs the runtime: built inside it.
     let router = runtime
@@ -161,15 +158,23 @@ pub async fn active(router: &ActorRef<RouterMsg>) -> usize {
         .active_guilds
 }
 
+/// The runtime of a router whose actors stay resident through a run: no sweep within an
+/// hour. The benches' guilds are not in the node cache (it starts empty), and a sweep
+/// passivates the actors of guilds the cache does not hold.
+fn resident_runtime() -> RuntimeConfig {
+    let hour = Duration::from_secs(3_600);
+    RuntimeConfig {
+        idle_after: hour,
+        sweep_every: hour,
+        ..RuntimeConfig::default()
+    }
+}
+
 /// A router with real services on an embedded store in `dir`, whose actors are never
 /// passivated: what the benches of activation count stays resident.
 pub async fn resident_router(dir: &Path) -> ActorRef<RouterMsg> {
     let store = Arc::new(EmbeddedStore::open(dir).unwrap());
-    let runtime = RuntimeConfig {
-        idle_after: Duration::from_secs(3_600),
-        ..RuntimeConfig::default()
-    };
-    GuildRouter::start(router_services(store, runtime, None))
+    GuildRouter::start(router_services(store, resident_runtime(), None))
         .await
         .unwrap()
 }
